@@ -1,0 +1,15 @@
+"""npvae: a variational autoencoder in NumPy, every gradient derived and written by hand.
+
+Importing npvae is cheap: Numba is loaded on the first training step and
+matplotlib only when a figure is drawn.
+"""
+from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
+                     DownloadError, InputError, InputTypeError, NpvaeError, StateDictError, StateError)
+from .layers import Dense, ReLU, Sequential, Sigmoid
+from .losses import BCE, KL, BCEWithLogits
+from .model import VAE, LossParts
+from .module import Module, Parameter
+from .optim import SGD, Adam
+from .sampler import Sampler
+
+__version__ = "0.1.0"

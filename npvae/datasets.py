@@ -1,0 +1,329 @@
+"""Finding and loading MNIST and Fashion-MNIST.
+
+A data set is four IDX files, each gzip-compressed (``.gz``) or not::
+
+    train-images-idx3-ubyte   train-labels-idx1-ubyte     (60,000 examples)
+    t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte      (10,000 examples)
+
+Where the files are looked for, in this order (see :func:`search_path`):
+
+1. ``data_dir``, if given: the folder itself or its subfolder ``<name>/``.
+   An explicit ``data_dir`` is a promise: if the files are not there, that is
+   an error; no other place is searched and nothing is downloaded.
+2. ``$NPVAE_DATA_DIR/<name>/``, then ``$NPVAE_DATA_DIR`` itself.
+3. The user cache ``$XDG_CACHE_HOME/npvae/<name>`` (default
+   ``~/.cache/npvae/<name>``). Downloads go here.
+4. System folders from ``SYSTEM_DIRS``, e.g. Debian's package
+   ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``.
+
+A folder counts only if it holds all the files asked for. If none does and
+``download=True``, the files are downloaded into the cache (see
+:mod:`npvae.download`); otherwise :class:`~npvae.errors.DatasetNotFoundError`
+lists what is missing, every place looked in, and where to put the files.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from npvae.download import download_dataset
+from npvae.errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
+from npvae.idx import read_images, read_labels
+
+__all__ = [
+    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "Dataset",
+    "canonical_name", "cache_dir", "search_path", "load_idx_split", "load_idx_folder",
+    "load_split", "load_dataset",
+]
+
+#: The data sets :func:`load_dataset` knows.
+DATASETS = ("mnist", "fashion-mnist")
+
+#: Accepted spellings -> canonical name (compared in lower case).
+ALIASES = {"mnist": "mnist", "fashion-mnist": "fashion-mnist",
+           "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist"}
+
+#: Split name -> (images file, labels file), without the optional ``.gz``.
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+#: Environment variable naming a folder that holds ``mnist/`` and ``fashion-mnist/``.
+ENV_VAR = "NPVAE_DATA_DIR"
+
+#: Folders installed by system packages, searched last (tests monkeypatch this).
+SYSTEM_DIRS = {
+    "mnist": (),
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
+}
+
+
+@dataclass(repr=False)
+class Dataset:
+    """A data set in memory: images stay ``uint8`` (N, 784), 4x smaller than float32.
+
+    Attributes
+    ----------
+    name : str
+        Canonical name, e.g. ``"mnist"``.
+    train_images, test_images : numpy.ndarray
+        ``uint8`` arrays of shape (N, rows*cols), one flattened image per row.
+    train_labels, test_labels : numpy.ndarray
+        ``uint8`` arrays of shape (N,).
+    source : str
+        The folder the files were read from.
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+    def __repr__(self):
+        # The default repr would print the arrays; shapes are what one wants.
+        return (f"Dataset(name={self.name!r}, train={self.train_images.shape}, "
+                f"test={self.test_images.shape}, source={self.source!r})")
+
+
+def canonical_name(name):
+    """Return the canonical data set name for ``name`` or an alias of it.
+
+    Raises
+    ------
+    InputTypeError
+        If ``name`` is not a string.
+    InputError
+        If ``name`` is unknown; the message lists the valid names.
+    """
+    if not isinstance(name, str):
+        raise InputTypeError(f"name must be a string such as 'mnist', got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in ALIASES:
+        raise InputError(f"unknown data set name {name!r}; expected one of: {', '.join(ALIASES)}")
+    return ALIASES[key]
+
+
+def cache_dir(name):
+    """The user cache folder for data set ``name``: ``$XDG_CACHE_HOME/npvae/<name>``.
+
+    Falls back to ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or not an
+    absolute path (the XDG spec says to ignore relative ones).
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "npvae", canonical_name(name))
+
+
+def search_path(name, data_dir=None):
+    """The folders searched for data set ``name``, in order.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(folder, where_it_comes_from)`` pairs. With ``data_dir`` only
+        ``data_dir/<name>`` and ``data_dir`` are searched.
+    """
+    name = canonical_name(name)
+    if data_dir is not None:
+        data_dir = os.fspath(data_dir)
+        return [(os.path.join(data_dir, name), f"data_dir/{name}"), (data_dir, "data_dir")]
+    places = []
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        places.append((os.path.join(env, name), f"${ENV_VAR}/{name}"))
+        places.append((env, f"${ENV_VAR}"))
+    places.append((cache_dir(name), "user cache"))
+    places.extend((folder, "system folder") for folder in SYSTEM_DIRS.get(name, ()))
+    return places
+
+
+def _find(folder, stem):
+    """Path of ``stem.gz`` or ``stem`` in ``folder`` (the .gz wins), or None."""
+    for file in (stem + ".gz", stem):
+        path = os.path.join(folder, file)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _missing(folder, stems):
+    return [s for s in stems if _find(folder, s) is None]
+
+
+def _split_files(split):
+    if split == "test":
+        split = "t10k"
+    if split not in SPLITS:
+        raise InputError(f"split must be one of 'train', 't10k' (or 'test'), got {split!r}")
+    return SPLITS[split]
+
+
+def load_idx_split(folder, split):
+    """Load one split from ``folder``: ``(images, labels)``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Folder holding the split's two IDX files (``.gz`` or not).
+    split : {"train", "t10k", "test"}
+        ``"test"`` is another name for ``"t10k"``.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``uint8``, shape (N, rows*cols).
+    labels : numpy.ndarray
+        ``uint8``, shape (N,).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If a file is missing (the message names it).
+    DataFileError
+        If a file is malformed, or the image and label counts differ (the
+        message names both files).
+    """
+    folder = os.fspath(folder)
+    img_stem, lab_stem = _split_files(split)
+    missing = _missing(folder, (img_stem, lab_stem))
+    if missing:
+        raise DatasetNotFoundError(
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+    img_path, lab_path = _find(folder, img_stem), _find(folder, lab_stem)
+    images, labels = read_images(img_path), read_labels(lab_path)
+    if len(images) != len(labels):
+        raise DataFileError(f"{img_path} holds {len(images)} images but {lab_path} holds "
+                            f"{len(labels)} labels; they must match")
+    return images, labels
+
+
+def load_idx_folder(folder, name=None):
+    """Load a folder holding the four standard IDX files as a :class:`Dataset`.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder; files may be gzip-compressed or not.
+    name : str, optional
+        Stored in ``Dataset.name``; defaults to the folder's name.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    missing = _missing(folder, SPLITS["train"] + SPLITS["t10k"])
+    if missing:
+        raise DatasetNotFoundError(
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+    train_images, train_labels = load_idx_split(folder, "train")
+    test_images, test_labels = load_idx_split(folder, "t10k")
+    return Dataset(name or os.path.basename(folder), train_images, train_labels,
+                   test_images, test_labels, folder)
+
+
+def _locate(name, stems, data_dir, download, progress):
+    """First folder holding all ``stems``, downloading into the cache if allowed."""
+    places = search_path(name, data_dir)
+    for folder, _ in places:
+        if not _missing(folder, stems):
+            return folder
+    failure = None
+    if data_dir is None and download:
+        dest = cache_dir(name)
+        try:
+            download_dataset(name, dest, files=[s + ".gz" for s in _missing(dest, stems)],
+                             progress=progress)
+            return dest
+        except DownloadError as e:
+            failure = e
+    raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure)) \
+        from failure
+
+
+def _not_found_message(name, stems, places, data_dir, download, failure):
+    lines = [f"cannot find the {name} files {', '.join(s + '[.gz]' for s in stems)}.",
+             "Looked in, in this order:"]
+    for i, (folder, origin) in enumerate(places, 1):
+        if not os.path.isdir(folder):
+            why = "folder does not exist"
+        else:
+            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
+        lines.append(f"  {i}. {folder} ({origin}): {why}")
+    if data_dir is None and not os.environ.get(ENV_VAR):
+        lines.append(f"  (${ENV_VAR} is not set.)")
+    if data_dir is not None:
+        lines.append("data_dir was given, so no other place was searched and nothing was downloaded.")
+        lines.append(f"To fix: put the files (gzip-compressed or not) in {places[0][0]} or "
+                     f"{places[1][0]}, or leave out data_dir to use ${ENV_VAR}, the cache "
+                     f"and downloading.")
+        return "\n".join(lines)
+    if failure is not None:
+        lines.append(f"Downloading failed: {failure}")
+    else:
+        lines.append("Downloading is switched off (download=False).")
+    lines.append(f"To fix: put the files (gzip-compressed or not) in {cache_dir(name)}, "
+                 f"or in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
+                 + ("or try again when online." if failure is not None else "or pass download=True."))
+    return "\n".join(lines)
+
+
+def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
+    """Find (or download) and load one split of a data set: ``(images, labels)``.
+
+    Needs only that split's two files, so it works where only the MNIST test
+    set is available; split it further with :func:`npvae.data.split`.
+
+    Parameters
+    ----------
+    name : str
+        ``"mnist"``, ``"fashion-mnist"`` or an alias (``"fashion_mnist"``, ``"fmnist"``).
+    split : {"train", "t10k", "test"}
+    data_dir, download, progress
+        As for :func:`load_dataset`.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``uint8``, shape (N, 784).
+    labels : numpy.ndarray
+        ``uint8``, shape (N,).
+    """
+    name = canonical_name(name)
+    stems = _split_files(split)
+    folder = _locate(name, stems, data_dir, download, progress)
+    return load_idx_split(folder, split)
+
+
+def load_dataset(name, data_dir=None, download=True, progress=True):
+    """Find (or download) and load a whole data set.
+
+    Parameters
+    ----------
+    name : str
+        ``"mnist"``, ``"fashion-mnist"`` or an alias (``"fashion_mnist"``, ``"fmnist"``).
+    data_dir : str or os.PathLike, optional
+        Folder holding the four files, or holding a ``<name>/`` subfolder
+        with them. If given, only this folder is searched.
+    download : bool
+        Download into the user cache if the files are nowhere to be found.
+    progress : bool
+        Show download progress on stderr (only when it is a terminal).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    InputError
+        Unknown ``name``.
+    DatasetNotFoundError
+        The files are not found and could not be downloaded; the message
+        lists the missing files, the places looked in and where to put them.
+    DataFileError
+        A file is malformed.
+    """
+    name = canonical_name(name)
+    folder = _locate(name, SPLITS["train"] + SPLITS["t10k"], data_dir, download, progress)
+    return load_idx_folder(folder, name)

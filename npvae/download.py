@@ -1,0 +1,262 @@
+"""Downloading the MNIST and Fashion-MNIST files, safely.
+
+Each file is fetched with :mod:`urllib` (no extra dependency) into a
+temporary file in the destination folder, its MD5 is computed while it
+streams, and only a complete file with the right checksum is renamed into
+place with ``os.replace``. Whatever goes wrong (no connection, a dropped
+connection, a wrong checksum, Ctrl-C) the temporary file is removed, so the
+cache never holds a partial file that a later run would trust. Mirrors are
+tried in order; if all fail, :class:`~npvae.errors.DownloadError` lists what
+each one said.
+
+Tests and users behind a proxy can pass their own ``mirrors`` and
+``checksums``; the tables below are only defaults.
+"""
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from npvae.errors import DataFileError, DownloadError, InputError
+from npvae.idx import read_idx
+
+__all__ = ["MIRRORS", "MD5", "TIMEOUT", "download_file", "download_dataset"]
+
+#: Base URLs per data set, tried in this order; a file's URL is base + file name.
+MIRRORS = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    "fashion-mnist": (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+    ),
+}
+
+#: MD5 of the official .gz files (what the mirrors serve).
+MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83fd310",
+    },
+}
+
+#: Seconds to wait for the server to connect or to send the next chunk.
+TIMEOUT = 30.0
+
+_CHUNK = 1 << 16
+# The largest official file is ~26 MB compressed; a server that sends far
+# more is misbehaving and must not fill the disk.
+_MAX_BYTES = 200 * 1024 * 1024
+_USER_AGENT = "npvae (python urllib)"
+
+# What urllib and http.client raise when the network or the server fails:
+# URLError/HTTPError/timeouts/resets are OSErrors, IncompleteRead and
+# BadStatusLine are HTTPExceptions, a malformed URL is a ValueError.
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
+def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
+    """Download ``url`` to the file ``dest``, all or nothing.
+
+    Parameters
+    ----------
+    url : str
+        What to fetch.
+    dest : str or os.PathLike
+        Final path. Its folder is created if needed; the partial download
+        lives in a hidden temporary file next to it.
+    md5 : str, optional
+        Expected hex MD5 of the file. If None, the file is instead checked by
+        reading it as an IDX file, so a wrong page (an HTML error page, say)
+        never lands in place.
+    timeout : float
+        Seconds to wait to connect or for the next chunk.
+    progress : bool
+        Show a progress line on stderr (only if stderr is a terminal).
+
+    Returns
+    -------
+    str
+        ``dest``.
+
+    Raises
+    ------
+    DownloadError
+        On any network failure, a short read, or a checksum mismatch. The
+        message names the URL. No file is left behind.
+    """
+    dest = os.fspath(dest)
+    folder = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _fetch(url, out, timeout, _Progress(os.path.basename(dest), progress))
+            out.flush()
+            os.fsync(out.fileno())
+        if md5 is not None and digest != md5.lower():
+            raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
+        if md5 is None:
+            try:
+                read_idx(tmp)
+            except DataFileError as e:
+                raise DownloadError(f"{url}: downloaded file is not a valid IDX file: {e}") from None
+        os.replace(tmp, dest)
+    except BaseException:
+        # Also on Ctrl-C: a partial file must never stay in the cache.
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+def _fetch(url, out, timeout, bar):
+    """Stream ``url`` into the open file ``out``; return the hex MD5."""
+    md5 = hashlib.md5()
+    done = 0
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            while True:
+                chunk = resp.read(_CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if done > _MAX_BYTES:
+                    raise DownloadError(f"{url}: server sent more than {_MAX_BYTES} bytes; giving up")
+                md5.update(chunk)
+                out.write(chunk)
+                bar.update(done, length)
+    except DownloadError:
+        raise
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise DownloadError(f"{url}: cannot connect: {e.reason}") from None
+    except _NETWORK_ERRORS as e:
+        raise DownloadError(f"{url}: {type(e).__name__}: {e} (after {done} bytes)") from None
+    finally:
+        bar.close()
+    # http.client returns a short body without complaint when the server
+    # closes early, so compare with Content-Length ourselves.
+    if length is not None and done != length:
+        raise DownloadError(f"{url}: connection dropped after {done} of {length} bytes")
+    return md5.hexdigest()
+
+
+def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
+                     progress=True, timeout=TIMEOUT):
+    """Download a data set's ``.gz`` files into the folder ``dest``.
+
+    Files already in ``dest`` are kept (files only ever land there complete
+    and checked). For each missing file the mirrors are tried in order.
+
+    Parameters
+    ----------
+    name : str
+        ``"mnist"`` or ``"fashion-mnist"`` (exactly; aliases are resolved by
+        :func:`npvae.datasets.load_dataset`). Any name works if both
+        ``mirrors`` and ``checksums`` are given.
+    dest : str or os.PathLike
+        Folder to put the files in; created if needed.
+    files : iterable of str, optional
+        File names to fetch, e.g. ``["t10k-images-idx3-ubyte.gz"]``. Default:
+        the four files of the data set (the keys of ``checksums``).
+    mirrors : sequence of str, optional
+        Base URLs to try in order. Default: ``MIRRORS[name]``.
+    checksums : dict of str to str, optional
+        File name -> hex MD5. Default: ``MD5[name]``. A file without an entry
+        is checked by parsing it as IDX instead.
+    progress : bool
+        Show a progress line on stderr when it is a terminal.
+    timeout : float
+        Seconds to wait to connect or for the next chunk.
+
+    Returns
+    -------
+    str
+        ``dest``.
+
+    Raises
+    ------
+    InputError
+        If ``name`` has no default mirrors/checksums and none are given.
+    DownloadError
+        If some file could not be fetched from any mirror; the message lists
+        each mirror's failure.
+    """
+    if (mirrors is None and name not in MIRRORS) or (checksums is None and name not in MD5):
+        raise InputError(f"download_dataset: name must be one of {sorted(MIRRORS)} "
+                         f"(or pass mirrors= and checksums=), got {name!r}")
+    mirrors = MIRRORS[name] if mirrors is None else tuple(mirrors)
+    checksums = MD5[name] if checksums is None else dict(checksums)
+    files = list(checksums) if files is None else list(files)
+    if not mirrors:
+        raise InputError("download_dataset: mirrors must name at least one base URL, got none")
+    dest = os.fspath(dest)
+    for file in files:
+        target = os.path.join(dest, file)
+        if os.path.exists(target):
+            continue
+        failures = []
+        for base in mirrors:
+            url = base.rstrip("/") + "/" + file
+            try:
+                download_file(url, target, checksums.get(file), timeout=timeout, progress=progress)
+                break
+            except DownloadError as e:
+                failures.append(str(e))
+        else:
+            tried = "\n".join("  - " + f for f in failures)
+            raise DownloadError(f"could not download {file} from any of {len(mirrors)} mirror(s):\n{tried}")
+    return dest
+
+
+class _Progress:
+    """A one-line ``\\r`` progress display on stderr, at most ten updates a second."""
+
+    def __init__(self, label, enabled):
+        # Only on a terminal: in logs and under pytest a \r line is just noise.
+        self.enabled = bool(enabled) and sys.stderr.isatty()
+        self.label = label
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, done, total):
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.1:
+            return
+        self.last = now
+        line = f"\rdownloading {self.label}  {done / 1e6:.1f}"
+        if total:
+            line += f"/{total / 1e6:.1f} MB  {100 * done // total:3d}%"
+        else:
+            line += " MB"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self):
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.shown = False

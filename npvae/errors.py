@@ -1,0 +1,47 @@
+"""npvae's own exceptions.
+
+Every error npvae raises on purpose is an :class:`NpvaeError`, and also the
+built-in type that fits (``ValueError`` for a wrong value or shape, ``TypeError``
+for a wrong type or dtype, ``OSError`` for a download), so ``except ValueError``
+keeps working in code that does not know npvae.
+"""
+
+
+class NpvaeError(Exception):
+    """Base class of every error npvae raises on purpose."""
+
+
+class InputError(NpvaeError, ValueError):
+    """An argument has the wrong shape, size or value (names the argument)."""
+
+
+class InputTypeError(NpvaeError, TypeError):
+    """An argument has the wrong type or dtype (names the argument)."""
+
+
+class StateError(NpvaeError, RuntimeError):
+    """An object is used out of order, e.g. ``backward`` before ``forward``."""
+
+
+class StateDictError(NpvaeError, ValueError):
+    """A state dict does not match the module or optimizer it is loaded into."""
+
+
+class DataFileError(NpvaeError, ValueError):
+    """A data file (IDX, gzip) is malformed; the message names the file."""
+
+
+class DatasetNotFoundError(NpvaeError, FileNotFoundError):
+    """A data set's files are nowhere to be found and cannot be downloaded."""
+
+
+class DownloadError(NpvaeError, OSError):
+    """A download failed (every mirror tried) or did not match its checksum."""
+
+
+class CheckpointError(NpvaeError, ValueError):
+    """A checkpoint file is missing, truncated, foreign or does not fit."""
+
+
+class DivergenceError(NpvaeError, FloatingPointError):
+    """Training produced NaN or inf; the message names the epoch and step."""

@@ -1,0 +1,230 @@
+"""Reader for the IDX file format used by MNIST and Fashion-MNIST.
+
+An IDX file is a tiny header followed by a dense array in C order::
+
+    bytes 0-1   zero
+    byte  2     type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+                0x0D float32, 0x0E float64; multi-byte types are big-endian)
+    byte  3     number of dimensions, ndim
+    4*ndim      the size of each dimension, big-endian uint32
+    rest        the data, prod(sizes) * itemsize bytes
+
+Files are often gzip-compressed (``*.gz``). :func:`read_idx` looks at the
+first two bytes (gzip's magic ``1f 8b``) rather than trusting the file name.
+
+The reader is defensive because data files arrive from the network and from
+disks that fill up: it checks the whole header *before* allocating the array,
+never decompresses more than the header promises (plus one byte, to notice
+trailing data), and turns every way a file can be broken into a
+:class:`~npvae.errors.DataFileError` that names the file and the problem.
+"""
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from npvae.errors import DataFileError
+
+__all__ = ["IDX_DTYPES", "read_idx", "read_images", "read_labels"]
+
+#: IDX type code -> NumPy dtype as stored in the file (big-endian).
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Deflate cannot compress better than about 1032:1, so a gzip file of S bytes
+# holds at most ~1032*S bytes. A header promising more is lying; we can say so
+# before allocating or decompressing anything.
+_GZIP_MAX_RATIO = 1032
+_CHUNK = 1 << 20  # decompress 1 MiB at a time
+
+# Everything the gzip/zlib/struct machinery raises on bad input. BadGzipFile
+# is an OSError; a truncated stream raises EOFError; a bad deflate block
+# raises zlib.error.
+_CORRUPT = (OSError, EOFError, zlib.error, struct.error, ValueError)
+
+
+def read_idx(path):
+    """Read an IDX file (raw or gzip-compressed) into a NumPy array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Gzip compression is detected from the content, not the name.
+
+    Returns
+    -------
+    numpy.ndarray
+        Array with the shape and type given by the header, in native byte
+        order (big-endian values are byte-swapped).
+
+    Raises
+    ------
+    DataFileError
+        If the file is empty, truncated, not IDX, has an unknown type code or
+        number of dimensions, holds more or fewer data bytes than the header
+        says, or is a corrupt gzip stream. The message names the file.
+    FileNotFoundError, PermissionError
+        If the file cannot be opened at all.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = f.read(2)
+        f.seek(0)
+        if start == _GZIP_MAGIC:
+            return _read_gzip(path, f, size)
+        return _read_raw(path, f, size)
+
+
+def read_images(path):
+    """Read an IDX image file as a ``uint8`` array of shape ``(N, rows*cols)``.
+
+    Each row is one image flattened in row-major order (28*28 = 784 pixels
+    for MNIST), which is the layout a dense network wants.
+
+    Raises
+    ------
+    DataFileError
+        If the file is not a valid IDX file, or not 3-D ``uint8``
+        (images x rows x cols).
+    """
+    arr = read_idx(path)
+    if arr.ndim != 3 or arr.dtype != np.uint8:
+        raise DataFileError(
+            f"{path}: expected an IDX image file (3 dimensions, uint8 type code 0x08), "
+            f"got {arr.ndim} dimension(s) {arr.shape} of type {arr.dtype}")
+    return arr.reshape(arr.shape[0], arr.shape[1] * arr.shape[2])
+
+
+def read_labels(path):
+    """Read an IDX label file as a ``uint8`` array of shape ``(N,)``.
+
+    Raises
+    ------
+    DataFileError
+        If the file is not a valid IDX file, or not 1-D ``uint8``.
+    """
+    arr = read_idx(path)
+    if arr.ndim != 1 or arr.dtype != np.uint8:
+        raise DataFileError(
+            f"{path}: expected an IDX label file (1 dimension, uint8 type code 0x08), "
+            f"got {arr.ndim} dimension(s) {arr.shape} of type {arr.dtype}")
+    return arr
+
+
+def _parse_header(path, read):
+    """Read and check the header with ``read(n)``; return (dtype, shape, header_len)."""
+    head = read(4)
+    if len(head) == 0:
+        raise DataFileError(f"{path}: file is empty; expected an IDX file")
+    if len(head) < 4:
+        raise DataFileError(f"{path}: truncated IDX header: {len(head)} byte(s), expected at least 4")
+    if head[0] != 0 or head[1] != 0:
+        raise DataFileError(
+            f"{path}: not an IDX file: the magic number must start with two zero bytes, "
+            f"got {head[:4].hex(' ')}")
+    code, ndim = head[2], head[3]
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise DataFileError(f"{path}: unknown IDX type code 0x{code:02X}; expected one of {known}")
+    if not 1 <= ndim <= 4:
+        raise DataFileError(f"{path}: IDX header says {ndim} dimensions; expected 1 to 4")
+    dims_bytes = read(4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise DataFileError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {4 * ndim} bytes of sizes, "
+            f"got {len(dims_bytes)}")
+    shape = struct.unpack(f">{ndim}I", dims_bytes)
+    return IDX_DTYPES[code], shape, 4 + 4 * ndim
+
+
+def _n_bytes(shape, dtype):
+    """Payload size in bytes; Python ints, so no overflow for absurd headers."""
+    n = dtype.itemsize
+    for d in shape:
+        n *= d
+    return n
+
+
+def _finish(buf, dtype, shape):
+    """View the raw bytes as the IDX dtype, in native byte order, with ``shape``."""
+    arr = buf.view(dtype)
+    if dtype.byteorder == ">":
+        arr.byteswap(inplace=True)
+        arr = arr.view(dtype.newbyteorder("="))
+    return arr.reshape(shape)
+
+
+def _allocate(path, n, shape, dtype):
+    """``np.empty(n, uint8)``, turning an impossible size into a DataFileError."""
+    try:
+        return np.empty(n, dtype=np.uint8)
+    except MemoryError:
+        raise DataFileError(
+            f"{path}: IDX header says shape {shape} of {dtype.name} = {n} data bytes, "
+            f"more than fits in memory (corrupt header?)") from None
+
+
+def _read_raw(path, f, size):
+    dtype, shape, header_len = _parse_header(path, f.read)
+    expected = _n_bytes(shape, dtype)
+    actual = size - header_len
+    # Compare with the file size before allocating: a header claiming 2**31
+    # images fails here, not in np.empty.
+    if actual != expected:
+        raise DataFileError(
+            f"{path}: IDX header says shape {shape} of {dtype.name} = {expected} data bytes, "
+            f"but the file holds {actual} after the {header_len}-byte header"
+            + (" (file truncated?)" if actual < expected else " (trailing bytes)"))
+    buf = _allocate(path, expected, shape, dtype)
+    got = f.readinto(memoryview(buf)) if expected else 0
+    if got != expected:  # the file shrank while we read it
+        raise DataFileError(f"{path}: read {got} of {expected} data bytes; the file changed or is truncated")
+    return _finish(buf, dtype, shape)
+
+
+def _read_gzip(path, f, size):
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+            dtype, shape, header_len = _parse_header(path, gz.read)
+            expected = _n_bytes(shape, dtype)
+            limit = _GZIP_MAX_RATIO * size + 1024
+            if header_len + expected > limit:
+                raise DataFileError(
+                    f"{path}: IDX header says shape {shape} of {dtype.name} = {expected} data bytes, "
+                    f"but a {size}-byte gzip file cannot hold more than about {limit} bytes "
+                    f"(corrupt header or truncated file)")
+            buf = _allocate(path, expected, shape, dtype)
+            view = memoryview(buf)
+            pos = 0
+            # Decompress in chunks straight into the array: never more than the
+            # header promised, so a lying header or a gzip bomb costs nothing.
+            while pos < expected:
+                n = gz.readinto(view[pos:pos + _CHUNK])
+                if n == 0:
+                    raise DataFileError(
+                        f"{path}: IDX header says shape {shape} of {dtype.name} = {expected} data bytes, "
+                        f"but the decompressed file ends after {pos} (file truncated?)")
+                pos += n
+            # One more byte: should be end of stream, which also makes gzip
+            # check the CRC and length trailer.
+            if gz.read(1):
+                raise DataFileError(
+                    f"{path}: trailing bytes after the {expected} data bytes that the IDX header "
+                    f"announces (shape {shape} of {dtype.name})")
+    except DataFileError:
+        raise
+    except EOFError:
+        raise DataFileError(f"{path}: gzip stream ends early (file truncated?)") from None
+    except _CORRUPT as e:
+        raise DataFileError(f"{path}: corrupt gzip data: {e}") from None
+    return _finish(buf, dtype, shape)

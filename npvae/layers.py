@@ -1,0 +1,216 @@
+"""Layers: Dense, ReLU, Sigmoid and Sequential, each a forward/backward pair.
+
+Shapes: ``B`` is the batch size, ``I`` and ``O`` a Dense layer's input and
+output widths. Elementwise layers keep their input's shape and dtype.
+"""
+import math
+
+import numpy as np
+
+from .errors import InputError, InputTypeError
+from .module import Module, Parameter
+from .validate import check_dtype, check_positive_int, check_rng
+
+
+def _check_2d(x, name, n_features=None, dtype=None, owner=""):
+    if not isinstance(x, np.ndarray):
+        raise InputTypeError(f"{owner}{name} must be a numpy array, got {type(x).__name__}")
+    if x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
+        want = f"(batch, {n_features})" if n_features is not None else "2-D (batch, features)"
+        raise InputError(f"{owner}{name} must have shape {want}, got {x.shape}")
+    if dtype is not None and x.dtype != dtype:
+        raise InputTypeError(f"{owner}{name} has dtype {x.dtype}, the layer's dtype is {dtype}; "
+                             f"convert with {name}.astype(np.{dtype})")
+    if dtype is None and x.dtype.kind != "f":
+        raise InputTypeError(f"{owner}{name} must be float32 or float64, got {x.dtype}")
+
+
+class Dense(Module):
+    r"""Fully connected layer :math:`y = x W + b`.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Widths ``I`` and ``O``. ``weight`` has shape ``(I, O)`` (so the forward
+        pass is one GEMM ``x @ W``); PyTorch's ``Linear`` stores its transpose.
+    dtype : float32 or float64
+    rng : np.random.Generator, int or None
+        Draws the initial values like PyTorch's ``Linear``: weights and biases
+        uniform in :math:`\pm 1/\sqrt{I}`.
+    backend : "numba", "numpy" or None ($NPVAE_BACKEND, else numba)
+    """
+
+    def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
+        super().__init__()
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        self.dtype = check_dtype(dtype)
+        rng = check_rng(rng)
+        bound = 1.0 / math.sqrt(self.in_features)
+        # draw in float64 and round once, so float32 and float64 models start alike
+        self.weight = Parameter(rng.uniform(-bound, bound, (self.in_features, self.out_features)).astype(self.dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, self.out_features).astype(self.dtype))
+        if backend is not None:
+            self.set_backend(backend)
+
+    def extra_repr(self):
+        return f"{self.in_features} -> {self.out_features}, dtype={self.dtype}"
+
+    def forward(self, x, relu=False):
+        """``y = x W + b`` (B, O); with ``relu=True``, ``max(x W + b, 0)`` in the same pass.
+
+        ``relu=True`` is how :class:`Sequential` fuses a Dense and the ReLU after it.
+        """
+        _check_2d(x, "x", self.in_features, self.dtype, "Dense.forward: ")
+        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
+        np.matmul(x, self.weight.data, out=y)                  # (B, O), BLAS
+        if relu:
+            self.k.bias_relu_forward(y, self.bias.data)
+        else:
+            self.k.add_bias(y, self.bias.data)
+        self._x, self._y, self._relu = x, y, relu
+        return y
+
+    def backward(self, grad_out, input_grad=True):
+        r"""Accumulate :math:`\partial L/\partial W, \partial L/\partial b`; return :math:`\partial L/\partial x`.
+
+        With :math:`y_{bo} = \sum_i x_{bi} W_{io} + b_o` and upstream gradient
+        :math:`g = \partial L / \partial y` (B, O), the chain rule gives
+
+        .. math::
+
+            \frac{\partial L}{\partial W_{io}} = \sum_b x_{bi} g_{bo}, \quad
+            \frac{\partial L}{\partial b_o} = \sum_b g_{bo}, \quad
+            \frac{\partial L}{\partial x_{bi}} = \sum_o g_{bo} W_{io},
+
+        i.e. ``dW = x.T @ g``, ``db = g.sum(0)``, ``dx = g @ W.T``. If forward ran
+        with ``relu=True``, ``g`` is first masked by :math:`y > 0` (ReLU's backward).
+
+        Parameters
+        ----------
+        grad_out : ndarray (B, O)
+        input_grad : bool
+            False skips the ``dx`` GEMM (the first layer needs no gradient for
+            the data) and returns None.
+        """
+        x, y, relu = self._cached("_x", "_y", "_relu")
+        self._check_grad_out(grad_out, y.shape, "Dense.backward: grad_out")
+        gW, beta_w = self.weight.grad_target()
+        gb, beta_b = self.bias.grad_target()
+        g = grad_out
+        if relu:
+            g = self._buffer("g", y.shape, self.dtype)
+            self.k.relu_bias_backward(grad_out, y, g, gb, beta_b)  # g = grad_out * (y > 0)
+        else:
+            self.k.bias_grad(grad_out, gb, beta_b)                 # (O,)
+        if beta_w == 0:
+            np.matmul(x.T, g, out=gW)                               # (I, O) = (I, B) @ (B, O)
+        else:
+            gW += x.T @ g
+        if not input_grad:
+            return None
+        dx = self._buffer("dx", x.shape, self.dtype)
+        np.matmul(g, self.weight.data.T, out=dx)                    # (B, I) = (B, O) @ (O, I)
+        return dx
+
+
+class ReLU(Module):
+    r"""Rectified linear unit :math:`y = \max(x, 0)`, elementwise."""
+
+    def forward(self, x):
+        _check_2d(x, "x", owner="ReLU.forward: ")
+        y = self._buffer("y", x.shape, x.dtype)
+        self.k.relu_forward(x, y)
+        self._y = y
+        return y
+
+    def backward(self, grad_out, input_grad=True):
+        r""":math:`\partial L/\partial x = g \cdot [y > 0]`.
+
+        The derivative of :math:`\max(x, 0)` is 1 for :math:`x > 0` and 0 for
+        :math:`x < 0` (at 0 we take 0). :math:`y > 0` iff :math:`x > 0`, so the
+        output is all backward needs. The result goes to a new array: ``grad_out``
+        is not modified (in a VAE, :math:`\mu`'s gradient has two sources).
+        """
+        y = self._cached("_y")
+        self._check_grad_out(grad_out, y.shape, "ReLU.backward: grad_out")
+        dx = self._buffer("dx", y.shape, y.dtype)
+        self.k.relu_backward(grad_out, y, dx)                      # (B, N)
+        return dx
+
+
+class Sigmoid(Module):
+    r"""Logistic sigmoid :math:`y = 1/(1 + e^{-x})`, elementwise and overflow-free.
+
+    Computed from :math:`e = e^{-|x|} \le 1`: :math:`y = 1/(1+e)` for
+    :math:`x \ge 0` and :math:`y = e/(1+e)` for :math:`x < 0`, so ``exp`` never
+    overflows (no warning at :math:`|x| = 100` in float32) and small outputs
+    keep full relative precision.
+    """
+
+    def forward(self, x):
+        _check_2d(x, "x", owner="Sigmoid.forward: ")
+        y = self._buffer("y", x.shape, x.dtype)
+        self.k.sigmoid_forward(x, y)
+        self._y = y
+        return y
+
+    def backward(self, grad_out, input_grad=True):
+        r""":math:`\partial L/\partial x = g \, y (1 - y)`.
+
+        From :math:`y = (1+e^{-x})^{-1}`:
+        :math:`dy/dx = e^{-x}(1+e^{-x})^{-2} = y \cdot (1 - y)`, so the cached
+        output is all backward needs.
+        """
+        y = self._cached("_y")
+        self._check_grad_out(grad_out, y.shape, "Sigmoid.backward: grad_out")
+        dx = self._buffer("dx", y.shape, y.dtype)
+        self.k.sigmoid_backward(grad_out, y, dx)                   # (B, N)
+        return dx
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse.
+
+    A Dense followed directly by a ReLU is run as one fused step (bias, ReLU
+    and, going back, the ReLU mask and bias gradient in one pass over the
+    output): same numbers, fewer passes. ``fuse=False`` runs every layer alone.
+    Sub-modules are named ``"0"``, ``"1"``, ... as in PyTorch, so parameter
+    names read ``encoder.0.weight``.
+    """
+
+    def __init__(self, *layers, fuse=True):
+        super().__init__()
+        if not layers:
+            raise InputError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise InputTypeError(f"Sequential layer {i} must be a Module, got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+        self.layers = list(layers)
+        # the plan: (layer, fuse_relu) steps; a fused ReLU gets no step of its own
+        self._plan, i = [], 0
+        while i < len(layers):
+            fused = fuse and isinstance(layers[i], Dense) and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+            self._plan.append((layers[i], fused))
+            i += 2 if fused else 1
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x):
+        for layer, fused in self._plan:
+            x = layer.forward(x, relu=True) if fused else layer.forward(x)
+        self._ran = True
+        return x
+
+    def backward(self, grad_out, input_grad=True):
+        """Each layer's backward in reverse order; ``input_grad`` goes to the first."""
+        self._cached("_ran")
+        g = grad_out
+        for n, (layer, _) in enumerate(reversed(self._plan)):
+            g = layer.backward(g, input_grad=input_grad or n < len(self._plan) - 1)
+        return g

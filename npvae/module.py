@@ -1,0 +1,211 @@
+"""The module protocol, in the spirit of PyTorch's ``nn.Module`` but by hand.
+
+A :class:`Module` has ``forward(x)`` and ``backward(grad_out)``:
+
+* ``forward`` computes the output and keeps exactly what ``backward`` needs;
+* ``backward(grad_out)`` returns the gradient with respect to the input,
+  **adds** (``+=``) into each parameter's ``.grad``, and never writes into
+  ``grad_out``;
+* ``parameters()``, ``named_parameters()``, ``zero_grad()``,
+  ``state_dict()`` / ``load_state_dict()``, ``train()`` / ``eval()``.
+
+Workspace arrays: a layer writes its output and its input gradient into arrays
+it keeps between calls (one per batch shape), so the training loop allocates
+nothing. What ``forward``/``backward`` return is therefore overwritten by the
+next call with the same batch shape: copy it (``y.copy()``) to keep it. The
+model's user-facing methods (``VAE.encode``, ``sample``, ...) return fresh arrays.
+"""
+import numpy as np
+
+from . import kernels
+from .errors import InputError, StateDictError, StateError
+
+
+class Parameter:
+    """A tensor the optimizer updates: ``data`` and its gradient ``grad``.
+
+    ``zero_grad()`` does not touch memory: it marks the gradient stale, and
+    the next backward *overwrites* it instead of adding to it (``beta = 0`` in
+    :meth:`grad_target`). Reading ``grad`` while stale gives zeros, as expected.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self._grad = np.zeros_like(data)
+        self._stale = False
+
+    @property
+    def grad(self):
+        if self._stale:
+            self._grad.fill(0)
+            self._stale = False
+        return self._grad
+
+    def zero_grad(self):
+        self._stale = True
+
+    def grad_target(self):
+        """``(array, beta)`` for a backward pass: it must set ``array = beta * array + g``."""
+        beta = 0.0 if self._stale else 1.0
+        self._stale = False
+        return self._grad, beta
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: registers Parameters and sub-Modules assigned as attributes."""
+
+    def __init__(self):
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_workspace", {})
+        object.__setattr__(self, "backend", kernels.resolve(None))
+        object.__setattr__(self, "_k", None)  # the kernel module, loaded on first use
+
+    def __setattr__(self, name, value):
+        if "_params" not in self.__dict__:
+            raise StateError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                             "before assigning attributes")
+        if isinstance(value, Parameter):
+            self._params[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- the protocol ------------------------------------------------------------
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad_out):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cached(self, *names):
+        """Values ``forward`` stored for ``backward``; a clear error if forward never ran."""
+        try:
+            return tuple(self.__dict__[n] for n in names) if len(names) > 1 else self.__dict__[names[0]]
+        except KeyError:
+            raise StateError(f"{type(self).__name__}.backward called before forward: "
+                             "run forward on a batch first") from None
+
+    def _buffer(self, key, shape, dtype):
+        """A workspace array for ``key``, reused while the shape stays the same."""
+        buf = self._workspace.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype)
+            self._workspace[key] = buf
+        return buf
+
+    @staticmethod
+    def _check_grad_out(grad_out, expected_shape, name="grad_out"):
+        if not isinstance(grad_out, np.ndarray) or grad_out.shape != expected_shape:
+            got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
+            raise InputError(f"{name} must have the forward output's shape {expected_shape}, got {got}")
+
+    @property
+    def k(self):
+        """The kernel module of this module's back end (Numba or NumPy)."""
+        if self._k is None:
+            object.__setattr__(self, "_k", kernels.get(self.backend))
+        return self._k
+
+    def set_backend(self, backend):
+        """Switch this module and its sub-modules to ``"numba"`` or ``"numpy"`` kernels."""
+        name = kernels.resolve(backend)
+        for m in self.modules():
+            object.__setattr__(m, "backend", name)
+            object.__setattr__(m, "_k", None)
+        return self
+
+    # -- parameters ----------------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        """Yield ``(name, Parameter)`` pairs, depth first, e.g. ``encoder.0.weight``."""
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        """All Parameters, in the order of :meth:`named_parameters`."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def modules(self):
+        """This module and every sub-module, depth first."""
+        yield self
+        for m in self._modules.values():
+            yield from m.modules()
+
+    def train(self, mode=True):
+        """Training mode (the default): losses keep what backward needs."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode: forward only, no backward caches beyond the outputs."""
+        return self.train(False)
+
+    # -- state -------------------------------------------------------------------
+    def state_dict(self):
+        """``{name: array copy}`` for every parameter."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters, checking names, shapes and dtypes first.
+
+        Nothing is changed unless every entry fits. With ``strict=False``,
+        missing and unexpected names are allowed (shapes still must match).
+        """
+        if not isinstance(state_dict, dict):
+            raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params]
+        if strict and (missing or unexpected):
+            raise StateDictError(f"state_dict does not match {type(self).__name__}: "
+                                 f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+        for name, value in state_dict.items():
+            if name not in params:
+                continue
+            p = params[name]
+            if not isinstance(value, np.ndarray):
+                raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__}")
+            if value.shape != p.shape:
+                raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, "
+                                     f"the model expects {p.shape}")
+            if value.dtype != p.dtype:
+                raise StateDictError(f"state_dict[{name!r}] has dtype {value.dtype}, "
+                                     f"the model expects {p.dtype} (convert with .astype)")
+            if not np.isfinite(value).all():
+                raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
+        for name, value in state_dict.items():
+            if name in params:
+                params[name].data[...] = value
+        return self
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"

@@ -1,0 +1,146 @@
+r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernels.
+
+Each ``step()`` is one kernel call per parameter that reads the gradient once
+and updates the parameter and the optimizer's moments in the same pass.
+"""
+import numpy as np
+
+from . import kernels
+from .errors import InputError, InputTypeError, StateDictError
+from .module import Parameter
+from .validate import check_positive_float
+
+
+def _check_params(params):
+    params = list(params)
+    if not params:
+        raise InputError("the optimizer got an empty parameter list")
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise InputTypeError(f"params[{i}] must be an npvae Parameter (use model.parameters()), "
+                                 f"got {type(p).__name__}")
+    return params
+
+
+class Optimizer:
+    """Shared parts: parameters, ``zero_grad``, per-parameter state, state dicts."""
+
+    _state_names = ()
+
+    def __init__(self, params, backend=None):
+        self.params = _check_params(params)
+        self.backend = kernels.resolve(backend)
+        self.t = 0  # steps taken
+        self.state = {n: [np.zeros_like(p.data) for p in self.params] for n in self._state_names}
+
+    def zero_grad(self):
+        for p in self.params:
+            p.zero_grad()
+
+    def _consts(self, p, *values):
+        """Scalars in the parameter's dtype, so float32 kernels stay in float32."""
+        return tuple(p.dtype.type(v) for v in values)
+
+    def state_dict(self):
+        """Hyper-parameters, step count and moment arrays (copies)."""
+        sd = {"t": np.array(self.t), **{k: np.array(v) for k, v in self.hyper().items()}}
+        for n, arrays in self.state.items():
+            for i, a in enumerate(arrays):
+                sd[f"{n}.{i}"] = a.copy()
+        return sd
+
+    def load_state_dict(self, sd):
+        """Restore what :meth:`state_dict` returned, checking every array's shape and dtype."""
+        expected = {"t", *self.hyper(), *(f"{n}.{i}" for n in self.state for i in range(len(self.params)))}
+        if not isinstance(sd, dict) or set(sd) != expected:
+            got = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
+            raise StateDictError(f"{type(self).__name__} state dict must have keys {sorted(expected)}, got {got}")
+        for n, arrays in self.state.items():
+            for i, a in enumerate(arrays):
+                v = sd[f"{n}.{i}"]
+                if not isinstance(v, np.ndarray) or v.shape != a.shape or v.dtype != a.dtype:
+                    got = (v.shape, v.dtype) if isinstance(v, np.ndarray) else type(v).__name__
+                    raise StateDictError(f"optimizer state {n}.{i} must be {a.shape} {a.dtype}, got {got}")
+        for n, arrays in self.state.items():
+            for i, a in enumerate(arrays):
+                a[...] = sd[f"{n}.{i}"]
+        self.t = int(sd["t"])
+        self.set_hyper(**{k: sd[k].item() for k in self.hyper()})
+        return self
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015), with PyTorch's defaults and update rule.
+
+    For step :math:`t` with gradient :math:`g`:
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \\
+        \theta &\leftarrow \theta - \frac{\mathrm{lr}}{1 - \beta_1^t}
+                 \cdot \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon} .
+
+    Moments that decay below the dtype's smallest normal number are set to 0
+    (dead ReLU units get exactly-zero gradients and would otherwise drift into
+    slow subnormal arithmetic); the update they would have made is negligible.
+    """
+
+    _state_names = ("m", "v")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
+        super().__init__(params, backend)
+        self.set_hyper(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+
+    def hyper(self):
+        return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)
+
+    def set_hyper(self, lr, beta1, beta2, eps, weight_decay):
+        self.lr = check_positive_float(lr, "lr")
+        for name, b in (("betas[0]", beta1), ("betas[1]", beta2)):
+            if not 0.0 <= check_positive_float(b, name, allow_zero=True) < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {b}")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.eps = check_positive_float(eps, "eps")
+        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+
+    def step(self):
+        """One update of every parameter from its current ``.grad``."""
+        self.t += 1
+        bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t
+        k = kernels.get(self.backend)
+        for p, m, v in zip(self.params, self.state["m"], self.state["v"]):
+            c = self._consts(p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                             bc1, bc2, np.finfo(p.dtype).tiny)
+            k.adam_update(p.data, p.grad, m, v, *c)
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum (PyTorch's rule, no dampening).
+
+    .. math::
+
+        b \leftarrow \mu\, b + g \;(b = g \text{ at the first step}), \qquad
+        \theta \leftarrow \theta - \mathrm{lr} \cdot b .
+    """
+
+    _state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
+        super().__init__(params, backend)
+        self.set_hyper(lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def hyper(self):
+        return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    def set_hyper(self, lr, momentum, weight_decay):
+        self.lr = check_positive_float(lr, "lr")
+        self.momentum = check_positive_float(momentum, "momentum", allow_zero=True)
+        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+
+    def step(self):
+        self.t += 1
+        k = kernels.get(self.backend)
+        for p, b in zip(self.params, self.state["momentum_buffer"]):
+            lr, mom, wd, tiny = self._consts(p, self.lr, self.momentum, self.weight_decay, np.finfo(p.dtype).tiny)
+            k.sgd_update(p.data, p.grad, b, lr, mom, wd, self.t == 1, tiny)

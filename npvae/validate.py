@@ -1,0 +1,92 @@
+"""Argument checks shared by the public entry points.
+
+Each check names the argument, says what was expected and what arrived, and
+raises npvae's own errors (which are also ``ValueError``/``TypeError``).
+"""
+import numbers
+
+import numpy as np
+
+from .errors import InputError, InputTypeError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype, name="dtype"):
+    """Return ``np.dtype(dtype)``; only float32 and float64 are supported."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise InputTypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise InputTypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_rng(rng, name="rng"):
+    """Return a ``np.random.Generator``: ``rng`` itself, or a new one seeded by an int/None."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise InputTypeError(f"{name} must be a numpy.random.Generator, an int seed or None, "
+                         f"got {type(rng).__name__}")
+
+
+def check_positive_int(value, name):
+    """A positive int (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise InputError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name, allow_zero=False):
+    """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not np.isfinite(value) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InputError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def check_batch(x, name, n_features, dtype, unit_interval=False):
+    """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype``.
+
+    Integer arrays are refused with a hint (images must be scaled to [0, 1]);
+    float arrays of the other float dtype are converted.
+    """
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        else:
+            raise InputTypeError(f"{name} must be a numpy array of shape (batch, {n_features}), "
+                                 f"got {type(x).__name__}")
+    if x.dtype.kind in "iub":
+        raise InputTypeError(
+            f"{name} has integer dtype {x.dtype}; the model takes floats in [0, 1]: "
+            f"convert with {name}.astype(np.float32) / 255")
+    if x.dtype.kind != "f":
+        raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        hint = f"; for one sample use {name}[None, :]" if x.ndim == 1 else ""
+        if x.ndim == 3 and x.shape[1] * x.shape[2] == n_features:
+            hint = f"; flatten images with {name}.reshape(len({name}), -1)"
+        raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
+    if x.shape[1] != n_features:
+        raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
+                         f"got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch (shape {x.shape}); need at least one row")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    if unit_interval and (x.min() < 0 or x.max() > 1):
+        raise InputError(f"{name} must lie in [0, 1] (BCE targets are probabilities), "
+                         f"got values in [{x.min():.4g}, {x.max():.4g}]")
+    return x
