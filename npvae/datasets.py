@@ -304,7 +304,8 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         ``"mnist"``, ``"fashion-mnist"`` or an alias (``"fashion_mnist"``, ``"fmnist"``).
     data_dir : str or os.PathLike, optional
         Folder holding the four files, or holding a ``<name>/`` subfolder
-        with them. If given, only this folder is searched.
+        with them. If given, only this folder is searched and nothing is
+        downloaded: missing files there are an error.
     download : bool
         Download into the user cache if the files are nowhere to be found.
     progress : bool

@@ -240,12 +240,17 @@ class _Progress:
         self.label = label
         self.last = 0.0
         self.shown = False
+        self.state = (0, None)
 
     def update(self, done, total):
+        self.state = (done, total)
         now = time.monotonic()
-        if not self.enabled or now - self.last < 0.1:
-            return
-        self.last = now
+        if self.enabled and now - self.last >= 0.1:
+            self.last = now
+            self._draw()
+
+    def _draw(self):
+        done, total = self.state
         line = f"\rdownloading {self.label}  {done / 1e6:.1f}"
         if total:
             line += f"/{total / 1e6:.1f} MB  {100 * done // total:3d}%"
@@ -257,6 +262,7 @@ class _Progress:
 
     def close(self):
         if self.shown:
+            self._draw()  # the last update may have been skipped by the throttle
             sys.stderr.write("\n")
             sys.stderr.flush()
             self.shown = False

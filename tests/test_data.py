@@ -1,0 +1,513 @@
+"""Tests of npvae.data: the IDX reader, data set lookup, batches, real data.
+
+Every file is made by the test itself in ``tmp_path``; nothing needs the
+network. ``test_real_data`` runs only when ``NPVAE_TEST_DATA`` points at a
+folder holding ``mnist/`` and ``fashion-mnist/`` (e.g. /work/shared/data).
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from npvae.data import (SYSTEM_DIRS, Dataset, binarize, cache_dir, canonical_name, iterate_indices,
+                        iterate_minibatches, load_dataset, load_idx_folder, load_idx_split, load_split,
+                        read_idx, read_images, read_labels, search_path, split, to_float)
+from npvae.errors import DataFileError, DatasetNotFoundError, InputError, InputTypeError
+
+CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B,
+         np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+
+
+def idx_bytes(arr, code=None, dims=None):
+    """The IDX encoding of ``arr``; ``code``/``dims`` override the header to make bad files."""
+    arr = np.asarray(arr)
+    big = arr.astype(arr.dtype.newbyteorder(">")) if arr.dtype.itemsize > 1 else arr
+    code = CODES[big.dtype] if code is None else code
+    dims = arr.shape if dims is None else dims
+    return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + big.tobytes()
+
+
+def write(path, data, gz=False):
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def make_split(folder, n, split="train", gz=True, rows=4, cols=3, seed=0):
+    """Write a tiny image/label pair; pixel 0 of image 0 holds ``n`` as a marker."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, rows, cols), dtype=np.uint8)
+    images[0, 0, 0] = n
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    prefix = "train" if split == "train" else "t10k"
+    write(folder / f"{prefix}-images-idx3-ubyte{suffix}", idx_bytes(images), gz)
+    write(folder / f"{prefix}-labels-idx1-ubyte{suffix}", idx_bytes(labels), gz)
+    return images.reshape(n, -1), labels
+
+
+def make_dataset(folder, n_train, n_test=2, gz=True):
+    make_split(folder, n_train, "train", gz)
+    make_split(folder, n_test, "t10k", gz, seed=1)
+    return folder
+
+
+# ----------------------------------------------------------------------------- IDX reader
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "f4", "f8"])
+def test_read_idx_roundtrip(tmp_path, gz, dtype):
+    arr = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
+    path = write(tmp_path / "a.idx", idx_bytes(arr), gz)
+    got = read_idx(path)
+    assert got.shape == (2, 3, 4)
+    assert got.dtype == np.dtype(dtype).newbyteorder("=")
+    assert got.dtype.isnative
+    np.testing.assert_array_equal(got, arr)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3), (2, 3, 4), (1, 2, 3, 2), (0, 28, 28)])
+def test_read_idx_shapes(tmp_path, shape):
+    arr = np.ones(shape, np.uint8)
+    assert read_idx(write(tmp_path / "a", idx_bytes(arr))).shape == shape
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+    arr = np.arange(6, dtype=np.uint8)
+    gz_named_raw = write(tmp_path / "x-idx1-ubyte", idx_bytes(arr), gz=True)
+    raw_named_gz = write(tmp_path / "y-idx1-ubyte.gz", idx_bytes(arr), gz=False)
+    np.testing.assert_array_equal(read_idx(gz_named_raw), arr)
+    np.testing.assert_array_equal(read_idx(raw_named_gz), arr)
+
+
+def test_read_images_and_labels(tmp_path):
+    images = np.arange(3 * 28 * 28, dtype=np.int64).astype(np.uint8).reshape(3, 28, 28)
+    got = read_images(write(tmp_path / "i.gz", idx_bytes(images), gz=True))
+    assert got.shape == (3, 784) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[1], images[1].ravel())
+    labels = np.array([3, 1, 4], np.uint8)
+    got = read_labels(write(tmp_path / "l", idx_bytes(labels)))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, labels)
+    with pytest.raises(DataFileError, match="image file"):
+        read_images(tmp_path / "l")
+    with pytest.raises(DataFileError, match="label file"):
+        read_labels(tmp_path / "i.gz")
+    with pytest.raises(DataFileError, match="uint8"):
+        read_labels(write(tmp_path / "f", idx_bytes(np.zeros(3, ">f4"))))
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_idx(tmp_path / "nope")
+
+
+GOOD = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3)
+
+MALFORMED = {
+    "empty file": (b"", "empty"),
+    "short header": (b"\x00\x00\x08", "truncated IDX header"),
+    "bad magic": (b"\x01\x00" + idx_bytes(GOOD)[2:], "two zero bytes"),
+    "bad dtype code": (idx_bytes(GOOD, code=0x0A), "type code 0x0A"),
+    "ndim 0": (bytes([0, 0, 8, 0]), "0 dimensions"),
+    "ndim 5": (bytes([0, 0, 8, 5]) + struct.pack(">5I", 1, 1, 1, 1, 1) + b"\x00", "5 dimensions"),
+    "dims cut short": (bytes([0, 0, 8, 3]) + struct.pack(">2I", 2, 4), "truncated IDX header"),
+    "fewer data bytes": (idx_bytes(GOOD)[:-1], "truncated"),
+    "more dims than data": (idx_bytes(GOOD, dims=(3, 4, 3)), "36 data bytes"),
+    "trailing bytes": (idx_bytes(GOOD) + b"\x00", "trailing"),
+}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_files_raise_data_file_error(tmp_path, case, gz):
+    data, message = MALFORMED[case]
+    path = write(tmp_path / "bad-idx3-ubyte", data, gz)
+    with pytest.raises(DataFileError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_header_claiming_2_pow_31_images_fails_fast_without_allocating(tmp_path, gz):
+    data = idx_bytes(GOOD, dims=(2 ** 31, 28, 28))
+    path = write(tmp_path / "huge", data, gz)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(DataFileError, match=str(2 ** 31 * 784)):
+            read_idx(path)
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 10 * 2 ** 20  # numpy reports its allocations to tracemalloc
+
+
+def test_gzip_bomb_is_not_decompressed_past_the_header(tmp_path):
+    # The header promises 1000 images (784,000 bytes); the stream holds 64 MB.
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 1000, 28, 28)
+    path = write(tmp_path / "bomb.gz", header + bytes(64 * 2 ** 20), gz=True)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(DataFileError, match="trailing bytes"):
+            read_idx(path)
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 8 * 2 ** 20
+
+
+def test_truncated_gzip(tmp_path):
+    data = gzip.compress(idx_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8)))
+    for cut in (len(data) - 4, len(data) - 9, len(data) // 2, 12, 3, 2):
+        path = tmp_path / f"cut{cut}.gz"
+        path.write_bytes(data[:cut])
+        with pytest.raises(DataFileError) as info:
+            read_idx(path)
+        assert str(path) in str(info.value)
+
+
+def test_corrupted_gzip(tmp_path):
+    good = bytearray(gzip.compress(idx_bytes(GOOD)))
+    bad_crc = bytearray(good)
+    bad_crc[-8] ^= 0xFF  # first byte of the CRC32 trailer
+    with pytest.raises(DataFileError, match="CRC"):
+        read_idx(write(tmp_path / "crc.gz", bytes(bad_crc)))
+    garbage = bytes(good[:10]) + bytes(range(200))  # valid gzip header, nonsense stream
+    with pytest.raises(DataFileError, match="gzip"):
+        read_idx(write(tmp_path / "garbage.gz", garbage))
+    with pytest.raises(DataFileError):
+        read_idx(write(tmp_path / "magic-only.gz", b"\x1f\x8b"))
+    # Junk after a complete gzip member is trailing data too.
+    with pytest.raises(DataFileError):
+        read_idx(write(tmp_path / "junk.gz", bytes(good) + b"junk"))
+
+
+def _corrupt(data, rng):
+    """One random byte-level corruption of ``data``."""
+    data = bytearray(data)
+    op = rng.integers(4) if data else 2
+    if op == 0:  # flip 1..4 bytes
+        for _ in range(rng.integers(1, 5)):
+            data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
+    elif op == 1:  # truncate
+        del data[rng.integers(len(data)):]
+    elif op == 2:  # insert 1..8 random bytes
+        at = int(rng.integers(len(data) + 1))
+        data[at:at] = rng.integers(0, 256, rng.integers(1, 9), dtype=np.uint8).tobytes()
+    else:  # delete a short range
+        at = int(rng.integers(len(data)))
+        del data[at:at + int(rng.integers(1, 9))]
+    return bytes(data)
+
+
+def test_fuzz_corruptions_load_or_raise_data_file_error(tmp_path):
+    rng = np.random.default_rng(1234)
+    images = rng.integers(0, 256, size=(6, 5, 4), dtype=np.uint8)
+    floats = rng.standard_normal((3, 7)).astype(">f4")
+    raws = [idx_bytes(images), idx_bytes(floats)]
+    bases = raws + [gzip.compress(r, mtime=0) for r in raws]
+    outcomes = {"loaded": 0, "DataFileError": 0}
+    t0 = time.perf_counter()
+    for i in range(300):
+        data = _corrupt(bases[i % len(bases)], rng)
+        path = tmp_path / f"fuzz{i}"
+        path.write_bytes(data)
+        try:
+            arr = read_idx(path)
+        except DataFileError as e:
+            assert str(path) in str(e)
+            outcomes["DataFileError"] += 1
+        else:
+            assert isinstance(arr, np.ndarray)
+            outcomes["loaded"] += 1
+    assert outcomes["DataFileError"] > 100  # most corruptions must be caught...
+    assert outcomes["loaded"] > 0           # ...while a flipped pixel still loads
+    assert time.perf_counter() - t0 < 20
+
+
+# ----------------------------------------------------------------------------- folders
+
+def test_load_idx_folder_gz_and_raw(tmp_path):
+    imgs, labs = make_split(tmp_path / "d", 5, "train", gz=True)
+    timgs, tlabs = make_split(tmp_path / "d", 3, "t10k", gz=False, seed=2)
+    ds = load_idx_folder(tmp_path / "d")
+    assert isinstance(ds, Dataset)
+    assert ds.name == "d" and ds.source == str(tmp_path / "d")
+    np.testing.assert_array_equal(ds.train_images, imgs)
+    np.testing.assert_array_equal(ds.train_labels, labs)
+    np.testing.assert_array_equal(ds.test_images, timgs)
+    np.testing.assert_array_equal(ds.test_labels, tlabs)
+    assert ds.train_images.dtype == np.uint8 and ds.train_images.shape == (5, 12)
+    assert "train=(5, 12)" in repr(ds)
+
+
+def test_load_idx_folder_missing_file(tmp_path):
+    make_split(tmp_path, 5, "train")
+    with pytest.raises(DatasetNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_idx_folder(tmp_path)
+
+
+def test_image_label_count_mismatch_names_both_files(tmp_path):
+    make_dataset(tmp_path, 5)
+    write(tmp_path / "train-labels-idx1-ubyte.gz", idx_bytes(np.zeros(4, np.uint8)), gz=True)
+    with pytest.raises(DataFileError) as info:
+        load_idx_folder(tmp_path)
+    msg = str(info.value)
+    assert "train-images-idx3-ubyte.gz" in msg and "train-labels-idx1-ubyte.gz" in msg
+    assert "5 images" in msg and "4 labels" in msg
+
+
+def test_load_idx_split(tmp_path):
+    imgs, labs = make_split(tmp_path, 7, "t10k")
+    for name in ("t10k", "test"):
+        x, y = load_idx_split(tmp_path, name)
+        np.testing.assert_array_equal(x, imgs)
+        np.testing.assert_array_equal(y, labs)
+    with pytest.raises(InputError, match="split"):
+        load_idx_split(tmp_path, "valid")
+    with pytest.raises(DatasetNotFoundError, match="train-images"):
+        load_idx_split(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- lookup
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """Four candidate places, each holding the data set with a different train size."""
+    p = {"data_dir": tmp_path / "explicit", "env": tmp_path / "env", "xdg": tmp_path / "xdg",
+         "system": tmp_path / "system" / "fashion-mnist"}
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(p["env"]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(p["xdg"]))
+    monkeypatch.setitem(SYSTEM_DIRS, "fashion-mnist", (str(p["system"]),))
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    make_dataset(p["data_dir"] / "fashion-mnist", 3)
+    make_dataset(p["env"] / "fashion-mnist", 4)
+    make_dataset(p["xdg"] / "npvae" / "fashion-mnist", 5)
+    make_dataset(p["system"], 6)
+    return p
+
+
+def _n_train(**kw):
+    return len(load_dataset("fashion-mnist", download=False, **kw).train_images)
+
+
+def test_lookup_order(places, monkeypatch):
+    assert _n_train(data_dir=places["data_dir"]) == 3
+    assert _n_train() == 4                      # NPVAE_DATA_DIR beats the cache
+    shutil.rmtree(places["env"] / "fashion-mnist")
+    assert _n_train() == 5                      # then the XDG cache
+    monkeypatch.delenv("NPVAE_DATA_DIR")
+    shutil.rmtree(places["xdg"])
+    assert _n_train() == 6                      # then the system folder
+    ds = load_dataset("fmnist", download=False)
+    assert ds.name == "fashion-mnist" and ds.source == str(places["system"])
+
+
+def test_folder_needs_all_four_files(places):
+    os.remove(places["env"] / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")
+    assert _n_train() == 5
+
+
+def test_files_directly_in_data_dir_and_env(tmp_path, places, monkeypatch):
+    make_dataset(tmp_path / "flat", 8, gz=False)
+    assert _n_train(data_dir=tmp_path / "flat") == 8
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path / "flat"))
+    assert _n_train() == 8
+
+
+def test_explicit_data_dir_without_files_is_an_error(tmp_path, places):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", data_dir=empty)  # even with download=True
+    msg = str(info.value)
+    assert str(empty) in msg and "data_dir was given" in msg
+    assert str(places["xdg"]) not in msg
+
+
+def test_home_cache_when_xdg_unset(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir("fmnist") == str(tmp_path / ".cache" / "npvae" / "fashion-mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as the XDG spec says
+    assert cache_dir("mnist") == str(tmp_path / ".cache" / "npvae" / "mnist")
+
+
+def test_offline_error_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "fashion-mnist", (str(tmp_path / "sys"),))
+    make_split(tmp_path / "xdg" / "npvae" / "fashion-mnist", 3, "train")  # half there
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion_mnist", download=False)
+    msg = str(info.value)
+    looked = [str(tmp_path / "env" / "fashion-mnist"), str(tmp_path / "env") + " ",
+              str(tmp_path / "xdg" / "npvae" / "fashion-mnist"), str(tmp_path / "sys")]
+    positions = [msg.index(p) for p in looked]
+    assert positions == sorted(positions), msg
+    assert "missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]" in msg
+    assert "folder does not exist" in msg
+    assert "download=False" in msg
+    assert f"put the files (gzip-compressed or not) in {tmp_path / 'xdg' / 'npvae' / 'fashion-mnist'}" in msg
+    assert "data_dir=" in msg
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_load_split_needs_only_its_two_files(tmp_path, monkeypatch):
+    imgs, _ = make_split(tmp_path / "mnist", 9, "t10k")
+    x, y = load_split("mnist", "t10k", data_dir=tmp_path, download=False)
+    np.testing.assert_array_equal(x, imgs)
+    with pytest.raises(DatasetNotFoundError, match="train-images"):
+        load_split("mnist", "train", data_dir=tmp_path)
+
+
+def test_names(tmp_path):
+    assert canonical_name("MNIST") == "mnist"
+    assert {canonical_name(a) for a in ("fashion-mnist", "fashion_mnist", "fmnist")} == {"fashion-mnist"}
+    with pytest.raises(InputError, match="mnist, fashion-mnist"):
+        load_dataset("cifar10", download=False)
+    with pytest.raises(InputTypeError, match="name"):
+        load_dataset(3)
+    assert [o for _, o in search_path("mnist", data_dir=tmp_path)] == ["data_dir/mnist", "data_dir"]
+
+
+# ----------------------------------------------------------------------------- batches
+
+def test_to_float():
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    x = to_float(pixels)
+    assert x.dtype == np.float32 and x.shape == (16, 16)
+    assert x[0, 0] == 0.0 and x[-1, -1] == 1.0
+    np.testing.assert_array_equal(x.ravel(), np.arange(256, dtype=np.float32) / np.float32(255))
+    out = np.empty((16, 16), np.float64)
+    assert to_float(pixels, out=out) is out
+    np.testing.assert_allclose(out.ravel(), np.arange(256) / 255, rtol=0, atol=1e-16)
+    with pytest.raises(InputTypeError, match="uint8"):
+        to_float(x)
+    with pytest.raises(InputError, match="shape"):
+        to_float(pixels, out=np.empty((2, 2), np.float32))
+    with pytest.raises(InputTypeError, match="dtype"):
+        to_float(pixels, dtype=np.int32)
+
+
+def test_binarize():
+    rng = np.random.default_rng(0)
+    x = np.full((200, 500), 0.3, np.float32)
+    b = binarize(x, rng)
+    assert b.dtype == np.float32 and set(np.unique(b)) <= {0.0, 1.0}
+    assert abs(b.mean() - 0.3) < 0.01
+    assert binarize(np.zeros((3, 4)), rng).sum() == 0
+    assert binarize(np.ones((3, 4)), rng).min() == 1.0
+    a1 = binarize(x, np.random.default_rng(5))
+    a2 = binarize(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(a1, a2)
+    with pytest.raises(InputTypeError, match="rng"):
+        binarize(x, 5)
+    with pytest.raises(InputTypeError, match="float"):
+        binarize(np.zeros(3, np.uint8), rng)
+
+
+def test_iterate_minibatches_covers_every_row_once():
+    images = np.arange(103 * 2, dtype=np.uint8).reshape(103, 2)
+    batches = list(iterate_minibatches(images, 10, np.random.default_rng(0)))
+    assert [len(b) for b in batches] == [10] * 10 + [3]  # last partial batch kept
+    assert all(b.dtype == np.uint8 and b.shape[1] == 2 for b in batches)
+    seen = np.concatenate(batches)[:, 0] // 2
+    assert sorted(seen) == list(range(103))
+    assert not np.array_equal(seen, np.arange(103))  # actually shuffled
+
+
+def test_iterate_same_seed_same_order_new_epoch_new_order():
+    a = list(iterate_indices(50, 7, np.random.default_rng(42)))
+    b = list(iterate_indices(50, 7, np.random.default_rng(42)))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    rng = np.random.default_rng(42)
+    epoch1 = np.concatenate(list(iterate_indices(50, 7, rng)))
+    epoch2 = np.concatenate(list(iterate_indices(50, 7, rng)))
+    assert not np.array_equal(epoch1, epoch2)
+
+
+def test_iterate_drop_last_and_no_shuffle():
+    batches = list(iterate_indices(23, 5, shuffle=False, drop_last=True))
+    assert [b.tolist() for b in batches] == [list(range(i, i + 5)) for i in range(0, 20, 5)]
+    assert [len(b) for b in iterate_indices(20, 5, shuffle=False, drop_last=True)] == [5] * 4
+    assert list(iterate_indices(3, 5, shuffle=False, drop_last=True)) == []
+    assert [len(b) for b in iterate_indices(3, 5, shuffle=False)] == [3]
+    assert list(iterate_indices(0, 5, shuffle=False)) == []
+
+
+def test_iterate_errors_raise_at_call():
+    images = np.zeros((10, 4), np.uint8)
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="batch_size"):
+        iterate_minibatches(images, 0, rng)
+    with pytest.raises(InputTypeError, match="batch_size"):
+        iterate_minibatches(images, 2.5, rng)
+    with pytest.raises(InputTypeError, match="batch_size"):
+        iterate_minibatches(images, True, rng)
+    with pytest.raises(InputTypeError, match="rng"):
+        iterate_minibatches(images, 2)  # shuffling needs a generator
+    with pytest.raises(InputTypeError, match="rng"):
+        iterate_minibatches(images, 2, rng=0)
+    with pytest.raises(InputError, match="2-D"):
+        iterate_minibatches(np.zeros((2, 28, 28), np.uint8), 2, rng)
+    with pytest.raises(InputTypeError, match="images"):
+        iterate_minibatches([[1, 2]], 2, rng)
+
+
+def test_split():
+    images = np.arange(10 * 3).reshape(10, 3)
+    labels = np.arange(10)
+    (xa, ya), (xb, yb) = split(images, labels, 8)
+    assert xa.shape == (8, 3) and xb.shape == (2, 3)
+    np.testing.assert_array_equal(ya, np.arange(8))
+    np.testing.assert_array_equal(yb, [8, 9])
+    assert np.shares_memory(xa, images)
+    with pytest.raises(InputError, match="n_train"):
+        split(images, labels, 11)
+    with pytest.raises(InputError, match="same length"):
+        split(images, labels[:9], 5)
+    with pytest.raises(InputTypeError, match="n_train"):
+        split(images, labels, 8.0)
+
+
+# ----------------------------------------------------------------------------- real data
+
+REAL = os.environ.get("NPVAE_TEST_DATA", "")
+
+
+@pytest.mark.skipif(not (REAL and os.path.isdir(os.path.join(REAL, "mnist"))
+                         and os.path.isdir(os.path.join(REAL, "fashion-mnist"))),
+                    reason="set NPVAE_TEST_DATA to a folder holding mnist/ and fashion-mnist/")
+def test_real_data(monkeypatch):
+    fashion = load_dataset("fashion-mnist", data_dir=REAL, download=False)
+    assert fashion.train_images.shape == (60000, 784) and fashion.train_images.dtype == np.uint8
+    assert fashion.test_images.shape == (10000, 784)
+    assert fashion.train_labels.shape == (60000,) and fashion.train_labels.max() == 9
+
+    monkeypatch.setenv("NPVAE_DATA_DIR", REAL)  # the same files through the env var
+    images, labels = load_split("mnist", "t10k", download=False)
+    assert images.shape == (10000, 784) and labels.shape == (10000,)
+    assert np.bincount(labels).tolist()[:2] == [980, 1135]  # MNIST test digits 0 and 1
+    (x_train, _), (x_held, _) = split(images, labels, 8000)
+    assert x_train.shape == (8000, 784) and x_held.shape == (2000, 784)
+
+    path = os.path.join(REAL, "mnist", "t10k-images-idx3-ubyte.gz")
+    want = "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+    with gzip.open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == want
+    # The reader's array re-encoded as IDX gives back the very same bytes.
+    again = idx_bytes(images.reshape(10000, 28, 28))
+    assert hashlib.sha256(again).hexdigest() == want

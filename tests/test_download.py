@@ -1,0 +1,228 @@
+"""Tests of npvae.download against a real HTTP server on 127.0.0.1.
+
+The server (http.server in a thread, on a free port) serves small fake IDX
+.gz files; the tests pass their own mirror URLs and MD5s, so nothing here
+touches the internet.
+"""
+import contextlib
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from npvae import download
+from npvae.data import SYSTEM_DIRS, download_dataset, download_file, load_dataset, load_idx_folder
+from npvae.errors import DatasetNotFoundError, DownloadError, InputError
+
+STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def idx_gz(arr):
+    arr = np.asarray(arr, np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return gzip.compress(header + arr.tobytes(), mtime=0)
+
+
+def fake_files(n_train=6, n_test=4):
+    """File name -> .gz bytes of a tiny, valid data set (28x28 images)."""
+    rng = np.random.default_rng(0)
+    return {
+        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (n_train, 28, 28))),
+        "train-labels-idx1-ubyte.gz": idx_gz(rng.integers(0, 10, n_train)),
+        "t10k-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (n_test, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx_gz(rng.integers(0, 10, n_test)),
+    }
+
+
+FILES = fake_files()
+MD5S = {name: hashlib.md5(data).hexdigest() for name, data in FILES.items()}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``/<mode>/<file>``: good (the file), drop (half, then hang up),
+    slow (headers, then silence), html (an error page with status 200);
+    anything else is 404. ``server.hits`` counts requests per path."""
+
+    def do_GET(self):
+        self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
+        _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
+        data = FILES.get(name)
+        if data is None or mode not in ("good", "drop", "slow", "html"):
+            self.send_error(404)
+            return
+        if mode == "html":
+            data = b"<html>Moved</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if mode == "slow":
+            time.sleep(1.0)
+            return
+        # "drop": promise everything, send half, close the connection.
+        self.wfile.write(data[:len(data) // 2] if mode == "drop" else data)
+        self.wfile.flush()
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.hits = {}
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def dead_url():
+    """A URL on a port nobody listens on (connection refused)."""
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/good/"
+
+
+def test_download_success(tmp_path, server):
+    dest = tmp_path / "cache" / "mnist"
+    assert download_dataset("mnist", dest, mirrors=[server.url + "/good/"], checksums=MD5S,
+                            progress=False) == str(dest)
+    assert sorted(os.listdir(dest)) == sorted(FILES)  # no temporary file left
+    for name, data in FILES.items():
+        assert (dest / name).read_bytes() == data
+    ds = load_idx_folder(dest)
+    assert ds.train_images.shape == (6, 784) and ds.test_images.shape == (4, 784)
+
+
+def test_files_already_there_are_not_downloaded_again(tmp_path, server):
+    dest = tmp_path / "d"
+    download_dataset("mnist", dest, mirrors=[server.url + "/good"], checksums=MD5S, progress=False)
+    hits = dict(server.hits)
+    download_dataset("mnist", dest, mirrors=[server.url + "/good"], checksums=MD5S, progress=False)
+    assert server.hits == hits
+
+
+def test_checksum_mismatch_leaves_nothing(tmp_path, server):
+    dest = tmp_path / "d"
+    wrong = dict(MD5S, **{"train-images-idx3-ubyte.gz": "0" * 32})
+    with pytest.raises(DownloadError, match="checksum mismatch") as info:
+        download_dataset("mnist", dest, files=["train-images-idx3-ubyte.gz"],
+                         mirrors=[server.url + "/good/"], checksums=wrong, progress=False)
+    assert "0" * 32 in str(info.value) and MD5S["train-images-idx3-ubyte.gz"] in str(info.value)
+    assert os.listdir(dest) == []  # not even a hidden temporary file
+
+
+def test_connection_dropped_mid_file_leaves_nothing(tmp_path, server):
+    dest = tmp_path / "d"
+    with pytest.raises(DownloadError, match="dropped after") as info:
+        download_file(server.url + "/drop/t10k-images-idx3-ubyte.gz", dest / "t10k-images-idx3-ubyte.gz",
+                      md5=MD5S["t10k-images-idx3-ubyte.gz"])
+    assert "/drop/t10k-images-idx3-ubyte.gz" in str(info.value)
+    assert os.listdir(dest) == []
+
+
+def test_timeout_leaves_nothing(tmp_path, server):
+    dest = tmp_path / "d"
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match="/slow/"):
+        download_file(server.url + "/slow/t10k-labels-idx1-ubyte.gz", dest / "x.gz", timeout=0.2)
+    assert time.perf_counter() - t0 < 0.9
+    assert os.listdir(dest) == []
+
+
+def test_without_md5_the_file_must_parse_as_idx(tmp_path, server):
+    dest = tmp_path / "d"
+    with pytest.raises(DownloadError, match="not a valid IDX file"):
+        download_file(server.url + "/html/t10k-labels-idx1-ubyte.gz", dest / "l.gz", md5=None)
+    assert os.listdir(dest) == []
+    download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", dest / "l.gz", md5=None)
+    assert os.listdir(dest) == ["l.gz"]
+
+
+def test_fallback_to_second_mirror(tmp_path, server, dead_url):
+    dest = tmp_path / "d"
+    mirrors = [dead_url, server.url + "/missing/", server.url + "/drop/", server.url + "/good/"]
+    download_dataset("fashion-mnist", dest, mirrors=mirrors, checksums=MD5S, progress=False)
+    assert sorted(os.listdir(dest)) == sorted(FILES)
+    assert server.hits["/good/train-images-idx3-ubyte.gz"] == 1
+    assert server.hits["/missing/train-images-idx3-ubyte.gz"] == 1
+
+
+def test_all_mirrors_fail_lists_each(tmp_path, server, dead_url):
+    dest = tmp_path / "d"
+    mirrors = [dead_url, server.url + "/missing/", server.url + "/drop/"]
+    with pytest.raises(DownloadError) as info:
+        download_dataset("mnist", dest, mirrors=mirrors, checksums=MD5S, progress=False)
+    msg = str(info.value)
+    assert "train-images-idx3-ubyte.gz" in msg and "3 mirror(s)" in msg
+    assert "cannot connect" in msg and "HTTP 404" in msg and "dropped after" in msg
+    assert os.listdir(dest) == []
+
+
+def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, capsys):
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/missing/", server.url + "/good/"))
+    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    ds = load_dataset("mnist")  # progress=True, but stderr is not a terminal here
+    cache = tmp_path / "xdg" / "npvae" / "mnist"
+    assert ds.source == str(cache) and ds.train_images.shape == (6, 784)
+    assert sorted(os.listdir(cache)) == sorted(FILES)
+    assert capsys.readouterr().err == ""
+
+
+def test_load_dataset_reports_failed_download(tmp_path, server, monkeypatch):
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "fashion-mnist", ())
+    monkeypatch.setitem(download.MIRRORS, "fashion-mnist", (server.url + "/missing/",))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fmnist", progress=False)
+    msg = str(info.value)
+    assert "Downloading failed" in msg and "HTTP 404" in msg
+    assert str(tmp_path / "xdg" / "npvae" / "fashion-mnist") in msg
+    assert isinstance(info.value.__cause__, DownloadError)
+    cache = tmp_path / "xdg" / "npvae" / "fashion-mnist"
+    assert not cache.exists() or os.listdir(cache) == []
+
+
+def test_unknown_name_without_tables(tmp_path):
+    with pytest.raises(InputError, match="mnist"):
+        download_dataset("cifar", tmp_path)
+
+
+def test_default_tables_are_complete():
+    for name in ("mnist", "fashion-mnist"):
+        assert download.MIRRORS[name]
+        assert sorted(download.MD5[name]) == sorted(s + ".gz" for s in STEMS)
+        assert all(len(h) == 32 for h in download.MD5[name].values())
+
+
+def test_progress_line_on_a_terminal(tmp_path, server, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Terminal()
+    monkeypatch.setattr(sys, "stderr", fake)
+    download_file(server.url + "/good/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
+    out = fake.getvalue()
+    assert out.startswith("\rdownloading i.gz") and "100%" in out and out.endswith("\n")
