@@ -50,10 +50,11 @@ def exp_neg(x):
 
 def _exp_neg_f32(x):
     # Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial,
-    # 2^n built in the exponent bits. Below -87.3 float32 underflows anyway.
-    x = max(x, np.float32(-87.3))
+    # 2^n built in the exponent bits as 2^n1 * 2^n2 (each factor a normal float), so
+    # results down to the subnormal range come out right; below -104 they round to 0.
+    x = max(x, np.float32(-104.0))
     n = np.floor(x * np.float32(1.44269504) + np.float32(0.5))  # float32 floor: vectorises
-    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # ln2 split in two: exact n*ln2_hi
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # ln2 in two parts: n*ln2_hi exact
     p = np.float32(1.9875691500e-4)
     p = p * r + np.float32(1.3981999507e-3)
     p = p * r + np.float32(8.3334519073e-3)
@@ -61,8 +62,11 @@ def _exp_neg_f32(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    two_n = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return p * two_n
+    n1 = np.floor(n * np.float32(0.5))
+    n2 = n - n1
+    pow1 = np.int32((np.int32(n1) + np.int32(127)) << np.int32(23)).view(np.float32)
+    pow2 = np.int32((np.int32(n2) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return (p * pow1) * pow2
 
 
 @overload(exp_neg, inline="always")
