@@ -1,0 +1,200 @@
+"""Bad input to the model, layers and optimizers: npvae's own error, naming the argument.
+
+Each case asserts the exception type (an npvae error, which is also a ValueError or
+TypeError) and that the message names the argument and says what arrived.
+"""
+import numpy as np
+import pytest
+
+import npvae
+from npvae.errors import InputError, InputTypeError, NpvaeError, StateDictError, StateError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return npvae.VAE(12, 8, 3, rng=0, backend="numpy")
+
+
+def good(n=4, d=12):
+    return np.random.default_rng(0).random((n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("x, exc, words", [
+    (np.zeros((4, 11), np.float32), InputError, ["x", "12 features", "(4, 11)"]),
+    (np.zeros(12, np.float32), InputError, ["x", "2-D", "x[None, :]"]),
+    (np.zeros((4, 3, 4), np.float32), InputError, ["x", "2-D", "reshape"]),
+    (np.zeros((0, 12), np.float32), InputError, ["x", "empty"]),
+    (np.full((4, 12), np.nan, np.float32), InputError, ["x", "NaN"]),
+    (np.full((4, 12), np.inf, np.float32), InputError, ["x", "inf"]),
+    (np.full((4, 12), 2.0, np.float32), InputError, ["x", "[0, 1]"]),
+    (np.full((4, 12), -0.5, np.float32), InputError, ["x", "[0, 1]"]),
+    (np.zeros((4, 12), np.uint8), InputTypeError, ["x", "uint8", "255"]),
+    (np.zeros((4, 12), np.int64), InputTypeError, ["x", "int64", "255"]),
+    (np.zeros((4, 12), bool), InputTypeError, ["x"]),
+    ("not an array", InputTypeError, ["x", "str"]),
+    (None, InputTypeError, ["x", "NoneType"]),
+])
+def test_loss_rejects_bad_batches(model, x, exc, words):
+    with pytest.raises(exc) as info:
+        model.loss(x)
+    assert isinstance(info.value, NpvaeError)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_loss_rejects_bad_beta(model):
+    with pytest.raises(InputError, match="beta"):
+        model.loss(good(), beta=-1.0)
+    with pytest.raises(InputTypeError, match="beta"):
+        model.loss(good(), beta="1")
+
+
+def test_float64_input_is_converted_not_broadcast(model):
+    parts = model.loss(good().astype(np.float64))
+    assert np.isfinite(parts.total)
+
+
+@pytest.mark.parametrize("method", ["encode", "reconstruct", "forward"])
+def test_inference_methods_validate(model, method):
+    with pytest.raises(InputError, match="12 features"):
+        getattr(model, method)(np.zeros((2, 13), np.float32))
+    with pytest.raises(InputTypeError, match="255"):
+        getattr(model, method)(np.zeros((2, 12), np.uint8))
+
+
+def test_decode_validates_latent_width(model):
+    with pytest.raises(InputError, match="z must have 3 features"):
+        model.decode(np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("n, exc", [(0, InputError), (-3, InputError), (2.5, InputTypeError),
+                                    ("8", InputTypeError), (True, InputTypeError)])
+def test_sample_rejects_bad_counts(model, n, exc):
+    with pytest.raises(exc, match="n must be a positive int"):
+        model.sample(n)
+
+
+def test_interpolate_validates(model):
+    a, b = good(1)[0], good(1)[0]
+    assert model.interpolate(a, b, steps=5).shape == (5, 12)
+    with pytest.raises(InputError, match="steps"):
+        model.interpolate(a, b, steps=1)
+    with pytest.raises(InputError, match="x_b"):
+        model.interpolate(a, good(2), steps=3)
+    with pytest.raises(InputError, match="x_a"):
+        model.interpolate(np.zeros(11, np.float32), b)
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(input_dim=0), InputError, "input_dim"),
+    (dict(latent_dim=-1), InputError, "latent_dim"),
+    (dict(hidden_dims=(8, 0)), InputError, "hidden_dims"),
+    (dict(hidden_dims=2.5), InputTypeError, "hidden_dims"),
+    (dict(dtype=np.int32), InputTypeError, "dtype"),
+    (dict(dtype="float16"), InputTypeError, "dtype"),
+    (dict(rng="seed"), InputTypeError, "rng"),
+    (dict(backend="cuda"), InputError, "backend"),
+])
+def test_constructor_rejects_bad_arguments(kwargs, exc, word):
+    args = dict(input_dim=12, hidden_dims=8, latent_dim=3, rng=0)
+    args.update(kwargs)
+    with pytest.raises(exc, match=word):
+        npvae.VAE(**args)
+
+
+def test_bad_backend_env_var(monkeypatch):
+    monkeypatch.setenv("NPVAE_BACKEND", "fortran")
+    with pytest.raises(InputError, match="NPVAE_BACKEND"):
+        npvae.Dense(3, 2, rng=0)
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(lr=0), InputError, "lr"),
+    (dict(lr=-1e-3), InputError, "lr"),
+    (dict(lr=float("nan")), InputError, "lr"),
+    (dict(lr="fast"), InputTypeError, "lr"),
+    (dict(betas=(1.0, 0.999)), InputError, "betas"),
+    (dict(betas=(0.9, -0.1)), InputError, "betas"),
+    (dict(eps=0), InputError, "eps"),
+    (dict(weight_decay=-1), InputError, "weight_decay"),
+])
+def test_adam_rejects_bad_hyperparameters(model, kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        npvae.Adam(model.parameters(), **kwargs)
+
+
+def test_optimizers_reject_bad_params(model):
+    with pytest.raises(InputError, match="empty"):
+        npvae.Adam([])
+    with pytest.raises(InputTypeError, match="Parameter"):
+        npvae.SGD([np.zeros(3)], lr=0.1)
+    with pytest.raises(InputError, match="momentum"):
+        npvae.SGD(model.parameters(), lr=0.1, momentum=-0.5)
+
+
+def test_optimizer_state_dict_mismatch(model):
+    opt = npvae.Adam(model.parameters())
+    sd = opt.state_dict()
+    sd["m.0"] = sd["m.0"][:-1]
+    with pytest.raises(StateDictError, match="m.0"):
+        opt.load_state_dict(sd)
+    with pytest.raises(StateDictError, match="keys"):
+        opt.load_state_dict({"t": np.array(0)})
+
+
+def test_layer_errors_name_the_layer():
+    dense = npvae.Dense(4, 3, rng=0)
+    with pytest.raises(InputError, match=r"Dense.forward: x must have shape \(batch, 4\)"):
+        dense.forward(np.zeros((2, 5), np.float32))
+    with pytest.raises(InputTypeError, match="float64.*float32"):
+        dense.forward(np.zeros((2, 4), np.float64))
+    with pytest.raises(StateError, match="before forward"):
+        npvae.Dense(4, 3, rng=0).backward(np.zeros((2, 3), np.float32))
+    dense.forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(InputError, match="grad_out"):
+        dense.backward(np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("module", [npvae.ReLU(), npvae.Sigmoid(), npvae.Sampler(0), npvae.KL(),
+                                    npvae.BCEWithLogits(), npvae.BCE()])
+def test_backward_before_forward(module):
+    with pytest.raises(StateError, match="before forward"):
+        module.backward(np.zeros((2, 4), np.float32)) if not isinstance(
+            module, (npvae.KL, npvae.BCEWithLogits, npvae.BCE)) else module.backward()
+
+
+def test_model_backward_before_loss():
+    with pytest.raises(StateError, match="before forward"):
+        npvae.VAE(12, 8, 3, rng=0).backward()
+
+
+def test_losses_check_shapes():
+    with pytest.raises(InputError, match="same shape"):
+        npvae.BCEWithLogits().forward(np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32))
+    with pytest.raises(InputTypeError, match="dtype"):
+        npvae.BCE().forward(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float64))
+    with pytest.raises(InputError, match="mu | logvar"):
+        npvae.KL().forward(np.zeros((2, 3), np.float32))
+
+
+def test_sampler_checks_eps():
+    s = npvae.Sampler(0)
+    with pytest.raises(InputTypeError, match="eps must be an array of shape"):
+        s.forward(np.zeros((2, 6), np.float32), eps=np.zeros((2, 2), np.float32))
+
+
+def test_state_dict_errors_leave_model_unchanged():
+    m = npvae.VAE(12, 8, 3, rng=0)
+    before = m.state_dict()
+    bad = dict(before)
+    bad["decoder.2.bias"] = np.full(12, np.nan, np.float32)
+    with pytest.raises(StateDictError, match="NaN"):
+        m.load_state_dict(bad)
+    bad = dict(before)
+    bad["encoder.0.weight"] = bad["encoder.0.weight"].astype(np.float64)
+    with pytest.raises(StateDictError, match="dtype"):
+        m.load_state_dict(bad)
+    with pytest.raises(StateDictError, match="missing"):
+        m.load_state_dict({k: v for k, v in before.items() if k != "encoder.0.bias"})
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
