@@ -1,0 +1,431 @@
+"""Checkpoints: one ``.npz`` file, written atomically, read back with every check.
+
+Layout of the zip (``np.savez``, uncompressed, no pickles)::
+
+    model/<parameter name>      e.g. model/encoder.0.weight, one array each
+    optimizer/<state key>       the optimizer's state_dict(): t, hyper-parameters, moments
+    __meta__                    0-d unicode array holding one JSON object:
+        format, version         "npvae-checkpoint", 1
+        model_config            VAE.config(): input_dim, hidden_dims, latent_dim, dtype
+        optimizer               the optimizer's class name, or null
+        epoch, step             completed epochs, and steps done in the next one (mid-epoch)
+        rng_states              {name: Generator.bit_generator.state}; "model" is the sampler's
+        fit_config, history     fit()'s settings and its per-epoch records so far
+        partial                 a mid-epoch checkpoint's running sums, else null
+
+Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
+metadata is JSON) and turns every way a file can be wrong (missing, not a zip,
+truncated, bit-flipped, someone else's zip, a missing key, a model of another
+shape) into a :class:`~npvae.errors.CheckpointError` naming the file.
+"""
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictError
+from .model import VAE
+from .module import Parameter
+from .optim import SGD, Adam, Optimizer
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
+
+FORMAT = "npvae-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+MODEL_PREFIX = "model/"
+OPTIM_PREFIX = "optimizer/"
+_OPTIMIZERS = {"Adam": Adam, "SGD": SGD}
+# Bit generators whose state we accept; names are looked up here, never with getattr.
+_BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")}
+_CONFIG_KEYS = ("input_dim", "hidden_dims", "latent_dim", "dtype")
+# deflate cannot expand more than ~1032:1; anything claiming more is corrupt
+_MAX_RATIO = 1032
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's content, checked by :func:`load_checkpoint`.
+
+    Attributes
+    ----------
+    model_config : dict
+        ``VAE.config()``; :meth:`build_model` makes a VAE from it.
+    model_state, optimizer_state : dict of ndarray
+        ``state_dict()`` of the model and of the optimizer (None if none was saved).
+    optimizer : str or None
+        The optimizer's class name.
+    epoch, step : int
+        Completed epochs, and steps done in the next one (> 0 only mid-epoch).
+    history : list of dict
+        Per-epoch records of :func:`npvae.train.fit`.
+    rng_states : dict
+        JSON form of each Generator's state; get one back with :meth:`generator`.
+    fit_config, partial : dict or None
+        ``fit``'s settings, and a mid-epoch checkpoint's running sums.
+    """
+
+    path: str
+    model_config: dict
+    model_state: dict
+    optimizer: str = None
+    optimizer_state: dict = None
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    rng_states: dict = field(default_factory=dict)
+    fit_config: dict = None
+    partial: dict = None
+    version: int = VERSION
+
+    def generator(self, name):
+        """A new ``np.random.Generator`` in the saved state ``name`` (e.g. ``"shuffle"``)."""
+        if name not in self.rng_states:
+            raise CheckpointError(f"{self.path}: no random generator state named {name!r} "
+                                  f"(has {sorted(self.rng_states)})")
+        return _generator_from_state(self.rng_states[name], self.path, name)
+
+    def load_into(self, model=None, optimizer=None):
+        """Copy the parameters (and sampler state) into ``model``, the state into ``optimizer``.
+
+        Both are checked first (config, optimizer class and shapes); nothing is
+        changed unless everything fits.
+        """
+        path = self.path
+        if model is not None:
+            if not isinstance(model, VAE):
+                raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+            diff = _config_diff(self.model_config, model.config())
+            if diff:
+                raise CheckpointError(f"{path}: the checkpoint's model does not match the given model: "
+                                      + "; ".join(diff))
+        if optimizer is not None:
+            if self.optimizer != type(optimizer).__name__:
+                raise CheckpointError(f"{path}: the checkpoint holds {self.optimizer or 'no'} optimizer "
+                                      f"state, got a {type(optimizer).__name__} to load it into")
+            try:
+                optimizer.load_state_dict(self.optimizer_state)
+            except StateDictError as e:
+                raise CheckpointError(f"{path}: optimizer state does not fit: {e}") from None
+        if model is not None:
+            model.load_state_dict(self.model_state)
+            if "model" in self.rng_states:
+                model.sampler.rng = restore_generator(model.rng, self.rng_states["model"], path, "model")
+        return self
+
+    def build_model(self, backend=None):
+        """A new :class:`VAE` from the saved config, with its parameters and sampler state."""
+        model = VAE(**_vae_kwargs(self.model_config), backend=backend)
+        model.load_state_dict(self.model_state)
+        if "model" in self.rng_states:
+            model.sampler.rng = self.generator("model")
+        return model
+
+
+def _vae_kwargs(config):
+    return dict(input_dim=config["input_dim"], hidden_dims=tuple(config["hidden_dims"]),
+                latent_dim=config["latent_dim"], dtype=np.dtype(config["dtype"]))
+
+
+def _generator_from_state(state, path, name):
+    bg_name = state.get("bit_generator") if isinstance(state, dict) else None
+    if bg_name not in _BIT_GENERATORS:
+        raise CheckpointError(f"{path}: random generator state {name!r} has an unknown bit generator "
+                              f"{bg_name!r}; expected one of {sorted(_BIT_GENERATORS)}")
+    bg = _BIT_GENERATORS[bg_name]()
+    try:
+        bg.state = _from_json(state)
+    except (ValueError, TypeError, KeyError, OverflowError, IndexError) as e:
+        raise CheckpointError(f"{path}: random generator state {name!r} is invalid: {e}") from None
+    return np.random.Generator(bg)
+
+
+def restore_generator(rng, state, path="checkpoint", name="rng"):
+    """Put ``rng`` in ``state`` in place if its bit generator is of the saved kind, else a new Generator."""
+    if isinstance(rng, np.random.Generator) and type(rng.bit_generator).__name__ == state.get("bit_generator"):
+        rng.bit_generator.state = _generator_from_state(state, path, name).bit_generator.state
+        return rng
+    return _generator_from_state(state, path, name)
+
+
+def _to_json(value):
+    """A bit generator state as JSON: arrays (Philox, MT19937 keys) become tagged integer lists."""
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _from_json(value):
+    """Undo :func:`_to_json`; only unsigned integer arrays are accepted."""
+    if isinstance(value, dict):
+        if set(value) == {"__array__", "dtype"}:
+            if value["dtype"] not in ("<u4", "<u8", "|u1"):
+                raise ValueError(f"unexpected array dtype {value['dtype']!r} in a generator state")
+            return np.array(value["__array__"], dtype=value["dtype"])
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
+def _rng_state(rng, name):
+    if isinstance(rng, np.random.Generator):
+        return _to_json(rng.bit_generator.state)
+    if isinstance(rng, dict) and rng.get("bit_generator") in _BIT_GENERATORS:
+        return _to_json(rng)
+    raise InputTypeError(f"rngs[{name!r}] must be a numpy Generator or its bit_generator.state dict, "
+                         f"got {type(rng).__name__}")
+
+
+# -- saving ------------------------------------------------------------------------
+def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(), rngs=None,
+                    fit_config=None, partial=None):
+    """Write a checkpoint atomically: the old file stays intact until the new one is complete.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination, conventionally ``*.npz``.
+    model : VAE
+    optimizer : Optimizer, optional
+        Its ``state_dict()`` is saved (moments, step count, hyper-parameters).
+    epoch, step : int
+        Completed epochs, and steps already taken in the next epoch (0 at an epoch boundary).
+    history : sequence of dict
+        Per-epoch records (JSON-serialisable).
+    rngs : dict, optional
+        ``{name: Generator or bit_generator.state}``; the model's sampler is
+        always saved as ``"model"``.
+    fit_config, partial : dict, optional
+        JSON-serialisable training settings and mid-epoch running sums.
+
+    Raises
+    ------
+    DivergenceError
+        If a parameter holds NaN or inf: a checkpoint is never overwritten
+        with a diverged model.
+    """
+    if not isinstance(model, VAE):
+        raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise InputTypeError(f"optimizer must be an npvae optimizer or None, got {type(optimizer).__name__}")
+    arrays = {}
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            raise DivergenceError(f"refusing to save a checkpoint to {os.fspath(path)}: parameter "
+                                  f"{name} contains NaN or inf")
+        arrays[MODEL_PREFIX + name] = p.data
+    if optimizer is not None:
+        for key, value in optimizer.state_dict().items():
+            arrays[OPTIM_PREFIX + key] = value
+    states = {"model": _to_json(model.rng.bit_generator.state)}
+    for name, rng in (rngs or {}).items():
+        states[name] = _rng_state(rng, name)
+    meta = dict(format=FORMAT, version=VERSION, model_config=model.config(),
+                optimizer=None if optimizer is None else type(optimizer).__name__,
+                epoch=int(epoch), step=int(step), history=list(history), rng_states=states,
+                fit_config=fit_config, partial=partial)
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+    return os.fspath(path)
+
+
+# -- loading -----------------------------------------------------------------------
+def _read_arrays(path):
+    """Every array in the zip, after checking it is a sound zip (CRCs included)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: not an npvae checkpoint: not a zip/npz file "
+                              f"({size} bytes, starts with {head!r})")
+    # zipfile and numpy raise a zoo of types on damaged input (BadZipFile,
+    # ValueError, EOFError, OSError, NotImplementedError, zlib.error, ...);
+    # each means the file is damaged, so each becomes a CheckpointError.
+    try:
+        with zipfile.ZipFile(path) as zf:
+            claimed = sum(info.file_size for info in zf.infolist())
+            if claimed > _MAX_RATIO * size + (1 << 20):
+                raise CheckpointError(f"{path}: corrupt checkpoint: members claim {claimed} bytes "
+                                      f"in a {size}-byte file")
+            bad = zf.testzip()                  # reads every member, checks its CRC-32
+            if bad is not None:
+                raise CheckpointError(f"{path}: corrupt checkpoint: member {bad!r} fails its CRC check")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - see above
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint "
+                              f"({type(e).__name__}: {e})") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f"{path}: not an npvae checkpoint: member {key!r} is not an array")
+    return arrays
+
+
+def _need(cond, path, what):
+    if not cond:
+        raise CheckpointError(f"{path}: malformed checkpoint metadata: {what}")
+
+
+def _is_int(v, minimum=0):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _read_meta(arrays, path):
+    raw = arrays.get(META_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path}: not an npvae checkpoint (no {META_KEY!r} entry; "
+                              f"has {sorted(arrays)[:5]}{'...' if len(arrays) > 5 else ''})")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise CheckpointError(f"{path}: not an npvae checkpoint ({META_KEY!r} is not a 0-d string)")
+    try:
+        meta = json.loads(str(raw[()]))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not an npvae checkpoint (metadata is not JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not an npvae checkpoint (format marker {got!r}, expected {FORMAT!r})")
+    version = meta.get("version")
+    _need(_is_int(version, 1), path, f"version must be a positive int, got {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this npvae "
+                              f"reads ({VERSION}); upgrade npvae")
+    for key in ("model_config", "optimizer", "epoch", "step", "history", "rng_states", "fit_config", "partial"):
+        _need(key in meta, path, f"missing key {key!r}")
+    _need(_is_int(meta["epoch"]) and _is_int(meta["step"]), path,
+          f"epoch and step must be non-negative ints, got {meta['epoch']!r}, {meta['step']!r}")
+    _need(isinstance(meta["history"], list) and all(isinstance(r, dict) for r in meta["history"]),
+          path, "history must be a list of objects")
+    _need(isinstance(meta["rng_states"], dict), path, "rng_states must be an object")
+    for key in ("fit_config", "partial"):
+        _need(meta[key] is None or isinstance(meta[key], dict), path, f"{key} must be an object or null")
+    _need(meta["optimizer"] is None or isinstance(meta["optimizer"], str), path,
+          "optimizer must be a class name or null")
+    _check_config(meta["model_config"], path)
+    return meta
+
+
+def _check_config(config, path):
+    _need(isinstance(config, dict) and set(config) == set(_CONFIG_KEYS), path,
+          f"model_config must have exactly the keys {list(_CONFIG_KEYS)}, got "
+          f"{sorted(config) if isinstance(config, dict) else type(config).__name__}")
+    hidden = config["hidden_dims"]
+    ok = (_is_int(config["input_dim"], 1) and _is_int(config["latent_dim"], 1)
+          and isinstance(hidden, list) and len(hidden) >= 1 and all(_is_int(h, 1) for h in hidden))
+    _need(ok, path, f"model_config sizes must be positive ints, got {config}")
+    _need(config["dtype"] in ("float32", "float64"), path, f"model dtype must be float32 or float64, "
+                                                            f"got {config['dtype']!r}")
+
+
+def expected_shapes(config):
+    """``{parameter name: shape}`` of the VAE a config describes, without building it.
+
+    Mirrors :func:`npvae.model._mlp`: Dense layers at even indices of each
+    Sequential, a ReLU between them (the tests check this against a real VAE).
+    """
+    shapes = {}
+    hidden = list(config["hidden_dims"])
+    for part, sizes in (("encoder", [config["input_dim"], *hidden, 2 * config["latent_dim"]]),
+                        ("decoder", [config["latent_dim"], *hidden[::-1], config["input_dim"]])):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes[f"{part}.{2 * i}.weight"] = (n_in, n_out)
+            shapes[f"{part}.{2 * i}.bias"] = (n_out,)
+    return shapes
+
+
+def _model_state(arrays, config, path):
+    expected = expected_shapes(config)
+    dtype = np.dtype(config["dtype"])
+    state = {k[len(MODEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(MODEL_PREFIX)}
+    missing = [n for n in expected if n not in state]
+    if missing:
+        raise CheckpointError(f"{path}: missing key {MODEL_PREFIX + missing[0]!r}"
+                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    unexpected = [n for n in state if n not in expected]
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected parameter {unexpected[0]!r} for a model with config "
+                              f"{config}")
+    for name, shape in expected.items():
+        a = state[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise CheckpointError(f"{path}: parameter {name} is {a.shape} {a.dtype}, the saved config "
+                                  f"{config} implies {shape} {dtype}")
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: parameter {name} contains NaN or inf")
+    return {name: state[name] for name in expected}
+
+
+def _optimizer_state(arrays, meta, model_state, path):
+    state = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
+    name = meta["optimizer"]
+    if name is None:
+        _need(not state, path, "optimizer arrays present but no optimizer named")
+        return None
+    cls = _OPTIMIZERS.get(name)
+    if cls is not None:
+        # Validate keys, shapes, dtypes and hyper-parameters by loading into a throwaway twin.
+        twin = cls([Parameter(np.zeros_like(a)) for a in model_state.values()])
+        try:
+            twin.load_state_dict(state)
+        except (StateDictError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: {name} optimizer state does not fit the model: {e}") from None
+    return state
+
+
+def _config_diff(saved, current):
+    return [f"{k}: checkpoint {saved[k]!r}, model {current.get(k)!r}"
+            for k in _CONFIG_KEYS if saved[k] != current.get(k)]
+
+
+def load_checkpoint(path, model=None, optimizer=None):
+    """Read and check a checkpoint; optionally load it into ``model`` and ``optimizer``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    model : VAE, optional
+        Must have the saved config (else the differing dimensions are named);
+        receives the parameters and the sampler's generator state.
+    optimizer : Optimizer, optional
+        Must be of the saved class; receives the saved state.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        For anything wrong with the file, or a model/optimizer that does not fit.
+        Nothing is loaded into ``model``/``optimizer`` unless everything fits.
+    """
+    path = os.fspath(path)
+    arrays = _read_arrays(path)
+    meta = _read_meta(arrays, path)
+    config = meta["model_config"]
+    model_state = _model_state(arrays, config, path)
+    optim_state = _optimizer_state(arrays, meta, model_state, path)
+    for name, state in meta["rng_states"].items():
+        _generator_from_state(state, path, name)
+    ckpt = Checkpoint(path=path, model_config=config, model_state=model_state, optimizer=meta["optimizer"],
+                      optimizer_state=optim_state, epoch=meta["epoch"], step=meta["step"],
+                      history=meta["history"], rng_states=meta["rng_states"], fit_config=meta["fit_config"],
+                      partial=meta["partial"], version=meta["version"])
+    if model is not None or optimizer is not None:
+        ckpt.load_into(model, optimizer)
+    return ckpt
+
+
+def load_model(path, backend=None):
+    """A :class:`VAE` rebuilt from a checkpoint's config, parameters and sampler state."""
+    return load_checkpoint(path).build_model(backend=backend)

@@ -1,0 +1,197 @@
+"""Move weights between npvae and PyTorch VAEs, as plain NumPy arrays (no torch import).
+
+Two PyTorch layouts are understood:
+
+``"sequential"``
+    The tutorial VAE written with ``nn.Sequential`` encoder and decoder, named like
+    npvae's own modules::
+
+        encoder.0.weight (400, 784)   encoder.0.bias (400,)     Linear(784, 400), then ReLU (index 1)
+        encoder.2.weight (40, 400)    encoder.2.bias (40,)      Linear(400, 2d): [mu | logvar]
+        decoder.0.weight (400, 20)    ...                       Linear(d, 400), ReLU, Linear(400, 784)
+        decoder.2.weight (784, 400)   decoder.2.bias (784,)
+
+    Any depth works (``encoder.4.*`` ... for more hidden layers).
+
+``"examples"``
+    The original ``pytorch/examples`` VAE: ``fc1`` (784 -> 400), ``fc21`` and ``fc22``
+    (400 -> d, the mu and logvar heads), ``fc3`` (d -> 400), ``fc4`` (400 -> 784).
+    npvae's ``encoder.2`` is the two heads side by side, ``[mu | logvar]``, so
+    ``fc21`` is its first ``d`` outputs and ``fc22`` the last ``d``. Only models
+    with one hidden layer can be written in this layout.
+
+PyTorch's ``Linear`` stores its weight as ``(out_features, in_features)`` and
+npvae's ``Dense`` as ``(in_features, out_features)``: every weight is transposed
+on the way (into a fresh contiguous array). To go from a torch model::
+
+    sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
+    npvae.interop.load_torch_state_dict(model, sd)        # layout detected from the names
+
+and back: ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in
+to_torch_state_dict(model, layout).items()})``.
+"""
+import numpy as np
+
+from .errors import InputError, StateDictError
+from .module import Module
+
+LAYOUTS = ("sequential", "examples")
+_EXAMPLES_OURS = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+                  "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias")
+
+
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def _params(model, layout):
+    """``{name: array}`` of the model's parameters, after checking the layout can express it."""
+    if not isinstance(model, Module):
+        raise InputError(f"model must be an npvae Module (e.g. npvae.VAE), got {type(model).__name__}")
+    params = {n: p.data for n, p in model.named_parameters()}
+    for name, a in params.items():
+        leaf = name.rsplit(".", 1)[-1]
+        if not ((leaf == "weight" and a.ndim == 2) or (leaf == "bias" and a.ndim == 1)):
+            raise InputError(f"parameter {name!r} {a.shape} is not a Dense weight or bias; "
+                             f"it has no PyTorch Linear equivalent")
+    if layout == "examples":
+        if sorted(params) != sorted(_EXAMPLES_OURS) or params["encoder.2.weight"].shape[1] % 2:
+            hidden = getattr(model, "hidden_dims", None)
+            raise InputError(
+                "the 'examples' layout (fc1, fc21, fc22, fc3, fc4) describes a VAE with exactly one "
+                f"hidden layer, encoder.0/encoder.2 and decoder.0/decoder.2; this model has "
+                f"hidden_dims={hidden} and parameters {sorted(params)}: use layout='sequential'")
+    return params
+
+
+def to_torch_state_dict(model, layout="sequential"):
+    """The model's parameters as a PyTorch state dict of NumPy arrays.
+
+    Parameters
+    ----------
+    model : npvae.VAE (or any Module made of Dense layers, for ``"sequential"``)
+    layout : {"sequential", "examples"}
+        PyTorch naming to produce (see the module docstring).
+
+    Returns
+    -------
+    dict of str -> ndarray
+        Fresh, contiguous arrays in the model's dtype; weights are ``(out, in)``.
+
+    Raises
+    ------
+    InputError
+        Unknown layout, or a model the layout cannot express (e.g. two hidden
+        layers in the ``"examples"`` layout).
+    """
+    params = _params(model, _check_layout(layout))
+    if layout == "sequential":
+        return {n: np.ascontiguousarray(a.T) if a.ndim == 2 else a.copy() for n, a in params.items()}
+    w2, b2 = params["encoder.2.weight"], params["encoder.2.bias"]
+    d = w2.shape[1] // 2
+    return {"fc1.weight": np.ascontiguousarray(params["encoder.0.weight"].T),
+            "fc1.bias": params["encoder.0.bias"].copy(),
+            "fc21.weight": np.ascontiguousarray(w2[:, :d].T), "fc21.bias": b2[:d].copy(),
+            "fc22.weight": np.ascontiguousarray(w2[:, d:].T), "fc22.bias": b2[d:].copy(),
+            "fc3.weight": np.ascontiguousarray(params["decoder.0.weight"].T),
+            "fc3.bias": params["decoder.0.bias"].copy(),
+            "fc4.weight": np.ascontiguousarray(params["decoder.2.weight"].T),
+            "fc4.bias": params["decoder.2.bias"].copy()}
+
+
+def detect_layout(state_dict):
+    """``"examples"`` if the names are ``fc1...``, ``"sequential"`` if ``encoder.*``/``decoder.*``.
+
+    Raises
+    ------
+    StateDictError
+        If the names fit neither layout.
+    """
+    if not isinstance(state_dict, dict):
+        raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+    keys = list(state_dict)
+    if keys and all(k.startswith("fc") for k in keys):
+        return "examples"
+    if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):
+        return "sequential"
+    hint = ("; the names start with 'module.' (a DataParallel model): strip that prefix first"
+            if keys and all(k.startswith("module.") for k in keys) else "")
+    raise StateDictError(f"cannot tell the layout of a state dict with keys {sorted(keys)[:6]}"
+                         f"{'...' if len(keys) > 6 else ''}: expected encoder.*/decoder.* "
+                         f"('sequential') or fc1, fc21, fc22, fc3, fc4 ('examples'){hint}")
+
+
+def _validate(model, state_dict, layout):
+    """Check names, types, shapes, dtypes and values against what the model would export."""
+    expected = to_torch_state_dict(model, layout)
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise StateDictError(f"PyTorch state dict ({layout!r} layout) does not match the model: "
+                             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+    for key, want in expected.items():
+        v = state_dict[key]
+        if not isinstance(v, np.ndarray):
+            raise StateDictError(f"state_dict[{key!r}] must be a numpy array, got {type(v).__name__} "
+                                 "(for torch tensors use v.detach().cpu().numpy())")
+        if v.shape != want.shape:
+            hint = (" (that is npvae's (in, out) orientation; PyTorch's Linear stores (out, in))"
+                    if v.ndim == 2 and v.shape == want.shape[::-1] else "")
+            raise StateDictError(f"state_dict[{key!r}] has shape {v.shape}, the model needs "
+                                 f"{want.shape}{hint}")
+        if v.dtype != want.dtype:
+            raise StateDictError(f"state_dict[{key!r}] has dtype {v.dtype}, the model's dtype is "
+                                 f"{want.dtype} (convert with .astype(np.{want.dtype}))")
+        if not np.isfinite(v).all():
+            raise StateDictError(f"state_dict[{key!r}] contains NaN or inf")
+
+
+def from_torch_state_dict(model, state_dict, layout=None):
+    """Load a PyTorch VAE state dict (NumPy arrays) into ``model``.
+
+    Everything is checked before anything is written: on any error the model
+    is unchanged.
+
+    Parameters
+    ----------
+    model : npvae.VAE
+        The model to load into; its architecture and dtype must match the weights.
+    state_dict : dict of str -> ndarray
+        PyTorch names and orientation (weights ``(out, in)``), e.g.
+        ``{k: v.numpy() for k, v in torch_model.state_dict().items()}``.
+    layout : {"sequential", "examples"} or None
+        None detects it from the names (:func:`detect_layout`).
+
+    Returns
+    -------
+    model
+        The same model, for chaining.
+
+    Raises
+    ------
+    StateDictError
+        Missing or unexpected names, a value that is not an array, a wrong shape
+        or dtype, NaN or inf, or names that fit no layout.
+    InputError
+        Unknown layout, or a model the layout cannot express.
+    """
+    layout = detect_layout(state_dict) if layout is None else _check_layout(layout)
+    if not isinstance(state_dict, dict):
+        raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+    _validate(model, state_dict, layout)
+    if layout == "sequential":
+        ours = {k: v.T if v.ndim == 2 else v for k, v in state_dict.items()}
+    else:
+        sd = state_dict
+        ours = {"encoder.0.weight": sd["fc1.weight"].T, "encoder.0.bias": sd["fc1.bias"],
+                "encoder.2.weight": np.concatenate([sd["fc21.weight"], sd["fc22.weight"]], axis=0).T,
+                "encoder.2.bias": np.concatenate([sd["fc21.bias"], sd["fc22.bias"]]),
+                "decoder.0.weight": sd["fc3.weight"].T, "decoder.0.bias": sd["fc3.bias"],
+                "decoder.2.weight": sd["fc4.weight"].T, "decoder.2.bias": sd["fc4.bias"]}
+    return model.load_state_dict(ours)     # copies into the parameters
+
+
+#: alias of :func:`from_torch_state_dict`
+load_torch_state_dict = from_torch_state_dict

@@ -1,0 +1,226 @@
+"""Figures of a VAE: reconstructions, samples, interpolations, losses, the latent space.
+
+matplotlib is imported here only (``import npvae`` never loads it), through its
+object API: each function builds a ``matplotlib.figure.Figure`` with its own
+Agg canvas, so no pyplot state and no global backend switch are involved, and
+the code works in threads and on machines without a display. With ``path``,
+the PNG is written atomically (:func:`npvae.atomic.atomic_write`).
+
+Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
+square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
+"""
+import math
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import InputError, InputTypeError
+
+__all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
+           "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
+
+_PAD = 2          # pixels between tiled images
+_PAD_VALUE = 1.0  # white: cell borders visible against the black margins of every digit, and against grey
+
+
+def new_figure(width, height):
+    """A Figure with an Agg canvas and constrained layout (nothing clipped at the edges)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    return path
+
+
+def _finish(fig, path, dpi=100):
+    if path is not None:
+        save_png(fig, path, dpi)
+    return fig
+
+
+def _as_images(images, image_shape, name="images"):
+    """(N, H, W) floats in [0, 1] from rows (N, H*W) or images (N, H, W)."""
+    if not isinstance(images, np.ndarray):
+        raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
+    a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
+    if a.ndim == 3:
+        return a
+    if a.ndim != 2:
+        raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")
+    if image_shape is None:
+        side = math.isqrt(a.shape[1])
+        if side * side != a.shape[1]:
+            raise InputError(f"{name} rows have {a.shape[1]} pixels, not a square: pass image_shape=(h, w)")
+        image_shape = (side, side)
+    return a.reshape(len(a), *image_shape)
+
+
+def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD_VALUE):
+    """One 2-D array holding ``images`` on an ``nrows`` x ``ncols`` grid (row-major), padded.
+
+    Unused cells (fewer images than cells) are left at ``pad_value``.
+    """
+    imgs = _as_images(images, image_shape)
+    n, h, w = imgs.shape
+    if n > nrows * ncols:
+        raise InputError(f"{n} images do not fit a {nrows} x {ncols} grid")
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), pad_value, np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y:y + h, x:x + w] = imgs[i]
+    return out
+
+
+def _show(ax, grid, title=None):
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def plot_reconstructions(originals, reconstructions, path=None, *, title="Reconstructions",
+                         image_shape=None, dpi=100):
+    """Two rows: the images above their reconstructions."""
+    n = len(originals)
+    if len(reconstructions) != n:
+        raise InputError(f"got {n} originals but {len(reconstructions)} reconstructions")
+    fig = new_figure(max(4.0, 1.0 * n), 2.9)
+    axes = fig.subplots(2, 1)
+    for ax, images, label in ((axes[0], originals, "input"), (axes[1], reconstructions, "reconstruction")):
+        _show(ax, tile_images(images, 1, n, image_shape))
+        ax.set_ylabel(label)
+    fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_samples(images, path=None, *, nrows=8, ncols=8, title="Samples, z ~ N(0, I)", image_shape=None,
+                 dpi=100):
+    """A grid of images, e.g. decoded from ``z ~ N(0, I)``."""
+    fig = new_figure(0.8 * ncols + 0.4, 0.8 * nrows + 0.8)
+    _show(fig.subplots(), tile_images(images, nrows, ncols, image_shape), title)
+    return _finish(fig, path, dpi)
+
+
+def plot_interpolation(images, path=None, *, title="Latent interpolation", image_shape=None, dpi=100):
+    """A row of decoded images, captioned with the mixing weight ``t = i / (steps - 1)``."""
+    n = len(images)
+    fig = new_figure(max(4.0, 1.1 * n), 2.2)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    imgs = _as_images(images, image_shape)
+    for i, ax in enumerate(axes):
+        _show(ax, imgs[i])
+        ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
+    fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_loss(history, path=None, *, title="Training", dpi=100):
+    """Three panels over epochs: the loss, its reconstruction part and its KL part, train and test.
+
+    ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`.
+    """
+    if not history:
+        raise InputError("history is empty: train at least one epoch first")
+    epochs = [r["epoch"] for r in history]
+    fig = new_figure(13, 4)
+    axes = fig.subplots(1, 3)
+    panels = (("loss", "Loss", "negative ELBO, nats per image"),
+              ("recon", "Reconstruction", "BCE, nats per image"),
+              ("kl", "KL(q(z|x) || p(z))", "nats per image"))
+    for ax, (key, name, unit) in zip(axes, panels):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            values = [r.get(f"{split}_{key}") for r in history]
+            if all(v is not None for v in values):
+                ax.plot(epochs, values, style, label=split, markersize=4)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def pca_2d(points):
+    """Project (N, d) points on their first two principal axes (SVD of the centred data).
+
+    Returns ``(projected (N, 2), explained variance ratio of the two axes)``.
+    """
+    centred = points - points.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    var = s ** 2
+    return centred @ vt[:2].T, var[:2] / var.sum()
+
+
+def latent_grid(model, n=20, lo=0.05, hi=0.95):
+    """Decode an ``n`` x ``n`` grid over a 2-D latent plane, spaced by N(0, 1) quantiles.
+
+    Returns ``(images (n*n, input_dim), z values along each axis (n,))``; row 0
+    of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
+    """
+    from scipy.stats import norm
+    if model.latent_dim != 2:
+        raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
+    values = norm.ppf(np.linspace(lo, hi, n))
+    z1, z2 = np.meshgrid(values, values[::-1])
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
+    return model.decode(z), values
+
+
+def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space (test set means)",
+                model=None, grid=20, dpi=100):
+    """Scatter of latent means coloured by label; for a 2-D latent space and a model, also its manifold.
+
+    With ``latent_dim > 2`` the means are projected on their first two principal axes.
+    """
+    mu = np.asarray(mu, np.float64)
+    labels = np.asarray(labels)
+    if mu.ndim != 2 or len(mu) != len(labels):
+        raise InputError(f"mu must be (N, d) with one label per row, got {mu.shape} and {labels.shape}")
+    manifold = model is not None and mu.shape[1] == 2
+    fig = new_figure(14 if manifold else 8, 6.5)
+    axes = fig.subplots(1, 2 if manifold else 1, squeeze=False)[0]
+    ax = axes[0]
+    if mu.shape[1] > 2:
+        xy, ratio = pca_2d(mu)
+        xlabel, ylabel = (f"PC{i + 1} of mu ({100 * r:.0f}% of variance)" for i, r in enumerate(ratio))
+        ax.set_title(f"{title}, first two principal axes of {mu.shape[1]}-D")
+    else:
+        xy = mu if mu.shape[1] == 2 else np.column_stack([mu[:, 0], np.zeros(len(mu))])
+        xlabel, ylabel = "z1 (mean)", "z2 (mean)" if mu.shape[1] == 2 else ""
+        ax.set_title(title)
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
+    for k, label in enumerate(np.unique(labels)):
+        sel = labels == label
+        name = class_names[int(label)] if class_names is not None else str(label)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, color=cmap(k % 10), label=name, rasterized=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(title="class", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.grid(alpha=0.3)
+    if manifold:
+        images, values = latent_grid(model, grid)
+        axes[1].imshow(tile_images(images, grid, grid, pad=0), cmap="gray", vmin=0, vmax=1,
+                       interpolation="nearest")
+        side = math.isqrt(model.input_dim)
+        ticks = np.arange(grid)[::max(1, grid // 5)]
+        axes[1].set_xticks(ticks * side + side / 2, [f"{values[i]:.1f}" for i in ticks])
+        axes[1].set_yticks(ticks * side + side / 2, [f"{values[::-1][i]:.1f}" for i in ticks])
+        axes[1].set_xlabel("z1")
+        axes[1].set_ylabel("z2")
+        axes[1].set_title(f"Decoded manifold, {grid} x {grid} grid of N(0, 1) quantiles")
+    return _finish(fig, path, dpi)

@@ -1,0 +1,473 @@
+r"""Training: :func:`fit`, its per-epoch :class:`History`, and clean stops.
+
+One step is ``model.zero_grad(); parts = model._loss(x, beta_t); model.backward();
+opt.step()`` on a batch gathered into arrays allocated once (see
+:class:`npvae.evaluate.Batches`). Around it, ``fit`` adds:
+
+* **KL warm-up.** With ``warmup = W`` epochs of ``S`` steps each, step ``t``
+  (1-based, counted over the whole run) uses
+  :math:`\beta_t = \beta \cdot \min(1, t / (W S))`: it rises linearly from
+  :math:`\beta / (WS)` to :math:`\beta`, reached at the last step of epoch ``W``.
+* **Evaluation** after each epoch on ``test_images`` with a fixed noise seed
+  (:func:`npvae.evaluate.evaluate_elbo`), comparable between epochs and runs.
+  The test loss is ``recon + beta * kl`` with the *target* ``beta`` (the
+  negative ELBO when ``beta = 1``), not the warm-up's ``beta_t``.
+* **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM after the
+  current step; ``resume=path`` continues bit for bit, mid-epoch included.
+* **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
+  before that step is applied; the last good checkpoint is never overwritten.
+"""
+import contextlib
+import json
+import math
+import numbers
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .atomic import append_line, atomic_write
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
+from .evaluate import Batches, binarize_inplace, check_images, check_model, check_seed, evaluate_elbo
+from .optim import Adam, Optimizer
+from .validate import check_positive_float, check_positive_int, check_rng
+
+__all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
+
+#: Keys of every per-epoch record.
+FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
+          "test_kl", "train_seconds", "eval_seconds", "beta")
+# fit settings a resumed run must share with the checkpoint to continue exactly
+_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train")
+
+
+class History(list):
+    """The per-epoch records of :func:`fit`: a list of dicts with :data:`FIELDS`.
+
+    ``history[i]`` is a record; ``history["test_loss"]`` is that column as a
+    list (``None`` where there was no test set).
+    """
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return [record.get(key) for record in self]
+        return super().__getitem__(key)
+
+    @property
+    def last(self):
+        """The latest record, or None before the first epoch."""
+        return self[-1] if self else None
+
+    def best(self, key="test_loss"):
+        """The record with the smallest ``key`` (ignoring missing values), or None."""
+        scored = [r for r in self if r.get(key) is not None]
+        return min(scored, key=lambda r: r[key]) if scored else None
+
+    def __repr__(self):
+        return f"History({len(self)} epochs, last={self.last})"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after finishing a step.
+
+    Attributes
+    ----------
+    signum : int
+        The signal received.
+    epoch, step : int
+        Completed epochs, and steps done in the unfinished one.
+    checkpoint : str or None
+        Where the state was saved (None if ``fit`` had no checkpoint path).
+    history : History
+        The completed epochs' records.
+    """
+
+    def __init__(self, message, signum, epoch, step, checkpoint, history):
+        super().__init__(message)
+        self.signum, self.epoch, self.step = signum, epoch, step
+        self.checkpoint, self.history = checkpoint, history
+
+
+def warmup_beta(global_step, beta, warmup, steps_per_epoch):
+    """The KL weight at ``global_step`` (1-based): linear from ~0 to ``beta`` over ``warmup`` epochs."""
+    if warmup == 0:
+        return beta
+    return beta * min(1.0, global_step / (warmup * steps_per_epoch))
+
+
+# -- signals -----------------------------------------------------------------------
+class _StopFlag:
+    """Set by the signal handler; the loop checks it between steps."""
+
+    def __init__(self):
+        self.signum = None
+
+    def handler(self, signum, frame):
+        if self.signum is not None:
+            # Second signal: the user insists. Stop now (atomic writes stay intact).
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _catch_signals(flag):
+    """Route SIGINT and SIGTERM to ``flag`` for the duration; restore the old handlers after.
+
+    Python only lets the main thread install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, flag.handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            # None means "installed outside Python": the best we can restore is the default.
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+# -- progress ----------------------------------------------------------------------
+class _Progress:
+    """A throttled ``\\r`` line on a terminal while an epoch runs, then one summary line per epoch."""
+
+    interval = 0.2  # seconds between updates: ~5 per second
+
+    def __init__(self, enabled, epochs, steps, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = enabled and callable(isatty) and isatty()
+        self.epochs, self.steps = epochs, steps
+        self.last = 0.0
+        self.width = 0
+
+    def update(self, epoch, step, loss, samples, seconds):
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if now - self.last < self.interval and step < self.steps:
+            return
+        self.last = now
+        rate = samples / seconds if seconds > 0 else 0.0
+        line = (f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps}  loss {loss:.3f}  "
+                f"{rate:,.0f} samples/s")
+        self.width = max(self.width, len(line))
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+
+    def summary(self, record):
+        if not self.enabled:
+            return
+        r = record
+        line = (f"epoch {r['epoch']}/{self.epochs}  train {r['train_loss']:.3f} (recon {r['train_recon']:.3f}, "
+                f"KL {r['train_kl']:.3f}, beta {r['beta']:.3g})")
+        if r["test_loss"] is not None:
+            line += f"  test {r['test_loss']:.3f} (recon {r['test_recon']:.3f}, KL {r['test_kl']:.3f})"
+        line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"
+        self.message(line)
+
+    def close(self):
+        """End a live line (e.g. before a traceback)."""
+        if self.live and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+    def message(self, line):
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.width = 0
+        print(line, file=self.stream, flush=True)
+
+
+# -- metrics file ------------------------------------------------------------------
+def _start_metrics(path, keep_epochs):
+    """Start ``path`` afresh, or (resuming) keep only the epoch records up to ``keep_epochs``.
+
+    A run killed between writing a metrics line and its checkpoint would
+    otherwise repeat that epoch's line after resuming.
+    """
+    kept = []
+    if keep_epochs and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) \
+                            and not rec.get("summary") and rec["epoch"] <= keep_epochs:
+                        kept.append(line.rstrip("\n") + "\n")
+    with atomic_write(path, "w") as f:
+        f.write("".join(kept))
+
+
+# -- fit ---------------------------------------------------------------------------
+def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
+                progress):
+    check_model(model)
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_float(lr, "lr")
+    check_positive_float(beta, "beta", allow_zero=True)
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral):
+        raise InputTypeError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup!r}")
+    if warmup < 0:
+        raise InputError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup}")
+    for name, value in (("binarize", binarize), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise InputTypeError(f"{name} must be True or False, got {value!r}")
+    check_seed(eval_seed, "eval_seed")
+    if callback is not None and not callable(callback):
+        raise InputTypeError(f"callback must be callable(record, model) or None, got {type(callback).__name__}")
+    if optimizer is not None:
+        if not isinstance(optimizer, Optimizer):
+            raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters())), "
+                                 f"got {type(optimizer).__name__}")
+        if {id(p) for p in optimizer.params} != {id(p) for p in model.parameters()}:
+            raise InputError("optimizer must hold exactly model.parameters(); build it with "
+                             "Adam(model.parameters(), lr)")
+
+
+def _resume(path, model, opt, fit_config, rngs):
+    """Load ``path`` into model/optimizer and its streams into ``rngs``, checking everything first."""
+    ckpt = load_checkpoint(path)
+    saved = ckpt.fit_config or {}
+    for key in _RESUME_KEYS:
+        if key in saved and saved[key] != fit_config[key]:
+            raise InputError(f"cannot resume {path} exactly: {key}={fit_config[key]!r} but the "
+                             f"checkpoint was trained with {key}={saved[key]!r}")
+    for name in ("shuffle", "binarize"):
+        if name not in ckpt.rng_states:
+            raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
+                                  f"(was it written by fit()?)")
+    ckpt.load_into(model, opt)
+    for name in ("shuffle", "binarize"):
+        rngs[name] = ckpt.generator(name)       # new Generators: the caller's rng is left alone
+    fit_config["lr"] = getattr(opt, "lr", fit_config["lr"])   # the checkpoint's optimizer settings win
+    return ckpt
+
+
+def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=1e-3,
+        beta=1.0, warmup=0, rng=None, binarize=False, checkpoint=None, resume=None, progress=True,
+        eval_seed=0, callback=None, metrics_path=None):
+    """Train ``model`` on ``train_images`` with minibatch gradient descent.
+
+    Parameters
+    ----------
+    model : VAE
+    train_images : ndarray (N, input_dim)
+        ``uint8`` pixels (preferred: converted per batch) or floats in [0, 1].
+    test_images : ndarray (M, input_dim), optional
+        Evaluated after every epoch (``test_loss``, ``test_recon``, ``test_kl``).
+    epochs : int
+        Total epochs. When resuming, training continues from the checkpoint's
+        epoch up to this number.
+    batch_size : int
+        The last batch of an epoch holds the remainder.
+    optimizer : Optimizer, optional
+        Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
+        When resuming, its state (hyper-parameters included) comes from the checkpoint.
+    lr : float
+        Learning rate of the default optimizer.
+    beta : float
+        KL weight (1: the VAE; otherwise a beta-VAE).
+    warmup : int
+        Epochs of linear KL warm-up, per step (see the module docstring); 0: none.
+    rng : Generator, int or None
+        Shuffles the data each epoch; dynamic binarization gets its own stream
+        spawned from it. Ignored when resuming (the checkpoint's streams continue).
+    binarize : bool
+        Draw each pixel as 0/1 with its intensity as probability, fresh per batch
+        (test images are binarized once, with a fixed seed).
+    checkpoint : path, optional
+        Written atomically after every epoch and on SIGINT/SIGTERM.
+    resume : path, optional
+        A checkpoint written by ``fit`` to continue from exactly, even mid-epoch.
+        The model must have its config; ``batch_size``, ``beta``, ``warmup``,
+        ``binarize`` and the number of training images must match.
+    progress : bool
+        Print a live progress line (terminals only) and one summary line per epoch, on stderr.
+    eval_seed : int
+        Seed of the evaluation noise: every evaluation uses a fresh Generator(eval_seed).
+    callback : callable(record, model), optional
+        Called after each epoch (after its checkpoint is written); return
+        ``False`` to stop training early.
+    metrics_path : path, optional
+        One JSON line per epoch is appended atomically (restarted on a fresh
+        run, trimmed to the checkpoint's epochs on resume).
+
+    Returns
+    -------
+    History
+        One record per epoch (those from a resumed checkpoint included).
+
+    Raises
+    ------
+    DivergenceError
+        The loss became NaN or inf; names the epoch and step. That step is not
+        applied and the last checkpoint is left as it was.
+    TrainingInterrupted
+        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM, after the current step and a checkpoint.
+    """
+    _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback, progress)
+    train_images = check_images(train_images, "train_images", model.input_dim)
+    if test_images is not None:
+        test_images = check_images(test_images, "test_images", model.input_dim)
+    # plain Python numbers from here on (numpy ints would not serialise to JSON)
+    epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
+    lr, beta = float(lr), float(beta)
+    opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
+    n_train = len(train_images)
+    steps = math.ceil(n_train / batch_size)
+    fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,
+                      binarize=binarize, eval_seed=eval_seed, n_train=n_train,
+                      n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__)
+    shuffle_rng = check_rng(rng)
+    rngs = {"shuffle": shuffle_rng, "binarize": shuffle_rng.spawn(1)[0]}
+
+    history, epoch_done, step_done, partial = History(), 0, 0, None
+    if resume is not None:
+        ckpt = _resume(os.fspath(resume), model, opt, fit_config, rngs)
+        history = History(ckpt.history)
+        epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
+        if epoch_done > epochs or (epoch_done == epochs and step_done):
+            raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
+                             f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
+    if metrics_path is not None:
+        _start_metrics(metrics_path, epoch_done if resume is not None else 0)
+
+    run = _Run(model, opt, train_images, batch_size, beta, warmup, binarize, rngs, checkpoint,
+               fit_config, history, _Progress(progress, epochs, steps))
+    if resume is not None:
+        run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
+    model.train()
+    try:
+        with _catch_signals(run.flag):
+            for epoch in range(epoch_done + 1, epochs + 1):
+                first = step_done if epoch == epoch_done + 1 else 0
+                sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
+                _check_finite(model, epoch, run.last_saved)
+                t1 = time.perf_counter()
+                test = None
+                if test_images is not None:
+                    test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
+                                         beta=beta, binarize=binarize)
+                record = dict(epoch=epoch, steps=epoch * steps,
+                              train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,
+                              train_kl=sums["kl"] / n_train,
+                              test_loss=None if test is None else test.total,
+                              test_recon=None if test is None else test.recon,
+                              test_kl=None if test is None else test.kl,
+                              train_seconds=sums["seconds"], eval_seconds=time.perf_counter() - t1,
+                              beta=beta_t)
+                history.append(record)
+                if metrics_path is not None:
+                    append_line(metrics_path, json.dumps(record))
+                run.save(epoch, 0)
+                run.show.summary(record)
+                if callback is not None and callback(record, model) is False:
+                    break
+                if run.flag.signum is not None:
+                    run.stop(epoch, 0)
+    finally:
+        run.show.close()
+    return history
+
+
+class _Run:
+    """The state of one call to :func:`fit` that the epochs share."""
+
+    def __init__(self, model, opt, images, batch_size, beta, warmup, binarize, rngs, checkpoint,
+                 fit_config, history, show):
+        self.model, self.opt, self.n = model, opt, len(images)
+        self.batch_size, self.beta, self.warmup = batch_size, beta, warmup
+        self.steps = math.ceil(self.n / batch_size)
+        self.batches = Batches(images, batch_size, model.dtype)      # allocated once
+        self.scratch = np.empty_like(self.batches.x) if binarize else None
+        self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
+        self.history, self.show = history, show
+        self.flag = _StopFlag()
+        self.last_saved = None
+        self.epoch_start = None
+
+    def train_epoch(self, epoch, first, partial):
+        """Steps ``first .. steps-1`` of ``epoch``; returns the epoch's sums and the last beta_t."""
+        model, opt, B, steps = self.model, self.opt, self.batch_size, self.steps
+        shuffle = self.rngs["shuffle"]
+        # A mid-epoch checkpoint stores the shuffle state at the epoch's start:
+        # resuming re-draws the same permutation and skips the steps done.
+        self.epoch_start = shuffle.bit_generator.state
+        order = shuffle.permutation(self.n)
+        # running sums, Python floats (float64): loss, recon, kl (each x batch size), samples, seconds
+        s = dict(partial) if partial else dict(loss=0.0, recon=0.0, kl=0.0, n=0, seconds=0.0)
+        t0 = time.perf_counter() - s["seconds"]
+        beta_t = self.beta
+        for step in range(first, steps):
+            idx = order[step * B:(step + 1) * B]
+            x = self.batches.take(idx)
+            if self.scratch is not None:
+                binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
+            beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
+            model.zero_grad()
+            parts = model._loss(x, beta_t)
+            if not math.isfinite(parts.total):
+                kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
+                    f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
+                    f"Try a smaller learning rate (lr={getattr(opt, 'lr', '?')}) or check the data")
+            model.backward()
+            opt.step()
+            n = len(idx)
+            s["loss"] += parts.total * n
+            s["recon"] += parts.recon * n
+            s["kl"] += parts.kl * n
+            s["n"] += n
+            s["seconds"] = time.perf_counter() - t0
+            self.show.update(epoch, step + 1, s["loss"] / s["n"], s["n"], s["seconds"])
+            if self.flag.signum is not None and step + 1 < steps:
+                self.stop(epoch, step + 1, s)
+        return s, beta_t
+
+    def save(self, epoch, step, partial=None):
+        """Checkpoint after ``epoch`` complete epochs and ``step`` steps of the next."""
+        if self.checkpoint is None:
+            return
+        states = dict(self.rngs)
+        if step:
+            states["shuffle"] = self.epoch_start
+        save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
+                        rngs=states, fit_config=self.fit_config, partial=partial)
+        self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
+
+    def stop(self, epoch, step, sums=None):
+        """Save (mid-epoch if ``sums``), report, and raise :class:`TrainingInterrupted`."""
+        name = signal.Signals(self.flag.signum).name
+        done = epoch - 1 if sums is not None else epoch
+        if sums is not None:
+            self.save(done, step, sums)
+        at = f"epoch {epoch}, step {step} of {self.steps}" if sums is not None else f"the end of epoch {epoch}"
+        if self.checkpoint is not None:
+            msg = (f"interrupted by {name} at {at}; checkpoint written to {self.checkpoint}; "
+                   f"continue with fit(..., resume={os.fspath(self.checkpoint)!r})")
+        else:
+            msg = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved"
+        self.show.message(msg)
+        raise TrainingInterrupted(msg, self.flag.signum, done, step if sums is not None else 0,
+                                  None if self.checkpoint is None else os.fspath(self.checkpoint),
+                                  self.history)
+
+
+def _check_finite(model, epoch, last_saved):
+    """Parameters can turn inf on a step whose loss was still finite: catch it before saving."""
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+            raise DivergenceError(f"training diverged in epoch {epoch}: parameter {name} holds NaN or inf "
+                                  f"after the epoch's last step{kept}")

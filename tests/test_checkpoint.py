@@ -1,0 +1,334 @@
+"""Tests of npvae.checkpoint: round trips, atomic saves, and every way a file can be wrong."""
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from npvae import SGD, VAE, Adam
+from npvae.checkpoint import (META_KEY, Checkpoint, expected_shapes, load_checkpoint, load_model,
+                              save_checkpoint)
+from npvae.errors import CheckpointError, DivergenceError, InputTypeError
+from npvae.train import fit
+
+
+def trained_pair(seed=0, latent=4):
+    """A small model and its Adam optimizer after a few real steps."""
+    model = VAE(784, 32, latent, rng=seed)
+    opt = Adam(model.parameters(), lr=2e-3)
+    x = np.random.default_rng(seed).random((64, 784)).astype(np.float32)
+    for _ in range(3):
+        model.zero_grad()
+        model.loss(x)
+        model.backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A real checkpoint (model, optimizer, streams, history) and the model it came from."""
+    path = tmp_path_factory.mktemp("ckpt") / "good.npz"
+    model, opt = trained_pair()
+    shuffle = np.random.default_rng(11)
+    save_checkpoint(path, model, opt, epoch=2, step=3, history=[{"epoch": 1, "test_loss": 500.5}],
+                    rngs={"shuffle": shuffle, "binarize": np.random.Generator(np.random.Philox(3))},
+                    fit_config={"batch_size": 64}, partial={"loss": 1.5, "n": 3})
+    return path, model, opt
+
+
+def test_round_trip(good):
+    path, model, opt = good
+    ckpt = load_checkpoint(path)
+    assert isinstance(ckpt, Checkpoint)
+    assert (ckpt.epoch, ckpt.step, ckpt.optimizer, ckpt.version) == (2, 3, "Adam", 1)
+    assert ckpt.model_config == model.config()
+    assert ckpt.history == [{"epoch": 1, "test_loss": 500.5}]
+    assert ckpt.fit_config == {"batch_size": 64} and ckpt.partial == {"loss": 1.5, "n": 3}
+    for name, p in model.named_parameters():
+        assert np.array_equal(ckpt.model_state[name], p.data) and ckpt.model_state[name].dtype == p.dtype
+    sd = opt.state_dict()
+    assert set(ckpt.optimizer_state) == set(sd)
+    assert all(np.array_equal(ckpt.optimizer_state[k], sd[k]) for k in sd)
+    assert ckpt.generator("shuffle").random() == np.random.default_rng(11).random()
+    assert isinstance(ckpt.generator("binarize").bit_generator, np.random.Philox)
+    assert ckpt.rng_states["model"] == model.rng.bit_generator.state
+
+
+def test_load_into_model_and_optimizer(good):
+    path, model, opt = good
+    other = VAE(784, 32, 4, rng=5)
+    other_opt = Adam(other.parameters(), lr=0.1)
+    load_checkpoint(path, model=other, optimizer=other_opt)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), other.parameters()))
+    assert other_opt.lr == 2e-3 and other_opt.t == 3
+    assert other.rng.bit_generator.state == model.rng.bit_generator.state
+    z = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(other.decode(z), model.decode(z))
+
+
+def test_build_model_from_config(good):
+    path, model, _ = good
+    for rebuilt in (load_model(path), load_model(path, backend="numpy"), load_checkpoint(path).build_model()):
+        assert rebuilt.config() == model.config()
+        x = np.random.default_rng(1).random((3, 784)).astype(np.float32)
+        np.testing.assert_allclose(rebuilt.reconstruct(x), model.reconstruct(x), rtol=1e-5, atol=1e-6)
+        assert rebuilt.rng.bit_generator.state == model.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("config", [dict(input_dim=784, hidden_dims=400, latent_dim=20),
+                                    dict(input_dim=10, hidden_dims=(7, 5, 3), latent_dim=2),
+                                    dict(input_dim=6, hidden_dims=[4], latent_dim=1, dtype=np.float64)])
+def test_expected_shapes_match_the_model(config):
+    model = VAE(**config)
+    assert expected_shapes(model.config()) == {n: p.shape for n, p in model.named_parameters()}
+
+
+def test_float64_and_sgd_round_trip(tmp_path):
+    model = VAE(20, [8, 6], 3, dtype=np.float64, rng=0)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    save_checkpoint(tmp_path / "c.npz", model, opt)
+    fresh = VAE(20, [8, 6], 3, dtype=np.float64, rng=1)
+    ckpt = load_checkpoint(tmp_path / "c.npz", model=fresh, optimizer=SGD(fresh.parameters(), lr=1.0))
+    assert ckpt.optimizer == "SGD" and ckpt.model_config["dtype"] == "float64"
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), fresh.parameters()))
+    save_checkpoint(tmp_path / "m.npz", model)             # model only
+    assert load_checkpoint(tmp_path / "m.npz").optimizer_state is None
+
+
+def test_fit_checkpoint_contents(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (40, 784), dtype=np.uint8)
+    fit(VAE(784, 16, 2, rng=0), x, epochs=2, batch_size=16, rng=0, progress=False, checkpoint=tmp_path / "c.npz")
+    ckpt = load_checkpoint(tmp_path / "c.npz")
+    assert ckpt.epoch == 2 and ckpt.step == 0 and len(ckpt.history) == 2 and ckpt.partial is None
+    assert {"model", "shuffle", "binarize"} <= set(ckpt.rng_states)
+    assert ckpt.fit_config["batch_size"] == 16 and ckpt.fit_config["n_train"] == 40
+    with zipfile.ZipFile(tmp_path / "c.npz") as zf:
+        names = zf.namelist()
+    assert META_KEY + ".npy" in names and "model/encoder.0.weight.npy" in names
+    assert "optimizer/m.0.npy" in names
+
+
+# -- saving is atomic and refuses diverged models ------------------------------------
+def test_save_refuses_nan_parameters_and_keeps_old_file(tmp_path, good):
+    path = tmp_path / "c.npz"
+    model, opt = trained_pair()
+    save_checkpoint(path, model, opt)
+    before = path.read_bytes()
+    model.encoder[0].bias.data[3] = np.inf
+    with pytest.raises(DivergenceError, match="encoder.0.bias"):
+        save_checkpoint(path, model, opt)
+    assert path.read_bytes() == before
+
+
+def test_failed_save_leaves_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    model, opt = trained_pair()
+    save_checkpoint(path, model, opt)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, opt)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.npz"]              # no temporary file left behind
+
+
+def test_save_argument_types(tmp_path):
+    with pytest.raises(InputTypeError, match="model"):
+        save_checkpoint(tmp_path / "c.npz", "model")
+    model, _ = trained_pair()
+    with pytest.raises(InputTypeError, match="rngs"):
+        save_checkpoint(tmp_path / "c.npz", model, rngs={"shuffle": 3})
+
+
+# -- every corrupt case is a CheckpointError ----------------------------------------
+def expect_error(path, match=None, **kwargs):
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, **kwargs)
+    assert str(path) in str(info.value)
+    if match:
+        assert info.match(match)
+
+
+def test_missing_and_empty_and_random(tmp_path):
+    expect_error(tmp_path / "nope.npz", "no such checkpoint")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    expect_error(tmp_path / "empty.npz", "not a zip")
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(5000))
+    expect_error(tmp_path / "random.npz", "not a zip")
+    (tmp_path / "dir.npz").mkdir()
+    expect_error(tmp_path / "dir.npz")
+
+
+@pytest.mark.parametrize("fraction", [0.0001, 0.1, 0.5, 0.9, 0.999])
+def test_truncated(good, tmp_path, fraction):
+    data = good[0].read_bytes()
+    path = tmp_path / "cut.npz"
+    path.write_bytes(data[:max(1, int(len(data) * fraction))])
+    expect_error(path)
+
+
+def test_cut_short_by_a_few_bytes(good, tmp_path):
+    data = good[0].read_bytes()
+    for n in (1, 10, 22, 100):
+        path = tmp_path / f"cut{n}.npz"
+        path.write_bytes(data[:-n])
+        expect_error(path)
+
+
+def test_foreign_zip_and_npz(tmp_path):
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    expect_error(tmp_path / "other.zip", "not an npvae checkpoint")
+    np.savez(tmp_path / "arrays.npz", a=np.zeros(3))
+    expect_error(tmp_path / "arrays.npz", "not an npvae checkpoint")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    expect_error(tmp_path / "array.npy", "not a zip")
+    np.savez(tmp_path / "marker.npz", **{META_KEY: np.array(json.dumps({"format": "something-else"}))})
+    expect_error(tmp_path / "marker.npz", "format marker")
+    np.savez(tmp_path / "notjson.npz", **{META_KEY: np.array("{not json")})
+    expect_error(tmp_path / "notjson.npz", "not JSON")
+    np.savez(tmp_path / "number.npz", **{META_KEY: np.array(3.0)})
+    expect_error(tmp_path / "number.npz", "0-d string")
+
+
+def rewrite(src, dst, drop=(), meta=None, add=None):
+    """Copy a checkpoint, dropping keys, editing the metadata dict and adding arrays."""
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files if k not in drop}
+    if meta is not None:
+        m = json.loads(str(arrays[META_KEY][()]))
+        meta(m)
+        arrays[META_KEY] = np.array(json.dumps(m))
+    arrays.update(add or {})
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_missing_key(good, tmp_path):
+    path = rewrite(good[0], tmp_path / "c.npz", drop=["model/decoder.2.bias"])
+    expect_error(path, "missing key 'model/decoder.2.bias'")
+    path = rewrite(good[0], tmp_path / "d.npz", drop=["optimizer/v.3"])
+    expect_error(path, "Adam optimizer state")
+    path = rewrite(good[0], tmp_path / "e.npz", meta=lambda m: m.pop("rng_states"))
+    expect_error(path, "missing key 'rng_states'")
+    path = rewrite(good[0], tmp_path / "f.npz", add={"model/extra.weight": np.zeros(2, np.float32)})
+    expect_error(path, "unexpected parameter")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.update(version=99), "newer"),
+    (lambda m: m.update(epoch=-1), "epoch"),
+    (lambda m: m.update(epoch="2"), "epoch"),
+    (lambda m: m.update(history={"a": 1}), "history"),
+    (lambda m: m["model_config"].update(latent_dim=5), "implies"),
+    (lambda m: m["model_config"].update(dtype="int8"), "dtype"),
+    (lambda m: m["model_config"].update(hidden_dims=[]), "sizes"),
+    (lambda m: m["model_config"].pop("input_dim"), "model_config"),
+    (lambda m: m["rng_states"].update(shuffle={"bit_generator": "os.system"}), "unknown bit generator"),
+    (lambda m: m["rng_states"]["model"].update(state={"state": "x"}), "invalid"),
+    (lambda m: m.update(optimizer=None), "optimizer"),
+    (lambda m: m.update(partial=[1]), "partial"),
+])
+def test_bad_metadata(good, tmp_path, edit, match):
+    expect_error(rewrite(good[0], tmp_path / "c.npz", meta=edit), match)
+
+
+def test_wrong_array_shape_dtype_and_nan(good, tmp_path):
+    expect_error(rewrite(good[0], tmp_path / "a.npz", add={"model/encoder.0.bias": np.zeros(5, np.float32)}),
+                 r"encoder.0.bias is \(5,\)")
+    expect_error(rewrite(good[0], tmp_path / "b.npz", add={"model/encoder.0.bias": np.zeros(32)}), "float64")
+    expect_error(rewrite(good[0], tmp_path / "c.npz",
+                         add={"model/encoder.0.bias": np.full(32, np.nan, np.float32)}), "NaN")
+
+
+def test_model_of_another_shape(good):
+    path = good[0]
+    expect_error(path, r"latent_dim: checkpoint 4, model 8", model=VAE(784, 32, 8))
+    expect_error(path, r"hidden_dims: checkpoint \[32\], model \[64\]", model=VAE(784, 64, 4))
+    expect_error(path, "dtype", model=VAE(784, 32, 4, dtype=np.float64))
+    model = VAE(784, 32, 4, rng=3)
+    expect_error(path, "holds Adam optimizer state, got a SGD", model=model,
+                 optimizer=SGD(model.parameters()))
+
+
+def test_nothing_loaded_when_optimizer_does_not_fit(good):
+    model = VAE(784, 32, 4, rng=3)
+    before = model.state_dict()
+    expect_error(good[0], model=model, optimizer=SGD(model.parameters()))
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class Boom:
+    """Unpickling this would create a file: the loader must never get that far."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickles_are_never_executed(good, tmp_path):
+    target = tmp_path / "pwned"
+    evil = np.empty((), dtype=object)
+    evil[()] = Boom(str(target))
+    with np.load(good[0], allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[META_KEY] = evil
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (tmp_path / "evil.npz").write_bytes(buf.getvalue())
+    expect_error(tmp_path / "evil.npz")
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Boom(str(target))))
+    expect_error(tmp_path / "evil.pkl")
+    assert not target.exists()
+
+
+def test_fuzz_byte_level_corruptions(good, tmp_path):
+    """~200 random corruptions of a real checkpoint: each loads cleanly (same content) or is a CheckpointError."""
+    data = good[0].read_bytes()
+    ref = load_checkpoint(good[0])
+    rng = np.random.default_rng(20240601)
+    n = len(data)
+    outcomes = {"error": 0, "clean": 0}
+    for trial in range(200):
+        b = bytearray(data)
+        # half the hits land in the zip's structures (local headers, npy headers, central directory)
+        region = rng.integers(3)
+        pos = int(rng.integers(n)) if region == 0 else int(rng.integers(min(n, 600))) if region == 1 \
+            else n - 1 - int(rng.integers(min(n, 3000)))
+        kind = trial % 5
+        if kind == 0:
+            b[pos] ^= 1 << int(rng.integers(8))                         # one bit flipped
+        elif kind == 1:
+            b[pos:pos + 8] = rng.bytes(len(b[pos:pos + 8]))             # a few bytes overwritten
+        elif kind == 2:
+            del b[pos:pos + int(rng.integers(1, 64))]                   # bytes lost
+        elif kind == 3:
+            b[pos:pos] = rng.bytes(int(rng.integers(1, 64)))            # bytes inserted
+        else:
+            b = b[:pos]                                                 # truncated
+        path = tmp_path / f"fuzz{trial}.npz"
+        path.write_bytes(bytes(b))
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            assert str(path) in str(e)
+            outcomes["error"] += 1
+        else:
+            outcomes["clean"] += 1
+            # a clean load must be the original content (e.g. only a timestamp was hit)
+            assert ckpt.model_config == ref.model_config and ckpt.epoch == ref.epoch
+            assert all(np.array_equal(ckpt.model_state[k], v) for k, v in ref.model_state.items())
+            assert all(np.array_equal(ckpt.optimizer_state[k], v) for k, v in ref.optimizer_state.items())
+        path.unlink()
+    assert outcomes["error"] > 150, outcomes

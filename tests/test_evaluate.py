@@ -1,0 +1,169 @@
+"""Tests of npvae.evaluate: the test ELBO and the importance-weighted NLL."""
+import os
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from npvae import VAE
+from npvae.data import binarize, load_idx_split
+from npvae.errors import InputError, InputTypeError
+from npvae.evaluate import binarize_inplace, evaluate_elbo, iw_nll
+from npvae.train import fit
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, _ = load_idx_split(SAMPLE, "t10k")
+    return images[:800], images[800:]
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """A small model trained briefly on the real sample (float32, numba)."""
+    train, test = data
+    model = VAE(784, 64, 4, rng=0)
+    fit(model, train, test, epochs=3, batch_size=64, rng=0, progress=False)
+    return model
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("binarized", [False, True])
+def test_k1_equals_sampled_kl_elbo(data, backend, binarized):
+    _, test = data
+    model = VAE(784, 32, 3, rng=1, backend=backend)
+    elbo = evaluate_elbo(model, test, batch_size=64, seed=3, kl="sample", binarize=binarized)
+    nll = iw_nll(model, test, k=1, batch_size=64, seed=3, binarize=binarized)
+    assert nll == pytest.approx(elbo.total, rel=1e-13, abs=0)
+    assert elbo.total == pytest.approx(elbo.recon + elbo.kl)
+
+
+def test_sampled_kl_averages_to_analytic_kl(trained, data):
+    """E_q[log q - log p] is the analytic KL: the two estimates agree over many draws."""
+    _, test = data
+    x = np.repeat(test[:20], 200, axis=0)
+    analytic = evaluate_elbo(trained, x, kl="analytic", seed=1)
+    sampled = evaluate_elbo(trained, x, kl="sample", seed=2)
+    assert sampled.kl == pytest.approx(analytic.kl, rel=0.02)
+    assert sampled.recon == pytest.approx(analytic.recon, rel=0.02)
+
+
+def test_iw_bound_tightens_with_k(trained, data):
+    _, test = data
+    elbo = evaluate_elbo(trained, test, seed=0)
+    nll = {k: iw_nll(trained, test, k=k, seed=0) for k in (1, 5, 50)}
+    assert nll[50] < nll[5] < nll[1]
+    # the IW bound on log p(x) is above the ELBO: its NLL estimate is below the negative ELBO
+    assert nll[5] < elbo.total and nll[50] < elbo.total
+    assert nll[50] > elbo.total - 50  # and not absurdly far from it
+
+
+def test_iw_matches_brute_force_with_full_densities(trained, data):
+    """Independent check: every density written out with its constants, then scipy's logsumexp."""
+    _, test = data
+    x = test[:30].astype(np.float64) / 255
+    k, seed = 40, 5
+    eps = np.random.default_rng(seed).standard_normal((k, len(x), 4), dtype=np.float32)
+    mu, logvar = (a.astype(np.float64) for a in trained.encode(x.astype(np.float32)))
+    sigma = np.exp(0.5 * logvar)
+    log_w = np.empty((k, len(x)))
+    for i in range(k):
+        z = mu + sigma * eps[i]
+        p = trained.decode(z.astype(np.float32)).astype(np.float64)
+        log_px_z = (x * np.log(p) + (1 - x) * np.log1p(-p)).sum(1)
+        log_pz = norm.logpdf(z).sum(1)
+        log_qz = norm.logpdf(z, loc=mu, scale=sigma).sum(1)
+        log_w[i] = log_px_z + log_pz - log_qz
+    expected = -(logsumexp(log_w, axis=0) - np.log(k))
+    got = iw_nll(trained, test[:30], k=k, seed=seed, per_image=True, chunk_rows=10 ** 6)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_chunking_does_not_change_the_estimate(trained, data):
+    _, test = data
+    a = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=100)      # 2 samples per chunk
+    b = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=10 ** 6)  # all 7 at once
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_logsumexp_is_stable_for_very_unlikely_images(trained):
+    # Inverted images: log w around -1e3 .. -1e4, exp() of which underflows to 0 in float64.
+    x = np.ones((8, 784), np.float32)
+    values = iw_nll(trained, x, k=20, per_image=True)
+    assert np.isfinite(values).all() and (values > 700).all()
+
+
+def test_per_image_and_float64(data):
+    _, test = data
+    model = VAE(784, 16, 2, dtype=np.float64, rng=0)
+    per = iw_nll(model, test[:20], k=3, per_image=True)
+    assert per.shape == (20,) and per.dtype == np.float64
+    assert per.mean() == pytest.approx(iw_nll(model, test[:20], k=3))
+    elbo = evaluate_elbo(model, test[:20], kl="sample", seed=0)
+    assert iw_nll(model, test[:20], k=1, seed=0) == pytest.approx(elbo.total, rel=1e-14)
+
+
+def test_elbo_is_the_training_loss_with_fixed_noise(trained, data):
+    _, test = data
+    x = test[:50].astype(np.float32) / 255
+    eps = np.random.default_rng(9).standard_normal((50, 4), dtype=np.float32)
+    by_hand = trained.loss(x, 1.0, eps)
+    got = evaluate_elbo(trained, test[:50], batch_size=50, seed=9)
+    assert got.total == pytest.approx(by_hand.total, rel=1e-6)
+    assert got.kl == pytest.approx(by_hand.kl, rel=1e-6)
+
+
+def test_elbo_reproducible_independent_of_batching_and_leaves_model_alone(trained, data):
+    _, test = data
+    state = trained.rng.bit_generator.state
+    a = evaluate_elbo(trained, test, batch_size=64, seed=0)
+    assert evaluate_elbo(trained, test, batch_size=64, seed=0) == a
+    assert evaluate_elbo(trained, test, batch_size=37, seed=0).total == pytest.approx(a.total, rel=1e-6)
+    assert evaluate_elbo(trained, test, seed=1).total != a.total
+    assert trained.rng.bit_generator.state == state           # the sampler stream is untouched
+    assert trained.training                                    # back in training mode
+    trained.eval()
+    iw_nll(trained, test[:10], k=2)
+    assert not trained.training                                # ... or left in eval mode
+    trained.train()
+
+
+def test_float_input_equals_uint8(trained, data):
+    _, test = data
+    a = evaluate_elbo(trained, test[:40])
+    assert evaluate_elbo(trained, test[:40].astype(np.float32) / 255) == a
+    assert evaluate_elbo(trained, test[:40] / 255.0) == a
+
+
+def test_binarize_inplace_matches_data_binarize():
+    x = np.random.default_rng(0).random((5, 9)).astype(np.float32)
+    expected = binarize(x, np.random.default_rng(4))
+    got = x.copy()
+    binarize_inplace(got, np.random.default_rng(4), np.empty_like(x))
+    assert np.array_equal(got, expected) and set(np.unique(got)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("k, error", [(0, InputError), (-3, InputError), (1.5, InputTypeError),
+                                      (True, InputTypeError)])
+def test_k_must_be_positive(trained, data, k, error):
+    with pytest.raises(error, match="k"):
+        iw_nll(trained, data[1], k=k)
+
+
+def test_argument_errors(trained, data):
+    _, test = data
+    with pytest.raises(InputError, match="kl must be"):
+        evaluate_elbo(trained, test, kl="exact")
+    with pytest.raises(InputError, match="images.*784"):
+        evaluate_elbo(trained, np.zeros((3, 10), np.uint8))
+    with pytest.raises(InputError, match="images.*empty"):
+        iw_nll(trained, np.zeros((0, 784), np.uint8))
+    with pytest.raises(InputTypeError, match="VAE"):
+        iw_nll(object(), test)
+    with pytest.raises(InputError, match="batch_size"):
+        evaluate_elbo(trained, test, batch_size=0)
+    with pytest.raises(InputTypeError, match="binarize"):
+        iw_nll(trained, test, binarize="no")

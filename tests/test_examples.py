@@ -1,0 +1,119 @@
+"""The example scripts, run end to end as subprocesses on the shipped MNIST sample."""
+import json
+import os
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from npvae.checkpoint import load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
+TRAIN = os.path.join(ROOT, "examples", "train_mnist.py")
+QUICKSTART = os.path.join(ROOT, "examples", "quickstart.py")
+ENV = {**os.environ, "PYTHONPATH": ROOT, "NPVAE_DATA_DIR": "/nonexistent"}
+SMALL = ["--dataset", "mnist-test-split", "--data-dir", SAMPLE, "--split", "800", "--hidden-dim", "32",
+         "--batch-size", "64", "--nll-k", "2"]
+FIGURES = ("reconstruction_before.png", "reconstruction_after.png", "samples.png", "interpolation.png",
+           "loss.png", "latent.png")
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+def run(args, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=timeout)
+
+
+def lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--latent-dim", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_train_mnist_writes_everything(run_dir):
+    out, proc = run_dir
+    for name in FIGURES:
+        w, h = png_size(out / name)
+        assert w >= 400 and h >= 150, (name, w, h)
+    assert png_size(out / "latent.png")[0] > png_size(out / "samples.png")[0]   # scatter + manifold
+    records = lines(out / "metrics.jsonl")
+    assert len(records) == 2
+    assert {"epoch", "train_loss", "test_loss", "test_recon", "test_kl", "train_seconds"} <= set(records[0])
+    summary = records[-1]
+    assert summary["summary"] and summary["nll_k"] == 2 and summary["nll_images"] == 200
+    assert 0 < summary["iw_nll"] < 1000
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.epoch == 1 and ckpt.model_config["latent_dim"] == 2
+    assert json.loads((out / "run.json").read_text())["split"] == 800
+    assert "800 training images, 200 test images" in proc.stderr
+    assert "k=2" in proc.stderr and "200 test images" in proc.stderr
+    assert "epoch 1/1" in proc.stderr                      # one progress line per epoch (not a tty)
+
+
+def test_resume_continues_in_the_same_folder(run_dir):
+    out, _ = run_dir
+    proc = run([TRAIN, "--resume", str(out / "checkpoint.npz"), "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr
+    records = lines(out / "metrics.jsonl")
+    assert [r.get("epoch") for r in records[:-1]] == [1, 2] and records[-1]["summary"]
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 2
+    assert f"writing to {out}" in proc.stderr
+
+
+def test_interrupted_run_prints_the_resume_command(tmp_path):
+    out = tmp_path / "out"
+    args = [TRAIN, *SMALL, "--batch-size", "16", "--latent-dim", "3", "--epochs", "40", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV, cwd=ROOT)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("epoch 1/40"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen) + err
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert command == [sys.executable, TRAIN, "--resume", str(out / "checkpoint.npz")]
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    finish = run(command[1:] + ["--epochs", str(ckpt.epoch + 1)])
+    assert finish.returncode == 0, finish.stderr
+    assert load_checkpoint(out / "checkpoint.npz").epoch == ckpt.epoch + 1
+    for name in FIGURES:
+        png_size(out / name)
+
+
+def test_quickstart(tmp_path):
+    proc = run([QUICKSTART, SAMPLE], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test loss" in proc.stdout and "reconstructs the same: True" in proc.stdout
+    png_size(tmp_path / "quickstart_samples.png")
+    assert load_checkpoint(tmp_path / "quickstart.npz").model_config["latent_dim"] == 20
+    with open(QUICKSTART) as f:
+        assert len(f.read().splitlines()) < 40
+
+
+def test_bad_data_dir_fails_cleanly(tmp_path):
+    proc = run([TRAIN, "--dataset", "mnist-test-split", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert proc.returncode == 2 and proc.stderr.startswith(f"writing to") and "error: cannot find" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,156 @@
+"""PyTorch state-dict conversion: names, orientation, both layouts, validation."""
+import numpy as np
+import pytest
+
+from npvae import VAE
+from npvae.errors import InputError, StateDictError
+from npvae.interop import (LAYOUTS, detect_layout, from_torch_state_dict, load_torch_state_dict,
+                           to_torch_state_dict)
+
+
+@pytest.fixture(scope="module")
+def tutorial():
+    return VAE(784, 400, 20, rng=0)
+
+
+def _relu(a):
+    return np.maximum(a, 0)
+
+
+def _linear(sd, name, x):
+    """PyTorch's Linear: x W^T + b with W stored (out, in)."""
+    return x @ sd[name + ".weight"].T + sd[name + ".bias"]
+
+
+def test_sequential_layout_names_and_shapes(tutorial):
+    sd = to_torch_state_dict(tutorial)
+    assert {k: v.shape for k, v in sd.items()} == {
+        "encoder.0.weight": (400, 784), "encoder.0.bias": (400,),
+        "encoder.2.weight": (40, 400), "encoder.2.bias": (40,),
+        "decoder.0.weight": (400, 20), "decoder.0.bias": (400,),
+        "decoder.2.weight": (784, 400), "decoder.2.bias": (784,)}
+    np.testing.assert_array_equal(sd["encoder.0.weight"], tutorial.encoder[0].weight.data.T)
+    np.testing.assert_array_equal(sd["decoder.2.bias"], tutorial.decoder[2].bias.data)
+    for k, v in sd.items():
+        assert v.dtype == np.float32 and v.flags.c_contiguous
+        assert not any(np.shares_memory(v, p.data) for p in tutorial.parameters()), k
+
+
+def test_examples_layout_names_and_shapes(tutorial):
+    sd = to_torch_state_dict(tutorial, layout="examples")
+    assert {k: v.shape for k, v in sd.items()} == {
+        "fc1.weight": (400, 784), "fc1.bias": (400,), "fc21.weight": (20, 400), "fc21.bias": (20,),
+        "fc22.weight": (20, 400), "fc22.bias": (20,), "fc3.weight": (400, 20), "fc3.bias": (400,),
+        "fc4.weight": (784, 400), "fc4.bias": (784,)}
+    w = tutorial.encoder[2].weight.data
+    np.testing.assert_array_equal(sd["fc21.weight"], w[:, :20].T)     # mu head: first d outputs
+    np.testing.assert_array_equal(sd["fc22.weight"], w[:, 20:].T)     # logvar head: last d
+    assert all(v.flags.c_contiguous for v in sd.values())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_exported_weights_compute_the_same_model(layout):
+    """Run the PyTorch models' forward passes in NumPy on the exported dict."""
+    m = VAE(784, 400, 20, dtype=np.float64, rng=1)
+    sd = to_torch_state_dict(m, layout)
+    x = np.random.default_rng(0).uniform(size=(3, 784))
+    z = np.random.default_rng(1).standard_normal((3, 20))
+    if layout == "examples":       # pytorch/examples: fc1 -> relu -> (fc21, fc22); fc3 -> relu -> fc4
+        h1 = _relu(_linear(sd, "fc1", x))
+        mu, logvar = _linear(sd, "fc21", h1), _linear(sd, "fc22", h1)
+        logits = _linear(sd, "fc4", _relu(_linear(sd, "fc3", z)))
+    else:                          # nn.Sequential(Linear, ReLU, Linear); mu, logvar = h.chunk(2)
+        h = _linear(sd, "encoder.2", _relu(_linear(sd, "encoder.0", x)))
+        mu, logvar = h[:, :20], h[:, 20:]
+        logits = _linear(sd, "decoder.2", _relu(_linear(sd, "decoder.0", z)))
+    mu2, logvar2 = m.encode(x)
+    np.testing.assert_allclose(mu, mu2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(logvar, logvar2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), m.decode(z), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip(layout, dtype):
+    a, b = VAE(784, 400, 20, dtype=dtype, rng=0), VAE(784, 400, 20, dtype=dtype, rng=1)
+    sd = to_torch_state_dict(a, layout)
+    assert detect_layout(sd) == layout
+    assert from_torch_state_dict(b, sd) is b                   # layout detected
+    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data, err_msg=n)
+        assert not np.shares_memory(pa.data, pb.data)
+    c = VAE(784, 400, 20, dtype=dtype, rng=2)
+    load_torch_state_dict(c, sd, layout=layout)
+    for k, v in to_torch_state_dict(c, layout).items():
+        np.testing.assert_array_equal(v, sd[k])
+    for v in sd.values():                                      # the loaded model holds copies
+        v[...] = 0
+    assert all(p.data.any() for p in c.parameters())
+
+
+def test_deeper_models_sequential_only():
+    a, b = VAE(12, (7, 5), 3, rng=0), VAE(12, (7, 5), 3, rng=1)
+    sd = to_torch_state_dict(a)
+    assert sorted(sd) == sorted(f"{p}.{i}.{k}" for p in ("encoder", "decoder") for i in (0, 2, 4)
+                                for k in ("weight", "bias"))
+    assert sd["encoder.4.weight"].shape == (6, 5)
+    from_torch_state_dict(b, sd)
+    assert all(np.array_equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(InputError, match="one hidden layer.*hidden_dims=\\(7, 5\\).*sequential"):
+        to_torch_state_dict(a, layout="examples")
+    ex = to_torch_state_dict(VAE(12, 7, 3, rng=0), layout="examples")
+    with pytest.raises(InputError, match="one hidden layer"):
+        from_torch_state_dict(b, ex)
+
+
+def _bad(sd, case):
+    sd = dict(sd)
+    if case == "missing":
+        del sd["fc22.bias"]
+    elif case == "unexpected":
+        sd["fc5.weight"] = np.zeros((2, 2), np.float32)
+    elif case == "transposed":
+        sd["fc1.weight"] = np.ascontiguousarray(sd["fc1.weight"].T)
+    elif case == "shape":
+        sd["fc21.bias"] = np.zeros(19, np.float32)
+    elif case == "dtype":
+        sd["fc4.weight"] = sd["fc4.weight"].astype(np.float64)
+    elif case == "not an array":
+        sd["fc3.bias"] = sd["fc3.bias"].tolist()
+    elif case == "nan":
+        sd["fc4.bias"] = np.full_like(sd["fc4.bias"], np.nan)
+    return sd
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "missing \\['fc22.bias'\\]"), ("unexpected", "unexpected \\['fc5.weight'\\]"),
+    ("transposed", "\\(784, 400\\).*PyTorch's Linear stores \\(out, in\\)"), ("shape", "\\(19,\\)"),
+    ("dtype", "float64.*float32"), ("not an array", "numpy array"), ("nan", "NaN"),
+])
+def test_bad_state_dicts_are_refused_and_change_nothing(case, words):
+    src = to_torch_state_dict(VAE(784, 400, 20, rng=5), "examples")
+    m = VAE(784, 400, 20, rng=6)
+    before = m.state_dict()
+    with pytest.raises(StateDictError, match=words):
+        from_torch_state_dict(m, _bad(src, case))
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_layout_errors():
+    m = VAE(12, 7, 3, rng=0)
+    sd = to_torch_state_dict(m)
+    with pytest.raises(InputError, match="layout"):
+        to_torch_state_dict(m, layout="keras")
+    with pytest.raises(InputError, match="layout"):
+        from_torch_state_dict(m, sd, layout="keras")
+    with pytest.raises(StateDictError, match="module\\."):
+        from_torch_state_dict(m, {"module." + k: v for k, v in sd.items()})
+    with pytest.raises(StateDictError, match="cannot tell"):
+        from_torch_state_dict(m, {})
+    with pytest.raises(StateDictError, match="dict"):
+        from_torch_state_dict(m, list(sd.items()))
+    with pytest.raises(StateDictError, match="missing"):        # sequential names, examples layout
+        from_torch_state_dict(m, sd, layout="examples")
+    with pytest.raises(InputError, match="Module"):
+        to_torch_state_dict(object())

@@ -1,0 +1,220 @@
+"""Every kernel: the Numba version against its NumPy twin, random inputs, both dtypes.
+
+Also runs under ``NUMBA_DISABLE_JIT=1`` (the kernels as plain Python, as CI does),
+so the arrays are kept small.
+"""
+import inspect
+import math
+import warnings
+import zlib
+
+import numba
+import numpy as np
+import pytest
+
+from npvae.kernels import flags
+from npvae.kernels import numba_kernels as nb
+from npvae.kernels import numpy_kernels as npk
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+B, N = 5, 7
+
+
+def _public(module):
+    return {n: f for n, f in inspect.getmembers(module, inspect.isfunction) if not n.startswith("_")
+            and f.__module__ == module.__name__}
+
+
+def _mat(r, dt, scale=1.0, shape=(B, N)):
+    return (scale * r.standard_normal(shape)).astype(dt)
+
+
+def _relu_out(r, dt):
+    y = np.maximum(r.standard_normal((B, N)), 0).astype(dt)
+    y[0, 0] = 0.0
+    return y
+
+
+def _unit(r, dt, shape=(B, N)):
+    return r.uniform(0, 1, shape).astype(dt)
+
+
+def _h(r, dt, d=3):
+    """[mu | logvar] with logvar in [-3, 2]."""
+    return np.concatenate([r.standard_normal((B, d)), r.uniform(-3, 2, (B, d))], axis=1).astype(dt)
+
+
+def _adam(r, dt, wd):
+    p, g, m = _mat(r, dt, shape=(4, 6)), _mat(r, dt, shape=(4, 6)), _mat(r, dt, 0.1, (4, 6))
+    v = r.uniform(0, 0.1, (4, 6)).astype(dt)
+    c = (1e-3, 0.9, 0.999, 1e-8, wd, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dt).tiny)
+    return (p, g, m, v, *(dt(x) for x in c)), (0, 2, 3)
+
+
+def _sgd(r, dt, momentum, first):
+    p, g, buf = (_mat(r, dt, shape=(4, 6)) for _ in range(3))
+    return (p, g, buf, dt(0.1), dt(momentum), dt(0.01), first, dt(np.finfo(dt).tiny)), (0, 2)
+
+
+# kernel name -> {variant label: make(rng, dtype) -> (args, indices of the arrays it writes)}
+CASES = {
+    "add_bias": {"": lambda r, dt: ((_mat(r, dt), _mat(r, dt, shape=N)), (0,))},
+    "bias_relu_forward": {"": lambda r, dt: ((_mat(r, dt), _mat(r, dt, shape=N)), (0,))},
+    "bias_grad": {f"beta={beta}": (lambda r, dt, beta=beta: ((_mat(r, dt), _mat(r, dt, shape=N), beta), (1,)))
+                  for beta in (0.0, 1.0)},
+    "relu_forward": {"": lambda r, dt: ((_mat(r, dt), np.empty((B, N), dt)), (1,))},
+    "relu_backward": {"": lambda r, dt: ((_mat(r, dt), _relu_out(r, dt), np.empty((B, N), dt)), (2,))},
+    "relu_bias_backward": {
+        f"beta={beta}": (lambda r, dt, beta=beta: (
+            (_mat(r, dt), _relu_out(r, dt), np.empty((B, N), dt), _mat(r, dt, shape=N), beta), (2, 3)))
+        for beta in (0.0, 1.0)},
+    "sigmoid_forward": {"": lambda r, dt: ((_mat(r, dt, 5.0), np.empty((B, N), dt)), (1,))},
+    "sigmoid_backward": {"": lambda r, dt: ((_mat(r, dt), _unit(r, dt), np.empty((B, N), dt)), (2,))},
+    "bce_logits_forward": {"": lambda r, dt: ((_mat(r, dt, 4.0), _unit(r, dt), np.empty(B, dt)), (2,))},
+    "bce_logits_forward_backward": {"": lambda r, dt: (
+        (_mat(r, dt, 4.0), _unit(r, dt), dt(1.0 / B), np.empty(B, dt), np.empty((B, N), dt)), (3, 4))},
+    "sampler_forward": {"": lambda r, dt: (
+        (_h(r, dt), _mat(r, dt, shape=(B, 3)), np.empty((B, 3), dt), np.empty((B, 3), dt)), (2, 3))},
+    "sampler_backward": {"": lambda r, dt: (
+        (_mat(r, dt, shape=(B, 3)), _mat(r, dt, shape=(B, 3)), r.uniform(0.1, 3, (B, 3)).astype(dt),
+         np.empty((B, 6), dt)), (3,))},
+    "kl_forward": {"": lambda r, dt: ((_h(r, dt), np.empty(B, dt)), (1,))},
+    "kl_backward": {"": lambda r, dt: ((_h(r, dt), dt(-0.7), np.empty((B, 6), dt)), (2,))},
+    "adam_update": {f"wd={wd}": (lambda r, dt, wd=wd: _adam(r, dt, wd)) for wd in (0.0, 0.01)},
+    "sgd_update": {f"momentum={m},first={f}": (lambda r, dt, m=m, f=f: _sgd(r, dt, m, f))
+                   for m, f in ((0.0, True), (0.9, True), (0.9, False))},
+}
+PARAMS = [pytest.param(name, make, id=f"{name}-{label}" if label else name)
+          for name, variants in CASES.items() for label, make in variants.items()]
+
+
+def test_both_backends_define_the_same_kernels():
+    ref = _public(npk)
+    assert set(ref) == set(CASES), "every NumPy kernel needs inputs in CASES (and nothing else)"
+    for name, f in ref.items():
+        twin = getattr(nb, name)
+        py = getattr(twin, "py_func", twin)
+        assert list(inspect.signature(py).parameters) == list(inspect.signature(f).parameters), name
+
+
+def _copy(args):
+    return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, make", PARAMS)
+def test_numba_matches_numpy(name, make, dtype):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    args, outputs = make(rng, dtype)
+    a_np, a_nb = _copy(args), _copy(args)
+    getattr(npk, name)(*a_np)
+    getattr(nb, name)(*a_nb)
+    rtol = RTOL[dtype]
+    for i, (orig, x, y) in enumerate(zip(args, a_np, a_nb)):
+        if not isinstance(orig, np.ndarray):
+            continue
+        assert x.dtype == y.dtype == dtype
+        if i in outputs:
+            assert np.all(np.isfinite(y)), f"{name}: output {i} not finite"
+            scale = max(float(np.max(np.abs(x))), 1e-30)
+            np.testing.assert_allclose(y, x, rtol=rtol, atol=rtol * scale, err_msg=f"{name}: argument {i}")
+        else:   # inputs are read, never written
+            assert np.array_equal(x, orig) and np.array_equal(y, orig), f"{name} wrote its input {i}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_kernels_by_hand(k, dtype):
+    """A few values worked out on paper, for both back ends."""
+    y = np.array([[1.0, -2.0], [-0.5, 3.0]], dtype)
+    b = np.array([0.5, 1.0], dtype)
+    k.bias_relu_forward(y, b)
+    assert y.tolist() == [[1.5, 0.0], [0.0, 4.0]]
+    db = np.array([9.0, 9.0], dtype)
+    k.bias_grad(np.array([[1, 2], [3, 4]], dtype), db, 0.0)
+    assert db.tolist() == [4.0, 6.0]
+    k.bias_grad(np.array([[1, 2], [3, 4]], dtype), db, 1.0)
+    assert db.tolist() == [8.0, 12.0]
+    rows = np.empty(1, dtype)
+    k.kl_forward(np.array([[1.0, 0.0]], dtype), rows)          # mu = 1, logvar = 0: (1 + 1 - 1 - 0) / 2
+    assert rows[0] == pytest.approx(0.5, rel=RTOL[dtype])
+    z, std = np.empty((1, 1), dtype), np.empty((1, 1), dtype)
+    k.sampler_forward(np.array([[2.0, np.log(4.0)]], dtype), np.array([[-1.5]], dtype), z, std)
+    assert std[0, 0] == pytest.approx(2.0, rel=RTOL[dtype]) and z[0, 0] == pytest.approx(-1.0, rel=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_extreme_logits_are_finite_and_quiet(k, dtype):
+    x = np.array([[-1000, -100, -88, -30, 0, 30, 88, 100, 1000]], dtype)
+    t = np.array([[0, 1, 0, 1, 0.5, 0, 1, 0, 1]], dtype)
+    y, dl, rows = np.empty_like(x), np.empty_like(x), np.empty(1, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # underflow (exp(-1000) -> 0) is not an error: NumPy ignores it by default
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            k.sigmoid_forward(x, y)
+            k.bce_logits_forward_backward(x, t, dtype(1.0), rows, dl)
+    assert np.all(np.isfinite(y)) and np.all((y >= 0) & (y <= 1))
+    assert y[0, 4] == 0.5 and y[0, -1] == 1.0 and y[0, 7] == 1.0
+    assert y[0, 0] <= np.finfo(dtype).tiny * 1.05          # 0, subnormal, or the float32 clamp
+    assert np.all(np.isfinite(dl)) and np.isfinite(rows[0])
+    # loss by hand: softplus(l) - l t is ~|l| where the target is on the wrong side, ~0 otherwise
+    expected = 0 + 100 + 0 + 30 + math.log(2) + 30 + 0 + 100 + 0
+    assert rows[0] == pytest.approx(expected, rel=RTOL[dtype] * 10)
+
+
+def _njit_map(fn):
+    """A compiled loop applying ``fn`` elementwise, with the kernels' own compile options."""
+    @numba.njit(fastmath=flags.FASTMATH, error_model="numpy")
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+    return apply
+
+
+def _ulps(y, exact):
+    spacing = np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+    return np.abs(y.astype(np.float64) - exact) / spacing
+
+
+def test_float32_exp_neg_accuracy():
+    x = -np.linspace(0, 87.3, 200_001).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    # the algorithm as written (plain Python on float32 scalars): within 1 ulp
+    sub = x[::97]
+    assert _ulps(np.array([nb._exp_neg_f32(v) for v in sub], np.float32), exact[::97]).max() <= 1.0
+    # as compiled into the kernels (fastmath may reassociate the two-part ln 2): a few ulp
+    y = np.empty_like(x)
+    _njit_map(nb.exp_neg)(x, y)
+    assert _ulps(y, exact).max() <= 5.0
+    assert _ulps(y[x >= -10], exact[x >= -10]).max() <= 1.5
+    # below -87.3 the result is subnormal: a few units of the smallest subnormal 2^-149 off at most
+    tail = -np.linspace(87.3, 110.0, 20_001).astype(np.float32)
+    out = np.empty_like(tail)
+    _njit_map(nb.exp_neg)(tail, out)
+    err = np.abs(out.astype(np.float64) - np.exp(tail.astype(np.float64))) / 2.0 ** -149
+    assert err.max() <= 4.0
+    assert np.all(out >= 0) and np.all(out[tail <= -104.0] == 0)
+
+
+def test_float32_log1p_unit_accuracy():
+    e = np.concatenate([np.linspace(0, 1, 100_001), np.logspace(-40, 0, 2001)]).astype(np.float32)
+    exact = np.log1p(e.astype(np.float64))
+    y = np.empty_like(e)
+    _njit_map(nb.log1p_unit)(e, y)
+    nz = exact > 0
+    assert y[e == 0].tolist() == [0.0]
+    assert _ulps(y[nz], exact[nz]).max() <= 3.0
+    sub = e[::113]
+    py = np.array([nb._log1p_unit_f32(v) for v in sub], np.float32)
+    assert _ulps(py[sub > 0], exact[::113][sub > 0]).max() <= 3.0
+
+
+def test_typed_keeps_the_float_type():
+    @numba.njit
+    def f(a):
+        return nb.typed(0.5, a[0]) * a[0]
+    assert f(np.array([3.0], np.float32)) == 1.5
+    assert nb.typed(0.5, np.float32(1)).dtype == np.float32

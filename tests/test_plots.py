@@ -1,0 +1,136 @@
+"""Tests of npvae.plots: every figure is a valid PNG of a sensible size, drawn without pyplot."""
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npvae import VAE
+from npvae.data import load_idx_split
+from npvae.errors import InputError
+from npvae.plots import (latent_grid, pca_2d, plot_interpolation, plot_latent, plot_loss,
+                         plot_reconstructions, plot_samples, save_png, tile_images)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
+
+
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk, after checking the signature."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR" and data[-8:-4] == b"IEND"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = load_idx_split(SAMPLE, "t10k")
+    return images[:300], labels[:300]
+
+
+HISTORY = [dict(epoch=e, train_loss=200 - 10 * e, train_recon=180 - 12 * e, train_kl=20 + 2 * e,
+                test_loss=195 - 9 * e, test_recon=176 - 11 * e, test_kl=19 + 2 * e) for e in (1, 2, 3)]
+
+
+def test_reconstructions_png(digits, tmp_path):
+    images, _ = digits
+    fig = plot_reconstructions(images[:10], images[:10] / 255.0, tmp_path / "r.png", title="T")
+    w, h = png_size(tmp_path / "r.png")
+    assert 800 <= w <= 1600 and 200 <= h <= 500
+    assert fig._suptitle.get_text() == "T"
+
+
+def test_samples_png(digits, tmp_path):
+    images, _ = digits
+    plot_samples(images[:64], tmp_path / "s.png")
+    w, h = png_size(tmp_path / "s.png")
+    assert 500 <= w <= 1200 and 500 <= h <= 1200
+
+
+def test_interpolation_png(digits, tmp_path):
+    images, _ = digits
+    fig = plot_interpolation(images[:9] / 255.0, tmp_path / "i.png", title="0 -> 6")
+    assert png_size(tmp_path / "i.png")[0] >= 800
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert labels[0] == "t = 0" and labels[4] == "t = 4/8" and labels[-1] == "t = 1"
+
+
+def test_loss_png(tmp_path):
+    fig = plot_loss(HISTORY, tmp_path / "l.png")
+    assert png_size(tmp_path / "l.png")[0] >= 1000
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Reconstruction", "KL(q(z|x) || p(z))"]
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
+    no_test = [{**r, "test_loss": None, "test_recon": None, "test_kl": None} for r in HISTORY[:1]]
+    fig = plot_loss(no_test, tmp_path / "l1.png")                # one epoch, train only
+    assert all(len(ax.get_lines()) == 1 for ax in fig.axes)
+    png_size(tmp_path / "l1.png")
+    with pytest.raises(InputError, match="empty"):
+        plot_loss([])
+
+
+@pytest.mark.parametrize("latent", [1, 2, 5])
+def test_latent_png(digits, tmp_path, latent):
+    images, labels = digits
+    model = VAE(784, 16, latent, rng=0)
+    mu, _ = model.encode(images / 255.0)
+    names = [f"class {i}" for i in range(10)]
+    fig = plot_latent(mu, labels, tmp_path / "z.png", class_names=names, model=model, grid=6)
+    w, h = png_size(tmp_path / "z.png")
+    assert w >= 700 and h >= 500
+    assert len(fig.axes) == (2 if latent == 2 else 1)            # the manifold only for d = 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [f"class {i}" for i in np.unique(labels)]
+    if latent > 2:
+        assert "PC1" in fig.axes[0].get_xlabel()
+
+
+def test_tile_images_layout():
+    imgs = np.arange(6, dtype=np.float32).reshape(6, 1) * np.ones((1, 4), np.float32) / 10
+    grid = tile_images(imgs, 2, 4, pad=1, pad_value=-1)
+    assert grid.shape == (2 * 3 + 1, 4 * 3 + 1)
+    assert grid[1, 1] == 0.0 and grid[1, 4] == pytest.approx(0.1) and grid[4, 1] == pytest.approx(0.4)
+    assert grid[4, 10] == -1                                      # unused cell
+    with pytest.raises(InputError, match="square"):
+        tile_images(np.zeros((2, 10)), 1, 2)
+    assert tile_images(np.zeros((2, 10)), 1, 2, image_shape=(2, 5)).shape == (6, 16)
+    with pytest.raises(InputError, match="do not fit"):
+        tile_images(np.zeros((5, 4)), 2, 2)
+
+
+def test_pca_2d():
+    rng = np.random.default_rng(0)
+    pts = rng.standard_normal((500, 3)) * [5.0, 2.0, 0.1]
+    xy, ratio = pca_2d(pts)
+    assert xy.shape == (500, 2)
+    assert ratio[0] > ratio[1] > 0 and ratio.sum() > 0.99
+    assert np.var(xy[:, 0]) == pytest.approx(25, rel=0.15)
+
+
+def test_latent_grid():
+    model = VAE(784, 8, 2, rng=0)
+    images, values = latent_grid(model, 5)
+    assert images.shape == (25, 784) and values.shape == (5,)
+    assert values[0] < 0 < values[-1] and values[2] == pytest.approx(0)
+    with pytest.raises(InputError, match="latent_dim=3"):
+        latent_grid(VAE(784, 8, 3), 5)
+
+
+def test_save_png_is_atomic(tmp_path, digits):
+    images, _ = digits
+    fig = plot_samples(images[:4], nrows=2, ncols=2)
+    save_png(fig, tmp_path / "a.png")
+    assert os.listdir(tmp_path) == ["a.png"]
+    png_size(tmp_path / "a.png")
+
+
+def test_no_pyplot_and_lazy_matplotlib():
+    code = ("import sys, numpy as np, npvae\n"
+            "assert 'matplotlib' not in sys.modules, 'import npvae loaded matplotlib'\n"
+            "from npvae.plots import plot_samples\n"
+            "plot_samples(np.zeros((4, 784)), nrows=2, ncols=2)\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=120)

@@ -1,0 +1,99 @@
+"""SIGINT/SIGTERM during fit: a real subprocess is interrupted, leaves a valid checkpoint, and resumes.
+
+The resumed run must equal an uninterrupted one bit for bit (mid-epoch resume is exact).
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npvae.checkpoint import load_checkpoint
+from npvae.train import _StopFlag
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "data", "interruptible_fit.py")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("interruptible_fit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, trained in this process."""
+    script = load_script()
+    model, history = script.train(str(tmp_path_factory.mktemp("ref") / "c.npz"))
+    path = tmp_path_factory.mktemp("ref") / "result.npz"
+    script.save_result(path, model, history)
+    return path
+
+
+def run(args, **kwargs):
+    return subprocess.Popen([sys.executable, SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, reference, signum):
+    ckpt, result = tmp_path / "c.npz", tmp_path / "result.npz"
+    proc = run([ckpt, result])
+    try:
+        line = proc.stdout.readline()                    # wait until training reports progress
+        assert line.strip() == "epoch 1", line + proc.stderr.read()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, (proc.returncode, out, err)
+    assert "interrupted at epoch" in out
+    assert signal.Signals(signum).name in err and "resume=" in err
+    assert not result.exists()
+    ckpt_data = load_checkpoint(ckpt)                    # a valid checkpoint
+    assert 1 <= ckpt_data.epoch < 12 and (ckpt_data.step == 0 or ckpt_data.partial is not None)
+
+    resumed = run([ckpt, result, "--resume"])
+    out, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, err
+    got, want = np.load(result), np.load(reference)
+    assert set(got.files) == set(want.files)
+    for key in want.files:
+        if key != "history":
+            assert np.array_equal(got[key], want[key]), key
+    assert json.loads(str(got["history"])) == json.loads(str(want["history"]))
+
+
+def test_second_signal_stops_at_once():
+    flag = _StopFlag()
+    flag.handler(signal.SIGINT, None)
+    assert flag.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        flag.handler(signal.SIGINT, None)
+
+
+def test_handlers_restored_after_fit_and_after_errors():
+    from npvae import VAE
+    from npvae.errors import InputError
+    from npvae.train import fit
+
+    def marker(signum, frame):
+        pass
+
+    old = signal.signal(signal.SIGTERM, marker)
+    try:
+        x = np.zeros((8, 784), np.uint8)
+        fit(VAE(784, 8, 2, rng=0), x, epochs=1, progress=False)
+        assert signal.getsignal(signal.SIGTERM) is marker
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(InputError):
+            fit(VAE(784, 8, 2, rng=0), x, test_images=np.zeros((2, 3)), epochs=1, progress=False)
+        assert signal.getsignal(signal.SIGTERM) is marker
+    finally:
+        signal.signal(signal.SIGTERM, old)

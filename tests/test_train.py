@@ -1,0 +1,449 @@
+"""Tests of npvae.train.fit: validation, learning, history, warm-up, beta, resume, divergence."""
+import io
+import json
+import math
+import os
+import signal
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from npvae import SGD, VAE, Adam
+from npvae.checkpoint import load_checkpoint
+from npvae.data import load_idx_split
+from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
+from npvae.train import FIELDS, History, TrainingInterrupted, fit, warmup_beta
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    images, labels = load_idx_split(SAMPLE, "t10k")
+    return images, labels
+
+
+def small(backend=None, seed=0, hidden=32, latent=4):
+    return VAE(784, hidden, latent, rng=seed, backend=backend)
+
+
+def params_equal(a, b):
+    return all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def metrics(history):
+    """History without the wall-clock fields, which differ between runs."""
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in history]
+
+
+# -- learning on real data -----------------------------------------------------------
+def test_loss_falls_on_real_sample(sample):
+    images, _ = sample
+    model = VAE(784, 128, 8, rng=0)
+    untrained = 784 * math.log(2)  # BCE of p = 1/2 everywhere: ~543 nats, where any fresh model starts
+    history = fit(model, images[:800], images[800:], epochs=3, batch_size=64, rng=0, progress=False)
+    first, last = history[0]["test_loss"], history[-1]["test_loss"]
+    assert last < first - 100, history["test_loss"]
+    assert last < 300 < untrained - 200
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_kl"] > 1  # the latent code is used
+
+
+def test_history_fields(sample):
+    images, _ = sample
+    history = fit(small(), images[:200], images[200:300], epochs=2, batch_size=64, rng=0, progress=False)
+    assert isinstance(history, History) and len(history) == 2
+    for i, record in enumerate(history, 1):
+        assert set(record) == set(FIELDS)
+        assert record["epoch"] == i and record["steps"] == 4 * i
+        assert record["train_seconds"] > 0 and record["eval_seconds"] > 0
+        assert record["beta"] == 1.0
+        assert record["test_loss"] == pytest.approx(record["test_recon"] + record["test_kl"])
+        assert record["train_loss"] == pytest.approx(record["train_recon"] + record["train_kl"])
+        json.dumps(record)  # plain JSON values
+    assert history["epoch"] == [1, 2]
+    assert history.last is history[1]
+    assert history.best("test_loss") is min(history, key=lambda r: r["test_loss"])
+    assert "2 epochs" in repr(history)
+
+
+def test_without_test_images(sample):
+    images, _ = sample
+    history = fit(small(), images[:100], epochs=1, batch_size=50, rng=0, progress=False)
+    assert history[0]["test_loss"] is None and history[0]["test_kl"] is None
+    assert history.best("test_loss") is None
+
+
+def test_float_and_uint8_images_train_identically(sample):
+    images, _ = sample
+    runs = []
+    for data in (images[:128], images[:128].astype(np.float32) / 255, images[:128] / 255.0):
+        model = small()
+        fit(model, data, epochs=1, batch_size=32, rng=0, progress=False)
+        runs.append(model)
+    assert params_equal(runs[0], runs[1]) and params_equal(runs[0], runs[2])
+
+
+def test_input_images_not_modified(sample):
+    images, _ = sample
+    x = images[:64] / 255.0
+    before = x.copy()
+    fit(small(), x, x, epochs=1, batch_size=16, rng=0, binarize=True, progress=False)
+    assert np.array_equal(x, before)
+
+
+# -- validation ----------------------------------------------------------------------
+GOOD = np.zeros((10, 784), np.uint8)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(epochs=0), InputError, "epochs"),
+    (dict(epochs=-2), InputError, "epochs"),
+    (dict(epochs=1.5), InputTypeError, "epochs"),
+    (dict(batch_size=0), InputError, "batch_size"),
+    (dict(batch_size=True), InputTypeError, "batch_size"),
+    (dict(lr=0.0), InputError, "lr"),
+    (dict(lr=-1e-3), InputError, "lr"),
+    (dict(lr=float("nan")), InputError, "lr"),
+    (dict(beta=-1.0), InputError, "beta"),
+    (dict(warmup=-1), InputError, "warmup"),
+    (dict(warmup=1.5), InputTypeError, "warmup"),
+    (dict(binarize=1), InputTypeError, "binarize"),
+    (dict(progress="yes"), InputTypeError, "progress"),
+    (dict(eval_seed=-1), InputError, "eval_seed"),
+    (dict(eval_seed=0.5), InputTypeError, "eval_seed"),
+    (dict(callback=3), InputTypeError, "callback"),
+    (dict(rng="seed"), InputTypeError, "rng"),
+    (dict(optimizer="adam"), InputTypeError, "optimizer"),
+])
+def test_fit_rejects_bad_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        fit(small(), GOOD, **{"epochs": 1, "progress": False, **kwargs})
+
+
+@pytest.mark.parametrize("images, error, words", [
+    (np.zeros((10, 100), np.uint8), InputError, r"100 features.*input_dim is 784"),
+    (np.zeros(784, np.uint8), InputError, r"2-D.*reshape\(1, -1\)"),
+    (np.zeros((10, 28, 28), np.uint8), InputError, r"2-D.*reshape\(len\(train_images\), -1\)"),
+    (np.zeros((0, 784), np.uint8), InputError, "empty"),
+    (np.full((4, 784), np.nan, np.float32), InputError, "NaN"),
+    (np.full((4, 784), 2.0), InputError, r"\[0, 1\]"),
+    (np.full((4, 784), -0.5, np.float32), InputError, r"\[0, 1\]"),
+    (np.zeros((4, 784), np.int16), InputTypeError, "uint8"),
+    ([[0.0] * 784], InputTypeError, "numpy array"),
+])
+def test_fit_rejects_bad_train_images(images, error, words):
+    with pytest.raises(error, match="train_images") as info:
+        fit(small(), images, epochs=1, progress=False)
+    assert info.match(words)
+
+
+def test_fit_names_test_images():
+    with pytest.raises(InputError, match="test_images"):
+        fit(small(), GOOD, np.zeros((3, 10), np.uint8), epochs=1, progress=False)
+
+
+def test_fit_rejects_optimizer_of_another_model():
+    with pytest.raises(InputError, match="model.parameters"):
+        fit(small(), GOOD, epochs=1, optimizer=Adam(small(seed=1).parameters()), progress=False)
+    with pytest.raises(InputTypeError, match="VAE"):
+        fit("model", GOOD, epochs=1)
+
+
+def test_numpy_scalars_are_accepted(sample, tmp_path):
+    images, _ = sample
+    history = fit(small(), images[:64], images[64:80], epochs=np.int64(1), batch_size=np.int32(32),
+                  warmup=np.int64(1), lr=np.float32(1e-3), beta=np.float64(1.0), eval_seed=np.uint8(3),
+                  rng=0, progress=False, checkpoint=tmp_path / "c.npz", metrics_path=tmp_path / "m.jsonl")
+    assert len(history) == 1 and load_checkpoint(tmp_path / "c.npz").fit_config["warmup"] == 1
+
+
+def test_custom_optimizer_and_callback_stop(sample):
+    images, _ = sample
+    model = small()
+    opt = SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    seen = []
+
+    def callback(record, m):
+        seen.append((record["epoch"], m is model))
+        return False  # stop after the first epoch
+
+    history = fit(model, images[:64], epochs=5, batch_size=32, optimizer=opt, rng=0, callback=callback,
+                  progress=False)
+    assert len(history) == 1 and seen == [(1, True)]
+    assert opt.t == 2
+
+
+# -- beta and warm-up ----------------------------------------------------------------
+def test_warmup_beta_schedule():
+    assert warmup_beta(1, 2.0, 0, 10) == 2.0
+    assert warmup_beta(1, 1.0, 2, 10) == pytest.approx(0.05)
+    assert warmup_beta(10, 1.0, 2, 10) == pytest.approx(0.5)
+    assert warmup_beta(20, 1.0, 2, 10) == 1.0
+    assert warmup_beta(35, 1.0, 2, 10) == 1.0
+
+
+def test_fit_uses_warmup_per_step(sample):
+    images, _ = sample
+    model = small()
+    betas = []
+    loss = model._loss
+
+    def spy(x, beta=1.0, eps=None):
+        if model.training:
+            betas.append(beta)
+        return loss(x, beta, eps)
+
+    model._loss = spy  # instance attribute shadows the method
+    history = fit(model, images[:100], images[100:150], epochs=3, batch_size=25, warmup=2, beta=0.5, rng=0,
+                  progress=False)
+    steps = 4
+    expected = [0.5 * min(1.0, t / (2 * steps)) for t in range(1, 3 * steps + 1)]
+    assert betas == pytest.approx(expected)
+    assert history["beta"] == pytest.approx([0.25, 0.5, 0.5])
+    # test loss uses the target beta, not the warm-up's
+    for r in history:
+        assert r["test_loss"] == pytest.approx(r["test_recon"] + 0.5 * r["test_kl"])
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_beta_weights_the_kl(sample, beta):
+    images, _ = sample
+    history = fit(small(), images[:100], images[100:150], epochs=1, batch_size=50, beta=beta, rng=0,
+                  progress=False)
+    r = history[0]
+    assert r["train_loss"] == pytest.approx(r["train_recon"] + beta * r["train_kl"], rel=1e-12)
+    assert r["test_loss"] == pytest.approx(r["test_recon"] + beta * r["test_kl"], rel=1e-12)
+
+
+def test_binarize_changes_training_reproducibly(sample):
+    images, _ = sample
+    a, b, c = small(), small(), small()
+    for model, binarize in ((a, True), (b, True), (c, False)):
+        fit(model, images[:64], epochs=1, batch_size=32, rng=3, binarize=binarize, progress=False)
+    assert params_equal(a, b) and not params_equal(a, c)
+
+
+def test_seed_makes_runs_identical(sample):
+    images, _ = sample
+    runs = [small() for _ in range(3)]
+    for model, seed in zip(runs, (5, 5, 6)):
+        fit(model, images[:64], epochs=1, batch_size=16, rng=seed, progress=False)
+    assert params_equal(runs[0], runs[1]) and not params_equal(runs[0], runs[2])
+
+
+# -- progress, metrics file, threads --------------------------------------------------
+def test_progress_lines_when_not_a_tty(sample, capsys):
+    images, _ = sample
+    fit(small(), images[:64], images[64:96], epochs=2, batch_size=16, rng=0, progress=True)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2") and "test" in lines[0]
+    assert "\r" not in err
+    fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_live_progress_line_on_a_tty(sample, monkeypatch):
+    images, _ = sample
+    stream = FakeTTY()
+    monkeypatch.setattr("sys.stderr", stream)
+    fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=True)
+    out = stream.getvalue()
+    assert "\repoch 1/1  batch 4/4" in out and "samples/s" in out
+    assert out.rstrip().splitlines()[-1].lstrip("\r ").startswith("epoch 1/1  train")
+
+
+def test_metrics_file(sample, tmp_path):
+    images, _ = sample
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"old": 1}\n')
+    fit(small(), images[:64], images[64:96], epochs=2, batch_size=32, rng=0, progress=False,
+        metrics_path=path, checkpoint=tmp_path / "c.npz")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]          # a fresh run starts the file anew
+    assert {"epoch", "train_loss", "test_loss", "test_recon", "test_kl", "train_seconds"} <= set(records[0])
+    # resuming from epoch 1 drops lines past the checkpoint (here: a stale epoch 2)
+    fit(small(), images[:64], images[64:96], epochs=1, batch_size=32, rng=0, progress=False,
+        checkpoint=tmp_path / "c1.npz")
+    fit(small(), images[:64], images[64:96], epochs=3, batch_size=32, rng=0, progress=False,
+        metrics_path=path, resume=tmp_path / "c1.npz")
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_fit_in_a_thread_leaves_signal_handlers_alone(sample):
+    images, _ = sample
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(h=fit(small(), images[:32], epochs=1, batch_size=16,
+                                                                     rng=0, progress=False)))
+    thread.start()
+    thread.join()
+    assert len(result["h"]) == 1
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+# -- resume --------------------------------------------------------------------------
+def interrupt_at(opt, global_step, signum=signal.SIGINT):
+    """Make the optimizer send ``signum`` to this process during its ``global_step``-th step."""
+    step = opt.step
+
+    def stepping():
+        step()
+        if opt.t == global_step:
+            signal.raise_signal(signum)
+
+    opt.step = stepping
+
+
+RUN = dict(batch_size=24, warmup=2, binarize=True, progress=False)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_resume_at_epoch_boundary_is_bit_identical(sample, tmp_path, backend):
+    images, _ = sample
+    x, t = images[:120], images[120:170]
+    straight = small(backend)
+    h1 = fit(straight, x, t, epochs=4, rng=7, **RUN)
+    first = small(backend)
+    fit(first, x, t, epochs=2, rng=7, checkpoint=tmp_path / "c.npz", **RUN)
+    resumed = small(backend, seed=99)                       # other init: everything must come from the file
+    opt = Adam(resumed.parameters(), lr=0.5)               # lr too: the checkpoint's optimizer state wins
+    h2 = fit(resumed, x, t, epochs=4, rng=12345, optimizer=opt, resume=tmp_path / "c.npz", **RUN)
+    assert params_equal(straight, resumed)
+    assert metrics(h1) == metrics(h2)
+    assert straight.rng.bit_generator.state == resumed.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_resume_mid_epoch_is_bit_identical(sample, tmp_path, backend):
+    images, _ = sample
+    x, t = images[:120], images[120:170]                   # 5 steps per epoch
+    straight = small(backend)
+    opt1 = Adam(straight.parameters())
+    h1 = fit(straight, x, t, epochs=3, rng=7, optimizer=opt1, **RUN)
+
+    model = small(backend)
+    opt = Adam(model.parameters())
+    interrupt_at(opt, 7)                                    # epoch 2, step 2
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, x, t, epochs=3, rng=7, optimizer=opt, checkpoint=tmp_path / "c.npz", **RUN)
+    e = info.value
+    assert isinstance(e, KeyboardInterrupt) and e.signum == signal.SIGINT
+    assert (e.epoch, e.step, e.checkpoint) == (1, 2, str(tmp_path / "c.npz"))
+    assert "epoch 2, step 2" in str(e) and "resume=" in str(e)
+    ckpt = load_checkpoint(tmp_path / "c.npz")
+    assert (ckpt.epoch, ckpt.step) == (1, 2) and ckpt.partial["n"] == 48
+
+    resumed = small(backend, seed=3)
+    opt2 = Adam(resumed.parameters())
+    h2 = fit(resumed, x, t, epochs=3, rng=0, optimizer=opt2, resume=tmp_path / "c.npz", **RUN)
+    assert params_equal(straight, resumed)
+    assert metrics(h1) == metrics(h2)
+    sd1, sd2 = opt1.state_dict(), opt2.state_dict()
+    assert sd1.keys() == sd2.keys() and all(np.array_equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_interrupt_without_checkpoint_path(sample):
+    images, _ = sample
+    model = small()
+    opt = Adam(model.parameters())
+    interrupt_at(opt, 2, signal.SIGTERM)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM.*nothing was saved") as info:
+        fit(model, images[:64], epochs=2, batch_size=16, optimizer=opt, rng=0, progress=False)
+    assert info.value.checkpoint is None and info.value.signum == signal.SIGTERM
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_resume_checks_settings_and_model(sample, tmp_path):
+    images, _ = sample
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, checkpoint=tmp_path / "c.npz")
+    model = small(seed=5)
+    before = model.state_dict()
+    with pytest.raises(InputError, match="batch_size=16.*batch_size=32"):
+        fit(model, images[:64], epochs=2, batch_size=16, progress=False, resume=tmp_path / "c.npz")
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())   # untouched
+    with pytest.raises(InputError, match="n_train"):
+        fit(small(), images[:96], epochs=2, batch_size=32, progress=False, resume=tmp_path / "c.npz")
+    with pytest.raises(CheckpointError, match="latent_dim: checkpoint 4, model 8"):
+        fit(small(latent=8), images[:64], epochs=2, batch_size=32, progress=False, resume=tmp_path / "c.npz")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        fit(small(), images[:64], epochs=2, progress=False, resume=tmp_path / "missing.npz")
+    two = _at_epoch(tmp_path, images, 2)
+    with pytest.raises(InputError, match="already"):
+        fit(small(), images[:64], epochs=1, batch_size=32, progress=False, resume=two)
+    done = fit(small(), images[:64], epochs=1, batch_size=32, progress=False, resume=tmp_path / "c.npz")
+    assert len(done) == 1                                   # nothing left to do
+
+
+def _at_epoch(tmp_path, images, epochs):
+    path = tmp_path / f"e{epochs}.npz"
+    fit(small(), images[:64], epochs=epochs, batch_size=32, rng=0, progress=False, checkpoint=path)
+    return path
+
+
+# -- divergence ----------------------------------------------------------------------
+def test_nan_weight_raises_divergence_and_keeps_checkpoint(sample, tmp_path):
+    images, _ = sample
+    path = tmp_path / "c.npz"
+    model = small()
+    saved = {}
+
+    def poison(record, m):
+        saved["bytes"] = path.read_bytes()
+        m.decoder[0].weight.data[0, 0] = np.nan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DivergenceError, match=r"epoch 2, step 1 of 2.*not applied.*c\.npz \(epoch 1\)"):
+            fit(model, images[:64], epochs=3, batch_size=32, rng=0, checkpoint=path, callback=poison,
+                progress=False)
+    assert path.read_bytes() == saved["bytes"]
+    assert load_checkpoint(path).epoch == 1
+
+
+def test_huge_learning_rate_diverges(sample, tmp_path):
+    images, _ = sample
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DivergenceError, match=r"epoch 1, step \d+ of 13"):
+            fit(small(), images[:800], epochs=2, batch_size=64, lr=1e6, rng=0, progress=False,
+                checkpoint=tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()              # nothing diverged was ever written
+
+
+def test_training_steps_allocate_nothing_of_batch_size(sample):
+    """After a warm-up epoch, a whole epoch allocates less than one float batch (only the permutation).
+
+    N is a multiple of B here: a shorter last batch makes the layers re-size their
+    workspace arrays (twice per epoch, in npvae.module), which is not the loop's doing.
+    """
+    import tracemalloc
+
+    from npvae.train import _Progress, _Run
+
+    images, _ = sample
+    B = 256
+    model = VAE(784, 64, 8, rng=0)
+    rngs = {"shuffle": np.random.default_rng(0), "binarize": np.random.default_rng(1)}
+    run = _Run(model, Adam(model.parameters()), images[:3 * B], B, 1.0, 1, True, rngs, None, {}, History(),
+               _Progress(False, 2, 3))
+    run.train_epoch(1, 0, None)                             # fills the model's workspace arrays
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        run.train_epoch(2, 0, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    batch_bytes = B * 784 * 4
+    assert peak - before < batch_bytes / 4, (peak - before, batch_bytes)
