@@ -11,5 +11,8 @@ from .model import VAE, LossParts
 from .module import Module, Parameter
 from .optim import SGD, Adam
 from .sampler import Sampler
+from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
+from .evaluate import evaluate_elbo, iw_nll
+from .train import History, TrainingInterrupted, fit
 
 __version__ = "0.1.0"

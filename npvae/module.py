@@ -102,11 +102,17 @@ class Module:
                              "run forward on a batch first") from None
 
     def _buffer(self, key, shape, dtype):
-        """A workspace array for ``key``, reused while the shape stays the same."""
-        buf = self._workspace.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.empty(shape, dtype)
-            self._workspace[key] = buf
+        """A workspace array for ``key``, one per shape and dtype, reused across calls.
+
+        An epoch's short last batch gets its own arrays instead of evicting the
+        full-size ones, so a training run allocates each array once.
+        """
+        full_key = (key, shape, np.dtype(dtype))
+        buf = self._workspace.get(full_key)
+        if buf is None:
+            if len(self._workspace) > 64:  # many batch sizes (e.g. inference): start over
+                self._workspace.clear()
+            buf = self._workspace[full_key] = np.empty(shape, dtype)
         return buf
 
     @staticmethod

@@ -3,10 +3,12 @@ r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernel
 Each ``step()`` is one kernel call per parameter that reads the gradient once
 and updates the parameter and the optimizer's moments in the same pass.
 """
+import copy
+
 import numpy as np
 
 from . import kernels
-from .errors import InputError, InputTypeError, StateDictError
+from .errors import InputError, InputTypeError, NpvaeError, StateDictError
 from .module import Parameter
 from .validate import check_positive_float
 
@@ -61,11 +63,19 @@ class Optimizer:
                 if not isinstance(v, np.ndarray) or v.shape != a.shape or v.dtype != a.dtype:
                     got = (v.shape, v.dtype) if isinstance(v, np.ndarray) else type(v).__name__
                     raise StateDictError(f"optimizer state {n}.{i} must be {a.shape} {a.dtype}, got {got}")
+        try:  # validate the hyper-parameters on a scratch copy before changing anything
+            hyper = {k: float(np.asarray(sd[k])) for k in self.hyper()}
+            t = int(np.asarray(sd["t"]))
+            type(self).set_hyper(copy.copy(self), **hyper)
+        except (NpvaeError, TypeError, ValueError) as e:
+            raise StateDictError(f"{type(self).__name__} state dict has a bad hyper-parameter: {e}") from e
+        if t < 0:
+            raise StateDictError(f"{type(self).__name__} state dict has a negative step count t={t}")
         for n, arrays in self.state.items():
             for i, a in enumerate(arrays):
                 a[...] = sd[f"{n}.{i}"]
-        self.t = int(sd["t"])
-        self.set_hyper(**{k: sd[k].item() for k in self.hyper()})
+        self.t = t
+        self.set_hyper(**hyper)
         return self
 
 

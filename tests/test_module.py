@@ -95,12 +95,7 @@ def test_vae_backward_twice_is_twice(backend):
     assert all(not v.any() for v in _grads(m).values())
 
 
-@pytest.mark.parametrize("backend", [
-    "numpy",
-    pytest.param("numba", marks=pytest.mark.xfail(strict=True, reason=(
-        "numba_kernels.bias_grad / relu_bias_backward implement beta=0 as `db[j] *= beta`, "
-        "so a NaN/inf left in a stale bias gradient survives zero_grad (0 * nan = nan)"))),
-])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_zero_grad_clears_non_finite_stale_gradients(backend):
     """After a diverged step, zero_grad + backward must give clean gradients."""
     rng = np.random.default_rng(0)

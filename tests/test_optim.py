@@ -133,9 +133,6 @@ def test_optimizer_load_state_dict_errors():
             opt.load_state_dict(bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Optimizer.load_state_dict writes the moments and t before set_hyper validates lr etc., "
-    "and reports the bad value as InputError instead of StateDictError"))
 def test_optimizer_load_state_dict_with_bad_hyper_changes_nothing():
     params = _params(np.float64)
     opt = Adam(params, lr=0.01)

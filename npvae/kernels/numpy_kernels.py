@@ -135,5 +135,5 @@ def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
     else:
         buf *= momentum
         buf += g
-        buf[np.abs(buf) < tiny] = 0
+    buf[np.abs(buf) < tiny] = 0
     p -= lr * buf
