@@ -146,10 +146,10 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         ax.legend()
-        if len(epochs) <= 20:
+        if len(epochs) <= 10:
             ax.set_xticks(epochs)
-        else:
-            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:  # integer ticks, few enough to stay readable
+            ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title)
     return _finish(fig, path, dpi)
 
