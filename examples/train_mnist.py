@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import shlex
 import sys
 import time
@@ -138,10 +139,15 @@ def main(argv=None):
                 rng=np.random.default_rng(model_seed), backend=args.backend)
     print(f"model: {describe(model)}, backend {model.backend}", file=sys.stderr)
     show = test_images[:10]
-    if not args.resume or not os.path.exists(out("reconstruction_before.png")):
-        plots.plot_reconstructions(show, model.reconstruct(show.astype(np.float32) / 255),
-                                   out("reconstruction_before.png"),
-                                   title="Test images (top) and reconstructions by the untrained model")
+    x_show = show.astype(np.float32) / 255
+    # Reconstructions of the untrained model now, drawn after training: matplotlib
+    # (about 30 MB) is then loaded only once the training images are let go.
+    before = None if args.resume else model.reconstruct(x_show)
+
+    def draw_before():
+        if before is not None:
+            plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
+                                       title="Test images (top) and reconstructions by the untrained model")
 
     # -- training -------------------------------------------------------------------
     try:
@@ -150,12 +156,14 @@ def main(argv=None):
                       rng=np.random.default_rng(data_seed), checkpoint=out("checkpoint.npz"),
                       resume=args.resume, metrics_path=out("metrics.jsonl"), progress=args.progress)
     except TrainingInterrupted as e:
+        draw_before()
         command = shlex.join([sys.executable, sys.argv[0], "--resume", out("checkpoint.npz")])
         print(f"stopped; to continue run:\n  {command}", file=sys.stderr)
         return 128 + e.signum
+    del train_images  # not needed any more: keeps the peak memory of what follows down
 
     # -- figures --------------------------------------------------------------------
-    x_show = show.astype(np.float32) / 255
+    draw_before()
     plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
                                title=f"Test images (top) and reconstructions after {len(history)} epochs")
     plots.plot_samples(model.sample(64, rng=np.random.default_rng(args.seed)), out("samples.png"),
@@ -168,7 +176,8 @@ def main(argv=None):
                                  title=f"Latent interpolation, test {names[a]} \u2192 {names[b]}: decode "
                                        f"z = t\u00b7z({names[b]}) + (1 \u2212 t)\u00b7z({names[a]})")
     plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {args.dataset}")
-    mu, _ = model.encode(test_images.astype(np.float32) / 255)
+    mu = np.concatenate([model.encode(test_images[i:i + 1000].astype(np.float32) / 255)[0]
+                         for i in range(0, len(test_images), 1000)])
     plots.plot_latent(mu, test_labels, out("latent.png"), class_names=names, model=model,
                       title=f"Test set latent means ({args.dataset})")
 
@@ -179,12 +188,15 @@ def main(argv=None):
     t0 = time.perf_counter()
     nll = iw_nll(model, test_images[:n_nll], k=args.nll_k, binarize=args.binarize)
     seconds = time.perf_counter() - t0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
-                   test_kl=test.kl, iw_nll=nll, nll_k=args.nll_k, nll_images=n_nll, nll_seconds=seconds)
+                   test_kl=test.kl, iw_nll=nll, nll_k=args.nll_k, nll_images=n_nll, nll_seconds=seconds,
+                   peak_rss_mb=round(peak_rss_mb, 1))
     append_line(out("metrics.jsonl"), json.dumps(summary))
     print(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={args.nll_k}, {n_nll} images) "
           f"{nll:.2f} nats in {seconds:.0f}s", file=sys.stderr)
-    print(f"done: figures, metrics and checkpoint in {args.out}", file=sys.stderr)
+    print(f"done: figures, metrics and checkpoint in {args.out} (peak memory {peak_rss_mb:.0f} MB)",
+          file=sys.stderr)
     return 0
 
 

@@ -249,7 +249,7 @@ def evaluate_elbo(model, images, *, batch_size=500, seed=0, beta=1.0, kl="analyt
     return LossParts(recon + beta * kl_mean, recon, kl_mean)
 
 
-def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=4096,
+def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,
            per_image=False):
     """Importance-weighted estimate of ``-log p(x)`` in nats (Burda et al., 2016).
 
