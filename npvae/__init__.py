@@ -16,3 +16,11 @@ from .evaluate import evaluate_elbo, iw_nll
 from .train import History, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "VAE", "LossParts", "Dense", "ReLU", "Sigmoid", "Sequential", "Sampler", "KL", "BCE", "BCEWithLogits",
+    "Module", "Parameter", "Adam", "SGD", "fit", "History", "TrainingInterrupted", "evaluate_elbo", "iw_nll",
+    "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint",
+    "NpvaeError", "InputError", "InputTypeError", "StateError", "StateDictError", "DataFileError",
+    "DatasetNotFoundError", "DownloadError", "CheckpointError", "DivergenceError",
+]

@@ -32,7 +32,7 @@ import numpy as np
 from .data import to_float
 from .errors import InputError, InputTypeError
 from .model import VAE, LossParts
-from .validate import check_positive_float, check_positive_int
+from .validate import check_images, check_positive_float, check_positive_int, check_seed
 
 __all__ = ["evaluate_elbo", "iw_nll", "check_images", "Batches", "binarize_inplace"]
 
@@ -42,53 +42,6 @@ def check_model(model, name="model"):
     if not isinstance(model, VAE):
         raise InputTypeError(f"{name} must be an npvae.VAE, got {type(model).__name__}")
     return model
-
-
-def check_seed(seed, name):
-    """A non-negative int seed (not a bool)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InputTypeError(f"{name} must be a non-negative int, got {seed!r} ({type(seed).__name__})")
-    if seed < 0:
-        raise InputError(f"{name} must be a non-negative int, got {seed}")
-    return int(seed)
-
-
-def check_images(images, name, input_dim):
-    """Check a whole image set once; return it unchanged (no copy).
-
-    Accepts ``uint8`` pixels (N, input_dim), the compact form that is
-    converted batch by batch, or floats in [0, 1]. Every error names ``name``.
-    """
-    if not isinstance(images, np.ndarray):
-        raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
-                             f"got {type(images).__name__}")
-    if images.dtype != np.uint8 and images.dtype.kind != "f":
-        raise InputTypeError(f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype "
-                             f"{images.dtype}; convert with {name}.astype(np.uint8) or "
-                             f"{name}.astype(np.float32) / 255")
-    if images.ndim != 2:
-        if images.ndim == 1:
-            hint = f"; for one image use {name}.reshape(1, -1)"
-        elif images.ndim == 3:
-            hint = f"; flatten the images with {name}.reshape(len({name}), -1)"
-        else:
-            hint = ""
-        raise InputError(f"{name} must be 2-D (N, {input_dim}), got shape {images.shape}{hint}")
-    if images.shape[1] != input_dim:
-        raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
-                         f"{input_dim} (shape {images.shape})")
-    if images.shape[0] == 0:
-        raise InputError(f"{name} is empty (shape {images.shape}); need at least one image")
-    if images.dtype.kind == "f":
-        finite = np.isfinite(images)
-        if not finite.all():
-            row, col = np.argwhere(~finite)[0]
-            raise InputError(f"{name} contains NaN or inf (first at row {row}, column {col})")
-        lo, hi = images.min(), images.max()
-        if lo < 0 or hi > 1:
-            raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
-                             f"[{lo:.4g}, {hi:.4g}]; for 0..255 pixels pass uint8 or divide by 255")
-    return images
 
 
 class Batches:

@@ -32,9 +32,9 @@ import numpy as np
 from .atomic import append_line, atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
-from .evaluate import Batches, binarize_inplace, check_images, check_model, check_seed, evaluate_elbo
+from .evaluate import Batches, binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
-from .validate import check_positive_float, check_positive_int, check_rng
+from .validate import check_images, check_positive_float, check_positive_int, check_rng, check_seed
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 

@@ -72,16 +72,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False):
             f"convert with {name}.astype(np.float32) / 255")
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    if x.ndim != 2:
-        hint = f"; for one sample use {name}[None, :]" if x.ndim == 1 else ""
-        if x.ndim == 3 and x.shape[1] * x.shape[2] == n_features:
-            hint = f"; flatten images with {name}.reshape(len({name}), -1)"
-        raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
-    if x.shape[1] != n_features:
-        raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
-                         f"got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise InputError(f"{name} is an empty batch (shape {x.shape}); need at least one row")
+    check_shape(x, name, n_features)
     x = np.ascontiguousarray(x, dtype=dtype)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
@@ -90,3 +81,57 @@ def check_batch(x, name, n_features, dtype, unit_interval=False):
         raise InputError(f"{name} must lie in [0, 1] (BCE targets are probabilities), "
                          f"got values in [{x.min():.4g}, {x.max():.4g}]")
     return x
+
+
+def check_shape(x, name, n_features):
+    """``x`` is 2-D ``(N, n_features)`` with N >= 1; hints for the usual mistakes."""
+    if x.ndim != 2:
+        hint = ""
+        if x.ndim == 1:
+            hint = f"; for one sample use {name}[None, :] or {name}.reshape(1, -1)"
+        elif x.ndim == 3 and x.shape[1] * x.shape[2] == n_features:
+            hint = f"; flatten images with {name}.reshape(len({name}), -1)"
+        raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
+    if x.shape[1] != n_features:
+        raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
+                         f"got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch (shape {x.shape}); need at least one row")
+
+
+def check_seed(seed, name):
+    """A non-negative int seed (not a bool)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InputTypeError(f"{name} must be a non-negative int, got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise InputError(f"{name} must be a non-negative int, got {seed}")
+    return int(seed)
+
+
+def check_images(images, name, input_dim):
+    """Check a whole image set once; return it unchanged (no copy).
+
+    Accepts ``uint8`` pixels (N, input_dim), the compact form that is
+    converted batch by batch, or floats in [0, 1]. Every error names ``name``.
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
+                             f"got {type(images).__name__}")
+    if images.dtype != np.uint8 and images.dtype.kind != "f":
+        raise InputTypeError(f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype "
+                             f"{images.dtype}; convert with {name}.astype(np.uint8) or "
+                             f"{name}.astype(np.float32) / 255")
+    if images.ndim == 2 and images.shape[1] != input_dim:
+        raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
+                         f"{input_dim} (shape {images.shape})")
+    check_shape(images, name, input_dim)
+    if images.dtype.kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
+            raise InputError(f"{name} contains NaN or inf (first at row {row}, column {col})")
+        lo, hi = images.min(), images.max()
+        if lo < 0 or hi > 1:
+            raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
+                             f"[{lo:.4g}, {hi:.4g}]; for 0..255 pixels pass uint8 or divide by 255")
+    return images
