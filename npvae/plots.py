@@ -80,7 +80,8 @@ def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD
 
 
 def _show(ax, grid, title=None):
-    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    # nearest + "data" stage: same pixels as "rgba" for a grey map, a third of the memory
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", interpolation_stage="data")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
