@@ -39,9 +39,12 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
-    def _consts(self, p, *values):
-        """Scalars in the parameter's dtype, so float32 kernels stay in float32."""
-        return tuple(p.dtype.type(v) for v in values)
+    def _consts(self, cache, p, *values):
+        """Scalars in the parameter's dtype (float32 kernels stay float32), made once per dtype a step."""
+        c = cache.get(p.dtype)
+        if c is None:
+            c = cache[p.dtype] = tuple(p.dtype.type(v) for v in (*values, np.finfo(p.dtype).tiny))
+        return c
 
     def state_dict(self):
         """Hyper-parameters, step count and moment arrays (copies)."""
@@ -118,10 +121,9 @@ class Adam(Optimizer):
         """One update of every parameter from its current ``.grad``."""
         self.t += 1
         bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t
-        k = kernels.get(self.backend)
+        k, cache = kernels.get(self.backend), {}
         for p, m, v in zip(self.params, self.state["m"], self.state["v"]):
-            c = self._consts(p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                             bc1, bc2, np.finfo(p.dtype).tiny)
+            c = self._consts(cache, p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
             k.adam_update(p.data, p.grad, m, v, *c)
 
 
@@ -150,7 +152,7 @@ class SGD(Optimizer):
 
     def step(self):
         self.t += 1
-        k = kernels.get(self.backend)
+        k, cache = kernels.get(self.backend), {}
         for p, b in zip(self.params, self.state["momentum_buffer"]):
-            lr, mom, wd, tiny = self._consts(p, self.lr, self.momentum, self.weight_decay, np.finfo(p.dtype).tiny)
+            lr, mom, wd, tiny = self._consts(cache, p, self.lr, self.momentum, self.weight_decay)
             k.sgd_update(p.data, p.grad, b, lr, mom, wd, self.t == 1, tiny)
