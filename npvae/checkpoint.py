@@ -409,7 +409,11 @@ def load_checkpoint(path, model=None, optimizer=None):
         For anything wrong with the file, or a model/optimizer that does not fit.
         Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
+                             f"got {type(path).__name__}") from None
     arrays = _read_arrays(path)
     meta = _read_meta(arrays, path)
     config = meta["model_config"]

@@ -22,8 +22,8 @@ grows; at ``k = 1`` it is the single-sample ELBO with the Monte Carlo KL
 :math:`\log q(z|x) - \log p(z)`, which ``evaluate_elbo(kl="sample")`` computes
 from the very same draws.
 
-This module also holds the input checks and batch conversion that
-:func:`npvae.train.fit` shares (:func:`check_images`, :class:`Batches`).
+This module also holds the batch conversion that :func:`npvae.train.fit`
+shares (:class:`Batches`).
 """
 import numbers
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError, StateError
 from .layers import Dense, ReLU, Sequential, Sigmoid
 from .losses import KL, BCEWithLogits
 from .module import Module
@@ -64,7 +64,14 @@ class VAE(Module):
         super().__init__()
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        hidden = (hidden_dims,) if np.isscalar(hidden_dims) else tuple(hidden_dims)
+        if np.ndim(hidden_dims) == 0:
+            hidden_dims = (hidden_dims.item() if isinstance(hidden_dims, np.ndarray) else hidden_dims,)
+        try:
+            hidden = tuple(hidden_dims)
+        except TypeError:
+            raise InputTypeError(f"hidden_dims must be an int or a sequence of ints, got {hidden_dims!r}") from None
+        if not hidden:
+            raise InputError("hidden_dims needs at least one width, e.g. 400 or (400, 200)")
         self.hidden_dims = tuple(check_positive_int(h, "hidden_dims") for h in hidden)
         self.dtype = check_dtype(dtype)
         rng = check_rng(rng)
@@ -120,8 +127,16 @@ class VAE(Module):
         return self._loss(x, beta, eps)
 
     def backward(self):
-        """Accumulate every parameter's gradient of the last :meth:`loss`'s total."""
+        """Accumulate every parameter's gradient of the last :meth:`loss`'s total.
+
+        It must follow :meth:`loss` directly: ``encode``, ``decode``, ``sample`` and the
+        other inference methods reuse the layers' workspaces and invalidate it.
+        """
         beta = self._cached("_beta")
+        if beta is None:
+            raise StateError("VAE.backward: an inference call (encode, decode, sample, forward, "
+                             "reconstruct or interpolate) ran after loss() and overwrote what backward "
+                             "needs; call loss() again right before backward()")
         dlogits = self.bce.backward()                      # (B, 784)
         dz = self.decoder.backward(dlogits)                # (B, d)
         dh = self.sampler.backward(dz)                     # (B, 2d): through z
@@ -129,7 +144,13 @@ class VAE(Module):
         self.encoder.backward(dh, input_grad=False)        # no gradient for the data
 
     # -- using a trained model ---------------------------------------------------------
+    def _inference(self):
+        """Inference reuses the training workspaces: the pending backward is no longer valid."""
+        if "_beta" in self.__dict__:
+            self._beta = None
+
     def _batch(self, x, name="x"):
+        self._inference()
         return check_batch(x, name, self.input_dim, self.dtype)
 
     def forward(self, x, eps=None):
@@ -149,6 +170,7 @@ class VAE(Module):
 
     def decode(self, z):
         """Pixel probabilities (B, input_dim) for latent codes ``z`` (B, latent_dim)."""
+        self._inference()
         z = check_batch(z, "z", self.latent_dim, self.dtype)
         return self.sigmoid.forward(self.decoder.forward(z)).copy()
 

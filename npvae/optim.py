@@ -9,12 +9,19 @@ import numpy as np
 
 from . import kernels
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError
-from .module import Parameter
+from .module import Module, Parameter
 from .validate import check_positive_float
 
 
 def _check_params(params):
-    params = list(params)
+    if isinstance(params, Module):
+        raise InputTypeError("params must be the model's parameters: use Adam(model.parameters()), "
+                             f"not the {type(params).__name__} itself")
+    try:
+        params = list(params)
+    except TypeError:
+        raise InputTypeError(f"params must be a list of Parameters (model.parameters()), "
+                             f"got {type(params).__name__}") from None
     if not params:
         raise InputError("the optimizer got an empty parameter list")
     for i, p in enumerate(params):
@@ -103,6 +110,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise InputTypeError(f"betas must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {betas!r}")
         self.set_hyper(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
 
     def hyper(self):

@@ -68,6 +68,8 @@ class Sampler(Module):
             got = (eps.shape, eps.dtype) if isinstance(eps, np.ndarray) else type(eps).__name__
             raise InputTypeError(f"Sampler.forward: eps must be an array of shape {(B, d)} "
                                  f"and dtype {h.dtype}, got {got}")
+        elif not np.isfinite(eps).all():
+            raise InputError("Sampler.forward: eps contains NaN or inf")
         z = self._buffer("z", (B, d), h.dtype)
         std = self._buffer("std", (B, d), h.dtype)
         self.k.sampler_forward(h, eps, z, std)

@@ -34,7 +34,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import Batches, binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
-from .validate import check_images, check_positive_float, check_positive_int, check_rng, check_seed
+from .validate import check_file_path, check_images, check_positive_float, check_positive_int, check_rng, check_seed
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -316,13 +316,16 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM, after the current step and a checkpoint.
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback, progress)
+    checkpoint = check_file_path(checkpoint, "checkpoint")
+    metrics_path = check_file_path(metrics_path, "metrics_path")
     train_images = check_images(train_images, "train_images", model.input_dim)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
     lr, beta = float(lr), float(beta)
-    opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
+    opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr, backend=model.backend)
+    lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
     n_train = len(train_images)
     steps = math.ceil(n_train / batch_size)
     fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,

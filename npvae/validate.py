@@ -4,6 +4,7 @@ Each check names the argument, says what was expected and what arrived, and
 raises npvae's own errors (which are also ``ValueError``/``TypeError``).
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -135,3 +136,19 @@ def check_images(images, name, input_dim):
             raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
                              f"[{lo:.4g}, {hi:.4g}]; for 0..255 pixels pass uint8 or divide by 255")
     return images
+
+
+def check_file_path(path, name):
+    """``None``, or a path (str or os.PathLike) that is not a folder; returned as str."""
+    if path is None:
+        return None
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path or os.path.isdir(path):
+        raise InputError(f"{name} must be a file path, got {path!r}, which is a folder" if path
+                         else f"{name} must be a file path, got an empty string")
+    return path

@@ -198,3 +198,69 @@ def test_state_dict_errors_leave_model_unchanged():
         m.load_state_dict({k: v for k, v in before.items() if k != "encoder.0.bias"})
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_inference_between_loss_and_backward_is_caught():
+    m = npvae.VAE(12, 8, 3, rng=0)
+    m.loss(good())
+    m.encode(good(4))            # reuses the workspaces backward needs
+    with pytest.raises(StateError, match="loss\\(\\) again"):
+        m.backward()
+    m.loss(good())
+    m.backward()                 # the normal order still works
+
+
+@pytest.mark.parametrize("hidden, exc", [([], InputError), ((), InputError), (None, InputTypeError)])
+def test_hidden_dims_must_name_a_width(hidden, exc):
+    with pytest.raises(exc, match="hidden_dims"):
+        npvae.VAE(12, hidden, 3, rng=0)
+
+
+def test_hidden_dims_accepts_numpy_scalars():
+    assert npvae.VAE(12, np.array(8), 3, rng=0).hidden_dims == (8,)
+    assert npvae.VAE(12, np.int64(8), 3, rng=0).hidden_dims == (8,)
+
+
+def test_sampler_rejects_non_finite_eps(model):
+    eps = np.full((4, 3), np.nan, np.float32)
+    with pytest.raises(InputError, match="eps contains NaN"):
+        model.loss(good(), eps=eps)
+
+
+def test_optimizer_argument_mistakes(model):
+    with pytest.raises(InputTypeError, match="model.parameters\\(\\)"):
+        npvae.Adam(model)
+    with pytest.raises(InputTypeError, match="betas must be a pair"):
+        npvae.Adam(model.parameters(), betas=0.9)
+    with pytest.raises(InputTypeError, match="betas must be a pair"):
+        npvae.Adam(model.parameters(), betas=(0.9,))
+
+
+def test_fit_rejects_bad_paths_before_training(tmp_path, model):
+    x = (np.random.default_rng(0).random((8, 12)) * 255).astype(np.uint8)
+    with pytest.raises(InputError, match="checkpoint must be a file path.*folder"):
+        npvae.fit(model, x, epochs=1, checkpoint=tmp_path, progress=False)
+    with pytest.raises(InputTypeError, match="metrics_path must be a file path"):
+        npvae.fit(model, x, epochs=1, metrics_path=5, progress=False)
+    with pytest.raises(InputTypeError, match="checkpoint file path"):
+        npvae.load_checkpoint(None)
+
+
+def test_fit_default_optimizer_follows_the_model_backend():
+    import npvae.train as train
+    m = npvae.VAE(12, 8, 3, rng=0, backend="numpy")
+    seen = []
+    orig = train.Adam
+
+    class Spy(orig):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.append(self.backend)
+
+    train.Adam = Spy
+    try:
+        x = (np.random.default_rng(0).random((8, 12)) * 255).astype(np.uint8)
+        npvae.fit(m, x, epochs=1, batch_size=4, progress=False)
+    finally:
+        train.Adam = orig
+    assert seen == ["numpy"]

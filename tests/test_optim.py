@@ -177,3 +177,24 @@ def test_step_after_zero_grad_sees_zero_gradient(backend):
     opt.step()
     for n, v in d.state_dict().items():
         np.testing.assert_array_equal(v, before[n])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_moments_below_the_smallest_normal_are_flushed(backend, dtype):
+    """Dead units: g = 0 and tiny moments. They become exactly 0, never subnormal."""
+    from npvae.kernels import get
+    tiny = np.finfo(dtype).tiny
+    p = np.ones(8, dtype)
+    g = np.zeros(8, dtype)
+    m = np.full(8, tiny / 2, dtype)           # already subnormal
+    v = np.full(8, tiny * 1.0005, dtype)      # 0.999 * v decays below tiny this step
+    m[0], v[0] = 1e-3, 1e-6                    # a live unit stays live
+    c = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.0, 0.5, 0.25, tiny)]
+    get(backend).adam_update(p, g, m, v, *c)
+    assert (m[1:] == 0).all() and (v[1:] == 0).all()
+    assert m[0] != 0 and v[0] != 0
+    np.testing.assert_array_equal(p[1:], 1)   # a zero moment moves nothing
+    buf = np.full(8, tiny * 1.05, dtype)
+    get(backend).sgd_update(p, g, buf, dtype(0.1), dtype(0.9), dtype(0.0), False, dtype(tiny))
+    assert (buf == 0).all()

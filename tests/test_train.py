@@ -315,7 +315,7 @@ def test_resume_at_epoch_boundary_is_bit_identical(sample, tmp_path, backend):
     first = small(backend)
     fit(first, x, t, epochs=2, rng=7, checkpoint=tmp_path / "c.npz", **RUN)
     resumed = small(backend, seed=99)                       # other init: everything must come from the file
-    opt = Adam(resumed.parameters(), lr=0.5)               # lr too: the checkpoint's optimizer state wins
+    opt = Adam(resumed.parameters(), lr=0.5, backend=backend)  # lr too: the checkpoint's state wins
     h2 = fit(resumed, x, t, epochs=4, rng=12345, optimizer=opt, resume=tmp_path / "c.npz", **RUN)
     assert params_equal(straight, resumed)
     assert metrics(h1) == metrics(h2)
@@ -423,8 +423,8 @@ def test_huge_learning_rate_diverges(sample, tmp_path):
 def test_training_steps_allocate_nothing_of_batch_size(sample):
     """After a warm-up epoch, a whole epoch allocates less than one float batch (only the permutation).
 
-    N is a multiple of B here: a shorter last batch makes the layers re-size their
-    workspace arrays (twice per epoch, in npvae.module), which is not the loop's doing.
+    N is a multiple of B here, so that the only shape seen is the warm-up's: a shorter
+    last batch would get its own workspace arrays once (npvae.module), not the loop's doing.
     """
     import tracemalloc
 
