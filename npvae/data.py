@@ -41,7 +41,6 @@ floats one batch at a time::
 Use :func:`iterate_indices` to get index arrays instead, e.g. to gather the
 labels of each batch as well.
 """
-import numbers
 
 import numpy as np
 
@@ -51,7 +50,7 @@ from npvae.datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dat
 from npvae.download import MD5, MIRRORS, download_dataset, download_file
 from npvae.errors import InputError, InputTypeError
 from npvae.idx import read_idx, read_images, read_labels
-from npvae.validate import check_dtype, check_positive_int
+from npvae.validate import check_dtype, check_non_negative_int, check_positive_int
 
 __all__ = [
     # files and data sets
@@ -150,7 +149,7 @@ def iterate_indices(n, batch_size, rng=None, shuffle=True, drop_last=False):
     iterator of numpy.ndarray
         ``int64`` index arrays.
     """
-    n = _check_count(n, "n")
+    n = check_non_negative_int(n, "n")
     batch_size = check_positive_int(batch_size, "batch_size")
     if shuffle:
         _check_generator(rng, " when shuffle=True; e.g. rng=np.random.default_rng(0)")
@@ -205,19 +204,10 @@ def split(images, labels, n_train):
     if len(images) != len(labels):
         raise InputError(f"images and labels must have the same length, got {len(images)} images "
                          f"and {len(labels)} labels")
-    n_train = _check_count(n_train, "n_train")
+    n_train = check_non_negative_int(n_train, "n_train")
     if n_train > len(images):
         raise InputError(f"n_train must be at most the number of rows, {len(images)}, got {n_train}")
     return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
-
-
-def _check_count(value, name):
-    """A non-negative int (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputTypeError(f"{name} must be a non-negative int, got {value!r} ({type(value).__name__})")
-    if value < 0:
-        raise InputError(f"{name} must be a non-negative int, got {value}")
-    return int(value)
 
 
 def _check_generator(rng, hint=""):

@@ -33,7 +33,7 @@ to_torch_state_dict(model, layout).items()})``.
 import numpy as np
 
 from .errors import InputError, StateDictError
-from .module import Module
+from .module import Module, check_state_entry
 
 LAYOUTS = ("sequential", "examples")
 _EXAMPLES_OURS = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
@@ -133,19 +133,9 @@ def _validate(model, state_dict, layout):
                              f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
     for key, want in expected.items():
         v = state_dict[key]
-        if not isinstance(v, np.ndarray):
-            raise StateDictError(f"state_dict[{key!r}] must be a numpy array, got {type(v).__name__} "
-                                 "(for torch tensors use v.detach().cpu().numpy())")
-        if v.shape != want.shape:
-            hint = (" (that is npvae's (in, out) orientation; PyTorch's Linear stores (out, in))"
-                    if v.ndim == 2 and v.shape == want.shape[::-1] else "")
-            raise StateDictError(f"state_dict[{key!r}] has shape {v.shape}, the model needs "
-                                 f"{want.shape}{hint}")
-        if v.dtype != want.dtype:
-            raise StateDictError(f"state_dict[{key!r}] has dtype {v.dtype}, the model's dtype is "
-                                 f"{want.dtype} (convert with .astype(np.{want.dtype}))")
-        if not np.isfinite(v).all():
-            raise StateDictError(f"state_dict[{key!r}] contains NaN or inf")
+        transposed = isinstance(v, np.ndarray) and v.ndim == 2 and v.shape == want.shape[::-1] != want.shape
+        check_state_entry(key, v, want, " (that is npvae's (in, out) orientation; PyTorch's Linear "
+                                        "stores (out, in))" if transposed else "")
 
 
 def from_torch_state_dict(model, state_dict, layout=None):

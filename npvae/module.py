@@ -21,6 +21,24 @@ from . import kernels
 from .errors import InputError, StateDictError, StateError
 
 
+def check_state_entry(name, value, like, hint=""):
+    """``value`` may replace ``like`` in a state dict: array, same shape and dtype, finite.
+
+    ``hint`` is added to a shape mismatch (e.g. a transposed PyTorch weight).
+    """
+    if not isinstance(value, np.ndarray):
+        raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__} "
+                             "(for a torch tensor use t.detach().cpu().numpy())")
+    if value.shape != like.shape:
+        raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, the model expects "
+                             f"{like.shape}{hint}")
+    if value.dtype != like.dtype:
+        raise StateDictError(f"state_dict[{name!r}] has dtype {value.dtype}, the model expects "
+                             f"{like.dtype} (convert with .astype(np.{like.dtype}))")
+    if not np.isfinite(value).all():
+        raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
+
+
 class Parameter:
     """A tensor the optimizer updates: ``data`` and its gradient ``grad``.
 
@@ -190,17 +208,7 @@ class Module:
         for name, value in state_dict.items():
             if name not in params:
                 continue
-            p = params[name]
-            if not isinstance(value, np.ndarray):
-                raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__}")
-            if value.shape != p.shape:
-                raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, "
-                                     f"the model expects {p.shape}")
-            if value.dtype != p.dtype:
-                raise StateDictError(f"state_dict[{name!r}] has dtype {value.dtype}, "
-                                     f"the model expects {p.dtype} (convert with .astype)")
-            if not np.isfinite(value).all():
-                raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
+            check_state_entry(name, value, params[name].data)
         for name, value in state_dict.items():
             if name in params:
                 params[name].data[...] = value

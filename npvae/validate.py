@@ -100,13 +100,16 @@ def check_shape(x, name, n_features):
         raise InputError(f"{name} is an empty batch (shape {x.shape}); need at least one row")
 
 
-def check_seed(seed, name):
-    """A non-negative int seed (not a bool)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InputTypeError(f"{name} must be a non-negative int, got {seed!r} ({type(seed).__name__})")
-    if seed < 0:
-        raise InputError(f"{name} must be a non-negative int, got {seed}")
-    return int(seed)
+def check_non_negative_int(value, name):
+    """A non-negative int (not a bool): a seed, a count."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be a non-negative int, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise InputError(f"{name} must be a non-negative int, got {value}")
+    return int(value)
+
+
+check_seed = check_non_negative_int
 
 
 def check_images(images, name, input_dim):
