@@ -25,7 +25,6 @@ from the very same draws.
 This module also holds the batch conversion that :func:`npvae.train.fit`
 shares (:class:`Batches`).
 """
-import numbers
 
 import numpy as np
 
@@ -121,23 +120,16 @@ def _iter_batches(images, batch_size, batches, bin_rng, scratch):
         yield x
 
 
-def _log_terms(model, x, h, eps, tile):
+def _log_terms(model, xt, ht, eps):
     r"""For ``eps`` (c, n, d): ``-log p(x|z)`` and ``log q(z|x) - log p(z)``, each (c, n) float64.
 
-    ``z = mu + sigma * eps`` through the model's own sampler (the training
-    kernel). With :math:`(z - \mu)/\sigma = \varepsilon` the log densities'
-    constants cancel: :math:`\log q - \log p = \tfrac12 \sum_j (z_j^2 - \varepsilon_j^2 - \log\sigma_j^2)`.
+    ``xt`` (c*n, D) and ``ht`` (c*n, 2d) hold the n images and their encodings once
+    per sample, sample-major (rows i*n .. i*n+n-1 are sample i). ``z = mu + sigma * eps``
+    goes through the model's own sampler (the training kernel). With
+    :math:`(z - \mu)/\sigma = \varepsilon` the log densities' constants cancel:
+    :math:`\log q - \log p = \tfrac12 \sum_j (z_j^2 - \varepsilon_j^2 - \log\sigma_j^2)`.
     """
     c, n, d = eps.shape
-    if c == 1:
-        ht, xt = h, x
-    else:
-        ht = np.broadcast_to(h, (c,) + h.shape).reshape(c * n, 2 * d)
-        key = (c * n, x.shape[1])
-        if tile.get("x") is None or tile["x"].shape != key:
-            tile["x"] = np.empty(key, x.dtype)
-        xt = tile["x"]
-        xt.reshape(c, n, -1)[...] = x             # sample i of every image: rows i*n .. i*n+n-1
     z = model.sampler.forward(ht, eps.reshape(c * n, d))
     model.bce.forward(model.decoder.forward(z), xt)
     nll_x = model.bce.rows.astype(np.float64)                          # -log p(x|z), (c*n,)
@@ -192,7 +184,7 @@ def evaluate_elbo(model, images, *, batch_size=500, seed=0, beta=1.0, kl="analyt
             else:
                 eps = rng.standard_normal((1, len(x), model.latent_dim), dtype=model.dtype)
                 h = model.encoder.forward(x).copy()
-                nll_x, log_q_p = _log_terms(model, x, h, eps, {})
+                nll_x, log_q_p = _log_terms(model, x, h, eps)
                 recon_sum += nll_x.sum()
                 kl_sum += log_q_p.sum()
     finally:
@@ -233,14 +225,11 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         The mean over images (or every image's value) of
         ``-(logsumexp_i log w_i - log k)``.
     """
-    if isinstance(k, numbers.Integral) and not isinstance(k, bool) and k < 1:
-        raise InputError(f"k must be at least 1 (importance samples per image), got {k}")
     k = check_positive_int(k, "k")
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
     images, batch_size, batches, rng, bin_rng, scratch = _prepare(model, images, batch_size, seed, binarize)
     d = model.latent_dim
     out = np.empty(len(images))
-    tile = {}
     was_training = model.training
     model.eval()
     try:
@@ -249,13 +238,17 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
             n = len(x)
             h = model.encoder.forward(x).copy()          # the encoder runs once per image
             per_chunk = max(1, min(k, chunk_rows // n))
+            # the batch repeated once per sample of a chunk, made once per batch; a prefix
+            # serves the last, shorter chunk since the layout is sample-major
+            xt = np.broadcast_to(x, (per_chunk,) + x.shape).reshape(per_chunk * n, -1)
+            ht = np.broadcast_to(h, (per_chunk,) + h.shape).reshape(per_chunk * n, -1)
             # Streaming log-sum-exp over the k samples: running max m and sum s of exp(lw - m).
             m = np.full(n, -np.inf)
             s = np.zeros(n)
             for done in range(0, k, per_chunk):
                 c = min(per_chunk, k - done)
                 eps = rng.standard_normal((c, n, d), dtype=model.dtype)
-                nll_x, log_q_p = _log_terms(model, x, h, eps, tile)
+                nll_x, log_q_p = _log_terms(model, xt[:c * n], ht[:c * n], eps)
                 lw = -nll_x - log_q_p                       # (c, n) log weights
                 m_new = np.maximum(m, lw.max(axis=0))
                 s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
