@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 try:
-    import npvae
+    import npvae  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import npvae

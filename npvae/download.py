@@ -13,13 +13,10 @@ Tests and users behind a proxy can pass their own ``mirrors`` and
 ``checksums``; the tables below are only defaults.
 """
 import hashlib
-import http.client
 import os
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from npvae.errors import DataFileError, DownloadError, InputError
 from npvae.idx import read_idx
@@ -64,10 +61,6 @@ _CHUNK = 1 << 16
 _MAX_BYTES = 200 * 1024 * 1024
 _USER_AGENT = "npvae (python urllib)"
 
-# What urllib and http.client raise when the network or the server fails:
-# URLError/HTTPError/timeouts/resets are OSErrors, IncompleteRead and
-# BadStatusLine are HTTPExceptions, a malformed URL is a ValueError.
-_NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
 def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
@@ -129,6 +122,14 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
 
 def _fetch(url, out, timeout, bar):
     """Stream ``url`` into the open file ``out``; return the hex MD5."""
+    # imported here, not at the top: they cost ~30 ms, a third of ``import npvae``
+    import http.client
+    import urllib.error
+    import urllib.request
+    # What urllib and http.client raise when the network or the server fails:
+    # URLError/HTTPError/timeouts/resets are OSErrors, IncompleteRead and
+    # BadStatusLine are HTTPExceptions, a malformed URL is a ValueError.
+    network_errors = (OSError, http.client.HTTPException, ValueError)
     md5 = hashlib.md5()
     done = 0
     try:
@@ -152,7 +153,7 @@ def _fetch(url, out, timeout, bar):
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise DownloadError(f"{url}: cannot connect: {e.reason}") from None
-    except _NETWORK_ERRORS as e:
+    except network_errors as e:
         raise DownloadError(f"{url}: {type(e).__name__}: {e} (after {done} bytes)") from None
     finally:
         bar.close()

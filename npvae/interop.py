@@ -88,16 +88,16 @@ def to_torch_state_dict(model, layout="sequential"):
     """
     params = _params(model, _check_layout(layout))
     if layout == "sequential":
-        return {n: np.ascontiguousarray(a.T) if a.ndim == 2 else a.copy() for n, a in params.items()}
+        return {n: a.T.copy() if a.ndim == 2 else a.copy() for n, a in params.items()}
     w2, b2 = params["encoder.2.weight"], params["encoder.2.bias"]
     d = w2.shape[1] // 2
-    return {"fc1.weight": np.ascontiguousarray(params["encoder.0.weight"].T),
+    return {"fc1.weight": params["encoder.0.weight"].T.copy(),
             "fc1.bias": params["encoder.0.bias"].copy(),
-            "fc21.weight": np.ascontiguousarray(w2[:, :d].T), "fc21.bias": b2[:d].copy(),
-            "fc22.weight": np.ascontiguousarray(w2[:, d:].T), "fc22.bias": b2[d:].copy(),
-            "fc3.weight": np.ascontiguousarray(params["decoder.0.weight"].T),
+            "fc21.weight": w2[:, :d].T.copy(), "fc21.bias": b2[:d].copy(),
+            "fc22.weight": w2[:, d:].T.copy(), "fc22.bias": b2[d:].copy(),
+            "fc3.weight": params["decoder.0.weight"].T.copy(),
             "fc3.bias": params["decoder.0.bias"].copy(),
-            "fc4.weight": np.ascontiguousarray(params["decoder.2.weight"].T),
+            "fc4.weight": params["decoder.2.weight"].T.copy(),
             "fc4.bias": params["decoder.2.bias"].copy()}
 
 

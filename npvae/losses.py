@@ -87,6 +87,11 @@ class BCEWithLogits(_BatchMeanLoss):
         """Mean over the batch of the per-sample BCE sums; ``logits``, ``target`` (B, N)."""
         _check_pair(logits, target, "BCEWithLogits.forward", "logits")
         B = logits.shape[0]
+        if logits.flags.f_contiguous and not target.flags.f_contiguous:
+            # a data batch arrives row-major; one copy lets the kernel read both in memory order
+            target_f = self._buffer("target", target.shape, target.dtype)
+            np.copyto(target_f, target)
+            target = target_f
         rows = self._buffer("rows", (B,), logits.dtype)
         if self.training:
             dl = self._buffer("dlogits", logits.shape, logits.dtype)

@@ -1,16 +1,35 @@
 r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernels.
 
 Each ``step()`` is one kernel call per parameter that reads the gradient once
-and updates the parameter and the optimizer's moments in the same pass.
+and updates the parameter and the optimizer's moments in the same pass. The
+kernels see flat 1-D views of the arrays' memory (weights are column-major, see
+:class:`npvae.layers.Dense`), which is all an elementwise update needs.
 """
 import copy
 
 import numpy as np
 
 from . import kernels
-from .errors import InputError, InputTypeError, NpvaeError, StateDictError
+from .errors import InputError, InputTypeError, NpvaeError, StateDictError, StateError
 from .module import Module, Parameter
 from .validate import check_positive_float
+
+
+def flat(a):
+    """A 1-D view of a contiguous array's memory, in memory order (never a copy)."""
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        raise StateError(f"the optimizer needs contiguous parameter arrays, got strides {a.strides} "
+                         f"for shape {a.shape}")
+    return a.ravel(order="K")
+
+
+def _flat_group(p, *state):
+    """Flat views of a parameter, its gradient and its state arrays, all of one layout."""
+    arrays = (p.data, p.grad, *state)
+    if any(a.strides != p.data.strides or a.shape != p.data.shape for a in arrays):
+        raise StateError(f"parameter {p} changed shape or memory layout after the optimizer was made "
+                         "(assign into it with p.data[...] = new, do not replace p.data)")
+    return [flat(a) for a in arrays]
 
 
 def _check_params(params):
@@ -41,6 +60,16 @@ class Optimizer:
         self.backend = kernels.resolve(backend)
         self.t = 0  # steps taken
         self.state = {n: [np.zeros_like(p.data) for p in self.params] for n in self._state_names}
+        self._views = [None] * len(self.params)
+
+    def _flat_views(self, i):
+        """Flat views of parameter i's data, gradient and state arrays, made once and reused."""
+        p = self.params[i]
+        p.grad  # a stale gradient (no backward since zero_grad) reads as zeros: write them
+        cached = self._views[i]
+        if cached is None or cached[0] is not p.data:
+            cached = self._views[i] = (p.data, _flat_group(p, *(self.state[n][i] for n in self._state_names)))
+        return cached[1]
 
     def zero_grad(self):
         for p in self.params:
@@ -131,9 +160,9 @@ class Adam(Optimizer):
         self.t += 1
         bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t
         k, cache = kernels.get(self.backend), {}
-        for p, m, v in zip(self.params, self.state["m"], self.state["v"]):
+        for i, p in enumerate(self.params):
             c = self._consts(cache, p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
-            k.adam_update(p.data, p.grad, m, v, *c)
+            k.adam_update(*self._flat_views(i), *c)
 
 
 class SGD(Optimizer):
@@ -162,6 +191,6 @@ class SGD(Optimizer):
     def step(self):
         self.t += 1
         k, cache = kernels.get(self.backend), {}
-        for p, b in zip(self.params, self.state["momentum_buffer"]):
+        for i, p in enumerate(self.params):
             lr, mom, wd, tiny = self._consts(cache, p, self.lr, self.momentum, self.weight_decay)
-            k.sgd_update(p.data, p.grad, b, lr, mom, wd, self.t == 1, tiny)
+            k.sgd_update(*self._flat_views(i), lr, mom, wd, self.t == 1, tiny)

@@ -62,7 +62,7 @@ class Sampler(Module):
                              f"holding [mu | logvar], got {got}")
         B, d = h.shape[0], h.shape[1] // 2
         if eps is None:
-            eps = self._buffer("eps", (B, d), h.dtype)
+            eps = self._buffer("eps", (B, d), h.dtype, order="C")  # Generator fills C order only
             self.rng.standard_normal(out=eps, dtype=h.dtype)
         elif not isinstance(eps, np.ndarray) or eps.shape != (B, d) or eps.dtype != h.dtype:
             got = (eps.shape, eps.dtype) if isinstance(eps, np.ndarray) else type(eps).__name__

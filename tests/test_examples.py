@@ -115,5 +115,5 @@ def test_quickstart(tmp_path):
 
 def test_bad_data_dir_fails_cleanly(tmp_path):
     proc = run([TRAIN, "--dataset", "mnist-test-split", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert proc.returncode == 2 and proc.stderr.startswith(f"writing to") and "error: cannot find" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("writing to") and "error: cannot find" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -45,15 +45,26 @@ def _h(r, dt, d=3):
     return np.concatenate([r.standard_normal((B, d)), r.uniform(-3, 2, (B, d))], axis=1).astype(dt)
 
 
+def _relu_out_dead(r, dt):
+    y = _relu_out(r, dt)
+    y[:, [1, 4, 5]] = 0                       # three units off for the whole batch
+    return y
+
+
+def _columns(r):
+    return np.array([0, 2, 3, 6], np.intp)   # increasing, as relu_bias_backward writes them
+
+
 def _adam(r, dt, wd):
-    p, g, m = _mat(r, dt, shape=(4, 6)), _mat(r, dt, shape=(4, 6)), _mat(r, dt, 0.1, (4, 6))
-    v = r.uniform(0, 0.1, (4, 6)).astype(dt)
+    # the optimizer kernels take flat 1-D views (npvae.optim.flat)
+    p, g, m = _mat(r, dt, shape=24), _mat(r, dt, shape=24), _mat(r, dt, 0.1, 24)
+    v = r.uniform(0, 0.1, 24).astype(dt)
     c = (1e-3, 0.9, 0.999, 1e-8, wd, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dt).tiny)
     return (p, g, m, v, *(dt(x) for x in c)), (0, 2, 3)
 
 
 def _sgd(r, dt, momentum, first):
-    p, g, buf = (_mat(r, dt, shape=(4, 6)) for _ in range(3))
+    p, g, buf = (_mat(r, dt, shape=24) for _ in range(3))
     return (p, g, buf, dt(0.1), dt(momentum), dt(0.01), first, dt(np.finfo(dt).tiny)), (0, 2)
 
 
@@ -67,8 +78,12 @@ CASES = {
     "relu_backward": {"": lambda r, dt: ((_mat(r, dt), _relu_out(r, dt), np.empty((B, N), dt)), (2,))},
     "relu_bias_backward": {
         f"beta={beta}": (lambda r, dt, beta=beta: (
-            (_mat(r, dt), _relu_out(r, dt), np.empty((B, N), dt), _mat(r, dt, shape=N), beta), (2, 3)))
+            (_mat(r, dt), _relu_out_dead(r, dt), np.empty((B, N), dt), _mat(r, dt, shape=N), beta,
+             np.zeros(N, np.intp)), (2, 3, 5)))
         for beta in (0.0, 1.0)},
+    "gather_columns": {"": lambda r, dt: ((_mat(r, dt), _columns(r), np.empty((B, 4), dt)), (2,))},
+    "scatter_columns": {f"beta={beta}": (lambda r, dt, beta=beta: (
+        (_mat(r, dt, shape=(B, 4)), _columns(r), _mat(r, dt), beta), (2,))) for beta in (0.0, 1.0)},
     "sigmoid_forward": {"": lambda r, dt: ((_mat(r, dt, 5.0), np.empty((B, N), dt)), (1,))},
     "sigmoid_backward": {"": lambda r, dt: ((_mat(r, dt), _unit(r, dt), np.empty((B, N), dt)), (2,))},
     "bce_logits_forward": {"": lambda r, dt: ((_mat(r, dt, 4.0), _unit(r, dt), np.empty(B, dt)), (2,))},
@@ -98,21 +113,28 @@ def test_both_backends_define_the_same_kernels():
         assert list(inspect.signature(py).parameters) == list(inspect.signature(f).parameters), name
 
 
-def _copy(args):
-    return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+def _copy(args, order="K"):
+    return [a.copy(order=order) if isinstance(a, np.ndarray) else a for a in args]
 
 
+@pytest.mark.parametrize("order", ["F", "C"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, make", PARAMS)
-def test_numba_matches_numpy(name, make, dtype):
+def test_numba_matches_numpy(name, make, dtype, order):
+    """Column-major (the model's workspaces) and row-major (a user's arrays) alike."""
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     args, outputs = make(rng, dtype)
+    args = _copy(args, order)
     a_np, a_nb = _copy(args), _copy(args)
-    getattr(npk, name)(*a_np)
-    getattr(nb, name)(*a_nb)
+    ret_np = getattr(npk, name)(*a_np)
+    ret_nb = getattr(nb, name)(*a_nb)
+    assert ret_np == ret_nb, f"{name} returned {ret_nb}, the NumPy twin {ret_np}"
     rtol = RTOL[dtype]
     for i, (orig, x, y) in enumerate(zip(args, a_np, a_nb)):
         if not isinstance(orig, np.ndarray):
+            continue
+        if orig.dtype == np.intp:   # column indices: exact
+            assert np.array_equal(x, y), f"{name}: argument {i}"
             continue
         assert x.dtype == y.dtype == dtype
         if i in outputs:
@@ -142,6 +164,24 @@ def test_kernels_by_hand(k, dtype):
     z, std = np.empty((1, 1), dtype), np.empty((1, 1), dtype)
     k.sampler_forward(np.array([[2.0, np.log(4.0)]], dtype), np.array([[-1.5]], dtype), z, std)
     assert std[0, 0] == pytest.approx(2.0, rel=RTOL[dtype]) and z[0, 0] == pytest.approx(-1.0, rel=RTOL[dtype])
+
+
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_column_kernels_by_hand(k):
+    dy = np.array([[5, 1, 6, 2], [7, -3, 0, 0]], np.float32, order="F")
+    y = np.array([[0, 1, 0, 2], [0, 3, 0, 1]], np.float32, order="F")  # units 0 and 2 off
+    a, db, idx = np.empty_like(dy), np.empty(4, np.float32), np.full(4, -1, np.intp)
+    assert k.relu_bias_backward(dy, y, a, db, 0.0, idx) == 2 and idx[:2].tolist() == [1, 3]
+    assert a.tolist() == [[0, 1, 0, 2], [0, -3, 0, 0]] and db.tolist() == [0, -2, 0, 2]
+    packed = np.empty((2, 2), np.float32, order="F")
+    k.gather_columns(a, idx, packed)
+    assert packed.tolist() == [[1, 2], [-3, 0]]
+    out = np.full((2, 4), 7, np.float32, order="F")
+    k.scatter_columns(packed, idx, out, 1.0)              # accumulate: other columns untouched
+    assert out.tolist() == [[7, 8, 7, 9], [7, 4, 7, 7]]
+    k.scatter_columns(packed, idx, out, 0.0)              # overwrite: other columns zeroed
+    np.testing.assert_array_equal(out, a)
+    assert k.relu_bias_backward(dy, -y, a, db, 0.0, idx) == 0      # all off
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -212,3 +212,34 @@ def test_outputs_live_in_workspace_buffers(backend):
     assert y2 is y1 and not np.array_equal(kept, y1)
     y3 = d.forward(np.ones((5, 3)))              # another shape: another buffer
     assert y3.shape == (5, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dead", [0, 3, 12, 20])
+def test_dead_units_skip_columns_of_the_weight_gradient(backend, dtype, dead):
+    """Units off for the whole batch give zero columns of dW; the rest match x.T @ g."""
+    from npvae.layers import LIVE_FRACTION_TO_SKIP
+    rng = np.random.default_rng(dead)
+    d = Dense(6, 20, dtype=dtype, rng=0, backend=backend)
+    d.bias.data[:dead] = -100.0                     # these units are off for every input
+    d.bias.data[dead:] = 0.5                        # the others are on for some inputs
+    x = rng.uniform(-1, 1, (50, 6)).astype(dtype)
+    g = rng.standard_normal((50, 20)).astype(dtype)
+    y = d.forward(x, relu=True).copy()
+    assert (y[:, :dead] == 0).all() and (y[:, dead:] > 0).any(axis=0).all()
+    uses_skip = 20 - dead <= LIVE_FRACTION_TO_SKIP * 20
+    assert uses_skip == (dead >= 5)
+    expected = x.astype(np.float64).T @ (g * (y > 0))
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for rounds in (1, 2):                           # overwrite after zero_grad, then accumulate
+        d.forward(x, relu=True)
+        d.backward(g, input_grad=False)
+        gw = d.weight.grad
+        assert (gw[:, :dead] == 0).all()
+        np.testing.assert_allclose(gw, rounds * expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    d.weight.grad[:, :dead] = 5.0                   # stale values in dead columns: overwritten after zero_grad
+    d.zero_grad()
+    d.forward(x, relu=True)
+    d.backward(g, input_grad=False)
+    assert (d.weight.grad[:, :dead] == 0).all()

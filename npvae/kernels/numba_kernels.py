@@ -105,68 +105,104 @@ def _log1p_unit(e):
 
 
 # ---------------------------------------------------------------------------------
-# The kernels
+# The kernels. Batch arrays (B, N) are column-major (see npvae.module): loops run
+# over columns j outside and rows i inside, so the inner loop walks memory in order
+# and vectorises. They stay correct for arrays in any layout, only slower.
 
 
 @njit
 def add_bias(y, b):
     B, N = y.shape
-    for i in range(B):
-        for j in range(N):
-            y[i, j] += b[j]
+    for j in range(N):
+        bj = b[j]
+        for i in range(B):
+            y[i, j] += bj
 
 
 @njit
 def bias_relu_forward(y, b):
     B, N = y.shape
-    for i in range(B):
-        for j in range(N):
-            y[i, j] = max(y[i, j] + b[j], typed(0.0, b[j]))
+    for j in range(N):
+        bj = b[j]
+        zero = typed(0.0, bj)
+        for i in range(B):
+            y[i, j] = max(y[i, j] + bj, zero)
 
 
 @njit
 def bias_grad(dy, db, beta):
     B, N = dy.shape
-    if beta == 0:
-        db[:] = 0  # overwrite, not 0 * stale (a stale NaN would survive)
-    for i in range(B):
-        for j in range(N):
-            db[j] += dy[i, j]
+    for j in range(N):
+        acc = typed(0.0, db[j])
+        for i in range(B):
+            acc += dy[i, j]
+        db[j] = acc if beta == 0 else db[j] + acc  # overwrite, not 0 * stale (a stale NaN would survive)
 
 
 @njit
 def relu_forward(x, y):
     B, N = x.shape
-    for i in range(B):
-        for j in range(N):
+    for j in range(N):
+        for i in range(B):
             y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
 
 
 @njit
 def relu_backward(dy, y, dx):
     B, N = dy.shape
-    for i in range(B):
-        for j in range(N):
+    for j in range(N):
+        for i in range(B):
             dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
 
 
 @njit
-def relu_bias_backward(dy, y, dx, db, beta):
+def relu_bias_backward(dy, y, dx, db, beta, live):
     B, N = dy.shape
-    if beta == 0:
-        db[:] = 0
-    for i in range(B):
-        for j in range(N):
+    n_live = 0
+    for j in range(N):
+        acc = typed(0.0, db[j])
+        nonzero = 0
+        for i in range(B):
             g = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
             dx[i, j] = g
-            db[j] += g
+            acc += g
+            nonzero += g != 0
+        db[j] = acc if beta == 0 else db[j] + acc
+        if nonzero:
+            live[n_live] = j
+            n_live += 1
+    return n_live
+
+
+@njit
+def gather_columns(a, idx, out):
+    B = a.shape[0]
+    for k in range(out.shape[1]):
+        j = idx[k]
+        for i in range(B):
+            out[i, k] = a[i, j]
+
+
+@njit
+def scatter_columns(src, idx, out, beta):
+    R, N = out.shape
+    n = src.shape[1]
+    k = 0
+    for j in range(N):
+        if k < n and idx[k] == j:
+            for i in range(R):
+                out[i, j] = src[i, k] if beta == 0 else out[i, j] + src[i, k]
+            k += 1
+        elif beta == 0:
+            for i in range(R):
+                out[i, j] = 0
 
 
 @njit
 def sigmoid_forward(x, y):
     B, N = x.shape
-    for i in range(B):
-        for j in range(N):
+    for j in range(N):
+        for i in range(B):
             e = exp_neg(-abs(x[i, j]))
             s = typed(1.0, e) / (typed(1.0, e) + e)
             y[i, j] = s if x[i, j] >= 0 else e * s
@@ -175,44 +211,42 @@ def sigmoid_forward(x, y):
 @njit
 def sigmoid_backward(dy, y, dx):
     B, N = dy.shape
-    for i in range(B):
-        for j in range(N):
+    for j in range(N):
+        for i in range(B):
             dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
 
 
 @njit
 def bce_logits_forward(logits, target, rows):
     B, N = logits.shape
-    for i in range(B):
-        acc = typed(0.0, rows[i])
-        for j in range(N):
+    rows[:] = 0
+    for j in range(N):
+        for i in range(B):
             l = logits[i, j]
-            acc += max(l, typed(0.0, l)) - l * target[i, j] + log1p_unit(exp_neg(-abs(l)))
-        rows[i] = acc
+            rows[i] += max(l, typed(0.0, l)) - l * target[i, j] + log1p_unit(exp_neg(-abs(l)))
 
 
 @njit
 def bce_logits_forward_backward(logits, target, scale, rows, dlogits):
     B, N = logits.shape
     one = typed(1.0, scale)
-    for i in range(B):
-        acc = typed(0.0, scale)
-        for j in range(N):
+    rows[:] = 0
+    for j in range(N):
+        for i in range(B):
             l = logits[i, j]
             t = target[i, j]
             e = exp_neg(-abs(l))  # one exp serves both the loss and the sigmoid
-            acc += max(l, typed(0.0, l)) - l * t + log1p_unit(e)
+            rows[i] += max(l, typed(0.0, l)) - l * t + log1p_unit(e)
             s = one / (one + e)
             s = s if l >= 0 else e * s
             dlogits[i, j] = scale * (s - t)
-        rows[i] = acc
 
 
 @njit
 def sampler_forward(h, eps, z, std):
     B, d = z.shape
-    for i in range(B):
-        for j in range(d):
+    for j in range(d):
+        for i in range(B):
             s = math.exp(typed(0.5, h[i, j]) * h[i, d + j])
             std[i, j] = s
             z[i, j] = h[i, j] + s * eps[i, j]
@@ -221,8 +255,8 @@ def sampler_forward(h, eps, z, std):
 @njit
 def sampler_backward(dz, eps, std, dh):
     B, d = dz.shape
-    for i in range(B):
-        for j in range(d):
+    for j in range(d):
+        for i in range(B):
             dh[i, j] = dz[i, j]
             dh[i, d + j] = typed(0.5, dz[i, j]) * dz[i, j] * eps[i, j] * std[i, j]
 
@@ -231,52 +265,53 @@ def sampler_backward(dz, eps, std, dh):
 def kl_forward(h, rows):
     B, d2 = h.shape
     d = d2 // 2
-    for i in range(B):
-        acc = typed(0.0, rows[i])
-        for j in range(d):
+    rows[:] = 0
+    for j in range(d):
+        for i in range(B):
             mu = h[i, j]
             lv = h[i, d + j]
-            acc += math.exp(lv) + mu * mu - typed(1.0, lv) - lv
-        rows[i] = typed(0.5, acc) * acc
+            rows[i] += math.exp(lv) + mu * mu - typed(1.0, lv) - lv
+    for i in range(B):
+        rows[i] *= typed(0.5, rows[i])
 
 
 @njit
 def kl_backward(h, scale, dh):
     B, d2 = h.shape
     d = d2 // 2
-    for i in range(B):
-        for j in range(d):
+    for j in range(d):
+        for i in range(B):
             dh[i, j] = scale * h[i, j]
             dh[i, d + j] = typed(0.5, scale) * scale * (math.exp(h[i, d + j]) - typed(1.0, scale))
 
 
 @njit
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
+    # p, g, m, v: 1-D views of the same-layout arrays (the optimizer passes them flat)
     one, zero = typed(1.0, lr), typed(0.0, lr)
     step = lr / bc1
     inv_sqrt_bc2 = one / typed(math.sqrt(bc2), lr)
     c1, c2 = one - beta1, one - beta2
-    pf, gf, mf, vf = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
-    for k in range(pf.size):
-        gk = gf[k] + weight_decay * pf[k]
-        mk = beta1 * mf[k] + c1 * gk
-        vk = beta2 * vf[k] + c2 * gk * gk
+    for k in range(p.size):
+        gk = g[k] + weight_decay * p[k]
+        mk = beta1 * m[k] + c1 * gk
+        vk = beta2 * v[k] + c2 * gk * gk
         mk = mk if abs(mk) >= tiny else zero  # keep dead units' moments out of subnormals
         vk = vk if vk >= tiny else zero
-        mf[k] = mk
-        vf[k] = vk
-        pf[k] -= step * mk / (math.sqrt(vk) * inv_sqrt_bc2 + eps)
+        m[k] = mk
+        v[k] = vk
+        p[k] -= step * mk / (math.sqrt(vk) * inv_sqrt_bc2 + eps)
 
 
 @njit
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
+    # 1-D views, as for adam_update
     zero = typed(0.0, lr)
-    pf, gf, bf = p.reshape(-1), g.reshape(-1), buf.reshape(-1)
-    for k in range(pf.size):
-        gk = gf[k] + weight_decay * pf[k]
+    for k in range(p.size):
+        gk = g[k] + weight_decay * p[k]
         if momentum != zero:
-            bk = gk if first else momentum * bf[k] + gk
+            bk = gk if first else momentum * buf[k] + gk
             bk = bk if abs(bk) >= tiny else zero
-            bf[k] = bk
+            buf[k] = bk
             gk = bk
-        pf[k] -= lr * gk
+        p[k] -= lr * gk

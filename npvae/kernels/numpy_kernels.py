@@ -36,10 +36,34 @@ def relu_backward(dy, y, dx):
     np.multiply(dy, y > 0, out=dx)
 
 
-def relu_bias_backward(dy, y, dx, db, beta):
-    """dx = dy * (y > 0) and db = beta * db + sum over rows of dx, in one pass."""
+def relu_bias_backward(dy, y, dx, db, beta, live):
+    """dx = dy * (y > 0) and db = beta * db + sum over rows of dx, in one pass.
+
+    Also writes to ``live`` the indices of dx's columns with a nonzero entry
+    (the others belong to units that are off for the whole batch) and returns
+    how many there are.
+    """
     relu_backward(dy, y, dx)
     bias_grad(dx, db, beta)
+    nz = np.flatnonzero(np.any(dx != 0, axis=0))
+    live[:len(nz)] = nz
+    return len(nz)
+
+
+def gather_columns(a, idx, out):
+    """out[:, k] = a[:, idx[k]] for the out.shape[1] first entries of idx."""
+    np.take(a, idx[:out.shape[1]], axis=1, out=out)
+
+
+def scatter_columns(src, idx, out, beta):
+    """out[:, idx[k]] = beta * out[:, idx[k]] + src[:, k] (idx increasing); with beta = 0
+    the other columns of out are set to 0, with beta = 1 they are left alone."""
+    cols = idx[:src.shape[1]]
+    if beta == 0:
+        out[...] = 0
+        out[:, cols] = src
+    else:
+        out[:, cols] += src
 
 
 def sigmoid_forward(x, y):
