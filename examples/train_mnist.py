@@ -31,7 +31,7 @@ try:
     import npvae  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    import npvae
+    import npvae  # noqa: F401
 from npvae import VAE, plots
 from npvae.atomic import append_line, atomic_write
 from npvae.data import load_dataset, load_split, split
