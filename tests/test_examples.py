@@ -117,3 +117,27 @@ def test_bad_data_dir_fails_cleanly(tmp_path):
     proc = run([TRAIN, "--dataset", "mnist-test-split", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert proc.returncode == 2 and proc.stderr.startswith("writing to") and "error: cannot find" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+BENCHMARK = os.path.join(ROOT, "examples", "benchmark.py")
+
+
+def test_benchmark_first_step_part_reports_its_timings():
+    """The benchmark's parts print one JSON line; the first-step part is quick enough to run here."""
+    proc = run([BENCHMARK, "--part", "first_step"])
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) == {"import_s", "first_step_s", "from_start_s"}
+    assert 0 < out["import_s"] < out["from_start_s"] and 0 < out["first_step_s"] < out["from_start_s"]
+
+
+def test_benchmark_gemm_floor_times_the_models_products():
+    sys.path.insert(0, os.path.dirname(BENCHMARK))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(os.path.dirname(BENCHMARK))
+    import npvae
+    model = npvae.VAE(30, 8, 2, rng=0)
+    seconds = benchmark.gemm_floor(model, 300)      # 2 full batches of 128 and one of 44
+    assert 0 < seconds < 5
