@@ -167,6 +167,18 @@ def sequential_nofuse(dtype, backend, rng, h):
     return _sequential(dtype, backend, rng, h, fuse=False)
 
 
+def dead_units(dtype, backend, rng, h):
+    """Dense + ReLU with 5 of 8 units off for the whole batch: backward multiplies only
+    the live columns of the gradient (Dense._weight_grad_live_columns)."""
+    seq = _on(Sequential(Dense(5, 8, dtype=dtype, rng=rng), ReLU(), Dense(8, 4, dtype=dtype, rng=rng)), backend)
+    x = rng.standard_normal((B, 5)).astype(dtype)
+    _away_from_kinks(seq, x, 20 * h)
+    seq[0].bias.data[[0, 2, 3, 5, 7]] = -100.0      # far below any pre-activation: stays off
+    if not (seq[0].forward(x, relu=True)[:, [0, 2, 3, 5, 7]] == 0).all():
+        raise AssertionError("dead_units: the units meant to be off are not")
+    return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
+
+
 def _vae(dtype, backend, rng, h, hidden):
     out = []
     for beta in (1.0, 0.5):
@@ -203,7 +215,7 @@ def vae_2h(dtype, backend, rng, h):
 
 CASES = {"dense": dense, "relu": relu, "sigmoid": sigmoid, "sampler": sampler, "kl": kl,
          "bce_logits": bce_logits, "bce": bce, "sequential": sequential,
-         "sequential_nofuse": sequential_nofuse, "vae_1h": vae_1h, "vae_2h": vae_2h}
+         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "vae_1h": vae_1h, "vae_2h": vae_2h}
 
 
 # -- deliberately wrong backward passes, for the self-test ----------------------------
