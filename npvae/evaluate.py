@@ -120,15 +120,6 @@ def _iter_batches(images, batch_size, batches, bin_rng, scratch):
         yield x
 
 
-def _tile_rows(a, c):
-    """``a`` (n, D) stacked ``c`` times: (c*n, D), column-major."""
-    n, D = a.shape
-    out = np.empty((c * n, D), a.dtype, order="F")
-    for i in range(c):
-        out[i * n:(i + 1) * n] = a
-    return out
-
-
 def _log_terms(model, xt, ht, eps):
     r"""For ``eps`` (c, n, d): ``-log p(x|z)`` and ``log q(z|x) - log p(z)``, each (c, n) float64.
 
@@ -247,11 +238,10 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
             n = len(x)
             h = model.encoder.forward(x).copy()          # the encoder runs once per image
             per_chunk = max(1, min(k, chunk_rows // n))
-            # the batch repeated once per sample of a chunk, made once per batch (column-major,
-            # like the model's workspaces); a prefix serves the last, shorter chunk since the
-            # rows are sample-major
-            xt = _tile_rows(x, per_chunk)
-            ht = _tile_rows(h, per_chunk)
+            # the batch repeated once per sample of a chunk, made once per batch; a prefix
+            # serves the last, shorter chunk since the layout is sample-major
+            xt = np.broadcast_to(x, (per_chunk,) + x.shape).reshape(per_chunk * n, -1)
+            ht = np.broadcast_to(h, (per_chunk,) + h.shape).reshape(per_chunk * n, -1)
             # Streaming log-sum-exp over the k samples: running max m and sum s of exp(lw - m).
             m = np.full(n, -np.inf)
             s = np.zeros(n)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter
+from .module import Module, Parameter, order_of
 from .validate import check_dtype, check_positive_int, check_rng
 
 
@@ -40,7 +40,7 @@ class Dense(Module):
         Widths ``I`` and ``O``. ``weight`` has shape ``(I, O)`` (so the forward
         pass is one GEMM ``x @ W``); PyTorch's ``Linear`` stores its transpose.
         The array is column-major, i.e. the same memory as PyTorch's ``(O, I)``
-        weight: with column-major activations, BLAS is fastest this way.
+        weight: BLAS is fastest this way for this model's products.
     dtype : float32 or float64
     rng : np.random.Generator, int or None
         Draws the initial values like PyTorch's ``Linear``: weights and biases
@@ -71,7 +71,7 @@ class Dense(Module):
         ``relu=True`` is how :class:`Sequential` fuses a Dense and the ReLU after it.
         """
         _check_2d(x, "x", self.in_features, self.dtype, "Dense.forward: ")
-        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
+        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype, order_of(x))
         np.matmul(x, self.weight.data, out=y)                  # (B, O), BLAS
         if relu:
             self.k.bias_relu_forward(y, self.bias.data)
@@ -108,7 +108,7 @@ class Dense(Module):
         gb, beta_b = self.bias.grad_target()
         g = grad_out
         if relu:
-            g = self._buffer("g", y.shape, self.dtype)
+            g = self._buffer("g", y.shape, self.dtype, order_of(y))
             live = self._buffer("live", (self.out_features,), np.intp)
             # g = grad_out * (y > 0); live[:n_live] = the columns of g that are not all 0
             n_live = self.k.relu_bias_backward(grad_out, y, g, gb, beta_b, live)
@@ -123,7 +123,7 @@ class Dense(Module):
             gW += x.T @ g
         if not input_grad:
             return None
-        dx = self._buffer("dx", x.shape, self.dtype)
+        dx = self._buffer("dx", x.shape, self.dtype, order_of(y))
         np.matmul(g, self.weight.data.T, out=dx)                    # (B, I) = (B, O) @ (O, I)
         return dx
 
@@ -138,9 +138,10 @@ class Dense(Module):
         round-off: BLAS blocks the smaller product differently) for about
         ``n / O`` of the GEMM's cost.
         """
-        g_live = self._buffer("g_live", g.shape, self.dtype)[:, :n]      # (B, n)
+        # column-major scratch, so that the first n columns are one contiguous block
+        g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
         self.k.gather_columns(g, live, g_live)
-        dW_live = self._buffer("dW_live", gW.shape, self.dtype)[:, :n]   # (I, n)
+        dW_live = self._buffer("dW_live", gW.shape, self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
         self.k.scatter_columns(dW_live, live, gW, beta)                  # (I, O), zeros elsewhere
 
@@ -150,7 +151,7 @@ class ReLU(Module):
 
     def forward(self, x):
         _check_2d(x, "x", owner="ReLU.forward: ")
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, order_of(x))
         self.k.relu_forward(x, y)
         self._y = y
         return y
@@ -165,7 +166,7 @@ class ReLU(Module):
         """
         y = self._cached("_y")
         self._check_grad_out(grad_out, y.shape, "ReLU.backward: grad_out")
-        dx = self._buffer("dx", y.shape, y.dtype)
+        dx = self._buffer("dx", y.shape, y.dtype, order_of(y))
         self.k.relu_backward(grad_out, y, dx)                      # (B, N)
         return dx
 
@@ -181,7 +182,7 @@ class Sigmoid(Module):
 
     def forward(self, x):
         _check_2d(x, "x", owner="Sigmoid.forward: ")
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, order_of(x))
         self.k.sigmoid_forward(x, y)
         self._y = y
         return y
@@ -195,7 +196,7 @@ class Sigmoid(Module):
         """
         y = self._cached("_y")
         self._check_grad_out(grad_out, y.shape, "Sigmoid.backward: grad_out")
-        dx = self._buffer("dx", y.shape, y.dtype)
+        dx = self._buffer("dx", y.shape, y.dtype, order_of(y))
         self.k.sigmoid_backward(grad_out, y, dx)                   # (B, N)
         return dx
 

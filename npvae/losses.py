@@ -38,7 +38,7 @@ With pixel probabilities :math:`p = \mathrm{sigmoid}(l)` from decoder logits
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module
+from .module import Module, order_of
 
 
 def _check_pair(a, t, owner, a_name, t_name="target"):
@@ -87,14 +87,15 @@ class BCEWithLogits(_BatchMeanLoss):
         """Mean over the batch of the per-sample BCE sums; ``logits``, ``target`` (B, N)."""
         _check_pair(logits, target, "BCEWithLogits.forward", "logits")
         B = logits.shape[0]
-        if logits.flags.f_contiguous and not target.flags.f_contiguous:
-            # a data batch arrives row-major; one copy lets the kernel read both in memory order
-            target_f = self._buffer("target", target.shape, target.dtype)
-            np.copyto(target_f, target)
-            target = target_f
+        order = order_of(logits)
+        if order_of(target) != order:
+            # one copy lets the fused kernel read both arrays in memory order
+            copy = self._buffer("target", target.shape, target.dtype, order)
+            np.copyto(copy, target)
+            target = copy
         rows = self._buffer("rows", (B,), logits.dtype)
         if self.training:
-            dl = self._buffer("dlogits", logits.shape, logits.dtype)
+            dl = self._buffer("dlogits", logits.shape, logits.dtype, order)
             self.k.bce_logits_forward_backward(logits, target, logits.dtype.type(1.0 / B), rows, dl)
             self._dlogits = dl
         else:
@@ -116,14 +117,14 @@ class BCEWithLogits(_BatchMeanLoss):
         scale = self._scale(grad, B)
         dl = self._dlogits
         if dl is None:  # forward ran in eval mode: compute the gradient now
-            dl = self._buffer("dlogits", logits.shape, logits.dtype)
+            dl = self._buffer("dlogits", logits.shape, logits.dtype, order_of(logits))
             self.k.sigmoid_forward(logits, dl)
             dl -= target
             dl *= logits.dtype.type(1.0 / B)
             self._dlogits = dl
         if grad == 1.0:
             return dl
-        out = self._buffer("dlogits_scaled", dl.shape, dl.dtype)
+        out = self._buffer("dlogits_scaled", dl.shape, dl.dtype, order_of(dl))
         np.multiply(dl, logits.dtype.type(scale * B), out=out)
         return out
 
@@ -187,6 +188,6 @@ class KL(_BatchMeanLoss):
         """
         h = self._cached("_h")
         scale = self._scale(grad, h.shape[0])
-        dh = self._buffer("dh", h.shape, h.dtype)
+        dh = self._buffer("dh", h.shape, h.dtype, order_of(h))
         self.k.kl_backward(h, h.dtype.type(scale), dh)              # (B, 2d)
         return dh

@@ -11,10 +11,12 @@ A :class:`Module` has ``forward(x)`` and ``backward(grad_out)``:
 
 Workspace arrays: a layer writes its output and its input gradient into arrays
 it keeps between calls (one per batch shape), so the training loop allocates
-nothing. They are column-major (``order="F"``): for this model's shapes, BLAS
-computes a product 20-35% faster when it writes a column-major (B, N) result
-(measured: ``examples/benchmark.py``'s GEMM floor and README's speed section),
-and the kernels loop in that order. What ``forward``/``backward`` return is therefore overwritten by the
+nothing. Their memory layout follows the data: a row-major batch gives row-major
+activations and gradients, a column-major one (what :func:`npvae.train.fit`
+feeds) column-major ones, and every kernel loops in the order of its inputs. For
+this model's shapes BLAS computes the training step's products faster writing
+column-major results (README, Speed), while evaluation skips a transposing copy
+of the data by staying row-major. What ``forward``/``backward`` return is therefore overwritten by the
 next call with the same batch shape: copy it (``y.copy()``) to keep it. The
 model's user-facing methods (``VAE.encode``, ``sample``, ...) return fresh arrays.
 """
@@ -22,6 +24,11 @@ import numpy as np
 
 from . import kernels
 from .errors import InputError, StateDictError, StateError
+
+
+def order_of(a):
+    """``"F"`` for a column-major array, else ``"C"``: the layout new workspaces follow."""
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
 def check_state_entry(name, value, like, hint=""):
@@ -129,7 +136,7 @@ class Module:
             raise StateError(f"{type(self).__name__}.backward called before forward: "
                              "run forward on a batch first") from None
 
-    def _buffer(self, key, shape, dtype, order="F"):
+    def _buffer(self, key, shape, dtype, order="C"):
         """A workspace array for ``key``, one per shape and dtype, reused across calls.
 
         An epoch's short last batch gets its own arrays instead of evicting the

@@ -28,7 +28,7 @@ output any real number while the variance stays positive.
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module
+from .module import Module, order_of
 from .validate import check_rng
 
 
@@ -70,8 +70,8 @@ class Sampler(Module):
                                  f"and dtype {h.dtype}, got {got}")
         elif not np.isfinite(eps).all():
             raise InputError("Sampler.forward: eps contains NaN or inf")
-        z = self._buffer("z", (B, d), h.dtype)
-        std = self._buffer("std", (B, d), h.dtype)
+        z = self._buffer("z", (B, d), h.dtype, order_of(h))
+        std = self._buffer("std", (B, d), h.dtype, order_of(h))
         self.k.sampler_forward(h, eps, z, std)
         self._eps, self._std = eps, std
         return z
@@ -89,6 +89,6 @@ class Sampler(Module):
         eps, std = self._cached("_eps", "_std")
         self._check_grad_out(grad_out, eps.shape, "Sampler.backward: grad_out")
         B, d = eps.shape
-        dh = self._buffer("dh", (B, 2 * d), eps.dtype)
+        dh = self._buffer("dh", (B, 2 * d), eps.dtype, order_of(grad_out))
         self.k.sampler_backward(grad_out, eps, std, dh)            # (B, 2d)
         return dh

@@ -14,6 +14,7 @@ from numba.extending import overload
 from .flags import JIT_OPTIONS
 
 njit = numba.njit(**JIT_OPTIONS)
+inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the kernels that call them
 
 # ---------------------------------------------------------------------------------
 # Scalar math that LLVM can vectorise. (Kept in this file on purpose: Numba's disk
@@ -105,59 +106,110 @@ def _log1p_unit(e):
 
 
 # ---------------------------------------------------------------------------------
-# The kernels. Batch arrays (B, N) are column-major (see npvae.module): loops run
-# over columns j outside and rows i inside, so the inner loop walks memory in order
-# and vectorises. They stay correct for arrays in any layout, only slower.
+# The kernels. A batch (B, N) is row-major or column-major: the layout follows the
+# data (see npvae.module). Each kernel walks memory in order for the layout of its
+# first array (rows outside for row-major, columns outside for column-major), so the
+# inner loop is contiguous and vectorises; mixed layouts are correct, only slower.
+
+
+@inline
+def _sigmoid_from(x, e):
+    """sigmoid(x) from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below (no overflow)."""
+    s = typed(1.0, e) / (typed(1.0, e) + e)
+    return s if x >= 0 else e * s
+
+
+@inline
+def _bce_term(l, t):
+    """(softplus(l) - l t, e = exp(-|l|)): one pixel's BCE and the exp its sigmoid reuses."""
+    e = exp_neg(-abs(l))
+    return max(l, typed(0.0, l)) - l * t + log1p_unit(e), e
 
 
 @njit
 def add_bias(y, b):
     B, N = y.shape
-    for j in range(N):
-        bj = b[j]
+    if y.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                y[i, j] += b[j]
+    else:
         for i in range(B):
-            y[i, j] += bj
+            for j in range(N):
+                y[i, j] += b[j]
 
 
 @njit
 def bias_relu_forward(y, b):
     B, N = y.shape
-    for j in range(N):
-        bj = b[j]
-        zero = typed(0.0, bj)
+    zero = typed(0.0, b[0])
+    if y.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                y[i, j] = max(y[i, j] + b[j], zero)
+    else:
         for i in range(B):
-            y[i, j] = max(y[i, j] + bj, zero)
+            for j in range(N):
+                y[i, j] = max(y[i, j] + b[j], zero)
 
 
 @njit
 def bias_grad(dy, db, beta):
     B, N = dy.shape
-    for j in range(N):
-        acc = typed(0.0, db[j])
+    if dy.flags.f_contiguous:
+        for j in range(N):
+            acc = typed(0.0, db[j])
+            for i in range(B):
+                acc += dy[i, j]
+            db[j] = acc if beta == 0 else db[j] + acc  # overwrite, not 0 * stale (a stale NaN would survive)
+    else:
+        if beta == 0:
+            db[:] = 0
         for i in range(B):
-            acc += dy[i, j]
-        db[j] = acc if beta == 0 else db[j] + acc  # overwrite, not 0 * stale (a stale NaN would survive)
+            for j in range(N):
+                db[j] += dy[i, j]
 
 
 @njit
 def relu_forward(x, y):
     B, N = x.shape
-    for j in range(N):
+    if x.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
+    else:
         for i in range(B):
-            y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
+            for j in range(N):
+                y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
 
 
 @njit
 def relu_backward(dy, y, dx):
     B, N = dy.shape
-    for j in range(N):
+    if dy.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
+    else:
         for i in range(B):
-            dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
+            for j in range(N):
+                dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
 
 
 @njit
 def relu_bias_backward(dy, y, dx, db, beta, live):
     B, N = dy.shape
+    if not dy.flags.f_contiguous:  # row-major: a column pass per output is the simple way
+        relu_backward(dy, y, dx)
+        bias_grad(dx, db, beta)
+        n_live = 0
+        for j in range(N):
+            for i in range(B):
+                if dx[i, j] != 0:
+                    live[n_live] = j
+                    n_live += 1
+                    break
+        return n_live
     n_live = 0
     for j in range(N):
         acc = typed(0.0, db[j])
@@ -176,15 +228,20 @@ def relu_bias_backward(dy, y, dx, db, beta, live):
 
 @njit
 def gather_columns(a, idx, out):
-    B = a.shape[0]
-    for k in range(out.shape[1]):
-        j = idx[k]
+    B, n = out.shape
+    if a.flags.f_contiguous:
+        for k in range(n):
+            for i in range(B):
+                out[i, k] = a[i, idx[k]]
+    else:
         for i in range(B):
-            out[i, k] = a[i, j]
+            for k in range(n):
+                out[i, k] = a[i, idx[k]]
 
 
 @njit
 def scatter_columns(src, idx, out, beta):
+    # out is a weight gradient: column-major (npvae.layers.Dense), column by column
     R, N = out.shape
     n = src.shape[1]
     k = 0
@@ -201,49 +258,68 @@ def scatter_columns(src, idx, out, beta):
 @njit
 def sigmoid_forward(x, y):
     B, N = x.shape
-    for j in range(N):
+    if x.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                y[i, j] = _sigmoid_from(x[i, j], exp_neg(-abs(x[i, j])))
+    else:
         for i in range(B):
-            e = exp_neg(-abs(x[i, j]))
-            s = typed(1.0, e) / (typed(1.0, e) + e)
-            y[i, j] = s if x[i, j] >= 0 else e * s
+            for j in range(N):
+                y[i, j] = _sigmoid_from(x[i, j], exp_neg(-abs(x[i, j])))
 
 
 @njit
 def sigmoid_backward(dy, y, dx):
     B, N = dy.shape
-    for j in range(N):
+    if dy.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
+    else:
         for i in range(B):
-            dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
+            for j in range(N):
+                dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
 
 
 @njit
 def bce_logits_forward(logits, target, rows):
     B, N = logits.shape
-    rows[:] = 0
-    for j in range(N):
+    if logits.flags.f_contiguous:
+        rows[:] = 0
+        for j in range(N):
+            for i in range(B):
+                rows[i] += _bce_term(logits[i, j], target[i, j])[0]
+    else:
         for i in range(B):
-            l = logits[i, j]
-            rows[i] += max(l, typed(0.0, l)) - l * target[i, j] + log1p_unit(exp_neg(-abs(l)))
+            acc = typed(0.0, rows[i])
+            for j in range(N):
+                acc += _bce_term(logits[i, j], target[i, j])[0]
+            rows[i] = acc
 
 
 @njit
 def bce_logits_forward_backward(logits, target, scale, rows, dlogits):
     B, N = logits.shape
-    one = typed(1.0, scale)
-    rows[:] = 0
-    for j in range(N):
+    if logits.flags.f_contiguous:
+        rows[:] = 0
+        for j in range(N):
+            for i in range(B):
+                loss, e = _bce_term(logits[i, j], target[i, j])  # one exp serves loss and sigmoid
+                rows[i] += loss
+                dlogits[i, j] = scale * (_sigmoid_from(logits[i, j], e) - target[i, j])
+    else:
         for i in range(B):
-            l = logits[i, j]
-            t = target[i, j]
-            e = exp_neg(-abs(l))  # one exp serves both the loss and the sigmoid
-            rows[i] += max(l, typed(0.0, l)) - l * t + log1p_unit(e)
-            s = one / (one + e)
-            s = s if l >= 0 else e * s
-            dlogits[i, j] = scale * (s - t)
+            acc = typed(0.0, scale)
+            for j in range(N):
+                loss, e = _bce_term(logits[i, j], target[i, j])
+                acc += loss
+                dlogits[i, j] = scale * (_sigmoid_from(logits[i, j], e) - target[i, j])
+            rows[i] = acc
 
 
 @njit
 def sampler_forward(h, eps, z, std):
+    # (B, d) arrays are narrow: one loop order serves both layouts
     B, d = z.shape
     for j in range(d):
         for i in range(B):
