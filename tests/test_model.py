@@ -197,3 +197,34 @@ def test_config_and_architecture():
                       "decoder.0.weight": (20, 400), "decoder.0.bias": (400,),
                       "decoder.2.weight": (400, 784), "decoder.2.bias": (784,)}
     assert m.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_workspaces_follow_the_batch_layout(backend):
+    """Row- and column-major batches give the same loss and gradients, in their own layout."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (16, 12)).astype(np.float32)
+    eps = rng.standard_normal((16, 3)).astype(np.float32)
+    results = {}
+    for order in "CF":
+        model = VAE(12, (9, 7), 3, rng=0, backend=backend)
+        xo = np.asarray(x, order=order)
+        loss = model.loss(xo, eps=eps).total
+        model.backward()
+        flag = "f_contiguous" if order == "F" else "c_contiguous"
+        for m in (model.encoder[0], model.decoder[2]):
+            assert getattr(m._y.flags, flag), (order, m)
+        assert getattr(model.bce._dlogits.flags, flag)
+        results[order] = loss, {n: p.grad.copy() for n, p in model.named_parameters()}
+    assert results["C"][0] == pytest.approx(results["F"][0], rel=1e-6)
+    for n, g in results["C"][1].items():
+        np.testing.assert_allclose(results["F"][1][n], g, rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+def test_fit_trains_on_column_major_batches():
+    from npvae.train import fit
+    model = VAE(12, 8, 2, rng=0)
+    images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    fit(model, images, epochs=1, batch_size=16, rng=0, progress=False)
+    x = model.encoder[0]._x                      # the last batch the model saw
+    assert x.shape == (8, 12) and x.flags.f_contiguous and not x.flags.c_contiguous
