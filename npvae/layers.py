@@ -127,7 +127,6 @@ class Dense(Module):
         np.matmul(g, self.weight.data.T, out=dx)                    # (B, I) = (B, O) @ (O, I)
         return dx
 
-
     def _weight_grad_live_columns(self, x, g, live, n, gW, beta):
         """``dW = x.T @ g`` when only the ``n`` columns ``live[:n]`` of ``g`` are nonzero.
 

@@ -11,14 +11,16 @@ A :class:`Module` has ``forward(x)`` and ``backward(grad_out)``:
 
 Workspace arrays: a layer writes its output and its input gradient into arrays
 it keeps between calls (one per batch shape), so the training loop allocates
-nothing. Their memory layout follows the data: a row-major batch gives row-major
-activations and gradients, a column-major one (what :func:`npvae.train.fit`
-feeds) column-major ones, and every kernel loops in the order of its inputs. For
-this model's shapes BLAS computes the training step's products faster writing
-column-major results (README, Speed), while evaluation skips a transposing copy
-of the data by staying row-major. What ``forward``/``backward`` return is therefore overwritten by the
+nothing. What ``forward``/``backward`` return is therefore overwritten by the
 next call with the same batch shape: copy it (``y.copy()``) to keep it. The
 model's user-facing methods (``VAE.encode``, ``sample``, ...) return fresh arrays.
+
+Memory layout follows the data: a row-major batch gives row-major activations
+and gradients, a column-major one (what :func:`npvae.train.fit` feeds) gives
+column-major ones, and every kernel loops in the order of its inputs. For this
+model's shapes BLAS computes the training step's products faster writing
+column-major results (README, Speed); evaluation stays row-major and so skips a
+transposing copy of the data.
 """
 import numpy as np
 
@@ -137,7 +139,8 @@ class Module:
                              "run forward on a batch first") from None
 
     def _buffer(self, key, shape, dtype, order="C"):
-        """A workspace array for ``key``, one per shape and dtype, reused across calls.
+        """A workspace array for ``key``, one per shape, dtype and layout (``order``
+        "C" or "F"), reused across calls.
 
         An epoch's short last batch gets its own arrays instead of evicting the
         full-size ones, so a training run allocates each array once.
