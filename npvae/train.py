@@ -18,6 +18,7 @@ opt.step()`` on a batch gathered into arrays allocated once (see
   before that step is applied; the last good checkpoint is never overwritten.
 """
 import contextlib
+import gc
 import json
 import math
 import numbers
@@ -351,8 +352,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
     try:
-        with _catch_signals(run.flag):
+        with _catch_signals(run.flag), _gc_frozen() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
+                freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
                 sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
                 _check_finite(model, epoch, run.last_saved)
@@ -381,6 +383,24 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     finally:
         run.show.close()
     return history
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    """Yield ``freeze()``: it keeps the objects alive so far out of Python's full collections.
+
+    Once Numba is loaded some 100k objects are tracked, and the full garbage
+    collection an epoch triggers walks them all: ~50 ms an epoch here, 2% of its
+    time. ``gc.freeze()`` (called at each epoch's start, so that what the first
+    step loaded is included) moves them to a permanent generation until the end
+    of ``fit``. Left alone if the caller froze objects of its own.
+    """
+    owned = gc.get_freeze_count() == 0
+    try:
+        yield gc.freeze if owned else (lambda: None)
+    finally:
+        if owned:
+            gc.unfreeze()
 
 
 class _Run:

@@ -447,3 +447,18 @@ def test_training_steps_allocate_nothing_of_batch_size(sample):
         tracemalloc.stop()
     batch_bytes = B * 784 * 4
     assert peak - before < batch_bytes / 4, (peak - before, batch_bytes)
+
+
+def test_fit_freezes_the_gc_only_while_it_runs():
+    import gc
+    images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    seen = []
+    fit(VAE(12, 8, 2, rng=0), images, epochs=2, batch_size=16, rng=0, progress=False,
+        callback=lambda record, model: seen.append(gc.get_freeze_count()))
+    assert all(n > 0 for n in seen) and gc.get_freeze_count() == 0
+    gc.freeze()                                   # the caller's own freeze is left alone
+    try:
+        fit(VAE(12, 8, 2, rng=0), images, epochs=1, batch_size=16, rng=0, progress=False)
+        assert gc.get_freeze_count() > 0          # not unfrozen by fit
+    finally:
+        gc.unfreeze()
