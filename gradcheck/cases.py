@@ -179,12 +179,12 @@ def dead_units(dtype, backend, rng, h):
     return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
 
 
-def _vae(dtype, backend, rng, h, hidden):
+def _vae(dtype, backend, rng, h, hidden, order="C"):
     out = []
     for beta in (1.0, 0.5):
         model = VAE(12, hidden, 3, dtype=dtype, rng=rng, backend=backend)
         _on(model, backend)
-        x = rng.uniform(0.0, 1.0, (B, 12)).astype(dtype)
+        x = np.asarray(rng.uniform(0.0, 1.0, (B, 12)).astype(dtype), order=order)
         eps = rng.standard_normal((B, 3)).astype(dtype)
         hcode = _away_from_kinks(model.encoder, x, 20 * h)         # [mu | logvar]
         z = hcode[:, :3] + np.exp(0.5 * hcode[:, 3:]) * eps
@@ -213,9 +213,15 @@ def vae_2h(dtype, backend, rng, h):
     return _vae(dtype, backend, rng, h, (7, 5))
 
 
+def vae_2h_colmajor(dtype, backend, rng, h):
+    """A column-major batch, as fit feeds: every workspace and kernel runs column-major."""
+    return _vae(dtype, backend, rng, h, (7, 5), order="F")
+
+
 CASES = {"dense": dense, "relu": relu, "sigmoid": sigmoid, "sampler": sampler, "kl": kl,
          "bce_logits": bce_logits, "bce": bce, "sequential": sequential,
-         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "vae_1h": vae_1h, "vae_2h": vae_2h}
+         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "vae_1h": vae_1h, "vae_2h": vae_2h,
+         "vae_2h_colmajor": vae_2h_colmajor}
 
 
 # -- deliberately wrong backward passes, for the self-test ----------------------------
