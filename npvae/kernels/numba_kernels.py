@@ -1,8 +1,9 @@
-"""The hot path: small Numba kernels, one loop nest each, same signatures as
-:mod:`npvae.kernels.numpy_kernels` (read that module for what each one means).
+"""The hot path: small Numba kernels, a loop nest per memory layout, same signatures
+as :mod:`npvae.kernels.numpy_kernels` (read that module for what each one means).
 
 Importing this module compiles nothing: each kernel compiles (or loads from the
-on-disk cache, ``cache=True``) on its first call with a given set of dtypes.
+on-disk cache, ``cache=True``) on its first call with a given set of dtypes and
+layouts.
 """
 import math
 
@@ -25,8 +26,9 @@ inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the
 # spent 3 ms a step in them. For float32 these replacements are plain arithmetic
 # (polynomials, one bit-cast), so a loop over them becomes SIMD code; they are
 # accurate to float32 round-off (``exp_neg`` within 1 ulp as written, 5 ulp once
-# fastmath reassociates it; ``log1p_unit`` within 3 ulp; tests/test_kernels.py checks). float64 (the gradient checks) keeps the C
-# library's correctly rounded functions.
+# fastmath reassociates it; ``log1p_unit`` within 3 ulp; tests/test_kernels.py
+# checks). float64 (the gradient checks) keeps the C library's correctly rounded
+# functions.
 #
 # Each helper is a plain Python function (used as is under ``NUMBA_DISABLE_JIT=1``)
 # with a Numba ``overload`` that picks the implementation by the argument's type.
