@@ -114,7 +114,7 @@ class Dense(Module):
             n_live = self.k.relu_bias_backward(grad_out, y, g, gb, beta_b, live)
         else:
             self.k.bias_grad(grad_out, gb, beta_b)                 # (O,)
-            n_live = self.out_features
+            live, n_live = None, self.out_features                 # no ReLU: no dead units to skip
         if n_live <= LIVE_FRACTION_TO_SKIP * self.out_features:
             self._weight_grad_live_columns(x, g, live, n_live, gW, beta_w)
         elif beta_w == 0:
