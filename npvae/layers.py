@@ -135,14 +135,21 @@ class Dense(Module):
         column of ``g``, so its column of ``dW`` is exactly 0. Multiplying only the
         live columns and writing zeros for the rest gives the same ``dW`` (to
         round-off: BLAS blocks the smaller product differently) for about
-        ``n / O`` of the GEMM's cost.
+        ``n / O`` of the GEMM's cost. A fresh gradient (after ``zero_grad``) is
+        not even written out: the weight keeps the ``n`` columns, which Adam
+        reads directly (:meth:`~npvae.module.Parameter.set_column_grad`).
         """
         # column-major scratch, so that the first n columns are one contiguous block
         g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
         self.k.gather_columns(g, live, g_live)
         dW_live = self._buffer("dW_live", gW.shape, self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
-        self.k.scatter_columns(dW_live, live, gW, beta)                  # (I, O), zeros elsewhere
+        if beta == 0:
+            # hand over the columns: Adam reads them as they are, and the full
+            # (I, O) array is written only if someone reads weight.grad
+            self.weight.set_column_grad(dW_live, live[:n], self.k.scatter_columns)
+        else:
+            self.k.scatter_columns(dW_live, live, gW, beta)              # (I, O) += the columns
 
 
 class ReLU(Module):

@@ -57,28 +57,56 @@ class Parameter:
     ``zero_grad()`` does not touch memory: it marks the gradient stale, and
     the next backward *overwrites* it instead of adding to it (``beta = 0`` in
     :meth:`grad_target`). Reading ``grad`` while stale gives zeros, as expected.
+
+    A layer may also give a gradient that is 0 outside a few columns
+    (:meth:`set_column_grad`): it is written into ``grad`` only when ``grad`` is
+    read, and :class:`npvae.optim.Adam` reads the columns directly instead.
     """
 
     def __init__(self, data):
         self.data = data
         self._grad = np.zeros_like(data)
         self._stale = False
+        self._columns = None  # (values, idx, scatter) from set_column_grad, not yet written
 
     @property
     def grad(self):
         if self._stale:
             self._grad.fill(0)
             self._stale = False
+        elif self._columns is not None:
+            values, idx, scatter = self._columns
+            self._columns = None
+            scatter(values, idx, self._grad, 0.0)
         return self._grad
 
     def zero_grad(self):
         self._stale = True
+        self._columns = None
 
     def grad_target(self):
         """``(array, beta)`` for a backward pass: it must set ``array = beta * array + g``."""
+        if self._columns is not None:
+            self.grad  # a backward adds onto a column gradient: write it out first
         beta = 0.0 if self._stale else 1.0
         self._stale = False
         return self._grad, beta
+
+    def set_column_grad(self, values, idx, scatter):
+        """Make the gradient ``values[:, k]`` in column ``idx[k]`` and 0 in every other column.
+
+        Instead of :meth:`grad_target` with ``beta = 0``. Nothing is written until
+        ``grad`` is read, which calls ``scatter(values, idx, grad, 0)`` (the kernel
+        :func:`~npvae.kernels.numpy_kernels.scatter_columns`). ``values`` (R, n) and
+        ``idx`` (n,), increasing, must not change until then: the next backward
+        writes the gradient out before it reuses them.
+        """
+        self._stale = False
+        self._columns = (values, idx, scatter)
+
+    def column_grad(self):
+        """``(values, idx)`` if the gradient is still held as columns, else None."""
+        return None if self._columns is None else self._columns[:2]
 
     @property
     def shape(self):

@@ -3,7 +3,9 @@ r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernel
 Each ``step()`` is one kernel call per parameter that reads the gradient once
 and updates the parameter and the optimizer's moments in the same pass. The
 kernels see flat 1-D views of the arrays' memory (weights are column-major, see
-:class:`npvae.layers.Dense`), which is all an elementwise update needs.
+:class:`npvae.layers.Dense`), which is all an elementwise update needs. Adam
+also reads a weight gradient that a Dense layer left as its nonzero columns
+(:meth:`npvae.module.Parameter.set_column_grad`) without writing it out.
 """
 import copy
 
@@ -30,6 +32,11 @@ def _flat_group(p, *state):
         raise StateError(f"parameter {p} changed shape or memory layout after the optimizer was made "
                          "(assign into it with p.data[...] = new, do not replace p.data)")
     return [flat(a) for a in arrays]
+
+
+def _column_major(p, *state):
+    """True if ``p`` and its state arrays are (R, N) column-major arrays of one shape."""
+    return p.ndim == 2 and all(a.flags.f_contiguous and a.shape == p.shape for a in (p, *state))
 
 
 def _check_params(params):
@@ -65,7 +72,7 @@ class Optimizer:
     def _flat_views(self, i):
         """Flat views of parameter i's data, gradient and state arrays, made once and reused."""
         p = self.params[i]
-        p.grad  # a stale gradient (no backward since zero_grad) reads as zeros: write them
+        p.grad  # write out a stale gradient's zeros, or one held as columns
         cached = self._views[i]
         if cached is None or cached[0] is not p.data:
             cached = self._views[i] = (p.data, _flat_group(p, *(self.state[n][i] for n in self._state_names)))
@@ -160,9 +167,14 @@ class Adam(Optimizer):
         self.t += 1
         bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t
         k, cache = kernels.get(self.backend), {}
+        m, v = self.state["m"], self.state["v"]
         for i, p in enumerate(self.params):
             c = self._consts(cache, p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
-            k.adam_update(*self._flat_views(i), *c)
+            columns = p.column_grad()   # a gradient held as its nonzero columns (npvae.layers.Dense)
+            if columns is not None and _column_major(p.data, m[i], v[i]):
+                k.adam_update_columns(p.data, *columns, m[i], v[i], *c)
+            else:
+                k.adam_update(*self._flat_views(i), *c)
 
 
 class SGD(Optimizer):

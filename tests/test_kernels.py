@@ -63,6 +63,15 @@ def _adam(r, dt, wd):
     return (p, g, m, v, *(dt(x) for x in c)), (0, 2, 3)
 
 
+def _adam_columns(r, dt, wd):
+    # a (B, N) column-major weight whose gradient is nonzero only in the columns _columns()
+    p, m = _mat(r, dt), _mat(r, dt, 0.1)
+    v = r.uniform(0, 0.1, (B, N)).astype(dt)
+    m[:, 5] = 0                                  # a long-dead unit: its first moment has flushed to 0
+    c = (1e-3, 0.9, 0.999, 1e-8, wd, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dt).tiny)
+    return (p, _mat(r, dt, shape=(B, 4)), _columns(r), m, v, *(dt(x) for x in c)), (0, 3, 4)
+
+
 def _sgd(r, dt, momentum, first):
     p, g, buf = (_mat(r, dt, shape=24) for _ in range(3))
     return (p, g, buf, dt(0.1), dt(momentum), dt(0.01), first, dt(np.finfo(dt).tiny)), (0, 2)
@@ -97,6 +106,7 @@ CASES = {
     "kl_forward": {"": lambda r, dt: ((_h(r, dt), np.empty(B, dt)), (1,))},
     "kl_backward": {"": lambda r, dt: ((_h(r, dt), dt(-0.7), np.empty((B, 6), dt)), (2,))},
     "adam_update": {f"wd={wd}": (lambda r, dt, wd=wd: _adam(r, dt, wd)) for wd in (0.0, 0.01)},
+    "adam_update_columns": {f"wd={wd}": (lambda r, dt, wd=wd: _adam_columns(r, dt, wd)) for wd in (0.0, 0.01)},
     "sgd_update": {f"momentum={m},first={f}": (lambda r, dt, m=m, f=f: _sgd(r, dt, m, f))
                    for m, f in ((0.0, True), (0.9, True), (0.9, False))},
 }
@@ -182,6 +192,27 @@ def test_column_kernels_by_hand(k):
     k.scatter_columns(packed, idx, out, 0.0)              # overwrite: other columns zeroed
     np.testing.assert_array_equal(out, a)
     assert k.relu_bias_backward(dy, -y, a, db, 0.0, idx) == 0      # all off
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_adam_on_columns_is_adam_on_the_scattered_gradient(k, dtype, wd):
+    """adam_update_columns == scatter_columns into a zero gradient, then adam_update."""
+    rng = np.random.default_rng(7)
+    args, _ = _adam_columns(rng, dtype, wd)
+    p, vals, idx, m, v, *c = (a.copy(order="F") if isinstance(a, np.ndarray) else a for a in args)
+    m[:, 1] = 1e-3                                # a dead unit whose moment still moves it
+    g = np.zeros_like(p)
+    k.scatter_columns(vals, idx, g, 0.0)
+    dense = [a.copy(order="F") for a in (p, m, v)]
+    k.adam_update(*(a.ravel(order="K") for a in (dense[0], g, dense[1], dense[2])), *c)
+    k.adam_update_columns(p, vals, idx, m, v, *c)
+    for name, got, want in zip("pmv", (p, m, v), dense):
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=0, err_msg=name)
+    if wd == 0:   # the long-dead unit does not move (with weight decay it does)
+        assert (m[:, 5] == 0).all() and (p[:, 5] == args[0][:, 5]).all()
+    assert (p[:, 1] != args[0][:, 1]).all()       # the dead unit with a moment left does
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -32,6 +32,24 @@ def test_parameter_grad_reads_zero_after_zero_grad():
     assert p.grad_target()[1] == 1.0
 
 
+def test_parameter_column_grad_is_written_when_read():
+    from npvae.kernels.numpy_kernels import scatter_columns
+    p = Parameter(np.ones((2, 4)))
+    p.grad[:] = 9.0
+    p.zero_grad()
+    vals, idx = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1, 3])
+    p.set_column_grad(vals, idx, scatter_columns)
+    assert p.column_grad()[0] is vals and p._grad[0, 0] == 9.0          # nothing written yet
+    assert p.grad.tolist() == [[0, 1, 0, 2], [0, 3, 0, 4]]
+    assert p.column_grad() is None
+    p.set_column_grad(vals, idx, scatter_columns)
+    arr, beta = p.grad_target()                  # a second backward adds onto the columns
+    assert beta == 1.0 and arr.tolist() == [[0, 1, 0, 2], [0, 3, 0, 4]] and p.column_grad() is None
+    p.set_column_grad(vals, idx, scatter_columns)
+    p.zero_grad()                                # drops the columns
+    assert p.column_grad() is None and p.grad.tolist() == [[0] * 4] * 2
+
+
 def test_named_parameters_modules_and_modes():
     m = VAE(6, (5, 4), 2, rng=0)
     names = [n for n, _ in m.named_parameters()]

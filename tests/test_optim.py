@@ -198,3 +198,29 @@ def test_moments_below_the_smallest_normal_are_flushed(backend, dtype):
     buf = np.full(8, tiny * 1.05, dtype)
     get(backend).sgd_update(p, g, buf, dtype(0.1), dtype(0.9), dtype(0.0), False, dtype(tiny))
     assert (buf == 0).all()
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_reads_a_column_gradient_as_the_full_one(backend, dtype, wd):
+    """Dense hands Adam only its live columns (dead units); same steps as from .grad."""
+    x = np.random.default_rng(3).uniform(-1, 1, (30, 6)).astype(dtype)
+    runs = []
+    for read_grad in (False, True):
+        d = Dense(6, 20, dtype=dtype, rng=0, backend=backend)
+        d.bias.data[:12] = -100.0                   # 12 of 20 units off: the column path
+        opt = Adam(d.parameters(), lr=0.01, weight_decay=wd, backend=backend)
+        for step in range(4):
+            opt.zero_grad()
+            d.forward(x, relu=True)
+            d.backward(np.random.default_rng(step).standard_normal((30, 20)).astype(dtype), input_grad=False)
+            assert d.weight.column_grad() is not None
+            if read_grad:
+                d.weight.grad                       # writes the columns out: the dense update
+                assert d.weight.column_grad() is None
+            opt.step()
+        runs.append([p.data.copy() for p in d.parameters()] + [a.copy() for a in opt.state["m"]])
+    for got, want in zip(*runs):
+        np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0)
+    assert (runs[0][0][:, :12] == Dense(6, 20, dtype=dtype, rng=0).weight.data[:, :12]).all() == (wd == 0)

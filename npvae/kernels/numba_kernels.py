@@ -363,22 +363,64 @@ def kl_backward(h, scale, dh):
             dh[i, d + j] = typed(0.5, scale) * scale * (math.exp(h[i, d + j]) - typed(1.0, scale))
 
 
+@inline
+def _adam_moments(g, m, v, beta1, beta2, tiny):
+    """The new (m, v); those below the smallest normal number flush to 0 (see npvae.optim.Adam)."""
+    one, zero = typed(1.0, g), typed(0.0, g)
+    m = beta1 * m + (one - beta1) * g
+    v = beta2 * v + (one - beta2) * g * g
+    return (m if abs(m) >= tiny else zero), (v if v >= tiny else zero)
+
+
+@inline
+def _adam_step(m, v, step, inv_sqrt_bc2, eps):
+    """How far Adam moves a parameter: step * m / (sqrt(v / bc2) + eps)."""
+    return step * m / (math.sqrt(v) * inv_sqrt_bc2 + eps)
+
+
 @njit
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
     # p, g, m, v: 1-D views of the same-layout arrays (the optimizer passes them flat)
-    one, zero = typed(1.0, lr), typed(0.0, lr)
-    step = lr / bc1
-    inv_sqrt_bc2 = one / typed(math.sqrt(bc2), lr)
-    c1, c2 = one - beta1, one - beta2
+    step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
     for k in range(p.size):
-        gk = g[k] + weight_decay * p[k]
-        mk = beta1 * m[k] + c1 * gk
-        vk = beta2 * v[k] + c2 * gk * gk
-        mk = mk if abs(mk) >= tiny else zero  # keep dead units' moments out of subnormals
-        vk = vk if vk >= tiny else zero
+        mk, vk = _adam_moments(g[k] + weight_decay * p[k], m[k], v[k], beta1, beta2, tiny)
         m[k] = mk
         v[k] = vk
-        p[k] -= step * mk / (math.sqrt(vk) * inv_sqrt_bc2 + eps)
+        p[k] -= _adam_step(mk, vk, step, inv_sqrt_bc2, eps)
+
+
+@njit
+def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
+    # p, m, v: (R, N) weights and moments, column-major (npvae.layers.Dense); the gradient
+    # is vals[:, k] in column idx[k] and 0 in the others (dead units), so it is never written
+    step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
+    zero = typed(0.0, lr)
+    R, N = p.shape
+    n = vals.shape[1]
+    k = 0
+    for j in range(N):
+        live = k < n and idx[k] == j
+        if live or weight_decay != zero:
+            for i in range(R):
+                gi = (vals[i, k] if live else zero) + weight_decay * p[i, j]
+                mi, vi = _adam_moments(gi, m[i, j], v[i, j], beta1, beta2, tiny)
+                m[i, j] = mi
+                v[i, j] = vi
+                p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
+            if live:
+                k += 1
+        else:
+            # g = 0: the moments only decay; once m has flushed to 0 (a unit dead for
+            # some 800 steps) the parameter stays put, so skip the sqrt and division
+            moving = False
+            for i in range(R):
+                mi, vi = _adam_moments(zero, m[i, j], v[i, j], beta1, beta2, tiny)
+                m[i, j] = mi
+                v[i, j] = vi
+                moving |= mi != zero
+            if moving:
+                for i in range(R):
+                    p[i, j] -= _adam_step(m[i, j], v[i, j], step, inv_sqrt_bc2, eps)
 
 
 @njit

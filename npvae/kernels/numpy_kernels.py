@@ -147,6 +147,14 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
     p -= (lr / bc1) * (m / denom)
 
 
+def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
+    """:func:`adam_update` of 2-D ``p``, ``m``, ``v`` with a gradient given by columns:
+    ``vals[:, k]`` in column ``idx[k]`` (idx increasing) and 0 in every other column."""
+    g = np.zeros_like(p)
+    scatter_columns(vals, idx, g, 0.0)
+    adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
+
+
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
     """One SGD step in place (PyTorch's rule, no dampening): buf = momentum buf + g; p -= lr buf."""
     if weight_decay != 0:
