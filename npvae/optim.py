@@ -3,9 +3,10 @@ r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernel
 Each ``step()`` is one kernel call per parameter that reads the gradient once
 and updates the parameter and the optimizer's moments in the same pass. The
 kernels see flat 1-D views of the arrays' memory (weights are column-major, see
-:class:`npvae.layers.Dense`), which is all an elementwise update needs. Adam
-also reads a weight gradient that a Dense layer left as its nonzero columns
-(:meth:`npvae.module.Parameter.set_column_grad`) without writing it out.
+:class:`npvae.layers.Dense`), which is all an elementwise update needs. On the
+Numba path Adam also reads a weight gradient that a Dense layer left as its
+nonzero columns (:meth:`npvae.module.Parameter.set_column_grad`) without
+writing it out.
 """
 import copy
 
@@ -170,7 +171,10 @@ class Adam(Optimizer):
         m, v = self.state["m"], self.state["v"]
         for i, p in enumerate(self.params):
             c = self._consts(cache, p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
-            columns = p.column_grad()   # a gradient held as its nonzero columns (npvae.layers.Dense)
+            # A gradient held as its nonzero columns (npvae.layers.Dense) is read as such by
+            # the Numba kernel. The NumPy path writes it out and takes the plain update:
+            # the reference stays simple, and a full-size scratch array per step is slow.
+            columns = p.column_grad() if self.backend == "numba" else None
             if columns is not None and _column_major(p.data, m[i], v[i]):
                 k.adam_update_columns(p.data, *columns, m[i], v[i], *c)
             else:

@@ -150,9 +150,10 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
 def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
     """:func:`adam_update` of 2-D ``p``, ``m``, ``v`` with a gradient given by columns:
     ``vals[:, k]`` in column ``idx[k]`` (idx increasing) and 0 in every other column."""
-    g = np.zeros_like(p)
-    scatter_columns(vals, idx, g, 0.0)
-    adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
+    g = np.empty_like(p)
+    scatter_columns(vals, idx, g, 0.0)                   # writes every entry
+    flat = [a.ravel(order="K") for a in (p, g, m, v)]   # views in memory order, as the optimizer passes
+    adam_update(*flat, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
 
 
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
