@@ -60,7 +60,9 @@ class Parameter:
 
     A layer may also give a gradient that is 0 outside a few columns
     (:meth:`set_column_grad`): it is written into ``grad`` only when ``grad`` is
-    read, and :class:`npvae.optim.Adam` reads the columns directly instead.
+    read, and :class:`npvae.optim.Adam` reads the columns directly instead. So
+    read ``p.grad`` after each backward rather than keeping the array from an
+    earlier read (as in PyTorch, whose ``zero_grad`` replaces ``.grad`` by None).
     """
 
     def __init__(self, data):

@@ -224,3 +224,18 @@ def test_adam_reads_a_column_gradient_as_the_full_one(backend, dtype, wd):
     for got, want in zip(*runs):
         np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0)
     assert (runs[0][0][:, :12] == Dense(6, 20, dtype=dtype, rng=0).weight.data[:, :12]).all() == (wd == 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sgd_writes_a_column_gradient_out(backend):
+    """SGD has no column kernel: it reads the gradient the Dense layer left as columns in full."""
+    d = Dense(6, 20, dtype=np.float64, rng=0, backend=backend)
+    d.bias.data[:12] = -100.0
+    x = np.random.default_rng(3).uniform(-1, 1, (30, 6))
+    d.zero_grad()                               # a fresh gradient: the layer hands over columns
+    d.forward(x, relu=True)
+    d.backward(np.random.default_rng(4).standard_normal((30, 20)), input_grad=False)
+    assert d.weight.column_grad() is not None
+    expected = d.weight.data - 0.1 * (x.T @ (np.random.default_rng(4).standard_normal((30, 20)) * (d._y > 0)))
+    SGD(d.parameters(), lr=0.1, backend=backend).step()
+    np.testing.assert_allclose(d.weight.data, expected, rtol=1e-12, atol=1e-14)
