@@ -13,8 +13,11 @@ found) and prints medians over several epochs:
 * PyTorch, timed side by side, when ``--torch-python`` (default: this
   interpreter) can import torch. PyTorch is never a dependency of npvae.
 
-Each part runs in its own fresh process so that thread pools, caches and
-peak memory do not leak from one into another.
+npvae and PyTorch each run in their own process, driven round by round from
+this one: every round times a GEMM-floor epoch, a Numba epoch, a NumPy epoch
+and a PyTorch epoch back to back, and the ratios printed are medians of the
+per-round ratios, so that the shared machine's slow spells hit all paths
+alike. The first-step timings use fresh processes.
 
     python examples/benchmark.py --data-dir ../shared/data/fashion-mnist
 """
@@ -37,57 +40,74 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def load_data(data_dir):
-    """(train uint8 (60000, 784), test uint8 (10000, 784), where they came from)."""
+def load_data(data_dir, n_train=None):
+    """(train uint8 (60000, 784), test uint8 (10000, 784), where they came from).
+
+    ``n_train`` keeps only the first training images (quick trials, tests).
+    """
     import numpy as np
     from npvae.data import load_dataset
     from npvae.errors import NpvaeError
     try:
         ds = load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False)
-        return ds.train_images, ds.test_images, f"Fashion-MNIST from {ds.source}"
+        train, test, source = ds.train_images, ds.test_images, f"Fashion-MNIST from {ds.source}"
     except NpvaeError as e:
         print(f"(no Fashion-MNIST found, using synthetic images of the same shape: {str(e).splitlines()[0]})",
               file=sys.stderr)
-    rng = np.random.default_rng(0)
-    make = lambda n: (rng.random((n, 784)) < 0.3).astype(np.uint8) * rng.integers(0, 256, (n, 784), dtype=np.uint8)
-    return make(60000), make(10000), "synthetic uint8 (60000, 784)"
+        rng = np.random.default_rng(0)
+        make = lambda n: (rng.random((n, 784)) < 0.3).astype(np.uint8) * rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        train, test, source = make(60000), make(10000), "synthetic uint8 (60000, 784)"
+    if n_train:
+        train, source = train[:n_train], f"{source}, first {n_train} training images"
+    return train, test, source
 
 
-# -- parts, each run in a fresh process ------------------------------------------------
-def part_npvae(args):
-    """Both back ends and the GEMM floor, epoch by epoch in turn, in one process.
+# -- the timed parts: runners driven by the main process, one-shot parts -------------
+class NpvaeRunner:
+    """Both back ends and the GEMM floor, in one process the main process drives.
 
-    The machine is shared and noisy, so each round times a GEMM-floor epoch, a
-    Numba epoch and a NumPy epoch back to back: a slow spell hits all three,
-    and the ratios (medians over rounds) stay meaningful.
+    Each ``train_round`` times a GEMM-floor epoch, a Numba epoch and a NumPy
+    epoch back to back, so a slow spell of the machine hits all three and the
+    ratios (medians over rounds) stay meaningful.
     """
-    import numpy as np
-    import npvae
-    from npvae.evaluate import evaluate_elbo
-    from npvae.train import fit
-    train, test, source = load_data(args.data_dir)
-    runs = {}
-    for backend in ("numba", "numpy"):
-        model = npvae.VAE(784, 400, 20, rng=0, backend=backend)
-        runs[backend] = dict(model=model, opt=npvae.Adam(model.parameters(), backend=backend),
-                             rng=np.random.default_rng(0), epoch_s=[], eval_s=[])
-    floor = []
-    for _ in range(args.epochs):
-        floor.append(gemm_floor(runs["numba"]["model"], len(train)))
-        for r in runs.values():
-            hist = fit(r["model"], train, None, epochs=1, batch_size=BATCH, optimizer=r["opt"],
-                       rng=r["rng"], progress=False)
-            r["epoch_s"].append(hist[-1]["train_seconds"])
+
+    def __init__(self, args):
+        import numpy as np
+        import npvae
+        from npvae.evaluate import evaluate_elbo
+        from npvae.train import fit
+        self.fit, self.evaluate_elbo = fit, evaluate_elbo
+        self.train, self.test, self.source = load_data(args.data_dir, args.train_images)
+        # load every Numba kernel (training and evaluation) before the timed rounds
+        warm = npvae.VAE(784, 400, 20, rng=1)
+        fit(warm, self.train[:2 * BATCH], None, epochs=1, batch_size=BATCH, progress=False)
+        evaluate_elbo(warm, self.test[:BATCH])
+        self.runs = {}
+        for backend in ("numba", "numpy"):
+            model = npvae.VAE(784, 400, 20, rng=0, backend=backend)
+            self.runs[backend] = dict(model=model, opt=npvae.Adam(model.parameters(), backend=backend),
+                                      rng=np.random.default_rng(0), train_loss=None)
+
+    def train_round(self):
+        out = dict(floor=gemm_floor(self.runs["numba"]["model"], len(self.train)))
+        for name, r in self.runs.items():
+            hist = self.fit(r["model"], self.train, None, epochs=1, batch_size=BATCH, optimizer=r["opt"],
+                            rng=r["rng"], progress=False)
+            out[name] = hist[-1]["train_seconds"]
             r["train_loss"] = hist[-1]["train_loss"]
-    for _ in range(7):  # the two paths' evaluations interleaved, like their epochs
-        for r in runs.values():
+        return out
+
+    def eval_round(self):
+        out = {}
+        for name, r in self.runs.items():
             t0 = time.perf_counter()
-            evaluate_elbo(r["model"], test, seed=0)
-            r["eval_s"].append(time.perf_counter() - t0)
-    out = dict(source=source, n_train=len(train), gemm_floor_s=floor, rss_mb=peak_rss_mb())
-    for name, r in runs.items():
-        out[name] = dict(epoch_s=r["epoch_s"], eval_s=r["eval_s"], train_loss=r["train_loss"])
-    return out
+            self.evaluate_elbo(r["model"], self.test, seed=0)
+            out[name] = time.perf_counter() - t0
+        return out
+
+    def finish(self):
+        return dict(source=self.source, n_train=len(self.train), rss_mb=peak_rss_mb(),
+                    train_loss={name: r["train_loss"] for name, r in self.runs.items()})
 
 
 def gemm_floor(model, n_train):
@@ -125,59 +145,67 @@ def gemm_floor(model, n_train):
     return steps(BATCH, full) + (steps(last, 1) if last else 0.0)
 
 
-def part_torch(args):
-    """The PyTorch example's model and loop, same data and settings."""
-    import numpy as np
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-    torch.set_num_threads(args.threads)
-    train, test, source = load_data(args.data_dir)
-    xtr = torch.from_numpy(train.astype(np.float32) / 255)
-    xte = torch.from_numpy(test.astype(np.float32) / 255)
+class TorchRunner:
+    """The PyTorch example's model and loop (as in the reference run), same data and settings."""
 
-    class VAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
-            self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+    def __init__(self, args):
+        import numpy as np
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+        self.torch, self.F = torch, F
+        torch.set_num_threads(args.threads)
+        train, test, _ = load_data(args.data_dir, args.train_images)
+        self.xtr = torch.from_numpy(train.astype(np.float32) / 255)
+        self.xte = torch.from_numpy(test.astype(np.float32) / 255)
 
-        def forward(self, x):
-            h = F.relu(self.fc1(x))
-            mu, logvar = self.fc21(h), self.fc22(h)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+        class VAE(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+                self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
 
-    def loss_fn(recon, x, mu, logvar):
-        return (F.binary_cross_entropy(recon, x, reduction="sum")
-                - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()))
+            def forward(self, x):
+                h = F.relu(self.fc1(x))
+                mu, logvar = self.fc21(h), self.fc22(h)
+                z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+                return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
-    torch.manual_seed(0)
-    model = VAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    epochs, evals = [], []
-    for _ in range(args.epochs):
+        torch.manual_seed(0)
+        self.model = VAE()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.g = torch.Generator().manual_seed(0)
+
+    def loss(self, recon, x, mu, logvar):
+        return (self.F.binary_cross_entropy(recon, x, reduction="sum")
+                - 0.5 * self.torch.sum(1 + logvar - mu.pow(2) - logvar.exp()))
+
+    def train_round(self):
+        xtr, model, opt = self.xtr, self.model, self.opt
+        model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(xtr), generator=g)
+        perm = self.torch.randperm(len(xtr), generator=self.g)
         for i in range(0, len(xtr), BATCH):
             data = xtr[perm[i:i + BATCH]]
             opt.zero_grad()
             recon, mu, logvar = model(data)
-            loss = loss_fn(recon, data, mu, logvar)
+            loss = self.loss(recon, data, mu, logvar)
             loss.backward()
             opt.step()
-        epochs.append(time.perf_counter() - t0)
-    model.eval()
-    for _ in range(5):
+        return dict(pytorch=time.perf_counter() - t0)
+
+    def eval_round(self):
+        self.model.eval()
         t0 = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, len(xte), BATCH):
-                data = xte[i:i + BATCH]
-                recon, mu, logvar = model(data)
-                loss_fn(recon, data, mu, logvar)
-        evals.append(time.perf_counter() - t0)
-    return dict(source=source, epoch_s=epochs, eval_s=evals, rss_mb=peak_rss_mb(), torch=torch.__version__)
+        with self.torch.no_grad():
+            for i in range(0, len(self.xte), BATCH):
+                data = self.xte[i:i + BATCH]
+                recon, mu, logvar = self.model(data)
+                self.loss(recon, data, mu, logvar)
+        return dict(pytorch=time.perf_counter() - t0)
+
+    def finish(self):
+        return dict(rss_mb=peak_rss_mb(), torch=self.torch.__version__)
 
 
 def part_first_step(args):
@@ -201,18 +229,65 @@ def part_first_step(args):
     return dict(import_s=t1 - t0, first_step_s=t2 - t1, from_start_s=t2 - t0)
 
 
-PARTS = dict(npvae=part_npvae, torch=part_torch, first_step=part_first_step)
+RUNNERS = dict(npvae=NpvaeRunner, torch=TorchRunner)
+PARTS = dict(first_step=part_first_step)
 
 
-def run_part(python, part, args, env=None, extra=()):
-    cmd = [python, os.path.abspath(__file__), "--part", part, "--epochs", str(args.epochs),
-           "--threads", str(args.threads), *extra]
+def serve(runner_class, args):
+    """A runner in its own process: one command (a method name) per stdin line, one JSON line back."""
+    runner = runner_class(args)
+    print(json.dumps("ready"), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        print(json.dumps(getattr(runner, command)()), flush=True)
+        if command == "finish":
+            return
+
+
+def _command(python, part, args):
+    cmd = [python, os.path.abspath(__file__), "--part", part, "--threads", str(args.threads)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
+    if args.train_images:
+        cmd += ["--train-images", str(args.train_images)]
+    return cmd
+
+
+def _env(args, env=None):
     threads = {k: str(args.threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                    **threads, **(env or {}))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                **threads, **(env or {}))
+
+
+class Worker:
+    """The main process's handle on a runner (:func:`serve`) in a child process."""
+
+    def __init__(self, python, part, args):
+        self.part, self.log = part, tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(_command(python, part, args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=_env(args))
+        self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.seek(0)
+            raise RuntimeError(f"part {self.part} failed:\n{self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def __call__(self, command):
+        """Run ``command`` in the child, after a pause that lets the other process's idle
+        BLAS and OpenMP threads stop spinning (OpenBLAS spins about 0.1 s)."""
+        time.sleep(0.3)
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+
+def run_part(python, part, args, env=None):
+    """A one-shot part in a fresh process; its one JSON line."""
+    r = subprocess.run(_command(python, part, args), capture_output=True, text=True, env=_env(args, env))
     if r.returncode != 0:
         raise RuntimeError(f"part {part} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -225,8 +300,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads")
     ap.add_argument("--torch-python", default=sys.executable, help="interpreter to time PyTorch with")
     ap.add_argument("--skip-torch", action="store_true")
-    ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="train on only the first N images (a quick trial; the figures are then not comparable)")
+    ap.add_argument("--part", choices=sorted(PARTS) + sorted(RUNNERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.part in RUNNERS:
+        return serve(RUNNERS[args.part], args)
     if args.part:
         print(json.dumps(PARTS[args.part](args)))
         return
@@ -234,15 +313,23 @@ def main():
     med = statistics.median
     print(f"npvae benchmark: 784-400-20, batch {BATCH}, Adam 1e-3, {args.threads} BLAS threads, "
           f"medians over {args.epochs} epochs per path", flush=True)
-    torch_ok = False
+    workers = {"npvae": Worker(sys.executable, "npvae", args)}
     if not args.skip_torch:
-        torch_ok = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0
-        if not torch_ok:
+        if subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0:
+            workers["torch"] = Worker(args.torch_python, "torch", args)
+        else:
             print(f"(PyTorch not importable by {args.torch_python}: skipped)")
-    # PyTorch before and after npvae, so that both see the machine in the same moods
-    th = [run_part(args.torch_python, "torch", args)] if torch_ok else []
-    res = run_part(sys.executable, "npvae", args)
-    th += [run_part(args.torch_python, "torch", args)] if torch_ok else []
+    # Round by round, each process in turn (the other one idle), so that a slow
+    # spell of this shared machine hits every path: the per-round ratios are fair.
+    epochs, evals = [], []
+    for r in range(args.epochs):
+        epochs.append({k: v for w in workers.values() for k, v in w("train_round").items()})
+        print(f"  round {r + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.2f} s" for k, v in epochs[-1].items()),
+              flush=True)
+    for _ in range(7):
+        evals.append({k: v for w in workers.values() for k, v in w("eval_round").items()})
+    res = workers["npvae"]("finish")
+    th = workers["torch"]("finish") if "torch" in workers else None
     print(f"data: {res['source']}", flush=True)
     with tempfile.TemporaryDirectory() as cache:
         env = {"NUMBA_CACHE_DIR": cache}
@@ -250,37 +337,38 @@ def main():
         warm = [run_part(sys.executable, "first_step", args, env) for _ in range(5)]
 
     n = res["n_train"]
-    floor, nb, npy = res["gemm_floor_s"], res["numba"], res["numpy"]
-    t_floor, t_nb, t_np = med(floor), med(nb["epoch_s"]), med(npy["epoch_s"])
-    over_floor = lambda r: med(t / f for t, f in zip(r["epoch_s"], floor))
+    col = lambda rounds, key: [r[key] for r in rounds]
+    ratio = lambda a, b: med(x / y for x, y in zip(col(epochs, a), col(epochs, b)))   # median of per-round ratios
+    t = {k: med(col(epochs, k)) for k in epochs[0]}
+    e = {k: med(col(evals, k)) for k in evals[0]}
     rows = [("path", "s/epoch", "samples/s", "x GEMM floor", "eval 10k (s)", "peak RSS (MB)")]
-    rows.append(("GEMM floor (BLAS only)", f"{t_floor:.3f}", f"{n / t_floor:,.0f}", "1.00", "", ""))
-    rows.append(("npvae numba", f"{t_nb:.3f}", f"{n / t_nb:,.0f}", f"{over_floor(nb):.2f}",
-                 f"{med(nb['eval_s']):.3f}", f"{res['rss_mb']:.0f}*"))
-    rows.append(("npvae numpy", f"{t_np:.3f}", f"{n / t_np:,.0f}", f"{over_floor(npy):.2f}",
-                 f"{med(npy['eval_s']):.3f}", "*"))
+    rows.append(("GEMM floor (BLAS only)", f"{t['floor']:.3f}", f"{n / t['floor']:,.0f}", "1.00", "", ""))
+    rows.append(("npvae numba", f"{t['numba']:.3f}", f"{n / t['numba']:,.0f}", f"{ratio('numba', 'floor'):.2f}",
+                 f"{e['numba']:.3f}", f"{res['rss_mb']:.0f}*"))
+    rows.append(("npvae numpy", f"{t['numpy']:.3f}", f"{n / t['numpy']:,.0f}", f"{ratio('numpy', 'floor'):.2f}",
+                 f"{e['numpy']:.3f}", "*"))
     if th:
-        t_th = med(t for part in th for t in part["epoch_s"])
-        e_th = med(t for part in th for t in part["eval_s"])
-        rows.append((f"pytorch {th[0]['torch']}", f"{t_th:.3f}", f"{n / t_th:,.0f}", f"{t_th / t_floor:.2f}",
-                     f"{e_th:.3f}", f"{max(p['rss_mb'] for p in th):.0f}"))
+        rows.append((f"pytorch {th['torch']}", f"{t['pytorch']:.3f}", f"{n / t['pytorch']:,.0f}",
+                     f"{ratio('pytorch', 'floor'):.2f}", f"{e['pytorch']:.3f}", f"{th['rss_mb']:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print("* one process trains both npvae paths; its peak RSS covers both models and the data")
+    print("(ratios are medians of per-round ratios: each round times every path once, back to back)")
     print()
-    print(f"numba path vs numpy path: {med(a / b for a, b in zip(npy['epoch_s'], nb['epoch_s'])):.2f}x faster "
-          "(median of per-round ratios)")
+    print(f"numba path vs numpy path: {ratio('numpy', 'numba'):.2f}x faster")
     if th:
-        print(f"numba epoch / pytorch epoch: {t_nb / t_th:.2f} (target <= 0.5)")
-        print(f"pytorch eval / numba eval: {e_th / med(nb['eval_s']):.2f}x (target >= 2)")
+        print(f"numba epoch / pytorch epoch: {ratio('numba', 'pytorch'):.2f} (target <= 0.5)")
+        e_ratio = med(a / b for a, b in zip(col(evals, "pytorch"), col(evals, "numba")))
+        print(f"pytorch eval / numba eval: {e_ratio:.2f}x (target >= 2)")
     print(f"import npvae: {med(w['import_s'] for w in warm):.3f} s (median of {len(warm)} fresh processes)")
     print(f"first training step in a fresh process, after the import: cold Numba cache "
           f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
           f"(median of {len(warm)}; from process start, warm: {med(w['from_start_s'] for w in warm):.2f} s)")
-    print(f"train loss after {args.epochs} epochs (numba / numpy): {nb['train_loss']:.2f} / {npy['train_loss']:.2f}")
+    loss = res["train_loss"]
+    print(f"train loss after {args.epochs} epochs (numba / numpy): {loss['numba']:.2f} / {loss['numpy']:.2f}")
 
 
 if __name__ == "__main__":

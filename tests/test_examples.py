@@ -131,6 +131,21 @@ def test_benchmark_first_step_part_reports_its_timings():
     assert 0 < out["import_s"] < out["from_start_s"] and 0 < out["first_step_s"] < out["from_start_s"]
 
 
+def test_benchmark_runner_answers_the_main_process(tmp_path):
+    """The npvae runner: one JSON line per command, the timings the main process tabulates."""
+    cmd = [sys.executable, BENCHMARK, "--part", "npvae", "--data-dir", str(tmp_path), "--train-images", "300"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(cmd, input="train_round\neval_round\nfinish\n", capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    ready, train, evals, finish = (json.loads(line) for line in proc.stdout.splitlines())
+    assert ready == "ready" and "synthetic" in proc.stderr      # no data set in tmp_path
+    assert set(train) == {"floor", "numba", "numpy"} and all(v > 0 for v in train.values())
+    assert set(evals) == {"numba", "numpy"} and all(v > 0 for v in evals.values())
+    assert finish["n_train"] == 300 and finish["rss_mb"] > 0
+    assert set(finish["train_loss"]) == {"numba", "numpy"}
+
+
 def test_benchmark_gemm_floor_times_the_models_products():
     sys.path.insert(0, os.path.dirname(BENCHMARK))
     try:
