@@ -110,6 +110,10 @@ class Parameter:
         """``(values, idx)`` if the gradient is still held as columns, else None."""
         return None if self._columns is None else self._columns[:2]
 
+    def __getstate__(self):
+        self.grad  # copies and pickles hold the gradient written out, not a kernel
+        return self.__dict__.copy()
+
     @property
     def shape(self):
         return self.data.shape
@@ -152,6 +156,11 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def __getstate__(self):
+        # copy.deepcopy and pickle: drop the kernel module (reloaded on first use)
+        # and the workspaces (reallocated on the next call)
+        return dict(self.__dict__, _k=None, _workspace={})
 
     # -- the protocol ------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract

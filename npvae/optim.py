@@ -83,6 +83,10 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
+    def __getstate__(self):
+        # a copy must not keep flat views of the original's arrays: they are remade on use
+        return dict(self.__dict__, _views=[None] * len(self.params))
+
     def _consts(self, cache, p, *values):
         """Scalars in the parameter's dtype (float32 kernels stay float32), made once per dtype a step."""
         c = cache.get(p.dtype)

@@ -221,3 +221,24 @@ def test_set_backend_reaches_every_submodule(monkeypatch):
 def test_errors_are_also_builtin_types():
     assert issubclass(npvae.StateDictError, ValueError) and issubclass(npvae.StateError, RuntimeError)
     assert issubclass(npvae.InputTypeError, TypeError) and issubclass(npvae.InputError, npvae.NpvaeError)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_copies_and_pickles_of_a_trained_model(backend):
+    """copy.deepcopy and pickle work mid-training (a gradient held as columns included)."""
+    import copy
+    import pickle
+    m = VAE(12, 16, 2, dtype=np.float64, rng=0, backend=backend)
+    m.encoder[0].bias.data[:10] = -100.0            # dead units: the weight keeps its gradient as columns
+    x = np.random.default_rng(1).uniform(0, 1, (9, 12))
+    m.zero_grad()
+    m.loss(x, eps=np.zeros((9, 2)))
+    m.backward()
+    assert m.encoder[0].weight.column_grad() is not None
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert _grads(clone).keys() == _grads(m).keys()
+        for n, g in _grads(clone).items():
+            np.testing.assert_array_equal(g, _grads(m)[n], err_msg=n)
+        assert clone.backend == backend
+        np.testing.assert_array_equal(clone.reconstruct(x), m.reconstruct(x))
+        assert clone.encoder[0].weight.data is not m.encoder[0].weight.data

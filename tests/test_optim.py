@@ -239,3 +239,20 @@ def test_sgd_writes_a_column_gradient_out(backend):
     expected = d.weight.data - 0.1 * (x.T @ (np.random.default_rng(4).standard_normal((30, 20)) * (d._y > 0)))
     SGD(d.parameters(), lr=0.1, backend=backend).step()
     np.testing.assert_allclose(d.weight.data, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_a_copied_optimizer_updates_the_copied_parameters(make):
+    import copy
+    d = Dense(3, 2, dtype=np.float64, rng=0)
+    opt = make(d.parameters(), lr=0.1)
+    d.forward(np.ones((2, 3)))
+    d.backward(np.ones((2, 2)))
+    opt.step()                                    # the optimizer has made its flat views
+    d2, opt2 = copy.deepcopy((d, opt))
+    before = d.weight.data.copy()
+    opt2.step()                                   # moves the copy's weights, not the original's
+    assert not np.array_equal(d2.weight.data, before)
+    np.testing.assert_array_equal(d.weight.data, before)
+    opt.step()                                    # the same step on the original: the same result
+    np.testing.assert_array_equal(d.weight.data, d2.weight.data)
