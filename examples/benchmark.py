@@ -283,7 +283,10 @@ class Worker:
         time.sleep(0.3)
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
-        return self._read()
+        out = self._read()
+        if command == "finish":
+            self.proc.wait(timeout=60)
+        return out
 
 
 def run_part(python, part, args, env=None):
