@@ -215,14 +215,14 @@ def relu_bias_backward(dy, y, dx, db, beta, live):
     n_live = 0
     for j in range(N):
         acc = typed(0.0, db[j])
-        nonzero = 0
+        size = typed(0.0, db[j])  # sum of |g|: > 0 iff some g != 0 (a float sum vectorises best)
         for i in range(B):
             g = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
             dx[i, j] = g
             acc += g
-            nonzero += g != 0
+            size += abs(g)
         db[j] = acc if beta == 0 else db[j] + acc
-        if nonzero:
+        if size != 0:
             live[n_live] = j
             n_live += 1
     return n_live
@@ -233,8 +233,9 @@ def gather_columns(a, idx, out):
     B, n = out.shape
     if a.flags.f_contiguous:
         for k in range(n):
+            j = idx[k]  # read once: LLVM cannot tell that out does not overwrite idx
             for i in range(B):
-                out[i, k] = a[i, idx[k]]
+                out[i, k] = a[i, j]
     else:
         for i in range(B):
             for k in range(n):
