@@ -270,6 +270,22 @@ def test_float32_exp_neg_accuracy():
     assert np.all(out >= 0) and np.all(out[tail <= -104.0] == 0)
 
 
+def test_float32_exp_any_accuracy():
+    x = np.linspace(-87.3, 88.72, 200_001).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    sub = x[::97]
+    assert _ulps(np.array([nb._exp_any_f32(v) for v in sub], np.float32), exact[::97]).max() <= 1.0
+    y = np.empty_like(x)
+    _njit_map(nb.exp_any)(x, y)
+    assert np.all(np.isfinite(y)) and _ulps(y, exact).max() <= 5.0
+    # overflow to inf, underflow to 0, NaN kept: as the C library's expf
+    edge = np.array([88.8, 100.0, 1e30, np.inf, -104.5, -1e30, -np.inf, np.nan], np.float32)
+    out = np.empty_like(edge)
+    with np.errstate(over="ignore"):             # NumPy's exp, under NUMBA_DISABLE_JIT=1
+        _njit_map(nb.exp_any)(edge, out)
+    assert out[:4].tolist() == [np.inf] * 4 and out[4:7].tolist() == [0.0] * 3 and np.isnan(out[7])
+
+
 def test_float32_log1p_unit_accuracy():
     e = np.concatenate([np.linspace(0, 1, 100_001), np.logspace(-40, 0, 2001)]).astype(np.float32)
     exact = np.log1p(e.astype(np.float64))

@@ -10,7 +10,7 @@ import math
 import numba
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from .flags import JIT_OPTIONS
 
@@ -23,11 +23,11 @@ inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the
 #
 # ``math.exp`` and ``math.log1p`` compile to calls into the C library, one
 # element at a time (``log1pf`` costs about 18 ns here): the sigmoid + BCE kernel
-# spent 3 ms a step in them. For float32 these replacements are plain arithmetic
-# (polynomials, one bit-cast), so a loop over them becomes SIMD code; they are
-# accurate to float32 round-off (``exp_neg`` within 1 ulp as written, 5 ulp once
-# fastmath reassociates it; ``log1p_unit`` within 3 ulp; tests/test_kernels.py
-# checks). float64 (the gradient checks) keeps the C library's correctly rounded
+# spent 3 ms a step in them, the sampler and KL kernels 10-15 us each. For float32
+# these replacements are plain arithmetic (polynomials, one bit-cast), so a loop
+# over them becomes SIMD code; they are accurate to float32 round-off (``exp_neg``
+# and ``exp_any`` within 1 ulp as written, 5 ulp once fastmath reassociates them;
+# ``log1p_unit`` within 3 ulp; tests/test_kernels.py checks). float64 (the gradient checks) keeps the C library's correctly rounded
 # functions.
 #
 # Each helper is a plain Python function (used as is under ``NUMBA_DISABLE_JIT=1``)
@@ -51,11 +51,16 @@ def exp_neg(x):
     return type(x)(math.exp(x))
 
 
-def _exp_neg_f32(x):
-    # Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial,
-    # 2^n built in the exponent bits as 2^n1 * 2^n2 (each factor a normal float), so
-    # results down to the subnormal range come out right; below -104 they round to 0.
-    x = max(x, np.float32(-104.0))
+def exp_any(x):
+    """``exp(x)`` for any ``x``: the sampler's and the KL's ``exp(logvar)``."""
+    return type(x)(np.exp(x))  # NumPy's: inf, not an OverflowError, past float32's range
+
+
+# Cephes expf in two steps, plain Python that Numba compiles into the kernels
+# (register_jitable), so the tests can also run the algorithm as written.
+@register_jitable(inline="always")
+def _expf_reduce(x):
+    # x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial: (exp(r), n)
     n = np.floor(x * np.float32(1.44269504) + np.float32(0.5))  # float32 floor: vectorises
     r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # ln2 in two parts: n*ln2_hi exact
     p = np.float32(1.9875691500e-4)
@@ -64,7 +69,13 @@ def _exp_neg_f32(x):
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    p = p * r * r + r + np.float32(1.0)
+    return p * r * r + r + np.float32(1.0), n
+
+
+@register_jitable(inline="always")
+def _times_pow2(p, n):
+    # p * 2^n, 2^n built in the exponent bits as 2^n1 * 2^n2 (each a normal float, for
+    # -150 <= n <= 127), so results down to the subnormal range come out right
     n1 = np.floor(n * np.float32(0.5))
     n2 = n - n1
     pow1 = np.int32((np.int32(n1) + np.int32(127)) << np.int32(23)).view(np.float32)
@@ -72,10 +83,33 @@ def _exp_neg_f32(x):
     return (p * pow1) * pow2
 
 
+def _exp_neg_f32(x):
+    p, n = _expf_reduce(max(x, np.float32(-104.0)))  # below -104 exp rounds to 0
+    return _times_pow2(p, n)
+
+
+def _exp_any_f32(x):
+    p, n = _expf_reduce(min(max(x, np.float32(-104.0)), np.float32(89.0)))
+    # n = 128 (x > 88.38): 2^128 is no float32, so move a factor 2 into p; the product
+    # stays finite up to float32's largest number (x = 88.72) and is inf beyond
+    big = n > np.float32(127.0)
+    p = p * np.float32(2.0) if big else p
+    n = n - np.float32(1.0) if big else n
+    e = _times_pow2(p, n)
+    return e if x == x else x  # NaN stays NaN (the clamps would turn it into a number)
+
+
 @overload(exp_neg, inline="always")
 def _exp_neg(x):
     if x == types.float32:
         return _exp_neg_f32
+    return lambda x: math.exp(x)
+
+
+@overload(exp_any, inline="always")
+def _exp_any(x):
+    if x == types.float32:
+        return _exp_any_f32
     return lambda x: math.exp(x)
 
 
@@ -322,13 +356,15 @@ def bce_logits_forward_backward(logits, target, scale, rows, dlogits):
 
 @njit
 def sampler_forward(h, eps, z, std):
-    # (B, d) arrays are narrow: one loop order serves both layouts
+    # (B, d) arrays are narrow: one loop order serves both layouts. Two passes per
+    # column: the exp vectorises over column-major h and std, while eps (drawn
+    # row-major by the Generator) is read across its rows only in the second
     B, d = z.shape
     for j in range(d):
         for i in range(B):
-            s = math.exp(typed(0.5, h[i, j]) * h[i, d + j])
-            std[i, j] = s
-            z[i, j] = h[i, j] + s * eps[i, j]
+            std[i, j] = exp_any(typed(0.5, h[i, j]) * h[i, d + j])
+        for i in range(B):
+            z[i, j] = h[i, j] + std[i, j] * eps[i, j]
 
 
 @njit
@@ -349,7 +385,7 @@ def kl_forward(h, rows):
         for i in range(B):
             mu = h[i, j]
             lv = h[i, d + j]
-            rows[i] += math.exp(lv) + mu * mu - typed(1.0, lv) - lv
+            rows[i] += exp_any(lv) + mu * mu - typed(1.0, lv) - lv
     for i in range(B):
         rows[i] *= typed(0.5, rows[i])
 
@@ -361,7 +397,7 @@ def kl_backward(h, scale, dh):
     for j in range(d):
         for i in range(B):
             dh[i, j] = scale * h[i, j]
-            dh[i, d + j] = typed(0.5, scale) * scale * (math.exp(h[i, d + j]) - typed(1.0, scale))
+            dh[i, d + j] = typed(0.5, scale) * scale * (exp_any(h[i, d + j]) - typed(1.0, scale))
 
 
 @inline
