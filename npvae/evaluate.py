@@ -138,7 +138,7 @@ def _log_terms(model, xt, ht, eps):
     return nll_x.reshape(c, n), log_q_p.reshape(c, n)
 
 
-def evaluate_elbo(model, images, *, batch_size=500, seed=0, beta=1.0, kl="analytic", binarize=False):
+def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analytic", binarize=False):
     """The loss on ``images`` with one sampled ``z`` per image: ``(total, recon, kl)``.
 
     Parameters
@@ -147,7 +147,11 @@ def evaluate_elbo(model, images, *, batch_size=500, seed=0, beta=1.0, kl="analyt
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
-        Images per forward pass (the result does not depend on it beyond round-off).
+        Images per forward pass. The result does not depend on it beyond
+        round-off (each image gets the same noise whatever the batches). Larger
+        batches are faster, through fewer and larger GEMMs (10k images: 8% less
+        time at 1000 than at 500 on the development machine). 1000 images need
+        about 10 MB, 7 MB of which stay in the model's workspaces.
     seed : int
         Seed of the noise ``eps``: a fresh Generator per call, so the value is
         reproducible and the model's own sampler stream is untouched.
