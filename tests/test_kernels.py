@@ -96,8 +96,9 @@ CASES = {
     "sigmoid_forward": {"": lambda r, dt: ((_mat(r, dt, 5.0), np.empty((B, N), dt)), (1,))},
     "sigmoid_backward": {"": lambda r, dt: ((_mat(r, dt), _unit(r, dt), np.empty((B, N), dt)), (2,))},
     "bce_logits_forward": {"": lambda r, dt: ((_mat(r, dt, 4.0), _unit(r, dt), np.empty(B, dt)), (2,))},
-    "bce_logits_forward_backward": {"": lambda r, dt: (
-        (_mat(r, dt, 4.0), _unit(r, dt), dt(1.0 / B), np.empty(B, dt), np.empty((B, N), dt)), (3, 4))},
+    "bce_logits_forward_backward": {f"width={n}": (lambda r, dt, n=n: (   # odd and even: two columns a pass
+        (_mat(r, dt, 4.0, (B, n)), _unit(r, dt, (B, n)), dt(1.0 / B), np.empty(B, dt), np.empty((B, n), dt)),
+        (3, 4))) for n in (N, N - 1)},
     "sampler_forward": {"": lambda r, dt: (
         (_h(r, dt), _mat(r, dt, shape=(B, 3)), np.empty((B, 3), dt), np.empty((B, 3), dt)), (2, 3))},
     "sampler_backward": {"": lambda r, dt: (
