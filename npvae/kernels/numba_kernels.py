@@ -438,33 +438,38 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
 @njit
 def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
     # p, m, v: (R, N) weights and moments, column-major (npvae.layers.Dense); the gradient
-    # is vals[:, k] in column idx[k] and 0 in the others (dead units), so it is never written
+    # is vals[:, k] in column idx[k] and 0 in the others (dead units), so it is never written.
+    # One plain loop per kind of column: a select inside the loop would keep it from vectorising.
     step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
     zero = typed(0.0, lr)
     R, N = p.shape
     n = vals.shape[1]
     k = 0
     for j in range(N):
-        live = k < n and idx[k] == j
-        if live or weight_decay != zero:
+        if k < n and idx[k] == j:                       # a live column
             for i in range(R):
-                gi = (vals[i, k] if live else zero) + weight_decay * p[i, j]
-                mi, vi = _adam_moments(gi, m[i, j], v[i, j], beta1, beta2, tiny)
+                mi, vi = _adam_moments(vals[i, k] + weight_decay * p[i, j], m[i, j], v[i, j], beta1, beta2, tiny)
                 m[i, j] = mi
                 v[i, j] = vi
                 p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
-            if live:
-                k += 1
+            k += 1
+        elif weight_decay != zero:                      # dead, but weight decay pulls it
+            for i in range(R):
+                mi, vi = _adam_moments(weight_decay * p[i, j], m[i, j], v[i, j], beta1, beta2, tiny)
+                m[i, j] = mi
+                v[i, j] = vi
+                p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
         else:
             # g = 0: the moments only decay; once m has flushed to 0 (a unit dead for
-            # some 800 steps) the parameter stays put, so skip the sqrt and division
-            moving = False
+            # some 800 steps) the parameter stays put, so skip the sqrt and division.
+            # (A float sum of |m| tells: a boolean "any" would not vectorise.)
+            moving = zero
             for i in range(R):
                 mi, vi = _adam_moments(zero, m[i, j], v[i, j], beta1, beta2, tiny)
                 m[i, j] = mi
                 v[i, j] = vi
-                moving |= mi != zero
-            if moving:
+                moving += abs(mi)
+            if moving != zero:
                 for i in range(R):
                     p[i, j] -= _adam_step(m[i, j], v[i, j], step, inv_sqrt_bc2, eps)
 
