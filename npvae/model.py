@@ -82,6 +82,7 @@ class VAE(Module):
         self.bce = BCEWithLogits()
         self.sigmoid = Sigmoid()
         self.set_backend(backend)
+        self.pack_parameters()
 
     def config(self):
         """The constructor arguments that fix the architecture (saved in checkpoints)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import kernels
 from .errors import InputError, StateDictError, StateError
+from .memory import packed_zeros
 
 
 def order_of(a):
@@ -224,6 +225,20 @@ class Module:
     def parameters(self):
         """All Parameters, in the order of :meth:`named_parameters`."""
         return [p for _, p in self.named_parameters()]
+
+    def pack_parameters(self):
+        """Move every parameter's values and gradient into one memory block.
+
+        Values are kept; arrays obtained from ``p.data`` before this call are no longer
+        the parameter's. The optimizer's step then streams through memory that can sit on
+        huge pages (:mod:`npvae.memory`). :class:`npvae.VAE` does this when it is built.
+        """
+        params = self.parameters()
+        packed = packed_zeros([p.data for p in params] + [p._grad for p in params])
+        for p, data, grad in zip(params, packed, packed[len(params):]):
+            data[...], grad[...] = p.data, p._grad
+            p.data, p._grad = data, grad
+        return self
 
     def zero_grad(self):
         # called every training step: walk the module tree only when it has changed

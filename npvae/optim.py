@@ -14,6 +14,7 @@ import numpy as np
 
 from . import kernels
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError, StateError
+from .memory import packed_zeros
 from .module import Module, Parameter
 from .validate import check_positive_float
 
@@ -67,7 +68,10 @@ class Optimizer:
         self.params = _check_params(params)
         self.backend = kernels.resolve(backend)
         self.t = 0  # steps taken
-        self.state = {n: [np.zeros_like(p.data) for p in self.params] for n in self._state_names}
+        # all moments in one block (npvae.memory): the step streams through them on huge pages
+        arrays = packed_zeros([p.data for _ in self._state_names for p in self.params])
+        n = len(self.params)
+        self.state = {name: arrays[i * n:(i + 1) * n] for i, name in enumerate(self._state_names)}
         self._views = [None] * len(self.params)
 
     def _flat_views(self, i):

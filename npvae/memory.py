@@ -1,0 +1,45 @@
+"""Arrays packed side by side into one block of memory that can sit on huge pages.
+
+Every training step the optimizer streams each parameter, its gradient and its
+two moments (about 10 MB for the tutorial model). On ordinary 4 KB pages that
+is some 2,500 pages, more than the CPU's TLB covers, so the walk through them
+also walks page tables (in a virtual machine, two levels of them). Linux can
+back memory with 2 MB pages instead (transparent huge pages), and NumPy asks
+for them on any allocation of at least 4 MB. The tutorial model's arrays are
+1.25 MB at most, so they would never get them; packed into blocks they do.
+Measured on the tutorial model (Fashion-MNIST, 24 epochs of each version
+interleaved in one process): 1.4% faster per epoch, the same bits.
+
+Elsewhere (no transparent huge pages, other systems) a packed array is just an
+ordinary array that shares its memory block with its neighbours.
+"""
+import numpy as np
+
+HUGE_PAGE = 2 << 20      # bytes; also the block's alignment
+NUMPY_HUGE_MIN = 4 << 20  # NumPy madvises huge pages for allocations at least this big
+ALIGN = 64                # each array starts on a cache line
+
+
+def _layout(a):
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def packed_zeros(like):
+    """Zeroed arrays shaped, typed and laid out (C or F) like each of ``like``,
+    views into one memory block.
+
+    The views keep the block alive; nothing else refers to it.
+    """
+    sizes = [(a.nbytes + ALIGN - 1) // ALIGN * ALIGN for a in like]
+    whole_pages = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
+    # one page more, so the arrays can start on a huge-page boundary and every
+    # page they use lies whole inside the block (a partial one gets 4 KB pages)
+    block = np.empty(max(whole_pages + HUGE_PAGE, NUMPY_HUGE_MIN), np.uint8)
+    offset = -block.ctypes.data % HUGE_PAGE
+    out = []
+    for a, size in zip(like, sizes):
+        view = block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=_layout(a))
+        view.fill(0)
+        out.append(view)
+        offset += size
+    return out

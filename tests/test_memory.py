@@ -1,0 +1,64 @@
+"""Packed arrays (npvae.memory) and the models and optimizers that use them."""
+import numpy as np
+import pytest
+
+from npvae import VAE, Adam, Dense, ReLU, Sequential
+from npvae.memory import HUGE_PAGE, packed_zeros
+
+
+def _block(a):
+    while a.base is not None:
+        a = a.base
+    return a
+
+
+def test_packed_zeros_copies_shape_dtype_and_layout():
+    like = [np.ones((5, 3), np.float32, order="F"), np.ones(7, np.float64), np.ones((2, 4), np.float32),
+            np.ones((0, 3), np.float32)]
+    out = packed_zeros(like)
+    for a, b in zip(like, out):
+        assert (b.shape, b.dtype, b.flags.f_contiguous, b.flags.c_contiguous) == \
+               (a.shape, a.dtype, a.flags.f_contiguous, a.flags.c_contiguous)
+        assert b.flags.writeable and not b.any()
+    assert len({id(_block(b)) for b in out}) == 1                   # one block
+    assert out[0].ctypes.data % HUGE_PAGE == 0                        # starting on a huge page
+    assert all(b.ctypes.data % 64 == 0 for b in out if b.size)        # each on a cache line
+    for i, b in enumerate(out[:3]):                                   # no overlaps
+        b[...] = i + 1
+    for i, b in enumerate(out[:3]):
+        assert (b == i + 1).all()
+
+
+def test_vae_and_adam_keep_their_arrays_in_blocks():
+    m = VAE(12, 16, 2, rng=0)
+    opt = Adam(m.parameters())
+    params = m.parameters()
+    assert len({id(_block(p.data)) for p in params} | {id(_block(p.grad)) for p in params}) == 1
+    assert len({id(_block(a)) for arrays in opt.state.values() for a in arrays}) == 1
+    w = m.encoder[0].weight
+    assert w.data.flags.f_contiguous and w.grad.flags.f_contiguous   # Dense's column-major weight
+    assert opt.state["m"][0].strides == w.data.strides
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_pack_parameters_keeps_values_and_results(backend):
+    def make():
+        return Sequential(Dense(6, 9, rng=0), ReLU(), Dense(9, 4, rng=1)).set_backend(backend)
+
+    plain, packed = make(), make()
+    before = packed.state_dict()
+    packed.pack_parameters()
+    for name, p in packed.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)
+    x = np.random.default_rng(2).random((5, 6), dtype=np.float32)
+    g = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+    opts = [Adam(model.parameters(), backend=backend) for model in (plain, packed)]
+    for _ in range(3):
+        for model, opt in zip((plain, packed), opts):
+            opt.zero_grad()
+            model.forward(x)
+            model.backward(g)
+            opt.step()
+    for (name, a), b in zip(plain.named_parameters(), packed.parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
