@@ -460,18 +460,21 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
                 v[i, j] = vi
                 p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
         else:
-            # g = 0: the moments only decay; once m has flushed to 0 (a unit dead for
-            # some 800 steps) the parameter stays put, so skip the sqrt and division.
+            # g = 0: the moments only decay. Once m has flushed to 0 (a unit dead for
+            # some 800 steps) it stays 0 and the parameter stays put: only v changes.
             # (A float sum of |m| tells: a boolean "any" would not vectorise.)
             moving = zero
             for i in range(R):
-                mi, vi = _adam_moments(zero, m[i, j], v[i, j], beta1, beta2, tiny)
-                m[i, j] = mi
-                v[i, j] = vi
-                moving += abs(mi)
-            if moving != zero:
+                moving += abs(m[i, j])
+            if moving == zero:
                 for i in range(R):
-                    p[i, j] -= _adam_step(m[i, j], v[i, j], step, inv_sqrt_bc2, eps)
+                    v[i, j] = _adam_moments(zero, zero, v[i, j], beta1, beta2, tiny)[1]
+            else:
+                for i in range(R):
+                    mi, vi = _adam_moments(zero, m[i, j], v[i, j], beta1, beta2, tiny)
+                    m[i, j] = mi
+                    v[i, j] = vi
+                    p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
 
 
 @njit
