@@ -17,6 +17,7 @@ import numpy as np
 
 HUGE_PAGE = 2 << 20      # bytes; also the block's alignment
 NUMPY_HUGE_MIN = 4 << 20  # NumPy madvises huge pages for allocations at least this big
+SMALL = 1 << 20           # below this the TLB covers the arrays anyway: no huge page for them
 ALIGN = 64                # each array starts on a cache line
 
 
@@ -31,11 +32,15 @@ def packed_zeros(like):
     The views keep the block alive; nothing else refers to it.
     """
     sizes = [(a.nbytes + ALIGN - 1) // ALIGN * ALIGN for a in like]
-    whole_pages = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
-    # one page more, so the arrays can start on a huge-page boundary and every
-    # page they use lies whole inside the block (a partial one gets 4 KB pages)
-    block = np.empty(max(whole_pages + HUGE_PAGE, NUMPY_HUGE_MIN), np.uint8)
-    offset = -block.ctypes.data % HUGE_PAGE
+    if sum(sizes) < SMALL:
+        # a small model: a 2 MB page would be mostly empty memory
+        block, align = np.empty(sum(sizes) + ALIGN, np.uint8), ALIGN
+    else:
+        # one page more, so the arrays can start on a huge-page boundary and every
+        # page they use lies whole inside the block (a partial one gets 4 KB pages)
+        whole_pages = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
+        block, align = np.empty(max(whole_pages + HUGE_PAGE, NUMPY_HUGE_MIN), np.uint8), HUGE_PAGE
+    offset = -block.ctypes.data % align
     out = []
     for a, size in zip(like, sizes):
         view = block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=_layout(a))
