@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter, order_of
+from .memory import order_of
+from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int, check_rng
 
 

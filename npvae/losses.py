@@ -38,7 +38,8 @@ With pixel probabilities :math:`p = \mathrm{sigmoid}(l)` from decoder logits
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, order_of
+from .memory import order_of
+from .module import Module
 
 
 def _check_pair(a, t, owner, a_name, t_name="target"):

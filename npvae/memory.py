@@ -21,7 +21,8 @@ SMALL = 1 << 20           # below this the TLB covers the arrays anyway: no huge
 ALIGN = 64                # each array starts on a cache line
 
 
-def _layout(a):
+def order_of(a):
+    """``"F"`` for a column-major array, else ``"C"``: the layout new workspaces follow."""
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
@@ -43,7 +44,7 @@ def packed_zeros(like):
     offset = -block.ctypes.data % align
     out = []
     for a, size in zip(like, sizes):
-        view = block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=_layout(a))
+        view = block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=order_of(a))
         view.fill(0)
         out.append(view)
         offset += size

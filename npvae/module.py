@@ -29,11 +29,6 @@ from .errors import InputError, StateDictError, StateError
 from .memory import packed_zeros
 
 
-def order_of(a):
-    """``"F"`` for a column-major array, else ``"C"``: the layout new workspaces follow."""
-    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-
-
 def check_state_entry(name, value, like, hint=""):
     """``value`` may replace ``like`` in a state dict: array, same shape and dtype, finite.
 

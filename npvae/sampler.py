@@ -28,7 +28,8 @@ output any real number while the variance stays positive.
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, order_of
+from .memory import order_of
+from .module import Module
 from .validate import check_rng
 
 
