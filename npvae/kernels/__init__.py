@@ -4,7 +4,8 @@ Both modules define the same functions with the same signatures; a layer asks
 :func:`get` for one and calls through it. The choice, in order: the ``backend``
 argument a layer or model was built with, else the ``NPVAE_BACKEND`` environment
 variable, else ``"numba"``. Numba is imported only when first asked for, so
-``import npvae`` stays quick and compiles nothing.
+``import npvae`` stays quick and compiles nothing; the first time, a cold kernel
+cache is filled by a child process (:mod:`npvae.kernels.precompile`).
 """
 import importlib
 import os
@@ -28,5 +29,9 @@ def get(backend=None):
     """The kernel module for ``backend`` (see :func:`resolve`), imported on first use."""
     name = resolve(backend)
     if name not in _loaded:
-        _loaded[name] = importlib.import_module(f".{name}_kernels", __name__)
+        module = importlib.import_module(f".{name}_kernels", __name__)
+        if name == "numba":
+            from .precompile import ensure_compiled
+            ensure_compiled()  # a cold kernel cache is filled by a child process
+        _loaded[name] = module
     return _loaded[name]
