@@ -179,13 +179,29 @@ def dead_units(dtype, backend, rng, h):
     return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
 
 
-def _vae(dtype, backend, rng, h, hidden, order="C"):
+def skipped_units(dtype, backend, rng, h):
+    """As dead_units, but forward skips the 5 off units (Dense.units, as fit does once they
+    are proven dead): the first layer computes 3 columns, the second uses 3 rows of W."""
+    seq = _on(Sequential(Dense(5, 8, dtype=dtype, rng=rng), ReLU(), Dense(8, 4, dtype=dtype, rng=rng)), backend)
+    x = rng.standard_normal((B, 5)).astype(dtype)
+    _away_from_kinks(seq, x, 20 * h)
+    seq[0].bias.data[[0, 2, 3, 5, 7]] = -100.0
+    seq[0].units = np.array([1, 4, 6])
+    if seq.forward(x).shape != (B, 4) or seq[0]._y.shape != (B, 3):
+        raise AssertionError("skipped_units: forward did not skip the off units")
+    return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
+
+
+def _vae(dtype, backend, rng, h, hidden, order="C", skip=False):
     out = []
     for beta in (1.0, 0.5):
         model = VAE(12, hidden, 3, dtype=dtype, rng=rng, backend=backend)
         _on(model, backend)
         x = np.asarray(rng.uniform(0.0, 1.0, (B, 12)).astype(dtype), order=order)
         eps = rng.standard_normal((B, 3)).astype(dtype)
+        if skip:   # units 0, 3, 5 of the first layer off (bias far below any pre-activation) and skipped
+            model.encoder[0].bias.data[[0, 3, 5]] = -100.0
+            model.encoder[0].units = np.array([1, 2, 4, 6])
         hcode = _away_from_kinks(model.encoder, x, 20 * h)         # [mu | logvar]
         z = hcode[:, :3] + np.exp(0.5 * hcode[:, 3:]) * eps
         _away_from_kinks(model.decoder, z, 20 * h)
@@ -218,10 +234,16 @@ def vae_2h_colmajor(dtype, backend, rng, h):
     return _vae(dtype, backend, rng, h, (7, 5), order="F")
 
 
+def vae_2h_skipped_units(dtype, backend, rng, h):
+    """Column-major, with three first-layer units off and skipped, as in fit's later epochs."""
+    return _vae(dtype, backend, rng, h, (7, 5), order="F", skip=True)
+
+
 CASES = {"dense": dense, "relu": relu, "sigmoid": sigmoid, "sampler": sampler, "kl": kl,
          "bce_logits": bce_logits, "bce": bce, "sequential": sequential,
-         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "vae_1h": vae_1h, "vae_2h": vae_2h,
-         "vae_2h_colmajor": vae_2h_colmajor}
+         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "skipped_units": skipped_units,
+         "vae_1h": vae_1h, "vae_2h": vae_2h, "vae_2h_colmajor": vae_2h_colmajor,
+         "vae_2h_skipped_units": vae_2h_skipped_units}
 
 
 # -- deliberately wrong backward passes, for the self-test ----------------------------

@@ -12,6 +12,8 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
         rng_states              {name: Generator.bit_generator.state}; "model" is the sampler's
         fit_config, history     fit()'s settings and its per-epoch records so far
         partial                 a mid-epoch checkpoint's running sums, else null
+        dead_units              fit's record of retired first-layer units (npvae.dead_units),
+                                or null; optional (older checkpoints lack it)
 
 Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
 metadata is JSON) and turns every way a file can be wrong (missing, not a zip,
@@ -66,6 +68,8 @@ class Checkpoint:
         JSON form of each Generator's state; get one back with :meth:`generator`.
     fit_config, partial : dict or None
         ``fit``'s settings, and a mid-epoch checkpoint's running sums.
+    dead_units : dict or None
+        ``fit``'s retired units and this epoch's evidence (:mod:`npvae.dead_units`).
     """
 
     path: str
@@ -79,6 +83,7 @@ class Checkpoint:
     rng_states: dict = field(default_factory=dict)
     fit_config: dict = None
     partial: dict = None
+    dead_units: dict = None
     version: int = VERSION
 
     def generator(self, name):
@@ -184,7 +189,7 @@ def _rng_state(rng, name):
 
 # -- saving ------------------------------------------------------------------------
 def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(), rngs=None,
-                    fit_config=None, partial=None):
+                    fit_config=None, partial=None, dead_units=None):
     """Write a checkpoint atomically: the old file stays intact until the new one is complete.
 
     Parameters
@@ -201,8 +206,9 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     rngs : dict, optional
         ``{name: Generator or bit_generator.state}``; the model's sampler is
         always saved as ``"model"``.
-    fit_config, partial : dict, optional
-        JSON-serialisable training settings and mid-epoch running sums.
+    fit_config, partial, dead_units : dict, optional
+        JSON-serialisable training settings, mid-epoch running sums, and
+        :meth:`npvae.dead_units.DeadUnits.state_dict`.
 
     Raises
     ------
@@ -229,7 +235,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     meta = dict(format=FORMAT, version=VERSION, model_config=model.config(),
                 optimizer=None if optimizer is None else type(optimizer).__name__,
                 epoch=int(epoch), step=int(step), history=list(history), rng_states=states,
-                fit_config=fit_config, partial=partial)
+                fit_config=fit_config, partial=partial, dead_units=dead_units)
     arrays[META_KEY] = np.array(json.dumps(meta))
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
@@ -307,7 +313,8 @@ def _read_meta(arrays, path):
     _need(isinstance(meta["history"], list) and all(isinstance(r, dict) for r in meta["history"]),
           path, "history must be a list of objects")
     _need(isinstance(meta["rng_states"], dict), path, "rng_states must be an object")
-    for key in ("fit_config", "partial"):
+    meta.setdefault("dead_units", None)
+    for key in ("fit_config", "partial", "dead_units"):
         _need(meta[key] is None or isinstance(meta[key], dict), path, f"{key} must be an object or null")
     _need(meta["optimizer"] is None or isinstance(meta["optimizer"], str), path,
           "optimizer must be a class name or null")
@@ -424,7 +431,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     ckpt = Checkpoint(path=path, model_config=config, model_state=model_state, optimizer=meta["optimizer"],
                       optimizer_state=optim_state, epoch=meta["epoch"], step=meta["step"],
                       history=meta["history"], rng_states=meta["rng_states"], fit_config=meta["fit_config"],
-                      partial=meta["partial"], version=meta["version"])
+                      partial=meta["partial"], dead_units=meta["dead_units"], version=meta["version"])
     if model is not None or optimizer is not None:
         ckpt.load_into(model, optimizer)
     return ckpt

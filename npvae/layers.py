@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, StateError
 from .memory import order_of
 from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int, check_rng
@@ -47,7 +47,22 @@ class Dense(Module):
         Draws the initial values like PyTorch's ``Linear``: weights and biases
         uniform in :math:`\pm 1/\sqrt{I}`.
     backend : "numba", "numpy" or None ($NPVAE_BACKEND, else numba)
+
+    Attributes
+    ----------
+    units : int array or None
+        With ``relu=True`` only: compute just these output units (increasing);
+        every other unit is known to be 0 after the ReLU on this data, so the
+        output is ``(B, len(units))``, its column ``k`` being unit ``units[k]``,
+        and the next layer takes it with ``in_units=units``. ``fit`` sets it for
+        units proven dead on the training set (:mod:`npvae.dead_units`) and
+        clears it before any evaluation.
+    live : bool array (O,) or None
+        If set, forward marks the units that fired (output > 0) for some sample.
     """
+
+    units = None
+    live = None
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
         super().__init__()
@@ -66,20 +81,49 @@ class Dense(Module):
     def extra_repr(self):
         return f"{self.in_features} -> {self.out_features}, dtype={self.dtype}"
 
-    def forward(self, x, relu=False):
+    def forward(self, x, relu=False, in_units=None):
         """``y = x W + b`` (B, O); with ``relu=True``, ``max(x W + b, 0)`` in the same pass.
 
         ``relu=True`` is how :class:`Sequential` fuses a Dense and the ReLU after it.
+        ``in_units`` (increasing): ``x`` holds only these input features, the others
+        being 0, i.e. ``x`` is the previous layer's output over its ``units``; the
+        product then uses just those rows of ``W``.
         """
-        _check_2d(x, "x", self.in_features, self.dtype, "Dense.forward: ")
-        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype, order_of(x))
-        np.matmul(x, self.weight.data, out=y)                  # (B, O), BLAS
+        units = self.units
+        if units is not None and (not relu or in_units is not None):
+            raise StateError("Dense.units skips units that are 0 after a ReLU: it needs relu=True "
+                             "and a full input (in_units=None)")
+        n_in = self.in_features if in_units is None else len(in_units)
+        _check_2d(x, "x", n_in, self.dtype, "Dense.forward: ")
+        W, b = self.weight.data, self.bias.data
+        if units is not None:                                  # the columns of W, b for units
+            W = self._buffer("W_units", (self.in_features, len(units)), self.dtype, "F")
+            self.k.gather_columns(self.weight.data, units, W)  # (I, n)
+            b = np.take(self.bias.data, units, out=self._buffer("b_units", (len(units),), self.dtype))
+        elif in_units is not None:                             # the rows of W for in_units
+            Wt = self._buffer("W_in_units", (self.out_features, n_in), self.dtype, "C")
+            self.k.gather_columns(self.weight.data.T, in_units, Wt)
+            W = Wt.T                                           # (n, O), column-major
+        y = self._buffer("y", (x.shape[0], W.shape[1]), self.dtype, order_of(x))
+        np.matmul(x, W, out=y)                                 # (B, O), BLAS
         if relu:
-            self.k.bias_relu_forward(y, self.bias.data)
+            self.k.bias_relu_forward(y, b)
         else:
-            self.k.add_bias(y, self.bias.data)
-        self._x, self._y, self._relu = x, y, relu
+            self.k.add_bias(y, b)
+        if self.live is not None:
+            self.k.mark_live_columns(y, self._unit_ids(units), self.live)
+        self._x, self._y, self._relu, self._W, self._units, self._in_units = x, y, relu, W, units, in_units
         return y
+
+    def _unit_ids(self, units):
+        """The output unit of each column of ``y``: ``units``, or all of them."""
+        if units is not None:
+            return units
+        ids = self.__dict__.get("_all_units")
+        if ids is None or len(ids) != self.out_features:
+            ids = np.arange(self.out_features)
+            object.__setattr__(self, "_all_units", ids)
+        return ids
 
     def backward(self, grad_out, input_grad=True):
         r"""Accumulate :math:`\partial L/\partial W, \partial L/\partial b`; return :math:`\partial L/\partial x`.
@@ -96,27 +140,41 @@ class Dense(Module):
         i.e. ``dW = x.T @ g``, ``db = g.sum(0)``, ``dx = g @ W.T``. If forward ran
         with ``relu=True``, ``g`` is first masked by :math:`y > 0` (ReLU's backward).
 
+        Skipped units (forward's ``units`` or ``in_units``) have exactly zero
+        gradient columns (rows) of ``dW`` and ``db``; ``dx`` covers the input
+        features forward got.
+
         Parameters
         ----------
-        grad_out : ndarray (B, O)
+        grad_out : ndarray (B, O), or (B, len(units))
         input_grad : bool
             False skips the ``dx`` GEMM (the first layer needs no gradient for
             the data) and returns None.
         """
-        x, y, relu = self._cached("_x", "_y", "_relu")
+        x, y, relu, W, units, in_units = self._cached("_x", "_y", "_relu", "_W", "_units", "_in_units")
         self._check_grad_out(grad_out, y.shape, "Dense.backward: grad_out")
         gW, beta_w = self.weight.grad_target()
         gb, beta_b = self.bias.grad_target()
         g = grad_out
+        n_out = y.shape[1]
         if relu:
             g = self._buffer("g", y.shape, self.dtype, order_of(y))
-            live = self._buffer("live", (self.out_features,), np.intp)
+            live = self._buffer("live", (n_out,), np.intp)
+            db = gb if units is None else self._buffer("db_units", (n_out,), self.dtype)
             # g = grad_out * (y > 0); live[:n_live] = the columns of g that are not all 0
-            n_live = self.k.relu_bias_backward(grad_out, y, g, gb, beta_b, live)
+            n_live = self.k.relu_bias_backward(grad_out, y, g, db, beta_b if units is None else 0.0, live)
+            if units is not None:
+                self.k.scatter_columns(db[None, :], units, gb[None, :], beta_b)   # (O,): 0 off units
         else:
             self.k.bias_grad(grad_out, gb, beta_b)                 # (O,)
-            live, n_live = None, self.out_features                 # no ReLU: no dead units to skip
-        if n_live <= LIVE_FRACTION_TO_SKIP * self.out_features:
+            live, n_live = None, n_out                             # no ReLU: no dead units to skip
+        if units is not None:
+            self._weight_grad_live_columns(x, g, live, n_live, gW, beta_w, units)
+        elif in_units is not None:
+            dW = self._buffer("dW_in_units", (len(in_units), self.out_features), self.dtype, "F")
+            np.matmul(x.T, g, out=dW)                               # (n, O) = (n, B) @ (B, O)
+            self.k.scatter_columns(dW.T, in_units, gW.T, beta_w)   # rows in_units of (I, O); 0 elsewhere
+        elif n_live <= LIVE_FRACTION_TO_SKIP * n_out:
             self._weight_grad_live_columns(x, g, live, n_live, gW, beta_w)
         elif beta_w == 0:
             np.matmul(x.T, g, out=gW)                               # (I, O) = (I, B) @ (B, O)
@@ -125,10 +183,10 @@ class Dense(Module):
         if not input_grad:
             return None
         dx = self._buffer("dx", x.shape, self.dtype, order_of(y))
-        np.matmul(g, self.weight.data.T, out=dx)                    # (B, I) = (B, O) @ (O, I)
+        np.matmul(g, W.T, out=dx)                                   # (B, I) = (B, O) @ (O, I)
         return dx
 
-    def _weight_grad_live_columns(self, x, g, live, n, gW, beta):
+    def _weight_grad_live_columns(self, x, g, live, n, gW, beta, units=None):
         """``dW = x.T @ g`` when only the ``n`` columns ``live[:n]`` of ``g`` are nonzero.
 
         A ReLU unit that is off for the whole batch (a *dead* unit: about half of
@@ -143,14 +201,17 @@ class Dense(Module):
         # column-major scratch, so that the first n columns are one contiguous block
         g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
         self.k.gather_columns(g, live, g_live)
-        dW_live = self._buffer("dW_live", gW.shape, self.dtype, "F")[:, :n]   # (I, n)
+        dW_live = self._buffer("dW_live", (gW.shape[0], g.shape[1]), self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
+        cols = live[:n]
+        if units is not None:            # g's columns are units[0], units[1], ...
+            cols = np.take(units, cols, out=self._buffer("live_units", (len(units),), np.intp)[:n])
         if beta == 0:
             # hand over the columns: Adam reads them as they are, and the full
             # (I, O) array is written only if someone reads weight.grad
-            self.weight.set_column_grad(dW_live, live[:n], self.k.scatter_columns)
+            self.weight.set_column_grad(dW_live, cols, self.k.scatter_columns)
         else:
-            self.k.scatter_columns(dW_live, live, gW, beta)              # (I, O) += the columns
+            self.k.scatter_columns(dW_live, cols, gW, beta)              # (I, O) += the columns
 
 
 class ReLU(Module):
@@ -241,8 +302,19 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        for layer, fused in self._plan:
-            x = layer.forward(x, relu=True) if fused else layer.forward(x)
+        units = None   # set when the previous layer computed only some of its units
+        for n, (layer, fused) in enumerate(self._plan):
+            if units is not None:
+                if not isinstance(layer, Dense):
+                    raise StateError(f"Sequential: layer {n - 1} computes only some units (Dense.units), "
+                                     "so the next layer must be a Dense")
+                x = layer.forward(x, relu=fused, in_units=units)
+            else:
+                x = layer.forward(x, relu=True) if fused else layer.forward(x)
+            units = layer.units if fused else None
+        if units is not None:
+            raise StateError("Sequential: its last layer cannot skip units (Dense.units): "
+                             "the output must be whole")
         self._ran = True
         return x
 

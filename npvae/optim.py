@@ -87,6 +87,20 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
+    def at_rest(self, param):
+        """Where a zero gradient leaves ``param`` unchanged, at this step and every later one.
+
+        A bool array of the parameter's shape, or None if this optimizer cannot tell
+        (then nothing is ever taken as at rest). :mod:`npvae.dead_units` relies on it.
+        """
+        return None
+
+    def _index(self, param):
+        for i, p in enumerate(self.params):
+            if p is param:
+                return i
+        raise InputError(f"{param} is not one of this optimizer's parameters")
+
     def __getstate__(self):
         # a copy must not keep flat views of the original's arrays: they are remade on use
         return dict(self.__dict__, _views=[None] * len(self.params))
@@ -171,6 +185,13 @@ class Adam(Optimizer):
         self.eps = check_positive_float(eps, "eps")
         self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
 
+    def at_rest(self, param):
+        """With no weight decay, where the first moment is 0: a zero gradient keeps it 0,
+        and the update, proportional to it, is 0."""
+        if self.weight_decay:
+            return None
+        return self.state["m"][self._index(param)] == 0
+
     def step(self):
         """One update of every parameter from its current ``.grad``."""
         self.t += 1
@@ -211,6 +232,13 @@ class SGD(Optimizer):
         self.lr = check_positive_float(lr, "lr")
         self.momentum = check_positive_float(momentum, "momentum", allow_zero=True)
         self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+
+    def at_rest(self, param):
+        """With no weight decay, where the momentum buffer is 0 (everywhere without momentum)."""
+        if self.weight_decay:
+            return None
+        buf = self.state["momentum_buffer"][self._index(param)]
+        return np.ones(buf.shape, bool) if self.momentum == 0 else buf == 0
 
     def step(self):
         self.t += 1

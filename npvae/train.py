@@ -16,6 +16,9 @@ opt.step()`` on a batch gathered into arrays allocated once (see
   current step; ``resume=path`` continues bit for bit, mid-epoch included.
 * **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
   before that step is applied; the last good checkpoint is never overwritten.
+* **Dead units skipped.** First-layer units proven dead on every training image
+  are left out of the training steps (:mod:`npvae.dead_units`): same results to
+  round-off, fewer FLOPs.
 """
 import contextlib
 import gc
@@ -32,6 +35,7 @@ import numpy as np
 
 from .atomic import append_line, atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint
+from .dead_units import DeadUnits
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import Batches, binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
@@ -235,9 +239,11 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
                              "Adam(model.parameters(), lr)")
 
 
-def _resume(path, model, opt, fit_config, rngs):
-    """Load ``path`` into model/optimizer and its streams into ``rngs``, checking everything first."""
+def _resume(path, model, opt, fit_config, rngs, dead):
+    """Load ``path`` into model/optimizer/``dead`` and its streams into ``rngs``, checking everything first."""
     ckpt = load_checkpoint(path)
+    if dead is not None and ckpt.dead_units is not None:
+        dead.check_state(ckpt.dead_units, path)
     saved = ckpt.fit_config or {}
     for key in _RESUME_KEYS:
         if key in saved and saved[key] != fit_config[key]:
@@ -248,6 +254,8 @@ def _resume(path, model, opt, fit_config, rngs):
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
                                   f"(was it written by fit()?)")
     ckpt.load_into(model, opt)
+    if dead is not None:     # an older checkpoint without the record starts it afresh
+        dead.load_state_dict(ckpt.dead_units or dict(retired=[], candidates=[], live=[]), path)
     for name in ("shuffle", "binarize"):
         rngs[name] = ckpt.generator(name)       # new Generators: the caller's rng is left alone
     fit_config["lr"] = getattr(opt, "lr", fit_config["lr"])   # the checkpoint's optimizer settings win
@@ -336,8 +344,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     rngs = {"shuffle": shuffle_rng, "binarize": shuffle_rng.spawn(1)[0]}
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
+    dead = DeadUnits.for_fit(model, train_images, binarize)
     if resume is not None:
-        ckpt = _resume(os.fspath(resume), model, opt, fit_config, rngs)
+        ckpt = _resume(os.fspath(resume), model, opt, fit_config, rngs, dead)
         history = History(ckpt.history)
         epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
         if epoch_done > epochs or (epoch_done == epochs and step_done):
@@ -347,7 +356,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         _start_metrics(metrics_path, epoch_done if resume is not None else 0)
 
     run = _Run(model, opt, train_images, batch_size, beta, warmup, binarize, rngs, checkpoint,
-               fit_config, history, _Progress(progress, epochs, steps))
+               fit_config, history, _Progress(progress, epochs, steps), dead)
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
@@ -356,7 +365,11 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             for epoch in range(epoch_done + 1, epochs + 1):
                 freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
+                if dead is not None:
+                    dead.begin_epoch(opt, resumed=first > 0)
                 sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
+                if dead is not None:
+                    dead.end_epoch()     # every image of the epoch seen: retire what never fired
                 _check_finite(model, epoch, run.last_saved)
                 t1 = time.perf_counter()
                 test = None
@@ -381,6 +394,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
     finally:
+        if dead is not None:
+            dead.pause()
         run.show.close()
     return history
 
@@ -407,7 +422,7 @@ class _Run:
     """The state of one call to :func:`fit` that the epochs share."""
 
     def __init__(self, model, opt, images, batch_size, beta, warmup, binarize, rngs, checkpoint,
-                 fit_config, history, show):
+                 fit_config, history, show, dead=None):
         self.model, self.opt, self.n = model, opt, len(images)
         self.batch_size, self.beta, self.warmup = batch_size, beta, warmup
         self.steps = math.ceil(self.n / batch_size)
@@ -415,7 +430,7 @@ class _Run:
         self.scratch = np.empty_like(self.batches.x) if binarize else None
         self.columns = {}                                             # column-major batches, by size
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
-        self.history, self.show = history, show
+        self.history, self.show, self.dead = history, show, dead
         self.flag = _StopFlag()
         self.last_saved = None
         self.epoch_start = None
@@ -480,7 +495,8 @@ class _Run:
         if step:
             states["shuffle"] = self.epoch_start
         save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
-                        rngs=states, fit_config=self.fit_config, partial=partial)
+                        rngs=states, fit_config=self.fit_config, partial=partial,
+                        dead_units=None if self.dead is None else self.dead.state_dict())
         self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
 
     def stop(self, epoch, step, sums=None):

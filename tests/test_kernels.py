@@ -93,6 +93,8 @@ CASES = {
     "gather_columns": {"": lambda r, dt: ((_mat(r, dt), _columns(r), np.empty((B, 4), dt)), (2,))},
     "scatter_columns": {f"beta={beta}": (lambda r, dt, beta=beta: (
         (_mat(r, dt, shape=(B, 4)), _columns(r), _mat(r, dt), beta), (2,))) for beta in (0.0, 1.0)},
+    "mark_live_columns": {"": lambda r, dt: ((_relu_out_dead(r, dt)[:, :6], np.array([6, 0, 3, 4, 2, 1], np.intp),
+                                              np.array([False, True] + [False] * (N - 2))), (2,))},
     "sigmoid_forward": {"": lambda r, dt: ((_mat(r, dt, 5.0), np.empty((B, N), dt)), (1,))},
     "sigmoid_backward": {"": lambda r, dt: ((_mat(r, dt), _unit(r, dt), np.empty((B, N), dt)), (2,))},
     "bce_logits_forward": {"": lambda r, dt: ((_mat(r, dt, 4.0), _unit(r, dt), np.empty(B, dt)), (2,))},
@@ -144,7 +146,7 @@ def test_numba_matches_numpy(name, make, dtype, order):
     for i, (orig, x, y) in enumerate(zip(args, a_np, a_nb)):
         if not isinstance(orig, np.ndarray):
             continue
-        if orig.dtype == np.intp:   # column indices: exact
+        if orig.dtype.kind in "biu":   # column indices and flags: exact
             assert np.array_equal(x, y), f"{name}: argument {i}"
             continue
         assert x.dtype == y.dtype == dtype
@@ -306,3 +308,13 @@ def test_typed_keeps_the_float_type():
         return nb.typed(0.5, a[0]) * a[0]
     assert f(np.array([3.0], np.float32)) == 1.5
     assert nb.typed(0.5, np.float32(1)).dtype == np.float32
+
+
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_mark_live_columns_flags_units_that_fired_and_keeps_earlier_flags(k, order):
+    y = np.zeros((5, 4), np.float32, order=order)
+    y[3, 0], y[0, 2], y[4, 3] = 1e-30, 2.0, -1.0          # columns 0 and 2 fired, 3 only negative
+    live = np.array([False, False, False, False, False, True, False])
+    k.mark_live_columns(y, np.array([2, 4, 0, 6], np.intp), live)
+    assert np.flatnonzero(live).tolist() == [0, 2, 5]

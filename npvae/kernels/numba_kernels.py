@@ -293,6 +293,22 @@ def scatter_columns(src, idx, out, beta):
 
 
 @njit
+def mark_live_columns(y, idx, live):
+    B, n = y.shape
+    if y.flags.f_contiguous:
+        for k in range(n):
+            for i in range(B):
+                if y[i, k] > 0:
+                    live[idx[k]] = True
+                    break  # one is enough: most live units stop at the first rows
+    else:
+        for i in range(B):
+            for k in range(n):
+                if y[i, k] > 0:
+                    live[idx[k]] = True
+
+
+@njit
 def sigmoid_forward(x, y):
     B, N = x.shape
     if x.flags.f_contiguous:

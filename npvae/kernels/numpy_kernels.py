@@ -66,6 +66,11 @@ def scatter_columns(src, idx, out, beta):
         out[:, cols] += src
 
 
+def mark_live_columns(y, idx, live):
+    """live[idx[k]] = True where column k of y has a positive entry (a ReLU unit that fired)."""
+    live[idx[:y.shape[1]][(y > 0).any(axis=0)]] = True
+
+
 def sigmoid_forward(x, y):
     """y = 1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
     e = np.exp(-np.abs(x))

@@ -98,9 +98,10 @@ def compile_float32():
     images = rng.integers(0, 256, (48, 12), dtype=np.uint8)
     model = VAE(12, 16, 2, rng=0, backend="numba")
     # half of the encoder's units dead (as in a trained model), so that backward
-    # takes its live-columns path and Adam its column kernel
+    # takes its live-columns path and Adam its column kernel, and (second epoch)
+    # training skips them once they are proven dead (npvae.dead_units)
     model.encoder[0].bias.data[:8] = -1e3
-    fit(model, images, images[:16], epochs=1, batch_size=16, progress=False)
+    fit(model, images, images[:16], epochs=2, batch_size=16, progress=False)
     model.encoder[0].weight.grad  # writes out the gradient held as columns
     fit(model, images, epochs=1, batch_size=16, progress=False, binarize=True,
         optimizer=SGD(model.parameters(), lr=1e-3, momentum=0.9))
