@@ -197,10 +197,14 @@ class Dense(Module):
         ``n / O`` of the GEMM's cost. A fresh gradient (after ``zero_grad``) is
         not even written out: the weight keeps the ``n`` columns, which Adam
         reads directly (:meth:`~npvae.module.Parameter.set_column_grad`).
+        With ``units`` (forward computed only those), column ``k`` of ``g`` is
+        unit ``units[k]``.
         """
-        # column-major scratch, so that the first n columns are one contiguous block
-        g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
-        self.k.gather_columns(g, live, g_live)
+        if n == g.shape[1] and g.flags.f_contiguous:
+            g_live = g                   # every column live (as when skipping retired units, mostly)
+        else:   # column-major scratch, so that the first n columns are one contiguous block
+            g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
+            self.k.gather_columns(g, live, g_live)
         dW_live = self._buffer("dW_live", (gW.shape[0], g.shape[1]), self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
         cols = live[:n]
