@@ -97,14 +97,16 @@ class Dense(Module):
         _check_2d(x, "x", n_in, self.dtype, "Dense.forward: ")
         W, b = self.weight.data, self.bias.data
         if units is not None:                                  # the columns of W, b for units
-            W = self._buffer("W_units", (self.in_features, len(units)), self.dtype, "F")
+            W = self._buffer("W_units", (self.in_features, len(units)), self.dtype, "F", self.weight.shape)
             self.k.gather_columns(self.weight.data, units, W)  # (I, n)
-            b = np.take(self.bias.data, units, out=self._buffer("b_units", (len(units),), self.dtype))
+            b = np.take(self.bias.data, units, out=self._buffer("b_units", (len(units),), self.dtype,
+                                                                capacity=self.bias.shape))
         elif in_units is not None:                             # the rows of W for in_units
-            Wt = self._buffer("W_in_units", (self.out_features, n_in), self.dtype, "C")
+            Wt = self._buffer("W_in_units", (self.out_features, n_in), self.dtype, "C", self.weight.shape[::-1])
             self.k.gather_columns(self.weight.data.T, in_units, Wt)
             W = Wt.T                                           # (n, O), column-major
-        y = self._buffer("y", (x.shape[0], W.shape[1]), self.dtype, order_of(x))
+        y = self._buffer("y", (x.shape[0], W.shape[1]), self.dtype, order_of(x),
+                         None if units is None else (x.shape[0], self.out_features))
         np.matmul(x, W, out=y)                                 # (B, O), BLAS
         if relu:
             self.k.bias_relu_forward(y, b)
@@ -158,9 +160,10 @@ class Dense(Module):
         g = grad_out
         n_out = y.shape[1]
         if relu:
-            g = self._buffer("g", y.shape, self.dtype, order_of(y))
-            live = self._buffer("live", (n_out,), np.intp)
-            db = gb if units is None else self._buffer("db_units", (n_out,), self.dtype)
+            full = None if units is None else (y.shape[0], self.out_features)   # varying widths: one array
+            g = self._buffer("g", y.shape, self.dtype, order_of(y), full)
+            live = self._buffer("live", (self.out_features,), np.intp)
+            db = gb if units is None else self._buffer("db_units", (n_out,), self.dtype, capacity=gb.shape)
             # g = grad_out * (y > 0); live[:n_live] = the columns of g that are not all 0
             n_live = self.k.relu_bias_backward(grad_out, y, g, db, beta_b if units is None else 0.0, live)
             if units is not None:
@@ -171,7 +174,7 @@ class Dense(Module):
         if units is not None:
             self._weight_grad_live_columns(x, g, live, n_live, gW, beta_w, units)
         elif in_units is not None:
-            dW = self._buffer("dW_in_units", (len(in_units), self.out_features), self.dtype, "F")
+            dW = self._buffer("dW_in_units", (len(in_units), self.out_features), self.dtype, "F", gW.shape)
             np.matmul(x.T, g, out=dW)                               # (n, O) = (n, B) @ (B, O)
             self.k.scatter_columns(dW.T, in_units, gW.T, beta_w)   # rows in_units of (I, O); 0 elsewhere
         elif n_live <= LIVE_FRACTION_TO_SKIP * n_out:
@@ -182,7 +185,8 @@ class Dense(Module):
             gW += x.T @ g
         if not input_grad:
             return None
-        dx = self._buffer("dx", x.shape, self.dtype, order_of(y))
+        dx = self._buffer("dx", x.shape, self.dtype, order_of(y),
+                          None if in_units is None else (x.shape[0], self.in_features))
         np.matmul(g, W.T, out=dx)                                   # (B, I) = (B, O) @ (O, I)
         return dx
 
@@ -203,13 +207,13 @@ class Dense(Module):
         if n == g.shape[1] and g.flags.f_contiguous:
             g_live = g                   # every column live (as when skipping retired units, mostly)
         else:   # column-major scratch, so that the first n columns are one contiguous block
-            g_live = self._buffer("g_live", g.shape, self.dtype, "F")[:, :n]      # (B, n)
+            g_live = self._buffer("g_live", (g.shape[0], self.out_features), self.dtype, "F")[:, :n]  # (B, n)
             self.k.gather_columns(g, live, g_live)
-        dW_live = self._buffer("dW_live", (gW.shape[0], g.shape[1]), self.dtype, "F")[:, :n]   # (I, n)
+        dW_live = self._buffer("dW_live", gW.shape, self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
         cols = live[:n]
         if units is not None:            # g's columns are units[0], units[1], ...
-            cols = np.take(units, cols, out=self._buffer("live_units", (len(units),), np.intp)[:n])
+            cols = np.take(units, cols, out=self._buffer("live_units", (self.out_features,), np.intp)[:n])
         if beta == 0:
             # hand over the columns: Adam reads them as they are, and the full
             # (I, O) array is written only if someone reads weight.grad

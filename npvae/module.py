@@ -22,6 +22,8 @@ model's shapes BLAS computes the training step's products faster writing
 column-major results (README, Speed); evaluation stays row-major and so skips a
 transposing copy of the data.
 """
+import math
+
 import numpy as np
 
 from . import kernels
@@ -173,13 +175,19 @@ class Module:
             raise StateError(f"{type(self).__name__}.backward called before forward: "
                              "run forward on a batch first") from None
 
-    def _buffer(self, key, shape, dtype, order="C"):
+    def _buffer(self, key, shape, dtype, order="C", capacity=None):
         """A workspace array for ``key``, one per shape, dtype and layout (``order``
         "C" or "F"), reused across calls.
 
         An epoch's short last batch gets its own arrays instead of evicting the
-        full-size ones, so a training run allocates each array once.
+        full-size ones, so a training run allocates each array once. A width that
+        changes from run to run (the units ``fit`` skips) passes ``capacity``, a
+        shape at least as large: every such array is then the front of one
+        allocation of that size.
         """
+        if capacity is not None:
+            flat = self._buffer(key, (math.prod(capacity),), dtype)
+            return flat[:math.prod(shape)].reshape(shape, order=order)
         full_key = (key, shape, np.dtype(dtype), order)
         buf = self._workspace.get(full_key)
         if buf is None:

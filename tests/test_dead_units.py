@@ -71,6 +71,20 @@ def test_gradients_accumulate_over_skipping_passes(backend):
         np.testing.assert_allclose(p.grad, 2 * a, rtol=1e-12, atol=1e-14)
 
 
+def test_changing_the_skipped_units_allocates_nothing_new():
+    """Workspaces of the skipped widths come out of one full-width allocation each."""
+    seq = _chain("numba", np.float32)
+    x = np.asfortranarray(np.random.default_rng(3).random((7, 6)).astype(np.float32))
+    g = np.asfortranarray(np.ones((7, 4), np.float32))
+    sizes = []
+    for on in ([1, 4, 6, 7, 8], [1, 4, 6, 7], [4, 6], [1, 4, 6, 7, 8]):
+        seq[0].units = np.array(on)
+        seq.forward(x)
+        seq.backward(g)
+        sizes.append(sum(len(m._workspace) for m in seq.modules()))
+    assert sizes[1:] == sizes[:1] * 3
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_live_marks_the_units_that_fired(backend):
     seq = _chain(backend, np.float64)
