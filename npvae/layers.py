@@ -32,6 +32,17 @@ def _check_2d(x, name, n_features=None, dtype=None, owner=""):
         raise InputTypeError(f"{owner}{name} must be float32 or float64, got {x.dtype}")
 
 
+def _check_units(units, n, name):
+    """``units`` as an increasing intp array of unit indices in [0, n), or a clear error."""
+    a = np.asarray(units)
+    if a.ndim != 1 or a.dtype.kind not in "iu" or len(a) == 0:
+        raise InputTypeError(f"{name} must be a non-empty 1-D array of unit indices, got "
+                             f"{a.dtype} of shape {a.shape}")
+    if a[0] < 0 or a[-1] >= n or (len(a) > 1 and not (np.diff(a) > 0).all()):
+        raise InputError(f"{name} must be increasing unit indices in [0, {n}), got {a.tolist()}")
+    return a if a.dtype == np.intp else a.astype(np.intp)
+
+
 class Dense(Module):
     r"""Fully connected layer :math:`y = x W + b`.
 
@@ -61,7 +72,6 @@ class Dense(Module):
         If set, forward marks the units that fired (output > 0) for some sample.
     """
 
-    units = None
     live = None
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
@@ -81,6 +91,15 @@ class Dense(Module):
     def extra_repr(self):
         return f"{self.in_features} -> {self.out_features}, dtype={self.dtype}"
 
+    @property
+    def units(self):
+        return self.__dict__.get("_unit_subset")
+
+    @units.setter
+    def units(self, value):
+        object.__setattr__(self, "_unit_subset", None if value is None else
+                           _check_units(value, self.out_features, "Dense.units"))
+
     def forward(self, x, relu=False, in_units=None):
         """``y = x W + b`` (B, O); with ``relu=True``, ``max(x W + b, 0)`` in the same pass.
 
@@ -93,6 +112,9 @@ class Dense(Module):
         if units is not None and (not relu or in_units is not None):
             raise StateError("Dense.units skips units that are 0 after a ReLU: it needs relu=True "
                              "and a full input (in_units=None)")
+        if in_units is not None and in_units is not self.__dict__.get("_in_units_checked"):
+            in_units = _check_units(in_units, self.in_features, "Dense.forward: in_units")
+            object.__setattr__(self, "_in_units_checked", in_units)   # the same array every step
         n_in = self.in_features if in_units is None else len(in_units)
         _check_2d(x, "x", n_in, self.dtype, "Dense.forward: ")
         W, b = self.weight.data, self.bias.data

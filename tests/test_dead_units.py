@@ -95,7 +95,14 @@ def test_live_marks_the_units_that_fired(backend):
 
 
 def test_skipping_misuse_is_a_clear_error():
+    from npvae.errors import InputError, InputTypeError
     layer = Dense(3, 4, rng=0)
+    for bad, err in (([2, 1], InputError), ([0, 4], InputError), ([-1, 2], InputError), ([1, 1], InputError),
+                     ([], InputTypeError), ([0.5], InputTypeError), ([[1]], InputTypeError)):
+        with pytest.raises(err, match="Dense.units"):
+            layer.units = bad
+    with pytest.raises(InputError, match=r"in_units must be increasing unit indices in \[0, 3\)"):
+        layer.forward(np.zeros((2, 1), np.float32), in_units=np.array([3]))
     layer.units = np.array([0, 2])
     with pytest.raises(StateError, match="relu=True"):
         layer.forward(np.zeros((2, 3), np.float32))
