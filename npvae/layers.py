@@ -72,8 +72,6 @@ class Dense(Module):
         If set, forward marks the units that fired (output > 0) for some sample.
     """
 
-    live = None
-
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
@@ -99,6 +97,19 @@ class Dense(Module):
     def units(self, value):
         object.__setattr__(self, "_unit_subset", None if value is None else
                            _check_units(value, self.out_features, "Dense.units"))
+
+    @property
+    def live(self):
+        return self.__dict__.get("_live_flags")
+
+    @live.setter
+    def live(self, value):
+        if value is not None and not (isinstance(value, np.ndarray) and value.dtype == bool
+                                      and value.shape == (self.out_features,)):
+            got = (value.dtype, value.shape) if isinstance(value, np.ndarray) else type(value).__name__
+            raise InputTypeError(f"Dense.live must be a bool array of shape ({self.out_features},) "
+                                 f"that forward updates in place, or None; got {got}")
+        object.__setattr__(self, "_live_flags", value)
 
     def forward(self, x, relu=False, in_units=None):
         """``y = x W + b`` (B, O); with ``relu=True``, ``max(x W + b, 0)`` in the same pass.

@@ -101,6 +101,8 @@ def test_skipping_misuse_is_a_clear_error():
                      ([], InputTypeError), ([0.5], InputTypeError), ([[1]], InputTypeError)):
         with pytest.raises(err, match="Dense.units"):
             layer.units = bad
+    with pytest.raises(InputTypeError, match=r"Dense.live must be a bool array of shape \(4,\)"):
+        layer.live = np.zeros(3, bool)
     with pytest.raises(InputError, match=r"in_units must be increasing unit indices in \[0, 3\)"):
         layer.forward(np.zeros((2, 1), np.float32), in_units=np.array([3]))
     layer.units = np.array([0, 2])
