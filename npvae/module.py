@@ -186,8 +186,12 @@ class Module:
         allocation of that size.
         """
         if capacity is not None:
-            flat = self._buffer(key, (math.prod(capacity),), dtype)
-            return flat[:math.prod(shape)].reshape(shape, order=order)
+            view_key = (key, shape, np.dtype(dtype), order, capacity)
+            view = self._workspace.get(view_key)
+            if view is None:
+                flat = self._buffer(key, (math.prod(capacity),), dtype)
+                view = self._workspace[view_key] = flat[:math.prod(shape)].reshape(shape, order=order)
+            return view
         full_key = (key, shape, np.dtype(dtype), order)
         buf = self._workspace.get(full_key)
         if buf is None:
