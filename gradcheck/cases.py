@@ -179,17 +179,22 @@ def dead_units(dtype, backend, rng, h):
     return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
 
 
-def skipped_units(dtype, backend, rng, h):
+def skipped_units(dtype, backend, rng, h, on=(1, 4, 6)):
     """As dead_units, but forward skips the 5 off units (Dense.units, as fit does once they
     are proven dead): the first layer computes 3 columns, the second uses 3 rows of W."""
     seq = _on(Sequential(Dense(5, 8, dtype=dtype, rng=rng), ReLU(), Dense(8, 4, dtype=dtype, rng=rng)), backend)
     x = rng.standard_normal((B, 5)).astype(dtype)
     _away_from_kinks(seq, x, 20 * h)
-    seq[0].bias.data[[0, 2, 3, 5, 7]] = -100.0
-    seq[0].units = np.array([1, 4, 6])
+    seq[0].bias.data[np.setdiff1d(np.arange(8), on)] = -100.0
+    seq[0].units = np.array(on)
     if seq.forward(x).shape != (B, 4) or seq[0]._y.shape != (B, 3):
         raise AssertionError("skipped_units: forward did not skip the off units")
     return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
+
+
+def skipped_units_first(dtype, backend, rng, h):
+    """The units computed are the first three (as fit orders them): slices of W, no gathers."""
+    return skipped_units(dtype, backend, rng, h, on=(0, 1, 2))
 
 
 def _vae(dtype, backend, rng, h, hidden, order="C", skip=False):
@@ -242,6 +247,7 @@ def vae_2h_skipped_units(dtype, backend, rng, h):
 CASES = {"dense": dense, "relu": relu, "sigmoid": sigmoid, "sampler": sampler, "kl": kl,
          "bce_logits": bce_logits, "bce": bce, "sequential": sequential,
          "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "skipped_units": skipped_units,
+         "skipped_units_first": skipped_units_first,
          "vae_1h": vae_1h, "vae_2h": vae_2h, "vae_2h_colmajor": vae_2h_colmajor,
          "vae_2h_skipped_units": vae_2h_skipped_units}
 

@@ -53,14 +53,16 @@ class DeadUnits:
         The training images the proofs are about.
     """
 
-    def __init__(self, layer, images):
-        self.layer = layer
+    def __init__(self, layer, images, next_layer=None):
+        self.layer, self.next_layer = layer, next_layer
         self.images = fingerprint(images)
         n = layer.out_features
         self.retired = np.zeros(n, bool)      # proven dead: skipped by training steps
         self.candidates = np.zeros(n, bool)   # at rest at this epoch's start, not retired
         self.live = np.zeros(n, bool)         # fired for some image so far this epoch
         self._proof = (np.zeros(0, np.intp), None, None)  # retired units, and their parameters then
+        self._order = None                    # while skipping: position k holds unit _order[k]
+        self._fired = np.zeros(n, bool)       # what forward marks, by position
 
     @classmethod
     def for_fit(cls, model, images, binarize):
@@ -71,7 +73,7 @@ class DeadUnits:
             return None
         kept = model.__dict__.get("_dead_units")
         if kept is None or kept.layer is not enc[0] or kept.images != fingerprint(images):
-            kept = cls(enc[0], images)
+            kept = cls(enc[0], images, enc[2])
             object.__setattr__(model, "_dead_units", kept)
         return kept
 
@@ -92,20 +94,44 @@ class DeadUnits:
             self.candidates = at_rest & ~self.retired
             self.live[:] = False
         self._keep_proof()
-        self.layer.units = np.flatnonzero(~self.retired) if self.retired.any() else None
-        self.layer.live = self.live if self.candidates.any() else None
+        if self.retired.any():
+            # the computed units first, so that the layers take slices of W, b and the
+            # next layer's W instead of gathering their columns at every step
+            order = np.concatenate([np.flatnonzero(~self.retired), np.flatnonzero(self.retired)])
+            self._reorder(order, optimizer)
+            self._order, self._optimizer = order, optimizer
+            self.layer.units = np.arange(len(order) - self.retired.sum())
+        self._fired[:] = False
+        self.layer.live = self._fired if self.candidates.any() else None
 
     def end_epoch(self):
         """After the epoch's last step: retire the candidates that never fired; stop skipping."""
+        self.pause()
         self.retired |= self.candidates & ~self.live
         self.candidates[:] = False
         self._keep_proof()
-        self.pause()
 
     def pause(self):
-        """Compute every unit again (evaluation, callbacks, the end of ``fit``)."""
+        """Compute every unit again, in the original order (evaluation, callbacks, checkpoints,
+        the end of ``fit``); what forward marked is added to :attr:`live`."""
+        order = np.arange(len(self.live)) if self._order is None else self._order
+        self.live[order[self._fired]] = True
+        self._fired[:] = False
+        if self._order is not None:
+            self._reorder(np.argsort(self._order), self._optimizer)
+            self._order = self._optimizer = None
         self.layer.units = None
         self.layer.live = None
+
+    def _reorder(self, order, optimizer):
+        """Permute the units: position k gets unit ``order[k]``, in the parameters indexed by
+        unit (the layer's weight columns and bias, the next layer's weight rows), their
+        gradients and the optimizer's state for them. A permutation of hidden units leaves
+        the network's function unchanged."""
+        for p, axis in ((self.layer.weight, 1), (self.layer.bias, 0), (self.next_layer.weight, 0)):
+            i = optimizer._index(p)
+            for a in (p.data, p.grad, *(arrays[i] for arrays in optimizer.state.values())):
+                a[...] = np.take(a, order, axis=axis)
 
     def _keep_proof(self):
         """Remember the retired units' parameters, to notice if anything changes them."""

@@ -43,6 +43,11 @@ def _check_units(units, n, name):
     return a if a.dtype == np.intp else a.astype(np.intp)
 
 
+def _is_prefix(units):
+    """True if the (checked, increasing) ``units`` are 0, 1, ..., n-1: slices, not gathers."""
+    return units[-1] == len(units) - 1
+
+
 class Dense(Module):
     r"""Fully connected layer :math:`y = x W + b`.
 
@@ -129,7 +134,11 @@ class Dense(Module):
         n_in = self.in_features if in_units is None else len(in_units)
         _check_2d(x, "x", n_in, self.dtype, "Dense.forward: ")
         W, b = self.weight.data, self.bias.data
-        if units is not None:                                  # the columns of W, b for units
+        if units is not None and _is_prefix(units):            # the first n columns: views, no copy
+            W, b = W[:, :len(units)], b[:len(units)]
+        elif in_units is not None and _is_prefix(in_units):    # the first n rows: a view BLAS reads as is
+            W = W[:len(in_units)]
+        elif units is not None:                                # the columns of W, b for units
             W = self._buffer("W_units", (self.in_features, len(units)), self.dtype, "F", self.weight.shape)
             self.k.gather_columns(self.weight.data, units, W)  # (I, n)
             b = np.take(self.bias.data, units, out=self._buffer("b_units", (len(units),), self.dtype,
@@ -196,16 +205,27 @@ class Dense(Module):
             full = None if units is None else (y.shape[0], self.out_features)   # varying widths: one array
             g = self._buffer("g", y.shape, self.dtype, order_of(y), full)
             live = self._buffer("live", (self.out_features,), np.intp)
-            db = gb if units is None else self._buffer("db_units", (n_out,), self.dtype, capacity=gb.shape)
             # g = grad_out * (y > 0); live[:n_live] = the columns of g that are not all 0
-            n_live = self.k.relu_bias_backward(grad_out, y, g, db, beta_b if units is None else 0.0, live)
-            if units is not None:
+            if units is None or _is_prefix(units):                 # db: the first n_out entries of gb
+                n_live = self.k.relu_bias_backward(grad_out, y, g, gb[:n_out], beta_b, live)
+                if beta_b == 0:
+                    gb[n_out:] = 0                                 # skipped units: no gradient
+            else:
+                db = self._buffer("db_units", (n_out,), self.dtype, capacity=gb.shape)
+                n_live = self.k.relu_bias_backward(grad_out, y, g, db, 0.0, live)
                 self.k.scatter_columns(db[None, :], units, gb[None, :], beta_b)   # (O,): 0 off units
         else:
             self.k.bias_grad(grad_out, gb, beta_b)                 # (O,)
             live, n_live = None, n_out                             # no ReLU: no dead units to skip
         if units is not None:
             self._weight_grad_live_columns(x, g, live, n_live, gW, beta_w, units)
+        elif in_units is not None and _is_prefix(in_units):
+            n = len(in_units)
+            if beta_w == 0:
+                np.matmul(x.T, g, out=gW[:n])                       # (n, O) = (n, B) @ (B, O)
+                gW[n:] = 0                                          # skipped inputs: no gradient
+            else:
+                gW[:n] += x.T @ g
         elif in_units is not None:
             dW = self._buffer("dW_in_units", (len(in_units), self.out_features), self.dtype, "F", gW.shape)
             np.matmul(x.T, g, out=dW)                               # (n, O) = (n, B) @ (B, O)
@@ -245,7 +265,7 @@ class Dense(Module):
         dW_live = self._buffer("dW_live", gW.shape, self.dtype, "F")[:, :n]   # (I, n)
         np.matmul(x.T, g_live, out=dW_live)
         cols = live[:n]
-        if units is not None:            # g's columns are units[0], units[1], ...
+        if units is not None and not _is_prefix(units):   # g's columns are units[0], units[1], ...
             cols = np.take(units, cols, out=self._buffer("live_units", (self.out_features,), np.intp)[:n])
         if beta == 0:
             # hand over the columns: Adam reads them as they are, and the full

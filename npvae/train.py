@@ -504,6 +504,8 @@ class _Run:
         name = signal.Signals(self.flag.signum).name
         done = epoch - 1 if sums is not None else epoch
         if sums is not None:
+            if self.dead is not None:
+                self.dead.pause()     # the checkpoint holds the units in their own order
             self.save(done, step, sums)
         at = f"epoch {epoch}, step {step} of {self.steps}" if sums is not None else f"the end of epoch {epoch}"
         if self.checkpoint is not None:
