@@ -101,6 +101,7 @@ class DeadUnits:
             self._reorder(order, optimizer)
             self._order, self._optimizer = order, optimizer
             self.layer.units = np.arange(len(order) - self.retired.sum())
+            optimizer.hold(self.layer.weight, len(self.layer.units))   # no update for the rest either
         self._fired[:] = False
         self.layer.live = self._fired if self.candidates.any() else None
 
@@ -118,6 +119,7 @@ class DeadUnits:
         self.live[order[self._fired]] = True
         self._fired[:] = False
         if self._order is not None:
+            self._optimizer.release(self.layer.weight)
             self._reorder(np.argsort(self._order), self._optimizer)
             self._order = self._optimizer = None
         self.layer.units = None

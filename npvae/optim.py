@@ -73,6 +73,7 @@ class Optimizer:
         n = len(self.params)
         self.state = {name: arrays[i * n:(i + 1) * n] for i, name in enumerate(self._state_names)}
         self._views = [None] * len(self.params)
+        self._held = {}  # parameter index -> (columns updated, step count when held)
 
     def _flat_views(self, i):
         """Flat views of parameter i's data, gradient and state arrays, made once and reused."""
@@ -94,6 +95,39 @@ class Optimizer:
         (then nothing is ever taken as at rest). :mod:`npvae.dead_units` relies on it.
         """
         return None
+
+    def hold(self, param, n):
+        """Until :meth:`release`, update only the first ``n`` columns of the column-major
+        ``param``: the others have zero gradients and are :meth:`at_rest`, so a step
+        would leave them where they are, except for state that decays on its own (Adam's
+        second moment), which :meth:`release` brings up to date.
+
+        :mod:`npvae.dead_units` holds the weight columns of the units it skips.
+        """
+        i = self._index(param)
+        if param.data.ndim != 2 or not param.data.flags.f_contiguous or not 0 < n <= param.shape[1]:
+            raise InputError(f"hold needs a column-major 2-D parameter and 0 < n <= {param.shape[-1]}, "
+                             f"got {param} and n={n}")
+        self.release(param)
+        self._held[i] = (n, self.t)
+
+    def release(self, param):
+        """Update every column again, after catching up with the steps the held ones skipped."""
+        i = self._index(param)
+        if i in self._held:
+            n, t0 = self._held.pop(i)
+            self._catch_up(i, n, self.t - t0)
+
+    def _catch_up(self, i, n, steps):
+        """Bring the state of columns ``n:`` of parameter i to ``steps`` zero-gradient steps later."""
+
+    def _arrays(self, i):
+        """Parameter i's (data, gradient, state...) as flat views: the first columns only while held."""
+        held = self._held.get(i)
+        if held is None:
+            return self._flat_views(i)
+        p = self.params[i]
+        return [flat(a[:, :held[0]]) for a in (p.data, p.grad, *(self.state[n][i] for n in self._state_names))]
 
     def _index(self, param):
         for i, p in enumerate(self.params):
@@ -205,9 +239,16 @@ class Adam(Optimizer):
             # the reference stays simple, and a full-size scratch array per step is slow.
             columns = p.column_grad() if self.backend == "numba" else None
             if columns is not None and _column_major(p.data, m[i], v[i]):
-                k.adam_update_columns(p.data, *columns, m[i], v[i], *c)
+                n = self._held.get(i, (None,))[0]          # held: the first n columns only
+                k.adam_update_columns(p.data[:, :n], *columns, m[i][:, :n], v[i][:, :n], *c)
             else:
-                k.adam_update(*self._flat_views(i), *c)
+                k.adam_update(*self._arrays(i), *c)
+
+    def _catch_up(self, i, n, steps):
+        """The held columns' second moment decays by beta2 a step (their first moment is 0)."""
+        v = self.state["v"][i][:, n:]
+        dt = v.dtype.type
+        kernels.get(self.backend).decay_moment(flat(v), dt(self.beta2), steps, dt(np.finfo(v.dtype).tiny))
 
 
 class SGD(Optimizer):
@@ -245,4 +286,4 @@ class SGD(Optimizer):
         k, cache = kernels.get(self.backend), {}
         for i, p in enumerate(self.params):
             lr, mom, wd, tiny = self._consts(cache, p, self.lr, self.momentum, self.weight_decay)
-            k.sgd_update(*self._flat_views(i), lr, mom, wd, self.t == 1, tiny)
+            k.sgd_update(*self._arrays(i), lr, mom, wd, self.t == 1, tiny)

@@ -139,6 +139,57 @@ def test_at_rest_is_a_zero_first_moment_or_momentum_without_weight_decay():
         adam.at_rest(VAE(12, 5, 2, rng=1).encoder[0].weight)
 
 
+def _held_vs_not(opt_class, backend, columns, **hyper):
+    """Parameter (6, 5) whose last two columns get zero gradients and are at rest: 12 steps
+    with those columns held (released halfway and at the end) and 12 without."""
+    from npvae.module import Parameter
+    out = []
+    for hold in (True, False):
+        p = Parameter(np.asfortranarray(np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)))
+        opt = opt_class([p], backend=backend, **hyper)
+        if "v" in opt.state:   # at rest (first moment 0) but a second moment still decaying
+            opt.state["v"][0][:, 3:] = np.linspace(1e-37, 0.5, 12).reshape(6, 2)
+        grads = np.random.default_rng(1).standard_normal((12, 6, 5)).astype(np.float32)
+        grads[:, :, 3:] = 0
+        for t in range(12):
+            if hold and t in (0, 7):
+                opt.hold(p, 3)
+            if columns:      # the gradient held as its columns, as Dense leaves it
+                p.zero_grad()
+                p.set_column_grad(np.asfortranarray(grads[t][:, :3]), np.arange(3), opt_k(backend).scatter_columns)
+            else:
+                p.grad[...] = grads[t]
+            opt.step()
+            if hold and t in (5, 11):
+                opt.release(p)
+        out.append((p.data.copy(), opt.state_dict()))
+    return out
+
+
+def opt_k(backend):
+    from npvae import kernels
+    return kernels.get(backend)
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["dense-grad", "column-grad"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_held_columns_end_where_the_steps_would_have_left_them_bit_for_bit(backend, columns):
+    for opt_class, hyper in ((Adam, {}), (SGD, dict(lr=0.1, momentum=0.9))):
+        (p1, s1), (p2, s2) = _held_vs_not(opt_class, backend, columns, **hyper)
+        assert np.array_equal(p1, p2), opt_class.__name__
+        assert all(np.array_equal(s1[k], s2[k]) for k in s1), opt_class.__name__
+
+
+def test_hold_needs_a_column_major_matrix():
+    from npvae.errors import InputError
+    model = VAE(12, 5, 2, rng=0)
+    opt = Adam(model.parameters())
+    with pytest.raises(InputError, match="column-major 2-D"):
+        opt.hold(model.encoder[0].bias, 2)
+    with pytest.raises(InputError, match="0 < n <= 5"):
+        opt.hold(model.encoder[0].weight, 6)
+
+
 # -- fit: what gets retired, and that it is sound ---------------------------------------------
 def _model(backend="numba", seed=0):
     model = VAE(784, 16, 3, rng=seed, backend=backend)

@@ -63,6 +63,13 @@ def _adam(r, dt, wd):
     return (p, g, m, v, *(dt(x) for x in c)), (0, 2, 3)
 
 
+def _moment(r, dt):
+    """A second moment: some entries near the normal range's end, so that they flush to 0."""
+    v = r.uniform(0, 0.1, 24).astype(dt)
+    v[:4] = np.finfo(dt).tiny * np.array([1.0, 1.5, 1e3, 0.0])
+    return v
+
+
 def _adam_columns(r, dt, wd):
     # a (B, N) column-major weight whose gradient is nonzero only in the columns _columns()
     p, m = _mat(r, dt), _mat(r, dt, 0.1)
@@ -109,6 +116,7 @@ CASES = {
     "kl_forward": {"": lambda r, dt: ((_h(r, dt), np.empty(B, dt)), (1,))},
     "kl_backward": {"": lambda r, dt: ((_h(r, dt), dt(-0.7), np.empty((B, 6), dt)), (2,))},
     "adam_update": {f"wd={wd}": (lambda r, dt, wd=wd: _adam(r, dt, wd)) for wd in (0.0, 0.01)},
+    "decay_moment": {"": lambda r, dt: ((_moment(r, dt), dt(0.999), 700, dt(np.finfo(dt).tiny)), (0,))},
     "adam_update_columns": {f"wd={wd}": (lambda r, dt, wd=wd: _adam_columns(r, dt, wd)) for wd in (0.0, 0.01)},
     "sgd_update": {f"momentum={m},first={f}": (lambda r, dt, m=m, f=f: _sgd(r, dt, m, f))
                    for m, f in ((0.0, True), (0.9, True), (0.9, False))},
@@ -318,3 +326,18 @@ def test_mark_live_columns_flags_units_that_fired_and_keeps_earlier_flags(k, ord
     live = np.array([False, False, False, False, False, True, False])
     k.mark_live_columns(y, np.array([2, 4, 0, 6], np.intp), live)
     assert np.flatnonzero(live).tolist() == [0, 2, 5]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_decay_moment_is_bit_for_bit_the_zero_gradient_steps_it_replays(k, dtype):
+    """What Adam skips for held columns (Optimizer.hold) is replayed exactly: same bits."""
+    r = np.random.default_rng(5)
+    v = _moment(r, dtype)
+    stepped = v.copy()
+    zeros = np.zeros_like(v)
+    c = (1e-3, 0.9, 0.999, 1e-8, 0.0, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dtype).tiny)
+    for _ in range(30):
+        k.adam_update(np.ones_like(v), zeros, zeros.copy(), stepped, *(dtype(x) for x in c))
+    k.decay_moment(v, dtype(0.999), 30, dtype(np.finfo(dtype).tiny))
+    assert np.array_equal(v, stepped) and v[0] == 0 and v[2] > 0

@@ -494,6 +494,18 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
 
 
 @njit
+def decay_moment(v, beta2, steps, tiny):
+    zero = typed(0.0, beta2)
+    for k in range(v.size):
+        vk = v[k]
+        for _ in range(steps):        # one rounding a step, exactly as the steps would have
+            if vk == zero:
+                break
+            vk = _adam_moments(zero, zero, vk, zero, beta2, tiny)[1]   # the update's own formula
+        v[k] = vk
+
+
+@njit
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
     # 1-D views, as for adam_update
     zero = typed(0.0, lr)

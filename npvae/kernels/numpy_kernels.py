@@ -152,6 +152,14 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
     p -= (lr / bc1) * (m / denom)
 
 
+def decay_moment(v, beta2, steps, tiny):
+    """``steps`` Adam steps of a zero gradient on the second moment ``v`` (1-D), in place:
+    ``v = beta2 v`` each time, flushed to 0 below ``tiny``, rounded as every step rounds."""
+    for _ in range(steps):
+        v *= beta2
+        v[v < tiny] = 0
+
+
 def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
     """:func:`adam_update` of 2-D ``p``, ``m``, ``v`` with a gradient given by columns:
     ``vals[:, k]`` in column ``idx[k]`` (idx increasing) and 0 in every other column."""
