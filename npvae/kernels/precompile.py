@@ -10,7 +10,7 @@ already holds the float32 kernels and, if not, runs ``python -m
 npvae.kernels.precompile`` in a child process, which compiles them into the
 cache by running a tiny model through every float32 path; the calling process
 then only loads them. Same kernels, same results; the child takes about the
-time the compiling takes anyway (20-30 s, once per install and per change of
+time the compiling takes anyway (20-40 s, once per install and per change of
 ``numba_kernels.py``), though a process that only trains now also waits for the
 evaluation kernels.
 
@@ -69,7 +69,7 @@ def ensure_compiled():
     if not _enabled() or not sys.executable or cache_is_warm():
         return
     if sys.stderr is not None and sys.stderr.isatty():
-        print("npvae: compiling the Numba kernels into the disk cache (first use only, 20-30 s)...",
+        print("npvae: compiling the Numba kernels into the disk cache (first use only, 20-40 s)...",
               file=sys.stderr, flush=True)
     # the child compiles in itself, and imports this very npvae
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
