@@ -74,12 +74,16 @@ def test_cold_cache_runs_the_child_once_with_this_npvae(fresh, monkeypatch):
     assert env["PYTHONPATH"].split(os.pathsep)[0] == ROOT
 
 
-def test_warm_cache_or_opt_out_runs_no_child(fresh, monkeypatch):
+def test_warm_cache_opt_out_or_frozen_app_runs_no_child(fresh, monkeypatch):
     monkeypatch.setattr(precompile, "cache_is_warm", lambda: True)
     precompile.ensure_compiled()
     monkeypatch.setattr(precompile, "_checked", False)
     monkeypatch.setattr(precompile, "cache_is_warm", lambda: False)
     monkeypatch.setenv(precompile.ENV, "0")
+    precompile.ensure_compiled()
+    monkeypatch.setattr(precompile, "_checked", False)
+    monkeypatch.delenv(precompile.ENV)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)   # e.g. PyInstaller: no Python to run
     precompile.ensure_compiled()
     assert fresh.calls == []
 

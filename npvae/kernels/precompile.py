@@ -66,7 +66,8 @@ def ensure_compiled():
     if _checked:
         return
     _checked = True
-    if not _enabled() or not sys.executable or cache_is_warm():
+    # a frozen application's sys.executable is the application itself, not Python
+    if not _enabled() or not sys.executable or getattr(sys, "frozen", False) or cache_is_warm():
         return
     if sys.stderr is not None and sys.stderr.isatty():
         print("npvae: compiling the Numba kernels into the disk cache (first use only, 20-40 s)...",
