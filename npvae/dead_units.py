@@ -55,9 +55,11 @@ class DeadUnits:
         The encoder's first layer (fused with the ReLU after it).
     images : ndarray (N, I)
         The training images the proofs are about.
+    next_layer : Dense
+        The layer that takes ``layer``'s units as input (its weight rows move with them).
     """
 
-    def __init__(self, layer, images, next_layer=None):
+    def __init__(self, layer, images, next_layer):
         self.layer, self.next_layer = layer, next_layer
         self.images = fingerprint(images)
         n = layer.out_features
@@ -77,7 +79,7 @@ class DeadUnits:
             return None
         kept = model.__dict__.get("_dead_units")
         if kept is None or kept.layer is not enc[0] or kept.images != fingerprint(images):
-            kept = cls(enc[0], images, enc[2])
+            kept = cls(enc[0], images, next_layer=enc[2])
             object.__setattr__(model, "_dead_units", kept)
         return kept
 
@@ -106,7 +108,6 @@ class DeadUnits:
             self._order, self._optimizer = order, optimizer
             self.layer.units = np.arange(len(order) - self.retired.sum())
             optimizer.hold(self.layer.weight, len(self.layer.units))   # no update for the rest either
-        self._fired[:] = False
         self.layer.live = self._fired if self.candidates.any() else None
 
     def end_epoch(self):

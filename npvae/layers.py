@@ -70,9 +70,10 @@ class Dense(Module):
         With ``relu=True`` only: compute just these output units (increasing);
         every other unit is known to be 0 after the ReLU on this data, so the
         output is ``(B, len(units))``, its column ``k`` being unit ``units[k]``,
-        and the next layer takes it with ``in_units=units``. ``fit`` sets it for
-        units proven dead on the training set (:mod:`npvae.dead_units`) and
-        clears it before any evaluation.
+        and the next layer takes it with ``in_units=units``. ``fit`` sets it to
+        the units not proven dead on the training set, moved to the front so
+        that they are ``0 .. n-1`` and W is sliced, not gathered
+        (:mod:`npvae.dead_units`), and clears it before any evaluation.
     live : bool array (O,) or None
         If set, forward marks the units that fired (output > 0) for some sample.
     """
