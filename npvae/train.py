@@ -363,15 +363,19 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     try:
         with _catch_signals(run.flag), _gc_frozen() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
+                started = time.perf_counter()
                 freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
                 if dead is not None:
                     dead.begin_epoch(opt, resumed=first > 0)
+                setup = time.perf_counter() - started
                 sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
+                steps_done = time.perf_counter()
                 if dead is not None:
                     dead.end_epoch()     # every image of the epoch seen: retire what never fired
                 _check_finite(model, epoch, run.last_saved)
                 t1 = time.perf_counter()
+                sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
                     test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,

@@ -341,3 +341,21 @@ def test_decay_moment_is_bit_for_bit_the_zero_gradient_steps_it_replays(k, dtype
         k.adam_update(np.ones_like(v), zeros, zeros.copy(), stepped, *(dtype(x) for x in c))
     k.decay_moment(v, dtype(0.999), 30, dtype(np.finfo(dtype).tiny))
     assert np.array_equal(v, stepped) and v[0] == 0 and v[2] > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_decay_moment_over_blocks_that_flush_at_different_steps(k, dtype):
+    """The Numba kernel works block by block (1024 entries) and stops a block once all of it
+    is 0: a block that flushes early, one that never does and a short last block."""
+    tiny = np.finfo(dtype).tiny
+    v = np.random.default_rng(6).uniform(0, 1e-3, 2500).astype(dtype)
+    v[:1024] = tiny * np.linspace(1.0, 1.002, 1024, dtype=dtype)   # all 0 after 3 steps
+    v[1500] = tiny                                                  # one early 0 among live values
+    expected = v.copy()
+    for _ in range(40):   # the definition: one zero-gradient step at a time
+        expected *= dtype(0.999)
+        expected[expected < tiny] = 0
+    k.decay_moment(v, dtype(0.999), 40, dtype(tiny))
+    assert np.array_equal(v, expected)
+    assert not v[:1024].any() and v[1500] == 0 and (v[1024:1500] > 0).all() and (v[2000:] > 0).all()

@@ -69,6 +69,26 @@ def test_history_fields(sample):
     assert "2 epochs" in repr(history)
 
 
+def test_train_seconds_cover_the_epochs_bookkeeping(sample, monkeypatch):
+    """What fit does around an epoch's steps (the dead-unit record, the finiteness check)
+    is training time: benchmarks read train_seconds."""
+    import time
+    from npvae import dead_units
+    images, _ = sample
+    end_epoch = dead_units.DeadUnits.end_epoch
+
+    def slow_end_epoch(self):
+        time.sleep(0.3)
+        end_epoch(self)
+    model = small()
+    fit(model, images[:128], epochs=1, batch_size=64, rng=0, progress=False)  # loads the kernels
+    fast = fit(model, images[:128], epochs=1, batch_size=64, rng=0, progress=False)
+    assert fast[0]["train_seconds"] < 0.3
+    monkeypatch.setattr(dead_units.DeadUnits, "end_epoch", slow_end_epoch)
+    history = fit(model, images[:128], epochs=1, batch_size=64, rng=0, progress=False)
+    assert history[0]["train_seconds"] >= 0.3
+
+
 def test_without_test_images(sample):
     images, _ = sample
     history = fit(small(), images[:100], epochs=1, batch_size=50, rng=0, progress=False)
