@@ -157,7 +157,7 @@ class Dense(Module):
             self.k.add_bias(y, b)
         if self.live is not None:
             self.k.mark_live_columns(y, self._unit_ids(units), self.live)
-        self._x, self._y, self._relu, self._W, self._units, self._in_units = x, y, relu, W, units, in_units
+        self._save(_x=x, _y=y, _relu=relu, _W=W, _units=units, _in_units=in_units)
         return y
 
     def _unit_ids(self, units):

@@ -98,11 +98,10 @@ class BCEWithLogits(_BatchMeanLoss):
         if self.training:
             dl = self._buffer("dlogits", logits.shape, logits.dtype, order)
             self.k.bce_logits_forward_backward(logits, target, logits.dtype.type(1.0 / B), rows, dl)
-            self._dlogits = dl
         else:
             self.k.bce_logits_forward(logits, target, rows)
-            self._dlogits = None
-        self._logits, self._target = logits, target
+            dl = None
+        self._save(_dlogits=dl, _logits=logits, _target=target)
         return self._finish(rows)
 
     def backward(self, grad=1.0):

@@ -167,6 +167,14 @@ class Module:
     def backward(self, grad_out):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _save(self, **values):
+        """Keep what ``backward`` needs, as plain attributes (read back by :meth:`_cached`).
+
+        One dict update instead of an attribute assignment each, which goes through
+        :meth:`__setattr__`'s registration checks: some 20 us a training step.
+        """
+        self.__dict__.update(values)
+
     def _cached(self, *names):
         """Values ``forward`` stored for ``backward``; a clear error if forward never ran."""
         try:

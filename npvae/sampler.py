@@ -74,7 +74,7 @@ class Sampler(Module):
         z = self._buffer("z", (B, d), h.dtype, order_of(h))
         std = self._buffer("std", (B, d), h.dtype, order_of(h))
         self.k.sampler_forward(h, eps, z, std)
-        self._eps, self._std = eps, std
+        self._save(_eps=eps, _std=std)
         return z
 
     def backward(self, grad_out, input_grad=True):
