@@ -100,7 +100,7 @@ class Optimizer:
         """Until :meth:`release`, update only the first ``n`` columns of the column-major
         ``param``: the others have zero gradients and are :meth:`at_rest`, so a step
         would leave them where they are, except for state that decays on its own (Adam's
-        second moment), which :meth:`release` brings up to date.
+        moments), which :meth:`release` brings up to date.
 
         :mod:`npvae.dead_units` holds the weight columns of the units it skips.
         """
@@ -220,11 +220,38 @@ class Adam(Optimizer):
         self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
 
     def at_rest(self, param):
-        """With no weight decay, where the first moment is 0: a zero gradient keeps it 0,
-        and the update, proportional to it, is 0."""
+        r"""With no weight decay, where the next update, and so every later one, is too small
+        to move the parameter's float.
+
+        With a zero gradient from now on, step :math:`s = 1, 2, \ldots` moves it by
+        :math:`\frac{\mathrm{lr}}{1-\beta_1^{t+s}} \cdot \frac{\beta_1^s m}{\sqrt{\beta_2^s v} / \sqrt{1-\beta_2^{t+s}} + \epsilon}`:
+        the first step's is the largest, since :math:`\beta_1 < \sqrt{\beta_2}` (and once
+        :math:`\sqrt{v}` is below :math:`\epsilon`, only :math:`\beta_1^s` changes). If it is
+        under a quarter of the spacing of floats at the parameter's value, rounding gives
+        the parameter back unchanged, at every step. A first moment of exactly 0 is the
+        simplest case; a unit that stopped firing some 150 steps ago is at rest long before
+        its moment decays to 0 (about 800 steps). The bound is computed in the parameter's
+        dtype with room for its own roundings and the update's.
+        """
         if self.weight_decay:
             return None
-        return self.state["m"][self._index(param)] == 0
+        i = self._index(param)
+        p, m, v = self.params[i].data, self.state["m"][i], self.state["v"][i]
+        dt, finfo = p.dtype.type, np.finfo(p.dtype)
+        room = 1 + 64 * float(finfo.eps)   # the update's few roundings, and this bound's own
+        # in p's dtype, in place: three arrays of p's size (at the start of each epoch of fit)
+        bound = v * dt(self.beta2 / room)               # v after the next step, rounded down...
+        bound[bound < finfo.tiny] = 0                   # ...or flushed to 0: then only eps is left
+        np.sqrt(bound, out=bound)
+        np.maximum(bound, dt(self.eps), out=bound)
+        with np.errstate(over="ignore"):                # a huge m: inf, i.e. not at rest
+            np.divide(np.abs(m), bound, out=bound)
+            bound *= dt(self.lr / (1 - self.beta1 ** (self.t + 1)) * self.beta1 * room)   # the next update
+        quarter = np.abs(p)
+        normal = quarter >= finfo.tiny                  # 0 and subnormal p: only m = 0 keeps them
+        np.spacing(quarter, out=quarter)
+        quarter /= 4
+        return (m == 0) | (normal & (bound < quarter))
 
     def step(self):
         """One update of every parameter from its current ``.grad``."""
@@ -245,10 +272,13 @@ class Adam(Optimizer):
                 k.adam_update(*self._arrays(i), *c)
 
     def _catch_up(self, i, n, steps):
-        """The held columns' second moment decays by beta2 a step (their first moment is 0)."""
-        v = self.state["v"][i][:, n:]
-        dt = v.dtype.type
-        kernels.get(self.backend).decay_moment(flat(v), dt(self.beta2), steps, dt(np.finfo(v.dtype).tiny))
+        """The held columns' moments decay a step at a time (m by beta1, v by beta2); their
+        parameters stay where they are (:meth:`at_rest`)."""
+        k = kernels.get(self.backend)
+        for name, beta in (("m", self.beta1), ("v", self.beta2)):
+            a = self.state[name][i][:, n:]
+            dt = a.dtype.type
+            k.decay_moment(flat(a), dt(beta), steps, dt(np.finfo(a.dtype).tiny))
 
 
 class SGD(Optimizer):

@@ -121,7 +121,7 @@ def test_skipping_misuse_is_a_clear_error():
 
 
 # -- the optimizers: at rest ----------------------------------------------------------------
-def test_at_rest_is_a_zero_first_moment_or_momentum_without_weight_decay():
+def test_at_rest_is_a_first_moment_too_small_to_move_or_no_momentum_without_weight_decay():
     model = VAE(12, 5, 2, rng=0)
     w = model.encoder[0].weight
     adam = Adam(model.parameters())
@@ -139,6 +139,33 @@ def test_at_rest_is_a_zero_first_moment_or_momentum_without_weight_decay():
         adam.at_rest(VAE(12, 5, 2, rng=1).encoder[0].weight)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_at_rest_is_sound_and_not_just_a_zero_first_moment(backend, dtype):
+    """Entries Adam calls at rest do not move in 3000 zero-gradient steps (bit for bit),
+    though most have a nonzero first moment; entries it does not call at rest mostly move."""
+    from npvae.module import Parameter
+    r = np.random.default_rng(3)
+    n = 4000
+    p = Parameter((r.choice([-1, 1], n) * 10.0 ** r.uniform(-3, 0, n)).astype(dtype))
+    p.data[:20] = 0
+    opt = Adam([p], backend=backend)
+    opt.t = int(r.integers(1, 5000))
+    lo, hi = (-16, -6) if dtype == np.float32 else (-26, -12)   # around the bound: some move, some not
+    opt.state["m"][0][:] = r.choice([-1, 1], n) * 10.0 ** r.uniform(lo, hi, n)
+    opt.state["v"][0][:] = 10.0 ** r.uniform(-14, -2, n)
+    opt.state["v"][0][20:40] = 0                       # only eps in the denominator
+    at = opt.at_rest(p)
+    assert not at[:20].any()                           # p = 0 with m != 0: never taken as at rest
+    assert 0.2 < at.mean() < 0.8 and (opt.state["m"][0][at] != 0).all()
+    before = p.data.copy()
+    for _ in range(3000):
+        p.zero_grad()
+        opt.step()
+    assert np.array_equal(p.data[at], before[at])
+    assert (p.data[~at] != before[~at]).mean() > 0.9
+
+
 def _held_vs_not(opt_class, backend, columns, **hyper):
     """Parameter (6, 5) whose last two columns get zero gradients and are at rest: 12 steps
     with those columns held (released halfway and at the end) and 12 without."""
@@ -147,8 +174,11 @@ def _held_vs_not(opt_class, backend, columns, **hyper):
     for hold in (True, False):
         p = Parameter(np.asfortranarray(np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)))
         opt = opt_class([p], backend=backend, **hyper)
-        if "v" in opt.state:   # at rest (first moment 0) but a second moment still decaying
+        if "v" in opt.state:   # at rest, with both moments still decaying (m: too little to move p)
             opt.state["v"][0][:, 3:] = np.linspace(1e-37, 0.5, 12).reshape(6, 2)
+            opt.state["m"][0][:, 3:] = np.linspace(-1e-14, 1e-14, 12).reshape(6, 2)
+            opt.state["m"][0][0, 3] = 2e-38   # flushes to 0 on the first step
+            assert opt.at_rest(p)[:, 3:].all()
         grads = np.random.default_rng(1).standard_normal((12, 6, 5)).astype(np.float32)
         grads[:, :, 3:] = 0
         for t in range(12):

@@ -341,6 +341,14 @@ def test_decay_moment_is_bit_for_bit_the_zero_gradient_steps_it_replays(k, dtype
         k.adam_update(np.ones_like(v), zeros, zeros.copy(), stepped, *(dtype(x) for x in c))
     k.decay_moment(v, dtype(0.999), 30, dtype(np.finfo(dtype).tiny))
     assert np.array_equal(v, stepped) and v[0] == 0 and v[2] > 0
+    # the first moment, signed, decays by beta1 the same way
+    m = _moment(r, dtype) * np.where(np.arange(24) % 2, 1, -1).astype(dtype)
+    m[:2] = np.finfo(dtype).tiny * np.array([-1.05, 1.2])
+    stepped = m.copy()
+    for _ in range(30):
+        k.adam_update(np.ones_like(m), zeros, stepped, r.uniform(0, 0.1, 24).astype(dtype), *(dtype(x) for x in c))
+    k.decay_moment(m, dtype(0.9), 30, dtype(np.finfo(dtype).tiny))
+    assert np.array_equal(m, stepped) and m[0] == m[1] == 0 and (m[2::2] < 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -494,20 +494,21 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
 
 
 @njit
-def decay_moment(v, beta2, steps, tiny):
+def decay_moment(a, beta, steps, tiny):
     # Step by step over a block that stays in L1 (4 KB): each pass over it vectorises,
     # where a loop over the steps of one element at a time would be a chain of dependent
     # multiplies (0.1 s for the retired units' 150k moments after an epoch's 469 steps).
     # Every element still goes through the same roundings as the steps would make.
-    zero = typed(0.0, beta2)
-    for start in range(0, v.size, 1024):
-        block = v[start:start + 1024]
+    zero = typed(0.0, beta)
+    for start in range(0, a.size, 1024):
+        block = a[start:start + 1024]
         for _ in range(steps):
-            left = zero                   # sum of the block (v >= 0): 0 once all have flushed
+            left = zero                   # sum of |block|: 0 once all of it has flushed
             for k in range(block.size):
-                vk = _adam_moments(zero, zero, block[k], zero, beta2, tiny)[1]   # the update's own formula
-                block[k] = vk
-                left += vk
+                # the update's own formula for m (for v >= 0 it is v's: same roundings)
+                ak = _adam_moments(zero, block[k], zero, beta, zero, tiny)[0]
+                block[k] = ak
+                left += abs(ak)
             if left == zero:
                 break
 

@@ -152,12 +152,13 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
     p -= (lr / bc1) * (m / denom)
 
 
-def decay_moment(v, beta2, steps, tiny):
-    """``steps`` Adam steps of a zero gradient on the second moment ``v`` (1-D), in place:
-    ``v = beta2 v`` each time, flushed to 0 below ``tiny``, rounded as every step rounds."""
+def decay_moment(a, beta, steps, tiny):
+    """``steps`` Adam steps of a zero gradient on a moment ``a`` (1-D: m with beta1, v with
+    beta2), in place: ``a = beta a`` each time, flushed to 0 below ``tiny`` in magnitude,
+    rounded as every step rounds."""
     for _ in range(steps):
-        v *= beta2
-        v[v < tiny] = 0
+        a *= beta
+        a[np.abs(a) < tiny] = 0
 
 
 def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
