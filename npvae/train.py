@@ -432,7 +432,6 @@ class _Run:
         self.steps = math.ceil(self.n / batch_size)
         self.batches = Batches(images, batch_size, model.dtype)      # allocated once
         self.scratch = np.empty_like(self.batches.x) if binarize else None
-        self.columns = {}                                             # column-major batches, by size
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
         self.history, self.show, self.dead = history, show, dead
         self.flag = _StopFlag()
@@ -453,10 +452,11 @@ class _Run:
         beta_t = self.beta
         for step in range(first, steps):
             idx = order[step * B:(step + 1) * B]
-            x = self.batches.take(idx)
+            # column-major: BLAS computes the step's products faster writing column-major
+            # results, and the model's workspaces follow the batch's layout (README, Speed)
+            x = self.batches.take_column_major(idx)
             if self.scratch is not None:
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
-            x = self.column_major(x)
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
             model.zero_grad()
             parts = model._loss(x, beta_t)
@@ -478,18 +478,6 @@ class _Run:
             if self.flag.signum is not None and step + 1 < steps:
                 self.stop(epoch, step + 1, s)
         return s, beta_t
-
-    def column_major(self, x):
-        """``x`` copied into a column-major array kept per batch size.
-
-        The model's workspaces follow the batch's layout, and BLAS computes the
-        step's products faster writing column-major results (README, Speed).
-        """
-        buf = self.columns.get(len(x))
-        if buf is None:
-            buf = self.columns[len(x)] = np.empty(x.shape, x.dtype, order="F")
-        np.copyto(buf, x)
-        return buf
 
     def save(self, epoch, step, partial=None):
         """Checkpoint after ``epoch`` complete epochs and ``step`` steps of the next."""
