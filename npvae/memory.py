@@ -28,24 +28,54 @@ def order_of(a):
 
 def packed_zeros(like):
     """Zeroed arrays shaped, typed and laid out (C or F) like each of ``like``,
-    views into one memory block.
+    views into one memory block, back to back in that order (each starting on a
+    64-byte line; the few bytes between two are zeros too).
 
-    The views keep the block alive; nothing else refers to it.
+    The views keep the block alive; nothing else refers to it. Blocks packed from
+    the same ``like`` have the same layout, which lets one flat kernel call cover
+    several arrays (:func:`span`).
     """
     sizes = [(a.nbytes + ALIGN - 1) // ALIGN * ALIGN for a in like]
     if sum(sizes) < SMALL:
         # a small model: a 2 MB page would be mostly empty memory
-        block, align = np.empty(sum(sizes) + ALIGN, np.uint8), ALIGN
+        block, align = np.zeros(sum(sizes) + ALIGN, np.uint8), ALIGN
     else:
         # one page more, so the arrays can start on a huge-page boundary and every
         # page they use lies whole inside the block (a partial one gets 4 KB pages)
         whole_pages = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
-        block, align = np.empty(max(whole_pages + HUGE_PAGE, NUMPY_HUGE_MIN), np.uint8), HUGE_PAGE
+        block, align = np.zeros(max(whole_pages + HUGE_PAGE, NUMPY_HUGE_MIN), np.uint8), HUGE_PAGE
     offset = -block.ctypes.data % align
     out = []
     for a, size in zip(like, sizes):
-        view = block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=order_of(a))
-        view.fill(0)
-        out.append(view)
+        out.append(block[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape, order=order_of(a)))
         offset += size
     return out
+
+
+def _block(a):
+    """The array that owns ``a``'s memory (the end of its ``base`` chain)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def span(arrays):
+    """One flat view covering ``arrays`` and the padding between them, or None.
+
+    Only for arrays laid out as :func:`packed_zeros` leaves them: contiguous, of one
+    dtype, in order in one block, each next one on the following 64-byte line, the
+    padding between them zeros. An elementwise update (Adam's, SGD's) keeps those few
+    padding elements at zero: zero gradient, zero state, zero parameter.
+    """
+    first = arrays[0]
+    block = _block(first)
+    if not (block.dtype == np.uint8 and block.ndim == 1 and all(
+            a.dtype == first.dtype and (a.flags.c_contiguous or a.flags.f_contiguous)
+            and _block(a) is block for a in arrays)):
+        return None
+    starts = [a.ctypes.data - block.ctypes.data for a in arrays]
+    for a, start, nxt in zip(arrays, starts, starts[1:]):
+        end = start + a.nbytes
+        if nxt != end + (-a.nbytes % ALIGN) or block[end:nxt].any():
+            return None
+    return block[starts[0]:starts[-1] + arrays[-1].nbytes].view(first.dtype)

@@ -1,12 +1,14 @@
 r"""Optimizers: Adam and SGD with momentum, PyTorch's update rules, fused kernels.
 
-Each ``step()`` is one kernel call per parameter that reads the gradient once
-and updates the parameter and the optimizer's moments in the same pass. The
-kernels see flat 1-D views of the arrays' memory (weights are column-major, see
-:class:`npvae.layers.Dense`), which is all an elementwise update needs. On the
-Numba path Adam also reads a weight gradient that a Dense layer left as its
-nonzero columns (:meth:`npvae.module.Parameter.set_column_grad`) without
-writing it out.
+Each ``step()`` runs a fused kernel that reads the gradient once and updates the
+parameter and the optimizer's moments in the same pass. The kernels see flat 1-D
+views of the arrays' memory (weights are column-major, see
+:class:`npvae.layers.Dense`), which is all an elementwise update needs; since the
+model packs its parameters and gradients back to back and the optimizer its
+moments in the same layout (:mod:`npvae.memory`), one call covers all of them. On
+the Numba path Adam also reads a weight gradient that a Dense layer left as its
+nonzero columns (:meth:`npvae.module.Parameter.set_column_grad`) without writing
+it out: that weight gets a call of its own.
 """
 import copy
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from . import kernels
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError, StateError
-from .memory import packed_zeros
+from .memory import packed_zeros, span
 from .module import Module, Parameter
 from .validate import check_positive_float
 
@@ -74,6 +76,7 @@ class Optimizer:
         self.state = {name: arrays[i * n:(i + 1) * n] for i, name in enumerate(self._state_names)}
         self._views = [None] * len(self.params)
         self._held = {}  # parameter index -> (columns updated, step count when held)
+        self._run_cache = None
 
     def _flat_views(self, i):
         """Flat views of parameter i's data, gradient and state arrays, made once and reused."""
@@ -121,6 +124,39 @@ class Optimizer:
     def _catch_up(self, i, n, steps):
         """Bring the state of columns ``n:`` of parameter i to ``steps`` zero-gradient steps later."""
 
+    def _runs(self, skip=()):
+        """Flat views (data, gradient, state...) for one update kernel call each, covering
+        every parameter whose index is not in ``skip``: consecutive parameters whose arrays
+        lie back to back as :func:`npvae.memory.packed_zeros` leaves them (the model packs
+        its parameters and gradients, the optimizer its state) share one call.
+        """
+        for i, p in enumerate(self.params):
+            if i not in skip:
+                p.grad  # write out a stale gradient's zeros, or one held as columns
+        owners = [(p.data, p._grad) for p in self.params]
+        cached = self._run_cache
+        if cached is None or cached[0] != skip or any(
+                a is not b or g is not h for (a, g), (b, h) in zip(owners, cached[1])):
+            cached = self._run_cache = (skip, owners, self._make_runs(skip))
+        return cached[2]
+
+    def _make_runs(self, skip):
+        runs, group = [], []
+        for i in range(len(self.params) + 1):
+            if i < len(self.params) and i not in skip:
+                group.append(i)
+                continue
+            if group:
+                kinds = list(zip(*(self._flat_views(j) for j in group)))   # data, grad, state: the group's
+                spans = [span(kind) for kind in kinds]
+                same_layout = len({tuple(a.ctypes.data - kind[0].ctypes.data for a in kind) for kind in kinds}) == 1
+                if all(s is not None for s in spans) and same_layout:
+                    runs.append(spans)
+                else:
+                    runs.extend(self._flat_views(j) for j in group)
+                group = []
+        return runs
+
     def _arrays(self, i):
         """Parameter i's (data, gradient, state...) as flat views: the first columns only while held."""
         held = self._held.get(i)
@@ -137,13 +173,13 @@ class Optimizer:
 
     def __getstate__(self):
         # a copy must not keep flat views of the original's arrays: they are remade on use
-        return dict(self.__dict__, _views=[None] * len(self.params))
+        return dict(self.__dict__, _views=[None] * len(self.params), _run_cache=None)
 
-    def _consts(self, cache, p, *values):
-        """Scalars in the parameter's dtype (float32 kernels stay float32), made once per dtype a step."""
-        c = cache.get(p.dtype)
+    def _consts(self, cache, dtype, *values):
+        """Scalars in the parameters' dtype (float32 kernels stay float32), made once per dtype a step."""
+        c = cache.get(dtype)
         if c is None:
-            c = cache[p.dtype] = tuple(p.dtype.type(v) for v in (*values, np.finfo(p.dtype).tiny))
+            c = cache[dtype] = tuple(dtype.type(v) for v in (*values, np.finfo(dtype).tiny))
         return c
 
     def state_dict(self):
@@ -259,17 +295,23 @@ class Adam(Optimizer):
         bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t
         k, cache = kernels.get(self.backend), {}
         m, v = self.state["m"], self.state["v"]
+        hyper = (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
+        apart = []   # parameters updated on their own; all others in runs
         for i, p in enumerate(self.params):
-            c = self._consts(cache, p, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
             # A gradient held as its nonzero columns (npvae.layers.Dense) is read as such by
             # the Numba kernel. The NumPy path writes it out and takes the plain update:
             # the reference stays simple, and a full-size scratch array per step is slow.
             columns = p.column_grad() if self.backend == "numba" else None
             if columns is not None and _column_major(p.data, m[i], v[i]):
                 n = self._held.get(i, (None,))[0]          # held: the first n columns only
+                c = self._consts(cache, p.dtype, *hyper)
                 k.adam_update_columns(p.data[:, :n], *columns, m[i][:, :n], v[i][:, :n], *c)
-            else:
-                k.adam_update(*self._arrays(i), *c)
+                apart.append(i)
+            elif i in self._held:
+                k.adam_update(*self._arrays(i), *self._consts(cache, p.dtype, *hyper))
+                apart.append(i)
+        for views in self._runs(tuple(apart)):             # mostly one call for all the rest
+            k.adam_update(*views, *self._consts(cache, views[0].dtype, *hyper))
 
     def _catch_up(self, i, n, steps):
         """The held columns' moments decay a step at a time (m by beta1, v by beta2); their
@@ -314,6 +356,11 @@ class SGD(Optimizer):
     def step(self):
         self.t += 1
         k, cache = kernels.get(self.backend), {}
-        for i, p in enumerate(self.params):
-            lr, mom, wd, tiny = self._consts(cache, p, self.lr, self.momentum, self.weight_decay)
+        hyper = (self.lr, self.momentum, self.weight_decay)
+        held = tuple(sorted(self._held))
+        for i in held:
+            lr, mom, wd, tiny = self._consts(cache, self.params[i].dtype, *hyper)
             k.sgd_update(*self._arrays(i), lr, mom, wd, self.t == 1, tiny)
+        for views in self._runs(held):                      # mostly one call for all the rest
+            lr, mom, wd, tiny = self._consts(cache, views[0].dtype, *hyper)
+            k.sgd_update(*views, lr, mom, wd, self.t == 1, tiny)

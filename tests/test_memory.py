@@ -68,3 +68,47 @@ def test_pack_parameters_keeps_values_and_results(backend):
     for (name, a), b in zip(plain.named_parameters(), packed.parameters()):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+
+
+def test_span_covers_packed_arrays_and_nothing_else():
+    from npvae.memory import span
+    like = [np.ones((5, 3), np.float32, order="F"), np.ones(7, np.float32), np.ones((4, 4), np.float32)]
+    a, b, c = packed_zeros(like)
+    s = span([a, b, c])
+    assert s.dtype == np.float32 and s.ctypes.data == a.ctypes.data
+    assert s.size == (c.ctypes.data - a.ctypes.data) // 4 + c.size   # padding after b (7 floats -> 16) included
+    s[...] = np.arange(s.size)
+    assert a.ravel(order="K")[0] == 0 and c.ravel()[-1] == s.size - 1
+    a2, b2, c2 = packed_zeros(like)
+    assert span([b2]) is not None and span([b2, c2]) is not None
+    assert span([a2, c2]) is None                                       # not neighbours
+    assert span([b2, a2]) is None                                       # out of order
+    assert span([a2, np.zeros(7, np.float32)]) is None                  # another block
+    mixed = packed_zeros([np.ones(3, np.float32), np.ones(3, np.float64)])
+    assert span(mixed) is None                                          # two dtypes
+    block = _block(b2)
+    block[b2.ctypes.data - block.ctypes.data + b2.nbytes] = 1          # a nonzero byte of padding
+    assert span([b2, c2]) is None
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("opt_class", ["Adam", "SGD"])
+def test_one_update_call_covers_a_packed_models_parameters_with_the_same_bits(backend, opt_class):
+    """The model packs its parameters and gradients, the optimizer its state: one kernel call
+    updates them all, with the numbers of one call per parameter (arrays not packed)."""
+    import npvae
+    from npvae.module import Parameter
+    cls = getattr(npvae, opt_class)
+    hyper = dict(lr=0.01, momentum=0.9) if opt_class == "SGD" else {}
+    m = VAE(12, 16, 2, rng=0, backend=backend)
+    loose = [Parameter(p.data.copy()) for p in m.parameters()]          # each in its own memory
+    packed_opt, loose_opt = cls(m.parameters(), backend=backend, **hyper), cls(loose, backend=backend, **hyper)
+    assert len(packed_opt._runs()) == 1 and len(loose_opt._runs()) == len(loose)
+    r = np.random.default_rng(1)
+    for _ in range(5):
+        for p, q in zip(m.parameters(), loose):
+            p.grad[...] = q.grad[...] = r.standard_normal(p.shape).astype(p.dtype)
+        packed_opt.step()
+        loose_opt.step()
+    for p, q in zip(m.parameters(), loose):
+        assert np.array_equal(p.data, q.data)
