@@ -368,11 +368,11 @@ def main():
     print("* one process trains both npvae paths; its peak RSS covers both models and the data")
     print("(ratios are medians of per-round ratios: each round times every path once, back to back)")
     print()
-    print(f"numba path vs numpy path: {ratio('numpy', 'numba'):.2f}x faster")
+    print(f"numba path vs numpy path: {ratio('numpy', 'numba'):.3f}x faster (target >= 2)")
     if th:
-        print(f"numba epoch / pytorch epoch: {ratio('numba', 'pytorch'):.2f} (target <= 0.5)")
+        print(f"numba epoch / pytorch epoch: {ratio('numba', 'pytorch'):.3f} (target <= 0.5)")
         e_ratio = med(a / b for a, b in zip(col(evals, "pytorch"), col(evals, "numba")))
-        print(f"pytorch eval / numba eval: {e_ratio:.2f}x (target >= 2)")
+        print(f"pytorch eval / numba eval: {e_ratio:.3f}x (target >= 2)")
     print(f"import npvae: {med(w['import_s'] for w in warm):.3f} s (median of {len(warm)} fresh processes)")
     print(f"first training step in a fresh process, after the import: cold Numba cache "
           f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
