@@ -17,10 +17,11 @@ zero gradient, optimizer still at rest. The unit is 0 on every training image fo
 of the run, and computing it is wasted. :func:`npvae.train.fit` retires such units: during
 its training steps the first layer computes only the others (:attr:`npvae.layers.Dense.units`),
 which shrinks the largest forward GEMM and the encoder head's products (about 165 of 400
-units from the third epoch on Fashion-MNIST, 185 from the sixth). For the length of an epoch the units are
-reordered, computed ones first (a permutation of hidden units changes nothing else), so the
-layers take slices of the weights rather than gathering columns at every step, and the
-optimizer holds the retired units' weight columns (:meth:`npvae.optim.Optimizer.hold`).
+units from the third epoch on Fashion-MNIST, 185 from the seventh). For the length of an
+epoch the units are reordered, computed ones first (a permutation of hidden units changes
+nothing else), so the layers take slices of the weights rather than gathering columns at
+every step, and the optimizer holds the retired units' weight columns
+(:meth:`npvae.optim.Optimizer.hold`).
 Results are those of the full computation to round-off: BLAS sums the smaller products in
 another order.
 
