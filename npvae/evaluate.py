@@ -59,7 +59,7 @@ class Batches:
         self.x = np.empty((n, images.shape[1]), dtype)
         # gather buffer in the images' dtype, unless we can gather into x directly
         self.raw = None if images.dtype == dtype else np.empty((n, images.shape[1]), images.dtype)
-        self.column_major = {}   # batch size -> (float, raw) column-major arrays, for take_column_major
+        self.column_major = {}   # batch size -> (float, uint8 or None) column-major arrays
 
     def _convert(self, raw, n):
         x = self.x[:n]
@@ -86,17 +86,16 @@ class Batches:
         bufs = self.column_major.get(n)
         if bufs is None:
             shape = (n, self.images.shape[1])
+            uint8 = self.images.dtype == np.uint8
             bufs = self.column_major[n] = (np.empty(shape, self.x.dtype, order="F"),
-                                           None if self.raw is None else np.empty(shape, self.raw.dtype, order="F"))
-        x, raw = bufs
-        if raw is None:
-            np.copyto(x, np.take(self.images, idx, axis=0, out=self.x[:n], mode="clip"))
+                                           np.empty(shape, np.uint8, order="F") if uint8 else None)
+        x, pixels = bufs
+        rows = np.take(self.images, idx, axis=0, out=(self.x if self.raw is None else self.raw)[:n], mode="clip")
+        if pixels is None:
+            np.copyto(x, rows)                    # transposed (and cast) in one pass
             return x
-        np.copyto(raw, np.take(self.images, idx, axis=0, out=self.raw[:n], mode="clip"))
-        if raw.dtype == np.uint8:
-            return to_float(raw, out=x)
-        np.copyto(x, raw)
-        return x
+        np.copyto(pixels, rows)
+        return to_float(pixels, out=x)
 
     def slice(self, start, stop):
         """The rows ``images[start:stop]`` as floats (a view when no conversion is needed)."""

@@ -275,7 +275,7 @@ class Adam(Optimizer):
         p, m, v = self.params[i].data, self.state["m"][i], self.state["v"][i]
         dt, finfo = p.dtype.type, np.finfo(p.dtype)
         room = 1 + 64 * float(finfo.eps)   # the update's few roundings, and this bound's own
-        # in p's dtype, in place: three arrays of p's size (at the start of each epoch of fit)
+        # in p's dtype, in place: a few arrays of p's size (at the start of each epoch of fit)
         bound = v * dt(self.beta2 / room)               # v after the next step, rounded down...
         bound[bound < finfo.tiny] = 0                   # ...or flushed to 0: then only eps is left
         np.sqrt(bound, out=bound)
