@@ -430,7 +430,7 @@ class _Run:
         self.model, self.opt, self.n = model, opt, len(images)
         self.batch_size, self.beta, self.warmup = batch_size, beta, warmup
         self.steps = math.ceil(self.n / batch_size)
-        self.batches = Batches(images, batch_size, model.dtype)      # allocated once
+        self.batches = Batches(images, batch_size, model.dtype, model.backend)   # allocated once
         self.scratch = np.empty_like(self.batches.x) if binarize else None
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
         self.history, self.show, self.dead = history, show, dead

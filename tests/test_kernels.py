@@ -7,6 +7,7 @@ import inspect
 import math
 import warnings
 import zlib
+from fractions import Fraction
 
 import numba
 import numpy as np
@@ -98,6 +99,7 @@ CASES = {
              np.zeros(N, np.intp)), (2, 3, 5)))
         for beta in (0.0, 1.0)},
     "gather_columns": {"": lambda r, dt: ((_mat(r, dt), _columns(r), np.empty((B, 4), dt)), (2,))},
+    "scale_pixels": {"": lambda r, dt: ((r.integers(0, 256, (B, N), dtype=np.uint8), np.empty((B, N), dt)), (1,))},
     "scatter_columns": {f"beta={beta}": (lambda r, dt, beta=beta: (
         (_mat(r, dt, shape=(B, 4)), _columns(r), _mat(r, dt), beta), (2,))) for beta in (0.0, 1.0)},
     "mark_live_columns": {"": lambda r, dt: ((_relu_out_dead(r, dt)[:, :6], np.array([6, 0, 3, 4, 2, 1], np.intp),
@@ -308,6 +310,22 @@ def test_float32_log1p_unit_accuracy():
     sub = e[::113]
     py = np.array([nb._log1p_unit_f32(v) for v in sub], np.float32)
     assert _ulps(py[sub > 0], exact[::113][sub > 0]).max() <= 3.0
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [npk, nb], ids=["numpy", "numba"])
+def test_scale_pixels_is_the_correctly_rounded_quotient_for_every_pixel(k, dtype, order):
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16).copy(order=order)
+    out = np.full((16, 16), np.nan, dtype, order=order)
+    k.scale_pixels(pixels, out)
+    # x / 255 rounded once to the nearest float of dtype (exact rationals: no double rounding)
+    exact = np.array([float(Fraction(int(x), 255)) for x in range(256)]).reshape(16, 16)
+    for i, x in np.ndenumerate(exact):
+        lo = dtype(x)                           # nearest float64, rounded once more to dtype...
+        cands = [lo, np.nextafter(lo, dtype(0)), np.nextafter(lo, dtype(1))]
+        best = min(cands, key=lambda c: abs(Fraction(float(c)) - Fraction(int(pixels[i]), 255)))
+        assert out[i] == best, f"{k.__name__}: pixel {pixels[i]} -> {out[i]!r}, the nearest is {best!r}"
 
 
 def test_typed_keeps_the_float_type():

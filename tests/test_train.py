@@ -484,16 +484,17 @@ def test_fit_freezes_the_gc_only_while_it_runs():
         gc.unfreeze()
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("images_dtype, dtype", [(np.uint8, np.float32), (np.uint8, np.float64),
                                                  (np.float32, np.float32), (np.float64, np.float32)])
-def test_column_major_batches_hold_the_rows_take_gives(images_dtype, dtype):
+def test_column_major_batches_hold_the_rows_take_gives(images_dtype, dtype, backend):
     """fit's batches: the same values as Batches.take, column-major, one array per batch size."""
     from npvae.evaluate import Batches
     r = np.random.default_rng(0)
     images = r.integers(0, 256, (50, 12)).astype(images_dtype)
     if images_dtype != np.uint8:
         images /= 255
-    batches = Batches(images, 16, dtype)
+    batches = Batches(images, 16, dtype, backend)
     for idx in (r.permutation(50)[:16], np.array([3, 3, 49, 0]), r.permutation(50)[:16]):
         x = batches.take_column_major(idx)
         assert x.flags.f_contiguous and x.dtype == dtype and x.shape == (len(idx), 12)

@@ -141,6 +141,25 @@ def _log1p_unit(e):
     return lambda e: math.log1p(e)
 
 
+# x / 255 for a pixel x in 0..255, correctly rounded (what np.divide gives). fastmath's
+# ``arcp`` turns a division by 255 into a product with 1/255, which is not: for float32,
+# the product is taken in float64, whose one rounding to float32 agrees with the division
+# for all 256 pixels (and vectorises); float64 looks the quotient up. Tests check all 256.
+_PIXEL_QUOTIENTS = np.arange(256) / 255.0   # float64; a global array is a constant to Numba
+
+
+def unit_pixel(x, like):
+    """``x / 255`` for a ``uint8`` pixel ``x``, in the float type of ``like``."""
+    return type(like)(_PIXEL_QUOTIENTS[x])
+
+
+@overload(unit_pixel, inline="always")
+def _unit_pixel(x, like):
+    if like == types.float32:
+        return lambda x, like: np.float32(np.float64(x) * (1.0 / 255.0))
+    return lambda x, like: _PIXEL_QUOTIENTS[x]
+
+
 # ---------------------------------------------------------------------------------
 # The kernels. A batch (B, N) is row-major or column-major: the layout follows the
 # data (see npvae.module). Each kernel walks memory in order for the layout of its
@@ -274,6 +293,23 @@ def gather_columns(a, idx, out):
         for i in range(B):
             for k in range(n):
                 out[i, k] = a[i, idx[k]]
+
+
+@njit
+def scale_pixels(pixels, out):
+    # pixels (uint8) and out: the same shape and layout
+    B, N = out.shape
+    if out.size == 0:
+        return
+    like = typed(0.0, out[0, 0])   # only its type: float32 or float64
+    if out.flags.f_contiguous:
+        for j in range(N):
+            for i in range(B):
+                out[i, j] = unit_pixel(pixels[i, j], like)
+    else:
+        for i in range(B):
+            for j in range(N):
+                out[i, j] = unit_pixel(pixels[i, j], like)
 
 
 @njit

@@ -55,6 +55,11 @@ def gather_columns(a, idx, out):
     np.take(a, idx[:out.shape[1]], axis=1, out=out)
 
 
+def scale_pixels(pixels, out):
+    """out = pixels / 255 (uint8 pixels to floats in [0, 1]), correctly rounded."""
+    np.divide(pixels, 255, out=out, dtype=out.dtype)
+
+
 def scatter_columns(src, idx, out, beta):
     """out[:, idx[k]] = beta * out[:, idx[k]] + src[:, k] (idx increasing); with beta = 0
     the other columns of out are set to 0, with beta = 1 they are left alone."""
