@@ -18,6 +18,7 @@ if ``scipy.linalg`` or the Numba target is already loaded, if SciPy is missing,
 or if ``NPVAE_PRELOAD_CYTHON_BLAS=0``; any failure leaves Numba to do its own
 import. ``tests/test_startup.py`` checks all of this in fresh processes.
 """
+import importlib
 import importlib.machinery
 import importlib.util
 import os
@@ -53,7 +54,7 @@ def preload_cython_blas():
         path = _extension_path()
         if path is None:
             return False
-        import scipy  # noqa: F401 - the parent package (cheap), as a normal import would load it
+        importlib.import_module("scipy")   # the parent package first (cheap), as an import would
         spec = importlib.util.spec_from_file_location(NAME, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[NAME] = module
