@@ -29,7 +29,6 @@ shares (:class:`Batches`).
 import numpy as np
 
 from . import kernels
-from .data import to_float
 from .errors import InputError, InputTypeError
 from .model import VAE, LossParts
 from .validate import check_images, check_positive_float, check_positive_int, check_seed
@@ -47,8 +46,9 @@ def check_model(model, name="model"):
 class Batches:
     """Turns rows of ``images`` into float batches in arrays allocated once.
 
-    ``uint8`` rows are gathered into a ``uint8`` buffer and scaled by
-    :func:`npvae.data.to_float` into a float buffer; float rows are gathered
+    ``uint8`` rows are gathered into a ``uint8`` buffer and scaled into a float
+    buffer by the back end's ``scale_pixels`` kernel (the values of
+    :func:`npvae.data.to_float`, faster); float rows are gathered
     (and cast if needed) straight into the float buffer. The returned batch is
     a view of that buffer, overwritten by the next call: the training loop
     allocates nothing of batch size per step.
@@ -66,7 +66,7 @@ class Batches:
     def _convert(self, raw, n):
         x = self.x[:n]
         if raw.dtype == np.uint8:
-            to_float(raw, out=x)
+            kernels.get(self.backend).scale_pixels(raw, x)
         else:
             np.copyto(x, raw)                     # float64 -> float32 (or back)
         return x
@@ -83,7 +83,7 @@ class Batches:
     def take_column_major(self, idx):
         """:meth:`take`, but into a column-major array kept per batch size (the training
         step's layout). Raw pixels are transposed before they are scaled (a quarter of the
-        bytes to move) by the back end's ``scale_pixels``: the same values as ``to_float``."""
+        bytes to move)."""
         n = len(idx)
         bufs = self.column_major.get(n)
         if bufs is None:
@@ -126,7 +126,7 @@ def _prepare(model, images, batch_size, seed, binarize):
     seed = check_seed(seed, "seed")
     if not isinstance(binarize, bool):
         raise InputTypeError(f"binarize must be True or False, got {binarize!r}")
-    batches = Batches(images, batch_size, model.dtype)
+    batches = Batches(images, batch_size, model.dtype, model.backend)
     # A second, fixed stream for binarizing the test images: the same 0/1
     # images at every evaluation, independent of the eps stream.
     bin_rng = np.random.default_rng([seed, 1]) if binarize else None
