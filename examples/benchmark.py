@@ -215,6 +215,12 @@ class TorchRunner:
         return dict(rss_mb=peak_rss_mb(), torch=self.torch.__version__)
 
 
+def spread(values):
+    """How much per-round ratios scatter on a noisy machine: their range and middle half."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
+    return f"rounds {min(values):.2f}-{max(values):.2f}, middle half {q1:.2f}-{q3:.2f}"
+
+
 def part_first_step(args):
     """In a fresh process: ``import npvae``, then build the model and take one training step.
 
@@ -348,7 +354,8 @@ def main():
 
     n = res["n_train"]
     col = lambda rounds, key: [r[key] for r in rounds]
-    ratio = lambda a, b: med(x / y for x, y in zip(col(epochs, a), col(epochs, b)))   # median of per-round ratios
+    per_round = lambda rounds, a, b: [x / y for x, y in zip(col(rounds, a), col(rounds, b))]
+    ratio = lambda a, b: med(per_round(epochs, a, b))   # median of per-round ratios
     t = {k: med(col(epochs, k)) for k in epochs[0]}
     e = {k: med(col(evals, k)) for k in evals[0]}
     rows = [("path", "s/epoch", "samples/s", "x GEMM floor", "eval 10k (s)", "peak RSS (MB)")]
@@ -368,11 +375,13 @@ def main():
     print("* one process trains both npvae paths; its peak RSS covers both models and the data")
     print("(ratios are medians of per-round ratios: each round times every path once, back to back)")
     print()
-    print(f"numba path vs numpy path: {ratio('numpy', 'numba'):.3f}x faster (target >= 2)")
+    print(f"numba path vs numpy path: {ratio('numpy', 'numba'):.3f}x faster (target >= 2; "
+          f"{spread(per_round(epochs, 'numpy', 'numba'))})")
     if th:
-        print(f"numba epoch / pytorch epoch: {ratio('numba', 'pytorch'):.3f} (target <= 0.5)")
-        e_ratio = med(a / b for a, b in zip(col(evals, "pytorch"), col(evals, "numba")))
-        print(f"pytorch eval / numba eval: {e_ratio:.3f}x (target >= 2)")
+        print(f"numba epoch / pytorch epoch: {ratio('numba', 'pytorch'):.3f} (target <= 0.5; "
+              f"{spread(per_round(epochs, 'numba', 'pytorch'))})")
+        e_ratios = per_round(evals, "pytorch", "numba")
+        print(f"pytorch eval / numba eval: {med(e_ratios):.3f}x (target >= 2; {spread(e_ratios)})")
     print(f"import npvae: {med(w['import_s'] for w in warm):.3f} s (median of {len(warm)} fresh processes)")
     print(f"first training step in a fresh process, after the import: cold Numba cache "
           f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
