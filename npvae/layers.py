@@ -283,7 +283,7 @@ class ReLU(Module):
         _check_2d(x, "x", owner="ReLU.forward: ")
         y = self._buffer("y", x.shape, x.dtype, order_of(x))
         self.k.relu_forward(x, y)
-        self._y = y
+        self._save(_y=y)
         return y
 
     def backward(self, grad_out, input_grad=True):
@@ -314,7 +314,7 @@ class Sigmoid(Module):
         _check_2d(x, "x", owner="Sigmoid.forward: ")
         y = self._buffer("y", x.shape, x.dtype, order_of(x))
         self.k.sigmoid_forward(x, y)
-        self._y = y
+        self._save(_y=y)
         return y
 
     def backward(self, grad_out, input_grad=True):
@@ -377,7 +377,7 @@ class Sequential(Module):
         if units is not None:
             raise StateError("Sequential: its last layer cannot skip units (Dense.units): "
                              "the output must be whole")
-        self._ran = True
+        self._save(_ran=True)
         return x
 
     def backward(self, grad_out, input_grad=True):

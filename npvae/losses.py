@@ -57,8 +57,8 @@ class _BatchMeanLoss(Module):
     """Shared by the losses: per-sample sums in ``rows`` (B,), mean as a float."""
 
     def _finish(self, rows):
-        self.rows = rows
-        return float(rows.sum(dtype=np.float64)) / rows.shape[0]
+        self._save(rows=rows)
+        return float(np.add.reduce(rows, dtype=np.float64)) / rows.shape[0]
 
     def _scale(self, grad, B):
         if isinstance(grad, bool) or not isinstance(grad, (int, float, np.floating)):
@@ -175,7 +175,7 @@ class KL(_BatchMeanLoss):
                              f"holding [mu | logvar], got {got}")
         rows = self._buffer("rows", (h.shape[0],), h.dtype)
         self.k.kl_forward(h, rows)
-        self._h = h
+        self._save(_h=h)
         return self._finish(rows)
 
     def backward(self, grad=1.0):

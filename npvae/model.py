@@ -104,7 +104,7 @@ class VAE(Module):
         logits = self.decoder.forward(z)                   # (B, 784)
         recon = self.bce.forward(logits, x)
         kl = self.kl.forward(h)
-        self._beta = beta
+        self._save(_beta=beta)
         return LossParts(recon + beta * kl, recon, kl)
 
     def loss(self, x, beta=1.0, eps=None):

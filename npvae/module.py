@@ -178,7 +178,9 @@ class Module:
     def _cached(self, *names):
         """Values ``forward`` stored for ``backward``; a clear error if forward never ran."""
         try:
-            return tuple(self.__dict__[n] for n in names) if len(names) > 1 else self.__dict__[names[0]]
+            if len(names) == 1:
+                return self.__dict__[names[0]]
+            return tuple(map(self.__dict__.__getitem__, names))
         except KeyError:
             raise StateError(f"{type(self).__name__}.backward called before forward: "
                              "run forward on a batch first") from None
@@ -193,19 +195,26 @@ class Module:
         shape at least as large: every such array is then the front of one
         allocation of that size.
         """
-        if capacity is not None:
-            view_key = (key, shape, np.dtype(dtype), order, capacity)
-            view = self._workspace.get(view_key)
-            if view is None:
-                flat = self._buffer(key, (math.prod(capacity),), dtype)
-                view = self._workspace[view_key] = flat[:math.prod(shape)].reshape(shape, order=order)
-            return view
-        full_key = (key, shape, np.dtype(dtype), order)
-        buf = self._workspace.get(full_key)
+        # the key as the caller spells it: one lookup a step (this runs some 20 times a step)
+        fast_key = (key, shape, dtype, order, capacity)
+        buf = self._workspace.get(fast_key)
         if buf is None:
-            if len(self._workspace) > 64:  # many batch sizes (e.g. inference): start over
-                self._workspace.clear()
-            buf = self._workspace[full_key] = np.empty(shape, dtype, order=order)
+            buf = self._workspace[fast_key] = self._new_buffer(key, shape, np.dtype(dtype), order, capacity)
+        return buf
+
+    def _new_buffer(self, key, shape, dtype, order, capacity):
+        full_key = (key, shape, dtype, order, capacity)   # np.float32 and np.dtype("float32"): one array
+        buf = self._workspace.get(full_key)
+        if buf is not None:
+            return buf
+        if len(self._workspace) > 128:  # many batch sizes (e.g. inference): start over
+            self._workspace.clear()     # (128 keys: an array can have two, as spelt and normalised)
+        if capacity is not None:      # the front of the one allocation for this key
+            flat = self._buffer(key, (math.prod(capacity),), dtype)
+            buf = flat[:math.prod(shape)].reshape(shape, order=order)
+        else:
+            buf = np.empty(shape, dtype, order=order)
+        self._workspace[full_key] = buf
         return buf
 
     @staticmethod

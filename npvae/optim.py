@@ -38,9 +38,10 @@ def _flat_group(p, *state):
     return [flat(a) for a in arrays]
 
 
-def _column_major(p, *state):
-    """True if ``p`` and its state arrays are (R, N) column-major arrays of one shape."""
-    return p.ndim == 2 and all(a.flags.f_contiguous and a.shape == p.shape for a in (p, *state))
+def _column_major(p, m, v):
+    """True if ``p`` and its moments ``m``, ``v`` are (R, N) column-major arrays of one shape."""
+    return (p.ndim == 2 and p.flags.f_contiguous and m.flags.f_contiguous and v.flags.f_contiguous
+            and p.shape == m.shape == v.shape)
 
 
 def _check_params(params):
@@ -179,7 +180,7 @@ class Optimizer:
         """Scalars in the parameters' dtype (float32 kernels stay float32), made once per dtype a step."""
         c = cache.get(dtype)
         if c is None:
-            c = cache[dtype] = tuple(dtype.type(v) for v in (*values, np.finfo(dtype).tiny))
+            c = cache[dtype] = tuple(map(dtype.type, (*values, np.finfo(dtype).tiny)))
         return c
 
     def state_dict(self):
@@ -296,18 +297,19 @@ class Adam(Optimizer):
         k, cache = kernels.get(self.backend), {}
         m, v = self.state["m"], self.state["v"]
         hyper = (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, bc1, bc2)
+        numba, held = self.backend == "numba", self._held
         apart = []   # parameters updated on their own; all others in runs
         for i, p in enumerate(self.params):
             # A gradient held as its nonzero columns (npvae.layers.Dense) is read as such by
             # the Numba kernel. The NumPy path writes it out and takes the plain update:
             # the reference stays simple, and a full-size scratch array per step is slow.
-            columns = p.column_grad() if self.backend == "numba" else None
+            columns = p.column_grad() if numba else None
             if columns is not None and _column_major(p.data, m[i], v[i]):
-                n = self._held.get(i, (None,))[0]          # held: the first n columns only
+                n = held[i][0] if i in held else None     # held: the first n columns only
                 c = self._consts(cache, p.dtype, *hyper)
                 k.adam_update_columns(p.data[:, :n], *columns, m[i][:, :n], v[i][:, :n], *c)
                 apart.append(i)
-            elif i in self._held:
+            elif i in held:
                 k.adam_update(*self._arrays(i), *self._consts(cache, p.dtype, *hyper))
                 apart.append(i)
         for views in self._runs(tuple(apart)):             # mostly one call for all the rest
