@@ -23,7 +23,7 @@ ALIGN = 64                # each array starts on a cache line
 
 def order_of(a):
     """``"F"`` for a column-major array, else ``"C"``: the layout new workspaces follow."""
-    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return "F" if a.flags.fnc else "C"   # fnc: F-contiguous and not C-contiguous
 
 
 def packed_zeros(like):
