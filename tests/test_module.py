@@ -242,3 +242,19 @@ def test_copies_and_pickles_of_a_trained_model(backend):
         assert clone.backend == backend
         np.testing.assert_array_equal(clone.reconstruct(x), m.reconstruct(x))
         assert clone.encoder[0].weight.data is not m.encoder[0].weight.data
+
+
+def test_workspace_buffers_are_reused_however_the_dtype_is_spelt():
+    m = Dense(3, 2, dtype=np.float32, rng=0)
+    a = m._buffer("y", (4, 2), np.float32, "F")
+    assert m._buffer("y", (4, 2), np.dtype("float32"), "F") is a and a.flags.f_contiguous
+    assert m._buffer("y", (4, 2), np.float32, "C") is not a                  # another layout
+    assert m._buffer("y", (5, 2), np.float32, "F") is not a                  # another batch size
+    # varying widths with a capacity: fronts of one allocation
+    v1 = m._buffer("g", (4, 1), np.float32, "F", (4, 3))
+    v2 = m._buffer("g", (4, 3), np.dtype("float32"), "F", (4, 3))
+    assert np.shares_memory(v1, v2) and v1.shape == (4, 1) and v2.shape == (4, 3)
+    # many batch sizes: the workspace starts over instead of growing without bound
+    for n in range(300):
+        m._buffer("y", (n + 1, 2), np.float32)
+    assert len(m._workspace) <= 130

@@ -489,6 +489,7 @@ def test_fit_freezes_the_gc_only_while_it_runs():
                                                  (np.float32, np.float32), (np.float64, np.float32)])
 def test_column_major_batches_hold_the_rows_take_gives(images_dtype, dtype, backend):
     """fit's batches: the same values as Batches.take, column-major, one array per batch size."""
+    from npvae.data import to_float
     from npvae.evaluate import Batches
     r = np.random.default_rng(0)
     images = r.integers(0, 256, (50, 12)).astype(images_dtype)
@@ -499,4 +500,6 @@ def test_column_major_batches_hold_the_rows_take_gives(images_dtype, dtype, back
         x = batches.take_column_major(idx)
         assert x.flags.f_contiguous and x.dtype == dtype and x.shape == (len(idx), 12)
         assert np.array_equal(x, batches.take(idx))
+        expected = to_float(images[idx], dtype) if images_dtype == np.uint8 else images[idx].astype(dtype)
+        assert np.array_equal(x, expected)               # the values of the public conversion
     assert batches.take_column_major(idx) is x and set(batches.column_major) == {16, 4}
