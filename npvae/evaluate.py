@@ -29,6 +29,7 @@ shares (:class:`Batches`).
 import numpy as np
 
 from . import kernels
+from .data import to_float
 from .errors import InputError, InputTypeError
 from .model import VAE, LossParts
 from .validate import check_images, check_positive_float, check_positive_int, check_seed
@@ -65,8 +66,10 @@ class Batches:
 
     def _convert(self, raw, n):
         x = self.x[:n]
-        if raw.dtype == np.uint8:
+        if raw.dtype == np.uint8 and raw.flags.writeable:
             kernels.get(self.backend).scale_pixels(raw, x)
+        elif raw.dtype == np.uint8:   # read-only images (e.g. memory-mapped): to Numba another
+            to_float(raw, out=x)      # signature to compile in this process; the same values
         else:
             np.copyto(x, raw)                     # float64 -> float32 (or back)
         return x

@@ -138,6 +138,17 @@ def test_float_input_equals_uint8(trained, data):
     assert evaluate_elbo(trained, test[:40] / 255.0) == a
 
 
+def test_read_only_images_give_the_same_loss_and_compile_nothing(trained, data):
+    _, test = data
+    images = test[:40].copy()
+    a = evaluate_elbo(trained, images)
+    images.flags.writeable = False               # as a memory-mapped data set would be
+    assert evaluate_elbo(trained, images) == a
+    from npvae.kernels import numba_kernels as nbk
+    if hasattr(nbk.scale_pixels, "signatures"):  # (not under NUMBA_DISABLE_JIT)
+        assert not any(sig[0].mutable is False for sig in nbk.scale_pixels.signatures)
+
+
 def test_binarize_inplace_matches_data_binarize():
     x = np.random.default_rng(0).random((5, 9)).astype(np.float32)
     expected = binarize(x, np.random.default_rng(4))
