@@ -64,14 +64,19 @@ class Batches:
         self.raw = None if images.dtype == dtype else np.empty((n, images.shape[1]), images.dtype)
         self.column_major = {}   # batch size -> (float, uint8 or None) column-major arrays
 
+    def _scale(self, pixels, x):
+        """x = pixels / 255, by the back end's kernel."""
+        if pixels.flags.writeable:
+            kernels.get(self.backend).scale_pixels(pixels, x)
+        else:   # read-only images (e.g. memory-mapped): to Numba another signature to
+            to_float(pixels, out=x)   # compile in this process; the same values
+        return x
+
     def _convert(self, raw, n):
         x = self.x[:n]
-        if raw.dtype == np.uint8 and raw.flags.writeable:
-            kernels.get(self.backend).scale_pixels(raw, x)
-        elif raw.dtype == np.uint8:   # read-only images (e.g. memory-mapped): to Numba another
-            to_float(raw, out=x)      # signature to compile in this process; the same values
-        else:
-            np.copyto(x, raw)                     # float64 -> float32 (or back)
+        if raw.dtype == np.uint8:
+            return self._scale(raw, x)
+        np.copyto(x, raw)                         # float64 -> float32 (or back)
         return x
 
     def take(self, idx):
@@ -100,8 +105,7 @@ class Batches:
             np.copyto(x, rows)                    # transposed (and cast) in one pass
             return x
         np.copyto(pixels, rows)
-        kernels.get(self.backend).scale_pixels(pixels, x)
-        return x
+        return self._scale(pixels, x)
 
     def slice(self, start, stop):
         """The rows ``images[start:stop]`` as floats (a view when no conversion is needed)."""
