@@ -5,16 +5,19 @@ import time
 
 import numpy as np
 
-from .cases import BAD_CASES, CASES
+from .cases import CASES
 from .core import BACKENDS, format_table, run, self_test
+from .planted import BUGS
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gradcheck",
-                                description="Central-difference gradient checks of every npvae op.")
+                                description="Central-difference gradient checks of every npvae op, the "
+                                            "whole model (reference and fast path) and the update rules.")
     p.add_argument("--op", nargs="+", metavar="NAME", choices=sorted(CASES),
-                   help="ops to check (default: all; see --list)")
-    p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both")
+                   help="cases to check (default: all; see --list)")
+    p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",
+                   help="numpy: the reference's cases; numba: the fast path's (default: both)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float32 is a smoke check only (default step 1e-2, tol 3e-2)")
     p.add_argument("--step", type=float, default=None, metavar="H",
@@ -23,27 +26,40 @@ def parse_args(argv=None):
                    help="pass if max rel err < T (default 1e-6 for float64, 3e-2 for float32)")
     p.add_argument("--seed", type=int, default=0, help="seed of every case's inputs and weights")
     p.add_argument("--self-test", action="store_true",
-                   help="check that deliberately wrong backward passes are caught (FAIL)")
-    p.add_argument("--list", action="store_true", help="list the op names and exit")
+                   help="plant each slip a learner makes, one at a time, into the reference and show "
+                        "that the check catches it (exit 0 only if every one is caught)")
+    p.add_argument("--list", action="store_true", help="list the cases (and the planted bugs) and exit")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
-        for name, build in CASES.items():
-            print(name)
+        for name, (backend, _) in CASES.items():
+            print(f"{name:<24} {backend}")
+        print("\nplanted bugs (--self-test):")
+        for name, (what, _) in BUGS.items():
+            print(f"  {name:<34} {what}")
         return 0
-    backends = BACKENDS if args.backend == "both" else (args.backend,)
     dtype = np.dtype(args.dtype)
     t0 = time.perf_counter()
     if args.self_test:
-        ok, rows, caught = self_test(BAD_CASES, backends, dtype, args.step, args.tol, args.seed)
-        print(format_table(rows, dtype, args.step, args.tol, expect_fail=True))
-        for (op, backend), hit in caught.items():
-            print(f"self-test: {op} on {backend}: {'caught (FAIL), good' if hit else 'NOT caught'}")
-        print(f"self-test {'passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.1f} s")
+        ok, caught = self_test(BUGS, CASES, ("numpy",), dtype, args.step, args.tol, args.seed)
+        width = max(map(len, BUGS))
+        for name, failed in caught.items():
+            what = BUGS[name][0]
+            if failed:
+                worst = max(failed, key=lambda r: r.rel_err)
+                where = sorted({r.op for r in failed})
+                print(f"caught      {name:<{width}}  {len(failed)} failing row{"s" if len(failed) > 1 else ""} in {', '.join(where)} "
+                      f"(worst: {worst.op} {worst.tensor}, rel {worst.rel_err:.2g})\n            {'':<{width}}  {what}")
+            else:
+                print(f"NOT CAUGHT  {name:<{width}}  {what}")
+        n = sum(bool(f) for f in caught.values())
+        print(f"self-test {'passed' if ok else 'FAILED'}: {n} of {len(caught)} planted bugs caught "
+              f"in {time.perf_counter() - t0:.1f} s")
         return 0 if ok else 1
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
     rows = run(CASES, args.op, backends, dtype, args.step, args.tol, args.seed)
     print(format_table(rows, dtype, args.step, args.tol))
     ok = all(r.passed for r in rows)

@@ -1,55 +1,58 @@
-"""One case per op: each builds its modules and fixed inputs and returns Problems.
+"""The cases: each builds an op (or a whole model) with fixed inputs and returns Problems.
 
-A case is ``build(dtype, backend, rng, h) -> [Problem, ...]``; everything random
-comes from ``rng``, so a seed fixes the table. Shapes are small (B = 3, widths
-4-7) because every element is perturbed.
+A case is ``build(dtype, rng, h) -> [Problem, ...]``; everything random comes from
+``rng``, so a seed fixes the table. Shapes are small (B = 3, widths 3-12) because
+every element is perturbed. :data:`CASES` maps each name to ``(backend, build)``:
 
-ReLU kinks: the numerical derivative is meaningless if a step crosses
-``max(x, 0)``'s kink, so ReLU inputs are kept at least ``20 h`` from 0 (for
-networks, by the smallest shift of each hidden unit's bias that achieves it).
+* ``"numpy"``: the reference, op by op (each layer, the sampler, the losses), a
+  ``Sequential``, whole VAEs, and the optimizers' update rules;
+* ``"numba"``: the fast path's fused step (:class:`npvae.fast.FastVAE`) on whole VAEs,
+  including the paths it takes only for speed (live columns, retired units).
+
+Square layers (``in == out``) are in the op cases and in a whole-model case: a
+transposed weight gradient has the right shape there, so only the numbers catch it.
+
+ReLU kinks: the numerical derivative is meaningless if a step crosses ``max(x, 0)``'s
+kink, so ReLU inputs are kept at least ``20 h`` from 0 (for networks, by the smallest
+shift of each hidden unit's bias that achieves it).
 """
 import numpy as np
 
-from npvae import BCE, KL, VAE, BCEWithLogits, Dense, ReLU, Sampler, Sequential, Sigmoid
+from npvae import BCE, KL, SGD, VAE, Adam, BCEWithLogits, Dense, Parameter, ReLU, Sampler, Sequential, Sigmoid
 
-from .core import Problem
+from .core import ContractBroken, Problem
 
 B = 3
 
 
-def _on(module, backend):
-    """``module`` switched to ``backend``, checked on every sub-module."""
-    module.set_backend(backend)
-    wrong = [type(m).__name__ for m in module.modules() if m.backend != backend]
-    if wrong:
-        raise AssertionError(f"set_backend({backend!r}) missed {wrong}")
-    return module
-
-
 def _dot(R, y):
-    """``sum(R * y)`` in float64, for one output or a tuple of them (reduced at once)."""
+    """``sum(R * y)`` in float64, for one output or a tuple of them."""
     ys = y if isinstance(y, tuple) else (y,)
     return float(sum(np.dot(r.ravel().astype(np.float64), v.ravel().astype(np.float64))
                      for r, v in zip(R, ys)))
 
 
-def _op_problem(module, forward, backward, inputs, rng, tag=""):
+def op_problem(module, forward, backward, inputs, rng, tag=""):
     """Check ``L = sum(R * forward())`` w.r.t. ``inputs`` and ``module``'s parameters.
 
     ``backward(R)`` runs the module's backward and returns ``{input name: grad}``.
+    It must leave ``R`` (its incoming gradient) as it was: else :class:`ContractBroken`.
     """
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
     R = [rng.standard_normal(v.shape).astype(v.dtype) for v in ys]
-    R_arg = R if isinstance(y, tuple) else R[0]
     params = dict(module.named_parameters())
 
     def grads():
+        upstream = [r.copy() for r in R]
+        arg = upstream if isinstance(y, tuple) else upstream[0]
         forward()
-        backward(R_arg)          # leave gradients behind: zero_grad must really discard them
+        backward(arg)            # leave gradients behind: zero_grad must really discard them
         module.zero_grad()
         forward()
-        out = {n: np.array(g, copy=True) for n, g in backward(R_arg).items()}
+        out = {n: np.array(g, copy=True) for n, g in backward(arg).items()}
+        if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
+            raise ContractBroken("backward wrote into its grad_out")
         out.update({n: p.grad.copy() for n, p in params.items()})
         return out
 
@@ -57,7 +60,7 @@ def _op_problem(module, forward, backward, inputs, rng, tag=""):
     return Problem(tensors, lambda: _dot(R, forward()), grads, tag)
 
 
-def _loss_problem(module, forward, name, x, g=1.0, tag=""):
+def loss_problem(module, forward, name, x, g=1.0, tag=""):
     """Check ``L = g * loss`` w.r.t. ``x`` against ``backward(grad=g)`` (``backward()`` if g is 1)."""
     def grads():
         forward()
@@ -66,24 +69,23 @@ def _loss_problem(module, forward, name, x, g=1.0, tag=""):
     return Problem({name: x}, lambda: g * forward(), grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
 
 
-def _away_from_kinks(seq, x, margin):
-    """Run ``seq`` on ``x`` in float64, shifting the bias of each Dense before a ReLU
-    by the least amount that puts every pre-activation at least ``margin`` from 0."""
+def away_from_kinks(layers, x, margin):
+    """Run ``layers`` (Dense, ReLU, Sigmoid) on ``x`` in float64, shifting the bias of each
+    Dense before a ReLU by the least amount that puts every pre-activation at least
+    ``margin`` from 0; return the output."""
     a = np.asarray(x, np.float64)
-    layers = list(seq.layers)
+    layers = list(layers)
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             b = layer.bias.data
             a = a @ layer.weight.data.astype(np.float64) + b
             if i + 1 < len(layers) and isinstance(layers[i + 1], ReLU):
-                target = 1.5 * margin
                 for j in range(a.shape[1]):
                     v = a[:, j] - b[j]                      # without the bias
-                    cands = np.concatenate([[b[j]], -v + target, -v - target])
+                    cands = np.concatenate([[b[j]], -v + 1.5 * margin, -v - 1.5 * margin])
                     ok = [c for c in cands if np.min(np.abs(v + c)) >= margin]
                     b[j] = min(ok, key=lambda c: abs(c - b[j]))
                     a[:, j] = v + b[j]
-                    assert np.min(np.abs(a[:, j])) >= margin
         elif isinstance(layer, ReLU):
             a = np.maximum(a, 0.0)
         elif isinstance(layer, Sigmoid):
@@ -91,23 +93,25 @@ def _away_from_kinks(seq, x, margin):
     return a
 
 
-# -- the cases ------------------------------------------------------------------------
-def dense(dtype, backend, rng, h):
-    d = _on(Dense(5, 4, dtype=dtype, rng=rng), backend)
-    x = rng.standard_normal((B, 5)).astype(dtype)
-    return [_op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)]
+# -- the reference, op by op ------------------------------------------------------------
+def _dense(n_in, n_out):
+    def build(dtype, rng, h):
+        d = Dense(n_in, n_out, dtype=dtype, rng=rng)
+        x = rng.standard_normal((B, n_in)).astype(dtype)
+        return [op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)]
+    return build
 
 
-def relu(dtype, backend, rng, h):
-    r = _on(ReLU(), backend)
+def relu(dtype, rng, h):
+    r = ReLU()
     x = (rng.choice([-1.0, 1.0], (B, 6)) * rng.uniform(max(0.1, 20 * h), 1.0, (B, 6))).astype(dtype)
-    return [_op_problem(r, lambda: r.forward(x), lambda R: {"x": r.backward(R)}, {"x": x}, rng)]
+    return [op_problem(r, lambda: r.forward(x), lambda R: {"x": r.backward(R)}, {"x": x}, rng)]
 
 
-def sigmoid(dtype, backend, rng, h, cls=Sigmoid):
-    s = _on(cls(), backend)
+def sigmoid(dtype, rng, h):
+    s = Sigmoid()
     x = (2.0 * rng.standard_normal((B, 6))).astype(dtype)
-    return [_op_problem(s, lambda: s.forward(x), lambda R: {"x": s.backward(R)}, {"x": x}, rng)]
+    return [op_problem(s, lambda: s.forward(x), lambda R: {"x": s.backward(R)}, {"x": x}, rng)]
 
 
 def _mu_logvar(rng, dtype, d=4):
@@ -115,159 +119,162 @@ def _mu_logvar(rng, dtype, d=4):
     return np.concatenate([rng.standard_normal((B, d)), rng.uniform(-2.0, 1.5, (B, d))], axis=1).astype(dtype)
 
 
-def sampler(dtype, backend, rng, h, cls=Sampler):
-    s = _on(cls(rng), backend)
+def sampler(dtype, rng, h):
+    s = Sampler(rng)
     hin = _mu_logvar(rng, dtype)
     eps = rng.standard_normal((B, 4)).astype(dtype)
-    return [_op_problem(s, lambda: s.forward(hin, eps), lambda R: {"h": s.backward(R)}, {"h": hin}, rng)]
+    return [op_problem(s, lambda: s.forward(hin, eps), lambda R: {"h": s.backward(R)}, {"h": hin}, rng)]
 
 
-def kl(dtype, backend, rng, h):
-    k = _on(KL(), backend)
+def kl(dtype, rng, h):
+    k = KL()
     hin = _mu_logvar(rng, dtype)
-    return [_loss_problem(k, lambda: k.forward(hin), "h", hin, g) for g in (1.0, -1.7)]
+    return [loss_problem(k, lambda: k.forward(hin), "h", hin, g) for g in (1.0, -1.7)]
 
 
-def bce_logits(dtype, backend, rng, h):
+def bce_logits(dtype, rng, h):
     problems = []
-    for g, training in ((1.0, True), (-1.7, True), (1.0, False)):
-        m = _on(BCEWithLogits(), backend).train(training)
+    for g in (1.0, -1.7):
+        m = BCEWithLogits()
         logits = (2.0 * rng.standard_normal((B, 7))).astype(dtype)
         t = rng.uniform(0.0, 1.0, (B, 7)).astype(dtype)
-        problems.append(_loss_problem(m, lambda m=m, l=logits, t=t: m.forward(l, t), "logits", logits, g,
-                                   "" if training else "[eval]"))
+        problems.append(loss_problem(m, lambda m=m, l=logits, t=t: m.forward(l, t), "logits", logits, g))
     return problems
 
 
-def bce(dtype, backend, rng, h):
+def bce(dtype, rng, h):
     out = []
     for g in (1.0, -1.7):
-        m = _on(BCE(), backend)
+        m = BCE()
         lo = min(0.3, max(0.05, 30 * h))     # inside the clip range, and -log p's 3rd derivative small
         p = rng.uniform(lo, 1 - lo, (B, 7)).astype(dtype)
         t = rng.uniform(0.0, 1.0, (B, 7)).astype(dtype)
-        out.append(_loss_problem(m, lambda m=m, p=p, t=t: m.forward(p, t), "probs", p, g))
+        out.append(loss_problem(m, lambda m=m, p=p, t=t: m.forward(p, t), "probs", p, g))
     return out
 
 
-def _sequential(dtype, backend, rng, h, fuse):
-    seq = Sequential(Dense(5, 7, dtype=dtype, rng=rng), ReLU(), Dense(7, 6, dtype=dtype, rng=rng), ReLU(),
-                     Dense(6, 4, dtype=dtype, rng=rng), Sigmoid(), fuse=fuse)
-    _on(seq, backend)
+def sequential(dtype, rng, h):
+    """Dense(5, 7) -> ReLU -> Dense(7, 7) (square) -> ReLU -> Dense(7, 4) -> Sigmoid."""
+    seq = Sequential(Dense(5, 7, dtype=dtype, rng=rng), ReLU(), Dense(7, 7, dtype=dtype, rng=rng), ReLU(),
+                     Dense(7, 4, dtype=dtype, rng=rng), Sigmoid())
     x = rng.standard_normal((B, 5)).astype(dtype)
-    _away_from_kinks(seq, x, 20 * h)
-    return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
+    away_from_kinks(seq.layers, x, 20 * h)
+    return [op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
 
 
-def sequential(dtype, backend, rng, h):
-    return _sequential(dtype, backend, rng, h, fuse=True)
+def _vae_problems(model, rng, h, loss, grads_of, prepare=lambda x: x):
+    """Problems for ``model``'s total loss (beta 1 and 0.5) w.r.t. every parameter.
 
-
-def sequential_nofuse(dtype, backend, rng, h):
-    return _sequential(dtype, backend, rng, h, fuse=False)
-
-
-def dead_units(dtype, backend, rng, h):
-    """Dense + ReLU with 5 of 8 units off for the whole batch: backward multiplies only
-    the live columns of the gradient (Dense._weight_grad_live_columns)."""
-    seq = _on(Sequential(Dense(5, 8, dtype=dtype, rng=rng), ReLU(), Dense(8, 4, dtype=dtype, rng=rng)), backend)
-    x = rng.standard_normal((B, 5)).astype(dtype)
-    _away_from_kinks(seq, x, 20 * h)
-    seq[0].bias.data[[0, 2, 3, 5, 7]] = -100.0      # far below any pre-activation: stays off
-    if not (seq[0].forward(x, relu=True)[:, [0, 2, 3, 5, 7]] == 0).all():
-        raise AssertionError("dead_units: the units meant to be off are not")
-    return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
-
-
-def skipped_units(dtype, backend, rng, h, on=(1, 4, 6)):
-    """As dead_units, but forward skips the 5 off units (Dense.units, as fit does once they
-    are proven dead): the first layer computes 3 columns, the second uses 3 rows of W."""
-    seq = _on(Sequential(Dense(5, 8, dtype=dtype, rng=rng), ReLU(), Dense(8, 4, dtype=dtype, rng=rng)), backend)
-    x = rng.standard_normal((B, 5)).astype(dtype)
-    _away_from_kinks(seq, x, 20 * h)
-    seq[0].bias.data[np.setdiff1d(np.arange(8), on)] = -100.0
-    seq[0].units = np.array(on)
-    if seq.forward(x).shape != (B, 4) or seq[0]._y.shape != (B, 3):
-        raise AssertionError("skipped_units: forward did not skip the off units")
-    return [_op_problem(seq, lambda: seq.forward(x), lambda R: {"x": seq.backward(R)}, {"x": x}, rng)]
-
-
-def skipped_units_first(dtype, backend, rng, h):
-    """The units computed are the first three (as fit orders them): slices of W, no gathers."""
-    return skipped_units(dtype, backend, rng, h, on=(0, 1, 2))
-
-
-def _vae(dtype, backend, rng, h, hidden, order="C", skip=False):
+    ``loss(x, beta, eps)`` and ``grads_of(x, beta, eps)`` compute the total and
+    ``{name: gradient}``; ``x`` goes through ``prepare`` first (a layout, say).
+    """
+    dtype, d = model.dtype, model.latent_dim
     out = []
     for beta in (1.0, 0.5):
-        model = VAE(12, hidden, 3, dtype=dtype, rng=rng, backend=backend)
-        _on(model, backend)
-        x = np.asarray(rng.uniform(0.0, 1.0, (B, 12)).astype(dtype), order=order)
-        eps = rng.standard_normal((B, 3)).astype(dtype)
-        if skip:   # units 0, 3, 5 of the first layer off (bias far below any pre-activation) and skipped
-            model.encoder[0].bias.data[[0, 3, 5]] = -100.0
-            model.encoder[0].units = np.array([1, 2, 4, 6])
-        hcode = _away_from_kinks(model.encoder, x, 20 * h)         # [mu | logvar]
-        z = hcode[:, :3] + np.exp(0.5 * hcode[:, 3:]) * eps
-        _away_from_kinks(model.decoder, z, 20 * h)
-        params = dict(model.named_parameters())
+        x = prepare(rng.uniform(0.0, 1.0, (B, model.input_dim)).astype(dtype))
+        eps = rng.standard_normal((B, d)).astype(dtype)
+        hcode = away_from_kinks(model.encoder.layers, x, 20 * h)          # [mu | logvar]
+        away_from_kinks(model.decoder.layers, hcode[:, :d] + np.exp(0.5 * hcode[:, d:]) * eps, 20 * h)
+        out.append(Problem({n: p.data for n, p in model.named_parameters()},
+                           lambda x=x, beta=beta, eps=eps: loss(x, beta, eps),
+                           lambda x=x, beta=beta, eps=eps: grads_of(x, beta, eps),
+                           "" if beta == 1.0 else f"[beta={beta:g}]"))
+    return out
 
-        def grads(model=model, x=x, eps=eps, beta=beta, params=params):
+
+def _vae(hidden, input_dim=12, latent_dim=3):
+    def build(dtype, rng, h):
+        model = VAE(input_dim, hidden, latent_dim, dtype=dtype, rng=rng)
+
+        def grads_of(x, beta, eps):
             model.loss(x, beta=beta, eps=eps)
             model.backward()                     # stale gradients that zero_grad must discard
             model.zero_grad()
             model.loss(x, beta=beta, eps=eps)
             model.backward()
-            return {n: p.grad.copy() for n, p in params.items()}
+            return {n: p.grad.copy() for n, p in model.named_parameters()}
 
-        out.append(Problem({n: p.data for n, p in params.items()},
-                           lambda model=model, x=x, eps=eps, beta=beta: model.loss(x, beta=beta, eps=eps).total,
-                           grads, "" if beta == 1.0 else f"[beta={beta:g}]"))
-    return out
-
-
-def vae_1h(dtype, backend, rng, h):
-    return _vae(dtype, backend, rng, h, (7,))
+        return _vae_problems(model, rng, h, lambda x, beta, eps: model.loss(x, beta=beta, eps=eps).total,
+                             grads_of)
+    return build
 
 
-def vae_2h(dtype, backend, rng, h):
-    return _vae(dtype, backend, rng, h, (7, 5))
+# -- the optimizers' update rules -------------------------------------------------------
+def _constant_gradient(make, expected_step, steps=8):
+    """Run ``steps`` updates with one constant gradient and compare every step's displacement
+    with ``expected_step(t, g)``: closed forms that bias correction and momentum must meet."""
+    def build(dtype, rng, h):
+        p = Parameter(rng.standard_normal((3, 4)).astype(dtype))
+        g = (rng.choice([-1.0, 1.0], (3, 4)) * rng.uniform(0.1, 2.0, (3, 4))).astype(dtype)
+        opt = make(p)
+        moved, expected = [], []
+        for t in range(1, steps + 1):
+            before = p.data.copy()
+            p.grad[...] = g
+            opt.step()
+            moved.append(before - p.data)
+            expected.append(expected_step(t, g.astype(np.float64)))
+        exact = {f"step {t}": (m, e) for t, (m, e) in enumerate(zip(moved, expected), 1)}
+        return [Problem({}, None, None, exact=exact)]
+    return build
 
 
-def vae_2h_colmajor(dtype, backend, rng, h):
-    """A column-major batch, as fit feeds: every workspace and kernel runs column-major."""
-    return _vae(dtype, backend, rng, h, (7, 5), order="F")
+# Adam: with a constant g the bias-corrected moments are exactly g and g^2 at every step
+adam = _constant_gradient(lambda p: Adam([p], lr=1e-2, eps=1e-8),
+                          lambda t, g: 1e-2 * g / (np.abs(g) + 1e-8))
+# SGD with momentum mu: the buffer after t steps is g (1 - mu^t) / (1 - mu)
+sgd_momentum = _constant_gradient(lambda p: SGD([p], lr=1e-2, momentum=0.9),
+                                  lambda t, g: 1e-2 * g * (1 - 0.9 ** t) / (1 - 0.9))
 
 
-def vae_2h_skipped_units(dtype, backend, rng, h):
-    """Column-major, with three first-layer units off and skipped, as in fit's later epochs."""
-    return _vae(dtype, backend, rng, h, (7, 5), order="F", skip=True)
+# -- the fast path, whole models ------------------------------------------------------------
+def _fast(hidden, input_dim=12, latent_dim=3, dead=(), retired=False):
+    """The fast path's fused step on a whole VAE, checked against finite differences of its own
+    forward pass. ``dead``: first-layer units switched off for the whole batch (bias far below
+    any pre-activation), so the weight gradient takes the live-columns path; ``retired``: those
+    units are also moved behind the others and left out, as after their retirement."""
+    def build(dtype, rng, h):
+        from npvae.fast import FastVAE           # imports Numba
+        model = VAE(input_dim, hidden, latent_dim, dtype=dtype, rng=rng)
+        net = FastVAE(model)
+
+        def run(x, beta, eps):
+            net.load(model)
+            if retired:
+                keep = np.setdiff1d(np.arange(net.units), dead)
+                net.reorder(np.concatenate([keep, dead]))
+                net.n_units = len(keep)
+            return net.forward(x, beta, eps)
+
+        def grads_of(x, beta, eps):
+            run(x, beta, eps)
+            net.backward()
+            return net.gradients()
+
+        if dead:
+            model.encoder[0].bias.data[list(dead)] = -100.0
+        return _vae_problems(model, rng, h, lambda x, beta, eps: run(x, beta, eps).total, grads_of,
+                             prepare=lambda x: np.asfortranarray(x))
+    return build
 
 
-CASES = {"dense": dense, "relu": relu, "sigmoid": sigmoid, "sampler": sampler, "kl": kl,
-         "bce_logits": bce_logits, "bce": bce, "sequential": sequential,
-         "sequential_nofuse": sequential_nofuse, "dead_units": dead_units, "skipped_units": skipped_units,
-         "skipped_units_first": skipped_units_first,
-         "vae_1h": vae_1h, "vae_2h": vae_2h, "vae_2h_colmajor": vae_2h_colmajor,
-         "vae_2h_skipped_units": vae_2h_skipped_units}
-
-
-# -- deliberately wrong backward passes, for the self-test ----------------------------
-class WrongSigmoid(Sigmoid):
-    """Sigmoid whose backward drops the ``(1 - y)`` factor: ``dx = g * y``."""
-
-    def backward(self, grad_out, input_grad=True):
-        return grad_out * self._cached("_y")
-
-
-class WrongSampler(Sampler):
-    """Sampler whose backward scales by the variance: ``dlogvar = dz * eps * sigma^2 / 2``."""
-
-    def backward(self, grad_out, input_grad=True):
-        dh = super().backward(grad_out).copy()
-        dh[:, dh.shape[1] // 2:] *= self._cached("_std")
-        return dh
-
-
-BAD_CASES = {"wrong_sigmoid": lambda **kw: sigmoid(cls=WrongSigmoid, **kw),
-             "wrong_sampler": lambda **kw: sampler(cls=WrongSampler, **kw)}
+CASES = {
+    "dense": ("numpy", _dense(5, 4)),
+    "dense_square": ("numpy", _dense(4, 4)),
+    "relu": ("numpy", relu),
+    "sigmoid": ("numpy", sigmoid),
+    "sampler": ("numpy", sampler),
+    "kl": ("numpy", kl),
+    "bce_logits": ("numpy", bce_logits),
+    "bce": ("numpy", bce),
+    "sequential": ("numpy", sequential),
+    "vae_1h": ("numpy", _vae((7,))),
+    "vae_2h": ("numpy", _vae((7, 5))),
+    "vae_square": ("numpy", _vae((8,), input_dim=8, latent_dim=4)),
+    "adam": ("numpy", adam),
+    "sgd_momentum": ("numpy", sgd_momentum),
+    "fast_vae_1h": ("numba", _fast((7,))),
+    "fast_vae_2h": ("numba", _fast((7, 5))),
+    "fast_vae_dead_units": ("numba", _fast((8,), dead=(0, 2, 3, 5, 7))),
+    "fast_vae_retired_units": ("numba", _fast((8,), dead=(0, 3, 5), retired=True)),
+}

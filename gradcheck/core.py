@@ -32,6 +32,7 @@ import numpy as np
 #: default (step h, tolerance) per dtype; float32 is a smoke check only
 DEFAULTS = {np.dtype(np.float64): (1e-5, 1e-6), np.dtype(np.float32): (1e-2, 3e-2)}
 FLOOR = 1e-12
+#: "numpy": the reference's ops and models; "numba": the fast path's whole-model gradients
 BACKENDS = ("numpy", "numba")
 
 
@@ -49,11 +50,19 @@ class Problem:
         Analytic :math:`\\partial L / \\partial T` for every name in ``tensors`` (copies).
     tag : str
         Appended to the tensor names in the table, e.g. ``"[beta=0.5]"``.
+    exact : dict of str -> (ndarray, ndarray), optional
+        Instead of finite differences: ``{name: (computed, expected)}`` pairs to compare
+        (an optimizer's steps against their closed form).
     """
     tensors: dict
     loss: Callable[[], float]
     grads: Callable[[], dict]
     tag: str = ""
+    exact: dict = None
+
+
+class ContractBroken(AssertionError):
+    """A backward pass broke the module protocol (e.g. it wrote into its ``grad_out``)."""
 
 
 @dataclass
@@ -129,8 +138,18 @@ def directional(problem, analytic, h, rng):
 
 
 def check_problem(problem, op, backend, h, tol, rng):
-    """Rows for one problem: one per tensor, then one for the directional check."""
-    analytic = problem.grads()          # before any perturbation: forward caches are ours
+    """Rows for one problem: one per tensor, then one for the directional check.
+
+    A backward pass that breaks the module protocol (:class:`ContractBroken`, e.g. by
+    writing into its incoming gradient) gives a single failing row that says so.
+    """
+    if problem.exact is not None:
+        return [Row(op, backend, name + problem.tag, np.shape(a), float(np.max(np.abs(np.subtract(a, e)))),
+                    rel_error(a, e), tol) for name, (a, e) in problem.exact.items()]
+    try:
+        analytic = problem.grads()      # before any perturbation: forward caches are ours
+    except ContractBroken as e:
+        return [Row(op, backend, f"<contract: {e}>" + problem.tag, (), float("inf"), float("inf"), tol)]
     rows = []
     for name, T in problem.tensors.items():
         a = np.asarray(analytic[name], np.float64)
@@ -147,10 +166,11 @@ def check_problem(problem, op, backend, h, tol, rng):
 
 
 def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, seed=0):
-    """Check ``cases`` (``{name: build}``, see :mod:`gradcheck.cases`); return the rows.
+    """Check ``cases`` (``{name: (backend, build)}``, see :mod:`gradcheck.cases`); return the rows.
 
-    Each case is built with ``np.random.default_rng(seed)`` for every back end,
-    so both back ends see the same numbers and the same seed gives the same table.
+    Only the cases whose back end is in ``backends`` run. Each is built with
+    ``np.random.default_rng(seed)``, so the same seed gives the same table. A case
+    that raises gives one failing row naming the error.
     """
     dtype, h, tol = defaults(dtype, h, tol)
     ops = list(cases) if ops is None else list(ops)
@@ -159,15 +179,24 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
         raise KeyError(f"unknown op(s) {unknown}; known: {sorted(cases)}")
     rows = []
     for op in ops:
-        for backend in backends:
-            rng = np.random.default_rng(seed)
-            for problem in cases[op](dtype=dtype, backend=backend, rng=rng, h=h):
+        backend, build = cases[op]
+        if backend not in backends:
+            continue
+        rng = np.random.default_rng(seed)
+        try:
+            for problem in build(dtype=dtype, rng=rng, h=h):
                 rows.extend(check_problem(problem, op, backend, h, tol, rng))
+        except (ArithmeticError, ValueError, TypeError, IndexError) as e:
+            rows.append(Row(op, backend, f"<error: {type(e).__name__}: {e}>", (), float("inf"), float("inf"), tol))
     return rows
 
 
 def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
-    """The table as text: a header stating the metric, one line per row, a summary line."""
+    """The table as text: a header stating the metric, one line per row, a summary line.
+
+    Column widths follow the longest entry, so long case and tensor names keep the
+    columns aligned.
+    """
     dtype, h, tol = defaults(dtype, h, tol)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
@@ -175,13 +204,20 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
     if dtype == np.float32:
         lines.append("  NOTE: float32 is a smoke check only (round-off limits it); "
                      "the real check is float64")
-    head = f"{'op':<18} {'backend':<7} {'tensor':<34} {'shape':<10} {'max abs err':>11} {'max rel err':>11}  status"
-    lines += [head, "-" * len(head)]
+    fail = "FAIL (expected)" if expect_fail else "FAIL"
+    table = [("op", "backend", "tensor", "shape", "max abs err", "max rel err", "status")]
     for r in rows:
-        shape = "x".join(map(str, r.shape)) or "()"
-        status = "PASS" if r.passed else ("FAIL (expected)" if expect_fail else "FAIL")
-        lines.append(f"{r.op:<18} {r.backend:<7} {r.tensor:<34} {shape:<10} "
-                     f"{r.abs_err:>11.2e} {r.rel_err:>11.2e}  {status}")
+        table.append((r.op, r.backend, r.tensor, "x".join(map(str, r.shape)) or "()",
+                      f"{r.abs_err:.2e}", f"{r.rel_err:.2e}", "PASS" if r.passed else fail))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    right = (False, False, False, False, True, True, False)   # numbers right-aligned
+
+    def fmt(line):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right)).rstrip()
+
+    lines.append(fmt(table[0]))
+    lines.append("-" * len(fmt(table[0])))
+    lines.extend(fmt(line) for line in table[1:])
     lines.append(summary(rows))
     return "\n".join(lines)
 
@@ -196,13 +232,16 @@ def summary(rows):
             f"worst rel err {worst.rel_err:.2e} ({worst.op} / {worst.backend} / {worst.tensor})")
 
 
-def self_test(bad_cases, backends=BACKENDS, dtype=np.float64, h=None, tol=None, seed=0):
-    """Run the deliberately wrong cases; ``(ok, rows, caught)``.
+def self_test(bugs, cases, backends=("numpy",), dtype=np.float64, h=None, tol=None, seed=0):
+    """Plant each bug in turn and run every case: ``(ok, caught)``.
 
-    ``caught`` maps ``(op, backend)`` to whether at least one row FAILed; ``ok``
-    is True only if every wrong backward was caught on every back end.
+    ``bugs`` maps a name to ``(description, plant)``, ``plant()`` a context manager that
+    plants the bug while it is entered (see :mod:`gradcheck.planted`). ``caught[name]`` is the list of failing rows
+    with the bug in place (empty: not caught); ``ok`` is True only if every bug is caught.
     """
-    rows = run(bad_cases, backends=backends, dtype=dtype, h=h, tol=tol, seed=seed)
-    caught = {(op, b): any(not r.passed for r in rows if r.op == op and r.backend == b)
-              for op in bad_cases for b in backends}
-    return all(caught.values()), rows, caught
+    caught = {}
+    for name, (_, plant) in bugs.items():
+        with plant():
+            rows = run(cases, backends=backends, dtype=dtype, h=h, tol=tol, seed=seed)
+        caught[name] = [r for r in rows if not r.passed]
+    return all(caught.values()), caught

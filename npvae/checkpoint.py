@@ -12,7 +12,7 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
         rng_states              {name: Generator.bit_generator.state}; "model" is the sampler's
         fit_config, history     fit()'s settings and its per-epoch records so far
         partial                 a mid-epoch checkpoint's running sums, else null
-        dead_units              fit's record of retired first-layer units (npvae.dead_units),
+        dead_units              fit's record of retired first-layer units (npvae.fast.dead_units),
                                 or null; optional (older checkpoints lack it)
 
 Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
@@ -30,7 +30,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictError
 from .model import VAE
-from .module import Parameter
+from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
@@ -69,7 +69,7 @@ class Checkpoint:
     fit_config, partial : dict or None
         ``fit``'s settings, and a mid-epoch checkpoint's running sums.
     dead_units : dict or None
-        ``fit``'s retired units and this epoch's evidence (:mod:`npvae.dead_units`).
+        ``fit``'s retired units and this epoch's evidence (:mod:`npvae.fast.dead_units`).
     """
 
     path: str
@@ -122,8 +122,12 @@ class Checkpoint:
         return self
 
     def build_model(self, backend=None):
-        """A new :class:`VAE` from the saved config, with its parameters and sampler state."""
-        model = VAE(**_vae_kwargs(self.model_config), backend=backend)
+        """A new :class:`VAE` from the saved config, with its parameters and sampler state.
+
+        ``backend`` is deprecated and ignored (models no longer carry one)."""
+        if backend is not None:
+            warn_backend_argument("build_model(backend=...)")
+        model = VAE(**_vae_kwargs(self.model_config))
         model.load_state_dict(self.model_state)
         if "model" in self.rng_states:
             model.sampler.rng = self.generator("model")
@@ -208,7 +212,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         always saved as ``"model"``.
     fit_config, partial, dead_units : dict, optional
         JSON-serialisable training settings, mid-epoch running sums, and
-        :meth:`npvae.dead_units.DeadUnits.state_dict`.
+        :meth:`npvae.fast.Trainer.dead_units`.
 
     Raises
     ------
@@ -438,5 +442,9 @@ def load_checkpoint(path, model=None, optimizer=None):
 
 
 def load_model(path, backend=None):
-    """A :class:`VAE` rebuilt from a checkpoint's config, parameters and sampler state."""
-    return load_checkpoint(path).build_model(backend=backend)
+    """A :class:`VAE` rebuilt from a checkpoint's config, parameters and sampler state.
+
+    ``backend`` is deprecated and ignored (models no longer carry one)."""
+    if backend is not None:
+        warn_backend_argument("load_model(backend=...)")
+    return load_checkpoint(path).build_model()

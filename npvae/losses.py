@@ -1,17 +1,17 @@
 r"""The two terms of the VAE loss, each a forward/backward pair.
 
-For one sample :math:`x` the VAE minimises the negative evidence lower bound
+For one image :math:`x` the VAE minimises the negative evidence lower bound
 
 .. math::
 
-    -\mathrm{ELBO}(x) = \underbrace{-\mathbb{E}_{q(z|x)} \log p(x \mid z)}_{\text{reconstruction (BCE)}}
+    -\mathrm{ELBO}(x) = \underbrace{-\mathbb{E}_{q(z|x)} \log p(x \mid z)}_{\text{reconstruction}}
       + \underbrace{\mathrm{KL}\big(q(z \mid x) \,\|\, p(z)\big)}_{\text{KL}}
       \;\ge\; -\log p(x),
 
-estimated with one sample :math:`z` from the sampler. Every loss here returns the
-**mean over the batch of the per-sample sums** (over pixels, over latents),
-which is PyTorch's example total divided by the number of samples; ``backward``
-therefore scales by :math:`1/B`.
+with the expectation estimated from one sample :math:`z` (:mod:`npvae.sampler`).
+Every loss here returns the **mean over the batch of the per-sample sums** (over
+pixels, over latents), which is PyTorch's example total divided by the batch size
+``B``; each ``backward`` therefore carries a factor :math:`1/B`.
 
 KL between two Gaussians
 ------------------------
@@ -22,27 +22,39 @@ KL between two Gaussians
     \mathrm{KL}(q \| p) = \mathbb{E}_q[\log q - \log p]
       = \mathbb{E}_q\Big[-\tfrac12 \log 2\pi\sigma^2 - \tfrac{(z-\mu)^2}{2\sigma^2}
                          + \tfrac12 \log 2\pi + \tfrac{z^2}{2}\Big]
-      = -\tfrac12 \log\sigma^2 - \tfrac12 + \tfrac12 (\sigma^2 + \mu^2),
+      = \tfrac12 \big(\sigma^2 + \mu^2 - 1 - \log\sigma^2\big),
 
 using :math:`\mathbb{E}(z-\mu)^2 = \sigma^2` and :math:`\mathbb{E} z^2 = \sigma^2 + \mu^2`.
-Summed over the :math:`d` independent latents:
-:math:`\mathrm{KL} = \tfrac12 \sum_j (\sigma_j^2 + \mu_j^2 - 1 - \log\sigma_j^2)`,
-exact, no sampling needed. It is 0 exactly when :math:`\mu = 0, \sigma = 1`.
+Summed over the :math:`d` independent latents; exact, no sampling needed. It is 0
+exactly when :math:`\mu = 0, \sigma^2 = 1`.
 
-Bernoulli likelihood, binary cross-entropy
--------------------------------------------
-With pixel probabilities :math:`p = \mathrm{sigmoid}(l)` from decoder logits
-:math:`l` and targets :math:`t \in [0, 1]`,
-:math:`-\log p(x|z) = -\sum_j t_j \log p_j + (1 - t_j) \log(1 - p_j)`.
+Reconstruction: binary cross-entropy
+------------------------------------
+With pixel probabilities :math:`p = \mathrm{sigmoid}(l)` from the decoder's logits
+:math:`l` and targets :math:`t \in [0, 1]` (the image),
+
+.. math::
+
+    \mathrm{BCE}(l, t) = -\sum_j \big[\, t_j \log p_j + (1 - t_j) \log(1 - p_j) \,\big].
+
+For binarized images (:math:`t \in \{0, 1\}`, ``--binarize``) this is exactly
+:math:`-\log p(x \mid z)` under a Bernoulli decoder. For grey-level pixels, as in
+the PyTorch example, it is the cross-entropy between the pixel intensities and the
+decoder's probabilities: the same formula and gradient, but not the log-likelihood
+of a distribution over grey-level images (it is not 0 even for a perfect
+reconstruction), so the "negative ELBO" reported on grey-level data is a loss, not
+a bound on :math:`-\log p(x)`.
 """
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .memory import order_of
+from .layers import sigmoid
 from .module import Module
+from .sampler import split_h
 
 
-def _check_pair(a, t, owner, a_name, t_name="target"):
+def check_pair(a, t, owner, a_name, t_name="target"):
+    """``a`` and ``t`` are 2-D float arrays of one shape and dtype."""
     for name, arr in ((a_name, a), (t_name, t)):
         if not isinstance(arr, np.ndarray) or arr.ndim != 2:
             got = arr.shape if isinstance(arr, np.ndarray) else type(arr).__name__
@@ -53,141 +65,127 @@ def _check_pair(a, t, owner, a_name, t_name="target"):
         raise InputTypeError(f"{owner}: {a_name} and {t_name} must share a float dtype, got {a.dtype} and {t.dtype}")
 
 
-class _BatchMeanLoss(Module):
-    """Shared by the losses: per-sample sums in ``rows`` (B,), mean as a float."""
-
-    def _finish(self, rows):
-        self._save(rows=rows)
-        return float(np.add.reduce(rows, dtype=np.float64)) / rows.shape[0]
-
-    def _scale(self, grad, B):
-        if isinstance(grad, bool) or not isinstance(grad, (int, float, np.floating)):
-            raise InputTypeError(f"{type(self).__name__}.backward: grad must be a number (dL/dloss), "
-                                 f"got {type(grad).__name__}")
-        return float(grad) / B
+def check_grad_scalar(grad, owner):
+    """``grad`` (dL/dloss) is a real number; returned as a float."""
+    if isinstance(grad, bool) or not isinstance(grad, (int, float, np.floating, np.integer)):
+        raise InputTypeError(f"{owner}: grad must be a number (dL/dloss), got {type(grad).__name__}")
+    return float(grad)
 
 
-class BCEWithLogits(_BatchMeanLoss):
-    r"""Binary cross-entropy on logits: the decoder's Sigmoid and the BCE in one stable op.
+def kl_per_sample(mu, logvar):
+    r""":math:`\tfrac12 \sum_j (e^{\lambda_j} + \mu_j^2 - 1 - \lambda_j)` for each row, with
+    :math:`\lambda = \log\sigma^2`: ``mu``, ``logvar`` (B, d) -> (B,)."""
+    return 0.5 * (np.exp(logvar) + mu * mu - 1 - logvar).sum(axis=1)
 
-    Per pixel, with :math:`p = \mathrm{sigmoid}(l)`:
 
-    .. math::
+def bce_with_logits_per_sample(logits, target):
+    r"""The BCE of each row, from logits: ``logits``, ``target`` (B, N) -> (B,).
 
-        \ell(l, t) = -t \log p - (1 - t)\log(1 - p) = \max(l, 0) - l t + \log(1 + e^{-|l|}),
-
-    since :math:`-\log p = \log(1 + e^{-l})` and :math:`-\log(1-p) = l + \log(1 + e^{-l})`,
-    and :math:`\log(1 + e^{-l}) = \max(-l, 0) + \log(1 + e^{-|l|})`. No exp ever
-    overflows and no log ever sees 0, however saturated :math:`p` is.
-
-    In training mode forward also computes the gradient (one ``exp`` per pixel
-    serves both), so backward is a scale.
+    Per pixel, :math:`-t \log p - (1 - t)\log(1 - p) = \max(l, 0) - l t + \log(1 + e^{-|l|})`:
+    since :math:`-\log p = \log(1 + e^{-l})`, :math:`-\log(1-p) = l + \log(1 + e^{-l})` and
+    :math:`\log(1 + e^{-l}) = \max(-l, 0) + \log(1 + e^{-|l|})`. No ``exp`` overflows and
+    no ``log`` sees 0, however saturated :math:`p` is.
     """
-
-    def forward(self, logits, target):
-        """Mean over the batch of the per-sample BCE sums; ``logits``, ``target`` (B, N)."""
-        _check_pair(logits, target, "BCEWithLogits.forward", "logits")
-        B = logits.shape[0]
-        order = order_of(logits)
-        if order_of(target) != order:
-            # one copy lets the fused kernel read both arrays in memory order
-            copy = self._buffer("target", target.shape, target.dtype, order)
-            np.copyto(copy, target)
-            target = copy
-        rows = self._buffer("rows", (B,), logits.dtype)
-        if self.training:
-            dl = self._buffer("dlogits", logits.shape, logits.dtype, order)
-            self.k.bce_logits_forward_backward(logits, target, logits.dtype.type(1.0 / B), rows, dl)
-        else:
-            self.k.bce_logits_forward(logits, target, rows)
-            dl = None
-        self._save(_dlogits=dl, _logits=logits, _target=target)
-        return self._finish(rows)
-
-    def backward(self, grad=1.0):
-        r"""Return :math:`\partial L/\partial l = \tfrac{g}{B} (\mathrm{sigmoid}(l) - t)` (B, N).
-
-        Differentiating the stable form: :math:`\tfrac{d}{dl}[\log(1+e^{-l}) + (1-t)l]
-        = -\tfrac{e^{-l}}{1+e^{-l}} + 1 - t = p - t`. The sigmoid's own
-        derivative :math:`p(1-p)` cancels against the BCE's :math:`1/(p(1-p))`,
-        which is why the fused op is both cheaper and better conditioned.
-        """
-        logits, target = self._cached("_logits", "_target")
-        B = logits.shape[0]
-        scale = self._scale(grad, B)
-        dl = self._dlogits
-        if dl is None:  # forward ran in eval mode: compute the gradient now
-            dl = self._buffer("dlogits", logits.shape, logits.dtype, order_of(logits))
-            self.k.sigmoid_forward(logits, dl)
-            dl -= target
-            dl *= logits.dtype.type(1.0 / B)
-            self._dlogits = dl
-        if grad == 1.0:
-            return dl
-        out = self._buffer("dlogits_scaled", dl.shape, dl.dtype, order_of(dl))
-        np.multiply(dl, logits.dtype.type(scale * B), out=out)
-        return out
+    return (np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))).sum(axis=1)
 
 
-class BCE(_BatchMeanLoss):
-    r"""Binary cross-entropy on probabilities :math:`p` (e.g. after a :class:`Sigmoid`).
-
-    .. math::
-
-        L = \frac1B \sum_b \sum_j -t_{bj} \log \hat p_{bj} - (1 - t_{bj}) \log(1 - \hat p_{bj}),
-        \qquad \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon),
-
-    with :math:`\epsilon` the dtype's machine epsilon (``np.finfo(dtype).eps``),
-    so a saturated reconstruction (:math:`p = 0` or 1) gives a large but finite
-    loss instead of inf/NaN. Prefer :class:`BCEWithLogits` when you have logits.
-    """
-
-    def forward(self, probs, target):
-        _check_pair(probs, target, "BCE.forward", "probs")
-        eps = np.finfo(probs.dtype).eps
-        p = np.clip(probs, eps, 1 - eps)
-        rows = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=1)
-        self._p, self._target = p, target
-        return self._finish(rows)
-
-    def backward(self, grad=1.0):
-        r"""Return :math:`\partial L/\partial p = \tfrac{g}{B}\,\tfrac{\hat p - t}{\hat p(1 - \hat p)}`.
-
-        :math:`\tfrac{d}{dp}[-t\log p - (1-t)\log(1-p)] = -\tfrac tp + \tfrac{1-t}{1-p}
-        = \tfrac{p - t}{p(1-p)}`; inside the clip range :math:`\hat p = p`.
-        """
-        p, target = self._cached("_p", "_target")
-        scale = self._scale(grad, p.shape[0])
-        return (scale * (p - target) / (p * (1 - p))).astype(p.dtype, copy=False)
+def batch_mean(rows):
+    """The mean of per-sample values, summed in float64: the loss as a Python float."""
+    return float(rows.sum(dtype=np.float64)) / len(rows)
 
 
-class KL(_BatchMeanLoss):
-    r"""KL(N(mu, exp(logvar)) || N(0, I)) from ``h = [mu | logvar]`` (B, 2d).
-
-    :math:`L = \frac1B \sum_b \tfrac12 \sum_j (e^{\lambda_{bj}} + \mu_{bj}^2 - 1 - \lambda_{bj})`
-    with :math:`\lambda = \log\sigma^2` (derivation in this module's docstring).
-    """
+class KL(Module):
+    r"""KL(N(mu, exp(logvar)) || N(0, I)) from ``h = [mu | logvar]`` (B, 2d), mean over the batch."""
 
     def forward(self, h):
-        if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype.kind != "f":
-            got = (h.shape, h.dtype) if isinstance(h, np.ndarray) else type(h).__name__
-            raise InputError(f"KL.forward: h must be a float array (batch, 2 * latent_dim) "
-                             f"holding [mu | logvar], got {got}")
-        rows = self._buffer("rows", (h.shape[0],), h.dtype)
-        self.k.kl_forward(h, rows)
-        self._save(_h=h)
-        return self._finish(rows)
+        r""":math:`L = \frac1B \sum_b \tfrac12 \sum_j (e^{\lambda_{bj}} + \mu_{bj}^2 - 1 - \lambda_{bj})`.
+
+        Returns the loss as a float; ``rows`` (B,) holds each sample's KL.
+        """
+        mu, logvar = split_h(h, "KL.forward")
+        self.h = h
+        self.rows = kl_per_sample(mu, logvar)               # (B,)
+        return batch_mean(self.rows)
 
     def backward(self, grad=1.0):
-        r"""Return ``dh = g/B * [mu | (exp(logvar) - 1) / 2]`` (B, 2d).
+        r"""Return ``dh = grad/B * [mu | (exp(logvar) - 1) / 2]`` (B, 2d).
 
         .. math::
 
             \frac{\partial\, \mathrm{KL}}{\partial \mu_j} = \mu_j, \qquad
-            \frac{\partial\, \mathrm{KL}}{\partial \lambda_j} = \tfrac12 (e^{\lambda_j} - 1).
+            \frac{\partial\, \mathrm{KL}}{\partial \lambda_j} = \tfrac12 (e^{\lambda_j} - 1),
+
+        times :math:`1/B` for the mean over the batch and ``grad`` (:math:`\partial L /
+        \partial \mathrm{KL}`, e.g. the KL weight ``beta``).
         """
-        h = self._cached("_h")
-        scale = self._scale(grad, h.shape[0])
-        dh = self._buffer("dh", h.shape, h.dtype, order_of(h))
-        self.k.kl_backward(h, h.dtype.type(scale), dh)              # (B, 2d)
-        return dh
+        h = self.saved("h")
+        scale = check_grad_scalar(grad, "KL.backward") / h.shape[0]
+        mu, logvar = split_h(h, "KL.backward")
+        dmu = mu * scale                                    # (B, d)
+        dlogvar = 0.5 * (np.exp(logvar) - 1) * scale        # (B, d)
+        return np.concatenate([dmu, dlogvar], axis=1).astype(h.dtype, copy=False)
+
+
+class BCEWithLogits(Module):
+    r"""Binary cross-entropy on logits: the decoder's Sigmoid and the BCE in one stable op.
+
+    Mean over the batch of the per-sample BCE sums (this module's docstring); see
+    :func:`bce_with_logits_per_sample` for the stable form.
+    """
+
+    def forward(self, logits, target):
+        """``logits``, ``target`` (B, N) -> the loss (float); ``rows`` (B,) holds each sample's BCE."""
+        check_pair(logits, target, "BCEWithLogits.forward", "logits")
+        self.logits, self.target = logits, target
+        self.rows = bce_with_logits_per_sample(logits, target)   # (B,)
+        return batch_mean(self.rows)
+
+    def backward(self, grad=1.0):
+        r"""Return :math:`\partial L/\partial l = \tfrac{g}{B} (\mathrm{sigmoid}(l) - t)` (B, N).
+
+        Differentiating the stable form: :math:`\tfrac{d}{dl}\big[\log(1+e^{-l}) + (1-t)l\big]
+        = -\tfrac{e^{-l}}{1+e^{-l}} + 1 - t = p - t`. The sigmoid's derivative
+        :math:`p(1-p)` cancels the BCE's :math:`1/(p(1-p))`, which is why the fused op is
+        both cheaper and better conditioned than a Sigmoid followed by :class:`BCE`.
+        """
+        logits, target = self.saved("logits", "target")
+        scale = check_grad_scalar(grad, "BCEWithLogits.backward") / logits.shape[0]
+        return ((sigmoid(logits) - target) * scale).astype(logits.dtype, copy=False)
+
+
+class BCE(Module):
+    r"""Binary cross-entropy on probabilities :math:`p` (e.g. after a :class:`~npvae.layers.Sigmoid`).
+
+    .. math::
+
+        L = \frac1B \sum_b \sum_j -\big[\, t_{bj} \log \hat p_{bj} + (1 - t_{bj}) \log(1 - \hat p_{bj}) \,\big],
+        \qquad \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon),
+
+    with :math:`\epsilon` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
+    saturated probability (0 or 1) gives a large but finite loss instead of inf or NaN.
+    Prefer :class:`BCEWithLogits` when you have logits.
+    """
+
+    def forward(self, probs, target):
+        """``probs``, ``target`` (B, N) -> the loss (float); ``rows`` (B,) holds each sample's BCE."""
+        check_pair(probs, target, "BCE.forward", "probs")
+        eps = np.finfo(probs.dtype).eps
+        p = np.clip(probs, eps, 1 - eps)
+        self.p, self.target = p, target
+        self.rows = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=1)
+        return batch_mean(self.rows)
+
+    def backward(self, grad=1.0):
+        r"""Return :math:`\partial L/\partial p = \tfrac{g}{B}\,\tfrac{\hat p - t}{\hat p(1 - \hat p)}` (B, N).
+
+        :math:`\tfrac{d}{dp}\big[-t\log p - (1-t)\log(1-p)\big] = -\tfrac tp + \tfrac{1-t}{1-p}
+        = \tfrac{p - t}{p(1-p)}`, evaluated at the clipped :math:`\hat p`. Inside the clip
+        range :math:`\hat p = p` and this is the exact gradient. Outside it (a probability
+        within :math:`\epsilon` of 0 or 1) the exact gradient of the clipped loss would be
+        0; this passes the gradient at the clip boundary through instead, which keeps a
+        saturated pixel learning but can be as large as about :math:`1/\epsilon` (8e6 in
+        float32). Another reason to prefer :class:`BCEWithLogits`.
+        """
+        p, target = self.saved("p", "target")
+        scale = check_grad_scalar(grad, "BCE.backward") / p.shape[0]
+        return (scale * (p - target) / (p * (1 - p))).astype(p.dtype, copy=False)

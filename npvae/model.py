@@ -11,16 +11,17 @@ One training step, as data (d = latent_dim)::
 
 The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`),
 which is exact and stable; :meth:`VAE.decode` applies it to give pixel
-probabilities.
+probabilities. ``docs/derivation.md`` follows the gradient through this file
+line by line.
 """
 from typing import NamedTuple
 
 import numpy as np
 
 from .errors import InputError, InputTypeError, StateError
-from .layers import Dense, ReLU, Sequential, Sigmoid
+from .layers import Dense, ReLU, Sequential, sigmoid
 from .losses import KL, BCEWithLogits
-from .module import Module
+from .module import Module, warn_backend_argument
 from .sampler import Sampler
 from .validate import check_batch, check_dtype, check_positive_float, check_positive_int, check_rng
 
@@ -42,6 +43,12 @@ def _mlp(sizes, dtype, rng):
     return Sequential(*layers)
 
 
+def _halves(h):
+    """``(mu, logvar)`` from ``h = [mu | logvar]``, as two arrays of their own."""
+    d = h.shape[1] // 2
+    return h[:, :d].copy(), h[:, d:].copy()
+
+
 class VAE(Module):
     """The classic VAE with a Bernoulli decoder (Kingma & Welling, 2014).
 
@@ -56,12 +63,13 @@ class VAE(Module):
     dtype : float32 (training) or float64 (gradient checks)
     rng : np.random.Generator, int or None
         Draws the initial weights, then the sampler's noise: one seed fixes everything.
-    backend : "numba", "numpy" or None ($NPVAE_BACKEND, else numba)
     """
 
     def __init__(self, input_dim=784, hidden_dims=400, latent_dim=20, *,
                  dtype=np.float32, rng=None, backend=None):
         super().__init__()
+        if backend is not None:
+            warn_backend_argument("VAE(backend=...)")
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         if np.ndim(hidden_dims) == 0:
@@ -80,9 +88,6 @@ class VAE(Module):
         self.sampler = Sampler(rng)
         self.kl = KL()
         self.bce = BCEWithLogits()
-        self.sigmoid = Sigmoid()
-        self.set_backend(backend)
-        self.pack_parameters()
 
     def config(self):
         """The constructor arguments that fix the architecture (saved in checkpoints)."""
@@ -97,16 +102,7 @@ class VAE(Module):
         """The sampler's Generator (its state is saved with checkpoints)."""
         return self.sampler.rng
 
-    # -- the training step (no input checks: fit() feeds it clean batches) ---------
-    def _loss(self, x, beta=1.0, eps=None):
-        h = self.encoder.forward(x)                        # (B, 2d)
-        z = self.sampler.forward(h, eps)                   # (B, d)
-        logits = self.decoder.forward(z)                   # (B, 784)
-        recon = self.bce.forward(logits, x)
-        kl = self.kl.forward(h)
-        self._save(_beta=beta)
-        return LossParts(recon + beta * kl, recon, kl)
-
+    # -- training ----------------------------------------------------------------------
     def loss(self, x, beta=1.0, eps=None):
         """Forward pass and loss; call :meth:`backward` next to get the gradients.
 
@@ -125,55 +121,49 @@ class VAE(Module):
         """
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True)
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        return self._loss(x, beta, eps)
+        h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
+        z = self.sampler.forward(h, eps)                   # (B, d)
+        logits = self.decoder.forward(z)                   # (B, input_dim)
+        recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
+        kl = self.kl.forward(h)                            # mean over the batch of the KL sums
+        self._pending_beta = beta                          # backward differentiates this loss
+        return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
-        """Accumulate every parameter's gradient of the last :meth:`loss`'s total.
+        """Add every parameter's gradient of the last :meth:`loss`'s total into ``p.grad``.
 
         It must follow :meth:`loss` directly: ``encode``, ``decode``, ``sample`` and the
-        other inference methods reuse the layers' workspaces and invalidate it.
+        other inference methods run the same layers and replace what backward needs.
         """
-        beta = self._cached("_beta")
+        beta = self.__dict__.get("_pending_beta")
         if beta is None:
-            raise StateError("VAE.backward: an inference call (encode, decode, sample, forward, "
-                             "reconstruct or interpolate) ran after loss() and overwrote what backward "
-                             "needs; call loss() again right before backward()")
-        dlogits = self.bce.backward()                      # (B, 784)
+            raise StateError("VAE.backward needs the loss() call right before it: none ran, or an "
+                             "inference call (encode, decode, sample, forward, reconstruct or "
+                             "interpolate) ran since and replaced what backward needs")
+        dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
-        dh = self.sampler.backward(dz)                     # (B, 2d): through z
-        dh += self.kl.backward(beta)                       # (B, 2d): mu, logvar's second source
-        self.encoder.backward(dh, input_grad=False)        # no gradient for the data
+        dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
+        dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
+        self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
 
-    # -- using a trained model ---------------------------------------------------------
-    def _inference(self):
-        """Inference reuses the training workspaces: the pending backward is no longer valid."""
-        if "_beta" in self.__dict__:
-            self._beta = None
-
-    def _batch(self, x, name="x"):
-        self._inference()
-        return check_batch(x, name, self.input_dim, self.dtype)
+    # -- using a trained model -----------------------------------------------------------
+    def _batch(self, x, name="x", n_features=None):
+        self._pending_beta = None                          # the layers' saved values change
+        return check_batch(x, name, n_features or self.input_dim, self.dtype)
 
     def forward(self, x, eps=None):
-        """``(x_hat, mu, logvar)`` for a batch, with ``z`` sampled; fresh arrays."""
-        x = self._batch(x)
-        h = self.encoder.forward(x)
-        z = self.sampler.forward(h, eps)
-        x_hat = self.sigmoid.forward(self.decoder.forward(z)).copy()
-        d = self.latent_dim
-        return x_hat, h[:, :d].copy(), h[:, d:].copy()
+        """``(x_hat, mu, logvar)`` for a batch, with ``z`` sampled."""
+        h = self.encoder.forward(self._batch(x))
+        x_hat = sigmoid(self.decoder.forward(self.sampler.forward(h, eps)))
+        return (x_hat, *_halves(h))
 
     def encode(self, x):
         """``(mu, logvar)``, each (B, latent_dim), of ``q(z | x)``."""
-        h = self.encoder.forward(self._batch(x))
-        d = self.latent_dim
-        return h[:, :d].copy(), h[:, d:].copy()
+        return _halves(self.encoder.forward(self._batch(x)))
 
     def decode(self, z):
         """Pixel probabilities (B, input_dim) for latent codes ``z`` (B, latent_dim)."""
-        self._inference()
-        z = check_batch(z, "z", self.latent_dim, self.dtype)
-        return self.sigmoid.forward(self.decoder.forward(z)).copy()
+        return sigmoid(self.decoder.forward(self._batch(z, "z", self.latent_dim)))
 
     def reconstruct(self, x, sample=False):
         """Decode the encoding of ``x``: from the mean ``mu`` (default) or a sampled ``z``."""

@@ -28,9 +28,18 @@ output any real number while the variance stays positive.
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .memory import order_of
 from .module import Module
 from .validate import check_rng
+
+
+def split_h(h, owner):
+    """``(mu, logvar)``, each (B, d), from ``h = [mu | logvar]`` (B, 2d); else a clear error."""
+    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype.kind != "f":
+        got = (h.shape, str(h.dtype)) if isinstance(h, np.ndarray) else type(h).__name__
+        raise InputError(f"{owner}: h must be a float array (batch, 2 * latent_dim) holding "
+                         f"[mu | logvar], got {got}")
+    d = h.shape[1] // 2
+    return h[:, :d], h[:, d:]
 
 
 class Sampler(Module):
@@ -56,40 +65,42 @@ class Sampler(Module):
         eps : ndarray (B, d), optional
             The noise to use, to reproduce a pass exactly; drawn from ``rng``
             (standard normal, in ``h``'s dtype) when omitted.
+
+        Returns
+        -------
+        z : ndarray (B, d)
         """
-        if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2:
-            got = h.shape if isinstance(h, np.ndarray) else type(h).__name__
-            raise InputError(f"Sampler.forward: h must be a 2-D array (batch, 2 * latent_dim) "
-                             f"holding [mu | logvar], got {got}")
-        B, d = h.shape[0], h.shape[1] // 2
+        mu, logvar = split_h(h, "Sampler.forward")
         if eps is None:
-            eps = self._buffer("eps", (B, d), h.dtype, order="C")  # Generator fills C order only
-            self.rng.standard_normal(out=eps, dtype=h.dtype)
-        elif not isinstance(eps, np.ndarray) or eps.shape != (B, d) or eps.dtype != h.dtype:
-            got = (eps.shape, eps.dtype) if isinstance(eps, np.ndarray) else type(eps).__name__
-            raise InputTypeError(f"Sampler.forward: eps must be an array of shape {(B, d)} "
+            eps = self.rng.standard_normal(mu.shape, dtype=h.dtype)
+        elif not isinstance(eps, np.ndarray) or eps.shape != mu.shape or eps.dtype != h.dtype:
+            got = (eps.shape, str(eps.dtype)) if isinstance(eps, np.ndarray) else type(eps).__name__
+            raise InputTypeError(f"Sampler.forward: eps must be an array of shape {mu.shape} "
                                  f"and dtype {h.dtype}, got {got}")
         elif not np.isfinite(eps).all():
             raise InputError("Sampler.forward: eps contains NaN or inf")
-        z = self._buffer("z", (B, d), h.dtype, order_of(h))
-        std = self._buffer("std", (B, d), h.dtype, order_of(h))
-        self.k.sampler_forward(h, eps, z, std)
-        self._save(_eps=eps, _std=std)
-        return z
+        std = np.exp(0.5 * logvar)                  # (B, d): the standard deviation, not the variance
+        self.eps, self.std = eps, std               # what backward needs
+        return mu + std * eps
 
-    def backward(self, grad_out, input_grad=True):
-        r"""Return ``dh = [dz | dz * eps * std / 2]`` (B, 2d).
+    def backward(self, grad_out):
+        r"""Return ``dh = [dz | dz * eps * std / 2]`` (B, 2d) for ``dz = grad_out`` (B, d).
 
         .. math::
 
             \frac{\partial L}{\partial \mu} = \frac{\partial L}{\partial z}, \qquad
-            \frac{\partial L}{\partial \log\sigma^2} = \frac{\partial L}{\partial z} \cdot \tfrac12 \varepsilon \sigma ,
+            \frac{\partial L}{\partial \log\sigma^2}
+              = \frac{\partial L}{\partial z} \cdot \tfrac12 \varepsilon \sigma ,
 
         with :math:`\varepsilon` and :math:`\sigma` kept from forward (nothing recomputed).
+        This is only the road through ``z``: the KL term adds its own gradient with
+        respect to ``mu`` and ``logvar`` (:meth:`npvae.losses.KL.backward`), and
+        :meth:`npvae.model.VAE.backward` sums the two.
         """
-        eps, std = self._cached("_eps", "_std")
-        self._check_grad_out(grad_out, eps.shape, "Sampler.backward: grad_out")
-        B, d = eps.shape
-        dh = self._buffer("dh", (B, 2 * d), eps.dtype, order_of(grad_out))
-        self.k.sampler_backward(grad_out, eps, std, dh)            # (B, 2d)
-        return dh
+        eps, std = self.saved("eps", "std")
+        if not isinstance(grad_out, np.ndarray) or grad_out.shape != eps.shape:
+            got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
+            raise InputError(f"Sampler.backward: grad_out must have z's shape {eps.shape}, got {got}")
+        dmu = grad_out                              # dz/dmu = 1
+        dlogvar = grad_out * eps * std * 0.5        # dz/dlogvar = eps * std / 2
+        return np.concatenate([dmu, dlogvar], axis=1)

@@ -1,8 +1,13 @@
 r"""Training: :func:`fit`, its per-epoch :class:`History`, and clean stops.
 
-One step is ``model.zero_grad(); parts = model._loss(x, beta_t); model.backward();
-opt.step()`` on a batch gathered into arrays allocated once (see
-:class:`npvae.evaluate.Batches`). Around it, ``fit`` adds:
+One step is what your own loop would do::
+
+    model.zero_grad(); parts = model.loss(x, beta_t); model.backward(); optimizer.step()
+
+That is the reference (``backend="numpy"``). The fast path (``backend="numba"``, the
+default) runs the same step fused, on a copy of the model's parameters in its own
+layout (:class:`npvae.fast.Trainer`), and writes the result back into the model and
+the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
 
 * **KL warm-up.** With ``warmup = W`` epochs of ``S`` steps each, step ``t``
   (1-based, counted over the whole run) uses
@@ -16,9 +21,9 @@ opt.step()`` on a batch gathered into arrays allocated once (see
   current step; ``resume=path`` continues bit for bit, mid-epoch included.
 * **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
   before that step is applied; the last good checkpoint is never overwritten.
-* **Dead units skipped.** First-layer units proven dead on every training image
-  are left out of the training steps (:mod:`npvae.dead_units`): same results to
-  round-off, fewer FLOPs.
+* **Dead units skipped** (fast path only; ``retire_dead_units=False`` switches it off).
+  First-layer units proven dead on every training image are left out of the training
+  steps (:mod:`npvae.fast.dead_units`): same results to round-off, fewer FLOPs.
 """
 import contextlib
 import gc
@@ -31,13 +36,16 @@ import sys
 import threading
 import time
 
+import zlib
+
 import numpy as np
 
 from .atomic import append_line, atomic_write
+from .backend import resolve
 from .checkpoint import load_checkpoint, save_checkpoint
-from .dead_units import DeadUnits
+from .data import to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
-from .evaluate import Batches, binarize_inplace, check_model, evaluate_elbo
+from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
 from .validate import check_file_path, check_images, check_positive_float, check_positive_int, check_rng, check_seed
 
@@ -47,7 +55,7 @@ __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
           "test_kl", "train_seconds", "eval_seconds", "beta")
 # fit settings a resumed run must share with the checkpoint to continue exactly
-_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train")
+_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data")
 
 
 class History(list):
@@ -214,7 +222,7 @@ def _start_metrics(path, keep_epochs):
 
 # -- fit ---------------------------------------------------------------------------
 def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
-                progress):
+                progress, retire_dead_units):
     check_model(model)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
@@ -224,7 +232,7 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
         raise InputTypeError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup!r}")
     if warmup < 0:
         raise InputError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup}")
-    for name, value in (("binarize", binarize), ("progress", progress)):
+    for name, value in (("binarize", binarize), ("progress", progress), ("retire_dead_units", retire_dead_units)):
         if not isinstance(value, bool):
             raise InputTypeError(f"{name} must be True or False, got {value!r}")
     check_seed(eval_seed, "eval_seed")
@@ -239,32 +247,97 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
                              "Adam(model.parameters(), lr)")
 
 
-def _resume(path, model, opt, fit_config, rngs, dead):
-    """Load ``path`` into model/optimizer/``dead`` and its streams into ``rngs``, checking everything first."""
+def fingerprint(images):
+    """Shape, dtype and CRC-32 of the bytes: tells the training set from another (JSON-ready)."""
+    data = images if images.flags.c_contiguous else np.ascontiguousarray(images)
+    return dict(shape=list(images.shape), dtype=images.dtype.str, crc32=zlib.crc32(data))
+
+
+def _resume(path, model, opt, fit_config, rngs, steps):
+    """Load ``path`` into model, optimizer and ``steps``, and its streams into ``rngs``,
+    checking everything first."""
     ckpt = load_checkpoint(path)
-    if dead is not None and ckpt.dead_units is not None:
-        dead.check_state(ckpt.dead_units, path)
+    steps.check_dead_units(ckpt.dead_units, path)
     saved = ckpt.fit_config or {}
     for key in _RESUME_KEYS:
         if key in saved and saved[key] != fit_config[key]:
-            raise InputError(f"cannot resume {path} exactly: {key}={fit_config[key]!r} but the "
-                             f"checkpoint was trained with {key}={saved[key]!r}")
+            what = "training images" if key == "train_data" else key
+            raise InputError(f"cannot resume {path} exactly: {what} {fit_config[key]!r} but the "
+                             f"checkpoint was trained with {saved[key]!r}")
     for name in ("shuffle", "binarize"):
         if name not in ckpt.rng_states:
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
                                   f"(was it written by fit()?)")
     ckpt.load_into(model, opt)
-    if dead is not None:     # an older checkpoint without the record starts it afresh
-        dead.load_state_dict(ckpt.dead_units or dict(retired=[], candidates=[], live=[]), path)
+    steps.load()
+    steps.load_dead_units(ckpt.dead_units, path)   # none saved (another back end, an older file): afresh
     for name in ("shuffle", "binarize"):
         rngs[name] = ckpt.generator(name)       # new Generators: the caller's rng is left alone
     fit_config["lr"] = getattr(opt, "lr", fit_config["lr"])   # the checkpoint's optimizer settings win
     return ckpt
 
 
+class ReferenceSteps:
+    """The reference training step (``backend="numpy"``): what a user's own loop does.
+
+    :class:`npvae.fast.Trainer` has the same methods for the fast path.
+    """
+
+    def __init__(self, model, optimizer, images):
+        self.model, self.optimizer, self.images = model, optimizer, images
+
+    def batch(self, idx):
+        """``images[idx]`` as floats in [0, 1]."""
+        rows = self.images[idx]
+        return to_float(rows, self.model.dtype) if rows.dtype == np.uint8 else rows.astype(self.model.dtype)
+
+    def step(self, x, beta):
+        """Loss, backward and update; the update only if the loss is finite."""
+        self.model.zero_grad()
+        parts = self.model.loss(x, beta)
+        if math.isfinite(parts.total):
+            self.model.backward()
+            self.optimizer.step()
+        return parts
+
+    # the model and the optimizer always hold the state, and no unit is ever skipped
+    def load(self):
+        pass
+
+    def sync(self):
+        pass
+
+    def begin_epoch(self, resumed=False):
+        pass
+
+    def end_epoch(self):
+        pass
+
+    def dead_units(self):
+        return None
+
+    def load_dead_units(self, state, path=None):
+        pass
+
+    def check_dead_units(self, state, path=None):
+        pass
+
+
+def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units):
+    """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`)."""
+    if resolve(backend) == "numpy":
+        return ReferenceSteps(model, opt, images)
+    from .fast import Trainer       # imports Numba: only when the fast path is asked for
+    try:
+        return Trainer(model, opt, images=images, batch_size=batch_size,
+                       retire_dead_units=retire_dead_units and not binarize)
+    except InputTypeError as e:     # an optimizer the fast path does not run
+        raise InputTypeError(f"fit(backend='numba'): {e}") from None
+
+
 def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=1e-3,
         beta=1.0, warmup=0, rng=None, binarize=False, checkpoint=None, resume=None, progress=True,
-        eval_seed=0, callback=None, metrics_path=None):
+        eval_seed=0, callback=None, metrics_path=None, backend=None, retire_dead_units=True):
     """Train ``model`` on ``train_images`` with minibatch gradient descent.
 
     Parameters
@@ -279,7 +352,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         epoch up to this number.
     batch_size : int
         The last batch of an epoch holds the remainder.
-    optimizer : Optimizer, optional
+    optimizer : Adam or SGD, optional
         Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
     lr : float
@@ -299,7 +372,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     resume : path, optional
         A checkpoint written by ``fit`` to continue from exactly, even mid-epoch.
         The model must have its config; ``batch_size``, ``beta``, ``warmup``,
-        ``binarize`` and the number of training images must match.
+        ``binarize`` and the training images must be the same.
     progress : bool
         Print a live progress line (terminals only) and one summary line per epoch, on stderr.
     eval_seed : int
@@ -310,6 +383,12 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     metrics_path : path, optional
         One JSON line per epoch is appended atomically (restarted on a fresh
         run, trimmed to the checkpoint's epochs on resume).
+    backend : {"numba", "numpy"} or None
+        The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None:
+        ``$NPVAE_BACKEND``, else ``"numba"``. The same training to round-off.
+    retire_dead_units : bool
+        Fast path: leave out first-layer units proven dead on every training image
+        (:mod:`npvae.fast.dead_units`). Never with ``binarize``. Off: to measure it.
 
     Returns
     -------
@@ -324,7 +403,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     TrainingInterrupted
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM, after the current step and a checkpoint.
     """
-    _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback, progress)
+    _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
+                progress, retire_dead_units)
+    backend = resolve(backend)
     checkpoint = check_file_path(checkpoint, "checkpoint")
     metrics_path = check_file_path(metrics_path, "metrics_path")
     train_images = check_images(train_images, "train_images", model.input_dim)
@@ -333,20 +414,22 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
     lr, beta = float(lr), float(beta)
-    opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr, backend=model.backend)
+    opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
     n_train = len(train_images)
     steps = math.ceil(n_train / batch_size)
     fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,
                       binarize=binarize, eval_seed=eval_seed, n_train=n_train,
-                      n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__)
+                      n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__,
+                      backend=backend, train_data=fingerprint(train_images))
     shuffle_rng = check_rng(rng)
     rngs = {"shuffle": shuffle_rng, "binarize": shuffle_rng.spawn(1)[0]}
+    training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units)
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
-    dead = DeadUnits.for_fit(model, train_images, binarize)
     if resume is not None:
-        ckpt = _resume(os.fspath(resume), model, opt, fit_config, rngs, dead)
+        resume = check_file_path(resume, "resume")
+        ckpt = _resume(resume, model, opt, fit_config, rngs, training)
         history = History(ckpt.history)
         epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
         if epoch_done > epochs or (epoch_done == epochs and step_done):
@@ -355,8 +438,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if metrics_path is not None:
         _start_metrics(metrics_path, epoch_done if resume is not None else 0)
 
-    run = _Run(model, opt, train_images, batch_size, beta, warmup, binarize, rngs, checkpoint,
-               fit_config, history, _Progress(progress, epochs, steps), dead)
+    run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
+               fit_config, history, _Progress(progress, epochs, steps))
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
@@ -366,20 +449,18 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 started = time.perf_counter()
                 freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
-                if dead is not None:
-                    dead.begin_epoch(opt, resumed=first > 0)
+                training.begin_epoch(resumed=first > 0)
                 setup = time.perf_counter() - started
                 sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
                 steps_done = time.perf_counter()
-                if dead is not None:
-                    dead.end_epoch()     # every image of the epoch seen: retire what never fired
+                training.end_epoch()     # every image seen: retire what never fired; the model holds it all
                 _check_finite(model, epoch, run.last_saved)
                 t1 = time.perf_counter()
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
                     test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
-                                         beta=beta, binarize=binarize)
+                                         beta=beta, binarize=binarize, backend=backend)
                 record = dict(epoch=epoch, steps=epoch * steps,
                               train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,
                               train_kl=sums["kl"] / n_train,
@@ -398,8 +479,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
     finally:
-        if dead is not None:
-            dead.pause()
+        training.sync()
         run.show.close()
     return history
 
@@ -425,22 +505,21 @@ def _gc_frozen():
 class _Run:
     """The state of one call to :func:`fit` that the epochs share."""
 
-    def __init__(self, model, opt, images, batch_size, beta, warmup, binarize, rngs, checkpoint,
-                 fit_config, history, show, dead=None):
-        self.model, self.opt, self.n = model, opt, len(images)
-        self.batch_size, self.beta, self.warmup = batch_size, beta, warmup
-        self.steps = math.ceil(self.n / batch_size)
-        self.batches = Batches(images, batch_size, model.dtype, model.backend)   # allocated once
-        self.scratch = np.empty_like(self.batches.x) if binarize else None
+    def __init__(self, model, opt, training, n, batch_size, beta, warmup, binarize, rngs, checkpoint,
+                 fit_config, history, show):
+        self.model, self.opt, self.training, self.n = model, opt, training, n
+        self.batch_size, self.beta, self.warmup, self.binarize = batch_size, beta, warmup, binarize
+        self.steps = math.ceil(n / batch_size)
+        self.scratch = None      # binarization's uniform draws, made once
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
-        self.history, self.show, self.dead = history, show, dead
+        self.history, self.show = history, show
         self.flag = _StopFlag()
         self.last_saved = None
         self.epoch_start = None
 
     def train_epoch(self, epoch, first, partial):
         """Steps ``first .. steps-1`` of ``epoch``; returns the epoch's sums and the last beta_t."""
-        model, opt, B, steps = self.model, self.opt, self.batch_size, self.steps
+        B, steps, training = self.batch_size, self.steps, self.training
         shuffle = self.rngs["shuffle"]
         # A mid-epoch checkpoint stores the shuffle state at the epoch's start:
         # resuming re-draws the same permutation and skips the steps done.
@@ -452,22 +531,19 @@ class _Run:
         beta_t = self.beta
         for step in range(first, steps):
             idx = order[step * B:(step + 1) * B]
-            # column-major: BLAS computes the step's products faster writing column-major
-            # results, and the model's workspaces follow the batch's layout (README, Speed)
-            x = self.batches.take_column_major(idx)
-            if self.scratch is not None:
+            x = training.batch(idx)
+            if self.binarize:
+                if self.scratch is None or self.scratch.shape[0] < len(idx):
+                    self.scratch = np.empty((B, x.shape[1]), x.dtype)
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
-            model.zero_grad()
-            parts = model._loss(x, beta_t)
+            parts = training.step(x, beta_t)
             if not math.isfinite(parts.total):
                 kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
                     f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
-                    f"Try a smaller learning rate (lr={getattr(opt, 'lr', '?')}) or check the data")
-            model.backward()
-            opt.step()
+                    f"Try a smaller learning rate (lr={getattr(self.opt, 'lr', '?')}) or check the data")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n
@@ -488,7 +564,7 @@ class _Run:
             states["shuffle"] = self.epoch_start
         save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
                         rngs=states, fit_config=self.fit_config, partial=partial,
-                        dead_units=None if self.dead is None else self.dead.state_dict())
+                        dead_units=self.training.dead_units())
         self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
 
     def stop(self, epoch, step, sums=None):
@@ -496,8 +572,7 @@ class _Run:
         name = signal.Signals(self.flag.signum).name
         done = epoch - 1 if sums is not None else epoch
         if sums is not None:
-            if self.dead is not None:
-                self.dead.pause()     # the checkpoint holds the units in their own order
+            self.training.sync()      # the model and the optimizer hold the steps taken
             self.save(done, step, sums)
         at = f"epoch {epoch}, step {step} of {self.steps}" if sums is not None else f"the end of epoch {epoch}"
         if self.checkpoint is not None:

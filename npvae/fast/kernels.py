@@ -1,9 +1,13 @@
-"""The hot path: small Numba kernels, a loop nest per memory layout, same signatures
-as :mod:`npvae.kernels.numpy_kernels` (read that module for what each one means).
+"""The fast path's Numba kernels: the elementwise work around the matrix products.
 
-Importing this module compiles nothing: each kernel compiles (or loads from the
-on-disk cache, ``cache=True``) on its first call with a given set of dtypes and
-layouts.
+Every kernel computes what a few lines of the reference compute (named in its
+docstring) and writes into arrays it is given. Every 2-D array is column-major
+(``order="F"``, see :mod:`npvae.fast.layout`): the loops run down the columns, so
+the inner loop is contiguous and LLVM vectorises it.
+
+Importing this module compiles nothing: each kernel compiles (or loads from
+Numba's on-disk cache, ``cache=True``) on its first call with a given set of
+dtypes, so a second run starts warm.
 """
 import math
 
@@ -161,10 +165,7 @@ def _unit_pixel(x, like):
 
 
 # ---------------------------------------------------------------------------------
-# The kernels. A batch (B, N) is row-major or column-major: the layout follows the
-# data (see npvae.module). Each kernel walks memory in order for the layout of its
-# first array (rows outside for row-major, columns outside for column-major), so the
-# inner loop is contiguous and vectorises; mixed layouts are correct, only slower.
+# The kernels. (B, N) arrays are column-major: j (the column) outside, i inside.
 
 
 @inline
@@ -183,88 +184,52 @@ def _bce_term(l, t):
 
 @njit
 def add_bias(y, b):
+    """``y += b`` (B, N) + (N,): the bias of a Dense layer with no ReLU after it."""
     B, N = y.shape
-    if y.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                y[i, j] += b[j]
-    else:
+    for j in range(N):
         for i in range(B):
-            for j in range(N):
-                y[i, j] += b[j]
+            y[i, j] += b[j]
 
 
 @njit
 def bias_relu_forward(y, b):
+    """``y = max(y + b, 0)`` in place: a Dense layer's bias and the ReLU after it."""
     B, N = y.shape
     zero = typed(0.0, b[0])
-    if y.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                y[i, j] = max(y[i, j] + b[j], zero)
-    else:
+    for j in range(N):
         for i in range(B):
-            for j in range(N):
-                y[i, j] = max(y[i, j] + b[j], zero)
+            y[i, j] = max(y[i, j] + b[j], zero)
 
 
 @njit
-def bias_grad(dy, db, beta):
+def mark_live_columns(y, live):
+    """``live[j] = True`` where column j of ``y`` has a positive entry (a ReLU unit that fired)."""
+    B, N = y.shape
+    for j in range(N):
+        for i in range(B):
+            if y[i, j] > 0:
+                live[j] = True
+                break  # one is enough: most live units stop at the first rows
+
+
+@njit
+def bias_grad(dy, db):
+    """``db = dy.sum(0)``: a Dense layer's bias gradient (written, not added)."""
     B, N = dy.shape
-    if dy.flags.f_contiguous:
-        for j in range(N):
-            acc = typed(0.0, db[j])
-            for i in range(B):
-                acc += dy[i, j]
-            db[j] = acc if beta == 0 else db[j] + acc  # overwrite, not 0 * stale (a stale NaN would survive)
-    else:
-        if beta == 0:
-            db[:] = 0
+    for j in range(N):
+        acc = typed(0.0, db[j])
         for i in range(B):
-            for j in range(N):
-                db[j] += dy[i, j]
+            acc += dy[i, j]
+        db[j] = acc
 
 
 @njit
-def relu_forward(x, y):
-    B, N = x.shape
-    if x.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
-    else:
-        for i in range(B):
-            for j in range(N):
-                y[i, j] = max(x[i, j], typed(0.0, x[i, j]))
-
-
-@njit
-def relu_backward(dy, y, dx):
+def relu_bias_backward(dy, y, dx, db, live):
+    """``dx = dy * (y > 0)`` and ``db = dx.sum(0)`` in one pass (ReLU's backward, then the
+    bias gradient of the Dense layer before it). Writes the indices of dx's columns that
+    are not all 0 to ``live`` and returns how many there are: the other units are off
+    for the whole batch, and their columns of dW are exactly 0."""
     B, N = dy.shape
-    if dy.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
-    else:
-        for i in range(B):
-            for j in range(N):
-                dx[i, j] = dy[i, j] if y[i, j] > 0 else typed(0.0, dy[i, j])
-
-
-@njit
-def relu_bias_backward(dy, y, dx, db, beta, live):
-    B, N = dy.shape
-    if not dy.flags.f_contiguous:  # row-major: a column pass per output is the simple way
-        relu_backward(dy, y, dx)
-        bias_grad(dx, db, beta)
-        n_live = 0
-        for j in range(N):
-            for i in range(B):
-                if dx[i, j] != 0:
-                    live[n_live] = j
-                    n_live += 1
-                    break
-        return n_live
     n_live = 0
     for j in range(N):
         acc = typed(0.0, db[j])
@@ -274,7 +239,7 @@ def relu_bias_backward(dy, y, dx, db, beta, live):
             dx[i, j] = g
             acc += g
             size += abs(g)
-        db[j] = acc if beta == 0 else db[j] + acc
+        db[j] = acc
         if size != 0:
             live[n_live] = j
             n_live += 1
@@ -283,143 +248,65 @@ def relu_bias_backward(dy, y, dx, db, beta, live):
 
 @njit
 def gather_columns(a, idx, out):
+    """``out[:, k] = a[:, idx[k]]`` for the ``out.shape[1]`` first entries of ``idx``."""
     B, n = out.shape
-    if a.flags.f_contiguous:
-        for k in range(n):
-            j = idx[k]  # read once: LLVM cannot tell that out does not overwrite idx
-            for i in range(B):
-                out[i, k] = a[i, j]
-    else:
+    for k in range(n):
+        j = idx[k]  # read once: LLVM cannot tell that out does not overwrite idx
         for i in range(B):
-            for k in range(n):
-                out[i, k] = a[i, idx[k]]
+            out[i, k] = a[i, j]
 
 
 @njit
 def scale_pixels(pixels, out):
-    # pixels (uint8) and out: the same shape and layout
+    """``out = pixels / 255`` (uint8 to floats in [0, 1]), correctly rounded, as
+    :func:`npvae.data.to_float`; ``pixels`` and ``out`` have one shape and layout."""
     B, N = out.shape
     if out.size == 0:
         return
     like = typed(0.0, out[0, 0])   # only its type: float32 or float64
-    if out.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                out[i, j] = unit_pixel(pixels[i, j], like)
-    else:
-        for i in range(B):
-            for j in range(N):
-                out[i, j] = unit_pixel(pixels[i, j], like)
-
-
-@njit
-def scatter_columns(src, idx, out, beta):
-    # out is a weight gradient: column-major (npvae.layers.Dense), column by column
-    R, N = out.shape
-    n = src.shape[1]
-    k = 0
     for j in range(N):
-        if k < n and idx[k] == j:
-            for i in range(R):
-                out[i, j] = src[i, k] if beta == 0 else out[i, j] + src[i, k]
-            k += 1
-        elif beta == 0:
-            for i in range(R):
-                out[i, j] = 0
-
-
-@njit
-def mark_live_columns(y, idx, live):
-    B, n = y.shape
-    if y.flags.f_contiguous:
-        for k in range(n):
-            for i in range(B):
-                if y[i, k] > 0:
-                    live[idx[k]] = True
-                    break  # one is enough: most live units stop at the first rows
-    else:
         for i in range(B):
-            for k in range(n):
-                if y[i, k] > 0:
-                    live[idx[k]] = True
-
-
-@njit
-def sigmoid_forward(x, y):
-    B, N = x.shape
-    if x.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                y[i, j] = _sigmoid_from(x[i, j], exp_neg(-abs(x[i, j])))
-    else:
-        for i in range(B):
-            for j in range(N):
-                y[i, j] = _sigmoid_from(x[i, j], exp_neg(-abs(x[i, j])))
-
-
-@njit
-def sigmoid_backward(dy, y, dx):
-    B, N = dy.shape
-    if dy.flags.f_contiguous:
-        for j in range(N):
-            for i in range(B):
-                dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
-    else:
-        for i in range(B):
-            for j in range(N):
-                dx[i, j] = dy[i, j] * y[i, j] * (typed(1.0, y[i, j]) - y[i, j])
+            out[i, j] = unit_pixel(pixels[i, j], like)
 
 
 @njit
 def bce_logits_forward(logits, target, rows):
+    """``rows = bce_with_logits_per_sample(logits, target)`` (:mod:`npvae.losses`)."""
     B, N = logits.shape
-    if logits.flags.f_contiguous:
-        rows[:] = 0
-        for j in range(N):
-            for i in range(B):
-                rows[i] += _bce_term(logits[i, j], target[i, j])[0]
-    else:
+    rows[:] = 0
+    for j in range(N):
         for i in range(B):
-            acc = typed(0.0, rows[i])
-            for j in range(N):
-                acc += _bce_term(logits[i, j], target[i, j])[0]
-            rows[i] = acc
+            rows[i] += _bce_term(logits[i, j], target[i, j])[0]
 
 
 @njit
 def bce_logits_forward_backward(logits, target, scale, rows, dlogits):
+    """:func:`bce_logits_forward` and ``dlogits = scale * (sigmoid(logits) - target)``
+    (``BCEWithLogits.backward`` with ``scale = 1/B``), one ``exp`` a pixel for both."""
     B, N = logits.shape
-    if logits.flags.f_contiguous:
-        # two columns a pass, so each row's sum is read and written half as often
-        rows[:] = 0
-        for j in range(0, N - 1, 2):
-            for i in range(B):
-                l0, t0, l1, t1 = logits[i, j], target[i, j], logits[i, j + 1], target[i, j + 1]
-                loss0, e0 = _bce_term(l0, t0)  # one exp serves loss and sigmoid
-                loss1, e1 = _bce_term(l1, t1)
-                rows[i] += loss0 + loss1
-                dlogits[i, j] = scale * (_sigmoid_from(l0, e0) - t0)
-                dlogits[i, j + 1] = scale * (_sigmoid_from(l1, e1) - t1)
-        if N % 2:
-            for i in range(B):
-                loss, e = _bce_term(logits[i, N - 1], target[i, N - 1])
-                rows[i] += loss
-                dlogits[i, N - 1] = scale * (_sigmoid_from(logits[i, N - 1], e) - target[i, N - 1])
-    else:
+    # two columns a pass, so each row's sum is read and written half as often
+    rows[:] = 0
+    for j in range(0, N - 1, 2):
         for i in range(B):
-            acc = typed(0.0, scale)
-            for j in range(N):
-                loss, e = _bce_term(logits[i, j], target[i, j])
-                acc += loss
-                dlogits[i, j] = scale * (_sigmoid_from(logits[i, j], e) - target[i, j])
-            rows[i] = acc
+            l0, t0, l1, t1 = logits[i, j], target[i, j], logits[i, j + 1], target[i, j + 1]
+            loss0, e0 = _bce_term(l0, t0)
+            loss1, e1 = _bce_term(l1, t1)
+            rows[i] += loss0 + loss1
+            dlogits[i, j] = scale * (_sigmoid_from(l0, e0) - t0)
+            dlogits[i, j + 1] = scale * (_sigmoid_from(l1, e1) - t1)
+    if N % 2:
+        for i in range(B):
+            loss, e = _bce_term(logits[i, N - 1], target[i, N - 1])
+            rows[i] += loss
+            dlogits[i, N - 1] = scale * (_sigmoid_from(logits[i, N - 1], e) - target[i, N - 1])
 
 
 @njit
 def sampler_forward(h, eps, z, std):
-    # (B, d) arrays are narrow: one loop order serves both layouts. Two passes per
-    # column: the exp vectorises over column-major h and std, while eps (drawn
-    # row-major by the Generator) is read across its rows only in the second
+    """``std = exp(logvar / 2)``, ``z = mu + std * eps`` from ``h = [mu | logvar]`` (B, 2d)
+    (``Sampler.forward``)."""
+    # Two passes per column: the exp vectorises over column-major h and std, while eps
+    # (drawn row-major by the Generator) is read across its rows only in the second.
     B, d = z.shape
     for j in range(d):
         for i in range(B):
@@ -429,16 +316,8 @@ def sampler_forward(h, eps, z, std):
 
 
 @njit
-def sampler_backward(dz, eps, std, dh):
-    B, d = dz.shape
-    for j in range(d):
-        for i in range(B):
-            dh[i, j] = dz[i, j]
-            dh[i, d + j] = typed(0.5, dz[i, j]) * dz[i, j] * eps[i, j] * std[i, j]
-
-
-@njit
 def kl_forward(h, rows):
+    """``rows = kl_per_sample(mu, logvar)`` (:mod:`npvae.losses`) from ``h = [mu | logvar]``."""
     B, d2 = h.shape
     d = d2 // 2
     rows[:] = 0
@@ -452,18 +331,22 @@ def kl_forward(h, rows):
 
 
 @njit
-def kl_backward(h, scale, dh):
-    B, d2 = h.shape
-    d = d2 // 2
+def latent_backward(dz, eps, std, h, kl_scale, dh):
+    """``dh`` (B, 2d): both roads into ``h = [mu | logvar]`` in one pass. Through z
+    (``Sampler.backward``): ``[dz | dz * eps * std / 2]``; from the KL term
+    (``KL.backward`` with ``kl_scale = beta / B``): ``kl_scale * [mu | (exp(logvar) - 1) / 2]``."""
+    B, d = dz.shape
+    half = typed(0.5, kl_scale)
     for j in range(d):
         for i in range(B):
-            dh[i, j] = scale * h[i, j]
-            dh[i, d + j] = typed(0.5, scale) * scale * (exp_any(h[i, d + j]) - typed(1.0, scale))
+            dh[i, j] = dz[i, j] + h[i, j] * kl_scale
+            through_z = dz[i, j] * eps[i, j] * std[i, j] * half
+            dh[i, d + j] = through_z + half * (exp_any(h[i, d + j]) - typed(1.0, kl_scale)) * kl_scale
 
 
 @inline
 def _adam_moments(g, m, v, beta1, beta2, tiny):
-    """The new (m, v); those below the smallest normal number flush to 0 (see npvae.optim.Adam)."""
+    """The new (m, v); those below the smallest normal number flush to 0 (see npvae.fast.optim)."""
     one, zero = typed(1.0, g), typed(0.0, g)
     m = beta1 * m + (one - beta1) * g
     v = beta2 * v + (one - beta2) * g * g
@@ -472,13 +355,13 @@ def _adam_moments(g, m, v, beta1, beta2, tiny):
 
 @inline
 def _adam_step(m, v, step, inv_sqrt_bc2, eps):
-    """How far Adam moves a parameter: step * m / (sqrt(v / bc2) + eps)."""
+    """How far Adam moves a parameter: step * m / (sqrt(v / bc2) + eps), step = lr / bc1."""
     return step * m / (math.sqrt(v) * inv_sqrt_bc2 + eps)
 
 
 @njit
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
-    # p, g, m, v: 1-D views of the same-layout arrays (the optimizer passes them flat)
+    """``Adam.step`` for 1-D ``p, g, m, v``; ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``."""
     step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
     for k in range(p.size):
         mk, vk = _adam_moments(g[k] + weight_decay * p[k], m[k], v[k], beta1, beta2, tiny)
@@ -489,8 +372,8 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny)
 
 @njit
 def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
-    # p, m, v: (R, N) weights and moments, column-major (npvae.layers.Dense); the gradient
-    # is vals[:, k] in column idx[k] and 0 in the others (dead units), so it is never written.
+    """:func:`adam_update` of (R, N) ``p``, ``m``, ``v`` whose gradient is ``vals[:, k]`` in
+    column ``idx[k]`` (increasing) and 0 in every other column, never written out."""
     # One plain loop per kind of column: a select inside the loop would keep it from vectorising.
     step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
     zero = typed(0.0, lr)
@@ -530,19 +413,20 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
 
 
 @njit
-def decay_moment(a, beta, steps, tiny):
+def decay_moment(a, decay, steps, tiny):
+    """``steps`` Adam steps of a zero gradient on a 1-D moment ``a`` (m with ``decay = beta1``,
+    v with ``beta2``), in place, rounded as every step rounds: ``a = decay * a``, flushed below ``tiny``."""
     # Step by step over a block that stays in L1 (4 KB): each pass over it vectorises,
     # where a loop over the steps of one element at a time would be a chain of dependent
     # multiplies (0.1 s for the retired units' 150k moments after an epoch's 469 steps).
-    # Every element still goes through the same roundings as the steps would make.
-    zero = typed(0.0, beta)
+    zero = typed(0.0, decay)
     for start in range(0, a.size, 1024):
         block = a[start:start + 1024]
         for _ in range(steps):
             left = zero                   # sum of |block|: 0 once all of it has flushed
             for k in range(block.size):
                 # the update's own formula for m (for v >= 0 it is v's: same roundings)
-                ak = _adam_moments(zero, block[k], zero, beta, zero, tiny)[0]
+                ak = _adam_moments(zero, block[k], zero, decay, zero, tiny)[0]
                 block[k] = ak
                 left += abs(ak)
             if left == zero:
@@ -551,7 +435,7 @@ def decay_moment(a, beta, steps, tiny):
 
 @njit
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
-    # 1-D views, as for adam_update
+    """``SGD.step`` for 1-D ``p, g, buf``; ``first``: the first step (``buf = g``)."""
     zero = typed(0.0, lr)
     for k in range(p.size):
         gk = g[k] + weight_decay * p[k]

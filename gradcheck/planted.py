@@ -1,0 +1,121 @@
+"""The slips a learner makes, planted one at a time into the reference, for ``--self-test``.
+
+Each entry of :data:`BUGS` is a context manager: while it is entered, one method of the
+reference behaves as if written with that slip; on exit the method is restored. A
+gradient check that cannot fail proves nothing: ``python -m gradcheck --self-test``
+plants each bug in turn, runs every reference case, and reports which rows failed
+(exit status 0 only if every bug is caught). ``tests/test_planted_bugs.py`` plants
+them too and shows that the test suite catches each one.
+"""
+import contextlib
+
+import numpy as np
+
+from npvae import KL, Adam, BCEWithLogits, Dense, ReLU, Sampler, Sigmoid
+from npvae.sampler import split_h
+
+
+@contextlib.contextmanager
+def _replaced(cls, name, method):
+    old = cls.__dict__[name]
+    setattr(cls, name, method)
+    try:
+        yield
+    finally:
+        setattr(cls, name, old)
+
+
+def _dense_backward_transposed(self, grad_out):
+    # dW = (x.T @ g).T where the shapes let it pass, i.e. on a square layer; elsewhere a
+    # transposed dW is (O, I) and fails at once: square layers are the blind spot
+    x = self.saved("x")
+    dW = x.T @ grad_out
+    self.weight.grad += dW.T if dW.shape[0] == dW.shape[1] else dW
+    self.bias.grad += grad_out.sum(axis=0)
+    return grad_out @ self.weight.data.T
+
+
+def _kl_backward_without_dmu(self, grad=1.0):
+    h = self.saved("h")
+    mu, logvar = split_h(h, "KL.backward")
+    scale = float(grad) / h.shape[0]
+    return np.concatenate([0 * mu, 0.5 * (np.exp(logvar) - 1) * scale], axis=1)
+
+
+def _kl_backward_double_batch_mean(self, grad=1.0):
+    h = self.saved("h")
+    mu, logvar = split_h(h, "KL.backward")
+    scale = float(grad) / h.shape[0] / h.shape[0]
+    return np.concatenate([mu * scale, 0.5 * (np.exp(logvar) - 1) * scale], axis=1)
+
+
+def _sampler_forward_variance(self, h, eps=None):
+    # noise scaled by the variance exp(logvar) instead of the standard deviation
+    mu, logvar = split_h(h, "Sampler.forward")
+    if eps is None:
+        eps = self.rng.standard_normal(mu.shape, dtype=h.dtype)
+    self.eps, self.std = eps, np.exp(0.5 * logvar)
+    return mu + np.exp(logvar) * eps
+
+
+def _bce_backward_without_batch_mean(self, grad=1.0):
+    logits, target = self.saved("logits", "target")
+    return (1 / (1 + np.exp(-logits)) - target) * float(grad)
+
+
+def _relu_backward_in_place(self, grad_out):
+    y = self.saved("y")
+    grad_out[y <= 0] = 0
+    return grad_out
+
+
+def _adam_step_bias_correction_ahead(self):
+    # the bias corrections of the step after this one: 1 - beta ** (t + 1)
+    self.t += 1
+    beta1, beta2 = self.betas
+    for p in self.params:
+        m, v = self.state[p]["m"], self.state[p]["v"]
+        m[...] = beta1 * m + (1 - beta1) * p.grad
+        v[...] = beta2 * v + (1 - beta2) * p.grad * p.grad
+        m_hat = m / (1 - beta1 ** (self.t + 1))
+        v_hat = v / (1 - beta2 ** (self.t + 1))
+        p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+def _sigmoid_forward_keeping_x(self, x):
+    self.x = x
+    self.y = 1 / (1 + np.exp(-x))
+    return self.y
+
+
+def _sigmoid_backward_at_logit(self, grad_out):
+    x = self.saved("x")
+    return grad_out * x * (1 - x)            # y (1 - y) taken at the input instead of the output
+
+
+@contextlib.contextmanager
+def _sigmoid_at_logit():
+    with _replaced(Sigmoid, "forward", _sigmoid_forward_keeping_x), \
+            _replaced(Sigmoid, "backward", _sigmoid_backward_at_logit):
+        yield
+
+
+#: name -> (what the slip is, a context manager factory that plants it)
+BUGS = {
+    "dense_transposed_dW": ("Dense.backward: the weight gradient transposed (passes the shape check "
+                            "on a square layer)", lambda: _replaced(Dense, "backward", _dense_backward_transposed)),
+    "kl_dmu_dropped": ("KL.backward: the KL's own term of dmu dropped",
+                       lambda: _replaced(KL, "backward", _kl_backward_without_dmu)),
+    "sampler_noise_times_variance": ("Sampler.forward: noise scaled by the variance, not the standard "
+                                     "deviation", lambda: _replaced(Sampler, "forward", _sampler_forward_variance)),
+    "bce_missing_1_over_B": ("BCEWithLogits.backward: the 1/B of the batch mean missing",
+                             lambda: _replaced(BCEWithLogits, "backward", _bce_backward_without_batch_mean)),
+    "kl_doubled_1_over_B": ("KL.backward: the 1/B of the batch mean applied twice",
+                            lambda: _replaced(KL, "backward", _kl_backward_double_batch_mean)),
+    "relu_writes_grad_out": ("ReLU.backward: masks its incoming gradient in place (mu's gradient has "
+                             "two sources)", lambda: _replaced(ReLU, "backward", _relu_backward_in_place)),
+    "adam_bias_correction_off_by_one": ("Adam.step: the bias correction one step ahead (1 - beta^(t+1))",
+                                        lambda: _replaced(Adam, "step", _adam_step_bias_correction_ahead)),
+    "sigmoid_derivative_at_logit": ("Sigmoid.backward: y (1 - y) taken at the logit x instead of the "
+                                    "output y", _sigmoid_at_logit),
+}

@@ -1,0 +1,40 @@
+"""Training batches in the fast path's layout, gathered into arrays made once.
+
+``images[idx]`` as a column-major float batch (:mod:`npvae.fast.layout`): the rows
+are gathered (``np.take`` into a buffer), copied into column-major order while still
+``uint8`` (a quarter of the bytes of the float batch), then scaled by a kernel
+(:func:`npvae.fast.kernels.scale_pixels`, exactly ``x / 255`` as the reference's
+``to_float``). Float images are gathered and cast in one copy. A batch is overwritten
+by the next one of its size.
+"""
+import numpy as np
+
+from . import kernels as k
+
+
+class ColumnBatches:
+    """Column-major float batches of rows of ``images`` (N, D): uint8 pixels or floats in [0, 1]."""
+
+    def __init__(self, images, batch_size, dtype):
+        self.images, self.dtype = images, np.dtype(dtype)
+        n = min(batch_size, len(images))
+        self.rows = np.empty((n, images.shape[1]), images.dtype)   # gathered, row-major
+        self.buffers = {}   # batch size -> (float batch, uint8 batch or None), column-major
+
+    def take(self, idx):
+        """``images[idx]`` as a column-major float batch; ``idx`` holds at most batch_size indices."""
+        n = len(idx)
+        bufs = self.buffers.get(n)
+        if bufs is None:
+            shape = (n, self.images.shape[1])
+            pixels = np.empty(shape, np.uint8, order="F") if self.images.dtype == np.uint8 else None
+            bufs = self.buffers[n] = (np.empty(shape, self.dtype, order="F"), pixels)
+        x, pixels = bufs
+        # mode="clip": with the default "raise" np.take writes through a temporary copy
+        rows = np.take(self.images, idx, axis=0, out=self.rows[:n], mode="clip")
+        if pixels is None:
+            np.copyto(x, rows)          # transposed and cast in one pass
+        else:
+            np.copyto(pixels, rows)     # transposed as bytes...
+            k.scale_pixels(pixels, x)   # ...then scaled
+        return x

@@ -1,0 +1,186 @@
+r"""The fused optimizer update: Adam's or SGD's rule over the whole parameter block.
+
+:class:`FusedAdam` and :class:`FusedSGD` apply ``npvae.optim.Adam.step`` and
+``SGD.step`` to a :class:`~npvae.fast.layout.ParameterBlock` in two kernel calls:
+one for the first layer's weight, whose gradient comes as its live columns
+(:meth:`npvae.fast.step.FastVAE.backward`), and one for every other parameter, which
+lie back to back in the block. They take their hyper-parameters and step count from
+the reference optimizer (:meth:`load`) and give the step count back (:meth:`store`);
+the moments travel with the block.
+
+Two differences from the reference, both below round-off:
+
+* moments that decay below the dtype's smallest normal number are set to 0 (units
+  off for good get exactly-zero gradients, and their moments would otherwise drift
+  into slow subnormal arithmetic); the update they would have made is under
+  ``lr * tiny / eps``;
+* the update is computed as ``(lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)``, PyTorch's
+  arrangement of Algorithm 1's ``lr * m_hat / (sqrt(v_hat) + eps)``.
+
+For :mod:`npvae.fast.dead_units` they also say where a zero gradient would leave a
+parameter unchanged for good (:meth:`at_rest`) and can leave the first weight's last
+columns alone for a while (:meth:`hold`, :meth:`release`).
+"""
+import numpy as np
+
+from ..optim import SGD, Adam
+from . import kernels as k
+
+
+def fused(optimizer, block):
+    """The fused twin of ``optimizer`` (an ``Adam`` or ``SGD``) over ``block``."""
+    if type(optimizer) is Adam:
+        return FusedAdam(optimizer, block)
+    if type(optimizer) is SGD:
+        return FusedSGD(optimizer, block)
+    raise TypeError(f"the fast path runs Adam and SGD, not {type(optimizer).__name__}")
+
+
+class FusedOptimizer:
+    state_names = ()
+
+    def __init__(self, optimizer, block):
+        self.source, self.block = optimizer, block
+        self.held = None            # (n, t at hold): the first weight's columns n: wait
+        self.load()
+
+    def load(self):
+        """Take the hyper-parameters and the step count from the reference optimizer."""
+        self.t = self.source.t
+        self.held = None
+
+    def store(self):
+        """Give the step count back (the moments are stored with the block)."""
+        self.source.t = self.t
+
+    def states(self):
+        """``{state name: [array per parameter]}`` of the reference optimizer, for the block."""
+        return {name: [self.source.state[p][name] for p in self.source.params] for name in self.state_names}
+
+    def _first_columns(self):
+        """How many of the first weight's columns are updated (all but the held ones)."""
+        return self.block.shapes[0][1] if self.held is None else self.held[0]
+
+    def _rows(self, start):
+        """Every row of the block from column ``start`` on: the flat arrays of one call."""
+        return [row[start:] for row in self.block.rows]
+
+    def hold(self, n):
+        """Until :meth:`release`, update only the first ``n`` columns of the first weight: the
+        others have zero gradients and are :meth:`at_rest`, so a step would not move them."""
+        self.release()
+        self.held = (n, self.t)
+
+    def release(self):
+        """Update every column again, after replaying what the held steps would have done."""
+        if self.held is not None:
+            n, t0 = self.held
+            self.held = None
+            self._catch_up(n, self.t - t0)
+
+    def _catch_up(self, n, steps):
+        pass
+
+    def at_rest(self, i):
+        """Bool array of parameter i's shape: where a zero gradient leaves it unchanged at every
+        step from now on; None if this optimizer cannot tell (then nothing is)."""
+        return None
+
+
+class FusedAdam(FusedOptimizer):
+    """:class:`npvae.optim.Adam` over the block (see the module docstring)."""
+
+    state_names = Adam.state_names
+
+    def load(self):
+        super().load()
+        src, dt = self.source, self.block.rows.dtype.type
+        self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = src.lr, src.betas, src.eps, src.weight_decay
+        self._constants = tuple(map(dt, (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)))
+        self.tiny = dt(np.finfo(dt).tiny)
+
+    def step(self, first_grad):
+        """One update; ``first_grad = (values, columns)`` is the first weight's gradient."""
+        self.t += 1
+        dt = self.block.rows.dtype.type
+        c = (*self._constants, dt(1.0 - self.beta1 ** self.t), dt(1.0 - self.beta2 ** self.t), self.tiny)
+        p, _, m, v = self.block.views(0)
+        n = self._first_columns()
+        k.adam_update_columns(p[:, :n], *first_grad, m[:, :n], v[:, :n], *c)
+        k.adam_update(*self._rows(self.block.starts[1]), *c)
+
+    def _catch_up(self, n, steps):
+        """The held columns' moments decay a step at a time (m by beta1, v by beta2), rounded as
+        the steps would have rounded them; their parameters stay where they are."""
+        _, _, m, v = self.block.views(0)
+        dt = self.block.rows.dtype.type
+        for moment, beta in ((m, self.beta1), (v, self.beta2)):
+            k.decay_moment(moment[:, n:].ravel(order="F"), dt(beta), steps, self.tiny)
+
+    def at_rest(self, i):
+        r"""With no weight decay, where the next update, and so every later one, is too small
+        to move the parameter's float.
+
+        With a zero gradient from now on, step :math:`s = 1, 2, \ldots` moves it by
+        :math:`\frac{\mathrm{lr}}{1-\beta_1^{t+s}} \cdot \frac{\beta_1^s m}{\sqrt{\beta_2^s v} / \sqrt{1-\beta_2^{t+s}} + \epsilon}`:
+        the first step's is the largest, since :math:`\beta_1 < \sqrt{\beta_2}` (and once
+        :math:`\sqrt{v}` is below :math:`\epsilon`, only :math:`\beta_1^s` changes). If it is
+        under a quarter of the spacing of floats at the parameter's value, rounding gives
+        the parameter back unchanged, at every step. A first moment of exactly 0 is the
+        simplest case; a unit that stopped firing some 150 steps ago is at rest long before
+        its moment decays to 0 (about 800 steps). The bound is computed in the parameter's
+        dtype with room for its own roundings and the update's.
+        """
+        if self.weight_decay or not self.beta1 < np.sqrt(self.beta2):
+            return None
+        p, _, m, v = self.block.views(i)
+        dt, finfo = p.dtype.type, np.finfo(p.dtype)
+        room = 1 + 64 * float(finfo.eps)   # the update's few roundings, and this bound's own
+        bound = v * dt(self.beta2 / room)               # v after the next step, rounded down...
+        bound[bound < finfo.tiny] = 0                   # ...or flushed to 0: then only eps is left
+        np.sqrt(bound, out=bound)
+        np.maximum(bound, dt(self.eps), out=bound)
+        with np.errstate(over="ignore"):                # a huge m: inf, i.e. not at rest
+            np.divide(np.abs(m), bound, out=bound)
+            bound *= dt(self.lr / (1 - self.beta1 ** (self.t + 1)) * self.beta1 * room)   # the next update
+        quarter = np.abs(p)
+        normal = quarter >= finfo.tiny                  # 0 and subnormal p: only m = 0 keeps them
+        np.spacing(quarter, out=quarter)
+        quarter /= 4
+        return (m == 0) | (normal & (bound < quarter))
+
+
+class FusedSGD(FusedOptimizer):
+    """:class:`npvae.optim.SGD` over the block."""
+
+    state_names = SGD.state_names
+
+    def load(self):
+        super().load()
+        src, dt = self.source, self.block.rows.dtype.type
+        self.lr, self.momentum, self.weight_decay = src.lr, src.momentum, src.weight_decay
+        self._constants = tuple(map(dt, (self.lr, self.momentum, self.weight_decay)))
+        self.tiny = dt(np.finfo(dt).tiny)
+
+    def step(self, first_grad):
+        """One update; ``first_grad = (values, columns)`` is written out into the first weight's
+        gradient, then one call covers the first weight's updated columns, one the rest."""
+        self.t += 1
+        values, columns = first_grad
+        _, g, _ = self.block.views(0)
+        n = self._first_columns()
+        if not np.shares_memory(values, g):           # live columns only: write the rest's zeros
+            g[...] = 0
+            g[:, columns] = values
+        first = self.t == 1
+        rows = self.block.rows
+        size = self.block.shapes[0][0] * n            # the first n columns: a prefix of the segment
+        k.sgd_update(*(row[:size] for row in rows), *self._constants, first, self.tiny)
+        k.sgd_update(*self._rows(self.block.starts[1]), *self._constants, first, self.tiny)
+
+    def at_rest(self, i):
+        """With no weight decay, where the momentum buffer is 0 (everywhere without momentum)."""
+        if self.weight_decay:
+            return None
+        _, _, buf = self.block.views(i)
+        return np.ones(buf.shape, bool) if self.momentum == 0 else buf == 0

@@ -1,0 +1,144 @@
+"""Training on the fast path: the reference's training step, fused, for ``fit`` and your own loop.
+
+A step of the reference is::
+
+    model.zero_grad()
+    parts = model.loss(x, beta)      # draws eps from model.rng
+    model.backward()
+    optimizer.step()
+
+and :meth:`Trainer.step` computes the same (to round-off; the tests compare them step
+by step) on a copy of the model's parameters and the optimizer's state in the fast
+layout. The copy is taken when the trainer is made (and at :meth:`begin_epoch`) and
+written back by :meth:`sync`; in between, the trainer owns the training state::
+
+    trainer = npvae.fast.Trainer(model, optimizer)
+    for x in batches:                # float batches (B, input_dim) in [0, 1]
+        parts = trainer.step(x)
+    trainer.sync()                   # the model and the optimizer now hold the result
+
+``model.parameters()``' ``.grad`` are not filled: the gradients stay in the fast
+layout. ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with
+dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
+"""
+import math
+
+from ..errors import InputError, InputTypeError
+from ..model import VAE
+from ..optim import SGD, Adam, Optimizer
+from ..validate import check_batch, check_positive_float
+from .batches import ColumnBatches
+from .dead_units import DeadUnits
+from .optim import fused
+from .step import FastVAE
+
+
+class Trainer:
+    """The fast path's training steps for ``model`` and ``optimizer``.
+
+    Parameters
+    ----------
+    model : VAE
+    optimizer : Adam or SGD
+        Over ``model.parameters()``, in their order.
+    images : ndarray (N, input_dim), optional
+        The training set, for :meth:`batch` (uint8 pixels or floats in [0, 1]).
+    batch_size : int, optional
+        The largest batch :meth:`batch` makes (default: all images).
+    retire_dead_units : bool
+        Leave out first-layer units proven dead on every image of ``images``
+        (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
+        of them once between :meth:`begin_epoch` and :meth:`end_epoch`.
+    """
+
+    def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
+        if not isinstance(model, VAE):
+            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
+        if type(optimizer) not in (Adam, SGD):
+            raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
+                                 "use backend='numpy' (the reference) for other optimizers")
+        if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
+            raise InputError("optimizer must hold exactly model.parameters(), in their order; build it "
+                             "with Adam(model.parameters(), lr)")
+        if retire_dead_units and images is None:
+            raise InputError("retire_dead_units=True needs the training images (images=...)")
+        self.model, self.optimizer = model, optimizer
+        self.net = FastVAE(model, type(optimizer).state_names)
+        self.opt = fused(optimizer, self.net.block)
+        self.batches = None if images is None else ColumnBatches(images, batch_size or len(images), model.dtype)
+        self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
+        self.load()
+
+    def load(self):
+        """Copy the model's parameters and the optimizer's state into the trainer."""
+        self.net.load(self.model, self.opt.states())
+        self.opt.load()
+
+    def sync(self):
+        """Write the parameters and the optimizer's state back into the model and the optimizer."""
+        if self.dead is not None:
+            self.dead.pause()
+        self.net.store(self.model, self.opt.states())
+        self.opt.store()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sync()
+
+    # -- epochs (fit) ------------------------------------------------------------------------
+    def begin_epoch(self, resumed=False):
+        """Load the model's current state and, with dead-unit retirement, start skipping.
+
+        ``resumed``: the epoch continues from a checkpoint mid-way (see
+        :meth:`load_dead_units`)."""
+        self.load()
+        if self.dead is not None:
+            self.dead.begin_epoch(resumed)
+
+    def end_epoch(self):
+        """After an epoch that visited every image once: retire what never fired, and :meth:`sync`."""
+        if self.dead is not None:
+            self.dead.end_epoch()
+        self.sync()
+
+    def dead_units(self):
+        """The dead-unit record (JSON-ready) for a checkpoint, or None without retirement."""
+        return None if self.dead is None else self.dead.state_dict()
+
+    def load_dead_units(self, state, path="checkpoint"):
+        """Restore :meth:`dead_units`' record from a checkpoint (after loading its parameters
+        into the model and :meth:`load`). ``state=None`` starts a fresh record."""
+        if self.dead is not None:
+            self.dead.load_state_dict(state or dict(retired=[], candidates=[], live=[]), path)
+
+    def check_dead_units(self, state, path="checkpoint"):
+        """Raise CheckpointError if a checkpoint's record does not fit this model."""
+        if self.dead is not None and state is not None:
+            self.dead.check_state(state, path)
+
+    # -- steps -------------------------------------------------------------------------------
+    def batch(self, idx):
+        """``images[idx]`` as a float batch in the trainer's layout (reused by the next call)."""
+        return self.batches.take(idx)
+
+    def step(self, x, beta=1.0):
+        """One training step on ``x`` (B, input_dim), floats in [0, 1]: loss, backward, update.
+
+        The update is applied only if the loss is finite; the returned ``LossParts`` tell.
+        """
+        if not (self.batches is not None and any(x is bufs[0] for bufs in self.batches.buffers.values())):
+            x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True)
+            beta = check_positive_float(beta, "beta", allow_zero=True)
+            x = self.net.workspace(x.shape[0]).batch(x)   # column-major
+        ws = self.net.workspace(x.shape[0])
+        self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
+        parts = self.net.forward(x, beta, ws.eps)
+        if math.isfinite(parts.total):
+            self.net.backward()
+            self.opt.step(self.net.first_grad)
+        return parts
+
