@@ -1,0 +1,131 @@
+"""The fast path equals the reference: step by step, on the tutorial's shapes and real digits.
+
+The reference is the plain loop a user writes (``model.zero_grad(); model.loss(x);
+model.backward(); optimizer.step()``); the fast path is :class:`npvae.fast.Trainer`, with
+everything it does only for speed switched on: the first layer's weight gradient over its
+live units, units proven dead retired and left out, the fused Adam. The fast path is checked
+against the reference, never the reverse.
+"""
+import copy
+import os
+
+import numpy as np
+import pytest
+
+import npvae
+from npvae.data import load_idx_split, to_float
+from npvae.fast import Trainer
+from npvae.train import fit
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+BATCH = 128            # 1000 images: 7 full batches and a short last one of 104
+EPOCHS = 7             # 56 Adam steps
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_idx_split(SAMPLE, "t10k")[0]
+
+
+def rel(a, b):
+    """max |a - b| / max |b|: the relative error of ``a`` against the reference ``b``."""
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def train_side_by_side(images, dtype):
+    """Train two copies of one 784-400-20 VAE, the reference and the fast path, on the same
+    batches and noise; return the per-step losses of both, both models and the fast trainer."""
+    ref = npvae.VAE(784, 400, 20, dtype=dtype, rng=1)
+    ref.encoder[0].bias.data[:120] = -30.0      # 120 units off for every image: retired after epoch 1
+    fast = copy.deepcopy(ref)                   # the same weights and the same noise stream
+    opt_ref, opt_fast = npvae.Adam(ref.parameters()), npvae.Adam(fast.parameters())
+    trainer = Trainer(fast, opt_fast, images=images, batch_size=BATCH, retire_dead_units=True)
+    shuffle = np.random.default_rng(5)
+    losses_ref, losses_fast = [], []
+    for _ in range(EPOCHS):
+        order = shuffle.permutation(len(images))
+        trainer.begin_epoch()
+        for start in range(0, len(images), BATCH):
+            idx = order[start:start + BATCH]
+            ref.zero_grad()
+            losses_ref.append(ref.loss(to_float(images[idx], dtype)))
+            ref.backward()
+            opt_ref.step()
+            losses_fast.append(trainer.step(trainer.batch(idx)))
+        trainer.end_epoch()
+    return np.array(losses_ref), np.array(losses_fast), (ref, opt_ref), (fast, opt_fast), trainer
+
+
+@pytest.fixture(scope="module")
+def float64_run(images):
+    return train_side_by_side(images, np.float64)
+
+
+def test_float64_every_step_and_every_parameter_within_1e_10(float64_run):
+    losses_ref, losses_fast, (ref, opt_ref), (fast, opt_fast), _ = float64_run
+    assert len(losses_ref) == EPOCHS * 8 >= 50
+    # every step's loss and both of its parts
+    assert rel(losses_fast, losses_ref) < 1e-10
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        assert rel(q.data, p.data) < 1e-10, name
+    for p, q in zip(opt_ref.params, opt_fast.params):
+        for moment in ("m", "v"):
+            assert rel(opt_fast.state[q][moment], opt_ref.state[p][moment]) < 1e-10
+    assert opt_fast.t == opt_ref.t == len(losses_ref)
+
+
+def test_the_speed_paths_were_taken(float64_run):
+    """Not a vacuous comparison: units were retired and skipped, and the training moved."""
+    losses_ref, _, _, _, trainer = float64_run
+    record = trainer.dead_units()
+    assert set(range(120)) <= set(record["retired"])       # the units switched off, and maybe more
+    assert losses_ref[-1, 0] < 0.8 * losses_ref[0, 0]
+
+
+def test_gradients_of_one_step_equal_the_reference(images):
+    """The fused backward, gradient by gradient, in float64 (the live-columns path included)."""
+    from npvae.fast import FastVAE
+    model = npvae.VAE(784, 400, 20, dtype=np.float64, rng=3)
+    model.encoder[0].bias.data[::2] = -30.0               # half the units off: live columns only
+    x = to_float(images[:BATCH], np.float64)
+    eps = np.random.default_rng(0).standard_normal((BATCH, 20))
+    model.zero_grad()
+    parts = model.loss(x, beta=0.7, eps=eps)
+    model.backward()
+    net = FastVAE(model)
+    net.load(model)
+    fast_parts = net.forward(np.asfortranarray(x), 0.7, eps)
+    net.backward()
+    assert rel(fast_parts, parts) < 1e-12
+    grads = net.gradients()
+    for name, p in model.named_parameters():
+        assert rel(grads[name], p.grad) < 1e-11, name
+
+
+def test_float32_within_what_float32_allows(images, float64_run):
+    """In float32 the two paths round differently (fused kernels, the order of BLAS's sums), and
+    Adam's steps amplify round-off where a gradient is near 0: the runs drift apart. Float32
+    itself drifts from the float64 run far more: the fast path must stay much closer to the
+    float32 reference than the float32 reference stays to the float64 one."""
+    losses64, _, (ref64, _), _, _ = float64_run
+    losses_ref, losses_fast, (ref, _), (fast, _), _ = train_side_by_side(images, np.float32)
+    assert rel(losses_fast[:1], losses_ref[:1]) < 1e-6     # one step: float32 round-off
+    assert rel(losses_fast, losses_ref) < 1e-4              # 56 steps
+    assert rel(losses_fast, losses_ref) < 0.01 * rel(losses_ref, losses64)
+    for (name, p), q, p64 in zip(ref.named_parameters(), fast.parameters(), ref64.parameters()):
+        assert rel(q.data, p.data) < 0.25 * rel(p.data, p64.data), name
+
+
+def test_fit_on_both_back_ends_trains_the_same_model(images):
+    """fit's two paths, batching and evaluation included, agree in float64."""
+    runs = {}
+    for backend in ("numpy", "numba"):
+        model = npvae.VAE(784, 64, 8, dtype=np.float64, rng=2)
+        history = fit(model, images[:600], images[600:], epochs=2, batch_size=100, rng=0, progress=False,
+                      backend=backend)
+        runs[backend] = (model, history)
+    (ref, h_ref), (fast, h_fast) = runs["numpy"], runs["numba"]
+    for key in ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl"):
+        assert rel(h_fast[key], h_ref[key]) < 1e-10, key
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        assert rel(q.data, p.data) < 1e-10, name
