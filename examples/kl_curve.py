@@ -1,0 +1,91 @@
+"""Draw the KL term per latent dimension as a function of the variance V: smallest at V = 1.
+
+For one latent coordinate with q = N(mu, V) and the prior p = N(0, 1),
+
+    KL(q || p) = (V + mu^2 - 1 - log V) / 2,
+
+so at mu = 0 it is half of V - log V - 1, which is 0 at V = 1 and positive everywhere
+else: -log V punishes a variance that shrinks towards 0 (an encoder that pins each
+image to one exact code), V punishes one that grows. A mean away from 0 only lifts the
+curve by mu^2 / 2; the best variance stays 1. The curves are computed with npvae's own
+KL (npvae/losses.py: KL.forward), checked against the formula. Run from the repository root::
+
+    python examples/kl_curve.py --out docs/figures/kl_curve.png
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+try:
+    import npvae  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from npvae import KL
+from npvae.plots import new_figure, save_png
+
+MUS = (0.0, 0.5, 1.0, 1.5)      # the family of curves in the right panel
+
+
+def kl_per_dimension(mu, variance):
+    """npvae's KL of N(mu, V) from N(0, 1), one latent, for each V: the batch mean over one row."""
+    kl = KL()
+    out = np.empty(len(variance))
+    for i, v in enumerate(variance):
+        h = np.array([[mu, np.log(v)]])        # h = [mu | logvar], (1, 2): one sample, d = 1
+        out[i] = kl.forward(h)
+    return out
+
+
+def draw(path, n=400):
+    V = np.linspace(0.02, 4.0, n)
+    curves = {mu: kl_per_dimension(mu, V) for mu in MUS}
+    for mu, kl in curves.items():                   # the library's numbers are the closed form's
+        np.testing.assert_allclose(kl, 0.5 * (V + mu ** 2 - 1 - np.log(V)), rtol=1e-12, atol=1e-14)
+
+    fig = new_figure(12, 4.8)
+    left, right = fig.subplots(1, 2)
+    left.plot(V, V - np.log(V) - 1, color="C0", lw=2.5, label=r"$V - \log V - 1$")
+    left.plot(V, curves[0.0], color="C1", lw=2.5, label=r"KL $= \frac{1}{2}(V - \log V - 1)$, npvae's KL at $\mu = 0$")
+    left.plot(V, V - 1, color="0.45", ls="--", lw=1.2, label=r"$V - 1$: punishes a large variance")
+    left.plot(V, -np.log(V), color="0.45", ls=":", lw=1.5, label=r"$-\log V$: punishes a variance near 0")
+    left.plot([1], [0], "o", color="k", ms=7, zorder=5)
+    left.annotate("minimum at V = 1: KL = 0", xy=(1, 0), xytext=(2.15, -0.6),
+                  arrowprops=dict(arrowstyle="->", color="k"), fontsize=11)
+    left.set_title(r"KL per latent dimension at $\mu = 0$")
+    left.set_ylim(-1.0, 3.0)
+
+    colors = ("C1", "C2", "C3", "C4")
+    for (mu, kl), color in zip(curves.items(), colors):
+        right.plot(V, kl, color=color, lw=2.2, label=rf"$\mu = {mu:g}$: minimum $\mu^2/2 = {mu ** 2 / 2:g}$ at $V = 1$")
+        right.plot([1], [mu ** 2 / 2], "o", color=color, ms=6)
+    right.set_title(r"$\frac{1}{2}(V + \mu^2 - 1 - \log V)$: a mean away from 0 lifts the curve")
+    right.set_ylim(-0.1, 2.5)
+    for ax in (left, right):
+        ax.axvline(1.0, color="k", lw=0.8, alpha=0.5)
+        ax.axhline(0.0, color="k", lw=0.8, alpha=0.5)
+        ax.set_xlim(0, V[-1])
+        ax.set_xlabel(r"variance $V = \exp(\mathrm{logvar})$ of $q(z \mid x)$ in one latent dimension")
+        ax.set_ylabel("nats")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=9)
+    fig.suptitle("The KL term pulls every variance towards V = 1 (and every mean towards 0)", fontsize=13)
+    save_png(fig, path, dpi=110)
+    return curves
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="kl_curve.png", help="where to write the PNG")
+    args = p.parse_args(argv)
+    curves = draw(args.out)
+    V = np.linspace(0.02, 4.0, len(curves[0.0]))
+    print(f"KL at mu = 0 is smallest at V = {V[np.argmin(curves[0.0])]:.3f} "
+          f"(grid step {V[1] - V[0]:.3f}), where it is {curves[0.0].min():.2e}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The tutorial's two claims, as their example scripts show them (run as a user runs them)."""
+import importlib.util
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+ENV = {**os.environ, "PYTHONPATH": ROOT, "NPVAE_DATA_DIR": "/nonexistent"}
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args], capture_output=True,
+                          text=True, env=ENV, cwd=ROOT, timeout=300)
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+def load(script):
+    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(EXAMPLES, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kl_curve_is_smallest_at_variance_one(tmp_path):
+    out = tmp_path / "kl.png"
+    proc = run("kl_curve.py", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    v = float(re.search(r"smallest at V = ([\d.]+)", proc.stdout).group(1))
+    assert abs(v - 1.0) < 0.01
+    width, height = png_size(out)
+    assert width >= 1000 and height >= 400
+
+
+def test_without_the_kl_term_the_bubbles_drift_apart_and_shrink(tmp_path):
+    # the shipped 1,000 digits, a small model: some 300 Adam steps per beta, about a second
+    out = tmp_path / "bubbles.png"
+    proc = run("latent_bubbles.py", "--epochs", "20", "--hidden-dim", "64", "--batch-size", "64",
+               "--points", "200", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "800 training images, 200 held out" in proc.stderr
+    spread = {float(beta): (float(mu), float(var)) for beta, mu, var in
+              re.findall(r"^beta = (\S+)\s+(\S+)\s+(\S+)", proc.stdout, flags=re.M)}
+    assert set(spread) == {0.0, 1.0}, proc.stdout
+    (mu0, var0), (mu1, var1) = spread[0.0], spread[1.0]
+    assert mu0 > 1.5 * mu1, spread          # drift apart (seen: 9-13 against about 3.3)
+    assert var0 < 0.5 * var1, spread        # and shrink (seen: 0.01-0.02 against about 0.1)
+    width, height = png_size(out)
+    assert width >= 1000 and height >= 1000
+
+
+def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
+    script = load("latent_bubbles.py")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--epochs", "0"])
+    assert exit_info.value.code == 2
+    assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert script.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert script.main(["--train", "1000", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--train must be between 1 and 999" in capsys.readouterr().err
+    assert script.main(["--lr", "-1", "--epochs", "1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

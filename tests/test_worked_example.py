@@ -1,0 +1,73 @@
+"""docs/derivation.md's worked example is exactly what examples/worked_example.py prints."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "worked_example.py")
+PAGE = os.path.join(ROOT, "docs", "derivation.md")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("worked_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def printed():
+    """The script run as a user runs it: its exit status, stdout and stderr."""
+    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT}, cwd=ROOT)
+    return proc
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a.splitlines(), b.splitlines())):
+        if x != y:
+            return f"line {i + 1} of the block:\n  page:   {x!r}\n  script: {y!r}"
+    return f"the page's block has {len(a.splitlines())} lines, the script prints {len(b.splitlines())}"
+
+
+def test_script_checks_itself_and_prints_every_step(printed):
+    # exit 0 means every value matched its formula, model.loss + model.backward(),
+    # central finite differences, and Adam.step
+    assert printed.returncode == 0, printed.stderr
+    assert "finite differences" in printed.stderr
+    out = printed.stdout
+    for step in range(1, 21):
+        assert f"[{step}] " in out, step
+    for name in ("a1 = x @ W1 + b1", "dl = (p - x) / B", "dW2 = h1.T @ dh", "dh via KL", "dW1 = x.T @ da1"):
+        assert name in out
+    assert out.count("W1[") == 6 and "m_hat" in out and "v_hat" in out     # the Adam table
+
+
+def test_page_holds_the_printed_block_verbatim(printed):
+    with open(PAGE, encoding="utf-8") as f:
+        block = load_script().page_block(f.read())
+    assert block is not None, "docs/derivation.md lost its worked-example markers"
+    assert block == printed.stdout, (
+        "docs/derivation.md's worked example differs from what the code computes, at "
+        + first_difference(block, printed.stdout)
+        + "\nregenerate it with: python examples/worked_example.py --update docs/derivation.md")
+
+
+def test_update_rewrites_the_block_and_nothing_else(tmp_path, capsys):
+    script = load_script()
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\nbefore\n\n{script.BEGIN}\nstale 1.234\n{script.END}\n\nafter\n", encoding="utf-8")
+    assert script.main(["--update", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    block, failures = script.markdown()
+    assert failures == []
+    assert text == f"# Title\n\nbefore\n\n{script.BEGIN}\n{block}{script.END}\n\nafter\n"
+
+    page.write_text("no markers here\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--update", str(page)])
+    assert "markers" in str(exit_info.value.code)
+    assert page.read_text(encoding="utf-8") == "no markers here\n"
