@@ -51,7 +51,7 @@ def main(argv=None):
             if failed:
                 worst = max(failed, key=lambda r: r.rel_err)
                 where = sorted({r.op for r in failed})
-                print(f"caught      {name:<{width}}  {len(failed)} failing row{"s" if len(failed) > 1 else ""} in {', '.join(where)} "
+                print(f"caught      {name:<{width}}  {len(failed)} failing row{'s' if len(failed) > 1 else ''} in {', '.join(where)} "
                       f"(worst: {worst.op} {worst.tensor}, rel {worst.rel_err:.2g})\n            {'':<{width}}  {what}")
             else:
                 print(f"NOT CAUGHT  {name:<{width}}  {what}")

@@ -74,9 +74,10 @@ def _adam_step_bias_correction_ahead(self):
     self.t += 1
     beta1, beta2 = self.betas
     for p in self.params:
+        g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
         m, v = self.state[p]["m"], self.state[p]["v"]
-        m[...] = beta1 * m + (1 - beta1) * p.grad
-        v[...] = beta2 * v + (1 - beta2) * p.grad * p.grad
+        m[...] = beta1 * m + (1 - beta1) * g
+        v[...] = beta2 * v + (1 - beta2) * g * g
         m_hat = m / (1 - beta1 ** (self.t + 1))
         v_hat = v / (1 - beta2 ** (self.t + 1))
         p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)

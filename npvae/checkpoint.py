@@ -217,8 +217,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     Raises
     ------
     DivergenceError
-        If a parameter holds NaN or inf: a checkpoint is never overwritten
-        with a diverged model.
+        If a parameter or the optimizer's state holds NaN or inf: a checkpoint is
+        never overwritten with a diverged model.
     """
     if not isinstance(model, VAE):
         raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
@@ -232,6 +232,9 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
         for key, value in optimizer.state_dict().items():
+            if not np.isfinite(value).all():
+                raise DivergenceError(f"refusing to save a checkpoint to {os.fspath(path)}: optimizer state "
+                                      f"{key} contains NaN or inf")
             arrays[OPTIM_PREFIX + key] = value
     states = {"model": _to_json(model.rng.bit_generator.state)}
     for name, rng in (rngs or {}).items():

@@ -72,11 +72,22 @@ def test_load_into_model_and_optimizer(good):
 
 def test_build_model_from_config(good):
     path, model, _ = good
-    for rebuilt in (load_model(path), load_model(path, backend="numpy"), load_checkpoint(path).build_model()):
+    for rebuilt in (load_model(path), load_checkpoint(path).build_model()):
         assert rebuilt.config() == model.config()
         x = np.random.default_rng(1).random((3, 784)).astype(np.float32)
         np.testing.assert_allclose(rebuilt.reconstruct(x), model.reconstruct(x), rtol=1e-5, atol=1e-6)
         assert rebuilt.rng.bit_generator.state == model.rng.bit_generator.state
+
+
+def test_load_model_backend_argument_is_deprecated_and_ignored(good):
+    path, model, _ = good
+    with pytest.warns(DeprecationWarning, match="backend"):
+        rebuilt = load_model(path, backend="numba")
+    with pytest.warns(DeprecationWarning, match="backend"):
+        built = load_checkpoint(path).build_model(backend="numba")
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(rebuilt.state_dict()[n], p.data, err_msg=n)
+        np.testing.assert_array_equal(built.state_dict()[n], p.data, err_msg=n)
 
 
 @pytest.mark.parametrize("config", [dict(input_dim=784, hidden_dims=400, latent_dim=20),
@@ -101,11 +112,13 @@ def test_float64_and_sgd_round_trip(tmp_path):
 
 def test_fit_checkpoint_contents(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (40, 784), dtype=np.uint8)
-    fit(VAE(784, 16, 2, rng=0), x, epochs=2, batch_size=16, rng=0, progress=False, checkpoint=tmp_path / "c.npz")
+    fit(VAE(784, 16, 2, rng=0), x, epochs=2, batch_size=16, rng=0, progress=False, checkpoint=tmp_path / "c.npz",
+        backend="numpy")
     ckpt = load_checkpoint(tmp_path / "c.npz")
     assert ckpt.epoch == 2 and ckpt.step == 0 and len(ckpt.history) == 2 and ckpt.partial is None
     assert {"model", "shuffle", "binarize"} <= set(ckpt.rng_states)
     assert ckpt.fit_config["batch_size"] == 16 and ckpt.fit_config["n_train"] == 40
+    assert ckpt.fit_config["backend"] == "numpy"
     with zipfile.ZipFile(tmp_path / "c.npz") as zf:
         names = zf.namelist()
     assert META_KEY + ".npy" in names and "model/encoder.0.weight.npy" in names
@@ -248,6 +261,31 @@ def test_wrong_array_shape_dtype_and_nan(good, tmp_path):
     expect_error(rewrite(good[0], tmp_path / "b.npz", add={"model/encoder.0.bias": np.zeros(32)}), "float64")
     expect_error(rewrite(good[0], tmp_path / "c.npz",
                          add={"model/encoder.0.bias": np.full(32, np.nan, np.float32)}), "NaN")
+
+
+@pytest.mark.parametrize("key, value", [("m.0", np.nan), ("v.3", np.inf), ("v.1", -np.inf)])
+def test_non_finite_optimizer_moments_are_refused_by_name(good, tmp_path, key, value):
+    with np.load(good[0], allow_pickle=False) as f:
+        moment = f["optimizer/" + key].copy()
+    moment.flat[1] = value
+    path = rewrite(good[0], tmp_path / "c.npz", add={"optimizer/" + key: moment})
+    expect_error(path, rf"{key.replace('.', '[.]')} contains NaN or inf")
+    model = VAE(784, 32, 4, rng=3)
+    opt = Adam(model.parameters())
+    before = model.state_dict()
+    expect_error(path, model=model, optimizer=opt)           # nothing loaded
+    assert opt.t == 0 and all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_refuses_non_finite_optimizer_moments_and_keeps_old_file(tmp_path):
+    path = tmp_path / "c.npz"
+    model, opt = trained_pair()
+    save_checkpoint(path, model, opt)
+    before = path.read_bytes()
+    opt.state[opt.params[0]]["v"][0, 0] = np.inf          # e.g. a float32 gradient above 1.8e19, squared
+    with pytest.raises(DivergenceError, match="v.0"):
+        save_checkpoint(path, model, opt)
+    assert path.read_bytes() == before
 
 
 def test_model_of_another_shape(good):

@@ -1,4 +1,5 @@
-"""Tests of npvae.evaluate: the test ELBO and the importance-weighted NLL."""
+"""Tests of npvae.evaluate: the test ELBO and the importance-weighted NLL, on both back ends
+(``backend="numpy"``: the model's own layers; ``"numba"``: npvae.fast.Evaluator)."""
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ from npvae.evaluate import binarize_inplace, evaluate_elbo, iw_nll
 from npvae.train import fit
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+BACKENDS = ["numba", "numpy"]
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +25,20 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    """A small model trained briefly on the real sample (float32, numba)."""
+    """A small model trained briefly on the real sample (float32)."""
     train, test = data
     model = VAE(784, 64, 4, rng=0)
     fit(model, train, test, epochs=3, batch_size=64, rng=0, progress=False)
     return model
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("binarized", [False, True])
 def test_k1_equals_sampled_kl_elbo(data, backend, binarized):
     _, test = data
-    model = VAE(784, 32, 3, rng=1, backend=backend)
-    elbo = evaluate_elbo(model, test, batch_size=64, seed=3, kl="sample", binarize=binarized)
-    nll = iw_nll(model, test, k=1, batch_size=64, seed=3, binarize=binarized)
+    model = VAE(784, 32, 3, rng=1)
+    elbo = evaluate_elbo(model, test, batch_size=64, seed=3, kl="sample", binarize=binarized, backend=backend)
+    nll = iw_nll(model, test, k=1, batch_size=64, seed=3, binarize=binarized, backend=backend)
     assert nll == pytest.approx(elbo.total, rel=1e-13, abs=0)
     assert elbo.total == pytest.approx(elbo.recon + elbo.kl)
 
@@ -61,7 +63,8 @@ def test_iw_bound_tightens_with_k(trained, data):
     assert nll[50] > elbo.total - 50  # and not absurdly far from it
 
 
-def test_iw_matches_brute_force_with_full_densities(trained, data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_iw_matches_brute_force_with_full_densities(trained, data, backend):
     """Independent check: every density written out with its constants, then scipy's logsumexp."""
     _, test = data
     x = test[:30].astype(np.float64) / 255
@@ -78,40 +81,44 @@ def test_iw_matches_brute_force_with_full_densities(trained, data):
         log_qz = norm.logpdf(z, loc=mu, scale=sigma).sum(1)
         log_w[i] = log_px_z + log_pz - log_qz
     expected = -(logsumexp(log_w, axis=0) - np.log(k))
-    got = iw_nll(trained, test[:30], k=k, seed=seed, per_image=True, chunk_rows=10 ** 6)
+    got = iw_nll(trained, test[:30], k=k, seed=seed, per_image=True, chunk_rows=10 ** 6, backend=backend)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
-def test_chunking_does_not_change_the_estimate(trained, data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunking_does_not_change_the_estimate(trained, data, backend):
     _, test = data
-    a = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=100)      # 2 samples per chunk
-    b = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=10 ** 6)  # all 7 at once
+    a = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=100, backend=backend)      # 2 samples a chunk
+    b = iw_nll(trained, test[:50], k=7, batch_size=50, chunk_rows=10 ** 6, backend=backend)  # all 7 at once
     assert a == pytest.approx(b, rel=1e-6)
 
 
-def test_logsumexp_is_stable_for_very_unlikely_images(trained):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logsumexp_is_stable_for_very_unlikely_images(trained, backend):
     # Inverted images: log w around -1e3 .. -1e4, exp() of which underflows to 0 in float64.
     x = np.ones((8, 784), np.float32)
-    values = iw_nll(trained, x, k=20, per_image=True)
+    values = iw_nll(trained, x, k=20, per_image=True, backend=backend)
     assert np.isfinite(values).all() and (values > 700).all()
 
 
-def test_per_image_and_float64(data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_image_and_float64(data, backend):
     _, test = data
     model = VAE(784, 16, 2, dtype=np.float64, rng=0)
-    per = iw_nll(model, test[:20], k=3, per_image=True)
+    per = iw_nll(model, test[:20], k=3, per_image=True, backend=backend)
     assert per.shape == (20,) and per.dtype == np.float64
-    assert per.mean() == pytest.approx(iw_nll(model, test[:20], k=3))
-    elbo = evaluate_elbo(model, test[:20], kl="sample", seed=0)
-    assert iw_nll(model, test[:20], k=1, seed=0) == pytest.approx(elbo.total, rel=1e-14)
+    assert per.mean() == pytest.approx(iw_nll(model, test[:20], k=3, backend=backend))
+    elbo = evaluate_elbo(model, test[:20], kl="sample", seed=0, backend=backend)
+    assert iw_nll(model, test[:20], k=1, seed=0, backend=backend) == pytest.approx(elbo.total, rel=1e-14)
 
 
-def test_elbo_is_the_training_loss_with_fixed_noise(trained, data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_elbo_is_the_training_loss_with_fixed_noise(trained, data, backend):
     _, test = data
     x = test[:50].astype(np.float32) / 255
     eps = np.random.default_rng(9).standard_normal((50, 4), dtype=np.float32)
     by_hand = trained.loss(x, 1.0, eps)
-    got = evaluate_elbo(trained, test[:50], batch_size=50, seed=9)
+    got = evaluate_elbo(trained, test[:50], batch_size=50, seed=9, backend=backend)
     assert got.total == pytest.approx(by_hand.total, rel=1e-6)
     assert got.kl == pytest.approx(by_hand.kl, rel=1e-6)
 
@@ -131,22 +138,76 @@ def test_elbo_reproducible_independent_of_batching_and_leaves_model_alone(traine
     trained.train()
 
 
-def test_float_input_equals_uint8(trained, data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_input_equals_uint8(trained, data, backend):
     _, test = data
-    a = evaluate_elbo(trained, test[:40])
-    assert evaluate_elbo(trained, test[:40].astype(np.float32) / 255) == a
-    assert evaluate_elbo(trained, test[:40] / 255.0) == a
+    a = evaluate_elbo(trained, test[:40], backend=backend)
+    assert evaluate_elbo(trained, test[:40].astype(np.float32) / 255, backend=backend) == a
+    assert evaluate_elbo(trained, test[:40] / 255.0, backend=backend) == a
 
 
-def test_read_only_images_give_the_same_loss_and_compile_nothing(trained, data):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_only_images_give_the_same_loss(trained, data, backend):
     _, test = data
     images = test[:40].copy()
-    a = evaluate_elbo(trained, images)
+    a = evaluate_elbo(trained, images, backend=backend), iw_nll(trained, images, k=3, backend=backend)
     images.flags.writeable = False               # as a memory-mapped data set would be
-    assert evaluate_elbo(trained, images) == a
-    from npvae.kernels import numba_kernels as nbk
-    if hasattr(nbk.scale_pixels, "signatures"):  # (not under NUMBA_DISABLE_JIT)
-        assert not any(sig[0].mutable is False for sig in nbk.scale_pixels.signatures)
+    assert (evaluate_elbo(trained, images, backend=backend), iw_nll(trained, images, k=3, backend=backend)) == a
+
+
+# -- the two back ends -------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_both_back_ends_give_the_same_estimates_to_round_off(data, dtype, tol):
+    train, test = data
+    model = VAE(784, 32, 4, dtype=dtype, rng=0)
+    fit(model, train[:200], epochs=1, batch_size=50, rng=0, progress=False)   # not a fresh model
+    for binarized in (False, True):
+        kwargs = dict(batch_size=64, seed=2, binarize=binarized)
+        for kl in ("analytic", "sample"):
+            fast = evaluate_elbo(model, test, kl=kl, backend="numba", **kwargs)
+            ref = evaluate_elbo(model, test, kl=kl, backend="numpy", **kwargs)
+            assert np.allclose(fast, ref, rtol=tol, atol=0), (kl, binarized)
+        fast = iw_nll(model, test, k=7, chunk_rows=200, per_image=True, backend="numba", **kwargs)
+        ref = iw_nll(model, test, k=7, chunk_rows=200, per_image=True, backend="numpy", **kwargs)
+        assert np.allclose(fast, ref, rtol=tol, atol=0), binarized
+
+
+def test_the_back_end_defaults_to_npvae_backend_then_numba(trained, data, monkeypatch):
+    _, test = data
+    by_name = {b: (evaluate_elbo(trained, test, backend=b), iw_nll(trained, test, k=2, backend=b)) for b in BACKENDS}
+    assert by_name["numba"] != by_name["numpy"]          # (float32: the two differ in the last bits)
+    monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    assert (evaluate_elbo(trained, test), iw_nll(trained, test, k=2)) == by_name["numba"]
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    assert (evaluate_elbo(trained, test), iw_nll(trained, test, k=2)) == by_name["numpy"]
+    monkeypatch.setenv("NPVAE_BACKEND", "cuda")
+    with pytest.raises(InputError, match="NPVAE_BACKEND must be one of"):
+        evaluate_elbo(trained, test)
+    with pytest.raises(InputError, match=r"backend must be one of \('numba', 'numpy'\).*got 'torch'"):
+        iw_nll(trained, test, backend="torch")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_iw_nll_reports_progress_after_each_batch(trained, data, backend):
+    _, test = data
+    calls = []
+    value = iw_nll(trained, test[:130], k=3, batch_size=50, seed=4, backend=backend,
+                   progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(50, 130), (100, 130), (130, 130)]
+    assert value == iw_nll(trained, test[:130], k=3, batch_size=50, seed=4, backend=backend)
+    with pytest.raises(InputTypeError, match="progress must be callable"):
+        iw_nll(trained, test, progress="yes")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_leaves_the_model_alone(trained, data, backend):
+    _, test = data
+    state = {k: v.copy() for k, v in trained.state_dict().items()}
+    rng = trained.rng.bit_generator.state
+    evaluate_elbo(trained, test[:100], backend=backend)
+    iw_nll(trained, test[:100], k=3, backend=backend)
+    assert all(np.array_equal(state[k], v) for k, v in trained.state_dict().items())
+    assert trained.rng.bit_generator.state == rng
 
 
 def test_binarize_inplace_matches_data_binarize():

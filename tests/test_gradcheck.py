@@ -1,4 +1,8 @@
-"""The gradient-checking suite, through its Python API and its command line."""
+"""The gradient-checking tool, through its Python API and its command line.
+
+``run(CASES)`` checks every op of the reference and the fast path's whole-model gradients;
+``self_test(BUGS, CASES)`` plants the slips of gradcheck/planted.py and must catch each one.
+"""
 import os
 import subprocess
 import sys
@@ -8,91 +12,124 @@ import numpy as np
 import pytest
 
 import npvae
-from gradcheck import BAD_CASES, CASES, Problem, check_problem, defaults, format_table, rel_error, run, self_test
-from gradcheck.cases import _op_problem
+from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_table, op_problem, rel_error, run,
+                       self_test)
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_OPS = {"dense", "dense_square", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce", "sequential",
+                 "vae_1h", "vae_2h", "vae_square", "adam", "sgd_momentum"}
 
 
 @pytest.fixture(scope="module")
 def rows64():
-    return run(CASES)            # every op, float64, both back ends
+    return run(CASES)            # every case, float64, the reference and the fast path
 
 
 def test_every_row_passes_in_float64(rows64):
     failed = [(r.op, r.backend, r.tensor, r.rel_err) for r in rows64 if not r.passed]
     assert not failed
-    assert max(r.rel_err for r in rows64) < 1e-6
     assert all(r.tol == 1e-6 for r in rows64)
 
 
-def test_every_op_and_backend_is_covered(rows64):
-    seen = {(r.op, r.backend) for r in rows64}
-    assert seen == {(op, b) for op in CASES for b in ("numpy", "numba")}
-    expected_ops = {"dense", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce",
-                    "sequential", "sequential_nofuse", "vae_1h", "vae_2h"}
-    assert expected_ops <= set(CASES)
-    # one directional row per problem
+def test_every_reference_op_and_the_fast_cases_are_covered(rows64):
+    assert REFERENCE_OPS <= set(CASES)
+    assert {op for op, (backend, _) in CASES.items() if backend == "numpy"} >= REFERENCE_OPS
+    fast = {op for op, (backend, _) in CASES.items() if backend == "numba"}
+    assert {"fast_vae_1h", "fast_vae_2h", "fast_vae_dead_units", "fast_vae_retired_units"} <= fast
+    assert {(r.op, r.backend) for r in rows64} == {(op, backend) for op, (backend, _) in CASES.items()}
+    # one directional row per finite-difference problem
     assert any(r.tensor == "<direction>" for r in rows64 if r.op == "dense")
 
 
-@pytest.mark.parametrize("op, hidden", [("vae_1h", (7,)), ("vae_2h", (7, 5))])
-def test_vae_rows_cover_every_parameter(rows64, op, hidden):
+def test_square_layers_are_checked(rows64):
+    """A transposed dW has the right shape on a square layer: cases must have one."""
+    def shapes(op):
+        return {r.tensor: r.shape for r in rows64 if r.op == op}
+    assert shapes("dense_square")["weight"] == (4, 4)
+    assert (7, 7) in shapes("sequential").values()
+    square = shapes("vae_square")
+    assert any(s[0] == s[1] for n, s in square.items() if n.startswith("encoder.") and n.endswith("weight"))
+    assert any(s[0] == s[1] for n, s in square.items() if n.startswith("decoder.") and n.endswith("weight"))
+
+
+@pytest.mark.parametrize("op, hidden", [("vae_1h", (7,)), ("vae_2h", (7, 5)), ("fast_vae_2h", (7, 5))])
+def test_vae_rows_cover_every_parameter_for_two_betas(rows64, op, hidden):
     names = {n for n, _ in npvae.VAE(12, hidden, 3, dtype=np.float64, rng=0).named_parameters()}
-    assert any(n.startswith("encoder.") for n in names) and any(n.startswith("decoder.") for n in names)
-    for backend in ("numpy", "numba"):
-        checked = {r.tensor for r in rows64 if r.op == op and r.backend == backend}
-        assert names <= checked                                   # beta = 1
-        assert {n + "[beta=0.5]" for n in names} <= checked       # beta != 1
+    checked = {r.tensor for r in rows64 if r.op == op}
+    assert names <= checked                                   # beta = 1
+    assert {n + "[beta=0.5]" for n in names} <= checked       # beta != 1: the KL's weight matters
 
 
-def test_dense_rows(rows64):
-    dense = {r.tensor: r for r in rows64 if r.op == "dense" and r.backend == "numpy"}
-    assert set(dense) == {"x", "weight", "bias", "<direction>"}
-    assert dense["weight"].shape == (5, 4) and dense["x"].shape == (3, 5)
-
-
-def test_losses_check_grad_argument(rows64):
+def test_losses_are_checked_with_grad_not_1(rows64):
     for op, name in (("kl", "h"), ("bce_logits", "logits"), ("bce", "probs")):
-        assert any(r.tensor == f"{name}[grad=-1.7]" for r in rows64 if r.op == op)
+        assert {name, f"{name}[grad=-1.7]"} <= {r.tensor for r in rows64 if r.op == op}
 
 
-def test_self_test_catches_wrong_backwards():
-    ok, rows, caught = self_test(BAD_CASES)
-    assert ok
-    assert set(caught) == {(op, b) for op in BAD_CASES for b in ("numpy", "numba")}
-    assert all(caught.values())
-    # not by a hair: the wrong gradients are off by far more than the tolerance
-    assert all(r.rel_err > 1e-2 for r in rows if not r.tensor.startswith("<"))
+# -- it can fail ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def self_tested():
+    return self_test(BUGS, CASES)
 
 
-def test_a_small_gradient_error_is_caught():
-    """A bias gradient off by one part in 1e5 must FAIL at the default tolerance."""
-    class SlightlyWrongDense(npvae.Dense):
-        def backward(self, grad_out, input_grad=True):
-            dx = super().backward(grad_out, input_grad)
-            self.bias._grad *= 1 + 1e-5
-            return dx
+def test_self_test_catches_every_planted_bug(self_tested):
+    ok, caught = self_tested
+    assert ok and set(caught) == set(BUGS)
+    for name, failed in caught.items():
+        assert failed, f"{name} not caught"
+        # not by a hair: each slip is off by far more than the tolerance
+        assert max(r.rel_err for r in failed) > 1e-3, name
+    assert {r.op for r in caught["dense_transposed_dW"]} >= {"dense_square", "vae_square"}
+    assert all(r.tensor.startswith("<contract") for r in caught["relu_writes_grad_out"])
 
-    rng = np.random.default_rng(0)
-    d = SlightlyWrongDense(5, 4, dtype=np.float64, rng=rng, backend="numpy")
-    x = rng.standard_normal((3, 5))
-    prob = _op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)
-    rows = {r.tensor: r for r in check_problem(prob, "dense", "numpy", 1e-5, 1e-6, rng)}
-    assert rows["x"].passed and rows["weight"].passed
-    assert not rows["bias"].passed and 5e-6 < rows["bias"].rel_err < 2e-5
+
+def test_self_test_leaves_the_reference_as_it_was(self_tested):
+    rows = run(CASES, backends=("numpy",))
+    assert all(r.passed for r in rows)
+
+
+def _slightly_wrong_dense(dtype, rng, h):
+    """A Dense layer whose input gradient is 1e-5 (relative) too large."""
+    class SlightlyWrong(npvae.Dense):
+        def backward(self, grad_out):
+            return super().backward(grad_out) * (1 + 1e-5)
+
+    d = SlightlyWrong(5, 4, dtype=dtype, rng=rng)
+    x = rng.standard_normal((3, 5)).astype(dtype)
+    return [op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)]
+
+
+def test_a_gradient_wrong_by_1e5_relative_fails_at_the_default_tolerance():
+    rows = {r.tensor: r for r in run({"slightly_wrong": ("numpy", _slightly_wrong_dense)})}
+    assert rows["weight"].passed and rows["bias"].passed
+    assert not rows["x"].passed and 5e-6 < rows["x"].rel_err < 2e-5
+    assert not rows["<direction>"].passed
+    assert "FAIL" in format_table(list(rows.values())) and "2 failed" in format_table(list(rows.values()))
 
 
 def test_check_problem_restores_tensors():
     rng = np.random.default_rng(1)
-    d = npvae.Dense(4, 3, dtype=np.float64, rng=rng, backend="numpy")
+    d = npvae.Dense(4, 3, dtype=np.float64, rng=rng)
     x = rng.standard_normal((3, 4))
     before = {"x": x.copy(), **d.state_dict()}
-    prob = _op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)
+    prob = op_problem(d, lambda: d.forward(x), lambda R: {"x": d.backward(R)}, {"x": x}, rng)
     check_problem(prob, "dense", "numpy", 1e-5, 1e-6, rng)
     assert np.array_equal(x, before["x"])
     for n, v in d.state_dict().items():
         assert np.array_equal(v, before[n])
+
+
+def test_nan_gradient_fails():
+    x = np.ones((2, 2))
+    prob = Problem({"x": x}, lambda: float(np.sum(x)), lambda: {"x": np.full((2, 2), np.nan)})
+    rows = check_problem(prob, "nan", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert rows and not any(r.passed for r in rows)
+
+
+def test_rel_error_definition():
+    assert rel_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert rel_error([1.0, 0.0], [1.0, 1e-3]) == pytest.approx(1e-3)
+    assert rel_error([2.0, 1e-9], [2.0, 0.0]) == pytest.approx(5e-10)   # per tensor, not per element
+    assert np.isnan(rel_error([np.nan], [1.0]))
 
 
 def test_same_seed_same_table_different_seed_differs():
@@ -107,61 +144,91 @@ def test_float32_is_a_smoke_check_with_adapted_defaults():
     dtype, h, tol = defaults(np.float32)
     assert (h, tol) == (1e-2, 3e-2)
     assert defaults(np.float64)[1:] == (1e-5, 1e-6)
-    rows = run(CASES, ops=["dense", "sigmoid", "vae_1h"], dtype=np.float32)
-    assert all(r.passed for r in rows)
-    assert all(r.tol == 3e-2 for r in rows)
+    rows = run(CASES, ops=["dense_square", "sigmoid", "vae_1h"], backends=("numpy",), dtype=np.float32)
+    assert rows and all(r.passed for r in rows) and all(r.tol == 3e-2 for r in rows)
     assert "smoke check" in format_table(rows, np.float32)
-    ok, _, _ = self_test(BAD_CASES, dtype=np.float32)
-    assert ok
 
 
-def test_rel_error_definition():
-    assert rel_error(np.zeros(3), np.zeros(3)) == 0.0
-    assert rel_error([1.0, 0.0], [1.0, 1e-3]) == pytest.approx(1e-3)
-    assert rel_error([2.0, 1e-9], [2.0, 0.0]) == pytest.approx(5e-10)   # per tensor, not per element
-    assert np.isnan(rel_error([np.nan], [1.0]))
+# -- the table ------------------------------------------------------------------------------------
+def _long_named(dtype, rng, h):
+    d = npvae.Dense(3, 2, dtype=dtype, rng=rng)
+    x = rng.standard_normal((2, 3)).astype(dtype)
+    name = "an_input_with_a_rather_long_name_for_a_tensor"
+    return [op_problem(d, lambda: d.forward(x), lambda R: {name: d.backward(R)}, {name: x}, rng)]
 
 
-def test_nan_gradient_fails():
-    x = np.ones((2, 2))
-    prob = Problem({"x": x}, lambda: float(np.sum(x)), lambda: {"x": np.full((2, 2), np.nan)})
-    rows = check_problem(prob, "nan", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
-    assert not any(r.passed for r in rows)
+def test_table_columns_stay_aligned_whatever_the_names():
+    cases = {"dense": CASES["dense"], "a_case_with_a_very_long_name_that_is_longer_than_any_column": (
+        "numpy", _long_named), "x": ("numpy", _long_named), "sigmoid": CASES["sigmoid"]}
+    rows = run(cases, tol=1e-300) + run(cases)              # some FAIL, some PASS
+    lines = format_table(rows).splitlines()
+    header = next(line for line in lines if line.startswith("op "))
+    body = lines[lines.index(header) + 2:lines.index(header) + 2 + len(rows)]
+    assert len(body) == len(rows) and any("FAIL" in b for b in body) and any("PASS" in b for b in body)
+    start = {c: header.index(c) for c in ("backend", "tensor", "shape", "status")}
+    end = {c: header.index(c) + len(c) for c in ("max abs err", "max rel err")}
+    for r, line in zip(rows, body):
+        shape = "x".join(map(str, r.shape)) or "()"
+        assert line.startswith(r.op + " ")
+        for col, text in (("backend", r.backend), ("tensor", r.tensor), ("shape", shape),
+                          ("status", "PASS" if r.passed else "FAIL")):
+            assert line[start[col]:start[col] + len(text)] == text and line[start[col] - 1] == " ", (col, line)
+        for col, text in (("max abs err", f"{r.abs_err:.2e}"), ("max rel err", f"{r.rel_err:.2e}")):
+            assert line[end[col] - len(text):end[col]] == text and line[end[col] - len(text) - 1] == " ", (col, line)
+    assert lines[-1].startswith(f"{len(rows)} rows: ")
 
 
-def test_table_format(rows64):
-    text = format_table(rows64[:6])
+def test_table_states_the_metric():
+    rows = run(CASES, ops=["dense"])
+    text = format_table(rows)
     lines = text.splitlines()
-    assert "max abs err" in text and "max rel err" in text and "max|a - n|" in lines[1]
-    assert sum(line.endswith("PASS") for line in lines) == 6
-    assert lines[-1].startswith("6 rows: 6 passed, 0 failed")
+    assert "h = 1e-05" in lines[0] and "rel < 1e-06" in lines[0] and "max|a - n|" in lines[1]
+    assert sum(line.endswith("PASS") for line in lines) == len(rows) == 4
+    assert lines[-1].startswith("4 rows: 4 passed, 0 failed")
 
 
+# -- the command line -----------------------------------------------------------------------------
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "gradcheck", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_dense_numpy():
-    r = _cli("--op", "dense", "--backend", "numpy")
+def test_cli_checks_the_chosen_ops():
+    r = _cli("--op", "dense_square", "sequential", "--backend", "numpy")
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = [line for line in r.stdout.splitlines() if line.startswith("dense")]
-    assert [line.split()[2] for line in lines] == ["x", "weight", "bias", "<direction>"]
-    assert all(line.split()[1] == "numpy" and line.endswith("PASS") for line in lines)
-    assert "max rel err" in r.stdout and "4 rows: 4 passed, 0 failed" in r.stdout
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith(("dense_square ", "sequential "))]
+    assert [row[2] for row in rows if row[0] == "dense_square"] == ["x", "weight", "bias", "<direction>"]
+    assert ["sequential", "numpy", "2.weight", "7x7"] in [row[:4] for row in rows]
+    assert all(row[1] == "numpy" and row[-1] == "PASS" for row in rows)
+    assert "ALL PASSED" in r.stdout
 
 
-def test_cli_exits_non_zero_on_failure():
+def test_cli_exits_1_when_a_row_fails():
     r = _cli("--op", "sigmoid", "--backend", "numpy", "--tol", "1e-300")
-    assert r.returncode == 1
-    assert "FAIL" in r.stdout
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL" in r.stdout and "FAILURES" in r.stdout
 
 
-def test_cli_self_test_and_list():
-    r = _cli("--self-test", "--backend", "numpy")
+def test_cli_float32_smoke_check():
+    r = _cli("--op", "dense", "--backend", "numpy", "--dtype", "float32")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "wrong_sigmoid on numpy: caught" in r.stdout and "wrong_sampler on numpy: caught" in r.stdout
+    assert "float32" in r.stdout and "smoke check" in r.stdout
+
+
+def test_cli_self_test_reports_each_bug_caught():
+    r = _cli("--self-test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in BUGS:
+        assert any(line.startswith("caught") and name in line.split() for line in r.stdout.splitlines()), name
+    assert "NOT CAUGHT" not in r.stdout
+    assert f"{len(BUGS)} of {len(BUGS)} planted bugs caught" in r.stdout
+
+
+def test_cli_list_and_bad_arguments():
     r = _cli("--list")
-    assert r.returncode == 0 and set(r.stdout.split()) == set(CASES)
+    assert r.returncode == 0, r.stdout + r.stderr
+    words = set(r.stdout.split())
+    assert set(CASES) <= words and set(BUGS) <= words
     assert _cli("--op", "no_such_op").returncode == 2
+    assert _cli("--backend", "cuda").returncode == 2

@@ -1,21 +1,19 @@
-"""KL, BCEWithLogits and BCE: values worked out by hand, saturation, dtypes, arguments."""
+"""KL, BCEWithLogits and BCE: values against closed forms, gradients by hand (the 1/B of the
+batch mean, the grad argument) and against finite differences, saturation, arguments."""
 import math
 import warnings
 
 import numpy as np
 import pytest
+from scipy import integrate
 
+from finite_differences import check_loss
 from npvae import BCE, KL, BCEWithLogits
 from npvae.errors import InputError, InputTypeError
+from npvae.losses import batch_mean, bce_with_logits_per_sample, kl_per_sample
 
-BACKENDS = ["numpy", "numba"]
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-6, np.float64: 1e-14}
-
-
-def _on(loss, backend):
-    loss.set_backend(backend)
-    return loss
 
 
 @pytest.fixture
@@ -30,20 +28,32 @@ def quiet():
             yield
 
 
+# -- KL ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_kl_of_standard_normal_is_zero(backend, dtype):
-    kl = _on(KL(), backend)
+def test_kl_of_standard_normal_is_zero(dtype):
+    kl = KL()
     h = np.zeros((4, 6), dtype)                  # mu = 0, logvar = 0: q = N(0, I) = p
     assert kl.forward(h) == 0.0
     dh = kl.backward()
     assert dh.dtype == dtype and not dh.any()
 
 
+@pytest.mark.parametrize("mu, logvar", [(0.7, -1.3), (-2.0, 1.1), (0.0, 0.0)])
+def test_kl_closed_form_equals_the_integral(mu, logvar):
+    """KL(q || p) = E_q[log q(z) - log p(z)], integrated numerically for one latent."""
+    def log_q(z):
+        return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu) ** 2 / math.exp(logvar))
+
+    def log_p(z):
+        return -0.5 * (math.log(2 * math.pi) + z * z)
+
+    integral, _ = integrate.quad(lambda z: math.exp(log_q(z)) * (log_q(z) - log_p(z)), -30, 30, epsabs=1e-13)
+    assert kl_per_sample(np.array([[mu]]), np.array([[logvar]]))[0] == pytest.approx(integral, abs=1e-10)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_kl_by_hand(backend, dtype):
-    kl = _on(KL(), backend)
+def test_kl_by_hand(dtype):
+    kl = KL()
     # row 0: mu = (1, 0), logvar = (0, log 2): 1/2 [(1 + 1 - 1 - 0) + (2 + 0 - 1 - log 2)] = 1 - log(2)/2
     # row 1: mu = (0, -2), logvar = (-1, 0): 1/2 [(e^-1 + 0 - 1 + 1) + (1 + 4 - 1 - 0)] = (e^-1 + 4) / 2
     h = np.array([[1.0, 0.0, 0.0, math.log(2)], [0.0, -2.0, -1.0, 0.0]], dtype)
@@ -51,37 +61,53 @@ def test_kl_by_hand(backend, dtype):
     assert kl.forward(h) == pytest.approx(expected, rel=RTOL[dtype])
     np.testing.assert_allclose(kl.rows, [1 - math.log(2) / 2, (math.exp(-1) + 4) / 2], rtol=RTOL[dtype])
     # dKL/dmu = mu / B, dKL/dlogvar = (e^logvar - 1) / (2B), B = 2
+    by_hand = np.array([[1 / 2, 0.0, 0.0, (2 - 1) / 4], [0.0, -2 / 2, (math.exp(-1) - 1) / 4, 0.0]])
     dh = kl.backward()
-    np.testing.assert_allclose(dh, [[0.5, 0.0, 0.0, 0.25], [0.0, -1.0, (math.exp(-1) - 1) / 4, 0.0]],
-                               rtol=RTOL[dtype], atol=1e-7)
-    dh3 = kl.backward(grad=3.0).copy()
-    np.testing.assert_allclose(dh3, 3 * np.array([[0.5, 0.0, 0.0, 0.25], [0.0, -1.0, (math.exp(-1) - 1) / 4, 0.0]]),
-                               rtol=RTOL[dtype], atol=1e-6)
+    assert dh.dtype == dtype
+    np.testing.assert_allclose(dh, by_hand, rtol=RTOL[dtype], atol=1e-7)
+    np.testing.assert_allclose(kl.backward(grad=3.0), 3 * by_hand, rtol=RTOL[dtype], atol=1e-6)
 
 
+@pytest.mark.parametrize("grad", [1.0, -1.7])
+def test_kl_gradient_matches_finite_differences(grad):
+    rng = np.random.default_rng(0)
+    h = np.concatenate([rng.standard_normal((3, 4)), rng.uniform(-2.0, 1.5, (3, 4))], axis=1)
+    kl = KL()
+    check_loss(kl, lambda: kl.forward(h), h, grad)
+
+
+# -- BCE on logits ------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bce_with_logits_by_hand(backend, dtype):
-    loss = _on(BCEWithLogits(), backend)
+def test_bce_with_logits_by_hand(dtype):
+    loss = BCEWithLogits()
     logits = np.array([[0.0, 2.0, -1.0], [3.0, -3.0, 0.5]], dtype)
     t = np.array([[1.0, 0.0, 1.0], [0.25, 1.0, 0.0]], dtype)
     sig = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    per = -(t * np.log(sig) + (1 - t) * np.log(1 - sig))
-    # row 0: log 2 + log(1 + e^2) + log(1 + e)
+    per = -(t * np.log(sig) + (1 - t) * np.log(1 - sig))            # the textbook formula
+    # row 0: -log(1/2) - log(1 - sigmoid(2)) - log(sigmoid(-1)) = log 2 + log(1 + e^2) + log(1 + e)
     assert per[0].sum() == pytest.approx(math.log(2) + math.log1p(math.exp(2)) + math.log1p(math.e), rel=1e-14)
     assert loss.forward(logits, t) == pytest.approx(per.sum(1).mean(), rel=RTOL[dtype] * 4)
+    np.testing.assert_allclose(loss.rows, per.sum(1), rtol=RTOL[dtype] * 4)
     dl = loss.backward()
     assert dl.dtype == dtype
+    # the sigmoid and the BCE collapse into (p - t), and the batch mean gives 1/B with B = 2
     np.testing.assert_allclose(dl, (sig - t) / 2, rtol=RTOL[dtype] * 4, atol=1e-7)
     dl0 = dl.copy()
     np.testing.assert_allclose(loss.backward(grad=-2.5), -2.5 * dl0, rtol=RTOL[dtype] * 4)
     np.testing.assert_array_equal(loss.backward(), dl0)        # the scaled call did not change it
 
 
+@pytest.mark.parametrize("grad", [1.0, -1.7])
+def test_bce_with_logits_gradient_matches_finite_differences(grad):
+    rng = np.random.default_rng(1)
+    logits, t = 2.0 * rng.standard_normal((3, 7)), rng.uniform(0.0, 1.0, (3, 7))
+    loss = BCEWithLogits()
+    check_loss(loss, lambda: loss.forward(logits, t), logits, grad)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bce_with_logits_saturated(backend, dtype, quiet):
-    loss = _on(BCEWithLogits(), backend)
+def test_bce_with_logits_saturated(dtype, quiet):
+    loss = BCEWithLogits()
     logits = np.array([[100.0, -100.0, 100.0, -100.0]], dtype)
     t = np.array([[1.0, 0.0, 0.0, 1.0]], dtype)
     value = loss.forward(logits, t)
@@ -92,18 +118,15 @@ def test_bce_with_logits_saturated(backend, dtype, quiet):
     np.testing.assert_allclose(dl, [[0.0, 0.0, 1.0, -1.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bce_with_logits_eval_mode_matches_training(backend, dtype):
+def test_bce_with_logits_eval_mode_is_the_same():
     rng = np.random.default_rng(0)
-    logits = (3 * rng.standard_normal((4, 5))).astype(dtype)
-    t = rng.uniform(size=(4, 5)).astype(dtype)
-    train = _on(BCEWithLogits(), backend)
-    ev = _on(BCEWithLogits(), backend).eval()
-    assert train.forward(logits, t) == pytest.approx(ev.forward(logits, t), rel=RTOL[dtype] * 10)
-    np.testing.assert_allclose(ev.backward(), train.backward(), rtol=RTOL[dtype] * 10, atol=1e-7)
+    logits, t = 3 * rng.standard_normal((4, 5)), rng.uniform(size=(4, 5))
+    train, ev = BCEWithLogits(), BCEWithLogits().eval()
+    assert train.forward(logits, t) == ev.forward(logits, t)
+    np.testing.assert_array_equal(ev.backward(), train.backward())
 
 
+# -- BCE on probabilities ---------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_probabilities_by_hand(dtype):
     loss = BCE()
@@ -118,6 +141,14 @@ def test_bce_probabilities_by_hand(dtype):
     np.testing.assert_allclose(loss.backward(grad=0.5), dp / 2, rtol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("grad", [1.0, -1.7])
+def test_bce_probabilities_gradient_matches_finite_differences(grad):
+    rng = np.random.default_rng(2)
+    p, t = rng.uniform(0.05, 0.95, (3, 7)), rng.uniform(0.0, 1.0, (3, 7))     # inside the clip range
+    loss = BCE()
+    check_loss(loss, lambda: loss.forward(p, t), p, grad)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_probabilities_exactly_zero_or_one_are_finite(dtype, quiet):
     loss = BCE()
@@ -125,36 +156,57 @@ def test_bce_probabilities_exactly_zero_or_one_are_finite(dtype, quiet):
     t = np.array([[0.0, 1.0, 1.0, 0.0]], dtype)
     value = loss.forward(p, t)
     dp = loss.backward()
-    eps = np.finfo(dtype).eps
+    eps = float(np.finfo(dtype).eps)
     assert np.isfinite(value) and np.all(np.isfinite(dp))
     # the two wrong pixels cost -log(eps) each (the clip), the right ones ~eps
     assert value == pytest.approx(-2 * math.log(eps), rel=1e-5)
+    # documented: the gradient at the clip boundary passes through, (p - t) / (p (1 - p)) at p = eps
+    boundary = (eps - 1) / (eps * (1 - eps))            # p = 0 (clipped to eps), t = 1: about -1/eps
+    np.testing.assert_allclose(dp[0, [2, 3]], [boundary, -boundary], rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bce_on_sigmoid_matches_bce_with_logits(backend):
+def test_bce_on_sigmoid_matches_bce_with_logits():
     rng = np.random.default_rng(1)
     logits = 2 * rng.standard_normal((3, 6))
     t = rng.uniform(size=(3, 6))
     p = 1 / (1 + np.exp(-logits))
-    a = _on(BCEWithLogits(), backend).forward(logits, t)
-    assert BCE().forward(p, t) == pytest.approx(a, rel=1e-12)
+    assert BCE().forward(p, t) == pytest.approx(BCEWithLogits().forward(logits, t), rel=1e-12)
 
 
+# -- the batch mean ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_losses_are_batch_means_of_per_sample_sums(backend, dtype):
+def test_losses_are_batch_means_of_per_sample_sums(dtype):
     rng = np.random.default_rng(2)
     h = rng.standard_normal((6, 4)).astype(dtype)
     logits = rng.standard_normal((6, 5)).astype(dtype)
     t = rng.uniform(size=(6, 5)).astype(dtype)
     for make, args in ((KL, (h,)), (BCEWithLogits, (logits, t)), (BCE, (1 / (1 + np.exp(-logits)), t))):
-        whole = _on(make(), backend).forward(*args)
+        whole = make().forward(*args)
         assert isinstance(whole, float)
-        halves = [_on(make(), backend).forward(*(a[i:i + 3] for a in args)) for i in (0, 3)]
-        singles = [_on(make(), backend).forward(*(a[i:i + 1] for a in args)) for i in range(6)]
+        halves = [make().forward(*(a[i:i + 3] for a in args)) for i in (0, 3)]
+        singles = [make().forward(*(a[i:i + 1] for a in args)) for i in range(6)]
         assert whole == pytest.approx(sum(halves) / 2, rel=RTOL[dtype] * 10)
         assert whole == pytest.approx(sum(singles) / 6, rel=RTOL[dtype] * 10)
+    assert batch_mean(np.array([1.0, 2.0, 6.0], np.float32)) == 3.0
+    kl, bce = KL(), BCEWithLogits()
+    assert kl.forward(h) == batch_mean(kl.rows) and bce.forward(logits, t) == batch_mean(bce.rows)
+    np.testing.assert_array_equal(kl.rows, kl_per_sample(h[:, :2], h[:, 2:]))
+    np.testing.assert_array_equal(bce.rows, bce_with_logits_per_sample(logits, t))
+
+
+ROWS = {"KL": (KL, lambda rng: (rng.standard_normal((1, 4)),)),
+        "BCEWithLogits": (BCEWithLogits, lambda rng: (rng.standard_normal((1, 3)), rng.uniform(size=(1, 3)))),
+        "BCE": (BCE, lambda rng: (rng.uniform(0.1, 0.9, (1, 3)), rng.uniform(size=(1, 3))))}
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_gradients_carry_one_over_b(name):
+    """One row repeated B = 5 times: the same loss (a mean), each row's gradient divided by B."""
+    make, draw = ROWS[name]
+    row = draw(np.random.default_rng(3))
+    one, five = make(), make()
+    assert one.forward(*row) == pytest.approx(five.forward(*(np.repeat(a, 5, axis=0) for a in row)), rel=1e-14)
+    np.testing.assert_allclose(five.backward(), np.repeat(one.backward(), 5, axis=0) / 5, rtol=1e-14)
 
 
 def test_loss_arguments_are_checked():
@@ -163,7 +215,7 @@ def test_loss_arguments_are_checked():
         BCEWithLogits().forward(x64, np.zeros((2, 4)))
     with pytest.raises(InputTypeError, match="dtype"):
         BCEWithLogits().forward(x32, x64)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="probs"):
         BCE().forward(np.zeros(3), np.zeros(3))
     with pytest.raises(InputError, match="mu | logvar"):
         KL().forward(np.zeros((2, 3)))

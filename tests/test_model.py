@@ -1,47 +1,142 @@
-"""The VAE: composition, dtypes, reproducibility, back ends agreeing, user-facing methods."""
+"""The VAE: the loss as the composition of its parts, whole-model gradients against finite
+differences, the two roads into mu and logvar, inference methods, reproducibility."""
 import numpy as np
 import pytest
 
-from npvae import KL, VAE, Adam, BCEWithLogits, LossParts
+from finite_differences import assert_gradient, numerical_gradient
+from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU
 from npvae.errors import InputError, InputTypeError, StateError
 
-BACKENDS = ["numpy", "numba"]
 DTYPES = [np.float32, np.float64]
 D_IN, HID, LAT, B = 12, (7, 5), 3, 6
 
 
-def _data(dtype, seed=0, rows=B):
+def _data(dtype, seed=0, rows=B, d_in=D_IN, latent=LAT):
     rng = np.random.default_rng(seed)
-    return rng.uniform(size=(rows, D_IN)).astype(dtype), rng.standard_normal((rows, LAT)).astype(dtype)
+    return rng.uniform(size=(rows, d_in)).astype(dtype), rng.standard_normal((rows, latent)).astype(dtype)
 
 
-def _vae(dtype=np.float64, backend="numpy", seed=0, hidden=HID):
-    return VAE(D_IN, hidden, LAT, dtype=dtype, rng=seed, backend=backend)
+def _vae(dtype=np.float64, seed=0, hidden=HID):
+    return VAE(D_IN, hidden, LAT, dtype=dtype, rng=seed)
 
 
+def _gradients(model, x, beta, eps):
+    model.zero_grad()
+    model.loss(x, beta=beta, eps=eps)
+    model.backward()
+    return {n: p.grad.copy() for n, p in model.named_parameters()}
+
+
+def assert_clear_of_kinks(model, x, eps, margin=1e-3):
+    """Precondition of a finite-difference check: no ReLU input within ``margin`` of 0."""
+    h = model.encoder.forward(x)
+    z = h[:, :model.latent_dim] + np.exp(h[:, model.latent_dim:] / 2) * eps
+    for net, a in ((model.encoder, x), (model.decoder, z)):
+        for layer in net:
+            if isinstance(layer, ReLU):
+                assert np.abs(a).min() > margin, "pick another seed: a ReLU input sits on its kink"
+            a = layer.forward(a)
+
+
+# -- the loss and its gradient --------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_loss_is_the_composition(backend, dtype):
+def test_loss_is_the_composition(dtype):
     x, eps = _data(dtype)
-    m = _vae(dtype, backend)
+    m = _vae(dtype)
     parts = m.loss(x, beta=0.5, eps=eps)
     assert isinstance(parts, LossParts)
     assert parts.total == pytest.approx(parts.recon + 0.5 * parts.kl, rel=1e-12)
-    h = m.encoder.forward(x).copy()
-    d = LAT
-    z = h[:, :d] + np.exp(h[:, d:] / 2) * eps
+    h = m.encoder.forward(x)
+    z = h[:, :LAT] + np.exp(h[:, LAT:] / 2) * eps
     logits = m.decoder.forward(z.astype(dtype))
     rtol = 1e-5 if dtype == np.float32 else 1e-12
-    assert parts.recon == pytest.approx(BCEWithLogits().set_backend(backend).forward(logits, x), rel=rtol)
-    assert parts.kl == pytest.approx(KL().set_backend(backend).forward(h), rel=rtol)
+    assert parts.recon == pytest.approx(BCEWithLogits().forward(logits, x), rel=rtol)
+    assert parts.kl == pytest.approx(KL().forward(h), rel=rtol)
     assert m.loss(x, beta=0.0, eps=eps).total == parts.recon
 
 
+@pytest.mark.parametrize("input_dim, hidden, latent", [(12, (7, 5), 3), (8, (8,), 4)], ids=["7-5", "square"])
+@pytest.mark.parametrize("beta", [1.0, 0.5, 0.0])
+def test_whole_model_gradients_match_finite_differences(input_dim, hidden, latent, beta):
+    """Every parameter's gradient of the total loss, against central differences in float64.
+
+    The "square" model (8-8-4) has square Dense layers (8x8) in the encoder and decoder,
+    where a transposed weight gradient has the right shape.
+    """
+    model = VAE(input_dim, hidden, latent, dtype=np.float64, rng=1)
+    x, eps = _data(np.float64, seed=2, rows=3, d_in=input_dim, latent=latent)
+    assert_clear_of_kinks(model, x, eps)
+    analytic = _gradients(model, x, beta, eps)
+
+    def loss():
+        return model.loss(x, beta=beta, eps=eps).total
+
+    for name, p in model.named_parameters():
+        assert_gradient(analytic[name], numerical_gradient(loss, p.data), f"{name} (beta={beta})")
+
+
+def _encoder_bias_grad(model, x, beta, eps):
+    """The gradient of the encoder's last bias: its entries are sum_b dL/dmu and sum_b dL/dlogvar."""
+    return _gradients(model, x, beta, eps)[f"encoder.{len(model.encoder) - 1}.bias"]
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_the_kl_road_into_mu_and_logvar(beta):
+    """dL/dh = (the road through z: sampler, decoder, BCE) + beta * (the KL's own road).
+
+    The gradients are linear in beta, so the difference between beta and 0 is the KL's road
+    alone: for the encoder's last bias, sum_b [mu_b | (exp(logvar_b) - 1) / 2] * beta / B.
+    The decoder never sees the KL: its gradients do not depend on beta.
+    """
+    model = _vae()
+    x, eps = _data(np.float64)
+    with_kl, without = _gradients(model, x, beta, eps), _gradients(model, x, 0.0, eps)
+    mu, logvar = model.encode(x)
+    kl_road = np.concatenate([mu.sum(0), 0.5 * (np.exp(logvar) - 1).sum(0)]) * beta / B
+    last = f"encoder.{len(model.encoder) - 1}.bias"
+    np.testing.assert_allclose(with_kl[last] - without[last], kl_road, rtol=1e-10, atol=1e-14)
+    for name in with_kl:
+        if name.startswith("decoder."):
+            np.testing.assert_array_equal(with_kl[name], without[name], err_msg=name)
+
+
+def test_the_sampler_road_into_logvar_vanishes_without_noise():
+    """With eps = 0, z = mu: logvar reaches the loss only through the KL, so with beta = 0
+    its gradient is exactly 0, and with beta = 1 it is sum_b (exp(logvar_b) - 1) / (2B)."""
+    model = _vae()
+    x, _ = _data(np.float64)
+    eps = np.zeros((B, LAT))
+    assert not _encoder_bias_grad(model, x, 0.0, eps)[LAT:].any()
+    _, logvar = model.encode(x)
+    np.testing.assert_allclose(_encoder_bias_grad(model, x, 1.0, eps)[LAT:],
+                               0.5 * (np.exp(logvar) - 1).sum(0) / B, rtol=1e-12)
+
+
+def test_backward_needs_the_loss_right_before_it():
+    with pytest.raises(StateError, match=r"loss\(\)"):
+        _vae().backward()
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x, z: m.encode(x), lambda m, x, z: m.decode(z), lambda m, x, z: m.forward(x),
+    lambda m, x, z: m.reconstruct(x), lambda m, x, z: m.sample(2), lambda m, x, z: m.interpolate(x[0], x[1]),
+], ids=["encode", "decode", "forward", "reconstruct", "sample", "interpolate"])
+def test_an_inference_call_between_loss_and_backward_is_a_state_error(call):
+    m = _vae()
+    x, z = _data(np.float64)
+    m.loss(x)
+    call(m, x, z)
+    with pytest.raises(StateError, match="inference call"):
+        m.backward()
+    m.loss(x)
+    m.backward()                               # the normal order still works
+
+
+# -- inference ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_outputs_keep_dtype_and_shape(backend, dtype):
+def test_outputs_keep_dtype_and_shape(dtype):
     x, eps = _data(dtype)
-    m = _vae(dtype, backend)
+    m = _vae(dtype)
     m.zero_grad()
     m.loss(x)
     m.backward()
@@ -57,18 +152,20 @@ def test_outputs_keep_dtype_and_shape(backend, dtype):
     assert all(np.all((o >= 0) & (o <= 1)) for o in outs[2:])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_user_facing_methods_return_fresh_arrays(backend):
+def test_inference_methods_return_fresh_arrays():
     x, eps = _data(np.float64)
-    m = _vae(backend=backend)
+    m = _vae()
     mu, logvar = m.encode(x)
     rec = m.decode(eps)
-    keep = (mu.copy(), logvar.copy(), rec.copy())
+    x_hat = m.forward(x, eps)[0]
+    keep = (mu.copy(), logvar.copy(), rec.copy(), x_hat.copy())
     m.encode(x[::-1].copy())
     m.decode(-eps)
+    m.forward(x[::-1].copy(), eps)
     m.loss(x)
-    for a, b in zip((mu, logvar, rec), keep):
+    for a, b in zip((mu, logvar, rec, x_hat), keep):
         np.testing.assert_array_equal(a, b)
+    assert not np.shares_memory(mu, logvar)
 
 
 def test_forward_encode_decode_are_consistent():
@@ -80,6 +177,8 @@ def test_forward_encode_decode_are_consistent():
     np.testing.assert_array_equal(logvar, logvar2)
     np.testing.assert_allclose(x_hat, m.decode(mu + np.exp(logvar / 2) * eps), rtol=1e-14)
     np.testing.assert_array_equal(m.reconstruct(x), m.decode(mu))
+    logits = m.decoder.forward(mu)
+    np.testing.assert_allclose(m.decode(mu), 1 / (1 + np.exp(-logits)), rtol=1e-14)
 
 
 def test_interpolate_ends_and_middle():
@@ -96,16 +195,19 @@ def test_interpolate_ends_and_middle():
         m.interpolate(x[:2], x[1])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sample_is_reproducible_with_rng(backend):
-    m = _vae(backend=backend)
+def test_sample_decodes_standard_normal_codes():
+    m = _vae()
     np.testing.assert_array_equal(m.sample(3, rng=1), m.sample(3, rng=1))
+    z = np.random.default_rng(1).standard_normal((3, LAT))
+    np.testing.assert_array_equal(m.sample(3, rng=1), m.decode(z))
     assert not np.array_equal(m.sample(3), m.sample(3))
 
 
-def _train(dtype, backend, seed, steps=4):
-    m = _vae(dtype, backend, seed)
-    opt = Adam(m.parameters(), lr=1e-2, backend=backend)
+# -- training, reproducibility ----------------------------------------------------------------------
+def _train(dtype, seed, steps=4):
+    """The user's loop on the reference: zero_grad, loss, backward, step."""
+    m = _vae(dtype, seed)
+    opt = Adam(m.parameters(), lr=1e-2)
     x, _ = _data(dtype, seed=42, rows=8)
     losses = []
     for _ in range(steps):
@@ -116,53 +218,32 @@ def _train(dtype, backend, seed, steps=4):
     return m.state_dict(), losses
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_same_seed_same_bits_different_seed_differs(backend):
-    a, la = _train(np.float32, backend, seed=1)
-    b, lb = _train(np.float32, backend, seed=1)
-    c, _ = _train(np.float32, backend, seed=2)
+def test_same_seed_same_bits_different_seed_differs():
+    a, la = _train(np.float32, seed=1)
+    b, lb = _train(np.float32, seed=1)
+    c, _ = _train(np.float32, seed=2)
     assert la == lb and la[-1] < la[0]
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
     assert all(not np.array_equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
-def test_backends_agree_on_the_whole_vae(dtype, rtol):
-    x, eps = _data(dtype)
-    results = {}
-    for backend in BACKENDS:
-        m = _vae(dtype, backend, seed=3)
-        m.zero_grad()
-        parts = m.loss(x, beta=0.7, eps=eps)
-        m.backward()
-        x_hat, mu, logvar = m.forward(x, eps)
-        results[backend] = (parts, {n: p.grad.copy() for n, p in m.named_parameters()},
-                            (x_hat, mu, logvar, m.sample(5, rng=0)))
-    (pa, ga, oa), (pb, gb, ob) = results["numpy"], results["numba"]
-    np.testing.assert_allclose(pb, pa, rtol=rtol)
-    for a, b in zip(oa, ob):
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max())
-    for n in ga:
-        scale = np.abs(ga[n]).max()
-        np.testing.assert_allclose(gb[n], ga[n], rtol=rtol, atol=rtol * scale, err_msg=n)
-
-
-def test_backends_agree_after_training_float64():
-    a, la = _train(np.float64, "numpy", seed=5, steps=3)
-    b, lb = _train(np.float64, "numba", seed=5, steps=3)
-    np.testing.assert_allclose(lb, la, rtol=1e-12)
-    for k in a:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-10, atol=1e-12, err_msg=k)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_eval_mode_gives_the_same_loss(backend):
+def test_eval_mode_gives_the_same_loss():
     x, eps = _data(np.float64)
-    m = _vae(backend=backend)
+    m = _vae()
     train = m.loss(x, eps=eps)
     m.eval()
-    assert m.loss(x, eps=eps).total == pytest.approx(train.total, rel=1e-12)
+    assert m.loss(x, eps=eps) == train
+
+
+def test_column_major_batches_give_the_same_loss_and_gradients():
+    x, eps = _data(np.float64)
+    m = _vae()
+    loss_c, grads_c = m.loss(x, eps=eps), _gradients(m, x, 1.0, eps)
+    loss_f, grads_f = m.loss(np.asfortranarray(x), eps=eps), _gradients(m, np.asfortranarray(x), 1.0, eps)
+    assert loss_f == loss_c
+    for n in grads_c:
+        np.testing.assert_array_equal(grads_f[n], grads_c[n], err_msg=n)
 
 
 def test_loss_checks_its_input():
@@ -183,11 +264,6 @@ def test_loss_checks_its_input():
     assert m.loss(x.astype(np.float64)).total > 0         # other float dtype: converted
 
 
-def test_backward_before_loss_is_a_state_error():
-    with pytest.raises(StateError, match="before forward"):
-        _vae().backward()
-
-
 def test_config_and_architecture():
     m = VAE(784, 400, 20, rng=0)
     assert m.config() == dict(input_dim=784, hidden_dims=[400], latent_dim=20, dtype="float32")
@@ -199,32 +275,8 @@ def test_config_and_architecture():
     assert m.dtype == np.float32
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_workspaces_follow_the_batch_layout(backend):
-    """Row- and column-major batches give the same loss and gradients, in their own layout."""
-    rng = np.random.default_rng(5)
-    x = rng.uniform(0, 1, (16, 12)).astype(np.float32)
-    eps = rng.standard_normal((16, 3)).astype(np.float32)
-    results = {}
-    for order in "CF":
-        model = VAE(12, (9, 7), 3, rng=0, backend=backend)
-        xo = np.asarray(x, order=order)
-        loss = model.loss(xo, eps=eps).total
-        model.backward()
-        flag = "f_contiguous" if order == "F" else "c_contiguous"
-        for m in (model.encoder[0], model.decoder[2]):
-            assert getattr(m._y.flags, flag), (order, m)
-        assert getattr(model.bce._dlogits.flags, flag)
-        results[order] = loss, {n: p.grad.copy() for n, p in model.named_parameters()}
-    assert results["C"][0] == pytest.approx(results["F"][0], rel=1e-6)
-    for n, g in results["C"][1].items():
-        np.testing.assert_allclose(results["F"][1][n], g, rtol=1e-5, atol=1e-6, err_msg=n)
-
-
-def test_fit_trains_on_column_major_batches():
-    from npvae.train import fit
-    model = VAE(12, 8, 2, rng=0)
-    images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
-    fit(model, images, epochs=1, batch_size=16, rng=0, progress=False)
-    x = model.encoder[0]._x                      # the last batch the model saw
-    assert x.shape == (8, 12) and x.flags.f_contiguous and not x.flags.c_contiguous
+def test_backend_argument_is_deprecated_and_ignored():
+    x, eps = _data(np.float64)
+    with pytest.warns(DeprecationWarning, match="backend"):
+        old = VAE(D_IN, HID, LAT, dtype=np.float64, rng=0, backend="numba")
+    assert old.loss(x, eps=eps) == _vae().loss(x, eps=eps)

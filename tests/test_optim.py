@@ -1,34 +1,35 @@
-"""Adam and SGD against their update rules written out in plain NumPy float64."""
+"""Adam and SGD: steps worked out by hand, against their update rules written out in float64,
+weight decay, state dicts, deprecated spellings, arguments."""
+import copy
+
 import numpy as np
 import pytest
 
 from npvae import SGD, Adam, Dense, Parameter
 from npvae.errors import InputError, InputTypeError, NpvaeError, StateDictError
 
-BACKENDS = ["numpy", "numba"]
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 STEPS = 6
 
 
-def _params(dtype, seed=0):
+def _params(dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     return [Parameter(rng.standard_normal(s).astype(dtype)) for s in ((3, 4), (4,))]
 
 
-def _grads(step, dtype):
+def _grads(step, dtype=np.float64):
     rng = np.random.default_rng(100 + step)
     return [rng.standard_normal(s).astype(dtype) for s in ((3, 4), (4,))]
 
 
 def _set_grads(params, grads):
     for p, g in zip(params, grads):
-        p.zero_grad()
         p.grad[...] = g
 
 
 def adam_reference(p, grads, lr, b1, b2, eps, wd):
-    """PyTorch's Adam (L2 weight decay added to the gradient), bias corrections included."""
+    """Algorithm 1 of Kingma & Ba with PyTorch's L2 weight decay (added to the gradient)."""
     p = p.astype(np.float64).copy()
     m, v = np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
@@ -52,41 +53,114 @@ def sgd_reference(p, grads, lr, momentum, wd):
     return p
 
 
+# -- Adam ------------------------------------------------------------------------------------
+def test_adam_steps_by_hand():
+    """Three steps of Algorithm 1 worked out by hand, lr = 0.1, betas = (1/2, 3/4).
+
+    Element 0 sees g = 2, -2, 2; element 1 the same divided by 4 (Adam's step does not
+    depend on the gradient's scale, apart from eps).
+
+    ====================  ======  ======  =======
+    step t                1       2       3
+    m = b1 m + (1-b1) g   1       -1/2    3/4
+    v = b2 v + (1-b2) g^2 1       7/4     37/16
+    1 - b1^t              1/2     3/4     7/8
+    1 - b2^t              1/4     7/16    37/64
+    m_hat                 2       -2/3    6/7
+    v_hat                 4       4       4
+    step lr m_hat / 2     0.1     -1/30   3/70
+    ====================  ======  ======  =======
+
+    Without the bias correction the first step would be the same (m = v = 1) but the
+    second 0.1 * 0.5 / sqrt(7/4) = 0.0378 instead of 1/30; with the correction one step
+    ahead (1 - beta^(t+1)) the first would already be 0.1 * (4/3) / sqrt(16/7) = 0.0882.
+    """
+    lr, eps = 0.1, 1e-8
+    p = Parameter(np.array([1.0, -2.0]))
+    opt = Adam([p], lr=lr, betas=(0.5, 0.75), eps=eps)
+    table = [(2.0, 1.0, 1.0, 2.0, 4.0), (-2.0, -1 / 2, 7 / 4, -2 / 3, 4.0), (2.0, 3 / 4, 37 / 16, 6 / 7, 4.0)]
+    scale = np.array([1.0, 0.25])
+    expected = p.data.copy()
+    for t, (g, m, v, m_hat, v_hat) in enumerate(table, start=1):
+        p.grad[...] = g * scale
+        opt.step()
+        assert opt.t == t
+        np.testing.assert_allclose(opt.state[p]["m"], m * scale, rtol=1e-15, err_msg=f"m at t={t}")
+        np.testing.assert_allclose(opt.state[p]["v"], v * scale ** 2, rtol=1e-15, err_msg=f"v at t={t}")
+        expected -= lr * (m_hat * scale) / (np.sqrt(v_hat * scale ** 2) + eps)
+        np.testing.assert_allclose(p.data, expected, rtol=1e-15, err_msg=f"parameter at t={t}")
+    np.testing.assert_allclose(p.data, [1 - 0.1 + 1 / 30 - 3 / 70, -2 - 0.1 + 1 / 30 - 3 / 70], rtol=1e-7)
+
+
+def test_adam_constant_gradient_moves_lr_every_step():
+    """With a constant g the bias-corrected moments are exactly g and g^2 at every step
+    (m_t = g (1 - b1^t)), so each step is lr * g / (|g| + eps)."""
+    g = np.array([3.0, -0.02, 1e3])
+    p = Parameter(np.zeros(3))
+    opt = Adam([p], lr=1e-2)
+    for t in range(1, 11):
+        before = p.data.copy()
+        p.grad[...] = g
+        opt.step()
+        np.testing.assert_allclose(before - p.data, 1e-2 * g / (np.abs(g) + 1e-8), rtol=1e-12, err_msg=f"t={t}")
+
+
 @pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_adam_follows_the_update_rule(backend, dtype, wd):
+def test_adam_follows_the_update_rule(dtype, wd):
     params = _params(dtype)
     start = [p.data.copy() for p in params]
-    opt = Adam(params, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=wd, backend=backend)
+    opt = Adam(params, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=wd)
     for t in range(STEPS):
         _set_grads(params, _grads(t, dtype))
         opt.step()
     assert opt.t == STEPS
     for i, p in enumerate(params):
         want, m, v = adam_reference(start[i], [_grads(t, dtype)[i] for t in range(STEPS)], 0.01, 0.8, 0.95, 1e-6, wd)
-        assert p.data.dtype == dtype
+        assert p.data.dtype == dtype and opt.state[p]["m"].dtype == dtype
         np.testing.assert_allclose(p.data, want, rtol=RTOL[dtype], atol=RTOL[dtype])
-        np.testing.assert_allclose(opt.state["m"][i], m, rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
-        np.testing.assert_allclose(opt.state["v"][i], v, rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
+        np.testing.assert_allclose(opt.state[p]["m"], m, rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
+        np.testing.assert_allclose(opt.state[p]["v"], v, rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
 
 
-def test_adam_first_step_moves_by_lr():
-    """With bias correction the first step is lr * sign(g) (|g| >> eps): the rule, not a guess."""
-    p = Parameter(np.array([1.0, -2.0, 3.0]))
-    opt = Adam([p], lr=0.1, backend="numpy")
-    p.grad[...] = [4.0, -0.5, 1e-3]
-    opt.step()
-    np.testing.assert_allclose(p.data, [0.9, -1.9, 2.9], rtol=1e-6)
+def test_adam_weight_decay_is_l2_added_to_the_gradient():
+    """PyTorch's Adam(weight_decay): g + wd * theta goes through the moments, so with g = 0 the
+    first step is lr * sign(theta) (AdamW's decoupled decay would move theta by lr * wd * theta)."""
+    p = Parameter(np.array([1.0, -2.0]))
+    Adam([p], lr=0.1, weight_decay=0.1).step()
+    np.testing.assert_allclose(p.data, [0.9, -1.9], rtol=1e-7)
+    q = Parameter(np.array([1.0, -2.0]))
+    Adam([q], lr=0.1).step()                       # no decay, no gradient: no step
+    np.testing.assert_array_equal(q.data, [1.0, -2.0])
+
+
+# -- SGD -------------------------------------------------------------------------------------------
+def test_sgd_momentum_by_hand():
+    """lr = 0.1, momentum 0.9, g = 1, -1, 2: buffer 1, 0.9 - 1 = -0.1, -0.09 + 2 = 1.91."""
+    p = Parameter(np.array([0.0]))
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    for g, buf, theta in ((1.0, 1.0, -0.1), (-1.0, -0.1, -0.09), (2.0, 1.91, -0.281)):
+        p.grad[...] = g
+        opt.step()
+        np.testing.assert_allclose(opt.state[p]["momentum_buffer"], [buf], rtol=1e-14)
+        np.testing.assert_allclose(p.data, [theta], rtol=1e-14)
+
+
+def test_sgd_weight_decay_and_plain_step_by_hand():
+    p = Parameter(np.array([1.0, -2.0]))
+    SGD([p], lr=0.5, weight_decay=0.1).step()      # g = 0: theta -= lr * wd * theta
+    np.testing.assert_allclose(p.data, [0.95, -1.9], rtol=1e-15)
+    p.grad[...] = [2.0, 4.0]
+    SGD([p], lr=0.5).step()                        # theta -= lr * g
+    np.testing.assert_allclose(p.data, [-0.05, -3.9], rtol=1e-14)
 
 
 @pytest.mark.parametrize("momentum, wd", [(0.0, 0.0), (0.9, 0.0), (0.9, 0.01)])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sgd_follows_the_update_rule(backend, dtype, momentum, wd):
+def test_sgd_follows_the_update_rule(dtype, momentum, wd):
     params = _params(dtype)
     start = [p.data.copy() for p in params]
-    opt = SGD(params, lr=0.05, momentum=momentum, weight_decay=wd, backend=backend)
+    opt = SGD(params, lr=0.05, momentum=momentum, weight_decay=wd)
     for t in range(STEPS):
         _set_grads(params, _grads(t, dtype))
         opt.step()
@@ -95,23 +169,60 @@ def test_sgd_follows_the_update_rule(backend, dtype, momentum, wd):
         np.testing.assert_allclose(p.data, want, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
-@pytest.mark.parametrize("make", [lambda ps, b: Adam(ps, lr=0.01, backend=b),
-                                  lambda ps, b: SGD(ps, lr=0.01, momentum=0.9, backend=b)], ids=["Adam", "SGD"])
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_optimizer_state_dict_round_trip(make, backend):
-    a_params, b_params = _params(np.float32), _params(np.float32)
-    a = make(a_params, backend)
+# -- both ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_step_after_zero_grad_sees_zero_gradient(make):
+    d = Dense(3, 2, dtype=np.float64, rng=0)
+    opt = make(d.parameters(), lr=0.1)
+    d.forward(np.ones((2, 3)))
+    d.backward(np.ones((2, 2)))
+    opt.zero_grad()
+    assert all(not p.grad.any() for p in d.parameters())
+    before = d.state_dict()
+    opt.step()
+    for n, v in d.state_dict().items():
+        np.testing.assert_array_equal(v, before[n])
+
+
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_a_copied_optimizer_updates_the_copied_parameters(make):
+    d = Dense(3, 2, dtype=np.float64, rng=0)
+    opt = make(d.parameters(), lr=0.1)
+    d.forward(np.ones((2, 3)))
+    d.backward(np.ones((2, 2)))
+    opt.step()
+    d2, opt2 = copy.deepcopy((d, opt))
+    before = d.weight.data.copy()
+    opt2.step()                                   # moves the copy's weights, not the original's
+    assert not np.array_equal(d2.weight.data, before)
+    np.testing.assert_array_equal(d.weight.data, before)
+    opt.step()                                    # the same step on the original: the same result
+    np.testing.assert_array_equal(d.weight.data, d2.weight.data)
+
+
+# -- state dicts ---------------------------------------------------------------------------------------
+MAKERS = {"Adam": lambda ps: Adam(ps, lr=0.01, betas=(0.8, 0.9), weight_decay=0.01),
+          "SGD": lambda ps: SGD(ps, lr=0.01, momentum=0.9)}
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_optimizer_state_dict_round_trip(name):
+    make = MAKERS[name]
+    a_params, b_params = _params(np.float32), _params(np.float32, seed=1)
+    a = make(a_params)
     for t in range(3):
         _set_grads(a_params, _grads(t, np.float32))
         a.step()
     sd = a.state_dict()
-    b = make(b_params, backend)
-    b.load_state_dict(sd)
-    for pa, pb in zip(a_params, b_params):
+    names = {"Adam": ("m", "v"), "SGD": ("momentum_buffer",)}[name]
+    assert set(sd) == {"t", *a.hyper(), *(f"{n}.{i}" for n in names for i in range(2))}
+    b = type(a)(b_params, lr=0.5)                     # other hyper-parameters: the dict sets them
+    assert b.load_state_dict(sd) is b
+    for i, (pa, pb) in enumerate(zip(a_params, b_params)):
         pb.data[...] = pa.data
-    for name, arrays in a.state.items():           # copies, not views
-        for i, arr in enumerate(arrays):
-            assert not np.shares_memory(sd[f"{name}.{i}"], arr)
+        for n in names:                                   # copies, not views
+            assert not np.shares_memory(sd[f"{n}.{i}"], a.state[pa][n])
+            np.testing.assert_array_equal(b.state[pb][n], a.state[pa][n])
     for t in range(3, 6):                           # the two now step identically
         _set_grads(a_params, _grads(t, np.float32))
         _set_grads(b_params, _grads(t, np.float32))
@@ -122,26 +233,79 @@ def test_optimizer_state_dict_round_trip(make, backend):
         np.testing.assert_array_equal(pa.data, pb.data)
 
 
-def test_optimizer_load_state_dict_errors():
-    opt = Adam(_params(np.float64), lr=0.01)
-    sd = opt.state_dict()
-    missing = dict(sd)
-    del missing["v.1"]
-    for bad in (missing, dict(sd, extra=np.zeros(1)), dict(sd, **{"m.0": np.zeros((4, 3))}),
-                dict(sd, **{"m.0": sd["m.0"].astype(np.float32)}), [1, 2]):
-        with pytest.raises(StateDictError):
-            opt.load_state_dict(bad)
-
-
-def test_optimizer_load_state_dict_with_bad_hyper_changes_nothing():
-    params = _params(np.float64)
+def _adam_dict():
+    params = _params()
     opt = Adam(params, lr=0.01)
-    sd = opt.state_dict()
-    bad = {k: (v + 1 if k.startswith(("m.", "v.")) else v) for k, v in sd.items()}
-    bad["lr"], bad["t"] = np.array(-1.0), np.array(9)
-    with pytest.raises(StateDictError):
+    _set_grads(params, _grads(0))
+    opt.step()
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "keys"), ("extra", "keys"), ("shape", r"m.0 must be \(3, 4\)"), ("dtype", "m.0 must be.*float64"),
+    ("nan", "v.1 contains NaN"), ("inf", "m.0 contains NaN or inf"), ("bad lr", "lr"), ("negative t", "t=-1"),
+    ("not a dict", "keys"),
+])
+def test_optimizer_load_state_dict_refuses_and_changes_nothing(case, words):
+    sd = _adam_dict()
+    bad = {k: (v + 1 if k.startswith(("m.", "v.")) else v) for k, v in sd.items()}   # a partial load would show
+    if case == "missing":
+        del bad["v.1"]
+    elif case == "extra":
+        bad["extra"] = np.zeros(1)
+    elif case == "shape":
+        bad["m.0"] = np.zeros((4, 3))
+    elif case == "dtype":
+        bad["m.0"] = bad["m.0"].astype(np.float32)
+    elif case == "nan":
+        bad["v.1"] = np.full(4, np.nan)
+    elif case == "inf":
+        bad["m.0"] = np.full((3, 4), np.inf)
+    elif case == "bad lr":
+        bad["lr"] = np.array(-1.0)
+    elif case == "negative t":
+        bad["t"] = np.array(-1)
+    else:
+        bad = list(bad.items())
+    params = _params()
+    opt = Adam(params, lr=0.02)
+    with pytest.raises(StateDictError, match=words):
         opt.load_state_dict(bad)
-    assert opt.t == 0 and not opt.state["m"][0].any()
+    assert opt.t == 0 and opt.lr == 0.02
+    assert all(not a.any() for p in params for a in opt.state[p].values())
+
+
+def test_old_state_dict_with_beta1_and_beta2_still_loads():
+    sd = _adam_dict()
+    betas = sd.pop("betas")
+    sd["beta1"], sd["beta2"] = np.array(0.8), np.array(0.99)
+    assert tuple(betas) == (0.9, 0.999)
+    opt = Adam(_params(), lr=0.5)
+    opt.load_state_dict(sd)
+    assert opt.betas == (0.8, 0.99) and opt.t == 1 and opt.lr == 0.01
+
+
+# -- deprecated spellings and bad arguments -------------------------------------------------------------
+def test_betas_is_a_pair_and_beta1_beta2_are_deprecated():
+    opt = Adam(_params(), betas=(0.8, 0.99))
+    assert opt.betas == (0.8, 0.99)
+    with pytest.warns(DeprecationWarning, match="betas"):
+        assert opt.beta1 == 0.8
+    with pytest.warns(DeprecationWarning, match="betas"):
+        assert opt.beta2 == 0.99
+
+
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_backend_argument_is_deprecated_and_ignored(make):
+    p, q = _params(), _params()
+    with pytest.warns(DeprecationWarning, match="backend"):
+        old = make(p, lr=0.1, backend="numba")
+    new = make(q, lr=0.1)
+    for params, opt in ((p, old), (q, new)):
+        _set_grads(params, _grads(0))
+        opt.step()
+    for a, b in zip(p, q):
+        np.testing.assert_array_equal(a.data, b.data)
 
 
 @pytest.mark.parametrize("kwargs, err", [
@@ -150,109 +314,18 @@ def test_optimizer_load_state_dict_with_bad_hyper_changes_nothing():
     (dict(betas=(0.9, -0.1)), InputError), (dict(eps=0.0), InputError), (dict(weight_decay=-1.0), InputError),
 ])
 def test_adam_rejects_bad_hyper_parameters(kwargs, err):
-    with pytest.raises(err):
+    with pytest.raises(err, match=next(iter(kwargs))):
         Adam(_params(np.float32), **kwargs)
 
 
 def test_bad_arguments_are_npvae_errors():
     for bad in (dict(lr=0.0), dict(lr=-1.0), dict(momentum=-0.5)):
-        with pytest.raises(NpvaeError):
+        with pytest.raises(NpvaeError, match=next(iter(bad))):
             SGD(_params(np.float32), **bad)
     with pytest.raises(InputError, match="empty"):
         Adam([])
     with pytest.raises(InputTypeError, match="Parameter"):
         Adam([np.zeros(3)])
-    with pytest.raises(InputError, match="backend"):
-        Adam(_params(np.float32), backend="gpu")
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_step_after_zero_grad_sees_zero_gradient(backend):
-    d = Dense(3, 2, dtype=np.float64, rng=0, backend=backend)
-    opt = SGD(d.parameters(), lr=0.1, backend=backend)
-    d.forward(np.ones((2, 3)))
-    d.backward(np.ones((2, 2)))
-    opt.zero_grad()
-    before = d.state_dict()
-    opt.step()
-    for n, v in d.state_dict().items():
-        np.testing.assert_array_equal(v, before[n])
-
-
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_moments_below_the_smallest_normal_are_flushed(backend, dtype):
-    """Dead units: g = 0 and tiny moments. They become exactly 0, never subnormal."""
-    from npvae.kernels import get
-    tiny = np.finfo(dtype).tiny
-    p = np.ones(8, dtype)
-    g = np.zeros(8, dtype)
-    m = np.full(8, tiny / 2, dtype)           # already subnormal
-    v = np.full(8, tiny * 1.0005, dtype)      # 0.999 * v decays below tiny this step
-    m[0], v[0] = 1e-3, 1e-6                    # a live unit stays live
-    c = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.0, 0.5, 0.25, tiny)]
-    get(backend).adam_update(p, g, m, v, *c)
-    assert (m[1:] == 0).all() and (v[1:] == 0).all()
-    assert m[0] != 0 and v[0] != 0
-    np.testing.assert_array_equal(p[1:], 1)   # a zero moment moves nothing
-    buf = np.full(8, tiny * 1.05, dtype)
-    get(backend).sgd_update(p, g, buf, dtype(0.1), dtype(0.9), dtype(0.0), False, dtype(tiny))
-    assert (buf == 0).all()
-
-
-@pytest.mark.parametrize("wd", [0.0, 0.05])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_adam_reads_a_column_gradient_as_the_full_one(backend, dtype, wd):
-    """Dense hands Adam only its live columns (dead units); same steps as from .grad."""
-    x = np.random.default_rng(3).uniform(-1, 1, (30, 6)).astype(dtype)
-    runs = []
-    for read_grad in (False, True):
-        d = Dense(6, 20, dtype=dtype, rng=0, backend=backend)
-        d.bias.data[:12] = -100.0                   # 12 of 20 units off: the column path
-        opt = Adam(d.parameters(), lr=0.01, weight_decay=wd, backend=backend)
-        for step in range(4):
-            opt.zero_grad()
-            d.forward(x, relu=True)
-            d.backward(np.random.default_rng(step).standard_normal((30, 20)).astype(dtype), input_grad=False)
-            assert d.weight.column_grad() is not None
-            if read_grad:
-                d.weight.grad                       # writes the columns out: the dense update
-                assert d.weight.column_grad() is None
-            opt.step()
-        runs.append([p.data.copy() for p in d.parameters()] + [a.copy() for a in opt.state["m"]])
-    for got, want in zip(*runs):
-        np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0)
-    assert (runs[0][0][:, :12] == Dense(6, 20, dtype=dtype, rng=0).weight.data[:, :12]).all() == (wd == 0)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sgd_writes_a_column_gradient_out(backend):
-    """SGD has no column kernel: it reads the gradient the Dense layer left as columns in full."""
-    d = Dense(6, 20, dtype=np.float64, rng=0, backend=backend)
-    d.bias.data[:12] = -100.0
-    x = np.random.default_rng(3).uniform(-1, 1, (30, 6))
-    d.zero_grad()                               # a fresh gradient: the layer hands over columns
-    d.forward(x, relu=True)
-    d.backward(np.random.default_rng(4).standard_normal((30, 20)), input_grad=False)
-    assert d.weight.column_grad() is not None
-    expected = d.weight.data - 0.1 * (x.T @ (np.random.default_rng(4).standard_normal((30, 20)) * (d._y > 0)))
-    SGD(d.parameters(), lr=0.1, backend=backend).step()
-    np.testing.assert_allclose(d.weight.data, expected, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("make", [Adam, SGD])
-def test_a_copied_optimizer_updates_the_copied_parameters(make):
-    import copy
-    d = Dense(3, 2, dtype=np.float64, rng=0)
-    opt = make(d.parameters(), lr=0.1)
-    d.forward(np.ones((2, 3)))
-    d.backward(np.ones((2, 2)))
-    opt.step()                                    # the optimizer has made its flat views
-    d2, opt2 = copy.deepcopy((d, opt))
-    before = d.weight.data.copy()
-    opt2.step()                                   # moves the copy's weights, not the original's
-    assert not np.array_equal(d2.weight.data, before)
-    np.testing.assert_array_equal(d.weight.data, before)
-    opt.step()                                    # the same step on the original: the same result
-    np.testing.assert_array_equal(d.weight.data, d2.weight.data)
+    p = _params()
+    with pytest.raises(InputError, match="twice"):
+        Adam([p[0], p[0]])

@@ -1,6 +1,7 @@
 """SIGINT/SIGTERM during fit: a real subprocess is interrupted, leaves a valid checkpoint, and resumes.
 
-The resumed run must equal an uninterrupted one bit for bit (mid-epoch resume is exact).
+The resumed run must equal an uninterrupted one bit for bit (mid-epoch resume is exact), on
+either back end.
 """
 import importlib.util
 import json
@@ -12,8 +13,10 @@ import sys
 import numpy as np
 import pytest
 
+from npvae import VAE
 from npvae.checkpoint import load_checkpoint
-from npvae.train import _StopFlag
+from npvae.errors import InputError
+from npvae.train import TrainingInterrupted, fit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "data", "interruptible_fit.py")
@@ -26,12 +29,11 @@ def load_script():
     return module
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path, backend):
     """The uninterrupted run, trained in this process."""
     script = load_script()
-    model, history = script.train(str(tmp_path_factory.mktemp("ref") / "c.npz"))
-    path = tmp_path_factory.mktemp("ref") / "result.npz"
+    model, history = script.train(str(tmp_path / "reference.npz"), backend=backend)
+    path = tmp_path / "reference-result.npz"
     script.save_result(path, model, history)
     return path
 
@@ -41,10 +43,11 @@ def run(args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, reference, signum):
+@pytest.mark.parametrize("signum, backend", [(signal.SIGINT, "numba"), (signal.SIGTERM, "numpy")],
+                         ids=["SIGINT-numba", "SIGTERM-numpy"])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, signum, backend):
     ckpt, result = tmp_path / "c.npz", tmp_path / "result.npz"
-    proc = run([ckpt, result])
+    proc = run([ckpt, result, "--backend", backend])
     try:
         line = proc.stdout.readline()                    # wait until training reports progress
         assert line.strip() == "epoch 1", line + proc.stderr.read()
@@ -59,10 +62,10 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, reference, signum)
     ckpt_data = load_checkpoint(ckpt)                    # a valid checkpoint
     assert 1 <= ckpt_data.epoch < 12 and (ckpt_data.step == 0 or ckpt_data.partial is not None)
 
-    resumed = run([ckpt, result, "--resume"])
+    resumed = run([ckpt, result, "--resume", "--backend", backend])
     out, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err
-    got, want = np.load(result), np.load(reference)
+    got, want = np.load(result), np.load(reference(tmp_path, backend))
     assert set(got.files) == set(want.files)
     for key in want.files:
         if key != "history":
@@ -70,19 +73,44 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, reference, signum)
     assert json.loads(str(got["history"])) == json.loads(str(want["history"]))
 
 
-def test_second_signal_stops_at_once():
-    flag = _StopFlag()
-    flag.handler(signal.SIGINT, None)
-    assert flag.signum == signal.SIGINT
-    with pytest.raises(KeyboardInterrupt):
-        flag.handler(signal.SIGINT, None)
+class NoiseThatSignals(np.random.Generator):
+    """The model's noise stream, unchanged, except that SIGINT arrives ``times`` times while
+    training step ``at`` draws its noise (each step draws once)."""
+
+    def __init__(self, model, at, times):
+        super().__init__(model.rng.bit_generator)
+        self.draws, self.at, self.times = 0, at, times
+
+    def standard_normal(self, *args, **kwargs):
+        self.draws += 1
+        if self.draws == self.at:
+            for _ in range(self.times):
+                signal.raise_signal(signal.SIGINT)
+        return super().standard_normal(*args, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_second_signal_stops_at_once(tmp_path, backend):
+    """One signal: finish the step, save, raise TrainingInterrupted. Two: the user insists, stop
+    now with a plain KeyboardInterrupt; the last checkpoint (epoch 1) stays as it was."""
+    x = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    path = tmp_path / "c.npz"
+    model = VAE(784, 8, 2, rng=0)
+    model.sampler.rng = NoiseThatSignals(model, at=6, times=2)        # epoch 2 (4 steps an epoch), step 2
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as info:
+        fit(model, x, epochs=3, batch_size=16, rng=0, progress=False, checkpoint=path, backend=backend)
+    assert not isinstance(info.value, TrainingInterrupted)
+    assert (load_checkpoint(path).epoch, load_checkpoint(path).step) == (1, 0)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    model = VAE(784, 8, 2, rng=0)
+    model.sampler.rng = NoiseThatSignals(model, at=6, times=1)
+    with pytest.raises(TrainingInterrupted):
+        fit(model, x, epochs=3, batch_size=16, rng=0, progress=False, checkpoint=path, backend=backend)
+    assert (load_checkpoint(path).epoch, load_checkpoint(path).step) == (1, 2)
 
 
 def test_handlers_restored_after_fit_and_after_errors():
-    from npvae import VAE
-    from npvae.errors import InputError
-    from npvae.train import fit
-
     def marker(signum, frame):
         pass
 

@@ -21,6 +21,10 @@ class ColumnBatches:
         self.rows = np.empty((n, images.shape[1]), images.dtype)   # gathered, row-major
         self.buffers = {}   # batch size -> (float batch, uint8 batch or None), column-major
 
+    def made(self, x):
+        """True if ``x`` is one of the batches this object made (and so known to be valid)."""
+        return any(x is bufs[0] for bufs in self.buffers.values())
+
     def take(self, idx):
         """``images[idx]`` as a column-major float batch; ``idx`` holds at most batch_size indices."""
         n = len(idx)

@@ -31,7 +31,7 @@ inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the
 # these replacements are plain arithmetic (polynomials, one bit-cast), so a loop
 # over them becomes SIMD code; they are accurate to float32 round-off (``exp_neg``
 # and ``exp_any`` within 1 ulp as written, 5 ulp once fastmath reassociates them;
-# ``log1p_unit`` within 3 ulp; tests/test_kernels.py checks). float64 (the
+# ``log1p_unit`` within 3 ulp; tests/test_fast_kernels.py checks). float64 (the
 # gradient checks) keeps the C library's correctly rounded functions.
 #
 # Each helper is a plain Python function (used as is under ``NUMBA_DISABLE_JIT=1``)

@@ -27,20 +27,21 @@ from ..optim import SGD, Adam
 from . import kernels as k
 
 
-def fused(optimizer, block):
-    """The fused twin of ``optimizer`` (an ``Adam`` or ``SGD``) over ``block``."""
+def fused(optimizer, block, params):
+    """The fused twin of ``optimizer`` (an ``Adam`` or ``SGD``) over ``block``, which holds
+    ``params`` (the model's parameters, in the block's order)."""
     if type(optimizer) is Adam:
-        return FusedAdam(optimizer, block)
+        return FusedAdam(optimizer, block, params)
     if type(optimizer) is SGD:
-        return FusedSGD(optimizer, block)
+        return FusedSGD(optimizer, block, params)
     raise TypeError(f"the fast path runs Adam and SGD, not {type(optimizer).__name__}")
 
 
 class FusedOptimizer:
     state_names = ()
 
-    def __init__(self, optimizer, block):
-        self.source, self.block = optimizer, block
+    def __init__(self, optimizer, block, params):
+        self.source, self.block, self.params = optimizer, block, list(params)
         self.held = None            # (n, t at hold): the first weight's columns n: wait
         self.load()
 
@@ -54,8 +55,8 @@ class FusedOptimizer:
         self.source.t = self.t
 
     def states(self):
-        """``{state name: [array per parameter]}`` of the reference optimizer, for the block."""
-        return {name: [self.source.state[p][name] for p in self.source.params] for name in self.state_names}
+        """``{state name: [array per parameter]}`` of the reference optimizer, in the block's order."""
+        return {name: [self.source.state[p][name] for p in self.params] for name in self.state_names}
 
     def _first_columns(self):
         """How many of the first weight's columns are updated (all but the held ones)."""

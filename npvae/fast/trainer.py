@@ -26,7 +26,7 @@ import math
 from ..errors import InputError, InputTypeError
 from ..model import VAE
 from ..optim import SGD, Adam, Optimizer
-from ..validate import check_batch, check_positive_float
+from ..validate import check_batch, check_images, check_positive_float, check_positive_int
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -40,7 +40,7 @@ class Trainer:
     ----------
     model : VAE
     optimizer : Adam or SGD
-        Over ``model.parameters()``, in their order.
+        Over ``model.parameters()``.
     images : ndarray (N, input_dim), optional
         The training set, for :meth:`batch` (uint8 pixels or floats in [0, 1]).
     batch_size : int, optional
@@ -59,15 +59,18 @@ class Trainer:
         if type(optimizer) not in (Adam, SGD):
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
                                  "use backend='numpy' (the reference) for other optimizers")
-        if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
-            raise InputError("optimizer must hold exactly model.parameters(), in their order; build it "
-                             "with Adam(model.parameters(), lr)")
+        if {id(p) for p in optimizer.params} != {id(p) for p in model.parameters()}:
+            raise InputError("optimizer must hold exactly model.parameters(); build it with "
+                             "Adam(model.parameters(), lr)")
+        if images is not None:
+            images = check_images(images, "images", model.input_dim)
+            batch_size = len(images) if batch_size is None else check_positive_int(batch_size, "batch_size")
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
         self.model, self.optimizer = model, optimizer
         self.net = FastVAE(model, type(optimizer).state_names)
-        self.opt = fused(optimizer, self.net.block)
-        self.batches = None if images is None else ColumnBatches(images, batch_size or len(images), model.dtype)
+        self.opt = fused(optimizer, self.net.block, model.parameters())
+        self.batches = None if images is None else ColumnBatches(images, batch_size, model.dtype)
         self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
         self.load()
 
@@ -130,9 +133,9 @@ class Trainer:
 
         The update is applied only if the loss is finite; the returned ``LossParts`` tell.
         """
-        if not (self.batches is not None and any(x is bufs[0] for bufs in self.batches.buffers.values())):
+        beta = check_positive_float(beta, "beta", allow_zero=True)
+        if not (self.batches is not None and self.batches.made(x)):   # our own batches are known good
             x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True)
-            beta = check_positive_float(beta, "beta", allow_zero=True)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws

@@ -1,6 +1,6 @@
 """A small training run for tests/test_signals.py, meant to be interrupted and resumed.
 
-    python tests/data/interruptible_fit.py CHECKPOINT RESULT [--resume]
+    python tests/data/interruptible_fit.py CHECKPOINT RESULT [--resume] [--backend numba|numpy]
 
 Trains a 784-32-4 VAE on the shipped MNIST sample (800 images, batch 16: 50
 steps per epoch) for EPOCHS epochs with a checkpoint at CHECKPOINT, printing
@@ -8,6 +8,7 @@ steps per epoch) for EPOCHS epochs with a checkpoint at CHECKPOINT, printing
 TrainingInterrupted; this script then exits with 128 + the signal number.
 At the end the parameters and the history go to RESULT (an .npz).
 """
+import argparse
 import json
 import os
 import sys
@@ -24,12 +25,12 @@ from npvae.train import TrainingInterrupted, fit  # noqa: E402
 EPOCHS = 12
 
 
-def train(checkpoint, resume=False):
+def train(checkpoint, resume=False, backend="numba"):
     images, _ = load_idx_split(os.path.join(HERE, "mnist-sample"), "t10k")
     model = VAE(784, 32, 4, rng=0)
     history = fit(model, images[:800], images[800:], epochs=EPOCHS, batch_size=16, rng=1, binarize=True,
                   checkpoint=checkpoint, resume=checkpoint if resume else None, progress=False,
-                  callback=lambda record, m: print(f"epoch {record['epoch']}", flush=True))
+                  backend=backend, callback=lambda record, m: print(f"epoch {record['epoch']}", flush=True))
     return model, history
 
 
@@ -40,10 +41,15 @@ def save_result(path, model, history):
 
 
 if __name__ == "__main__":
-    ckpt, result = sys.argv[1], sys.argv[2]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("result")
+    parser.add_argument("--resume", action="store_true", help="continue from CHECKPOINT")
+    parser.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    args = parser.parse_args()
     try:
-        model, history = train(ckpt, resume="--resume" in sys.argv)
+        model, history = train(args.checkpoint, resume=args.resume, backend=args.backend)
     except TrainingInterrupted as e:
         print(f"interrupted at epoch {e.epoch} step {e.step}", flush=True)
         sys.exit(128 + e.signum)
-    save_result(result, model, history)
+    save_result(args.result, model, history)

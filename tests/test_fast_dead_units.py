@@ -1,0 +1,362 @@
+"""Dead-unit retirement (npvae/fast/dead_units.py): first-layer units proven dead on every
+training image are left out of the fast path's steps, which changes nothing but the time.
+
+Checked through what a user sees: ``fit(..., backend="numba", retire_dead_units=...)``, the
+record in ``fit``'s checkpoints and ``npvae.fast.Trainer.dead_units()``; the proof's premise
+(``FusedAdam.at_rest``) and the held columns' replay are checked on the fused optimizer.
+"""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from npvae import SGD, VAE, Adam
+from npvae.checkpoint import load_checkpoint, save_checkpoint
+from npvae.data import load_idx_split, to_float
+from npvae.errors import CheckpointError
+from npvae.evaluate import evaluate_elbo
+from npvae.fast import Trainer
+from npvae.fast.layout import ParameterBlock
+from npvae.fast.optim import FusedAdam, FusedSGD, fused
+from npvae.module import Parameter
+from npvae.train import TrainingInterrupted, fit
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+OFF = [0, 2, 3, 5, 9]        # first-layer units switched off for every image in these tests
+RUN = dict(batch_size=50, rng=7, progress=False, backend="numba")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_idx_split(SAMPLE, "t10k")[0]
+
+
+def vae(seed=0, dtype=np.float32, hidden=16):
+    """A small VAE whose first-layer units OFF are 0 for every image in [0, 1]."""
+    model = VAE(784, hidden, 3, dtype=dtype, rng=seed)
+    model.encoder[0].bias.data[OFF] = -30.0      # |x W| <= 784 / 28 = 28 for x in [0, 1]
+    return model
+
+
+def retired(path):
+    """The units retired, from a checkpoint written by fit (None: no record kept)."""
+    record = load_checkpoint(path).dead_units
+    return None if record is None else record["retired"]
+
+
+def params_equal(a, b):
+    return all(np.array_equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def metrics(history):
+    """History without the wall-clock fields, which differ between runs."""
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in history]
+
+
+class NoiseThatStops(np.random.Generator):
+    """The model's noise stream, unchanged, except that the ``at``-th draw (the ``at``-th
+    training step: each step draws its noise once) first calls ``stop()``."""
+
+    def __init__(self, model, at, stop):
+        super().__init__(model.rng.bit_generator)
+        self.draws, self.at, self.stop = 0, at, stop
+
+    def standard_normal(self, *args, **kwargs):
+        self.draws += 1
+        if self.draws == self.at:
+            self.stop()
+        return super().standard_normal(*args, **kwargs)
+
+
+def interrupt_at(model, step):
+    """SIGINT arrives during training step ``step`` (counted over the run, from 1)."""
+    model.sampler.rng = NoiseThatStops(model, step, lambda: signal.raise_signal(signal.SIGINT))
+
+
+# -- what gets retired ------------------------------------------------------------------------
+def test_units_dead_on_every_training_image_are_retired_and_never_move(images, tmp_path):
+    x = images[:200]
+    model = vae()
+    w0, b0 = model.encoder[0].weight.data.copy(), model.encoder[0].bias.data.copy()
+    fit(model, x, images[200:260], epochs=3, checkpoint=tmp_path / "c.npz", **RUN)
+    units = retired(tmp_path / "c.npz")
+    assert set(OFF) <= set(units) and len(units) < 16
+    W, b = model.encoder[0].weight.data, model.encoder[0].bias.data
+    assert np.array_equal(W[:, units], w0[:, units]) and np.array_equal(b[units], b0[units])
+    assert not np.array_equal(W, w0)                                  # the others trained
+    # the claim itself: every retired unit is off for every training image
+    pre = to_float(x, np.float64) @ W.astype(np.float64) + b
+    assert (pre[:, units] <= 0).all()
+
+
+def test_a_trainer_retires_units_over_whole_epochs(images):
+    """npvae.fast.Trainer in a loop of epochs, as fit drives it; its record is JSON-ready."""
+    x = images[:150]
+    model = vae()
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    assert trainer.dead_units() == dict(retired=[], candidates=[], live=[])
+    shuffle = np.random.default_rng(0)
+    for epoch in range(2):
+        trainer.begin_epoch()
+        order = shuffle.permutation(len(x))
+        for start in range(0, len(x), 50):
+            trainer.step(trainer.batch(order[start:start + 50]))
+        trainer.end_epoch()
+        record = trainer.dead_units()
+        assert set(OFF) <= set(record["retired"]) and all(type(u) is int for u in record["retired"])
+    assert Trainer(model, Adam(model.parameters())).dead_units() is None   # off: no record
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda ps: Adam(ps), lambda ps: SGD(ps, lr=1e-3, momentum=0.9)],
+                         ids=["Adam", "SGD-momentum"])
+def test_training_with_retirement_equals_training_without(images, tmp_path, make_optimizer):
+    """Retirement changes which products are computed, not what: float64 runs agree to round-off."""
+    x, t = images[:300], images[300:400]
+    runs = {}
+    for retire in (True, False):
+        model = vae(dtype=np.float64, hidden=32)
+        path = tmp_path / f"{retire}.npz"
+        history = fit(model, x, t, epochs=4, optimizer=make_optimizer(model.parameters()), checkpoint=path,
+                      retire_dead_units=retire, **RUN)
+        runs[retire] = (model, history, retired(path))
+    (a, ha, units), (b, hb, none) = runs[True], runs[False]
+    assert set(OFF) <= set(units) and none is None
+    for key in ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl"):
+        np.testing.assert_allclose(ha[key], hb[key], rtol=1e-12, err_msg=key)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert np.max(np.abs(p.data - q.data)) <= 1e-12 * np.max(np.abs(q.data)), name
+
+
+def test_nothing_is_retired_with_binarization_weight_decay_or_the_switch_off(images, tmp_path):
+    x = images[:100]
+    fit(vae(), x, epochs=2, binarize=True, checkpoint=tmp_path / "bin.npz", **RUN)
+    assert retired(tmp_path / "bin.npz") is None                    # images change every epoch
+    model = vae()
+    opt = Adam(model.parameters(), weight_decay=1e-4)                # never at rest
+    fit(model, x, epochs=2, optimizer=opt, checkpoint=tmp_path / "wd.npz", **RUN)
+    assert retired(tmp_path / "wd.npz") == []
+    model = vae()
+    opt = SGD(model.parameters(), weight_decay=1e-4)
+    fit(model, x, epochs=2, optimizer=opt, checkpoint=tmp_path / "sgd-wd.npz", **RUN)
+    assert retired(tmp_path / "sgd-wd.npz") == []
+    fit(vae(), x, epochs=2, retire_dead_units=False, checkpoint=tmp_path / "off.npz", **RUN)
+    assert retired(tmp_path / "off.npz") is None
+    fit(vae(), x, epochs=2, checkpoint=tmp_path / "on.npz", **RUN)   # (the same runs do retire)
+    assert set(OFF) <= set(retired(tmp_path / "on.npz"))
+
+
+def test_a_retired_unit_that_a_callback_revives_is_computed_again(images, tmp_path):
+    path = tmp_path / "c.npz"
+    model = vae()
+    revived = {}
+
+    def revive(record, m):
+        if record["epoch"] == 2:
+            assert 0 in retired(path)                    # the checkpoint is written before the callback
+            m.encoder[0].bias.data[0] = 5.0              # unit 0 now fires for every image
+            revived["w"] = m.encoder[0].weight.data[:, 0].copy()
+
+    fit(model, images[:100], epochs=3, checkpoint=path, callback=revive, **RUN)
+    units = retired(path)
+    assert 0 not in units and set(OFF[1:]) <= set(units)
+    assert (model.encoder[0].weight.data[:, 0] != revived["w"]).any()     # it trained again in epoch 3
+    assert model.encoder[0].bias.data[0] != 5.0
+
+
+def test_a_retired_unit_whose_optimizer_state_changes_is_computed_again(images, tmp_path):
+    """A callback that loads other optimizer state (a first moment that moves unit 0) ends the
+    proof that the unit's parameters stay put: it is computed and updated again."""
+    path = tmp_path / "c.npz"
+    model = vae()
+    opt = Adam(model.parameters())
+    kept = {}
+
+    def push(record, m):
+        if record["epoch"] == 2:
+            assert 0 in retired(path)
+            state = opt.state_dict()
+            state["m.0"][:, 0] = 1e-3                    # m of encoder.0.weight, unit 0's column
+            opt.load_state_dict(state)
+            kept["w"] = m.encoder[0].weight.data[:, 0].copy()
+
+    fit(model, images[:100], epochs=3, optimizer=opt, checkpoint=path, callback=push, **RUN)
+    assert 0 not in retired(path) and set(OFF[1:]) <= set(retired(path))
+    assert (model.encoder[0].weight.data[:, 0] != kept["w"]).all()   # Adam's moment moved it
+
+
+def test_evaluation_in_fit_computes_the_retired_units(images, tmp_path):
+    """A test image may excite a unit that no training image does: evaluation skips nothing."""
+    x = images[:100]
+    model = vae()
+    W, b = model.encoder[0].weight.data, model.encoder[0].bias.data
+    crafted = np.where(W[:, OFF] > 0, 255, 0).T.astype(np.uint8)     # each lights up one off unit
+    lit = np.diag((crafted / 255) @ W[:, OFF])
+    dark = (to_float(x, np.float64) @ W[:, OFF]).max(axis=0)         # ...more than any training image
+    assert (lit > dark).all()
+    b[OFF] = -(lit + dark) / 2
+    h = fit(model, x, crafted, epochs=3, checkpoint=tmp_path / "c.npz", **RUN)
+    assert set(OFF) <= set(retired(tmp_path / "c.npz"))
+    assert h[-1]["test_loss"] == evaluate_elbo(model, crafted, batch_size=50, seed=0, backend="numba").total
+    reference = evaluate_elbo(model, crafted, batch_size=50, seed=0, backend="numpy").total
+    assert h[-1]["test_loss"] == pytest.approx(reference, rel=1e-5)
+    # and the same images with those units left dark score differently: they were computed
+    b[OFF] = -30.0
+    assert evaluate_elbo(model, crafted, batch_size=50, seed=0, backend="numba").total != h[-1]["test_loss"]
+
+
+def test_an_error_mid_epoch_leaves_the_model_whole_and_in_order(images, tmp_path):
+    """An exception in epoch 3 (units retired and reordered) leaves the model and the optimizer
+    as the step before left them, units in their places: what a SIGINT there would have saved."""
+    x, steps = images[:100], 2 * 2 + 2            # 2 steps an epoch: epoch 3, step 2
+    saved = vae()
+    interrupt_at(saved, steps - 1)
+    with pytest.raises(TrainingInterrupted):
+        fit(saved, x, epochs=4, checkpoint=tmp_path / "c.npz", **RUN)
+    ckpt = load_checkpoint(tmp_path / "c.npz")
+    assert set(OFF) <= set(ckpt.dead_units["retired"]) and (ckpt.epoch, ckpt.step) == (2, 1)
+
+    def boom():
+        raise RuntimeError("boom")
+    model = vae()
+    opt = Adam(model.parameters())
+    model.sampler.rng = NoiseThatStops(model, steps, boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, x, epochs=4, optimizer=opt, **RUN)
+    state = model.state_dict()
+    assert all(np.array_equal(state[name], value) for name, value in ckpt.model_state.items())
+    assert all(np.array_equal(opt.state_dict()[key], value) for key, value in ckpt.optimizer_state.items())
+
+
+# -- checkpoints: exact resumes with units retired ----------------------------------------------
+def test_resume_mid_epoch_with_retired_units_is_bit_identical(images, tmp_path):
+    x, t = images[:150], images[150:200]          # 3 steps an epoch
+    straight = vae()
+    h1 = fit(straight, x, t, epochs=4, checkpoint=tmp_path / "straight.npz", **RUN)
+    model = vae()
+    interrupt_at(model, 8)                         # epoch 3, step 2: units retired, evidence pending
+    with pytest.raises(TrainingInterrupted):
+        fit(model, x, t, epochs=4, checkpoint=tmp_path / "c.npz", **RUN)
+    saved = load_checkpoint(tmp_path / "c.npz")
+    assert (saved.epoch, saved.step) == (2, 2)
+    assert set(OFF) <= set(saved.dead_units["retired"]) and set(saved.dead_units) == {"retired", "candidates", "live"}
+    resumed = vae(seed=5)                          # another start: everything comes from the file
+    h2 = fit(resumed, x, t, epochs=4, resume=tmp_path / "c.npz", checkpoint=tmp_path / "resumed.npz",
+             **dict(RUN, rng=0))
+    assert params_equal(straight, resumed)
+    assert metrics(h1) == metrics(h2)
+    assert load_checkpoint(tmp_path / "resumed.npz").dead_units == load_checkpoint(tmp_path / "straight.npz").dead_units
+
+
+def test_a_malformed_record_in_a_checkpoint_is_refused_before_loading(images, tmp_path):
+    model = vae()
+    fit(model, images[:100], epochs=2, checkpoint=tmp_path / "c.npz", **RUN)
+    ckpt = load_checkpoint(tmp_path / "c.npz")
+    opt = Adam(model.parameters())
+    ckpt.load_into(None, opt)
+    save_checkpoint(tmp_path / "bad.npz", model, opt, epoch=2, history=ckpt.history, rngs=ckpt.rng_states,
+                    fit_config=ckpt.fit_config, dead_units={"retired": [99], "candidates": [], "live": []})
+    fresh = vae(seed=3)
+    before = {k: v.copy() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"bad\.npz.*dead_units\['retired'\].*\[0, 16\)"):
+        fit(fresh, images[:100], epochs=3, resume=tmp_path / "bad.npz", **RUN)
+    assert all(np.array_equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+# -- the premise: where the fused optimizer is at rest ------------------------------------------
+def fused_over(param, optimizer):
+    """The fused twin of ``optimizer`` over a block holding ``param`` and the optimizer's state."""
+    block = ParameterBlock([param.shape], param.dtype, type(optimizer).state_names)
+    opt = fused(optimizer, block, [param])
+    block.load([param.data], opt.states())
+    return opt, block
+
+
+def no_gradient(param):
+    """The first weight's gradient as live columns: none."""
+    return np.zeros((param.shape[0], 0), param.dtype, order="F"), np.zeros(0, np.intp)
+
+
+def test_at_rest_is_where_a_zero_gradient_cannot_move_a_parameter():
+    p = Parameter(np.random.default_rng(0).standard_normal((12, 5)).astype(np.float32))
+    adam = Adam([p])
+    opt, _ = fused_over(p, adam)
+    assert isinstance(opt, FusedAdam) and opt.at_rest(0).all()        # nothing moved yet: m = 0
+    adam.state[p]["m"][3, 1] = 1e-3
+    adam.state[p]["v"][3, 1] = 1e-6
+    opt, _ = fused_over(p, adam)
+    at = opt.at_rest(0)
+    assert not at[3, 1] and at.sum() == at.size - 1
+    assert fused_over(p, Adam([p], weight_decay=1e-4))[0].at_rest(0) is None
+    opt, _ = fused_over(p, SGD([p]))
+    assert isinstance(opt, FusedSGD) and opt.at_rest(0).all()         # no momentum: never moves
+    sgd = SGD([p], momentum=0.9)
+    sgd.state[p]["momentum_buffer"][0, 0] = 1.0
+    at = fused_over(p, sgd)[0].at_rest(0)
+    assert not at[0, 0] and at.sum() == at.size - 1
+    assert fused_over(p, SGD([p], weight_decay=1e-3))[0].at_rest(0) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_at_rest_is_sound_and_not_just_a_zero_first_moment(dtype):
+    """4000 random states around the bound: entries called at rest do not move in 3000
+    zero-gradient steps (bit for bit), though nearly all have a nonzero first moment;
+    the entries not called at rest mostly do move."""
+    r = np.random.default_rng(3)
+    shape = (40, 100)
+    n = 40 * 100
+    p = Parameter((r.choice([-1, 1], n) * 10.0 ** r.uniform(-3, 0, n)).astype(dtype).reshape(shape))
+    p.data.flat[:20] = 0
+    adam = Adam([p])
+    adam.t = int(r.integers(1, 5000))
+    lo, hi = (-16, -6) if dtype == np.float32 else (-26, -12)        # some move, some not
+    m, v = adam.state[p]["m"], adam.state[p]["v"]
+    m.flat[:] = r.choice([-1, 1], n) * 10.0 ** r.uniform(lo, hi, n)
+    v.flat[:] = 10.0 ** r.uniform(-14, -2, n)
+    v.flat[20:40] = 0                                                 # only eps in the denominator
+    m[:, 99] = 0                                                      # a column whose moment has flushed
+    opt, block = fused_over(p, adam)
+    at = opt.at_rest(0)
+    assert not at.flat[:20].any()                       # p = 0 with m != 0: never taken as at rest
+    assert 0.2 < at.mean() < 0.8 and (m[at] != 0).mean() > 0.95 and at[:, 99].all()
+    values = block.view(block.rows[0], 0)
+    before = values.copy()
+    for _ in range(3000):
+        opt.step(no_gradient(p))
+    assert np.array_equal(values[at], before[at])
+    assert (values[~at] != before[~at]).mean() > 0.9
+
+
+def held_versus_not(make_optimizer):
+    """A (6, 5) weight whose last two columns get zero gradients and are at rest: 12 steps with
+    those columns held (released halfway and at the end), and 12 steps without."""
+    out = []
+    for hold in (True, False):
+        p = Parameter(np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32))
+        optimizer = make_optimizer(p)
+        if isinstance(optimizer, Adam):     # at rest, with both moments still decaying (m too little to move p)
+            optimizer.state[p]["v"][:, 3:] = np.linspace(1e-37, 0.5, 12).reshape(6, 2)
+            optimizer.state[p]["m"][:, 3:] = np.linspace(-1e-14, 1e-14, 12).reshape(6, 2)
+            optimizer.state[p]["m"][0, 3] = 2e-38                    # flushes to 0 on the first step
+        opt, block = fused_over(p, optimizer)
+        assert opt.at_rest(0)[:, 3:].all()
+        grads = np.random.default_rng(1).standard_normal((12, 6, 3)).astype(np.float32)
+        for t in range(12):
+            if hold and t in (0, 7):
+                opt.hold(3)
+            opt.step((np.asfortranarray(grads[t]), np.arange(3)))    # live columns 0, 1, 2
+            if hold and t in (5, 11):
+                opt.release()
+        opt.store()
+        block.store([p.data], opt.states())
+        out.append((p.data.copy(), optimizer.state_dict()))
+    return out
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda p: Adam([p]), lambda p: SGD([p], lr=0.1, momentum=0.9)],
+                         ids=["Adam", "SGD"])
+def test_held_columns_end_where_the_steps_would_have_left_them_bit_for_bit(make_optimizer):
+    (p1, s1), (p2, s2) = held_versus_not(make_optimizer)
+    assert np.array_equal(p1, p2)
+    assert s1.keys() == s2.keys() and all(np.array_equal(s1[k], s2[k]) for k in s1)
+    assert s1["t"] == 12

@@ -1,0 +1,120 @@
+"""The fast path's layout and passes: the parameter block, the order and number of computed
+units (what dead-unit retirement relies on), batches in the fast layout, and the evaluator."""
+import os
+
+import numpy as np
+import pytest
+
+from npvae import VAE, Adam
+from npvae.data import load_idx_split, to_float
+from npvae.fast import Evaluator, FastVAE
+from npvae.fast.layout import ParameterBlock
+from npvae.fast.workspace import Workspace
+from npvae.losses import bce_with_logits_per_sample
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_idx_split(SAMPLE, "t10k")[0][:64]
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def adam_with_state(model, seed):
+    opt = Adam(model.parameters())
+    r = np.random.default_rng(seed)
+    for p in model.parameters():
+        opt.state[p]["m"][...] = r.standard_normal(p.shape)
+        opt.state[p]["v"][...] = r.uniform(0, 1, p.shape)
+    return opt
+
+
+def test_the_block_holds_parameters_and_optimizer_state_and_gives_them_back_exactly():
+    model = VAE(12, (8, 6), 3, dtype=np.float64, rng=0)
+    params = list(model.parameters())
+    opt = adam_with_state(model, 1)
+    block = ParameterBlock([p.shape for p in params], model.dtype, Adam.state_names)
+    states = {name: [opt.state[p][name] for p in params] for name in Adam.state_names}
+    block.load([p.data for p in params], states)
+    assert block.rows.shape == (4, sum(p.data.size for p in params))
+    for i, p in enumerate(params):
+        values, grads, m, v = block.views(i)
+        assert np.array_equal(values, p.data) and not grads.any()
+        assert np.array_equal(m, opt.state[p]["m"]) and np.array_equal(v, opt.state[p]["v"])
+        assert np.shares_memory(values, block.row("values")) and np.shares_memory(m, block.row("m"))
+        if p.data.ndim == 2:
+            assert values.flags.f_contiguous           # weights column-major: a unit's weights in a run
+    # the first n units of a layer are a prefix of its segment, in every row
+    W = block.view(block.rows[0], 0)
+    assert np.array_equal(block.rows[0][block.segment(0)][:12 * 3], W[:, :3].ravel(order="F"))
+    # and back out, bit for bit, into another model and optimizer
+    other = VAE(12, (8, 6), 3, dtype=np.float64, rng=5)
+    other_opt = adam_with_state(other, 6)
+    block.store([q.data for q in other.parameters()],
+                {name: [other_opt.state[q][name] for q in other.parameters()] for name in Adam.state_names})
+    for p, q in zip(params, other.parameters()):
+        assert np.array_equal(p.data, q.data) and q.data.flags.c_contiguous
+        assert all(np.array_equal(opt.state[p][n], other_opt.state[q][n]) for n in Adam.state_names)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_units_moved_behind_and_left_out_give_the_full_computation(images, dtype, tol):
+    """What retirement does to the network: dead units moved behind the computed ones
+    (``reorder``) and left out (``n_units``). Loss and gradients, in the model's order, are
+    those of the full network, which are the reference's."""
+    model = VAE(784, 40, 4, dtype=dtype, rng=0)
+    off = np.array([1, 2, 7, 20, 21, 39])
+    model.encoder[0].bias.data[off] = -30.0
+    x = to_float(images, dtype)
+    eps = np.random.default_rng(1).standard_normal((len(x), 4)).astype(dtype)
+    model.zero_grad()
+    reference = model.loss(x, 0.7, eps)
+    model.backward()
+    net = FastVAE(model)
+    net.load(model)
+    start = net.block.rows[0].copy()
+    full = net.forward(np.asfortranarray(x), 0.7, eps)
+    net.backward()
+    full_grads = net.gradients()
+    on = np.setdiff1d(np.arange(40), off)
+    net.reorder(np.concatenate([on, off]))
+    net.n_units = len(on)
+    part = net.forward(np.asfortranarray(x), 0.7, eps)
+    net.backward()
+    assert rel(full, reference) < tol and rel(part, full) < tol
+    for name, p in model.named_parameters():
+        assert rel(full_grads[name], p.grad) < 10 * tol, name
+        assert rel(net.gradients()[name], full_grads[name]) < 10 * tol, name
+    assert not net.gradients()["encoder.0.weight"][:, off].any()
+    # moving the units back restores every value bit for bit
+    net.n_units = net.units
+    net.reorder(np.argsort(np.concatenate([on, off])))
+    assert net.order is None and np.array_equal(net.block.rows[0], start)
+
+
+def test_a_workspace_takes_batches_in_the_fast_layout():
+    ws = Workspace(5, [12, 8, 6], [3, 8, 12], np.float32)
+    x = np.random.default_rng(0).random((5, 12)).astype(np.float32)
+    copied = ws.batch(x)                          # row-major: copied into column-major order
+    assert copied.flags.f_contiguous and np.array_equal(copied, x) and not np.shares_memory(copied, x)
+    column_major = np.asfortranarray(x)
+    assert ws.batch(column_major) is column_major  # already in the layout: taken as it is
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_the_evaluator_is_the_models_forward_pass(images, dtype, tol):
+    model = VAE(784, 32, 4, dtype=dtype, rng=3)
+    evaluator = Evaluator(model)
+    x = to_float(images, dtype)
+    h = evaluator.encode(evaluator.prepare(x)).copy()
+    assert rel(h, model.encoder.forward(x)) < tol
+    z = np.random.default_rng(0).standard_normal((len(x), 4)).astype(dtype)
+    rows = evaluator.recon_rows(z, evaluator.prepare(x))
+    assert rel(rows, bce_with_logits_per_sample(model.decoder.forward(z), x)) < tol
+    model.encoder[0].weight.data[...] = 0         # the evaluator copied the parameters once, when made
+    assert rel(evaluator.encode(evaluator.prepare(x)), h) == 0

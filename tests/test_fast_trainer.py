@@ -1,0 +1,278 @@
+"""npvae.fast.Trainer in a user's own loop: the reference loop's numbers, on the fast path.
+
+The reference loop is ``model.zero_grad(); model.loss(x, beta); model.backward();
+optimizer.step()``; a trainer's ``step(x, beta)`` must give the same losses and, once
+synced, the same parameters and optimizer state (float64: to round-off).
+"""
+import copy
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from npvae import SGD, VAE, Adam
+from npvae.data import load_idx_split, to_float
+from npvae.errors import InputError, InputTypeError
+from npvae.fast import Trainer
+from npvae.optim import Optimizer
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_idx_split(SAMPLE, "t10k")[0][:300]
+
+
+def rel(a, b):
+    """max |a - b| / max |b|: the relative error of ``a`` against the reference ``b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def batches(images, dtype, sizes=(64, 64, 64, 44)):
+    """Float batches in [0, 1] (row-major, as a user makes them): a short last one included."""
+    starts = np.cumsum((0,) + sizes)
+    return [to_float(images[a:b], dtype) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def reference_steps(model, optimizer, xs, betas):
+    """The user's loop on the reference: the LossParts of every step."""
+    losses = []
+    for x, beta in zip(xs, betas):
+        model.zero_grad()
+        losses.append(model.loss(x, beta))
+        model.backward()
+        optimizer.step()
+    return np.array(losses)
+
+
+OPTIMIZERS = {
+    "Adam": lambda ps: Adam(ps, lr=2e-3),
+    "Adam-betas-weight-decay": lambda ps: Adam(ps, lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3),
+    "SGD": lambda ps: SGD(ps, lr=1e-3),
+    "SGD-momentum": lambda ps: SGD(ps, lr=1e-3, momentum=0.9),
+    "SGD-momentum-weight-decay": lambda ps: SGD(ps, lr=1e-3, momentum=0.9, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_steps_equal_the_reference_loop(images, name):
+    """float64, every step's loss and, after sync, every parameter and optimizer state."""
+    ref = VAE(784, 32, 4, dtype=np.float64, rng=1)
+    ref.encoder[0].bias.data[:8] = -30.0         # units off for every image: live-column gradients
+    fast = copy.deepcopy(ref)                    # the same weights and noise stream
+    opt_ref, opt_fast = OPTIMIZERS[name](ref.parameters()), OPTIMIZERS[name](fast.parameters())
+    xs = batches(images, np.float64)
+    betas = [1.0, 0.5, 0.0, 2.0]
+    losses_ref = reference_steps(ref, opt_ref, xs, betas)
+    with Trainer(fast, opt_fast) as trainer:     # syncs on exit
+        losses_fast = np.array([trainer.step(x, beta) for x, beta in zip(xs, betas)])
+    assert rel(losses_fast, losses_ref) < 1e-12
+    for (pname, p), q in zip(ref.named_parameters(), fast.parameters()):
+        assert rel(q.data, p.data) < 1e-10, pname
+    sd_ref, sd_fast = opt_ref.state_dict(), opt_fast.state_dict()
+    assert sd_ref.keys() == sd_fast.keys() and opt_fast.t == opt_ref.t == 4
+    for key in sd_ref:
+        assert rel(sd_fast[key], sd_ref[key]) < 1e-10 if sd_ref[key].any() else not sd_fast[key].any(), key
+    assert fast.rng.bit_generator.state == ref.rng.bit_generator.state   # the same draws, no more
+
+
+def test_float32_steps_are_the_reference_to_float32_round_off(images):
+    ref = VAE(784, 32, 4, rng=1)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = Adam(ref.parameters()), Adam(fast.parameters())
+    xs = batches(images, np.float32)
+    losses_ref = reference_steps(ref, opt_ref, xs, [1.0] * 4)
+    with Trainer(fast, opt_fast) as trainer:
+        losses_fast = np.array([trainer.step(x) for x in xs])
+    assert rel(losses_fast, losses_ref) < 1e-5
+    for (pname, p), q in zip(ref.named_parameters(), fast.parameters()):
+        assert np.allclose(q.data, p.data, rtol=1e-4, atol=1e-6), pname
+
+
+def test_the_model_is_untouched_until_sync(images):
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    start = copy.deepcopy(model.state_dict())
+    trainer = Trainer(model, opt)
+    xs = batches(images, np.float32)
+    for x in xs[:2]:
+        parts = trainer.step(x)
+    assert all(np.array_equal(v, start[k]) for k, v in model.state_dict().items())
+    assert opt.t == 0 and not any(v.any() for k, v in opt.state_dict().items() if "." in k)
+    assert not any(p.grad.any() for p in model.parameters())   # gradients stay in the fast layout
+    trainer.sync()
+    assert opt.t == 2 and not all(np.array_equal(v, start[k]) for k, v in model.state_dict().items())
+    after_two = copy.deepcopy(model.state_dict())
+    trainer.step(xs[2])                          # the trainer goes on from its own state...
+    assert all(np.array_equal(v, after_two[k]) for k, v in model.state_dict().items())
+    trainer.sync()                               # ...and a second sync writes the third step
+    assert opt.t == 3 and not np.array_equal(model.decoder[-1].bias.data, after_two["decoder.2.bias"])
+    assert parts.total == parts.recon + parts.kl
+
+
+def test_load_takes_up_changes_made_to_the_model(images):
+    """After editing the model (or loading a state dict), ``load()`` hands the trainer the new values."""
+    ref = VAE(784, 32, 4, dtype=np.float64, rng=2)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = Adam(ref.parameters()), Adam(fast.parameters())
+    trainer = Trainer(fast, opt_fast)
+    xs = batches(images, np.float64)
+    for model in (ref, fast):
+        model.decoder[0].weight.data *= 0.5
+    trainer.load()
+    losses_ref = reference_steps(ref, opt_ref, xs[:2], [1.0, 1.0])
+    losses_fast = np.array([trainer.step(x) for x in xs[:2]])
+    trainer.sync()
+    assert rel(losses_fast, losses_ref) < 1e-12
+    assert rel(fast.decoder[0].weight.data, ref.decoder[0].weight.data) < 1e-10
+
+
+def test_the_context_manager_syncs_on_the_way_out_of_an_error(images):
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    start = model.encoder[0].weight.data.copy()
+    with pytest.raises(RuntimeError, match="stop"):
+        with Trainer(model, opt) as trainer:
+            trainer.step(batches(images, np.float32)[0])
+            raise RuntimeError("stop")
+    assert opt.t == 1 and not np.array_equal(model.encoder[0].weight.data, start)
+
+
+def test_a_step_with_a_non_finite_loss_is_not_applied(images):
+    model = VAE(784, 32, 4, rng=0)
+    model.decoder[-1].weight.data[0, 0] = np.inf      # the logits of pixel 0 turn inf or NaN
+    opt = Adam(model.parameters())
+    start = copy.deepcopy(model.state_dict())
+    with Trainer(model, opt) as trainer, np.errstate(all="ignore"):
+        parts = trainer.step(batches(images, np.float32)[0])
+    assert not np.isfinite(parts.total)
+    assert opt.t == 0
+    assert all(np.array_equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+def test_batches_of_the_training_images_are_the_reference_floats(images):
+    """``Trainer.batch(idx)``: ``images[idx]`` as floats in [0, 1], as ``to_float`` or a cast gives them."""
+    r = np.random.default_rng(0)
+    pixels = images[:50]
+    for data in (pixels, pixels / 255.0, (pixels / 255.0).astype(np.float32)):
+        for dtype in (np.float32, np.float64):
+            model = VAE(784, 16, 2, dtype=dtype, rng=0)
+            trainer = Trainer(model, Adam(model.parameters()), images=data, batch_size=16)
+            for idx in (r.permutation(50)[:16], np.array([3, 3, 49, 0]), r.permutation(50)[:16]):
+                x = trainer.batch(idx)
+                expected = to_float(data[idx], dtype) if data.dtype == np.uint8 else data[idx].astype(dtype)
+                assert x.dtype == dtype and np.array_equal(x, expected)
+                trainer.step(x)                  # a batch of the trainer's own goes straight in
+
+
+def test_training_steps_allocate_nothing_of_batch_size(images):
+    """After a first pass (workspaces made once per batch size), an epoch of steps allocates less
+    than a quarter of one float batch."""
+    B = 100
+    model = VAE(784, 64, 8, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()), images=images, batch_size=B)
+    order = np.random.default_rng(0).permutation(len(images))
+
+    def epoch():
+        for start in range(0, len(images), B):
+            trainer.step(trainer.batch(order[start:start + B]))
+    epoch()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        epoch()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before < B * 784 * 4 / 4, peak - before
+
+
+# -- what a trainer refuses -------------------------------------------------------------------
+class MyAdam(Adam):
+    pass
+
+
+class SignSGD(Optimizer):
+    def step(self):
+        for p in self.params:
+            p.data -= 1e-3 * np.sign(p.grad)
+
+    def hyper(self):
+        return {}
+
+
+def test_only_npvaes_adam_and_sgd_run_on_the_fast_path():
+    model = VAE(784, 16, 2, rng=0)
+    for optimizer in (MyAdam(model.parameters()), SignSGD(model.parameters())):
+        with pytest.raises(InputTypeError, match=rf"Adam and SGD, not {type(optimizer).__name__}.*backend='numpy'"):
+            Trainer(model, optimizer)
+    with pytest.raises(InputTypeError, match="optimizer must be an npvae optimizer"):
+        Trainer(model, "adam")
+    with pytest.raises(InputTypeError, match="model must be an npvae.VAE"):
+        Trainer(model.encoder, Adam(model.parameters()))
+
+
+def test_the_optimizer_must_hold_the_models_parameters_in_any_order():
+    model = VAE(784, 16, 2, rng=0)
+    params = list(model.parameters())
+    for wrong in (VAE(784, 16, 2, rng=1).parameters(), params[:-1]):
+        with pytest.raises(InputError, match=r"exactly model.parameters\(\)"):
+            Trainer(model, Adam(wrong))
+    # the order does not matter: each parameter keeps its own moments
+    x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+    twin = VAE(784, 16, 2, rng=0)
+    with Trainer(model, Adam(params[::-1])) as a, Trainer(twin, Adam(twin.parameters())) as b:
+        for _ in range(3):
+            a.step(x)
+            b.step(x)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), twin.parameters()))
+    with pytest.raises(InputError, match="retire_dead_units=True needs the training images"):
+        Trainer(model, Adam(params), retire_dead_units=True)
+
+
+@pytest.mark.parametrize("x, beta, error, words", [
+    (np.zeros((4, 100), np.float32), 1.0, InputError, r"x must have 784 features"),
+    (np.zeros(784, np.float32), 1.0, InputError, r"x must be 2-D.*reshape\(1, -1\)"),
+    (np.zeros((0, 784), np.float32), 1.0, InputError, "x is an empty batch"),
+    (np.zeros((4, 784), np.uint8), 1.0, InputTypeError, r"x has integer dtype uint8.*/ 255"),
+    (np.full((4, 784), 2.0, np.float32), 1.0, InputError, r"x must lie in \[0, 1\]"),
+    (np.full((4, 784), np.nan, np.float32), 1.0, InputError, "x contains NaN"),
+    ("pixels", 1.0, InputTypeError, "x must be a numpy array"),
+    (np.zeros((4, 784), np.float32), -0.5, InputError, "beta must be a finite number >= 0"),
+    (np.zeros((4, 784), np.float32), float("nan"), InputError, "beta"),
+    (np.zeros((4, 784), np.float32), "1", InputTypeError, "beta must be a number"),
+])
+def test_a_bad_batch_or_beta_is_a_clear_error_and_changes_nothing(images, x, beta, error, words):
+    ref = VAE(784, 16, 2, dtype=np.float64, rng=0)
+    fast = copy.deepcopy(ref)
+    trainer = Trainer(fast, Adam(fast.parameters()))
+    with pytest.raises(error, match=words):
+        trainer.step(x, beta)
+    # nothing consumed: the next good step is the reference's first step
+    x = batches(images, np.float64)[0]
+    assert rel(trainer.step(x), reference_steps(ref, Adam(ref.parameters()), [x], [1.0])[0]) < 1e-12
+
+
+@pytest.mark.parametrize("beta, error", [(-0.5, InputError), (float("nan"), InputError), ("1", InputTypeError)])
+def test_beta_is_checked_for_the_trainers_own_batches_too(images, beta, error):
+    model = VAE(784, 16, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()), images=images, batch_size=32)
+    with pytest.raises(error, match="beta"):
+        trainer.step(trainer.batch(np.arange(32)), beta)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(images=np.zeros((10, 100), np.uint8)), InputError, r"images.*784"),
+    (dict(images=np.full((10, 784), 3.0)), InputError, r"images.*\[0, 1\]"),
+    (dict(images=[[0] * 784]), InputTypeError, "images"),
+    (dict(images=np.zeros((10, 784), np.uint8), batch_size=0), InputError, "batch_size"),
+    (dict(images=np.zeros((10, 784), np.uint8), batch_size=2.5), InputTypeError, "batch_size"),
+])
+def test_bad_training_images_or_batch_size_are_clear_errors(kwargs, error, words):
+    model = VAE(784, 16, 2, rng=0)
+    with pytest.raises(error, match=words):
+        Trainer(model, Adam(model.parameters()), **kwargs)

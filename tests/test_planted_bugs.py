@@ -1,0 +1,95 @@
+"""The unit tests catch every slip planted by gradcheck/planted.py.
+
+A test that cannot fail proves nothing. For each bug in :data:`gradcheck.planted.BUGS`
+(one method of the reference rewritten with a learner's slip) this runs the unit tests
+of the reference that should catch it: each passes as the code is, fails with an
+AssertionError while the bug is planted, and passes again once it is removed. The
+tests are the real ones from the other files, called with their parameters, not
+checks written for the planted code.
+"""
+import numpy as np
+import pytest
+
+import test_layers
+import test_losses
+import test_model
+import test_module
+import test_optim
+import test_sampler
+from gradcheck.planted import BUGS
+
+
+def _call(test, *args):
+    run = lambda: test(*args)                                  # noqa: E731
+    run.__name__ = test.__name__ + (f"{list(args)}" if args else "")
+    return run
+
+
+SQUARE_VAE = (8, (8,), 4)          # square 8x8 Dense layers in the encoder and the decoder
+DEEP_VAE = (12, (7, 5), 3)
+
+#: bug name -> the unit tests that must catch it
+CATCHERS = {
+    "dense_transposed_dW": [
+        _call(test_layers.test_square_dense_backward_by_hand),
+        _call(test_layers.test_dense_gradients_match_finite_differences, 4, 4),
+        _call(test_layers.test_sequential_gradients_match_finite_differences),
+        _call(test_model.test_whole_model_gradients_match_finite_differences, *SQUARE_VAE, 1.0),
+    ],
+    "kl_dmu_dropped": [
+        _call(test_losses.test_kl_by_hand, np.float64),
+        _call(test_losses.test_kl_gradient_matches_finite_differences, 1.0),
+        _call(test_model.test_the_kl_road_into_mu_and_logvar, 1.0),
+        _call(test_model.test_whole_model_gradients_match_finite_differences, *DEEP_VAE, 1.0),
+    ],
+    "sampler_noise_times_variance": [
+        _call(test_sampler.test_draws_have_mean_mu_and_variance_exp_logvar, np.float64),
+        _call(test_sampler.test_fixed_eps_value_and_gradient_by_hand),
+        _call(test_sampler.test_gradient_matches_finite_differences),
+        _call(test_model.test_whole_model_gradients_match_finite_differences, *DEEP_VAE, 0.0),
+    ],
+    "bce_missing_1_over_B": [
+        _call(test_losses.test_bce_with_logits_by_hand, np.float64),
+        _call(test_losses.test_bce_with_logits_gradient_matches_finite_differences, 1.0),
+        _call(test_losses.test_gradients_carry_one_over_b, "BCEWithLogits"),
+        _call(test_model.test_whole_model_gradients_match_finite_differences, *DEEP_VAE, 0.0),
+    ],
+    "kl_doubled_1_over_B": [
+        _call(test_losses.test_kl_by_hand, np.float64),
+        _call(test_losses.test_kl_gradient_matches_finite_differences, -1.7),
+        _call(test_losses.test_gradients_carry_one_over_b, "KL"),
+        _call(test_model.test_the_kl_road_into_mu_and_logvar, 2.5),
+        _call(test_model.test_whole_model_gradients_match_finite_differences, *SQUARE_VAE, 0.5),
+    ],
+    "relu_writes_grad_out": [
+        _call(test_layers.test_relu_by_hand, np.float64),
+        _call(test_layers.test_relu_gradient_matches_finite_differences),
+        _call(test_module.test_backward_leaves_grad_out_alone_and_returns_a_new_array, "ReLU"),
+    ],
+    "adam_bias_correction_off_by_one": [
+        _call(test_optim.test_adam_steps_by_hand),
+        _call(test_optim.test_adam_constant_gradient_moves_lr_every_step),
+        _call(test_optim.test_adam_follows_the_update_rule, np.float64, 0.0),
+    ],
+    "sigmoid_derivative_at_logit": [
+        _call(test_layers.test_sigmoid_known_values),
+        _call(test_layers.test_sigmoid_gradient_matches_finite_differences),
+        _call(test_layers.test_sequential_gradients_match_finite_differences),
+    ],
+}
+
+PAIRS = [(bug, check) for bug, checks in CATCHERS.items() for check in checks]
+
+
+def test_every_planted_bug_has_unit_tests_that_must_catch_it():
+    assert set(CATCHERS) == set(BUGS)
+    assert all(CATCHERS.values())
+
+
+@pytest.mark.parametrize("bug, check", PAIRS, ids=[f"{bug}-{check.__name__}" for bug, check in PAIRS])
+def test_the_unit_test_fails_with_the_bug_planted(bug, check):
+    check()                                     # passes on the code as it is
+    with BUGS[bug][1]():
+        with pytest.raises(AssertionError):
+            check()
+    check()                                     # and again once the bug is removed
