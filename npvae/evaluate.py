@@ -22,6 +22,12 @@ grows; at ``k = 1`` it is the single-sample ELBO with the Monte Carlo KL
 :math:`\log q(z|x) - \log p(z)`, which ``evaluate_elbo(kl="sample")`` computes
 from the very same draws.
 
+With grey-level pixels (the default, no binarization) :math:`p(x \mid z)` is the
+decoder's Bernoulli "likelihood" of intensities that are not 0/1: not a normalised
+density over grey-level images, so the number is a loss that compares models on
+the same data, not a negative log-likelihood comparable with the binarized-MNIST
+figures in the literature. With ``binarize=True`` it is one.
+
 Both run on the reference (``backend="numpy"``: the model's own layers) or on
 the fast path (``backend="numba"``: :class:`npvae.fast.Evaluator`, the same
 forward pass with the training step's kernels); the default is

@@ -67,7 +67,16 @@ class Dense(Module):
         return f"{self.in_features} -> {self.out_features}, dtype={self.dtype}"
 
     def forward(self, x):
-        """``y = x W + b``: x (B, I) -> y (B, O). Keeps ``x`` for backward."""
+        """``y = x W + b``, one row per sample. Keeps ``x`` for backward (``dW`` needs it).
+
+        Parameters
+        ----------
+        x : ndarray (B, I), the layer's dtype
+
+        Returns
+        -------
+        y : ndarray (B, O)
+        """
         check_input(x, "Dense.forward", self.in_features, self.dtype)
         self.x = x                                          # (B, I): dW needs it
         return x @ self.weight.data + self.bias.data        # (B, O)
@@ -109,7 +118,16 @@ class ReLU(Module):
     r"""Rectified linear unit :math:`y = \max(x, 0)`, elementwise."""
 
     def forward(self, x):
-        """``y = max(x, 0)``, same shape as ``x`` (B, N). Keeps ``y`` for backward."""
+        """``y = max(x, 0)``. Keeps ``y`` for backward (its sign is all backward needs).
+
+        Parameters
+        ----------
+        x : ndarray (B, N), float
+
+        Returns
+        -------
+        y : ndarray (B, N)
+        """
         check_input(x, "ReLU.forward")
         self.y = np.maximum(x, 0)                           # (B, N)
         return self.y
@@ -120,6 +138,14 @@ class ReLU(Module):
         :math:`\max(x, 0)` has slope 1 for :math:`x > 0` and 0 for :math:`x < 0` (at 0
         we take 0). Since :math:`y > 0` exactly when :math:`x > 0`, the output is all
         backward needs. The result is a new array: ``grad_out`` is not modified.
+
+        Parameters
+        ----------
+        grad_out : ndarray (B, N)
+
+        Returns
+        -------
+        ndarray (B, N)
         """
         y = self.saved("y")
         check_grad(grad_out, y.shape, "ReLU.backward")
@@ -135,6 +161,14 @@ class Sigmoid(Module):
         :math:`y = 1/(1+e)` for :math:`x \ge 0` and :math:`y = e/(1+e)` for
         :math:`x < 0`: ``exp`` never overflows and small outputs keep full relative
         precision. Keeps ``y`` for backward.
+
+        Parameters
+        ----------
+        x : ndarray (B, N), float
+
+        Returns
+        -------
+        y : ndarray (B, N), in (0, 1)
         """
         check_input(x, "Sigmoid.forward")
         self.y = sigmoid(x)
@@ -146,6 +180,14 @@ class Sigmoid(Module):
         From :math:`y = (1+e^{-x})^{-1}`:
         :math:`dy/dx = e^{-x}(1+e^{-x})^{-2} = y (1 - y)`, taken at the *output* ``y``
         (the forward value), not at the input ``x``.
+
+        Parameters
+        ----------
+        grad_out : ndarray (B, N)
+
+        Returns
+        -------
+        ndarray (B, N)
         """
         y = self.saved("y")
         check_grad(grad_out, y.shape, "Sigmoid.backward")
@@ -186,13 +228,14 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        """Each layer's forward in turn."""
+        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, grad_out):
-        """Each layer's backward in reverse order: the chain rule, one link at a time."""
+        """Each layer's backward in reverse order, the chain rule one link at a time:
+        ``grad_out`` (B, O) -> the gradient with respect to the input (B, I)."""
         g = grad_out
         for layer in reversed(self.layers):
             g = layer.backward(g)

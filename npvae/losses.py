@@ -100,7 +100,15 @@ class KL(Module):
     def forward(self, h):
         r""":math:`L = \frac1B \sum_b \tfrac12 \sum_j (e^{\lambda_{bj}} + \mu_{bj}^2 - 1 - \lambda_{bj})`.
 
-        Returns the loss as a float; ``rows`` (B,) holds each sample's KL.
+        Parameters
+        ----------
+        h : ndarray (B, 2d)
+            ``[mu | logvar]``.
+
+        Returns
+        -------
+        float
+            The mean over the batch; ``self.rows`` (B,) keeps each sample's KL.
         """
         mu, logvar = split_h(h, "KL.forward")
         self.h = h
@@ -117,6 +125,15 @@ class KL(Module):
 
         times :math:`1/B` for the mean over the batch and ``grad`` (:math:`\partial L /
         \partial \mathrm{KL}`, e.g. the KL weight ``beta``).
+
+        Parameters
+        ----------
+        grad : float
+
+        Returns
+        -------
+        dh : ndarray (B, 2d)
+            ``[dL/dmu | dL/dlogvar]`` from the KL term.
         """
         h = self.saved("h")
         scale = check_grad_scalar(grad, "KL.backward") / h.shape[0]
@@ -134,7 +151,20 @@ class BCEWithLogits(Module):
     """
 
     def forward(self, logits, target):
-        """``logits``, ``target`` (B, N) -> the loss (float); ``rows`` (B,) holds each sample's BCE."""
+        """The mean over the batch of each sample's BCE summed over pixels.
+
+        Parameters
+        ----------
+        logits : ndarray (B, N)
+            The decoder's output before the sigmoid.
+        target : ndarray (B, N)
+            The image, in [0, 1].
+
+        Returns
+        -------
+        float
+            The loss; ``self.rows`` (B,) keeps each sample's BCE.
+        """
         check_pair(logits, target, "BCEWithLogits.forward", "logits")
         self.logits, self.target = logits, target
         self.rows = bce_with_logits_per_sample(logits, target)   # (B,)
@@ -147,6 +177,15 @@ class BCEWithLogits(Module):
         = -\tfrac{e^{-l}}{1+e^{-l}} + 1 - t = p - t`. The sigmoid's derivative
         :math:`p(1-p)` cancels the BCE's :math:`1/(p(1-p))`, which is why the fused op is
         both cheaper and better conditioned than a Sigmoid followed by :class:`BCE`.
+
+        Parameters
+        ----------
+        grad : float
+            :math:`\partial L/\partial \mathrm{BCE}`.
+
+        Returns
+        -------
+        ndarray (B, N)
         """
         logits, target = self.saved("logits", "target")
         scale = check_grad_scalar(grad, "BCEWithLogits.backward") / logits.shape[0]
@@ -167,7 +206,18 @@ class BCE(Module):
     """
 
     def forward(self, probs, target):
-        """``probs``, ``target`` (B, N) -> the loss (float); ``rows`` (B,) holds each sample's BCE."""
+        """The mean over the batch of each sample's BCE summed over pixels.
+
+        Parameters
+        ----------
+        probs, target : ndarray (B, N)
+            Probabilities (e.g. a Sigmoid's output) and the image, in [0, 1].
+
+        Returns
+        -------
+        float
+            The loss; ``self.rows`` (B,) keeps each sample's BCE.
+        """
         check_pair(probs, target, "BCE.forward", "probs")
         eps = np.finfo(probs.dtype).eps
         p = np.clip(probs, eps, 1 - eps)
@@ -185,6 +235,14 @@ class BCE(Module):
         0; this passes the gradient at the clip boundary through instead, which keeps a
         saturated pixel learning but can be as large as about :math:`1/\epsilon` (8e6 in
         float32). Another reason to prefer :class:`BCEWithLogits`.
+
+        Parameters
+        ----------
+        grad : float
+
+        Returns
+        -------
+        ndarray (B, N)
         """
         p, target = self.saved("p", "target")
         scale = check_grad_scalar(grad, "BCE.backward") / p.shape[0]

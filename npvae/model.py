@@ -50,7 +50,11 @@ def _halves(h):
 
 
 class VAE(Module):
-    """The classic VAE with a Bernoulli decoder (Kingma & Welling, 2014).
+    """The classic VAE of Kingma & Welling (2014), with the PyTorch example's decoder and loss.
+
+    The decoder gives each pixel a probability and the reconstruction loss is the
+    binary cross-entropy: a Bernoulli negative log-likelihood for binarized images,
+    a cross-entropy for grey-level ones (see :mod:`npvae.losses`).
 
     Parameters
     ----------
@@ -134,6 +138,12 @@ class VAE(Module):
 
         It must follow :meth:`loss` directly: ``encode``, ``decode``, ``sample`` and the
         other inference methods run the same layers and replace what backward needs.
+
+        The gradient flows back down the road the data came up: the loss's
+        ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
+        sampler to ``[dmu | dlogvar]`` (B, 2d), where the KL term's own gradient joins
+        it, then through the encoder to every weight. ``docs/derivation.md`` derives
+        each step.
         """
         beta = self.__dict__.get("_pending_beta")
         if beta is None:

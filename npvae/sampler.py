@@ -96,6 +96,16 @@ class Sampler(Module):
         This is only the road through ``z``: the KL term adds its own gradient with
         respect to ``mu`` and ``logvar`` (:meth:`npvae.losses.KL.backward`), and
         :meth:`npvae.model.VAE.backward` sums the two.
+
+        Parameters
+        ----------
+        grad_out : ndarray (B, d)
+            :math:`\partial L/\partial z`.
+
+        Returns
+        -------
+        dh : ndarray (B, 2d)
+            ``[dL/dmu | dL/dlogvar]`` through ``z``.
         """
         eps, std = self.saved("eps", "std")
         if not isinstance(grad_out, np.ndarray) or grad_out.shape != eps.shape:
