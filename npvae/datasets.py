@@ -32,8 +32,8 @@ from npvae.idx import read_images, read_labels
 
 __all__ = [
     "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "Dataset",
-    "canonical_name", "cache_dir", "search_path", "load_idx_split", "load_idx_folder",
-    "load_split", "load_dataset",
+    "canonical_name", "cache_dir", "search_path", "search_report", "locate", "split_paths",
+    "load_idx_split", "load_idx_folder", "load_split", "load_dataset",
 ]
 
 #: The data sets :func:`load_dataset` knows.
@@ -129,7 +129,7 @@ def search_path(name, data_dir=None):
     """
     name = canonical_name(name)
     if data_dir is not None:
-        data_dir = os.fspath(data_dir)
+        data_dir = _check_folder(data_dir, "data_dir")
         return [(os.path.join(data_dir, name), f"data_dir/{name}"), (data_dir, "data_dir")]
     places = []
     env = os.environ.get(ENV_VAR, "")
@@ -139,6 +139,26 @@ def search_path(name, data_dir=None):
     places.append((cache_dir(name), "user cache"))
     places.extend((folder, "system folder") for folder in SYSTEM_DIRS.get(name, ()))
     return places
+
+
+def _check_folder(folder, name):
+    """``folder`` as a str path; an npvae error for anything that is not a path."""
+    try:
+        folder = os.fspath(folder)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a folder path (str or os.PathLike), "
+                             f"got {type(folder).__name__}") from None
+    if isinstance(folder, bytes):
+        folder = os.fsdecode(folder)
+    if not folder or "\0" in folder:
+        raise InputError(f"{name} must name a folder, got {folder!r}")
+    return folder
+
+
+def _check_flag(value, name):
+    if not isinstance(value, bool):
+        raise InputTypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _find(folder, stem):
@@ -155,11 +175,19 @@ def _missing(folder, stems):
 
 
 def _split_files(split):
+    if not isinstance(split, str):
+        raise InputTypeError(f"split must be 'train', 't10k' or 'test' (a string), got {type(split).__name__}")
     if split == "test":
         split = "t10k"
     if split not in SPLITS:
         raise InputError(f"split must be one of 'train', 't10k' (or 'test'), got {split!r}")
     return SPLITS[split]
+
+
+def split_paths(folder, split):
+    """``(images file, labels file)`` of ``split`` in ``folder`` (``.gz`` preferred), or None for a missing one."""
+    folder = _check_folder(folder, "folder")
+    return tuple(_find(folder, stem) for stem in _split_files(split))
 
 
 def load_idx_split(folder, split):
@@ -187,12 +215,13 @@ def load_idx_split(folder, split):
         If a file is malformed, or the image and label counts differ (the
         message names both files).
     """
-    folder = os.fspath(folder)
+    folder = _check_folder(folder, "folder")
     img_stem, lab_stem = _split_files(split)
     missing = _missing(folder, (img_stem, lab_stem))
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            places=[(folder, "folder")])
     img_path, lab_path = _find(folder, img_stem), _find(folder, lab_stem)
     images, labels = read_images(img_path), read_labels(lab_path)
     if len(images) != len(labels):
@@ -211,15 +240,36 @@ def load_idx_folder(folder, name=None):
     name : str, optional
         Stored in ``Dataset.name``; defaults to the folder's name.
     """
-    folder = os.path.abspath(os.fspath(folder))
+    folder = os.path.abspath(_check_folder(folder, "folder"))
     missing = _missing(folder, SPLITS["train"] + SPLITS["t10k"])
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            places=[(folder, "folder")])
     train_images, train_labels = load_idx_split(folder, "train")
     test_images, test_labels = load_idx_split(folder, "t10k")
     return Dataset(name or os.path.basename(folder), train_images, train_labels,
                    test_images, test_labels, folder)
+
+
+def locate(name, split=None, data_dir=None, download=True, progress=True):
+    """The folder holding data set ``name`` (one ``split``, or all four files), downloading if allowed.
+
+    Parameters are as for :func:`load_split` (``split=None``: the whole data
+    set, as :func:`load_dataset`). Nothing is read beyond the folder listings.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        As :func:`load_dataset`; its attributes say what was searched.
+    """
+    name = canonical_name(name)
+    stems = SPLITS["train"] + SPLITS["t10k"] if split is None else _split_files(split)
+    if data_dir is not None:
+        data_dir = _check_folder(data_dir, "data_dir")
+    _check_flag(download, "download")
+    _check_flag(progress, "progress")
+    return _locate(name, stems, data_dir, download, progress)
 
 
 def _locate(name, stems, data_dir, download, progress):
@@ -235,21 +285,31 @@ def _locate(name, stems, data_dir, download, progress):
             download_dataset(name, dest, files=[s + ".gz" for s in _missing(dest, stems)],
                              progress=progress)
             return dest
-        except DownloadError as e:
-            failure = e
-    raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure)) \
-        from failure
+        except OSError as e:     # DownloadError, or the cache cannot be written
+            failure = e if isinstance(e, DownloadError) else DownloadError(
+                f"cannot write into the cache folder {dest}: {e.strerror or e}")
+    raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure),
+                               dataset=name, files=stems, places=places, data_dir=data_dir,
+                               download_error=failure) from failure
+
+
+def search_report(stems, places):
+    """Lines saying, for each ``(folder, origin)`` of ``places``, why it did not do."""
+    lines = []
+    for i, (folder, origin) in enumerate(places, 1):
+        if not os.path.exists(folder):
+            why = "folder does not exist"
+        elif not os.path.isdir(folder):
+            why = "not a folder"
+        else:
+            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
+        lines.append(f"  {i}. {folder} ({origin}): {why}")
+    return lines
 
 
 def _not_found_message(name, stems, places, data_dir, download, failure):
     lines = [f"cannot find the {name} files {', '.join(s + '[.gz]' for s in stems)}.",
-             "Looked in, in this order:"]
-    for i, (folder, origin) in enumerate(places, 1):
-        if not os.path.isdir(folder):
-            why = "folder does not exist"
-        else:
-            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
-        lines.append(f"  {i}. {folder} ({origin}): {why}")
+             "Looked in, in this order:", *search_report(stems, places)]
     if data_dir is None and not os.environ.get(ENV_VAR):
         lines.append(f"  (${ENV_VAR} is not set.)")
     if data_dir is not None:
@@ -289,9 +349,7 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
     labels : numpy.ndarray
         ``uint8``, shape (N,).
     """
-    name = canonical_name(name)
-    stems = _split_files(split)
-    folder = _locate(name, stems, data_dir, download, progress)
+    folder = locate(name, split, data_dir, download, progress)
     return load_idx_split(folder, split)
 
 
@@ -326,5 +384,4 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         A file is malformed.
     """
     name = canonical_name(name)
-    folder = _locate(name, SPLITS["train"] + SPLITS["t10k"], data_dir, download, progress)
-    return load_idx_folder(folder, name)
+    return load_idx_folder(locate(name, None, data_dir, download, progress), name)
