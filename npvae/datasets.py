@@ -28,10 +28,10 @@ import numpy as np
 
 from npvae.download import download_dataset
 from npvae.errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from npvae.idx import read_images, read_labels
+from npvae.idx import read_idx_header, read_images, read_labels
 
 __all__ = [
-    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "Dataset",
+    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "IMAGE_SHAPE", "N_CLASSES", "Dataset",
     "canonical_name", "cache_dir", "search_path", "search_report", "locate", "split_paths",
     "load_idx_split", "load_idx_folder", "load_split", "load_dataset",
 ]
@@ -51,6 +51,10 @@ SPLITS = {
 
 #: Environment variable naming a folder that holds ``mnist/`` and ``fashion-mnist/``.
 ENV_VAR = "NPVAE_DATA_DIR"
+
+#: What a data set loaded by name holds: 28x28 images, labels 0..9 (checked on loading).
+IMAGE_SHAPE = (28, 28)
+N_CLASSES = 10
 
 #: Folders installed by system packages, searched last (tests monkeypatch this).
 SYSTEM_DIRS = {
@@ -230,6 +234,28 @@ def load_idx_split(folder, split):
     return images, labels
 
 
+def _load_named(name, folder, split):
+    """``load_idx_split``, for a data set loaded by name: its files must hold what that data set holds.
+
+    The headers are checked first (28x28 images, one label per image), before a
+    pixel is read; then the labels (0..9). A wrong file surfaces here, not in a
+    figure after the training.
+    """
+    images_file, labels_file = (_find(folder, stem) for stem in _split_files(split))
+    if images_file is not None and labels_file is not None:
+        _, shape = read_idx_header(images_file)
+        if len(shape) != 3 or shape[1:] != IMAGE_SHAPE:
+            got = "x".join(map(str, shape[1:])) if len(shape) == 3 else f"shape {shape}"
+            raise DataFileError(f"{images_file} holds images of {got} pixels, but {name} images are "
+                                f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
+    images, labels = load_idx_split(folder, split)
+    if labels.size and labels.max() >= N_CLASSES:
+        i = int(np.argmax(labels >= N_CLASSES))
+        raise DataFileError(f"{labels_file}: label {labels[i]} at index {i}, but {name} labels are "
+                            f"0..{N_CLASSES - 1}: is this the {name} file?")
+    return images, labels
+
+
 def load_idx_folder(folder, name=None):
     """Load a folder holding the four standard IDX files as a :class:`Dataset`.
 
@@ -348,9 +374,15 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
         ``uint8``, shape (N, 784).
     labels : numpy.ndarray
         ``uint8``, shape (N,).
+
+    Raises
+    ------
+    DataFileError
+        A file is malformed, or does not hold what the data set holds (28x28
+        images, labels 0..9).
     """
-    folder = locate(name, split, data_dir, download, progress)
-    return load_idx_split(folder, split)
+    name = canonical_name(name)
+    return _load_named(name, locate(name, split, data_dir, download, progress), split)
 
 
 def load_dataset(name, data_dir=None, download=True, progress=True):
@@ -381,7 +413,11 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         The files are not found and could not be downloaded; the message
         lists the missing files, the places looked in and where to put them.
     DataFileError
-        A file is malformed.
+        A file is malformed, or does not hold what the data set holds (28x28
+        images, labels 0..9).
     """
     name = canonical_name(name)
-    return load_idx_folder(locate(name, None, data_dir, download, progress), name)
+    folder = locate(name, None, data_dir, download, progress)
+    train_images, train_labels = _load_named(name, folder, "train")
+    test_images, test_labels = _load_named(name, folder, "t10k")
+    return Dataset(name, train_images, train_labels, test_images, test_labels, os.path.abspath(folder))

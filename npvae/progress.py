@@ -38,6 +38,11 @@ def format_duration(seconds):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _num(x):
+    """A loss for people: 3 decimals, or 4 significant digits when huge (a beta of 1e308 happens)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:.4g}"
+
+
 def _bar(fraction, width=_BAR_WIDTH):
     filled = min(width, max(0, int(fraction * width)))
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -192,17 +197,17 @@ class EpochProgress:
         rate = samples / seconds if seconds > 0 else 0.0
         left = seconds / step * (self.steps - step) if step else float("inf")
         self.line.draw(f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps} {_bar(step / self.steps)}"
-                       f"  loss {loss:.3f}  {rate:,.0f} samples/s  {format_duration(left)} left")
+                       f"  loss {_num(loss)}  {rate:,.0f} samples/s  {format_duration(left)} left")
 
     def summary(self, record):
         """One line for a finished epoch (a :data:`npvae.train.FIELDS` record)."""
         if not self.enabled:
             return
         r = record
-        line = (f"epoch {r['epoch']}/{self.epochs}  train {r['train_loss']:.3f} (recon {r['train_recon']:.3f}, "
-                f"KL {r['train_kl']:.3f}, beta {r['beta']:.3g})")
+        line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} (recon {_num(r['train_recon'])}, "
+                f"KL {_num(r['train_kl'])}, beta {r['beta']:.3g})")
         if r["test_loss"] is not None:
-            line += f"  test {r['test_loss']:.3f} (recon {r['test_recon']:.3f}, KL {r['test_kl']:.3f})"
+            line += f"  test {_num(r['test_loss'])} (recon {_num(r['test_recon'])}, KL {_num(r['test_kl'])})"
         line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"
         self.epoch_seconds.append(r["train_seconds"] + r["eval_seconds"])
         remaining = self.epochs - r["epoch"]

@@ -67,7 +67,7 @@ def signal_name(signum):
 def _acknowledge(signum, doing="stopping"):
     """Say that a repeated signal was heard; never raise from here."""
     try:
-        sys.stderr.write(f"\n{signal_name(signum)} received again: already {doing}, please wait\n")
+        sys.stderr.write(f"\n{signal_name(signum)} received again; already {doing}, please wait\n")
         sys.stderr.flush()
     except (OSError, ValueError):     # stderr closed or gone: nothing to tell
         pass
@@ -81,7 +81,7 @@ class StopFlag:
     during the checkpoint write neither corrupts nor loses it.
     """
 
-    def __init__(self, doing="stopping: finishing the current step and writing the checkpoint"):
+    def __init__(self, doing="stopping (finishing the current step, then writing the checkpoint)"):
         self.signum = None
         self.doing = doing
 
@@ -99,8 +99,8 @@ def _in_main_thread():
 
 
 @contextlib.contextmanager
-def _handlers(handler):
-    """Install ``handler`` for SIGINT and SIGTERM for the block; restore the old ones after."""
+def _handlers(handler, after=None):
+    """Install ``handler`` for SIGINT and SIGTERM for the block; then restore the old ones (or set ``after``)."""
     if not _in_main_thread():
         yield
         return
@@ -112,7 +112,7 @@ def _handlers(handler):
     finally:
         for sig, old in previous.items():
             # None means "installed outside Python": the best we can restore is the default.
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
+            signal.signal(sig, after if after is not None else signal.SIG_DFL if old is None else old)
 
 
 @contextlib.contextmanager
@@ -132,17 +132,20 @@ def _raise_first(signum, frame):
 
 
 @contextlib.contextmanager
-def raise_on_signals():
+def raise_on_signals(then_ignore=False):
     """For a program's main function: the first SIGINT or SIGTERM raises :class:`Interrupted`.
 
     Later signals are acknowledged and ignored, so the ``finally`` blocks and
     ``except`` clauses the first one set running can finish. Handlers are
-    restored when the block ends.
+    restored when the block ends; with ``then_ignore`` (the program exits
+    next) the signals are ignored instead: while Python shuts down it puts
+    back the default handlers, and a late Ctrl-C would end the process by
+    the signal rather than with the exit status it was about to return.
     """
     global _stopping
     _stopping = None
     try:
-        with _handlers(_raise_first):
+        with _handlers(_raise_first, signal.SIG_IGN if then_ignore else None):
             yield
     finally:
         _stopping = None

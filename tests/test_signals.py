@@ -77,7 +77,7 @@ def test_second_signal_is_acknowledged_not_raised(capsys):
     assert flag.signum == signal.SIGINT
     flag.handler(signal.SIGTERM, None)                   # no exception
     assert flag.signum == signal.SIGINT
-    assert "SIGTERM received again: already stopping" in capsys.readouterr().err
+    assert "SIGTERM received again; already stopping" in capsys.readouterr().err
 
 
 def test_handlers_restored_after_fit_and_after_errors():
