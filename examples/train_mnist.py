@@ -81,9 +81,9 @@ SAVED = ("dataset", "data_dir", "split", "epochs", "batch_size", "latent_dim", "
          "warmup", "seed", "backend", "nll_k", "nll_images", "binarize")
 # Settings a resumed run may change (see the docstring); the others must match the run's.
 CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress")
-# Files a run writes; a run that fails before its first checkpoint removes them again.
-RUN_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png",
-             "reconstruction_after.png", "samples.png", "interpolation.png", "loss.png", "latent.png")
+# Files a run writes before it trains (copied ones included); one that fails before its first
+# checkpoint removes them again.
+START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png")
 
 
 def say(line):
@@ -370,7 +370,7 @@ def main(argv=None):
                 with atomic_write(run_json, "wb") as f:
                     f.write(kept)
             elif kept is None and (refused or not os.path.exists(folder.file("checkpoint.npz"))):
-                folder.discard(RUN_FILES)     # nothing worth keeping: a failed start leaves nothing behind
+                folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
     return 0
 
@@ -408,6 +408,7 @@ def train_and_report(s, folder, resume_from, data, draw_before):
         raise
     data.train = None  # not needed any more: keeps the peak memory of what follows down
     try:
+        say("drawing the figures ...")
         draw_figures(s, folder, model, history, before, x_show, data)
         evaluate(s, folder, model, history, data)
     except (KeyboardInterrupt, OSError, MemoryError) as e:

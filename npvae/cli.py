@@ -77,6 +77,10 @@ class ArgumentParser(argparse.ArgumentParser):
         self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
 
     def error(self, message):
+        if message.endswith(": expected one argument"):
+            # argparse takes "-1e-3" for an option: say how to pass a value that starts with "-"
+            option = message.split(":")[0].removeprefix("argument ").split("/")[-1]
+            message += f" (a value starting with '-' is written {option}=VALUE)"
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -189,7 +193,7 @@ def run(main, argv=None, *, then_exit=False):
     """Call ``main(argv)`` inside the error boundary; return the exit status.
 
     ``--debug`` among the arguments shows tracebacks (and NumPy's warnings).
-    ``SystemExit`` (``--help``, an argparse usage error) passes through.
+    ``SystemExit`` (``--help``, an argparse usage error) gives its status.
     With ``then_exit`` (a program's last call), exit with the status instead
     of returning it, ignoring SIGINT and SIGTERM from the end of ``main`` on:
     the status stays the one reported, however late a second Ctrl-C comes.
@@ -204,8 +208,8 @@ def run(main, argv=None, *, then_exit=False):
             try:
                 code = main(argv)
                 code = EXIT_OK if code is None else code
-            except SystemExit:
-                raise
+            except SystemExit as e:          # argparse has said what it had to
+                code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
             except BaseException as error:  # noqa: BLE001 - this is the boundary
                 signals.hold()               # from here on a signal cannot cut the report short
                 _report(error, debug)

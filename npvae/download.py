@@ -282,6 +282,11 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     if not mirrors:
         raise InputError("download_dataset: mirrors must name at least one base URL, got none")
     dest = os.fspath(dest)
+    with cleanup_on_sigterm():      # (download_file's own then leaves the cleanup to this one)
+        return _download_files(dest, files, mirrors, checksums, progress, timeout)
+
+
+def _download_files(dest, files, mirrors, checksums, progress, timeout):
     created = _makedirs(dest)
     try:
         for file in files:

@@ -110,6 +110,7 @@ class Bar:
         self.started = time.perf_counter()
         self.last_draw = self.last_log = self.started
         self.done = 0
+        self.drawn = None         # the amount done when last drawn
 
     def _count(self, n):
         return format(n / self.scale, self.fmt)
@@ -134,7 +135,7 @@ class Bar:
         now = time.perf_counter()
         if self.live:
             if now - self.last_draw >= self.interval or (self.total and done >= self.total):
-                self.last_draw = now
+                self.last_draw, self.drawn = now, done
                 self.line.draw(self.text())
         elif self.log_every is not None and now - self.last_log >= self.log_every:
             self.last_log = now
@@ -146,8 +147,9 @@ class Bar:
             return
         if self.live:
             if final is None:
-                if self.line.width:          # the last update may have been skipped by the throttle
-                    self.line.draw(self.text())
+                if self.line.width:
+                    if self.drawn != self.done:      # the last update was skipped by the throttle
+                        self.line.draw(self.text())
                     self.line.end()
                 return
             self.line.clear()

@@ -172,16 +172,16 @@ class RunFolder:
         self._fd = None
 
     def discard(self, names):
-        """Remove ``names`` from a folder this run created, then the folder if it is empty.
+        """Remove the files ``names`` and release the lock; remove the folder too if this run created it.
 
         For a run that failed before it had anything worth keeping: a failed
-        start leaves nothing behind. Does nothing for a folder that existed before.
+        start leaves nothing behind. Other files in the folder are left alone
+        (and so is a folder that is not empty).
         """
-        if not self.created:
-            return
         for name in names:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.remove(self.file(name))
         self.release()
-        with contextlib.suppress(OSError):     # not empty (someone else's files): keep it
-            os.rmdir(self.path)
+        if self.created:
+            with contextlib.suppress(OSError):     # not empty (someone else's files): keep it
+                os.rmdir(self.path)
