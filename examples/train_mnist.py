@@ -91,11 +91,12 @@ def say(line):
 
 
 # -- settings ------------------------------------------------------------------------
-def build_parser():
+def build_parser(exit_on_error=True):
     d = DEFAULTS
     p = cli.ArgumentParser(description=__doc__.split("\n")[0],
                            epilog=__doc__[__doc__.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
-                           argument_default=argparse.SUPPRESS)   # unset flags stay unset: see settings()
+                           argument_default=argparse.SUPPRESS,   # unset flags stay unset: see settings()
+                           exit_on_error=exit_on_error)
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-test-split"],
                    help=f"mnist-test-split: train on the MNIST test set's first --split images, hold out "
                         f"the rest (for machines with only the test set) (default: {d['dataset']})")
@@ -155,16 +156,17 @@ class Resumed:
             raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to end "
                                       f"or stop it first")
         record = self._run_json()
-        self.data = record.get("data")
+        self.data = record.get("data") if isinstance(record.get("data"), dict) else None
+        saved = saved_settings(record, os.path.join(self.folder, "run.json"))
         # the checkpoint records what it trained with; run.json the rest
         from_ckpt = dict(latent_dim=c["latent_dim"], hidden_dim=c["hidden_dims"][0])
         from_ckpt.update({k: fc[k] for k in ("batch_size", "lr", "beta", "warmup", "binarize", "epochs") if k in fc})
         for key, value in from_ckpt.items():
-            if key in record and record[key] != value and key != "epochs":
-                say(f"note: {self.folder}/run.json says {key} {record[key]}, but the checkpoint was trained "
+            if key in saved and saved[key] != value and key != "epochs":
+                say(f"note: {self.folder}/run.json says {key} {saved[key]}, but the checkpoint was trained "
                     f"with {value}: continuing with {value}")
-        self.settings = {**{k: record[k] for k in SAVED if k in record}, **from_ckpt}
-        self.settings["epochs"] = max(record.get("epochs", 0), fc.get("epochs", 0), self.ckpt.epoch)
+        self.settings = {**saved, **from_ckpt}
+        self.settings["epochs"] = max(saved.get("epochs", 0), fc.get("epochs", 0), self.ckpt.epoch)
 
     def _run_json(self):
         path = os.path.join(self.folder, "run.json")
@@ -184,6 +186,26 @@ class Resumed:
 
 def flag(key):
     return "--" + key.replace("_", "-")
+
+
+def saved_settings(record, path):
+    """The settings in a run.json, checked as if they were given on the command line."""
+    argv, unset = [], {}
+    for key in SAVED:
+        value = record.get(key)
+        if key not in record or (value is None and key in ("data_dir", "backend", "nll_images")):
+            unset.update({key: value} if key in record else {})
+        elif key == "binarize" and isinstance(value, bool):
+            argv += ["--binarize"] if value else []
+            unset["binarize"] = value
+        else:
+            argv.append(f"{flag(key)}={value}")
+    try:
+        parsed = vars(build_parser(exit_on_error=False).parse_args(argv))
+    except argparse.ArgumentError as e:
+        raise InputError(f"{path} holds a setting no run can have ({e}); restore the run's run.json, or "
+                         f"remove it to resume with the checkpoint's settings and your flags") from None
+    return {**unset, **parsed}
 
 
 def settings(given, resumed):
