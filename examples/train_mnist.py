@@ -23,7 +23,8 @@ naming both, except for these, which may change:
   --epochs N              the total number of epochs: a larger N extends the run
   --data-dir DIR          where the data are (they must be the same data: checked by fingerprint)
   --nll-k, --nll-images   the final evaluation
-  --backend, --no-progress, --debug
+  --backend               (the run goes on correctly, though not to the last bit as on its own)
+  --no-progress, --debug
   --out NEW               continue in NEW: the run is copied there, its folder is left as it was
 A refused resume changes nothing. Resuming a run that has finished its epochs draws its
 figures and computes the NLL again.
@@ -32,38 +33,39 @@ import signal
 import sys
 
 if __name__ == "__main__":
-    # Ctrl-C or SIGTERM while Python loads NumPy and npvae: end quietly (cli.run takes over below).
+    # Ctrl-C or SIGTERM while Python loads NumPy and npvae (the imports below come after this on
+    # purpose): end quietly, not with a traceback of an import. cli.run takes over in main.
     for _signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import resource
+import shlex
+import shutil
+import time
+from types import SimpleNamespace
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 try:
     import npvae  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import npvae  # noqa: F401
-from npvae import VAE, cli, footprint, jsonio, plots  # noqa: E402
-from npvae.atomic import append_line, atomic_write  # noqa: E402
-from npvae.checkpoint import load_checkpoint  # noqa: E402
-from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split  # noqa: E402
-from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,  # noqa: E402
+from npvae import VAE, cli, footprint, jsonio, plots
+from npvae.atomic import append_line, atomic_write
+from npvae.checkpoint import load_checkpoint
+from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split
+from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                           InputError, RunFolderInUseError)
-from npvae.evaluate import evaluate_elbo, iw_nll  # noqa: E402
-from npvae.progress import Bar  # noqa: E402
-from npvae.runfolder import RunFolder, holder  # noqa: E402
-from npvae.train import TrainingInterrupted, fit  # noqa: E402
+from npvae.evaluate import evaluate_elbo, iw_nll
+from npvae.progress import Bar
+from npvae.runfolder import RunFolder, holder
+from npvae.train import TrainingInterrupted, fit
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -110,7 +112,8 @@ def build_parser(exit_on_error=True):
     p.add_argument("--batch-size", type=cli.whole_number(1), metavar="N", help=f"(default: {d['batch_size']})")
     p.add_argument("--latent-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['latent_dim']})")
     p.add_argument("--hidden-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['hidden_dim']})")
-    p.add_argument("--lr", type=cli.real_number(0, exclusive=True), help=f"Adam's learning rate (default: {d['lr']})")
+    p.add_argument("--lr", type=cli.real_number(0, exclusive=True),
+                   help=f"Adam's learning rate (default: {d['lr']})")
     p.add_argument("--beta", type=cli.real_number(0), help=f"KL weight (beta-VAE) (default: {d['beta']})")
     p.add_argument("--warmup", type=cli.whole_number(0), metavar="N",
                    help=f"epochs of linear KL warm-up (default: {d['warmup']})")
@@ -160,7 +163,8 @@ class Resumed:
         saved = saved_settings(record, os.path.join(self.folder, "run.json"))
         # the checkpoint records what it trained with; run.json the rest
         from_ckpt = dict(latent_dim=c["latent_dim"], hidden_dim=c["hidden_dims"][0])
-        from_ckpt.update({k: fc[k] for k in ("batch_size", "lr", "beta", "warmup", "binarize", "epochs") if k in fc})
+        trained = ("batch_size", "lr", "beta", "warmup", "binarize", "epochs")
+        from_ckpt.update({k: fc[k] for k in trained if k in fc})
         for key, value in from_ckpt.items():
             if key in saved and saved[key] != value and key != "epochs":
                 say(f"note: {self.folder}/run.json says {key} {saved[key]}, but the checkpoint was trained "
@@ -190,22 +194,19 @@ def flag(key):
 
 def saved_settings(record, path):
     """The settings in a run.json, checked as if they were given on the command line."""
-    argv, unset = [], {}
-    for key in SAVED:
-        value = record.get(key)
-        if key not in record or (value is None and key in ("data_dir", "backend", "nll_images")):
-            unset.update({key: value} if key in record else {})
-        elif key == "binarize" and isinstance(value, bool):
+    values = {k: record[k] for k in SAVED if k in record}
+    argv = []
+    for key, value in values.items():
+        if key == "binarize" and isinstance(value, bool):
             argv += ["--binarize"] if value else []
-            unset["binarize"] = value
-        else:
+        elif value is not None or key not in ("data_dir", "backend", "nll_images"):    # these may be unset
             argv.append(f"{flag(key)}={value}")
     try:
         parsed = vars(build_parser(exit_on_error=False).parse_args(argv))
     except argparse.ArgumentError as e:
         raise InputError(f"{path} holds a setting no run can have ({e}); restore the run's run.json, or "
                          f"remove it to resume with the checkpoint's settings and your flags") from None
-    return {**unset, **parsed}
+    return {**values, **parsed}
 
 
 def settings(given, resumed):
@@ -272,8 +273,9 @@ def load_data(s):
 
 def data_record(data):
     """What run.json keeps of the data, so that a resumed run can tell them from others."""
-    return dict(train_images=len(data.train), test_images=len(data.test), train_fingerprint=fingerprint(data.train),
-                test_fingerprint=fingerprint(data.test), source=data.source)
+    return dict(train_images=len(data.train), test_images=len(data.test),
+                train_fingerprint=fingerprint(data.train), test_fingerprint=fingerprint(data.test),
+                source=data.source)
 
 
 def check_same_data(resumed, now):
@@ -374,8 +376,9 @@ def main(argv=None):
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
     with RunFolder(out, "--out") as folder:
         run_json = folder.file("run.json")
-        kept = None                         # a resumed run's run.json, put back if fit refuses to resume
-        if resumed is not None and not elsewhere and os.path.exists(run_json):
+        in_place = resumed is not None and not elsewhere
+        kept = None                         # the run's own run.json, put back if fit refuses to resume
+        if in_place and os.path.exists(run_json):
             with open(run_json, "rb") as f:
                 kept = f.read()
         try:
@@ -387,11 +390,14 @@ def main(argv=None):
             draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
             train_and_report(s, folder, resume_from, data, draw_before)
         except BaseException as e:
-            refused = cli.exit_code(e) == cli.EXIT_USAGE
-            if kept is not None and refused:
-                with atomic_write(run_json, "wb") as f:
-                    f.write(kept)
-            elif kept is None and (refused or not os.path.exists(folder.file("checkpoint.npz"))):
+            refused = cli.exit_code(e) == cli.EXIT_USAGE      # by fit, before it changed anything
+            if in_place:
+                if refused and kept is None:
+                    os.remove(run_json)
+                elif refused:
+                    with atomic_write(run_json, "wb") as f:
+                        f.write(kept)
+            elif refused or not os.path.exists(folder.file("checkpoint.npz")):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
     return 0

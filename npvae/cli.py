@@ -57,10 +57,9 @@ exit status:
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
                  StateDictError, RunFolderInUseError)
-# errno values of an OSError that say the file system refused a write
-_WRITE_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
-                 errno.EROFS: "the file system is read-only", errno.EACCES: "", errno.EPERM: "",
-                 errno.EFBIG: "", errno.EIO: ""}
+# errno values that only a write gets, and what to do about them
+_WRITE_ERRNOS = {errno.ENOSPC: "free some space", getattr(errno, "EDQUOT", errno.ENOSPC): "free some space",
+                 errno.EROFS: "write somewhere else", errno.EFBIG: "write somewhere else"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -111,7 +110,8 @@ def real_number(minimum=None, *, exclusive=False):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
             bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
-            rounded = f" ({text} rounds to {value})" if value == minimum and text.strip() != str(value) else ""
+            underflow = value == 0 and any(digit in "123456789" for digit in text.lower().split("e")[0])
+            rounded = f" ({text} rounds to {value})" if underflow else ""
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}{rounded}")
         return value
     parse.__name__ = "number"
@@ -172,8 +172,7 @@ def describe(error):
         if error.filename is None:
             return f"error: {what}"
         if error.errno in _WRITE_ERRNOS:
-            hint = _WRITE_ERRNOS[error.errno]
-            return f"error: cannot write {error.filename}: {what}" + (f"; {hint}" if hint else "")
+            return f"error: cannot write {error.filename}: {what}; {_WRITE_ERRNOS[error.errno]}"
         return f"error: {error.filename}: {what}"
     return (f"error: internal error ({type(error).__name__}: {error}); this is a bug in npvae: run again "
             f"with --debug to see where it happened, and please report it")
@@ -185,8 +184,11 @@ def _report(error, debug):
     line = describe(error)
     lines = ([line] if line else []) + list(getattr(error, "__notes__", ()))
     if lines:
-        sys.stderr.write("\n".join(lines) + "\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):    # stderr closed or gone: the status still says it
+            pass
 
 
 def run(main, argv=None, *, then_exit=False):

@@ -206,8 +206,8 @@ class EpochProgress:
         if not self.enabled:
             return
         r = record
-        line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} (recon {_num(r['train_recon'])}, "
-                f"KL {_num(r['train_kl'])}, beta {r['beta']:.3g})")
+        line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} "
+                f"(recon {_num(r['train_recon'])}, KL {_num(r['train_kl'])}, beta {r['beta']:.3g})")
         if r["test_loss"] is not None:
             line += f"  test {_num(r['test_loss'])} (recon {_num(r['test_recon'])}, KL {_num(r['test_kl'])})"
         line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"

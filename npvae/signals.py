@@ -69,7 +69,7 @@ def _acknowledge(signum, doing="stopping"):
     try:
         sys.stderr.write(f"\n{signal_name(signum)} received again; already {doing}, please wait\n")
         sys.stderr.flush()
-    except (OSError, ValueError):     # stderr closed or gone: nothing to tell
+    except (OSError, ValueError, AttributeError):     # stderr closed or gone: nothing to tell
         pass
 
 

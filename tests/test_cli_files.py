@@ -36,7 +36,8 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_p
     finally:
         first.kill()
     assert second.returncode == 2, second.stderr
-    assert f"--out {out} is in use by process {first.pid}" in second.stderr and "choose another --out" in second.stderr
+    assert f"--out {out} is in use by process {first.pid}" in second.stderr
+    assert "choose another --out" in second.stderr
     assert resume.returncode == 2 and f"its run is still going (process {first.pid}" in resume.stderr
     assert_no_traceback(second.stderr + resume.stderr)
     assert first.returncode == 130, err                 # the first run did not notice a thing
@@ -138,7 +139,8 @@ def test_too_little_space_is_refused_at_the_start(tmp_path, private_tmpfs):
     mnt = tmp_path / "mnt"
     proc = private_tmpfs(mnt, "1m", [], [sys.executable, TRAIN, *SMALL, "--out", str(mnt / "run")])
     assert proc.returncode == 2, proc.stderr
-    assert f"--out {mnt / 'run'}: only " in proc.stderr and "free some space or choose another folder" in proc.stderr
+    assert f"--out {mnt / 'run'}: only " in proc.stderr
+    assert "free some space or choose another folder" in proc.stderr
     assert_no_traceback(proc.stderr)
 
 

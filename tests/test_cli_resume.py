@@ -116,8 +116,11 @@ def test_resume_into_a_folder_holding_another_run_is_refused(copy_of, tmp_path, 
     assert snapshot(other) == before
 
 
-def test_a_refusal_from_fit_puts_run_json_back(copy_of):
+@pytest.mark.parametrize("with_run_json", [True, False], ids=["run.json", "no run.json"])
+def test_a_refusal_from_fit_leaves_the_run_folder_as_it_was(copy_of, with_run_json):
     """A checkpoint whose record fit refuses (not caught before): the run folder is left as it was."""
+    if not with_run_json:
+        os.remove(copy_of / "run.json")
     with np.load(copy_of / "checkpoint.npz") as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["__meta__"]))
@@ -125,7 +128,7 @@ def test_a_refusal_from_fit_puts_run_json_back(copy_of):
     arrays["__meta__"] = np.array(json.dumps(meta))
     np.savez(copy_of / "checkpoint.npz", **arrays)
     before = snapshot(copy_of)
-    proc = run([TRAIN, "--resume", str(copy_of), "--epochs", "3", "--nll-images", "20"])
+    proc = run([TRAIN, "--resume", str(copy_of), "--epochs", "3", "--nll-images", "20", *SMALL[:6]])
     assert proc.returncode == 2 and "dead_units" in proc.stderr, proc.stderr
     assert_no_traceback(proc.stderr)
     assert snapshot(copy_of) == before

@@ -70,7 +70,8 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
     """SIGINT, then at once SIGTERM and another SIGINT: they land while the step ends and the (20 MB)
     checkpoint is written; neither cuts the write short or turns into a traceback."""
     out = tmp_path / "run"
-    proc = start([TRAIN, *SMALL, "--hidden-dim", "1200", "--batch-size", "16", "--epochs", "40", "--out", str(out)])
+    proc = start([TRAIN, *SMALL, "--hidden-dim", "1200", "--batch-size", "16", "--epochs", "40",
+                  "--out", str(out)])
     seen = []
     try:
         assert wait_for(proc, "epoch 1/40", seen), "".join(seen)

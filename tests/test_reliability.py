@@ -44,7 +44,8 @@ def test_fit_writes_strict_metrics(tmp_path):
     path = tmp_path / "m.jsonl"
     npvae.fit(npvae.VAE(784, 8, 2, rng=0), images[:64], images[64:96], epochs=1, batch_size=32, beta=1e308,
               rng=0, progress=False, metrics_path=path)
-    (record,) = [json.loads(line, parse_constant=lambda c: pytest.fail(c)) for line in path.read_text().splitlines()]
+    (line,) = path.read_text().splitlines()
+    record = json.loads(line, parse_constant=lambda c: pytest.fail(c))
     assert record["train_loss"] is None and record["train_loss_nonfinite"] == "inf"
 
 
@@ -130,6 +131,7 @@ def test_cli_run_reports_in_one_line_with_the_documented_status(capsys):
              (OSError(errno.ENOSPC, "No space left on device", "/x/c.npz"), 1,
               "error: cannot write /x/c.npz: No space left on device; free some space"),
              (OSError(errno.EROFS, "Read-only file system", "/x"), 1, "error: cannot write /x: Read-only"),
+             (PermissionError(errno.EACCES, "Permission denied", "/x"), 1, "error: /x: Permission denied"),
              (MemoryError(), 1, "error: out of memory"),
              (signals.Interrupted(signal.SIGTERM), 143, "stopped: interrupted by SIGTERM"),
              (KeyboardInterrupt(), 130, "stopped: interrupted by SIGINT"),
