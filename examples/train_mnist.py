@@ -264,6 +264,8 @@ def load_data(s):
                              f"{len(images) - MIN_HELD_OUT} or less")
         (train, _), (test, test_labels) = split(images, labels, s["split"])
         return SimpleNamespace(train=train, test=test, test_labels=test_labels, kind="mnist", source=source)
+    if len(ds.train_images) == 0:
+        raise DataFileError(f"{source} holds no training images")
     if len(ds.test_images) < MIN_HELD_OUT:
         raise DataFileError(f"{source} holds {len(ds.test_images)} test images; the evaluation and figures "
                             f"need at least {MIN_HELD_OUT}")
@@ -316,6 +318,10 @@ def output_bytes(s):
 
 
 # -- the run folder ------------------------------------------------------------------
+def describe(model):
+    return f"{model.input_dim}-{'-'.join(map(str, model.hidden_dims))}-{model.latent_dim}"
+
+
 def resume_command(checkpoint):
     return shlex.join([sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)])
 
@@ -353,6 +359,8 @@ def main(argv=None):
     s = settings(given, resumed)
     if "split" in given and s["dataset"] != "mnist-test-split":
         raise InputError(f"--split applies to --dataset mnist-test-split only, not to --dataset {s['dataset']}")
+    if s["data_dir"] == "":
+        raise InputError("--data-dir must name a folder, got ''")
     if s["data_dir"] is not None:
         s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
     data = load_data(s)
@@ -360,6 +368,9 @@ def main(argv=None):
     if resumed is not None:
         check_same_data(resumed, record)
     check_memory(s, len(data.train))
+    # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
+    model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
+    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed), backend=s["backend"])
     if out is None:
         out = resumed.folder if resumed else os.path.join(
             "runs", f"{s['dataset']}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
@@ -369,6 +380,7 @@ def main(argv=None):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")
     say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
+    say(f"model: {describe(model)}, backend {model.backend}")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
         say(f"the run has done its {s['epochs']} epochs: drawing its figures and estimating its NLL again "
             f"(ask for more with --epochs)")
@@ -388,7 +400,7 @@ def main(argv=None):
             say(f"writing to {out}")
             resume_from = None if resumed is None else folder.file("checkpoint.npz") if elsewhere else resumed.path
             draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
-            train_and_report(s, folder, resume_from, data, draw_before)
+            train_and_report(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
             refused = cli.exit_code(e) == cli.EXIT_USAGE      # by fit, before it changed anything
             if in_place:
@@ -404,17 +416,8 @@ def main(argv=None):
 
 
 # -- training, figures, evaluation ---------------------------------------------------
-def describe(model):
-    return f"{model.input_dim}-{'-'.join(map(str, model.hidden_dims))}-{model.latent_dim}"
-
-
-def train_and_report(s, folder, resume_from, data, draw_before):
+def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before):
     checkpoint = folder.file("checkpoint.npz")
-    # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
-    model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
-    model = VAE(data.train.shape[1], s["hidden_dim"], s["latent_dim"],
-                rng=np.random.default_rng(model_seed), backend=s["backend"])
-    say(f"model: {describe(model)}, backend {model.backend}")
     # Reconstructions of the untrained model now (resuming: the same model, rebuilt from the seed),
     # drawn after training: matplotlib (about 30 MB) is loaded once the training images are let go.
     x_show = data.test[:10].astype(np.float32) / 255

@@ -252,7 +252,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
 def _read_arrays(path):
     """Every array in the zip, after checking it is a sound zip (CRCs included)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        what = "not a regular file" if os.path.exists(path) else "no such checkpoint file"
+        raise CheckpointError(f"{path}: {what}")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(4)

@@ -79,7 +79,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if message.endswith(": expected one argument"):
             # argparse takes "-1e-3" for an option: say how to pass a value that starts with "-"
             option = message.split(":")[0].removeprefix("argument ").split("/")[-1]
-            message += f" (a value starting with '-' is written {option}=VALUE)"
+            message += f" (give it one; a value starting with '-' is written {option}=VALUE)"
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 

@@ -110,9 +110,10 @@ def available_bytes():
 
 
 def format_bytes(n):
-    """``"512 B"``, ``"3.1 MB"``, ``"2.5 TB"`` (powers of 1000)."""
+    """``"512 B"``, ``"3.1 MB"``, ``"2.5 TB"`` (powers of 1000); ``"3.3e+26 bytes"`` past petabytes."""
+    if n >= 1e18:
+        return f"{n:.1e} bytes"
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} PB"

@@ -28,7 +28,7 @@ BAD_ARGUMENTS = [
     (["--lr=-inf"], "argument --lr: must be a finite number"),
     (["--lr", "0"], "argument --lr: must be greater than 0, got 0"),
     (["--lr=-1e-3"], "argument --lr: must be greater than 0"),
-    (["--lr", "-1e-3"], "argument --lr: expected one argument (a value starting with '-' is written --lr=VALUE)"),
+    (["--lr", "-1e-3"], "argument --lr: expected one argument (give it one; a value starting with '-' is written --lr=VALUE)"),
     (["--lr", "1e-400"], "1e-400 rounds to 0.0"),
     (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
     (["--beta", "-1"], "argument --beta: must be at least 0"),
