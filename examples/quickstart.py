@@ -1,10 +1,9 @@
-"""Quickstart: train a VAE on MNIST digits for two epochs, sample, save. Usage:
+"""Quickstart: train a VAE on MNIST digits for two epochs, sample, save.
 
-    python examples/quickstart.py [--data-dir DIR] [--out DIR]
+    python examples/quickstart.py [DATA_DIR] [--out DIR]
 
---data-dir: a folder holding the MNIST test-set IDX files (default: $NPVAE_DATA_DIR, the cache,
-else download). Uses only that test split, cut into 80% train / 20% held out. Writes
-quickstart.npz and quickstart_samples.png into --out (default: runs/quickstart).
+Uses only the MNIST test split, cut into 80% train / 20% held out; writes quickstart.npz and
+quickstart_samples.png into --out.
 """
 import os
 import sys
@@ -23,12 +22,14 @@ from npvae.train import fit
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=cli.EXIT_STATUS)
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the MNIST test-set IDX files")
+    p = cli.ArgumentParser(description=__doc__, epilog=cli.EXIT_STATUS)
+    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
+                   help="folder holding the MNIST test-set IDX files ($NPVAE_DATA_DIR, the cache, else download)")
+    p.add_argument("--data-dir", dest="data_dir_option", metavar="DATA_DIR", help="the same as DATA_DIR")
     p.add_argument("--out", metavar="DIR", default=os.path.join("runs", "quickstart"),
                    help="where the outputs go (default: runs/quickstart)")
     args = p.parse_args(argv)
-    images, labels = load_split("mnist", "t10k", data_dir=args.data_dir)      # uint8 (N, 784)
+    images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)
     (train, _), (test, _) = split(images, labels, int(0.8 * len(images)))
     cli.check_output_folder(args.out)                                        # before training, not after
 
