@@ -390,9 +390,9 @@ def _optimizer_state(arrays, meta, model_state, path):
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             # moments are stored as "<moment>.<parameter index>", in the model's parameter order
             index = key.rsplit(".", 1)[-1]
-            of = f" (of parameter {names[int(index)]})" if index.isdigit() and int(index) < len(names) else ""
-            raise CheckpointError(f"{path}: optimizer state {key}{of} contains NaN or inf; the checkpoint "
-                                  f"cannot be resumed (use an earlier one)")
+            of = f", of parameter {names[int(index)]}" if index.isdigit() and int(index) < len(names) else ""
+            raise CheckpointError(f"{path}: optimizer state {key} contains NaN or inf ({name}'s state{of}); "
+                                  f"the checkpoint cannot be resumed (use an earlier one)")
     cls = _OPTIMIZERS.get(name)
     if cls is not None:
         # Validate keys, shapes, dtypes and hyper-parameters by loading into a throwaway twin.

@@ -179,7 +179,7 @@ def checkpoints(tmp_path_factory, sample):
 
 
 @pytest.mark.parametrize("name, words", [
-    ("nan-moment", "optimizer state m.2 (of parameter encoder.2.weight) contains NaN or inf"),
+    ("nan-moment", "optimizer state m.2 contains NaN or inf (Adam's state, of parameter encoder.2.weight)"),
     ("nan-weight", "parameter decoder.0.weight contains NaN or inf"),
     ("model-only", "was not written by training (fit), so it cannot be resumed"),
     ("two-hidden", "holds a 784-8-4-2 model; this program trains 784-H-d models"),
