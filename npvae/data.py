@@ -48,7 +48,7 @@ import hashlib
 
 from npvae.datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                             canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
-                            locate, search_path, search_report, split_paths)
+                            locate, search_path, search_report)
 from npvae.download import MD5, MIRRORS, download_dataset, download_file
 from npvae.errors import InputError, InputTypeError
 from npvae.idx import read_idx, read_idx_header, read_images, read_labels
@@ -58,7 +58,7 @@ __all__ = [
     # files and data sets
     "read_idx", "read_idx_header", "read_images", "read_labels",
     "Dataset", "load_dataset", "load_split", "load_idx_folder", "load_idx_split",
-    "canonical_name", "cache_dir", "search_path", "search_report", "locate", "split_paths",
+    "canonical_name", "cache_dir", "search_path", "search_report", "locate",
     "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS",
     "download_dataset", "download_file", "MIRRORS", "MD5",
     # batches

@@ -32,7 +32,7 @@ from npvae.idx import read_idx_header, read_images, read_labels
 
 __all__ = [
     "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "IMAGE_SHAPE", "N_CLASSES", "Dataset",
-    "canonical_name", "cache_dir", "search_path", "search_report", "locate", "split_paths",
+    "canonical_name", "cache_dir", "search_path", "search_report", "locate",
     "load_idx_split", "load_idx_folder", "load_split", "load_dataset",
 ]
 
@@ -187,11 +187,6 @@ def _split_files(split):
         raise InputError(f"split must be one of 'train', 't10k' (or 'test'), got {split!r}")
     return SPLITS[split]
 
-
-def split_paths(folder, split):
-    """``(images file, labels file)`` of ``split`` in ``folder`` (``.gz`` preferred), or None for a missing one."""
-    folder = _check_folder(folder, "folder")
-    return tuple(_find(folder, stem) for stem in _split_files(split))
 
 
 def load_idx_split(folder, split):
