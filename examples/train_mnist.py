@@ -1,29 +1,53 @@
 """Train a variational autoencoder on MNIST (or Fashion-MNIST) and draw what it learned.
 
 The defaults follow the classic PyTorch example: a 784-400-20 VAE, Adam with
-lr 1e-3, batches of 128, 20 epochs, seed 0. Run from the repository root::
+lr 1e-3, batches of 128, 20 epochs, seed 0. Run from the repository root:
 
     python examples/train_mnist.py                              # MNIST (downloaded if missing)
     python examples/train_mnist.py --dataset fashion-mnist --data-dir /path/to/fashion-mnist
     python examples/train_mnist.py --dataset mnist-test-split   # only the MNIST test set on disk:
                                                                 # 8,000 to train, 2,000 held out
     python examples/train_mnist.py --latent-dim 2               # adds the decoded 2-D manifold
-    python examples/train_mnist.py --resume runs/<run>/checkpoint.npz   # after Ctrl-C
+    python examples/train_mnist.py --resume runs/<run>          # after Ctrl-C, or to train longer
 
-Everything goes into --out (default runs/<dataset>-<YYYYmmdd-HHMMSS>/):
-metrics.jsonl (one line per epoch, then a summary with the importance-weighted
-NLL), checkpoint.npz, run.json (these settings, reused by --resume),
-reconstruction_before.png, reconstruction_after.png, samples.png,
-interpolation.png, loss.png and latent.png.
+Everything goes into --out (default runs/<dataset>-<YYYYmmdd-HHMMSS>/): metrics.jsonl
+(one line per epoch, then a summary with the importance-weighted NLL), checkpoint.npz,
+run.json (the run's settings), reconstruction_before.png, reconstruction_after.png,
+samples.png, interpolation.png, loss.png and latent.png. Every argument, data file and
+the output folder are checked before anything is written; one run at a time writes
+into a folder.
+
+Resuming (--resume CHECKPOINT, or the run's folder) continues the run with its own
+settings. A flag given again with the same value is fine; a different value is refused,
+naming both, except for these, which may change:
+  --epochs N              the total number of epochs: a larger N extends the run
+  --data-dir DIR          where the data are (they must be the same data: checked by fingerprint)
+  --nll-k, --nll-images   the final evaluation
+  --backend               (the run goes on correctly, though not to the last bit as on its own)
+  --no-progress, --debug
+  --out NEW               continue in NEW: the run is copied there, its folder is left as it was
+A refused resume changes nothing. Resuming a run that has finished its epochs draws its
+figures and computes the NLL again.
 """
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Ctrl-C or SIGTERM while Python loads NumPy and npvae (the imports below come after this on
+    # purpose): end quietly, not with a traceback of an import. cli.run takes over in main.
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
+
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import resource
 import shlex
-import sys
+import shutil
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -32,11 +56,15 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import npvae  # noqa: F401
-from npvae import VAE, plots
+from npvae import VAE, cli, footprint, jsonio, plots
 from npvae.atomic import append_line, atomic_write
-from npvae.data import load_dataset, load_split, split
-from npvae.errors import DataFileError, DatasetNotFoundError
+from npvae.checkpoint import load_checkpoint
+from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split
+from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
+                          InputError, RunFolderInUseError)
 from npvae.evaluate import evaluate_elbo, iw_nll
+from npvae.progress import Bar
+from npvae.runfolder import RunFolder, holder
 from npvae.train import TrainingInterrupted, fit
 
 CLASS_NAMES = {
@@ -45,160 +73,436 @@ CLASS_NAMES = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 INTERPOLATE = {"mnist": (0, 6), "fashion-mnist": (0, 9)}   # from the first test image of class a to b
-# Settings kept in run.json; --resume takes them as defaults.
+MIN_HELD_OUT = 10           # test images the figures need (a row of 10 reconstructions)
+NLL_CHUNK = 200             # images per iw_nll call: the progress bar moves every few seconds
+DEFAULTS = dict(dataset="mnist", data_dir=None, split=8000, epochs=20, batch_size=128, latent_dim=20,
+                hidden_dim=400, lr=1e-3, beta=1.0, warmup=0, binarize=False, seed=0, backend=None,
+                nll_k=800, nll_images=None, progress=True)
+# The run's settings, kept in run.json; a resumed run takes them from there.
 SAVED = ("dataset", "data_dir", "split", "epochs", "batch_size", "latent_dim", "hidden_dim", "lr", "beta",
          "warmup", "seed", "backend", "nll_k", "nll_images", "binarize")
+# Settings a resumed run may change (see the docstring); the others must match the run's.
+CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress")
+# Files a run writes before it trains (copied ones included); one that fails before its first
+# checkpoint removes them again.
+START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-test-split"], default="mnist",
-                   help="mnist-test-split: train on the MNIST test set's first --split images, "
-                        "hold out the rest (for machines with only the test set)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder holding the IDX files (or a <dataset>/ folder with them); "
-                        "default: $NPVAE_DATA_DIR, the cache, else download")
-    p.add_argument("--split", type=int, default=8000, help="mnist-test-split: images to train on")
-    p.add_argument("--epochs", type=int, default=20, help="total epochs (also when resuming)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--latent-dim", type=int, default=20)
-    p.add_argument("--hidden-dim", type=int, default=400)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
-    p.add_argument("--warmup", type=int, default=0, help="epochs of linear KL warm-up")
+def say(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- settings ------------------------------------------------------------------------
+def build_parser(exit_on_error=True):
+    d = DEFAULTS
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0],
+                           epilog=__doc__[__doc__.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
+                           argument_default=argparse.SUPPRESS,   # unset flags stay unset: see settings()
+                           exit_on_error=exit_on_error)
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-test-split"],
+                   help=f"mnist-test-split: train on the MNIST test set's first --split images, hold out "
+                        f"the rest (for machines with only the test set) (default: {d['dataset']})")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help=f"folder holding the IDX files (or a <dataset>/ folder with them) "
+                        f"(default: ${ENV_VAR}, the cache, else download)")
+    p.add_argument("--split", type=cli.whole_number(1), metavar="N",
+                   help=f"mnist-test-split: images to train on (default: {d['split']})")
+    p.add_argument("--epochs", type=cli.whole_number(1), metavar="N",
+                   help=f"total epochs; with --resume, a larger N extends the run (default: {d['epochs']})")
+    p.add_argument("--batch-size", type=cli.whole_number(1), metavar="N", help=f"(default: {d['batch_size']})")
+    p.add_argument("--latent-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['latent_dim']})")
+    p.add_argument("--hidden-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['hidden_dim']})")
+    p.add_argument("--lr", type=cli.real_number(0, exclusive=True),
+                   help=f"Adam's learning rate (default: {d['lr']})")
+    p.add_argument("--beta", type=cli.real_number(0), help=f"KL weight (beta-VAE) (default: {d['beta']})")
+    p.add_argument("--warmup", type=cli.whole_number(0), metavar="N",
+                   help=f"epochs of linear KL warm-up (default: {d['warmup']})")
     p.add_argument("--binarize", action="store_true", help="dynamic binarization of the training images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["numba", "numpy"], default=None,
-                   help="kernels (default: $NPVAE_BACKEND, else numba)")
-    p.add_argument("--nll-k", type=int, default=800,
-                   help="importance samples per image for the final NLL estimate "
-                        "(800 x 10,000 test images: about a minute on 2 cores)")
-    p.add_argument("--nll-images", type=int, default=None, help="test images for the NLL (default: all)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<time>/)")
-    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue a run; its folder's run.json supplies the settings not given here")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    args = p.parse_args(argv)
-    if args.resume:
-        # Settings of the interrupted run become the defaults; flags given now still win.
-        out = args.out or os.path.dirname(os.path.abspath(args.resume))
-        run_json = os.path.join(out, "run.json")
-        if os.path.exists(run_json):
-            with open(run_json, encoding="utf-8") as f:
-                saved = json.load(f)
-            p.set_defaults(**{k: v for k, v in saved.items() if k in SAVED})
-            args = p.parse_args(argv)
-        args.out = out
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.out = os.path.join("runs", f"{args.dataset}-{stamp}")
-    return args
+    p.add_argument("--seed", type=cli.whole_number(0), metavar="N", help=f"(default: {d['seed']})")
+    p.add_argument("--backend", choices=["numba", "numpy"], help="kernels (default: $NPVAE_BACKEND, else numba)")
+    p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
+                   help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
+                        f"about a minute for 10,000 test images on 2 cores)")
+    p.add_argument("--nll-images", type=cli.whole_number(1), metavar="N",
+                   help="test images for the NLL (default: all)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<dataset>-<time>/)")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue a run: its checkpoint.npz or its folder (see below for what may change)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress display (one line per epoch is still printed)")
+    return p
 
 
+class Resumed:
+    """The run that --resume continues: its checkpoint, folder, settings and data record."""
+
+    def __init__(self, path):
+        if not os.path.exists(path):
+            raise CheckpointError(f"--resume {path}: no such file or folder")
+        if os.path.isdir(path):
+            path = os.path.join(path, "checkpoint.npz")
+            if not os.path.isfile(path):
+                raise CheckpointError(f"--resume {os.path.dirname(path)} is a folder without a checkpoint.npz")
+        self.ckpt = load_checkpoint(path)   # every way the file can be wrong is a CheckpointError
+        self.path, self.folder = path, os.path.dirname(os.path.abspath(path))
+        c, fc = self.ckpt.model_config, self.ckpt.fit_config
+        if fc is None or not {"shuffle", "binarize"} <= set(self.ckpt.rng_states):
+            raise CheckpointError(f"{path} was not written by training (fit), so it cannot be resumed")
+        if self.ckpt.optimizer != "Adam":
+            raise CheckpointError(f"{path} was trained with {self.ckpt.optimizer or 'no'} optimizer; this "
+                                  f"program continues runs trained with Adam")
+        if len(c["hidden_dims"]) != 1 or c["input_dim"] != 784:
+            raise CheckpointError(f"{path} holds a {'-'.join(map(str, [c['input_dim'], *c['hidden_dims']]))}-"
+                                  f"{c['latent_dim']} model; this program trains 784-H-d models")
+        who = holder(self.folder)
+        if who is not None:
+            raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to end "
+                                      f"or stop it first")
+        record = self._run_json()
+        self.data = record.get("data") if isinstance(record.get("data"), dict) else None
+        saved = saved_settings(record, os.path.join(self.folder, "run.json"))
+        # the checkpoint records what it trained with; run.json the rest
+        from_ckpt = dict(latent_dim=c["latent_dim"], hidden_dim=c["hidden_dims"][0])
+        trained = ("batch_size", "lr", "beta", "warmup", "binarize", "epochs")
+        from_ckpt.update({k: fc[k] for k in trained if k in fc})
+        for key, value in from_ckpt.items():
+            if key in saved and saved[key] != value and key != "epochs":
+                say(f"note: {self.folder}/run.json says {key} {saved[key]}, but the checkpoint was trained "
+                    f"with {value}: continuing with {value}")
+        self.settings = {**saved, **from_ckpt}
+        self.settings["epochs"] = max(saved.get("epochs", 0), fc.get("epochs", 0), self.ckpt.epoch)
+
+    def _run_json(self):
+        path = os.path.join(self.folder, "run.json")
+        if not os.path.exists(path):
+            say(f"note: no run.json beside {self.path}: the settings come from the checkpoint and the flags")
+            return {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path} cannot be read ({e}); it holds the run's settings: restore it, or "
+                             f"remove it to resume with the checkpoint's settings and your flags") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path} does not hold the run's settings (a JSON object); restore or remove it")
+        return record
+
+
+def flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def saved_settings(record, path):
+    """The settings in a run.json, checked as if they were given on the command line."""
+    values = {k: record[k] for k in SAVED if k in record}
+    argv = []
+    for key, value in values.items():
+        if key == "binarize" and isinstance(value, bool):
+            argv += ["--binarize"] if value else []
+        elif value is not None or key not in ("data_dir", "backend", "nll_images"):    # these may be unset
+            argv.append(f"{flag(key)}={value}")
+    try:
+        parsed = vars(build_parser(exit_on_error=False).parse_args(argv))
+    except argparse.ArgumentError as e:
+        raise InputError(f"{path} holds a setting no run can have ({e}); restore the run's run.json, or "
+                         f"remove it to resume with the checkpoint's settings and your flags") from None
+    return {**values, **parsed}
+
+
+def settings(given, resumed):
+    """The run's settings: defaults < the resumed run's own < flags given (refused if they differ)."""
+    if resumed is None:
+        return {**DEFAULTS, **given}
+    own = resumed.settings
+    differ = [k for k in given if k in own and k not in CHANGEABLE and given[k] != own[k]]
+    if differ:
+        now = ", ".join(f"{flag(k)} {given[k]}" for k in differ)
+        was = ", ".join(f"{flag(k)} {own[k]}" for k in differ)
+        raise InputError(f"cannot resume {resumed.path} with {now}: the run was trained with {was}. A resumed "
+                         f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])} and "
+                         f"--no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
+                         f"run without --resume")
+    merged = {**DEFAULTS, **own, **given}
+    ckpt = resumed.ckpt
+    if merged["epochs"] < ckpt.epoch or (merged["epochs"] == ckpt.epoch and ckpt.step):
+        least = ckpt.epoch + (1 if ckpt.step else 0)
+        raise InputError(f"--epochs {merged['epochs']} is the total number of epochs, but {resumed.path} has "
+                         f"done {ckpt.epoch}{' and part of the next' if ckpt.step else ''}: ask for "
+                         f"--epochs {least} or more")
+    return merged
+
+
+# -- data ----------------------------------------------------------------------------
+def suggest_test_split(e, s):
+    """Offline with only the MNIST test set at hand: say how to train on it."""
+    if s["dataset"] == "mnist":
+        try:
+            folder = locate("mnist", "t10k", s["data_dir"], download=False)
+        except DatasetNotFoundError:
+            return
+        e.add_note(f"The MNIST test set is in {folder}: to train on it (8,000 images, 2,000 held out) "
+                   f"use --dataset mnist-test-split --data-dir {folder}")
+
+
+def load_data(s):
+    """The images, checked: ``train``, ``test``, ``test_labels``, ``kind`` (whose class names), ``source``."""
+    try:
+        if s["dataset"] == "mnist-test-split":
+            source = locate("mnist", "t10k", s["data_dir"])
+            images, labels = load_split("mnist", "t10k", data_dir=source)
+        else:
+            source = locate(s["dataset"], None, s["data_dir"])
+            ds = load_dataset(s["dataset"], data_dir=source)
+    except DatasetNotFoundError as e:
+        suggest_test_split(e, s)
+        raise
+    if s["dataset"] == "mnist-test-split":
+        held = len(images) - s["split"]
+        if held < MIN_HELD_OUT:
+            raise InputError(f"--split {s['split']} leaves {max(held, 0)} of the {len(images):,} images held "
+                             f"out; the evaluation and figures need at least {MIN_HELD_OUT}: use --split "
+                             f"{len(images) - MIN_HELD_OUT} or less")
+        (train, _), (test, test_labels) = split(images, labels, s["split"])
+        return SimpleNamespace(train=train, test=test, test_labels=test_labels, kind="mnist", source=source)
+    if len(ds.train_images) == 0:
+        raise DataFileError(f"{source} holds no training images")
+    if len(ds.test_images) < MIN_HELD_OUT:
+        raise DataFileError(f"{source} holds {len(ds.test_images)} test images; the evaluation and figures "
+                            f"need at least {MIN_HELD_OUT}")
+    return SimpleNamespace(train=ds.train_images, test=ds.test_images, test_labels=ds.test_labels,
+                           kind=s["dataset"], source=source)
+
+
+def data_record(data):
+    """What run.json keeps of the data, so that a resumed run can tell them from others."""
+    return dict(train_images=len(data.train), test_images=len(data.test),
+                train_fingerprint=fingerprint(data.train), test_fingerprint=fingerprint(data.test),
+                source=data.source)
+
+
+def check_same_data(resumed, now):
+    """A resumed run must see the very data it was trained on (the same size is not enough)."""
+    n_train = resumed.ckpt.fit_config.get("n_train")
+    if n_train is not None and n_train != now["train_images"]:
+        raise InputError(f"cannot resume {resumed.path}: it was trained on {n_train:,} images, but these data "
+                         f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data")
+    was = resumed.data
+    if not was:
+        say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so they cannot be compared")
+        return
+    for part in ("train", "test"):
+        key = f"{part}_fingerprint"
+        if was.get(key) != now[key]:
+            raise InputError(
+                f"cannot resume {resumed.path}: these are not the {part} images it was trained on (fingerprint "
+                f"{now[key][:12]}, {now[f'{part}_images']:,} images from {now['source']}; the run had "
+                f"{str(was.get(key))[:12]}, {was.get(f'{part}_images')} images from {was.get('source')}): "
+                f"point --data-dir at the run's data")
+
+
+# -- checks of the machine -----------------------------------------------------------
+def check_memory(s, n_train):
+    batch = min(s["batch_size"], n_train)
+    need = footprint.training_bytes(784, s["hidden_dim"], s["latent_dim"], batch)
+    have = footprint.available_bytes()
+    if have is not None and need > have:
+        raise InputError(f"a 784-{s['hidden_dim']}-{s['latent_dim']} VAE trained on batches of {batch} needs "
+                         f"about {footprint.format_bytes(need)} of memory, but {footprint.format_bytes(have)} is "
+                         f"available: choose a smaller --hidden-dim, --latent-dim or --batch-size")
+
+
+def output_bytes(s):
+    """What a run writes at most: the checkpoint twice (old and new while it is replaced), figures, metrics."""
+    params = footprint.parameter_count(784, s["hidden_dim"], s["latent_dim"])
+    return 2 * 3 * 4 * params + (4 << 20)      # float32 weights and Adam's two moments; 4 MB of PNGs and JSON
+
+
+# -- the run folder ------------------------------------------------------------------
 def describe(model):
     return f"{model.input_dim}-{'-'.join(map(str, model.hidden_dims))}-{model.latent_dim}"
 
 
-def load_data(args):
-    """Return (train_images, test_images, test_labels, kind), kind naming the classes: mnist or fashion-mnist."""
-    if args.dataset == "mnist-test-split":
-        images, labels = load_split("mnist", "t10k", data_dir=args.data_dir)
-        (train, _), (test, test_labels) = split(images, labels, args.split)
-        return train, test, test_labels, "mnist"
-    ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    return ds.train_images, ds.test_images, ds.test_labels, args.dataset
+def resume_command(checkpoint):
+    return shlex.join([sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)])
+
+
+def copy_file(src, dst):
+    with open(src, "rb") as f, atomic_write(dst, "wb") as g:
+        shutil.copyfileobj(f, g)
+
+
+def start_folder(folder, resumed, elsewhere):
+    """Make ``folder`` hold this run's start: the resumed run copied in, or an earlier run's files gone."""
+    if folder.stale:
+        say(f"note: took over the lock of a run that ended without releasing it ({folder.stale})")
+    if folder.swept:
+        say(f"note: removed {len(folder.swept)} temporary file(s) a killed run left: {', '.join(folder.swept)}")
+    if elsewhere:
+        copy_file(resumed.path, folder.file("checkpoint.npz"))
+        for name in ("metrics.jsonl", "reconstruction_before.png"):
+            if os.path.exists(os.path.join(resumed.folder, name)):
+                copy_file(os.path.join(resumed.folder, name), folder.file(name))
+        say(f"continuing the run of {resumed.folder} in {folder.path} (the original folder is left as it was)")
+    elif resumed is None and os.path.exists(folder.file("checkpoint.npz")):
+        say(f"note: {folder.path} held an earlier run; its checkpoint and metrics are replaced by this run's")
+        for name in ("checkpoint.npz", "metrics.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(folder.file(name))
 
 
 def main(argv=None):
-    # -- config ---------------------------------------------------------------------
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-
-    def out(name):
-        return os.path.join(args.out, name)
-
-    with atomic_write(out("run.json"), "w") as f:
-        json.dump({k: getattr(args, k) for k in SAVED}, f, indent=2)
-    print(f"writing to {args.out}", file=sys.stderr)
-
-    # -- data -----------------------------------------------------------------------
-    try:
-        train_images, test_images, test_labels, kind = load_data(args)
-    except (DatasetNotFoundError, DataFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    names = CLASS_NAMES[kind]
-    print(f"{args.dataset}: {len(train_images)} training images, {len(test_images)} test images",
-          file=sys.stderr)
-
-    # -- model ----------------------------------------------------------------------
+    # -- settings, data and machine: all checked before anything is written ---------------
+    given = vars(build_parser().parse_args(argv))
+    out, resume = given.pop("out", None), given.pop("resume", None)
+    given.pop("debug", None)
+    resumed = Resumed(resume) if resume is not None else None
+    s = settings(given, resumed)
+    if "split" in given and s["dataset"] != "mnist-test-split":
+        raise InputError(f"--split applies to --dataset mnist-test-split only, not to --dataset {s['dataset']}")
+    if s["data_dir"] == "":
+        raise InputError("--data-dir must name a folder, got ''")
+    if s["data_dir"] is not None:
+        s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
+    data = load_data(s)
+    record = data_record(data)
+    if resumed is not None:
+        check_same_data(resumed, record)
+    check_memory(s, len(data.train))
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
-    model_seed, data_seed = np.random.SeedSequence(args.seed).spawn(2)
-    model = VAE(train_images.shape[1], args.hidden_dim, args.latent_dim,
-                rng=np.random.default_rng(model_seed), backend=args.backend)
-    print(f"model: {describe(model)}, backend {model.backend}", file=sys.stderr)
-    show = test_images[:10]
-    x_show = show.astype(np.float32) / 255
-    # Reconstructions of the untrained model now, drawn after training: matplotlib
-    # (about 30 MB) is then loaded only once the training images are let go.
-    before = None if args.resume else model.reconstruct(x_show)
+    model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
+    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed), backend=s["backend"])
+    if out is None:
+        out = resumed.folder if resumed else os.path.join(
+            "runs", f"{s['dataset']}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    cli.check_output_folder(out, "--out", output_bytes(s))
+    elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
+    if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
+        raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
+                         f"elsewhere, choose a new or empty folder")
+    say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
+    say(f"model: {describe(model)}, backend {model.backend}")
+    if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
+        say(f"the run has done its {s['epochs']} epochs: drawing its figures and estimating its NLL again "
+            f"(ask for more with --epochs)")
 
-    def draw_before():
-        if before is not None:
-            plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
-                                       title="Test images (top) and reconstructions by the untrained model")
-
-    # -- training -------------------------------------------------------------------
-    try:
-        history = fit(model, train_images, test_images, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, beta=args.beta, warmup=args.warmup, binarize=args.binarize,
-                      rng=np.random.default_rng(data_seed), checkpoint=out("checkpoint.npz"),
-                      resume=args.resume, metrics_path=out("metrics.jsonl"), progress=args.progress)
-    except TrainingInterrupted as e:
-        draw_before()
-        command = shlex.join([sys.executable, sys.argv[0], "--resume", out("checkpoint.npz")])
-        print(f"stopped; to continue run:\n  {command}", file=sys.stderr)
-        return 128 + e.signum
-    del train_images  # not needed any more: keeps the peak memory of what follows down
-
-    # -- figures --------------------------------------------------------------------
-    draw_before()
-    plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
-                               title=f"Test images (top) and reconstructions after {len(history)} epochs")
-    plots.plot_samples(model.sample(64, rng=np.random.default_rng(args.seed)), out("samples.png"),
-                       title=f"64 samples decoded from z ~ N(0, I) (d = {args.latent_dim})")
-    a, b = INTERPOLATE[kind]
-    if np.isin([a, b], test_labels).all():
-        first_a, first_b = (np.flatnonzero(test_labels == c)[0] for c in (a, b))
-        frames = model.interpolate(test_images[first_a] / 255.0, test_images[first_b] / 255.0, steps=9)
-        plots.plot_interpolation(frames, out("interpolation.png"),
-                                 title=f"Latent interpolation, test {names[a]} \u2192 {names[b]}: decode "
-                                       f"z = t\u00b7z({names[b]}) + (1 \u2212 t)\u00b7z({names[a]})")
-    plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {args.dataset}")
-    mu = np.concatenate([model.encode(test_images[i:i + 1000].astype(np.float32) / 255)[0]
-                         for i in range(0, len(test_images), 1000)])
-    plots.plot_latent(mu, test_labels, out("latent.png"), class_names=names, model=model,
-                      title=f"Test set latent means ({args.dataset})")
-
-    # -- evaluation (last: the NLL takes a while) -----------------------------------
-    test = evaluate_elbo(model, test_images, batch_size=args.batch_size, binarize=args.binarize)
-    n_nll = min(args.nll_images or len(test_images), len(test_images))
-    print(f"importance-weighted NLL: k={args.nll_k} samples on {n_nll} test images ...", file=sys.stderr)
-    t0 = time.perf_counter()
-    nll = iw_nll(model, test_images[:n_nll], k=args.nll_k, binarize=args.binarize)
-    seconds = time.perf_counter() - t0
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
-                   test_kl=test.kl, iw_nll=nll, nll_k=args.nll_k, nll_images=n_nll, nll_seconds=seconds,
-                   peak_rss_mb=round(peak_rss_mb, 1))
-    append_line(out("metrics.jsonl"), json.dumps(summary))
-    print(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={args.nll_k}, {n_nll} images) "
-          f"{nll:.2f} nats in {seconds:.0f}s", file=sys.stderr)
-    print(f"done: figures, metrics and checkpoint in {args.out} (peak memory {peak_rss_mb:.0f} MB)",
-          file=sys.stderr)
+    # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
+    with RunFolder(out, "--out") as folder:
+        run_json = folder.file("run.json")
+        in_place = resumed is not None and not elsewhere
+        kept = None                         # the run's own run.json, put back if fit refuses to resume
+        if in_place and os.path.exists(run_json):
+            with open(run_json, "rb") as f:
+                kept = f.read()
+        try:
+            start_folder(folder, resumed, elsewhere)
+            with atomic_write(run_json, "w") as f:
+                f.write(jsonio.dumps({**{k: s[k] for k in SAVED}, "data": record}, indent=2) + "\n")
+            say(f"writing to {out}")
+            resume_from = None if resumed is None else folder.file("checkpoint.npz") if elsewhere else resumed.path
+            draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
+            train_and_report(s, folder, model, data_seed, resume_from, data, draw_before)
+        except BaseException as e:
+            refused = cli.exit_code(e) == cli.EXIT_USAGE      # by fit, before it changed anything
+            if in_place:
+                if refused and kept is None:
+                    os.remove(run_json)
+                elif refused:
+                    with atomic_write(run_json, "wb") as f:
+                        f.write(kept)
+            elif refused or not os.path.exists(folder.file("checkpoint.npz")):
+                folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
+            raise
     return 0
 
 
+# -- training, figures, evaluation ---------------------------------------------------
+def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before):
+    checkpoint = folder.file("checkpoint.npz")
+    # Reconstructions of the untrained model now (resuming: the same model, rebuilt from the seed),
+    # drawn after training: matplotlib (about 30 MB) is loaded once the training images are let go.
+    x_show = data.test[:10].astype(np.float32) / 255
+    before = model.reconstruct(x_show) if draw_before and not os.path.exists(
+        folder.file("reconstruction_before.png")) else None
+    try:
+        history = fit(model, data.train, data.test, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                      beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],
+                      rng=np.random.default_rng(data_seed), checkpoint=checkpoint, resume=resume_from,
+                      metrics_path=folder.file("metrics.jsonl"), progress=s["progress"])
+    except (KeyboardInterrupt, OSError, MemoryError) as e:     # Ctrl-C, SIGTERM, a full disk, ...
+        if os.path.exists(checkpoint):
+            e.add_note(f"to continue{'' if isinstance(e, KeyboardInterrupt) else ' once that is fixed'}, run:")
+            e.add_note("  " + resume_command(checkpoint))
+        raise
+    except DivergenceError as e:
+        e.add_note(f"a resumed run keeps its learning rate: to try a smaller one, start a new run, "
+                   f"e.g. with --lr {s['lr'] / 10:g}")
+        raise
+    data.train = None  # not needed any more: keeps the peak memory of what follows down
+    try:
+        say("drawing the figures ...")
+        draw_figures(s, folder, model, history, before, x_show, data)
+        evaluate(s, folder, model, history, data)
+    except (KeyboardInterrupt, OSError, MemoryError) as e:
+        e.add_note(f"the training is complete and saved in {checkpoint}; to draw the figures and compute "
+                   f"the NLL, run:")
+        e.add_note("  " + resume_command(checkpoint))
+        raise
+
+
+def draw_figures(s, folder, model, history, before, x_show, data):
+    out, show, names = folder.file, data.test[:10], CLASS_NAMES[data.kind]
+    if before is not None:
+        plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
+                                   title="Test images (top) and reconstructions by the untrained model")
+    plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
+                               title=f"Test images (top) and reconstructions after {len(history)} epochs")
+    plots.plot_samples(model.sample(64, rng=np.random.default_rng(s["seed"])), out("samples.png"),
+                       title=f"64 samples decoded from z ~ N(0, I) (d = {s['latent_dim']})")
+    a, b = INTERPOLATE[data.kind]
+    if np.isin([a, b], data.test_labels).all():
+        first_a, first_b = (np.flatnonzero(data.test_labels == c)[0] for c in (a, b))
+        frames = model.interpolate(data.test[first_a] / 255.0, data.test[first_b] / 255.0, steps=9)
+        plots.plot_interpolation(frames, out("interpolation.png"),
+                                 title=f"Latent interpolation, test {names[a]} \u2192 {names[b]}: decode "
+                                       f"z = t\u00b7z({names[b]}) + (1 \u2212 t)\u00b7z({names[a]})")
+    else:
+        say(f"note: no test image of class {names[a]} or none of {names[b]}: interpolation.png is not drawn")
+    plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {s['dataset']}")
+    mu = np.concatenate([model.encode(data.test[i:i + 1000].astype(np.float32) / 255)[0]
+                         for i in range(0, len(data.test), 1000)])
+    plots.plot_latent(mu, data.test_labels, out("latent.png"), class_names=names, model=model,
+                      title=f"Test set latent means ({s['dataset']})")
+
+
+def estimate_nll(model, images, k, binarize, progress):
+    """The importance-weighted NLL, NLL_CHUNK images per call (each with its own noise seed), with progress."""
+    bar = Bar(f"NLL (k={k})", len(images), "images", enabled=progress, log_every=15.0)
+    total = 0.0
+    for i, start in enumerate(range(0, len(images), NLL_CHUNK)):
+        part = images[start:start + NLL_CHUNK]
+        total += iw_nll(model, part, k=k, seed=i, binarize=binarize) * len(part)
+        bar.update(start + len(part))
+    bar.close()
+    return total / len(images)
+
+
+def evaluate(s, folder, model, history, data):
+    """The test ELBO and the NLL (last: it takes a while), then the summary line of metrics.jsonl."""
+    test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], binarize=s["binarize"])
+    n_nll = min(s["nll_images"] or len(data.test), len(data.test))
+    say(f"importance-weighted NLL: k={s['nll_k']} samples on {n_nll} test images ...")
+    t0 = time.perf_counter()
+    nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"])
+    seconds = time.perf_counter() - t0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
+                   test_kl=test.kl, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
+                   peak_rss_mb=round(peak_rss_mb, 1))
+    append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
+    say(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={s['nll_k']}, {n_nll} images) "
+        f"{nll:.2f} nats in {seconds:.0f}s")
+    say(f"done: figures, metrics and checkpoint in {folder.path} (peak memory {peak_rss_mb:.0f} MB)")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, then_exit=True)

@@ -3,10 +3,25 @@
 A crash or kill at any moment leaves either the old file or the new one at
 ``path``, never a half-written one, because ``os.replace`` within one folder
 (one file system) is atomic on POSIX and Windows.
+
+The temporary file is ``.<name>.<8 random characters>.tmp`` next to ``path``,
+removed on any exception (Ctrl-C included). Only a process that is killed
+outright (``kill -9``, a power cut) can leave one behind;
+:func:`sweep_temporary_files` removes those (a run folder does it under its
+lock, :mod:`npvae.runfolder`).
 """
 import contextlib
 import os
+import re
 import tempfile
+
+from .errors import InputError, NpvaeError
+
+__all__ = ["atomic_write", "append_line", "sweep_temporary_files", "TEMP_SUFFIX"]
+
+TEMP_SUFFIX = ".tmp"
+# what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
 
 
 @contextlib.contextmanager
@@ -14,6 +29,12 @@ def atomic_write(path, mode="wb"):
     """Open a temporary file next to ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched.
+    An ``OSError`` raised while writing (a full disk, say) names ``path``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is an existing folder.
 
     Examples
     --------
@@ -21,9 +42,11 @@ def atomic_write(path, mode="wb"):
     ...     f.write("{}")
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"cannot write {path}: it is a folder; give a file path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -31,10 +54,19 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode(path))  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    except OSError as e:
+        _remove(tmp)
+        if e.filename is None and e.errno is not None and not isinstance(e, NpvaeError):   # name the file
+            raise OSError(e.errno, e.strerror, path) from e
         raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def _default_mode(path):
@@ -59,3 +91,18 @@ def append_line(path, line):
             old = f.read()
     with atomic_write(path, "w") as f:
         f.write(old + line.rstrip("\n") + "\n")
+
+
+def sweep_temporary_files(folder):
+    """Remove the temporary files :func:`atomic_write` left in ``folder``; return their names.
+
+    Only safe when no other process is writing into ``folder`` (e.g. under a
+    run folder's lock): a live writer's temporary file looks the same.
+    """
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                _remove(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)

@@ -32,6 +32,7 @@ from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictE
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
+from .validate import check_file_path
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 
@@ -219,7 +220,12 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     DivergenceError
         If a parameter or the optimizer's state holds NaN or inf: a checkpoint is
         never overwritten with a diverged model.
+    InputError
+        If ``path`` is a folder.
     """
+    path = check_file_path(path, "path")
+    if path is None:
+        raise InputTypeError("path must be a checkpoint file path (str or os.PathLike), got None")
     if not isinstance(model, VAE):
         raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
@@ -253,7 +259,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
 def _read_arrays(path):
     """Every array in the zip, after checking it is a sound zip (CRCs included)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        what = "not a regular file" if os.path.exists(path) else "no such checkpoint file"
+        raise CheckpointError(f"{path}: {what}")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(4)
@@ -385,6 +392,14 @@ def _optimizer_state(arrays, meta, model_state, path):
     if name is None:
         _need(not state, path, "optimizer arrays present but no optimizer named")
         return None
+    names = list(model_state)
+    for key, value in state.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            # moments are stored as "<moment>.<parameter index>", in the model's parameter order
+            index = key.rsplit(".", 1)[-1]
+            of = f", of parameter {names[int(index)]}" if index.isdigit() and int(index) < len(names) else ""
+            raise CheckpointError(f"{path}: optimizer state {key} contains NaN or inf ({name}'s state{of}); "
+                                  f"the checkpoint cannot be resumed (use an earlier one)")
     cls = _OPTIMIZERS.get(name)
     if cls is not None:
         # Validate keys, shapes, dtypes and hyper-parameters by loading into a throwaway twin.
@@ -394,6 +409,16 @@ def _optimizer_state(arrays, meta, model_state, path):
         except (StateDictError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: {name} optimizer state does not fit the model: {e}") from None
     return state
+
+
+def _check_partial(partial, path):
+    """A mid-epoch checkpoint's running sums must be finite numbers (they continue the epoch)."""
+    for key, value in (partial or {}).items():
+        _need(isinstance(value, (int, float)) and not isinstance(value, bool), path,
+              f"partial sum {key!r} must be a number, got {value!r}")
+        if not np.isfinite(value):
+            raise CheckpointError(f"{path}: the unfinished epoch's running sum {key!r} is {value}; the "
+                                  f"checkpoint cannot be resumed (use an earlier one)")
 
 
 def _config_diff(saved, current):
@@ -435,6 +460,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     optim_state = _optimizer_state(arrays, meta, model_state, path)
     for name, state in meta["rng_states"].items():
         _generator_from_state(state, path, name)
+    _check_partial(meta["partial"], path)
     ckpt = Checkpoint(path=path, model_config=config, model_state=model_state, optimizer=meta["optimizer"],
                       optimizer_state=optim_state, epoch=meta["epoch"], step=meta["step"],
                       history=meta["history"], rng_states=meta["rng_states"], fit_config=meta["fit_config"],

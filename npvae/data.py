@@ -44,23 +44,27 @@ labels of each batch as well.
 
 import numpy as np
 
+import hashlib
+
 from npvae.datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                             canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
-                            search_path)
+                            locate, search_path, search_report)
 from npvae.download import MD5, MIRRORS, download_dataset, download_file
 from npvae.errors import InputError, InputTypeError
-from npvae.idx import read_idx, read_images, read_labels
+from npvae.idx import read_idx, read_idx_header, read_images, read_labels
 from npvae.validate import check_dtype, check_non_negative_int, check_positive_int
 
 __all__ = [
     # files and data sets
-    "read_idx", "read_images", "read_labels",
+    "read_idx", "read_idx_header", "read_images", "read_labels",
     "Dataset", "load_dataset", "load_split", "load_idx_folder", "load_idx_split",
-    "canonical_name", "cache_dir", "search_path", "DATASETS", "ALIASES", "SPLITS",
-    "ENV_VAR", "SYSTEM_DIRS",
+    "canonical_name", "cache_dir", "search_path", "search_report", "locate",
+    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS",
     "download_dataset", "download_file", "MIRRORS", "MD5",
     # batches
     "to_float", "binarize", "iterate_indices", "iterate_minibatches", "split",
+    # identity
+    "fingerprint",
 ]
 
 
@@ -208,6 +212,24 @@ def split(images, labels, n_train):
     if n_train > len(images):
         raise InputError(f"n_train must be at most the number of rows, {len(images)}, got {n_train}")
     return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
+
+
+def fingerprint(images):
+    """A short hex digest of an array's dtype, shape and every byte: same data, same fingerprint.
+
+    A resumed run compares the fingerprint of its data with the one its run
+    recorded, to refuse other data of the same size. BLAKE2b (16 bytes), about
+    1 GB/s: 50 ms for the 60,000 MNIST training images.
+
+    >>> fingerprint(np.zeros((2, 3), np.uint8))
+    '7aa6288ee43c14ed7c681f3549932eb3'
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputTypeError(f"images must be a numpy array, got {type(images).__name__}")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{images.dtype.str} {images.shape}".encode())
+    h.update(np.ascontiguousarray(images).data)      # no copy for the usual C-ordered arrays
+    return h.hexdigest()
 
 
 def _check_generator(rng, hint=""):

@@ -28,12 +28,12 @@ import numpy as np
 
 from npvae.download import download_dataset
 from npvae.errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from npvae.idx import read_images, read_labels
+from npvae.idx import read_idx_header, read_images, read_labels
 
 __all__ = [
-    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "Dataset",
-    "canonical_name", "cache_dir", "search_path", "load_idx_split", "load_idx_folder",
-    "load_split", "load_dataset",
+    "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "IMAGE_SHAPE", "N_CLASSES", "Dataset",
+    "canonical_name", "cache_dir", "search_path", "search_report", "locate",
+    "load_idx_split", "load_idx_folder", "load_split", "load_dataset",
 ]
 
 #: The data sets :func:`load_dataset` knows.
@@ -51,6 +51,10 @@ SPLITS = {
 
 #: Environment variable naming a folder that holds ``mnist/`` and ``fashion-mnist/``.
 ENV_VAR = "NPVAE_DATA_DIR"
+
+#: What a data set loaded by name holds: 28x28 images, labels 0..9 (checked on loading).
+IMAGE_SHAPE = (28, 28)
+N_CLASSES = 10
 
 #: Folders installed by system packages, searched last (tests monkeypatch this).
 SYSTEM_DIRS = {
@@ -129,7 +133,7 @@ def search_path(name, data_dir=None):
     """
     name = canonical_name(name)
     if data_dir is not None:
-        data_dir = os.fspath(data_dir)
+        data_dir = _check_folder(data_dir, "data_dir")
         return [(os.path.join(data_dir, name), f"data_dir/{name}"), (data_dir, "data_dir")]
     places = []
     env = os.environ.get(ENV_VAR, "")
@@ -139,6 +143,26 @@ def search_path(name, data_dir=None):
     places.append((cache_dir(name), "user cache"))
     places.extend((folder, "system folder") for folder in SYSTEM_DIRS.get(name, ()))
     return places
+
+
+def _check_folder(folder, name):
+    """``folder`` as a str path; an npvae error for anything that is not a path."""
+    try:
+        folder = os.fspath(folder)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a folder path (str or os.PathLike), "
+                             f"got {type(folder).__name__}") from None
+    if isinstance(folder, bytes):
+        folder = os.fsdecode(folder)
+    if not folder or "\0" in folder:
+        raise InputError(f"{name} must name a folder, got {folder!r}")
+    return folder
+
+
+def _check_flag(value, name):
+    if not isinstance(value, bool):
+        raise InputTypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _find(folder, stem):
@@ -155,11 +179,14 @@ def _missing(folder, stems):
 
 
 def _split_files(split):
+    if not isinstance(split, str):
+        raise InputTypeError(f"split must be 'train', 't10k' or 'test' (a string), got {type(split).__name__}")
     if split == "test":
         split = "t10k"
     if split not in SPLITS:
         raise InputError(f"split must be one of 'train', 't10k' (or 'test'), got {split!r}")
     return SPLITS[split]
+
 
 
 def load_idx_split(folder, split):
@@ -187,17 +214,40 @@ def load_idx_split(folder, split):
         If a file is malformed, or the image and label counts differ (the
         message names both files).
     """
-    folder = os.fspath(folder)
+    folder = _check_folder(folder, "folder")
     img_stem, lab_stem = _split_files(split)
     missing = _missing(folder, (img_stem, lab_stem))
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            places=[(folder, "folder")])
     img_path, lab_path = _find(folder, img_stem), _find(folder, lab_stem)
     images, labels = read_images(img_path), read_labels(lab_path)
     if len(images) != len(labels):
         raise DataFileError(f"{img_path} holds {len(images)} images but {lab_path} holds "
                             f"{len(labels)} labels; they must match")
+    return images, labels
+
+
+def _load_named(name, folder, split):
+    """``load_idx_split``, for a data set loaded by name: its files must hold what that data set holds.
+
+    The headers are checked first (28x28 images, one label per image), before a
+    pixel is read; then the labels (0..9). A wrong file surfaces here, not in a
+    figure after the training.
+    """
+    images_file, labels_file = (_find(folder, stem) for stem in _split_files(split))
+    if images_file is not None and labels_file is not None:
+        _, shape = read_idx_header(images_file)
+        if len(shape) != 3 or shape[1:] != IMAGE_SHAPE:
+            got = "x".join(map(str, shape[1:])) if len(shape) == 3 else f"shape {shape}"
+            raise DataFileError(f"{images_file} holds images of {got} pixels, but {name} images are "
+                                f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
+    images, labels = load_idx_split(folder, split)
+    if labels.size and labels.max() >= N_CLASSES:
+        i = int(np.argmax(labels >= N_CLASSES))
+        raise DataFileError(f"{labels_file}: label {labels[i]} at index {i}, but {name} labels are "
+                            f"0..{N_CLASSES - 1}: is this the {name} file?")
     return images, labels
 
 
@@ -211,15 +261,36 @@ def load_idx_folder(folder, name=None):
     name : str, optional
         Stored in ``Dataset.name``; defaults to the folder's name.
     """
-    folder = os.path.abspath(os.fspath(folder))
+    folder = os.path.abspath(_check_folder(folder, "folder"))
     missing = _missing(folder, SPLITS["train"] + SPLITS["t10k"])
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}")
+            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            places=[(folder, "folder")])
     train_images, train_labels = load_idx_split(folder, "train")
     test_images, test_labels = load_idx_split(folder, "t10k")
     return Dataset(name or os.path.basename(folder), train_images, train_labels,
                    test_images, test_labels, folder)
+
+
+def locate(name, split=None, data_dir=None, download=True, progress=True):
+    """The folder holding data set ``name`` (one ``split``, or all four files), downloading if allowed.
+
+    Parameters are as for :func:`load_split` (``split=None``: the whole data
+    set, as :func:`load_dataset`). Nothing is read beyond the folder listings.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        As :func:`load_dataset`; its attributes say what was searched.
+    """
+    name = canonical_name(name)
+    stems = SPLITS["train"] + SPLITS["t10k"] if split is None else _split_files(split)
+    if data_dir is not None:
+        data_dir = _check_folder(data_dir, "data_dir")
+    _check_flag(download, "download")
+    _check_flag(progress, "progress")
+    return _locate(name, stems, data_dir, download, progress)
 
 
 def _locate(name, stems, data_dir, download, progress):
@@ -235,21 +306,31 @@ def _locate(name, stems, data_dir, download, progress):
             download_dataset(name, dest, files=[s + ".gz" for s in _missing(dest, stems)],
                              progress=progress)
             return dest
-        except DownloadError as e:
-            failure = e
-    raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure)) \
-        from failure
+        except OSError as e:     # DownloadError, or the cache cannot be written
+            failure = e if isinstance(e, DownloadError) else DownloadError(
+                f"cannot write into the cache folder {dest}: {e.strerror or e}")
+    raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure),
+                               dataset=name, files=stems, places=places, data_dir=data_dir,
+                               download_error=failure) from failure
+
+
+def search_report(stems, places):
+    """Lines saying, for each ``(folder, origin)`` of ``places``, why it did not do."""
+    lines = []
+    for i, (folder, origin) in enumerate(places, 1):
+        if not os.path.exists(folder):
+            why = "folder does not exist"
+        elif not os.path.isdir(folder):
+            why = "not a folder"
+        else:
+            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
+        lines.append(f"  {i}. {folder} ({origin}): {why}")
+    return lines
 
 
 def _not_found_message(name, stems, places, data_dir, download, failure):
     lines = [f"cannot find the {name} files {', '.join(s + '[.gz]' for s in stems)}.",
-             "Looked in, in this order:"]
-    for i, (folder, origin) in enumerate(places, 1):
-        if not os.path.isdir(folder):
-            why = "folder does not exist"
-        else:
-            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
-        lines.append(f"  {i}. {folder} ({origin}): {why}")
+             "Looked in, in this order:", *search_report(stems, places)]
     if data_dir is None and not os.environ.get(ENV_VAR):
         lines.append(f"  (${ENV_VAR} is not set.)")
     if data_dir is not None:
@@ -288,11 +369,15 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
         ``uint8``, shape (N, 784).
     labels : numpy.ndarray
         ``uint8``, shape (N,).
+
+    Raises
+    ------
+    DataFileError
+        A file is malformed, or does not hold what the data set holds (28x28
+        images, labels 0..9).
     """
     name = canonical_name(name)
-    stems = _split_files(split)
-    folder = _locate(name, stems, data_dir, download, progress)
-    return load_idx_split(folder, split)
+    return _load_named(name, locate(name, split, data_dir, download, progress), split)
 
 
 def load_dataset(name, data_dir=None, download=True, progress=True):
@@ -323,8 +408,11 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         The files are not found and could not be downloaded; the message
         lists the missing files, the places looked in and where to put them.
     DataFileError
-        A file is malformed.
+        A file is malformed, or does not hold what the data set holds (28x28
+        images, labels 0..9).
     """
     name = canonical_name(name)
-    folder = _locate(name, SPLITS["train"] + SPLITS["t10k"], data_dir, download, progress)
-    return load_idx_folder(folder, name)
+    folder = locate(name, None, data_dir, download, progress)
+    train_images, train_labels = _load_named(name, folder, "train")
+    test_images, test_labels = _load_named(name, folder, "t10k")
+    return Dataset(name, train_images, train_labels, test_images, test_labels, os.path.abspath(folder))

@@ -12,14 +12,17 @@ each one said.
 Tests and users behind a proxy can pass their own ``mirrors`` and
 ``checksums``; the tables below are only defaults.
 """
+import contextlib
 import hashlib
 import os
-import sys
+import re
 import tempfile
 import time
 
 from npvae.errors import DataFileError, DownloadError, InputError
 from npvae.idx import read_idx
+from npvae.progress import Bar
+from npvae.signals import cleanup_on_sigterm
 
 __all__ = ["MIRRORS", "MD5", "TIMEOUT", "download_file", "download_dataset"]
 
@@ -60,7 +63,17 @@ _CHUNK = 1 << 16
 # more is misbehaving and must not fill the disk.
 _MAX_BYTES = 200 * 1024 * 1024
 _USER_AGENT = "npvae (python urllib)"
+# A download in progress writes its partial file at least every TIMEOUT seconds;
+# one untouched for this long belongs to a process that was killed.
+_STALE_PART = 600.0
 
+
+class _WriteError(Exception):
+    """Writing the partial file failed (a full disk, say): not the network's fault, no other mirror helps."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
 
 
 def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
@@ -91,33 +104,84 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
     ------
     DownloadError
         On any network failure, a short read, or a checksum mismatch. The
-        message names the URL. No file is left behind.
+        message names the URL. No file is left behind, and no folder that
+        this call created.
+    OSError
+        If the file cannot be written (a full disk, a read-only folder): the
+        error names ``dest``; no other mirror is tried.
     """
     dest = os.fspath(dest)
     folder = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _fetch(url, out, timeout, _Progress(os.path.basename(dest), progress))
-            out.flush()
-            os.fsync(out.fileno())
-        if md5 is not None and digest != md5.lower():
-            raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
-        if md5 is None:
-            try:
-                read_idx(tmp)
-            except DataFileError as e:
-                raise DownloadError(f"{url}: downloaded file is not a valid IDX file: {e}") from None
-        os.replace(tmp, dest)
-    except BaseException:
-        # Also on Ctrl-C: a partial file must never stay in the cache.
+    created = _makedirs(folder)
+    # SIGTERM's default action would end the process before the cleanup below
+    with cleanup_on_sigterm():
         try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            _sweep_stale_parts(folder, os.path.basename(dest))
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
+        except BaseException:
+            _remove_empty(created)
+            raise
+        try:
+            with os.fdopen(fd, "wb") as out:
+                digest = _fetch(url, out, timeout, Bar(f"downloading {os.path.basename(dest)}", None, "MB",
+                                                       scale=1e6, fmt=".1f", enabled=progress))
+                out.flush()
+                os.fsync(out.fileno())
+            if md5 is not None and digest != md5.lower():
+                raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
+            if md5 is None:
+                try:
+                    read_idx(tmp)
+                except DataFileError as e:
+                    raise DownloadError(f"{url}: downloaded file is not a valid IDX file: {e}") from None
+            os.replace(tmp, dest)
+        except BaseException as e:
+            # Also on Ctrl-C and SIGTERM: a partial file must never stay in the cache.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            _remove_empty(created)
+            if isinstance(e, _WriteError):
+                raise OSError(e.error.errno, e.error.strerror, dest) from None
+            if isinstance(e, OSError) and not isinstance(e, DownloadError) and e.filename is None \
+                    and e.errno is not None:
+                raise OSError(e.errno, e.strerror, dest) from e     # fsync: say which file
+            raise
     return dest
+
+
+def _makedirs(folder):
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = []
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    os.makedirs(folder, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_empty(created):
+    """Remove the folders of ``created`` (outermost first) that are still empty, innermost first."""
+    for path in reversed(created):
+        try:
+            os.rmdir(path)
+        except OSError:      # not empty (a file landed there) or already gone
+            return
+
+
+def _sweep_stale_parts(folder, name):
+    """Remove partial downloads of ``name`` that a killed process left (untouched for a while)."""
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.[a-z0-9_]{8}\.part$")
+    now = time.time()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > _STALE_PART:
+                        os.remove(entry.path)
 
 
 def _fetch(url, out, timeout, bar):
@@ -137,6 +201,7 @@ def _fetch(url, out, timeout, bar):
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
+            bar.total = length
             while True:
                 chunk = resp.read(_CHUNK)
                 if not chunk:
@@ -145,9 +210,12 @@ def _fetch(url, out, timeout, bar):
                 if done > _MAX_BYTES:
                     raise DownloadError(f"{url}: server sent more than {_MAX_BYTES} bytes; giving up")
                 md5.update(chunk)
-                out.write(chunk)
-                bar.update(done, length)
-    except DownloadError:
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise _WriteError(e) from None
+                bar.update(done)
+    except (DownloadError, _WriteError):
         raise
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
@@ -156,7 +224,7 @@ def _fetch(url, out, timeout, bar):
     except network_errors as e:
         raise DownloadError(f"{url}: {type(e).__name__}: {e} (after {done} bytes)") from None
     finally:
-        bar.close()
+        bar.close()        # also on an error: leaves the line for the message that follows
     # http.client returns a short body without complaint when the server
     # closes early, so compare with Content-Length ourselves.
     if length is not None and done != length:
@@ -214,56 +282,29 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     if not mirrors:
         raise InputError("download_dataset: mirrors must name at least one base URL, got none")
     dest = os.fspath(dest)
-    for file in files:
-        target = os.path.join(dest, file)
-        if os.path.exists(target):
-            continue
-        failures = []
-        for base in mirrors:
-            url = base.rstrip("/") + "/" + file
-            try:
-                download_file(url, target, checksums.get(file), timeout=timeout, progress=progress)
-                break
-            except DownloadError as e:
-                failures.append(str(e))
-        else:
-            tried = "\n".join("  - " + f for f in failures)
-            raise DownloadError(f"could not download {file} from any of {len(mirrors)} mirror(s):\n{tried}")
+    with cleanup_on_sigterm():      # (download_file's own then leaves the cleanup to this one)
+        return _download_files(dest, files, mirrors, checksums, progress, timeout)
+
+
+def _download_files(dest, files, mirrors, checksums, progress, timeout):
+    created = _makedirs(dest)
+    try:
+        for file in files:
+            target = os.path.join(dest, file)
+            if os.path.exists(target):
+                continue
+            failures = []
+            for base in mirrors:
+                url = base.rstrip("/") + "/" + file
+                try:
+                    download_file(url, target, checksums.get(file), timeout=timeout, progress=progress)
+                    break
+                except DownloadError as e:
+                    failures.append(str(e))
+            else:
+                tried = "\n".join("  - " + f for f in failures)
+                raise DownloadError(f"could not download {file} from any of {len(mirrors)} mirror(s):\n{tried}")
+    except BaseException:
+        _remove_empty(created)      # a failed download leaves no empty cache folder either
+        raise
     return dest
-
-
-class _Progress:
-    """A one-line ``\\r`` progress display on stderr, at most ten updates a second."""
-
-    def __init__(self, label, enabled):
-        # Only on a terminal: in logs and under pytest a \r line is just noise.
-        self.enabled = bool(enabled) and sys.stderr.isatty()
-        self.label = label
-        self.last = 0.0
-        self.shown = False
-        self.state = (0, None)
-
-    def update(self, done, total):
-        self.state = (done, total)
-        now = time.monotonic()
-        if self.enabled and now - self.last >= 0.1:
-            self.last = now
-            self._draw()
-
-    def _draw(self):
-        done, total = self.state
-        line = f"\rdownloading {self.label}  {done / 1e6:.1f}"
-        if total:
-            line += f"/{total / 1e6:.1f} MB  {100 * done // total:3d}%"
-        else:
-            line += " MB"
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self):
-        if self.shown:
-            self._draw()  # the last update may have been skipped by the throttle
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.shown = False

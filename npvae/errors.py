@@ -32,7 +32,19 @@ class DataFileError(NpvaeError, ValueError):
 
 
 class DatasetNotFoundError(NpvaeError, FileNotFoundError):
-    """A data set's files are nowhere to be found and cannot be downloaded."""
+    """A data set's files are nowhere to be found and cannot be downloaded.
+
+    Besides the message, what was searched, for a program to word its own advice:
+    ``dataset`` (the canonical name), ``files`` (file names without ``.gz``),
+    ``places`` (``(folder, where it comes from)`` pairs, in search order),
+    ``data_dir`` (the folder given, or None) and ``download_error`` (why a
+    download failed, or None if none was tried).
+    """
+
+    def __init__(self, message, *, dataset=None, files=(), places=(), data_dir=None, download_error=None):
+        super().__init__(message)
+        self.dataset, self.files, self.places = dataset, tuple(files), tuple(places)
+        self.data_dir, self.download_error = data_dir, download_error
 
 
 class DownloadError(NpvaeError, OSError):
@@ -45,3 +57,7 @@ class CheckpointError(NpvaeError, ValueError):
 
 class DivergenceError(NpvaeError, FloatingPointError):
     """Training produced NaN or inf; the message names the epoch and step."""
+
+
+class RunFolderInUseError(NpvaeError, RuntimeError):
+    """Another running process holds the lock of the run folder (the message names it)."""

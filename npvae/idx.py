@@ -27,7 +27,7 @@ import numpy as np
 
 from npvae.errors import DataFileError
 
-__all__ = ["IDX_DTYPES", "read_idx", "read_images", "read_labels"]
+__all__ = ["IDX_DTYPES", "read_idx", "read_idx_header", "read_images", "read_labels"]
 
 #: IDX type code -> NumPy dtype as stored in the file (big-endian).
 IDX_DTYPES = {
@@ -83,6 +83,35 @@ def read_idx(path):
         if start == _GZIP_MAGIC:
             return _read_gzip(path, f, size)
         return _read_raw(path, f, size)
+
+
+def read_idx_header(path):
+    """``(dtype, shape)`` from an IDX file's header, without reading its data.
+
+    For a look at a file's shape (e.g. 28x28 images) before loading it.
+
+    Raises
+    ------
+    DataFileError
+        If the header is malformed or the gzip stream is corrupt.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        if f.read(2) != _GZIP_MAGIC:
+            f.seek(0)
+            dtype, shape, _ = _parse_header(path, f.read)
+            return dtype, shape
+        f.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                dtype, shape, _ = _parse_header(path, gz.read)
+        except DataFileError:
+            raise
+        except EOFError:
+            raise DataFileError(f"{path}: gzip stream ends early (file truncated?)") from None
+        except _CORRUPT as e:
+            raise DataFileError(f"{path}: corrupt gzip data: {e}") from None
+        return dtype, shape
 
 
 def read_images(path):

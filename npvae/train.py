@@ -32,14 +32,13 @@ import math
 import numbers
 import os
 import signal
-import sys
-import threading
 import time
 
 import zlib
 
 import numpy as np
 
+from . import jsonio
 from .atomic import append_line, atomic_write
 from .backend import resolve
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -47,6 +46,8 @@ from .data import to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
+from .progress import EpochProgress as _Progress   # the name tests/test_train.py uses
+from .signals import StopFlag, catch_signals
 from .validate import check_file_path, check_images, check_positive_float, check_positive_int, check_rng, check_seed
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
@@ -110,94 +111,6 @@ def warmup_beta(global_step, beta, warmup, steps_per_epoch):
     if warmup == 0:
         return beta
     return beta * min(1.0, global_step / (warmup * steps_per_epoch))
-
-
-# -- signals -----------------------------------------------------------------------
-class _StopFlag:
-    """Set by the signal handler; the loop checks it between steps."""
-
-    def __init__(self):
-        self.signum = None
-
-    def handler(self, signum, frame):
-        if self.signum is not None:
-            # Second signal: the user insists. Stop now (atomic writes stay intact).
-            raise KeyboardInterrupt
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _catch_signals(flag):
-    """Route SIGINT and SIGTERM to ``flag`` for the duration; restore the old handlers after.
-
-    Python only lets the main thread install handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, flag.handler)
-        yield
-    finally:
-        for sig, old in previous.items():
-            # None means "installed outside Python": the best we can restore is the default.
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
-
-
-# -- progress ----------------------------------------------------------------------
-class _Progress:
-    """A throttled ``\\r`` line on a terminal while an epoch runs, then one summary line per epoch."""
-
-    interval = 0.2  # seconds between updates: ~5 per second
-
-    def __init__(self, enabled, epochs, steps, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        isatty = getattr(self.stream, "isatty", None)
-        self.live = enabled and callable(isatty) and isatty()
-        self.epochs, self.steps = epochs, steps
-        self.last = 0.0
-        self.width = 0
-
-    def update(self, epoch, step, loss, samples, seconds):
-        if not self.live:
-            return
-        now = time.perf_counter()
-        if now - self.last < self.interval and step < self.steps:
-            return
-        self.last = now
-        rate = samples / seconds if seconds > 0 else 0.0
-        line = (f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps}  loss {loss:.3f}  "
-                f"{rate:,.0f} samples/s")
-        self.width = max(self.width, len(line))
-        self.stream.write("\r" + line.ljust(self.width))
-        self.stream.flush()
-
-    def summary(self, record):
-        if not self.enabled:
-            return
-        r = record
-        line = (f"epoch {r['epoch']}/{self.epochs}  train {r['train_loss']:.3f} (recon {r['train_recon']:.3f}, "
-                f"KL {r['train_kl']:.3f}, beta {r['beta']:.3g})")
-        if r["test_loss"] is not None:
-            line += f"  test {r['test_loss']:.3f} (recon {r['test_recon']:.3f}, KL {r['test_kl']:.3f})"
-        line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"
-        self.message(line)
-
-    def close(self):
-        """End a live line (e.g. before a traceback)."""
-        if self.live and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.width = 0
-
-    def message(self, line):
-        if self.live and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.width = 0
-        print(line, file=self.stream, flush=True)
 
 
 # -- metrics file ------------------------------------------------------------------
@@ -444,7 +357,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
     try:
-        with _catch_signals(run.flag), _gc_frozen() as freeze:
+        with catch_signals(run.flag), _gc_frozen() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
                 started = time.perf_counter()
                 freeze()
@@ -471,7 +384,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                               beta=beta_t)
                 history.append(record)
                 if metrics_path is not None:
-                    append_line(metrics_path, json.dumps(record))
+                    append_line(metrics_path, jsonio.dumps(record))
                 run.save(epoch, 0)
                 run.show.summary(record)
                 if callback is not None and callback(record, model) is False:
@@ -513,7 +426,7 @@ class _Run:
         self.scratch = None      # binarization's uniform draws, made once
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
         self.history, self.show = history, show
-        self.flag = _StopFlag()
+        self.flag = StopFlag()
         self.last_saved = None
         self.epoch_start = None
 

@@ -29,7 +29,10 @@ def check_rng(rng, name="rng"):
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
+        if rng is not None and rng < 0:
+            raise InputError(f"{name} must be a numpy.random.Generator, a non-negative int seed or None, "
+                             f"got {rng}")
+        return np.random.default_rng(None if rng is None else int(rng))
     raise InputTypeError(f"{name} must be a numpy.random.Generator, an int seed or None, "
                          f"got {type(rng).__name__}")
 

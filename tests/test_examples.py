@@ -7,17 +7,12 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run
 
 from npvae.checkpoint import load_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
-TRAIN = os.path.join(ROOT, "examples", "train_mnist.py")
-QUICKSTART = os.path.join(ROOT, "examples", "quickstart.py")
-ENV = {**os.environ, "PYTHONPATH": ROOT, "NPVAE_DATA_DIR": "/nonexistent"}
-SMALL = ["--dataset", "mnist-test-split", "--data-dir", SAMPLE, "--split", "800", "--hidden-dim", "32",
-         "--batch-size", "64", "--nll-k", "2"]
 FIGURES = ("reconstruction_before.png", "reconstruction_after.png", "samples.png", "interpolation.png",
            "loss.png", "latent.png")
 
@@ -27,11 +22,6 @@ def png_size(path):
         head = f.read(24)
     assert head[:8] == b"\x89PNG\r\n\x1a\n", path
     return struct.unpack(">II", head[16:24])
-
-
-def run(args, cwd=ROOT, timeout=300):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=timeout)
 
 
 def lines(path):
@@ -64,7 +54,8 @@ def test_train_mnist_writes_everything(run_dir):
     assert json.loads((out / "run.json").read_text())["split"] == 800
     assert "800 training images, 200 test images" in proc.stderr
     assert "k=2" in proc.stderr and "200 test images" in proc.stderr
-    assert "epoch 1/1" in proc.stderr                      # one progress line per epoch (not a tty)
+    assert "epoch 1/1" in proc.stderr and "\r" not in proc.stderr   # one line per epoch (not a terminal)
+    assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
 
 
 def test_resume_continues_in_the_same_folder(run_dir):
@@ -98,25 +89,52 @@ def test_interrupted_run_prints_the_resume_command(tmp_path):
     ckpt = load_checkpoint(out / "checkpoint.npz")
     finish = run(command[1:] + ["--epochs", str(ckpt.epoch + 1)])
     assert finish.returncode == 0, finish.stderr
-    assert load_checkpoint(out / "checkpoint.npz").epoch == ckpt.epoch + 1
+    resumed = load_checkpoint(out / "checkpoint.npz")
+    assert resumed.epoch == ckpt.epoch + 1
     for name in FIGURES:
         png_size(out / name)
+    # bit for bit what a run that was never stopped gives
+    straight = run([*args[:-2], "--epochs", str(ckpt.epoch + 1), "--nll-images", "20", "--out", str(tmp_path / "s")])
+    assert straight.returncode == 0, straight.stderr
+    reference = load_checkpoint(tmp_path / "s" / "checkpoint.npz")
+    for name, value in reference.model_state.items():
+        assert np.array_equal(resumed.model_state[name], value), name
+    for name, value in reference.optimizer_state.items():
+        assert np.array_equal(resumed.optimizer_state[name], value), name
 
 
-def test_quickstart(tmp_path):
-    proc = run([QUICKSTART, SAMPLE], cwd=tmp_path)
+@pytest.mark.parametrize("how", ["DATA_DIR", "--data-dir"])
+def test_quickstart_writes_under_runs(tmp_path, how):
+    proc = run([QUICKSTART, SAMPLE] if how == "DATA_DIR" else [QUICKSTART, "--data-dir", SAMPLE], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "test loss" in proc.stdout and "reconstructs the same: True" in proc.stdout
-    png_size(tmp_path / "quickstart_samples.png")
-    assert load_checkpoint(tmp_path / "quickstart.npz").model_config["latent_dim"] == 20
+    out = tmp_path / "runs" / "quickstart"                  # runs/ is in .gitignore
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    png_size(out / "quickstart_samples.png")
+    assert load_checkpoint(out / "quickstart.npz").model_config["latent_dim"] == 20
     with open(QUICKSTART) as f:
-        assert len(f.read().splitlines()) < 40
+        assert len(f.read().splitlines()) < 55
+    with open(os.path.join(ROOT, ".gitignore")) as f:
+        assert "runs/" in f.read().split()
+
+
+def test_quickstart_documents_its_arguments_and_fails_cleanly(tmp_path):
+    help_text = run([QUICKSTART, "--help"]).stdout
+    assert "DATA_DIR" in help_text and "--data-dir" in help_text and "--out" in help_text
+    assert "(default: None)" not in help_text
+    proc = run([QUICKSTART, "--data-dir", str(tmp_path / "empty")], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot find the mnist files") and "--data-dir" in proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert os.listdir(tmp_path) == []                       # no runs/ folder for a run that never started
 
 
 def test_bad_data_dir_fails_cleanly(tmp_path):
     proc = run([TRAIN, "--dataset", "mnist-test-split", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert proc.returncode == 2 and proc.stderr.startswith("writing to") and "error: cannot find" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot find the mnist files"), proc.stderr
+    assert "--data-dir was given" in proc.stderr and "point --data-dir at" in proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert os.listdir(tmp_path) == []                       # "writing to" never happened: no run folder
 
 
 BENCHMARK = os.path.join(ROOT, "examples", "benchmark.py")

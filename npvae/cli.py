@@ -1,0 +1,275 @@
+"""What npvae's command-line programs share: one error boundary, exit codes, argument types.
+
+A program is written as::
+
+    def main(argv=None):
+        args = parser.parse_args(argv)        # parser = cli.ArgumentParser(...)
+        ...                                   # raise npvae's errors; return 0
+    if __name__ == "__main__":
+        cli.run(main, then_exit=True)
+
+and :func:`run` does the rest: the first SIGINT or SIGTERM raises
+:class:`~npvae.signals.Interrupted` wherever the program is (so its atomic
+writes clean up) and later ones cannot cut the cleanup short; every error
+becomes one line on stderr (what was wrong, which argument or file, what to
+do), followed by any notes the program added (``error.add_note``), and a
+documented exit status (:data:`EXIT_STATUS`). A Python traceback is shown
+only with ``--debug``.
+"""
+import argparse
+import errno
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import traceback
+import warnings
+
+from . import signals
+from .datasets import ENV_VAR, cache_dir, search_report
+from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, InputError, InputTypeError,
+                     NpvaeError, RunFolderInUseError, StateDictError)
+from .footprint import format_bytes
+from .train import TrainingInterrupted
+
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_STATUS",
+           "ArgumentParser", "whole_number", "real_number", "run", "exit_code", "describe",
+           "check_output_folder"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory, a download
+EXIT_USAGE = 2      # bad usage or input, found before anything was written
+EXIT_SIGINT = 128 + 2
+EXIT_SIGTERM = 128 + 15
+
+#: The exit statuses, as ``--help`` shows them.
+EXIT_STATUS = """\
+exit status:
+  0    done
+  1    failed while running: training diverged, a file could not be written (disk full,
+       read-only), out of memory, a download failed; the message says what is kept
+  2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
+       busy, not writable or too small; found before anything was written
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
+       step in its checkpoint; the message says how to continue"""
+
+# errors that mean "the input was wrong": found at the start, nothing written
+_USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
+                 StateDictError, RunFolderInUseError)
+# errno values that only a write gets, and what to do about them
+_WRITE_ERRNOS = {errno.ENOSPC: "free some space", getattr(errno, "EDQUOT", errno.ENOSPC): "free some space",
+                 errno.EROFS: "write somewhere else", errno.EFBIG: "write somewhere else"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that reports a usage error in one line and has ``--debug``.
+
+    Help texts are shown as written (state defaults in them yourself: there is
+    no automatic "(default: None)"); the description and epilog keep their
+    line breaks.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
+
+    def error(self, message):
+        if message.endswith(": expected one argument"):
+            # argparse takes "-1e-3" for an option: say how to pass a value that starts with "-"
+            option = message.split(":")[0].removeprefix("argument ").split("/")[-1]
+            message += f" (give it one; a value starting with '-' is written {option}=VALUE)"
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def whole_number(minimum=None, maximum=None):
+    """An argparse ``type``: an int within the bounds, with a clear message otherwise."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real_number(minimum=None, *, exclusive=False):
+    """An argparse ``type``: a finite float >= ``minimum`` (> with ``exclusive``)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
+            underflow = value == 0 and any(digit in "123456789" for digit in text.lower().split("e")[0])
+            rounded = f" ({text} rounds to {value})" if underflow else ""
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}{rounded}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def exit_code(error):
+    """The exit status for ``error`` (see :data:`EXIT_STATUS`)."""
+    if isinstance(error, (signals.Interrupted, TrainingInterrupted)):
+        return 128 + error.signum
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_SIGINT
+    if isinstance(error, _USAGE_ERRORS):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def _data_not_found(e):
+    """A data set not found, in command-line terms: where it was looked for, --data-dir, $NPVAE_DATA_DIR."""
+    places = [(folder, origin.replace("data_dir", "--data-dir")) for folder, origin in e.places]
+    lines = [f"cannot find the {e.dataset} files {', '.join(f + '[.gz]' for f in e.files)}.",
+             "Looked in, in this order:", *search_report(e.files, places)]
+    holding = f"a folder holding the files, or holding {e.dataset}/ with them"
+    if e.data_dir is not None:
+        lines.append("--data-dir was given, so no other place was searched and nothing was downloaded.")
+        lines.append(f"To fix: point --data-dir at {holding}; or leave it out to use ${ENV_VAR}, the cache "
+                     f"({cache_dir(e.dataset)}) and downloading.")
+        return "\n".join(lines)
+    if not os.environ.get(ENV_VAR):
+        lines.append(f"  (${ENV_VAR} is not set.)")
+    if e.download_error is not None:
+        lines.append("Downloading them failed: " + str(e.download_error).replace("\n", "\n  "))
+    lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; with neither, they are "
+                 f"downloaded into {cache_dir(e.dataset)} when online.")
+    return "\n".join(lines)
+
+
+def describe(error):
+    """The line that tells a user what went wrong (without the notes), or None if already said.
+
+    ``TrainingInterrupted`` has been reported by ``fit`` itself. A data set
+    that cannot be found is explained in this module's terms (``--data-dir``).
+    """
+    if isinstance(error, TrainingInterrupted):
+        return None
+    if isinstance(error, DatasetNotFoundError) and error.dataset is not None:
+        return "error: " + _data_not_found(error)
+    if isinstance(error, signals.Interrupted):
+        return f"stopped: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return "stopped: interrupted by SIGINT"
+    if isinstance(error, NpvaeError):
+        return f"error: {error}"
+    if isinstance(error, MemoryError):
+        return "error: out of memory"
+    if isinstance(error, OSError):
+        what = error.strerror or str(error)
+        if error.filename is None:
+            return f"error: {what}"
+        if error.errno in _WRITE_ERRNOS:
+            return f"error: cannot write {error.filename}: {what}; {_WRITE_ERRNOS[error.errno]}"
+        return f"error: {error.filename}: {what}"
+    return (f"error: internal error ({type(error).__name__}: {error}); this is a bug in npvae: run again "
+            f"with --debug to see where it happened, and please report it")
+
+
+def _report(error, debug):
+    if debug:
+        traceback.print_exception(error)
+    line = describe(error)
+    lines = ([line] if line else []) + list(getattr(error, "__notes__", ()))
+    if lines:
+        try:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):    # stderr closed or gone: the status still says it
+            pass
+
+
+def run(main, argv=None, *, then_exit=False):
+    """Call ``main(argv)`` inside the error boundary; return the exit status.
+
+    ``--debug`` among the arguments shows tracebacks (and NumPy's warnings).
+    ``SystemExit`` (``--help``, an argparse usage error) gives its status.
+    With ``then_exit`` (a program's last call), exit with the status instead
+    of returning it, ignoring SIGINT and SIGTERM from the end of ``main`` on:
+    the status stays the one reported, however late a second Ctrl-C comes.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    with warnings.catch_warnings(), signals.raise_on_signals(then_ignore=then_exit):
+        if not debug:
+            # e.g. "overflow encountered in exp" as training diverges: the error says it better
+            warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            try:
+                code = main(argv)
+                code = EXIT_OK if code is None else code
+            except SystemExit as e:          # argparse has said what it had to
+                code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
+            except BaseException as error:  # noqa: BLE001 - this is the boundary
+                signals.hold()               # from here on a signal cannot cut the report short
+                _report(error, debug)
+                code = exit_code(error)
+        except signals.Interrupted as late:   # a signal arrived just as an error was raised
+            code = late.exit_code
+    if then_exit:
+        sys.exit(code)
+    return code
+
+
+def check_output_folder(path, option="--out", need_bytes=0):
+    """Refuse, before anything is written, an output folder that cannot be used.
+
+    ``path`` may exist (it must be a folder) or not (the nearest existing
+    folder above it must be writable). With ``need_bytes``, its file system
+    must have that much free space.
+
+    Raises
+    ------
+    InputError
+        Naming ``option``, the path and the reason: a file, a folder below a
+        file, a broken link, not writable (read-only file system, no
+        permission), too little space.
+    """
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InputError(f"{option} must name a folder, got {path!r}")
+    existing = os.path.abspath(path)
+    while True:                  # up to the nearest folder that exists
+        try:
+            st = os.stat(existing)
+        except FileNotFoundError:
+            if os.path.lexists(existing):
+                raise InputError(f"{option} {path}: {existing} is a symbolic link to nothing; remove it or "
+                                 f"choose another folder") from None
+            existing = os.path.dirname(existing)
+            continue
+        except NotADirectoryError:
+            existing = os.path.dirname(existing)
+            continue
+        except OSError as e:      # a name too long, a loop of links, no permission to look
+            raise InputError(f"{option} {path} cannot be used: {e.strerror or e}") from None
+        break
+    if not stat.S_ISDIR(st.st_mode):
+        if existing == os.path.abspath(path):
+            raise InputError(f"{option} {path} is a file, not a folder; choose a folder (it is created if "
+                             f"needed)")
+        raise InputError(f"{option} {path} cannot be created: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):    # on Linux this does not even get a name
+            pass
+    except OSError as e:
+        raise InputError(f"{option} {path} is not writable ({existing}: {e.strerror or e}); "
+                         f"choose another folder") from None
+    if need_bytes:
+        free = shutil.disk_usage(existing).free
+        if free < need_bytes:
+            raise InputError(f"{option} {path}: only {format_bytes(free)} free on its file system, and this "
+                             f"run writes about {format_bytes(need_bytes)}; free some space or choose "
+                             f"another folder")
+    return path

@@ -1,0 +1,119 @@
+"""How much memory training a VAE takes, and how much this machine can give it.
+
+A program checks the two before it builds the model, so that a size typed
+with a few digits too many is refused with a sentence rather than a
+``MemoryError`` (or the kernel's out-of-memory killer) minutes later.
+
+The estimate counts what grows with the model and the batch, in the model's
+float type: the parameters with their gradients and Adam's two moments, the
+activations and their gradients for one batch, and the largest evaluation
+buffers (the importance-weighted NLL sends up to 1,024 rows through the
+decoder at once). The data set is not counted: it is in memory already when
+the check runs. It is an estimate, meant to catch sizes that cannot possibly
+fit, not to cut close.
+"""
+import os
+
+import numpy as np
+
+__all__ = ["parameter_count", "training_bytes", "available_bytes", "format_bytes"]
+
+_NLL_ROWS = 1024      # npvae.evaluate.iw_nll's default chunk_rows
+
+
+def _widths(input_dim, hidden_dims, latent_dim):
+    hidden = [int(hidden_dims)] if np.ndim(hidden_dims) == 0 else [int(h) for h in hidden_dims]
+    encoder = [input_dim, *hidden, 2 * latent_dim]
+    decoder = [latent_dim, *hidden[::-1], input_dim]
+    return encoder, decoder
+
+
+def parameter_count(input_dim, hidden_dims, latent_dim):
+    """Weights and biases of ``VAE(input_dim, hidden_dims, latent_dim)``, as a Python int."""
+    count = 0
+    for sizes in _widths(input_dim, hidden_dims, latent_dim):
+        count += sum(int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    return count
+
+
+def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.float32, optimizer_copies=2):
+    """Bytes that training such a VAE on batches of ``batch_size`` needs, roughly (see the module docstring).
+
+    ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2).
+    Python ints throughout: absurd sizes give absurd numbers, never an overflow.
+    """
+    encoder, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
+    hidden = sum(encoder[1:-1]) + sum(decoder[1:-1])
+    # one row through the model: every layer's input and output, hidden layers twice
+    # (before and after the ReLU), the sampler's eps, std and z, the loss's per-pixel terms
+    row = sum(encoder) + sum(decoder) + hidden + 3 * int(latent_dim) + int(input_dim)
+    train = (2 + optimizer_copies) * parameter_count(input_dim, hidden_dims, latent_dim) \
+        + 2 * int(batch_size) * row                                       # values and their gradients
+    nll = _NLL_ROWS * (sum(decoder) + sum(decoder[1:-1]) + int(input_dim))
+    return np.dtype(dtype).itemsize * (train + nll)
+
+
+def _read_int(path):
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except (OSError, ValueError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _proc_bytes(path, key):
+    """A "key: N kB" line of a /proc file (Linux), in bytes, or None."""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == key:
+                    return int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room():
+    """Memory left under this process's cgroup limit (v2, then v1), or None without a limit."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        lim, used = _read_int(limit), _read_int(usage)
+        if lim is not None and used is not None and lim < 1 << 60:     # "max" or a huge number: no limit
+            return max(0, lim - used)
+    return None
+
+
+def _address_space_room():
+    """Room left under ``ulimit -v`` (RLIMIT_AS), or None without a limit."""
+    try:
+        import resource
+    except ImportError:       # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    size = _proc_bytes("/proc/self/status", "VmSize")
+    return None if size is None else max(0, soft - size)
+
+
+def available_bytes():
+    """Memory this process can still get: the least of what the machine, its cgroup and
+    ``ulimit -v`` allow; None where none of them can be read (e.g. not on Linux)."""
+    if os.name != "posix":
+        return None
+    known = [b for b in (_proc_bytes("/proc/meminfo", "MemAvailable"), _cgroup_room(), _address_space_room())
+             if b is not None]
+    return min(known) if known else None
+
+
+def format_bytes(n):
+    """``"512 B"``, ``"3.1 MB"``, ``"2.5 TB"`` (powers of 1000); ``"3.3e+26 bytes"`` past petabytes."""
+    if n >= 1e18:
+        return f"{n:.1e} bytes"
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000

@@ -1,0 +1,230 @@
+"""Progress on stderr: a live bar on a terminal, plain lines in a log.
+
+On a terminal a line is redrawn in place (``\\r``) a few times a second:
+what is done out of what, a bar, the rate and the time left. Elsewhere (a log
+file, a pipe, pytest) a ``\\r`` line is noise, so nothing is drawn in place;
+callers print one summary line per unit of work instead (an epoch), and a
+long computation may print a plain line now and then (``log_every``).
+
+:class:`EpochProgress` is what :func:`npvae.train.fit` shows; :class:`Bar` is
+the generic piece (downloads, the NLL estimate).
+"""
+import math
+import shutil
+import sys
+import time
+
+__all__ = ["Bar", "EpochProgress", "format_duration", "is_terminal"]
+
+_BAR_WIDTH = 20
+
+
+def is_terminal(stream):
+    """True if ``stream`` is an interactive terminal."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return callable(isatty) and bool(isatty())
+    except (OSError, ValueError):       # a closed stream
+        return False
+
+
+def format_duration(seconds):
+    """``"0:07"``, ``"12:34"``, ``"1:02:03"``; ``"?"`` when unknown (inf, NaN, negative)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _num(x):
+    """A loss for people: 3 decimals, or 4 significant digits when huge (a beta of 1e308 happens)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:.4g}"
+
+
+def _bar(fraction, width=_BAR_WIDTH):
+    filled = min(width, max(0, int(fraction * width)))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+class _Line:
+    """One line redrawn in place on a terminal, clipped to its width."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.width = 0          # characters drawn on the current line
+
+    def draw(self, text):
+        columns = shutil.get_terminal_size((100, 24)).columns
+        text = text[:max(10, columns - 1)]            # a wrapped line cannot be redrawn
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = max(self.width, len(text))
+
+    def clear(self):
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+    def end(self):
+        """Keep what is drawn and move to a new line."""
+        if self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+class Bar:
+    """Progress of a task with a known total, e.g. images or bytes.
+
+    Parameters
+    ----------
+    label : str
+        What is being done, e.g. ``"NLL (k=800)"``.
+    total : int or None
+        Units to do; None if unknown (no bar, no time left).
+    unit : str
+        Shown after the counts, e.g. ``"images"``.
+    scale, fmt : float, str
+        Counts are shown as ``format(done / scale, fmt)`` (e.g. bytes as MB).
+    enabled : bool
+        False: show nothing.
+    log_every : float or None
+        Off a terminal, print a plain line at most this often (seconds); None: never.
+    stream : file, optional
+        Default ``sys.stderr``.
+    """
+
+    interval = 0.2     # seconds between redraws on a terminal
+
+    def __init__(self, label, total, unit="", *, scale=1.0, fmt=",.0f", enabled=True, log_every=None,
+                 stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = bool(enabled)
+        self.live = self.enabled and is_terminal(self.stream)
+        self.label, self.total, self.unit = label, total, unit
+        self.scale, self.fmt, self.log_every = scale, fmt, log_every
+        self.line = _Line(self.stream)
+        self.started = time.perf_counter()
+        self.last_draw = self.last_log = self.started
+        self.done = 0
+        self.drawn = None         # the amount done when last drawn
+
+    def _count(self, n):
+        return format(n / self.scale, self.fmt)
+
+    def text(self):
+        """The progress line as it stands."""
+        elapsed = time.perf_counter() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        unit = f" {self.unit}" if self.unit else ""
+        if self.total:
+            fraction = self.done / self.total
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            return (f"{self.label} {_bar(fraction)} {100 * fraction:3.0f}%  {self._count(self.done)}/"
+                    f"{self._count(self.total)}{unit}  {self._count(rate)}{unit}/s  {format_duration(left)} left")
+        return f"{self.label} {self._count(self.done)}{unit}  {self._count(rate)}{unit}/s"
+
+    def update(self, done):
+        """Set the amount done; redraws (throttled) on a terminal, logs now and then elsewhere."""
+        self.done = done
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.live:
+            if now - self.last_draw >= self.interval or (self.total and done >= self.total):
+                self.last_draw, self.drawn = now, done
+                self.line.draw(self.text())
+        elif self.log_every is not None and now - self.last_log >= self.log_every:
+            self.last_log = now
+            print(self.text(), file=self.stream, flush=True)
+
+    def close(self, final=None):
+        """End the bar; ``final`` (a line) replaces it, or is printed off a terminal."""
+        if not self.enabled:
+            return
+        if self.live:
+            if final is None:
+                if self.line.width:
+                    if self.drawn != self.done:      # the last update was skipped by the throttle
+                        self.line.draw(self.text())
+                    self.line.end()
+                return
+            self.line.clear()
+        if final is not None:
+            print(final, file=self.stream, flush=True)
+
+
+class EpochProgress:
+    """What :func:`npvae.train.fit` shows: a bar per epoch on a terminal, then one line per epoch.
+
+    On a terminal, while an epoch runs::
+
+        epoch 3/20  batch 250/469 [##########..........]  loss 108.214  5,312 samples/s  0:04 left
+
+    and after each epoch (on a terminal or not) one summary line, ending with
+    the time the remaining epochs should take at the pace so far.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: show nothing.
+    epochs, steps : int
+        Total epochs, and steps per epoch.
+    stream : file, optional
+        Default ``sys.stderr``.
+    """
+
+    interval = 0.2  # seconds between redraws: ~5 per second
+
+    def __init__(self, enabled, epochs, steps, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.live = enabled and is_terminal(self.stream)
+        self.epochs, self.steps = epochs, steps
+        self.line = _Line(self.stream)
+        self.last = 0.0
+        self.epoch_seconds = []      # this session's epochs, for the time left in the run
+
+    def update(self, epoch, step, loss, samples, seconds):
+        """After ``step`` (1-based) of ``epoch``: ``samples`` seen and ``seconds`` spent in this epoch."""
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if now - self.last < self.interval and step < self.steps:
+            return
+        self.last = now
+        rate = samples / seconds if seconds > 0 else 0.0
+        left = seconds / step * (self.steps - step) if step else float("inf")
+        self.line.draw(f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps} {_bar(step / self.steps)}"
+                       f"  loss {_num(loss)}  {rate:,.0f} samples/s  {format_duration(left)} left")
+
+    def summary(self, record):
+        """One line for a finished epoch (a :data:`npvae.train.FIELDS` record)."""
+        if not self.enabled:
+            return
+        r = record
+        line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} "
+                f"(recon {_num(r['train_recon'])}, KL {_num(r['train_kl'])}, beta {r['beta']:.3g})")
+        if r["test_loss"] is not None:
+            line += f"  test {_num(r['test_loss'])} (recon {_num(r['test_recon'])}, KL {_num(r['test_kl'])})"
+        line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"
+        self.epoch_seconds.append(r["train_seconds"] + r["eval_seconds"])
+        remaining = self.epochs - r["epoch"]
+        if remaining > 0:
+            pace = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            line += f"  ({format_duration(remaining * pace)} left)"
+        self.message(line)
+
+    def close(self):
+        """End a live line (e.g. before an error message)."""
+        if self.live:
+            self.line.end()
+
+    def message(self, line):
+        """Print ``line``, replacing a live progress line."""
+        if self.live:
+            self.line.clear()
+        print(line, file=self.stream, flush=True)

@@ -1,0 +1,187 @@
+"""A run folder: one run at a time, and nothing left over from a killed one.
+
+**The lock.** A run holds an exclusive ``flock`` on ``<folder>/.npvae.lock``
+for as long as it writes there; a second run into the same folder is refused
+at once, with the first one's process id, start time and command. The
+operating system releases the lock when its process ends, however it ends, so
+a lock file left by a killed run is *stale*: the next run simply takes it
+over (and says so). The holder removes the file when it is done; a run that
+opens the file just as it is being removed checks, once locked, that the file
+it holds is still the one at that path, and tries again otherwise.
+
+**The sweep.** A killed run can leave the temporary files of its atomic
+writes (:mod:`npvae.atomic`); the next run, holding the lock (so no other
+writer is active), removes them.
+
+Where ``fcntl`` does not exist (Windows), ``msvcrt.locking`` locks the file's
+first byte instead, with the same behaviour.
+"""
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import socket
+import sys
+
+from .atomic import sweep_temporary_files
+from .errors import RunFolderInUseError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+__all__ = ["RunFolder", "LOCK_NAME", "holder"]
+
+LOCK_NAME = ".npvae.lock"
+
+
+def _try_lock(fd):
+    """Lock ``fd`` exclusively without waiting; False if another process holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except (BlockingIOError, PermissionError):
+        return False
+    except OSError as e:
+        if fcntl is None:     # msvcrt reports a held lock as EACCES/EDEADLOCK
+            return False
+        raise
+    return True
+
+
+def _read_info(fd):
+    """The holder's description written in the lock file, or {}."""
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, 64 * 1024)
+        info = json.loads(data.decode("utf-8")) if data else {}
+        return info if isinstance(info, dict) else {}
+    return {}
+
+
+def _describe(info):
+    if not info:
+        return "another run"
+    parts = [f"process {info.get('pid', '?')}"]
+    if info.get("host") and info.get("host") != socket.gethostname():
+        parts.append(f"on {info['host']}")
+    if info.get("started"):
+        parts.append(f"started {info['started']}")
+    text = " ".join(parts)
+    if info.get("command"):
+        text += f": {info['command']}"
+    return text
+
+
+def holder(folder):
+    """Who holds ``folder``'s lock: a description, or None if no run holds it.
+
+    Changes nothing in ``folder`` (the lock file is neither created nor removed).
+    """
+    path = os.path.join(os.fspath(folder), LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR if fcntl is None else os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if _try_lock(fd):
+            return None            # free (a stale file); closing the fd releases our lock
+        return _describe(_read_info(fd))
+    finally:
+        os.close(fd)
+
+
+class RunFolder:
+    """A folder that one run at a time writes into; use as a context manager.
+
+    ``with RunFolder(path, option="--out") as run:`` creates the folder if
+    needed, takes the lock (or raises :class:`~npvae.errors.RunFolderInUseError`
+    naming the other run), and removes temporary files a killed run left;
+    leaving the block releases the lock and removes the lock file.
+
+    Attributes
+    ----------
+    path : str
+    created : bool
+        Whether this run created the folder.
+    stale : str or None
+        The description of a killed run whose lock was taken over.
+    swept : list of str
+        Temporary files removed when the lock was taken.
+    """
+
+    def __init__(self, path, option="folder"):
+        self.path = os.fspath(path)
+        self.option = option
+        self.created = False
+        self.stale = None
+        self.swept = []
+        self._fd = None
+
+    def file(self, name):
+        """The path of ``name`` inside the folder."""
+        return os.path.join(self.path, name)
+
+    def __enter__(self):
+        self.created = not os.path.isdir(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        lock = self.file(LOCK_NAME)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                who = _describe(_read_info(fd))
+                os.close(fd)
+                raise RunFolderInUseError(
+                    f"{self.option} {self.path} is in use by {who}; wait for that run to finish "
+                    f"(or stop it), or choose another {self.option}")
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)        # we locked a file its holder had just removed: try again
+        self._fd = fd
+        info = _read_info(fd)
+        if info:
+            self.stale = _describe(info)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
+                                     started=datetime.datetime.now().isoformat(timespec="seconds"),
+                                     command=shlex.join([sys.executable, *sys.argv]))).encode("utf-8"))
+        self.swept = sweep_temporary_files(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def release(self):
+        """Remove the lock file and release the lock (removing first: see the module docstring)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.file(LOCK_NAME))
+        os.close(self._fd)
+        self._fd = None
+
+    def discard(self, names):
+        """Remove the files ``names`` and release the lock; remove the folder too if this run created it.
+
+        For a run that failed before it had anything worth keeping: a failed
+        start leaves nothing behind. Other files in the folder are left alone
+        (and so is a folder that is not empty).
+        """
+        for name in names:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.remove(self.file(name))
+        self.release()
+        if self.created:
+            with contextlib.suppress(OSError):     # not empty (someone else's files): keep it
+                os.rmdir(self.path)

@@ -1,0 +1,243 @@
+"""Bad input to examples/train_mnist.py: one line naming what is wrong, exit status 2, nothing written.
+
+Most cases call the script's main() in this process through npvae.cli.run (the
+same boundary `python examples/train_mnist.py` goes through, but without a Python
+start each: fast); a sample of them, and the ones only a real process shows,
+run as subprocesses.
+"""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from cli_util import SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy
+
+from npvae import VAE, cli
+from npvae.checkpoint import save_checkpoint
+from npvae.data import load_idx_split
+from npvae.train import fit
+
+BAD_ARGUMENTS = [
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
+    (["--epochs", "1e3"], "argument --epochs: expected a whole number, got '1e3'"),
+    (["--epochs", ""], "argument --epochs: expected a whole number, got ''"),
+    (["--epochs", "9" * 5000], "argument --epochs: expected a whole number"),     # past int()'s digit limit
+    (["--lr", "nan"], "argument --lr: must be a finite number, got 'nan'"),
+    (["--lr", "inf"], "argument --lr: must be a finite number"),
+    (["--lr=-inf"], "argument --lr: must be a finite number"),
+    (["--lr", "0"], "argument --lr: must be greater than 0, got 0"),
+    (["--lr=-1e-3"], "argument --lr: must be greater than 0"),
+    (["--lr", "-1e-3"], "argument --lr: expected one argument (give it one; a value starting with '-' is written --lr=VALUE)"),
+    (["--lr", "1e-400"], "1e-400 rounds to 0.0"),
+    (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (["--beta", "-1"], "argument --beta: must be at least 0"),
+    (["--beta", "nan"], "argument --beta: must be a finite number"),
+    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--warmup", "-1"], "argument --warmup: must be at least 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+    (["--hidden-dim", "0"], "argument --hidden-dim: must be at least 1"),
+    (["--latent-dim", "-5"], "argument --latent-dim: must be at least 1"),
+    (["--nll-k", "0"], "argument --nll-k: must be at least 1, got 0"),
+    (["--nll-images", "-1"], "argument --nll-images: must be at least 1, got -1"),
+    (["--split", "0"], "argument --split: must be at least 1"),
+    (["--split", "999"], "--split 999 leaves 1 of the 1,000 images held out; the evaluation and figures need "
+                         "at least 10: use --split 990 or less"),
+    (["--split", "5000"], "--split 5000 leaves 0 of the 1,000 images held out"),
+    (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    (["--backend", "cuda"], "argument --backend: invalid choice: 'cuda'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--dataset", "fashion-mnist", "--split", "5"], "--split applies to --dataset mnist-test-split only"),
+    (["--latent-dim", "100000000"], "a 784-32-100000000 VAE trained on batches of 64 needs about"),
+    (["--hidden-dim", "10" + "0" * 30], "choose a smaller --hidden-dim, --latent-dim or --batch-size"),
+    (["--out", ""], "--out must name a folder, got ''"),
+    (["--resume", "missing.npz"], "--resume missing.npz: no such file or folder"),
+]
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+@pytest.fixture
+def user(tmp_path, monkeypatch, capsys, script):
+    """Call the CLI in this process from an empty folder; ``user(args)`` -> (exit status, stderr)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("NPVAE_DATA_DIR", "/nonexistent")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def call(args):
+        code = cli.run(script.main, [*args, "--out", str(work / "out")] if "--out" not in args else args)
+        return code, capsys.readouterr().err
+    call.work = work
+    return call
+
+
+def assert_refused(code, err, words, work, one_line=True):
+    assert code == cli.EXIT_USAGE, err
+    assert err.startswith("error: ") and words in err, err
+    if one_line:
+        assert len(err.strip().splitlines()) == 1, err
+    assert_no_traceback(err)
+    assert os.listdir(work) == []                  # nothing written: no run folder, no runs/
+    assert not os.path.exists(os.path.join(os.path.dirname(work), "cache"))     # no empty cache folder
+
+
+@pytest.mark.parametrize("args, words", BAD_ARGUMENTS, ids=[" ".join(a)[:40] for a, _ in BAD_ARGUMENTS])
+def test_bad_arguments_are_refused_before_anything_is_written(user, args, words):
+    assert_refused(*user([*SMALL, *args]), words, user.work)
+
+
+# -- the output folder ------------------------------------------------------------------
+def test_out_that_is_a_file_or_below_one_or_a_dangling_link(user, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, words in ((afile, "is a file, not a folder"),
+                       (afile / "run", f"cannot be created: {afile} is a file"),
+                       (tmp_path / "dangling", "is a symbolic link to nothing"),
+                       (tmp_path / ("x" * 300), "File name too long"),
+                       ("/dev/null", "is a file, not a folder")):
+        assert_refused(*user([*SMALL, "--out", str(out)]), words, user.work)
+    assert afile.read_text() == "x"
+
+
+# -- data files -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sample():
+    images, labels = load_idx_split(SAMPLE, "t10k")
+    return images.reshape(-1, 28, 28), labels
+
+
+def bad_data(folder, sample, case):
+    images, labels = sample
+    if case == "27x28 images":
+        return sample_copy(folder, images=images[:, :27, :])
+    if case == "label 12":
+        bad = labels.copy()
+        bad[5] = 12
+        return sample_copy(folder, labels=bad)
+    if case == "fewer labels than images":
+        return sample_copy(folder, labels=labels[:900])
+    if case == "truncated gzip":
+        path = sample_copy(folder)
+        images_file = os.path.join(path, "t10k-images-idx3-ubyte.gz")
+        with open(images_file, "rb") as f:
+            data = f.read()
+        with open(images_file, "wb") as f:
+            f.write(data[:len(data) // 2])
+        return path
+    if case == "no files":
+        os.makedirs(folder)
+        return str(folder)
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case, words, one_line", [
+    ("27x28 images", "holds images of 27x28 pixels, but mnist images are 28x28", True),
+    ("label 12", "t10k-labels-idx1-ubyte.gz: label 12 at index 5, but mnist labels are 0..9", True),
+    ("fewer labels than images", "holds 1000 images but", True),
+    ("truncated gzip", "gzip stream ends early (file truncated?)", True),
+    ("no files", "cannot find the mnist files t10k-images-idx3-ubyte[.gz]", False),
+])
+def test_bad_data_files_are_refused_by_name(user, tmp_path, sample, case, words, one_line):
+    folder = bad_data(tmp_path / "data", sample, case)
+    code, err = user([*SMALL, "--data-dir", folder])
+    assert_refused(code, err, words, user.work, one_line)
+
+
+# -- checkpoints ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, sample):
+    """A checkpoint written by fit, and broken variants of it."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    images = sample[0].reshape(len(sample[0]), -1)[:64]
+    good = folder / "good.npz"
+    fit(VAE(784, 8, 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False, checkpoint=good)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    out = {"good": good}
+    for name, key in (("nan-moment", "optimizer/m.2"), ("nan-weight", "model/decoder.0.weight")):
+        broken = dict(arrays)
+        broken[key] = broken[key].copy()
+        broken[key].flat[3] = np.nan
+        out[name] = folder / f"{name}.npz"
+        np.savez(out[name], **broken)
+    out["model-only"] = folder / "model-only.npz"
+    save_checkpoint(out["model-only"], VAE(784, 8, 2, rng=0))
+    out["two-hidden"] = folder / "two-hidden.npz"
+    fit(VAE(784, (8, 4), 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False,
+        checkpoint=out["two-hidden"])
+    out["garbage"] = folder / "garbage.npz"
+    out["garbage"].write_bytes(os.urandom(2000))
+    out["folder"] = folder / "empty-run"
+    out["folder"].mkdir()
+    return out
+
+
+@pytest.mark.parametrize("name, words", [
+    ("nan-moment", "optimizer state m.2 contains NaN or inf (Adam's state, of parameter encoder.2.weight)"),
+    ("nan-weight", "parameter decoder.0.weight contains NaN or inf"),
+    ("model-only", "was not written by training (fit), so it cannot be resumed"),
+    ("two-hidden", "holds a 784-8-4-2 model; this program trains 784-H-d models"),
+    ("garbage", "not an npvae checkpoint"),
+    ("folder", "is a folder without a checkpoint.npz"),
+])
+def test_bad_checkpoints_are_refused_by_name(user, checkpoints, name, words):
+    before = sorted(os.listdir(os.path.dirname(checkpoints[name])))
+    assert_refused(*user([*SMALL, "--resume", str(checkpoints[name])]), words, user.work)
+    assert sorted(os.listdir(os.path.dirname(checkpoints[name]))) == before
+
+
+# -- as a user would: real processes ----------------------------------------------------
+def test_bad_input_in_real_processes(tmp_path):
+    """A sample of the above, each in its own Python, started together: status 2, one line, nothing written."""
+    import subprocess
+    import sys
+
+    from cli_util import ENV
+    cases = [["--lr", "nan"], ["--seed", "-1"], ["--epochs", "0"], ["--latent-dim", "100000000"],
+             ["--split", "999"], ["--nll-k", "0"], ["--out", "/dev/null"], ["--resume", "missing.npz"]]
+    procs = [subprocess.Popen([sys.executable, TRAIN, *SMALL, *case], cwd=tmp_path, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for case in cases]
+    for case, proc in zip(cases, procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (case, err)
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, (case, err)
+        assert_no_traceback(err)
+    assert os.listdir(tmp_path) == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run([TRAIN, *SMALL, "--split", "999", "--debug"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and proc.stderr.rstrip().endswith("use --split 990 or less")
+
+
+def test_help_documents_defaults_resuming_and_exit_status():
+    proc = run([TRAIN, "--help"])
+    assert proc.returncode == 0
+    text = proc.stdout
+    assert "(default: None)" not in text and "(default: 20)" in text and "(default: 0.001)" in text
+    assert "Resuming" in text and "--epochs N" in text and "A refused resume changes nothing" in text
+    assert "exit status:" in text and all(f"\n  {code} " in text for code in (0, 1, 2, 130))
+    assert "143: stopped by SIGTERM" in text
+
+
+def test_data_dir_that_is_a_file_is_named(user, tmp_path):
+    afile = tmp_path / "data.gz"
+    afile.write_bytes(b"\x1f\x8b")
+    code, err = user([*SMALL, "--data-dir", str(afile)])
+    assert_refused(code, err, f"{afile} (--data-dir): not a folder", user.work, one_line=False)
+
+
+def test_odd_but_valid_input_trains(tmp_path):
+    """Numbers at the edges that are still meaningful: a batch larger than the data set, a tiny lr."""
+    shutil.copytree(SAMPLE, tmp_path / "data")
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-300", "--nll-images",
+                "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "IW NLL (k=2, 200 images)" in proc.stderr

@@ -1,0 +1,187 @@
+"""Files under examples/train_mnist.py: the run folder's lock, a killed run's leftovers, strict JSON,
+a read-only or full file system, a run that fails before its first checkpoint.
+
+The file-system cases mount a small tmpfs (read-only, or nearly full) in a private
+mount namespace (``unshare -m``), so nothing outside the test sees it; where the
+machine does not allow that, they are skipped (read-only falls back to chmod when
+not running as root).
+"""
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from cli_util import ENV, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+
+from npvae.checkpoint import load_checkpoint
+from npvae.runfolder import LOCK_NAME
+
+
+# -- the lock ----------------------------------------------------------------------------
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "run"
+    first = start([TRAIN, *SMALL, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
+    seen = []
+    try:
+        assert wait_for(first, "epoch 1/40", seen), "".join(seen)
+        second = run([TRAIN, *SMALL, "--epochs", "1", "--out", str(out)])
+        resume = run([TRAIN, "--resume", str(out)])
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert second.returncode == 2, second.stderr
+    assert f"--out {out} is in use by process {first.pid}" in second.stderr
+    assert "choose another --out" in second.stderr
+    assert resume.returncode == 2 and f"its run is still going (process {first.pid}" in resume.stderr
+    assert_no_traceback(second.stderr + resume.stderr)
+    assert first.returncode == 130, err                 # the first run did not notice a thing
+    records = strict_json_lines(out / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))   # one run's lines, in order
+    assert load_checkpoint(out / "checkpoint.npz").epoch >= 1
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):
+    out = tmp_path / "run"
+    killed = start([TRAIN, *SMALL, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
+    seen = []
+    try:
+        assert wait_for(killed, "epoch 1/40", seen), "".join(seen)
+        killed.send_signal(signal.SIGKILL)           # no cleanup at all
+        killed.communicate(timeout=60)
+    finally:
+        killed.kill()
+    assert (out / LOCK_NAME).exists()
+    # what a kill during an atomic write leaves (the moment cannot be hit on purpose)
+    (out / ".checkpoint.npz.k1ll3d_x.tmp").write_bytes(b"PK half a checkpoint")
+    (out / ".metrics.jsonl.abcd1234.tmp").write_text('{"epoch": ')
+    (out / ".notes.txt").write_text("not ours")
+    done = load_checkpoint(out / "checkpoint.npz").epoch
+    proc = run([TRAIN, "--resume", str(out), "--epochs", str(done + 1), "--nll-images", "20"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"took over the lock of a run that ended without releasing it (process {killed.pid}" in proc.stderr
+    assert "removed 2 temporary file(s) a killed run left" in proc.stderr
+    assert sorted(f for f in os.listdir(out) if f.startswith(".")) == [".notes.txt"]
+    assert load_checkpoint(out / "checkpoint.npz").epoch == done + 1
+
+
+# -- strict JSON -------------------------------------------------------------------------
+def test_metrics_and_settings_are_strict_json_even_for_infinite_losses(tmp_path):
+    out = tmp_path / "run"
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--beta", "1e308", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    epoch, summary = strict_json_lines(out / "metrics.jsonl")
+    assert epoch["train_loss"] is None and epoch["train_loss_nonfinite"] == "inf"
+    assert epoch["beta"] == 1e308 and summary["summary"]
+    json.loads((out / "run.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+# -- a run that fails before its first checkpoint ----------------------------------------
+def test_divergence_in_the_first_epoch_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = run([TRAIN, *SMALL, "--epochs", "2", "--lr", "1e308", "--out", str(out)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: training diverged at epoch 1" in proc.stderr and "start a new run" in proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert os.listdir(tmp_path) == []
+
+
+# -- read-only and full file systems ----------------------------------------------------
+@pytest.fixture(scope="module")
+def private_tmpfs(tmp_path_factory):
+    """``mounted(size, options, command)``: run ``command`` where ``folder`` is a fresh tmpfs, seen by it only."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) on this machine")
+    probe = tmp_path_factory.mktemp("probe")
+    check = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k npvae-test {probe}"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {check.stderr.strip()}")
+
+    def mounted(folder, size, options, command, timeout=300):
+        os.makedirs(folder, exist_ok=True)
+        opts = ",".join(["size=" + size, *options])
+        script = f"mount -t tmpfs -o {opts} npvae-test {shlex.quote(str(folder))} && exec {shlex.join(command)}"
+        return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=ENV,
+                              timeout=timeout)
+    return mounted
+
+
+def test_read_only_out_is_refused_at_the_start(tmp_path, private_tmpfs):
+    mnt = tmp_path / "mnt"
+    proc = private_tmpfs(mnt, "1m", ["ro"], [sys.executable, TRAIN, *SMALL, "--out", str(mnt / "run")])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: --out {mnt / 'run'} is not writable ({mnt}: Read-only file system)")
+    assert_no_traceback(proc.stderr)
+
+
+def test_read_only_out_without_root(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders: see test_read_only_out_is_refused_at_the_start")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = run([TRAIN, *SMALL, "--out", str(folder / "run")])
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 2 and "is not writable" in proc.stderr and "Permission denied" in proc.stderr
+    assert os.listdir(folder) == []
+
+
+def test_too_little_space_is_refused_at_the_start(tmp_path, private_tmpfs):
+    mnt = tmp_path / "mnt"
+    proc = private_tmpfs(mnt, "1m", [], [sys.executable, TRAIN, *SMALL, "--out", str(mnt / "run")])
+    assert proc.returncode == 2, proc.stderr
+    assert f"--out {mnt / 'run'}: only " in proc.stderr
+    assert "free some space or choose another folder" in proc.stderr
+    assert_no_traceback(proc.stderr)
+
+
+FILL_DURING_THE_RUN = """
+    import json, os, subprocess, sys
+    mnt, command = sys.argv[1], sys.argv[2:]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("epoch 1/"):            # a checkpoint is written: now the disk fills up
+            with open(os.path.join(mnt, "filler"), "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            break
+    seen.append(proc.stderr.read())
+    proc.wait()
+    run = os.path.join(mnt, "run")
+    from npvae.checkpoint import load_checkpoint
+    print(json.dumps(dict(status=proc.returncode, stderr="".join(seen), files=sorted(os.listdir(run)),
+                          epoch=load_checkpoint(os.path.join(run, "checkpoint.npz")).epoch)))
+"""
+
+
+def test_a_disk_that_fills_up_during_the_run(tmp_path, private_tmpfs):
+    mnt = tmp_path / "mnt"
+    driver = tmp_path / "fill.py"
+    driver.write_text(textwrap.dedent(FILL_DURING_THE_RUN))
+    command = [sys.executable, str(driver), str(mnt), sys.executable, TRAIN, *SMALL, "--batch-size", "16",
+               "--epochs", "40", "--out", str(mnt / "run")]
+    proc = private_tmpfs(mnt, "12m", [], command)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    err = result["stderr"]
+    assert result["status"] == 1, err
+    assert "error: cannot write" in err and "No space left on device; free some space" in err
+    assert "to continue once that is fixed, run:" in err and err.rstrip().endswith("/run/checkpoint.npz")
+    assert_no_traceback(err)
+    assert not [f for f in result["files"] if f.startswith(".")]        # no temporary file, no lock
+    assert result["epoch"] >= 1                                           # the last good checkpoint

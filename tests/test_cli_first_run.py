@@ -1,0 +1,97 @@
+"""A first run of examples/train_mnist.py: offline guidance, and progress on a terminal."""
+import contextlib
+import os
+import pty
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+
+from cli_util import ENV, SAMPLE, SMALL, TRAIN, assert_no_traceback
+
+
+def dead_port_url():
+    """A URL on a port nobody listens on: a download fails at once, as offline."""
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+def run_offline(tmp_path, args, data_dir_env):
+    """The real script, offline (its mirrors point at a dead port), from an empty folder."""
+    driver = tmp_path / "offline.py"
+    driver.write_text(textwrap.dedent(f"""
+        import runpy, sys
+        import npvae.download
+        npvae.download.MIRRORS["mnist"] = ({dead_port_url()!r},)
+        sys.argv = [{TRAIN!r}, *{args!r}]
+        runpy.run_path({TRAIN!r}, run_name="__main__")
+    """))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "NPVAE_DATA_DIR": data_dir_env}
+    proc = subprocess.run([sys.executable, str(driver)], capture_output=True, text=True, env=env, cwd=work,
+                          timeout=120)
+    return proc, work
+
+
+def test_offline_first_run_says_where_it_looked_and_what_to_do(tmp_path):
+    shared = tmp_path / "shared"
+    shutil.copytree(SAMPLE, shared / "mnist")               # only the MNIST test set, as on this machine
+    proc, work = run_offline(tmp_path, [], str(shared))
+    err = proc.stderr
+    assert proc.returncode == 2, err
+    assert err.startswith("error: cannot find the mnist files train-images-idx3-ubyte[.gz]")
+    for place in (shared / "mnist", shared, tmp_path / "cache" / "npvae" / "mnist"):
+        assert f"{place} (" in err
+    assert "Downloading them failed" in err and "cannot connect" in err
+    assert "pass --data-dir DIR" in err and "NPVAE_DATA_DIR=DIR" in err and "data_dir=" not in err
+    assert f"use --dataset mnist-test-split --data-dir {shared / 'mnist'}" in err
+    assert_no_traceback(err)
+    assert os.listdir(work) == []                           # no runs/<dataset>-<time>/run.json
+    assert not (tmp_path / "cache").exists()                # and no empty cache folder
+
+
+def test_offline_without_any_data_names_the_environment_variable(tmp_path):
+    proc, work = run_offline(tmp_path, ["--dataset", "fashion-mnist"], "")
+    assert proc.returncode == 2
+    assert "($NPVAE_DATA_DIR is not set.)" in proc.stderr and "mnist-test-split" not in proc.stderr
+    assert os.listdir(work) == [] and not (tmp_path / "cache").exists()
+
+
+def read_all(fd, proc):
+    chunks = []
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:        # the other end is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path):
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--batch-size", "8", "--epochs", "2", "--nll-k", "40",
+                             "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=terminal,
+                            env=ENV, cwd=tmp_path)
+    os.close(terminal)
+    try:
+        text = read_all(controller, proc)
+        proc.wait(timeout=120)
+    finally:
+        os.close(controller)
+        proc.kill()
+    assert proc.returncode == 0, text
+    assert "\repoch 1/2  batch " in text and "/100 [#" in text and "samples/s" in text and " left" in text
+    assert "\rNLL (k=40) [" in text and "images/s" in text
+    lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    assert any(line.startswith("epoch 1/2  train") for line in lines)   # the bar gives way to the summary

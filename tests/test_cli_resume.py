@@ -1,0 +1,134 @@
+"""--resume as a user runs it: the run's own settings, refusals that change no byte, a new --out, the same data."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from cli_util import (SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy, snapshot,
+                      strict_json_lines)
+
+from npvae import cli
+from npvae.checkpoint import load_checkpoint
+from npvae.data import load_idx_split
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A finished two-epoch run (784-32-20, batches of 64, on the sample's first 800 images)."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    proc = run([TRAIN, *SMALL, "--epochs", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture
+def copy_of(tmp_path, base):
+    dest = tmp_path / "run"
+    shutil.copytree(base, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+def call(script, capsys, args):
+    code = cli.run(script.main, args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, now, was", [
+    (["--lr", "0.01"], "--lr 0.01", "--lr 0.001"),
+    (["--batch-size", "32", "--seed", "3"], "--batch-size 32, --seed 3", "--batch-size 64, --seed 0"),
+    (["--hidden-dim", "64"], "--hidden-dim 64", "--hidden-dim 32"),
+    (["--binarize"], "--binarize True", "--binarize False"),
+    (["--dataset", "fashion-mnist"], "--dataset fashion-mnist", "--dataset mnist-test-split"),
+    (["--beta", "0.5", "--warmup", "2"], "--beta 0.5, --warmup 2", "--beta 1.0, --warmup 0"),
+])
+def test_a_differing_flag_is_refused_naming_both_values_and_nothing_changes(copy_of, script, capsys, flags,
+                                                                             now, was):
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of / "checkpoint.npz"), "--epochs", "3", *flags])
+    assert code == 2 and err.startswith("error: cannot resume"), err
+    assert f"with {now}: the run was trained with {was}" in err and "--epochs" in err
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(copy_of) == before
+
+
+def test_fewer_epochs_than_done_is_refused(copy_of, script, capsys):
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "1"])
+    assert code == 2 and "--epochs 1 is the total number of epochs" in err and "--epochs 2 or more" in err, err
+    assert snapshot(copy_of) == before
+
+
+def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
+    os.remove(copy_of / "samples.png")
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--lr", "0.001", "--nll-k", "1"])
+    assert code == 0, err                        # a flag equal to the run's own is fine
+    assert "has done its 2 epochs: drawing its figures" in err
+    assert (copy_of / "samples.png").exists() and load_checkpoint(copy_of / "checkpoint.npz").epoch == 2
+    assert strict_json_lines(copy_of / "metrics.jsonl")[-1]["nll_k"] == 1     # the new summary
+
+
+def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
+    images, labels = load_idx_split(SAMPLE, "t10k")
+    images = images.reshape(-1, 28, 28).copy()
+    images[3, 14, 14] ^= 1                         # one pixel of one training image
+    other = sample_copy(tmp_path / "other", images=images)
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", other])
+    assert code == 2, err
+    assert "these are not the train images it was trained on" in err and other in err and SAMPLE in err
+    run_json = json.loads((copy_of / "run.json").read_text())
+    assert run_json["data"]["train_fingerprint"][:12] in err
+    assert snapshot(copy_of) == before
+    # the same data elsewhere are fine (--data-dir may change)
+    same = sample_copy(tmp_path / "same")
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--data-dir", same, "--nll-k", "1"])
+    assert code == 0, err
+
+
+def test_resume_into_a_new_folder_leaves_the_old_one_untouched(copy_of, tmp_path):
+    before = snapshot(copy_of)
+    new = tmp_path / "continued"
+    proc = run([TRAIN, "--resume", str(copy_of / "checkpoint.npz"), "--out", str(new), "--epochs", "3",
+                "--batch-size", "64"])                                  # the same value: accepted
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(copy_of) == before
+    records = strict_json_lines(new / "metrics.jsonl")
+    assert [r.get("epoch") for r in records[:-1]] == [1, 2, 3] and records[-1]["summary"]
+    settings = json.loads((new / "run.json").read_text())
+    assert settings["hidden_dim"] == 32 and settings["epochs"] == 3 and settings["split"] == 800
+    ckpt = load_checkpoint(new / "checkpoint.npz")
+    assert ckpt.epoch == 3 and ckpt.model_config["hidden_dims"] == [32]
+    assert "reconstruction_before.png" in os.listdir(new) and "continuing the run of" in proc.stderr
+
+
+def test_resume_into_a_folder_holding_another_run_is_refused(copy_of, tmp_path, base):
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    before = snapshot(other)
+    proc = run([TRAIN, "--resume", str(copy_of), "--out", str(other), "--epochs", "3"])
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr, proc.stderr
+    assert snapshot(other) == before
+
+
+@pytest.mark.parametrize("with_run_json", [True, False], ids=["run.json", "no run.json"])
+def test_a_refusal_from_fit_leaves_the_run_folder_as_it_was(copy_of, with_run_json):
+    """A checkpoint whose record fit refuses (not caught before): the run folder is left as it was."""
+    if not with_run_json:
+        os.remove(copy_of / "run.json")
+    with np.load(copy_of / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["dead_units"] = {"retired": [10 ** 6], "candidates": [], "live": []}
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(copy_of / "checkpoint.npz", **arrays)
+    before = snapshot(copy_of)
+    proc = run([TRAIN, "--resume", str(copy_of), "--epochs", "3", "--nll-images", "20", *SMALL[:6]])
+    assert proc.returncode == 2 and "dead_units" in proc.stderr, proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert snapshot(copy_of) == before

@@ -1,0 +1,178 @@
+"""Ctrl-C and SIGTERM sent to examples/train_mnist.py at odd moments, as a user (or a scheduler) would.
+
+Every case ends with a clean message, the documented status (130 or 143), no
+traceback, and no partial or temporary file; where a training step was done, a
+checkpoint that --resume continues.
+"""
+import http.server
+import os
+import signal
+import textwrap
+import threading
+import time
+
+import pytest
+from cli_util import ENV, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+
+from npvae.checkpoint import load_checkpoint
+
+
+def stop(proc, signals_to_send, gap=0.0):
+    for i, signum in enumerate(signals_to_send):
+        if i:
+            time.sleep(gap)
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+def hidden_files(folder):
+    return [f for f in os.listdir(folder) if f.startswith(".")]
+
+
+def test_ctrl_c_during_the_nll_then_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    proc = start([TRAIN, *SMALL, "--epochs", "1", "--nll-k", "50000", "--out", str(out)])
+    seen = []
+    try:
+        assert wait_for(proc, "importance-weighted NLL", seen), "".join(seen)
+        time.sleep(0.3)
+        err = stop(proc, [signal.SIGINT])
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen) + err
+    assert err.startswith("stopped: interrupted by SIGINT") and "the training is complete and saved" in err
+    assert_no_traceback(err)
+    assert hidden_files(out) == [] and load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert not any(r.get("summary") for r in strict_json_lines(out / "metrics.jsonl"))
+    finish = run([TRAIN, "--resume", str(out), "--nll-k", "1"])     # the command it printed, cheaper NLL
+    assert finish.returncode == 0, finish.stderr
+    assert strict_json_lines(out / "metrics.jsonl")[-1]["summary"]
+
+
+def test_sigterm_while_drawing_the_figures(tmp_path):
+    out = tmp_path / "run"
+    proc = start([TRAIN, *SMALL, "--epochs", "2", "--out", str(out)])
+    seen = []
+    try:
+        assert wait_for(proc, "drawing the figures", seen), "".join(seen)
+        err = stop(proc, [signal.SIGTERM])
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, "".join(seen) + err
+    assert "stopped: interrupted by SIGTERM" in err and "--resume" in err.splitlines()[-1]
+    assert_no_traceback(err)
+    assert hidden_files(out) == []
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 2
+
+
+def test_repeated_signals_while_the_run_stops(tmp_path):
+    """SIGINT, then at once SIGTERM and another SIGINT: they land while the step ends and the (20 MB)
+    checkpoint is written; neither cuts the write short or turns into a traceback."""
+    out = tmp_path / "run"
+    proc = start([TRAIN, *SMALL, "--hidden-dim", "1200", "--batch-size", "16", "--epochs", "40",
+                  "--out", str(out)])
+    seen = []
+    try:
+        assert wait_for(proc, "epoch 1/40", seen), "".join(seen)
+        time.sleep(0.1)                           # into epoch 2: the stop writes a mid-epoch checkpoint
+        err = stop(proc, [signal.SIGINT, signal.SIGTERM, signal.SIGINT], gap=0.0)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "SIGTERM received again; already stopping" in err
+    assert_no_traceback(err)
+    assert hidden_files(out) == []
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'}")
+
+
+def test_ctrl_c_while_python_starts(tmp_path):
+    proc = start([TRAIN, *SMALL, "--out", str(tmp_path / "run")], cwd=tmp_path)
+    time.sleep(0.05)
+    err = stop(proc, [signal.SIGINT])
+    assert proc.returncode in (130, -signal.SIGINT), err     # -2: before Python set up its handlers
+    assert_no_traceback(err)
+    assert os.listdir(tmp_path) == []
+
+
+# -- downloads ---------------------------------------------------------------------------
+class Trickle(http.server.BaseHTTPRequestHandler):
+    """Promises 1 MB, sends 1 kB every 20 ms: a download that is still going when the signal comes."""
+
+    def do_GET(self):
+        self.server.started.set()
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"\0" * 1024)
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:       # the client went away: that is the point
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickle():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    httpd.daemon_threads = True
+    httpd.started = threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def start_with_mirror(tmp_path, url, code):
+    """Run ``code`` in a new Python whose MNIST mirror is ``url`` (a real user cannot point it elsewhere)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import sys
+        import npvae.download
+        npvae.download.MIRRORS["mnist"] = ({url!r},)
+        {code}
+    """))
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("NPVAE_DATA_DIR")
+    return start([str(driver)], cwd=tmp_path, env=env)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_a_download_from_the_command_line(tmp_path, trickle, signum):
+    httpd, url = trickle
+    code = ("import runpy; sys.argv = [{0!r}, '--dataset', 'mnist-test-split', '--out', 'run']; "
+            "runpy.run_path({0!r}, run_name='__main__')").format(TRAIN)
+    proc = start_with_mirror(tmp_path, url, code)
+    try:
+        assert httpd.started.wait(60), proc.stderr.read()
+        time.sleep(0.2)
+        err = stop(proc, [signum])
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert f"stopped: interrupted by {signal.Signals(signum).name}" in err
+    assert_no_traceback(err)
+    assert not (tmp_path / "cache" / "npvae").exists()       # no .part file, and no empty cache folder
+    assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_during_a_download_in_a_program_of_ones_own(tmp_path, trickle):
+    """Without npvae's CLI: the partial file is removed, and the process still ends by SIGTERM."""
+    httpd, url = trickle
+    proc = start_with_mirror(tmp_path, url, "from npvae.data import load_split; load_split('mnist')")
+    try:
+        assert httpd.started.wait(60), proc.stderr.read()
+        time.sleep(0.2)
+        err = stop(proc, [signal.SIGTERM])
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert not (tmp_path / "cache" / "npvae").exists()

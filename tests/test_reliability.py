@@ -1,0 +1,253 @@
+"""The library pieces under the command line's promises, through their public calls:
+strict JSON, atomic writes and their sweep, the run-folder lock, signals, progress,
+memory estimates, data fingerprints, and argument checks that used to reach NumPy."""
+import errno
+import io
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from cli_util import SAMPLE, sample_copy
+
+import npvae
+from npvae import cli, footprint, jsonio, signals
+from npvae.atomic import atomic_write, sweep_temporary_files
+from npvae.checkpoint import load_checkpoint, save_checkpoint
+from npvae.data import fingerprint, load_dataset, load_idx_split, load_split, search_path
+from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError, InputError,
+                          InputTypeError, RunFolderInUseError)
+from npvae.progress import Bar, EpochProgress, format_duration
+from npvae.runfolder import LOCK_NAME, RunFolder, holder
+
+
+# -- strict JSON -------------------------------------------------------------------------
+def test_strict_json_writes_null_with_the_reason_beside_it():
+    line = jsonio.dumps({"a": float("inf"), "b": float("nan"), "c": -float("inf"), "d": 1.5, "e": None,
+                         "f": [1.0, float("nan")], "g": {"h": float("inf")}, "i": np.float32(2.5),
+                         "j": np.array([1, 2]), "k": np.int64(3)})
+    record = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    assert record["a"] is None and record["a_nonfinite"] == "inf"
+    assert record["b"] is None and record["b_nonfinite"] == "nan"
+    assert record["c"] is None and record["c_nonfinite"] == "-inf"
+    assert record["d"] == 1.5 and "d_nonfinite" not in record and record["e"] is None
+    assert record["f"] == [1.0, None] and record["f_nonfinite"] == {"1": "nan"}
+    assert record["g"] == {"h": None, "h_nonfinite": "inf"}
+    assert record["i"] == 2.5 and record["j"] == [1, 2] and record["k"] == 3
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_fit_writes_strict_metrics(tmp_path):
+    images, _ = load_idx_split(SAMPLE, "t10k")
+    path = tmp_path / "m.jsonl"
+    npvae.fit(npvae.VAE(784, 8, 2, rng=0), images[:64], images[64:96], epochs=1, batch_size=32, beta=1e308,
+              rng=0, progress=False, metrics_path=path)
+    (line,) = path.read_text().splitlines()
+    record = json.loads(line, parse_constant=lambda c: pytest.fail(c))
+    assert record["train_loss"] is None and record["train_loss_nonfinite"] == "inf"
+
+
+# -- atomic writes ----------------------------------------------------------------------
+def test_atomic_write_refuses_a_folder_and_names_the_file_on_a_write_error(tmp_path):
+    with pytest.raises(InputError, match="it is a folder"):
+        with atomic_write(tmp_path, "w"):
+            pass
+    with pytest.raises(InputError, match="path must be a file path"):
+        save_checkpoint(tmp_path, npvae.VAE(4, 3, 2, rng=0))
+    target = tmp_path / "x.bin"
+    with pytest.raises(OSError) as info:
+        with atomic_write(target) as f:
+            f.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []
+
+
+def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
+    for name in (".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp", ".run.json.short.tmp", "keep.tmp",
+                 ".hidden", "checkpoint.npz"):
+        (tmp_path / name).write_text("x")
+    assert sweep_temporary_files(tmp_path) == [".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".hidden", ".run.json.short.tmp", "checkpoint.npz", "keep.tmp"]
+
+
+# -- the run folder's lock -------------------------------------------------------------
+def test_run_folder_lock(tmp_path):
+    folder = tmp_path / "run"
+    with RunFolder(folder, "--out") as run:
+        assert run.created and (folder / LOCK_NAME).exists()
+        assert f"process {os.getpid()}" in holder(folder)
+        with pytest.raises(RunFolderInUseError, match=f"--out {folder} is in use by process {os.getpid()}"):
+            RunFolder(folder, "--out").__enter__()
+    assert not (folder / LOCK_NAME).exists() and holder(folder) is None
+    # a stale lock file (its process is gone) is taken over, and the temporary files it left swept
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": 99999999, "started": "yesterday"}))
+    (folder / ".checkpoint.npz.abcdefgh.tmp").write_text("x")
+    before = sorted(os.listdir(folder))
+    assert holder(folder) is None and sorted(os.listdir(folder)) == before      # looking changes nothing
+    with RunFolder(folder) as run:
+        assert "process 99999999" in run.stale and run.swept == [".checkpoint.npz.abcdefgh.tmp"]
+        assert not run.created
+    assert os.listdir(folder) == []
+
+
+def test_discard_removes_only_what_the_run_wrote_and_only_its_own_folder(tmp_path):
+    with RunFolder(tmp_path / "new") as run:
+        (tmp_path / "new" / "run.json").write_text("{}")
+        run.discard(["run.json", "metrics.jsonl"])
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "mine.txt").write_text("x")
+    with RunFolder(tmp_path / "old") as run:
+        (tmp_path / "old" / "run.json").write_text("{}")
+        run.discard(["run.json"])
+    assert os.listdir(tmp_path / "old") == ["mine.txt"]
+
+
+# -- signals ---------------------------------------------------------------------------
+def test_raise_on_signals_raises_once_then_only_acknowledges(capsys):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with signals.raise_on_signals():
+        with pytest.raises(signals.Interrupted) as info:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(1)
+        assert info.value.signum == signal.SIGTERM and info.value.exit_code == 143
+        assert isinstance(info.value, KeyboardInterrupt)
+        signal.raise_signal(signal.SIGINT)          # during the cleanup: no exception
+    assert "SIGINT received again" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_cli_run_reports_in_one_line_with_the_documented_status(capsys):
+    def failing(error):
+        def main(argv):
+            raise error
+        return main
+
+    cases = [(InputError("bad --thing"), 2, "error: bad --thing"),
+             (DivergenceError("diverged"), 1, "error: diverged"),
+             (OSError(errno.ENOSPC, "No space left on device", "/x/c.npz"), 1,
+              "error: cannot write /x/c.npz: No space left on device; free some space"),
+             (OSError(errno.EROFS, "Read-only file system", "/x"), 1, "error: cannot write /x: Read-only"),
+             (PermissionError(errno.EACCES, "Permission denied", "/x"), 1, "error: /x: Permission denied"),
+             (MemoryError(), 1, "error: out of memory"),
+             (signals.Interrupted(signal.SIGTERM), 143, "stopped: interrupted by SIGTERM"),
+             (KeyboardInterrupt(), 130, "stopped: interrupted by SIGINT"),
+             (ZeroDivisionError("boom"), 1, "error: internal error (ZeroDivisionError: boom); this is a bug")]
+    for error, status, line in cases:
+        assert cli.run(failing(error), []) == status
+        err = capsys.readouterr().err
+        assert err.startswith(line) and "Traceback" not in err, err
+    noted = InputError("first")
+    noted.add_note("  then this")
+    assert cli.run(failing(noted), []) == 2
+    assert capsys.readouterr().err == "error: first\n  then this\n"
+    assert cli.run(failing(InputError("x")), ["--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+# -- progress ----------------------------------------------------------------------------
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_lines_in_a_log():
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=3, steps=10, stream=tty)
+    show.update(1, 10, 123.4567, 640, 0.5)
+    record = dict(epoch=1, train_loss=1.0, train_recon=0.5, train_kl=0.5, beta=1.0, test_loss=None,
+                  train_seconds=2.0, eval_seconds=1.0)
+    show.summary(record)
+    text = tty.getvalue()
+    assert "\repoch 1/3  batch 10/10 [####################]  loss 123.457  1,280 samples/s  0:00 left" in text
+    assert text.rstrip().endswith("0:03 + eval 1.0s  (0:06 left)".replace("0:03", "2.0s"))
+    log = io.StringIO()
+    show = EpochProgress(True, epochs=3, steps=10, stream=log)
+    show.update(1, 5, 1.0, 320, 0.5)
+    show.summary(dict(record, train_loss=float("inf"), train_recon=2e300))
+    assert "\r" not in log.getvalue() and log.getvalue().count("\n") == 1
+    assert "train inf (recon 2e+300" in log.getvalue()
+    bar = Bar("NLL (k=5)", 200, "images", stream=FakeTTY())
+    bar.update(200)
+    assert "NLL (k=5) [####################] 100%  200/200 images" in bar.stream.getvalue()
+    assert [format_duration(s) for s in (0, 59.6, 61, 3725, float("inf"), None)] == \
+        ["0:00", "1:00", "1:01", "1:02:05", "?", "?"]
+
+
+# -- memory ----------------------------------------------------------------------------
+def test_memory_estimates():
+    model = npvae.VAE(784, (64, 32), 5, rng=0)
+    assert footprint.parameter_count(784, (64, 32), 5) == sum(p.data.size for p in model.parameters())
+    small = footprint.training_bytes(784, 400, 20, 128)
+    assert 5e6 < small < 1e8                                # tens of MB for the tutorial model
+    assert footprint.training_bytes(784, 400, 10 ** 8, 128) > 1e12
+    assert footprint.training_bytes(784, 10 ** 40, 20, 128) > 1e40          # no overflow
+    have = footprint.available_bytes()
+    assert have is None or have > 0
+    assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
+
+
+# -- data -------------------------------------------------------------------------------
+def test_fingerprint_tells_data_apart():
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert fingerprint(x) == fingerprint(x.copy()) == fingerprint(np.asfortranarray(x))
+    y = x.copy()
+    y[2, 3] ^= 1
+    assert fingerprint(y) != fingerprint(x)
+    assert fingerprint(x.reshape(4, 3)) != fingerprint(x) != fingerprint(x.astype(np.float32))
+    with pytest.raises(InputTypeError):
+        fingerprint([1, 2])
+
+
+def test_data_arguments_are_checked(tmp_path):
+    with pytest.raises(InputTypeError, match="data_dir must be a folder path"):
+        load_split("mnist", data_dir=123)
+    with pytest.raises(InputTypeError, match="split must be 'train', 't10k' or 'test'"):
+        load_split("mnist", split=["t10k"], data_dir=SAMPLE)
+    with pytest.raises(InputTypeError, match="download must be True or False"):
+        load_split("mnist", data_dir=SAMPLE, download="no")
+    with pytest.raises(InputError, match="data_dir must name a folder"):
+        search_path("mnist", "")
+
+
+def test_named_data_sets_must_hold_28x28_images_and_labels_0_to_9(tmp_path):
+    images, labels = load_idx_split(SAMPLE, "t10k")
+    sample_copy(tmp_path / "narrow", images=images.reshape(-1, 28, 28)[:, :, :27])
+    with pytest.raises(DataFileError, match="28x27 pixels, but mnist images are 28x28"):
+        load_split("mnist", data_dir=tmp_path / "narrow")
+    bad = labels.copy()
+    bad[7] = 10
+    sample_copy(tmp_path / "labels", labels=bad)
+    with pytest.raises(DataFileError, match="label 10 at index 7"):
+        load_split("mnist", data_dir=tmp_path / "labels")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_dir=tmp_path / "labels")
+    e = info.value
+    assert e.dataset == "mnist" and e.data_dir == str(tmp_path / "labels") and len(e.places) == 2
+    assert "train-images-idx3-ubyte" in e.files and e.download_error is None
+
+
+# -- argument checks that used to reach NumPy --------------------------------------------
+def test_negative_seed_is_an_npvae_error():
+    with pytest.raises(InputError, match="rng must be .* non-negative int seed"):
+        npvae.VAE(4, 3, 2, rng=-1)
+    with pytest.raises(InputError, match="rng"):
+        npvae.fit(npvae.VAE(4, 3, 2, rng=0), np.zeros((4, 4), np.uint8), epochs=1, rng=-1, progress=False)
+
+
+def test_non_finite_optimizer_state_is_refused_by_name(tmp_path):
+    images, _ = load_idx_split(SAMPLE, "t10k")
+    path = tmp_path / "c.npz"
+    npvae.fit(npvae.VAE(784, 8, 2, rng=0), images[:64], epochs=1, batch_size=32, rng=0, progress=False,
+              checkpoint=path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["optimizer/v.1"] = arrays["optimizer/v.1"].copy()
+    arrays["optimizer/v.1"][0] = np.inf
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"optimizer state v\.1 contains NaN or inf \(Adam's state, of "
+                                              r"parameter encoder\.0\.bias\)"):
+        load_checkpoint(path)
