@@ -58,6 +58,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import npvae  # noqa: F401
 from npvae import VAE, cli, footprint, jsonio, plots
 from npvae.atomic import append_line, atomic_write
+from npvae.backend import resolve
 from npvae.checkpoint import load_checkpoint
 from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split
 from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
@@ -74,7 +75,6 @@ CLASS_NAMES = {
 }
 INTERPOLATE = {"mnist": (0, 6), "fashion-mnist": (0, 9)}   # from the first test image of class a to b
 MIN_HELD_OUT = 10           # test images the figures need (a row of 10 reconstructions)
-NLL_CHUNK = 200             # images per iw_nll call: the progress bar moves every few seconds
 DEFAULTS = dict(dataset="mnist", data_dir=None, split=8000, epochs=20, batch_size=128, latent_dim=20,
                 hidden_dim=400, lr=1e-3, beta=1.0, warmup=0, binarize=False, seed=0, backend=None,
                 nll_k=800, nll_images=None, progress=True)
@@ -370,7 +370,8 @@ def main(argv=None):
     check_memory(s, len(data.train))
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
     model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
-    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed), backend=s["backend"])
+    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
+    backend = resolve(s["backend"])          # a bad $NPVAE_BACKEND is refused before anything is written
     if out is None:
         out = resumed.folder if resumed else os.path.join(
             "runs", f"{s['dataset']}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
@@ -380,7 +381,7 @@ def main(argv=None):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")
     say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
-    say(f"model: {describe(model)}, backend {model.backend}")
+    say(f"model: {describe(model)}, backend {backend}")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
         say(f"the run has done its {s['epochs']} epochs: drawing its figures and estimating its NLL again "
             f"(ask for more with --epochs)")
@@ -427,7 +428,7 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
         history = fit(model, data.train, data.test, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                       beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],
                       rng=np.random.default_rng(data_seed), checkpoint=checkpoint, resume=resume_from,
-                      metrics_path=folder.file("metrics.jsonl"), progress=s["progress"])
+                      metrics_path=folder.file("metrics.jsonl"), progress=s["progress"], backend=s["backend"])
     except (KeyboardInterrupt, OSError, MemoryError) as e:     # Ctrl-C, SIGTERM, a full disk, ...
         if os.path.exists(checkpoint):
             e.add_note(f"to continue{'' if isinstance(e, KeyboardInterrupt) else ' once that is fixed'}, run:")
@@ -474,25 +475,21 @@ def draw_figures(s, folder, model, history, before, x_show, data):
                       title=f"Test set latent means ({s['dataset']})")
 
 
-def estimate_nll(model, images, k, binarize, progress):
-    """The importance-weighted NLL, NLL_CHUNK images per call (each with its own noise seed), with progress."""
+def estimate_nll(model, images, k, binarize, progress, backend):
+    """The importance-weighted NLL, with a progress bar."""
     bar = Bar(f"NLL (k={k})", len(images), "images", enabled=progress, log_every=15.0)
-    total = 0.0
-    for i, start in enumerate(range(0, len(images), NLL_CHUNK)):
-        part = images[start:start + NLL_CHUNK]
-        total += iw_nll(model, part, k=k, seed=i, binarize=binarize) * len(part)
-        bar.update(start + len(part))
+    nll = iw_nll(model, images, k=k, binarize=binarize, backend=backend, progress=lambda done, _: bar.update(done))
     bar.close()
-    return total / len(images)
+    return nll
 
 
 def evaluate(s, folder, model, history, data):
     """The test ELBO and the NLL (last: it takes a while), then the summary line of metrics.jsonl."""
-    test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], binarize=s["binarize"])
+    test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], binarize=s["binarize"], backend=s["backend"])
     n_nll = min(s["nll_images"] or len(data.test), len(data.test))
     say(f"importance-weighted NLL: k={s['nll_k']} samples on {n_nll} test images ...")
     t0 = time.perf_counter()
-    nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"])
+    nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"], s["backend"])
     seconds = time.perf_counter() - t0
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import footprint
 from .errors import InputError, InputTypeError, StateError
 from .layers import Dense, ReLU, Sequential, sigmoid
 from .losses import KL, BCEWithLogits
@@ -41,6 +42,18 @@ def _mlp(sizes, dtype, rng):
         if i < len(sizes) - 2:
             layers.append(ReLU())
     return Sequential(*layers)
+
+
+def _check_fits_in_memory(input_dim, hidden_dims, latent_dim, dtype):
+    """Refuse a model whose parameters and gradients cannot fit in this machine's memory
+    (rather than allocate until the operating system kills the process)."""
+    n = footprint.parameter_count(input_dim, hidden_dims, latent_dim)
+    need, room = 2 * n * dtype.itemsize, footprint.available_bytes()
+    if need > (room if room is not None else np.iinfo(np.intp).max):
+        raise InputError(f"VAE({input_dim}, hidden_dims={list(hidden_dims)}, latent_dim={latent_dim}) has "
+                         f"{n:,} parameters, {footprint.format_bytes(need)} with their gradients, more than this "
+                         f"machine can give ({'unknown' if room is None else footprint.format_bytes(room)}): "
+                         f"choose smaller hidden_dims or latent_dim")
 
 
 def _halves(h):
@@ -87,6 +100,7 @@ class VAE(Module):
         self.hidden_dims = tuple(check_positive_int(h, "hidden_dims") for h in hidden)
         self.dtype = check_dtype(dtype)
         rng = check_rng(rng)
+        _check_fits_in_memory(self.input_dim, self.hidden_dims, self.latent_dim, self.dtype)
         self.encoder = _mlp((self.input_dim, *self.hidden_dims, 2 * self.latent_dim), self.dtype, rng)
         self.decoder = _mlp((self.latent_dim, *self.hidden_dims[::-1], self.input_dim), self.dtype, rng)
         self.sampler = Sampler(rng)

@@ -489,12 +489,12 @@ class _Run:
             self.save(done, step, sums)
         at = f"epoch {epoch}, step {step} of {self.steps}" if sums is not None else f"the end of epoch {epoch}"
         if self.checkpoint is not None:
-            msg = (f"interrupted by {name} at {at}; checkpoint written to {self.checkpoint}; "
-                   f"continue with fit(..., resume={os.fspath(self.checkpoint)!r})")
+            msg = f"interrupted by {name} at {at}; checkpoint written to {self.checkpoint}"
+            hint = f"; continue with fit(..., resume={os.fspath(self.checkpoint)!r})"
         else:
-            msg = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved"
+            msg, hint = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved", ""
         self.show.message(msg)
-        raise TrainingInterrupted(msg, self.flag.signum, done, step if sums is not None else 0,
+        raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),
                                   self.history)
 

@@ -17,9 +17,9 @@ import numpy as np
 
 def compile_kernels(dtypes=(np.float32,)):
     """Run every fast path once for each dtype in ``dtypes``: each kernel compiles or loads."""
-    from ..evaluate import evaluate_elbo, iw_nll
     from ..model import VAE
     from ..optim import SGD, Adam
+    from .inference import Evaluator
     from .trainer import Trainer
 
     rng = np.random.default_rng(0)
@@ -36,8 +36,10 @@ def compile_kernels(dtypes=(np.float32,)):
                 trainer.end_epoch()
         with Trainer(model, SGD(model.parameters(), momentum=0.9), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
-        evaluate_elbo(model, images, backend="numba")
-        iw_nll(model, images[:4], k=3, backend="numba")
+        evaluator = Evaluator(model)                 # what evaluate_elbo and iw_nll run
+        x = evaluator.prepare(images.astype(dtype) / 255)
+        h = evaluator.encode(x)
+        evaluator.recon_rows(h[:, :2] + np.exp(0.5 * h[:, 2:]), x)
 
 
 def main(argv=None):
