@@ -27,7 +27,7 @@ import traceback
 import warnings
 
 from . import signals
-from .datasets import ENV_VAR, cache_dir, search_report
+from .data.datasets import ENV_VAR, cache_dir, search_report
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, InputError, InputTypeError,
                      NpvaeError, RunFolderInUseError, StateDictError)
 from .footprint import format_bytes

@@ -34,15 +34,13 @@ import os
 import signal
 import time
 
-import zlib
-
 import numpy as np
 
 from . import jsonio
 from .atomic import append_line, atomic_write
 from .backend import resolve
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import to_float
+from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
@@ -158,12 +156,6 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
         if {id(p) for p in optimizer.params} != {id(p) for p in model.parameters()}:
             raise InputError("optimizer must hold exactly model.parameters(); build it with "
                              "Adam(model.parameters(), lr)")
-
-
-def fingerprint(images):
-    """Shape, dtype and CRC-32 of the bytes: tells the training set from another (JSON-ready)."""
-    data = images if images.flags.c_contiguous else np.ascontiguousarray(images)
-    return dict(shape=list(images.shape), dtype=images.dtype.str, crc32=zlib.crc32(data))
 
 
 def _resume(path, model, opt, fit_config, rngs, steps):

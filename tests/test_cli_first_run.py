@@ -24,8 +24,8 @@ def run_offline(tmp_path, args, data_dir_env):
     driver = tmp_path / "offline.py"
     driver.write_text(textwrap.dedent(f"""
         import runpy, sys
-        import npvae.download
-        npvae.download.MIRRORS["mnist"] = ({dead_port_url()!r},)
+        import npvae.data.download
+        npvae.data.download.MIRRORS["mnist"] = ({dead_port_url()!r},)
         sys.argv = [{TRAIN!r}, *{args!r}]
         runpy.run_path({TRAIN!r}, run_name="__main__")
     """))

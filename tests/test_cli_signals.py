@@ -136,8 +136,8 @@ def start_with_mirror(tmp_path, url, code):
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""
         import sys
-        import npvae.download
-        npvae.download.MIRRORS["mnist"] = ({url!r},)
+        import npvae.data.download
+        npvae.data.download.MIRRORS["mnist"] = ({url!r},)
         {code}
     """))
     env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}

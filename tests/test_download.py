@@ -1,4 +1,4 @@
-"""Tests of npvae.download against a real HTTP server on 127.0.0.1.
+"""Tests of npvae.data.download against a real HTTP server on 127.0.0.1.
 
 The server (http.server in a thread, on a free port) serves small fake IDX
 .gz files; the tests pass their own mirror URLs and MD5s, so nothing here
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from npvae import download
+from npvae.data import download
 from npvae.data import SYSTEM_DIRS, download_dataset, download_file, load_dataset, load_idx_folder
 from npvae.errors import DatasetNotFoundError, DownloadError, InputError
 

@@ -522,8 +522,7 @@ def test_resume_refuses_other_training_images_of_the_same_size(sample, tmp_path,
     images, _ = sample
     fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, checkpoint=tmp_path / "c.npz",
         backend=backend)
-    saved = load_checkpoint(tmp_path / "c.npz").fit_config["train_data"]
-    assert saved["shape"] == [64, 784] and saved["dtype"] == "|u1"
+    assert load_checkpoint(tmp_path / "c.npz").fit_config["train_data"]    # the images' fingerprint
     model = small(seed=5)
     before = model.state_dict()
     for other in (images[64:128], images[:64][::-1].copy(), images[:64] / 255.0):

@@ -18,7 +18,7 @@ Where the files are looked for, in this order (see :func:`search_path`):
 
 A folder counts only if it holds all the files asked for. If none does and
 ``download=True``, the files are downloaded into the cache (see
-:mod:`npvae.download`); otherwise :class:`~npvae.errors.DatasetNotFoundError`
+:mod:`npvae.data.download`); otherwise :class:`~npvae.errors.DatasetNotFoundError`
 lists what is missing, every place looked in, and where to put the files.
 """
 import os
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npvae.download import download_dataset
-from npvae.errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from npvae.idx import read_idx_header, read_images, read_labels
+from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
+from .download import download_dataset
+from .idx import read_idx_header, read_images, read_labels
 
 __all__ = [
     "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "IMAGE_SHAPE", "N_CLASSES", "Dataset",

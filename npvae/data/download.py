@@ -19,10 +19,10 @@ import re
 import tempfile
 import time
 
-from npvae.errors import DataFileError, DownloadError, InputError
-from npvae.idx import read_idx
-from npvae.progress import Bar
-from npvae.signals import cleanup_on_sigterm
+from ..errors import DataFileError, DownloadError, InputError
+from ..progress import Bar
+from ..signals import cleanup_on_sigterm
+from .idx import read_idx
 
 __all__ = ["MIRRORS", "MD5", "TIMEOUT", "download_file", "download_dataset"]
 
@@ -243,7 +243,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     ----------
     name : str
         ``"mnist"`` or ``"fashion-mnist"`` (exactly; aliases are resolved by
-        :func:`npvae.datasets.load_dataset`). Any name works if both
+        :func:`npvae.data.datasets.load_dataset`). Any name works if both
         ``mirrors`` and ``checksums`` are given.
     dest : str or os.PathLike
         Folder to put the files in; created if needed.

@@ -25,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from npvae.errors import DataFileError
+from ..errors import DataFileError
 
 __all__ = ["IDX_DTYPES", "read_idx", "read_idx_header", "read_images", "read_labels"]
 

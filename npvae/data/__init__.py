@@ -1,8 +1,8 @@
 """Data for npvae: loading MNIST / Fashion-MNIST and cutting them into batches.
 
 This module is the one to import; it re-exports the public names of
-:mod:`npvae.idx` (the IDX file reader), :mod:`npvae.datasets` (finding and
-loading the data sets) and :mod:`npvae.download` (fetching them), and adds
+:mod:`npvae.data.idx` (the IDX file reader), :mod:`npvae.data.datasets` (finding and
+loading the data sets) and :mod:`npvae.data.download` (fetching them), and adds
 the batch helpers used by the training loop.
 
 Loading
@@ -14,7 +14,7 @@ Loading
 Files are looked for in ``data_dir`` (if given, and only there), then
 ``$NPVAE_DATA_DIR/<name>``, then the user cache ``~/.cache/npvae/<name>``,
 then system folders; if missing they are downloaded into the cache. See
-:mod:`npvae.datasets` for the details.
+:mod:`npvae.data.datasets` for the details.
 
 Only one split
 --------------
@@ -42,17 +42,17 @@ Use :func:`iterate_indices` to get index arrays instead, e.g. to gather the
 labels of each batch as well.
 """
 
-import numpy as np
-
 import hashlib
 
-from npvae.datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
-                            canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
-                            locate, search_path, search_report)
-from npvae.download import MD5, MIRRORS, download_dataset, download_file
-from npvae.errors import InputError, InputTypeError
-from npvae.idx import read_idx, read_idx_header, read_images, read_labels
-from npvae.validate import check_dtype, check_non_negative_int, check_positive_int
+import numpy as np
+
+from ..errors import InputError, InputTypeError
+from ..validate import check_dtype, check_non_negative_int, check_positive_int
+from .datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
+                       canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
+                       locate, search_path, search_report)
+from .download import MD5, MIRRORS, download_dataset, download_file
+from .idx import read_idx, read_idx_header, read_images, read_labels
 
 __all__ = [
     # files and data sets
