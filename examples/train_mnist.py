@@ -119,7 +119,7 @@ def build_parser(exit_on_error=True):
                    help=f"epochs of linear KL warm-up (default: {d['warmup']})")
     p.add_argument("--binarize", action="store_true", help="dynamic binarization of the training images")
     p.add_argument("--seed", type=cli.whole_number(0), metavar="N", help=f"(default: {d['seed']})")
-    p.add_argument("--backend", choices=["numba", "numpy"], help="kernels (default: $NPVAE_BACKEND, else numba)")
+    p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: $NPVAE_BACKEND, else numba)")
     p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
                         f"about a minute for 10,000 test images on 2 cores)")
@@ -129,7 +129,7 @@ def build_parser(exit_on_error=True):
     p.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue a run: its checkpoint.npz or its folder (see below for what may change)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress display (one line per epoch is still printed)")
+                   help="print no bars and no per-epoch lines (metrics.jsonl still records every epoch)")
     return p
 
 
