@@ -13,7 +13,7 @@ import pytest
 
 from npvae import SGD, VAE, Adam
 from npvae.data import load_idx_split, to_float
-from npvae.errors import InputError, InputTypeError
+from npvae.errors import InputError, InputTypeError, StateError
 from npvae.fast import Trainer
 from npvae.optim import Optimizer
 
@@ -276,3 +276,10 @@ def test_bad_training_images_or_batch_size_are_clear_errors(kwargs, error, words
     model = VAE(784, 16, 2, rng=0)
     with pytest.raises(error, match=words):
         Trainer(model, Adam(model.parameters()), **kwargs)
+
+
+def test_batch_needs_the_training_images():
+    model = VAE(784, 16, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()))
+    with pytest.raises(StateError, match="images="):
+        trainer.batch(np.arange(4))

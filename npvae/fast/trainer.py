@@ -23,7 +23,7 @@ dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
 """
 import math
 
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, StateError
 from ..model import VAE
 from ..optim import SGD, Adam, Optimizer
 from ..validate import check_batch, check_images, check_positive_float, check_positive_int
@@ -126,6 +126,8 @@ class Trainer:
     # -- steps -------------------------------------------------------------------------------
     def batch(self, idx):
         """``images[idx]`` as a float batch in the trainer's layout (reused by the next call)."""
+        if self.batches is None:
+            raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
         return self.batches.take(idx)
 
     def step(self, x, beta=1.0):
