@@ -1,7 +1,10 @@
 """npvae: a variational autoencoder in NumPy, every gradient derived and written by hand.
 
-Importing npvae is cheap: Numba is loaded on the first training step and
-matplotlib only when a figure is drawn.
+The reference (``module``, ``layers``, ``sampler``, ``losses``, ``model``, ``optim``) is
+plain NumPy and defines what is correct; the fast path (:mod:`npvae.fast`) computes the
+same with Numba and is chosen with ``fit(..., backend=)`` and the evaluation functions.
+Importing npvae is cheap: Numba is loaded when the fast path is first used, matplotlib
+only when a figure is drawn.
 """
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                      DownloadError, InputError, InputTypeError, NpvaeError, StateDictError, StateError)
