@@ -77,7 +77,8 @@ def draw(path, n=400):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="kl_curve.png", help="where to write the PNG")
+    p.add_argument("--out", default=os.path.join("runs", "kl_curve.png"),
+                   help="where to write the PNG (default: runs/kl_curve.png)")
     args = p.parse_args(argv)
     curves = draw(args.out)
     V = np.linspace(0.02, 4.0, len(curves[0.0]))

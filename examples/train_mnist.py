@@ -219,8 +219,8 @@ def settings(given, resumed):
         now = ", ".join(f"{flag(k)} {given[k]}" for k in differ)
         was = ", ".join(f"{flag(k)} {own[k]}" for k in differ)
         raise InputError(f"cannot resume {resumed.path} with {now}: the run was trained with {was}. A resumed "
-                         f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])} and "
-                         f"--no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
+                         f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
+                         f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
                          f"run without --resume")
     merged = {**DEFAULTS, **own, **given}
     ckpt = resumed.ckpt

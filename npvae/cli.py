@@ -48,7 +48,7 @@ EXIT_STATUS = """\
 exit status:
   0    done
   1    failed while running: training diverged, a file could not be written (disk full,
-       read-only), out of memory, a download failed; the message says what is kept
+       read-only), out of memory; the message says what is kept
   2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
        busy, not writable or too small; found before anything was written
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
