@@ -348,6 +348,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
+    mid_epoch = False
     try:
         with catch_signals(run.flag), _gc_frozen() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
@@ -355,10 +356,12 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
                 training.begin_epoch(resumed=first > 0)
+                mid_epoch = True          # the steps' state is the trainer's until end_epoch
                 setup = time.perf_counter() - started
                 sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
                 steps_done = time.perf_counter()
                 training.end_epoch()     # every image seen: retire what never fired; the model holds it all
+                mid_epoch = False
                 _check_finite(model, epoch, run.last_saved)
                 t1 = time.perf_counter()
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
@@ -384,7 +387,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
     finally:
-        training.sync()
+        if mid_epoch:     # stopped inside an epoch: the model and the optimizer get the steps taken
+            training.sync()
         run.show.close()
     return history
 

@@ -585,3 +585,16 @@ def test_fit_freezes_the_gc_only_while_it_runs():
         assert gc.get_freeze_count() > 0          # not unfrozen by fit
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_callbacks_edit_after_the_last_epoch_stays(sample, backend):
+    """The callback sees the model holding everything; what it changes is not overwritten after it."""
+    images, _ = sample
+
+    def edit(record, model):
+        model.encoder[0].bias.data[:] = 7.0
+
+    model = small()
+    fit(model, images[:64], epochs=2, batch_size=32, progress=False, callback=edit, backend=backend)
+    assert (model.encoder[0].bias.data == 7.0).all()
