@@ -113,7 +113,6 @@ class NpvaeRunner:
     """
 
     def __init__(self, args):
-        import numpy as np
         import npvae
         from npvae.evaluate import evaluate_elbo
         from npvae.train import fit

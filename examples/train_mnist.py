@@ -66,7 +66,7 @@ from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, 
 from npvae.evaluate import evaluate_elbo, iw_nll
 from npvae.progress import Bar
 from npvae.runfolder import RunFolder, holder
-from npvae.train import TrainingInterrupted, fit
+from npvae.train import fit
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],

@@ -47,7 +47,7 @@ def _try_lock(fd):
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except (BlockingIOError, PermissionError):
         return False
-    except OSError as e:
+    except OSError:
         if fcntl is None:     # msvcrt reports a held lock as EACCES/EDEADLOCK
             return False
         raise
