@@ -8,7 +8,7 @@ A program is written as::
     if __name__ == "__main__":
         cli.run(main, then_exit=True)
 
-and :func:`run` does the rest: the first SIGINT or SIGTERM raises
+and :func:`run` does the rest: the first SIGINT, SIGTERM or SIGHUP raises
 :class:`~npvae.signals.Interrupted` wherever the program is (so its atomic
 writes clean up) and later ones cannot cut the cleanup short; every error
 becomes one line on stderr (what was wrong, which argument or file, what to
@@ -33,7 +33,7 @@ from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, Input
 from .footprint import format_bytes
 from .train import TrainingInterrupted
 
-__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_STATUS",
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_STATUS",
            "ArgumentParser", "whole_number", "real_number", "run", "exit_code", "describe",
            "check_output_folder"]
 
@@ -42,6 +42,7 @@ EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, ou
 EXIT_USAGE = 2      # bad usage or input, found before anything was written
 EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
+EXIT_SIGHUP = 128 + 1
 
 #: The exit statuses, as ``--help`` shows them.
 EXIT_STATUS = """\
@@ -51,8 +52,9 @@ exit status:
        read-only), out of memory; the message says what is kept
   2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
        busy, not writable or too small; found before anything was written
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
-       step in its checkpoint; the message says how to continue"""
+  130  stopped by Ctrl-C (SIGINT); 143: by SIGTERM; 129: by SIGHUP (the terminal closed;
+       not under nohup). Training keeps every completed step in its checkpoint; the
+       message says how to continue"""
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
@@ -197,7 +199,7 @@ def run(main, argv=None, *, then_exit=False):
     ``--debug`` among the arguments shows tracebacks (and NumPy's warnings).
     ``SystemExit`` (``--help``, an argparse usage error) gives its status.
     With ``then_exit`` (a program's last call), exit with the status instead
-    of returning it, ignoring SIGINT and SIGTERM from the end of ``main`` on:
+    of returning it, ignoring those signals from the end of ``main`` on:
     the status stays the one reported, however late a second Ctrl-C comes.
     """
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -1,4 +1,4 @@
-"""Stopping cleanly on SIGINT (Ctrl-C) and SIGTERM.
+"""Stopping cleanly on SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed).
 
 Two ways to hear a signal, for two situations:
 
@@ -17,6 +17,10 @@ A library call that writes a temporary file and may run in a program that
 kept SIGTERM's default action (which ends the process without any cleanup)
 wraps the write in :func:`cleanup_on_sigterm`.
 
+SIGHUP is handled like SIGTERM, except where it is ignored (a program started
+with ``nohup``): then it stays ignored, and closing the terminal does not stop
+the run.
+
 Python lets only the main thread install handlers; elsewhere these helpers
 change nothing.
 """
@@ -27,7 +31,9 @@ import threading
 
 __all__ = ["Interrupted", "StopFlag", "catch_signals", "raise_on_signals", "hold", "cleanup_on_sigterm"]
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP does not exist on Windows.
+_SIGHUP = getattr(signal, "SIGHUP", None)
+SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((_SIGHUP,) if _SIGHUP is not None else ())
 
 # The first signal the handlers below have seen since raise_on_signals began,
 # or None. Signals are process-wide, so this is too: once a stop is under way
@@ -36,7 +42,7 @@ _stopping = None
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; raised by the handler of :func:`raise_on_signals`.
+    """SIGINT, SIGTERM or SIGHUP arrived; raised by the handler of :func:`raise_on_signals`.
 
     A ``KeyboardInterrupt``, so ``except Exception`` does not swallow it and
     code that already handles Ctrl-C handles SIGTERM the same way.
@@ -47,7 +53,7 @@ class Interrupted(KeyboardInterrupt):
         The signal received.
     exit_code : int
         ``128 + signum``, what a shell reports for a process the signal ended
-        (130 for SIGINT, 143 for SIGTERM).
+        (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
     """
 
     def __init__(self, signum):
@@ -74,7 +80,7 @@ def _acknowledge(signum, doing="stopping"):
 
 
 class StopFlag:
-    """Set by the first SIGINT/SIGTERM; the loop checks :attr:`signum` between steps.
+    """Set by the first SIGINT/SIGTERM/SIGHUP; the loop checks :attr:`signum` between steps.
 
     Later signals do not raise: they are acknowledged with a line on stderr
     that says what is being finished (``doing``), so that a second Ctrl-C
@@ -100,13 +106,17 @@ def _in_main_thread():
 
 @contextlib.contextmanager
 def _handlers(handler, after=None):
-    """Install ``handler`` for SIGINT and SIGTERM for the block; then restore the old ones (or set ``after``)."""
+    """Install ``handler`` for :data:`SIGNALS` for the block; then restore the old ones (or set ``after``).
+
+    An ignored SIGHUP (``nohup``) is left ignored."""
     if not _in_main_thread():
         yield
         return
     previous = {}
     try:
         for sig in SIGNALS:
+            if sig == _SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue                 # nohup: closing the terminal must not stop the run
             previous[sig] = signal.signal(sig, handler)
         yield
     finally:
@@ -117,7 +127,7 @@ def _handlers(handler, after=None):
 
 @contextlib.contextmanager
 def catch_signals(flag):
-    """Route SIGINT and SIGTERM to ``flag`` (a :class:`StopFlag`) for the block."""
+    """Route SIGINT, SIGTERM and SIGHUP to ``flag`` (a :class:`StopFlag`) for the block."""
     with _handlers(flag.handler):
         yield flag
 
@@ -133,7 +143,7 @@ def _raise_first(signum, frame):
 
 @contextlib.contextmanager
 def raise_on_signals(then_ignore=False):
-    """For a program's main function: the first SIGINT or SIGTERM raises :class:`Interrupted`.
+    """For a program's main function: the first SIGINT, SIGTERM or SIGHUP raises :class:`Interrupted`.
 
     Later signals are acknowledged and ignored, so the ``finally`` blocks and
     ``except`` clauses the first one set running can finish. Handlers are

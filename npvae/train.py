@@ -17,7 +17,7 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
   (:func:`npvae.evaluate.evaluate_elbo`), comparable between epochs and runs.
   The test loss is ``recon + beta * kl`` with the *target* ``beta`` (the
   negative ELBO when ``beta = 1``), not the warm-up's ``beta_t``.
-* **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM after the
+* **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM/SIGHUP after the
   current step; ``resume=path`` continues bit for bit, mid-epoch included.
 * **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
   before that step is applied; the last good checkpoint is never overwritten.
@@ -84,7 +84,7 @@ class History(list):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after finishing a step.
+    """Training stopped on SIGINT/SIGTERM/SIGHUP after finishing a step.
 
     Attributes
     ----------
@@ -273,7 +273,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Draw each pixel as 0/1 with its intensity as probability, fresh per batch
         (test images are binarized once, with a fixed seed).
     checkpoint : path, optional
-        Written atomically after every epoch and on SIGINT/SIGTERM.
+        Written atomically after every epoch and on SIGINT/SIGTERM/SIGHUP.
     resume : path, optional
         A checkpoint written by ``fit`` to continue from exactly, even mid-epoch.
         The model must have its config; ``batch_size``, ``beta``, ``warmup``,
@@ -306,7 +306,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         The loss became NaN or inf; names the epoch and step. That step is not
         applied and the last checkpoint is left as it was.
     TrainingInterrupted
-        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM, after the current step and a checkpoint.
+        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint.
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)

@@ -1,18 +1,20 @@
-"""Ctrl-C and SIGTERM sent to examples/train_mnist.py at odd moments, as a user (or a scheduler) would.
+"""Ctrl-C, SIGTERM and SIGHUP sent to examples/train_mnist.py at odd moments, as a user (or a scheduler) would.
 
-Every case ends with a clean message, the documented status (130 or 143), no
+Every case ends with a clean message, the documented status (130, 143 or 129), no
 traceback, and no partial or temporary file; where a training step was done, a
 checkpoint that --resume continues.
 """
 import http.server
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
 
 import pytest
-from cli_util import ENV, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+from cli_util import ENV, ROOT, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
 
 from npvae.checkpoint import load_checkpoint
 
@@ -85,6 +87,48 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
     assert hidden_files(out) == []
     ckpt = load_checkpoint(out / "checkpoint.npz")
     assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'}")
+
+
+def popen_with_sighup(args, disposition):
+    """Start a script with SIGHUP's disposition set as a terminal (SIG_DFL) or nohup (SIG_IGN) leaves it,
+    whatever the test runner's own is."""
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGHUP, disposition))
+
+
+def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
+    """The terminal closed: the run stops as on Ctrl-C (step, checkpoint), with status 129."""
+    out = tmp_path / "run"
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--out", str(out)], signal.SIG_DFL)
+    seen = []
+    try:
+        assert wait_for(proc, "epoch 1/40", seen), "".join(seen)
+        err = stop(proc, [signal.SIGHUP])
+    finally:
+        proc.kill()
+    assert proc.returncode == 129, "".join(seen) + err
+    assert "interrupted by SIGHUP" in err and "--resume" in err.splitlines()[-1]
+    assert_no_traceback(err)
+    assert hidden_files(out) == []
+    epoch = load_checkpoint(out / "checkpoint.npz").epoch
+    assert 1 <= epoch < 40
+    resumed = run([TRAIN, "--resume", str(out), "--epochs", str(epoch + 1), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_sighup_is_left_ignored_under_nohup(tmp_path):
+    """Started as ``nohup`` starts a program (SIGHUP ignored), closing the terminal changes nothing."""
+    out = tmp_path / "run"
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], signal.SIG_IGN)
+    seen = []
+    try:
+        assert wait_for(proc, "epoch 1/3", seen), "".join(seen)
+        err = stop(proc, [signal.SIGHUP])
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, "".join(seen) + err
+    assert "SIGHUP" not in err
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 3
 
 
 def test_ctrl_c_while_python_starts(tmp_path):

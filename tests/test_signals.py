@@ -135,3 +135,23 @@ def test_handlers_restored_after_fit_and_after_errors():
         assert signal.getsignal(signal.SIGTERM) is marker
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_fit_leaves_an_ignored_sighup_ignored_and_restores_a_default_one():
+    """Under nohup (SIGHUP ignored) fit must not start catching it; otherwise it catches it for its run."""
+    x = np.zeros((8, 784), np.uint8)
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        seen = []
+        fit(VAE(784, 8, 2, rng=0), x, epochs=1, progress=False,
+            callback=lambda *a, **k: seen.append(signal.getsignal(signal.SIGHUP)))
+        assert seen and seen[0] is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        seen.clear()
+        fit(VAE(784, 8, 2, rng=0), x, epochs=1, progress=False,
+            callback=lambda *a, **k: seen.append(signal.getsignal(signal.SIGHUP)))
+        assert seen and seen[0] is not signal.SIG_DFL          # caught while training
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, old)
