@@ -52,9 +52,10 @@ exit status:
        read-only), out of memory; the message says what is kept
   2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
        busy, not writable or too small; found before anything was written
-  130  stopped by Ctrl-C (SIGINT); 143: by SIGTERM; 129: by SIGHUP (the terminal closed;
-       not under nohup). Training keeps every completed step in its checkpoint; the
-       message says how to continue"""
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
+       step in its checkpoint; the message says how to continue
+  129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
+       ignores it"""
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,

@@ -224,7 +224,7 @@ def test_help_documents_defaults_resuming_and_exit_status():
     assert "(default: None)" not in text and "(default: 20)" in text and "(default: 0.001)" in text
     assert "Resuming" in text and "--epochs N" in text and "A refused resume changes nothing" in text
     assert "exit status:" in text and all(f"\n  {code} " in text for code in (0, 1, 2, 130))
-    assert "143: stopped by SIGTERM" in text
+    assert "143: stopped by SIGTERM" in text and "\n  129  stopped by SIGHUP" in text
 
 
 def test_data_dir_that_is_a_file_is_named(user, tmp_path):
