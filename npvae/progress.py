@@ -28,6 +28,16 @@ def is_terminal(stream):
         return False
 
 
+def _emit(stream, text):
+    """Write and flush ``text``. A stream that has gone (the terminal closed: EIO; a closed pipe)
+    is not an error here: progress is for people, and the work goes on without it."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def format_duration(seconds):
     """``"0:07"``, ``"12:34"``, ``"1:02:03"``; ``"?"`` when unknown (inf, NaN, negative)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -58,21 +68,18 @@ class _Line:
     def draw(self, text):
         columns = shutil.get_terminal_size((100, 24)).columns
         text = text[:max(10, columns - 1)]            # a wrapped line cannot be redrawn
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
+        _emit(self.stream, "\r" + text.ljust(self.width))
         self.width = max(self.width, len(text))
 
     def clear(self):
         if self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
+            _emit(self.stream, "\r" + " " * self.width + "\r")
             self.width = 0
 
     def end(self):
         """Keep what is drawn and move to a new line."""
         if self.width:
-            self.stream.write("\n")
-            self.stream.flush()
+            _emit(self.stream, "\n")
             self.width = 0
 
 
@@ -139,7 +146,7 @@ class Bar:
                 self.line.draw(self.text())
         elif self.log_every is not None and now - self.last_log >= self.log_every:
             self.last_log = now
-            print(self.text(), file=self.stream, flush=True)
+            _emit(self.stream, self.text() + "\n")
 
     def close(self, final=None):
         """End the bar; ``final`` (a line) replaces it, or is printed off a terminal."""
@@ -154,7 +161,7 @@ class Bar:
                 return
             self.line.clear()
         if final is not None:
-            print(final, file=self.stream, flush=True)
+            _emit(self.stream, final + "\n")
 
 
 class EpochProgress:
@@ -227,4 +234,4 @@ class EpochProgress:
         """Print ``line``, replacing a live progress line."""
         if self.live:
             self.line.clear()
-        print(line, file=self.stream, flush=True)
+        _emit(self.stream, line + "\n")

@@ -177,6 +177,27 @@ def test_progress_bar_on_a_terminal_and_lines_in_a_log():
         ["0:00", "1:00", "1:01", "1:02:05", "?", "?"]
 
 
+class HungUpTTY(FakeTTY):
+    """A terminal that has closed: every write fails with EIO, as a tty does after SIGHUP."""
+
+    def write(self, text):
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_closed_terminal_does_not_stop_training():
+    """Under nohup, or with SIGHUP handled elsewhere, the terminal can go away mid-run: the progress
+    shown on it fails quietly and training finishes."""
+    show = EpochProgress(True, epochs=2, steps=10, stream=HungUpTTY())
+    show.update(1, 10, 1.0, 640, 0.5)
+    show.summary(dict(epoch=1, train_loss=1.0, train_recon=0.5, train_kl=0.5, beta=1.0, test_loss=None,
+                      train_seconds=2.0, eval_seconds=1.0))
+    show.message("interrupted")
+    show.close()
+    bar = Bar("NLL (k=5)", 200, "images", stream=HungUpTTY())
+    bar.update(200)
+    bar.close("done")
+
+
 # -- memory ----------------------------------------------------------------------------
 def test_memory_estimates():
     model = npvae.VAE(784, (64, 32), 5, rng=0)
