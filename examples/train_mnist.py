@@ -34,7 +34,8 @@ import sys
 
 if __name__ == "__main__":
     # Ctrl-C or SIGTERM while Python loads NumPy and npvae (the imports below come after this on
-    # purpose): end quietly, not with a traceback of an import. cli.run takes over in main.
+    # purpose): end quietly, not with a traceback of an import (SIGHUP's default action already
+    # does). cli.run takes over in main.
     for _signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
 
@@ -64,7 +65,7 @@ from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, s
 from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                           InputError, RunFolderInUseError)
 from npvae.evaluate import evaluate_elbo, iw_nll
-from npvae.progress import Bar
+from npvae.progress import Bar, emit
 from npvae.runfolder import RunFolder, holder
 from npvae.train import fit
 
@@ -89,7 +90,7 @@ START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_be
 
 
 def say(line):
-    print(line, file=sys.stderr, flush=True)
+    emit(sys.stderr, line + "\n")     # a terminal that has closed (nohup, a pipe gone) does not stop the run
 
 
 # -- settings ------------------------------------------------------------------------
@@ -429,7 +430,7 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
                       beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],
                       rng=np.random.default_rng(data_seed), checkpoint=checkpoint, resume=resume_from,
                       metrics_path=folder.file("metrics.jsonl"), progress=s["progress"], backend=s["backend"])
-    except (KeyboardInterrupt, OSError, MemoryError) as e:     # Ctrl-C, SIGTERM, a full disk, ...
+    except (KeyboardInterrupt, OSError, MemoryError) as e:     # Ctrl-C, SIGTERM, SIGHUP, a full disk, ...
         if os.path.exists(checkpoint):
             e.add_note(f"to continue{'' if isinstance(e, KeyboardInterrupt) else ' once that is fixed'}, run:")
             e.add_note("  " + resume_command(checkpoint))

@@ -52,10 +52,10 @@ exit status:
        read-only), out of memory; the message says what is kept
   2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
        busy, not writable or too small; found before anything was written
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
-       step in its checkpoint; the message says how to continue
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
-       ignores it"""
+       ignores it
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
+       step in its checkpoint; the message says how to continue"""
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
@@ -182,16 +182,16 @@ def describe(error):
 
 
 def _report(error, debug):
-    if debug:
-        traceback.print_exception(error)
     line = describe(error)
     lines = ([line] if line else []) + list(getattr(error, "__notes__", ()))
-    if lines:
-        try:
+    try:
+        if debug:
+            traceback.print_exception(error)
+        if lines:
             sys.stderr.write("\n".join(lines) + "\n")
             sys.stderr.flush()
-        except (OSError, ValueError, AttributeError):    # stderr closed or gone: the status still says it
-            pass
+    except (OSError, ValueError, AttributeError):    # stderr closed or gone: the status still says it
+        pass
 
 
 def run(main, argv=None, *, then_exit=False):

@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 
-__all__ = ["Bar", "EpochProgress", "format_duration", "is_terminal"]
+__all__ = ["Bar", "EpochProgress", "emit", "format_duration", "is_terminal"]
 
 _BAR_WIDTH = 20
 
@@ -28,7 +28,7 @@ def is_terminal(stream):
         return False
 
 
-def _emit(stream, text):
+def emit(stream, text):
     """Write and flush ``text``. A stream that has gone (the terminal closed: EIO; a closed pipe)
     is not an error here: progress is for people, and the work goes on without it."""
     try:
@@ -68,18 +68,18 @@ class _Line:
     def draw(self, text):
         columns = shutil.get_terminal_size((100, 24)).columns
         text = text[:max(10, columns - 1)]            # a wrapped line cannot be redrawn
-        _emit(self.stream, "\r" + text.ljust(self.width))
+        emit(self.stream, "\r" + text.ljust(self.width))
         self.width = max(self.width, len(text))
 
     def clear(self):
         if self.width:
-            _emit(self.stream, "\r" + " " * self.width + "\r")
+            emit(self.stream, "\r" + " " * self.width + "\r")
             self.width = 0
 
     def end(self):
         """Keep what is drawn and move to a new line."""
         if self.width:
-            _emit(self.stream, "\n")
+            emit(self.stream, "\n")
             self.width = 0
 
 
@@ -146,7 +146,7 @@ class Bar:
                 self.line.draw(self.text())
         elif self.log_every is not None and now - self.last_log >= self.log_every:
             self.last_log = now
-            _emit(self.stream, self.text() + "\n")
+            emit(self.stream, self.text() + "\n")
 
     def close(self, final=None):
         """End the bar; ``final`` (a line) replaces it, or is printed off a terminal."""
@@ -161,7 +161,7 @@ class Bar:
                 return
             self.line.clear()
         if final is not None:
-            _emit(self.stream, final + "\n")
+            emit(self.stream, final + "\n")
 
 
 class EpochProgress:
@@ -234,4 +234,4 @@ class EpochProgress:
         """Print ``line``, replacing a live progress line."""
         if self.live:
             self.line.clear()
-        _emit(self.stream, line + "\n")
+        emit(self.stream, line + "\n")

@@ -17,9 +17,11 @@ A library call that writes a temporary file and may run in a program that
 kept SIGTERM's default action (which ends the process without any cleanup)
 wraps the write in :func:`cleanup_on_sigterm`.
 
-SIGHUP is handled like SIGTERM, except where it is ignored (a program started
-with ``nohup``): then it stays ignored, and closing the terminal does not stop
-the run.
+SIGHUP (the terminal closed) is heard the same way, but only where it still
+has its default action, which would end the process with no cleanup at all. A
+program that ignores it (started with ``nohup``) or has its own use for it
+(reloading a configuration, say) keeps it as it is. :func:`cleanup_on_sigterm`
+covers SIGTERM only.
 
 Python lets only the main thread install handlers; elsewhere these helpers
 change nothing.
@@ -104,19 +106,26 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
+def _ours_or_default(handler):
+    """True for SIGHUP's default action and for the handlers this module installs."""
+    return handler is signal.SIG_DFL or handler is _raise_first or isinstance(getattr(handler, "__self__", None),
+                                                                               StopFlag)
+
+
 @contextlib.contextmanager
 def _handlers(handler, after=None):
     """Install ``handler`` for :data:`SIGNALS` for the block; then restore the old ones (or set ``after``).
 
-    An ignored SIGHUP (``nohup``) is left ignored."""
+    SIGHUP is taken over only from its default action or from these handlers (see the module
+    docstring)."""
     if not _in_main_thread():
         yield
         return
     previous = {}
     try:
         for sig in SIGNALS:
-            if sig == _SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
-                continue                 # nohup: closing the terminal must not stop the run
+            if sig == _SIGHUP and not _ours_or_default(signal.getsignal(sig)):
+                continue                 # nohup, or the program's own use of SIGHUP
             previous[sig] = signal.signal(sig, handler)
         yield
     finally:

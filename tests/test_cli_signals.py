@@ -6,6 +6,8 @@ checkpoint that --resume continues.
 """
 import http.server
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -89,17 +91,32 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
     assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'}")
 
 
-def popen_with_sighup(args, disposition):
-    """Start a script with SIGHUP's disposition set as a terminal (SIG_DFL) or nohup (SIG_IGN) leaves it,
+# Sets SIGHUP's disposition, then becomes the script (dispositions SIG_DFL and SIG_IGN survive exec).
+LAUNCH_WITH_SIGHUP = ("import os, signal, sys; signal.signal(signal.SIGHUP, getattr(signal, sys.argv[1])); "
+                      "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
+def popen_with_sighup(args, disposition, stderr=subprocess.PIPE):
+    """Start a script with SIGHUP as a terminal leaves it (``"SIG_DFL"``) or as nohup does (``"SIG_IGN"``),
     whatever the test runner's own is."""
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGHUP, disposition))
+    return subprocess.Popen([sys.executable, "-c", LAUNCH_WITH_SIGHUP, disposition, *args], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=ENV, cwd=ROOT)
 
 
+def read_until(fd, text, timeout=120):
+    """Read a pseudo-terminal's output until ``text`` appears; what was read."""
+    seen, end = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < end:
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 65536).decode("utf-8", "replace")
+    return seen
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
     """The terminal closed: the run stops as on Ctrl-C (step, checkpoint), with status 129."""
     out = tmp_path / "run"
-    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--out", str(out)], signal.SIG_DFL)
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--out", str(out)], "SIG_DFL")
     seen = []
     try:
         assert wait_for(proc, "epoch 1/40", seen), "".join(seen)
@@ -116,10 +133,11 @@ def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_sighup_is_left_ignored_under_nohup(tmp_path):
     """Started as ``nohup`` starts a program (SIGHUP ignored), closing the terminal changes nothing."""
     out = tmp_path / "run"
-    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], signal.SIG_IGN)
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], "SIG_IGN")
     seen = []
     try:
         assert wait_for(proc, "epoch 1/3", seen), "".join(seen)
@@ -129,6 +147,46 @@ def test_sighup_is_left_ignored_under_nohup(tmp_path):
     assert proc.returncode == 0, "".join(seen) + err
     assert "SIGHUP" not in err
     assert load_checkpoint(out / "checkpoint.npz").epoch == 3
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
+    """stderr is a terminal that closes after epoch 1 (every write then fails with EIO) and no SIGHUP
+    comes (nohup, disown): the run still trains, draws its figures and writes its summary."""
+    out = tmp_path / "run"
+    controller, terminal = pty.openpty()
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], "SIG_IGN", stderr=terminal)
+    os.close(terminal)
+    try:
+        seen = read_until(controller, "epoch 1/3  train")
+        os.close(controller)                     # the terminal is gone
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, seen
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 3
+    assert (out / "samples.png").exists() and strict_json_lines(out / "metrics.jsonl")[-1]["summary"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_after_the_terminal_closed_even_with_debug(tmp_path):
+    """The terminal closes, then SIGHUP comes: 129 and a checkpoint, even with --debug's traceback
+    to print to a terminal that is no longer there."""
+    out = tmp_path / "run"
+    controller, terminal = pty.openpty()
+    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--debug", "--out", str(out)], "SIG_DFL",
+                             stderr=terminal)
+    os.close(terminal)
+    try:
+        seen = read_until(controller, "epoch 1/40  train")
+        os.close(controller)
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 129, seen
+    assert 1 <= load_checkpoint(out / "checkpoint.npz").epoch < 40
+    assert hidden_files(out) == []
 
 
 def test_ctrl_c_while_python_starts(tmp_path):
