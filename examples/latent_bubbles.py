@@ -29,7 +29,7 @@ try:
     import npvae  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
-from npvae import VAE
+from npvae import VAE, cli
 from npvae.data import load_split, split
 from npvae.errors import NpvaeError
 from npvae.plots import new_figure, save_png, tile_images
@@ -190,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, then_exit=True)     # Ctrl-C, a full disk: one line and an exit status, no traceback
