@@ -46,6 +46,22 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_indices(idx, name, n, most):
+    """1 to ``most`` integer indices into ``n`` rows (negative ones count from the end, as in
+    ``images[idx]``): an intp array of indices in [0, n)."""
+    a = np.asarray(idx)
+    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise InputTypeError(f"{name} must be a 1-D sequence of integer indices, got "
+                             f"{type(idx).__name__} of {a.dtype} with shape {a.shape}")
+    if not 1 <= a.size <= most:
+        raise InputError(f"{name} must hold 1 to {most} indices (the batch size), got {a.size}")
+    low, high = int(a.min()), int(a.max())
+    if low < -n or high >= n:
+        bad = low if low < -n else high
+        raise InputError(f"{name} holds index {bad}, out of range for {n} images")
+    return a + n * (a < 0) if low < 0 else a
+
+
 def check_positive_float(value, name, allow_zero=False):
     """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -14,7 +14,7 @@ import pytest
 from npvae import SGD, VAE, Adam
 from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.data import load_idx_split, to_float
-from npvae.errors import CheckpointError
+from npvae.errors import CheckpointError, InputError
 from npvae.evaluate import evaluate_elbo
 from npvae.fast import Trainer
 from npvae.fast.layout import ParameterBlock
@@ -360,3 +360,70 @@ def test_held_columns_end_where_the_steps_would_have_left_them_bit_for_bit(make_
     assert np.array_equal(p1, p2)
     assert s1.keys() == s2.keys() and all(np.array_equal(s1[k], s2[k]) for k in s1)
     assert s1["t"] == 12
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda ps: SGD(ps, lr=1e-2), lambda ps: Adam(ps)], ids=["SGD", "Adam"])
+def test_a_sync_inside_an_epoch_keeps_the_evidence(images, make_optimizer):
+    """sync() in the middle of an epoch (to evaluate, to save) and the steps after it still
+    count: a unit that fires only on the images after the sync is not retired."""
+    x = images[:300].copy()
+    x[:150] = 0                                    # the units that fire do so on the last 150 only
+    runs = {}
+    for sync_mid_epoch in (False, True):
+        model = vae(hidden=16)
+        opt = make_optimizer(model.parameters())
+        trainer = Trainer(model, opt, images=x, batch_size=30, retire_dead_units=True)
+        for epoch in range(3):
+            trainer.begin_epoch()
+            for start in range(0, 300, 30):
+                trainer.step(trainer.batch(np.arange(start, start + 30)))
+                if sync_mid_epoch and start == 120:
+                    trainer.sync()
+            trainer.end_epoch()
+        runs[sync_mid_epoch] = (model, trainer.dead_units()["retired"])
+    (plain, retired_plain), (synced, retired_synced) = runs[False], runs[True]
+    assert retired_synced == retired_plain and set(OFF) <= set(retired_plain)
+    for p, q in zip(synced.parameters(), plain.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=0, atol=1e-6)
+
+
+def test_a_unit_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(images):
+    """Unit j is off on the first half of the epoch, then edited so that it would fire there
+    (but not on the second half, blank images): the first half's evidence is about the old
+    parameters, so j must not be retired."""
+    x = images[:100].copy()
+    x[50:] = 0
+    j = OFF[0]
+    model = vae(hidden=16)
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    trainer.begin_epoch()
+    trainer.step(trainer.batch(np.arange(50)))
+    trainer.sync()
+    model.encoder[0].weight.data[:, j] = 1.0        # fires on every non-blank image...
+    model.encoder[0].bias.data[j] = -0.5            # ...and on no blank one
+    trainer.step(trainer.batch(np.arange(50, 100)))
+    trainer.end_epoch()
+    retired = trainer.dead_units()["retired"]
+    assert j not in retired and set(OFF[1:]) <= set(retired)
+
+
+def test_a_unit_revived_after_a_mid_epoch_sync_is_computed_again(images):
+    x = images[:100]
+    model = vae(hidden=16)
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    for epoch in range(2):                       # OFF retired after epoch 0; OFF[0] revived in epoch 1
+        trainer.begin_epoch()
+        trainer.step(trainer.batch(np.arange(50)))
+        if epoch == 1:
+            trainer.sync()
+            model.encoder[0].bias.data[OFF[0]] = 100.0
+        trainer.step(trainer.batch(np.arange(50, 100)))
+        trainer.end_epoch()
+    assert OFF[0] not in trainer.dead_units()["retired"]
+
+
+def test_with_retirement_steps_take_the_trainers_own_batches(images):
+    model = vae()
+    trainer = Trainer(model, Adam(model.parameters()), images=images[:100], batch_size=50, retire_dead_units=True)
+    with pytest.raises(InputError, match="trainer.batch"):
+        trainer.step(np.zeros((50, 784), np.float32))

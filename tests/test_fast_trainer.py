@@ -283,3 +283,72 @@ def test_batch_needs_the_training_images():
     trainer = Trainer(model, Adam(model.parameters()))
     with pytest.raises(StateError, match="images="):
         trainer.batch(np.arange(4))
+
+
+def test_after_sync_the_model_and_optimizer_are_the_users_again(images):
+    """What a user does between sync() and the next step (a reference step, a state dict loaded)
+    is what the trainer goes on from."""
+    ref = VAE(784, 32, 4, dtype=np.float64, rng=2)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = Adam(ref.parameters()), Adam(fast.parameters())
+    other = VAE(784, 32, 4, dtype=np.float64, rng=9).state_dict()
+    xs = batches(images, np.float64)
+    trainer = Trainer(fast, opt_fast)
+    trainer.step(xs[0])
+    trainer.sync()
+    reference_steps(ref, opt_ref, xs[:1], [1.0])
+    reference_steps(fast, opt_fast, xs[1:2], [1.0])          # a reference step on the synced model
+    reference_steps(ref, opt_ref, xs[1:2], [1.0])
+    for model in (ref, fast):
+        model.load_state_dict(other)
+    losses_ref = reference_steps(ref, opt_ref, xs[2:], [1.0, 1.0])
+    losses_fast = np.array([trainer.step(x) for x in xs[2:]])
+    trainer.sync()
+    assert opt_fast.t == opt_ref.t == 4
+    assert rel(losses_fast, losses_ref) < 1e-12
+    for p, q in zip(fast.parameters(), ref.parameters()):
+        assert rel(p.data, q.data) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD-momentum"])
+def test_a_learning_rate_schedule_inside_the_loop(images, name):
+    """The optimizer's hyper-parameters are read at every step, as the reference reads them."""
+    ref = VAE(784, 32, 4, dtype=np.float64, rng=3)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = OPTIMIZERS[name](ref.parameters()), OPTIMIZERS[name](fast.parameters())
+    xs = batches(images, np.float64, sizes=(50,) * 6)
+    schedule = [1e-3, 1e-3, 1e-1, 1e-1, 3e-2, 3e-2]
+    with Trainer(fast, opt_fast) as trainer:
+        for x, lr in zip(xs, schedule):
+            opt_fast.lr = lr
+            trainer.step(x)
+    for x, lr in zip(xs, schedule):
+        opt_ref.lr = lr
+        reference_steps(ref, opt_ref, [x], [1.0])
+    for p, q in zip(fast.parameters(), ref.parameters()):
+        assert rel(p.data, q.data) < 1e-10
+
+
+def test_batch_takes_images_idx_as_indexing_does_and_refuses_the_rest(images):
+    model = VAE(784, 16, 2, rng=0)
+    x = images[:100]
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=8)
+    np.testing.assert_array_equal(trainer.batch([-1, 0, 99]), to_float(x[[-1, 0, 99]], np.float32))
+    for idx, error, words in [([0, 100], InputError, "index 100.*100 images"),
+                              ([-101], InputError, "index -101"),
+                              ([], InputError, "1 to 8 indices"),
+                              (np.arange(9), InputError, "1 to 8 indices.*got 9"),
+                              ([0.0, 1.0], InputTypeError, "integer indices"),
+                              (np.ones(4, bool), InputTypeError, "integer indices"),
+                              (np.zeros((2, 2), int), InputTypeError, "1-D"),
+                              (slice(0, 4), InputTypeError, "idx")]:
+        with pytest.raises(error, match=words):
+            trainer.batch(idx)
+
+
+def test_the_switch_and_the_batch_size_are_checked_without_images_too():
+    model = VAE(784, 16, 2, rng=0)
+    with pytest.raises(InputTypeError, match="retire_dead_units must be True or False, got 'no'"):
+        Trainer(model, Adam(model.parameters()), retire_dead_units="no")
+    with pytest.raises(InputError, match="batch_size"):
+        Trainer(model, Adam(model.parameters()), batch_size=-3)

@@ -34,7 +34,8 @@ class ColumnBatches:
             pixels = np.empty(shape, np.uint8, order="F") if self.images.dtype == np.uint8 else None
             bufs = self.buffers[n] = (np.empty(shape, self.dtype, order="F"), pixels)
         x, pixels = bufs
-        # mode="clip": with the default "raise" np.take writes through a temporary copy
+        # idx is checked (Trainer.batch); mode="clip" because with the default "raise" np.take
+        # writes through a temporary copy
         rows = np.take(self.images, idx, axis=0, out=self.rows[:n], mode="clip")
         if pixels is None:
             np.copyto(x, rows)          # transposed and cast in one pass

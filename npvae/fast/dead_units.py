@@ -58,6 +58,8 @@ class DeadUnits:
         self.fired = np.zeros(n, bool)        # what forward marks, by position
         self._proof = (np.zeros(0, np.intp), None, None)  # retired units, and their parameters then
         self.skipping = False
+        self.in_epoch = False                 # between begin_epoch and end_epoch
+        self._paused = None                   # the first layer's (W, b) when paused inside an epoch
 
     def begin_epoch(self, resumed=False):
         """Re-check the retired units, pick this epoch's candidates, and start skipping.
@@ -72,6 +74,7 @@ class DeadUnits:
             self.candidates = at_rest & ~self.retired
             self.live[:] = False
         self._keep_proof()
+        self.in_epoch = True
         if self.retired.any():
             # the computed units first, so that the layers take slices of the weights
             order = np.concatenate([np.flatnonzero(~self.retired), np.flatnonzero(self.retired)])
@@ -83,6 +86,7 @@ class DeadUnits:
 
     def end_epoch(self):
         """After the epoch's last step: retire the candidates that never fired; stop skipping."""
+        self.in_epoch = False
         self.pause()
         self.retired |= self.candidates & ~self.live
         self.candidates[:] = False
@@ -100,6 +104,24 @@ class DeadUnits:
             self.net.n_units = self.net.units
             self.skipping = False
         self.net.fired = None
+        if self.in_epoch:
+            W, b = self._first_layer()
+            self._paused = (W.copy(), b.copy())
+
+    def resume(self):
+        """Go on with the epoch after :meth:`pause`, once the values are back in the block (the
+        model and the optimizer may have been changed meanwhile: a unit whose parameters changed,
+        or that is no longer at rest, stops being a candidate; retired ones are re-checked)."""
+        W, b = self._first_layer()
+        W0, b0 = self._paused
+        at_w, at_b = self.optimizer.at_rest(0), self.optimizer.at_rest(1)
+        still = (W == W0).all(axis=0) & (b == b0)
+        if at_w is None or at_b is None:
+            still[:] = False
+        else:
+            still &= at_w.all(axis=0) & at_b
+        self.candidates &= still
+        self.begin_epoch(resumed=True)
 
     def _keep_proof(self):
         """Remember the retired units' parameters, to notice if anything changes them."""

@@ -5,8 +5,9 @@ r"""The fused optimizer update: Adam's or SGD's rule over the whole parameter bl
 one for the first layer's weight, whose gradient comes as its live columns
 (:meth:`npvae.fast.step.FastVAE.backward`), and one for every other parameter, which
 lie back to back in the block. They take their hyper-parameters and step count from
-the reference optimizer (:meth:`load`) and give the step count back (:meth:`store`);
-the moments travel with the block.
+the reference optimizer (:meth:`load`; the hyper-parameters again whenever they change,
+:meth:`settings_changed`) and give the step count back (:meth:`store`); the moments
+travel with the block.
 
 Two differences from the reference, both below round-off:
 
@@ -49,6 +50,20 @@ class FusedOptimizer:
         """Take the hyper-parameters and the step count from the reference optimizer."""
         self.t = self.source.t
         self.held = None
+        self.apply_settings()
+
+    def settings_changed(self):
+        """True if the reference optimizer's hyper-parameters (``hyper()``) are no longer those
+        applied, e.g. a learning-rate schedule set ``lr``; :meth:`apply_settings` takes them."""
+        return self.source.hyper() != self.settings
+
+    def apply_settings(self):
+        """Take the reference optimizer's current hyper-parameters."""
+        self.settings = self.source.hyper()
+        self._use(self.settings)
+
+    def _use(self, settings):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def store(self):
         """Give the step count back (the moments are stored with the block)."""
@@ -93,10 +108,9 @@ class FusedAdam(FusedOptimizer):
 
     state_names = Adam.state_names
 
-    def load(self):
-        super().load()
-        src, dt = self.source, self.block.rows.dtype.type
-        self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = src.lr, src.betas, src.eps, src.weight_decay
+    def _use(self, s):
+        dt = self.block.rows.dtype.type
+        self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = s["lr"], s["betas"], s["eps"], s["weight_decay"]
         self._constants = tuple(map(dt, (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)))
         self.tiny = dt(np.finfo(dt).tiny)
 
@@ -156,10 +170,9 @@ class FusedSGD(FusedOptimizer):
 
     state_names = SGD.state_names
 
-    def load(self):
-        super().load()
-        src, dt = self.source, self.block.rows.dtype.type
-        self.lr, self.momentum, self.weight_decay = src.lr, src.momentum, src.weight_decay
+    def _use(self, s):
+        dt = self.block.rows.dtype.type
+        self.lr, self.momentum, self.weight_decay = s["lr"], s["momentum"], s["weight_decay"]
         self._constants = tuple(map(dt, (self.lr, self.momentum, self.weight_decay)))
         self.tiny = dt(np.finfo(dt).tiny)
 

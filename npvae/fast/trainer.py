@@ -17,8 +17,12 @@ written back by :meth:`sync`; in between, the trainer owns the training state::
         parts = trainer.step(x)
     trainer.sync()                   # the model and the optimizer now hold the result
 
-``model.parameters()``' ``.grad`` are not filled: the gradients stay in the fast
-layout. ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with
+After :meth:`sync` the model and the optimizer are yours again: the next :meth:`step`
+takes them back as they are then (edited, loaded from a state dict, trained by a
+reference step). The optimizer's hyper-parameters are read at every step, so a
+learning-rate schedule that sets ``optimizer.lr`` works inside the loop. One trainer per
+model at a time. ``model.parameters()``' ``.grad`` are not filled: the gradients stay
+in the fast layout. ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with
 dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
 """
 import math
@@ -26,7 +30,7 @@ import math
 from ..errors import InputError, InputTypeError, StateError
 from ..model import VAE
 from ..optim import SGD, Adam, Optimizer
-from ..validate import check_batch, check_images, check_positive_float, check_positive_int
+from ..validate import check_batch, check_images, check_indices, check_positive_float, check_positive_int
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -62,9 +66,13 @@ class Trainer:
         if {id(p) for p in optimizer.params} != {id(p) for p in model.parameters()}:
             raise InputError("optimizer must hold exactly model.parameters(); build it with "
                              "Adam(model.parameters(), lr)")
+        if not isinstance(retire_dead_units, bool):
+            raise InputTypeError(f"retire_dead_units must be True or False, got {retire_dead_units!r}")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
         if images is not None:
             images = check_images(images, "images", model.input_dim)
-            batch_size = len(images) if batch_size is None else check_positive_int(batch_size, "batch_size")
+            batch_size = len(images) if batch_size is None else batch_size
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
         self.model, self.optimizer = model, optimizer
@@ -78,13 +86,30 @@ class Trainer:
         """Copy the model's parameters and the optimizer's state into the trainer."""
         self.net.load(self.model, self.opt.states())
         self.opt.load()
+        self.synced = False
 
     def sync(self):
-        """Write the parameters and the optimizer's state back into the model and the optimizer."""
+        """Write the parameters and the optimizer's state back into the model and the optimizer,
+        which are then yours until the next :meth:`step` takes them back."""
         if self.dead is not None:
             self.dead.pause()
         self.net.store(self.model, self.opt.states())
         self.opt.store()
+        self.synced = True
+
+    def _take_back(self):
+        """Before a step: after :meth:`sync`, load the model and the optimizer as they are now;
+        after a change of the optimizer's hyper-parameters, take them. Inside an epoch with
+        dead-unit retirement, the epoch then goes on with its evidence re-checked."""
+        in_epoch = self.dead is not None and self.dead.in_epoch
+        if self.synced:
+            self.load()                     # (sync has paused the dead units)
+        else:
+            if self.dead is not None:
+                self.dead.pause()
+            self.opt.apply_settings()
+        if in_epoch:
+            self.dead.resume()
 
     def __enter__(self):
         return self
@@ -125,10 +150,11 @@ class Trainer:
 
     # -- steps -------------------------------------------------------------------------------
     def batch(self, idx):
-        """``images[idx]`` as a float batch in the trainer's layout (reused by the next call)."""
+        """``images[idx]`` as a float batch in the trainer's layout (reused by the next call);
+        ``idx``: 1 to ``batch_size`` integer indices."""
         if self.batches is None:
             raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
-        return self.batches.take(idx)
+        return self.batches.take(check_indices(idx, "idx", len(self.batches.images), len(self.batches.rows)))
 
     def step(self, x, beta=1.0):
         """One training step on ``x`` (B, input_dim), floats in [0, 1]: loss, backward, update.
@@ -137,8 +163,14 @@ class Trainer:
         """
         beta = check_positive_float(beta, "beta", allow_zero=True)
         if not (self.batches is not None and self.batches.made(x)):   # our own batches are known good
+            if self.dead is not None:
+                raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
+                                 "trainer.batch(idx): units proven dead on the training images may "
+                                 "not be on other data")
             x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
+        if self.synced or self.opt.settings_changed():
+            self._take_back()
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
         parts = self.net.forward(x, beta, ws.eps)
