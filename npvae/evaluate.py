@@ -35,6 +35,7 @@ forward pass with the training step's kernels); the default is
 """
 import numpy as np
 
+from . import footprint
 from .backend import resolve
 from .data import to_float
 from .errors import InputError, InputTypeError
@@ -167,7 +168,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     LossParts
         ``(total, recon, kl)``, each the mean over images, in nats.
     """
-    if kl not in ("analytic", "sample"):
+    if not isinstance(kl, str) or kl not in ("analytic", "sample"):
         raise InputError(f"kl must be 'analytic' or 'sample', got {kl!r}")
     beta = check_positive_float(beta, "beta", allow_zero=True)
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
@@ -185,6 +186,17 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
             kl_sum += float(_log_q_minus_log_p(z, eps, h[:, d:]).sum())
     recon, kl_mean = recon_sum / len(images), kl_sum / len(images)
     return LossParts(recon + beta * kl_mean, recon, kl_mean)
+
+
+def _check_chunk_memory(model, k, chunk_rows, n):
+    """Refuse a chunk (up to ``k`` samples of a batch of ``n``) that this machine cannot hold."""
+    rows = min(k, max(1, chunk_rows // n)) * n
+    need = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows, model.dtype)
+    have = footprint.available_bytes()
+    if have is not None and need > have:
+        raise InputError(f"iw_nll with k={k} and chunk_rows={chunk_rows} sends {rows:,} rows through the model "
+                         f"at once, about {footprint.format_bytes(need)}, but {footprint.format_bytes(have)} "
+                         f"is available: use a smaller chunk_rows (default 1024)")
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,
@@ -224,9 +236,12 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     """
     k = check_positive_int(k, "k")
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+    if not isinstance(per_image, bool):
+        raise InputTypeError(f"per_image must be True or False, got {per_image!r}")
     if progress is not None and not callable(progress):
         raise InputTypeError(f"progress must be callable(done, total) or None, got {type(progress).__name__}")
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
+    _check_chunk_memory(model, k, chunk_rows, min(batch_size, len(images)))
     d = model.latent_dim
     out = np.empty(len(images))
     start = 0

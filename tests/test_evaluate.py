@@ -239,3 +239,29 @@ def test_argument_errors(trained, data):
         evaluate_elbo(trained, test, batch_size=0)
     with pytest.raises(InputTypeError, match="binarize"):
         iw_nll(trained, test, binarize="no")
+
+
+def test_odd_arguments_of_the_evaluation_functions_are_clear_errors():
+    model = VAE(784, 16, 2, rng=0)
+    images = np.zeros((4, 784), np.uint8)
+    with pytest.raises(InputError, match="kl must be 'analytic' or 'sample'"):
+        evaluate_elbo(model, images, kl=np.array(["analytic", "x"]))
+    with pytest.raises(InputTypeError, match="per_image must be True or False, got 'yes'"):
+        iw_nll(model, images, k=2, per_image="yes")
+    with pytest.raises(InputError, match="chunk_rows.*is available"):
+        iw_nll(model, images, k=10**12, chunk_rows=10**15)
+
+
+def test_the_fast_evaluator_checks_what_it_is_given():
+    from npvae.fast import Evaluator
+    with pytest.raises(InputTypeError, match="model must be an npvae.VAE"):
+        Evaluator(None)
+    ev = Evaluator(VAE(784, 16, 2, rng=0))
+    with pytest.raises(InputTypeError, match="float array in \\[0, 1\\]"):
+        ev.prepare(np.zeros((2, 784), np.uint8))
+    with pytest.raises(InputTypeError, match="float array"):
+        ev.prepare([[0.0] * 784])
+    with pytest.raises(InputError, match="2-D"):
+        ev.prepare(np.zeros(784))
+    with pytest.raises(InputError, match="784 features"):
+        ev.prepare(np.zeros((2, 100)))

@@ -4,6 +4,11 @@
 (the encoding ``h = [mu | logvar]`` of a batch, and ``-log p(x | z)`` per row) on a
 copy of the model's parameters in the fast layout, with the training step's kernels.
 """
+import numpy as np
+
+from ..errors import InputTypeError
+from ..model import VAE
+from ..validate import check_shape
 from .step import FastVAE
 from . import kernels as k
 
@@ -12,11 +17,19 @@ class Evaluator:
     """Forward passes of ``model`` (a VAE) on the fast path; the parameters are copied once, here."""
 
     def __init__(self, model):
+        if not isinstance(model, VAE):
+            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
         self.net = FastVAE(model)
         self.net.load(model)
 
     def prepare(self, x):
-        """``x`` (B, D) floats as the column-major batch the other methods take (reused per shape)."""
+        """``x`` (B, D) floats in [0, 1] as the column-major batch the other methods take (reused
+        per shape). Its shape and type are checked here, not its values: evaluate_elbo and
+        iw_nll have checked the images already."""
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            raise InputTypeError(f"x must be a float array in [0, 1] (npvae.data.to_float converts pixels), "
+                                 f"got {type(x).__name__}{' of ' + str(x.dtype) if isinstance(x, np.ndarray) else ''}")
+        check_shape(x, "x", self.net.enc[0])
         return self.net.workspace(x.shape[0], training=False).batch(x)
 
     def encode(self, x):
