@@ -363,13 +363,14 @@ def test_held_columns_end_where_the_steps_would_have_left_them_bit_for_bit(make_
 
 
 @pytest.mark.parametrize("make_optimizer", [lambda ps: SGD(ps, lr=1e-2), lambda ps: Adam(ps)], ids=["SGD", "Adam"])
-def test_a_sync_inside_an_epoch_keeps_the_evidence(images, make_optimizer):
-    """sync() in the middle of an epoch (to evaluate, to save) and the steps after it still
-    count: a unit that fires only on the images after the sync is not retired."""
+@pytest.mark.parametrize("mid_epoch", ["sync", "sync-load"])
+def test_a_sync_or_load_inside_an_epoch_keeps_the_evidence(images, make_optimizer, mid_epoch):
+    """sync() or load() in the middle of an epoch (to evaluate, to save) and the steps after it
+    still count: a unit that fires only on the images after it is not retired."""
     x = images[:300].copy()
     x[:150] = 0                                    # the units that fire do so on the last 150 only
     runs = {}
-    for sync_mid_epoch in (False, True):
+    for interrupted in (False, True):
         model = vae(hidden=16)
         opt = make_optimizer(model.parameters())
         trainer = Trainer(model, opt, images=x, batch_size=30, retire_dead_units=True)
@@ -377,10 +378,11 @@ def test_a_sync_inside_an_epoch_keeps_the_evidence(images, make_optimizer):
             trainer.begin_epoch()
             for start in range(0, 300, 30):
                 trainer.step(trainer.batch(np.arange(start, start + 30)))
-                if sync_mid_epoch and start == 120:
-                    trainer.sync()
+                if interrupted and start == 120:
+                    for call in mid_epoch.split("-"):
+                        getattr(trainer, call)()
             trainer.end_epoch()
-        runs[sync_mid_epoch] = (model, trainer.dead_units()["retired"])
+        runs[interrupted] = (model, trainer.dead_units()["retired"])
     (plain, retired_plain), (synced, retired_synced) = runs[False], runs[True]
     assert retired_synced == retired_plain and set(OFF) <= set(retired_plain)
     for p, q in zip(synced.parameters(), plain.parameters()):

@@ -59,6 +59,7 @@ class DeadUnits:
         self._proof = (np.zeros(0, np.intp), None, None)  # retired units, and their parameters then
         self.skipping = False
         self.in_epoch = False                 # between begin_epoch and end_epoch
+        self.paused = True                    # not skipping nor gathering evidence (pause)
         self._paused = None                   # the first layer's (W, b) when paused inside an epoch
 
     def begin_epoch(self, resumed=False):
@@ -74,7 +75,7 @@ class DeadUnits:
             self.candidates = at_rest & ~self.retired
             self.live[:] = False
         self._keep_proof()
-        self.in_epoch = True
+        self.in_epoch, self.paused = True, False
         if self.retired.any():
             # the computed units first, so that the layers take slices of the weights
             order = np.concatenate([np.flatnonzero(~self.retired), np.flatnonzero(self.retired)])
@@ -94,7 +95,11 @@ class DeadUnits:
 
     def pause(self):
         """Compute every unit again, in the model's order (before the values go back to the
-        model: evaluation, callbacks, checkpoints); what forward marked is added to :attr:`live`."""
+        model: evaluation, callbacks, checkpoints); what forward marked is added to :attr:`live`.
+        Inside an epoch, :meth:`resume` goes on with it."""
+        if self.paused:
+            return
+        self.paused = True
         order = self.net.all_positions if self.net.order is None else self.net.order
         self.live[order[self.fired]] = True
         self.fired[:] = False

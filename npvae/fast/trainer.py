@@ -84,6 +84,8 @@ class Trainer:
 
     def load(self):
         """Copy the model's parameters and the optimizer's state into the trainer."""
+        if self.dead is not None:
+            self.dead.pause()               # units back in the model's order; resumed by the next step
         self.net.load(self.model, self.opt.states())
         self.opt.load()
         self.synced = False
@@ -97,18 +99,17 @@ class Trainer:
         self.opt.store()
         self.synced = True
 
-    def _take_back(self):
-        """Before a step: after :meth:`sync`, load the model and the optimizer as they are now;
-        after a change of the optimizer's hyper-parameters, take them. Inside an epoch with
-        dead-unit retirement, the epoch then goes on with its evidence re-checked."""
-        in_epoch = self.dead is not None and self.dead.in_epoch
+    def _ready(self):
+        """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
+        as they are now; take the optimizer's current hyper-parameters; inside an epoch with
+        dead-unit retirement, go on with it (its evidence re-checked) if it was paused."""
         if self.synced:
-            self.load()                     # (sync has paused the dead units)
-        else:
+            self.load()
+        elif self.opt.settings_changed():
             if self.dead is not None:
                 self.dead.pause()
             self.opt.apply_settings()
-        if in_epoch:
+        if self.dead is not None and self.dead.in_epoch and self.dead.paused:
             self.dead.resume()
 
     def __enter__(self):
@@ -129,6 +130,7 @@ class Trainer:
 
     def end_epoch(self):
         """After an epoch that visited every image once: retire what never fired, and :meth:`sync`."""
+        self._ready()
         if self.dead is not None:
             self.dead.end_epoch()
         self.sync()
@@ -169,8 +171,7 @@ class Trainer:
                                  "not be on other data")
             x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
-        if self.synced or self.opt.settings_changed():
-            self._take_back()
+        self._ready()
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
         parts = self.net.forward(x, beta, ws.eps)
