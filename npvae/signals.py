@@ -14,14 +14,13 @@ Two ways to hear a signal, for two situations:
   be cut short.
 
 A library call that writes a temporary file and may run in a program that
-kept SIGTERM's default action (which ends the process without any cleanup)
+kept SIGTERM's or SIGHUP's default action (which ends the process without any cleanup)
 wraps the write in :func:`cleanup_on_sigterm`.
 
 SIGHUP (the terminal closed) is heard the same way, but only where it still
 has its default action, which would end the process with no cleanup at all. A
 program that ignores it (started with ``nohup``) or has its own use for it
-(reloading a configuration, say) keeps it as it is. :func:`cleanup_on_sigterm`
-covers SIGTERM only.
+(reloading a configuration, say) keeps it as it is.
 
 Python lets only the main thread install handlers; elsewhere these helpers
 change nothing.
@@ -182,32 +181,36 @@ def hold(signum=signal.SIGINT):
 
 @contextlib.contextmanager
 def cleanup_on_sigterm():
-    """Let the block clean up on SIGTERM, then end the process as SIGTERM would have.
+    """Let the block clean up on SIGTERM (or SIGHUP), then end the process as the signal would have.
 
-    SIGTERM's default action ends the process at once: ``finally`` blocks do
-    not run and a temporary file stays behind. If SIGTERM still has that
-    default action, for the block it raises :class:`Interrupted` instead; the
-    block's cleanup runs, and then the signal is delivered again with its
-    default action, so the process ends exactly as it would have (status
-    "killed by SIGTERM"). If a program installed its own SIGTERM handler,
-    nothing is changed.
+    The default action of SIGTERM and SIGHUP ends the process at once:
+    ``finally`` blocks do not run and a temporary file stays behind. For each
+    of the two that still has that default action, the block gets a handler
+    that raises :class:`Interrupted` instead; the block's cleanup runs, and
+    then the signal is delivered again with its default action, so the process
+    ends exactly as it would have (status "killed by SIGTERM"). A signal the
+    program ignores or handles itself is left as it is.
     """
-    if not _in_main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if not _in_main_thread():
         yield
         return
+    mine = [sig for sig in (signal.SIGTERM, _SIGHUP) if sig is not None and signal.getsignal(sig) is signal.SIG_DFL]
 
-    def on_sigterm(signum, frame):
+    def on_signal(signum, frame):
         raise Interrupted(signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    for sig in mine:
+        signal.signal(sig, on_signal)
     try:
         yield
     except Interrupted as e:
-        if e.signum != signal.SIGTERM:
+        if e.signum not in mine:
             raise
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)     # the process ends here
+        for sig in mine:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(e.signum)           # the process ends here
         raise                                   # (not reached)
     finally:
-        if signal.getsignal(signal.SIGTERM) is on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in mine:
+            if signal.getsignal(sig) is on_signal:
+                signal.signal(sig, signal.SIG_DFL)

@@ -266,15 +266,21 @@ def test_signal_during_a_download_from_the_command_line(tmp_path, trickle, signu
     assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_during_a_download_in_a_program_of_ones_own(tmp_path, trickle):
-    """Without npvae's CLI: the partial file is removed, and the process still ends by SIGTERM."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_during_a_download_in_a_program_of_ones_own(tmp_path, trickle, name):
+    """Without npvae's CLI (the signal at its default action): the partial file is removed, and the
+    process still ends by the signal."""
+    if not hasattr(signal, name):
+        pytest.skip(f"no {name} on this platform")
+    signum = getattr(signal, name)
     httpd, url = trickle
-    proc = start_with_mirror(tmp_path, url, "from npvae.data import load_split; load_split('mnist')")
+    proc = start_with_mirror(tmp_path, url, f"import signal; signal.signal(signal.{name}, signal.SIG_DFL); "
+                                           f"from npvae.data import load_split; load_split('mnist')")
     try:
         assert httpd.started.wait(60), proc.stderr.read()
         time.sleep(0.2)
-        err = stop(proc, [signal.SIGTERM])
+        err = stop(proc, [signum])
     finally:
         proc.kill()
-    assert proc.returncode == -signal.SIGTERM, err
+    assert proc.returncode == -signum, err
     assert not (tmp_path / "cache" / "npvae").exists()
