@@ -60,7 +60,7 @@ class DeadUnits:
         self.skipping = False
         self.in_epoch = False                 # between begin_epoch and end_epoch
         self.paused = True                    # not skipping nor gathering evidence (pause)
-        self._paused = None                   # the first layer's (W, b) when paused inside an epoch
+        self._at_pause = None                 # the first layer's (W, b) when paused inside an epoch
 
     def begin_epoch(self, resumed=False):
         """Re-check the retired units, pick this epoch's candidates, and start skipping.
@@ -111,14 +111,14 @@ class DeadUnits:
         self.net.fired = None
         if self.in_epoch:
             W, b = self._first_layer()
-            self._paused = (W.copy(), b.copy())
+            self._at_pause = (W.copy(), b.copy())
 
     def resume(self):
         """Go on with the epoch after :meth:`pause`, once the values are back in the block (the
         model and the optimizer may have been changed meanwhile: a unit whose parameters changed,
         or that is no longer at rest, stops being a candidate; retired ones are re-checked)."""
         W, b = self._first_layer()
-        W0, b0 = self._paused
+        W0, b0 = self._at_pause
         at_w, at_b = self.optimizer.at_rest(0), self.optimizer.at_rest(1)
         still = (W == W0).all(axis=0) & (b == b0)
         if at_w is None or at_b is None:
