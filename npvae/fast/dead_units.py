@@ -28,7 +28,9 @@ Safeguards. Nothing is retired with dynamic binarization (the images change ever
 weight decay, or an optimizer that cannot say when it is at rest, and ``retire_dead_units=False``
 switches it off (to measure it). At each epoch's start a retired unit whose parameters changed
 (a ``fit`` callback edited the model) or whose optimizer is no longer at rest is computed
-again. Evaluation never skips anything: a test image may well excite a unit that every
+again; so is one after a pause inside an epoch (``Trainer.sync``), and a candidate whose
+parameters changed during such a pause, or that is no longer at rest, stops being one.
+Evaluation never skips anything: a test image may well excite a unit that every
 training image leaves at 0. The record is saved in ``fit``'s checkpoints, so a resumed run
 takes exactly the steps of an uninterrupted one.
 """
