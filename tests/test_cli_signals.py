@@ -91,6 +91,7 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
     assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'}")
 
 
+needs_sighup = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 # Sets SIGHUP's disposition, then becomes the script (dispositions SIG_DFL and SIG_IGN survive exec).
 LAUNCH_WITH_SIGHUP = ("import os, signal, sys; signal.signal(signal.SIGHUP, getattr(signal, sys.argv[1])); "
                       "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
@@ -112,7 +113,7 @@ def read_until(fd, text, timeout=120):
     return seen
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@needs_sighup
 def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
     """The terminal closed: the run stops as on Ctrl-C (step, checkpoint), with status 129."""
     out = tmp_path / "run"
@@ -133,7 +134,7 @@ def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@needs_sighup
 def test_sighup_is_left_ignored_under_nohup(tmp_path):
     """Started as ``nohup`` starts a program (SIGHUP ignored), closing the terminal changes nothing."""
     out = tmp_path / "run"
@@ -149,7 +150,7 @@ def test_sighup_is_left_ignored_under_nohup(tmp_path):
     assert load_checkpoint(out / "checkpoint.npz").epoch == 3
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@needs_sighup
 def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
     """stderr is a terminal that closes after epoch 1 (every write then fails with EIO) and no SIGHUP
     comes (nohup, disown): the run still trains, draws its figures and writes its summary."""
@@ -168,7 +169,7 @@ def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
     assert (out / "samples.png").exists() and strict_json_lines(out / "metrics.jsonl")[-1]["summary"]
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@needs_sighup
 def test_sighup_after_the_terminal_closed_even_with_debug(tmp_path):
     """The terminal closes, then SIGHUP comes: 129 and a checkpoint, even with --debug's traceback
     to print to a terminal that is no longer there."""

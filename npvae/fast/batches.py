@@ -17,7 +17,7 @@ class ColumnBatches:
 
     def __init__(self, images, batch_size, dtype):
         self.images, self.dtype = images, np.dtype(dtype)
-        n = min(batch_size, len(images))
+        self.batch_size = n = min(batch_size, len(images))                # the largest batch
         self.rows = np.empty((n, images.shape[1]), images.dtype)   # gathered, row-major
         self.buffers = {}   # batch size -> (float batch, uint8 batch or None), column-major
 

@@ -70,8 +70,9 @@ class DeadUnits:
         ``resumed``: the epoch continues from a checkpoint, whose candidates and live
         units (loaded by :meth:`load_state_dict`) cover the steps already taken.
         """
-        at_w, at_b = self.optimizer.at_rest(0), self.optimizer.at_rest(1)
-        at_rest = np.zeros_like(self.retired) if at_w is None or at_b is None else at_w.all(axis=0) & at_b
+        self._start(resumed, self._at_rest())
+
+    def _start(self, resumed, at_rest):
         self.retired &= at_rest & self._unchanged()
         if not resumed:
             self.candidates = at_rest & ~self.retired
@@ -121,14 +122,14 @@ class DeadUnits:
         or that is no longer at rest, stops being a candidate; retired ones are re-checked)."""
         W, b = self._first_layer()
         W0, b0 = self._at_pause
+        at_rest = self._at_rest()
+        self.candidates &= (W == W0).all(axis=0) & (b == b0) & at_rest
+        self._start(True, at_rest)
+
+    def _at_rest(self):
+        """Bool per unit: the optimizer is at rest for all of its first-layer parameters."""
         at_w, at_b = self.optimizer.at_rest(0), self.optimizer.at_rest(1)
-        still = (W == W0).all(axis=0) & (b == b0)
-        if at_w is None or at_b is None:
-            still[:] = False
-        else:
-            still &= at_w.all(axis=0) & at_b
-        self.candidates &= still
-        self.begin_epoch(resumed=True)
+        return np.zeros_like(self.retired) if at_w is None or at_b is None else at_w.all(axis=0) & at_b
 
     def _keep_proof(self):
         """Remember the retired units' parameters, to notice if anything changes them."""

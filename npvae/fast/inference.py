@@ -27,8 +27,9 @@ class Evaluator:
         per shape). Its shape and type are checked here, not its values: evaluate_elbo and
         iw_nll have checked the images already."""
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            got = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
             raise InputTypeError(f"x must be a float array in [0, 1] (npvae.data.to_float converts pixels), "
-                                 f"got {type(x).__name__}{' of ' + str(x.dtype) if isinstance(x, np.ndarray) else ''}")
+                                 f"got {got}")
         check_shape(x, "x", self.net.enc[0])
         return self.net.workspace(x.shape[0], training=False).batch(x)
 

@@ -156,7 +156,7 @@ class Trainer:
         ``idx``: 1 to ``batch_size`` integer indices."""
         if self.batches is None:
             raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
-        return self.batches.take(check_indices(idx, "idx", len(self.batches.images), len(self.batches.rows)))
+        return self.batches.take(check_indices(idx, "idx", len(self.batches.images), self.batches.batch_size))
 
     def step(self, x, beta=1.0):
         """One training step on ``x`` (B, input_dim), floats in [0, 1]: loss, backward, update.
