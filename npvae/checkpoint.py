@@ -119,7 +119,7 @@ class Checkpoint:
         if model is not None:
             model.load_state_dict(self.model_state)
             if "model" in self.rng_states:
-                model.sampler.rng = restore_generator(model.rng, self.rng_states["model"], path, "model")
+                model.rng = restore_generator(model.rng, self.rng_states["model"], path, "model")
         return self
 
     def build_model(self, backend=None):
@@ -131,7 +131,7 @@ class Checkpoint:
         model = VAE(**_vae_kwargs(self.model_config))
         model.load_state_dict(self.model_state)
         if "model" in self.rng_states:
-            model.sampler.rng = self.generator("model")
+            model.rng = self.generator("model")
         return model
 
 

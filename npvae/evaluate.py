@@ -53,7 +53,9 @@ def check_model(model, name="model"):
 
 
 class ReferencePass:
-    """The two questions evaluation asks of a model, answered by its own (reference) layers.
+    """The two questions evaluation asks of a model, answered by its own (reference) layers
+    through its public inference methods (which, like any inference call, end what a
+    pending ``loss`` kept for ``backward``).
 
     :class:`npvae.fast.Evaluator` answers them on the fast path, with the same methods.
     """
@@ -67,11 +69,11 @@ class ReferencePass:
 
     def encode(self, x):
         """``h = [mu | logvar]`` (B, 2d)."""
-        return self.model.encoder.forward(x)
+        return np.concatenate(self.model.encode(x), axis=1)
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""
-        return bce_with_logits_per_sample(self.model.decoder.forward(z), x)
+        return bce_with_logits_per_sample(self.model.decode_logits(z), x)
 
 
 def forward_pass(model, backend=None):

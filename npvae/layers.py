@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module, Parameter, warn_backend_argument
-from .validate import check_dtype, check_positive_int, check_rng
+from .validate import check_dtype, check_grad, check_positive_int, check_rng
 
 
 def check_input(x, owner, n_features=None, dtype=None):
@@ -26,13 +26,6 @@ def check_input(x, owner, n_features=None, dtype=None):
                              f"convert with x.astype(np.{dtype})")
     if x.dtype.kind != "f":
         raise InputTypeError(f"{owner}: x must be float32 or float64, got {x.dtype}")
-
-
-def check_grad(grad_out, shape, owner):
-    """``grad_out`` is an array of the forward output's ``shape``."""
-    if not isinstance(grad_out, np.ndarray) or grad_out.shape != shape:
-        got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
-        raise InputError(f"{owner}: grad_out must have the forward output's shape {shape}, got {got}")
 
 
 class Dense(Module):
@@ -108,7 +101,7 @@ class Dense(Module):
         ndarray (B, I)
         """
         x = self.saved("x")
-        check_grad(grad_out, (x.shape[0], self.out_features), "Dense.backward")
+        check_grad(grad_out, (x.shape[0], self.out_features), self.dtype, "Dense.backward")
         self.weight.grad += x.T @ grad_out                  # (I, O) = (I, B) @ (B, O)
         self.bias.grad += grad_out.sum(axis=0)              # (O,)
         return grad_out @ self.weight.data.T                # (B, I) = (B, O) @ (O, I)
@@ -148,7 +141,7 @@ class ReLU(Module):
         ndarray (B, N)
         """
         y = self.saved("y")
-        check_grad(grad_out, y.shape, "ReLU.backward")
+        check_grad(grad_out, y.shape, y.dtype, "ReLU.backward")
         return grad_out * (y > 0)
 
 
@@ -190,7 +183,7 @@ class Sigmoid(Module):
         ndarray (B, N)
         """
         y = self.saved("y")
-        check_grad(grad_out, y.shape, "Sigmoid.backward")
+        check_grad(grad_out, y.shape, y.dtype, "Sigmoid.backward")
         return grad_out * y * (1 - y)
 
 

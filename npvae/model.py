@@ -10,9 +10,13 @@ One training step, as data (d = latent_dim)::
     backward: dlogits -> decoder -> dz -> sampler -> dh (+ beta * KL's dh) -> encoder
 
 The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`),
-which is exact and stable; :meth:`VAE.decode` applies it to give pixel
-probabilities. ``docs/derivation.md`` follows the gradient through this file
-line by line.
+which is exact and stable: where ``../shared/DESIGN.md`` draws ``-> Sigmoid x_hat``,
+``BCE(x_hat, x)`` and ``dL/dx_hat -> decoder.backward``, this is one op,
+``BCEWithLogits(logits, x)``, whose backward gives ``dL/dlogits = (x_hat - x) / B``
+directly, without the unfused pair's division by ``x_hat (1 - x_hat)``, which blows
+up as a pixel's probability nears 0 or 1. :meth:`VAE.decode`
+applies the sigmoid to give pixel probabilities. ``docs/derivation.md`` follows the
+gradient through this file line by line.
 """
 from typing import NamedTuple
 
@@ -117,8 +121,13 @@ class VAE(Module):
 
     @property
     def rng(self):
-        """The sampler's Generator (its state is saved with checkpoints)."""
+        """The sampler's Generator (its state is saved with checkpoints); assign a
+        Generator (or an int seed) to replace it."""
         return self.sampler.rng
+
+    @rng.setter
+    def rng(self, rng):
+        self.sampler.rng = check_rng(rng)
 
     # -- training ----------------------------------------------------------------------
     def loss(self, x, beta=1.0, eps=None):
@@ -162,8 +171,8 @@ class VAE(Module):
         beta = self.__dict__.get("_pending_beta")
         if beta is None:
             raise StateError("VAE.backward needs the loss() call right before it: none ran, or an "
-                             "inference call (encode, decode, sample, forward, reconstruct or "
-                             "interpolate) ran since and replaced what backward needs")
+                             "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
+                             "interpolate, or evaluation with backend='numpy') ran since and replaced what backward needs")
         dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
         dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
@@ -187,7 +196,12 @@ class VAE(Module):
 
     def decode(self, z):
         """Pixel probabilities (B, input_dim) for latent codes ``z`` (B, latent_dim)."""
-        return sigmoid(self.decoder.forward(self._batch(z, "z", self.latent_dim)))
+        return sigmoid(self.decode_logits(z))
+
+    def decode_logits(self, z):
+        """The decoder's logits (B, input_dim) for ``z`` (B, latent_dim): :meth:`decode`
+        before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
+        return self.decoder.forward(self._batch(z, "z", self.latent_dim))
 
     def reconstruct(self, x, sample=False):
         """Decode the encoding of ``x``: from the mean ``mu`` (default) or a sampled ``z``."""

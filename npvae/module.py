@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .errors import StateDictError, StateError
+from .errors import InputTypeError, StateDictError, StateError
 
 
 def check_state_entry(name, value, like, hint=""):
@@ -39,11 +39,12 @@ def check_state_entry(name, value, like, hint=""):
         raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
 
 
-def warn_backend_argument(where):
-    """The warning for the ``backend=`` arguments that models and optimizers no longer take."""
+def warn_backend_argument(where, stacklevel=3):
+    """The warning for the ``backend=`` arguments that models and optimizers no longer take
+    (``stacklevel``: 3 points at the caller of the function that calls this one)."""
     warnings.warn(f"{where}: the back end is no longer a property of models and optimizers; choose it "
                   "where the work is done, with fit(..., backend=...) and evaluate_elbo/iw_nll(..., "
-                  "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=3)
+                  "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=stacklevel)
 
 
 class Parameter:
@@ -54,6 +55,9 @@ class Parameter:
     """
 
     def __init__(self, data):
+        if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
+            got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+            raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
         self.data = data
         self.grad = np.zeros_like(data)
 

@@ -53,7 +53,7 @@ class Optimizer:
 
     def __init__(self, params, backend=None):
         if backend is not None:
-            warn_backend_argument(f"{type(self).__name__}(backend=...)")
+            warn_backend_argument(f"{type(self).__name__}(backend=...)", stacklevel=4)   # via Adam/SGD.__init__
         self.params = check_params(params)
         self.t = 0
         self.state = {p: {name: np.zeros_like(p.data) for name in self.state_names} for p in self.params}
@@ -199,15 +199,28 @@ class Adam(Optimizer):
             sd["betas"] = (sd.pop("beta1"), sd.pop("beta2"))
         return sd
 
+    # -- the older spellings, before betas was one pair --------------------------------------
     @property
     def beta1(self):
         warnings.warn("Adam.beta1 is deprecated: use Adam.betas[0]", DeprecationWarning, stacklevel=2)
         return self.betas[0]
 
+    @beta1.setter
+    def beta1(self, value):
+        warnings.warn("Adam.beta1 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
+                      stacklevel=2)
+        self.set_hyper(**dict(self.hyper(), betas=(value, self.betas[1])))
+
     @property
     def beta2(self):
         warnings.warn("Adam.beta2 is deprecated: use Adam.betas[1]", DeprecationWarning, stacklevel=2)
         return self.betas[1]
+
+    @beta2.setter
+    def beta2(self, value):
+        warnings.warn("Adam.beta2 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
+                      stacklevel=2)
+        self.set_hyper(**dict(self.hyper(), betas=(self.betas[0], value)))
 
 
 class SGD(Optimizer):

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module
-from .validate import check_rng
+from .validate import check_grad, check_rng
 
 
 def split_h(h, owner):
@@ -108,9 +108,7 @@ class Sampler(Module):
             ``[dL/dmu | dL/dlogvar]`` through ``z``.
         """
         eps, std = self.saved("eps", "std")
-        if not isinstance(grad_out, np.ndarray) or grad_out.shape != eps.shape:
-            got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
-            raise InputError(f"Sampler.backward: grad_out must have z's shape {eps.shape}, got {got}")
+        check_grad(grad_out, eps.shape, eps.dtype, "Sampler.backward")   # z's shape and dtype
         dmu = grad_out                              # dz/dmu = 1
         dlogvar = grad_out * eps * std * 0.5        # dz/dlogvar = eps * std / 2
         return np.concatenate([dmu, dlogvar], axis=1)

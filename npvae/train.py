@@ -26,6 +26,7 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
   steps (:mod:`npvae.fast.dead_units`): same results to round-off, fewer FLOPs.
 """
 import contextlib
+import copy
 import gc
 import json
 import math
@@ -44,7 +45,7 @@ from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
-from .progress import EpochProgress as _Progress   # the name tests/test_train.py uses
+from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
 from .validate import check_file_path, check_images, check_positive_float, check_positive_int, check_rng, check_seed
 
@@ -158,6 +159,13 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
                              "Adam(model.parameters(), lr)")
 
 
+def _binarize_stream(shuffle_rng):
+    """Dynamic binarization's own Generator, fixed by the shuffle Generator's current state
+    (not by its seed: a Generator restored from a state has none) and leaving it untouched."""
+    seed = copy.deepcopy(shuffle_rng).integers(2**63)
+    return np.random.default_rng(seed)
+
+
 def _resume(path, model, opt, fit_config, rngs, steps):
     """Load ``path`` into model, optimizer and ``steps``, and its streams into ``rngs``,
     checking everything first."""
@@ -267,8 +275,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     warmup : int
         Epochs of linear KL warm-up, per step (see the module docstring); 0: none.
     rng : Generator, int or None
-        Shuffles the data each epoch; dynamic binarization gets its own stream
-        spawned from it. Ignored when resuming (the checkpoint's streams continue).
+        Shuffles the data each epoch; dynamic binarization gets its own stream,
+        derived from its state (the same state, the same streams). Ignored when
+        resuming (the checkpoint's streams continue).
     binarize : bool
         Draw each pixel as 0/1 with its intensity as probability, fresh per batch
         (test images are binarized once, with a fixed seed).
@@ -290,7 +299,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         run, trimmed to the checkpoint's epochs on resume).
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None:
-        ``$NPVAE_BACKEND``, else ``"numba"``. The same training to round-off.
+        ``$NPVAE_BACKEND``, else ``"numba"``. The same training to round-off. The fast
+        path computes the VAE as its constructor builds it and refuses anything else (a
+        subclass with its own ``loss``, other layers: :mod:`npvae.fast.supported`), which
+        the reference trains by running the model's own code.
     retire_dead_units : bool
         Fast path: leave out first-layer units proven dead on every training image
         (:mod:`npvae.fast.dead_units`). Never with ``binarize``. Off: to measure it.
@@ -328,7 +340,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                       n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__,
                       backend=backend, train_data=fingerprint(train_images))
     shuffle_rng = check_rng(rng)
-    rngs = {"shuffle": shuffle_rng, "binarize": shuffle_rng.spawn(1)[0]}
+    rngs = {"shuffle": shuffle_rng, "binarize": _binarize_stream(shuffle_rng)}
     training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units)
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
@@ -344,7 +356,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         _start_metrics(metrics_path, epoch_done if resume is not None else 0)
 
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
-               fit_config, history, _Progress(progress, epochs, steps))
+               fit_config, history, EpochProgress(progress, epochs, steps))
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()

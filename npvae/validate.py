@@ -75,7 +75,7 @@ def check_positive_float(value, name, allow_zero=False):
 
 
 def check_batch(x, name, n_features, dtype, unit_interval=False):
-    """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype``.
+    """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype`` in C order.
 
     Integer arrays are refused with a hint (images must be scaled to [0, 1]);
     float arrays of the other float dtype are converted.
@@ -93,9 +93,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False):
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     check_shape(x, name, n_features)
-    x = np.asarray(x, dtype=dtype)                 # keeps a row- or column-major layout
-    if not (x.flags.c_contiguous or x.flags.f_contiguous):
-        x = np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x, dtype=dtype)       # the reference works in C order (no copy if it is)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
@@ -176,3 +174,13 @@ def check_file_path(path, name):
         raise InputError(f"{name} must be a file path, got {path!r}, which is a folder" if path
                          else f"{name} must be a file path, got an empty string")
     return path
+
+
+def check_grad(grad_out, shape, dtype, owner):
+    """``grad_out`` is an array of the forward output's ``shape`` and ``dtype``."""
+    if not isinstance(grad_out, np.ndarray) or grad_out.shape != shape:
+        got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
+        raise InputError(f"{owner}: grad_out must have the forward output's shape {shape}, got {got}")
+    if grad_out.dtype != dtype:
+        raise InputTypeError(f"{owner}: grad_out has dtype {grad_out.dtype}, the forward output's is {dtype}; "
+                             f"convert with grad_out.astype(np.{dtype})")

@@ -508,3 +508,16 @@ def test_real_data(monkeypatch):
     # The reader's array re-encoded as IDX gives back the very same bytes.
     again = idx_bytes(images.reshape(10000, 28, 28))
     assert hashlib.sha256(again).hexdigest() == want
+
+
+@pytest.mark.parametrize("name", ["idx", "datasets", "download"])
+def test_the_old_module_names_still_work_with_a_deprecation_warning(name):
+    """npvae.idx, npvae.datasets and npvae.download moved into npvae.data."""
+    import importlib
+    import sys
+    sys.modules.pop(f"npvae.{name}", None)
+    with pytest.warns(DeprecationWarning, match=f"npvae.{name} is deprecated.*npvae.data.{name}"):
+        old = importlib.import_module(f"npvae.{name}")
+    new = importlib.import_module(f"npvae.data.{name}")
+    public = [n for n in vars(new) if not n.startswith("_") and callable(getattr(new, n))]
+    assert public and all(getattr(old, n) is getattr(new, n) for n in public)

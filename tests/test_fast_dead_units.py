@@ -71,7 +71,7 @@ class NoiseThatStops(np.random.Generator):
 
 def interrupt_at(model, step):
     """SIGINT arrives during training step ``step`` (counted over the run, from 1)."""
-    model.sampler.rng = NoiseThatStops(model, step, lambda: signal.raise_signal(signal.SIGINT))
+    model.rng = NoiseThatStops(model, step, lambda: signal.raise_signal(signal.SIGINT))
 
 
 # -- what gets retired ------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_an_error_mid_epoch_leaves_the_model_whole_and_in_order(images, tmp_path
         raise RuntimeError("boom")
     model = vae()
     opt = Adam(model.parameters())
-    model.sampler.rng = NoiseThatStops(model, steps, boom)
+    model.rng = NoiseThatStops(model, steps, boom)
     with pytest.raises(RuntimeError, match="boom"):
         fit(model, x, epochs=4, optimizer=opt, **RUN)
     state = model.state_dict()

@@ -250,3 +250,15 @@ def test_sequential_fuse_argument_is_deprecated_and_ignored():
     np.testing.assert_array_equal(old.backward(g), new.backward(g))
     for p, q in zip(old.parameters(), new.parameters()):
         np.testing.assert_array_equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("make", [lambda: Dense(3, 2, dtype=np.float32, rng=0), ReLU, Sigmoid],
+                         ids=["Dense", "ReLU", "Sigmoid"])
+def test_backward_refuses_a_gradient_of_another_dtype(make):
+    """A float64 gradient into a float32 layer would be narrowed silently in weight.grad += ..."""
+    layer = make()
+    y = layer.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(InputTypeError, match=r"backward: grad_out has dtype float64.*float32"):
+        layer.backward(np.ones(y.shape))
+    assert layer.backward(np.ones(y.shape, np.float32)).dtype == np.float32
+

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from finite_differences import assert_gradient, numerical_gradient
-from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU
+from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, iw_nll
 from npvae.errors import InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
@@ -120,7 +120,10 @@ def test_backward_needs_the_loss_right_before_it():
 @pytest.mark.parametrize("call", [
     lambda m, x, z: m.encode(x), lambda m, x, z: m.decode(z), lambda m, x, z: m.forward(x),
     lambda m, x, z: m.reconstruct(x), lambda m, x, z: m.sample(2), lambda m, x, z: m.interpolate(x[0], x[1]),
-], ids=["encode", "decode", "forward", "reconstruct", "sample", "interpolate"])
+    lambda m, x, z: m.decode_logits(z),
+    lambda m, x, z: evaluate_elbo(m, x, backend="numpy"), lambda m, x, z: iw_nll(m, x, k=2, backend="numpy"),
+], ids=["encode", "decode", "forward", "reconstruct", "sample", "interpolate", "decode_logits",
+        "evaluate_elbo", "iw_nll"])
 def test_an_inference_call_between_loss_and_backward_is_a_state_error(call):
     m = _vae()
     x, z = _data(np.float64)
@@ -280,3 +283,25 @@ def test_backend_argument_is_deprecated_and_ignored():
     with pytest.warns(DeprecationWarning, match="backend"):
         old = VAE(D_IN, HID, LAT, dtype=np.float64, rng=0, backend="numba")
     assert old.loss(x, eps=eps) == _vae().loss(x, eps=eps)
+
+
+def test_decode_is_the_sigmoid_of_decode_logits():
+    m = _vae()
+    _, z = _data(np.float64)
+    logits = m.decode_logits(z)
+    assert logits.shape == (B, D_IN) and logits.dtype == np.float64
+    np.testing.assert_allclose(m.decode(z), 1 / (1 + np.exp(-logits)), rtol=1e-14)
+    with pytest.raises(InputError, match="z must have 3 features"):
+        m.decode_logits(np.zeros((2, 4)))
+
+
+def test_the_rng_can_be_replaced_and_is_checked():
+    m, twin = _vae(), _vae()
+    x, _ = _data(np.float64)
+    m.rng = np.random.default_rng(7)
+    twin.rng = 7                                   # an int seed, as in the constructor
+    assert m.loss(x) == twin.loss(x)
+    assert isinstance(twin.rng, np.random.Generator)
+    with pytest.raises(InputTypeError, match="rng must be a numpy.random.Generator"):
+        m.rng = "seven"
+

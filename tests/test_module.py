@@ -8,7 +8,7 @@ import pytest
 
 import npvae
 from npvae import BCE, KL, VAE, BCEWithLogits, Dense, Module, Parameter, ReLU, Sampler, Sequential, Sigmoid
-from npvae.errors import StateDictError, StateError
+from npvae.errors import InputTypeError, StateDictError, StateError
 
 
 def _mlp(seed=0):
@@ -245,3 +245,11 @@ def test_copies_and_pickles_of_a_model_mid_training():
         assert not np.shares_memory(clone.encoder[0].weight.data, m.encoder[0].weight.data)
         clone.encoder[0].weight.data[...] = 0
         assert m.encoder[0].weight.data.any()
+
+
+@pytest.mark.parametrize("data", [[1.0, 2.0], 3.0, np.arange(3), np.ones(2, np.float16)],
+                         ids=["list", "scalar", "int array", "float16 array"])
+def test_parameter_takes_a_float32_or_float64_array(data):
+    with pytest.raises(InputTypeError, match="Parameter.*float32 or float64 numpy array"):
+        Parameter(data)
+

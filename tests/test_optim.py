@@ -1,6 +1,7 @@
 """Adam and SGD: steps worked out by hand, against their update rules written out in float64,
 weight decay, state dicts, deprecated spellings, arguments."""
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -293,6 +294,27 @@ def test_betas_is_a_pair_and_beta1_beta2_are_deprecated():
         assert opt.beta1 == 0.8
     with pytest.warns(DeprecationWarning, match="betas"):
         assert opt.beta2 == 0.99
+
+
+def test_setting_beta1_or_beta2_is_deprecated_and_sets_betas():
+    opt = Adam(_params(), betas=(0.8, 0.99))
+    with pytest.warns(DeprecationWarning, match="betas"):
+        opt.beta1 = 0.5
+    with pytest.warns(DeprecationWarning, match="betas"):
+        opt.beta2 = 0.9
+    assert opt.betas == (0.5, 0.9)
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match=r"betas\[1\] must be in \[0, 1\)"):
+        opt.beta2 = 1.0
+    assert opt.betas == (0.5, 0.9)
+
+
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_the_backend_warning_points_at_the_users_line(make):
+    """Python shows a DeprecationWarning by default only when it is attributed to the user's code."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make(_params(), backend="numpy")
+    assert [w.filename for w in caught] == [__file__]
 
 
 @pytest.mark.parametrize("make", [Adam, SGD])

@@ -40,7 +40,7 @@ def test_reconstructions_png(digits, tmp_path):
     fig = plot_reconstructions(images[:10], images[:10] / 255.0, tmp_path / "r.png", title="T")
     w, h = png_size(tmp_path / "r.png")
     assert 800 <= w <= 1600 and 200 <= h <= 500
-    assert fig._suptitle.get_text() == "T"
+    assert fig.get_suptitle() == "T"
 
 
 def test_samples_png(digits, tmp_path):

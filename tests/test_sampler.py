@@ -94,5 +94,7 @@ def test_sampler_arguments_are_checked():
     s.forward(np.zeros((2, 4)))
     with pytest.raises(InputError, match="grad_out"):
         s.backward(np.zeros((2, 4)))
+    with pytest.raises(InputTypeError, match="grad_out has dtype int64"):
+        s.backward(np.zeros((2, 2), np.int64))
     with pytest.raises(InputTypeError, match="rng"):
         Sampler(rng="seed")

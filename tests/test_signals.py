@@ -100,7 +100,7 @@ def test_more_signals_stop_exactly_as_one_does(tmp_path, capsys, signals, backen
     x = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
     path = tmp_path / "c.npz"
     model = VAE(784, 8, 2, rng=0)
-    model.sampler.rng = NoiseThatSignals(model, at=6, signals=signals)   # epoch 2 (4 steps an epoch), step 2
+    model.rng = NoiseThatSignals(model, at=6, signals=signals)   # epoch 2 (4 steps an epoch), step 2
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as info:
         fit(model, x, epochs=3, batch_size=16, rng=0, progress=False, checkpoint=path, backend=backend)

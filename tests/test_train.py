@@ -66,7 +66,7 @@ class NoiseThatStops(np.random.Generator):
 
 def interrupt_at(model, step, signum=signal.SIGINT):
     """``signum`` arrives during training step ``step`` (counted over the run, from 1)."""
-    model.sampler.rng = NoiseThatStops(model, step, lambda: signal.raise_signal(signum))
+    model.rng = NoiseThatStops(model, step, lambda: signal.raise_signal(signum))
 
 
 # -- learning on real data -----------------------------------------------------------
@@ -349,6 +349,26 @@ def test_binarize_changes_training_reproducibly(sample, backend):
     for model, binarize in ((a, True), (b, True), (c, False)):
         fit(model, images[:64], epochs=1, batch_size=32, rng=3, binarize=binarize, progress=False, backend=backend)
     assert params_equal(a, b) and not params_equal(a, c)
+
+
+def test_binarized_runs_from_the_same_generator_state_are_identical(sample):
+    """The binarization stream follows the Generator's state, not its seed: a Generator
+    restored from a saved state (it has no seed of its own) gives the same run twice."""
+    images, _ = sample
+    state = np.random.default_rng(3).bit_generator.state
+
+    def restored():
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+        return rng
+    a, b = small(), small()
+    for model in (a, b):
+        fit(model, images[:64], epochs=1, batch_size=32, rng=restored(), binarize=True, progress=False,
+            backend="numpy")
+    assert params_equal(a, b)
+    rng = restored()
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=rng, binarize=True, progress=False, backend="numpy")
+    assert rng.bit_generator.state != state      # the shuffles drew from it, as always
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

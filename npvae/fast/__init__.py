@@ -14,6 +14,8 @@ correct; the reference never imports this package. Read it in this order:
 * :mod:`~npvae.fast.dead_units`: first-layer units proven dead, left out of training;
 * :mod:`~npvae.fast.batches`, :mod:`~npvae.fast.trainer`: what ``fit`` drives, and what you
   can drive in your own loop (:class:`Trainer`);
+* :mod:`~npvae.fast.supported`: the models it computes (the VAE as built; a subclass
+  with its own ``loss`` trains on the reference);
 * :mod:`~npvae.fast.inference`: the forward pass for evaluation (:class:`Evaluator`);
 * :mod:`~npvae.fast.compile`: ``python -m npvae.fast.compile`` fills Numba's disk cache ahead of time.
 

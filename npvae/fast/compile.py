@@ -1,7 +1,7 @@
 """Compile the fast path's kernels ahead of time: ``python -m npvae.fast.compile``.
 
 Numba compiles each kernel the first time it is called with a given set of
-dtypes (20-40 s for all of them on a laptop) and keeps the result in its disk
+dtypes (about 6 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (``__pycache__`` next to :mod:`npvae.fast.kernels`, or ``$NUMBA_CACHE_DIR``),
 so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a

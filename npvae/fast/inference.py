@@ -7,9 +7,9 @@ copy of the model's parameters in the fast layout, with the training step's kern
 import numpy as np
 
 from ..errors import InputTypeError
-from ..model import VAE
 from ..validate import check_shape
 from .step import FastVAE
+from .supported import check_supported
 from . import kernels as k
 
 
@@ -17,8 +17,7 @@ class Evaluator:
     """Forward passes of ``model`` (a VAE) on the fast path; the parameters are copied once, here."""
 
     def __init__(self, model):
-        if not isinstance(model, VAE):
-            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+        check_supported(model)
         self.net = FastVAE(model)
         self.net.load(model)
 

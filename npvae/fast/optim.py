@@ -110,15 +110,16 @@ class FusedAdam(FusedOptimizer):
 
     def _use(self, s):
         dt = self.block.rows.dtype.type
-        self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = s["lr"], s["betas"], s["eps"], s["weight_decay"]
-        self._constants = tuple(map(dt, (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)))
+        self.lr, self.betas, self.eps, self.weight_decay = s["lr"], s["betas"], s["eps"], s["weight_decay"]
+        self._constants = tuple(map(dt, (self.lr, *self.betas, self.eps, self.weight_decay)))
         self.tiny = dt(np.finfo(dt).tiny)
 
     def step(self, first_grad):
         """One update; ``first_grad = (values, columns)`` is the first weight's gradient."""
         self.t += 1
         dt = self.block.rows.dtype.type
-        c = (*self._constants, dt(1.0 - self.beta1 ** self.t), dt(1.0 - self.beta2 ** self.t), self.tiny)
+        beta1, beta2 = self.betas
+        c = (*self._constants, dt(1.0 - beta1 ** self.t), dt(1.0 - beta2 ** self.t), self.tiny)
         p, _, m, v = self.block.views(0)
         n = self._first_columns()
         k.adam_update_columns(p[:, :n], *first_grad, m[:, :n], v[:, :n], *c)
@@ -129,8 +130,8 @@ class FusedAdam(FusedOptimizer):
         the steps would have rounded them; their parameters stay where they are."""
         _, _, m, v = self.block.views(0)
         dt = self.block.rows.dtype.type
-        for moment, beta in ((m, self.beta1), (v, self.beta2)):
-            k.decay_moment(moment[:, n:].ravel(order="F"), dt(beta), steps, self.tiny)
+        for moment, decay in zip((m, v), self.betas):
+            k.decay_moment(moment[:, n:].ravel(order="F"), dt(decay), steps, self.tiny)
 
     def at_rest(self, i):
         r"""With no weight decay, where the next update, and so every later one, is too small
@@ -146,18 +147,19 @@ class FusedAdam(FusedOptimizer):
         its moment decays to 0 (about 800 steps). The bound is computed in the parameter's
         dtype with room for its own roundings and the update's.
         """
-        if self.weight_decay or not self.beta1 < np.sqrt(self.beta2):
+        beta1, beta2 = self.betas
+        if self.weight_decay or not beta1 < np.sqrt(beta2):
             return None
         p, _, m, v = self.block.views(i)
         dt, finfo = p.dtype.type, np.finfo(p.dtype)
         room = 1 + 64 * float(finfo.eps)   # the update's few roundings, and this bound's own
-        bound = v * dt(self.beta2 / room)               # v after the next step, rounded down...
+        bound = v * dt(beta2 / room)                    # v after the next step, rounded down...
         bound[bound < finfo.tiny] = 0                   # ...or flushed to 0: then only eps is left
         np.sqrt(bound, out=bound)
         np.maximum(bound, dt(self.eps), out=bound)
         with np.errstate(over="ignore"):                # a huge m: inf, i.e. not at rest
             np.divide(np.abs(m), bound, out=bound)
-            bound *= dt(self.lr / (1 - self.beta1 ** (self.t + 1)) * self.beta1 * room)   # the next update
+            bound *= dt(self.lr / (1 - beta1 ** (self.t + 1)) * beta1 * room)   # the next update
         quarter = np.abs(p)
         normal = quarter >= finfo.tiny                  # 0 and subnormal p: only m = 0 keeps them
         np.spacing(quarter, out=quarter)

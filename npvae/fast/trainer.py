@@ -28,13 +28,13 @@ dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
 import math
 
 from ..errors import InputError, InputTypeError, StateError
-from ..model import VAE
 from ..optim import SGD, Adam, Optimizer
 from ..validate import check_batch, check_images, check_indices, check_positive_float, check_positive_int
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
 from .step import FastVAE
+from .supported import check_supported
 
 
 class Trainer:
@@ -43,6 +43,8 @@ class Trainer:
     Parameters
     ----------
     model : VAE
+        As its constructor builds it (:func:`~npvae.fast.supported.check_supported`):
+        the fast path computes the stock VAE, not a subclass's own ``loss``.
     optimizer : Adam or SGD
         Over ``model.parameters()``.
     images : ndarray (N, input_dim), optional
@@ -56,8 +58,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
-        if not isinstance(model, VAE):
-            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+        check_supported(model)
         if not isinstance(optimizer, Optimizer):
             raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
         if type(optimizer) not in (Adam, SGD):

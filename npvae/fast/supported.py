@@ -1,0 +1,67 @@
+"""Which models the fast path can train: the VAE exactly as its constructor builds it.
+
+The fused step (:mod:`npvae.fast.step`) does not run the model's code: it computes, from
+the model's parameters, what the stock :class:`~npvae.model.VAE` computes. A model that
+computes something else (a subclass with its own ``loss``, a ReLU swapped for a
+Sigmoid, an extra parameter) would be trained as if it were the stock one, so
+:func:`check_supported` refuses it and names the reference, which runs the model's own code.
+"""
+from ..errors import InputTypeError
+from ..layers import Dense, ReLU, Sequential
+from ..losses import KL, BCEWithLogits
+from ..model import VAE
+from ..sampler import Sampler
+
+# The VAE methods whose results the fast path computes itself: training (loss, backward)
+# and evaluation (encode and decode_logits, which the reference's evaluation runs).
+COMPUTED_METHODS = ("loss", "backward", "encode", "decode_logits")
+
+_USE_REFERENCE = "; use backend='numpy' (the reference), which runs the model's own code"
+
+
+def check_supported(model, name="model"):
+    """Return ``model`` if the fast path computes exactly what it computes; else InputTypeError.
+
+    That is: an :class:`~npvae.model.VAE` (or a subclass that leaves
+    :data:`COMPUTED_METHODS` alone) whose encoder and decoder are the constructor's
+    ``Sequential`` of ``Dense`` and ``ReLU`` layers, with the stock ``Sampler``, ``KL``
+    and ``BCEWithLogits``, and whose parameters are those layers' weights and biases.
+    """
+    if not isinstance(model, VAE):
+        raise InputTypeError(f"{name} must be an npvae.VAE, got {type(model).__name__}")
+    cls = type(model).__name__
+    for method in COMPUTED_METHODS:
+        if getattr(type(model), method) is not getattr(VAE, method):
+            raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
+                                 + _USE_REFERENCE)
+    for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
+        if type(getattr(model, part, None)) is not kind:
+            raise InputTypeError(f"{name}.{part} is a {type(getattr(model, part, None)).__name__}, but the "
+                                 f"fast path computes npvae's {kind.__name__}" + _USE_REFERENCE)
+    enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
+    dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
+    dense = _check_stack(model, "encoder", enc, name) + _check_stack(model, "decoder", dec, name)
+    expected = [p for layer in dense for p in (layer.weight, layer.bias)]
+    if [id(p) for p in model.parameters()] != [id(p) for p in expected]:
+        raise InputTypeError(f"{name} has parameters besides its Dense layers' weights and biases, which "
+                             "the fast path would not train" + _USE_REFERENCE)
+    return model
+
+
+def _check_stack(model, part, sizes, name):
+    """The Dense layers of ``model.<part>``, if it is Dense -> ReLU -> ... -> Dense through ``sizes``."""
+    stack = getattr(model, part, None)
+    want = " -> ".join(f"Dense({i}, {o})" for i, o in zip(sizes[:-1], sizes[1:]))
+    layers = stack.layers if type(stack) is Sequential else None
+    kinds = [Dense if i % 2 == 0 else ReLU for i in range(2 * len(sizes) - 3)]
+    if layers is None or [type(layer) for layer in layers] != kinds:
+        got = type(stack).__name__ if layers is None else " -> ".join(type(layer).__name__ for layer in layers)
+        raise InputTypeError(f"{name}.{part} is {got}, but the fast path computes {want} with a ReLU "
+                             "between each two" + _USE_REFERENCE)
+    dense = layers[::2]
+    for layer, i, o in zip(dense, sizes[:-1], sizes[1:]):
+        if (layer.weight.shape, layer.bias.shape) != ((i, o), (o,)) or layer.weight.dtype != model.dtype \
+                or layer.bias.dtype != model.dtype:
+            raise InputTypeError(f"{name}.{part} is not {want} in {model.dtype}: a layer holds weight "
+                                 f"{layer.weight.shape} {layer.weight.dtype}" + _USE_REFERENCE)
+    return dense
