@@ -347,14 +347,17 @@ def run_part(python, part, args, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
-    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per path (medians are printed)")
-    ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads")
-    ap.add_argument("--torch-python", default=sys.executable, help="interpreter to time PyTorch with")
-    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per path (medians are printed; default: 5)")
+    ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads (default: 2)")
+    ap.add_argument("--torch-python", default=sys.executable, help="interpreter to time PyTorch with (default: this one)")
+    ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--train-images", type=int, default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
     ap.add_argument("--part", choices=sorted(PARTS) + sorted(RUNNERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    for name in ("epochs", "threads", "train_images"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.part in RUNNERS:
         return serve(RUNNERS[args.part], args)
     if args.part:

@@ -12,7 +12,6 @@ KL (npvae/losses.py: KL.forward), checked against the formula. Run from the repo
 
     python examples/kl_curve.py --out docs/figures/kl_curve.png
 """
-import argparse
 import os
 import sys
 
@@ -22,7 +21,7 @@ try:
     import npvae  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from npvae import KL
+from npvae import KL, cli
 from npvae.plots import new_figure, save_png
 
 MUS = (0.0, 0.5, 1.0, 1.5)      # the family of curves in the right panel
@@ -38,8 +37,13 @@ def kl_per_dimension(mu, variance):
     return out
 
 
-def draw(path, n=400):
-    V = np.linspace(0.02, 4.0, n)
+def variance_grid(step=0.01, top=4.0):
+    """V = step, 2 step, ..., top: a grid with V = 1 on it exactly."""
+    return np.arange(1, round(top / step) + 1) / round(1 / step)
+
+
+def draw(path):
+    V = variance_grid()
     curves = {mu: kl_per_dimension(mu, V) for mu in MUS}
     for mu, kl in curves.items():                   # the library's numbers are the closed form's
         np.testing.assert_allclose(kl, 0.5 * (V + mu ** 2 - 1 - np.log(V)), rtol=1e-12, atol=1e-14)
@@ -72,21 +76,21 @@ def draw(path, n=400):
         ax.legend(loc="upper right", fontsize=9)
     fig.suptitle("The KL term pulls every variance towards V = 1 (and every mean towards 0)", fontsize=13)
     save_png(fig, path, dpi=110)
-    return curves
+    return V, curves
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.path.join("runs", "kl_curve.png"),
                    help="where to write the PNG (default: runs/kl_curve.png)")
     args = p.parse_args(argv)
-    curves = draw(args.out)
-    V = np.linspace(0.02, 4.0, len(curves[0.0]))
+    cli.check_output_file(args.out, "--out")
+    V, curves = draw(args.out)
     print(f"KL at mu = 0 is smallest at V = {V[np.argmin(curves[0.0])]:.3f} "
-          f"(grid step {V[1] - V[0]:.3f}), where it is {curves[0.0].min():.2e}")
+          f"(on a grid of step {V[1] - V[0]:.2f}), where it is {curves[0.0].min():.2e}")
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, then_exit=True)     # a bad --out, Ctrl-C: one line and an exit status, no traceback

@@ -18,7 +18,6 @@ the script prints each model's spread (mean |mu|, mean variance). Run from the r
 --data-dir is a folder holding the MNIST test set's IDX files (or an mnist/ folder with
 them); its first --train images train both models, the rest are drawn. Nothing is downloaded.
 """
-import argparse
 import os
 import sys
 
@@ -40,23 +39,22 @@ BETAS = (0.0, 1.0)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None,
                    help="folder with the MNIST test set (t10k) IDX files (default: the shipped sample)")
-    p.add_argument("--train", type=int, default=None,
+    p.add_argument("--train", type=cli.whole_number(1), default=None,
                    help="images to train on, the rest are held out and drawn (default: 80%%)")
-    p.add_argument("--epochs", type=int, default=50, help="(default: 50)")
-    p.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
-    p.add_argument("--hidden-dim", type=int, default=400, help="(default: 400)")
-    p.add_argument("--lr", type=float, default=1e-3, help="(default: 0.001)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--points", type=int, default=1000, help="held-out images drawn, at most (default: 1000)")
+    p.add_argument("--epochs", type=cli.whole_number(1), default=50, help="(default: 50)")
+    p.add_argument("--batch-size", type=cli.whole_number(1), default=128, help="(default: 128)")
+    p.add_argument("--hidden-dim", type=cli.whole_number(1), default=400, help="(default: 400)")
+    p.add_argument("--lr", type=cli.real_number(0, exclusive=True), default=1e-3, help="(default: 0.001)")
+    p.add_argument("--seed", type=cli.whole_number(0), default=0, help="(default: 0)")
+    p.add_argument("--points", type=cli.whole_number(1), default=1000,
+                   help="held-out images drawn, at most (default: 1000)")
     p.add_argument("--out", default=os.path.join("runs", "latent_bubbles.png"),
                    help="where to write the PNG (default: runs/latent_bubbles.png)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "hidden_dim", "points"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    cli.check_output_file(args.out, "--out")          # before the training, not after it
     return args
 
 

@@ -15,7 +15,7 @@ Everything goes into --out (default runs/<dataset>-<YYYYmmdd-HHMMSS>/): metrics.
 run.json (the run's settings), reconstruction_before.png, reconstruction_after.png,
 samples.png, interpolation.png, loss.png and latent.png. Every argument, data file and
 the output folder are checked before anything is written; one run at a time writes
-into a folder.
+into a folder, and a new run never replaces one there (continue it with --resume).
 
 Resuming (--resume CHECKPOINT, or the run's folder) continues the run with its own
 settings. A flag given again with the same value is fine; a different value is refused,
@@ -40,7 +40,6 @@ if __name__ == "__main__":
         signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -332,6 +331,13 @@ def copy_file(src, dst):
         shutil.copyfileobj(f, g)
 
 
+def refuse_earlier_run(out, resumed):
+    """A new run never replaces one that is there: it is continued with --resume, or left alone."""
+    if resumed is None and os.path.exists(os.path.join(out, "checkpoint.npz")):
+        raise InputError(f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}, "
+                         f"or choose another --out (remove that folder to start it over)")
+
+
 def start_folder(folder, resumed, elsewhere):
     """Make ``folder`` hold this run's start: the resumed run copied in, or an earlier run's files gone."""
     if folder.stale:
@@ -344,11 +350,6 @@ def start_folder(folder, resumed, elsewhere):
             if os.path.exists(os.path.join(resumed.folder, name)):
                 copy_file(os.path.join(resumed.folder, name), folder.file(name))
         say(f"continuing the run of {resumed.folder} in {folder.path} (the original folder is left as it was)")
-    elif resumed is None and os.path.exists(folder.file("checkpoint.npz")):
-        say(f"note: {folder.path} held an earlier run; its checkpoint and metrics are replaced by this run's")
-        for name in ("checkpoint.npz", "metrics.jsonl"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(folder.file(name))
 
 
 def main(argv=None):
@@ -389,6 +390,7 @@ def main(argv=None):
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
     with RunFolder(out, "--out") as folder:
+        refuse_earlier_run(out, resumed)    # under the lock: a run still going is reported as such
         run_json = folder.file("run.json")
         in_place = resumed is not None and not elsewhere
         kept = None                         # the run's own run.json, put back if fit refuses to resume
@@ -457,7 +459,8 @@ def draw_figures(s, folder, model, history, before, x_show, data):
         plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
                                    title="Test images (top) and reconstructions by the untrained model")
     plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
-                               title=f"Test images (top) and reconstructions after {len(history)} epochs")
+                               title=f"Test images (top) and reconstructions after {len(history)} "
+                                     f"epoch{'' if len(history) == 1 else 's'}")
     plots.plot_samples(model.sample(64, rng=np.random.default_rng(s["seed"])), out("samples.png"),
                        title=f"64 samples decoded from z ~ N(0, I) (d = {s['latent_dim']})")
     a, b = INTERPOLATE[data.kind]

@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+from npvae.cli import real_number, whole_number
+
 from .cases import CASES
 from .core import BACKENDS, format_table, run, self_test
 from .planted import BUGS
@@ -20,16 +22,22 @@ def parse_args(argv=None):
                    help="numpy: the reference's cases; numba: the fast path's (default: both)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float32 is a smoke check only (default step 1e-2, tol 3e-2)")
-    p.add_argument("--step", type=float, default=None, metavar="H",
+    p.add_argument("--step", type=real_number(0, exclusive=True), default=None, metavar="H",
                    help="finite-difference step (default 1e-5 for float64, 1e-2 for float32)")
-    p.add_argument("--tol", type=float, default=None, metavar="T",
+    p.add_argument("--tol", type=real_number(0, exclusive=True), default=None, metavar="T",
                    help="pass if max rel err < T (default 1e-6 for float64, 3e-2 for float32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every case's inputs and weights")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="seed of every case's inputs and weights "
+                                                                   "(default: 0)")
     p.add_argument("--self-test", action="store_true",
                    help="plant each slip a learner makes, one at a time, into the reference and show "
                         "that the check catches it (exit 0 only if every one is caught)")
     p.add_argument("--list", action="store_true", help="list the cases (and the planted bugs) and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.self_test and args.op:
+        p.error("--op does not apply to --self-test, which plants each bug and runs every reference case")
+    if args.step is not None and args.step >= 1:
+        p.error(f"--step must be below 1 (a finite-difference step, e.g. 1e-5), got {args.step}")
+    return args
 
 
 def main(argv=None):

@@ -46,7 +46,10 @@ def atomic_write(path, mode="wb"):
         raise InputError(f"cannot write {path}: it is a folder; give a file path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
+    except OSError as e:                    # a read-only folder, say: name the file asked for
+        raise OSError(e.errno, e.strerror, path) from e
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -56,7 +59,7 @@ def atomic_write(path, mode="wb"):
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
-        if e.filename is None and e.errno is not None and not isinstance(e, NpvaeError):   # name the file
+        if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file
             raise OSError(e.errno, e.strerror, path) from e
         raise
     except BaseException:

@@ -276,3 +276,21 @@ def check_output_folder(path, option="--out", need_bytes=0):
                              f"run writes about {format_bytes(need_bytes)}; free some space or choose "
                              f"another folder")
     return path
+
+
+def check_output_file(path, option="--out", suffix=".png"):
+    """Refuse, before any work is done, an output file that cannot be written.
+
+    ``path`` must end in ``suffix`` (a figure is written as a PNG whatever its name),
+    must not be a folder, and its folder must be usable (:func:`check_output_folder`).
+    """
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InputError(f"{option} must name a {suffix} file, got {path!r}")
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise InputError(f"{option} {path} is a folder; name the {suffix} file to write, e.g. "
+                         f"{os.path.join(path.rstrip(os.sep) or '.', 'figure' + suffix)}")
+    if not path.lower().endswith(suffix):
+        raise InputError(f"{option} {path}: the file is written as {suffix[1:].upper()}; give it a {suffix} name")
+    check_output_folder(os.path.dirname(path) or ".", f"{option} {path}: the folder")
+    return path
+

@@ -83,7 +83,8 @@ class VAE(Module):
         ``d``, the size of ``z``.
     dtype : float32 (training) or float64 (gradient checks)
     rng : np.random.Generator, int or None
-        Draws the initial weights, then the sampler's noise: one seed fixes everything.
+        Draws the initial weights, then the sampler's noise: one seed fixes both
+        (``fit`` shuffles with its own ``rng``).
     """
 
     def __init__(self, input_dim=784, hidden_dims=400, latent_dim=20, *,

@@ -15,6 +15,7 @@ The fast path (:mod:`npvae.fast`) keeps its own copy of the parameters in the
 layout it likes and is tested against this code.
 """
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -143,6 +144,8 @@ class Module:
         No npvae layer behaves differently in the two modes (there is no dropout or
         batch norm); the flag is kept for code written against PyTorch's API.
         """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise InputTypeError(f"train(mode): mode must be True or False, got {mode!r}")
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
@@ -166,9 +169,12 @@ class Module:
 
         Nothing is changed unless every entry fits. With ``strict=False``,
         missing and unexpected names are allowed (shapes still must match).
+        Any mapping of names to arrays will do: a dict, or what ``np.load`` returns
+        for a file that ``np.savez(path, **model.state_dict())`` wrote.
         """
-        if not isinstance(state_dict, dict):
+        if not isinstance(state_dict, Mapping):
             raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+        state_dict = dict(state_dict)           # read each entry once (an .npz file reads on access)
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]

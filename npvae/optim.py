@@ -37,6 +37,42 @@ def check_params(params):
     return params
 
 
+class Setting:
+    """A hyper-parameter attribute, checked whenever it is set: in the constructor, by
+    ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps."""
+
+    def __init__(self, check):
+        self.check = check                          # check(value, name) -> the value to keep
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, optimizer, owner=None):
+        return self if optimizer is None else optimizer.__dict__[self.name]
+
+    def __set__(self, optimizer, value):
+        optimizer.__dict__[self.name] = self.check(value, self.name)
+
+
+def positive(value, name):
+    return check_positive_float(value, name)
+
+
+def non_negative(value, name):
+    return check_positive_float(value, name, allow_zero=True)
+
+
+def decay_rates(value, name):
+    """Adam's ``betas``: a pair of floats in [0, 1)."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 1 or len(value) != 2:
+        raise InputTypeError(f"{name} must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {value!r}")
+    pair = tuple(non_negative(b, f"{name}[{i}]") for i, b in enumerate(value))
+    for i, b in enumerate(pair):
+        if b >= 1.0:
+            raise InputError(f"{name}[{i}] must be in [0, 1), got {b}")
+    return pair
+
+
 class Optimizer:
     """What the optimizers share: parameters, per-parameter state, ``zero_grad``, state dicts.
 
@@ -158,6 +194,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    lr, betas, eps, weight_decay = Setting(positive), Setting(decay_rates), Setting(positive), Setting(non_negative)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
@@ -167,15 +204,7 @@ class Adam(Optimizer):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
     def set_hyper(self, lr, betas, eps, weight_decay):
-        self.lr = check_positive_float(lr, "lr")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise InputTypeError(f"betas must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {betas!r}")
-        for name, b in zip(("betas[0]", "betas[1]"), betas):
-            if not 0.0 <= check_positive_float(b, name, allow_zero=True) < 1.0:
-                raise InputError(f"{name} must be in [0, 1), got {b}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = check_positive_float(eps, "eps")
-        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay   # each checked
 
     def step(self):
         """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""
@@ -209,7 +238,7 @@ class Adam(Optimizer):
     def beta1(self, value):
         warnings.warn("Adam.beta1 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
                       stacklevel=2)
-        self.set_hyper(**dict(self.hyper(), betas=(value, self.betas[1])))
+        self.betas = (value, self.betas[1])
 
     @property
     def beta2(self):
@@ -220,7 +249,7 @@ class Adam(Optimizer):
     def beta2(self, value):
         warnings.warn("Adam.beta2 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
                       stacklevel=2)
-        self.set_hyper(**dict(self.hyper(), betas=(self.betas[0], value)))
+        self.betas = (self.betas[0], value)
 
 
 class SGD(Optimizer):
@@ -236,6 +265,7 @@ class SGD(Optimizer):
     """
 
     state_names = ("momentum_buffer",)
+    lr, momentum, weight_decay = Setting(positive), Setting(non_negative), Setting(non_negative)
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
@@ -245,9 +275,7 @@ class SGD(Optimizer):
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def set_hyper(self, lr, momentum, weight_decay):
-        self.lr = check_positive_float(lr, "lr")
-        self.momentum = check_positive_float(momentum, "momentum", allow_zero=True)
-        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay          # each checked
 
     def step(self):
         """One SGD update of every parameter from its ``.grad``."""

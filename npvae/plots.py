@@ -218,7 +218,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         axes[1].imshow(tile_images(images, grid, grid, pad=0), cmap="gray", vmin=0, vmax=1,
                        interpolation="nearest")
         side = math.isqrt(model.input_dim)
-        ticks = np.arange(grid)[::max(1, grid // 5)]
+        n_ticks = min(grid, 5 if grid % 2 else 4)          # both ends and, for an odd grid, the middle
+        ticks = np.unique(np.round(np.linspace(0, grid - 1, n_ticks)).astype(int))
         axes[1].set_xticks(ticks * side + side / 2, [f"{values[i]:.1f}" for i in ticks])
         axes[1].set_yticks(ticks * side + side / 2, [f"{values[::-1][i]:.1f}" for i in ticks])
         axes[1].set_xlabel("z1")

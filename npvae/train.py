@@ -67,8 +67,14 @@ class History(list):
 
     def __getitem__(self, key):
         if isinstance(key, str):
-            return [record.get(key) for record in self]
+            return [record.get(key) for record in self._known(key)]
         return super().__getitem__(key)
+
+    def _known(self, key):
+        """The records, if ``key`` is a field of them; else KeyError naming the fields."""
+        if key not in FIELDS and not any(key in record for record in self):
+            raise KeyError(f"history has no field {key!r}; its fields are {', '.join(FIELDS)}")
+        return self
 
     @property
     def last(self):
@@ -77,7 +83,7 @@ class History(list):
 
     def best(self, key="test_loss"):
         """The record with the smallest ``key`` (ignoring missing values), or None."""
-        scored = [r for r in self if r.get(key) is not None]
+        scored = [r for r in self._known(key) if r.get(key) is not None]
         return min(scored, key=lambda r: r[key]) if scored else None
 
     def __repr__(self):

@@ -185,3 +185,17 @@ def test_a_disk_that_fills_up_during_the_run(tmp_path, private_tmpfs):
     assert_no_traceback(err)
     assert not [f for f in result["files"] if f.startswith(".")]        # no temporary file, no lock
     assert result["epoch"] >= 1                                           # the last good checkpoint
+
+
+def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
+    """Running the same command twice must not wipe the first run: the second is refused and
+    points to --resume, and the first run's files are left byte for byte."""
+    out = tmp_path / "run"
+    first = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert first.returncode == 0, first.stderr
+    before = {f: (out / f).read_bytes() for f in sorted(os.listdir(out))}
+    again = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert again.returncode == 2
+    assert f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}" in again.stderr
+    assert_no_traceback(again.stderr)
+    assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before

@@ -510,6 +510,24 @@ def test_real_data(monkeypatch):
     assert hashlib.sha256(again).hexdigest() == want
 
 
+@pytest.mark.skipif(not (REAL and os.path.isdir(os.path.join(REAL, "mnist"))
+                         and os.path.isdir(os.path.join(REAL, "fashion-mnist"))),
+                    reason="set NPVAE_TEST_DATA to a folder holding mnist/ and fashion-mnist/")
+def test_one_data_set_is_not_taken_for_the_other(monkeypatch):
+    """Both use the same file names: a folder of one must not load as the other."""
+    fashion, mnist = os.path.join(REAL, "fashion-mnist"), os.path.join(REAL, "mnist")
+    with pytest.raises(DataFileError, match="holds the Fashion-MNIST test images, not MNIST's"):
+        load_split("mnist", "t10k", data_dir=fashion, download=False)
+    with pytest.raises(DataFileError, match="holds the Fashion-MNIST training images, not MNIST's"):
+        load_dataset("mnist", data_dir=fashion, download=False)
+    with pytest.raises(DataFileError, match="holds the MNIST test images, not Fashion-MNIST's"):
+        load_split("fashion-mnist", "t10k", data_dir=mnist, download=False)
+    monkeypatch.setenv("NPVAE_DATA_DIR", fashion)       # a data set's own folder, not their parent
+    with pytest.raises(DataFileError, match="not MNIST's"):
+        load_split("mnist", "t10k", download=False)
+    assert load_split("fashion-mnist", "t10k", download=False)[0].shape == (10000, 784)
+
+
 @pytest.mark.parametrize("name", ["idx", "datasets", "download"])
 def test_the_old_module_names_still_work_with_a_deprecation_warning(name):
     """npvae.idx, npvae.datasets and npvae.download moved into npvae.data."""

@@ -232,3 +232,19 @@ def test_cli_list_and_bad_arguments():
     assert set(CASES) <= words and set(BUGS) <= words
     assert _cli("--op", "no_such_op").returncode == 2
     assert _cli("--backend", "cuda").returncode == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--seed", "-3"), "--seed: must be at least 0"),
+    (("--step", "0"), "--step: must be greater than 0"),
+    (("--step", "nan"), "--step: must be a finite number"),
+    (("--step", "2"), "--step must be below 1"),
+    (("--tol", "0"), "--tol: must be greater than 0"),
+    (("--tol", "-1"), "--tol: must be greater than 0"),
+    (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
+])
+def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message):
+    """A step of 0 or a tolerance of 0 would report FAILURES a learner could take for a wrong gradient."""
+    r = _cli(*args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+

@@ -253,3 +253,20 @@ def test_parameter_takes_a_float32_or_float64_array(data):
     with pytest.raises(InputTypeError, match="Parameter.*float32 or float64 numpy array"):
         Parameter(data)
 
+
+def test_a_model_loads_what_np_savez_wrote(tmp_path):
+    model, other = VAE(12, 5, 2, rng=0), VAE(12, 5, 2, rng=1)
+    np.savez(tmp_path / "w.npz", **model.state_dict())
+    with np.load(tmp_path / "w.npz") as saved:
+        other.load_state_dict(saved)
+    for a, b in zip(model.parameters(), other.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_train_takes_a_bool():
+    model = VAE(12, 5, 2, rng=0)
+    with pytest.raises(InputTypeError, match="mode must be True or False"):
+        model.train("no")
+    assert model.training
+    assert not model.train(False).training
+

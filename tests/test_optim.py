@@ -351,3 +351,26 @@ def test_bad_arguments_are_npvae_errors():
     p = _params()
     with pytest.raises(InputError, match="twice"):
         Adam([p[0], p[0]])
+
+
+@pytest.mark.parametrize("make, name, value, err", [
+    (Adam, "lr", float("nan"), InputError), (Adam, "lr", -1.0, InputError), (Adam, "lr", "x", InputTypeError),
+    (Adam, "betas", 0.9, InputTypeError), (Adam, "betas", (2.0, 0.5), InputError), (Adam, "eps", 0.0, InputError),
+    (Adam, "weight_decay", -1.0, InputError), (SGD, "lr", float("inf"), InputError),
+    (SGD, "momentum", -0.5, InputError),
+])
+def test_hyper_parameters_set_later_are_checked_too(make, name, value, err):
+    """A schedule sets opt.lr between steps: a bad value is refused there, not turned into NaN weights."""
+    opt = make(_params())
+    before = getattr(opt, name)
+    with pytest.raises(err, match=name):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+
+
+def test_betas_may_be_any_pair_of_numbers():
+    opt = Adam(_params(), betas=np.array([0.8, 0.99]))
+    assert opt.betas == (0.8, 0.99) and all(type(b) is float for b in opt.betas)
+    opt.lr = np.float32(0.5)
+    assert opt.lr == 0.5 and type(opt.lr) is float
+

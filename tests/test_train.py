@@ -618,3 +618,14 @@ def test_a_callbacks_edit_after_the_last_epoch_stays(sample, backend):
     model = small()
     fit(model, images[:64], epochs=2, batch_size=32, progress=False, callback=edit, backend=backend)
     assert (model.encoder[0].bias.data == 7.0).all()
+
+
+def test_history_refuses_a_field_it_does_not_have(sample):
+    images, _ = sample
+    history = fit(small(), images[:100], epochs=1, batch_size=50, rng=0, progress=False)
+    assert history["test_loss"] == [None]
+    with pytest.raises(KeyError, match="history has no field 'tset_loss'.*test_loss"):
+        history["tset_loss"]
+    with pytest.raises(KeyError, match="tset_loss"):
+        history.best("tset_loss")
+

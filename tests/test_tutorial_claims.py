@@ -42,6 +42,27 @@ def test_kl_curve_is_smallest_at_variance_one(tmp_path):
     assert width >= 1000 and height >= 400
 
 
+def test_kl_curve_has_variance_one_on_its_grid(tmp_path):
+    proc = run("kl_curve.py", "--out", str(tmp_path / "kl.png"))
+    assert "smallest at V = 1.000" in proc.stdout and "where it is 0.00e+00" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["kl_curve.py", "latent_bubbles.py"])
+@pytest.mark.parametrize("out, message", [
+    ("{tmp}/figure.jpg", "the file is written as PNG; give it a .png name"),
+    ("{tmp}/", "is a folder; name the .png file to write"),
+    ("{tmp}/a_file/x.png", "the folder {tmp}/a_file is a file, not a folder"),
+])
+def test_a_bad_out_is_refused_before_any_work(tmp_path, script, out, message):
+    (tmp_path / "a_file").write_text("not a folder")
+    out, message = out.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    proc = run(script, "--out", out, "--epochs", "1") if script == "latent_bubbles.py" else run(script, "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "training" not in proc.stderr                     # refused before the models were trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_without_the_kl_term_the_bubbles_drift_apart_and_shrink(tmp_path):
     # the shipped 1,000 digits, a small model: some 300 Adam steps per beta, about a second
     out = tmp_path / "bubbles.png"
@@ -64,11 +85,13 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--epochs", "0"])
     assert exit_info.value.code == 2
-    assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert "--epochs: must be at least 1, got 0" in capsys.readouterr().err
     assert script.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "error:" in capsys.readouterr().err
     assert script.main(["--train", "1000", "--out", str(tmp_path / "x.png")]) == 2
     assert "--train must be between 1 and 999" in capsys.readouterr().err
-    assert script.main(["--lr", "-1", "--epochs", "1", "--out", str(tmp_path / "x.png")]) == 2
-    assert "lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--lr=-1", "--epochs", "1", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "--lr: must be greater than 0" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
 from .download import download_dataset
 from .idx import read_idx_header, read_images, read_labels
+from .known import check_identity
 
 __all__ = [
     "DATASETS", "ALIASES", "SPLITS", "ENV_VAR", "SYSTEM_DIRS", "IMAGE_SHAPE", "N_CLASSES", "Dataset",
@@ -233,8 +234,9 @@ def _load_named(name, folder, split):
     """``load_idx_split``, for a data set loaded by name: its files must hold what that data set holds.
 
     The headers are checked first (28x28 images, one label per image), before a
-    pixel is read; then the labels (0..9). A wrong file surfaces here, not in a
-    figure after the training.
+    pixel is read; then that the images are not another known data set's
+    (:mod:`npvae.data.known`), then the labels (0..9). A wrong file surfaces here,
+    not in a figure after the training.
     """
     images_file, labels_file = (_find(folder, stem) for stem in _split_files(split))
     if images_file is not None and labels_file is not None:
@@ -244,6 +246,7 @@ def _load_named(name, folder, split):
             raise DataFileError(f"{images_file} holds images of {got} pixels, but {name} images are "
                                 f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
     images, labels = load_idx_split(folder, split)
+    check_identity(name, images, images_file)
     if labels.size and labels.max() >= N_CLASSES:
         i = int(np.argmax(labels >= N_CLASSES))
         raise DataFileError(f"{labels_file}: label {labels[i]} at index {i}, but {name} labels are "

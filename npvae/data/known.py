@@ -1,0 +1,53 @@
+"""Telling the data sets apart: fingerprints of images, and of the files we know.
+
+MNIST and Fashion-MNIST use the same four file names and the same format, so a folder
+of one passes for the other (a ``--data-dir`` pointing at the wrong one, or
+``$NPVAE_DATA_DIR`` set to a data set's own folder). The images' fingerprints tell
+them apart: a data set loaded by name whose images are another known data set's is
+refused. The table holds the splits whose files were at hand when it was made; MNIST's
+training images were not, so they are recognised by nothing here.
+"""
+import hashlib
+
+import numpy as np
+
+from ..errors import DataFileError, InputTypeError
+
+#: fingerprint(images) -> (data set, split), of the official files.
+KNOWN_IMAGES = {
+    "f609e18afd38122730cdcf0bf8ea5a8f": ("mnist", "t10k"),
+    "6cac66501ddc7c23a8f06c41bc0d75ce": ("fashion-mnist", "train"),
+    "2e9d342c841c0fb48e1c2bdf677e2d8e": ("fashion-mnist", "t10k"),
+}
+
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+_SPLITS = {"train": "training", "t10k": "test"}
+
+
+def fingerprint(images):
+    """A short hex digest of an array's dtype, shape and every byte: same data, same fingerprint.
+
+    A resumed run compares the fingerprint of its data with the one its run
+    recorded, to refuse other data of the same size; loading by name compares it
+    with :data:`KNOWN_IMAGES`. BLAKE2b (16 bytes), about 1 GB/s: 50 ms for the
+    60,000 MNIST training images.
+
+    >>> fingerprint(np.zeros((2, 3), np.uint8))
+    '7aa6288ee43c14ed7c681f3549932eb3'
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputTypeError(f"images must be a numpy array, got {type(images).__name__}")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{images.dtype.str} {images.shape}".encode())
+    h.update(np.ascontiguousarray(images).data)      # no copy for the usual C-ordered arrays
+    return h.hexdigest()
+
+
+def check_identity(name, images, path):
+    """Raise DataFileError if ``images`` (read from ``path`` for data set ``name``) are
+    another known data set's."""
+    other = KNOWN_IMAGES.get(fingerprint(images))
+    if other is not None and other[0] != name:
+        raise DataFileError(f"{path} holds the {_TITLES[other[0]]} {_SPLITS[other[1]]} images, not "
+                            f"{_TITLES[name]}'s: both use the same file names; point to the "
+                            f"{name} folder (data_dir, --data-dir or $NPVAE_DATA_DIR/{name})")
