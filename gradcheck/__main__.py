@@ -36,7 +36,7 @@ def parse_args(argv=None):
     if args.self_test and args.op:
         p.error("--op does not apply to --self-test, which plants each bug and runs every reference case")
     if args.step is not None and args.step >= 1:
-        p.error(f"--step must be below 1 (a finite-difference step, e.g. 1e-5), got {args.step}")
+        p.error(f"argument --step: must be below 1 (a finite-difference step, e.g. 1e-5), got {args.step}")
     return args
 
 

@@ -53,9 +53,11 @@ def check_model(model, name="model"):
 
 
 class ReferencePass:
-    """The two questions evaluation asks of a model, answered by its own (reference) layers
-    through its public inference methods (which, like any inference call, end what a
-    pending ``loss`` kept for ``backward``).
+    """The two questions evaluation asks of a model, answered by its own (reference) layers.
+
+    Each batch is encoded by :meth:`VAE.encode`, which, like any inference call, ends
+    what a pending ``loss`` kept for ``backward``; the codes sampled from it go through
+    the decoder unchecked (a diverged model's NaN gives NaN, as on the fast path).
 
     :class:`npvae.fast.Evaluator` answers them on the fast path, with the same methods.
     """
@@ -73,7 +75,7 @@ class ReferencePass:
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""
-        return bce_with_logits_per_sample(self.model.decode_logits(z), x)
+        return bce_with_logits_per_sample(self.model.decoder.forward(z), x)
 
 
 def forward_pass(model, backend=None):

@@ -9,14 +9,14 @@ One training step, as data (d = latent_dim)::
      -> loss = BCEWithLogits(logits, x) + beta * KL(h)          mean over the batch
     backward: dlogits -> decoder -> dz -> sampler -> dh (+ beta * KL's dh) -> encoder
 
-The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`),
-which is exact and stable: where ``../shared/DESIGN.md`` draws ``-> Sigmoid x_hat``,
-``BCE(x_hat, x)`` and ``dL/dx_hat -> decoder.backward``, this is one op,
-``BCEWithLogits(logits, x)``, whose backward gives ``dL/dlogits = (x_hat - x) / B``
-directly, without the unfused pair's division by ``x_hat (1 - x_hat)``, which blows
-up as a pixel's probability nears 0 or 1. :meth:`VAE.decode`
-applies the sigmoid to give pixel probabilities. ``docs/derivation.md`` follows the
-gradient through this file line by line.
+The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`), which
+is exact and stable: where the project's design picture (``DESIGN.md``) draws
+``-> Sigmoid x_hat``, ``BCE(x_hat, x)`` and ``dL/dx_hat -> decoder.backward``, this is
+one op, ``BCEWithLogits(logits, x)``, whose backward gives
+``dL/dlogits = (x_hat - x) / B`` directly, without the unfused pair's division by
+``x_hat (1 - x_hat)``, which blows up as a pixel's probability nears 0 or 1.
+:meth:`VAE.decode` applies the sigmoid to give pixel probabilities.
+``docs/derivation.md`` follows the gradient through this file line by line.
 """
 from typing import NamedTuple
 

@@ -173,7 +173,8 @@ class Module:
         for a file that ``np.savez(path, **model.state_dict())`` wrote.
         """
         if not isinstance(state_dict, Mapping):
-            raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+            raise StateDictError(f"state_dict must be a mapping (a dict) of names to arrays, "
+                                 f"got {type(state_dict).__name__}")
         state_dict = dict(state_dict)           # read each entry once (an .npz file reads on access)
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state_dict]

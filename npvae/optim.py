@@ -8,12 +8,14 @@ kernel and is tested against these.
 """
 import copy
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError
 from .module import Module, Parameter, warn_backend_argument
-from .validate import check_positive_float
+from .validate import (Setting, check_decay_rates, check_learning_rate, check_non_negative_number,
+                       check_positive_number)
 
 
 def check_params(params):
@@ -35,42 +37,6 @@ def check_params(params):
     if len({id(p) for p in params}) != len(params):
         raise InputError("params lists the same Parameter twice")
     return params
-
-
-class Setting:
-    """A hyper-parameter attribute, checked whenever it is set: in the constructor, by
-    ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps."""
-
-    def __init__(self, check):
-        self.check = check                          # check(value, name) -> the value to keep
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, optimizer, owner=None):
-        return self if optimizer is None else optimizer.__dict__[self.name]
-
-    def __set__(self, optimizer, value):
-        optimizer.__dict__[self.name] = self.check(value, self.name)
-
-
-def positive(value, name):
-    return check_positive_float(value, name)
-
-
-def non_negative(value, name):
-    return check_positive_float(value, name, allow_zero=True)
-
-
-def decay_rates(value, name):
-    """Adam's ``betas``: a pair of floats in [0, 1)."""
-    if isinstance(value, (str, bytes)) or np.ndim(value) != 1 or len(value) != 2:
-        raise InputTypeError(f"{name} must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {value!r}")
-    pair = tuple(non_negative(b, f"{name}[{i}]") for i, b in enumerate(value))
-    for i, b in enumerate(pair):
-        if b >= 1.0:
-            raise InputError(f"{name}[{i}] must be in [0, 1), got {b}")
-    return pair
 
 
 class Optimizer:
@@ -120,6 +86,8 @@ class Optimizer:
 
     def load_state_dict(self, sd):
         """Restore what :meth:`state_dict` returned, checking every entry before changing anything."""
+        if isinstance(sd, Mapping):
+            sd = dict(sd)                       # np.load's file reads an entry at each access
         sd = self._upgrade(sd)
         expected = {"t", *self.hyper(), *(f"{n}.{i}" for n in self.state_names for i in range(len(self.params)))}
         if not isinstance(sd, dict) or set(sd) != expected:
@@ -166,7 +134,7 @@ class Adam(Optimizer):
     ----------
     params : list of Parameter
     lr : float
-        The step size :math:`\alpha`.
+        The step size :math:`\alpha`, > 0 (a schedule may set ``optimizer.lr``, down to 0, between steps).
     betas : (float, float)
         :math:`(\beta_1, \beta_2)`, the decay rates of the two moments.
     eps : float
@@ -194,17 +162,26 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
-    lr, betas, eps, weight_decay = Setting(positive), Setting(decay_rates), Setting(positive), Setting(non_negative)
+    # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
+    lr = Setting(check_learning_rate)
+    betas = Setting(check_decay_rates)
+    eps = Setting(check_positive_number)
+    weight_decay = Setting(check_non_negative_number)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
-        self.set_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
+        self.set_hyper(lr=check_positive_number(lr, "lr"), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
     def set_hyper(self, lr, betas, eps, weight_decay):
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay   # each checked
+        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`)."""
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def step(self):
         """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""
@@ -265,17 +242,24 @@ class SGD(Optimizer):
     """
 
     state_names = ("momentum_buffer",)
-    lr, momentum, weight_decay = Setting(positive), Setting(non_negative), Setting(non_negative)
+    # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
+    lr = Setting(check_learning_rate)
+    momentum = Setting(check_non_negative_number)
+    weight_decay = Setting(check_non_negative_number)
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
-        self.set_hyper(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
+        self.set_hyper(lr=check_positive_number(lr, "lr"), momentum=momentum, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def set_hyper(self, lr, momentum, weight_decay):
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay          # each checked
+        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`)."""
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
 
     def step(self):
         """One SGD update of every parameter from its ``.grad``."""

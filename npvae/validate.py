@@ -74,8 +74,9 @@ def check_positive_float(value, name, allow_zero=False):
     return value
 
 
-def check_batch(x, name, n_features, dtype, unit_interval=False):
-    """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype`` in C order.
+def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
+    """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype`` (in C
+    order, as the reference takes it; with ``c_order=False`` row- or column-major as it came).
 
     Integer arrays are refused with a hint (images must be scaled to [0, 1]);
     float arrays of the other float dtype are converted.
@@ -93,7 +94,9 @@ def check_batch(x, name, n_features, dtype, unit_interval=False):
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     check_shape(x, name, n_features)
-    x = np.ascontiguousarray(x, dtype=dtype)       # the reference works in C order (no copy if it is)
+    x = np.asarray(x, dtype=dtype)
+    if not (x.flags.c_contiguous or (x.flags.f_contiguous and not c_order)):
+        x = np.ascontiguousarray(x)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
@@ -184,3 +187,68 @@ def check_grad(grad_out, shape, dtype, owner):
     if grad_out.dtype != dtype:
         raise InputTypeError(f"{owner}: grad_out has dtype {grad_out.dtype}, the forward output's is {dtype}; "
                              f"convert with grad_out.astype(np.{dtype})")
+
+
+class Setting:
+    """An attribute that checks every value it is given (an optimizer's hyper-parameters).
+
+    Written in a class body as ``lr = Setting(check_learning_rate)``, it makes
+    ``optimizer.lr = value`` call ``check_learning_rate(value, "lr")`` and keep what that
+    returns (Python routes assignments to a class attribute that defines ``__set__``
+    through it). So a bad value is refused where it is set: in the constructor, by
+    ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps.
+    """
+
+    def __init__(self, check):
+        self.check = check                          # check(value, name) -> the value to keep
+
+    def __set_name__(self, owner, name):
+        self.name = name                            # the attribute's name, told by Python
+
+    def __get__(self, obj, owner=None):
+        if obj is None:                             # looked up on the class itself
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(obj).__name__} has no {self.name} yet") from None
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = self.check(value, self.name)
+
+
+def _number(value, name, allow_zero):
+    """A finite float (> 0, or >= 0 with ``allow_zero``); a 0-d array counts as its number."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return check_positive_float(value, name, allow_zero=allow_zero)
+
+
+def check_learning_rate(value, name):
+    """>= 0, as in PyTorch: a schedule may bring it down to 0."""
+    return _number(value, name, allow_zero=True)
+
+
+def check_positive_number(value, name):
+    """> 0 and finite (a number or a 0-d array)."""
+    return _number(value, name, allow_zero=False)
+
+
+def check_non_negative_number(value, name):
+    """>= 0 and finite (a number or a 0-d array)."""
+    return _number(value, name, allow_zero=True)
+
+
+def check_decay_rates(value, name):
+    """Adam's ``betas``: a pair of numbers in [0, 1), kept as a tuple of floats."""
+    try:
+        pair = tuple(value)
+    except TypeError:
+        pair = None
+    if pair is None or isinstance(value, (str, bytes)) or len(pair) != 2:
+        raise InputTypeError(f"{name} must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {value!r}")
+    pair = tuple(check_non_negative_number(b, f"{name}[{i}]") for i, b in enumerate(pair))
+    for i, b in enumerate(pair):
+        if b >= 1.0:
+            raise InputError(f"{name}[{i}] must be in [0, 1), got {b}")
+    return pair

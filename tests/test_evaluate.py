@@ -265,3 +265,15 @@ def test_the_fast_evaluator_checks_what_it_is_given():
         ev.prepare(np.zeros(784))
     with pytest.raises(InputError, match="784 features"):
         ev.prepare(np.zeros((2, 100)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_whose_variance_overflows_evaluates_alike_on_both_paths(backend):
+    """Not an error naming an argument the user never passed: the same non-finite loss as the fast path."""
+    model = VAE(784, 8, 3, rng=0)
+    model.encoder[2].bias.data[3:] = 200.0              # logvar = 200: exp(100) overflows float32
+    x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        parts = evaluate_elbo(model, x, backend=backend)
+    assert not np.isfinite(parts.total)
+

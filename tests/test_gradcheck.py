@@ -238,7 +238,7 @@ def test_cli_list_and_bad_arguments():
     (("--seed", "-3"), "--seed: must be at least 0"),
     (("--step", "0"), "--step: must be greater than 0"),
     (("--step", "nan"), "--step: must be a finite number"),
-    (("--step", "2"), "--step must be below 1"),
+    (("--step", "2"), "--step: must be below 1"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),

@@ -356,6 +356,7 @@ def test_bad_arguments_are_npvae_errors():
 @pytest.mark.parametrize("make, name, value, err", [
     (Adam, "lr", float("nan"), InputError), (Adam, "lr", -1.0, InputError), (Adam, "lr", "x", InputTypeError),
     (Adam, "betas", 0.9, InputTypeError), (Adam, "betas", (2.0, 0.5), InputError), (Adam, "eps", 0.0, InputError),
+    (Adam, "betas", (0.9, (1, 2)), InputTypeError), (Adam, "betas", "ab", InputTypeError),
     (Adam, "weight_decay", -1.0, InputError), (SGD, "lr", float("inf"), InputError),
     (SGD, "momentum", -0.5, InputError),
 ])
@@ -366,6 +367,43 @@ def test_hyper_parameters_set_later_are_checked_too(make, name, value, err):
     with pytest.raises(err, match=name):
         setattr(opt, name, value)
     assert getattr(opt, name) == before
+
+
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_a_schedule_may_bring_lr_down_to_zero_but_an_optimizer_is_not_built_with_it(make):
+    params = _params()
+    opt = make(params, lr=0.1)
+    opt.lr = 0                                      # e.g. cosine annealing to eta_min = 0
+    _set_grads(params, _grads(0))
+    before = [p.data.copy() for p in params]
+    opt.step()
+    assert all(np.array_equal(p.data, b) for p, b in zip(params, before))
+    opt.lr = np.array(1e-3)                         # a 0-d array counts as its number
+    assert opt.lr == 1e-3
+    with pytest.raises(InputError, match="lr must be a finite number > 0, got 0"):
+        make(_params(), lr=0)
+
+
+def test_hyper_parameters_read_before_they_are_set_are_attribute_errors():
+    class Late(Adam):
+        def __init__(self, params):
+            self.had_lr = hasattr(self, "lr")       # before Adam.__init__ sets it
+            super().__init__(params)
+    assert Late(_params()).had_lr is False
+
+
+def test_an_optimizer_loads_what_np_savez_wrote(tmp_path):
+    params = _params()
+    opt = Adam(params, lr=0.02)
+    _set_grads(params, _grads(0))
+    opt.step()
+    np.savez(tmp_path / "opt.npz", **opt.state_dict())
+    again = Adam(_params(), lr=0.5)
+    with np.load(tmp_path / "opt.npz") as saved:
+        again.load_state_dict(saved)
+    assert again.t == 1 and again.lr == 0.02
+    for p, q in zip(opt.params, again.params):
+        np.testing.assert_array_equal(opt.state[p]["m"], again.state[q]["m"])
 
 
 def test_betas_may_be_any_pair_of_numbers():

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import InputTypeError
 from ..validate import check_shape
 from .step import FastVAE
-from .supported import check_supported
+from .supported import EVALUATION_METHODS, check_supported
 from . import kernels as k
 
 
@@ -17,7 +17,7 @@ class Evaluator:
     """Forward passes of ``model`` (a VAE) on the fast path; the parameters are copied once, here."""
 
     def __init__(self, model):
-        check_supported(model)
+        check_supported(model, EVALUATION_METHODS)
         self.net = FastVAE(model)
         self.net.load(model)
 

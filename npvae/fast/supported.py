@@ -1,4 +1,4 @@
-"""Which models the fast path can train: the VAE exactly as its constructor builds it.
+"""Which models the fast path can run: the VAE exactly as its constructor builds it.
 
 The fused step (:mod:`npvae.fast.step`) does not run the model's code: it computes, from
 the model's parameters, what the stock :class:`~npvae.model.VAE` computes. A model that
@@ -12,25 +12,43 @@ from ..losses import KL, BCEWithLogits
 from ..model import VAE
 from ..sampler import Sampler
 
-# The VAE methods whose results the fast path computes itself: training (loss, backward)
-# and evaluation (encode and decode_logits, which the reference's evaluation runs).
-COMPUTED_METHODS = ("loss", "backward", "encode", "decode_logits")
+#: The VAE methods whose results each use of the fast path computes itself (training runs
+#: ``loss`` and ``backward``; the reference's evaluation runs ``encode``, then the decoder).
+TRAINING_METHODS = ("loss", "backward")
+EVALUATION_METHODS = ("encode",)
 
 _USE_REFERENCE = "; use backend='numpy' (the reference), which runs the model's own code"
 
 
-def check_supported(model, name="model"):
+def check_supported(model, methods, name="model"):
     """Return ``model`` if the fast path computes exactly what it computes; else InputTypeError.
 
-    That is: an :class:`~npvae.model.VAE` (or a subclass that leaves
-    :data:`COMPUTED_METHODS` alone) whose encoder and decoder are the constructor's
-    ``Sequential`` of ``Dense`` and ``ReLU`` layers, with the stock ``Sampler``, ``KL``
-    and ``BCEWithLogits``, and whose parameters are those layers' weights and biases.
+    Parameters
+    ----------
+    model : VAE
+        Supported: a :class:`~npvae.model.VAE` (or a subclass) that leaves ``methods``
+        as VAE defines them, whose encoder and decoder are the constructor's
+        ``Sequential`` of ``Dense`` and ``ReLU`` layers, with the stock ``Sampler``,
+        ``KL`` and ``BCEWithLogits``, and whose parameters are those layers' weights
+        and biases, of the model's dtype.
+    methods : sequence of str
+        The methods the caller would otherwise run: :data:`TRAINING_METHODS` or
+        :data:`EVALUATION_METHODS`.
+    name : str
+        The argument's name, for the message.
+
+    Raises
+    ------
+    InputTypeError
+        Naming what differs, and ``backend='numpy'``.
     """
     if not isinstance(model, VAE):
         raise InputTypeError(f"{name} must be an npvae.VAE, got {type(model).__name__}")
     cls = type(model).__name__
-    for method in COMPUTED_METHODS:
+    for method in methods:
+        if method in vars(model):
+            raise InputTypeError(f"{name}.{method} is set on the model itself, and the fast path does not "
+                                 f"run it" + _USE_REFERENCE)
         if getattr(type(model), method) is not getattr(VAE, method):
             raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
                                  + _USE_REFERENCE)
@@ -43,8 +61,8 @@ def check_supported(model, name="model"):
     dense = _check_stack(model, "encoder", enc, name) + _check_stack(model, "decoder", dec, name)
     expected = [p for layer in dense for p in (layer.weight, layer.bias)]
     if [id(p) for p in model.parameters()] != [id(p) for p in expected]:
-        raise InputTypeError(f"{name} has parameters besides its Dense layers' weights and biases, which "
-                             "the fast path would not train" + _USE_REFERENCE)
+        raise InputTypeError(f"{name}.parameters() are not exactly its Dense layers' weights and biases, "
+                             "in order, which is all the fast path trains" + _USE_REFERENCE)
     return model
 
 
@@ -58,10 +76,10 @@ def _check_stack(model, part, sizes, name):
         got = type(stack).__name__ if layers is None else " -> ".join(type(layer).__name__ for layer in layers)
         raise InputTypeError(f"{name}.{part} is {got}, but the fast path computes {want} with a ReLU "
                              "between each two" + _USE_REFERENCE)
-    dense = layers[::2]
-    for layer, i, o in zip(dense, sizes[:-1], sizes[1:]):
-        if (layer.weight.shape, layer.bias.shape) != ((i, o), (o,)) or layer.weight.dtype != model.dtype \
-                or layer.bias.dtype != model.dtype:
-            raise InputTypeError(f"{name}.{part} is not {want} in {model.dtype}: a layer holds weight "
-                                 f"{layer.weight.shape} {layer.weight.dtype}" + _USE_REFERENCE)
-    return dense
+    for k, i, o in zip(range(0, len(layers), 2), sizes[:-1], sizes[1:]):
+        for attr, shape in (("weight", (i, o)), ("bias", (o,))):
+            p = getattr(layers[k], attr)
+            if p.shape != shape or p.dtype != model.dtype:
+                raise InputTypeError(f"{name}.{part}[{k}].{attr} is {p.shape} {p.dtype}, but the fast path "
+                                     f"computes {shape} {model.dtype} there ({want})" + _USE_REFERENCE)
+    return layers[::2]

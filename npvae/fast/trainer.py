@@ -34,7 +34,7 @@ from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
 from .step import FastVAE
-from .supported import check_supported
+from .supported import TRAINING_METHODS, check_supported
 
 
 class Trainer:
@@ -58,7 +58,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
-        check_supported(model)
+        check_supported(model, TRAINING_METHODS)
         if not isinstance(optimizer, Optimizer):
             raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
         if type(optimizer) not in (Adam, SGD):
@@ -170,7 +170,7 @@ class Trainer:
                 raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
                                  "trainer.batch(idx): units proven dead on the training images may "
                                  "not be on other data")
-            x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True)
+            x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True, c_order=False)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
         self._ready()
         ws = self.net.workspace(x.shape[0])
