@@ -173,7 +173,8 @@ class VAE(Module):
         if beta is None:
             raise StateError("VAE.backward needs the loss() call right before it: none ran, or an "
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
-                             "interpolate, or evaluation with backend='numpy') ran since and replaced what backward needs")
+                             "interpolate, or evaluation with backend='numpy') ran since and replaced what "
+                             "backward needs")
         dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
         dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z

@@ -18,11 +18,12 @@ of the run, and computing it is wasted. The fast path's training (``fit(..., bac
 :class:`npvae.fast.Trainer`) retires such units: its steps compute only the others
 (:attr:`npvae.fast.step.FastVAE.n_units`), which shrinks the largest forward product and the
 encoder head's products (on Fashion-MNIST with the tutorial model and seed, 169 of 400
-units are retired after epoch 2, 190 after epoch 5, 194 after epoch 10). For the length of an epoch the units are reordered, computed ones first
-(a permutation of hidden units changes nothing else), so the layers take slices of the
-weights rather than gathering columns at every step, and the optimizer holds the retired
-units' weight columns (:meth:`npvae.fast.optim.FusedOptimizer.hold`). Results are those of
-the full computation to round-off: BLAS sums the smaller products in another order.
+units are retired after epoch 2, 190 after epoch 5, 194 after epoch 10). For the length of
+an epoch the units are reordered, computed ones first (a permutation of hidden units
+changes nothing else), so the layers take slices of the weights rather than gathering
+columns at every step, and the optimizer holds the retired units' weight columns
+(:meth:`npvae.fast.optim.FusedOptimizer.hold`). Results are those of the full computation
+to round-off: BLAS sums the smaller products in another order.
 
 Safeguards. Nothing is retired with dynamic binarization (the images change every epoch),
 weight decay, or an optimizer that cannot say when it is at rest, and ``retire_dead_units=False``
