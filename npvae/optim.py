@@ -14,8 +14,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError
 from .module import Module, Parameter, warn_backend_argument
-from .validate import (Setting, check_decay_rates, check_learning_rate, check_non_negative_number,
-                       check_positive_number)
+from .validate import Setting, check_decay_rates, check_non_negative_number, check_positive_number
 
 
 def check_params(params):
@@ -163,7 +162,7 @@ class Adam(Optimizer):
 
     state_names = ("m", "v")
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
-    lr = Setting(check_learning_rate)
+    lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
     betas = Setting(check_decay_rates)
     eps = Setting(check_positive_number)
     weight_decay = Setting(check_non_negative_number)
@@ -243,7 +242,7 @@ class SGD(Optimizer):
 
     state_names = ("momentum_buffer",)
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
-    lr = Setting(check_learning_rate)
+    lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
     momentum = Setting(check_non_negative_number)
     weight_decay = Setting(check_non_negative_number)
 

@@ -63,7 +63,9 @@ def check_indices(idx, name, n, most):
 
 
 def check_positive_float(value, name, allow_zero=False):
-    """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    """A finite real number > 0 (or >= 0 with ``allow_zero``); a 0-d array counts as its number."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)
@@ -192,8 +194,8 @@ def check_grad(grad_out, shape, dtype, owner):
 class Setting:
     """An attribute that checks every value it is given (an optimizer's hyper-parameters).
 
-    Written in a class body as ``lr = Setting(check_learning_rate)``, it makes
-    ``optimizer.lr = value`` call ``check_learning_rate(value, "lr")`` and keep what that
+    Written in a class body as ``lr = Setting(check_non_negative_number)``, it makes
+    ``optimizer.lr = value`` call ``check_non_negative_number(value, "lr")`` and keep what that
     returns (Python routes assignments to a class attribute that defines ``__set__``
     through it). So a bad value is refused where it is set: in the constructor, by
     ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps.
@@ -217,26 +219,14 @@ class Setting:
         obj.__dict__[self.name] = self.check(value, self.name)
 
 
-def _number(value, name, allow_zero):
-    """A finite float (> 0, or >= 0 with ``allow_zero``); a 0-d array counts as its number."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    return check_positive_float(value, name, allow_zero=allow_zero)
-
-
-def check_learning_rate(value, name):
-    """>= 0, as in PyTorch: a schedule may bring it down to 0."""
-    return _number(value, name, allow_zero=True)
-
-
 def check_positive_number(value, name):
     """> 0 and finite (a number or a 0-d array)."""
-    return _number(value, name, allow_zero=False)
+    return check_positive_float(value, name)
 
 
 def check_non_negative_number(value, name):
     """>= 0 and finite (a number or a 0-d array)."""
-    return _number(value, name, allow_zero=True)
+    return check_positive_float(value, name, allow_zero=True)
 
 
 def check_decay_rates(value, name):
