@@ -134,7 +134,7 @@ def draw(results, labels, path, n_points):
         pad = 0.04 * (hi - lo).max()
         ax.set_xlim(lo[0] - pad, hi[0] + pad)
         ax.set_ylim(lo[1] - pad, hi[1] + pad)
-        ax.set_aspect("equal", adjustable="box")
+        ax.set_aspect("equal", adjustable="datalim")   # fill the panel: titles stay clear
         ax.grid(alpha=0.3)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")

@@ -122,7 +122,7 @@ def build_parser(exit_on_error=True):
     p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: $NPVAE_BACKEND, else numba)")
     p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
-                        f"about a minute for 10,000 test images on 2 cores)")
+                        f"one to two minutes for 10,000 test images on 2 cores)")
     p.add_argument("--nll-images", type=cli.whole_number(1), metavar="N",
                    help="test images for the NLL (default: all)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<dataset>-<time>/)")

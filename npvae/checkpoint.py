@@ -4,6 +4,9 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
 
     model/<parameter name>      e.g. model/encoder.0.weight, one array each
     optimizer/<state key>       the optimizer's state_dict(): t, hyper-parameters, moments
+                                ("<moment>.<i>": i counts the model's parameters, in
+                                model.parameters() order, whatever order the optimizer
+                                lists them in)
     __meta__                    0-d unicode array holding one JSON object:
         format, version         "npvae-checkpoint", 1
         model_config            VAE.config(): input_dim, hidden_dims, latent_dim, dtype
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictError
+from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, StateDictError
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
@@ -112,8 +115,12 @@ class Checkpoint:
             if self.optimizer != type(optimizer).__name__:
                 raise CheckpointError(f"{path}: the checkpoint holds {self.optimizer or 'no'} optimizer "
                                       f"state, got a {type(optimizer).__name__} to load it into")
+            state = self.optimizer_state
+            if model is not None:       # saved by the model's parameter order: renumber by the optimizer's
+                index = _model_index(model, optimizer)
+                state = _renumber(state, optimizer, {j: i for i, j in enumerate(index)})
             try:
-                optimizer.load_state_dict(self.optimizer_state)
+                optimizer.load_state_dict(state)
             except StateDictError as e:
                 raise CheckpointError(f"{path}: optimizer state does not fit: {e}") from None
         if model is not None:
@@ -203,7 +210,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         Destination, conventionally ``*.npz``.
     model : VAE
     optimizer : Optimizer, optional
-        Its ``state_dict()`` is saved (moments, step count, hyper-parameters).
+        Its ``state_dict()`` is saved (moments, step count, hyper-parameters). It must
+        hold exactly ``model.parameters()``, in any order.
     epoch, step : int
         Completed epochs, and steps already taken in the next epoch (0 at an epoch boundary).
     history : sequence of dict
@@ -221,7 +229,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         If a parameter or the optimizer's state holds NaN or inf: a checkpoint is
         never overwritten with a diverged model.
     InputError
-        If ``path`` is a folder.
+        If ``path`` is a folder, or the optimizer holds other parameters than the model's.
     """
     path = check_file_path(path, "path")
     if path is None:
@@ -237,7 +245,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                                   f"{name} contains NaN or inf")
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
-        for key, value in optimizer.state_dict().items():
+        in_model_order = _renumber(optimizer.state_dict(), optimizer, _model_index(model, optimizer))
+        for key, value in in_model_order.items():
             if not np.isfinite(value).all():
                 raise DivergenceError(f"refusing to save a checkpoint to {os.fspath(path)}: optimizer state "
                                       f"{key} contains NaN or inf")
@@ -253,6 +262,29 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return os.fspath(path)
+
+
+def _model_index(model, optimizer):
+    """For each of the optimizer's parameters, its index in ``model.parameters()``."""
+    index = {id(p): j for j, p in enumerate(model.parameters())}
+    params = optimizer.params
+    if len(params) != len(index) or {id(p) for p in params} != set(index):
+        raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
+                         f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
+                         f"model's {len(index)}")
+    return [index[id(p)] for p in params]
+
+
+def _renumber(state, optimizer, new_index):
+    """``state`` (an optimizer's state dict) with each ``"<moment>.<i>"`` key renamed
+    ``"<moment>.<new_index[i]>"``; ``t`` and the hyper-parameters as they are."""
+    out = {}
+    for key, value in state.items():
+        name, _, i = key.rpartition(".")
+        if name in optimizer.state_names and i.isdigit() and int(i) < len(new_index):
+            key = f"{name}.{new_index[int(i)]}"
+        out[key] = value
+    return out
 
 
 # -- loading -----------------------------------------------------------------------
@@ -436,7 +468,9 @@ def load_checkpoint(path, model=None, optimizer=None):
         Must have the saved config (else the differing dimensions are named);
         receives the parameters and the sampler's generator state.
     optimizer : Optimizer, optional
-        Must be of the saved class; receives the saved state.
+        Must be of the saved class; receives the saved state. With ``model``, it must hold
+        exactly the model's parameters, in any order (each gets its own moments back);
+        without, it is taken to list them in ``model.parameters()`` order.
 
     Returns
     -------

@@ -242,15 +242,19 @@ class ReferenceSteps:
         pass
 
 
-def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units):
-    """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`)."""
+def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units, evaluating):
+    """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`);
+    ``evaluating``: the epochs end with an evaluation on the same back end."""
     if resolve(backend) == "numpy":
         return ReferenceSteps(model, opt, images)
     from .fast import Trainer       # imports Numba: only when the fast path is asked for
+    from .fast.supported import EVALUATION_METHODS, check_supported
     try:
+        if evaluating:              # refused now, not after the first epoch's training
+            check_supported(model, EVALUATION_METHODS)
         return Trainer(model, opt, images=images, batch_size=batch_size,
                        retire_dead_units=retire_dead_units and not binarize)
-    except InputTypeError as e:     # an optimizer the fast path does not run
+    except InputTypeError as e:     # a model or an optimizer the fast path does not run
         raise InputTypeError(f"fit(backend='numba'): {e}") from None
 
 
@@ -347,7 +351,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                       backend=backend, train_data=fingerprint(train_images))
     shuffle_rng = check_rng(rng)
     rngs = {"shuffle": shuffle_rng, "binarize": _binarize_stream(shuffle_rng)}
-    training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units)
+    training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units,
+                               evaluating=test_images is not None)
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:

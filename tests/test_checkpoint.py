@@ -11,7 +11,7 @@ import pytest
 from npvae import SGD, VAE, Adam
 from npvae.checkpoint import (META_KEY, Checkpoint, expected_shapes, load_checkpoint, load_model,
                               save_checkpoint)
-from npvae.errors import CheckpointError, DivergenceError, InputTypeError
+from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from npvae.train import fit
 
 
@@ -123,6 +123,35 @@ def test_fit_checkpoint_contents(tmp_path):
         names = zf.namelist()
     assert META_KEY + ".npy" in names and "model/encoder.0.weight.npy" in names
     assert "optimizer/m.0.npy" in names
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_optimizer_listing_the_parameters_in_another_order_resumes_bit_for_bit(tmp_path, backend):
+    """The checkpoint counts the model's parameters, so each gets its own moments back
+    whatever order the optimizers list them in."""
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    run = dict(batch_size=16, rng=0, progress=False, backend=backend)
+
+    def model_and_adam(order):
+        model = VAE(12, 8, 3, dtype=np.float64, rng=0)
+        return model, Adam(order(model.parameters()))
+
+    straight, opt = model_and_adam(list)
+    fit(straight, x, epochs=2, optimizer=opt, **run)
+    model, opt = model_and_adam(lambda ps: ps[::-1])
+    fit(model, x, epochs=1, optimizer=opt, checkpoint=tmp_path / "c.npz", **run)
+    for order in (list, lambda ps: ps[::-1], lambda ps: ps[1:] + ps[:1]):
+        resumed, opt = model_and_adam(order)
+        fit(resumed, x, epochs=2, optimizer=opt, resume=tmp_path / "c.npz", **run)
+        for (name, p), q in zip(resumed.named_parameters(), straight.parameters()):
+            assert np.array_equal(p.data, q.data), name
+
+
+def test_save_refuses_an_optimizer_of_other_parameters_than_the_models(tmp_path):
+    model = VAE(12, 8, 3, rng=0)
+    with pytest.raises(InputError, match=r"optimizer must hold exactly model.parameters\(\).*4 of them the model's 8"):
+        save_checkpoint(tmp_path / "c.npz", model, Adam(model.decoder.parameters()))
+    assert not (tmp_path / "c.npz").exists()
 
 
 # -- saving is atomic and refuses diverged models ------------------------------------

@@ -128,6 +128,25 @@ def test_training_with_retirement_equals_training_without(images, tmp_path, make
         assert np.max(np.abs(p.data - q.data)) <= 1e-12 * np.max(np.abs(q.data)), name
 
 
+@pytest.mark.parametrize("dead", [list(range(12, 16)), list(range(16))], ids=["the-last-units", "every-unit"])
+def test_retiring_units_that_are_last_already_trains_what_the_reference_trains(images, tmp_path, dead):
+    """Retired units are moved behind the computed ones; when they are the last ones already
+    (or all of them), nothing moves, and the fast path still trains what the reference does."""
+    x, t = images[:150], images[150:200]
+    runs = {}
+    for backend in ("numba", "numpy"):
+        model = VAE(784, 16, 3, dtype=np.float64, rng=0)
+        model.encoder[0].bias.data[dead] = -30.0
+        path = tmp_path / f"{backend}.npz"
+        runs[backend] = (model, fit(model, x, t, epochs=3, checkpoint=path, **{**RUN, "backend": backend}))
+    assert retired(tmp_path / "numba.npz") == dead
+    (fast, fast_history), (ref, ref_history) = runs["numba"], runs["numpy"]
+    for key in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(fast_history[key], ref_history[key], rtol=1e-10, err_msg=key)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        assert np.max(np.abs(p.data - q.data)) <= 1e-10 * np.max(np.abs(q.data)), name
+
+
 def test_nothing_is_retired_with_binarization_weight_decay_or_the_switch_off(images, tmp_path):
     x = images[:100]
     fit(vae(), x, epochs=2, binarize=True, checkpoint=tmp_path / "bin.npz", **RUN)

@@ -97,6 +97,8 @@ def test_the_fast_path_refuses_what_it_would_compute_wrongly(case):
         with pytest.raises(InputTypeError, match=message):
             Trainer(model, Adam(model.parameters()))
     if evaluation:
+        with pytest.raises(InputTypeError, match=message + ".*backend='numpy'"):
+            fit(model, X, X[:40], backend="numba", **RUN)   # fit evaluates too: refused before training
         with pytest.raises(InputTypeError, match=message):
             evaluate_elbo(model, X, backend="numba")
         with pytest.raises(InputTypeError, match=message):

@@ -105,6 +105,11 @@ class FastVAE:
         if np.array_equal(self.order, self.all_positions):
             self.order = None
 
+    def restore_order(self):
+        """Put the units back in the model's order (nothing to do if they are in it)."""
+        if self.order is not None:
+            self.reorder(np.argsort(self.order))
+
     # -- the step ------------------------------------------------------------------------
     def forward(self, x, beta, eps):
         """``VAE.loss``: ``x`` (B, D) and ``eps`` (B, d) -> LossParts; keeps what backward needs."""
