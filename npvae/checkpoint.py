@@ -97,6 +97,16 @@ class Checkpoint:
                                   f"(has {sorted(self.rng_states)})")
         return _generator_from_state(self.rng_states[name], self.path, name)
 
+    def check_model(self, model):
+        """Raise CheckpointError, naming the differing dimensions, unless ``model`` (a VAE) has
+        the saved config."""
+        if not isinstance(model, VAE):
+            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+        diff = _config_diff(self.model_config, model.config())
+        if diff:
+            raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
+                                  + "; ".join(diff))
+
     def load_into(self, model=None, optimizer=None):
         """Copy the parameters (and sampler state) into ``model``, the state into ``optimizer``.
 
@@ -105,12 +115,7 @@ class Checkpoint:
         """
         path = self.path
         if model is not None:
-            if not isinstance(model, VAE):
-                raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
-            diff = _config_diff(self.model_config, model.config())
-            if diff:
-                raise CheckpointError(f"{path}: the checkpoint's model does not match the given model: "
-                                      + "; ".join(diff))
+            self.check_model(model)
         if optimizer is not None:
             if self.optimizer != type(optimizer).__name__:
                 raise CheckpointError(f"{path}: the checkpoint holds {self.optimizer or 'no'} optimizer "

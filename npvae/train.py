@@ -176,6 +176,7 @@ def _resume(path, model, opt, fit_config, rngs, steps):
     """Load ``path`` into model, optimizer and ``steps``, and its streams into ``rngs``,
     checking everything first."""
     ckpt = load_checkpoint(path)
+    ckpt.check_model(model)                         # first: the other checks assume its shapes
     steps.check_dead_units(ckpt.dead_units, path)
     saved = ckpt.fit_config or {}
     for key in _RESUME_KEYS:
@@ -315,7 +316,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         the reference trains by running the model's own code.
     retire_dead_units : bool
         Fast path: leave out first-layer units proven dead on every training image
-        (:mod:`npvae.fast.dead_units`). Never with ``binarize``. Off: to measure it.
+        (:mod:`npvae.fast.dead_units`). Never with ``binarize``. Off: to measure it. A
+        ``callback`` that changes ``train_images`` in place starts the record afresh.
 
     Returns
     -------
@@ -405,8 +407,15 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     append_line(metrics_path, jsonio.dumps(record))
                 run.save(epoch, 0)
                 run.show.summary(record)
-                if callback is not None and callback(record, model) is False:
-                    break
+                if callback is not None:
+                    stop = callback(record, model) is False
+                    data = fingerprint(train_images) if training.dead_units() is not None else None
+                    if data is not None and data != fit_config["train_data"]:
+                        # the callback changed the training images: units dead on the old ones may not be
+                        training.load_dead_units(None)
+                        fit_config["train_data"] = data
+                    if stop:
+                        break
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
     finally:

@@ -147,6 +147,30 @@ def test_retiring_units_that_are_last_already_trains_what_the_reference_trains(i
         assert np.max(np.abs(p.data - q.data)) <= 1e-10 * np.max(np.abs(q.data)), name
 
 
+def test_a_callback_that_changes_the_training_images_starts_the_record_afresh(images, tmp_path):
+    """Units proven dead on the images before a callback inverted them fire on the new ones:
+    the fast path trains them again, as the reference does."""
+    runs, units = {}, [1, 4]
+    for backend in ("numba", "numpy"):
+        x = images[:150].copy()
+        model = VAE(784, 16, 3, dtype=np.float64, rng=0)
+        model.encoder[0].weight.data[:, units] = 0.02     # x W < 10 on digits (mostly black)...
+        model.encoder[0].bias.data[units] = -10.0          # ...and > 10 on their negatives
+
+        def invert_once(record, model, x=x):
+            if record["epoch"] == 2:
+                np.subtract(255, x, out=x)
+
+        history = fit(model, x, epochs=4, callback=invert_once, checkpoint=tmp_path / f"{backend}.npz",
+                      **{**RUN, "backend": backend})
+        runs[backend] = (model, history)
+    assert not set(units) & set(retired(tmp_path / "numba.npz"))  # the inverted images woke them
+    (fast, fast_history), (ref, ref_history) = runs["numba"], runs["numpy"]
+    np.testing.assert_allclose(fast_history["train_loss"], ref_history["train_loss"], rtol=1e-10)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        assert np.max(np.abs(p.data - q.data)) <= 1e-10 * np.max(np.abs(q.data)), name
+
+
 def test_nothing_is_retired_with_binarization_weight_decay_or_the_switch_off(images, tmp_path):
     x = images[:100]
     fit(vae(), x, epochs=2, binarize=True, checkpoint=tmp_path / "bin.npz", **RUN)
@@ -265,6 +289,15 @@ def test_resume_mid_epoch_with_retired_units_is_bit_identical(images, tmp_path):
     assert params_equal(straight, resumed)
     assert metrics(h1) == metrics(h2)
     assert load_checkpoint(tmp_path / "resumed.npz").dead_units == load_checkpoint(tmp_path / "straight.npz").dead_units
+
+
+def test_resuming_into_a_model_of_another_size_names_the_sizes_not_the_record(images, tmp_path):
+    fit(vae(), images[:100], epochs=2, checkpoint=tmp_path / "c.npz", **RUN)
+    narrow = VAE(784, 4, 3, rng=0)                  # fewer units than the record's retired ones
+    before = narrow.state_dict()
+    with pytest.raises(CheckpointError, match=r"hidden_dims: checkpoint \[16\], model \[4\]"):
+        fit(narrow, images[:100], epochs=3, resume=tmp_path / "c.npz", **RUN)
+    assert all(np.array_equal(before[k], v) for k, v in narrow.state_dict().items())
 
 
 def test_a_malformed_record_in_a_checkpoint_is_refused_before_loading(images, tmp_path):

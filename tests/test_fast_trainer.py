@@ -310,6 +310,40 @@ def test_after_sync_the_model_and_optimizer_are_the_users_again(images):
         assert rel(p.data, q.data) < 1e-10
 
 
+@pytest.mark.parametrize("dtype, eps, pixel", [(np.float64, 1e-300, 1e-153), (np.float32, 1e-30, 1e-17)])
+def test_adam_with_an_eps_near_the_smallest_floats_steps_as_the_reference(images, dtype, eps, pixel):
+    """Gradients so small that v falls below the smallest normal float while m does not: the
+    fast path's flush of tiny moments to 0 would leave m / eps, so with such an eps it flushes nothing."""
+    xs = [x.copy() for x in batches(images, dtype)]
+    for x in xs:
+        x[:, 0] = pixel                                 # the first weight's row 0 gets tiny gradients
+    ref = VAE(784, 32, 4, dtype=dtype, rng=2)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = Adam(ref.parameters(), eps=eps), Adam(fast.parameters(), eps=eps)
+    reference_steps(ref, opt_ref, xs, [1.0] * len(xs))
+    with Trainer(fast, opt_fast) as trainer:
+        for x in xs:
+            trainer.step(x)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        assert rel(p.data, q.data) < tol, name
+
+
+def test_a_second_sync_keeps_what_the_user_did_after_the_first(images):
+    """sync(), then the user's own step and edit, then the with block's sync on the way out:
+    nothing the user did is undone."""
+    model = VAE(784, 32, 4, dtype=np.float64, rng=2)
+    opt = Adam(model.parameters())
+    xs = batches(images, np.float64)
+    with Trainer(model, opt) as trainer:
+        trainer.step(xs[0])
+        trainer.sync()
+        reference_steps(model, opt, xs[1:2], [1.0])
+        model.encoder[0].bias.data[:] = 7.0
+        trainer.sync()
+    assert opt.t == 2 and (model.encoder[0].bias.data == 7.0).all()
+
+
 @pytest.mark.parametrize("name", ["Adam", "SGD-momentum"])
 def test_a_learning_rate_schedule_inside_the_loop(images, name):
     """The optimizer's hyper-parameters are read at every step, as the reference reads them."""

@@ -11,10 +11,11 @@ travel with the block.
 
 Two differences from the reference, both below round-off:
 
-* moments that decay below the dtype's smallest normal number are set to 0 (units
-  off for good get exactly-zero gradients, and their moments would otherwise drift
-  into slow subnormal arithmetic); the update they would have made is under
-  ``lr * tiny / eps``;
+* moments that decay below the dtype's smallest normal number ``tiny`` are set to 0
+  (units off for good get exactly-zero gradients, and their moments would otherwise
+  drift into slow subnormal arithmetic); the update they would have made is under
+  ``lr * tiny / eps``. Adam does this only while ``eps`` is far above ``sqrt(tiny)``
+  (float32: about 6e-11 for ``beta2 = 0.999``; the default is 1e-8), where it is below round-off;
 * the update is computed as ``(lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)``, PyTorch's
   arrangement of Algorithm 1's ``lr * m_hat / (sqrt(v_hat) + eps)``.
 
@@ -112,7 +113,11 @@ class FusedAdam(FusedOptimizer):
         dt = self.block.rows.dtype.type
         self.lr, self.betas, self.eps, self.weight_decay = s["lr"], s["betas"], s["eps"], s["weight_decay"]
         self._constants = tuple(map(dt, (self.lr, *self.betas, self.eps, self.weight_decay)))
-        self.tiny = dt(np.finfo(dt).tiny)
+        # Flushing moments below tiny (see above) is below round-off only while eps is far above
+        # sqrt(tiny) / sqrt(1 - beta2) (the largest bias-corrected sqrt(v) it drops); else flush nothing.
+        finfo = np.finfo(dt)
+        negligible = self.eps * np.sqrt(1 - self.betas[1]) >= np.sqrt(finfo.tiny) * 2.0 ** (finfo.nmant + 1)
+        self.tiny = dt(finfo.tiny if negligible else 0)
 
     def step(self, first_grad):
         """One update; ``first_grad = (values, columns)`` is the first weight's gradient."""

@@ -54,7 +54,8 @@ class Trainer:
     retire_dead_units : bool
         Leave out first-layer units proven dead on every image of ``images``
         (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
-        of them once between :meth:`begin_epoch` and :meth:`end_epoch`.
+        of them once between :meth:`begin_epoch` and :meth:`end_epoch`. If you change
+        ``images`` in place, call ``load_dead_units(None)``: the proofs were about the old ones.
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
@@ -93,7 +94,10 @@ class Trainer:
 
     def sync(self):
         """Write the parameters and the optimizer's state back into the model and the optimizer,
-        which are then yours until the next :meth:`step` takes them back."""
+        which are then yours until the next :meth:`step` takes them back. A second sync with no
+        step between does nothing: it never undoes what you changed since the first."""
+        if self.synced:
+            return
         if self.dead is not None:
             self.dead.pause()
         self.net.store(self.model, self.opt.states())
