@@ -333,9 +333,15 @@ def copy_file(src, dst):
 
 def refuse_earlier_run(out, resumed):
     """A new run never replaces one that is there: it is continued with --resume, or left alone."""
-    if resumed is None and os.path.exists(os.path.join(out, "checkpoint.npz")):
+    own = os.path.join(out, "checkpoint.npz")
+    if not os.path.exists(own):
+        return
+    if resumed is None:
         raise InputError(f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}, "
                          f"or choose another --out (remove that folder to start it over)")
+    if not os.path.samefile(own, resumed.path):     # e.g. another run's checkpoint copied into this folder
+        raise InputError(f"--resume {resumed.path}: {out} holds another run (checkpoint.npz), which this one "
+                         f"would replace; continue it in a folder of its own with --out NEW")
 
 
 def start_folder(folder, resumed, elsewhere):

@@ -199,3 +199,12 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
     assert f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}" in again.stderr
     assert_no_traceback(again.stderr)
     assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
+
+
+def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):
+    """`2>&-`: Python has no sys.stderr at all; progress and notes are dropped, the work is done."""
+    out = tmp_path / "run"
+    command = shlex.join([sys.executable, TRAIN, *SMALL, "--epochs", "1", "--out", str(out)]) + " 2>&-"
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1 and (out / "samples.png").exists()

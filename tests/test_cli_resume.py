@@ -116,6 +116,16 @@ def test_resume_into_a_folder_holding_another_run_is_refused(copy_of, tmp_path, 
     assert snapshot(other) == before
 
 
+def test_resuming_a_checkpoint_copied_into_another_runs_folder_is_refused(copy_of, base):
+    """Its folder (the default --out) holds a run of its own, which continuing there would replace."""
+    shutil.copy(base / "checkpoint.npz", copy_of / "other.npz")
+    before = snapshot(copy_of)
+    proc = run([TRAIN, "--resume", str(copy_of / "other.npz"), "--epochs", "3"])
+    assert proc.returncode == 2 and "holds another run" in proc.stderr and "--out NEW" in proc.stderr, proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert snapshot(copy_of) == before
+
+
 @pytest.mark.parametrize("with_run_json", [True, False], ids=["run.json", "no run.json"])
 def test_a_refusal_from_fit_leaves_the_run_folder_as_it_was(copy_of, with_run_json):
     """A checkpoint whose record fit refuses (not caught before): the run folder is left as it was."""
