@@ -37,6 +37,17 @@ def parse_args(argv=None):
         p.error("--op does not apply to --self-test, which plants each bug and runs every reference case")
     if args.step is not None and args.step >= 1:
         p.error(f"argument --step: must be below 1 (a finite-difference step, e.g. 1e-5), got {args.step}")
+    smallest = 16 * np.finfo(args.dtype).eps            # below it, x + h rounds back to x: no difference left
+    if args.step is not None and args.step < smallest:
+        p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
+                f"round-off; e.g. 1e-5), got {args.step}")
+    chosen = BACKENDS if args.backend == "both" else (args.backend,)
+    skipped = [op for op in args.op or () if CASES[op][0] not in chosen]
+    if skipped:
+        p.error(f"--op {' '.join(skipped)} check{'s' if len(skipped) == 1 else ''} the "
+                f"{CASES[skipped[0]][0]} path, which --backend {args.backend} leaves out")
+    if args.self_test and args.backend == "numba":
+        p.error("--backend numba does not apply to --self-test, which plants each bug in the reference")
     return args
 
 

@@ -242,6 +242,11 @@ def test_cli_list_and_bad_arguments():
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
+    (("--step", "1e-300"), "--step: must be at least 3.6e-15 in float64"),
+    (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-06 in float32"),
+    (("--op", "fast_vae_1h", "--backend", "numpy"), "--op fast_vae_1h checks the numba path"),
+    (("--op", "dense", "kl", "--backend", "numba"), "--op dense kl check the numpy path"),
+    (("--self-test", "--backend", "numba"), "--backend numba does not apply to --self-test"),
 ])
 def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message):
     """A step of 0 or a tolerance of 0 would report FAILURES a learner could take for a wrong gradient."""
