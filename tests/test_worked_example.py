@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from npvae.errors import InputError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "worked_example.py")
 PAGE = os.path.join(ROOT, "docs", "derivation.md")
@@ -67,7 +69,21 @@ def test_update_rewrites_the_block_and_nothing_else(tmp_path, capsys):
     assert text == f"# Title\n\nbefore\n\n{script.BEGIN}\n{block}{script.END}\n\nafter\n"
 
     page.write_text("no markers here\n", encoding="utf-8")
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(InputError, match="markers"):
         script.main(["--update", str(page)])
-    assert "markers" in str(exit_info.value.code)
     assert page.read_text(encoding="utf-8") == "no markers here\n"
+
+
+@pytest.mark.parametrize("page, words", [
+    ("missing.md", "cannot read the page (No such file or directory)"),
+    (".", "cannot read the page (Is a directory)"),
+    ("latin1.md", "cannot read the page (it is not UTF-8 text)"),
+    ("plain.md", "must hold the markers once each"),
+])
+def test_a_bad_page_to_update_is_one_line_and_exit_2(tmp_path, page, words):
+    (tmp_path / "latin1.md").write_bytes(b"caf\xe9\n")
+    (tmp_path / "plain.md").write_text("# no markers here\n")
+    proc = subprocess.run([sys.executable, SCRIPT, "--update", str(tmp_path / page)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "plain.md").read_text() == "# no markers here\n"
