@@ -30,7 +30,6 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 from npvae import VAE, cli
 from npvae.data import load_split, split
-from npvae.errors import NpvaeError
 from npvae.plots import new_figure, save_png, tile_images
 from npvae.train import fit
 
@@ -131,10 +130,10 @@ def draw(results, labels, path, n_points):
         ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", lw=1.6, color="k", zorder=4))
         lo = np.minimum((mu - sigma).min(axis=0), -1.2)          # keep N(0, I)'s circle in view
         hi = np.maximum((mu + sigma).max(axis=0), 1.2)
-        pad = 0.04 * (hi - lo).max()
-        ax.set_xlim(lo[0] - pad, hi[0] + pad)
-        ax.set_ylim(lo[1] - pad, hi[1] + pad)
-        ax.set_aspect("equal", adjustable="datalim")   # fill the panel: titles stay clear
+        half = 0.52 * (hi - lo).max()                              # square panels, alike: titles line up
+        for set_lim, centre in zip((ax.set_xlim, ax.set_ylim), (lo + hi) / 2):
+            set_lim(centre - half, centre + half)
+        ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
@@ -160,11 +159,8 @@ def draw(results, labels, path, n_points):
 def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or SAMPLE
-    try:
-        images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
-    except NpvaeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # errors (no data there, --lr 0, a run that diverged) go to cli.run: one line and the exit status
+    images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
     n_train = int(0.8 * len(images)) if args.train is None else args.train
     if not 0 < n_train < len(images):
         print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out), got {n_train}",
@@ -172,11 +168,7 @@ def main(argv=None):
         return 2
     (train, _), (test, test_labels) = split(images, labels, n_train)
     print(f"{data_dir}: {len(train)} training images, {len(test)} held out", file=sys.stderr)
-    try:
-        results = train_both(train, test, args)
-    except NpvaeError as e:          # e.g. --lr 0, or a run that diverged: the library says why
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = train_both(train, test, args)
     draw(results, np.asarray(test_labels, dtype=int), args.out, args.points)
     print(f"spread of q(z | x) over the {len(test)} held-out images after {args.epochs} epochs:")
     print(f"{'':8}{'mean |mu|':>12}{'mean variance':>16}{'test recon':>12}{'test KL':>10}")

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from npvae import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 ENV = {**os.environ, "PYTHONPATH": ROOT, "NPVAE_DATA_DIR": "/nonexistent"}
@@ -52,6 +54,7 @@ def test_kl_curve_has_variance_one_on_its_grid(tmp_path):
     ("{tmp}/figure.jpg", "the file is written as PNG; give it a .png name"),
     ("{tmp}/", "is a folder; name the .png file to write"),
     ("{tmp}/a_file/x.png", "the folder {tmp}/a_file is a file, not a folder"),
+    ("{tmp}/" + "a" * 246 + ".png", "the file name is too long (250 bytes; at most 241)"),
 ])
 def test_a_bad_out_is_refused_before_any_work(tmp_path, script, out, message):
     (tmp_path / "a_file").write_text("not a folder")
@@ -86,8 +89,10 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
         script.main(["--epochs", "0"])
     assert exit_info.value.code == 2
     assert "--epochs: must be at least 1, got 0" in capsys.readouterr().err
-    assert script.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert cli.run(script.main, ["--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "--data-dir was given" in capsys.readouterr().err          # the flag, not the Python argument
+    assert cli.run(script.main, ["--lr", "1e30", "--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
+    assert "training diverged" in capsys.readouterr().err               # a failure at run time: 1
     assert script.main(["--train", "1000", "--out", str(tmp_path / "x.png")]) == 2
     assert "--train must be between 1 and 999" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
