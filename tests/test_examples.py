@@ -174,3 +174,11 @@ def test_benchmark_gemm_floor_times_the_models_products():
     model = npvae.VAE(30, 8, 2, rng=0)
     seconds = benchmark.gemm_floor(model, 300)      # 2 full batches of 128 and one of 44
     assert 0 < seconds < 5
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--torch-python"])
+def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag):
+    """A --data-dir without Fashion-MNIST is not replaced by synthetic images when it was asked for."""
+    value = str(tmp_path) if flag == "--data-dir" else str(tmp_path / "no-python")
+    proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
+    assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
