@@ -10,6 +10,7 @@ path in this process: training with Adam (live columns and retired units
 included) and SGD, and evaluation.
 """
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -53,4 +54,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:       # Ctrl-C: Numba's cache keeps what was compiled so far
+        print("npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
+        sys.exit(130)
