@@ -182,3 +182,10 @@ def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag):
     value = str(tmp_path) if flag == "--data-dir" else str(tmp_path / "no-python")
     proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_quickstart_refuses_two_different_data_folders(tmp_path):
+    proc = run([QUICKSTART, SAMPLE, "--data-dir", str(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 2 and "differ: give one of them" in proc.stderr, proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert os.listdir(tmp_path) == []
