@@ -444,8 +444,11 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
             e.add_note("  " + resume_command(checkpoint))
         raise
     except DivergenceError as e:
-        e.add_note(f"a resumed run keeps its learning rate: to try a smaller one, start a new run, "
-                   f"e.g. with --lr {s['lr'] / 10:g}")
+        if resume_from is None:
+            e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}")
+        else:
+            e.add_note(f"a resumed run keeps its learning rate: to try a smaller one, start a new run, "
+                       f"e.g. with --lr {s['lr'] / 10:g}")
         raise
     data.train = None  # not needed any more: keeps the peak memory of what follows down
     try:
