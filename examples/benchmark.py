@@ -364,10 +364,10 @@ def main():
         print(json.dumps(PARTS[args.part](args)))
         return
     if args.data_dir is not None:       # asked for: no synthetic stand-in (that is for no --data-dir)
-        from npvae.data import load_dataset
+        from npvae.data import locate
         from npvae.errors import NpvaeError
         try:
-            load_dataset("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)
+            locate("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)   # reads no data
         except NpvaeError as e:
             ap.error(f"--data-dir {args.data_dir}: no Fashion-MNIST there ({str(e).splitlines()[0]})")
     if not args.skip_torch:

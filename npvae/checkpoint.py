@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, StateDictError
+from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictError
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
-from .validate import check_file_path
+from .validate import check_file_path, check_optimizer_params
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 
@@ -122,7 +122,7 @@ class Checkpoint:
                                       f"state, got a {type(optimizer).__name__} to load it into")
             state = self.optimizer_state
             if model is not None:       # saved by the model's parameter order: renumber by the optimizer's
-                index = _model_index(model, optimizer)
+                index = check_optimizer_params(optimizer, model)
                 state = _renumber(state, optimizer, {j: i for i, j in enumerate(index)})
             try:
                 optimizer.load_state_dict(state)
@@ -250,7 +250,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                                   f"{name} contains NaN or inf")
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
-        in_model_order = _renumber(optimizer.state_dict(), optimizer, _model_index(model, optimizer))
+        positions = check_optimizer_params(optimizer, model)
+        in_model_order = _renumber(optimizer.state_dict(), optimizer, positions)
         for key, value in in_model_order.items():
             if not np.isfinite(value).all():
                 raise DivergenceError(f"refusing to save a checkpoint to {os.fspath(path)}: optimizer state "
@@ -267,17 +268,6 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return os.fspath(path)
-
-
-def _model_index(model, optimizer):
-    """For each of the optimizer's parameters, its index in ``model.parameters()``."""
-    index = {id(p): j for j, p in enumerate(model.parameters())}
-    params = optimizer.params
-    if len(params) != len(index) or {id(p) for p in params} != set(index):
-        raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
-                         f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
-                         f"model's {len(index)}")
-    return [index[id(p)] for p in params]
 
 
 def _renumber(state, optimizer, new_index):

@@ -242,3 +242,15 @@ def check_decay_rates(value, name):
         if b >= 1.0:
             raise InputError(f"{name}[{i}] must be in [0, 1), got {b}")
     return pair
+
+
+def check_optimizer_params(optimizer, model):
+    """For each of ``optimizer.params``, its index in ``model.parameters()``; InputError unless the
+    optimizer holds exactly the model's parameters (in any order)."""
+    index = {id(p): j for j, p in enumerate(model.parameters())}
+    params = optimizer.params
+    if len(params) != len(index) or {id(p) for p in params} != set(index):
+        raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
+                         f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
+                         f"model's {len(index)}; build it with Adam(model.parameters(), lr)")
+    return [index[id(p)] for p in params]

@@ -29,7 +29,8 @@ import math
 
 from ..errors import InputError, InputTypeError, StateError
 from ..optim import SGD, Adam, Optimizer
-from ..validate import check_batch, check_images, check_indices, check_positive_float, check_positive_int
+from ..validate import (check_batch, check_images, check_indices, check_optimizer_params, check_positive_float,
+                        check_positive_int)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -65,9 +66,7 @@ class Trainer:
         if type(optimizer) not in (Adam, SGD):
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
                                  "use backend='numpy' (the reference) for other optimizers")
-        if {id(p) for p in optimizer.params} != {id(p) for p in model.parameters()}:
-            raise InputError("optimizer must hold exactly model.parameters(); build it with "
-                             "Adam(model.parameters(), lr)")
+        check_optimizer_params(optimizer, model)
         if not isinstance(retire_dead_units, bool):
             raise InputTypeError(f"retire_dead_units must be True or False, got {retire_dead_units!r}")
         if batch_size is not None:
