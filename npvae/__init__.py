@@ -17,13 +17,14 @@ from .sampler import Sampler
 from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from .evaluate import evaluate_elbo, iw_nll
 from .train import History, TrainingInterrupted, fit
+from . import interop  # npvae.interop: weights to and from PyTorch (no torch import)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE", "LossParts", "Dense", "ReLU", "Sigmoid", "Sequential", "Sampler", "KL", "BCE", "BCEWithLogits",
     "Module", "Parameter", "Adam", "SGD", "fit", "History", "TrainingInterrupted", "evaluate_elbo", "iw_nll",
-    "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint",
+    "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint", "interop",
     "NpvaeError", "InputError", "InputTypeError", "StateError", "StateDictError", "DataFileError",
     "DatasetNotFoundError", "DownloadError", "CheckpointError", "DivergenceError",
 ]

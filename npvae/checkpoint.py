@@ -35,7 +35,7 @@ from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictE
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
-from .validate import check_file_path, check_optimizer_params
+from .validate import check_optimizer_params, check_output_path
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 
@@ -234,9 +234,10 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         If a parameter or the optimizer's state holds NaN or inf: a checkpoint is
         never overwritten with a diverged model.
     InputError
-        If ``path`` is a folder, or the optimizer holds other parameters than the model's.
+        If ``path`` is a folder or cannot be written there (its folder is a file, or read-only),
+        or the optimizer holds other parameters than the model's.
     """
-    path = check_file_path(path, "path")
+    path = check_output_path(path, "path")
     if path is None:
         raise InputTypeError("path must be a checkpoint file path (str or os.PathLike), got None")
     if not isinstance(model, VAE):

@@ -99,7 +99,7 @@ def binarize_inplace(x, rng, u):
 
 def _prepare(model, images, batch_size, seed, binarize, backend):
     check_model(model)
-    images = check_images(images, "images", model.input_dim)
+    images = check_images(images, "images", model.input_dim, stacklevel=4)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")
     if not isinstance(binarize, bool):

@@ -25,11 +25,13 @@ npvae's ``Dense`` as ``(in_features, out_features)``: every weight is transposed
 on the way (into a fresh contiguous array). To go from a torch model::
 
     sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
-    npvae.interop.load_torch_state_dict(model, sd)        # layout detected from the names
+    npvae.interop.from_torch_state_dict(model, sd)        # layout detected from the names
 
 and back: ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in
 to_torch_state_dict(model, layout).items()})``.
 """
+from collections.abc import Mapping
+
 import numpy as np
 
 from .errors import InputError, StateDictError
@@ -109,8 +111,9 @@ def detect_layout(state_dict):
     StateDictError
         If the names fit neither layout.
     """
-    if not isinstance(state_dict, dict):
-        raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
+                             f".npz), got {type(state_dict).__name__}")
     keys = list(state_dict)
     if keys and all(k.startswith("fc") for k in keys):
         return "examples"
@@ -148,7 +151,7 @@ def from_torch_state_dict(model, state_dict, layout=None):
     ----------
     model : npvae.VAE
         The model to load into; its architecture and dtype must match the weights.
-    state_dict : dict of str -> ndarray
+    state_dict : mapping of str -> ndarray
         PyTorch names and orientation (weights ``(out, in)``), e.g.
         ``{k: v.numpy() for k, v in torch_model.state_dict().items()}``.
     layout : {"sequential", "examples"} or None
@@ -167,9 +170,11 @@ def from_torch_state_dict(model, state_dict, layout=None):
     InputError
         Unknown layout, or a model the layout cannot express.
     """
+    if not isinstance(state_dict, Mapping):
+        raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
+                             f".npz), got {type(state_dict).__name__}")
+    state_dict = dict(state_dict)           # each value read once (an np.load reads on every access)
     layout = detect_layout(state_dict) if layout is None else _check_layout(layout)
-    if not isinstance(state_dict, dict):
-        raise StateDictError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
     _validate(model, state_dict, layout)
     if layout == "sequential":
         ours = {k: v.T if v.ndim == 2 else v for k, v in state_dict.items()}

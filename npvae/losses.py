@@ -232,9 +232,11 @@ class BCE(Module):
         = \tfrac{p - t}{p(1-p)}`, evaluated at the clipped :math:`\hat p`. Inside the clip
         range :math:`\hat p = p` and this is the exact gradient. Outside it (a probability
         within :math:`\epsilon` of 0 or 1) the exact gradient of the clipped loss would be
-        0; this passes the gradient at the clip boundary through instead, which keeps a
-        saturated pixel learning but can be as large as about :math:`1/\epsilon` (8e6 in
-        float32). Another reason to prefer :class:`BCEWithLogits`.
+        0; this passes the gradient at the clip boundary through instead, as large as about
+        :math:`1/\epsilon` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
+        multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a saturated pixel
+        the product is far below the true :math:`p - t`, or 0 once :math:`p` has rounded to
+        1, so the pixel stops learning. :class:`BCEWithLogits` gives :math:`p - t` for every logit.
 
         Parameters
         ----------

@@ -13,8 +13,9 @@ The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`), whi
 is exact and stable: where the project's design picture (``DESIGN.md``) draws
 ``-> Sigmoid x_hat``, ``BCE(x_hat, x)`` and ``dL/dx_hat -> decoder.backward``, this is
 one op, ``BCEWithLogits(logits, x)``, whose backward gives
-``dL/dlogits = (x_hat - x) / B`` directly, without the unfused pair's division by
-``x_hat (1 - x_hat)``, which blows up as a pixel's probability nears 0 or 1.
+``dL/dlogits = (x_hat - x) / B`` directly. The unfused pair divides by
+``x_hat (1 - x_hat)`` and multiplies by it again, and in float32 the two stop cancelling
+as a pixel's probability nears 0 or 1: its gradient vanishes (``docs/derivation.md``, 3.1).
 :meth:`VAE.decode` applies the sigmoid to give pixel probabilities.
 ``docs/derivation.md`` follows the gradient through this file line by line.
 """

@@ -27,9 +27,9 @@ output any real number while the variance stays positive.
 """
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError
 from .module import Module
-from .validate import check_grad, check_rng
+from .validate import check_grad, check_noise, check_rng
 
 
 def split_h(h, owner):
@@ -73,12 +73,8 @@ class Sampler(Module):
         mu, logvar = split_h(h, "Sampler.forward")
         if eps is None:
             eps = self.rng.standard_normal(mu.shape, dtype=h.dtype)
-        elif not isinstance(eps, np.ndarray) or eps.shape != mu.shape or eps.dtype != h.dtype:
-            got = (eps.shape, str(eps.dtype)) if isinstance(eps, np.ndarray) else type(eps).__name__
-            raise InputTypeError(f"Sampler.forward: eps must be an array of shape {mu.shape} "
-                                 f"and dtype {h.dtype}, got {got}")
-        elif not np.isfinite(eps).all():
-            raise InputError("Sampler.forward: eps contains NaN or inf")
+        else:
+            check_noise(eps, mu.shape, h.dtype, "Sampler.forward")
         std = np.exp(0.5 * logvar)                  # (B, d): the standard deviation, not the variance
         self.eps, self.std = eps, std               # what backward needs
         return mu + std * eps

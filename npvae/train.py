@@ -47,8 +47,8 @@ from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
-from .validate import (check_file_path, check_images, check_optimizer_params, check_positive_float,
-                       check_positive_int, check_rng, check_seed)
+from .validate import (check_file_path, check_images, check_optimizer_params, check_output_path,
+                       check_positive_float, check_positive_int, check_rng, check_seed)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -164,10 +164,10 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
         check_optimizer_params(optimizer, model)
 
 
-def _binarize_stream(shuffle_rng):
-    """Dynamic binarization's own Generator, fixed by the shuffle Generator's current state
-    (not by its seed: a Generator restored from a state has none) and leaving it untouched."""
-    seed = copy.deepcopy(shuffle_rng).integers(2**63)
+def _stream_from(rng):
+    """A Generator of its own, fixed by ``rng``'s current state (not by its seed: a Generator
+    restored from a state has none), leaving ``rng`` untouched."""
+    seed = copy.deepcopy(rng).integers(2**63)
     return np.random.default_rng(seed)
 
 
@@ -286,8 +286,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Epochs of linear KL warm-up, per step (see the module docstring); 0: none.
     rng : Generator, int or None
         Shuffles the data each epoch; dynamic binarization gets its own stream,
-        derived from its state (the same state, the same streams). Ignored when
-        resuming (the checkpoint's streams continue).
+        derived from its state (the same state, the same streams). The model's own
+        Generator (``model.rng``, the sampler's noise) is not drawn from twice: given
+        that, the shuffle gets a stream derived from it. Ignored when resuming (the
+        checkpoint's streams continue).
     binarize : bool
         Draw each pixel as 0/1 with its intensity as probability, fresh per batch
         (test images are binarized once, with a fixed seed).
@@ -302,8 +304,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     eval_seed : int
         Seed of the evaluation noise: every evaluation uses a fresh Generator(eval_seed).
     callback : callable(record, model), optional
-        Called after each epoch (after its checkpoint is written); return
-        ``False`` to stop training early.
+        Called after each epoch; return ``False`` to stop training early. The
+        epoch's checkpoint is written before it and again after it, so what it
+        changes (``optimizer.lr``, say) is resumed too.
     metrics_path : path, optional
         One JSON line per epoch is appended atomically (restarted on a fresh
         run, trimmed to the checkpoint's epochs on resume).
@@ -334,8 +337,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)
     backend = resolve(backend)
-    checkpoint = check_file_path(checkpoint, "checkpoint")
-    metrics_path = check_file_path(metrics_path, "metrics_path")
+    checkpoint = check_output_path(checkpoint, "checkpoint")     # refused now, not after an epoch
+    metrics_path = check_output_path(metrics_path, "metrics_path")
     train_images = check_images(train_images, "train_images", model.input_dim)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim)
@@ -351,7 +354,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                       n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__,
                       backend=backend, train_data=fingerprint(train_images))
     shuffle_rng = check_rng(rng)
-    rngs = {"shuffle": shuffle_rng, "binarize": _binarize_stream(shuffle_rng)}
+    if shuffle_rng is model.rng:    # one stream for both could not resume: a checkpoint keeps two
+        shuffle_rng = _stream_from(model.rng)
+    rngs = {"shuffle": shuffle_rng, "binarize": _stream_from(shuffle_rng)}
     training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units,
                                evaluating=test_images is not None)
 
@@ -409,6 +414,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 if callback is not None:
                     stop = callback(record, model) is False
                     _forget_dead_units_if_changed(training, train_images, fit_config)
+                    _check_finite(model, epoch, run.last_saved, after_callback=True)
+                    run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too
                     if stop:
                         break
                 if run.flag.signum is not None:
@@ -534,10 +541,14 @@ class _Run:
                                   self.history)
 
 
-def _check_finite(model, epoch, last_saved):
-    """Parameters can turn inf on a step whose loss was still finite: catch it before saving."""
+def _check_finite(model, epoch, last_saved, after_callback=False):
+    """Parameters can turn inf on a step whose loss was still finite (or a callback can make
+    them so): catch it before saving."""
     for name, p in model.named_parameters():
         if not np.isfinite(p.data).all():
             kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+            if after_callback:
+                raise DivergenceError(f"the callback after epoch {epoch} left NaN or inf in parameter "
+                                      f"{name}{kept}")
             raise DivergenceError(f"training diverged in epoch {epoch}: parameter {name} holds NaN or inf "
                                   f"after the epoch's last step{kept}")

@@ -5,6 +5,7 @@ raises npvae's own errors (which are also ``ValueError``/``TypeError``).
 """
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -90,9 +91,9 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
             raise InputTypeError(f"{name} must be a numpy array of shape (batch, {n_features}), "
                                  f"got {type(x).__name__}")
     if x.dtype.kind in "iub":
-        raise InputTypeError(
-            f"{name} has integer dtype {x.dtype}; the model takes floats in [0, 1]: "
-            f"convert with {name}.astype(np.float32) / 255")
+        kind = "boolean" if x.dtype.kind == "b" else "integer"
+        raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats in [0, 1]: "
+                             f"convert with {_to_float_hint(name, x.dtype)}")
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     check_shape(x, name, n_features)
@@ -106,6 +107,13 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
         raise InputError(f"{name} must lie in [0, 1] (BCE targets are probabilities), "
                          f"got values in [{x.min():.4g}, {x.max():.4g}]")
     return x
+
+
+def _to_float_hint(name, dtype):
+    """How to turn integer or boolean images into floats in [0, 1]."""
+    if dtype.kind == "b":
+        return f"{name}.astype(np.float32) (True/False are already the probabilities 1/0)"
+    return f"{name}.astype(np.float32) / 255"
 
 
 def check_shape(x, name, n_features):
@@ -136,8 +144,9 @@ def check_non_negative_int(value, name):
 check_seed = check_non_negative_int
 
 
-def check_images(images, name, input_dim):
-    """Check a whole image set once; return it unchanged (no copy).
+def check_images(images, name, input_dim, stacklevel=3):
+    """Check a whole image set once; return it unchanged (no copy). (``stacklevel``: where
+    a warning points, 3 at the caller of the function that calls this one.)
 
     Accepts ``uint8`` pixels (N, input_dim), the compact form that is
     converted batch by batch, or floats in [0, 1]. Every error names ``name``.
@@ -146,13 +155,18 @@ def check_images(images, name, input_dim):
         raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
                              f"got {type(images).__name__}")
     if images.dtype != np.uint8 and images.dtype.kind != "f":
+        convert = (_to_float_hint(name, images.dtype) if images.dtype.kind == "b"
+                   else f"{name}.astype(np.uint8) or {_to_float_hint(name, images.dtype)}")
         raise InputTypeError(f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype "
-                             f"{images.dtype}; convert with {name}.astype(np.uint8) or "
-                             f"{name}.astype(np.float32) / 255")
+                             f"{images.dtype}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
                          f"{input_dim} (shape {images.shape})")
     check_shape(images, name, input_dim)
+    if images.dtype == np.uint8 and images.max() == 1:
+        warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
+                      f"are nearly black images; for 0/1 images pass {name}.astype(np.float32)",
+                      UserWarning, stacklevel=stacklevel)
     if images.dtype.kind == "f":
         finite = np.isfinite(images)
         if not finite.all():
@@ -179,6 +193,35 @@ def check_file_path(path, name):
         raise InputError(f"{name} must be a file path, got {path!r}, which is a folder" if path
                          else f"{name} must be a file path, got an empty string")
     return path
+
+
+def check_output_path(path, name):
+    """:func:`check_file_path`, and a file that can be written there: its nearest existing
+    folder (the rest is made when it is written) is a folder, not a file, and writable."""
+    path = check_file_path(path, name)
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"{name}: cannot write {path!r}: {folder!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{name}: cannot write {path!r}: no permission to write in {folder!r}")
+    return path
+
+
+def check_noise(eps, shape, dtype, owner):
+    """``eps`` is a finite array of ``shape`` and ``dtype`` (the sampler's noise, given by hand)."""
+    if not isinstance(eps, np.ndarray):
+        raise InputTypeError(f"{owner}: eps must be a numpy array of shape {shape}, got {type(eps).__name__}")
+    if eps.shape != shape:
+        raise InputError(f"{owner}: eps must have shape {shape} (batch, latent_dim), got {eps.shape}")
+    if eps.dtype != dtype:
+        raise InputTypeError(f"{owner}: eps has dtype {eps.dtype}, the model's is {dtype}; "
+                             f"convert with eps.astype(np.{dtype})")
+    if not np.isfinite(eps).all():
+        raise InputError(f"{owner}: eps contains NaN or inf")
 
 
 def check_grad(grad_out, shape, dtype, owner):

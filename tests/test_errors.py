@@ -172,8 +172,15 @@ def test_losses_check_shapes():
 
 def test_sampler_checks_eps():
     s = npvae.Sampler(0)
-    with pytest.raises(InputTypeError, match="eps must be an array of shape"):
-        s.forward(np.zeros((2, 6), np.float32), eps=np.zeros((2, 2), np.float32))
+    h = np.zeros((2, 6), np.float32)
+    with pytest.raises(InputError, match=r"eps must have shape \(2, 3\).*got \(2, 2\)"):   # a ValueError
+        s.forward(h, eps=np.zeros((2, 2), np.float32))
+    with pytest.raises(InputTypeError, match="eps has dtype float64"):
+        s.forward(h, eps=np.zeros((2, 3)))
+    with pytest.raises(InputTypeError, match="eps must be a numpy array"):
+        s.forward(h, eps=[[0.0] * 3] * 2)
+    with pytest.raises(ValueError, match="eps must have shape"):         # through the model, too
+        npvae.VAE(784, 16, 4).loss(np.zeros((8, 784), np.float32), eps=np.zeros((8, 3), np.float32))
 
 
 def test_state_dict_errors_leave_model_unchanged():

@@ -85,9 +85,9 @@ def test_sampler_arguments_are_checked():
     s = Sampler(rng=0)
     with pytest.raises(InputError, match="mu | logvar"):
         s.forward(np.zeros((2, 3)))
-    with pytest.raises(InputTypeError, match="eps"):
+    with pytest.raises(InputError, match="eps must have shape"):         # a shape: a ValueError
         s.forward(np.zeros((2, 4)), eps=np.zeros((2, 3)))
-    with pytest.raises(InputTypeError, match="eps"):
+    with pytest.raises(InputTypeError, match="eps has dtype"):           # a dtype: a TypeError
         s.forward(np.zeros((2, 4)), eps=np.zeros((2, 2), np.float32))
     with pytest.raises(InputError, match="eps contains NaN"):
         s.forward(np.zeros((2, 4)), eps=np.full((2, 2), np.nan))

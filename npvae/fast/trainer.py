@@ -19,13 +19,18 @@ written back by :meth:`sync`; in between, the trainer owns the training state::
 
 After :meth:`sync` the model and the optimizer are yours again: the next :meth:`step`
 takes them back as they are then (edited, loaded from a state dict, trained by a
-reference step). The optimizer's hyper-parameters are read at every step, so a
-learning-rate schedule that sets ``optimizer.lr`` works inside the loop. One trainer per
-model at a time. ``model.parameters()``' ``.grad`` are not filled: the gradients stay
+reference step). Until then they still hold what the trainer took: call :meth:`sync`
+before evaluating, saving or loading them inside the loop. If something else changes them
+while the trainer holds them (a second trainer, ``fit``, ``load_checkpoint``, a hand
+edit), :meth:`sync` keeps that change and raises ``StateError`` rather than overwrite it.
+The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
+that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time. ``model.parameters()``' ``.grad`` are not filled: the gradients stay
 in the fast layout. ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with
 dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
 """
 import math
+
+import numpy as np
 
 from ..errors import InputError, InputTypeError, StateError
 from ..optim import SGD, Adam, Optimizer
@@ -89,14 +94,45 @@ class Trainer:
             self.dead.pause()               # units back in the model's order; resumed by the next step
         self.net.load(self.model, self.opt.states())
         self.opt.load()
+        self.taken = self._held()           # to tell, at sync, whether anything else changed them
         self.synced = False
+
+    def _held(self):
+        """The optimizer's step count, and copies of the model's parameters and the optimizer's state."""
+        arrays = [p.data for p in self.model.parameters()]
+        for per_parameter in self.opt.states().values():
+            arrays += per_parameter
+        return self.optimizer.t, [np.array(a) for a in arrays]
+
+    def _changed_elsewhere(self):
+        """True if the model or the optimizer no longer hold what :meth:`load` took from them."""
+        (t, then), (t_now, now) = self.taken, self._held()
+        return t != t_now or any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
+                                 for a, b in zip(then, now))
 
     def sync(self):
         """Write the parameters and the optimizer's state back into the model and the optimizer,
         which are then yours until the next :meth:`step` takes them back. A second sync with no
-        step between does nothing: it never undoes what you changed since the first."""
+        step between does nothing: it never undoes what you changed since the first.
+
+        Raises
+        ------
+        StateError
+            If something else changed the model or the optimizer after the trainer took them
+            and the trainer has stepped since: their change is kept, the trainer's steps are not.
+        """
         if self.synced:
             return
+        if self._changed_elsewhere():
+            steps = self.opt.t - self.taken[0]
+            self.synced = True              # theirs is kept; the next step takes it as it is
+            if steps == 0:                  # nothing of the trainer's to lose
+                return
+            raise StateError(
+                "Trainer.sync: the model or the optimizer changed while this Trainer held them (a second "
+                "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
+                f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
+                "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
         if self.dead is not None:
             self.dead.pause()
         self.net.store(self.model, self.opt.states())
@@ -119,8 +155,12 @@ class Trainer:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.sync()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.sync()
+        except StateError:
+            if exc_type is None:            # else the block's own exception is the one to see
+                raise
 
     # -- epochs (fit) ------------------------------------------------------------------------
     def begin_epoch(self, resumed=False):
