@@ -35,7 +35,7 @@ from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictE
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
-from .validate import check_optimizer_params, check_output_path
+from .validate import check_non_negative_int, check_optimizer_params, check_output_path
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 
@@ -258,17 +258,52 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                 raise DivergenceError(f"refusing to save a checkpoint to {os.fspath(path)}: optimizer state "
                                       f"{key} contains NaN or inf")
             arrays[OPTIM_PREFIX + key] = value
+    if rngs is not None and not isinstance(rngs, dict):
+        raise InputTypeError(f"rngs must be a dict of name -> Generator, got {type(rngs).__name__}")
     states = {"model": _to_json(model.rng.bit_generator.state)}
     for name, rng in (rngs or {}).items():
         states[name] = _rng_state(rng, name)
     meta = dict(format=FORMAT, version=VERSION, model_config=model.config(),
                 optimizer=None if optimizer is None else type(optimizer).__name__,
-                epoch=int(epoch), step=int(step), history=list(history), rng_states=states,
-                fit_config=fit_config, partial=partial, dead_units=dead_units)
-    arrays[META_KEY] = np.array(json.dumps(meta))
+                epoch=check_non_negative_int(epoch, "epoch"), step=check_non_negative_int(step, "step"),
+                history=_records(history), rng_states=states,
+                fit_config=_record(fit_config, "fit_config"), partial=_record(partial, "partial"),
+                dead_units=_record(dead_units, "dead_units"))
+    try:
+        arrays[META_KEY] = np.array(json.dumps(meta, default=_plain_json))
+    except (TypeError, ValueError) as e:
+        raise InputTypeError(f"history, fit_config, partial and dead_units must hold JSON values "
+                             f"(numbers, strings, lists, dicts): {e}") from None
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return os.fspath(path)
+
+
+def _records(history):
+    """``history`` as a list of dicts (what :func:`load_checkpoint` accepts)."""
+    if isinstance(history, (str, bytes)) or not all(isinstance(r, dict) for r in _iterable(history, "history")):
+        raise InputTypeError(f"history must be a sequence of dicts (one record per epoch), got {history!r:.80}")
+    return list(history)
+
+
+def _iterable(value, name):
+    try:
+        return list(value)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a sequence, got {type(value).__name__}") from None
+
+
+def _record(value, name):
+    if value is not None and not isinstance(value, dict):
+        raise InputTypeError(f"{name} must be a dict or None, got {type(value).__name__}")
+    return value
+
+
+def _plain_json(value):
+    """NumPy numbers and arrays in a record, as JSON takes them."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def _renumber(state, optimizer, new_index):

@@ -41,7 +41,7 @@ from .data import to_float
 from .errors import InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
 from .model import VAE, LossParts
-from .validate import check_images, check_positive_float, check_positive_int, check_seed
+from .validate import check_finite_parameters, check_images, check_positive_float, check_positive_int, check_seed
 
 __all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
 
@@ -98,7 +98,7 @@ def binarize_inplace(x, rng, u):
 
 
 def _prepare(model, images, batch_size, seed, binarize, backend):
-    check_model(model)
+    check_finite_parameters(check_model(model), "every loss it gives is NaN")
     images = check_images(images, "images", model.input_dim, stacklevel=4)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")

@@ -115,6 +115,8 @@ def detect_layout(state_dict):
         raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
                              f".npz), got {type(state_dict).__name__}")
     keys = list(state_dict)
+    if not all(isinstance(k, str) for k in keys):
+        raise StateDictError(f"state_dict keys must be parameter names (str), got {keys[:6]!r}")
     if keys and all(k.startswith("fc") for k in keys):
         return "examples"
     if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):

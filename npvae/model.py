@@ -185,7 +185,7 @@ class VAE(Module):
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):
         self._pending_beta = None                          # the layers' saved values change
-        return check_batch(x, name, n_features or self.input_dim, self.dtype)
+        return check_batch(x, name, n_features or self.input_dim, self.dtype, pixels=n_features is None)
 
     def forward(self, x, eps=None):
         """``(x_hat, mu, logvar)`` for a batch, with ``z`` sampled."""

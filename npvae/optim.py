@@ -51,6 +51,7 @@ class Optimizer:
     """
 
     state_names = ()   # the per-parameter arrays, in state-dict order
+    never_negative = ()  # those of them that cannot be negative (a loaded state is checked)
 
     def __init__(self, params, backend=None):
         if backend is not None:
@@ -100,6 +101,9 @@ class Optimizer:
                     raise StateDictError(f"optimizer state {name}.{i} must be {like.shape} {like.dtype}, got {got}")
                 if not np.isfinite(v).all():
                     raise StateDictError(f"optimizer state {name}.{i} contains NaN or inf")
+                if name in self.never_negative and (v < 0).any():
+                    raise StateDictError(f"optimizer state {name}.{i} has negative values (min {v.min():.4g}); "
+                                         f"it is a mean of squares")
         try:  # check the hyper-parameters on a scratch copy before changing anything
             hyper = {k: _plain(sd[k]) for k in self.hyper()}
             t = int(np.asarray(sd["t"]))
@@ -161,6 +165,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    never_negative = ("v",)   # a running mean of squares
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
     lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
     betas = Setting(check_decay_rates)

@@ -47,8 +47,8 @@ from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
-from .validate import (check_file_path, check_images, check_optimizer_params, check_output_path,
-                       check_positive_float, check_positive_int, check_rng, check_seed)
+from .validate import (check_file_path, check_finite_parameters, check_images, check_optimizer_params,
+                       check_output_path, check_positive_float, check_positive_int, check_rng, check_seed)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -339,7 +339,14 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     backend = resolve(backend)
     checkpoint = check_output_path(checkpoint, "checkpoint")     # refused now, not after an epoch
     metrics_path = check_output_path(metrics_path, "metrics_path")
+    resume = check_file_path(resume, "resume")
+    for other, name in ((checkpoint, "checkpoint"), (resume, "resume")):
+        if metrics_path is not None and other is not None and os.path.realpath(other) == os.path.realpath(metrics_path):
+            raise InputError(f"metrics_path and {name} are the same file ({metrics_path}): the metrics "
+                             f"would overwrite the checkpoint; give each a file of its own")
     train_images = check_images(train_images, "train_images", model.input_dim)
+    if resume is None:                  # (resuming replaces them)
+        check_finite_parameters(model, "training it cannot work")
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
@@ -362,7 +369,6 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:
-        resume = check_file_path(resume, "resume")
         ckpt = _resume(resume, model, opt, fit_config, rngs, training)
         history = History(ckpt.history)
         epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
@@ -413,6 +419,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 run.show.summary(record)
                 if callback is not None:
                     stop = callback(record, model) is False
+                    if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
+                        check_images(train_images, "train_images (after the callback)", model.input_dim)
                     _forget_dead_units_if_changed(training, train_images, fit_config)
                     _check_finite(model, epoch, run.last_saved, after_callback=True)
                     run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too
@@ -489,7 +497,7 @@ class _Run:
             x = training.batch(idx)
             if self.binarize:
                 if self.scratch is None or self.scratch.shape[0] < len(idx):
-                    self.scratch = np.empty((B, x.shape[1]), x.dtype)
+                    self.scratch = np.empty((min(B, self.n), x.shape[1]), x.dtype)   # B can exceed the data
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
             parts = training.step(x, beta_t)

@@ -77,11 +77,11 @@ def check_positive_float(value, name, allow_zero=False):
     return value
 
 
-def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
+def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, pixels=True):
     """A finite 2-D float batch ``(B, n_features)`` with B >= 1, returned as ``dtype`` (in C
     order, as the reference takes it; with ``c_order=False`` row- or column-major as it came).
 
-    Integer arrays are refused with a hint (images must be scaled to [0, 1]);
+    Integer arrays are refused with a hint (``pixels``: images must be scaled to [0, 1]);
     float arrays of the other float dtype are converted.
     """
     if not isinstance(x, np.ndarray):
@@ -90,10 +90,14 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
         else:
             raise InputTypeError(f"{name} must be a numpy array of shape (batch, {n_features}), "
                                  f"got {type(x).__name__}")
+    _refuse_masked(x, name)
     if x.dtype.kind in "iub":
         kind = "boolean" if x.dtype.kind == "b" else "integer"
-        raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats in [0, 1]: "
-                             f"convert with {_to_float_hint(name, x.dtype)}")
+        if pixels:
+            raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats in [0, 1]: "
+                                 f"convert with {_to_float_hint(name, x.dtype)}")
+        raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats: convert with "
+                             f"{name}.astype(np.{np.dtype(dtype)})")
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     check_shape(x, name, n_features)
@@ -107,6 +111,13 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True):
         raise InputError(f"{name} must lie in [0, 1] (BCE targets are probabilities), "
                          f"got values in [{x.min():.4g}, {x.max():.4g}]")
     return x
+
+
+def _refuse_masked(x, name):
+    """A masked array's checks would skip its masked values, which training then reads."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise InputTypeError(f"{name} is a masked array, and npvae reads every value, masked or not: "
+                             f"pass {name}.filled(v) with the value the masked pixels should have")
 
 
 def _to_float_hint(name, dtype):
@@ -154,6 +165,7 @@ def check_images(images, name, input_dim, stacklevel=3):
     if not isinstance(images, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
                              f"got {type(images).__name__}")
+    _refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         convert = (_to_float_hint(name, images.dtype) if images.dtype.kind == "b"
                    else f"{name}.astype(np.uint8) or {_to_float_hint(name, images.dtype)}")
@@ -189,6 +201,8 @@ def check_file_path(path, name):
         raise InputTypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if path.endswith((os.sep, "/")):
+        raise InputError(f"{name} must be a file path, got {path!r}, which names a folder (it ends with a slash)")
     if not path or os.path.isdir(path):
         raise InputError(f"{name} must be a file path, got {path!r}, which is a folder" if path
                          else f"{name} must be a file path, got an empty string")
@@ -209,6 +223,14 @@ def check_output_path(path, name):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{name}: cannot write {path!r}: no permission to write in {folder!r}")
     return path
+
+
+def check_finite_parameters(model, consequence):
+    """Every parameter of ``model`` is finite; else an InputError saying what would follow."""
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            raise InputError(f"model parameter {name} holds NaN or inf, so {consequence}; load a good "
+                             f"checkpoint or build a new model")
 
 
 def check_noise(eps, shape, dtype, owner):

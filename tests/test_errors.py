@@ -244,3 +244,66 @@ def test_fit_rejects_bad_paths_before_training(tmp_path, model):
         npvae.fit(model, x, epochs=1, metrics_path=5, progress=False)
     with pytest.raises(InputTypeError, match="checkpoint file path"):
         npvae.load_checkpoint(None)
+
+
+# -- found by a review of users' own code --------------------------------------------------------
+def test_boolean_and_zero_one_images_get_the_right_advice():
+    model = npvae.VAE(784, 16, 4)
+    with pytest.raises(InputTypeError, match=r"astype\(np\.float32\) \(True/False are already"):
+        npvae.fit(model, np.zeros((10, 784), bool), epochs=1, progress=False)
+    with pytest.raises(InputTypeError, match=r"x has boolean dtype bool.*astype\(np\.float32\) \(True"):
+        model.loss(np.zeros((3, 784), bool))
+    with pytest.raises(InputTypeError, match=r"z has integer dtype int64; the model takes floats: convert with "
+                                             r"z\.astype\(np\.float32\)$"):
+        model.decode(np.zeros((2, 4), np.int64))          # a latent code: no "/ 255"
+    zero_one = (np.arange(10 * 784).reshape(10, 784) % 2).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"images are uint8 pixels of 0 and 1 only.*astype\(np\.float32\)"):
+        npvae.evaluate_elbo(model, zero_one, backend="numpy")
+
+
+def test_paths_that_name_no_file_are_refused(tmp_path):
+    from npvae.data import read_idx
+    with pytest.raises(InputTypeError, match="path must be an IDX file's path"):
+        read_idx(None)
+    with pytest.raises(InputError, match="which is a folder"):
+        read_idx(tmp_path)
+    with pytest.raises(InputError, match="ends with a slash"):
+        npvae.save_checkpoint(str(tmp_path / "missing" / "dir") + "/", npvae.VAE(4, 3, 2))
+
+
+def test_save_checkpoint_refuses_what_load_checkpoint_would_refuse(tmp_path):
+    model, path = npvae.VAE(4, 3, 2, rng=0), tmp_path / "c.npz"
+    bad = [(dict(epoch=-1), InputError, "epoch must be a non-negative int"),
+           (dict(epoch=1.9), InputTypeError, "epoch must be a non-negative int, got 1.9"),
+           (dict(step="a"), InputTypeError, "step must be"),
+           (dict(history=[1, 2]), InputTypeError, "history must be a sequence of dicts"),
+           (dict(history=None), InputTypeError, "history must be a sequence"),
+           (dict(fit_config=[1]), InputTypeError, "fit_config must be a dict or None"),
+           (dict(dead_units=5), InputTypeError, "dead_units must be a dict or None"),
+           (dict(rngs=[1]), InputTypeError, "rngs must be a dict"),
+           (dict(history=[{"when": object()}]), InputTypeError, "must hold JSON values")]
+    for kwargs, error, words in bad:
+        with pytest.raises(error, match=words):
+            npvae.save_checkpoint(path, model, **kwargs)
+    assert not path.exists()
+    npvae.save_checkpoint(path, model, history=[{"loss": np.float32(1.5), "n": np.int64(3)}])   # NumPy numbers
+    assert npvae.load_checkpoint(path).history == [{"loss": 1.5, "n": 3}]
+
+
+def test_adam_refuses_a_negative_second_moment():
+    model = npvae.VAE(4, 3, 2, rng=0)
+    opt = npvae.Adam(model.parameters())
+    state = opt.state_dict()
+    state["v.0"] = state["v.0"] - 1
+    with pytest.raises(StateDictError, match=r"optimizer state v\.0 has negative values"):
+        opt.load_state_dict(state)
+    assert not opt.state_dict()["v.0"].any()             # unchanged
+
+
+def test_pytorch_weights_load_from_an_npz_file_and_keys_must_be_names(tmp_path):
+    model, other = npvae.VAE(784, 16, 4, rng=0), npvae.VAE(784, 16, 4, rng=1)
+    np.savez(tmp_path / "w.npz", **npvae.interop.to_torch_state_dict(model))   # npvae.interop after import npvae
+    npvae.interop.from_torch_state_dict(other, np.load(tmp_path / "w.npz"))
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), other.parameters()))
+    with pytest.raises(StateDictError, match=r"keys must be parameter names \(str\)"):
+        npvae.interop.from_torch_state_dict(other, {0: np.zeros(3)})

@@ -11,7 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from npvae import SGD, VAE, Adam
+from npvae import SGD, VAE, Adam, fit, load_checkpoint, save_checkpoint
 from npvae.data import load_idx_split, to_float
 from npvae.errors import InputError, InputTypeError, StateError
 from npvae.fast import Trainer
@@ -386,3 +386,74 @@ def test_the_switch_and_the_batch_size_are_checked_without_images_too():
         Trainer(model, Adam(model.parameters()), retire_dead_units="no")
     with pytest.raises(InputError, match="batch_size"):
         Trainer(model, Adam(model.parameters()), batch_size=-3)
+
+
+# -- the model while a trainer holds it -------------------------------------------------------
+def test_a_change_made_while_the_trainer_holds_the_model_is_kept_not_overwritten(images, tmp_path):
+    """fit, load_checkpoint or a second trainer on a held model: the exit refuses to write
+    the trainer's stale copy over their result, and says why."""
+    xs = batches(images, np.float32)
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    with pytest.raises(StateError, match=r"changed while this Trainer held them.*1 step\(s\).*dropped"):
+        with Trainer(model, opt) as trainer:
+            trainer.step(xs[0])
+            fit(model, images[:128], epochs=2, batch_size=64, optimizer=opt, rng=0, progress=False)
+            after_fit = copy.deepcopy(model.state_dict())
+    assert opt.t == 4 and all(np.array_equal(v, after_fit[k]) for k, v in model.state_dict().items())
+
+    other = VAE(784, 32, 4, rng=7)
+    save_checkpoint(tmp_path / "c.npz", other, Adam(other.parameters()))
+    trainer = Trainer(model, opt)
+    load_checkpoint(tmp_path / "c.npz", model=model, optimizer=opt)      # after the trainer took it
+    trainer.step(xs[0])
+    with pytest.raises(StateError, match="load_checkpoint"):
+        trainer.sync()
+    assert np.array_equal(model.encoder[0].weight.data, other.encoder[0].weight.data) and opt.t == 0
+    trainer.step(xs[0])                          # the next step takes the model as it is now
+    trainer.sync()
+    assert opt.t == 1 and rel(model.encoder[0].weight.data, other.encoder[0].weight.data) < 0.1
+
+
+def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
+    xs = batches(images, np.float32)
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    first, second = Trainer(model, opt), Trainer(model, opt)
+    for x in xs[:3]:
+        first.step(x)
+        second.step(x)
+    first.sync()
+    with pytest.raises(StateError, match="one Trainer per model"):
+        second.sync()
+    assert opt.t == 3                            # the first trainer's result, untouched
+
+
+def test_no_error_when_the_trainer_has_nothing_to_lose_or_the_block_fails(images):
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    with Trainer(model, opt):                    # no step: an edit is simply kept
+        model.decoder[0].bias.data[0] = 5.0
+    assert model.decoder[0].bias.data[0] == 5.0
+    with pytest.raises(KeyError, match="mine"):  # the block's own error is the one raised
+        with Trainer(model, opt) as trainer:
+            trainer.step(batches(images, np.float32)[0])
+            model.decoder[0].bias.data[0] = 6.0
+            raise KeyError("mine")
+    assert model.decoder[0].bias.data[0] == 6.0 and opt.t == 0
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD-momentum"])
+def test_a_nan_gradient_gives_nan_parameters_as_on_the_reference(images, name):
+    """A KL weight that overflows float32 makes NaN gradients: the fast optimizer must not
+    flush their NaN moments to 0 (``NaN < tiny`` is false) and so hide the divergence."""
+    x = batches(images, np.float32)[0]
+    ref, fast = VAE(784, 32, 4, rng=0), VAE(784, 32, 4, rng=0)
+    opt_ref, opt_fast = OPTIMIZERS[name](ref.parameters()), OPTIMIZERS[name](fast.parameters())
+    with np.errstate(all="ignore"):
+        reference_steps(ref, opt_ref, [x], [1e308])
+        with Trainer(fast, opt_fast) as trainer:
+            trainer.step(x, beta=1e308)
+    for p, q in zip(ref.parameters(), fast.parameters()):
+        assert np.array_equal(np.isnan(p.data), np.isnan(q.data))
+    assert np.isnan(fast.encoder[0].weight.data).any()

@@ -1,6 +1,7 @@
 """Tests of npvae.train.fit: learning, history, validation, warm-up, beta, progress, metrics,
 resume, divergence; on both back ends (``backend="numpy"``, the reference, and ``"numba"``,
 the fast path) wherever the two could differ."""
+import copy
 import io
 import json
 import math
@@ -13,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from npvae import SGD, VAE, Adam
+from npvae import SGD, VAE, Adam, evaluate_elbo
 from npvae.checkpoint import load_checkpoint
 from npvae.data import load_idx_split
 from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
@@ -574,8 +575,8 @@ def test_nan_weight_raises_divergence_and_keeps_checkpoint(sample, tmp_path, bac
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(DivergenceError, match=r"callback after epoch 1 left NaN or inf in parameter "
-                                                  r"decoder\.0\.weight; the last good checkpoint is .*c\.npz \(epoch 1\)"):
+        with pytest.raises(DivergenceError, match=r"callback after epoch 1 left NaN or inf in parameter decoder"
+                                                  r"\.0\.weight; the last good checkpoint is .*c\.npz \(epoch 1\)"):
             fit(model, images[:64], epochs=3, batch_size=32, rng=0, checkpoint=path, callback=poison,
                 progress=False, backend=backend)
     assert path.read_bytes() == saved["bytes"]
@@ -630,3 +631,89 @@ def test_history_refuses_a_field_it_does_not_have(sample):
     with pytest.raises(KeyError, match="tset_loss"):
         history.best("tset_loss")
 
+
+
+# -- what a callback changes, a shared generator, paths, odd arrays ---------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_learning_rate_schedule_in_the_callback_resumes_bit_for_bit(sample, tmp_path, backend):
+    images, _ = sample
+
+    def run(epochs, **kwargs):
+        model = small(dtype=np.float64)
+        opt = Adam(model.parameters(), lr=1e-3)
+        schedule = lambda record, m: setattr(opt, "lr", 1e-3 * 0.5 ** record["epoch"])
+        fit(model, images[:128], epochs=epochs, batch_size=64, optimizer=opt, rng=0, progress=False,
+            backend=backend, callback=schedule, **kwargs)
+        return model, opt
+
+    straight, _ = run(3)
+    run(1, checkpoint=tmp_path / "c.npz")
+    assert load_checkpoint(tmp_path / "c.npz").optimizer_state["lr"] == 5e-4   # the callback's setting
+    resumed, _ = run(3, resume=tmp_path / "c.npz")
+    assert params_equal(straight, resumed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_generator_for_the_model_and_the_shuffle_still_resumes_exactly(sample, tmp_path, backend):
+    images, _ = sample
+
+    def run(epochs, **kwargs):
+        g = np.random.default_rng(0)
+        model = VAE(784, 32, 4, rng=g)
+        fit(model, images[:128], epochs=epochs, batch_size=64, rng=g, progress=False, backend=backend, **kwargs)
+        return model
+
+    straight = run(2)
+    assert params_equal(straight, run(2))                     # same seed, same bits
+    run(1, checkpoint=tmp_path / "c.npz")
+    assert params_equal(straight, run(2, resume=tmp_path / "c.npz"))
+
+
+def test_output_paths_are_checked_before_any_training(sample, tmp_path):
+    images, _ = sample
+    (tmp_path / "afile").write_text("x")
+    model = small()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(InputError, match=r"checkpoint: cannot write .*afile.* is a file, not a folder"):
+        fit(model, images[:64], epochs=1, progress=False, checkpoint=tmp_path / "afile" / "c.npz")
+    with pytest.raises(InputError, match="metrics_path: cannot write"):
+        fit(model, images[:64], epochs=1, progress=False, metrics_path=tmp_path / "afile" / "m" / "x.jsonl")
+    with pytest.raises(InputError, match="metrics_path and checkpoint are the same file"):
+        fit(model, images[:64], epochs=1, progress=False, checkpoint=tmp_path / "c", metrics_path=tmp_path / "c")
+    with pytest.raises(InputError, match="ends with a slash"):
+        fit(model, images[:64], epochs=1, progress=False, checkpoint=str(tmp_path / "new") + "/")
+    assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_arrays_and_broken_models_are_refused_up_front(sample, backend):
+    images, _ = sample
+    masked = np.ma.masked_array(images[:64], mask=images[:64] > 200)
+    with pytest.raises(InputTypeError, match=r"train_images is a masked array.*filled"):
+        fit(small(), masked, epochs=1, progress=False, backend=backend)
+    broken = small()
+    broken.decoder[0].weight.data[0, 0] = np.nan
+    with pytest.raises(InputError, match="decoder.0.weight holds NaN or inf, so training it cannot work"):
+        fit(broken, images[:64], epochs=1, progress=False, backend=backend)
+    with pytest.raises(InputError, match="decoder.0.weight holds NaN or inf, so every loss it gives is NaN"):
+        evaluate_elbo(broken, images[:64], backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_images_a_callback_breaks_in_place_are_refused_by_name(sample, backend):
+    images, _ = sample
+    floats = images[:64].astype(np.float32) / 255
+
+    def spoil(record, model):
+        floats[...] *= 3
+    with pytest.raises(InputError, match=r"train_images \(after the callback\) must lie in \[0, 1\]"):
+        fit(small(), floats, epochs=2, batch_size=32, progress=False, backend=backend, callback=spoil)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_binarize_with_a_batch_larger_than_the_data(sample, backend):
+    images, _ = sample
+    history = fit(small(), images[:40], epochs=1, batch_size=2**40, binarize=True, rng=0, progress=False,
+                  backend=backend)
+    assert history.last["steps"] == 1 and math.isfinite(history.last["train_loss"])

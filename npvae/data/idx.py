@@ -25,7 +25,8 @@ import zlib
 
 import numpy as np
 
-from ..errors import DataFileError
+from ..errors import DataFileError, InputTypeError
+from ..validate import check_file_path
 
 __all__ = ["IDX_DTYPES", "read_idx", "read_idx_header", "read_images", "read_labels"]
 
@@ -52,6 +53,13 @@ _CHUNK = 1 << 20  # decompress 1 MiB at a time
 _CORRUPT = (OSError, EOFError, zlib.error, struct.error, ValueError)
 
 
+def _check_path(path):
+    path = check_file_path(path, "path")
+    if path is None:
+        raise InputTypeError("path must be an IDX file's path (str or os.PathLike), got None")
+    return path
+
+
 def read_idx(path):
     """Read an IDX file (raw or gzip-compressed) into a NumPy array.
 
@@ -75,7 +83,7 @@ def read_idx(path):
     FileNotFoundError, PermissionError
         If the file cannot be opened at all.
     """
-    path = os.fspath(path)
+    path = _check_path(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         start = f.read(2)
@@ -95,7 +103,7 @@ def read_idx_header(path):
     DataFileError
         If the header is malformed or the gzip stream is corrupt.
     """
-    path = os.fspath(path)
+    path = _check_path(path)
     with open(path, "rb") as f:
         if f.read(2) != _GZIP_MAGIC:
             f.seek(0)

@@ -346,11 +346,12 @@ def latent_backward(dz, eps, std, h, kl_scale, dh):
 
 @inline
 def _adam_moments(g, m, v, beta1, beta2, tiny):
-    """The new (m, v); those below the smallest normal number flush to 0 (see npvae.fast.optim)."""
+    """The new (m, v); those below the smallest normal number flush to 0 (see npvae.fast.optim).
+    Written ``x < tiny`` so that NaN, which compares false, passes through as the reference's would."""
     one, zero = typed(1.0, g), typed(0.0, g)
     m = beta1 * m + (one - beta1) * g
     v = beta2 * v + (one - beta2) * g * g
-    return (m if abs(m) >= tiny else zero), (v if v >= tiny else zero)
+    return (zero if abs(m) < tiny else m), (zero if v < tiny else v)
 
 
 @inline
@@ -441,7 +442,7 @@ def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
         gk = g[k] + weight_decay * p[k]
         if momentum != zero:
             bk = gk if first else momentum * buf[k] + gk
-            bk = bk if abs(bk) >= tiny else zero
+            bk = zero if abs(bk) < tiny else bk        # NaN passes through
             buf[k] = bk
             gk = bk
         p[k] -= lr * gk

@@ -24,9 +24,10 @@ before evaluating, saving or loading them inside the loop. If something else cha
 while the trainer holds them (a second trainer, ``fit``, ``load_checkpoint``, a hand
 edit), :meth:`sync` keeps that change and raises ``StateError`` rather than overwrite it.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
-that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time. ``model.parameters()``' ``.grad`` are not filled: the gradients stay
-in the fast layout. ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with
-dead-unit retirement (:mod:`npvae.fast.dead_units`) switched on.
+that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
+``model.parameters()``' ``.grad`` are not filled: the gradients stay in the fast layout.
+``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
+(:mod:`npvae.fast.dead_units`) switched on.
 """
 import math
 
