@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputTypeError, StateDictError, StateError
+from .validate import check_bool
 
 
 def check_state_entry(name, value, like, hint=""):
@@ -175,6 +176,7 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise StateDictError(f"state_dict must be a mapping (a dict) of names to arrays, "
                                  f"got {type(state_dict).__name__}")
+        strict = check_bool(strict, "strict")
         state_dict = dict(state_dict)           # read each entry once (an .npz file reads on access)
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state_dict]

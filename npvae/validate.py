@@ -16,6 +16,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def check_dtype(dtype, name="dtype"):
     """Return ``np.dtype(dtype)``; only float32 and float64 are supported."""
+    if dtype is None:                   # np.dtype(None) is float64: say which
+        raise InputTypeError(f"{name} must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -36,6 +38,13 @@ def check_rng(rng, name="rng"):
         return np.random.default_rng(None if rng is None else int(rng))
     raise InputTypeError(f"{name} must be a numpy.random.Generator, an int seed or None, "
                          f"got {type(rng).__name__}")
+
+
+def check_bool(value, name):
+    """True or False (a NumPy bool too), not any truthy value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def check_positive_int(value, name):
@@ -300,7 +309,7 @@ def check_decay_rates(value, name):
         pair = tuple(value)
     except TypeError:
         pair = None
-    if pair is None or isinstance(value, (str, bytes)) or len(pair) != 2:
+    if pair is None or isinstance(value, (str, bytes, set, frozenset, dict)) or len(pair) != 2:   # ordered
         raise InputTypeError(f"{name} must be a pair (beta1, beta2), e.g. (0.9, 0.999), got {value!r}")
     pair = tuple(check_non_negative_number(b, f"{name}[{i}]") for i, b in enumerate(pair))
     for i, b in enumerate(pair):

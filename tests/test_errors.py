@@ -307,3 +307,20 @@ def test_pytorch_weights_load_from_an_npz_file_and_keys_must_be_names(tmp_path):
     assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), other.parameters()))
     with pytest.raises(StateDictError, match=r"keys must be parameter names \(str\)"):
         npvae.interop.from_torch_state_dict(other, {0: np.zeros(3)})
+
+
+def test_flags_take_bools_and_pairs_keep_their_order():
+    from npvae.data import iterate_indices, to_float
+    model = npvae.VAE(4, 3, 2, rng=0)
+    read_only = np.zeros((2, 4), np.float32)
+    read_only.flags.writeable = False
+    cases = [(lambda: npvae.Adam(model.parameters(), betas={0.9, 0.999}), InputTypeError, "betas must be a pair"),
+             (lambda: npvae.VAE(4, 3, 2, dtype=None), InputTypeError, "dtype must be float32 or float64, got None"),
+             (lambda: model.load_state_dict(model.state_dict(), strict="no"), InputTypeError, "strict must be True"),
+             (lambda: iterate_indices(5, 2, shuffle="no"), InputTypeError, "shuffle must be True or False"),
+             (lambda: iterate_indices(5, 2, shuffle=False, drop_last=1), InputTypeError, "drop_last must be"),
+             (lambda: to_float(np.zeros((2, 4), np.uint8), out=read_only), InputError, "out is read-only")]
+    for call, error, words in cases:
+        with pytest.raises(error, match=words):
+            call()
+    assert len(list(iterate_indices(5, 2, shuffle=np.bool_(False)))) == 3    # NumPy bools are bools

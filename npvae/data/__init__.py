@@ -44,7 +44,7 @@ labels of each batch as well.
 import numpy as np
 
 from ..errors import InputError, InputTypeError
-from ..validate import check_dtype, check_non_negative_int, check_positive_int
+from ..validate import check_bool, check_dtype, check_non_negative_int, check_positive_int
 from .datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                        canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
                        locate, search_path, search_report)
@@ -93,6 +93,8 @@ def to_float(batch, dtype=np.float32, out=None):
         if not isinstance(out, np.ndarray):
             raise InputTypeError(f"out must be a numpy array, got {type(out).__name__}")
         check_dtype(out.dtype, "out.dtype")
+        if not out.flags.writeable:
+            raise InputError("out is read-only; give a writable array (or none, for a new one)")
         if out.shape != batch.shape:
             raise InputError(f"out must have the batch's shape {batch.shape}, got {out.shape}")
     # Dividing in the output dtype gives the exactly rounded x/255.
@@ -153,6 +155,7 @@ def iterate_indices(n, batch_size, rng=None, shuffle=True, drop_last=False):
     """
     n = check_non_negative_int(n, "n")
     batch_size = check_positive_int(batch_size, "batch_size")
+    shuffle, drop_last = check_bool(shuffle, "shuffle"), check_bool(drop_last, "drop_last")
     if shuffle:
         _check_generator(rng, " when shuffle=True; e.g. rng=np.random.default_rng(0)")
         order = rng.permutation(n)
