@@ -14,8 +14,9 @@ from .planted import BUGS
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gradcheck",
-                                description="Central-difference gradient checks of every npvae op, the "
-                                            "whole model (reference and fast path) and the update rules.")
+                                description="Central-difference gradient checks of every npvae op and the "
+                                            "whole model (reference and fast path); the optimizers' update "
+                                            "rules are checked against their closed forms, step by step.")
     p.add_argument("--op", nargs="+", metavar="NAME", choices=sorted(CASES),
                    help="cases to check (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",

@@ -17,7 +17,7 @@ from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_OPS = {"dense", "dense_square", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce", "sequential",
-                 "vae_1h", "vae_2h", "vae_square", "adam", "sgd_momentum"}
+                 "vae_1h", "vae_2h", "vae_square", "adam", "adam_varying", "sgd_momentum"}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,9 @@ def test_self_test_catches_every_planted_bug(self_tested):
         assert max(r.rel_err for r in failed) > 1e-3, name
     assert {r.op for r in caught["dense_transposed_dW"]} >= {"dense_square", "vae_square"}
     assert all(r.tensor.startswith("<contract") for r in caught["relu_writes_grad_out"])
+    # a constant gradient cannot tell the betas apart, nor see an ignored weight decay
+    assert {r.op for r in caught["adam_betas_swapped"]} == {"adam_varying"}
+    assert {r.op for r in caught["adam_weight_decay_ignored"]} == {"adam_varying"}
 
 
 def test_self_test_leaves_the_reference_as_it_was(self_tested):
