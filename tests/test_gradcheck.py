@@ -237,6 +237,26 @@ def test_cli_list_and_bad_arguments():
     assert _cli("--backend", "cuda").returncode == 2
 
 
+def test_cli_piped_into_head_stops_without_a_traceback():
+    """``python -m gradcheck | head -1``: head leaves after one line; no BrokenPipeError traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(["sh", "-c", '"$0" -m gradcheck | head -1', sys.executable], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("gradcheck: float64 central differences") and r.stdout.count("\n") == 1
+    assert "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
+
+
+def test_cli_with_its_reader_gone_exits_141_quietly():
+    """The reader closes the pipe before gradcheck writes a line (as ``head`` may, at any point):
+    the status of a program stopped by SIGPIPE, 128 + 13, and nothing on stderr."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "gradcheck", "--op", "sigmoid", "--backend", "numpy"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                  # long before the child has imported NumPy
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and stderr == "", stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("--seed", "-3"), "--seed: must be at least 0"),
     (("--step", "0"), "--step: must be greater than 0"),
