@@ -98,7 +98,7 @@ class KL(Module):
     r"""KL(N(mu, exp(logvar)) || N(0, I)) from ``h = [mu | logvar]`` (B, 2d), mean over the batch."""
 
     def forward(self, h):
-        r""":math:`L = \frac1B \sum_b \tfrac12 \sum_j (e^{\lambda_{bj}} + \mu_{bj}^2 - 1 - \lambda_{bj})`.
+        r""":math:`L = \frac1B \sum_n \tfrac12 \sum_j (e^{\lambda_{nj}} + \mu_{nj}^2 - 1 - \lambda_{nj})`.
 
         Parameters
         ----------
@@ -197,10 +197,10 @@ class BCE(Module):
 
     .. math::
 
-        L = \frac1B \sum_b \sum_j -\big[\, t_{bj} \log \hat p_{bj} + (1 - t_{bj}) \log(1 - \hat p_{bj}) \,\big],
-        \qquad \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon),
+        L = \frac1B \sum_n \sum_j -\big[\, t_{nj} \log \hat p_{nj} + (1 - t_{nj}) \log(1 - \hat p_{nj}) \,\big],
+        \qquad \hat p = \mathrm{clip}(p, \delta, 1 - \delta),
 
-    with :math:`\epsilon` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
+    with :math:`\delta` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
     saturated probability (0 or 1) gives a large but finite loss instead of inf or NaN.
     Prefer :class:`BCEWithLogits` when you have logits.
     """
@@ -231,9 +231,9 @@ class BCE(Module):
         :math:`\tfrac{d}{dp}\big[-t\log p - (1-t)\log(1-p)\big] = -\tfrac tp + \tfrac{1-t}{1-p}
         = \tfrac{p - t}{p(1-p)}`, evaluated at the clipped :math:`\hat p`. Inside the clip
         range :math:`\hat p = p` and this is the exact gradient. Outside it (a probability
-        within :math:`\epsilon` of 0 or 1) the exact gradient of the clipped loss would be
+        within :math:`\delta` of 0 or 1) the exact gradient of the clipped loss would be
         0; this passes the gradient at the clip boundary through instead, as large as about
-        :math:`1/\epsilon` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
+        :math:`1/\delta` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
         multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a saturated pixel
         the product is far below the true :math:`p - t`, or 0 once :math:`p` has rounded to
         1, so the pixel stops learning. :class:`BCEWithLogits` gives :math:`p - t` for every logit.
