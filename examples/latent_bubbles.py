@@ -138,8 +138,11 @@ def draw(results, labels, path, n_points):
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
         kind = "no KL term" if beta == 0 else "with the KL term"
-        ax.set_title(f"beta = {beta:g} ({kind}): q(z | x) of {len(mu)} held-out digits\n"
-                     f"mean |mu| = {r['mean |mu|']:.3g},   mean variance = {r['mean variance']:.3g}")
+        n_all = len(r["mu"])                       # spread() averages over every held-out image
+        drawn = f"{len(mu)} of {n_all}" if len(mu) < n_all else f"all {n_all}"
+        ax.set_title(f"beta = {beta:g} ({kind}): {drawn} held-out digits\n"
+                     f"over all {n_all}: mean |mu| = {r['mean |mu|']:.3g},  "
+                     f"mean variance = {r['mean variance']:.3g}")
         if np.median(sigma) < 0.005 * (hi - lo).max():        # ellipses too small to see: zoom in
             zoom_in(ax, mu, sigma, colors)
     handles = [Line2D([], [], ls="", marker="o", color=cmap(k), label=f"digit {k}") for k in range(10)]

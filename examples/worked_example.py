@@ -207,8 +207,8 @@ def adam_step(model, report):
     optimizer.step()
     r = report
     r.text(f"One Adam step (npvae/optim.py: Adam.step), t = {t}, lr = {number(LR)}, "
-           f"betas = ({number(b1)}, {number(b2)}), eps = {number(ADAM_EPS)}, from m = v = 0. "
-           f"Bias correction makes `m_hat = g` and `v_hat = g^2` at t = 1, "
+           f"betas = ({number(b1)}, {number(b2)}), Adam's eps = {number(ADAM_EPS)} (not the sampler's `eps`), "
+           f"from m = v = 0. Bias correction makes `m_hat = g` and `v_hat = g^2` at t = 1, "
            f"so every entry moves by almost exactly `lr` against the sign of its gradient:")
     r.text()
     r.text("```text")

@@ -1,4 +1,5 @@
-"""Finite-difference gradient checks of every npvae op, the whole model, and the fast path.
+"""Finite-difference gradient checks of every npvae op, the whole model, and the fast path;
+the optimizers' update rules against their closed forms.
 
 Run ``python -m gradcheck`` (``--help`` for options), or from Python::
 

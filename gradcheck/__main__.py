@@ -1,5 +1,7 @@
-"""``python -m gradcheck``: print the gradient-check table; exit 1 if any row fails."""
+"""``python -m gradcheck``: print the gradient-check table; exit 1 if any row fails (141 if
+stdout's reader leaves early, as in ``python -m gradcheck | head``)."""
 import argparse
+import os
 import sys
 import time
 
@@ -11,11 +13,16 @@ from .cases import CASES
 from .core import BACKENDS, format_table, run, self_test
 from .planted import BUGS
 
+#: the status when stdout's reader has gone: 128 + SIGPIPE, what a shell reports for ``cat``,
+#: ``grep`` or ``git`` stopped the same way
+EXIT_CLOSED_PIPE = 141
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gradcheck",
-                                description="Central-difference gradient checks of every npvae op, the "
-                                            "whole model (reference and fast path) and the update rules.")
+                                description="Central-difference gradient checks of every npvae op and the "
+                                            "whole model (reference and fast path); the optimizers' update "
+                                            "rules are checked against their closed forms, step by step.")
     p.add_argument("--op", nargs="+", metavar="NAME", choices=sorted(CASES),
                    help="cases to check (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",
@@ -86,5 +93,20 @@ def main(argv=None):
     return 0 if ok else 1
 
 
+def run_cli(argv=None):
+    """:func:`main`'s exit status; if stdout's reader leaves early (``| head``), stop quietly
+    with :data:`EXIT_CLOSED_PIPE` instead of a ``BrokenPipeError`` traceback."""
+    try:
+        try:
+            return main(argv)
+        finally:
+            sys.stdout.flush()          # the last lines sit in the buffer: a closed pipe shows here
+    except BrokenPipeError:
+        # Python flushes stdout again at exit, which would fail and print "Exception ignored":
+        # point stdout at /dev/null (Python's signal docs, "Note on SIGPIPE")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli())

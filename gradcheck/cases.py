@@ -220,11 +220,45 @@ def _constant_gradient(make, expected_step, steps=8):
 
 
 # Adam: with a constant g the bias-corrected moments are exactly g and g^2 at every step
+# (whatever the betas: swapped betas pass here, and adam_varying catches them)
 adam = _constant_gradient(lambda p: Adam([p], lr=1e-2, eps=1e-8),
                           lambda t, g: 1e-2 * g / (np.abs(g) + 1e-8))
-# SGD with momentum mu: the buffer after t steps is g (1 - mu^t) / (1 - mu)
+# SGD with momentum rho: the buffer after t steps is g (1 - rho^t) / (1 - rho)
 sgd_momentum = _constant_gradient(lambda p: SGD([p], lr=1e-2, momentum=0.9),
                                   lambda t, g: 1e-2 * g * (1 - 0.9 ** t) / (1 - 0.9))
+
+
+def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.3):
+    r"""Adam with a new random gradient every step, unequal betas and weight decay :math:`w`,
+    each step's displacement against Algorithm 1 unrolled, in float64:
+
+    .. math::
+
+        g_s = \nabla_s + w\,\theta_{s-1}, \qquad
+        m_t = (1-\beta_1) \sum_{s=1}^{t} \beta_1^{t-s} g_s, \qquad
+        v_t = (1-\beta_2) \sum_{s=1}^{t} \beta_2^{t-s} g_s^2,
+
+        \theta_{t-1} - \theta_t = \mathrm{lr}\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon},
+
+    with :math:`\nabla_s` the gradient handed to step :math:`s` and :math:`\theta_{s-1}` the
+    parameter before it. A constant gradient (``adam``) cannot tell the betas apart, nor see
+    weight decay it does not use: this case can.
+    """
+    p = Parameter(rng.standard_normal((3, 4)).astype(dtype))
+    opt = Adam([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    beta1, beta2 = betas
+    seen, exact = [], {}                        # seen[s - 1] = g_s, the decayed gradient of step s
+    for t in range(1, steps + 1):
+        before = p.data.copy()
+        p.grad[...] = rng.standard_normal(p.data.shape).astype(dtype)
+        seen.append(p.grad.astype(np.float64) + weight_decay * before.astype(np.float64))
+        opt.step()
+        age = [t - s for s in range(1, t + 1)]  # t - s, the power of beta that step s's gradient has by now
+        m = (1 - beta1) * sum(beta1 ** a * g for a, g in zip(age, seen))
+        v = (1 - beta2) * sum(beta2 ** a * g * g for a, g in zip(age, seen))
+        expected = lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+        exact[f"step {t}"] = (before - p.data, expected)
+    return [Problem({}, None, None, exact=exact)]
 
 
 # -- the fast path, whole models ------------------------------------------------------------
@@ -272,6 +306,7 @@ CASES = {
     "vae_2h": ("numpy", _vae((7, 5))),
     "vae_square": ("numpy", _vae((8,), input_dim=8, latent_dim=4)),
     "adam": ("numpy", adam),
+    "adam_varying": ("numpy", adam_varying),
     "sgd_momentum": ("numpy", sgd_momentum),
     "fast_vae_1h": ("numba", _fast((7,))),
     "fast_vae_2h": ("numba", _fast((7, 5))),

@@ -69,18 +69,35 @@ def _relu_backward_in_place(self, grad_out):
     return grad_out
 
 
-def _adam_step_bias_correction_ahead(self):
-    # the bias corrections of the step after this one: 1 - beta ** (t + 1)
+def _adam_step_as_written(self, beta1, beta2, weight_decay, ahead=0):
+    # Adam.step with its inputs in the open, so that each slip below is one changed argument;
+    # ahead: how many steps early the bias corrections run
     self.t += 1
-    beta1, beta2 = self.betas
     for p in self.params:
-        g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+        g = p.grad + weight_decay * p.data if weight_decay else p.grad
         m, v = self.state[p]["m"], self.state[p]["v"]
         m[...] = beta1 * m + (1 - beta1) * g
         v[...] = beta2 * v + (1 - beta2) * g * g
-        m_hat = m / (1 - beta1 ** (self.t + 1))
-        v_hat = v / (1 - beta2 ** (self.t + 1))
+        m_hat = m / (1 - beta1 ** (self.t + ahead))
+        v_hat = v / (1 - beta2 ** (self.t + ahead))
         p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+def _adam_step_bias_correction_ahead(self):
+    # the bias corrections of the step after this one: 1 - beta ** (t + 1)
+    _adam_step_as_written(self, *self.betas, self.weight_decay, ahead=1)
+
+
+def _adam_step_betas_swapped(self):
+    # betas unpacked the wrong way round: m decays at beta2's rate, v at beta1's; with a
+    # constant gradient the corrected moments are g and g^2 all the same
+    beta2, beta1 = self.betas
+    _adam_step_as_written(self, beta1, beta2, self.weight_decay)
+
+
+def _adam_step_weight_decay_ignored(self):
+    # weight_decay accepted, then never added to the gradient
+    _adam_step_as_written(self, *self.betas, weight_decay=0.0)
 
 
 def _sigmoid_forward_keeping_x(self, x):
@@ -117,6 +134,11 @@ BUGS = {
                              "two sources)", lambda: _replaced(ReLU, "backward", _relu_backward_in_place)),
     "adam_bias_correction_off_by_one": ("Adam.step: the bias correction one step ahead (1 - beta^(t+1))",
                                         lambda: _replaced(Adam, "step", _adam_step_bias_correction_ahead)),
+    "adam_betas_swapped": ("Adam.step: betas unpacked the wrong way round (beta2 for m, beta1 for v; "
+                           "invisible with a constant gradient)",
+                           lambda: _replaced(Adam, "step", _adam_step_betas_swapped)),
+    "adam_weight_decay_ignored": ("Adam.step: weight_decay never added to the gradient",
+                                  lambda: _replaced(Adam, "step", _adam_step_weight_decay_ignored)),
     "sigmoid_derivative_at_logit": ("Sigmoid.backward: y (1 - y) taken at the logit x instead of the "
                                     "output y", _sigmoid_at_logit),
 }

@@ -40,6 +40,7 @@ class Dense(Module):
     rng : np.random.Generator, int or None
         Draws the initial values as PyTorch's ``Linear`` does: weights and biases
         uniform in :math:`\pm 1/\sqrt{I}`.
+    backend : deprecated, ignored (warns)
     """
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
@@ -78,19 +79,19 @@ class Dense(Module):
         r"""Add :math:`\partial L/\partial W` and :math:`\partial L/\partial b` into the
         gradients; return :math:`\partial L/\partial x`.
 
-        With :math:`y_{bo} = \sum_i x_{bi} W_{io} + b_o` and the upstream gradient
-        :math:`g = \partial L/\partial y` (B, O), the chain rule sums over every
-        output an entry touches:
+        With :math:`y_{no} = \sum_i x_{ni} W_{io} + b_o` (:math:`n` the sample, :math:`b` the
+        bias) and the upstream gradient :math:`g = \partial L/\partial y` (B, O), the chain
+        rule sums over every output an entry touches:
 
         .. math::
 
-            \frac{\partial L}{\partial W_{io}} = \sum_b x_{bi}\, g_{bo}, \qquad
-            \frac{\partial L}{\partial b_o} = \sum_b g_{bo}, \qquad
-            \frac{\partial L}{\partial x_{bi}} = \sum_o g_{bo}\, W_{io},
+            \frac{\partial L}{\partial W_{io}} = \sum_n x_{ni}\, g_{no}, \qquad
+            \frac{\partial L}{\partial b_o} = \sum_n g_{no}, \qquad
+            \frac{\partial L}{\partial x_{ni}} = \sum_o g_{no}\, W_{io},
 
         that is ``dW = x.T @ g`` (I, O), ``db = g.sum(0)`` (O,), ``dx = g @ W.T`` (B, I).
-        The transposes are where the index being summed over sits: the batch index
-        ``b`` for ``dW``, the output index ``o`` for ``dx``.
+        The transposes are where the index being summed over sits: the sample index
+        :math:`n` for ``dW``, the output index :math:`o` for ``dx``.
 
         Parameters
         ----------

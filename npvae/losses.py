@@ -72,33 +72,22 @@ def check_grad_scalar(grad, owner):
     return float(grad)
 
 
+def batch_mean(rows):
+    """The mean of per-sample values, summed in float64: the loss as a Python float."""
+    return float(rows.sum(dtype=np.float64)) / len(rows)
+
+
 def kl_per_sample(mu, logvar):
     r""":math:`\tfrac12 \sum_j (e^{\lambda_j} + \mu_j^2 - 1 - \lambda_j)` for each row, with
     :math:`\lambda = \log\sigma^2`: ``mu``, ``logvar`` (B, d) -> (B,)."""
     return 0.5 * (np.exp(logvar) + mu * mu - 1 - logvar).sum(axis=1)
 
 
-def bce_with_logits_per_sample(logits, target):
-    r"""The BCE of each row, from logits: ``logits``, ``target`` (B, N) -> (B,).
-
-    Per pixel, :math:`-t \log p - (1 - t)\log(1 - p) = \max(l, 0) - l t + \log(1 + e^{-|l|})`:
-    since :math:`-\log p = \log(1 + e^{-l})`, :math:`-\log(1-p) = l + \log(1 + e^{-l})` and
-    :math:`\log(1 + e^{-l}) = \max(-l, 0) + \log(1 + e^{-|l|})`. No ``exp`` overflows and
-    no ``log`` sees 0, however saturated :math:`p` is.
-    """
-    return (np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))).sum(axis=1)
-
-
-def batch_mean(rows):
-    """The mean of per-sample values, summed in float64: the loss as a Python float."""
-    return float(rows.sum(dtype=np.float64)) / len(rows)
-
-
 class KL(Module):
     r"""KL(N(mu, exp(logvar)) || N(0, I)) from ``h = [mu | logvar]`` (B, 2d), mean over the batch."""
 
     def forward(self, h):
-        r""":math:`L = \frac1B \sum_b \tfrac12 \sum_j (e^{\lambda_{bj}} + \mu_{bj}^2 - 1 - \lambda_{bj})`.
+        r""":math:`L = \frac1B \sum_n \tfrac12 \sum_j (e^{\lambda_{nj}} + \mu_{nj}^2 - 1 - \lambda_{nj})`.
 
         Parameters
         ----------
@@ -143,11 +132,22 @@ class KL(Module):
         return np.concatenate([dmu, dlogvar], axis=1).astype(h.dtype, copy=False)
 
 
+def bce_with_logits_per_sample(logits, target):
+    r"""The BCE of each row, from logits: ``logits``, ``target`` (B, N) -> (B,).
+
+    Per pixel, :math:`-t \log p - (1 - t)\log(1 - p) = \max(l, 0) - l t + \log(1 + e^{-|l|})`:
+    since :math:`-\log p = \log(1 + e^{-l})`, :math:`-\log(1-p) = l + \log(1 + e^{-l})` and
+    :math:`\log(1 + e^{-l}) = \max(-l, 0) + \log(1 + e^{-|l|})`. No ``exp`` overflows and
+    no ``log`` sees 0, however saturated :math:`p` is.
+    """
+    return (np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))).sum(axis=1)
+
+
 class BCEWithLogits(Module):
     r"""Binary cross-entropy on logits: the decoder's Sigmoid and the BCE in one stable op.
 
-    Mean over the batch of the per-sample BCE sums (this module's docstring); see
-    :func:`bce_with_logits_per_sample` for the stable form.
+    Mean over the batch of the per-sample BCE sums (this module's docstring); the stable
+    form is derived in :func:`bce_with_logits_per_sample`, just above.
     """
 
     def forward(self, logits, target):
@@ -173,10 +173,18 @@ class BCEWithLogits(Module):
     def backward(self, grad=1.0):
         r"""Return :math:`\partial L/\partial l = \tfrac{g}{B} (\mathrm{sigmoid}(l) - t)` (B, N).
 
-        Differentiating the stable form: :math:`\tfrac{d}{dl}\big[\log(1+e^{-l}) + (1-t)l\big]
-        = -\tfrac{e^{-l}}{1+e^{-l}} + 1 - t = p - t`. The sigmoid's derivative
-        :math:`p(1-p)` cancels the BCE's :math:`1/(p(1-p))`, which is why the fused op is
-        both cheaper and better conditioned than a Sigmoid followed by :class:`BCE`.
+        Differentiating an equivalent form of the per-pixel loss (the two logs of
+        :func:`bce_with_logits_per_sample`'s derivation, before the :math:`|l|` rewrite):
+
+        .. math::
+
+            \tfrac{d}{dl}\big[t \log(1+e^{-l}) + (1-t)\big(l + \log(1+e^{-l})\big)\big]
+            = \tfrac{d}{dl}\big[\log(1+e^{-l}) + (1-t)\,l\big]
+            = -\tfrac{e^{-l}}{1+e^{-l}} + 1 - t = p - t.
+
+        The sigmoid's derivative :math:`p(1-p)` cancels the BCE's :math:`1/(p(1-p))`, which
+        is why the fused op is both cheaper and better conditioned than a Sigmoid followed
+        by :class:`BCE`.
 
         Parameters
         ----------
@@ -197,10 +205,10 @@ class BCE(Module):
 
     .. math::
 
-        L = \frac1B \sum_b \sum_j -\big[\, t_{bj} \log \hat p_{bj} + (1 - t_{bj}) \log(1 - \hat p_{bj}) \,\big],
-        \qquad \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon),
+        L = \frac1B \sum_n \sum_j -\big[\, t_{nj} \log \hat p_{nj} + (1 - t_{nj}) \log(1 - \hat p_{nj}) \,\big],
+        \qquad \hat p = \mathrm{clip}(p, \delta, 1 - \delta),
 
-    with :math:`\epsilon` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
+    with :math:`\delta` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
     saturated probability (0 or 1) gives a large but finite loss instead of inf or NaN.
     Prefer :class:`BCEWithLogits` when you have logits.
     """
@@ -231,9 +239,9 @@ class BCE(Module):
         :math:`\tfrac{d}{dp}\big[-t\log p - (1-t)\log(1-p)\big] = -\tfrac tp + \tfrac{1-t}{1-p}
         = \tfrac{p - t}{p(1-p)}`, evaluated at the clipped :math:`\hat p`. Inside the clip
         range :math:`\hat p = p` and this is the exact gradient. Outside it (a probability
-        within :math:`\epsilon` of 0 or 1) the exact gradient of the clipped loss would be
+        within :math:`\delta` of 0 or 1) the exact gradient of the clipped loss would be
         0; this passes the gradient at the clip boundary through instead, as large as about
-        :math:`1/\epsilon` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
+        :math:`1/\delta` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
         multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a saturated pixel
         the product is far below the true :math:`p - t`, or 0 once :math:`p` has rounded to
         1, so the pixel stops learning. :class:`BCEWithLogits` gives :math:`p - t` for every logit.

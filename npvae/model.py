@@ -86,6 +86,7 @@ class VAE(Module):
     rng : np.random.Generator, int or None
         Draws the initial weights, then the sampler's noise: one seed fixes both
         (``fit`` shuffles with its own ``rng``).
+    backend : deprecated, ignored (warns)
     """
 
     def __init__(self, input_dim=784, hidden_dims=400, latent_dim=20, *,
@@ -188,17 +189,51 @@ class VAE(Module):
         return check_batch(x, name, n_features or self.input_dim, self.dtype, pixels=n_features is None)
 
     def forward(self, x, eps=None):
-        """``(x_hat, mu, logvar)`` for a batch, with ``z`` sampled."""
+        """Encode, sample ``z = mu + exp(logvar / 2) * eps``, decode (inference: no backward after it).
+
+        Parameters
+        ----------
+        x : ndarray (B, input_dim), floats in [0, 1]
+        eps : ndarray (B, latent_dim), optional
+            The sampler's noise; drawn from N(0, I) with the model's ``rng`` if omitted.
+
+        Returns
+        -------
+        x_hat : ndarray (B, input_dim)
+            Pixel probabilities decoded from the sampled ``z``.
+        mu, logvar : ndarray (B, latent_dim)
+            The mean and log-variance of ``q(z | x)``.
+        """
         h = self.encoder.forward(self._batch(x))
         x_hat = sigmoid(self.decoder.forward(self.sampler.forward(h, eps)))
         return (x_hat, *_halves(h))
 
     def encode(self, x):
-        """``(mu, logvar)``, each (B, latent_dim), of ``q(z | x)``."""
+        """The Gaussian ``q(z | x)`` of each image.
+
+        Parameters
+        ----------
+        x : ndarray (B, input_dim), floats in [0, 1]
+
+        Returns
+        -------
+        mu, logvar : ndarray (B, latent_dim)
+            Its mean and log-variance.
+        """
         return _halves(self.encoder.forward(self._batch(x)))
 
     def decode(self, z):
-        """Pixel probabilities (B, input_dim) for latent codes ``z`` (B, latent_dim)."""
+        """Pixel probabilities for latent codes.
+
+        Parameters
+        ----------
+        z : ndarray (B, latent_dim), floats
+
+        Returns
+        -------
+        x_hat : ndarray (B, input_dim)
+            ``sigmoid`` of the decoder's logits, in [0, 1].
+        """
         return sigmoid(self.decode_logits(z))
 
     def decode_logits(self, z):
@@ -207,13 +242,35 @@ class VAE(Module):
         return self.decoder.forward(self._batch(z, "z", self.latent_dim))
 
     def reconstruct(self, x, sample=False):
-        """Decode the encoding of ``x``: from the mean ``mu`` (default) or a sampled ``z``."""
+        """Decode the encoding of ``x``.
+
+        Parameters
+        ----------
+        x : ndarray (B, input_dim), floats in [0, 1]
+        sample : bool
+            Decode a sampled ``z`` instead of the mean ``mu`` (the default).
+
+        Returns
+        -------
+        x_hat : ndarray (B, input_dim)
+        """
         if sample:
             return self.forward(x)[0]
         return self.decode(self.encode(x)[0])
 
     def sample(self, n, rng=None):
-        """``n`` images decoded from ``z ~ N(0, I)``; ``rng`` defaults to the model's."""
+        """New images: ``n`` codes drawn from the prior ``z ~ N(0, I)``, decoded.
+
+        Parameters
+        ----------
+        n : int
+        rng : np.random.Generator, int or None
+            Draws ``z``; None uses (and advances) the model's ``rng``.
+
+        Returns
+        -------
+        x_hat : ndarray (n, input_dim)
+        """
         n = check_positive_int(n, "n")
         rng = self.rng if rng is None else check_rng(rng)
         return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
@@ -221,9 +278,17 @@ class VAE(Module):
     def interpolate(self, x_a, x_b, steps=9):
         """Decode ``z_i = (i / (steps-1)) z_b + (1 - i / (steps-1)) z_a`` for i = 0..steps-1.
 
-        ``z_a``, ``z_b`` are the means of ``q(z | x)`` of two images (each (input_dim,)
-        or (1, input_dim)). Returns (steps, input_dim): the first row reconstructs
-        ``x_a``, the last ``x_b``.
+        Parameters
+        ----------
+        x_a, x_b : ndarray (input_dim,) or (1, input_dim), floats in [0, 1]
+            Two images; ``z_a``, ``z_b`` are the means of their ``q(z | x)``.
+        steps : int
+            Points on the line, at least 2 (both ends included).
+
+        Returns
+        -------
+        ndarray (steps, input_dim)
+            The first row reconstructs ``x_a``, the last ``x_b``.
         """
         steps = check_positive_int(steps, "steps")
         if steps < 2:

@@ -143,12 +143,13 @@ class Adam(Optimizer):
     eps : float
         Added to :math:`\sqrt{\hat v}` so that the step stays finite.
     weight_decay : float
-        L2 penalty: :math:`\lambda\theta` is added to the gradient before the moments
+        :math:`w`, an L2 penalty: :math:`w\theta` is added to the gradient before the moments
         (PyTorch's ``Adam(weight_decay=...)``; not AdamW's decoupled decay).
+    backend : deprecated, ignored (warns)
 
     Notes
     -----
-    For step :math:`t = 1, 2, \ldots` with gradient :math:`g` (plus :math:`\lambda\theta`):
+    For step :math:`t = 1, 2, \ldots` with gradient :math:`g` (plus :math:`w\theta`):
 
     .. math::
 
@@ -159,9 +160,10 @@ class Adam(Optimizer):
         \theta &\leftarrow \theta - \alpha\, \hat m / (\sqrt{\hat v} + \epsilon).
 
     The moments start at 0, so early on they are averages over fewer than
-    :math:`1/(1-\beta)` gradients, weighted as if there were more: after :math:`t`
-    steps the weights :math:`(1-\beta)\beta^{t-s}` sum to :math:`1 - \beta^t`, not 1.
-    Dividing by :math:`1 - \beta^t` (the bias correction) makes them weighted means.
+    :math:`1/(1-\beta_1)` gradients, weighted as if there were more: after :math:`t`
+    steps the weights :math:`(1-\beta_1)\beta_1^{t-s}` of :math:`m` sum to
+    :math:`1 - \beta_1^t`, not 1 (those of :math:`v` to :math:`1 - \beta_2^t`). Dividing
+    each moment by its sum of weights (the bias correction) makes it a weighted mean.
     """
 
     state_names = ("m", "v")
@@ -238,11 +240,22 @@ class SGD(Optimizer):
 
     .. math::
 
-        g \leftarrow g + \lambda\theta, \qquad
-        b \leftarrow \mu\, b + g \;(b = g \text{ at the first step}), \qquad
+        g \leftarrow g + w\theta, \qquad
+        b \leftarrow \rho\, b + g \;(b = g \text{ at the first step}), \qquad
         \theta \leftarrow \theta - \mathrm{lr} \cdot b
 
     (without momentum, :math:`\theta \leftarrow \theta - \mathrm{lr} \cdot g`).
+
+    Parameters
+    ----------
+    params : list of Parameter
+    lr : float
+        The step size, > 0 (a schedule may set ``optimizer.lr``, down to 0, between steps).
+    momentum : float
+        :math:`\rho \ge 0`, how much of the buffer :math:`b` each step keeps (0: plain SGD).
+    weight_decay : float
+        :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
+    backend : deprecated, ignored (warns)
     """
 
     state_names = ("momentum_buffer",)

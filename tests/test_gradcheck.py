@@ -17,7 +17,7 @@ from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_OPS = {"dense", "dense_square", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce", "sequential",
-                 "vae_1h", "vae_2h", "vae_square", "adam", "sgd_momentum"}
+                 "vae_1h", "vae_2h", "vae_square", "adam", "adam_varying", "sgd_momentum"}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,9 @@ def test_self_test_catches_every_planted_bug(self_tested):
         assert max(r.rel_err for r in failed) > 1e-3, name
     assert {r.op for r in caught["dense_transposed_dW"]} >= {"dense_square", "vae_square"}
     assert all(r.tensor.startswith("<contract") for r in caught["relu_writes_grad_out"])
+    # a constant gradient cannot tell the betas apart, nor see an ignored weight decay
+    assert {r.op for r in caught["adam_betas_swapped"]} == {"adam_varying"}
+    assert {r.op for r in caught["adam_weight_decay_ignored"]} == {"adam_varying"}
 
 
 def test_self_test_leaves_the_reference_as_it_was(self_tested):
@@ -232,6 +235,26 @@ def test_cli_list_and_bad_arguments():
     assert set(CASES) <= words and set(BUGS) <= words
     assert _cli("--op", "no_such_op").returncode == 2
     assert _cli("--backend", "cuda").returncode == 2
+
+
+def test_cli_piped_into_head_stops_without_a_traceback():
+    """``python -m gradcheck | head -1``: head leaves after one line; no BrokenPipeError traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(["sh", "-c", '"$0" -m gradcheck | head -1', sys.executable], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("gradcheck: float64 central differences") and r.stdout.count("\n") == 1
+    assert "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
+
+
+def test_cli_with_its_reader_gone_exits_141_quietly():
+    """The reader closes the pipe before gradcheck writes a line (as ``head`` may, at any point):
+    the status of a program stopped by SIGPIPE, 128 + 13, and nothing on stderr."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "gradcheck", "--op", "sigmoid", "--backend", "numpy"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                  # long before the child has imported NumPy
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and stderr == "", stderr
 
 
 @pytest.mark.parametrize("args, message", [

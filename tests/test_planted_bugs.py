@@ -71,6 +71,14 @@ CATCHERS = {
         _call(test_optim.test_adam_constant_gradient_moves_lr_every_step),
         _call(test_optim.test_adam_follows_the_update_rule, np.float64, 0.0),
     ],
+    "adam_betas_swapped": [
+        _call(test_optim.test_adam_steps_by_hand),
+        _call(test_optim.test_adam_follows_the_update_rule, np.float64, 0.0),
+    ],
+    "adam_weight_decay_ignored": [
+        _call(test_optim.test_adam_weight_decay_is_l2_added_to_the_gradient),
+        _call(test_optim.test_adam_follows_the_update_rule, np.float64, 0.05),
+    ],
     "sigmoid_derivative_at_logit": [
         _call(test_layers.test_sigmoid_known_values),
         _call(test_layers.test_sigmoid_gradient_matches_finite_differences),
