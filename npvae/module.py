@@ -2,7 +2,8 @@
 
 In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by hand:
 
-* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs;
+* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs (the
+  losses also keep each sample's loss in ``rows``);
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``
   (in a VAE the gradient of ``mu`` has two sources, so an op that scribbled over
