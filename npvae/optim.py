@@ -188,6 +188,10 @@ class Adam(Optimizer):
         self.betas = betas
         self.eps = eps
         self.weight_decay = weight_decay
+        dtype = self.params[0].data.dtype
+        if dtype.type(self.eps) == 0:       # then a zero gradient's step is 0 / 0
+            raise InputError(f"eps={self.eps} is 0 in the parameters' {dtype}; use at least "
+                             f"{np.finfo(dtype).tiny:.3g}")
 
     def step(self):
         """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""

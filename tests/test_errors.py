@@ -324,3 +324,9 @@ def test_flags_take_bools_and_pairs_keep_their_order():
         with pytest.raises(error, match=words):
             call()
     assert len(list(iterate_indices(5, 2, shuffle=np.bool_(False)))) == 3    # NumPy bools are bools
+
+
+def test_adam_refuses_an_eps_that_is_zero_in_the_parameters_dtype():
+    with pytest.raises(InputError, match=r"eps=1e-300 is 0 in the parameters' float32"):
+        npvae.Adam(npvae.VAE(4, 3, 2, rng=0).parameters(), eps=1e-300)
+    npvae.Adam(npvae.VAE(4, 3, 2, rng=0, dtype=np.float64).parameters(), eps=1e-300)   # float64 holds it
