@@ -92,6 +92,11 @@ def say(line):
     emit(sys.stderr, line + "\n")     # a terminal that has closed (nohup, a pipe gone) does not stop the run
 
 
+def result(line):
+    """The run's results, on stdout (``> log.txt`` keeps them); the progress goes to stderr."""
+    emit(sys.stdout, line + "\n")
+
+
 # -- settings ------------------------------------------------------------------------
 def build_parser(exit_on_error=True):
     d = DEFAULTS
@@ -234,11 +239,13 @@ def settings(given, resumed):
 
 # -- data ----------------------------------------------------------------------------
 def suggest_test_split(e, s):
-    """Offline with only the MNIST test set at hand: say how to train on it."""
+    """Offline with only the MNIST test set at hand: say how to train on it (or on what else)."""
     if s["dataset"] == "mnist":
         try:
             folder = locate("mnist", "t10k", s["data_dir"], download=False)
         except DatasetNotFoundError:
+            e.add_note("Offline, train on local copies: --dataset fashion-mnist --data-dir DIR, or, with only "
+                       "the MNIST test files, --dataset mnist-test-split --data-dir DIR")
             return
         e.add_note(f"The MNIST test set is in {folder}: to train on it (8,000 images, 2,000 held out) "
                    f"use --dataset mnist-test-split --data-dir {folder}")
@@ -278,6 +285,16 @@ def data_record(data):
     return dict(train_images=len(data.train), test_images=len(data.test),
                 train_fingerprint=fingerprint(data.train), test_fingerprint=fingerprint(data.test),
                 source=data.source)
+
+
+def new_run_folder(dataset):
+    """``runs/<dataset>-<time>``, with ``-2``, ``-3``, ... if a run started in the same second."""
+    base = os.path.join("runs", f"{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    return folder
 
 
 def check_same_data(resumed, now):
@@ -381,8 +398,7 @@ def main(argv=None):
     model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
     backend = resolve(s["backend"])          # a bad $NPVAE_BACKEND is refused before anything is written
     if out is None:
-        out = resumed.folder if resumed else os.path.join(
-            "runs", f"{s['dataset']}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        out = resumed.folder if resumed else new_run_folder(s["dataset"])
     cli.check_output_folder(out, "--out", output_bytes(s))
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
     if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
@@ -509,9 +525,9 @@ def evaluate(s, folder, model, history, data):
                    test_kl=test.kl, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
                    peak_rss_mb=round(peak_rss_mb, 1))
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
-    say(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={s['nll_k']}, {n_nll} images) "
-        f"{nll:.2f} nats in {seconds:.0f}s")
-    say(f"done: figures, metrics and checkpoint in {folder.path} (peak memory {peak_rss_mb:.0f} MB)")
+    result(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={s['nll_k']}, {n_nll} images) "
+           f"{nll:.2f} nats in {seconds:.0f}s")
+    result(f"done: figures, metrics and checkpoint in {folder.path} (peak memory {peak_rss_mb:.0f} MB)")
 
 
 if __name__ == "__main__":

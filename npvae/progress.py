@@ -225,7 +225,7 @@ class EpochProgress:
         remaining = self.epochs - r["epoch"]
         if remaining > 0:
             pace = sum(self.epoch_seconds) / len(self.epoch_seconds)
-            line += f"  ({format_duration(remaining * pace)} left)"
+            line += f"  ({format_duration(remaining * pace)} left to train)"
         self.message(line)
 
     def close(self):

@@ -210,3 +210,18 @@ def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1 and (out / "samples.png").exists()
+
+
+def test_a_new_run_in_the_same_second_gets_a_folder_of_its_own(tmp_path):
+    # the default folder is runs/<dataset>-<second>: taken by another run, it gets "-2"
+    import datetime
+    now = datetime.datetime.now()
+    taken = [f"mnist-test-split-{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}" for s in range(60)]
+    for name in taken:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    new = sorted(set(os.listdir(tmp_path / "runs")) - set(taken))
+    assert len(new) == 1 and new[0].endswith("-2") and new[0][:-2] in taken, new
+    assert (tmp_path / "runs" / new[0] / "checkpoint.npz").exists()
+    assert "done: figures, metrics and checkpoint in" in proc.stdout      # results on stdout

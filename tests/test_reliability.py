@@ -164,7 +164,7 @@ def test_progress_bar_on_a_terminal_and_lines_in_a_log():
     show.summary(record)
     text = tty.getvalue()
     assert "\repoch 1/3  batch 10/10 [####################]  loss 123.457  1,280 samples/s  0:00 left" in text
-    assert text.rstrip().endswith("0:03 + eval 1.0s  (0:06 left)".replace("0:03", "2.0s"))
+    assert text.rstrip().endswith("0:03 + eval 1.0s  (0:06 left to train)".replace("0:03", "2.0s"))
     log = io.StringIO()
     show = EpochProgress(True, epochs=3, steps=10, stream=log)
     show.update(1, 5, 1.0, 320, 0.5)
