@@ -164,6 +164,19 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
         check_optimizer_params(optimizer, model)
 
 
+def _check_paths(checkpoint, metrics_path, resume):
+    """The three files as str (or None), checked before any training: the two written can be
+    written, and the metrics are not the checkpoint's file."""
+    checkpoint = check_output_path(checkpoint, "checkpoint")
+    metrics_path = check_output_path(metrics_path, "metrics_path")
+    resume = check_file_path(resume, "resume")
+    for other, name in ((checkpoint, "checkpoint"), (resume, "resume")):
+        if None not in (metrics_path, other) and os.path.realpath(other) == os.path.realpath(metrics_path):
+            raise InputError(f"metrics_path and {name} are the same file ({metrics_path}): the metrics "
+                             f"would overwrite the checkpoint; give each a file of its own")
+    return checkpoint, metrics_path, resume
+
+
 def _stream_from(rng):
     """A Generator of its own, fixed by ``rng``'s current state (not by its seed: a Generator
     restored from a state has none), leaving ``rng`` untouched."""
@@ -337,13 +350,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)
     backend = resolve(backend)
-    checkpoint = check_output_path(checkpoint, "checkpoint")     # refused now, not after an epoch
-    metrics_path = check_output_path(metrics_path, "metrics_path")
-    resume = check_file_path(resume, "resume")
-    for other, name in ((checkpoint, "checkpoint"), (resume, "resume")):
-        if metrics_path is not None and other is not None and os.path.realpath(other) == os.path.realpath(metrics_path):
-            raise InputError(f"metrics_path and {name} are the same file ({metrics_path}): the metrics "
-                             f"would overwrite the checkpoint; give each a file of its own")
+    checkpoint, metrics_path, resume = _check_paths(checkpoint, metrics_path, resume)
     train_images = check_images(train_images, "train_images", model.input_dim)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
