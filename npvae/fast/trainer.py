@@ -98,18 +98,22 @@ class Trainer:
         self.taken = self._held()           # to tell, at sync, whether anything else changed them
         self.synced = False
 
-    def _held(self):
-        """The optimizer's step count, and copies of the model's parameters and the optimizer's state."""
+    def _arrays(self):
+        """The model's parameters and the optimizer's state, as they are now (no copies)."""
         arrays = [p.data for p in self.model.parameters()]
         for per_parameter in self.opt.states().values():
             arrays += per_parameter
-        return self.optimizer.t, [np.array(a) for a in arrays]
+        return arrays
+
+    def _held(self):
+        """The optimizer's step count, and copies of :meth:`_arrays`."""
+        return self.optimizer.t, [np.array(a) for a in self._arrays()]
 
     def _changed_elsewhere(self):
         """True if the model or the optimizer no longer hold what :meth:`load` took from them."""
-        (t, then), (t_now, now) = self.taken, self._held()
-        return t != t_now or any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
-                                 for a, b in zip(then, now))
+        t, then = self.taken
+        return t != self.optimizer.t or any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
+                                            for a, b in zip(then, self._arrays()))
 
     def sync(self):
         """Write the parameters and the optimizer's state back into the model and the optimizer,
