@@ -280,17 +280,15 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
 
 
 def _records(history):
-    """``history`` as a list of dicts (what :func:`load_checkpoint` accepts)."""
-    if isinstance(history, (str, bytes)) or not all(isinstance(r, dict) for r in _iterable(history, "history")):
-        raise InputTypeError(f"history must be a sequence of dicts (one record per epoch), got {history!r:.80}")
-    return list(history)
-
-
-def _iterable(value, name):
+    """``history`` as a list of dicts (what :func:`load_checkpoint` accepts), read once (a
+    generator is consumed here)."""
     try:
-        return list(value)
+        records = None if isinstance(history, (str, bytes, dict)) else list(history)
     except TypeError:
-        raise InputTypeError(f"{name} must be a sequence, got {type(value).__name__}") from None
+        records = None
+    if records is None or not all(isinstance(r, dict) for r in records):
+        raise InputTypeError(f"history must be a sequence of dicts (one record per epoch), got {history!r:.80}")
+    return records
 
 
 def _record(value, name):
