@@ -7,7 +7,8 @@ Importing npvae is cheap: Numba is loaded when the fast path is first used, matp
 only when a figure is drawn.
 """
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
-                     DownloadError, InputError, InputTypeError, NpvaeError, StateDictError, StateError)
+                     DownloadError, InputError, InputTypeError, NpvaeError, PixelScaleWarning,
+                     StateDictError, StateError)
 from .layers import Dense, ReLU, Sequential, Sigmoid
 from .losses import BCE, KL, BCEWithLogits
 from .model import VAE, LossParts
@@ -26,5 +27,5 @@ __all__ = [
     "Module", "Parameter", "Adam", "SGD", "fit", "History", "TrainingInterrupted", "evaluate_elbo", "iw_nll",
     "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint", "interop",
     "NpvaeError", "InputError", "InputTypeError", "StateError", "StateDictError", "DataFileError",
-    "DatasetNotFoundError", "DownloadError", "CheckpointError", "DivergenceError",
+    "DatasetNotFoundError", "DownloadError", "CheckpointError", "DivergenceError", "PixelScaleWarning",
 ]

@@ -61,3 +61,11 @@ class DivergenceError(NpvaeError, FloatingPointError):
 
 class RunFolderInUseError(NpvaeError, RuntimeError):
     """Another running process holds the lock of the run folder (the message names it)."""
+
+
+class PixelScaleWarning(UserWarning):
+    """uint8 images that hold only 0 and 1: uint8 means 0..255, so they train as black images.
+
+    A class of its own so that a program that means it can silence just this warning, and so
+    that ``fit`` warns once for each array it is given, not again in the steps it calls.
+    """

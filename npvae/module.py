@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import InputTypeError, StateDictError, StateError
+from .errors import InputError, InputTypeError, StateDictError, StateError
 from .validate import check_bool
 
 
@@ -54,15 +54,45 @@ class Parameter:
     """A tensor the optimizer updates: its values ``data`` and its gradient ``grad``.
 
     ``grad`` has the shape and dtype of ``data``; backward passes add into it and
-    :meth:`zero_grad` sets it back to 0.
+    :meth:`zero_grad` sets it back to 0. Either may be replaced by another array of the
+    same shape and dtype (the layers and the optimizers rely on both); anything else is
+    refused when it is assigned, not later inside a layer.
     """
 
     def __init__(self, data):
         if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
             got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
             raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
-        self.data = data
-        self.grad = np.zeros_like(data)
+        self._data = data
+        self._grad = np.zeros_like(data)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = self._same_kind("data", value)
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = self._same_kind("grad", value)
+
+    def _same_kind(self, name, value):
+        if not isinstance(value, np.ndarray):
+            hint = "; to clear the gradient call zero_grad()" if name == "grad" and value is None else ""
+            raise InputTypeError(f"Parameter.{name} must be a numpy array of shape {self.shape} and "
+                                 f"dtype {self.dtype}, got {type(value).__name__}{hint}")
+        if value.dtype != self.dtype:
+            raise InputTypeError(f"Parameter.{name} must keep the dtype {self.dtype}, got {value.dtype} "
+                                 f"(a model changes dtype as a whole: build it with dtype=)")
+        if value.shape != self.shape:
+            raise InputError(f"Parameter.{name} must keep the shape {self.shape}, got {value.shape}")
+        return value
 
     def zero_grad(self):
         self.grad[...] = 0

@@ -34,6 +34,7 @@ import numbers
 import os
 import signal
 import time
+import warnings
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from .atomic import append_line, atomic_write
 from .backend import resolve
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
-from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
+from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
 from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
@@ -255,6 +256,15 @@ class ReferenceSteps:
         pass
 
 
+@contextlib.contextmanager
+def _images_warned_about():
+    """fit has warned at its caller's line about uint8 images of only 0 and 1; the trainer and the
+    evaluation it calls check the same arrays, and would warn again from inside npvae."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PixelScaleWarning)
+        yield
+
+
 def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units, evaluating):
     """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`);
     ``evaluating``: the epochs end with an evaluation on the same back end."""
@@ -314,6 +324,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         ``binarize`` and the training images must be the same.
     progress : bool
         Print a live progress line (terminals only) and one summary line per epoch, on stderr.
+        A stop by a signal is reported there either way (one line: where it stopped and the
+        checkpoint), as the raised :class:`TrainingInterrupted` is.
     eval_seed : int
         Seed of the evaluation noise: every evaluation uses a fresh Generator(eval_seed).
     callback : callable(record, model), optional
@@ -325,7 +337,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         run, trimmed to the checkpoint's epochs on resume).
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None:
-        ``$NPVAE_BACKEND``, else ``"numba"``. The same training to round-off. The fast
+        ``$NPVAE_BACKEND``, else ``"numba"``. The same training: each step agrees to
+        round-off, which in float64 stays at round-off over a run; in float32 training
+        amplifies it over the epochs into a run of the same quality, not the same bits. The fast
         path computes the VAE as its constructor builds it and refuses anything else (a
         subclass with its own ``loss``, other layers: :mod:`npvae.fast.supported`), which
         the reference trains by running the model's own code.
@@ -371,8 +385,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if shuffle_rng is model.rng:    # one stream for both could not resume: a checkpoint keeps two
         shuffle_rng = _stream_from(model.rng)
     rngs = {"shuffle": shuffle_rng, "binarize": _stream_from(shuffle_rng)}
-    training = _training_steps(backend, model, opt, train_images, batch_size, binarize, retire_dead_units,
-                               evaluating=test_images is not None)
+    with _images_warned_about():
+        training = _training_steps(backend, model, opt, train_images, batch_size, binarize,
+                                   retire_dead_units, evaluating=test_images is not None)
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:
@@ -409,8 +424,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
-                    test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
-                                         beta=beta, binarize=binarize, backend=backend)
+                    with _images_warned_about():
+                        test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
+                                             beta=beta, binarize=binarize, backend=backend)
                 record = dict(epoch=epoch, steps=epoch * steps,
                               train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,
                               train_kl=sums["kl"] / n_train,

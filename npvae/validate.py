@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, PixelScaleWarning
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -104,7 +104,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         kind = "boolean" if x.dtype.kind == "b" else "integer"
         if pixels:
             raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats in [0, 1]: "
-                                 f"convert with {_to_float_hint(name, x.dtype)}")
+                                 f"convert with {_to_float_hint(name, x)}")
         raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats: convert with "
                              f"{name}.astype(np.{np.dtype(dtype)})")
     if x.dtype.kind != "f":
@@ -129,11 +129,18 @@ def _refuse_masked(x, name):
                              f"pass {name}.filled(v) with the value the masked pixels should have")
 
 
-def _to_float_hint(name, dtype):
-    """How to turn integer or boolean images into floats in [0, 1]."""
-    if dtype.kind == "b":
+def _to_float_hint(name, x):
+    """How to turn integer or boolean images ``x`` into floats in [0, 1]: 0..255 pixels are
+    divided by 255, images of only 0 and 1 are already probabilities."""
+    if x.dtype.kind == "b":
         return f"{name}.astype(np.float32) (True/False are already the probabilities 1/0)"
+    if _only_zeros_and_ones(x):
+        return f"{name}.astype(np.float32) (its values, 0 and 1, are already probabilities)"
     return f"{name}.astype(np.float32) / 255"
+
+
+def _only_zeros_and_ones(x):
+    return x.size > 0 and x.min() >= 0 and x.max() <= 1
 
 
 def check_shape(x, name, n_features):
@@ -176,8 +183,9 @@ def check_images(images, name, input_dim, stacklevel=3):
                              f"got {type(images).__name__}")
     _refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
-        convert = (_to_float_hint(name, images.dtype) if images.dtype.kind == "b"
-                   else f"{name}.astype(np.uint8) or {_to_float_hint(name, images.dtype)}")
+        convert = _to_float_hint(name, images)
+        if images.dtype.kind in "iu" and not _only_zeros_and_ones(images):   # 0..255: uint8 too
+            convert = f"{name}.astype(np.uint8) or {convert}"
         raise InputTypeError(f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype "
                              f"{images.dtype}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:
@@ -187,7 +195,7 @@ def check_images(images, name, input_dim, stacklevel=3):
     if images.dtype == np.uint8 and images.max() == 1:
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
                       f"are nearly black images; for 0/1 images pass {name}.astype(np.float32)",
-                      UserWarning, stacklevel=stacklevel)
+                      PixelScaleWarning, stacklevel=stacklevel)
     if images.dtype.kind == "f":
         finite = np.isfinite(images)
         if not finite.all():
@@ -326,5 +334,6 @@ def check_optimizer_params(optimizer, model):
     if len(params) != len(index) or {id(p) for p in params} != set(index):
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
-                         f"model's {len(index)}; build it with Adam(model.parameters(), lr)")
+                         f"model's {len(index)}; build it with Adam(model.parameters(), lr) (to train only "
+                         f"some parameters, write your own loop: model.loss, model.backward, optimizer.step)")
     return [index[id(p)] for p in params]

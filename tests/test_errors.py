@@ -3,6 +3,8 @@
 Each case asserts the exception type (an npvae error, which is also a ValueError or
 TypeError) and that the message names the argument and says what arrived.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -257,8 +259,27 @@ def test_boolean_and_zero_one_images_get_the_right_advice():
                                              r"z\.astype\(np\.float32\)$"):
         model.decode(np.zeros((2, 4), np.int64))          # a latent code: no "/ 255"
     zero_one = (np.arange(10 * 784).reshape(10, 784) % 2).astype(np.uint8)
-    with pytest.warns(UserWarning, match=r"images are uint8 pixels of 0 and 1 only.*astype\(np\.float32\)"):
+    with pytest.warns(npvae.PixelScaleWarning, match=r"images are uint8 pixels of 0 and 1 only.*astype\(np\.float32\)"):
         npvae.evaluate_elbo(model, zero_one, backend="numpy")
+    ints = zero_one.astype(np.int64)                    # 0/1 images as integers: no "/ 255"
+    for call in (lambda: model.loss(ints), lambda: npvae.evaluate_elbo(model, ints)):
+        with pytest.raises(InputTypeError, match=r"convert with (x|images)\.astype\(np\.float32\) \(its values, "
+                                                 r"0 and 1, are already probabilities\)$"):
+            call()
+    with pytest.raises(InputTypeError, match=r"images\.astype\(np\.uint8\) or images\.astype\(np\.float32\) / 255$"):
+        npvae.evaluate_elbo(model, ints * 255)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_fit_warns_once_about_each_array_of_zero_one_uint8_at_the_users_line(backend):
+    zero_one = (np.arange(20 * 16).reshape(20, 16) % 2).astype(np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        npvae.fit(npvae.VAE(16, 8, 2, rng=0), zero_one, zero_one[:8], epochs=2, batch_size=8,
+                  progress=False, backend=backend, rng=0)
+    scale = [w for w in caught if issubclass(w.category, npvae.PixelScaleWarning)]
+    assert [str(w.message).split(" ")[0] for w in scale] == ["train_images", "test_images"]
+    assert all(w.filename == __file__ for w in scale)
 
 
 def test_paths_that_name_no_file_are_refused(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 import npvae
 from npvae import BCE, KL, VAE, BCEWithLogits, Dense, Module, Parameter, ReLU, Sampler, Sequential, Sigmoid
-from npvae.errors import InputTypeError, StateDictError, StateError
+from npvae.errors import InputError, InputTypeError, StateDictError, StateError
 
 
 def _mlp(seed=0):
@@ -252,6 +252,26 @@ def test_copies_and_pickles_of_a_model_mid_training():
 def test_parameter_takes_a_float32_or_float64_array(data):
     with pytest.raises(InputTypeError, match="Parameter.*float32 or float64 numpy array"):
         Parameter(data)
+
+
+def test_a_parameter_takes_a_new_array_of_its_own_shape_and_dtype_only():
+    model = VAE(12, 5, 2, rng=0)
+    x = np.random.default_rng(0).random((3, 12)).astype(np.float32)
+    model.zero_grad(); model.loss(x); model.backward()
+    w = model.encoder[0].weight
+    w.grad = np.clip(w.grad, -1e-3, 1e-3)              # clipping by rebinding: allowed
+    w.data = w.data.copy()
+    npvae.Adam(model.parameters()).step()
+    with pytest.raises(InputTypeError, match=r"Parameter.grad must be a numpy array.*NoneType; to clear "
+                                             r"the gradient call zero_grad\(\)"):
+        w.grad = None                                   # the PyTorch habit
+    with pytest.raises(InputTypeError, match="Parameter.grad must keep the dtype float32, got float64"):
+        w.grad = w.grad.astype(np.float64)
+    with pytest.raises(InputTypeError, match="Parameter.data must keep the dtype float32, got float64"):
+        w.data = w.data.astype(np.float64)
+    with pytest.raises(InputError, match=r"Parameter.data must keep the shape \(12, 5\), got \(5, 12\)"):
+        w.data = w.data.T.copy()
+    assert w.grad.dtype == w.data.dtype == np.float32 and w.data.shape == (12, 5)
 
 
 def test_a_model_loads_what_np_savez_wrote(tmp_path):

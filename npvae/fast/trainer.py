@@ -23,6 +23,8 @@ reference step). Until then they still hold what the trainer took: call :meth:`s
 before evaluating, saving or loading them inside the loop. If something else changes them
 while the trainer holds them (a second trainer, ``fit``, ``load_checkpoint``, a hand
 edit), :meth:`sync` keeps that change and raises ``StateError`` rather than overwrite it.
+A change is found by comparing values with what the trainer took, so one that puts back
+exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
 ``model.parameters()``' ``.grad`` are not filled: the gradients stay in the fast layout.
