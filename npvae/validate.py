@@ -140,7 +140,7 @@ def _to_float_hint(name, x):
 
 
 def _only_zeros_and_ones(x):
-    return x.size > 0 and x.min() >= 0 and x.max() <= 1
+    return x.size > 0 and x.min() >= 0 and x.max() == 1
 
 
 def check_shape(x, name, n_features):
