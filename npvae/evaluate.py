@@ -216,7 +216,10 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         Importance samples per image (>= 1). Cost grows linearly in ``k``;
         the estimate decreases towards ``-log p(x)`` on average as ``k`` grows.
     batch_size : int
-        Images encoded at a time.
+        Images encoded at a time. The noise is drawn batch by batch, so another
+        ``batch_size`` gives other draws: an estimate as good, not the same number
+        (in :func:`evaluate_elbo` each image's one draw comes in image order whatever
+        the batches; here a batch's ``k`` draws per image come sample by sample).
     seed : int
         Seed of a fresh Generator for the noise (and the binarization).
     binarize : bool
@@ -224,7 +227,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     chunk_rows : int
         Memory bound: at most this many ``(sample, image)`` rows go through the
         decoder at once (at least one sample of a whole batch). Does not change
-        the draws for ``k = 1``.
+        the draws: the result is the same to round-off for any ``chunk_rows``.
     per_image : bool
         Return the (N,) array of per-image estimates instead of their mean.
     backend : {"numba", "numpy"} or None

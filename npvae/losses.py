@@ -210,7 +210,9 @@ class BCE(Module):
 
     with :math:`\delta` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
     saturated probability (0 or 1) gives a large but finite loss instead of inf or NaN.
-    Prefer :class:`BCEWithLogits` when you have logits.
+    PyTorch's ``binary_cross_entropy`` bounds it differently (each log at -100), so the two
+    agree except on saturated probabilities. Prefer :class:`BCEWithLogits` when you have
+    logits: it matches ``binary_cross_entropy_with_logits`` at every logit.
     """
 
     def forward(self, probs, target):
