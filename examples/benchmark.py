@@ -443,4 +443,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:       # the helper processes read their end of the pipe and exit too
+        print("\nstopped: interrupted by SIGINT", file=sys.stderr)
+        sys.exit(130)

@@ -18,6 +18,7 @@ from npvae import VAE, cli
 from npvae.checkpoint import load_model, save_checkpoint
 from npvae.data import load_split, split
 from npvae.plots import plot_samples
+from npvae.progress import emit
 from npvae.train import fit
 
 
@@ -37,14 +38,15 @@ def main(argv=None):
 
     model = VAE(784, 400, 20, rng=0)                        # 784-400-20, as in the PyTorch example
     history = fit(model, train, test, epochs=2, batch_size=128, lr=1e-3, rng=0)
-    print(f"test loss (negative ELBO) after 2 epochs: {history[-1]['test_loss']:.1f} nats per image")
+    loss = history[-1]["test_loss"]                         # emit: a reader that has gone (| head) stops nothing
+    emit(sys.stdout, f"test loss (negative ELBO) after 2 epochs: {loss:.1f} nats per image\n")
 
     checkpoint = os.path.join(args.out, "quickstart.npz")
     save_checkpoint(checkpoint, model)                      # atomic; reload with load_model
     plot_samples(model.sample(64, rng=np.random.default_rng(0)), os.path.join(args.out, "quickstart_samples.png"))
     again = load_model(checkpoint)
-    print("reloaded model reconstructs the same:",
-          np.allclose(again.reconstruct(test[:5] / 255.0), model.reconstruct(test[:5] / 255.0)))
+    same = np.allclose(again.reconstruct(test[:5] / 255.0), model.reconstruct(test[:5] / 255.0))
+    emit(sys.stdout, f"reloaded model reconstructs the same: {same}\n")
 
 
 if __name__ == "__main__":

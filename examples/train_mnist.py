@@ -328,10 +328,14 @@ def check_memory(s, n_train):
                          f"available: choose a smaller --hidden-dim, --latent-dim or --batch-size")
 
 
-def output_bytes(s):
-    """What a run writes at most: the checkpoint twice (old and new while it is replaced), figures, metrics."""
+def output_bytes(s, folder=None):
+    """What a run writes at most: the checkpoint twice (old and new while it is replaced), figures,
+    metrics. A resume in its own ``folder`` replaces files already there: what they hold is counted
+    as written, down to one new checkpoint and the figures (the disk was full once, say)."""
     params = footprint.parameter_count(784, s["hidden_dim"], s["latent_dim"])
-    return 2 * 3 * 4 * params + (4 << 20)      # float32 weights and Adam's two moments; 4 MB of PNGs and JSON
+    checkpoint, small = 3 * 4 * params, 4 << 20    # float32 weights and Adam's two moments; PNGs and JSON
+    there = 0 if folder is None else sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
+    return max(checkpoint + small, 2 * checkpoint + small - there)
 
 
 # -- the run folder ------------------------------------------------------------------
@@ -399,8 +403,8 @@ def main(argv=None):
     backend = resolve(s["backend"])          # a bad $NPVAE_BACKEND is refused before anything is written
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
-    cli.check_output_folder(out, "--out", output_bytes(s))
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
+    cli.check_output_folder(out, "--out", output_bytes(s, folder=None if resumed is None or elsewhere else out))
     if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")
@@ -461,7 +465,8 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
         raise
     except DivergenceError as e:
         if resume_from is None:
-            e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}")
+            e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}"
+                       + (f" (or a smaller --beta than {s['beta']:g})" if s["beta"] > 1 else ""))
         else:
             e.add_note(f"a resumed run keeps its learning rate: to try a smaller one, start a new run, "
                        f"e.g. with --lr {s['lr'] / 10:g}")

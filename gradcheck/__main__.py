@@ -94,18 +94,33 @@ def main(argv=None):
 
 
 def run_cli(argv=None):
-    """:func:`main`'s exit status; if stdout's reader leaves early (``| head``), stop quietly
-    with :data:`EXIT_CLOSED_PIPE` instead of a ``BrokenPipeError`` traceback."""
+    """:func:`main`'s exit status, without a traceback when the output cannot be written: if
+    stdout's reader leaves early (``| head``), stop quietly with :data:`EXIT_CLOSED_PIPE`; a
+    full disk is one line; with stdout closed the checks run and the status tells. Ctrl-C
+    stops with one line and status 130."""
+    if sys.stdout is None:              # started with stdout closed (``>&-``)
+        sys.stdout = open(os.devnull, "w")
     try:
         try:
             return main(argv)
         finally:
             sys.stdout.flush()          # the last lines sit in the buffer: a closed pipe shows here
     except BrokenPipeError:
-        # Python flushes stdout again at exit, which would fail and print "Exception ignored":
-        # point stdout at /dev/null (Python's signal docs, "Note on SIGPIPE")
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
         return EXIT_CLOSED_PIPE
+    except OSError as e:                # e.g. ``> /dev/full``
+        _stdout_to_devnull()
+        print(f"error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped: interrupted by SIGINT", file=sys.stderr)
+        return 130
+
+
+def _stdout_to_devnull():
+    """Python flushes stdout again at exit, which would fail and print "Exception ignored":
+    point it at /dev/null (Python's signal docs, "Note on SIGPIPE")."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

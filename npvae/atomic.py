@@ -29,7 +29,8 @@ def atomic_write(path, mode="wb"):
     """Open a temporary file next to ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched.
-    An ``OSError`` raised while writing (a full disk, say) names ``path``.
+    An ``OSError`` raised while writing (a full disk, say) names ``path``. A
+    symbolic link is written through: its target gets the new content, the link stays.
 
     Raises
     ------
@@ -44,10 +45,11 @@ def atomic_write(path, mode="wb"):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise InputError(f"cannot write {path}: it is a folder; give a file path")
-    folder = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path)         # a link is followed, not replaced by a file
+    folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(target) + ".", suffix=TEMP_SUFFIX)
     except OSError as e:                    # a read-only folder, say: name the file asked for
         raise OSError(e.errno, e.strerror, path) from e
     try:
@@ -55,8 +57,8 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode(path))  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
+        os.chmod(tmp, _default_mode(target))  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, target)
     except OSError as e:
         _remove(tmp)
         if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file

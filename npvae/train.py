@@ -526,10 +526,11 @@ class _Run:
             parts = training.step(x, beta_t)
             if not math.isfinite(parts.total):
                 kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
+                weight = f", a smaller KL weight (beta={beta_t:g})" if beta_t > 1 else ""
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
                     f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
-                    f"Try a smaller learning rate (lr={getattr(self.opt, 'lr', '?')}) or check the data")
+                    f"Try a smaller learning rate (lr={getattr(self.opt, 'lr', '?')}){weight} or check the data")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n

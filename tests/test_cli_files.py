@@ -80,6 +80,7 @@ def test_a_kl_weight_that_overflows_diverges_on_both_back_ends(tmp_path, backend
     proc = run([TRAIN, *SMALL, "--epochs", "1", "--beta", "1e308", "--backend", backend, "--out", str(out)])
     assert proc.returncode == 1, proc.stderr
     assert "error: training diverged at epoch 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "a smaller KL weight (beta=1e+308)" in proc.stderr and "or a smaller --beta than 1e+308" in proc.stderr
     assert not out.exists()
 
 
@@ -187,6 +188,33 @@ def test_a_disk_that_fills_up_during_the_run(tmp_path, private_tmpfs):
     assert_no_traceback(err)
     assert not [f for f in result["files"] if f.startswith(".")]        # no temporary file, no lock
     assert result["epoch"] >= 1                                           # the last good checkpoint
+
+
+RESUME_ON_A_NEARLY_FULL_DISK = """
+    import json, os, subprocess, sys
+    mnt, train = sys.argv[1], sys.argv[2:]
+    first = subprocess.run(train + ["--epochs", "1", "--out", os.path.join(mnt, "run")], capture_output=True, text=True)
+    st = os.statvfs(mnt)
+    with open(os.path.join(mnt, "filler"), "wb") as f:     # leave 14 MB: a new checkpoint and the figures fit
+        f.write(bytes(st.f_bavail * st.f_frsize - (14 << 20)))
+    again = subprocess.run(train[:2] + ["--resume", os.path.join(mnt, "run", "checkpoint.npz"), "--epochs", "2"],
+                           capture_output=True, text=True)
+    print(json.dumps(dict(first=first.returncode, again=again.returncode, stderr=first.stderr + again.stderr)))
+"""
+
+
+def test_a_resume_counts_the_files_it_replaces_as_space(tmp_path, private_tmpfs):
+    """A run whose disk filled up can be resumed once a little space is free: its own checkpoint
+    and figures are replaced, not written beside what is there (784-400-20: 7.8 MB a checkpoint)."""
+    mnt = tmp_path / "mnt"
+    driver = tmp_path / "resume.py"
+    driver.write_text(textwrap.dedent(RESUME_ON_A_NEARLY_FULL_DISK))
+    command = [sys.executable, str(driver), str(mnt), sys.executable, TRAIN, *SMALL, "--hidden-dim", "400",
+               "--nll-images", "20"]
+    proc = private_tmpfs(mnt, "24m", [], command)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["first"], result["again"]) == (0, 0), result["stderr"]
 
 
 def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):

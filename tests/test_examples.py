@@ -118,6 +118,14 @@ def test_quickstart_writes_under_runs(tmp_path, how):
         assert "runs/" in f.read().split()
 
 
+def test_quickstart_keeps_its_results_when_its_reader_has_gone(tmp_path):
+    out = tmp_path / "out"
+    script = f"{shlex.join([sys.executable, QUICKSTART, SAMPLE, '--out', str(out)])} | head -c0; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr
+    assert sorted(os.listdir(out)) == ["quickstart.npz", "quickstart_samples.png"]
+
+
 def test_quickstart_documents_its_arguments_and_fails_cleanly(tmp_path):
     help_text = run([QUICKSTART, "--help"]).stdout
     assert "DATA_DIR" in help_text and "--data-dir" in help_text and "--out" in help_text

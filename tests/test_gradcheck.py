@@ -257,6 +257,19 @@ def test_cli_with_its_reader_gone_exits_141_quietly():
     assert proc.wait(timeout=300) == 141 and stderr == "", stderr
 
 
+@pytest.mark.parametrize("stdout, status, message", [
+    ("> /dev/full", 1, "error: cannot write the output: No space left on device\n"),   # a full disk
+    (">&-", 0, ""),                      # started with stdout closed: the status still tells
+])
+def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, message):
+    if "full" in stdout and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(["sh", "-c", f'"$0" -m gradcheck --op sigmoid --backend numpy {stdout}', sys.executable],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert (r.returncode, r.stderr) == (status, message)
+
+
 @pytest.mark.parametrize("args, message", [
     (("--seed", "-3"), "--seed: must be at least 0"),
     (("--step", "0"), "--step: must be greater than 0"),

@@ -66,6 +66,18 @@ def test_atomic_write_refuses_a_folder_and_names_the_file_on_a_write_error(tmp_p
     assert os.listdir(tmp_path) == []
 
 
+def test_atomic_write_writes_through_a_symbolic_link(tmp_path):
+    (tmp_path / "docs").mkdir()
+    real = tmp_path / "docs" / "page.md"
+    real.write_text("old")
+    link = tmp_path / "page.md"
+    link.symlink_to(real)
+    with atomic_write(link, "w") as f:
+        f.write("new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["docs", "page.md"] and os.listdir(real.parent) == ["page.md"]
+
+
 def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     for name in (".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp", ".run.json.short.tmp", "keep.tmp",
                  ".hidden", "checkpoint.npz"):
