@@ -370,21 +370,23 @@ def main():
             locate("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)   # reads no data
         except NpvaeError as e:
             ap.error(f"--data-dir {args.data_dir}: no Fashion-MNIST there ({str(e).splitlines()[0]})")
+    has_torch = False
     if not args.skip_torch:
         try:
-            subprocess.run([args.torch_python, "-c", "pass"], capture_output=True)
+            has_torch = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0
         except OSError as e:
             ap.error(f"--torch-python {args.torch_python}: cannot run it ({e.strerror})")
+        if not has_torch and args.torch_python != sys.executable:     # asked for by name: not a quiet skip
+            ap.error(f"--torch-python {args.torch_python}: cannot import torch (or use --skip-torch)")
 
     med = statistics.median
     print(f"npvae benchmark: 784-400-20, batch {BATCH}, Adam 1e-3, {args.threads} BLAS threads, "
           f"medians over {args.epochs} epochs per path", flush=True)
     workers = {"npvae": Worker(sys.executable, "npvae", args)}
-    if not args.skip_torch:
-        if subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0:
-            workers["torch"] = Worker(args.torch_python, "torch", args)
-        else:
-            print(f"(PyTorch not importable by {args.torch_python}: skipped)")
+    if has_torch:
+        workers["torch"] = Worker(args.torch_python, "torch", args)
+    elif not args.skip_torch:
+        print(f"(PyTorch not importable by {args.torch_python}: skipped)")
     # Round by round, each process in turn (the other one idle), so that a slow
     # spell of this shared machine hits every path: the per-round ratios are fair.
     epochs, evals = [], []

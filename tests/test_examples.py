@@ -184,10 +184,12 @@ def test_benchmark_gemm_floor_times_the_models_products():
     assert 0 < seconds < 5
 
 
-@pytest.mark.parametrize("flag", ["--data-dir", "--torch-python"])
-def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag):
-    """A --data-dir without Fashion-MNIST is not replaced by synthetic images when it was asked for."""
-    value = str(tmp_path) if flag == "--data-dir" else str(tmp_path / "no-python")
+@pytest.mark.parametrize("flag, value", [("--data-dir", "{tmp}"), ("--torch-python", "{tmp}/no-python"),
+                                         ("--torch-python", "/bin/false")])
+def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag, value):
+    """A --data-dir without Fashion-MNIST is not replaced by synthetic images when it was asked for,
+    nor is PyTorch quietly left out when a Python that cannot import it was named."""
+    value = value.format(tmp=tmp_path)
     proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
