@@ -140,6 +140,7 @@ def _to_float_hint(name, x):
 
 
 def _only_zeros_and_ones(x):
+    """Integer images whose values are 0 and 1 (a 1 among them): probabilities, not 0..255 pixels."""
     return x.size > 0 and x.min() >= 0 and x.max() == 1
 
 
@@ -192,7 +193,7 @@ def check_images(images, name, input_dim, stacklevel=3):
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
                          f"{input_dim} (shape {images.shape})")
     check_shape(images, name, input_dim)
-    if images.dtype == np.uint8 and images.max() == 1:
+    if images.dtype == np.uint8 and _only_zeros_and_ones(images):
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
                       f"are nearly black images; for 0/1 images pass {name}.astype(np.float32)",
                       PixelScaleWarning, stacklevel=stacklevel)
