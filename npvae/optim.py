@@ -182,8 +182,13 @@ class Adam(Optimizer):
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
-    def set_hyper(self, lr, betas, eps, weight_decay):
-        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`)."""
+    def set_hyper(self, lr, betas=None, eps=None, weight_decay=None, *, beta1=None, beta2=None):
+        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`).
+
+        ``beta1=, beta2=`` (the spelling before ``betas``) still work, with a ``DeprecationWarning``.
+        """
+        if beta1 is not None or beta2 is not None:
+            betas = _betas_from_old_spelling(betas, beta1, beta2)
         self.lr = lr
         self.betas = betas
         self.eps = eps
@@ -237,6 +242,17 @@ class Adam(Optimizer):
         warnings.warn("Adam.beta2 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
                       stacklevel=2)
         self.betas = (self.betas[0], value)
+
+
+def _betas_from_old_spelling(betas, beta1, beta2):
+    """``(beta1, beta2)`` from ``set_hyper``'s keywords before ``betas`` was one pair."""
+    warnings.warn("Adam.set_hyper(beta1=, beta2=) is deprecated: pass betas=(beta1, beta2)",
+                  DeprecationWarning, stacklevel=3)
+    if betas is not None:
+        raise InputError(f"give betas={betas!r} or the deprecated beta1=, beta2=, not both")
+    if beta1 is None or beta2 is None:
+        raise InputError("the deprecated beta1= and beta2= go together; better, pass betas=(beta1, beta2)")
+    return beta1, beta2
 
 
 class SGD(Optimizer):

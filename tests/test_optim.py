@@ -307,6 +307,19 @@ def test_setting_beta1_or_beta2_is_deprecated_and_sets_betas():
         opt.beta2 = 1.0
     assert opt.betas == (0.5, 0.9)
 
+def test_set_hyper_with_the_old_beta1_beta2_keywords_is_deprecated_and_sets_betas():
+    opt = Adam(_params(), betas=(0.8, 0.99))
+    with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)") as caught:
+        opt.set_hyper(lr=0.01, beta1=0.5, beta2=0.9, eps=1e-6, weight_decay=0.0)
+    assert caught[0].filename == __file__          # it points at the caller's line
+    assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.0)
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="not both"):
+        opt.set_hyper(lr=0.01, betas=(0.9, 0.99), beta1=0.5, beta2=0.9, eps=1e-6, weight_decay=0.0)
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="go together"):
+        opt.set_hyper(lr=0.01, beta1=0.5, eps=1e-6, weight_decay=0.0)
+    assert opt.betas == (0.5, 0.9)
+
+
 
 @pytest.mark.parametrize("make", [Adam, SGD])
 def test_the_backend_warning_points_at_the_users_line(make):
