@@ -163,7 +163,8 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or SAMPLE
     # errors (no data there, --lr 0, a run that diverged) go to cli.run: one line and the exit status
-    images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
+    with cli.reading_input("--data-dir"):
+        images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
     n_train = int(0.8 * len(images)) if args.train is None else args.train
     if not 0 < n_train < len(images):
         print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out), got {n_train}",

@@ -32,7 +32,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.data_dir is not None and args.data_dir_option is not None and args.data_dir != args.data_dir_option:
         p.error(f"DATA_DIR {args.data_dir} and --data-dir {args.data_dir_option} differ: give one of them")
-    images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)
+    with cli.reading_input("DATA_DIR"):                     # a file it cannot read: status 2
+        images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)
     (train, _), (test, _) = split(images, labels, int(0.8 * len(images)))
     cli.check_output_folder(args.out)                                        # before training, not after
 

@@ -254,12 +254,13 @@ def suggest_test_split(e, s):
 def load_data(s):
     """The images, checked: ``train``, ``test``, ``test_labels``, ``kind`` (whose class names), ``source``."""
     try:
-        if s["dataset"] == "mnist-test-split":
-            source = locate("mnist", "t10k", s["data_dir"])
-            images, labels = load_split("mnist", "t10k", data_dir=source)
-        else:
-            source = locate(s["dataset"], None, s["data_dir"])
-            ds = load_dataset(s["dataset"], data_dir=source)
+        with cli.reading_input("--data-dir"):
+            if s["dataset"] == "mnist-test-split":
+                source = locate("mnist", "t10k", s["data_dir"])
+                images, labels = load_split("mnist", "t10k", data_dir=source)
+            else:
+                source = locate(s["dataset"], None, s["data_dir"])
+                ds = load_dataset(s["dataset"], data_dir=source)
     except DatasetNotFoundError as e:
         suggest_test_split(e, s)
         raise

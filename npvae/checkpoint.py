@@ -322,9 +322,11 @@ def _read_arrays(path):
     if not os.path.isfile(path):
         what = "not a regular file" if os.path.exists(path) else "no such checkpoint file"
         raise CheckpointError(f"{path}: {what}")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            size, head = os.fstat(f.fileno()).st_size, f.read(4)
+    except OSError as e:           # no permission, an I/O error
+        raise CheckpointError(f"{path}: cannot be read: {e.strerror or e}") from e
     if head != b"PK\x03\x04":
         raise CheckpointError(f"{path}: not an npvae checkpoint: not a zip/npz file "
                               f"({size} bytes, starts with {head!r})")

@@ -17,6 +17,7 @@ documented exit status (:data:`EXIT_STATUS`). A Python traceback is shown
 only with ``--debug``.
 """
 import argparse
+import contextlib
 import errno
 import os
 import shutil
@@ -36,7 +37,7 @@ from .train import TrainingInterrupted
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_STATUS",
            "ArgumentParser", "whole_number", "real_number", "run", "exit_code", "describe",
-           "check_output_folder"]
+           "reading_input", "check_output_folder"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory, a download
@@ -228,6 +229,22 @@ def run(main, argv=None, *, then_exit=False):
     if then_exit:
         sys.exit(code)
     return code
+
+
+@contextlib.contextmanager
+def reading_input(what):
+    """Inside: an input file that cannot be read (no permission, an I/O error) is bad input.
+
+    That is status 2, found before anything was written, where any other OSError of a
+    run is a failure while running (status 1). ``what`` names the input (``"--data-dir"``).
+    """
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, NpvaeError):      # e.g. a DatasetNotFoundError: it says it better
+            raise
+        where = f" {e.filename}" if e.filename is not None else ""
+        raise InputError(f"{what}:{where} cannot be read: {e.strerror or e}") from e
 
 
 def check_output_folder(path, option="--out", need_bytes=0):

@@ -133,7 +133,21 @@ def bad_data(folder, sample, case):
     if case == "no files":
         os.makedirs(folder)
         return str(folder)
+    if case == "unreadable images":
+        return unreadable(sample_copy(folder), "t10k-images-idx3-ubyte.gz")
     raise AssertionError(case)
+
+
+# A file whose read fails, even for root (where a file without read permission would not):
+# /proc/self/mem cannot be read at offset 0 (an I/O error).
+needs_proc_mem = pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc/self/mem")
+
+
+def unreadable(folder, name):
+    """``folder`` with its file ``name`` replaced by one that cannot be read."""
+    os.remove(os.path.join(folder, name))
+    os.symlink("/proc/self/mem", os.path.join(folder, name))
+    return folder
 
 
 @pytest.mark.parametrize("case, words, one_line", [
@@ -142,6 +156,8 @@ def bad_data(folder, sample, case):
     ("fewer labels than images", "holds 1000 images but", True),
     ("truncated gzip", "gzip stream ends early (file truncated?)", True),
     ("no files", "cannot find the mnist files t10k-images-idx3-ubyte[.gz]", False),
+    pytest.param("unreadable images", "t10k-images-idx3-ubyte.gz cannot be read: Input/output error", True,
+                 marks=needs_proc_mem),
 ])
 def test_bad_data_files_are_refused_by_name(user, tmp_path, sample, case, words, one_line):
     folder = bad_data(tmp_path / "data", sample, case)
@@ -175,6 +191,9 @@ def checkpoints(tmp_path_factory, sample):
     out["garbage"].write_bytes(os.urandom(2000))
     out["folder"] = folder / "empty-run"
     out["folder"].mkdir()
+    out["unreadable"] = folder / "unreadable.npz"
+    out["unreadable"].write_bytes(b"")
+    unreadable(str(folder), "unreadable.npz")
     return out
 
 
@@ -185,6 +204,7 @@ def checkpoints(tmp_path_factory, sample):
     ("two-hidden", "holds a 784-8-4-2 model; this program trains 784-H-d models"),
     ("garbage", "not an npvae checkpoint"),
     ("folder", "is a folder without a checkpoint.npz"),
+    pytest.param("unreadable", "unreadable.npz: cannot be read: Input/output error", marks=needs_proc_mem),
 ])
 def test_bad_checkpoints_are_refused_by_name(user, checkpoints, name, words):
     before = sorted(os.listdir(os.path.dirname(checkpoints[name])))

@@ -17,7 +17,7 @@ import pytest
 
 from npvae.data import (SYSTEM_DIRS, Dataset, binarize, cache_dir, canonical_name, iterate_indices,
                         iterate_minibatches, load_dataset, load_idx_folder, load_idx_split, load_split,
-                        read_idx, read_images, read_labels, search_path, split, to_float)
+                        read_idx, read_idx_header, read_images, read_labels, search_path, split, to_float)
 from npvae.errors import DataFileError, DatasetNotFoundError, InputError, InputTypeError
 
 CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B,
@@ -77,6 +77,16 @@ def test_read_idx_roundtrip(tmp_path, gz, dtype):
 def test_read_idx_shapes(tmp_path, shape):
     arr = np.ones(shape, np.uint8)
     assert read_idx(write(tmp_path / "a", idx_bytes(arr))).shape == shape
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc/self/mem")
+@pytest.mark.parametrize("read", [read_idx, read_idx_header])
+def test_a_file_that_cannot_be_read_raises_an_oserror_naming_it(tmp_path, read):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.symlink_to("/proc/self/mem")      # opens, but reading it fails (an I/O error), even for root
+    with pytest.raises(OSError, match="Input/output error") as caught:
+        read(path)
+    assert caught.value.filename == str(path) and not isinstance(caught.value, DataFileError)
 
 
 def test_gzip_detected_by_content_not_name(tmp_path):

@@ -18,6 +18,7 @@ never decompresses more than the header promises (plus one byte, to notice
 trailing data), and turns every way a file can be broken into a
 :class:`~npvae.errors.DataFileError` that names the file and the problem.
 """
+import contextlib
 import gzip
 import os
 import struct
@@ -80,17 +81,29 @@ def read_idx(path):
         If the file is empty, truncated, not IDX, has an unknown type code or
         number of dimensions, holds more or fewer data bytes than the header
         says, or is a corrupt gzip stream. The message names the file.
-    FileNotFoundError, PermissionError
-        If the file cannot be opened at all.
+    OSError
+        If the file cannot be opened or read (``FileNotFoundError``, ``PermissionError``,
+        an I/O error); it names the file.
     """
     path = _check_path(path)
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _naming(path):
         size = os.fstat(f.fileno()).st_size
         start = f.read(2)
         f.seek(0)
         if start == _GZIP_MAGIC:
             return _read_gzip(path, f, size)
         return _read_raw(path, f, size)
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """An OSError inside names ``path``: a failed read of an open file names none."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
 def read_idx_header(path):
@@ -104,7 +117,7 @@ def read_idx_header(path):
         If the header is malformed or the gzip stream is corrupt.
     """
     path = _check_path(path)
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _naming(path):
         if f.read(2) != _GZIP_MAGIC:
             f.seek(0)
             dtype, shape, _ = _parse_header(path, f.read)
