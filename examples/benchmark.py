@@ -40,7 +40,16 @@ BATCH = 128
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory (MiB): ``VmHWM`` on Linux, as in npvae.footprint.
+
+    (``ru_maxrss`` would start from the peak of the process that started this one.) The
+    PyTorch part runs in another Python, which need not have npvae: hence not imported.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_data(data_dir, n_train=None):

@@ -43,7 +43,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import shlex
 import shutil
 import time
@@ -526,14 +525,16 @@ def evaluate(s, folder, model, history, data):
     t0 = time.perf_counter()
     nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"], s["backend"])
     seconds = time.perf_counter() - t0
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    peak = footprint.peak_rss_bytes()            # of this process alone, not of what started it
+    peak_rss_mb = None if peak is None else round(peak / 2**20, 1)
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
                    test_kl=test.kl, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
-                   peak_rss_mb=round(peak_rss_mb, 1))
+                   peak_rss_mb=peak_rss_mb)
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
     result(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={s['nll_k']}, {n_nll} images) "
            f"{nll:.2f} nats in {seconds:.0f}s")
-    result(f"done: figures, metrics and checkpoint in {folder.path} (peak memory {peak_rss_mb:.0f} MB)")
+    memory = "" if peak_rss_mb is None else f" (peak memory {peak_rss_mb:.0f} MB)"
+    result(f"done: figures, metrics and checkpoint in {folder.path}{memory}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ the check runs. It is an estimate, meant to catch sizes that cannot possibly
 fit, not to cut close.
 """
 import os
+import sys
 
 import numpy as np
 
-__all__ = ["parameter_count", "training_bytes", "available_bytes", "format_bytes"]
+__all__ = ["parameter_count", "training_bytes", "available_bytes", "peak_rss_bytes", "format_bytes"]
 
 _NLL_ROWS = 1024      # npvae.evaluate.iw_nll's default chunk_rows
 
@@ -107,6 +108,24 @@ def available_bytes():
     known = [b for b in (_proc_bytes("/proc/meminfo", "MemAvailable"), _cgroup_room(), _address_space_room())
              if b is not None]
     return min(known) if known else None
+
+
+def peak_rss_bytes():
+    """This process's peak resident memory, in bytes (None where it cannot be read).
+
+    On Linux it is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` keeps
+    the peak of the process before it ran this program, so a program started by a large
+    one (a test run, an IDE) would report its parent's size.
+    """
+    peak = _proc_bytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
+    try:
+        import resource
+    except ImportError:       # not on Windows
+        return None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024     # macOS counts bytes, others kB
 
 
 def format_bytes(n):

@@ -224,6 +224,17 @@ def test_memory_estimates():
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
 
 
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
+def test_peak_memory_is_the_programs_own_not_that_of_what_started_it():
+    import subprocess
+    import sys
+    ballast = np.ones(300 * 2**20 // 8)            # this process: 300 MB more than the program it starts
+    code = "from npvae import footprint; print(footprint.peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 1e6 < int(out) < 150 * 2**20, out       # a Python with NumPy: tens of MB
+    assert footprint.peak_rss_bytes() > ballast.nbytes
+
 # -- data -------------------------------------------------------------------------------
 def test_fingerprint_tells_data_apart():
     x = np.arange(12, dtype=np.uint8).reshape(3, 4)
