@@ -6,6 +6,8 @@ same with Numba and is chosen with ``fit(..., backend=)`` and the evaluation fun
 Importing npvae is cheap: Numba is loaded when the fast path is first used, matplotlib
 only when a figure is drawn.
 """
+import importlib
+
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                      DownloadError, InputError, InputTypeError, NpvaeError, PixelScaleWarning,
                      StateDictError, StateError)
@@ -21,6 +23,13 @@ from .train import History, TrainingInterrupted, fit
 from . import interop  # npvae.interop: weights to and from PyTorch (no torch import)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``npvae.fast`` after a plain ``import npvae``: imported on first use, as it loads Numba."""
+    if name == "fast":
+        return importlib.import_module(".fast", __name__)
+    raise AttributeError(f"module 'npvae' has no attribute {name!r}")
 
 __all__ = [
     "VAE", "LossParts", "Dense", "ReLU", "Sigmoid", "Sequential", "Sampler", "KL", "BCE", "BCEWithLogits",

@@ -457,3 +457,12 @@ def test_a_nan_gradient_gives_nan_parameters_as_on_the_reference(images, name):
     for p, q in zip(ref.parameters(), fast.parameters()):
         assert np.array_equal(np.isnan(p.data), np.isnan(q.data))
     assert np.isnan(fast.encoder[0].weight.data).any()
+
+
+def test_npvae_fast_is_there_after_a_plain_import_and_loads_numba_only_then():
+    import subprocess
+    import sys
+    code = ("import sys, npvae\n"
+            "assert 'numba' not in sys.modules, 'import npvae loaded numba'\n"
+            "assert npvae.fast.Trainer is not None and 'numba' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
