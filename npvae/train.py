@@ -20,7 +20,8 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
 * **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM/SIGHUP after the
   current step; ``resume=path`` continues bit for bit, mid-epoch included.
 * **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
-  before that step is applied; the last good checkpoint is never overwritten.
+  before that step is applied, and so does a NaN/inf test loss after an epoch; the last
+  good checkpoint is never overwritten.
 * **Dead units skipped** (fast path only; ``retire_dead_units=False`` switches it off).
   First-layer units proven dead on every training image are left out of the training
   steps (:mod:`npvae.fast.dead_units`): same results to round-off, fewer FLOPs.
@@ -357,7 +358,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     ------
     DivergenceError
         The loss became NaN or inf; names the epoch and step. That step is not
-        applied and the last checkpoint is left as it was.
+        applied and the last checkpoint is left as it was. Also when the test loss
+        after an epoch is NaN or inf (finite parameters whose codes overflow): that
+        epoch's checkpoint is not written, and the model is left as the epoch made it.
     TrainingInterrupted
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint.
     """
@@ -427,6 +430,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     with _images_warned_about():
                         test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
                                              beta=beta, binarize=binarize, backend=backend)
+                    _check_test_loss(test, epoch, run.last_saved, opt, beta)
                 record = dict(epoch=epoch, steps=epoch * steps,
                               train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,
                               train_kl=sums["kl"] / n_train,
@@ -526,11 +530,10 @@ class _Run:
             parts = training.step(x, beta_t)
             if not math.isfinite(parts.total):
                 kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
-                weight = f", a smaller KL weight (beta={beta_t:g})" if beta_t > 1 else ""
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
                     f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
-                    f"Try a smaller learning rate (lr={getattr(self.opt, 'lr', '?')}){weight} or check the data")
+                    f"{_advice(self.opt, beta_t)}")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n
@@ -571,6 +574,24 @@ class _Run:
         raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),
                                   self.history)
+
+
+def _advice(opt, beta):
+    """What to try after a divergence."""
+    lr = getattr(opt, "lr", None)
+    than = f" than lr={lr:g}" if isinstance(lr, numbers.Real) else ""
+    weight = f", a smaller KL weight than beta={beta:g}" if beta > 1 else ""
+    return f"Try a smaller learning rate{than}{weight}, or check the data"
+
+
+def _check_test_loss(test, epoch, last_saved, opt, beta):
+    """Finite parameters can still make codes that overflow (a huge log-variance): the test
+    loss tells, and such a model is no model to save or go on from."""
+    if test is not None and not math.isfinite(test.total):
+        kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+        raise DivergenceError(f"training diverged in epoch {epoch}: the test loss after it is {test.total} "
+                              f"(recon {test.recon}, KL {test.kl}), though every training step's loss was "
+                              f"finite{kept}. {_advice(opt, beta)}")
 
 
 def _check_finite(model, epoch, last_saved, after_callback=False):

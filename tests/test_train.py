@@ -594,6 +594,20 @@ def test_huge_learning_rate_diverges(sample, tmp_path, backend):
     assert not (tmp_path / "c.npz").exists()              # nothing diverged was ever written
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_whose_test_loss_overflows_diverges_though_its_steps_were_finite(sample, tmp_path, backend):
+    images, _ = sample      # lr=10 on the tutorial model: finite steps, then codes whose variance is inf
+    history = []
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DivergenceError, match=r"epoch 1: the test loss after it is (nan|inf) .*though every "
+                                                  r"training step's loss was finite.*smaller learning rate than lr=10"):
+            fit(VAE(784, 400, 20, rng=0), images[:500], images[800:], epochs=2, lr=10, rng=4, progress=False,
+                checkpoint=tmp_path / "c.npz", callback=lambda record, model: history.append(record),
+                backend=backend)
+    assert history == [] and not (tmp_path / "c.npz").exists()      # no record, no checkpoint of it
+
+
 def test_fit_freezes_the_gc_only_while_it_runs():
     import gc
     images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
