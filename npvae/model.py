@@ -156,14 +156,16 @@ class VAE(Module):
         logits = self.decoder.forward(z)                   # (B, input_dim)
         recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
         kl = self.kl.forward(h)                            # mean over the batch of the KL sums
-        self._pending_beta = beta                          # backward differentiates this loss
+        self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
         """Add every parameter's gradient of the last :meth:`loss`'s total into ``p.grad``.
 
-        It must follow :meth:`loss` directly: ``encode``, ``decode``, ``sample`` and the
-        other inference methods run the same layers and replace what backward needs.
+        It must follow :meth:`loss` directly, once: ``encode``, ``decode``, ``sample`` and
+        the other inference methods run the same layers and replace what backward needs,
+        and a second backward of the same loss (which would add its gradients twice) is
+        refused.
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
@@ -172,11 +174,16 @@ class VAE(Module):
         each step.
         """
         beta = self.__dict__.get("_pending_beta")
+        if beta is None and self.__dict__.get("_differentiated"):
+            raise StateError("VAE.backward already ran for this loss: a second call would add the same "
+                             "gradients into p.grad again. Call loss() again first (PyTorch, too, "
+                             "refuses a second backward through the same graph)")
         if beta is None:
             raise StateError("VAE.backward needs the loss() call right before it: none ran, or an "
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
                              "backward needs")
+        self._pending_beta, self._differentiated = None, True     # one backward per loss
         dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
         dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
@@ -185,7 +192,7 @@ class VAE(Module):
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):
-        self._pending_beta = None                          # the layers' saved values change
+        self._pending_beta, self._differentiated = None, False   # the layers' saved values change
         return check_batch(x, name, n_features or self.input_dim, self.dtype, pixels=n_features is None)
 
     def forward(self, x, eps=None):

@@ -117,6 +117,25 @@ def test_backward_needs_the_loss_right_before_it():
         _vae().backward()
 
 
+def test_a_second_backward_of_one_loss_is_refused_and_the_gradients_stay_once():
+    m = _vae()
+    x, _ = _data(np.float64)
+    eps = np.zeros((B, LAT))
+    m.zero_grad()
+    m.loss(x, eps=eps)
+    m.backward()
+    once = [p.grad.copy() for p in m.parameters()]
+    with pytest.raises(StateError, match="already ran for this loss"):
+        m.backward()
+    assert all(np.array_equal(p.grad, g) for p, g in zip(m.parameters(), once))
+    m.loss(x, eps=eps)
+    m.backward()                               # a new loss: its gradients add in, as documented
+    assert all(np.allclose(p.grad, 2 * g, rtol=1e-15, atol=0) for p, g in zip(m.parameters(), once))
+    m.encode(x)                                # an inference call since: its own message
+    with pytest.raises(StateError, match="inference call"):
+        m.backward()
+
+
 @pytest.mark.parametrize("call", [
     lambda m, x, z: m.encode(x), lambda m, x, z: m.decode(z), lambda m, x, z: m.forward(x),
     lambda m, x, z: m.reconstruct(x), lambda m, x, z: m.sample(2), lambda m, x, z: m.interpolate(x[0], x[1]),
