@@ -303,7 +303,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
     lr : float
-        Learning rate of the default optimizer.
+        Learning rate of the default optimizer. With ``resume``, the checkpoint's optimizer
+        state and hyper-parameters are loaded (its learning rate wins over ``lr`` and over
+        the given ``optimizer``'s, for an exact resume); to change it, set ``optimizer.lr``
+        in a ``callback``.
     beta : float
         KL weight (1: the VAE; otherwise a beta-VAE).
     warmup : int
