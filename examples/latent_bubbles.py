@@ -111,7 +111,9 @@ def zoom_in(ax, mu, sigma, colors):
     inset.set_aspect("equal", adjustable="box")
     inset.set_xticks([])
     inset.set_yticks([])
-    inset.set_title(f"zoomed in: a square {2 * half:.2g} wide\naround a digit of median sigma", fontsize=8)
+    # the caption inside the inset: above it, it would run into the panel's title in a top corner
+    inset.text(0.5, 0.97, f"zoomed in: a square {2 * half:.2g} wide\naround a digit of median sigma",
+               transform=inset.transAxes, ha="center", va="top", fontsize=7)
     ax.indicate_inset_zoom(inset, edgecolor="k")
 
 
@@ -141,8 +143,8 @@ def draw(results, labels, path, n_points):
         n_all = len(r["mu"])                       # spread() averages over every held-out image
         drawn = f"{len(mu)} of {n_all}" if len(mu) < n_all else f"all {n_all}"
         ax.set_title(f"beta = {beta:g} ({kind}): {drawn} held-out digits\n"
-                     f"over all {n_all}: mean |mu| = {r['mean |mu|']:.3g},  "
-                     f"mean variance = {r['mean variance']:.3g}")
+                     f"over all {n_all}: mean |mu| = {r['mean |mu|']:#.3g},  "
+                     f"mean variance = {r['mean variance']:#.3g}")
         if np.median(sigma) < 0.005 * (hi - lo).max():        # ellipses too small to see: zoom in
             zoom_in(ax, mu, sigma, colors)
     handles = [Line2D([], [], ls="", marker="o", color=cmap(k), label=f"digit {k}") for k in range(10)]
