@@ -282,6 +282,12 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
         raise InputTypeError(f"fit(backend='numba'): {e}") from None
 
 
+# NaN and inf on the way to a divergence: fit checks every loss (and the test loss) and
+# stops with DivergenceError, so NumPy's warnings about them would only repeat it, pointing
+# into npvae. Your own loop still gets them.
+_CHECKED_BY_FIT = dict(over="ignore", invalid="ignore", divide="ignore")
+
+
 def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=1e-3,
         beta=1.0, warmup=0, rng=None, binarize=False, checkpoint=None, resume=None, progress=True,
         eval_seed=0, callback=None, metrics_path=None, backend=None, retire_dead_units=True):
@@ -364,6 +370,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         applied and the last checkpoint is left as it was. Also when the test loss
         after an epoch is NaN or inf (finite parameters whose codes overflow): that
         epoch's checkpoint is not written, and the model is left as the epoch made it.
+        NumPy's overflow and invalid-value warnings on the way there are not shown
+        inside ``fit`` (this error says it once); your own loop still gets them.
     TrainingInterrupted
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint.
     """
@@ -421,7 +429,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 training.begin_epoch(resumed=first > 0)
                 mid_epoch = True          # the steps' state is the trainer's until end_epoch
                 setup = time.perf_counter() - started
-                sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
+                with np.errstate(**_CHECKED_BY_FIT):
+                    sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
                 steps_done = time.perf_counter()
                 training.end_epoch()     # every image seen: retire what never fired; the model holds it all
                 mid_epoch = False
@@ -430,7 +439,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
-                    with _images_warned_about():
+                    with _images_warned_about(), np.errstate(**_CHECKED_BY_FIT):
                         test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
                                              beta=beta, binarize=binarize, backend=backend)
                     _check_test_loss(test, epoch, run.last_saved, opt, beta)
