@@ -10,7 +10,8 @@ tests/test_worked_example.py keeps the two equal. Run from the repository root::
     python examples/worked_example.py                              # print the block
     python examples/worked_example.py --update docs/derivation.md  # rewrite the page's block
 
-Every printed value is also checked three ways (exit status 1 if one disagrees):
+The values are also checked three ways (exit status 1 if one disagrees; a few
+intermediate ones, such as sigma, p and the per-image terms, are only printed):
 against the formula of docs/derivation.md written in NumPy beside the module call,
 against ``model.loss`` + ``model.backward()`` on the same inputs, and against
 central finite differences of the loss.
@@ -325,7 +326,7 @@ def main(argv=None):
         print(f"updated the worked example in {args.update}", file=sys.stderr)
     else:
         sys.stdout.write(block)
-    print("checked: every value against its formula, the gradients against model.loss + model.backward() "
+    print("checked: the modules' values against their formulas, the gradients against model.loss + model.backward() "
           "and against central finite differences, the Adam step against Adam.step", file=sys.stderr)
     return 0
 

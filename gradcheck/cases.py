@@ -36,7 +36,20 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     """Check ``L = sum(R * forward())`` w.r.t. ``inputs`` and ``module``'s parameters.
 
     ``backward(R)`` runs the module's backward and returns ``{input name: grad}``.
-    It must leave ``R`` (its incoming gradient) as it was: else :class:`ContractBroken`.
+    It must leave ``R`` (its incoming gradient) as it was, and add (``+=``) into each
+    parameter's ``.grad`` (a second backward without ``zero_grad`` doubles it): else
+    :class:`ContractBroken`.
+
+    Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
+    is checked the same way::
+
+        def tanh_case(dtype, rng, h):
+            layer, x = Tanh(), rng.standard_normal((3, 5)).astype(dtype)
+            return [op_problem(layer, lambda: layer.forward(x),
+                               lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+
+        rows = run({"tanh": ("numpy", tanh_case)})
+        print(format_table(rows))
     """
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
@@ -50,10 +63,15 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         backward(arg)            # leave gradients behind: zero_grad must really discard them
         module.zero_grad()
         forward()
-        out = {n: np.array(g, copy=True) for n, g in backward(arg).items()}
+        out = {n: None if g is None else np.array(g, copy=True) for n, g in backward(arg).items()}
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
             raise ContractBroken("backward wrote into its grad_out")
         out.update({n: p.grad.copy() for n, p in params.items()})
+        forward()
+        backward([r.copy() for r in R] if isinstance(y, tuple) else R[0].copy())
+        for n, p in params.items():     # no zero_grad: the same gradient again, added
+            if not np.allclose(p.grad, 2 * out[n], rtol=8 * np.finfo(p.grad.dtype).eps, atol=0):
+                raise ContractBroken(f"backward set {n}.grad instead of adding into it (+=)")
         return out
 
     tensors = {**inputs, **{n: p.data for n, p in params.items()}}
@@ -115,7 +133,7 @@ def sigmoid(dtype, rng, h):
 
 
 def _mu_logvar(rng, dtype, d=4):
-    """``h = [mu | logvar]`` with logvar in [-2, 1.5] (variance far from 1)."""
+    """``h = [mu | logvar]`` with logvar in [-2, 1.5] (variances from 0.14 to 4.5: most far from 1)."""
     return np.concatenate([rng.standard_normal((B, d)), rng.uniform(-2.0, 1.5, (B, d))], axis=1).astype(dtype)
 
 

@@ -35,6 +35,14 @@ def _dense_backward_transposed(self, grad_out):
     return grad_out @ self.weight.data.T
 
 
+def _dense_backward_assigns_grads(self, grad_out):
+    # = where += belongs: right after zero_grad, wrong for a layer used twice or a second loss
+    x = self.saved("x")
+    self.weight.grad[...] = x.T @ grad_out
+    self.bias.grad[...] = grad_out.sum(axis=0)
+    return grad_out @ self.weight.data.T
+
+
 def _kl_backward_without_dmu(self, grad=1.0):
     h = self.saved("h")
     mu, logvar = split_h(h, "KL.backward")
@@ -122,6 +130,8 @@ def _sigmoid_at_logit():
 BUGS = {
     "dense_transposed_dW": ("Dense.backward: the weight gradient transposed (passes the shape check "
                             "on a square layer)", lambda: _replaced(Dense, "backward", _dense_backward_transposed)),
+    "dense_assigns_grads": ("Dense.backward: sets weight.grad and bias.grad (=) instead of adding into "
+                            "them (+=)", lambda: _replaced(Dense, "backward", _dense_backward_assigns_grads)),
     "kl_dmu_dropped": ("KL.backward: the KL's own term of dmu dropped",
                        lambda: _replaced(KL, "backward", _kl_backward_without_dmu)),
     "sampler_noise_times_variance": ("Sampler.forward: noise scaled by the variance, not the standard "
@@ -130,8 +140,8 @@ BUGS = {
                              lambda: _replaced(BCEWithLogits, "backward", _bce_backward_without_batch_mean)),
     "kl_doubled_1_over_B": ("KL.backward: the 1/B of the batch mean applied twice",
                             lambda: _replaced(KL, "backward", _kl_backward_double_batch_mean)),
-    "relu_writes_grad_out": ("ReLU.backward: masks its incoming gradient in place (mu's gradient has "
-                             "two sources)", lambda: _replaced(ReLU, "backward", _relu_backward_in_place)),
+    "relu_writes_grad_out": ("ReLU.backward: masks its incoming gradient in place (the caller's array, "
+                             "which it may still need)", lambda: _replaced(ReLU, "backward", _relu_backward_in_place)),
     "adam_bias_correction_off_by_one": ("Adam.step: the bias correction one step ahead (1 - beta^(t+1))",
                                         lambda: _replaced(Adam, "step", _adam_step_bias_correction_ahead)),
     "adam_betas_swapped": ("Adam.step: betas unpacked the wrong way round (beta2 for m, beta1 for v; "

@@ -206,9 +206,9 @@ class BCE(Module):
     .. math::
 
         L = \frac1B \sum_n \sum_j -\big[\, t_{nj} \log \hat p_{nj} + (1 - t_{nj}) \log(1 - \hat p_{nj}) \,\big],
-        \qquad \hat p = \mathrm{clip}(p, \delta, 1 - \delta),
+        \qquad \hat p = \mathrm{clip}(p, \epsilon_{\mathrm{clip}}, 1 - \epsilon_{\mathrm{clip}}),
 
-    with :math:`\delta` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
+    with :math:`\epsilon_{\mathrm{clip}}` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
     saturated probability (0 or 1) gives a large but finite loss instead of inf or NaN.
     PyTorch's ``binary_cross_entropy`` bounds it differently (each log at -100), so the two
     agree except on saturated probabilities. Prefer :class:`BCEWithLogits` when you have
@@ -241,9 +241,9 @@ class BCE(Module):
         :math:`\tfrac{d}{dp}\big[-t\log p - (1-t)\log(1-p)\big] = -\tfrac tp + \tfrac{1-t}{1-p}
         = \tfrac{p - t}{p(1-p)}`, evaluated at the clipped :math:`\hat p`. Inside the clip
         range :math:`\hat p = p` and this is the exact gradient. Outside it (a probability
-        within :math:`\delta` of 0 or 1) the exact gradient of the clipped loss would be
+        within :math:`\epsilon_{\mathrm{clip}}` of 0 or 1) the exact gradient of the clipped loss would be
         0; this passes the gradient at the clip boundary through instead, as large as about
-        :math:`1/\delta` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
+        :math:`1/\epsilon_{\mathrm{clip}}` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
         multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a saturated pixel
         the product is far below the true :math:`p - t`, or 0 once :math:`p` has rounded to
         1, so the pixel stops learning. :class:`BCEWithLogits` gives :math:`p - t` for every logit.

@@ -6,8 +6,8 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
   losses also keep each sample's loss in ``rows``);
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``
-  (in a VAE the gradient of ``mu`` has two sources, so an op that scribbled over
-  its incoming gradient would corrupt the other one);
+  (the caller may still need that array, e.g. to add a second road's gradient to it,
+  as the VAE does for ``mu``: ops are safe to combine only if none scribbles on it);
 * ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``state_dict()`` /
   ``load_state_dict()``, ``train()`` / ``eval()``.
 

@@ -4,6 +4,7 @@
 ``self_test(BUGS, CASES)`` plants the slips of gradcheck/planted.py and must catch each one.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,74 @@ def test_a_gradient_wrong_by_1e5_relative_fails_at_the_default_tolerance():
     assert not rows["<direction>"].passed
     assert "FAIL" in format_table(list(rows.values())) and "2 failed" in format_table(list(rows.values()))
 
+
+
+class _Scale(npvae.Module):
+    """A layer of the user's own, ``y = a * x`` with one parameter: how gradcheck sees yours."""
+
+    def __init__(self, assign=False, answer="dx"):
+        super().__init__()
+        self.a = npvae.Parameter(np.array([0.7, -1.3, 0.4]))
+        self.assign, self.answer = assign, answer
+
+    def forward(self, x):
+        self.x = x
+        return x * self.a.data
+
+    def backward(self, grad_out):
+        da = (grad_out * self.x).sum(axis=0)
+        if self.assign:
+            self.a.grad[...] = da           # the slip: = where += belongs
+        else:
+            self.a.grad += da
+        dx = grad_out * self.a.data
+        if self.answer == "none":
+            return None                     # forgot the return
+        if self.answer == "shape":
+            return dx[:, :2]
+        if self.answer == "crash":
+            return self.missing_attribute
+        return dx
+
+
+def _scale_case(**kw):
+    def build(dtype, rng, h):
+        layer, x = _Scale(**kw), rng.standard_normal((4, 3))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    return build
+
+
+def test_a_layer_of_your_own_passes_and_its_slips_fail_with_a_reason():
+    ok = run({"scale": ("numpy", _scale_case())})
+    assert ok and all(r.passed for r in ok)
+    cases = {"assigns": ("numpy", _scale_case(assign=True)), "returns_none": ("numpy", _scale_case(answer="none")),
+             "wrong_shape": ("numpy", _scale_case(answer="shape")), "crashes": ("numpy", _scale_case(answer="crash")),
+             "fine": ("numpy", _scale_case())}
+    rows = run(cases)                       # one failing case does not stop the others
+    why = {r.op: r.tensor for r in rows if not r.passed}
+    assert set(why) == {"assigns", "returns_none", "wrong_shape", "crashes"}
+    assert "set a.grad instead of adding into it (+=)" in why["assigns"]
+    assert "no gradient for x" in why["returns_none"]
+    assert "gradient of x has shape (4, 2), expected (4, 3)" in why["wrong_shape"]
+    assert "AttributeError" in why["crashes"] and "missing_attribute" in why["crashes"]
+    assert all(r.passed for r in rows if r.op == "fine")
+
+
+@pytest.mark.parametrize("cases, message", [
+    ({"scale": ("nunpy", _scale_case())}, "case 'scale': unknown backend 'nunpy'"),
+    ({"scale": _scale_case()}, "case 'scale' must be a (backend, build) pair"),
+])
+def test_a_case_that_cannot_run_is_an_error_not_an_empty_pass(cases, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(cases)
+    with pytest.raises(ValueError, match="backends must be among"):
+        run({"scale": ("numpy", _scale_case())}, backends=("numpy", "nunba"))
+
+
+def test_ops_takes_one_name_or_a_list():
+    cases = {"scale": ("numpy", _scale_case()), "other": ("numpy", _scale_case(assign=True))}
+    assert {r.op for r in run(cases, ops="scale")} == {"scale"}
+    assert {r.op for r in run(cases, ops=["scale", "other"])} == {"scale", "other"}
 
 def test_check_problem_restores_tensors():
     rng = np.random.default_rng(1)

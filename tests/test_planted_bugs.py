@@ -36,6 +36,10 @@ CATCHERS = {
         _call(test_layers.test_sequential_gradients_match_finite_differences),
         _call(test_model.test_whole_model_gradients_match_finite_differences, *SQUARE_VAE, 1.0),
     ],
+    "dense_assigns_grads": [
+        _call(test_module.test_backward_accumulates_and_zero_grad_resets),
+        _call(test_module.test_vae_backward_twice_is_twice),
+    ],
     "kl_dmu_dropped": [
         _call(test_losses.test_kl_by_hand, np.float64),
         _call(test_losses.test_kl_gradient_matches_finite_differences, 1.0),
