@@ -324,3 +324,20 @@ def test_the_rng_can_be_replaced_and_is_checked():
     with pytest.raises(InputTypeError, match="rng must be a numpy.random.Generator"):
         m.rng = "seven"
 
+
+
+@pytest.mark.parametrize("call", ["forward", "encode", "reconstruct", "interpolate"])
+def test_images_not_divided_by_255_are_refused_by_every_call_that_takes_images(call):
+    model = VAE(6, 5, 2, rng=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 6)).astype(np.float32)   # forgot / 255
+    calls = {"forward": lambda x: model.forward(x), "encode": lambda x: model.encode(x),
+             "reconstruct": lambda x: model.reconstruct(x), "interpolate": lambda x: model.interpolate(x[0], x[1])}
+    name = "x_a" if call == "interpolate" else "x"
+    with pytest.raises(InputError, match=rf"{name} must lie in \[0, 1\].*divide by 255"):
+        calls[call](pixels)
+    calls[call](pixels / 255)                                     # as asked: fine
+
+
+def test_codes_are_any_real_numbers():
+    model = VAE(6, 5, 2, rng=0)
+    assert model.decode(np.array([[40.0, -7.5]], np.float32)).shape == (1, 6)
