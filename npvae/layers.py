@@ -198,7 +198,8 @@ class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
 
     Sub-modules are named ``"0"``, ``"1"``, ... as in PyTorch, so parameter names
-    read ``encoder.0.weight``.
+    read ``encoder.0.weight``. ``seq[i]`` is layer i; ``seq[i] = layer`` replaces it (its
+    parameters then replace the old ones in ``parameters()`` and ``state_dict()``).
     """
 
     def __init__(self, *layers, fuse=None):
@@ -213,10 +214,19 @@ class Sequential(Module):
             if not isinstance(layer, Module):
                 raise InputTypeError(f"Sequential layer {i} must be a Module, got {type(layer).__name__}")
             setattr(self, str(i), layer)
-        self.layers = list(layers)
+
+    @property
+    def layers(self):
+        """The layers, in order: a tuple (replace one with ``seq[i] = layer``)."""
+        return tuple(self._modules.values())
 
     def __getitem__(self, i):
         return self.layers[i]
+
+    def __setitem__(self, i, layer):
+        if not isinstance(layer, Module):
+            raise InputTypeError(f"Sequential layer {i} must be a Module, got {type(layer).__name__}")
+        setattr(self, str(range(len(self))[i]), layer)      # negative i too; out of range: IndexError
 
     def __len__(self):
         return len(self.layers)

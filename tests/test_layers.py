@@ -233,6 +233,28 @@ def test_sequential_names_and_indexing():
         Sequential(Dense(3, 4), "relu")
 
 
+
+def test_replacing_a_layer_replaces_its_parameters_too():
+    """``model.encoder[0] = Dense(...)``: what runs is what trains and what is saved."""
+    seq = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))
+    new = Dense(3, 4, rng=5)
+    seq[0] = new
+    assert seq[0] is new and seq.layers[0] is new
+    assert seq.parameters()[:2] == [new.weight, new.bias]
+    np.testing.assert_array_equal(seq.state_dict()["0.weight"], new.weight.data)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    seq.forward(x)
+    seq.backward(np.ones((2, 2), np.float32))
+    assert new.weight.grad.any()                  # the layer that ran got the gradient
+    seq[-1] = Dense(4, 2, rng=2)                  # negative indices, as in a list
+    assert seq.parameters()[2] is seq[2].weight
+    with pytest.raises(InputTypeError, match="layer 1 must be a Module"):
+        seq[1] = "relu"
+    with pytest.raises(IndexError):
+        seq[3] = ReLU()
+    with pytest.raises(TypeError):                # not a second list that could drift apart
+        seq.layers[0] = new
+
 def test_sequential_fuse_argument_is_deprecated_and_ignored():
     rng = np.random.default_rng(3)
     x, g = rng.standard_normal((6, 5)), rng.standard_normal((6, 4))
