@@ -17,6 +17,8 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
         partial                 a mid-epoch checkpoint's running sums, else null
         dead_units              fit's record of retired first-layer units (npvae.fast.dead_units),
                                 or null; optional (older checkpoints lack it)
+        architecture            ["encoder: Sequential", "encoder.0: Dense", ...]: each sub-module's
+                                class; optional (older checkpoints lack it)
 
 Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
 metadata is JSON) and turns every way a file can be wrong (missing, not a zip,
@@ -74,6 +76,8 @@ class Checkpoint:
         ``fit``'s settings, and a mid-epoch checkpoint's running sums.
     dead_units : dict or None
         ``fit``'s retired units and this epoch's evidence (:mod:`npvae.fast.dead_units`).
+    architecture : list of str or None
+        The saved model's layers (:func:`architecture`); None in older checkpoints.
     """
 
     path: str
@@ -89,6 +93,7 @@ class Checkpoint:
     partial: dict = None
     dead_units: dict = None
     version: int = VERSION
+    architecture: list = None
 
     def generator(self, name):
         """A new ``np.random.Generator`` in the saved state ``name`` (e.g. ``"shuffle"``)."""
@@ -106,6 +111,10 @@ class Checkpoint:
         if diff:
             raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
                                   + "; ".join(diff))
+        diff = _layers_diff(self.architecture, model)
+        if diff:
+            raise CheckpointError(f"{self.path}: the checkpoint's model has other layers than the given "
+                                  f"model: {diff}")
 
     def load_into(self, model=None, optimizer=None):
         """Copy the parameters (and sampler state) into ``model``, the state into ``optimizer``.
@@ -141,10 +150,32 @@ class Checkpoint:
         if backend is not None:
             warn_backend_argument("build_model(backend=...)")
         model = VAE(**_vae_kwargs(self.model_config))
+        diff = _layers_diff(self.architecture, model)
+        if diff:
+            raise CheckpointError(f"{self.path}: saved from a model with other layers than the stock VAE "
+                                  f"this rebuilds ({diff}); build that model yourself and load the "
+                                  f"checkpoint into it with load_checkpoint(path, model)")
         model.load_state_dict(self.model_state)
         if "model" in self.rng_states:
             model.rng = self.generator("model")
         return model
+
+
+def architecture(model):
+    """Each sub-module's name and class, e.g. ``["encoder: Sequential", "encoder.0: Dense", ...]``:
+    what a checkpoint's parameters mean (a Tanh where the stock VAE has a ReLU is another model)."""
+    return [f"{name}: {type(m).__name__}" for name, m in model.named_modules() if name]
+
+
+def _layers_diff(saved, model):
+    """'' if ``model`` has the ``saved`` architecture (or none was saved), else the first
+    entry that differs, saved against the model's."""
+    if saved is None:
+        return ""
+    for a, b in zip(saved + ["nothing"], architecture(model) + ["nothing"]):
+        if a != b:
+            return f"saved {a} where the model has {b}"
+    return ""
 
 
 def _vae_kwargs(config):
@@ -268,7 +299,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                 epoch=check_non_negative_int(epoch, "epoch"), step=check_non_negative_int(step, "step"),
                 history=_records(history), rng_states=states,
                 fit_config=_record(fit_config, "fit_config"), partial=_record(partial, "partial"),
-                dead_units=_record(dead_units, "dead_units"))
+                dead_units=_record(dead_units, "dead_units"), architecture=architecture(model))
     try:
         arrays[META_KEY] = np.array(json.dumps(meta, default=_plain_json))
     except (TypeError, ValueError) as e:
@@ -391,6 +422,10 @@ def _read_meta(arrays, path):
           path, "history must be a list of objects")
     _need(isinstance(meta["rng_states"], dict), path, "rng_states must be an object")
     meta.setdefault("dead_units", None)
+    meta.setdefault("architecture", None)
+    arch = meta["architecture"]
+    _need(arch is None or (isinstance(arch, list) and all(isinstance(a, str) for a in arch)), path,
+          "architecture must be a list of strings or null")
     for key in ("fit_config", "partial", "dead_units"):
         _need(meta[key] is None or isinstance(meta[key], dict), path, f"{key} must be an object or null")
     _need(meta["optimizer"] is None or isinstance(meta["optimizer"], str), path,
@@ -529,7 +564,8 @@ def load_checkpoint(path, model=None, optimizer=None):
     ckpt = Checkpoint(path=path, model_config=config, model_state=model_state, optimizer=meta["optimizer"],
                       optimizer_state=optim_state, epoch=meta["epoch"], step=meta["step"],
                       history=meta["history"], rng_states=meta["rng_states"], fit_config=meta["fit_config"],
-                      partial=meta["partial"], dead_units=meta["dead_units"], version=meta["version"])
+                      partial=meta["partial"], dead_units=meta["dead_units"], version=meta["version"],
+                      architecture=meta["architecture"])
     if model is not None or optimizer is not None:
         ckpt.load_into(model, optimizer)
     return ckpt

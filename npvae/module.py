@@ -166,9 +166,14 @@ class Module:
 
     def modules(self):
         """This module and every sub-module, depth first."""
-        yield self
-        for m in self._modules.values():
-            yield from m.modules()
+        for _, m in self.named_modules():
+            yield m
+
+    def named_modules(self, prefix=""):
+        """Yield ``(name, Module)`` pairs, depth first: ``("", self)``, then e.g. ``("encoder.0", Dense)``."""
+        yield prefix.rstrip("."), self
+        for name, m in self._modules.items():
+            yield from m.named_modules(prefix + name + ".")
 
     def train(self, mode=True):
         """Set training mode (the default) or, with ``mode=False``, evaluation mode.

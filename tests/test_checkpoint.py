@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import npvae
 from npvae import SGD, VAE, Adam
 from npvae.checkpoint import (META_KEY, Checkpoint, expected_shapes, load_checkpoint, load_model,
                               save_checkpoint)
@@ -399,3 +400,32 @@ def test_fuzz_byte_level_corruptions(good, tmp_path):
             assert all(np.array_equal(ckpt.optimizer_state[k], v) for k, v in ref.optimizer_state.items())
         path.unlink()
     assert outcomes["error"] > 150, outcomes
+
+
+class _Tanh(npvae.Module):
+    def forward(self, x):
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, grad_out):
+        return grad_out * (1 - self.y ** 2)
+
+
+def test_a_model_with_layers_of_your_own_is_not_rebuilt_as_the_stock_vae(tmp_path):
+    """Its parameters have the stock names and shapes; what they mean differs."""
+    model = npvae.VAE(6, 5, 2, rng=0)
+    model.encoder[1] = _Tanh()
+    path = npvae.save_checkpoint(tmp_path / "tanh.npz", model)
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: _Tanh where the model has encoder\.1: ReLU.*"
+                                              r"load_checkpoint\(path, model\)"):
+        npvae.load_model(path)
+    with pytest.raises(CheckpointError, match=r"other layers than the given model: saved encoder\.1: _Tanh"):
+        npvae.load_checkpoint(path, npvae.VAE(6, 5, 2, rng=1))
+    mine = npvae.VAE(6, 5, 2, rng=1)
+    mine.encoder[1] = _Tanh()
+    npvae.load_checkpoint(path, mine)                       # into the same layers: fine
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(mine.encode(x)[0], model.encode(x)[0])
+    stock = npvae.save_checkpoint(tmp_path / "stock.npz", npvae.VAE(6, 5, 2, rng=0))
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: ReLU where the model has encoder\.1: _Tanh"):
+        npvae.load_checkpoint(stock, mine)

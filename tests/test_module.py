@@ -290,3 +290,11 @@ def test_train_takes_a_bool():
     assert model.training
     assert not model.train(False).training
 
+
+
+def test_named_modules_names_every_sub_module_depth_first():
+    m = VAE(6, 5, 2, rng=0)
+    named = [(n, type(x).__name__) for n, x in m.named_modules()]
+    assert named[:5] == [("", "VAE"), ("encoder", "Sequential"), ("encoder.0", "Dense"), ("encoder.1", "ReLU"),
+                         ("encoder.2", "Dense")]
+    assert [x for _, x in m.named_modules()] == list(m.modules())
