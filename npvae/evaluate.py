@@ -38,7 +38,7 @@ import numpy as np
 from . import footprint
 from .backend import resolve
 from .data import to_float
-from .errors import InputError, InputTypeError
+from .errors import DivergenceError, InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
 from .model import VAE, LossParts
 from .validate import check_finite_parameters, check_images, check_positive_float, check_positive_int, check_seed
@@ -140,7 +140,7 @@ def _log_q_minus_log_p(z, eps, logvar):
 
 
 def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analytic", binarize=False,
-                  backend=None):
+                  backend=None, check_finite=True):
     """The loss on ``images`` with one sampled ``z`` per image: ``(total, recon, kl)``.
 
     Parameters
@@ -166,11 +166,19 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
         model trained with dynamic binarization.
     backend : {"numba", "numpy"} or None
         The fast path or the reference (:mod:`npvae.backend`); the same number to round-off.
+    check_finite : bool
+        Raise :class:`DivergenceError` if the loss is NaN or inf (default); False returns it.
 
     Returns
     -------
     LossParts
         ``(total, recon, kl)``, each the mean over images, in nats.
+
+    Raises
+    ------
+    DivergenceError
+        With ``check_finite``: the loss is NaN or inf though the parameters are finite
+        (NaN or inf in them is an InputError): a model that diverged, whose codes overflow.
     """
     if not isinstance(kl, str) or kl not in ("analytic", "sample"):
         raise InputError(f"kl must be 'analytic' or 'sample', got {kl!r}")
@@ -189,7 +197,13 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
         else:
             kl_sum += float(_log_q_minus_log_p(z, eps, h[:, d:]).sum())
     recon, kl_mean = recon_sum / len(images), kl_sum / len(images)
-    return LossParts(recon + beta * kl_mean, recon, kl_mean)
+    parts = LossParts(recon + beta * kl_mean, recon, kl_mean)
+    if check_finite and not np.isfinite(parts.total):
+        raise DivergenceError(f"evaluate_elbo: the loss on these images is {parts.total} (recon {recon}, KL "
+                              f"{kl_mean}) though the model's parameters are finite: its codes or its "
+                              f"reconstructions overflow, as in a model that diverged in training. Load a "
+                              f"good checkpoint, or pass check_finite=False to get the value")
+    return parts
 
 
 def _check_chunk_memory(model, k, chunk_rows, n):
@@ -204,7 +218,7 @@ def _check_chunk_memory(model, k, chunk_rows, n):
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,
-           per_image=False, backend=None, progress=None):
+           per_image=False, backend=None, progress=None, check_finite=True):
     """Importance-weighted estimate of ``-log p(x)`` in nats (Burda et al., 2016).
 
     Parameters
@@ -234,12 +248,19 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         As for :func:`evaluate_elbo`.
     progress : callable(done, total), optional
         Called after each batch with the images done so far and their total.
+    check_finite : bool
+        As for :func:`evaluate_elbo`: raise if an image's estimate is NaN or inf.
 
     Returns
     -------
     float or ndarray
         The mean over images (or every image's value) of
         ``-(logsumexp_i log w_i - log k)``.
+
+    Raises
+    ------
+    DivergenceError
+        As for :func:`evaluate_elbo`, naming the first such image.
     """
     k = check_positive_int(k, "k")
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
@@ -276,4 +297,10 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         start += n
         if progress is not None:
             progress(start, len(images))
+    bad = np.flatnonzero(~np.isfinite(out))
+    if check_finite and len(bad):
+        raise DivergenceError(f"iw_nll: the estimate for image {bad[0]} is {out[bad[0]]} ({len(bad)} of "
+                              f"{len(out)} images are NaN or inf) though the model's parameters are finite: "
+                              f"its codes or its reconstructions overflow, as in a model that diverged in "
+                              f"training. Load a good checkpoint, or pass check_finite=False to get the values")
     return out if per_image else float(out.mean())

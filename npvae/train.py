@@ -441,7 +441,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 if test_images is not None:
                     with _images_warned_about(), np.errstate(**_CHECKED_BY_FIT):
                         test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
-                                             beta=beta, binarize=binarize, backend=backend)
+                                             beta=beta, binarize=binarize, backend=backend, check_finite=False)
                     _check_test_loss(test, epoch, run.last_saved, opt, beta)
                 record = dict(epoch=epoch, steps=epoch * steps,
                               train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,

@@ -9,7 +9,7 @@ from scipy.stats import norm
 
 from npvae import VAE
 from npvae.data import binarize, load_idx_split
-from npvae.errors import InputError, InputTypeError
+from npvae.errors import DivergenceError, InputError, InputTypeError
 from npvae.evaluate import binarize_inplace, evaluate_elbo, iw_nll
 from npvae.train import fit
 
@@ -274,6 +274,21 @@ def test_a_model_whose_variance_overflows_evaluates_alike_on_both_paths(backend)
     model.encoder[2].bias.data[3:] = 200.0              # logvar = 200: exp(100) overflows float32
     x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        parts = evaluate_elbo(model, x, backend=backend)
+        parts = evaluate_elbo(model, x, backend=backend, check_finite=False)
     assert not np.isfinite(parts.total)
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
+    """Finite weights, codes whose variance overflows: what a diverged fast-path loop can leave."""
+    model = VAE(12, 8, 2, rng=0)
+    model.encoder[2].bias.data[2:] = 200.0          # logvar = 200: exp overflows float32
+    images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        with pytest.raises(DivergenceError, match=r"evaluate_elbo: the loss on these images is (nan|inf) .*"
+                                                  r"parameters are finite.*check_finite=False"):
+            evaluate_elbo(model, images, backend=backend)
+        with pytest.raises(DivergenceError, match=r"iw_nll: the estimate for image 0 is (nan|inf) \(10 of 10"):
+            iw_nll(model, images, k=3, backend=backend)
+        assert not np.isfinite(evaluate_elbo(model, images, backend=backend, check_finite=False).total)
+        assert not np.isfinite(iw_nll(model, images, k=3, backend=backend, check_finite=False))
