@@ -10,6 +10,7 @@ Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
 square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 """
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -125,22 +126,32 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
 
 
 def plot_loss(history, path=None, *, title="Training", dpi=100):
-    """Three panels over epochs: the loss, its reconstruction part and its KL part, train and test.
+    """Panels over epochs: the loss, its reconstruction part and its KL part, train and test.
 
-    ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`.
+    ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`; from a
+    loop of your own, dicts with any of ``train_loss``, ``test_loss``, ``train_recon``,
+    ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
+    drawn for each quantity that has values in every record.
     """
     if not history:
         raise InputError("history is empty: train at least one epoch first")
-    epochs = [r["epoch"] for r in history]
-    fig = new_figure(13, 4)
-    axes = fig.subplots(1, 3)
-    panels = (("loss", "Loss", "negative ELBO, nats per image"),
-              ("recon", "Reconstruction", "BCE, nats per image"),
-              ("kl", "KL(q(z|x) || p(z))", "nats per image"))
+    if not all(isinstance(r, Mapping) for r in history):
+        raise InputTypeError("history must be a list of per-epoch dicts (as fit returns)")
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    panels = [(key, name, unit) for key, name, unit in (
+        ("loss", "Loss", "recon + beta * KL, nats per image"),
+        ("recon", "Reconstruction", "BCE, nats per image"),
+        ("kl", "KL(q(z|x) || p(z))", "nats per image"))
+        if any(_series(history, split, key) for split in ("train", "test"))]
+    if not panels:
+        raise InputError("history has no values to plot: each record needs train_loss or test_loss (or the "
+                         f"_recon, _kl pair), as fit's records have; got keys {sorted(history[0])}")
+    fig = new_figure(4.4 * len(panels), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (key, name, unit) in zip(axes, panels):
         for split, style in (("train", "o-"), ("test", "s--")):
-            values = [r.get(f"{split}_{key}") for r in history]
-            if all(v is not None for v in values):
+            values = _series(history, split, key)
+            if values:
                 ax.plot(epochs, values, style, label=split, markersize=4)
         ax.set_title(name)
         ax.set_xlabel("epoch")
@@ -153,6 +164,12 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title)
     return _finish(fig, path, dpi)
+
+
+def _series(history, split, key):
+    """``[record["<split>_<key>"] ...]`` if every record has a value there, else []."""
+    values = [r.get(f"{split}_{key}") for r in history]
+    return values if all(v is not None for v in values) else []
 
 
 def pca_2d(points):

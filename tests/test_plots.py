@@ -3,6 +3,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -70,6 +71,19 @@ def test_loss_png(tmp_path):
     with pytest.raises(InputError, match="empty"):
         plot_loss([])
 
+
+
+def test_loss_png_from_the_records_of_a_loop_of_your_own(tmp_path):
+    """Only the quantities a loop recorded get a panel; no empty panels, no legend warnings."""
+    records = [{"train_loss": 300.0 - 10 * i, "test_loss": 310.0 - 9 * i} for i in range(4)]   # no "epoch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_loss(records, tmp_path / "mine.png")
+    assert [ax.get_title() for ax in fig.axes] == ["Loss"]
+    assert [list(line.get_xdata()) for line in fig.axes[0].get_lines()] == [[1, 2, 3, 4]] * 2
+    assert png_size(tmp_path / "mine.png")[0] >= 400
+    with pytest.raises(InputError, match=r"no values to plot.*got keys \['loss', 'step'\]"):
+        plot_loss([{"step": 1, "loss": 3.0}])
 
 @pytest.mark.parametrize("latent", [1, 2, 5])
 def test_latent_png(digits, tmp_path, latent):
