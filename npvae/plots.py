@@ -16,6 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, InputTypeError
+from .validate import check_positive_int
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
            "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
@@ -71,7 +72,8 @@ def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD
     imgs = _as_images(images, image_shape)
     n, h, w = imgs.shape
     if n > nrows * ncols:
-        raise InputError(f"{n} images do not fit a {nrows} x {ncols} grid")
+        raise InputError(f"{n} images do not fit a {nrows} x {ncols} grid: pass nrows and ncols with "
+                         f"nrows * ncols >= {n}")
     out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), pad_value, np.float32)
     for i in range(n):
         r, c = divmod(i, ncols)
@@ -104,9 +106,19 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
     return _finish(fig, path, dpi)
 
 
-def plot_samples(images, path=None, *, nrows=8, ncols=8, title="Samples, z ~ N(0, I)", image_shape=None,
+def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z ~ N(0, I)", image_shape=None,
                  dpi=100):
-    """A grid of images, e.g. decoded from ``z ~ N(0, I)``."""
+    """A grid of images, e.g. decoded from ``z ~ N(0, I)``: ``nrows`` x ``ncols`` (default: the
+    squarest grid that holds them, 8 x 8 for 64)."""
+    n = len(_as_images(images, image_shape))
+    if n == 0:
+        raise InputError("images is empty: nothing to plot")
+    nrows = None if nrows is None else check_positive_int(nrows, "nrows")
+    ncols = None if ncols is None else check_positive_int(ncols, "ncols")
+    if ncols is None:
+        ncols = math.ceil(n / nrows) if nrows else math.ceil(math.sqrt(n))
+    if nrows is None:
+        nrows = math.ceil(n / ncols)
     fig = new_figure(0.8 * ncols + 0.4, 0.8 * nrows + 0.8)
     _show(fig.subplots(), tile_images(images, nrows, ncols, image_shape), title)
     return _finish(fig, path, dpi)

@@ -73,6 +73,17 @@ def test_loss_png(tmp_path):
 
 
 
+@pytest.mark.parametrize("n, shape", [(1, (1, 1)), (10, (3, 4)), (64, (8, 8)), (100, (10, 10))])
+def test_samples_grid_fits_the_images(n, shape):
+    images = np.random.default_rng(0).random((n, 16)).astype(np.float32)
+    grid = tile_images(images, *shape)                          # what plot_samples lays out
+    fig = plot_samples(images)
+    assert fig.axes[0].get_images()[0].get_array().shape == grid.shape
+    with pytest.raises(InputError, match=r"do not fit a 2 x 2 grid: pass nrows and ncols"):
+        plot_samples(np.zeros((5, 16)), nrows=2, ncols=2)
+    with pytest.raises(InputError, match="empty"):
+        plot_samples(np.zeros((0, 16)))
+
 def test_loss_png_from_the_records_of_a_loop_of_your_own(tmp_path):
     """Only the quantities a loop recorded get a panel; no empty panels, no legend warnings."""
     records = [{"train_loss": 300.0 - 10 * i, "test_loss": 310.0 - 9 * i} for i in range(4)]   # no "epoch"
