@@ -220,18 +220,20 @@ def _vae(hidden, input_dim=12, latent_dim=3):
 # -- the optimizers' update rules -------------------------------------------------------
 def _constant_gradient(make, expected_step, steps=8):
     """Run ``steps`` updates with one constant gradient and compare every step's displacement
-    with ``expected_step(t, g)``: closed forms that bias correction and momentum must meet."""
+    with ``expected_step(t, g, theta0)`` (``theta0`` the starting value): closed forms that bias
+    correction, momentum and weight decay must meet."""
     def build(dtype, rng, h):
         p = Parameter(rng.standard_normal((3, 4)).astype(dtype))
         g = (rng.choice([-1.0, 1.0], (3, 4)) * rng.uniform(0.1, 2.0, (3, 4))).astype(dtype)
         opt = make(p)
+        theta0 = p.data.astype(np.float64)
         moved, expected = [], []
         for t in range(1, steps + 1):
             before = p.data.copy()
             p.grad[...] = g
             opt.step()
             moved.append(before - p.data)
-            expected.append(expected_step(t, g.astype(np.float64)))
+            expected.append(expected_step(t, g.astype(np.float64), theta0))
         exact = {f"step {t}": (m, e) for t, (m, e) in enumerate(zip(moved, expected), 1)}
         return [Problem({}, None, None, exact=exact)]
     return build
@@ -240,10 +242,23 @@ def _constant_gradient(make, expected_step, steps=8):
 # Adam: with a constant g the bias-corrected moments are exactly g and g^2 at every step
 # (whatever the betas: swapped betas pass here, and adam_varying catches them)
 adam = _constant_gradient(lambda p: Adam([p], lr=1e-2, eps=1e-8),
-                          lambda t, g: 1e-2 * g / (np.abs(g) + 1e-8))
+                          lambda t, g, _: 1e-2 * g / (np.abs(g) + 1e-8))
+# plain SGD: every step moves lr * g
+sgd = _constant_gradient(lambda p: SGD([p], lr=1e-2), lambda t, g, _: 1e-2 * g)
 # SGD with momentum rho: the buffer after t steps is g (1 - rho^t) / (1 - rho)
 sgd_momentum = _constant_gradient(lambda p: SGD([p], lr=1e-2, momentum=0.9),
-                                  lambda t, g: 1e-2 * g * (1 - 0.9 ** t) / (1 - 0.9))
+                                  lambda t, g, _: 1e-2 * g * (1 - 0.9 ** t) / (1 - 0.9))
+
+
+def _sgd_weight_decay_step(t, g, theta0, lr=0.1, w=0.5):
+    r"""SGD with weight decay :math:`w` (no momentum) moves :math:`\mathrm{lr}(g + w\,\theta_{t-1})`,
+    where :math:`\theta_{t-1} = a^{t-1} \theta_0 - \mathrm{lr}\, g\, (1 - a^{t-1}) / (1 - a)`, :math:`a = 1 - \mathrm{lr}\, w`."""
+    a = 1 - lr * w
+    theta = a ** (t - 1) * theta0 - lr * g * (1 - a ** (t - 1)) / (1 - a)
+    return lr * (g + w * theta)
+
+
+sgd_weight_decay = _constant_gradient(lambda p: SGD([p], lr=0.1, weight_decay=0.5), _sgd_weight_decay_step)
 
 
 def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.3):
@@ -325,7 +340,9 @@ CASES = {
     "vae_square": ("numpy", _vae((8,), input_dim=8, latent_dim=4)),
     "adam": ("numpy", adam),
     "adam_varying": ("numpy", adam_varying),
+    "sgd": ("numpy", sgd),
     "sgd_momentum": ("numpy", sgd_momentum),
+    "sgd_weight_decay": ("numpy", sgd_weight_decay),
     "fast_vae_1h": ("numba", _fast((7,))),
     "fast_vae_2h": ("numba", _fast((7, 5))),
     "fast_vae_dead_units": ("numba", _fast((8,), dead=(0, 2, 3, 5, 7))),

@@ -18,7 +18,8 @@ from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_OPS = {"dense", "dense_square", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce", "sequential",
-                 "vae_1h", "vae_2h", "vae_square", "adam", "adam_varying", "sgd_momentum"}
+                 "vae_1h", "vae_2h", "vae_square", "adam", "adam_varying", "sgd", "sgd_momentum",
+                 "sgd_weight_decay"}
 
 
 @pytest.fixture(scope="module")
