@@ -182,11 +182,19 @@ class Adam(Optimizer):
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
-    def set_hyper(self, lr, betas=None, eps=None, weight_decay=None, *, beta1=None, beta2=None):
+    def set_hyper(self, lr, betas=None, eps=None, weight_decay=None, *old_tail, beta1=None, beta2=None):
         """Set the hyper-parameters; each is checked as it is set (:class:`Setting`).
 
-        ``beta1=, beta2=`` (the spelling before ``betas``) still work, with a ``DeprecationWarning``.
+        The spelling before ``betas`` still works, with a ``DeprecationWarning``: keywords
+        ``beta1=, beta2=``, or positions ``(lr, beta1, beta2, eps, weight_decay)``.
         """
+        if isinstance(betas, (int, float)) and not isinstance(betas, bool) and len(old_tail) <= 1:
+            # the old positional order: (lr, beta1, beta2, eps, weight_decay)
+            beta1, beta2, eps, weight_decay = betas, eps, weight_decay, (old_tail or (None,))[0]
+            betas = None
+        elif old_tail:
+            raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {4 + len(old_tail)} "
+                                 "positional arguments")
         if beta1 is not None or beta2 is not None:
             betas = _betas_from_old_spelling(betas, beta1, beta2)
         self.lr = lr
@@ -246,7 +254,7 @@ class Adam(Optimizer):
 
 def _betas_from_old_spelling(betas, beta1, beta2):
     """``(beta1, beta2)`` from ``set_hyper``'s keywords before ``betas`` was one pair."""
-    warnings.warn("Adam.set_hyper(beta1=, beta2=) is deprecated: pass betas=(beta1, beta2)",
+    warnings.warn("Adam.set_hyper with beta1 and beta2 apart is deprecated: pass betas=(beta1, beta2)",
                   DeprecationWarning, stacklevel=3)
     if betas is not None:
         raise InputError(f"give betas={betas!r} or the deprecated beta1=, beta2=, not both")

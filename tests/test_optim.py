@@ -320,6 +320,20 @@ def test_set_hyper_with_the_old_beta1_beta2_keywords_is_deprecated_and_sets_beta
     assert opt.betas == (0.5, 0.9)
 
 
+def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
+    """Before ``betas``: ``set_hyper(lr, beta1, beta2, eps, weight_decay)``."""
+    opt = Adam(_params())
+    with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)") as caught:
+        opt.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1)
+    assert caught[0].filename == __file__
+    assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.6), eps=1e-6, weight_decay=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.set_hyper(0.02, (0.9, 0.99), 1e-8, 0.0)               # the new order, no warning
+    assert opt.hyper() == dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+    with pytest.raises(InputTypeError, match="got 6 positional"):
+        opt.set_hyper(0.01, (0.9, 0.99), 1e-8, 0.0, 1, 2)
+
 
 @pytest.mark.parametrize("make", [Adam, SGD])
 def test_the_backend_warning_points_at_the_users_line(make):
