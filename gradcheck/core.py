@@ -191,7 +191,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
     dtype, h, tol = defaults(dtype, h, tol)
     backends = [backends] if isinstance(backends, str) else list(backends)
     for name, case in cases.items():
-        if not (isinstance(case, tuple) and len(case) == 2 and callable(case[1])):
+        if not (isinstance(case, (tuple, list)) and len(case) == 2 and callable(case[1])):
             raise ValueError(f"case {name!r} must be a (backend, build) pair, got {case!r}")
         if case[0] not in BACKENDS:
             raise ValueError(f"case {name!r}: unknown backend {case[0]!r}; known: {list(BACKENDS)}")

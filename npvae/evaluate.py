@@ -41,7 +41,8 @@ from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
 from .model import VAE, LossParts
-from .validate import check_finite_parameters, check_images, check_positive_float, check_positive_int, check_seed
+from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
+                       check_seed)
 
 __all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
 
@@ -183,6 +184,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     if not isinstance(kl, str) or kl not in ("analytic", "sample"):
         raise InputError(f"kl must be 'analytic' or 'sample', got {kl!r}")
     beta = check_positive_float(beta, "beta", allow_zero=True)
+    check_finite = check_bool(check_finite, "check_finite")
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
@@ -264,6 +266,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     """
     k = check_positive_int(k, "k")
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+    check_finite = check_bool(check_finite, "check_finite")
     if not isinstance(per_image, bool):
         raise InputTypeError(f"per_image must be True or False, got {per_image!r}")
     if progress is not None and not callable(progress):

@@ -224,6 +224,8 @@ class Sequential(Module):
         return self.layers[i]
 
     def __setitem__(self, i, layer):
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise InputTypeError(f"Sequential: replace one layer at a time, seq[i] = layer; got index {i!r}")
         if not isinstance(layer, Module):
             raise InputTypeError(f"Sequential layer {i} must be a Module, got {type(layer).__name__}")
         setattr(self, str(range(len(self))[i]), layer)      # negative i too; out of range: IndexError

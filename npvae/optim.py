@@ -188,10 +188,9 @@ class Adam(Optimizer):
         The spelling before ``betas`` still works, with a ``DeprecationWarning``: keywords
         ``beta1=, beta2=``, or positions ``(lr, beta1, beta2, eps, weight_decay)``.
         """
-        if isinstance(betas, (int, float)) and not isinstance(betas, bool) and len(old_tail) <= 1:
-            # the old positional order: (lr, beta1, beta2, eps, weight_decay)
-            beta1, beta2, eps, weight_decay = betas, eps, weight_decay, (old_tail or (None,))[0]
-            betas = None
+        if len(old_tail) == 1 and beta1 is None and beta2 is None:
+            # five positions: the old order (lr, beta1, beta2, eps, weight_decay)
+            beta1, beta2, eps, weight_decay, betas = betas, eps, weight_decay, old_tail[0], None
         elif old_tail:
             raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {4 + len(old_tail)} "
                                  "positional arguments")

@@ -143,7 +143,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`; from a
     loop of your own, dicts with any of ``train_loss``, ``test_loss``, ``train_recon``,
     ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
-    drawn for each quantity that has values in every record.
+    drawn for each of loss, recon and kl that has train or test values in every record.
     """
     if not history:
         raise InputError("history is empty: train at least one epoch first")
@@ -156,8 +156,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         ("kl", "KL(q(z|x) || p(z))", "nats per image"))
         if any(_series(history, split, key) for split in ("train", "test"))]
     if not panels:
-        raise InputError("history has no values to plot: each record needs train_loss or test_loss (or the "
-                         f"_recon, _kl pair), as fit's records have; got keys {sorted(history[0])}")
+        raise InputError("history has no values to plot: the records need train_loss or test_loss (or "
+                         f"_recon, _kl), as fit's records have; got keys {sorted(history[0])}")
     fig = new_figure(4.4 * len(panels), 4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (key, name, unit) in zip(axes, panels):

@@ -117,7 +117,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         bad = np.argwhere(~np.isfinite(x))[0]
         raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
     if unit_interval and (x.min() < 0 or x.max() > 1):
-        hint = "; for 0..255 pixels divide by 255" if x.min() >= 0 and x.max() <= 255 else ""
+        hint = "; for 0..255 pixels divide by 255" if x.min() >= 0 and 2 < x.max() <= 255 else ""
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), "
                          f"got values in [{x.min():.4g}, {x.max():.4g}]{hint}")
     return x

@@ -163,6 +163,38 @@ def test_a_layer_of_your_own_passes_and_its_slips_fail_with_a_reason():
     assert all(r.passed for r in rows if r.op == "fine")
 
 
+
+class _SquareTwice(npvae.Module):
+    """``y = (x @ W) @ W``: one weight used twice, each use adding its part into ``W.grad``."""
+
+    def __init__(self, W):
+        super().__init__()
+        self.W = npvae.Parameter(W)
+
+    def forward(self, x):
+        self.x, self.h = x, x @ self.W.data
+        return self.h @ self.W.data
+
+    def backward(self, g):
+        self.W.grad += self.h.T @ g
+        gh = g @ self.W.data.T
+        self.W.grad += self.x.T @ gh
+        return gh @ self.W.data.T
+
+
+def _square_twice(dtype, rng, h):
+    layer, x = _SquareTwice(rng.standard_normal((4, 4)).astype(dtype)), rng.standard_normal((3, 4)).astype(dtype)
+    return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_parameter_used_twice_is_not_taken_for_an_assigned_gradient(dtype):
+    """Two uses sum in another order on a second backward; an element that cancels to ~0 must
+    not look like ``=`` for ``+=`` (seeds 27 and 194 did, with an element-wise tolerance)."""
+    for seed in (27, 121, 194, 313):
+        rows = run({"square_twice": ("numpy", _square_twice)}, dtype=dtype, seed=seed)
+        assert not [r.tensor for r in rows if "contract" in r.tensor]
+
 @pytest.mark.parametrize("cases, message", [
     ({"scale": ("nunpy", _scale_case())}, "case 'scale': unknown backend 'nunpy'"),
     ({"scale": _scale_case()}, "case 'scale' must be a (backend, build) pair"),

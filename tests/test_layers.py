@@ -252,6 +252,9 @@ def test_replacing_a_layer_replaces_its_parameters_too():
         seq[1] = "relu"
     with pytest.raises(IndexError):
         seq[3] = ReLU()
+    with pytest.raises(InputTypeError, match="one layer at a time"):
+        seq[0:1] = Dense(3, 4)
+    assert len(seq) == 3 and [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
     with pytest.raises(TypeError):                # not a second list that could drift apart
         seq.layers[0] = new
 

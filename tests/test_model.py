@@ -336,6 +336,10 @@ def test_images_not_divided_by_255_are_refused_by_every_call_that_takes_images(c
     with pytest.raises(InputError, match=rf"{name} must lie in \[0, 1\].*divide by 255"):
         calls[call](pixels)
     calls[call](pixels / 255)                                     # as asked: fine
+    over = pixels / 255
+    over[:, 0] = 1.01
+    with pytest.raises(InputError, match=r", 1\.01\]$"):            # slightly over 1: no advice to divide
+        calls[call](over)
 
 
 def test_codes_are_any_real_numbers():

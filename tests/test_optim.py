@@ -333,6 +333,10 @@ def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
     assert opt.hyper() == dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
     with pytest.raises(InputTypeError, match="got 6 positional"):
         opt.set_hyper(0.01, (0.9, 0.99), 1e-8, 0.0, 1, 2)
+    with pytest.raises(InputTypeError, match=r"betas must be a pair"):   # a lone number is a slip, not the old order
+        opt.set_hyper(0.01, 0.9, 1e-8, 0.0)
+    with pytest.raises(InputTypeError, match=r"betas must be a pair"):
+        Adam(_params(), betas=0.9, weight_decay=0.01)
 
 
 @pytest.mark.parametrize("make", [Adam, SGD])

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from npvae import SGD, VAE, Adam, evaluate_elbo
+from npvae import SGD, VAE, Adam, Module, evaluate_elbo
 from npvae.checkpoint import load_checkpoint
 from npvae.data import load_idx_split
 from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
@@ -610,13 +610,58 @@ def test_a_model_whose_test_loss_overflows_diverges_though_its_steps_were_finite
     assert [str(w.message) for w in caught] == []
 
 
-def test_numpy_still_warns_in_your_own_loop():
+class _Warns(Module):
+    """A layer of the user's own, identity forward; its backward warns (and, with
+    ``blow_up``, divides by zero, so the next step's loss is NaN)."""
+
+    def __init__(self, blow_up):
+        super().__init__()
+        self.blow_up = blow_up
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        zero = np.zeros(1, grad_out.dtype)
+        if self.blow_up:
+            return grad_out / zero                       # divide by zero: inf gradients
+        np.log(zero)                                     # a warning, nothing more
+        return grad_out
+
+
+def _with_layer(layer):
     model = small()
-    x = np.full((4, model.input_dim), 0.5, np.float32)
-    model.encoder[0].bias.data[:] = 1e30          # overflows on the way to the loss
-    with pytest.warns(RuntimeWarning):
-        model.loss(x)
-    assert np.geterr()["over"] == "warn"            # fit's silence stays inside fit
+    model.encoder[1] = layer                             # where the ReLU was: the reference runs it
+    return model
+
+
+def test_the_divergence_error_quotes_the_warnings_with_where_they_arose(sample):
+    images, _ = sample
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        with pytest.raises(DivergenceError, match=r"epoch 1, step 2 of .*check the data\. Warned on the way: "
+                                                  r"divide by zero encountered in divide \(tests/test_train\.py:\d+\)"):
+            fit(_with_layer(_Warns(blow_up=True)), images[:256], epochs=1, batch_size=64, rng=0, progress=False,
+                backend="numpy")
+    assert caught == []                                  # said once, in the error
+
+
+def test_warnings_of_a_run_that_goes_on_are_shown_as_python_shows_them(sample):
+    images, _ = sample
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")                 # once per place
+        fit(_with_layer(_Warns(blow_up=False)), images[:256], epochs=2, batch_size=64, rng=0, progress=False,
+            backend="numpy")
+    assert [(w.category, os.path.basename(w.filename)) for w in caught] == [(RuntimeWarning, "test_train.py")]
+    with pytest.warns(RuntimeWarning):                   # the warnings machinery is the caller's again
+        np.log(np.zeros(1))
+
+
+def test_numpy_set_to_raise_still_raises_at_the_line(sample):
+    images, _ = sample
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        fit(_with_layer(_Warns(blow_up=True)), images[:128], epochs=1, batch_size=64, rng=0, progress=False,
+            backend="numpy")
 
 
 def test_fit_freezes_the_gc_only_while_it_runs():
