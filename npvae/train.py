@@ -36,7 +36,6 @@ import os
 import signal
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -283,47 +282,6 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
         raise InputTypeError(f"fit(backend='numba'): {e}") from None
 
 
-class _WarningsHeld:
-    """The warnings of fit's steps and evaluations, held back while they run.
-
-    NumPy's overflow warnings on the way to a NaN would only be printed just before the
-    DivergenceError that says the same; that error quotes them instead, with where they
-    arose (npvae's line, or a layer of your own). If training goes on, they are given back
-    once it has, each once per fit (Python's default shows one once per place). Filters
-    you set still apply: an "error" filter raises at the warning's line, as without fit.
-    """
-
-    def __init__(self):
-        self.held, self.shown = [], set()
-
-    @contextlib.contextmanager
-    def __call__(self):
-        diverged = False
-        try:
-            with warnings.catch_warnings(record=True) as self.held:
-                yield
-        except DivergenceError:
-            diverged = True             # its message quoted them
-            raise
-        finally:
-            if not diverged:
-                for w in self.held:
-                    place = (w.category, str(w.message), w.filename, w.lineno)
-                    if place not in self.shown:
-                        self.shown.add(place)
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            self.held = []
-
-    def quoted(self):
-        """The held warnings for a DivergenceError's message: ``" Warned on the way: ..."`` or ''."""
-        if not self.held:
-            return ""
-        where = lambda w: os.path.join(*Path(w.filename).parts[-2:])     # noqa: E731
-        said = [f"{w.message} ({where(w)}:{w.lineno})" for w in self.held[:3]]
-        more = f" and {len(self.held) - 3} more" if len(self.held) > 3 else ""
-        return " Warned on the way: " + "; ".join(said) + more + "."
-
-
 def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=1e-3,
         beta=1.0, warmup=0, rng=None, binarize=False, checkpoint=None, resume=None, progress=True,
         eval_seed=0, callback=None, metrics_path=None, backend=None, retire_dead_units=True):
@@ -406,9 +364,6 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         applied and the last checkpoint is left as it was. Also when the test loss
         after an epoch is NaN or inf (finite parameters whose codes overflow): that
         epoch's checkpoint is not written, and the model is left as the epoch made it.
-        The warnings given on the way (NumPy's overflows) are quoted in it, with where
-        they arose, rather than printed before it; when training goes on they are
-        shown after each epoch's steps, as Python would have shown them.
     TrainingInterrupted
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint.
     """
@@ -466,8 +421,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 training.begin_epoch(resumed=first > 0)
                 mid_epoch = True          # the steps' state is the trainer's until end_epoch
                 setup = time.perf_counter() - started
-                with run.warned():
-                    sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
+                sums, beta_t = run.train_epoch(epoch, first, partial if first else None)
                 steps_done = time.perf_counter()
                 training.end_epoch()     # every image seen: retire what never fired; the model holds it all
                 mid_epoch = False
@@ -476,10 +430,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
-                    with _images_warned_about(), run.warned():
+                    with _images_warned_about():
                         test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
                                              beta=beta, binarize=binarize, backend=backend, check_finite=False)
-                        _check_test_loss(test, epoch, run.last_saved, opt, beta, run.warned.quoted())
+                    _check_test_loss(test, epoch, run.last_saved, opt, beta)
                 record = dict(epoch=epoch, steps=epoch * steps,
                               train_loss=sums["loss"] / n_train, train_recon=sums["recon"] / n_train,
                               train_kl=sums["kl"] / n_train,
@@ -553,7 +507,6 @@ class _Run:
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
         self.history, self.show = history, show
         self.flag = StopFlag()
-        self.warned = _WarningsHeld()
         self.last_saved = None
         self.epoch_start = None
 
@@ -583,7 +536,7 @@ class _Run:
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
                     f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
-                    f"{_advice(self.opt, beta_t)}{self.warned.quoted()}")
+                    f"{_advice(self.opt, beta_t)}")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n
@@ -631,17 +584,17 @@ def _advice(opt, beta):
     lr = getattr(opt, "lr", None)
     than = f" than lr={lr:g}" if isinstance(lr, numbers.Real) else ""
     weight = f", a smaller KL weight than beta={beta:g}" if beta > 1 else ""
-    return f"Try a smaller learning rate{than}{weight}, or check the data."
+    return f"Try a smaller learning rate{than}{weight}, or check the data"
 
 
-def _check_test_loss(test, epoch, last_saved, opt, beta, warned=""):
+def _check_test_loss(test, epoch, last_saved, opt, beta):
     """Finite parameters can still make codes that overflow (a huge log-variance): the test
     loss tells, and such a model is no model to save or go on from."""
     if test is not None and not math.isfinite(test.total):
         kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""
         raise DivergenceError(f"training diverged in epoch {epoch}: the test loss after it is {test.total} "
                               f"(recon {test.recon}, KL {test.kl}), though every training step's loss was "
-                              f"finite{kept}. {_advice(opt, beta)}{warned}")
+                              f"finite{kept}. {_advice(opt, beta)}")
 
 
 def _check_finite(model, epoch, last_saved, after_callback=False):

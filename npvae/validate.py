@@ -205,8 +205,9 @@ def check_images(images, name, input_dim, stacklevel=3):
             raise InputError(f"{name} contains NaN or inf (first at row {row}, column {col})")
         lo, hi = images.min(), images.max()
         if lo < 0 or hi > 1:
+            hint = "; for 0..255 pixels pass uint8 or divide by 255" if lo >= 0 and 2 < hi <= 255 else ""
             raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
-                             f"[{lo:.4g}, {hi:.4g}]; for 0..255 pixels pass uint8 or divide by 255")
+                             f"[{lo:.4g}, {hi:.4g}]{hint}")
     return images
 
 

@@ -292,3 +292,12 @@ def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
             iw_nll(model, images, k=3, backend=backend)
         assert not np.isfinite(evaluate_elbo(model, images, backend=backend, check_finite=False).total)
         assert not np.isfinite(iw_nll(model, images, k=3, backend=backend, check_finite=False))
+
+
+def test_the_divide_by_255_hint_comes_only_for_what_looks_like_pixels():
+    model = VAE(12, 8, 2, rng=0)
+    images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
+    with pytest.raises(InputError, match=r"got values in \[.*\]; for 0\.\.255 pixels pass uint8 or divide by 255"):
+        evaluate_elbo(model, images * 255)
+    with pytest.raises(InputError, match=r"got values in \[[0-9.]+, 1\.[0-9]+\]$"):
+        evaluate_elbo(model, images * 1.5)

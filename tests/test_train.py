@@ -584,30 +584,28 @@ def test_nan_weight_raises_divergence_and_keeps_checkpoint(sample, tmp_path, bac
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_huge_learning_rate_diverges_with_one_clear_error(sample, tmp_path, backend):
+def test_huge_learning_rate_diverges(sample, tmp_path, backend):
     images, _ = sample
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(DivergenceError, match=r"epoch 1, step \d+ of 13.*not applied"):
             fit(small(), images[:800], epochs=2, batch_size=64, lr=1e6, rng=0, progress=False,
                 checkpoint=tmp_path / "c.npz", backend=backend)
     assert not (tmp_path / "c.npz").exists()              # nothing diverged was ever written
-    assert [str(w.message) for w in caught] == []         # no NumPy overflow warnings before it
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_model_whose_test_loss_overflows_diverges_though_its_steps_were_finite(sample, tmp_path, backend):
     images, _ = sample      # lr=10 on the tutorial model: finite steps, then codes whose variance is inf
     history = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(DivergenceError, match=r"epoch 1: the test loss after it is (nan|inf) .*though every "
                                                   r"training step's loss was finite.*smaller learning rate than lr=10"):
             fit(VAE(784, 400, 20, rng=0), images[:500], images[800:], epochs=2, lr=10, rng=4, progress=False,
                 checkpoint=tmp_path / "c.npz", callback=lambda record, model: history.append(record),
                 backend=backend)
     assert history == [] and not (tmp_path / "c.npz").exists()      # no record, no checkpoint of it
-    assert [str(w.message) for w in caught] == []
 
 
 class _Warns(Module):
@@ -635,26 +633,14 @@ def _with_layer(layer):
     return model
 
 
-def test_the_divergence_error_quotes_the_warnings_with_where_they_arose(sample):
-    images, _ = sample
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        with pytest.raises(DivergenceError, match=r"epoch 1, step 2 of .*check the data\. Warned on the way: "
-                                                  r"divide by zero encountered in divide \(tests/test_train\.py:\d+\)"):
-            fit(_with_layer(_Warns(blow_up=True)), images[:256], epochs=1, batch_size=64, rng=0, progress=False,
-                backend="numpy")
-    assert caught == []                                  # said once, in the error
-
-
-def test_warnings_of_a_run_that_goes_on_are_shown_as_python_shows_them(sample):
+def test_warnings_from_inside_fit_are_shown_as_python_shows_them(sample):
+    """Nothing of fit's own stands between a layer's warning and the user's filters."""
     images, _ = sample
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")                 # once per place
         fit(_with_layer(_Warns(blow_up=False)), images[:256], epochs=2, batch_size=64, rng=0, progress=False,
             backend="numpy")
     assert [(w.category, os.path.basename(w.filename)) for w in caught] == [(RuntimeWarning, "test_train.py")]
-    with pytest.warns(RuntimeWarning):                   # the warnings machinery is the caller's again
-        np.log(np.zeros(1))
 
 
 def test_numpy_set_to_raise_still_raises_at_the_line(sample):
