@@ -254,7 +254,8 @@ sgd_momentum = _constant_gradient(lambda p: SGD([p], lr=1e-2, momentum=0.9),
 
 def _sgd_weight_decay_step(t, g, theta0, lr=0.1, w=0.5):
     r"""SGD with weight decay :math:`w` (no momentum) moves :math:`\mathrm{lr}(g + w\,\theta_{t-1})`,
-    where :math:`\theta_{t-1} = a^{t-1} \theta_0 - \mathrm{lr}\, g\, (1 - a^{t-1}) / (1 - a)`, :math:`a = 1 - \mathrm{lr}\, w`."""
+    where :math:`\theta_{t-1} = a^{t-1} \theta_0 - \mathrm{lr}\, g\, (1 - a^{t-1}) / (1 - a)`
+    and :math:`a = 1 - \mathrm{lr}\, w`."""
     a = 1 - lr * w
     theta = a ** (t - 1) * theta0 - lr * g * (1 - a ** (t - 1)) / (1 - a)
     return lr * (g + w * theta)

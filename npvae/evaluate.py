@@ -201,11 +201,16 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     recon, kl_mean = recon_sum / len(images), kl_sum / len(images)
     parts = LossParts(recon + beta * kl_mean, recon, kl_mean)
     if check_finite and not np.isfinite(parts.total):
-        raise DivergenceError(f"evaluate_elbo: the loss on these images is {parts.total} (recon {recon}, KL "
-                              f"{kl_mean}) though the model's parameters are finite: its codes or its "
-                              f"reconstructions overflow, as in a model that diverged in training. Load a "
-                              f"good checkpoint, or pass check_finite=False to get the value")
+        raise _diverged(f"evaluate_elbo: the loss on these images is {parts.total} (recon {recon}, "
+                        f"KL {kl_mean})")
     return parts
+
+
+def _diverged(what):
+    """The DivergenceError of an evaluation whose result is NaN or inf from finite parameters."""
+    return DivergenceError(f"{what} though the model's parameters are finite: its codes or its reconstructions "
+                           f"overflow, as in a model that diverged in training. Load a good checkpoint, or pass "
+                           f"check_finite=False to get the value")
 
 
 def _check_chunk_memory(model, k, chunk_rows, n):
@@ -300,10 +305,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         start += n
         if progress is not None:
             progress(start, len(images))
-    bad = np.flatnonzero(~np.isfinite(out))
-    if check_finite and len(bad):
-        raise DivergenceError(f"iw_nll: the estimate for image {bad[0]} is {out[bad[0]]} ({len(bad)} of "
-                              f"{len(out)} images are NaN or inf) though the model's parameters are finite: "
-                              f"its codes or its reconstructions overflow, as in a model that diverged in "
-                              f"training. Load a good checkpoint, or pass check_finite=False to get the values")
+    if check_finite and not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out))
+        raise _diverged(f"iw_nll: the estimate for image {bad[0]} is {out[bad[0]]} ({len(bad)} of {len(out)} "
+                        f"images are NaN or inf)")
     return out if per_image else float(out.mean())

@@ -110,7 +110,8 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
                  dpi=100):
     """A grid of images, e.g. decoded from ``z ~ N(0, I)``: ``nrows`` x ``ncols`` (default: the
     squarest grid that holds them, 8 x 8 for 64)."""
-    n = len(_as_images(images, image_shape))
+    images = _as_images(images, image_shape)      # (N, H, W), once
+    n = len(images)
     if n == 0:
         raise InputError("images is empty: nothing to plot")
     nrows = None if nrows is None else check_positive_int(nrows, "nrows")
@@ -120,7 +121,7 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
     if nrows is None:
         nrows = math.ceil(n / ncols)
     fig = new_figure(0.8 * ncols + 0.4, 0.8 * nrows + 0.8)
-    _show(fig.subplots(), tile_images(images, nrows, ncols, image_shape), title)
+    _show(fig.subplots(), tile_images(images, nrows, ncols), title)
     return _finish(fig, path, dpi)
 
 

@@ -116,11 +116,17 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
-    if unit_interval and (x.min() < 0 or x.max() > 1):
-        hint = "; for 0..255 pixels divide by 255" if x.min() >= 0 and 2 < x.max() <= 255 else ""
-        raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), "
-                         f"got values in [{x.min():.4g}, {x.max():.4g}]{hint}")
+    if unit_interval:
+        _check_unit_interval(x, name, "divide by 255")
     return x
+
+
+def _check_unit_interval(x, name, fix):
+    """Values in [0, 1], else an InputError; ``fix`` is the advice for what look like 0..255 pixels."""
+    lo, hi = x.min(), x.max()
+    if lo < 0 or hi > 1:
+        hint = f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else ""
+        raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
 
 def _refuse_masked(x, name):
@@ -203,11 +209,7 @@ def check_images(images, name, input_dim, stacklevel=3):
         if not finite.all():
             row, col = np.argwhere(~finite)[0]
             raise InputError(f"{name} contains NaN or inf (first at row {row}, column {col})")
-        lo, hi = images.min(), images.max()
-        if lo < 0 or hi > 1:
-            hint = "; for 0..255 pixels pass uint8 or divide by 255" if lo >= 0 and 2 < hi <= 255 else ""
-            raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
-                             f"[{lo:.4g}, {hi:.4g}]{hint}")
+        _check_unit_interval(images, name, "pass uint8 or divide by 255")
     return images
 
 
