@@ -264,6 +264,9 @@ def load_data(s):
         suggest_test_split(e, s)
         raise
     if s["dataset"] == "mnist-test-split":
+        if len(images) <= MIN_HELD_OUT:         # no --split could do
+            raise DataFileError(f"{source} holds {len(images)} images; the split needs at least "
+                                f"{MIN_HELD_OUT + 1}: one to train on and {MIN_HELD_OUT} held out")
         held = len(images) - s["split"]
         if held < MIN_HELD_OUT:
             raise InputError(f"--split {s['split']} leaves {max(held, 0)} of the {len(images):,} images held "

@@ -17,7 +17,7 @@ import tempfile
 
 from .errors import InputError, NpvaeError
 
-__all__ = ["atomic_write", "append_line", "sweep_temporary_files", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "append_line", "sweep_temporary_files", "default_file_mode", "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
@@ -57,7 +57,7 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode(target))  # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp, default_file_mode(target))  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, target)
     except OSError as e:
         _remove(tmp)
@@ -74,8 +74,11 @@ def _remove(path):
         os.remove(path)
 
 
-def _default_mode(path):
-    """An existing file's mode, else 0666 less the umask (what open() would give)."""
+def default_file_mode(path):
+    """An existing file's mode, else 0666 less the umask (what open() would give).
+
+    For a file made with :func:`tempfile.mkstemp` (mode 0600) before it is renamed into place.
+    """
     try:
         return os.stat(path).st_mode & 0o777
     except FileNotFoundError:

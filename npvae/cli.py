@@ -29,9 +29,9 @@ import warnings
 
 from . import signals
 from .atomic import TEMP_SUFFIX
-from .data.datasets import ENV_VAR, cache_dir, search_report
-from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, InputError, InputTypeError,
-                     NpvaeError, RunFolderInUseError, StateDictError)
+from .data.datasets import ENV_VAR, cache_dir, cache_unwritable, search_report
+from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DownloadError, InputError,
+                     InputTypeError, NpvaeError, RunFolderInUseError, StateDictError)
 from .footprint import format_bytes
 from .train import TrainingInterrupted
 
@@ -150,8 +150,13 @@ def _data_not_found(e):
         return "\n".join(lines)
     if not os.environ.get(ENV_VAR):
         lines.append(f"  (${ENV_VAR} is not set.)")
-    if e.download_error is not None:
+    if isinstance(e.download_error, DownloadError):
         lines.append("Downloading them failed: " + str(e.download_error).replace("\n", "\n  "))
+    elif e.download_error is not None:
+        lines.append(cache_unwritable(e.dataset, e.download_error))
+        lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; or set "
+                     f"XDG_CACHE_HOME to a folder you can write, and they are downloaded there when online.")
+        return "\n".join(lines)
     lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; with neither, they are "
                  f"downloaded into {cache_dir(e.dataset)} when online.")
     return "\n".join(lines)

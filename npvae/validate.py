@@ -117,12 +117,13 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         bad = np.argwhere(~np.isfinite(x))[0]
         raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
     if unit_interval:
-        _check_unit_interval(x, name, "divide by 255")
+        check_unit_interval(x, name, "divide by 255")
     return x
 
 
-def _check_unit_interval(x, name, fix):
-    """Values in [0, 1], else an InputError; ``fix`` is the advice for what look like 0..255 pixels."""
+def check_unit_interval(x, name, fix):
+    """Values in [0, 1], else an InputError; ``fix`` is the advice for what look like 0..255 pixels.
+    ``x`` must be finite (a NaN passes this check: check finiteness first)."""
     lo, hi = x.min(), x.max()
     if lo < 0 or hi > 1:
         hint = f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else ""
@@ -209,8 +210,23 @@ def check_images(images, name, input_dim, stacklevel=3):
         if not finite.all():
             row, col = np.argwhere(~finite)[0]
             raise InputError(f"{name} contains NaN or inf (first at row {row}, column {col})")
-        _check_unit_interval(images, name, "pass uint8 or divide by 255")
+        check_unit_interval(images, name, "pass uint8 or divide by 255")
     return images
+
+
+def check_folder_path(folder, name):
+    """A folder path (str or os.PathLike, ``~`` expanded) as a str; an npvae error for anything
+    that is not a path. Whether the folder exists is left to the caller."""
+    try:
+        folder = os.fspath(folder)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a folder path (str or os.PathLike), "
+                             f"got {type(folder).__name__}") from None
+    if isinstance(folder, bytes):
+        folder = os.fsdecode(folder)
+    if not folder or "\0" in folder:
+        raise InputError(f"{name} must name a folder, got {folder!r}")
+    return os.path.expanduser(folder)
 
 
 def check_file_path(path, name):
@@ -223,6 +239,8 @@ def check_file_path(path, name):
         raise InputTypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if "\0" in path:
+        raise InputError(f"{name} must be a file path, got {path!r}, which holds a NUL character")
     if path.endswith((os.sep, "/")):
         raise InputError(f"{name} must be a file path, got {path!r}, which names a folder (it ends with a slash)")
     if not path or os.path.isdir(path):

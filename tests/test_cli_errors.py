@@ -130,6 +130,8 @@ def bad_data(folder, sample, case):
         with open(images_file, "wb") as f:
             f.write(data[:len(data) // 2])
         return path
+    if case == "10 images":
+        return sample_copy(folder, images=images[:10], labels=labels[:10])
     if case == "no files":
         os.makedirs(folder)
         return str(folder)
@@ -156,6 +158,7 @@ def unreadable(folder, name):
     ("fewer labels than images", "holds 1000 images but", True),
     ("truncated gzip", "gzip stream ends early (file truncated?)", True),
     ("no files", "cannot find the mnist files t10k-images-idx3-ubyte[.gz]", False),
+    ("10 images", "holds 10 images; the split needs at least 11: one to train on and 10 held out", True),
     pytest.param("unreadable images", "t10k-images-idx3-ubyte.gz cannot be read: Input/output error", True,
                  marks=needs_proc_mem),
 ])

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import struct
+import threading
 import time
 import tracemalloc
 
@@ -119,6 +120,35 @@ def test_missing_file_is_file_not_found(tmp_path):
         read_idx(tmp_path / "nope")
 
 
+def test_a_path_with_a_nul_is_refused_as_input():
+    with pytest.raises(InputError, match="NUL"):
+        read_idx("a\0b")
+
+
+def _unblock_after(fifo, seconds):
+    """A thread that, if someone is still waiting to read ``fifo`` after ``seconds``, opens and
+    closes its writing end: a regression then fails the test instead of hanging the suite."""
+    def unblock():
+        deadline = time.monotonic() + seconds + 5
+        time.sleep(seconds)
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:          # no reader (the test is done): nothing to unblock
+                time.sleep(0.1)
+    threading.Thread(target=unblock, daemon=True).start()
+
+
+@pytest.mark.parametrize("read", [read_idx, read_idx_header])
+def test_a_pipe_is_refused_not_waited_on(tmp_path, read):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    _unblock_after(fifo, 5)
+    with pytest.raises(DataFileError, match="not a regular file"):
+        read(fifo)           # (opening a pipe nobody writes to would wait forever)
+
+
 GOOD = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3)
 
 MALFORMED = {
@@ -132,6 +162,8 @@ MALFORMED = {
     "fewer data bytes": (idx_bytes(GOOD)[:-1], "truncated"),
     "more dims than data": (idx_bytes(GOOD, dims=(3, 4, 3)), "36 data bytes"),
     "trailing bytes": (idx_bytes(GOOD) + b"\x00", "trailing"),
+    "a 0 beside huge dims": (bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2 ** 32 - 1, 2 ** 32 - 1),
+                             "no array can have"),
 }
 
 
@@ -372,6 +404,76 @@ def test_offline_error_message(tmp_path, monkeypatch):
     assert isinstance(info.value, FileNotFoundError)
 
 
+def _report_for(folder):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist", data_dir=folder)
+    return str(info.value)
+
+
+def test_the_search_report_says_what_stands_where_a_file_should_be(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "t10k-images-idx3-ubyte.gz").mkdir()
+    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(tmp_path / "nowhere")
+    msg = _report_for(folder)
+    assert "t10k-images-idx3-ubyte.gz is a folder" in msg
+    assert "t10k-labels-idx1-ubyte.gz is a link to nothing" in msg
+
+
+def test_the_search_report_says_why_a_folder_cannot_be_searched(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert "cannot look into it: Too many levels of symbolic links" in _report_for(loop)
+    (tmp_path / "file").write_text("")
+    assert "(data_dir): not a folder" in _report_for(tmp_path / "file")
+    assert "(data_dir): folder does not exist" in _report_for(tmp_path / "absent")
+    (tmp_path / "dangling").symlink_to(tmp_path / "absent")
+    assert "(data_dir): a link to nothing" in _report_for(tmp_path / "dangling")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_the_search_report_says_a_folder_cannot_be_read(tmp_path):
+    folder = tmp_path / "locked"
+    make_split(folder, 3, "t10k", rows=28, cols=28)
+    folder.chmod(0)
+    try:
+        assert "(data_dir): cannot look into it: permission denied" in _report_for(folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_data_dir_and_the_environment_variable_expand_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_split(tmp_path / "data", 3, "t10k", rows=28, cols=28)
+    assert len(load_split("mnist", data_dir="~/data")[0]) == 3
+    monkeypatch.setenv("NPVAE_DATA_DIR", "~/data")
+    assert len(load_split("mnist", download=False)[0]) == 3
+
+
+def test_a_broken_file_in_the_cache_says_how_to_replace_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    folder = tmp_path / "xdg" / "npvae" / "mnist"
+    make_split(folder, 3, "t10k", rows=28, cols=28)
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataFileError) as info:
+        load_split("mnist", download=False)
+    assert any("download cache" in n and "delete it" in n for n in info.value.__notes__)
+
+
+def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile"))
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist")
+    msg = str(info.value)
+    assert "cannot write into the cache folder" in msg and "XDG_CACHE_HOME" in msg
+    assert "online" not in msg
+
+
 def test_load_split_needs_only_its_two_files(tmp_path, monkeypatch):
     imgs, _ = make_split(tmp_path / "mnist", 9, "t10k", rows=28, cols=28)
     x, y = load_split("mnist", "t10k", data_dir=tmp_path, download=False)
@@ -424,6 +526,15 @@ def test_binarize():
         binarize(x, 5)
     with pytest.raises(InputTypeError, match="float"):
         binarize(np.zeros(3, np.uint8), rng)
+
+
+@pytest.mark.parametrize("bad, match", [(np.nan, r"nan at index \(0, 1\)"), (np.inf, "inf"),
+                                        (1.5, r"\[0, 1\]"), (-0.1, r"\[0, 1\]"),
+                                        (200.0, "to_float")])
+def test_binarize_refuses_what_is_not_a_probability(bad, match):
+    x = np.array([[0.2, bad, 0.5]])
+    with pytest.raises(InputError, match=match):
+        binarize(x, np.random.default_rng(0))
 
 
 def test_iterate_minibatches_covers_every_row_once():
@@ -488,6 +599,8 @@ def test_split():
         split(images, labels[:9], 5)
     with pytest.raises(InputTypeError, match="n_train"):
         split(images, labels, 8.0)
+    with pytest.raises(InputError, match="images must be an array of rows"):
+        split(np.array(5), np.array(5), 0)
 
 
 # ----------------------------------------------------------------------------- real data

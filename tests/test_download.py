@@ -21,7 +21,7 @@ import pytest
 
 from npvae.data import download
 from npvae.data import SYSTEM_DIRS, download_dataset, download_file, load_dataset, load_idx_folder
-from npvae.errors import DatasetNotFoundError, DownloadError, InputError
+from npvae.errors import DatasetNotFoundError, DownloadError, InputError, InputTypeError
 
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -225,3 +225,48 @@ def test_progress_line_on_a_terminal(tmp_path, server, monkeypatch):
     download_file(server.url + "/good/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
     out = fake.getvalue()
     assert out.startswith("\rdownloading i.gz [") and "100%" in out and "MB/s" in out and out.endswith("\n")
+
+
+def test_a_downloaded_file_gets_the_usual_mode_not_0600(tmp_path, server):
+    old = os.umask(0o022)
+    try:
+        download_dataset("mnist", tmp_path, files=["t10k-labels-idx1-ubyte.gz"],
+                         mirrors=[server.url + "/good/"], checksums=MD5S, progress=False)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "t10k-labels-idx1-ubyte.gz").st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"mirrors": "http://x/"}, InputTypeError, r"mirrors must be a list of base URLs, got str .*write \["),
+    ({"files": "t10k-labels-idx1-ubyte.gz"}, InputTypeError, "files must be a list of file names"),
+    ({"files": ["../escaped.gz"]}, InputError, "plain file names"),
+    ({"checksums": {"a.gz": b"0" * 32}}, InputTypeError, r"checksums\['a.gz'\] must be a hex MD5"),
+    ({"timeout": -1}, InputError, "timeout must be a finite number > 0"),
+    ({"timeout": "abc"}, InputTypeError, "timeout must be a number"),
+])
+def test_download_dataset_refuses_bad_arguments_before_any_request(tmp_path, server, kwargs, error, match):
+    kwargs = {"mirrors": [server.url + "/good/"], "checksums": MD5S, **kwargs}
+    with pytest.raises(error, match=match):
+        download_dataset("mnist", tmp_path / "d", progress=False, **kwargs)
+    assert server.hits == {} and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"dest": None}, InputTypeError, "dest must be the file path"),
+    ({"md5": b"0" * 32}, InputTypeError, "md5 must be a hex MD5 digest"),
+    ({"md5": "xyz"}, InputError, "32 hex digits"),
+    ({"timeout": 0}, InputError, "timeout"),
+    ({"url": None}, InputTypeError, "url must be a URL string"),
+])
+def test_download_file_refuses_bad_arguments(tmp_path, server, kwargs, error, match):
+    kwargs = {"url": server.url + "/good/t10k-labels-idx1-ubyte.gz", "dest": tmp_path / "f.gz", **kwargs}
+    with pytest.raises(error, match=match):
+        download_file(**kwargs)
+    assert server.hits == {}
+
+
+def test_an_upper_case_md5_is_accepted(tmp_path, server):
+    name = "t10k-labels-idx1-ubyte.gz"
+    download_file(f"{server.url}/good/{name}", tmp_path / name, md5=MD5S[name].upper())
+    assert (tmp_path / name).read_bytes() == FILES[name]

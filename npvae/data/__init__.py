@@ -44,7 +44,7 @@ labels of each batch as well.
 import numpy as np
 
 from ..errors import InputError, InputTypeError
-from ..validate import check_bool, check_dtype, check_non_negative_int, check_positive_int
+from ..validate import check_bool, check_dtype, check_non_negative_int, check_positive_int, check_unit_interval
 from .datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                        canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
                        locate, search_path, search_report)
@@ -85,7 +85,8 @@ def to_float(batch, dtype=np.float32, out=None):
         ``out`` if given, else a new array.
     """
     if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8:
-        got = f"dtype {batch.dtype}" if isinstance(batch, np.ndarray) else type(batch).__name__
+        got = (f"dtype {batch.dtype}" if isinstance(batch, np.ndarray) else
+               f"a numpy scalar {batch!r}" if isinstance(batch, np.generic) else type(batch).__name__)
         raise InputTypeError(f"batch must be a uint8 numpy array (raw pixels 0..255), got {got}")
     if out is None:
         out = np.empty(batch.shape, dtype=check_dtype(dtype))
@@ -111,7 +112,8 @@ def binarize(x, rng):
     Parameters
     ----------
     x : numpy.ndarray
-        Floats in [0, 1] (values outside are clipped in effect).
+        Floats in [0, 1]: the probabilities of a 1. NaN, inf or values outside
+        [0, 1] raise an InputError.
     rng : numpy.random.Generator
         Source of randomness; pass the training loop's generator so runs
         are reproducible.
@@ -125,6 +127,11 @@ def binarize(x, rng):
         got = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise InputTypeError(f"x must be a float numpy array in [0, 1] (see to_float), got {got}")
     _check_generator(rng)
+    if not np.isfinite(x).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise InputError(f"x must be probabilities in [0, 1], got {x[bad]} at index {bad}")
+    if x.size:
+        check_unit_interval(x, "x", "use to_float")
     # Generator.random only makes float32 and float64.
     draw_dtype = np.float32 if x.dtype == np.float32 else np.float64
     u = rng.random(x.shape, dtype=draw_dtype)
@@ -206,6 +213,8 @@ def split(images, labels, n_train):
     for arg, value in (("images", images), ("labels", labels)):
         if not isinstance(value, np.ndarray):
             raise InputTypeError(f"{arg} must be a numpy array, got {type(value).__name__}")
+        if value.ndim == 0:
+            raise InputError(f"{arg} must be an array of rows (at least 1-D), got a 0-d array")
     if len(images) != len(labels):
         raise InputError(f"images and labels must have the same length, got {len(images)} images "
                          f"and {len(labels)} labels")

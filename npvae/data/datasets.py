@@ -22,11 +22,13 @@ A folder counts only if it holds all the files asked for. If none does and
 lists what is missing, every place looked in, and where to put the files.
 """
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
+from ..validate import check_folder_path
 from .download import download_dataset
 from .idx import read_idx_header, read_images, read_labels
 from .known import check_identity
@@ -134,30 +136,16 @@ def search_path(name, data_dir=None):
     """
     name = canonical_name(name)
     if data_dir is not None:
-        data_dir = _check_folder(data_dir, "data_dir")
+        data_dir = check_folder_path(data_dir, "data_dir")
         return [(os.path.join(data_dir, name), f"data_dir/{name}"), (data_dir, "data_dir")]
     places = []
-    env = os.environ.get(ENV_VAR, "")
+    env = os.path.expanduser(os.environ.get(ENV_VAR, ""))
     if env:
         places.append((os.path.join(env, name), f"${ENV_VAR}/{name}"))
         places.append((env, f"${ENV_VAR}"))
     places.append((cache_dir(name), "user cache"))
     places.extend((folder, "system folder") for folder in SYSTEM_DIRS.get(name, ()))
     return places
-
-
-def _check_folder(folder, name):
-    """``folder`` as a str path; an npvae error for anything that is not a path."""
-    try:
-        folder = os.fspath(folder)
-    except TypeError:
-        raise InputTypeError(f"{name} must be a folder path (str or os.PathLike), "
-                             f"got {type(folder).__name__}") from None
-    if isinstance(folder, bytes):
-        folder = os.fsdecode(folder)
-    if not folder or "\0" in folder:
-        raise InputError(f"{name} must name a folder, got {folder!r}")
-    return folder
 
 
 def _check_flag(value, name):
@@ -177,6 +165,40 @@ def _find(folder, stem):
 
 def _missing(folder, stems):
     return [s for s in stems if _find(folder, s) is None]
+
+
+def _folder_problem(folder):
+    """Why ``folder`` cannot be searched (what the system said), or None if it can."""
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return "a link to nothing" if os.path.islink(folder) else "folder does not exist"
+    except OSError as e:            # permission denied on a parent, a link loop, a name too long
+        return f"cannot look into it: {e.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "cannot look into it: permission denied"
+    return None
+
+
+def _what_is_there(path):
+    """For a name that is not a readable file: what is there instead, or None if nothing."""
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path) and not os.path.exists(path):
+        return "a link to nothing"
+    return "a folder" if os.path.isdir(path) else "not a regular file"
+
+
+def _missing_report(folder, stems):
+    """``missing A[.gz], B[.gz]``, saying what stands in a file's place where something does."""
+    parts = []
+    for stem in _missing(folder, stems):
+        found = [f"{file} is {what}" for file in (stem + ".gz", stem)
+                 if (what := _what_is_there(os.path.join(folder, file)))]
+        parts.append(stem + "[.gz]" + (f" ({'; '.join(found)})" if found else ""))
+    return "missing " + ", ".join(parts)
 
 
 def _split_files(split):
@@ -215,12 +237,12 @@ def load_idx_split(folder, split):
         If a file is malformed, or the image and label counts differ (the
         message names both files).
     """
-    folder = _check_folder(folder, "folder")
+    folder = check_folder_path(folder, "folder")
     img_stem, lab_stem = _split_files(split)
     missing = _missing(folder, (img_stem, lab_stem))
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            f"{folder}: {_folder_problem(folder) or _missing_report(folder, missing)}", files=missing,
             places=[(folder, "folder")])
     img_path, lab_path = _find(folder, img_stem), _find(folder, lab_stem)
     images, labels = read_images(img_path), read_labels(lab_path)
@@ -231,6 +253,17 @@ def load_idx_split(folder, split):
 
 
 def _load_named(name, folder, split):
+    """:func:`_read_named`; a broken file in the download cache gets a note on how to replace it."""
+    try:
+        return _read_named(name, folder, split)
+    except DataFileError as e:
+        if os.path.abspath(folder) == os.path.abspath(cache_dir(name)):
+            e.add_note(f"The file is in npvae's download cache ({folder}): delete it, and npvae "
+                       f"downloads it again the next time it looks for {name} (online).")
+        raise
+
+
+def _read_named(name, folder, split):
     """``load_idx_split``, for a data set loaded by name: its files must hold what that data set holds.
 
     The headers are checked first (28x28 images, one label per image), before a
@@ -264,11 +297,11 @@ def load_idx_folder(folder, name=None):
     name : str, optional
         Stored in ``Dataset.name``; defaults to the folder's name.
     """
-    folder = os.path.abspath(_check_folder(folder, "folder"))
+    folder = os.path.abspath(check_folder_path(folder, "folder"))
     missing = _missing(folder, SPLITS["train"] + SPLITS["t10k"])
     if missing:
         raise DatasetNotFoundError(
-            f"{folder}: missing {', '.join(m + '[.gz]' for m in missing)}", files=missing,
+            f"{folder}: {_folder_problem(folder) or _missing_report(folder, missing)}", files=missing,
             places=[(folder, "folder")])
     train_images, train_labels = load_idx_split(folder, "train")
     test_images, test_labels = load_idx_split(folder, "t10k")
@@ -290,7 +323,7 @@ def locate(name, split=None, data_dir=None, download=True, progress=True):
     name = canonical_name(name)
     stems = SPLITS["train"] + SPLITS["t10k"] if split is None else _split_files(split)
     if data_dir is not None:
-        data_dir = _check_folder(data_dir, "data_dir")
+        data_dir = check_folder_path(data_dir, "data_dir")
     _check_flag(download, "download")
     _check_flag(progress, "progress")
     return _locate(name, stems, data_dir, download, progress)
@@ -310,8 +343,7 @@ def _locate(name, stems, data_dir, download, progress):
                              progress=progress)
             return dest
         except OSError as e:     # DownloadError, or the cache cannot be written
-            failure = e if isinstance(e, DownloadError) else DownloadError(
-                f"cannot write into the cache folder {dest}: {e.strerror or e}")
+            failure = e
     raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure),
                                dataset=name, files=stems, places=places, data_dir=data_dir,
                                download_error=failure) from failure
@@ -321,12 +353,7 @@ def search_report(stems, places):
     """Lines saying, for each ``(folder, origin)`` of ``places``, why it did not do."""
     lines = []
     for i, (folder, origin) in enumerate(places, 1):
-        if not os.path.exists(folder):
-            why = "folder does not exist"
-        elif not os.path.isdir(folder):
-            why = "not a folder"
-        else:
-            why = "missing " + ", ".join(m + "[.gz]" for m in _missing(folder, stems))
+        why = _folder_problem(folder) or _missing_report(folder, stems)
         lines.append(f"  {i}. {folder} ({origin}): {why}")
     return lines
 
@@ -342,14 +369,24 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
                      f"{places[1][0]}, or leave out data_dir to use ${ENV_VAR}, the cache "
                      f"and downloading.")
         return "\n".join(lines)
-    if failure is not None:
+    if failure is None:
+        lines.append("Downloading is switched off (download=False).")
+    elif isinstance(failure, DownloadError):
         lines.append(f"Downloading failed: {failure}")
     else:
-        lines.append("Downloading is switched off (download=False).")
+        lines.append(cache_unwritable(name, failure))
     lines.append(f"To fix: put the files (gzip-compressed or not) in {cache_dir(name)}, "
                  f"or in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
-                 + ("or try again when online." if failure is not None else "or pass download=True."))
+                 + ("or pass download=True." if failure is None else
+                    "or try again when online." if isinstance(failure, DownloadError) else
+                    "or set XDG_CACHE_HOME to a folder you can write."))
     return "\n".join(lines)
+
+
+def cache_unwritable(name, error):
+    """The line saying that nothing could be downloaded because the cache cannot be written."""
+    return (f"Nothing was downloaded: cannot write into the cache folder {cache_dir(name)}: "
+            f"{error.strerror or error}.")
 
 
 def load_split(name, split="t10k", data_dir=None, download=True, progress=True):

@@ -19,9 +19,11 @@ import re
 import tempfile
 import time
 
-from ..errors import DataFileError, DownloadError, InputError
+from ..atomic import default_file_mode
+from ..errors import DataFileError, DownloadError, InputError, InputTypeError
 from ..progress import Bar
 from ..signals import cleanup_on_sigterm
+from ..validate import check_bool, check_file_path, check_folder_path, check_positive_float
 from .idx import read_idx
 
 __all__ = ["MIRRORS", "MD5", "TIMEOUT", "download_file", "download_dataset"]
@@ -110,7 +112,13 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
         If the file cannot be written (a full disk, a read-only folder): the
         error names ``dest``; no other mirror is tried.
     """
-    dest = os.fspath(dest)
+    url = _check_url(url, "url")
+    dest = check_file_path(dest, "dest")
+    if dest is None:
+        raise InputTypeError("dest must be the file path to download to (str or os.PathLike), got None")
+    md5 = _check_md5(md5, "md5")
+    timeout = check_positive_float(timeout, "timeout")
+    progress = check_bool(progress, "progress")
     folder = os.path.dirname(os.path.abspath(dest))
     created = _makedirs(folder)
     # SIGTERM's default action would end the process before the cleanup below
@@ -127,13 +135,14 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                                                        scale=1e6, fmt=".1f", enabled=progress))
                 out.flush()
                 os.fsync(out.fileno())
-            if md5 is not None and digest != md5.lower():
+            if md5 is not None and digest != md5:
                 raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
             if md5 is None:
                 try:
                     read_idx(tmp)
                 except DataFileError as e:
                     raise DownloadError(f"{url}: downloaded file is not a valid IDX file: {e}") from None
+            os.chmod(tmp, default_file_mode(dest))     # mkstemp makes 0600; give the usual mode
             os.replace(tmp, dest)
         except BaseException as e:
             # Also on Ctrl-C and SIGTERM: a partial file must never stay in the cache.
@@ -147,6 +156,37 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                 raise OSError(e.errno, e.strerror, dest) from e     # fsync: say which file
             raise
     return dest
+
+
+def _check_url(url, name):
+    if not isinstance(url, str):
+        raise InputTypeError(f"{name} must be a URL string, got {type(url).__name__}")
+    if not url:
+        raise InputError(f"{name} must be a URL, got an empty string")
+    return url
+
+
+def _check_md5(md5, name):
+    """None, or a hex MD5 digest (32 hex digits) as a lower-case str."""
+    if md5 is None:
+        return None
+    if not isinstance(md5, str):
+        raise InputTypeError(f"{name} must be a hex MD5 digest (a str of 32 hex digits), "
+                             f"got {type(md5).__name__}")
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise InputError(f"{name} must be a hex MD5 digest (32 hex digits), got {md5!r}")
+    return md5.lower()
+
+
+def _check_names(values, name, what):
+    """A list of non-empty strs from a list/tuple (a lone str is refused, not split into letters)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise InputTypeError(f"{name} must be a list of {what}, got {type(values).__name__}"
+                             + (f" ({values!r}); write [{values!r}]" if isinstance(values, str) else ""))
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise InputError(f"{name} must be a list of {what}, got an item {v!r}")
+    return list(values)
 
 
 def _makedirs(folder):
@@ -276,12 +316,20 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     if (mirrors is None and name not in MIRRORS) or (checksums is None and name not in MD5):
         raise InputError(f"download_dataset: name must be one of {sorted(MIRRORS)} "
                          f"(or pass mirrors= and checksums=), got {name!r}")
-    mirrors = MIRRORS[name] if mirrors is None else tuple(mirrors)
-    checksums = MD5[name] if checksums is None else dict(checksums)
-    files = list(checksums) if files is None else list(files)
+    mirrors = MIRRORS[name] if mirrors is None else _check_names(mirrors, "mirrors", "base URLs")
+    if checksums is not None and not isinstance(checksums, dict):
+        raise InputTypeError(f"checksums must be a dict of file name -> hex MD5, got {type(checksums).__name__}")
+    checksums = MD5[name] if checksums is None else {f: _check_md5(m, f"checksums[{f!r}]")
+                                                     for f, m in checksums.items()}
+    files = list(checksums) if files is None else _check_names(files, "files", "file names")
+    for file in files:
+        if file != os.path.basename(file) or file in (".", ".."):
+            raise InputError(f"files must be plain file names (no folder), got {file!r}")
     if not mirrors:
         raise InputError("download_dataset: mirrors must name at least one base URL, got none")
-    dest = os.fspath(dest)
+    timeout = check_positive_float(timeout, "timeout")
+    progress = check_bool(progress, "progress")
+    dest = check_folder_path(dest, "dest")
     with cleanup_on_sigterm():      # (download_file's own then leaves the cleanup to this one)
         return _download_files(dest, files, mirrors, checksums, progress, timeout)
 

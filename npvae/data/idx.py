@@ -21,6 +21,7 @@ trailing data), and turns every way a file can be broken into a
 import contextlib
 import gzip
 import os
+import stat
 import struct
 import zlib
 
@@ -55,9 +56,14 @@ _CORRUPT = (OSError, EOFError, zlib.error, struct.error, ValueError)
 
 
 def _check_path(path):
+    """``path`` as a str; refused if it is None or names something other than a regular file
+    (a FIFO would block the read forever). A missing file is left to ``open``'s error."""
     path = check_file_path(path, "path")
     if path is None:
         raise InputTypeError("path must be an IDX file's path (str or os.PathLike), got None")
+    with contextlib.suppress(OSError):
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataFileError(f"{path}: not a regular file (a pipe or a device?); give an IDX file")
     return path
 
 
@@ -205,13 +211,17 @@ def _n_bytes(shape, dtype):
     return n
 
 
-def _finish(buf, dtype, shape):
+def _finish(path, buf, dtype, shape):
     """View the raw bytes as the IDX dtype, in native byte order, with ``shape``."""
     arr = buf.view(dtype)
     if dtype.byteorder == ">":
         arr.byteswap(inplace=True)
         arr = arr.view(dtype.newbyteorder("="))
-    return arr.reshape(shape)
+    try:
+        return arr.reshape(shape)
+    except ValueError:       # e.g. a 0 dimension beside ones too large for any array
+        raise DataFileError(f"{path}: IDX header says shape {shape}, which no array can have "
+                            f"(corrupt header?)") from None
 
 
 def _allocate(path, n, shape, dtype):
@@ -239,7 +249,7 @@ def _read_raw(path, f, size):
     got = f.readinto(memoryview(buf)) if expected else 0
     if got != expected:  # the file shrank while we read it
         raise DataFileError(f"{path}: read {got} of {expected} data bytes; the file changed or is truncated")
-    return _finish(buf, dtype, shape)
+    return _finish(path, buf, dtype, shape)
 
 
 def _read_gzip(path, f, size):
@@ -277,4 +287,4 @@ def _read_gzip(path, f, size):
         raise DataFileError(f"{path}: gzip stream ends early (file truncated?)") from None
     except _CORRUPT as e:
         raise DataFileError(f"{path}: corrupt gzip data: {e}") from None
-    return _finish(buf, dtype, shape)
+    return _finish(path, buf, dtype, shape)
