@@ -7,6 +7,7 @@ backward pass. The fast path (:mod:`npvae.fast`) runs the same rules in one fuse
 kernel and is tested against these.
 """
 import copy
+import numbers
 import warnings
 from collections.abc import Mapping
 
@@ -74,6 +75,13 @@ class Optimizer:
 
     def set_hyper(self, **hyper):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _set_checked(self, **hyper):
+        """Set hyper-parameters together: every value is checked before any is set, so a
+        refused call changes nothing (each is a :class:`~npvae.validate.Setting`)."""
+        checked = {name: getattr(type(self), name).checked(self, value) for name, value in hyper.items()}
+        for name, value in checked.items():
+            self.__dict__[name] = value         # where Setting keeps it; already checked
 
     # -- state dicts ---------------------------------------------------------------------
     def state_dict(self):
@@ -171,39 +179,48 @@ class Adam(Optimizer):
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
     lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
     betas = Setting(check_decay_rates)
-    eps = Setting(check_positive_number)
+    eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
     weight_decay = Setting(check_non_negative_number)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
         # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
-        self.set_hyper(lr=check_positive_number(lr, "lr"), betas=betas, eps=eps, weight_decay=weight_decay)
+        self._set_checked(lr=check_positive_number(lr, "lr"), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
-    def set_hyper(self, lr, betas=None, eps=None, weight_decay=None, *old_tail, beta1=None, beta2=None):
-        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`).
+    def check_eps(self, eps):
+        """Refuse an ``eps`` that is 0 in the parameters' dtype: a zero gradient's step would be 0 / 0."""
+        dtype = self.params[0].data.dtype
+        if dtype.type(eps) == 0:
+            raise InputError(f"eps={eps} is 0 in the parameters' {dtype}; use at least "
+                             f"{np.finfo(dtype).tiny:.3g}")
+
+    def set_hyper(self, lr=None, betas=None, *more, eps=None, weight_decay=None, beta1=None, beta2=None):
+        """Set the hyper-parameters given (None keeps one as it is): ``set_hyper(lr, betas, eps,
+        weight_decay)``, by position or keyword. All or nothing: every value is checked before
+        any is set.
 
         The spelling before ``betas`` still works, with a ``DeprecationWarning``: keywords
-        ``beta1=, beta2=``, or positions ``(lr, beta1, beta2, eps, weight_decay)``.
+        ``beta1=, beta2=``, or ``(lr, beta1, beta2, eps, weight_decay)`` by position (the last
+        two may be keywords).
         """
-        if len(old_tail) == 1 and beta1 is None and beta2 is None:
-            # five positions: the old order (lr, beta1, beta2, eps, weight_decay)
-            beta1, beta2, eps, weight_decay, betas = betas, eps, weight_decay, old_tail[0], None
-        elif old_tail:
-            raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {4 + len(old_tail)} "
+        given = dict(eps=eps, weight_decay=weight_decay)
+        n_old = len(more) + sum(v is not None for v in given.values())
+        if more and n_old == 3 and isinstance(betas, numbers.Real) and beta1 is None and beta2 is None:
+            beta1, beta2, betas, more = betas, more[0], None, more[1:]     # the old order
+        if len(more) > 2:
+            raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {2 + len(more)} "
                                  "positional arguments")
+        for name, value in zip(given, more):
+            if given[name] is not None:
+                raise InputTypeError(f"set_hyper got {name} twice, by position and as a keyword")
+            given[name] = value
         if beta1 is not None or beta2 is not None:
             betas = _betas_from_old_spelling(betas, beta1, beta2)
-        self.lr = lr
-        self.betas = betas
-        self.eps = eps
-        self.weight_decay = weight_decay
-        dtype = self.params[0].data.dtype
-        if dtype.type(self.eps) == 0:       # then a zero gradient's step is 0 / 0
-            raise InputError(f"eps={self.eps} is 0 in the parameters' {dtype}; use at least "
-                             f"{np.finfo(dtype).tiny:.3g}")
+        hyper = dict(lr=lr, betas=betas, **given)
+        self._set_checked(**{name: value for name, value in hyper.items() if value is not None})
 
     def step(self):
         """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""
@@ -294,16 +311,16 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
         # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
-        self.set_hyper(lr=check_positive_number(lr, "lr"), momentum=momentum, weight_decay=weight_decay)
+        self._set_checked(lr=check_positive_number(lr, "lr"), momentum=momentum, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
-    def set_hyper(self, lr, momentum, weight_decay):
-        """Set the hyper-parameters; each is checked as it is set (:class:`Setting`)."""
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+    def set_hyper(self, lr=None, momentum=None, weight_decay=None):
+        """Set the hyper-parameters given (None keeps one as it is). All or nothing: every
+        value is checked before any is set."""
+        hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self._set_checked(**{name: value for name, value in hyper.items() if value is not None})
 
     def step(self):
         """One SGD update of every parameter from its ``.grad``."""

@@ -301,13 +301,14 @@ class Setting:
 
     Written in a class body as ``lr = Setting(check_non_negative_number)``, it makes
     ``optimizer.lr = value`` call ``check_non_negative_number(value, "lr")`` and keep what that
-    returns (Python routes assignments to a class attribute that defines ``__set__``
+    returns (and ``check_for(optimizer, value, "lr")``, if given, for what depends on the object) (Python routes assignments to a class attribute that defines ``__set__``
     through it). So a bad value is refused where it is set: in the constructor, by
     ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps.
     """
 
-    def __init__(self, check):
+    def __init__(self, check, check_for=None):
         self.check = check                          # check(value, name) -> the value to keep
+        self.check_for = check_for                  # check_for(obj, value, name): what depends on obj
 
     def __set_name__(self, owner, name):
         self.name = name                            # the attribute's name, told by Python
@@ -320,8 +321,15 @@ class Setting:
         except KeyError:
             raise AttributeError(f"{type(obj).__name__} has no {self.name} yet") from None
 
+    def checked(self, obj, value):
+        """``value`` as it would be kept on ``obj``, or the error setting it would raise."""
+        value = self.check(value, self.name)
+        if self.check_for is not None:
+            self.check_for(obj, value, self.name)
+        return value
+
     def __set__(self, obj, value):
-        obj.__dict__[self.name] = self.check(value, self.name)
+        obj.__dict__[self.name] = self.checked(obj, value)
 
 
 def check_positive_number(value, name):

@@ -123,6 +123,28 @@ def test_float32_within_what_float32_allows(images, float64_run):
         assert rel(q.data, p.data) < 0.25 * rel(p.data, p64.data), name
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adams_moments_after_one_step_equal_the_reference_to_round_off(images, dtype):
+    """A systematic difference (a ``1 - beta2`` rounded otherwise) would hide under the
+    losses' tolerance: the moments after one step show it."""
+    ref = npvae.VAE(784, 64, 8, dtype=dtype, rng=0)
+    fast = copy.deepcopy(ref)
+    opt_ref, opt_fast = npvae.Adam(ref.parameters()), npvae.Adam(fast.parameters())
+    x = to_float(images[:BATCH], dtype)
+    ref.zero_grad()
+    ref.loss(x)
+    ref.backward()
+    opt_ref.step()
+    with Trainer(fast, opt_fast) as trainer:
+        trainer.step(x)
+    for p, q in zip(ref.parameters(), fast.parameters()):
+        for name in ("m", "v"):
+            want, got = opt_ref.state[p][name], opt_fast.state[q][name]
+            moved = want != 0
+            bias = np.median(got[moved] / want[moved] - 1)      # round-off is as often up as down
+            assert abs(bias) < 4 * np.finfo(dtype).eps, (name, bias)     # (the old bias: 100 eps)
+
+
 def test_fit_on_both_back_ends_trains_the_same_model(images):
     """fit's two paths, batching and evaluation included, agree in float64."""
     runs = {}

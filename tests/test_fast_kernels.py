@@ -296,8 +296,11 @@ def test_latent_kernels_at_extreme_log_variances_follow_the_reference(dtype):
 # -- the optimizers' updates -------------------------------------------------------------------
 def adam_constants(dtype, t, wd, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
     """The kernel's scalar arguments for step ``t``, as npvae.fast.optim.FusedAdam passes them."""
-    c = (lr, *betas, eps, wd, 1 - betas[0] ** t, 1 - betas[1] ** t, np.finfo(dtype).tiny)
-    return tuple(dtype(x) for x in c)
+    b1, b2 = betas
+    rates = tuple(dtype(x) for x in (b1, 1 - b1, b2, 1 - b2))
+    c = (lr, eps, wd, 1 - b1 ** t, 1 - b2 ** t, np.finfo(dtype).tiny)
+    lr, eps, wd, bc1, bc2, tiny = (dtype(x) for x in c)
+    return lr, rates, eps, wd, bc1, bc2, tiny
 
 
 def adam_state(seed, dtype, n=24):
@@ -342,6 +345,24 @@ def test_adam_update_is_adam_step(dtype, wd, t):
     assert_close_to_scale(got[2], want[1], np.maximum(np.abs(m), np.abs(g)), dtype)
     assert_close_to_scale(got[3], want[2], np.maximum(v, g * g), dtype)
     assert (got[0] != p).all()
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.95)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_moments_from_zero_are_the_references_to_the_bit(dtype, betas):
+    """The first step's moments are ``(1 - beta1) g`` and ``(1 - beta2) g^2``: the kernel must use
+    the same rounded ``1 - beta`` as the reference, to round-off (in float32, ``1 - float32(0.999)``
+    is 1.3e-5 off: about 100 ulp)."""
+    p, g, _, _ = adam_state(3, dtype)
+    got = [p.copy(), g, np.zeros_like(p), np.zeros_like(p)]
+    k.adam_update(*got, *adam_constants(dtype, 1, 0.0, betas=betas))
+    ref = Adam([Parameter(p.copy())], betas=betas)
+    param = ref.params[0]
+    param.grad[...] = g
+    ref.step()
+    one_ulp = 2 * np.finfo(dtype).eps         # (fastmath may multiply g * g first: 1 ulp)
+    np.testing.assert_allclose(got[2], ref.state[param]["m"], rtol=one_ulp, atol=0)
+    np.testing.assert_allclose(got[3], ref.state[param]["v"], rtol=one_ulp, atol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -443,3 +443,54 @@ def test_betas_may_be_any_pair_of_numbers():
     opt.lr = np.float32(0.5)
     assert opt.lr == 0.5 and type(opt.lr) is float
 
+
+
+def test_an_eps_that_is_0_in_the_dtype_is_refused_however_it_is_set():
+    opt = Adam(_params(np.float32))
+    with pytest.raises(InputError, match=r"eps=1e-300 is 0 in the parameters' float32"):
+        opt.eps = 1e-300
+    with pytest.raises(InputError, match=r"eps=1e-50 is 0"):
+        opt.set_hyper(eps=1e-50)
+    assert opt.eps == 1e-8
+
+
+@pytest.mark.parametrize("make, good, bad", [
+    (Adam, dict(lr=0.5, betas=(0.5, 0.5)), dict(eps=-1.0)),
+    (Adam, dict(lr=0.7, weight_decay=0.1), dict(betas=(0.9, 1.0))),
+    (SGD, dict(lr=0.5, momentum=0.9), dict(weight_decay=float("nan"))),
+])
+def test_a_refused_set_hyper_changes_nothing(make, good, bad):
+    opt = make(_params(np.float32))
+    before = opt.hyper()
+    with pytest.raises(InputError):
+        opt.set_hyper(**good, **bad)
+    assert opt.hyper() == before
+
+
+def test_set_hyper_sets_only_what_it_is_given():
+    adam = Adam(_params(), lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.01)
+    adam.set_hyper(lr=1e-4)
+    assert adam.hyper() == dict(lr=1e-4, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.01)
+    adam.set_hyper(0.5, (0.5, 0.6))
+    assert adam.hyper() == dict(lr=0.5, betas=(0.5, 0.6), eps=1e-6, weight_decay=0.01)
+    sgd = SGD(_params(), lr=0.1, momentum=0.9)
+    sgd.set_hyper(weight_decay=0.001)
+    assert sgd.hyper() == dict(lr=0.1, momentum=0.9, weight_decay=0.001)
+
+
+@pytest.mark.parametrize("call", [
+    lambda o: o.set_hyper(0.01, 0.5, 0.6, eps=1e-6, weight_decay=0.1),
+    lambda o: o.set_hyper(0.01, 0.5, 0.6, 1e-6, weight_decay=0.1),
+    lambda o: o.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1),
+])
+def test_the_old_positional_order_with_trailing_keywords_still_works(call):
+    opt = Adam(_params())
+    with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)"):
+        call(opt)
+    assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.6), eps=1e-6, weight_decay=0.1)
+
+
+def test_an_argument_given_twice_is_refused_clearly():
+    opt = Adam(_params())
+    with pytest.raises(InputTypeError, match="eps twice"):
+        opt.set_hyper(0.01, (0.9, 0.99), 1e-6, eps=1e-7)

@@ -345,12 +345,15 @@ def latent_backward(dz, eps, std, h, kl_scale, dh):
 
 
 @inline
-def _adam_moments(g, m, v, beta1, beta2, tiny):
+def _adam_moments(g, m, v, rates, tiny):
     """The new (m, v); those below the smallest normal number flush to 0 (see npvae.fast.optim).
+    ``rates = (beta1, 1 - beta1, beta2, 1 - beta2)``, each rounded once from float64 as the
+    reference's are (``1 - beta2`` worked out in float32 is off by 1e-5 for beta2 = 0.999).
     Written ``x < tiny`` so that NaN, which compares false, passes through as the reference's would."""
-    one, zero = typed(1.0, g), typed(0.0, g)
-    m = beta1 * m + (one - beta1) * g
-    v = beta2 * v + (one - beta2) * g * g
+    beta1, rest1, beta2, rest2 = rates
+    zero = typed(0.0, g)
+    m = beta1 * m + rest1 * g
+    v = beta2 * v + rest2 * g * g
     return (zero if abs(m) < tiny else m), (zero if v < tiny else v)
 
 
@@ -361,18 +364,19 @@ def _adam_step(m, v, step, inv_sqrt_bc2, eps):
 
 
 @njit
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
-    """``Adam.step`` for 1-D ``p, g, m, v``; ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``."""
+def adam_update(p, g, m, v, lr, rates, eps, weight_decay, bc1, bc2, tiny):
+    """``Adam.step`` for 1-D ``p, g, m, v``; ``rates`` as for :func:`_adam_moments`,
+    ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``."""
     step, inv_sqrt_bc2 = lr / bc1, typed(1.0, lr) / typed(math.sqrt(bc2), lr)
     for k in range(p.size):
-        mk, vk = _adam_moments(g[k] + weight_decay * p[k], m[k], v[k], beta1, beta2, tiny)
+        mk, vk = _adam_moments(g[k] + weight_decay * p[k], m[k], v[k], rates, tiny)
         m[k] = mk
         v[k] = vk
         p[k] -= _adam_step(mk, vk, step, inv_sqrt_bc2, eps)
 
 
 @njit
-def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, tiny):
+def adam_update_columns(p, vals, idx, m, v, lr, rates, eps, weight_decay, bc1, bc2, tiny):
     """:func:`adam_update` of (R, N) ``p``, ``m``, ``v`` whose gradient is ``vals[:, k]`` in
     column ``idx[k]`` (increasing) and 0 in every other column, never written out."""
     # One plain loop per kind of column: a select inside the loop would keep it from vectorising.
@@ -384,14 +388,14 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
     for j in range(N):
         if k < n and idx[k] == j:                       # a live column
             for i in range(R):
-                mi, vi = _adam_moments(vals[i, k] + weight_decay * p[i, j], m[i, j], v[i, j], beta1, beta2, tiny)
+                mi, vi = _adam_moments(vals[i, k] + weight_decay * p[i, j], m[i, j], v[i, j], rates, tiny)
                 m[i, j] = mi
                 v[i, j] = vi
                 p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
             k += 1
         elif weight_decay != zero:                      # dead, but weight decay pulls it
             for i in range(R):
-                mi, vi = _adam_moments(weight_decay * p[i, j], m[i, j], v[i, j], beta1, beta2, tiny)
+                mi, vi = _adam_moments(weight_decay * p[i, j], m[i, j], v[i, j], rates, tiny)
                 m[i, j] = mi
                 v[i, j] = vi
                 p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
@@ -404,10 +408,10 @@ def adam_update_columns(p, vals, idx, m, v, lr, beta1, beta2, eps, weight_decay,
                 moving += abs(m[i, j])
             if moving == zero:
                 for i in range(R):
-                    v[i, j] = _adam_moments(zero, zero, v[i, j], beta1, beta2, tiny)[1]
+                    v[i, j] = _adam_moments(zero, zero, v[i, j], rates, tiny)[1]
             else:
                 for i in range(R):
-                    mi, vi = _adam_moments(zero, m[i, j], v[i, j], beta1, beta2, tiny)
+                    mi, vi = _adam_moments(zero, m[i, j], v[i, j], rates, tiny)
                     m[i, j] = mi
                     v[i, j] = vi
                     p[i, j] -= _adam_step(mi, vi, step, inv_sqrt_bc2, eps)
@@ -427,7 +431,7 @@ def decay_moment(a, decay, steps, tiny):
             left = zero                   # sum of |block|: 0 once all of it has flushed
             for k in range(block.size):
                 # the update's own formula for m (for v >= 0 it is v's: same roundings)
-                ak = _adam_moments(zero, block[k], zero, decay, zero, tiny)[0]
+                ak = _adam_moments(zero, block[k], zero, (decay, zero, zero, zero), tiny)[0]
                 block[k] = ak
                 left += abs(ak)
             if left == zero:

@@ -112,7 +112,9 @@ class FusedAdam(FusedOptimizer):
     def _use(self, s):
         dt = self.block.rows.dtype.type
         self.lr, self.betas, self.eps, self.weight_decay = s["lr"], s["betas"], s["eps"], s["weight_decay"]
-        self._constants = tuple(map(dt, (self.lr, *self.betas, self.eps, self.weight_decay)))
+        beta1, beta2 = self.betas
+        rates = tuple(map(dt, (beta1, 1 - beta1, beta2, 1 - beta2)))     # rounded once, as Adam.step's
+        self._constants = (dt(self.lr), rates, dt(self.eps), dt(self.weight_decay))
         # Flushing moments below tiny (see above) is below round-off only while eps is far above
         # sqrt(tiny) / sqrt(1 - beta2) (the largest bias-corrected sqrt(v) it drops); else flush nothing.
         finfo = np.finfo(dt)
