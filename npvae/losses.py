@@ -66,9 +66,11 @@ def check_pair(a, t, owner, a_name, t_name="target"):
 
 
 def check_grad_scalar(grad, owner):
-    """``grad`` (dL/dloss) is a real number; returned as a float."""
+    """``grad`` (dL/dloss) is a finite real number; returned as a float."""
     if isinstance(grad, bool) or not isinstance(grad, (int, float, np.floating, np.integer)):
         raise InputTypeError(f"{owner}: grad must be a number (dL/dloss), got {type(grad).__name__}")
+    if not np.isfinite(grad):
+        raise InputError(f"{owner}: grad must be a finite number (dL/dloss), got {grad}")
     return float(grad)
 
 

@@ -29,7 +29,7 @@ from .layers import Dense, ReLU, Sequential, sigmoid
 from .losses import KL, BCEWithLogits
 from .module import Module, warn_backend_argument
 from .sampler import Sampler
-from .validate import check_batch, check_dtype, check_positive_float, check_positive_int, check_rng
+from .validate import check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng
 
 
 class LossParts(NamedTuple):
@@ -262,7 +262,7 @@ class VAE(Module):
         -------
         x_hat : ndarray (B, input_dim)
         """
-        if sample:
+        if check_bool(sample, "sample"):
             return self.forward(x)[0]
         return self.decode(self.encode(x)[0])
 

@@ -50,6 +50,13 @@ def warn_backend_argument(where, stacklevel=3):
                   "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=stacklevel)
 
 
+def _check_writable(array, name):
+    """Optimizers and backward passes write into a parameter's arrays in place."""
+    if not array.flags.writeable:
+        raise InputError(f"{name} must be a writable array (it is updated in place), got a read-only "
+                         f"one: pass a copy (array.copy())")
+
+
 class Parameter:
     """A tensor the optimizer updates: its values ``data`` and its gradient ``grad``.
 
@@ -63,6 +70,7 @@ class Parameter:
         if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
             got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
             raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
+        _check_writable(data, "Parameter(data): data")
         self._data = data
         self._grad = np.zeros_like(data)
 
@@ -92,6 +100,7 @@ class Parameter:
                                  f"(a model changes dtype as a whole: build it with dtype=)")
         if value.shape != self.shape:
             raise InputError(f"Parameter.{name} must keep the shape {self.shape}, got {value.shape}")
+        _check_writable(value, f"Parameter.{name}")
         return value
 
     def zero_grad(self):

@@ -113,8 +113,8 @@ class Optimizer:
                     raise StateDictError(f"optimizer state {name}.{i} has negative values (min {v.min():.4g}); "
                                          f"it is a mean of squares")
         try:  # check the hyper-parameters on a scratch copy before changing anything
-            hyper = {k: _plain(sd[k]) for k in self.hyper()}
-            t = int(np.asarray(sd["t"]))
+            hyper = {k: _plain(sd[k], k) for k in self.hyper()}
+            t = _step_count(sd["t"])
             type(self).set_hyper(copy.copy(self), **hyper)
         except (NpvaeError, TypeError, ValueError) as e:
             raise StateDictError(f"{type(self).__name__} state dict has a bad hyper-parameter: {e}") from e
@@ -132,10 +132,23 @@ class Optimizer:
         return sd
 
 
-def _plain(value):
-    """A state-dict entry as a Python float, or a tuple of floats for an array (``betas``)."""
+def _plain(value, name):
+    """A state-dict entry as a Python float, or a tuple of floats for an array (``betas``);
+    a bool is refused, as it is when a hyper-parameter is set."""
     a = np.asarray(value)
+    if a.dtype == bool:
+        raise InputTypeError(f"{name} must be a number, got {value!r}")
     return float(a) if a.ndim == 0 else tuple(float(v) for v in a)
+
+
+def _step_count(value):
+    """The state dict's ``t``: a whole number (an int array, or a float one with no fraction)."""
+    a = np.asarray(value)
+    if a.ndim == 0 and a.dtype.kind in "iu":
+        return int(a)
+    if a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and a == np.round(a):
+        return int(a)
+    raise InputTypeError(f"the step count t must be a whole number, got {value!r}")
 
 
 class Adam(Optimizer):

@@ -224,3 +224,16 @@ def test_loss_arguments_are_checked():
     for bad in ("1", None, True, np.ones(1)):
         with pytest.raises(InputTypeError, match="grad"):
             kl.backward(bad)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -np.inf])
+@pytest.mark.parametrize("make, args", [
+    (KL, (np.zeros((2, 4)),)),
+    (BCEWithLogits, (np.zeros((2, 3)), np.full((2, 3), 0.5))),
+    (BCE, (np.full((2, 3), 0.3), np.full((2, 3), 0.5))),
+])
+def test_a_loss_backward_refuses_a_grad_that_is_not_finite(make, args, bad):
+    loss = make()
+    loss.forward(*args)
+    with pytest.raises(InputError, match="grad must be a finite number"):
+        loss.backward(bad)

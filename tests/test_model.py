@@ -345,3 +345,10 @@ def test_images_not_divided_by_255_are_refused_by_every_call_that_takes_images(c
 def test_codes_are_any_real_numbers():
     model = VAE(6, 5, 2, rng=0)
     assert model.decode(np.array([[40.0, -7.5]], np.float32)).shape == (1, 6)
+
+
+@pytest.mark.parametrize("sample", [1, "yes", None])
+def test_reconstruct_takes_sample_as_true_or_false_only(sample):
+    x, _ = _data(np.float64)
+    with pytest.raises(InputTypeError, match="sample must be True or False"):
+        _vae().reconstruct(x, sample=sample)

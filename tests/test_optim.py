@@ -494,3 +494,30 @@ def test_an_argument_given_twice_is_refused_clearly():
     opt = Adam(_params())
     with pytest.raises(InputTypeError, match="eps twice"):
         opt.set_hyper(0.01, (0.9, 0.99), 1e-6, eps=1e-7)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("t", np.array(3.7), "t must be a whole number"),
+    ("t", np.array(True), "t must be a whole number"),
+    ("t", np.array(np.inf), "t must be a whole number"),
+    ("lr", np.array(True), "lr must be a number"),
+])
+def test_load_state_dict_refuses_values_it_used_to_truncate(key, value, match):
+    opt = Adam(_params())
+    sd = dict(opt.state_dict(), **{key: value})
+    with pytest.raises(StateDictError, match=match):
+        opt.load_state_dict(sd)
+    assert opt.t == 0 and opt.lr == 1e-3
+    opt.load_state_dict(dict(opt.state_dict(), t=np.array(3.0)))     # a whole float is fine
+    assert opt.t == 3
+
+
+def test_a_read_only_array_is_refused_as_a_parameters_data_or_grad():
+    data = np.zeros((2, 3))
+    data.flags.writeable = False
+    with pytest.raises(InputError, match="Parameter.data must be a writable array"):
+        Parameter(np.zeros((2, 3))).data = data
+    with pytest.raises(InputError, match="Parameter.grad must be a writable array"):
+        Parameter(np.zeros((2, 3))).grad = data
+    with pytest.raises(InputError, match="writable"):
+        Parameter(data)
