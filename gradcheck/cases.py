@@ -243,8 +243,9 @@ def _constant_gradient(make, expected_step, steps=8):
 
 # Adam: with a constant g the bias-corrected moments are exactly g and g^2 at every step
 # (whatever the betas: swapped betas pass here, and adam_varying catches them)
-adam = _constant_gradient(lambda p: Adam([p], lr=1e-2, eps=1e-8),
-                          lambda t, g, _: 1e-2 * g / (np.abs(g) + 1e-8))
+# (eps = 1e-3, not the default 1e-8, so that where eps goes shows above float32's round-off too)
+adam = _constant_gradient(lambda p: Adam([p], lr=1e-2, eps=1e-3),
+                          lambda t, g, _: 1e-2 * g / (np.abs(g) + 1e-3))
 # plain SGD: every step moves lr * g
 sgd = _constant_gradient(lambda p: SGD([p], lr=1e-2), lambda t, g, _: 1e-2 * g)
 # SGD with momentum rho: the buffer after t steps is g (1 - rho^t) / (1 - rho)
@@ -264,7 +265,7 @@ def _sgd_weight_decay_step(t, g, theta0, lr=0.1, w=0.5):
 sgd_weight_decay = _constant_gradient(lambda p: SGD([p], lr=0.1, weight_decay=0.5), _sgd_weight_decay_step)
 
 
-def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.3):
+def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.3):
     r"""Adam with a new random gradient every step, unequal betas and weight decay :math:`w`,
     each step's displacement against Algorithm 1 unrolled, in float64:
 
@@ -294,6 +295,32 @@ def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-8, w
         v = (1 - beta2) * sum(beta2 ** a * g * g for a, g in zip(age, seen))
         expected = lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
         exact[f"step {t}"] = (before - p.data, expected)
+    return [Problem({}, None, None, exact=exact)]
+
+
+def sgd_varying(dtype, rng, h, steps=8, lr=1e-2, momentum=0.9, weight_decay=0.3):
+    r"""SGD with momentum :math:`\rho` and weight decay :math:`w` together, a new random gradient
+    every step, each step's displacement against PyTorch's rule in float64:
+
+    .. math::
+
+        g_t = \nabla_t + w\,\theta_{t-1}, \qquad
+        b_t = \rho\, b_{t-1} + g_t \;(b_1 = g_1), \qquad
+        \theta_{t-1} - \theta_t = \mathrm{lr}\, b_t.
+
+    Weight decay goes into the gradient before the buffer: added after it (to :math:`b_t`),
+    the steps differ from the second on. The constant-gradient cases use one or the other.
+    """
+    p = Parameter(rng.standard_normal((3, 4)).astype(dtype))
+    opt = SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    buf, exact = None, {}
+    for t in range(1, steps + 1):
+        before = p.data.copy()
+        p.grad[...] = rng.standard_normal(p.data.shape).astype(dtype)
+        g = p.grad.astype(np.float64) + weight_decay * before.astype(np.float64)
+        buf = g if buf is None else momentum * buf + g
+        opt.step()
+        exact[f"step {t}"] = (before - p.data, lr * buf)
     return [Problem({}, None, None, exact=exact)]
 
 
@@ -346,8 +373,10 @@ CASES = {
     "sgd": ("numpy", sgd),
     "sgd_momentum": ("numpy", sgd_momentum),
     "sgd_weight_decay": ("numpy", sgd_weight_decay),
+    "sgd_varying": ("numpy", sgd_varying),
     "fast_vae_1h": ("numba", _fast((7,))),
     "fast_vae_2h": ("numba", _fast((7, 5))),
+    "fast_vae_square": ("numba", _fast((8,), input_dim=8, latent_dim=4)),   # a transposed dW shows
     "fast_vae_dead_units": ("numba", _fast((8,), dead=(0, 2, 3, 5, 7))),
     "fast_vae_retired_units": ("numba", _fast((8,), dead=(0, 3, 5), retired=True)),
 }

@@ -22,7 +22,13 @@ perturbed value is read back, so float32 rounding of ``T + h`` is accounted
 for). The directional check perturbs every checked tensor at once along a
 random unit direction :math:`V` and compares :math:`\langle a, V\rangle` with
 :math:`(L(T + hV) - L(T - hV)) / 2h`; its rel is
-:math:`|a_V - n_V| / \max(|a_V|, |n_V|, 10^{-12})`.
+:math:`|a_V - n_V| / \max(\|a\|, |n_V|, 10^{-12})` with :math:`\|a\|` the norm of the whole
+analytic gradient, the largest :math:`|a_V|` can be (dividing by :math:`|a_V|` itself would
+fail a correct gradient whenever the direction happens to be nearly orthogonal to it).
+
+An optimizer's update has no derivative to take: its cases compare each step with a
+closed form instead (``Problem.exact``), computed in float64, and pass only within
+:data:`EXACT_TOL` (round-off), far tighter than finite differences allow.
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -31,6 +37,9 @@ import numpy as np
 
 #: default (step h, tolerance) per dtype; float32 is a smoke check only
 DEFAULTS = {np.dtype(np.float64): (1e-5, 1e-6), np.dtype(np.float32): (1e-2, 3e-2)}
+#: tolerance of the closed-form (optimizer) rows per dtype: round-off only. float64 steps
+#: agree to ~3e-14; float32's are read off as differences of parameters near 1 (~2e-5)
+EXACT_TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-3}
 FLOOR = 1e-12
 #: "numpy": the reference's ops and models; "numba": the fast path's whole-model gradients
 BACKENDS = ("numpy", "numba")
@@ -137,15 +146,17 @@ def directional(problem, analytic, h, rng):
     return a, (lp - lm) / (2 * h)
 
 
-def check_problem(problem, op, backend, h, tol, rng):
-    """Rows for one problem: one per tensor, then one for the directional check.
+def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
+    """Rows for one problem: one per tensor, then one for the directional check; for a
+    closed-form problem, one per compared pair, passing within ``exact_tol`` (default ``tol``).
 
     A backward pass that breaks the module protocol (:class:`ContractBroken`, e.g. by
     writing into its incoming gradient) gives a single failing row that says so.
     """
     if problem.exact is not None:
         return [Row(op, backend, name + problem.tag, np.shape(a), float(np.max(np.abs(np.subtract(a, e)))),
-                    rel_error(a, e), tol) for name, (a, e) in problem.exact.items()]
+                    rel_error(a, e), tol if exact_tol is None else exact_tol)
+                for name, (a, e) in problem.exact.items()]
     try:
         analytic = problem.grads()      # before any perturbation: forward caches are ours
     except ContractBroken as e:
@@ -162,8 +173,9 @@ def check_problem(problem, op, backend, h, tol, rng):
                         float(np.max(np.abs(a - n))), rel_error(a, n), tol))
     a_v, n_v = directional(problem, analytic, h, rng)
     total = sum(T.size for T in problem.tensors.values())
+    norm_a = np.sqrt(sum(float(np.sum(np.asarray(analytic[n], np.float64) ** 2)) for n in problem.tensors))
     rows.append(Row(op, backend, "<direction>" + problem.tag, (total,), abs(a_v - n_v),
-                    abs(a_v - n_v) / max(abs(a_v), abs(n_v), FLOOR), tol))
+                    abs(a_v - n_v) / max(norm_a, abs(n_v), FLOOR), tol))
     return rows
 
 
@@ -209,7 +221,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
         rng = np.random.default_rng(seed)
         try:
             for problem in build(dtype=dtype, rng=rng, h=h):
-                rows.extend(check_problem(problem, op, backend, h, tol, rng))
+                rows.extend(check_problem(problem, op, backend, h, tol, rng, min(tol, EXACT_TOL[dtype])))
         except Exception as e:          # the case's own code (a layer under test) is anything
             rows.append(_error_row(op, backend, f"{type(e).__name__}: {e}", tol))
     return rows
@@ -224,7 +236,9 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
     dtype, h, tol = defaults(dtype, h, tol)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
-             "(a analytic, n numerical); <direction>: all tensors along one random unit vector"]
+             "(a analytic, n numerical); <direction>: all tensors along one random unit vector",
+             f"  optimizer steps (step t): against their closed form, pass if rel < "
+             f"{min(tol, EXACT_TOL[dtype]):g}"]
     if dtype == np.float32:
         lines.append("  NOTE: float32 is a smoke check only (round-off limits it); "
                      "the real check is float64")

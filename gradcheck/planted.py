@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from npvae import KL, Adam, BCEWithLogits, Dense, ReLU, Sampler, Sigmoid
+from npvae import KL, SGD, Adam, BCEWithLogits, Dense, ReLU, Sampler, Sigmoid
 from npvae.sampler import split_h
 
 
@@ -77,9 +77,9 @@ def _relu_backward_in_place(self, grad_out):
     return grad_out
 
 
-def _adam_step_as_written(self, beta1, beta2, weight_decay, ahead=0):
+def _adam_step_as_written(self, beta1, beta2, weight_decay, ahead=0, eps_inside=False):
     # Adam.step with its inputs in the open, so that each slip below is one changed argument;
-    # ahead: how many steps early the bias corrections run
+    # ahead: how many steps early the bias corrections run; eps_inside: sqrt(v_hat + eps)
     self.t += 1
     for p in self.params:
         g = p.grad + weight_decay * p.data if weight_decay else p.grad
@@ -88,7 +88,8 @@ def _adam_step_as_written(self, beta1, beta2, weight_decay, ahead=0):
         v[...] = beta2 * v + (1 - beta2) * g * g
         m_hat = m / (1 - beta1 ** (self.t + ahead))
         v_hat = v / (1 - beta2 ** (self.t + ahead))
-        p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        denominator = np.sqrt(v_hat + self.eps) if eps_inside else np.sqrt(v_hat) + self.eps
+        p.data -= self.lr * m_hat / denominator
 
 
 def _adam_step_bias_correction_ahead(self):
@@ -106,6 +107,23 @@ def _adam_step_betas_swapped(self):
 def _adam_step_weight_decay_ignored(self):
     # weight_decay accepted, then never added to the gradient
     _adam_step_as_written(self, *self.betas, weight_decay=0.0)
+
+
+def _adam_step_eps_inside_sqrt(self):
+    # sqrt(v_hat + eps) for sqrt(v_hat) + eps: with eps = 1e-8 a change of 1e-7 in the step
+    _adam_step_as_written(self, *self.betas, self.weight_decay, eps_inside=True)
+
+
+def _sgd_step_weight_decay_after_momentum(self):
+    # weight decay added to the step, not to the gradient: it skips the momentum buffer
+    self.t += 1
+    for p in self.params:
+        g = p.grad
+        if self.momentum:
+            buf = self.state[p]["momentum_buffer"]
+            buf[...] = g if self.t == 1 else self.momentum * buf + g
+            g = buf
+        p.data -= self.lr * (g + self.weight_decay * p.data)
 
 
 def _sigmoid_forward_keeping_x(self, x):
@@ -149,6 +167,11 @@ BUGS = {
                            lambda: _replaced(Adam, "step", _adam_step_betas_swapped)),
     "adam_weight_decay_ignored": ("Adam.step: weight_decay never added to the gradient",
                                   lambda: _replaced(Adam, "step", _adam_step_weight_decay_ignored)),
+    "adam_eps_inside_sqrt": ("Adam.step: eps under the square root, sqrt(v_hat + eps), not added to it",
+                             lambda: _replaced(Adam, "step", _adam_step_eps_inside_sqrt)),
+    "sgd_weight_decay_after_momentum": ("SGD.step: weight decay added to the step after the momentum "
+                                        "buffer, not to the gradient before it",
+                                        lambda: _replaced(SGD, "step", _sgd_step_weight_decay_after_momentum)),
     "sigmoid_derivative_at_logit": ("Sigmoid.backward: y (1 - y) taken at the logit x instead of the "
                                     "output y", _sigmoid_at_logit),
 }

@@ -83,6 +83,13 @@ CATCHERS = {
         _call(test_optim.test_adam_weight_decay_is_l2_added_to_the_gradient),
         _call(test_optim.test_adam_follows_the_update_rule, np.float64, 0.05),
     ],
+    "adam_eps_inside_sqrt": [
+        _call(test_optim.test_adam_steps_by_hand),
+        _call(test_optim.test_adam_constant_gradient_moves_lr_every_step),
+    ],
+    "sgd_weight_decay_after_momentum": [
+        _call(test_optim.test_sgd_follows_the_update_rule, np.float64, 0.9, 0.01),
+    ],
     "sigmoid_derivative_at_logit": [
         _call(test_layers.test_sigmoid_known_values),
         _call(test_layers.test_sigmoid_gradient_matches_finite_differences),
