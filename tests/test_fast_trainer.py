@@ -405,14 +405,43 @@ def test_a_change_made_while_the_trainer_holds_the_model_is_kept_not_overwritten
     other = VAE(784, 32, 4, rng=7)
     save_checkpoint(tmp_path / "c.npz", other, Adam(other.parameters()))
     trainer = Trainer(model, opt)
-    load_checkpoint(tmp_path / "c.npz", model=model, optimizer=opt)      # after the trainer took it
     trainer.step(xs[0])
+    load_checkpoint(tmp_path / "c.npz", model=model, optimizer=opt)      # after the trainer stepped
+    with pytest.raises(StateError, match=r"optimizer changed .*step count is now 0, it was 4"):
+        trainer.step(xs[0])                      # at once, not at sync after a whole loop
     with pytest.raises(StateError, match="load_checkpoint"):
         trainer.sync()
     assert np.array_equal(model.encoder[0].weight.data, other.encoder[0].weight.data) and opt.t == 0
     trainer.step(xs[0])                          # the next step takes the model as it is now
     trainer.sync()
     assert opt.t == 1 and rel(model.encoder[0].weight.data, other.encoder[0].weight.data) < 0.1
+
+
+def test_a_checkpoint_loaded_after_making_the_trainer_is_what_it_trains(images, tmp_path):
+    """Make the trainer, load a checkpoint, train: the first step takes the loaded state."""
+    xs = batches(images, np.float32)
+    saved = VAE(784, 32, 4, rng=7)
+    saved_opt = Adam(saved.parameters())
+    fit(saved, images[:128], epochs=1, batch_size=64, optimizer=saved_opt, rng=0, progress=False)
+    save_checkpoint(tmp_path / "c.npz", saved, saved_opt)
+    reference = copy.deepcopy(saved)
+    reference_opt = Adam(reference.parameters())
+    reference_opt.load_state_dict(saved_opt.state_dict())
+
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt)
+    load_checkpoint(tmp_path / "c.npz", model=model, optimizer=opt)
+    for x in xs[:3]:
+        parts = trainer.step(x)
+        reference.zero_grad()
+        want = reference.loss(x)
+        reference.backward()
+        reference_opt.step()
+        assert abs(parts.total - want.total) < 1e-4 * abs(want.total)
+    trainer.sync()
+    assert opt.t == reference_opt.t == 5
+    assert rel(model.encoder[0].weight.data, reference.encoder[0].weight.data) < 1e-4
 
 
 def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):

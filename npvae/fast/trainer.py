@@ -20,14 +20,16 @@ written back by :meth:`sync`; in between, the trainer owns the training state::
 After :meth:`sync` the model and the optimizer are yours again: the next :meth:`step`
 takes them back as they are then (edited, loaded from a state dict, trained by a
 reference step). Until then they still hold what the trainer took: call :meth:`sync`
-before evaluating, saving or loading them inside the loop. If something else changes them
-while the trainer holds them (a second trainer, ``fit``, ``load_checkpoint``, a hand
-edit), :meth:`sync` keeps that change and raises ``StateError`` rather than overwrite it.
+before evaluating, saving or loading them inside the loop. A change made before the trainer's
+first step (a checkpoint loaded right after making it) is taken by that step. If something
+else changes them after that (a second trainer, ``fit``, ``load_checkpoint``, a hand edit),
+the trainer keeps that change and raises ``StateError`` rather than overwrite it: at the next
+:meth:`step` if the optimizer's step count moved, else at :meth:`sync`.
 A change is found by comparing values with what the trainer took, so one that puts back
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
-``model.parameters()``' ``.grad`` are not filled: the gradients stay in the fast layout.
+``model.parameters()``' ``.grad`` are not touched: the gradients stay in the fast layout.
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
 """
@@ -148,16 +150,35 @@ class Trainer:
 
     def _ready(self):
         """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
-        as they are now; take the optimizer's current hyper-parameters; inside an epoch with
-        dead-unit retirement, go on with it (its evidence re-checked) if it was paused."""
+        as they are now, else check that nothing else took them over (:meth:`_check_held`); take
+        the optimizer's current hyper-parameters; inside an epoch with dead-unit retirement, go on
+        with it (its evidence re-checked) if it was paused."""
         if self.synced:
             self.load()
-        elif self.opt.settings_changed():
+        else:
+            self._check_held()
+        if self.opt.settings_changed():
             if self.dead is not None:
                 self.dead.pause()
             self.opt.apply_settings()
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
             self.dead.resume()
+
+    def _check_held(self):
+        """A change to the model or the optimizer before the trainer's first step since it took
+        them is taken (a checkpoint loaded after the trainer was made); after that, a new step
+        count in the optimizer is an error at once, not at :meth:`sync` after the whole loop.
+        Only the step count is compared at every step (comparing every value would cost more
+        than the step); other changes are found at :meth:`sync`."""
+        if self.opt.t == self.taken[0]:
+            if self._changed_elsewhere():
+                self.load()
+        elif self.optimizer.t != self.taken[0]:
+            raise StateError(
+                f"Trainer.step: the optimizer changed while this Trainer held it (its step count is now "
+                f"{self.optimizer.t}, it was {self.taken[0]} when the Trainer took it: a checkpoint or "
+                f"state dict loaded, or a reference step). Call trainer.sync() before anything else "
+                f"uses the model or the optimizer; one Trainer per model at a time.")
 
     def __enter__(self):
         return self
