@@ -10,6 +10,8 @@ path in this process: training with Adam (live columns and retired units
 included) and SGD, and evaluation.
 """
 import argparse
+import contextlib
+import signal
 import sys
 import time
 
@@ -44,18 +46,57 @@ def compile_kernels(dtypes=(np.float32,)):
 
 
 def main(argv=None):
+    """The command line; returns the exit status (130 after Ctrl-C)."""
     p = argparse.ArgumentParser(prog="python -m npvae.fast.compile", description=__doc__.splitlines()[0])
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
-    print(f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
-          f"{time.perf_counter() - t0:.1f} s")
+    with _noting_ctrl_c() as ctrl_c:
+        compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
+        print(f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
+              f"{time.perf_counter() - t0:.1f} s")
+    if ctrl_c:      # Numba's cache keeps what was compiled so far
+        return _stopped()
+    return 0
+
+
+def _stopped():
+    print("npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
+    return 130
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c():
+    """Note a Ctrl-C (SIGINT) in the list it yields, and end the block quietly after one.
+
+    The KeyboardInterrupt that Ctrl-C raises may land inside Numba's compiler, which can
+    turn it into another error (a RuntimeError) or swallow it (Python then prints it as
+    "Exception ignored ... ctypes callback"): so whether Ctrl-C came is noted by the handler,
+    not read off the exception that ends the block, and a swallowed one is not printed."""
+    noted = []
+
+    def handler(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    def unraisable(info, print_it=sys.unraisablehook):
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            print_it(info)
+
+    previous, previous_hook = signal.signal(signal.SIGINT, handler), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        yield noted
+    except BaseException:
+        if not noted:
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":
     try:
-        main()
-    except KeyboardInterrupt:       # Ctrl-C: Numba's cache keeps what was compiled so far
-        print("npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(main())
+    except KeyboardInterrupt:       # a Ctrl-C before main's own handler is in place
+        sys.exit(_stopped())

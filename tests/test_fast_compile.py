@@ -1,0 +1,59 @@
+"""``python -m npvae.fast.compile``: fills Numba's cache; Ctrl-C ends it in one line with 130."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from npvae.fast import compile as compile_command
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_command_compiles_and_says_so(capsys):
+    assert compile_command.main([]) == 0
+    assert "kernels are compiled (or were loaded)" in capsys.readouterr().out
+
+
+def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(monkeypatch, capsys):
+    """The KeyboardInterrupt may surface from Numba as a RuntimeError (or not at all)."""
+    def compile_kernels(dtypes):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise RuntimeError("no compiled object yet for <Library 'sampler_forward'>") from None
+    monkeypatch.setattr(compile_command, "compile_kernels", compile_kernels)
+    assert compile_command.main([]) == 130
+    assert capsys.readouterr().err == "npvae: compiling stopped (Ctrl-C); run it again to finish\n"
+
+    def swallowed(dtypes):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+    monkeypatch.setattr(compile_command, "compile_kernels", swallowed)
+    assert compile_command.main([]) == 130
+
+
+def test_other_errors_are_not_taken_for_ctrl_c(monkeypatch):
+    def broken(dtypes):
+        raise RuntimeError("a real failure")
+    monkeypatch.setattr(compile_command, "compile_kernels", broken)
+    with pytest.raises(RuntimeError, match="a real failure"):
+        compile_command.main([])
+
+
+def test_ctrl_c_during_a_cold_compile(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "npvae.fast.compile"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)                              # inside the compiler (a cold compile takes ~6 s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if proc.returncode == 0:                     # finished before the signal (a fast machine)
+        assert "compiled" in out
+    else:
+        assert proc.returncode == 130 and err.strip().endswith("run it again to finish"), err
