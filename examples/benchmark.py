@@ -358,7 +358,8 @@ def main():
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs per path (medians are printed; default: 5)")
     ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads (default: 2)")
-    ap.add_argument("--torch-python", default=sys.executable, help="interpreter to time PyTorch with (default: this one)")
+    ap.add_argument("--torch-python", default=None, help="interpreter to time PyTorch with (default: this one, "
+                                                         "skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--train-images", type=int, default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
@@ -380,12 +381,14 @@ def main():
         except NpvaeError as e:
             ap.error(f"--data-dir {args.data_dir}: no Fashion-MNIST there ({str(e).splitlines()[0]})")
     has_torch = False
+    named = args.torch_python is not None           # asked for by name: no torch is an error, not a skip
+    args.torch_python = args.torch_python or sys.executable
     if not args.skip_torch:
         try:
             has_torch = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0
         except OSError as e:
             ap.error(f"--torch-python {args.torch_python}: cannot run it ({e.strerror})")
-        if not has_torch and args.torch_python != sys.executable:     # asked for by name: not a quiet skip
+        if not has_torch and named:
             ap.error(f"--torch-python {args.torch_python}: cannot import torch (or use --skip-torch)")
 
     med = statistics.median
@@ -450,7 +453,7 @@ def main():
           f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
           f"(median of {len(warm)}; from process start, warm: {med(w['from_start_s'] for w in warm):.2f} s)")
     loss = res["train_loss"]
-    print(f"train loss after {args.epochs} epochs (fast / reference): {loss['numba']:.2f} / {loss['numpy']:.2f}")
+    print(f"train loss after {args.epochs} epoch{'s' * (args.epochs != 1)} (fast / reference): {loss['numba']:.2f} / {loss['numpy']:.2f}")
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def main(argv=None):
     print(f"{data_dir}: {len(train)} training images, {len(test)} held out", file=sys.stderr)
     results = train_both(train, test, args)
     draw(results, np.asarray(test_labels, dtype=int), args.out, args.points)
-    print(f"spread of q(z | x) over the {len(test)} held-out images after {args.epochs} epochs:")
+    print(f"spread of q(z | x) over the {len(test)} held-out images after {args.epochs} epoch{'s' * (args.epochs != 1)}:")
     print(f"{'':8}{'mean |mu|':>12}{'mean variance':>16}{'test recon':>12}{'test KL':>10}")
     for beta, r in results.items():
         print(f"{'beta = ' + format(beta, 'g'):8}{r['mean |mu|']:>12.3f}{r['mean variance']:>16.4g}"

@@ -1,7 +1,8 @@
 """Train a variational autoencoder on MNIST (or Fashion-MNIST) and draw what it learned.
 
-The defaults follow the classic PyTorch example: a 784-400-20 VAE, Adam with
-lr 1e-3, batches of 128, 20 epochs, seed 0. Run from the repository root:
+The model and optimizer are the classic PyTorch example's: a 784-400-20 VAE, Adam
+with lr 1e-3, batches of 128 (it trains 10 epochs with seed 1; the defaults here are
+20 epochs, seed 0). Run from the repository root:
 
     python examples/train_mnist.py                              # MNIST (downloaded if missing)
     python examples/train_mnist.py --dataset fashion-mnist --data-dir /path/to/fashion-mnist
@@ -107,7 +108,8 @@ def build_parser(exit_on_error=True):
                    help=f"mnist-test-split: train on the MNIST test set's first --split images, hold out "
                         f"the rest (for machines with only the test set) (default: {d['dataset']})")
     p.add_argument("--data-dir", metavar="DIR",
-                   help=f"folder holding the IDX files (or a <dataset>/ folder with them) "
+                   help=f"folder holding the IDX files (or a <dataset>/ folder with them; mnist/ for "
+                        f"mnist-test-split) "
                         f"(default: ${ENV_VAR}, the cache, else download)")
     p.add_argument("--split", type=cli.whole_number(1), metavar="N",
                    help=f"mnist-test-split: images to train on (default: {d['split']})")
