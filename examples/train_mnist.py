@@ -318,8 +318,13 @@ def check_same_data(resumed, now):
             raise InputError(
                 f"cannot resume {resumed.path}: these are not the {part} images it was trained on (fingerprint "
                 f"{now[key][:12]}, {now[f'{part}_images']:,} images from {now['source']}; the run had "
-                f"{str(was.get(key))[:12]}, {was.get(f'{part}_images')} images from {was.get('source')}): "
+                f"{str(was.get(key))[:12]}, {_count(was.get(f'{part}_images'))} images from {was.get('source')}): "
                 f"point --data-dir at the run's data")
+
+
+def _count(n):
+    """A count as the messages write it (8,000), or as run.json had it if not a number."""
+    return f"{n:,}" if isinstance(n, int) else n
 
 
 # -- checks of the machine -----------------------------------------------------------
@@ -506,7 +511,8 @@ def draw_figures(s, folder, model, history, before, x_show, data):
                                  title=f"Latent interpolation, test {names[a]} \u2192 {names[b]}: decode "
                                        f"z = t\u00b7z({names[b]}) + (1 \u2212 t)\u00b7z({names[a]})")
     else:
-        say(f"note: no test image of class {names[a]} or none of {names[b]}: interpolation.png is not drawn")
+        missing = [names[c] for c in (a, b) if c not in data.test_labels]
+        say(f"note: no test image of class {' or '.join(missing)}: interpolation.png is not drawn")
     plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {s['dataset']}")
     mu = np.concatenate([model.encode(data.test[i:i + 1000].astype(np.float32) / 255)[0]
                          for i in range(0, len(data.test), 1000)])

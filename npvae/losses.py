@@ -65,6 +65,13 @@ def check_pair(a, t, owner, a_name, t_name="target"):
         raise InputTypeError(f"{owner}: {a_name} and {t_name} must share a float dtype, got {a.dtype} and {t.dtype}")
 
 
+def check_unit_range(arr, owner, name):
+    """Every value of ``arr`` in [0, 1] (NaN is not): probabilities, or the image a BCE compares with."""
+    if arr.size and not (arr.min() >= 0 and arr.max() <= 1):
+        raise InputError(f"{owner}: {name} must lie in [0, 1], got values in [{arr.min():.4g}, {arr.max():.4g}]"
+                         + (" (NaN among them)" if np.isnan(arr).any() else ""))
+
+
 def check_grad_scalar(grad, owner):
     """``grad`` (dL/dloss) is a finite real number; returned as a float."""
     if isinstance(grad, bool) or not isinstance(grad, (int, float, np.floating, np.integer)):
@@ -168,6 +175,7 @@ class BCEWithLogits(Module):
             The loss; ``self.rows`` (B,) keeps each sample's BCE.
         """
         check_pair(logits, target, "BCEWithLogits.forward", "logits")
+        check_unit_range(target, "BCEWithLogits.forward", "target")
         self.logits, self.target = logits, target
         self.rows = bce_with_logits_per_sample(logits, target)   # (B,)
         return batch_mean(self.rows)
@@ -231,6 +239,8 @@ class BCE(Module):
             The loss; ``self.rows`` (B,) keeps each sample's BCE.
         """
         check_pair(probs, target, "BCE.forward", "probs")
+        check_unit_range(probs, "BCE.forward", "probs (a forgotten sigmoid?)")
+        check_unit_range(target, "BCE.forward", "target")
         eps = np.finfo(probs.dtype).eps
         p = np.clip(probs, eps, 1 - eps)
         self.p, self.target = p, target

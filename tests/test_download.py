@@ -149,8 +149,9 @@ def test_timeout_leaves_nothing(tmp_path, server):
 
 def test_without_md5_the_file_must_parse_as_idx(tmp_path, server):
     dest = tmp_path / "d"
-    with pytest.raises(DownloadError, match="not a valid IDX file"):
+    with pytest.raises(DownloadError, match="not a valid IDX file") as info:
         download_file(server.url + "/html/t10k-labels-idx1-ubyte.gz", dest / "l.gz", md5=None)
+    assert str(dest / "l.gz") + ":" in str(info.value) and ".part" not in str(info.value)
     assert not dest.exists()
     download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", dest / "l.gz", md5=None)
     assert os.listdir(dest) == ["l.gz"]
@@ -270,3 +271,16 @@ def test_an_upper_case_md5_is_accepted(tmp_path, server):
     name = "t10k-labels-idx1-ubyte.gz"
     download_file(f"{server.url}/good/{name}", tmp_path / name, md5=MD5S[name].upper())
     assert (tmp_path / name).read_bytes() == FILES[name]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_named_as_the_file_asked_for(tmp_path, server):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError) as info:
+            download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", folder / "l.gz")
+    finally:
+        folder.chmod(0o755)
+    assert info.value.filename == str(folder / "l.gz")

@@ -237,3 +237,14 @@ def test_a_loss_backward_refuses_a_grad_that_is_not_finite(make, args, bad):
     loss.forward(*args)
     with pytest.raises(InputError, match="grad must be a finite number"):
         loss.backward(bad)
+
+
+@pytest.mark.parametrize("make, args, match", [
+    (BCE, (np.array([[1.7]]), np.array([[1.0]])), r"probs \(a forgotten sigmoid\?\) must lie in \[0, 1\]"),
+    (BCE, (np.array([[np.nan]]), np.array([[1.0]])), "NaN among them"),
+    (BCE, (np.array([[0.5]]), np.array([[5.0]])), r"target must lie in \[0, 1\]"),
+    (BCEWithLogits, (np.array([[0.3]]), np.array([[-2.0]])), r"target must lie in \[0, 1\]"),
+])
+def test_a_bce_refuses_probabilities_and_targets_outside_0_1(make, args, match):
+    with pytest.raises(InputError, match=match):
+        make().forward(*args)

@@ -126,8 +126,10 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
         try:
             _sweep_stale_parts(folder, os.path.basename(dest))
             fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
-        except BaseException:
+        except BaseException as e:
             _remove_empty(created)
+            if isinstance(e, OSError) and e.errno is not None:      # a read-only folder: name dest
+                raise OSError(e.errno, e.strerror, dest) from e
             raise
         try:
             with os.fdopen(fd, "wb") as out:
@@ -140,8 +142,9 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
             if md5 is None:
                 try:
                     read_idx(tmp)
-                except DataFileError as e:
-                    raise DownloadError(f"{url}: downloaded file is not a valid IDX file: {e}") from None
+                except DataFileError as e:     # (named as the file it was to become, not the .part)
+                    raise DownloadError(f"{url}: downloaded file is not a valid IDX file: "
+                                        f"{str(e).replace(tmp, dest)}") from None
             os.chmod(tmp, default_file_mode(dest))     # mkstemp makes 0600; give the usual mode
             os.replace(tmp, dest)
         except BaseException as e:
