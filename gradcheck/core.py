@@ -22,9 +22,11 @@ perturbed value is read back, so float32 rounding of ``T + h`` is accounted
 for). The directional check perturbs every checked tensor at once along a
 random unit direction :math:`V` and compares :math:`\langle a, V\rangle` with
 :math:`(L(T + hV) - L(T - hV)) / 2h`; its rel is
-:math:`|a_V - n_V| / \max(\|a\|, |n_V|, 10^{-12})` with :math:`\|a\|` the norm of the whole
-analytic gradient, the largest :math:`|a_V|` can be (dividing by :math:`|a_V|` itself would
-fail a correct gradient whenever the direction happens to be nearly orthogonal to it).
+:math:`|a_V - n_V| / \max(|a_V|, |n_V|, \|a\| / \sqrt{n}, 10^{-12})`, with :math:`\|a\|` the
+norm of the whole analytic gradient and :math:`n` its number of elements: :math:`\|a\|/\sqrt n`
+is the size of :math:`a_V` for a typical random direction, and keeps a direction that happens
+to be nearly orthogonal to the gradient (:math:`a_V \approx 0`) from failing a correct one on
+round-off alone.
 
 An optimizer's update has no derivative to take: its cases compare each step with a
 closed form instead (``Problem.exact``), computed in float64, and pass only within
@@ -173,9 +175,10 @@ def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
                         float(np.max(np.abs(a - n))), rel_error(a, n), tol))
     a_v, n_v = directional(problem, analytic, h, rng)
     total = sum(T.size for T in problem.tensors.values())
-    norm_a = np.sqrt(sum(float(np.sum(np.asarray(analytic[n], np.float64) ** 2)) for n in problem.tensors))
+    typical = np.sqrt(sum(float(np.sum(np.asarray(analytic[n], np.float64) ** 2)) for n in problem.tensors)
+                      / total)             # |a_V| for a typical random unit direction
     rows.append(Row(op, backend, "<direction>" + problem.tag, (total,), abs(a_v - n_v),
-                    abs(a_v - n_v) / max(norm_a, abs(n_v), FLOOR), tol))
+                    abs(a_v - n_v) / max(abs(a_v), abs(n_v), typical, FLOOR), tol))
     return rows
 
 

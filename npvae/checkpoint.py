@@ -549,7 +549,7 @@ def load_checkpoint(path, model=None, optimizer=None):
         Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """
     try:
-        path = os.fspath(path)
+        path = os.path.expanduser(os.fspath(path))
     except TypeError:
         raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
                              f"got {type(path).__name__}") from None

@@ -61,9 +61,9 @@ class Parameter:
     """A tensor the optimizer updates: its values ``data`` and its gradient ``grad``.
 
     ``grad`` has the shape and dtype of ``data``; backward passes add into it and
-    :meth:`zero_grad` sets it back to 0. Either may be replaced by another array of the
-    same shape and dtype (the layers and the optimizers rely on both); anything else is
-    refused when it is assigned, not later inside a layer.
+    :meth:`zero_grad` sets it back to 0. Either may be replaced by another writable array
+    of the same shape and dtype (the layers and the optimizers rely on all three: they write
+    into both in place); anything else is refused when it is assigned, not later inside a layer.
     """
 
     def __init__(self, data):

@@ -220,9 +220,11 @@ class Adam(Optimizer):
         two may be keywords).
         """
         given = dict(eps=eps, weight_decay=weight_decay)
-        n_old = len(more) + sum(v is not None for v in given.values())
-        if more and n_old == 3 and isinstance(betas, numbers.Real) and beta1 is None and beta2 is None:
-            beta1, beta2, betas, more = betas, more[0], None, more[1:]     # the old order
+        if _a_number(betas) and beta1 is None:          # the old order: (lr, beta1, beta2, ...)
+            if beta2 is not None:                       # beta2 as a keyword
+                beta1, betas = betas, None
+            elif more and len(more) + sum(v is not None for v in given.values()) == 3:
+                beta1, beta2, betas, more = betas, more[0], None, more[1:]
         if len(more) > 2:
             raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {2 + len(more)} "
                                  "positional arguments")
@@ -279,6 +281,12 @@ class Adam(Optimizer):
         warnings.warn("Adam.beta2 is deprecated: set Adam.betas = (beta1, beta2)", DeprecationWarning,
                       stacklevel=2)
         self.betas = (self.betas[0], value)
+
+
+def _a_number(value):
+    """A real number or a 0-d array: in ``set_hyper``'s second place, the old spelling's beta1."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)) or \
+        (isinstance(value, np.ndarray) and value.ndim == 0)
 
 
 def _betas_from_old_spelling(betas, beta1, beta2):

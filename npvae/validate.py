@@ -230,7 +230,7 @@ def check_folder_path(folder, name):
 
 
 def check_file_path(path, name):
-    """``None``, or a path (str or os.PathLike) that is not a folder; returned as str."""
+    """``None``, or a path (str or os.PathLike, ``~`` expanded) that is not a folder; returned as str."""
     if path is None:
         return None
     try:
@@ -239,6 +239,7 @@ def check_file_path(path, name):
         raise InputTypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    path = os.path.expanduser(path)
     if "\0" in path:
         raise InputError(f"{name} must be a file path, got {path!r}, which holds a NUL character")
     if path.endswith((os.sep, "/")):
@@ -301,9 +302,11 @@ class Setting:
 
     Written in a class body as ``lr = Setting(check_non_negative_number)``, it makes
     ``optimizer.lr = value`` call ``check_non_negative_number(value, "lr")`` and keep what that
-    returns (and ``check_for(optimizer, value, "lr")``, if given, for what depends on the object) (Python routes assignments to a class attribute that defines ``__set__``
-    through it). So a bad value is refused where it is set: in the constructor, by
-    ``load_state_dict``, or by a schedule that sets ``optimizer.lr`` between steps.
+    returns: Python routes assignments to a class attribute that defines ``__set__`` through
+    it. A check that depends on the object itself (Adam's ``eps`` against the parameters'
+    dtype) is given as ``check_for(optimizer, value, name)``. So a bad value is refused where
+    it is set: in the constructor, by ``load_state_dict``, or by a schedule that sets
+    ``optimizer.lr`` between steps.
     """
 
     def __init__(self, check, check_for=None):

@@ -429,3 +429,12 @@ def test_a_model_with_layers_of_your_own_is_not_rebuilt_as_the_stock_vae(tmp_pat
     stock = npvae.save_checkpoint(tmp_path / "stock.npz", npvae.VAE(6, 5, 2, rng=0))
     with pytest.raises(CheckpointError, match=r"saved encoder\.1: ReLU where the model has encoder\.1: _Tanh"):
         npvae.load_checkpoint(stock, mine)
+
+
+def test_a_path_may_start_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model = VAE(6, 4, 2, rng=0)
+    save_checkpoint("~/c.npz", model)
+    assert (tmp_path / "home" / "c.npz").exists() and not (tmp_path / "~").exists()
+    assert load_checkpoint("~/c.npz").model_config == load_checkpoint(tmp_path / "home" / "c.npz").model_config

@@ -530,7 +530,7 @@ def test_binarize():
 
 @pytest.mark.parametrize("bad, match", [(np.nan, r"nan at index \(0, 1\)"), (np.inf, "inf"),
                                         (1.5, r"\[0, 1\]"), (-0.1, r"\[0, 1\]"),
-                                        (200.0, "to_float")])
+                                        (200.0, "divide by 255")])
 def test_binarize_refuses_what_is_not_a_probability(bad, match):
     x = np.array([[0.2, bad, 0.5]])
     with pytest.raises(InputError, match=match):

@@ -267,6 +267,14 @@ def test_download_file_refuses_bad_arguments(tmp_path, server, kwargs, error, ma
     assert server.hits == {}
 
 
+def test_files_mirrors_and_checksums_may_be_any_iterable_or_mapping(tmp_path, server):
+    import types
+    name = "t10k-labels-idx1-ubyte.gz"
+    download_dataset("mnist", tmp_path, files=(f for f in [name]), mirrors={server.url + "/good/"},
+                     checksums=types.MappingProxyType(MD5S), progress=False, timeout=None)
+    assert (tmp_path / name).read_bytes() == FILES[name]
+
+
 def test_an_upper_case_md5_is_accepted(tmp_path, server):
     name = "t10k-labels-idx1-ubyte.gz"
     download_file(f"{server.url}/good/{name}", tmp_path / name, md5=MD5S[name].upper())

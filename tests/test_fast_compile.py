@@ -34,7 +34,9 @@ def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(m
         except KeyboardInterrupt:
             pass
     monkeypatch.setattr(compile_command, "compile_kernels", swallowed)
-    assert compile_command.main([]) == 130
+    assert compile_command.main([]) == 130        # one line, and it does not say "run it again"
+    assert capsys.readouterr() == ("", "npvae: stopped (Ctrl-C) after compiling had finished anyway: "
+                                       "the kernels are in the cache\n")
 
 
 def test_other_errors_are_not_taken_for_ctrl_c(monkeypatch):

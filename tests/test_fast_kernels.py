@@ -349,7 +349,7 @@ def test_adam_update_is_adam_step(dtype, wd, t):
 
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.95)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_adam_moments_from_zero_are_the_references_to_the_bit(dtype, betas):
+def test_adam_moments_from_zero_are_the_references_to_round_off(dtype, betas):
     """The first step's moments are ``(1 - beta1) g`` and ``(1 - beta2) g^2``: the kernel must use
     the same rounded ``1 - beta`` as the reference, to round-off (in float32, ``1 - float32(0.999)``
     is 1.3e-5 off: about 100 ulp)."""

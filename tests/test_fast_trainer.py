@@ -407,10 +407,9 @@ def test_a_change_made_while_the_trainer_holds_the_model_is_kept_not_overwritten
     trainer = Trainer(model, opt)
     trainer.step(xs[0])
     load_checkpoint(tmp_path / "c.npz", model=model, optimizer=opt)      # after the trainer stepped
-    with pytest.raises(StateError, match=r"optimizer changed .*step count is now 0, it was 4"):
+    with pytest.raises(StateError, match=r"optimizer changed .*step count is now 0, it was 4.*1 step\(s\)"):
         trainer.step(xs[0])                      # at once, not at sync after a whole loop
-    with pytest.raises(StateError, match="load_checkpoint"):
-        trainer.sync()
+    trainer.sync()                               # nothing left to write: the checkpoint stays
     assert np.array_equal(model.encoder[0].weight.data, other.encoder[0].weight.data) and opt.t == 0
     trainer.step(xs[0])                          # the next step takes the model as it is now
     trainer.sync()

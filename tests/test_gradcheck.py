@@ -36,8 +36,9 @@ def test_every_row_passes_in_float64(rows64):
 
 
 def test_the_optimizer_rows_hold_to_round_off_not_to_the_finite_difference_tolerance():
-    """A slip of 1e-7 in a step (eps under the square root, with the default eps = 1e-8)
-    passes a tolerance of 1e-6 but not the closed-form rows' 1e-11."""
+    """The closed-form rows keep their tolerance of round-off (1e-11) whatever --tol says: a
+    slip of 1e-7 in a step (eps under the square root with the default eps = 1e-8) passes a
+    tolerance of 1e-6, and the adam case uses eps = 1e-3 so that this slip shows in float32 too."""
     with BUGS["adam_eps_inside_sqrt"][1]():
         rows = run({"adam": CASES["adam"]}, tol=1e-6)
     assert rows and not any(r.passed for r in rows)
@@ -119,9 +120,8 @@ def test_a_gradient_wrong_by_1e5_relative_fails_at_the_default_tolerance():
     rows = {r.tensor: r for r in run({"slightly_wrong": ("numpy", _slightly_wrong_dense)})}
     assert rows["weight"].passed and rows["bias"].passed
     assert not rows["x"].passed and 5e-6 < rows["x"].rel_err < 2e-5
-    # the direction row measures against the whole gradient's norm, most of it the weight's
-    assert rows["<direction>"].rel_err > 100 * rows["weight"].rel_err
-    assert "FAIL" in format_table(list(rows.values())) and "1 failed" in format_table(list(rows.values()))
+    assert not rows["<direction>"].passed
+    assert "FAIL" in format_table(list(rows.values())) and "2 failed" in format_table(list(rows.values()))
 
 
 def test_the_direction_row_does_not_fail_a_correct_gradient_nearly_orthogonal_to_it():

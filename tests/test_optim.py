@@ -482,6 +482,8 @@ def test_set_hyper_sets_only_what_it_is_given():
     lambda o: o.set_hyper(0.01, 0.5, 0.6, eps=1e-6, weight_decay=0.1),
     lambda o: o.set_hyper(0.01, 0.5, 0.6, 1e-6, weight_decay=0.1),
     lambda o: o.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1),
+    lambda o: o.set_hyper(0.01, 0.5, beta2=0.6, eps=1e-6, weight_decay=0.1),
+    lambda o: o.set_hyper(0.01, np.array(0.5), 0.6, 1e-6, 0.1),
 ])
 def test_the_old_positional_order_with_trailing_keywords_still_works(call):
     opt = Adam(_params())

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 
 from ..atomic import default_file_mode
 from ..errors import DataFileError, DownloadError, InputError, InputTypeError
@@ -92,8 +93,8 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
         Expected hex MD5 of the file. If None, the file is instead checked by
         reading it as an IDX file, so a wrong page (an HTML error page, say)
         never lands in place.
-    timeout : float
-        Seconds to wait to connect or for the next chunk.
+    timeout : float or None
+        Seconds to wait to connect or for the next chunk (None: as long as it takes).
     progress : bool
         Show a progress line on stderr (only if stderr is a terminal).
 
@@ -117,7 +118,7 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
     if dest is None:
         raise InputTypeError("dest must be the file path to download to (str or os.PathLike), got None")
     md5 = _check_md5(md5, "md5")
-    timeout = check_positive_float(timeout, "timeout")
+    timeout = _check_timeout(timeout)
     progress = check_bool(progress, "progress")
     folder = os.path.dirname(os.path.abspath(dest))
     created = _makedirs(folder)
@@ -182,14 +183,20 @@ def _check_md5(md5, name):
 
 
 def _check_names(values, name, what):
-    """A list of non-empty strs from a list/tuple (a lone str is refused, not split into letters)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+    """A list of non-empty strs from any iterable but a lone str (which would be split into letters)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise InputTypeError(f"{name} must be a list of {what}, got {type(values).__name__}"
                              + (f" ({values!r}); write [{values!r}]" if isinstance(values, str) else ""))
+    values = list(values)
     for v in values:
         if not isinstance(v, str) or not v:
             raise InputError(f"{name} must be a list of {what}, got an item {v!r}")
-    return list(values)
+    return values
+
+
+def _check_timeout(timeout):
+    """Seconds > 0, or None: wait as long as it takes (as urllib's own None)."""
+    return None if timeout is None else check_positive_float(timeout, "timeout")
 
 
 def _makedirs(folder):
@@ -300,8 +307,8 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
         is checked by parsing it as IDX instead.
     progress : bool
         Show a progress line on stderr when it is a terminal.
-    timeout : float
-        Seconds to wait to connect or for the next chunk.
+    timeout : float or None
+        Seconds to wait to connect or for the next chunk (None: as long as it takes).
 
     Returns
     -------
@@ -320,7 +327,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
         raise InputError(f"download_dataset: name must be one of {sorted(MIRRORS)} "
                          f"(or pass mirrors= and checksums=), got {name!r}")
     mirrors = MIRRORS[name] if mirrors is None else _check_names(mirrors, "mirrors", "base URLs")
-    if checksums is not None and not isinstance(checksums, dict):
+    if checksums is not None and not isinstance(checksums, Mapping):
         raise InputTypeError(f"checksums must be a dict of file name -> hex MD5, got {type(checksums).__name__}")
     checksums = MD5[name] if checksums is None else {f: _check_md5(m, f"checksums[{f!r}]")
                                                      for f, m in checksums.items()}
@@ -330,7 +337,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
             raise InputError(f"files must be plain file names (no folder), got {file!r}")
     if not mirrors:
         raise InputError("download_dataset: mirrors must name at least one base URL, got none")
-    timeout = check_positive_float(timeout, "timeout")
+    timeout = _check_timeout(timeout)
     progress = check_bool(progress, "progress")
     dest = check_folder_path(dest, "dest")
     with cleanup_on_sigterm():      # (download_file's own then leaves the cleanup to this one)

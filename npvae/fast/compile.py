@@ -51,17 +51,20 @@ def main(argv=None):
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    finished = False
     with _noting_ctrl_c() as ctrl_c:
         compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
-        print(f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
-              f"{time.perf_counter() - t0:.1f} s")
+        finished = True
     if ctrl_c:      # Numba's cache keeps what was compiled so far
-        return _stopped()
+        return _stopped(finished)
+    print(f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def _stopped():
-    print("npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
+def _stopped(finished=False):
+    print("npvae: stopped (Ctrl-C) after compiling had finished anyway: the kernels are in the cache"
+          if finished else "npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
     return 130
 
 

@@ -165,20 +165,24 @@ class Trainer:
             self.dead.resume()
 
     def _check_held(self):
-        """A change to the model or the optimizer before the trainer's first step since it took
-        them is taken (a checkpoint loaded after the trainer was made); after that, a new step
-        count in the optimizer is an error at once, not at :meth:`sync` after the whole loop.
-        Only the step count is compared at every step (comparing every value would cost more
-        than the step); other changes are found at :meth:`sync`."""
+        """A change to the model or the optimizer before the trainer's first update since it took
+        them is taken (a checkpoint loaded after the trainer was made): until then every value
+        is compared, once an epoch in ``fit``. After that only the optimizer's step count is
+        (comparing every value would cost more than the step): a new one is an error at once,
+        not at :meth:`sync` after the whole loop; other changes are found at :meth:`sync`."""
         if self.opt.t == self.taken[0]:
             if self._changed_elsewhere():
                 self.load()
         elif self.optimizer.t != self.taken[0]:
+            steps = self.opt.t - self.taken[0]
+            self.synced = True              # theirs is kept; the next step takes it as it is
             raise StateError(
                 f"Trainer.step: the optimizer changed while this Trainer held it (its step count is now "
                 f"{self.optimizer.t}, it was {self.taken[0]} when the Trainer took it: a checkpoint or "
-                f"state dict loaded, or a reference step). Call trainer.sync() before anything else "
-                f"uses the model or the optimizer; one Trainer per model at a time.")
+                f"state dict loaded, or a reference step). That change is kept, the trainer's {steps} "
+                f"step(s) since it took them are dropped, and its next step starts from the model and "
+                f"the optimizer as they are now. Inside the loop, call trainer.sync() before anything "
+                f"else uses them; one Trainer per model at a time.")
 
     def __enter__(self):
         return self
