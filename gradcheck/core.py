@@ -101,6 +101,11 @@ def defaults(dtype, h=None, tol=None):
     return dtype, (dh if h is None else float(h)), (dtol if tol is None else float(tol))
 
 
+def exact_tolerance(dtype, tol):
+    """The closed-form rows' tolerance: :data:`EXACT_TOL`, or ``tol`` if that is tighter."""
+    return min(tol, EXACT_TOL[np.dtype(dtype)])
+
+
 def rel_error(a, n):
     """``max|a - n| / max(max|a|, max|n|, 1e-12)`` (see the module docstring)."""
     a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
@@ -224,7 +229,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
         rng = np.random.default_rng(seed)
         try:
             for problem in build(dtype=dtype, rng=rng, h=h):
-                rows.extend(check_problem(problem, op, backend, h, tol, rng, min(tol, EXACT_TOL[dtype])))
+                rows.extend(check_problem(problem, op, backend, h, tol, rng, exact_tolerance(dtype, tol)))
         except Exception as e:          # the case's own code (a layer under test) is anything
             rows.append(_error_row(op, backend, f"{type(e).__name__}: {e}", tol))
     return rows
@@ -241,7 +246,7 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
              "(a analytic, n numerical); <direction>: all tensors along one random unit vector",
              f"  optimizer steps (step t): against their closed form, pass if rel < "
-             f"{min(tol, EXACT_TOL[dtype]):g}"]
+             f"{exact_tolerance(dtype, tol):g}"]
     if dtype == np.float32:
         lines.append("  NOTE: float32 is a smoke check only (round-off limits it); "
                      "the real check is float64")

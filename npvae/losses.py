@@ -48,6 +48,7 @@ a bound on :math:`-\log p(x)`.
 import numpy as np
 
 from .errors import InputError, InputTypeError
+from .validate import check_unit_interval
 from .layers import sigmoid
 from .module import Module
 from .sampler import split_h
@@ -63,13 +64,6 @@ def check_pair(a, t, owner, a_name, t_name="target"):
         raise InputError(f"{owner}: {a_name} and {t_name} must have the same shape, got {a.shape} and {t.shape}")
     if a.dtype != t.dtype or a.dtype.kind != "f":
         raise InputTypeError(f"{owner}: {a_name} and {t_name} must share a float dtype, got {a.dtype} and {t.dtype}")
-
-
-def check_unit_range(arr, owner, name):
-    """Every value of ``arr`` in [0, 1] (NaN is not): probabilities, or the image a BCE compares with."""
-    if arr.size and not (arr.min() >= 0 and arr.max() <= 1):
-        raise InputError(f"{owner}: {name} must lie in [0, 1], got values in [{arr.min():.4g}, {arr.max():.4g}]"
-                         + (" (NaN among them)" if np.isnan(arr).any() else ""))
 
 
 def check_grad_scalar(grad, owner):
@@ -175,7 +169,7 @@ class BCEWithLogits(Module):
             The loss; ``self.rows`` (B,) keeps each sample's BCE.
         """
         check_pair(logits, target, "BCEWithLogits.forward", "logits")
-        check_unit_range(target, "BCEWithLogits.forward", "target")
+        check_unit_interval(target, "BCEWithLogits.forward: target", "divide by 255")
         self.logits, self.target = logits, target
         self.rows = bce_with_logits_per_sample(logits, target)   # (B,)
         return batch_mean(self.rows)
@@ -239,8 +233,8 @@ class BCE(Module):
             The loss; ``self.rows`` (B,) keeps each sample's BCE.
         """
         check_pair(probs, target, "BCE.forward", "probs")
-        check_unit_range(probs, "BCE.forward", "probs (a forgotten sigmoid?)")
-        check_unit_range(target, "BCE.forward", "target")
+        check_unit_interval(probs, "BCE.forward: probs (a forgotten sigmoid?)", "divide by 255")
+        check_unit_interval(target, "BCE.forward: target", "divide by 255")
         eps = np.finfo(probs.dtype).eps
         p = np.clip(probs, eps, 1 - eps)
         self.p, self.target = p, target

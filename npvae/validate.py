@@ -122,12 +122,16 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
 
 
 def check_unit_interval(x, name, fix):
-    """Values in [0, 1], else an InputError; ``fix`` is the advice for what look like 0..255 pixels.
-    ``x`` must be finite (a NaN passes this check: check finiteness first)."""
-    lo, hi = x.min(), x.max()
-    if lo < 0 or hi > 1:
+    """Values in [0, 1] (NaN is not), else an InputError; ``fix`` is the advice for what look
+    like 0..255 pixels. An empty array passes."""
+    if x.size == 0:
+        return
+    lo, hi = x.min(), x.max()                   # NaN if x holds one
+    if not (lo >= 0 and hi <= 1):
+        nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
         hint = f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else ""
-        raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in [{lo:.4g}, {hi:.4g}]{hint}")
+        raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
+                         f"[{lo:.4g}, {hi:.4g}]{nan}{hint}")
 
 
 def _refuse_masked(x, name):

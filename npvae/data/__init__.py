@@ -130,8 +130,7 @@ def binarize(x, rng):
     if not np.isfinite(x).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
         raise InputError(f"x must be probabilities in [0, 1], got {x[bad]} at index {bad}")
-    if x.size:
-        check_unit_interval(x, "x", "divide by 255")
+    check_unit_interval(x, "x", "divide by 255")
     # Generator.random only makes float32 and float64.
     draw_dtype = np.float32 if x.dtype == np.float32 else np.float64
     u = rng.random(x.shape, dtype=draw_dtype)
