@@ -290,7 +290,7 @@ def adam_varying(dtype, rng, h, steps=8, lr=1e-2, betas=(0.8, 0.95), eps=1e-3, w
         p.grad[...] = rng.standard_normal(p.data.shape).astype(dtype)
         seen.append(p.grad.astype(np.float64) + weight_decay * before.astype(np.float64))
         opt.step()
-        age = [t - s for s in range(1, t + 1)]  # t - s, the power of beta that step s's gradient has by now
+        age = [t - s for s in range(1, t + 1)]  # t - s: the power of beta1 (in m) and beta2 (in v) on step s
         m = (1 - beta1) * sum(beta1 ** a * g for a, g in zip(age, seen))
         v = (1 - beta2) * sum(beta2 ** a * g * g for a, g in zip(age, seen))
         expected = lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)

@@ -93,7 +93,7 @@ def _adam_step_as_written(self, beta1, beta2, weight_decay, ahead=0, eps_inside=
 
 
 def _adam_step_bias_correction_ahead(self):
-    # the bias corrections of the step after this one: 1 - beta ** (t + 1)
+    # the bias corrections of the step after this one: 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
     _adam_step_as_written(self, *self.betas, self.weight_decay, ahead=1)
 
 

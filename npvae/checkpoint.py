@@ -449,7 +449,7 @@ def _check_config(config, path):
 def expected_shapes(config):
     """``{parameter name: shape}`` of the VAE a config describes, without building it.
 
-    Mirrors :func:`npvae.model._mlp`: Dense layers at even indices of each
+    Mirrors how :class:`npvae.VAE` builds its encoder and decoder: Dense layers at even indices of each
     Sequential, a ReLU between them (the tests check this against a real VAE).
     """
     shapes = {}

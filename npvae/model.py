@@ -19,13 +19,14 @@ as a pixel's probability nears 0 or 1: its gradient vanishes (``docs/derivation.
 :meth:`VAE.decode` applies the sigmoid to give pixel probabilities.
 ``docs/derivation.md`` follows the gradient through this file line by line.
 """
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
 from . import footprint
 from .errors import InputError, InputTypeError, StateError
-from .layers import Dense, ReLU, Sequential, sigmoid
+from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
 from .module import Module, warn_backend_argument
 from .sampler import Sampler
@@ -131,6 +132,14 @@ class VAE(Module):
     @rng.setter
     def rng(self, rng):
         self.sampler.rng = check_rng(rng)
+
+    @property
+    def sigmoid(self):
+        """Deprecated: the VAE holds no ``Sigmoid`` any more (:meth:`decode` applies
+        :func:`npvae.layers.sigmoid`); a new ``Sigmoid`` for code written before."""
+        warnings.warn("VAE.sigmoid is deprecated: decode() applies npvae.layers.sigmoid; use "
+                      "npvae.Sigmoid() for a module of your own", DeprecationWarning, stacklevel=2)
+        return Sigmoid()
 
     # -- training ----------------------------------------------------------------------
     def loss(self, x, beta=1.0, eps=None):

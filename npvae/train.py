@@ -28,7 +28,6 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
 """
 import contextlib
 import copy
-import gc
 import json
 import math
 import numbers
@@ -250,6 +249,9 @@ class ReferenceSteps:
     def dead_units(self):
         return None
 
+    def frozen_gc(self):
+        return contextlib.nullcontext(lambda: None)     # the reference leaves the collector alone
+
     def load_dead_units(self, state, path=None):
         pass
 
@@ -413,7 +415,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     model.train()
     mid_epoch = False
     try:
-        with catch_signals(run.flag), _gc_frozen() as freeze:
+        with catch_signals(run.flag), training.frozen_gc() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
                 started = time.perf_counter()
                 freeze()
@@ -475,24 +477,6 @@ def _forget_dead_units_if_changed(training, images, fit_config):
         if data != fit_config["train_data"]:
             training.load_dead_units(None)      # start the record afresh, on the images as they are
             fit_config["train_data"] = data
-
-
-@contextlib.contextmanager
-def _gc_frozen():
-    """Yield ``freeze()``: it keeps the objects alive so far out of Python's full collections.
-
-    Once Numba is loaded some 100k objects are tracked, and the full garbage
-    collection an epoch triggers walks them all: ~50 ms an epoch here, 2% of its
-    time. ``gc.freeze()`` (called at each epoch's start, so that what the first
-    step loaded is included) moves them to a permanent generation until the end
-    of ``fit``. Left alone if the caller froze objects of its own.
-    """
-    owned = gc.get_freeze_count() == 0
-    try:
-        yield gc.freeze if owned else (lambda: None)
-    finally:
-        if owned:
-            gc.unfreeze()
 
 
 class _Run:

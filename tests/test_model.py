@@ -304,6 +304,14 @@ def test_backend_argument_is_deprecated_and_ignored():
     assert old.loss(x, eps=eps) == _vae().loss(x, eps=eps)
 
 
+def test_the_old_sigmoid_attribute_still_works_with_a_deprecation_warning():
+    m = _vae()
+    z = np.linspace(-3, 3, 2 * LAT).reshape(2, LAT)
+    with pytest.warns(DeprecationWarning, match="VAE.sigmoid"):
+        old = m.sigmoid
+    assert np.array_equal(old.forward(m.decode_logits(z)), m.decode(z))
+
+
 def test_decode_is_the_sigmoid_of_decode_logits():
     m = _vae()
     _, z = _data(np.float64)

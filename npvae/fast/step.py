@@ -9,10 +9,10 @@ and the elementwise work in Numba kernels (:mod:`npvae.fast.kernels`):
   the ReLU's mask and the bias gradient;
 * the decoder's sigmoid and the BCE give the loss and ``dlogits`` in one pass;
 * the two roads into ``[mu | logvar]`` (through ``z``, and the KL's own) meet in one pass;
-* the first layer's weight gradient is computed over its *live* units only: a ReLU
-  unit that is off for the whole batch has an all-zero gradient column, so
-  ``dW = x.T @ g`` multiplies only the others, and the optimizer reads those columns
-  as they are (:meth:`npvae.fast.optim.FusedAdam.step`);
+* when at most ``LIVE_FRACTION`` of the first layer's units are *live*, its weight gradient
+  is computed over those only: a ReLU unit that is off for the whole batch has an all-zero
+  gradient column, so ``dW = x.T @ g`` multiplies only the others, and the optimizer reads
+  those columns as they are (:meth:`npvae.fast.optim.FusedAdam.step`);
 * the first layer computes only its first ``n_units`` units: units proven dead on
   every training image are moved behind them and left out
   (:mod:`npvae.fast.dead_units`).

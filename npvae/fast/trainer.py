@@ -33,6 +33,8 @@ that sets ``optimizer.lr`` works inside the loop. One trainer per model at a tim
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
 """
+import contextlib
+import gc
 import math
 
 import numpy as np
@@ -210,6 +212,21 @@ class Trainer:
         if self.dead is not None:
             self.dead.end_epoch()
         self.sync()
+
+    @contextlib.contextmanager
+    def frozen_gc(self):
+        """Yield ``freeze()`` for fit's epochs: called at each epoch's start, it keeps the objects
+        alive so far out of Python's full garbage collections until the block ends.
+
+        Once Numba is loaded some 100k objects are tracked, and the full collection an epoch
+        triggers walks them all: ~50 ms an epoch, 2% of its time. Left alone if the caller
+        froze objects of its own."""
+        owned = gc.get_freeze_count() == 0
+        try:
+            yield gc.freeze if owned else (lambda: None)
+        finally:
+            if owned:
+                gc.unfreeze()
 
     def dead_units(self):
         """The dead-unit record (JSON-ready) for a checkpoint, or None without retirement."""
