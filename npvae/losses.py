@@ -250,9 +250,10 @@ class BCE(Module):
         within :math:`\epsilon_{\mathrm{clip}}` of 0 or 1) the exact gradient of the clipped loss would be
         0; this passes the gradient at the clip boundary through instead, as large as about
         :math:`1/\epsilon_{\mathrm{clip}}` (8e6 in float32). A :class:`~npvae.layers.Sigmoid`'s backward then
-        multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a saturated pixel
-        the product is far below the true :math:`p - t`, or 0 once :math:`p` has rounded to
-        1, so the pixel stops learning. :class:`BCEWithLogits` gives :math:`p - t` for every logit.
+        multiplies it by :math:`p(1-p)` of the unclipped :math:`p`: for a pixel saturated on the
+        wrong side of its target the product is far below the true :math:`p - t`, or 0 once
+        :math:`p` has rounded to 1, so the pixel stops learning (saturated on its target's side,
+        the product is still :math:`p - t` to round-off). :class:`BCEWithLogits` gives :math:`p - t` for every logit.
 
         Parameters
         ----------

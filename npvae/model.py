@@ -15,7 +15,8 @@ is exact and stable: where the project's design picture (``DESIGN.md``) draws
 one op, ``BCEWithLogits(logits, x)``, whose backward gives
 ``dL/dlogits = (x_hat - x) / B`` directly. The unfused pair divides by
 ``x_hat (1 - x_hat)`` and multiplies by it again, and in float32 the two stop cancelling
-as a pixel's probability nears 0 or 1: its gradient vanishes (``docs/derivation.md``, 3.1).
+as a pixel's probability nears 0 or 1 away from its target: the gradient of a pixel that is
+confidently wrong vanishes (``docs/derivation.md``, 3.1).
 :meth:`VAE.decode` applies the sigmoid to give pixel probabilities.
 ``docs/derivation.md`` follows the gradient through this file line by line.
 """
