@@ -52,9 +52,11 @@ def train_side_by_side(images, dtype):
     shuffle = np.random.default_rng(5)
     losses_ref, losses_fast = [], []
     for epoch in range(EPOCHS):
-        if epoch == 2:      # 120 more units go quiet, with Adam's moments far from 0: dead columns
-            for model in (ref, fast):                   # that still move (between epochs, as a
-                model.encoder[0].bias.data[120:240] = -30.0     # fit callback would)
+        if epoch == 2:
+            # 120 more units go quiet (between epochs, as a fit callback would do it) while
+            # Adam's moments are far from 0: dead columns whose parameters still move
+            for model in (ref, fast):
+                model.encoder[0].bias.data[120:240] = -30.0
         order = shuffle.permutation(len(images))
         trainer.begin_epoch()
         for start in range(0, len(images), BATCH):
