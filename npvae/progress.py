@@ -175,7 +175,9 @@ class EpochProgress:
         epoch 3/20  batch 250/469 [##########..........]  loss 108.214  5,312 samples/s  0:04 left
 
     and after each epoch (on a terminal or not) one summary line, ending with
-    the time the remaining epochs should take at the pace so far.
+    the time the remaining epochs should take at the pace so far. The session's
+    first step is left out of the rate and the pace: on a cold Numba cache it
+    includes seconds of compiling.
 
     Parameters
     ----------
@@ -197,17 +199,30 @@ class EpochProgress:
         self.line = _Line(self.stream)
         self.last = 0.0
         self.epoch_seconds = []      # this session's epochs, for the time left in the run
+        # (epoch, step, samples, seconds) at the end of this session's first step, which
+        # carries one-off costs (Numba compiling or loading its kernels: seconds on a cold
+        # cache): the rest of that epoch is timed from there.
+        self.first = None
 
     def update(self, epoch, step, loss, samples, seconds):
         """After ``step`` (1-based) of ``epoch``: ``samples`` seen and ``seconds`` spent in this epoch."""
+        if self.first is None:
+            self.first = (epoch, step, samples, seconds)
+            if step < self.steps:       # no rate yet: drawn from the next step on
+                return
         if not self.live:
             return
         now = time.perf_counter()
         if now - self.last < self.interval and step < self.steps:
             return
         self.last = now
+        e0, step0, samples0, seconds0 = self.first
+        if epoch == e0 and step > step0:             # time the epoch from its first step's end
+            steps, samples, seconds = step - step0, samples - samples0, seconds - seconds0
+        else:
+            steps = step
         rate = samples / seconds if seconds > 0 else 0.0
-        left = seconds / step * (self.steps - step) if step else float("inf")
+        left = seconds / steps * (self.steps - step) if steps else float("inf")
         self.line.draw(f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps} {_bar(step / self.steps)}"
                        f"  loss {_num(loss)}  {rate:,.0f} samples/s  {format_duration(left)} left")
 
@@ -221,12 +236,21 @@ class EpochProgress:
         if r["test_loss"] is not None:
             line += f"  test {_num(r['test_loss'])} (recon {_num(r['test_recon'])}, KL {_num(r['test_kl'])})"
         line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"
-        self.epoch_seconds.append(r["train_seconds"] + r["eval_seconds"])
+        self.epoch_seconds.append(self._epoch_time(r))
         remaining = self.epochs - r["epoch"]
         if remaining > 0:
             pace = sum(self.epoch_seconds) / len(self.epoch_seconds)
             line += f"  ({format_duration(remaining * pace)} left to train)"
         self.message(line)
+
+    def _epoch_time(self, r):
+        """The epoch's time for the pace: the session's first epoch as if its first step had
+        taken as long as the others."""
+        train = r["train_seconds"]
+        if self.first is not None and self.first[0] == r["epoch"] and self.steps > self.first[1]:
+            _, step0, _, seconds0 = self.first
+            train = (train - seconds0) / (self.steps - step0) * self.steps
+        return train + r["eval_seconds"]
 
     def close(self):
         """End a live line (e.g. before an error message)."""

@@ -190,6 +190,25 @@ def test_progress_bar_on_a_terminal_and_lines_in_a_log():
         ["0:00", "1:00", "1:01", "1:02:05", "?", "?"]
 
 
+def test_time_left_is_not_thrown_off_by_a_slow_first_step():
+    """A cold Numba cache makes the first step take seconds (compiling): the rate and the
+    time left are measured without it, on the bar and in the epoch's line."""
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=3, steps=10, stream=tty)
+    show.interval = 0
+    show.update(1, 1, 1.0, 128, 30.0)                # 30 s: compiling
+    for step in range(2, 11):                        # then 1 s a step
+        show.update(1, step, 1.0, 128 * step, 30.0 + (step - 1))
+    show.summary(dict(epoch=1, train_loss=1.0, train_recon=0.5, train_kl=0.5, beta=1.0, test_loss=None,
+                      train_seconds=39.0, eval_seconds=1.0))
+    text = tty.getvalue()
+    assert "batch 1/10" not in text                  # nothing to time yet
+    assert "batch 5/10 [##########..........]  loss 1.000  128 samples/s  0:05 left" in text
+    assert text.rstrip().endswith("39.0s + eval 1.0s  (0:22 left to train)")   # 2 x (10 + 1) s
+    show.update(2, 1, 1.0, 128, 2.0)                 # the next epochs are timed whole
+    assert tty.getvalue().endswith("batch 1/10 [##..................]  loss 1.000  64 samples/s  0:18 left")
+
+
 class HungUpTTY(FakeTTY):
     """A terminal that has closed: every write fails with EIO, as a tty does after SIGHUP."""
 
