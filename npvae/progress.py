@@ -204,6 +204,13 @@ class EpochProgress:
         # cache): the rest of that epoch is timed from there.
         self.first = None
 
+    def start(self, epoch, step):
+        """Before a session's epoch, ``step`` of its steps already done: on a terminal, the
+        session's first epoch says it has begun (its first step may take seconds)."""
+        if self.live and self.first is None:
+            self.line.draw(f"epoch {epoch}/{self.epochs}  batch {step}/{self.steps} {_bar(step / self.steps)}"
+                           f"  starting ...")
+
     def update(self, epoch, step, loss, samples, seconds):
         """After ``step`` (1-based) of ``epoch``: ``samples`` seen and ``seconds`` spent in this epoch."""
         if self.first is None:

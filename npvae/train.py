@@ -506,6 +506,7 @@ class _Run:
         s = dict(partial) if partial else dict(loss=0.0, recon=0.0, kl=0.0, n=0, seconds=0.0)
         t0 = time.perf_counter() - s["seconds"]
         beta_t = self.beta
+        self.show.start(epoch, first)
         for step in range(first, steps):
             idx = order[step * B:(step + 1) * B]
             x = training.batch(idx)

@@ -196,6 +196,8 @@ def test_time_left_is_not_thrown_off_by_a_slow_first_step():
     tty = FakeTTY()
     show = EpochProgress(True, epochs=3, steps=10, stream=tty)
     show.interval = 0
+    show.start(1, 0)
+    assert tty.getvalue() == "\repoch 1/3  batch 0/10 [....................]  starting ..."
     show.update(1, 1, 1.0, 128, 30.0)                # 30 s: compiling
     for step in range(2, 11):                        # then 1 s a step
         show.update(1, step, 1.0, 128 * step, 30.0 + (step - 1))
@@ -205,7 +207,8 @@ def test_time_left_is_not_thrown_off_by_a_slow_first_step():
     assert "batch 1/10" not in text                  # nothing to time yet
     assert "batch 5/10 [##########..........]  loss 1.000  128 samples/s  0:05 left" in text
     assert text.rstrip().endswith("39.0s + eval 1.0s  (0:22 left to train)")   # 2 x (10 + 1) s
-    show.update(2, 1, 1.0, 128, 2.0)                 # the next epochs are timed whole
+    show.start(2, 0)                                 # the next epochs are timed whole
+    show.update(2, 1, 1.0, 128, 2.0)
     assert tty.getvalue().endswith("batch 1/10 [##..................]  loss 1.000  64 samples/s  0:18 left")
 
 
