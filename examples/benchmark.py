@@ -52,6 +52,11 @@ def peak_rss_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def minutes(seconds):
+    """``83.4`` -> ``"1:23"``."""
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
 def load_data(data_dir, n_train=None):
     """(train uint8 (60000, 784), test uint8 (10000, 784), where they came from).
 
@@ -402,15 +407,18 @@ def main():
     # Round by round, each process in turn (the other one idle), so that a slow
     # spell of this shared machine hits every path: the per-round ratios are fair.
     epochs, evals = [], []
+    start = time.perf_counter()
     for r in range(args.epochs):
         epochs.append({k: v for w in workers.values() for k, v in w("train_round").items()})
-        print(f"  round {r + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.2f} s" for k, v in epochs[-1].items()),
-              flush=True)
+        left = (time.perf_counter() - start) / (r + 1) * (args.epochs - r - 1)
+        print(f"  round {r + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.2f} s" for k, v in epochs[-1].items())
+              + (f"  ({minutes(left)} left in the rounds)" if left else ""), flush=True)
     for _ in range(7):
         evals.append({k: v for w in workers.values() for k, v in w("eval_round").items()})
     res = workers["npvae"]("finish")
     th = workers["torch"]("finish") if "torch" in workers else None
     print(f"data: {res['source']}", flush=True)
+    print("timing the first training step in fresh processes (1 cold, 5 warm) ...", flush=True)
     with tempfile.TemporaryDirectory() as cache:
         env = {"NUMBA_CACHE_DIR": cache}
         cold = run_part(sys.executable, "first_step", args, env)
