@@ -50,6 +50,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m npvae.fast.compile", description=__doc__.splitlines()[0])
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
+    print("npvae: compiling the fast path's kernels into Numba's cache (about 6 s the first time) ...",
+          flush=True)
     t0 = time.perf_counter()
     finished = False
     with _noting_ctrl_c() as ctrl_c:
