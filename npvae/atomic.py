@@ -13,11 +13,13 @@ lock, :mod:`npvae.runfolder`).
 import contextlib
 import os
 import re
+import stat
 import tempfile
 
 from .errors import InputError, NpvaeError
 
-__all__ = ["atomic_write", "append_line", "sweep_temporary_files", "default_file_mode", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
+           "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
@@ -35,7 +37,8 @@ def atomic_write(path, mode="wb"):
     Raises
     ------
     InputError
-        If ``path`` is an existing folder.
+        If ``path`` is an existing folder, or anything else that is not a regular file
+        (a pipe, a device such as ``/dev/null``, a socket): renaming onto it would replace it.
 
     Examples
     --------
@@ -43,8 +46,7 @@ def atomic_write(path, mode="wb"):
     ...     f.write("{}")
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"cannot write {path}: it is a folder; give a file path")
+    check_regular_file(path)
     target = os.path.realpath(path)         # a link is followed, not replaced by a file
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
@@ -67,6 +69,20 @@ def atomic_write(path, mode="wb"):
     except BaseException:
         _remove(tmp)
         raise
+
+
+def check_regular_file(path):
+    """``path`` is a regular file (or a link to one) or does not exist yet; else an ``InputError``."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(mode):
+        raise InputError(f"cannot write {path}: it is a folder; give a file path")
+    if not stat.S_ISREG(mode):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise InputError(f"cannot write {path}: it is {kind}, not a regular file; writing a file "
+                         f"atomically would replace it: give a file path")
 
 
 def _remove(path):
@@ -93,6 +109,7 @@ def append_line(path, line):
     Used for ``metrics.jsonl``: small files, so rewriting is cheap and a crash
     never leaves a torn last line.
     """
+    check_regular_file(path)                # reading a pipe would wait for a writer
     old = ""
     if os.path.exists(path):
         with open(path, "r", encoding="utf-8") as f:

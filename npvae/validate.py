@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from .atomic import check_regular_file
 from .errors import InputError, InputTypeError, PixelScaleWarning
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -267,6 +268,10 @@ def check_output_path(path, name):
         raise InputError(f"{name}: cannot write {path!r}: {folder!r} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{name}: cannot write {path!r}: no permission to write in {folder!r}")
+    try:
+        check_regular_file(path)            # not a pipe or a device: it would be replaced
+    except InputError as e:
+        raise InputError(f"{name}: {e}") from None
     return path
 
 

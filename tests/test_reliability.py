@@ -66,6 +66,22 @@ def test_atomic_write_refuses_a_folder_and_names_the_file_on_a_write_error(tmp_p
     assert os.listdir(tmp_path) == []
 
 
+def test_a_pipe_or_a_device_is_never_replaced_by_a_file(tmp_path):
+    """Renaming a temporary file onto a pipe, or /dev/null as root, would replace it."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    model = npvae.VAE(6, 4, 2, rng=0)
+    x = np.random.default_rng(0).random((8, 6), dtype=np.float32)
+    with pytest.raises(InputError, match="it is a pipe, not a regular file"):
+        with atomic_write(fifo, "w") as f:
+            f.write("x")
+    with pytest.raises(InputError, match=r"metrics_path: cannot write .*it is a pipe, not a regular file"):
+        npvae.fit(model, x, epochs=1, progress=False, backend="numpy", metrics_path=fifo)
+    with pytest.raises(InputError, match="it is a pipe, not a regular file"):
+        save_checkpoint(fifo, model)
+    assert fifo.is_fifo() and os.listdir(tmp_path) == ["fifo"]
+
+
 def test_atomic_write_writes_through_a_symbolic_link(tmp_path):
     (tmp_path / "docs").mkdir()
     real = tmp_path / "docs" / "page.md"
