@@ -86,6 +86,7 @@ CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress"
 # Files a run writes before it trains (copied ones included); one that fails before its first
 # checkpoint removes them again.
 START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png")
+RUN_FILES = START_FILES + ("reconstruction_after.png", "samples.png", "interpolation.png", "loss.png", "latent.png")
 
 
 def say(line):
@@ -366,6 +367,11 @@ def refuse_earlier_run(out, resumed):
     """A new run never replaces one that is there: it is continued with --resume, or left alone."""
     own = os.path.join(out, "checkpoint.npz")
     if not os.path.exists(own):
+        left = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+        if left:          # a run whose checkpoint was removed: its results are still worth keeping
+            raise InputError(f"--out {out} holds files of an earlier run ({', '.join(left)}) but no "
+                             f"checkpoint.npz to continue it from; this run would replace them: choose "
+                             f"another --out, or remove those files to start over there")
         return
     if resumed is None:
         raise InputError(f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}, "

@@ -229,6 +229,13 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
     assert f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}" in again.stderr
     assert_no_traceback(again.stderr)
     assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
+    (out / "checkpoint.npz").unlink()               # to save space, say: the results are still there
+    del before["checkpoint.npz"]
+    again = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert again.returncode == 2
+    assert f"--out {out} holds files of an earlier run (run.json, metrics.jsonl" in again.stderr
+    assert "choose another --out, or remove those files" in again.stderr
+    assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
 
 
 def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):
