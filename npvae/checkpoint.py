@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import CheckpointError, DivergenceError, InputTypeError, StateDictError
+from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, StateDictError
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
@@ -230,7 +230,13 @@ def _rng_state(rng, name):
     if isinstance(rng, np.random.Generator):
         return _to_json(rng.bit_generator.state)
     if isinstance(rng, dict) and rng.get("bit_generator") in _BIT_GENERATORS:
-        return _to_json(rng)
+        state = _to_json(rng)
+        try:              # what load_checkpoint will do with it: refused now, not then
+            _generator_from_state(state, "save_checkpoint", name)
+        except CheckpointError as e:
+            raise InputError(f"rngs[{name!r}] is not a bit generator state that can be restored "
+                             f"({str(e).split(': ', 1)[1]})") from None
+        return state
     raise InputTypeError(f"rngs[{name!r}] must be a numpy Generator or its bit_generator.state dict, "
                          f"got {type(rng).__name__}")
 

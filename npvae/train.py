@@ -58,6 +58,7 @@ FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss"
           "test_kl", "train_seconds", "eval_seconds", "beta")
 # fit settings a resumed run must share with the checkpoint to continue exactly
 _RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data")
+_PARTIAL_SUMS = ("loss", "recon", "kl", "n", "seconds")    # an epoch's running sums, in mid-epoch checkpoints
 
 
 class History(list):
@@ -201,6 +202,13 @@ def _resume(path, model, opt, fit_config, rngs, steps):
         if name not in ckpt.rng_states:
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
                                   f"(was it written by fit()?)")
+    per_epoch = math.ceil(fit_config["n_train"] / fit_config["batch_size"])
+    if ckpt.step >= per_epoch:       # a checkpoint inside an epoch is written before its last step
+        raise CheckpointError(f"{path}: cannot resume at step {ckpt.step} of an epoch: an epoch here "
+                              f"has {per_epoch} steps")
+    if ckpt.step and ckpt.partial is not None and not set(_PARTIAL_SUMS) <= set(ckpt.partial):
+        raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) "
+                              f"must hold {list(_PARTIAL_SUMS)}, got {sorted(ckpt.partial)}")
     ckpt.load_into(model, opt)
     steps.load()
     steps.load_dead_units(ckpt.dead_units, path)   # none saved (another back end, an older file): afresh

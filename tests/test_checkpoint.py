@@ -126,6 +126,22 @@ def test_fit_checkpoint_contents(tmp_path):
     assert "optimizer/m.0.npy" in names
 
 
+def test_a_mid_epoch_checkpoint_past_its_epoch_or_without_its_sums_is_refused_on_resume(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    run = dict(batch_size=16, rng=0, progress=False, backend="numpy")
+    fit(VAE(12, 8, 2, rng=0), x, epochs=1, checkpoint=tmp_path / "c.npz", **run)
+    partial = dict(loss=1.0, recon=1.0, kl=0.0, n=16, seconds=0.1)
+    for step in (3, 10**6):                          # an epoch of 40 images in batches of 16 has 3 steps
+        bad = rewrite(tmp_path / "c.npz", tmp_path / "bad.npz", meta=lambda m: m.update(step=step, partial=partial))
+        with pytest.raises(CheckpointError, match=f"cannot resume at step {step} of an epoch: an epoch here has 3"):
+            fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=bad, **run)
+    bad = rewrite(tmp_path / "c.npz", tmp_path / "bad.npz", meta=lambda m: m.update(step=2, partial={"loss": 1.0}))
+    with pytest.raises(CheckpointError, match=r"its running sums \(partial\) must hold \['loss', 'recon'"):
+        fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=bad, **run)
+    ok = rewrite(tmp_path / "c.npz", tmp_path / "ok.npz", meta=lambda m: m.update(step=2, partial=partial))
+    assert len(fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=ok, **run)) == 2
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_an_optimizer_listing_the_parameters_in_another_order_resumes_bit_for_bit(tmp_path, backend):
     """The checkpoint counts the model's parameters, so each gets its own moments back
@@ -190,6 +206,10 @@ def test_save_argument_types(tmp_path):
     model, _ = trained_pair()
     with pytest.raises(InputTypeError, match="rngs"):
         save_checkpoint(tmp_path / "c.npz", model, rngs={"shuffle": 3})
+    # a state that names a bit generator but could not be restored: refused now, not at loading
+    with pytest.raises(InputError, match=r"rngs\['x'\] is not a bit generator state that can be restored"):
+        save_checkpoint(tmp_path / "c.npz", model, rngs={"x": {"bit_generator": "PCG64", "state": 5}})
+    assert not (tmp_path / "c.npz").exists()
 
 
 # -- every corrupt case is a CheckpointError ----------------------------------------
