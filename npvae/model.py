@@ -63,6 +63,16 @@ def _check_fits_in_memory(input_dim, hidden_dims, latent_dim, dtype):
                          f"choose smaller hidden_dims or latent_dim")
 
 
+def _check_rows_fit(model, rows, call):
+    """Refuse to decode ``rows`` codes at once if this machine cannot hold what that takes."""
+    widths = [model.latent_dim, *model.hidden_dims, model.input_dim]
+    need = rows * np.dtype(model.dtype).itemsize * (widths[0] + 2 * sum(widths[1:]))   # z; each layer's out, twice
+    room = footprint.available_bytes()
+    if room is not None and need > room:
+        raise InputError(f"{call} decodes {rows:,} codes at once, about {footprint.format_bytes(need)}, but "
+                         f"{footprint.format_bytes(room)} is available: ask for fewer, in several calls")
+
+
 def _halves(h):
     """``(mu, logvar)`` from ``h = [mu | logvar]``, as two arrays of their own."""
     d = h.shape[1] // 2
@@ -290,6 +300,7 @@ class VAE(Module):
         x_hat : ndarray (n, input_dim)
         """
         n = check_positive_int(n, "n")
+        _check_rows_fit(self, n, f"sample({n})")
         rng = self.rng if rng is None else check_rng(rng)
         return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
 
@@ -311,6 +322,7 @@ class VAE(Module):
         steps = check_positive_int(steps, "steps")
         if steps < 2:
             raise InputError(f"steps must be at least 2 (both end points), got {steps}")
+        _check_rows_fit(self, steps, f"interpolate(steps={steps})")
         ends = []
         for name, x in (("x_a", x_a), ("x_b", x_b)):
             x = np.asarray(x) if isinstance(x, (list, tuple)) else x

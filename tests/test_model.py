@@ -225,6 +225,15 @@ def test_sample_decodes_standard_normal_codes():
     assert not np.array_equal(m.sample(3), m.sample(3))
 
 
+def test_more_codes_than_memory_holds_are_refused_before_any_allocation():
+    m = VAE(784, 400, 20, rng=0)
+    with pytest.raises(InputError, match=r"sample\(1000000000000\) decodes 1,000,000,000,000 codes at once, about 9.6 PB"):
+        m.sample(10**12)
+    x = np.zeros(784, np.float32)
+    with pytest.raises(InputError, match=r"interpolate\(steps=10000000000000\) decodes .* is available"):
+        m.interpolate(x, x, steps=10**13)
+
+
 # -- training, reproducibility ----------------------------------------------------------------------
 def _train(dtype, seed, steps=4):
     """The user's loop on the reference: zero_grad, loss, backward, step."""
