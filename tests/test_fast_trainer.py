@@ -168,6 +168,22 @@ def test_batches_of_the_training_images_are_the_reference_floats(images):
                 trainer.step(x)                  # a batch of the trainer's own goes straight in
 
 
+@pytest.mark.parametrize("retire", [False, True])
+def test_a_batch_of_the_trainers_own_is_changed_only_in_a_copy_which_is_checked(images, retire):
+    """step takes its own batches unchecked: they are read-only, and a changed copy is checked
+    (with retirement on, refused: the units were proven dead on the training images only)."""
+    model = VAE(784, 16, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()), images=images[:64], batch_size=32,
+                      retire_dead_units=retire)
+    x = trainer.batch(np.arange(32))
+    with pytest.raises(ValueError, match="read-only"):
+        x[:] = 7.0
+    noisy = x + 7.0
+    with pytest.raises(InputError, match=r"\[0, 1\]" if not retire else "unchanged"):
+        trainer.step(noisy)
+    assert np.isfinite(trainer.step(x).total)
+
+
 def test_training_steps_allocate_nothing_of_batch_size(images):
     """After a first pass (workspaces made once per batch size), an epoch of steps allocates less
     than a quarter of one float batch."""

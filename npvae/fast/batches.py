@@ -5,7 +5,9 @@ are gathered (``np.take`` into a buffer), copied into column-major order while s
 ``uint8`` (a quarter of the bytes of the float batch), then scaled by a kernel
 (:func:`npvae.fast.kernels.scale_pixels`, exactly ``x / 255`` as the reference's
 ``to_float``). Float images are gathered and cast in one copy. A batch is overwritten
-by the next one of its size.
+by the next one of its size. It is handed out read-only: the trainer steps on it unchecked
+(and, retiring dead units, relies on its being training images), so a batch to be changed
+is changed in a copy, which the trainer checks like any other.
 """
 import numpy as np
 
@@ -19,11 +21,13 @@ class ColumnBatches:
         self.images, self.dtype = images, np.dtype(dtype)
         self.batch_size = n = min(batch_size, len(images))                # the largest batch
         self.rows = np.empty((n, images.shape[1]), images.dtype)   # gathered, row-major
-        self.buffers = {}   # batch size -> (float batch, uint8 batch or None), column-major
+        # batch size -> (float batch, uint8 batch or None, the float batch read-only), column-major
+        self.buffers = {}
 
     def made(self, x):
-        """True if ``x`` is one of the batches this object made (and so known to be valid)."""
-        return any(x is bufs[0] for bufs in self.buffers.values())
+        """The float batch behind ``x`` if ``x`` is a batch :meth:`take` handed out (so known to
+        be valid), else None."""
+        return next((bufs[0] for bufs in self.buffers.values() if x is bufs[2]), None)
 
     def take(self, idx):
         """``images[idx]`` as a column-major float batch; ``idx`` holds at most batch_size indices."""
@@ -32,8 +36,11 @@ class ColumnBatches:
         if bufs is None:
             shape = (n, self.images.shape[1])
             pixels = np.empty(shape, np.uint8, order="F") if self.images.dtype == np.uint8 else None
-            bufs = self.buffers[n] = (np.empty(shape, self.dtype, order="F"), pixels)
-        x, pixels = bufs
+            x = np.empty(shape, self.dtype, order="F")
+            handed_out = x.view()
+            handed_out.flags.writeable = False
+            bufs = self.buffers[n] = (x, pixels, handed_out)
+        x, pixels, handed_out = bufs
         # idx is checked (Trainer.batch); mode="clip" because with the default "raise" np.take
         # writes through a temporary copy
         rows = np.take(self.images, idx, axis=0, out=self.rows[:n], mode="clip")
@@ -42,4 +49,4 @@ class ColumnBatches:
         else:
             np.copyto(pixels, rows)     # transposed as bytes...
             k.scale_pixels(pixels, x)   # ...then scaled
-        return x
+        return handed_out

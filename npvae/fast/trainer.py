@@ -245,8 +245,9 @@ class Trainer:
 
     # -- steps -------------------------------------------------------------------------------
     def batch(self, idx):
-        """``images[idx]`` as a float batch in the trainer's layout (reused by the next call);
-        ``idx``: 1 to ``batch_size`` integer indices."""
+        """``images[idx]`` as a float batch in the trainer's layout, read-only (the next call
+        reuses it); ``idx``: 1 to ``batch_size`` integer indices. :meth:`step` takes it unchecked;
+        to change it (augmentation, say), step a changed copy, checked like any batch."""
         if self.batches is None:
             raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
         return self.batches.take(check_indices(idx, "idx", len(self.batches.images), self.batches.batch_size))
@@ -257,11 +258,14 @@ class Trainer:
         The update is applied only if the loss is finite; the returned ``LossParts`` tell.
         """
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        if not (self.batches is not None and self.batches.made(x)):   # our own batches are known good
-            if self.dead is not None:
-                raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
-                                 "trainer.batch(idx): units proven dead on the training images may "
-                                 "not be on other data")
+        ours = self.batches.made(x) if self.batches is not None else None
+        if ours is not None:                            # our own (read-only) batches are known good
+            x = ours
+        elif self.dead is not None:
+            raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
+                             "trainer.batch(idx), unchanged: units proven dead on the training "
+                             "images may not be on other data")
+        else:
             x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True, c_order=False)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
         self._ready()
