@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, InputTypeError
-from .validate import check_positive_int
+from .validate import check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
            "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
@@ -36,6 +36,7 @@ def new_figure(width, height):
 
 def save_png(fig, path, dpi=100):
     """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``."""
+    dpi = check_positive_float(dpi, "dpi")
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path
@@ -52,16 +53,30 @@ def _as_images(images, image_shape, name="images"):
     if not isinstance(images, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
     a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
+    if a.ndim not in (2, 3):
+        raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")
+    if len(a) == 0:
+        raise InputError(f"{name} is empty: nothing to plot")
+    check_unit_interval(a, name, "divide by 255")
     if a.ndim == 3:
         return a
-    if a.ndim != 2:
-        raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")
     if image_shape is None:
         side = math.isqrt(a.shape[1])
         if side * side != a.shape[1]:
             raise InputError(f"{name} rows have {a.shape[1]} pixels, not a square: pass image_shape=(h, w)")
         image_shape = (side, side)
-    return a.reshape(len(a), *image_shape)
+    h, w = _image_shape(image_shape)
+    if h * w != a.shape[1]:
+        raise InputError(f"image_shape {image_shape} holds {h * w} pixels, {name} rows have {a.shape[1]}")
+    return a.reshape(len(a), h, w)
+
+
+def _image_shape(image_shape):
+    try:
+        h, w = image_shape
+    except (TypeError, ValueError):
+        raise InputError(f"image_shape must be (height, width), got {image_shape!r}") from None
+    return check_positive_int(h, "image_shape[0]"), check_positive_int(w, "image_shape[1]")
 
 
 def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD_VALUE):
@@ -70,6 +85,8 @@ def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD
     Unused cells (fewer images than cells) are left at ``pad_value``.
     """
     imgs = _as_images(images, image_shape)
+    nrows, ncols = check_positive_int(nrows, "nrows"), check_positive_int(ncols, "ncols")
+    pad = check_non_negative_int(pad, "pad")
     n, h, w = imgs.shape
     if n > nrows * ncols:
         raise InputError(f"{n} images do not fit a {nrows} x {ncols} grid: pass nrows and ncols with "
@@ -112,8 +129,6 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
     squarest grid that holds them, 8 x 8 for 64)."""
     images = _as_images(images, image_shape)      # (N, H, W), once
     n = len(images)
-    if n == 0:
-        raise InputError("images is empty: nothing to plot")
     nrows = None if nrows is None else check_positive_int(nrows, "nrows")
     ncols = None if ncols is None else check_positive_int(ncols, "ncols")
     if ncols is None:
@@ -127,10 +142,10 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
 
 def plot_interpolation(images, path=None, *, title="Latent interpolation", image_shape=None, dpi=100):
     """A row of decoded images, captioned with the mixing weight ``t = i / (steps - 1)``."""
-    n = len(images)
+    imgs = _as_images(images, image_shape)
+    n = len(imgs)
     fig = new_figure(max(4.0, 1.1 * n), 2.2)
     axes = fig.subplots(1, n, squeeze=False)[0]
-    imgs = _as_images(images, image_shape)
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
         ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
@@ -203,6 +218,9 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
     """
     from scipy.stats import norm
+    n = check_positive_int(n, "n")
+    if not 0 < lo < hi < 1:
+        raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
     values = norm.ppf(np.linspace(lo, hi, n))
@@ -219,8 +237,17 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     """
     mu = np.asarray(mu, np.float64)
     labels = np.asarray(labels)
-    if mu.ndim != 2 or len(mu) != len(labels):
+    if mu.ndim != 2 or len(mu) == 0 or len(mu) != len(labels):
         raise InputError(f"mu must be (N, d) with one label per row, got {mu.shape} and {labels.shape}")
+    if not np.isfinite(mu).all():
+        raise InputError("mu holds NaN or inf: the model's means are not finite")
+    if mu.shape[1] > 2 and len(mu) < 2:
+        raise InputError(f"mu has {mu.shape[1]} dimensions: projecting them on two axes needs at least 2 rows")
+    if class_names is not None and not (labels.dtype.kind in "iu" and 0 <= labels.min()
+                                        and labels.max() < len(class_names)):
+        raise InputError(f"class_names ({len(class_names)} names) needs integer labels from 0 to "
+                         f"{len(class_names) - 1}, got {labels.dtype} labels {np.unique(labels)[:5]}")
+    grid = check_positive_int(grid, "grid")
     manifold = model is not None and mu.shape[1] == 2
     fig = new_figure(14 if manifold else 8, 6.5)
     axes = fig.subplots(1, 2 if manifold else 1, squeeze=False)[0]

@@ -10,7 +10,7 @@ import pytest
 
 from npvae import VAE
 from npvae.data import load_idx_split
-from npvae.errors import InputError
+from npvae.errors import InputError, InputTypeError
 from npvae.plots import (latent_grid, pca_2d, plot_interpolation, plot_latent, plot_loss,
                          plot_reconstructions, plot_samples, save_png, tile_images)
 
@@ -123,6 +123,33 @@ def test_tile_images_layout():
     assert tile_images(np.zeros((2, 10)), 1, 2, image_shape=(2, 5)).shape == (6, 16)
     with pytest.raises(InputError, match="do not fit"):
         tile_images(np.zeros((5, 4)), 2, 2)
+
+
+def test_bad_arguments_are_named_before_matplotlib_sees_them(digits, tmp_path):
+    images, labels = digits
+    x = images[:4] / 255.0
+    mu = np.random.default_rng(0).standard_normal((4, 3))
+    for call, match in [
+        (lambda: tile_images(x, 2.0, 5), "nrows must be a positive int"),
+        (lambda: tile_images(x, -1, -20), "nrows must be a positive int"),
+        (lambda: plot_samples(x, image_shape=(3, 3)), r"image_shape \(3, 3\) holds 9 pixels, images rows have 784"),
+        (lambda: plot_samples(x, image_shape=5), r"image_shape must be \(height, width\)"),
+        (lambda: plot_samples(np.full((2, 784), np.nan)), r"\[0, 1\].*NaN"),
+        (lambda: plot_samples(x * 3), r"must lie in \[0, 1\]"),
+        (lambda: plot_interpolation(x[:0]), "empty"),
+        (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=0), "dpi must be a finite number > 0"),
+        (lambda: latent_grid(VAE(784, 8, 2, rng=0), n=2.5), "n must be a positive int"),
+        (lambda: latent_grid(VAE(784, 8, 2, rng=0), n=-1), "n must be a positive int"),
+        (lambda: latent_grid(VAE(784, 8, 2, rng=0), lo=0.0), "0 < lo < hi < 1"),
+        (lambda: plot_latent(mu, labels[:4], class_names=["a"]), r"class_names \(1 names\) needs integer labels"),
+        (lambda: plot_latent(mu, np.array(list("abcd")), class_names=list("abcd")), "integer labels"),
+        (lambda: plot_latent(np.full((4, 3), np.nan), labels[:4]), "NaN or inf"),
+        (lambda: plot_latent(mu[:1], labels[:1]), "at least 2 rows"),
+        (lambda: plot_latent(mu[:2], labels[:2], grid=0), "grid must be a positive int"),
+    ]:
+        with pytest.raises((InputError, InputTypeError), match=match):
+            call()
+    assert os.listdir(tmp_path) == []
 
 
 def test_pca_2d():
