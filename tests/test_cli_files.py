@@ -148,23 +148,30 @@ def test_too_little_space_is_refused_at_the_start(tmp_path, private_tmpfs):
 
 
 FILL_DURING_THE_RUN = """
-    import json, os, subprocess, sys
+    import json, os, subprocess, sys, threading
     mnt, command = sys.argv[1], sys.argv[2:]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def keep_the_disk_full():     # also what the run frees (an old checkpoint replaced by a new one)
+        with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:
+            while not done.is_set():
+                try:
+                    f.write(b"\\0" * 4096)
+                except OSError:
+                    done.wait(0.001)
+
+    filler = threading.Thread(target=keep_the_disk_full)
     seen = []
     for line in proc.stderr:
         seen.append(line)
         if line.startswith("epoch 1/"):            # a checkpoint is written: now the disk fills up
-            with open(os.path.join(mnt, "filler"), "wb") as f:
-                try:
-                    while True:
-                        f.write(b"\\0" * 65536)
-                        f.flush()
-                except OSError:
-                    pass
+            filler.start()
             break
     seen.append(proc.stderr.read())
     proc.wait()
+    done.set()
+    filler.join()
     run = os.path.join(mnt, "run")
     from npvae.checkpoint import load_checkpoint
     print(json.dumps(dict(status=proc.returncode, stderr="".join(seen), files=sorted(os.listdir(run)),
