@@ -77,6 +77,8 @@ def check_regular_file(path):
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as e:                    # a loop of links, no permission to look, ...
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
     if stat.S_ISDIR(mode):
         raise InputError(f"cannot write {path}: it is a folder; give a file path")
     if not stat.S_ISREG(mode):

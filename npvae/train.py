@@ -28,6 +28,7 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
 """
 import contextlib
 import copy
+import inspect
 import json
 import math
 import numbers
@@ -159,6 +160,13 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
     check_seed(eval_seed, "eval_seed")
     if callback is not None and not callable(callback):
         raise InputTypeError(f"callback must be callable(record, model) or None, got {type(callback).__name__}")
+    if callback is not None:
+        try:                                    # refused now, not after an epoch of training
+            inspect.signature(callback).bind(None, None)
+        except TypeError as e:
+            raise InputTypeError(f"callback must take two arguments, (record, model): {e}") from None
+        except ValueError:                      # no signature to read (some builtins): called as it is
+            pass
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer):
             raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters())), "

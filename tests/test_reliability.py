@@ -80,6 +80,10 @@ def test_a_pipe_or_a_device_is_never_replaced_by_a_file(tmp_path):
     with pytest.raises(InputError, match="it is a pipe, not a regular file"):
         save_checkpoint(fifo, model)
     assert fifo.is_fifo() and os.listdir(tmp_path) == ["fifo"]
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match="cannot write .*loop: Too many levels of symbolic links"):
+        save_checkpoint(loop, model)
 
 
 def test_atomic_write_writes_through_a_symbolic_link(tmp_path):

@@ -214,6 +214,7 @@ GOOD = np.zeros((10, 784), np.uint8)
     (dict(eval_seed=-1), InputError, "eval_seed"),
     (dict(eval_seed=0.5), InputTypeError, "eval_seed"),
     (dict(callback=3), InputTypeError, "callback"),
+    (dict(callback=lambda record: None), InputTypeError, r"callback must take two arguments, \(record, model\)"),
     (dict(rng="seed"), InputTypeError, "rng"),
     (dict(optimizer="adam"), InputTypeError, "optimizer"),
 ])
