@@ -111,12 +111,16 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     check_shape(x, name, n_features)
-    x = np.asarray(x, dtype=dtype)
+    original = x
+    with np.errstate(over="ignore"):        # 1e300 in float32: inf, reported below
+        x = np.asarray(x, dtype=dtype)
     if not (x.flags.c_contiguous or (x.flags.f_contiguous and not c_order)):
         x = np.ascontiguousarray(x)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise InputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+        beyond = np.isfinite(original[tuple(bad)]) if original.dtype != x.dtype else False
+        what = f"a value beyond {np.dtype(dtype)}'s range" if beyond else "NaN or inf"
+        raise InputError(f"{name} contains {what} (first at row {bad[0]}, column {bad[1]})")
     if unit_interval:
         check_unit_interval(x, name, "divide by 255")
     return x

@@ -69,6 +69,14 @@ def test_decode_validates_latent_width(model):
         model.decode(np.zeros((2, 4), np.float32))
 
 
+def test_a_finite_value_beyond_the_models_float_range_is_not_called_nan(model):
+    assert model.dtype == np.float32
+    with pytest.raises(InputError, match=r"z contains a value beyond float32's range \(first at row 1, column 2\)"):
+        model.decode(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1e300]]))
+    with pytest.raises(InputError, match="z contains NaN or inf"):
+        model.decode(np.array([[0.0, np.inf, 0.0]]))
+
+
 @pytest.mark.parametrize("n, exc", [(0, InputError), (-3, InputError), (2.5, InputTypeError),
                                     ("8", InputTypeError), (True, InputTypeError)])
 def test_sample_rejects_bad_counts(model, n, exc):
