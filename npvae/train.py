@@ -526,10 +526,12 @@ class _Run:
         for step in range(first, steps):
             idx = order[step * B:(step + 1) * B]
             x = training.batch(idx)
-            if self.binarize:       # into a copy: the fast path's batches are read-only
+            if self.binarize:
                 if self.scratch is None or self.scratch.shape[0] < len(idx):
                     self.scratch = np.empty((min(B, self.n), x.shape[1]), x.dtype)   # B can exceed the data
-                x = binarize_inplace(np.array(x, order="C"), self.rngs["binarize"], self.scratch[:len(idx)])
+                if not x.flags.writeable:   # the fast path's batches: binarized in a copy
+                    x = np.array(x, order="C")
+                binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
             parts = training.step(x, beta_t)
             if not math.isfinite(parts.total):
