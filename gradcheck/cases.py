@@ -43,6 +43,8 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::
 
+        from gradcheck import op_problem, run, format_table
+
         def tanh_case(dtype, rng, h):
             layer, x = Tanh(), rng.standard_normal((3, 5)).astype(dtype)
             return [op_problem(layer, lambda: layer.forward(x),

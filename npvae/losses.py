@@ -235,8 +235,8 @@ class BCE(Module):
         check_pair(probs, target, "BCE.forward", "probs")
         check_unit_interval(probs, "BCE.forward: probs (a forgotten sigmoid?)", "divide by 255")
         check_unit_interval(target, "BCE.forward: target", "divide by 255")
-        eps = np.finfo(probs.dtype).eps
-        p = np.clip(probs, eps, 1 - eps)
+        eps_clip = np.finfo(probs.dtype).eps
+        p = np.clip(probs, eps_clip, 1 - eps_clip)
         self.p, self.target = p, target
         self.rows = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=1)
         return batch_mean(self.rows)

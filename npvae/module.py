@@ -2,12 +2,17 @@
 
 In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by hand:
 
-* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs (the
-  losses also keep each sample's loss in ``rows``);
+* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs;
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``
   (the caller may still need that array, e.g. to add a second road's gradient to it,
   as the VAE does for ``mu``: ops are safe to combine only if none scribbles on it);
+* two kinds of op take more than one input. The sampler's ``forward(h, eps=None)``
+  takes its noise as data (or draws it) and its ``backward`` returns only ``dh``. A loss's
+  ``forward(pred, target)`` (``KL.forward(h)`` has no target) returns a float and keeps
+  each sample's loss in ``rows``; its ``backward(grad=1.0)`` takes the scalar
+  ``dL/dloss`` of whatever the loss feeds and returns the gradient
+  for ``pred`` only (the target is data);
 * ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``state_dict()`` /
   ``load_state_dict()``, ``train()`` / ``eval()``.
 
