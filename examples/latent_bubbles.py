@@ -179,7 +179,7 @@ def main(argv=None):
     print(f"spread of q(z | x) over the {len(test)} held-out images after {args.epochs} epoch{'s' * (args.epochs != 1)}:")
     print(f"{'':8}{'mean |mu|':>12}{'mean variance':>16}{'test recon':>12}{'test KL':>10}")
     for beta, r in results.items():
-        print(f"{'beta = ' + format(beta, 'g'):8}{r['mean |mu|']:>12.3f}{r['mean variance']:>16.4g}"
+        print(f"{'beta = ' + format(beta, 'g'):8}{r['mean |mu|']:>12.3f}{r['mean variance']:>16.3e}"
               f"{r['last']['test_recon']:>12.1f}{r['last']['test_kl']:>10.2f}")
     print(f"wrote {args.out}")
     return 0

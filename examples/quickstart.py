@@ -3,7 +3,7 @@
     python examples/quickstart.py [DATA_DIR] [--out DIR]
 
 Uses only the MNIST test split, cut into 80% train / 20% held out; writes quickstart.npz and
-quickstart_samples.png into --out.
+quickstart_samples.png into --out (a rerun replaces them, with a note).
 """
 import os
 import sys
@@ -36,15 +36,17 @@ def main(argv=None):
         images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)
     (train, _), (test, _) = split(images, labels, int(0.8 * len(images)))
     cli.check_output_folder(args.out)                                        # before training, not after
+    checkpoint, samples = (os.path.join(args.out, f) for f in ("quickstart.npz", "quickstart_samples.png"))
+    if os.path.exists(checkpoint) or os.path.exists(samples):                # a rerun replaces them: say so
+        emit(sys.stderr, f"note: this run replaces the earlier quickstart outputs in {args.out}\n")
 
     model = VAE(784, 400, 20, rng=0)                        # 784-400-20, as in the PyTorch example
     history = fit(model, train, test, epochs=2, batch_size=128, lr=1e-3, rng=0)
     loss = history[-1]["test_loss"]                         # emit: a reader that has gone (| head) stops nothing
     emit(sys.stdout, f"test loss (negative ELBO) after 2 epochs: {loss:.1f} nats per image\n")
 
-    checkpoint = os.path.join(args.out, "quickstart.npz")
     save_checkpoint(checkpoint, model)                      # atomic; reload with load_model
-    plot_samples(model.sample(64, rng=np.random.default_rng(0)), os.path.join(args.out, "quickstart_samples.png"))
+    plot_samples(model.sample(64, rng=np.random.default_rng(0)), samples)
     again = load_model(checkpoint)
     same = np.allclose(again.reconstruct(test[:5] / 255.0), model.reconstruct(test[:5] / 255.0))
     emit(sys.stdout, f"reloaded model reconstructs the same: {same}\n")

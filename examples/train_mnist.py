@@ -123,7 +123,10 @@ def build_parser(exit_on_error=True):
                    help=f"Adam's learning rate (default: {d['lr']})")
     p.add_argument("--beta", type=cli.real_number(0), help=f"KL weight (beta-VAE) (default: {d['beta']})")
     p.add_argument("--warmup", type=cli.whole_number(0), metavar="N",
-                   help=f"epochs of linear KL warm-up (default: {d['warmup']})")
+                   help=f"epochs of linear KL warm-up: each step's KL weight rises from "
+                        f"beta/(N*steps per epoch) to --beta, reached at the end of epoch N; the "
+                        f"epoch line shows each epoch's ramp, and the test loss always uses "
+                        f"--beta (default: {d['warmup']})")
     p.add_argument("--binarize", action="store_true", help="dynamic binarization of the training images")
     p.add_argument("--seed", type=cli.whole_number(0), metavar="N", help=f"(default: {d['seed']})")
     p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: $NPVAE_BACKEND, else numba)")

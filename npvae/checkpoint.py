@@ -354,6 +354,20 @@ def _renumber(state, optimizer, new_index):
 
 
 # -- loading -----------------------------------------------------------------------
+RUN_CHECKPOINT = "checkpoint.npz"   # the name a training run gives its checkpoint
+
+
+def _file_in_folder(path):
+    """``path`` itself, or the run checkpoint inside it when ``path`` is a folder."""
+    if not os.path.isdir(path):
+        return path
+    inside = os.path.join(path, RUN_CHECKPOINT)
+    if not os.path.isfile(inside):
+        raise CheckpointError(f"{path} is a folder without a {RUN_CHECKPOINT}: give the checkpoint "
+                              f"file itself, or a run folder that holds one")
+    return inside
+
+
 def _read_arrays(path):
     """Every array in the zip, after checking it is a sound zip (CRCs included)."""
     if not os.path.isfile(path):
@@ -536,6 +550,8 @@ def load_checkpoint(path, model=None, optimizer=None):
     Parameters
     ----------
     path : str or os.PathLike
+        The checkpoint file, or a run folder that holds one named ``checkpoint.npz``
+        (as ``examples/train_mnist.py --out`` writes it).
     model : VAE, optional
         Must have the saved config (else the differing dimensions are named);
         receives the parameters and the sampler's generator state.
@@ -559,6 +575,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     except TypeError:
         raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
                              f"got {type(path).__name__}") from None
+    path = _file_in_folder(path)
     arrays = _read_arrays(path)
     meta = _read_meta(arrays, path)
     config = meta["model_config"]
@@ -579,6 +596,8 @@ def load_checkpoint(path, model=None, optimizer=None):
 
 def load_model(path, backend=None):
     """A :class:`VAE` rebuilt from a checkpoint's config, parameters and sampler state.
+
+    ``path`` is a checkpoint file, or a run folder holding ``checkpoint.npz``.
 
     ``backend`` is deprecated and ignored (models no longer carry one)."""
     if backend is not None:

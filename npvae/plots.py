@@ -204,11 +204,17 @@ def pca_2d(points):
     """Project (N, d) points on their first two principal axes (SVD of the centred data).
 
     Returns ``(projected (N, 2), explained variance ratio of the two axes)``.
+    An axis's sign is arbitrary in the SVD (LAPACK builds may differ), so each
+    axis is turned to make its largest loading positive: the same points give
+    the same picture everywhere, never a mirror image.
     """
     centred = points - points.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]                                           # (2, d)
+    largest = axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)]
+    axes = axes * np.where(largest < 0, -1.0, 1.0)[:, None]
     var = s ** 2
-    return centred @ vt[:2].T, var[:2] / var.sum()
+    return centred @ axes.T, var[:2] / var.sum()
 
 
 def latent_grid(model, n=20, lo=0.05, hi=0.95):

@@ -238,8 +238,11 @@ class EpochProgress:
         if not self.enabled:
             return
         r = record
+        # In a warm-up epoch each step weighs its KL by its own beta, so the line shows the ramp.
+        start = r.get("beta_start", r["beta"])
+        beta = f"beta {r['beta']:.3g}" if start == r["beta"] else f"beta {start:.3g}->{r['beta']:.3g} (warm-up)"
         line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} "
-                f"(recon {_num(r['train_recon'])}, KL {_num(r['train_kl'])}, beta {r['beta']:.3g})")
+                f"(recon {_num(r['train_recon'])}, KL {_num(r['train_kl'])}, {beta})")
         if r["test_loss"] is not None:
             line += f"  test {_num(r['test_loss'])} (recon {_num(r['test_recon'])}, KL {_num(r['test_kl'])})"
         line += f"  {r['train_seconds']:.1f}s + eval {r['eval_seconds']:.1f}s"

@@ -13,6 +13,8 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
   (1-based, counted over the whole run) uses
   :math:`\beta_t = \beta \cdot \min(1, t / (W S))`: it rises linearly from
   :math:`\beta / (WS)` to :math:`\beta`, reached at the last step of epoch ``W``.
+  An epoch's record keeps the weights of its first and last steps (``beta_start``,
+  ``beta``); its ``train_loss`` is the mean of the steps' ``recon + beta_t * kl``.
 * **Evaluation** after each epoch on ``test_images`` with a fixed noise seed
   (:func:`npvae.evaluate.evaluate_elbo`), comparable between epochs and runs.
   The test loss is ``recon + beta * kl`` with the *target* ``beta`` (the
@@ -54,9 +56,10 @@ from .validate import (check_file_path, check_finite_parameters, check_images, c
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
-#: Keys of every per-epoch record.
+#: Keys of every per-epoch record. ``beta_start`` and ``beta`` are the KL weights of the
+#: epoch's first and last steps: they differ only during a warm-up.
 FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
-          "test_kl", "train_seconds", "eval_seconds", "beta")
+          "test_kl", "train_seconds", "eval_seconds", "beta_start", "beta")
 # fit settings a resumed run must share with the checkpoint to continue exactly
 _RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data")
 _PARTIAL_SUMS = ("loss", "recon", "kl", "n", "seconds")    # an epoch's running sums, in mid-epoch checkpoints
@@ -459,6 +462,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                               test_recon=None if test is None else test.recon,
                               test_kl=None if test is None else test.kl,
                               train_seconds=sums["seconds"], eval_seconds=time.perf_counter() - t1,
+                              beta_start=warmup_beta((epoch - 1) * steps + 1, beta, warmup, steps),
                               beta=beta_t)
                 history.append(record)
                 if metrics_path is not None:

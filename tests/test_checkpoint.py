@@ -80,6 +80,21 @@ def test_build_model_from_config(good):
         assert rebuilt.rng.bit_generator.state == model.rng.bit_generator.state
 
 
+def test_a_run_folder_is_read_as_its_checkpoint(good, tmp_path):
+    path, model, _ = good
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(path.read_bytes())
+    rebuilt = load_model(run)
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(rebuilt.state_dict()[n], p.data, err_msg=n)
+    assert load_checkpoint(run).path == str(run / "checkpoint.npz")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="folder without a checkpoint.npz: give the checkpoint file"):
+        load_model(empty)
+
+
 def test_load_model_backend_argument_is_deprecated_and_ignored(good):
     path, model, _ = good
     with pytest.warns(DeprecationWarning, match="backend"):
@@ -228,7 +243,7 @@ def test_missing_and_empty_and_random(tmp_path):
     (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(5000))
     expect_error(tmp_path / "random.npz", "not a zip")
     (tmp_path / "dir.npz").mkdir()
-    expect_error(tmp_path / "dir.npz")
+    expect_error(tmp_path / "dir.npz", "folder without a checkpoint.npz")
 
 
 @pytest.mark.parametrize("fraction", [0.0001, 0.1, 0.5, 0.9, 0.999])

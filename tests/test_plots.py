@@ -161,6 +161,19 @@ def test_pca_2d():
     assert np.var(xy[:, 0]) == pytest.approx(25, rel=0.15)
 
 
+@pytest.mark.parametrize("flip", [(1, 1, 1), (-1, 1, 1), (1, -1, 1), (-1, -1, -1)])
+def test_pca_2d_axes_have_a_fixed_sign(flip):
+    # A mirrored latent plot is the same SVD with an axis's sign flipped; the
+    # convention (largest loading positive) makes each axis point along +x, +y here.
+    rng = np.random.default_rng(1)
+    pts = rng.standard_normal((400, 3)) * [5.0, 2.0, 0.1] * flip
+    xy, _ = pca_2d(pts)
+    assert np.corrcoef(xy[:, 0], pts[:, 0])[0, 1] > 0.99
+    assert np.corrcoef(xy[:, 1], pts[:, 1])[0, 1] > 0.99
+    again, _ = pca_2d(pts[::-1])
+    np.testing.assert_allclose(again[::-1], xy, atol=1e-9)
+
+
 def test_latent_grid():
     model = VAE(784, 8, 2, rng=0)
     images, values = latent_grid(model, 5)

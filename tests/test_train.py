@@ -329,6 +329,7 @@ def test_fit_uses_warmup_per_step(sample, monkeypatch, backend):
     expected = [0.5 * min(1.0, t / (2 * n)) for t in range(1, 3 * n + 1)]
     assert betas == pytest.approx(expected)
     assert history["beta"] == pytest.approx([0.25, 0.5, 0.5])
+    assert history["beta_start"] == pytest.approx([0.0625, 0.3125, 0.5])
     # test loss uses the target beta, not the warm-up's
     for r in history:
         assert r["test_loss"] == pytest.approx(r["test_recon"] + 0.5 * r["test_kl"])
@@ -392,6 +393,15 @@ def test_progress_lines_when_not_a_tty(sample, capsys):
     assert "\r" not in err
     fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_line_shows_the_warmup_ramp(sample, capsys):
+    images, _ = sample
+    fit(small(), images[:64], epochs=3, batch_size=16, rng=0, warmup=2, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "beta 0.125->0.5 (warm-up)" in lines[0]
+    assert "beta 0.625->1 (warm-up)" in lines[1]
+    assert "beta 1)" in lines[2] and "warm-up" not in lines[2]
 
 
 class FakeTTY(io.StringIO):

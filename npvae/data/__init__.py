@@ -87,7 +87,11 @@ def to_float(batch, dtype=np.float32, out=None):
     if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8:
         got = (f"dtype {batch.dtype}" if isinstance(batch, np.ndarray) else
                f"a numpy scalar {batch!r}" if isinstance(batch, np.generic) else type(batch).__name__)
-        raise InputTypeError(f"batch must be a uint8 numpy array (raw pixels 0..255), got {got}")
+        hint = ""
+        if isinstance(batch, np.ndarray) and batch.dtype.kind == "f":
+            hint = ("; it already holds floats: use it as it is, or give the raw uint8 pixels "
+                    "to scale (to_float divides by 255)")
+        raise InputTypeError(f"batch must be a uint8 numpy array (raw pixels 0..255), got {got}{hint}")
     if out is None:
         out = np.empty(batch.shape, dtype=check_dtype(dtype))
     else:
