@@ -74,6 +74,7 @@ CLASS_NAMES = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 INTERPOLATE = {"mnist": (0, 6), "fashion-mnist": (0, 9)}   # from the first test image of class a to b
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "mnist-test-split": "MNIST test-set split"}
 MIN_HELD_OUT = 10           # test images the figures need (a row of 10 reconstructions)
 DEFAULTS = dict(dataset="mnist", data_dir=None, split=8000, epochs=20, batch_size=128, latent_dim=20,
                 hidden_dim=400, lr=1e-3, beta=1.0, warmup=0, binarize=False, seed=0, backend=None,
@@ -522,11 +523,11 @@ def draw_figures(s, folder, model, history, before, x_show, data):
     else:
         missing = [names[c] for c in (a, b) if c not in data.test_labels]
         say(f"note: no test image of class {' or '.join(missing)}: interpolation.png is not drawn")
-    plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {s['dataset']}")
+    plots.plot_loss(history, out("loss.png"), title=f"VAE {describe(model)} on {TITLES[s['dataset']]}")
     mu = np.concatenate([model.encode(data.test[i:i + 1000].astype(np.float32) / 255)[0]
                          for i in range(0, len(data.test), 1000)])
     plots.plot_latent(mu, data.test_labels, out("latent.png"), class_names=names, model=model,
-                      title=f"Test set latent means ({s['dataset']})")
+                      title=f"Test set latent means ({TITLES[s['dataset']]})")
 
 
 def estimate_nll(model, images, k, binarize, progress, backend):
