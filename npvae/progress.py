@@ -240,7 +240,7 @@ class EpochProgress:
         r = record
         # In a warm-up epoch each step weighs its KL by its own beta, so the line shows the ramp.
         start = r.get("beta_start", r["beta"])
-        beta = f"beta {r['beta']:.3g}" if start == r["beta"] else f"beta {start:.3g}->{r['beta']:.3g} (warm-up)"
+        beta = f"beta {r['beta']:.3g}" if start == r["beta"] else f"warm-up beta {start:.3g}->{r['beta']:.3g}"
         line = (f"epoch {r['epoch']}/{self.epochs}  train {_num(r['train_loss'])} "
                 f"(recon {_num(r['train_recon'])}, KL {_num(r['train_kl'])}, {beta})")
         if r["test_loss"] is not None:

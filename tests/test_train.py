@@ -399,8 +399,8 @@ def test_progress_line_shows_the_warmup_ramp(sample, capsys):
     images, _ = sample
     fit(small(), images[:64], epochs=3, batch_size=16, rng=0, warmup=2, progress=True)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert "beta 0.125->0.5 (warm-up)" in lines[0]
-    assert "beta 0.625->1 (warm-up)" in lines[1]
+    assert "warm-up beta 0.125->0.5)" in lines[0]
+    assert "warm-up beta 0.625->1)" in lines[1]
     assert "beta 1)" in lines[2] and "warm-up" not in lines[2]
 
 
