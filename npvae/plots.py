@@ -203,11 +203,19 @@ def _series(history, split, key):
 def pca_2d(points):
     """Project (N, d) points on their first two principal axes (SVD of the centred data).
 
-    Returns ``(projected (N, 2), explained variance ratio of the two axes)``.
+    Returns ``(projected (N, 2), explained variance ratio of the two axes)``; points that
+    do not vary at all (a collapsed posterior: every mean the same) give ratios of 0.
     An axis's sign is arbitrary in the SVD (LAPACK builds may differ), so each
     axis is turned to make its largest loading positive: the same points give
     the same picture everywhere, never a mirror image.
     """
+    points = np.asarray(points, np.float64)
+    if points.ndim != 2 or points.shape[0] < 2 or points.shape[1] < 2:
+        raise InputError(f"points must be (N, d) with N >= 2 rows and d >= 2 columns, got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise InputError("points hold NaN or inf")
+    if (points == points[0]).all():      # no spread; the mean's round-off would make some up
+        return np.zeros((len(points), 2)), np.zeros(2)
     centred = points - points.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     axes = vt[:2]                                           # (2, d)

@@ -161,6 +161,14 @@ def test_pca_2d():
     assert np.var(xy[:, 0]) == pytest.approx(25, rel=0.15)
 
 
+def test_pca_2d_of_points_that_do_not_vary_and_of_bad_points():
+    xy, ratio = pca_2d(np.full((50, 20), 0.3))              # a collapsed posterior: every mean alike
+    assert np.array_equal(ratio, [0.0, 0.0]) and np.allclose(xy, 0)
+    for bad in (np.zeros((1, 3)), np.zeros((5, 1)), np.zeros(5), np.array([[0.0, np.nan], [1.0, 2.0]])):
+        with pytest.raises(InputError, match="points"):
+            pca_2d(bad)
+
+
 @pytest.mark.parametrize("flip", [(1, 1, 1), (-1, 1, 1), (1, -1, 1), (-1, -1, -1)])
 def test_pca_2d_axes_have_a_fixed_sign(flip):
     # A mirrored latent plot is the same SVD with an axis's sign flipped; the
