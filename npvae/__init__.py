@@ -6,7 +6,7 @@ same with Numba and is chosen with ``fit(..., backend=)`` and the evaluation fun
 Importing npvae is cheap: Numba is loaded when the fast path is first used, matplotlib
 only when a figure is drawn.
 """
-import importlib
+from importlib import import_module as _import_module
 
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                      DownloadError, InputError, InputTypeError, NpvaeError, PixelScaleWarning,
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     """``npvae.fast`` after a plain ``import npvae``: imported on first use, as it loads Numba."""
     if name == "fast":
-        return importlib.import_module(".fast", __name__)
+        return _import_module(".fast", __name__)
     raise AttributeError(f"module 'npvae' has no attribute {name!r}")
 
 __all__ = [

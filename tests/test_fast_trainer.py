@@ -510,3 +510,14 @@ def test_npvae_fast_is_there_after_a_plain_import_and_loads_numba_only_then():
             "assert 'numba' not in sys.modules, 'import npvae loaded numba'\n"
             "assert npvae.fast.Trainer is not None and 'numba' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_package_namespace_holds_its_api_and_submodules_only():
+    import types
+    import npvae
+    public = {name for name in dir(npvae) if not name.startswith("_")}
+    stray = {name for name in public - set(npvae.__all__)
+             if not (isinstance(getattr(npvae, name), types.ModuleType)
+                     and getattr(npvae, name).__name__.startswith("npvae."))}
+    assert not stray, f"names leaked into npvae's namespace: {sorted(stray)}"
+    assert set(npvae.__all__) <= public
