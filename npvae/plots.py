@@ -144,7 +144,9 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     """A row of decoded images, captioned with the mixing weight ``t = i / (steps - 1)``."""
     imgs = _as_images(images, image_shape)
     n = len(imgs)
-    fig = new_figure(max(4.0, 1.1 * n), 2.2)
+    width = max(4.0, 1.1 * n)
+    height, w = imgs.shape[1:]
+    fig = new_figure(width, width / n * height / w + 0.6)   # one row of images, its captions, the title
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])

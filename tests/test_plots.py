@@ -59,6 +59,16 @@ def test_interpolation_png(digits, tmp_path):
     assert labels[0] == "t = 0" and labels[4] == "t = 4/8" and labels[-1] == "t = 1"
 
 
+@pytest.mark.parametrize("shape", [(28, 28), (56, 14), (14, 56)])
+def test_interpolation_png_is_one_row_tall(digits, tmp_path, shape):
+    """The figure is as tall as its row of images, their captions and the title: no empty band."""
+    images, _ = digits
+    plot_interpolation(images[:9] / 255.0, tmp_path / "i.png", image_shape=shape, title="0 -> 6")
+    width, height = png_size(tmp_path / "i.png")
+    row = width / 9 * shape[0] / shape[1]                # one image's height at the figure's width
+    assert row < height <= row + 70                      # + captions and title, at 100 dpi
+
+
 def test_loss_png(tmp_path):
     fig = plot_loss(HISTORY, tmp_path / "l.png")
     assert png_size(tmp_path / "l.png")[0] >= 1000
