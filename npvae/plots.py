@@ -105,7 +105,7 @@ def _show(ax, grid, title=None):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title)
+        ax.set_title(title, wrap=True)                  # a long title wraps at the figure's edge
 
 
 def plot_reconstructions(originals, reconstructions, path=None, *, title="Reconstructions",
@@ -119,7 +119,7 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
     for ax, images, label in ((axes[0], originals, "input"), (axes[1], reconstructions, "reconstruction")):
         _show(ax, tile_images(images, 1, n, image_shape))
         ax.set_ylabel(label)
-    fig.suptitle(title)
+    fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
 
 
@@ -151,7 +151,7 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
         ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
-    fig.suptitle(title)
+    fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
 
 
@@ -192,7 +192,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.set_xticks(epochs)
         else:  # integer ticks, few enough to stay readable
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
-    fig.suptitle(title)
+    fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
 
 
@@ -271,11 +271,11 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     if mu.shape[1] > 2:
         xy, ratio = pca_2d(mu)
         xlabel, ylabel = (f"PC{i + 1} of mu ({100 * r:.0f}% of variance)" for i, r in enumerate(ratio))
-        ax.set_title(f"{title}, first two principal axes of {mu.shape[1]}-D")
+        ax.set_title(f"{title}, first two principal axes of {mu.shape[1]}-D", wrap=True)
     else:
         xy = mu if mu.shape[1] == 2 else np.column_stack([mu[:, 0], np.zeros(len(mu))])
         xlabel, ylabel = "z1 (mean)", "z2 (mean)" if mu.shape[1] == 2 else ""
-        ax.set_title(title)
+        ax.set_title(title, wrap=True)
     from matplotlib import colormaps
     cmap = colormaps["tab10"]
     for k, label in enumerate(np.unique(labels)):

@@ -217,3 +217,19 @@ def test_no_pyplot_and_lazy_matplotlib():
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
     env = {**os.environ, "PYTHONPATH": ROOT}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("draw", ["samples", "interpolation"])
+def test_a_long_title_wraps_inside_the_figure(draw):
+    """A title wider than the figure is wrapped onto more lines, not cut off at its edges."""
+    images = np.random.default_rng(0).random((16, 784))
+    title = "a title far longer than the figure is wide " * 4
+    if draw == "samples":
+        fig = plot_samples(images, title=title)
+        text = fig.axes[0].title
+    else:
+        fig = plot_interpolation(images[:4], title=title)
+        text = fig.texts[0]                                 # the figure's suptitle
+    fig.canvas.draw()
+    box, edge = text.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    assert edge.x0 <= box.x0 and box.x1 <= edge.x1 and box.y1 <= edge.y1
