@@ -145,8 +145,8 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     imgs = _as_images(images, image_shape)
     n = len(imgs)
     width = max(4.0, 1.1 * n)
-    height, w = imgs.shape[1:]
-    fig = new_figure(width, width / n * height / w + 0.6)   # one row of images, its captions, the title
+    pixel_rows, pixel_cols = imgs.shape[1:]
+    fig = new_figure(width, width / n * pixel_rows / pixel_cols + 0.6)   # the images, captions, title
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
