@@ -539,8 +539,13 @@ def estimate_nll(model, images, k, binarize, progress, backend):
 
 
 def evaluate(s, folder, model, history, data):
-    """The test ELBO and the NLL (last: it takes a while), then the summary line of metrics.jsonl."""
-    test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], binarize=s["binarize"], backend=s["backend"])
+    """The test loss and the NLL (last: it takes a while), then the summary line of metrics.jsonl.
+
+    ``test_loss`` is recon + beta * KL, as in the epoch records; ``test_neg_elbo`` is recon + KL,
+    the negative ELBO (the same number when beta is 1)."""
+    test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], beta=s["beta"], binarize=s["binarize"],
+                         backend=s["backend"])
+    neg_elbo = test.recon + test.kl
     n_nll = min(s["nll_images"] or len(data.test), len(data.test))
     say(f"importance-weighted NLL: k={s['nll_k']} samples on {n_nll} test images ...")
     t0 = time.perf_counter()
@@ -549,11 +554,12 @@ def evaluate(s, folder, model, history, data):
     peak = footprint.peak_rss_bytes()            # of this process alone, not of what started it
     peak_rss_mb = None if peak is None else round(peak / 2**20, 1)
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
-                   test_kl=test.kl, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
+                   test_kl=test.kl, test_neg_elbo=neg_elbo, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
                    peak_rss_mb=peak_rss_mb)
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
-    result(f"test loss (negative ELBO) {test.total:.2f} nats; IW NLL (k={s['nll_k']}, {n_nll} images) "
-           f"{nll:.2f} nats in {seconds:.0f}s")
+    loss = (f"test loss (negative ELBO) {neg_elbo:.2f} nats" if s["beta"] == 1 else
+            f"test loss (recon + {s['beta']:g} KL) {test.total:.2f} nats, negative ELBO {neg_elbo:.2f}")
+    result(f"{loss}; IW NLL (k={s['nll_k']}, {n_nll} images) {nll:.2f} nats in {seconds:.0f}s")
     memory = "" if peak_rss_mb is None else f" (peak memory {peak_rss_mb:.0f} MB)"
     result(f"done: figures, metrics and checkpoint in {folder.path}{memory}")
 

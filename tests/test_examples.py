@@ -58,6 +58,20 @@ def test_train_mnist_writes_everything(run_dir):
     assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
 
 
+def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(tmp_path):
+    """With --beta 0.5 the closing test_loss is recon + 0.5 KL, as every epoch's is (the last
+    epoch's, same model and noise); the negative ELBO (beta 1) is given apart, by name."""
+    out = tmp_path / "out"
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--beta", "0.5", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    last, summary = lines(out / "metrics.jsonl")
+    assert summary["test_loss"] == pytest.approx(last["test_loss"], rel=1e-12)
+    assert summary["test_loss"] == pytest.approx(summary["test_recon"] + 0.5 * summary["test_kl"], rel=1e-12)
+    assert summary["test_neg_elbo"] == pytest.approx(summary["test_recon"] + summary["test_kl"], rel=1e-12)
+    assert f"test loss (recon + 0.5 KL) {summary['test_loss']:.2f} nats" in proc.stdout
+    assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
+
+
 def test_resume_continues_in_the_same_folder(run_dir):
     out, _ = run_dir
     proc = run([TRAIN, "--resume", str(out / "checkpoint.npz"), "--epochs", "2"])
