@@ -47,6 +47,7 @@ import os
 import shlex
 import shutil
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,7 +67,7 @@ from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, 
 from npvae.evaluate import evaluate_elbo, iw_nll
 from npvae.progress import Bar, emit
 from npvae.runfolder import RunFolder, holder
-from npvae.train import fit
+from npvae.train import fit, warmup_beta
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -473,6 +474,12 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
     x_show = data.test[:10].astype(np.float32) / 255
     before = model.reconstruct(x_show) if draw_before and not os.path.exists(
         folder.file("reconstruction_before.png")) else None
+    if s["warmup"] > s["epochs"]:       # fit warns in Python's words; say it in the flags' ones
+        steps = -(-len(data.train) // s["batch_size"])
+        say(f"note: --warmup {s['warmup']} is longer than --epochs {s['epochs']}: the KL weight ends at "
+            f"{warmup_beta(s['epochs'] * steps, s['beta'], s['warmup'], steps):.3g}, not --beta {s['beta']:g} "
+            f"(--resume with more --epochs continues the ramp)")
+        warnings.filterwarnings("ignore", message=r"warmup=\d+ epochs is longer", category=UserWarning)
     try:
         history = fit(model, data.train, data.test, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                       beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],

@@ -125,6 +125,13 @@ def warmup_beta(global_step, beta, warmup, steps_per_epoch):
     return beta * min(1.0, global_step / (warmup * steps_per_epoch))
 
 
+def warmup_note(warmup, epochs, beta, steps_per_epoch):
+    """What a warm-up longer than the run means: the KL weight never reaches ``beta``."""
+    end = warmup_beta(epochs * steps_per_epoch, beta, warmup, steps_per_epoch)
+    return (f"warmup={warmup} epochs is longer than epochs={epochs}: the KL weight ends at {end:.3g}, "
+            f"not beta={beta:g} (resuming with more epochs continues the ramp)")
+
+
 # -- metrics file ------------------------------------------------------------------
 def _start_metrics(path, keep_epochs):
     """Start ``path`` afresh, or (resuming) keep only the epoch records up to ``keep_epochs``.
@@ -331,7 +338,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     beta : float
         KL weight (1: the VAE; otherwise a beta-VAE).
     warmup : int
-        Epochs of linear KL warm-up, per step (see the module docstring); 0: none.
+        Epochs of linear KL warm-up, per step (see the module docstring); 0: none. More
+        than ``epochs`` warns (a ``UserWarning``): the weight would never reach ``beta``.
     rng : Generator, int or None
         Shuffles the data each epoch; dynamic binarization gets its own stream,
         derived from its state (the same state, the same streams). The model's own
@@ -404,6 +412,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
     n_train = len(train_images)
     steps = math.ceil(n_train / batch_size)
+    if warmup > epochs:                 # legal (a resumed run can finish the ramp), but likely a slip
+        warnings.warn(warmup_note(warmup, epochs, beta, steps), UserWarning, stacklevel=2)
     fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,
                       binarize=binarize, eval_seed=eval_seed, n_train=n_train,
                       n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__,

@@ -72,6 +72,13 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(tmp_path):
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
 
 
+def test_a_warmup_longer_than_the_run_gets_a_note_in_the_flags_words(tmp_path):
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--warmup", "4", "--out", str(tmp_path / "out")])
+    assert proc.returncode == 0, proc.stderr
+    assert "note: --warmup 4 is longer than --epochs 1: the KL weight ends at 0.25, not --beta 1" in proc.stderr
+    assert "UserWarning" not in proc.stderr                 # not Python's form of the same warning
+
+
 def test_resume_continues_in_the_same_folder(run_dir):
     out, _ = run_dir
     proc = run([TRAIN, "--resume", str(out / "checkpoint.npz"), "--epochs", "2"])

@@ -404,6 +404,18 @@ def test_progress_line_shows_the_warmup_ramp(sample, capsys):
     assert "beta 1)" in lines[2] and "warm-up" not in lines[2]
 
 
+def test_a_warmup_longer_than_the_run_is_warned_about(sample):
+    """The KL weight would never reach beta: legal (a resume can finish the ramp), but said."""
+    images, _ = sample
+    with pytest.warns(UserWarning, match=r"warmup=4 epochs is longer than epochs=2: the KL weight ends at 0.25, "
+                                         r"not beta=0.5"):
+        history = fit(small(), images[:64], epochs=2, batch_size=16, rng=0, warmup=4, beta=0.5, progress=False)
+    assert history["beta"][-1] == pytest.approx(0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(small(), images[:64], epochs=2, batch_size=16, rng=0, warmup=2, progress=False)   # reaches beta
+
+
 class FakeTTY(io.StringIO):
     def isatty(self):
         return True
