@@ -499,13 +499,14 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
                        f"e.g. with --lr {s['lr'] / 10:g}")
         raise
     data.train = None  # not needed any more: keeps the peak memory of what follows down
+    left_to_do = "to draw the figures and compute the NLL"
     try:
         say("drawing the figures ...")
         draw_figures(s, folder, model, history, before, x_show, data)
+        left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
     except (KeyboardInterrupt, OSError, MemoryError) as e:
-        e.add_note(f"the training is complete and saved in {checkpoint}; to draw the figures and compute "
-                   f"the NLL, run:")
+        e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
         e.add_note("  " + resume_command(checkpoint))
         raise
 
@@ -540,9 +541,10 @@ def draw_figures(s, folder, model, history, before, x_show, data):
 def estimate_nll(model, images, k, binarize, progress, backend):
     """The importance-weighted NLL, with a progress bar."""
     bar = Bar(f"NLL (k={k})", len(images), "images", enabled=progress, log_every=15.0)
-    nll = iw_nll(model, images, k=k, binarize=binarize, backend=backend, progress=lambda done, _: bar.update(done))
-    bar.close()
-    return nll
+    try:
+        return iw_nll(model, images, k=k, binarize=binarize, backend=backend, progress=lambda done, _: bar.update(done))
+    finally:
+        bar.close()                  # also on Ctrl-C: what follows starts on a line of its own
 
 
 def evaluate(s, folder, model, history, data):

@@ -71,8 +71,8 @@ class _Line:
     def draw(self, text):
         columns = shutil.get_terminal_size((100, 24)).columns
         text = text[:max(10, columns - 1)]            # a wrapped line cannot be redrawn
-        emit(self.stream, "\r" + text.ljust(self.width))
-        self.width = max(self.width, len(text))
+        padded, self.width = text.ljust(self.width), max(self.width, len(text))   # before: Ctrl-C may cut in
+        emit(self.stream, "\r" + padded)
 
     def clear(self):
         if self.width:

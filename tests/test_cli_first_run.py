@@ -4,10 +4,12 @@ import os
 import pty
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 from cli_util import ENV, SAMPLE, SMALL, TRAIN, assert_no_traceback
 
@@ -95,3 +97,31 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path):
     assert "\rNLL (k=40) [" in text and "images/s" in text
     lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
     assert any(line.startswith("epoch 1/2  train") for line in lines)   # the bar gives way to the summary
+
+
+def test_ctrl_c_at_the_nll_bar_on_a_terminal_starts_a_new_line_and_says_what_is_left(tmp_path):
+    """The bar is ended before the message (it was printed on the bar's own line), and the message
+    knows the figures are already drawn."""
+    controller, terminal = pty.openpty()
+    # 900 test images: two NLL batches of 500, so the bar is drawn half-way and the signal lands in the second
+    proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--split", "100", "--epochs", "1", "--nll-k", "4000",
+                             "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=terminal,
+                            env=ENV, cwd=tmp_path)
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"NLL (k=4000) [" not in seen and proc.poll() is None:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                seen += os.read(controller, 65536)
+        time.sleep(0.3)                                     # as a person would: not mid-draw
+        proc.send_signal(signal.SIGINT)
+        text = seen.decode("utf-8", "replace") + read_all(controller, proc)
+        proc.wait(timeout=120)
+    finally:
+        os.close(controller)
+        proc.kill()
+    assert proc.returncode == 130, text
+    assert "\nstopped: interrupted by SIGINT" in text.replace("\r\n", "\n"), text
+    assert "the figures are drawn; to compute the NLL, run:" in text
+    assert_no_traceback(text)
