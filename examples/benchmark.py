@@ -458,7 +458,9 @@ def main():
     print("* one process trains both npvae paths; its peak RSS covers both models, the data and Numba's compiler")
     print("(ratios are medians of per-round ratios: each round times every path once, back to back)")
     print()
-    print(f"fast path vs reference: {ratio('numpy', 'numba'):.3f}x faster "
+    speedup = ratio('numpy', 'numba')
+    print(f"fast path vs reference: {speedup if speedup >= 1 else 1 / speedup:.3f}x "
+          f"{'faster' if speedup >= 1 else 'slower'} "
           f"({spread(per_round(epochs, 'numpy', 'numba'))})")
     if th:
         print(f"fast epoch{' (all units)' * args.keep_dead_units} / pytorch epoch: "
