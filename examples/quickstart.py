@@ -47,7 +47,8 @@ def main(argv=None):
 
     save_checkpoint(checkpoint, model)                      # atomic; reload with load_model
     plot_samples(model.sample(64, rng=np.random.default_rng(0)), samples,   # blurry after 2 epochs: say so
-                 title=f"64 samples, z ~ N(0, I)\nafter 2 epochs on {len(train):,} digits (train_mnist.py trains longer)")
+                 title=f"64 samples, z ~ N(0, I)\n"
+                       f"after 2 epochs on {len(train):,} digits (train_mnist.py trains longer)")
     again = load_model(checkpoint)
     same = np.allclose(again.reconstruct(test[:5] / 255.0), model.reconstruct(test[:5] / 255.0))
     emit(sys.stdout, f"reloaded model reconstructs the same: {same}\n")

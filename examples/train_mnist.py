@@ -563,8 +563,8 @@ def evaluate(s, folder, model, history, data):
     peak = footprint.peak_rss_bytes()            # of this process alone, not of what started it
     peak_rss_mb = None if peak is None else round(peak / 2**20, 1)
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
-                   test_kl=test.kl, test_neg_elbo=neg_elbo, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll, nll_seconds=seconds,
-                   peak_rss_mb=peak_rss_mb)
+                   test_kl=test.kl, test_neg_elbo=neg_elbo, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll,
+                   nll_seconds=seconds, peak_rss_mb=peak_rss_mb)
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
     loss = (f"test loss (negative ELBO) {neg_elbo:.2f} nats" if s["beta"] == 1 else
             f"test loss (recon + {s['beta']:g} KL) {test.total:.2f} nats, negative ELBO {neg_elbo:.2f}")
