@@ -20,7 +20,8 @@ epoch and a PyTorch epoch back to back, and the ratios printed are medians of
 the per-round ratios, so that the shared machine's slow spells hit all paths
 alike. Each npvae path is one ``fit`` call over all the epochs (so the fast path
 retires dead units as it does for a user), held between epochs by its callback
-until the next round. The first-step timings use fresh processes.
+until the next round. The first-step timings use fresh processes (``--skip-first-step``
+leaves them out, for quicker repeated runs of the epoch timings).
 
     python examples/benchmark.py --data-dir ../shared/data/fashion-mnist
 
@@ -373,6 +374,8 @@ def main():
     ap.add_argument("--torch-python", default=None, help="interpreter to time PyTorch with (default: this one, "
                                                          "skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
+    ap.add_argument("--skip-first-step", action="store_true",
+                    help="leave out the first-step timings in fresh processes (about 10 s, a cold compile included)")
     ap.add_argument("--train-images", type=int, default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
     ap.add_argument("--keep-dead-units", action="store_true",
@@ -428,11 +431,12 @@ def main():
     res = workers["npvae"]("finish")
     th = workers["torch"]("finish") if "torch" in workers else None
     print(f"data: {res['source']}", flush=True)
-    print("timing the first training step in fresh processes (1 cold, 5 warm) ...", flush=True)
-    with tempfile.TemporaryDirectory() as cache:
-        env = {"NUMBA_CACHE_DIR": cache}
-        cold = run_part(sys.executable, "first_step", args, env)
-        warm = [run_part(sys.executable, "first_step", args, env) for _ in range(5)]
+    if not args.skip_first_step:
+        print("timing the first training step in fresh processes (1 cold, 5 warm) ...", flush=True)
+        with tempfile.TemporaryDirectory() as cache:
+            env = {"NUMBA_CACHE_DIR": cache}
+            cold = run_part(sys.executable, "first_step", args, env)
+            warm = [run_part(sys.executable, "first_step", args, env) for _ in range(5)]
 
     n = res["n_train"]
     col = lambda rounds, key: [r[key] for r in rounds]
@@ -470,10 +474,11 @@ def main():
               f"{spread(per_round(epochs, 'numpy', 'pytorch'))})")
         e_ratios = per_round(evals, "pytorch", "numba")
         print(f"pytorch eval / fast eval: {med(e_ratios):.3f}x (target > 1; {spread(e_ratios)})")
-    print(f"import npvae: {med(w['import_s'] for w in warm):.3f} s (median of {len(warm)} fresh processes)")
-    print(f"first training step in a fresh process, after the import: cold Numba cache "
-          f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
-          f"(median of {len(warm)}; from process start, warm: {med(w['from_start_s'] for w in warm):.2f} s)")
+    if not args.skip_first_step:
+        print(f"import npvae: {med(w['import_s'] for w in warm):.3f} s (median of {len(warm)} fresh processes)")
+        print(f"first training step in a fresh process, after the import: cold Numba cache "
+              f"{cold['first_step_s']:.2f} s, warm {med(w['first_step_s'] for w in warm):.2f} s "
+              f"(median of {len(warm)}; from process start, warm: {med(w['from_start_s'] for w in warm):.2f} s)")
     loss = res["train_loss"]
     print(f"train loss after {args.epochs} epoch{'s' * (args.epochs != 1)} (fast / reference): {loss['numba']:.2f} / {loss['numpy']:.2f}")
 

@@ -103,14 +103,15 @@ def test_ctrl_c_at_the_nll_bar_on_a_terminal_starts_a_new_line_and_says_what_is_
     """The bar is ended before the message (it was printed on the bar's own line), and the message
     knows the figures are already drawn."""
     controller, terminal = pty.openpty()
-    # 900 test images: two NLL batches of 500, so the bar is drawn half-way and the signal lands in the second
-    proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--split", "100", "--epochs", "1", "--nll-k", "4000",
+    # 900 test images: two NLL batches of 500, so the bar is drawn half-way and the signal lands in the
+    # second (at k=1500, over a second long)
+    proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--split", "100", "--epochs", "1", "--nll-k", "1500",
                              "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=terminal,
                             env=ENV, cwd=tmp_path)
     os.close(terminal)
     seen = b""
     try:
-        while b"NLL (k=4000) [" not in seen and proc.poll() is None:
+        while b"NLL (k=1500) [" not in seen and proc.poll() is None:
             ready, _, _ = select.select([controller], [], [], 0.5)
             if ready:
                 seen += os.read(controller, 65536)

@@ -199,12 +199,15 @@ def test_benchmark_runner_answers_the_main_process(tmp_path):
 
 
 def test_benchmark_keep_dead_units_times_the_fast_path_with_every_unit(tmp_path):
-    """--keep-dead-units: the fast path trains with fit(retire_dead_units=False), and says so."""
-    proc = run([BENCHMARK, "--epochs", "1", "--train-images", "300", "--skip-torch", "--keep-dead-units"],
-               cwd=tmp_path)
+    """--keep-dead-units: the fast path trains with fit(retire_dead_units=False), and says so.
+    --skip-first-step leaves out the fresh processes (and their cold compile)."""
+    proc = run([BENCHMARK, "--epochs", "1", "--train-images", "300", "--skip-torch", "--keep-dead-units",
+                "--skip-first-step"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "the fast path keeps its dead units" in proc.stdout
     assert "npvae fast, all units" in proc.stdout and "npvae fast (numba)" not in proc.stdout
+    assert "fast path vs reference" in proc.stdout
+    assert "first training step" not in proc.stdout and "import npvae" not in proc.stdout
 
 
 def test_benchmark_gemm_floor_times_the_models_products():
