@@ -367,24 +367,23 @@ def run_part(python, part, args, env=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from npvae.cli import ArgumentParser, whole_number    # here: the PyTorch part runs in a Python without npvae
+    ap = ArgumentParser(description=__doc__.splitlines()[0], debug=False)
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
-    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per path (medians are printed; default: 5)")
-    ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads (default: 2)")
+    ap.add_argument("--epochs", type=whole_number(1), default=5,
+                    help="timed epochs per path (medians are printed; default: 5)")
+    ap.add_argument("--threads", type=whole_number(1), default=2, help="BLAS and PyTorch threads (default: 2)")
     ap.add_argument("--torch-python", default=None, help="interpreter to time PyTorch with (default: this one, "
                                                          "skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--skip-first-step", action="store_true",
                     help="leave out the first-step timings in fresh processes (about 10 s, a cold compile included)")
-    ap.add_argument("--train-images", type=int, default=None,
+    ap.add_argument("--train-images", type=whole_number(1), default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
     ap.add_argument("--keep-dead-units", action="store_true",
                     help="time the fast path with fit(..., retire_dead_units=False), to measure what retiring saves")
     ap.add_argument("--part", choices=sorted(PARTS) + sorted(RUNNERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    for name in ("epochs", "threads", "train_images"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.part in RUNNERS:
         return serve(RUNNERS[args.part], args)
     if args.part:

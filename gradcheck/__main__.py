@@ -1,13 +1,12 @@
 """``python -m gradcheck``: print the gradient-check table; exit 1 if any row fails (141 if
 stdout's reader leaves early, as in ``python -m gradcheck | head``)."""
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
 
-from npvae.cli import real_number, whole_number
+from npvae.cli import ArgumentParser, real_number, whole_number
 
 from .cases import CASES
 from .core import BACKENDS, format_table, run, self_test
@@ -19,10 +18,10 @@ EXIT_CLOSED_PIPE = 141
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gradcheck",
-                                description="Central-difference gradient checks of every npvae op and the "
-                                            "whole model (reference and fast path); the optimizers' update "
-                                            "rules are checked against their closed forms, step by step.")
+    p = ArgumentParser(prog="python -m gradcheck", debug=False,
+                       description="Central-difference gradient checks of every npvae op and the whole model\n"
+                                   "(reference and fast path); the optimizers' update rules are checked against\n"
+                                   "their closed forms, step by step.")
     p.add_argument("--op", nargs="+", metavar="NAME", choices=sorted(CASES),
                    help="cases to check (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",

@@ -75,13 +75,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     Help texts are shown as written (state defaults in them yourself: there is
     no automatic "(default: None)"); the description and epilog keep their
-    line breaks.
+    line breaks. ``debug=False`` leaves ``--debug`` out, for a program that
+    does not run inside :func:`run` (which is what reads it).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, debug=True, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
+        if debug:
+            self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
 
     def error(self, message):
         if message.endswith(": expected one argument"):

@@ -232,6 +232,15 @@ def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag, va
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("args, message", [(["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+                                           (["--threads", "two"], "argument --threads: expected a whole number"),
+                                           (["--no-such-flag"], "unrecognized arguments: --no-such-flag")])
+def test_benchmark_usage_errors_are_one_line(args, message):
+    proc = run([BENCHMARK, *args])
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_quickstart_refuses_two_different_data_folders(tmp_path):
     proc = run([QUICKSTART, SAMPLE, "--data-dir", str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 2 and "differ: give one of them" in proc.stderr, proc.stderr

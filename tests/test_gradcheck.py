@@ -410,4 +410,6 @@ def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message
     """A step of 0 or a tolerance of 0 would report FAILURES a learner could take for a wrong gradient."""
     r = _cli(*args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # one line, as the examples' errors: the usage block would push the message out of sight
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
