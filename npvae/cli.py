@@ -295,8 +295,9 @@ def check_output_folder(path, option="--out", need_bytes=0):
         with tempfile.TemporaryFile(dir=existing):    # on Linux this does not even get a name
             pass
     except OSError as e:
-        raise InputError(f"{option} {path} is not writable ({existing}: {e.strerror or e}); "
-                         f"choose another folder") from None
+        # "in {existing}": the system's reason is for a new file there (in /proc: "No such file")
+        raise InputError(f"{option} {path} is not writable: no file can be created in {existing} "
+                         f"({e.strerror or e}); choose another folder") from None
     if need_bytes:
         free = shutil.disk_usage(existing).free
         if free < need_bytes:

@@ -120,7 +120,19 @@ def test_read_only_out_is_refused_at_the_start(tmp_path, private_tmpfs):
     mnt = tmp_path / "mnt"
     proc = private_tmpfs(mnt, "1m", ["ro"], [sys.executable, TRAIN, *SMALL, "--out", str(mnt / "run")])
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"error: --out {mnt / 'run'} is not writable ({mnt}: Read-only file system)")
+    assert proc.stderr.startswith(f"error: --out {mnt / 'run'} is not writable: no file can be created in {mnt} "
+                                  f"(Read-only file system)")
+    assert_no_traceback(proc.stderr)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_in_a_folder_that_takes_no_files_names_that_folder_as_the_reason():
+    """/proc exists, yet creating a file in it fails with "No such file or directory": the message
+    says it is the folder that takes no files, not that /proc is missing."""
+    proc = run([TRAIN, *SMALL, "--out", "/proc/npvae-run"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: --out /proc/npvae-run is not writable: no file can be created in /proc "
+                                  "("), proc.stderr
     assert_no_traceback(proc.stderr)
 
 
