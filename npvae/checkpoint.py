@@ -249,7 +249,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     Parameters
     ----------
     path : str or os.PathLike
-        Destination, conventionally ``*.npz``.
+        Destination, conventionally ``*.npz``. Missing folders above it are created.
     model : VAE
     optimizer : Optimizer, optional
         Its ``state_dict()`` is saved (moments, step count, hyper-parameters). It must

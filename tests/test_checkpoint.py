@@ -473,3 +473,11 @@ def test_a_path_may_start_with_a_tilde(tmp_path, monkeypatch):
     save_checkpoint("~/c.npz", model)
     assert (tmp_path / "home" / "c.npz").exists() and not (tmp_path / "~").exists()
     assert load_checkpoint("~/c.npz").model_config == load_checkpoint(tmp_path / "home" / "c.npz").model_config
+
+
+def test_missing_folders_above_the_path_are_created(tmp_path):
+    model = VAE(6, 4, 2, rng=0)
+    save_checkpoint(tmp_path / "runs" / "a" / "c.npz", model)
+    assert sorted(os.listdir(tmp_path / "runs" / "a")) == ["c.npz"]          # no temporary file left beside it
+    assert np.array_equal(load_model(tmp_path / "runs" / "a" / "c.npz").encoder[0].weight.data,
+                          model.encoder[0].weight.data)
