@@ -13,6 +13,13 @@ Every loss here returns the **mean over the batch of the per-sample sums** (over
 pixels, over latents), which is PyTorch's example total divided by the batch size
 ``B``; each ``backward`` therefore carries a factor :math:`1/B`.
 
+Notation, as in ``docs/derivation.md``: :math:`L` is always the total loss
+(reconstruction + :math:`\beta` KL), and a term's ``backward(grad)`` takes
+:math:`g = \partial L / \partial(\text{term})`; :math:`\overline{\mathrm{KL}}` and
+:math:`\overline{\mathrm{BCE}}` are a term's mean over the batch; :math:`t` is the
+target image (the page's :math:`x`), :math:`l` the decoder's logits, :math:`j` a pixel
+and :math:`k` a latent.
+
 KL between two Gaussians
 ------------------------
 :math:`q = \mathcal{N}(\mu, \sigma^2)` per latent, :math:`p = \mathcal{N}(0, 1)`:
@@ -81,7 +88,7 @@ def batch_mean(rows):
 
 
 def kl_per_sample(mu, logvar):
-    r""":math:`\tfrac12 \sum_j (e^{\lambda_j} + \mu_j^2 - 1 - \lambda_j)` for each row, with
+    r""":math:`\tfrac12 \sum_k (e^{\lambda_k} + \mu_k^2 - 1 - \lambda_k)` for each row, with
     :math:`\lambda = \log\sigma^2`: ``mu``, ``logvar`` (B, d) -> (B,)."""
     return 0.5 * (np.exp(logvar) + mu * mu - 1 - logvar).sum(axis=1)
 
@@ -90,7 +97,11 @@ class KL(Module):
     r"""KL(N(mu, exp(logvar)) || N(0, I)) from ``h = [mu | logvar]`` (B, 2d), mean over the batch."""
 
     def forward(self, h):
-        r""":math:`L = \frac1B \sum_n \tfrac12 \sum_j (e^{\lambda_{nj}} + \mu_{nj}^2 - 1 - \lambda_{nj})`.
+        r"""The KL's mean over the batch, with :math:`\lambda = \log\sigma^2`:
+
+        .. math::
+
+            \overline{\mathrm{KL}} = \frac1B \sum_n \tfrac12 \sum_k (e^{\lambda_{nk}} + \mu_{nk}^2 - 1 - \lambda_{nk}).
 
         Parameters
         ----------
@@ -112,11 +123,11 @@ class KL(Module):
 
         .. math::
 
-            \frac{\partial\, \mathrm{KL}}{\partial \mu_j} = \mu_j, \qquad
-            \frac{\partial\, \mathrm{KL}}{\partial \lambda_j} = \tfrac12 (e^{\lambda_j} - 1),
+            \frac{\partial\, \mathrm{KL}}{\partial \mu_k} = \mu_k, \qquad
+            \frac{\partial\, \mathrm{KL}}{\partial \lambda_k} = \tfrac12 (e^{\lambda_k} - 1),
 
         times :math:`1/B` for the mean over the batch and ``grad`` (:math:`\partial L /
-        \partial \mathrm{KL}`, e.g. the KL weight ``beta``).
+        \partial \overline{\mathrm{KL}}`, e.g. the KL weight ``beta``).
 
         Parameters
         ----------
@@ -193,7 +204,7 @@ class BCEWithLogits(Module):
         Parameters
         ----------
         grad : float
-            :math:`\partial L/\partial \mathrm{BCE}`.
+            :math:`\partial L/\partial \overline{\mathrm{BCE}}`.
 
         Returns
         -------
@@ -209,7 +220,8 @@ class BCE(Module):
 
     .. math::
 
-        L = \frac1B \sum_n \sum_j -\big[\, t_{nj} \log \hat p_{nj} + (1 - t_{nj}) \log(1 - \hat p_{nj}) \,\big],
+        \overline{\mathrm{BCE}} = \frac1B \sum_n \sum_j -\big[\, t_{nj} \log \hat p_{nj}
+                                   + (1 - t_{nj}) \log(1 - \hat p_{nj}) \,\big],
         \qquad \hat p = \mathrm{clip}(p, \epsilon_{\mathrm{clip}}, 1 - \epsilon_{\mathrm{clip}}),
 
     with :math:`\epsilon_{\mathrm{clip}}` the dtype's machine epsilon (``np.finfo(dtype).eps``), so a
