@@ -210,7 +210,8 @@ def adam_step(model, report):
     r.text(f"One Adam step (npvae/optim.py: Adam.step), t = {t}, lr = {number(LR)}, "
            f"betas = ({number(b1)}, {number(b2)}), Adam's eps = {number(ADAM_EPS)} (not the sampler's `eps`), "
            f"from m = v = 0. Bias correction makes `m_hat = g` and `v_hat = g^2` at t = 1, "
-           f"so every entry moves by almost exactly `lr` against the sign of its gradient:")
+           f"so every entry with a non-zero gradient moves by almost exactly `lr` against its sign "
+           f"(one with a zero gradient stays):")
     r.text()
     r.text("```text")
     header = ["", "g", "m", "v", "m_hat", "v_hat", "step", "new"]
