@@ -160,7 +160,7 @@ def bce_with_logits_per_sample(logits, target):
 class BCEWithLogits(Module):
     r"""Binary cross-entropy on logits: the decoder's Sigmoid and the BCE in one stable op.
 
-    Mean over the batch of the per-sample BCE sums (this module's docstring); the stable
+    Mean over the batch of the per-sample BCE sums (see the docstring of ``npvae/losses.py``); the stable
     form is derived in :func:`bce_with_logits_per_sample`, just above.
     """
 

@@ -4,9 +4,11 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
 
 * ``forward(x)`` computes the output and keeps exactly what ``backward`` needs;
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
-  (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``
-  (the caller may still need that array, e.g. to add a second road's gradient to it,
-  as the VAE does for ``mu``: ops are safe to combine only if none scribbles on it);
+  (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``: the
+  caller owns that array and may read it again (one ``dh`` handed to two branches
+  that share an input, a ``dz`` kept to look at). The VAE reads each one once, so
+  nothing breaks there today; the rule is what makes ops safe to combine, and
+  ``python -m gradcheck`` checks every op keeps it;
 * two kinds of op take more than one input. The sampler's ``forward(h, eps=None)``
   takes its noise as data (or draws it) and its ``backward`` returns only ``dh``. A loss's
   ``forward(pred, target)`` (``KL.forward(h)`` has no target) returns a float and keeps
