@@ -206,10 +206,19 @@ def _report(error, debug):
         pass
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A library warning on the command line: ``warning: ...`` (``--debug`` shows Python's form)."""
+    try:
+        (file or sys.stderr).write(f"warning: {message}\n")
+    except (OSError, ValueError, AttributeError):    # stderr closed or gone
+        pass
+
+
 def run(main, argv=None, *, then_exit=False):
     """Call ``main(argv)`` inside the error boundary; return the exit status.
 
-    ``--debug`` among the arguments shows tracebacks (and NumPy's warnings).
+    ``--debug`` among the arguments shows tracebacks (and NumPy's warnings);
+    without it, a library's warning is one line, ``warning: ...``, said once.
     ``SystemExit`` (``--help``, an argparse usage error) gives its status.
     With ``then_exit`` (a program's last call), exit with the status instead
     of returning it, ignoring those signals from the end of ``main`` on:
@@ -221,6 +230,8 @@ def run(main, argv=None, *, then_exit=False):
         if not debug:
             # e.g. "overflow encountered in exp" as training diverges: the error says it better
             warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.filterwarnings("once", category=UserWarning)    # a program's run says a thing once
+            warnings.showwarning = _one_line_warning
         try:
             try:
                 code = main(argv)

@@ -126,3 +126,16 @@ def test_ctrl_c_at_the_nll_bar_on_a_terminal_starts_a_new_line_and_says_what_is_
     assert "\nstopped: interrupted by SIGINT" in text.replace("\r\n", "\n"), text
     assert "the figures are drawn; to compute the NLL, run:" in text
     assert_no_traceback(text)
+
+
+def test_a_mistyped_environment_variable_is_one_line_of_warning(tmp_path):
+    """The data come from the cache instead, and the command line says so in its own words."""
+    shutil.copytree(SAMPLE, tmp_path / "cache" / "npvae" / "mnist")
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "NPVAE_DATA_DIR": str(tmp_path / "dta")}
+    proc = subprocess.run([sys.executable, TRAIN, "--dataset", "mnist-test-split", "--split", "800", "--epochs", "1",
+                           "--hidden-dim", "32", "--nll-k", "2", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: $NPVAE_DATA_DIR={tmp_path / 'dta'}: folder does not exist; using mnist from "
+            f"{tmp_path / 'cache' / 'npvae' / 'mnist'} instead\n") in proc.stderr
+    assert "UserWarning" not in proc.stderr and proc.stderr.count("$NPVAE_DATA_DIR") == 1

@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -352,6 +353,30 @@ def test_lookup_order(places, monkeypatch):
     assert _n_train() == 6                      # then the system folder
     ds = load_dataset("fmnist", download=False)
     assert ds.name == "fashion-mnist" and ds.source == str(places["system"])
+
+
+def test_an_environment_variable_naming_no_folder_is_said_when_the_data_come_from_elsewhere(places, monkeypatch):
+    """A typo in $NPVAE_DATA_DIR would otherwise pass unseen: the cache (or a download) takes over."""
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(places["env"]) + "-typo")
+    with pytest.warns(UserWarning, match=r"\$NPVAE_DATA_DIR=.*env-typo: folder does not exist; using "
+                                         r"fashion-mnist from .*xdg.* instead") as record:
+        assert _n_train() == 5
+    assert record[0].filename == __file__       # it points at the user's call, not at npvae's insides
+
+
+def test_an_explicit_data_dir_is_not_warned_about_the_environment_variable(places, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(places["env"]) + "-typo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _n_train(data_dir=places["data_dir"]) == 3
+
+
+def test_an_environment_variable_naming_a_folder_without_this_data_set_is_passed_over_quietly(places, monkeypatch):
+    """One folder of data sets may hold some of them: the others come from the cache without a word."""
+    shutil.rmtree(places["env"] / "fashion-mnist")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _n_train() == 5
 
 
 def test_folder_needs_all_four_files(places):

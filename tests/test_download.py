@@ -190,6 +190,16 @@ def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, ca
     assert capsys.readouterr().err == ""
 
 
+def test_a_download_in_place_of_a_mistyped_environment_variable_is_said(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path / "no-such-folder"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/good/",))
+    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    with pytest.warns(UserWarning, match=r"no-such-folder: folder does not exist; downloaded mnist into .*xdg"):
+        load_dataset("mnist", progress=False)
+
+
 def test_load_dataset_reports_failed_download(tmp_path, server, monkeypatch):
     monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -23,6 +23,7 @@ lists what is missing, every place looked in, and where to put the files.
 """
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,8 +333,10 @@ def locate(name, split=None, data_dir=None, download=True, progress=True):
 def _locate(name, stems, data_dir, download, progress):
     """First folder holding all ``stems``, downloading into the cache if allowed."""
     places = search_path(name, data_dir)
-    for folder, _ in places:
+    for folder, origin in places:
         if not _missing(folder, stems):
+            if data_dir is None and not origin.startswith("$"):
+                _warn_if_env_unusable(name, folder)
             return folder
     failure = None
     if data_dir is None and download:
@@ -341,12 +344,25 @@ def _locate(name, stems, data_dir, download, progress):
         try:
             download_dataset(name, dest, files=[s + ".gz" for s in _missing(dest, stems)],
                              progress=progress)
+            _warn_if_env_unusable(name, dest, downloaded=True)
             return dest
         except OSError as e:     # DownloadError, or the cache cannot be written
             failure = e
     raise DatasetNotFoundError(_not_found_message(name, stems, places, data_dir, download, failure),
                                dataset=name, files=stems, places=places, data_dir=data_dir,
                                download_error=failure) from failure
+
+
+def _warn_if_env_unusable(name, used, downloaded=False):
+    """A ``$NPVAE_DATA_DIR`` that names no usable folder (a typo?) is said, not silently passed over.
+
+    (One that exists but holds other data sets is normal: it is then passed over quietly.)
+    """
+    env = os.environ.get(ENV_VAR, "")
+    problem = env and _folder_problem(os.path.expanduser(env))
+    if problem:
+        instead = f"downloaded {name} into {used}" if downloaded else f"using {name} from {used}"
+        warnings.warn(f"${ENV_VAR}={env}: {problem}; {instead} instead", UserWarning, stacklevel=5)
 
 
 def search_report(stems, places):
