@@ -333,9 +333,9 @@ def locate(name, split=None, data_dir=None, download=True, progress=True):
 def _locate(name, stems, data_dir, download, progress):
     """First folder holding all ``stems``, downloading into the cache if allowed."""
     places = search_path(name, data_dir)
-    for folder, origin in places:
+    for folder, _ in places:
         if not _missing(folder, stems):
-            if data_dir is None and not origin.startswith("$"):
+            if data_dir is None:
                 _warn_if_env_unusable(name, folder)
             return folder
     failure = None
