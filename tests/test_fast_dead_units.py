@@ -75,11 +75,13 @@ def interrupt_at(model, step):
 
 
 # -- what gets retired ------------------------------------------------------------------------
-def test_units_dead_on_every_training_image_are_retired_and_never_move(images, tmp_path):
+@pytest.mark.parametrize("plain_sgd", [False, True], ids=["Adam", "SGD-plain"])
+def test_units_dead_on_every_training_image_are_retired_and_never_move(images, tmp_path, plain_sgd):
     x = images[:200]
     model = vae()
     w0, b0 = model.encoder[0].weight.data.copy(), model.encoder[0].bias.data.copy()
-    fit(model, x, images[200:260], epochs=3, checkpoint=tmp_path / "c.npz", **RUN)
+    optimizer = SGD(model.parameters(), lr=1e-2) if plain_sgd else None      # stateless: every unit a candidate
+    fit(model, x, images[200:260], epochs=3, checkpoint=tmp_path / "c.npz", optimizer=optimizer, **RUN)
     units = retired(tmp_path / "c.npz")
     assert set(OFF) <= set(units) and len(units) < 16
     W, b = model.encoder[0].weight.data, model.encoder[0].bias.data
@@ -108,10 +110,14 @@ def test_a_trainer_retires_units_over_whole_epochs(images):
     assert Trainer(model, Adam(model.parameters())).dead_units() is None   # off: no record
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda ps: Adam(ps), lambda ps: SGD(ps, lr=1e-3, momentum=0.9)],
-                         ids=["Adam", "SGD-momentum"])
+@pytest.mark.parametrize("make_optimizer", [lambda ps: Adam(ps), lambda ps: SGD(ps, lr=1e-3, momentum=0.9),
+                                            lambda ps: SGD(ps, lr=1e-2)],
+                         ids=["Adam", "SGD-momentum", "SGD-plain"])
 def test_training_with_retirement_equals_training_without(images, tmp_path, make_optimizer):
-    """Retirement changes which products are computed, not what: float64 runs agree to round-off."""
+    """Retirement changes which products are computed, not what: float64 runs agree to round-off.
+
+    Plain SGD has no state, so every unit is a candidate, including ones that fire while the
+    units are reordered: the case where a unit's position and its number part."""
     x, t = images[:300], images[300:400]
     runs = {}
     for retire in (True, False):
@@ -437,6 +443,9 @@ def test_a_sync_or_load_inside_an_epoch_keeps_the_evidence(images, make_optimize
         runs[interrupted] = (model, trainer.dead_units()["retired"])
     (plain, retired_plain), (synced, retired_synced) = runs[False], runs[True]
     assert retired_synced == retired_plain and set(OFF) <= set(retired_plain)
+    first = plain.encoder[0]                     # and the claim itself: each is off on every image
+    pre = to_float(x, np.float64) @ first.weight.data.astype(np.float64) + first.bias.data
+    assert (pre[:, retired_plain] <= 0).all()
     for p, q in zip(synced.parameters(), plain.parameters()):
         np.testing.assert_allclose(p.data, q.data, rtol=0, atol=1e-6)
 
