@@ -540,13 +540,13 @@ def test_float32_exp_any_is_within_a_few_ulp_and_overflows_to_inf():
     exact = np.exp(x.astype(np.float64))
     y = np.empty_like(x)
     exp_any_map_as_written(x, y)
-    assert ulps(y, exact).max() <= (1.0 if JIT else 3.0)     # plain Python: NumPy's float32 exp
+    assert ulps(y, exact).max() <= 1.0
     exp_any_map(x, y)
     assert np.isfinite(y).all() and ulps(y, exact).max() <= 5.0
     # overflow to inf, underflow to 0, NaN kept: as the C library's expf
     edge = np.array([88.8, 100.0, 1e30, np.inf, -104.5, -1e30, -np.inf, np.nan], np.float32)
     out = np.empty_like(edge)
-    with np.errstate(over="ignore", under="ignore"):   # NumPy's exp, under NUMBA_DISABLE_JIT=1
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):   # NumPy's, under NUMBA_DISABLE_JIT=1
         exp_any_map(edge, out)
     assert out[:4].tolist() == [np.inf] * 4 and out[4:7].tolist() == [0.0] * 3 and np.isnan(out[7])
 

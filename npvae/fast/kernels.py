@@ -34,8 +34,9 @@ inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the
 # ``log1p_unit`` within 3 ulp; tests/test_fast_kernels.py checks). float64 (the
 # gradient checks) keeps the C library's correctly rounded functions.
 #
-# Each helper is a plain Python function (used as is under ``NUMBA_DISABLE_JIT=1``)
-# with a Numba ``overload`` that picks the implementation by the argument's type.
+# Each helper is a plain Python function with a Numba ``overload``; both pick the
+# implementation by the argument's type, so under ``NUMBA_DISABLE_JIT=1`` a float32
+# argument runs the same polynomial, line by line, as the compiled kernels do.
 
 
 def typed(value, like):
@@ -52,16 +53,16 @@ def _typed(value, like):
 
 def exp_neg(x):
     """``exp(x)`` for ``x <= 0``, the only exponent the sigmoid and BCE need."""
-    return type(x)(math.exp(x))
+    return _exp_neg_f32(x) if isinstance(x, np.float32) else type(x)(math.exp(x))
 
 
 def exp_any(x):
     """``exp(x)`` for any ``x``: the sampler's and the KL's ``exp(logvar)``."""
-    return type(x)(np.exp(x))  # NumPy's: inf, not an OverflowError, past float32's range
+    return _exp_any_f32(x) if isinstance(x, np.float32) else type(x)(np.exp(x))   # inf past the range
 
 
 # Cephes expf in two steps, plain Python that Numba compiles into the kernels
-# (register_jitable), so the tests can also run the algorithm as written.
+# (register_jitable), so the tests can also run the algorithm without fastmath.
 @register_jitable(inline="always")
 def _expf_reduce(x):
     # x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial: (exp(r), n)
@@ -119,7 +120,7 @@ def _exp_any(x):
 
 def log1p_unit(e):
     """``log(1 + e)`` for ``0 <= e <= 1``, accurate also for tiny ``e``."""
-    return type(e)(math.log1p(e))
+    return _log1p_unit_f32(e) if isinstance(e, np.float32) else type(e)(math.log1p(e))
 
 
 def _log1p_unit_f32(e):
@@ -154,13 +155,17 @@ _PIXEL_QUOTIENTS = np.arange(256) / 255.0   # float64; a global array is a const
 
 def unit_pixel(x, like):
     """``x / 255`` for a ``uint8`` pixel ``x``, in the float type of ``like``."""
-    return type(like)(_PIXEL_QUOTIENTS[x])
+    return _unit_pixel_f32(x, like) if isinstance(like, np.float32) else type(like)(_PIXEL_QUOTIENTS[x])
+
+
+def _unit_pixel_f32(x, like):
+    return np.float32(np.float64(x) * (1.0 / 255.0))
 
 
 @overload(unit_pixel, inline="always")
 def _unit_pixel(x, like):
     if like == types.float32:
-        return lambda x, like: np.float32(np.float64(x) * (1.0 / 255.0))
+        return _unit_pixel_f32
     return lambda x, like: _PIXEL_QUOTIENTS[x]
 
 
