@@ -118,16 +118,16 @@ def test_relu_bias_backward_by_hand():
     assert out.tolist() == [[1, 2], [-3, 0]]
 
 
-def test_mark_live_columns_marks_units_that_fired_and_keeps_earlier_marks():
+def test_mark_fired_columns_marks_units_that_fired_and_keeps_earlier_marks():
     y = F(np.zeros((5, 4), np.float32))
-    y[3, 0], y[0, 2] = 1e-30, 2.0                # columns 0 and 2 fired...
-    live = np.array([False, True, False, False])  # ...column 1 did in an earlier batch
-    k.mark_live_columns(y, live)
-    assert live.tolist() == [True, True, True, False]
+    y[3, 0], y[0, 2] = 1e-30, 2.0                 # columns 0 and 2 fired...
+    fired = np.array([False, True, False, False])  # ...column 1 did in an earlier batch
+    k.mark_fired_columns(y, fired)
+    assert fired.tolist() == [True, True, True, False]
     y = relu_output(3, np.float64)
-    live = np.zeros(N, bool)
-    k.mark_live_columns(y, live)
-    assert np.array_equal(live, (y > 0).any(axis=0))
+    fired = np.zeros(N, bool)
+    k.mark_fired_columns(y, fired)
+    assert np.array_equal(fired, (y > 0).any(axis=0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -2,7 +2,8 @@
 
 Everything here exists for speed, and everything here is checked against the plain
 NumPy reference (``npvae/layers.py`` ... ``npvae/optim.py``), which defines what is
-correct; the reference never imports this package. Read it in this order:
+correct; that core never imports this package (``fit`` and the evaluation functions
+import it when ``backend="numba"`` asks for it). Read it in this order:
 
 * :mod:`~npvae.fast.kernels` (and :mod:`~npvae.fast.flags`): Numba kernels for the
   elementwise work around the matrix products, each fusing a few lines of the reference;
@@ -15,12 +16,33 @@ correct; the reference never imports this package. Read it in this order:
 * :mod:`~npvae.fast.batches`, :mod:`~npvae.fast.trainer`: what ``fit`` drives, and what you
   can drive in your own loop (:class:`Trainer`);
 * :mod:`~npvae.fast.supported`: the models it computes (the VAE as built; a subclass
-  with its own ``loss`` trains on the reference);
+  with its own ``loss`` is refused with an ``InputTypeError`` that points at ``backend="numpy"``);
 * :mod:`~npvae.fast.inference`: the forward pass for evaluation (:class:`Evaluator`);
 * :mod:`~npvae.fast.compile`: ``python -m npvae.fast.compile`` fills Numba's disk cache ahead of time.
 
 The switch between the two paths is made in one place: ``fit(..., backend=)`` and
 ``evaluate_elbo``/``iw_nll(..., backend=)`` (:mod:`npvae.backend`).
+
+One step of :meth:`Trainer.step`, and what each part stands for in the reference::
+
+    trainer.batch(idx): gather, transpose, scale   to_float(images[idx])
+    model.rng.standard_normal(out=ws.eps)          the draw in Sampler.forward
+    FastVAE.encode: BLAS + bias_relu_forward       Dense.forward, ReLU.forward
+    sampler_forward, FastVAE.decode                Sampler.forward, the decoder
+    bce_logits_forward_backward                    BCEWithLogits.forward and .backward
+    kl_forward                                     KL.forward
+    FastVAE.backward: relu_bias_backward + BLAS    ReLU.backward, Dense.backward
+    latent_backward                                Sampler.backward + KL.backward, summed
+    first layer: its live columns, no dx           Dense.backward of the first layer
+    FusedAdam.step: adam_update_columns, _update   Adam.step
+    Trainer.sync: the block back into the model    (the model holds it already)
+
+Gradients are written, not added (there is no ``zero_grad``), and ``mark_fired_columns``
+(the evidence for retiring units) has no counterpart. A KL-weight schedule needs nothing
+here: ``beta`` is a number passed to each step (``train.py``'s warm-up). A new kernel goes
+in :mod:`~npvae.fast.kernels` (its helpers in the same file: Numba's disk cache follows
+the file), with a test in ``tests/test_fast_kernels.py`` against the reference's lines on
+small arrays, which also runs with ``NUMBA_DISABLE_JIT=1``.
 """
 from .inference import Evaluator
 from .step import FastVAE

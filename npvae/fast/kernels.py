@@ -1,7 +1,9 @@
 """The fast path's Numba kernels: the elementwise work around the matrix products.
 
 Every kernel computes what a few lines of the reference compute (named in its
-docstring) and writes into arrays it is given. Every 2-D array is column-major
+docstring), or, for the few that exist only for speed (which units fired, which gradient
+columns are not 0, the decay of moments left out for a while), says so; each writes into
+arrays it is given. Every 2-D array is column-major
 (``order="F"``, see :mod:`npvae.fast.layout`): the loops run down the columns, so
 the inner loop is contiguous and LLVM vectorises it.
 
@@ -207,14 +209,16 @@ def bias_relu_forward(y, b):
 
 
 @njit
-def mark_live_columns(y, live):
-    """``live[j] = True`` where column j of ``y`` has a positive entry (a ReLU unit that fired)."""
+def mark_fired_columns(y, fired):
+    """``fired[j] = True`` where column j of ``y`` has a positive entry: a ReLU unit that fired
+    (j is the column's position, not the unit's number once units are reordered). Speed only:
+    the evidence :mod:`npvae.fast.dead_units` retires units on; the reference has no such line."""
     B, N = y.shape
     for j in range(N):
         for i in range(B):
             if y[i, j] > 0:
-                live[j] = True
-                break  # one is enough: most live units stop at the first rows
+                fired[j] = True
+                break  # one is enough: most units that fire stop at the first rows
 
 
 @njit
@@ -253,7 +257,8 @@ def relu_bias_backward(dy, y, dx, db, live):
 
 @njit
 def gather_columns(a, idx, out):
-    """``out[:, k] = a[:, idx[k]]`` for the ``out.shape[1]`` first entries of ``idx``."""
+    """``out[:, k] = a[:, idx[k]]`` for the ``out.shape[1]`` first entries of ``idx``. Speed only:
+    the first weight's gradient over its live columns (:mod:`npvae.fast.step`)."""
     B, n = out.shape
     for k in range(n):
         j = idx[k]  # read once: LLVM cannot tell that out does not overwrite idx
@@ -425,7 +430,8 @@ def adam_update_columns(p, vals, idx, m, v, lr, rates, eps, weight_decay, bc1, b
 @njit
 def decay_moment(a, decay, steps, tiny):
     """``steps`` Adam steps of a zero gradient on a 1-D moment ``a`` (m with ``decay = beta1``,
-    v with ``beta2``), in place, rounded as every step rounds: ``a = decay * a``, flushed below ``tiny``."""
+    v with ``beta2``), in place, rounded as every step rounds: ``a = decay * a``, flushed below ``tiny``.
+    Speed only: the steps a retired unit's columns sat out (:meth:`npvae.fast.optim.FusedAdam.release`)."""
     # Step by step over a block that stays in L1 (4 KB): each pass over it vectorises,
     # where a loop over the steps of one element at a time would be a chain of dependent
     # multiplies (0.1 s for the retired units' 150k moments after an epoch's 469 steps).

@@ -5,18 +5,20 @@ r"""The fused optimizer update: Adam's or SGD's rule over the whole parameter bl
 one for the first layer's weight, whose gradient comes as its live columns
 (:meth:`npvae.fast.step.FastVAE.backward`), and one for every other parameter, which
 lie back to back in the block. They take their hyper-parameters and step count from
-the reference optimizer (:meth:`load`; the hyper-parameters again whenever they change,
-:meth:`settings_changed`) and give the step count back (:meth:`store`); the moments
-travel with the block.
+the reference optimizer (:meth:`load`; the hyper-parameters again when they change:
+:meth:`settings_changed` tells, :meth:`apply_settings` takes them) and give the step
+count back (:meth:`store`); the moments travel with the block.
 
-Two differences from the reference, both below round-off:
+Where they differ from the reference, it is below round-off:
 
-* moments that decay below the dtype's smallest normal number ``tiny`` are set to 0
-  (units off for good get exactly-zero gradients, and their moments would otherwise
-  drift into slow subnormal arithmetic); the update they would have made is under
-  ``lr * tiny / eps``. Adam does this only while ``eps`` is far above ``sqrt(tiny)``
-  (float32: about 6e-11 for ``beta2 = 0.999``; the default is 1e-8), where it is below round-off;
-* the update is computed as ``(lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)``, PyTorch's
+* state that decays below the dtype's smallest normal number ``tiny`` is set to 0
+  (units off for good get exactly-zero gradients, and their state would otherwise
+  drift into slow subnormal arithmetic). Adam flushes its moments, whose update would
+  have been under ``lr * tiny / eps``, only while ``eps * sqrt(1 - beta2) >= sqrt(tiny) *
+  2**(nmant + 1)`` (float32 and ``beta2 = 0.999``: ``eps`` above about 6e-11; the default
+  is 1e-8); SGD always flushes its momentum buffer, whose update would have been under
+  ``lr * tiny``;
+* Adam's update is computed as ``(lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)``, PyTorch's
   arrangement of Algorithm 1's ``lr * m_hat / (sqrt(v_hat) + eps)``.
 
 For :mod:`npvae.fast.dead_units` they also say where a zero gradient would leave a
@@ -40,6 +42,9 @@ def fused(optimizer, block, params):
 
 
 class FusedOptimizer:
+    """What :class:`FusedAdam` and :class:`FusedSGD` share: the reference optimizer they follow
+    (``source``), the block they update, and the first weight's held columns (:meth:`hold`)."""
+
     state_names = ()
 
     def __init__(self, optimizer, block, params):
@@ -96,7 +101,9 @@ class FusedOptimizer:
             self._catch_up(n, self.t - t0)
 
     def _catch_up(self, n, steps):
-        pass
+        """What the held columns' state would have become over ``steps`` zero-gradient steps.
+        Nothing, here: held columns are at rest, and for SGD that means a momentum buffer of 0
+        (or none), which such steps leave at 0. :class:`FusedAdam`'s moments still decay."""
 
     def at_rest(self, i):
         """Bool array of parameter i's shape: where a zero gradient leaves it unchanged at every

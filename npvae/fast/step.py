@@ -9,7 +9,7 @@ and the elementwise work in Numba kernels (:mod:`npvae.fast.kernels`):
   the ReLU's mask and the bias gradient;
 * the decoder's sigmoid and the BCE give the loss and ``dlogits`` in one pass;
 * the two roads into ``[mu | logvar]`` (through ``z``, and the KL's own) meet in one pass;
-* when at most ``LIVE_FRACTION`` of the first layer's units are *live*, its weight gradient
+* when at most ``LIVE_FRACTION`` of the first layer's computed units are *live*, its weight gradient
   is computed over those only: a ReLU unit that is off for the whole batch has an all-zero
   gradient column, so ``dW = x.T @ g`` multiplies only the others, and the optimizer reads
   those columns as they are (:meth:`npvae.fast.optim.FusedAdam.step`);
@@ -142,7 +142,7 @@ class FastVAE:
                 k.add_bias(y, b)
             a = y
         if self.fired is not None:
-            k.mark_live_columns(ws.enc[0][:, :n], self.fired)
+            k.mark_fired_columns(ws.enc[0][:, :n], self.fired)
         return a                                         # h = [mu | logvar] (B, 2d)
 
     def decode(self, z, ws):
