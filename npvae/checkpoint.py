@@ -128,7 +128,7 @@ class Checkpoint:
         if optimizer is not None:
             if self.optimizer != type(optimizer).__name__:
                 raise CheckpointError(f"{path}: the checkpoint holds {self.optimizer or 'no'} optimizer "
-                                      f"state, got a {type(optimizer).__name__} to load it into")
+                                      f"state, got {type(optimizer).__name__} to load it into")
             state = self.optimizer_state
             if model is not None:       # saved by the model's parameter order: renumber by the optimizer's
                 index = check_optimizer_params(optimizer, model)

@@ -136,7 +136,12 @@ def check_unit_interval(x, name, fix):
         nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
         hint = f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else ""
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
-                         f"[{lo:.4g}, {hi:.4g}]{nan}{hint}")
+                         f"[{_short(lo)}, {_short(hi)}]{nan}{hint}")
+
+
+def _short(value):
+    """``value`` in 4 digits, or all it needs where 4 would hide it (1.0000001 is not "1")."""
+    return f"{value:.4g}" if float(f"{value:.4g}") == value else str(value)
 
 
 def _refuse_masked(x, name):

@@ -359,7 +359,7 @@ def test_model_of_another_shape(good):
     expect_error(path, r"hidden_dims: checkpoint \[32\], model \[64\]", model=VAE(784, 64, 4))
     expect_error(path, "dtype", model=VAE(784, 32, 4, dtype=np.float64))
     model = VAE(784, 32, 4, rng=3)
-    expect_error(path, "holds Adam optimizer state, got a SGD", model=model,
+    expect_error(path, "holds Adam optimizer state, got SGD", model=model,
                  optimizer=SGD(model.parameters()))
 
 

@@ -294,6 +294,17 @@ def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
         assert not np.isfinite(iw_nll(model, images, k=3, backend=backend, check_finite=False))
 
 
+def test_a_value_just_outside_0_1_is_shown_as_it_is_not_rounded_into_the_range():
+    model = VAE(12, 8, 2, rng=0)
+    x = np.full((2, 12), 0.5, np.float32)
+    x[0, 0] = np.nextafter(np.float32(1), np.float32(2))       # round-off after a normalisation
+    with pytest.raises(InputError, match=r"got values in \[0\.5, 1\.0000001\]$"):
+        model.loss(x)
+    x[0, 0] = np.float32(-1e-8)
+    with pytest.raises(InputError, match=r"got values in \[-1e-08, 0\.5\]$"):
+        model.loss(x)
+
+
 def test_the_divide_by_255_hint_comes_only_for_what_looks_like_pixels():
     model = VAE(12, 8, 2, rng=0)
     images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
