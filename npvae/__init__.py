@@ -8,9 +8,9 @@ only when a figure is drawn.
 """
 from importlib import import_module as _import_module
 
-from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
-                     DownloadError, InputError, InputTypeError, NpvaeError, PixelScaleWarning,
-                     StateDictError, StateError)
+from .errors import (CheckpointError, CheckpointNotFoundError, DataFileError, DatasetNotFoundError,
+                     DivergenceError, DownloadError, InputError, InputTypeError, NpvaeError,
+                     PixelScaleWarning, StateDictError, StateError)
 from .layers import Dense, ReLU, Sequential, Sigmoid
 from .losses import BCE, KL, BCEWithLogits
 from .model import VAE, LossParts
@@ -36,5 +36,6 @@ __all__ = [
     "Module", "Parameter", "Adam", "SGD", "fit", "History", "TrainingInterrupted", "evaluate_elbo", "iw_nll",
     "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint", "interop",
     "NpvaeError", "InputError", "InputTypeError", "StateError", "StateDictError", "DataFileError",
-    "DatasetNotFoundError", "DownloadError", "CheckpointError", "DivergenceError", "PixelScaleWarning",
+    "DatasetNotFoundError", "DownloadError", "CheckpointError", "CheckpointNotFoundError", "DivergenceError",
+    "PixelScaleWarning",
 ]

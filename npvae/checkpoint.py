@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, StateDictError
+from .errors import (CheckpointError, CheckpointNotFoundError, DivergenceError, InputError, InputTypeError,
+                     StateDictError)
 from .model import VAE
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
@@ -370,9 +371,10 @@ def _file_in_folder(path):
 
 def _read_arrays(path):
     """Every array in the zip, after checking it is a sound zip (CRCs included)."""
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
     if not os.path.isfile(path):
-        what = "not a regular file" if os.path.exists(path) else "no such checkpoint file"
-        raise CheckpointError(f"{path}: {what}")
+        raise CheckpointError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
             size, head = os.fstat(f.fileno()).st_size, f.read(4)

@@ -55,6 +55,11 @@ class CheckpointError(NpvaeError, ValueError):
     """A checkpoint file is missing, truncated, foreign or does not fit."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the path given: also a ``FileNotFoundError``, so that
+    ``except FileNotFoundError:`` (start afresh) catches it, as it catches a missing data set."""
+
+
 class DivergenceError(NpvaeError, FloatingPointError):
     """Training produced NaN or inf; the message names the epoch and step."""
 

@@ -481,3 +481,15 @@ def test_missing_folders_above_the_path_are_created(tmp_path):
     assert sorted(os.listdir(tmp_path / "runs" / "a")) == ["c.npz"]          # no temporary file left beside it
     assert np.array_equal(load_model(tmp_path / "runs" / "a" / "c.npz").encoder[0].weight.data,
                           model.encoder[0].weight.data)
+
+
+def test_a_missing_checkpoint_is_also_a_file_not_found_error(tmp_path):
+    """``except FileNotFoundError:`` (start afresh) catches it, as it catches a missing data set."""
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        load_checkpoint(tmp_path / "none.npz")
+    with pytest.raises(npvae.CheckpointNotFoundError):
+        load_model(tmp_path / "none.npz")
+    (tmp_path / "folder.npz").mkdir()                   # there, but not a file: not "not found"
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "folder.npz")
+    assert not isinstance(info.value, FileNotFoundError)
