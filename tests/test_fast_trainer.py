@@ -141,6 +141,23 @@ def test_the_context_manager_syncs_on_the_way_out_of_an_error(images):
     assert opt.t == 1 and not np.array_equal(model.encoder[0].weight.data, start)
 
 
+def test_a_step_after_the_with_block_is_refused_and_entering_again_trains_on(images):
+    """After the block the model holds the result: a step then would train a copy that nothing
+    writes back, its steps lost without a word."""
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    x = batches(images, np.float32)[0]
+    with Trainer(model, opt, images=images) as trainer:
+        trainer.step(x)
+    for call in (lambda: trainer.step(x), lambda: trainer.batch([0, 1]), trainer.begin_epoch, trainer.end_epoch):
+        with pytest.raises(StateError, match=r"with block has ended"):
+            call()
+    assert opt.t == 1
+    with trainer:                                       # entered again: it trains on, and syncs
+        trainer.step(x)
+    assert opt.t == 2
+
+
 def test_a_step_with_a_non_finite_loss_is_not_applied(images):
     model = VAE(784, 32, 4, rng=0)
     model.decoder[-1].weight.data[0, 0] = np.inf      # the logits of pixel 0 turn inf or NaN

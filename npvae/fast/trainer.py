@@ -69,6 +69,20 @@ class Trainer:
         (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
         of them once between :meth:`begin_epoch` and :meth:`end_epoch`. If you change
         ``images`` in place, call ``load_dead_units(None)``: the proofs were about the old ones.
+
+    Notes
+    -----
+    The trainer trains a copy of the model's parameters and the optimizer's state (this
+    module's docstring says more):
+
+    * ``with Trainer(model, opt) as trainer:`` writes the result back when the block ends,
+      and closes the trainer: a step after the block is a ``StateError`` (enter it again,
+      or make a new trainer). Without ``with``, call :meth:`sync` at the end.
+    * Inside the loop, call :meth:`sync` before evaluating, saving or loading the model.
+    * A step whose loss is not finite is not applied (the returned parts show the NaN or
+      inf); ``fit`` raises ``DivergenceError`` there, a loop of your own should check.
+    * ``optimizer.lr`` (and the other hyper-parameters) may change between steps.
+    * ``p.grad`` is not touched; one trainer per model at a time.
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
@@ -93,6 +107,7 @@ class Trainer:
         self.opt = fused(optimizer, self.net.block, model.parameters())
         self.batches = None if images is None else ColumnBatches(images, batch_size, model.dtype)
         self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
+        self.closed = False                 # by the end of a with block (see __exit__)
         self.load()
 
     def load(self):
@@ -187,14 +202,25 @@ class Trainer:
                 f"else uses them; one Trainer per model at a time.")
 
     def __enter__(self):
+        self.closed = False
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        """Sync, and close the trainer: a step after the block would train a copy that no later
+        sync writes back, so it is refused until the trainer is entered again."""
+        self.closed = True
         try:
             self.sync()
         except StateError:
             if exc_type is None:            # else the block's own exception is the one to see
                 raise
+
+    def _check_open(self, method):
+        if self.closed:
+            raise StateError(f"Trainer.{method}: this Trainer's with block has ended, and the model and "
+                             f"the optimizer hold its result; a step now would train a copy nothing "
+                             f"writes back. Step inside the block, enter it again (with trainer: ...), "
+                             f"or make a new Trainer")
 
     # -- epochs (fit) ------------------------------------------------------------------------
     def begin_epoch(self, resumed=False):
@@ -202,12 +228,14 @@ class Trainer:
 
         ``resumed``: the epoch continues from a checkpoint mid-way (see
         :meth:`load_dead_units`)."""
+        self._check_open("begin_epoch")
         self.load()
         if self.dead is not None:
             self.dead.begin_epoch(resumed)
 
     def end_epoch(self):
         """After an epoch that visited every image once: retire what never fired, and :meth:`sync`."""
+        self._check_open("end_epoch")
         self._ready()
         if self.dead is not None:
             self.dead.end_epoch()
@@ -248,6 +276,7 @@ class Trainer:
         """``images[idx]`` as a float batch in the trainer's layout, read-only (the next call
         reuses it); ``idx``: 1 to ``batch_size`` integer indices. :meth:`step` takes it unchecked;
         to change it (augmentation, say), step a changed copy, checked like any batch."""
+        self._check_open("batch")
         if self.batches is None:
             raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
         return self.batches.take(check_indices(idx, "idx", len(self.batches.images), self.batches.batch_size))
@@ -257,6 +286,7 @@ class Trainer:
 
         The update is applied only if the loss is finite; the returned ``LossParts`` tell.
         """
+        self._check_open("step")
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
         if ours is not None:                            # our own (read-only) batches are known good
