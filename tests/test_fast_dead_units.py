@@ -7,6 +7,7 @@ record in ``fit``'s checkpoints and ``npvae.fast.Trainer.dead_units()``; the pro
 """
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,31 @@ def test_a_trainer_retires_units_over_whole_epochs(images):
         record = trainer.dead_units()
         assert set(OFF) <= set(record["retired"]) and all(type(u) is int for u in record["retired"])
     assert Trainer(model, Adam(model.parameters())).dead_units() is None   # off: no record
+
+
+def test_an_epoch_that_leaves_images_out_retires_nothing_and_says_so(images):
+    """Unit 1 fires on the last image only: an "epoch" of the first half proves nothing about it."""
+    x = images[:200].copy()
+    x[-1] = 255
+    model = vae()
+    model.encoder[0].bias.data[1] = -700.0
+    model.encoder[0].weight.data[:, 1] = 1.0                # x @ 1 - 700 > 0 on the white image only
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    trainer.begin_epoch()
+    for start in range(0, 100, 50):
+        trainer.step(trainer.batch(np.arange(start, start + 50)))
+    with pytest.warns(UserWarning, match=r"saw 100 of the 200 training images, so no unit was retired"):
+        trainer.end_epoch()
+    assert trainer.dead_units()["retired"] == []
+    for epoch in range(2):                                  # whole epochs: OFF retired, unit 0 not
+        trainer.begin_epoch()
+        for start in range(0, 200, 50):
+            trainer.step(trainer.batch(np.arange(start, start + 50)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            trainer.end_epoch()
+    retired = trainer.dead_units()["retired"]
+    assert set(OFF) <= set(retired) and 1 not in retired
 
 
 @pytest.mark.parametrize("make_optimizer", [lambda ps: Adam(ps), lambda ps: SGD(ps, lr=1e-3, momentum=0.9),

@@ -23,11 +23,12 @@ class ColumnBatches:
         self.rows = np.empty((n, images.shape[1]), images.dtype)   # gathered, row-major
         # batch size -> (float batch, uint8 batch or None, the float batch read-only), column-major
         self.buffers = {}
+        self.indices = {}               # batch size -> the indices of the batch it holds now
 
     def made(self, x):
-        """The float batch behind ``x`` if ``x`` is a batch :meth:`take` handed out (so known to
+        """``(float batch, its indices)`` if ``x`` is a batch :meth:`take` handed out (so known to
         be valid), else None."""
-        return next((bufs[0] for bufs in self.buffers.values() if x is bufs[2]), None)
+        return next(((bufs[0], self.indices[n]) for n, bufs in self.buffers.items() if x is bufs[2]), None)
 
     def take(self, idx):
         """``images[idx]`` as a column-major float batch; ``idx`` holds at most batch_size indices."""
@@ -41,6 +42,7 @@ class ColumnBatches:
             handed_out.flags.writeable = False
             bufs = self.buffers[n] = (x, pixels, handed_out)
         x, pixels, handed_out = bufs
+        self.indices[n] = np.array(idx)             # a copy: the caller may reuse its array
         # idx is checked (Trainer.batch); mode="clip" because with the default "raise" np.take
         # writes through a temporary copy
         rows = np.take(self.images, idx, axis=0, out=self.rows[:n], mode="clip")

@@ -89,11 +89,13 @@ class DeadUnits:
             self.skipping = True
         self.net.fired = self.fired if self.candidates.any() else None
 
-    def end_epoch(self):
-        """After the epoch's last step: retire the candidates that never fired; stop skipping."""
+    def end_epoch(self, proven=True):
+        """After the epoch's last step: retire the candidates that never fired (unless not
+        ``proven``: the steps left training images out); stop skipping."""
         self.in_epoch = False
         self.pause()
-        self.retired |= self.candidates & ~self.live
+        if proven:
+            self.retired |= self.candidates & ~self.live
         self.candidates[:] = False
         self._keep_proof()
 

@@ -36,6 +36,7 @@ that sets ``optimizer.lr`` works inside the loop. One trainer per model at a tim
 import contextlib
 import gc
 import math
+import warnings
 
 import numpy as np
 
@@ -67,7 +68,8 @@ class Trainer:
     retire_dead_units : bool
         Leave out first-layer units proven dead on every image of ``images``
         (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
-        of them once between :meth:`begin_epoch` and :meth:`end_epoch`. If you change
+        of them once between :meth:`begin_epoch` and :meth:`end_epoch` (one that leaves
+        some out retires nothing, with a ``UserWarning``). If you change
         ``images`` in place, call ``load_dead_units(None)``: the proofs were about the old ones.
 
     Notes
@@ -108,6 +110,7 @@ class Trainer:
         self.batches = None if images is None else ColumnBatches(images, batch_size, model.dtype)
         self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
         self.closed = False                 # by the end of a with block (see __exit__)
+        self.visited = None                 # with retirement: the images this epoch's steps saw
         self.load()
 
     def load(self):
@@ -232,13 +235,26 @@ class Trainer:
         self.load()
         if self.dead is not None:
             self.dead.begin_epoch(resumed)
+            # a resumed epoch's earlier steps are not known here: fit, which resumes, visits all
+            self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
     def end_epoch(self):
-        """After an epoch that visited every image once: retire what never fired, and :meth:`sync`."""
+        """After an epoch that visited every image once: retire what never fired, and :meth:`sync`.
+
+        An epoch that left images out proves nothing about them: it retires no unit, and a
+        ``UserWarning`` says so."""
         self._check_open("end_epoch")
         self._ready()
         if self.dead is not None:
-            self.dead.end_epoch()
+            seen = self.visited
+            proven = seen is None or bool(seen.all())
+            if not proven:
+                warnings.warn(f"Trainer.end_epoch: this epoch's steps saw {int(seen.sum()):,} of the "
+                              f"{len(seen):,} training images, so no unit was retired (one quiet on "
+                              f"these may fire on the others); with retire_dead_units=True, step on "
+                              f"every image once between begin_epoch and end_epoch", UserWarning, stacklevel=2)
+            self.dead.end_epoch(proven)
+            self.visited = None
         self.sync()
 
     @contextlib.contextmanager
@@ -290,7 +306,9 @@ class Trainer:
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
         if ours is not None:                            # our own (read-only) batches are known good
-            x = ours
+            x, idx = ours
+            if self.visited is not None:
+                self.visited[idx] = True
         elif self.dead is not None:
             raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
                              "trainer.batch(idx), unchanged: units proven dead on the training "
