@@ -60,6 +60,7 @@ __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 #: epoch's first and last steps: they differ only during a warm-up.
 FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
           "test_kl", "train_seconds", "eval_seconds", "beta_start", "beta")
+DEFAULT_LR = 1e-3          # the default optimizer's learning rate (Adam's own default)
 # fit settings a resumed run must share with the checkpoint to continue exactly
 _RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data")
 _PARTIAL_SUMS = ("loss", "recon", "kl", "n", "seconds")    # an epoch's running sums, in mid-epoch checkpoints
@@ -158,7 +159,12 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
     check_model(model)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
-    check_positive_float(lr, "lr")
+    if lr is not None:
+        check_positive_float(lr, "lr")
+        if optimizer is not None:
+            raise InputError(f"fit: lr={lr!r} sets the default optimizer's rate, but optimizer= was given "
+                             f"(its lr is {getattr(optimizer, 'lr', '?')}): set the rate on that optimizer, "
+                             f"or leave out optimizer=")
     check_positive_float(beta, "beta", allow_zero=True)
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral):
         raise InputTypeError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup!r}")
@@ -310,7 +316,7 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
         raise InputTypeError(f"fit(backend='numba'): {e}") from None
 
 
-def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=1e-3,
+def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=None,
         beta=1.0, warmup=0, rng=None, binarize=False, checkpoint=None, resume=None, progress=True,
         eval_seed=0, callback=None, metrics_path=None, backend=None, retire_dead_units=True):
     """Train ``model`` on ``train_images`` with minibatch gradient descent.
@@ -330,8 +336,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     optimizer : Adam or SGD, optional
         Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
-    lr : float
-        Learning rate of the default optimizer. With ``resume``, the checkpoint's optimizer
+    lr : float, optional
+        Learning rate of the default optimizer (default 1e-3). With ``optimizer`` it is an
+        error: that optimizer has its own (``Adam(params, lr=...)``). With ``resume``, the checkpoint's optimizer
         state and hyper-parameters are loaded (its learning rate wins over ``lr`` and over
         the given ``optimizer``'s, for an exact resume); to change it, set ``optimizer.lr``
         in a ``callback``.
@@ -407,7 +414,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         test_images = check_images(test_images, "test_images", model.input_dim)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
-    lr, beta = float(lr), float(beta)
+    lr, beta = (DEFAULT_LR if lr is None else float(lr)), float(beta)
     opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
     n_train = len(train_images)

@@ -252,6 +252,14 @@ def test_fit_rejects_optimizer_of_another_model():
         fit("model", GOOD, epochs=1)
 
 
+def test_lr_with_an_optimizer_of_ones_own_is_refused_not_ignored():
+    """lr sets the default optimizer's rate: beside optimizer= it would be silently ignored."""
+    model = small()
+    with pytest.raises(InputError, match=r"lr=0\.5 sets the default optimizer's rate, but optimizer= was "
+                                         r"given \(its lr is 0\.001\)"):
+        fit(model, GOOD, epochs=1, lr=0.5, optimizer=Adam(model.parameters()), progress=False)
+
+
 def test_numpy_scalars_are_accepted(sample, tmp_path):
     images, _ = sample
     history = fit(small(), images[:64], images[64:80], epochs=np.int64(1), batch_size=np.int32(32),
