@@ -349,10 +349,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         than ``epochs`` warns (a ``UserWarning``): the weight would never reach ``beta``.
     rng : Generator, int or None
         Shuffles the data each epoch; dynamic binarization gets its own stream,
-        derived from its state (the same state, the same streams). The model's own
-        Generator (``model.rng``, the sampler's noise) is not drawn from twice: given
-        that, the shuffle gets a stream derived from it. Ignored when resuming (the
-        checkpoint's streams continue).
+        derived from its state (the same state, the same streams). ``rng=model.rng``
+        (the Generator of the sampler's noise) is allowed: the shuffle then draws from a
+        stream derived from it, so the noise stream is not drawn from twice. Ignored when
+        resuming (the checkpoint's streams continue).
     binarize : bool
         Draw each pixel as 0/1 with its intensity as probability, fresh per batch
         (test images are binarized once, with a fixed seed).

@@ -19,6 +19,7 @@ and the elementwise work in Numba kernels (:mod:`npvae.fast.kernels`):
 """
 import numpy as np
 
+from ..errors import StateError
 from ..model import LossParts
 from . import kernels as k
 from .layout import ParameterBlock
@@ -68,6 +69,7 @@ class FastVAE:
         self.all_positions = np.arange(self.units)
         self.first_grad = None                  # (values, columns) of the first weight's gradient
         self._workspaces = {}
+        self._last = None                       # what forward keeps for backward
 
     def workspace(self, B, training=True):
         key = (B, training)
@@ -161,6 +163,8 @@ class FastVAE:
         """``VAE.backward``: every gradient into the block's gradient row, except the first
         weight's, which is left in :attr:`first_grad` as ``(values, columns)``: column
         ``columns[j]`` of the gradient is ``values[:, j]`` and every other column is 0."""
+        if self._last is None:
+            raise StateError("FastVAE.backward needs a forward first")
         x, eps, beta, ws = self._last
         B, n = x.shape[0], self.n_units
         g = ws.dlogits                                   # (B, D): (sigmoid(l) - x) / B

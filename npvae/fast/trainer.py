@@ -119,7 +119,7 @@ class Trainer:
             self.dead.pause()               # units back in the model's order; resumed by the next step
         self.net.load(self.model, self.opt.states())
         self.opt.load()
-        self.taken = self._held()           # to tell, at sync, whether anything else changed them
+        self.taken = self._snapshot()           # to tell, at sync, whether anything else changed them
         self.synced = False
 
     def _arrays(self):
@@ -129,7 +129,7 @@ class Trainer:
             arrays += per_parameter
         return arrays
 
-    def _held(self):
+    def _snapshot(self):
         """The optimizer's step count, and copies of :meth:`_arrays`."""
         return self.optimizer.t, [np.array(a) for a in self._arrays()]
 
@@ -170,13 +170,14 @@ class Trainer:
 
     def _ready(self):
         """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
-        as they are now, else check that nothing else took them over (:meth:`_check_held`); take
-        the optimizer's current hyper-parameters; inside an epoch with dead-unit retirement, go on
-        with it (its evidence re-checked) if it was paused."""
+        as they are now, else check that nothing else took them over
+        (:meth:`_check_not_taken_over`); take the optimizer's current hyper-parameters; inside
+        an epoch with dead-unit retirement, go on with it (its evidence re-checked) if it was
+        paused."""
         if self.synced:
             self.load()
         else:
-            self._check_held()
+            self._check_not_taken_over()
         if self.opt.settings_changed():
             if self.dead is not None:
                 self.dead.pause()
@@ -184,7 +185,7 @@ class Trainer:
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
             self.dead.resume()
 
-    def _check_held(self):
+    def _check_not_taken_over(self):
         """A change to the model or the optimizer before the trainer's first update since it took
         them is taken (a checkpoint loaded after the trainer was made): until then every value
         is compared, once an epoch in ``fit``. After that only the optimizer's step count is
