@@ -366,19 +366,37 @@ def run_part(python, part, args, env=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage error in one line, as npvae's programs give it. (Not npvae.cli's:
+    the first-step part times ``import npvae`` in a fresh process, so nothing imports it first.)"""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def whole_number(text):
+    """An argparse ``type``: an int of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main():
-    from npvae.cli import ArgumentParser, whole_number    # here: the PyTorch part runs in a Python without npvae
-    ap = ArgumentParser(description=__doc__.splitlines()[0], debug=False)
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
-    ap.add_argument("--epochs", type=whole_number(1), default=5,
+    ap.add_argument("--epochs", type=whole_number, default=5,
                     help="timed epochs per path (medians are printed; default: 5)")
-    ap.add_argument("--threads", type=whole_number(1), default=2, help="BLAS and PyTorch threads (default: 2)")
+    ap.add_argument("--threads", type=whole_number, default=2, help="BLAS and PyTorch threads (default: 2)")
     ap.add_argument("--torch-python", default=None, help="interpreter to time PyTorch with (default: this one, "
                                                          "skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--skip-first-step", action="store_true",
                     help="leave out the first-step timings in fresh processes (about 10 s, a cold compile included)")
-    ap.add_argument("--train-images", type=whole_number(1), default=None,
+    ap.add_argument("--train-images", type=whole_number, default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
     ap.add_argument("--keep-dead-units", action="store_true",
                     help="time the fast path with fit(..., retire_dead_units=False), to measure what retiring saves")
