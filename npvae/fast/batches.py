@@ -4,10 +4,10 @@
 are gathered (``np.take`` into a buffer), copied into column-major order while still
 ``uint8`` (a quarter of the bytes of a float32 batch), then scaled by a kernel
 (:func:`npvae.fast.kernels.scale_pixels`, exactly ``x / 255`` as the reference's
-``to_float``). Float images are gathered, then transposed and cast in one copy. A batch is overwritten
-by the next one of its size. It is handed out read-only: the trainer steps on it unchecked
-(and, retiring dead units, relies on its being training images), so a batch to be changed
-is changed in a copy, which the trainer checks like any other.
+``to_float``). Float images are gathered, then transposed and cast in one copy. A batch
+is overwritten by the next one of its size. It is handed out read-only: the trainer steps
+on it unchecked (and, retiring dead units, relies on its being training images), so a
+batch to be changed is changed in a copy, which the trainer checks like any other.
 """
 import numpy as np
 

@@ -119,7 +119,7 @@ class Trainer:
             self.dead.pause()               # units back in the model's order; resumed by the next step
         self.net.load(self.model, self.opt.states())
         self.opt.load()
-        self.taken = self._snapshot()           # to tell, at sync, whether anything else changed them
+        self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
 
     def _arrays(self):
