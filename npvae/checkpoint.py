@@ -364,8 +364,9 @@ def _file_in_folder(path):
         return path
     inside = os.path.join(path, RUN_CHECKPOINT)
     if not os.path.isfile(inside):
-        raise CheckpointError(f"{path} is a folder without a {RUN_CHECKPOINT}: give the checkpoint "
-                              f"file itself, or a run folder that holds one")
+        error = CheckpointError if os.path.exists(inside) else CheckpointNotFoundError
+        raise error(f"{path} is a folder without a {RUN_CHECKPOINT}: give the checkpoint "
+                    f"file itself, or a run folder that holds one")
     return inside
 
 

@@ -230,7 +230,7 @@ def run(main, argv=None, *, then_exit=False):
         if not debug:
             # e.g. "overflow encountered in exp" as training diverges: the error says it better
             warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.filterwarnings("once", category=UserWarning)    # a program's run says a thing once
+            warnings.filterwarnings("once", category=UserWarning, append=True)   # after -W / PYTHONWARNINGS
             warnings.showwarning = _one_line_warning
         try:
             try:

@@ -13,12 +13,12 @@ Every loss here returns the **mean over the batch of the per-sample sums** (over
 pixels, over latents), which is PyTorch's example total divided by the batch size
 ``B``; each ``backward`` therefore carries a factor :math:`1/B`.
 
-Notation, as in ``docs/derivation.md``: :math:`L` is always the total loss
-(reconstruction + :math:`\beta` KL), and a term's ``backward(grad)`` takes
+Notation (``docs/derivation.md``'s, where the page has a symbol): :math:`L` is always
+the total loss (reconstruction + :math:`\beta` KL), and a term's ``backward(grad)`` takes
 :math:`g = \partial L / \partial(\text{term})`; :math:`\overline{\mathrm{KL}}` and
-:math:`\overline{\mathrm{BCE}}` are a term's mean over the batch; :math:`t` is the
-target image (the page's :math:`x`), :math:`l` the decoder's logits, :math:`j` a pixel
-and :math:`k` a latent.
+:math:`\overline{\mathrm{BCE}}` (this module's) are a term's mean over the batch;
+:math:`t` is the target image (the page's :math:`x`), :math:`l` the decoder's logits,
+:math:`j` a pixel and :math:`k` a latent.
 
 KL between two Gaussians
 ------------------------

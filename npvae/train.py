@@ -159,6 +159,11 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
     check_model(model)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
+    if optimizer is not None:
+        if not isinstance(optimizer, Optimizer):
+            raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters())), "
+                                 f"got {type(optimizer).__name__}")
+        check_optimizer_params(optimizer, model)
     if lr is not None:
         check_positive_float(lr, "lr")
         if optimizer is not None:
@@ -183,11 +188,6 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
             raise InputTypeError(f"callback must take two arguments, (record, model): {e}") from None
         except ValueError:                      # no signature to read (some builtins): called as it is
             pass
-    if optimizer is not None:
-        if not isinstance(optimizer, Optimizer):
-            raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters())), "
-                                 f"got {type(optimizer).__name__}")
-        check_optimizer_params(optimizer, model)
 
 
 def _check_paths(checkpoint, metrics_path, resume):

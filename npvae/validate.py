@@ -141,7 +141,9 @@ def check_unit_interval(x, name, fix):
 
 def _short(value):
     """``value`` in 4 digits, or all it needs where 4 would hide it (1.0000001 is not "1")."""
-    return f"{value:.4g}" if float(f"{value:.4g}") == value else str(value)
+    text = f"{value:.4g}"
+    hidden = (0 <= float(text) <= 1) != (0 <= value <= 1)      # rounding put it back inside
+    return str(value) if hidden else text
 
 
 def _refuse_masked(x, name):

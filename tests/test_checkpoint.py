@@ -489,7 +489,10 @@ def test_a_missing_checkpoint_is_also_a_file_not_found_error(tmp_path):
         load_checkpoint(tmp_path / "none.npz")
     with pytest.raises(npvae.CheckpointNotFoundError):
         load_model(tmp_path / "none.npz")
-    (tmp_path / "folder.npz").mkdir()                   # there, but not a file: not "not found"
+    (tmp_path / "run").mkdir()                          # a run folder without its checkpoint.npz
+    with pytest.raises(FileNotFoundError, match="a folder without a checkpoint.npz"):
+        load_model(tmp_path / "run")
+    (tmp_path / "run" / "checkpoint.npz").mkdir()       # there, but not a file: not "not found"
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(tmp_path / "folder.npz")
+        load_checkpoint(tmp_path / "run")
     assert not isinstance(info.value, FileNotFoundError)

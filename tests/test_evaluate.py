@@ -303,6 +303,9 @@ def test_a_value_just_outside_0_1_is_shown_as_it_is_not_rounded_into_the_range()
     x[0, 0] = np.float32(-1e-8)
     with pytest.raises(InputError, match=r"got values in \[-1e-08, 0\.5\]$"):
         model.loss(x)
+    x[0, 0], x[1, 0] = -2.3250307, 1.9602583             # far outside: four digits say it
+    with pytest.raises(InputError, match=r"got values in \[-2\.325, 1\.96\]$"):
+        model.loss(x)
 
 
 def test_the_divide_by_255_hint_comes_only_for_what_looks_like_pixels():

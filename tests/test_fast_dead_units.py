@@ -15,7 +15,7 @@ import pytest
 from npvae import SGD, VAE, Adam
 from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.data import load_idx_split, to_float
-from npvae.errors import CheckpointError, InputError
+from npvae.errors import CheckpointError, InputError, StateError
 from npvae.evaluate import evaluate_elbo
 from npvae.fast import Trainer
 from npvae.fast.layout import ParameterBlock
@@ -134,6 +134,43 @@ def test_an_epoch_that_leaves_images_out_retires_nothing_and_says_so(images):
             trainer.end_epoch()
     retired = trainer.dead_units()["retired"]
     assert set(OFF) <= set(retired) and 1 not in retired
+
+
+def test_a_batch_refused_mid_epoch_does_not_count_as_seen(images):
+    """A step that raises (the optimizer moved elsewhere) computed nothing: if the loop goes on
+    without that batch, the epoch left its images out."""
+    x = images[:150]
+    model = vae()
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt, images=x, batch_size=50, retire_dead_units=True)
+    trainer.begin_epoch()
+    trainer.step(trainer.batch(np.arange(0, 50)))
+    opt.t += 1                                              # as a reference step or a load would
+    with pytest.raises(StateError):
+        trainer.step(trainer.batch(np.arange(50, 100)))
+    trainer.step(trainer.batch(np.arange(100, 150)))
+    with pytest.warns(UserWarning, match=r"saw 100 of the 150 training images"):
+        trainer.end_epoch()
+    assert trainer.dead_units()["retired"] == []
+
+
+def test_under_warnings_as_errors_an_incomplete_epoch_still_ends_and_syncs(images):
+    x = images[:100]
+    model = vae()
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt, images=x, batch_size=50, retire_dead_units=True)
+    trainer.begin_epoch()
+    trainer.step(trainer.batch(np.arange(0, 50)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="so no unit was retired"):
+            trainer.end_epoch()
+    assert opt.t == 1                                       # synced: the model holds the step
+    trainer.begin_epoch()                                   # and a new epoch starts cleanly
+    for start in (0, 50):
+        trainer.step(trainer.batch(np.arange(start, start + 50)))
+    trainer.end_epoch()
+    assert set(OFF) <= set(trainer.dead_units()["retired"])
 
 
 @pytest.mark.parametrize("make_optimizer", [lambda ps: Adam(ps), lambda ps: SGD(ps, lr=1e-3, momentum=0.9),

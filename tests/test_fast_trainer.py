@@ -158,6 +158,17 @@ def test_a_step_after_the_with_block_is_refused_and_entering_again_trains_on(ima
     assert opt.t == 2
 
 
+def test_a_with_block_inside_another_closes_nothing_the_outer_one_still_uses(images):
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    x = batches(images, np.float32)[0]
+    with Trainer(model, opt) as trainer:
+        with trainer:                                   # e.g. in a helper the loop calls
+            trainer.step(x)
+        trainer.step(x)
+    assert opt.t == 2
+
+
 def test_a_step_with_a_non_finite_loss_is_not_applied(images):
     model = VAE(784, 32, 4, rng=0)
     model.decoder[-1].weight.data[0, 0] = np.inf      # the logits of pixel 0 turn inf or NaN

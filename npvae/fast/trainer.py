@@ -110,6 +110,7 @@ class Trainer:
         self.batches = None if images is None else ColumnBatches(images, batch_size, model.dtype)
         self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
         self.closed = False                 # by the end of a with block (see __exit__)
+        self._depth = 0                     # with blocks entered and not yet ended
         self.visited = None                 # with retirement: the images this epoch's steps saw
         self.load()
 
@@ -206,13 +207,15 @@ class Trainer:
                 f"else uses them; one Trainer per model at a time.")
 
     def __enter__(self):
+        self._depth += 1
         self.closed = False
         return self
 
     def __exit__(self, exc_type, exc, tb):
         """Sync, and close the trainer: a step after the block would train a copy that no later
         sync writes back, so it is refused until the trainer is entered again."""
-        self.closed = True
+        self._depth -= 1
+        self.closed = self._depth == 0      # an inner block syncs; only the outermost closes
         try:
             self.sync()
         except StateError:
@@ -222,21 +225,21 @@ class Trainer:
     def _check_open(self, method):
         if self.closed:
             raise StateError(f"Trainer.{method}: this Trainer's with block has ended, and the model and "
-                             f"the optimizer hold its result; a step now would train a copy nothing "
-                             f"writes back. Step inside the block, enter it again (with trainer: ...), "
-                             f"or make a new Trainer")
+                             f"the optimizer hold its result; a step now would train a copy that only "
+                             f"another sync would write back. Step inside the block, enter it again "
+                             f"(with trainer: ...), or make a new Trainer")
 
     # -- epochs (fit) ------------------------------------------------------------------------
     def begin_epoch(self, resumed=False):
         """Load the model's current state and, with dead-unit retirement, start skipping.
 
         ``resumed``: the epoch continues from a checkpoint mid-way (see
-        :meth:`load_dead_units`)."""
+        :meth:`load_dead_units`); the steps before it are not known here, so :meth:`end_epoch`
+        takes the epoch as whole (``fit``'s epochs are: it visits every image once)."""
         self._check_open("begin_epoch")
         self.load()
         if self.dead is not None:
             self.dead.begin_epoch(resumed)
-            # a resumed epoch's earlier steps are not known here: fit, which resumes, visits all
             self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
     def end_epoch(self):
@@ -246,17 +249,17 @@ class Trainer:
         ``UserWarning`` says so."""
         self._check_open("end_epoch")
         self._ready()
+        seen, proven = self.visited, True
         if self.dead is not None:
-            seen = self.visited
             proven = seen is None or bool(seen.all())
-            if not proven:
-                warnings.warn(f"Trainer.end_epoch: this epoch's steps saw {int(seen.sum()):,} of the "
-                              f"{len(seen):,} training images, so no unit was retired (one quiet on "
-                              f"these may fire on the others); with retire_dead_units=True, step on "
-                              f"every image once between begin_epoch and end_epoch", UserWarning, stacklevel=2)
             self.dead.end_epoch(proven)
             self.visited = None
         self.sync()
+        if not proven:      # said last: under warnings-as-errors the epoch is still ended and synced
+            warnings.warn(f"Trainer.end_epoch: this epoch's steps saw {int(seen.sum()):,} of the "
+                          f"{len(seen):,} training images, so no unit was retired (one quiet on "
+                          f"these may fire on the others); with retire_dead_units=True, step on "
+                          f"every image once between begin_epoch and end_epoch", UserWarning, stacklevel=2)
 
     @contextlib.contextmanager
     def frozen_gc(self):
@@ -308,8 +311,6 @@ class Trainer:
         ours = self.batches.made(x) if self.batches is not None else None
         if ours is not None:                            # our own (read-only) batches are known good
             x, idx = ours
-            if self.visited is not None:
-                self.visited[idx] = True
         elif self.dead is not None:
             raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
                              "trainer.batch(idx), unchanged: units proven dead on the training "
@@ -321,6 +322,8 @@ class Trainer:
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
         parts = self.net.forward(x, beta, ws.eps)
+        if ours is not None and self.visited is not None:    # computed: its evidence is in
+            self.visited[idx] = True
         if math.isfinite(parts.total):
             self.net.backward()
             self.opt.step(self.net.first_grad)
