@@ -78,8 +78,8 @@ class Trainer:
     module's docstring says more):
 
     * ``with Trainer(model, opt) as trainer:`` writes the result back when the block ends,
-      and closes the trainer: a step after the block is a ``StateError`` (enter it again,
-      or make a new trainer). Without ``with``, call :meth:`sync` at the end.
+      and (the outermost block) closes the trainer: a step after it is a ``StateError``
+      (enter it again, or make a new trainer). Without ``with``, call :meth:`sync` at the end.
     * Inside the loop, call :meth:`sync` before evaluating, saving or loading the model.
     * A step whose loss is not finite is not applied (the returned parts show the NaN or
       inf); ``fit`` raises ``DivergenceError`` there, a loop of your own should check.
