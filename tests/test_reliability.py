@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -179,6 +180,22 @@ def test_cli_run_reports_in_one_line_with_the_documented_status(capsys):
     assert capsys.readouterr().err == "error: first\n  then this\n"
     assert cli.run(failing(InputError("x")), ["--debug"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_programs_warnings_are_one_line_once_and_still_follow_the_users_filters(capsys):
+    def main(argv):
+        for _ in range(3):
+            warnings.warn("the data come from the cache", UserWarning)
+    assert cli.run(main, []) == 0
+    assert capsys.readouterr().err == "warning: the data come from the cache\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # what python -W ignore or PYTHONWARNINGS set
+        assert cli.run(main, []) == 0
+    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # -W error: the warning is an error
+        assert cli.run(main, []) == 1
+    assert "the data come from the cache" in capsys.readouterr().err
 
 
 # -- progress ----------------------------------------------------------------------------
