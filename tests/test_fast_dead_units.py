@@ -111,6 +111,19 @@ def test_a_trainer_retires_units_over_whole_epochs(images):
     assert Trainer(model, Adam(model.parameters())).dead_units() is None   # off: no record
 
 
+def retiring_trainer(x, model=None):
+    """A trainer of ``model`` (default :func:`vae`) retiring dead units of ``x``, with its Adam."""
+    model = vae() if model is None else model
+    opt = Adam(model.parameters())
+    return Trainer(model, opt, images=x, batch_size=50, retire_dead_units=True), opt
+
+
+def step_on(trainer, *starts):
+    """One step on each batch of 50 images from ``starts``."""
+    for start in starts:
+        trainer.step(trainer.batch(np.arange(start, start + 50)))
+
+
 def test_an_epoch_that_leaves_images_out_retires_nothing_and_says_so(images):
     """Unit 1 fires on the last image only: an "epoch" of the first half proves nothing about it."""
     x = images[:200].copy()
@@ -118,17 +131,15 @@ def test_an_epoch_that_leaves_images_out_retires_nothing_and_says_so(images):
     model = vae()
     model.encoder[0].bias.data[1] = -700.0
     model.encoder[0].weight.data[:, 1] = 1.0                # x @ 1 - 700 > 0 on the white image only
-    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    trainer, _ = retiring_trainer(x, model)
     trainer.begin_epoch()
-    for start in range(0, 100, 50):
-        trainer.step(trainer.batch(np.arange(start, start + 50)))
+    step_on(trainer, 0, 50)
     with pytest.warns(UserWarning, match=r"saw 100 of the 200 training images, so no unit was retired"):
         trainer.end_epoch()
     assert trainer.dead_units()["retired"] == []
-    for epoch in range(2):                                  # whole epochs: OFF retired, unit 0 not
+    for epoch in range(2):                                  # whole epochs: OFF retired, unit 1 not
         trainer.begin_epoch()
-        for start in range(0, 200, 50):
-            trainer.step(trainer.batch(np.arange(start, start + 50)))
+        step_on(trainer, 0, 50, 100, 150)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             trainer.end_epoch()
@@ -139,36 +150,29 @@ def test_an_epoch_that_leaves_images_out_retires_nothing_and_says_so(images):
 def test_a_batch_refused_mid_epoch_does_not_count_as_seen(images):
     """A step that raises (the optimizer moved elsewhere) computed nothing: if the loop goes on
     without that batch, the epoch left its images out."""
-    x = images[:150]
-    model = vae()
-    opt = Adam(model.parameters())
-    trainer = Trainer(model, opt, images=x, batch_size=50, retire_dead_units=True)
+    trainer, opt = retiring_trainer(images[:150])
     trainer.begin_epoch()
-    trainer.step(trainer.batch(np.arange(0, 50)))
+    step_on(trainer, 0)
     opt.t += 1                                              # as a reference step or a load would
     with pytest.raises(StateError):
-        trainer.step(trainer.batch(np.arange(50, 100)))
-    trainer.step(trainer.batch(np.arange(100, 150)))
+        step_on(trainer, 50)
+    step_on(trainer, 100)
     with pytest.warns(UserWarning, match=r"saw 100 of the 150 training images"):
         trainer.end_epoch()
     assert trainer.dead_units()["retired"] == []
 
 
 def test_under_warnings_as_errors_an_incomplete_epoch_still_ends_and_syncs(images):
-    x = images[:100]
-    model = vae()
-    opt = Adam(model.parameters())
-    trainer = Trainer(model, opt, images=x, batch_size=50, retire_dead_units=True)
+    trainer, opt = retiring_trainer(images[:100])
     trainer.begin_epoch()
-    trainer.step(trainer.batch(np.arange(0, 50)))
+    step_on(trainer, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(UserWarning, match="so no unit was retired"):
             trainer.end_epoch()
     assert opt.t == 1                                       # synced: the model holds the step
     trainer.begin_epoch()                                   # and a new epoch starts cleanly
-    for start in (0, 50):
-        trainer.step(trainer.batch(np.arange(start, start + 50)))
+    step_on(trainer, 0, 50)
     trainer.end_epoch()
     assert set(OFF) <= set(trainer.dead_units()["retired"])
 
