@@ -6,6 +6,7 @@ folder holding ``mnist/`` and ``fashion-mnist/`` (e.g. /work/shared/data).
 """
 import gzip
 import hashlib
+import inspect
 import os
 import shutil
 import struct
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from npvae.data import (SYSTEM_DIRS, Dataset, binarize, cache_dir, canonical_name, iterate_indices,
-                        iterate_minibatches, load_dataset, load_idx_folder, load_idx_split, load_split,
+                        iterate_minibatches, load_dataset, load_idx_folder, load_idx_split, load_split, locate,
                         read_idx, read_idx_header, read_images, read_labels, search_path, split, to_float)
 from npvae.errors import DataFileError, DatasetNotFoundError, InputError, InputTypeError
 
@@ -362,6 +363,18 @@ def test_an_environment_variable_naming_no_folder_is_said_when_the_data_come_fro
                                          r"fashion-mnist from .*xdg.* instead") as record:
         assert _n_train() == 5
     assert record[0].filename == __file__       # it points at the user's call, not at npvae's insides
+
+
+def test_the_environment_variable_warning_points_at_the_users_line_from_every_entry(places, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(places["env"]) + "-typo")
+    with pytest.warns(UserWarning, match=r"NPVAE_DATA_DIR") as record:
+        line = inspect.currentframe().f_lineno + 1
+        locate("fashion-mnist", download=False)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+    with pytest.warns(UserWarning, match=r"NPVAE_DATA_DIR") as record:
+        line = inspect.currentframe().f_lineno + 1
+        load_split("fashion-mnist", "train", download=False)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
 
 
 def test_an_explicit_data_dir_is_not_warned_about_the_environment_variable(places, monkeypatch):

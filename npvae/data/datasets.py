@@ -321,6 +321,11 @@ def locate(name, split=None, data_dir=None, download=True, progress=True):
     DatasetNotFoundError
         As :func:`load_dataset`; its attributes say what was searched.
     """
+    return _checked_locate(name, split, data_dir, download, progress)
+
+
+def _checked_locate(name, split, data_dir, download, progress):
+    """:func:`locate` for every public entry, so each is the same number of calls from the warning."""
     name = canonical_name(name)
     stems = SPLITS["train"] + SPLITS["t10k"] if split is None else _split_files(split)
     if data_dir is not None:
@@ -362,7 +367,8 @@ def _warn_if_env_unusable(name, used, downloaded=False):
     problem = env and _folder_problem(os.path.expanduser(env))
     if problem:
         instead = f"downloaded {name} into {used}" if downloaded else f"using {name} from {used}"
-        warnings.warn(f"${ENV_VAR}={env}: {problem}; {instead} instead", UserWarning, stacklevel=5)
+        warnings.warn(f"${ENV_VAR}={env}: {problem}; {instead} instead", UserWarning,
+                      stacklevel=5)     # the user's line: past here, _locate, _checked_locate, a public entry
 
 
 def search_report(stems, places):
@@ -433,7 +439,7 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
         images, labels 0..9).
     """
     name = canonical_name(name)
-    return _load_named(name, locate(name, split, data_dir, download, progress), split)
+    return _load_named(name, _checked_locate(name, split, data_dir, download, progress), split)
 
 
 def load_dataset(name, data_dir=None, download=True, progress=True):
@@ -468,7 +474,7 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         images, labels 0..9).
     """
     name = canonical_name(name)
-    folder = locate(name, None, data_dir, download, progress)
+    folder = _checked_locate(name, None, data_dir, download, progress)
     train_images, train_labels = _load_named(name, folder, "train")
     test_images, test_labels = _load_named(name, folder, "t10k")
     return Dataset(name, train_images, train_labels, test_images, test_labels, os.path.abspath(folder))
