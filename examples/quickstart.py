@@ -23,7 +23,7 @@ from npvae.train import fit
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__, epilog=cli.EXIT_STATUS)
+    p = cli.ArgumentParser(description=__doc__, epilog=cli.EXIT_STATUS_NO_CHECKPOINT)
     p.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
                    help="folder holding the MNIST test-set IDX files ($NPVAE_DATA_DIR, the cache, else download)")
     p.add_argument("--data-dir", dest="data_dir_option", metavar="DATA_DIR", help="the same as DATA_DIR")

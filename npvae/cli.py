@@ -36,6 +36,7 @@ from .footprint import format_bytes
 from .train import TrainingInterrupted
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_STATUS",
+           "EXIT_STATUS_NO_CHECKPOINT",
            "ArgumentParser", "whole_number", "real_number", "run", "exit_code", "describe",
            "reading_input", "check_output_folder"]
 
@@ -46,8 +47,7 @@ EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
 
-#: The exit statuses, as ``--help`` shows them.
-EXIT_STATUS = """\
+_EXIT_STATUS_HEAD = """\
 exit status:
   0    done
   1    failed while running: training diverged, a file could not be written (disk full,
@@ -56,8 +56,12 @@ exit status:
        busy, not writable or too small; found before anything was written
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
        ignores it
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. Training keeps every completed
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM."""
+#: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
+EXIT_STATUS = _EXIT_STATUS_HEAD + """ Training keeps every completed
        step in its checkpoint; the message says how to continue"""
+#: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
+EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS_HEAD + """ Nothing is kept: run it again"""
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
