@@ -29,7 +29,8 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 from npvae import VAE, cli
-from npvae.data import load_split, split
+from npvae.data import load_split, search_report, split
+from npvae.errors import DatasetNotFoundError, InputError
 from npvae.plots import new_figure, save_png, tile_images
 from npvae.train import fit
 
@@ -165,8 +166,17 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or SAMPLE
     # errors (no data there, --lr 0, a run that diverged) go to cli.run: one line and the exit status
-    with cli.reading_input("--data-dir"):
-        images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
+    try:
+        with cli.reading_input("--data-dir"):
+            images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
+    except DatasetNotFoundError as e:
+        if args.data_dir is None:
+            raise                           # the shipped sample is gone: cli.run says where it looked
+        raise InputError("\n".join([       # without --data-dir it is the shipped sample, not a download
+            "--data-dir was given, but the MNIST test files are not there. Looked in:",
+            *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places]),
+            "To fix: point --data-dir at a folder holding them (or holding mnist/ with them), "
+            "or leave it out to use the 1,000 digits shipped in tests/data/mnist-sample."])) from e
     n_train = int(0.8 * len(images)) if args.train is None else args.train
     if not 0 < n_train < len(images):
         print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out), got {n_train}",

@@ -90,7 +90,9 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--epochs: must be at least 1, got 0" in capsys.readouterr().err
     assert cli.run(script.main, ["--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
-    assert "--data-dir was given" in capsys.readouterr().err          # the flag, not the Python argument
+    err = capsys.readouterr().err
+    assert "--data-dir was given" in err                                # the flag, not the Python argument
+    assert "leave it out to use the 1,000 digits shipped" in err and "download" not in err   # what it does
     assert cli.run(script.main, ["--lr", "1e30", "--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
     assert "training diverged" in capsys.readouterr().err               # a failure at run time: 1
     assert script.main(["--train", "1000", "--out", str(tmp_path / "x.png")]) == 2
