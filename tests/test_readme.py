@@ -1,0 +1,56 @@
+"""The README's Python block runs as a user would copy it: as written, and with its offline variant.
+
+Only the data and the number of epochs change: ``load_dataset("mnist")`` gives the shipped
+1,000 test digits (the full MNIST is not on the test machines), and ``epochs=10`` becomes 1.
+"""
+import os
+import re
+
+import numpy as np
+import pytest
+
+import npvae
+import npvae.data
+from npvae.data import Dataset, load_split, split
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
+
+
+def python_block():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    assert len(blocks) == 1, "the README's one Python block"
+    assert "epochs=10" in blocks[0]
+    return blocks[0].replace("epochs=10", "epochs=1")
+
+
+def run(code):
+    names = {}
+    exec(compile(code, "README.md", "exec"), names)
+    assert isinstance(names["parts"], npvae.LossParts) and np.isfinite(names["parts"].total)
+    assert names["images"].shape == (64, 784) and names["images"].dtype == np.float32
+    assert len(names["history"]) == 1
+    return names
+
+
+def test_the_readme_python_block_runs_as_written(monkeypatch):
+    (train, train_labels), (test, test_labels) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)
+    monkeypatch.setattr(npvae.data, "load_dataset",
+                        lambda name: Dataset(name, train, train_labels, test, test_labels, SAMPLE))
+    names = run(python_block())
+    assert names["x"].shape == (128, 784)
+
+
+def test_its_offline_variant_defines_what_the_rest_of_the_block_uses(monkeypatch):
+    """The commented lines replace the data; the block must then train on those, not on ``ds``."""
+    empty = np.zeros((0, 784), np.uint8)
+    monkeypatch.setattr(npvae.data, "load_dataset",
+                        lambda name: Dataset(name, empty, empty[:, 0], empty, empty[:, 0], "nowhere"))
+    offline = re.sub(r"(?m)^#   ", "", python_block())
+    assert offline.count("load_split(") == 1
+    offline = offline.replace("data_dir=DIR", f"data_dir={SAMPLE!r}").replace(", 8000)", ", 800)")
+    names = run(offline)
+    assert len(names["train_images"]) == 800 and len(names["test_images"]) == 200
+    with pytest.raises(npvae.InputError):            # the empty ds really is unusable: the test can fail
+        npvae.fit(names["model"], empty, empty, epochs=1)
