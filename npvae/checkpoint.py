@@ -569,9 +569,17 @@ def load_checkpoint(path, model=None, optimizer=None):
 
     Raises
     ------
+    CheckpointNotFoundError
+        No file at ``path``, or a folder without ``checkpoint.npz`` (a ``CheckpointError``
+        and a ``FileNotFoundError``).
     CheckpointError
-        For anything wrong with the file, or a model/optimizer that does not fit.
-        Nothing is loaded into ``model``/``optimizer`` unless everything fits.
+        For anything wrong with the file, or a model/optimizer that does not fit it.
+    InputError
+        ``optimizer`` given with ``model`` but not holding exactly its parameters.
+    InputTypeError
+        ``path`` not a path, or ``model`` not a VAE.
+
+    Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """
     try:
         path = os.path.expanduser(os.fspath(path))

@@ -162,7 +162,7 @@ class Sigmoid(Module):
 
         Returns
         -------
-        y : ndarray (B, N), in (0, 1)
+        y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x >= 17 in float32)
         """
         check_input(x, "Sigmoid.forward")
         self.y = sigmoid(x)
