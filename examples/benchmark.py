@@ -387,11 +387,11 @@ def whole_number(text):
 
 def main():
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
+    ap.add_argument("--data-dir", type=os.path.expanduser, default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=whole_number, default=5,
                     help="timed epochs per path (medians are printed; default: 5)")
     ap.add_argument("--threads", type=whole_number, default=2, help="BLAS and PyTorch threads (default: 2)")
-    ap.add_argument("--torch-python", default=None, help="interpreter to time PyTorch with (default: this one, "
+    ap.add_argument("--torch-python", type=os.path.expanduser, default=None, help="interpreter to time PyTorch with (default: this one, "
                                                          "skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--skip-first-step", action="store_true",

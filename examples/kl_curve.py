@@ -81,7 +81,7 @@ def draw(path):
 
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.path.join("runs", "kl_curve.png"),
+    p.add_argument("--out", type=cli.user_path, default=os.path.join("runs", "kl_curve.png"),
                    help="where to write the PNG (default: runs/kl_curve.png)")
     args = p.parse_args(argv)
     cli.check_output_file(args.out, "--out")

@@ -110,7 +110,7 @@ def build_parser(exit_on_error=True):
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-test-split"],
                    help=f"mnist-test-split: train on the MNIST test set's first --split images, hold out "
                         f"the rest (for machines with only the test set) (default: {d['dataset']})")
-    p.add_argument("--data-dir", metavar="DIR",
+    p.add_argument("--data-dir", type=cli.user_path, metavar="DIR",
                    help=f"folder holding the IDX files (or a <dataset>/ folder with them; mnist/ for "
                         f"mnist-test-split) "
                         f"(default: ${ENV_VAR}, the cache, else download)")
@@ -137,8 +137,8 @@ def build_parser(exit_on_error=True):
                         f"one to two minutes for 10,000 test images on 2 cores)")
     p.add_argument("--nll-images", type=cli.whole_number(1), metavar="N",
                    help="test images for the NLL (default: all)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<dataset>-<time>/)")
-    p.add_argument("--resume", metavar="CHECKPOINT",
+    p.add_argument("--out", type=cli.user_path, metavar="DIR", help="output folder (default: runs/<dataset>-<time>/)")
+    p.add_argument("--resume", type=cli.user_path, metavar="CHECKPOINT",
                    help="continue a run: its checkpoint.npz or its folder (see below for what may change)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="print no bars and no per-epoch lines (metrics.jsonl still records every epoch)")

@@ -37,7 +37,7 @@ from .train import TrainingInterrupted
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_STATUS",
            "EXIT_STATUS_NO_CHECKPOINT",
-           "ArgumentParser", "whole_number", "real_number", "run", "exit_code", "describe",
+           "ArgumentParser", "user_path", "whole_number", "real_number", "run", "exit_code", "describe",
            "reading_input", "check_output_folder"]
 
 EXIT_OK = 0
@@ -95,6 +95,15 @@ class ArgumentParser(argparse.ArgumentParser):
             option = message.split(":")[0].removeprefix("argument ").split("/")[-1]
             message += f" (give it one; a value starting with '-' is written {option}=VALUE)"
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def user_path(text):
+    """An argument that names a file or folder, ``~`` expanded as the library expands it.
+
+    The shell expands ``--out ~/x`` but not ``--out=~/x``; without this, that run would
+    write into a folder named ``~`` here while the library wrote into the home folder.
+    """
+    return os.path.expanduser(text)
 
 
 def whole_number(minimum=None, maximum=None):

@@ -279,3 +279,21 @@ def test_a_new_run_in_the_same_second_gets_a_folder_of_its_own(tmp_path):
     assert len(new) == 1 and new[0].endswith("-2") and new[0][:-2] in taken, new
     assert (tmp_path / "runs" / new[0] / "checkpoint.npz").exists()
     assert "done: figures, metrics and checkpoint in" in proc.stdout      # results on stdout
+
+
+def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_path):
+    """The shell leaves ``--out=~/x`` alone: the program expands it, as the library does, so one
+    run is one folder (not its figures in ./~ and its checkpoint in the home folder)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    here.mkdir()
+    small = dict(zip(SMALL[::2], SMALL[1::2]))
+    shutil.copytree(small.pop("--data-dir"), home / "data")
+    args = [a for pair in small.items() for a in pair]
+    env = {**ENV, "HOME": str(home)}
+    proc = run([TRAIN, *args, "--data-dir=~/data", "--epochs", "1", "--out=~/runs/a"], cwd=here, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(here) == []
+    assert {"checkpoint.npz", "run.json", "samples.png"} <= set(os.listdir(home / "runs" / "a"))
+    again = run([TRAIN, "--resume=~/runs/a", "--epochs", "2"], cwd=here, env=env)
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(home / "runs" / "a").epoch == 2
