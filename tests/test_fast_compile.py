@@ -61,3 +61,38 @@ def test_ctrl_c_during_a_cold_compile(tmp_path):
         assert "compiled" in out
     else:
         assert proc.returncode == 130 and err.strip().endswith("run it again to finish"), err
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, **env})
+
+
+# Numba's own setting for where it may cache; ZipCacheLocator serves only code inside a zip
+# file, so for npvae it is as a read-only install used with no writable home: nowhere to cache.
+NOWHERE_TO_CACHE = {"NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+ONE_KERNEL = """
+import numpy as np
+from npvae.fast import kernels
+y, b = np.zeros((3, 2), order="F"), np.array([1.0, 2.0])
+kernels.add_bias(y, b)
+print(y.tolist())
+"""
+
+
+def test_with_nowhere_to_cache_the_kernels_compile_in_the_process_with_a_warning():
+    proc = _python(ONE_KERNEL, **NOWHERE_TO_CACHE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str([[1.0, 2.0]] * 3)
+    assert "UserWarning: Numba cannot keep npvae's fast-path kernels on disk" in proc.stderr
+    assert "set NUMBA_CACHE_DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_command_says_when_there_is_nothing_to_keep_or_to_compile():
+    nowhere = _python("from npvae.fast.compile import main; raise SystemExit(main([]))", **NOWHERE_TO_CACHE)
+    assert nowhere.returncode == 1 and "Traceback" not in nowhere.stderr
+    assert "npvae: error: Numba finds no folder to keep the kernels in" in nowhere.stderr
+    assert "compiled" not in nowhere.stdout
+    no_jit = _python("from npvae.fast.compile import main; raise SystemExit(main([]))", NUMBA_DISABLE_JIT="1")
+    assert no_jit.returncode == 0 and no_jit.stdout == ""
+    assert "nothing to compile: NUMBA_DISABLE_JIT is set" in no_jit.stderr

@@ -9,9 +9,11 @@ the inner loop is contiguous and LLVM vectorises it.
 
 Importing this module compiles nothing: each kernel compiles (or loads from
 Numba's on-disk cache, ``cache=True``) on its first call with a given set of
-dtypes, so a second run starts warm.
+dtypes, so a second run starts warm. Where Numba has no folder to cache in, the
+kernels compile in every process instead, with a warning (:data:`CACHED`).
 """
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -20,8 +22,32 @@ from numba.extending import overload, register_jitable
 
 from .flags import JIT_OPTIONS
 
-njit = numba.njit(**JIT_OPTIONS)
-inline = numba.njit(inline="always", **JIT_OPTIONS)  # helpers compiled into the kernels that call them
+
+def _probe():
+    return 0
+
+
+def _can_cache():
+    """Whether Numba finds a folder to keep this file's kernels in.
+
+    It tries ``$NUMBA_CACHE_DIR``, ``__pycache__`` beside this file, then ``~/.cache/numba``:
+    a read-only install used with no writable home (a container run as another user) has
+    none, and ``cache=True`` would then fail at the first kernel.
+    """
+    try:
+        numba.njit(cache=True)(_probe)          # finds the cache folder; compiles nothing
+    except RuntimeError as e:                   # "cannot cache function ...: no locator available"
+        warnings.warn(f"Numba cannot keep npvae's fast-path kernels on disk here ({e}): they are compiled "
+                      f"again in every process, a few seconds each time; set NUMBA_CACHE_DIR to a writable "
+                      f"folder to keep them", UserWarning, stacklevel=2)
+        return False
+    return True
+
+
+#: Whether the kernels are kept in Numba's disk cache (see :func:`_can_cache`).
+CACHED = _can_cache()
+njit = numba.njit(**{**JIT_OPTIONS, "cache": CACHED})
+inline = numba.njit(inline="always", **{**JIT_OPTIONS, "cache": CACHED})  # helpers compiled into their callers
 
 # ---------------------------------------------------------------------------------
 # Scalar math that LLVM can vectorise. (Kept in this file on purpose: Numba's disk
