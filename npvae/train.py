@@ -142,8 +142,8 @@ def _start_metrics(path, keep_epochs):
     """
     kept = []
     if keep_epochs and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
+        with open(path, encoding="utf-8", errors="replace") as f:   # a line in another encoding is
+            for line in f:                                            # no record of ours: passed over
                 with contextlib.suppress(ValueError):
                     rec = json.loads(line)
                     if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) \

@@ -456,6 +456,19 @@ def test_metrics_file(sample, tmp_path):
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
+def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
+    """A note added in another encoding (Latin-1 here) is not an epoch record: it goes, the run goes on."""
+    images, _ = sample
+    path = tmp_path / "m.jsonl"
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, metrics_path=path,
+        checkpoint=tmp_path / "c.npz")
+    with open(path, "ab") as f:
+        f.write('{"note": "résumé later"}\n'.encode("latin-1"))
+    fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, metrics_path=path,
+        resume=tmp_path / "c.npz")
+    assert [json.loads(line)["epoch"] for line in path.read_text(encoding="utf-8").splitlines()] == [1, 2]
+
+
 def test_fit_in_a_thread_leaves_signal_handlers_alone(sample):
     images, _ = sample
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
