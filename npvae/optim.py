@@ -76,6 +76,15 @@ class Optimizer:
     def set_hyper(self, **hyper):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _first_lr(self, lr):
+        """The constructor's ``lr``: above 0 in the parameters' dtype. 0 would train nothing: a
+        mistake when building (a schedule may bring ``optimizer.lr`` down to 0 later)."""
+        lr = check_positive_number(lr, "lr")
+        dtype = self.params[0].data.dtype
+        if dtype.type(lr) == 0:
+            raise InputError(f"lr={lr} is 0 in the parameters' {dtype}: no step would change them")
+        return lr
+
     def _set_checked(self, **hyper):
         """Set hyper-parameters together: every value is checked before any is set, so a
         refused call changes nothing (each is a :class:`~npvae.validate.Setting`)."""
@@ -197,8 +206,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
-        # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
-        self._set_checked(lr=check_positive_number(lr, "lr"), betas=betas, eps=eps, weight_decay=weight_decay)
+        self._set_checked(lr=self._first_lr(lr), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
@@ -331,8 +339,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
-        # lr = 0 would train nothing: a mistake when building; a schedule may reach it later
-        self._set_checked(lr=check_positive_number(lr, "lr"), momentum=momentum, weight_decay=weight_decay)
+        self._set_checked(lr=self._first_lr(lr), momentum=momentum, weight_decay=weight_decay)
 
     def hyper(self):
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)

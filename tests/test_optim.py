@@ -454,6 +454,17 @@ def test_an_eps_that_is_0_in_the_dtype_is_refused_however_it_is_set():
     assert opt.eps == 1e-8
 
 
+@pytest.mark.parametrize("make", [Adam, SGD])
+def test_a_first_lr_that_is_0_in_the_dtype_is_refused(make):
+    """It would train nothing, as lr=0 would; float64 parameters take it."""
+    with pytest.raises(InputError, match=r"lr=1e-300 is 0 in the parameters' float32: no step would change"):
+        make(_params(np.float32), lr=1e-300)
+    p = Parameter(np.zeros(3))
+    p.grad[...] = 1.0
+    make([p], lr=1e-300).step()
+    assert (p.data < 0).all()
+
+
 @pytest.mark.parametrize("make, good, bad", [
     (Adam, dict(lr=0.5, betas=(0.5, 0.5)), dict(eps=-1.0)),
     (Adam, dict(lr=0.7, weight_decay=0.1), dict(betas=(0.9, 1.0))),
