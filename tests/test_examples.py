@@ -164,6 +164,14 @@ def test_quickstart_documents_its_arguments_and_fails_cleanly(tmp_path):
     assert os.listdir(tmp_path) == []                       # no runs/ folder for a run that never started
 
 
+def test_quickstart_refuses_an_output_it_cannot_replace_before_training(tmp_path):
+    (tmp_path / "quickstart_samples.png").mkdir()
+    proc = run([QUICKSTART, SAMPLE, "--out", str(tmp_path)])
+    assert proc.returncode == 2 and "quickstart_samples.png there is a folder" in proc.stderr, proc.stderr
+    assert "test loss" not in proc.stdout                   # found before training, not after
+    assert os.listdir(tmp_path) == ["quickstart_samples.png"]
+
+
 def test_bad_data_dir_fails_cleanly(tmp_path):
     proc = run([TRAIN, "--dataset", "mnist-test-split", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert proc.returncode == 2 and proc.stderr.startswith("error: cannot find the mnist files"), proc.stderr
