@@ -19,11 +19,21 @@ import tempfile
 from .errors import InputError, NpvaeError
 
 __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
-           "TEMP_SUFFIX"]
+           "TEMP_SUFFIX", "LONGEST_NAME", "check_name_length"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+NAME_MAX = 255      # the longest file name (bytes) of the usual file systems
+#: The longest name of a file written here: it is first written as ``.<name>.<8 characters>.tmp``.
+LONGEST_NAME = NAME_MAX - len("..12345678" + TEMP_SUFFIX)
+
+
+def check_name_length(path):
+    """Refuse a file name too long to be written atomically (its temporary name is 14 bytes longer)."""
+    n = len(os.fsencode(os.path.basename(os.fspath(path))))
+    if n > LONGEST_NAME:
+        raise InputError(f"the file name is too long ({n} bytes; at most {LONGEST_NAME}); choose a shorter one")
 
 
 @contextlib.contextmanager

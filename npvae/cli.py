@@ -28,7 +28,7 @@ import traceback
 import warnings
 
 from . import signals
-from .atomic import TEMP_SUFFIX
+from .atomic import check_name_length
 from .data.datasets import ENV_VAR, cache_dir, cache_unwritable, search_report
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DownloadError, InputError,
                      InputTypeError, NpvaeError, RunFolderInUseError, StateDictError)
@@ -69,9 +69,6 @@ _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError
 # errno values that only a write gets, and what to do about them
 _WRITE_ERRNOS = {errno.ENOSPC: "free some space", getattr(errno, "EDQUOT", errno.ENOSPC): "free some space",
                  errno.EROFS: "write somewhere else", errno.EFBIG: "write somewhere else"}
-
-
-NAME_MAX = 255    # the longest file name (bytes) of the usual file systems
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -344,11 +341,10 @@ def check_output_file(path, option="--out", suffix=".png"):
                          f"{os.path.join(path.rstrip(os.sep) or '.', 'figure' + suffix)}")
     if not path.lower().endswith(suffix):
         raise InputError(f"{option} {path}: the file is written as {suffix[1:].upper()}; give it a {suffix} name")
-    # written first as ".<name>.<8 random characters>.tmp" beside it (npvae.atomic), which must fit too
-    longest = NAME_MAX - len(f"..12345678{TEMP_SUFFIX}")
-    if len(os.path.basename(path).encode()) > longest:
-        raise InputError(f"{option}: the file name is too long ({len(os.path.basename(path).encode())} bytes; "
-                         f"at most {longest}); choose a shorter one")
+    try:
+        check_name_length(path)             # with the temporary name it is first written under
+    except InputError as e:
+        raise InputError(f"{option}: {e}") from None
     check_output_folder(os.path.dirname(path) or ".", f"{option} {path}: the folder")
     return path
 

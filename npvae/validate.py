@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .atomic import check_regular_file
+from .atomic import check_name_length, check_regular_file
 from .errors import InputError, InputTypeError, PixelScaleWarning
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -280,6 +280,7 @@ def check_output_path(path, name):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{name}: cannot write {path!r}: no permission to write in {folder!r}")
     try:
+        check_name_length(path)             # with the temporary name it is first written under
         check_regular_file(path)            # not a pipe or a device: it would be replaced
     except InputError as e:
         raise InputError(f"{name}: {e}") from None

@@ -258,9 +258,10 @@ def test_data_dir_that_is_a_file_is_named(user, tmp_path):
 
 
 def test_odd_but_valid_input_trains(tmp_path):
-    """Numbers at the edges that are still meaningful: a batch larger than the data set, a tiny lr."""
+    """Numbers at the edges that are still meaningful: a batch larger than the data set, a tiny lr
+    (one that is 0 in float32, 1e-300, is refused: it would train nothing)."""
     shutil.copytree(SAMPLE, tmp_path / "data")
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-300", "--nll-images",
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-30", "--nll-images",
                 "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout

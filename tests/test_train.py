@@ -785,6 +785,10 @@ def test_output_paths_are_checked_before_any_training(sample, tmp_path):
         fit(model, images[:64], epochs=1, progress=False, checkpoint=tmp_path / "c", metrics_path=tmp_path / "c")
     with pytest.raises(InputError, match="ends with a slash"):
         fit(model, images[:64], epochs=1, progress=False, checkpoint=str(tmp_path / "new") + "/")
+    long_name = "a" * 246 + ".npz"       # a legal name, but its temporary name (14 bytes more) is not
+    for option in ("checkpoint", "metrics_path"):
+        with pytest.raises(InputError, match=rf"{option}: the file name is too long \(250 bytes; at most 241\)"):
+            fit(model, images[:64], epochs=1, progress=False, **{option: tmp_path / long_name})
     assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
     assert sorted(os.listdir(tmp_path)) == ["afile"]
 
