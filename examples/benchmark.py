@@ -73,6 +73,8 @@ def load_data(data_dir, n_train=None):
         ds = load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False)
         train, test, source = ds.train_images, ds.test_images, f"Fashion-MNIST from {ds.source}"
     except NpvaeError as e:
+        if data_dir is not None:        # asked for by name: no stand-in (main has checked it already)
+            raise
         print(f"(no Fashion-MNIST found, using synthetic images of the same shape: {str(e).splitlines()[0]})",
               file=sys.stderr)
         rng = np.random.default_rng(0)
@@ -329,6 +331,15 @@ def _env(args, env=None):
                 **threads, **(env or {}))
 
 
+class PartFailed(RuntimeError):
+    """A child process of the benchmark ended with an error; its last line says which."""
+
+    def __init__(self, part, stderr):
+        lines = stderr.strip().splitlines() or ["(it printed nothing)"]
+        super().__init__(f"the {part} part failed: {lines[-1]}")
+        self.stderr = stderr
+
+
 class Worker:
     """The main process's handle on a runner (:func:`serve`) in a child process."""
 
@@ -343,7 +354,7 @@ class Worker:
         if not line:
             self.proc.wait()
             self.log.seek(0)
-            raise RuntimeError(f"part {self.part} failed:\n{self.log.read()[-3000:]}")
+            raise PartFailed(self.part, self.log.read())
         return json.loads(line)
 
     def __call__(self, command):
@@ -362,7 +373,7 @@ def run_part(python, part, args, env=None):
     """A one-shot part in a fresh process; its one JSON line."""
     r = subprocess.run(_command(python, part, args), capture_output=True, text=True, env=_env(args, env))
     if r.returncode != 0:
-        raise RuntimeError(f"part {part} failed:\n{r.stderr[-3000:]}")
+        raise PartFailed(part, r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -408,12 +419,12 @@ def main():
         print(json.dumps(PARTS[args.part](args)))
         return
     if args.data_dir is not None:       # asked for: no synthetic stand-in (that is for no --data-dir)
-        from npvae.data import locate
+        from npvae.data import load_dataset
         from npvae.errors import NpvaeError
-        try:
-            locate("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)   # reads no data
+        try:            # read and checked here once, so that a bad file is said before any timing
+            load_dataset("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)
         except NpvaeError as e:
-            ap.error(f"--data-dir {args.data_dir}: no Fashion-MNIST there ({str(e).splitlines()[0]})")
+            ap.exit(2, f"error: --data-dir {args.data_dir}: {str(e).splitlines()[0]}\n")
     has_torch = False
     named = args.torch_python is not None           # asked for by name: no torch is an error, not a skip
     args.torch_python = args.torch_python or sys.executable
@@ -506,3 +517,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:       # the helper processes read their end of the pipe and exit too
         print("\nstopped: interrupted by SIGINT", file=sys.stderr)
         sys.exit(130)
+    except PartFailed as e:         # one line: the child's last line says what went wrong
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

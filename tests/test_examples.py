@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run
+from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run, write_idx_gz
 
 from npvae.checkpoint import load_checkpoint
 
@@ -195,13 +195,13 @@ def test_benchmark_first_step_part_reports_its_timings():
 
 def test_benchmark_runner_answers_the_main_process(tmp_path):
     """The npvae runner: one JSON line per command, the timings the main process tabulates."""
-    cmd = [sys.executable, BENCHMARK, "--part", "npvae", "--data-dir", str(tmp_path), "--train-images", "300"]
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [sys.executable, BENCHMARK, "--part", "npvae", "--train-images", "300"]
+    env = dict(os.environ, PYTHONPATH=ROOT, NPVAE_DATA_DIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     proc = subprocess.run(cmd, input="train_round\neval_round\nfinish\n", capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     ready, train, evals, finish = (json.loads(line) for line in proc.stdout.splitlines())
-    assert ready == "ready" and "synthetic" in proc.stderr      # no data set in tmp_path
+    assert ready == "ready" and "synthetic" in proc.stderr      # no data set anywhere it looks
     assert set(train) == {"floor", "numba", "numpy"} and all(v > 0 for v in train.values())
     assert set(evals) == {"numba", "numpy"} and all(v > 0 for v in evals.values())
     assert finish["n_train"] == 300 and finish["rss_mb"] > 0
@@ -240,6 +240,20 @@ def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag, va
     value = value.format(tmp=tmp_path)
     proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_benchmark_refuses_a_broken_data_file_before_timing_anything(tmp_path):
+    """Not a fall back to synthetic images: the files named by --data-dir are read and checked first."""
+    images = np.zeros((10, 28, 28), np.uint8)
+    for split in ("train", "t10k"):
+        write_idx_gz(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx_gz(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(10))
+    truncated = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    truncated.write_bytes(truncated.read_bytes()[:-12])
+    proc = run([BENCHMARK, "--epochs", "1", "--skip-torch", "--skip-first-step", "--data-dir", str(tmp_path)])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr.startswith(f"error: --data-dir {tmp_path}: ") and "truncated" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [(["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
