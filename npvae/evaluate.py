@@ -254,7 +254,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     backend : {"numba", "numpy"} or None
         As for :func:`evaluate_elbo`.
     progress : callable(done, total), optional
-        Called after each batch with the images done so far and their total.
+        Called after each chunk of samples with the images done so far (a batch's images
+        counted in proportion to its samples done, rounded down) and their total.
     check_finite : bool
         As for :func:`evaluate_elbo`: raise if an image's estimate is NaN or inf.
 
@@ -301,10 +302,10 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
             m_new = np.maximum(m, lw.max(axis=0))
             s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
             m = m_new
+            if progress is not None:                    # a large k takes long per batch: said as it goes
+                progress(start + n * (done + c) // k, len(images))
         out[start:start + n] = -(m + np.log(s) - np.log(k))
         start += n
-        if progress is not None:
-            progress(start, len(images))
     if check_finite and not np.isfinite(out).all():
         bad = np.flatnonzero(~np.isfinite(out))
         raise _diverged(f"iw_nll: the estimate for image {bad[0]} is {out[bad[0]]} ({len(bad)} of {len(out)} "

@@ -199,6 +199,15 @@ def test_iw_nll_reports_progress_after_each_batch(trained, data, backend):
         iw_nll(trained, test, progress="yes")
 
 
+def test_iw_nll_reports_progress_within_a_batch_when_its_samples_come_in_chunks(trained, data):
+    """A large k takes long per batch: the bar moves with each chunk of samples, not each batch."""
+    _, test = data
+    calls = []
+    iw_nll(trained, test[:130], k=8, batch_size=50, chunk_rows=100,      # 2 samples a chunk (3 for the last 30)
+           progress=lambda done, total: calls.append(done))
+    assert calls == [12, 25, 37, 50, 62, 75, 87, 100, 111, 122, 130]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_evaluation_leaves_the_model_alone(trained, data, backend):
     _, test = data
