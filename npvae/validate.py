@@ -158,7 +158,7 @@ def _to_float_hint(name, x):
     divided by 255, images of only 0 and 1 are already probabilities."""
     if x.dtype.kind == "b":
         return f"{name}.astype(np.float32) (True/False are already the probabilities 1/0)"
-    if _only_zeros_and_ones(x):
+    if x.dtype.kind in "iu" and _only_zeros_and_ones(x):
         return f"{name}.astype(np.float32) (its values, 0 and 1, are already probabilities)"
     return f"{name}.astype(np.float32) / 255"
 
@@ -208,11 +208,13 @@ def check_images(images, name, input_dim, stacklevel=3):
                              f"got {type(images).__name__}")
     _refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
+        expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
+        if images.dtype.kind not in "biuO":             # not numbers (strings, records, dates): no hint
+            raise InputTypeError(expected)
         convert = _to_float_hint(name, images)
         if images.dtype.kind in "iu" and not _only_zeros_and_ones(images):   # 0..255: uint8 too
             convert = f"{name}.astype(np.uint8) or {convert}"
-        raise InputTypeError(f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype "
-                             f"{images.dtype}; convert with {convert}")
+        raise InputTypeError(f"{expected}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
                          f"{input_dim} (shape {images.shape})")

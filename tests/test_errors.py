@@ -278,6 +278,17 @@ def test_boolean_and_zero_one_images_get_the_right_advice():
         npvae.evaluate_elbo(model, ints * 255)
 
 
+@pytest.mark.parametrize("images", [np.zeros(4, dtype=[("pixels", "u1", (12,))]), np.zeros((4, 12), "U1"),
+                                    np.full((4, 12), None), np.zeros((4, 12), "datetime64[s]")],
+                         ids=["record", "str", "None", "datetime"])
+def test_image_sets_of_things_that_are_not_numbers_get_an_npvae_error(model, images):
+    for call in (lambda: npvae.evaluate_elbo(model, images), lambda: npvae.iw_nll(model, images, k=2),
+                 lambda: npvae.fit(model, images, epochs=1, progress=False)):
+        with pytest.raises(InputTypeError, match=r"images must be uint8 pixels \(0..255\) or floats in \[0, 1\], "
+                                                 r"got dtype"):
+            call()
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_fit_warns_once_about_each_array_of_zero_one_uint8_at_the_users_line(backend):
     zero_one = (np.arange(20 * 16).reshape(20, 16) % 2).astype(np.uint8)
