@@ -413,7 +413,14 @@ def main(argv=None):
         raise InputError("--data-dir must name a folder, got ''")
     if s["data_dir"] is not None:
         s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
-    data = load_data(s)
+    try:
+        data = load_data(s)
+    except DatasetNotFoundError as e:
+        if resumed is None or "data_dir" in given or s["data_dir"] is None:
+            raise
+        raise InputError(f"cannot resume {resumed.path}: its data folder {s['data_dir']} (from its run.json) no "
+                         f"longer holds the {e.dataset} files; if they have moved, give --data-dir with their "
+                         f"folder (they must be the same data: their fingerprint is checked)") from e
     record = data_record(data)
     if resumed is not None:
         check_same_data(resumed, record)

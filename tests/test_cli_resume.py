@@ -91,6 +91,18 @@ def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, caps
     assert code == 0, err
 
 
+def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_path, script, capsys):
+    """The folder comes from run.json, not from a flag: leaving --data-dir out would not help."""
+    run_json = json.loads((copy_of / "run.json").read_text())
+    gone = str(tmp_path / "moved-away")
+    (copy_of / "run.json").write_text(json.dumps({**run_json, "data_dir": gone}))
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
+    assert code == 2 and f"its data folder {gone} (from its run.json) no longer holds the mnist files" in err, err
+    assert "give --data-dir with their folder" in err and "leave it out" not in err
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", SAMPLE, "--nll-k", "1"])
+    assert code == 0, err
+
+
 def test_resume_into_a_new_folder_leaves_the_old_one_untouched(copy_of, tmp_path):
     before = snapshot(copy_of)
     new = tmp_path / "continued"
