@@ -438,6 +438,9 @@ def main(argv=None):
                          f"elsewhere, choose a new or empty folder")
     say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
     say(f"model: {describe(model)}, backend {backend}")
+    if s["batch_size"] > len(data.train):       # allowed, but likely a slip: say what it means
+        say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
+            f"each epoch is one step over all of them")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
         say(f"the run has done its {s['epochs']} epochs: drawing its figures and estimating its NLL again "
             f"(ask for more with --epochs)")

@@ -265,3 +265,4 @@ def test_odd_but_valid_input_trains(tmp_path):
                 "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout
+    assert "is more than the 800 training images: each epoch is one step over all of them" in proc.stderr
