@@ -17,7 +17,6 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from npvae import VAE, cli
 from npvae.checkpoint import load_model, save_checkpoint
 from npvae.data import load_split, split
-from npvae.errors import InputError
 from npvae.plots import plot_samples
 from npvae.progress import emit
 from npvae.train import fit
@@ -36,12 +35,9 @@ def main(argv=None):
     with cli.reading_input("DATA_DIR"):                     # a file it cannot read: status 2
         images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)
     (train, _), (test, _) = split(images, labels, int(0.8 * len(images)))
-    cli.check_output_folder(args.out)                                        # before training, not after
-    checkpoint, samples = (os.path.join(args.out, f) for f in ("quickstart.npz", "quickstart_samples.png"))
-    for path in (checkpoint, samples):
-        if os.path.isdir(path):                                              # it could not be replaced
-            raise InputError(f"--out {args.out}: {os.path.basename(path)} there is a folder, where this "
-                             f"writes a file; remove it or choose another --out")
+    names = ("quickstart.npz", "quickstart_samples.png")
+    cli.check_output_folder(args.out, files=names)                           # before training, not after
+    checkpoint, samples = (os.path.join(args.out, f) for f in names)
     if os.path.exists(checkpoint) or os.path.exists(samples):                # a rerun replaces them: say so
         emit(sys.stderr, f"note: this run replaces the earlier quickstart outputs in {args.out}\n")
 

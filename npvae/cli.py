@@ -275,19 +275,20 @@ def reading_input(what):
         raise InputError(f"{what}:{where} cannot be read: {e.strerror or e}") from e
 
 
-def check_output_folder(path, option="--out", need_bytes=0):
+def check_output_folder(path, option="--out", need_bytes=0, files=()):
     """Refuse, before anything is written, an output folder that cannot be used.
 
     ``path`` may exist (it must be a folder) or not (the nearest existing
     folder above it must be writable). With ``need_bytes``, its file system
-    must have that much free space.
+    must have that much free space. ``files``: names of files the program writes
+    there, none of which may be a folder.
 
     Raises
     ------
     InputError
         Naming ``option``, the path and the reason: a file, a folder below a
         file, a broken link, not writable (read-only file system, no
-        permission), too little space.
+        permission), too little space, a folder where a file goes.
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise InputError(f"{option} must name a folder, got {path!r}")
@@ -325,6 +326,10 @@ def check_output_folder(path, option="--out", need_bytes=0):
             raise InputError(f"{option} {path}: only {format_bytes(free)} free on its file system, and this "
                              f"run writes about {format_bytes(need_bytes)}; free some space or choose "
                              f"another folder")
+    for name in files:
+        if os.path.isdir(os.path.join(path, name)):
+            raise InputError(f"{option} {path}: {name} there is a folder, where this writes a file; remove it "
+                             f"or choose another folder")
     return path
 
 
