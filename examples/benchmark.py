@@ -31,6 +31,7 @@ two runs, with and without it, show what retiring dead units saves.
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -332,11 +333,12 @@ def _env(args, env=None):
 
 
 class PartFailed(RuntimeError):
-    """A child process of the benchmark ended with an error; its last line says which."""
+    """A child process of the benchmark ended before it answered: how it ended, and its error."""
 
-    def __init__(self, part, stderr):
-        lines = stderr.strip().splitlines() or ["(it printed nothing)"]
-        super().__init__(f"the {part} part failed: {lines[-1]}")
+    def __init__(self, part, returncode, stderr):
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+        errors = [line for line in stderr.splitlines() if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line)]
+        super().__init__(f"the {part} part failed ({how})" + (f": {errors[-1]}" if errors else ""))
         self.stderr = stderr
 
 
@@ -352,17 +354,23 @@ class Worker:
     def _read(self):
         line = self.proc.stdout.readline()
         if not line:
-            self.proc.wait()
-            self.log.seek(0)
-            raise PartFailed(self.part, self.log.read())
+            self._failed()
         return json.loads(line)
+
+    def _failed(self):
+        self.proc.wait()
+        self.log.seek(0)
+        raise PartFailed(self.part, self.proc.returncode, self.log.read())
 
     def __call__(self, command):
         """Run ``command`` in the child, after a pause that lets the other process's idle
         BLAS and OpenMP threads stop spinning (OpenBLAS spins about 0.1 s)."""
         time.sleep(0.3)
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:         # it has ended already: say how
+            self._failed()
         out = self._read()
         if command == "finish":
             self.proc.wait(timeout=60)
@@ -373,7 +381,7 @@ def run_part(python, part, args, env=None):
     """A one-shot part in a fresh process; its one JSON line."""
     r = subprocess.run(_command(python, part, args), capture_output=True, text=True, env=_env(args, env))
     if r.returncode != 0:
-        raise PartFailed(part, r.stderr)
+        raise PartFailed(part, r.returncode, r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -398,12 +406,13 @@ def whole_number(text):
 
 def main():
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=os.path.expanduser, default=None, help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
+    ap.add_argument("--data-dir", type=os.path.expanduser, default=None,
+                    help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=whole_number, default=5,
                     help="timed epochs per path (medians are printed; default: 5)")
     ap.add_argument("--threads", type=whole_number, default=2, help="BLAS and PyTorch threads (default: 2)")
-    ap.add_argument("--torch-python", type=os.path.expanduser, default=None, help="interpreter to time PyTorch with (default: this one, "
-                                                         "skipped if it has no torch)")
+    ap.add_argument("--torch-python", type=os.path.expanduser, default=None,
+                    help="interpreter to time PyTorch with (default: this one, skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--skip-first-step", action="store_true",
                     help="leave out the first-step timings in fresh processes (about 10 s, a cold compile included)")
@@ -422,9 +431,12 @@ def main():
         from npvae.data import load_dataset
         from npvae.errors import NpvaeError
         try:            # read and checked here once, so that a bad file is said before any timing
-            load_dataset("fashion-mnist", data_dir=args.data_dir, download=False, progress=False)
+            n_train = len(load_dataset("fashion-mnist", data_dir=args.data_dir, download=False,
+                                       progress=False).train_images)
         except NpvaeError as e:
             ap.exit(2, f"error: --data-dir {args.data_dir}: {str(e).splitlines()[0]}\n")
+        if n_train == 0:
+            ap.exit(2, f"error: --data-dir {args.data_dir}: its training set holds no images\n")
     has_torch = False
     named = args.torch_python is not None           # asked for by name: no torch is an error, not a skip
     args.torch_python = args.torch_python or sys.executable
@@ -517,6 +529,8 @@ if __name__ == "__main__":
     except KeyboardInterrupt:       # the helper processes read their end of the pipe and exit too
         print("\nstopped: interrupted by SIGINT", file=sys.stderr)
         sys.exit(130)
-    except PartFailed as e:         # one line: the child's last line says what went wrong
-        print(f"error: {e}", file=sys.stderr)
+    except PartFailed as e:         # what it said last, under the line that says how it ended
+        tail = e.stderr.strip().splitlines()[-20:]
+        print("\n".join([f"error: {e}", *(["its last messages:"] if tail else []), *("  | " + t for t in tail)]),
+              file=sys.stderr)
         sys.exit(1)

@@ -1,4 +1,5 @@
 """The example scripts, run end to end as subprocesses on the shipped MNIST sample."""
+import contextlib
 import json
 import os
 import shlex
@@ -12,6 +13,8 @@ import pytest
 from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run, write_idx_gz
 
 from npvae.checkpoint import load_checkpoint
+from npvae.data import locate
+from npvae.errors import DatasetNotFoundError
 
 FIGURES = ("reconstruction_before.png", "reconstruction_after.png", "samples.png", "interpolation.png",
            "loss.png", "latent.png")
@@ -193,10 +196,14 @@ def test_benchmark_first_step_part_reports_its_timings():
     assert out["import_s"] > 0.005          # a real import (numpy too), not npvae already loaded
 
 
-def test_benchmark_runner_answers_the_main_process(tmp_path):
+def test_benchmark_runner_answers_the_main_process(tmp_path, monkeypatch):
     """The npvae runner: one JSON line per command, the timings the main process tabulates."""
     cmd = [sys.executable, BENCHMARK, "--part", "npvae", "--train-images", "300"]
     env = dict(os.environ, PYTHONPATH=ROOT, NPVAE_DATA_DIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with contextlib.suppress(DatasetNotFoundError):     # a system-wide copy: the runner would time that
+        pytest.skip(f"Fashion-MNIST is installed in {locate('fashion-mnist', download=False)}")
     proc = subprocess.run(cmd, input="train_round\neval_round\nfinish\n", capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -240,6 +247,20 @@ def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag, va
     value = value.format(tmp=tmp_path)
     proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_benchmark_helper_that_fails_is_said_with_how_it_ended_and_its_error(tmp_path):
+    """Here the PyTorch side: a "python" that imports torch but fails as a helper process."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\n[ "$1" = "-c" ] && exit 0\n'
+                    'printf "Traceback (most recent call last):\\nValueError: no such thing\\n" >&2\nexit 3\n')
+    fake.chmod(0o755)
+    proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", "--skip-first-step", "--torch-python", str(fake)],
+               cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    first, *rest = proc.stderr[proc.stderr.index("error:"):].splitlines()
+    assert first == "error: the torch part failed (exit status 3): ValueError: no such thing"
+    assert rest == ["its last messages:", "  | Traceback (most recent call last):", "  | ValueError: no such thing"]
 
 
 def test_benchmark_refuses_a_broken_data_file_before_timing_anything(tmp_path):
