@@ -411,6 +411,8 @@ def main(argv=None):
         raise InputError(f"--split applies to --dataset mnist-test-split only, not to --dataset {s['dataset']}")
     if s["data_dir"] == "":
         raise InputError("--data-dir must name a folder, got ''")
+    if np.float32(s["lr"]) == 0:            # the model is float32: Adam would refuse it, but later
+        raise InputError(f"--lr {s['lr']} is 0 in float32, the model's dtype: no step would change it")
     if s["data_dir"] is not None:
         s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
     try:

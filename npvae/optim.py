@@ -78,11 +78,13 @@ class Optimizer:
 
     def _first_lr(self, lr):
         """The constructor's ``lr``: above 0 in the parameters' dtype. 0 would train nothing: a
-        mistake when building (a schedule may bring ``optimizer.lr`` down to 0 later)."""
+        mistake when building (a schedule may bring ``optimizer.lr`` down to 0 later). A rate
+        above 0 but too small to move a weight (float32: below about 1e-10) is not caught."""
         lr = check_positive_number(lr, "lr")
         dtype = self.params[0].data.dtype
         if dtype.type(lr) == 0:
-            raise InputError(f"lr={lr} is 0 in the parameters' {dtype}: no step would change them")
+            raise InputError(f"lr={lr} is 0 in the parameters' {dtype}: no step would change them "
+                             f"(a usual learning rate is 1e-4 to 1e-2)")
         return lr
 
     def _set_checked(self, **hyper):

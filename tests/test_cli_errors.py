@@ -30,6 +30,7 @@ BAD_ARGUMENTS = [
     (["--lr=-1e-3"], "argument --lr: must be greater than 0"),
     (["--lr", "-1e-3"], "argument --lr: expected one argument (give it one; a value starting with '-' is written --lr=VALUE)"),
     (["--lr", "1e-400"], "1e-400 rounds to 0.0"),
+    (["--lr", "1e-300"], "--lr 1e-300 is 0 in float32, the model's dtype"),
     (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
     (["--beta", "-1"], "argument --beta: must be at least 0"),
     (["--beta", "nan"], "argument --beta: must be a finite number"),
@@ -258,10 +259,9 @@ def test_data_dir_that_is_a_file_is_named(user, tmp_path):
 
 
 def test_odd_but_valid_input_trains(tmp_path):
-    """Numbers at the edges that are still meaningful: a batch larger than the data set, a tiny lr
-    (one that is 0 in float32, 1e-300, is refused: it would train nothing)."""
+    """Numbers at the edges that are still meaningful: a batch larger than the data set, a small lr."""
     shutil.copytree(SAMPLE, tmp_path / "data")
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-30", "--nll-images",
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
                 "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout
