@@ -84,7 +84,7 @@ def test_with_nowhere_to_cache_the_kernels_compile_in_the_process_with_a_warning
     proc = _python(ONE_KERNEL, **NOWHERE_TO_CACHE)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str([[1.0, 2.0]] * 3)
-    assert "UserWarning: Numba cannot keep npvae's fast-path kernels on disk" in proc.stderr
+    assert "UserWarning: Numba finds no writable folder to keep npvae's fast-path kernels in" in proc.stderr
     assert "set NUMBA_CACHE_DIR" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -50,10 +50,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m npvae.fast.compile", description=__doc__.splitlines()[0])
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
-    problem = _nothing_to_keep()
-    if problem:
-        print(f"npvae: {problem}", file=sys.stderr)
-        return 0 if problem.startswith("nothing to compile") else 1
+    stop = _nothing_to_keep()
+    if stop:
+        status, message = stop
+        print(f"npvae: {message}", file=sys.stderr)
+        return status
     print("npvae: compiling the fast path's kernels into Numba's cache (about 6 s the first time) ...",
           flush=True)
     t0 = time.perf_counter()
@@ -69,14 +70,15 @@ def main(argv=None):
 
 
 def _nothing_to_keep():
-    """Why compiling ahead would keep nothing (None: it will): no JIT, or no cache folder."""
+    """``(exit status, message)`` when compiling ahead would keep nothing (no JIT, or no cache
+    folder); None when it will."""
     import numba
     if numba.config.DISABLE_JIT:
-        return "nothing to compile: NUMBA_DISABLE_JIT is set, so the kernels run as plain Python"
+        return 0, "nothing to compile: NUMBA_DISABLE_JIT is set, so the kernels run as plain Python"
     from .kernels import CACHED
     if not CACHED:
-        return ("error: Numba finds no folder to keep the kernels in (the package's __pycache__ and "
-                "~/.cache are not writable): set NUMBA_CACHE_DIR to a writable folder and run this again")
+        return 1, ("error: Numba finds no folder to keep the kernels in (the package's __pycache__ and "
+                   "~/.cache are not writable): set NUMBA_CACHE_DIR to a writable folder and run this again")
     return None
 
 

@@ -13,6 +13,7 @@ dtypes, so a second run starts warm. Where Numba has no folder to cache in, the
 kernels compile in every process instead, with a warning (:data:`CACHED`).
 """
 import math
+import os
 import warnings
 
 import numba
@@ -36,15 +37,19 @@ def _can_cache():
     """
     try:
         numba.njit(cache=True)(_probe)          # finds the cache folder; compiles nothing
-    except RuntimeError as e:                   # "cannot cache function ...: no locator available"
-        warnings.warn(f"Numba cannot keep npvae's fast-path kernels on disk here ({e}): they are compiled "
-                      f"again in every process, a few seconds each time; set NUMBA_CACHE_DIR to a writable "
-                      f"folder to keep them", UserWarning, stacklevel=2)
+    except RuntimeError as e:
+        if "no locator available" not in str(e):    # Numba's words for "no folder": anything else is not ours
+            raise
+        here = os.path.join(os.path.dirname(__file__), "__pycache__")
+        warnings.warn(f"Numba finds no writable folder to keep npvae's fast-path kernels in ({here}, "
+                      f"~/.cache): they are compiled again in every process, a few seconds each "
+                      f"time; set NUMBA_CACHE_DIR to a writable folder to keep them", UserWarning, stacklevel=2)
         return False
     return True
 
 
-#: Whether the kernels are kept in Numba's disk cache (see :func:`_can_cache`).
+#: Whether the kernels are kept in Numba's disk cache (see :func:`_can_cache`; True under
+#: ``NUMBA_DISABLE_JIT=1`` too, where nothing is compiled).
 CACHED = _can_cache()
 njit = numba.njit(**{**JIT_OPTIONS, "cache": CACHED})
 inline = numba.njit(inline="always", **{**JIT_OPTIONS, "cache": CACHED})  # helpers compiled into their callers
