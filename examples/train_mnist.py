@@ -417,12 +417,14 @@ def main(argv=None):
         s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
     try:
         data = load_data(s)
-    except DatasetNotFoundError as e:
-        if resumed is None or "data_dir" in given or s["data_dir"] is None:
+    except DatasetNotFoundError as e:     # on a resume, leaving --data-dir out means run.json's folder
+        if resumed is None or s["data_dir"] is None:
             raise
-        raise InputError(f"cannot resume {resumed.path}: its data folder {s['data_dir']} (from its run.json) no "
-                         f"longer holds the {e.dataset} files; if they have moved, give --data-dir with their "
-                         f"folder (they must be the same data: their fingerprint is checked)") from e
+        where = "--data-dir" if "data_dir" in given else "its data folder"
+        source = "" if "data_dir" in given else " (from its run.json)"
+        raise InputError(f"cannot resume {resumed.path}: {where} {s['data_dir']}{source} does not hold the "
+                         f"{e.dataset} files; give --data-dir with the folder that holds the run's data (the "
+                         f"same data: their fingerprint is checked)") from e
     record = data_record(data)
     if resumed is not None:
         check_same_data(resumed, record)

@@ -97,8 +97,10 @@ def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_
     gone = str(tmp_path / "moved-away")
     (copy_of / "run.json").write_text(json.dumps({**run_json, "data_dir": gone}))
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
-    assert code == 2 and f"its data folder {gone} (from its run.json) no longer holds the mnist files" in err, err
-    assert "give --data-dir with their folder" in err and "leave it out" not in err
+    assert code == 2 and f"its data folder {gone} (from its run.json) does not hold the mnist files" in err, err
+    assert "give --data-dir with the folder that holds the run's data" in err and "leave it out" not in err
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", gone])
+    assert code == 2 and f"--data-dir {gone} does not hold the mnist files" in err and "leave it out" not in err
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", SAMPLE, "--nll-k", "1"])
     assert code == 0, err
 
