@@ -47,21 +47,22 @@ EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
 
-_EXIT_STATUS_HEAD = """\
+_EXIT_STATUS = """\
 exit status:
   0    done
   1    failed while running: training diverged, a file could not be written (disk full,
        read-only), out of memory; the message says what is kept
-  2    bad usage or input: an argument, a data file, a checkpoint, an --out that is
-       busy, not writable or too small; found before anything was written
+  2    bad usage or input: {usage}; found before anything was written
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
        ignores it
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM."""
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
-EXIT_STATUS = _EXIT_STATUS_HEAD + """ Training keeps every completed
-       step in its checkpoint; the message says how to continue"""
+EXIT_STATUS = _EXIT_STATUS.format(
+    usage="an argument, a data file, a checkpoint, an --out that is\n       busy, not writable or too small",
+    stopped="Training keeps every completed\n       step in its checkpoint; the message says how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
-EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS_HEAD + """ Nothing is kept: run it again"""
+EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
+    usage="an argument, a data file, an --out that\n       cannot be written", stopped="Nothing is kept: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
