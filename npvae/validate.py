@@ -158,7 +158,7 @@ def _to_float_hint(name, x):
     divided by 255, images of only 0 and 1 are already probabilities."""
     if x.dtype.kind == "b":
         return f"{name}.astype(np.float32) (True/False are already the probabilities 1/0)"
-    if x.dtype.kind in "iu" and _only_zeros_and_ones(x):
+    if _only_zeros_and_ones(x):
         return f"{name}.astype(np.float32) (its values, 0 and 1, are already probabilities)"
     return f"{name}.astype(np.float32) / 255"
 
@@ -209,7 +209,7 @@ def check_images(images, name, input_dim, stacklevel=3):
     _refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
-        if images.dtype.kind not in "biuO":             # not numbers (strings, records, dates): no hint
+        if images.dtype.kind not in "biu":              # not numbers (objects, strings, records, dates): no hint
             raise InputTypeError(expected)
         convert = _to_float_hint(name, images)
         if images.dtype.kind in "iu" and not _only_zeros_and_ones(images):   # 0..255: uint8 too
