@@ -26,7 +26,7 @@ def main(argv=None):
     p = cli.ArgumentParser(description=__doc__, epilog=cli.EXIT_STATUS_NO_CHECKPOINT)
     p.add_argument("data_dir", nargs="?", type=cli.user_path, metavar="DATA_DIR",
                    help="folder holding the MNIST test-set IDX files ($NPVAE_DATA_DIR, the cache, else download)")
-    p.add_argument("--data-dir", dest="data_dir_option", type=cli.user_path, metavar="DATA_DIR", help="the same as DATA_DIR")
+    p.add_argument("--data-dir", dest="data_dir_option", type=cli.user_path, metavar="DIR", help="the same as DATA_DIR")
     p.add_argument("--out", type=cli.user_path, metavar="DIR", default=os.path.join("runs", "quickstart"),
                    help="where the outputs go (default: runs/quickstart)")
     args = p.parse_args(argv)

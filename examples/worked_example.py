@@ -315,7 +315,7 @@ def update_page(path, block):
 
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--update", metavar="PAGE", default=None,
+    p.add_argument("--update", type=cli.user_path, metavar="PAGE", default=None,
                    help="write the block into PAGE between the worked-example markers instead of printing it")
     args = p.parse_args(argv)
     block, failures = markdown()
