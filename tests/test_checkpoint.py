@@ -483,6 +483,14 @@ def test_missing_folders_above_the_path_are_created(tmp_path):
                           model.encoder[0].weight.data)
 
 
+def test_a_name_too_long_for_the_temporary_file_is_refused_before_writing(tmp_path):
+    model = VAE(6, 4, 2, rng=0)
+    save_checkpoint(tmp_path / ("a" * 237 + ".npz"), model)                 # 241 bytes: the longest
+    with pytest.raises(InputError, match=r"path: the file name is too long \(242 bytes; at most 241\)"):
+        save_checkpoint(tmp_path / ("a" * 238 + ".npz"), model)
+    assert os.listdir(tmp_path) == ["a" * 237 + ".npz"]
+
+
 def test_a_missing_checkpoint_is_also_a_file_not_found_error(tmp_path):
     """``except FileNotFoundError:`` (start afresh) catches it, as it catches a missing data set."""
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
