@@ -79,7 +79,8 @@ class Optimizer:
     def _first_lr(self, lr):
         """The constructor's ``lr``: above 0 in the parameters' dtype. 0 would train nothing: a
         mistake when building (a schedule may bring ``optimizer.lr`` down to 0 later). A rate
-        above 0 but too small to move a weight (float32: below about 1e-10) is not caught."""
+        above 0 but too small to move the weights is not caught (in float32, a step under
+        about 6e-8 of a weight's size rounds away)."""
         lr = check_positive_number(lr, "lr")
         dtype = self.params[0].data.dtype
         if dtype.type(lr) == 0:
