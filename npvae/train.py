@@ -35,6 +35,7 @@ import json
 import math
 import numbers
 import os
+import reprlib
 import signal
 import time
 import warnings
@@ -369,9 +370,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     eval_seed : int
         Seed of the evaluation noise: every evaluation uses a fresh Generator(eval_seed).
     callback : callable(record, model), optional
-        Called after each epoch; return ``False`` to stop training early. The
-        epoch's checkpoint is written before it and again after it, so what it
-        changes (``optimizer.lr``, say) is resumed too.
+        Called after each epoch; return ``False`` to stop training early (None or
+        True goes on). The epoch's checkpoint is written before it and again after
+        it, so what it changes (``optimizer.lr``, say) is resumed too. It may change
+        values, not the model's layers or parameters (an ``InputError``).
     metrics_path : path, optional
         One JSON line per epoch is appended atomically (restarted on a fresh
         run, trimmed to the checkpoint's epochs on resume).
@@ -487,7 +489,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 run.save(epoch, 0)
                 run.show.summary(record)
                 if callback is not None:
-                    stop = callback(record, model) is False
+                    stop = _stop_asked(callback(record, model))
+                    _check_make_up_kept(model, opt, backend)
                     if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
                         check_images(train_images, "train_images (after the callback)", model.input_dim)
                     _forget_dead_units_if_changed(training, train_images, fit_config)
@@ -502,6 +505,28 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             training.sync()
         run.show.close()
     return history
+
+
+def _stop_asked(said):
+    """A callback's answer: False (a NumPy one too) stops; None or True goes on; else an error."""
+    if said is not None and not isinstance(said, (bool, np.bool_)):
+        raise InputTypeError(f"callback must return None, True or False (False stops training), "
+                             f"got {reprlib.repr(said)}")
+    return said is not None and not said
+
+
+def _check_make_up_kept(model, opt, backend):
+    """A callback may change values (``p.data[...]``, ``opt.lr``), not the model's layers or
+    parameters: the optimizer, and the fast path, hold the ones training started with."""
+    try:
+        check_optimizer_params(opt, model)
+        if backend == "numba":
+            from .fast.supported import TRAINING_METHODS, check_supported
+            check_supported(model, TRAINING_METHODS)
+    except (InputError, InputTypeError) as e:
+        raise InputError(f"the callback changed the model's layers or parameters, which this training cannot "
+                         f"follow ({e}); change values in place instead (p.data[...] = ...), or train the new "
+                         f"model with a new fit") from e
 
 
 def _forget_dead_units_if_changed(training, images, fit_config):

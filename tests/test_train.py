@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from npvae import SGD, VAE, Adam, Module, evaluate_elbo
+from npvae.layers import Dense, Sigmoid
 from npvae.checkpoint import load_checkpoint
 from npvae.data import load_idx_split
 from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
@@ -816,6 +817,39 @@ def test_float_images_a_callback_breaks_in_place_are_refused_by_name(sample, bac
         floats[...] *= 3
     with pytest.raises(InputError, match=r"train_images \(after the callback\) must lie in \[0, 1\]"):
         fit(small(), floats, epochs=2, batch_size=32, progress=False, backend=backend, callback=spoil)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_callbacks_numpy_false_stops_and_an_answer_that_is_no_bool_is_refused(sample, backend):
+    images, _ = sample
+    history = fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend=backend,
+                  callback=lambda record, model: np.float64(record["train_loss"]) < 0)    # np.False_
+    assert len(history) == 1
+    with pytest.raises(InputTypeError, match=r"callback must return None, True or False .*got \{'beta': 1.0"):
+        fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend=backend,
+            callback=lambda record, model: record)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_callback_that_replaces_a_layer_is_refused_not_trained_around(sample, backend):
+    """The optimizer holds the old layer's parameters: the reference would train those, detached."""
+    images, _ = sample
+
+    def replace(record, model):
+        model.encoder[0] = Dense(784, 32, rng=5)
+    with pytest.raises(InputError, match=r"the callback changed the model's layers or parameters"):
+        fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend=backend, callback=replace)
+
+
+def test_a_callback_that_swaps_an_activation_is_refused_by_the_fast_path(sample):
+    images, _ = sample
+
+    def swap(record, model):
+        model.encoder[1] = Sigmoid()
+    with pytest.raises(InputError, match=r"callback changed .*Dense -> Sigmoid -> Dense.*backend='numpy'"):
+        fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend="numba", callback=swap)
+    history = fit(small(), images[:64], epochs=2, batch_size=32, progress=False, backend="numpy", callback=swap)
+    assert len(history) == 2                       # the reference runs the model as it now is
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
