@@ -73,6 +73,12 @@ def float64_bias():
     return model
 
 
+def tied_weights():
+    model = VAE(784, 16, 2, rng=0)
+    model.decoder[2].weight.data = model.encoder[0].weight.data.T     # a writable view: allowed
+    return model
+
+
 # what each model changes, and whether training and evaluation on the fast path refuse it
 CASES = {
     "own loss": (lambda: HeavierKL(784, 16, 2, rng=0), r"HeavierKL overrides VAE\.loss", True, False),
@@ -81,6 +87,7 @@ CASES = {
     "sigmoid for relu": (sigmoid_encoder, r"model\.encoder is Dense -> Sigmoid -> Dense", True, True),
     "extra layers": (wider_head, r"model\.decoder is Dense -> ReLU -> Dense -> ReLU -> Dense", True, True),
     "extra parameter": (lambda: WithAPrior(784, 16, 2, rng=0), r"parameters\(\) are not exactly", True, True),
+    "tied weights": (tied_weights, r"encoder\.0\.weight and decoder\.2\.weight share memory", True, True),
     "float64 bias": (float64_bias, r"model\.decoder\[2\]\.bias is \(784,\) float64.*\(784,\) float32",
                      True, True),
 }

@@ -6,6 +6,8 @@ computes something else (a subclass with its own ``loss``, a ReLU swapped for a
 Sigmoid, an extra parameter) would be trained as if it were the stock one, so
 :func:`check_supported` refuses it and names the reference, which runs the model's own code.
 """
+import numpy as np
+
 from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
@@ -63,6 +65,12 @@ def check_supported(model, methods, name="model"):
     if [id(p) for p in model.parameters()] != [id(p) for p in expected]:
         raise InputTypeError(f"{name}.parameters() are not exactly its Dense layers' weights and biases, "
                              "in order, which is all the fast path trains" + _USE_REFERENCE)
+    named = list(model.named_parameters())
+    for i, (a, p) in enumerate(named):           # tied weights: the fast path keeps a copy of each
+        for b, q in named[i + 1:]:
+            if np.may_share_memory(p.data, q.data):
+                raise InputTypeError(f"{name}: {a} and {b} share memory (tied weights), which the fast path "
+                                     f"would hold as two copies" + _USE_REFERENCE)
     return model
 
 
