@@ -110,9 +110,24 @@ def default_file_mode(path):
     try:
         return os.stat(path).st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process's umask, read without setting it where Linux says it (``/proc/self/status``).
+
+    Setting it, even back at once, is seen by every thread: a file another thread makes in
+    that instant gets the mode set. Where it must be set to be read, it is set to 077, so
+    such a file is private rather than writable by all.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def append_line(path, line):

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import threading
 import time
 import warnings
 
@@ -355,3 +356,31 @@ def test_non_finite_optimizer_state_is_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match=r"optimizer state v\.1 contains NaN or inf \(Adam's state, of "
                                               r"parameter encoder\.0\.bias\)"):
         load_checkpoint(path)
+
+
+def test_writing_a_file_leaves_the_umask_alone_for_other_threads(tmp_path):
+    """The umask is the whole process's: set to be read, even for an instant, it is the mode of a
+    file another thread makes meanwhile (0666, writable by all, with the umask set to 0)."""
+    (tmp_path / "other").mkdir()
+    stop, modes = threading.Event(), set()
+
+    def make_files():
+        while not stop.is_set():
+            path = tmp_path / "other" / "f"
+            path.touch()
+            modes.add(os.stat(path).st_mode & 0o777)
+            path.unlink()
+    old = os.umask(0o022)
+    thread = threading.Thread(target=make_files)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with atomic_write(tmp_path / "new.txt", "w") as f:    # a new file: its mode comes from the umask
+                f.write("x")
+            os.remove(tmp_path / "new.txt")
+    finally:
+        stop.set()
+        thread.join()
+        os.umask(old)
+    assert modes == {0o644}
