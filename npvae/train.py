@@ -119,6 +119,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum, self.epoch, self.step = signum, epoch, step
         self.checkpoint, self.history = checkpoint, history
 
+    def __reduce__(self):       # pickled whole (a fit in a process pool stopped by a signal)
+        return type(self), (str(self), self.signum, self.epoch, self.step, self.checkpoint, self.history)
+
 
 def warmup_beta(global_step, beta, warmup, steps_per_epoch):
     """The KL weight at ``global_step`` (1-based): linear from ~0 to ``beta`` over ``warmup`` epochs."""

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -560,6 +561,9 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     assert info.value.checkpoint is None and info.value.signum == signal.SIGTERM
     assert (info.value.epoch, info.value.step) == (0, 2)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    again = pickle.loads(pickle.dumps(info.value))          # as a process pool passes it back
+    assert (str(again), again.signum, again.epoch, again.step, again.checkpoint) == \
+        (str(info.value), signal.SIGTERM, 0, 2, None)
 
 
 def test_resume_checks_settings_and_model(sample, tmp_path):
