@@ -298,6 +298,9 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
             arrays[OPTIM_PREFIX + key] = value
     if rngs is not None and not isinstance(rngs, dict):
         raise InputTypeError(f"rngs must be a dict of name -> Generator, got {type(rngs).__name__}")
+    if rngs and "model" in rngs:
+        raise InputError('rngs: "model" is the name the model\'s own sampler is saved under; give yours '
+                         'another name')
     states = {"model": _to_json(model.rng.bit_generator.state)}
     for name, rng in (rngs or {}).items():
         states[name] = _rng_state(rng, name)
@@ -582,7 +585,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """
     try:
-        path = os.path.expanduser(os.fspath(path))
+        path = os.path.expanduser(os.fsdecode(path))     # bytes too, as save_checkpoint takes them
     except TypeError:
         raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
                              f"got {type(path).__name__}") from None

@@ -491,6 +491,20 @@ def test_a_name_too_long_for_the_temporary_file_is_refused_before_writing(tmp_pa
     assert os.listdir(tmp_path) == ["a" * 237 + ".npz"]
 
 
+def test_a_bytes_path_loads_as_it_saves(tmp_path):
+    model = VAE(6, 4, 2, rng=0)
+    path = os.fsencode(tmp_path / "b.npz")
+    save_checkpoint(path, model)
+    assert np.array_equal(load_model(path).encoder[0].weight.data, model.encoder[0].weight.data)
+
+
+def test_the_models_own_generator_name_is_refused_in_rngs(tmp_path):
+    """It would replace the model's sampler state in the file, without a word."""
+    with pytest.raises(InputError, match=r'rngs: "model" is the name the model\'s own sampler is saved under'):
+        save_checkpoint(tmp_path / "c.npz", VAE(6, 4, 2, rng=0), rngs={"model": np.random.default_rng(1)})
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_missing_checkpoint_is_also_a_file_not_found_error(tmp_path):
     """``except FileNotFoundError:`` (start afresh) catches it, as it catches a missing data set."""
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
