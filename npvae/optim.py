@@ -82,11 +82,15 @@ class Optimizer:
         above 0 but too small to move the weights is not caught (in float32, a step under
         about 6e-8 of a weight's size rounds away)."""
         lr = check_positive_number(lr, "lr")
-        dtype = self.params[0].data.dtype
+        dtype = self._narrowest_dtype()
         if dtype.type(lr) == 0:
             raise InputError(f"lr={lr} is 0 in the parameters' {dtype}: no step would change them "
                              f"(a usual learning rate is 1e-4 to 1e-2)")
         return lr
+
+    def _narrowest_dtype(self):
+        """The least precise of the parameters' dtypes: a value 0 there is 0 for some of them."""
+        return max((p.data.dtype for p in self.params), key=lambda dtype: np.finfo(dtype).eps)
 
     def _set_checked(self, **hyper):
         """Set hyper-parameters together: every value is checked before any is set, so a
@@ -216,7 +220,7 @@ class Adam(Optimizer):
 
     def check_eps(self, eps):
         """Refuse an ``eps`` that is 0 in the parameters' dtype: a zero gradient's step would be 0 / 0."""
-        dtype = self.params[0].data.dtype
+        dtype = self._narrowest_dtype()
         if dtype.type(eps) == 0:
             raise InputError(f"eps={eps} is 0 in the parameters' {dtype}; use at least "
                              f"{np.finfo(dtype).tiny:.3g}")

@@ -454,6 +454,15 @@ def test_an_eps_that_is_0_in_the_dtype_is_refused_however_it_is_set():
     assert opt.eps == 1e-8
 
 
+def test_eps_and_lr_are_checked_against_the_least_precise_of_mixed_dtypes():
+    """float64 first, float32 after: 1e-50 is 0 for the float32 ones (their zero-gradient step 0 / 0)."""
+    mixed = _params(np.float64) + _params(np.float32)
+    with pytest.raises(InputError, match=r"eps=1e-50 is 0 in the parameters' float32"):
+        Adam(mixed, eps=1e-50)
+    with pytest.raises(InputError, match=r"lr=1e-300 is 0 in the parameters' float32"):
+        SGD(mixed, lr=1e-300)
+
+
 @pytest.mark.parametrize("make", [Adam, SGD])
 def test_a_first_lr_that_is_0_in_the_dtype_is_refused(make):
     """It would train nothing, as lr=0 would; float64 parameters take it."""
