@@ -103,8 +103,7 @@ def _prepare(model, images, batch_size, seed, binarize, backend):
     images = check_images(images, "images", model.input_dim, stacklevel=4)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")
-    if not isinstance(binarize, bool):
-        raise InputTypeError(f"binarize must be True or False, got {binarize!r}")
+    check_bool(binarize, "binarize")
     return images, batch_size, forward_pass(model, backend), np.random.default_rng(seed)
 
 
@@ -273,8 +272,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     k = check_positive_int(k, "k")
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
     check_finite = check_bool(check_finite, "check_finite")
-    if not isinstance(per_image, bool):
-        raise InputTypeError(f"per_image must be True or False, got {per_image!r}")
+    per_image = check_bool(per_image, "per_image")
     if progress is not None and not callable(progress):
         raise InputTypeError(f"progress must be callable(done, total) or None, got {type(progress).__name__}")
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)

@@ -52,7 +52,7 @@ from .evaluate import binarize_inplace, check_model, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
-from .validate import (check_file_path, check_finite_parameters, check_images, check_optimizer_params,
+from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_optimizer_params,
                        check_output_path, check_positive_float, check_positive_int, check_rng, check_seed)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
@@ -180,8 +180,7 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
     if warmup < 0:
         raise InputError(f"warmup must be a non-negative int (epochs of KL warm-up), got {warmup}")
     for name, value in (("binarize", binarize), ("progress", progress), ("retire_dead_units", retire_dead_units)):
-        if not isinstance(value, bool):
-            raise InputTypeError(f"{name} must be True or False, got {value!r}")
+        check_bool(value, name)
     check_seed(eval_seed, "eval_seed")
     if callback is not None and not callable(callback):
         raise InputTypeError(f"callback must be callable(record, model) or None, got {type(callback).__name__}")
@@ -419,6 +418,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         test_images = check_images(test_images, "test_images", model.input_dim)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
+    binarize, progress, retire_dead_units = bool(binarize), bool(progress), bool(retire_dead_units)
     lr, beta = (DEFAULT_LR if lr is None else float(lr)), float(beta)
     opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record

@@ -370,3 +370,16 @@ def test_adam_refuses_an_eps_that_is_zero_in_the_parameters_dtype():
     with pytest.raises(InputError, match=r"eps=1e-300 is 0 in the parameters' float32"):
         npvae.Adam(npvae.VAE(4, 3, 2, rng=0).parameters(), eps=1e-300)
     npvae.Adam(npvae.VAE(4, 3, 2, rng=0, dtype=np.float64).parameters(), eps=1e-300)   # float64 holds it
+
+
+def test_flags_take_numpy_bools_as_they_take_python_ones():
+    """np.True_ is what a NumPy comparison gives; "must be True or False, got np.True_" would be absurd."""
+    model = npvae.VAE(16, 8, 2, rng=0)
+    x = (np.arange(32 * 16).reshape(32, 16) % 256).astype(np.uint8)
+    history = npvae.fit(model, x, epochs=1, rng=0, progress=np.False_, binarize=np.True_,
+                        retire_dead_units=np.True_)
+    assert history[0]["epoch"] == 1
+    assert np.isfinite(npvae.evaluate_elbo(model, x, binarize=np.True_).total)
+    assert npvae.iw_nll(model, x, k=2, per_image=np.True_).shape == (32,)
+    with npvae.fast.Trainer(model, npvae.Adam(model.parameters()), retire_dead_units=np.False_) as trainer:
+        trainer.step(x[:8] / 255)

@@ -42,8 +42,8 @@ import numpy as np
 
 from ..errors import InputError, InputTypeError, StateError
 from ..optim import SGD, Adam, Optimizer
-from ..validate import (check_batch, check_images, check_indices, check_optimizer_params, check_positive_float,
-                        check_positive_int)
+from ..validate import (check_batch, check_bool, check_images, check_indices, check_optimizer_params,
+                        check_positive_float, check_positive_int)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -95,8 +95,7 @@ class Trainer:
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
                                  "use backend='numpy' (the reference) for other optimizers")
         check_optimizer_params(optimizer, model)
-        if not isinstance(retire_dead_units, bool):
-            raise InputTypeError(f"retire_dead_units must be True or False, got {retire_dead_units!r}")
+        retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
         if images is not None:
