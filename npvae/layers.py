@@ -24,7 +24,7 @@ def check_input(x, owner, n_features=None, dtype=None):
     if dtype is not None and x.dtype != dtype:
         raise InputTypeError(f"{owner}: x has dtype {x.dtype}, the layer's dtype is {dtype}; "
                              f"convert with x.astype(np.{dtype})")
-    if x.dtype.kind != "f":
+    if x.dtype not in (np.float32, np.float64):     # float16 and longdouble too: not what npvae computes in
         raise InputTypeError(f"{owner}: x must be float32 or float64, got {x.dtype}")
 
 

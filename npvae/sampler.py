@@ -34,9 +34,9 @@ from .validate import check_grad, check_noise, check_rng
 
 def split_h(h, owner):
     """``(mu, logvar)``, each (B, d), from ``h = [mu | logvar]`` (B, 2d); else a clear error."""
-    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype.kind != "f":
+    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype not in (np.float32, np.float64):
         got = (h.shape, str(h.dtype)) if isinstance(h, np.ndarray) else type(h).__name__
-        raise InputError(f"{owner}: h must be a float array (batch, 2 * latent_dim) holding "
+        raise InputError(f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding "
                          f"[mu | logvar], got {got}")
     d = h.shape[1] // 2
     return h[:, :d], h[:, d:]

@@ -96,7 +96,11 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
     """
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
+            try:
+                x = np.asarray(x)
+            except ValueError:                  # rows of different lengths, say
+                raise InputError(f"{name} is a list that is not a table of numbers (rows of one length); "
+                                 f"pass a 2-D numpy array") from None
         else:
             raise InputTypeError(f"{name} must be a numpy array of shape (batch, {n_features}), "
                                  f"got {type(x).__name__}")

@@ -383,3 +383,13 @@ def test_flags_take_numpy_bools_as_they_take_python_ones():
     assert npvae.iw_nll(model, x, k=2, per_image=np.True_).shape == (32,)
     with npvae.fast.Trainer(model, npvae.Adam(model.parameters()), retire_dead_units=np.False_) as trainer:
         trainer.step(x[:8] / 255)
+
+
+def test_a_ragged_list_and_floats_npvae_does_not_compute_in_get_npvae_errors():
+    model = npvae.VAE(4, 3, 2, rng=0)
+    with pytest.raises(InputError, match=r"x is a list that is not a table of numbers"):
+        model.loss([[0.5] * 4, [0.5] * 3])
+    with pytest.raises(InputError, match=r"h must be a float32 or float64 array .*float16"):
+        npvae.Sampler(0).forward(np.zeros((2, 4), np.float16))
+    with pytest.raises(InputTypeError, match=r"ReLU.forward: x must be float32 or float64, got float16"):
+        npvae.ReLU().forward(np.zeros((2, 4), np.float16))
