@@ -330,7 +330,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     train_images : ndarray (N, input_dim)
         ``uint8`` pixels (preferred: converted per batch) or floats in [0, 1].
     test_images : ndarray (M, input_dim), optional
-        Evaluated after every epoch (``test_loss``, ``test_recon``, ``test_kl``).
+        Evaluated after every epoch (``test_loss``, ``test_recon``, ``test_kl``), by
+        :func:`~npvae.evaluate.evaluate_elbo`: the stock VAE's loss, even for a subclass
+        that trains with a ``loss`` of its own (then not comparable with ``train_loss``).
     epochs : int
         Total epochs. When resuming, training continues from the checkpoint's
         epoch up to this number.
