@@ -298,12 +298,13 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
             arrays[OPTIM_PREFIX + key] = value
     if rngs is not None and not isinstance(rngs, dict):
         raise InputTypeError(f"rngs must be a dict of name -> Generator, got {type(rngs).__name__}")
-    if rngs and "model" in rngs:
-        raise InputError('rngs: "model" is the name the model\'s own sampler is saved under; give yours '
-                         'another name')
     states = {"model": _to_json(model.rng.bit_generator.state)}
     for name, rng in (rngs or {}).items():
-        states[name] = _rng_state(rng, name)
+        state = _rng_state(rng, name)
+        if name == "model" and state != states["model"]:    # a checkpoint's own rng_states pass
+            raise InputError('rngs["model"] is not the model\'s sampler state, which is what is saved under '
+                             '"model": give yours another name, or set model.rng')
+        states[name] = state
     meta = dict(format=FORMAT, version=VERSION, model_config=model.config(),
                 optimizer=None if optimizer is None else type(optimizer).__name__,
                 epoch=check_non_negative_int(epoch, "epoch"), step=check_non_negative_int(step, "step"),
