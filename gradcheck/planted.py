@@ -47,14 +47,14 @@ def _kl_backward_without_dmu(self, grad=1.0):
     h = self.saved("h")
     mu, logvar = split_h(h, "KL.backward")
     scale = float(grad) / h.shape[0]
-    return np.concatenate([0 * mu, 0.5 * (np.exp(logvar) - 1) * scale], axis=1)
+    return np.concatenate([0 * mu, 0.5 * np.expm1(logvar) * scale], axis=1)
 
 
 def _kl_backward_double_batch_mean(self, grad=1.0):
     h = self.saved("h")
     mu, logvar = split_h(h, "KL.backward")
     scale = float(grad) / h.shape[0] / h.shape[0]
-    return np.concatenate([mu * scale, 0.5 * (np.exp(logvar) - 1) * scale], axis=1)
+    return np.concatenate([mu * scale, 0.5 * np.expm1(logvar) * scale], axis=1)
 
 
 def _sampler_forward_variance(self, h, eps=None):

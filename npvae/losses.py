@@ -89,8 +89,13 @@ def batch_mean(rows):
 
 def kl_per_sample(mu, logvar):
     r""":math:`\tfrac12 \sum_k (e^{\lambda_k} + \mu_k^2 - 1 - \lambda_k)` for each row, with
-    :math:`\lambda = \log\sigma^2`: ``mu``, ``logvar`` (B, d) -> (B,)."""
-    return 0.5 * (np.exp(logvar) + mu * mu - 1 - logvar).sum(axis=1)
+    :math:`\lambda = \log\sigma^2`: ``mu``, ``logvar`` (B, d) -> (B,).
+
+    :math:`e^\lambda - 1` is computed as ``expm1``: near the prior (:math:`\lambda \approx 0`)
+    ``exp(logvar) - 1`` keeps only the round-off of 1 and can make a row negative, while
+    ``expm1(logvar) - logvar`` is never below 0 and is accurate to the round-off of :math:`\lambda`.
+    """
+    return 0.5 * (mu * mu + (np.expm1(logvar) - logvar)).sum(axis=1)
 
 
 class KL(Module):
@@ -142,7 +147,7 @@ class KL(Module):
         scale = check_grad_scalar(grad, "KL.backward") / h.shape[0]
         mu, logvar = split_h(h, "KL.backward")
         dmu = mu * scale                                    # (B, d)
-        dlogvar = 0.5 * (np.exp(logvar) - 1) * scale        # (B, d)
+        dlogvar = 0.5 * np.expm1(logvar) * scale            # (B, d); expm1: accurate near 0
         return np.concatenate([dmu, dlogvar], axis=1).astype(h.dtype, copy=False)
 
 

@@ -470,7 +470,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 steps_done = time.perf_counter()
                 training.end_epoch()     # every image seen: retire what never fired; the model holds it all
                 mid_epoch = False
-                _check_finite(model, epoch, run.last_saved)
+                _check_finite(model, opt, epoch, run.last_saved, beta)
                 t1 = time.perf_counter()
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
@@ -499,7 +499,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
                         check_images(train_images, "train_images (after the callback)", model.input_dim)
                     _forget_dead_units_if_changed(training, train_images, fit_config)
-                    _check_finite(model, epoch, run.last_saved, after_callback=True)
+                    _check_finite(model, opt, epoch, run.last_saved, beta, after_callback=True)
                     run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too
                     if stop:
                         break
@@ -651,14 +651,17 @@ def _check_test_loss(test, epoch, last_saved, opt, beta):
                               f"finite{kept}. {_advice(opt, beta)}")
 
 
-def _check_finite(model, epoch, last_saved, after_callback=False):
-    """Parameters can turn inf on a step whose loss was still finite (or a callback can make
-    them so): catch it before saving."""
-    for name, p in model.named_parameters():
-        if not np.isfinite(p.data).all():
+def _check_finite(model, opt, epoch, last_saved, beta, after_callback=False):
+    """Parameters, and the optimizer's state, can turn inf on a step whose loss was still finite
+    (or a callback can make them so): catch it before saving. (In float32 a gradient above 1.8e19
+    squares to inf in Adam's v, and its parameter never moves again, silently.)"""
+    arrays = [(f"parameter {name}", p.data) for name, p in model.named_parameters()]
+    arrays += [(f"optimizer state {state}.{i}", opt.state[p][state])       # a state dict's names
+               for state in opt.state_names for i, p in enumerate(opt.params)]
+    for what, a in arrays:
+        if not np.isfinite(a).all():
             kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""
             if after_callback:
-                raise DivergenceError(f"the callback after epoch {epoch} left NaN or inf in parameter "
-                                      f"{name}{kept}")
-            raise DivergenceError(f"training diverged in epoch {epoch}: parameter {name} holds NaN or inf "
-                                  f"after the epoch's last step{kept}")
+                raise DivergenceError(f"the callback after epoch {epoch} left NaN or inf in {what}{kept}")
+            raise DivergenceError(f"training diverged in epoch {epoch}: {what} holds NaN or inf "
+                                  f"after the epoch's last step{kept}. {_advice(opt, beta)}")

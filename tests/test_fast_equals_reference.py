@@ -152,6 +152,36 @@ def test_gradients_of_one_step_equal_the_reference(images):
         assert rel(grads[name], p.grad) < 1e-11, name
 
 
+def test_float64_the_losss_tiny_terms_are_kept_as_the_reference_keeps_them():
+    """Where the loss is made of tiny terms: white pixels the decoder is sure of (each pixel's
+    BCE is log1p(e^-35) = 6e-16: fastmath's reordering once cancelled it to 0) and latents at
+    the prior (a KL of about logvar^2 / 4: exp(logvar) - 1 once cancelled it to round-off)."""
+    from npvae.fast import FastVAE
+    model = npvae.VAE(784, 64, 8, dtype=np.float64, rng=0)
+    state = model.state_dict()
+    state["decoder.2.weight"][:] = 0.0
+    state["decoder.2.bias"][:] = 35.0                     # every logit 35
+    state["encoder.2.weight"][:] = 0.0
+    state["encoder.2.bias"][:] = np.linspace(-1e-6, 1e-6, 16)    # mu and logvar near 0
+    model.load_state_dict(state)
+    x = np.ones((BATCH, 784))                              # all white
+    eps = np.random.default_rng(0).standard_normal((BATCH, 8))
+    model.zero_grad()
+    parts = model.loss(x, eps=eps)
+    model.backward()
+    net = FastVAE(model)
+    net.load(model)
+    fast_parts = net.forward(np.asfortranarray(x), 1.0, eps)
+    net.backward()
+    assert parts.recon > 0 and parts.kl > 0
+    assert rel_each(fast_parts, parts) < 1e-10
+    grads = net.gradients()
+    for name, p in model.named_parameters():
+        assert rel(grads[name], p.grad) < 1e-10, name
+    evaluated = [npvae.evaluate_elbo(model, x, backend=backend) for backend in ("numpy", "numba")]
+    assert rel_each(evaluated[1], evaluated[0]) < 1e-10
+
+
 def test_float32_within_what_float32_allows(images, float64_run):
     """In float32 the two paths round differently (fused kernels, the order of BLAS's sums), and
     Adam's steps amplify round-off where a gradient is near 0: the runs drift apart. Float32

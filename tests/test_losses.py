@@ -68,6 +68,23 @@ def test_kl_by_hand(dtype):
     np.testing.assert_allclose(kl.backward(grad=3.0), 3 * by_hand, rtol=RTOL[dtype], atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_near_the_prior_is_never_negative_and_accurate_to_the_round_off_of_logvar(dtype):
+    """A latent at the prior (mu = 0, logvar ~ 0, a collapsed posterior) has a KL of about
+    logvar^2 / 4: exp(logvar) - 1 would leave only the round-off of 1 (a negative KL, a zero
+    gradient); expm1 keeps it to the round-off of logvar."""
+    lam = np.array([[3e-8, -3e-8, 1e-4, -1e-4, 1e-17, -2e-12]], dtype)
+    h = np.concatenate([np.zeros_like(lam), lam], axis=1)
+    lam64 = lam.astype(np.float64)
+    exact_rows = (lam64 ** 2 / 2 + lam64 ** 3 / 6 + lam64 ** 4 / 24) / 2        # series of (e^l - 1 - l) / 2
+    kl = KL()
+    total = kl.forward(h)
+    assert (kl.rows >= 0).all() and total >= 0
+    assert abs(total - exact_rows.sum()) <= 4 * np.finfo(dtype).eps * np.abs(lam64).max()
+    dlogvar = kl.backward()[:, lam.shape[1]:]
+    np.testing.assert_allclose(dlogvar, np.expm1(lam64) / 2, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
 @pytest.mark.parametrize("grad", [1.0, -1.7])
 def test_kl_gradient_matches_finite_differences(grad):
     rng = np.random.default_rng(0)

@@ -657,6 +657,25 @@ def test_a_model_whose_test_loss_overflows_diverges_though_its_steps_were_finite
     assert history == [] and not (tmp_path / "c.npz").exists()      # no record, no checkpoint of it
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gradient_whose_square_overflows_adams_v_diverges_naming_the_epoch(tmp_path, backend, checkpoint):
+    """float32: a log-variance of 80 gives a finite loss (1e34) but gradients above 1.8e19, whose
+    squares are inf in Adam's v; that parameter would never move again. fit says so at the epoch's
+    end, with or without a checkpoint to save (it once trained on, frozen, when there was none)."""
+    images = (np.random.default_rng(0).random((64, 9)) * 255).astype(np.uint8)
+    model = VAE(9, 5, 2, rng=0)
+    model.encoder[2].bias.data[2:] = 80.0                    # logvar
+    path = tmp_path / "c.npz" if checkpoint else None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DivergenceError, match=r"training diverged in epoch 1: optimizer state v\.\d holds NaN "
+                                                  r"or inf after the epoch's last step\. Try a smaller learning"):
+            fit(model, images, images[:16], epochs=3, batch_size=16, rng=0, progress=False, checkpoint=path,
+                backend=backend)
+    assert path is None or not path.exists()
+
+
 class _Warns(Module):
     """A layer of the user's own, identity forward; its backward warns (and, with
     ``blow_up``, divides by zero, so the next step's loss is NaN)."""

@@ -64,8 +64,8 @@ inline = numba.njit(inline="always", **{**JIT_OPTIONS, "cache": CACHED})  # help
 # these replacements are plain arithmetic (polynomials, one bit-cast), so a loop
 # over them becomes SIMD code; they are accurate to float32 round-off (``exp_neg``
 # and ``exp_any`` within 1 ulp as written, 5 ulp once fastmath reassociates them;
-# ``log1p_unit`` within 3 ulp; tests/test_fast_kernels.py checks). float64 (the
-# gradient checks) keeps the C library's correctly rounded functions.
+# ``expm1_any`` within 2 and 5; ``log1p_unit`` within 3 ulp; tests/test_fast_kernels.py
+# checks). float64 (the gradient checks) keeps the C library's correctly rounded functions.
 #
 # Each helper is a plain Python function with a Numba ``overload``; both pick the
 # implementation by the argument's type, so under ``NUMBA_DISABLE_JIT=1`` a float32
@@ -137,6 +137,30 @@ def _exp_any_f32(x):
     return e if x == x else x  # NaN stays NaN (the clamps would turn it into a number)
 
 
+def expm1_any(x):
+    """``exp(x) - 1`` for any ``x``, accurate also near 0: the KL's ``exp(logvar) - 1``."""
+    return _expm1_any_f32(x) if isinstance(x, np.float32) else type(x)(np.expm1(x))
+
+
+def _expm1_any_f32(x):
+    # exp(x) - 1 keeps only the round-off of 1 near x = 0 (the KL of a latent at the prior):
+    # there, x + x^2 (1/2! + x/3! + ... + x^8/10!), whose remainder x^11/11! is below float32's
+    # round-off for |x| < 1; elsewhere exp(x) - 1, which cancels at most a factor 1.6.
+    # x + x^2 P(x) with P > 0 is never below x, so expm1(x) - x (the KL) is never negative.
+    p = np.float32(1.0 / 3628800.0)
+    p = p * x + np.float32(1.0 / 362880.0)
+    p = p * x + np.float32(1.0 / 40320.0)
+    p = p * x + np.float32(1.0 / 5040.0)
+    p = p * x + np.float32(1.0 / 720.0)
+    p = p * x + np.float32(1.0 / 120.0)
+    p = p * x + np.float32(1.0 / 24.0)
+    p = p * x + np.float32(1.0 / 6.0)
+    p = p * x + np.float32(0.5)
+    near = x + x * x * p
+    far = exp_any(x) - np.float32(1.0)
+    return near if abs(x) < np.float32(1.0) else far
+
+
 @overload(exp_neg, inline="always")
 def _exp_neg(x):
     if x == types.float32:
@@ -149,6 +173,13 @@ def _exp_any(x):
     if x == types.float32:
         return _exp_any_f32
     return lambda x: math.exp(x)
+
+
+@overload(expm1_any, inline="always")
+def _expm1_any(x):
+    if x == types.float32:
+        return _expm1_any_f32
+    return lambda x: math.expm1(x)
 
 
 def log1p_unit(e):
@@ -217,7 +248,10 @@ def _sigmoid_from(x, e):
 def _bce_term(l, t):
     """(softplus(l) - l t, e = exp(-|l|)): one pixel's BCE and the exp its sigmoid reuses."""
     e = exp_neg(-abs(l))
-    return max(l, typed(0.0, l)) - l * t + log1p_unit(e), e
+    # max(l, 0) - l t as l (1 - t) or -l t: a product, which fastmath cannot reorder into
+    # max(l, 0) + log1p(e) - l t (that lost the tiny log1p(e) of a confident white pixel)
+    linear = l * (typed(1.0, l) - t) if l > 0 else -l * t
+    return linear + log1p_unit(e), e
 
 
 @njit
@@ -366,7 +400,7 @@ def kl_forward(h, rows):
         for i in range(B):
             mu = h[i, j]
             lv = h[i, d + j]
-            rows[i] += exp_any(lv) + mu * mu - typed(1.0, lv) - lv
+            rows[i] += mu * mu + (expm1_any(lv) - lv)
     for i in range(B):
         rows[i] *= typed(0.5, rows[i])
 
@@ -382,7 +416,7 @@ def latent_backward(dz, eps, std, h, kl_scale, dh):
         for i in range(B):
             dh[i, j] = dz[i, j] + h[i, j] * kl_scale
             through_z = dz[i, j] * eps[i, j] * std[i, j] * half
-            dh[i, d + j] = through_z + half * (exp_any(h[i, d + j]) - typed(1.0, kl_scale)) * kl_scale
+            dh[i, d + j] = through_z + half * expm1_any(h[i, d + j]) * kl_scale
 
 
 @inline
