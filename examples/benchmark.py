@@ -69,15 +69,13 @@ def load_data(data_dir, n_train=None):
     """
     import numpy as np
     from npvae.data import load_dataset
-    from npvae.errors import NpvaeError
+    from npvae.errors import DatasetNotFoundError
     try:
         ds = load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False)
         train, test, source = ds.train_images, ds.test_images, f"Fashion-MNIST from {ds.source}"
-    except NpvaeError as e:
+    except DatasetNotFoundError:
         if data_dir is not None:        # asked for by name: no stand-in (main has checked it already)
             raise
-        print(f"(no Fashion-MNIST found, using synthetic images of the same shape: {str(e).splitlines()[0]})",
-              file=sys.stderr)
         rng = np.random.default_rng(0)
         # 30% of the pixels on, built from uint8 draws only (float temporaries would inflate peak RSS)
         make = lambda n: (rng.integers(0, 10, (n, 784), dtype=np.uint8) < 3) * rng.integers(0, 256, (n, 784), dtype=np.uint8)
@@ -85,6 +83,30 @@ def load_data(data_dir, n_train=None):
     if n_train:
         train, source = train[:n_train], f"{source}, first {n_train} training images"
     return train, test, source
+
+
+def check_data(ap, data_dir):
+    """Read and check Fashion-MNIST once, in the main process, so that a bad file is said before
+    any timing (the helper processes' messages go to their logs). Without ``--data-dir``, none
+    found means synthetic images, said here; a file that is there but broken is an error."""
+    from npvae.data import load_dataset
+    from npvae.errors import DatasetNotFoundError, NpvaeError
+    where = "Fashion-MNIST" if data_dir is None else f"--data-dir {data_dir}"
+    try:
+        n_train = len(load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False).train_images)
+    except DatasetNotFoundError as e:
+        if data_dir is not None:        # asked for: no synthetic stand-in
+            ap.exit(2, f"error: {where}: {e}\n")
+        print("(no Fashion-MNIST found: timing synthetic images of the same shape; --data-dir DIR names "
+              "a folder of it)", file=sys.stderr)
+        return
+    except NpvaeError as e:             # a file that is there but truncated, or another data set's
+        hint = "" if data_dir is not None else " (fix or remove that file, or name a folder with --data-dir)"
+        ap.exit(2, f"error: {where}: {e}{hint}\n")
+    except OSError as e:                # no permission, an I/O error
+        ap.exit(2, f"error: {where}: {e.filename} cannot be read: {e.strerror or e}\n")
+    if n_train == 0:
+        ap.exit(2, f"error: {where}: its training set holds no images\n")
 
 
 # -- the timed parts: runners driven by the main process, one-shot parts -------------
@@ -427,16 +449,7 @@ def main():
     if args.part:
         print(json.dumps(PARTS[args.part](args)))
         return
-    if args.data_dir is not None:       # asked for: no synthetic stand-in (that is for no --data-dir)
-        from npvae.data import load_dataset
-        from npvae.errors import NpvaeError
-        try:            # read and checked here once, so that a bad file is said before any timing
-            n_train = len(load_dataset("fashion-mnist", data_dir=args.data_dir, download=False,
-                                       progress=False).train_images)
-        except NpvaeError as e:
-            ap.exit(2, f"error: --data-dir {args.data_dir}: {str(e).splitlines()[0]}\n")
-        if n_train == 0:
-            ap.exit(2, f"error: --data-dir {args.data_dir}: its training set holds no images\n")
+    check_data(ap, args.data_dir)
     has_torch = False
     named = args.torch_python is not None           # asked for by name: no torch is an error, not a skip
     args.torch_python = args.torch_python or sys.executable

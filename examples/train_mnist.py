@@ -263,10 +263,10 @@ def load_data(s):
     try:
         with cli.reading_input("--data-dir"):
             if s["dataset"] == "mnist-test-split":
-                source = locate("mnist", "t10k", s["data_dir"])
+                source = locate("mnist", "t10k", s["data_dir"], progress=s["progress"])
                 images, labels = load_split("mnist", "t10k", data_dir=source)
             else:
-                source = locate(s["dataset"], None, s["data_dir"])
+                source = locate(s["dataset"], None, s["data_dir"], progress=s["progress"])
                 ds = load_dataset(s["dataset"], data_dir=source)
     except DatasetNotFoundError as e:
         suggest_test_split(e, s)

@@ -41,8 +41,9 @@ __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM
            "reading_input", "check_output_folder"]
 
 EXIT_OK = 0
-EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory, a download
-EXIT_USAGE = 2      # bad usage or input, found before anything was written
+EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory
+EXIT_USAGE = 2      # bad usage or input, found before anything was written (data not found, even
+                    # after a failed download: the fix is the same, --data-dir or a connection)
 EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
@@ -52,17 +53,19 @@ exit status:
   0    done
   1    failed while running: training diverged, a file could not be written (disk full,
        read-only), out of memory; the message says what is kept
-  2    bad usage or input: {usage}; found before anything was written
+  2    bad usage or input: {usage};
+       found before anything was written
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
        ignores it
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
-    usage="an argument, a data file, a checkpoint, an --out that is\n       busy, not writable or too small",
+    usage="an argument, a data file or a data set not found (also when\n       downloading it failed), a checkpoint, an --out that is busy, not writable or\n       too small",
     stopped="Training keeps every completed\n       step in its checkpoint; the message says how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
 EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
-    usage="an argument, a data file, an --out that\n       cannot be written", stopped="Nothing is kept: run it again")
+    usage="an argument, a data file or a data set not found (also\n       when downloading it failed), an --out that cannot be written",
+    stopped="Nothing is kept: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,

@@ -1,5 +1,6 @@
 """A first run of examples/train_mnist.py: offline guidance, and progress on a terminal."""
 import contextlib
+import hashlib
 import os
 import pty
 import select
@@ -11,7 +12,10 @@ import sys
 import textwrap
 import time
 
-from cli_util import ENV, SAMPLE, SMALL, TRAIN, assert_no_traceback
+from cli_util import ENV, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script
+
+from npvae import cli
+from npvae.data import download
 
 
 def dead_port_url():
@@ -139,3 +143,25 @@ def test_a_mistyped_environment_variable_is_one_line_of_warning(tmp_path):
     assert (f"warning: $NPVAE_DATA_DIR={tmp_path / 'dta'}: folder does not exist; using mnist from "
             f"{tmp_path / 'cache' / 'npvae' / 'mnist'} instead\n") in proc.stderr
     assert "UserWarning" not in proc.stderr and proc.stderr.count("$NPVAE_DATA_DIR") == 1
+
+
+def test_a_first_download_shows_progress_in_a_log_unless_no_progress(tmp_path, monkeypatch, capsys):
+    """Off a terminal the download prints a line now and then (every 10 s; here at each read), and
+    --no-progress ("no bars") silences it as it does the epochs' bars."""
+    files = sorted(os.listdir(SAMPLE))
+    monkeypatch.setitem(download.MIRRORS, "mnist", (f"file://{SAMPLE}/",))
+    monkeypatch.setitem(download.MD5, "mnist", {f: hashlib.md5(open(os.path.join(SAMPLE, f), "rb").read()).hexdigest()
+                                                for f in files})
+    monkeypatch.setattr(download, "LOG_EVERY", 0.0)
+    monkeypatch.setenv("NPVAE_DATA_DIR", "")
+    monkeypatch.chdir(tmp_path)
+    small = dict(zip(SMALL[::2], SMALL[1::2]))
+    del small["--data-dir"]
+    args = [a for pair in small.items() for a in pair] + ["--epochs", "1", "--nll-images", "20"]
+    main = load_script().main
+    for flags, cache in (([], "shown"), (["--no-progress"], "quiet")):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / cache))
+        assert cli.run(main, [*args, *flags, "--out", str(tmp_path / cache / "run")]) == 0
+        assert sorted(os.listdir(tmp_path / cache / "npvae" / "mnist")) == files      # downloaded
+        downloads = [line for line in capsys.readouterr().err.splitlines() if line.startswith("downloading ")]
+        assert bool(downloads) == (not flags), downloads

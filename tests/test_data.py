@@ -166,6 +166,12 @@ MALFORMED = {
     "trailing bytes": (idx_bytes(GOOD) + b"\x00", "trailing"),
     "a 0 beside huge dims": (bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2 ** 32 - 1, 2 ** 32 - 1),
                              "no array can have"),
+    # files that are something else, said as such (Kaggle's zip, a file gzipped twice, a web page)
+    "a zip archive": (b"PK\x03\x04" + bytes(30), "got 50 4b 03 04, a zip archive: unzip it"),
+    "gzip inside gzip": (gzip.compress(gzip.compress(idx_bytes(GOOD))), "gzip data inside gzip \\(compressed twice\\?\\)"),
+    "bzip2": (b"BZh91AY&SY" + bytes(20), "bzip2 data: decompress it with bunzip2"),
+    "xz": (b"\xfd7zXZ\x00" + bytes(20), "xz data: decompress it with unxz"),
+    "a web page": (b"<!DOCTYPE html><html>Moved</html>", "a web page saved in place of the file"),
 }
 
 
@@ -412,6 +418,17 @@ def test_explicit_data_dir_without_files_is_an_error(tmp_path, places):
     msg = str(info.value)
     assert str(empty) in msg and "data_dir was given" in msg
     assert str(places["xdg"]) not in msg
+
+
+def test_a_data_dir_that_is_a_file_is_told_to_be_the_folder(tmp_path, places):
+    """Not "put the files in README.md/mnist": the advice fits what was given."""
+    readme = tmp_path / "README.md"
+    readme.write_text("notes")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_dir=readme)
+    last = str(info.value).splitlines()[-1]
+    assert last.startswith(f"To fix: give data_dir as the folder that holds the files (gzip-compressed or not), "
+                           f"not {readme}, or leave out data_dir"), last
 
 
 def test_home_cache_when_xdg_unset(tmp_path, monkeypatch):
@@ -687,6 +704,21 @@ def test_one_data_set_is_not_taken_for_the_other(monkeypatch):
     with pytest.raises(DataFileError, match="not MNIST's"):
         load_split("mnist", "t10k", download=False)
     assert load_split("fashion-mnist", "t10k", download=False)[0].shape == (10000, 784)
+
+
+@pytest.mark.skipif(not (REAL and os.path.isdir(os.path.join(REAL, "mnist"))
+                         and os.path.isdir(os.path.join(REAL, "fashion-mnist"))),
+                    reason="set NPVAE_TEST_DATA to a folder holding mnist/ and fashion-mnist/")
+@pytest.mark.parametrize("name, other", [("mnist", "fashion-mnist"), ("fashion-mnist", "mnist")])
+def test_labels_of_the_other_data_set_beside_the_right_images_are_refused(tmp_path, name, other):
+    """A folder put together from two downloads: the right images, the other data set's labels
+    (the same count, the same 0..9). They would label the figures wrong (the 'first 6' a 1)."""
+    for stem, source in (("t10k-images-idx3-ubyte.gz", name), ("t10k-labels-idx1-ubyte.gz", other)):
+        shutil.copy(os.path.join(REAL, source, stem), tmp_path / stem)
+    title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+    with pytest.raises(DataFileError, match=rf"t10k-labels-idx1-ubyte.gz holds the {title[other]} test labels, "
+                                            rf"not {title[name]}'s"):
+        load_split(name, "t10k", data_dir=tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name", ["idx", "datasets", "download"])

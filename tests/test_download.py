@@ -46,27 +46,38 @@ def fake_files(n_train=6, n_test=4):
 
 FILES = fake_files()
 MD5S = {name: hashlib.md5(data).hexdigest() for name, data in FILES.items()}
+BIG = idx_gz(np.random.default_rng(1).integers(0, 256, (400, 28, 28)))    # 314 kB: five reads of 64 kB
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``/<mode>/<file>``: good (the file), drop (half, then hang up),
-    slow (headers, then silence), html (an error page with status 200);
-    anything else is 404. ``server.hits`` counts requests per path."""
+    slow (headers, then silence), html (an error page with status 200), trickle (a
+    bigger file, ``BIG``, in eight parts 0.06 s apart); anything else is 404.
+    ``server.hits`` counts requests per path."""
 
     def do_GET(self):
         self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
         _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
         data = FILES.get(name)
-        if data is None or mode not in ("good", "drop", "slow", "html"):
+        if data is None or mode not in ("good", "drop", "slow", "html", "trickle"):
             self.send_error(404)
             return
         if mode == "html":
             data = b"<html>Moved</html>"
+        if mode == "trickle":
+            data = BIG
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if mode == "slow":
             time.sleep(1.0)
+            return
+        if mode == "trickle":
+            part = -(-len(BIG) // 8)
+            for i in range(0, len(BIG), part):
+                self.wfile.write(BIG[i:i + part])
+                self.wfile.flush()
+                time.sleep(0.06)
             return
         # "drop": promise everything, send half, close the connection.
         self.wfile.write(data[:len(data) // 2] if mode == "drop" else data)
@@ -236,6 +247,18 @@ def test_progress_line_on_a_terminal(tmp_path, server, monkeypatch):
     download_file(server.url + "/good/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
     out = fake.getvalue()
     assert out.startswith("\rdownloading i.gz [") and "100%" in out and "MB/s" in out and out.endswith("\n")
+
+
+def test_a_slow_download_off_a_terminal_prints_a_line_now_and_then(tmp_path, server, monkeypatch, capsys):
+    """In a log (CI, nohup) a slow first download is not minutes of silence: a plain line
+    every LOG_EVERY seconds (10; here 0.05), with the rate."""
+    monkeypatch.setattr(download, "LOG_EVERY", 0.05)
+    download_file(server.url + "/trickle/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("downloading i.gz [") and "MB/s" in line for line in lines)
+    assert "\r" not in "".join(lines)
+    download_file(server.url + "/trickle/t10k-images-idx3-ubyte.gz", tmp_path / "j.gz", progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_a_downloaded_file_gets_the_usual_mode_not_0600(tmp_path, server):

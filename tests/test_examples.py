@@ -208,7 +208,7 @@ def test_benchmark_runner_answers_the_main_process(tmp_path, monkeypatch):
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     ready, train, evals, finish = (json.loads(line) for line in proc.stdout.splitlines())
-    assert ready == "ready" and "synthetic" in proc.stderr      # no data set anywhere it looks
+    assert ready == "ready" and finish["source"].startswith("synthetic")      # no data set anywhere it looks
     assert set(train) == {"floor", "numba", "numpy"} and all(v > 0 for v in train.values())
     assert set(evals) == {"numba", "numpy"} and all(v > 0 for v in evals.values())
     assert finish["n_train"] == 300 and finish["rss_mb"] > 0
@@ -222,6 +222,7 @@ def test_benchmark_keep_dead_units_times_the_fast_path_with_every_unit(tmp_path)
                 "--skip-first-step"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "the fast path keeps its dead units" in proc.stdout
+    assert "no Fashion-MNIST found: timing synthetic images of the same shape" in proc.stderr   # said, by this process
     assert "npvae fast, all units" in proc.stdout and "npvae fast (numba)" not in proc.stdout
     assert "fast path vs reference" in proc.stdout
     assert "first training step" not in proc.stdout and "import npvae" not in proc.stdout
@@ -263,18 +264,52 @@ def test_a_benchmark_helper_that_fails_is_said_with_how_it_ended_and_its_error(t
     assert rest == ["its last messages:", "  | Traceback (most recent call last):", "  | ValueError: no such thing"]
 
 
+def tiny_fashion(folder):
+    """A folder of the four Fashion-MNIST file names holding 10 blank images each."""
+    os.makedirs(folder, exist_ok=True)
+    for split in ("train", "t10k"):
+        write_idx_gz(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), np.zeros((10, 28, 28), np.uint8))
+        write_idx_gz(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), np.arange(10))
+    return folder
+
+
 def test_benchmark_refuses_a_broken_data_file_before_timing_anything(tmp_path):
     """Not a fall back to synthetic images: the files named by --data-dir are read and checked first."""
-    images = np.zeros((10, 28, 28), np.uint8)
-    for split in ("train", "t10k"):
-        write_idx_gz(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx_gz(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(10))
+    tiny_fashion(tmp_path)
     truncated = tmp_path / "t10k-labels-idx1-ubyte.gz"
     truncated.write_bytes(truncated.read_bytes()[:-12])
     proc = run([BENCHMARK, "--epochs", "1", "--skip-torch", "--skip-first-step", "--data-dir", str(tmp_path)])
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     assert proc.stderr.startswith(f"error: --data-dir {tmp_path}: ") and "truncated" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc/self/mem")
+def test_benchmark_says_what_is_wrong_with_its_data_itself_and_does_not_time_a_stand_in(tmp_path):
+    """A file that cannot be read (even by root: /proc/self/mem), one file missing of four, and,
+    without --data-dir, a broken copy where npvae looks: each said in one place, status 2, before
+    any timing; only no Fashion-MNIST at all (and no --data-dir) means synthetic images."""
+    args = [BENCHMARK, "--epochs", "1", "--skip-torch", "--skip-first-step"]
+    unreadable = tiny_fashion(tmp_path / "unreadable")
+    os.remove(unreadable / "t10k-images-idx3-ubyte.gz")
+    os.symlink("/proc/self/mem", unreadable / "t10k-images-idx3-ubyte.gz")
+    proc = run([*args, "--data-dir", str(unreadable)])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == (f"error: --data-dir {unreadable}: {unreadable}/t10k-images-idx3-ubyte.gz cannot be "
+                           "read: Input/output error\n")
+    partial = tiny_fashion(tmp_path / "partial")
+    os.remove(partial / "train-labels-idx1-ubyte.gz")
+    proc = run([*args, "--data-dir", str(partial)])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "missing train-labels-idx1-ubyte[.gz]" in proc.stderr and "t10k-images" not in proc.stderr.split("\n", 1)[1]
+    assert_no_traceback(proc.stderr)
+    broken = tiny_fashion(tmp_path / "env" / "fashion-mnist")        # where $NPVAE_DATA_DIR points
+    (broken / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not really")
+    proc = run(args, env={**ENV, "NPVAE_DATA_DIR": str(tmp_path / "env")})
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("error: Fashion-MNIST: ") and "train-images-idx3-ubyte.gz" in proc.stderr
+    assert "(fix or remove that file, or name a folder with --data-dir)" in proc.stderr
+    assert_no_traceback(proc.stderr)
 
 
 @pytest.mark.parametrize("args, message", [(["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),

@@ -268,7 +268,7 @@ def _read_named(name, folder, split):
     """``load_idx_split``, for a data set loaded by name: its files must hold what that data set holds.
 
     The headers are checked first (28x28 images, one label per image), before a
-    pixel is read; then that the images are not another known data set's
+    pixel is read; then that the images and the labels are not another known data set's
     (:mod:`npvae.data.known`), then the labels (0..9). A wrong file surfaces here,
     not in a figure after the training.
     """
@@ -281,6 +281,7 @@ def _read_named(name, folder, split):
                                 f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
     images, labels = load_idx_split(folder, split)
     check_identity(name, images, images_file)
+    check_identity(name, labels, labels_file, what="labels")
     if labels.size and labels.max() >= N_CLASSES:
         i = int(np.argmax(labels >= N_CLASSES))
         raise DataFileError(f"{labels_file}: label {labels[i]} at index {i}, but {name} labels are "
@@ -387,9 +388,11 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
         lines.append(f"  (${ENV_VAR} is not set.)")
     if data_dir is not None:
         lines.append("data_dir was given, so no other place was searched and nothing was downloaded.")
-        lines.append(f"To fix: put the files (gzip-compressed or not) in {places[0][0]} or "
-                     f"{places[1][0]}, or leave out data_dir to use ${ENV_VAR}, the cache "
-                     f"and downloading.")
+        given = places[1][0]
+        where = (f"give data_dir as the folder that holds the files (gzip-compressed or not), not "
+                 f"{given}" if os.path.exists(given) and not os.path.isdir(given) else
+                 f"put the files (gzip-compressed or not) in {places[0][0]} or {given}")
+        lines.append(f"To fix: {where}, or leave out data_dir to use ${ENV_VAR}, the cache and downloading.")
         return "\n".join(lines)
     if failure is None:
         lines.append("Downloading is switched off (download=False).")

@@ -27,7 +27,7 @@ from ..signals import cleanup_on_sigterm
 from ..validate import check_bool, check_file_path, check_folder_path, check_positive_float
 from .idx import read_idx
 
-__all__ = ["MIRRORS", "MD5", "TIMEOUT", "download_file", "download_dataset"]
+__all__ = ["MIRRORS", "MD5", "TIMEOUT", "LOG_EVERY", "download_file", "download_dataset"]
 
 #: Base URLs per data set, tried in this order; a file's URL is base + file name.
 MIRRORS = {
@@ -60,6 +60,9 @@ MD5 = {
 
 #: Seconds to wait for the server to connect or to send the next chunk.
 TIMEOUT = 30.0
+
+#: Off a terminal (a log), a download in progress prints a plain line this often (seconds).
+LOG_EVERY = 10.0
 
 _CHUNK = 1 << 16
 # The largest official file is ~26 MB compressed; a server that sends far
@@ -96,7 +99,8 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
     timeout : float or None
         Seconds to wait to connect or for the next chunk (None: as long as it takes).
     progress : bool
-        Show a progress line on stderr (only if stderr is a terminal).
+        Show progress on stderr: a bar on a terminal, elsewhere (a log) a plain line every
+        ``LOG_EVERY`` seconds of a slow download.
 
     Returns
     -------
@@ -134,8 +138,9 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
             raise
         try:
             with os.fdopen(fd, "wb") as out:
-                digest = _fetch(url, out, timeout, Bar(f"downloading {os.path.basename(dest)}", None, "MB",
-                                                       scale=1e6, fmt=".1f", enabled=progress))
+                bar = Bar(f"downloading {os.path.basename(dest)}", None, "MB", scale=1e6, fmt=".1f",
+                          enabled=progress, log_every=LOG_EVERY)
+                digest = _fetch(url, out, timeout, bar)
                 out.flush()
                 os.fsync(out.fileno())
             if md5 is not None and digest != md5:
@@ -306,7 +311,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
         File name -> hex MD5. Default: ``MD5[name]``. A file without an entry
         is checked by parsing it as IDX instead.
     progress : bool
-        Show a progress line on stderr when it is a terminal.
+        Show progress on stderr, as :func:`download_file` does.
     timeout : float or None
         Seconds to wait to connect or for the next chunk (None: as long as it takes).
 

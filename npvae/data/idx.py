@@ -177,6 +177,16 @@ def read_labels(path):
     return arr
 
 
+# What a file that is not IDX often is (first bytes, after one gzip layer if any), and what to do.
+_OTHER_FORMATS = (
+    (b"\x1f\x8b", "gzip data inside gzip (compressed twice?): decompress it once, with gunzip"),
+    (b"PK\x03\x04", "a zip archive: unzip it and use the files inside"),
+    (b"BZh", "bzip2 data: decompress it with bunzip2"),
+    (b"\xfd7zX", "xz data: decompress it with unxz"),
+    (b"<", "text, HTML or XML (a web page saved in place of the file?)"),
+)
+
+
 def _parse_header(path, read):
     """Read and check the header with ``read(n)``; return (dtype, shape, header_len)."""
     head = read(4)
@@ -185,9 +195,10 @@ def _parse_header(path, read):
     if len(head) < 4:
         raise DataFileError(f"{path}: truncated IDX header: {len(head)} byte(s), expected at least 4")
     if head[0] != 0 or head[1] != 0:
+        what = next((f", {kind}" for magic, kind in _OTHER_FORMATS if head.startswith(magic)), "")
         raise DataFileError(
             f"{path}: not an IDX file: the magic number must start with two zero bytes, "
-            f"got {head[:4].hex(' ')}")
+            f"got {head[:4].hex(' ')}{what}")
     code, ndim = head[2], head[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)

@@ -3,9 +3,10 @@
 MNIST and Fashion-MNIST use the same four file names and the same format, so a folder
 of one passes for the other (a ``--data-dir`` pointing at the wrong one, or
 ``$NPVAE_DATA_DIR`` set to a data set's own folder). The images' fingerprints tell
-them apart: a data set loaded by name whose images are another known data set's is
-refused. The table holds the splits whose files were at hand when it was made; MNIST's
-training images were not, so they are recognised by nothing here.
+them apart: a data set loaded by name whose images, or labels, are another known data
+set's is refused (the labels too: a folder put together from two downloads would
+otherwise label the figures wrong). The tables hold the splits whose files were at hand
+when they were made; MNIST's training files were not, so they are recognised by nothing here.
 """
 import hashlib
 
@@ -18,6 +19,13 @@ KNOWN_IMAGES = {
     "f609e18afd38122730cdcf0bf8ea5a8f": ("mnist", "t10k"),
     "6cac66501ddc7c23a8f06c41bc0d75ce": ("fashion-mnist", "train"),
     "2e9d342c841c0fb48e1c2bdf677e2d8e": ("fashion-mnist", "t10k"),
+}
+
+#: fingerprint(labels) -> (data set, split), of the official files.
+KNOWN_LABELS = {
+    "eda3f6bf82a7faf474b24ceef23f1e8c": ("mnist", "t10k"),
+    "c9cb9c642865ad6179eb2a3cfa85c4fe": ("fashion-mnist", "train"),
+    "10a40714c53e001edd66bbc8b4b4c9f1": ("fashion-mnist", "t10k"),
 }
 
 _TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
@@ -43,11 +51,12 @@ def fingerprint(images):
     return h.hexdigest()
 
 
-def check_identity(name, images, path):
+def check_identity(name, images, path, what="images"):
     """Raise DataFileError if ``images`` (read from ``path`` for data set ``name``) are
-    another known data set's."""
-    other = KNOWN_IMAGES.get(fingerprint(images))
+    another known data set's; ``what="labels"`` checks a labels array the same way."""
+    known = {"images": KNOWN_IMAGES, "labels": KNOWN_LABELS}[what]
+    other = known.get(fingerprint(images))
     if other is not None and other[0] != name:
-        raise DataFileError(f"{path} holds the {_TITLES[other[0]]} {_SPLITS[other[1]]} images, not "
+        raise DataFileError(f"{path} holds the {_TITLES[other[0]]} {_SPLITS[other[1]]} {what}, not "
                             f"{_TITLES[name]}'s: both use the same file names; point to the "
                             f"{name} folder (data_dir, --data-dir or $NPVAE_DATA_DIR/{name})")
