@@ -384,10 +384,15 @@ class Worker:
         self.log.seek(0)
         raise PartFailed(self.part, self.proc.returncode, self.log.read())
 
+    last = None         # the worker that ran the latest command
+
     def __call__(self, command):
         """Run ``command`` in the child, after a pause that lets the other process's idle
-        BLAS and OpenMP threads stop spinning (OpenBLAS spins about 0.1 s)."""
-        time.sleep(0.3)
+        BLAS and OpenMP threads stop spinning (OpenBLAS spins about 0.1 s), if it ran the
+        command before this one (with --skip-torch there is no other: no pause)."""
+        if Worker.last is not self:
+            time.sleep(0.3)
+        Worker.last = self
         try:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
