@@ -51,7 +51,8 @@ BIG = idx_gz(np.random.default_rng(1).integers(0, 256, (400, 28, 28)))    # 314 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``/<mode>/<file>``: good (the file), drop (half, then hang up),
-    slow (headers, then silence), html (an error page with status 200), trickle (a
+    slow (headers, then silence), html (an error page with status 200), portal (the
+    same, said to be text/html, as a network's sign-in page is), trickle (a
     bigger file, ``BIG``, in eight parts 0.06 s apart); anything else is 404.
     ``server.hits`` counts requests per path."""
 
@@ -59,15 +60,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
         _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
         data = FILES.get(name)
-        if data is None or mode not in ("good", "drop", "slow", "html", "trickle"):
+        if data is None or mode not in ("good", "drop", "slow", "html", "portal", "trickle"):
             self.send_error(404)
             return
-        if mode == "html":
+        if mode in ("html", "portal"):
             data = b"<html>Moved</html>"
         if mode == "trickle":
             data = BIG
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
+        if mode == "portal":
+            self.send_header("Content-Type", "text/html; charset=utf-8")
         self.end_headers()
         if mode == "slow":
             time.sleep(1.0)
@@ -155,6 +158,17 @@ def test_timeout_leaves_nothing(tmp_path, server):
     with pytest.raises(DownloadError, match="/slow/"):
         download_file(server.url + "/slow/t10k-labels-idx1-ubyte.gz", dest / "x.gz", timeout=0.2)
     assert time.perf_counter() - t0 < 0.9
+    assert not dest.exists()
+
+
+def test_a_web_page_in_place_of_the_file_is_said_as_such(tmp_path, server):
+    """A captive portal answers 200 with its sign-in page: not "checksum mismatch", and no
+    advice to try again "when online" without saying why."""
+    dest = tmp_path / "d"
+    with pytest.raises(DownloadError, match=r"/portal/t10k-labels-idx1-ubyte.gz: the server sent a web page "
+                                            r"\(text/html\), not the file"):
+        download_file(server.url + "/portal/t10k-labels-idx1-ubyte.gz", dest / "l.gz",
+                      md5=MD5S["t10k-labels-idx1-ubyte.gz"])
     assert not dest.exists()
 
 

@@ -254,6 +254,9 @@ def _fetch(url, out, timeout, bar):
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
         with urllib.request.urlopen(request, timeout=timeout) as resp:
+            if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/html":
+                raise DownloadError(f"{url}: the server sent a web page (text/html), not the file: "
+                                    f"a sign-in page of the network or a proxy?")
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             bar.total = length
