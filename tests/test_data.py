@@ -420,6 +420,24 @@ def test_explicit_data_dir_without_files_is_an_error(tmp_path, places):
     assert str(places["xdg"]) not in msg
 
 
+def test_files_under_another_spelling_or_one_folder_down_are_pointed_at(tmp_path):
+    """Kaggle's MNIST names (a dot for a dash), upper case, .GZ, and torchvision's MNIST/raw:
+    not found (the names are the contract), but the error says where they are."""
+    kaggle = make_dataset(tmp_path / "kaggle", 2, gz=False)
+    os.rename(kaggle / "t10k-images-idx3-ubyte", kaggle / "t10k-images.idx3-ubyte")
+    os.rename(kaggle / "t10k-labels-idx1-ubyte", kaggle / "T10K-LABELS-IDX1-UBYTE.GZ")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist", "t10k", data_dir=kaggle)
+    assert ("missing t10k-images-idx3-ubyte[.gz] (t10k-images.idx3-ubyte is there: rename it "
+            "t10k-images-idx3-ubyte), t10k-labels-idx1-ubyte[.gz] (T10K-LABELS-IDX1-UBYTE.GZ is there: "
+            "rename it t10k-labels-idx1-ubyte.gz)") in str(info.value)
+    torchvision = tmp_path / "tv"
+    make_dataset(torchvision / "MNIST" / "raw", 2, gz=False)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_dir=torchvision)
+    assert f"; they are in {torchvision / 'MNIST' / 'raw'}: point there" in str(info.value)
+
+
 def test_a_data_dir_that_is_a_file_is_told_to_be_the_folder(tmp_path, places):
     """Not "put the files in README.md/mnist": the advice fits what was given."""
     readme = tmp_path / "README.md"

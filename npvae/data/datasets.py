@@ -193,13 +193,40 @@ def _what_is_there(path):
 
 
 def _missing_report(folder, stems):
-    """``missing A[.gz], B[.gz]``, saying what stands in a file's place where something does."""
+    """``missing A[.gz], B[.gz]``, saying what stands in a file's place where something does,
+    a file there under another spelling, or a subfolder that holds them all."""
+    try:
+        listing = sorted(os.listdir(folder))
+    except OSError:
+        listing = []
     parts = []
-    for stem in _missing(folder, stems):
+    missing = _missing(folder, stems)
+    for stem in missing:
         found = [f"{file} is {what}" for file in (stem + ".gz", stem)
                  if (what := _what_is_there(os.path.join(folder, file)))]
+        if not found:
+            found = [f"{file} is there: rename it {stem}" + (".gz" if file.lower().endswith("gz") else "")
+                     for file in listing if _spelled_otherwise(file, stem)][:1]
         parts.append(stem + "[.gz]" + (f" ({'; '.join(found)})" if found else ""))
-    return "missing " + ", ".join(parts)
+    below = len(missing) == len(stems) and next(
+        (sub for sub in _subfolders(folder, listing) if not _missing(sub, stems)), None)
+    return "missing " + ", ".join(parts) + (f"; they are in {below}: point there" if below else "")
+
+
+def _spelled_otherwise(file, stem):
+    """``file`` is ``stem`` or ``stem.gz`` but for case and ``.``/``_`` for ``-`` (Kaggle's
+    ``t10k-images.idx3-ubyte``, upper-case names, ``.GZ``)."""
+    key = file.lower().replace(".", "-").replace("_", "-")
+    return key in (stem, stem + "-gz") and file not in (stem, stem + ".gz")
+
+
+def _subfolders(folder, listing):
+    """Where else the files often are: each subfolder, and its ``raw/`` (torchvision's ``MNIST/raw``)."""
+    for name in listing[:100]:
+        sub = os.path.join(folder, name)
+        if os.path.isdir(sub):
+            yield sub
+            yield os.path.join(sub, "raw")
 
 
 def _split_files(split):
