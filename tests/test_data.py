@@ -457,6 +457,15 @@ def test_home_cache_when_xdg_unset(tmp_path, monkeypatch):
     assert cache_dir("mnist") == str(tmp_path / ".cache" / "npvae" / "mnist")
 
 
+@pytest.mark.parametrize("home", ["", "relative/home"])
+def test_an_empty_or_relative_home_is_passed_over_for_the_users_home(monkeypatch, home):
+    """A cron job's or a service's HOME: not /.cache, nor a cache relative to the current folder."""
+    pwd = pytest.importorskip("pwd")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", home)
+    assert cache_dir("mnist") == os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".cache", "npvae", "mnist")
+
+
 def test_offline_error_message(tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -118,12 +118,25 @@ def cache_dir(name):
     """The user cache folder for data set ``name``: ``$XDG_CACHE_HOME/npvae/<name>``.
 
     Falls back to ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or not an
-    absolute path (the XDG spec says to ignore relative ones).
+    absolute path (the XDG spec says to ignore relative ones). A ``HOME`` that is empty
+    or relative (a cron job's, a service's) is passed over for the user's home in the
+    password database: the cache is never relative to the current folder, nor ``/.cache``.
     """
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(_home(), ".cache")
     return os.path.join(base, "npvae", canonical_name(name))
+
+
+def _home():
+    home = os.environ.get("HOME")
+    if home is None or os.path.isabs(home):
+        return os.path.expanduser("~")
+    try:
+        import pwd          # only here: not on every platform, and rarely needed
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):     # no such module, or no entry for this user
+        return os.path.expanduser("~")
 
 
 def search_path(name, data_dir=None):
