@@ -51,11 +51,11 @@ def fingerprint(images):
     return h.hexdigest()
 
 
-def check_identity(name, images, path, what="images"):
-    """Raise DataFileError if ``images`` (read from ``path`` for data set ``name``) are
-    another known data set's; ``what="labels"`` checks a labels array the same way."""
+def check_identity(name, array, path, what="images"):
+    """Raise DataFileError if ``array`` (read from ``path`` for data set ``name``) is another
+    known data set's ``what``: its ``"images"`` or its ``"labels"``."""
     known = {"images": KNOWN_IMAGES, "labels": KNOWN_LABELS}[what]
-    other = known.get(fingerprint(images))
+    other = known.get(fingerprint(array))
     if other is not None and other[0] != name:
         raise DataFileError(f"{path} holds the {_TITLES[other[0]]} {_SPLITS[other[1]]} {what}, not "
                             f"{_TITLES[name]}'s: both use the same file names; point to the "
