@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -89,11 +90,10 @@ def check_data(ap, data_dir):
     """Read and check Fashion-MNIST once, in the main process, so that a bad file is said before
     any timing (the helper processes' messages go to their logs). Without ``--data-dir``, none
     found means synthetic images, said here; a file that is there but broken is an error."""
-    from npvae.data import load_dataset
     from npvae.errors import DatasetNotFoundError, NpvaeError
     where = "Fashion-MNIST" if data_dir is None else f"--data-dir {data_dir}"
     try:
-        n_train = len(load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False).train_images)
+        n_train = _count_training_images(data_dir)
     except DatasetNotFoundError as e:
         if data_dir is not None:        # asked for: no synthetic stand-in
             ap.exit(2, f"error: {where}: {e}\n")
@@ -107,6 +107,19 @@ def check_data(ap, data_dir):
         ap.exit(2, f"error: {where}: {e.filename} cannot be read: {e.strerror or e}\n")
     if n_train == 0:
         ap.exit(2, f"error: {where}: its training set holds no images\n")
+
+
+def _count_training_images(data_dir):
+    """Load Fashion-MNIST as the runner will; its warnings (an unusable $NPVAE_DATA_DIR) are
+    printed as one line each, before any error."""
+    from npvae.data import load_dataset
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            return len(load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False).train_images)
+        finally:
+            for w in said:
+                print(f"warning: {w.message}", file=sys.stderr)
 
 
 # -- the timed parts: runners driven by the main process, one-shot parts -------------

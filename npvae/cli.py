@@ -53,18 +53,19 @@ exit status:
   0    done
   1    failed while running: training diverged, a file could not be written (disk full,
        read-only), out of memory; the message says what is kept
-  2    bad usage or input: {usage};
-       found before anything was written
+  2    bad usage or input, found before anything was written: {usage}
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
        ignores it
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
-    usage="an argument, a data file or a data set not found (also when\n       downloading it failed), a checkpoint, an --out that is busy, not writable or\n       too small",
+    usage="an argument, a data\n       file or a data set not found (also when downloading it failed), a checkpoint,\n"
+          "       an --out that is busy, not writable or too small",
     stopped="Training keeps every completed\n       step in its checkpoint; the message says how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
 EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
-    usage="an argument, a data file or a data set not found (also\n       when downloading it failed), an --out that cannot be written",
+    usage="an argument, a data\n       file or a data set not found (also when downloading it failed), an --out that\n"
+          "       cannot be written",
     stopped="Nothing is kept: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written

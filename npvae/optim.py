@@ -262,7 +262,7 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p.data
             m, v = self.state[p]["m"], self.state[p]["v"]
             m[...] = beta1 * m + (1 - beta1) * g           # first moment: a running mean of g
-            v[...] = beta2 * v + (1 - beta2) * g * g       # second moment: a running mean of g^2
+            v[...] = beta2 * v + (1 - beta2) * (g * g)     # second moment: a running mean of g^2
             m_hat = m / (1 - beta1 ** self.t)              # bias corrections
             v_hat = v / (1 - beta2 ** self.t)
             p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)

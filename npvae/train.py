@@ -654,10 +654,11 @@ def _check_test_loss(test, epoch, last_saved, opt, beta):
 def _check_finite(model, opt, epoch, last_saved, beta, after_callback=False):
     """Parameters, and the optimizer's state, can turn inf on a step whose loss was still finite
     (or a callback can make them so): catch it before saving. (In float32 a gradient above 1.8e19
-    squares to inf in Adam's v, and its parameter never moves again, silently.)"""
+    squares to inf in Adam's v, on both back ends, and its parameter never moves again, silently.)"""
+    names = {id(p): name for name, p in model.named_parameters()}
     arrays = [(f"parameter {name}", p.data) for name, p in model.named_parameters()]
-    arrays += [(f"optimizer state {state}.{i}", opt.state[p][state])       # a state dict's names
-               for state in opt.state_names for i, p in enumerate(opt.params)]
+    arrays += [(f"optimizer state {state}.{i} (of parameter {names.get(id(p), i)})", opt.state[p][state])
+               for state in opt.state_names for i, p in enumerate(opt.params)]       # a state dict's names
     for what, a in arrays:
         if not np.isfinite(a).all():
             kept = f"; the last good checkpoint is {last_saved}" if last_saved else ""

@@ -303,12 +303,14 @@ def test_benchmark_says_what_is_wrong_with_its_data_itself_and_does_not_time_a_s
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert "missing train-labels-idx1-ubyte[.gz]" in proc.stderr and "t10k-images" not in proc.stderr.split("\n", 1)[1]
     assert_no_traceback(proc.stderr)
-    broken = tiny_fashion(tmp_path / "env" / "fashion-mnist")        # where $NPVAE_DATA_DIR points
+    broken = tiny_fashion(tmp_path / "cache" / "npvae" / "fashion-mnist")      # in npvae's cache
     (broken / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not really")
-    proc = run(args, env={**ENV, "NPVAE_DATA_DIR": str(tmp_path / "env")})
+    proc = run(args, env={**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "NPVAE_DATA_DIR": "/nonexistent"})
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
-    assert proc.stderr.startswith("error: Fashion-MNIST: ") and "train-images-idx3-ubyte.gz" in proc.stderr
-    assert "(fix or remove that file, or name a folder with --data-dir)" in proc.stderr
+    warning, error = proc.stderr.splitlines()          # the warning as one line, not Python's two
+    assert warning.startswith("warning: $NPVAE_DATA_DIR=/nonexistent: folder does not exist; using fashion-mnist")
+    assert error.startswith("error: Fashion-MNIST: ") and "train-images-idx3-ubyte.gz" in error
+    assert error.endswith("(fix or remove that file, or name a folder with --data-dir)")
     assert_no_traceback(proc.stderr)
 
 

@@ -152,7 +152,7 @@ def test_gradients_of_one_step_equal_the_reference(images):
         assert rel(grads[name], p.grad) < 1e-11, name
 
 
-def test_float64_the_losss_tiny_terms_are_kept_as_the_reference_keeps_them():
+def test_float64_the_tiny_terms_of_a_loss_are_kept_as_the_reference_keeps_them():
     """Where the loss is made of tiny terms: white pixels the decoder is sure of (each pixel's
     BCE is log1p(e^-35) = 6e-16: fastmath's reordering once cancelled it to 0) and latents at
     the prior (a KL of about logvar^2 / 4: exp(logvar) - 1 once cancelled it to round-off)."""

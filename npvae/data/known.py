@@ -37,7 +37,7 @@ def fingerprint(images):
 
     A resumed run compares the fingerprint of its data with the one its run
     recorded, to refuse other data of the same size; loading by name compares it
-    with :data:`KNOWN_IMAGES`. BLAKE2b (16 bytes), about 1 GB/s: 50 ms for the
+    with :data:`KNOWN_IMAGES` and :data:`KNOWN_LABELS`. BLAKE2b (16 bytes), about 1 GB/s: 50 ms for the
     60,000 MNIST training images.
 
     >>> fingerprint(np.zeros((2, 3), np.uint8))
