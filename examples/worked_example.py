@@ -17,6 +17,7 @@ against ``model.loss`` + ``model.backward()`` on the same inputs, and against
 central finite differences of the loss.
 """
 import os
+import stat
 import sys
 
 import numpy as np
@@ -297,9 +298,20 @@ def page_block(text):
     return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip("\n") + "\n"
 
 
+#: A page larger than this is not the Markdown page (docs/derivation.md is about 40 kB).
+LARGEST_PAGE = 10 * 2 ** 20
+
+
 def update_page(path, block):
     """Replace the page's block by ``block``, atomically (a temporary file renamed into place)."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > LARGEST_PAGE:    # /dev/zero would fill the memory
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else (
+                "not a regular file (a device or a pipe)" if not stat.S_ISREG(st.st_mode) else
+                f"{st.st_size / 2 ** 20:.0f} MB, not a Markdown page")
+            raise InputError(f"--update {path} is {what}; give the Markdown page that holds the worked "
+                             f"example, e.g. docs/derivation.md")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
@@ -318,14 +330,16 @@ def main(argv=None):
     p.add_argument("--update", type=cli.user_path, metavar="PAGE", default=None,
                    help="write the block into PAGE between the worked-example markers instead of printing it")
     args = p.parse_args(argv)
+    if args.update == "":               # --update="$PAGE" with PAGE unset: not "print it" instead
+        p.error("argument --update: must name a page (e.g. docs/derivation.md), got ''")
     block, failures = markdown()
     if failures:
         print("worked example: these values disagree:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    if args.update:
+    if args.update is not None:
         update_page(args.update, block)
         print(f"updated the worked example in {args.update}", file=sys.stderr)
-    else:
+    elif sys.stdout is not None:        # (None: started with stdout closed; the checks still ran)
         sys.stdout.write(block)
     print("checked: the modules' values against their formulas, the gradients against model.loss + model.backward() "
           "and against central finite differences, the Adam step against Adam.step", file=sys.stderr)

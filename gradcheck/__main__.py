@@ -12,6 +12,10 @@ from .cases import CASES
 from .core import BACKENDS, format_table, run, self_test
 from .planted import BUGS
 
+#: steps from here on leave the cases no room: ReLU's inputs lie in [-1, 1] and 20 steps
+#: away from its kink at 0
+LARGEST_STEP = 0.05
+
 #: the status when stdout's reader has gone: 128 + SIGPIPE, what a shell reports for ``cat``,
 #: ``grep`` or ``git`` stopped the same way
 EXIT_CLOSED_PIPE = 141
@@ -22,7 +26,7 @@ def parse_args(argv=None):
                        description="Central-difference gradient checks of every npvae op and the whole model\n"
                                    "(reference and fast path); the optimizers' update rules are checked against\n"
                                    "their closed forms, step by step.")
-    p.add_argument("--op", nargs="+", metavar="NAME", choices=sorted(CASES),
+    p.add_argument("--op", nargs="+", action="extend", metavar="NAME", choices=sorted(CASES),
                    help="cases to check (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",
                    help="numpy: the reference's cases; numba: the fast path's (default: both)")
@@ -42,12 +46,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.self_test and args.op:
         p.error("--op does not apply to --self-test, which plants each bug and runs every reference case")
-    if args.step is not None and args.step >= 1:
-        p.error(f"argument --step: must be below 1 (a finite-difference step, e.g. 1e-5), got {args.step}")
+    usual = "1e-5" if args.dtype == "float64" else "1e-2"
+    if args.step is not None and args.step >= LARGEST_STEP:
+        p.error(f"argument --step: must be below {LARGEST_STEP} (ReLU's inputs lie in [-1, 1], 20 steps away "
+                f"from its kink; e.g. {usual}), got {args.step}")
     smallest = 16 * np.finfo(args.dtype).eps            # below it, x + h rounds back to x: no difference left
     if args.step is not None and args.step < smallest:
         p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
-                f"round-off; e.g. 1e-5), got {args.step}")
+                f"round-off; e.g. {usual}), got {args.step}")
     chosen = BACKENDS if args.backend == "both" else (args.backend,)
     skipped = [op for op in args.op or () if CASES[op][0] not in chosen]
     if skipped:
@@ -70,7 +76,11 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     t0 = time.perf_counter()
     if args.self_test:
-        ok, caught = self_test(BUGS, CASES, ("numpy",), dtype, args.step, args.tol, args.seed)
+        try:
+            ok, caught = self_test(BUGS, CASES, ("numpy",), dtype, args.step, args.tol, args.seed)
+        except ValueError as e:         # the control run failed: --step or --tol does not fit
+            print(f"error: --self-test: {e}", file=sys.stderr)
+            return 2
         width = max(map(len, BUGS))
         for name, failed in caught.items():
             what = BUGS[name][0]

@@ -284,7 +284,22 @@ def self_test(bugs, cases, backends=("numpy",), dtype=np.float64, h=None, tol=No
     ``bugs`` maps a name to ``(description, plant)``, ``plant()`` a context manager that
     plants the bug while it is entered (see :mod:`gradcheck.planted`). ``caught[name]`` is the list of failing rows
     with the bug in place (empty: not caught); ``ok`` is True only if every bug is caught.
+
+    The cases are first run with no bug planted, as a control: a row that fails then would
+    "catch" every bug and prove nothing, so a step ``h`` or tolerance ``tol`` at which the
+    clean reference fails is refused.
+
+    Raises
+    ------
+    ValueError
+        Some row fails with no bug planted.
     """
+    clean = [r for r in run(cases, backends=backends, dtype=dtype, h=h, tol=tol, seed=seed) if not r.passed]
+    if clean:
+        worst = max(clean, key=lambda r: r.rel_err)
+        raise ValueError(f"with no bug planted, {len(clean)} row(s) already fail at these settings (worst: "
+                         f"{worst.op} {worst.tensor}, rel {worst.rel_err:.2g}): a bug caught there would show "
+                         f"nothing; use a step and tolerance at which the clean check passes (the defaults do)")
     caught = {}
     for name, (_, plant) in bugs.items():
         with plant():

@@ -41,6 +41,29 @@ def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(m
                                              "the kernels are in the cache\n")
 
 
+def test_sigterm_ends_it_in_one_line_with_143(monkeypatch, capsys):
+    """docker stop, say: the message and status of the other programs, not a silent death."""
+    def compile_kernels(dtypes):
+        signal.raise_signal(signal.SIGTERM)
+    monkeypatch.setattr(compile_command, "compile_kernels", compile_kernels)
+    assert compile_command.main([]) == 143
+    assert capsys.readouterr().err == "npvae: compiling stopped (SIGTERM); run it again to finish\n"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL      # given back
+
+
+def test_what_it_prints_cannot_stop_it_and_its_usage_errors_are_one_line():
+    """Its output is for people: a reader that left (``| head``) or a full disk does not turn into
+    a traceback; the kernels still go into the cache."""
+    for shell in ('"$0" -m npvae.fast.compile | true', '"$0" -m npvae.fast.compile > /dev/full'):
+        proc = subprocess.run(["sh", "-c", shell, sys.executable], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+        assert proc.returncode == 0 and proc.stderr == "", (shell, proc.stderr)
+    proc = subprocess.run([sys.executable, "-m", "npvae.fast.compile", "extra"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: unrecognized arguments: extra (see python -m npvae.fast.compile --help)\n"
+
+
 def test_other_errors_are_not_taken_for_ctrl_c(monkeypatch):
     def broken(dtypes):
         raise RuntimeError("a real failure")

@@ -100,6 +100,13 @@ def test_self_test_catches_every_planted_bug(self_tested):
     assert {r.op for r in caught["adam_weight_decay_ignored"]} == {"adam_varying"}
 
 
+def test_a_self_test_at_settings_where_the_clean_check_fails_is_refused():
+    """At tol=1e-300 every row fails with no bug planted: each bug would be "caught" everywhere,
+    proving nothing (an Adam slip caught in the ReLU case)."""
+    with pytest.raises(ValueError, match=r"with no bug planted, \d+ row\(s\) already fail at these settings"):
+        self_test(BUGS, CASES, tol=1e-300)
+
+
 def test_self_test_leaves_the_reference_as_it_was(self_tested):
     rows = run(CASES, backends=("numpy",))
     assert all(r.passed for r in rows)
@@ -319,8 +326,9 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_checks_the_chosen_ops():
-    r = _cli("--op", "dense_square", "sequential", "--backend", "numpy")
+@pytest.mark.parametrize("ops", [("--op", "dense_square", "sequential"), ("--op", "dense_square", "--op", "sequential")])
+def test_cli_checks_the_chosen_ops(ops):
+    r = _cli(*ops, "--backend", "numpy")
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [line.split() for line in r.stdout.splitlines() if line.startswith(("dense_square ", "sequential "))]
     assert [row[2] for row in rows if row[0] == "dense_square"] == ["x", "weight", "bias", "<direction>"]
@@ -396,12 +404,15 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--seed", "-3"), "--seed: must be at least 0"),
     (("--step", "0"), "--step: must be greater than 0"),
     (("--step", "nan"), "--step: must be a finite number"),
-    (("--step", "2"), "--step: must be below 1"),
+    (("--step", "2"), "--step: must be below 0.05"),
+    (("--step", "0.06"), "--step: must be below 0.05 (ReLU's inputs lie in [-1, 1], 20 steps away from its kink"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
     (("--step", "1e-300"), "--step: must be at least 3.6e-15 in float64"),
-    (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-06 in float32"),
+    (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-06 in float32 (smaller steps vanish "
+                                                 "in round-off; e.g. 1e-2)"),
+    (("--self-test", "--tol", "1e-300"), "--self-test: with no bug planted, 144 row(s) already fail at these settings"),
     (("--op", "fast_vae_1h", "--backend", "numpy"), "--op fast_vae_1h checks the numba path"),
     (("--op", "dense", "kl", "--backend", "numba"), "--op dense kl check the numpy path"),
     (("--self-test", "--backend", "numba"), "--backend numba does not apply to --self-test"),

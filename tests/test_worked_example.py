@@ -76,14 +76,28 @@ def test_update_rewrites_the_block_and_nothing_else(tmp_path, capsys):
 
 @pytest.mark.parametrize("page, words", [
     ("missing.md", "cannot read the page (No such file or directory)"),
-    (".", "cannot read the page (Is a directory)"),
+    (".", "is a folder; give the Markdown page"),
     ("latin1.md", "cannot read the page (it is not UTF-8 text)"),
     ("plain.md", "must hold the markers once each"),
+    ("/dev/zero", "is not a regular file (a device or a pipe)"),        # read whole, it would fill the memory
+    ("fifo.md", "is not a regular file (a device or a pipe)"),          # read, it would wait forever
+    ("big.md", "is 11 MB, not a Markdown page"),
+    ("", "argument --update: must name a page (e.g. docs/derivation.md), got ''"),   # --update="$UNSET"
 ])
 def test_a_bad_page_to_update_is_one_line_and_exit_2(tmp_path, page, words):
     (tmp_path / "latin1.md").write_bytes(b"caf\xe9\n")
     (tmp_path / "plain.md").write_text("# no markers here\n")
-    proc = subprocess.run([sys.executable, SCRIPT, "--update", str(tmp_path / page)], capture_output=True,
-                          text=True, timeout=120)
+    os.mkfifo(tmp_path / "fifo.md")
+    with open(tmp_path / "big.md", "wb") as f:
+        f.truncate(11 * 2 ** 20)
+    proc = subprocess.run([sys.executable, SCRIPT, f"--update={tmp_path / page if page else ''}"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert (tmp_path / "plain.md").read_text() == "# no markers here\n"
+
+
+def test_with_stdout_closed_it_checks_and_says_so_without_an_internal_error():
+    """``>&-``: Python has no sys.stdout; the checks run, the status tells (it was "a bug in npvae")."""
+    proc = subprocess.run(["sh", "-c", '"$0" "$1" >&-', sys.executable, SCRIPT], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr.startswith("checked: "), proc.stderr

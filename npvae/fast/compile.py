@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from ..progress import emit
+
 
 def compile_kernels(dtypes=(np.float32,)):
     """Run every fast path once for each dtype in ``dtypes``: each kernel compiles or loads."""
@@ -46,26 +48,29 @@ def compile_kernels(dtypes=(np.float32,)):
 
 
 def main(argv=None):
-    """The command line; returns the exit status (130 after Ctrl-C)."""
-    p = argparse.ArgumentParser(prog="python -m npvae.fast.compile", description=__doc__.splitlines()[0])
+    """The command line; returns the exit status (130 after Ctrl-C, 143 after SIGTERM).
+
+    What it prints is for people: a closed pipe or a full disk on stdout does not stop the
+    compiling, whose result is the cache (the status says how it went)."""
+    p = _Parser(prog="python -m npvae.fast.compile",
+                description="Compile the fast path's kernels ahead of time, into Numba's disk cache.")
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
     stop = _nothing_to_keep()
     if stop:
         status, message = stop
-        print(f"npvae: {message}", file=sys.stderr)
+        emit(sys.stderr, f"npvae: {message}\n")
         return status
-    print("npvae: compiling the fast path's kernels into Numba's cache (about 6 s the first time) ...",
-          flush=True)
+    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 6 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
-    with _noting_ctrl_c() as ctrl_c:
+    with _noting_signals() as stopped_by:
         compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
         finished = True
-    if ctrl_c:      # Numba's cache keeps what was compiled so far
-        return _stopped(finished)
-    print(f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
-          f"{time.perf_counter() - t0:.1f} s")
+    if stopped_by:      # Numba's cache keeps what was compiled so far
+        return _stopped(finished, stopped_by[0])
+    emit(sys.stdout, f"npvae: the fast path's kernels are compiled (or were loaded) into Numba's cache in "
+                     f"{time.perf_counter() - t0:.1f} s\n")
     return 0
 
 
@@ -82,19 +87,28 @@ def _nothing_to_keep():
     return None
 
 
-def _stopped(finished=False):
-    print("npvae: stopped (Ctrl-C) after compiling had finished anyway: the kernels are in the cache"
-          if finished else "npvae: compiling stopped (Ctrl-C); run it again to finish", file=sys.stderr)
-    return 130
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):       # one line, as npvae's programs say it (npvae.cli sits above the fast path)
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+def _stopped(finished=False, signum=signal.SIGINT):
+    what = _SIGNAL_NAMES[signum]
+    emit(sys.stderr, f"npvae: stopped ({what}) after compiling had finished anyway: the kernels are in the cache\n"
+         if finished else f"npvae: compiling stopped ({what}); run it again to finish\n")
+    return 128 + signum
 
 
 @contextlib.contextmanager
-def _noting_ctrl_c():
-    """Note a Ctrl-C (SIGINT) in the list it yields, and end the block quietly after one.
+def _noting_signals():
+    """Note a Ctrl-C (SIGINT) or SIGTERM in the list it yields, and end the block quietly after one.
 
-    The KeyboardInterrupt that Ctrl-C raises may land inside Numba's compiler, which can
+    The KeyboardInterrupt the handler raises may land inside Numba's compiler, which can
     turn it into another error (a RuntimeError) or swallow it (Python then prints it as
-    "Exception ignored ... ctypes callback"): so whether Ctrl-C came is noted by the handler,
+    "Exception ignored ... ctypes callback"): so whether a signal came is noted by the handler,
     not read off the exception that ends the block, and a swallowed one is not printed."""
     noted = []
 
@@ -106,15 +120,16 @@ def _noting_ctrl_c():
         if not isinstance(info.exc_value, KeyboardInterrupt):
             print_it(info)
 
-    previous, previous_hook = signal.signal(signal.SIGINT, handler), sys.unraisablehook
-    sys.unraisablehook = unraisable
+    previous = {signum: signal.signal(signum, handler) for signum in _SIGNAL_NAMES}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield noted
     except BaseException:
         if not noted:
             raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
         sys.unraisablehook = previous_hook
 
 
