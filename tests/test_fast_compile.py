@@ -104,11 +104,23 @@ print(y.tolist())
 
 
 def test_with_nowhere_to_cache_the_kernels_compile_in_the_process_with_a_warning():
-    proc = _python(ONE_KERNEL, **NOWHERE_TO_CACHE)
+    proc = _python(ONE_KERNEL, **NOWHERE_TO_CACHE, NUMBA_CACHE_DIR="/proc/no-such-cache")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str([[1.0, 2.0]] * 3)
     assert "UserWarning: Numba finds no writable folder to keep npvae's fast-path kernels in" in proc.stderr
+    assert "(NUMBA_CACHE_DIR=/proc/no-such-cache, " in proc.stderr     # the setting that did not do is named
     assert "set NUMBA_CACHE_DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_fast_path_run_as_plain_python_says_so_once():
+    """NUMBA_DISABLE_JIT (for coverage) makes training many times slower: not a silent mystery."""
+    proc = _python("import warnings, numpy as np, npvae\n"
+                   "x = np.random.default_rng(0).random((40, 6))\n"
+                   "npvae.fit(npvae.VAE(6, 4, 2, rng=0), x, x, epochs=2, batch_size=20, progress=False)\n",
+                   NUMBA_DISABLE_JIT="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("UserWarning: NUMBA_DISABLE_JIT is set: the fast path's kernels run as plain "
+                             "Python") == 1, proc.stderr
 
 
 def test_the_command_says_when_there_is_nothing_to_keep_or_to_compile():

@@ -80,10 +80,10 @@ def _nothing_to_keep():
     import numba
     if numba.config.DISABLE_JIT:
         return 0, "nothing to compile: NUMBA_DISABLE_JIT is set, so the kernels run as plain Python"
-    from .kernels import CACHED
+    from .kernels import CACHED, cache_places
     if not CACHED:
-        return 1, ("error: Numba finds no folder to keep the kernels in (the package's __pycache__ and "
-                   "~/.cache are not writable): set NUMBA_CACHE_DIR to a writable folder and run this again")
+        return 1, (f"error: Numba finds no folder to keep the kernels in (none of {cache_places()} can be "
+                   f"written): set NUMBA_CACHE_DIR to a folder you can write and run this again")
     return None
 
 

@@ -40,12 +40,30 @@ def _can_cache():
     except RuntimeError as e:
         if "no locator available" not in str(e):    # Numba's words for "no folder": anything else is not ours
             raise
-        here = os.path.join(os.path.dirname(__file__), "__pycache__")
-        warnings.warn(f"Numba finds no writable folder to keep npvae's fast-path kernels in ({here}, "
-                      f"~/.cache): they are compiled again in every process, a few seconds each "
-                      f"time; set NUMBA_CACHE_DIR to a writable folder to keep them", UserWarning, stacklevel=2)
+        warnings.warn(f"Numba finds no writable folder to keep npvae's fast-path kernels in ({cache_places()}): "
+                      f"they are compiled again in every process, a few seconds each time; set "
+                      f"NUMBA_CACHE_DIR to a folder you can write to keep them", UserWarning, stacklevel=2)
         return False
     return True
+
+
+def cache_places():
+    """Where Numba looks for a folder to keep the kernels in, as a user would name them."""
+    given = [f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR}"] if numba.config.CACHE_DIR else []
+    return ", ".join([*given, os.path.join(os.path.dirname(__file__), "__pycache__"), "~/.cache"])
+
+
+_interpreted_said = False
+
+
+def warn_if_interpreted():
+    """Say it once a process when ``NUMBA_DISABLE_JIT`` has the kernels run as plain Python (for
+    tests and coverage): a training run then takes many times as long as the reference's."""
+    global _interpreted_said
+    if numba.config.DISABLE_JIT and not _interpreted_said:
+        _interpreted_said = True
+        warnings.warn("NUMBA_DISABLE_JIT is set: the fast path's kernels run as plain Python, many times "
+                      "slower than compiled (and than backend='numpy', the reference)", UserWarning, stacklevel=3)
 
 
 #: Whether the kernels are kept in Numba's disk cache (see :func:`_can_cache`; True under

@@ -53,6 +53,7 @@ class FastVAE:
     """
 
     def __init__(self, model, state_names=()):
+        k.warn_if_interpreted()
         self.names = [name for name, _ in model.named_parameters()]
         self.dtype = model.dtype
         self.block = ParameterBlock([p.shape for p in model.parameters()], model.dtype, state_names)
