@@ -174,7 +174,7 @@ def main(argv=None):
             raise                           # the shipped sample is gone: cli.run says where it looked
         raise InputError("\n".join([       # without --data-dir it is the shipped sample, not a download
             "--data-dir was given, but the MNIST test files are not there. Looked in:",
-            *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places]),
+            *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places], e.dataset),
             "To fix: point --data-dir at a folder holding them (or holding mnist/ with them), "
             "or leave it out to use the 1,000 digits shipped in tests/data/mnist-sample."])) from e
     n_train = int(0.8 * len(images)) if args.train is None else args.train

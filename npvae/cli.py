@@ -158,7 +158,7 @@ def _data_not_found(e):
     """A data set not found, in command-line terms: where it was looked for, --data-dir, $NPVAE_DATA_DIR."""
     places = [(folder, origin.replace("data_dir", "--data-dir")) for folder, origin in e.places]
     lines = [f"cannot find the {e.dataset} files {', '.join(f + '[.gz]' for f in e.files)}.",
-             "Looked in, in this order:", *search_report(e.files, places)]
+             "Looked in, in this order:", *search_report(e.files, places, e.dataset)]
     holding = f"a folder holding the files, or holding {e.dataset}/ with them"
     if e.data_dir is not None:
         lines.append("--data-dir was given, so no other place was searched and nothing was downloaded.")

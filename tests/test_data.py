@@ -10,6 +10,7 @@ import inspect
 import os
 import shutil
 import struct
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -431,11 +432,15 @@ def test_files_under_another_spelling_or_one_folder_down_are_pointed_at(tmp_path
     assert ("missing t10k-images-idx3-ubyte[.gz] (t10k-images.idx3-ubyte is there: rename it "
             "t10k-images-idx3-ubyte), t10k-labels-idx1-ubyte[.gz] (T10K-LABELS-IDX1-UBYTE.GZ is there: "
             "rename it t10k-labels-idx1-ubyte.gz)") in str(info.value)
-    torchvision = tmp_path / "tv"
+    torchvision = tmp_path / "tv"                      # FashionMNIST/ sorts first: not the one to point at
+    make_dataset(torchvision / "FashionMNIST" / "raw", 2, gz=False)
     make_dataset(torchvision / "MNIST" / "raw", 2, gz=False)
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist", data_dir=torchvision)
     assert f"; they are in {torchvision / 'MNIST' / 'raw'}: point there" in str(info.value)
+    with pytest.raises(DatasetNotFoundError) as info:   # the layout the docs advise, holding only MNIST
+        load_dataset("fashion-mnist", data_dir=make_dataset(tmp_path / "shared" / "mnist", 2).parent)
+    assert "point there" not in str(info.value)
 
 
 def test_a_data_dir_that_is_a_file_is_told_to_be_the_folder(tmp_path, places):
@@ -464,6 +469,11 @@ def test_an_empty_or_relative_home_is_passed_over_for_the_users_home(monkeypatch
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", home)
     assert cache_dir("mnist") == os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".cache", "npvae", "mnist")
+
+    def no_entry(uid):                 # a container's user with no entry in the password database
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert cache_dir("mnist") == os.path.join(tempfile.gettempdir(), ".cache", "npvae", "mnist")
 
 
 def test_offline_error_message(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ lists what is missing, every place looked in, and where to put the files.
 """
 import os
 import stat
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -129,14 +130,17 @@ def cache_dir(name):
 
 
 def _home():
+    """The home folder, absolute: ``HOME`` if it is, else the password database's entry, else
+    (a container's user with neither) the temporary folder."""
     home = os.environ.get("HOME")
-    if home is None or os.path.isabs(home):
-        return os.path.expanduser("~")
+    if home is not None and os.path.isabs(home):
+        return home
     try:
         import pwd          # only here: not on every platform, and rarely needed
-        return pwd.getpwuid(os.getuid()).pw_dir
+        home = pwd.getpwuid(os.getuid()).pw_dir
     except (ImportError, KeyError):     # no such module, or no entry for this user
-        return os.path.expanduser("~")
+        home = None
+    return home if home and os.path.isabs(home) else tempfile.gettempdir()
 
 
 def search_path(name, data_dir=None):
@@ -205,9 +209,10 @@ def _what_is_there(path):
     return "a folder" if os.path.isdir(path) else "not a regular file"
 
 
-def _missing_report(folder, stems):
+def _missing_report(folder, stems, name=None):
     """``missing A[.gz], B[.gz]``, saying what stands in a file's place where something does,
-    a file there under another spelling, or a subfolder that holds them all."""
+    a file there under another spelling, or a subfolder that holds them all (not one named
+    after a data set other than ``name``: MNIST and Fashion-MNIST share the file names)."""
     try:
         listing = sorted(os.listdir(folder))
     except OSError:
@@ -219,25 +224,32 @@ def _missing_report(folder, stems):
                  if (what := _what_is_there(os.path.join(folder, file)))]
         if not found:
             found = [f"{file} is there: rename it {stem}" + (".gz" if file.lower().endswith("gz") else "")
-                     for file in listing if _spelled_otherwise(file, stem)][:1]
+                     for file in listing if _spelled_otherwise(folder, file, stem)][:1]
         parts.append(stem + "[.gz]" + (f" ({'; '.join(found)})" if found else ""))
     below = len(missing) == len(stems) and next(
-        (sub for sub in _subfolders(folder, listing) if not _missing(sub, stems)), None)
+        (sub for sub in _subfolders(folder, listing, name) if not _missing(sub, stems)), None)
     return "missing " + ", ".join(parts) + (f"; they are in {below}: point there" if below else "")
 
 
-def _spelled_otherwise(file, stem):
-    """``file`` is ``stem`` or ``stem.gz`` but for case and ``.``/``_`` for ``-`` (Kaggle's
-    ``t10k-images.idx3-ubyte``, upper-case names, ``.GZ``)."""
+def _spelled_otherwise(folder, file, stem):
+    """``file``, a file in ``folder``, is ``stem`` or ``stem.gz`` but for case and ``.``/``_``
+    for ``-`` (Kaggle's ``t10k-images.idx3-ubyte``, upper-case names, ``.GZ``)."""
     key = file.lower().replace(".", "-").replace("_", "-")
-    return key in (stem, stem + "-gz") and file not in (stem, stem + ".gz")
+    return (key in (stem, stem + "-gz") and file not in (stem, stem + ".gz")
+            and os.path.isfile(os.path.join(folder, file)))
 
 
-def _subfolders(folder, listing):
-    """Where else the files often are: each subfolder, and its ``raw/`` (torchvision's ``MNIST/raw``)."""
-    for name in listing[:100]:
-        sub = os.path.join(folder, name)
-        if os.path.isdir(sub):
+# Folder names of the data sets, as others spell them (torchvision: MNIST, FashionMNIST)
+_FOLDER_NAMES = {"mnist": "mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
+
+
+def _subfolders(folder, listing, name=None):
+    """Where else the files often are: each subfolder, and its ``raw/`` (torchvision's
+    ``MNIST/raw``), but not one named after a data set other than ``name``."""
+    for entry in listing[:100]:
+        other = _FOLDER_NAMES.get(entry.lower().replace("-", "").replace("_", ""), name)
+        sub = os.path.join(folder, entry)
+        if other == name and os.path.isdir(sub):
             yield sub
             yield os.path.join(sub, "raw")
 
@@ -412,18 +424,19 @@ def _warn_if_env_unusable(name, used, downloaded=False):
                       stacklevel=5)     # the user's line: past here, _locate, _checked_locate, a public entry
 
 
-def search_report(stems, places):
-    """Lines saying, for each ``(folder, origin)`` of ``places``, why it did not do."""
+def search_report(stems, places, name=None):
+    """Lines saying, for each ``(folder, origin)`` of ``places``, why it did not do (for data
+    set ``name``, if given: a subfolder named after the other data set is not pointed at)."""
     lines = []
     for i, (folder, origin) in enumerate(places, 1):
-        why = _folder_problem(folder) or _missing_report(folder, stems)
+        why = _folder_problem(folder) or _missing_report(folder, stems, name)
         lines.append(f"  {i}. {folder} ({origin}): {why}")
     return lines
 
 
 def _not_found_message(name, stems, places, data_dir, download, failure):
     lines = [f"cannot find the {name} files {', '.join(s + '[.gz]' for s in stems)}.",
-             "Looked in, in this order:", *search_report(stems, places)]
+             "Looked in, in this order:", *search_report(stems, places, name)]
     if data_dir is None and not os.environ.get(ENV_VAR):
         lines.append(f"  (${ENV_VAR} is not set.)")
     if data_dir is not None:
