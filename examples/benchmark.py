@@ -114,7 +114,7 @@ def _count_training_images(data_dir):
     printed as one line each, before any error."""
     from npvae.data import load_dataset
     with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", UserWarning)
         try:
             return len(load_dataset("fashion-mnist", data_dir=data_dir, download=False, progress=False).train_images)
         finally:

@@ -309,7 +309,7 @@ def update_page(path, block):
         if not stat.S_ISREG(st.st_mode) or st.st_size > LARGEST_PAGE:    # /dev/zero would fill the memory
             what = "a folder" if stat.S_ISDIR(st.st_mode) else (
                 "not a regular file (a device or a pipe)" if not stat.S_ISREG(st.st_mode) else
-                f"{st.st_size / 2 ** 20:.0f} MB, not a Markdown page")
+                f"{st.st_size / 2 ** 20:.1f} MB, not a Markdown page")
             raise InputError(f"--update {path} is {what}; give the Markdown page that holds the worked "
                              f"example, e.g. docs/derivation.md")
         with open(path, encoding="utf-8") as f:

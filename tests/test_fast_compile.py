@@ -51,6 +51,18 @@ def test_sigterm_ends_it_in_one_line_with_143(monkeypatch, capsys):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL      # given back
 
 
+def test_a_sigterm_ignored_from_the_start_stays_ignored(monkeypatch, capsys):
+    """Started under nohup-like settings (SIGTERM ignored): it is not taken over, nor given back changed."""
+    monkeypatch.setattr(compile_command, "compile_kernels", lambda dtypes: signal.raise_signal(signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert compile_command.main([]) == 0
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "kernels are compiled" in capsys.readouterr().out
+
+
 def test_what_it_prints_cannot_stop_it_and_its_usage_errors_are_one_line():
     """Its output is for people: a reader that left (``| head``) or a full disk does not turn into
     a traceback; the kernels still go into the cache."""

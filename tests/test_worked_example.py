@@ -81,7 +81,7 @@ def test_update_rewrites_the_block_and_nothing_else(tmp_path, capsys):
     ("plain.md", "must hold the markers once each"),
     ("/dev/zero", "is not a regular file (a device or a pipe)"),        # read whole, it would fill the memory
     ("fifo.md", "is not a regular file (a device or a pipe)"),          # read, it would wait forever
-    ("big.md", "is 11 MB, not a Markdown page"),
+    ("big.md", "is 11.0 MB, not a Markdown page"),
     ("", "argument --update: must name a page (e.g. docs/derivation.md), got ''"),   # --update="$UNSET"
 ])
 def test_a_bad_page_to_update_is_one_line_and_exit_2(tmp_path, page, words):

@@ -1,7 +1,7 @@
 """Compile the fast path's kernels ahead of time: ``python -m npvae.fast.compile``.
 
 Numba compiles each kernel the first time it is called with a given set of
-dtypes (about 6 s for all of them on a 2-core machine) and keeps the result in its disk
+dtypes (about 9 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (``__pycache__`` next to :mod:`npvae.fast.kernels`, or ``$NUMBA_CACHE_DIR``),
 so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a
@@ -52,8 +52,11 @@ def main(argv=None):
 
     What it prints is for people: a closed pipe or a full disk on stdout does not stop the
     compiling, whose result is the cache (the status says how it went)."""
-    p = _Parser(prog="python -m npvae.fast.compile",
-                description="Compile the fast path's kernels ahead of time, into Numba's disk cache.")
+    p = _Parser(prog="python -m npvae.fast.compile", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Compile the fast path's kernels ahead of time, into Numba's disk cache.",
+                epilog="exit status:\n  0    done (or nothing to compile: NUMBA_DISABLE_JIT is set)\n"
+                       "  1    no folder to keep the kernels in\n  2    bad usage\n"
+                       "  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. What was compiled is kept")
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
     stop = _nothing_to_keep()
@@ -61,7 +64,7 @@ def main(argv=None):
         status, message = stop
         emit(sys.stderr, f"npvae: {message}\n")
         return status
-    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 6 s the first time) ...\n")
+    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 9 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
     with _noting_signals() as stopped_by:
@@ -120,7 +123,10 @@ def _noting_signals():
         if not isinstance(info.exc_value, KeyboardInterrupt):
             print_it(info)
 
-    previous = {signum: signal.signal(signum, handler) for signum in _SIGNAL_NAMES}
+    # a signal ignored at the start (nohup) stays ignored, and one whose handler Python does not
+    # know (None: set outside Python) is left alone: it could not be given back
+    previous = {signum: signal.signal(signum, handler) for signum in _SIGNAL_NAMES
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None)}
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield noted

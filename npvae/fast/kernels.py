@@ -50,7 +50,7 @@ def _can_cache():
 def cache_places():
     """Where Numba looks for a folder to keep the kernels in, as a user would name them."""
     given = [f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR}"] if numba.config.CACHE_DIR else []
-    return ", ".join([*given, os.path.join(os.path.dirname(__file__), "__pycache__"), "~/.cache"])
+    return ", ".join([*given, os.path.join(os.path.dirname(__file__), "__pycache__"), "~/.cache/numba"])
 
 
 _interpreted_said = False
