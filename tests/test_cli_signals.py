@@ -83,8 +83,11 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
         err = stop(proc, [signal.SIGINT, signal.SIGTERM, signal.SIGINT], gap=0.0)
     finally:
         proc.kill()
-    assert proc.returncode == 130, "".join(seen) + err
-    assert "SIGTERM received again; already stopping" in err
+    # Which of the two the process takes first is the kernel's choice when they land together on a
+    # busy machine (the thread a signal is delivered to may wait for a core): usually SIGINT.
+    assert proc.returncode in (130, 143), "".join(seen) + err
+    first = "SIGINT" if proc.returncode == 130 else "SIGTERM"
+    assert f"interrupted by {first} at epoch" in err and "received again; already stopping" in err, err
     assert_no_traceback(err)
     assert hidden_files(out) == []
     ckpt = load_checkpoint(out / "checkpoint.npz")
