@@ -121,7 +121,8 @@ def cache_dir(name):
     Falls back to ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or not an
     absolute path (the XDG spec says to ignore relative ones). A ``HOME`` that is empty
     or relative (a cron job's, a service's) is passed over for the user's home in the
-    password database: the cache is never relative to the current folder, nor ``/.cache``.
+    password database (else the temporary folder): the cache is never relative to the
+    current folder, nor ``/.cache``.
     """
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):

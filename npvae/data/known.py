@@ -37,8 +37,8 @@ def fingerprint(images):
 
     A resumed run compares the fingerprint of its data with the one its run
     recorded, to refuse other data of the same size; loading by name compares it
-    with :data:`KNOWN_IMAGES` and :data:`KNOWN_LABELS`. BLAKE2b (16 bytes), about 1 GB/s: 50 ms for the
-    60,000 MNIST training images.
+    with :data:`KNOWN_IMAGES` and :data:`KNOWN_LABELS`. BLAKE2b (16 bytes), about
+    1 GB/s: 50 ms for the 60,000 MNIST training images.
 
     >>> fingerprint(np.zeros((2, 3), np.uint8))
     '7aa6288ee43c14ed7c681f3549932eb3'
