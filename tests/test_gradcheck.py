@@ -104,10 +104,13 @@ def test_a_bug_is_caught_only_by_rows_that_pass_with_no_bug_planted():
     """At tol=1e-300 the rows of numbers fail with no bug planted: they would "catch" every bug,
     an Adam slip in the ReLU case. Only the contract rows (a grad assigned, grad_out written)
     still tell."""
-    ok, caught = self_test(BUGS, CASES, tol=1e-300)
+    bugs = {name: BUGS[name] for name in ("adam_weight_decay_ignored", "kl_dmu_dropped", "relu_writes_grad_out")}
+    cases = {name: CASES[name] for name in ("relu", "kl", "adam_varying")}
+    ok, caught = self_test(bugs, cases, tol=1e-300)
     assert not ok
     assert caught["adam_weight_decay_ignored"] == [] and caught["kl_dmu_dropped"] == []
     assert {r.op for r in caught["relu_writes_grad_out"]} == {"relu"}
+    assert self_test(bugs, cases)[0]            # at the default tolerance each is caught
 
 
 def test_self_test_leaves_the_reference_as_it_was(self_tested):
