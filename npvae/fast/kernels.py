@@ -82,8 +82,9 @@ inline = numba.njit(inline="always", **{**JIT_OPTIONS, "cache": CACHED})  # help
 # these replacements are plain arithmetic (polynomials, one bit-cast), so a loop
 # over them becomes SIMD code; they are accurate to float32 round-off (``exp_neg``
 # and ``exp_any`` within 1 ulp as written, 5 ulp once fastmath reassociates them;
-# ``expm1_any`` within 2 and 5 ulp likewise; ``log1p_unit`` within 3 ulp; tests/test_fast_kernels.py
-# checks). float64 (the gradient checks) keeps the C library's correctly rounded functions.
+# ``expm1_any`` within 2 and 5 ulp likewise; ``log1p_unit`` within 3 ulp;
+# tests/test_fast_kernels.py checks). float64 (the gradient checks) keeps the C
+# library's correctly rounded functions.
 #
 # Each helper is a plain Python function with a Numba ``overload``; both pick the
 # implementation by the argument's type, so under ``NUMBA_DISABLE_JIT=1`` a float32
