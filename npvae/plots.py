@@ -233,13 +233,13 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     Returns ``(images (n*n, input_dim), z values along each axis (n,))``; row 0
     of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
     """
-    from scipy.stats import norm
+    from scipy.special import ndtri     # N(0, 1)'s quantile function; scipy.stats takes 0.4 s more to import
     n = check_positive_int(n, "n")
     if not 0 < lo < hi < 1:
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
-    values = norm.ppf(np.linspace(lo, hi, n))
+    values = ndtri(np.linspace(lo, hi, n))
     z1, z2 = np.meshgrid(values, values[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
     return model.decode(z), values
