@@ -110,8 +110,13 @@ class Checkpoint:
             raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
         diff = _config_diff(self.model_config, model.config())
         if diff:
+            saved = self.model_config["dtype"]
+            hint = ("" if len(diff) > 1 or saved == model.config()["dtype"] else     # the dtype alone
+                    f". To take its weights into a {model.dtype} model: model.load_state_dict({{k: "
+                    f"v.astype(np.{model.dtype}) for k, v in npvae.load_model({self.path!r}).state_dict().items()}}) "
+                    f"(a {saved} optimizer state does not convert: start the optimizer anew)")
             raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
-                                  + "; ".join(diff))
+                                  + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
         if diff:
             raise CheckpointError(f"{self.path}: the checkpoint's model has other layers than the given "
@@ -124,6 +129,9 @@ class Checkpoint:
         changed unless everything fits.
         """
         path = self.path
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise InputTypeError(f"optimizer must be an npvae optimizer (to load the checkpoint's state "
+                                 f"into), got {type(optimizer).__name__}")
         if model is not None:
             self.check_model(model)
         if optimizer is not None:
@@ -137,7 +145,9 @@ class Checkpoint:
             try:
                 optimizer.load_state_dict(state)
             except StateDictError as e:
-                raise CheckpointError(f"{path}: optimizer state does not fit: {e}") from None
+                order = ("" if model is not None else "; without model=, the optimizer is taken to list the "
+                         "parameters in model.parameters() order: pass the model too, to match them by name")
+                raise CheckpointError(f"{path}: optimizer state does not fit: {e}{order}") from None
         if model is not None:
             model.load_state_dict(self.model_state)
             if "model" in self.rng_states:
@@ -581,7 +591,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     InputError
         ``optimizer`` given with ``model`` but not holding exactly its parameters.
     InputTypeError
-        ``path`` not a path, or ``model`` not a VAE.
+        ``path`` not a path, ``model`` not a VAE, or ``optimizer`` not an npvae optimizer.
 
     Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """

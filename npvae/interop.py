@@ -121,6 +121,14 @@ def detect_layout(state_dict):
         return "examples"
     if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "sequential"
+    outside = {"sequential": [k for k in keys if not k.startswith(("encoder.", "decoder."))],
+               "examples": [k for k in keys if not k.startswith("fc")]}
+    likely = min(outside, key=lambda name: len(outside[name]))
+    if len(outside[likely]) < len(keys) / 2:       # most names fit one layout: name the others
+        extra = outside[likely]
+        raise StateDictError(f"the state dict's names are of the {likely!r} layout but for {extra[:6]}"
+                             f"{'...' if len(extra) > 6 else ''}, which fit no npvae VAE (a buffer, "
+                             f"another module's entries): leave those out")
     hint = ("; the names start with 'module.' (a DataParallel model): strip that prefix first"
             if keys and all(k.startswith("module.") for k in keys) else "")
     raise StateDictError(f"cannot tell the layout of a state dict with keys {sorted(keys)[:6]}"

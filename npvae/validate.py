@@ -109,7 +109,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         kind = "boolean" if x.dtype.kind == "b" else "integer"
         if pixels:
             raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats in [0, 1]: "
-                                 f"convert with {_to_float_hint(name, x)}")
+                                 f"convert with {_to_float_hint(name, x, dtype)}")
         raise InputTypeError(f"{name} has {kind} dtype {x.dtype}; the model takes floats: convert with "
                              f"{name}.astype(np.{np.dtype(dtype)})")
     if x.dtype.kind != "f":
@@ -157,14 +157,15 @@ def _refuse_masked(x, name):
                              f"pass {name}.filled(v) with the value the masked pixels should have")
 
 
-def _to_float_hint(name, x):
-    """How to turn integer or boolean images ``x`` into floats in [0, 1]: 0..255 pixels are
-    divided by 255, images of only 0 and 1 are already probabilities."""
+def _to_float_hint(name, x, dtype=np.float32):
+    """How to turn integer or boolean images ``x`` into floats of ``dtype`` in [0, 1]: 0..255
+    pixels are divided by 255, images of only 0 and 1 are already probabilities."""
+    cast = f"{name}.astype(np.{np.dtype(dtype)})"   # the model's dtype: float32 would round float64 pixels
     if x.dtype.kind == "b":
-        return f"{name}.astype(np.float32) (True/False are already the probabilities 1/0)"
+        return f"{cast} (True/False are already the probabilities 1/0)"
     if _only_zeros_and_ones(x):
-        return f"{name}.astype(np.float32) (its values, 0 and 1, are already probabilities)"
-    return f"{name}.astype(np.float32) / 255"
+        return f"{cast} (its values, 0 and 1, are already probabilities)"
+    return f"{cast} / 255"
 
 
 def _only_zeros_and_ones(x):

@@ -522,3 +522,37 @@ def test_a_missing_checkpoint_is_also_a_file_not_found_error(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "run")
     assert not isinstance(info.value, FileNotFoundError)
+
+
+# -- found by a user of their own loop -------------------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["adam", {"lr": 1e-3}], ids=["str", "a state dict"])
+def test_what_is_not_an_optimizer_is_named_as_the_argument_not_blamed_on_the_file(good, optimizer):
+    path, model, _ = good
+    other = VAE(784, 32, 4, rng=5)
+    before = other.state_dict()
+    with pytest.raises(InputTypeError, match=f"optimizer must be an npvae optimizer .*got {type(optimizer).__name__}"):
+        load_checkpoint(path, other, optimizer)
+    assert all(np.array_equal(v, other.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_float64_checkpoint_refused_by_a_float32_model_says_how_to_take_its_weights(tmp_path):
+    m64 = VAE(20, 16, 3, rng=0, dtype=np.float64)
+    path = tmp_path / "f64.npz"
+    save_checkpoint(path, m64, Adam(m64.parameters()))
+    m32 = VAE(20, 16, 3, rng=1)
+    with pytest.raises(CheckpointError, match="dtype: checkpoint 'float64', model 'float32'") as caught:
+        load_checkpoint(path, m32)
+    advice = str(caught.value).split("float32 model: ")[1].split(" (a float64")[0]
+    exec(advice, {"np": np, "npvae": npvae, "model": m32})          # the advice, as given, works
+    for name, p in m64.named_parameters():
+        np.testing.assert_array_equal(dict(m32.named_parameters())[name].data, p.data.astype(np.float32))
+    with pytest.raises(CheckpointError) as caught:                 # other dimensions too: no such advice
+        load_checkpoint(path, VAE(20, 8, 3))
+    assert "load_state_dict" not in str(caught.value)
+
+
+def test_optimizer_state_that_does_not_fit_without_the_model_suggests_passing_it(good):
+    path, model, _ = good
+    reordered = Adam(list(VAE(784, 32, 4).parameters())[::-1])
+    with pytest.raises(CheckpointError, match="without model=.*pass the model too"):
+        load_checkpoint(path, optimizer=reordered)

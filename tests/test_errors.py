@@ -393,3 +393,12 @@ def test_a_ragged_list_and_floats_npvae_does_not_compute_in_get_npvae_errors():
         npvae.Sampler(0).forward(np.zeros((2, 4), np.float16))
     with pytest.raises(InputTypeError, match=r"ReLU.forward: x must be float32 or float64, got float16"):
         npvae.ReLU().forward(np.zeros((2, 4), np.float16))
+
+
+def test_the_advice_for_integer_pixels_is_in_the_models_dtype():
+    """float32 would round a float64 model's pixels (by 3e-8): the hint casts to the model's dtype."""
+    pixels = np.full((3, 784), 200, np.uint8)
+    with pytest.raises(InputTypeError, match=r"convert with x\.astype\(np\.float64\) / 255$"):
+        npvae.VAE(784, 16, 4, dtype=np.float64).loss(pixels)
+    with pytest.raises(InputTypeError, match=r"convert with x\.astype\(np\.float32\) / 255$"):
+        npvae.VAE(784, 16, 4).loss(pixels)

@@ -154,3 +154,13 @@ def test_layout_errors():
         from_torch_state_dict(m, sd, layout="examples")
     with pytest.raises(InputError, match="Module"):
         to_torch_state_dict(object())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_an_entry_of_no_layout_is_named_among_good_ones(layout):
+    """A PyTorch VAE with a buffer of its own (a KL weight, say): the one name that fits no
+    layout is named, not six good ones."""
+    m = VAE(12, 7, 3, rng=0)
+    sd = {**to_torch_state_dict(m, layout), "kl_weight": np.float32(1.0)}
+    with pytest.raises(StateDictError, match=rf"of the '{layout}' layout but for \['kl_weight'\].*leave those out"):
+        from_torch_state_dict(m, sd)

@@ -29,6 +29,10 @@ A change is found by comparing values with what the trainer took, so one that pu
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
+An exception (Ctrl-C) that stops an update part-way leaves the copy torn, some parameters
+a step ahead of the others: it is never written back. The model and the optimizer keep
+what the trainer last took, and a note on the exception says how many steps that drops
+(sync now and then to keep them); a write-back cut short is finished when the block ends.
 ``model.parameters()``' ``.grad`` are not touched: the gradients stay in the fast layout.
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
@@ -84,6 +88,7 @@ class Trainer:
     * A step whose loss is not finite is not applied (the returned parts show the NaN or
       inf); ``fit`` raises ``DivergenceError`` there, a loop of your own should check.
     * ``optimizer.lr`` (and the other hyper-parameters) may change between steps.
+    * A Ctrl-C never leaves a mix of two steps in the model: an update cut short is dropped.
     * ``p.grad`` is not touched; one trainer per model at a time.
     """
 
@@ -111,14 +116,28 @@ class Trainer:
         self.closed = False                 # by the end of a with block (see __exit__)
         self._depth = 0                     # with blocks entered and not yet ended
         self.visited = None                 # with retirement: the images this epoch's steps saw
+        self.torn = False                   # see _rewriting
+        self.storing = False                # see sync
         self.load()
+
+    @contextlib.contextmanager
+    def _rewriting(self):
+        """Around a change of the trainer's copy made in several calls (an update, units reordered).
+
+        An exception part-way (Ctrl-C between two kernels) leaves the copy torn: some parameters
+        a step ahead of the others. No ``finally``: the flag stays up, and :meth:`sync` then
+        keeps the model's own state, which is whole, instead of writing the torn copy back."""
+        self.torn = True
+        yield
+        self.torn = False
 
     def load(self):
         """Copy the model's parameters and the optimizer's state into the trainer."""
-        if self.dead is not None:
-            self.dead.pause()               # units back in the model's order; resumed by the next step
-        self.net.load(self.model, self.opt.states())
-        self.opt.load()
+        with self._rewriting():
+            if self.dead is not None:
+                self.dead.pause()           # units back in the model's order; resumed by the next step
+            self.net.load(self.model, self.opt.states())
+            self.opt.load()
         self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
 
@@ -149,10 +168,20 @@ class Trainer:
         StateError
             If something else changed the model or the optimizer after the trainer took them
             and the trainer has stepped since: their change is kept, the trainer's steps are not.
+            Or if an exception (Ctrl-C) stopped the trainer part-way through an update: the model
+            and the optimizer keep what the trainer took, a state that is whole; its steps are dropped.
         """
         if self.synced:
             return
-        if self._changed_elsewhere():
+        if self.torn:
+            steps = self.opt.t - self.taken[0]
+            self.synced = True              # dropped; the next step takes the model as it is
+            raise StateError(
+                f"Trainer.sync: an exception stopped this Trainer part-way through changing its copy of "
+                f"the parameters (an update, which leaves some of them a step ahead of the others). The "
+                f"model and the optimizer keep the state the trainer took from them (step "
+                f"{self.taken[0]}), without its {steps} step(s) since: sync now and then in the loop to keep them.")
+        if not self.storing and self._changed_elsewhere():
             steps = self.opt.t - self.taken[0]
             self.synced = True              # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
@@ -163,10 +192,12 @@ class Trainer:
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
         if self.dead is not None:
-            self.dead.pause()
+            with self._rewriting():
+                self.dead.pause()
+        self.storing = True                 # stopped part-way, the model is half written: write it whole
         self.net.store(self.model, self.opt.states())
         self.opt.store()
-        self.synced = True
+        self.synced, self.storing = True, False     # in one line: no interrupt between the two
 
     def _ready(self):
         """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
@@ -174,16 +205,20 @@ class Trainer:
         (:meth:`_check_not_taken_over`); take the optimizer's current hyper-parameters; inside
         an epoch with dead-unit retirement, go on with it (its evidence re-checked) if it was
         paused."""
+        if self.torn or self.storing:       # an exception stopped the last update or sync part-way
+            self.sync()
         if self.synced:
             self.load()
         else:
             self._check_not_taken_over()
         if self.opt.settings_changed():
-            if self.dead is not None:
-                self.dead.pause()
-            self.opt.apply_settings()
+            with self._rewriting():
+                if self.dead is not None:
+                    self.dead.pause()
+                self.opt.apply_settings()
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
-            self.dead.resume()
+            with self._rewriting():
+                self.dead.resume()
 
     def _check_not_taken_over(self):
         """A change to the model or the optimizer before the trainer's first update since it took
@@ -217,9 +252,15 @@ class Trainer:
         self.closed = self._depth == 0      # an inner block syncs; only the outermost closes
         try:
             self.sync()
-        except StateError:
-            if exc_type is None:            # else the block's own exception is the one to see
+        except StateError as e:
+            if exc is None:
                 raise
+            exc.add_note(str(e))            # the block's own exception is the one to see
+        except BaseException:
+            if not self.storing:
+                raise
+            self.sync()                     # a Ctrl-C cut the write-back short: finish it, then stop
+            raise
 
     def _check_open(self, method):
         if self.closed:
@@ -238,7 +279,8 @@ class Trainer:
         self._check_open("begin_epoch")
         self.load()
         if self.dead is not None:
-            self.dead.begin_epoch(resumed)
+            with self._rewriting():
+                self.dead.begin_epoch(resumed)
             self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
     def end_epoch(self):
@@ -251,7 +293,8 @@ class Trainer:
         seen, proven = self.visited, True
         if self.dead is not None:
             proven = seen is None or bool(seen.all())
-            self.dead.end_epoch(proven)
+            with self._rewriting():
+                self.dead.end_epoch(proven)
             self.visited = None
         self.sync()
         if not proven:      # said last: under warnings-as-errors the epoch is still ended and synced
@@ -325,6 +368,7 @@ class Trainer:
             self.visited[idx] = True
         if math.isfinite(parts.total):
             self.net.backward()
-            self.opt.step(self.net.first_grad)
+            with self._rewriting():
+                self.opt.step(self.net.first_grad)
         return parts
 
