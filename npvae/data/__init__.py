@@ -12,8 +12,9 @@ Loading
 ((60000, 784), dtype('uint8'))
 
 Files are looked for in ``data_dir`` (if given, and only there), then
-``$NPVAE_DATA_DIR/<name>``, then the user cache ``~/.cache/npvae/<name>``,
-then system folders; if missing they are downloaded into the cache. See
+``$NPVAE_DATA_DIR/<name>`` and ``$NPVAE_DATA_DIR`` itself, then the user cache
+(``$XDG_CACHE_HOME/npvae/<name>``, by default ``~/.cache/npvae/<name>``), then
+system folders; if missing they are downloaded into the cache. See
 :mod:`npvae.data.datasets` for the details.
 
 Only one split

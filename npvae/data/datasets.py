@@ -491,6 +491,10 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
 
     Raises
     ------
+    InputError
+        An unknown data set name or split.
+    DatasetNotFoundError
+        The split's files are nowhere to be found (and could not be downloaded).
     DataFileError
         A file is malformed, or does not hold what the data set holds (28x28
         images, labels 0..9).
@@ -513,7 +517,8 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
     download : bool
         Download into the user cache if the files are nowhere to be found.
     progress : bool
-        Show download progress on stderr (only when it is a terminal).
+        Show download progress on stderr: a bar on a terminal, elsewhere (a log) a plain
+        line every ``LOG_EVERY`` seconds (:mod:`npvae.data.download`).
 
     Returns
     -------

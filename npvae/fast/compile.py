@@ -2,8 +2,8 @@
 
 Numba compiles each kernel the first time it is called with a given set of
 dtypes (about 9 s for all of them on a 2-core machine) and keeps the result in its disk
-cache (``__pycache__`` next to :mod:`npvae.fast.kernels`, or ``$NUMBA_CACHE_DIR``),
-so every later run only loads them. Training compiles what it needs on its own;
+cache (``$NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to :mod:`npvae.fast.kernels`,
+else ``~/.cache/numba``), so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a
 container image). It runs a tiny model through every float32 path of the fast
 path in this process: training with Adam (live columns and retired units
