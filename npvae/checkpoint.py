@@ -114,7 +114,7 @@ class Checkpoint:
             hint = ("" if len(diff) > 1 or saved == model.config()["dtype"] else     # the dtype alone
                     f". To take its weights into a {model.dtype} model: model.load_state_dict({{k: "
                     f"v.astype(np.{model.dtype}) for k, v in npvae.load_model({self.path!r}).state_dict().items()}}) "
-                    f"(a {saved} optimizer state does not convert: start the optimizer anew)")
+                    f"(and start the optimizer anew: its {saved} state does not load into it)")
             raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
                                   + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
@@ -130,8 +130,9 @@ class Checkpoint:
         """
         path = self.path
         if optimizer is not None and not isinstance(optimizer, Optimizer):
+            kind = type(optimizer)
             raise InputTypeError(f"optimizer must be an npvae optimizer (to load the checkpoint's state "
-                                 f"into), got {type(optimizer).__name__}")
+                                 f"into), got {kind.__module__}.{kind.__qualname__}")
         if model is not None:
             self.check_model(model)
         if optimizer is not None:
@@ -146,7 +147,8 @@ class Checkpoint:
                 optimizer.load_state_dict(state)
             except StateDictError as e:
                 order = ("" if model is not None else "; without model=, the optimizer is taken to list the "
-                         "parameters in model.parameters() order: pass the model too, to match them by name")
+                         "parameters in model.parameters() order: if it lists them otherwise, pass the model "
+                         "too, and each parameter gets its own state")
                 raise CheckpointError(f"{path}: optimizer state does not fit: {e}{order}") from None
         if model is not None:
             model.load_state_dict(self.model_state)

@@ -100,7 +100,7 @@ def binarize_inplace(x, rng, u):
 
 def _prepare(model, images, batch_size, seed, binarize, backend):
     check_finite_parameters(check_model(model), "every loss it gives is NaN")
-    images = check_images(images, "images", model.input_dim, stacklevel=4)   # at evaluate_elbo's caller
+    images = check_images(images, "images", model.input_dim, stacklevel=4, dtype=model.dtype)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")
     check_bool(binarize, "binarize")

@@ -413,11 +413,11 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 progress, retire_dead_units)
     backend = resolve(backend)
     checkpoint, metrics_path, resume = _check_paths(checkpoint, metrics_path, resume)
-    train_images = check_images(train_images, "train_images", model.input_dim)
+    train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
     if test_images is not None:
-        test_images = check_images(test_images, "test_images", model.input_dim)
+        test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
     binarize, progress, retire_dead_units = bool(binarize), bool(progress), bool(retire_dead_units)
@@ -497,7 +497,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     stop = _stop_asked(callback(record, model))
                     _check_make_up_kept(model, opt, backend)
                     if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
-                        check_images(train_images, "train_images (after the callback)", model.input_dim)
+                        check_images(train_images, "train_images (after the callback)", model.input_dim,
+                                     dtype=model.dtype)
                     _forget_dead_units_if_changed(training, train_images, fit_config)
                     _check_finite(model, opt, epoch, run.last_saved, beta, after_callback=True)
                     run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too

@@ -201,9 +201,10 @@ def check_non_negative_int(value, name):
 check_seed = check_non_negative_int
 
 
-def check_images(images, name, input_dim, stacklevel=3):
+def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     """Check a whole image set once; return it unchanged (no copy). (``stacklevel``: where
-    a warning points, 3 at the caller of the function that calls this one.)
+    a warning points, 3 at the caller of the function that calls this one; ``dtype``: the
+    model's, for the advice on integer images.)
 
     Accepts ``uint8`` pixels (N, input_dim), the compact form that is
     converted batch by batch, or floats in [0, 1]. Every error names ``name``.
@@ -216,7 +217,7 @@ def check_images(images, name, input_dim, stacklevel=3):
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
         if images.dtype.kind not in "biu":              # not numbers (objects, strings, records, dates): no hint
             raise InputTypeError(expected)
-        convert = _to_float_hint(name, images)
+        convert = _to_float_hint(name, images, dtype)
         if images.dtype.kind in "iu" and not _only_zeros_and_ones(images):   # 0..255: uint8 too
             convert = f"{name}.astype(np.uint8) or {convert}"
         raise InputTypeError(f"{expected}; convert with {convert}")

@@ -402,3 +402,5 @@ def test_the_advice_for_integer_pixels_is_in_the_models_dtype():
         npvae.VAE(784, 16, 4, dtype=np.float64).loss(pixels)
     with pytest.raises(InputTypeError, match=r"convert with x\.astype\(np\.float32\) / 255$"):
         npvae.VAE(784, 16, 4).loss(pixels)
+    with pytest.raises(InputTypeError, match=r"train_images\.astype\(np\.uint8\) or train_images\.astype\(np\.float64\) / 255$"):
+        npvae.fit(npvae.VAE(784, 16, 4, dtype=np.float64), pixels.astype(np.int64), epochs=1, progress=False)

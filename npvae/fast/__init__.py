@@ -34,7 +34,7 @@ One step of :meth:`Trainer.step`, and what each part stands for in the reference
     FastVAE.backward: relu_bias_backward + BLAS    ReLU.backward, Dense.backward
     latent_backward                                Sampler.backward + KL.backward, summed
     first layer: its live columns, no dx           Dense.backward of the first layer
-    FusedAdam.step: two adam_update* kernels       Adam.step
+    FusedAdam.step: adam_step (one call)           Adam.step
     Trainer.sync: the block back into the model    (the model holds it already)
 
 Gradients are written, not added (there is no ``zero_grad``), and ``mark_fired_columns``

@@ -513,6 +513,18 @@ def adam_update_columns(p, vals, idx, m, v, lr, rates, eps, weight_decay, bc1, b
 
 
 @njit
+def adam_step(p1, vals, idx, m1, v1, p, g, m, v, lr, rates, eps, weight_decay, bc1, bc2, tiny, count):
+    """A whole Adam update of a block: :func:`adam_update_columns` on the first weight
+    (``p1, vals, idx, m1, v1``), :func:`adam_update` on the rest, then ``count[0] += 1``.
+
+    One call, so that a signal (Ctrl-C) cannot stop the update half done: Python handles
+    signals between the calls it makes, and compiled code runs to its end."""
+    adam_update_columns(p1, vals, idx, m1, v1, lr, rates, eps, weight_decay, bc1, bc2, tiny)
+    adam_update(p, g, m, v, lr, rates, eps, weight_decay, bc1, bc2, tiny)
+    count[0] += 1
+
+
+@njit
 def decay_moment(a, decay, steps, tiny):
     """``steps`` Adam steps of a zero gradient on a 1-D moment ``a`` (m with ``decay = beta1``,
     v with ``beta2``), in place, rounded as every step rounds: ``a = decay * a``, flushed below ``tiny``.
@@ -546,3 +558,13 @@ def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
             buf[k] = bk
             gk = bk
         p[k] -= lr * gk
+
+
+@njit
+def sgd_step(p1, g1, buf1, p, g, buf, lr, momentum, weight_decay, first, tiny, count):
+    """A whole SGD update of a block, in one call (as :func:`adam_step`): :func:`sgd_update`
+    on the first weight's updated columns (``p1, g1, buf1``) and on the rest, then
+    ``count[0] += 1``."""
+    sgd_update(p1, g1, buf1, lr, momentum, weight_decay, first, tiny)
+    sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny)
+    count[0] += 1

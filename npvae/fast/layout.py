@@ -76,6 +76,12 @@ class ParameterBlock:
             for i, a in enumerate(arrays):
                 self.view(self.row(name), i)[...] = a
 
+    def stored(self, state_names=()):
+        """What :meth:`store` writes, in its order: every parameter's values, then each named
+        state row's arrays (views, shaped as the model's)."""
+        rows = [self.rows[self.VALUES]] + [self.row(name) for name in state_names]
+        return [self.view(row, i) for row in rows for i in range(len(self.shapes))]
+
     def store(self, params, states=None):
         """Copy the values into ``params`` (arrays) and the state rows into ``states[name][i]``."""
         for i, a in enumerate(params):

@@ -1,10 +1,11 @@
 r"""The fused optimizer update: Adam's or SGD's rule over the whole parameter block.
 
 :class:`FusedAdam` and :class:`FusedSGD` apply ``npvae.optim.Adam.step`` and
-``SGD.step`` to a :class:`~npvae.fast.layout.ParameterBlock` in two kernel calls:
-one for the first layer's weight, whose gradient comes as its live columns
-(:meth:`npvae.fast.step.FastVAE.backward`), and one for every other parameter, which
-lie back to back in the block. They take their hyper-parameters and step count from
+``SGD.step`` to a :class:`~npvae.fast.layout.ParameterBlock` in one kernel call
+(``adam_step``, ``sgd_step``), which updates the first layer's weight, whose gradient
+comes as its live columns (:meth:`npvae.fast.step.FastVAE.backward`), then every other
+parameter, which lie back to back in the block, then counts the step: one call, so that
+a Ctrl-C lands before an update or after it, never half way. They take their hyper-parameters and step count from
 the reference optimizer (:meth:`load`; the hyper-parameters again when they change:
 :meth:`settings_changed` tells, :meth:`apply_settings` takes them) and give the step
 count back (:meth:`store`); the moments travel with the block.
@@ -50,7 +51,17 @@ class FusedOptimizer:
     def __init__(self, optimizer, block, params):
         self.source, self.block, self.params = optimizer, block, list(params)
         self.held = None            # (n, t at hold): the first weight's columns n: wait
+        self.count = np.zeros(1, np.int64)      # the step count, counted by the update's kernel
         self.load()
+
+    @property
+    def t(self):
+        """The number of steps taken (as ``Adam.t``)."""
+        return int(self.count[0])
+
+    @t.setter
+    def t(self, value):
+        self.count[0] = value
 
     def load(self):
         """Take the hyper-parameters and the step count from the reference optimizer."""
@@ -130,14 +141,13 @@ class FusedAdam(FusedOptimizer):
 
     def step(self, first_grad):
         """One update; ``first_grad = (values, columns)`` is the first weight's gradient."""
-        self.t += 1
+        t = self.t + 1
         dt = self.block.rows.dtype.type
         beta1, beta2 = self.betas
-        c = (*self._constants, dt(1.0 - beta1 ** self.t), dt(1.0 - beta2 ** self.t), self.tiny)
+        c = (*self._constants, dt(1.0 - beta1 ** t), dt(1.0 - beta2 ** t), self.tiny)
         p, _, m, v = self.block.views(0)
         n = self._first_columns()
-        k.adam_update_columns(p[:, :n], *first_grad, m[:, :n], v[:, :n], *c)
-        k.adam_update(*self._rows(self.block.starts[1]), *c)
+        k.adam_step(p[:, :n], *first_grad, m[:, :n], v[:, :n], *self._rows(self.block.starts[1]), *c, self.count)
 
     def _catch_up(self, n, steps):
         """The held columns' moments decay a step at a time (m by beta1, v by beta2), rounded as
@@ -194,19 +204,18 @@ class FusedSGD(FusedOptimizer):
 
     def step(self, first_grad):
         """One update; ``first_grad = (values, columns)`` is written out into the first weight's
-        gradient, then one call covers the first weight's updated columns, one the rest."""
-        self.t += 1
+        gradient, then one call covers the first weight's updated columns and the rest."""
         values, columns = first_grad
         _, g, _ = self.block.views(0)
         n = self._first_columns()
         if not np.shares_memory(values, g):           # live columns only: write the rest's zeros
             g[...] = 0
             g[:, columns] = values
-        first = self.t == 1
+        first = self.t == 0
         rows = self.block.rows
         size = self.block.shapes[0][0] * n            # the first n columns: a prefix of the segment
-        k.sgd_update(*(row[:size] for row in rows), *self._constants, first, self.tiny)
-        k.sgd_update(*self._rows(self.block.starts[1]), *self._constants, first, self.tiny)
+        k.sgd_step(*(row[:size] for row in rows), *self._rows(self.block.starts[1]), *self._constants,
+                   first, self.tiny, self.count)
 
     def at_rest(self, i):
         """With no weight decay, where the momentum buffer is 0 (everywhere without momentum)."""

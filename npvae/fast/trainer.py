@@ -29,10 +29,9 @@ A change is found by comparing values with what the trainer took, so one that pu
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
-An exception (Ctrl-C) that stops an update part-way leaves the copy torn, some parameters
-a step ahead of the others: it is never written back. The model and the optimizer keep
-what the trainer last took, and a note on the exception says how many steps that drops
-(sync now and then to keep them); a write-back cut short is finished when the block ends.
+A Ctrl-C lands before an update or after it, never half way (the update is one kernel
+call), and a write-back it cuts short is finished when the ``with`` block ends, or at
+the trainer's next call if the loop catches the interrupt and goes on.
 ``model.parameters()``' ``.grad`` are not touched: the gradients stay in the fast layout.
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
@@ -88,7 +87,7 @@ class Trainer:
     * A step whose loss is not finite is not applied (the returned parts show the NaN or
       inf); ``fit`` raises ``DivergenceError`` there, a loop of your own should check.
     * ``optimizer.lr`` (and the other hyper-parameters) may change between steps.
-    * A Ctrl-C never leaves a mix of two steps in the model: an update cut short is dropped.
+    * A Ctrl-C keeps every whole step and no half one.
     * ``p.grad`` is not touched; one trainer per model at a time.
     """
 
@@ -104,7 +103,7 @@ class Trainer:
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
         if images is not None:
-            images = check_images(images, "images", model.input_dim)
+            images = check_images(images, "images", model.input_dim, dtype=model.dtype)
             batch_size = len(images) if batch_size is None else batch_size
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
@@ -116,28 +115,15 @@ class Trainer:
         self.closed = False                 # by the end of a with block (see __exit__)
         self._depth = 0                     # with blocks entered and not yet ended
         self.visited = None                 # with retirement: the images this epoch's steps saw
-        self.torn = False                   # see _rewriting
         self.storing = False                # see sync
         self.load()
 
-    @contextlib.contextmanager
-    def _rewriting(self):
-        """Around a change of the trainer's copy made in several calls (an update, units reordered).
-
-        An exception part-way (Ctrl-C between two kernels) leaves the copy torn: some parameters
-        a step ahead of the others. No ``finally``: the flag stays up, and :meth:`sync` then
-        keeps the model's own state, which is whole, instead of writing the torn copy back."""
-        self.torn = True
-        yield
-        self.torn = False
-
     def load(self):
         """Copy the model's parameters and the optimizer's state into the trainer."""
-        with self._rewriting():
-            if self.dead is not None:
-                self.dead.pause()           # units back in the model's order; resumed by the next step
-            self.net.load(self.model, self.opt.states())
-            self.opt.load()
+        if self.dead is not None:
+            self.dead.pause()               # units back in the model's order; resumed by the next step
+        self.net.load(self.model, self.opt.states())
+        self.opt.load()
         self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
 
@@ -152,11 +138,14 @@ class Trainer:
         """The optimizer's step count, and copies of :meth:`_arrays`."""
         return self.optimizer.t, [np.array(a) for a in self._arrays()]
 
-    def _changed_elsewhere(self):
-        """True if the model or the optimizer no longer hold what :meth:`load` took from them."""
+    def _changed_elsewhere(self, or_ours=False):
+        """True if the model or the optimizer no longer hold what :meth:`load` took from them.
+        ``or_ours``, after a write-back cut short: what the trainer writes back is no change either."""
         t, then = self.taken
-        return t != self.optimizer.t or any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
-                                            for a, b in zip(then, self._arrays()))
+        ours = self.net.block.stored(self.opt.state_names) if or_ours else then
+        if self.optimizer.t not in (t, self.opt.t if or_ours else t):
+            return True
+        return any(not _same(a, b) and not _same(a, o) for a, b, o in zip(self._arrays(), then, ours))
 
     def sync(self):
         """Write the parameters and the optimizer's state back into the model and the optimizer,
@@ -168,20 +157,10 @@ class Trainer:
         StateError
             If something else changed the model or the optimizer after the trainer took them
             and the trainer has stepped since: their change is kept, the trainer's steps are not.
-            Or if an exception (Ctrl-C) stopped the trainer part-way through an update: the model
-            and the optimizer keep what the trainer took, a state that is whole; its steps are dropped.
         """
         if self.synced:
             return
-        if self.torn:
-            steps = self.opt.t - self.taken[0]
-            self.synced = True              # dropped; the next step takes the model as it is
-            raise StateError(
-                f"Trainer.sync: an exception stopped this Trainer part-way through changing its copy of "
-                f"the parameters (an update, which leaves some of them a step ahead of the others). The "
-                f"model and the optimizer keep the state the trainer took from them (step "
-                f"{self.taken[0]}), without its {steps} step(s) since: sync now and then in the loop to keep them.")
-        if not self.storing and self._changed_elsewhere():
+        if self._changed_elsewhere(or_ours=self.storing):
             steps = self.opt.t - self.taken[0]
             self.synced = True              # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
@@ -192,12 +171,13 @@ class Trainer:
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
         if self.dead is not None:
-            with self._rewriting():
-                self.dead.pause()
-        self.storing = True                 # stopped part-way, the model is half written: write it whole
+            self.dead.pause()
+        # A Ctrl-C in the write-back leaves the model half written: the next sync writes it
+        # whole, taking what the trainer had written so far for its own (and not a change).
+        self.storing = True
         self.net.store(self.model, self.opt.states())
         self.opt.store()
-        self.synced, self.storing = True, False     # in one line: no interrupt between the two
+        self.synced, self.storing = True, False    # in one line: no Ctrl-C between the two
 
     def _ready(self):
         """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
@@ -205,20 +185,18 @@ class Trainer:
         (:meth:`_check_not_taken_over`); take the optimizer's current hyper-parameters; inside
         an epoch with dead-unit retirement, go on with it (its evidence re-checked) if it was
         paused."""
-        if self.torn or self.storing:       # an exception stopped the last update or sync part-way
+        if self.storing:                    # a Ctrl-C cut the last write-back short: finish it
             self.sync()
         if self.synced:
             self.load()
         else:
             self._check_not_taken_over()
         if self.opt.settings_changed():
-            with self._rewriting():
-                if self.dead is not None:
-                    self.dead.pause()
-                self.opt.apply_settings()
+            if self.dead is not None:
+                self.dead.pause()
+            self.opt.apply_settings()
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
-            with self._rewriting():
-                self.dead.resume()
+            self.dead.resume()
 
     def _check_not_taken_over(self):
         """A change to the model or the optimizer before the trainer's first update since it took
@@ -247,20 +225,28 @@ class Trainer:
 
     def __exit__(self, exc_type, exc, tb):
         """Sync, and close the trainer: a step after the block would train a copy that no later
-        sync writes back, so it is refused until the trainer is entered again."""
-        self._depth -= 1
-        self.closed = self._depth == 0      # an inner block syncs; only the outermost closes
+        sync writes back, so it is refused until the trainer is entered again.
+
+        A Ctrl-C during the write-back is answered by finishing it. (One that lands on the very
+        first line, before the ``try`` can catch it, leaves the trainer open with its steps:
+        ``trainer.sync()`` still writes them back.)"""
+        try:
+            # an inner block syncs; only the outermost closes (one line: no Ctrl-C between the two)
+            self._depth, self.closed = self._depth - 1, self._depth == 1
+            self._sync_noting(exc)
+        except BaseException:               # a Ctrl-C cut this write-back short: finish it, then stop
+            self._sync_noting(exc)
+            raise
+
+    def _sync_noting(self, exc):
+        """Sync; a ``StateError`` while ``exc`` is on its way out becomes a note on ``exc``
+        (the exception to see) instead of replacing it."""
         try:
             self.sync()
         except StateError as e:
             if exc is None:
                 raise
-            exc.add_note(str(e))            # the block's own exception is the one to see
-        except BaseException:
-            if not self.storing:
-                raise
-            self.sync()                     # a Ctrl-C cut the write-back short: finish it, then stop
-            raise
+            exc.add_note(str(e))
 
     def _check_open(self, method):
         if self.closed:
@@ -279,8 +265,7 @@ class Trainer:
         self._check_open("begin_epoch")
         self.load()
         if self.dead is not None:
-            with self._rewriting():
-                self.dead.begin_epoch(resumed)
+            self.dead.begin_epoch(resumed)
             self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
     def end_epoch(self):
@@ -293,8 +278,7 @@ class Trainer:
         seen, proven = self.visited, True
         if self.dead is not None:
             proven = seen is None or bool(seen.all())
-            with self._rewriting():
-                self.dead.end_epoch(proven)
+            self.dead.end_epoch(proven)
             self.visited = None
         self.sync()
         if not proven:      # said last: under warnings-as-errors the epoch is still ended and synced
@@ -368,7 +352,9 @@ class Trainer:
             self.visited[idx] = True
         if math.isfinite(parts.total):
             self.net.backward()
-            with self._rewriting():
-                self.opt.step(self.net.first_grad)
+            self.opt.step(self.net.first_grad)
         return parts
 
+
+def _same(a, b):
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
