@@ -634,3 +634,32 @@ def test_typed_keeps_the_float_type():
     assert numba.njit(tenth_of)(three) == float(np.float32(0.1) * np.float32(3)) != 0.1 * 3
     assert numba.njit(tenth_of)(three.astype(np.float64)) == 0.1 * 3
     assert k.typed(0.5, np.float32(1)).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_step_kernel_is_its_update_kernels_then_one_more_step_counted(dtype):
+    """adam_step and sgd_step: the first weight's columns, the rest, and the count, in one call
+    (so that a Ctrl-C cannot land between them), bit for bit what the separate calls give."""
+    p1, m1 = F(normal(0, (B, N), dtype)), F(normal(1, (B, N), dtype, 0.1))
+    v1 = F(np.random.default_rng(2).uniform(1e-6, 0.1, (B, N)).astype(dtype))
+    columns = np.array([0, 2, 3, 6], np.intp)
+    values = F(normal(3, (B, len(columns)), dtype))
+    rest = adam_state(4, dtype)
+    c = adam_constants(dtype, 9, 0.01)
+    apart = [a.copy(order="K") for a in (p1, m1, v1)], [a.copy() for a in rest]
+    k.adam_update_columns(apart[0][0], values, columns, apart[0][1], apart[0][2], *c)
+    k.adam_update(*apart[1], *c)
+    count = np.array([8], np.int64)
+    k.adam_step(p1, values, columns, m1, v1, *rest, *c, count)
+    for got, want in zip((p1, m1, v1, *rest), (*apart[0], *apart[1])):
+        assert np.array_equal(got, want)
+    assert count.tolist() == [9]
+
+    tiny = dtype(np.finfo(dtype).tiny)
+    first, second = (normal(5, (3, 40), dtype), normal(6, (3, 30), dtype))     # rows: p, g, buf
+    constants = (dtype(0.1), dtype(0.9), dtype(0.01))
+    apart = first.copy(), second.copy()
+    k.sgd_update(*apart[0], *constants, False, tiny)
+    k.sgd_update(*apart[1], *constants, False, tiny)
+    k.sgd_step(*first, *second, *constants, False, tiny, count)
+    assert np.array_equal(first, apart[0]) and np.array_equal(second, apart[1]) and count.tolist() == [10]
