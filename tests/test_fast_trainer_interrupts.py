@@ -122,3 +122,70 @@ def test_an_interrupt_at_any_line_keeps_the_whole_steps(name, go_on):
             break
         assert not getattr(caught, "__notes__", None), (n, caught.__notes__)    # nothing was dropped
     assert returned == 2 and n > 100    # the last trial ran to its end; the others were stopped
+
+
+# -- with dead-unit retirement: moving units takes many calls ----------------------------------
+IMAGES = np.random.default_rng(7).random((24, 30))
+HALVES = [np.arange(12), np.arange(12, 24)]
+DEAD = np.arange(6)                     # first-layer units that never fire
+
+
+def make_with_dead_units():
+    model = VAE(30, 16, 4, rng=0, dtype=np.float64)
+    model.encoder[0].bias.data[DEAD] = -1e9
+    opt = Adam(model.parameters(), lr=1e-2)
+    return model, opt
+
+
+def epoch(trainer, sync=False):
+    trainer.begin_epoch()
+    for idx in HALVES:
+        trainer.step(trainer.batch(idx))
+        if sync:
+            trainer.sync()
+    trainer.end_epoch()
+
+
+def test_an_interrupt_while_units_move_drops_the_steps_since_the_last_sync_and_says_so():
+    """With retire_dead_units=True, units are moved in many calls at an epoch's start and end,
+    and at a sync: an interrupt there drops the trainer's torn copy (the model keeps the last
+    sync's state, and a note says so), and the loop can go on. Every other line keeps every
+    whole step. (Every third line: the moves span many lines each.)"""
+    model, opt = make_with_dead_units()
+    expected = [state(model, opt)]
+    for _ in range(3):
+        for idx in HALVES:
+            model.zero_grad()
+            model.loss(IMAGES[idx])
+            model.backward()
+            opt.step()
+            expected.append(state(model, opt))
+    n, dropped = -2, 0
+    while True:
+        n += 3
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+        with trainer:
+            epoch(trainer)                              # retires DEAD, untraced
+        assert trainer.dead_units()["retired"] == DEAD.tolist()
+        before, caught = sys.gettrace(), None
+        sys.settrace(interrupt_at(n))
+        try:
+            with trainer:
+                epoch(trainer, sync=True)
+        except Interrupt as e:
+            caught = e
+        finally:
+            sys.settrace(before)
+        if getattr(caught, "__notes__", None):
+            assert "part-way through moving units" in caught.__notes__[0], caught.__notes__
+            dropped += 1
+        else:
+            assert opt.t >= 2, (n, opt.t)               # the first epoch's steps are never lost
+        got, want = state(model, opt), expected[opt.t]
+        assert all(np.allclose(a, b, rtol=1e-12, atol=1e-15) for a, b in zip(got, want)), (n, opt.t)
+        with trainer:
+            epoch(trainer)                              # the loop goes on, with no error
+        if caught is None:
+            break
+    assert dropped > 0 and n > 100

@@ -119,6 +119,18 @@ class DeadUnits:
             W, b = self._first_layer()
             self._at_pause = (W.copy(), b.copy())
 
+    def reloaded(self):
+        """After the trainer took the model's values again because a Ctrl-C cut a move of units
+        short (:meth:`pause`, :meth:`resume`, an epoch's start or end): every unit computed, in
+        the model's order, and nothing retired at this epoch's end (its evidence is not whole)."""
+        self.fired[:] = False
+        self.net.fired = None
+        self.skipping, self.paused = False, True
+        self.candidates[:] = False
+        if self.in_epoch:
+            W, b = self._first_layer()
+            self._at_pause = (W.copy(), b.copy())
+
     def resume(self):
         """Go on with the epoch after :meth:`pause`, once the values are back in the block (the
         model and the optimizer may have been changed meanwhile: a unit whose parameters changed,

@@ -5,9 +5,9 @@ gradients, then the optimizer's state: Adam's two moments or SGD's momentum
 buffer) and one column per scalar parameter. Parameter ``i`` owns the same
 segment of columns in every row, so
 
-* the optimizer's update is two kernel calls, not one per parameter: its rule is
+* the optimizer's update is one kernel call, not one per parameter: its rule is
   elementwise and sees each row's segments as one flat array (the first weight's
-  gradient, which comes as its live columns, gets a call of its own);
+  gradient, which comes as its live columns, gets a loop of its own);
 * reordering a layer's units moves its values, gradients and state together.
 
 Weights are column-major views of their segment (an ``(I, O)`` weight is stored as

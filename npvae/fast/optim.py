@@ -76,8 +76,9 @@ class FusedOptimizer:
 
     def apply_settings(self):
         """Take the reference optimizer's current hyper-parameters."""
-        self.settings = self.source.hyper()
-        self._use(self.settings)
+        settings = self.source.hyper()
+        self._use(settings)
+        self.settings = settings            # last: a Ctrl-C before it leaves them to take again
 
     def _use(self, settings):  # pragma: no cover - abstract
         raise NotImplementedError

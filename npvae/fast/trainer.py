@@ -30,8 +30,11 @@ exactly those values (a reset to the starting state) cannot be told from no chan
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
 A Ctrl-C lands before an update or after it, never half way (the update is one kernel
-call), and a write-back it cuts short is finished when the ``with`` block ends, or at
-the trainer's next call if the loop catches the interrupt and goes on.
+call; not so under ``NUMBA_DISABLE_JIT``), and a write-back it cuts short is finished when
+the ``with`` block ends, or at the trainer's next call if the loop catches the interrupt.
+With dead-unit retirement, units are moved in many calls (an epoch's start and end, a
+sync): a Ctrl-C there drops the trainer's torn copy, so the model keeps the state of the
+last sync, and a note on the interrupt says how many steps that drops.
 ``model.parameters()``' ``.grad`` are not touched: the gradients stay in the fast layout.
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
@@ -87,7 +90,8 @@ class Trainer:
     * A step whose loss is not finite is not applied (the returned parts show the NaN or
       inf); ``fit`` raises ``DivergenceError`` there, a loop of your own should check.
     * ``optimizer.lr`` (and the other hyper-parameters) may change between steps.
-    * A Ctrl-C keeps every whole step and no half one.
+    * A Ctrl-C keeps every whole step and no half one (with ``retire_dead_units``, one
+      that cuts a move of units short drops the steps since the last sync, and says so).
     * ``p.grad`` is not touched; one trainer per model at a time.
     """
 
@@ -116,14 +120,30 @@ class Trainer:
         self._depth = 0                     # with blocks entered and not yet ended
         self.visited = None                 # with retirement: the images this epoch's steps saw
         self.storing = False                # see sync
+        self.torn = False                   # see _reordering
         self.load()
+
+    @contextlib.contextmanager
+    def _reordering(self):
+        """Around dead-unit retirement's moves of units (many calls): a Ctrl-C part-way leaves
+        the trainer's copy torn. No ``finally``: the flag stays up, :meth:`sync` keeps the model's
+        own state (whole) instead of writing the torn copy back, and :meth:`load` starts afresh."""
+        self.torn = True
+        yield
+        self.torn = False
 
     def load(self):
         """Copy the model's parameters and the optimizer's state into the trainer."""
-        if self.dead is not None:
-            self.dead.pause()               # units back in the model's order; resumed by the next step
-        self.net.load(self.model, self.opt.states())
-        self.opt.load()
+        if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
+            self.sync()
+        torn = self.torn
+        with self._reordering():
+            if self.dead is not None and not torn:
+                self.dead.pause()           # units back in the model's order; resumed by the next step
+            self.net.load(self.model, self.opt.states())
+            self.opt.load()
+            if self.dead is not None and torn:
+                self.dead.reloaded()        # its moves were cut short: start again from the model's order
         self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
 
@@ -160,9 +180,19 @@ class Trainer:
         """
         if self.synced:
             return
+        if self.torn:
+            steps = self.opt.t - self.taken[0]
+            self.synced = True              # dropped; the next step takes the model as it is
+            if steps == 0:                  # nothing of the trainer's to lose
+                return
+            raise StateError(
+                f"Trainer.sync: an exception stopped this Trainer part-way through moving units for "
+                f"dead-unit retirement, which left its copy of the parameters torn. The model and the "
+                f"optimizer keep the state the trainer took from them (step {self.taken[0]}), without "
+                f"its {steps} step(s) since: sync now and then in the loop to keep them.")
         if self._changed_elsewhere(or_ours=self.storing):
             steps = self.opt.t - self.taken[0]
-            self.synced = True              # theirs is kept; the next step takes it as it is
+            self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
                 return
             raise StateError(
@@ -171,7 +201,8 @@ class Trainer:
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
         if self.dead is not None:
-            self.dead.pause()
+            with self._reordering():
+                self.dead.pause()
         # A Ctrl-C in the write-back leaves the model half written: the next sync writes it
         # whole, taking what the trainer had written so far for its own (and not a change).
         self.storing = True
@@ -185,7 +216,7 @@ class Trainer:
         (:meth:`_check_not_taken_over`); take the optimizer's current hyper-parameters; inside
         an epoch with dead-unit retirement, go on with it (its evidence re-checked) if it was
         paused."""
-        if self.storing:                    # a Ctrl-C cut the last write-back short: finish it
+        if self.storing or self.torn:       # a Ctrl-C cut the last write-back or moves short
             self.sync()
         if self.synced:
             self.load()
@@ -193,10 +224,12 @@ class Trainer:
             self._check_not_taken_over()
         if self.opt.settings_changed():
             if self.dead is not None:
-                self.dead.pause()
+                with self._reordering():
+                    self.dead.pause()
             self.opt.apply_settings()
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
-            self.dead.resume()
+            with self._reordering():
+                self.dead.resume()
 
     def _check_not_taken_over(self):
         """A change to the model or the optimizer before the trainer's first update since it took
@@ -265,7 +298,8 @@ class Trainer:
         self._check_open("begin_epoch")
         self.load()
         if self.dead is not None:
-            self.dead.begin_epoch(resumed)
+            with self._reordering():
+                self.dead.begin_epoch(resumed)
             self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
     def end_epoch(self):
@@ -278,7 +312,8 @@ class Trainer:
         seen, proven = self.visited, True
         if self.dead is not None:
             proven = seen is None or bool(seen.all())
-            self.dead.end_epoch(proven)
+            with self._reordering():
+                self.dead.end_epoch(proven)
             self.visited = None
         self.sync()
         if not proven:      # said last: under warnings-as-errors the epoch is still ended and synced
