@@ -186,10 +186,11 @@ class Trainer:
             if steps == 0:                  # nothing of the trainer's to lose
                 return
             raise StateError(
-                f"Trainer.sync: an exception stopped this Trainer part-way through moving units for "
-                f"dead-unit retirement, which left its copy of the parameters torn. The model and the "
-                f"optimizer keep the state the trainer took from them (step {self.taken[0]}), without "
-                f"its {steps} step(s) since: sync now and then in the loop to keep them.")
+                f"Trainer.sync: an exception stopped this Trainer part-way through moving units (for "
+                f"dead-unit retirement) or taking the model's values, which left its copy of the "
+                f"parameters torn. The model and the optimizer keep the state the trainer took from "
+                f"them (step {self.taken[0]}), without its {steps} step(s) since: sync now and then "
+                f"in the loop to keep them.")
         if self._changed_elsewhere(or_ours=self.storing):
             steps = self.opt.t - self.taken[0]
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
