@@ -38,7 +38,7 @@ import numpy as np
 from . import footprint
 from .backend import resolve
 from .data import to_float
-from .errors import DivergenceError, InputError, InputTypeError
+from .errors import DivergenceError, InputError, InputTypeError, quiet_overflow
 from .losses import bce_with_logits_per_sample, kl_per_sample
 from .model import VAE, LossParts
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
@@ -187,16 +187,17 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
-    for x in _batches(model, images, batch_size, seed, binarize):
-        x = net.prepare(x)
-        h = net.encode(x)                                   # (B, 2d)
-        eps = rng.standard_normal((len(x), d), dtype=model.dtype)
-        z = _sample_z(h, eps)                               # (B, d)
-        recon_sum += float(net.recon_rows(z, x).sum(dtype=np.float64))
-        if kl == "analytic":
-            kl_sum += float(kl_per_sample(h[:, :d], h[:, d:]).sum(dtype=np.float64))
-        else:
-            kl_sum += float(_log_q_minus_log_p(z, eps, h[:, d:]).sum())
+    with quiet_overflow():           # a NaN or inf is checked below, or by the caller
+        for x in _batches(model, images, batch_size, seed, binarize):
+            x = net.prepare(x)
+            h = net.encode(x)                                   # (B, 2d)
+            eps = rng.standard_normal((len(x), d), dtype=model.dtype)
+            z = _sample_z(h, eps)                               # (B, d)
+            recon_sum += float(net.recon_rows(z, x).sum(dtype=np.float64))
+            if kl == "analytic":
+                kl_sum += float(kl_per_sample(h[:, :d], h[:, d:]).sum(dtype=np.float64))
+            else:
+                kl_sum += float(_log_q_minus_log_p(z, eps, h[:, d:]).sum())
     recon, kl_mean = recon_sum / len(images), kl_sum / len(images)
     parts = LossParts(recon + beta * kl_mean, recon, kl_mean)
     if check_finite and not np.isfinite(parts.total):
@@ -280,30 +281,31 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     d = model.latent_dim
     out = np.empty(len(images))
     start = 0
-    for x in _batches(model, images, batch_size, seed, binarize):
-        n = len(x)
-        h = net.encode(net.prepare(x)).copy()           # (n, 2d): the encoder runs once per image
-        per_chunk = max(1, min(k, chunk_rows // n))
-        # the batch repeated once per sample of a chunk, sample-major (rows i*n .. i*n+n-1
-        # are sample i), made once per batch
-        xt = net.prepare(np.broadcast_to(x, (per_chunk,) + x.shape).reshape(per_chunk * n, -1))
-        ht = np.broadcast_to(h, (per_chunk,) + h.shape).reshape(per_chunk * n, -1)
-        # streaming log-sum-exp over the k samples: running max m and sum s of exp(lw - m)
-        m, s = np.full(n, -np.inf), np.zeros(n)
-        for done in range(0, k, per_chunk):
-            c = min(per_chunk, k - done)
-            eps = rng.standard_normal((c, n, d), dtype=model.dtype).reshape(c * n, d)
-            z = _sample_z(ht[:c * n], eps)
-            x_c = xt if c == per_chunk else net.prepare(np.ascontiguousarray(xt[:c * n]))
-            nll_x = net.recon_rows(z, x_c).astype(np.float64)               # -log p(x|z), (c*n,)
-            lw = (-nll_x - _log_q_minus_log_p(z, eps, ht[:c * n, d:])).reshape(c, n)   # log weights
-            m_new = np.maximum(m, lw.max(axis=0))
-            s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
-            m = m_new
-            if progress is not None:                    # a large k takes long per batch: said as it goes
-                progress(start + n * (done + c) // k, len(images))
-        out[start:start + n] = -(m + np.log(s) - np.log(k))
-        start += n
+    with quiet_overflow():           # a NaN or inf is checked below, or by the caller
+        for x in _batches(model, images, batch_size, seed, binarize):
+            n = len(x)
+            h = net.encode(net.prepare(x)).copy()           # (n, 2d): the encoder runs once per image
+            per_chunk = max(1, min(k, chunk_rows // n))
+            # the batch repeated once per sample of a chunk, sample-major (rows i*n .. i*n+n-1
+            # are sample i), made once per batch
+            xt = net.prepare(np.broadcast_to(x, (per_chunk,) + x.shape).reshape(per_chunk * n, -1))
+            ht = np.broadcast_to(h, (per_chunk,) + h.shape).reshape(per_chunk * n, -1)
+            # streaming log-sum-exp over the k samples: running max m and sum s of exp(lw - m)
+            m, s = np.full(n, -np.inf), np.zeros(n)
+            for done in range(0, k, per_chunk):
+                c = min(per_chunk, k - done)
+                eps = rng.standard_normal((c, n, d), dtype=model.dtype).reshape(c * n, d)
+                z = _sample_z(ht[:c * n], eps)
+                x_c = xt if c == per_chunk else net.prepare(np.ascontiguousarray(xt[:c * n]))
+                nll_x = net.recon_rows(z, x_c).astype(np.float64)               # -log p(x|z), (c*n,)
+                lw = (-nll_x - _log_q_minus_log_p(z, eps, ht[:c * n, d:])).reshape(c, n)   # log weights
+                m_new = np.maximum(m, lw.max(axis=0))
+                s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
+                m = m_new
+                if progress is not None:                    # a large k takes long per batch: said as it goes
+                    progress(start + n * (done + c) // k, len(images))
+            out[start:start + n] = -(m + np.log(s) - np.log(k))
+            start += n
     if check_finite and not np.isfinite(out).all():
         bad = np.flatnonzero(~np.isfinite(out))
         raise _diverged(f"iw_nll: the estimate for image {bad[0]} is {out[bad[0]]} ({len(bad)} of {len(out)} "

@@ -182,6 +182,9 @@ class Adam(Optimizer):
     weight_decay : float
         :math:`w`, an L2 penalty: :math:`w\theta` is added to the gradient before the moments
         (PyTorch's ``Adam(weight_decay=...)``; not AdamW's decoupled decay).
+    beta1, beta2 : deprecated (warns)
+        The two decay rates apart, the spelling of ``Adam.beta1``/``beta2`` before ``betas``;
+        one given alone keeps the other's default.
     backend : deprecated, ignored (warns)
 
     Notes
@@ -211,8 +214,12 @@ class Adam(Optimizer):
     eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
     weight_decay = Setting(check_non_negative_number)
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, backend=None):
+    def __init__(self, params, lr=1e-3, betas=None, eps=1e-8, weight_decay=0.0, backend=None, *,
+                 beta1=None, beta2=None):
         super().__init__(params, backend)
+        if beta1 is not None or beta2 is not None:
+            betas = _betas_from_old_spelling(betas, beta1, beta2, (0.9, 0.999), "Adam(beta1=, beta2=)")
+        betas = (0.9, 0.999) if betas is None else betas
         self._set_checked(lr=self._first_lr(lr), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):
@@ -248,7 +255,7 @@ class Adam(Optimizer):
                 raise InputTypeError(f"set_hyper got {name} twice, by position and as a keyword")
             given[name] = value
         if beta1 is not None or beta2 is not None:
-            betas = _betas_from_old_spelling(betas, beta1, beta2)
+            betas = _betas_from_old_spelling(betas, beta1, beta2, self.betas, "Adam.set_hyper(beta1=, beta2=)")
         hyper = dict(lr=lr, betas=betas, **given)
         self._set_checked(**{name: value for name, value in hyper.items() if value is not None})
 
@@ -304,15 +311,13 @@ def _a_number(value):
         (isinstance(value, np.ndarray) and value.ndim == 0)
 
 
-def _betas_from_old_spelling(betas, beta1, beta2):
-    """``(beta1, beta2)`` from ``set_hyper``'s keywords before ``betas`` was one pair."""
-    warnings.warn("Adam.set_hyper with beta1 and beta2 apart is deprecated: pass betas=(beta1, beta2)",
-                  DeprecationWarning, stacklevel=3)
+def _betas_from_old_spelling(betas, beta1, beta2, current, spelling):
+    """``(beta1, beta2)`` from the keywords before ``betas`` was one pair; one given alone
+    keeps the other's ``current`` value."""
+    warnings.warn(f"{spelling} is deprecated: pass betas=(beta1, beta2)", DeprecationWarning, stacklevel=3)
     if betas is not None:
         raise InputError(f"give betas={betas!r} or the deprecated beta1=, beta2=, not both")
-    if beta1 is None or beta2 is None:
-        raise InputError("the deprecated beta1= and beta2= go together; better, pass betas=(beta1, beta2)")
-    return beta1, beta2
+    return (current[0] if beta1 is None else beta1), (current[1] if beta2 is None else beta2)
 
 
 class SGD(Optimizer):

@@ -2,6 +2,8 @@
 (``backend="numpy"``: the model's own layers; ``"numba"``: npvae.fast.Evaluator)."""
 import os
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -282,7 +284,8 @@ def test_a_model_whose_variance_overflows_evaluates_alike_on_both_paths(backend)
     model = VAE(784, 8, 3, rng=0)
     model.encoder[2].bias.data[3:] = 200.0              # logvar = 200: exp(100) overflows float32
     x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # the answer is the value, not NumPy's warnings before it
         parts = evaluate_elbo(model, x, backend=backend, check_finite=False)
     assert not np.isfinite(parts.total)
 
@@ -293,7 +296,8 @@ def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
     model = VAE(12, 8, 2, rng=0)
     model.encoder[2].bias.data[2:] = 200.0          # logvar = 200: exp overflows float32
     images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # under -W error too: the DivergenceError, not a warning
         with pytest.raises(DivergenceError, match=r"evaluate_elbo: the loss on these images is (nan|inf) .*"
                                                   r"parameters are finite.*check_finite=False"):
             evaluate_elbo(model, images, backend=backend)

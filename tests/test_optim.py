@@ -315,9 +315,26 @@ def test_set_hyper_with_the_old_beta1_beta2_keywords_is_deprecated_and_sets_beta
     assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.0)
     with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="not both"):
         opt.set_hyper(lr=0.01, betas=(0.9, 0.99), beta1=0.5, beta2=0.9, eps=1e-6, weight_decay=0.0)
-    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="go together"):
-        opt.set_hyper(lr=0.01, beta1=0.5, eps=1e-6, weight_decay=0.0)
-    assert opt.betas == (0.5, 0.9)
+    with pytest.warns(DeprecationWarning):                   # one alone keeps the other, as opt.beta1 = does
+        opt.set_hyper(beta1=0.6)
+    assert opt.betas == (0.6, 0.9)
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match=r"betas\[1\] must be in \[0, 1\)"):
+        opt.set_hyper(lr=0.5, beta2=1.0)
+    assert opt.hyper() == dict(lr=0.01, betas=(0.6, 0.9), eps=1e-6, weight_decay=0.0)   # all or nothing
+
+
+def test_the_constructor_takes_the_old_beta1_beta2_keywords_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)") as caught:
+        opt = Adam(_params(), beta1=0.5, beta2=0.6)
+    assert caught[0].filename == __file__
+    assert opt.betas == (0.5, 0.6)
+    with pytest.warns(DeprecationWarning):
+        assert Adam(_params(), beta2=0.99).betas == (0.9, 0.99)     # the other keeps its default
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="not both"):
+        Adam(_params(), betas=(0.9, 0.99), beta1=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Adam(_params()).betas == (0.9, 0.999)              # the default, no warning
 
 
 def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():

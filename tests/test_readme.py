@@ -54,3 +54,15 @@ def test_its_offline_variant_defines_what_the_rest_of_the_block_uses(monkeypatch
     assert len(names["train_images"]) == 800 and len(names["test_images"]) == 200
     with pytest.raises(npvae.InputError):            # the empty ds really is unusable: the test can fail
         npvae.fit(names["model"], empty, empty, epochs=1)
+
+
+def test_the_readme_is_short_and_every_file_it_links_exists():
+    """A learner's page: at most 200 lines, the details one link away."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)|src=\"([^\"]+)\"", text)
+    paths = [a or b for a, b in links if not (a or b).startswith("http")]
+    assert "docs/fast-path.md" in paths and "docs/derivation.md" in paths
+    missing = [p for p in paths if not os.path.exists(os.path.join(ROOT, p))]
+    assert missing == []

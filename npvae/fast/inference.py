@@ -6,7 +6,7 @@ copy of the model's parameters in the fast layout, with the training step's kern
 """
 import numpy as np
 
-from ..errors import InputTypeError
+from ..errors import InputTypeError, quiet_overflow
 from ..validate import check_shape
 from .step import FastVAE
 from .supported import EVALUATION_METHODS, check_supported
@@ -34,10 +34,12 @@ class Evaluator:
 
     def encode(self, x):
         """``h = [mu | logvar]`` (B, 2d) of a prepared batch (overwritten by the next call)."""
-        return self.net.encode(x, self.net.workspace(x.shape[0], training=False))
+        with quiet_overflow():
+            return self.net.encode(x, self.net.workspace(x.shape[0], training=False))
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,) for codes ``z`` (B, d) and a prepared ``x``."""
         ws = self.net.workspace(x.shape[0], training=False)
-        k.bce_logits_forward(self.net.decode(z, ws), x, ws.recon_rows)
+        with quiet_overflow():
+            k.bce_logits_forward(self.net.decode(z, ws), x, ws.recon_rows)
         return ws.recon_rows

@@ -46,7 +46,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, InputTypeError, StateError
+from ..errors import InputError, InputTypeError, StateError, quiet_overflow
 from ..optim import SGD, Adam, Optimizer
 from ..validate import (check_batch, check_bool, check_images, check_indices, check_optimizer_params,
                         check_positive_float, check_positive_int)
@@ -383,12 +383,13 @@ class Trainer:
         self._ready()
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
-        parts = self.net.forward(x, beta, ws.eps)
-        if ours is not None and self.visited is not None:    # computed: its evidence is in
-            self.visited[idx] = True
-        if math.isfinite(parts.total):
-            self.net.backward()
-            self.opt.step(self.net.first_grad)
+        with quiet_overflow():
+            parts = self.net.forward(x, beta, ws.eps)
+            if ours is not None and self.visited is not None:    # computed: its evidence is in
+                self.visited[idx] = True
+            if math.isfinite(parts.total):
+                self.net.backward()
+                self.opt.step(self.net.first_grad)
         return parts
 
 

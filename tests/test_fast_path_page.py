@@ -1,0 +1,41 @@
+"""docs/fast-path.md's Python blocks run as a user would copy them, one after the other.
+
+Only the data change: ``load_dataset("mnist")`` gives 800 of the shipped 1,000 test digits to
+train on (the full MNIST is not on the test machines) and the other 200 to test on.
+"""
+import os
+import re
+
+import numpy as np
+
+import npvae
+import npvae.data
+from npvae.data import Dataset, load_split, split
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
+
+
+def python_blocks():
+    with open(os.path.join(ROOT, "docs", "fast-path.md"), encoding="utf-8") as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
+def test_the_blocks_train_on_the_fast_path_and_leave_the_result_in_the_model(monkeypatch, capsys):
+    (train, train_labels), (test, test_labels) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)
+    monkeypatch.setattr(npvae.data, "load_dataset",
+                        lambda name: Dataset(name, train, train_labels, test, test_labels, SAMPLE))
+    blocks = python_blocks()
+    assert len(blocks) == 2, "the page's loop, then its loop with dead-unit retirement"
+    names = {}
+    exec(compile(blocks[0], "docs/fast-path.md", "exec"), names)
+    model, opt = names["model"], names["opt"]
+    assert opt.t == 2 * 7 and opt.lr == 5e-4          # 800 images in batches of 128, two epochs
+    first_epoch, second_epoch = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert second_epoch < first_epoch < 600
+    assert np.isclose(npvae.evaluate_elbo(model, test).total, second_epoch)    # the with block wrote it back
+    exec(compile(blocks[1], "docs/fast-path.md", "exec"), names)
+    assert opt.t == 4 * 7
+    retired = int(capsys.readouterr().out.split()[0])
+    assert 0 <= retired < 400
+    assert np.isfinite(names["parts"].total)
