@@ -118,6 +118,18 @@ def test_relu_bias_backward_by_hand():
     assert out.tolist() == [[1, 2], [-3, 0]]
 
 
+def test_a_unit_whose_gradients_cancel_is_live_its_weight_gradient_is_not_0():
+    """Live means some sample's gradient is not 0, not that their sum is not 0: the bias
+    gradient of unit 1 cancels to 0, its weight gradient ``x.T @ dx`` does not."""
+    dy = F([[4, 1], [2, -1]], np.float32)
+    y = F([[0, 2], [0, 5]], np.float32)                             # unit 0 off, unit 1 on
+    dx, db, live = F(np.empty((2, 2), np.float32)), np.empty(2, np.float32), np.full(2, -1, np.intp)
+    assert k.relu_bias_backward(dy, y, dx, db, live) == 1 and live[0] == 1
+    assert db.tolist() == [0, 0] and dx.tolist() == [[0, 1], [0, -1]]
+    x = np.array([[0.2], [0.7]], np.float32)
+    assert (x.T @ dx[:, live[:1]]).item() == pytest.approx(-0.5)    # the column a dead unit would drop
+
+
 def test_mark_fired_columns_marks_units_that_fired_and_keeps_earlier_marks():
     y = F(np.zeros((5, 4), np.float32))
     y[3, 0], y[0, 2] = 1e-30, 2.0                 # columns 0 and 2 fired...
@@ -281,6 +293,25 @@ def test_latent_backward_is_sampler_backward_plus_kl_backward(dtype, beta):
     dh = F(np.full((B, 2 * D), 99, dtype))
     k.latent_backward(F(dz), eps, std, h, dtype(beta / B), dh)
     np.testing.assert_allclose(dh, expected, rtol=rtol(dtype, 8), atol=rtol(dtype, 8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_kl_gradient_keeps_its_digits_for_log_variances_near_0(dtype):
+    """Latents at the prior: ``(exp(logvar) - 1) / 2`` with ``exp(logvar)`` near 1 would lose
+    most digits to the subtraction (19% of the value at logvar = 1e-7 in float32); the
+    reference's ``expm1`` keeps them, and so must the kernel."""
+    h = F(np.zeros((B, 2 * D)), dtype)
+    h[:, D:] = np.array([[1e-7, -1e-7, 3e-6], [-2e-5, 1e-4, -1e-3], [1e-2, -3e-2, 5e-8],
+                         [2e-7, 7e-4, -4e-6], [1e-6, -1e-5, 1e-3]])
+    kl = KL()
+    kl.forward(h)
+    expected = kl.backward(0.7)
+    z, std = F(np.empty((B, D), dtype)), F(np.empty((B, D), dtype))
+    eps, dz = np.zeros((B, D), dtype), F(np.zeros((B, D), dtype))      # the road through z gives 0
+    k.sampler_forward(h, eps, z, std)
+    dh = F(np.full((B, 2 * D), 99, dtype))
+    k.latent_backward(dz, eps, std, h, dtype(0.7 / B), dh)
+    np.testing.assert_allclose(dh[:, D:], expected[:, D:], rtol=rtol(dtype, 8), atol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -174,6 +174,32 @@ def test_both_back_ends_train_the_same_model_to_round_off(sample):
         assert rel(q.data, p.data) < 1e-9, name
 
 
+class _Recording(VAE):
+    """The stock VAE, noting each training step's batch size and loss (the reference runs it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = []
+
+    def loss(self, x, beta=1.0, eps=None):
+        parts = super().loss(x, beta, eps)
+        self.steps.append((len(x), parts))
+        return parts
+
+
+def test_an_epochs_losses_are_means_over_images_with_a_short_last_batch(sample):
+    """150 images in batches of 100: the batch of 50 weighs half as much as the full one (the
+    same code runs both back ends, and they train alike: the test above)."""
+    images, _ = sample
+    model = _Recording(784, 32, 4, dtype=np.float64, rng=0)
+    history = fit(model, images[:150], epochs=1, batch_size=100, rng=0, progress=False, backend="numpy")
+    assert [n for n, _ in model.steps] == [100, 50]
+    (n1, a), (n2, b) = model.steps
+    assert a.total != pytest.approx(b.total, rel=1e-3)          # else any weighting would do
+    for i, key in enumerate(("train_loss", "train_recon", "train_kl")):
+        assert history[key] == [pytest.approx((n1 * a[i] + n2 * b[i]) / 150, rel=1e-12)], key
+
+
 def test_the_back_end_defaults_to_npvae_backend_then_numba(sample, monkeypatch, tmp_path):
     images, _ = sample
     runs = {}
