@@ -18,7 +18,18 @@ def test_the_command_compiles_and_says_so(capsys):
     assert out[0].startswith("npvae: compiling") and "kernels are compiled (or were loaded)" in out[1]
 
 
-def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_as_at_a_terminal():
+    """Python's own SIGINT handler, whatever this test process was started with: a shell
+    script that runs ``pytest &`` starts it with SIGINT ignored, and the compile command
+    rightly leaves an ignored Ctrl-C ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(monkeypatch, capsys,
+                                                                                ctrl_c_as_at_a_terminal):
     """The KeyboardInterrupt may surface from Numba as a RuntimeError (or not at all)."""
     def compile_kernels(dtypes):
         try:
