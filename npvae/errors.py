@@ -5,7 +5,6 @@ built-in type that fits (``ValueError`` for a wrong value or shape, ``TypeError`
 for a wrong type or dtype, ``OSError`` for a download), so ``except ValueError``
 keeps working in code that does not know npvae.
 """
-import numpy as np
 
 
 class NpvaeError(Exception):
@@ -63,14 +62,6 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class DivergenceError(NpvaeError, FloatingPointError):
     """Training produced NaN or inf; the message names the epoch and step."""
-
-
-def quiet_overflow():
-    """NumPy's overflow warnings off, where npvae checks the result itself and says what a NaN
-    or inf in it means (a :class:`DivergenceError`, a training step left out): the fast path's
-    passes and the evaluation functions. The warnings would only come before that answer (and,
-    under ``-W error``, instead of it). The reference's ops warn as NumPy does."""
-    return np.errstate(over="ignore", invalid="ignore")
 
 
 class RunFolderInUseError(NpvaeError, RuntimeError):

@@ -33,12 +33,14 @@ the fast path (``backend="numba"``: :class:`npvae.fast.Evaluator`, the same
 forward pass with the training step's kernels); the default is
 ``$NPVAE_BACKEND``, else ``"numba"`` (:mod:`npvae.backend`).
 """
+import contextlib
+
 import numpy as np
 
 from . import footprint
 from .backend import resolve
 from .data import to_float
-from .errors import DivergenceError, InputError, InputTypeError, quiet_overflow
+from .errors import DivergenceError, InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
 from .model import VAE, LossParts
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
@@ -77,6 +79,10 @@ class ReferencePass:
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""
         return bce_with_logits_per_sample(self.model.decoder.forward(z), x)
+
+    def numpy_warnings(self):
+        """The reference warns as NumPy does (the fast path does not: see its Evaluator)."""
+        return contextlib.nullcontext()
 
 
 def forward_pass(model, backend=None):
@@ -187,7 +193,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
-    with quiet_overflow():           # a NaN or inf is checked below, or by the caller
+    with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
         for x in _batches(model, images, batch_size, seed, binarize):
             x = net.prepare(x)
             h = net.encode(x)                                   # (B, 2d)
@@ -281,7 +287,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     d = model.latent_dim
     out = np.empty(len(images))
     start = 0
-    with quiet_overflow():           # a NaN or inf is checked below, or by the caller
+    callers = np.geterr()            # NumPy's settings for the caller's own code: progress
+    with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
         for x in _batches(model, images, batch_size, seed, binarize):
             n = len(x)
             h = net.encode(net.prepare(x)).copy()           # (n, 2d): the encoder runs once per image
@@ -303,7 +310,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
                 s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
                 m = m_new
                 if progress is not None:                    # a large k takes long per batch: said as it goes
-                    progress(start + n * (done + c) // k, len(images))
+                    with np.errstate(**callers):
+                        progress(start + n * (done + c) // k, len(images))
             out[start:start + n] = -(m + np.log(s) - np.log(k))
             start += n
     if check_finite and not np.isfinite(out).all():

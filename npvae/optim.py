@@ -18,6 +18,9 @@ from .module import Module, Parameter, warn_backend_argument
 from .validate import Setting, check_decay_rates, check_non_negative_number, check_positive_number
 
 
+PYTORCH_BETAS = (0.9, 0.999)     # Adam's default decay rates, as in PyTorch and the paper
+
+
 def check_params(params):
     """``params`` as a non-empty list of Parameters, or a clear error."""
     if isinstance(params, Module):
@@ -176,15 +179,15 @@ class Adam(Optimizer):
     lr : float
         The step size :math:`\alpha`, > 0 (a schedule may set ``optimizer.lr``, down to 0, between steps).
     betas : (float, float)
-        :math:`(\beta_1, \beta_2)`, the decay rates of the two moments.
+        :math:`(\beta_1, \beta_2)`, the decay rates of the two moments (default (0.9, 0.999)).
     eps : float
         Added to :math:`\sqrt{\hat v}` so that the step stays finite.
     weight_decay : float
         :math:`w`, an L2 penalty: :math:`w\theta` is added to the gradient before the moments
         (PyTorch's ``Adam(weight_decay=...)``; not AdamW's decoupled decay).
     beta1, beta2 : deprecated (warns)
-        The two decay rates apart, the spelling of ``Adam.beta1``/``beta2`` before ``betas``;
-        one given alone keeps the other's default.
+        The two decay rates apart, named as the deprecated attributes ``Adam.beta1``/``beta2``
+        are; one given alone keeps the other's default.
     backend : deprecated, ignored (warns)
 
     Notes
@@ -214,12 +217,12 @@ class Adam(Optimizer):
     eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
     weight_decay = Setting(check_non_negative_number)
 
-    def __init__(self, params, lr=1e-3, betas=None, eps=1e-8, weight_decay=0.0, backend=None, *,
+    def __init__(self, params, lr=1e-3, betas=PYTORCH_BETAS, eps=1e-8, weight_decay=0.0, backend=None, *,
                  beta1=None, beta2=None):
         super().__init__(params, backend)
         if beta1 is not None or beta2 is not None:
-            betas = _betas_from_old_spelling(betas, beta1, beta2, (0.9, 0.999), "Adam(beta1=, beta2=)")
-        betas = (0.9, 0.999) if betas is None else betas
+            given = None if betas is PYTORCH_BETAS else betas      # the default itself: not given
+            betas = _betas_from_old_spelling(given, beta1, beta2, PYTORCH_BETAS, "Adam(beta1=, beta2=)")
         self._set_checked(lr=self._first_lr(lr), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):

@@ -2,7 +2,6 @@
 (``backend="numpy"``: the model's own layers; ``"numba"``: npvae.fast.Evaluator)."""
 import os
 
-import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from npvae import VAE
 from npvae.data import binarize, load_idx_split
 from npvae.errors import DivergenceError, InputError, InputTypeError
 from npvae.evaluate import binarize_inplace, evaluate_elbo, iw_nll
+from numpy_warnings import warned_on_the_reference_only
 from npvae.train import fit
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
@@ -284,8 +284,7 @@ def test_a_model_whose_variance_overflows_evaluates_alike_on_both_paths(backend)
     model = VAE(784, 8, 3, rng=0)
     model.encoder[2].bias.data[3:] = 200.0              # logvar = 200: exp(100) overflows float32
     x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")            # the answer is the value, not NumPy's warnings before it
+    with warned_on_the_reference_only(backend):
         parts = evaluate_elbo(model, x, backend=backend, check_finite=False)
     assert not np.isfinite(parts.total)
 
@@ -296,8 +295,7 @@ def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
     model = VAE(12, 8, 2, rng=0)
     model.encoder[2].bias.data[2:] = 200.0          # logvar = 200: exp overflows float32
     images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")            # under -W error too: the DivergenceError, not a warning
+    with warned_on_the_reference_only(backend):
         with pytest.raises(DivergenceError, match=r"evaluate_elbo: the loss on these images is (nan|inf) .*"
                                                   r"parameters are finite.*check_finite=False"):
             evaluate_elbo(model, images, backend=backend)
@@ -305,6 +303,14 @@ def test_a_model_whose_codes_overflow_is_an_error_not_a_nan(backend):
             iw_nll(model, images, k=3, backend=backend)
         assert not np.isfinite(evaluate_elbo(model, images, backend=backend, check_finite=False).total)
         assert not np.isfinite(iw_nll(model, images, k=3, backend=backend, check_finite=False))
+
+
+def test_the_progress_callback_runs_under_the_callers_numpy_settings():
+    """The fast path's evaluation is quiet about its own NaN and inf, not about the caller's code."""
+    model = VAE(12, 8, 2, rng=0)
+    images = np.random.default_rng(0).random((10, 12)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        iw_nll(model, images, k=3, backend="numba", progress=lambda done, total: np.exp(np.float32(100)))
 
 
 def test_a_value_just_outside_0_1_is_shown_as_it_is_not_rounded_into_the_range():

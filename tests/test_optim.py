@@ -335,6 +335,8 @@ def test_the_constructor_takes_the_old_beta1_beta2_keywords_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Adam(_params()).betas == (0.9, 0.999)              # the default, no warning
+    with pytest.raises(InputTypeError, match="betas must be a pair"):
+        Adam(_params(), betas=None)                                # not a way to ask for the default
 
 
 def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():

@@ -1,7 +1,6 @@
 """Tests of npvae.train.fit: learning, history, validation, warm-up, beta, progress, metrics,
 resume, divergence; on both back ends (``backend="numpy"``, the reference, and ``"numba"``,
 the fast path) wherever the two could differ."""
-import contextlib
 import copy
 import io
 import json
@@ -23,6 +22,7 @@ from npvae.data import load_idx_split
 from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from npvae.fast import Trainer
 from npvae.optim import Optimizer
+from numpy_warnings import warned_on_the_reference_only
 from npvae.train import FIELDS, History, ReferenceSteps, TrainingInterrupted, fit, warmup_beta
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
@@ -659,35 +659,29 @@ def test_nan_weight_raises_divergence_and_keeps_checkpoint(sample, tmp_path, bac
     assert load_checkpoint(path).epoch == 1
 
 
-@contextlib.contextmanager
-def numpy_warnings_on_the_reference_only(backend):
-    """The reference is plain NumPy: an overflow warns as NumPy does, then fit says what it
-    means. The fast path's products are as quiet as its kernels: its answer is the error alone."""
-    with warnings.catch_warnings():
-        if backend == "numba":
-            warnings.simplefilter("error")                # any warning fails the test
-            yield
-        else:
-            warnings.simplefilter("ignore", RuntimeWarning)
-            with np.errstate(all="ignore"):
-                yield
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_huge_learning_rate_diverges(sample, tmp_path, backend):
     images, _ = sample
-    with numpy_warnings_on_the_reference_only(backend):
+    with warned_on_the_reference_only(backend):
         with pytest.raises(DivergenceError, match=r"epoch 1, step \d+ of 13.*not applied"):
             fit(small(), images[:800], epochs=2, batch_size=64, lr=1e6, rng=0, progress=False,
                 checkpoint=tmp_path / "c.npz", backend=backend)
     assert not (tmp_path / "c.npz").exists()              # nothing diverged was ever written
 
 
+def test_a_callers_own_errstate_raise_still_raises_at_numpys_line_on_the_fast_path(sample):
+    """The fast path quiets NumPy's warnings, not a "raise" asked for to find where a NaN starts."""
+    images, _ = sample
+    with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError) as caught:
+        fit(small(), images[:800], epochs=2, batch_size=64, lr=1e6, rng=0, progress=False, backend="numba")
+    assert caught.type is FloatingPointError             # NumPy's own, not fit's DivergenceError
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_model_whose_test_loss_overflows_diverges_though_its_steps_were_finite(sample, tmp_path, backend):
     images, _ = sample      # lr=10 on the tutorial model: finite steps, then codes whose variance is inf
     history = []
-    with numpy_warnings_on_the_reference_only(backend):
+    with warned_on_the_reference_only(backend):
         with pytest.raises(DivergenceError, match=r"epoch 1: the test loss after it is (nan|inf) .*though every "
                                                   r"training step's loss was finite.*smaller learning rate than lr=10"):
             fit(VAE(784, 400, 20, rng=0), images[:500], images[800:], epochs=2, lr=10, rng=4, progress=False,
@@ -706,7 +700,7 @@ def test_a_gradient_whose_square_overflows_adams_v_diverges_naming_the_epoch(tmp
     model = VAE(9, 5, 2, rng=0)
     model.encoder[2].bias.data[2:] = 80.0                    # logvar
     path = tmp_path / "c.npz" if checkpoint else None
-    with numpy_warnings_on_the_reference_only(backend):
+    with warned_on_the_reference_only(backend):
         with pytest.raises(DivergenceError, match=r"training diverged in epoch 1: optimizer state v\.\d \(of "
                                                   r"parameter (en|de)coder\.\d\.(weight|bias)\) holds NaN or inf "
                                                   r"after the epoch's last step\. Try a smaller learning"):

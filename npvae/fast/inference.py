@@ -6,9 +6,9 @@ copy of the model's parameters in the fast layout, with the training step's kern
 """
 import numpy as np
 
-from ..errors import InputTypeError, quiet_overflow
+from ..errors import InputTypeError
 from ..validate import check_shape
-from .step import FastVAE
+from .step import FastVAE, quiet_numpy_warnings
 from .supported import EVALUATION_METHODS, check_supported
 from . import kernels as k
 
@@ -34,12 +34,15 @@ class Evaluator:
 
     def encode(self, x):
         """``h = [mu | logvar]`` (B, 2d) of a prepared batch (overwritten by the next call)."""
-        with quiet_overflow():
-            return self.net.encode(x, self.net.workspace(x.shape[0], training=False))
+        return self.net.encode(x, self.net.workspace(x.shape[0], training=False))
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,) for codes ``z`` (B, d) and a prepared ``x``."""
         ws = self.net.workspace(x.shape[0], training=False)
-        with quiet_overflow():
-            k.bce_logits_forward(self.net.decode(z, ws), x, ws.recon_rows)
+        k.bce_logits_forward(self.net.decode(z, ws), x, ws.recon_rows)
         return ws.recon_rows
+
+    def numpy_warnings(self):
+        """Around an evaluation on the fast path: NumPy's warnings off for a NaN or inf, which
+        the evaluation functions report themselves (:func:`~npvae.fast.step.quiet_numpy_warnings`)."""
+        return quiet_numpy_warnings()

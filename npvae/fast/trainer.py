@@ -46,14 +46,14 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, InputTypeError, StateError, quiet_overflow
+from ..errors import InputError, InputTypeError, StateError
 from ..optim import SGD, Adam, Optimizer
 from ..validate import (check_batch, check_bool, check_images, check_indices, check_optimizer_params,
                         check_positive_float, check_positive_int)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
-from .step import FastVAE
+from .step import FastVAE, quiet_numpy_warnings
 from .supported import TRAINING_METHODS, check_supported
 
 
@@ -383,13 +383,13 @@ class Trainer:
         self._ready()
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
-        with quiet_overflow():
+        with quiet_numpy_warnings():                   # the loss tells (see there)
             parts = self.net.forward(x, beta, ws.eps)
-            if ours is not None and self.visited is not None:    # computed: its evidence is in
-                self.visited[idx] = True
-            if math.isfinite(parts.total):
-                self.net.backward()
-                self.opt.step(self.net.first_grad)
+        if ours is not None and self.visited is not None:    # computed: its evidence is in
+            self.visited[idx] = True
+        if math.isfinite(parts.total):
+            self.net.backward()
+            self.opt.step(self.net.first_grad)
         return parts
 
 
