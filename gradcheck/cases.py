@@ -7,7 +7,9 @@ every element is perturbed. :data:`CASES` maps each name to ``(backend, build)``
 * ``"numpy"``: the reference, op by op (each layer, the sampler, the losses), a
   ``Sequential``, whole VAEs, and the optimizers' update rules;
 * ``"numba"``: the fast path's fused step (:class:`npvae.fast.FastVAE`) on whole VAEs,
-  including the paths it takes only for speed (live columns, retired units).
+  including the paths it takes only for speed (live columns, retired units): its gradients
+  against finite differences of its own loss, and its loss and gradients against the
+  reference's (``VAE.loss``, ``VAE.backward``) to round-off.
 
 Square layers (``in == out``) are in the op cases and in a whole-model case: a
 transposed weight gradient has the right shape there, so only the numbers catch it.
@@ -353,8 +355,23 @@ def _fast(hidden, input_dim=12, latent_dim=3, dead=(), retired=False):
         if dead:
             model.encoder[0].bias.data[list(dead)] = -100.0
         return _vae_problems(model, rng, h, lambda x, beta, eps: run(x, beta, eps).total, grads_of,
-                             prepare=lambda x: np.asfortranarray(x))
+                             prepare=lambda x: np.asfortranarray(x)) + [_as_the_reference(model, run, grads_of, rng)]
     return build
+
+
+def _as_the_reference(model, run, grads_of, rng):
+    """The fast path's loss and gradients against the reference's (``VAE.loss``, ``VAE.backward``)
+    at one batch: a slip made alike in the fast forward and backward passes (a pixel left out
+    of both) passes the finite differences, not this."""
+    x = rng.uniform(0.0, 1.0, (B, model.input_dim)).astype(model.dtype)
+    eps = rng.standard_normal((B, model.latent_dim)).astype(model.dtype)
+    fast_loss = np.array(run(np.asfortranarray(x), 0.5, eps))          # (total, recon, kl)
+    fast_grads = grads_of(np.asfortranarray(x), 0.5, eps)
+    model.zero_grad()
+    exact = {"loss = VAE.loss": (fast_loss, np.array(model.loss(x, beta=0.5, eps=eps)))}
+    model.backward()
+    exact.update({f"{name} = VAE.backward": (fast_grads[name], p.grad) for name, p in model.named_parameters()})
+    return Problem({}, None, None, tag="[beta=0.5]", exact=exact)
 
 
 CASES = {

@@ -31,8 +31,27 @@ def test_every_row_passes_in_float64(rows64):
     failed = [(r.op, r.backend, r.tensor, r.rel_err) for r in rows64 if not r.passed]
     assert not failed
     closed_form = [r for r in rows64 if r.tensor.startswith("step ")]     # the optimizers' rows
-    assert closed_form and all(r.tol == 1e-11 for r in closed_form)
-    assert all(r.tol == 1e-6 for r in rows64 if r not in closed_form)
+    as_reference = [r for r in rows64 if " = VAE." in r.tensor]          # the fast path against VAE.loss/backward
+    assert closed_form and all(r.tol == 1e-11 for r in closed_form + as_reference)
+    assert {r.op for r in as_reference} == {op for op in CASES if op.startswith("fast_")}
+    assert all(r.tol == 1e-6 for r in rows64 if r not in closed_form + as_reference)
+
+
+def test_a_slip_made_alike_in_the_fast_forward_and_backward_is_caught_against_the_reference(monkeypatch):
+    """The last pixel left out of both the fast loss and its gradient: the finite differences
+    agree with such a backward, the rows against ``VAE.loss`` and ``VAE.backward`` do not."""
+    from npvae.fast import kernels
+    original = kernels.bce_logits_forward_backward
+
+    def last_pixel_dropped(logits, target, scale, rows, dlogits):
+        original(logits[:, :-1], target[:, :-1], scale, rows, dlogits[:, :-1])
+        dlogits[:, -1] = 0
+
+    monkeypatch.setattr(kernels, "bce_logits_forward_backward", last_pixel_dropped)
+    rows = run({"fast_vae_1h": CASES["fast_vae_1h"]})
+    failed = {r.tensor for r in rows if not r.passed}
+    assert failed and all(" = VAE." in name for name in failed)
+    assert "loss = VAE.loss[beta=0.5]" in failed and "decoder.2.bias = VAE.backward[beta=0.5]" in failed
 
 
 def test_the_optimizer_rows_hold_to_round_off_not_to_the_finite_difference_tolerance():
