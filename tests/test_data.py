@@ -24,6 +24,7 @@ from npvae.data import (SYSTEM_DIRS, Dataset, binarize, cache_dir, canonical_nam
                         read_idx, read_idx_header, read_images, read_labels, search_path, split, to_float)
 from npvae.errors import DataFileError, DatasetNotFoundError, InputError, InputTypeError
 
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist-sample")
 CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B,
          np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
 
@@ -582,6 +583,13 @@ def test_names(tmp_path):
     with pytest.raises(InputTypeError, match="name"):
         load_dataset(3)
     assert [o for _, o in search_path("mnist", data_dir=tmp_path)] == ["data_dir/mnist", "data_dir"]
+
+
+def test_the_example_scripts_test_split_is_not_a_data_set_and_the_error_says_how_to_make_it():
+    with pytest.raises(InputError, match=r"train_mnist\.py's split .*split\(\*load_split\('mnist', 't10k'"):
+        load_dataset("mnist-test-split", data_dir=SAMPLE)
+    (train, _), (test, _) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)    # as it says
+    assert len(train) == 800 and len(test) == 200
 
 
 # ----------------------------------------------------------------------------- batches

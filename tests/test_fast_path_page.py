@@ -44,3 +44,16 @@ def test_the_blocks_train_on_the_fast_path_and_leave_the_result_in_the_model(mon
     retired = names["trainer"].dead_units()["retired"]
     assert set(range(50)) <= set(retired) and len(retired) < 400
     assert capsys.readouterr().out == f"{len(retired)} units retired\n"
+
+
+def test_its_offline_variant_runs_on_the_mnist_test_files_alone(monkeypatch, capsys):
+    """The commented lines replace the data, as in the README; then the loop trains on them."""
+    monkeypatch.setattr(npvae.data, "load_dataset", lambda name: None)    # no ds to take anything from
+    first = python_blocks()[0]
+    offline = re.sub(r"(?m)^#   ", "", first).replace("ds.train_images, ds.test_images", "None, None")
+    assert offline.count("load_split(") == 1
+    offline = offline.replace("data_dir=DIR", f"data_dir={SAMPLE!r}").replace(", 8000)", ", 800)")
+    names = {}
+    exec(compile(offline, "docs/fast-path.md", "exec"), names)
+    assert len(names["train_images"]) == 800 and names["opt"].t == 2 * 7
+    assert len(capsys.readouterr().out.splitlines()) == 2

@@ -110,6 +110,10 @@ def canonical_name(name):
     if not isinstance(name, str):
         raise InputTypeError(f"name must be a string such as 'mnist', got {type(name).__name__}")
     key = name.strip().lower()
+    if key == "mnist-test-split":       # train_mnist.py's --dataset, made of the MNIST test files
+        raise InputError("'mnist-test-split' is train_mnist.py's split of the MNIST test set, not a data set "
+                         "name; in Python: split(*load_split('mnist', 't10k', data_dir=DIR), 8000) from "
+                         "npvae.data gives its ((train, labels), (test, labels))")
     if key not in ALIASES:
         raise InputError(f"unknown data set name {name!r}; expected one of: {', '.join(ALIASES)}")
     return ALIASES[key]
