@@ -75,6 +75,24 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(tmp_path):
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
 
 
+def test_the_seed_is_what_its_help_says_it_is_in_python(tmp_path):
+    """--seed N: VAE(rng=) and fit(rng=) from np.random.SeedSequence(N).spawn(2), so a user can
+    make the same run in Python."""
+    import npvae
+    from npvae.data import load_split, split
+    out = tmp_path / "out"
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--seed", "3", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    model_seed, data_seed = np.random.SeedSequence(3).spawn(2)
+    (train, _), (test, _) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)
+    model = npvae.VAE(784, 32, 20, rng=np.random.default_rng(model_seed))
+    history = npvae.fit(model, train, test, epochs=1, batch_size=64, rng=np.random.default_rng(data_seed),
+                        progress=False)
+    epoch = lines(out / "metrics.jsonl")[0]
+    assert epoch["train_loss"] == pytest.approx(history["train_loss"][0], rel=1e-9)   # another seed: 1e-3 off
+    assert epoch["test_loss"] == pytest.approx(history["test_loss"][0], rel=1e-9)
+
+
 def test_a_warmup_longer_than_the_run_gets_a_note_in_the_flags_words(tmp_path):
     proc = run([TRAIN, *SMALL, "--epochs", "1", "--warmup", "4", "--out", str(tmp_path / "out")])
     assert proc.returncode == 0, proc.stderr
