@@ -32,12 +32,11 @@ LIVE_FRACTION = 0.75
 
 
 def quiet_numpy_warnings():
-    """NumPy's warnings for a result that overflows to inf or turns NaN, off (where they are
-    warnings; a caller's ``np.errstate(over="raise")`` still raises). Around the fast path's
-    forward passes: what they compute is the loss, which says NaN or inf itself (a step then
-    leaves its update out, ``fit`` raises ``DivergenceError``), as the kernels, which never
-    warn, do; NumPy's warnings would come before that answer, and under ``-W error`` instead
-    of it. The reference warns as NumPy does."""
+    """``np.errstate`` with NumPy's overflow and invalid-value *warnings* off (a caller's
+    ``"raise"`` stays), for the fast path's forward passes. Their loss shows a NaN or inf
+    itself (a step then leaves its update out, ``fit`` raises ``DivergenceError``), as the
+    Numba kernels, which never warn, already do: a warning would only come first, and under
+    ``-W error`` it would replace that answer. The reference warns as NumPy does."""
     return np.errstate(**{kind: "ignore" for kind, how in np.geterr().items()
                           if kind in ("over", "invalid") and how == "warn"})
 
