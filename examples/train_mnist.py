@@ -131,8 +131,10 @@ def build_parser(exit_on_error=True):
                         f"--beta (default: {d['warmup']})")
     p.add_argument("--binarize", action="store_true", help="dynamic binarization of the training images")
     p.add_argument("--seed", type=cli.whole_number(0), metavar="N",
-                   help=f"the run's one seed (default: {d['seed']}), split in two: in Python, VAE(..., rng=) and "
-                        f"fit(..., rng=) take np.random.default_rng of np.random.SeedSequence(N).spawn(2)")
+                   help=f"the run's seed (default: {d['seed']}). In Python: model_seed, data_seed = "
+                        f"np.random.SeedSequence(N).spawn(2), then VAE(..., rng=np.random.default_rng(model_seed)) "
+                        f"and fit(..., rng=np.random.default_rng(data_seed)); samples.png draws from "
+                        f"np.random.default_rng(N)")
     p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: $NPVAE_BACKEND, else numba)")
     p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "

@@ -36,7 +36,8 @@ def parse_args(argv=None):
                    help="finite-difference step (default 1e-5 for float64, 1e-2 for float32)")
     p.add_argument("--tol", type=real_number(0, exclusive=True), default=None, metavar="T",
                    help="pass if max rel err < T (default 1e-6 for float64, 3e-2 for float32); the "
-                        "optimizers' closed-form rows keep their own, tighter one (1e-11, 1e-3) unless T is tighter")
+                        "exact rows (the optimizers' closed forms, the fast path against VAE.loss/backward) "
+                        "keep their own, tighter one (1e-11, 1e-3) unless T is tighter")
     p.add_argument("--seed", type=whole_number(0), default=0, help="seed of every case's inputs and weights "
                                                                    "(default: 0)")
     p.add_argument("--self-test", action="store_true",

@@ -245,8 +245,8 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
              "(a analytic, n numerical); <direction>: all tensors along one random unit vector",
-             f"  optimizer steps (step t): against their closed form, pass if rel < "
-             f"{exact_tolerance(dtype, tol):g}"]
+             f"  optimizer steps (step t) against their closed form, and the fast path against "
+             f"VAE.loss/VAE.backward (= VAE.*): pass if rel < {exact_tolerance(dtype, tol):g}"]
     if dtype == np.float32:
         lines.append("  NOTE: float32 is a smoke check only (round-off limits it); "
                      "the real check is float64")

@@ -18,7 +18,7 @@ from .module import Module, Parameter, warn_backend_argument
 from .validate import Setting, check_decay_rates, check_non_negative_number, check_positive_number
 
 
-PYTORCH_BETAS = (0.9, 0.999)     # Adam's default decay rates, as in PyTorch and the paper
+_DEFAULT_BETAS = (0.9, 0.999)    # Adam's decay rates, as in PyTorch and the paper (private: see Adam)
 
 
 def check_params(params):
@@ -217,12 +217,12 @@ class Adam(Optimizer):
     eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
     weight_decay = Setting(check_non_negative_number)
 
-    def __init__(self, params, lr=1e-3, betas=PYTORCH_BETAS, eps=1e-8, weight_decay=0.0, backend=None, *,
+    def __init__(self, params, lr=1e-3, betas=_DEFAULT_BETAS, eps=1e-8, weight_decay=0.0, backend=None, *,
                  beta1=None, beta2=None):
         super().__init__(params, backend)
         if beta1 is not None or beta2 is not None:
-            given = None if betas is PYTORCH_BETAS else betas      # the default itself: not given
-            betas = _betas_from_old_spelling(given, beta1, beta2, PYTORCH_BETAS, "Adam(beta1=, beta2=)")
+            given = None if betas is _DEFAULT_BETAS else betas     # the default object: not given
+            betas = _betas_from_old_spelling(given, beta1, beta2, _DEFAULT_BETAS, "Adam(beta1=, beta2=)")
         self._set_checked(lr=self._first_lr(lr), betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyper(self):

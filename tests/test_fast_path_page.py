@@ -4,28 +4,23 @@ Only the data change: ``load_dataset("mnist")`` gives 800 of the shipped 1,000 t
 train on (the full MNIST is not on the test machines) and the other 200 to test on.
 """
 import os
-import re
 
 import numpy as np
 
 import npvae
 import npvae.data
 from npvae.data import Dataset, load_split, split
+from doc_blocks import offline_variant, python_blocks
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
-
-
-def python_blocks():
-    with open(os.path.join(ROOT, "docs", "fast-path.md"), encoding="utf-8") as f:
-        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
 
 
 def test_the_blocks_train_on_the_fast_path_and_leave_the_result_in_the_model(monkeypatch, capsys):
     (train, train_labels), (test, test_labels) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)
     monkeypatch.setattr(npvae.data, "load_dataset",
                         lambda name: Dataset(name, train, train_labels, test, test_labels, SAMPLE))
-    blocks = python_blocks()
+    blocks = python_blocks("docs/fast-path.md")
     assert len(blocks) == 2, "the page's loop, then its loop with dead-unit retirement"
     names = {}
     exec(compile(blocks[0], "docs/fast-path.md", "exec"), names)
@@ -47,11 +42,13 @@ def test_the_blocks_train_on_the_fast_path_and_leave_the_result_in_the_model(mon
 
 
 def test_its_offline_variant_runs_on_the_mnist_test_files_alone(monkeypatch, capsys):
-    """The commented lines replace the data, as in the README; then the loop trains on them."""
-    monkeypatch.setattr(npvae.data, "load_dataset", lambda name: None)    # no ds to take anything from
-    first = python_blocks()[0]
-    offline = re.sub(r"(?m)^#   ", "", first).replace("ds.train_images, ds.test_images", "None, None")
-    assert offline.count("load_split(") == 1
+    """The commented lines replace the two above them, as in the README; the loop then trains on those."""
+    def no_network(name):
+        raise AssertionError("offline, the block must not call load_dataset")
+
+    monkeypatch.setattr(npvae.data, "load_dataset", no_network)
+    offline = offline_variant(python_blocks("docs/fast-path.md")[0])
+    assert offline.count("load_split(") == 1 and "ds." not in offline
     offline = offline.replace("data_dir=DIR", f"data_dir={SAMPLE!r}").replace(", 8000)", ", 800)")
     names = {}
     exec(compile(offline, "docs/fast-path.md", "exec"), names)
