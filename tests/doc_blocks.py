@@ -2,7 +2,7 @@
 import os
 import re
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+from cli_util import ROOT
 
 
 def python_blocks(page):

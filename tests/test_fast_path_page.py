@@ -3,17 +3,13 @@
 Only the data change: ``load_dataset("mnist")`` gives 800 of the shipped 1,000 test digits to
 train on (the full MNIST is not on the test machines) and the other 200 to test on.
 """
-import os
-
 import numpy as np
 
 import npvae
 import npvae.data
 from npvae.data import Dataset, load_split, split
+from cli_util import SAMPLE
 from doc_blocks import offline_variant, python_blocks
-
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")
 
 
 def test_the_blocks_train_on_the_fast_path_and_leave_the_result_in_the_model(monkeypatch, capsys):
