@@ -5,6 +5,7 @@
 optimizers know nothing of it: they are the reference, and the fast path
 (:mod:`npvae.fast`) reads them and writes back into them.
 """
+import importlib.util
 import os
 
 from .errors import InputError
@@ -20,4 +21,9 @@ def resolve(backend=None):
         source = "backend" if backend is not None else ENV_VAR
         raise InputError(f"{source} must be one of {BACKENDS} (numpy: the plain reference; numba: the "
                          f"fast path), got {name!r}")
+    if name == "numba" and importlib.util.find_spec("numba") is None:    # a checkout on sys.path, say
+        chosen = (f"backend={name!r}" if backend is not None else f"${ENV_VAR}={name}"
+                  if ENV_VAR in os.environ else "the default back end, numba,")
+        raise InputError(f"{chosen} needs Numba, which this Python cannot import: install it (pip install "
+                         "numba), or use the plain reference, backend='numpy' (or NPVAE_BACKEND=numpy)")
     return name

@@ -437,8 +437,11 @@ def _is_int(v, minimum=0):
 def _read_meta(arrays, path):
     raw = arrays.get(META_KEY)
     if raw is None:
+        weights = arrays and all(k.endswith((".weight", ".bias")) for k in arrays)
+        hint = ("; for a PyTorch state dict saved as .npz, build the VAE and load it with "
+                "npvae.interop.from_torch_state_dict(model, dict(np.load(path)))" if weights else "")
         raise CheckpointError(f"{path}: not an npvae checkpoint (no {META_KEY!r} entry; "
-                              f"has {sorted(arrays)[:5]}{'...' if len(arrays) > 5 else ''})")
+                              f"has {sorted(arrays)[:5]}{'...' if len(arrays) > 5 else ''}){hint}")
     if raw.shape != () or raw.dtype.kind != "U":
         raise CheckpointError(f"{path}: not an npvae checkpoint ({META_KEY!r} is not a 0-d string)")
     try:

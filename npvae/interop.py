@@ -117,6 +117,14 @@ def detect_layout(state_dict):
     keys = list(state_dict)
     if not all(isinstance(k, str) for k in keys):
         raise StateDictError(f"state_dict keys must be parameter names (str), got {keys[:6]!r}")
+    mean_heads = [k for k in keys if any(w in k.split(".")[0] for w in ("mu", "mean"))]
+    var_heads = [k for k in keys if "var" in k.split(".")[0]]
+    if mean_heads and var_heads:        # a VAE of one's own, e.g. fc_mu and fc_logvar
+        raise StateDictError(f"the state dict has a head for the mean ({mean_heads[0]}, ...) and one for the "
+                             f"log-variance ({var_heads[0]}, ...): npvae's encoder ends in one layer giving "
+                             "[mu | logvar]. Stack the two heads' weights (mean first) and biases into one "
+                             "layer, and name the layers as in one of the two layouts (npvae.interop's "
+                             "docstring shows them)")
     if keys and all(k.startswith("fc") for k in keys):
         return "examples"
     if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):
@@ -129,8 +137,9 @@ def detect_layout(state_dict):
         raise StateDictError(f"the state dict's names are of the {likely!r} layout but for {extra[:6]}"
                              f"{'...' if len(extra) > 6 else ''}, which fit no npvae VAE (a buffer, "
                              f"another module's entries): leave those out")
-    hint = ("; the names start with 'module.' (a DataParallel model): strip that prefix first"
-            if keys and all(k.startswith("module.") for k in keys) else "")
+    hint = next((f"; the names start with {prefix!r} ({source}): strip that prefix first"
+                 for prefix, source in (("module.", "a DataParallel model"), ("_orig_mod.", "a torch.compile model"))
+                 if keys and all(k.startswith(prefix) for k in keys)), "")
     raise StateDictError(f"cannot tell the layout of a state dict with keys {sorted(keys)[:6]}"
                          f"{'...' if len(keys) > 6 else ''}: expected encoder.*/decoder.* "
                          f"('sequential') or fc1, fc21, fc22, fc3, fc4 ('examples'){hint}")

@@ -236,7 +236,7 @@ class Sequential(Module):
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:
-            x = layer.forward(x)
+            x = layer(x)
         return x
 
     def backward(self, grad_out):

@@ -171,12 +171,13 @@ class VAE(Module):
         """
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True)
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
-        z = self.sampler.forward(h, eps)                   # (B, d)
-        logits = self.decoder.forward(z)                   # (B, input_dim)
-        recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
-        kl = self.kl.forward(h)                            # mean over the batch of the KL sums
+        h = self.encoder(x)                                # (B, 2d) = [mu | logvar]
+        z = self.sampler(h, eps)                           # (B, d)
+        logits = self.decoder(z)                           # (B, input_dim)
+        recon = self.bce(logits, x)                        # mean over the batch of the BCE sums
+        kl = self.kl(h)                                    # mean over the batch of the KL sums
         self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
+        self._calls_at_loss = self._layer_calls()
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
@@ -184,8 +185,8 @@ class VAE(Module):
 
         It must follow :meth:`loss` directly, once: ``encode``, ``decode``, ``sample`` and
         the other inference methods run the same layers and replace what backward needs,
-        and a second backward of the same loss (which would add its gradients twice) is
-        refused.
+        as does calling a layer (``model.encoder(x)``), and a second backward of the same
+        loss (which would add its gradients twice) is refused.
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
@@ -203,12 +204,21 @@ class VAE(Module):
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
                              "backward needs")
+        if self._layer_calls() != self._calls_at_loss:
+            raise StateError("VAE.backward: a layer of the model ran since loss() (model.encoder(x) or "
+                             "model.decoder(z), say) and replaced what backward needs. Call loss() again "
+                             "first; run other batches through the model after backward")
         self._pending_beta, self._differentiated = None, True     # one backward per loss
         dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
         dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
         dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
         self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
+
+    def _layer_calls(self):
+        """How often each layer has been called (``Module.calls``): a change since loss() means
+        one ran again and replaced what backward needs."""
+        return [m.calls for m in self.modules() if m is not self]
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):
@@ -232,8 +242,8 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             The mean and log-variance of ``q(z | x)``.
         """
-        h = self.encoder.forward(self._batch(x))
-        x_hat = sigmoid(self.decoder.forward(self.sampler.forward(h, eps)))
+        h = self.encoder(self._batch(x))
+        x_hat = sigmoid(self.decoder(self.sampler(h, eps)))
         return (x_hat, *_halves(h))
 
     def encode(self, x):
@@ -248,7 +258,7 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             Its mean and log-variance.
         """
-        return _halves(self.encoder.forward(self._batch(x)))
+        return _halves(self.encoder(self._batch(x)))
 
     def decode(self, z):
         """Pixel probabilities for latent codes.
@@ -267,7 +277,7 @@ class VAE(Module):
     def decode_logits(self, z):
         """The decoder's logits (B, input_dim) for ``z`` (B, latent_dim): :meth:`decode`
         before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
-        return self.decoder.forward(self._batch(z, "z", self.latent_dim))
+        return self.decoder(self._batch(z, "z", self.latent_dim))
 
     def reconstruct(self, x, sample=False):
         """Decode the encoding of ``x``.

@@ -16,7 +16,10 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
   ``dL/dloss`` of whatever the loss feeds and returns the gradient
   for ``pred`` only (the target is data);
 * ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``state_dict()`` /
-  ``load_state_dict()``, ``train()`` / ``eval()``.
+  ``load_state_dict()``, ``train()`` / ``eval()``;
+* calling a module, ``m(x)``, runs ``m.forward(x)`` and counts the call in ``m.calls``:
+  a call replaces what the last forward kept, and a model can see that one came between
+  its loss and its backward (:meth:`npvae.model.VAE.backward` refuses then).
 
 This is the reference: plain NumPy, every array C-ordered, every unit computed.
 The fast path (:mod:`npvae.fast`) keeps its own copy of the parameters in the
@@ -132,6 +135,7 @@ class Module:
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "calls", 0)
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -144,6 +148,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __call__(self, *args, **kwargs):
+        self.calls += 1             # what forward keeps is replaced: see VAE.backward
         return self.forward(*args, **kwargs)
 
     # -- the protocol ------------------------------------------------------------------

@@ -14,7 +14,8 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
   :math:`\beta_t = \beta \cdot \min(1, t / (W S))`: it rises linearly from
   :math:`\beta / (WS)` to :math:`\beta`, reached at the last step of epoch ``W``.
   An epoch's record keeps the weights of its first and last steps (``beta_start``,
-  ``beta``); its ``train_loss`` is the mean of the steps' ``recon + beta_t * kl``.
+  ``beta``); its ``train_loss`` is the mean over the epoch's images of ``recon + beta_t * kl``
+  (each step's mean weighted by its batch size: a short last batch counts for what it holds).
 * **Evaluation** after each epoch on ``test_images`` with a fixed noise seed
   (:func:`npvae.evaluate.evaluate_elbo`), comparable between epochs and runs.
   The test loss is ``recon + beta * kl`` with the *target* ``beta`` (the

@@ -556,3 +556,9 @@ def test_optimizer_state_that_does_not_fit_without_the_model_suggests_passing_it
     reordered = Adam(list(VAE(784, 32, 4).parameters())[::-1])
     with pytest.raises(CheckpointError, match="without model=.*pass the model too"):
         load_checkpoint(path, optimizer=reordered)
+
+
+def test_a_pytorch_state_dict_saved_as_npz_points_to_interop(tmp_path):
+    from npvae.interop import to_torch_state_dict
+    np.savez(tmp_path / "torch.npz", **to_torch_state_dict(VAE(12, 7, 3, rng=0), "examples"))
+    expect_error(tmp_path / "torch.npz", r"not an npvae checkpoint.*npvae.interop.from_torch_state_dict")

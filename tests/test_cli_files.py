@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 import pytest
-from cli_util import ENV, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+from cli_util import ENV, REFERENCE, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
 
 from npvae.checkpoint import load_checkpoint
 from npvae.runfolder import LOCK_NAME
@@ -228,8 +228,8 @@ def test_a_resume_counts_the_files_it_replaces_as_space(tmp_path, private_tmpfs)
     mnt = tmp_path / "mnt"
     driver = tmp_path / "resume.py"
     driver.write_text(textwrap.dedent(RESUME_ON_A_NEARLY_FULL_DISK))
-    command = [sys.executable, str(driver), str(mnt), sys.executable, TRAIN, *SMALL, "--hidden-dim", "400",
-               "--nll-images", "20"]
+    command = [sys.executable, str(driver), str(mnt), sys.executable, TRAIN, *SMALL, *REFERENCE, "--hidden-dim",
+               "400", "--nll-images", "20"]
     proc = private_tmpfs(mnt, "24m", [], command)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -240,7 +240,7 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
     """Running the same command twice must not wipe the first run: the second is refused and
     points to --resume, and the first run's files are left byte for byte."""
     out = tmp_path / "run"
-    first = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    first = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
     assert first.returncode == 0, first.stderr
     before = {f: (out / f).read_bytes() for f in sorted(os.listdir(out))}
     again = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
@@ -260,7 +260,7 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
 def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):
     """`2>&-`: Python has no sys.stderr at all; progress and notes are dropped, the work is done."""
     out = tmp_path / "run"
-    command = shlex.join([sys.executable, TRAIN, *SMALL, "--epochs", "1", "--out", str(out)]) + " 2>&-"
+    command = shlex.join([sys.executable, TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)]) + " 2>&-"
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1 and (out / "samples.png").exists()
@@ -273,7 +273,7 @@ def test_a_new_run_in_the_same_second_gets_a_folder_of_its_own(tmp_path):
     taken = [f"mnist-test-split-{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}" for s in range(60)]
     for name in taken:
         (tmp_path / "runs" / name).mkdir(parents=True)
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20"], cwd=tmp_path)
+    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     new = sorted(set(os.listdir(tmp_path / "runs")) - set(taken))
     assert len(new) == 1 and new[0].endswith("-2") and new[0][:-2] in taken, new
@@ -290,7 +290,7 @@ def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_p
     shutil.copytree(small.pop("--data-dir"), home / "data")
     args = [a for pair in small.items() for a in pair]
     env = {**ENV, "HOME": str(home)}
-    proc = run([TRAIN, *args, "--data-dir=~/data", "--epochs", "1", "--out=~/runs/a"], cwd=here, env=env)
+    proc = run([TRAIN, *args, *REFERENCE, "--data-dir=~/data", "--epochs", "1", "--out=~/runs/a"], cwd=here, env=env)
     assert proc.returncode == 0, proc.stderr
     assert os.listdir(here) == []
     assert {"checkpoint.npz", "run.json", "samples.png"} <= set(os.listdir(home / "runs" / "a"))

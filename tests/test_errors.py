@@ -404,3 +404,21 @@ def test_the_advice_for_integer_pixels_is_in_the_models_dtype():
         npvae.VAE(784, 16, 4).loss(pixels)
     with pytest.raises(InputTypeError, match=r"train_images\.astype\(np\.uint8\) or train_images\.astype\(np\.float64\) / 255$"):
         npvae.fit(npvae.VAE(784, 16, 4, dtype=np.float64), pixels.astype(np.int64), epochs=1, progress=False)
+
+
+def test_without_numba_the_fast_path_says_how_to_get_it_or_do_without(monkeypatch, model):
+    """numba is a dependency, but a checkout put on sys.path by hand may find none: the default
+    back end says so and names the way out, the reference still works."""
+    import sys
+    x = (np.random.default_rng(0).random((8, 12)) * 255).astype(np.uint8)
+    monkeypatch.setitem(sys.modules, "numba", None)        # what "not installed" looks like to import
+    monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    with pytest.raises(InputError, match=r"the default back end, numba, needs Numba.*pip install numba.*"
+                                         r"backend='numpy'"):
+        npvae.evaluate_elbo(model, x)
+    with pytest.raises(InputError, match=r"backend='numba' needs Numba"):
+        npvae.fit(model, x, epochs=1, progress=False, backend="numba")
+    monkeypatch.setenv("NPVAE_BACKEND", "numba")
+    with pytest.raises(InputError, match=r"\$NPVAE_BACKEND=numba needs Numba"):
+        npvae.iw_nll(model, x, k=2)
+    assert np.isfinite(npvae.evaluate_elbo(model, x, backend="numpy").total)

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run, write_idx_gz
+from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run, start, write_idx_gz
 
 from npvae.checkpoint import load_checkpoint
 from npvae.data import locate
@@ -61,12 +61,20 @@ def test_train_mnist_writes_everything(run_dir):
     assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
 
 
-def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(tmp_path):
-    """With --beta 0.5 the closing test_loss is recon + 0.5 KL, as every epoch's is (the last
-    epoch's, same model and noise); the negative ELBO (beta 1) is given apart, by name."""
-    out = tmp_path / "out"
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--beta", "0.5", "--out", str(out)])
+@pytest.fixture(scope="module")
+def weighted_run(tmp_path_factory):
+    """One run with --seed 3 --beta 0.5 --warmup 4, read by the three tests below (a run each
+    would triple their time): the warm-up never reaches --beta in its one epoch."""
+    out = tmp_path_factory.mktemp("weighted") / "out"
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--seed", "3", "--beta", "0.5", "--warmup", "4", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(weighted_run):
+    """With --beta 0.5 the closing test_loss is recon + 0.5 KL, as every epoch's is (the last
+    epoch's, same model and noise), warm-up or not; the negative ELBO (beta 1) is given apart, by name."""
+    out, proc = weighted_run
     last, summary = lines(out / "metrics.jsonl")
     assert summary["test_loss"] == pytest.approx(last["test_loss"], rel=1e-12)
     assert summary["test_loss"] == pytest.approx(summary["test_recon"] + 0.5 * summary["test_kl"], rel=1e-12)
@@ -75,28 +83,26 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(tmp_path):
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
 
 
-def test_the_seed_is_what_its_help_says_it_is_in_python(tmp_path):
+def test_the_seed_is_what_its_help_says_it_is_in_python(weighted_run):
     """--seed N: VAE(rng=) and fit(rng=) from np.random.SeedSequence(N).spawn(2), so a user can
     make the same run in Python."""
     import npvae
     from npvae.data import load_split, split
-    out = tmp_path / "out"
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--seed", "3", "--out", str(out)])
-    assert proc.returncode == 0, proc.stderr
+    out, _ = weighted_run
     model_seed, data_seed = np.random.SeedSequence(3).spawn(2)
     (train, _), (test, _) = split(*load_split("mnist", "t10k", data_dir=SAMPLE), 800)
     model = npvae.VAE(784, 32, 20, rng=np.random.default_rng(model_seed))
-    history = npvae.fit(model, train, test, epochs=1, batch_size=64, rng=np.random.default_rng(data_seed),
-                        progress=False)
+    with pytest.warns(UserWarning, match="warmup=4 epochs is longer"):
+        history = npvae.fit(model, train, test, epochs=1, batch_size=64, beta=0.5, warmup=4,
+                            rng=np.random.default_rng(data_seed), progress=False)
     epoch = lines(out / "metrics.jsonl")[0]
     assert epoch["train_loss"] == pytest.approx(history["train_loss"][0], rel=1e-9)   # another seed: 1e-3 off
     assert epoch["test_loss"] == pytest.approx(history["test_loss"][0], rel=1e-9)
 
 
-def test_a_warmup_longer_than_the_run_gets_a_note_in_the_flags_words(tmp_path):
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--warmup", "4", "--out", str(tmp_path / "out")])
-    assert proc.returncode == 0, proc.stderr
-    assert "note: --warmup 4 is longer than --epochs 1: the KL weight ends at 0.25, not --beta 1" in proc.stderr
+def test_a_warmup_longer_than_the_run_gets_a_note_in_the_flags_words(weighted_run):
+    _, proc = weighted_run
+    assert "note: --warmup 4 is longer than --epochs 1: the KL weight ends at 0.125, not --beta 0.5" in proc.stderr
     assert "UserWarning" not in proc.stderr                 # not Python's form of the same warning
 
 
@@ -129,15 +135,19 @@ def test_interrupted_run_prints_the_resume_command(tmp_path):
     command = shlex.split(err.strip().splitlines()[-1])
     assert command == [sys.executable, TRAIN, "--resume", str(out / "checkpoint.npz")]
     ckpt = load_checkpoint(out / "checkpoint.npz")
-    finish = run(command[1:] + ["--epochs", str(ckpt.epoch + 1)])
+    # bit for bit what a run that was never stopped gives (started now, to run beside the resume)
+    straight = start([*args[:-2], "--epochs", str(ckpt.epoch + 1), "--nll-images", "20", "--out", str(tmp_path / "s")])
+    try:
+        finish = run(command[1:] + ["--epochs", str(ckpt.epoch + 1)])
+        _, straight_err = straight.communicate(timeout=300)
+    finally:
+        straight.kill()
     assert finish.returncode == 0, finish.stderr
     resumed = load_checkpoint(out / "checkpoint.npz")
     assert resumed.epoch == ckpt.epoch + 1
     for name in FIGURES:
         png_size(out / name)
-    # bit for bit what a run that was never stopped gives
-    straight = run([*args[:-2], "--epochs", str(ckpt.epoch + 1), "--nll-images", "20", "--out", str(tmp_path / "s")])
-    assert straight.returncode == 0, straight.stderr
+    assert straight.returncode == 0, straight_err
     reference = load_checkpoint(tmp_path / "s" / "checkpoint.npz")
     for name, value in reference.model_state.items():
         assert np.array_equal(resumed.model_state[name], value), name
@@ -145,15 +155,24 @@ def test_interrupted_run_prints_the_resume_command(tmp_path):
         assert np.array_equal(resumed.optimizer_state[name], value), name
 
 
-@pytest.mark.parametrize("how", ["DATA_DIR", "--data-dir"])
-def test_quickstart_writes_under_runs(tmp_path, how):
-    proc = run([QUICKSTART, SAMPLE] if how == "DATA_DIR" else [QUICKSTART, "--data-dir", SAMPLE], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "test loss" in proc.stdout and "reconstructs the same: True" in proc.stdout
-    out = tmp_path / "runs" / "quickstart"                  # runs/ is in .gitignore
-    assert sorted(os.listdir(tmp_path)) == ["runs"]
-    png_size(out / "quickstart_samples.png")
-    assert load_checkpoint(out / "quickstart.npz").model_config["latent_dim"] == 20
+def test_quickstart_writes_under_runs(tmp_path):
+    """The data folder given either way, the two runs side by side, each in a folder of its own."""
+    forms = {"DATA_DIR": [QUICKSTART, SAMPLE], "--data-dir": [QUICKSTART, "--data-dir", SAMPLE]}
+    procs = {}
+    for how, args in forms.items():
+        os.mkdir(tmp_path / how)
+        procs[how] = start(args, cwd=tmp_path / how)
+    for how, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, (how, err)
+        assert "test loss" in out and "reconstructs the same: True" in out
+        folder = tmp_path / how / "runs" / "quickstart"            # runs/ is in .gitignore
+        assert sorted(os.listdir(tmp_path / how)) == ["runs"]
+        png_size(folder / "quickstart_samples.png")
+        assert load_checkpoint(folder / "quickstart.npz").model_config["latent_dim"] == 20
     with open(QUICKSTART) as f:
         assert len(f.read().splitlines()) < 60
     with open(os.path.join(ROOT, ".gitignore")) as f:

@@ -164,3 +164,23 @@ def test_an_entry_of_no_layout_is_named_among_good_ones(layout):
     sd = {**to_torch_state_dict(m, layout), "kl_weight": np.float32(1.0)}
     with pytest.raises(StateDictError, match=rf"of the '{layout}' layout but for \['kl_weight'\].*leave those out"):
         from_torch_state_dict(m, sd)
+
+
+def test_a_vae_with_heads_for_mu_and_logvar_is_told_how_to_stack_them():
+    """A common hand-written PyTorch VAE (fc_mu, fc_logvar): not taken for the 'examples' layout
+    (whose names also begin with "fc"), but told what npvae's encoder ends in."""
+    m = VAE(12, 7, 3, rng=0)
+    sd = to_torch_state_dict(m)
+    w, b = sd.pop("encoder.2.weight"), sd.pop("encoder.2.bias")
+    sd.update({"fc_mu.weight": w[:3], "fc_mu.bias": b[:3], "fc_logvar.weight": w[3:], "fc_logvar.bias": b[3:]})
+    with pytest.raises(StateDictError, match=r"a head for the mean \(fc_mu.weight.*log-variance \(fc_logvar"
+                                             r".*Stack the two heads' weights \(mean first\)") as e:
+        from_torch_state_dict(m, sd)
+    assert "'examples' layout" not in str(e.value)
+
+
+def test_a_torch_compile_prefix_is_named():
+    m = VAE(12, 7, 3, rng=0)
+    sd = {"_orig_mod." + k: v for k, v in to_torch_state_dict(m).items()}
+    with pytest.raises(StateDictError, match=r"start with '_orig_mod\.' \(a torch.compile model\): strip"):
+        from_torch_state_dict(m, sd)

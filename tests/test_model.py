@@ -154,6 +154,51 @@ def test_an_inference_call_between_loss_and_backward_is_a_state_error(call):
     m.backward()                               # the normal order still works
 
 
+def _layer_by_layer(seq, x):
+    for layer in seq.layers:
+        x = layer(x)
+    return x
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x, z: m.encoder(x), lambda m, x, z: m.decoder(z), lambda m, x, z: m.encoder[0](x),
+    lambda m, x, z: _layer_by_layer(m.decoder, z), lambda m, x, z: m.sampler(m.encoder(x)),
+    lambda m, x, z: m.kl(m.encoder(x)),
+], ids=["encoder", "decoder", "a Dense", "the decoder layer by layer", "sampler", "kl"])
+def test_a_layer_called_between_loss_and_backward_is_a_state_error(call):
+    """As in a PyTorch loop, one may look at another batch's codes, say, with the model's own
+    layers: here that replaces what backward needs, so backward refuses instead of adding wrong
+    gradients (the same batch size once gave no error at all)."""
+    m = _vae()
+    x, z = _data(np.float64)
+    other = np.random.default_rng(5).random(x.shape)
+    m.zero_grad()
+    m.loss(x, eps=z)
+    m.backward()
+    clean = [p.grad.copy() for p in m.parameters()]
+    m.zero_grad()
+    m.loss(x, eps=z)
+    call(m, other, z)
+    with pytest.raises(StateError, match=r"a layer of the model ran since loss\(\).*Call loss\(\) again"):
+        m.backward()
+    assert all(not p.grad.any() for p in m.parameters())   # nothing added
+    call(m, other, z)                                       # before loss(): no harm done
+    m.loss(x, eps=z)
+    m.backward()
+    assert all(np.array_equal(p.grad, g) for p, g in zip(m.parameters(), clean))
+    call(m, other, z)                                       # after backward: no harm done
+    assert all(np.array_equal(p.grad, g) for p, g in zip(m.parameters(), clean))
+
+
+def test_calling_a_module_counts_its_calls_and_runs_forward():
+    layer = ReLU()
+    x = np.array([[-1.0, 2.0]])
+    assert layer.calls == 0
+    assert np.array_equal(layer(x), [[0.0, 2.0]]) and layer.calls == 1
+    layer.forward(x)                          # forward itself is the op; only a call is counted
+    assert layer.calls == 1
+
+
 # -- inference ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_outputs_keep_dtype_and_shape(dtype):

@@ -34,18 +34,25 @@ def load(script):
     return module
 
 
-def test_kl_curve_is_smallest_at_variance_one(tmp_path):
-    out = tmp_path / "kl.png"
+@pytest.fixture(scope="module")
+def kl_curve(tmp_path_factory):
+    """One run of kl_curve.py, read by the two tests below: its output and its figure."""
+    out = tmp_path_factory.mktemp("kl") / "kl.png"
     proc = run("kl_curve.py", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
+    return proc, out
+
+
+def test_kl_curve_is_smallest_at_variance_one(kl_curve):
+    proc, out = kl_curve
     v = float(re.search(r"smallest at V = ([\d.]+)", proc.stdout).group(1))
     assert abs(v - 1.0) < 0.01
     width, height = png_size(out)
     assert width >= 1000 and height >= 400
 
 
-def test_kl_curve_has_variance_one_on_its_grid(tmp_path):
-    proc = run("kl_curve.py", "--out", str(tmp_path / "kl.png"))
+def test_kl_curve_has_variance_one_on_its_grid(kl_curve):
+    proc, _ = kl_curve
     assert "smallest at V = 1.000" in proc.stdout and "where it is 0.00e+00" in proc.stdout
 
 
