@@ -557,3 +557,48 @@ def test_with_retirement_steps_take_the_trainers_own_batches(images):
     trainer = Trainer(model, Adam(model.parameters()), images=images[:100], batch_size=50, retire_dead_units=True)
     with pytest.raises(InputError, match="trainer.batch"):
         trainer.step(np.zeros((50, 784), np.float32))
+
+
+@pytest.mark.parametrize("retire", [False, True], ids=["switch off", "retiring"])
+def test_steps_taken_before_an_epoch_begins_are_kept_not_dropped(images, retire):
+    """A warm-up step, or epochs begun without end_epoch: begin_epoch writes the steps it has
+    not synced back first (it once took the model's old values again, and the steps were lost)."""
+    x = images[:100]
+    ref = vae(dtype=np.float64)
+    ref_opt = Adam(ref.parameters())
+    model = vae(dtype=np.float64)
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=retire)
+    trainer.step(trainer.batch(np.arange(50)))                    # a warm-up step
+    for _ in range(2):
+        trainer.begin_epoch()                                     # and no end_epoch
+        step_on(trainer, 0, 50)
+    trainer.sync()
+    for idx in [np.arange(50)] + [np.arange(0, 50), np.arange(50, 100)] * 2:
+        ref.zero_grad()
+        ref.loss(to_float(x[idx], np.float64))
+        ref.backward()
+        ref_opt.step()
+    assert trainer.optimizer.t == ref_opt.t == 5
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-10, atol=1e-12)
+
+
+def test_the_dead_unit_record_is_loaded_between_epochs_only(images):
+    """Inside an epoch the units retired so far are already left out of its steps: a fresh
+    record then would leave them out for the rest of it. Between epochs it starts afresh."""
+    x = images[:150]
+    trainer, _ = retiring_trainer(x)
+    for _ in range(2):
+        trainer.begin_epoch()
+        step_on(trainer, 0, 50, 100)
+        trainer.end_epoch()
+    assert set(OFF) <= set(trainer.dead_units()["retired"])
+    trainer.begin_epoch()
+    before = trainer.dead_units()
+    with pytest.raises(StateError, match=r"inside an epoch.*before begin_epoch\(\) or after end_epoch\(\)"):
+        trainer.load_dead_units(None)
+    assert trainer.dead_units() == before                         # nothing changed
+    step_on(trainer, 0, 50, 100)
+    trainer.end_epoch()
+    trainer.load_dead_units(None)
+    assert trainer.dead_units() == dict(retired=[], candidates=[], live=[])

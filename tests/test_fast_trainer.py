@@ -171,7 +171,7 @@ def test_a_with_block_inside_another_closes_nothing_the_outer_one_still_uses(ima
 
 def test_a_step_with_a_non_finite_loss_is_not_applied(images):
     model = VAE(784, 32, 4, rng=0)
-    model.decoder[-1].weight.data[0, 0] = np.inf      # the logits of pixel 0 turn inf or NaN
+    model.decoder[-1].weight.data[:, 0] = 3e38        # finite, but the logits of pixel 0 overflow
     opt = Adam(model.parameters())
     start = copy.deepcopy(model.state_dict())
     with Trainer(model, opt) as trainer, np.errstate(all="ignore"):
@@ -549,3 +549,10 @@ def test_the_package_namespace_holds_its_api_and_submodules_only():
                      and getattr(npvae, name).__name__.startswith("npvae."))}
     assert not stray, f"names leaked into npvae's namespace: {sorted(stray)}"
     assert set(npvae.__all__) <= public
+
+
+def test_a_model_holding_nan_is_refused_by_name_as_fit_refuses_it():
+    model = VAE(12, 8, 2, rng=0)
+    model.decoder[-1].bias.data[3] = np.nan
+    with pytest.raises(InputError, match=r"decoder.2.bias holds NaN or inf, so training it cannot work"):
+        Trainer(model, Adam(model.parameters()))

@@ -48,8 +48,8 @@ import numpy as np
 
 from ..errors import InputError, InputTypeError, StateError
 from ..optim import SGD, Adam, Optimizer
-from ..validate import (check_batch, check_bool, check_images, check_indices, check_optimizer_params,
-                        check_positive_float, check_positive_int)
+from ..validate import (check_batch, check_bool, check_finite_parameters, check_images, check_indices,
+                        check_optimizer_params, check_positive_float, check_positive_int)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -76,7 +76,8 @@ class Trainer:
         (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
         of them once between :meth:`begin_epoch` and :meth:`end_epoch` (one that leaves
         some out retires nothing, with a ``UserWarning``). If you change
-        ``images`` in place, call ``load_dead_units(None)``: the proofs were about the old ones.
+        ``images`` in place, call ``load_dead_units(None)`` before the next :meth:`begin_epoch`:
+        the proofs were about the old ones.
 
     Notes
     -----
@@ -103,6 +104,7 @@ class Trainer:
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
                                  "use backend='numpy' (the reference) for other optimizers")
         check_optimizer_params(optimizer, model)
+        check_finite_parameters(model, "training it cannot work")
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
@@ -291,12 +293,15 @@ class Trainer:
 
     # -- epochs (fit) ------------------------------------------------------------------------
     def begin_epoch(self, resumed=False):
-        """Load the model's current state and, with dead-unit retirement, start skipping.
+        """Write back the steps since the last :meth:`sync` (if any), load the model's current
+        state and, with dead-unit retirement, start skipping.
 
         ``resumed``: the epoch continues from a checkpoint mid-way (see
         :meth:`load_dead_units`); the steps before it are not known here, so :meth:`end_epoch`
         takes the epoch as whole (``fit``'s epochs are: it visits every image once)."""
         self._check_open("begin_epoch")
+        if not self.synced:                 # steps taken before the epoch (a warm-up, say) are kept
+            self.sync()
         self.load()
         if self.dead is not None:
             with self._reordering():
@@ -344,7 +349,12 @@ class Trainer:
 
     def load_dead_units(self, state, path="checkpoint"):
         """Restore :meth:`dead_units`' record from a checkpoint (after loading its parameters
-        into the model and :meth:`load`). ``state=None`` starts a fresh record."""
+        into the model and :meth:`load`). ``state=None`` starts a fresh record. Between epochs
+        only: inside one, the units it retired are already left out of its steps."""
+        if self.dead is not None and self.dead.in_epoch:
+            raise StateError("Trainer.load_dead_units: called inside an epoch, whose steps already leave "
+                             "out the units retired so far; call it before begin_epoch() or after "
+                             "end_epoch()")
         if self.dead is not None:
             self.dead.load_state_dict(state or dict(retired=[], candidates=[], live=[]), path)
 
