@@ -128,9 +128,9 @@ def _sgd_step_weight_decay_after_momentum(self):
 
 
 def _sigmoid_forward_keeping_x(self, x):
-    self.x = x
-    self.y = 1 / (1 + np.exp(-x))
-    return self.y
+    y = 1 / (1 + np.exp(-x))
+    self.keep(x=x, y=y)
+    return y
 
 
 def _sigmoid_backward_at_logit(self, grad_out):

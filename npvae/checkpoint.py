@@ -438,7 +438,8 @@ def _read_meta(arrays, path):
     raw = arrays.get(META_KEY)
     if raw is None:
         weights = arrays and all(k.endswith((".weight", ".bias")) for k in arrays)
-        hint = ("; for a PyTorch state dict saved as .npz, build the VAE and load it with "
+        hint = ("; a state dict saved as .npz loads into a VAE you build: an npvae one with "
+                "model.load_state_dict(dict(np.load(path))), a PyTorch one with "
                 "npvae.interop.from_torch_state_dict(model, dict(np.load(path)))" if weights else "")
         raise CheckpointError(f"{path}: not an npvae checkpoint (no {META_KEY!r} entry; "
                               f"has {sorted(arrays)[:5]}{'...' if len(arrays) > 5 else ''}){hint}")

@@ -78,7 +78,7 @@ class ReferencePass:
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""
-        return bce_with_logits_per_sample(self.model.decoder(z), x)
+        return bce_with_logits_per_sample(self.model.decoder.forward(z), x)
 
     def numpy_warnings(self):
         """The reference warns as NumPy does (the fast path does not: see its Evaluator)."""

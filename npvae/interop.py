@@ -117,14 +117,15 @@ def detect_layout(state_dict):
     keys = list(state_dict)
     if not all(isinstance(k, str) for k in keys):
         raise StateDictError(f"state_dict keys must be parameter names (str), got {keys[:6]!r}")
-    mean_heads = [k for k in keys if any(w in k.split(".")[0] for w in ("mu", "mean"))]
-    var_heads = [k for k in keys if "var" in k.split(".")[0]]
+    mean_heads = [k for k in keys if any(w in part for part in k.split(".")[:-1] for w in ("mu", "mean"))]
+    var_heads = [k for k in keys if any("var" in part for part in k.split(".")[:-1])]
     if mean_heads and var_heads:        # a VAE of one's own, e.g. fc_mu and fc_logvar
         raise StateDictError(f"the state dict has a head for the mean ({mean_heads[0]}, ...) and one for the "
                              f"log-variance ({var_heads[0]}, ...): npvae's encoder ends in one layer giving "
-                             "[mu | logvar]. Stack the two heads' weights (mean first) and biases into one "
-                             "layer, and name the layers as in one of the two layouts (npvae.interop's "
-                             "docstring shows them)")
+                             "[mu | logvar]. Join the two heads into one layer, the mean's outputs first "
+                             "(np.concatenate of their weights along axis 0, PyTorch's output axis, and of "
+                             "their biases), and name the layers as in one of the two layouts "
+                             "(npvae.interop's docstring shows them)")
     if keys and all(k.startswith("fc") for k in keys):
         return "examples"
     if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):

@@ -72,7 +72,7 @@ class Dense(Module):
         y : ndarray (B, O)
         """
         check_input(x, "Dense.forward", self.in_features, self.dtype)
-        self.x = x                                          # (B, I): dW needs it
+        self.keep(x=x)                                      # (B, I): dW needs it
         return x @ self.weight.data + self.bias.data        # (B, O)
 
     def backward(self, grad_out):
@@ -123,8 +123,9 @@ class ReLU(Module):
         y : ndarray (B, N)
         """
         check_input(x, "ReLU.forward")
-        self.y = np.maximum(x, 0)                           # (B, N)
-        return self.y
+        y = np.maximum(x, 0)                                # (B, N)
+        self.keep(y=y)
+        return y
 
     def backward(self, grad_out):
         r""":math:`\partial L/\partial x = g \odot [y > 0]` (B, N).
@@ -165,8 +166,9 @@ class Sigmoid(Module):
         y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x >= 17 in float32)
         """
         check_input(x, "Sigmoid.forward")
-        self.y = sigmoid(x)
-        return self.y
+        y = sigmoid(x)
+        self.keep(y=y)
+        return y
 
     def backward(self, grad_out):
         r""":math:`\partial L/\partial x = g \odot y (1 - y)` (B, N).
@@ -236,7 +238,7 @@ class Sequential(Module):
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:
-            x = layer(x)
+            x = layer.forward(x)
         return x
 
     def backward(self, grad_out):

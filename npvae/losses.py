@@ -119,7 +119,7 @@ class KL(Module):
             The mean over the batch; ``self.rows`` (B,) keeps each sample's KL.
         """
         mu, logvar = split_h(h, "KL.forward")
-        self.h = h
+        self.keep(h=h)
         self.rows = kl_per_sample(mu, logvar)               # (B,)
         return batch_mean(self.rows)
 
@@ -186,7 +186,7 @@ class BCEWithLogits(Module):
         """
         check_pair(logits, target, "BCEWithLogits.forward", "logits")
         check_unit_interval(target, "BCEWithLogits.forward: target", "divide by 255")
-        self.logits, self.target = logits, target
+        self.keep(logits=logits, target=target)
         self.rows = bce_with_logits_per_sample(logits, target)   # (B,)
         return batch_mean(self.rows)
 
@@ -254,7 +254,7 @@ class BCE(Module):
         check_unit_interval(target, "BCE.forward: target", "divide by 255")
         eps_clip = np.finfo(probs.dtype).eps
         p = np.clip(probs, eps_clip, 1 - eps_clip)
-        self.p, self.target = p, target
+        self.keep(p=p, target=target)
         self.rows = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=1)
         return batch_mean(self.rows)
 

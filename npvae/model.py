@@ -171,22 +171,22 @@ class VAE(Module):
         """
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True)
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        h = self.encoder(x)                                # (B, 2d) = [mu | logvar]
-        z = self.sampler(h, eps)                           # (B, d)
-        logits = self.decoder(z)                           # (B, input_dim)
-        recon = self.bce(logits, x)                        # mean over the batch of the BCE sums
-        kl = self.kl(h)                                    # mean over the batch of the KL sums
+        h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
+        z = self.sampler.forward(h, eps)                   # (B, d)
+        logits = self.decoder.forward(z)                   # (B, input_dim)
+        recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
+        kl = self.kl.forward(h)                            # mean over the batch of the KL sums
         self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
-        self._calls_at_loss = self._layer_calls()
+        self._passes_at_loss = self._passes()
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
         """Add every parameter's gradient of the last :meth:`loss`'s total into ``p.grad``.
 
         It must follow :meth:`loss` directly, once: ``encode``, ``decode``, ``sample`` and
-        the other inference methods run the same layers and replace what backward needs,
-        as does calling a layer (``model.encoder(x)``), and a second backward of the same
-        loss (which would add its gradients twice) is refused.
+        the other inference methods run the same layers and replace what backward needs, as
+        does any forward of the model's ops (``model.encoder(x)``, say), and a second backward
+        of the same loss (which would add its gradients twice) is refused.
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
@@ -204,10 +204,11 @@ class VAE(Module):
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
                              "backward needs")
-        if self._layer_calls() != self._calls_at_loss:
-            raise StateError("VAE.backward: a layer of the model ran since loss() (model.encoder(x) or "
-                             "model.decoder(z), say) and replaced what backward needs. Call loss() again "
-                             "first; run other batches through the model after backward")
+        ran = [name for name, n in self._passes().items() if n != self._passes_at_loss.get(name)]
+        if ran:
+            raise StateError(f"VAE.backward: model.{ran[0]} ran forward since loss() and replaced what "
+                             f"backward needs (another batch's codes, say). Call loss() again first; run "
+                             f"other batches through the model after backward")
         self._pending_beta, self._differentiated = None, True     # one backward per loss
         dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
         dz = self.decoder.backward(dlogits)                # (B, d)
@@ -215,10 +216,11 @@ class VAE(Module):
         dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
         self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
 
-    def _layer_calls(self):
-        """How often each layer has been called (``Module.calls``): a change since loss() means
-        one ran again and replaced what backward needs."""
-        return [m.calls for m in self.modules() if m is not self]
+    def _passes(self):
+        """``{name: passes}`` of the ops loss() runs (:meth:`Module.keep` counts them): one
+        that changes after loss() ran forward again and replaced what backward needs."""
+        return {name: m.passes for part in ("encoder", "sampler", "decoder", "bce", "kl")
+                for name, m in getattr(self, part).named_modules(part + ".")}
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):
@@ -242,8 +244,8 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             The mean and log-variance of ``q(z | x)``.
         """
-        h = self.encoder(self._batch(x))
-        x_hat = sigmoid(self.decoder(self.sampler(h, eps)))
+        h = self.encoder.forward(self._batch(x))
+        x_hat = sigmoid(self.decoder.forward(self.sampler.forward(h, eps)))
         return (x_hat, *_halves(h))
 
     def encode(self, x):
@@ -258,7 +260,7 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             Its mean and log-variance.
         """
-        return _halves(self.encoder(self._batch(x)))
+        return _halves(self.encoder.forward(self._batch(x)))
 
     def decode(self, z):
         """Pixel probabilities for latent codes.
@@ -277,7 +279,7 @@ class VAE(Module):
     def decode_logits(self, z):
         """The decoder's logits (B, input_dim) for ``z`` (B, latent_dim): :meth:`decode`
         before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
-        return self.decoder(self._batch(z, "z", self.latent_dim))
+        return self.decoder.forward(self._batch(z, "z", self.latent_dim))
 
     def reconstruct(self, x, sample=False):
         """Decode the encoding of ``x``.

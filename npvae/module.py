@@ -2,7 +2,10 @@
 
 In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by hand:
 
-* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs;
+* ``forward(x)`` computes the output and keeps exactly what ``backward`` needs, with
+  ``self.keep(x=x)`` (``backward`` reads it back with ``self.saved("x")``). Each forward
+  replaces what the last one kept; ``keep`` counts them in ``passes``, so that a model can see
+  that one of its ops ran again between its loss and its backward (``VAE.backward`` refuses);
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``: the
   caller owns that array and may read it again (one ``dh`` handed to two branches
@@ -16,10 +19,7 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
   ``dL/dloss`` of whatever the loss feeds and returns the gradient
   for ``pred`` only (the target is data);
 * ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``state_dict()`` /
-  ``load_state_dict()``, ``train()`` / ``eval()``;
-* calling a module, ``m(x)``, runs ``m.forward(x)`` and counts the call in ``m.calls``:
-  a call replaces what the last forward kept, and a model can see that one came between
-  its loss and its backward (:meth:`npvae.model.VAE.backward` refuses then).
+  ``load_state_dict()``, ``train()`` / ``eval()``.
 
 This is the reference: plain NumPy, every array C-ordered, every unit computed.
 The fast path (:mod:`npvae.fast`) keeps its own copy of the parameters in the
@@ -131,11 +131,12 @@ class Parameter:
 class Module:
     """Base class: registers the Parameters and sub-Modules assigned as attributes."""
 
+    passes = 0      # forward passes that kept values (see keep); 0 until the first
+
     def __init__(self):
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "calls", 0)
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -148,7 +149,6 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __call__(self, *args, **kwargs):
-        self.calls += 1             # what forward keeps is replaced: see VAE.backward
         return self.forward(*args, **kwargs)
 
     # -- the protocol ------------------------------------------------------------------
@@ -157,6 +157,13 @@ class Module:
 
     def backward(self, grad_out):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def keep(self, **values):
+        """Keep ``values`` for ``backward`` as attributes of those names (``keep(x=x)``: ``self.x``),
+        replacing the last forward's, and count the pass in :attr:`passes`."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "passes", self.passes + 1)
 
     def saved(self, *names):
         """What ``forward`` kept for ``backward`` (one value or a tuple); a clear error if

@@ -76,7 +76,7 @@ class Sampler(Module):
         else:
             check_noise(eps, mu.shape, h.dtype, "Sampler.forward")
         std = np.exp(0.5 * logvar)                  # (B, d): the standard deviation, not the variance
-        self.eps, self.std = eps, std               # what backward needs
+        self.keep(eps=eps, std=std)                 # what backward needs
         return mu + std * eps
 
     def backward(self, grad_out):

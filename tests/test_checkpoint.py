@@ -562,3 +562,7 @@ def test_a_pytorch_state_dict_saved_as_npz_points_to_interop(tmp_path):
     from npvae.interop import to_torch_state_dict
     np.savez(tmp_path / "torch.npz", **to_torch_state_dict(VAE(12, 7, 3, rng=0), "examples"))
     expect_error(tmp_path / "torch.npz", r"not an npvae checkpoint.*npvae.interop.from_torch_state_dict")
+    model = VAE(12, 7, 3, rng=0)             # and an npvae one, as Module.load_state_dict's docstring saves it
+    np.savez(tmp_path / "own.npz", **model.state_dict())
+    expect_error(tmp_path / "own.npz", r"an npvae one with model.load_state_dict\(dict\(np.load\(path\)\)\)")
+    VAE(12, 7, 3, rng=1).load_state_dict(dict(np.load(tmp_path / "own.npz")))

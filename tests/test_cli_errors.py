@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cli_util import REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy
+from cli_util import SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy
 
 from npvae import VAE, cli
 from npvae.checkpoint import save_checkpoint
@@ -261,7 +261,7 @@ def test_data_dir_that_is_a_file_is_named(user, tmp_path):
 def test_odd_but_valid_input_trains(tmp_path):
     """Numbers at the edges that are still meaningful: a batch larger than the data set, a small lr."""
     shutil.copytree(SAMPLE, tmp_path / "data")
-    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
                 "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout

@@ -551,8 +551,16 @@ def test_the_package_namespace_holds_its_api_and_submodules_only():
     assert set(npvae.__all__) <= public
 
 
-def test_a_model_holding_nan_is_refused_by_name_as_fit_refuses_it():
+def test_a_model_holding_nan_is_refused_by_name_as_fit_refuses_it(tmp_path):
+    """At the first step: a checkpoint loaded after making the trainer may still repair it."""
     model = VAE(12, 8, 2, rng=0)
+    opt = Adam(model.parameters())
+    save_checkpoint(tmp_path / "good.npz", model, opt)
     model.decoder[-1].bias.data[3] = np.nan
+    x = np.random.default_rng(0).random((5, 12))
+    trainer = Trainer(model, opt)
     with pytest.raises(InputError, match=r"decoder.2.bias holds NaN or inf, so training it cannot work"):
-        Trainer(model, Adam(model.parameters()))
+        trainer.step(x)
+    assert opt.t == 0
+    load_checkpoint(tmp_path / "good.npz", model, opt)
+    assert np.isfinite(trainer.step(x).total)

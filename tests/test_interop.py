@@ -174,9 +174,18 @@ def test_a_vae_with_heads_for_mu_and_logvar_is_told_how_to_stack_them():
     w, b = sd.pop("encoder.2.weight"), sd.pop("encoder.2.bias")
     sd.update({"fc_mu.weight": w[:3], "fc_mu.bias": b[:3], "fc_logvar.weight": w[3:], "fc_logvar.bias": b[3:]})
     with pytest.raises(StateDictError, match=r"a head for the mean \(fc_mu.weight.*log-variance \(fc_logvar"
-                                             r".*Stack the two heads' weights \(mean first\)") as e:
+                                             r".*the mean's outputs first \(np.concatenate") as e:
         from_torch_state_dict(m, sd)
     assert "'examples' layout" not in str(e.value)
+    nested = {"encoder." + k if k.startswith("fc_") else k: v for k, v in sd.items()}     # encoder.fc_mu.weight
+    with pytest.raises(StateDictError, match=r"a head for the mean \(encoder.fc_mu.weight"):
+        from_torch_state_dict(m, nested)
+    joined = dict(sd)                  # what the message says to do, as the 'sequential' layout names it
+    joined["encoder.2.weight"] = np.concatenate([joined.pop("fc_mu.weight"), joined.pop("fc_logvar.weight")], axis=0)
+    joined["encoder.2.bias"] = np.concatenate([joined.pop("fc_mu.bias"), joined.pop("fc_logvar.bias")])
+    fresh = VAE(12, 7, 3, rng=1)
+    from_torch_state_dict(fresh, joined)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(fresh.parameters(), m.parameters()))
 
 
 def test_a_torch_compile_prefix_is_named():

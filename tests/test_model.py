@@ -156,19 +156,25 @@ def test_an_inference_call_between_loss_and_backward_is_a_state_error(call):
 
 def _layer_by_layer(seq, x):
     for layer in seq.layers:
-        x = layer(x)
+        x = layer.forward(x)
     return x
 
 
-@pytest.mark.parametrize("call", [
-    lambda m, x, z: m.encoder(x), lambda m, x, z: m.decoder(z), lambda m, x, z: m.encoder[0](x),
-    lambda m, x, z: _layer_by_layer(m.decoder, z), lambda m, x, z: m.sampler(m.encoder(x)),
-    lambda m, x, z: m.kl(m.encoder(x)),
-], ids=["encoder", "decoder", "a Dense", "the decoder layer by layer", "sampler", "kl"])
-def test_a_layer_called_between_loss_and_backward_is_a_state_error(call):
+H = np.zeros((B, 2 * LAT))          # codes [mu | logvar] of some other batch
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m, x, z: m.encoder(x), "encoder.0"), (lambda m, x, z: m.decoder.forward(z), "decoder.0"),
+    (lambda m, x, z: m.encoder[0](x), "encoder.0"), (lambda m, x, z: _layer_by_layer(m.decoder, z), "decoder.0"),
+    (lambda m, x, z: m.encoder[-1].forward(np.ones((B, 5))), "encoder.4"),
+    (lambda m, x, z: m.sampler.forward(H), "sampler"), (lambda m, x, z: m.kl(H), "kl"),
+    (lambda m, x, z: m.bce.forward(np.zeros_like(x), x), "bce"),
+], ids=["encoder", "decoder.forward", "a Dense", "the decoder layer by layer", "the last Dense's forward",
+        "sampler", "kl", "bce"])
+def test_an_op_of_the_model_run_between_loss_and_backward_is_a_state_error(call, name):
     """As in a PyTorch loop, one may look at another batch's codes, say, with the model's own
-    layers: here that replaces what backward needs, so backward refuses instead of adding wrong
-    gradients (the same batch size once gave no error at all)."""
+    ops: here that replaces what backward needs, so backward refuses, naming the op, instead
+    of adding wrong gradients (the same batch size once gave no error at all)."""
     m = _vae()
     x, z = _data(np.float64)
     other = np.random.default_rng(5).random(x.shape)
@@ -179,7 +185,7 @@ def test_a_layer_called_between_loss_and_backward_is_a_state_error(call):
     m.zero_grad()
     m.loss(x, eps=z)
     call(m, other, z)
-    with pytest.raises(StateError, match=r"a layer of the model ran since loss\(\).*Call loss\(\) again"):
+    with pytest.raises(StateError, match=rf"model\.{name} ran forward since loss\(\).*Call loss\(\) again"):
         m.backward()
     assert all(not p.grad.any() for p in m.parameters())   # nothing added
     call(m, other, z)                                       # before loss(): no harm done
@@ -190,13 +196,33 @@ def test_a_layer_called_between_loss_and_backward_is_a_state_error(call):
     assert all(np.array_equal(p.grad, g) for p, g in zip(m.parameters(), clean))
 
 
-def test_calling_a_module_counts_its_calls_and_runs_forward():
+def test_a_subclass_may_run_a_module_of_its_own_between_loss_and_backward():
+    """Only the ops loss() runs are watched: a subclass's own extra module is its business."""
+    class WithProbe(VAE):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.probe = ReLU()
+
+        def loss(self, x, beta=1.0, eps=None):
+            parts = super().loss(x, beta, eps)
+            self.probe.forward(x)                          # kept values of its own
+            return parts
+
+    m = WithProbe(D_IN, HID, LAT, dtype=np.float64, rng=0)
+    x, z = _data(np.float64)
+    m.loss(x, eps=z)
+    m.backward()
+    assert m.probe.passes == 1
+
+
+def test_each_forward_keeps_what_backward_needs_and_counts_the_pass():
     layer = ReLU()
     x = np.array([[-1.0, 2.0]])
-    assert layer.calls == 0
-    assert np.array_equal(layer(x), [[0.0, 2.0]]) and layer.calls == 1
-    layer.forward(x)                          # forward itself is the op; only a call is counted
-    assert layer.calls == 1
+    assert layer.passes == 0
+    layer.forward(x)
+    assert layer.passes == 1 and np.array_equal(layer.saved("y"), [[0.0, 2.0]])
+    layer(x)
+    assert layer.passes == 2
 
 
 # -- inference ----------------------------------------------------------------------------------

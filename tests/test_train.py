@@ -914,3 +914,16 @@ def test_binarize_with_a_batch_larger_than_the_data(sample, backend):
     history = fit(small(), images[:40], epochs=1, batch_size=2**40, binarize=True, rng=0, progress=False,
                   backend=backend)
     assert history.last["steps"] == 1 and math.isfinite(history.last["train_loss"])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_model_that_diverged_resumes_from_its_last_good_checkpoint(tmp_path, backend):
+    """What a DivergenceError advises: the model holds NaN, the checkpoint is good."""
+    x = (np.random.default_rng(0).random((200, 20)) * 255).astype(np.uint8)
+    model = VAE(20, 8, 2, rng=0)
+    fit(model, x, epochs=1, progress=False, checkpoint=tmp_path / "good.npz", backend=backend)
+    for p in model.parameters():
+        p.data[...] = np.nan
+    history = fit(model, x, epochs=2, progress=False, resume=tmp_path / "good.npz", backend=backend)
+    assert np.isfinite(history["train_loss"][-1])
+    assert all(np.isfinite(p.data).all() for p in model.parameters())

@@ -9,8 +9,8 @@ A step of the reference is::
 
 and :meth:`Trainer.step` computes the same (to round-off; the tests compare them step
 by step) on a copy of the model's parameters and the optimizer's state in the fast
-layout. The copy is taken when the trainer is made (and at :meth:`begin_epoch`) and
-written back by :meth:`sync`; in between, the trainer owns the training state::
+layout. The copy is taken when the trainer is made (and at :meth:`begin_epoch`, which syncs
+first) and written back by :meth:`sync`; in between, the trainer owns the training state::
 
     trainer = npvae.fast.Trainer(model, optimizer)
     for x in batches:                # float batches (B, input_dim) in [0, 1]
@@ -24,7 +24,7 @@ before evaluating, saving or loading them inside the loop. A change made before 
 first step (a checkpoint loaded right after making it) is taken by that step. If something
 else changes them after that (a second trainer, ``fit``, ``load_checkpoint``, a hand edit),
 the trainer keeps that change and raises ``StateError`` rather than overwrite it: at the next
-:meth:`step` if the optimizer's step count moved, else at :meth:`sync`.
+:meth:`step` if the optimizer's step count moved, else at :meth:`sync` (or :meth:`begin_epoch`).
 A change is found by comparing values with what the trainer took, so one that puts back
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
@@ -34,7 +34,8 @@ call; not so under ``NUMBA_DISABLE_JIT``), and a write-back it cuts short is fin
 the ``with`` block ends, or at the trainer's next call if the loop catches the interrupt.
 With dead-unit retirement, units are moved in many calls (an epoch's start and end, a
 sync): a Ctrl-C there drops the trainer's torn copy, so the model keeps the state of the
-last sync, and a note on the interrupt says how many steps that drops.
+last sync, and says how many steps that drops (a note on the interrupt, or a ``StateError``
+at the next call if the loop catches the interrupt and goes on).
 ``model.parameters()``' ``.grad`` are not touched: the gradients stay in the fast layout.
 ``fit(..., backend="numba")`` drives a trainer epoch by epoch, with dead-unit retirement
 (:mod:`npvae.fast.dead_units`) switched on.
@@ -104,7 +105,6 @@ class Trainer:
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
                                  "use backend='numpy' (the reference) for other optimizers")
         check_optimizer_params(optimizer, model)
-        check_finite_parameters(model, "training it cannot work")
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
@@ -148,6 +148,7 @@ class Trainer:
                 self.dead.reloaded()        # its moves were cut short: start again from the model's order
         self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
+        self.checked = False                # finite parameters: checked at the next step (see step)
 
     def _arrays(self):
         """The model's parameters and the optimizer's state, as they are now (no copies)."""
@@ -391,6 +392,9 @@ class Trainer:
             x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True, c_order=False)
             x = self.net.workspace(x.shape[0]).batch(x)   # column-major
         self._ready()
+        if not self.checked:                # not when made: fit loads a checkpoint into the model first
+            check_finite_parameters(self.model, "training it cannot work")
+            self.checked = True
         ws = self.net.workspace(x.shape[0])
         self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
         with quiet_numpy_warnings():                   # the loss tells (see there)
