@@ -45,7 +45,18 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::
 
+        import numpy as np
+        import npvae
         from gradcheck import op_problem, run, format_table
+
+        class Tanh(npvae.Module):
+            def forward(self, x):
+                y = np.tanh(x)
+                self.keep(y=y)                          # what backward needs
+                return y
+
+            def backward(self, grad_out):
+                return grad_out * (1 - self.saved("y") ** 2)   # a new array: grad_out is the caller's
 
         def tanh_case(dtype, rng, h):
             layer, x = Tanh(), rng.standard_normal((3, 5)).astype(dtype)

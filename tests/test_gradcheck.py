@@ -5,6 +5,7 @@
 """
 import os
 import re
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -481,3 +482,13 @@ def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message
     # one line, as the examples' errors: the usage block would push the message out of sight
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
+
+
+def test_the_layer_of_your_own_in_op_problems_docstring_runs_and_passes(capsys):
+    """The docstring is where a user learns to check a layer: its code runs as written."""
+    import gradcheck.cases
+    doc = gradcheck.cases.op_problem.__doc__
+    code = doc.split("is checked the same way::\n", 1)[1].split('    """', 1)[0]
+    exec(compile(textwrap.dedent(code), "op_problem's docstring", "exec"), {})
+    table = capsys.readouterr().out
+    assert "tanh" in table and "FAIL" not in table and "PASS" in table
