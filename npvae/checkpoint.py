@@ -294,6 +294,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise InputTypeError(f"optimizer must be an npvae optimizer or None, got {type(optimizer).__name__}")
+    check_savable(model, path)
     arrays = {}
     for name, p in model.named_parameters():
         if not np.isfinite(p.data).all():
@@ -487,6 +488,18 @@ def _check_config(config, path):
     _need(ok, path, f"model_config sizes must be positive ints, got {config}")
     _need(config["dtype"] in ("float32", "float64"), path, f"model dtype must be float32 or float64, "
                                                             f"got {config['dtype']!r}")
+
+
+def check_savable(model, path):
+    """An InputError, before anything is written, if ``model`` has parameters that a checkpoint
+    cannot give back: a layer of your own with a Parameter (a learnable slope, say). A checkpoint
+    is read against the parameters its config implies, so such a file could never be loaded."""
+    extra = [name for name in model.state_dict() if name not in expected_shapes(model.config())]
+    if extra:
+        raise InputError(f"cannot checkpoint to {os.fspath(path)}: parameter {extra[0]!r} belongs to a layer "
+                         f"of your own, and a checkpoint holds only the stock VAE's parameters (a layer "
+                         f"without parameters is fine). Save model.state_dict() with np.savez and load it "
+                         f"with model.load_state_dict(dict(np.load(file)))")
 
 
 def expected_shapes(config):

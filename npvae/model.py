@@ -171,13 +171,14 @@ class VAE(Module):
         """
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True)
         beta = check_positive_float(beta, "beta", allow_zero=True)
+        ops = self._ops()
         h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
         z = self.sampler.forward(h, eps)                   # (B, d)
         logits = self.decoder.forward(z)                   # (B, input_dim)
         recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
         kl = self.kl.forward(h)                            # mean over the batch of the KL sums
         self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
-        self._passes_at_loss = self._passes()
+        self._passes_at_loss = {name: m.passes for name, m in ops.items()}
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
@@ -186,7 +187,9 @@ class VAE(Module):
         It must follow :meth:`loss` directly, once: ``encode``, ``decode``, ``sample`` and
         the other inference methods run the same layers and replace what backward needs, as
         does any forward of the model's ops (``model.encoder(x)``, say), and a second backward
-        of the same loss (which would add its gradients twice) is refused.
+        of the same loss (which would add its gradients twice) is refused. A second ``loss()``
+        in between (a test batch's, say) is the one backward then differentiates: take test
+        losses after backward, or with :func:`npvae.evaluate.evaluate_elbo`.
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
@@ -204,7 +207,7 @@ class VAE(Module):
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
                              "backward needs")
-        ran = [name for name, n in self._passes().items() if n != self._passes_at_loss.get(name)]
+        ran = [name for name, m in self._ops().items() if m.passes != self._passes_at_loss.get(name)]
         if ran:
             raise StateError(f"VAE.backward: model.{ran[0]} ran forward since loss() and replaced what "
                              f"backward needs (another batch's codes, say). Call loss() again first; run "
@@ -216,11 +219,19 @@ class VAE(Module):
         dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
         self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
 
-    def _passes(self):
-        """``{name: passes}`` of the ops loss() runs (:meth:`Module.keep` counts them): one
-        that changes after loss() ran forward again and replaced what backward needs."""
-        return {name: m.passes for part in ("encoder", "sampler", "decoder", "bce", "kl")
-                for name, m in getattr(self, part).named_modules(part + ".")}
+    def _ops(self):
+        """``{name: module}`` of the ops loss() runs. Their ``passes`` (:meth:`Module.keep` counts
+        them) tell backward whether one ran forward again since; and each must be an object of
+        its own: one in two places would keep its second forward's values only."""
+        ops, seen = {}, {}
+        for part in ("encoder", "sampler", "decoder", "bce", "kl"):
+            for name, m in getattr(self, part).named_modules(part + "."):
+                if id(m) in seen:
+                    raise InputError(f"model.{seen[id(m)]} and model.{name} are one {type(m).__name__} object: "
+                                     f"its forward keeps one pass's values, so backward would be wrong for "
+                                     f"the other place; give each place its own ({type(m).__name__}() twice)")
+                ops[name], seen[id(m)] = m, name
+        return ops
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):

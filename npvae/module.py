@@ -129,7 +129,22 @@ class Parameter:
 
 
 class Module:
-    """Base class: registers the Parameters and sub-Modules assigned as attributes."""
+    """Base class: registers the Parameters and sub-Modules assigned as attributes.
+
+    A layer of your own calls ``super().__init__()`` first, then::
+
+        def forward(self, x):
+            y = ...
+            self.keep(x=x)          # exactly what backward needs
+            return y
+
+        def backward(self, grad_out):
+            x = self.saved("x")
+            self.w.grad += ...      # add into each Parameter's grad, never assign
+            return ...              # dL/dx, a new array: never write into grad_out
+
+    ``gradcheck.op_problem``'s docstring shows how to check it.
+    """
 
     passes = 0      # forward passes that kept values (see keep); 0 until the first
 
@@ -171,8 +186,10 @@ class Module:
         try:
             values = tuple(self.__dict__[name] for name in names)
         except KeyError:
-            raise StateError(f"{type(self).__name__}.backward called before forward: "
-                             "run forward on a batch first") from None
+            missing = [n for n in names if n not in self.__dict__]
+            raise StateError(f"{type(self).__name__}.backward called before forward, or a forward that "
+                             f"did not keep {missing[0]!r}: run forward on a batch first (a forward keeps "
+                             f"what backward needs with self.keep({missing[0]}=...))") from None
         return values[0] if len(values) == 1 else values
 
     # -- parameters --------------------------------------------------------------------

@@ -46,7 +46,7 @@ import numpy as np
 from . import jsonio
 from .atomic import append_line, atomic_write
 from .backend import resolve
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
 from .evaluate import binarize_inplace, check_model, evaluate_elbo
@@ -417,6 +417,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
+    if checkpoint is not None:          # not after an epoch of training
+        check_savable(model, checkpoint)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)

@@ -566,3 +566,38 @@ def test_a_pytorch_state_dict_saved_as_npz_points_to_interop(tmp_path):
     np.savez(tmp_path / "own.npz", **model.state_dict())
     expect_error(tmp_path / "own.npz", r"an npvae one with model.load_state_dict\(dict\(np.load\(path\)\)\)")
     VAE(12, 7, 3, rng=1).load_state_dict(dict(np.load(tmp_path / "own.npz")))
+
+
+class _PReLU(npvae.Module):
+    """A layer of your own with a Parameter: a learnable slope for x < 0."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.alpha = npvae.Parameter(np.full(n, 0.25, np.float32))
+
+    def forward(self, x):
+        self.keep(x=x)
+        return np.where(x > 0, x, self.alpha.data * x)
+
+    def backward(self, grad_out):
+        x = self.saved("x")
+        self.alpha.grad += (grad_out * np.minimum(x, 0)).sum(axis=0)
+        return grad_out * np.where(x > 0, 1, self.alpha.data)
+
+
+def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_written(tmp_path):
+    """A checkpoint is read against the stock VAE's parameters, so such a file could never be
+    loaded: it is refused at once, and fit refuses before training, not after an epoch."""
+    model = VAE(20, 8, 2, rng=0)
+    model.encoder[1] = _PReLU(8)
+    x = (np.random.default_rng(0).random((50, 20)) * 255).astype(np.uint8)
+    words = r"parameter 'encoder.1.alpha' belongs to a layer of your own.*model.state_dict\(\)"
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(npvae.errors.InputError, match=words):
+        save_checkpoint(tmp_path / "c.npz", model)
+    with pytest.raises(npvae.errors.InputError, match=words):
+        npvae.fit(model, x, epochs=1, progress=False, backend="numpy", checkpoint=tmp_path / "f.npz")
+    assert os.listdir(tmp_path) == []
+    assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())   # nothing trained
+    history = npvae.fit(model, x, epochs=1, progress=False, backend="numpy")   # without a checkpoint: trains
+    assert np.isfinite(history["train_loss"][0])

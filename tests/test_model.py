@@ -440,3 +440,18 @@ def test_reconstruct_takes_sample_as_true_or_false_only(sample):
     x, _ = _data(np.float64)
     with pytest.raises(InputTypeError, match="sample must be True or False"):
         _vae().reconstruct(x, sample=sample)
+
+
+@pytest.mark.parametrize("share", [
+    lambda m: m.decoder.__setitem__(1, m.encoder[1]),          # one ReLU in both halves
+    lambda m: m.encoder.__setitem__(3, m.encoder[1]),          # twice in the encoder
+], ids=["encoder and decoder", "twice in the encoder"])
+def test_one_layer_object_in_two_places_is_refused_by_name(share):
+    """Its forward would keep its second pass's values only, and backward would be wrong for
+    the first place (64% off with a ReLU), with no error."""
+    m = _vae()
+    share(m)
+    x, z = _data(np.float64)
+    with pytest.raises(InputError, match=r"model\.encoder\.1 and model\.(decoder\.1|encoder\.3) are one ReLU "
+                                         r"object.*give each place its own \(ReLU\(\) twice\)"):
+        m.loss(x, eps=z)
