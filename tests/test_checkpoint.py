@@ -601,3 +601,13 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
     assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())   # nothing trained
     history = npvae.fit(model, x, epochs=1, progress=False, backend="numpy")   # without a checkpoint: trains
     assert np.isfinite(history["train_loss"][0])
+
+
+@pytest.mark.parametrize("arrays", [dict(images=np.zeros((2, 3)), labels=np.zeros(2)),
+                                    {"images": np.zeros((2, 3)), "probe.weight": np.zeros(3)}],
+                         ids=["data", "data and one weight"])
+def test_an_npz_that_is_no_state_dict_is_not_told_to_load_one(tmp_path, arrays):
+    np.savez(tmp_path / "other.npz", **arrays)
+    with pytest.raises(CheckpointError, match="not an npvae checkpoint") as e:
+        load_checkpoint(tmp_path / "other.npz")
+    assert "state dict" not in str(e.value) and "from_torch_state_dict" not in str(e.value)

@@ -422,3 +422,12 @@ def test_without_numba_the_fast_path_says_how_to_get_it_or_do_without(monkeypatc
     with pytest.raises(InputError, match=r"\$NPVAE_BACKEND=numba needs Numba"):
         npvae.iw_nll(model, x, k=2)
     assert np.isfinite(npvae.evaluate_elbo(model, x, backend="numpy").total)
+
+
+def test_an_explicit_backend_is_named_even_with_the_variable_set(monkeypatch):
+    import sys
+    x = (np.random.default_rng(0).random((8, 12)) * 255).astype(np.uint8)
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    with pytest.raises(InputError, match=r"^backend='numba' needs Numba"):
+        npvae.fit(npvae.VAE(12, 7, 3, rng=0), x, epochs=1, progress=False, backend="numba")

@@ -564,3 +564,39 @@ def test_a_model_holding_nan_is_refused_by_name_as_fit_refuses_it(tmp_path):
     assert opt.t == 0
     load_checkpoint(tmp_path / "good.npz", model, opt)
     assert np.isfinite(trainer.step(x).total)
+
+
+def test_begin_epoch_says_when_the_steps_it_holds_are_dropped_for_a_change_made_elsewhere():
+    model = VAE(12, 8, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()))
+    x = np.random.default_rng(0).random((5, 12)).astype(np.float32)
+    trainer.step(x)
+    model.decoder[-1].bias.data[0] = 7.0                       # a hand edit while the trainer holds the model
+    with pytest.raises(StateError, match=r"changed while this Trainer held them.*1 step\(s\)"):
+        trainer.begin_epoch()
+    assert model.decoder[-1].bias.data[0] == 7.0                # their change is kept
+
+
+def test_a_model_holding_nan_is_refused_at_every_step_until_repaired():
+    model = VAE(12, 8, 2, rng=0)
+    opt = Adam(model.parameters())
+    model.decoder[-1].bias.data[3] = np.nan
+    trainer = Trainer(model, opt)
+    x = np.random.default_rng(0).random((5, 12))
+    for _ in range(2):
+        with pytest.raises(InputError, match=r"decoder\.2\.bias holds NaN or inf"):
+            trainer.step(x)
+    assert opt.t == 0
+
+
+def test_a_nan_written_into_the_model_after_a_sync_is_refused_at_the_next_step():
+    model = VAE(12, 8, 2, rng=0)
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt)
+    x = np.random.default_rng(0).random((5, 12))
+    trainer.step(x)
+    trainer.sync()                                             # the model is the user's again
+    model.decoder[-1].bias.data[3] = np.nan
+    with pytest.raises(InputError, match=r"decoder\.2\.bias holds NaN or inf"):
+        trainer.step(x)
+    assert opt.t == 1

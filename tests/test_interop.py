@@ -166,7 +166,7 @@ def test_an_entry_of_no_layout_is_named_among_good_ones(layout):
         from_torch_state_dict(m, sd)
 
 
-def test_a_vae_with_heads_for_mu_and_logvar_is_told_how_to_stack_them():
+def test_a_vae_with_heads_for_mu_and_logvar_is_told_how_to_join_them():
     """A common hand-written PyTorch VAE (fc_mu, fc_logvar): not taken for the 'examples' layout
     (whose names also begin with "fc"), but told what npvae's encoder ends in."""
     m = VAE(12, 7, 3, rng=0)
@@ -193,3 +193,45 @@ def test_a_torch_compile_prefix_is_named():
     sd = {"_orig_mod." + k: v for k, v in to_torch_state_dict(m).items()}
     with pytest.raises(StateDictError, match=r"start with '_orig_mod\.' \(a torch.compile model\): strip"):
         from_torch_state_dict(m, sd)
+
+
+def test_batchnorm_buffers_are_named_as_extra_entries_not_as_mean_and_variance_heads():
+    m = VAE(12, 7, 3, rng=0)
+    sd = {**to_torch_state_dict(m), "encoder.1.running_mean": np.zeros(7, np.float32),
+          "encoder.1.running_var": np.ones(7, np.float32)}
+    with pytest.raises(StateDictError, match=r"unexpected \['encoder.1.running_mean', 'encoder.1.running_var'\]") as e:
+        from_torch_state_dict(m, sd)
+    assert "head for the mean" not in str(e.value)
+
+
+def _examples_without_fc2x(m):
+    sd = to_torch_state_dict(m, "examples")
+    heads = [sd.pop(k) for k in ("fc21.weight", "fc21.bias", "fc22.weight", "fc22.bias")]
+    return sd, heads
+
+
+def test_a_mean_head_alone_is_not_taken_for_two_heads():
+    m = VAE(12, 7, 3, rng=0)
+    sd, (w1, b1, w2, b2) = _examples_without_fc2x(m)
+    sd.update({"fc_mu.weight": w1, "fc_mu.bias": b1, "fc_sigma.weight": w2, "fc_sigma.bias": b2})
+    with pytest.raises(StateDictError, match=r"missing \['fc21.weight'.*unexpected \['fc_mu.weight'") as e:
+        from_torch_state_dict(m, sd)
+    assert "head for the mean" not in str(e.value)
+
+
+@pytest.mark.parametrize("mean, var", [("fc_mean", "fc_var"), ("fc_mean", "fc_logvar"), ("mean_head", "logvar_head")])
+def test_heads_named_mean_and_var_are_told_how_to_join_them(mean, var):
+    m = VAE(12, 7, 3, rng=0)
+    sd, (w1, b1, w2, b2) = _examples_without_fc2x(m)
+    sd.update({f"{mean}.weight": w1, f"{mean}.bias": b1, f"{var}.weight": w2, f"{var}.bias": b2})
+    with pytest.raises(StateDictError, match=rf"a head for the mean \({mean}\.weight.*log-variance \({var}\."):
+        from_torch_state_dict(m, sd)
+
+
+def test_the_prefix_hint_is_given_only_when_every_name_has_the_prefix():
+    m = VAE(12, 7, 3, rng=0)
+    w = np.zeros((7, 12), np.float32)
+    for prefix in ("module.", "_orig_mod."):
+        with pytest.raises(StateDictError, match="cannot tell the layout") as e:
+            from_torch_state_dict(m, {prefix + "encoder.0.weight": w, "extra.weight": w})
+        assert "start with" not in str(e.value)

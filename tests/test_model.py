@@ -455,3 +455,15 @@ def test_one_layer_object_in_two_places_is_refused_by_name(share):
     with pytest.raises(InputError, match=r"model\.encoder\.1 and model\.(decoder\.1|encoder\.3) are one ReLU "
                                          r"object.*give each place its own \(ReLU\(\) twice\)"):
         m.loss(x, eps=z)
+
+
+def test_a_refused_backward_changes_nothing_and_says_the_same_again():
+    m = VAE(12, 7, 3, dtype=np.float64, rng=0)
+    x = np.random.default_rng(0).random((4, 12))
+    m.zero_grad()
+    m.loss(x)
+    m.encoder(np.random.default_rng(1).random((4, 12)))          # another batch's codes
+    for _ in range(2):                                          # not "already ran": no gradient was added
+        with pytest.raises(StateError, match=r"model\.encoder\.0 ran forward since loss\(\)"):
+            m.backward()
+    assert all(not p.grad.any() for p in m.parameters())
