@@ -494,7 +494,8 @@ def check_savable(model, path):
     """An InputError, before anything is written, if ``model`` has parameters that a checkpoint
     cannot give back: a layer of your own with a Parameter (a learnable slope, say). A checkpoint
     is read against the parameters its config implies, so such a file could never be loaded."""
-    extra = [name for name in model.state_dict() if name not in expected_shapes(model.config())]
+    stock = expected_shapes(model.config())
+    extra = [name for name, _ in model.named_parameters() if name not in stock]
     if extra:
         raise InputError(f"cannot checkpoint to {os.fspath(path)}: parameter {extra[0]!r} belongs to a layer "
                          f"of your own, and a checkpoint holds only the stock VAE's parameters (a layer "
