@@ -166,7 +166,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     kl : {"analytic", "sample"}
         ``"analytic"``: the closed-form KL (the training loss). ``"sample"``: the Monte
         Carlo estimate ``log q(z|x) - log p(z)`` at the sampled ``z``, which makes
-        ``total`` equal ``iw_nll(..., k=1)`` (same seed and batch size) up to round-off.
+        ``total`` equal ``iw_nll(..., k=1)`` (same seed and batch size, ``beta=1``) up to round-off.
     binarize : bool
         Binarize the images first with a fixed stream (seeded by ``seed``), as for a
         model trained with dynamic binarization.

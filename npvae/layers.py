@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter, warn_backend_argument
+from .module import Module, Parameter, one_place_each, warn_backend_argument
 from .validate import check_dtype, check_grad, check_positive_int, check_rng
 
 
@@ -236,7 +236,11 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
+        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O).
+
+        One layer object in two places is refused: its forward keeps its last pass's values
+        only, so backward would be wrong for the other place (a reused ``ReLU()``, say)."""
+        one_place_each(self.named_modules(), "Sequential layers {} and {}")
         for layer in self.layers:
             x = layer.forward(x)
         return x

@@ -29,7 +29,7 @@ from . import footprint
 from .errors import InputError, InputTypeError, StateError
 from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
-from .module import Module, warn_backend_argument
+from .module import Module, one_place_each, warn_backend_argument
 from .sampler import Sampler
 from .validate import check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng
 
@@ -169,7 +169,9 @@ class VAE(Module):
         LossParts
             ``(total, recon, kl)``, each the mean over the batch of per-sample sums.
         """
-        x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True)
+        # a copy: backward reads x again (the BCE's target, the first layer's input), and your
+        # array may change before then (a reused buffer, say)
+        x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True).copy()
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ops = self._ops()
         h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
@@ -223,15 +225,9 @@ class VAE(Module):
         """``{name: module}`` of the ops loss() runs. Their ``passes`` (:meth:`Module.keep` counts
         them) tell backward whether one ran forward again since; and each must be an object of
         its own: one in two places would keep its second forward's values only."""
-        ops, seen = {}, {}
-        for part in ("encoder", "sampler", "decoder", "bce", "kl"):
-            for name, m in getattr(self, part).named_modules(part + "."):
-                if id(m) in seen:
-                    raise InputError(f"model.{seen[id(m)]} and model.{name} are one {type(m).__name__} object: "
-                                     f"its forward keeps one pass's values, so backward would be wrong for "
-                                     f"the other place; give each place its own ({type(m).__name__}() twice)")
-                ops[name], seen[id(m)] = m, name
-        return ops
+        parts = ("encoder", "sampler", "decoder", "bce", "kl")
+        return one_place_each((pair for part in parts for pair in getattr(self, part).named_modules(part + ".")),
+                              "model.{} and model.{}")
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):

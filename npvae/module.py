@@ -5,7 +5,9 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
 * ``forward(x)`` computes the output and keeps exactly what ``backward`` needs, with
   ``self.keep(x=x)`` (``backward`` reads it back with ``self.saved("x")``). Each forward
   replaces what the last one kept; ``keep`` counts them in ``passes``, so that a model can see
-  that one of its ops ran again between its loss and its backward (``VAE.backward`` refuses);
+  that one of its ops ran again between its loss and its backward (``VAE.backward`` refuses).
+  It keeps the arrays themselves, not copies: an op used on its own reads your input again in
+  ``backward``, so change it only after (``VAE.loss`` copies your batch and noise for you);
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``: the
   caller owns that array and may read it again (one ``dh`` handed to two branches
@@ -50,6 +52,21 @@ def check_state_entry(name, value, like, hint=""):
                              f"{like.dtype} (convert with .astype(np.{like.dtype}))")
     if not np.isfinite(value).all():
         raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
+
+
+def one_place_each(named, places):
+    """``{name: module}`` from ``(name, module)`` pairs, refusing a module met twice: its forward
+    keeps one pass's values (:meth:`Module.keep`), so backward would be wrong for the other place.
+    ``places`` names the two, e.g. ``"model.{} and model.{}"``."""
+    modules, seen = {}, {}
+    for name, m in named:
+        if id(m) in seen:
+            kind = type(m).__name__
+            raise InputError(f"{places.format(seen[id(m)], name)} are one {kind} object: its forward keeps "
+                             f"one pass's values, so backward would be wrong for the other place; give "
+                             f"each place its own ({kind}() twice)")
+        modules[name], seen[id(m)] = m, name
+    return modules
 
 
 def warn_backend_argument(where, stacklevel=3):

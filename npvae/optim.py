@@ -37,8 +37,12 @@ def check_params(params):
         if not isinstance(p, Parameter):
             raise InputTypeError(f"params[{i}] must be an npvae Parameter (use model.parameters()), "
                                  f"got {type(p).__name__}")
-    if len({id(p) for p in params}) != len(params):
-        raise InputError("params lists the same Parameter twice")
+    first = {}
+    for i, p in enumerate(params):
+        if id(p) in first:
+            raise InputError(f"params lists the same Parameter twice (params[{first[id(p)]}] and params[{i}]): "
+                             f"is one layer in two places of the model? Each place needs a layer of its own")
+        first[id(p)] = i
     return params
 
 

@@ -10,12 +10,14 @@ Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
 square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 """
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, InputTypeError
+from .model import VAE
 from .validate import check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
@@ -23,6 +25,7 @@ __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plo
 
 _PAD = 2          # pixels between tiled images
 _PAD_VALUE = 1.0  # white: cell borders visible against the black margins of every digit, and against grey
+_MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, at 2**16)
 
 
 def new_figure(width, height):
@@ -37,6 +40,11 @@ def new_figure(width, height):
 def save_png(fig, path, dpi=100):
     """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``."""
     dpi = check_positive_float(dpi, "dpi")
+    width, height = fig.get_size_inches() * dpi
+    if min(width, height) < 1 or max(width, height) > _MAX_SIDE:
+        raise InputError(f"dpi={dpi:g} makes this figure {width:.0f} x {height:.0f} pixels; give a dpi that "
+                         f"keeps both sides from 1 to {_MAX_SIDE:,} pixels (the default, 100, gives "
+                         f"{width * 100 / dpi:.0f} x {height * 100 / dpi:.0f})")
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path
@@ -163,11 +171,20 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
     drawn for each of loss, recon and kl that has train or test values in every record.
     """
+    if isinstance(history, Mapping) or not isinstance(history, Sequence):
+        raise InputTypeError(f"history must be a list of per-epoch dicts (as fit returns), got "
+                             f"{type(history).__name__}")
     if not history:
         raise InputError("history is empty: train at least one epoch first")
     if not all(isinstance(r, Mapping) for r in history):
         raise InputTypeError("history must be a list of per-epoch dicts (as fit returns)")
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    for i, r in enumerate(history):
+        for key in ("epoch", *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
+            value = epochs[i] if key == "epoch" else r.get(key)     # a value of None: not recorded
+            if (key == "epoch" or value is not None) and (isinstance(value, bool)
+                                                          or not isinstance(value, numbers.Real)):
+                raise InputError(f"history[{i}][{key!r}] must be a number, got {value!r}")
     panels = [(key, name, unit) for key, name, unit in (
         ("loss", "Loss", "recon + beta * KL, nats per image"),
         ("recon", "Reconstruction", "BCE, nats per image"),
@@ -194,6 +211,22 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
+
+
+def _model_image_shape(model, image_shape):
+    """``(h, w)`` of the images ``model`` decodes: ``image_shape``, else the square of ``input_dim``."""
+    if not isinstance(model, VAE):
+        raise InputTypeError(f"model must be a VAE, got {type(model).__name__}")
+    n = model.input_dim
+    if image_shape is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise InputError(f"the model's images have {n} pixels, not a square: pass image_shape=(h, w)")
+        return side, side
+    h, w = _image_shape(image_shape)
+    if h * w != n:
+        raise InputError(f"image_shape {tuple(image_shape)} holds {h * w} pixels, the model's images have {n}")
+    return h, w
 
 
 def _series(history, split, key):
@@ -234,8 +267,10 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
     """
     from scipy.special import ndtri     # N(0, 1)'s quantile function; scipy.stats takes 0.4 s more to import
+    if not isinstance(model, VAE):
+        raise InputTypeError(f"latent_grid: model must be a VAE, got {type(model).__name__}")
     n = check_positive_int(n, "n")
-    if not 0 < lo < hi < 1:
+    if any(isinstance(q, bool) or not isinstance(q, numbers.Real) for q in (lo, hi)) or not 0 < lo < hi < 1:
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
@@ -246,13 +281,16 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
 
 
 def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space (test set means)",
-                model=None, grid=20, dpi=100):
+                model=None, grid=20, image_shape=None, dpi=100):
     """Scatter of latent means coloured by label; for a 2-D latent space and a model, also its manifold.
 
-    With ``latent_dim > 2`` the means are projected on their first two principal axes.
+    With ``latent_dim > 2`` the means are projected on their first two principal axes. The
+    manifold's images are square (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
     """
     mu = np.asarray(mu, np.float64)
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(f"labels must be 1-D (one per row of mu), got shape {labels.shape}")
     if mu.ndim != 2 or len(mu) == 0 or len(mu) != len(labels):
         raise InputError(f"mu must be (N, d) with one label per row, got {mu.shape} and {labels.shape}")
     if not np.isfinite(mu).all():
@@ -265,6 +303,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
                          f"{len(class_names) - 1}, got {labels.dtype} labels {np.unique(labels)[:5]}")
     grid = check_positive_int(grid, "grid")
     manifold = model is not None and mu.shape[1] == 2
+    if manifold:
+        h, w = _model_image_shape(model, image_shape)
     fig = new_figure(14 if manifold else 8, 6.5)
     axes = fig.subplots(1, 2 if manifold else 1, squeeze=False)[0]
     ax = axes[0]
@@ -288,13 +328,12 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     ax.grid(alpha=0.3)
     if manifold:
         images, values = latent_grid(model, grid)
-        axes[1].imshow(tile_images(images, grid, grid, pad=0), cmap="gray", vmin=0, vmax=1,
+        axes[1].imshow(tile_images(images, grid, grid, (h, w), pad=0), cmap="gray", vmin=0, vmax=1,
                        interpolation="nearest")
-        side = math.isqrt(model.input_dim)
         n_ticks = min(grid, 5 if grid % 2 else 4)          # both ends and, for an odd grid, the middle
         ticks = np.unique(np.round(np.linspace(0, grid - 1, n_ticks)).astype(int))
-        axes[1].set_xticks(ticks * side + side / 2, [f"{values[i]:.1f}" for i in ticks])
-        axes[1].set_yticks(ticks * side + side / 2, [f"{values[::-1][i]:.1f}" for i in ticks])
+        axes[1].set_xticks(ticks * w + w / 2, [f"{values[i]:.1f}" for i in ticks])
+        axes[1].set_yticks(ticks * h + h / 2, [f"{values[::-1][i]:.1f}" for i in ticks])
         axes[1].set_xlabel("z1")
         axes[1].set_ylabel("z2")
         axes[1].set_title(f"Decoded manifold, {grid} x {grid} grid of N(0, 1) quantiles")

@@ -75,6 +75,7 @@ class Sampler(Module):
             eps = self.rng.standard_normal(mu.shape, dtype=h.dtype)
         else:
             check_noise(eps, mu.shape, h.dtype, "Sampler.forward")
+            eps = eps.copy()            # backward reads it: your array may change before then
         std = np.exp(0.5 * logvar)                  # (B, d): the standard deviation, not the variance
         self.keep(eps=eps, std=std)                 # what backward needs
         return mu + std * eps

@@ -234,6 +234,29 @@ def test_sequential_names_and_indexing():
 
 
 
+@pytest.mark.parametrize("shared", ["ReLU", "Dense"])
+def test_one_layer_object_in_two_places_of_a_sequential_is_refused(shared):
+    """A layer's forward keeps its last pass's values only, so with one object in two places
+    backward was wrong for the other place, silently (the first weight's gradient was off by
+    more than itself). Refused by name; once each place has its own, the gradients are right."""
+    rng = np.random.default_rng(6)
+    r, d = ReLU(), Dense(4, 4, dtype=np.float64, rng=rng)
+    if shared == "ReLU":
+        seq = Sequential(Dense(3, 4, dtype=np.float64, rng=rng), r, d, r, Dense(4, 2, dtype=np.float64, rng=rng))
+        (a, b), fix = (1, 3), (3, ReLU())
+    else:
+        seq = Sequential(Dense(3, 4, dtype=np.float64, rng=rng), ReLU(), d, ReLU(), d)
+        (a, b), fix = (2, 4), (4, Dense(4, 4, dtype=np.float64, rng=rng))
+    x = rng.standard_normal((5, 3))
+    with pytest.raises(InputError, match=rf"Sequential layers {a} and {b} are one {shared} object.*"
+                                         rf"give each place its own \({shared}\(\) twice\)"):
+        seq.forward(x)
+    with pytest.raises(InputError, match=rf"layers 1\.{a} and 1\.{b} are one"):
+        Sequential(Dense(2, 3, dtype=np.float64, rng=rng), seq).forward(x[:, :2])   # nested: the same
+    seq[fix[0]] = fix[1]
+    check_op(seq, x)
+
+
 def test_replacing_a_layer_replaces_its_parameters_too():
     """``model.encoder[0] = Dense(...)``: what runs is what trains and what is saved."""
     seq = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))

@@ -243,6 +243,18 @@ def test_loss_arguments_are_checked():
             kl.backward(bad)
 
 
+
+@pytest.mark.parametrize("make, args, owner", [
+    (KL, (np.zeros((0, 4)),), "KL.forward"),
+    (BCEWithLogits, (np.zeros((0, 3)), np.zeros((0, 3))), "BCEWithLogits.forward"),
+    (BCE, (np.zeros((0, 3)), np.zeros((0, 3))), "BCE.forward"),
+])
+def test_a_loss_of_an_empty_batch_is_refused_by_name(make, args, owner):
+    """The mean over no images is not a number: said, not a ZeroDivisionError."""
+    with pytest.raises(InputError, match=rf"{owner}: the batch is empty \(0 rows\)"):
+        make().forward(*args)
+
+
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), -np.inf])
 @pytest.mark.parametrize("make, args", [
     (KL, (np.zeros((2, 4)),)),

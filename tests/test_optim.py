@@ -399,8 +399,8 @@ def test_bad_arguments_are_npvae_errors():
     with pytest.raises(InputTypeError, match="Parameter"):
         Adam([np.zeros(3)])
     p = _params()
-    with pytest.raises(InputError, match="twice"):
-        Adam([p[0], p[0]])
+    with pytest.raises(InputError, match=r"same Parameter twice \(params\[0\] and params\[2\]\).*one layer in two places"):
+        Adam([p[1], p[0], p[1]])
 
 
 @pytest.mark.parametrize("make, name, value, err", [

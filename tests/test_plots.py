@@ -156,6 +156,15 @@ def test_bad_arguments_are_named_before_matplotlib_sees_them(digits, tmp_path):
         (lambda: plot_latent(np.full((4, 3), np.nan), labels[:4]), "NaN or inf"),
         (lambda: plot_latent(mu[:1], labels[:1]), "at least 2 rows"),
         (lambda: plot_latent(mu[:2], labels[:2], grid=0), "grid must be a positive int"),
+        (lambda: plot_latent(mu, labels[:4, None]), r"labels must be 1-D \(one per row of mu\), got shape \(4, 1\)"),
+        (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=1e5), r"dpi=100000 makes .* pixels"),
+        (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=1e-3), r"dpi=0.001 makes .* pixels"),
+        (lambda: plot_samples(x, tmp_path / "unused.png", dpi=1e5), r"dpi=100000 makes"),
+        (lambda: plot_loss(np.array([1.0, 2.0])), r"history must be a list of per-epoch dicts.*got ndarray"),
+        (lambda: plot_loss([{"epoch": None, "train_loss": 1.0}]), r"history\[0\]\['epoch'\] must be a number, got None"),
+        (lambda: plot_loss([{"train_loss": 1.0}, {"train_loss": "2"}]), r"history\[1\]\['train_loss'\] must be a number"),
+        (lambda: latent_grid(None), "latent_grid: model must be a VAE, got NoneType"),
+        (lambda: latent_grid(VAE(784, 8, 2, rng=0), lo="a"), "0 < lo < hi < 1, got 'a'"),
     ]:
         with pytest.raises((InputError, InputTypeError), match=match):
             call()
@@ -190,6 +199,21 @@ def test_pca_2d_axes_have_a_fixed_sign(flip):
     assert np.corrcoef(xy[:, 1], pts[:, 1])[0, 1] > 0.99
     again, _ = pca_2d(pts[::-1])
     np.testing.assert_allclose(again[::-1], xy, atol=1e-9)
+
+
+def test_latent_png_of_images_that_are_not_square(tmp_path):
+    """The manifold of a 2-D latent space for 4 x 5 images: drawn with image_shape, and without
+    it an error that says to pass it (plot_latent used to take no image_shape)."""
+    model = VAE(20, 6, 2, rng=0)
+    mu = np.random.default_rng(0).standard_normal((30, 2))
+    labels = np.arange(30) % 3
+    with pytest.raises(InputError, match=r"model's images have 20 pixels, not a square: pass image_shape=\(h, w\)"):
+        plot_latent(mu, labels, model=model, grid=4)
+    fig = plot_latent(mu, labels, tmp_path / "z.png", model=model, grid=4, image_shape=(4, 5))
+    assert fig.axes[1].get_images()[0].get_array().shape == (16, 20)      # 4 x 4 cells of 4 x 5
+    png_size(tmp_path / "z.png")
+    with pytest.raises(InputError, match=r"image_shape \(5, 5\) holds 25 pixels, the model's images have 20"):
+        plot_latent(mu, labels, model=model, image_shape=(5, 5))
 
 
 def test_latent_grid():
