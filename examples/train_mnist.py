@@ -135,7 +135,7 @@ def build_parser(exit_on_error=True):
                         f"np.random.SeedSequence(N).spawn(2), then VAE(..., rng=np.random.default_rng(model_seed)) "
                         f"and fit(..., rng=np.random.default_rng(data_seed)); samples.png draws from "
                         f"np.random.default_rng(N)")
-    p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: $NPVAE_BACKEND, else numba)")
+    p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: a resumed run's own, else $NPVAE_BACKEND, else numba)")
     p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
                         f"one to two minutes for 10,000 test images on 2 cores)")
@@ -436,7 +436,10 @@ def main(argv=None):
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
     model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
     model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
-    backend = resolve(s["backend"])          # a bad $NPVAE_BACKEND is refused before anything is written
+    # --backend, else the run's own (a resume keeps it), else $NPVAE_BACKEND or numba; run.json
+    # records it, and a bad $NPVAE_BACKEND is refused before anything is written
+    own = resumed and (resumed.ckpt.fit_config or {}).get("backend")
+    s["backend"] = resolve(s["backend"], resumed=own)
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
@@ -445,7 +448,7 @@ def main(argv=None):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")
     say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
-    say(f"model: {describe(model)}, backend {backend}")
+    say(f"model: {describe(model)}, backend {s['backend']}")
     if s["batch_size"] > len(data.train):       # allowed, but likely a slip: say what it means
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")

@@ -214,10 +214,9 @@ def _stream_from(rng):
     return np.random.default_rng(seed)
 
 
-def _resume(path, model, opt, fit_config, rngs, steps):
-    """Load ``path`` into model, optimizer and ``steps``, and its streams into ``rngs``,
-    checking everything first."""
-    ckpt = load_checkpoint(path)
+def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
+    """Load the checkpoint ``ckpt`` (read from ``path``) into model, optimizer and ``steps``, and
+    its streams into ``rngs``, checking everything first."""
     ckpt.check_model(model)                         # first: the other checks assume its shapes
     steps.check_dead_units(ckpt.dead_units, path)
     saved = ckpt.fit_config or {}
@@ -378,15 +377,18 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Called after each epoch; return ``False`` to stop training early (None or
         True goes on). The epoch's checkpoint is written before it and again after
         it, so what it changes (``optimizer.lr``, say) is resumed too. It may change
-        values, not the model's layers or parameters (an ``InputError``).
+        values, not the model's layers or parameters (an ``InputError``). The model's ``rng``
+        is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
+        still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
         One JSON line per epoch is appended atomically (restarted on a fresh
         run, trimmed to the checkpoint's epochs on resume).
     backend : {"numba", "numpy"} or None
-        The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None:
-        ``$NPVAE_BACKEND``, else ``"numba"``. The same training: each step agrees to
-        round-off, which in float64 stays at round-off over a run; in float32 training
-        amplifies it over the epochs into a run of the same quality, not the same bits. The fast
+        The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None: on a
+        resume, the back end the run was on, else ``$NPVAE_BACKEND``, else ``"numba"``. The
+        same training: each step agrees to round-off, which in float64 stays at round-off over
+        a run; in float32 training amplifies it over the epochs into a run of the same quality,
+        not the same bits. The fast
         path computes the VAE as its constructor builds it and refuses anything else (a
         subclass with its own ``loss``, other layers: :mod:`npvae.fast.supported`), which
         the reference trains by running the model's own code.
@@ -412,8 +414,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)
-    backend = resolve(backend)
     checkpoint, metrics_path, resume = _check_paths(checkpoint, metrics_path, resume)
+    resumed = load_checkpoint(resume) if resume is not None else None
+    backend = resolve(backend, resumed=resumed and (resumed.fit_config or {}).get("backend"))
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
@@ -445,7 +448,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:
-        ckpt = _resume(resume, model, opt, fit_config, rngs, training)
+        ckpt = _resume(resumed, resume, model, opt, fit_config, rngs, training)
         history = History(ckpt.history)
         epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
         if epoch_done > epochs or (epoch_done == epochs and step_done):

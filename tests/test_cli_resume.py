@@ -73,6 +73,29 @@ def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
     assert strict_json_lines(copy_of / "metrics.jsonl")[-1]["nll_k"] == 1     # the new summary
 
 
+
+def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, monkeypatch):
+    """A run started under NPVAE_BACKEND=numpy without --backend, resumed where the variable is
+    not set, went on with numba without a word (not to the last bit), and its checkpoint then said
+    numba. run.json now holds the back end the run is on; one written before (null) leaves it to
+    the checkpoint."""
+    out = tmp_path / "run"
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 0 and "backend numpy" in err, err
+    assert json.loads((out / "run.json").read_text())["backend"] == "numpy"
+    monkeypatch.delenv("NPVAE_BACKEND")
+    for epochs, in_run_json in ((2, "numpy"), (3, None)):
+        record = json.loads((out / "run.json").read_text())
+        (out / "run.json").write_text(json.dumps({**record, "backend": in_run_json}))
+        code, err = call(script, capsys, ["--resume", str(out), "--epochs", str(epochs), "--nll-images", "20"])
+        assert code == 0 and "backend numpy" in err, err
+        assert load_checkpoint(out / "checkpoint.npz").fit_config["backend"] == "numpy"
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "4", "--nll-images", "20", "--backend", "numba"])
+    assert code == 0 and "backend numba" in err, err             # a flag still changes it
+    assert json.loads((out / "run.json").read_text())["backend"] == "numba"
+
+
 def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
     images, labels = load_idx_split(SAMPLE, "t10k")
     images = images.reshape(-1, 28, 28).copy()

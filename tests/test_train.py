@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import threading
 import time
@@ -575,6 +576,33 @@ def test_a_checkpoint_resumes_on_the_other_back_end(sample, tmp_path):
     assert rel(h2["train_loss"], h1["train_loss"]) < 1e-10
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         assert rel(q.data, p.data) < 1e-9, name
+
+
+
+@pytest.mark.parametrize("environment", [None, "numba"])
+def test_a_resume_goes_on_with_the_runs_own_back_end_unless_told_otherwise(sample, tmp_path, monkeypatch,
+                                                                          environment):
+    """backend=None on a resume is the checkpoint's back end, not $NPVAE_BACKEND's nor the default:
+    a run started on the reference went on, without a word, on the fast path (not to the last
+    bit), and its checkpoint then said numba throughout."""
+    images, _ = sample
+    x = images[:120]
+    if environment is None:
+        monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("NPVAE_BACKEND", environment)
+    straight = small()
+    fit(straight, x, epochs=2, batch_size=24, rng=7, progress=False, backend="numpy")
+    fit(small(), x, epochs=1, batch_size=24, rng=7, progress=False, checkpoint=tmp_path / "c.npz", backend="numpy")
+    shutil.copy(tmp_path / "c.npz", tmp_path / "d.npz")
+    resumed = small()
+    fit(resumed, x, epochs=2, batch_size=24, progress=False, checkpoint=tmp_path / "c.npz", resume=tmp_path / "c.npz")
+    assert params_equal(straight, resumed)
+    assert load_checkpoint(tmp_path / "c.npz").fit_config["backend"] == "numpy"
+    told = small()                                  # an explicit backend= still changes it
+    fit(told, x, epochs=2, batch_size=24, progress=False, checkpoint=tmp_path / "d.npz", resume=tmp_path / "d.npz",
+        backend="numba")
+    assert load_checkpoint(tmp_path / "d.npz").fit_config["backend"] == "numba"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
