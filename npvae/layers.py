@@ -236,18 +236,18 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O).
-
-        One layer object in two places is refused: its forward keeps its last pass's values
-        only, so backward would be wrong for the other place (a reused ``ReLU()``, say)."""
-        one_place_each(self.named_modules(), "Sequential layers {} and {}")
+        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, grad_out):
         """Each layer's backward in reverse order, the chain rule one link at a time:
-        ``grad_out`` (B, O) -> the gradient with respect to the input (B, I)."""
+        ``grad_out`` (B, O) -> the gradient with respect to the input (B, I).
+
+        One layer object in two places is refused: its forward kept its last pass's values
+        only, so backward would be wrong for the other place (a reused ``ReLU()``, say)."""
+        one_place_each(self.named_modules(), "Sequential layers {} and {}")
         g = grad_out
         for layer in reversed(self.layers):
             g = layer.backward(g)

@@ -174,6 +174,7 @@ class VAE(Module):
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True).copy()
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ops = self._ops()
+        before = {name: m.passes for name, m in ops.items()}
         h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
         z = self.sampler.forward(h, eps)                   # (B, d)
         logits = self.decoder.forward(z)                   # (B, input_dim)
@@ -181,6 +182,7 @@ class VAE(Module):
         kl = self.kl.forward(h)                            # mean over the batch of the KL sums
         self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
         self._passes_at_loss = {name: m.passes for name, m in ops.items()}
+        self._passes_in_loss = {name: self._passes_at_loss[name] - before[name] for name in ops}
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
@@ -191,7 +193,10 @@ class VAE(Module):
         does any forward of the model's ops (``model.encoder(x)``, say), and a second backward
         of the same loss (which would add its gradients twice) is refused. A second ``loss()``
         in between (a test batch's, say) is the one backward then differentiates: take test
-        losses after backward, or with :func:`npvae.evaluate.evaluate_elbo`.
+        losses after backward, or with :func:`npvae.evaluate.evaluate_elbo`. Change no weight
+        in between either (an optimizer step, ``load_state_dict``): backward would use the new
+        weights with the old pass's values, a gradient of neither (PyTorch refuses that; npvae
+        does not check it).
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the
@@ -199,6 +204,16 @@ class VAE(Module):
         it, then through the encoder to every weight. ``docs/derivation.md`` derives
         each step.
         """
+        beta = self._take_pending_loss()
+        dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
+        dz = self.decoder.backward(dlogits)                # (B, d)
+        dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
+        dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
+        self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
+
+    def _take_pending_loss(self):
+        """The last loss()'s beta, once: refused (nothing changed) if there is none, if it was
+        differentiated already, or if what its ops kept is not that loss's any more."""
         beta = self.__dict__.get("_pending_beta")
         if beta is None and self.__dict__.get("_differentiated"):
             raise StateError("VAE.backward already ran for this loss: a second call would add the same "
@@ -214,12 +229,14 @@ class VAE(Module):
             raise StateError(f"VAE.backward: model.{ran[0]} ran forward since loss() and replaced what "
                              f"backward needs (another batch's codes, say). Call loss() again first; run "
                              f"other batches through the model after backward")
+        twice = [name for name, n in self._passes_in_loss.items() if n > 1]
+        if twice:
+            raise InputError(f"VAE.backward: model.{twice[0]} ran forward {self._passes_in_loss[twice[0]]} times "
+                             f"in one loss() (one layer your own module calls in two places, say): it keeps "
+                             f"its last pass's values only, so backward would be wrong for the others; give "
+                             f"each place a layer of its own")
         self._pending_beta, self._differentiated = None, True     # one backward per loss
-        dlogits = self.bce.backward()                      # (B, input_dim): (sigmoid(l) - x) / B
-        dz = self.decoder.backward(dlogits)                # (B, d)
-        dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
-        dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
-        self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
+        return beta
 
     def _ops(self):
         """``{name: module}`` of the ops loss() runs. Their ``passes`` (:meth:`Module.keep` counts

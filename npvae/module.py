@@ -6,8 +6,7 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
   ``self.keep(x=x)`` (``backward`` reads it back with ``self.saved("x")``). Each forward
   replaces what the last one kept; ``keep`` counts them in ``passes``, so that a model can see
   that one of its ops ran again between its loss and its backward (``VAE.backward`` refuses).
-  It keeps the arrays themselves, not copies: an op used on its own reads your input again in
-  ``backward``, so change it only after (``VAE.loss`` copies your batch and noise for you);
+  It keeps the arrays themselves, not copies (see :class:`Module`);
 * ``backward(grad_out)`` returns the gradient with respect to the input, **adds**
   (``+=``) into each parameter's ``.grad``, and never writes into ``grad_out``: the
   caller owns that array and may read it again (one ``dh`` handed to two branches
@@ -64,7 +63,7 @@ def one_place_each(named, places):
             kind = type(m).__name__
             raise InputError(f"{places.format(seen[id(m)], name)} are one {kind} object: its forward keeps "
                              f"one pass's values, so backward would be wrong for the other place; give "
-                             f"each place its own ({kind}() twice)")
+                             f"each place a {kind} of its own")
         modules[name], seen[id(m)] = m, name
     return modules
 
@@ -160,7 +159,9 @@ class Module:
             self.w.grad += ...      # add into each Parameter's grad, never assign
             return ...              # dL/dx, a new array: never write into grad_out
 
-    ``gradcheck.op_problem``'s docstring shows how to check it.
+    ``keep`` holds the arrays themselves, not copies: an op used on its own reads your input
+    again in ``backward``, so change that array only after it (``VAE.loss`` copies your batch
+    and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer.
     """
 
     passes = 0      # forward passes that kept values (see keep); 0 until the first

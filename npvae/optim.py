@@ -40,8 +40,9 @@ def check_params(params):
     first = {}
     for i, p in enumerate(params):
         if id(p) in first:
-            raise InputError(f"params lists the same Parameter twice (params[{first[id(p)]}] and params[{i}]): "
-                             f"is one layer in two places of the model? Each place needs a layer of its own")
+            raise InputError(f"params lists the same Parameter twice (params[{first[id(p)]}] and params[{i}]); "
+                             f"list each once (a weight shared by two layers is one parameter): "
+                             f"list({{id(p): p for p in params}}.values())")
         first[id(p)] = i
     return params
 

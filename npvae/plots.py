@@ -182,8 +182,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     for i, r in enumerate(history):
         for key in ("epoch", *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
             value = epochs[i] if key == "epoch" else r.get(key)     # a value of None: not recorded
-            if (key == "epoch" or value is not None) and (isinstance(value, bool)
-                                                          or not isinstance(value, numbers.Real)):
+            if (key == "epoch" or value is not None) and not _is_number(value):
                 raise InputError(f"history[{i}][{key!r}] must be a number, got {value!r}")
     panels = [(key, name, unit) for key, name, unit in (
         ("loss", "Loss", "recon + beta * KL, nats per image"),
@@ -211,6 +210,13 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
+
+
+def _is_number(value):
+    """A real number (a NumPy scalar or a 0-d array too), not a bool."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _model_image_shape(model, image_shape):
@@ -270,7 +276,7 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     if not isinstance(model, VAE):
         raise InputTypeError(f"latent_grid: model must be a VAE, got {type(model).__name__}")
     n = check_positive_int(n, "n")
-    if any(isinstance(q, bool) or not isinstance(q, numbers.Real) for q in (lo, hi)) or not 0 < lo < hi < 1:
+    if not (_is_number(lo) and _is_number(hi) and 0 < lo < hi < 1):
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
@@ -302,6 +308,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         raise InputError(f"class_names ({len(class_names)} names) needs integer labels from 0 to "
                          f"{len(class_names) - 1}, got {labels.dtype} labels {np.unique(labels)[:5]}")
     grid = check_positive_int(grid, "grid")
+    if image_shape is not None:
+        _image_shape(image_shape)                       # checked even where no manifold is drawn
     manifold = model is not None and mu.shape[1] == 2
     if manifold:
         h, w = _model_image_shape(model, image_shape)

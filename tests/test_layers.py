@@ -235,10 +235,11 @@ def test_sequential_names_and_indexing():
 
 
 @pytest.mark.parametrize("shared", ["ReLU", "Dense"])
-def test_one_layer_object_in_two_places_of_a_sequential_is_refused(shared):
+def test_one_layer_object_in_two_places_of_a_sequential_is_refused_by_backward(shared):
     """A layer's forward keeps its last pass's values only, so with one object in two places
     backward was wrong for the other place, silently (the first weight's gradient was off by
-    more than itself). Refused by name; once each place has its own, the gradients are right."""
+    more than itself). backward refuses it by name; forward, which is right, is not refused;
+    once each place has its own, the gradients are right."""
     rng = np.random.default_rng(6)
     r, d = ReLU(), Dense(4, 4, dtype=np.float64, rng=rng)
     if shared == "ReLU":
@@ -248,11 +249,16 @@ def test_one_layer_object_in_two_places_of_a_sequential_is_refused(shared):
         seq = Sequential(Dense(3, 4, dtype=np.float64, rng=rng), ReLU(), d, ReLU(), d)
         (a, b), fix = (2, 4), (4, Dense(4, 4, dtype=np.float64, rng=rng))
     x = rng.standard_normal((5, 3))
+    y = seq.forward(x)
     with pytest.raises(InputError, match=rf"Sequential layers {a} and {b} are one {shared} object.*"
-                                         rf"give each place its own \({shared}\(\) twice\)"):
-        seq.forward(x)
+                                         rf"give each place a {shared} of its own"):
+        seq.backward(np.ones_like(y))
+    nested = Sequential(Dense(2, 3, dtype=np.float64, rng=rng), seq)
     with pytest.raises(InputError, match=rf"layers 1\.{a} and 1\.{b} are one"):
-        Sequential(Dense(2, 3, dtype=np.float64, rng=rng), seq).forward(x[:, :2])   # nested: the same
+        nested.backward(np.ones_like(nested.forward(x[:, :2])))
+    if shared == "ReLU":                                # its own object in each place: the same output
+        alone = Sequential(*seq.layers[:3], ReLU(), seq[4])
+        np.testing.assert_array_equal(seq.forward(x), alone.forward(x))
     seq[fix[0]] = fix[1]
     check_op(seq, x)
 

@@ -470,8 +470,44 @@ def test_one_layer_object_in_two_places_is_refused_by_name(share):
     share(m)
     x, z = _data(np.float64)
     with pytest.raises(InputError, match=r"model\.encoder\.1 and model\.(decoder\.1|encoder\.3) are one ReLU "
-                                         r"object.*give each place its own \(ReLU\(\) twice\)"):
+                                         r"object.*give each place a ReLU of its own"):
         m.loss(x, eps=z)
+
+
+
+def test_a_layer_your_module_runs_twice_in_one_loss_is_refused_by_backward():
+    """PyTorch's habit: one ``self.act = ReLU()``, called after each layer. Only one place holds
+    it, but it ran forward twice, kept the second pass's values, and backward was wrong for the
+    first (0.039 off, the largest gradient 0.040), silently. The loss itself, only to look, is
+    fine; with a ReLU for each place, so is backward."""
+    from npvae import Dense, Module
+
+    class MLP(Module):
+        def __init__(self, acts):
+            super().__init__()
+            self.a, self.b, self.c = (Dense(i, o, dtype=np.float64, rng=k) for k, (i, o) in
+                                      enumerate([(D_IN, 7), (7, 5), (5, 2 * LAT)]))
+            self.act = ReLU()
+            self.act2 = ReLU() if acts == 2 else None
+
+        def forward(self, x):
+            second = self.act2 or self.act
+            return self.c.forward(second.forward(self.b.forward(self.act.forward(self.a.forward(x)))))
+
+        def backward(self, g):
+            second = self.act2 or self.act
+            return self.a.backward(self.act.backward(self.b.backward(second.backward(self.c.backward(g)))))
+
+    x, z = _data(np.float64)
+    m = _vae()
+    m.encoder = MLP(acts=1)
+    assert np.isfinite(m.loss(x, eps=z).total)
+    with pytest.raises(InputError, match=r"model\.encoder\.act ran forward 2 times in one loss\(\).*"
+                                         r"give each place a layer of its own"):
+        m.backward()
+    m.encoder = MLP(acts=2)
+    m.loss(x, eps=z)
+    m.backward()
 
 
 def test_a_refused_backward_changes_nothing_and_says_the_same_again():

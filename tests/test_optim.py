@@ -399,7 +399,7 @@ def test_bad_arguments_are_npvae_errors():
     with pytest.raises(InputTypeError, match="Parameter"):
         Adam([np.zeros(3)])
     p = _params()
-    with pytest.raises(InputError, match=r"same Parameter twice \(params\[0\] and params\[2\]\).*one layer in two places"):
+    with pytest.raises(InputError, match=r"same Parameter twice \(params\[0\] and params\[2\]\); list each once"):
         Adam([p[1], p[0], p[1]])
 
 

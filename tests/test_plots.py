@@ -225,6 +225,9 @@ def test_latent_grid():
     np.testing.assert_allclose(values[[0, -1]], [-1.6448536269514722, 1.6448536269514722], rtol=1e-14)
     with pytest.raises(InputError, match="latent_dim=3"):
         latent_grid(VAE(784, 8, 3), 5)
+    _, ends = latent_grid(model, 2, lo=np.array(0.05), hi=np.float32(0.95))    # NumPy numbers are numbers
+    np.testing.assert_allclose(ends, values[[0, -1]], rtol=1e-6)
+    plot_loss([{"epoch": np.array(1), "train_loss": np.float32(3.0)}])
 
 
 def test_save_png_is_atomic(tmp_path, digits):
