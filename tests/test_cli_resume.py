@@ -85,13 +85,12 @@ def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, m
     assert code == 0 and "backend numpy" in err, err
     assert json.loads((out / "run.json").read_text())["backend"] == "numpy"
     monkeypatch.delenv("NPVAE_BACKEND")
-    for epochs, in_run_json in ((2, "numpy"), (3, None)):
-        record = json.loads((out / "run.json").read_text())
-        (out / "run.json").write_text(json.dumps({**record, "backend": in_run_json}))
-        code, err = call(script, capsys, ["--resume", str(out), "--epochs", str(epochs), "--nll-images", "20"])
-        assert code == 0 and "backend numpy" in err, err
-        assert load_checkpoint(out / "checkpoint.npz").fit_config["backend"] == "numpy"
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "4", "--nll-images", "20", "--backend", "numba"])
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "backend": None}))   # as runs before this wrote it
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20"])
+    assert code == 0 and "backend numpy" in err, err
+    assert load_checkpoint(out / "checkpoint.npz").fit_config["backend"] == "numpy"
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20", "--backend", "numba"])
     assert code == 0 and "backend numba" in err, err             # a flag still changes it
     assert json.loads((out / "run.json").read_text())["backend"] == "numba"
 
