@@ -9,6 +9,8 @@ the PNG is written atomically (:func:`npvae.atomic.atomic_write`).
 Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
 square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 """
+import functools
+import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -29,12 +31,23 @@ _MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, 
 
 
 def new_figure(width, height):
-    """A Figure with an Agg canvas and constrained layout (nothing clipped at the edges)."""
+    """A Figure with an Agg canvas and constrained layout (nothing clipped at the edges).
+
+    In a notebook it shows as the cell's value or with ``IPython.display.display(fig)``, with
+    or without ``%matplotlib inline``: it has IPython's ``_repr_png_``. (``fig.show()`` is
+    pyplot's, which these figures do not use.)"""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
+    fig._repr_png_ = functools.partial(_png_bytes, fig)     # (a partial: the figure still pickles)
     return fig
+
+
+def _png_bytes(fig, dpi=100):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def save_png(fig, path, dpi=100):

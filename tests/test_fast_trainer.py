@@ -7,6 +7,7 @@ synced, the same parameters and optimizer state (float64: to round-off).
 import copy
 import os
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -442,7 +443,8 @@ def test_a_change_made_while_the_trainer_holds_the_model_is_kept_not_overwritten
     with pytest.raises(StateError, match=r"changed while this Trainer held them.*1 step\(s\).*dropped"):
         with Trainer(model, opt) as trainer:
             trainer.step(xs[0])
-            fit(model, images[:128], epochs=2, batch_size=64, optimizer=opt, rng=0, progress=False)
+            with pytest.warns(UserWarning, match="another Trainer holds 1 step"):      # fit's own trainer
+                fit(model, images[:128], epochs=2, batch_size=64, optimizer=opt, rng=0, progress=False)
             after_fit = copy.deepcopy(model.state_dict())
     assert opt.t == 4 and all(np.array_equal(v, after_fit[k]) for k, v in model.state_dict().items())
 
@@ -499,6 +501,30 @@ def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
     with pytest.raises(StateError, match="one Trainer per model"):
         second.sync()
     assert opt.t == 3                            # the first trainer's result, untouched
+
+
+
+def test_a_new_trainer_on_a_model_another_holds_unwritten_steps_of_is_warned_about(images):
+    """A notebook cell making the trainer, run again: the first trainer's steps were dropped
+    without a word (the second started from the untrained model)."""
+    x = batches(images, np.float32)[0]
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt)
+    trainer.step(x)
+    trainer.step(x)
+    with pytest.warns(UserWarning, match=r"another Trainer holds 2 step\(s\) of this model that no sync\(\) "
+                                         r"wrote back.*call the other's sync\(\) first"):
+        trainer = Trainer(model, opt)
+    trainer.step(x)
+    trainer.sync()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # synced, or never stepped: nothing to say
+        trainer = Trainer(model, opt)
+        Trainer(model, opt)
+        with Trainer(model, opt) as t:
+            t.step(x)
+        Trainer(model, opt)
 
 
 def test_no_error_when_the_trainer_has_nothing_to_lose_or_the_block_fails(images):

@@ -1,5 +1,6 @@
 """Tests of npvae.plots: every figure is a valid PNG of a sensible size, drawn without pyplot."""
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -228,6 +229,17 @@ def test_latent_grid():
     _, ends = latent_grid(model, 2, lo=np.array(0.05), hi=np.float32(0.95))    # NumPy numbers are numbers
     np.testing.assert_allclose(ends, values[[0, -1]], rtol=1e-6)
     plot_loss([{"epoch": np.array(1), "train_loss": np.float32(3.0)}])
+
+
+def test_a_figure_shows_in_a_notebook_without_pyplot(digits):
+    """IPython shows an object's ``_repr_png_``: without it, a figure made without pyplot
+    showed as ``<Figure size 680x720 with 1 Axes>`` unless ``%matplotlib inline`` had run."""
+    images, _ = digits
+    fig = plot_samples(images[:4], nrows=2, ncols=2)
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == tuple(
+        round(v) for v in fig.get_size_inches() * 100)
+    assert pickle.loads(pickle.dumps(fig))._repr_png_()[16:24] == png[16:24]     # and it still pickles
 
 
 def test_save_png_is_atomic(tmp_path, digits):

@@ -44,6 +44,7 @@ import contextlib
 import gc
 import math
 import warnings
+import weakref
 
 import numpy as np
 
@@ -56,6 +57,10 @@ from .dead_units import DeadUnits
 from .optim import fused
 from .step import FastVAE, quiet_numpy_warnings
 from .supported import TRAINING_METHODS, check_supported
+
+# model -> the last Trainer made for it (weakly): a new one on a model another still holds
+# unwritten steps of is warned about (a notebook cell run again, say)
+_LAST_TRAINER = weakref.WeakKeyDictionary()
 
 
 class Trainer:
@@ -113,6 +118,13 @@ class Trainer:
             batch_size = len(images) if batch_size is None else batch_size
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
+        earlier = _LAST_TRAINER.get(model, lambda: None)()
+        if earlier is not None and earlier._unsynced_steps():
+            warnings.warn(f"Trainer: another Trainer holds {earlier._unsynced_steps()} step(s) of this model that "
+                          f"no sync() wrote back; this one starts from the model as it is, without them "
+                          f"(call the other's sync() first: one Trainer per model at a time)",
+                          UserWarning, stacklevel=2)
+        _LAST_TRAINER[model] = weakref.ref(self)
         self.model, self.optimizer = model, optimizer
         self.net = FastVAE(model, type(optimizer).state_names)
         self.opt = fused(optimizer, self.net.block, model.parameters())
@@ -149,6 +161,10 @@ class Trainer:
         self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
         self.synced = False
         self.checked = False                # finite parameters: checked at the next step (see step)
+
+    def _unsynced_steps(self):
+        """Steps taken since the model's values were taken, that no sync wrote back yet."""
+        return 0 if self.synced else self.opt.t - self.taken[0]
 
     def _arrays(self):
         """The model's parameters and the optimizer's state, as they are now (no copies)."""
