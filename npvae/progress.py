@@ -1,6 +1,6 @@
 """Progress on stderr: a live bar on a terminal, plain lines in a log.
 
-On a terminal a line is redrawn in place (``\\r``) a few times a second:
+On a terminal (or in a Jupyter notebook) a line is redrawn in place (``\\r``) a few times a second:
 what is done out of what, a bar, the rate and the time left. Elsewhere (a log
 file, a pipe, pytest) a ``\\r`` line is noise, so nothing is drawn in place;
 callers print one summary line per unit of work instead (an epoch), and a
@@ -20,7 +20,10 @@ _BAR_WIDTH = 20
 
 
 def is_terminal(stream):
-    """True if ``stream`` is an interactive terminal."""
+    """True if ``stream`` is an interactive terminal, or a Jupyter kernel's output (a notebook
+    draws a ``\\r`` line in place too; its stream says it is no terminal)."""
+    if type(stream).__module__.startswith("ipykernel."):
+        return True
     isatty = getattr(stream, "isatty", None)
     try:
         return callable(isatty) and bool(isatty())

@@ -469,6 +469,24 @@ def test_live_progress_line_on_a_tty(sample, monkeypatch):
     assert out.rstrip().splitlines()[-1].lstrip("\r ").startswith("epoch 1/1  train")
 
 
+class KernelStream(io.StringIO):
+    """What a Jupyter kernel gives its cells as stderr: no terminal, but it draws ``\\r`` lines in place."""
+    __module__ = "ipykernel.iostream"
+
+    def isatty(self):
+        return False
+
+
+def test_a_notebook_gets_the_live_progress_line_too(sample, monkeypatch):
+    """In a notebook an epoch used to be silent until its summary line (28 s for Fashion-MNIST
+    on the reference)."""
+    images, _ = sample
+    stream = KernelStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=True)
+    assert "\repoch 1/1  batch 4/4" in stream.getvalue() and "samples/s" in stream.getvalue()
+
+
 def test_metrics_file(sample, tmp_path):
     images, _ = sample
     path = tmp_path / "m.jsonl"
