@@ -21,6 +21,7 @@ from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from .evaluate import evaluate_elbo, iw_nll
 from .train import History, TrainingInterrupted, fit
 from . import interop  # npvae.interop: weights to and from PyTorch (no torch import)
+from . import plots    # npvae.plots: the figures (matplotlib is imported when one is drawn)
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,7 @@ def __getattr__(name):
 __all__ = [
     "VAE", "LossParts", "Dense", "ReLU", "Sigmoid", "Sequential", "Sampler", "KL", "BCE", "BCEWithLogits",
     "Module", "Parameter", "Adam", "SGD", "fit", "History", "TrainingInterrupted", "evaluate_elbo", "iw_nll",
-    "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint", "interop",
+    "save_checkpoint", "load_checkpoint", "load_model", "Checkpoint", "interop", "plots",
     "NpvaeError", "InputError", "InputTypeError", "StateError", "StateDictError", "DataFileError",
     "DatasetNotFoundError", "DownloadError", "CheckpointError", "CheckpointNotFoundError", "DivergenceError",
     "PixelScaleWarning",

@@ -248,9 +248,10 @@ class VAE(Module):
 
     # -- using a trained model -----------------------------------------------------------
     def _batch(self, x, name="x", n_features=None):
-        self._pending_beta, self._differentiated = None, False   # the layers' saved values change
         pixels = n_features is None         # images in [0, 1]; else codes (any real numbers)
-        return check_batch(x, name, n_features or self.input_dim, self.dtype, unit_interval=pixels, pixels=pixels)
+        x = check_batch(x, name, n_features or self.input_dim, self.dtype, unit_interval=pixels, pixels=pixels)
+        self._pending_beta, self._differentiated = None, False   # the layers' saved values change now
+        return x
 
     def forward(self, x, eps=None):
         """Encode, sample ``z = mu + exp(logvar / 2) * eps``, decode (inference: no backward after it).

@@ -633,7 +633,9 @@ class _Run:
             msg = f"interrupted by {name} at {at}; checkpoint written to {self.checkpoint}"
             hint = f"; continue with fit(..., resume={os.fspath(self.checkpoint)!r})"
         else:
-            msg, hint = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved", ""
+            msg, hint = (f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved "
+                         f"to disk (the model holds the steps taken, and the exception's .history the "
+                         f"epochs done)"), ""
         self.show.message(msg)
         raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),

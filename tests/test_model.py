@@ -510,6 +510,21 @@ def test_a_layer_your_module_runs_twice_in_one_loss_is_refused_by_backward():
     m.backward()
 
 
+
+def test_an_inference_call_refused_for_its_input_leaves_the_loss_to_differentiate():
+    """Nothing ran, so nothing was replaced: backward used to be refused after it."""
+    m = _vae()
+    x, z = _data(np.float64)
+    want = _gradients(m, x, 1.0, z)
+    m.zero_grad()
+    m.loss(x, eps=z)
+    with pytest.raises(InputError, match=r"x must have 12 features per row"):
+        m.encode(x[:, :5])
+    m.backward()
+    for n, p in m.named_parameters():
+        np.testing.assert_array_equal(p.grad, want[n], err_msg=n)
+
+
 def test_a_refused_backward_changes_nothing_and_says_the_same_again():
     m = VAE(12, 7, 3, dtype=np.float64, rng=0)
     x = np.random.default_rng(0).random((4, 12))
