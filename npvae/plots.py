@@ -55,12 +55,17 @@ def save_png(fig, path, dpi=100):
     dpi = check_positive_float(dpi, "dpi")
     width, height = fig.get_size_inches() * dpi
     if min(width, height) < 1 or max(width, height) > _MAX_SIDE:
-        raise InputError(f"dpi={dpi:g} makes this figure {width:.0f} x {height:.0f} pixels; give a dpi that "
-                         f"keeps both sides from 1 to {_MAX_SIDE:,} pixels (the default, 100, gives "
-                         f"{width * 100 / dpi:.0f} x {height * 100 / dpi:.0f})")
+        raise InputError(f"dpi={dpi:g} makes this figure {_pixels(width)} x {_pixels(height)} pixels; give a "
+                         f"dpi that keeps both sides from 1 to {_MAX_SIDE:,} pixels (the default, 100, gives "
+                         f"{_pixels(width * 100 / dpi)} x {_pixels(height * 100 / dpi)})")
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path
+
+
+def _pixels(n):
+    """``20000``, ``0.65``: a size in pixels as it is (a rounded one could read 1 while under 1)."""
+    return f"{n:.2f}".rstrip("0").rstrip(".")
 
 
 def _finish(fig, path, dpi=100):

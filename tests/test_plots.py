@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from npvae import VAE
 from npvae.data import load_idx_split
@@ -229,6 +230,41 @@ def test_latent_grid():
     _, ends = latent_grid(model, 2, lo=np.array(0.05), hi=np.float32(0.95))    # NumPy numbers are numbers
     np.testing.assert_allclose(ends, values[[0, -1]], rtol=1e-6)
     plot_loss([{"epoch": np.array(1), "train_loss": np.float32(3.0)}])
+
+
+def test_save_png_takes_sides_of_1_to_16384_pixels_and_says_what_the_default_gives(tmp_path):
+    save_png(Figure(figsize=(16, 1 / 64)), tmp_path / "edge.png", dpi=1024)     # 16,384 x 16: allowed
+    assert png_size(tmp_path / "edge.png") == (16384, 16)
+    with pytest.raises(InputError, match=r"20000 x 100 pixels.*the default, 100, gives 2000 x 10\)"):
+        save_png(Figure(figsize=(20, 0.1)), tmp_path / "wide.png", dpi=1000)
+    with pytest.raises(InputError, match=r"dpi=0.1 makes this figure 0.8 x 0.65 pixels"):
+        save_png(Figure(figsize=(8, 6.5)), tmp_path / "tiny.png", dpi=0.1)
+    assert sorted(os.listdir(tmp_path)) == ["edge.png"]
+
+
+def test_plot_loss_refuses_bools_in_a_history():
+    with pytest.raises(InputError, match=r"history\[0\]\['train_loss'\] must be a number, got True"):
+        plot_loss([{"train_loss": True}, {"train_loss": 2.0}])
+
+
+@pytest.mark.parametrize("lo, hi", [("0.05", 0.95), (0.05, "0.95"), (0.05, None)])
+def test_latent_grid_refuses_quantiles_that_are_not_numbers(lo, hi):
+    with pytest.raises(InputError, match="lo and hi must be quantiles"):
+        latent_grid(VAE(16, 5, 2, rng=0), 3, lo, hi)
+
+
+@pytest.mark.parametrize("model", [None, VAE(12, 5, 3, rng=0)])
+def test_plot_latent_checks_image_shape_without_a_manifold_too(model):
+    mu = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(InputError, match=r"image_shape"):
+        plot_latent(mu, np.arange(10) % 3, model=model, image_shape=(0, 5))
+
+
+def test_the_manifolds_ticks_sit_on_the_middle_of_tiles_that_are_not_square():
+    mu = np.random.default_rng(0).standard_normal((10, 2))
+    fig = plot_latent(mu, np.arange(10) % 3, model=VAE(28, 5, 2, rng=0), grid=5, image_shape=(4, 7))
+    np.testing.assert_allclose(fig.axes[1].get_xticks(), np.arange(5) * 7 + 3.5)     # by width across
+    np.testing.assert_allclose(fig.axes[1].get_yticks(), np.arange(5) * 4 + 2)       # by height down
 
 
 def test_a_figure_shows_in_a_notebook_without_pyplot(digits):

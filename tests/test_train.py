@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -24,6 +25,7 @@ from npvae.errors import CheckpointError, DivergenceError, InputError, InputType
 from npvae.fast import Trainer
 from npvae.optim import Optimizer
 from numpy_warnings import warned_on_the_reference_only
+from npvae.backend import resolve
 from npvae.train import FIELDS, History, ReferenceSteps, TrainingInterrupted, fit, warmup_beta
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
@@ -219,6 +221,19 @@ def test_the_back_end_defaults_to_npvae_backend_then_numba(sample, monkeypatch, 
     monkeypatch.setenv("NPVAE_BACKEND", "torch")
     with pytest.raises(InputError, match=r"NPVAE_BACKEND must be one of.*'torch'"):
         fit(small(), GOOD, epochs=1, progress=False)
+    monkeypatch.setenv("NPVAE_BACKEND", "")                 # set, if empty: not "unset"
+    with pytest.raises(InputError, match=r"^NPVAE_BACKEND must be one of .*got ''"):
+        resolve()
+
+
+def test_a_resumed_runs_back_end_is_named_as_the_runs_when_it_cannot_be_used(monkeypatch):
+    """Not blamed on $NPVAE_BACKEND, which a resume does not read, nor fixed by setting it."""
+    monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    with pytest.raises(InputError, match=r"^the resumed run's backend must be one of .*got 'torch'"):
+        resolve(None, resumed="torch")
+    monkeypatch.setitem(sys.modules, "numba", None)        # a Python that cannot import Numba
+    with pytest.raises(InputError, match=r"the resumed run's back end, numba, needs Numba.*backend='numpy'$"):
+        resolve(None, resumed="numba")
 
 
 # -- validation ----------------------------------------------------------------------
