@@ -436,10 +436,11 @@ def main(argv=None):
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
     model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
     model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
-    # --backend, else the run's own (a resume keeps it), else $NPVAE_BACKEND or numba; run.json
-    # records it, and a bad $NPVAE_BACKEND is refused before anything is written
-    own = resumed and (resumed.ckpt.fit_config or {}).get("backend")
-    s["backend"] = resolve(s["backend"], resumed=own)
+    # --backend, else the run's own (a resume keeps it: its checkpoint's, else its run.json's), else
+    # $NPVAE_BACKEND or numba; run.json records it, and a bad $NPVAE_BACKEND is refused before
+    # anything is written
+    own = resumed and ((resumed.ckpt.fit_config or {}).get("backend") or resumed.settings.get("backend"))
+    s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))

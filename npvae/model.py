@@ -247,9 +247,13 @@ class VAE(Module):
                               "model.{} and model.{}")
 
     # -- using a trained model -----------------------------------------------------------
-    def _batch(self, x, name="x", n_features=None):
+    def _checked(self, x, name="x", n_features=None):
         pixels = n_features is None         # images in [0, 1]; else codes (any real numbers)
-        x = check_batch(x, name, n_features or self.input_dim, self.dtype, unit_interval=pixels, pixels=pixels)
+        return check_batch(x, name, n_features or self.input_dim, self.dtype, unit_interval=pixels, pixels=pixels)
+
+    def _batch(self, x, name="x", n_features=None):
+        """``x`` checked, for a forward pass about to run: a pending loss is then gone."""
+        x = self._checked(x, name, n_features)
         self._pending_beta, self._differentiated = None, False   # the layers' saved values change now
         return x
 
@@ -360,14 +364,15 @@ class VAE(Module):
         if steps < 2:
             raise InputError(f"steps must be at least 2 (both end points), got {steps}")
         _check_rows_fit(self, steps, f"interpolate(steps={steps})")
-        ends = []
+        images = []                         # both checked before anything runs
         for name, x in (("x_a", x_a), ("x_b", x_b)):
             x = np.asarray(x) if isinstance(x, (list, tuple)) else x
             if isinstance(x, np.ndarray) and x.ndim == 1:
                 x = x[None, :]
-            x = self._batch(x, name)
+            x = self._checked(x, name)
             if x.shape[0] != 1:
                 raise InputError(f"{name} must be one image ({self.input_dim},), got shape {x.shape}")
-            ends.append(self.encode(x)[0][0])
+            images.append(x)
+        ends = [self.encode(x)[0][0] for x in images]
         w = np.linspace(0.0, 1.0, steps, dtype=self.dtype)[:, None]
         return self.decode(w * ends[1] + (1 - w) * ends[0])

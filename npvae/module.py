@@ -193,10 +193,17 @@ class Module:
 
     def keep(self, **values):
         """Keep ``values`` for ``backward`` as attributes of those names (``keep(x=x)``: ``self.x``),
-        replacing the last forward's, and count the pass in :attr:`passes`."""
+        replacing the last forward's, and count the pass in :attr:`passes`.
+
+        A pass is counted when a name comes again: a subclass's forward may keep more after
+        ``super().forward(x)`` kept its own, and that is still one pass."""
+        this_pass = self.__dict__.get("_kept_this_pass", set())
+        if self.passes == 0 or not this_pass.isdisjoint(values):
+            object.__setattr__(self, "passes", self.passes + 1)
+            this_pass = set()
+        object.__setattr__(self, "_kept_this_pass", this_pass | set(values))
         for name, value in values.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "passes", self.passes + 1)
 
     def saved(self, *names):
         """What ``forward`` kept for ``backward`` (one value or a tuple); a clear error if

@@ -64,8 +64,8 @@ def save_png(fig, path, dpi=100):
 
 
 def _pixels(n):
-    """``20000``, ``0.65``: a size in pixels as it is (a rounded one could read 1 while under 1)."""
-    return f"{n:.2f}".rstrip("0").rstrip(".")
+    """``20000``, ``0.65``, ``0.9996``: a size in pixels as it is (rounded, one under 1 could read 1)."""
+    return f"{n:.4f}".rstrip("0").rstrip(".") if n < 1 else f"{n:.2f}".rstrip("0").rstrip(".")
 
 
 def _finish(fig, path, dpi=100):

@@ -513,6 +513,33 @@ def test_a_layer_your_module_runs_twice_in_one_loss_is_refused_by_backward():
 
 
 
+
+def test_a_layer_that_keeps_more_after_its_parents_forward_is_one_pass():
+    """A subclass extending forward (``super().forward(x)``, then ``self.keep(...)`` of its own)
+    runs once a loss: the twice-in-one-loss refusal must not take its two keeps for two passes."""
+    from npvae import Dense
+
+    class Watched(Dense):
+        def forward(self, x):
+            y = super().forward(x)
+            self.keep(y=y)                              # kept to look at, say
+            return y
+
+    m = _vae()
+    x, z = _data(np.float64)
+    want = _gradients(m, x, 1.0, z)
+    m.encoder[0] = Watched(D_IN, HID[0], dtype=np.float64, rng=0)
+    m.encoder[0].load_state_dict(_vae().encoder[0].state_dict())
+    got = _gradients(m, x, 1.0, z)
+    for n in want:
+        np.testing.assert_array_equal(got[n], want[n], err_msg=n)
+    assert m.encoder[0].passes == 1                     # one loss, one pass
+    m.loss(x, eps=z)
+    m.encoder(x)                                        # a pass since the loss is still seen
+    with pytest.raises(StateError, match=r"model\.encoder\.0 ran forward since loss\(\)"):
+        m.backward()
+
+
 def test_an_inference_call_refused_for_its_input_leaves_the_loss_to_differentiate():
     """Nothing ran, so nothing was replaced: backward used to be refused after it."""
     m = _vae()
@@ -522,6 +549,8 @@ def test_an_inference_call_refused_for_its_input_leaves_the_loss_to_differentiat
     m.loss(x, eps=z)
     with pytest.raises(InputError, match=r"x must have 12 features per row"):
         m.encode(x[:, :5])
+    with pytest.raises(InputError, match=r"x_a must be one image"):
+        m.interpolate(x[:2], x[2])                      # both ends are checked before either runs
     m.backward()
     for n, p in m.named_parameters():
         np.testing.assert_array_equal(p.grad, want[n], err_msg=n)

@@ -234,6 +234,10 @@ def test_a_resumed_runs_back_end_is_named_as_the_runs_when_it_cannot_be_used(mon
     monkeypatch.setitem(sys.modules, "numba", None)        # a Python that cannot import Numba
     with pytest.raises(InputError, match=r"the resumed run's back end, numba, needs Numba.*backend='numpy'$"):
         resolve(None, resumed="numba")
+    with pytest.raises(InputError, match=r"the resumed run's back end, numba, needs Numba.*, --backend numpy$"):
+        resolve(None, resumed="numba", flag="--backend")    # in the command line's words
+    with pytest.raises(InputError, match=r"^--backend numba needs Numba.*--backend numpy \(or NPVAE_BACKEND=numpy\)"):
+        resolve("numba", flag="--backend")
 
 
 # -- validation ----------------------------------------------------------------------

@@ -124,7 +124,6 @@ class Trainer:
                           f"no sync() wrote back; this one starts from the model as it is, without them "
                           f"(call the other's sync() first: one Trainer per model at a time)",
                           UserWarning, stacklevel=2)
-        _LAST_TRAINER[model] = weakref.ref(self)
         self.model, self.optimizer = model, optimizer
         self.net = FastVAE(model, type(optimizer).state_names)
         self.opt = fused(optimizer, self.net.block, model.parameters())
@@ -136,6 +135,7 @@ class Trainer:
         self.storing = False                # see sync
         self.torn = False                   # see _reordering
         self.load()
+        _LAST_TRAINER[model] = weakref.ref(self)        # made: see the warning above
 
     @contextlib.contextmanager
     def _reordering(self):
