@@ -439,7 +439,8 @@ def main(argv=None):
     # --backend, else the run's own (a resume keeps it: its checkpoint's, else its run.json's), else
     # $NPVAE_BACKEND or numba; run.json records it, and a bad $NPVAE_BACKEND is refused before
     # anything is written
-    own = resumed and ((resumed.ckpt.fit_config or {}).get("backend") or resumed.settings.get("backend"))
+    own = None if resumed is None else ((resumed.ckpt.fit_config or {}).get("backend")
+                                        or resumed.settings.get("backend"))
     s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])

@@ -388,10 +388,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         resume, the back end the run was on, else ``$NPVAE_BACKEND``, else ``"numba"``. The
         same training: each step agrees to round-off, which in float64 stays at round-off over
         a run; in float32 training amplifies it over the epochs into a run of the same quality,
-        not the same bits. The fast
-        path computes the VAE as its constructor builds it and refuses anything else (a
-        subclass with its own ``loss``, other layers: :mod:`npvae.fast.supported`), which
-        the reference trains by running the model's own code.
+        not the same bits. The fast path computes the VAE as its constructor builds it and
+        refuses anything else (a subclass with its own ``loss``, other layers:
+        :mod:`npvae.fast.supported`), which the reference trains by running the model's own code.
     retire_dead_units : bool
         Fast path: leave out first-layer units proven dead on every training image
         (:mod:`npvae.fast.dead_units`). Never with ``binarize``. Off: to measure it. A
@@ -416,7 +415,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 progress, retire_dead_units)
     checkpoint, metrics_path, resume = _check_paths(checkpoint, metrics_path, resume)
     resumed = load_checkpoint(resume) if resume is not None else None
-    backend = resolve(backend, resumed=resumed and (resumed.fit_config or {}).get("backend"))
+    backend = resolve(backend, resumed=None if resumed is None else (resumed.fit_config or {}).get("backend"))
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
