@@ -27,7 +27,7 @@ def resolve(backend=None, resumed=None, *, flag=None):
     elif ENV_VAR in os.environ:
         name, chosen, source = os.environ[ENV_VAR], f"${ENV_VAR}={os.environ[ENV_VAR]}", ENV_VAR
     else:
-        name, chosen, source = "numba", "the default back end, numba,", flag or "backend"
+        name, chosen, source = "numba", "the default back end, numba,", "backend"
     if name not in BACKENDS:
         raise InputError(f"{source} must be one of {BACKENDS} (numpy: the plain reference; numba: the "
                          f"fast path), got {name!r}")

@@ -196,7 +196,9 @@ class Module:
         replacing the last forward's, and count the pass in :attr:`passes`.
 
         A pass is counted when a name comes again: a subclass's forward may keep more after
-        ``super().forward(x)`` kept its own, and that is still one pass."""
+        ``super().forward(x)`` kept its own, and that is still one pass. So keep the same names
+        on every call (what backward needs): a forward keeping ``mask`` on one call and only ``y``
+        on the next would not be seen running twice, and a model's guards would miss it."""
         this_pass = self.__dict__.get("_kept_this_pass", set())
         if self.passes == 0 or not this_pass.isdisjoint(values):
             object.__setattr__(self, "passes", self.passes + 1)

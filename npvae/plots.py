@@ -65,7 +65,8 @@ def save_png(fig, path, dpi=100):
 
 def _pixels(n):
     """``20000``, ``0.65``, ``0.9996``: a size in pixels as it is (rounded, one under 1 could read 1)."""
-    return f"{n:.4f}".rstrip("0").rstrip(".") if n < 1 else f"{n:.2f}".rstrip("0").rstrip(".")
+    text = f"{n:.2f}".rstrip("0").rstrip(".")
+    return text if n >= 1 or float(text) < 1 else f"{n:.6f}".rstrip("0")
 
 
 def _finish(fig, path, dpi=100):

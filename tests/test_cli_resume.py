@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -77,8 +78,8 @@ def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
 def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, monkeypatch):
     """A run started under NPVAE_BACKEND=numpy without --backend, resumed where the variable is
     not set, went on with numba without a word (not to the last bit), and its checkpoint then said
-    numba. run.json now holds the back end the run is on; one written before (null) leaves it to
-    the checkpoint."""
+    numba. run.json now holds the back end the run is on; the checkpoint's, the latest, comes
+    first (a run.json written before said null)."""
     out = tmp_path / "run"
     monkeypatch.setenv("NPVAE_BACKEND", "numpy")
     code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
@@ -86,14 +87,17 @@ def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, m
     assert json.loads((out / "run.json").read_text())["backend"] == "numpy"
     monkeypatch.delenv("NPVAE_BACKEND")
     record = json.loads((out / "run.json").read_text())
-    (out / "run.json").write_text(json.dumps({**record, "backend": None}))   # as runs before this wrote it
+    (out / "run.json").write_text(json.dumps({**record, "backend": "numba"}))    # the checkpoint disagrees
     code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20"])
     assert code == 0 and "backend numpy" in err, err
     assert load_checkpoint(out / "checkpoint.npz").fit_config["backend"] == "numpy"
+    with monkeypatch.context() as without_numba:
+        without_numba.setitem(sys.modules, "numba", None)
+        code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--backend", "numba"])
+    assert code == 2 and "--backend numba needs Numba" in err and err.rstrip().endswith("--backend numpy"), err
     code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20", "--backend", "numba"])
     assert code == 0 and "backend numba" in err, err             # a flag still changes it
     assert json.loads((out / "run.json").read_text())["backend"] == "numba"
-
 
 def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
     images, labels = load_idx_split(SAMPLE, "t10k")

@@ -534,6 +534,9 @@ def test_a_layer_that_keeps_more_after_its_parents_forward_is_one_pass():
     for n in want:
         np.testing.assert_array_equal(got[n], want[n], err_msg=n)
     assert m.encoder[0].passes == 1                     # one loss, one pass
+    for _ in range(2):                                  # and so every time
+        _gradients(m, x, 1.0, z)
+    assert m.encoder[0].passes == 3
     m.loss(x, eps=z)
     m.encoder(x)                                        # a pass since the loss is still seen
     with pytest.raises(StateError, match=r"model\.encoder\.0 ran forward since loss\(\)"):
@@ -550,7 +553,9 @@ def test_an_inference_call_refused_for_its_input_leaves_the_loss_to_differentiat
     with pytest.raises(InputError, match=r"x must have 12 features per row"):
         m.encode(x[:, :5])
     with pytest.raises(InputError, match=r"x_a must be one image"):
-        m.interpolate(x[:2], x[2])                      # both ends are checked before either runs
+        m.interpolate(x[:2], x[2])
+    with pytest.raises(InputError, match=r"x_b must have 12 features"):
+        m.interpolate(x[2], x[3, :5])                   # both ends are checked before either runs
     m.backward()
     for n, p in m.named_parameters():
         np.testing.assert_array_equal(p.grad, want[n], err_msg=n)

@@ -298,3 +298,17 @@ def test_named_modules_names_every_sub_module_depth_first():
     assert named[:5] == [("", "VAE"), ("encoder", "Sequential"), ("encoder.0", "Dense"), ("encoder.1", "ReLU"),
                          ("encoder.2", "Dense")]
     assert [x for _, x in m.named_modules()] == list(m.modules())
+
+
+def test_a_forward_keeping_a_name_again_is_a_new_pass_even_with_new_names_beside_it():
+    """``keep`` counts a pass when a name comes again (so a subclass keeping more after its
+    parent's forward is one pass): one old name among new ones is enough."""
+    class Op(Module):
+        def forward(self, x, mask=False):
+            self.keep(x=x, **({"mask": x > 0} if mask else {}))
+            return x
+
+    op, x = Op(), np.ones((2, 3))
+    op(x)
+    op(x, mask=True)
+    assert op.passes == 2
