@@ -196,7 +196,9 @@ class VAE(Module):
         losses after backward, or with :func:`npvae.evaluate.evaluate_elbo`. Change no weight
         in between either (an optimizer step, ``load_state_dict``): backward would use the new
         weights with the old pass's values, a gradient of neither (PyTorch refuses that; npvae
-        does not check it).
+        does not check it). Your batch and noise may change: :meth:`loss` keeps copies. An op
+        that ran forward twice in one loss (one ``ReLU`` your own module calls after two
+        layers) is refused: it kept its second pass's values only.
 
         The gradient flows back down the road the data came up: the loss's
         ``dlogits`` (B, input_dim) through the decoder to ``dz`` (B, d), through the

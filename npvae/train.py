@@ -368,8 +368,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         The model must have its config; ``batch_size``, ``beta``, ``warmup``,
         ``binarize`` and the training images must be the same.
     progress : bool
-        Print a live progress line (terminals only) and one summary line per epoch, on stderr.
-        A stop by a signal is reported there either way (one line: where it stopped and the
+        Print a live progress line (on a terminal or in a Jupyter notebook) and one summary
+        line per epoch, on stderr. A stop by a signal is reported there either way (one line: where it stopped and the
         checkpoint), as the raised :class:`TrainingInterrupted` is.
     eval_seed : int
         Seed of the evaluation noise: every evaluation uses a fresh Generator(eval_seed).
@@ -632,9 +632,8 @@ class _Run:
             msg = f"interrupted by {name} at {at}; checkpoint written to {self.checkpoint}"
             hint = f"; continue with fit(..., resume={os.fspath(self.checkpoint)!r})"
         else:
-            msg, hint = (f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved "
-                         f"to disk (the model holds the steps taken, and the exception's .history the "
-                         f"epochs done)"), ""
+            msg = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved to disk"
+            hint = " (the model holds the steps taken, and this exception's .history the epochs done)"
         self.show.message(msg)
         raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),

@@ -649,7 +649,7 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     interrupt_at(model, 2, signal.SIGTERM)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match=r"SIGTERM.*nothing was saved to disk \(the model holds the "
-                                                  r"steps taken, and the exception's \.history the epochs done\)") as info:
+                                                  r"steps taken, and this exception's \.history the epochs done\)") as info:
         fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=False, backend=backend)
     assert info.value.checkpoint is None and info.value.signum == signal.SIGTERM
     assert (info.value.epoch, info.value.step) == (0, 2)
@@ -657,6 +657,20 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     again = pickle.loads(pickle.dumps(info.value))          # as a process pool passes it back
     assert (str(again), again.signum, again.epoch, again.step, again.checkpoint) == \
         (str(info.value), signal.SIGTERM, 0, 2, None)
+
+
+
+def test_the_line_an_interrupt_prints_holds_no_python_advice(sample, capsys):
+    """It is what a command line (quickstart.py) shows before it exits: no model is left there
+    to hold the steps, so the advice about the model and .history is the exception's only."""
+    images, _ = sample
+    model = small()
+    interrupt_at(model, 2, signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match=r"\.history"):
+        fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=True, backend="numpy")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith("no checkpoint path was given, so nothing was saved to disk"), line
+
 
 
 def test_resume_checks_settings_and_model(sample, tmp_path):

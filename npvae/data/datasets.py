@@ -521,8 +521,8 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
     download : bool
         Download into the user cache if the files are nowhere to be found.
     progress : bool
-        Show download progress on stderr: a bar on a terminal, elsewhere (a log) a plain
-        line every ``LOG_EVERY`` seconds (:mod:`npvae.data.download`).
+        Show download progress on stderr: a bar on a terminal or in a notebook, elsewhere (a
+        log) a plain line every ``LOG_EVERY`` seconds (:mod:`npvae.data.download`).
 
     Returns
     -------

@@ -99,8 +99,8 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
     timeout : float or None
         Seconds to wait to connect or for the next chunk (None: as long as it takes).
     progress : bool
-        Show progress on stderr: a bar on a terminal, elsewhere (a log) a plain line every
-        ``LOG_EVERY`` seconds of a slow download.
+        Show progress on stderr: a bar on a terminal or in a notebook, elsewhere (a log) a
+        plain line every ``LOG_EVERY`` seconds of a slow download.
 
     Returns
     -------
