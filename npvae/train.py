@@ -207,6 +207,23 @@ def _check_paths(checkpoint, metrics_path, resume):
     return checkpoint, metrics_path, resume
 
 
+def _warn_if_stopped_run(path):
+    """A new run is about to replace, at its first save, a run that stopped part-way there
+    (a notebook cell run again after a Ctrl-C, say): say so, and how to continue it instead."""
+    if not os.path.isfile(path):
+        return
+    try:
+        ckpt = load_checkpoint(path)
+    except (CheckpointError, OSError, ValueError):
+        return                          # not a checkpoint of fit's: nothing to continue
+    total = (ckpt.fit_config or {}).get("epochs")
+    if ckpt.step or (isinstance(total, int) and ckpt.epoch < total):
+        at = f"epoch {ckpt.epoch + 1}, step {ckpt.step}" if ckpt.step else f"the end of epoch {ckpt.epoch}"
+        warnings.warn(f"fit(checkpoint={os.fspath(path)!r}): that file holds a run stopped at {at} of its "
+                      f"{total} epochs, which this new run replaces at its first save; to continue it "
+                      f"instead, pass resume={os.fspath(path)!r}", UserWarning, stacklevel=3)
+
+
 def _stream_from(rng):
     """A Generator of its own, fixed by ``rng``'s current state (not by its seed: a Generator
     restored from a state has none), leaving ``rng`` untouched."""
@@ -421,6 +438,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         check_finite_parameters(model, "training it cannot work")
     if checkpoint is not None:          # not after an epoch of training
         check_savable(model, checkpoint)
+        if resume is None:
+            _warn_if_stopped_run(checkpoint)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
     # plain Python numbers from here on (numpy ints would not serialise to JSON)

@@ -673,6 +673,25 @@ def test_the_line_an_interrupt_prints_holds_no_python_advice(sample, capsys):
 
 
 
+
+def test_a_new_run_onto_a_stopped_runs_checkpoint_says_how_to_continue_it(sample, tmp_path):
+    """A notebook cell run again after a stop replaced the checkpoint the stop said to resume
+    from, without a word."""
+    images, _ = sample
+    path = tmp_path / "c.npz"
+    model = small()
+    interrupt_at(model, 3)
+    with pytest.raises(TrainingInterrupted):
+        fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=False, checkpoint=path)
+    with pytest.warns(UserWarning, match=r"holds a run stopped at epoch 1, step 3 of its 2 epochs.*"
+                                         r"pass resume=") as caught:
+        fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=False, checkpoint=path)
+    assert caught[0].filename == __file__                   # at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a finished run's: nothing to lose
+        fit(small(), images[:64], epochs=1, batch_size=16, rng=0, progress=False, checkpoint=path)
+
+
 def test_resume_checks_settings_and_model(sample, tmp_path):
     images, _ = sample
     fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, checkpoint=tmp_path / "c.npz")
