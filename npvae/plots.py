@@ -12,7 +12,6 @@ square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 import functools
 import io
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +19,8 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import InputError, InputTypeError
 from .model import VAE
-from .validate import check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval
+from .validate import (check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval,
+                       is_number)
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
            "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
@@ -201,7 +201,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     for i, r in enumerate(history):
         for key in ("epoch", *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
             value = epochs[i] if key == "epoch" else r.get(key)     # a value of None: not recorded
-            if (key == "epoch" or value is not None) and not _is_number(value):
+            if (key == "epoch" or value is not None) and not is_number(value):
                 raise InputError(f"history[{i}][{key!r}] must be a number, got {value!r}")
     panels = [(key, name, unit) for key, name, unit in (
         ("loss", "Loss", "recon + beta * KL, nats per image"),
@@ -229,13 +229,6 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
-
-
-def _is_number(value):
-    """A real number (a NumPy scalar or a 0-d array too), not a bool."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _model_image_shape(model, image_shape):
@@ -295,7 +288,7 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     if not isinstance(model, VAE):
         raise InputTypeError(f"latent_grid: model must be a VAE, got {type(model).__name__}")
     n = check_positive_int(n, "n")
-    if not (_is_number(lo) and _is_number(hi) and 0 < lo < hi < 1):
+    if not (is_number(lo) and is_number(hi) and 0 < lo < hi < 1):
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")

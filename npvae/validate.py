@@ -73,11 +73,18 @@ def check_indices(idx, name, n, most):
     return a + n * (a < 0) if low < 0 else a
 
 
+def is_number(value):
+    """True for a real number, not a bool; a 0-d array counts as its number."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_positive_float(value, name, allow_zero=False):
     """A finite real number > 0 (or >= 0 with ``allow_zero``); a 0-d array counts as its number."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_number(value):
         raise InputTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)
     ok = value >= 0 if allow_zero else value > 0

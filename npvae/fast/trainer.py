@@ -119,8 +119,9 @@ class Trainer:
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
         earlier = _LAST_TRAINER.get(model, lambda: None)()
-        if earlier is not None and earlier._unsynced_steps():
-            warnings.warn(f"Trainer: another Trainer holds {earlier._unsynced_steps()} step(s) of this model that "
+        unsynced = 0 if earlier is None else earlier._unsynced_steps()
+        if unsynced:
+            warnings.warn(f"Trainer: another Trainer holds {unsynced} step(s) of this model that "
                           f"no sync() wrote back; this one starts from the model as it is, without them "
                           f"(call the other's sync() first: one Trainer per model at a time)",
                           UserWarning, stacklevel=2)
