@@ -125,6 +125,9 @@ def away_from_kinks(layers, x, margin):
             a = np.maximum(a, 0.0)
         elif isinstance(layer, Sigmoid):
             a = 1.0 / (1.0 + np.exp(-a))
+        else:           # passing it over would shift the next ReLU's inputs by the wrong values
+            raise TypeError(f"away_from_kinks: layers[{i}] is a {type(layer).__name__}; it knows Dense, "
+                            "ReLU and Sigmoid: add the new layer's forward here")
     return a
 
 

@@ -17,8 +17,9 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
         partial                 a mid-epoch checkpoint's running sums, else null
         dead_units              fit's record of retired first-layer units (npvae.fast.dead_units),
                                 or null; optional (older checkpoints lack it)
-        architecture            ["encoder: Sequential", "encoder.0: Dense", ...]: each sub-module's
-                                class; optional (older checkpoints lack it)
+        architecture            ["encoder: Sequential", "encoder.0: Dense(784 -> 400, dtype=float32)",
+                                ...]: each sub-module's class and extra_repr(); optional (older
+                                checkpoints lack it, or list the classes alone)
 
 Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
 metadata is JSON) and turns every way a file can be wrong (missing, not a zip,
@@ -175,18 +176,22 @@ class Checkpoint:
 
 
 def architecture(model):
-    """Each sub-module's name and class, e.g. ``["encoder: Sequential", "encoder.0: Dense", ...]``:
-    what a checkpoint's parameters mean (a Tanh where the stock VAE has a ReLU is another model)."""
-    return [f"{name}: {type(m).__name__}" for name, m in model.named_modules() if name]
+    """Each sub-module's name, class and settings (its ``extra_repr()``, when it has any), e.g.
+    ``["encoder: Sequential", "encoder.0: Dense(784 -> 400, dtype=float32)", "encoder.1: ReLU", ...]``:
+    what a checkpoint's parameters mean (a Tanh where the stock VAE has a ReLU, or a layer with
+    another setting, is another model)."""
+    return [f"{name}: {type(m).__name__}" + (f"({m.extra_repr()})" if m.extra_repr() else "")
+            for name, m in model.named_modules() if name]
 
 
 def _layers_diff(saved, model):
     """'' if ``model`` has the ``saved`` architecture (or none was saved), else the first
-    entry that differs, saved against the model's."""
+    entry that differs, saved against the model's. Checkpoints of earlier versions saved the
+    classes alone: an entry without settings is compared by class."""
     if saved is None:
         return ""
     for a, b in zip(saved + ["nothing"], architecture(model) + ["nothing"]):
-        if a != b:
+        if a != b and not ("(" not in a and a == b.split("(")[0]):
             return f"saved {a} where the model has {b}"
     return ""
 

@@ -38,7 +38,7 @@ import contextlib
 import numpy as np
 
 from . import footprint
-from .backend import resolve
+from .backend import describe, resolve
 from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
@@ -85,11 +85,15 @@ class ReferencePass:
         return contextlib.nullcontext()
 
 
-def forward_pass(model, backend=None):
-    """The forward pass of ``model`` on ``backend`` (see :mod:`npvae.backend`)."""
+def forward_pass(model, backend=None, caller="forward_pass"):
+    """The forward pass of ``model`` on ``backend`` (see :mod:`npvae.backend`); ``caller``
+    begins the message if the fast path refuses the model."""
     if resolve(backend) == "numba":
         from .fast import Evaluator       # imports Numba: only when the fast path is asked for
-        return Evaluator(model)
+        try:
+            return Evaluator(model)
+        except InputTypeError as e:       # a model the fast path does not run
+            raise InputTypeError(f"{describe(caller, backend)}: {e}") from None
     return ReferencePass(model)
 
 
@@ -104,13 +108,13 @@ def binarize_inplace(x, rng, u):
     return x
 
 
-def _prepare(model, images, batch_size, seed, binarize, backend):
+def _prepare(model, images, batch_size, seed, binarize, backend, caller):
     check_finite_parameters(check_model(model), "every loss it gives is NaN")
     images = check_images(images, "images", model.input_dim, stacklevel=4, dtype=model.dtype)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")
     check_bool(binarize, "binarize")
-    return images, batch_size, forward_pass(model, backend), np.random.default_rng(seed)
+    return images, batch_size, forward_pass(model, backend, caller), np.random.default_rng(seed)
 
 
 def _batches(model, images, batch_size, seed, binarize):
@@ -192,7 +196,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
         raise InputError(f"kl must be 'analytic' or 'sample', got {kl!r}")
     beta = check_positive_float(beta, "beta", allow_zero=True)
     check_finite = check_bool(check_finite, "check_finite")
-    images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
+    images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend, "evaluate_elbo")
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
     with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
@@ -285,7 +289,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     per_image = check_bool(per_image, "per_image")
     if progress is not None and not callable(progress):
         raise InputTypeError(f"progress must be callable(done, total) or None, got {type(progress).__name__}")
-    images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend)
+    images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend, "iw_nll")
     _check_chunk_memory(model, k, chunk_rows, min(batch_size, len(images)))
     d = model.latent_dim
     out = np.empty(len(images))

@@ -150,18 +150,24 @@ class Module:
     A layer of your own calls ``super().__init__()`` first, then::
 
         def forward(self, x):
+            check_input(x, "MyLayer.forward")       # npvae.layers.check_input: 2-D float array
             y = ...
             self.keep(x=x)          # exactly what backward needs
             return y
 
         def backward(self, grad_out):
             x = self.saved("x")
+            check_grad(grad_out, y_shape, y_dtype, "MyLayer.backward")   # npvae.validate.check_grad
             self.w.grad += ...      # add into each Parameter's grad, never assign
             return ...              # dL/dx, a new array: never write into grad_out
 
+        def extra_repr(self):
+            return f"slope={self.slope}"    # its settings, if any: checkpoints compare them
+
     ``keep`` holds the arrays themselves, not copies: an op used on its own reads your input
     again in ``backward``, so change that array only after it (``VAE.loss`` copies your batch
-    and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer.
+    and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer;
+    docs/adding-a-layer.md lists what a layer added to npvae itself needs.
     """
 
     passes = 0      # forward passes that kept values (see keep); 0 until the first

@@ -45,7 +45,7 @@ import numpy as np
 
 from . import jsonio
 from .atomic import append_line, atomic_write
-from .backend import resolve
+from .backend import describe, resolve
 from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
@@ -320,9 +320,10 @@ def _images_warned_about():
         yield
 
 
-def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units, evaluating):
+def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units, evaluating, chosen):
     """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`);
-    ``evaluating``: the epochs end with an evaluation on the same back end."""
+    ``evaluating``: the epochs end with an evaluation on the same back end; ``chosen``: how the
+    back end was chosen, to begin a refusal (:func:`npvae.backend.describe`)."""
     if resolve(backend) == "numpy":
         return ReferenceSteps(model, opt, images)
     from .fast import Trainer       # imports Numba: only when the fast path is asked for
@@ -333,7 +334,7 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
         return Trainer(model, opt, images=images, batch_size=batch_size,
                        retire_dead_units=retire_dead_units and not binarize)
     except InputTypeError as e:     # a model or an optimizer the fast path does not run
-        raise InputTypeError(f"fit(backend='numba'): {e}") from None
+        raise InputTypeError(f"{chosen}: {e}") from None
 
 
 def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, optimizer=None, lr=None,
@@ -432,7 +433,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 progress, retire_dead_units)
     checkpoint, metrics_path, resume = _check_paths(checkpoint, metrics_path, resume)
     resumed = load_checkpoint(resume) if resume is not None else None
-    backend = resolve(backend, resumed=None if resumed is None else (resumed.fit_config or {}).get("backend"))
+    resumed_backend = None if resumed is None else (resumed.fit_config or {}).get("backend")
+    chosen = describe("fit", backend, resumed_backend)
+    backend = resolve(backend, resumed_backend)
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
@@ -462,7 +465,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     rngs = {"shuffle": shuffle_rng, "binarize": _stream_from(shuffle_rng)}
     with _images_warned_about():
         training = _training_steps(backend, model, opt, train_images, batch_size, binarize,
-                                   retire_dead_units, evaluating=test_images is not None)
+                                   retire_dead_units, evaluating=test_images is not None, chosen=chosen)
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:

@@ -466,6 +466,57 @@ def test_a_model_with_layers_of_your_own_is_not_rebuilt_as_the_stock_vae(tmp_pat
         npvae.load_checkpoint(stock, mine)
 
 
+class _Scale(npvae.Module):
+    """y = c x: a layer with a setting, which it states in extra_repr() as PyTorch's layers do."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def extra_repr(self):
+        return f"c={self.c}"
+
+    def forward(self, x):
+        return x * x.dtype.type(self.c)
+
+    def backward(self, grad_out):
+        return grad_out * grad_out.dtype.type(self.c)
+
+
+def test_a_layer_with_other_settings_is_another_model(tmp_path):
+    model = npvae.VAE(6, 5, 2, rng=0)
+    model.encoder[1] = _Scale(1.0)
+    path = npvae.save_checkpoint(tmp_path / "scale.npz", model)
+    other = npvae.VAE(6, 5, 2, rng=1)
+    other.encoder[1] = _Scale(5.0)
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: _Scale\(c=1\.0\) where the model has "
+                                              r"encoder\.1: _Scale\(c=5\.0\)"):
+        npvae.load_checkpoint(path, other)
+    with pytest.raises(CheckpointError, match=r"_Scale\(c=1\.0\) where the model has encoder\.1: _Scale\(c=5\.0\)"):
+        fit(other, np.zeros((4, 6), np.float32), epochs=2, backend="numpy", progress=False, resume=path)
+    same = npvae.VAE(6, 5, 2, rng=1)
+    same.encoder[1] = _Scale(1.0)
+    npvae.load_checkpoint(path, same)                       # the same settings: fine
+
+
+def test_a_checkpoint_that_saved_only_the_layers_classes_still_loads(tmp_path):
+    """Checkpoints of earlier versions list each layer's class without its settings."""
+    path = npvae.save_checkpoint(tmp_path / "new.npz", npvae.VAE(6, 5, 2, rng=0))
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays[META_KEY]))
+    meta["architecture"] = [entry.split("(")[0] for entry in meta["architecture"]]
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    loaded = npvae.load_model(old)
+    np.testing.assert_array_equal(loaded.encoder[0].weight.data, npvae.VAE(6, 5, 2, rng=0).encoder[0].weight.data)
+    mine = npvae.VAE(6, 5, 2, rng=1)
+    mine.encoder[1] = _Tanh()
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: ReLU where the model has encoder\.1: _Tanh"):
+        npvae.load_checkpoint(old, mine)
+
+
 def test_a_path_may_start_with_a_tilde(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

@@ -142,3 +142,19 @@ def test_the_subclass_loss_is_what_the_reference_trains():
     heavy = fit(HeavierKL(784, 16, 2, rng=0), X, backend="numpy", **RUN)[-1]
     assert heavy["train_loss"] == pytest.approx(heavy["train_recon"] + 10 * heavy["train_kl"], rel=1e-6)
     assert heavy["train_loss"] != pytest.approx(stock["train_loss"], rel=1e-4)
+
+
+def test_a_refusal_says_how_the_fast_path_was_chosen(monkeypatch):
+    """A user who passed no back end is told it was the default (or $NPVAE_BACKEND), not
+    quoted an argument they never wrote."""
+    model = sigmoid_encoder()
+    monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    with pytest.raises(InputTypeError, match=r"^fit \(on the default back end, numba\): model\.encoder"):
+        fit(model, X, **RUN)
+    with pytest.raises(InputTypeError, match=r"^evaluate_elbo \(on the default back end, numba\): model\.encoder"):
+        evaluate_elbo(model, X)
+    with pytest.raises(InputTypeError, match=r"^iw_nll\(backend='numba'\): model\.encoder"):
+        iw_nll(model, X[:10], k=2, backend="numba")
+    monkeypatch.setenv("NPVAE_BACKEND", "numba")
+    with pytest.raises(InputTypeError, match=r"^fit \(on \$NPVAE_BACKEND=numba\): .*backend='numpy'"):
+        fit(model, X, **RUN)

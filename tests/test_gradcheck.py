@@ -3,6 +3,7 @@
 ``run(CASES)`` checks every op of the reference and the fast path's whole-model gradients;
 ``self_test(BUGS, CASES)`` plants the slips of gradcheck/planted.py and must catch each one.
 """
+import inspect
 import os
 import re
 import textwrap
@@ -74,6 +75,22 @@ def test_every_reference_op_and_the_fast_cases_are_covered(rows64):
     assert {(r.op, r.backend) for r in rows64} == {(op, backend) for op, (backend, _) in CASES.items()}
     # one directional row per finite-difference problem
     assert any(r.tensor == "<direction>" for r in rows64 if r.op == "dense")
+
+
+# each op of the core and the gradcheck case that checks it
+CASE_OF_OP = {"Dense": "dense", "ReLU": "relu", "Sigmoid": "sigmoid", "Sequential": "sequential",
+              "Sampler": "sampler", "KL": "kl", "BCEWithLogits": "bce_logits", "BCE": "bce", "VAE": "vae_1h"}
+
+
+def test_every_op_of_the_core_has_a_case():
+    """An op added to the core without a case in gradcheck/cases.py fails here
+    (docs/adding-a-layer.md: what a new layer needs)."""
+    core = {name for module in (npvae.layers, npvae.sampler, npvae.losses, npvae.model)
+            for name, cls in vars(module).items()
+            if inspect.isclass(cls) and issubclass(cls, npvae.Module) and cls.__module__ == module.__name__}
+    assert core == set(CASE_OF_OP), (f"ops without a gradcheck case: {sorted(core - set(CASE_OF_OP))} "
+                                     "(add one to gradcheck/cases.py and list it in CASE_OF_OP)")
+    assert set(CASE_OF_OP.values()) <= REFERENCE_OPS
 
 
 def test_square_layers_are_checked(rows64):
@@ -492,3 +509,16 @@ def test_the_layer_of_your_own_in_op_problems_docstring_runs_and_passes(capsys):
     exec(compile(textwrap.dedent(code), "op_problem's docstring", "exec"), {})
     table = capsys.readouterr().out
     assert "tanh" in table and "FAIL" not in table and "PASS" in table
+
+
+def test_away_from_kinks_refuses_a_layer_it_does_not_know():
+    """A Sequential case with a new layer must not shift the next ReLU's inputs by wrong values."""
+    from gradcheck.cases import away_from_kinks
+
+    class Double(npvae.Module):
+        def forward(self, x):
+            return 2 * x
+
+    layers = [npvae.Dense(3, 2, dtype=np.float64, rng=0), Double(), npvae.ReLU()]
+    with pytest.raises(TypeError, match=r"layers\[1\] is a Double"):
+        away_from_kinks(layers, np.ones((2, 3)), 1e-3)
