@@ -197,6 +197,8 @@ def describe(error):
         return f"error: {error}"
     if isinstance(error, MemoryError):
         return "error: out of memory"
+    if isinstance(error, Warning):      # the user asked for warnings to stop the program
+        return f"error: {error} (a warning, raised as an error by python -W error or PYTHONWARNINGS)"
     if isinstance(error, OSError):
         what = error.strerror or str(error)
         if error.filename is None:

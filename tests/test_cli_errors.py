@@ -7,6 +7,7 @@ run as subprocesses.
 """
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -266,3 +267,15 @@ def test_odd_but_valid_input_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout
     assert "is more than the 800 training images: each epoch is one step over all of them" in proc.stderr
+
+
+def test_a_warning_the_user_made_an_error_is_not_called_a_bug(user, tmp_path):
+    """``python -W error`` (or PYTHONWARNINGS=error) turns npvae's warnings into exceptions: the
+    user asked for that, so the message says so, with the warning's own words."""
+    shutil.copytree(SAMPLE, tmp_path / "cache" / "npvae" / "mnist")    # found in the cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, err = user(["--dataset", "mnist-test-split", "--split", "800", "--epochs", "1"])
+    assert code == 1 and "$NPVAE_DATA_DIR=/nonexistent: folder does not exist" in err
+    assert "a warning, raised as an error by python -W error or PYTHONWARNINGS" in err
+    assert "bug" not in err and "--debug" not in err

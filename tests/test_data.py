@@ -243,6 +243,22 @@ def test_corrupted_gzip(tmp_path):
         read_idx(write(tmp_path / "junk.gz", bytes(good) + b"junk"))
 
 
+def test_a_flipped_bit_in_a_gzip_file_is_called_corrupt_not_trailing_bytes(tmp_path):
+    """A flip in the deflate stream can make it decompress longer than the header says: the
+    message must be the CRC's (corrupt), not 'trailing bytes' (the file is not too long)."""
+    good = gzip.compress(idx_bytes(np.random.default_rng(0).integers(0, 10, 300).astype(np.uint8)), mtime=0)
+    said = set()
+    for byte in range(10, len(good) - 8):          # the deflate stream: between the header and the trailer
+        for bit in (0, 5):
+            bad = bytearray(good)
+            bad[byte] ^= 1 << bit
+            try:
+                read_idx(write(tmp_path / "flip.gz", bytes(bad)))
+            except DataFileError as e:
+                said.add("trailing" if "trailing bytes" in str(e) else "other")
+    assert said == {"other"}
+
+
 def _corrupt(data, rng):
     """One random byte-level corruption of ``data``."""
     data = bytearray(data)
@@ -764,6 +780,29 @@ def test_labels_of_the_other_data_set_beside_the_right_images_are_refused(tmp_pa
     with pytest.raises(DataFileError, match=rf"t10k-labels-idx1-ubyte.gz holds the {title[other]} test labels, "
                                             rf"not {title[name]}'s"):
         load_split(name, "t10k", data_dir=tmp_path, download=False)
+
+
+@pytest.mark.skipif(not (REAL and os.path.isdir(os.path.join(REAL, "fashion-mnist"))),
+                    reason="set NPVAE_TEST_DATA to a folder holding fashion-mnist/")
+def test_test_files_under_the_training_names_are_refused(tmp_path):
+    """The test files copied to the training names (to get a 'full' folder offline), or the two
+    swapped: every test figure would be measured on training images."""
+    fashion = os.path.join(REAL, "fashion-mnist")
+    for kind in ("images-idx3", "labels-idx1"):
+        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), tmp_path / f"train-{kind}-ubyte.gz")
+        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), tmp_path / f"t10k-{kind}-ubyte.gz")
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte.gz holds the Fashion-MNIST test images, "
+                                            r"not its training images"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
+    assert load_split("fashion-mnist", "t10k", data_dir=tmp_path, download=False)[0].shape == (10000, 784)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        shutil.copy(os.path.join(fashion, f"train-{kind}-ubyte.gz"), swapped / f"t10k-{kind}-ubyte.gz")
+        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), swapped / f"train-{kind}-ubyte.gz")
+    with pytest.raises(DataFileError, match=r"holds the Fashion-MNIST (test|training) images, not its "
+                                            r"(training|test) images"):
+        load_dataset("fashion-mnist", data_dir=swapped, download=False)
 
 
 @pytest.mark.parametrize("name", ["idx", "datasets", "download"])

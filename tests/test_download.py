@@ -51,7 +51,7 @@ BIG = idx_gz(np.random.default_rng(1).integers(0, 256, (400, 28, 28)))    # 314 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``/<mode>/<file>``: good (the file), drop (half, then hang up),
-    slow (headers, then silence), html (an error page with status 200), portal (the
+    slow (headers, then silence), drip (100 bytes every 0.05 s), html (an error page with status 200), portal (the
     same, said to be text/html, as a network's sign-in page is), trickle (a
     bigger file, ``BIG``, in eight parts 0.06 s apart); anything else is 404.
     ``server.hits`` counts requests per path."""
@@ -60,7 +60,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
         _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
         data = FILES.get(name)
-        if data is None or mode not in ("good", "drop", "slow", "html", "portal", "trickle"):
+        if data is None or mode not in ("good", "drop", "slow", "html", "portal", "trickle", "drip"):
             self.send_error(404)
             return
         if mode in ("html", "portal"):
@@ -74,6 +74,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if mode == "slow":
             time.sleep(1.0)
+            return
+        if mode == "drip":           # alive, but 2 kB/s: a whole file would take minutes
+            with contextlib.suppress(OSError):
+                for i in range(0, 6000, 100):
+                    self.wfile.write(data[i:i + 100])
+                    self.wfile.flush()
+                    time.sleep(0.05)
             return
         if mode == "trickle":
             part = -(-len(BIG) // 8)
@@ -200,6 +207,29 @@ def test_all_mirrors_fail_lists_each(tmp_path, server, dead_url):
     assert "train-images-idx3-ubyte.gz" in msg and "3 mirror(s)" in msg
     assert "cannot connect" in msg and "HTTP 404" in msg and "dropped after" in msg
     assert not dest.exists()
+
+
+def test_a_server_that_drips_is_given_up_on(tmp_path, server):
+    """Each read of a few bytes comes within the timeout, so the socket's own timeout never fires:
+    the download must still end, not hang for days."""
+    dest = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"drip/t10k-images-idx3-ubyte.gz: too slow: \d+ bytes in the last "
+                                            r"0.5 s.*giving up"):
+        download_file(server.url + "/drip/t10k-images-idx3-ubyte.gz", dest / "x.gz", timeout=0.5)
+    assert time.monotonic() - start < 2.5
+    assert not dest.exists()
+
+
+def test_a_refused_connection_through_a_proxy_names_the_proxy(tmp_path, dead_url, monkeypatch):
+    """The host that refused is the proxy, not the mirror."""
+    proxy = dead_url.rsplit("/good/", 1)[0]
+    monkeypatch.setenv("http_proxy", proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(DownloadError, match=rf"cannot connect: .* \(through the proxy {proxy}, "
+                                            rf"from \$http_proxy\)"):
+        download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
 
 
 def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, capsys):

@@ -337,8 +337,8 @@ def _read_named(name, folder, split):
             raise DataFileError(f"{images_file} holds images of {got} pixels, but {name} images are "
                                 f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
     images, labels = load_idx_split(folder, split)
-    check_identity(name, images, images_file)
-    check_identity(name, labels, labels_file, what="labels")
+    check_identity(name, images, images_file, split=split)
+    check_identity(name, labels, labels_file, what="labels", split=split)
     if labels.size and labels.max() >= N_CLASSES:
         i = int(np.argmax(labels >= N_CLASSES))
         raise DataFileError(f"{labels_file}: label {labels[i]} at index {i}, but {name} labels are "

@@ -58,7 +58,8 @@ MD5 = {
     },
 }
 
-#: Seconds to wait for the server to connect or to send the next chunk.
+#: The default ``timeout`` of :func:`download_file` and :func:`download_dataset` (seconds): how
+#: long to wait for the server to connect, to send anything, and to send the next 64 KiB.
 TIMEOUT = 30.0
 
 #: Off a terminal (a log), a download in progress prints a plain line this often (seconds).
@@ -97,7 +98,8 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
         reading it as an IDX file, so a wrong page (an HTML error page, say)
         never lands in place.
     timeout : float or None
-        Seconds to wait to connect or for the next chunk (None: as long as it takes).
+        Seconds to wait to connect, for any data, and for each next 64 KiB: a server slower
+        than that is given up on (None: as long as it takes).
     progress : bool
         Show progress on stderr: a bar on a terminal or in a notebook, elsewhere (a log) a
         plain line every ``LOG_EVERY`` seconds of a slow download.
@@ -260,11 +262,18 @@ def _fetch(url, out, timeout, bar):
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             bar.total = length
+            window_start, window_bytes = time.monotonic(), 0
             while True:
-                chunk = resp.read(_CHUNK)
+                chunk = resp.read1(_CHUNK)       # what has arrived: a slow server still shows progress
                 if not chunk:
                     break
                 done += len(chunk)
+                window_bytes += len(chunk)
+                if window_bytes >= _CHUNK:       # each socket read has its timeout; a server that
+                    window_start, window_bytes = time.monotonic(), 0     # drips must end too
+                elif timeout is not None and time.monotonic() - window_start > timeout:
+                    raise DownloadError(f"{url}: too slow: {window_bytes} bytes in the last {timeout:g} s "
+                                        f"(after {done} bytes), where {_CHUNK} were due; giving up")
                 if done > _MAX_BYTES:
                     raise DownloadError(f"{url}: server sent more than {_MAX_BYTES} bytes; giving up")
                 md5.update(chunk)
@@ -278,9 +287,9 @@ def _fetch(url, out, timeout, bar):
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        raise DownloadError(f"{url}: cannot connect: {e.reason}") from None
+        raise DownloadError(f"{url}: cannot connect: {e.reason}{_proxy_note(url)}") from None
     except network_errors as e:
-        raise DownloadError(f"{url}: {type(e).__name__}: {e} (after {done} bytes)") from None
+        raise DownloadError(f"{url}: {type(e).__name__}: {e} (after {done} bytes){_proxy_note(url)}") from None
     finally:
         bar.close()        # also on an error: leaves the line for the message that follows
     # http.client returns a short body without complaint when the server
@@ -288,6 +297,20 @@ def _fetch(url, out, timeout, bar):
     if length is not None and done != length:
         raise DownloadError(f"{url}: connection dropped after {done} of {length} bytes")
     return md5.hexdigest()
+
+
+def _proxy_note(url):
+    """``" (through the proxy P, from $https_proxy)"`` if the environment sends ``url`` through a
+    proxy (then the host that failed may be the proxy), else ``""``."""
+    import urllib.parse
+    import urllib.request
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    names = (f"{parts.scheme}_proxy", f"{parts.scheme.upper()}_PROXY")
+    var = next((name for name in names if os.environ.get(name)), None)
+    return f" (through the proxy {proxy}" + (f", from ${var})" if var else ")")
 
 
 def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
@@ -316,7 +339,8 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     progress : bool
         Show progress on stderr, as :func:`download_file` does.
     timeout : float or None
-        Seconds to wait to connect or for the next chunk (None: as long as it takes).
+        Seconds to wait to connect, for any data, and for each next 64 KiB: a server slower
+        than that is given up on (None: as long as it takes).
 
     Returns
     -------

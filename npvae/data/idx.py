@@ -289,6 +289,11 @@ def _read_gzip(path, f, size):
             # One more byte: should be end of stream, which also makes gzip
             # check the CRC and length trailer.
             if gz.read(1):
+                # A corrupt stream often decompresses too long: read on (up to the limit), so
+                # that its CRC, if wrong, is what the message says.
+                extra = 1
+                while extra < limit and (n := len(gz.read(_CHUNK))):
+                    extra += n
                 raise DataFileError(
                     f"{path}: trailing bytes after the {expected} data bytes that the IDX header "
                     f"announces (shape {shape} of {dtype.name})")

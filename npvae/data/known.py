@@ -5,7 +5,8 @@ of one passes for the other (a ``--data-dir`` pointing at the wrong one, or
 ``$NPVAE_DATA_DIR`` set to a data set's own folder). The images' fingerprints tell
 them apart: a data set loaded by name whose images, or labels, are another known data
 set's is refused (the labels too: a folder put together from two downloads would
-otherwise label the figures wrong). The tables hold the splits whose files were at hand
+otherwise label the figures wrong), and so are a data set's test files under its training
+names (copied, or swapped). The tables hold the splits whose files were at hand
 when they were made; MNIST's training files were not, so they are recognised by nothing here.
 """
 import hashlib
@@ -51,12 +52,18 @@ def fingerprint(images):
     return h.hexdigest()
 
 
-def check_identity(name, array, path, what="images"):
-    """Raise DataFileError if ``array`` (read from ``path`` for data set ``name``) is another
-    known data set's ``what``: its ``"images"`` or its ``"labels"``."""
+def check_identity(name, array, path, what="images", split=None):
+    """Raise DataFileError if ``array`` (read from ``path`` for data set ``name``, split
+    ``split``) is another known data set's ``what`` (its ``"images"`` or its ``"labels"``),
+    or the same data set's other split (test files copied to the training names, or swapped)."""
     known = {"images": KNOWN_IMAGES, "labels": KNOWN_LABELS}[what]
     other = known.get(fingerprint(array))
     if other is not None and other[0] != name:
         raise DataFileError(f"{path} holds the {_TITLES[other[0]]} {_SPLITS[other[1]]} {what}, not "
                             f"{_TITLES[name]}'s: both use the same file names; point to the "
                             f"{name} folder (data_dir, --data-dir or $NPVAE_DATA_DIR/{name})")
+    if other is not None and split is not None and other[1] != split:
+        raise DataFileError(f"{path} holds the {_TITLES[name]} {_SPLITS[other[1]]} {what}, not its "
+                            f"{_SPLITS[split]} {what}: the {split}-* files must hold the {_SPLITS[split]} "
+                            f"split (copied or swapped files would measure the test figures on "
+                            f"training images)")
