@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, StateDictError
-from .module import Module, check_state_entry
+from .module import Module, check_not_a_checkpoint, check_state_entry, is_transposed
 
 LAYOUTS = ("sequential", "examples")
 _EXAMPLES_OURS = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
@@ -103,6 +103,21 @@ def to_torch_state_dict(model, layout="sequential"):
             "fc4.bias": params["decoder.2.bias"].copy()}
 
 
+def _check_mapping(state_dict):
+    """``state_dict`` is a mapping of names to arrays, and not an npvae checkpoint's entries."""
+    if isinstance(state_dict, Module):
+        raise StateDictError(f"state_dict is an npvae {type(state_dict).__name__}: the arguments are "
+                             "(model, state_dict)")
+    if not isinstance(state_dict, Mapping):
+        kind = type(state_dict).__name__
+        if callable(getattr(state_dict, "state_dict", None)):       # a torch.nn.Module, say
+            raise StateDictError(f"state_dict is a {kind}, not its state dict: pass {{k: v.detach().cpu()"
+                                 f".numpy() for k, v in module.state_dict().items()}}")
+        raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
+                             f".npz), got {kind}")
+    check_not_a_checkpoint(state_dict)
+
+
 def detect_layout(state_dict):
     """``"examples"`` if the names are ``fc1...``, ``"sequential"`` if ``encoder.*``/``decoder.*``.
 
@@ -111,21 +126,24 @@ def detect_layout(state_dict):
     StateDictError
         If the names fit neither layout.
     """
-    if not isinstance(state_dict, Mapping):
-        raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
-                             f".npz), got {type(state_dict).__name__}")
+    _check_mapping(state_dict)
     keys = list(state_dict)
     if not all(isinstance(k, str) for k in keys):
         raise StateDictError(f"state_dict keys must be parameter names (str), got {keys[:6]!r}")
     mean_heads = [k for k in keys if any(w in part for part in k.split(".")[:-1] for w in ("mu", "mean"))]
     var_heads = [k for k in keys if any("var" in part for part in k.split(".")[:-1])]
     if mean_heads and var_heads:        # a VAE of one's own, e.g. fc_mu and fc_logvar
+        others = {k.split(".")[0] for k in keys if k not in mean_heads + var_heads}
+        if others == {"fc1", "fc3", "fc4"}:         # the PyTorch example's VAE but for the heads' names
+            fix = ("The other names are the 'examples' layout's: rename the heads fc21 (the mean) and fc22 "
+                   "(the log-variance)")
+        else:
+            fix = ("npvae's encoder ends in one layer giving [mu | logvar]. Join the two heads into one "
+                   "layer, the mean's outputs first (np.concatenate of their weights along axis 0, "
+                   "PyTorch's output axis, and of their biases), and name the layers as in one of the two "
+                   "layouts (npvae.interop's docstring shows them)")
         raise StateDictError(f"the state dict has a head for the mean ({mean_heads[0]}, ...) and one for the "
-                             f"log-variance ({var_heads[0]}, ...): npvae's encoder ends in one layer giving "
-                             "[mu | logvar]. Join the two heads into one layer, the mean's outputs first "
-                             "(np.concatenate of their weights along axis 0, PyTorch's output axis, and of "
-                             "their biases), and name the layers as in one of the two layouts "
-                             "(npvae.interop's docstring shows them)")
+                             f"log-variance ({var_heads[0]}, ...). {fix}")
     if keys and all(k.startswith("fc") for k in keys):
         return "examples"
     if keys and all(k.startswith(("encoder.", "decoder.")) for k in keys):
@@ -156,9 +174,8 @@ def _validate(model, state_dict, layout):
                              f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
     for key, want in expected.items():
         v = state_dict[key]
-        transposed = isinstance(v, np.ndarray) and v.ndim == 2 and v.shape == want.shape[::-1] != want.shape
         check_state_entry(key, v, want, " (that is npvae's (in, out) orientation; PyTorch's Linear "
-                                        "stores (out, in))" if transposed else "")
+                                        "stores (out, in))" if is_transposed(v, want) else "")
 
 
 def from_torch_state_dict(model, state_dict, layout=None):
@@ -190,9 +207,7 @@ def from_torch_state_dict(model, state_dict, layout=None):
     InputError
         Unknown layout, or a model the layout cannot express.
     """
-    if not isinstance(state_dict, Mapping):
-        raise StateDictError(f"state_dict must be a mapping of names to arrays (a dict, an np.load of "
-                             f".npz), got {type(state_dict).__name__}")
+    _check_mapping(state_dict)
     state_dict = dict(state_dict)           # each value read once (an np.load reads on every access)
     layout = detect_layout(state_dict) if layout is None else _check_layout(layout)
     _validate(model, state_dict, layout)

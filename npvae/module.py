@@ -53,6 +53,21 @@ def check_state_entry(name, value, like, hint=""):
         raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
 
 
+def is_transposed(value, like):
+    """``value`` has the shape of ``like`` (2-D, not square) turned around: a weight in the
+    other library's orientation (PyTorch's Linear stores ``(out, in)``, npvae's Dense ``(in, out)``)."""
+    return isinstance(value, np.ndarray) and value.ndim == 2 and value.shape == like.shape[::-1] != like.shape
+
+
+def check_not_a_checkpoint(state_dict):
+    """Refuse the entries of an npvae checkpoint (``np.load`` of what ``save_checkpoint`` wrote)
+    given as a state dict, and say how to read one."""
+    if "__meta__" in state_dict:        # npvae.checkpoint.META_KEY (the core does not import it)
+        raise StateDictError("state_dict holds an npvae checkpoint's entries ('__meta__', 'model/...'), not a "
+                             "state dict: npvae.load_model(path) reads the checkpoint; the model's "
+                             ".state_dict() is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
+
+
 def one_place_each(named, places):
     """``{name: module}`` from ``(name, module)`` pairs, refusing a module met twice: its forward
     keeps one pass's values (:meth:`Module.keep`), so backward would be wrong for the other place.
@@ -291,6 +306,7 @@ class Module:
             raise StateDictError(f"state_dict must be a mapping (a dict) of names to arrays, "
                                  f"got {type(state_dict).__name__}")
         strict = check_bool(strict, "strict")
+        check_not_a_checkpoint(state_dict)
         state_dict = dict(state_dict)           # read each entry once (an .npz file reads on access)
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state_dict]
@@ -300,7 +316,10 @@ class Module:
                                  f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
         for name, value in state_dict.items():
             if name in params:
-                check_state_entry(name, value, params[name].data)
+                like = params[name].data
+                check_state_entry(name, value, like, " (transposed: PyTorch's Linear stores (out, in); "
+                                  "npvae.interop.from_torch_state_dict converts a PyTorch state dict)"
+                                  if is_transposed(value, like) else "")
         for name, value in state_dict.items():
             if name in params:
                 params[name].data[...] = value

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import npvae
 from npvae import VAE
 from npvae.errors import InputError, StateDictError
 from npvae.interop import (LAYOUTS, detect_layout, from_torch_state_dict, load_torch_state_dict,
@@ -235,3 +236,48 @@ def test_the_prefix_hint_is_given_only_when_every_name_has_the_prefix():
         with pytest.raises(StateDictError, match="cannot tell the layout") as e:
             from_torch_state_dict(m, {prefix + "encoder.0.weight": w, "extra.weight": w})
         assert "start with" not in str(e.value)
+
+
+def test_the_pytorch_examples_vae_with_renamed_heads_is_told_to_rename_them():
+    """fc1, fc3, fc4 and heads called fc_mu/fc_logvar: renaming the heads is the whole fix."""
+    m = VAE(12, 7, 3, rng=0)
+    sd = to_torch_state_dict(m, "examples")
+    sd.update({k.replace("fc21", "fc_mu").replace("fc22", "fc_logvar"): sd.pop(k) for k in list(sd) if k[:4] in ("fc21", "fc22")})
+    with pytest.raises(StateDictError, match=r"rename the heads fc21 \(the mean\) and fc22 \(the log-variance\)"):
+        from_torch_state_dict(m, sd)
+    renamed = {k.replace("fc_mu", "fc21").replace("fc_logvar", "fc22"): v for k, v in sd.items()}
+    fresh = from_torch_state_dict(VAE(12, 7, 3, rng=1), renamed)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(fresh.parameters(), m.parameters()))
+
+
+def test_a_checkpoint_given_as_a_state_dict_is_named(tmp_path):
+    m = VAE(12, 7, 3, rng=0)
+    path = npvae.save_checkpoint(tmp_path / "c.npz", m)
+    with np.load(path) as z:
+        entries = dict(z)
+    for load in (lambda: from_torch_state_dict(VAE(12, 7, 3, rng=1), entries),
+                 lambda: VAE(12, 7, 3, rng=1).load_state_dict(entries)):
+        with pytest.raises(StateDictError, match=r"an npvae checkpoint.*npvae.load_model\(path\)"):
+            load()
+
+
+def test_npvae_load_state_dict_of_a_pytorch_orientation_names_the_transpose():
+    """The 'sequential' layout uses npvae's own names: a PyTorch export loaded as npvae's own."""
+    m = VAE(12, 7, 3, rng=0)
+    with pytest.raises(StateDictError, match=r"has shape \(7, 12\), the model expects \(12, 7\).*transposed"
+                                             r".*from_torch_state_dict"):
+        VAE(12, 7, 3, rng=1).load_state_dict(to_torch_state_dict(m))
+
+
+def test_a_module_or_swapped_arguments_are_named():
+    m = VAE(12, 7, 3, rng=0)
+    with pytest.raises(StateDictError, match=r"state_dict is an npvae VAE: the arguments are \(model, state_dict\)"):
+        from_torch_state_dict(to_torch_state_dict(m), m)
+
+    class Module:                      # what a torch.nn.Module offers, without torch
+        def state_dict(self):
+            return {}
+
+    with pytest.raises(StateDictError, match=r"state_dict is a Module, not its state dict: pass "
+                                             r"\{k: v.detach\(\).cpu\(\).numpy\(\) for k, v in "):
+        from_torch_state_dict(m, Module())
