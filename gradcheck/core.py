@@ -235,6 +235,9 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
     return rows
 
 
+_LONGEST_IN_TABLE = 60     # a tensor entry longer than this (an error's text) goes under the table
+
+
 def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
     """The table as text: a header stating the metric, one line per row, a summary line.
 
@@ -252,8 +255,13 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
                      "the real check is float64")
     fail = "FAIL (expected)" if expect_fail else "FAIL"
     table = [("op", "backend", "tensor", "shape", "max abs err", "max rel err", "status")]
+    notes = []          # long error messages, under the table: a column that wide helps nobody
     for r in rows:
-        table.append((r.op, r.backend, r.tensor, "x".join(map(str, r.shape)) or "()",
+        tensor = r.tensor
+        if tensor.startswith("<") and len(tensor) > _LONGEST_IN_TABLE:
+            notes.append(f"  [{len(notes) + 1}] {r.op} / {r.backend}: {tensor}")
+            tensor = f"{tensor.split(':')[0]}: [{len(notes)}] below>"
+        table.append((r.op, r.backend, tensor, "x".join(map(str, r.shape)) or "()",
                       f"{r.abs_err:.2e}", f"{r.rel_err:.2e}", "PASS" if r.passed else fail))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     right = (False, False, False, False, True, True, False)   # numbers right-aligned
@@ -264,6 +272,7 @@ def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
     lines.append(fmt(table[0]))
     lines.append("-" * len(fmt(table[0])))
     lines.extend(fmt(line) for line in table[1:])
+    lines.extend(notes)
     lines.append(summary(rows))
     return "\n".join(lines)
 

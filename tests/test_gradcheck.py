@@ -522,3 +522,15 @@ def test_away_from_kinks_refuses_a_layer_it_does_not_know():
     layers = [npvae.Dense(3, 2, dtype=np.float64, rng=0), Double(), npvae.ReLU()]
     with pytest.raises(TypeError, match=r"layers\[1\] is a Double"):
         away_from_kinks(layers, np.ones((2, 3)), 1e-3)
+
+
+def test_a_long_error_is_printed_under_the_table_not_in_its_tensor_column():
+    def broken(dtype, rng, h):
+        raise ValueError("the layer under test failed in a way that takes a long sentence to say, " * 2)
+
+    rows = run({"broken": ("numpy", broken), "relu": CASES["relu"]})
+    text = format_table(rows)
+    table_lines = [line for line in text.splitlines() if line.startswith(("broken", "relu"))]
+    assert any("<error: [1] below>" in line for line in table_lines)
+    assert max(map(len, table_lines)) < 120
+    assert "  [1] broken / numpy: <error: ValueError: the layer under test failed" in text
