@@ -16,6 +16,9 @@ from .planted import BUGS
 #: away from its kink at 0
 LARGEST_STEP = 0.05
 
+#: the largest magnitude of a value the cases perturb (the dead units' biases): it sets the smallest step
+LARGEST_VALUE = 100.0
+
 #: the status when stdout's reader has gone: 128 + SIGPIPE, what a shell reports for ``cat``,
 #: ``grep`` or ``git`` stopped the same way
 EXIT_CLOSED_PIPE = 141
@@ -24,8 +27,8 @@ EXIT_CLOSED_PIPE = 141
 def parse_args(argv=None):
     p = ArgumentParser(prog="python -m gradcheck", debug=False,
                        description="Central-difference gradient checks of every npvae op and the whole model\n"
-                                   "(reference and fast path); the optimizers' update rules are checked against\n"
-                                   "their closed forms, step by step.")
+                                   "(reference and fast path); the optimizers' update rules (the reference's and\n"
+                                   "the fast path's fused ones) are checked against their closed forms, step by step.")
     p.add_argument("--op", nargs="+", action="extend", metavar="NAME", choices=sorted(CASES),
                    help="cases to check, also as --op A --op B (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",
@@ -48,11 +51,16 @@ def parse_args(argv=None):
     args.op = list(dict.fromkeys(args.op)) if args.op else args.op     # each case once, in the order given
     if args.self_test and args.op:
         p.error("--op does not apply to --self-test, which plants each bug and runs every reference case")
+    if args.list and (args.op or args.self_test):
+        p.error(f"--list lists every case and planted bug and exits: leave out "
+                f"{'--op' if args.op else '--self-test'}")
     usual = "1e-5" if args.dtype == "float64" else "1e-2"
     if args.step is not None and args.step >= LARGEST_STEP:
         p.error(f"argument --step: must be below {LARGEST_STEP} (ReLU's inputs lie in [-1, 1], 20 steps away "
                 f"from its kink; e.g. {usual}), got {args.step}")
-    smallest = 16 * np.finfo(args.dtype).eps            # below it, x + h rounds back to x: no difference left
+    # below it, x + h rounds back to x for the largest value a case perturbs (a dead unit's bias,
+    # -100): no difference left
+    smallest = 16 * np.finfo(args.dtype).eps * LARGEST_VALUE
     if args.step is not None and args.step < smallest:
         p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
                 f"round-off; e.g. {usual}), got {args.step}")

@@ -71,6 +71,12 @@ def _bce_backward_without_batch_mean(self, grad=1.0):
     return (1 / (1 + np.exp(-logits)) - target) * float(grad)
 
 
+def _bce_backward_clamped(self, grad=1.0):
+    # a "safety" clamp of the logits in backward alone: p - t is wrong wherever |logit| > 5
+    logits, target = self.saved("logits", "target")
+    return (1 / (1 + np.exp(-np.clip(logits, -5, 5))) - target) * (float(grad) / logits.shape[0])
+
+
 def _relu_backward_in_place(self, grad_out):
     y = self.saved("y")
     grad_out[y <= 0] = 0
@@ -157,6 +163,8 @@ BUGS = {
                                      "deviation", lambda: _replaced(Sampler, "forward", _sampler_forward_variance)),
     "bce_missing_1_over_B": ("BCEWithLogits.backward: the 1/B of the batch mean missing",
                              lambda: _replaced(BCEWithLogits, "backward", _bce_backward_without_batch_mean)),
+    "bce_logits_clamped": ("BCEWithLogits.backward: the logits clamped to [-5, 5] (wrong where a "
+                           "decoder saturates)", lambda: _replaced(BCEWithLogits, "backward", _bce_backward_clamped)),
     "kl_doubled_1_over_B": ("KL.backward: the 1/B of the batch mean applied twice",
                             lambda: _replaced(KL, "backward", _kl_backward_double_batch_mean)),
     "relu_writes_grad_out": ("ReLU.backward: masks its incoming gradient in place (the caller's array, "

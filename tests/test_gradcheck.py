@@ -17,6 +17,7 @@ import pytest
 import npvae
 from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_table, op_problem, rel_error, run,
                        self_test)
+from gradcheck.core import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_OPS = {"dense", "dense_square", "relu", "sigmoid", "sampler", "kl", "bce_logits", "bce", "sequential",
@@ -35,7 +36,7 @@ def test_every_row_passes_in_float64(rows64):
     closed_form = [r for r in rows64 if r.tensor.startswith("step ")]     # the optimizers' rows
     as_reference = [r for r in rows64 if " = VAE." in r.tensor]          # the fast path against VAE.loss/backward
     assert closed_form and all(r.tol == 1e-11 for r in closed_form + as_reference)
-    assert {r.op for r in as_reference} == {op for op in CASES if op.startswith("fast_")}
+    assert {r.op for r in as_reference} == {op for op in CASES if op.startswith("fast_vae")}
     assert all(r.tol == 1e-6 for r in rows64 if r not in closed_form + as_reference)
 
 
@@ -71,7 +72,8 @@ def test_every_reference_op_and_the_fast_cases_are_covered(rows64):
     assert REFERENCE_OPS <= set(CASES)
     assert {op for op, (backend, _) in CASES.items() if backend == "numpy"} >= REFERENCE_OPS
     fast = {op for op, (backend, _) in CASES.items() if backend == "numba"}
-    assert {"fast_vae_1h", "fast_vae_2h", "fast_vae_dead_units", "fast_vae_retired_units"} <= fast
+    assert {"fast_vae_1h", "fast_vae_2h", "fast_vae_dead_units", "fast_vae_retired_units", "fast_adam",
+            "fast_sgd"} <= fast
     assert {(r.op, r.backend) for r in rows64} == {(op, backend) for op, (backend, _) in CASES.items()}
     # one directional row per finite-difference problem
     assert any(r.tensor == "<direction>" for r in rows64 if r.op == "dense")
@@ -408,7 +410,7 @@ def test_cli_self_test_at_settings_where_clean_rows_fail_says_so_and_fails(monke
                                                                          "kl_dmu_dropped", "relu_writes_grad_out")})
     assert command.main(["--self-test", "--tol", "1e-300"]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("note: with no bug planted, 14 of 14 rows fail at these settings")
+    assert out.startswith("note: with no bug planted, 22 of 22 rows fail at these settings")
     assert "NOT CAUGHT  adam_weight_decay_ignored" in out and "self-test FAILED: 1 of 3" in out
 
 
@@ -485,12 +487,13 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
-    (("--step", "1e-300"), "--step: must be at least 3.6e-15 in float64"),
-    (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-06 in float32 (smaller steps vanish "
+    (("--step", "1e-300"), "--step: must be at least 3.6e-13 in float64"),
+    (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-04 in float32 (smaller steps vanish "
                                                  "in round-off; e.g. 1e-2)"),
     (("--op", "fast_vae_1h", "--backend", "numpy"), "--op fast_vae_1h checks the numba path"),
     (("--op", "dense", "kl", "--backend", "numba"), "--op dense kl check the numpy path"),
     (("--self-test", "--backend", "numba"), "--backend numba does not apply to --self-test"),
+    (("--list", "--op", "dense"), "--list lists every case and planted bug and exits: leave out --op"),
 ])
 def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message):
     """A step of 0 or a tolerance of 0 would report FAILURES a learner could take for a wrong gradient."""
@@ -534,3 +537,41 @@ def test_a_long_error_is_printed_under_the_table_not_in_its_tensor_column():
     assert any("<error: [1] below>" in line for line in table_lines)
     assert max(map(len, table_lines)) < 120
     assert "  [1] broken / numpy: <error: ValueError: the layer under test failed" in text
+
+
+def test_the_smallest_step_allowed_still_moves_a_dead_units_bias():
+    """The dead units' biases are -100: a step that vanishes there divides by zero."""
+    from gradcheck.__main__ import parse_args
+    step = parse_args(["--step", "3.6e-13"]).step
+    rows = run(CASES, ["fast_vae_dead_units"], ("numba",), np.float64, step)
+    assert rows and not [r.tensor for r in rows if r.tensor.startswith("<error")]
+
+
+def test_a_failure_of_the_reference_is_not_blamed_on_the_fast_path(monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(npvae.VAE, "backward", broken)
+    rows = run(CASES, ["fast_vae_1h"], ("numba",))
+    assert [r.tensor for r in rows] == ["<error: RuntimeError: the reference this case is compared with failed "
+                                        "(VAE.loss/VAE.backward): ValueError: operands could not be broadcast "
+                                        "together>"]
+
+
+def test_the_summary_names_the_failing_cases_and_what_a_failing_comparison_with_the_reference_means():
+    def kl_without_the_minus_one(self, h):       # a forward slip: the KL off by a constant, same gradient
+        return KL_FORWARD(self, h) + 0.5 * h.shape[1] / 2
+
+    KL_FORWARD = npvae.KL.forward
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(npvae.KL, "forward", kl_without_the_minus_one)
+        rows = run(CASES, ["kl", "fast_vae_1h"])
+    text = format_table(rows)
+    assert "failed (in fast_vae_1h)" in text.splitlines()[-1]
+    assert "a failing '= VAE.*' row compares the fast path with the reference" in text
+    assert summary([rows[0]]).startswith("1 row: 1 passed, 0 failed;")
+
+
+def test_the_header_explains_the_exact_rows_only_when_there_are_some():
+    assert "optimizer steps (step t)" not in format_table(run(CASES, ["relu"]))
+    assert "optimizer steps (step t)" in format_table(run(CASES, ["adam"]))

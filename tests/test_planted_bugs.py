@@ -52,6 +52,9 @@ CATCHERS = {
         _call(test_sampler.test_gradient_matches_finite_differences),
         _call(test_model.test_whole_model_gradients_match_finite_differences, *DEEP_VAE, 0.0),
     ],
+    "bce_logits_clamped": [
+        _call(test_losses.test_bce_with_logits_saturated, np.float64, None),
+    ],
     "bce_missing_1_over_B": [
         _call(test_losses.test_bce_with_logits_by_hand, np.float64),
         _call(test_losses.test_bce_with_logits_gradient_matches_finite_differences, 1.0),
