@@ -1,7 +1,7 @@
 """Compile the fast path's kernels ahead of time: ``python -m npvae.fast.compile``.
 
 Numba compiles each kernel the first time it is called with a given set of
-dtypes (about 9 s for all of them on a 2-core machine) and keeps the result in its disk
+dtypes (about 10 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (``$NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to :mod:`npvae.fast.kernels`,
 else ``~/.cache/numba``), so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a
@@ -64,7 +64,7 @@ def main(argv=None):
         status, message = stop
         emit(sys.stderr, f"npvae: {message}\n")
         return status
-    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 9 s the first time) ...\n")
+    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 10 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
     with _noting_signals() as stopped_by:
