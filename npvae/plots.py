@@ -188,7 +188,9 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`; from a
     loop of your own, dicts with any of ``train_loss``, ``test_loss``, ``train_recon``,
     ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
-    drawn for each of loss, recon and kl that has train or test values in every record.
+    drawn for each of loss, recon and kl that has train or test values in every record. When
+    the records' KL weights (``beta_start``, ``beta``) change, as in a warm-up, the train loss's
+    legend says so: the test loss weighs the KL in full.
     """
     if isinstance(history, Mapping) or not isinstance(history, Sequence):
         raise InputTypeError(f"history must be a list of per-epoch dicts (as fit returns), got "
@@ -199,7 +201,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         raise InputTypeError("history must be a list of per-epoch dicts (as fit returns)")
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
     for i, r in enumerate(history):
-        for key in ("epoch", *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
+        for key in ("epoch", "beta_start", "beta",
+                    *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
             value = epochs[i] if key == "epoch" else r.get(key)     # a value of None: not recorded
             if (key == "epoch" or value is not None) and not is_number(value):
                 raise InputError(f"history[{i}][{key!r}] must be a number, got {value!r}")
@@ -211,13 +214,17 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     if not panels:
         raise InputError("history has no values to plot: the records need train_loss or test_loss (or "
                          f"_recon, _kl), as fit's records have; got keys {sorted(history[0])}")
+    # with warm-up an epoch's train loss weighs the KL by the ramp's weights, its test loss by the full one
+    weights = [r[k] for r in history for k in ("beta_start", "beta") if r.get(k) is not None]
+    warmup = f" (KL weight {min(weights):.2g} to {max(weights):.2g}: warm-up)" if len(set(weights)) > 1 else ""
     fig = new_figure(4.4 * len(panels), 4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (key, name, unit) in zip(axes, panels):
         for split, style in (("train", "o-"), ("test", "s--")):
             values = _series(history, split, key)
             if values:
-                ax.plot(epochs, values, style, label=split, markersize=4)
+                label = split + warmup if (key, split) == ("loss", "train") else split
+                ax.plot(epochs, values, style, label=label, markersize=4)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)

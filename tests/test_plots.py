@@ -311,3 +311,15 @@ def test_a_long_title_wraps_inside_the_figure(draw):
     fig.canvas.draw()
     box, edge = text.get_window_extent(fig.canvas.get_renderer()), fig.bbox
     assert edge.x0 <= box.x0 and box.x1 <= edge.x1 and box.y1 <= edge.y1
+
+
+def test_plot_loss_says_when_the_train_loss_was_taken_with_a_warming_kl_weight():
+    """With warm-up the train loss weighs the KL less than the test loss does: the figure says so."""
+    record = dict(train_loss=200.0, test_loss=190.0)
+    ramp = [dict(record, epoch=1, beta_start=0.003, beta=0.2), dict(record, epoch=2, beta_start=0.2, beta=0.4)]
+    labels = [t.get_text() for t in plot_loss(ramp).axes[0].get_legend().get_texts()]
+    assert labels == ["train (KL weight 0.003 to 0.4: warm-up)", "test"]
+    flat = [dict(record, epoch=e, beta_start=1.0, beta=1.0) for e in (1, 2)]
+    assert [t.get_text() for t in plot_loss(flat).axes[0].get_legend().get_texts()] == ["train", "test"]
+    with pytest.raises(InputError, match=r"history\[1\]\['beta'\] must be a number"):
+        plot_loss([ramp[0], dict(ramp[1], beta="0.4")])
