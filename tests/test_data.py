@@ -787,22 +787,22 @@ def test_labels_of_the_other_data_set_beside_the_right_images_are_refused(tmp_pa
 def test_test_files_under_the_training_names_are_refused(tmp_path):
     """The test files copied to the training names (to get a 'full' folder offline), or the two
     swapped: every test figure would be measured on training images."""
-    fashion = os.path.join(REAL, "fashion-mnist")
-    for kind in ("images-idx3", "labels-idx1"):
-        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), tmp_path / f"train-{kind}-ubyte.gz")
-        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), tmp_path / f"t10k-{kind}-ubyte.gz")
+    def folder(name, source_of):          # each split's two files copied from split source_of[split]
+        (tmp_path / name).mkdir()
+        for split, source in source_of.items():
+            for kind in ("images-idx3", "labels-idx1"):
+                shutil.copy(os.path.join(REAL, "fashion-mnist", f"{source}-{kind}-ubyte.gz"),
+                            tmp_path / name / f"{split}-{kind}-ubyte.gz")
+        return tmp_path / name
+
+    copied = folder("copied", {"train": "t10k", "t10k": "t10k"})
     with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte.gz holds the Fashion-MNIST test images, "
                                             r"not its training images"):
-        load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
-    assert load_split("fashion-mnist", "t10k", data_dir=tmp_path, download=False)[0].shape == (10000, 784)
-    swapped = tmp_path / "swapped"
-    swapped.mkdir()
-    for kind in ("images-idx3", "labels-idx1"):
-        shutil.copy(os.path.join(fashion, f"train-{kind}-ubyte.gz"), swapped / f"t10k-{kind}-ubyte.gz")
-        shutil.copy(os.path.join(fashion, f"t10k-{kind}-ubyte.gz"), swapped / f"train-{kind}-ubyte.gz")
+        load_dataset("fashion-mnist", data_dir=copied, download=False)
+    assert load_split("fashion-mnist", "t10k", data_dir=copied, download=False)[0].shape == (10000, 784)
     with pytest.raises(DataFileError, match=r"holds the Fashion-MNIST (test|training) images, not its "
                                             r"(training|test) images"):
-        load_dataset("fashion-mnist", data_dir=swapped, download=False)
+        load_dataset("fashion-mnist", data_dir=folder("swapped", {"train": "t10k", "t10k": "train"}), download=False)
 
 
 @pytest.mark.parametrize("name", ["idx", "datasets", "download"])
