@@ -479,6 +479,18 @@ def test_home_cache_when_xdg_unset(tmp_path, monkeypatch):
     assert cache_dir("mnist") == str(tmp_path / ".cache" / "npvae" / "mnist")
 
 
+def test_an_ignored_xdg_cache_home_is_said_where_the_cache_is_listed(tmp_path, monkeypatch):
+    """A quoted ~ (a .env file, a service's unit) is not expanded, and the spec says to ignore it:
+    the search list says so, or the user looks for the files in the folder they meant."""
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/cache")
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    with pytest.raises(DatasetNotFoundError, match=r"\(user cache; \$XDG_CACHE_HOME=~/cache ignored: not an "
+                                                   r"absolute path\)"):
+        load_split("mnist", "t10k", download=False)
+
+
 @pytest.mark.parametrize("home", ["", "relative/home"])
 def test_an_empty_or_relative_home_is_passed_over_for_the_users_home(monkeypatch, home):
     """A cron job's or a service's HOME: not /.cache, nor a cache relative to the current folder."""

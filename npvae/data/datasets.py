@@ -166,7 +166,9 @@ def search_path(name, data_dir=None):
     if env:
         places.append((os.path.join(env, name), f"${ENV_VAR}/{name}"))
         places.append((env, f"${ENV_VAR}"))
-    places.append((cache_dir(name), "user cache"))
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    ignored = f"; $XDG_CACHE_HOME={xdg} ignored: not an absolute path" if xdg and not os.path.isabs(xdg) else ""
+    places.append((cache_dir(name), "user cache" + ignored))
     places.extend((folder, "system folder") for folder in SYSTEM_DIRS.get(name, ()))
     return places
 
