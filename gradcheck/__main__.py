@@ -78,7 +78,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.list:
         for name, (backend, _) in CASES.items():
-            print(f"{name:<24} {backend}")
+            if args.backend in ("both", backend):
+                print(f"{name:<24} {backend}")
         print("\nplanted bugs (--self-test):")
         for name, (what, _) in BUGS.items():
             print(f"  {name:<34} {what}")

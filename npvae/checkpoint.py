@@ -180,18 +180,25 @@ def architecture(model):
     ``["encoder: Sequential", "encoder.0: Dense(784 -> 400, dtype=float32)", "encoder.1: ReLU", ...]``:
     what a checkpoint's parameters mean (a Tanh where the stock VAE has a ReLU, or a layer with
     another setting, is another model)."""
-    return [f"{name}: {type(m).__name__}" + (f"({m.extra_repr()})" if m.extra_repr() else "")
-            for name, m in model.named_modules() if name]
+    entries = []
+    for name, m in model.named_modules():
+        settings = m.extra_repr()
+        if name:
+            entries.append(f"{name}: {type(m).__name__}" + (f"({settings})" if settings else ""))
+    return entries
 
 
 def _layers_diff(saved, model):
     """'' if ``model`` has the ``saved`` architecture (or none was saved), else the first
     entry that differs, saved against the model's. Checkpoints of earlier versions saved the
-    classes alone: an entry without settings is compared by class."""
+    classes alone (no entry has settings, not even a Dense): those are compared by class."""
     if saved is None:
         return ""
-    for a, b in zip(saved + ["nothing"], architecture(model) + ["nothing"]):
-        if a != b and not ("(" not in a and a == b.split("(")[0]):
+    ours = architecture(model)
+    if not any("(" in entry for entry in saved):
+        ours = [entry.split("(")[0] for entry in ours]
+    for a, b in zip(saved + ["nothing"], ours + ["nothing"]):
+        if a != b:
             return f"saved {a} where the model has {b}"
     return ""
 

@@ -106,10 +106,14 @@ def to_torch_state_dict(model, layout="sequential"):
 def _check_mapping(state_dict):
     """``state_dict`` is a mapping of names to arrays, and not an npvae checkpoint's entries."""
     if isinstance(state_dict, Module):
-        raise StateDictError(f"state_dict is an npvae {type(state_dict).__name__}: the arguments are "
-                             "(model, state_dict)")
+        raise StateDictError(f"state_dict is an npvae {type(state_dict).__name__}, not a state dict: the "
+                             "arguments are (model, state_dict); between two npvae models, "
+                             "model.load_state_dict(other.state_dict())")
     if not isinstance(state_dict, Mapping):
         kind = type(state_dict).__name__
+        if callable(state_dict) and getattr(state_dict, "__name__", "") == "state_dict":
+            raise StateDictError("state_dict is the method state_dict, not its result: call it, "
+                                 "module.state_dict()")
         if callable(getattr(state_dict, "state_dict", None)):       # a torch.nn.Module, say
             raise StateDictError(f"state_dict is a {kind}, not its state dict: pass {{k: v.detach().cpu()"
                                  f".numpy() for k, v in module.state_dict().items()}}")

@@ -64,8 +64,9 @@ def check_not_a_checkpoint(state_dict):
     given as a state dict, and say how to read one."""
     if "__meta__" in state_dict:        # npvae.checkpoint.META_KEY (the core does not import it)
         raise StateDictError("state_dict holds an npvae checkpoint's entries ('__meta__', 'model/...'), not a "
-                             "state dict: npvae.load_model(path) reads the checkpoint; the model's "
-                             ".state_dict() is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
+                             "state dict: npvae.load_model(path) reads the checkpoint (a model with layers "
+                             "of your own: npvae.load_checkpoint(path, model)); the model's .state_dict() "
+                             "is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
 
 
 def one_place_each(named, places):
@@ -172,7 +173,8 @@ class Module:
 
         def backward(self, grad_out):
             x = self.saved("x")
-            check_grad(grad_out, y_shape, y_dtype, "MyLayer.backward")   # npvae.validate.check_grad
+            check_grad(grad_out, out_shape, x.dtype, "MyLayer.backward")    # npvae.validate.check_grad:
+                                    # grad_out has forward's output shape (out_shape) and dtype
             self.w.grad += ...      # add into each Parameter's grad, never assign
             return ...              # dL/dx, a new array: never write into grad_out
 

@@ -201,8 +201,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         raise InputTypeError("history must be a list of per-epoch dicts (as fit returns)")
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
     for i, r in enumerate(history):
-        for key in ("epoch", "beta_start", "beta",
-                    *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
+        for key in ("epoch", *(f"{split}_{part}" for split in ("train", "test") for part in ("loss", "recon", "kl"))):
             value = epochs[i] if key == "epoch" else r.get(key)     # a value of None: not recorded
             if (key == "epoch" or value is not None) and not is_number(value):
                 raise InputError(f"history[{i}][{key!r}] must be a number, got {value!r}")
@@ -215,7 +214,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         raise InputError("history has no values to plot: the records need train_loss or test_loss (or "
                          f"_recon, _kl), as fit's records have; got keys {sorted(history[0])}")
     # with warm-up an epoch's train loss weighs the KL by the ramp's weights, its test loss by the full one
-    weights = [r[k] for r in history for k in ("beta_start", "beta") if r.get(k) is not None]
+    weights = [r[k] for r in history for k in ("beta_start", "beta") if is_number(r.get(k))]   # fit's, or none
     warmup = f" (KL weight {min(weights):.2g} to {max(weights):.2g}: warm-up)" if len(set(weights)) > 1 else ""
     fig = new_figure(4.4 * len(panels), 4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))

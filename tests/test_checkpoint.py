@@ -474,7 +474,7 @@ class _Scale(npvae.Module):
         self.c = c
 
     def extra_repr(self):
-        return f"c={self.c}"
+        return "" if self.c == 1.0 else f"c={self.c}"      # the default unsaid, as PyTorch's layers do
 
     def forward(self, x):
         return x * x.dtype.type(self.c)
@@ -489,13 +489,18 @@ def test_a_layer_with_other_settings_is_another_model(tmp_path):
     path = npvae.save_checkpoint(tmp_path / "scale.npz", model)
     other = npvae.VAE(6, 5, 2, rng=1)
     other.encoder[1] = _Scale(5.0)
-    with pytest.raises(CheckpointError, match=r"saved encoder\.1: _Scale\(c=1\.0\) where the model has "
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: _Scale where the model has "
                                               r"encoder\.1: _Scale\(c=5\.0\)"):
         npvae.load_checkpoint(path, other)
-    with pytest.raises(CheckpointError, match=r"_Scale\(c=1\.0\) where the model has encoder\.1: _Scale\(c=5\.0\)"):
+    with pytest.raises(CheckpointError, match=r"_Scale where the model has encoder\.1: _Scale\(c=5\.0\)"):
         fit(other, np.zeros((4, 6), np.float32), epochs=2, backend="numpy", progress=False, resume=path)
+    model.encoder[1] = _Scale(2.0)
+    npvae.save_checkpoint(path, model)
+    with pytest.raises(CheckpointError, match=r"saved encoder\.1: _Scale\(c=2\.0\) where the model has "
+                                              r"encoder\.1: _Scale\(c=5\.0\)"):
+        npvae.load_checkpoint(path, other)
     same = npvae.VAE(6, 5, 2, rng=1)
-    same.encoder[1] = _Scale(1.0)
+    same.encoder[1] = _Scale(2.0)
     npvae.load_checkpoint(path, same)                       # the same settings: fine
 
 

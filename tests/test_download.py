@@ -230,6 +230,17 @@ def test_a_refused_connection_through_a_proxy_names_the_proxy(tmp_path, dead_url
     with pytest.raises(DownloadError, match=rf"cannot connect: .* \(through the proxy {proxy}, "
                                             rf"from \$http_proxy\)"):
         download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
+    monkeypatch.setenv("http_proxy", proxy.replace("http://", "http://alice:s3cret@"))
+    with pytest.raises(DownloadError, match=rf"through the proxy {proxy}, from") as e:
+        download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
+    assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
+
+
+def test_a_malformed_mirror_is_one_failure_among_the_mirrors(tmp_path, server):
+    dest = tmp_path / "cache"
+    download_dataset("mnist", dest, files=["t10k-labels-idx1-ubyte.gz"], checksums=MD5S, progress=False,
+                     mirrors=["http://[::1/", server.url + "/good/"])
+    assert os.listdir(dest) == ["t10k-labels-idx1-ubyte.gz"]
 
 
 def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, capsys):

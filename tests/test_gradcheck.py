@@ -575,3 +575,10 @@ def test_the_summary_names_the_failing_cases_and_what_a_failing_comparison_with_
 def test_the_header_explains_the_exact_rows_only_when_there_are_some():
     assert "optimizer steps (step t)" not in format_table(run(CASES, ["relu"]))
     assert "optimizer steps (step t)" in format_table(run(CASES, ["adam"]))
+
+
+def test_list_lists_the_cases_of_the_backend_asked_for(capsys):
+    import gradcheck.__main__ as command
+    assert command.main(["--list", "--backend", "numba"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.split("\n\n")[0].splitlines()]
+    assert listed == [name for name, (backend, _) in CASES.items() if backend == "numba"]

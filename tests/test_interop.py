@@ -271,8 +271,11 @@ def test_npvae_load_state_dict_of_a_pytorch_orientation_names_the_transpose():
 
 def test_a_module_or_swapped_arguments_are_named():
     m = VAE(12, 7, 3, rng=0)
-    with pytest.raises(StateDictError, match=r"state_dict is an npvae VAE: the arguments are \(model, state_dict\)"):
+    with pytest.raises(StateDictError, match=r"state_dict is an npvae VAE, not a state dict: the arguments are "
+                                             r"\(model, state_dict\)"):
         from_torch_state_dict(to_torch_state_dict(m), m)
+    with pytest.raises(StateDictError, match=r"the method state_dict, not its result: call it"):
+        from_torch_state_dict(m, VAE(12, 7, 3, rng=1).state_dict)
 
     class Module:                      # what a torch.nn.Module offers, without torch
         def state_dict(self):

@@ -339,6 +339,7 @@ def _read_named(name, folder, split):
             raise DataFileError(f"{images_file} holds images of {got} pixels, but {name} images are "
                                 f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: is this the {name} file?")
     images, labels = load_idx_split(folder, split)
+    split = "t10k" if split == "test" else split        # (checked by load_idx_split above)
     check_identity(name, images, images_file, split=split)
     check_identity(name, labels, labels_file, what="labels", split=split)
     if labels.size and labels.max() >= N_CLASSES:

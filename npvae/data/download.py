@@ -272,8 +272,9 @@ def _fetch(url, out, timeout, bar):
                 if window_bytes >= _CHUNK:       # each socket read has its timeout; a server that
                     window_start, window_bytes = time.monotonic(), 0     # drips must end too
                 elif timeout is not None and time.monotonic() - window_start > timeout:
-                    raise DownloadError(f"{url}: too slow: {window_bytes} bytes in the last {timeout:g} s "
-                                        f"(after {done} bytes), where {_CHUNK} were due; giving up")
+                    raise DownloadError(f"{url}: too slow: {window_bytes} bytes in the last {timeout:g} s or "
+                                        f"more (after {done} bytes), under the 64 KiB asked for; giving up "
+                                        f"(download_dataset(..., timeout=None) waits as long as it takes)")
                 if done > _MAX_BYTES:
                     raise DownloadError(f"{url}: server sent more than {_MAX_BYTES} bytes; giving up")
                 md5.update(chunk)
@@ -304,9 +305,15 @@ def _proxy_note(url):
     proxy (then the host that failed may be the proxy), else ``""``."""
     import urllib.parse
     import urllib.request
-    parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return ""
+        shown = urllib.parse.urlsplit(proxy)
+        if shown.username or shown.password:        # a password must not land in a log
+            proxy = shown._replace(netloc=shown.netloc.rpartition("@")[2]).geturl()
+    except ValueError:          # a URL or a proxy setting urllib cannot parse: say nothing more
         return ""
     names = (f"{parts.scheme}_proxy", f"{parts.scheme.upper()}_PROXY")
     var = next((name for name in names if os.environ.get(name)), None)

@@ -15,7 +15,7 @@ first two bytes (gzip's magic ``1f 8b``) rather than trusting the file name.
 The reader is defensive because data files arrive from the network and from
 disks that fill up: it checks the whole header *before* allocating the array,
 never decompresses more than the header promises (plus one byte, to notice
-trailing data), and turns every way a file can be broken into a
+trailing data, and then at most 1 MiB, so that a corrupt stream's CRC can say so), and turns every way a file can be broken into a
 :class:`~npvae.errors.DataFileError` that names the file and the problem.
 """
 import contextlib
@@ -263,6 +263,10 @@ def _read_raw(path, f, size):
     return _finish(path, buf, dtype, shape)
 
 
+#: bytes read past the data a gzip header announces, to tell trailing bytes from a corrupt stream
+_TRAILING_READ = 1 << 20
+
+
 def _read_gzip(path, f, size):
     try:
         with gzip.GzipFile(fileobj=f, mode="rb") as gz:
@@ -289,10 +293,10 @@ def _read_gzip(path, f, size):
             # One more byte: should be end of stream, which also makes gzip
             # check the CRC and length trailer.
             if gz.read(1):
-                # A corrupt stream often decompresses too long: read on (up to the limit), so
-                # that its CRC, if wrong, is what the message says.
+                # A corrupt stream often decompresses too long: read on a little, so that its
+                # CRC, if wrong, is what the message says (a bounded read: no gzip bomb)
                 extra = 1
-                while extra < limit and (n := len(gz.read(_CHUNK))):
+                while extra < _TRAILING_READ and (n := len(gz.read(_CHUNK))):
                     extra += n
                 raise DataFileError(
                     f"{path}: trailing bytes after the {expected} data bytes that the IDX header "

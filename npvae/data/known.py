@@ -66,4 +66,4 @@ def check_identity(name, array, path, what="images", split=None):
         raise DataFileError(f"{path} holds the {_TITLES[name]} {_SPLITS[other[1]]} {what}, not its "
                             f"{_SPLITS[split]} {what}: the {split}-* files must hold the {_SPLITS[split]} "
                             f"split (copied or swapped files would measure the test figures on "
-                            f"training images)")
+                            f"training images); put the right files there, or remove the copies")
