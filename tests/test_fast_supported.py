@@ -158,3 +158,15 @@ def test_a_refusal_says_how_the_fast_path_was_chosen(monkeypatch):
     monkeypatch.setenv("NPVAE_BACKEND", "numba")
     with pytest.raises(InputTypeError, match=r"^fit \(on \$NPVAE_BACKEND=numba\): .*backend='numpy'"):
         fit(model, X, **RUN)
+
+
+def test_a_refusal_on_resume_names_the_resumed_runs_back_end(tmp_path, monkeypatch):
+    """A resume keeps its run's back end over $NPVAE_BACKEND: the refusal says which one ran."""
+    monkeypatch.delenv("NPVAE_BACKEND", raising=False)
+    model = VAE(784, 16, 2, rng=0)
+    path = tmp_path / "run.npz"
+    fit(model, X, checkpoint=path, backend="numba", **RUN)
+    model.encoder[1] = Sigmoid()
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    with pytest.raises(InputTypeError, match=r"^fit \(on the resumed run's back end, numba\): model\.encoder"):
+        fit(model, X, resume=path, **dict(RUN, epochs=2))

@@ -312,3 +312,12 @@ def test_a_forward_keeping_a_name_again_is_a_new_pass_even_with_new_names_beside
     op(x)
     op(x, mask=True)
     assert op.passes == 2
+
+
+def test_a_weight_that_is_not_an_array_is_refused_as_such():
+    """Not taken for a transposed weight (a list, or a torch tensor, has no .ndim to compare)."""
+    m = VAE(6, 5, 2, rng=0)
+    sd = m.state_dict()
+    sd["encoder.0.weight"] = sd["encoder.0.weight"].tolist()
+    with pytest.raises(StateDictError, match=r"state_dict\['encoder.0.weight'\] must be a numpy array, got list"):
+        VAE(6, 5, 2, rng=1).load_state_dict(sd)

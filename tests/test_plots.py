@@ -315,10 +315,11 @@ def test_a_long_title_wraps_inside_the_figure(draw):
 
 def test_plot_loss_says_when_the_train_loss_was_taken_with_a_warming_kl_weight():
     """With warm-up the train loss weighs the KL less than the test loss does: the figure says so."""
-    record = dict(train_loss=200.0, test_loss=190.0)
+    record = dict(train_loss=200.0, test_loss=190.0, train_recon=180.0, test_recon=170.0)
     ramp = [dict(record, epoch=1, beta_start=0.003, beta=0.2), dict(record, epoch=2, beta_start=0.2, beta=0.4)]
-    labels = [t.get_text() for t in plot_loss(ramp).axes[0].get_legend().get_texts()]
-    assert labels == ["train (KL weight 0.003 to 0.4: warm-up)", "test"]
+    loss, recon = plot_loss(ramp).axes[:2]
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["train (KL weight 0.003 to 0.4: warm-up)", "test"]
+    assert [t.get_text() for t in recon.get_legend().get_texts()] == ["train", "test"]    # no KL weight in it
     flat = [dict(record, epoch=e, beta_start=1.0, beta=1.0) for e in (1, 2)]
     assert [t.get_text() for t in plot_loss(flat).axes[0].get_legend().get_texts()] == ["train", "test"]
     own = [dict(record, epoch=e, beta="cyclic") for e in (1, 2)]     # a loop of one's own: its own keys
