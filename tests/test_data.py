@@ -811,8 +811,8 @@ def test_test_files_under_the_training_names_are_refused(tmp_path):
     with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte.gz holds the Fashion-MNIST test images, "
                                             r"not its training images"):
         load_dataset("fashion-mnist", data_dir=copied, download=False)
-    for split in ("t10k", "test"):         # the test files under their own names are fine
-        assert load_split("fashion-mnist", split, data_dir=copied, download=False)[0].shape == (10000, 784)
+    for name in ("t10k", "test"):           # the test files under their own names are fine
+        assert load_split("fashion-mnist", name, data_dir=copied, download=False)[0].shape == (10000, 784)
     with pytest.raises(DataFileError, match=r"holds the Fashion-MNIST (test|training) images, not its "
                                             r"(training|test) images"):
         load_dataset("fashion-mnist", data_dir=folder("swapped", {"train": "t10k", "t10k": "train"}), download=False)
