@@ -799,12 +799,12 @@ def test_labels_of_the_other_data_set_beside_the_right_images_are_refused(tmp_pa
 def test_test_files_under_the_training_names_are_refused(tmp_path):
     """The test files copied to the training names (to get a 'full' folder offline), or the two
     swapped: every test figure would be measured on training images."""
-    def folder(name, source_of):          # each split's two files copied from split source_of[split]
+    def folder(name, source_of):          # each part's two files copied from split source_of[part]
         (tmp_path / name).mkdir()
-        for split, source in source_of.items():
+        for part, source in source_of.items():
             for kind in ("images-idx3", "labels-idx1"):
                 shutil.copy(os.path.join(REAL, "fashion-mnist", f"{source}-{kind}-ubyte.gz"),
-                            tmp_path / name / f"{split}-{kind}-ubyte.gz")
+                            tmp_path / name / f"{part}-{kind}-ubyte.gz")
         return tmp_path / name
 
     copied = folder("copied", {"train": "t10k", "t10k": "t10k"})
