@@ -15,7 +15,8 @@ first two bytes (gzip's magic ``1f 8b``) rather than trusting the file name.
 The reader is defensive because data files arrive from the network and from
 disks that fill up: it checks the whole header *before* allocating the array,
 never decompresses more than the header promises (plus one byte, to notice
-trailing data, and then at most 1 MiB, so that a corrupt stream's CRC can say so), and turns every way a file can be broken into a
+trailing data, and then at most 1 MiB, so that a corrupt stream's CRC can say
+so), and turns every way a file can be broken into a
 :class:`~npvae.errors.DataFileError` that names the file and the problem.
 """
 import contextlib
