@@ -242,7 +242,8 @@ def test_the_pytorch_examples_vae_with_renamed_heads_is_told_to_rename_them():
     """fc1, fc3, fc4 and heads called fc_mu/fc_logvar: renaming the heads is the whole fix."""
     m = VAE(12, 7, 3, rng=0)
     sd = to_torch_state_dict(m, "examples")
-    sd.update({k.replace("fc21", "fc_mu").replace("fc22", "fc_logvar"): sd.pop(k) for k in list(sd) if k[:4] in ("fc21", "fc22")})
+    heads = [k for k in sd if k.startswith(("fc21", "fc22"))]
+    sd.update({k.replace("fc21", "fc_mu").replace("fc22", "fc_logvar"): sd.pop(k) for k in heads})
     with pytest.raises(StateDictError, match=r"rename the heads fc21 \(the mean\) and fc22 \(the log-variance\)"):
         from_torch_state_dict(m, sd)
     renamed = {k.replace("fc_mu", "fc21").replace("fc_logvar", "fc22"): v for k, v in sd.items()}
