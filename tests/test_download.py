@@ -390,3 +390,22 @@ def test_a_read_only_folder_is_named_as_the_file_asked_for(tmp_path, server):
     finally:
         folder.chmod(0o755)
     assert info.value.filename == str(folder / "l.gz")
+
+
+def test_a_partial_file_removed_under_a_download_is_said(tmp_path, server, monkeypatch):
+    """A download stopped (Ctrl-Z) for over 10 minutes: another process sweeps its partial file
+    as a killed download's. The message says that, not that the folder cannot be written."""
+    real_fsync = os.fsync
+
+    def fsync_then_swept(fd):           # the other process, at this one's last step
+        real_fsync(fd)
+        for part in tmp_path.glob(".x.gz.*.part"):
+            os.utime(part, (time.time() - 660, time.time() - 660))
+        download._sweep_stale_parts(str(tmp_path), "x.gz")
+
+    monkeypatch.setattr(download.os, "fsync", fsync_then_swept)
+    for md5 in (None, MD5S["t10k-labels-idx1-ubyte.gz"]):         # read back as IDX, or checked by MD5
+        with pytest.raises(DownloadError, match=r"the partial file .*x.gz.*\.part was removed before it was "
+                                                r"complete: another npvae process takes one untouched for 10 minutes"):
+            download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", tmp_path / "x.gz", md5=md5)
+        assert os.listdir(tmp_path) == []

@@ -147,14 +147,21 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                 os.fsync(out.fileno())
             if md5 is not None and digest != md5:
                 raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
-            if md5 is None:
-                try:
-                    read_idx(tmp)
-                except DataFileError as e:     # (named as the file it was to become, not the .part)
-                    raise DownloadError(f"{url}: downloaded file is not a valid IDX file: "
-                                        f"{str(e).replace(tmp, dest)}") from None
-            os.chmod(tmp, default_file_mode(dest))     # mkstemp makes 0600; give the usual mode
-            os.replace(tmp, dest)
+            try:
+                if md5 is None:
+                    try:
+                        read_idx(tmp)
+                    except DataFileError as e:     # (named as the file it was to become, not the .part)
+                        raise DownloadError(f"{url}: downloaded file is not a valid IDX file: "
+                                            f"{str(e).replace(tmp, dest)}") from None
+                os.chmod(tmp, default_file_mode(dest))     # mkstemp makes 0600; give the usual mode
+                os.replace(tmp, dest)
+            except FileNotFoundError:
+                if os.path.exists(tmp):
+                    raise
+                raise DownloadError(f"{url}: the partial file {tmp} was removed before it was complete: "
+                                    f"another npvae process takes one untouched for {_STALE_PART / 60:g} "
+                                    f"minutes (this one stopped, Ctrl-Z?) for a killed download's") from None
         except BaseException as e:
             # Also on Ctrl-C and SIGTERM: a partial file must never stay in the cache.
             with contextlib.suppress(FileNotFoundError):
