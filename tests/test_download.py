@@ -290,6 +290,25 @@ def test_load_dataset_reports_failed_download(tmp_path, server, monkeypatch):
     assert not (tmp_path / "xdg").exists()       # no empty cache folder left behind
 
 
+def test_load_dataset_passes_its_timeout_to_the_download(tmp_path, server, monkeypatch):
+    """A user on a slow network sets the timeout where they load, not only in download_dataset."""
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/slow/",))
+    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    start = time.monotonic()
+    with pytest.raises(DatasetNotFoundError, match="/slow/"):
+        load_dataset("mnist", progress=False, timeout=0.2)
+    assert time.monotonic() - start < 0.9       # the server's silence lasts 1 s a file
+
+
+def test_a_bad_timeout_is_refused_even_when_nothing_downloads(tmp_path):
+    for name, value in (("mnist", 0), ("mnist", "30")):
+        with pytest.raises((InputError, InputTypeError), match="timeout"):
+            load_dataset(name, data_dir=tmp_path, timeout=value)
+
+
 def test_unknown_name_without_tables(tmp_path):
     with pytest.raises(InputError, match="mnist"):
         download_dataset("cifar", tmp_path)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from ..validate import check_folder_path
-from .download import download_dataset
+from ..validate import check_folder_path, check_positive_float
+from .download import TIMEOUT, download_dataset
 from .idx import read_idx_header, read_images, read_labels
 from .known import check_identity
 
@@ -371,7 +371,7 @@ def load_idx_folder(folder, name=None):
                    test_images, test_labels, folder)
 
 
-def locate(name, split=None, data_dir=None, download=True, progress=True):
+def locate(name, split=None, data_dir=None, download=True, progress=True, timeout=TIMEOUT):
     """The folder holding data set ``name`` (one ``split``, or all four files), downloading if allowed.
 
     Parameters are as for :func:`load_split` (``split=None``: the whole data
@@ -382,10 +382,10 @@ def locate(name, split=None, data_dir=None, download=True, progress=True):
     DatasetNotFoundError
         As :func:`load_dataset`; its attributes say what was searched.
     """
-    return _checked_locate(name, split, data_dir, download, progress)
+    return _checked_locate(name, split, data_dir, download, progress, timeout)
 
 
-def _checked_locate(name, split, data_dir, download, progress):
+def _checked_locate(name, split, data_dir, download, progress, timeout):
     """:func:`locate` for every public entry, so each is the same number of calls from the warning."""
     name = canonical_name(name)
     stems = SPLITS["train"] + SPLITS["t10k"] if split is None else _split_files(split)
@@ -393,10 +393,12 @@ def _checked_locate(name, split, data_dir, download, progress):
         data_dir = check_folder_path(data_dir, "data_dir")
     _check_flag(download, "download")
     _check_flag(progress, "progress")
-    return _locate(name, stems, data_dir, download, progress)
+    if timeout is not None:         # checked here too, so a bad one is refused when nothing downloads
+        timeout = check_positive_float(timeout, "timeout")
+    return _locate(name, stems, data_dir, download, progress, timeout)
 
 
-def _locate(name, stems, data_dir, download, progress):
+def _locate(name, stems, data_dir, download, progress, timeout):
     """First folder holding all ``stems``, downloading into the cache if allowed."""
     places = search_path(name, data_dir)
     for folder, _ in places:
@@ -409,7 +411,7 @@ def _locate(name, stems, data_dir, download, progress):
         dest = cache_dir(name)
         try:
             download_dataset(name, dest, files=[s + ".gz" for s in _missing(dest, stems)],
-                             progress=progress)
+                             progress=progress, timeout=timeout)
             _warn_if_env_unusable(name, dest, downloaded=True)
             return dest
         except OSError as e:     # DownloadError, or the cache cannot be written
@@ -475,7 +477,7 @@ def cache_unwritable(name, error):
             f"{error.strerror or error}.")
 
 
-def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
+def load_split(name, split="t10k", data_dir=None, download=True, progress=True, timeout=TIMEOUT):
     """Find (or download) and load one split of a data set: ``(images, labels)``.
 
     Needs only that split's two files, so it works where only the MNIST test
@@ -486,7 +488,7 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
     name : str
         ``"mnist"``, ``"fashion-mnist"`` or an alias (``"fashion_mnist"``, ``"fmnist"``).
     split : {"train", "t10k", "test"}
-    data_dir, download, progress
+    data_dir, download, progress, timeout
         As for :func:`load_dataset`.
 
     Returns
@@ -507,10 +509,10 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True):
         images, labels 0..9).
     """
     name = canonical_name(name)
-    return _load_named(name, _checked_locate(name, split, data_dir, download, progress), split)
+    return _load_named(name, _checked_locate(name, split, data_dir, download, progress, timeout), split)
 
 
-def load_dataset(name, data_dir=None, download=True, progress=True):
+def load_dataset(name, data_dir=None, download=True, progress=True, timeout=TIMEOUT):
     """Find (or download) and load a whole data set.
 
     Parameters
@@ -526,6 +528,10 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
     progress : bool
         Show download progress on stderr: a bar on a terminal or in a notebook, elsewhere (a
         log) a plain line every ``LOG_EVERY`` seconds (:mod:`npvae.data.download`).
+    timeout : float or None
+        For a download: seconds to wait for a mirror to answer, and to send each
+        64 KiB, before the next mirror is tried (as :func:`download_dataset`;
+        ``None`` waits as long as it takes).
 
     Returns
     -------
@@ -543,7 +549,7 @@ def load_dataset(name, data_dir=None, download=True, progress=True):
         images, labels 0..9).
     """
     name = canonical_name(name)
-    folder = _checked_locate(name, None, data_dir, download, progress)
+    folder = _checked_locate(name, None, data_dir, download, progress, timeout)
     train_images, train_labels = _load_named(name, folder, "train")
     test_images, test_labels = _load_named(name, folder, "t10k")
     return Dataset(name, train_images, train_labels, test_images, test_labels, os.path.abspath(folder))
