@@ -185,6 +185,9 @@ class Module:
     again in ``backward``, so change that array only after it (``VAE.loss`` copies your batch
     and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer;
     docs/adding-a-layer.md lists what a layer added to npvae itself needs.
+
+    A name that holds a Parameter (or sub-Module) takes only another one; ``del m.name``
+    removes it from ``parameters()`` and ``state_dict()``.
     """
 
     passes = 0      # forward passes that kept values (see keep); 0 until the first
@@ -199,10 +202,23 @@ class Module:
             raise StateError(f"{type(self).__name__}.__init__ must call super().__init__() "
                              "before assigning attributes")
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._params[name] = value
         elif isinstance(value, Module):
+            self._params.pop(name, None)
             self._modules[name] = value
+        elif name in self._params or name in self._modules:
+            # else parameters() and state_dict() would go on holding the old one unseen
+            kind, cls = ("parameter", "Parameter") if name in self._params else ("sub-module", "Module")
+            hint = " (new values go into its .data)" if kind == "parameter" else ""
+            raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
+                                 f"{type(value).__name__}; to remove it, del {type(self).__name__.lower()}.{name}")
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._params.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

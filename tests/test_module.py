@@ -66,6 +66,39 @@ def test_a_user_module_registers_its_parameters_and_submodules():
     assert set(m.state_dict()) == {"s", "inner.weight", "inner.bias"}
 
 
+@pytest.mark.parametrize("value", [None, np.zeros(2), 3.0])
+def test_a_parameter_replaced_by_something_else_is_refused_not_left_behind(value):
+    """parameters() and state_dict() must not go on holding a parameter its attribute no longer shows."""
+    d = Dense(3, 2, dtype=np.float64, rng=0)
+    with pytest.raises(InputTypeError, match=r"Dense.bias is a parameter: assign a Parameter .*del dense.bias"):
+        d.bias = value
+    assert isinstance(d.bias, Parameter)
+    assert [n for n, _ in d.named_parameters()] == ["weight", "bias"]
+
+
+def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it():
+    m = VAE(12, 5, 2, rng=0)
+    with pytest.raises(InputTypeError, match=r"VAE.decoder is a sub-module: assign a Module, got object"):
+        m.decoder = object()
+    assert any(n.startswith("decoder.") for n, _ in m.named_parameters())
+    d = Dense(3, 2, dtype=np.float64, rng=0)
+    del d.bias
+    assert [n for n, _ in d.named_parameters()] == ["weight"] and list(d.state_dict()) == ["weight"]
+
+
+def test_a_name_that_changes_kind_is_registered_once():
+    class Slot(Module):
+        def __init__(self):
+            super().__init__()
+            self.x = Parameter(np.ones(2))
+
+    m = Slot()
+    m.x = Dense(2, 1, dtype=np.float64, rng=0)      # a parameter's slot now holds a layer
+    assert [n for n, _ in m.named_parameters()] == ["x.weight", "x.bias"]
+    m.x = Parameter(np.zeros(3))                    # and back
+    assert [n for n, _ in m.named_parameters()] == ["x"]
+
+
 # -- backward: adds into .grad, returns dx, never writes grad_out ------------------------
 def _op(name):
     """``(module, forward, x)`` for an op with a ``backward(grad_out)``."""
