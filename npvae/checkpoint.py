@@ -142,7 +142,7 @@ class Checkpoint:
                                       f"state, got {type(optimizer).__name__} to load it into")
             state = self.optimizer_state
             if model is not None:       # saved by the model's parameter order: renumber by the optimizer's
-                index = check_optimizer_params(optimizer, model)
+                index = check_optimizer_params(optimizer, model, for_checkpoint=True)
                 state = _renumber(state, optimizer, {j: i for i, j in enumerate(index)})
             try:
                 optimizer.load_state_dict(state)
@@ -314,7 +314,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                                   f"{name} contains NaN or inf")
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
-        positions = check_optimizer_params(optimizer, model)
+        positions = check_optimizer_params(optimizer, model, for_checkpoint=True)
         in_model_order = _renumber(optimizer.state_dict(), optimizer, positions)
         for key, value in in_model_order.items():
             if not np.isfinite(value).all():
@@ -504,15 +504,27 @@ def _check_config(config, path):
 
 def check_savable(model, path):
     """An InputError, before anything is written, if ``model`` has parameters that a checkpoint
-    cannot give back: a layer of your own with a Parameter (a learnable slope, say). A checkpoint
-    is read against the parameters its config implies, so such a file could never be loaded."""
+    cannot give back: a layer of your own with a Parameter (a learnable slope, say), or stock
+    layers of other widths, depth or dtype than ``model.config()`` says. A checkpoint is read
+    against the parameters its config implies, so such a file could never be loaded."""
     stock = expected_shapes(model.config())
-    extra = [name for name, _ in model.named_parameters() if name not in stock]
+    params = dict(model.named_parameters())
+    dtype = np.dtype(model.config()["dtype"])
+    instead = ("Save model.state_dict() with np.savez and load it with "
+               "model.load_state_dict(dict(np.load(file)))")
+    extra = [name for name in params if name not in stock]
     if extra:
-        raise InputError(f"cannot checkpoint to {os.fspath(path)}: parameter {extra[0]!r} belongs to a layer "
-                         f"of your own, and a checkpoint holds only the stock VAE's parameters (a layer "
-                         f"without parameters is fine). Save model.state_dict() with np.savez and load it "
-                         f"with model.load_state_dict(dict(np.load(file)))")
+        raise InputError(f"cannot checkpoint to {os.fspath(path)}: parameter {extra[0]!r} is not one of the "
+                         f"stock VAE's that a checkpoint holds (a layer of your own with a Parameter, or a "
+                         f"layer added to the encoder or decoder; a layer without parameters is fine). {instead}")
+    for name, shape in stock.items():
+        got = params.get(name)
+        if got is None or got.shape != shape or got.dtype != dtype:
+            found = "nothing" if got is None else f"{got.shape} {got.dtype}"
+            raise InputError(f"cannot checkpoint to {os.fspath(path)}: the model's config implies {name} of "
+                             f"shape {shape} {dtype}, but the model holds {found} there (a layer replaced "
+                             f"by one of another width, depth or dtype), so the checkpoint could never be "
+                             f"loaded. {instead}")
 
 
 def expected_shapes(config):

@@ -396,14 +396,18 @@ def check_decay_rates(value, name):
     return pair
 
 
-def check_optimizer_params(optimizer, model):
+def check_optimizer_params(optimizer, model, for_checkpoint=False):
     """For each of ``optimizer.params``, its index in ``model.parameters()``; InputError unless the
-    optimizer holds exactly the model's parameters (in any order)."""
+    optimizer holds exactly the model's parameters (in any order). ``for_checkpoint``: the
+    error says how to save an optimizer of some parameters only, rather than how to train one."""
     index = {id(p): j for j, p in enumerate(model.parameters())}
     params = optimizer.params
     if len(params) != len(index) or {id(p) for p in params} != set(index):
+        some = ("a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "
+                "save_checkpoint(path, model) and np.savez(file, **optimizer.state_dict()) for each optimizer "
+                "(optimizer.load_state_dict(dict(np.load(file))) restores it)" if for_checkpoint else
+                "to train only some parameters, write your own loop: model.loss, model.backward, optimizer.step")
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
-                         f"model's {len(index)}; build it with Adam(model.parameters(), lr) (to train only "
-                         f"some parameters, write your own loop: model.loss, model.backward, optimizer.step)")
+                         f"model's {len(index)}; build it with Adam(model.parameters(), lr) ({some})")
     return [index[id(p)] for p in params]

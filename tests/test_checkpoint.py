@@ -186,6 +186,30 @@ def test_save_refuses_an_optimizer_of_other_parameters_than_the_models(tmp_path)
     assert not (tmp_path / "c.npz").exists()
 
 
+def test_an_optimizer_of_some_parameters_is_told_how_to_save_and_its_way_works(tmp_path):
+    """A frozen encoder: the refusal gives a way to save that is not 'write your own loop'."""
+    model = VAE(12, 8, 3, rng=0)
+    opt = Adam(model.decoder.parameters(), lr=0.01)
+    x = np.random.default_rng(0).random((16, 12)).astype(np.float32)
+    for _ in range(3):
+        model.zero_grad()
+        model.loss(x)
+        model.backward()
+        opt.step()
+    with pytest.raises(InputError, match=r"save_checkpoint\(path, model\) and np.savez\(file, "
+                                         r"\*\*optimizer.state_dict\(\)\)") as info:
+        save_checkpoint(tmp_path / "c.npz", model, opt)
+    assert "write your own loop" not in str(info.value)
+    save_checkpoint(tmp_path / "c.npz", model)                  # the way the message gives
+    np.savez(tmp_path / "opt.npz", **opt.state_dict())
+    restored = load_model(tmp_path / "c.npz")
+    again = Adam(restored.decoder.parameters(), lr=0.01)
+    again.load_state_dict(dict(np.load(tmp_path / "opt.npz")))
+    assert again.t == opt.t == 3
+    for a, b in zip(again.state_dict().values(), opt.state_dict().values()):
+        assert np.array_equal(a, b)
+
+
 # -- saving is atomic and refuses diverged models ------------------------------------
 def test_save_refuses_nan_parameters_and_keeps_old_file(tmp_path, good):
     path = tmp_path / "c.npz"
@@ -647,7 +671,7 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
     model = VAE(20, 8, 2, rng=0)
     model.encoder[1] = _PReLU(8)
     x = (np.random.default_rng(0).random((50, 20)) * 255).astype(np.uint8)
-    words = r"parameter 'encoder.1.alpha' belongs to a layer of your own.*model.state_dict\(\)"
+    words = r"parameter 'encoder.1.alpha' .*a layer of your own.*model.state_dict\(\)"
     before = {k: v.copy() for k, v in model.state_dict().items()}
     with pytest.raises(npvae.errors.InputError, match=words):
         save_checkpoint(tmp_path / "c.npz", model)
@@ -657,6 +681,29 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
     assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())   # nothing trained
     history = npvae.fit(model, x, epochs=1, progress=False, backend="numpy")   # without a checkpoint: trains
     assert np.isfinite(history["train_loss"][0])
+
+
+@pytest.mark.parametrize("decoder, words", [
+    (lambda: npvae.Sequential(npvae.Dense(2, 20, rng=0)), r"implies decoder.0.weight of shape \(2, 8\) float32, "
+                                                          r"but the model holds \(2, 20\) float32"),
+    (lambda: npvae.Sequential(npvae.Dense(2, 16, rng=0), npvae.ReLU(), npvae.Dense(16, 20, rng=0)),
+     r"decoder.0.weight of shape \(2, 8\) float32, but the model holds \(2, 16\) float32"),
+    (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0, dtype=np.float64), npvae.ReLU(), npvae.Dense(8, 20, rng=0)),
+     r"but the model holds \(2, 8\) float64"),
+    (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU(), npvae.Dense(8, 8, rng=0), npvae.ReLU(),
+                              npvae.Dense(8, 20, rng=0)), r"parameter 'decoder.4.weight' is not one of the stock"),
+], ids=["linear", "wider", "float64 layer", "deeper"])
+def test_stock_layers_the_config_does_not_describe_are_refused_before_anything_is_written(tmp_path, decoder, words):
+    """The checkpoint would be read against model.config()'s shapes and fail to load: refuse
+    it at once, and in fit before training, not after a whole run of unloadable files."""
+    model = VAE(20, 8, 2, rng=0)
+    model.decoder = decoder()
+    x = (np.random.default_rng(0).random((50, 20)) * 255).astype(np.uint8)
+    with pytest.raises(npvae.errors.InputError, match=words + r".*model.state_dict\(\)"):
+        save_checkpoint(tmp_path / "c.npz", model)
+    with pytest.raises(npvae.errors.InputError, match=words):
+        npvae.fit(model, x, epochs=1, progress=False, backend="numpy", checkpoint=tmp_path / "f.npz")
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("arrays", [dict(images=np.zeros((2, 3)), labels=np.zeros(2)),
