@@ -43,7 +43,9 @@ def variance_grid(step=0.01, top=4.0):
 
 
 def draw(path):
-    V = variance_grid()
+    # V = 1 on the grid; below its first step, points down to 1e-6, where the curves leave the
+    # top of the plot as they should (the KL grows without bound as V -> 0), not stop short
+    V = np.concatenate([np.geomspace(1e-6, 0.01, 40, endpoint=False), variance_grid()])
     curves = {mu: kl_per_dimension(mu, V) for mu in MUS}
     for mu, kl in curves.items():                   # the library's numbers are the closed form's
         np.testing.assert_allclose(kl, 0.5 * (V + mu ** 2 - 1 - np.log(V)), rtol=1e-12, atol=1e-14)
@@ -69,11 +71,11 @@ def draw(path):
     for ax in (left, right):
         ax.axvline(1.0, color="k", lw=0.8, alpha=0.5)
         ax.axhline(0.0, color="k", lw=0.8, alpha=0.5)
-        ax.set_xlim(0, V[-1])
+        ax.set_xlim(-0.04, V[-1])      # a margin, so the climb as V -> 0 shows beside the axis
         ax.set_xlabel(r"variance $V = \exp(\mathrm{logvar})$ of $q(z \mid x)$ in one latent dimension")
         ax.set_ylabel("nats")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=9)
+        ax.legend(loc="upper center" if ax is left else "upper right", fontsize=9)   # clear of the curves
     fig.suptitle("The KL term pulls every variance towards V = 1 (and every mean towards 0)", fontsize=13)
     save_png(fig, path, dpi=110)
     return V, curves
@@ -86,8 +88,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli.check_output_file(args.out, "--out")
     V, curves = draw(args.out)
+    step = np.diff(variance_grid())[0]
     print(f"KL at mu = 0 is smallest at V = {V[np.argmin(curves[0.0])]:.3f} "
-          f"(on a grid of step {V[1] - V[0]:.2f}), where it is {curves[0.0].min():.2e}")
+          f"(on a grid of step {step:.2f}), where it is {curves[0.0].min():.2e}")
     print(f"wrote {args.out}")
     return 0
 

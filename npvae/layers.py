@@ -163,7 +163,7 @@ class Sigmoid(Module):
 
         Returns
         -------
-        y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x >= 17 in float32)
+        y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x ~ 16.6 in float32)
         """
         check_input(x, "Sigmoid.forward")
         y = sigmoid(x)

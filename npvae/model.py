@@ -35,7 +35,7 @@ from .validate import check_batch, check_bool, check_dtype, check_positive_float
 
 
 class LossParts(NamedTuple):
-    """A loss and its two parts, each the mean per sample: ``total = recon + beta * kl``."""
+    """A loss and its two parts, each the mean over the batch: ``total = recon + beta * kl``."""
     total: float
     recon: float
     kl: float

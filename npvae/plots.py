@@ -12,6 +12,7 @@ square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 import functools
 import io
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -51,7 +52,15 @@ def _png_bytes(fig, dpi=100):
 
 
 def save_png(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``."""
+    """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``.
+
+    A name ending in another image format's suffix (``.svg``, ``.pdf``, ...) is refused: the
+    file would be a PNG under that name. For those, ``fig.savefig(name)`` on the figure."""
+    suffix = os.path.splitext(os.fspath(path))[1][1:].lower() if isinstance(path, (str, os.PathLike)) else ""
+    if suffix != "png" and suffix in fig.canvas.get_supported_filetypes():
+        raise InputError(f"path {os.fspath(path)!r} names a .{suffix} file, but npvae writes its figures as "
+                         f"PNG; give a .png path, or call .savefig({os.path.basename(os.fspath(path))!r}) on the "
+                         f"figure returned")
     dpi = check_positive_float(dpi, "dpi")
     width, height = fig.get_size_inches() * dpi
     if min(width, height) < 1 or max(width, height) > _MAX_SIDE:
@@ -141,10 +150,13 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
     n = len(originals)
     if len(reconstructions) != n:
         raise InputError(f"got {n} originals but {len(reconstructions)} reconstructions")
-    fig = new_figure(max(4.0, 1.0 * n), 2.9)
+    pairs = [_as_images(images, image_shape, name) for images, name in
+             ((originals, "originals"), (reconstructions, "reconstructions"))]
+    aspect = pairs[0].shape[1] / pairs[0].shape[2]          # height / width: each image about 1 inch square
+    fig = new_figure(max(4.0, n / math.sqrt(aspect)), 2 * math.sqrt(aspect) + 0.9)     # 2 rows, the title
     axes = fig.subplots(2, 1)
-    for ax, images, label in ((axes[0], originals, "input"), (axes[1], reconstructions, "reconstruction")):
-        _show(ax, tile_images(images, 1, n, image_shape))
+    for ax, images, label in ((axes[0], pairs[0], "input"), (axes[1], pairs[1], "reconstruction")):
+        _show(ax, tile_images(images, 1, n))
         ax.set_ylabel(label)
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
@@ -162,7 +174,8 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
         ncols = math.ceil(n / nrows) if nrows else math.ceil(math.sqrt(n))
     if nrows is None:
         nrows = math.ceil(n / ncols)
-    fig = new_figure(0.8 * ncols + 0.4, 0.8 * nrows + 0.8)
+    aspect = images.shape[1] / images.shape[2]              # height / width: each cell 0.64 square inches
+    fig = new_figure(0.8 * ncols / math.sqrt(aspect) + 0.4, 0.8 * nrows * math.sqrt(aspect) + 0.8)
     _show(fig.subplots(), tile_images(images, nrows, ncols), title)
     return _finish(fig, path, dpi)
 
@@ -188,7 +201,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     ``history`` is a list of per-epoch dicts as returned by :func:`npvae.train.fit`; from a
     loop of your own, dicts with any of ``train_loss``, ``test_loss``, ``train_recon``,
     ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
-    drawn for each of loss, recon and kl that has train or test values in every record. When
+    drawn for each of loss, recon and kl that has train or test values in every record (an
+    epoch whose value is NaN or inf is marked with a dotted red line). When
     the records' KL weights (``beta_start``, ``beta``) change, as in a warm-up, the train loss's
     legend says so: the test loss weighs the KL in full.
     """
@@ -219,11 +233,16 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     fig = new_figure(4.4 * len(panels), 4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (key, name, unit) in zip(axes, panels):
+        diverged = set()
         for split, style in (("train", "o-"), ("test", "s--")):
-            values = _series(history, split, key)
-            if values:
+            values = np.array(_series(history, split, key), np.float64)
+            if values.size:
                 label = split + warmup if (key, split) == ("loss", "train") else split
+                diverged.update(e for e, v in zip(epochs, values) if not np.isfinite(v))
+                values[~np.isfinite(values)] = np.nan      # an inf would stretch the axis past the rest
                 ax.plot(epochs, values, style, label=label, markersize=4)
+        for i, epoch in enumerate(sorted(diverged)):    # a gap in a line says nothing by itself
+            ax.axvline(epoch, color="tab:red", linestyle=":", label="NaN or inf" if i == 0 else None)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
@@ -235,6 +254,23 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
+
+
+def _class_colours(classes):
+    """A colour per class, told apart up to 20; integer labels keep their colour by value
+    (7 is grey whichever classes are present, as in latent_bubbles.py), others go by rank."""
+    from matplotlib import colormaps
+    if len(classes) > 20:
+        raise InputError(f"labels hold {len(classes)} classes; plot_latent tells at most 20 apart by colour: "
+                         f"plot a subset of them, or group them")
+    palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    by_value = classes.dtype.kind in "iu" and classes.min() >= 0 and classes.max() < palette.N
+    return [palette(int(c) if by_value else k) for k, c in enumerate(classes)]
+
+
+def _tick(value):
+    """``-1.6`` with a true minus sign, as matplotlib writes its own ticks."""
+    return f"{value:.1f}".replace("-", "\u2212")
 
 
 def _model_image_shape(model, image_shape):
@@ -298,7 +334,7 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
-    values = ndtri(np.linspace(lo, hi, n))
+    values = ndtri(np.linspace(lo, hi, n) if n > 1 else np.array([0.5]))    # one image: the centre
     z1, z2 = np.meshgrid(values, values[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
     return model.decode(z), values
@@ -308,8 +344,10 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
                 model=None, grid=20, image_shape=None, dpi=100):
     """Scatter of latent means coloured by label; for a 2-D latent space and a model, also its manifold.
 
-    With ``latent_dim > 2`` the means are projected on their first two principal axes. The
-    manifold's images are square (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
+    With ``latent_dim > 2`` the means are projected on their first two principal axes; with
+    ``latent_dim == 1`` each class gets a strip of its own. Up to 20 classes, each its own colour
+    (integer labels keep theirs whichever others are present). The manifold's images are square
+    (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
     """
     mu = np.asarray(mu, np.float64)
     labels = np.asarray(labels)
@@ -328,6 +366,9 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     grid = check_positive_int(grid, "grid")
     if image_shape is not None:
         _image_shape(image_shape)                       # checked even where no manifold is drawn
+    classes = np.unique(labels)
+    names = [class_names[int(c)] if class_names is not None else str(c) for c in classes]
+    colours = _class_colours(classes)
     manifold = model is not None and mu.shape[1] == 2
     if manifold:
         h, w = _model_image_shape(model, image_shape)
@@ -338,16 +379,18 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         xy, ratio = pca_2d(mu)
         xlabel, ylabel = (f"PC{i + 1} of mu ({100 * r:.0f}% of variance)" for i, r in enumerate(ratio))
         ax.set_title(f"{title}, first two principal axes of {mu.shape[1]}-D", wrap=True)
-    else:
-        xy = mu if mu.shape[1] == 2 else np.column_stack([mu[:, 0], np.zeros(len(mu))])
-        xlabel, ylabel = "z1 (mean)", "z2 (mean)" if mu.shape[1] == 2 else ""
+    elif mu.shape[1] == 2:
+        xy, xlabel, ylabel = mu, "z1 (mean)", "z2 (mean)"
         ax.set_title(title, wrap=True)
-    from matplotlib import colormaps
-    cmap = colormaps["tab10"]
-    for k, label in enumerate(np.unique(labels)):
+    else:       # 1-D: a strip per class, jittered up and down so the points do not hide each other
+        rank = np.searchsorted(classes, labels)
+        xy = np.column_stack([mu[:, 0], rank + np.random.default_rng(0).uniform(-0.3, 0.3, len(mu))])
+        xlabel, ylabel = "z1 (mean)", "class"
+        ax.set_yticks(np.arange(len(classes)), names)
+        ax.set_title(title, wrap=True)
+    for k, (label, name) in enumerate(zip(classes, names)):
         sel = labels == label
-        name = class_names[int(label)] if class_names is not None else str(label)
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, color=cmap(k % 10), label=name, rasterized=True)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, color=colours[k], label=name, rasterized=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(title="class", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -358,8 +401,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
                        interpolation="nearest")
         n_ticks = min(grid, 5 if grid % 2 else 4)          # both ends and, for an odd grid, the middle
         ticks = np.unique(np.round(np.linspace(0, grid - 1, n_ticks)).astype(int))
-        axes[1].set_xticks(ticks * w + w / 2, [f"{values[i]:.1f}" for i in ticks])
-        axes[1].set_yticks(ticks * h + h / 2, [f"{values[::-1][i]:.1f}" for i in ticks])
+        axes[1].set_xticks(ticks * w + w / 2, [_tick(values[i]) for i in ticks])
+        axes[1].set_yticks(ticks * h + h / 2, [_tick(values[::-1][i]) for i in ticks])
         axes[1].set_xlabel("z1")
         axes[1].set_ylabel("z2")
         axes[1].set_title(f"Decoded manifold, {grid} x {grid} grid of N(0, 1) quantiles")

@@ -324,3 +324,74 @@ def test_plot_loss_says_when_the_train_loss_was_taken_with_a_warming_kl_weight()
     assert [t.get_text() for t in plot_loss(flat).axes[0].get_legend().get_texts()] == ["train", "test"]
     own = [dict(record, epoch=e, beta="cyclic") for e in (1, 2)]     # a loop of one's own: its own keys
     assert [t.get_text() for t in plot_loss(own).axes[0].get_legend().get_texts()] == ["train", "test"]
+
+
+@pytest.mark.parametrize("suffix", ["svg", "pdf", "JPG"])
+def test_a_name_of_another_image_format_is_refused_not_written_as_a_png(tmp_path, suffix):
+    """A 'loss.pdf' that is really a PNG is rejected by the slide software it was made for."""
+    with pytest.raises(InputError, match=rf"names a .{suffix.lower()} file, but npvae writes its figures as PNG"):
+        plot_loss(HISTORY, tmp_path / f"loss.{suffix}")
+    assert os.listdir(tmp_path) == []
+    plot_loss(HISTORY, tmp_path / "loss")           # no suffix, or one that is no image format: a PNG
+    plot_loss(HISTORY, tmp_path / "loss.v2")
+    assert all(png_size(tmp_path / name) for name in ("loss", "loss.v2"))
+
+
+@pytest.mark.parametrize("shape", [(56, 14), (14, 56)])
+def test_samples_and_reconstructions_take_the_shape_of_images_that_are_not_square(tmp_path, shape):
+    """The figure follows the images' aspect (it used to be sized for square ones, with wide empty
+    bands): a grid of 4 x 4 tall images is taller than wide, of wide ones wider than tall."""
+    images = np.random.default_rng(0).random((16, shape[0] * shape[1]))
+    plot_samples(images, tmp_path / "s.png", image_shape=shape)
+    width, height = png_size(tmp_path / "s.png")
+    tall = shape[0] > shape[1]
+    assert (height > 1.5 * width) if tall else (width > 2 * height)
+    plot_reconstructions(images[:8], images[:8], tmp_path / "r.png", image_shape=shape)
+    width, height = png_size(tmp_path / "r.png")
+    assert (height > 400) if tall else (height < 200)
+
+
+def test_a_one_dimensional_latent_space_gets_a_strip_per_class(digits):
+    images, labels = digits
+    mu = np.random.default_rng(0).standard_normal((len(labels), 1))
+    fig = plot_latent(mu, labels)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "class"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(c) for c in np.unique(labels)]
+    for k, collection in enumerate(ax.collections):        # each class's points sit on its own row
+        ys = collection.get_offsets()[:, 1]
+        assert np.all(np.abs(ys - k) <= 0.3)
+
+
+def test_a_class_keeps_its_colour_whichever_others_are_present_and_20_are_told_apart():
+    mu = np.random.default_rng(0).standard_normal((40, 2))
+
+    def colours(labels):
+        ax = plot_latent(mu[:len(labels)], labels).axes[0]
+        return {t.get_text(): tuple(c.get_facecolor()[0][:3]) for t, c in zip(ax.get_legend().get_texts(),
+                                                                                 ax.collections)}
+    full = colours(np.arange(20) % 10)
+    assert colours(np.array([7, 7, 3]))["7"] == full["7"] and colours(np.array([3, 7]))["3"] == full["3"]
+    twenty = colours(np.arange(40) % 20)
+    assert len(set(twenty.values())) == 20
+    with pytest.raises(InputError, match="21 classes; plot_latent tells at most 20 apart"):
+        plot_latent(np.zeros((21, 2)), np.arange(21))
+
+
+def test_plot_loss_marks_an_epoch_that_is_not_finite():
+    history = [dict(HISTORY[0]), dict(HISTORY[1], train_loss=float("inf")), dict(HISTORY[2], test_kl=float("nan"))]
+    fig = plot_loss(history)
+    loss, _, kl = fig.axes
+    marks = {ax: [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"] for ax in fig.axes}
+    assert marks[loss] == [2] and marks[kl] == [3] and marks[fig.axes[1]] == []
+    assert "NaN or inf" in [t.get_text() for t in loss.get_legend().get_texts()]
+    assert loss.get_ylim()[1] < 1000                 # the inf did not stretch the axis
+
+
+def test_a_grid_of_one_decodes_the_centre_and_ticks_use_minus_signs(digits):
+    model = VAE(784, 8, 2, rng=0)
+    _, values = latent_grid(model, 1)
+    assert values.tolist() == [0.0]
+    fig = plot_latent(np.zeros((4, 2)), [0, 1, 0, 1], model=model, grid=5)
+    ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert ticks[0] == "\u22121.6" and "-" not in "".join(ticks)
