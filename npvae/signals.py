@@ -88,7 +88,8 @@ class StopFlag:
     during the checkpoint write neither corrupts nor loses it.
     """
 
-    def __init__(self, doing="stopping (finishing the current step, then writing the checkpoint)"):
+    def __init__(self, doing="stopping (finishing the current step, or the evaluation or callback under way, "
+                             "then writing the checkpoint)"):
         self.signum = None
         self.doing = doing
 

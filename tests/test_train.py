@@ -869,6 +869,27 @@ def test_the_fast_path_freezes_the_gc_only_while_fit_runs_and_the_reference_neve
         gc.unfreeze()
 
 
+def test_what_a_callback_leaves_behind_is_freed_during_fit_on_the_fast_path():
+    """A notebook's callback draws a figure each epoch (a cycle of objects): the fast path's
+    frozen collector used to keep every one of them until fit returned. (The reference leaves
+    the collector alone: it frees them when its thresholds say, as anywhere in Python.)"""
+    import weakref
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+            self.payload = np.zeros(1000)
+    images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    refs, alive = [], []
+
+    def callback(record, model):
+        alive.append(sum(r() is not None for r in refs[:-1]))     # those of earlier epochs but the last
+        refs.append(weakref.ref(Cycle()))
+    fit(VAE(12, 8, 2, rng=0), images, epochs=6, batch_size=16, rng=0, progress=False, backend="numba",
+        callback=callback)
+    assert alive == [0] * 6
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_callbacks_edit_after_the_last_epoch_stays(sample, backend):
     """The callback sees the model holding everything; what it changes is not overwritten after it."""
