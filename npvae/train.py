@@ -331,8 +331,12 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
     try:
         if evaluating:              # refused now, not after the first epoch's training
             check_supported(model, EVALUATION_METHODS)
-        return Trainer(model, opt, images=images, batch_size=batch_size,
-                       retire_dead_units=retire_dead_units and not binarize)
+        with warnings.catch_warnings(record=True) as said:      # Trainer warns at its caller's line,
+            trainer = Trainer(model, opt, images=images, batch_size=batch_size,    # which is this one
+                              retire_dead_units=retire_dead_units and not binarize)
+        for w in said:              # so they are said again at the line that called fit
+            warnings.warn(str(w.message).replace("Trainer: ", "fit: ", 1), w.category, stacklevel=3)
+        return trainer
     except InputTypeError as e:     # a model or an optimizer the fast path does not run
         raise InputTypeError(f"{chosen}: {e}") from None
 
