@@ -5,8 +5,8 @@ compiled kernel runs to its end first). Here it is raised at each line of ``npva
 turn (a trace function stands in for the signal), in the loop
 ``with Trainer(model, opt) as trainer: step, sync, step``, until a trial runs to its end.
 Whatever the line, the model and the optimizer must then be what ``optimizer.t`` reference
-steps give, ``optimizer.t`` must count every step that returned (and at most the one that was
-stopped), and nothing is dropped. One line cannot be guarded: the first of ``__exit__``, before
+steps give (the noise generator too), ``optimizer.t`` must count every step that returned (and
+at most the one that was stopped), and nothing is dropped. One line cannot be guarded: the first of ``__exit__``, before
 its ``try`` (an interrupt there leaves the steps in the trainer, for ``trainer.sync()``).
 """
 import os
@@ -88,23 +88,24 @@ def state(model, opt):
 
 
 def reference_states(make_opt):
-    """The state after 0, 1, 2 reference steps."""
+    """The state after 0, 1, 2 reference steps, and the noise generator's."""
     model = VAE(30, 16, 4, rng=0, dtype=np.float64)
     opt = make_opt(model.parameters())
-    states = [state(model, opt)]
+    states, noise = [state(model, opt)], [model.rng.bit_generator.state]
     for x in X:
         model.zero_grad()
         model.loss(x)
         model.backward()
         opt.step()
         states.append(state(model, opt))
-    return states
+        noise.append(model.rng.bit_generator.state)
+    return states, noise
 
 
 @pytest.mark.parametrize("name, go_on", [("Adam", False), ("SGD-momentum", True)])
 def test_an_interrupt_at_any_line_keeps_the_whole_steps(name, go_on):
     make_opt = OPTIMIZERS[name]
-    expected = reference_states(make_opt)
+    expected, noise = reference_states(make_opt)
     n = 0
     while True:
         n += 1
@@ -118,6 +119,8 @@ def test_an_interrupt_at_any_line_keeps_the_whole_steps(name, go_on):
         if not all(np.all(np.abs(a - b) <= 1e-12 * np.abs(b) + 1e-15) for a, b in zip(got, want)):
             for a, b in zip(got, want):     # (slower: only to say where)
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=f"line {n}, t={opt.t}")
+        # a dropped step's noise is put back: a loop that goes on draws what an unstopped one would
+        assert model.rng.bit_generator.state == noise[opt.t], (n, opt.t)
         if caught is None:
             break
         assert not getattr(caught, "__notes__", None), (n, caught.__notes__)    # nothing was dropped

@@ -401,7 +401,11 @@ class Trainer:
     def step(self, x, beta=1.0):
         """One training step on ``x`` (B, input_dim), floats in [0, 1]: loss, backward, update.
 
-        The update is applied only if the loss is finite; the returned ``LossParts`` tell.
+        ``beta`` weighs the KL, as in ``model.loss(x, beta)``: a KL warm-up passes each step's
+        weight (:func:`npvae.train.warmup_beta` gives ``fit``'s). The noise is drawn from
+        ``model.rng`` as the reference draws it. The update is applied only if the loss is
+        finite; the returned ``LossParts`` tell. A Ctrl-C keeps the step whole or drops it,
+        the noise it drew included.
         """
         self._check_open("step")
         beta = check_positive_float(beta, "beta", allow_zero=True)
@@ -420,14 +424,20 @@ class Trainer:
             check_finite_parameters(self.model, "training it cannot work")
             self.checked = True
         ws = self.net.workspace(x.shape[0])
-        self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
-        with quiet_numpy_warnings():                   # the loss tells (see there)
-            parts = self.net.forward(x, beta, ws.eps)
-        if ours is not None and self.visited is not None:    # computed: its evidence is in
-            self.visited[idx] = True
-        if math.isfinite(parts.total):
-            self.net.backward()
-            self.opt.step(self.net.first_grad)
+        drawn_from, t = self.model.rng.bit_generator.state, self.opt.t
+        try:
+            self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
+            with quiet_numpy_warnings():                   # the loss tells (see there)
+                parts = self.net.forward(x, beta, ws.eps)
+            if ours is not None and self.visited is not None:    # computed: its evidence is in
+                self.visited[idx] = True
+            if math.isfinite(parts.total):
+                self.net.backward()
+                self.opt.step(self.net.first_grad)     # one kernel counts the step as it updates
+        except BaseException:
+            if self.opt.t == t:     # a Ctrl-C before the update dropped the step: its noise goes back too
+                self.model.rng.bit_generator.state = drawn_from
+            raise
         return parts
 
 
