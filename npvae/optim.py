@@ -19,6 +19,7 @@ from .validate import Setting, check_decay_rates, check_non_negative_number, che
 
 
 _DEFAULT_BETAS = (0.9, 0.999)    # Adam's decay rates, as in PyTorch and the paper (private: see Adam)
+_FITS = lambda opt, value, name: opt.check_fits(value, name)     # noqa: E731  (a Setting's check_for)
 
 
 def check_params(params):
@@ -90,11 +91,20 @@ class Optimizer:
         above 0 but too small to move the weights is not caught (in float32, a step under
         about 6e-8 of a weight's size rounds away)."""
         lr = check_positive_number(lr, "lr")
+        self.check_fits(lr, "lr")
         dtype = self._narrowest_dtype()
         if dtype.type(lr) == 0:
             raise InputError(f"lr={lr} is 0 in the parameters' {dtype}: no step would change them "
                              f"(a usual learning rate is 1e-4 to 1e-2)")
         return lr
+
+    def check_fits(self, value, name):
+        """Refuse a hyper-parameter that is inf in the parameters' dtype: every step would be
+        NaN or inf, or (an ``eps`` of 1e39 in float32) nothing would move, silently."""
+        dtype = self._narrowest_dtype()
+        if value > float(np.finfo(dtype).max):         # (a float32 maximum would cast value to float32)
+            raise InputError(f"{name}={value:g} overflows the parameters' {dtype} (largest "
+                             f"{np.finfo(dtype).max:.3g}): it would be inf in every step")
 
     def _narrowest_dtype(self):
         """The least precise of the parameters' dtypes: a value 0 there is 0 for some of them."""
@@ -217,10 +227,10 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     never_negative = ("v",)   # a running mean of squares
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
-    lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
+    lr = Setting(check_non_negative_number, _FITS)     # >= 0: a schedule may bring it down to 0
     betas = Setting(check_decay_rates)
     eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
-    weight_decay = Setting(check_non_negative_number)
+    weight_decay = Setting(check_non_negative_number, _FITS)
 
     def __init__(self, params, lr=1e-3, betas=_DEFAULT_BETAS, eps=1e-8, weight_decay=0.0, backend=None, *,
                  beta1=None, beta2=None):
@@ -235,6 +245,7 @@ class Adam(Optimizer):
 
     def check_eps(self, eps):
         """Refuse an ``eps`` that is 0 in the parameters' dtype: a zero gradient's step would be 0 / 0."""
+        self.check_fits(eps, "eps")
         dtype = self._narrowest_dtype()
         if dtype.type(eps) == 0:
             raise InputError(f"eps={eps} is 0 in the parameters' {dtype}; use at least "
@@ -353,9 +364,9 @@ class SGD(Optimizer):
 
     state_names = ("momentum_buffer",)
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
-    lr = Setting(check_non_negative_number)        # >= 0: a schedule may bring it down to 0
-    momentum = Setting(check_non_negative_number)
-    weight_decay = Setting(check_non_negative_number)
+    lr = Setting(check_non_negative_number, _FITS)     # >= 0: a schedule may bring it down to 0
+    momentum = Setting(check_non_negative_number, _FITS)
+    weight_decay = Setting(check_non_negative_number, _FITS)
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
         super().__init__(params, backend)

@@ -443,6 +443,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
+        if optimizer is not None:
+            _check_finite_optimizer(optimizer)
     if checkpoint is not None:          # not after an epoch of training
         check_savable(model, checkpoint)
         if resume is None:
@@ -617,6 +619,11 @@ class _Run:
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
             parts = training.step(x, beta_t)
+            if not math.isfinite(parts.total) and (epoch, step) == (1, 0):     # no step taken: not a divergence
+                raise DivergenceError(
+                    f"the loss of the first batch is {parts.total} (recon {parts.recon}, KL {parts.kl}) before "
+                    f"any training step: the model as given makes it (weights that overflow, such as a "
+                    f"log-variance whose exp is inf), or the data; nothing was trained")
             if not math.isfinite(parts.total):
                 kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
                 raise DivergenceError(
@@ -682,6 +689,16 @@ def _check_test_loss(test, epoch, last_saved, opt, beta):
         raise DivergenceError(f"training diverged in epoch {epoch}: the test loss after it is {test.total} "
                               f"(recon {test.recon}, KL {test.kl}), though every training step's loss was "
                               f"finite{kept}. {_advice(opt, beta)}")
+
+
+def _check_finite_optimizer(opt):
+    """An optimizer a diverged run left with inf in its moments would train nothing, silently
+    (an inf v stops its parameter for good): refused before the first step."""
+    for key, value in opt.state_dict().items():
+        if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+            raise InputError(f"optimizer state {key} holds NaN or inf (left by a run that diverged?), so "
+                             f"training with this optimizer cannot work; build a new one, or load a good "
+                             f"state into it with optimizer.load_state_dict")
 
 
 def _check_finite(model, opt, epoch, last_saved, beta, after_callback=False):

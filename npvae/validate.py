@@ -172,7 +172,15 @@ def _to_float_hint(name, x, dtype=np.float32):
         return f"{cast} (True/False are already the probabilities 1/0)"
     if _only_zeros_and_ones(x):
         return f"{cast} (its values, 0 and 1, are already probabilities)"
+    if x.size and (x.min() < 0 or x.max() > 255):     # 12- or 16-bit, or signed: not 0..255
+        return (f"{cast} scaled into [0, 1] by the range its pixels can take (its values run from "
+                f"{x.min()} to {x.max()}, not 0..255: e.g. / 4095 for 12-bit, / 65535 for 16-bit)")
     return f"{cast} / 255"
+
+
+def _fits_uint8(x):
+    """Integer images of pixels 0..255 (as uint8 holds them), not of only 0 and 1."""
+    return x.size > 0 and x.min() >= 0 and x.max() <= 255 and not _only_zeros_and_ones(x)
 
 
 def _only_zeros_and_ones(x):
@@ -225,7 +233,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
         if images.dtype.kind not in "biu":              # not numbers (objects, strings, records, dates): no hint
             raise InputTypeError(expected)
         convert = _to_float_hint(name, images, dtype)
-        if images.dtype.kind in "iu" and not _only_zeros_and_ones(images):   # 0..255: uint8 too
+        if images.dtype.kind in "iu" and _fits_uint8(images):    # 0..255: uint8 too (not 4095 -> 255)
             convert = f"{name}.astype(np.uint8) or {convert}"
         raise InputTypeError(f"{expected}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:

@@ -473,6 +473,24 @@ def test_an_eps_that_is_0_in_the_dtype_is_refused_however_it_is_set():
     assert opt.eps == 1e-8
 
 
+@pytest.mark.parametrize("make, name", [(Adam, "lr"), (Adam, "eps"), (Adam, "weight_decay"), (SGD, "lr"),
+                                        (SGD, "momentum"), (SGD, "weight_decay")])
+def test_a_setting_that_is_inf_in_the_dtype_is_refused_however_it_is_set(make, name):
+    """Adam(eps=1e39) in float32 used to train nothing, with only a NumPy overflow warning to tell."""
+    words = rf"{name}=1e\+39 overflows the parameters' float32 \(largest 3.4e\+38\)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # refused before any cast that would overflow
+        with pytest.raises(InputError, match=words):
+            make(_params(np.float32), **{name: 1e39})
+        opt = make(_params(np.float32))
+        with pytest.raises(InputError, match=words):
+            setattr(opt, name, 1e39)
+        state = {**opt.state_dict(), name: np.array(1e39)}
+        with pytest.raises(StateDictError, match=words):
+            opt.load_state_dict(state)
+    make(_params(np.float64), **{name: 1e39})       # finite in float64
+
+
 def test_eps_and_lr_are_checked_against_the_least_precise_of_mixed_dtypes():
     """float64 first, float32 after: 1e-50 is 0 for the float32 ones (their zero-gradient step 0 / 0)."""
     mixed = _params(np.float64) + _params(np.float32)

@@ -769,6 +769,35 @@ def test_huge_learning_rate_diverges(sample, tmp_path, backend):
     assert not (tmp_path / "c.npz").exists()              # nothing diverged was ever written
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_loss_that_is_not_finite_before_any_step_is_not_called_a_divergence(sample, backend):
+    """A smaller learning rate cannot help a model whose first loss is already inf."""
+    images, _ = sample
+    model = small()
+    model.encoder[2].bias.data[model.latent_dim:] = 100        # every log-variance: exp(100) is inf in float32
+    with warned_on_the_reference_only(backend):
+        with pytest.raises(DivergenceError, match=r"loss of the first batch is inf .*before any training step: "
+                                                  r"the model as given makes it") as info:
+            fit(model, images[:128], epochs=1, batch_size=64, rng=0, progress=False, backend=backend)
+    assert "learning rate" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_optimizer_a_diverged_run_left_with_inf_is_refused_before_training(sample, backend):
+    """Its inf moments would hold their parameters still for a whole run, then blame the new lr."""
+    images, _ = sample
+    model = small()
+    opt = Adam(model.parameters(), lr=1e6)
+    with warned_on_the_reference_only(backend), pytest.raises(DivergenceError):
+        fit(model, images[:800], epochs=1, batch_size=64, optimizer=opt, rng=0, progress=False, backend=backend)
+    fresh = small()
+    model.load_state_dict(fresh.state_dict())                 # the weights start again; the optimizer does not
+    opt.lr = 1e-3
+    with pytest.raises(InputError, match=r"optimizer state v\.\d+ holds NaN or inf .*build a new one"):
+        fit(model, images[:128], epochs=1, batch_size=64, optimizer=opt, rng=0, progress=False, backend=backend)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), fresh.parameters()))
+
+
 def test_a_callers_own_errstate_raise_still_raises_at_numpys_line_on_the_fast_path(sample):
     """The fast path quiets NumPy's warnings, not a "raise" asked for to find where a NaN starts."""
     images, _ = sample
