@@ -363,6 +363,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     optimizer : Adam or SGD, optional
         Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
+        A second ``fit`` on the same model starts a new default Adam and counts epochs
+        from 1 again: to train on, pass the first call's optimizer (and another ``rng``,
+        or its shuffles repeat), or use ``checkpoint=`` and ``resume=``.
     lr : float, optional
         Learning rate of the default optimizer (default 1e-3). With ``optimizer`` it is an
         error: that optimizer has its own (``Adam(params, lr=...)``). With ``resume``, the checkpoint's optimizer
