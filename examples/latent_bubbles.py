@@ -47,13 +47,15 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=cli.whole_number(1), default=50, help="(default: 50)")
     p.add_argument("--batch-size", type=cli.whole_number(1), default=128, help="(default: 128)")
     p.add_argument("--hidden-dim", type=cli.whole_number(1), default=400, help="(default: 400)")
-    p.add_argument("--lr", type=cli.real_number(0, exclusive=True), default=1e-3, help="(default: 0.001)")
+    p.add_argument("--lr", type=cli.learning_rate, default=1e-3, help="(default: 0.001)")
     p.add_argument("--seed", type=cli.whole_number(0), default=0, help="(default: 0)")
     p.add_argument("--points", type=cli.whole_number(1), default=1000,
                    help="held-out images drawn, at most (default: 1000)")
     p.add_argument("--out", type=cli.user_path, default=os.path.join("runs", "latent_bubbles.png"),
                    help="where to write the PNG (default: runs/latent_bubbles.png)")
     args = p.parse_args(argv)
+    if args.data_dir == "":                            # --data-dir "$UNSET": not the shipped sample
+        p.error("argument --data-dir: must name a folder, got ''")
     cli.check_output_file(args.out, "--out")          # before the training, not after it
     return args
 
@@ -164,7 +166,7 @@ def draw(results, labels, path, n_points):
 
 def main(argv=None):
     args = parse_args(argv)
-    data_dir = args.data_dir or SAMPLE
+    data_dir = SAMPLE if args.data_dir is None else args.data_dir     # "" is refused, not the sample
     # errors (no data there, --lr 0, a run that diverged) go to cli.run: one line and the exit status
     try:
         with cli.reading_input("--data-dir"):

@@ -121,7 +121,7 @@ def build_parser(exit_on_error=True):
     p.add_argument("--batch-size", type=cli.whole_number(1), metavar="N", help=f"(default: {d['batch_size']})")
     p.add_argument("--latent-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['latent_dim']})")
     p.add_argument("--hidden-dim", type=cli.whole_number(1), metavar="N", help=f"(default: {d['hidden_dim']})")
-    p.add_argument("--lr", type=cli.real_number(0, exclusive=True),
+    p.add_argument("--lr", type=cli.learning_rate,
                    help=f"Adam's learning rate (default: {d['lr']})")
     p.add_argument("--beta", type=cli.real_number(0), help=f"KL weight (beta-VAE) (default: {d['beta']})")
     p.add_argument("--warmup", type=cli.whole_number(0), metavar="N",
@@ -415,8 +415,6 @@ def main(argv=None):
         raise InputError(f"--split applies to --dataset mnist-test-split only, not to --dataset {s['dataset']}")
     if s["data_dir"] == "":
         raise InputError("--data-dir must name a folder, got ''")
-    if np.float32(s["lr"]) == 0:            # the model is float32: Adam would refuse it, but later
-        raise InputError(f"--lr {s['lr']} is 0 in float32, the model's dtype: no step would change it")
     if s["data_dir"] is not None:
         s["data_dir"] = os.path.abspath(s["data_dir"])      # run.json must work from any folder
     try:
@@ -528,9 +526,10 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
         draw_figures(s, folder, model, history, before, x_show, data)
         left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
-    except (KeyboardInterrupt, OSError, MemoryError) as e:
-        e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
-        e.add_note("  " + resume_command(checkpoint))
+    except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, ...
+        if cli.interruption(e) or isinstance(e, (OSError, MemoryError)):
+            e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
+            e.add_note("  " + resume_command(checkpoint))
         raise
 
 

@@ -20,12 +20,15 @@ import argparse
 import contextlib
 import errno
 import os
+import select
 import shutil
 import stat
 import sys
 import tempfile
 import traceback
 import warnings
+
+import numpy as np
 
 from . import signals
 from .atomic import check_name_length
@@ -35,7 +38,8 @@ from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, Downl
 from .footprint import format_bytes
 from .train import TrainingInterrupted
 
-__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_STATUS",
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
+           "EXIT_STATUS",
            "EXIT_STATUS_NO_CHECKPOINT",
            "ArgumentParser", "user_path", "whole_number", "real_number", "run", "exit_code", "describe",
            "reading_input", "check_output_folder"]
@@ -47,6 +51,7 @@ EXIT_USAGE = 2      # bad usage or input, found before anything was written (dat
 EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
+EXIT_CLOSED_PIPE = 128 + 13   # SIGPIPE's: what a shell reports for a writer whose reader left
 
 _EXIT_STATUS = """\
 exit status:
@@ -56,7 +61,8 @@ exit status:
   2    bad usage or input, found before anything was written: {usage}
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
        ignores it
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}"""
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}
+  141  the reader of the output left early (| head): stopped quietly, as other programs do"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument, a data\n       file or a data set not found (also when downloading it failed), a checkpoint,\n"
@@ -143,6 +149,31 @@ def real_number(minimum=None, *, exclusive=False):
     return parse
 
 
+def learning_rate(text):
+    """An argparse ``type`` for ``--lr`` of a float32 model (the examples'): above 0, and neither
+    0 nor inf once rounded to float32 (the optimizer would refuse it, but after the data load)."""
+    value = real_number(0, exclusive=True)(text)
+    largest = float(np.finfo(np.float32).max)
+    if value > largest:
+        raise argparse.ArgumentTypeError(f"{text} overflows float32, the model's dtype (largest {largest:.3g})")
+    if np.float32(value) == 0:
+        raise argparse.ArgumentTypeError(f"{text} is 0 in float32, the model's dtype: no step would change it")
+    return value
+
+
+def interruption(error):
+    """The Ctrl-C (or SIGTERM, SIGHUP) behind ``error``, or None. Python wraps an interrupt that
+    lands inside an import or a class body (``ImportError``, ``RuntimeError``), and an error
+    raised while one is being handled keeps it as its context: the interrupt is what happened."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def exit_code(error):
     """The exit status for ``error`` (see :data:`EXIT_STATUS`)."""
     if isinstance(error, (signals.Interrupted, TrainingInterrupted)):
@@ -210,9 +241,11 @@ def describe(error):
             f"with --debug to see where it happened, and please report it")
 
 
-def _report(error, debug):
-    line = describe(error)
-    lines = ([line] if line else []) + list(getattr(error, "__notes__", ()))
+def _report(error, debug, shown):
+    """``shown``: what to say of ``error`` (the interrupt behind it, if any); both one's notes."""
+    line = describe(shown)
+    notes = [*getattr(shown, "__notes__", ()), *(getattr(error, "__notes__", ()) if shown is not error else ())]
+    lines = ([line] if line else []) + notes
     try:
         if debug:
             traceback.print_exception(error)
@@ -221,6 +254,23 @@ def _report(error, debug):
             sys.stderr.flush()
     except (OSError, ValueError, AttributeError):    # stderr closed or gone: the status still says it
         pass
+
+
+def _stdout_reader_gone():
+    """True if stdout is a pipe whose reader has closed it (``| head`` read what it wanted);
+    stdout then points at /dev/null, or Python's own flush at exit would fail once more."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poll = select.poll()
+        poll.register(fd, 0)                        # a pipe without a reader polls as an error
+        if not any(events & select.POLLERR for _, events in poll.poll(0)):
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        return True
+    except (OSError, ValueError, AttributeError):   # no stdout, or no poll (Windows): say the error
+        return False
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -253,12 +303,17 @@ def run(main, argv=None, *, then_exit=False):
             try:
                 code = main(argv)
                 code = EXIT_OK if code is None else code
+                sys.stdout.flush()           # the last lines sit in the buffer: a closed pipe shows here
             except SystemExit as e:          # argparse has said what it had to
                 code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
             except BaseException as error:  # noqa: BLE001 - this is the boundary
                 signals.hold()               # from here on a signal cannot cut the report short
-                _report(error, debug)
-                code = exit_code(error)
+                if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say
+                    code = EXIT_CLOSED_PIPE
+                else:
+                    shown = interruption(error) or error
+                    _report(error, debug, shown)
+                    code = exit_code(shown)
         except signals.Interrupted as late:   # a signal arrived just as an error was raised
             code = late.exit_code
     if then_exit:

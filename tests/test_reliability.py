@@ -185,6 +185,26 @@ def test_cli_run_reports_in_one_line_with_the_documented_status(capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_an_interrupt_python_wrapped_in_another_error_is_reported_as_the_interrupt(capsys):
+    """A Ctrl-C landing in matplotlib's import (a C extension's init, a class body's __set_name__)
+    comes out as an ImportError or a RuntimeError: it used to be called a bug in npvae, status 1."""
+    def wrapped(how):
+        def main(argv):
+            try:
+                raise signals.Interrupted(signal.SIGTERM)
+            except KeyboardInterrupt as interrupt:
+                error = ImportError("initialization failed") if how == "context" else RuntimeError("set_name")
+                error.add_note("to continue, run: ...")
+                if how == "cause":
+                    raise error from interrupt
+                raise error
+        return main
+    for how in ("cause", "context"):
+        assert cli.run(wrapped(how), []) == 143
+        assert capsys.readouterr().err == "stopped: interrupted by SIGTERM\nto continue, run: ...\n"
+    assert cli.interruption(ValueError("plain")) is None
+
+
 def test_a_programs_warnings_are_one_line_once_and_still_follow_the_users_filters(capsys):
     def main(argv):
         for _ in range(3):

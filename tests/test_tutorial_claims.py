@@ -108,4 +108,21 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
         script.main(["--lr=-1", "--epochs", "1", "--out", str(tmp_path / "x.png")])
     assert exit_info.value.code == 2
     assert "--lr: must be greater than 0" in capsys.readouterr().err
+    for flags, words in ((["--lr", "1e-50"], "--lr: 1e-50 is 0 in float32"), (["--lr", "1e39"], "--lr: 1e39 overflows"),
+                         (["--data-dir", ""], "--data-dir: must name a folder, got ''")):   # not the shipped sample
+        with pytest.raises(SystemExit) as exit_info:
+            script.main([*flags, "--epochs", "1", "--out", str(tmp_path / "x.png")])
+        assert exit_info.value.code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_reader_that_leaves_early_stops_the_script_quietly_with_sigpipes_status(tmp_path):
+    """``kl_curve.py | head -0``: as gradcheck does and other programs do, status 141, no
+    "error: Broken pipe" (it used to end with that and status 1, though the figure was written)."""
+    proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "kl_curve.py"), "--out", str(tmp_path / "k.png")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+    proc.stdout.close()                         # the reader is gone before the script prints
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == cli.EXIT_CLOSED_PIPE == 141
+    assert err == b"" and png_size(tmp_path / "k.png")
