@@ -156,6 +156,10 @@ class Resumed:
         if not os.path.exists(path):
             raise CheckpointError(f"--resume {path}: no such file or folder")
         if os.path.isdir(path):
+            who = holder(path)          # a run in its first epoch has no checkpoint yet
+            if who is not None:
+                raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to "
+                                          f"end or stop it first")
             path = os.path.join(path, "checkpoint.npz")
             if not os.path.isfile(path):
                 raise CheckpointError(f"--resume {os.path.dirname(path)} is a folder without a checkpoint.npz")
@@ -377,6 +381,13 @@ def refuse_earlier_run(out, resumed):
     own = os.path.join(out, "checkpoint.npz")
     if not os.path.exists(own):
         left = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+        metrics = os.path.join(out, "metrics.jsonl")
+        if left and set(left) <= set(START_FILES) and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+            # what a run killed (kill -9, power lost) before its first epoch ended leaves: nothing to keep
+            for name in left:
+                os.remove(os.path.join(out, name))
+            say(f"note: removed what a run stopped in its first epoch left in {out}: {', '.join(left)}")
+            return
         if left:          # a run whose checkpoint was removed: its results are still worth keeping
             raise InputError(f"--out {out} holds files of an earlier run ({', '.join(left)}) but no "
                              f"checkpoint.npz to continue it from; this run would replace them: choose "

@@ -47,6 +47,17 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_p
     assert not (out / LOCK_NAME).exists()
 
 
+def test_resuming_a_run_still_in_its_first_epoch_says_it_is_going_not_that_it_has_no_checkpoint(tmp_path):
+    """Its folder has no checkpoint.npz yet; what matters is that its run holds it."""
+    from npvae.runfolder import RunFolder
+    with RunFolder(tmp_path / "run", option="--out"):          # a run in its first epoch holds the folder
+        resume = run([TRAIN, "--resume", str(tmp_path / "run")])
+    assert resume.returncode == 2
+    assert f"its run is still going (process {os.getpid()}" in resume.stderr, resume.stderr
+    assert "without a checkpoint" not in resume.stderr
+    assert_no_traceback(resume.stderr)
+
+
 def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):
     out = tmp_path / "run"
     killed = start([TRAIN, *SMALL, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
@@ -255,6 +266,24 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
     assert f"--out {out} holds files of an earlier run (run.json, metrics.jsonl" in again.stderr
     assert "choose another --out, or remove those files" in again.stderr
     assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
+
+
+def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_command(tmp_path):
+    """kill -9 (the OOM killer, power lost) before the first checkpoint leaves run.json, an empty
+    metrics.jsonl and the untrained reconstructions: nothing to keep, so the command runs again
+    (it used to be refused until the user removed them by hand)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"dataset": "mnist-test-split", "seed": 7}\n')
+    (out / "metrics.jsonl").write_bytes(b"")
+    (out / "reconstruction_before.png").write_bytes(b"\x89PNG of the killed run")
+    (out / LOCK_NAME).write_text("")                # its lock file, held by nobody now
+    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: removed what a run stopped in its first epoch left in {out}: run.json, metrics.jsonl, "
+            f"reconstruction_before.png") in proc.stderr
+    assert b"killed run" not in (out / "reconstruction_before.png").read_bytes()       # this run's own
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
 
 
 def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):
