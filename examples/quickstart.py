@@ -30,7 +30,11 @@ def main(argv=None):
     p.add_argument("--out", type=cli.user_path, metavar="DIR", default=os.path.join("runs", "quickstart"),
                    help="where the outputs go (default: runs/quickstart)")
     args = p.parse_args(argv)
-    if args.data_dir is not None and args.data_dir_option is not None and args.data_dir != args.data_dir_option:
+    for name, value in (("DATA_DIR", args.data_dir), ("--data-dir", args.data_dir_option)):
+        if value == "":                                  # an unset variable: not "search everywhere"
+            p.error(f"argument {name}: must name a folder, got ''")
+    both = (args.data_dir, args.data_dir_option)
+    if None not in both and os.path.normpath(os.path.abspath(both[0])) != os.path.normpath(os.path.abspath(both[1])):
         p.error(f"DATA_DIR {args.data_dir} and --data-dir {args.data_dir_option} differ: give one of them")
     with cli.reading_input("DATA_DIR"):                     # a file it cannot read: status 2
         images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)

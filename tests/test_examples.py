@@ -202,6 +202,11 @@ def test_quickstart_documents_its_arguments_and_fails_cleanly(tmp_path):
     assert proc.stderr.startswith("error: cannot find the mnist files") and "--data-dir" in proc.stderr
     assert_no_traceback(proc.stderr)
     assert os.listdir(tmp_path) == []                       # no runs/ folder for a run that never started
+    for args, words in (([""], "argument DATA_DIR: must name a folder, got ''"),        # "$UNSET"
+                        ([str(tmp_path / "empty"), "--data-dir", str(tmp_path / "empty") + "/"],
+                         "cannot find the mnist files")):   # one folder, written two ways: not "differ"
+        proc = run([QUICKSTART, *args], cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: " + words), proc.stderr
 
 
 def test_quickstart_refuses_an_output_it_cannot_replace_before_training(tmp_path):
