@@ -36,7 +36,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import (CheckpointError, CheckpointNotFoundError, DivergenceError, InputError, InputTypeError,
                      StateDictError)
-from .model import VAE
+from .model import VAE, check_vae
 from .module import Parameter, warn_backend_argument
 from .optim import SGD, Adam, Optimizer
 from .validate import check_non_negative_int, check_optimizer_params, check_output_path
@@ -107,8 +107,7 @@ class Checkpoint:
     def check_model(self, model):
         """Raise CheckpointError, naming the differing dimensions, unless ``model`` (a VAE) has
         the saved config."""
-        if not isinstance(model, VAE):
-            raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+        check_vae(model)
         diff = _config_diff(self.model_config, model.config())
         if diff:
             saved = self.model_config["dtype"]
@@ -302,8 +301,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     path = check_output_path(path, "path")
     if path is None:
         raise InputTypeError("path must be a checkpoint file path (str or os.PathLike), got None")
-    if not isinstance(model, VAE):
-        raise InputTypeError(f"model must be an npvae.VAE, got {type(model).__name__}")
+    check_vae(model)
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise InputTypeError(f"optimizer must be an npvae optimizer or None, got {type(optimizer).__name__}")
     check_savable(model, path)

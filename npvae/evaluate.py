@@ -42,7 +42,7 @@ from .backend import describe, resolve
 from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import bce_with_logits_per_sample, kl_per_sample
-from .model import VAE, LossParts
+from .model import LossParts, check_vae
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
                        check_seed)
 
@@ -50,9 +50,7 @@ __all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forwar
 
 
 def check_model(model, name="model"):
-    if not isinstance(model, VAE):
-        raise InputTypeError(f"{name} must be an npvae.VAE, got {type(model).__name__}")
-    return model
+    return check_vae(model, name)
 
 
 class ReferencePass:

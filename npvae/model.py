@@ -378,3 +378,13 @@ class VAE(Module):
         ends = [self.encode(x)[0][0] for x in images]
         w = np.linspace(0.0, 1.0, steps, dtype=self.dtype)[:, None]
         return self.decode(w * ends[1] + (1 - w) * ends[0])
+
+
+def check_vae(model, name="model"):
+    """``model`` if it is a :class:`VAE`; else an InputTypeError saying what arrived."""
+    if not isinstance(model, VAE):
+        got = type(model).__name__
+        again = (" of another class of that name: importlib.reload(npvae.model) makes a second VAE class; "
+                 "restart Python (or the notebook's kernel) and build the model again") if got == "VAE" else ""
+        raise InputTypeError(f"{name} must be an npvae.VAE, got {got}{again}")
+    return model

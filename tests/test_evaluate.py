@@ -263,6 +263,17 @@ def test_odd_arguments_of_the_evaluation_functions_are_clear_errors():
         iw_nll(model, images, k=10**12, chunk_rows=10**15)
 
 
+def test_a_vae_of_another_class_of_that_name_is_told_why():
+    """After importlib.reload(npvae.model) a notebook holds two VAE classes: "must be an npvae.VAE,
+    got VAE" alone reads as a contradiction. (A class of that name stands in for the reloaded
+    one: reloading here would leave the rest of the tests with two.)"""
+    other = type("VAE", (), {})()
+    with pytest.raises(InputTypeError, match=r"got VAE of another class of that name: importlib.reload"):
+        evaluate_elbo(other, np.zeros((4, 784), np.float32))
+    with pytest.raises(InputTypeError, match=r"model must be an npvae.VAE, got NoneType$"):
+        evaluate_elbo(None, np.zeros((4, 784), np.float32))
+
+
 def test_the_fast_evaluator_checks_what_it_is_given():
     from npvae.fast import Evaluator
     with pytest.raises(InputTypeError, match="model must be an npvae.VAE"):

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
-from ..model import VAE
+from ..model import VAE, check_vae
 from ..sampler import Sampler
 
 #: The VAE methods whose results each use of the fast path computes itself (training runs
@@ -44,8 +44,7 @@ def check_supported(model, methods, name="model"):
     InputTypeError
         Naming what differs, and ``backend='numpy'``.
     """
-    if not isinstance(model, VAE):
-        raise InputTypeError(f"{name} must be an npvae.VAE, got {type(model).__name__}")
+    check_vae(model, name)
     cls = type(model).__name__
     for method in methods:
         if method in vars(model):
