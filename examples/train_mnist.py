@@ -380,6 +380,8 @@ def refuse_earlier_run(out, resumed):
     """A new run never replaces one that is there: it is continued with --resume, or left alone."""
     own = os.path.join(out, "checkpoint.npz")
     if not os.path.exists(own):
+        if resumed is not None and os.path.samefile(out, resumed.folder):
+            return        # the files are this run's: its checkpoint has another name (a copy, say)
         left = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
         metrics = os.path.join(out, "metrics.jsonl")
         if left and set(left) <= set(START_FILES) and not (os.path.exists(metrics) and os.path.getsize(metrics)):
@@ -396,9 +398,10 @@ def refuse_earlier_run(out, resumed):
     if resumed is None:
         raise InputError(f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}, "
                          f"or choose another --out (remove that folder to start it over)")
-    if not os.path.samefile(own, resumed.path):     # e.g. another run's checkpoint copied into this folder
-        raise InputError(f"--resume {resumed.path}: {out} holds another run (checkpoint.npz), which this one "
-                         f"would replace; continue it in a folder of its own with --out NEW")
+    if not os.path.samefile(own, resumed.path):     # another run's checkpoint copied in, or this one's, older
+        raise InputError(f"--resume {resumed.path}: {out} holds another checkpoint, checkpoint.npz (of another run, "
+                         f"or of a resume of this one), which this one would replace: continue that one with "
+                         f"--resume {out}, or this one in a folder of its own with --out NEW")
 
 
 def start_folder(folder, resumed, elsewhere):

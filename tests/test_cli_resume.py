@@ -161,9 +161,26 @@ def test_resuming_a_checkpoint_copied_into_another_runs_folder_is_refused(copy_o
     shutil.copy(base / "checkpoint.npz", copy_of / "other.npz")
     before = snapshot(copy_of)
     proc = run([TRAIN, "--resume", str(copy_of / "other.npz"), "--epochs", "3"])
-    assert proc.returncode == 2 and "holds another run" in proc.stderr and "--out NEW" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "holds another checkpoint" in proc.stderr and "--out NEW" in proc.stderr, proc.stderr
     assert_no_traceback(proc.stderr)
     assert snapshot(copy_of) == before
+
+
+def test_a_checkpoint_copied_alone_under_another_name_resumes_in_its_folder_again_and_again(tmp_path, base):
+    """Its first resume writes the run's files beside it; the next resume there continues them
+    (it used to call them "an earlier run" and tell the user to remove them)."""
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    shutil.copy(base / "checkpoint.npz", folder / "mine.npz")
+    flags = [*SMALL, *REFERENCE, "--nll-images", "20", "--no-progress"]
+    proc = run([TRAIN, "--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(folder / "checkpoint.npz").epoch == 3       # the run's own, written beside the copy
+    again = run([TRAIN, "--resume", str(folder / "mine.npz"), *flags, "--epochs", "4"])     # back to epoch 2?
+    assert again.returncode == 2 and f"continue that one with --resume {folder}" in again.stderr, again.stderr
+    proc = run([TRAIN, "--resume", str(folder), *flags, "--epochs", "4"])
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(folder / "checkpoint.npz").epoch == 4
 
 
 @pytest.mark.parametrize("with_run_json", [True, False], ids=["run.json", "no run.json"])
