@@ -236,8 +236,10 @@ def settings(given, resumed):
     own = resumed.settings
     differ = [k for k in given if k in own and k not in CHANGEABLE and given[k] != own[k]]
     if differ:
-        now = ", ".join(f"{flag(k)} {given[k]}" for k in differ)
-        was = ", ".join(f"{flag(k)} {own[k]}" for k in differ)
+        def said(k, v):             # as it is written on the command line (--binarize takes no value)
+            return (flag(k) if v else f"no {flag(k)}") if isinstance(v, bool) else f"{flag(k)} {v}"
+        now = ", ".join(said(k, given[k]) for k in differ)
+        was = ", ".join(said(k, own[k]) for k in differ)
         raise InputError(f"cannot resume {resumed.path} with {now}: the run was trained with {was}. A resumed "
                          f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
                          f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "

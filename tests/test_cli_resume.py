@@ -44,7 +44,7 @@ def call(script, capsys, args):
     (["--lr", "0.01"], "--lr 0.01", "--lr 0.001"),
     (["--batch-size", "32", "--seed", "3"], "--batch-size 32, --seed 3", "--batch-size 64, --seed 0"),
     (["--hidden-dim", "64"], "--hidden-dim 64", "--hidden-dim 32"),
-    (["--binarize"], "--binarize True", "--binarize False"),
+    (["--binarize"], "--binarize", "no --binarize"),
     (["--dataset", "fashion-mnist"], "--dataset fashion-mnist", "--dataset mnist-test-split"),
     (["--beta", "0.5", "--warmup", "2"], "--beta 0.5, --warmup 2", "--beta 1.0, --warmup 0"),
 ])
