@@ -141,7 +141,7 @@ class Checkpoint:
                                       f"state, got {type(optimizer).__name__} to load it into")
             state = self.optimizer_state
             if model is not None:       # saved by the model's parameter order: renumber by the optimizer's
-                index = check_optimizer_params(optimizer, model, for_checkpoint=True)
+                index = check_optimizer_params(optimizer, model, for_checkpoint="load")
                 state = _renumber(state, optimizer, {j: i for i, j in enumerate(index)})
             try:
                 optimizer.load_state_dict(state)
@@ -312,7 +312,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                                   f"{name} contains NaN or inf")
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
-        positions = check_optimizer_params(optimizer, model, for_checkpoint=True)
+        positions = check_optimizer_params(optimizer, model, for_checkpoint="save")
         in_model_order = _renumber(optimizer.state_dict(), optimizer, positions)
         for key, value in in_model_order.items():
             if not np.isfinite(value).all():

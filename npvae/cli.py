@@ -41,7 +41,8 @@ from .train import TrainingInterrupted
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
            "EXIT_STATUS",
            "EXIT_STATUS_NO_CHECKPOINT",
-           "ArgumentParser", "user_path", "whole_number", "real_number", "run", "exit_code", "describe",
+           "ArgumentParser", "user_path", "whole_number", "real_number", "learning_rate", "run", "exit_code",
+           "describe", "interruption",
            "reading_input", "check_output_folder"]
 
 EXIT_OK = 0
@@ -162,15 +163,17 @@ def learning_rate(text):
 
 
 def interruption(error):
-    """The Ctrl-C (or SIGTERM, SIGHUP) behind ``error``, or None. Python wraps an interrupt that
-    lands inside an import or a class body (``ImportError``, ``RuntimeError``), and an error
-    raised while one is being handled keeps it as its context: the interrupt is what happened."""
-    seen = set()
-    while error is not None and id(error) not in seen:
+    """The Ctrl-C (or SIGTERM, SIGHUP) that ``error`` is, or that Python wrapped in it, or None.
+
+    An interrupt that lands inside an import or a class body comes out as an ``ImportError`` or
+    a ``RuntimeError`` around it. Any other error (a full disk while the interrupt was being
+    handled, say) is itself what to report."""
+    for _ in range(8):                  # wrappers of wrappers, but never a loop
         if isinstance(error, KeyboardInterrupt):
             return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        if not isinstance(error, (ImportError, RuntimeError)):
+            return None
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
 
 
@@ -303,7 +306,8 @@ def run(main, argv=None, *, then_exit=False):
             try:
                 code = main(argv)
                 code = EXIT_OK if code is None else code
-                sys.stdout.flush()           # the last lines sit in the buffer: a closed pipe shows here
+                if sys.stdout is not None:   # (None: started with stdout closed, >&-)
+                    sys.stdout.flush()       # the last lines sit in the buffer: a closed pipe shows here
             except SystemExit as e:          # argparse has said what it had to
                 code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
             except BaseException as error:  # noqa: BLE001 - this is the boundary

@@ -235,6 +235,12 @@ class Sequential(Module):
     def __len__(self):
         return len(self.layers)
 
+    def __delattr__(self, name):
+        if name in self._modules:       # a gap would renumber nothing, and seq[i] = layer would append
+            raise InputTypeError(f"Sequential: layer {name} cannot be deleted; replace it with seq[{name}] = "
+                                 f"layer, or build a new Sequential")
+        super().__delattr__(name)
+
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:

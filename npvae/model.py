@@ -384,7 +384,8 @@ def check_vae(model, name="model"):
     """``model`` if it is a :class:`VAE`; else an InputTypeError saying what arrived."""
     if not isinstance(model, VAE):
         got = type(model).__name__
+        reloaded = got == "VAE" and type(model).__module__ == __name__     # a second npvae.model.VAE
         again = (" of another class of that name: importlib.reload(npvae.model) makes a second VAE class; "
-                 "restart Python (or the notebook's kernel) and build the model again") if got == "VAE" else ""
+                 "restart Python (or the notebook's kernel) and build the model again") if reloaded else ""
         raise InputTypeError(f"{name} must be an npvae.VAE, got {got}{again}")
     return model

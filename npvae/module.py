@@ -211,8 +211,10 @@ class Module:
             # else parameters() and state_dict() would go on holding the old one unseen
             kind, cls = ("parameter", "Parameter") if name in self._params else ("sub-module", "Module")
             hint = " (new values go into its .data)" if kind == "parameter" else ""
+            own = type(self).__module__.startswith("npvae.")      # npvae's layers cannot do without theirs
+            drop = "" if own else f"; to remove it, del {type(self).__name__.lower()}.{name}"
             raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
-                                 f"{type(value).__name__}; to remove it, del {type(self).__name__.lower()}.{name}")
+                                 f"{type(value).__name__}{drop}")
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

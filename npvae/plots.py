@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, InputTypeError
-from .model import VAE
+from .model import check_vae
 from .validate import (check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval,
                        is_number)
 
@@ -29,6 +29,7 @@ __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plo
 _PAD = 2          # pixels between tiled images
 _PAD_VALUE = 1.0  # white: cell borders visible against the black margins of every digit, and against grey
 _MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, at 2**16)
+_MAX_INCHES = 80   # a side of a grid's images, at most: 8,000 pixels at the default dpi
 
 
 def new_figure(width, height):
@@ -152,8 +153,9 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
         raise InputError(f"got {n} originals but {len(reconstructions)} reconstructions")
     pairs = [_as_images(images, image_shape, name) for images, name in
              ((originals, "originals"), (reconstructions, "reconstructions"))]
-    aspect = pairs[0].shape[1] / pairs[0].shape[2]          # height / width: each image about 1 inch square
-    fig = new_figure(max(4.0, n / math.sqrt(aspect)), 2 * math.sqrt(aspect) + 0.9)     # 2 rows, the title
+    aspect = pairs[0].shape[1] / pairs[0].shape[2]          # height / width: each image about 1 inch square,
+    scale = min(1.0, _MAX_INCHES / (n / math.sqrt(aspect)), _MAX_INCHES / (2 * math.sqrt(aspect)))   # or less
+    fig = new_figure(max(4.0, scale * n / math.sqrt(aspect)), scale * 2 * math.sqrt(aspect) + 0.9)   # 2 rows, title
     axes = fig.subplots(2, 1)
     for ax, images, label in ((axes[0], pairs[0], "input"), (axes[1], pairs[1], "reconstruction")):
         _show(ax, tile_images(images, 1, n))
@@ -174,8 +176,10 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
         ncols = math.ceil(n / nrows) if nrows else math.ceil(math.sqrt(n))
     if nrows is None:
         nrows = math.ceil(n / ncols)
-    aspect = images.shape[1] / images.shape[2]              # height / width: each cell 0.64 square inches
-    fig = new_figure(0.8 * ncols / math.sqrt(aspect) + 0.4, 0.8 * nrows * math.sqrt(aspect) + 0.8)
+    aspect = images.shape[1] / images.shape[2]              # height / width: each cell 0.64 square inches,
+    width, height = 0.8 * ncols / math.sqrt(aspect), 0.8 * nrows * math.sqrt(aspect)
+    scale = min(1.0, _MAX_INCHES / width, _MAX_INCHES / height)          # or less, to stay drawable
+    fig = new_figure(scale * width + 0.4, scale * height + 0.8)
     _show(fig.subplots(), tile_images(images, nrows, ncols), title)
     return _finish(fig, path, dpi)
 
@@ -257,8 +261,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
 
 
 def _class_colours(classes):
-    """A colour per class, told apart up to 20; integer labels keep their colour by value
-    (7 is grey whichever classes are present, as in latent_bubbles.py), others go by rank."""
+    """A colour per class, told apart up to 20. Up to 10 classes, labels 0 to 9 keep their colour
+    by value (7 is grey whichever of them are present, as in latent_bubbles.py); others go by rank."""
     from matplotlib import colormaps
     if len(classes) > 20:
         raise InputError(f"labels hold {len(classes)} classes; plot_latent tells at most 20 apart by colour: "
@@ -275,8 +279,7 @@ def _tick(value):
 
 def _model_image_shape(model, image_shape):
     """``(h, w)`` of the images ``model`` decodes: ``image_shape``, else the square of ``input_dim``."""
-    if not isinstance(model, VAE):
-        raise InputTypeError(f"model must be a VAE, got {type(model).__name__}")
+    check_vae(model)
     n = model.input_dim
     if image_shape is None:
         side = math.isqrt(n)
@@ -327,14 +330,13 @@ def latent_grid(model, n=20, lo=0.05, hi=0.95):
     of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
     """
     from scipy.special import ndtri     # N(0, 1)'s quantile function; scipy.stats takes 0.4 s more to import
-    if not isinstance(model, VAE):
-        raise InputTypeError(f"latent_grid: model must be a VAE, got {type(model).__name__}")
+    check_vae(model, "latent_grid: model")
     n = check_positive_int(n, "n")
     if not (is_number(lo) and is_number(hi) and 0 < lo < hi < 1):
         raise InputError(f"lo and hi must be quantiles with 0 < lo < hi < 1, got {lo!r} and {hi!r}")
     if model.latent_dim != 2:
         raise InputError(f"latent_grid needs a 2-D latent space, the model has latent_dim={model.latent_dim}")
-    values = ndtri(np.linspace(lo, hi, n) if n > 1 else np.array([0.5]))    # one image: the centre
+    values = ndtri(np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2]))   # one image: the middle
     z1, z2 = np.meshgrid(values, values[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
     return model.decode(z), values
@@ -346,7 +348,7 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
 
     With ``latent_dim > 2`` the means are projected on their first two principal axes; with
     ``latent_dim == 1`` each class gets a strip of its own. Up to 20 classes, each its own colour
-    (integer labels keep theirs whichever others are present). The manifold's images are square
+    (labels 0 to 9 keep theirs whichever of them are present). The manifold's images are square
     (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
     """
     mu = np.asarray(mu, np.float64)

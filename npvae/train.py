@@ -622,7 +622,7 @@ class _Run:
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
             parts = training.step(x, beta_t)
-            if not math.isfinite(parts.total) and (epoch, step) == (1, 0):     # no step taken: not a divergence
+            if not math.isfinite(parts.total) and (epoch, step) == (1, 0) and self.opt.t == 0:   # never trained
                 raise DivergenceError(
                     f"the loss of the first batch is {parts.total} (recon {parts.recon}, KL {parts.kl}) before "
                     f"any training step: the model as given makes it (weights that overflow, such as a "

@@ -173,8 +173,10 @@ def _to_float_hint(name, x, dtype=np.float32):
     if _only_zeros_and_ones(x):
         return f"{cast} (its values, 0 and 1, are already probabilities)"
     if x.size and (x.min() < 0 or x.max() > 255):     # 12- or 16-bit, or signed: not 0..255
-        return (f"{cast} scaled into [0, 1] by the range its pixels can take (its values run from "
-                f"{x.min()} to {x.max()}, not 0..255: e.g. / 4095 for 12-bit, / 65535 for 16-bit)")
+        low, high = x.min(), x.max()
+        values = f"its values are all {low}" if low == high else f"its values run from {low} to {high}"
+        return (f"{cast} brought into [0, 1] by the range its pixels can take ({values}, not 0..255: e.g. "
+                f"/ 4095 for 12-bit, / 65535 for 16-bit, (x - lowest) / (highest - lowest) for signed pixels)")
     return f"{cast} / 255"
 
 
@@ -404,17 +406,23 @@ def check_decay_rates(value, name):
     return pair
 
 
-def check_optimizer_params(optimizer, model, for_checkpoint=False):
+def check_optimizer_params(optimizer, model, for_checkpoint=None):
     """For each of ``optimizer.params``, its index in ``model.parameters()``; InputError unless the
-    optimizer holds exactly the model's parameters (in any order). ``for_checkpoint``: the
-    error says how to save an optimizer of some parameters only, rather than how to train one."""
+    optimizer holds exactly the model's parameters (in any order). ``for_checkpoint`` ("save" or
+    "load"): the error says how to save or load with an optimizer of some parameters only,
+    rather than how to train one."""
     index = {id(p): j for j, p in enumerate(model.parameters())}
     params = optimizer.params
     if len(params) != len(index) or {id(p) for p in params} != set(index):
-        some = ("a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "
-                "save_checkpoint(path, model) and np.savez(file, **optimizer.state_dict()) for each optimizer "
-                "(optimizer.load_state_dict(dict(np.load(file))) restores it)" if for_checkpoint else
-                "to train only some parameters, write your own loop: model.loss, model.backward, optimizer.step")
+        some = {
+            "save": "a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "
+                    "save_checkpoint(path, model) and np.savez(file, **optimizer.state_dict()) for each "
+                    "optimizer (optimizer.load_state_dict(dict(np.load(file))) restores it)",
+            "load": "a checkpoint holds one optimizer over all of them; for an optimizer of some, load the model "
+                    "alone with load_checkpoint(path, model), then build the optimizer (or load its own state "
+                    "dict into it)",
+            None: "to train only some parameters, write your own loop: model.loss, model.backward, optimizer.step",
+        }[for_checkpoint]
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
                          f"model's {len(index)}; build it with Adam(model.parameters(), lr) ({some})")

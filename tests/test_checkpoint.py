@@ -208,6 +208,9 @@ def test_an_optimizer_of_some_parameters_is_told_how_to_save_and_its_way_works(t
     assert again.t == opt.t == 3
     for a, b in zip(again.state_dict().values(), opt.state_dict().values()):
         assert np.array_equal(a, b)
+    save_checkpoint(tmp_path / "full.npz", model, Adam(model.parameters()))
+    with pytest.raises(InputError, match=r"load the model alone with load_checkpoint\(path, model\)"):
+        load_checkpoint(tmp_path / "full.npz", model, Adam(model.decoder.parameters()))
 
 
 # -- saving is atomic and refuses diverged models ------------------------------------

@@ -406,18 +406,19 @@ def test_the_advice_for_integer_pixels_is_in_the_models_dtype():
         npvae.fit(npvae.VAE(784, 16, 4, dtype=np.float64), pixels.astype(np.int64), epochs=1, progress=False)
 
 
-@pytest.mark.parametrize("pixels, low, high", [
-    (np.full((3, 784), 4080, np.int64), 4080, 4080),             # 12-bit: astype(uint8) would wrap to 240
-    (np.full((3, 784), 255 * 256, np.uint16), 65280, 65280),      # 16-bit: it would make every pixel 0
-    (np.full((3, 784), -100, np.int8), -100, -100),             # signed
+@pytest.mark.parametrize("pixels, values", [
+    (np.linspace(0, 4080, 3 * 784).astype(np.int64).reshape(3, 784), "run from 0 to 4080"),   # 12-bit: uint8 wraps 4080 to 240
+    (np.full((3, 784), 255 * 256, np.uint16), "are all 65280"),       # 16-bit: uint8 would make every pixel 0
+    (np.linspace(-100, 100, 3 * 784).astype(np.int8).reshape(3, 784), "run from -100 to 100"),      # signed
 ])
-def test_integer_pixels_beyond_0_to_255_are_not_told_to_become_uint8(pixels, low, high):
+def test_integer_pixels_beyond_0_to_255_are_not_told_to_become_uint8(pixels, values):
     """Following the advice must give the images back: uint8 wraps anything outside 0..255."""
     with pytest.raises(InputTypeError) as info:
         npvae.fit(npvae.VAE(784, 16, 4), pixels, epochs=1, progress=False)
     message = str(info.value)
     assert "np.uint8" not in message and "/ 255" not in message
-    assert f"its values run from {low} to {high}, not 0..255" in message
+    assert f"its values {values}, not 0..255" in message
+    assert "(x - lowest) / (highest - lowest) for signed pixels" in message
 
 
 def test_without_numba_the_fast_path_says_how_to_get_it_or_do_without(monkeypatch, model):

@@ -267,11 +267,12 @@ def test_a_vae_of_another_class_of_that_name_is_told_why():
     """After importlib.reload(npvae.model) a notebook holds two VAE classes: "must be an npvae.VAE,
     got VAE" alone reads as a contradiction. (A class of that name stands in for the reloaded
     one: reloading here would leave the rest of the tests with two.)"""
-    other = type("VAE", (), {})()
+    reloaded = type("VAE", (), {"__module__": "npvae.model"})()
     with pytest.raises(InputTypeError, match=r"got VAE of another class of that name: importlib.reload"):
-        evaluate_elbo(other, np.zeros((4, 784), np.float32))
-    with pytest.raises(InputTypeError, match=r"model must be an npvae.VAE, got NoneType$"):
-        evaluate_elbo(None, np.zeros((4, 784), np.float32))
+        evaluate_elbo(reloaded, np.zeros((4, 784), np.float32))
+    for other, got in ((type("VAE", (), {})(), "VAE"), (None, "NoneType")):     # a PyTorch user's own VAE, say
+        with pytest.raises(InputTypeError, match=rf"model must be an npvae.VAE, got {got}$"):
+            evaluate_elbo(other, np.zeros((4, 784), np.float32))
 
 
 def test_the_fast_evaluator_checks_what_it_is_given():

@@ -70,7 +70,8 @@ def test_a_user_module_registers_its_parameters_and_submodules():
 def test_a_parameter_replaced_by_something_else_is_refused_not_left_behind(value):
     """parameters() and state_dict() must not go on holding a parameter its attribute no longer shows."""
     d = Dense(3, 2, dtype=np.float64, rng=0)
-    with pytest.raises(InputTypeError, match=r"Dense.bias is a parameter: assign a Parameter .*del dense.bias"):
+    with pytest.raises(InputTypeError, match=r"Dense.bias is a parameter: assign a Parameter \(new values go into "
+                                             r"its .data\), got \w+$"):      # Dense has no form without one
         d.bias = value
     assert isinstance(d.bias, Parameter)
     assert [n for n, _ in d.named_parameters()] == ["weight", "bias"]
@@ -84,6 +85,9 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
     d = Dense(3, 2, dtype=np.float64, rng=0)
     del d.bias
     assert [n for n, _ in d.named_parameters()] == ["weight"] and list(d.state_dict()) == ["weight"]
+    with pytest.raises(InputTypeError, match=r"layer 1 cannot be deleted; replace it with seq\[1\] = layer"):
+        delattr(m.decoder, "1")                     # a gap in a Sequential: seq[1] = x would append
+    assert len(m.decoder) == 3
 
 
 def test_a_name_that_changes_kind_is_registered_once():
@@ -93,6 +97,8 @@ def test_a_name_that_changes_kind_is_registered_once():
             self.x = Parameter(np.ones(2))
 
     m = Slot()
+    with pytest.raises(InputTypeError, match=r"Slot.x is a parameter: .*; to remove it, del slot.x$"):
+        m.x = None                                  # a layer of your own may do without it
     m.x = Dense(2, 1, dtype=np.float64, rng=0)      # a parameter's slot now holds a layer
     assert [n for n, _ in m.named_parameters()] == ["x.weight", "x.bias"]
     m.x = Parameter(np.zeros(3))                    # and back

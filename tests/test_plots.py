@@ -165,7 +165,7 @@ def test_bad_arguments_are_named_before_matplotlib_sees_them(digits, tmp_path):
         (lambda: plot_loss(np.array([1.0, 2.0])), r"history must be a list of per-epoch dicts.*got ndarray"),
         (lambda: plot_loss([{"epoch": None, "train_loss": 1.0}]), r"history\[0\]\['epoch'\] must be a number, got None"),
         (lambda: plot_loss([{"train_loss": 1.0}, {"train_loss": "2"}]), r"history\[1\]\['train_loss'\] must be a number"),
-        (lambda: latent_grid(None), "latent_grid: model must be a VAE, got NoneType"),
+        (lambda: latent_grid(None), "latent_grid: model must be an npvae.VAE, got NoneType"),
         (lambda: latent_grid(VAE(784, 8, 2, rng=0), lo="a"), "0 < lo < hi < 1, got 'a'"),
     ]:
         with pytest.raises((InputError, InputTypeError), match=match):
@@ -392,6 +392,16 @@ def test_a_grid_of_one_decodes_the_centre_and_ticks_use_minus_signs(digits):
     model = VAE(784, 8, 2, rng=0)
     _, values = latent_grid(model, 1)
     assert values.tolist() == [0.0]
+    _, values = latent_grid(model, 1, lo=0.1, hi=0.3)              # the middle of the range asked for
+    np.testing.assert_allclose(values, [-0.8416212335729143], rtol=1e-12)   # the 20% quantile
     fig = plot_latent(np.zeros((4, 2)), [0, 1, 0, 1], model=model, grid=5)
     ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
     assert ticks[0] == "\u22121.6" and "-" not in "".join(ticks)
+
+
+def test_images_of_one_row_still_draw_within_the_figure_limits(tmp_path):
+    """1 x 784 'images' (a signal each) would ask for a figure 22,400 pixels wide: drawn smaller."""
+    x = np.random.default_rng(0).random((8, 784))
+    plot_reconstructions(x, x, tmp_path / "r.png", image_shape=(1, 784))
+    plot_samples(x, tmp_path / "s.png", image_shape=(1, 784))
+    assert all(max(png_size(tmp_path / name)) <= 8500 for name in ("r.png", "s.png"))

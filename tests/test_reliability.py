@@ -204,6 +204,20 @@ def test_an_interrupt_python_wrapped_in_another_error_is_reported_as_the_interru
         assert capsys.readouterr().err == "stopped: interrupted by SIGTERM\nto continue, run: ...\n"
     assert cli.interruption(ValueError("plain")) is None
 
+    def cleanup_fails(error):       # an error of its own while an interrupt is being handled
+        def main(argv):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                if isinstance(error, RuntimeError):
+                    raise error from None           # said on purpose: not the interrupt's wrapper
+                raise error
+        return main
+    assert cli.run(cleanup_fails(OSError(errno.ENOSPC, "No space left on device", "/x/run.json")), []) == 1
+    assert capsys.readouterr().err.startswith("error: cannot write /x/run.json: No space left on device")
+    assert cli.run(cleanup_fails(RuntimeError("in the cleanup")), []) == 1
+    assert "internal error (RuntimeError: in the cleanup)" in capsys.readouterr().err
+
 
 def test_a_programs_warnings_are_one_line_once_and_still_follow_the_users_filters(capsys):
     def main(argv):

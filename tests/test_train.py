@@ -780,6 +780,12 @@ def test_a_loss_that_is_not_finite_before_any_step_is_not_called_a_divergence(sa
                                                   r"the model as given makes it") as info:
             fit(model, images[:128], epochs=1, batch_size=64, rng=0, progress=False, backend=backend)
     assert "learning rate" not in str(info.value)
+    trained_on = Adam(model.parameters())
+    trained_on.t = 5                                            # an optimizer that has stepped: a divergence
+    with warned_on_the_reference_only(backend):
+        with pytest.raises(DivergenceError, match=r"training diverged at epoch 1, step 1 .*smaller learning rate"):
+            fit(model, images[:128], epochs=1, batch_size=64, optimizer=trained_on, rng=0, progress=False,
+                backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

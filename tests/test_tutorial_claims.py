@@ -126,3 +126,11 @@ def test_a_reader_that_leaves_early_stops_the_script_quietly_with_sigpipes_statu
     proc.stderr.close()
     assert proc.wait(timeout=300) == cli.EXIT_CLOSED_PIPE == 141
     assert err == b"" and png_size(tmp_path / "k.png")
+
+
+def test_a_script_started_with_stdout_closed_does_its_work_and_exits_0(tmp_path):
+    """``>&-``: Python has no sys.stdout at all; the figure is written and nothing is called a bug."""
+    command = f"{sys.executable} {os.path.join(EXAMPLES, 'kl_curve.py')} --out {tmp_path / 'k.png'} >&-"
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert png_size(tmp_path / "k.png")

@@ -281,7 +281,7 @@ def _fetch(url, out, timeout, bar):
                 elif timeout is not None and time.monotonic() - window_start > timeout:
                     raise DownloadError(f"{url}: too slow: {window_bytes} bytes in the last {timeout:g} s or "
                                         f"more (after {done} bytes), under the 64 KiB asked for; giving up "
-                                        f"(timeout=None in load_dataset or download_dataset waits as long as it takes)")
+                                        f"(timeout=None waits as long as it takes)")
                 if done > _MAX_BYTES:
                     raise DownloadError(f"{url}: server sent more than {_MAX_BYTES} bytes; giving up")
                 md5.update(chunk)
