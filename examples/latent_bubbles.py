@@ -40,7 +40,7 @@ BETAS = (0.0, 1.0)
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=cli.user_path, default=None,
+    p.add_argument("--data-dir", type=cli.folder_path, default=None,
                    help="folder with the MNIST test set (t10k) IDX files (default: the shipped sample)")
     p.add_argument("--train", type=cli.whole_number(1), default=None,
                    help="images to train on, the rest are held out and drawn (default: 80%%)")
@@ -54,8 +54,6 @@ def parse_args(argv=None):
     p.add_argument("--out", type=cli.user_path, default=os.path.join("runs", "latent_bubbles.png"),
                    help="where to write the PNG (default: runs/latent_bubbles.png)")
     args = p.parse_args(argv)
-    if args.data_dir == "":                            # --data-dir "$UNSET": not the shipped sample
-        p.error("argument --data-dir: must name a folder, got ''")
     cli.check_output_file(args.out, "--out")          # before the training, not after it
     return args
 

@@ -24,17 +24,13 @@ from npvae.train import fit
 
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__, epilog=cli.EXIT_STATUS_NO_CHECKPOINT)
-    p.add_argument("data_dir", nargs="?", type=cli.user_path, metavar="DATA_DIR",
+    p.add_argument("data_dir", nargs="?", type=cli.folder_path, metavar="DATA_DIR",
                    help="folder holding the MNIST test-set IDX files ($NPVAE_DATA_DIR, the cache, else download)")
-    p.add_argument("--data-dir", dest="data_dir_option", type=cli.user_path, metavar="DIR", help="the same as DATA_DIR")
+    p.add_argument("--data-dir", dest="data_dir_option", type=cli.folder_path, metavar="DIR", help="the same as DATA_DIR")
     p.add_argument("--out", type=cli.user_path, metavar="DIR", default=os.path.join("runs", "quickstart"),
                    help="where the outputs go (default: runs/quickstart)")
     args = p.parse_args(argv)
-    for name, value in (("DATA_DIR", args.data_dir), ("--data-dir", args.data_dir_option)):
-        if value == "":                                  # an unset variable: not "search everywhere"
-            p.error(f"argument {name}: must name a folder, got ''")
-    both = (args.data_dir, args.data_dir_option)
-    if None not in both and os.path.normpath(os.path.abspath(both[0])) != os.path.normpath(os.path.abspath(both[1])):
+    if len({os.path.abspath(d) for d in (args.data_dir, args.data_dir_option) if d}) > 1:    # DIR, DIR/: one
         p.error(f"DATA_DIR {args.data_dir} and --data-dir {args.data_dir_option} differ: give one of them")
     with cli.reading_input("DATA_DIR"):                     # a file it cannot read: status 2
         images, labels = load_split("mnist", "t10k", data_dir=args.data_dir_option or args.data_dir)  # uint8 (N, 784)

@@ -41,7 +41,7 @@ from .train import TrainingInterrupted
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
            "EXIT_STATUS",
            "EXIT_STATUS_NO_CHECKPOINT",
-           "ArgumentParser", "user_path", "whole_number", "real_number", "learning_rate", "run", "exit_code",
+           "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate", "run", "exit_code",
            "describe", "interruption",
            "reading_input", "check_output_folder"]
 
@@ -113,6 +113,14 @@ def user_path(text):
     write into a folder named ``~`` here while the library wrote into the home folder.
     """
     return os.path.expanduser(text)
+
+
+def folder_path(text):
+    """:func:`user_path` for a folder to read: an empty one (``--data-dir "$UNSET"``) is refused,
+    not taken as "search everywhere"."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, got ''")
+    return user_path(text)
 
 
 def whole_number(minimum=None, maximum=None):

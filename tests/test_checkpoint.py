@@ -695,7 +695,9 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
      r"but the model holds \(2, 8\) float64"),
     (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU(), npvae.Dense(8, 8, rng=0), npvae.ReLU(),
                               npvae.Dense(8, 20, rng=0)), r"parameter 'decoder.4.weight' is not one of the stock"),
-], ids=["linear", "wider", "float64 layer", "deeper"])
+    (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU()),
+     r"implies decoder.2.weight of shape \(8, 20\) float32, but the model holds nothing there"),
+], ids=["linear", "wider", "float64 layer", "deeper", "a layer short"])
 def test_stock_layers_the_config_does_not_describe_are_refused_before_anything_is_written(tmp_path, decoder, words):
     """The checkpoint would be read against model.config()'s shapes and fail to load: refuse
     it at once, and in fit before training, not after a whole run of unloadable files."""
@@ -717,3 +719,10 @@ def test_an_npz_that_is_no_state_dict_is_not_told_to_load_one(tmp_path, arrays):
     with pytest.raises(CheckpointError, match="not an npvae checkpoint") as e:
         load_checkpoint(tmp_path / "other.npz")
     assert "state dict" not in str(e.value) and "from_torch_state_dict" not in str(e.value)
+
+
+def test_a_checkpoint_checks_that_it_is_given_a_vae(tmp_path):
+    model = VAE(12, 8, 3, rng=0)
+    save_checkpoint(tmp_path / "c.npz", model)
+    with pytest.raises(npvae.errors.InputTypeError, match="model must be an npvae.VAE, got dict"):
+        load_checkpoint(tmp_path / "c.npz").check_model({})

@@ -201,3 +201,43 @@ def test_a_refusal_from_fit_leaves_the_run_folder_as_it_was(copy_of, with_run_js
     assert proc.returncode == 2 and "dead_units" in proc.stderr, proc.stderr
     assert_no_traceback(proc.stderr)
     assert snapshot(copy_of) == before
+
+
+def test_a_checkpoint_renamed_in_its_own_folder_resumes_there(copy_of):
+    os.rename(copy_of / "checkpoint.npz", copy_of / "mine.npz")
+    proc = run([TRAIN, "--resume", str(copy_of / "mine.npz"), *SMALL, *REFERENCE, "--nll-images", "20",
+                "--epochs", "3"])
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(copy_of / "checkpoint.npz").epoch == 3
+
+
+def test_a_resume_of_an_older_copy_in_a_run_folder_points_at_the_folder_itself(copy_of):
+    shutil.copy(copy_of / "checkpoint.npz", copy_of / "mine.npz")
+    proc = run([TRAIN, "--resume", str(copy_of / "mine.npz"), "--epochs", "3"])
+    assert proc.returncode == 2, proc.stderr
+    assert f"continue that one with --resume {copy_of}, or this one in a folder of its own" in proc.stderr
+
+
+def test_a_run_whose_checkpoint_was_removed_after_an_epoch_is_not_taken_for_leftovers(copy_of):
+    """Its metrics.jsonl holds epochs: results worth keeping, unlike what a first-epoch kill leaves."""
+    for name in os.listdir(copy_of):
+        if name not in ("run.json", "metrics.jsonl", "reconstruction_before.png"):
+            os.remove(copy_of / name)
+    before = snapshot(copy_of)
+    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--out", str(copy_of)])
+    assert proc.returncode == 2 and "holds files of an earlier run" in proc.stderr, proc.stderr
+    assert snapshot(copy_of) == before
+
+
+def test_an_interrupt_wrapped_by_an_import_while_drawing_still_says_how_to_finish(tmp_path, script, capsys,
+                                                                                  monkeypatch):
+    """matplotlib is imported when the figures are drawn: a Ctrl-C there comes out as an ImportError."""
+    def draw(*args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization of _path raised unreported exception")
+    monkeypatch.setattr(script, "draw_figures", draw)
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert code == cli.EXIT_SIGINT and err.count("stopped: interrupted by SIGINT") == 1, err
+    assert "the training is complete and saved in" in err and "--resume" in err

@@ -304,9 +304,11 @@ def test_load_dataset_passes_its_timeout_to_the_download(tmp_path, server, monke
 
 
 def test_a_bad_timeout_is_refused_even_when_nothing_downloads(tmp_path):
-    for name, value in (("mnist", 0), ("mnist", "30")):
-        with pytest.raises((InputError, InputTypeError), match="timeout"):
-            load_dataset(name, data_dir=tmp_path, timeout=value)
+    from npvae.data import load_split, locate
+    for value in (0, "30"):
+        for call in (load_dataset, lambda *a, **k: load_split(*a, "t10k", **k), locate):
+            with pytest.raises((InputError, InputTypeError), match="timeout"):
+                call("mnist", data_dir=tmp_path, timeout=value)
 
 
 def test_unknown_name_without_tables(tmp_path):

@@ -410,6 +410,8 @@ def test_the_advice_for_integer_pixels_is_in_the_models_dtype():
     (np.linspace(0, 4080, 3 * 784).astype(np.int64).reshape(3, 784), "run from 0 to 4080"),   # 12-bit: uint8 wraps 4080 to 240
     (np.full((3, 784), 255 * 256, np.uint16), "are all 65280"),       # 16-bit: uint8 would make every pixel 0
     (np.linspace(-100, 100, 3 * 784).astype(np.int8).reshape(3, 784), "run from -100 to 100"),      # signed
+    (np.full((3, 784), 256, np.int64), "are all 256"),               # just past uint8's range
+    (np.full((3, 784), -1, np.int64), "are all -1"),
 ])
 def test_integer_pixels_beyond_0_to_255_are_not_told_to_become_uint8(pixels, values):
     """Following the advice must give the images back: uint8 wraps anything outside 0..255."""

@@ -82,12 +82,15 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
     with pytest.raises(InputTypeError, match=r"VAE.decoder is a sub-module: assign a Module, got object"):
         m.decoder = object()
     assert any(n.startswith("decoder.") for n, _ in m.named_parameters())
+    del m.decoder
+    assert not any(n.startswith("decoder.") for n in [*dict(m.named_parameters()), *m.state_dict()])
     d = Dense(3, 2, dtype=np.float64, rng=0)
     del d.bias
     assert [n for n, _ in d.named_parameters()] == ["weight"] and list(d.state_dict()) == ["weight"]
+    seq = m.encoder
     with pytest.raises(InputTypeError, match=r"layer 1 cannot be deleted; replace it with seq\[1\] = layer"):
-        delattr(m.decoder, "1")                     # a gap in a Sequential: seq[1] = x would append
-    assert len(m.decoder) == 3
+        delattr(seq, "1")                           # a gap in a Sequential: seq[1] = x would append
+    assert len(seq) == 3
 
 
 def test_a_name_that_changes_kind_is_registered_once():

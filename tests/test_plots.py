@@ -361,6 +361,8 @@ def test_a_one_dimensional_latent_space_gets_a_strip_per_class(digits):
     for k, collection in enumerate(ax.collections):        # each class's points sit on its own row
         ys = collection.get_offsets()[:, 1]
         assert np.all(np.abs(ys - k) <= 0.3)
+    ax = plot_latent(mu[:40], np.array([3, 7] * 20)).axes[0]     # rows by rank, whatever the labels
+    assert [np.abs(c.get_offsets()[:, 1] - k).max() <= 0.3 for k, c in enumerate(ax.collections)] == [True, True]
 
 
 def test_a_class_keeps_its_colour_whichever_others_are_present_and_20_are_told_apart():
@@ -374,6 +376,9 @@ def test_a_class_keeps_its_colour_whichever_others_are_present_and_20_are_told_a
     assert colours(np.array([7, 7, 3]))["7"] == full["7"] and colours(np.array([3, 7]))["3"] == full["3"]
     twenty = colours(np.arange(40) % 20)
     assert len(set(twenty.values())) == 20
+    assert colours(np.array([3, 7], np.uint8))["7"] == full["7"]              # MNIST's labels are uint8
+    assert len(set(colours(np.arange(1, 11)).values())) == 10                 # 1..10: by rank, ten colours
+    assert len(set(colours(np.array([-1, 0, 1, 2])).values())) == 4           # -1, "unlabelled", say
     with pytest.raises(InputError, match="21 classes; plot_latent tells at most 20 apart"):
         plot_latent(np.zeros((21, 2)), np.arange(21))
 

@@ -218,6 +218,11 @@ def test_an_interrupt_python_wrapped_in_another_error_is_reported_as_the_interru
     assert cli.run(cleanup_fails(RuntimeError("in the cleanup")), []) == 1
     assert "internal error (RuntimeError: in the cleanup)" in capsys.readouterr().err
 
+    def pipe_of_its_own(argv):          # not stdout's reader: a helper process that went away, say
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+    assert cli.run(pipe_of_its_own, []) == 1
+    assert capsys.readouterr().err == "error: Broken pipe\n"
+
 
 def test_a_programs_warnings_are_one_line_once_and_still_follow_the_users_filters(capsys):
     def main(argv):

@@ -117,7 +117,9 @@ def test_second_signal_is_acknowledged_not_raised(capsys):
     assert flag.signum == signal.SIGINT
     flag.handler(signal.SIGTERM, None)                   # no exception
     assert flag.signum == signal.SIGINT
-    assert "SIGTERM received again; already stopping" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SIGTERM received again; already stopping (finishing the current step, or the evaluation or " \
+           "callback under way, then writing the checkpoint), please wait" in err
 
 
 def test_handlers_restored_after_fit_and_after_errors():

@@ -789,6 +789,19 @@ def test_a_loss_that_is_not_finite_before_any_step_is_not_called_a_divergence(sa
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_an_inf_loss_on_a_later_epochs_first_batch_is_a_divergence(sample, backend):
+    images, _ = sample
+
+    def poison(record, model):                  # finite weights whose codes overflow: exp(100) in float32
+        model.encoder[2].bias.data[model.latent_dim:] = 100
+    with warned_on_the_reference_only(backend):
+        with pytest.raises(DivergenceError, match="training diverged at epoch 2, step 1") as info:
+            fit(small(), images[:128], epochs=2, batch_size=64, rng=0, progress=False, backend=backend,
+                callback=poison)
+    assert "before any training step" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_optimizer_a_diverged_run_left_with_inf_is_refused_before_training(sample, backend):
     """Its inf moments would hold their parameters still for a whole run, then blame the new lr."""
     images, _ = sample

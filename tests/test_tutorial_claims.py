@@ -51,9 +51,11 @@ def test_kl_curve_is_smallest_at_variance_one(kl_curve):
     assert width >= 1000 and height >= 400
 
 
-def test_kl_curve_has_variance_one_on_its_grid(kl_curve):
+def test_kl_curve_has_variance_one_on_its_grid(kl_curve, tmp_path):
     proc, _ = kl_curve
-    assert "smallest at V = 1.000" in proc.stdout and "where it is 0.00e+00" in proc.stdout
+    assert "smallest at V = 1.000 (on a grid of step 0.01)" in proc.stdout and "where it is 0.00e+00" in proc.stdout
+    V, curves = load("kl_curve.py").draw(str(tmp_path / "again.png"))
+    assert V.min() <= 1e-6 and curves[0.0][0] > 6          # the curve climbs out of the frame as V -> 0
 
 
 @pytest.mark.parametrize("script", ["kl_curve.py", "latent_bubbles.py"])
@@ -116,11 +118,13 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_a_reader_that_leaves_early_stops_the_script_quietly_with_sigpipes_status(tmp_path):
+@pytest.mark.parametrize("unbuffered", ["", "1"])          # the lines sit in Python's buffer, or not
+def test_a_reader_that_leaves_early_stops_the_script_quietly_with_sigpipes_status(tmp_path, unbuffered):
     """``kl_curve.py | head -0``: as gradcheck does and other programs do, status 141, no
     "error: Broken pipe" (it used to end with that and status 1, though the figure was written)."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"} | ({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
     proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "kl_curve.py"), "--out", str(tmp_path / "k.png")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     proc.stdout.close()                         # the reader is gone before the script prints
     err = proc.stderr.read()
     proc.stderr.close()
