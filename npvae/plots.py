@@ -240,10 +240,9 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         diverged = set()
         for split, style in (("train", "o-"), ("test", "s--")):
             values = np.array(_series(history, split, key), np.float64)
-            if values.size:
+            if values.size:         # (matplotlib leaves NaN and inf out of the line, and says nothing)
                 label = split + warmup if (key, split) == ("loss", "train") else split
                 diverged.update(e for e, v in zip(epochs, values) if not np.isfinite(v))
-                values[~np.isfinite(values)] = np.nan      # an inf would stretch the axis past the rest
                 ax.plot(epochs, values, style, label=label, markersize=4)
         for i, epoch in enumerate(sorted(diverged)):    # a gap in a line says nothing by itself
             ax.axvline(epoch, color="tab:red", linestyle=":", label="NaN or inf" if i == 0 else None)
