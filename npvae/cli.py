@@ -39,11 +39,9 @@ from .footprint import format_bytes
 from .train import TrainingInterrupted
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
-           "EXIT_STATUS",
-           "EXIT_STATUS_NO_CHECKPOINT",
-           "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate", "run", "exit_code",
-           "describe", "interruption",
-           "reading_input", "check_output_folder"]
+           "EXIT_STATUS", "EXIT_STATUS_NO_CHECKPOINT",
+           "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate",
+           "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory
@@ -278,7 +276,9 @@ def _stdout_reader_gone():
         poll.register(fd, 0)                        # a pipe without a reader polls as an error
         if not any(events & select.POLLERR for _, events in poll.poll(0)):
             return False
-        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
         return True
     except (OSError, ValueError, AttributeError):   # no stdout, or no poll (Windows): say the error
         return False
