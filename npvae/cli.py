@@ -265,6 +265,23 @@ def _report(error, debug, shown):
         pass
 
 
+def _flush_output():
+    """Flush stdout; a failure says it was the output (``> /dev/full``), not some file."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:                # and Python's own flush at exit would fail once more
+        _output_to_devnull()
+        raise OSError(e.errno, f"cannot write the output (stdout): {e.strerror or e}") from None
+
+
+def _output_to_devnull():
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _stdout_reader_gone():
     """True if stdout is a pipe whose reader has closed it (``| head`` read what it wanted);
     stdout then points at /dev/null, or Python's own flush at exit would fail once more."""
@@ -276,9 +293,7 @@ def _stdout_reader_gone():
         poll.register(fd, 0)                        # a pipe without a reader polls as an error
         if not any(events & select.POLLERR for _, events in poll.poll(0)):
             return False
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
+        _output_to_devnull()
         return True
     except (OSError, ValueError, AttributeError):   # no stdout, or no poll (Windows): say the error
         return False
@@ -315,7 +330,7 @@ def run(main, argv=None, *, then_exit=False):
                 code = main(argv)
                 code = EXIT_OK if code is None else code
                 if sys.stdout is not None:   # (None: started with stdout closed, >&-)
-                    sys.stdout.flush()       # the last lines sit in the buffer: a closed pipe shows here
+                    _flush_output()          # the last lines sit in the buffer: a closed pipe shows here
             except SystemExit as e:          # argparse has said what it had to
                 code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
             except BaseException as error:  # noqa: BLE001 - this is the boundary

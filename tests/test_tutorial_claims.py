@@ -138,3 +138,15 @@ def test_a_script_started_with_stdout_closed_does_its_work_and_exits_0(tmp_path)
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert png_size(tmp_path / "k.png")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_said_to_be_the_output(tmp_path):
+    """``> /dev/full``: "No space left on device" alone did not say which file; the figure is written."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}        # the lines wait in the buffer
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "kl_curve.py"), "--out", str(tmp_path / "k.png")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr == "error: cannot write the output (stdout): No space left on device\n", proc.stderr
+    assert png_size(tmp_path / "k.png")
