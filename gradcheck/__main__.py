@@ -64,9 +64,9 @@ def parse_args(argv=None):
     if args.step is not None and args.step < smallest:
         p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
                 f"round-off; e.g. {usual}), got {args.step}")
-    if args.tol is not None and args.tol >= 1:     # a check that cannot fail checks nothing
-        p.error(f"argument --tol: must be below 1 (a relative error of 1 means the two gradients share not "
-                f"one digit, and none here exceeds 2; e.g. {'1e-6' if args.dtype == 'float64' else '3e-2'}), "
+    if args.tol is not None and args.tol >= 1:     # a check that passes anything but a sign flip
+        p.error(f"argument --tol: must be below 1 (at 1 or more, a gradient with not one digit right passes, "
+                f"one 10 times too large, say; e.g. {'1e-6' if args.dtype == 'float64' else '3e-2'}), "
                 f"got {args.tol:g}")
     chosen = BACKENDS if args.backend == "both" else (args.backend,)
     skipped = [op for op in args.op or () if CASES[op][0] not in chosen]

@@ -171,13 +171,13 @@ def learning_rate(text):
 def interruption(error):
     """The Ctrl-C (or SIGTERM, SIGHUP) that ``error`` is, or that Python wrapped in it, or None.
 
-    An interrupt that lands inside an import or a class body comes out as an ``ImportError`` or
-    a ``RuntimeError`` around it. Any other error (a full disk while the interrupt was being
-    handled, say) is itself what to report."""
+    An interrupt that lands inside an import or a class body comes out as a plain
+    ``ImportError``, ``RuntimeError`` or ``SystemError`` around it. Any other error (a full
+    disk, a missing module, while the interrupt was being handled) is what to report."""
     for _ in range(8):                  # wrappers of wrappers, but never a loop
         if isinstance(error, KeyboardInterrupt):
             return error
-        if not isinstance(error, (ImportError, RuntimeError)):
+        if type(error) not in (ImportError, RuntimeError, SystemError):    # not their subclasses
             return None
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
@@ -274,12 +274,28 @@ def _flush_output():
     except OSError as e:                # and Python's own flush at exit would fail once more
         _output_to_devnull()
         raise OSError(e.errno, f"cannot write the output (stdout): {e.strerror or e}") from None
+    except ValueError:                  # the program closed sys.stdout itself: nothing left to write
+        pass
 
 
 def _output_to_devnull():
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    """Point stdout at /dev/null: what is still in its buffer can then never fail again at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:               # (fd 1 was closed, and /dev/null took its number)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
+def _settle_output():
+    """After an error: the output still in the buffer goes now, or, if it cannot, is dropped,
+    so that Python's flush at exit adds no second report (and no status 120)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        try:
+            sys.stdout.flush()
+        except OSError:
+            _output_to_devnull()
 
 
 def _stdout_reader_gone():
@@ -341,6 +357,7 @@ def run(main, argv=None, *, then_exit=False):
                     shown = interruption(error) or error
                     _report(error, debug, shown)
                     code = exit_code(shown)
+                    _settle_output()
         except signals.Interrupted as late:   # a signal arrived just as an error was raised
             code = late.exit_code
     if then_exit:

@@ -241,6 +241,9 @@ class Sequential(Module):
                                  f"layer, or build a new Sequential")
         super().__delattr__(name)
 
+    def __delitem__(self, i):           # del seq[i]: as delattr(seq, "i")
+        delattr(self, str(i))
+
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
         for layer in self.layers:

@@ -486,8 +486,8 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--step", "0.06"), "--step: must be below 0.05 (ReLU's inputs lie in [-1, 1], 20 steps away from its kink"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
-    (("--tol", "2"), "--tol: must be below 1 (a relative error of 1 means the two gradients share not one digit"),
-    (("--tol", "1"), "--tol: must be below 1"),                # a tolerance nothing fails checks nothing
+    (("--tol", "2"), "--tol: must be below 1 (at 1 or more, a gradient with not one digit right passes"),
+    (("--tol", "1"), "--tol: must be below 1"),                # a tolerance that passes a 10x error
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
     (("--step", "1e-300"), "--step: must be at least 3.6e-13 in float64"),
     (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-04 in float32 (smaller steps vanish "

@@ -90,6 +90,8 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
     seq = m.encoder
     with pytest.raises(InputTypeError, match=r"layer 1 cannot be deleted; replace it with seq\[1\] = layer"):
         delattr(seq, "1")                           # a gap in a Sequential: seq[1] = x would append
+    with pytest.raises(InputTypeError, match=r"layer 2 cannot be deleted"):
+        del seq[2]
     assert len(seq) == 3
 
 

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -205,6 +207,7 @@ def test_an_interrupt_python_wrapped_in_another_error_is_reported_as_the_interru
     assert cli.interruption(ValueError("plain")) is None
 
     def cleanup_fails(error):       # an error of its own while an interrupt is being handled
+        # (a RuntimeError subclass, or one said "from None", is not the wrapper Python puts around it)
         def main(argv):
             try:
                 raise KeyboardInterrupt
@@ -217,11 +220,50 @@ def test_an_interrupt_python_wrapped_in_another_error_is_reported_as_the_interru
     assert capsys.readouterr().err.startswith("error: cannot write /x/run.json: No space left on device")
     assert cli.run(cleanup_fails(RuntimeError("in the cleanup")), []) == 1
     assert "internal error (RuntimeError: in the cleanup)" in capsys.readouterr().err
+    for error in (ModuleNotFoundError("No module named 'scipy'"), RecursionError("too deep")):
+        assert cli.run(cleanup_fails(error), []) == 1
+        assert f"internal error ({type(error).__name__}: " in capsys.readouterr().err
 
     def pipe_of_its_own(argv):          # not stdout's reader: a helper process that went away, say
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
     assert cli.run(pipe_of_its_own, []) == 1
     assert capsys.readouterr().err == "error: Broken pipe\n"
+
+
+def _program(body, stdout):
+    """Run ``cli.run(main)`` in a fresh Python whose main prints a line, then does ``body``;
+    its output waits in Python's buffer (no PYTHONUNBUFFERED). Returns (status, stderr)."""
+    script = ("import errno, sys\nfrom npvae import cli\nfrom npvae.errors import InputError\n"
+              "def main(argv):\n    print('a line of results')\n    " + body + "\ncli.run(main, then_exit=True)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=stdout, stderr=subprocess.PIPE, env=env)
+    if stdout == subprocess.PIPE:
+        if body.startswith("raise InputError"):
+            proc.stdout.close()                 # its reader left before it wrote
+        else:
+            proc.stdout.read()                  # a live reader, to the end
+            proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.wait(timeout=120), err
+
+
+def test_an_error_with_output_still_buffered_keeps_its_status_and_one_report():
+    """The reader left (| head) or the disk is full, and main failed: Python's flush at exit
+    used to add "Exception ignored ... BrokenPipeError" and turn the status into 120."""
+    code, err = _program("raise InputError('bad --thing')", subprocess.PIPE)
+    assert (code, err) == (2, "error: bad --thing\n")
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            code, err = _program("raise InputError('bad --thing')", full)
+        assert (code, err) == (2, "error: bad --thing\n")
+
+
+def test_a_broken_pipe_of_its_own_is_reported_while_stdouts_reader_is_still_there():
+    """Only stdout's reader leaving is the quiet 141; a helper process that went away is an error."""
+    code, err = _program("raise BrokenPipeError(errno.EPIPE, 'Broken pipe')", subprocess.PIPE)
+    assert (code, err) == (1, "error: Broken pipe\n")
 
 
 def test_a_programs_warnings_are_one_line_once_and_still_follow_the_users_filters(capsys):
