@@ -260,6 +260,11 @@ def test_an_error_with_output_still_buffered_keeps_its_status_and_one_report():
         assert (code, err) == (2, "error: bad --thing\n")
 
 
+def test_a_program_that_closes_sys_stdout_itself_is_not_called_a_bug(tmp_path):
+    with open(tmp_path / "out.txt", "w") as out:
+        assert _program("sys.stdout.close()", out) == (0, "")
+
+
 def test_a_broken_pipe_of_its_own_is_reported_while_stdouts_reader_is_still_there():
     """Only stdout's reader leaving is the quiet 141; a helper process that went away is an error."""
     code, err = _program("raise BrokenPipeError(errno.EPIPE, 'Broken pipe')", subprocess.PIPE)
