@@ -697,11 +697,12 @@ def _check_test_loss(test, epoch, last_saved, opt, beta):
 def _check_finite_optimizer(opt):
     """An optimizer a diverged run left with inf in its moments would train nothing, silently
     (an inf v stops its parameter for good): refused before the first step."""
-    for key, value in opt.state_dict().items():
-        if isinstance(value, np.ndarray) and not np.isfinite(value).all():
-            raise InputError(f"optimizer state {key} holds NaN or inf (left by a run that diverged?), so "
-                             f"training with this optimizer cannot work; build a new one, or load a good "
-                             f"state into it with optimizer.load_state_dict")
+    for state in opt.state_names:       # read in place (a state dict would copy every moment)
+        for i, p in enumerate(opt.params):
+            if not np.isfinite(opt.state[p][state]).all():
+                raise InputError(f"optimizer state {state}.{i} holds NaN or inf (left by a run that diverged?), "
+                                 f"so training with this optimizer cannot work; build a new one, or load a good "
+                                 f"state into it with optimizer.load_state_dict")
 
 
 def _check_finite(model, opt, epoch, last_saved, beta, after_callback=False):
