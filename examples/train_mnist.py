@@ -155,11 +155,11 @@ class Resumed:
     def __init__(self, path):
         if not os.path.exists(path):
             raise CheckpointError(f"--resume {path}: no such file or folder")
+        who = holder(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
+        if who is not None:             # first: a run in its first epoch has no checkpoint yet
+            raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to end "
+                                      f"or stop it first")
         if os.path.isdir(path):
-            who = holder(path)          # a run in its first epoch has no checkpoint yet
-            if who is not None:
-                raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to "
-                                          f"end or stop it first")
             path = os.path.join(path, "checkpoint.npz")
             if not os.path.isfile(path):
                 raise CheckpointError(f"--resume {os.path.dirname(path)} is a folder without a checkpoint.npz")
@@ -174,10 +174,6 @@ class Resumed:
         if len(c["hidden_dims"]) != 1 or c["input_dim"] != 784:
             raise CheckpointError(f"{path} holds a {'-'.join(map(str, [c['input_dim'], *c['hidden_dims']]))}-"
                                   f"{c['latent_dim']} model; this program trains 784-H-d models")
-        who = holder(self.folder)
-        if who is not None:
-            raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to end "
-                                      f"or stop it first")
         record = self._run_json()
         self.data = record.get("data") if isinstance(record.get("data"), dict) else None
         saved = saved_settings(record, os.path.join(self.folder, "run.json"))

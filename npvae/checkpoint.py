@@ -505,9 +505,9 @@ def check_savable(model, path):
     cannot give back: a layer of your own with a Parameter (a learnable slope, say), or stock
     layers of other widths, depth or dtype than ``model.config()`` says. A checkpoint is read
     against the parameters its config implies, so such a file could never be loaded."""
-    stock = expected_shapes(model.config())
+    config = model.config()
+    stock, dtype = expected_shapes(config), np.dtype(config["dtype"])
     params = dict(model.named_parameters())
-    dtype = np.dtype(model.config()["dtype"])
     instead = ("Save model.state_dict() with np.savez and load it with "
                "model.load_state_dict(dict(np.load(file)))")
     extra = [name for name in params if name not in stock]

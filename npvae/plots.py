@@ -145,6 +145,15 @@ def _show(ax, grid, title=None):
         ax.set_title(title, wrap=True)                  # a long title wraps at the figure's edge
 
 
+def _grid_inches(nrows, ncols, images, cell):
+    """(width, height) in inches of an ``nrows`` x ``ncols`` grid of ``images`` (N, H, W), each
+    ``cell`` x ``cell`` square inches in area with its own aspect, shrunk to stay drawable."""
+    aspect = images.shape[1] / images.shape[2]              # height / width
+    width, height = cell * ncols / math.sqrt(aspect), cell * nrows * math.sqrt(aspect)
+    scale = min(1.0, _MAX_INCHES / width, _MAX_INCHES / height)
+    return scale * width, scale * height
+
+
 def plot_reconstructions(originals, reconstructions, path=None, *, title="Reconstructions",
                          image_shape=None, dpi=100):
     """Two rows: the images above their reconstructions."""
@@ -153,9 +162,8 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
         raise InputError(f"got {n} originals but {len(reconstructions)} reconstructions")
     pairs = [_as_images(images, image_shape, name) for images, name in
              ((originals, "originals"), (reconstructions, "reconstructions"))]
-    aspect = pairs[0].shape[1] / pairs[0].shape[2]          # height / width: each image about 1 inch square,
-    scale = min(1.0, _MAX_INCHES / (n / math.sqrt(aspect)), _MAX_INCHES / (2 * math.sqrt(aspect)))   # or less
-    fig = new_figure(max(4.0, scale * n / math.sqrt(aspect)), scale * 2 * math.sqrt(aspect) + 0.9)   # 2 rows, title
+    width, height = _grid_inches(2, n, pairs[0], cell=1.0)
+    fig = new_figure(max(4.0, width), height + 0.9)         # the two rows, and the title
     axes = fig.subplots(2, 1)
     for ax, images, label in ((axes[0], pairs[0], "input"), (axes[1], pairs[1], "reconstruction")):
         _show(ax, tile_images(images, 1, n))
@@ -176,10 +184,8 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
         ncols = math.ceil(n / nrows) if nrows else math.ceil(math.sqrt(n))
     if nrows is None:
         nrows = math.ceil(n / ncols)
-    aspect = images.shape[1] / images.shape[2]              # height / width: each cell 0.64 square inches,
-    width, height = 0.8 * ncols / math.sqrt(aspect), 0.8 * nrows * math.sqrt(aspect)
-    scale = min(1.0, _MAX_INCHES / width, _MAX_INCHES / height)          # or less, to stay drawable
-    fig = new_figure(scale * width + 0.4, scale * height + 0.8)
+    width, height = _grid_inches(nrows, ncols, images, cell=0.8)
+    fig = new_figure(width + 0.4, height + 0.8)
     _show(fig.subplots(), tile_images(images, nrows, ncols), title)
     return _finish(fig, path, dpi)
 
@@ -239,8 +245,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     for ax, (key, name, unit) in zip(axes, panels):
         diverged = set()
         for split, style in (("train", "o-"), ("test", "s--")):
-            values = np.array(_series(history, split, key), np.float64)
-            if values.size:         # (matplotlib leaves NaN and inf out of the line, and says nothing)
+            values = _series(history, split, key)
+            if values:              # (matplotlib leaves NaN and inf out of the line, and says nothing)
                 label = split + warmup if (key, split) == ("loss", "train") else split
                 diverged.update(e for e, v in zip(epochs, values) if not np.isfinite(v))
                 ax.plot(epochs, values, style, label=label, markersize=4)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from ..validate import check_folder_path, check_positive_float
-from .download import TIMEOUT, download_dataset
+from ..validate import check_folder_path
+from .download import TIMEOUT, check_timeout, download_dataset
 from .idx import read_idx_header, read_images, read_labels
 from .known import check_identity
 
@@ -393,8 +393,7 @@ def _checked_locate(name, split, data_dir, download, progress, timeout):
         data_dir = check_folder_path(data_dir, "data_dir")
     _check_flag(download, "download")
     _check_flag(progress, "progress")
-    if timeout is not None:         # checked here too, so a bad one is refused when nothing downloads
-        timeout = check_positive_float(timeout, "timeout")
+    timeout = check_timeout(timeout)    # here too, so a bad one is refused when nothing downloads
     return _locate(name, stems, data_dir, download, progress, timeout)
 
 

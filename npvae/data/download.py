@@ -124,7 +124,7 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
     if dest is None:
         raise InputTypeError("dest must be the file path to download to (str or os.PathLike), got None")
     md5 = _check_md5(md5, "md5")
-    timeout = _check_timeout(timeout)
+    timeout = check_timeout(timeout)
     progress = check_bool(progress, "progress")
     folder = os.path.dirname(os.path.abspath(dest))
     created = _makedirs(folder)
@@ -208,7 +208,7 @@ def _check_names(values, name, what):
     return values
 
 
-def _check_timeout(timeout):
+def check_timeout(timeout):
     """Seconds > 0, or None: wait as long as it takes (as urllib's own None)."""
     return None if timeout is None else check_positive_float(timeout, "timeout")
 
@@ -383,7 +383,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
             raise InputError(f"files must be plain file names (no folder), got {file!r}")
     if not mirrors:
         raise InputError("download_dataset: mirrors must name at least one base URL, got none")
-    timeout = _check_timeout(timeout)
+    timeout = check_timeout(timeout)
     progress = check_bool(progress, "progress")
     dest = check_folder_path(dest, "dest")
     with cleanup_on_sigterm():      # (download_file's own then leaves the cleanup to this one)
