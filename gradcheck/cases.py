@@ -39,9 +39,9 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     """Check ``L = sum(R * forward())`` w.r.t. ``inputs`` and ``module``'s parameters.
 
     ``backward(R)`` runs the module's backward and returns ``{input name: grad}``.
-    It must leave ``R`` (its incoming gradient) as it was, and add (``+=``) into each
-    parameter's ``.grad`` (a second backward without ``zero_grad`` doubles it): else
-    :class:`ContractBroken`.
+    It must leave ``R`` (its incoming gradient) as it was, return each input's gradient in
+    that input's dtype, and add (``+=``) into each parameter's ``.grad`` (a second
+    backward without ``zero_grad`` doubles it): else :class:`ContractBroken`.
 
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::
@@ -82,6 +82,10 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         out = {n: None if g is None else np.array(g, copy=True) for n, g in backward(arg).items()}
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
             raise ContractBroken("backward wrote into its grad_out")
+        for n, g in out.items():        # else the layer before it is blamed for it, in training
+            want = inputs.get(n)
+            if g is not None and isinstance(want, np.ndarray) and g.dtype != want.dtype:
+                raise ContractBroken(f"backward returned the gradient of {n} in {g.dtype}, but {n} is {want.dtype}")
         out.update({n: p.grad.copy() for n, p in params.items()})
         forward()
         backward([r.copy() for r in R] if isinstance(y, tuple) else R[0].copy())

@@ -174,26 +174,33 @@ class Checkpoint:
         return model
 
 
+_MODEL_ENTRY = "(the model): "
+
+
 def architecture(model):
-    """Each sub-module's name, class and settings (its ``extra_repr()``, when it has any), e.g.
-    ``["encoder: Sequential", "encoder.0: Dense(784 -> 400, dtype=float32)", "encoder.1: ReLU", ...]``:
-    what a checkpoint's parameters mean (a Tanh where the stock VAE has a ReLU, or a layer with
-    another setting, is another model)."""
+    """The model's class and each sub-module's name, class and settings (its ``extra_repr()``,
+    when it has any), e.g. ``["(the model): VAE(784-400-20, dtype=float32)", "encoder: Sequential",
+    "encoder.0: Dense(784 -> 400, dtype=float32)", "encoder.1: ReLU", ...]``: what a checkpoint's
+    parameters mean (a subclass with a loss of its own, a Tanh where the stock VAE has a ReLU,
+    or a layer with another setting, is another model)."""
     entries = []
     for name, m in model.named_modules():
         settings = m.extra_repr()
-        if name:
-            entries.append(f"{name}: {type(m).__name__}" + (f"({settings})" if settings else ""))
+        entries.append(f"{name + ': ' if name else _MODEL_ENTRY}{type(m).__name__}"
+                       + (f"({settings})" if settings else ""))
     return entries
 
 
 def _layers_diff(saved, model):
     """'' if ``model`` has the ``saved`` architecture (or none was saved), else the first
     entry that differs, saved against the model's. Checkpoints of earlier versions saved the
-    classes alone (no entry has settings, not even a Dense): those are compared by class."""
+    classes alone (no entry has settings, not even a Dense): those are compared by class; and
+    before that, the sub-modules alone (not the model's class)."""
     if saved is None:
         return ""
     ours = architecture(model)
+    if not (saved and saved[0].startswith(_MODEL_ENTRY)):
+        ours = ours[1:]
     if not any("(" in entry for entry in saved):
         ours = [entry.split("(")[0] for entry in ours]
     for a, b in zip(saved + ["nothing"], ours + ["nothing"]):
@@ -613,7 +620,8 @@ def load_checkpoint(path, model=None, optimizer=None):
         (as ``examples/train_mnist.py --out`` writes it).
     model : VAE, optional
         Must have the saved config (else the differing dimensions are named);
-        receives the parameters and the sampler's generator state.
+        receives the parameters and the sampler's generator state (put into the Generator
+        ``model.rng`` holds, in place: one you passed as ``VAE(rng=g)`` moves with it).
     optimizer : Optimizer, optional
         Must be of the saved class; receives the saved state. With ``model``, it must hold
         exactly the model's parameters, in any order (each gets its own moments back);

@@ -41,12 +41,12 @@ from . import footprint
 from .backend import describe, resolve
 from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
-from .losses import bce_with_logits_per_sample, kl_per_sample
+from .losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from .model import LossParts, check_vae
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
                        check_seed)
 
-__all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
+__all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_stock_terms", "binarize_inplace", "forward_pass"]
 
 
 def check_model(model, name="model"):
@@ -83,9 +83,24 @@ class ReferencePass:
         return contextlib.nullcontext()
 
 
+def check_stock_terms(model, caller):
+    """Evaluation computes the stock VAE's two terms from ``model.encode`` and ``model.decoder``:
+    a model whose ``kl`` or ``bce`` is another (a prior or a likelihood of its own) is refused,
+    as its numbers would be another model's."""
+    for part, kind in (("kl", KL), ("bce", BCEWithLogits)):
+        got = type(getattr(model, part, None))
+        if got is not kind:
+            raise InputTypeError(f"{caller}: model.{part} is a {got.__name__}, but {caller} computes the stock "
+                                 f"VAE's terms (the BCE of its decoder, the KL to N(0, I)); evaluate a model "
+                                 f"with a likelihood or a prior of its own with its own loss, e.g. "
+                                 f"model.loss(x, eps=eps) over the test images")
+
+
 def forward_pass(model, backend=None, caller="forward_pass"):
     """The forward pass of ``model`` on ``backend`` (see :mod:`npvae.backend`); ``caller``
-    begins the message if the fast path refuses the model."""
+    begins the message if the model's terms are not the stock ones or the fast path refuses
+    the model."""
+    check_stock_terms(model, caller)
     if resolve(backend) == "numba":
         from .fast import Evaluator       # imports Numba: only when the fast path is asked for
         try:
@@ -154,6 +169,9 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     Parameters
     ----------
     model : VAE
+        Its ``encode`` and ``decoder`` run as they are; the two terms are the stock VAE's (the
+        BCE, the KL to N(0, I)) whatever ``model.loss`` computes. A model whose ``kl`` or ``bce``
+        is another is refused.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
@@ -241,6 +259,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     Parameters
     ----------
     model : VAE
+        As for :func:`evaluate_elbo`: ``log p(x | z)`` is its decoder's Bernoulli, ``p(z)`` is
+        N(0, I), whatever ``model.loss`` computes; a model whose ``kl`` or ``bce`` is another is refused.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     k : int
@@ -261,7 +281,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
         decoder at once (at least one sample of a whole batch). Does not change
         the draws: the result is the same to round-off for any ``chunk_rows``.
     per_image : bool
-        Return the (N,) array of per-image estimates instead of their mean.
+        Return the (N,) float64 array of per-image estimates instead of their mean (the
+        estimate is summed in float64 whatever the model's dtype).
     backend : {"numba", "numpy"} or None
         As for :func:`evaluate_elbo`.
     progress : callable(done, total), optional

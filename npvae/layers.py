@@ -11,13 +11,15 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module, Parameter, one_place_each, warn_backend_argument
-from .validate import check_dtype, check_grad, check_positive_int, check_rng
+from .validate import array_subclass_problem, check_dtype, check_grad, check_positive_int, check_rng, describe_dtype
 
 
 def check_input(x, owner, n_features=None, dtype=None):
     """``x`` is a 2-D float array (B, n_features) of ``dtype``; else an error naming ``owner``."""
     if not isinstance(x, np.ndarray):
         raise InputTypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
+    if problem := array_subclass_problem(x, "x"):
+        raise InputTypeError(f"{owner}: {problem}")
     if x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
         want = f"(batch, {n_features})" if n_features is not None else "2-D (batch, features)"
         raise InputError(f"{owner}: x must have shape {want}, got {x.shape}")
@@ -25,7 +27,7 @@ def check_input(x, owner, n_features=None, dtype=None):
         raise InputTypeError(f"{owner}: x has dtype {x.dtype}, the layer's dtype is {dtype}; "
                              f"convert with x.astype(np.{dtype})")
     if x.dtype not in (np.float32, np.float64):     # float16 and longdouble too: not what npvae computes in
-        raise InputTypeError(f"{owner}: x must be float32 or float64, got {x.dtype}")
+        raise InputTypeError(f"{owner}: x must be float32 or float64, got {describe_dtype(x.dtype)}")
 
 
 class Dense(Module):

@@ -95,6 +95,7 @@ class VAE(Module):
     latent_dim : int
         ``d``, the size of ``z``.
     dtype : float32 (training) or float64 (gradient checks)
+        What every computation runs in: images of another float dtype are converted to it.
     rng : np.random.Generator, int or None
         Draws the initial weights, then the sampler's noise: one seed fixes both
         (``fit`` shuffles with its own ``rng``).
@@ -312,22 +313,31 @@ class VAE(Module):
         before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
         return self.decoder.forward(self._batch(z, "z", self.latent_dim))
 
-    def reconstruct(self, x, sample=False):
+    def reconstruct(self, x, sample=False, rng=None):
         """Decode the encoding of ``x``.
 
         Parameters
         ----------
         x : ndarray (B, input_dim), floats in [0, 1]
         sample : bool
-            Decode a sampled ``z`` instead of the mean ``mu`` (the default).
+            Decode a sampled ``z = mu + exp(logvar / 2) * eps`` instead of the mean ``mu`` (the default).
+        rng : np.random.Generator, int or None
+            With ``sample=True``: draws ``eps`` as the sampler does; None uses (and advances) the
+            model's ``rng``, as :meth:`forward` does.
 
         Returns
         -------
         x_hat : ndarray (B, input_dim)
         """
-        if check_bool(sample, "sample"):
+        if not check_bool(sample, "sample"):
+            if rng is not None:
+                raise InputError("reconstruct: rng draws the noise of sample=True; without it the mean "
+                                 "is decoded and nothing is drawn")
+            return self.decode(self.encode(x)[0])
+        if rng is None:
             return self.forward(x)[0]
-        return self.decode(self.encode(x)[0])
+        x = self._checked(x)
+        return self.forward(x, check_rng(rng).standard_normal((len(x), self.latent_dim), dtype=self.dtype))[0]
 
     def sample(self, n, rng=None):
         """New images: ``n`` codes drawn from the prior ``z ~ N(0, I)``, decoded.

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, InputTypeError, StateDictError, StateError
-from .validate import check_bool
+from .validate import check_bool, masked_array_problem
 
 
 def check_state_entry(name, value, like, hint=""):
@@ -43,6 +43,8 @@ def check_state_entry(name, value, like, hint=""):
     if not isinstance(value, np.ndarray):
         raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__} "
                              "(for a torch tensor use t.detach().cpu().numpy())")
+    if problem := masked_array_problem(value, f"state_dict[{name!r}]"):
+        raise StateDictError(problem)
     if value.shape != like.shape:
         raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, the model expects "
                              f"{like.shape}{hint}")

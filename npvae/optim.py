@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError
 from .module import Module, Parameter, warn_backend_argument
-from .validate import Setting, check_decay_rates, check_non_negative_number, check_positive_number
+from .validate import (Setting, check_decay_rates, check_non_negative_number, check_positive_number,
+                       masked_array_problem)
 
 
 _DEFAULT_BETAS = (0.9, 0.999)    # Adam's decay rates, as in PyTorch and the paper (private: see Adam)
@@ -141,6 +142,8 @@ class Optimizer:
                 if not isinstance(v, np.ndarray) or v.shape != like.shape or v.dtype != like.dtype:
                     got = (v.shape, str(v.dtype)) if isinstance(v, np.ndarray) else type(v).__name__
                     raise StateDictError(f"optimizer state {name}.{i} must be {like.shape} {like.dtype}, got {got}")
+                if problem := masked_array_problem(v, f"optimizer state {name}.{i}"):
+                    raise StateDictError(problem)
                 if not np.isfinite(v).all():
                     raise StateDictError(f"optimizer state {name}.{i} contains NaN or inf")
                 if name in self.never_negative and (v < 0).any():

@@ -97,14 +97,15 @@ def _as_images(images, image_shape, name="images"):
     check_unit_interval(a, name, "divide by 255")
     if a.ndim == 3:
         return a
+    one = f" (one {a.shape[0]} x {a.shape[1]} image is {name}[None]: a 2-D array is rows of images)"
     if image_shape is None:
         side = math.isqrt(a.shape[1])
         if side * side != a.shape[1]:
-            raise InputError(f"{name} rows have {a.shape[1]} pixels, not a square: pass image_shape=(h, w)")
+            raise InputError(f"{name} rows have {a.shape[1]} pixels, not a square: pass image_shape=(h, w){one}")
         image_shape = (side, side)
     h, w = _image_shape(image_shape)
     if h * w != a.shape[1]:
-        raise InputError(f"image_shape {image_shape} holds {h * w} pixels, {name} rows have {a.shape[1]}")
+        raise InputError(f"image_shape {image_shape} holds {h * w} pixels, {name} rows have {a.shape[1]}{one}")
     return a.reshape(len(a), h, w)
 
 
@@ -157,11 +158,11 @@ def _grid_inches(nrows, ncols, images, cell):
 def plot_reconstructions(originals, reconstructions, path=None, *, title="Reconstructions",
                          image_shape=None, dpi=100):
     """Two rows: the images above their reconstructions."""
-    n = len(originals)
-    if len(reconstructions) != n:
-        raise InputError(f"got {n} originals but {len(reconstructions)} reconstructions")
     pairs = [_as_images(images, image_shape, name) for images, name in
              ((originals, "originals"), (reconstructions, "reconstructions"))]
+    n = len(pairs[0])
+    if len(pairs[1]) != n:
+        raise InputError(f"got {n} originals but {len(pairs[1])} reconstructions")
     width, height = _grid_inches(2, n, pairs[0], cell=1.0)
     fig = new_figure(max(4.0, width), height + 0.9)         # the two rows, and the title
     axes = fig.subplots(2, 1)

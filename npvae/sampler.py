@@ -27,9 +27,9 @@ output any real number while the variance stays positive.
 """
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .module import Module
-from .validate import check_grad, check_noise, check_rng
+from .validate import array_subclass_problem, check_grad, check_noise, check_rng
 
 
 def split_h(h, owner):
@@ -38,6 +38,8 @@ def split_h(h, owner):
         got = (h.shape, str(h.dtype)) if isinstance(h, np.ndarray) else type(h).__name__
         raise InputError(f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding "
                          f"[mu | logvar], got {got}")
+    if problem := array_subclass_problem(h, "h"):
+        raise InputTypeError(f"{owner}: {problem}")
     d = h.shape[1] // 2
     return h[:, :d], h[:, d:]
 

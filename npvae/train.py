@@ -49,7 +49,7 @@ from .backend import describe, resolve
 from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
-from .evaluate import binarize_inplace, check_model, evaluate_elbo
+from .evaluate import binarize_inplace, check_model, check_stock_terms, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
@@ -353,8 +353,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         ``uint8`` pixels (preferred: converted per batch) or floats in [0, 1].
     test_images : ndarray (M, input_dim), optional
         Evaluated after every epoch (``test_loss``, ``test_recon``, ``test_kl``), by
-        :func:`~npvae.evaluate.evaluate_elbo`: the stock VAE's loss, even for a subclass
-        that trains with a ``loss`` of its own (then not comparable with ``train_loss``).
+        :func:`~npvae.evaluate.evaluate_elbo` with this ``batch_size`` and ``eval_seed`` (its
+        default batch size sums in another order: other last digits): the stock VAE's loss,
+        even for a subclass that trains with a ``loss`` of its own (then not comparable with
+        ``train_loss``); a model whose ``kl`` or ``bce`` is another is refused.
     epochs : int
         Total epochs. When resuming, training continues from the checkpoint's
         epoch up to this number.
@@ -454,6 +456,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             _warn_if_stopped_run(checkpoint)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
+        check_stock_terms(model, "fit(test_images=)")
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
     binarize, progress, retire_dead_units = bool(binarize), bool(progress), bool(retire_dead_units)

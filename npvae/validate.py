@@ -24,8 +24,16 @@ def check_dtype(dtype, name="dtype"):
     except TypeError:
         raise InputTypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOAT_DTYPES:
-        raise InputTypeError(f"{name} must be float32 or float64, got {dt}")
+        raise InputTypeError(f"{name} must be float32 or float64, got {describe_dtype(dt)}")
     return dt
+
+
+def describe_dtype(dt):
+    """``dt`` as a message names it; a float32 or float64 in the other byte order says so."""
+    if dt.byteorder not in "=|" and dt.newbyteorder("=") in FLOAT_DTYPES:
+        native = dt.newbyteorder("=")
+        return f"{dt} ({native} in the other byte order: convert with .astype(np.{native}))"
+    return str(dt)
 
 
 def check_rng(rng, name="rng"):
@@ -99,7 +107,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
     order, as the reference takes it; with ``c_order=False`` row- or column-major as it came).
 
     Integer arrays are refused with a hint (``pixels``: images must be scaled to [0, 1]);
-    float arrays of the other float dtype are converted.
+    float arrays of any other float dtype (float16, longdouble, the other of the two) are converted.
     """
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)):
@@ -157,11 +165,26 @@ def _short(value):
     return str(value) if hidden else text
 
 
-def _refuse_masked(x, name):
-    """A masked array's checks would skip its masked values, which training then reads."""
+def array_subclass_problem(x, name):
+    """What is wrong with ``x`` being a ``numpy.matrix`` or a masked array, else "": npvae's
+    arithmetic is ndarray's (a matrix's ``*`` is a matrix product)."""
+    if isinstance(x, np.matrix):
+        return f"{name} is a numpy.matrix, whose * is a matrix product: pass np.asarray({name})"
+    return masked_array_problem(x, name)
+
+
+def masked_array_problem(x, name):
+    """What is wrong with ``x`` being a masked array, else "": its checks skip the masked
+    values, which npvae's arithmetic (and a copy into a parameter) still reads."""
     if isinstance(x, np.ma.MaskedArray):
-        raise InputTypeError(f"{name} is a masked array, and npvae reads every value, masked or not: "
-                             f"pass {name}.filled(v) with the value the masked pixels should have")
+        return (f"{name} is a masked array, and npvae reads every value, masked or not: "
+                f"pass {name}.filled(v) with the value the masked entries should have")
+    return ""
+
+
+def _refuse_masked(x, name):
+    if problem := masked_array_problem(x, name):
+        raise InputTypeError(problem)
 
 
 def _to_float_hint(name, x, dtype=np.float32):
@@ -200,8 +223,9 @@ def check_shape(x, name, n_features):
             hint = f"; flatten images with {name}.reshape(len({name}), -1)"
         raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
     if x.shape[1] != n_features:
+        one = f"; for one image of shape {x.shape} use {name}.reshape(1, -1)" if x.size == n_features else ""
         raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
-                         f"got shape {x.shape}")
+                         f"got shape {x.shape}{one}")
     if x.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (shape {x.shape}); need at least one row")
 
@@ -324,6 +348,8 @@ def check_noise(eps, shape, dtype, owner):
     """``eps`` is a finite array of ``shape`` and ``dtype`` (the sampler's noise, given by hand)."""
     if not isinstance(eps, np.ndarray):
         raise InputTypeError(f"{owner}: eps must be a numpy array of shape {shape}, got {type(eps).__name__}")
+    if problem := array_subclass_problem(eps, "eps"):
+        raise InputTypeError(f"{owner}: {problem}")
     if eps.shape != shape:
         raise InputError(f"{owner}: eps must have shape {shape} (batch, latent_dim), got {eps.shape}")
     if eps.dtype != dtype:
@@ -338,6 +364,8 @@ def check_grad(grad_out, shape, dtype, owner):
     if not isinstance(grad_out, np.ndarray) or grad_out.shape != shape:
         got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
         raise InputError(f"{owner}: grad_out must have the forward output's shape {shape}, got {got}")
+    if problem := array_subclass_problem(grad_out, "grad_out"):
+        raise InputTypeError(f"{owner}: {problem}")
     if grad_out.dtype != dtype:
         raise InputTypeError(f"{owner}: grad_out has dtype {grad_out.dtype}, the forward output's is {dtype}; "
                              f"convert with grad_out.astype(np.{dtype})")

@@ -537,7 +537,7 @@ def test_a_checkpoint_that_saved_only_the_layers_classes_still_loads(tmp_path):
     with np.load(path) as z:
         arrays = dict(z)
     meta = json.loads(str(arrays[META_KEY]))
-    meta["architecture"] = [entry.split("(")[0] for entry in meta["architecture"]]
+    meta["architecture"] = [entry.split("(")[0] for entry in meta["architecture"][1:]]   # no model class
     arrays[META_KEY] = np.array(json.dumps(meta))
     old = tmp_path / "old.npz"
     np.savez(old, **arrays)
@@ -726,3 +726,57 @@ def test_a_checkpoint_checks_that_it_is_given_a_vae(tmp_path):
     save_checkpoint(tmp_path / "c.npz", model)
     with pytest.raises(npvae.errors.InputTypeError, match="model must be an npvae.VAE, got dict"):
         load_checkpoint(tmp_path / "c.npz").check_model({})
+
+
+class _GaussVAE(VAE):
+    """Another likelihood, written as a subclass with a setting: another model."""
+
+    def __init__(self, *args, sigma=0.3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sigma = sigma
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, sigma={self.sigma}"
+
+
+def test_a_subclass_checkpoint_is_not_taken_for_the_stock_vae_nor_for_other_settings(tmp_path):
+    path = npvae.save_checkpoint(tmp_path / "g.npz", _GaussVAE(6, 5, 2, rng=0))
+    with pytest.raises(CheckpointError, match=r"saved \(the model\): _GaussVAE\(6-5-2, dtype=float32, sigma=0\.3\) "
+                                              r"where the model has \(the model\): VAE\(6-5-2"):
+        npvae.load_model(path)
+    with pytest.raises(CheckpointError, match=r"_GaussVAE.*where the model has \(the model\): VAE"):
+        npvae.load_checkpoint(path, VAE(6, 5, 2, rng=1))
+    with pytest.raises(CheckpointError, match=r"sigma=0\.3\) where the model has .*sigma=0\.9\)"):
+        npvae.load_checkpoint(path, _GaussVAE(6, 5, 2, rng=1, sigma=0.9))
+    mine = _GaussVAE(6, 5, 2, rng=1)
+    npvae.load_checkpoint(path, mine)
+    assert np.array_equal(mine.encoder[0].weight.data, _GaussVAE(6, 5, 2, rng=0).encoder[0].weight.data)
+    stock = npvae.save_checkpoint(tmp_path / "s.npz", VAE(6, 5, 2, rng=0))
+    with pytest.raises(CheckpointError, match=r"saved \(the model\): VAE\(6-5-2.*where the model has "
+                                              r"\(the model\): _GaussVAE"):
+        npvae.load_checkpoint(stock, _GaussVAE(6, 5, 2, rng=1))
+
+
+def test_a_subclass_run_does_not_resume_into_the_stock_vae(tmp_path):
+    x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    path = tmp_path / "run.npz"
+    npvae.fit(_GaussVAE(6, 5, 2, rng=0), x, epochs=1, batch_size=20, rng=0, checkpoint=path, progress=False,
+              backend="numpy")
+    model = VAE(6, 5, 2, rng=0)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(CheckpointError, match=r"_GaussVAE.*where the model has \(the model\): VAE"):
+        npvae.fit(model, x, epochs=2, batch_size=20, rng=0, resume=path, progress=False, backend="numpy")
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+
+
+def test_a_checkpoint_from_before_the_model_class_was_saved_still_loads(tmp_path):
+    path = npvae.save_checkpoint(tmp_path / "new.npz", VAE(6, 5, 2, rng=0))
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays[META_KEY]))
+    assert meta["architecture"][0] == "(the model): VAE(6-5-2, dtype=float32)"
+    meta["architecture"] = meta["architecture"][1:]
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert np.array_equal(npvae.load_model(tmp_path / "old.npz").encoder[0].weight.data,
+                          VAE(6, 5, 2, rng=0).encoder[0].weight.data)

@@ -656,6 +656,13 @@ def test_binarize():
         binarize(np.zeros(3, np.uint8), rng)
 
 
+def test_binarize_draws_the_same_pixels_from_floats_in_either_byte_order():
+    x = np.random.default_rng(1).random((20, 30)).astype(np.float32)
+    want = binarize(x, np.random.default_rng(5))
+    got = binarize(x.astype(">f4"), np.random.default_rng(5))
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("bad, match", [(np.nan, r"nan at index \(0, 1\)"), (np.inf, "inf"),
                                         (1.5, r"\[0, 1\]"), (-0.1, r"\[0, 1\]"),
                                         (200.0, "divide by 255")])

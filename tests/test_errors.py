@@ -448,3 +448,99 @@ def test_an_explicit_backend_is_named_even_with_the_variable_set(monkeypatch):
     monkeypatch.setenv("NPVAE_BACKEND", "numpy")
     with pytest.raises(InputError, match=r"^backend='numba' needs Numba"):
         npvae.fit(npvae.VAE(12, 7, 3, rng=0), x, epochs=1, progress=False, backend="numba")
+
+
+def _square_ops():
+    """Ops whose every array is square (batch == features == latent), where np.matrix's * would
+    be a matrix product that broadcasts without an error."""
+    d = 6
+    dense, kl = npvae.Dense(d, d, dtype=np.float64, rng=0), npvae.losses.KL()
+    sampler, bce = npvae.Sampler(rng=0), npvae.losses.BCEWithLogits()
+    h = np.random.default_rng(1).normal(size=(d, 2 * d))
+    x, t = np.random.default_rng(2).normal(size=(d, d)), np.full((d, d), 0.5)
+    relu, sig = npvae.ReLU(), npvae.Sigmoid()
+    return {
+        "Dense.forward x": lambda wrap: dense.forward(wrap(x)),
+        "Dense.backward grad_out": lambda wrap: (dense.forward(x), dense.backward(wrap(x))),
+        "ReLU.forward x": lambda wrap: relu.forward(wrap(x)),
+        "ReLU.backward grad_out": lambda wrap: (relu.forward(x), relu.backward(wrap(x))),
+        "Sigmoid.backward grad_out": lambda wrap: (sig.forward(x), sig.backward(wrap(x))),
+        "BCEWithLogits target": lambda wrap: bce.forward(x, wrap(t)),
+        "BCEWithLogits logits": lambda wrap: bce.forward(wrap(x), t),
+        "KL h": lambda wrap: kl.forward(wrap(h[:, :2 * d])),
+        "Sampler eps": lambda wrap: sampler.forward(h, wrap(np.ones((d, d)))),
+        "Sampler h": lambda wrap: sampler.forward(wrap(h), np.ones((d, d))),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("name", list(_square_ops()))
+@pytest.mark.parametrize("wrap, words", [
+    (np.matrix, ["numpy.matrix", "matrix product", "np.asarray"]),
+    (lambda a: np.ma.masked_array(a, mask=np.zeros(a.shape, bool)), ["masked array", ".filled("]),
+])
+def test_a_matrix_or_a_masked_array_is_refused_where_an_op_computes_on_it(name, wrap, words):
+    """np.matrix's * multiplies matrices: with square arrays an op would give other numbers
+    without an error (and Dense.backward would fail half-way, its weight.grad added to)."""
+    op = _square_ops()[name]
+    with pytest.raises(InputTypeError) as e:
+        op(wrap)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_noise_given_as_a_matrix_is_refused_by_the_model():
+    model = npvae.VAE(12, 8, 4, dtype=np.float64, rng=0)
+    x = np.random.default_rng(0).random((4, 12))
+    eps = np.random.default_rng(1).normal(size=(4, 4))
+    want = model.forward(x, eps)[0]
+    for call in (lambda e: model.forward(x, e), lambda e: model.loss(x, eps=e)):
+        with pytest.raises(InputTypeError, match=r"eps is a numpy.matrix"):
+            call(np.matrix(eps))
+    assert np.array_equal(model.forward(x, np.asarray(np.matrix(eps)))[0], want)
+
+
+def test_a_masked_array_cannot_slip_nan_into_parameters_or_optimizer_state():
+    model = npvae.VAE(12, 8, 3, rng=0)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    sd = dict(before)
+    weight = before["encoder.0.weight"].copy()
+    weight[0, 0] = np.nan
+    sd["encoder.0.weight"] = np.ma.masked_invalid(weight)
+    with pytest.raises(StateDictError, match=r"encoder.0.weight.*masked array.*filled"):
+        model.load_state_dict(sd)
+    assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+    opt = npvae.Adam(model.parameters())
+    state = opt.state_dict()
+    v0 = state["v.0"].copy()
+    v0.flat[0] = np.nan
+    state["v.0"] = np.ma.masked_invalid(v0)
+    with pytest.raises(StateDictError, match=r"optimizer state v.0 is a masked array"):
+        opt.load_state_dict(state)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_a_matrix_of_weights_still_loads():
+    """np.matrix is harmless where it is only copied: a state dict's entries."""
+    model = npvae.VAE(12, 8, 3, rng=0)
+    sd = {k: np.matrix(v) if v.ndim == 2 else v for k, v in model.state_dict().items()}
+    model.load_state_dict(sd)
+    assert all(type(v) is np.ndarray for v in model.state_dict().values())
+
+
+def test_a_dtype_in_the_other_byte_order_is_named_as_such():
+    with pytest.raises(InputTypeError, match=r">f4 \(float32 in the other byte order: convert with "
+                                             r"\.astype\(np\.float32\)\)"):
+        npvae.VAE(12, 8, 3, dtype=">f4")
+    with pytest.raises(InputTypeError, match=r"got >f8 \(float64 in the other byte order"):
+        npvae.ReLU().forward(np.zeros((2, 3), ">f8"))
+    with pytest.raises(InputTypeError, match=r"got float16$"):
+        npvae.ReLU().forward(np.zeros((2, 3), np.float16))
+
+
+def test_one_image_of_the_models_size_in_two_dimensions_gets_the_reshape_hint(model):
+    with pytest.raises(InputError, match=r"for one image of shape \(3, 4\) use x.reshape\(1, -1\)"):
+        model.encode(np.zeros((3, 4), np.float32))
+    with pytest.raises(InputError) as e:
+        model.encode(np.zeros((3, 5), np.float32))
+    assert "one image" not in str(e.value)

@@ -8,6 +8,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+import npvae
 from npvae import VAE
 from npvae.data import binarize, load_idx_split
 from npvae.errors import DivergenceError, InputError, InputTypeError
@@ -346,3 +347,26 @@ def test_the_divide_by_255_hint_comes_only_for_what_looks_like_pixels():
         evaluate_elbo(model, images * 255)
     with pytest.raises(InputError, match=r"got values in \[[0-9.]+, 1\.[0-9]+\]$"):
         evaluate_elbo(model, images * 1.5)
+
+
+@pytest.mark.parametrize("part", ["kl", "bce"])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_model_with_a_prior_or_likelihood_of_its_own_is_not_given_the_stock_vaes_numbers(part, backend):
+    """Evaluation computes the stock BCE and the KL to N(0, I): for a model whose kl or bce is
+    another, that is another model's number (14.9 nats of KL where its own is 3.6), so it is
+    refused, on both back ends, and by fit before any training."""
+    model = VAE(784, 16, 2, rng=0)
+    own = type("WiderPrior", (npvae.KL,), {}) if part == "kl" else type("GaussNLL", (npvae.BCEWithLogits,), {})
+    setattr(model, part, own())             # subclasses: they would compute terms of their own
+    x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
+    before = [p.data.copy() for p in model.parameters()]
+    words = rf"model\.{part} is a {type(getattr(model, part)).__name__}, but .* computes the stock VAE's terms"
+    with pytest.raises(InputTypeError, match=r"evaluate_elbo: " + words):
+        evaluate_elbo(model, x, backend=backend)
+    with pytest.raises(InputTypeError, match=r"iw_nll: " + words):
+        iw_nll(model, x, k=2, backend=backend)
+    with pytest.raises(InputTypeError, match=r"fit\(test_images=\): " + words):
+        fit(model, x, x[:5], epochs=1, progress=False, backend=backend)
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    if backend == "numpy":                  # training alone runs the model's own terms
+        fit(model, x, epochs=1, progress=False, backend="numpy")

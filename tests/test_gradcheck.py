@@ -228,6 +228,8 @@ class _Scale(npvae.Module):
             return None                     # forgot the return
         if self.answer == "shape":
             return dx[:, :2]
+        if self.answer == "dtype":
+            return dx.astype(np.float32)    # a float32 gradient for a float64 x: blamed on the next layer
         if self.answer == "crash":
             return self.missing_attribute
         return dx
@@ -245,10 +247,11 @@ def test_a_layer_of_your_own_passes_and_its_slips_fail_with_a_reason():
     assert ok and all(r.passed for r in ok)
     cases = {"assigns": ("numpy", _scale_case(assign=True)), "returns_none": ("numpy", _scale_case(answer="none")),
              "wrong_shape": ("numpy", _scale_case(answer="shape")), "crashes": ("numpy", _scale_case(answer="crash")),
-             "fine": ("numpy", _scale_case())}
+             "wrong_dtype": ("numpy", _scale_case(answer="dtype")), "fine": ("numpy", _scale_case())}
     rows = run(cases)                       # one failing case does not stop the others
     why = {r.op: r.tensor for r in rows if not r.passed}
-    assert set(why) == {"assigns", "returns_none", "wrong_shape", "crashes"}
+    assert set(why) == {"assigns", "returns_none", "wrong_shape", "crashes", "wrong_dtype"}
+    assert "<contract: backward returned the gradient of x in float32, but x is float64>" in why["wrong_dtype"]
     assert "set a.grad instead of adding into it (+=)" in why["assigns"]
     assert "no gradient for x" in why["returns_none"]
     assert "gradient of x has shape (4, 2), expected (4, 3)" in why["wrong_shape"]

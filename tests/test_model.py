@@ -459,6 +459,25 @@ def test_reconstruct_takes_sample_as_true_or_false_only(sample):
         _vae().reconstruct(x, sample=sample)
 
 
+def test_a_sampled_reconstruction_with_rng_leaves_the_models_generator_alone():
+    """reconstruct(sample=True, rng=) draws eps as the sampler does with that generator, so it
+    equals the reconstruction of a model whose own generator is in that state."""
+    x, _ = _data(np.float32)
+    model = VAE(x.shape[1], 5, 2, rng=0)
+    before = model.rng.bit_generator.state
+    got = model.reconstruct(x, sample=True, rng=7)
+    assert model.rng.bit_generator.state == before
+    assert np.array_equal(got, model.reconstruct(x, sample=True, rng=np.random.default_rng(7)))
+    model.rng = 7
+    assert np.array_equal(got, model.reconstruct(x, sample=True))
+    assert model.rng.bit_generator.state != np.random.default_rng(7).bit_generator.state   # this one advanced
+    assert not np.array_equal(got, model.reconstruct(x, sample=True, rng=8))
+    with pytest.raises(InputError, match=r"rng draws the noise of sample=True"):
+        model.reconstruct(x, rng=7)
+    with pytest.raises(InputTypeError, match=r"rng must be"):
+        model.reconstruct(x, sample=True, rng=np.random.RandomState(0))
+
+
 @pytest.mark.parametrize("share", [
     lambda m: m.decoder.__setitem__(1, m.encoder[1]),          # one ReLU in both halves
     lambda m: m.encoder.__setitem__(3, m.encoder[1]),          # twice in the encoder

@@ -410,3 +410,21 @@ def test_images_of_one_row_still_draw_within_the_figure_limits(tmp_path):
     plot_reconstructions(x, x, tmp_path / "r.png", image_shape=(1, 784))
     plot_samples(x, tmp_path / "s.png", image_shape=(1, 784))
     assert all(max(png_size(tmp_path / name)) <= 8500 for name in ("r.png", "s.png"))
+
+
+def test_one_image_as_a_2d_array_is_told_how_to_pass_it():
+    """A 2-D array is rows of images: one 28 x 28 image is 28 rows of 28 pixels, not a square,
+    and the message (and the one for image_shape) says how to pass it as one image."""
+    img = np.zeros((28, 28), np.float32)
+    for kwargs in ({}, {"image_shape": (28, 28)}):
+        with pytest.raises(InputError, match=r"one 28 x 28 image is images\[None\]"):
+            plot_samples(img, **kwargs)
+    assert plot_samples(img[None]) is not None
+
+
+def test_reconstructions_of_one_flat_image_are_refused_for_their_shape_not_their_length():
+    x = np.zeros(784, np.float32)
+    with pytest.raises(InputError, match=r"originals must be \(N, pixels\) or \(N, height, width\), got shape \(784,\)"):
+        plot_reconstructions(x, np.zeros((16, 784), np.float32))
+    with pytest.raises(InputError, match=r"got 2 originals but 3 reconstructions"):
+        plot_reconstructions(np.zeros((2, 784)), np.zeros((3, 784)))

@@ -137,7 +137,7 @@ def binarize(x, rng):
         raise InputError(f"x must be probabilities in [0, 1], got {x[bad]} at index {bad}")
     check_unit_interval(x, "x", "divide by 255")
     # Generator.random only makes float32 and float64.
-    draw_dtype = np.float32 if x.dtype == np.float32 else np.float64
+    draw_dtype = np.float32 if x.dtype.type is np.float32 else np.float64     # '>f4' too
     u = rng.random(x.shape, dtype=draw_dtype)
     return (u < x).astype(x.dtype)
 
