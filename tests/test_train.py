@@ -1096,3 +1096,23 @@ def test_a_model_that_diverged_resumes_from_its_last_good_checkpoint(tmp_path, b
     history = fit(model, x, epochs=2, progress=False, resume=tmp_path / "good.npz", backend=backend)
     assert np.isfinite(history["train_loss"][-1])
     assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_a_beta_per_epoch_is_fit_once_per_epoch_with_one_optimizer_and_generator():
+    """docs/adding-a-layer.md: fit(epochs=1, beta=b, optimizer=opt, rng=g) per epoch trains,
+    on the reference, bit for bit what a loop of one's own does."""
+    from npvae.data import iterate_indices
+    x = np.random.default_rng(0).random((200, 30)).astype(np.float32)
+    betas = (0.2, 0.5, 1.0)
+    by_fit, by_hand = VAE(30, 16, 3, rng=0), VAE(30, 16, 3, rng=0)
+    opt, g = Adam(by_fit.parameters()), np.random.default_rng(5)
+    for b in betas:
+        fit(by_fit, x, epochs=1, batch_size=50, beta=b, optimizer=opt, rng=g, progress=False, backend="numpy")
+    opt, g = Adam(by_hand.parameters()), np.random.default_rng(5)
+    for b in betas:
+        for idx in iterate_indices(len(x), 50, g):
+            by_hand.zero_grad()
+            by_hand.loss(x[idx], beta=b)
+            by_hand.backward()
+            opt.step()
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(by_fit.parameters(), by_hand.parameters()))
