@@ -240,8 +240,10 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     for key in _RESUME_KEYS:
         if key in saved and saved[key] != fit_config[key]:
             what = "training images" if key == "train_data" else key
+            why = (" (fingerprints of the images' dtype, shape and bytes: the same pixels as uint8 and "
+                   "as floats differ, so give them as the run did)") if key == "train_data" else ""
             raise InputError(f"cannot resume {path} exactly: {what} {fit_config[key]!r} but the "
-                             f"checkpoint was trained with {saved[key]!r}")
+                             f"checkpoint was trained with {saved[key]!r}{why}")
     for name in ("shuffle", "binarize"):
         if name not in ckpt.rng_states:
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
