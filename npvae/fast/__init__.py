@@ -11,7 +11,7 @@ import it when ``backend="numba"`` asks for it). Read it in this order:
   weights and batches column-major;
 * :mod:`~npvae.fast.workspace`: every array a step needs, made once per batch size;
 * :mod:`~npvae.fast.step`: the fused forward and backward passes (:class:`FastVAE`);
-* :mod:`~npvae.fast.optim`: Adam's and SGD's update over the whole block in two calls;
+* :mod:`~npvae.fast.optim`: Adam's and SGD's update over the whole block in one call;
 * :mod:`~npvae.fast.dead_units`: first-layer units proven dead, left out of training;
 * :mod:`~npvae.fast.batches`, :mod:`~npvae.fast.trainer`: what ``fit`` drives, and what you
   can drive in your own loop (:class:`Trainer`);
