@@ -21,7 +21,7 @@ from .atomic import atomic_write
 from .errors import InputError, InputTypeError
 from .model import check_vae
 from .validate import (check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval,
-                       is_number)
+                       is_number, masked_array_problem)
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
            "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
@@ -89,6 +89,8 @@ def _as_images(images, image_shape, name="images"):
     """(N, H, W) floats in [0, 1] from rows (N, H*W) or images (N, H, W)."""
     if not isinstance(images, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
+    if problem := masked_array_problem(images, name):      # its masked pixels would be drawn
+        raise InputTypeError(problem)
     a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
     if a.ndim not in (2, 3):
         raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")

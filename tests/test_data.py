@@ -656,6 +656,11 @@ def test_binarize():
         binarize(np.zeros(3, np.uint8), rng)
 
 
+def test_to_float_refuses_a_masked_array_whose_hidden_pixels_it_would_scale():
+    with pytest.raises(InputTypeError, match=r"batch is a masked array.*filled"):
+        to_float(np.ma.masked_equal(np.arange(12, dtype=np.uint8).reshape(3, 4), 0))
+
+
 def test_binarize_draws_the_same_pixels_from_floats_in_either_byte_order():
     x = np.random.default_rng(1).random((20, 30)).astype(np.float32)
     want = binarize(x, np.random.default_rng(5))

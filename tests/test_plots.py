@@ -428,3 +428,9 @@ def test_reconstructions_of_one_flat_image_are_refused_for_their_shape_not_their
         plot_reconstructions(x, np.zeros((16, 784), np.float32))
     with pytest.raises(InputError, match=r"got 2 originals but 3 reconstructions"):
         plot_reconstructions(np.zeros((2, 784)), np.zeros((3, 784)))
+
+
+def test_a_masked_array_of_images_is_refused_not_drawn_with_its_hidden_values():
+    images = np.ma.masked_greater(np.full((4, 16), 0.5, np.float32), 0.4)
+    with pytest.raises(InputTypeError, match=r"images is a masked array.*filled"):
+        plot_samples(images)

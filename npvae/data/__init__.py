@@ -45,7 +45,8 @@ labels of each batch as well.
 import numpy as np
 
 from ..errors import InputError, InputTypeError
-from ..validate import check_bool, check_dtype, check_non_negative_int, check_positive_int, check_unit_interval
+from ..validate import (check_bool, check_dtype, check_non_negative_int, check_positive_int, check_unit_interval,
+                        masked_array_problem)
 from .datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                        canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
                        locate, search_path, search_report)
@@ -93,6 +94,8 @@ def to_float(batch, dtype=np.float32, out=None):
             hint = ("; it already holds floats: use it as it is, or give the raw uint8 pixels "
                     "to scale (to_float divides by 255)")
         raise InputTypeError(f"batch must be a uint8 numpy array (raw pixels 0..255), got {got}{hint}")
+    if problem := masked_array_problem(batch, "batch"):     # its masked pixels would be scaled
+        raise InputTypeError(problem)
     if out is None:
         out = np.empty(batch.shape, dtype=check_dtype(dtype))
     else:
