@@ -780,3 +780,63 @@ def test_a_checkpoint_from_before_the_model_class_was_saved_still_loads(tmp_path
     np.savez(tmp_path / "old.npz", **arrays)
     assert np.array_equal(npvae.load_model(tmp_path / "old.npz").encoder[0].weight.data,
                           VAE(6, 5, 2, rng=0).encoder[0].weight.data)
+
+
+def test_a_checkpoint_keeps_an_mt19937_generator(tmp_path):                 # C05
+    model = VAE(12, 8, 2, rng=0)
+    g = np.random.Generator(np.random.MT19937(7))
+    save_checkpoint(tmp_path / "c.npz", model, rngs={"mt": g})
+    assert load_checkpoint(tmp_path / "c.npz").generator("mt").random() == g.random()
+
+
+def test_a_newer_format_version_by_one_is_refused(tmp_path):                # C10
+    import json
+    from npvae.errors import CheckpointError
+    model = VAE(12, 8, 2, rng=0)
+    p = tmp_path / "c.npz"
+    save_checkpoint(p, model)
+    arrays = dict(np.load(p))
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["version"] = 2
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v2.npz", **arrays)
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(tmp_path / "v2.npz")
+
+
+def test_a_float64_parameter_in_a_float32_checkpoint_is_a_checkpoint_error(tmp_path):   # C15
+    from npvae.errors import CheckpointError
+    model = VAE(12, 8, 2, rng=0)
+    p = tmp_path / "c.npz"
+    save_checkpoint(p, model)
+    arrays = dict(np.load(p))
+    arrays["model/encoder.0.weight"] = arrays["model/encoder.0.weight"].astype(np.float64)
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(CheckpointError, match="float64"):
+        load_checkpoint(tmp_path / "d.npz")
+
+
+def test_a_trailing_module_the_checkpoint_lacks_is_refused(tmp_path):      # C04
+    from npvae import Sigmoid
+    from npvae.errors import CheckpointError
+    p = save_checkpoint(tmp_path / "c.npz", VAE(12, 8, 2, rng=0))
+    model = VAE(12, 8, 2, rng=0)
+    model.post = Sigmoid()                       # one module more, after the last one saved
+    with pytest.raises(CheckpointError, match="other layers"):
+        load_checkpoint(p, model)
+
+
+def test_a_retired_unit_index_out_of_range_is_a_checkpoint_error(tmp_path):
+    x = np.random.default_rng(0).random((40, 12)).astype(np.float32)
+    path = tmp_path / "c.npz"
+    npvae.fit(VAE(12, 8, 2, rng=0), x, epochs=1, batch_size=20, rng=0, checkpoint=path, progress=False,
+              backend="numba")
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays[META_KEY]))
+    meta["dead_units"] = {"retired": [8], "candidates": [], "live": list(range(8))}     # 8 units: 0..7
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(CheckpointError, match=r"bad\.npz: dead_units\['retired'\] must be a list of unit indices"):
+        npvae.fit(VAE(12, 8, 2, rng=0), x, epochs=2, batch_size=20, rng=0, resume=tmp_path / "bad.npz",
+                  progress=False, backend="numba")

@@ -841,3 +841,31 @@ def test_the_old_module_names_still_work_with_a_deprecation_warning(name):
     new = importlib.import_module(f"npvae.data.{name}")
     public = [n for n in vars(new) if not n.startswith("_") and callable(getattr(new, n))]
     assert public and all(getattr(old, n) is getattr(new, n) for n in public)
+
+
+def test_an_epoch_covers_every_row():                                       # K08
+    for n in range(0, 23):
+        for bs in (1, 4, 5, 7, 30):
+            idx = np.concatenate([np.zeros(0, int), *iterate_indices(n, bs, shuffle=False)])
+            assert np.array_equal(idx, np.arange(n))
+
+
+def _write_big_endian_idx(path, arr, code):
+    import struct
+    with open(path, "wb") as f:
+        f.write(bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape))
+        f.write(arr.astype(arr.dtype.newbyteorder(">")).tobytes())
+
+
+def test_read_images_refuses_a_non_uint8_image_file(tmp_path):             # I01
+    _write_big_endian_idx(tmp_path / "i16", np.zeros((2, 3, 3), np.int16), 0x0B)
+    with pytest.raises(DataFileError, match="uint8"):
+        read_images(tmp_path / "i16")
+
+
+def test_label_10_is_refused_when_loading_by_name(tmp_path):               # K03
+    from npvae.data import load_split
+    _write_big_endian_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), 0x08)
+    _write_big_endian_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 9, 10], np.uint8), 0x08)
+    with pytest.raises(DataFileError, match="label 10 at index 2"):
+        load_split("mnist", "t10k", data_dir=tmp_path, download=False)

@@ -370,3 +370,52 @@ def test_a_model_with_a_prior_or_likelihood_of_its_own_is_not_given_the_stock_va
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
     if backend == "numpy":                  # training alone runs the model's own terms
         fit(model, x, epochs=1, progress=False, backend="numpy")
+
+
+def _model_and_uint8_images():
+    model = VAE(12, 8, 2, rng=0)
+    images = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    return model, images
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_elbo_total_is_recon_plus_beta_kl(backend):                        # E10
+    model, images = _model_and_uint8_images()
+    p = evaluate_elbo(model, images, beta=0.25, backend=backend)
+    assert p.total == pytest.approx(p.recon + 0.25 * p.kl, rel=1e-12)
+    assert evaluate_elbo(model, images, beta=0.0, backend=backend).total == pytest.approx(p.recon)   # E21
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_infinite_elbo_is_a_divergence_too(backend):                     # E11
+    model, images = _model_and_uint8_images()
+    model.encoder[2].bias.data[2:] = 100.0        # exp(logvar) overflows float32: KL = inf, recon finite
+    assert evaluate_elbo(model, images, backend=backend, check_finite=False).total == np.inf
+    with pytest.raises(DivergenceError):
+        evaluate_elbo(model, images, backend=backend)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_one_bad_image_among_good_ones_is_a_divergence(backend):            # E17
+    model, images = _model_and_uint8_images()
+    enc0, enc2 = model.encoder[0], model.encoder[2]
+    enc0.weight.data[:, 0] = 0.0
+    enc0.weight.data[3, 0] = 1.0                   # hidden unit 0 = relu(pixel 3)
+    enc0.bias.data[0] = 0.0
+    enc2.weight.data[0, 2:] = 1e4                  # logvar += 1e4 * unit 0: overflows where pixel 3 is on
+    x = images.copy()
+    x[:, 3] = 0
+    x[7, 3] = 255
+    with pytest.raises(DivergenceError, match=r"image 7 .*\(1 of 40"):
+        iw_nll(model, x, k=3, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_evaluation_binarizes_with_its_own_stream(backend):                 # E02
+    model, images = _model_and_uint8_images()
+    pre = binarize(images / np.float32(255), np.random.default_rng([5, 1]))
+    a = evaluate_elbo(model, images, binarize=True, seed=5, backend=backend)
+    b = evaluate_elbo(model, pre, binarize=False, seed=5, backend=backend)
+    assert a.total == pytest.approx(b.total, rel=1e-6)

@@ -608,3 +608,19 @@ def test_list_lists_the_cases_of_the_backend_asked_for(capsys):
     assert command.main(["--list", "--backend", "numba"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.split("\n\n")[0].splitlines()]
     assert listed == [name for name, (backend, _) in CASES.items() if backend == "numba"]
+
+
+def test_rel_error_is_the_documented_formula():                             # G03
+    from gradcheck.core import rel_error
+    assert rel_error([1.0, 0.0], [2.0, 0.0]) == pytest.approx(0.5)
+    assert rel_error([0.0], [3.0]) == pytest.approx(1.0)
+
+
+def test_a_direction_orthogonal_to_a_right_gradient_passes():              # G07
+    from gradcheck.core import Problem, check_problem
+    V = np.random.default_rng(0).standard_normal(2)     # the direction check_problem will draw
+    a = np.array([V[1], -V[0]])                          # a right gradient orthogonal to it
+    T = np.array([0.3, 0.7])
+    prob = Problem(tensors={"T": T}, loss=lambda: float(a @ T), grads=lambda: {"T": a.copy()})
+    rows = check_problem(prob, "linear", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert all(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows]
