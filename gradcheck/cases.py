@@ -40,7 +40,8 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
 
     ``backward(R)`` runs the module's backward and returns ``{input name: grad}``.
     It must leave ``R`` (its incoming gradient) as it was, return each input's gradient in
-    that input's dtype, and add (``+=``) into each parameter's ``.grad`` (a second
+    that input's dtype (a float64 gradient from a float32 input shows in ``run(cases,
+    dtype=np.float32)``, whose tolerances are float32's), and add (``+=``) into each parameter's ``.grad`` (a second
     backward without ``zero_grad`` doubles it): else :class:`ContractBroken`.
 
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)

@@ -8,7 +8,7 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
                                 model.parameters() order, whatever order the optimizer
                                 lists them in)
     __meta__                    0-d unicode array holding one JSON object:
-        format, version         "npvae-checkpoint", 1
+        format, version         "npvae-checkpoint", 2 (1: no model class in architecture)
         model_config            VAE.config(): input_dim, hidden_dims, latent_dim, dtype
         optimizer               the optimizer's class name, or null
         epoch, step             completed epochs, and steps done in the next one (mid-epoch)
@@ -17,9 +17,10 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
         partial                 a mid-epoch checkpoint's running sums, else null
         dead_units              fit's record of retired first-layer units (npvae.fast.dead_units),
                                 or null; optional (older checkpoints lack it)
-        architecture            ["encoder: Sequential", "encoder.0: Dense(784 -> 400, dtype=float32)",
-                                ...]: each sub-module's class and extra_repr(); optional (older
-                                checkpoints lack it, or list the classes alone)
+        architecture            ["(the model): VAE(784-400-20, dtype=float32)", "encoder: Sequential",
+                                "encoder.0: Dense(784 -> 400, dtype=float32)", ...]: the model's
+                                class and each sub-module's, with its extra_repr(); optional (older
+                                checkpoints lack it, list the sub-modules alone, or their classes alone)
 
 Loading (:func:`load_checkpoint`) never executes code (``allow_pickle=False``,
 metadata is JSON) and turns every way a file can be wrong (missing, not a zip,
@@ -44,7 +45,7 @@ from .validate import check_non_negative_int, check_optimizer_params, check_outp
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 
 FORMAT = "npvae-checkpoint"
-VERSION = 1
+VERSION = 2                 # 2: the architecture begins with the model's class
 META_KEY = "__meta__"
 MODEL_PREFIX = "model/"
 OPTIM_PREFIX = "optimizer/"
@@ -79,7 +80,7 @@ class Checkpoint:
     dead_units : dict or None
         ``fit``'s retired units and this epoch's evidence (:mod:`npvae.fast.dead_units`).
     architecture : list of str or None
-        The saved model's layers (:func:`architecture`); None in older checkpoints.
+        The saved model's class and layers (:func:`architecture`); None in older checkpoints.
     """
 
     path: str
@@ -186,9 +187,18 @@ def architecture(model):
     entries = []
     for name, m in model.named_modules():
         settings = m.extra_repr()
-        entries.append(f"{name + ': ' if name else _MODEL_ENTRY}{type(m).__name__}"
+        entries.append(f"{name + ': ' if name else _MODEL_ENTRY}{_class_name(m, top=not name)}"
                        + (f"({settings})" if settings else ""))
     return entries
+
+
+def _class_name(module, top):
+    """The class's name; for a model, the module's too if it is a ``VAE`` other than npvae's
+    (a subclass of that name is not the stock model)."""
+    cls = type(module)
+    if top and cls.__name__ == "VAE" and (cls.__module__, cls.__qualname__) != ("npvae.model", "VAE"):
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return cls.__name__
 
 
 def _layers_diff(saved, model):

@@ -43,10 +43,11 @@ from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from .model import LossParts, check_vae
+from .sampler import Sampler
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
                        check_seed)
 
-__all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_stock_terms", "binarize_inplace", "forward_pass"]
+__all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
 
 
 def check_model(model, name="model"):
@@ -84,16 +85,16 @@ class ReferencePass:
 
 
 def check_stock_terms(model, caller):
-    """Evaluation computes the stock VAE's two terms from ``model.encode`` and ``model.decoder``:
-    a model whose ``kl`` or ``bce`` is another (a prior or a likelihood of its own) is refused,
-    as its numbers would be another model's."""
-    for part, kind in (("kl", KL), ("bce", BCEWithLogits)):
+    """Evaluation computes the stock VAE's sampling and terms from ``model.encode`` and
+    ``model.decoder``: a model whose ``sampler``, ``kl`` or ``bce`` is another (a prior or a
+    likelihood of its own) is refused, as its numbers would be another model's."""
+    for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
         got = type(getattr(model, part, None))
-        if got is not kind:
-            raise InputTypeError(f"{caller}: model.{part} is a {got.__name__}, but {caller} computes the stock "
-                                 f"VAE's terms (the BCE of its decoder, the KL to N(0, I)); evaluate a model "
-                                 f"with a likelihood or a prior of its own with its own loss, e.g. "
-                                 f"model.loss(x, eps=eps) over the test images")
+        if (got.__module__, got.__qualname__) != (kind.__module__, kind.__qualname__):  # reloaded: still npvae's
+            raise InputTypeError(f"{caller}: model.{part} is a {got.__name__}, but {caller} samples and scores "
+                                 f"as the stock VAE does (z = mu + exp(logvar / 2) * eps, the BCE of its decoder, "
+                                 f"the KL to N(0, I)); evaluate a model with a sampler, a likelihood or a prior of its own "
+                                 f"with its own loss, e.g. model.loss(x, eps=eps) over the test images")
 
 
 def forward_pass(model, backend=None, caller="forward_pass"):
@@ -169,9 +170,9 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     Parameters
     ----------
     model : VAE
-        Its ``encode`` and ``decoder`` run as they are; the two terms are the stock VAE's (the
-        BCE, the KL to N(0, I)) whatever ``model.loss`` computes. A model whose ``kl`` or ``bce``
-        is another is refused.
+        Its ``encode`` and ``decoder`` run as they are; the sampling and the two terms are the
+        stock VAE's (the BCE, the KL to N(0, I)) whatever ``model.loss`` computes. A model whose
+        ``sampler``, ``kl`` or ``bce`` is another is refused.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
@@ -260,7 +261,8 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     ----------
     model : VAE
         As for :func:`evaluate_elbo`: ``log p(x | z)`` is its decoder's Bernoulli, ``p(z)`` is
-        N(0, I), whatever ``model.loss`` computes; a model whose ``kl`` or ``bce`` is another is refused.
+        N(0, I), whatever ``model.loss`` computes; a model whose ``sampler``, ``kl`` or ``bce`` is
+        another is refused.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     k : int

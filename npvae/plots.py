@@ -91,6 +91,7 @@ def _as_images(images, image_shape, name="images"):
         raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
     if problem := masked_array_problem(images, name):      # its masked pixels would be drawn
         raise InputTypeError(problem)
+    images = np.asarray(images)                             # a numpy.matrix is 2-D only
     a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
     if a.ndim not in (2, 3):
         raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")
@@ -99,7 +100,7 @@ def _as_images(images, image_shape, name="images"):
     check_unit_interval(a, name, "divide by 255")
     if a.ndim == 3:
         return a
-    one = f" (one {a.shape[0]} x {a.shape[1]} image is {name}[None]: a 2-D array is rows of images)"
+    one = f" (if it is one {a.shape[0]} x {a.shape[1]} image, pass {name}[None]: a 2-D array is rows of images)"
     if image_shape is None:
         side = math.isqrt(a.shape[1])
         if side * side != a.shape[1]:
@@ -315,6 +316,8 @@ def pca_2d(points):
     axis is turned to make its largest loading positive: the same points give
     the same picture everywhere, never a mirror image.
     """
+    if problem := masked_array_problem(points, "points"):
+        raise InputTypeError(problem)
     points = np.asarray(points, np.float64)
     if points.ndim != 2 or points.shape[0] < 2 or points.shape[1] < 2:
         raise InputError(f"points must be (N, d) with N >= 2 rows and d >= 2 columns, got shape {points.shape}")
@@ -359,6 +362,9 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     (labels 0 to 9 keep theirs whichever of them are present). The manifold's images are square
     (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
     """
+    for name, a in (("mu", mu), ("labels", labels)):
+        if problem := masked_array_problem(a, name):        # its masked points would be drawn
+            raise InputTypeError(problem)
     mu = np.asarray(mu, np.float64)
     labels = np.asarray(labels)
     if labels.ndim != 1:

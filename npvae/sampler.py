@@ -29,13 +29,13 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module
-from .validate import array_subclass_problem, check_grad, check_noise, check_rng
+from .validate import array_subclass_problem, check_grad, check_noise, check_rng, describe_dtype
 
 
 def split_h(h, owner):
     """``(mu, logvar)``, each (B, d), from ``h = [mu | logvar]`` (B, 2d); else a clear error."""
     if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype not in (np.float32, np.float64):
-        got = (h.shape, str(h.dtype)) if isinstance(h, np.ndarray) else type(h).__name__
+        got = f"{h.shape} {describe_dtype(h.dtype)}" if isinstance(h, np.ndarray) else type(h).__name__
         raise InputError(f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding "
                          f"[mu | logvar], got {got}")
     if problem := array_subclass_problem(h, "h"):

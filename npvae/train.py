@@ -358,7 +358,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         :func:`~npvae.evaluate.evaluate_elbo` with this ``batch_size`` and ``eval_seed`` (its
         default batch size sums in another order: other last digits): the stock VAE's loss,
         even for a subclass that trains with a ``loss`` of its own (then not comparable with
-        ``train_loss``); a model whose ``kl`` or ``bce`` is another is refused.
+        ``train_loss``); a model whose ``sampler``, ``kl`` or ``bce`` is another is refused.
     epochs : int
         Total epochs. When resuming, training continues from the checkpoint's
         epoch up to this number.

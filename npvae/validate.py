@@ -24,15 +24,17 @@ def check_dtype(dtype, name="dtype"):
     except TypeError:
         raise InputTypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOAT_DTYPES:
-        raise InputTypeError(f"{name} must be float32 or float64, got {describe_dtype(dt)}")
+        raise InputTypeError(f"{name} must be float32 or float64, got {describe_dtype(dt, 'pass np.{}')}")
     return dt
 
 
-def describe_dtype(dt):
-    """``dt`` as a message names it; a float32 or float64 in the other byte order says so."""
+def describe_dtype(dt, fix="convert with .astype(np.{})"):
+    """``dt`` as a message names it; a float32 or float64 in the other byte order says so, and
+    ``fix`` (formatted with the native dtype's name) says what to do."""
+    dt = np.dtype(dt)
     if dt.byteorder not in "=|" and dt.newbyteorder("=") in FLOAT_DTYPES:
         native = dt.newbyteorder("=")
-        return f"{dt} ({native} in the other byte order: convert with .astype(np.{native}))"
+        return f"{dt} ({native} in the other byte order: {fix.format(native)})"
     return str(dt)
 
 
@@ -129,7 +131,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
                              f"{name}.astype(np.{np.dtype(dtype)})")
     if x.dtype.kind != "f":
         raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    check_shape(x, name, n_features)
+    check_shape(x, name, n_features, pixels)
     original = x
     with np.errstate(over="ignore"):        # 1e300 in float32: inf, reported below
         x = np.asarray(x, dtype=dtype)
@@ -213,8 +215,17 @@ def _only_zeros_and_ones(x):
     return x.size > 0 and x.min() >= 0 and x.max() == 1
 
 
-def check_shape(x, name, n_features):
-    """``x`` is 2-D ``(N, n_features)`` with N >= 1; hints for the usual mistakes."""
+def one_image_hint(x, name, n_features):
+    """For a 2-D ``x`` of ``n_features`` values in all that is not a batch of them: one image,
+    given as (height, width)."""
+    if x.ndim == 2 and x.shape[1] != n_features and x.size == n_features:
+        return f"; for one image of shape {x.shape} use {name}.reshape(1, -1)"
+    return ""
+
+
+def check_shape(x, name, n_features, pixels=True):
+    """``x`` is 2-D ``(N, n_features)`` with N >= 1; hints for the usual mistakes (``pixels``:
+    ``x`` holds images)."""
     if x.ndim != 2:
         hint = ""
         if x.ndim == 1:
@@ -223,7 +234,7 @@ def check_shape(x, name, n_features):
             hint = f"; flatten images with {name}.reshape(len({name}), -1)"
         raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
     if x.shape[1] != n_features:
-        one = f"; for one image of shape {x.shape} use {name}.reshape(1, -1)" if x.size == n_features else ""
+        one = one_image_hint(x, name, n_features) if pixels else ""
         raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
                          f"got shape {x.shape}{one}")
     if x.shape[0] == 0:
@@ -264,7 +275,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
         raise InputTypeError(f"{expected}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
-                         f"{input_dim} (shape {images.shape})")
+                         f"{input_dim} (shape {images.shape}){one_image_hint(images, name, input_dim)}")
     check_shape(images, name, input_dim)
     if images.dtype == np.uint8 and _only_zeros_and_ones(images):
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "

@@ -45,7 +45,7 @@ def test_round_trip(good):
     path, model, opt = good
     ckpt = load_checkpoint(path)
     assert isinstance(ckpt, Checkpoint)
-    assert (ckpt.epoch, ckpt.step, ckpt.optimizer, ckpt.version) == (2, 3, "Adam", 1)
+    assert (ckpt.epoch, ckpt.step, ckpt.optimizer, ckpt.version) == (2, 3, "Adam", npvae.checkpoint.VERSION)
     assert ckpt.model_config == model.config()
     assert ckpt.history == [{"epoch": 1, "test_loss": 500.5}]
     assert ckpt.fit_config == {"batch_size": 64} and ckpt.partial == {"loss": 1.5, "n": 3}
@@ -775,7 +775,7 @@ def test_a_checkpoint_from_before_the_model_class_was_saved_still_loads(tmp_path
         arrays = dict(z)
     meta = json.loads(str(arrays[META_KEY]))
     assert meta["architecture"][0] == "(the model): VAE(6-5-2, dtype=float32)"
-    meta["architecture"] = meta["architecture"][1:]
+    meta["architecture"], meta["version"] = meta["architecture"][1:], 1
     arrays[META_KEY] = np.array(json.dumps(meta))
     np.savez(tmp_path / "old.npz", **arrays)
     assert np.array_equal(npvae.load_model(tmp_path / "old.npz").encoder[0].weight.data,
@@ -797,7 +797,7 @@ def test_a_newer_format_version_by_one_is_refused(tmp_path):                # C1
     save_checkpoint(p, model)
     arrays = dict(np.load(p))
     meta = json.loads(str(arrays["__meta__"][()]))
-    meta["version"] = 2
+    meta["version"] = npvae.checkpoint.VERSION + 1
     arrays["__meta__"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "v2.npz", **arrays)
     with pytest.raises(CheckpointError, match="newer"):
@@ -840,3 +840,16 @@ def test_a_retired_unit_index_out_of_range_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"bad\.npz: dead_units\['retired'\] must be a list of unit indices"):
         npvae.fit(VAE(12, 8, 2, rng=0), x, epochs=2, batch_size=20, rng=0, resume=tmp_path / "bad.npz",
                   progress=False, backend="numba")
+
+
+
+def test_a_subclass_named_vae_is_not_taken_for_npvaes(tmp_path):
+    class VAE(npvae.VAE):           # a user's own, of the same name
+        def loss(self, x, beta=1.0, eps=None):
+            return super().loss(x, 4.0 * beta, eps)
+    path = npvae.save_checkpoint(tmp_path / "c.npz", VAE(6, 5, 2, rng=0))
+    with pytest.raises(CheckpointError, match=r"saved \(the model\): test_checkpoint\.\S*VAE\(6-5-2"):
+        npvae.load_model(path)
+    with pytest.raises(CheckpointError, match=r"where the model has \(the model\): VAE\(6-5-2"):
+        npvae.load_checkpoint(path, npvae.VAE(6, 5, 2, rng=1))
+    npvae.load_checkpoint(path, VAE(6, 5, 2, rng=1))

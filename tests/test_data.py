@@ -661,6 +661,11 @@ def test_to_float_refuses_a_masked_array_whose_hidden_pixels_it_would_scale():
         to_float(np.ma.masked_equal(np.arange(12, dtype=np.uint8).reshape(3, 4), 0))
 
 
+def test_binarize_refuses_a_masked_array_that_hides_a_nan():
+    with pytest.raises(InputTypeError, match=r"x is a masked array"):
+        binarize(np.ma.masked_invalid(np.array([[0.5, np.nan]])), np.random.default_rng(0))
+
+
 def test_binarize_draws_the_same_pixels_from_floats_in_either_byte_order():
     x = np.random.default_rng(1).random((20, 30)).astype(np.float32)
     want = binarize(x, np.random.default_rng(5))

@@ -417,7 +417,7 @@ def test_one_image_as_a_2d_array_is_told_how_to_pass_it():
     and the message (and the one for image_shape) says how to pass it as one image."""
     img = np.zeros((28, 28), np.float32)
     for kwargs in ({}, {"image_shape": (28, 28)}):
-        with pytest.raises(InputError, match=r"one 28 x 28 image is images\[None\]"):
+        with pytest.raises(InputError, match=r"if it is one 28 x 28 image, pass images\[None\]"):
             plot_samples(img, **kwargs)
     assert plot_samples(img[None]) is not None
 
@@ -434,3 +434,16 @@ def test_a_masked_array_of_images_is_refused_not_drawn_with_its_hidden_values():
     images = np.ma.masked_greater(np.full((4, 16), 0.5, np.float32), 0.4)
     with pytest.raises(InputTypeError, match=r"images is a masked array.*filled"):
         plot_samples(images)
+
+
+def test_masked_latent_points_are_refused_and_a_matrix_of_images_is_drawn():
+    mu = np.ma.masked_greater(np.random.default_rng(0).normal(size=(10, 2)), 1.0)
+    with pytest.raises(InputTypeError, match=r"mu is a masked array"):
+        plot_latent(mu, np.arange(10) % 3)
+    with pytest.raises(InputTypeError, match=r"points is a masked array"):
+        pca_2d(mu)
+    images = np.random.default_rng(0).integers(0, 256, (4, 16), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        as_matrix = np.matrix(images)
+    assert np.array_equal(tile_images(as_matrix, 2, 2), tile_images(images, 2, 2))

@@ -134,6 +134,8 @@ def binarize(x, rng):
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
         got = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise InputTypeError(f"x must be a float numpy array in [0, 1] (see to_float), got {got}")
+    if problem := masked_array_problem(x, "x"):     # its checks would skip a masked NaN
+        raise InputTypeError(problem)
     _check_generator(rng)
     if not np.isfinite(x).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])

@@ -19,8 +19,8 @@ from ..sampler import Sampler
 TRAINING_METHODS = ("loss", "backward")
 EVALUATION_METHODS = ("encode",)
 
-_USE_REFERENCE = ("; the reference runs the model's own code: backend='numpy' (fit, evaluate_elbo, iw_nll), "
-                  "or in a loop of your own model.loss, model.backward and optimizer.step")
+_USE_REFERENCE = ("; use backend='numpy' (the reference), which runs the model's own code, or in a loop of "
+                  "your own model.loss, model.backward and optimizer.step")
 
 
 def check_supported(model, methods, name="model"):

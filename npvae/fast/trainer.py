@@ -108,8 +108,8 @@ class Trainer:
             raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
         if type(optimizer) not in (Adam, SGD):
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
-                                 "other optimizers run on the reference: backend='numpy' (fit), or in a loop of "
-                                 "your own model.loss, model.backward and optimizer.step")
+                                 "use backend='numpy' (the reference) for other optimizers, or in a loop of your "
+                                 "own model.loss, model.backward and optimizer.step")
         check_optimizer_params(optimizer, model)
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
