@@ -120,7 +120,7 @@ class Checkpoint:
                                   + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
         if diff:
-            raise CheckpointError(f"{self.path}: the checkpoint's model has other layers than the given "
+            raise CheckpointError(f"{self.path}: the checkpoint's model has another class or other layers than the given "
                                   f"model: {diff}")
 
     def load_into(self, model=None, optimizer=None):
@@ -166,7 +166,7 @@ class Checkpoint:
         model = VAE(**_vae_kwargs(self.model_config))
         diff = _layers_diff(self.architecture, model)
         if diff:
-            raise CheckpointError(f"{self.path}: saved from a model with other layers than the stock VAE "
+            raise CheckpointError(f"{self.path}: saved from a model of another class or with other layers than the stock VAE "
                                   f"this rebuilds ({diff}); build that model yourself and load the "
                                   f"checkpoint into it with load_checkpoint(path, model)")
         model.load_state_dict(self.model_state)
