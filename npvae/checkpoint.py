@@ -120,8 +120,8 @@ class Checkpoint:
                                   + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
         if diff:
-            raise CheckpointError(f"{self.path}: the checkpoint's model has another class or other layers than the given "
-                                  f"model: {diff}")
+            raise CheckpointError(f"{self.path}: the checkpoint's model has another class or other layers "
+                                  f"than the given model: {diff}")
 
     def load_into(self, model=None, optimizer=None):
         """Copy the parameters (and sampler state) into ``model``, the state into ``optimizer``.
@@ -166,8 +166,8 @@ class Checkpoint:
         model = VAE(**_vae_kwargs(self.model_config))
         diff = _layers_diff(self.architecture, model)
         if diff:
-            raise CheckpointError(f"{self.path}: saved from a model of another class or with other layers than the stock VAE "
-                                  f"this rebuilds ({diff}); build that model yourself and load the "
+            raise CheckpointError(f"{self.path}: saved from a model of another class or with other layers "
+                                  f"than the stock VAE this rebuilds ({diff}); build that model yourself and load the "
                                   f"checkpoint into it with load_checkpoint(path, model)")
         model.load_state_dict(self.model_state)
         if "model" in self.rng_states:

@@ -93,8 +93,8 @@ def check_stock_terms(model, caller):
         if (got.__module__, got.__qualname__) != (kind.__module__, kind.__qualname__):  # reloaded: still npvae's
             raise InputTypeError(f"{caller}: model.{part} is a {got.__name__}, but {caller} samples and scores "
                                  f"as the stock VAE does (z = mu + exp(logvar / 2) * eps, the BCE of its decoder, "
-                                 f"the KL to N(0, I)); evaluate a model with a sampler, a likelihood or a prior of its own "
-                                 f"with its own loss, e.g. model.loss(x, eps=eps) over the test images")
+                                 f"the KL to N(0, I)); evaluate a model with a sampler, a likelihood or a prior "
+                                 f"of its own with its own loss, e.g. model.loss(x, eps=eps) over the test images")
 
 
 def forward_pass(model, backend=None, caller="forward_pass"):
