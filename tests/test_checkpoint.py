@@ -853,3 +853,15 @@ def test_a_subclass_named_vae_is_not_taken_for_npvaes(tmp_path):
     with pytest.raises(CheckpointError, match=r"where the model has \(the model\): VAE\(6-5-2"):
         npvae.load_checkpoint(path, npvae.VAE(6, 5, 2, rng=1))
     npvae.load_checkpoint(path, VAE(6, 5, 2, rng=1))
+
+
+def test_an_empty_saved_architecture_is_a_checkpoint_error_not_an_index_error(tmp_path):
+    path = npvae.save_checkpoint(tmp_path / "c.npz", VAE(6, 5, 2, rng=0))
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays[META_KEY]))
+    meta["architecture"] = []
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(CheckpointError, match="saved nothing where the model has encoder: Sequential"):
+        npvae.load_model(tmp_path / "e.npz")

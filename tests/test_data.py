@@ -874,3 +874,10 @@ def test_label_10_is_refused_when_loading_by_name(tmp_path):               # K03
     _write_big_endian_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 9, 10], np.uint8), 0x08)
     with pytest.raises(DataFileError, match="label 10 at index 2"):
         load_split("mnist", "t10k", data_dir=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f4", ">f8"])
+def test_binarize_draws_uniforms_in_the_images_float_dtype(dtype):
+    x = np.random.default_rng(1).random((20, 30)).astype(dtype)
+    draw = np.random.default_rng(5).random(x.shape, dtype=x.dtype.newbyteorder("="))
+    assert np.array_equal(binarize(x, np.random.default_rng(5)), (draw < x).astype(x.dtype))

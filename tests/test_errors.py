@@ -549,3 +549,44 @@ def test_one_image_of_the_models_size_in_two_dimensions_gets_the_reshape_hint(mo
         with pytest.raises(InputError) as e:
             call()
         assert "one image" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("op, arg", [
+    (lambda w: npvae.Dense(4, 4, rng=0).forward(w(np.zeros((4, 4), np.float32))), "x"),
+    (lambda w: npvae.losses.BCEWithLogits().forward(np.zeros((4, 4)), w(np.full((4, 4), .5))), "target"),
+    (lambda w: npvae.losses.BCEWithLogits().forward(w(np.zeros((4, 4))), np.full((4, 4), .5)), "logits"),
+])
+def test_the_refused_array_is_the_one_named(op, arg):
+    with pytest.raises(InputTypeError, match=rf": {arg} is a numpy\.matrix.*np\.asarray\({arg}\)"):
+        op(np.matrix)
+
+
+def test_a_sampled_reconstruction_of_no_array_is_an_input_type_error():
+    with pytest.raises(InputTypeError, match=r"x must be a numpy array"):
+        npvae.VAE(12, 8, 3, rng=0).reconstruct(None, sample=True, rng=0)
+
+
+def test_only_a_float_dtype_is_said_to_be_in_the_other_byte_order():
+    with pytest.raises(InputTypeError, match=r"got >i4$"):
+        npvae.VAE(12, 8, 3, dtype=">i4")
+    with pytest.raises(InputTypeError, match=r"got >i4$"):
+        npvae.ReLU().forward(np.zeros((2, 3), ">i4"))
+
+
+def test_the_one_image_hint_only_for_one_image_and_names_the_argument():
+    model = npvae.VAE(12, 8, 3, rng=0)
+    with pytest.raises(InputError) as e:
+        model.encode(np.zeros((6, 4), np.float32))          # 24 values: two images' worth, not one
+    assert "one image" not in str(e.value)
+    with pytest.raises(InputError, match=r"use x_a\.reshape\(1, -1\)"):
+        model.interpolate(np.zeros((3, 4), np.float32), np.zeros(12, np.float32))
+
+
+def test_a_masked_batch_is_refused_by_the_models_methods():
+    model = npvae.VAE(12, 8, 3, rng=0)
+    x = np.ma.masked_array(np.full((2, 12), 0.5, np.float32), mask=np.zeros((2, 12), bool))
+    x.mask[0, 0] = True
+    for call in (model.encode, model.reconstruct, lambda a: model.loss(a)):
+        with pytest.raises(InputTypeError, match=r"x is a masked array.*filled"):
+            call(x)

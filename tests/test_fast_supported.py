@@ -170,3 +170,12 @@ def test_a_refusal_on_resume_names_the_resumed_runs_back_end(tmp_path, monkeypat
     monkeypatch.setenv("NPVAE_BACKEND", "numpy")
     with pytest.raises(InputTypeError, match=r"^fit \(on the resumed run's back end, numba\): model\.encoder"):
         fit(model, X, resume=path, **dict(RUN, epochs=2))
+
+
+def test_the_fast_path_names_the_reference_loop_in_full():
+    model = VAE(12, 8, 3, rng=0)
+    model.encoder[1] = npvae.Sigmoid()
+    x = np.random.default_rng(0).random((20, 12)).astype(np.float32)
+    with pytest.raises(InputTypeError, match=r"backend='numpy' \(the reference\), which runs the model's own code, or in a "
+                                             r"loop of your own model\.loss, model\.backward and optimizer\.step$"):
+        npvae.fit(model, x, epochs=1, progress=False, backend="numba")

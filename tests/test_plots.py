@@ -447,3 +447,15 @@ def test_masked_latent_points_are_refused_and_a_matrix_of_images_is_drawn():
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         as_matrix = np.matrix(images)
     assert np.array_equal(tile_images(as_matrix, 2, 2), tile_images(images, 2, 2))
+
+
+def test_the_one_image_hint_names_the_argument_and_its_height_by_width():
+    with pytest.raises(InputError, match=r"if it is one 20 x 28 image, pass images\[None\]"):
+        plot_samples(np.zeros((20, 28), np.float32))
+    with pytest.raises(InputError, match=r"if it is one 28 x 28 image, pass originals\[None\]"):
+        plot_reconstructions(np.zeros((28, 28)), np.zeros((28, 28)))
+
+
+def test_fewer_reconstructions_than_originals_are_refused():
+    with pytest.raises(InputError, match=r"got 3 originals but 2 reconstructions"):
+        plot_reconstructions(np.zeros((3, 784)), np.zeros((2, 784)))
