@@ -193,11 +193,11 @@ def architecture(model):
 
 
 def _class_name(module, top):
-    """The class's name; for a model, the module's too if it is a ``VAE`` other than npvae's
-    (a subclass of that name is not the stock model)."""
+    """The class's name; a model's class of its own named ``VAE`` is "VAE subclass" (not the
+    stock model, whichever module it is imported from: ``__main__`` in a script)."""
     cls = type(module)
     if top and cls.__name__ == "VAE" and (cls.__module__, cls.__qualname__) != ("npvae.model", "VAE"):
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return "VAE subclass"
     return cls.__name__
 
 

@@ -329,8 +329,9 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
     if resolve(backend) == "numpy":
         return ReferenceSteps(model, opt, images)
     from .fast import Trainer       # imports Numba: only when the fast path is asked for
-    from .fast.supported import EVALUATION_METHODS, check_supported
+    from .fast.supported import EVALUATION_METHODS, TRAINING_METHODS, check_supported
     try:
+        check_supported(model, TRAINING_METHODS)    # here, for fit's advice (Trainer's is for a loop)
         if evaluating:              # refused now, not after the first epoch's training
             check_supported(model, EVALUATION_METHODS)
         with warnings.catch_warnings(record=True) as said:      # Trainer warns at its caller's line,

@@ -848,7 +848,7 @@ def test_a_subclass_named_vae_is_not_taken_for_npvaes(tmp_path):
         def loss(self, x, beta=1.0, eps=None):
             return super().loss(x, 4.0 * beta, eps)
     path = npvae.save_checkpoint(tmp_path / "c.npz", VAE(6, 5, 2, rng=0))
-    with pytest.raises(CheckpointError, match=r"saved \(the model\): test_checkpoint\.\S*VAE\(6-5-2"):
+    with pytest.raises(CheckpointError, match=r"saved \(the model\): VAE subclass\(6-5-2"):
         npvae.load_model(path)
     with pytest.raises(CheckpointError, match=r"where the model has \(the model\): VAE\(6-5-2"):
         npvae.load_checkpoint(path, npvae.VAE(6, 5, 2, rng=1))

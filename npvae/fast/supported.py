@@ -19,11 +19,12 @@ from ..sampler import Sampler
 TRAINING_METHODS = ("loss", "backward")
 EVALUATION_METHODS = ("encode",)
 
-_USE_REFERENCE = ("; use backend='numpy' (the reference), which runs the model's own code, or in a loop of "
-                  "your own model.loss, model.backward and optimizer.step")
+_USE_REFERENCE = "; use backend='numpy' (the reference), which runs the model's own code"
+OWN_LOOP = ("; train it on the reference, which runs the model's own code, in a loop of your own: "
+            "model.loss, model.backward and optimizer.step")
 
 
-def check_supported(model, methods, name="model"):
+def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
     """Return ``model`` if the fast path computes exactly what it computes; else InputTypeError.
 
     Parameters
@@ -39,6 +40,8 @@ def check_supported(model, methods, name="model"):
         :data:`EVALUATION_METHODS`.
     name : str
         The argument's name, for the message.
+    instead : str
+        The end of the message: what to use instead (``backend='numpy'``, or :data:`OWN_LOOP`).
 
     Raises
     ------
@@ -50,31 +53,32 @@ def check_supported(model, methods, name="model"):
     for method in methods:
         if method in vars(model):
             raise InputTypeError(f"{name}.{method} is set on the model itself, and the fast path does not "
-                                 f"run it" + _USE_REFERENCE)
+                                 f"run it" + instead)
         if getattr(type(model), method) is not getattr(VAE, method):
             raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
-                                 + _USE_REFERENCE)
+                                 + instead)
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
-        if type(getattr(model, part, None)) is not kind:
+        got = type(getattr(model, part, None))
+        if (got.__module__, got.__qualname__) != (kind.__module__, kind.__qualname__):    # reloaded: still npvae's
             raise InputTypeError(f"{name}.{part} is a {type(getattr(model, part, None)).__name__}, but the "
-                                 f"fast path computes npvae's {kind.__name__}" + _USE_REFERENCE)
+                                 f"fast path computes npvae's {kind.__name__}" + instead)
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
     dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
-    dense = _check_stack(model, "encoder", enc, name) + _check_stack(model, "decoder", dec, name)
+    dense = _check_stack(model, "encoder", enc, name, instead) + _check_stack(model, "decoder", dec, name, instead)
     expected = [p for layer in dense for p in (layer.weight, layer.bias)]
     if [id(p) for p in model.parameters()] != [id(p) for p in expected]:
         raise InputTypeError(f"{name}.parameters() are not exactly its Dense layers' weights and biases, "
-                             "in order, which is all the fast path trains" + _USE_REFERENCE)
+                             "in order, which is all the fast path trains" + instead)
     named = list(model.named_parameters())
     for i, (a, p) in enumerate(named):           # tied weights: the fast path keeps a copy of each
         for b, q in named[i + 1:]:
             if np.may_share_memory(p.data, q.data):
                 raise InputTypeError(f"{name}: {a} and {b} share memory (tied weights), which the fast path "
-                                     f"would hold as two copies" + _USE_REFERENCE)
+                                     f"would hold as two copies" + instead)
     return model
 
 
-def _check_stack(model, part, sizes, name):
+def _check_stack(model, part, sizes, name, instead):
     """The Dense layers of ``model.<part>``, if it is Dense -> ReLU -> ... -> Dense through ``sizes``."""
     stack = getattr(model, part, None)
     want = " -> ".join(f"Dense({i}, {o})" for i, o in zip(sizes[:-1], sizes[1:]))
@@ -83,11 +87,11 @@ def _check_stack(model, part, sizes, name):
     if layers is None or [type(layer) for layer in layers] != kinds:
         got = type(stack).__name__ if layers is None else " -> ".join(type(layer).__name__ for layer in layers)
         raise InputTypeError(f"{name}.{part} is {got}, but the fast path computes {want} with a ReLU "
-                             "between each two" + _USE_REFERENCE)
+                             "between each two" + instead)
     for k, i, o in zip(range(0, len(layers), 2), sizes[:-1], sizes[1:]):
         for attr, shape in (("weight", (i, o)), ("bias", (o,))):
             p = getattr(layers[k], attr)
             if p.shape != shape or p.dtype != model.dtype:
                 raise InputTypeError(f"{name}.{part}[{k}].{attr} is {p.shape} {p.dtype}, but the fast path "
-                                     f"computes {shape} {model.dtype} there ({want})" + _USE_REFERENCE)
+                                     f"computes {shape} {model.dtype} there ({want})" + instead)
     return layers[::2]

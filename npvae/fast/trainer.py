@@ -56,7 +56,7 @@ from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
 from .step import FastVAE, quiet_numpy_warnings
-from .supported import TRAINING_METHODS, check_supported
+from .supported import OWN_LOOP, TRAINING_METHODS, check_supported
 
 # model -> the last Trainer made for it (weakly): a new one on a model another still holds
 # unwritten steps of is warned about (a notebook cell run again, say)
@@ -103,13 +103,13 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
-        check_supported(model, TRAINING_METHODS)
+        check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
         if not isinstance(optimizer, Optimizer):
             raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
         if type(optimizer) not in (Adam, SGD):
             raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
-                                 "use backend='numpy' (the reference) for other optimizers, or in a loop of your "
-                                 "own model.loss, model.backward and optimizer.step")
+                                 "other optimizers run on the reference: fit(backend='numpy'), or a loop of your "
+                                 "own of model.loss, model.backward and optimizer.step")
         check_optimizer_params(optimizer, model)
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
