@@ -43,6 +43,7 @@ from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from .model import LossParts, check_vae
+from .module import same_class
 from .sampler import Sampler
 from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
                        check_seed)
@@ -89,9 +90,9 @@ def check_stock_terms(model, caller):
     ``model.decoder``: a model whose ``sampler``, ``kl`` or ``bce`` is another (a prior or a
     likelihood of its own) is refused, as its numbers would be another model's."""
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
-        got = type(getattr(model, part, None))
-        if (got.__module__, got.__qualname__) != (kind.__module__, kind.__qualname__):  # reloaded: still npvae's
-            raise InputTypeError(f"{caller}: model.{part} is a {got.__name__}, but {caller} samples and scores "
+        got = getattr(model, part, None)
+        if not same_class(got, kind):
+            raise InputTypeError(f"{caller}: model.{part} is a {type(got).__name__}, but {caller} samples and scores "
                                  f"as the stock VAE does (z = mu + exp(logvar / 2) * eps, the BCE of its decoder, "
                                  f"the KL to N(0, I)); evaluate a model with a sampler, a likelihood or a prior "
                                  f"of its own with its own loss, e.g. model.loss(x, eps=eps) over the test images")

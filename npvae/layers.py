@@ -11,15 +11,14 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module, Parameter, one_place_each, warn_backend_argument
-from .validate import array_subclass_problem, check_dtype, check_grad, check_positive_int, check_rng, describe_dtype
+from .validate import check_dtype, check_grad, check_positive_int, check_rng, describe_dtype, refuse_array_subclass
 
 
 def check_input(x, owner, n_features=None, dtype=None):
     """``x`` is a 2-D float array (B, n_features) of ``dtype``; else an error naming ``owner``."""
     if not isinstance(x, np.ndarray):
         raise InputTypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
-    if problem := array_subclass_problem(x, "x"):
-        raise InputTypeError(f"{owner}: {problem}")
+    refuse_array_subclass(x, "x", owner)
     if x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
         want = f"(batch, {n_features})" if n_features is not None else "2-D (batch, features)"
         raise InputError(f"{owner}: x must have shape {want}, got {x.shape}")

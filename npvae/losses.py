@@ -55,7 +55,7 @@ a bound on :math:`-\log p(x)`.
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .validate import array_subclass_problem, check_unit_interval
+from .validate import check_unit_interval, refuse_array_subclass
 from .layers import sigmoid
 from .module import Module
 from .sampler import split_h
@@ -67,8 +67,7 @@ def check_pair(a, t, owner, a_name, t_name="target"):
         if not isinstance(arr, np.ndarray) or arr.ndim != 2:
             got = arr.shape if isinstance(arr, np.ndarray) else type(arr).__name__
             raise InputError(f"{owner}: {name} must be a 2-D array (batch, features), got {got}")
-        if problem := array_subclass_problem(arr, name):
-            raise InputTypeError(f"{owner}: {problem}")
+        refuse_array_subclass(arr, name, owner)
     if a.shape != t.shape:
         raise InputError(f"{owner}: {a_name} and {t_name} must have the same shape, got {a.shape} and {t.shape}")
     if a.dtype != t.dtype or a.dtype.kind != "f":

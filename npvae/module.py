@@ -71,6 +71,13 @@ def check_not_a_checkpoint(state_dict):
                              "is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
 
 
+def same_class(obj, kind):
+    """``obj``'s class is ``kind``, or the class ``importlib.reload`` of its module made again
+    from the same code (a notebook's autoreload), which ``type(obj) is kind`` would refuse."""
+    got = type(obj)
+    return (got.__module__, got.__qualname__) == (kind.__module__, kind.__qualname__)
+
+
 def one_place_each(named, places):
     """``{name: module}`` from ``(name, module)`` pairs, refusing a module met twice: its forward
     keeps one pass's values (:meth:`Module.keep`), so backward would be wrong for the other place.

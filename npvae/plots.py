@@ -21,7 +21,7 @@ from .atomic import atomic_write
 from .errors import InputError, InputTypeError
 from .model import check_vae
 from .validate import (check_non_negative_int, check_positive_float, check_positive_int, check_unit_interval,
-                       is_number, masked_array_problem)
+                       is_number, refuse_masked)
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
            "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
@@ -89,8 +89,7 @@ def _as_images(images, image_shape, name="images"):
     """(N, H, W) floats in [0, 1] from rows (N, H*W) or images (N, H, W)."""
     if not isinstance(images, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
-    if problem := masked_array_problem(images, name):      # its masked pixels would be drawn
-        raise InputTypeError(problem)
+    refuse_masked(images, name)                             # its masked pixels would be drawn
     images = np.asarray(images)                             # a numpy.matrix is 2-D only
     a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
     if a.ndim not in (2, 3):
@@ -316,8 +315,7 @@ def pca_2d(points):
     axis is turned to make its largest loading positive: the same points give
     the same picture everywhere, never a mirror image.
     """
-    if problem := masked_array_problem(points, "points"):
-        raise InputTypeError(problem)
+    refuse_masked(points, "points")
     points = np.asarray(points, np.float64)
     if points.ndim != 2 or points.shape[0] < 2 or points.shape[1] < 2:
         raise InputError(f"points must be (N, d) with N >= 2 rows and d >= 2 columns, got shape {points.shape}")
@@ -362,9 +360,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     (labels 0 to 9 keep theirs whichever of them are present). The manifold's images are square
     (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
     """
-    for name, a in (("mu", mu), ("labels", labels)):
-        if problem := masked_array_problem(a, name):        # its masked points would be drawn
-            raise InputTypeError(problem)
+    refuse_masked(mu, "mu")                                 # its masked points would be drawn
+    refuse_masked(labels, "labels")
     mu = np.asarray(mu, np.float64)
     labels = np.asarray(labels)
     if labels.ndim != 1:

@@ -27,9 +27,9 @@ output any real number while the variance stays positive.
 """
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError
 from .module import Module
-from .validate import array_subclass_problem, check_grad, check_noise, check_rng, describe_dtype
+from .validate import check_grad, check_noise, check_rng, describe_dtype, refuse_array_subclass
 
 
 def split_h(h, owner):
@@ -38,8 +38,7 @@ def split_h(h, owner):
         got = f"{h.shape} {describe_dtype(h.dtype)}" if isinstance(h, np.ndarray) else type(h).__name__
         raise InputError(f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding "
                          f"[mu | logvar], got {got}")
-    if problem := array_subclass_problem(h, "h"):
-        raise InputTypeError(f"{owner}: {problem}")
+    refuse_array_subclass(h, "h", owner)
     d = h.shape[1] // 2
     return h[:, :d], h[:, d:]
 

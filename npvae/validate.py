@@ -121,7 +121,7 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         else:
             raise InputTypeError(f"{name} must be a numpy array of shape (batch, {n_features}), "
                                  f"got {type(x).__name__}")
-    _refuse_masked(x, name)
+    refuse_masked(x, name)
     if x.dtype.kind in "iub":
         kind = "boolean" if x.dtype.kind == "b" else "integer"
         if pixels:
@@ -167,12 +167,13 @@ def _short(value):
     return str(value) if hidden else text
 
 
-def array_subclass_problem(x, name):
-    """What is wrong with ``x`` being a ``numpy.matrix`` or a masked array, else "": npvae's
-    arithmetic is ndarray's (a matrix's ``*`` is a matrix product)."""
+def refuse_array_subclass(x, name, owner):
+    """A ``numpy.matrix`` or a masked array ``x`` is refused (an InputTypeError that begins with
+    ``owner``): npvae's arithmetic is ndarray's (a matrix's ``*`` is a matrix product)."""
     if isinstance(x, np.matrix):
-        return f"{name} is a numpy.matrix, whose * is a matrix product: pass np.asarray({name})"
-    return masked_array_problem(x, name)
+        raise InputTypeError(f"{owner}: {name} is a numpy.matrix, whose * is a matrix product: "
+                             f"pass np.asarray({name})")
+    refuse_masked(x, name, owner)
 
 
 def masked_array_problem(x, name):
@@ -184,9 +185,10 @@ def masked_array_problem(x, name):
     return ""
 
 
-def _refuse_masked(x, name):
+def refuse_masked(x, name, owner=None):
+    """A masked array ``x`` is refused (see :func:`masked_array_problem`)."""
     if problem := masked_array_problem(x, name):
-        raise InputTypeError(problem)
+        raise InputTypeError(f"{owner}: {problem}" if owner else problem)
 
 
 def _to_float_hint(name, x, dtype=np.float32):
@@ -264,7 +266,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     if not isinstance(images, np.ndarray):
         raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
                              f"got {type(images).__name__}")
-    _refuse_masked(images, name)
+    refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
         if images.dtype.kind not in "biu":              # not numbers (objects, strings, records, dates): no hint
@@ -359,8 +361,7 @@ def check_noise(eps, shape, dtype, owner):
     """``eps`` is a finite array of ``shape`` and ``dtype`` (the sampler's noise, given by hand)."""
     if not isinstance(eps, np.ndarray):
         raise InputTypeError(f"{owner}: eps must be a numpy array of shape {shape}, got {type(eps).__name__}")
-    if problem := array_subclass_problem(eps, "eps"):
-        raise InputTypeError(f"{owner}: {problem}")
+    refuse_array_subclass(eps, "eps", owner)
     if eps.shape != shape:
         raise InputError(f"{owner}: eps must have shape {shape} (batch, latent_dim), got {eps.shape}")
     if eps.dtype != dtype:
@@ -375,8 +376,7 @@ def check_grad(grad_out, shape, dtype, owner):
     if not isinstance(grad_out, np.ndarray) or grad_out.shape != shape:
         got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
         raise InputError(f"{owner}: grad_out must have the forward output's shape {shape}, got {got}")
-    if problem := array_subclass_problem(grad_out, "grad_out"):
-        raise InputTypeError(f"{owner}: {problem}")
+    refuse_array_subclass(grad_out, "grad_out", owner)
     if grad_out.dtype != dtype:
         raise InputTypeError(f"{owner}: grad_out has dtype {grad_out.dtype}, the forward output's is {dtype}; "
                              f"convert with grad_out.astype(np.{dtype})")

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import InputError, InputTypeError
 from ..validate import (check_bool, check_dtype, check_non_negative_int, check_positive_int, check_unit_interval,
-                        masked_array_problem)
+                        refuse_masked)
 from .datasets import (ALIASES, DATASETS, ENV_VAR, SPLITS, SYSTEM_DIRS, Dataset, cache_dir,
                        canonical_name, load_dataset, load_idx_folder, load_idx_split, load_split,
                        locate, search_path, search_report)
@@ -94,8 +94,7 @@ def to_float(batch, dtype=np.float32, out=None):
             hint = ("; it already holds floats: use it as it is, or give the raw uint8 pixels "
                     "to scale (to_float divides by 255)")
         raise InputTypeError(f"batch must be a uint8 numpy array (raw pixels 0..255), got {got}{hint}")
-    if problem := masked_array_problem(batch, "batch"):     # its masked pixels would be scaled
-        raise InputTypeError(problem)
+    refuse_masked(batch, "batch")                   # its masked pixels would be scaled
     if out is None:
         out = np.empty(batch.shape, dtype=check_dtype(dtype))
     else:
@@ -134,8 +133,7 @@ def binarize(x, rng):
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
         got = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise InputTypeError(f"x must be a float numpy array in [0, 1] (see to_float), got {got}")
-    if problem := masked_array_problem(x, "x"):     # its checks would skip a masked NaN
-        raise InputTypeError(problem)
+    refuse_masked(x, "x")                           # its checks would skip a masked NaN
     _check_generator(rng)
     if not np.isfinite(x).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])

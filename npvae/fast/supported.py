@@ -12,6 +12,7 @@ from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
 from ..model import VAE, check_vae
+from ..module import same_class
 from ..sampler import Sampler
 
 #: The VAE methods whose results each use of the fast path computes itself (training runs
@@ -58,9 +59,9 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
             raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
                                  + instead)
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
-        got = type(getattr(model, part, None))
-        if (got.__module__, got.__qualname__) != (kind.__module__, kind.__qualname__):    # reloaded: still npvae's
-            raise InputTypeError(f"{name}.{part} is a {type(getattr(model, part, None)).__name__}, but the "
+        got = getattr(model, part, None)
+        if not same_class(got, kind):
+            raise InputTypeError(f"{name}.{part} is a {type(got).__name__}, but the "
                                  f"fast path computes npvae's {kind.__name__}" + instead)
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
     dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
