@@ -98,7 +98,8 @@ class VAE(Module):
         What every computation runs in: images of another float dtype are converted to it.
     rng : np.random.Generator, int or None
         Draws the initial weights, then the sampler's noise: one seed fixes both
-        (``fit`` shuffles with its own ``rng``).
+        (``fit`` shuffles with its own ``rng``). ``copy.deepcopy(model)`` copies the
+        Generator too, so the copy draws the same noise: give it ``copy.rng = seed``.
     backend : deprecated, ignored (warns)
     """
 

@@ -71,6 +71,10 @@ class Optimizer:
         self.t = 0
         self.state = {p: {name: np.zeros_like(p.data) for name in self.state_names} for p in self.params}
 
+    def __repr__(self):
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        return f"{type(self).__name__}({settings}; {len(self.params)} parameters, t={self.t})"
+
     def zero_grad(self):
         """Set every parameter's gradient to 0."""
         for p in self.params:
@@ -206,7 +210,8 @@ class Adam(Optimizer):
     beta1, beta2 : deprecated (warns)
         The two decay rates apart, named as the deprecated attributes ``Adam.beta1``/``beta2``
         are; one given alone keeps the other's default.
-    backend : deprecated, ignored (warns)
+    backend : deprecated, ignored (warns); keyword only, so that PyTorch's sixth
+        positional argument (``amsgrad``, which npvae does not have) is refused
 
     Notes
     -----
@@ -235,8 +240,8 @@ class Adam(Optimizer):
     eps = Setting(check_positive_number, check_for=lambda adam, eps, name: adam.check_eps(eps))
     weight_decay = Setting(check_non_negative_number, _FITS)
 
-    def __init__(self, params, lr=1e-3, betas=_DEFAULT_BETAS, eps=1e-8, weight_decay=0.0, backend=None, *,
-                 beta1=None, beta2=None):
+    def __init__(self, params, lr=1e-3, betas=_DEFAULT_BETAS, eps=1e-8, weight_decay=0.0, *,
+                 beta1=None, beta2=None, backend=None):
         super().__init__(params, backend)
         if beta1 is not None or beta2 is not None:
             given = None if betas is _DEFAULT_BETAS else betas     # the default object: not given
@@ -358,11 +363,15 @@ class SGD(Optimizer):
     params : list of Parameter
     lr : float
         The step size, > 0 (a schedule may set ``optimizer.lr``, down to 0, between steps).
+        Default 0.01, where PyTorch's ``SGD`` defaults to 0.001: code ported from PyTorch
+        should pass ``lr``.
     momentum : float
         :math:`\rho \ge 0`, how much of the buffer :math:`b` each step keeps (0: plain SGD).
     weight_decay : float
         :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
-    backend : deprecated, ignored (warns)
+        The fourth positional argument, where PyTorch's is ``dampening`` (which npvae
+        does not have): pass it by name.
+    backend : deprecated, ignored (warns); keyword only
     """
 
     state_names = ("momentum_buffer",)
@@ -371,7 +380,7 @@ class SGD(Optimizer):
     momentum = Setting(check_non_negative_number, _FITS)
     weight_decay = Setting(check_non_negative_number, _FITS)
 
-    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, backend=None):
+    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, *, backend=None):
         super().__init__(params, backend)
         self._set_checked(lr=self._first_lr(lr), momentum=momentum, weight_decay=weight_decay)
 

@@ -232,7 +232,7 @@ def check_shape(x, name, n_features, pixels=True):
         hint = ""
         if x.ndim == 1:
             hint = f"; for one sample use {name}[None, :] or {name}.reshape(1, -1)"
-        elif x.ndim == 3 and x.shape[1] * x.shape[2] == n_features:
+        elif x.ndim >= 3 and np.prod(x.shape[1:]) == n_features:      # (N, 28, 28) or (N, 1, 28, 28)
             hint = f"; flatten images with {name}.reshape(len({name}), -1)"
         raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
     if x.shape[1] != n_features:

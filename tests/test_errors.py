@@ -25,6 +25,7 @@ def good(n=4, d=12):
     (np.zeros((4, 11), np.float32), InputError, ["x", "12 features", "(4, 11)"]),
     (np.zeros(12, np.float32), InputError, ["x", "2-D", "x[None, :]"]),
     (np.zeros((4, 3, 4), np.float32), InputError, ["x", "2-D", "reshape"]),
+    (np.zeros((4, 1, 3, 4), np.float32), InputError, ["x", "2-D", "x.reshape(len(x), -1)"]),   # (N, C, H, W)
     (np.zeros((0, 12), np.float32), InputError, ["x", "empty"]),
     (np.full((4, 12), np.nan, np.float32), InputError, ["x", "NaN"]),
     (np.full((4, 12), np.inf, np.float32), InputError, ["x", "inf"]),
@@ -235,6 +236,28 @@ def test_sampler_rejects_non_finite_eps(model):
     eps = np.full((4, 3), np.nan, np.float32)
     with pytest.raises(InputError, match="eps contains NaN"):
         model.loss(good(), eps=eps)
+
+
+def test_pytorchs_positional_arguments_that_npvae_lacks_are_refused(model):
+    """torch.optim.Adam's sixth positional argument is amsgrad, SGD's fifth weight_decay."""
+    with pytest.raises(TypeError, match="positional"):
+        npvae.Adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, 0.0, True)
+    with pytest.raises(TypeError, match="positional"):
+        npvae.SGD(model.parameters(), 0.1, 0.9, 0.0, 1e-4)
+
+
+def test_a_non_strict_load_that_would_load_nothing_is_refused():
+    m, other = npvae.VAE(12, 8, 3, rng=0), npvae.VAE(12, 8, 3, rng=1)
+    before = m.state_dict()
+    torch_names = npvae.interop.to_torch_state_dict(other, "examples")
+    with pytest.raises(StateDictError, match="no name.*fc1.weight.*from_torch_state_dict"):
+        m.load_state_dict(torch_names, strict=False)
+    for name, value in m.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+    partial = {"encoder.0.bias": other.state_dict()["encoder.0.bias"], "junk": np.zeros(2)}
+    assert m.load_state_dict(partial, strict=False) is m
+    np.testing.assert_array_equal(m.state_dict()["encoder.0.bias"], partial["encoder.0.bias"])
+    assert m.load_state_dict({}, strict=False) is m                # nothing asked, nothing done
 
 
 def test_optimizer_argument_mistakes(model):

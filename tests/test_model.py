@@ -590,3 +590,13 @@ def test_a_refused_backward_changes_nothing_and_says_the_same_again():
         with pytest.raises(StateError, match=r"model\.encoder\.0 ran forward since loss\(\)"):
             m.backward()
     assert all(not p.grad.any() for p in m.parameters())
+
+
+def test_a_deep_copy_draws_the_same_noise_until_given_its_own_rng():
+    """As VAE's docstring says: the Generator is copied with the model."""
+    import copy
+    m = VAE(12, 8, 3, rng=0)
+    twin = copy.deepcopy(m)
+    np.testing.assert_array_equal(twin.sample(4), m.sample(4))
+    twin.rng = 5
+    assert not np.array_equal(twin.sample(4), m.sample(4))

@@ -358,6 +358,15 @@ def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
         Adam(_params(), betas=0.9, weight_decay=0.01)
 
 
+def test_an_optimizer_shows_its_settings():
+    adam = Adam(_params(), lr=0.01, betas=(0.8, 0.99))
+    assert repr(adam) == "Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-08, weight_decay=0.0; 2 parameters, t=0)"
+    sgd = SGD(_params(), momentum=0.9)
+    _set_grads(sgd.params, _grads(0))
+    sgd.step()
+    assert repr(sgd) == "SGD(lr=0.01, momentum=0.9, weight_decay=0.0; 2 parameters, t=1)"
+
+
 @pytest.mark.parametrize("make", [Adam, SGD])
 def test_the_backend_warning_points_at_the_users_line(make):
     """Python shows a DeprecationWarning by default only when it is attributed to the user's code."""
