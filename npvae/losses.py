@@ -18,7 +18,8 @@ the total loss (reconstruction + :math:`\beta` KL), and a term's ``backward(grad
 :math:`g = \partial L / \partial(\text{term})`; :math:`\overline{\mathrm{KL}}` and
 :math:`\overline{\mathrm{BCE}}` (this module's) are a term's mean over the batch;
 :math:`t` is the target image (the page's :math:`x`), :math:`l` the decoder's logits,
-:math:`j` a pixel and :math:`k` a latent.
+:math:`j` a pixel and :math:`k` a latent; in shapes, ``N`` is the pixels per image (the
+page's :math:`D`).
 
 KL between two Gaussians
 ------------------------

@@ -225,11 +225,14 @@ class Adam(Optimizer):
         \hat v &= v / (1 - \beta_2^t), \\
         \theta &\leftarrow \theta - \alpha\, \hat m / (\sqrt{\hat v} + \epsilon).
 
-    The moments start at 0, so early on they are averages over fewer than
-    :math:`1/(1-\beta_1)` gradients, weighted as if there were more: after :math:`t`
-    steps the weights :math:`(1-\beta_1)\beta_1^{t-s}` of :math:`m` sum to
-    :math:`1 - \beta_1^t`, not 1 (those of :math:`v` to :math:`1 - \beta_2^t`). Dividing
-    each moment by its sum of weights (the bias correction) makes it a weighted mean.
+    The moments start at 0: after :math:`t` steps the weights
+    :math:`(1-\beta_1)\beta_1^{t-s}` that :math:`m` gives the gradients sum to
+    :math:`1 - \beta_1^t`, not 1; the missing :math:`\beta_1^t` is the weight still on the
+    initial 0 (for :math:`v`, :math:`1 - \beta_2^t` and :math:`\beta_2^t`). Dividing each
+    moment by its sum of weights (the bias correction) makes it a weighted mean of the
+    gradients seen. The rule is Algorithm 1 of the paper, and PyTorch's ``Adam`` (without
+    ``amsgrad``, with ``weight_decay`` as an L2 term); in float32 the two can differ by a
+    rounding, as PyTorch folds the corrections into the step size and the denominator.
     """
 
     state_names = ("m", "v")

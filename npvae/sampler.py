@@ -86,12 +86,13 @@ class Sampler(Module):
 
         .. math::
 
-            \frac{\partial L}{\partial \mu} = \frac{\partial L}{\partial z}, \qquad
-            \frac{\partial L}{\partial \log\sigma^2}
+            \delta_\mu^{(z)} = \frac{\partial L}{\partial z}, \qquad
+            \delta_{\log\sigma^2}^{(z)}
               = \frac{\partial L}{\partial z} \cdot \tfrac12 \varepsilon \sigma ,
 
         with :math:`\varepsilon` and :math:`\sigma` kept from forward (nothing recomputed).
-        This is only the road through ``z``: the KL term adds its own gradient with
+        The superscript says that this is only the road through ``z`` (the notation of
+        ``docs/derivation.md``, section 3.4): the KL term adds its own gradient with
         respect to ``mu`` and ``logvar`` (:meth:`npvae.losses.KL.backward`), and
         :meth:`npvae.model.VAE.backward` sums the two.
 
