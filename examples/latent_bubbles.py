@@ -170,8 +170,10 @@ def main(argv=None):
         with cli.reading_input("--data-dir"):
             images, labels = load_split("mnist", "t10k", data_dir=data_dir, download=False, progress=False)
     except DatasetNotFoundError as e:
-        if args.data_dir is None:
-            raise                           # the shipped sample is gone: cli.run says where it looked
+        if args.data_dir is None:           # the script was copied out of its checkout
+            raise InputError(f"the 1,000 MNIST test digits this script uses without --data-dir (tests/data/"
+                             f"mnist-sample in a checkout) are not at {SAMPLE}: pass --data-dir, a folder "
+                             f"holding the MNIST test set's files (nothing is downloaded)") from e
         raise InputError("\n".join([       # without --data-dir it is the shipped sample, not a download
             "--data-dir was given, but the MNIST test files are not there. Looked in:",
             *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places], e.dataset),

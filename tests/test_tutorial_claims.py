@@ -118,6 +118,19 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_latent_bubbles_copied_out_of_its_checkout_asks_for_data_dir(tmp_path):
+    """Without --data-dir it reads the sample shipped in tests/data; a copy elsewhere has none."""
+    (tmp_path / "mine").mkdir()
+    copy = tmp_path / "mine" / "latent_bubbles.py"
+    copy.write_text(open(os.path.join(EXAMPLES, "latent_bubbles.py"), encoding="utf-8").read(), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(copy), "--out", str(tmp_path / "x.png")], capture_output=True,
+                          text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not at " + os.path.join(str(tmp_path), "tests", "data", "mnist-sample") in proc.stderr
+    assert "pass --data-dir" in proc.stderr and "was given" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.parametrize("unbuffered", ["", "1"])          # the lines sit in Python's buffer, or not
 def test_a_reader_that_leaves_early_stops_the_script_quietly_with_sigpipes_status(tmp_path, unbuffered):
     """``worked_example.py | head -0``: as gradcheck does and other programs do, status 141, no
