@@ -44,7 +44,6 @@ import argparse
 import datetime
 import json
 import os
-import shlex
 import shutil
 import time
 import warnings
@@ -301,7 +300,7 @@ def data_record(data):
     """What run.json keeps of the data, so that a resumed run can tell them from others."""
     return dict(train_images=len(data.train), test_images=len(data.test),
                 train_fingerprint=fingerprint(data.train), test_fingerprint=fingerprint(data.test),
-                source=data.source)
+                source=os.path.abspath(data.source))     # a relative $NPVAE_DATA_DIR: from this folder
 
 
 def new_run_folder(dataset):
@@ -366,7 +365,7 @@ def describe(model):
 
 
 def resume_command(checkpoint):
-    return shlex.join([sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)])
+    return cli.shell_command([sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)])
 
 
 def copy_file(src, dst):
@@ -432,7 +431,13 @@ def main(argv=None):
     try:
         data = load_data(s)
     except DatasetNotFoundError as e:     # on a resume, leaving --data-dir out means run.json's folder
-        if resumed is None or s["data_dir"] is None:
+        if resumed is None:
+            raise
+        if s["data_dir"] is None:         # found without --data-dir ($NPVAE_DATA_DIR, the cache)
+            found = (resumed.data or {}).get("source")
+            if isinstance(found, str):
+                e.add_note(f"This run found its data in {found} (its run.json): give --data-dir with that "
+                           f"folder, or one that holds the same data")
             raise
         where = "--data-dir" if "data_dir" in given else "its data folder"
         source = "" if "data_dir" in given else " (from its run.json)"
@@ -452,10 +457,14 @@ def main(argv=None):
     own = None if resumed is None else ((resumed.ckpt.fit_config or {}).get("backend")
                                         or resumed.settings.get("backend"))
     s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
+    own_folder = out is None and resumed is not None        # a resume in its folder: no --out was given
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
-    cli.check_output_folder(out, "--out", output_bytes(s, folder=None if resumed is None or elsewhere else out))
+    cli.check_output_folder(out, "the run's folder" if own_folder else "--out",
+                            output_bytes(s, folder=None if resumed is None or elsewhere else out),
+                            instead="continue it in another folder with --out NEW" if own_folder
+                            else "choose another folder")
     if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")

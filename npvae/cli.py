@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import select
+import shlex
 import shutil
 import stat
 import sys
@@ -335,6 +336,7 @@ def run(main, argv=None, *, then_exit=False):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    _fill_closed_standard_descriptors()
     with warnings.catch_warnings(), signals.raise_on_signals(then_ignore=then_exit):
         if not debug:
             # e.g. "overflow encountered in exp" as training diverges: the error says it better
@@ -354,7 +356,7 @@ def run(main, argv=None, *, then_exit=False):
                 if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say
                     code = EXIT_CLOSED_PIPE
                 else:
-                    shown = interruption(error) or error
+                    shown = interruption(error) or _lost_working_folder(error) or error
                     _report(error, debug, shown)
                     code = exit_code(shown)
                     _settle_output()
@@ -363,6 +365,51 @@ def run(main, argv=None, *, then_exit=False):
     if then_exit:
         sys.exit(code)
     return code
+
+
+def _fill_closed_standard_descriptors():
+    """A program started with stdout or stderr closed (``>&-``) hands descriptor 1 or 2 to the
+    next file it opens (the run's lock, a figure being written), and a message printed below
+    Python (Numba, the BLAS, a crash dump) would land in it: /dev/null takes them first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)      # the lowest free descriptor: this one
+
+
+def _lost_working_folder(error):
+    """A relative path met a current folder that has been deleted: say that (bad input, 2),
+    not the system's bare "No such file or directory"."""
+    if not isinstance(error, FileNotFoundError):
+        return None
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return InputError("the current folder no longer exists (deleted or moved?): cd to a folder that "
+                          "exists, or give every path in full")
+    return None
+
+
+def shell_command(words, stream=None):
+    """``words`` as one command to paste into a shell (bash, zsh), shown on ``stream`` (default
+    ``sys.stderr``): quoted as :func:`shlex.join` does, but a word the stream cannot show as it
+    is (bytes that are no UTF-8, letters its encoding lacks, a newline) in bash's ``$'...'``,
+    its bytes escaped: an escape the stream makes up would name another file."""
+    stream = sys.stderr if stream is None else stream
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return " ".join(_shell_word(os.fspath(w), encoding) for w in words)
+
+
+def _shell_word(word, encoding):
+    try:
+        word.encode(encoding)                   # strict: no surrogates, nothing to escape
+        if word.isprintable():
+            return shlex.quote(word)
+    except UnicodeEncodeError:
+        pass
+    body = "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}" for b in os.fsencode(word))
+    return f"$'{body}'"
 
 
 @contextlib.contextmanager
@@ -381,13 +428,14 @@ def reading_input(what):
         raise InputError(f"{what}:{where} cannot be read: {e.strerror or e}") from e
 
 
-def check_output_folder(path, option="--out", need_bytes=0, files=()):
+def check_output_folder(path, option="--out", need_bytes=0, files=(), instead="choose another folder"):
     """Refuse, before anything is written, an output folder that cannot be used.
 
     ``path`` may exist (it must be a folder) or not (the nearest existing
     folder above it must be writable). With ``need_bytes``, its file system
     must have that much free space. ``files``: names of files the program writes
-    there, none of which may be a folder.
+    there, none of which may be a folder. ``instead``: what to do about a folder that
+    cannot be used (another one, said the way the program takes it).
 
     Raises
     ------
@@ -405,7 +453,7 @@ def check_output_folder(path, option="--out", need_bytes=0, files=()):
         except FileNotFoundError:
             if os.path.lexists(existing):
                 raise InputError(f"{option} {path}: {existing} is a symbolic link to nothing; remove it or "
-                                 f"choose another folder") from None
+                                 f"{instead}") from None
             existing = os.path.dirname(existing)
             continue
         except NotADirectoryError:
@@ -425,17 +473,16 @@ def check_output_folder(path, option="--out", need_bytes=0, files=()):
     except OSError as e:
         # "in {existing}": the system's reason is for a new file there (in /proc: "No such file")
         raise InputError(f"{option} {path} is not writable: no file can be created in {existing} "
-                         f"({e.strerror or e}); choose another folder") from None
+                         f"({e.strerror or e}); {instead}") from None
     if need_bytes:
         free = shutil.disk_usage(existing).free
         if free < need_bytes:
             raise InputError(f"{option} {path}: only {format_bytes(free)} free on its file system, and this "
-                             f"run writes about {format_bytes(need_bytes)}; free some space or choose "
-                             f"another folder")
+                             f"run writes about {format_bytes(need_bytes)}; free some space or {instead}")
     for name in files:
         if os.path.isdir(os.path.join(path, name)):
             raise InputError(f"{option} {path}: {name} there is a folder, where this writes a file; remove it "
-                             f"or choose another folder")
+                             f"or {instead}")
     return path
 
 

@@ -38,7 +38,11 @@ def emit(stream, text):
     if stream is None:
         return
     try:
-        stream.write(text)
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:      # a name the stream cannot show (PYTHONIOENCODING=ascii): escaped, not lost
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
         stream.flush()
     except (OSError, ValueError):
         pass
@@ -72,14 +76,15 @@ class _Line:
         self.width = 0          # characters drawn on the current line
 
     def draw(self, text):
-        columns = shutil.get_terminal_size((100, 24)).columns
-        text = text[:max(10, columns - 1)]            # a wrapped line cannot be redrawn
-        padded, self.width = text.ljust(self.width), max(self.width, len(text))   # before: Ctrl-C may cut in
-        emit(self.stream, "\r" + padded)
+        columns = _columns()
+        text = _fit(text, columns)
+        # padded over what was drawn, within today's width (the terminal may have narrowed)
+        padded, self.width = text.ljust(min(self.width, columns)), max(min(self.width, columns), len(text))
+        emit(self.stream, "\r" + padded)           # the width is set before: Ctrl-C may cut in
 
     def clear(self):
         if self.width:
-            emit(self.stream, "\r" + " " * self.width + "\r")
+            emit(self.stream, "\r" + " " * min(self.width, _columns()) + "\r")
             self.width = 0
 
     def end(self):
@@ -87,6 +92,24 @@ class _Line:
         if self.width:
             emit(self.stream, "\n")
             self.width = 0
+
+
+def _columns():
+    """The characters a redrawn line may take: a line that wraps cannot be redrawn in place."""
+    return max(10, shutil.get_terminal_size((100, 24)).columns - 1)
+
+
+def _fit(text, columns):
+    """``text`` in ``columns`` characters: its bar shrinks, or goes, before the end is cut, so
+    that the rate and the time left stay in sight (an 80-column terminal)."""
+    start, end = text.find("["), text.find("]")
+    excess = len(text) - columns
+    if excess > 0 and 0 <= start < end:
+        inner = text[start + 1:end]
+        width = len(inner) - excess
+        bar = _bar(inner.count("#") / len(inner), width) if width >= 5 else ""
+        text = (text[:start] + bar if bar else text[:start].rstrip(" ")) + text[end + 1:]
+    return text[:columns]
 
 
 class Bar:

@@ -280,3 +280,52 @@ def test_a_warning_the_user_made_an_error_is_not_called_a_bug(user, tmp_path):
     assert code == 1 and "$NPVAE_DATA_DIR=/nonexistent: folder does not exist" in err
     assert "a warning, raised as an error by python -W error or PYTHONWARNINGS" in err
     assert "bug" not in err and "--debug" not in err
+
+
+def test_a_deleted_current_folder_is_named_not_a_bare_no_such_file(tmp_path):
+    """The default --out is relative: with the current folder gone, say so (bad input: 2)."""
+    import subprocess
+    import sys
+
+    from cli_util import ENV
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    command = f'cd "{gone}" && rmdir "{gone}" && exec "$0" "$@"'
+    proc = subprocess.run(["bash", "-c", command, sys.executable, TRAIN, *SMALL, "--epochs", "1"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: the current folder no longer exists (deleted or moved?)")
+    assert_no_traceback(proc.stderr)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_the_resume_command_printed_pastes_back_for_any_folder_name(tmp_path, encoding):
+    """A name the terminal cannot show is printed in bash's $'...' form, its bytes escaped: the
+    escapes a stream would make up (\\udcff, \\xfc) would name another file."""
+    import io
+    import subprocess
+    names = ["plain", "with space", "v \u00fc", "bad\udcffbyte", "new\nline", "quote's \\ $x"]
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    for name in names:
+        command = cli.shell_command(["printf", "%s", str(tmp_path / name)], stream)
+        command.encode(encoding)                               # shown as it is
+        assert "\n" not in command
+        out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30).stdout
+        assert out == os.fsencode(str(tmp_path / name)), (name, command)
+    assert cli.shell_command(["python", "a b"], stream) == "python 'a b'"    # shlex's quoting otherwise
+
+
+def test_a_data_folder_this_locale_cannot_spell_is_a_search_report_not_a_bug(tmp_path):
+    """A run recorded in a UTF-8 locale, resumed with PYTHONUTF8=0 LC_ALL=C (cron): its data
+    folder's name cannot be given to the system; the places searched say so."""
+    import subprocess
+    import sys
+
+    from cli_util import ENV
+    code = ("from npvae.data import load_split\n"
+            "try:\n    load_split('mnist', 't10k', data_dir='/nonexistent/\\u00e9', download=False)\n"
+            "except Exception as e:\n    print(type(e).__name__, ascii(str(e)))\n")
+    env = {**ENV, "PYTHONUTF8": "0", "LC_ALL": "C"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.startswith("DatasetNotFoundError"), proc.stdout + proc.stderr
+    assert "cannot be spelled in this locale's encoding of file names (ascii)" in proc.stdout

@@ -136,6 +136,20 @@ def test_read_only_out_is_refused_at_the_start(tmp_path, private_tmpfs):
     assert_no_traceback(proc.stderr)
 
 
+def test_a_resume_in_a_read_only_run_folder_names_the_folder_and_the_way_out(tmp_path, private_tmpfs):
+    """No --out was given: the message names the run's folder and says to continue with --out NEW."""
+    mnt = tmp_path / "mnt"
+    train = shlex.join([sys.executable, TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20",
+                        "--out", str(mnt / "run")])
+    resume = shlex.join([sys.executable, TRAIN, "--resume", str(mnt / "run"), "--epochs", "2"])
+    script = f"{train} >/dev/null 2>&1 && mount -o remount,ro {shlex.quote(str(mnt))} && {resume}"
+    proc = private_tmpfs(mnt, "8m", [], ["sh", "-c", script])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: the run's folder {mnt / 'run'} is not writable"), proc.stderr
+    assert proc.stderr.rstrip().endswith("(Read-only file system); continue it in another folder with --out NEW")
+    assert "--out " + str(mnt) not in proc.stderr
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_out_in_a_folder_that_takes_no_files_names_that_folder_as_the_reason():
     """/proc exists, yet creating a file in it fails with "No such file or directory": the message
@@ -284,6 +298,22 @@ def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_comma
             f"reconstruction_before.png") in proc.stderr
     assert b"killed run" not in (out / "reconstruction_before.png").read_bytes()       # this run's own
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
+def test_started_with_stdout_and_stderr_closed_their_descriptors_go_to_no_file_it_writes(tmp_path):
+    """Else the first files opened (the run's lock, a figure) would take descriptors 1 and 2, and
+    a message printed below Python would be written into them."""
+    script = tmp_path / "program.py"
+    script.write_text("import os, sys\nfrom npvae import cli\n"
+                      "def main(argv):\n"
+                      "    with open(sys.argv[1], 'w') as f:\n"
+                      "        f.write(' '.join(os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)))\n"
+                      "cli.run(main, [], then_exit=True)\n", encoding="utf-8")
+    command = shlex.join([sys.executable, str(script), str(tmp_path / "fds")]) + " <&- >&- 2>&-"
+    proc = subprocess.run(["bash", "-c", command], env=ENV, timeout=60)
+    assert proc.returncode == 0
+    assert (tmp_path / "fds").read_text() == " ".join([os.devnull] * 3)
 
 
 def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):

@@ -241,3 +241,23 @@ def test_an_interrupt_wrapped_by_an_import_while_drawing_still_says_how_to_finis
     code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
     assert code == cli.EXIT_SIGINT and err.count("stopped: interrupted by SIGINT") == 1, err
     assert "the training is complete and saved in" in err and "--resume" in err
+
+
+def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(tmp_path):
+    """run.json records where the data were as a full path; resumed from elsewhere, where the
+    relative $NPVAE_DATA_DIR finds nothing, the refusal says where the run found them."""
+    from cli_util import ENV
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    shutil.copytree(SAMPLE, here / "rel" / "mnist")
+    elsewhere.mkdir()
+    no_data_dir = [a for a in SMALL if a not in ("--data-dir", SAMPLE)]
+    env = {**ENV, "NPVAE_DATA_DIR": "rel"}
+    first = run([TRAIN, *no_data_dir, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", "run"],
+                cwd=here, env=env)
+    assert first.returncode == 0, first.stderr
+    with open(here / "run" / "run.json", encoding="utf-8") as f:
+        assert json.load(f)["data"]["source"] == str(here / "rel" / "mnist")
+    again = run([TRAIN, "--resume", str(here / "run"), "--epochs", "2"], cwd=elsewhere, env=env)
+    assert again.returncode == 2, again.stderr
+    assert f"This run found its data in {here / 'rel' / 'mnist'} (its run.json)" in again.stderr
+    assert_no_traceback(again.stderr)

@@ -154,3 +154,20 @@ def test_the_command_says_when_there_is_nothing_to_keep_or_to_compile():
     no_jit = _python("from npvae.fast.compile import main; raise SystemExit(main([]))", NUMBA_DISABLE_JIT="1")
     assert no_jit.returncode == 0 and no_jit.stdout == ""
     assert "nothing to compile: NUMBA_DISABLE_JIT is set" in no_jit.stderr
+
+
+@pytest.mark.parametrize("given, words", [
+    ("/proc/no-such-cache", "NUMBA_CACHE_DIR='/proc/no-such-cache' cannot be written"),
+    ("cache", "NUMBA_CACHE_DIR='cache' is relative: the kernels go into {tmp}/cache, where a run started "
+              "from another folder will not look; give a full path"),
+])
+def test_a_numba_cache_dir_later_runs_would_not_find_is_named_before_compiling(tmp_path, given, words):
+    """Numba passes over a folder it cannot write to, and takes a relative one from the current
+    folder: "compiled into Numba's cache" alone would hide that the cache is elsewhere, or nowhere."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": given, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "npvae.fast.compile"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()              # said before the compiling starts: no need to wait for it
+    proc.terminate()
+    proc.communicate(timeout=120)
+    assert first.startswith("npvae: warning: " + words.format(tmp=tmp_path)), first

@@ -316,6 +316,44 @@ def test_progress_bar_on_a_terminal_and_lines_in_a_log():
         ["0:00", "1:00", "1:01", "1:02:05", "?", "?"]
 
 
+def test_on_an_80_column_terminal_the_bar_shrinks_and_the_time_left_stays(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=20, steps=469, stream=tty)
+    show.update(10, 469, 108.2141, 60000, 11.3)
+    drawn = tty.getvalue().split("\r")[-1]
+    assert drawn == "epoch 10/20  batch 469/469 [########]  loss 108.214  5,310 samples/s  0:00 left"   # 79
+    bar = Bar("NLL (k=800)", 10000, "images", stream=FakeTTY())
+    bar.update(10000)
+    assert bar.stream.getvalue().split("\r")[-1].endswith("images/s  0:00 left")
+    assert len(bar.stream.getvalue().split("\r")[-1]) <= 79
+
+
+def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch):
+    """Padding over a wider line drawn before would wrap, and a wrapped line is not redrawn in place."""
+    monkeypatch.setenv("COLUMNS", "120")
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=3, steps=100, stream=tty)
+    show.interval = 0
+    show.update(1, 1, 1.0, 128, 1.0)
+    show.update(1, 2, 1.0, 256, 2.0)
+    monkeypatch.setenv("COLUMNS", "40")
+    show.update(1, 3, 1.0, 384, 3.0)
+    show.message("a message")
+    writes = tty.getvalue().split("\r")          # the first step is not drawn: no rate yet
+    assert writes[:4] == ["", "epoch 1/3  batch 2/100 [....................]  loss 1.000  128 samples/s  1:38 left",
+                          "epoch 1/3  batch 3/100  loss 1.000  128", " " * 39]    # the bar went first
+    assert writes[4] == "a message\n"
+
+
+def test_a_line_the_stream_cannot_encode_is_escaped_not_lost():
+    """PYTHONIOENCODING=ascii and a folder named with a u-umlaut: the result line still says where."""
+    from npvae.progress import emit
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    emit(stream, "done: figures, metrics and checkpoint in runs/v \u00fc\n")
+    assert stream.buffer.getvalue() == b"done: figures, metrics and checkpoint in runs/v \\xfc\n"
+
+
 def test_time_left_is_not_thrown_off_by_a_slow_first_step():
     """A cold Numba cache makes the first step take seconds (compiling): the rate and the
     time left are measured without it, on the bar and in the epoch's line."""

@@ -23,6 +23,7 @@ lists what is missing, every place looked in, and where to put the files.
 """
 import os
 import stat
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -200,6 +201,9 @@ def _folder_problem(folder):
         return "a link to nothing" if os.path.islink(folder) else "folder does not exist"
     except OSError as e:            # permission denied on a parent, a link loop, a name too long
         return f"cannot look into it: {e.strerror}"
+    except UnicodeEncodeError:      # e.g. a name recorded in a UTF-8 locale, read with PYTHONUTF8=0 LC_ALL=C
+        return (f"its name cannot be spelled in this locale's encoding of file names "
+                f"({sys.getfilesystemencoding()}): run in a UTF-8 locale")
     if not stat.S_ISDIR(st.st_mode):
         return "not a folder"
     if not os.access(folder, os.R_OK | os.X_OK):

@@ -2,8 +2,8 @@
 
 Numba compiles each kernel the first time it is called with a given set of
 dtypes (about 10 s for all of them on a 2-core machine) and keeps the result in its disk
-cache (``$NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to :mod:`npvae.fast.kernels`,
-else ``~/.cache/numba``), so every later run only loads them. Training compiles what it needs on its own;
+cache (the first of ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to :mod:`npvae.fast.kernels`
+and ``~/.cache/numba`` that it can write to), so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a
 container image). Numba uses a cache folder only if the process can write to it: run
 this as the user who will train, or point ``NUMBA_CACHE_DIR`` at a folder that user can
@@ -14,8 +14,10 @@ included) and SGD, and evaluation.
 """
 import argparse
 import contextlib
+import os
 import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -67,6 +69,8 @@ def main(argv=None):
         status, message = stop
         emit(sys.stderr, f"npvae: {message}\n")
         return status
+    if problem := _given_cache_dir_problem():
+        emit(sys.stderr, f"npvae: warning: {problem}\n")
     emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 10 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
@@ -90,6 +94,26 @@ def _nothing_to_keep():
     if not CACHED:
         return 1, (f"error: Numba finds no folder to keep the kernels in (none of {cache_places()} can be "
                    f"written): set NUMBA_CACHE_DIR to a folder you can write and run this again")
+    return None
+
+
+def _given_cache_dir_problem():
+    """Why ``$NUMBA_CACHE_DIR``, if set, will not hold the kernels for later runs, or None: Numba
+    passes over a folder it cannot write to, and takes a relative one from the current folder."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if not given:
+        return None
+    try:
+        os.makedirs(given, exist_ok=True)       # as Numba would
+        with tempfile.TemporaryFile(dir=given):
+            pass
+    except OSError as e:
+        return (f"NUMBA_CACHE_DIR={given!r} cannot be written ({e.strerror or e}): Numba keeps the kernels "
+                f"in the next folder it can write to, if any (__pycache__ beside npvae/fast/kernels.py, "
+                f"else ~/.cache/numba)")
+    if not os.path.isabs(given):
+        return (f"NUMBA_CACHE_DIR={given!r} is relative: the kernels go into {os.path.abspath(given)}, "
+                f"where a run started from another folder will not look; give a full path")
     return None
 
 
