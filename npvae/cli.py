@@ -337,6 +337,7 @@ def run(main, argv=None, *, then_exit=False):
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     _fill_closed_standard_descriptors()
+    folder_gone = not _working_folder_exists()    # then no relative path can have been written
     with warnings.catch_warnings(), signals.raise_on_signals(then_ignore=then_exit):
         if not debug:
             # e.g. "overflow encountered in exp" as training diverges: the error says it better
@@ -356,7 +357,7 @@ def run(main, argv=None, *, then_exit=False):
                 if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say
                     code = EXIT_CLOSED_PIPE
                 else:
-                    shown = interruption(error) or _lost_working_folder(error) or error
+                    shown = interruption(error) or (folder_gone and _lost_working_folder(error)) or error
                     _report(error, debug, shown)
                     code = exit_code(shown)
                     _settle_output()
@@ -378,17 +379,21 @@ def _fill_closed_standard_descriptors():
             os.open(os.devnull, os.O_RDWR)      # the lowest free descriptor: this one
 
 
-def _lost_working_folder(error):
-    """A relative path met a current folder that has been deleted: say that (bad input, 2),
-    not the system's bare "No such file or directory"."""
-    if not isinstance(error, FileNotFoundError):
-        return None
+def _working_folder_exists():
     try:
         os.getcwd()
     except FileNotFoundError:
-        return InputError("the current folder no longer exists (deleted or moved?): cd to a folder that "
-                          "exists, or give every path in full")
-    return None
+        return False
+    return True
+
+
+def _lost_working_folder(error):
+    """For a program started in a folder since deleted: a relative path (or making one whole)
+    failed there. Say that (bad input, 2), not the system's bare "No such file or directory"."""
+    if type(error) is not FileNotFoundError or (error.filename and os.path.isabs(error.filename)):
+        return None     # an npvae error (a data set not found) says more; a whole path is not the folder's
+    return InputError("the current folder no longer exists (deleted or moved?): cd to a folder that "
+                      "exists, or give every path in full")
 
 
 def shell_command(words, stream=None):
@@ -398,7 +403,7 @@ def shell_command(words, stream=None):
     its bytes escaped: an escape the stream makes up would name another file."""
     stream = sys.stderr if stream is None else stream
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    return " ".join(_shell_word(os.fspath(w), encoding) for w in words)
+    return " ".join(_shell_word(os.fsdecode(w), encoding) for w in words)
 
 
 def _shell_word(word, encoding):
@@ -408,7 +413,11 @@ def _shell_word(word, encoding):
             return shlex.quote(word)
     except UnicodeEncodeError:
         pass
-    body = "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}" for b in os.fsencode(word))
+    try:
+        data = os.fsencode(word)                # the bytes the system takes for this name
+    except UnicodeEncodeError:                  # an ASCII file-system encoding (LC_ALL=C, PYTHONUTF8=0)
+        data = word.encode("utf-8", "surrogateescape")
+    body = "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}" for b in data)
     return f"$'{body}'"
 
 

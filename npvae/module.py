@@ -327,8 +327,8 @@ class Module:
         """Copy arrays into the parameters, checking names, shapes, dtypes and values first.
 
         Nothing is changed unless every entry fits. With ``strict=False``,
-        missing and unexpected names are allowed (shapes still must match), but at least
-        one name must match. Any mapping of names to arrays will do: a dict, or what
+        missing and unexpected names are allowed (shapes still must match), but for a module
+        with parameters at least one name must match. Any mapping of names to arrays will do: a dict, or what
         ``np.load`` returns for a file that ``np.savez(path, **model.state_dict())`` wrote.
         Returns the module itself (PyTorch returns the missing and unexpected names; here
         they are the names of ``state_dict()`` not in yours, and of yours not in it).
@@ -345,11 +345,12 @@ class Module:
         if strict and (missing or unexpected):
             raise StateDictError(f"state_dict does not match {type(self).__name__}: "
                                  f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
-        if state_dict and len(unexpected) == len(state_dict):       # strict=False, and it would load nothing
+        if params and state_dict and len(unexpected) == len(state_dict):   # strict=False, and it would load nothing
+            torch = any(k.startswith("fc") for k in unexpected)         # the PyTorch example's fc1, fc21, ...
             raise StateDictError(f"no name in state_dict is a parameter of {type(self).__name__} (got "
                                  f"{unexpected[:4]}{', ...' if len(unexpected) > 4 else ''}; expected names "
-                                 f"such as {list(params)[:2]}); a PyTorch model's state dict is converted by "
-                                 f"npvae.interop.from_torch_state_dict")
+                                 f"such as {list(params)[:2]})" + ("; a PyTorch VAE's state dict is converted "
+                                 "by npvae.interop.from_torch_state_dict" if torch else ""))
         for name, value in state_dict.items():
             if name in params:
                 like = params[name].data

@@ -72,8 +72,11 @@ class Optimizer:
         self.state = {p: {name: np.zeros_like(p.data) for name in self.state_names} for p in self.params}
 
     def __repr__(self):
-        settings = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
-        return f"{type(self).__name__}({settings}; {len(self.params)} parameters, t={self.t})"
+        try:
+            settings = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + "; "
+        except NotImplementedError:         # a subclass of one's own that has not said its settings
+            settings = ""
+        return f"{type(self).__name__}({settings}{len(self.params)} parameters, t={self.t})"
 
     def zero_grad(self):
         """Set every parameter's gradient to 0."""

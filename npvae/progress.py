@@ -10,6 +10,8 @@ long computation may print a plain line now and then (``log_every``).
 the generic piece (downloads, the NLL estimate).
 """
 import math
+import os
+import re
 import shutil
 import sys
 import time
@@ -76,7 +78,7 @@ class _Line:
         self.width = 0          # characters drawn on the current line
 
     def draw(self, text):
-        columns = _columns()
+        columns = _columns(self.stream)
         text = _fit(text, columns)
         # padded over what was drawn, within today's width (the terminal may have narrowed)
         padded, self.width = text.ljust(min(self.width, columns)), max(min(self.width, columns), len(text))
@@ -84,7 +86,7 @@ class _Line:
 
     def clear(self):
         if self.width:
-            emit(self.stream, "\r" + " " * min(self.width, _columns()) + "\r")
+            emit(self.stream, "\r" + " " * min(self.width, _columns(self.stream)) + "\r")
             self.width = 0
 
     def end(self):
@@ -94,21 +96,33 @@ class _Line:
             self.width = 0
 
 
-def _columns():
-    """The characters a redrawn line may take: a line that wraps cannot be redrawn in place."""
-    return max(10, shutil.get_terminal_size((100, 24)).columns - 1)
+def _columns(stream):
+    """The characters a line redrawn on ``stream`` may take (a line that wraps cannot be redrawn
+    in place): ``$COLUMNS`` if set, else the width of the terminal ``stream`` is on (stderr's,
+    when stdout goes to a file), else what :func:`shutil.get_terminal_size` finds."""
+    columns = 0
+    if not os.environ.get("COLUMNS"):
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):    # no descriptor (a notebook, a test's stream)
+            pass
+    return max(10, (columns or shutil.get_terminal_size((100, 24)).columns) - 1)
+
+
+_BAR = re.compile(r" \[[#.]{2,}\]")     # what _bar draws, after a label that may hold brackets of its own
 
 
 def _fit(text, columns):
     """``text`` in ``columns`` characters: its bar shrinks, or goes, before the end is cut, so
     that the rate and the time left stay in sight (an 80-column terminal)."""
-    start, end = text.find("["), text.find("]")
+    bars = list(_BAR.finditer(text))
     excess = len(text) - columns
-    if excess > 0 and 0 <= start < end:
-        inner = text[start + 1:end]
+    if excess > 0 and bars:
+        start, end = bars[-1].span()        # " [" ... "]"
+        inner = text[start + 2:end - 1]
         width = len(inner) - excess
-        bar = _bar(inner.count("#") / len(inner), width) if width >= 5 else ""
-        text = (text[:start] + bar if bar else text[:start].rstrip(" ")) + text[end + 1:]
+        bar = " " + _bar(inner.count("#") / len(inner), width) if width >= 5 else ""
+        text = text[:start] + bar + text[end:]
     return text[:columns]
 
 

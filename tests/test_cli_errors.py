@@ -296,6 +296,24 @@ def test_a_deleted_current_folder_is_named_not_a_bare_no_such_file(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: the current folder no longer exists (deleted or moved?)")
     assert_no_traceback(proc.stderr)
+    gone.mkdir()                            # every path in full: what is wrong is the data, as elsewhere
+    args = ["--dataset", "mnist", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]
+    proc = subprocess.run(["bash", "-c", command, sys.executable, TRAIN, *args], capture_output=True, text=True,
+                          env=ENV, timeout=120)
+    assert proc.returncode == 2 and "Looked in, in this order:" in proc.stderr, proc.stderr
+    assert "current folder" not in proc.stderr
+
+
+def test_a_current_folder_deleted_while_running_is_a_failure_while_running(tmp_path, monkeypatch):
+    """Files may have been written by then: status 1, with what the system said."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+
+    def main(argv):
+        here.rmdir()
+        open("metrics.jsonl", "w").close()
+    assert cli.run(main, []) == 1
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
@@ -313,6 +331,19 @@ def test_the_resume_command_printed_pastes_back_for_any_folder_name(tmp_path, en
         out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30).stdout
         assert out == os.fsencode(str(tmp_path / name)), (name, command)
     assert cli.shell_command(["python", "a b"], stream) == "python 'a b'"    # shlex's quoting otherwise
+
+
+def test_the_resume_command_can_be_shown_in_an_ascii_locale():
+    """PYTHONUTF8=0 LC_ALL=C: names are bytes in an ASCII file-system encoding."""
+    import subprocess
+    import sys
+
+    from cli_util import ENV
+    code = "from npvae.cli import shell_command\nprint(shell_command(['\\u00fc', 'x\\udcff', b'b y']))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "$'\\xc3\\xbc' $'x\\xff' 'b y'\n"
 
 
 def test_a_data_folder_this_locale_cannot_spell_is_a_search_report_not_a_bug(tmp_path):

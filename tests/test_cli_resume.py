@@ -123,10 +123,11 @@ def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_
     gone = str(tmp_path / "moved-away")
     (copy_of / "run.json").write_text(json.dumps({**run_json, "data_dir": gone}))
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
-    assert code == 2 and f"its data folder {gone} (from its run.json) does not hold the mnist files" in err, err
+    assert code == 2 and f"the mnist files are not found in its data folder {gone} (from its run.json):" in err, err
+    assert f"  2. {gone} (run.json's data_dir): folder does not exist" in err
     assert "give --data-dir with the folder that holds the run's data" in err and "leave it out" not in err
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", gone])
-    assert code == 2 and f"--data-dir {gone} does not hold the mnist files" in err and "leave it out" not in err
+    assert code == 2 and f"the mnist files are not found in --data-dir {gone}:" in err and "leave it out" not in err
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", SAMPLE, "--nll-k", "1"])
     assert code == 0, err
 
@@ -260,4 +261,22 @@ def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_na
     again = run([TRAIN, "--resume", str(here / "run"), "--epochs", "2"], cwd=elsewhere, env=env)
     assert again.returncode == 2, again.stderr
     assert f"This run found its data in {here / 'rel' / 'mnist'} (its run.json)" in again.stderr
+    assert_no_traceback(again.stderr)
+
+
+def test_a_resume_in_a_locale_that_cannot_spell_the_data_folder_says_so(tmp_path):
+    """Recorded in a UTF-8 locale, resumed with PYTHONUTF8=0 LC_ALL=C (cron): the folder holds
+    the files; what is wrong is its name in this locale, and the refusal says that."""
+    from cli_util import ENV
+    data = tmp_path / "d\u00e4t\u00e4"
+    shutil.copytree(SAMPLE, data)
+    args = [a for a in SMALL if a not in ("--data-dir", SAMPLE)]
+    first = run([TRAIN, *args, *REFERENCE, "--data-dir", str(data), "--epochs", "1", "--nll-images", "20", "--out",
+                 str(tmp_path / "run")])
+    assert first.returncode == 0, first.stderr
+    again = run([TRAIN, "--resume", str(tmp_path / "run"), "--epochs", "2"],
+                env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C"})
+    assert again.returncode == 2, again.stderr
+    assert "the mnist files are not found in its data folder" in again.stderr
+    assert "its name cannot be spelled in this locale's encoding of file names (ascii)" in again.stderr
     assert_no_traceback(again.stderr)

@@ -258,6 +258,12 @@ def test_a_non_strict_load_that_would_load_nothing_is_refused():
     assert m.load_state_dict(partial, strict=False) is m
     np.testing.assert_array_equal(m.state_dict()["encoder.0.bias"], partial["encoder.0.bias"])
     assert m.load_state_dict({}, strict=False) is m                # nothing asked, nothing done
+    with pytest.raises(StateDictError) as info:                    # npvae's names, for a part of it
+        m.encoder.load_state_dict(other.state_dict(), strict=False)
+    assert "expected names such as ['0.weight', '0.bias']" in str(info.value)
+    assert "PyTorch" not in str(info.value)
+    relu = npvae.ReLU()                                            # nothing to load into: as PyTorch
+    assert relu.load_state_dict({"x": np.zeros(2)}, strict=False) is relu
 
 
 def test_optimizer_argument_mistakes(model):

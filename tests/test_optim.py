@@ -367,6 +367,16 @@ def test_an_optimizer_shows_its_settings():
     assert repr(sgd) == "SGD(lr=0.01, momentum=0.9, weight_decay=0.0; 2 parameters, t=1)"
 
 
+def test_the_repr_of_an_optimizer_of_ones_own_without_settings():
+    from npvae.optim import Optimizer
+
+    class SignDescent(Optimizer):
+        def step(self):
+            for p in self.params:
+                p.data -= 0.01 * np.sign(p.grad)
+    assert repr(SignDescent(_params())) == "SignDescent(2 parameters, t=0)"
+
+
 @pytest.mark.parametrize("make", [Adam, SGD])
 def test_the_backend_warning_points_at_the_users_line(make):
     """Python shows a DeprecationWarning by default only when it is attributed to the user's code."""

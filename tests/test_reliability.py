@@ -329,6 +329,33 @@ def test_on_an_80_column_terminal_the_bar_shrinks_and_the_time_left_stays(monkey
     assert len(bar.stream.getvalue().split("\r")[-1]) <= 79
 
 
+def test_the_bar_fits_the_terminal_it_is_drawn_on_when_stdout_goes_elsewhere(monkeypatch):
+    """``train_mnist.py > log.txt``: stderr is the 80-column terminal, stdout a file."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    monkeypatch.delenv("COLUMNS", raising=False)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    with os.fdopen(slave, "w") as terminal:
+        show = EpochProgress(True, epochs=20, steps=469, stream=terminal)
+        show.update(10, 469, 108.2141, 60000, 11.3)
+        terminal.flush()
+        drawn = os.read(master, 4096).decode().split("\r")[-1]
+    os.close(master)
+    assert len(drawn) <= 79 and drawn.endswith("0:00 left"), drawn
+
+
+def test_a_label_with_brackets_keeps_them_and_only_the_bar_shrinks(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    bar = Bar("downloading t10k[1].gz", 10_000_000, "MB", scale=1e6, fmt=".1f", stream=FakeTTY())
+    bar.interval = 0
+    bar.update(5_000_000)
+    drawn = bar.stream.getvalue().split("\r")[-1]
+    assert drawn.startswith("downloading t10k[1].gz [") and drawn.endswith(" left") and len(drawn) <= 79, drawn
+
+
 def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch):
     """Padding over a wider line drawn before would wrap, and a wrapped line is not redrawn in place."""
     monkeypatch.setenv("COLUMNS", "120")
