@@ -1,4 +1,4 @@
-"""Draw the KL term per latent dimension as a function of the variance V: smallest at V = 1.
+"""Draw the KL term of one latent dimension against its variance V (least at 1).
 
 For one latent coordinate with q = N(mu, V) and the prior p = N(0, 1),
 

@@ -1,4 +1,4 @@
-"""Train the same VAE with beta = 0 and beta = 1 and draw each one's latent "bubbles".
+"""Train one VAE with beta = 0 and one with beta = 1; draw their latent "bubbles".
 
 The encoder maps each image to a Gaussian bubble q(z | x) = N(mu, diag(sigma^2)) in a
 2-D latent space. Without the KL term (beta = 0) nothing holds the bubbles in place:

@@ -2,8 +2,9 @@
 
     python examples/quickstart.py [DATA_DIR] [--out DIR]
 
-Uses only the MNIST test split, cut into 80% train / 20% held out; writes quickstart.npz and
-quickstart_samples.png into --out (a rerun replaces them, with a note).
+Uses only the MNIST test split, cut into 80% train / 20% held out; writes
+quickstart.npz and quickstart_samples.png into --out (a rerun replaces them,
+with a note).
 """
 import os
 import sys

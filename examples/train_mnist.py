@@ -1,4 +1,4 @@
-"""Train a variational autoencoder on MNIST (or Fashion-MNIST) and draw what it learned.
+"""Train a VAE on MNIST (or Fashion-MNIST) and draw what it learned.
 
 The model and optimizer are the classic PyTorch example's: a 784-400-20 VAE, Adam
 with lr 1e-3, batches of 128 (it trains 10 epochs with seed 1; the defaults here are
@@ -18,17 +18,17 @@ samples.png, interpolation.png, loss.png and latent.png. Every argument, data fi
 the output folder are checked before anything is written; one run at a time writes
 into a folder, and a new run never replaces one there (continue it with --resume).
 
-Resuming (--resume CHECKPOINT, or the run's folder) continues the run with its own
-settings. A flag given again with the same value is fine; a different value is refused,
-naming both, except for these, which may change:
-  --epochs N              the total number of epochs: a larger N extends the run
-  --data-dir DIR          where the data are (they must be the same data: checked by fingerprint)
-  --nll-k, --nll-images   the final evaluation
-  --backend               (the run goes on correctly, though not to the last bit as on its own)
+Resuming (--resume CHECKPOINT, or the run's folder) continues the run with its
+own settings. A flag given again with the same value is fine; a different value
+is refused, naming both, except for these, which may change:
+  --epochs N             the total number of epochs: a larger N extends the run
+  --data-dir DIR         where the data are (checked: the same data as before)
+  --nll-k, --nll-images  the final evaluation
+  --backend              (it goes on correctly, if not to the last bit)
   --no-progress, --debug
-  --out NEW               continue in NEW: the run is copied there, its folder is left as it was
-A refused resume changes nothing. Resuming a run that has finished its epochs draws its
-figures and computes the NLL again.
+  --out NEW              continue in NEW: a copy of the run; its folder is kept
+A refused resume changes nothing. Resuming a run that has finished its epochs
+draws its figures and computes the NLL again.
 """
 import signal
 import sys

@@ -26,9 +26,10 @@ EXIT_CLOSED_PIPE = 141
 
 def parse_args(argv=None):
     p = ArgumentParser(prog="python -m gradcheck", debug=False,
-                       description="Central-difference gradient checks of every npvae op and the whole model\n"
-                                   "(reference and fast path); the optimizers' update rules (the reference's and\n"
-                                   "the fast path's fused ones) are checked against their closed forms, step by step.")
+                       description="Central-difference gradient checks of every npvae op and the whole\n"
+                                   "model (reference and fast path); the optimizers' update rules (the\n"
+                                   "reference's and the fast path's fused ones) are checked against their\n"
+                                   "closed forms, step by step.")
     p.add_argument("--op", nargs="+", action="extend", metavar="NAME", choices=sorted(CASES),
                    help="cases to check, also as --op A --op B (default: all; see --list)")
     p.add_argument("--backend", choices=["numpy", "numba", "both"], default="both",

@@ -56,23 +56,25 @@ EXIT_CLOSED_PIPE = 128 + 13   # SIGPIPE's: what a shell reports for a writer who
 _EXIT_STATUS = """\
 exit status:
   0    done
-  1    failed while running: training diverged, a file could not be written (disk full,
-       read-only), out of memory; the message says what is kept
+  1    failed while running: training diverged, a file could not be written
+       (disk full, read-only), out of memory; the message says what is kept
   2    bad usage or input, found before anything was written: {usage}
-  129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started with nohup
-       ignores it
+  129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started
+       with nohup ignores it
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}
-  141  the reader of the output left early (| head): stopped quietly, as other programs do"""
+  141  the reader of the output left early (| head): stopped quietly, as
+       other programs do"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
-    usage="an argument, a data\n       file or a data set not found (also when downloading it failed), a checkpoint,\n"
-          "       an --out that is busy, not writable or too small",
-    stopped="Training keeps every completed\n       step in its checkpoint; the message says how to continue")
+    usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
+          "       a checkpoint, an --out that is busy, not writable or too small",
+    stopped="Training\n       keeps every completed step in its checkpoint; the message says how to\n"
+            "       continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
 EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
-    usage="an argument, a data\n       file or a data set not found (also when downloading it failed), an --out that\n"
-          "       cannot be written",
-    stopped="Nothing is kept: run it again")
+    usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
+          "       an --out that cannot be written",
+    stopped="Nothing is\n       kept: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,

@@ -370,3 +370,17 @@ def test_quickstart_refuses_two_different_data_folders(tmp_path):
     assert proc.returncode == 2 and "differ: give one of them" in proc.stderr, proc.stderr
     assert_no_traceback(proc.stderr)
     assert os.listdir(tmp_path) == []
+
+
+def test_every_programs_help_fits_an_80_column_terminal():
+    """Pre-formatted lines (the exit statuses, the resume rules) are not wrapped by argparse."""
+    programs = [[os.path.join(ROOT, "examples", name)] for name in
+                ("train_mnist.py", "quickstart.py", "latent_bubbles.py", "kl_curve.py", "worked_example.py",
+                 "benchmark.py")] + [["-m", "gradcheck"], ["-m", "npvae.fast.compile"]]
+    env = {**ENV, "COLUMNS": "80"}
+    procs = [subprocess.Popen([sys.executable, *p, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT) for p in programs]
+    for program, proc in zip(programs, procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (program, err)
+        assert max(len(line) for line in out.splitlines()) <= 79, (program, [l for l in out.splitlines() if len(l) > 79])

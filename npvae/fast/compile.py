@@ -61,7 +61,8 @@ def main(argv=None):
                 description="Compile the fast path's kernels ahead of time, into Numba's disk cache.",
                 epilog="exit status:\n  0    done (or nothing to compile: NUMBA_DISABLE_JIT is set)\n"
                        "  1    no folder to keep the kernels in\n  2    bad usage\n"
-                       "  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. What was compiled is kept")
+                       "  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. What was compiled\n"
+                       "       is kept")
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
     args = p.parse_args(argv)
     stop = _nothing_to_keep()
