@@ -331,7 +331,8 @@ def run(main, argv=None, *, then_exit=False):
 
     ``--debug`` among the arguments shows tracebacks (and NumPy's warnings);
     without it, a library's warning is one line, ``warning: ...``, said once.
-    ``SystemExit`` (``--help``, an argparse usage error) gives its status.
+    ``SystemExit`` (``--help``, an argparse usage error) gives its status
+    (``sys.exit("message")``: 1, the message printed, as Python does).
     With ``then_exit`` (a program's last call), exit with the status instead
     of returning it, ignoring those signals from the end of ``main`` on:
     the status stays the one reported, however late a second Ctrl-C comes.
@@ -354,6 +355,8 @@ def run(main, argv=None, *, then_exit=False):
                     _flush_output()          # the last lines sit in the buffer: a closed pipe shows here
             except SystemExit as e:          # argparse has said what it had to
                 code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
+                if code == EXIT_FAILURE and not isinstance(e.code, int) and sys.stderr is not None:
+                    print(e.code, file=sys.stderr)      # sys.exit("message"): said, as Python says it
             except BaseException as error:  # noqa: BLE001 - this is the boundary
                 signals.hold()               # from here on a signal cannot cut the report short
                 if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say

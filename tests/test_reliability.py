@@ -293,7 +293,8 @@ class FakeTTY(io.StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal_and_lines_in_a_log():
+def test_progress_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "150")    # the lines below are for a terminal wider than they are
     tty = FakeTTY()
     show = EpochProgress(True, epochs=3, steps=10, stream=tty)
     show.update(1, 10, 123.4567, 640, 0.5)
@@ -381,9 +382,10 @@ def test_a_line_the_stream_cannot_encode_is_escaped_not_lost():
     assert stream.buffer.getvalue() == b"done: figures, metrics and checkpoint in runs/v \\xfc\n"
 
 
-def test_time_left_is_not_thrown_off_by_a_slow_first_step():
+def test_time_left_is_not_thrown_off_by_a_slow_first_step(monkeypatch):
     """A cold Numba cache makes the first step take seconds (compiling): the rate and the
     time left are measured without it, on the bar and in the epoch's line."""
+    monkeypatch.setenv("COLUMNS", "150")    # the lines below are for a terminal wider than they are
     tty = FakeTTY()
     show = EpochProgress(True, epochs=3, steps=10, stream=tty)
     show.interval = 0

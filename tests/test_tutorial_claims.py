@@ -62,6 +62,7 @@ def test_kl_curve_has_variance_one_on_its_grid(kl_curve, tmp_path):
 @pytest.mark.parametrize("out, message", [
     ("{tmp}/figure.jpg", "the file is written as PNG; give it a .png name"),
     ("{tmp}/", "is a folder; name the .png file to write"),
+    ("{tmp}/new/", "is a folder; name the .png file to write"),          # one that does not exist yet
     ("{tmp}/a_file/x.png", "the folder {tmp}/a_file is a file, not a folder"),
     ("{tmp}/" + "a" * 246 + ".png", "the file name is too long (250 bytes; at most 241)"),
 ])

@@ -1,0 +1,276 @@
+"""The fine print of docs/reliability.md: file modes and atomic writes, who holds a run folder,
+the figures on the progress lines, exit statuses around signals, memory limits. Each tests
+public behaviour: the functions' results, the files they write, the process's exit status."""
+import errno
+import io
+import json
+import os
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import npvae
+from npvae import cli, signals
+from npvae.atomic import atomic_write
+from npvae.errors import InputError, RunFolderInUseError
+from npvae.progress import Bar, EpochProgress
+from npvae.runfolder import LOCK_NAME, RunFolder, holder
+from npvae.train import TrainingInterrupted
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT}
+
+
+def python(code, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120,
+                          **kwargs)
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def record(**kw):
+    return dict(dict(train_loss=1.0, train_recon=0.5, train_kl=0.5, beta=1.0, test_loss=None), **kw)
+
+
+# -- progress -------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    """The lines below are written for a terminal wider than they are, whatever runs the tests."""
+    monkeypatch.setenv("COLUMNS", "150")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """progress's clock, moved by hand: ``clock[0] += seconds``."""
+    now = [1000.0]
+    monkeypatch.setattr("npvae.progress.time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    return now
+
+
+def test_a_bar_shows_its_rate_time_left_and_last_count(clock):
+    tty = FakeTTY()
+    bar = Bar("NLL (k=5)", 10_000, "images", stream=tty)
+    clock[0] += 2.0
+    bar.update(1_000)                     # 500 images a second: the 9,000 left take 18 s
+    assert tty.getvalue().endswith("NLL (k=5) [##..................]  10%  1,000/10,000 images  "
+                                   "500 images/s  0:18 left")
+    clock[0] += 0.05
+    bar.update(1_100)                     # within the redraw interval: not drawn yet
+    bar.close()                           # (an interrupted NLL): the count shown is the last one
+    assert tty.getvalue().rstrip("\n").split("\r")[-1].startswith("NLL (k=5) [##..................]  11%  "
+                                                                  "1,100/10,000 images")
+
+
+def test_epochs_after_the_first_are_timed_whole():
+    """The first epoch's slow first step is left out of its own timing only."""
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=4, steps=10, stream=tty)
+    show.interval = 0
+    show.start(1, 0)
+    show.update(1, 1, 1.0, 128, 30.0)                            # 30 s: compiling
+    for step in range(2, 11):
+        show.update(1, step, 1.0, 128 * step, 30.0 + (step - 1))  # then 1 s a step
+    show.summary(record(epoch=1, train_seconds=39.0, eval_seconds=1.0))          # counts as 11 s
+    show.start(2, 0)
+    for step in range(1, 11):
+        show.update(2, step, 1.0, 64 * step, 1.0 * step)          # 64 samples a second
+    assert "epoch 2/4  batch 5/10 [##########..........]  loss 1.000  64 samples/s  0:05 left" in tty.getvalue()
+    show.summary(record(epoch=2, train_seconds=20.0, eval_seconds=1.0))          # 21 s
+    # two epochs left at the mean pace so far, (11 + 21) / 2 = 16 s
+    assert tty.getvalue().rstrip().endswith("20.0s + eval 1.0s  (0:32 left to train)")
+
+
+def test_a_shorter_line_covers_the_longer_one_it_replaces():
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=1, steps=10, stream=tty)
+    show.interval = 0
+    show.update(1, 1, 1.0, 128, 1.0)
+    show.update(1, 2, 123456.789, 256, 2.0)
+    show.update(1, 3, 1.0, 384, 3.0)                 # "loss 1.000": 7 characters shorter
+    first, second = tty.getvalue().split("\r")[-2:]
+    assert len(second) == len(first) and second.rstrip().endswith("left")
+
+
+def test_the_live_line_fits_a_narrow_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")              # a wrapped line cannot be redrawn in place
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=1, steps=10, stream=tty)
+    show.interval = 0
+    for step in range(1, 4):
+        show.update(1, step, 1.0, 128 * step, 1.0 * step)
+    assert all(len(line) <= 39 for line in tty.getvalue().split("\r")[1:])
+
+
+# -- the run folder -------------------------------------------------------------------------------
+def test_the_holder_is_named_with_its_command_and_a_host_only_if_it_is_another(tmp_path):
+    folder = tmp_path / "run"
+    with RunFolder(folder, "--out"):
+        who = holder(folder)
+        assert who.startswith(f"process {os.getpid()} started ")
+        assert who.endswith(": " + shlex.join([sys.executable, *sys.argv]))
+        assert f" on {socket.gethostname()}" not in who
+    # a run on another machine (a shared file system) holds it
+    folder.mkdir(exist_ok=True)
+    code = ("import fcntl, json, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, json.dumps({'pid': 7, 'host': 'far-away'}).encode())\n"
+            "print('locked', flush=True)\ntime.sleep(60)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(folder / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "locked\n"
+        assert holder(folder) == "process 7 on far-away"
+        with pytest.raises(RunFolderInUseError, match="is in use by process 7 on far-away"):
+            RunFolder(folder, "--out").__enter__()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_run_that_took_over_a_long_stale_lock_is_still_named(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": 99999999, "command": "python train.py " + "x" * 5000}))
+    with RunFolder(folder, "--out") as run:
+        assert "process 99999999" in run.stale
+        assert holder(folder).startswith(f"process {os.getpid()} ")      # not "another run"
+
+
+# -- cli.run and signals --------------------------------------------------------------------------
+def test_a_ctrl_c_while_an_error_is_reported_keeps_the_errors_status_and_message(capsys):
+    class Slow(InputError):
+        def __str__(self):
+            signal.raise_signal(signal.SIGINT)      # lands while the message is being made
+            return "bad --thing"
+
+    def main(argv):
+        raise Slow()
+    assert cli.run(main, []) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("error: bad --thing\n") and "SIGINT received again; already stopping" in err
+
+
+def test_a_signal_just_as_main_ends_gives_the_signals_status():
+    class Exit(SystemExit):
+        @property
+        def code(self):
+            signal.raise_signal(signal.SIGTERM)     # arrives while the status is being read
+            return 0
+
+    def main(argv):
+        raise Exit()
+    assert cli.run(main, []) == 143
+
+
+def test_a_program_that_exits_with_a_message_fails(capsys):
+    def main(argv):
+        sys.exit("cannot go on")
+    assert cli.run(main, []) == 1
+    assert capsys.readouterr().err == "cannot go on\n"            # as Python itself prints it
+
+
+def test_a_signal_after_fit_stopped_on_one_is_only_acknowledged(capsys):
+    x = np.random.default_rng(0).random((32, 6), dtype=np.float32)
+    model = npvae.VAE(6, 4, 2, rng=0)
+    with signals.raise_on_signals():
+        with pytest.raises(TrainingInterrupted):
+            npvae.fit(model, x, epochs=3, batch_size=16, rng=0, progress=False, backend="numpy",
+                      callback=lambda rec, m: signal.raise_signal(signal.SIGINT))
+        try:
+            signal.raise_signal(signal.SIGTERM)     # pressed again while the program reports the stop
+        except signals.Interrupted:
+            pytest.fail("a second signal, after fit had stopped on the first, raised Interrupted")
+    assert "SIGTERM received again" in capsys.readouterr().err
+
+
+def test_a_late_signal_while_python_shuts_down_does_not_change_the_status():
+    code = ("import atexit, os, signal\nfrom npvae import cli\n"
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+            "cli.run(lambda argv: 0, [], then_exit=True)\n")
+    proc = python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_after_cleanup_on_sigterm_sigterm_ends_the_process_as_before():
+    code = ("import os, signal, time\nfrom npvae.signals import cleanup_on_sigterm\n"
+            "with cleanup_on_sigterm():\n    pass\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\n")
+    proc = python(code)
+    assert proc.returncode == -signal.SIGTERM and proc.stderr == "", proc.stderr
+
+
+# -- atomic writes --------------------------------------------------------------------------------
+def test_an_error_at_fsync_is_reported_and_the_old_file_kept(tmp_path, monkeypatch):
+    target = tmp_path / "m.json"
+    target.write_text("old")
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "fsync", failing)       # what NFS or a thin disk reports at fsync
+    with pytest.raises(OSError) as info:
+        with atomic_write(target, "w") as f:
+            f.write("new")
+    assert info.value.errno == errno.EIO and info.value.filename == str(target)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_a_new_file_gets_the_usual_mode_and_a_replaced_one_keeps_its_own(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.json").st_mode) == 0o644
+    private = tmp_path / "private.npz"
+    private.write_bytes(b"x")
+    os.chmod(private, 0o600)
+    with atomic_write(private) as f:
+        f.write(b"y")
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600 and private.read_bytes() == b"y"
+
+
+def test_ctrl_c_during_an_atomic_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target, "w") as f:
+            f.write("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["x.json"]
+
+
+def test_a_failed_rename_names_the_file_asked_for(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(OSError) as info:
+        with atomic_write(target, "w") as f:
+            f.write("x")
+            os.mkdir(target)                        # something put a folder there meanwhile
+    assert info.value.filename == str(target)
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+# -- memory ---------------------------------------------------------------------------------------
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux")
+def test_ulimit_v_bounds_what_is_available():
+    code = ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "from npvae import footprint\nprint(footprint.available_bytes())\n")
+    proc = python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert 0 < int(proc.stdout) < 4 << 30           # the limit less what the process has mapped
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
+def test_peak_memory_counts_memory_freed_since():
+    code = ("import numpy as np\nfrom npvae import footprint\na = np.ones(300 * 2**20 // 8)\ndel a\n"
+            "print(footprint.peak_rss_bytes())\n")
+    proc = python(code)
+    assert int(proc.stdout) > 300 * 2**20, proc.stdout + proc.stderr
