@@ -360,3 +360,37 @@ def test_a_data_folder_this_locale_cannot_spell_is_a_search_report_not_a_bug(tmp
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.stdout.startswith("DatasetNotFoundError"), proc.stdout + proc.stderr
     assert "cannot be spelled in this locale's encoding of file names (ascii)" in proc.stdout
+
+
+def test_in_a_deleted_current_folder_only_relative_paths_are_blamed_on_it(tmp_path, monkeypatch, capsys):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    here.rmdir()
+
+    def absolute(argv):
+        open(tmp_path / "missing" / "x")
+
+    def relative(argv):
+        open("x")
+    assert cli.run(absolute, []) == 1
+    assert "current folder" not in capsys.readouterr().err
+    assert cli.run(relative, []) == 2
+    assert "the current folder no longer exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_control_characters_and_backslashes_paste_back(tmp_path, encoding):
+    import io
+    import subprocess
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    for name in ["del\x7fchar", "back\\nslash\n", "tab\tbad", "v\\\u00fc\n"]:
+        command = cli.shell_command(["printf", "%s", str(tmp_path / name)], stream)
+        assert command.isprintable(), command
+        out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30).stdout
+        assert out == os.fsencode(str(tmp_path / name)), (name, command)
+
+
+def test_a_stream_that_shows_any_letter_gets_it_as_it_is():
+    import io
+    assert cli.shell_command(["python", "v \u00fc"], io.StringIO()) == "python 'v \u00fc'"

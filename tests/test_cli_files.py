@@ -356,3 +356,37 @@ def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_p
     again = run([TRAIN, "--resume=~/runs/a", "--epochs", "2"], cwd=here, env=env)
     assert again.returncode == 0, again.stderr
     assert load_checkpoint(home / "runs" / "a").epoch == 2
+
+
+def test_a_resume_with_an_unusable_out_names_out_not_the_run_folder(tmp_path):
+    first = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(tmp_path / "run")])
+    assert first.returncode == 0, first.stderr
+    proc = run([TRAIN, "--resume", str(tmp_path / "run"), "--epochs", "2", "--out", "/proc/npvae-run"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: --out /proc/npvae-run is not writable"), proc.stderr
+    assert proc.stderr.rstrip().endswith("; choose another folder"), proc.stderr
+
+
+def test_a_resume_in_its_own_folder_on_a_full_disk_says_to_continue_elsewhere(tmp_path, private_tmpfs):
+    mnt = tmp_path / "mnt"
+    train = shlex.join([sys.executable, TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20",
+                        "--out", str(mnt / "run")])
+    fill = f"head -c 100M /dev/zero > {shlex.quote(str(mnt / 'filler'))} 2>/dev/null"
+    resume = shlex.join([sys.executable, TRAIN, "--resume", str(mnt / "run"), "--epochs", "2"])
+    proc = private_tmpfs(mnt, "8m", [], ["sh", "-c", f"{train} >/dev/null 2>&1 && {{ {fill}; {resume}; }}"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: the run's folder {mnt / 'run'}: only "), proc.stderr
+    assert proc.stderr.rstrip().endswith("free some space or continue it in another folder with --out NEW"), proc.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
+def test_closed_stdout_takes_writes_below_python(tmp_path):
+    script = tmp_path / "program.py"
+    script.write_text("import os, sys\nfrom npvae import cli\n"
+                      "def main(argv):\n"
+                      "    n = os.write(1, b'x') + os.write(2, b'x')\n"
+                      "    open(sys.argv[1], 'w').write(str(n))\n"
+                      "cli.run(main, [], then_exit=True)\n", encoding="utf-8")
+    command = shlex.join([sys.executable, str(script), str(tmp_path / "n")]) + " >&- 2>&-"
+    proc = subprocess.run(["bash", "-c", command], env=ENV, timeout=60)
+    assert proc.returncode == 0 and (tmp_path / "n").read_text() == "2"

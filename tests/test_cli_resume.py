@@ -280,3 +280,15 @@ def test_a_resume_in_a_locale_that_cannot_spell_the_data_folder_says_so(tmp_path
     assert "the mnist files are not found in its data folder" in again.stderr
     assert "its name cannot be spelled in this locale's encoding of file names (ascii)" in again.stderr
     assert_no_traceback(again.stderr)
+
+
+def test_the_resume_command_printed_pastes_back_for_a_folder_with_a_space(tmp_path, script, capsys, monkeypatch):
+    import shlex
+
+    def draw(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(script, "draw_figures", draw)
+    out = tmp_path / "my run"
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == cli.EXIT_SIGINT, err
+    assert shlex.split(err.strip().splitlines()[-1])[1:] == [sys.argv[0], "--resume", str(out / "checkpoint.npz")]

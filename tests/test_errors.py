@@ -619,3 +619,10 @@ def test_a_masked_batch_is_refused_by_the_models_methods():
     for call in (model.encode, model.reconstruct, lambda a: model.loss(a)):
         with pytest.raises(InputTypeError, match=r"x is a masked array.*filled"):
             call(x)
+
+
+def test_the_refusal_lists_the_first_four_names_given():
+    m, other = npvae.VAE(12, 8, 3, rng=0), npvae.VAE(12, 8, 3, rng=1)
+    with pytest.raises(StateDictError) as info:
+        m.load_state_dict(npvae.interop.to_torch_state_dict(other, "examples"), strict=False)
+    assert "(got ['fc1.weight', 'fc1.bias', 'fc21.weight', 'fc21.bias'], ...;" in str(info.value)

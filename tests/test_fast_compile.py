@@ -171,3 +171,9 @@ def test_a_numba_cache_dir_later_runs_would_not_find_is_named_before_compiling(t
     proc.terminate()
     proc.communicate(timeout=120)
     assert first.startswith("npvae: warning: " + words.format(tmp=tmp_path)), first
+
+
+def test_no_warning_without_numba_cache_dir(monkeypatch, capsys):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert compile_command.main([]) == 0
+    assert capsys.readouterr().err == ""

@@ -539,3 +539,39 @@ def test_writing_a_file_leaves_the_umask_alone_for_other_threads(tmp_path):
         thread.join()
         os.umask(old)
     assert modes == {0o644}
+
+
+def test_a_stream_with_no_encoding_attribute_that_refuses_a_letter_gets_it_escaped():
+    import codecs
+    from npvae.progress import emit
+    buf = io.BytesIO()
+    emit(codecs.getwriter("ascii")(buf), "done: in runs/v \u00fc\n")
+    assert buf.getvalue() == b"done: in runs/v \\xfc\n"
+
+
+def test_a_label_with_a_spaced_bracket_keeps_it(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    bar = Bar("downloading t10k [1].gz", 10_000_000, "MB", scale=1e6, fmt=".1f", stream=FakeTTY())
+    bar.interval = 0
+    bar.update(5_000_000)
+    drawn = bar.stream.getvalue().split("\r")[-1]
+    assert drawn.startswith("downloading t10k [1].gz [") and drawn.endswith(" left") and len(drawn) <= 79, drawn
+
+
+def test_a_bar_of_five_is_still_drawn(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "77")
+    tty = FakeTTY()
+    EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
+    assert tty.getvalue().split("\r")[-1] == "epoch 10/20  batch 469/469 [#####]  loss 108.214  5,310 samples/s  0:00 left"
+
+
+def test_a_terminal_narrowed_after_the_last_draw_gets_a_clear_that_fits(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    tty = FakeTTY()
+    show = EpochProgress(True, epochs=3, steps=100, stream=tty)
+    show.interval = 0
+    show.update(1, 1, 1.0, 128, 1.0)
+    show.update(1, 2, 1.0, 256, 2.0)
+    monkeypatch.setenv("COLUMNS", "40")
+    show.message("a message")
+    assert tty.getvalue().split("\r")[-2:] == [" " * 39, "a message\n"]
