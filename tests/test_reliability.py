@@ -348,17 +348,20 @@ def test_the_bar_fits_the_terminal_it_is_drawn_on_when_stdout_goes_elsewhere(mon
     assert len(drawn) <= 79 and drawn.endswith("0:00 left"), drawn
 
 
-def test_a_label_with_brackets_keeps_them_and_only_the_bar_shrinks(monkeypatch):
+@pytest.mark.parametrize("label", ["downloading t10k[1].gz", "downloading t10k [1].gz"])
+def test_a_label_with_brackets_keeps_them_and_only_the_bar_shrinks(monkeypatch, label):
     monkeypatch.setenv("COLUMNS", "80")
-    bar = Bar("downloading t10k[1].gz", 10_000_000, "MB", scale=1e6, fmt=".1f", stream=FakeTTY())
+    bar = Bar(label, 10_000_000, "MB", scale=1e6, fmt=".1f", stream=FakeTTY())
     bar.interval = 0
     bar.update(5_000_000)
     drawn = bar.stream.getvalue().split("\r")[-1]
-    assert drawn.startswith("downloading t10k[1].gz [") and drawn.endswith(" left") and len(drawn) <= 79, drawn
+    assert drawn.startswith(label + " [") and drawn.endswith(" left") and len(drawn) <= 79, drawn
 
 
-def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch):
-    """Padding over a wider line drawn before would wrap, and a wrapped line is not redrawn in place."""
+@pytest.mark.parametrize("drawn_after", [True, False])
+def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch, drawn_after):
+    """Padding over a wider line drawn before would wrap, and a wrapped line is not redrawn in
+    place; so would clearing it with as many spaces, whether a line was drawn since or not."""
     monkeypatch.setenv("COLUMNS", "120")
     tty = FakeTTY()
     show = EpochProgress(True, epochs=3, steps=100, stream=tty)
@@ -366,20 +369,33 @@ def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch):
     show.update(1, 1, 1.0, 128, 1.0)
     show.update(1, 2, 1.0, 256, 2.0)
     monkeypatch.setenv("COLUMNS", "40")
-    show.update(1, 3, 1.0, 384, 3.0)
+    if drawn_after:
+        show.update(1, 3, 1.0, 384, 3.0)
     show.message("a message")
     writes = tty.getvalue().split("\r")          # the first step is not drawn: no rate yet
-    assert writes[:4] == ["", "epoch 1/3  batch 2/100 [....................]  loss 1.000  128 samples/s  1:38 left",
-                          "epoch 1/3  batch 3/100  loss 1.000  128", " " * 39]    # the bar went first
-    assert writes[4] == "a message\n"
+    assert writes[:2] == ["", "epoch 1/3  batch 2/100 [....................]  loss 1.000  128 samples/s  1:38 left"]
+    narrow = ["epoch 1/3  batch 3/100  loss 1.000  128"] if drawn_after else []     # the bar went first
+    assert writes[2:] == [*narrow, " " * 39, "a message\n"]
 
 
 def test_a_line_the_stream_cannot_encode_is_escaped_not_lost():
-    """PYTHONIOENCODING=ascii and a folder named with a u-umlaut: the result line still says where."""
+    """PYTHONIOENCODING=ascii and a folder named with a u-umlaut: the result line still says where
+    (also on a stream that does not say its encoding)."""
+    import codecs
     from npvae.progress import emit
     stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
     emit(stream, "done: figures, metrics and checkpoint in runs/v \u00fc\n")
     assert stream.buffer.getvalue() == b"done: figures, metrics and checkpoint in runs/v \\xfc\n"
+    buffer = io.BytesIO()
+    emit(codecs.getwriter("ascii")(buffer), "done: in runs/v \u00fc\n")
+    assert buffer.getvalue() == b"done: in runs/v \\xfc\n"
+
+
+def test_a_bar_of_five_is_still_drawn(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "77")
+    tty = FakeTTY()
+    EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
+    assert tty.getvalue().split("\r")[-1] == "epoch 10/20  batch 469/469 [#####]  loss 108.214  5,310 samples/s  0:00 left"
 
 
 def test_time_left_is_not_thrown_off_by_a_slow_first_step(monkeypatch):
@@ -539,39 +555,3 @@ def test_writing_a_file_leaves_the_umask_alone_for_other_threads(tmp_path):
         thread.join()
         os.umask(old)
     assert modes == {0o644}
-
-
-def test_a_stream_with_no_encoding_attribute_that_refuses_a_letter_gets_it_escaped():
-    import codecs
-    from npvae.progress import emit
-    buf = io.BytesIO()
-    emit(codecs.getwriter("ascii")(buf), "done: in runs/v \u00fc\n")
-    assert buf.getvalue() == b"done: in runs/v \\xfc\n"
-
-
-def test_a_label_with_a_spaced_bracket_keeps_it(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    bar = Bar("downloading t10k [1].gz", 10_000_000, "MB", scale=1e6, fmt=".1f", stream=FakeTTY())
-    bar.interval = 0
-    bar.update(5_000_000)
-    drawn = bar.stream.getvalue().split("\r")[-1]
-    assert drawn.startswith("downloading t10k [1].gz [") and drawn.endswith(" left") and len(drawn) <= 79, drawn
-
-
-def test_a_bar_of_five_is_still_drawn(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "77")
-    tty = FakeTTY()
-    EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
-    assert tty.getvalue().split("\r")[-1] == "epoch 10/20  batch 469/469 [#####]  loss 108.214  5,310 samples/s  0:00 left"
-
-
-def test_a_terminal_narrowed_after_the_last_draw_gets_a_clear_that_fits(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "120")
-    tty = FakeTTY()
-    show = EpochProgress(True, epochs=3, steps=100, stream=tty)
-    show.interval = 0
-    show.update(1, 1, 1.0, 128, 1.0)
-    show.update(1, 2, 1.0, 256, 2.0)
-    monkeypatch.setenv("COLUMNS", "40")
-    show.message("a message")
-    assert tty.getvalue().split("\r")[-2:] == [" " * 39, "a message\n"]
