@@ -2,9 +2,8 @@
 
     python examples/quickstart.py [DATA_DIR] [--out DIR]
 
-Uses only the MNIST test split, cut into 80% train / 20% held out; writes
-quickstart.npz and quickstart_samples.png into --out (a rerun replaces them,
-with a note).
+Uses only the MNIST test split, 80% to train, 20% held out; it writes
+quickstart.npz and quickstart_samples.png into --out (a rerun replaces them).
 """
 import os
 import sys

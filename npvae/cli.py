@@ -19,6 +19,7 @@ only with ``--debug``.
 import argparse
 import contextlib
 import errno
+import io
 import os
 import select
 import shlex
@@ -37,6 +38,7 @@ from .data.datasets import ENV_VAR, cache_dir, cache_unwritable, search_report
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DownloadError, InputError,
                      InputTypeError, NpvaeError, RunFolderInUseError, StateDictError)
 from .footprint import format_bytes
+from .progress import emit
 from .train import TrainingInterrupted
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
@@ -61,20 +63,21 @@ exit status:
   2    bad usage or input, found before anything was written: {usage}
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started
        with nohup ignores it
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. {stopped}
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM.
+       {stopped}
   141  the reader of the output left early (| head): stopped quietly, as
        other programs do"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
           "       a checkpoint, an --out that is busy, not writable or too small",
-    stopped="Training\n       keeps every completed step in its checkpoint; the message says how to\n"
-            "       continue")
+    stopped="Training keeps every completed step in its checkpoint; the message says\n"
+            "       how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).
 EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
           "       an --out that cannot be written",
-    stopped="Nothing is\n       kept: run it again")
+    stopped="Nothing is kept: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,
@@ -340,6 +343,7 @@ def run(main, argv=None, *, then_exit=False):
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     _fill_closed_standard_descriptors()
+    _escape_what_stdout_cannot_encode()
     folder_gone = not _working_folder_exists()    # then no relative path can have been written
     with warnings.catch_warnings(), signals.raise_on_signals(then_ignore=then_exit):
         if not debug:
@@ -355,14 +359,18 @@ def run(main, argv=None, *, then_exit=False):
                     _flush_output()          # the last lines sit in the buffer: a closed pipe shows here
             except SystemExit as e:          # argparse has said what it had to
                 code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
-                if code == EXIT_FAILURE and not isinstance(e.code, int) and sys.stderr is not None:
-                    print(e.code, file=sys.stderr)      # sys.exit("message"): said, as Python says it
+                if code == EXIT_FAILURE and not isinstance(e.code, int):
+                    emit(sys.stderr, f"{e.code}\n")      # sys.exit("message"): said, as Python says it
             except BaseException as error:  # noqa: BLE001 - this is the boundary
                 signals.hold()               # from here on a signal cannot cut the report short
                 if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say
                     code = EXIT_CLOSED_PIPE
                 else:
                     shown = interruption(error) or (folder_gone and _lost_working_folder(error)) or error
+                    if folder_gone and isinstance(error, DatasetNotFoundError) and any(
+                            not os.path.isabs(folder) for folder, _ in error.places):   # a relative $NPVAE_DATA_DIR
+                        error.add_note("The current folder no longer exists (deleted or moved?), so "
+                                       "relative paths name nothing: cd to a folder that exists.")
                     _report(error, debug, shown)
                     code = exit_code(shown)
                     _settle_output()
@@ -381,7 +389,18 @@ def _fill_closed_standard_descriptors():
         try:
             os.fstat(fd)
         except OSError:
-            os.open(os.devnull, os.O_RDWR)      # the lowest free descriptor: this one
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)     # the lowest free descriptor: this one
+            except OSError:                                  # no /dev/null (a sandbox): as it was
+                return
+            os.set_inheritable(opened, True)                 # a child process gets it as stdin/out/err
+
+
+def _escape_what_stdout_cannot_encode():
+    """A ``print`` of a name stdout's encoding lacks (``PYTHONIOENCODING=ascii``, a folder named
+    ``ü``) would fail once the work is done: escape it, as Python's stderr does."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _working_folder_exists():

@@ -282,6 +282,15 @@ def test_a_warning_the_user_made_an_error_is_not_called_a_bug(user, tmp_path):
     assert "bug" not in err and "--debug" not in err
 
 
+def name_bytes(path):
+    """The bytes a shell passes for ``path``: UTF-8 where the file-system encoding cannot say it
+    (PYTHONUTF8=0 LC_ALL=C), as npvae.cli.shell_command writes them."""
+    try:
+        return os.fsencode(str(path))
+    except UnicodeEncodeError:
+        return str(path).encode("utf-8", "surrogateescape")
+
+
 def test_a_deleted_current_folder_is_named_not_a_bare_no_such_file(tmp_path):
     """The default --out is relative: with the current folder gone, say so (bad input: 2)."""
     import subprocess
@@ -302,6 +311,23 @@ def test_a_deleted_current_folder_is_named_not_a_bare_no_such_file(tmp_path):
                           env=ENV, timeout=120)
     assert proc.returncode == 2 and "Looked in, in this order:" in proc.stderr, proc.stderr
     assert "current folder" not in proc.stderr
+
+
+def test_a_data_set_not_found_through_a_relative_folder_in_a_deleted_one_says_why(tmp_path, monkeypatch, capsys):
+    """$NPVAE_DATA_DIR=rel, started in a folder since deleted: the places searched, and the reason."""
+    from npvae.errors import DatasetNotFoundError
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    here.rmdir()
+
+    def main(argv):
+        raise DatasetNotFoundError("cannot find the mnist files", dataset="mnist",
+                                   places=[("rel/mnist", "$NPVAE_DATA_DIR/mnist"), ("rel", "$NPVAE_DATA_DIR")])
+    assert cli.run(main, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot find the mnist files")
+    assert "The current folder no longer exists (deleted or moved?), so relative paths name nothing" in err
 
 
 def test_a_current_folder_deleted_while_running_is_a_failure_while_running(tmp_path, monkeypatch):
@@ -329,7 +355,7 @@ def test_the_resume_command_printed_pastes_back_for_any_folder_name(tmp_path, en
         command.encode(encoding)                               # shown as it is
         assert "\n" not in command
         out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30).stdout
-        assert out == os.fsencode(str(tmp_path / name)), (name, command)
+        assert out == name_bytes(tmp_path / name), (name, command)
     assert cli.shell_command(["python", "a b"], stream) == "python 'a b'"    # shlex's quoting otherwise
 
 
@@ -388,7 +414,7 @@ def test_control_characters_and_backslashes_paste_back(tmp_path, encoding):
         command = cli.shell_command(["printf", "%s", str(tmp_path / name)], stream)
         assert command.isprintable(), command
         out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30).stdout
-        assert out == os.fsencode(str(tmp_path / name)), (name, command)
+        assert out == name_bytes(tmp_path / name), (name, command)
 
 
 def test_a_stream_that_shows_any_letter_gets_it_as_it_is():

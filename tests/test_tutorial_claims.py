@@ -119,6 +119,17 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_folder_name_stdout_cannot_encode_is_printed_escaped(tmp_path):
+    """PYTHONIOENCODING=ascii and a folder named with a u-umlaut: the figure and the last line."""
+    out = tmp_path / "v \u00fc" / "kl.png"
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "kl_curve.py"), "--out", str(out)],
+                          capture_output=True, text=True, encoding="ascii", errors="strict",
+                          env={**ENV, "PYTHONIOENCODING": "ascii"}, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("wrote " + str(out).replace("\u00fc", "\\xfc")), proc.stdout
+    assert png_size(out)[0] >= 1000
+
+
 def test_latent_bubbles_copied_out_of_its_checkout_asks_for_data_dir(tmp_path):
     """Without --data-dir it reads the sample shipped in tests/data; a copy elsewhere has none."""
     (tmp_path / "mine").mkdir()
