@@ -313,13 +313,18 @@ def test_a_deleted_current_folder_is_named_not_a_bare_no_such_file(tmp_path):
     assert "current folder" not in proc.stderr
 
 
-def test_a_data_set_not_found_through_a_relative_folder_in_a_deleted_one_says_why(tmp_path, monkeypatch, capsys):
-    """$NPVAE_DATA_DIR=rel, started in a folder since deleted: the places searched, and the reason."""
-    from npvae.errors import DatasetNotFoundError
+@pytest.fixture
+def in_a_deleted_folder(tmp_path, monkeypatch):
+    """This process's current folder, deleted (as by another shell's rm -r)."""
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
     here.rmdir()
+
+
+def test_a_data_set_not_found_through_a_relative_folder_in_a_deleted_one_says_why(in_a_deleted_folder, capsys):
+    """$NPVAE_DATA_DIR=rel, started in a folder since deleted: the places searched, and the reason."""
+    from npvae.errors import DatasetNotFoundError
 
     def main(argv):
         raise DatasetNotFoundError("cannot find the mnist files", dataset="mnist",
@@ -388,11 +393,7 @@ def test_a_data_folder_this_locale_cannot_spell_is_a_search_report_not_a_bug(tmp
     assert "cannot be spelled in this locale's encoding of file names (ascii)" in proc.stdout
 
 
-def test_in_a_deleted_current_folder_only_relative_paths_are_blamed_on_it(tmp_path, monkeypatch, capsys):
-    here = tmp_path / "here"
-    here.mkdir()
-    monkeypatch.chdir(here)
-    here.rmdir()
+def test_in_a_deleted_current_folder_only_relative_paths_are_blamed_on_it(tmp_path, in_a_deleted_folder, capsys):
 
     def absolute(argv):
         open(tmp_path / "missing" / "x")
