@@ -174,7 +174,7 @@ def main(argv=None):
             raise InputError(f"the 1,000 MNIST test digits this script uses without --data-dir (tests/data/"
                              f"mnist-sample in a checkout) are not at {SAMPLE}: pass --data-dir, a folder "
                              f"holding the MNIST test set's files (nothing is downloaded)") from e
-        raise InputError("\n".join([       # without --data-dir it is the shipped sample, not a download
+        raise InputError("\n".join([       # --data-dir was given: nothing is downloaded
             "--data-dir was given, but the MNIST test files are not there. Looked in:",
             *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places], e.dataset),
             "To fix: point --data-dir at a folder holding them (or holding mnist/ with them), "

@@ -460,14 +460,14 @@ def main(argv=None):
     own = None if resumed is None else ((resumed.ckpt.fit_config or {}).get("backend")
                                         or resumed.settings.get("backend"))
     s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
-    own_folder = out is None and resumed is not None        # a resume in its folder: no --out was given
+    # a resume in its own folder (no --out given) names that folder, and --out as the way out
+    option, instead = (("the run's folder", "continue it in another folder with --out NEW")
+                       if out is None and resumed is not None else ("--out", "choose another folder"))
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
-    cli.check_output_folder(out, "the run's folder" if own_folder else "--out",
-                            output_bytes(s, folder=None if resumed is None or elsewhere else out),
-                            instead="continue it in another folder with --out NEW" if own_folder
-                            else "choose another folder")
+    cli.check_output_folder(out, option, output_bytes(s, folder=None if resumed is None or elsewhere else out),
+                            instead=instead)
     if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")

@@ -44,7 +44,7 @@ from .train import TrainingInterrupted
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
            "EXIT_STATUS", "EXIT_STATUS_NO_CHECKPOINT",
            "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate",
-           "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder"]
+           "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder", "shell_command"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory
@@ -339,6 +339,10 @@ def run(main, argv=None, *, then_exit=False):
     With ``then_exit`` (a program's last call), exit with the status instead
     of returning it, ignoring those signals from the end of ``main`` on:
     the status stays the one reported, however late a second Ctrl-C comes.
+
+    It also readies the process for a program: closed stdin, stdout or stderr get
+    ``/dev/null`` in their place, and ``print`` escapes what stdout cannot encode (both
+    stay after it returns).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -382,8 +386,8 @@ def run(main, argv=None, *, then_exit=False):
 
 
 def _fill_closed_standard_descriptors():
-    """A program started with stdout or stderr closed (``>&-``) hands descriptor 1 or 2 to the
-    next file it opens (the run's lock, a figure being written), and a message printed below
+    """A program started with stdin, stdout or stderr closed (``>&-``) hands descriptor 0, 1 or 2
+    to the next file it opens (the run's lock, a figure being written), and a message printed below
     Python (Numba, the BLAS, a crash dump) would land in it: /dev/null takes them first."""
     for fd in (0, 1, 2):
         try:
@@ -398,7 +402,8 @@ def _fill_closed_standard_descriptors():
 
 def _escape_what_stdout_cannot_encode():
     """A ``print`` of a name stdout's encoding lacks (``PYTHONIOENCODING=ascii``, a folder named
-    ``ü``) would fail once the work is done: escape it, as Python's stderr does."""
+    ``ü``) would fail once the work is done: escape it, as Python's stderr does (and as
+    :func:`npvae.progress.emit` does on any stream it is given)."""
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="backslashreplace")
 
@@ -467,8 +472,8 @@ def check_output_folder(path, option="--out", need_bytes=0, files=(), instead="c
     ``path`` may exist (it must be a folder) or not (the nearest existing
     folder above it must be writable). With ``need_bytes``, its file system
     must have that much free space. ``files``: names of files the program writes
-    there, none of which may be a folder. ``instead``: what to do about a folder that
-    cannot be used (another one, said the way the program takes it).
+    there, none of which may be a folder. ``instead``: what most refusals end with, what to
+    do instead (another folder, said the way the program takes it).
 
     Raises
     ------

@@ -1,8 +1,9 @@
 r"""Layers: Dense, ReLU, Sigmoid and Sequential, each a forward/backward pair.
 
 Shapes: ``B`` is the batch size, ``I`` and ``O`` a Dense layer's input and output
-widths, ``N`` the width of what an elementwise layer (ReLU, Sigmoid) is given. Elementwise layers keep their input's shape and dtype. The derivations are
-written out end to end, with a worked example, in ``docs/derivation.md``.
+widths, ``N`` the width of what an elementwise layer (ReLU, Sigmoid) is given.
+Elementwise layers keep their input's shape and dtype. The derivations are written
+out end to end, with a worked example, in ``docs/derivation.md``.
 """
 import math
 import warnings

@@ -108,12 +108,12 @@ def _check_writable(array, name):
                          f"one: pass a copy (array.copy())")
 
 
-def _nothing_matches(module, names, given):
+def _nothing_matches_message(module, names, given):
     """Why a non-strict load of ``given`` names into a module with parameter ``names`` is refused."""
-    torch = any(k.startswith("fc") for k in given)          # the PyTorch example's fc1, fc21, ...
+    from_torch = any(k.startswith("fc") for k in given)     # the PyTorch example's fc1, fc21, ...
     return (f"no name in state_dict is a parameter of {module} (got {given[:4]}"
             f"{', ...' if len(given) > 4 else ''}; expected names such as {names[:2]})"
-            + ("; a PyTorch VAE's state dict is converted by npvae.interop.from_torch_state_dict" if torch else ""))
+            + ("; a PyTorch VAE's state dict is converted by npvae.interop.from_torch_state_dict" if from_torch else ""))
 
 
 class Parameter:
@@ -335,8 +335,8 @@ class Module:
         """Copy arrays into the parameters, checking names, shapes, dtypes and values first.
 
         Nothing is changed unless every entry fits. With ``strict=False``, missing and
-        unexpected names are allowed (shapes still must match), but for a module with
-        parameters at least one name must match. Any mapping of names to arrays will do: a
+        unexpected names are allowed (shapes still must match), but a non-empty
+        ``state_dict`` for a module with parameters must name at least one of them. Any mapping of names to arrays will do: a
         dict, or what ``np.load`` returns for a file that ``np.savez(path, **model.state_dict())``
         wrote.
         Returns the module itself (PyTorch returns the missing and unexpected names; here
@@ -355,7 +355,7 @@ class Module:
             raise StateDictError(f"state_dict does not match {type(self).__name__}: "
                                  f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
         if params and state_dict and len(unexpected) == len(state_dict):   # strict=False, and it would load nothing
-            raise StateDictError(_nothing_matches(type(self).__name__, list(params), unexpected))
+            raise StateDictError(_nothing_matches_message(type(self).__name__, list(params), unexpected))
         for name, value in state_dict.items():
             if name in params:
                 like = params[name].data

@@ -34,9 +34,10 @@ def is_terminal(stream):
 
 
 def emit(stream, text):
-    """Write and flush ``text``. A stream that has gone (the terminal closed: EIO; a closed pipe)
-    is not an error here: progress is for people, and the work goes on without it. Nor is none at
-    all (``sys.stderr`` is None when the program started with it closed)."""
+    """Write and flush ``text``, with escapes for what the stream cannot encode. A stream that
+    has gone (the terminal closed: EIO; a closed pipe) is not an error here: progress is for
+    people, and the work goes on without it. Nor is none at all (``sys.stderr`` is None when
+    the program started with it closed)."""
     if stream is None:
         return
     try:

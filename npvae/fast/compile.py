@@ -100,7 +100,8 @@ def _nothing_to_keep():
 
 def _given_cache_dir_problem():
     """Why ``$NUMBA_CACHE_DIR``, if set, will not hold the kernels for later runs, or None: Numba
-    passes over a folder it cannot write to, and takes a relative one from the current folder."""
+    passes over a folder it cannot write to, and takes a relative one from the current folder.
+    The folder is created if missing, as Numba would create it."""
     given = os.environ.get("NUMBA_CACHE_DIR")
     if not given:
         return None
