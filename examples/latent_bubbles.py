@@ -29,7 +29,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 from npvae import VAE, cli
-from npvae.data import load_split, search_report, split
+from npvae.data import load_split, split
 from npvae.errors import DatasetNotFoundError, InputError
 from npvae.plots import new_figure, save_png, tile_images
 from npvae.train import fit
@@ -176,7 +176,7 @@ def main(argv=None):
                              f"holding the MNIST test set's files (nothing is downloaded)") from e
         raise InputError("\n".join([       # --data-dir was given: nothing is downloaded
             "--data-dir was given, but the MNIST test files are not there. Looked in:",
-            *search_report(e.files, [(f, o.replace("data_dir", "--data-dir")) for f, o in e.places], e.dataset),
+            *cli.places_searched(e),
             "To fix: point --data-dir at a folder holding them (or holding mnist/ with them), "
             "or leave it out to use the 1,000 digits shipped in tests/data/mnist-sample."])) from e
     n_train = int(0.8 * len(images)) if args.train is None else args.train

@@ -60,7 +60,7 @@ from npvae import VAE, cli, footprint, jsonio, plots
 from npvae.atomic import append_line, atomic_write
 from npvae.backend import resolve
 from npvae.checkpoint import load_checkpoint
-from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, search_report, split
+from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split
 from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                           InputError, RunFolderInUseError)
 from npvae.evaluate import evaluate_elbo, iw_nll
@@ -444,7 +444,7 @@ def main(argv=None):
         origin = "--data-dir" if "data_dir" in given else "run.json's data_dir"
         raise InputError("\n".join([
             f"cannot resume {resumed.path}: the {e.dataset} files are not found in {where} {s['data_dir']}{source}:",
-            *search_report(e.files, [(f, o.replace("data_dir", origin)) for f, o in e.places], e.dataset),
+            *cli.places_searched(e, data_dir=origin),
             "give --data-dir with the folder that holds the run's data (the same data: their fingerprint is "
             "checked)"])) from e
     record = data_record(data)

@@ -44,7 +44,8 @@ from .train import TrainingInterrupted
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
            "EXIT_STATUS", "EXIT_STATUS_NO_CHECKPOINT",
            "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate",
-           "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder", "shell_command"]
+           "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder", "shell_command",
+           "places_searched"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory
@@ -200,11 +201,17 @@ def exit_code(error):
     return EXIT_FAILURE
 
 
+def places_searched(error, data_dir="--data-dir"):
+    """The lines of a :class:`DatasetNotFoundError`'s search report, each place and why it did
+    not do, with the Python argument ``data_dir`` called what the program calls it."""
+    places = [(folder, origin.replace("data_dir", data_dir)) for folder, origin in error.places]
+    return search_report(error.files, places, error.dataset)
+
+
 def _data_not_found(e):
     """A data set not found, in command-line terms: where it was looked for, --data-dir, $NPVAE_DATA_DIR."""
-    places = [(folder, origin.replace("data_dir", "--data-dir")) for folder, origin in e.places]
     lines = [f"cannot find the {e.dataset} files {', '.join(f + '[.gz]' for f in e.files)}.",
-             "Looked in, in this order:", *search_report(e.files, places, e.dataset)]
+             "Looked in, in this order:", *places_searched(e)]
     holding = f"a folder holding the files, or holding {e.dataset}/ with them"
     if e.data_dir is not None:
         lines.append("--data-dir was given, so no other place was searched and nothing was downloaded.")
