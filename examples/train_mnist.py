@@ -525,6 +525,8 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
             f"{warmup_beta(s['epochs'] * steps, s['beta'], s['warmup'], steps):.3g}, not --beta {s['beta']:g} "
             f"(--resume with more --epochs continues the ramp)")
         warnings.filterwarnings("ignore", message=r"warmup=\d+ epochs is longer", category=UserWarning)
+    # check_same_data compared the run's data by run.json (or said it could not): fit need not say it again
+    warnings.filterwarnings("ignore", message=r".* holds no fingerprint of the images", category=UserWarning)
     try:
         history = fit(model, data.train, data.test, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                       beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],

@@ -8,7 +8,7 @@ Layout of the zip (``np.savez``, uncompressed, no pickles)::
                                 model.parameters() order, whatever order the optimizer
                                 lists them in)
     __meta__                    0-d unicode array holding one JSON object:
-        format, version         "npvae-checkpoint", 2 (1: no model class in architecture)
+        format, version         "npvae-checkpoint", 2 (1: no model class in architecture, see below)
         model_config            VAE.config(): input_dim, hidden_dims, latent_dim, dtype
         optimizer               the optimizer's class name, or null
         epoch, step             completed epochs, and steps done in the next one (mid-epoch)
@@ -29,6 +29,7 @@ shape) into a :class:`~npvae.errors.CheckpointError` naming the file.
 """
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -164,6 +165,10 @@ class Checkpoint:
         if backend is not None:
             warn_backend_argument("build_model(backend=...)")
         model = VAE(**_vae_kwargs(self.model_config))
+        if self.architecture is None:       # the earliest files: nothing to check the layers against
+            warnings.warn(f"{self.path} records no layers (an npvae from before they were recorded wrote it), so "
+                          f"they are taken to be the stock VAE's: if the saved model had layers of its own, build "
+                          f"it and load the file into it with load_checkpoint(path, model)", UserWarning, stacklevel=3)
         diff = _layers_diff(self.architecture, model)
         if diff:
             raise CheckpointError(f"{self.path}: saved from a model of another class or with other layers "

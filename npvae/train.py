@@ -248,6 +248,10 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
         if name not in ckpt.rng_states:
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
                                   f"(was it written by fit()?)")
+    if "train_data" not in saved:       # written before fit recorded its images
+        warnings.warn(f"{path} holds no fingerprint of the images it was trained on (an npvae from before fit "
+                      f"recorded them wrote it), so fit cannot check that train_images are those; the "
+                      f"checkpoints this run writes record the images given", UserWarning, stacklevel=3)
     per_epoch = math.ceil(fit_config["n_train"] / fit_config["batch_size"])
     if ckpt.step >= per_epoch:       # a checkpoint inside an epoch is written before its last step
         raise CheckpointError(f"{path}: cannot resume at step {ckpt.step} of an epoch: an epoch here "

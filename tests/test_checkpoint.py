@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import warnings
 import zipfile
 
 import numpy as np
@@ -780,6 +781,20 @@ def test_a_checkpoint_from_before_the_model_class_was_saved_still_loads(tmp_path
     np.savez(tmp_path / "old.npz", **arrays)
     assert np.array_equal(npvae.load_model(tmp_path / "old.npz").encoder[0].weight.data,
                           VAE(6, 5, 2, rng=0).encoder[0].weight.data)
+
+
+def test_load_model_of_a_checkpoint_that_records_no_layers_warns_that_it_takes_the_stock_vae(tmp_path):
+    """The earliest checkpoints have no architecture: a layer of the user's own cannot be told."""
+    path = npvae.save_checkpoint(tmp_path / "new.npz", VAE(6, 5, 2, rng=0))
+    old = rewrite(path, tmp_path / "old.npz", meta=lambda m: m.update(architecture=None, version=1))
+    with pytest.warns(UserWarning, match=r"old\.npz records no layers.*taken to be the stock VAE's.*"
+                                         r"load_checkpoint\(path, model\)"):
+        loaded = npvae.load_model(old)
+    np.testing.assert_array_equal(loaded.encoder[0].weight.data, VAE(6, 5, 2, rng=0).encoder[0].weight.data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the user's own model, or a file with its layers: nothing to say
+        npvae.load_checkpoint(old, VAE(6, 5, 2, rng=1))
+        npvae.load_model(path)
 
 
 def test_a_checkpoint_keeps_an_mt19937_generator(tmp_path):                 # C05

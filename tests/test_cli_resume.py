@@ -117,6 +117,22 @@ def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, caps
     assert code == 0, err
 
 
+def test_a_run_from_before_data_fingerprints_resumes_with_one_note(copy_of, script, capsys):
+    record = json.loads((copy_of / "run.json").read_text())
+    del record["data"]
+    (copy_of / "run.json").write_text(json.dumps(record))
+    with np.load(copy_of / "checkpoint.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__meta__"][()]))
+    del meta["fit_config"]["train_data"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(copy_of / "checkpoint.npz", **arrays)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--nll-k", "1"])
+    assert code == 0, err
+    assert "has no fingerprint of the run's data, so they cannot be compared" in err
+    assert "fingerprint" not in err.replace("has no fingerprint of the run's data", ""), err   # said once
+
+
 def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_path, script, capsys):
     """The folder comes from run.json, not from a flag: leaving --data-dir out would not help."""
     run_json = json.loads((copy_of / "run.json").read_text())

@@ -732,6 +732,24 @@ def test_resume_refuses_other_training_images_of_the_same_size(sample, tmp_path,
     assert len(done) == 2
 
 
+def test_resume_of_a_checkpoint_without_the_images_fingerprint_warns_that_it_cannot_check_them(sample, tmp_path):
+    """Checkpoints from before fit recorded its images cannot tell other images of the same count."""
+    images, _ = sample
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, checkpoint=tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__meta__"][()]))
+    del meta["fit_config"]["train_data"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.warns(UserWarning, match=r"old\.npz holds no fingerprint of the images it was trained on.*cannot "
+                                         r"check that train_images are those"):
+        fit(small(), images[64:128], epochs=2, batch_size=32, progress=False, resume=tmp_path / "old.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a checkpoint with the fingerprint: no warning
+        fit(small(), images[:64], epochs=2, batch_size=32, progress=False, resume=tmp_path / "c.npz")
+
+
 def _at_epoch(tmp_path, images, epochs):
     path = tmp_path / f"e{epochs}.npz"
     fit(small(), images[:64], epochs=epochs, batch_size=32, rng=0, progress=False, checkpoint=path)
