@@ -496,7 +496,7 @@ def main(argv=None):
             say(f"writing to {out}")
             resume_from = None if resumed is None else folder.file("checkpoint.npz") if elsewhere else resumed.path
             draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
-            train_and_report(s, folder, model, data_seed, resume_from, data, draw_before)
+            history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
             refused = cli.exit_code(e) == cli.EXIT_USAGE      # by fit, before it changed anything
             if in_place:
@@ -508,16 +508,23 @@ def main(argv=None):
             elif refused or not os.path.exists(folder.file("checkpoint.npz")):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
+        # the training is saved from here on: whatever fails below keeps it, and says how to finish
+        draw_and_evaluate(s, folder, model, history, before, data)
     return 0
 
 
 # -- training, figures, evaluation ---------------------------------------------------
-def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before):
+def images_shown(data):
+    """The ten test images the reconstruction figures show, as the model takes them."""
+    return data.test[:10].astype(np.float32) / 255
+
+
+def train(s, folder, model, data_seed, resume_from, data, draw_before):
+    """fit, with what a stop should say; the history, and the untrained model's reconstructions (or None)."""
     checkpoint = folder.file("checkpoint.npz")
     # Reconstructions of the untrained model now (resuming: the same model, rebuilt from the seed),
     # drawn after training: matplotlib (about 30 MB) is loaded once the training images are let go.
-    x_show = data.test[:10].astype(np.float32) / 255
-    before = model.reconstruct(x_show) if draw_before and not os.path.exists(
+    before = model.reconstruct(images_shown(data)) if draw_before and not os.path.exists(
         folder.file("reconstruction_before.png")) else None
     if s["warmup"] > s["epochs"]:       # fit warns in Python's words; say it in the flags' ones
         steps = -(-len(data.train) // s["batch_size"])
@@ -546,21 +553,27 @@ def train_and_report(s, folder, model, data_seed, resume_from, data, draw_before
                        f"e.g. with --lr {s['lr'] / 10:g}")
         raise
     data.train = None  # not needed any more: keeps the peak memory of what follows down
+    return history, before
+
+
+def draw_and_evaluate(s, folder, model, history, before, data):
+    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved)."""
     left_to_do = "to draw the figures and compute the NLL"
     try:
         say("drawing the figures ...")
-        draw_figures(s, folder, model, history, before, x_show, data)
+        draw_figures(s, folder, model, history, before, data)
         left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, ...
-        if cli.interruption(e) or isinstance(e, (OSError, MemoryError)):
+        if cli.interruption(e) or isinstance(e, (OSError, MemoryError, InputError)):
+            checkpoint = folder.file("checkpoint.npz")
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
             e.add_note("  " + resume_command(checkpoint))
         raise
 
 
-def draw_figures(s, folder, model, history, before, x_show, data):
-    out, show, names = folder.file, data.test[:10], CLASS_NAMES[data.kind]
+def draw_figures(s, folder, model, history, before, data):
+    out, show, names, x_show = folder.file, data.test[:10], CLASS_NAMES[data.kind], images_shown(data)
     if before is not None:
         plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
                                    title="Test images (top) and reconstructions by the untrained model")

@@ -246,7 +246,7 @@ def _diverged(what):
 def _check_chunk_memory(model, k, chunk_rows, n):
     """Refuse a chunk (up to ``k`` samples of a batch of ``n``) that this machine cannot hold."""
     rows = min(k, max(1, chunk_rows // n)) * n
-    need = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows, model.dtype)
+    need = footprint.evaluation_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows, model.dtype)
     have = footprint.available_bytes()
     if have is not None and need > have:
         raise InputError(f"iw_nll with k={k} and chunk_rows={chunk_rows} sends {rows:,} rows through the model "

@@ -17,7 +17,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["parameter_count", "training_bytes", "available_bytes", "peak_rss_bytes", "format_bytes"]
+__all__ = ["parameter_count", "training_bytes", "evaluation_bytes", "available_bytes", "peak_rss_bytes",
+           "format_bytes"]
 
 _NLL_ROWS = 1024      # npvae.evaluate.iw_nll's default chunk_rows
 
@@ -52,6 +53,15 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
         + 2 * int(batch_size) * row                                       # values and their gradients
     nll = _NLL_ROWS * (sum(decoder) + sum(decoder[1:-1]) + int(input_dim))
     return np.dtype(dtype).itemsize * (train + nll)
+
+
+def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32):
+    """Bytes that sending ``rows`` samples through such a VAE's decoder for their likelihood adds, roughly:
+    every decoder layer's output (hidden ones twice, before and after the ReLU), the rows' images, and
+    the sampler's eps, std and z. The model itself is not counted: it exists already."""
+    _, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
+    row = sum(decoder) + sum(decoder[1:-1]) + 2 * int(input_dim) + 3 * int(latent_dim)
+    return np.dtype(dtype).itemsize * int(rows) * row
 
 
 def _read_int(path):

@@ -12,6 +12,7 @@ from cli_util import (REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load
 from npvae import cli
 from npvae.checkpoint import load_checkpoint
 from npvae.data import load_idx_split
+from npvae.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +259,22 @@ def test_an_interrupt_wrapped_by_an_import_while_drawing_still_says_how_to_finis
     code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
     assert code == cli.EXIT_SIGINT and err.count("stopped: interrupted by SIGINT") == 1, err
     assert "the training is complete and saved in" in err and "--resume" in err
+
+
+def test_a_refusal_after_training_keeps_the_run_and_says_how_to_finish(tmp_path, script, capsys, monkeypatch):
+    """An error found once fit has returned (a figure's path made a folder meanwhile, too little memory
+    for the NLL) is not a refused start: the trained run stays, with the command that finishes it."""
+    out = tmp_path / "run"
+    def draw(*args):
+        raise InputError(f"cannot write {out / 'samples.png'}: it is a folder; give a file path")
+    monkeypatch.setattr(script, "draw_figures", draw)
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == cli.EXIT_USAGE and "it is a folder" in err, err
+    assert {"checkpoint.npz", "metrics.jsonl", "run.json"} <= set(os.listdir(out))
+    assert "the training is complete and saved in" in err and "--resume" in err
+    monkeypatch.undo()
+    code = cli.run(script.main, ["--resume", str(out), "--nll-k", "1"])
+    assert code == 0 and "done: figures, metrics and checkpoint" in capsys.readouterr().out
 
 
 def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(tmp_path):

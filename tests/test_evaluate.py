@@ -264,6 +264,20 @@ def test_odd_arguments_of_the_evaluation_functions_are_clear_errors():
         iw_nll(model, images, k=10**12, chunk_rows=10**15)
 
 
+def test_iw_nll_refuses_a_chunk_by_what_it_adds_not_by_a_training_step(monkeypatch):
+    """A 784-400-20 chunk of 1,000 rows adds about 13 MB (every decoder layer's output, the rows'
+    images, eps and z); counting a training step's parameters, gradients and Adam moments (~53 MB)
+    refused the NLL of runs that had just trained under a ulimit -v."""
+    model = VAE(784, 400, 20, rng=0)
+    images = np.zeros((50, 784), np.uint8)                  # k=20 samples of 50 images: 1,000 rows a chunk
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 30 * 10**6)
+    assert np.isfinite(iw_nll(model, images, k=20, backend="numpy"))
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 5 * 10**6)
+    with pytest.raises(InputError, match=r"sends 1,000 rows through the model at once, about 1\d\.\d MB, but "
+                                         r"5\.0 MB is available"):
+        iw_nll(model, images, k=20, backend="numpy")
+
+
 def test_a_vae_of_another_class_of_that_name_is_told_why():
     """After importlib.reload(npvae.model) a notebook holds two VAE classes: "must be an npvae.VAE,
     got VAE" alone reads as a contradiction. (A class of that name stands in for the reloaded
