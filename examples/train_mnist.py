@@ -304,7 +304,8 @@ def data_record(data):
 
 
 def new_run_folder(dataset):
-    """``runs/<dataset>-<time>``, with ``-2``, ``-3``, ... if a run started in the same second."""
+    """``runs/<dataset>-<time>``, with ``-2``, ``-3``, ... if a run started in the same second (one that
+    makes the name between now and the lock is told apart there: ``RunFolder(unique=True)``)."""
     base = os.path.join("runs", f"{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     folder, n = base, 1
     while os.path.exists(folder):
@@ -463,6 +464,7 @@ def main(argv=None):
     # a resume in its own folder (no --out given) names that folder, and --out as the way out
     option, instead = (("the run's folder", "continue it in another folder with --out NEW")
                        if out is None and resumed is not None else ("--out", "choose another folder"))
+    named_here = out is None and resumed is None        # a new folder of our naming, not the user's
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
@@ -481,7 +483,8 @@ def main(argv=None):
             f"(ask for more with --epochs)")
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
-    with RunFolder(out, "--out") as folder:
+    with RunFolder(out, "--out", unique=named_here) as folder:
+        out = folder.path                   # another run may have taken the name meanwhile: this is ours
         refuse_earlier_run(out, resumed)    # under the lock: a run still going is reported as such
         run_json = folder.file("run.json")
         in_place = resumed is not None and not elsewhere

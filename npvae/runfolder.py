@@ -96,6 +96,20 @@ def holder(folder):
         os.close(fd)
 
 
+def _make_free_folder(path):
+    """Make ``path``, or else the first of ``path-2``, ``path-3``, ... that no one has made; its name.
+    ``os.mkdir`` fails if the folder exists, so two runs never get the same one."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    name, n = path, 1
+    while True:
+        try:
+            os.mkdir(name)
+            return name
+        except FileExistsError:
+            n += 1
+            name = f"{path}-{n}"
+
+
 class RunFolder:
     """A folder that one run at a time writes into; use as a context manager.
 
@@ -103,6 +117,10 @@ class RunFolder:
     needed, takes the lock (or raises :class:`~npvae.errors.RunFolderInUseError`
     naming the other run), and removes temporary files a killed run left;
     leaving the block releases the lock and removes the lock file.
+
+    ``unique=True`` is for a folder the program named itself (``runs/<dataset>-<time>``), not the
+    user: if it exists when it is made (another run started in the same second), the first free
+    name of ``path-2``, ``path-3``, ... is made instead, and ``path`` says which.
 
     Attributes
     ----------
@@ -115,9 +133,10 @@ class RunFolder:
         Temporary files removed when the lock was taken.
     """
 
-    def __init__(self, path, option="folder"):
+    def __init__(self, path, option="folder", *, unique=False):
         self.path = os.fspath(path)
         self.option = option
+        self.unique = unique
         self.created = False
         self.stale = None
         self.swept = []
@@ -128,8 +147,11 @@ class RunFolder:
         return os.path.join(self.path, name)
 
     def __enter__(self):
-        self.created = not os.path.isdir(self.path)
-        os.makedirs(self.path, exist_ok=True)
+        if self.unique:
+            self.path, self.created = _make_free_folder(self.path), True
+        else:
+            self.created = not os.path.isdir(self.path)
+            os.makedirs(self.path, exist_ok=True)
         lock = self.file(LOCK_NAME)
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

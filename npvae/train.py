@@ -48,13 +48,14 @@ from .atomic import append_line, atomic_write
 from .backend import describe, resolve
 from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
-from .errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
+from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_model, check_stock_terms, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
 from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_optimizer_params,
-                       check_output_path, check_positive_float, check_positive_int, check_rng, check_seed)
+                       check_output_path, check_positive_float, check_positive_int, check_rng, check_seed,
+                       pixel_scale_said)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -317,15 +318,6 @@ class ReferenceSteps:
         pass
 
 
-@contextlib.contextmanager
-def _images_warned_about():
-    """fit has warned at its caller's line about uint8 images of only 0 and 1; the trainer and the
-    evaluation it calls check the same arrays, and would warn again from inside npvae."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PixelScaleWarning)
-        yield
-
-
 def _training_steps(backend, model, opt, images, batch_size, binarize, retire_dead_units, evaluating, chosen):
     """The reference's steps or the fast path's, for ``backend`` (:mod:`npvae.backend`);
     ``evaluating``: the epochs end with an evaluation on the same back end; ``chosen``: how the
@@ -338,12 +330,8 @@ def _training_steps(backend, model, opt, images, batch_size, binarize, retire_de
         check_supported(model, TRAINING_METHODS)    # here, for fit's advice (Trainer's is for a loop)
         if evaluating:              # refused now, not after the first epoch's training
             check_supported(model, EVALUATION_METHODS)
-        with warnings.catch_warnings(record=True) as said:      # Trainer warns at its caller's line,
-            trainer = Trainer(model, opt, images=images, batch_size=batch_size,    # which is this one
-                              retire_dead_units=retire_dead_units and not binarize)
-        for w in said:              # so they are said again at the line that called fit
-            warnings.warn(str(w.message).replace("Trainer: ", "fit: ", 1), w.category, stacklevel=3)
-        return trainer
+        return Trainer(model, opt, images=images, batch_size=batch_size,
+                       retire_dead_units=retire_dead_units and not binarize)
     except InputTypeError as e:     # a model or an optimizer the fast path does not run
         raise InputTypeError(f"{chosen}: {e}") from None
 
@@ -443,7 +431,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         after an epoch is NaN or inf (finite parameters whose codes overflow): that
         epoch's checkpoint is not written, and the model is left as the epoch made it.
     TrainingInterrupted
-        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint.
+        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint;
+        in the main thread only, where Python delivers signals (elsewhere, stop it with ``callback``).
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)
@@ -482,7 +471,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if shuffle_rng is model.rng:    # one stream for both could not resume: a checkpoint keeps two
         shuffle_rng = _stream_from(model.rng)
     rngs = {"shuffle": shuffle_rng, "binarize": _stream_from(shuffle_rng)}
-    with _images_warned_about():
+    with pixel_scale_said():     # fit has said it at its caller's line
         training = _training_steps(backend, model, opt, train_images, batch_size, binarize,
                                    retire_dead_units, evaluating=test_images is not None, chosen=chosen)
 
@@ -521,7 +510,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 sums["seconds"] += setup + (t1 - steps_done)   # an epoch's bookkeeping is training time too
                 test = None
                 if test_images is not None:
-                    with _images_warned_about():
+                    with pixel_scale_said():     # fit has said it at its caller's line
                         test = evaluate_elbo(model, test_images, batch_size=batch_size, seed=eval_seed,
                                              beta=beta, binarize=binarize, backend=backend, check_finite=False)
                     _check_test_loss(test, epoch, run.last_saved, opt, beta)

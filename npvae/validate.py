@@ -3,6 +3,8 @@
 Each check names the argument, says what was expected and what arrived, and
 raises npvae's own errors (which are also ``ValueError``/``TypeError``).
 """
+import contextlib
+import contextvars
 import numbers
 import os
 import warnings
@@ -255,6 +257,22 @@ def check_non_negative_int(value, name):
 check_seed = check_non_negative_int
 
 
+# Set while a caller that has warned about its images already calls what checks them again. A
+# context variable (each thread has its own), not warnings.catch_warnings, which swaps the one
+# list of filters that every thread shares.
+_PIXEL_SCALE_SAID = contextvars.ContextVar("npvae_pixel_scale_said", default=False)
+
+
+@contextlib.contextmanager
+def pixel_scale_said():
+    """Within the block, :func:`check_images` does not warn about 0/1 uint8 pixels (in this thread)."""
+    token = _PIXEL_SCALE_SAID.set(True)
+    try:
+        yield
+    finally:
+        _PIXEL_SCALE_SAID.reset(token)
+
+
 def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     """Check a whole image set once; return it unchanged (no copy). (``stacklevel``: where
     a warning points, 3 at the caller of the function that calls this one; ``dtype``: the
@@ -279,7 +297,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
                          f"{input_dim} (shape {images.shape}){one_image_hint(images, name, input_dim)}")
     check_shape(images, name, input_dim)
-    if images.dtype == np.uint8 and _only_zeros_and_ones(images):
+    if images.dtype == np.uint8 and not _PIXEL_SCALE_SAID.get() and _only_zeros_and_ones(images):
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
                       f"are nearly black images; for 0/1 images pass {name}.astype(np.float32)",
                       PixelScaleWarning, stacklevel=stacklevel)

@@ -165,3 +165,18 @@ def test_a_first_download_shows_progress_in_a_log_unless_no_progress(tmp_path, m
         assert sorted(os.listdir(tmp_path / cache / "npvae" / "mnist")) == files      # downloaded
         downloads = [line for line in capsys.readouterr().err.splitlines() if line.startswith("downloading ")]
         assert bool(downloads) == (not flags), downloads
+
+
+def test_a_run_without_out_whose_folder_another_run_took_meanwhile_goes_on_in_the_next(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Two runs started in the same second both name runs/<dataset>-<time>: the one that locks it
+    second goes on in <name>-2 (it was refused, and told to choose another --out it never gave)."""
+    from npvae.runfolder import RunFolder
+    script = load_script()
+    monkeypatch.chdir(tmp_path)
+    taken = os.path.join("runs", "mnist-test-split-20261206-183808")
+    monkeypatch.setattr(script, "new_run_folder", lambda dataset: taken)   # named before the other run made it
+    with RunFolder(taken, "--out"):                                          # the other run, holding it
+        assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20"]) == 0
+    assert f"writing to {taken}-2\n" in capsys.readouterr().err
+    assert os.path.exists(os.path.join(f"{taken}-2", "checkpoint.npz")) and os.listdir(taken) == []

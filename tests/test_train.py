@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -1135,3 +1136,31 @@ def test_a_beta_per_epoch_is_fit_once_per_epoch_with_one_optimizer_and_generator
             by_hand.backward()
             opt.step()
     assert all(np.array_equal(p.data, q.data) for p, q in zip(by_fit.parameters(), by_hand.parameters()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_fit_in_a_thread_leaves_the_warning_filters_of_other_threads_alone(sample, backend):
+    """warnings.catch_warnings saves and restores the process's one list of filters, so a fit that
+    used it dropped filters other threads added meanwhile (and two fits at once could leave theirs
+    behind): fit keeps its warnings to itself without it."""
+    images, _ = sample
+    done = threading.Event()
+    def train():
+        try:
+            for seed in range(2):
+                fit(small(seed=seed), images[:64], images[:256], epochs=4, batch_size=64, rng=0, progress=False,
+                    backend=backend)
+        finally:
+            done.set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        thread = threading.Thread(target=train)
+        thread.start()
+        added = 0
+        while not done.is_set():
+            warnings.filterwarnings("ignore", message=f"a message of this test's own {added}")
+            added += 1
+            time.sleep(0.001)
+        thread.join()
+        kept = [f for f in warnings.filters if isinstance(f[1], re.Pattern) and "this test's own" in f[1].pattern]
+        assert added > 20 and len(kept) == added
