@@ -34,7 +34,7 @@ import numpy as np
 
 from . import signals
 from .atomic import check_name_length
-from .data.datasets import ENV_VAR, cache_dir, cache_unwritable, search_report
+from .data.datasets import ENV_VAR, cache_dir, cache_fix, cache_unwritable, search_report
 from .errors import (CheckpointError, DataFileError, DatasetNotFoundError, DownloadError, InputError,
                      InputTypeError, NpvaeError, RunFolderInUseError, StateDictError)
 from .footprint import format_bytes
@@ -224,8 +224,8 @@ def _data_not_found(e):
         lines.append("Downloading them failed: " + str(e.download_error).replace("\n", "\n  "))
     elif e.download_error is not None:
         lines.append(cache_unwritable(e.dataset, e.download_error))
-        lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; or set "
-                     f"XDG_CACHE_HOME to a folder you can write, and they are downloaded there when online.")
+        lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; "
+                     + cache_fix(e.download_error))
         return "\n".join(lines)
     lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; with neither, they are "
                  f"downloaded into {cache_dir(e.dataset)} when online.")

@@ -4,6 +4,7 @@ Every file is made by the test itself in ``tmp_path``; nothing needs the
 network. ``test_real_data`` runs only when ``NPVAE_TEST_DATA`` points at a
 folder holding ``mnist/`` and ``fashion-mnist/`` (e.g. /work/shared/data).
 """
+import errno
 import gzip
 import hashlib
 import inspect
@@ -19,6 +20,8 @@ import warnings
 import numpy as np
 import pytest
 
+import npvae
+from npvae import cli
 from npvae.data import (SYSTEM_DIRS, Dataset, binarize, cache_dir, canonical_name, iterate_indices,
                         iterate_minibatches, load_dataset, load_idx_folder, load_idx_split, load_split, locate,
                         read_idx, read_idx_header, read_images, read_labels, search_path, split, to_float)
@@ -593,6 +596,26 @@ def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, mo
     msg = str(info.value)
     assert "cannot write into the cache folder" in msg and "XDG_CACHE_HOME" in msg
     assert "online" not in msg
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+def test_a_download_with_no_room_names_the_file_and_says_to_make_room(tmp_path, monkeypatch, code):
+    """A full disk or a file-size limit is not a folder one cannot write: the advice was to set
+    XDG_CACHE_HOME to a folder one can write, naming no file."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    target = os.path.join(cache_dir("mnist"), "t10k-images-idx3-ubyte.gz")
+    def full(*args, **kwargs):
+        raise OSError(code, os.strerror(code), target)
+    monkeypatch.setattr(npvae.data.datasets, "download_dataset", full)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist")
+    msg = str(info.value)
+    assert f"no room to write {target}: {os.strerror(code)}" in msg, msg
+    assert "make room" in msg and "a folder you can write" not in msg
+    lines = cli.describe(info.value)
+    assert f"no room to write {target}" in lines and "make room" in lines and "a folder you can write" not in lines
 
 
 def test_load_split_needs_only_its_two_files(tmp_path, monkeypatch):

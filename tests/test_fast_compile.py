@@ -1,4 +1,5 @@
 """``python -m npvae.fast.compile``: fills Numba's cache; Ctrl-C ends it in one line with 130."""
+import errno
 import os
 import signal
 import subprocess
@@ -96,6 +97,21 @@ def test_other_errors_are_not_taken_for_ctrl_c(monkeypatch):
     monkeypatch.setattr(compile_command, "compile_kernels", broken)
     with pytest.raises(RuntimeError, match="a real failure"):
         compile_command.main([])
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+def test_a_cache_with_no_room_is_one_line_naming_the_cache(monkeypatch, capsys, tmp_path, code):
+    """Numba's write of a kernel into a full cache folder (or over ulimit -f) names no file: the
+    command says where the cache is, with status 1, where it printed a 30-line traceback."""
+    import numba
+    def full(dtypes):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(compile_command, "compile_kernels", full)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))    # as NUMBA_CACHE_DIR sets it
+    assert compile_command.main([]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"npvae: error: no room to keep the kernels in Numba's cache ({os.strerror(code)}"), err
+    assert f"NUMBA_CACHE_DIR={tmp_path / 'cache'}" in err[-1] and "Traceback" not in "".join(err)
 
 
 def test_ctrl_c_during_a_cold_compile(tmp_path):

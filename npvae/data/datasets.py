@@ -21,6 +21,7 @@ A folder counts only if it holds all the files asked for. If none does and
 :mod:`npvae.data.download`); otherwise :class:`~npvae.errors.DatasetNotFoundError`
 lists what is missing, every place looked in, and where to put the files.
 """
+import errno
 import os
 import stat
 import sys
@@ -470,14 +471,27 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
                  f"or in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
                  + ("or pass download=True." if failure is None else
                     "or try again when online." if isinstance(failure, DownloadError) else
-                    "or set XDG_CACHE_HOME to a folder you can write."))
+                    cache_fix(failure)))
     return "\n".join(lines)
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)     # a full disk, a file-size limit, a quota
+
+
 def cache_unwritable(name, error):
-    """The line saying that nothing could be downloaded because the cache cannot be written."""
+    """The line saying that a download could not be written into the cache, and why."""
+    if error.errno in _NO_ROOM:
+        return (f"Not all was downloaded: no room to write {error.filename or 'a file'}: {error.strerror}"
+                f" (the cache folder {cache_dir(name)}).")
     return (f"Nothing was downloaded: cannot write into the cache folder {cache_dir(name)}: "
             f"{error.strerror or error}.")
+
+
+def cache_fix(error):
+    """What to do about :func:`cache_unwritable`'s ``error``, to end a "To fix:" line."""
+    if error.errno in _NO_ROOM:
+        return "or make room there (free some space, or raise the file-size limit: ulimit -f) and run again."
+    return "or set XDG_CACHE_HOME to a folder you can write."
 
 
 def load_split(name, split="t10k", data_dir=None, download=True, progress=True, timeout=TIMEOUT):

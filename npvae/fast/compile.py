@@ -60,7 +60,7 @@ def main(argv=None):
     p = _Parser(prog="python -m npvae.fast.compile", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Compile the fast path's kernels ahead of time, into Numba's disk cache.",
                 epilog="exit status:\n  0    done (or nothing to compile: NUMBA_DISABLE_JIT is set)\n"
-                       "  1    no folder to keep the kernels in\n  2    bad usage\n"
+                       "  1    no folder to keep the kernels in, or no room in it\n  2    bad usage\n"
                        "  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM. What was compiled\n"
                        "       is kept")
     p.add_argument("--float64", action="store_true", help="also the float64 kernels (gradient checks, tests)")
@@ -76,7 +76,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     finished = False
     with _noting_signals() as stopped_by:
-        compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
+        try:
+            compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
+        except OSError as e:        # Numba's write into its cache: a full disk, ulimit -f; it names no file
+            from .kernels import cache_places
+            emit(sys.stderr, f"npvae: error: no room to keep the kernels in Numba's cache ({e.strerror or e}; "
+                             f"it is the first of {cache_places()} that can be written): make room there, or "
+                             f"set NUMBA_CACHE_DIR to a folder with room, and run this again\n")
+            return 1
         finished = True
     if stopped_by:      # Numba's cache keeps what was compiled so far
         return _stopped(finished, stopped_by[0])
