@@ -6,17 +6,19 @@
 import inspect
 import os
 import re
+import signal
 import textwrap
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import npvae
-from gradcheck import (BUGS, CASES, Problem, check_problem, defaults, format_table, op_problem, rel_error, run,
-                       self_test)
+from gradcheck import (BUGS, CASES, Problem, Row, check_problem, defaults, format_table, op_problem, rel_error,
+                       run, self_test)
 from gradcheck.core import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,9 +116,49 @@ def test_vae_rows_cover_every_parameter_for_two_betas(rows64, op, hidden):
     assert {n + "[beta=0.5]" for n in names} <= checked       # beta != 1: the KL's weight matters
 
 
+def test_the_fast_path_is_checked_on_square_layers_too(rows64):
+    """A transposed dW in the fast path's kernels has the right shape only on a square layer."""
+    square = {r.tensor.split(".")[0] for r in rows64 if r.backend == "numba" and r.tensor.endswith("weight")
+              and len(r.shape) == 2 and r.shape[0] == r.shape[1]}
+    assert square == {"encoder", "decoder"}
+
+
+def test_the_constant_gradient_optimizer_cases_take_eight_steps(rows64):
+    """Momentum's (1 - 0.9^t) / (1 - 0.9), weight decay's a^(t-1) and the bias corrections only
+    show past the first step."""
+    for op in ("adam", "sgd", "sgd_momentum", "sgd_weight_decay"):
+        assert [r.tensor for r in rows64 if r.op == op] == [f"step {t}" for t in range(1, 9)], op
+
+
+def test_the_retired_units_case_leaves_units_out(monkeypatch):
+    """Else it checks what fast_vae_dead_units checks, and the first layer computed over fewer
+    units than it has (after a retirement) goes unchecked."""
+    from npvae.fast import FastVAE
+    forward, computed = FastVAE.forward, set()
+
+    def recorded(self, x, beta, eps):
+        computed.add((self.n_units, self.units))
+        return forward(self, x, beta, eps)
+
+    monkeypatch.setattr(FastVAE, "forward", recorded)
+    assert all(r.passed for r in run(CASES, ["fast_vae_retired_units"], ("numba",)))
+    assert computed == {(5, 8)}                 # 3 of its 8 units retired
+
+
 def test_losses_are_checked_with_grad_not_1(rows64):
     for op, name in (("kl", "h"), ("bce_logits", "logits"), ("bce", "probs")):
         assert {name, f"{name}[grad=-1.7]"} <= {r.tensor for r in rows64 if r.op == op}
+
+
+def test_a_loss_whose_backward_ignores_grad_fails_its_grad_rows(monkeypatch):
+    """The [grad=-1.7] rows must come from backward(grad=-1.7), the call the model makes with beta,
+    not from -1.7 * backward()."""
+    for cls in (npvae.KL, npvae.BCEWithLogits, npvae.BCE):
+        monkeypatch.setattr(cls, "backward", lambda self, grad=1.0, backward=cls.backward: backward(self))
+    rows = run(CASES, ["kl", "bce_logits", "bce"])
+    failed = {(r.op, r.tensor) for r in rows if not r.passed}
+    inputs = {"kl": "h", "bce_logits": "logits", "bce": "probs"}
+    assert failed == {(op, name + "[grad=-1.7]") for op, x in inputs.items() for name in (x, "<direction>")}
 
 
 # -- it can fail ------------------------------------------------------------------------------
@@ -235,11 +277,32 @@ class _Scale(npvae.Module):
         return dx
 
 
-def _scale_case(**kw):
+class _ScaleKeepingItsGradient(_Scale):
+    def zero_grad(self):
+        pass                                # the slip: a zero_grad of its own that clears nothing
+
+
+def _scale_case(cls=_Scale, **kw):
     def build(dtype, rng, h):
-        layer, x = _Scale(**kw), rng.standard_normal((4, 3))
+        layer, x = cls(**kw), rng.standard_normal((4, 3))
         return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
     return build
+
+
+def test_a_layer_whose_zero_grad_clears_nothing_fails():
+    """gradcheck leaves a gradient behind before taking the one it checks, as training does
+    (a step's backward after the last step's): a zero_grad that keeps it must show."""
+    assert all(r.passed for r in run({"scale": ("numpy", _scale_case())}))
+    rows = run({"keeps": ("numpy", _scale_case(_ScaleKeepingItsGradient))})
+    assert rows and not any(r.passed for r in rows)
+
+
+def test_a_model_whose_zero_grad_clears_nothing_fails_at_each_beta(monkeypatch):
+    """Not only at beta = 0.5, whose problem comes after beta = 1's: each problem's own gradient
+    is taken after stale ones."""
+    monkeypatch.setattr(npvae.VAE, "zero_grad", lambda self: None)
+    rows = run(CASES, ["vae_1h"])
+    assert rows and not [(r.tensor, r.rel_err) for r in rows if r.passed]
 
 
 def test_a_layer_of_your_own_passes_and_its_slips_fail_with_a_reason():
@@ -341,6 +404,35 @@ def test_same_seed_same_table_different_seed_differs():
     assert [r.abs_err for r in a] != [r.abs_err for r in c]
 
 
+def test_a_cases_rows_do_not_depend_on_the_cases_run_before_it():
+    """``--op dense`` alone must give the rows dense has in the whole table: each case starts
+    from its own default_rng(seed)."""
+    alone = run(CASES, ops=["dense"])
+    after = [r for r in run(CASES, ops=["relu", "dense"]) if r.op == "dense"]
+    assert [(r.tensor, r.abs_err, r.rel_err) for r in alone] == [(r.tensor, r.abs_err, r.rel_err) for r in after]
+
+
+def test_only_the_cases_of_the_backends_asked_for_run():
+    """``--backend numpy`` must not run (nor time, nor plant bugs into) the fast path's cases too."""
+    cases = {"mine": ("numpy", _scale_case()), "fast": ("numba", _scale_case())}
+    assert {r.op for r in run(cases, backends="numpy")} == {"mine"}
+    assert {r.op for r in run(cases, backends=("numba",))} == {"fast"}
+    assert {r.op for r in run(cases)} == {"mine", "fast"}
+
+
+def test_in_float32_a_closed_form_row_fails_a_step_off_by_half_a_percent():
+    """float32's optimizer steps agree with their closed form to ~2e-5 (the adam cases pass):
+    a tolerance of 1e-3 leaves a slip of 5e-3 no room (1e-2 would)."""
+    assert all(r.passed for r in run(CASES, ["adam", "adam_varying"], dtype=np.float32))
+
+    def half_a_percent_off(dtype, rng, h):
+        expected = rng.uniform(0.5, 1.0, (3, 4))
+        return [Problem({}, None, None, exact={"step 1": (expected * (1 + 5e-3), expected)})]
+
+    rows = run({"off": ("numpy", half_a_percent_off)}, dtype=np.float32)
+    assert [(r.passed, r.tol) for r in rows] == [(False, 1e-3)]
+
+
 def test_float32_is_a_smoke_check_with_adapted_defaults():
     dtype, h, tol = defaults(np.float32)
     assert (h, tol) == (1e-2, 3e-2)
@@ -377,6 +469,25 @@ def test_table_columns_stay_aligned_whatever_the_names():
         for col, text in (("max abs err", f"{r.abs_err:.2e}"), ("max rel err", f"{r.rel_err:.2e}")):
             assert line[end[col] - len(text):end[col]] == text and line[end[col] - len(text) - 1] == " ", (col, line)
     assert lines[-1].startswith(f"{len(rows)} rows: ")
+
+
+def test_the_summary_counts_passed_and_failed_rows_and_names_the_worst():
+    """The worst row is the one to look at first; a NaN is worse than any number."""
+    rows = [Row("a", "numpy", "x", (2,), 1e-12, 1e-10, 1e-6), Row("b", "numpy", "w", (2,), 1e-3, 2e-3, 1e-6),
+            Row("c", "numba", "b", (2,), 0.0, 0.0, 1e-6)]
+    assert summary(rows) == "3 rows: 2 passed, 1 failed (in b); worst rel err 2.00e-03 (b / numpy / w)"
+    nan = Row("d", "numpy", "<direction>", (4,), np.nan, np.nan, 1e-6)
+    assert summary(rows + [nan]) == ("4 rows: 2 passed, 2 failed (in b, d); worst rel err nan "
+                                     "(d / numpy / <direction>)")
+
+
+@pytest.mark.parametrize("dtype, tol, shown", [(np.float64, None, "1e-11"), (np.float64, 1e-12, "1e-12"),
+                                               (np.float32, None, "0.001")])
+def test_the_header_gives_the_tolerance_the_closed_form_rows_are_held_to(dtype, tol, shown):
+    """Round-off's (1e-11, 1e-3, as --help says), not --tol's, unless --tol is tighter."""
+    rows = run(CASES, ["adam"], dtype=dtype, tol=tol)
+    line = next(line for line in format_table(rows, dtype, tol=tol).splitlines() if "optimizer steps" in line)
+    assert line.endswith(f"pass if rel < {shown}") and {r.tol for r in rows} == {float(shown)}
 
 
 def test_table_states_the_metric():
@@ -417,6 +528,45 @@ def test_cli_self_test_at_settings_where_clean_rows_fail_says_so_and_fails(monke
     assert "NOT CAUGHT  adam_weight_decay_ignored" in out and "self-test FAILED: 1 of 3" in out
 
 
+def test_cli_self_test_note_counts_the_rows_that_fail_clean_and_names_the_worst(monkeypatch, capsys):
+    """A layer 1e-5 off fails 2 of the 6 rows with no bug planted: "2 of 6", and its worst row."""
+    import gradcheck.__main__ as command
+    monkeypatch.setattr(command, "CASES", {"relu": CASES["relu"], "slightly_wrong": ("numpy", _slightly_wrong_dense)})
+    monkeypatch.setattr(command, "BUGS", {"relu_writes_grad_out": BUGS["relu_writes_grad_out"]})
+    assert command.main(["--self-test"]) == 0
+    assert capsys.readouterr().out.startswith("note: with no bug planted, 2 of 6 rows fail at these settings "
+                                              "(worst: slightly_wrong x, rel 1e-05)")
+
+
+def test_cli_reports_its_time_in_seconds(capsys):
+    """The last line's "in X s": no more than the run took."""
+    import gradcheck.__main__ as command
+    t0 = time.perf_counter()
+    assert command.main(["--op", "relu", "--backend", "numpy"]) == 0
+    took = time.perf_counter() - t0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"ALL PASSED in \d+\.\d s", last), last
+    assert float(last.split()[-2]) <= took + 0.05, (last, took)      # printed to 0.1 s
+
+
+def test_cli_ctrl_c_stops_with_one_line_and_status_130():
+    """As run_cli documents: 128 + SIGINT, what a script that runs it tests for; no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1")       # the note's line as soon as it is printed
+    proc = subprocess.Popen([sys.executable, "-m", "gradcheck", "--self-test", "--tol", "1e-300"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C as at a terminal, even under ``pytest &`` (which starts with SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        note = proc.stdout.readline()       # printed once the clean run is done: the bugs are being planted
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert note.startswith("note: with no bug planted"), note + err
+    assert (proc.returncode, err) == (130, "stopped: interrupted by SIGINT\n")
+
+
 def test_cli_exits_1_when_a_row_fails():
     r = _cli("--op", "sigmoid", "--backend", "numpy", "--tol", "1e-300")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -437,6 +587,15 @@ def test_cli_self_test_reports_each_bug_caught(self_tested_command):
         assert f"{len(failed)} failing row" in line and all(r.op in line for r in failed), line
     assert "NOT CAUGHT" not in out
     assert f"{len(BUGS)} of {len(BUGS)} planted bugs caught" in out
+
+
+def test_cli_self_test_names_the_worst_row_of_each_bug(self_tested_command):
+    """The row to look at first: the largest rel err among the bug's failing rows."""
+    _, out, (_, caught) = self_tested_command
+    for name, failed in caught.items():
+        line = next(line for line in out.splitlines() if line.startswith("caught") and name in line.split())
+        worst = max(failed, key=lambda r: r.rel_err)
+        assert line.endswith(f"(worst: {worst.op} {worst.tensor}, rel {worst.rel_err:.2g})"), line
 
 
 def test_cli_list_and_bad_arguments():
@@ -601,6 +760,26 @@ def test_the_fused_optimizer_cases_run_the_fused_optimizers(monkeypatch, optimiz
     monkeypatch.setattr(getattr(optim, optimizer), "step", lazy)
     rows = run(CASES, cases, ("numba",))
     assert {r.op for r in rows if not r.passed and "weight" in r.tensor} == set(cases)
+
+
+@pytest.mark.parametrize("optimizer, case", [("FusedAdam", "fast_adam"), ("FusedAdam", "fast_adam_no_decay"),
+                                             ("FusedSGD", "fast_sgd")])
+def test_a_fused_optimizer_that_holds_the_dead_columns_still_fails(monkeypatch, optimizer, case):
+    """A first-weight column with no gradient still moves (its weight decay, its moments or
+    momentum from the steps it was live): each fused case hands over dead columns to show it."""
+    from npvae.fast import optim
+    step = getattr(optim, optimizer).step
+
+    def holds_dead_columns(self, first_grad):
+        p = self.block.views(0)[0]
+        dead = np.setdiff1d(np.arange(p.shape[1]), first_grad[1])
+        kept = p[:, dead].copy()
+        step(self, first_grad)
+        p[:, dead] = kept
+
+    monkeypatch.setattr(getattr(optim, optimizer), "step", holds_dead_columns)
+    rows = run(CASES, [case], ("numba",))
+    assert {r.tensor.split()[-1] for r in rows if not r.passed} == {"weight"}
 
 
 def test_list_lists_the_cases_of_the_backend_asked_for(capsys):

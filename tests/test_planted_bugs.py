@@ -115,3 +115,18 @@ def test_the_unit_test_fails_with_the_bug_planted(bug, check):
         with pytest.raises(AssertionError):
             check()
     check()                                     # and again once the bug is removed
+
+
+def test_each_planted_bug_has_its_own_description_naming_the_method_it_replaces():
+    """--list and --self-test print these: two alike, or one naming another method, point a
+    reader at the wrong slip."""
+    import npvae
+    descriptions = [what for what, _ in BUGS.values()]
+    assert len(set(descriptions)) == len(descriptions)
+    for name, (what, plant) in BUGS.items():
+        cls_name, method = what.split(":")[0].split(".")
+        cls = getattr(npvae, cls_name)
+        original = getattr(cls, method)
+        with plant():
+            assert getattr(cls, method) is not original, name
+        assert getattr(cls, method) is original
