@@ -79,6 +79,9 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         forward()
         backward(arg)            # leave gradients behind: zero_grad must really discard them
         module.zero_grad()
+        for n, p in params.items():
+            if p.grad is not None and np.any(p.grad):
+                raise ContractBroken(f"zero_grad left {n}.grad as it was (it must set every entry to 0)")
         forward()
         out = {n: None if g is None else np.array(g, copy=True) for n, g in backward(arg).items()}
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):

@@ -295,6 +295,8 @@ def test_a_layer_whose_zero_grad_clears_nothing_fails():
     assert all(r.passed for r in run({"scale": ("numpy", _scale_case())}))
     rows = run({"keeps": ("numpy", _scale_case(_ScaleKeepingItsGradient))})
     assert rows and not any(r.passed for r in rows)
+    said = format_table(rows)           # blamed on zero_grad, not on the backward, which is right
+    assert "zero_grad left a.grad as it was" in said and "instead of adding" not in said, said
 
 
 def test_a_model_whose_zero_grad_clears_nothing_fails_at_each_beta(monkeypatch):
