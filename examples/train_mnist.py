@@ -568,7 +568,7 @@ def draw_and_evaluate(s, folder, model, history, before, data):
         left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, ...
-        if cli.interruption(e) or isinstance(e, (OSError, MemoryError, InputError)):
+        if cli.interruption(e) or isinstance(e, (OSError, MemoryError, InputError, ImportError)):
             checkpoint = folder.file("checkpoint.npz")
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
             e.add_note("  " + resume_command(checkpoint))

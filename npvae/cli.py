@@ -259,6 +259,8 @@ def describe(error):
         if error.errno in _WRITE_ERRNOS:
             return f"error: cannot write {error.filename}: {what}; {_WRITE_ERRNOS[error.errno]}"
         return f"error: {error.filename}: {what}"
+    if isinstance(error, ImportError) and error.name and not error.name.startswith("npvae"):
+        return f"error: cannot import {error.name}: {error}"     # a library's install, or too little memory
     return (f"error: internal error ({type(error).__name__}: {error}); this is a bug in npvae: run again "
             f"with --debug to see where it happened, and please report it")
 

@@ -277,6 +277,17 @@ def test_a_refusal_after_training_keeps_the_run_and_says_how_to_finish(tmp_path,
     assert code == 0 and "done: figures, metrics and checkpoint" in capsys.readouterr().out
 
 
+def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_how_to_finish(tmp_path, script,
+                                                                                                capsys, monkeypatch):
+    """Under ulimit -v, matplotlib's compiled part may fail to map when the figures are drawn."""
+    def draw(*args):
+        raise ImportError("ft2font.so: failed to map segment from shared object", name="matplotlib.ft2font")
+    monkeypatch.setattr(script, "draw_figures", draw)
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert code == 1 and "\nerror: cannot import matplotlib.ft2font: ft2font.so: failed to map" in err, err
+    assert "bug in npvae" not in err and "the training is complete and saved in" in err and "--resume" in err
+
+
 def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(tmp_path):
     """run.json records where the data were as a full path; resumed from elsewhere, where the
     relative $NPVAE_DATA_DIR finds nothing, the refusal says where the run found them."""
