@@ -1,16 +1,20 @@
-"""The example scripts, run end to end as subprocesses on the shipped MNIST sample."""
+"""The example scripts, run end to end as subprocesses on the shipped MNIST sample; what they print,
+in this process with their costly part (training, the benchmark's runner processes) faked."""
 import contextlib
 import json
 import os
+import runpy
 import shlex
 import signal
 import struct
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
-from cli_util import ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, run, start, write_idx_gz
+from cli_util import (ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, start,
+                      write_idx_gz)
 
 from npvae.checkpoint import load_checkpoint
 from npvae.data import locate
@@ -384,3 +388,188 @@ def test_every_programs_help_fits_an_80_column_terminal():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, (program, err)
         assert max(len(line) for line in out.splitlines()) <= 79, (program, [l for l in out.splitlines() if len(l) > 79])
+
+
+@pytest.fixture
+def quickstart(monkeypatch):
+    """quickstart.py in this process with its training replaced by a spy (its two epochs cost
+    seconds): the spy records what fit was given and returns two epochs of made-up losses."""
+    script = load_script(QUICKSTART, "quickstart_under_test")
+    script.fits, script.titles = [], []
+
+    def fit(model, train, test, **settings):
+        script.fits.append(dict(train=train, test=test, **settings))
+        return [{"test_loss": 348.94}, {"test_loss": 260.04}]
+    monkeypatch.setattr(script, "fit", fit)
+    monkeypatch.setattr(script, "plot_samples", lambda images, path, title: script.titles.append(title))
+    return script
+
+
+def test_quickstart_prints_the_last_epochs_loss_of_two_epochs_on_80_percent(quickstart, tmp_path, capsys):
+    """What it prints and draws is what it did: fit for 2 epochs on the first 800 of the 1,000
+    digits (200 held out), the loss after the last epoch, the 800 in the figure's title."""
+    quickstart.main([SAMPLE, "--out", str(tmp_path)])
+    (settings,) = quickstart.fits
+    assert settings["epochs"] == 2 and len(settings["train"]) == 800 and len(settings["test"]) == 200
+    out = capsys.readouterr().out
+    assert "test loss (negative ELBO) after 2 epochs: 260.0 nats per image\n" in out
+    assert "reloaded model reconstructs the same: True\n" in out
+    (title,) = quickstart.titles
+    assert "after 2 epochs on 800 digits" in title
+
+
+def test_quickstart_says_when_the_reloaded_model_differs(quickstart, tmp_path, monkeypatch, capsys):
+    """"reconstructs the same" compares the reloaded file's model with the one trained: a file
+    that comes back with one weight changed gives False."""
+    load_model = quickstart.load_model
+
+    def load_changed(path):
+        model = load_model(path)
+        model.decoder[-1].bias.data[:] += 1.0
+        return model
+    monkeypatch.setattr(quickstart, "load_model", load_changed)
+    quickstart.main([SAMPLE, "--out", str(tmp_path)])
+    assert "reloaded model reconstructs the same: False\n" in capsys.readouterr().out
+
+
+def test_quickstart_notes_a_replacement_when_one_earlier_output_is_there(quickstart, tmp_path, capsys):
+    """Either of its two files from an earlier run is replaced: the note comes for one alone too."""
+    (tmp_path / "quickstart.npz").write_bytes(b"")
+    quickstart.main([SAMPLE, "--out", str(tmp_path)])
+    assert f"note: this run replaces the earlier quickstart outputs in {tmp_path}" in capsys.readouterr().err
+
+
+def load_benchmark():
+    return load_script(BENCHMARK, "benchmark_under_test")
+
+
+# Three rounds of made-up epoch times (s), chosen so that a median of per-round ratios differs
+# from a ratio of medians: medians floor 1, fast 2, reference 8, pytorch 4; per-round ratios
+# reference / fast 3, 4, 2 (median 3), reference / floor 6, 4, 8 (median 6), fast / floor 2, 1, 4.
+ROUNDS = [dict(floor=1.0, numba=2.0, numpy=6.0, pytorch=4.0),
+          dict(floor=2.0, numba=2.0, numpy=8.0, pytorch=4.0),
+          dict(floor=1.0, numba=4.0, numpy=8.0, pytorch=6.0)]
+
+
+class FakeWorker:
+    """A runner process's answers without the process: ROUNDS' epochs, evaluations of 0.5 s
+    (fast), 1.5 s (reference), 2 s (PyTorch), and what a runner's finish reports."""
+    started = {}        # part -> (python, args), as main started it
+
+    def __init__(self, python, part, args):
+        self.part, self.round = part, 0
+        FakeWorker.started[part] = (python, args)
+
+    def __call__(self, command):
+        keys = ("floor", "numba", "numpy") if self.part == "npvae" else ("pytorch",)
+        if command == "train_round":
+            self.round += 1
+            return {k: ROUNDS[self.round - 1][k] for k in keys}
+        if command == "eval_round":
+            return {k: dict(numba=0.5, numpy=1.5, pytorch=2.0)[k] for k in keys if k != "floor"}
+        if self.part == "torch":
+            return dict(rss_mb=456.0, torch="2.13.0")
+        return dict(source="synthetic", n_train=6000, rss_mb=123.4, train_loss=dict(numba=101.25, numpy=102.5))
+
+
+@pytest.fixture
+def benchmark_table(monkeypatch, capsys):
+    """benchmark.py's main() in this process with its runner processes faked (FakeWorker), as
+    ``--epochs 3 --keep-dead-units --torch-python /bin/true``; the first steps take 5 s cold, 0.5 s warm."""
+    script = load_benchmark()
+    first_steps = iter([5.0] + [0.5] * 5)
+    monkeypatch.setattr(script, "Worker", FakeWorker)
+    monkeypatch.setattr(FakeWorker, "started", {})
+    monkeypatch.setattr(script, "check_data", lambda ap, data_dir: None)
+    monkeypatch.setattr(script, "run_part", lambda python, part, args, env: dict(
+        import_s=0.25, first_step_s=next(first_steps), from_start_s=1.0))
+    monkeypatch.setattr(sys, "argv", [BENCHMARK, "--epochs", "3", "--keep-dead-units", "--torch-python", "/bin/true"])
+    script.main()
+    return script, capsys.readouterr().out
+
+
+def test_benchmark_table_shows_the_medians_and_ratios_of_the_timings(benchmark_table):
+    """Each cell from the timings it names: s/epoch the medians, samples/s = images / that median,
+    "x GEMM floor" the median of per-round ratios to the floor (ROUNDS), eval and RSS per path."""
+    _, out = benchmark_table
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("path "))) + 2     # under the dashes
+    cells = [[c.strip() for c in row.split("  ") if c.strip()] for row in lines[start:start + 4]]
+    assert cells == [["GEMM floor (BLAS only)", "1.000", "6,000", "1.00"],
+                     ["npvae fast, all units", "2.000", "3,000", "2.00", "0.500", "123*"],
+                     ["npvae reference", "8.000", "750", "6.00", "1.500", "*"],
+                     ["pytorch 2.13.0", "4.000", "1,500", "4.00", "2.000", "456"]]
+
+
+def test_benchmark_summary_lines_give_the_ratios_the_right_way_round(benchmark_table):
+    """The speed-up is reference / fast (faster when above 1), each a median of per-round ratios;
+    PyTorch's ratios, the first steps and the losses each under their own names."""
+    _, out = benchmark_table
+    assert [line[:12] for line in out.splitlines() if line.startswith("  round ")] == [
+        "  round 1/3:", "  round 2/3:", "  round 3/3:"]
+    assert "fast path vs reference: 3.000x faster (rounds 2.00-4.00, middle half 2.50-3.50)\n" in out
+    assert "fast epoch (all units) / pytorch epoch: 0.500 (target <= 0.5; " in out
+    assert "reference epoch / pytorch epoch: 1.500 (no target; " in out
+    assert "pytorch eval / fast eval: 4.000x (target > 1; " in out
+    assert "import npvae: 0.250 s" in out
+    assert "cold Numba cache 5.00 s, warm 0.50 s" in out
+    assert "train loss after 3 epochs (fast / reference): 101.25 / 102.50\n" in out
+
+
+def test_benchmark_runner_process_gets_the_options_of_the_main_process(benchmark_table, monkeypatch):
+    """--keep-dead-units, --epochs reach the runner: its command line, parsed as the runner parses
+    it, gives the settings the main process printed in its header."""
+    script, out = benchmark_table
+    assert "the fast path keeps its dead units" in out
+    served = []
+    monkeypatch.setattr(script, "serve", lambda runner, args: served.append((runner, args)))
+    python, args = FakeWorker.started["npvae"]
+    monkeypatch.setattr(sys, "argv", script._command(python, "npvae", args)[1:])
+    script.main()
+    ((runner, runner_args),) = served
+    assert runner is script.NpvaeRunner and runner_args.keep_dead_units and runner_args.epochs == 3
+
+
+def test_benchmark_evaluates_each_model_on_its_own_path():
+    """eval_round times the reference model with backend="numpy", the fast one with "numba"."""
+    script = load_benchmark()
+    calls = []
+    runner = types.SimpleNamespace(models=dict(numba="fast model", numpy="reference model"), test="images",
+                                   evaluate_elbo=lambda model, images, seed, backend: calls.append((model, backend)))
+    assert set(script.NpvaeRunner.eval_round(runner)) == {"numba", "numpy"}
+    assert sorted(calls) == [("fast model", "numba"), ("reference model", "numpy")]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc/self/status")
+def test_benchmark_peak_rss_is_in_mib():
+    """The "peak RSS (MB)" column: the kernel's VmHWM (kB) / 1024, not another unit."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert load_benchmark().peak_rss_mb() == pytest.approx(kib / 1024, rel=0.05)
+
+
+def test_a_benchmark_part_killed_by_a_signal_says_which():
+    """A returncode of -9 is signal 9 (SIGKILL, e.g. the OOM killer), not "signal -9"."""
+    assert str(load_benchmark().PartFailed("npvae", -9, "")) == "the npvae part failed (killed by signal 9)"
+
+
+def test_benchmark_interrupted_exits_130_in_one_line(monkeypatch, capsys, tmp_path):
+    """Ctrl-C while it starts its runner: status 130 and one line, as the other programs."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(subprocess, "Popen", interrupted)
+    monkeypatch.setattr(sys, "argv", [BENCHMARK, "--skip-torch", "--data-dir", tiny_fashion(str(tmp_path))])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(BENCHMARK, run_name="__main__")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "\nstopped: interrupted by SIGINT\n"
+
+
+def test_benchmark_gemm_floor_times_the_last_partial_batch_too(monkeypatch):
+    """300 images are 2 batches of 128 and one of 44: the floor times the 44 as well."""
+    import npvae
+    rows = []
+    matmul = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b, out: rows.append(len(out)) or matmul(a, b, out=out))
+    load_benchmark().gemm_floor(npvae.VAE(30, 8, 2, rng=0), 300)
+    assert 44 in rows

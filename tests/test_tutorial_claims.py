@@ -174,3 +174,129 @@ def test_output_that_cannot_be_written_is_said_to_be_the_output(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == "error: cannot write the output (stdout): No space left on device\n", proc.stderr
     assert png_size(tmp_path / "k.png")
+
+
+@pytest.fixture
+def kl_figure(monkeypatch, tmp_path):
+    """kl_curve.py's figure as matplotlib objects (save_png replaced: nothing written)."""
+    script = load("kl_curve.py")
+    figures = []
+    monkeypatch.setattr(script, "save_png", lambda fig, path, dpi: figures.append(fig))
+    V, curves = script.draw(str(tmp_path / "kl.png"))
+    (fig,) = figures
+    left, right = fig.axes
+    return V, curves, left, right
+
+
+def test_kl_curve_draws_the_closed_forms_under_their_labels(kl_figure):
+    """Each line of the figure is the curve its label names, in nats; the right panel's labels
+    give each mean's minimum, mu^2 / 2."""
+    import numpy as np
+    V, curves, left, right = kl_figure
+    lines = {line.get_label(): line for line in left.get_lines()}
+    kl = next(line for label, line in lines.items() if "npvae's KL" in label)
+    np.testing.assert_allclose(kl.get_ydata(), 0.5 * (V - np.log(V) - 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lines[r"$V - 1$: punishes a large variance"].get_ydata(), V - 1)
+    np.testing.assert_allclose(lines[r"$-\log V$: punishes a variance near 0"].get_ydata(), -np.log(V))
+    labelled = [line for line in right.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in labelled] == [
+        rf"$\mu = {mu}$: minimum $\mu^2/2 = {least}$ at $V = 1$"
+        for mu, least in (("0", "0"), ("0.5", "0.125"), ("1", "0.5"), ("1.5", "1.125"))]
+    for line, mu in zip(labelled, (0.0, 0.5, 1.0, 1.5)):
+        np.testing.assert_allclose(line.get_ydata(), 0.5 * (V + mu ** 2 - 1 - np.log(V)), rtol=1e-12, atol=1e-14)
+    assert left.get_ylabel() == right.get_ylabel() == "nats"
+
+
+def test_kl_curve_refuses_to_draw_a_kl_that_is_not_the_closed_form(monkeypatch, tmp_path):
+    """"checked against the formula": npvae's KL 10% too large stops the script, nothing drawn."""
+    from npvae import KL
+    script = load("kl_curve.py")
+    forward = KL.forward
+    monkeypatch.setattr(KL, "forward", lambda self, h: 1.1 * forward(self, h))
+    monkeypatch.setattr(script, "save_png", lambda fig, path, dpi: pytest.fail("drew a wrong KL"))
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        script.draw(str(tmp_path / "kl.png"))
+
+
+@pytest.fixture
+def bubbles(monkeypatch, tmp_path, capsys):
+    """latent_bubbles.py run in this process with ``--epochs 3 --points 50``, its training replaced
+    by a spy that trains nothing (the models stay as built) and returns made-up test losses; the
+    figure kept as matplotlib objects. What fit was given, the z drawn, the printed table."""
+    import numpy as np
+    from npvae import VAE
+    from npvae.data import load_split
+    script = load("latent_bubbles.py")
+    fits, figures, sample_rngs = [], [], []
+    losses = {0.0: {"test_recon": 321.3, "test_kl": 19.25}, 1.0: {"test_recon": 345.6, "test_kl": 7.75}}
+
+    def fit(model, train, test, *, beta, **settings):
+        fits.append(dict(model=model, weights={k: v.copy() for k, v in model.state_dict().items()},
+                         beta=beta, **settings))
+        return [losses[beta]]
+    sample = VAE.sample
+
+    def spied_sample(self, n, rng=None):
+        sample_rngs.append(rng.bit_generator.state)
+        return sample(self, n, rng=rng)
+    monkeypatch.setattr(script, "fit", fit)
+    monkeypatch.setattr(VAE, "sample", spied_sample)
+    monkeypatch.setattr(script, "save_png", lambda fig, path, dpi: figures.append(fig))
+    assert script.main(["--epochs", "3", "--hidden-dim", "8", "--points", "50", "--out", str(tmp_path / "b.png")]) == 0
+    images, labels = load_split("mnist", "t10k", data_dir=script.SAMPLE)
+    (fig,) = figures
+    return dict(fits=fits, fig=fig, sample_rngs=sample_rngs, losses=losses, out=capsys.readouterr().out,
+                held_out=images[800:], held_out_labels=np.asarray(labels[800:], dtype=int))
+
+
+def test_latent_bubbles_spread_is_the_mean_distance_from_0_and_the_mean_variance():
+    """spread() as the docstring and the table's header say: mean |mu| is the mean Euclidean norm
+    of mu (not of its coordinates), mean variance the mean of exp(logvar) (not of sigma)."""
+    import numpy as np
+    spread = load("latent_bubbles.py").spread
+    got = spread(np.array([[3.0, 4.0], [0.0, 0.0]]), np.log(np.array([[1.0, 4.0], [9.0, 16.0]])))
+    assert got == {"mean |mu|": pytest.approx(2.5), "mean variance": pytest.approx(7.5)}
+
+
+def test_latent_bubbles_trains_both_betas_alike_and_prints_what_it_measured(bubbles):
+    """Both models start from the same weights, train for --epochs, decode the same z; each printed
+    row is that model's spread over the held-out images, then its last epoch's recon and KL."""
+    import numpy as np
+    fits = bubbles["fits"]
+    assert [f["beta"] for f in fits] == [0.0, 1.0] and all(f["epochs"] == 3 for f in fits)
+    for name, value in fits[0]["weights"].items():
+        assert np.array_equal(fits[1]["weights"][name], value), name
+    first, second = bubbles["sample_rngs"]
+    assert first == second                                  # the same z ~ N(0, I) for both
+    out = bubbles["out"]
+    assert "spread of q(z | x) over the 200 held-out images after 3 epochs:\n" in out
+    for f in fits:
+        mu, logvar = f["model"].encode(bubbles["held_out"].astype(np.float32) / 255)
+        loss = bubbles["losses"][f["beta"]]
+        row = (f"{'beta = ' + format(f['beta'], 'g'):8}{np.linalg.norm(mu, axis=1).mean():>12.3f}"
+               f"{np.exp(logvar).mean():>16.3e}{loss['test_recon']:>12.1f}{loss['test_kl']:>10.2f}\n")
+        assert row in out, (row, out)
+
+
+def test_latent_bubbles_figure_draws_the_held_out_means_one_sigma_and_labels(bubbles):
+    """The top panels, beta = 0 on the left: the first --points held-out means, ellipses of
+    width 2 sigma = 2 exp(logvar / 2), coloured by those images' digits, the legend's colours alike."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
+    cmap = colormaps["tab10"]
+    top, _ = bubbles["fig"].subfigs
+    titles = [ax.get_title() for ax in top.axes]
+    assert titles[0].startswith("beta = 0 (no KL term): 50 of 200 held-out digits\nover all 200: "), titles
+    assert titles[1].startswith("beta = 1 (with the KL term): 50 of 200 held-out digits\n"), titles
+    colors = cmap(bubbles["held_out_labels"][:50] % 10)
+    for ax, f in zip(top.axes, bubbles["fits"]):
+        mu, logvar = f["model"].encode(bubbles["held_out"][:50].astype(np.float32) / 255)
+        ellipses, means = ax.collections
+        np.testing.assert_allclose(ellipses.get_widths(), 2 * np.exp(logvar[:, 0] / 2), rtol=1e-5)
+        np.testing.assert_allclose(ellipses.get_heights(), 2 * np.exp(logvar[:, 1] / 2), rtol=1e-5)
+        np.testing.assert_allclose(means.get_offsets(), mu, rtol=1e-5)
+        np.testing.assert_allclose(means.get_facecolors(), colors)
+    handles = top.legends[0].legend_handles
+    assert [to_rgba(h.get_color()) for h in handles[:10]] == [cmap(k) for k in range(10)]
+    assert [h.get_label() for h in handles[:10]] == [f"digit {k}" for k in range(10)]

@@ -101,3 +101,83 @@ def test_with_stdout_closed_it_checks_and_says_so_without_an_internal_error():
     proc = subprocess.run(["sh", "-c", '"$0" "$1" >&-', sys.executable, SCRIPT], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stderr.startswith("checked: "), proc.stderr
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+def test_a_planted_gradient_bug_exits_1_and_lists_the_values_on_stderr(script, capsys):
+    """The docstring's promise, exit status 1 if a value disagrees, on a slip gradcheck plants;
+    the list goes to stderr (under ``> page.md`` it would otherwise land in the page)."""
+    from gradcheck.planted import BUGS
+    with BUGS["kl_dmu_dropped"][1]():
+        assert script.main([]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("worked example: these values disagree:\n  dh via KL: "), err
+    assert "checked:" not in err
+
+
+def test_a_planted_adam_bug_is_a_disagreement(script, capsys):
+    """The Adam table is checked against Adam.step too: a bias correction one step ahead is named."""
+    from gradcheck.planted import BUGS
+    with BUGS["adam_bias_correction_off_by_one"][1]():
+        assert script.main([]) == 1
+    assert "\n  Adam.step on encoder.0.weight: gives " in capsys.readouterr().err
+
+
+def test_a_loss_value_off_by_1e_9_is_a_disagreement(script, monkeypatch, capsys):
+    """The modules' values are checked against their formulas to 1e-12, not loosely: a
+    reconstruction term 1e-9 nats too large (its gradient unchanged) is caught, by name."""
+    from npvae.losses import BCEWithLogits
+    forward = BCEWithLogits.forward
+    monkeypatch.setattr(BCEWithLogits, "forward", lambda self, logits, target: forward(self, logits, target) + 1e-9)
+    assert script.main([]) == 1
+    assert "\n  recon: the module gives " in capsys.readouterr().err
+
+
+def test_model_loss_off_by_1e_7_is_a_disagreement(script, monkeypatch, capsys):
+    """The walk's total is checked against model.loss (a constant shift: the slopes agree, so
+    only this check can see it; 1e-7, as np.isclose's default atol of 1e-8 lets less pass)."""
+    from npvae import VAE
+    loss = VAE.loss
+    monkeypatch.setattr(VAE, "loss", lambda self, *a, **k: loss(self, *a, **k)._replace(
+        total=loss(self, *a, **k).total + 1e-7))
+    assert script.main([]) == 1
+    assert "\n  model.loss gives " in capsys.readouterr().err
+
+
+def test_a_gradient_off_by_1e_5_is_caught_by_the_finite_differences_too(script, monkeypatch, capsys):
+    """Every Dense weight gradient 1e-5 (relative) too large: the central differences, the third
+    check, name each layer (their threshold is 1e-7, not a loose one)."""
+    from npvae.layers import Dense
+    backward = Dense.backward
+
+    def slightly_off(self, grad_out):
+        dx = backward(self, grad_out)
+        self.weight.grad *= 1 + 1e-5
+        return dx
+    monkeypatch.setattr(Dense, "backward", slightly_off)
+    assert script.main([]) == 1
+    err = capsys.readouterr().err
+    for name in ("encoder.0.weight", "encoder.2.weight", "decoder.0.weight", "decoder.2.weight"):
+        assert f"\n  {name}: finite differences differ from the gradient by " in err, name
+
+
+def test_update_replaces_the_page_by_a_rename_and_refuses_markers_out_of_order(script, tmp_path):
+    """Atomic: the page is a new file renamed into place (a Ctrl-C mid-write leaves the old
+    page whole), no temporary file is left; an END before BEGIN is refused, the page untouched."""
+    page = tmp_path / "page.md"
+    page.write_text(f"before\n{script.BEGIN}\nstale\n{script.END}\nafter\n", encoding="utf-8")
+    inode = os.stat(page).st_ino
+    script.update_page(str(page), "new block\n")
+    assert page.read_text(encoding="utf-8") == f"before\n{script.BEGIN}\nnew block\n{script.END}\nafter\n"
+    assert os.stat(page).st_ino != inode and os.listdir(tmp_path) == ["page.md"]
+
+    reversed_page = f"{script.END}\nold\n{script.BEGIN}\n"
+    page.write_text(reversed_page, encoding="utf-8")
+    assert script.page_block(reversed_page) is None
+    with pytest.raises(InputError, match="must hold the markers once each, in order"):
+        script.update_page(str(page), "new block\n")
+    assert page.read_text(encoding="utf-8") == reversed_page
