@@ -304,14 +304,9 @@ def data_record(data):
 
 
 def new_run_folder(dataset):
-    """``runs/<dataset>-<time>``, with ``-2``, ``-3``, ... if a run started in the same second (one that
-    makes the name between now and the lock is told apart there: ``RunFolder(unique=True)``)."""
-    base = os.path.join("runs", f"{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    folder, n = base, 1
-    while os.path.exists(folder):
-        n += 1
-        folder = f"{base}-{n}"
-    return folder
+    """``runs/<dataset>-<time>``; ``RunFolder(unique=True)`` makes it, or ``-2``, ``-3``, ... if other
+    runs started in the same second."""
+    return os.path.join("runs", f"{dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
 def check_same_data(resumed, now):
@@ -489,6 +484,8 @@ def main(argv=None):
         run_json = folder.file("run.json")
         in_place = resumed is not None and not elsewhere
         kept = None                         # the run's own run.json, put back if fit refuses to resume
+        checkpoint = folder.file("checkpoint.npz")
+        checkpoint_found = NOT_YET          # the checkpoint as training found it: a refusal leaves it so
         if in_place and os.path.exists(run_json):
             with open(run_json, "rb") as f:
                 kept = f.read()
@@ -497,23 +494,37 @@ def main(argv=None):
             with atomic_write(run_json, "w") as f:
                 f.write(jsonio.dumps({**{k: s[k] for k in SAVED}, "data": record}, indent=2) + "\n")
             say(f"writing to {out}")
-            resume_from = None if resumed is None else folder.file("checkpoint.npz") if elsewhere else resumed.path
+            resume_from = None if resumed is None else checkpoint if elsewhere else resumed.path
             draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
+            checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
-            refused = cli.exit_code(e) == cli.EXIT_USAGE      # by fit, before it changed anything
+            # refused (status 2) before training wrote anything; a write refused later keeps what it trained
+            refused = cli.exit_code(e) == cli.EXIT_USAGE and checkpoint_found in (NOT_YET, file_state(checkpoint))
             if in_place:
                 if refused and kept is None:
                     os.remove(run_json)
                 elif refused:
                     with atomic_write(run_json, "wb") as f:
                         f.write(kept)
-            elif refused or not os.path.exists(folder.file("checkpoint.npz")):
+            elif refused or not os.path.exists(checkpoint):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
         # the training is saved from here on: whatever fails below keeps it, and says how to finish
         draw_and_evaluate(s, folder, model, history, before, data)
     return 0
+
+
+NOT_YET = "not yet"     # a checkpoint's state before training has begun
+
+
+def file_state(path):
+    """``(inode, mtime)`` of the file at ``path``, or None: an atomic write changes the inode."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 # -- training, figures, evaluation ---------------------------------------------------
@@ -537,13 +548,15 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
         warnings.filterwarnings("ignore", message=r"warmup=\d+ epochs is longer", category=UserWarning)
     # check_same_data compared the run's data by run.json (or said it could not): fit need not say it again
     warnings.filterwarnings("ignore", message=r".* holds no fingerprint of the images", category=UserWarning)
+    found = file_state(checkpoint)
     try:
         history = fit(model, data.train, data.test, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                       beta=s["beta"], warmup=s["warmup"], binarize=s["binarize"],
                       rng=np.random.default_rng(data_seed), checkpoint=checkpoint, resume=resume_from,
                       metrics_path=folder.file("metrics.jsonl"), progress=s["progress"], backend=s["backend"])
-    except (KeyboardInterrupt, OSError, MemoryError) as e:     # Ctrl-C, SIGTERM, SIGHUP, a full disk, ...
-        if os.path.exists(checkpoint):
+    except (KeyboardInterrupt, OSError, MemoryError, InputError) as e:  # Ctrl-C, SIGTERM, a full disk, ...
+        # (an InputError is a refusal: worth resuming only if training got as far as a checkpoint)
+        if os.path.exists(checkpoint) and (not isinstance(e, InputError) or file_state(checkpoint) != found):
             e.add_note(f"to continue{'' if isinstance(e, KeyboardInterrupt) else ' once that is fixed'}, run:")
             e.add_note("  " + resume_command(checkpoint))
         raise

@@ -225,7 +225,7 @@ def _data_not_found(e):
     elif e.download_error is not None:
         lines.append(cache_unwritable(e.dataset, e.download_error))
         lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; "
-                     + cache_fix(e.download_error))
+                     + cache_fix(e.dataset, e.download_error))
         return "\n".join(lines)
     lines.append(f"To fix: pass --data-dir DIR ({holding}), or set {ENV_VAR}=DIR; with neither, they are "
                  f"downloaded into {cache_dir(e.dataset)} when online.")

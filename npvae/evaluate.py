@@ -251,7 +251,8 @@ def _check_chunk_memory(model, k, chunk_rows, n):
     if have is not None and need > have:
         raise InputError(f"iw_nll with k={k} and chunk_rows={chunk_rows} sends {rows:,} rows through the model "
                          f"at once, about {footprint.format_bytes(need)}, but {footprint.format_bytes(have)} "
-                         f"is available: use a smaller chunk_rows (default 1024)")
+                         f"is available: free some memory, or pass a smaller chunk_rows (default 1024) or "
+                         f"batch_size (default 500)")
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,

@@ -10,7 +10,8 @@ activations and their gradients for one batch, and the largest evaluation
 buffers (the importance-weighted NLL sends up to 1,024 rows through the
 decoder at once). The data set is not counted: it is in memory already when
 the check runs. It is an estimate, meant to catch sizes that cannot possibly
-fit, not to cut close.
+fit, not to cut close. :func:`evaluation_bytes` is the same for what one chunk of
+the NLL adds once the model exists, which ``iw_nll`` checks before it starts.
 """
 import os
 import sys
@@ -57,10 +58,12 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
 
 def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32):
     """Bytes that sending ``rows`` samples through such a VAE's decoder for their likelihood adds, roughly:
-    every decoder layer's output (hidden ones twice, before and after the ReLU), the rows' images, and
-    the sampler's eps, std and z. The model itself is not counted: it exists already."""
-    _, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
-    row = sum(decoder) + sum(decoder[1:-1]) + 2 * int(input_dim) + 3 * int(latent_dim)
+    every decoder layer's output (hidden ones twice: the reference keeps them before and after the
+    ReLU), the rows' images three times (repeated, a copy in the fast path's layout, the per-pixel
+    terms), the encoder's outputs repeated and the sampler's eps, std and z, and room for the encoder's
+    layers, which the fast path's workspace holds too. The model itself is not counted: it exists."""
+    encoder, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
+    row = sum(decoder) + sum(decoder[1:-1]) + 3 * int(input_dim) + 5 * int(latent_dim) + sum(encoder[1:])
     return np.dtype(dtype).itemsize * int(rows) * row
 
 

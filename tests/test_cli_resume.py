@@ -277,6 +277,20 @@ def test_a_refusal_after_training_keeps_the_run_and_says_how_to_finish(tmp_path,
     assert code == 0 and "done: figures, metrics and checkpoint" in capsys.readouterr().out
 
 
+def test_a_refusal_in_the_middle_of_training_keeps_what_was_trained(tmp_path, script, capsys, monkeypatch):
+    """fit refuses a write after its first checkpoint (metrics.jsonl made a folder meanwhile, say):
+    a status-2 error, but not a refused start, so the checkpoint stays, with the command to go on."""
+    real_fit = script.fit
+    def fit_then_refuse(*args, **kwargs):
+        real_fit(*args, **kwargs)
+        raise InputError("cannot write metrics.jsonl: it is a folder; give a file path")
+    monkeypatch.setattr(script, "fit", fit_then_refuse)
+    out = tmp_path / "run"
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == cli.EXIT_USAGE and "it is a folder" in err, err
+    assert {"checkpoint.npz", "run.json"} <= set(os.listdir(out)) and "--resume" in err
+
+
 def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_how_to_finish(tmp_path, script,
                                                                                                 capsys, monkeypatch):
     """Under ulimit -v, matplotlib's compiled part may fail to map when the figures are drawn."""

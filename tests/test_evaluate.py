@@ -265,9 +265,9 @@ def test_odd_arguments_of_the_evaluation_functions_are_clear_errors():
 
 
 def test_iw_nll_refuses_a_chunk_by_what_it_adds_not_by_a_training_step(monkeypatch):
-    """A 784-400-20 chunk of 1,000 rows adds about 13 MB (every decoder layer's output, the rows'
-    images, eps and z); counting a training step's parameters, gradients and Adam moments (~53 MB)
-    refused the NLL of runs that had just trained under a ulimit -v."""
+    """A 784-400-20 chunk of 1,000 rows adds about 20 MB (every decoder layer's output, the rows'
+    images, eps and z, the fast path's workspace); counting a training step's parameters, gradients and
+    Adam moments (~53 MB) refused the NLL of runs that had just trained under a ulimit -v."""
     model = VAE(784, 400, 20, rng=0)
     images = np.zeros((50, 784), np.uint8)                  # k=20 samples of 50 images: 1,000 rows a chunk
     monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 30 * 10**6)

@@ -112,6 +112,15 @@ def test_a_cache_with_no_room_is_one_line_naming_the_cache(monkeypatch, capsys, 
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(f"npvae: error: no room to keep the kernels in Numba's cache ({os.strerror(code)}"), err
     assert f"NUMBA_CACHE_DIR={tmp_path / 'cache'}" in err[-1] and "Traceback" not in "".join(err)
+    assert "ulimit -f" in err[-1]
+
+
+def test_another_os_error_while_compiling_is_not_called_no_room(monkeypatch):
+    def broken(dtypes):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory")
+    monkeypatch.setattr(compile_command, "compile_kernels", broken)
+    with pytest.raises(IsADirectoryError):
+        compile_command.main([])
 
 
 def test_ctrl_c_during_a_cold_compile(tmp_path):

@@ -1142,8 +1142,9 @@ def test_a_beta_per_epoch_is_fit_once_per_epoch_with_one_optimizer_and_generator
 def test_a_fit_in_a_thread_leaves_the_warning_filters_of_other_threads_alone(sample, backend):
     """warnings.catch_warnings saves and restores the process's one list of filters, so a fit that
     used it dropped filters other threads added meanwhile (and two fits at once could leave theirs
-    behind): fit keeps its warnings to itself without it."""
+    behind): fit keeps its warnings to itself without it. (Numba's compiler uses it: once compiled.)"""
     images, _ = sample
+    fit(small(), images[:64], epochs=1, batch_size=64, progress=False, backend=backend)   # compiled: see the docs
     done = threading.Event()
     def train():
         try:

@@ -471,7 +471,7 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
                  f"or in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
                  + ("or pass download=True." if failure is None else
                     "or try again when online." if isinstance(failure, DownloadError) else
-                    cache_fix(failure)))
+                    cache_fix(name, failure)))
     return "\n".join(lines)
 
 
@@ -481,16 +481,16 @@ _NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)     # a full disk, a file-s
 def cache_unwritable(name, error):
     """The line saying that a download could not be written into the cache, and why."""
     if error.errno in _NO_ROOM:
-        return (f"Not all was downloaded: no room to write {error.filename or 'a file'}: {error.strerror}"
-                f" (the cache folder {cache_dir(name)}).")
+        return f"Downloading stopped: no room to write {error.filename or 'into ' + cache_dir(name)}: {error.strerror}."
     return (f"Nothing was downloaded: cannot write into the cache folder {cache_dir(name)}: "
             f"{error.strerror or error}.")
 
 
-def cache_fix(error):
+def cache_fix(name, error):
     """What to do about :func:`cache_unwritable`'s ``error``, to end a "To fix:" line."""
     if error.errno in _NO_ROOM:
-        return "or make room there (free some space, or raise the file-size limit: ulimit -f) and run again."
+        return (f"or make room for them in {cache_dir(name)} (free some space, or raise the file-size "
+                f"limit: ulimit -f) and run again.")
     return "or set XDG_CACHE_HOME to a folder you can write."
 
 

@@ -14,6 +14,7 @@ included) and SGD, and evaluation.
 """
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -78,11 +79,14 @@ def main(argv=None):
     with _noting_signals() as stopped_by:
         try:
             compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
-        except OSError as e:        # Numba's write into its cache: a full disk, ulimit -f; it names no file
+        except OSError as e:        # Numba's write into its cache (a full disk, ulimit -f) names no file
+            if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
             from .kernels import cache_places
-            emit(sys.stderr, f"npvae: error: no room to keep the kernels in Numba's cache ({e.strerror or e}; "
-                             f"it is the first of {cache_places()} that can be written): make room there, or "
-                             f"set NUMBA_CACHE_DIR to a folder with room, and run this again\n")
+            emit(sys.stderr, f"npvae: error: no room to keep the kernels in Numba's cache ({e.strerror}; it is "
+                             f"the first of {cache_places()} that can be written): free some space there, or raise "
+                             f"the file-size limit (ulimit -f), or set NUMBA_CACHE_DIR to a folder with room, and "
+                             f"run this again\n")
             return 1
         finished = True
     if stopped_by:      # Numba's cache keeps what was compiled so far
