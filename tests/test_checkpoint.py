@@ -788,8 +788,9 @@ def test_load_model_of_a_checkpoint_that_records_no_layers_warns_that_it_takes_t
     path = npvae.save_checkpoint(tmp_path / "new.npz", VAE(6, 5, 2, rng=0))
     old = rewrite(path, tmp_path / "old.npz", meta=lambda m: m.update(architecture=None, version=1))
     with pytest.warns(UserWarning, match=r"old\.npz records no layers.*taken to be the stock VAE's.*"
-                                         r"load_checkpoint\(path, model\)"):
+                                         r"load_checkpoint\(path, model\)") as said:
         loaded = npvae.load_model(old)
+    assert said[0].filename == __file__             # at the caller's line
     np.testing.assert_array_equal(loaded.encoder[0].weight.data, VAE(6, 5, 2, rng=0).encoder[0].weight.data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # the user's own model, or a file with its layers: nothing to say

@@ -291,6 +291,18 @@ def test_a_refusal_in_the_middle_of_training_keeps_what_was_trained(tmp_path, sc
     assert {"checkpoint.npz", "run.json"} <= set(os.listdir(out)) and "--resume" in err
 
 
+def test_out_of_memory_in_the_nll_after_training_says_how_to_finish_with_the_runs_checkpoint(tmp_path, script,
+                                                                                               capsys, monkeypatch):
+    def evaluate(*args):
+        raise MemoryError()
+    monkeypatch.setattr(script, "evaluate", evaluate)
+    out = tmp_path / "run"
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == 1 and "error: out of memory" in err
+    assert f"the training is complete and saved in {out / 'checkpoint.npz'};" in err
+    assert script.resume_command(str(out / "checkpoint.npz")) in err, err
+
+
 def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_how_to_finish(tmp_path, script,
                                                                                                 capsys, monkeypatch):
     """Under ulimit -v, matplotlib's compiled part may fail to map when the figures are drawn."""

@@ -598,7 +598,7 @@ def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, mo
     assert "online" not in msg
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EDQUOT])
 def test_a_download_with_no_room_names_the_file_and_says_to_make_room(tmp_path, monkeypatch, code):
     """A full disk or a file-size limit is not a folder one cannot write: the advice was to set
     XDG_CACHE_HOME to a folder one can write, naming no file."""
@@ -612,10 +612,16 @@ def test_a_download_with_no_room_names_the_file_and_says_to_make_room(tmp_path, 
     with pytest.raises(DatasetNotFoundError) as info:
         load_split("mnist")
     msg = str(info.value)
-    assert f"no room to write {target}: {os.strerror(code)}" in msg, msg
-    assert "make room" in msg and "a folder you can write" not in msg
+    assert f"Downloading stopped: no room to write {target}: {os.strerror(code)}" in msg, msg
+    assert "make room for them in" in msg and "ulimit -f" in msg and "a folder you can write" not in msg
     lines = cli.describe(info.value)
     assert f"no room to write {target}" in lines and "make room" in lines and "a folder you can write" not in lines
+    def full_naming_nothing(*args, **kwargs):               # a write() error names no file
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(npvae.data.datasets, "download_dataset", full_naming_nothing)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist")
+    assert f"no room to write into {cache_dir('mnist')}: " in str(info.value) and "None" not in str(info.value)
 
 
 def test_load_split_needs_only_its_two_files(tmp_path, monkeypatch):

@@ -299,6 +299,39 @@ def test_a_layer_whose_zero_grad_clears_nothing_fails():
     assert "zero_grad left a.grad as it was" in said and "instead of adding" not in said, said
 
 
+class _TwoParams(npvae.Module):
+    """y = x * a + b, with a zero_grad of its own that clears only part (an entry, or one parameter)."""
+
+    def __init__(self, partial):
+        super().__init__()
+        self.a = npvae.Parameter(np.array([0.7, -1.3, 0.4]))
+        self.b = npvae.Parameter(np.array([0.2, 0.5, -0.9]))
+        self.partial = partial
+
+    def forward(self, x):
+        self.x = x
+        return x * self.a.data + self.b.data
+
+    def backward(self, grad):
+        self.a.grad += (grad * self.x).sum(axis=0)
+        self.b.grad += grad.sum(axis=0)
+        return grad * self.a.data
+
+    def zero_grad(self):
+        self.a.grad[0 if self.partial == "entry" else ...] = 0
+        if self.partial == "entry":
+            self.b.grad[...] = 0
+
+
+@pytest.mark.parametrize("partial", ["entry", "param"])
+def test_a_zero_grad_that_clears_only_part_is_named(partial):
+    def build(dtype, rng, h):
+        layer, x = _TwoParams(partial), rng.standard_normal((4, 3))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    said = format_table(run({"part": ("numpy", build)}))
+    assert f"zero_grad left {'a' if partial == 'entry' else 'b'}.grad as it was" in said, said
+
+
 def test_a_model_whose_zero_grad_clears_nothing_fails_at_each_beta(monkeypatch):
     """Not only at beta = 0.5, whose problem comes after beta = 1's: each problem's own gradient
     is taken after stale ones."""

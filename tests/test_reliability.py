@@ -147,6 +147,32 @@ def test_a_folder_a_program_named_itself_takes_the_next_free_name_if_another_run
     assert not (tmp_path / "new" / "run").exists()
 
 
+def test_a_folder_named_by_the_program_that_cannot_be_made_is_an_error_not_a_search_for_a_free_name(tmp_path):
+    def taking_too_long(*args):
+        raise TimeoutError("RunFolder(unique=True) kept looking for a free name")
+    old = signal.signal(signal.SIGALRM, taking_too_long)
+    signal.alarm(5)
+    try:
+        with pytest.raises(OSError) as info:
+            with RunFolder(tmp_path / ("x" * 300), unique=True):
+                pass
+        assert info.value.errno == errno.ENAMETOOLONG
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_folder_named_by_the_program_may_be_a_bare_relative_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with RunFolder("run", unique=True) as first, RunFolder("run", unique=True) as second:
+        assert (first.path, second.path) == ("run", "run-2")
+
+
+def test_an_import_error_inside_npvae_is_still_called_a_bug():
+    line = cli.describe(ImportError("cannot import name 'x' from 'npvae.fast.kernels'", name="npvae.fast.kernels"))
+    assert "bug in npvae" in line, line
+
+
 def test_discard_removes_only_what_the_run_wrote_and_only_its_own_folder(tmp_path):
     with RunFolder(tmp_path / "new") as run:
         (tmp_path / "new" / "run.json").write_text("{}")

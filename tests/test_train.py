@@ -22,7 +22,7 @@ from npvae import SGD, VAE, Adam, Module, evaluate_elbo
 from npvae.layers import Dense, Sigmoid
 from npvae.checkpoint import load_checkpoint
 from npvae.data import load_idx_split
-from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
+from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
 from npvae.fast import Trainer
 from npvae.optim import Optimizer
 from numpy_warnings import warned_on_the_reference_only
@@ -744,8 +744,9 @@ def test_resume_of_a_checkpoint_without_the_images_fingerprint_warns_that_it_can
     arrays["__meta__"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "old.npz", **arrays)
     with pytest.warns(UserWarning, match=r"old\.npz holds no fingerprint of the images it was trained on.*cannot "
-                                         r"check that train_images are those"):
+                                         r"check that train_images are those") as said:
         fit(small(), images[64:128], epochs=2, batch_size=32, progress=False, resume=tmp_path / "old.npz")
+    assert [w.filename for w in said if "fingerprint" in str(w.message)] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error")                      # a checkpoint with the fingerprint: no warning
         fit(small(), images[:64], epochs=2, batch_size=32, progress=False, resume=tmp_path / "c.npz")
@@ -1165,3 +1166,19 @@ def test_a_fit_in_a_thread_leaves_the_warning_filters_of_other_threads_alone(sam
         thread.join()
         kept = [f for f in warnings.filters if isinstance(f[1], re.Pattern) and "this test's own" in f[1].pattern]
         assert added > 20 and len(kept) == added
+
+
+def test_a_fit_that_fails_leaves_the_pixel_scale_warning_on(monkeypatch):
+    """fit keeps its own repeat of the warning quiet while it runs; one that raises must not keep
+    it quiet for the rest of the thread."""
+    import npvae.train as train
+    images = (np.random.default_rng(0).random((64, 6)) > .5).astype(np.uint8)
+    def broken(*args, **kwargs):
+        raise RuntimeError("a failure inside fit")
+    with monkeypatch.context() as m:
+        m.setattr(train, "_training_steps", broken)
+        with pytest.raises(RuntimeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(VAE(6, 5, 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False, backend="numpy")
+    with pytest.warns(PixelScaleWarning):
+        fit(VAE(6, 5, 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False, backend="numpy")
