@@ -42,7 +42,8 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     It must leave ``R`` (its incoming gradient) as it was, return each input's gradient in
     that input's dtype (a float64 gradient from a float32 input shows in ``run(cases,
     dtype=np.float32)``, whose tolerances are float32's), and add (``+=``) into each parameter's ``.grad`` (a second
-    backward without ``zero_grad`` doubles it): else :class:`ContractBroken`.
+    backward without ``zero_grad`` doubles it); the module's ``zero_grad`` must set every ``.grad`` to 0 (a
+    gradient is left behind first, as the last step's is in training): else :class:`ContractBroken`.
 
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::
@@ -81,7 +82,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         module.zero_grad()
         for n, p in params.items():
             if p.grad is not None and np.any(p.grad):
-                raise ContractBroken(f"zero_grad left {n}.grad as it was (it must set every entry to 0)")
+                raise ContractBroken(f"zero_grad left {n}.grad non-zero (it must set every entry to 0)")
         forward()
         out = {n: None if g is None else np.array(g, copy=True) for n, g in backward(arg).items()}
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):

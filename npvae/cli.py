@@ -50,7 +50,8 @@ __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM
 EXIT_OK = 0
 EXIT_FAILURE = 1    # at run time: divergence, a file that cannot be written, out of memory
 EXIT_USAGE = 2      # bad usage or input, found before anything was written (data not found, even
-                    # after a failed download: the fix is the same, --data-dir or a connection)
+                    # after a failed download: the fix is the same, --data-dir or a connection);
+                    # in train_mnist.py also a refusal after training, which keeps the run
 EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
@@ -71,7 +72,9 @@ exit status:
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
-          "       a checkpoint, an --out that is busy, not writable or too small",
+          "       a checkpoint, an --out that is busy, not writable or too small (a\n"
+          "       refusal after training, of a figure's path or the NLL's memory, keeps\n"
+          "       the run)",
     stopped="Training keeps every completed step in its checkpoint; the message says\n"
             "       how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).

@@ -52,8 +52,7 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
     row = sum(encoder) + sum(decoder) + hidden + 3 * int(latent_dim) + int(input_dim)
     train = (2 + optimizer_copies) * parameter_count(input_dim, hidden_dims, latent_dim) \
         + 2 * int(batch_size) * row                                       # values and their gradients
-    nll = _NLL_ROWS * (sum(decoder) + sum(decoder[1:-1]) + int(input_dim))
-    return np.dtype(dtype).itemsize * (train + nll)
+    return np.dtype(dtype).itemsize * train + evaluation_bytes(input_dim, hidden_dims, latent_dim, _NLL_ROWS, dtype)
 
 
 def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32):

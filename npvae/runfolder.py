@@ -99,6 +99,7 @@ def holder(folder):
 def _make_free_folder(path):
     """Make ``path``, or else the first of ``path-2``, ``path-3``, ... that no one has made; its name.
     ``os.mkdir`` fails if the folder exists, so two runs never get the same one."""
+    path = path.rstrip("/") or path       # "runs/x/" is the folder runs/x
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     name, n = path, 1
     while True:

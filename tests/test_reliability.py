@@ -166,6 +166,8 @@ def test_a_folder_named_by_the_program_may_be_a_bare_relative_name(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with RunFolder("run", unique=True) as first, RunFolder("run", unique=True) as second:
         assert (first.path, second.path) == ("run", "run-2")
+    with RunFolder("more/", unique=True) as first, RunFolder("more/", unique=True) as second:
+        assert (first.path, second.path) == ("more", "more-2")       # not more/-2, inside the first
 
 
 def test_an_import_error_inside_npvae_is_still_called_a_bug():
