@@ -11,6 +11,7 @@ outright (``kill -9``, a power cut) can leave one behind;
 lock, :mod:`npvae.runfolder`).
 """
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -19,7 +20,7 @@ import tempfile
 from .errors import InputError, NpvaeError
 
 __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
-           "TEMP_SUFFIX", "LONGEST_NAME", "check_name_length"]
+           "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
@@ -27,6 +28,8 @@ _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
 NAME_MAX = 255      # the longest file name (bytes) of the usual file systems
 #: The longest name of a file written here: it is first written as ``.<name>.<8 characters>.tmp``.
 LONGEST_NAME = NAME_MAX - len("..12345678" + TEMP_SUFFIX)
+# a write that failed for want of room: a full disk, a file-size limit (ulimit -f), a quota
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def check_name_length(path):

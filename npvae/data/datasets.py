@@ -21,7 +21,6 @@ A folder counts only if it holds all the files asked for. If none does and
 :mod:`npvae.data.download`); otherwise :class:`~npvae.errors.DatasetNotFoundError`
 lists what is missing, every place looked in, and where to put the files.
 """
-import errno
 import os
 import stat
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import NO_ROOM_ERRNOS
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
 from ..validate import check_folder_path
 from .download import TIMEOUT, check_timeout, download_dataset
@@ -475,12 +475,9 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
     return "\n".join(lines)
 
 
-_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)     # a full disk, a file-size limit, a quota
-
-
 def cache_unwritable(name, error):
     """The line saying that a download could not be written into the cache, and why."""
-    if error.errno in _NO_ROOM:
+    if error.errno in NO_ROOM_ERRNOS:
         return f"Downloading stopped: no room to write {error.filename or 'into ' + cache_dir(name)}: {error.strerror}."
     return (f"Nothing was downloaded: cannot write into the cache folder {cache_dir(name)}: "
             f"{error.strerror or error}.")
@@ -488,7 +485,7 @@ def cache_unwritable(name, error):
 
 def cache_fix(name, error):
     """What to do about :func:`cache_unwritable`'s ``error``, to end a "To fix:" line."""
-    if error.errno in _NO_ROOM:
+    if error.errno in NO_ROOM_ERRNOS:
         return (f"or make room for them in {cache_dir(name)} (free some space, or raise the file-size "
                 f"limit: ulimit -f) and run again.")
     return "or set XDG_CACHE_HOME to a folder you can write."

@@ -14,7 +14,6 @@ included) and SGD, and evaluation.
 """
 import argparse
 import contextlib
-import errno
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 
+from ..atomic import NO_ROOM_ERRNOS
 from ..progress import emit
 
 
@@ -80,7 +80,7 @@ def main(argv=None):
         try:
             compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
         except OSError as e:        # Numba's write into its cache (a full disk, ulimit -f) names no file
-            if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            if e.errno not in NO_ROOM_ERRNOS:
                 raise
             from .kernels import cache_places
             emit(sys.stderr, f"npvae: error: no room to keep the kernels in Numba's cache ({e.strerror}; it is "
