@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -160,7 +161,9 @@ def _noting_signals():
         raise KeyboardInterrupt
 
     def unraisable(info, print_it=sys.unraisablehook):
-        if not isinstance(info.exc_value, KeyboardInterrupt):
+        # once a signal came, an object it left half built may fail as it goes (llvmlite's
+        # ObjectRef without _as_parameter_): fallout of the interrupt, not worth printing
+        if not (noted or isinstance(info.exc_value, KeyboardInterrupt)):
             print_it(info)
 
     # a signal ignored at the start (nohup) stays ignored, and one whose handler Python does not
@@ -170,9 +173,10 @@ def _noting_signals():
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield noted
-    except BaseException:
+    except BaseException as e:
         if not noted:
             raise
+        traceback.clear_frames(e.__traceback__)     # what those frames held goes now, under this hook
     finally:
         for signum, action in previous.items():
             signal.signal(signum, action)
