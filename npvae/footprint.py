@@ -62,7 +62,7 @@ def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32)
     terms), the encoder's outputs repeated and the sampler's eps, std and z, and room for the encoder's
     layers, which the fast path's workspace holds too. The model itself is not counted: it exists."""
     encoder, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
-    row = sum(decoder) + sum(decoder[1:-1]) + 3 * int(input_dim) + 5 * int(latent_dim) + sum(encoder[1:])
+    row = sum(decoder[1:]) + sum(decoder[1:-1]) + 3 * int(input_dim) + 5 * int(latent_dim) + sum(encoder[1:])
     return np.dtype(dtype).itemsize * int(rows) * row
 
 
