@@ -456,9 +456,13 @@ def main(argv=None):
     own = None if resumed is None else ((resumed.ckpt.fit_config or {}).get("backend")
                                         or resumed.settings.get("backend"))
     s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
-    # a resume in its own folder (no --out given) names that folder, and --out as the way out
-    option, instead = (("the run's folder", "continue it in another folder with --out NEW")
-                       if out is None and resumed is not None else ("--out", "choose another folder"))
+    # without --out the messages name the folder as the program chose it, and --out as the way out
+    if out is None and resumed is not None:
+        option, instead = "the run's folder", "continue it in another folder with --out NEW"
+    elif out is None:
+        option, instead = "the run folder", "choose one with --out DIR"
+    else:
+        option, instead = "--out", "choose another folder"
     named_here = out is None and resumed is None        # a new folder of our naming, not the user's
     if out is None:
         out = resumed.folder if resumed else new_run_folder(s["dataset"])

@@ -516,7 +516,7 @@ def check_output_folder(path, option="--out", need_bytes=0, files=(), instead="c
         if existing == os.path.abspath(path):
             raise InputError(f"{option} {path} is a file, not a folder; choose a folder (it is created if "
                              f"needed)")
-        raise InputError(f"{option} {path} cannot be created: {existing} is a file, not a folder")
+        raise InputError(f"{option} {path} cannot be created: {existing} is a file, not a folder; {instead}")
     try:
         with tempfile.TemporaryFile(dir=existing):    # on Linux this does not even get a name
             pass

@@ -180,3 +180,16 @@ def test_a_run_without_out_whose_folder_another_run_took_meanwhile_goes_on_in_th
         assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20"]) == 0
     assert f"writing to {taken}-2\n" in capsys.readouterr().err
     assert os.path.exists(os.path.join(f"{taken}-2", "checkpoint.npz")) and os.listdir(taken) == []
+
+
+def test_a_run_without_out_that_cannot_make_its_folder_says_so_without_blaming_out(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """runs/ is a file here: the folder the program names cannot be made. The user gave no --out,
+    so the refusal names the run folder, and --out as the way to pick one."""
+    script = load_script()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("not a folder")
+    assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the run folder runs/mnist-test-split-" in err and "runs is a file, not a folder" in err, err
+    assert "--out DIR" in err and "--out runs" not in err, err
