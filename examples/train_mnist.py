@@ -173,6 +173,7 @@ class Resumed:
         if len(c["hidden_dims"]) != 1 or c["input_dim"] != 784:
             raise CheckpointError(f"{path} holds a {'-'.join(map(str, [c['input_dim'], *c['hidden_dims']]))}-"
                                   f"{c['latent_dim']} model; this program trains 784-H-d models")
+        self.has_run_json = os.path.exists(os.path.join(self.folder, "run.json"))
         record = self._run_json()
         self.data = record.get("data") if isinstance(record.get("data"), dict) else None
         saved = saved_settings(record, os.path.join(self.folder, "run.json"))
@@ -189,8 +190,9 @@ class Resumed:
 
     def _run_json(self):
         path = os.path.join(self.folder, "run.json")
-        if not os.path.exists(path):
-            say(f"note: no run.json beside {self.path}: the settings come from the checkpoint and the flags")
+        if not self.has_run_json:
+            say(f"note: no run.json beside {self.path}: the settings come from the checkpoint and the flags, "
+                f"and the run's data cannot be compared with these")
             return {}
         try:
             with open(path, encoding="utf-8") as f:
@@ -317,7 +319,8 @@ def check_same_data(resumed, now):
                          f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data")
     was = resumed.data
     if not was:
-        say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so they cannot be compared")
+        if resumed.has_run_json:        # (without one, its note has said so)
+            say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so they cannot be compared")
         return
     for part in ("train", "test"):
         key = f"{part}_fingerprint"

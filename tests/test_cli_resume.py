@@ -362,3 +362,13 @@ def test_the_resume_command_printed_pastes_back_for_a_folder_with_a_space(tmp_pa
     code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
     assert code == cli.EXIT_SIGINT, err
     assert shlex.split(err.strip().splitlines()[-1])[1:] == [sys.argv[0], "--resume", str(out / "checkpoint.npz")]
+
+
+def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy_of, script, capsys):
+    """Not a second note blaming a run.json that is not there for having no fingerprint."""
+    (copy_of / "run.json").unlink()
+    data = ["--dataset", "mnist-test-split", "--data-dir", SAMPLE, "--split", "800"]   # run.json had them
+    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--epochs", "3", "--nll-k", "1"])
+    assert code == 0, err
+    assert "no run.json beside" in err and "the run's data cannot be compared" in err, err
+    assert "run.json has no fingerprint" not in err, err
