@@ -164,20 +164,25 @@ class Checkpoint:
         ``backend`` is deprecated and ignored (models no longer carry one)."""
         if backend is not None:
             warn_backend_argument("build_model(backend=...)")
-        model = VAE(**_vae_kwargs(self.model_config))
-        if self.architecture is None:       # the earliest files: nothing to check the layers against
-            warnings.warn(f"{self.path} records no layers (an npvae from before they were recorded wrote it), so "
-                          f"they are taken to be the stock VAE's: if the saved model had layers of its own, build "
-                          f"it and load the file into it with load_checkpoint(path, model)", UserWarning, stacklevel=3)
-        diff = _layers_diff(self.architecture, model)
-        if diff:
-            raise CheckpointError(f"{self.path}: saved from a model of another class or with other layers "
-                                  f"than the stock VAE this rebuilds ({diff}); build that model yourself and load the "
-                                  f"checkpoint into it with load_checkpoint(path, model)")
-        model.load_state_dict(self.model_state)
-        if "model" in self.rng_states:
-            model.rng = self.generator("model")
-        return model
+        return _build_model(self)
+
+
+def _build_model(ckpt):
+    """:meth:`Checkpoint.build_model`, one call below both ways in, so its warning points at their caller."""
+    model = VAE(**_vae_kwargs(ckpt.model_config))
+    if ckpt.architecture is None:       # the earliest files: nothing to check the layers against
+        warnings.warn(f"{ckpt.path} records no layers (an npvae from before they were recorded wrote it), so "
+                      f"they are taken to be the stock VAE's: if the saved model had layers of its own, build "
+                      f"it and load the file into it with load_checkpoint(path, model)", UserWarning, stacklevel=3)
+    diff = _layers_diff(ckpt.architecture, model)
+    if diff:
+        raise CheckpointError(f"{ckpt.path}: saved from a model of another class or with other layers "
+                              f"than the stock VAE this rebuilds ({diff}); build that model yourself and load the "
+                              f"checkpoint into it with load_checkpoint(path, model)")
+    model.load_state_dict(ckpt.model_state)
+    if "model" in ckpt.rng_states:
+        model.rng = ckpt.generator("model")
+    return model
 
 
 _MODEL_ENTRY = "(the model): "
@@ -692,4 +697,4 @@ def load_model(path, backend=None):
     ``backend`` is deprecated and ignored (models no longer carry one)."""
     if backend is not None:
         warn_backend_argument("load_model(backend=...)")
-    return load_checkpoint(path).build_model()
+    return _build_model(load_checkpoint(path))

@@ -791,6 +791,9 @@ def test_load_model_of_a_checkpoint_that_records_no_layers_warns_that_it_takes_t
                                          r"load_checkpoint\(path, model\)") as said:
         loaded = npvae.load_model(old)
     assert said[0].filename == __file__             # at the caller's line
+    with pytest.warns(UserWarning, match=r"records no layers") as said:
+        npvae.load_checkpoint(old).build_model()
+    assert said[0].filename == __file__             # called directly too
     np.testing.assert_array_equal(loaded.encoder[0].weight.data, VAE(6, 5, 2, rng=0).encoder[0].weight.data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # the user's own model, or a file with its layers: nothing to say
