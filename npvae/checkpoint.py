@@ -633,6 +633,8 @@ def _config_diff(saved, current):
 def load_checkpoint(path, model=None, optimizer=None):
     """Read and check a checkpoint; optionally load it into ``model`` and ``optimizer``.
 
+    Nothing is loaded into ``model``/``optimizer`` unless everything fits.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -662,8 +664,6 @@ def load_checkpoint(path, model=None, optimizer=None):
         ``optimizer`` given with ``model`` but not holding exactly its parameters.
     InputTypeError
         ``path`` not a path, ``model`` not a VAE, or ``optimizer`` not an npvae optimizer.
-
-    Nothing is loaded into ``model``/``optimizer`` unless everything fits.
     """
     try:
         path = os.path.expanduser(os.fsdecode(path))     # bytes too, as save_checkpoint takes them

@@ -213,8 +213,9 @@ class Adam(Optimizer):
     beta1, beta2 : deprecated (warns)
         The two decay rates apart, named as the deprecated attributes ``Adam.beta1``/``beta2``
         are; one given alone keeps the other's default.
-    backend : deprecated, ignored (warns); keyword only, so that PyTorch's sixth
-        positional argument (``amsgrad``, which npvae does not have) is refused
+    backend : deprecated, ignored (warns)
+        Keyword only, so that PyTorch's sixth positional argument (``amsgrad``, which npvae
+        does not have) is refused.
 
     Notes
     -----
