@@ -1,8 +1,8 @@
 """Train a VAE on MNIST (or Fashion-MNIST) and draw what it learned.
 
-The model and optimizer are the classic PyTorch example's: a 784-400-20 VAE, Adam
-with lr 1e-3, batches of 128 (it trains 10 epochs with seed 1; the defaults here are
-20 epochs, seed 0). Run from the repository root:
+The model and optimizer are the classic PyTorch example's: a 784-400-20 VAE in
+float32, Adam with lr 1e-3, batches of 128 (it trains 10 epochs with seed 1; the
+defaults here are 20 epochs, seed 0; a float64 model trains in Python: npvae.fit). Run from the repository root:
 
     python examples/train_mnist.py                              # MNIST (downloaded if missing)
     python examples/train_mnist.py --dataset fashion-mnist --data-dir /path/to/fashion-mnist
@@ -102,7 +102,8 @@ def result(line):
 # -- settings ------------------------------------------------------------------------
 def build_parser(exit_on_error=True):
     d = DEFAULTS
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0] + "\nThe model is float32 (a float64 one trains in "
+                           "Python: npvae.fit).",
                            epilog=__doc__[__doc__.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
                            argument_default=argparse.SUPPRESS,   # unset flags stay unset: see settings()
                            exit_on_error=exit_on_error)
@@ -170,6 +171,9 @@ class Resumed:
         if self.ckpt.optimizer != "Adam":
             raise CheckpointError(f"{path} was trained with {self.ckpt.optimizer or 'no'} optimizer; this "
                                   f"program continues runs trained with Adam")
+        if c["dtype"] != "float32":
+            raise CheckpointError(f"{path} holds a {c['dtype']} model; this program trains float32 models: "
+                                  f"continue it in Python with npvae.fit(model, images, resume={path!r})")
         if len(c["hidden_dims"]) != 1 or c["input_dim"] != 784:
             raise CheckpointError(f"{path} holds a {'-'.join(map(str, [c['input_dim'], *c['hidden_dims']]))}-"
                                   f"{c['latent_dim']} model; this program trains 784-H-d models")
@@ -476,7 +480,7 @@ def main(argv=None):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")
     say(f"{s['dataset']}: {len(data.train)} training images, {len(data.test)} test images")
-    say(f"model: {describe(model)}, backend {s['backend']}")
+    say(f"model: {describe(model)}, {model.dtype}, backend {s['backend']}")
     if s["batch_size"] > len(data.train):       # allowed, but likely a slip: say what it means
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")

@@ -95,8 +95,10 @@ class VAE(Module):
         Widths of the hidden layers of the encoder; the decoder mirrors them.
     latent_dim : int
         ``d``, the size of ``z``.
-    dtype : float32 (training) or float64 (gradient checks)
-        What every computation runs in: images of another float dtype are converted to it.
+    dtype : float32 (the default) or float64
+        What every computation runs in: images of another float dtype are converted to it
+        (float32 images round a float64 model's pixels: give it ``to_float(u8, np.float64)``).
+        float64 trains too (the gradient checks, and the fast path's tests against the reference).
     rng : np.random.Generator, int or None
         Draws the initial weights, then the sampler's noise: one seed fixes both
         (``fit`` shuffles with its own ``rng``). ``copy.deepcopy(model)`` copies the

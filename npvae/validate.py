@@ -299,7 +299,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     check_shape(images, name, input_dim)
     if images.dtype == np.uint8 and not _PIXEL_SCALE_SAID.get() and _only_zeros_and_ones(images):
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
-                      f"are nearly black images; for 0/1 images pass {name}.astype(np.float32)",
+                      f"are nearly black images; for 0/1 images pass {name}.astype(np.{np.dtype(dtype)})",
                       PixelScaleWarning, stacklevel=stacklevel)
     if images.dtype.kind == "f":
         finite = np.isfinite(images)

@@ -372,3 +372,20 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     assert code == 0, err
     assert "no run.json beside" in err and "the run's data cannot be compared" in err, err
     assert "run.json has no fingerprint" not in err, err
+
+
+def test_a_float64_run_made_in_python_is_refused_before_anything_is_loaded(tmp_path, script, capsys):
+    """The program trains float32 models: it says so, and where such a run can go on."""
+    import npvae
+    images, _ = load_idx_split(SAMPLE, "t10k")
+    folder = tmp_path / "run64"
+    folder.mkdir()
+    npvae.fit(npvae.VAE(784, 8, 2, dtype=np.float64, rng=0), images[:800], epochs=1, batch_size=64, rng=0,
+              progress=False, backend="numpy", checkpoint=folder / "checkpoint.npz")
+    before = snapshot(folder)
+    code, err = call(script, capsys, ["--resume", str(folder), "--dataset", "mnist-test-split", "--data-dir",
+                                      SAMPLE, "--split", "800", "--epochs", "2"])
+    assert code == 2, err
+    assert "holds a float64 model; this program trains float32 models" in err and "npvae.fit" in err, err
+    assert "writing to" not in err and "training images" not in err, err
+    assert snapshot(folder) == before

@@ -298,6 +298,8 @@ def test_boolean_and_zero_one_images_get_the_right_advice():
     zero_one = (np.arange(10 * 784).reshape(10, 784) % 2).astype(np.uint8)
     with pytest.warns(npvae.PixelScaleWarning, match=r"images are uint8 pixels of 0 and 1 only.*astype\(np\.float32\)"):
         npvae.evaluate_elbo(model, zero_one, backend="numpy")
+    with pytest.warns(npvae.PixelScaleWarning, match=r"astype\(np\.float64\)"):   # the model's dtype
+        npvae.evaluate_elbo(npvae.VAE(784, 16, 4, dtype=np.float64), zero_one, backend="numpy")
     ints = zero_one.astype(np.int64)                    # 0/1 images as integers: no "/ 255"
     for call in (lambda: model.loss(ints), lambda: npvae.evaluate_elbo(model, ints)):
         with pytest.raises(InputTypeError, match=r"convert with (x|images)\.astype\(np\.float32\) \(its values, "

@@ -76,7 +76,8 @@ def to_float(batch, dtype=np.float32, out=None):
     batch : numpy.ndarray
         ``uint8`` array of any shape.
     dtype : {numpy.float32, numpy.float64}
-        Type of the result (ignored when ``out`` is given: ``out.dtype`` wins).
+        Type of the result (ignored when ``out`` is given: ``out.dtype`` wins). Give a float64
+        model float64: float32 rounds the pixels (by up to 3e-8), and the model takes them so.
     out : numpy.ndarray, optional
         Preallocated float array of the same shape, to avoid a new allocation
         per batch in the training loop.
