@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,17 @@ def peak_rss_mb():
         with open("/proc/self/status", encoding="ascii") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
     except (OSError, StopIteration, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        pass
+    try:
+        import resource
+    except ImportError:     # Windows: no figure
+        return None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 1024.0 ** (2 if sys.platform == "darwin" else 1)    # macOS counts bytes, others kB
+
+
+def megabytes(mb):
+    return "n/a" if mb is None else f"{mb:.0f}"
 
 
 def minutes(seconds):
@@ -519,12 +528,12 @@ def main():
     rows.append(("GEMM floor (BLAS only)", f"{t['floor']:.3f}", f"{n / t['floor']:,.0f}", "1.00", "", ""))
     fast_name = "npvae fast, all units" if args.keep_dead_units else "npvae fast (numba)"
     rows.append((fast_name, f"{t['numba']:.3f}", f"{n / t['numba']:,.0f}", f"{ratio('numba', 'floor'):.2f}",
-                 f"{e['numba']:.3f}", f"{res['rss_mb']:.0f}*"))
+                 f"{e['numba']:.3f}", f"{megabytes(res['rss_mb'])}*"))
     rows.append(("npvae reference", f"{t['numpy']:.3f}", f"{n / t['numpy']:,.0f}", f"{ratio('numpy', 'floor'):.2f}",
                  f"{e['numpy']:.3f}", "*"))
     if th:
         rows.append((f"pytorch {th['torch']}", f"{t['pytorch']:.3f}", f"{n / t['pytorch']:,.0f}",
-                     f"{ratio('pytorch', 'floor'):.2f}", f"{e['pytorch']:.3f}", f"{th['rss_mb']:.0f}"))
+                     f"{ratio('pytorch', 'floor'):.2f}", f"{e['pytorch']:.3f}", megabytes(th['rss_mb'])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import select
 import shlex
 import shutil
@@ -324,8 +325,10 @@ def _stdout_reader_gone():
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             return False
         poll = select.poll()
-        poll.register(fd, 0)                        # a pipe without a reader polls as an error
-        if not any(events & select.POLLERR for _, events in poll.poll(0)):
+        # a pipe without a reader polls as an error (Linux) or a hang-up (macOS, only when
+        # asked about writing)
+        poll.register(fd, select.POLLOUT)
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
             return False
         _output_to_devnull()
         return True
@@ -441,10 +444,21 @@ def shell_command(words, stream=None):
     """``words`` as one command to paste into a shell (bash, zsh), shown on ``stream`` (default
     ``sys.stderr``): quoted as :func:`shlex.join` does, but a word the stream cannot show as it
     is (bytes that are no UTF-8, letters its encoding lacks, a newline) in bash's ``$'...'``,
-    its bytes escaped: an escape the stream makes up would name another file."""
+    its bytes escaped: an escape the stream makes up would name another file. On Windows, quoted
+    for cmd.exe instead: bash's single quotes mean nothing there."""
+    if os.name == "nt":
+        return " ".join(_cmd_word(os.fsdecode(w)) for w in words)
     stream = sys.stderr if stream is None else stream
     encoding = getattr(stream, "encoding", None) or "utf-8"
     return " ".join(_shell_word(os.fsdecode(w), encoding) for w in words)
+
+
+def _cmd_word(word):
+    """A word as Windows programs read their command line: in double quotes if it holds a space,
+    a tab or a quote (a quote escaped, and the backslashes before it or the closing quote doubled)."""
+    if word and not any(c in word for c in ' \t"'):
+        return word
+    return '"' + re.sub(r'(\\*)("|$)', lambda m: 2 * m[1] + ("\\" + m[2] if m[2] else ""), word) + '"'
 
 
 def _shell_word(word, encoding):

@@ -114,12 +114,21 @@ def _address_space_room():
 
 def available_bytes():
     """Memory this process can still get: the least of what the machine, its cgroup and
-    ``ulimit -v`` allow; None where none of them can be read (e.g. not on Linux)."""
+    ``ulimit -v`` allow; None where none of them can be read (Windows). Without Linux's
+    ``/proc`` (macOS) the machine's part is all its memory, not what is free of it."""
     if os.name != "posix":
         return None
-    known = [b for b in (_proc_bytes("/proc/meminfo", "MemAvailable"), _cgroup_room(), _address_space_room())
-             if b is not None]
+    known = [b for b in (_proc_bytes("/proc/meminfo", "MemAvailable"), _physical_bytes(), _cgroup_room(),
+                         _address_space_room()) if b is not None]
     return min(known) if known else None
+
+
+def _physical_bytes():
+    """The machine's memory, free or not (``sysconf``: Linux, macOS), or None."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def peak_rss_bytes():

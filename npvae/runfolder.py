@@ -14,7 +14,8 @@ writes (:mod:`npvae.atomic`); the next run, holding the lock (so no other
 writer is active), removes them.
 
 Where ``fcntl`` does not exist (Windows), ``msvcrt.locking`` locks the file's
-first byte instead, with the same behaviour.
+first byte instead, with the same behaviour, but for the order of the last steps: Windows
+removes no file that is open, so there the holder closes the file first, then removes it.
 """
 import contextlib
 import datetime
@@ -189,10 +190,20 @@ class RunFolder:
         """Remove the lock file and release the lock (removing first: see the module docstring)."""
         if self._fd is None:
             return
+        fd, self._fd = self._fd, None
+        if fcntl is None:
+            # Windows removes no file that is open: unlock and close first. A run that opens the
+            # file meanwhile keeps it (the removal then fails, and leaves that run's lock alone).
+            with contextlib.suppress(OSError):
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.remove(self.file(LOCK_NAME))
+            return
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.file(LOCK_NAME))
-        os.close(self._fd)
-        self._fd = None
+        os.close(fd)
 
     def discard(self, names):
         """Remove the files ``names`` and release the lock; remove the folder too if this run created it.

@@ -364,6 +364,17 @@ def test_the_resume_command_printed_pastes_back_for_any_folder_name(tmp_path, en
     assert cli.shell_command(["python", "a b"], stream) == "python 'a b'"    # shlex's quoting otherwise
 
 
+def test_on_windows_the_resume_command_is_quoted_for_cmd_exe(monkeypatch):
+    """Bash's single quotes would be part of the names there; Windows programs split their command
+    line by its own rules (double quotes, a quote escaped, backslashes before one doubled)."""
+    import os
+    monkeypatch.setattr(os, "name", "nt")
+    words = [r"C:\Python312\python.exe", r"examples\train_mnist.py", "--resume", r"D:\my runs\checkpoint.npz"]
+    assert cli.shell_command(words) == (r'C:\Python312\python.exe examples\train_mnist.py --resume '
+                                        r'"D:\my runs\checkpoint.npz"')
+    assert cli.shell_command(["a b\\", 'say "hi"', ""]) == r'"a b\\" "say \"hi\"" ""'
+
+
 def test_the_resume_command_can_be_shown_in_an_ascii_locale():
     """PYTHONUTF8=0 LC_ALL=C: names are bytes in an ASCII file-system encoding."""
     import subprocess

@@ -128,7 +128,8 @@ def cache_dir(name):
     absolute path (the XDG spec says to ignore relative ones). A ``HOME`` that is empty
     or relative (a cron job's, a service's) is passed over for the user's home in the
     password database (else the temporary folder): the cache is never relative to the
-    current folder, nor ``/.cache``.
+    current folder, nor ``/.cache``. On Windows, without ``HOME`` (cmd.exe and PowerShell set
+    none), ``~`` is ``%USERPROFILE%``, as ``os.path.expanduser`` has it.
     """
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
@@ -137,16 +138,19 @@ def cache_dir(name):
 
 
 def _home():
-    """The home folder, absolute: ``HOME`` if it is, else the password database's entry, else
-    (a container's user with neither) the temporary folder."""
+    """The home folder, absolute: ``HOME`` if it is, else the password database's entry (on
+    Windows ``%USERPROFILE%``), else (a container's user with neither) the temporary folder."""
     home = os.environ.get("HOME")
     if home is not None and os.path.isabs(home):
         return home
-    try:
-        import pwd          # only here: not on every platform, and rarely needed
-        home = pwd.getpwuid(os.getuid()).pw_dir
-    except (ImportError, KeyError):     # no such module, or no entry for this user
-        home = None
+    if os.name == "nt":
+        home = os.path.expanduser("~")      # USERPROFILE, else HOMEDRIVE and HOMEPATH
+    else:
+        try:
+            import pwd          # only here: not on every platform, and rarely needed
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError):     # no such module, or no entry for this user
+            home = None
     return home if home and os.path.isabs(home) else tempfile.gettempdir()
 
 
