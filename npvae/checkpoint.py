@@ -64,6 +64,8 @@ class Checkpoint:
 
     Attributes
     ----------
+    path : str
+        The file read (for a run folder, its ``checkpoint.npz``), ``~`` expanded.
     model_config : dict
         ``VAE.config()``; :meth:`build_model` makes a VAE from it.
     model_state, optimizer_state : dict of ndarray
@@ -80,6 +82,8 @@ class Checkpoint:
         ``fit``'s settings, and a mid-epoch checkpoint's running sums.
     dead_units : dict or None
         ``fit``'s retired units and this epoch's evidence (:mod:`npvae.fast.dead_units`).
+    version : int
+        The file's format version: :data:`VERSION` (2), or 1 (no model class in ``architecture``).
     architecture : list of str or None
         The saved model's class and layers (:func:`architecture`); None in older checkpoints.
     """
@@ -100,15 +104,34 @@ class Checkpoint:
     architecture: list = None
 
     def generator(self, name):
-        """A new ``np.random.Generator`` in the saved state ``name`` (e.g. ``"shuffle"``)."""
+        """A new ``np.random.Generator`` in a saved state.
+
+        Parameters
+        ----------
+        name : str
+            A key of :attr:`rng_states`, e.g. ``"shuffle"`` (``fit``'s); ``"model"`` is the sampler's.
+
+        Returns
+        -------
+        numpy.random.Generator
+        """
         if name not in self.rng_states:
             raise CheckpointError(f"{self.path}: no random generator state named {name!r} "
                                   f"(has {sorted(self.rng_states)})")
         return _generator_from_state(self.rng_states[name], self.path, name)
 
     def check_model(self, model):
-        """Raise CheckpointError, naming the differing dimensions, unless ``model`` (a VAE) has
-        the saved config."""
+        """Check that ``model`` has the saved config and layers.
+
+        Parameters
+        ----------
+        model : VAE
+
+        Raises
+        ------
+        CheckpointError
+            If it has another config (the differing dimensions are named), class or layers.
+        """
         check_vae(model)
         diff = _config_diff(self.model_config, model.config())
         if diff:
@@ -129,6 +152,18 @@ class Checkpoint:
 
         Both are checked first (config, optimizer class and shapes); nothing is
         changed unless everything fits.
+
+        Parameters
+        ----------
+        model : VAE, optional
+            As for :func:`load_checkpoint`, which calls this.
+        optimizer : Optimizer, optional
+            As for :func:`load_checkpoint`.
+
+        Returns
+        -------
+        Checkpoint
+            This checkpoint.
         """
         path = self.path
         if optimizer is not None and not isinstance(optimizer, Optimizer):
@@ -161,7 +196,15 @@ class Checkpoint:
     def build_model(self, backend=None):
         """A new :class:`VAE` from the saved config, with its parameters and sampler state.
 
-        ``backend`` is deprecated and ignored (models no longer carry one)."""
+        Parameters
+        ----------
+        backend : deprecated, ignored (warns)
+            Models no longer carry one.
+
+        Returns
+        -------
+        VAE
+        """
         if backend is not None:
             warn_backend_argument("build_model(backend=...)")
         return _build_model(self)
@@ -315,6 +358,11 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     fit_config, partial, dead_units : dict, optional
         JSON-serialisable training settings, mid-epoch running sums, and
         :meth:`npvae.fast.Trainer.dead_units`.
+
+    Returns
+    -------
+    str
+        ``path`` as written (``~`` expanded).
 
     Raises
     ------
@@ -692,9 +740,17 @@ def load_checkpoint(path, model=None, optimizer=None):
 def load_model(path, backend=None):
     """A :class:`VAE` rebuilt from a checkpoint's config, parameters and sampler state.
 
-    ``path`` is a checkpoint file, or a run folder holding ``checkpoint.npz``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A checkpoint file, or a run folder holding ``checkpoint.npz``.
+    backend : deprecated, ignored (warns)
+        Models no longer carry one.
 
-    ``backend`` is deprecated and ignored (models no longer carry one)."""
+    Returns
+    -------
+    VAE
+    """
     if backend is not None:
         warn_backend_argument("load_model(backend=...)")
     return _build_model(load_checkpoint(path))

@@ -204,6 +204,12 @@ class Sequential(Module):
     Sub-modules are named ``"0"``, ``"1"``, ... as in PyTorch, so parameter names
     read ``encoder.0.weight``. ``seq[i]`` is layer i; ``seq[i] = layer`` replaces it (its
     parameters then replace the old ones in ``parameters()`` and ``state_dict()``).
+
+    Parameters
+    ----------
+    *layers : Module
+        At least one, in the order forward runs them.
+    fuse : deprecated, ignored (warns)
     """
 
     def __init__(self, *layers, fuse=None):

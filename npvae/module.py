@@ -279,7 +279,13 @@ class Module:
 
     # -- parameters --------------------------------------------------------------------
     def named_parameters(self, prefix=""):
-        """Yield ``(name, Parameter)`` pairs, depth first, e.g. ``encoder.0.weight``."""
+        """Yield ``(name, Parameter)`` pairs, depth first, e.g. ``encoder.0.weight``.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            Put before every name: ``"enc."`` gives ``enc.0.weight``.
+        """
         for name, p in self._params.items():
             yield prefix + name, p
         for name, m in self._modules.items():
@@ -306,10 +312,20 @@ class Module:
             yield from m.named_modules(prefix + name + ".")
 
     def train(self, mode=True):
-        """Set training mode (the default) or, with ``mode=False``, evaluation mode.
+        """Set training mode or evaluation mode, on this module and every sub-module.
 
         No npvae layer behaves differently in the two modes (there is no dropout or
         batch norm); the flag is kept for code written against PyTorch's API.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True: training mode; False: evaluation mode.
+
+        Returns
+        -------
+        Module
+            The module itself, as in PyTorch.
         """
         if not isinstance(mode, (bool, np.bool_)):
             raise InputTypeError(f"train(mode): mode must be True or False, got {mode!r}")
@@ -334,13 +350,22 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters, checking names, shapes, dtypes and values first.
 
-        Nothing is changed unless every entry fits. With ``strict=False``, missing and
-        unexpected names are allowed (shapes still must match), but a non-empty
-        ``state_dict`` for a module with parameters must name at least one of them. Any mapping of names to arrays will do: a
-        dict, or what ``np.load`` returns for a file that ``np.savez(path, **model.state_dict())``
-        wrote.
-        Returns the module itself (PyTorch returns the missing and unexpected names; here
-        they are the names of ``state_dict()`` not in yours, and of yours not in it).
+        Nothing is changed unless every entry fits.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to ndarray
+            Any mapping of names to arrays will do: a dict, or what ``np.load`` returns for a
+            file that ``np.savez(path, **model.state_dict())`` wrote.
+        strict : bool, default True
+            False allows missing and unexpected names (shapes still must match), but a non-empty
+            ``state_dict`` for a module with parameters must name at least one of them.
+
+        Returns
+        -------
+        Module
+            The module itself, not PyTorch's named tuple ``(missing_keys, unexpected_keys)``:
+            those are the names of ``state_dict()`` not in yours, and of yours not in it.
         """
         if not isinstance(state_dict, Mapping):
             raise StateDictError(f"state_dict must be a mapping (a dict) of names to arrays, "

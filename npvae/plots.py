@@ -37,7 +37,17 @@ def new_figure(width, height):
 
     In a notebook it shows as the cell's value or with ``IPython.display.display(fig)``, with
     or without ``%matplotlib inline``: it has IPython's ``_repr_png_``. (``fig.show()`` is
-    pyplot's, which these figures do not use.)"""
+    pyplot's, which these figures do not use.)
+
+    Parameters
+    ----------
+    width, height : float
+        In inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -53,10 +63,23 @@ def _png_bytes(fig, dpi=100):
 
 
 def save_png(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` as a PNG, atomically. Returns ``path``.
+    """Write ``fig`` to ``path`` as a PNG, atomically.
 
     A name ending in another image format's suffix (``.svg``, ``.pdf``, ...) is refused: the
-    file would be a PNG under that name. For those, ``fig.savefig(name)`` on the figure."""
+    file would be a PNG under that name. For those, ``fig.savefig(name)`` on the figure.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or os.PathLike
+    dpi : float
+        Pixels per inch; each side of the image must come out 1 to 16,384 pixels.
+
+    Returns
+    -------
+    str or os.PathLike
+        ``path``, as given.
+    """
     suffix = os.path.splitext(os.fspath(path))[1][1:].lower() if isinstance(path, (str, os.PathLike)) else ""
     if suffix != "png" and suffix in fig.canvas.get_supported_filetypes():
         raise InputError(f"path {os.fspath(path)!r} names a .{suffix} file, but npvae writes its figures as "
@@ -122,7 +145,22 @@ def _image_shape(image_shape):
 def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD_VALUE):
     """One 2-D array holding ``images`` on an ``nrows`` x ``ncols`` grid (row-major), padded.
 
-    Unused cells (fewer images than cells) are left at ``pad_value``.
+    Parameters
+    ----------
+    images : ndarray (N, H*W) or (N, H, W)
+        Floats in [0, 1], or ``uint8`` pixels (scaled by 1/255).
+    nrows, ncols : int
+        The grid, with ``nrows * ncols >= N``.
+    image_shape : (int, int), optional
+        ``(H, W)`` of rows (N, H*W); default: square.
+    pad : int
+        Pixels around and between the images.
+    pad_value : float
+        The padding's value (default 1.0, white), also that of unused cells.
+
+    Returns
+    -------
+    ndarray (nrows * (H + pad) + pad, ncols * (W + pad) + pad), float32
     """
     imgs = _as_images(images, image_shape)
     nrows, ncols = check_positive_int(nrows, "nrows"), check_positive_int(ncols, "ncols")
@@ -159,7 +197,24 @@ def _grid_inches(nrows, ncols, images, cell):
 
 def plot_reconstructions(originals, reconstructions, path=None, *, title="Reconstructions",
                          image_shape=None, dpi=100):
-    """Two rows: the images above their reconstructions."""
+    """Two rows: the images above their reconstructions.
+
+    Parameters
+    ----------
+    originals, reconstructions : ndarray (N, H*W) or (N, H, W)
+        As many of each, as for :func:`tile_images`.
+    path : str or os.PathLike, optional
+        Also write the figure there, as :func:`save_png` does.
+    title : str
+    image_shape : (int, int), optional
+        As for :func:`tile_images`.
+    dpi : float
+        The PNG's pixels per inch.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     pairs = [_as_images(images, image_shape, name) for images, name in
              ((originals, "originals"), (reconstructions, "reconstructions"))]
     n = len(pairs[0])
@@ -177,8 +232,23 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
 
 def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z ~ N(0, I)", image_shape=None,
                  dpi=100):
-    """A grid of images, e.g. decoded from ``z ~ N(0, I)``: ``nrows`` x ``ncols`` (default: the
-    squarest grid that holds them, 8 x 8 for 64)."""
+    """A grid of images, e.g. decoded from ``z ~ N(0, I)``.
+
+    Parameters
+    ----------
+    images : ndarray (N, H*W) or (N, H, W)
+        As for :func:`tile_images`.
+    path : str or os.PathLike, optional
+        As for :func:`plot_reconstructions`.
+    nrows, ncols : int, optional
+        The grid (default: the squarest grid that holds them, 8 x 8 for 64).
+    title, image_shape, dpi
+        As for :func:`plot_reconstructions`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     images = _as_images(images, image_shape)      # (N, H, W), once
     n = len(images)
     nrows = None if nrows is None else check_positive_int(nrows, "nrows")
@@ -194,7 +264,19 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
 
 
 def plot_interpolation(images, path=None, *, title="Latent interpolation", image_shape=None, dpi=100):
-    """A row of decoded images, captioned with the mixing weight ``t = i / (steps - 1)``."""
+    """A row of decoded images, captioned with the mixing weight ``t = i / (steps - 1)``.
+
+    Parameters
+    ----------
+    images : ndarray (steps, H*W) or (steps, H, W)
+        As for :func:`tile_images`, in order.
+    path, title, image_shape, dpi
+        As for :func:`plot_reconstructions`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     imgs = _as_images(images, image_shape)
     n = len(imgs)
     width = max(4.0, 1.1 * n)
@@ -218,6 +300,17 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     epoch whose value is NaN or inf is marked with a dotted red line). When
     the records' KL weights (``beta_start``, ``beta``) change, as in a warm-up, the train loss's
     legend says so: the test loss weighs the KL in full.
+
+    Parameters
+    ----------
+    history : list of dict
+        As above.
+    path, title, dpi
+        As for :func:`plot_reconstructions`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     if isinstance(history, Mapping) or not isinstance(history, Sequence):
         raise InputTypeError(f"history must be a list of per-epoch dicts (as fit returns), got "
@@ -309,11 +402,21 @@ def _series(history, split, key):
 def pca_2d(points):
     """Project (N, d) points on their first two principal axes (SVD of the centred data).
 
-    Returns ``(projected (N, 2), explained variance ratio of the two axes)``; points that
-    do not vary at all (a collapsed posterior: every mean the same) give ratios of 0.
     An axis's sign is arbitrary in the SVD (LAPACK builds may differ), so each
     axis is turned to make its largest loading positive: the same points give
     the same picture everywhere, never a mirror image.
+
+    Parameters
+    ----------
+    points : array_like (N, d)
+        Finite, with N >= 2 and d >= 2.
+
+    Returns
+    -------
+    projected : ndarray (N, 2), float64
+    ratio : ndarray (2,), float64
+        The explained variance ratio of the two axes; points that do not vary at all
+        (a collapsed posterior: every mean the same) give ratios of 0.
     """
     refuse_masked(points, "points")
     points = np.asarray(points, np.float64)
@@ -335,8 +438,22 @@ def pca_2d(points):
 def latent_grid(model, n=20, lo=0.05, hi=0.95):
     """Decode an ``n`` x ``n`` grid over a 2-D latent plane, spaced by N(0, 1) quantiles.
 
-    Returns ``(images (n*n, input_dim), z values along each axis (n,))``; row 0
-    of the grid is the largest ``z_2``, so the picture has ``z_2`` pointing up.
+    Parameters
+    ----------
+    model : VAE
+        With ``latent_dim == 2``.
+    n : int
+        Images a side.
+    lo, hi : float
+        The quantiles of the grid's first and last values, 0 < lo < hi < 1.
+
+    Returns
+    -------
+    images : ndarray (n*n, input_dim)
+        ``model.decode`` of the grid, row by row; row 0 of the grid is the largest
+        ``z_2``, so the picture has ``z_2`` pointing up.
+    values : ndarray (n,)
+        The z values along each axis, ascending.
     """
     from scipy.special import ndtri     # N(0, 1)'s quantile function; scipy.stats takes 0.4 s more to import
     check_vae(model, "latent_grid: model")
@@ -359,6 +476,30 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     ``latent_dim == 1`` each class gets a strip of its own. Up to 20 classes, each its own colour
     (labels 0 to 9 keep theirs whichever of them are present). The manifold's images are square
     (784 = 28 x 28) unless ``image_shape=(h, w)`` says otherwise.
+
+    Parameters
+    ----------
+    mu : ndarray (N, d)
+        The latent means, e.g. ``model.encode(x)[0]``.
+    labels : ndarray (N,)
+        One label per row of ``mu``.
+    path : str or os.PathLike, optional
+        As for :func:`plot_reconstructions`.
+    class_names : sequence of str, optional
+        Legend names of integer labels 0, 1, ...
+    title : str
+    model : VAE, optional
+        With d == 2, its manifold (:func:`latent_grid`) is drawn beside the scatter.
+    grid : int
+        Images a side of that manifold.
+    image_shape : (int, int), optional
+        Of the manifold's images (see above).
+    dpi : float
+        As for :func:`plot_reconstructions`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     refuse_masked(mu, "mu")                                 # its masked points would be drawn
     refuse_masked(labels, "labels")

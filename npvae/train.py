@@ -93,7 +93,18 @@ class History(list):
         return self[-1] if self else None
 
     def best(self, key="test_loss"):
-        """The record with the smallest ``key`` (ignoring missing values), or None."""
+        """The record with the smallest ``key``, ignoring missing values (on a tie, the first).
+
+        Parameters
+        ----------
+        key : str, default "test_loss"
+            A field of :data:`FIELDS`, or one the records hold; another is a ``KeyError``.
+
+        Returns
+        -------
+        dict or None
+            None if no record has a value for ``key``.
+        """
         scored = [r for r in self._known(key) if r.get(key) is not None]
         return min(scored, key=lambda r: r[key]) if scored else None
 

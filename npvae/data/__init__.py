@@ -213,10 +213,17 @@ def split(images, labels, n_train):
     first 8,000 to train on and the last 2,000 held out. No shuffling, so the
     split is the same on every machine.
 
+    Parameters
+    ----------
+    images, labels : numpy.ndarray
+        As many rows each, e.g. (N, 784) and (N,).
+    n_train : int
+        Rows in the first part, 0 to N.
+
     Returns
     -------
     (train_images, train_labels), (held_images, held_labels)
-        Views into the inputs (no copy).
+        Views into the inputs (no copy): the first ``n_train`` rows, and the other ``N - n_train``.
     """
     for arg, value in (("images", images), ("labels", labels)):
         if not isinstance(value, np.ndarray):

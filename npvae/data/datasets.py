@@ -130,6 +130,16 @@ def cache_dir(name):
     password database (else the temporary folder): the cache is never relative to the
     current folder, nor ``/.cache``. On Windows, without ``HOME`` (cmd.exe and PowerShell set
     none), ``~`` is ``%USERPROFILE%``, as ``os.path.expanduser`` has it.
+
+    Parameters
+    ----------
+    name : str
+        A data set name or an alias (:func:`canonical_name`).
+
+    Returns
+    -------
+    str
+        An absolute path, ending in the canonical name; the folder is not created.
     """
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
@@ -367,6 +377,11 @@ def load_idx_folder(folder, name=None):
         The folder; files may be gzip-compressed or not.
     name : str, optional
         Stored in ``Dataset.name``; defaults to the folder's name.
+
+    Returns
+    -------
+    Dataset
+        Its ``source`` is the folder's absolute path.
     """
     folder = os.path.abspath(check_folder_path(folder, "folder"))
     missing = _missing(folder, SPLITS["train"] + SPLITS["t10k"])
@@ -383,8 +398,17 @@ def load_idx_folder(folder, name=None):
 def locate(name, split=None, data_dir=None, download=True, progress=True, timeout=TIMEOUT):
     """The folder holding data set ``name`` (one ``split``, or all four files), downloading if allowed.
 
-    Parameters are as for :func:`load_split` (``split=None``: the whole data
-    set, as :func:`load_dataset`). Nothing is read beyond the folder listings.
+    Nothing is read beyond the folder listings.
+
+    Parameters
+    ----------
+    name, split, data_dir, download, progress, timeout
+        As for :func:`load_split`; ``split=None`` (the default): the whole data set, as :func:`load_dataset`.
+
+    Returns
+    -------
+    str
+        The first folder of :func:`search_path` that holds the files, else the cache after a download.
 
     Raises
     ------

@@ -143,10 +143,19 @@ def read_idx_header(path):
 
 
 def read_images(path):
-    """Read an IDX image file as a ``uint8`` array of shape ``(N, rows*cols)``.
+    """Read an IDX image file.
 
     Each row is one image flattened in row-major order (28*28 = 784 pixels
     for MNIST), which is the layout a dense network wants.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, gzip-compressed or not (as :func:`read_idx`).
+
+    Returns
+    -------
+    numpy.ndarray (N, rows*cols), uint8
 
     Raises
     ------
@@ -163,7 +172,16 @@ def read_images(path):
 
 
 def read_labels(path):
-    """Read an IDX label file as a ``uint8`` array of shape ``(N,)``.
+    """Read an IDX label file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, gzip-compressed or not (as :func:`read_idx`).
+
+    Returns
+    -------
+    numpy.ndarray (N,), uint8
 
     Raises
     ------

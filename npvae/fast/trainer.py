@@ -77,13 +77,14 @@ class Trainer:
         The training set, for :meth:`batch` (uint8 pixels or floats in [0, 1]).
     batch_size : int, optional
         The largest batch :meth:`batch` makes (default: all images).
-    retire_dead_units : bool
+    retire_dead_units : bool, default False
         Leave out first-layer units proven dead on every image of ``images``
         (:mod:`npvae.fast.dead_units`). Needs ``images``, and epochs that visit each
         of them once between :meth:`begin_epoch` and :meth:`end_epoch` (one that leaves
         some out retires nothing, with a ``UserWarning``). If you change
         ``images`` in place, call ``load_dead_units(None)`` before the next :meth:`begin_epoch`:
-        the proofs were about the old ones.
+        the proofs were about the old ones. ``fit`` passes True (its own default; False
+        with ``binarize``).
 
     Notes
     -----
@@ -391,22 +392,45 @@ class Trainer:
 
     # -- steps -------------------------------------------------------------------------------
     def batch(self, idx):
-        """``images[idx]`` as a float batch in the trainer's layout, read-only (the next call
-        reuses it); ``idx``: 1 to ``batch_size`` integer indices. :meth:`step` takes it unchecked;
-        to change it (augmentation, say), step a changed copy, checked like any batch."""
+        """``images[idx]`` as a float batch in the trainer's layout. :meth:`step` takes it unchecked;
+        to change it (augmentation, say), step a changed copy, checked like any batch.
+
+        Parameters
+        ----------
+        idx : sequence of int
+            1 to ``batch_size`` indices into ``images`` (negative ones count from the end).
+
+        Returns
+        -------
+        ndarray (len(idx), input_dim), the model's dtype
+            Column-major and read-only; the next call with as many indices overwrites it.
+        """
         self._check_open("batch")
         if self.batches is None:
             raise StateError("Trainer.batch needs the training images: make the Trainer with images=...")
         return self.batches.take(check_indices(idx, "idx", len(self.batches.images), self.batches.batch_size))
 
     def step(self, x, beta=1.0):
-        """One training step on ``x`` (B, input_dim), floats in [0, 1]: loss, backward, update.
+        """One training step on ``x``: loss, backward, update.
 
-        ``beta`` weighs the KL, as in ``model.loss(x, beta)``: a KL warm-up passes each step's
-        weight (:func:`npvae.train.warmup_beta` gives ``fit``'s). The noise is drawn from
-        ``model.rng`` as the reference draws it. The update is applied only if the loss is
-        finite; the returned ``LossParts`` tell. A Ctrl-C keeps the step whole or drops it,
-        the noise it drew included.
+        The noise is drawn from ``model.rng`` as the reference draws it. The update is applied
+        only if the loss is finite. A Ctrl-C keeps the step whole or drops it, the noise it
+        drew included.
+
+        Parameters
+        ----------
+        x : ndarray (B, input_dim), floats in [0, 1]
+            Any B >= 1; another float dtype is converted. With ``retire_dead_units``: a
+            batch of :meth:`batch`, unchanged.
+        beta : float >= 0, default 1.0
+            Weighs the KL, as in ``model.loss(x, beta)``: a KL warm-up passes each step's
+            weight (:func:`npvae.train.warmup_beta` gives ``fit``'s).
+
+        Returns
+        -------
+        LossParts
+            ``(total, recon, kl)``, floats, as ``model.loss`` returns them; a ``total`` that
+            is not finite says the update was skipped.
         """
         self._check_open("step")
         beta = check_positive_float(beta, "beta", allow_zero=True)
