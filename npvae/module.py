@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, InputTypeError, StateDictError, StateError
-from .validate import check_bool, masked_array_problem
+from .validate import check_bool, masked_array_problem, refuse_array_subclass
 
 
 def check_state_entry(name, value, like, hint=""):
@@ -129,6 +129,7 @@ class Parameter:
         if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
             got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
             raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
+        refuse_array_subclass(data, "data", "Parameter(data)")
         _check_writable(data, "Parameter(data): data")
         self._data = data
         self._grad = np.zeros_like(data)
@@ -154,6 +155,7 @@ class Parameter:
             hint = "; to clear the gradient call zero_grad()" if name == "grad" and value is None else ""
             raise InputTypeError(f"Parameter.{name} must be a numpy array of shape {self.shape} and "
                                  f"dtype {self.dtype}, got {type(value).__name__}{hint}")
+        refuse_array_subclass(value, name, f"Parameter.{name}")
         if value.dtype != self.dtype:
             raise InputTypeError(f"Parameter.{name} must keep the dtype {self.dtype}, got {value.dtype} "
                                  f"(a model changes dtype as a whole: build it with dtype=)")

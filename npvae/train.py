@@ -170,6 +170,24 @@ def _start_metrics(path, keep_epochs):
         f.write("".join(kept))
 
 
+class _MetricsFile:
+    """``fit``'s ``metrics_path``, started (:func:`_start_metrics`) right before the run first
+    writes it or its checkpoint: a run that fails before then leaves the earlier pair as it was."""
+
+    def __init__(self, path, keep_epochs):
+        self.path, self.keep_epochs, self.started = path, keep_epochs, path is None
+
+    def start(self):
+        if not self.started:
+            _start_metrics(self.path, self.keep_epochs)
+            self.started = True
+
+    def append(self, record):
+        if self.path is not None:
+            self.start()
+            append_line(self.path, jsonio.dumps(record))
+
+
 # -- fit ---------------------------------------------------------------------------
 def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units):
@@ -415,7 +433,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
         One JSON line per epoch is appended atomically (restarted on a fresh
-        run, trimmed to the checkpoint's epochs on resume).
+        run, trimmed to the checkpoint's epochs on resume, when the run first writes it or
+        the checkpoint: a run that fails before that leaves the file as it was).
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None: on a
         resume, the back end the run was on, else ``$NPVAE_BACKEND``, else ``"numba"``. The
@@ -494,11 +513,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         if epoch_done > epochs or (epoch_done == epochs and step_done):
             raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
                              f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
-    if metrics_path is not None:
-        _start_metrics(metrics_path, epoch_done if resume is not None else 0)
-
+    metrics = _MetricsFile(metrics_path, epoch_done if resume is not None else 0)
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
-               fit_config, history, EpochProgress(progress, epochs, steps))
+               fit_config, history, EpochProgress(progress, epochs, steps), metrics)
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
@@ -535,8 +552,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                               beta_start=warmup_beta((epoch - 1) * steps + 1, beta, warmup, steps),
                               beta=beta_t)
                 history.append(record)
-                if metrics_path is not None:
-                    append_line(metrics_path, jsonio.dumps(record))
+                metrics.append(record)
                 run.save(epoch, 0)
                 run.show.summary(record)
                 if callback is not None:
@@ -597,13 +613,13 @@ class _Run:
     """The state of one call to :func:`fit` that the epochs share."""
 
     def __init__(self, model, opt, training, n, batch_size, beta, warmup, binarize, rngs, checkpoint,
-                 fit_config, history, show):
+                 fit_config, history, show, metrics):
         self.model, self.opt, self.training, self.n = model, opt, training, n
         self.batch_size, self.beta, self.warmup, self.binarize = batch_size, beta, warmup, binarize
         self.steps = math.ceil(n / batch_size)
         self.scratch = None      # binarization's uniform draws, made once
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
-        self.history, self.show = history, show
+        self.history, self.show, self.metrics = history, show, metrics
         self.flag = StopFlag()
         self.last_saved = None
         self.epoch_start = None
@@ -658,6 +674,7 @@ class _Run:
         """Checkpoint after ``epoch`` complete epochs and ``step`` steps of the next."""
         if self.checkpoint is None:
             return
+        self.metrics.start()        # a fresh run's checkpoint: the earlier run's metrics go with it
         states = dict(self.rngs)
         if step:
             states["shuffle"] = self.epoch_start

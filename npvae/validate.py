@@ -144,8 +144,8 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
         beyond = np.isfinite(original[tuple(bad)]) if original.dtype != x.dtype else False
         what = f"a value beyond {np.dtype(dtype)}'s range" if beyond else "NaN or inf"
         raise InputError(f"{name} contains {what} (first at row {bad[0]}, column {bad[1]})")
-    if unit_interval:
-        check_unit_interval(x, name, "divide by 255")
+    if unit_interval:       # as given: 1 + 1e-12 is 1 in float32, but fit and the evaluations see it
+        check_unit_interval(original, name, "divide by 255")
     return x
 
 
@@ -157,7 +157,8 @@ def check_unit_interval(x, name, fix):
     lo, hi = x.min(), x.max()                   # NaN if x holds one
     if not (lo >= 0 and hi <= 1):
         nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
-        hint = f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else ""
+        hint = (f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else
+                f"; if these are rounding errors: np.clip({name.split(' (')[0]}, 0, 1)" if lo > -1e-3 and hi < 1 + 1e-3 else "")
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
                          f"[{_short(lo)}, {_short(hi)}]{nan}{hint}")
 

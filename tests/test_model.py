@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from finite_differences import assert_gradient, numerical_gradient
-from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, iw_nll
+from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, fit, iw_nll
 from npvae.errors import InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
@@ -445,6 +445,20 @@ def test_images_not_divided_by_255_are_refused_by_every_call_that_takes_images(c
     over[:, 0] = 1.01
     with pytest.raises(InputError, match=r", 1\.01\]$"):            # slightly over 1: no advice to divide
         calls[call](over)
+
+
+def test_a_pixel_a_rounding_error_above_1_gets_the_same_answer_from_every_entry():
+    """Checked as given, not after the cast to float32 (which makes 1 + 1e-12 exactly 1): loss
+    and the fast path's step answer as fit and the evaluations do; the message says to clip."""
+    model = VAE(6, 5, 2, rng=0)
+    x = np.full((3, 6), 0.5)
+    x[1, 2] = 1 + 1e-12
+    clip = r"must lie in \[0, 1\].*1\.000000000001\]; if these are rounding errors: np\.clip\(x, 0, 1\)"
+    for call in (lambda: model.loss(x), lambda: model.forward(x), lambda: evaluate_elbo(model, x),
+                 lambda: fit(model, x, epochs=1, progress=False, backend="numpy")):
+        with pytest.raises(InputError, match=clip.replace("(x", "((x|images|train_images)")):
+            call()
+    model.loss(np.clip(x, 0, 1))                                  # as advised
 
 
 def test_codes_are_any_real_numbers():

@@ -315,7 +315,14 @@ def test_a_parameter_takes_a_new_array_of_its_own_shape_and_dtype_only():
         w.data = w.data.astype(np.float64)
     with pytest.raises(InputError, match=r"Parameter.data must keep the shape \(12, 5\), got \(5, 12\)"):
         w.data = w.data.T.copy()
+    for name in ("data", "grad"):        # a matrix's * is a matrix product: Adam's g * g would be wrong
+        for other in (np.matrix(w.data), np.ma.masked_array(w.data.copy())):
+            with pytest.raises(InputTypeError, match=rf"^Parameter.{name}: {name} is a (numpy.matrix|masked array)"):
+                setattr(w, name, other)
+    with pytest.raises(InputTypeError, match=r"^Parameter\(data\): data is a numpy.matrix"):
+        Parameter(np.matrix(w.data))
     assert w.grad.dtype == w.data.dtype == np.float32 and w.data.shape == (12, 5)
+    assert type(w.data) is type(w.grad) is np.ndarray
 
 
 def test_a_model_loads_what_np_savez_wrote(tmp_path):

@@ -526,6 +526,8 @@ def test_data_arguments_are_checked(tmp_path):
         load_split("mnist", data_dir=123)
     with pytest.raises(InputTypeError, match="split must be 'train', 't10k' or 'test'"):
         load_split("mnist", split=["t10k"], data_dir=SAMPLE)
+    with pytest.raises(InputTypeError, match="split must be 'train', 't10k' or 'test'.*NoneType"):
+        load_split("mnist", split=None, data_dir=SAMPLE)    # before looking for (or downloading) all four files
     with pytest.raises(InputTypeError, match="download must be True or False"):
         load_split("mnist", data_dir=SAMPLE, download="no")
     with pytest.raises(InputError, match="data_dir must name a folder"):

@@ -525,6 +525,25 @@ def test_metrics_file(sample, tmp_path):
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_fresh_run_that_fails_before_writing_anything_leaves_the_earlier_runs_metrics(sample, tmp_path, backend):
+    """The metrics file restarts when the run first writes (it or the checkpoint), not before its
+    first step: a divergence in epoch 1 leaves the earlier run's pair of files as they were."""
+    images, _ = sample
+    files = dict(metrics_path=tmp_path / "m.jsonl", checkpoint=tmp_path / "c.npz")
+    fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, backend=backend, **files)
+    before = {k: p.read_bytes() for k, p in files.items()}
+    with pytest.raises(DivergenceError):
+        fit(small(), images[:64], epochs=2, batch_size=32, lr=1e30, rng=0, progress=False, backend=backend,
+            **files)
+    assert {k: p.read_bytes() for k, p in files.items()} == before
+    fresh = tmp_path / "new" / "m.jsonl"                # nor an empty file where there was none
+    with pytest.raises(DivergenceError):
+        fit(small(), images[:64], epochs=2, batch_size=32, lr=1e30, rng=0, progress=False, backend=backend,
+            metrics_path=fresh)
+    assert not fresh.exists()
+
+
 def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
     """A note added in another encoding (Latin-1 here) is not an epoch record: it goes, the run goes on."""
     images, _ = sample

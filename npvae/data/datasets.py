@@ -551,6 +551,7 @@ def load_split(name, split="t10k", data_dir=None, download=True, progress=True, 
         images, labels 0..9).
     """
     name = canonical_name(name)
+    _split_files(split)         # refused now: None would mean all four files to _checked_locate
     return _load_named(name, _checked_locate(name, split, data_dir, download, progress, timeout), split)
 
 
