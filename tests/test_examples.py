@@ -1,6 +1,8 @@
 """The example scripts, run end to end as subprocesses on the shipped MNIST sample; what they print,
 in this process with their costly part (training, the benchmark's runner processes) faked."""
+import builtins
 import contextlib
+import errno
 import json
 import os
 import runpy
@@ -476,9 +478,14 @@ class FakeWorker:
 def benchmark_table(monkeypatch, capsys):
     """benchmark.py's main() in this process with its runner processes faked (FakeWorker), as
     ``--epochs 3 --keep-dead-units --torch-python /bin/true``; the first steps take 5 s cold, 0.5 s warm."""
+    return run_benchmark_table(monkeypatch, capsys, FakeWorker)
+
+
+def run_benchmark_table(monkeypatch, capsys, worker):
+    """benchmark_table's run, with ``worker`` (FakeWorker or a subclass) for the runner processes."""
     script = load_benchmark()
     first_steps = iter([5.0] + [0.5] * 5)
-    monkeypatch.setattr(script, "Worker", FakeWorker)
+    monkeypatch.setattr(script, "Worker", worker)
     monkeypatch.setattr(FakeWorker, "started", {})
     monkeypatch.setattr(script, "check_data", lambda ap, data_dir: None)
     monkeypatch.setattr(script, "run_part", lambda python, part, args, env: dict(
@@ -546,6 +553,54 @@ def test_benchmark_peak_rss_is_in_mib():
     with open("/proc/self/status") as f:
         kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     assert load_benchmark().peak_rss_mb() == pytest.approx(kib / 1024, rel=0.05)
+
+
+def open_without_proc(file, *args, **kwargs):
+    """``open``, but /proc cannot be read, as on macOS and Windows."""
+    if isinstance(file, str) and file.startswith("/proc/"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", file)
+    return REAL_OPEN(file, *args, **kwargs)
+
+
+REAL_OPEN = builtins.open
+
+
+@pytest.mark.parametrize("platform, maxrss", [("darwin", 300 * 2 ** 20), ("linux", 300 * 1024)])
+def test_benchmark_peak_rss_without_proc_is_read_in_the_platforms_unit(monkeypatch, platform, maxrss):
+    """Without /proc (macOS), getrusage: its ru_maxrss counts bytes on macOS, kB on Linux (macOS's
+    300 MB used to be shown as 307200)."""
+    resource = pytest.importorskip("resource")
+    script = load_benchmark()
+    with monkeypatch.context() as m:
+        m.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
+        m.setattr(sys, "platform", platform)
+        m.setattr(builtins, "open", open_without_proc)
+        mb = script.peak_rss_mb()
+    assert mb == pytest.approx(300.0)
+
+
+class NoPeakMemoryWorker(FakeWorker):
+    """FakeWorker's answers, but the runners' peak memory is not known (Windows: None)."""
+    def __call__(self, command):
+        answer = super().__call__(command)
+        if isinstance(answer, dict) and "rss_mb" in answer:
+            answer = dict(answer, rss_mb=None)
+        return answer
+
+
+def test_benchmark_without_the_resource_module_runs_and_says_n_a_for_peak_memory(monkeypatch, capsys):
+    """Windows has no ``resource`` (the benchmark imported it first thing, and stopped there): no
+    peak memory, and the table says n/a where it would show it."""
+    monkeypatch.setitem(sys.modules, "resource", None)
+    script = load_benchmark()
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", open_without_proc)
+        assert script.peak_rss_mb() is None
+    _, out = run_benchmark_table(monkeypatch, capsys, NoPeakMemoryWorker)
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("path "))) + 2     # under the dashes
+    peak = {row.split("  ")[0]: row.split()[-1] for row in lines[start + 1:start + 4]}    # (the floor has none)
+    assert peak == {"npvae fast, all units": "n/a*", "npvae reference": "*", "pytorch 2.13.0": "n/a"}, out
 
 
 def test_a_benchmark_part_killed_by_a_signal_says_which():
