@@ -218,3 +218,14 @@ def test_a_numba_cache_dir_later_runs_would_not_find_is_named_before_compiling(t
     proc.terminate()
     proc.communicate(timeout=120)
     assert first.startswith("npvae: warning: " + words.format(tmp=tmp_path)), first
+
+
+def test_the_cache_numba_falls_back_to_is_named_as_numba_names_it_on_each_system(monkeypatch):
+    """Messages name the folder Numba would really use: XDG_CACHE_HOME on Linux, not always ~/.cache."""
+    from npvae.fast.kernels import cache_places, user_cache
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
+    assert user_cache() == "/somewhere/cache/numba" and cache_places().endswith(", /somewhere/cache/numba")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert user_cache() == "~/.cache/numba"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert user_cache() == "~/Library/Caches/numba"

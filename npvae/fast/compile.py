@@ -3,7 +3,7 @@
 Numba compiles each kernel the first time it is called with a given set of
 dtypes (about 10 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (the first of ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to :mod:`npvae.fast.kernels`
-and ``~/.cache/numba`` that it can write to), so every later run only loads them. Training compiles what it needs on its own;
+and the user's cache, ``~/.cache/numba`` on Linux, that it can write to), so every later run only loads them. Training compiles what it needs on its own;
 run this once to take that wait out of the first run (say, when building a
 container image). Numba uses a cache folder only if the process can write to it: run
 this as the user who will train, or point ``NUMBA_CACHE_DIR`` at a folder that user can
@@ -122,9 +122,10 @@ def _given_cache_dir_problem():
         with tempfile.TemporaryFile(dir=given):
             pass
     except OSError as e:
+        from .kernels import user_cache
         return (f"NUMBA_CACHE_DIR={given!r} cannot be written ({e.strerror or e}): Numba keeps the kernels "
                 f"in the next folder it can write to, if any (__pycache__ beside npvae/fast/kernels.py, "
-                f"else ~/.cache/numba)")
+                f"else {user_cache()})")
     if not os.path.isabs(given):
         return (f"NUMBA_CACHE_DIR={given!r} is relative: the kernels go into {os.path.abspath(given)}, "
                 f"where a run started from another folder will not look; give a full path")

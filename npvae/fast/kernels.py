@@ -14,6 +14,7 @@ kernels compile in every process instead, with a warning (:data:`CACHED`).
 """
 import math
 import os
+import sys
 import warnings
 
 import numba
@@ -31,7 +32,8 @@ def _probe():
 def _can_cache():
     """Whether Numba finds a folder to keep this file's kernels in.
 
-    It tries ``$NUMBA_CACHE_DIR``, ``__pycache__`` beside this file, then ``~/.cache/numba``:
+    It tries ``$NUMBA_CACHE_DIR``, ``__pycache__`` beside this file, then the user's cache
+    (:func:`user_cache`, ``~/.cache/numba`` on Linux):
     a read-only install used with no writable home (a container run as another user) has
     none, and ``cache=True`` would then fail at the first kernel.
     """
@@ -50,7 +52,16 @@ def _can_cache():
 def cache_places():
     """Where Numba looks for a folder to keep the kernels in, as a user would name them."""
     given = [f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR}"] if numba.config.CACHE_DIR else []
-    return ", ".join([*given, os.path.join(os.path.dirname(__file__), "__pycache__"), "~/.cache/numba"])
+    return ", ".join([*given, os.path.join(os.path.dirname(__file__), "__pycache__"), user_cache()])
+
+
+def user_cache():
+    """Numba's last resort, the user's cache folder, as its ``appdirs`` names it on each system."""
+    if sys.platform == "darwin":
+        return "~/Library/Caches/numba"
+    if os.name == "nt":
+        return r"%LOCALAPPDATA%\numba\Cache"
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "numba")
 
 
 _interpreted_said = False
