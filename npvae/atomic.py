@@ -73,7 +73,14 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode(target))  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except PermissionError as e:
+            if os.name != "nt":
+                raise
+            raise PermissionError(e.errno, f"{e.strerror} (Windows replaces no file that a program holds "
+                                  f"open, an np.load kept in a notebook, say: close it there and try again)",
+                                  path) from e
     except OSError as e:
         _remove(tmp)
         if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file

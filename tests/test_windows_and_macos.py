@@ -125,6 +125,34 @@ def test_on_windows_a_run_folder_with_a_checkpoint_in_it_is_left_unlocked(tmp_pa
     assert lines[1:] == ["stale: None", "left: ['ckpt.npz']"], proc.stdout
 
 
+CHECKPOINT_HELD_OPEN = """
+    import os, sys
+    import numpy as np
+    import npvae
+
+    ckpt = sys.argv[1]
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    npvae.fit(npvae.VAE(784, 16, 2), images, epochs=1, checkpoint=ckpt, progress=False, backend="numpy")
+    peek = np.load(ckpt)                    # a notebook's look at it, left open
+    os.name = "nt"                          # what npvae's own code asks
+    try:
+        npvae.fit(npvae.VAE(784, 16, 2), images, epochs=2, checkpoint=ckpt, resume=ckpt, progress=False,
+                  backend="numpy")
+    except PermissionError as e:
+        print(e)
+"""
+
+
+@on_simulated_windows
+def test_on_windows_a_checkpoint_held_open_elsewhere_is_named_with_what_to_do(tmp_path):
+    """Windows replaces no file that is open (an np.load kept in a notebook): the error names the
+    file and says to close it, not a bare "Access is denied"."""
+    ckpt = tmp_path / "c.npz"
+    proc = run([WINDOWS, "-c", textwrap.dedent(CHECKPOINT_HELD_OPEN), str(ckpt)])
+    assert proc.returncode == 0, proc.stderr
+    assert str(ckpt) in proc.stdout and "holds open" in proc.stdout and "close it" in proc.stdout, proc.stdout
+
+
 CACHE_DIR = """
     import ntpath, os, tempfile
     from npvae.data import cache_dir
