@@ -173,7 +173,8 @@ class Resumed:
                                   f"program continues runs trained with Adam")
         if c["dtype"] != "float32":
             raise CheckpointError(f"{path} holds a {c['dtype']} model; this program trains float32 models: "
-                                  f"continue it in Python with npvae.fit(model, images, resume={path!r})")
+                                  f"continue it in Python: npvae.fit(npvae.load_model({path!r}), images, "
+                                  f"epochs=TOTAL, resume={path!r})")
         if len(c["hidden_dims"]) != 1 or c["input_dim"] != 784:
             raise CheckpointError(f"{path} holds a {'-'.join(map(str, [c['input_dim'], *c['hidden_dims']]))}-"
                                   f"{c['latent_dim']} model; this program trains 784-H-d models")
@@ -192,11 +193,16 @@ class Resumed:
         self.settings = {**saved, **from_ckpt}
         self.settings["epochs"] = max(saved.get("epochs", 0), fc.get("epochs", 0), self.ckpt.epoch)
 
+    def uncompared(self):
+        """What of the data cannot be checked without run.json: the checkpoint has the training
+        images' fingerprint (fit records it), but not the held-out images'."""
+        return "the held-out images" if self.ckpt.fit_config.get("train_data") else "the images"
+
     def _run_json(self):
         path = os.path.join(self.folder, "run.json")
         if not self.has_run_json:
             say(f"note: no run.json beside {self.path}: the settings come from the checkpoint and the flags, "
-                f"and the run's data cannot be compared with these")
+                f"and {self.uncompared()} cannot be checked against the run's")
             return {}
         try:
             with open(path, encoding="utf-8") as f:
@@ -324,9 +330,14 @@ def check_same_data(resumed, now):
     was = resumed.data
     if not was:
         if resumed.has_run_json:        # (without one, its note has said so)
-            say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so they cannot be compared")
-        return
-    for part in ("train", "test"):
+            say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so {resumed.uncompared()} "
+                f"cannot be checked against the run's")
+        if not resumed.ckpt.fit_config.get("train_data"):
+            return
+        # fit's own record of the training images: refused here, in this program's words
+        was = dict(train_fingerprint=resumed.ckpt.fit_config["train_data"], train_images=n_train,
+                   source="the checkpoint's record")
+    for part in ("train", "test") if "test_fingerprint" in was else ("train",):
         key = f"{part}_fingerprint"
         if was.get(key) != now[key]:
             raise InputError(

@@ -455,8 +455,10 @@ def shell_command(words, stream=None):
 
 def _cmd_word(word):
     """A word as Windows programs read their command line: in double quotes if it holds a space,
-    a tab or a quote (a quote escaped, and the backslashes before it or the closing quote doubled)."""
-    if word and not any(c in word for c in ' \t"'):
+    a tab, a quote or a character cmd.exe reads itself (``&|<>^()``, literal inside quotes; a
+    quote is escaped, and the backslashes before it or the closing quote doubled). ``%NAME%``
+    is still expanded: cmd.exe has no quoting for it."""
+    if word and not any(c in word for c in ' \t"&|<>^()'):
         return word
     return '"' + re.sub(r'(\\*)("|$)', lambda m: 2 * m[1] + ("\\" + m[2] if m[2] else ""), word) + '"'
 

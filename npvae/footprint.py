@@ -126,9 +126,10 @@ def available_bytes():
 def _physical_bytes():
     """The machine's memory, free or not (``sysconf``: Linux, macOS), or None."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+    return pages * size if pages > 0 and size > 0 else None      # -1: not known
 
 
 def peak_rss_bytes():

@@ -187,14 +187,17 @@ class RunFolder:
         return False
 
     def release(self):
-        """Remove the lock file and release the lock (removing first: see the module docstring)."""
+        """Remove the lock file and release the lock (removing first, but on Windows: see the module
+        docstring)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         if fcntl is None:
             # Windows removes no file that is open: unlock and close first. A run that opens the
-            # file meanwhile keeps it (the removal then fails, and leaves that run's lock alone).
+            # file meanwhile keeps it (the removal then fails, and leaves that run's lock alone),
+            # and finds it empty: no description of a run "that ended without releasing it".
             with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
                 msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
             os.close(fd)

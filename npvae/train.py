@@ -171,8 +171,9 @@ def _start_metrics(path, keep_epochs):
 
 
 class _MetricsFile:
-    """``fit``'s ``metrics_path``, started (:func:`_start_metrics`) right before the run first
-    writes it or its checkpoint: a run that fails before then leaves the earlier pair as it was."""
+    """``fit``'s ``metrics_path``. A fresh run starts it (:func:`_start_metrics`) right before it
+    first writes it or its checkpoint: a run that fails before then leaves the earlier pair as it
+    was. A resume trims it at once."""
 
     def __init__(self, path, keep_epochs):
         self.path, self.keep_epochs, self.started = path, keep_epochs, path is None
@@ -432,9 +433,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
-        One JSON line per epoch is appended atomically (restarted on a fresh
-        run, trimmed to the checkpoint's epochs on resume, when the run first writes it or
-        the checkpoint: a run that fails before that leaves the file as it was).
+        One JSON line per epoch is appended atomically (trimmed to the checkpoint's
+        epochs on resume; restarted on a fresh run when it first writes the file or the
+        checkpoint: a fresh run that fails before that leaves the file as it was).
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None: on a
         resume, the back end the run was on, else ``$NPVAE_BACKEND``, else ``"numba"``. The
@@ -514,6 +515,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
                              f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
     metrics = _MetricsFile(metrics_path, epoch_done if resume is not None else 0)
+    if resume is not None:
+        metrics.start()         # the run's own file: trimmed now, even with no epoch left to train
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
                fit_config, history, EpochProgress(progress, epochs, steps), metrics)
     if resume is not None:

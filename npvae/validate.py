@@ -157,8 +157,12 @@ def check_unit_interval(x, name, fix):
     lo, hi = x.min(), x.max()                   # NaN if x holds one
     if not (lo >= 0 and hi <= 1):
         nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
-        hint = (f"; for 0..255 pixels {fix}" if lo >= 0 and 2 < hi <= 255 else
-                f"; if these are rounding errors: np.clip({name.split(' (')[0]}, 0, 1)" if lo > -1e-3 and hi < 1 + 1e-3 else "")
+        hint = ""
+        if lo >= 0 and 2 < hi <= 255:
+            hint = f"; for 0..255 pixels {fix}"
+        if float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
+            variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"
+            hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
                          f"[{_short(lo)}, {_short(hi)}]{nan}{hint}")
 

@@ -373,6 +373,7 @@ def test_on_windows_the_resume_command_is_quoted_for_cmd_exe(monkeypatch):
     assert cli.shell_command(words) == (r'C:\Python312\python.exe examples\train_mnist.py --resume '
                                         r'"D:\my runs\checkpoint.npz"')
     assert cli.shell_command(["a b\\", 'say "hi"', ""]) == r'"a b\\" "say \"hi\"" ""'
+    assert cli.shell_command([r"C:\runs&co\c.npz", r"C:\x^y"]) == r'"C:\runs&co\c.npz" "C:\x^y"'   # cmd's own
 
 
 def test_the_resume_command_can_be_shown_in_an_ascii_locale():

@@ -283,9 +283,9 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
 
 
 def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_command(tmp_path):
-    """kill -9 (the OOM killer, power lost) before the first checkpoint leaves run.json, an empty
-    metrics.jsonl and the untrained reconstructions: nothing to keep, so the command runs again
-    (it used to be refused until the user removed them by hand)."""
+    """kill -9 (the OOM killer, power lost) before the first checkpoint leaves run.json (older
+    versions also an empty metrics.jsonl and the untrained reconstructions): nothing to keep, so
+    the command runs again (it used to be refused until the user removed them by hand)."""
     out = tmp_path / "run"
     out.mkdir()
     (out / "run.json").write_text('{"dataset": "mnist-test-split", "seed": 7}\n')

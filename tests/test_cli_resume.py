@@ -72,7 +72,10 @@ def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
     assert code == 0, err                        # a flag equal to the run's own is fine
     assert "has done its 2 epochs: drawing its figures" in err
     assert (copy_of / "samples.png").exists() and load_checkpoint(copy_of / "checkpoint.npz").epoch == 2
-    assert strict_json_lines(copy_of / "metrics.jsonl")[-1]["nll_k"] == 1     # the new summary
+    records = strict_json_lines(copy_of / "metrics.jsonl")
+    assert records[-1]["nll_k"] == 1                                            # the new summary,
+    assert [r.get("epoch") for r in records if not r.get("summary")] == [1, 2]  # the epochs once,
+    assert sum(bool(r.get("summary")) for r in records) == 1                    # the old one gone
 
 
 
@@ -130,7 +133,7 @@ def test_a_run_from_before_data_fingerprints_resumes_with_one_note(copy_of, scri
     np.savez(copy_of / "checkpoint.npz", **arrays)
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--nll-k", "1"])
     assert code == 0, err
-    assert "has no fingerprint of the run's data, so they cannot be compared" in err
+    assert "has no fingerprint of the run's data, so the images cannot be checked against the run's" in err
     assert "fingerprint" not in err.replace("has no fingerprint of the run's data", ""), err   # said once
 
 
@@ -364,17 +367,28 @@ def test_the_resume_command_printed_pastes_back_for_a_folder_with_a_space(tmp_pa
     assert shlex.split(err.strip().splitlines()[-1])[1:] == [sys.argv[0], "--resume", str(out / "checkpoint.npz")]
 
 
-def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy_of, script, capsys):
-    """Not a second note blaming a run.json that is not there for having no fingerprint."""
+def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy_of, tmp_path, script, capsys):
+    """Not a second note blaming a run.json that is not there for having no fingerprint. The
+    training images are still checked, by the checkpoint's record of them, before anything is written."""
     (copy_of / "run.json").unlink()
-    data = ["--dataset", "mnist-test-split", "--data-dir", SAMPLE, "--split", "800"]   # run.json had them
-    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--epochs", "3", "--nll-k", "1"])
+    images, _ = load_idx_split(SAMPLE, "t10k")
+    images = images.reshape(-1, 28, 28).copy()
+    images[3, 14, 14] ^= 1                         # one pixel of one training image
+    other = sample_copy(tmp_path / "other", images=images)
+    before = snapshot(copy_of)
+    data = ["--dataset", "mnist-test-split", "--split", "800"]          # run.json had them
+    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--data-dir", other, "--epochs", "3"])
+    assert code == 2 and "these are not the train images it was trained on" in err, err
+    assert "point --data-dir at the run's data" in err and "writing to" not in err, err
+    assert snapshot(copy_of) == before
+    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--data-dir", SAMPLE, "--epochs", "3",
+                                      "--nll-k", "1"])
     assert code == 0, err
-    assert "no run.json beside" in err and "the run's data cannot be compared" in err, err
+    assert "no run.json beside" in err and "the held-out images cannot be checked" in err, err
     assert "run.json has no fingerprint" not in err, err
 
 
-def test_a_float64_run_made_in_python_is_refused_before_anything_is_loaded(tmp_path, script, capsys):
+def test_a_float64_run_made_in_python_is_refused_before_the_data_are_loaded(tmp_path, script, capsys):
     """The program trains float32 models: it says so, and where such a run can go on."""
     import npvae
     images, _ = load_idx_split(SAMPLE, "t10k")

@@ -3,6 +3,7 @@ differences, the two roads into mu and logvar, inference methods, reproducibilit
 import numpy as np
 import pytest
 
+import npvae.fast
 from finite_differences import assert_gradient, numerical_gradient
 from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, fit, iw_nll
 from npvae.errors import InputError, InputTypeError, StateError
@@ -454,11 +455,19 @@ def test_a_pixel_a_rounding_error_above_1_gets_the_same_answer_from_every_entry(
     x = np.full((3, 6), 0.5)
     x[1, 2] = 1 + 1e-12
     clip = r"must lie in \[0, 1\].*1\.000000000001\]; if these are rounding errors: np\.clip\(x, 0, 1\)"
+    trainer = npvae.fast.Trainer(model, Adam(model.parameters()))
     for call in (lambda: model.loss(x), lambda: model.forward(x), lambda: evaluate_elbo(model, x),
-                 lambda: fit(model, x, epochs=1, progress=False, backend="numpy")):
+                 lambda: iw_nll(model, x, k=2), lambda: fit(model, x, epochs=1, progress=False, backend="numpy"),
+                 lambda: trainer.step(x)):
         with pytest.raises(InputError, match=clip.replace("(x", "((x|images|train_images)")):
             call()
     model.loss(np.clip(x, 0, 1))                                  # as advised
+    half = np.full((3, 6), 0.5, np.float16)
+    half[0, 0] = np.nextafter(np.float16(1), np.float16(2))      # 1.001: a hint in float16 too
+    with pytest.raises(InputError, match=r"1\.001\]; if these are rounding errors: np\.clip\(x, 0, 1\)$"):
+        model.loss(half)
+    with pytest.raises(InputError, match=r"^BCEWithLogits\.forward: target .*: np\.clip\(target, 0, 1\)$"):
+        BCEWithLogits().forward(np.zeros((3, 6)), x)              # the variable's name, not the message's
 
 
 def test_codes_are_any_real_numbers():

@@ -498,6 +498,16 @@ def test_memory_estimates():
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
 
 
+def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):
+    """sysconf answers -1, without raising, for what it cannot tell: that is not -4096 bytes of
+    memory (which would refuse every model), but no bound from it."""
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: -1 if name == "SC_PHYS_PAGES" else real(name))
+    have = footprint.available_bytes()
+    assert have is None or have > 0
+    npvae.VAE(784, 400, 20, rng=0)
+
+
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
 def test_peak_memory_is_the_programs_own_not_that_of_what_started_it():

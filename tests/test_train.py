@@ -523,6 +523,10 @@ def test_metrics_file(sample, tmp_path):
     fit(small(), images[:64], images[64:96], epochs=3, batch_size=32, rng=0, progress=False,
         metrics_path=path, resume=tmp_path / "c1.npz")
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    # a resume with no epoch left to train trims the file all the same
+    fit(small(), images[:64], images[64:96], epochs=1, batch_size=32, rng=0, progress=False,
+        metrics_path=path, resume=tmp_path / "c1.npz")
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

@@ -125,6 +125,29 @@ def test_on_windows_a_run_folder_with_a_checkpoint_in_it_is_left_unlocked(tmp_pa
     assert lines[1:] == ["stale: None", "left: ['ckpt.npz']"], proc.stdout
 
 
+LOCK_OPENED_AS_IT_IS_RELEASED = """
+    import os, sys
+    from npvae.runfolder import RunFolder
+
+    folder = sys.argv[1]
+    with RunFolder(folder) as first:
+        opened = os.open(first.file(".npvae.lock"), os.O_RDWR)   # the next run, just as the first ends
+    print("left:", os.listdir(folder))                           # Windows would not remove it
+    os.close(opened)
+    with RunFolder(folder) as second:
+        print("stale:", second.stale)
+"""
+
+
+@on_simulated_windows
+def test_on_windows_a_lock_file_opened_as_its_run_ends_is_not_taken_for_a_killed_runs(tmp_path):
+    """The file cannot be removed while the next run has it open; that run must not find the
+    first one's description in it and say it "ended without releasing" its lock."""
+    proc = run([WINDOWS, "-c", textwrap.dedent(LOCK_OPENED_AS_IT_IS_RELEASED), str(tmp_path / "run")])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["left: ['.npvae.lock']", "stale: None"], proc.stdout
+
+
 CHECKPOINT_HELD_OPEN = """
     import os, sys
     import numpy as np
