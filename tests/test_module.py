@@ -298,6 +298,7 @@ def test_parameter_takes_a_float32_or_float64_array(data):
         Parameter(data)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_a_parameter_takes_a_new_array_of_its_own_shape_and_dtype_only():
     model = VAE(12, 5, 2, rng=0)
     x = np.random.default_rng(0).random((3, 12)).astype(np.float32)
