@@ -251,6 +251,7 @@ def test_help_documents_defaults_resuming_and_exit_status():
     assert "Resuming" in text and "--epochs N" in text and "A refused resume changes nothing" in text
     assert "exit status:" in text and all(f"\n  {code} " in text for code in (0, 1, 2, 130))
     assert "143: stopped by SIGTERM" in text and "\n  129  stopped by SIGHUP" in text
+    assert "The model is float32 (a float64 one trains in Python: npvae.fit)." in " ".join(text.split())
 
 
 def test_data_dir_that_is_a_file_is_named(user, tmp_path):

@@ -178,7 +178,8 @@ def test_a_run_without_out_whose_folder_another_run_took_meanwhile_goes_on_in_th
     monkeypatch.setattr(script, "new_run_folder", lambda dataset: taken)   # named before the other run made it
     with RunFolder(taken, "--out"):                                          # the other run, holding it
         assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20"]) == 0
-    assert f"writing to {taken}-2\n" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"writing to {taken}-2\n" in err and "model: 784-32-20, float32, backend numpy\n" in err, err
     assert os.path.exists(os.path.join(f"{taken}-2", "checkpoint.npz")) and os.listdir(taken) == []
 
 

@@ -66,6 +66,17 @@ def test_fewer_epochs_than_done_is_refused(copy_of, script, capsys):
     assert snapshot(copy_of) == before
 
 
+def test_a_resume_into_an_out_that_cannot_be_made_names_out(copy_of, script, capsys, tmp_path):
+    """--out given: its refusal names --out and says to choose another, not "the run's folder"."""
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "new"
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--out", str(out), "--epochs", "3"])
+    assert code == 2 and f"--out {out} cannot be created: {tmp_path / 'afile'} is a file" in err, err
+    assert "choose another folder" in err and "the run's folder" not in err, err
+    assert snapshot(copy_of) == before
+
+
 def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
     os.remove(copy_of / "samples.png")
     code, err = call(script, capsys, ["--resume", str(copy_of), "--lr", "0.001", "--nll-k", "1"])

@@ -278,6 +278,16 @@ def test_iw_nll_refuses_a_chunk_by_what_it_adds_not_by_a_training_step(monkeypat
         iw_nll(model, images, k=20, backend="numpy")
 
 
+def test_the_memory_a_chunk_adds_counts_each_array_its_docstring_lists_once():
+    """evaluation_bytes per row: the decoder's outputs (z is the sampler's, counted there; hidden
+    outputs twice), the images three times, the encoder's outputs repeated and eps, std, z (five
+    code widths), room for the encoder's layers."""
+    from npvae.footprint import evaluation_bytes
+    assert evaluation_bytes(784, 400, 20, 1000) == 4 * 1000 * ((400 + 784) + 400 + 3 * 784 + 5 * 20 + (400 + 40))
+    assert evaluation_bytes(784, (64, 32), 5, 10, np.float64) == \
+        8 * 10 * ((32 + 64 + 784) + (32 + 64) + 3 * 784 + 5 * 5 + (64 + 32 + 10))
+
+
 def test_a_vae_of_another_class_of_that_name_is_told_why():
     """After importlib.reload(npvae.model) a notebook holds two VAE classes: "must be an npvae.VAE,
     got VAE" alone reads as a contradiction. (A class of that name stands in for the reloaded
@@ -351,6 +361,9 @@ def test_a_value_just_outside_0_1_is_shown_as_it_is_not_rounded_into_the_range()
         model.loss(x)
     x[0, 0], x[1, 0] = -2.3250307, 1.9602583             # far outside: four digits say it
     with pytest.raises(InputError, match=r"got values in \[-2\.325, 1\.96\]$"):
+        model.loss(x)
+    x[1, 0] = 0.5                                         # far below 0, the top in range: no rounding error
+    with pytest.raises(InputError, match=r"got values in \[-2\.325, 0\.5\]$"):
         model.loss(x)
 
 

@@ -289,6 +289,21 @@ def test_ulimit_v_bounds_what_is_available():
     assert 0 < int(proc.stdout) < 4 << 30           # the limit less what the process has mapped
 
 
+@pytest.mark.skipif(not hasattr(os, "sysconf") or "SC_PHYS_PAGES" not in os.sysconf_names, reason="no sysconf")
+def test_without_proc_the_memory_bound_is_all_of_the_machines_memory(monkeypatch):
+    """Without /proc/meminfo (macOS), nor a cgroup or ulimit -v: sysconf's physical memory, all of
+    it (not the free part, which macOS keeps small); no bound where sysconf does not know the name."""
+    from npvae import footprint
+    for unreadable in ("_proc_bytes", "_cgroup_room", "_address_space_room"):
+        monkeypatch.setattr(footprint, unreadable, lambda *args: None)
+    assert footprint.available_bytes() == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+    def unknown(name):
+        raise ValueError("unrecognized configuration name")
+    monkeypatch.setattr(os, "sysconf", unknown)
+    assert footprint.available_bytes() is None
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
 def test_peak_memory_counts_memory_freed_since():
     code = ("import numpy as np\nfrom npvae import footprint\na = np.ones(100 * 2**20 // 8)\ndel a\n"

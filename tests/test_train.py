@@ -548,6 +548,47 @@ def test_a_fresh_run_that_fails_before_writing_anything_leaves_the_earlier_runs_
     assert not fresh.exists()
 
 
+def test_a_fresh_run_stopped_in_its_first_epoch_restarts_the_metrics_file_with_its_checkpoint_only(sample, tmp_path):
+    """Ctrl-C in epoch 1 of a new run: with a checkpoint path, the mid-epoch checkpoint replaces the
+    earlier run's, and its metrics go with it; without one nothing is written, and they stay."""
+    images, _ = sample
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.npz"
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, backend="numpy",
+        metrics_path=metrics, checkpoint=ckpt)
+    earlier = metrics.read_bytes()
+    assert earlier
+    for files in (dict(metrics_path=metrics), dict(metrics_path=metrics, checkpoint=ckpt)):
+        model = small()
+        interrupt_at(model, 1)
+        with pytest.raises(TrainingInterrupted):
+            fit(model, images[:64], epochs=2, batch_size=32, rng=0, progress=False, backend="numpy", **files)
+        if "checkpoint" not in files:
+            assert metrics.read_bytes() == earlier
+    assert (load_checkpoint(ckpt).epoch, load_checkpoint(ckpt).step) == (0, 1) and metrics.read_text() == ""
+
+
+def test_an_epochs_metrics_line_is_written_before_its_checkpoint(sample, tmp_path, monkeypatch):
+    """A run that fails writing epoch 2's line keeps the epoch-1 checkpoint: the resume redoes
+    epoch 2 and the file has every epoch once (the other order would skip epoch 2's line)."""
+    import npvae.train
+    images, _ = sample
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.npz"
+    real = npvae.train.append_line
+
+    def disk_full_at_epoch_2(path, line):
+        if json.loads(line)["epoch"] == 2:
+            raise OSError(28, "No space left on device")
+        real(path, line)
+    monkeypatch.setattr(npvae.train, "append_line", disk_full_at_epoch_2)
+    with pytest.raises(OSError, match="No space left"):
+        fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, backend="numpy",
+            metrics_path=metrics, checkpoint=ckpt)
+    monkeypatch.setattr(npvae.train, "append_line", real)
+    fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend="numpy", metrics_path=metrics,
+        checkpoint=ckpt, resume=ckpt)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
 def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
     """A note added in another encoding (Latin-1 here) is not an epoch record: it goes, the run goes on."""
     images, _ = sample
@@ -1086,6 +1127,12 @@ def test_float_images_a_callback_breaks_in_place_are_refused_by_name(sample, bac
         floats[...] *= 3
     with pytest.raises(InputError, match=r"train_images \(after the callback\) must lie in \[0, 1\]"):
         fit(small(), floats, epochs=2, batch_size=32, progress=False, backend=backend, callback=spoil)
+    floats = images[:64].astype(np.float32) / 255
+
+    def round_off(record, model):
+        floats[0, 0] = 1.0001
+    with pytest.raises(InputError, match=r"\(after the callback\) must lie .*: np\.clip\(train_images, 0, 1\)$"):
+        fit(small(), floats, epochs=2, batch_size=32, progress=False, backend=backend, callback=round_off)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
