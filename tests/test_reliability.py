@@ -132,6 +132,42 @@ def test_run_folder_lock(tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd")
+def test_a_released_run_folder_keeps_no_file_open(tmp_path):
+    """A notebook that calls fit(checkpoint=...) in a loop would run out of file descriptors."""
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with RunFolder(tmp_path / "run"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_run_that_opens_the_lock_file_as_its_holder_ends_is_refused_or_keeps_a_visible_lock(tmp_path,
+                                                                                             monkeypatch):
+    """The holder removes the lock file before it closes it (the module docstring): a run that comes
+    in between is refused; closing first would let it lock the file that is then removed, and a
+    third run would find the folder free."""
+    folder = tmp_path / "run"
+    lock, real_remove, seen = str(folder / LOCK_NAME), os.remove, {}
+
+    def remove(path, *args, **kwargs):          # the second run arrives just before the removal
+        if os.fspath(path) == lock and "second" not in seen:
+            try:
+                seen["second"] = RunFolder(folder).__enter__()
+            except RunFolderInUseError:
+                seen["second"] = None
+        return real_remove(path, *args, **kwargs)
+    with RunFolder(folder):
+        monkeypatch.setattr(os, "remove", remove)
+    monkeypatch.setattr(os, "remove", real_remove)
+    assert "second" in seen                     # it did come in between
+    if seen["second"] is not None:
+        try:
+            assert holder(folder) is not None, "a run holds the folder, but its lock file is gone"
+        finally:
+            seen["second"].release()
+
+
 def test_a_folder_a_program_named_itself_takes_the_next_free_name_if_another_run_made_it_first(tmp_path):
     """Two runs started in the same second, without --out, both choose runs/<dataset>-<time>: the one
     that comes second goes on in <name>-2 (it was refused, told to choose another --out it never gave)."""
