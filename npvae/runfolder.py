@@ -14,8 +14,10 @@ writes (:mod:`npvae.atomic`); the next run, holding the lock (so no other
 writer is active), removes them.
 
 Where ``fcntl`` does not exist (Windows), ``msvcrt.locking`` locks the file's
-first byte instead, with the same behaviour, but for the order of the last steps: Windows
-removes no file that is open, so there the holder closes the file first, then removes it.
+first byte instead, with the same behaviour but for two things. Windows removes no file that
+is open, so there the holder empties, unlocks and closes the file first, then removes it. And
+its lock keeps others from reading that byte, so a run refused there names no process: it
+says "another run".
 """
 import contextlib
 import datetime
@@ -55,6 +57,16 @@ def _try_lock(fd):
     return True
 
 
+def _close(fd, locked):
+    """Close ``fd``; a lock of ``msvcrt`` is undone first (Windows may free a lock that is closed
+    with its file only later, and a run that looks just after would find the folder busy)."""
+    if locked and fcntl is None:
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    os.close(fd)
+
+
 def _read_info(fd):
     """The holder's description written in the lock file, or {}."""
     with contextlib.suppress(OSError, ValueError):
@@ -89,12 +101,13 @@ def holder(folder):
         fd = os.open(path, os.O_RDWR if fcntl is None else os.O_RDONLY)
     except FileNotFoundError:
         return None
+    if _try_lock(fd):
+        _close(fd, locked=True)
+        return None                # free (a stale file)
     try:
-        if _try_lock(fd):
-            return None            # free (a stale file); closing the fd releases our lock
         return _describe(_read_info(fd))
     finally:
-        os.close(fd)
+        _close(fd, locked=False)
 
 
 def _make_free_folder(path):
@@ -169,7 +182,7 @@ class RunFolder:
                 same = False
             if same:
                 break
-            os.close(fd)        # we locked a file its holder had just removed: try again
+            _close(fd, locked=True)     # we locked a file its holder had just removed: try again
         self._fd = fd
         info = _read_info(fd)
         if info:
@@ -198,9 +211,7 @@ class RunFolder:
             # and finds it empty: no description of a run "that ended without releasing it".
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-            os.close(fd)
+            _close(fd, locked=True)
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 os.remove(self.file(LOCK_NAME))
             return

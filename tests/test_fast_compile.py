@@ -229,3 +229,6 @@ def test_the_cache_numba_falls_back_to_is_named_as_numba_names_it_on_each_system
     assert user_cache() == "~/.cache/numba"
     monkeypatch.setattr(sys, "platform", "darwin")
     assert user_cache() == "~/Library/Caches/numba"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "name", "nt")
+    assert user_cache() == r"%LOCALAPPDATA%\numba\Cache"

@@ -134,7 +134,7 @@ def test_run_folder_lock(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd")
 def test_a_released_run_folder_keeps_no_file_open(tmp_path):
-    """A notebook that calls fit(checkpoint=...) in a loop would run out of file descriptors."""
+    """A program that makes run folders in a loop (a notebook, say) would run out of file descriptors."""
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(3):
         with RunFolder(tmp_path / "run"):

@@ -214,9 +214,12 @@ def test_on_macos_a_reader_that_has_gone_gives_status_141_quietly(tmp_path):
                              "--out", str(tmp_path / "kl.png")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     proc.stdout.close()                         # the reader is gone before the script prints
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(timeout=120) == 141 and err == "", err
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert proc.returncode == 141 and err == "", err
     assert (tmp_path / "kl.png").exists()
 
 

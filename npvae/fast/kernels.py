@@ -61,7 +61,7 @@ def user_cache():
         return "~/Library/Caches/numba"
     if os.name == "nt":
         return r"%LOCALAPPDATA%\numba\Cache"
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "numba")
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "numba")    # set but empty: "numba", here
 
 
 _interpreted_said = False
