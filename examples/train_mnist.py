@@ -327,7 +327,7 @@ def check_same_data(resumed, now):
     if n_train is not None and n_train != now["train_images"]:
         raise InputError(f"cannot resume {resumed.path}: it was trained on {n_train:,} images, but these data "
                          f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data")
-    was = resumed.data
+    was, parts = resumed.data, ("train", "test")
     if not was:
         if resumed.has_run_json:        # (without one, its note has said so)
             say(f"note: {resumed.folder}/run.json has no fingerprint of the run's data, so {resumed.uncompared()} "
@@ -337,7 +337,8 @@ def check_same_data(resumed, now):
         # fit's own record of the training images: refused here, in this program's words
         was = dict(train_fingerprint=resumed.ckpt.fit_config["train_data"], train_images=n_train,
                    source="the checkpoint's record")
-    for part in ("train", "test") if "test_fingerprint" in was else ("train",):
+        parts = ("train",)
+    for part in parts:
         key = f"{part}_fingerprint"
         if was.get(key) != now[key]:
             raise InputError(
