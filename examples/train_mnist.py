@@ -2,7 +2,8 @@
 
 The model and optimizer are the classic PyTorch example's: a 784-400-20 VAE in
 float32, Adam with lr 1e-3, batches of 128 (it trains 10 epochs with seed 1; the
-defaults here are 20 epochs, seed 0; a float64 model trains in Python: npvae.fit). Run from the repository root:
+defaults here are 20 epochs, seed 0; a float64 model trains in Python: npvae.fit).
+Run from the repository root:
 
     python examples/train_mnist.py                              # MNIST (downloaded if missing)
     python examples/train_mnist.py --dataset fashion-mnist --data-dir /path/to/fashion-mnist

@@ -78,9 +78,9 @@ def atomic_write(path, mode="wb"):
         except PermissionError as e:
             if os.name != "nt":
                 raise
-            raise PermissionError(e.errno, f"{e.strerror} (Windows replaces no file that a program holds "
-                                  f"open, an np.load kept in a notebook, say: close it there and try again)",
-                                  path) from e
+            raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program holds "
+                                  f"open, e.g. an np.load left open in a notebook, cannot be replaced: close "
+                                  f"it there and try again)", path) from e
     except OSError as e:
         _remove(tmp)
         if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file

@@ -200,8 +200,8 @@ class RunFolder:
         return False
 
     def release(self):
-        """Remove the lock file and release the lock (removing first, but on Windows: see the module
-        docstring)."""
+        """Remove the lock file and release the lock. POSIX: remove, then close (a run arriving in
+        between is refused). Windows, which removes no open file: empty, unlock and close, then remove."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None

@@ -160,7 +160,7 @@ def check_unit_interval(x, name, fix):
         hint = ""
         if lo >= 0 and 2 < hi <= 255:
             hint = f"; for 0..255 pixels {fix}"
-        if float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
+        elif float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"
             hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "

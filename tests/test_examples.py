@@ -2,7 +2,6 @@
 in this process with their costly part (training, the benchmark's runner processes) faked."""
 import builtins
 import contextlib
-import errno
 import json
 import os
 import runpy
@@ -15,8 +14,8 @@ import types
 
 import numpy as np
 import pytest
-from cli_util import (ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, start,
-                      write_idx_gz)
+from cli_util import (ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script,
+                      open_without_proc_and_sys, run, start, write_idx_gz)
 
 from npvae.checkpoint import load_checkpoint
 from npvae.data import locate
@@ -555,15 +554,6 @@ def test_benchmark_peak_rss_is_in_mib():
     assert load_benchmark().peak_rss_mb() == pytest.approx(kib / 1024, rel=0.05)
 
 
-def open_without_proc(file, *args, **kwargs):
-    """``open``, but /proc cannot be read, as on macOS and Windows."""
-    if isinstance(file, str) and file.startswith("/proc/"):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", file)
-    return REAL_OPEN(file, *args, **kwargs)
-
-
-REAL_OPEN = builtins.open
-
 
 @pytest.mark.parametrize("platform, maxrss", [("darwin", 300 * 2 ** 20), ("linux", 300 * 1024)])
 def test_benchmark_peak_rss_without_proc_is_read_in_the_platforms_unit(monkeypatch, platform, maxrss):
@@ -574,7 +564,7 @@ def test_benchmark_peak_rss_without_proc_is_read_in_the_platforms_unit(monkeypat
     with monkeypatch.context() as m:
         m.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
         m.setattr(sys, "platform", platform)
-        m.setattr(builtins, "open", open_without_proc)
+        m.setattr(builtins, "open", open_without_proc_and_sys)
         mb = script.peak_rss_mb()
     assert mb == pytest.approx(300.0)
 
@@ -594,7 +584,7 @@ def test_benchmark_without_the_resource_module_runs_and_says_n_a_for_peak_memory
     monkeypatch.setitem(sys.modules, "resource", None)
     script = load_benchmark()
     with monkeypatch.context() as m:
-        m.setattr(builtins, "open", open_without_proc)
+        m.setattr(builtins, "open", open_without_proc_and_sys)
         assert script.peak_rss_mb() is None
     _, out = run_benchmark_table(monkeypatch, capsys, NoPeakMemoryWorker)
     lines = out.splitlines()

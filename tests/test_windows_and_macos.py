@@ -3,7 +3,6 @@
 tests/macos_poll_sim.py (poll() as macOS answers it), or /proc and /sys are hidden (macOS).
 Each case once failed there (examples/benchmark.py's are in test_examples.py)."""
 import builtins
-import errno
 import os
 import select
 import shlex
@@ -13,7 +12,8 @@ import sys
 import textwrap
 
 import pytest
-from cli_util import ENV, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, load_script, run, start, wait_for
+from cli_util import (ENV, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, load_script, open_without_proc_and_sys,
+                      run, start, wait_for)
 
 from npvae.errors import InputError
 
@@ -25,14 +25,6 @@ LOCK = ".npvae.lock"
 
 on_simulated_windows = pytest.mark.skipif(not windows_sim.available(),
                                           reason="the Windows simulation needs Linux (/proc/self/fd, fcntl)")
-REAL_OPEN = builtins.open
-
-
-def open_without_proc_and_sys(file, *args, **kwargs):
-    """``open``, but /proc and /sys cannot be read, as on macOS."""
-    if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", file)
-    return REAL_OPEN(file, *args, **kwargs)
 
 
 @on_simulated_windows
@@ -71,11 +63,11 @@ def test_on_windows_ctrl_c_keeps_status_130_and_the_resume_command(tmp_path):
     """Ctrl-C during training: status 130 and the command that continues the run (it used to be
     status 1 and the lock file's error, the command not shown)."""
     out = tmp_path / "out"
-    proc = start([WINDOWS, TRAIN, *SMALL, *REFERENCE, "--batch-size", "16", "--latent-dim", "3", "--epochs", "40",
+    proc = start([WINDOWS, TRAIN, *SMALL, *REFERENCE, "--batch-size", "16", "--latent-dim", "3", "--epochs", "400",
                   "--out", str(out)])
     seen = []
     try:
-        assert wait_for(proc, "epoch 1/40", seen), "".join(seen)
+        assert wait_for(proc, "epoch 1/400", seen), "".join(seen)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
