@@ -138,7 +138,8 @@ def test_interrupted_run_prints_the_resume_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, "".join(seen) + err
     command = shlex.split(err.strip().splitlines()[-1])
-    assert command == [sys.executable, TRAIN, "--resume", str(out / "checkpoint.npz")]
+    assert [os.path.normpath(command[0]), *command[1:]] == [os.path.normpath(sys.executable), TRAIN, "--resume",
+                                                           str(out / "checkpoint.npz")]   # (pytest run as ../venv/...)
     ckpt = load_checkpoint(out / "checkpoint.npz")
     # bit for bit what a run that was never stopped gives (started now, to run beside the resume)
     straight = start([*args[:-2], "--epochs", str(ckpt.epoch + 1), "--nll-images", "20", "--out", str(tmp_path / "s")])

@@ -74,8 +74,9 @@ def test_on_windows_ctrl_c_keeps_status_130_and_the_resume_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, "".join(seen) + err
     assert "to continue, run:" in err and LOCK not in err, err
-    assert shlex.split(err.strip().splitlines()[-1]) == [sys.executable, TRAIN, "--resume",
-                                                         str(out / "checkpoint.npz")]
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert [os.path.normpath(command[0]), *command[1:]] == [os.path.normpath(sys.executable), TRAIN, "--resume",
+                                                           str(out / "checkpoint.npz")]
     assert "checkpoint.npz" in os.listdir(out) and LOCK not in os.listdir(out)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload, register_jitable
 
-from .flags import JIT_OPTIONS
+from .flags import FASTMATH_NO_FMA, JIT_OPTIONS
 
 
 def _probe():
@@ -82,6 +82,7 @@ def warn_if_interpreted():
 CACHED = _can_cache()
 njit = numba.njit(**{**JIT_OPTIONS, "cache": CACHED})
 inline = numba.njit(inline="always", **{**JIT_OPTIONS, "cache": CACHED})  # helpers compiled into their callers
+njit_no_fma = numba.njit(**{**JIT_OPTIONS, "cache": CACHED, "fastmath": FASTMATH_NO_FMA})
 
 # ---------------------------------------------------------------------------------
 # Scalar math that LLVM can vectorise. (Kept in this file on purpose: Numba's disk
@@ -557,7 +558,7 @@ def decay_moment(a, decay, steps, tiny):
                 break
 
 
-@njit
+@njit_no_fma     # a held unit's columns, stepped later in a shorter array, end in the same bits
 def sgd_update(p, g, buf, lr, momentum, weight_decay, first, tiny):
     """``SGD.step`` for 1-D ``p, g, buf``; ``first``: the first step (``buf = g``)."""
     zero = typed(0.0, lr)
