@@ -414,3 +414,15 @@ def test_a_float64_run_made_in_python_is_refused_before_the_data_are_loaded(tmp_
     assert "holds a float64 model; this program trains float32 models" in err and "npvae.fit" in err, err
     assert "writing to" not in err and "training images" not in err, err
     assert snapshot(folder) == before
+
+
+def test_a_run_json_data_record_without_the_test_images_fingerprint_is_refused(copy_of, script, capsys):
+    """Only the checkpoint's own record (no run.json at all) leaves the held-out images unchecked;
+    a run.json record that lost one of its fingerprints does not match these data."""
+    record = json.loads((copy_of / "run.json").read_text())
+    del record["data"]["test_fingerprint"]
+    (copy_of / "run.json").write_text(json.dumps(record))
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
+    assert code == 2 and "these are not the test images it was trained on" in err, err
+    assert snapshot(copy_of) == before
