@@ -4,11 +4,11 @@ Numba compiles each kernel the first time it is called with a given set of
 dtypes (about 10 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (the first of ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to :mod:`npvae.fast.kernels`
 and the user's cache, ``~/.cache/numba`` on Linux, that it can write to), so every later run
-only loads them. Training compiles what it needs on its own; run this once to take that wait out of the first run (say, when building a
-container image). Numba uses a cache folder only if the process can write to it: run
-this as the user who will train, or point ``NUMBA_CACHE_DIR`` at a folder that user can
-write (a cache that root filled and another user may only read is passed over, and that
-user compiles again). It runs a tiny model through every float32 path of the fast
+only loads them. Training compiles what it needs on its own; run this once to take that wait
+out of the first run (say, when building a container image). Numba uses a cache folder only
+if the process can write to it: run this as the user who will train, or point
+``NUMBA_CACHE_DIR`` at a folder that user can write (a cache that root filled and another
+user may only read is passed over, and that user compiles again). It runs a tiny model through every float32 path of the fast
 path in this process: training with Adam (live columns and retired units
 included) and SGD, and evaluation.
 """
