@@ -8,9 +8,9 @@ only loads them. Training compiles what it needs on its own; run this once to ta
 out of the first run (say, when building a container image). Numba uses a cache folder only
 if the process can write to it: run this as the user who will train, or point
 ``NUMBA_CACHE_DIR`` at a folder that user can write (a cache that root filled and another
-user may only read is passed over, and that user compiles again). It runs a tiny model through every float32 path of the fast
-path in this process: training with Adam (live columns and retired units
-included) and SGD, and evaluation.
+user may only read is passed over, and that user compiles again). It runs a tiny model
+through every float32 path of the fast path in this process: training with Adam (live
+columns and retired units included) and SGD, and evaluation.
 """
 import argparse
 import contextlib
