@@ -372,6 +372,10 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     InputError
         If ``path`` is a folder or cannot be written there (its folder is a file, or read-only),
         or the optimizer holds other parameters than the model's.
+    InputTypeError
+        If the optimizer is one of your own that does not define ``hyper()`` and ``set_hyper()``.
+    StateDictError
+        If an array of the optimizer's state is not shaped and typed as its parameter.
     """
     path = check_output_path(path, "path")
     if path is None:
@@ -379,7 +383,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     check_vae(model)
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise InputTypeError(f"optimizer must be an npvae optimizer or None, got {type(optimizer).__name__}")
-    check_savable(model, path)
+    check_savable(model, path, optimizer)
     arrays = {}
     for name, p in model.named_parameters():
         if not np.isfinite(p.data).all():
@@ -575,11 +579,17 @@ def _check_config(config, path):
                                                             f"got {config['dtype']!r}")
 
 
-def check_savable(model, path):
+def check_savable(model, path, optimizer=None):
     """An InputError, before anything is written, if ``model`` has parameters that a checkpoint
     cannot give back: a layer of your own with a Parameter (a learnable slope, say), or stock
     layers of other widths, depth or dtype than ``model.config()`` says. A checkpoint is read
-    against the parameters its config implies, so such a file could never be loaded."""
+    against the parameters its config implies, so such a file could never be loaded. An
+    InputTypeError if ``optimizer`` (one of your own) does not say its settings (``hyper()``)."""
+    if optimizer is not None:
+        try:
+            optimizer.hyper()
+        except NotImplementedError as e:
+            raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {e}") from None
     config = model.config()
     stock, dtype = expected_shapes(config), np.dtype(config["dtype"])
     params = dict(model.named_parameters())

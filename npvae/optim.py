@@ -59,6 +59,16 @@ class Optimizer:
         ``state[p]`` is a dict of arrays shaped like ``p`` (e.g. ``{"m": ..., "v": ...}``).
     t : int
         Steps taken.
+
+    Notes
+    -----
+    An optimizer of your own subclasses this one: it names its per-parameter arrays in
+    ``state_names`` (made as zeros like each parameter), and defines ``step()``, which
+    updates every ``p.data`` from ``p.grad`` and adds 1 to ``t``. It trains on the reference
+    (``fit(..., backend="numpy")``, or a loop of your own); the fast path runs only Adam and
+    SGD. To be saved in a checkpoint and resumed bit for bit, it also defines ``hyper()``,
+    returning every setting its update reads (``{"lr": self.lr, ...}``), and
+    ``set_hyper(**hyper)``, setting them: a setting left out of ``hyper()`` is not saved.
     """
 
     state_names = ()   # the per-parameter arrays, in state-dict order
@@ -86,12 +96,15 @@ class Optimizer:
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def hyper(self):  # pragma: no cover - abstract
+    def hyper(self):
         """The hyper-parameters, as keyword arguments of :meth:`set_hyper`."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not define hyper() and set_hyper(), which a "
+                                  f"checkpoint needs to save and restore its settings (see npvae.optim.Optimizer)")
 
-    def set_hyper(self, **hyper):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def set_hyper(self, **hyper):
+        """Set the hyper-parameters that :meth:`hyper` returns (all checked before any is set)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define set_hyper(), which a checkpoint "
+                                  f"needs to restore its settings (see npvae.optim.Optimizer)")
 
     def _first_lr(self, lr):
         """The constructor's ``lr``: above 0 in the parameters' dtype. 0 would train nothing: a
@@ -127,11 +140,25 @@ class Optimizer:
 
     # -- state dicts ---------------------------------------------------------------------
     def state_dict(self):
-        """``{"t", hyper-parameters, "<state name>.<parameter index>": array copy}``."""
+        """``{"t", hyper-parameters, "<state name>.<parameter index>": array copy}``.
+
+        Raises
+        ------
+        StateDictError
+            If a state array is no longer shaped and typed as its parameter (one put in its
+            place by hand): :meth:`load_state_dict` would refuse it, so it is refused here,
+            before a checkpoint that could never be loaded is written.
+        """
         sd = {"t": np.array(self.t), **{k: np.array(v) for k, v in self.hyper().items()}}
         for name in self.state_names:
             for i, p in enumerate(self.params):
-                sd[f"{name}.{i}"] = self.state[p][name].copy()
+                v = self.state[p][name]
+                if not isinstance(v, np.ndarray) or v.shape != p.data.shape or v.dtype != p.data.dtype:
+                    got = f"{v.shape} {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
+                    raise StateDictError(f"optimizer state {name}.{i} is {got}, but its parameter is "
+                                     f"{p.data.shape} {p.data.dtype}: put an array of the parameter's shape "
+                                     f"and dtype there (np.zeros_like(p.data) restarts it)")
+                sd[f"{name}.{i}"] = v.copy()
         return sd
 
     def load_state_dict(self, sd):

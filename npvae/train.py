@@ -197,8 +197,8 @@ def _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize
     check_positive_int(batch_size, "batch_size")
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer):
-            raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters())), "
-                                 f"got {type(optimizer).__name__}")
+            raise InputTypeError(f"optimizer must be an npvae optimizer (e.g. Adam(model.parameters()), or "
+                                 f"your own subclass of npvae.optim.Optimizer), got {type(optimizer).__name__}")
         check_optimizer_params(optimizer, model)
     if lr is not None:
         check_positive_float(lr, "lr")
@@ -388,7 +388,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     batch_size : int
         The last batch of an epoch holds the remainder.
     optimizer : Adam or SGD, optional
-        Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``.
+        Over ``model.parameters()``; default ``Adam(model.parameters(), lr)``. An
+        optimizer of your own (a subclass of :class:`npvae.optim.Optimizer`) trains on
+        ``backend="numpy"`` only.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
         A second ``fit`` on the same model starts a new default Adam and counts epochs
         from 1 again: to train on, pass the first call's optimizer (and another ``rng``,
@@ -478,7 +480,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         if optimizer is not None:
             _check_finite_optimizer(optimizer)
     if checkpoint is not None:          # not after an epoch of training
-        check_savable(model, checkpoint)
+        check_savable(model, checkpoint, optimizer)
         if resume is None:
             _warn_if_stopped_run(checkpoint)
     if test_images is not None:

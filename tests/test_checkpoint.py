@@ -13,7 +13,8 @@ import npvae
 from npvae import SGD, VAE, Adam
 from npvae.checkpoint import (META_KEY, Checkpoint, expected_shapes, load_checkpoint, load_model,
                               save_checkpoint)
-from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError
+from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError, StateDictError
+from npvae.optim import Optimizer
 from npvae.train import fit
 
 
@@ -379,6 +380,75 @@ def test_save_refuses_non_finite_optimizer_moments_and_keeps_old_file(tmp_path):
     with pytest.raises(DivergenceError, match="v.0"):
         save_checkpoint(path, model, opt)
     assert path.read_bytes() == before
+
+
+def test_save_refuses_optimizer_state_that_could_not_be_loaded_and_keeps_old_file(tmp_path):
+    """A moment put back by hand in another dtype: the file could never be loaded, so it is not written."""
+    path = tmp_path / "c.npz"
+    model, opt = trained_pair()
+    save_checkpoint(path, model, opt)
+    before = path.read_bytes()
+    p = opt.params[1]
+    opt.state[p]["m"] = opt.state[p]["m"].astype(np.float64)
+    with pytest.raises(StateDictError, match=rf"optimizer state m.1 is \({p.shape[0]},\) float64, but its "
+                                             r"parameter is .* float32.*np.zeros_like"):
+        save_checkpoint(path, model, opt)
+    assert path.read_bytes() == before
+
+
+class SignDescent(Optimizer):
+    """An optimizer of one's own, written as npvae.optim.Optimizer's docstring says."""
+    state_names = ()
+
+    def __init__(self, params, lr):
+        super().__init__(params)
+        self.lr = lr
+
+    def step(self):
+        for p in self.params:
+            p.data -= self.lr * np.sign(p.grad)
+        self.t += 1
+
+    def hyper(self):
+        return {"lr": self.lr}
+
+    def set_hyper(self, lr):
+        self.lr = lr
+
+
+def test_an_optimizer_of_ones_own_checkpoints_and_resumes_bit_for_bit_with_its_settings(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    run = dict(batch_size=16, rng=0, progress=False, backend="numpy")
+    halve = lambda record, model: setattr(opt, "lr", opt.lr / 2)       # noqa: E731  (a schedule)
+    straight = VAE(12, 8, 3, dtype=np.float64, rng=0)
+    opt = SignDescent(straight.parameters(), lr=0.01)
+    fit(straight, x, epochs=3, optimizer=opt, callback=halve, **run)
+    model = VAE(12, 8, 3, dtype=np.float64, rng=0)
+    opt = SignDescent(model.parameters(), lr=0.01)
+    fit(model, x, epochs=2, optimizer=opt, callback=halve, checkpoint=tmp_path / "c.npz", **run)
+    resumed = VAE(12, 8, 3, dtype=np.float64, rng=0)
+    opt = SignDescent(resumed.parameters(), lr=123.0)
+    fit(resumed, x, epochs=3, optimizer=opt, callback=halve, resume=tmp_path / "c.npz", **run)
+    assert opt.lr == 0.01 / 8
+    for (name, p), q in zip(resumed.named_parameters(), straight.parameters()):
+        assert np.array_equal(p.data, q.data), name
+
+
+def test_an_optimizer_of_ones_own_without_its_settings_is_refused_before_training(tmp_path):
+    class Bare(SignDescent):
+        hyper = set_hyper = Optimizer.hyper
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    model = VAE(12, 8, 3, rng=0)
+    opt = Bare(model.parameters(), lr=0.01)
+    for call in (lambda: fit(model, x, epochs=1, optimizer=opt, checkpoint=tmp_path / "c.npz", backend="numpy",
+                             progress=False),
+                 lambda: save_checkpoint(tmp_path / "c.npz", model, opt)):
+        with pytest.raises(InputTypeError, match=r"cannot checkpoint to .*c\.npz: Bare does not define hyper\(\) "
+                                                 r"and set_hyper\(\), which a checkpoint needs"):
+            call()
+    assert opt.t == 0 and not (tmp_path / "c.npz").exists()
+    fit(model, x, epochs=1, optimizer=opt, backend="numpy", progress=False)      # without a checkpoint it trains
+    assert opt.t == 1
 
 
 def test_model_of_another_shape(good):

@@ -626,3 +626,22 @@ def test_a_nan_written_into_the_model_after_a_sync_is_refused_at_the_next_step()
     with pytest.raises(InputError, match=r"decoder\.2\.bias holds NaN or inf"):
         trainer.step(x)
     assert opt.t == 1
+
+
+@pytest.mark.parametrize("make", [Adam, lambda params: SGD(params, lr=0.1, momentum=0.9)], ids=["Adam", "SGD"])
+def test_a_step_set_on_the_optimizer_itself_is_refused_not_skipped(make):
+    """The fast path runs its fused update, never optimizer.step: a wrapper set on the instance
+    (gradient clipping, a per-step warm-up) would be left out without a word."""
+    model = VAE(784, 16, 2, rng=0)
+    opt = make(model.parameters())
+    calls = []
+    stock_step = opt.step
+    opt.step = lambda: calls.append(1) or stock_step()
+    with pytest.raises(InputTypeError, match=r"optimizer\.step is set on the optimizer itself.*backend='numpy'"):
+        Trainer(model, opt)
+    x = np.random.default_rng(0).integers(0, 256, (8, 784), dtype=np.uint8)
+    with pytest.raises(InputTypeError, match=r"fit\(backend='numba'\): optimizer\.step is set on the optimizer"):
+        fit(model, x, epochs=1, optimizer=opt, backend="numba", progress=False)
+    assert opt.t == 0
+    fit(model, x, epochs=1, optimizer=opt, backend="numpy", progress=False)    # the reference calls it
+    assert calls == [1] and opt.t == 1

@@ -361,6 +361,23 @@ def test_an_optimizer_of_ones_own_trains_on_the_reference_only(sample):
         fit(model, images[:64], epochs=1, optimizer=opt, progress=False, backend="numba")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_optimizer_that_only_looks_like_one_is_told_what_to_subclass(sample, backend):
+    class Duck:
+        def __init__(self, params):
+            self.params = list(params)
+
+        def step(self):
+            pass
+
+        def zero_grad(self):
+            pass
+    model = small()
+    with pytest.raises(InputTypeError, match=r"optimizer must be an npvae optimizer .*your own subclass of "
+                                             r"npvae\.optim\.Optimizer\), got Duck$"):
+        fit(model, sample[0][:64], epochs=1, optimizer=Duck(model.parameters()), progress=False, backend=backend)
+
+
 # -- beta and warm-up ----------------------------------------------------------------
 def test_warmup_beta_schedule():
     assert warmup_beta(1, 2.0, 0, 10) == 2.0

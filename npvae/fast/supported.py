@@ -1,10 +1,13 @@
-"""Which models the fast path can run: the VAE exactly as its constructor builds it.
+"""Which models and optimizers the fast path can run: the VAE exactly as its constructor
+builds it, and npvae's own Adam or SGD.
 
 The fused step (:mod:`npvae.fast.step`) does not run the model's code: it computes, from
 the model's parameters, what the stock :class:`~npvae.model.VAE` computes. A model that
 computes something else (a subclass with its own ``loss``, a ReLU swapped for a
 Sigmoid, an extra parameter) would be trained as if it were the stock one, so
 :func:`check_supported` refuses it and names the reference, which runs the model's own code.
+Likewise the fused update does not call ``optimizer.step``: :func:`check_supported_optimizer`
+refuses an optimizer whose ``step`` is another than Adam's or SGD's own.
 """
 import numpy as np
 
@@ -13,6 +16,7 @@ from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
 from ..model import VAE, check_vae
 from ..module import same_class
+from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
 
 #: The VAE methods whose results each use of the fast path computes itself (training runs
@@ -77,6 +81,28 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
                 raise InputTypeError(f"{name}: {a} and {b} share memory (tied weights), which the fast path "
                                      f"would hold as two copies" + instead)
     return model
+
+
+def check_supported_optimizer(optimizer, name="optimizer"):
+    """Return ``optimizer`` if the fast path's fused update does what its ``step`` does; else
+    InputTypeError, naming the reference.
+
+    Supported: npvae's :class:`~npvae.optim.Adam` or :class:`~npvae.optim.SGD` itself (not a
+    subclass), with no ``step`` of its own set on the optimizer (a wrapper that clips the
+    gradients, or sets ``lr`` every step, would never be called). Its hyper-parameters may
+    change between steps: the fused update takes them from ``optimizer.hyper()``.
+    """
+    instead = ("; other updates run on the reference, which calls optimizer.step: fit(backend='numpy'), "
+               "or a loop of your own of model.loss, model.backward and optimizer.step")
+    if not isinstance(optimizer, Optimizer):
+        raise InputTypeError(f"{name} must be an npvae optimizer, got {type(optimizer).__name__}")
+    if type(optimizer) not in (Adam, SGD):
+        raise InputTypeError(f"{name}: the fast path runs npvae's Adam and SGD, not "
+                             f"{type(optimizer).__name__}" + instead)
+    if "step" in vars(optimizer):
+        raise InputTypeError(f"{name}.step is set on the optimizer itself, and the fast path does not run it "
+                             f"(its fused update is {type(optimizer).__name__}'s own)" + instead)
+    return optimizer
 
 
 def _check_stack(model, part, sizes, name, instead):

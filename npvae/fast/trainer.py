@@ -48,15 +48,14 @@ import weakref
 
 import numpy as np
 
-from ..errors import InputError, InputTypeError, StateError
-from ..optim import SGD, Adam, Optimizer
+from ..errors import InputError, StateError
 from ..validate import (check_batch, check_bool, check_finite_parameters, check_images, check_indices,
                         check_optimizer_params, check_positive_float, check_positive_int)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
 from .step import FastVAE, quiet_numpy_warnings
-from .supported import OWN_LOOP, TRAINING_METHODS, check_supported
+from .supported import OWN_LOOP, TRAINING_METHODS, check_supported, check_supported_optimizer
 
 # model -> the last Trainer made for it (weakly): a new one on a model another still holds
 # unwritten steps of is warned about (a notebook cell run again, say)
@@ -72,7 +71,9 @@ class Trainer:
         As its constructor builds it (:func:`~npvae.fast.supported.check_supported`):
         the fast path computes the stock VAE, not a subclass's own ``loss``.
     optimizer : Adam or SGD
-        Over ``model.parameters()``.
+        Over ``model.parameters()``; npvae's own, with no ``step`` set on it
+        (:func:`~npvae.fast.supported.check_supported_optimizer`): the trainer runs the fused
+        update, not ``optimizer.step``.
     images : ndarray (N, input_dim), optional
         The training set, for :meth:`batch` (uint8 pixels or floats in [0, 1]).
     batch_size : int, optional
@@ -105,12 +106,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
         check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
-        if not isinstance(optimizer, Optimizer):
-            raise InputTypeError(f"optimizer must be an npvae optimizer, got {type(optimizer).__name__}")
-        if type(optimizer) not in (Adam, SGD):
-            raise InputTypeError(f"the fast path runs npvae's Adam and SGD, not {type(optimizer).__name__}; "
-                                 "other optimizers run on the reference: fit(backend='numpy'), or a loop of your "
-                                 "own of model.loss, model.backward and optimizer.step")
+        check_supported_optimizer(optimizer)
         check_optimizer_params(optimizer, model)
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
