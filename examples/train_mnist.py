@@ -476,6 +476,9 @@ def main(argv=None):
     own = None if resumed is None else ((resumed.ckpt.fit_config or {}).get("backend")
                                         or resumed.settings.get("backend"))
     s["backend"] = resolve(given.get("backend"), resumed=own, flag="--backend")
+    if resumed is not None and own is None and given.get("backend") is None:
+        say(f"note: the run records no back end (an older npvae made it): it goes on with {s['backend']}; "
+            f"choose with --backend")
     # without --out the messages name the folder as the program chose it, and --out as the way out
     if out is None and resumed is not None:
         option, instead = "the run's folder", "continue it in another folder with --out NEW"

@@ -473,7 +473,12 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     resumed = load_checkpoint(resume) if resume is not None else None
     resumed_backend = None if resumed is None else (resumed.fit_config or {}).get("backend")
     chosen = describe("fit", backend, resumed_backend)
+    unknown = resumed is not None and backend is None and resumed_backend is None
     backend = resolve(backend, resumed_backend)
+    if unknown:                         # so "a resume keeps the run's back end" cannot hold
+        warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (save_checkpoint or an "
+                      f"older npvae wrote it), so the run goes on with {backend}; pass backend='numpy' or "
+                      f"'numba' to choose", UserWarning, stacklevel=2)
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")

@@ -10,7 +10,7 @@ from cli_util import (REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load
                       strict_json_lines)
 
 from npvae import cli
-from npvae.checkpoint import load_checkpoint
+from npvae.checkpoint import META_KEY, load_checkpoint
 from npvae.data import load_idx_split
 from npvae.errors import InputError
 
@@ -113,6 +113,28 @@ def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, m
     code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20", "--backend", "numba"])
     assert code == 0 and "backend numba" in err, err             # a flag still changes it
     assert json.loads((out / "run.json").read_text())["backend"] == "numba"
+
+
+def test_a_run_that_records_no_back_end_says_which_it_goes_on_with(tmp_path, script, capsys, monkeypatch):
+    """An older npvae's run.json said "backend": null unless --backend was given, and its checkpoint
+    said nothing: "a resume keeps the run's back end" cannot hold, so the resume says what it does."""
+    out = tmp_path / "run"
+    code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out),
+                                      "--backend", "numpy"])
+    assert code == 0, err
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "backend": None}))
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays[META_KEY][()]))
+    del meta["fit_config"]["backend"]
+    np.savez(out / "checkpoint.npz", **{**arrays, META_KEY: np.array(json.dumps(meta))})
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20"])
+    assert code == 0 and "note: the run records no back end (an older npvae made it): it goes on with numpy; " \
+                         "choose with --backend" in err, err
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20"])
+    assert code == 0 and "records no back end" not in err, err             # it does now
 
 def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
     images, labels = load_idx_split(SAMPLE, "t10k")

@@ -20,7 +20,7 @@ import pytest
 
 from npvae import SGD, VAE, Adam, Module, evaluate_elbo
 from npvae.layers import Dense, Sigmoid
-from npvae.checkpoint import load_checkpoint
+from npvae.checkpoint import META_KEY, load_checkpoint
 from npvae.data import load_idx_split
 from npvae.errors import CheckpointError, DivergenceError, InputError, InputTypeError, PixelScaleWarning
 from npvae.fast import Trainer
@@ -723,6 +723,33 @@ def test_a_resume_goes_on_with_the_runs_own_back_end_unless_told_otherwise(sampl
     fit(told, x, epochs=2, batch_size=24, progress=False, checkpoint=tmp_path / "d.npz", resume=tmp_path / "d.npz",
         backend="numba")
     assert load_checkpoint(tmp_path / "d.npz").fit_config["backend"] == "numba"
+
+
+def without_backend(src, dst):
+    """A copy of fit's checkpoint ``src`` as an older npvae wrote it: no back end in its fit_config."""
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays[META_KEY][()]))
+    del meta["fit_config"]["backend"]
+    np.savez(dst, **{**arrays, META_KEY: np.array(json.dumps(meta))})
+    return dst
+
+
+def test_a_resume_of_a_checkpoint_that_records_no_back_end_says_which_it_goes_on_with(sample, tmp_path,
+                                                                                      monkeypatch):
+    x = sample[0][:48]
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    fit(small(), x, epochs=1, batch_size=24, rng=7, progress=False, checkpoint=tmp_path / "c.npz")
+    old = without_backend(tmp_path / "c.npz", tmp_path / "old.npz")
+    with pytest.warns(UserWarning, match=r"fit\(resume='.*old\.npz'\): the checkpoint records no back end "
+                                         r"\(save_checkpoint or an older npvae wrote it\), so the run goes on "
+                                         r"with numpy; pass backend='numpy' or 'numba' to choose") as caught:
+        fit(small(), x, epochs=2, batch_size=24, progress=False, resume=old)
+    assert [w.filename for w in caught] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(small(), x, epochs=2, batch_size=24, progress=False, resume=old, backend="numpy")
+        fit(small(), x, epochs=2, batch_size=24, progress=False, resume=tmp_path / "c.npz")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
