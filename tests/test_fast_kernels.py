@@ -21,7 +21,6 @@ import pytest
 from npvae import SGD, Adam, Dense, ReLU, Sampler
 from npvae.data import to_float
 from npvae.fast import kernels as k
-from npvae.fast.flags import JIT_OPTIONS
 from npvae.layers import sigmoid
 from npvae.losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from npvae.module import Parameter
@@ -521,9 +520,11 @@ def test_sgd_update_is_sgd_step(dtype, momentum, wd):
 
 # -- float32 math helpers: exp and log1p as polynomials ----------------------------------------
 # Loops applying each helper elementwise, compiled as the kernels are (fastmath, as they run
-# in training) and without fastmath (the algorithm as written). Cached like the kernels.
-AS_IN_KERNELS = dict(JIT_OPTIONS)
-AS_WRITTEN = dict(JIT_OPTIONS, fastmath=False)
+# in training) and without fastmath (the algorithm as written). Not cached: Numba would check
+# a cached loop against this file only, and keep running the helpers as they were when
+# kernels.py changed since.
+AS_IN_KERNELS = dict(k.JIT_OPTIONS, cache=False)
+AS_WRITTEN = dict(k.JIT_OPTIONS, cache=False, fastmath=False)
 
 
 @numba.njit(**AS_IN_KERNELS)
@@ -695,3 +696,15 @@ def test_a_step_kernel_is_its_update_kernels_then_one_more_step_counted(dtype):
     k.sgd_update(*apart[1], *constants, False, tiny)
     k.sgd_step(*first, *second, *constants, False, tiny, count)
     assert np.array_equal(first, apart[0]) and np.array_equal(second, apart[1]) and count.tolist() == [10]
+
+
+def test_kernels_take_nothing_compiled_from_other_npvae_files():
+    """Numba's disk cache checks a kernel against the file it is defined in, not against the
+    files it imports from: a flag, helper or constant the kernels took from another of
+    npvae's files could change while the machine code cached before the change stays in use."""
+    import ast
+    import pathlib
+    tree = ast.parse(pathlib.Path(k.__file__).read_text(encoding="utf-8"))
+    imported = [ast.unparse(node) for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("npvae"))]
+    assert imported == []

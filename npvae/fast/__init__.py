@@ -5,7 +5,7 @@ NumPy reference (``npvae/layers.py`` ... ``npvae/optim.py``), which defines what
 correct; that core never imports this package (``fit`` and the evaluation functions
 import it when ``backend="numba"`` asks for it). Read it in this order:
 
-* :mod:`~npvae.fast.kernels` (and :mod:`~npvae.fast.flags`): Numba kernels for the
+* :mod:`~npvae.fast.kernels`: Numba kernels (and their compile options) for the
   elementwise work around the matrix products, each fusing a few lines of the reference;
 * :mod:`~npvae.fast.layout`: the parameters, gradients and optimizer state in one block,
   weights and batches column-major;

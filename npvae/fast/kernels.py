@@ -22,7 +22,20 @@ import numpy as np
 from numba import types
 from numba.extending import overload, register_jitable
 
-from .flags import FASTMATH_NO_FMA, JIT_OPTIONS
+# Numba's disk cache checks a kernel against this file only (from Numba 0.68 its contents, before
+# its mtime and size): everything the compiled code depends on (these options, the helpers,
+# constants) is defined here, so that a change to any of it compiles the kernels anew. This
+# module imports nothing from npvae (tests/test_fast_kernels.py checks).
+
+# fastmath lets LLVM vectorise reductions and fuse multiply-adds (``reassoc``, ``contract``,
+# ``arcp``, ``nsz``, ``afn``) but never assumes away NaN or inf (no ``nnan``/``ninf``): a
+# diverging run must still be seen as diverging.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+# Without fused multiply-adds, for a kernel whose every element must round the same way
+# wherever it sits in the array: LLVM 14 (Numba 0.59) fused the scalar tail of a loop but not
+# its vector body, so an element's last bit depended on the array's length.
+FASTMATH_NO_FMA = FASTMATH - {"contract"}
+JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 
 
 def _probe():
