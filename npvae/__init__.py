@@ -6,6 +6,7 @@ same with Numba and is chosen with ``fit(..., backend=)`` and the evaluation fun
 Importing npvae is cheap: Numba is loaded when the fast path is first used, matplotlib
 only when a figure is drawn.
 """
+import warnings as _warnings
 from importlib import import_module as _import_module
 
 from .errors import (CheckpointError, CheckpointNotFoundError, DataFileError, DatasetNotFoundError,
@@ -27,9 +28,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """``npvae.fast`` after a plain ``import npvae``: imported on first use, as it loads Numba."""
+    """``npvae.fast`` after a plain ``import npvae``: imported on first use, as it loads Numba.
+    ``npvae.datasets``, ``.idx``, ``.download`` (deprecated): moved to :mod:`npvae.data`."""
     if name == "fast":
         return _import_module(".fast", __name__)
+    if name in ("datasets", "idx", "download"):    # an older npvae imported them with npvae
+        _warnings.warn(f"npvae.{name} is deprecated: it moved to npvae.data.{name} (or use from npvae.data "
+                       f"import ...)", DeprecationWarning, stacklevel=2)
+        return _import_module(f".data.{name}", __name__)
     raise AttributeError(f"module 'npvae' has no attribute {name!r}")
 
 __all__ = [

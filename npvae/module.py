@@ -157,8 +157,9 @@ class Parameter:
                                  f"dtype {self.dtype}, got {type(value).__name__}{hint}")
         refuse_array_subclass(value, name, f"Parameter.{name}")
         if value.dtype != self.dtype:
-            raise InputTypeError(f"Parameter.{name} must keep the dtype {self.dtype}, got {value.dtype} "
-                                 f"(a model changes dtype as a whole: build it with dtype=)")
+            raise InputTypeError(f"Parameter.{name} must keep the dtype {self.dtype}, got {value.dtype}: "
+                                 f"convert the values (value.astype(np.{self.dtype})), or, to change the "
+                                 f"model's dtype, build it with dtype= (a model has one dtype)")
         if value.shape != self.shape:
             raise InputError(f"Parameter.{name} must keep the shape {self.shape}, got {value.shape}")
         _check_writable(value, f"Parameter.{name}")
@@ -177,6 +178,16 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+    def __setstate__(self, state):
+        # A pickle holds the private attributes of the npvae that wrote it: an older one's
+        # Parameter kept others (``data``, ``_stale``), and would load as a broken object.
+        if not {"_data", "_grad"} <= set(state):
+            raise StateDictError(f"cannot unpickle a Parameter written by another version of npvae (it holds "
+                                 f"{sorted(state)}); pickles do not carry over between versions: with the npvae "
+                                 f"that wrote it, save the model with npvae.save_checkpoint, or "
+                                 f"np.savez(file, **model.state_dict()), and load that here")
+        self.__dict__.update(state)
 
 
 class Module:

@@ -303,11 +303,13 @@ class Adam(Optimizer):
         two may be keywords).
         """
         given = dict(eps=eps, weight_decay=weight_decay)
+        spelling = "Adam.set_hyper(beta1=, beta2=)"
         if _a_number(betas) and beta1 is None:          # the old order: (lr, beta1, beta2, ...)
             if beta2 is not None:                       # beta2 as a keyword
                 beta1, betas = betas, None
             elif more and len(more) + sum(v is not None for v in given.values()) == 3:
                 beta1, beta2, betas, more = betas, more[0], None, more[1:]
+                spelling = "Adam.set_hyper(lr, beta1, beta2, eps, weight_decay) by position"
         if len(more) > 2:
             raise InputTypeError(f"set_hyper takes (lr, betas, eps, weight_decay), got {2 + len(more)} "
                                  "positional arguments")
@@ -316,7 +318,7 @@ class Adam(Optimizer):
                 raise InputTypeError(f"set_hyper got {name} twice, by position and as a keyword")
             given[name] = value
         if beta1 is not None or beta2 is not None:
-            betas = _betas_from_old_spelling(betas, beta1, beta2, self.betas, "Adam.set_hyper(beta1=, beta2=)")
+            betas = _betas_from_old_spelling(betas, beta1, beta2, self.betas, spelling)
         hyper = dict(lr=lr, betas=betas, **given)
         self._set_checked(**{name: value for name, value in hyper.items() if value is not None})
 

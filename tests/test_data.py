@@ -877,6 +877,18 @@ def test_the_old_module_names_still_work_with_a_deprecation_warning(name):
     assert public and all(getattr(old, n) is getattr(new, n) for n in public)
 
 
+@pytest.mark.parametrize("name", ["idx", "datasets", "download"])
+def test_the_old_module_names_work_as_attributes_of_npvae_too(name, monkeypatch):
+    """An older ``import npvae`` imported them, so ``npvae.datasets.load_dataset`` worked without
+    an import of its own: it still does, with the warning pointing at the user's line."""
+    import importlib
+    import npvae
+    monkeypatch.delattr(npvae, name, raising=False)          # as after a plain import npvae
+    with pytest.warns(DeprecationWarning, match=f"npvae.{name} is deprecated.*npvae.data.{name}") as caught:
+        old = getattr(npvae, name)
+    assert old is importlib.import_module(f"npvae.data.{name}") and caught[0].filename == __file__
+
+
 def test_an_epoch_covers_every_row():                                       # K08
     for n in range(0, 23):
         for bs in (1, 4, 5, 7, 30):

@@ -291,6 +291,17 @@ def test_copies_and_pickles_of_a_model_mid_training():
         assert m.encoder[0].weight.data.any()
 
 
+def test_a_parameter_pickled_by_an_older_npvae_is_refused_in_words_not_loaded_broken():
+    old = Parameter(np.ones(3))
+    vars(old).clear()                   # what an older npvae's Parameter held: its values under data
+    vars(old).update(data=np.ones(3), _grad=np.zeros(3), _stale=False, _columns=None)
+    blob = pickle.dumps([old])
+    with pytest.raises(StateDictError, match=r"cannot unpickle a Parameter written by another version of npvae "
+                                             r"\(it holds \['_columns', '_grad', '_stale', 'data'\]\).*"
+                                             r"npvae\.save_checkpoint"):
+        pickle.loads(blob)
+
+
 @pytest.mark.parametrize("data", [[1.0, 2.0], 3.0, np.arange(3), np.ones(2, np.float16)],
                          ids=["list", "scalar", "int array", "float16 array"])
 def test_parameter_takes_a_float32_or_float64_array(data):
@@ -312,7 +323,8 @@ def test_a_parameter_takes_a_new_array_of_its_own_shape_and_dtype_only():
         w.grad = None                                   # the PyTorch habit
     with pytest.raises(InputTypeError, match="Parameter.grad must keep the dtype float32, got float64"):
         w.grad = w.grad.astype(np.float64)
-    with pytest.raises(InputTypeError, match="Parameter.data must keep the dtype float32, got float64"):
+    with pytest.raises(InputTypeError, match=r"Parameter.data must keep the dtype float32, got float64: "
+                                             r"convert the values \(value.astype\(np.float32\)\)"):
         w.data = w.data.astype(np.float64)
     with pytest.raises(InputError, match=r"Parameter.data must keep the shape \(12, 5\), got \(5, 12\)"):
         w.data = w.data.T.copy()

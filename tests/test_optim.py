@@ -342,8 +342,9 @@ def test_the_constructor_takes_the_old_beta1_beta2_keywords_with_a_warning():
 def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
     """Before ``betas``: ``set_hyper(lr, beta1, beta2, eps, weight_decay)``."""
     opt = Adam(_params())
-    with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)") as caught:
-        opt.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1)
+    with pytest.warns(DeprecationWarning, match=r"^Adam.set_hyper\(lr, beta1, beta2, eps, weight_decay\) by "
+                                                r"position is deprecated.*betas=\(beta1, beta2\)") as caught:
+        opt.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1)         # (the warning names the spelling used)
     assert caught[0].filename == __file__
     assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.6), eps=1e-6, weight_decay=0.1)
     with warnings.catch_warnings():
