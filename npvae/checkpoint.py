@@ -375,7 +375,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     InputTypeError
         If the optimizer is one of your own that does not define ``hyper()`` and ``set_hyper()``.
     StateDictError
-        If an array of the optimizer's state is not shaped and typed as its parameter.
+        If an array of Adam's or SGD's state is not shaped and typed as its parameter.
     """
     path = check_output_path(path, "path")
     if path is None:
@@ -392,6 +392,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
         positions = check_optimizer_params(optimizer, model, for_checkpoint="save")
+        if type(optimizer) in (Adam, SGD):
+            _check_state_like_parameters(optimizer, model, path)
         in_model_order = _renumber(optimizer.state_dict(), optimizer, positions)
         for key, value in in_model_order.items():
             if not np.isfinite(value).all():
@@ -579,15 +581,34 @@ def _check_config(config, path):
                                                             f"got {config['dtype']!r}")
 
 
+def _check_state_like_parameters(optimizer, model, path):
+    """Adam's and SGD's state as :func:`load_checkpoint` reads it: each array shaped and typed as
+    its parameter. One put in place by hand (``opt.state[p]["m"] = ...``) may not be, and the file
+    could then never be loaded."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    for state in optimizer.state_names:
+        for p in optimizer.params:
+            v = optimizer.state[p][state]
+            if not isinstance(v, np.ndarray) or v.shape != p.shape or v.dtype != p.dtype:
+                got = f"{v.shape} {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
+                raise StateDictError(f"refusing to save a checkpoint to {os.fspath(path)}: the optimizer's state "
+                                     f"{state!r} of parameter {names[id(p)]} is {got}, but the parameter is "
+                                     f"{p.shape} {p.dtype}, so the file could not be loaded; put back an array "
+                                     f"like the parameter (.astype(np.{p.dtype}) converts one)")
+
+
 def check_savable(model, path, optimizer=None):
     """An InputError, before anything is written, if ``model`` has parameters that a checkpoint
     cannot give back: a layer of your own with a Parameter (a learnable slope, say), or stock
     layers of other widths, depth or dtype than ``model.config()`` says. A checkpoint is read
     against the parameters its config implies, so such a file could never be loaded. An
-    InputTypeError if ``optimizer`` (one of your own) does not say its settings (``hyper()``)."""
+    InputTypeError if ``optimizer`` (one of your own) cannot say and restore its settings
+    (``hyper()`` and ``set_hyper()``), which a resume needs."""
     if optimizer is not None:
         try:
             optimizer.hyper()
+            if type(optimizer).set_hyper is Optimizer.set_hyper:
+                optimizer.set_hyper()           # Optimizer's own: raises, naming what is missing
         except NotImplementedError as e:
             raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {e}") from None
     config = model.config()

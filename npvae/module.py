@@ -182,12 +182,15 @@ class Parameter:
     def __setstate__(self, state):
         # A pickle holds the private attributes of the npvae that wrote it: an older one's
         # Parameter kept others (``data``, ``_stale``), and would load as a broken object.
-        if not {"_data", "_grad"} <= set(state):
+        attributes, slots = state if isinstance(state, tuple) else (state, None)   # slots: a subclass's
+        if not {"_data", "_grad"} <= set(attributes or ()):
             raise StateDictError(f"cannot unpickle a Parameter written by another version of npvae (it holds "
-                                 f"{sorted(state)}); pickles do not carry over between versions: with the npvae "
-                                 f"that wrote it, save the model with npvae.save_checkpoint, or "
+                                 f"{sorted(attributes or ())}); pickles do not carry over between versions: with "
+                                 f"the npvae that wrote it, save the model with npvae.save_checkpoint, or "
                                  f"np.savez(file, **model.state_dict()), and load that here")
-        self.__dict__.update(state)
+        self.__dict__.update(attributes)
+        for name, value in (slots or {}).items():
+            setattr(self, name, value)
 
 
 class Module:

@@ -140,25 +140,11 @@ class Optimizer:
 
     # -- state dicts ---------------------------------------------------------------------
     def state_dict(self):
-        """``{"t", hyper-parameters, "<state name>.<parameter index>": array copy}``.
-
-        Raises
-        ------
-        StateDictError
-            If a state array is no longer shaped and typed as its parameter (one put in its
-            place by hand): :meth:`load_state_dict` would refuse it, so it is refused here,
-            before a checkpoint that could never be loaded is written.
-        """
+        """``{"t", hyper-parameters, "<state name>.<parameter index>": array copy}``."""
         sd = {"t": np.array(self.t), **{k: np.array(v) for k, v in self.hyper().items()}}
         for name in self.state_names:
             for i, p in enumerate(self.params):
-                v = self.state[p][name]
-                if not isinstance(v, np.ndarray) or v.shape != p.data.shape or v.dtype != p.data.dtype:
-                    got = f"{v.shape} {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
-                    raise StateDictError(f"optimizer state {name}.{i} is {got}, but its parameter is "
-                                     f"{p.data.shape} {p.data.dtype}: put an array of the parameter's shape "
-                                     f"and dtype there (np.zeros_like(p.data) restarts it)")
-                sd[f"{name}.{i}"] = v.copy()
+                sd[f"{name}.{i}"] = self.state[p][name].copy()
         return sd
 
     def load_state_dict(self, sd):
@@ -166,6 +152,9 @@ class Optimizer:
         if isinstance(sd, Mapping):
             sd = dict(sd)                       # np.load's file reads an entry at each access
         sd = self._upgrade(sd)
+        if type(self).set_hyper is Optimizer.set_hyper:     # one of your own that cannot restore its settings
+            raise StateDictError(f"cannot load a state dict into {type(self).__name__}: it does not define "
+                                 f"set_hyper(), which restores its settings (see npvae.optim.Optimizer)")
         expected = {"t", *self.hyper(), *(f"{n}.{i}" for n in self.state_names for i in range(len(self.params)))}
         if not isinstance(sd, dict) or set(sd) != expected:
             got = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
@@ -307,6 +296,7 @@ class Adam(Optimizer):
         if _a_number(betas) and beta1 is None:          # the old order: (lr, beta1, beta2, ...)
             if beta2 is not None:                       # beta2 as a keyword
                 beta1, betas = betas, None
+                spelling = "Adam.set_hyper(lr, beta1, beta2=)"
             elif more and len(more) + sum(v is not None for v in given.values()) == 3:
                 beta1, beta2, betas, more = betas, more[0], None, more[1:]
                 spelling = "Adam.set_hyper(lr, beta1, beta2, eps, weight_decay) by position"

@@ -440,7 +440,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         checkpoint: a fresh run that fails before that leaves the file as it was).
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None: on a
-        resume, the back end the run was on, else ``$NPVAE_BACKEND``, else ``"numba"``. The
+        resume, the back end the run was on (an older npvae's checkpoint records none: a
+        warning says which goes on), else ``$NPVAE_BACKEND``, else ``"numba"``. The
         same training: each step agrees to round-off, which in float64 stays at round-off over
         a run; in float32 training amplifies it over the epochs into a run of the same quality,
         not the same bits. The fast path computes the VAE as its constructor builds it and
@@ -475,10 +476,6 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     chosen = describe("fit", backend, resumed_backend)
     unknown = resumed is not None and backend is None and resumed_backend is None
     backend = resolve(backend, resumed_backend)
-    if unknown:                         # so "a resume keeps the run's back end" cannot hold
-        warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (save_checkpoint or an "
-                      f"older npvae wrote it), so the run goes on with {backend}; pass backend='numpy' or "
-                      f"'numba' to choose", UserWarning, stacklevel=2)
     train_images = check_images(train_images, "train_images", model.input_dim, dtype=model.dtype)
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
@@ -516,6 +513,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:
         ckpt = _resume(resumed, resume, model, opt, fit_config, rngs, training)
+        if unknown:                     # so "a resume keeps the run's back end" cannot hold
+            warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (an older npvae wrote "
+                          f"it), so the run goes on with {backend}; pass backend='numpy' or 'numba' to choose",
+                          UserWarning, stacklevel=2)
         history = History(ckpt.history)
         epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
         if epoch_done > epochs or (epoch_done == epochs and step_done):
@@ -595,7 +596,8 @@ def _stop_asked(said):
 
 def _check_make_up_kept(model, opt, backend):
     """A callback may change values (``p.data[...]``, ``opt.lr``), not the model's layers or
-    parameters: the optimizer, and the fast path, hold the ones training started with."""
+    parameters: the optimizer, and the fast path, hold the ones training started with. Nor, on
+    the fast path, the optimizer's ``step``, which the fused update does not call."""
     try:
         check_optimizer_params(opt, model)
         if backend == "numba":
@@ -605,6 +607,12 @@ def _check_make_up_kept(model, opt, backend):
         raise InputError(f"the callback changed the model's layers or parameters, which this training cannot "
                          f"follow ({e}); change values in place instead (p.data[...] = ...), or train the new "
                          f"model with a new fit") from e
+    if backend == "numba":              # e.g. a step of its own set on the optimizer, which the fast path skips
+        from .fast.supported import check_supported_optimizer
+        try:
+            check_supported_optimizer(opt)
+        except InputTypeError as e:
+            raise InputTypeError(f"the callback changed the optimizer: {e}") from None
 
 
 def _forget_dead_units_if_changed(training, images, fit_config):

@@ -645,3 +645,18 @@ def test_a_step_set_on_the_optimizer_itself_is_refused_not_skipped(make):
     assert opt.t == 0
     fit(model, x, epochs=1, optimizer=opt, backend="numpy", progress=False)    # the reference calls it
     assert calls == [1] and opt.t == 1
+
+
+def test_a_step_that_fits_callback_sets_on_the_optimizer_is_refused_not_skipped():
+    """Clipping from epoch 2 on, say: the callback is where fit lets a user change things."""
+    model = VAE(784, 16, 2, rng=0)
+    opt = Adam(model.parameters())
+    x = np.random.default_rng(0).integers(0, 256, (8, 784), dtype=np.uint8)
+
+    def clip_from_now_on(record, model):
+        stock_step = opt.step
+        opt.step = lambda: stock_step()
+    with pytest.raises(InputTypeError, match=r"the callback changed the optimizer: optimizer\.step is set on the "
+                                             r"optimizer itself.*backend='numpy'"):
+        fit(model, x, epochs=3, optimizer=opt, callback=clip_from_now_on, backend="numba", progress=False)
+    assert opt.t == 1

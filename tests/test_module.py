@@ -291,6 +291,17 @@ def test_copies_and_pickles_of_a_model_mid_training():
         assert m.encoder[0].weight.data.any()
 
 
+class TaggedParameter(Parameter):
+    __slots__ = ("tag",)
+
+
+def test_a_parameter_subclass_with_slots_copies_and_pickles():
+    p = TaggedParameter(np.arange(3.0))
+    p.tag = "mine"
+    for clone in (copy.copy(p), copy.deepcopy(p), pickle.loads(pickle.dumps(p))):
+        assert clone.tag == "mine" and np.array_equal(clone.data, p.data) and clone.grad.shape == (3,)
+
+
 def test_a_parameter_pickled_by_an_older_npvae_is_refused_in_words_not_loaded_broken():
     old = Parameter(np.ones(3))
     vars(old).clear()                   # what an older npvae's Parameter held: its values under data

@@ -345,6 +345,8 @@ def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
     with pytest.warns(DeprecationWarning, match=r"^Adam.set_hyper\(lr, beta1, beta2, eps, weight_decay\) by "
                                                 r"position is deprecated.*betas=\(beta1, beta2\)") as caught:
         opt.set_hyper(0.01, 0.5, 0.6, 1e-6, 0.1)         # (the warning names the spelling used)
+    with pytest.warns(DeprecationWarning, match=r"^Adam.set_hyper\(lr, beta1, beta2=\) is deprecated"):
+        opt.set_hyper(0.01, 0.5, beta2=0.6, eps=1e-6, weight_decay=0.1)
     assert caught[0].filename == __file__
     assert opt.hyper() == dict(lr=0.01, betas=(0.5, 0.6), eps=1e-6, weight_decay=0.1)
     with warnings.catch_warnings():

@@ -742,7 +742,7 @@ def test_a_resume_of_a_checkpoint_that_records_no_back_end_says_which_it_goes_on
     fit(small(), x, epochs=1, batch_size=24, rng=7, progress=False, checkpoint=tmp_path / "c.npz")
     old = without_backend(tmp_path / "c.npz", tmp_path / "old.npz")
     with pytest.warns(UserWarning, match=r"fit\(resume='.*old\.npz'\): the checkpoint records no back end "
-                                         r"\(save_checkpoint or an older npvae wrote it\), so the run goes on "
+                                         r"\(an older npvae wrote it\), so the run goes on "
                                          r"with numpy; pass backend='numpy' or 'numba' to choose") as caught:
         fit(small(), x, epochs=2, batch_size=24, progress=False, resume=old)
     assert [w.filename for w in caught] == [__file__]
@@ -750,6 +750,8 @@ def test_a_resume_of_a_checkpoint_that_records_no_back_end_says_which_it_goes_on
         warnings.simplefilter("error")
         fit(small(), x, epochs=2, batch_size=24, progress=False, resume=old, backend="numpy")
         fit(small(), x, epochs=2, batch_size=24, progress=False, resume=tmp_path / "c.npz")
+        with pytest.raises(InputError):                 # a resume refused says only why
+            fit(small(), x[:, :5], epochs=2, batch_size=24, progress=False, resume=old)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
