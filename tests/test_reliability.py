@@ -18,7 +18,7 @@ from cli_util import SAMPLE, sample_copy
 
 import npvae
 from npvae import cli, footprint, jsonio, signals
-from npvae.atomic import atomic_write, sweep_temporary_files
+from npvae.atomic import append_line, atomic_write, sweep_temporary_files
 from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.data import fingerprint, load_dataset, load_idx_split, load_split, search_path
 from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError, InputError,
@@ -40,6 +40,14 @@ def test_strict_json_writes_null_with_the_reason_beside_it():
     assert record["f"] == [1.0, None] and record["f_nonfinite"] == {"1": "nan"}
     assert record["g"] == {"h": None, "h_nonfinite": "inf"}
     assert record["i"] == 2.5 and record["j"] == [1, 2] and record["k"] == 3
+
+
+def test_strict_json_adds_a_reason_only_where_a_value_was_not_finite_and_handles_tuples_as_lists():
+    record = json.loads(jsonio.dumps({"sizes": [400, 20], "betas": (0.9, 0.999), "shape": (2, 3),
+                                      "pair": (1.0, float("-inf")), "empty": []}),
+                        parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    assert record == {"sizes": [400, 20], "betas": [0.9, 0.999], "shape": [2, 3], "pair": [1.0, None],
+                      "pair_nonfinite": {"1": "-inf"}, "empty": []}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -104,6 +112,35 @@ def test_atomic_write_writes_through_a_symbolic_link(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["docs", "page.md"] and os.listdir(real.parent) == ["page.md"]
 
 
+
+def test_a_temporary_file_that_cannot_be_made_is_reported_under_the_name_asked_for(tmp_path):
+    """The temporary name is 14 bytes longer than the file's: a 250-byte name fits, its temporary one does
+    not. The error names the file the caller asked for, not a temporary name it never saw."""
+    target = tmp_path / ("x" * 250)
+    with pytest.raises(OSError) as info:
+        with atomic_write(target, "w") as f:
+            f.write("x")
+    assert info.value.errno == errno.ENAMETOOLONG and info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_append_line_adds_one_line_each_and_refuses_a_pipe_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append_line(path, '{"epoch": 1}\n')            # a line that already ends in a newline gets no second one
+    append_line(path, '{"epoch": 2}')
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("append_line waited for a writer to the pipe"))
+    signal.alarm(5)
+    try:
+        with pytest.raises(InputError, match="it is a pipe, not a regular file"):
+            append_line(fifo, "x")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["fifo", "m.jsonl"]
+
 def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     for name in (".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp", ".run.json.short.tmp", "keep.tmp",
                  ".hidden", "checkpoint.npz"):
@@ -111,6 +148,24 @@ def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     assert sweep_temporary_files(tmp_path) == [".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp"]
     assert sorted(os.listdir(tmp_path)) == [".hidden", ".run.json.short.tmp", "checkpoint.npz", "keep.tmp"]
 
+
+
+def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
+    """train_mnist.py prints the list ("note: removed N temporary file(s) ..."): the same folder gives the same
+    line whatever order the file system lists it in."""
+    names = [f".checkpoint.npz.{c * 8}.tmp" for c in "qwertyuiopasdfghjklz"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert sweep_temporary_files(tmp_path) == sorted(names) and os.listdir(tmp_path) == []
+
+def test_sweep_leaves_a_folder_or_a_link_with_a_temporary_files_name(tmp_path):
+    """Only files atomic_write left are swept: a folder of that name is not a file to remove (os.remove
+    would raise), and a link of that name is someone's link."""
+    (tmp_path / ".run.json.abcdefgh.tmp").mkdir()
+    (tmp_path / "kept").write_text("x")
+    (tmp_path / ".checkpoint.npz.abcdefgh.tmp").symlink_to(tmp_path / "kept")
+    assert sweep_temporary_files(tmp_path) == []
+    assert sorted(os.listdir(tmp_path)) == [".checkpoint.npz.abcdefgh.tmp", ".run.json.abcdefgh.tmp", "kept"]
 
 # -- the run folder's lock -------------------------------------------------------------
 def test_run_folder_lock(tmp_path):
