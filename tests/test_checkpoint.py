@@ -689,6 +689,14 @@ def test_a_name_too_long_for_the_temporary_file_is_refused_before_writing(tmp_pa
     assert os.listdir(tmp_path) == ["a" * 237 + ".npz"]
 
 
+def test_a_file_name_is_measured_in_bytes_not_characters(tmp_path):
+    """The limit is the file system's, in bytes: 120 two-byte letters and ".npz" are 124 characters but 244 bytes."""
+    model = VAE(6, 4, 2, rng=0)
+    name = "\u00e9" * 120 + ".npz"
+    with pytest.raises(InputError, match=r"path: the file name is too long \(244 bytes; at most 241\)"):
+        save_checkpoint(tmp_path / name, model)
+    assert os.listdir(tmp_path) == []
+
 def test_a_bytes_path_loads_as_it_saves(tmp_path):
     model = VAE(6, 4, 2, rng=0)
     path = os.fsencode(tmp_path / "b.npz")
