@@ -533,12 +533,14 @@ def test_no_error_when_the_trainer_has_nothing_to_lose_or_the_block_fails(images
     with Trainer(model, opt):                    # no step: an edit is simply kept
         model.decoder[0].bias.data[0] = 5.0
     assert model.decoder[0].bias.data[0] == 5.0
-    with pytest.raises(KeyError, match="mine"):  # the block's own error is the one raised
+    with pytest.raises(KeyError, match="mine") as info:  # the block's own error is the one raised
         with Trainer(model, opt) as trainer:
             trainer.step(batches(images, np.float32)[0])
             model.decoder[0].bias.data[0] = 6.0
             raise KeyError("mine")
     assert model.decoder[0].bias.data[0] == 6.0 and opt.t == 0
+    # ... and what the refused sync would have said rides on it as a note: the step was dropped
+    assert any("1 step(s) since it took them are dropped" in note for note in getattr(info.value, "__notes__", []))
 
 
 @pytest.mark.parametrize("name", ["Adam", "SGD-momentum"])
@@ -660,3 +662,44 @@ def test_a_step_that_fits_callback_sets_on_the_optimizer_is_refused_not_skipped(
                                              r"optimizer itself.*backend='numpy'"):
         fit(model, x, epochs=3, optimizer=opt, callback=clip_from_now_on, backend="numba", progress=False)
     assert opt.t == 1
+
+
+def test_a_step_count_set_while_the_trainer_holds_the_optimizer_is_taken_or_refused(images):
+    """``optimizer.t`` set by hand (a warm restart of Adam's bias correction), with every value as it was:
+    before the trainer's first step it is taken, as a loaded checkpoint is; after a step, sync keeps it
+    and says the trainer's steps are dropped, as for any other change made elsewhere."""
+    xs = batches(images, np.float64)
+    model = VAE(784, 32, 4, rng=0, dtype=np.float64)
+    reference = copy.deepcopy(model)
+    opt, reference_opt = Adam(model.parameters(), lr=2e-3), Adam(reference.parameters(), lr=2e-3)
+    trainer = Trainer(model, opt)
+    opt.t = reference_opt.t = 100
+    trainer.step(xs[0])
+    reference_steps(reference, reference_opt, xs[:1], [1.0])
+    trainer.sync()
+    assert opt.t == 101 and rel(model.encoder[0].weight.data, reference.encoder[0].weight.data) < 1e-10
+    trainer.step(xs[1])
+    opt.t = 7
+    with pytest.raises(StateError, match=r"changed while this Trainer held them.*1 step\(s\).*dropped"):
+        trainer.sync()
+    assert opt.t == 7
+
+
+def test_after_a_sync_refused_for_a_change_made_elsewhere_the_next_step_trains_on_from_that_change(images):
+    """The refused sync keeps the other trainer's result; the docs promise that the next step takes the model
+    as it is then (not a second error), and its sync writes that step back."""
+    xs = batches(images, np.float32)
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    first, second = Trainer(model, opt), Trainer(model, opt)
+    for x in xs[:3]:
+        first.step(x)
+        second.step(x)
+    first.sync()
+    kept = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(StateError, match="one Trainer per model"):
+        second.sync()
+    assert opt.t == 3 and all(np.array_equal(p.data, k) for p, k in zip(model.parameters(), kept))
+    second.step(xs[3])
+    second.sync()
+    assert opt.t == 4 and not np.array_equal(model.encoder[0].weight.data, kept[0])
