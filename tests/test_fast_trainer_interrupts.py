@@ -18,6 +18,7 @@ import pytest
 
 import npvae.fast
 from npvae import SGD, VAE, Adam
+from npvae.errors import StateError
 from npvae.fast import Trainer
 
 FAST = os.path.dirname(npvae.fast.__file__) + os.sep
@@ -182,6 +183,7 @@ def test_an_interrupt_while_units_move_drops_the_steps_since_the_last_sync_and_s
             sys.settrace(before)
         if getattr(caught, "__notes__", None):
             assert "part-way through moving units" in caught.__notes__[0], caught.__notes__
+            assert "without its 0 step(s)" not in caught.__notes__[0], (n, caught.__notes__)   # nothing lost: no note
             dropped += 1
         else:
             assert opt.t >= 2, (n, opt.t)               # the first epoch's steps are never lost
@@ -192,3 +194,36 @@ def test_an_interrupt_while_units_move_drops_the_steps_since_the_last_sync_and_s
         if caught is None:
             break
     assert dropped > 0 and n > 100
+
+
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_a_loop_that_catches_an_interrupt_while_units_move_gets_a_state_error_at_its_next_call():
+    """The docs: a Ctrl-C that cuts a move of units short drops the trainer's torn copy and, if the loop
+    catches it and goes on, says so with a StateError at the next call (which never trains on the torn
+    copy). Then the loop goes on."""
+    n, refused = -2, 0
+    while True:
+        n += 3
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+        with trainer:
+            epoch(trainer)                              # retires DEAD, untraced
+        with trainer:
+            before, caught = sys.gettrace(), None
+            sys.settrace(interrupt_at(n))
+            try:
+                epoch(trainer, sync=True)
+            except Interrupt as e:
+                caught = e
+            finally:
+                sys.settrace(before)
+            if caught is None:
+                break
+            try:
+                trainer.end_epoch()                     # the loop goes on
+            except StateError as e:
+                assert "part-way through moving units" in str(e) and "without its 0 step(s)" not in str(e), (n, e)
+                refused += 1
+                trainer.end_epoch()
+        assert opt.t >= 2 and all(np.isfinite(a).all() for a in state(model, opt)), n
+    assert refused > 0 and n > 30
