@@ -136,6 +136,26 @@ def test_a_run_that_records_no_back_end_says_which_it_goes_on_with(tmp_path, scr
     code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20"])
     assert code == 0 and "records no back end" not in err, err             # it does now
 
+
+def test_the_no_back_end_note_is_left_out_of_a_fresh_run_and_of_a_resume_given_backend(tmp_path, script, capsys,
+                                                                                     monkeypatch):
+    """The note is for a resume that has to choose: a fresh run chooses as always, and --backend
+    is the choice the note would ask for."""
+    out = tmp_path / "run"
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 0 and "backend numpy" in err and "records no back end" not in err, err
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "backend": None}))          # as an older npvae left it
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays[META_KEY][()]))
+    del meta["fit_config"]["backend"]
+    np.savez(out / "checkpoint.npz", **{**arrays, META_KEY: np.array(json.dumps(meta))})
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20",
+                                      "--backend", "numpy"])
+    assert code == 0 and "backend numpy" in err and "records no back end" not in err, err
+
 def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
     images, labels = load_idx_split(SAMPLE, "t10k")
     images = images.reshape(-1, 28, 28).copy()
