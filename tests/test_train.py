@@ -754,6 +754,22 @@ def test_a_resume_of_a_checkpoint_that_records_no_back_end_says_which_it_goes_on
             fit(small(), x[:, :5], epochs=2, batch_size=24, progress=False, resume=old)
 
 
+def test_a_resume_of_a_checkpoint_that_records_no_back_end_refused_by_the_checkpoint_says_only_why(sample, tmp_path,
+                                                                                                 monkeypatch):
+    """The note on the back end is for a resume that goes on: one the checkpoint refuses (another
+    batch size, another model) gets the refusal alone."""
+    x = sample[0][:48]
+    monkeypatch.setenv("NPVAE_BACKEND", "numpy")
+    fit(small(), x, epochs=1, batch_size=24, rng=7, progress=False, checkpoint=tmp_path / "c.npz")
+    old = without_backend(tmp_path / "c.npz", tmp_path / "old.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"cannot resume .*old\.npz exactly: batch_size"):
+            fit(small(), x, epochs=2, batch_size=12, progress=False, resume=old)
+        with pytest.raises(CheckpointError, match=r"latent_dim"):
+            fit(small(latent=8), x, epochs=2, batch_size=24, progress=False, resume=old)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_interrupt_without_checkpoint_path(sample, backend):
     images, _ = sample
