@@ -7,6 +7,7 @@ synced, the same parameters and optimizer state (float64: to round-off).
 import copy
 import os
 import tracemalloc
+import traceback
 import warnings
 
 import numpy as np
@@ -659,9 +660,11 @@ def test_a_step_that_fits_callback_sets_on_the_optimizer_is_refused_not_skipped(
         stock_step = opt.step
         opt.step = lambda: stock_step()
     with pytest.raises(InputTypeError, match=r"the callback changed the optimizer: optimizer\.step is set on the "
-                                             r"optimizer itself.*backend='numpy'"):
+                                             r"optimizer itself.*backend='numpy'") as caught:
         fit(model, x, epochs=3, optimizer=opt, callback=clip_from_now_on, backend="numba", progress=False)
     assert opt.t == 1
+    shown = "".join(traceback.format_exception(type(caught.value), caught.value, caught.tb))
+    assert shown.count("Traceback") == 1 and "During handling" not in shown     # the refusal alone
 
 
 def test_a_step_count_set_while_the_trainer_holds_the_optimizer_is_taken_or_refused(images):
