@@ -550,6 +550,18 @@ def test_an_optimizer_of_ones_own_without_its_settings_is_refused_before_trainin
     assert opt.t == 1
 
 
+def test_a_mistake_in_an_optimizers_own_hyper_is_raised_as_itself_not_as_a_refusal(tmp_path):
+    """Only an optimizer that does not define hyper() and set_hyper() is refused: an error inside
+    one's own hyper() is the user's to see, with the line it comes from (not suppressed)."""
+    class Misspelt(SignDescent):
+        def hyper(self):
+            return {"lr": self.learning_rate}
+    model = VAE(12, 8, 3, rng=0)
+    with pytest.raises(AttributeError, match="learning_rate"):
+        save_checkpoint(tmp_path / "c.npz", model, Misspelt(model.parameters(), lr=0.01))
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_model_of_another_shape(good):
     path = good[0]
     expect_error(path, r"latent_dim: checkpoint 4, model 8", model=VAE(784, 32, 8))
