@@ -11,7 +11,6 @@ The file also runs as plain Python (``NUMBA_DISABLE_JIT=1 python -m pytest
 tests/test_fast_kernels.py``, as CI does), so its arrays are small.
 """
 import math
-import re
 import warnings
 from fractions import Fraction
 
@@ -255,19 +254,17 @@ def test_a_nan_or_inf_logit_gives_the_references_nan_or_inf_loss(dtype, bad):
 
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_the_loss_kernels_are_compiled_without_assuming_nan_or_inf_away(dtype):
-    """LLVM may drop a NaN or inf that nnan/ninf let it assume away whenever a new version
-    exploits the flag, so the machine code itself must carry neither."""
-    logits, target = logits_and_targets(dtype)
-    rows, dlogits = np.empty(B, dtype), F(np.empty((B, N), dtype))
-    k.bce_logits_forward_backward(logits, target, dtype(1.0 / B), rows, dlogits)
-    k.bce_logits_forward(logits, target, rows)
-    for kernel in (k.bce_logits_forward_backward, k.bce_logits_forward):
-        for signature in kernel.signatures:
-            used = {word for line in kernel.inspect_llvm(signature).splitlines()
-                    if re.search(r"= (fadd|fsub|fmul|fdiv|frem|fneg|fcmp|call|select) ", line) for word in line.split()}
-            assert not {"nnan", "ninf", "fast"} & used, kernel
+@pytest.mark.skipif(not JIT, reason="under NUMBA_DISABLE_JIT=1 nothing is compiled")
+def test_no_kernel_is_compiled_to_assume_nan_or_inf_away():
+    """fastmath without nnan/ninf: LLVM may drop a NaN or inf that those flags let it assume
+    away (whenever a new version exploits them), and a diverging run must still be seen as
+    diverging. (The compiled code itself cannot be read from Numba's cache.)"""
+    from numba.core.dispatcher import Dispatcher
+    kernels = {name: f for name, f in vars(k).items() if isinstance(f, Dispatcher)}
+    assert len(kernels) > 10
+    for name, kernel in kernels.items():
+        flags = kernel.targetoptions.get("fastmath")
+        assert flags is not True and not {"nnan", "ninf", "fast"} & set(flags or ()), (name, flags)
 
 
 # -- the latent code: sampler and KL -----------------------------------------------------------
