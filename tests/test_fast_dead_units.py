@@ -162,6 +162,47 @@ def test_a_batch_refused_mid_epoch_does_not_count_as_seen(images):
     assert trainer.dead_units()["retired"] == []
 
 
+def test_an_index_array_refilled_after_batch_leaves_what_the_step_counts_as_seen_unchanged(images):
+    """batch(idx) takes the indices as they are when it is called: a loop that fills the next
+    batch's indices into the same array before stepping the batch it holds visits every image."""
+    trainer, _ = retiring_trainer(images[:150])
+    trainer.begin_epoch()
+    idx = np.arange(50)
+    x = trainer.batch(idx)
+    for start in (50, 100, None):
+        if start is not None:
+            idx[:] = np.arange(start, start + 50)           # the next batch's, in the same array
+        trainer.step(x)
+        if start is not None:
+            x = trainer.batch(idx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # no "saw 100 of the 150 training images"
+        trainer.end_epoch()
+    assert set(OFF) <= set(trainer.dead_units()["retired"])
+
+
+def test_a_hand_edit_after_begin_epoch_is_taken_by_the_first_step_as_one_made_before_it(images):
+    """With units retired (moved out of the steps' way), an edit between begin_epoch and the
+    epoch's first step is taken by that step, as it is when made before begin_epoch."""
+    results = []
+    for edit_after_begin in (False, True):
+        model = vae()
+        trainer, _ = retiring_trainer(images[:100], model)
+        trainer.begin_epoch()
+        step_on(trainer, 0, 50)
+        trainer.end_epoch()
+        assert set(OFF) <= set(trainer.dead_units()["retired"])
+        if not edit_after_begin:
+            model.encoder[0].weight.data[:, 1] *= 0.5
+        trainer.begin_epoch()
+        if edit_after_begin:
+            model.encoder[0].weight.data[:, 1] *= 0.5
+        step_on(trainer, 0, 50)
+        trainer.end_epoch()
+        results.append(model)
+    assert params_equal(*results)
+
+
 def test_under_warnings_as_errors_an_incomplete_epoch_still_ends_and_syncs(images):
     trainer, opt = retiring_trainer(images[:100])
     trainer.begin_epoch()
