@@ -426,6 +426,19 @@ def test_batch_takes_images_idx_as_indexing_does_and_refuses_the_rest(images):
             trainer.batch(idx)
 
 
+def test_a_batch_size_beyond_the_training_set_is_one_batch_of_all_the_images_on_both_paths(images):
+    """batch_size=2**40 as "the whole set in one batch": the fast path makes its batches for the
+    40 images there are, not for 2**40 of them (which no memory holds)."""
+    x = images[:40]
+    for backend in ("numpy", "numba"):
+        history = fit(VAE(784, 16, 2, rng=0), x, epochs=1, batch_size=2**40, rng=0, progress=False,
+                      backend=backend)
+        assert np.isfinite(history[-1]["train_loss"])
+    model = VAE(784, 16, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=2**40)
+    np.testing.assert_array_equal(trainer.batch(np.arange(40)), to_float(x, np.float32))
+
+
 def test_the_switch_and_the_batch_size_are_checked_without_images_too():
     model = VAE(784, 16, 2, rng=0)
     with pytest.raises(InputTypeError, match="retire_dead_units must be True or False, got 'no'"):
