@@ -227,3 +227,37 @@ def test_a_loop_that_catches_an_interrupt_while_units_move_gets_a_state_error_at
                 trainer.end_epoch()
         assert opt.t >= 2 and all(np.isfinite(a).all() for a in state(model, opt)), n
     assert refused > 0 and n > 30
+
+
+def test_an_interrupted_write_back_of_a_diverged_step_is_finished_not_taken_for_a_change():
+    """A step whose gradient overflowed (finite loss, NaN update) leaves NaN in the trainer's copy.
+    A Ctrl-C part-way through writing it back, caught by the loop: the next sync finishes the
+    write-back (the NaN it wrote is its own, not a change made elsewhere) instead of raising
+    StateError and leaving the model half written."""
+    x = np.random.default_rng(0).random((12, 30)).astype(np.float32)
+
+    def diverged():
+        model = VAE(30, 16, 4, rng=0)
+        trainer = Trainer(model, Adam(model.parameters()))
+        with np.errstate(all="ignore"):
+            trainer.step(x, beta=1e308)
+        return model, trainer
+    model, trainer = diverged()
+    trainer.sync()
+    whole = [p.data.copy() for p in model.parameters()]
+    assert any(np.isnan(a).any() for a in whole)
+    n, before = -2, sys.gettrace()
+    while True:
+        n += 3                                  # every 3rd line: each array's write-back is several
+        model, trainer = diverged()
+        sys.settrace(interrupt_at(n))
+        try:
+            trainer.sync()
+            break                               # ran to its end
+        except Interrupt:
+            pass
+        finally:
+            sys.settrace(before)
+        trainer.sync()
+        for p, a in zip(model.parameters(), whole):
+            np.testing.assert_array_equal(p.data, a, err_msg=f"interrupted at line {n}")
