@@ -315,6 +315,22 @@ def test_the_fast_evaluator_checks_what_it_is_given():
         ev.prepare(np.zeros((2, 100)))
 
 
+def test_the_fast_evaluator_prepares_each_batch_in_its_own_float_type():
+    """A float64 batch after a float32 one of the same shape is prepared as it is, not rounded
+    into the float32 batch the first left behind (and the other way round)."""
+    from npvae.fast import Evaluator
+    ev = Evaluator(VAE(784, 16, 2, rng=0, dtype=np.float64))
+    x = np.random.default_rng(0).random((3, 784))
+    for first, then in ((np.float32, np.float64), (np.float64, np.float32)):
+        ev.prepare(x.astype(first))
+        prepared = ev.prepare(x.astype(then))
+        assert prepared.dtype == then
+        np.testing.assert_array_equal(prepared, x.astype(then))
+    full = ev.recon_rows(np.zeros((3, 2)), ev.prepare(x)).copy()
+    ev.prepare(x.astype(np.float32))
+    np.testing.assert_array_equal(ev.recon_rows(np.zeros((3, 2)), ev.prepare(x)), full)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_model_whose_variance_overflows_evaluates_alike_on_both_paths(backend):
     """Not an error naming an argument the user never passed: the same non-finite loss as the fast path."""
