@@ -503,8 +503,9 @@ def test_a_checkpoint_loaded_after_making_the_trainer_is_what_it_trains(images, 
     assert rel(model.encoder[0].weight.data, reference.encoder[0].weight.data) < 1e-4
 
 
-def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
-    xs = batches(images, np.float32)
+def second_of_two_trainers(xs):
+    """A model and its optimizer, which two trainers each took 3 steps on; the first has synced.
+    The second trainer is returned."""
     model = VAE(784, 32, 4, rng=0)
     opt = Adam(model.parameters())
     first, second = Trainer(model, opt), Trainer(model, opt)
@@ -512,6 +513,11 @@ def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
         first.step(x)
         second.step(x)
     first.sync()
+    return model, opt, second
+
+
+def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
+    model, opt, second = second_of_two_trainers(batches(images, np.float32))
     with pytest.raises(StateError, match="one Trainer per model"):
         second.sync()
     assert opt.t == 3                            # the first trainer's result, untouched
@@ -705,13 +711,7 @@ def test_after_a_sync_refused_for_a_change_made_elsewhere_the_next_step_trains_o
     """The refused sync keeps the other trainer's result; the docs promise that the next step takes the model
     as it is then (not a second error), and its sync writes that step back."""
     xs = batches(images, np.float32)
-    model = VAE(784, 32, 4, rng=0)
-    opt = Adam(model.parameters())
-    first, second = Trainer(model, opt), Trainer(model, opt)
-    for x in xs[:3]:
-        first.step(x)
-        second.step(x)
-    first.sync()
+    model, opt, second = second_of_two_trainers(xs)
     kept = [p.data.copy() for p in model.parameters()]
     with pytest.raises(StateError, match="one Trainer per model"):
         second.sync()
