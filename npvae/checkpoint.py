@@ -603,7 +603,8 @@ def check_savable(model, path, optimizer=None):
     layers of other widths, depth or dtype than ``model.config()`` says. A checkpoint is read
     against the parameters its config implies, so such a file could never be loaded. An
     InputTypeError if ``optimizer`` (one of your own) cannot say and restore its settings
-    (``hyper()`` and ``set_hyper()``), which a resume needs."""
+    (``hyper()`` and ``set_hyper()``, numbers), which a resume needs; StateDictError if Adam's
+    or SGD's state is not shaped and typed as its parameters."""
     if optimizer is not None:
         try:
             optimizer.hyper()
@@ -611,6 +612,14 @@ def check_savable(model, path, optimizer=None):
                 optimizer.set_hyper()           # Optimizer's own: raises, naming what is missing
         except NotImplementedError as e:
             raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {e}") from None
+        for key, value in optimizer.hyper().items():    # a file keeps numbers: None, a bool, a name cannot come back
+            a = np.asarray(value)
+            if a.dtype.kind not in "iuf" or a.ndim > 1:
+                raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {type(optimizer).__name__}.hyper() "
+                                     f"gives {key}={value!r}, but a checkpoint keeps numbers (or a tuple of them), "
+                                     f"given back to set_hyper() as floats; return a number for it")
+        if type(optimizer) in (Adam, SGD) and {id(p) for p in optimizer.params} <= {id(p) for p in model.parameters()}:
+            _check_state_like_parameters(optimizer, model, path)     # before an epoch of training, not after
     config = model.config()
     stock, dtype = expected_shapes(config), np.dtype(config["dtype"])
     params = dict(model.named_parameters())

@@ -56,19 +56,22 @@ class Optimizer:
     ----------
     params : list of Parameter
     state : dict
-        ``state[p]`` is a dict of arrays shaped like ``p`` (e.g. ``{"m": ..., "v": ...}``).
+        ``state[p]`` is a dict of arrays, one per name in ``state_names`` (Adam's ``{"m": ...,
+        "v": ...}``, each shaped and typed like ``p``).
     t : int
         Steps taken.
 
     Notes
     -----
-    An optimizer of your own subclasses this one: it names its per-parameter arrays in
-    ``state_names`` (made as zeros like each parameter), and defines ``step()``, which
-    updates every ``p.data`` from ``p.grad`` and adds 1 to ``t``. It trains on the reference
-    (``fit(..., backend="numpy")``, or a loop of your own); the fast path runs only Adam and
-    SGD. To be saved in a checkpoint and resumed bit for bit, it also defines ``hyper()``,
-    returning every setting its update reads (``{"lr": self.lr, ...}``), and
-    ``set_hyper(**hyper)``, setting them: a setting left out of ``hyper()`` is not saved.
+    An optimizer of your own subclasses this one: its ``__init__`` calls
+    ``super().__init__(params)`` first, it names its per-parameter arrays in ``state_names``
+    (made as zeros like each parameter; it may replace them with arrays of its own shape), and
+    it defines ``step()``, which updates every ``p.data`` from ``p.grad`` and adds 1 to ``t``.
+    It trains on the reference (``fit(..., backend="numpy")``, or a loop of your own); the fast
+    path runs only Adam and SGD. To be saved in a checkpoint and resumed bit for bit, it also
+    defines ``hyper()``, returning every setting its update reads (``{"lr": self.lr, ...}``:
+    numbers, or tuples of them, which come back as floats), and ``set_hyper(**hyper)``, setting
+    them: a setting left out of ``hyper()`` is not saved.
     """
 
     state_names = ()   # the per-parameter arrays, in state-dict order

@@ -399,6 +399,32 @@ def test_save_refuses_optimizer_state_that_could_not_be_loaded_and_keeps_old_fil
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_fit_refuses_optimizer_state_a_checkpoint_could_not_give_back_before_training(tmp_path, backend):
+    model = VAE(12, 8, 3, rng=0)
+    opt = Adam(model.parameters())
+    p = model.decoder[0].weight
+    opt.state[p]["v"] = opt.state[p]["v"].astype(np.float64)
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    with pytest.raises(StateDictError, match=r"the optimizer's state 'v' of parameter decoder\.0\.weight is "
+                                             r"\(3, 8\) float64"):
+        fit(model, x, epochs=1, optimizer=opt, checkpoint=tmp_path / "c.npz", backend=backend, progress=False)
+    assert opt.t == 0 and not (tmp_path / "c.npz").exists()
+
+
+@pytest.mark.parametrize("setting", [True, None, "sign"], ids=["a bool", "None", "a name"])
+def test_an_optimizer_setting_a_checkpoint_cannot_give_back_is_refused_before_training(tmp_path, setting):
+    class Tagged(SignDescent):
+        def hyper(self):
+            return {"lr": self.lr, "mode": setting}
+    model = VAE(12, 8, 3, rng=0)
+    opt = Tagged(model.parameters(), lr=0.01)
+    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
+    with pytest.raises(InputTypeError, match=rf"Tagged.hyper\(\) gives mode={re.escape(repr(setting))}, but a "
+                                             r"checkpoint keeps numbers"):
+        fit(model, x, epochs=1, optimizer=opt, checkpoint=tmp_path / "c.npz", backend="numpy", progress=False)
+    assert opt.t == 0 and not (tmp_path / "c.npz").exists()
+
 
 @pytest.mark.parametrize("put", [lambda v: v.T.copy(), lambda v: v.tolist()],
                          ids=["another shape", "a list"])
@@ -764,6 +790,7 @@ def test_a_file_name_is_measured_in_bytes_not_characters(tmp_path):
         save_checkpoint(tmp_path / name, model)
     assert os.listdir(tmp_path) == []
 
+
 def test_a_bytes_path_loads_as_it_saves(tmp_path):
     model = VAE(6, 4, 2, rng=0)
     path = os.fsencode(tmp_path / "b.npz")
@@ -1048,7 +1075,6 @@ def test_a_retired_unit_index_out_of_range_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"bad\.npz: dead_units\['retired'\] must be a list of unit indices"):
         npvae.fit(VAE(12, 8, 2, rng=0), x, epochs=2, batch_size=20, rng=0, resume=tmp_path / "bad.npz",
                   progress=False, backend="numba")
-
 
 
 def test_a_subclass_named_vae_is_not_taken_for_npvaes(tmp_path):

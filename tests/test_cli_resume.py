@@ -89,7 +89,6 @@ def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
     assert sum(bool(r.get("summary")) for r in records) == 1                    # the old one gone
 
 
-
 def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, monkeypatch):
     """A run started under NPVAE_BACKEND=numpy without --backend, resumed where the variable is
     not set, went on with numba without a word (not to the last bit), and its checkpoint then said
@@ -155,6 +154,7 @@ def test_the_no_back_end_note_is_left_out_of_a_fresh_run_and_of_a_resume_given_b
     code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20",
                                       "--backend", "numpy"])
     assert code == 0 and "backend numpy" in err and "records no back end" not in err, err
+
 
 def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, capsys):
     images, labels = load_idx_split(SAMPLE, "t10k")

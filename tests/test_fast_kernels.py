@@ -253,7 +253,6 @@ def test_a_nan_or_inf_logit_gives_the_references_nan_or_inf_loss(dtype, bad):
     assert_like_the_reference(rows)
 
 
-
 @pytest.mark.skipif(not JIT, reason="under NUMBA_DISABLE_JIT=1 nothing is compiled")
 def test_no_kernel_is_compiled_to_assume_nan_or_inf_away():
     """fastmath without nnan/ninf: LLVM may drop a NaN or inf that those flags let it assume

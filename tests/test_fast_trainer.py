@@ -523,7 +523,6 @@ def test_two_trainers_on_one_model_are_refused_at_the_second_sync(images):
     assert opt.t == 3                            # the first trainer's result, untouched
 
 
-
 def test_a_new_trainer_on_a_model_another_holds_unwritten_steps_of_is_warned_about(images):
     """A notebook cell making the trainer, run again: the first trainer's steps were dropped
     without a word (the second started from the untrained model)."""

@@ -366,7 +366,6 @@ def test_train_takes_a_bool():
     assert not model.train(False).training
 
 
-
 def test_named_modules_names_every_sub_module_depth_first():
     m = VAE(6, 5, 2, rng=0)
     named = [(n, type(x).__name__) for n, x in m.named_modules()]

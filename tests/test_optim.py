@@ -307,6 +307,7 @@ def test_setting_beta1_or_beta2_is_deprecated_and_sets_betas():
         opt.beta2 = 1.0
     assert opt.betas == (0.5, 0.9)
 
+
 def test_set_hyper_with_the_old_beta1_beta2_keywords_is_deprecated_and_sets_betas():
     opt = Adam(_params(), betas=(0.8, 0.99))
     with pytest.warns(DeprecationWarning, match=r"betas=\(beta1, beta2\)") as caught:
@@ -483,7 +484,6 @@ def test_betas_may_be_any_pair_of_numbers():
     assert opt.betas == (0.8, 0.99) and all(type(b) is float for b in opt.betas)
     opt.lr = np.float32(0.5)
     assert opt.lr == 0.5 and type(opt.lr) is float
-
 
 
 def test_an_eps_that_is_0_in_the_dtype_is_refused_however_it_is_set():

@@ -112,7 +112,6 @@ def test_atomic_write_writes_through_a_symbolic_link(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["docs", "page.md"] and os.listdir(real.parent) == ["page.md"]
 
 
-
 def test_a_temporary_file_that_cannot_be_made_is_reported_under_the_name_asked_for(tmp_path):
     """The temporary name is 14 bytes longer than the file's: a 250-byte name fits, its temporary one does
     not. The error names the file the caller asked for, not a temporary name it never saw."""
@@ -141,13 +140,13 @@ def test_append_line_adds_one_line_each_and_refuses_a_pipe_without_waiting_for_a
         signal.signal(signal.SIGALRM, old)
     assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["fifo", "m.jsonl"]
 
+
 def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     for name in (".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp", ".run.json.short.tmp", "keep.tmp",
                  ".hidden", "checkpoint.npz"):
         (tmp_path / name).write_text("x")
     assert sweep_temporary_files(tmp_path) == [".checkpoint.npz.ab_cd123.tmp", ".run.json.zzzzzzzz.tmp"]
     assert sorted(os.listdir(tmp_path)) == [".hidden", ".run.json.short.tmp", "checkpoint.npz", "keep.tmp"]
-
 
 
 def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
@@ -157,6 +156,7 @@ def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
     for name in names:
         (tmp_path / name).write_text("x")
     assert sweep_temporary_files(tmp_path) == sorted(names) and os.listdir(tmp_path) == []
+
 
 def test_sweep_leaves_a_folder_or_a_link_with_a_temporary_files_name(tmp_path):
     """Only files atomic_write left are swept: a folder of that name is not a file to remove (os.remove
@@ -597,7 +597,6 @@ def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):
     have = footprint.available_bytes()
     assert have is None or have > 0
     npvae.VAE(784, 400, 20, rng=0)
-
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")

@@ -698,7 +698,6 @@ def test_a_checkpoint_resumes_on_the_other_back_end(sample, tmp_path):
         assert rel(q.data, p.data) < 1e-9, name
 
 
-
 @pytest.mark.parametrize("environment", [None, "numba"])
 def test_a_resume_goes_on_with_the_runs_own_back_end_unless_told_otherwise(sample, tmp_path, monkeypatch,
                                                                           environment):
@@ -787,7 +786,6 @@ def test_interrupt_without_checkpoint_path(sample, backend):
         (str(info.value), signal.SIGTERM, 0, 2, None)
 
 
-
 def test_the_line_an_interrupt_prints_holds_no_python_advice(sample, capsys):
     """It is what a command line (quickstart.py) shows before it exits: no model is left there
     to hold the steps, so the advice about the model and .history is the exception's only."""
@@ -798,8 +796,6 @@ def test_the_line_an_interrupt_prints_holds_no_python_advice(sample, capsys):
         fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=True, backend="numpy")
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.endswith("no checkpoint path was given, so nothing was saved to disk"), line
-
-
 
 
 def test_a_new_run_onto_a_stopped_runs_checkpoint_says_how_to_continue_it(sample, tmp_path):
