@@ -392,8 +392,6 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         arrays[MODEL_PREFIX + name] = p.data
     if optimizer is not None:
         positions = check_optimizer_params(optimizer, model, for_checkpoint="save")
-        if type(optimizer) in (Adam, SGD):
-            _check_state_like_parameters(optimizer, model, path)
         in_model_order = _renumber(optimizer.state_dict(), optimizer, positions)
         for key, value in in_model_order.items():
             if not np.isfinite(value).all():
@@ -607,12 +605,12 @@ def check_savable(model, path, optimizer=None):
     or SGD's state is not shaped and typed as its parameters."""
     if optimizer is not None:
         try:
-            optimizer.hyper()
+            hyper = optimizer.hyper()
             if type(optimizer).set_hyper is Optimizer.set_hyper:
                 optimizer.set_hyper()           # Optimizer's own: raises, naming what is missing
         except NotImplementedError as e:
             raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {e}") from None
-        for key, value in optimizer.hyper().items():    # a file keeps numbers: None, a bool, a name cannot come back
+        for key, value in hyper.items():        # a file keeps numbers: None, a bool, a name cannot come back
             a = np.asarray(value)
             if a.dtype.kind not in "iuf" or a.ndim > 1:
                 raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {type(optimizer).__name__}.hyper() "
