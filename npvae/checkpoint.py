@@ -585,12 +585,12 @@ def _check_state_like_parameters(optimizer, model, path):
     could then never be loaded."""
     names = {id(p): name for name, p in model.named_parameters()}
     for state in optimizer.state_names:
-        for p in optimizer.params:
+        for i, p in enumerate(optimizer.params):
             v = optimizer.state[p][state]
             if not isinstance(v, np.ndarray) or v.shape != p.shape or v.dtype != p.dtype:
                 got = f"{v.shape} {v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
                 raise StateDictError(f"refusing to save a checkpoint to {os.fspath(path)}: the optimizer's state "
-                                     f"{state!r} of parameter {names[id(p)]} is {got}, but the parameter is "
+                                     f"{state!r} of parameter {names.get(id(p), i)} is {got}, but the parameter is "
                                      f"{p.shape} {p.dtype}, so the file could not be loaded; put back an array "
                                      f"like the parameter (.astype(np.{p.dtype}) converts one)")
 
@@ -616,7 +616,7 @@ def check_savable(model, path, optimizer=None):
                 raise InputTypeError(f"cannot checkpoint to {os.fspath(path)}: {type(optimizer).__name__}.hyper() "
                                      f"gives {key}={value!r}, but a checkpoint keeps numbers (or a tuple of them), "
                                      f"given back to set_hyper() as floats; return a number for it")
-        if type(optimizer) in (Adam, SGD) and {id(p) for p in optimizer.params} <= {id(p) for p in model.parameters()}:
+        if type(optimizer) in (Adam, SGD):
             _check_state_like_parameters(optimizer, model, path)     # before an epoch of training, not after
     config = model.config()
     stock, dtype = expected_shapes(config), np.dtype(config["dtype"])
