@@ -130,7 +130,9 @@ def build_parser(exit_on_error=True):
                         f"beta/(N*steps per epoch) to --beta, reached at the end of epoch N; the "
                         f"epoch line shows each epoch's ramp, and the test loss always uses "
                         f"--beta (default: {d['warmup']})")
-    p.add_argument("--binarize", action="store_true", help="dynamic binarization of the training images")
+    p.add_argument("--binarize", action="store_true",
+                   help="0/1 pixels: the training images drawn anew each epoch, the test images once "
+                        "(the test figures are then likelihoods)")
     p.add_argument("--seed", type=cli.whole_number(0), metavar="N",
                    help=f"the run's seed (default: {d['seed']}). In Python: model_seed, data_seed = "
                         f"np.random.SeedSequence(N).spawn(2), then VAE(..., rng=np.random.default_rng(model_seed)) "
@@ -672,7 +674,11 @@ def evaluate(s, folder, model, history, data):
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
     loss = (f"test loss (negative ELBO) {neg_elbo:.2f} nats" if s["beta"] == 1 else
             f"test loss (recon + {s['beta']:g} KL) {test.total:.2f} nats, negative ELBO {neg_elbo:.2f}")
-    result(f"{loss}; IW NLL (k={s['nll_k']}, {n_nll} images) {nll:.2f} nats in {seconds:.0f}s")
+    images = f"{n_nll} images" if n_nll == len(data.test) else f"the first {n_nll} of {len(data.test)} images"
+    result(f"{loss}; IW NLL (k={s['nll_k']}, {images}) {nll:.2f} nats in {seconds:.0f}s")
+    if not s["binarize"]:        # a Bernoulli of grey levels is no density over images
+        result("  grey-level pixels: both figures compare models on these data; neither is a likelihood "
+               "to set beside binarized-MNIST results (--binarize trains and tests on 0/1 pixels)")
     memory = "" if peak_rss_mb is None else f" (peak memory {peak_rss_mb:.0f} MB)"
     result(f"done: figures, metrics and checkpoint in {folder.path}{memory}")
 

@@ -168,6 +168,10 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
                   backend=None, check_finite=True):
     """The loss on ``images`` with one sampled ``z`` per image: ``(total, recon, kl)``.
 
+    One draw per image makes it noisy: on 10,000 test images ``seed`` alone moves it by
+    about 0.1 nats (a standard deviation of 0.05-0.07 on Fashion-MNIST). As for :func:`iw_nll`,
+    it is a negative ELBO of the data only for binary images.
+
     Parameters
     ----------
     model : VAE
@@ -258,6 +262,10 @@ def _check_chunk_memory(model, k, chunk_rows, n):
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,
            per_image=False, backend=None, progress=None, check_finite=True):
     """Importance-weighted estimate of ``-log p(x)`` in nats (Burda et al., 2016).
+
+    A negative log-likelihood only for binary images (``binarize=True``, or 0/1 pixels): on
+    grey levels the decoder's Bernoulli is no density over images, and the number is a loss
+    that compares models on the same data, not one to set beside NLLs in the literature.
 
     Parameters
     ----------

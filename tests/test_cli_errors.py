@@ -262,12 +262,14 @@ def test_data_dir_that_is_a_file_is_named(user, tmp_path):
 
 
 def test_odd_but_valid_input_trains(tmp_path):
-    """Numbers at the edges that are still meaningful: a batch larger than the data set, a small lr."""
+    """Numbers at the edges that are still meaningful: a batch larger than the data set, a small lr,
+    more NLL images than there are (with --binarize, the figures are likelihoods: no grey-level note)."""
     shutil.copytree(SAMPLE, tmp_path / "data")
     proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
-                "9" * 30, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=tmp_path)
+                "9" * 30, "--binarize", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "IW NLL (k=2, 200 images)" in proc.stdout
+    assert "IW NLL (k=2, 200 images)" in proc.stdout and "grey-level" not in proc.stdout
     assert "is more than the 800 training images: each epoch is one step over all of them" in proc.stderr
 
 

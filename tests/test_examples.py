@@ -62,6 +62,8 @@ def test_train_mnist_writes_everything(run_dir):
     assert json.loads((out / "run.json").read_text())["split"] == 800
     assert "800 training images, 200 test images" in proc.stderr
     assert "k=2" in proc.stderr and "200 test images" in proc.stderr
+    assert "IW NLL (k=2, 200 images)" in proc.stdout
+    assert "grey-level pixels: both figures compare models on these data; neither is a likelihood" in proc.stdout
     assert "epoch 1/1" in proc.stderr and "\r" not in proc.stderr   # one line per epoch (not a terminal)
     assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
 
@@ -71,7 +73,8 @@ def weighted_run(tmp_path_factory):
     """One run with --seed 3 --beta 0.5 --warmup 4, read by the three tests below (a run each
     would triple their time): the warm-up never reaches --beta in its one epoch."""
     out = tmp_path_factory.mktemp("weighted") / "out"
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--seed", "3", "--beta", "0.5", "--warmup", "4", "--out", str(out)])
+    proc = run([TRAIN, *SMALL, "--epochs", "1", "--seed", "3", "--beta", "0.5", "--warmup", "4", "--nll-images", "50",
+                "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -86,6 +89,7 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(weighted_ru
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_recon"] + summary["test_kl"], rel=1e-12)
     assert f"test loss (recon + 0.5 KL) {summary['test_loss']:.2f} nats" in proc.stdout
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
+    assert "IW NLL (k=2, the first 50 of 200 images)" in proc.stdout     # not the images of the test loss
 
 
 def test_the_seed_is_what_its_help_says_it_is_in_python(weighted_run):
