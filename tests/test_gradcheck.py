@@ -164,7 +164,7 @@ def test_a_loss_whose_backward_ignores_grad_fails_its_grad_rows(monkeypatch):
 # -- it can fail ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def self_tested_command():
-    """One real self-test (3 s), made by ``python -m gradcheck --self-test``'s main in this
+    """One real self-test (5-10 s), made by ``python -m gradcheck --self-test``'s main in this
     process: its exit status, its printout, and the ``(ok, caught)`` that self_test returned it."""
     import contextlib
     import io
