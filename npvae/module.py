@@ -22,7 +22,8 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
 * ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``state_dict()`` /
   ``load_state_dict()``, ``train()`` / ``eval()``.
 
-This is the reference: plain NumPy, every array C-ordered, every unit computed.
+This is the reference: plain NumPy, every unit computed. ``VAE.loss`` works in C order
+(it copies a column-major batch); an op used on its own computes on its input as given.
 The fast path (:mod:`npvae.fast`) keeps its own copy of the parameters in the
 layout it likes and is tested against this code.
 """

@@ -18,7 +18,8 @@ of the run, and computing it is wasted. The fast path's training (``fit(..., bac
 :class:`npvae.fast.Trainer`) retires such units: its steps compute only the others
 (:attr:`npvae.fast.step.FastVAE.n_units`), which shrinks the largest forward product and the
 encoder head's products (on Fashion-MNIST, ``VAE(784, 400, 20, rng=0)`` and ``fit(..., rng=0)``:
-166 of 400 units are retired after epoch 2, 190 after epoch 5, 196 after epoch 10). For the length of
+166 of 400 units are retired after epoch 2, 190 after epoch 5, 193-196 after epoch 10, as the
+CPU rounds). For the length of
 an epoch the units are reordered, computed ones first (a permutation of hidden units
 changes nothing else), so the layers take slices of the weights rather than gathering
 columns at every step, and the optimizer holds the retired units' weight columns
