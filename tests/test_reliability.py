@@ -187,6 +187,27 @@ def test_run_folder_lock(tmp_path):
     assert os.listdir(folder) == []
 
 
+
+def test_a_run_that_opened_a_lock_file_its_holder_then_removed_locks_a_new_one(tmp_path, monkeypatch):
+    """The module docstring's retry: the file opened was removed (its run ended) before it was locked;
+    a lock on that removed file would keep no other run out, so the run takes the new file."""
+    folder = tmp_path / "run"
+    lock, real_open = str(folder / LOCK_NAME), os.open
+
+    def open_then_removed(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if os.fspath(path) == lock and not hasattr(open_then_removed, "done"):
+            open_then_removed.done = True
+            os.remove(lock)                 # the run that held it ends just now
+        return fd
+    monkeypatch.setattr(os, "open", open_then_removed)
+    with RunFolder(folder):
+        monkeypatch.setattr(os, "open", real_open)
+        assert hasattr(open_then_removed, "done")
+        assert f"process {os.getpid()}" in (holder(folder) or ""), "a run holds the folder, but no lock is visible"
+        with pytest.raises(RunFolderInUseError):
+            RunFolder(folder).__enter__()
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd")
 def test_a_released_run_folder_keeps_no_file_open(tmp_path):
     """A program that makes run folders in a loop (a notebook, say) would run out of file descriptors."""
@@ -584,9 +605,15 @@ def test_memory_estimates():
     assert 5e6 < small < 1e8                                # tens of MB for the tutorial model
     assert footprint.training_bytes(784, 400, 10 ** 8, 128) > 1e12
     assert footprint.training_bytes(784, 10 ** 40, 20, 128) > 1e40          # no overflow
+    # every value a batch row sends through the model has a gradient as large: per row, at least
+    # twice every layer's outputs and inputs, in float32
+    per_row = (footprint.training_bytes(784, 400, 20, 256) - small) / 128
+    assert per_row >= 2 * 4 * ((784 + 400 + 40) + (20 + 400 + 784))
     have = footprint.available_bytes()
     assert have is None or have > 0
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
+    assert [footprint.format_bytes(n) for n in (999, 1000, 2.5e15, 3.3e26)] == ["999 B", "1.0 kB", "2.5 PB",
+                                                                              "3.3e+26 bytes"]
 
 
 def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):
