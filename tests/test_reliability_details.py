@@ -210,6 +210,30 @@ def test_a_signal_after_fit_stopped_on_one_is_only_acknowledged(capsys):
     assert "SIGTERM received again" in capsys.readouterr().err
 
 
+
+def test_a_signal_fit_stopped_on_outside_a_program_does_not_mute_the_next_programs_first_one():
+    """fit stopped by Ctrl-C in a notebook or a script of one's own (no raise_on_signals around it):
+    a program run afterwards in the same process still stops on its first signal."""
+    x = np.random.default_rng(0).random((32, 6), dtype=np.float32)
+    with pytest.raises(TrainingInterrupted):
+        npvae.fit(npvae.VAE(6, 4, 2, rng=0), x, epochs=2, batch_size=16, rng=0, progress=False,
+                  backend="numpy", callback=lambda rec, m: signal.raise_signal(signal.SIGINT))
+    with pytest.raises(signals.Interrupted):
+        with signals.raise_on_signals():
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_second_signal_during_the_cleanup_of_the_first_is_only_acknowledged(capsys):
+    with signals.raise_on_signals():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except signals.Interrupted:
+            try:
+                signal.raise_signal(signal.SIGINT)      # pressed again while the finally blocks run
+            except signals.Interrupted:
+                pytest.fail("a second signal cut the cleanup of the first short")
+    assert "SIGINT received again; already stopping" in capsys.readouterr().err
+
 def test_a_late_signal_while_python_shuts_down_does_not_change_the_status():
     code = ("import atexit, os, signal\nfrom npvae import cli\n"
             "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
@@ -309,6 +333,38 @@ def test_without_proc_the_memory_bound_is_all_of_the_machines_memory(monkeypatch
     monkeypatch.setattr(os, "sysconf", unknown)
     assert footprint.available_bytes() is None
 
+
+
+def with_files(files):
+    """``open``, but under /proc and /sys only ``files`` (path -> text) exist."""
+    from cli_util import REAL_OPEN
+
+    def fake_open(file, *args, **kwargs):
+        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
+            if file in files:
+                return io.StringIO(files[file])
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", file)
+        return REAL_OPEN(file, *args, **kwargs)
+    return fake_open
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX")
+def test_what_is_available_is_the_least_of_meminfo_and_the_cgroups_room(monkeypatch):
+    """/proc/meminfo counts kB of 1024 bytes; a container's room is its limit less what it uses
+    already, and its limit "max" is no limit at all."""
+    import builtins
+
+    from npvae import footprint
+    meminfo = {"/proc/meminfo": "MemTotal:  8000000 kB\nMemAvailable:  50000 kB\n"}
+    monkeypatch.setattr(builtins, "open", with_files(meminfo))
+    assert footprint.available_bytes() == 50000 * 1024
+    cgroup = {"/sys/fs/cgroup/memory.max": "100000000\n", "/sys/fs/cgroup/memory.current": "60000000\n"}
+    monkeypatch.setattr(builtins, "open", with_files(cgroup))
+    assert footprint.available_bytes() == 40_000_000
+    monkeypatch.setattr(builtins, "open", with_files({**meminfo, **cgroup}))
+    assert footprint.available_bytes() == 40_000_000
+    monkeypatch.setattr(builtins, "open", with_files({**meminfo, **cgroup, "/sys/fs/cgroup/memory.max": "max\n"}))
+    assert footprint.available_bytes() == 50000 * 1024
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
 def test_peak_memory_counts_memory_freed_since():
