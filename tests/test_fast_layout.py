@@ -1,6 +1,7 @@
 """The fast path's layout and passes: the parameter block, the order and number of computed
 units (what dead-unit retirement relies on), batches in the fast layout, and the evaluator."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from npvae import VAE, Adam
 from npvae.data import load_idx_split, to_float
 from npvae.fast import Evaluator, FastVAE
+from npvae.fast.step import quiet_numpy_warnings
 from npvae.fast.layout import ParameterBlock
 from npvae.fast.workspace import Workspace
 from npvae.losses import bce_with_logits_per_sample
@@ -96,6 +98,42 @@ def test_units_moved_behind_and_left_out_give_the_full_computation(images, dtype
     net.reorder(np.argsort(np.concatenate([on, off])))
     assert net.order is None and np.array_equal(net.block.rows[0], start)
 
+
+
+def test_units_moved_twice_are_put_back_by_restore_order():
+    """``reorder`` composes: after two moves, ``restore_order`` gives every row back bit for bit,
+    and ``gradients`` are still in the model's order."""
+    model = VAE(12, 8, 3, dtype=np.float64, rng=0)
+    x = np.random.default_rng(2).random((5, 12))
+    eps = np.random.default_rng(3).standard_normal((5, 3))
+    net = FastVAE(model)
+    net.load(model)
+    net.forward(np.asfortranarray(x), 1.0, eps)
+    net.backward()
+    want = net.gradients()
+    start = net.block.rows.copy()
+    net.reorder(np.array([1, 2, 3, 4, 5, 6, 7, 0]))
+    net.reorder(np.array([7, 0, 2, 1, 3, 4, 6, 5]))
+    got = net.gradients()
+    assert all(np.array_equal(got[name], want[name]) for name in want)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="put them back first"):   # not units in the wrong places
+        net.store(model)
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    net.restore_order()
+    assert net.order is None and np.array_equal(net.block.rows, start)
+
+
+def test_the_fast_forward_silences_numpys_overflow_and_invalid_warnings_but_keeps_raise():
+    """Its loss shows a NaN or inf itself; under ``-W error`` a warning would replace that answer."""
+    inf = np.array([np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="warn", invalid="warn"), quiet_numpy_warnings():
+            assert np.isnan(inf - inf)[0] and np.isinf(np.array([1e308]) * 10)[0]
+    with np.errstate(invalid="raise"), quiet_numpy_warnings():
+        with pytest.raises(FloatingPointError):
+            inf - inf
 
 def test_a_workspace_takes_batches_in_the_fast_layout():
     ws = Workspace(5, [12, 8, 6], [3, 8, 12], np.float32)
