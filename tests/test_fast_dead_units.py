@@ -342,6 +342,57 @@ def test_a_retired_unit_whose_optimizer_state_changes_is_computed_again(images, 
     assert (model.encoder[0].weight.data[:, 0] != kept["w"]).all()   # Adam's moment moved it
 
 
+
+def test_a_retired_unit_whose_optimizer_state_changes_in_one_weight_is_computed_again(images, tmp_path):
+    """At rest means at rest in every weight of the unit: a moment that moves one of them is enough."""
+    path = tmp_path / "c.npz"
+    model = vae()
+    opt = Adam(model.parameters())
+    kept = {}
+
+    def push(record, m):
+        if record["epoch"] == 2:
+            assert 0 in retired(path)
+            state = opt.state_dict()
+            state["m.0"][400, 0] = 1e-3                  # one weight of unit 0
+            opt.load_state_dict(state)
+            kept["w"] = m.encoder[0].weight.data[400, 0]
+
+    fit(model, images[:100], epochs=3, optimizer=opt, checkpoint=path, callback=push, **RUN)
+    assert 0 not in retired(path) and model.encoder[0].weight.data[400, 0] != kept["w"]
+
+
+def test_a_unit_that_fired_in_an_earlier_epoch_only_is_retired_once_an_epoch_proves_it_dead(images, tmp_path):
+    """The evidence is gathered afresh each epoch: unit 0 fires in epoch 1, a callback switches it
+    off for good, and epoch 2 proves it dead."""
+    model = vae()
+    model.encoder[0].bias.data[0] = 5.0                  # fires on every image in epoch 1
+
+    def switch_off(record, m):
+        if record["epoch"] == 1:
+            m.encoder[0].bias.data[0] = -30.0
+
+    fit(model, images[:100], epochs=3, optimizer=SGD(model.parameters(), lr=1e-2), callback=switch_off,
+        checkpoint=tmp_path / "c.npz", **RUN)
+    assert 0 in retired(tmp_path / "c.npz") and set(OFF) <= set(retired(tmp_path / "c.npz"))
+
+
+def test_adams_moments_of_retired_units_end_as_training_without_retirement_leaves_them(images):
+    """The held columns' second moments decay at every step they sit out: fit gives back the
+    optimizer state of training without retirement (here, dead units with v > 0 and m = 0)."""
+    states = {}
+    for retire in (True, False):
+        model = vae(dtype=np.float64)
+        opt = Adam(model.parameters())
+        state = opt.state_dict()
+        state["v.0"][:, OFF] = 1e-6                      # left by firing long ago; m is 0: at rest
+        opt.load_state_dict(state)
+        fit(model, images[:100], epochs=2, optimizer=opt, retire_dead_units=retire, **RUN)
+        states[retire] = opt.state_dict()
+    assert states[True]["v.0"][:, OFF].max() < 1e-6     # they decayed
+    for key, want in states[False].items():
+        np.testing.assert_allclose(states[True][key], want, rtol=1e-12, atol=0, err_msg=key)
+
 def test_evaluation_in_fit_computes_the_retired_units(images, tmp_path):
     """A test image may excite a unit that no training image does: evaluation skips nothing."""
     x = images[:100]
@@ -429,6 +480,11 @@ def test_a_malformed_record_in_a_checkpoint_is_refused_before_loading(images, tm
     with pytest.raises(CheckpointError, match=r"bad\.npz.*dead_units\['retired'\].*\[0, 16\)"):
         fit(fresh, images[:100], epochs=3, resume=tmp_path / "bad.npz", **RUN)
     assert all(np.array_equal(before[k], v) for k, v in fresh.state_dict().items())
+    # True is an int to Python, not a unit index
+    save_checkpoint(tmp_path / "bool.npz", model, opt, epoch=2, history=ckpt.history, rngs=ckpt.rng_states,
+                    fit_config=ckpt.fit_config, dead_units={"retired": [True], "candidates": [], "live": []})
+    with pytest.raises(CheckpointError, match=r"bool\.npz.*dead_units\['retired'\].*got \[True\]"):
+        fit(fresh, images[:100], epochs=3, resume=tmp_path / "bool.npz", **RUN)
 
 
 # -- the premise: where the fused optimizer is at rest ------------------------------------------
@@ -579,6 +635,23 @@ def test_a_unit_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(ima
     retired = trainer.dead_units()["retired"]
     assert j not in retired and set(OFF[1:]) <= set(retired)
 
+
+
+def test_a_unit_whose_bias_alone_is_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(images):
+    x = images[:100].copy()
+    x[50:] = 0
+    j = OFF[0]
+    model = vae(hidden=16)
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=50, retire_dead_units=True)
+    trainer.begin_epoch()
+    trainer.step(trainer.batch(np.arange(50)))
+    trainer.sync()
+    model.encoder[0].bias.data[j] = 0.0             # fires on some of the first half, on no blank image
+    assert (to_float(x[:50], np.float64) @ model.encoder[0].weight.data[:, j] > 0).any()
+    trainer.step(trainer.batch(np.arange(50, 100)))
+    trainer.end_epoch()
+    retired = trainer.dead_units()["retired"]
+    assert j not in retired and set(OFF[1:]) <= set(retired)
 
 def test_a_unit_revived_after_a_mid_epoch_sync_is_computed_again(images):
     x = images[:100]
