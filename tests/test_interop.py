@@ -47,6 +47,8 @@ def test_examples_layout_names_and_shapes(tutorial):
     np.testing.assert_array_equal(sd["fc21.weight"], w[:, :20].T)     # mu head: first d outputs
     np.testing.assert_array_equal(sd["fc22.weight"], w[:, 20:].T)     # logvar head: last d
     assert all(v.flags.c_contiguous for v in sd.values())
+    for k, v in sd.items():
+        assert not any(np.shares_memory(v, p.data) for p in tutorial.parameters()), k
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -102,6 +104,10 @@ def test_deeper_models_sequential_only():
     ex = to_torch_state_dict(VAE(12, 7, 3, rng=0), layout="examples")
     with pytest.raises(InputError, match="one hidden layer"):
         from_torch_state_dict(b, ex)
+    odd = VAE(12, 7, 3, rng=0)       # an encoder head of 5 outputs: no [mu | logvar] halves
+    odd.encoder[2] = npvae.Dense(7, 5, rng=0)
+    with pytest.raises(InputError, match="'examples' layout"):
+        to_torch_state_dict(odd, layout="examples")
 
 
 def _bad(sd, case):
