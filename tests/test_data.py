@@ -813,7 +813,8 @@ def test_real_data(monkeypatch):
 def test_one_data_set_is_not_taken_for_the_other(monkeypatch):
     """Both use the same file names: a folder of one must not load as the other."""
     fashion, mnist = os.path.join(REAL, "fashion-mnist"), os.path.join(REAL, "mnist")
-    with pytest.raises(DataFileError, match="holds the Fashion-MNIST test images, not MNIST's"):
+    with pytest.raises(DataFileError, match="holds the Fashion-MNIST test images, not MNIST's.*point to the "
+                                            r"mnist folder \(data_dir, --data-dir or \$NPVAE_DATA_DIR/mnist\)"):
         load_split("mnist", "t10k", data_dir=fashion, download=False)
     with pytest.raises(DataFileError, match="holds the Fashion-MNIST training images, not MNIST's"):
         load_dataset("mnist", data_dir=fashion, download=False)
