@@ -342,7 +342,6 @@ def test_a_retired_unit_whose_optimizer_state_changes_is_computed_again(images, 
     assert (model.encoder[0].weight.data[:, 0] != kept["w"]).all()   # Adam's moment moved it
 
 
-
 def test_a_retired_unit_whose_optimizer_state_changes_in_one_weight_is_computed_again(images, tmp_path):
     """At rest means at rest in every weight of the unit: a moment that moves one of them is enough."""
     path = tmp_path / "c.npz"
@@ -392,6 +391,7 @@ def test_adams_moments_of_retired_units_end_as_training_without_retirement_leave
     assert states[True]["v.0"][:, OFF].max() < 1e-6     # they decayed
     for key, want in states[False].items():
         np.testing.assert_allclose(states[True][key], want, rtol=1e-12, atol=0, err_msg=key)
+
 
 def test_evaluation_in_fit_computes_the_retired_units(images, tmp_path):
     """A test image may excite a unit that no training image does: evaluation skips nothing."""
@@ -636,7 +636,6 @@ def test_a_unit_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(ima
     assert j not in retired and set(OFF[1:]) <= set(retired)
 
 
-
 def test_a_unit_whose_bias_alone_is_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(images):
     x = images[:100].copy()
     x[50:] = 0
@@ -652,6 +651,7 @@ def test_a_unit_whose_bias_alone_is_edited_after_a_mid_epoch_sync_is_not_retired
     trainer.end_epoch()
     retired = trainer.dead_units()["retired"]
     assert j not in retired and set(OFF[1:]) <= set(retired)
+
 
 def test_a_unit_revived_after_a_mid_epoch_sync_is_computed_again(images):
     x = images[:100]

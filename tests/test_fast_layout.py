@@ -99,7 +99,6 @@ def test_units_moved_behind_and_left_out_give_the_full_computation(images, dtype
     assert net.order is None and np.array_equal(net.block.rows[0], start)
 
 
-
 def test_units_moved_twice_are_put_back_by_restore_order():
     """``reorder`` composes: after two moves, ``restore_order`` gives every row back bit for bit,
     and ``gradients`` are still in the model's order."""
@@ -134,6 +133,7 @@ def test_the_fast_forward_silences_numpys_overflow_and_invalid_warnings_but_keep
     with np.errstate(invalid="raise"), quiet_numpy_warnings():
         with pytest.raises(FloatingPointError):
             inf - inf
+
 
 def test_a_workspace_takes_batches_in_the_fast_layout():
     ws = Workspace(5, [12, 8, 6], [3, 8, 12], np.float32)

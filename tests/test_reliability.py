@@ -187,7 +187,6 @@ def test_run_folder_lock(tmp_path):
     assert os.listdir(folder) == []
 
 
-
 def test_a_run_that_opened_a_lock_file_its_holder_then_removed_locks_a_new_one(tmp_path, monkeypatch):
     """The module docstring's retry: the file opened was removed (its run ended) before it was locked;
     a lock on that removed file would keep no other run out, so the run takes the new file."""
@@ -207,6 +206,7 @@ def test_a_run_that_opened_a_lock_file_its_holder_then_removed_locks_a_new_one(t
         assert f"process {os.getpid()}" in (holder(folder) or ""), "a run holds the folder, but no lock is visible"
         with pytest.raises(RunFolderInUseError):
             RunFolder(folder).__enter__()
+
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd")
 def test_a_released_run_folder_keeps_no_file_open(tmp_path):

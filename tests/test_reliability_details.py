@@ -210,7 +210,6 @@ def test_a_signal_after_fit_stopped_on_one_is_only_acknowledged(capsys):
     assert "SIGTERM received again" in capsys.readouterr().err
 
 
-
 def test_a_signal_fit_stopped_on_outside_a_program_does_not_mute_the_next_programs_first_one():
     """fit stopped by Ctrl-C in a notebook or a script of one's own (no raise_on_signals around it):
     a program run afterwards in the same process still stops on its first signal."""
@@ -233,6 +232,7 @@ def test_a_second_signal_during_the_cleanup_of_the_first_is_only_acknowledged(ca
             except signals.Interrupted:
                 pytest.fail("a second signal cut the cleanup of the first short")
     assert "SIGINT received again; already stopping" in capsys.readouterr().err
+
 
 def test_a_late_signal_while_python_shuts_down_does_not_change_the_status():
     code = ("import atexit, os, signal\nfrom npvae import cli\n"
@@ -334,7 +334,6 @@ def test_without_proc_the_memory_bound_is_all_of_the_machines_memory(monkeypatch
     assert footprint.available_bytes() is None
 
 
-
 def with_files(files):
     """``open``, but under /proc and /sys only ``files`` (path -> text) exist."""
     from cli_util import REAL_OPEN
@@ -365,6 +364,7 @@ def test_what_is_available_is_the_least_of_meminfo_and_the_cgroups_room(monkeypa
     assert footprint.available_bytes() == 40_000_000
     monkeypatch.setattr(builtins, "open", with_files({**meminfo, **cgroup, "/sys/fs/cgroup/memory.max": "max\n"}))
     assert footprint.available_bytes() == 50000 * 1024
+
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux: VmHWM")
 def test_peak_memory_counts_memory_freed_since():
