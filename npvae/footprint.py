@@ -155,6 +155,7 @@ def format_bytes(n):
     if n >= 1e18:
         return f"{n:.1e} bytes"
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        text = f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        if float(text.split()[0]) < 1000 or unit == "PB":      # as rounded: 999,960 is 1.0 MB
+            return text
         n /= 1000

@@ -59,12 +59,18 @@ def _params(model, layout):
             raise InputError(f"parameter {name!r} {a.shape} is not a Dense weight or bias; "
                              f"it has no PyTorch Linear equivalent")
     if layout == "examples":
-        if sorted(params) != sorted(_EXAMPLES_OURS) or params["encoder.2.weight"].shape[1] % 2:
+        if sorted(params) != sorted(_EXAMPLES_OURS):
             hidden = getattr(model, "hidden_dims", None)
             raise InputError(
                 "the 'examples' layout (fc1, fc21, fc22, fc3, fc4) describes a VAE with exactly one "
                 f"hidden layer, encoder.0/encoder.2 and decoder.0/decoder.2; this model has "
                 f"hidden_dims={hidden} and parameters {sorted(params)}: use layout='sequential'")
+        head = params["encoder.2.weight"].shape[1]
+        if head % 2:
+            raise InputError(
+                f"the 'examples' layout splits the encoder's head into fc21 (the mean) and fc22 (the "
+                f"log-variance), two halves of 2 * latent_dim outputs; this model's encoder.2 has {head}: "
+                f"use layout='sequential'")
     return params
 
 

@@ -170,7 +170,12 @@ class RunFolder:
         lock = self.file(LOCK_NAME)
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            if not _try_lock(fd):
+            try:
+                locked = _try_lock(fd)
+            except OSError:             # no locks here at all (ENOLCK): keep no file open
+                os.close(fd)
+                raise
+            if not locked:
                 who = _describe(_read_info(fd))
                 os.close(fd)
                 raise RunFolderInUseError(
@@ -184,15 +189,19 @@ class RunFolder:
                 break
             _close(fd, locked=True)     # we locked a file its holder had just removed: try again
         self._fd = fd
-        info = _read_info(fd)
-        if info:
-            self.stale = _describe(info)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
-                                     started=datetime.datetime.now().isoformat(timespec="seconds"),
-                                     command=shlex.join([sys.executable, *sys.argv]))).encode("utf-8"))
-        self.swept = sweep_temporary_files(self.path)
+        try:
+            info = _read_info(fd)
+            if info:
+                self.stale = _describe(info)
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
+                                         started=datetime.datetime.now().isoformat(timespec="seconds"),
+                                         command=shlex.join([sys.executable, *sys.argv]))).encode("utf-8"))
+            self.swept = sweep_temporary_files(self.path)
+        except BaseException:           # a full disk, say: no __exit__ follows, so let go here
+            self.release()
+            raise
         return self
 
     def __exit__(self, *exc):

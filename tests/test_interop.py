@@ -106,7 +106,7 @@ def test_deeper_models_sequential_only():
         from_torch_state_dict(b, ex)
     odd = VAE(12, 7, 3, rng=0)       # an encoder head of 5 outputs: no [mu | logvar] halves
     odd.encoder[2] = npvae.Dense(7, 5, rng=0)
-    with pytest.raises(InputError, match="'examples' layout"):
+    with pytest.raises(InputError, match="two halves of 2 \\* latent_dim outputs; this model's encoder.2 has 5"):
         to_torch_state_dict(odd, layout="examples")
 
 

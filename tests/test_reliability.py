@@ -218,6 +218,30 @@ def test_a_released_run_folder_keeps_no_file_open(tmp_path):
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def raising(error):
+    def fail(*args):
+        raise error
+    return fail
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd, fcntl")
+def test_a_run_folder_that_cannot_be_locked_or_written_keeps_no_file_open_and_no_lock(tmp_path, monkeypatch):
+    """No locks on the file system (NFS without lockd: ENOLCK), or a full disk while the lock file is
+    written: the error, and nothing held (a notebook could not use the folder again until restarted)."""
+    import fcntl
+    before = len(os.listdir("/proc/self/fd"))
+    for module, name, error in ((fcntl, "flock", OSError(errno.ENOLCK, "No locks available")),
+                                (os, "write", OSError(errno.ENOSPC, "No space left on device"))):
+        with monkeypatch.context() as failing:
+            failing.setattr(module, name, raising(error))
+            with pytest.raises(OSError) as raised:
+                RunFolder(tmp_path / "run").__enter__()
+        assert raised.value is error
+        assert len(os.listdir("/proc/self/fd")) == before, name
+    with RunFolder(tmp_path / "run"):            # free: not "in use" by this very process
+        pass
+
+
 def test_a_run_that_opens_the_lock_file_as_its_holder_ends_is_refused_or_keeps_a_visible_lock(tmp_path,
                                                                                              monkeypatch):
     """The holder removes the lock file before it closes it (the module docstring): a run that comes
@@ -614,6 +638,7 @@ def test_memory_estimates():
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
     assert [footprint.format_bytes(n) for n in (999, 1000, 2.5e15, 3.3e26)] == ["999 B", "1.0 kB", "2.5 PB",
                                                                               "3.3e+26 bytes"]
+    assert [footprint.format_bytes(n) for n in (999.6, 999_960, 999_949)] == ["1.0 kB", "1.0 MB", "999.9 kB"]
 
 
 def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):
