@@ -132,7 +132,7 @@ def build_parser(exit_on_error=True):
                         f"--beta (default: {d['warmup']})")
     p.add_argument("--binarize", action="store_true",
                    help="0/1 pixels: the training images drawn anew each epoch, the test images once "
-                        "(the test figures are then likelihoods)")
+                        "(the test loss then bounds, and the IW NLL estimates, -log p(x))")
     p.add_argument("--seed", type=cli.whole_number(0), metavar="N",
                    help=f"the run's seed (default: {d['seed']}). In Python: model_seed, data_seed = "
                         f"np.random.SeedSequence(N).spawn(2), then VAE(..., rng=np.random.default_rng(model_seed)) "
@@ -662,7 +662,8 @@ def evaluate(s, folder, model, history, data):
                          backend=s["backend"])
     neg_elbo = test.recon + test.kl
     n_nll = min(s["nll_images"] or len(data.test), len(data.test))
-    say(f"importance-weighted NLL: k={s['nll_k']} samples on {n_nll} test images ...")
+    which = f"{n_nll}" if n_nll == len(data.test) else f"the first {n_nll} of {len(data.test)}"
+    say(f"importance-weighted NLL: k={s['nll_k']} samples on {which} test images ...")
     t0 = time.perf_counter()
     nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"], s["backend"])
     seconds = time.perf_counter() - t0
@@ -674,11 +675,11 @@ def evaluate(s, folder, model, history, data):
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
     loss = (f"test loss (negative ELBO) {neg_elbo:.2f} nats" if s["beta"] == 1 else
             f"test loss (recon + {s['beta']:g} KL) {test.total:.2f} nats, negative ELBO {neg_elbo:.2f}")
-    images = f"{n_nll} images" if n_nll == len(data.test) else f"the first {n_nll} of {len(data.test)} images"
-    result(f"{loss}; IW NLL (k={s['nll_k']}, {images}) {nll:.2f} nats in {seconds:.0f}s")
+    took = f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    result(f"{loss}; IW NLL (k={s['nll_k']}, {which} images) {nll:.2f} nats in {took}")
     if not s["binarize"]:        # a Bernoulli of grey levels is no density over images
-        result("  grey-level pixels: both figures compare models on these data; neither is a likelihood "
-               "to set beside binarized-MNIST results (--binarize trains and tests on 0/1 pixels)")
+        result("  grey-level pixels: compare these only between runs on the same data; "
+               "they are not log-likelihoods (see --binarize)")
     memory = "" if peak_rss_mb is None else f" (peak memory {peak_rss_mb:.0f} MB)"
     result(f"done: figures, metrics and checkpoint in {folder.path}{memory}")
 

@@ -345,6 +345,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
     path : str or os.PathLike
         Destination, conventionally ``*.npz``. Missing folders above it are created.
     model : VAE
+        Its values as they are: inside a loop of :class:`npvae.fast.Trainer` steps, call
+        ``trainer.sync()`` first (until then the model and the optimizer hold what it took).
     optimizer : Optimizer, optional
         Its ``state_dict()`` is saved (moments, step count, hyper-parameters). It must
         hold exactly ``model.parameters()``, in any order.

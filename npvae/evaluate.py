@@ -177,7 +177,9 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     model : VAE
         Its ``encode`` and ``decoder`` run as they are; the sampling and the two terms are the
         stock VAE's (the BCE, the KL to N(0, I)) whatever ``model.loss`` computes. A model whose
-        ``sampler``, ``kl`` or ``bce`` is another is refused.
+        ``sampler``, ``kl`` or ``bce`` is another is refused. Inside a loop of
+        :class:`npvae.fast.Trainer` steps, call ``trainer.sync()`` first: until then the model
+        holds what the trainer took, not what it trained.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
@@ -272,7 +274,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     model : VAE
         As for :func:`evaluate_elbo`: ``log p(x | z)`` is its decoder's Bernoulli, ``p(z)`` is
         N(0, I), whatever ``model.loss`` computes; a model whose ``sampler``, ``kl`` or ``bce`` is
-        another is refused.
+        another is refused; inside a :class:`npvae.fast.Trainer` loop, ``sync()`` first.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     k : int

@@ -152,10 +152,10 @@ def peak_rss_bytes():
 
 def format_bytes(n):
     """``"512 B"``, ``"3.1 MB"``, ``"2.5 TB"`` (powers of 1000); ``"3.3e+26 bytes"`` past petabytes."""
-    if n >= 1e18:
-        return f"{n:.1e} bytes"
+    size = n
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        text = f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        if float(text.split()[0]) < 1000 or unit == "PB":      # as rounded: 999,960 is 1.0 MB
+        text = f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        if float(text.split()[0]) < 1000:       # as rounded: 999,960 bytes is 1.0 MB
             return text
-        n /= 1000
+        size /= 1000
+    return f"{n:.1e} bytes"

@@ -57,6 +57,12 @@ def _try_lock(fd):
     return True
 
 
+def _name_file(error, path):
+    """Let ``error`` name ``path`` if it names no file (``flock`` and ``write`` name none)."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = path
+
+
 def _close(fd, locked):
     """Close ``fd``; a lock of ``msvcrt`` is undone first (Windows may free a lock that is closed
     with its file only later, and a run that looks just after would find the folder busy)."""
@@ -172,8 +178,10 @@ class RunFolder:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 locked = _try_lock(fd)
-            except OSError:             # no locks here at all (ENOLCK): keep no file open
+            except OSError as e:        # no locks here at all (ENOLCK): keep no file open
                 os.close(fd)
+                self._give_up()
+                _name_file(e, lock)
                 raise
             if not locked:
                 who = _describe(_read_info(fd))
@@ -199,10 +207,20 @@ class RunFolder:
                                          started=datetime.datetime.now().isoformat(timespec="seconds"),
                                          command=shlex.join([sys.executable, *sys.argv]))).encode("utf-8"))
             self.swept = sweep_temporary_files(self.path)
-        except BaseException:           # a full disk, say: no __exit__ follows, so let go here
-            self.release()
+        except BaseException as e:      # a full disk, say: no __exit__ follows, so let go here
+            self._give_up()
+            _name_file(e, lock)
             raise
         return self
+
+    def _give_up(self):
+        """After a failed start: what :meth:`discard` does, its own errors left out (the first
+        error is the one to tell)."""
+        with contextlib.suppress(OSError):
+            if self._fd is None and self.created:     # never locked: the lock file is ours alone
+                os.remove(self.file(LOCK_NAME))
+        with contextlib.suppress(OSError):
+            self.discard([])
 
     def __exit__(self, *exc):
         self.release()
@@ -224,9 +242,11 @@ class RunFolder:
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 os.remove(self.file(LOCK_NAME))
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.file(LOCK_NAME))
-        os.close(fd)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(LOCK_NAME))
+        finally:
+            os.close(fd)
 
     def discard(self, names):
         """Remove the files ``names`` and release the lock; remove the folder too if this run created it.

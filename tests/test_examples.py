@@ -63,7 +63,8 @@ def test_train_mnist_writes_everything(run_dir):
     assert "800 training images, 200 test images" in proc.stderr
     assert "k=2" in proc.stderr and "200 test images" in proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout
-    assert "grey-level pixels: both figures compare models on these data; neither is a likelihood" in proc.stdout
+    assert "grey-level pixels: compare these only between runs on the same data; they are not log-likelihoods" \
+        in proc.stdout
     assert "epoch 1/1" in proc.stderr and "\r" not in proc.stderr   # one line per epoch (not a terminal)
     assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
 
@@ -90,6 +91,7 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(weighted_ru
     assert f"test loss (recon + 0.5 KL) {summary['test_loss']:.2f} nats" in proc.stdout
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
     assert "IW NLL (k=2, the first 50 of 200 images)" in proc.stdout     # not the images of the test loss
+    assert "k=2 samples on the first 50 of 200 test images" in proc.stderr
 
 
 def test_the_seed_is_what_its_help_says_it_is_in_python(weighted_run):

@@ -637,6 +637,8 @@ def test_a_unit_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(ima
 
 
 def test_a_unit_whose_bias_alone_is_edited_after_a_mid_epoch_sync_is_not_retired_on_old_evidence(images):
+    """As for a weight edited after a sync (above): a new bias is a new unit, whose silence on
+    the epoch's images before the edit proves nothing."""
     x = images[:100].copy()
     x[50:] = 0
     j = OFF[0]

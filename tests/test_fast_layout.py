@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from npvae import VAE, Adam
+from npvae.errors import InputError
 from npvae.data import load_idx_split, to_float
 from npvae.fast import Evaluator, FastVAE
 from npvae.fast.step import quiet_numpy_warnings
@@ -123,8 +124,9 @@ def test_units_moved_twice_are_put_back_by_restore_order():
     assert net.order is None and np.array_equal(net.block.rows, start)
 
 
-def test_the_fast_forward_silences_numpys_overflow_and_invalid_warnings_but_keeps_raise():
-    """Its loss shows a NaN or inf itself; under ``-W error`` a warning would replace that answer."""
+def test_quiet_numpy_warnings_silences_overflow_and_invalid_but_keeps_raise():
+    """What the fast path's forward passes run in: their loss shows a NaN or inf itself, and under
+    ``-W error`` a warning would replace that answer; a caller's ``errstate(raise)`` still holds."""
     inf = np.array([np.inf])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -156,3 +158,20 @@ def test_the_evaluator_is_the_models_forward_pass(images, dtype, tol):
     assert rel(rows, bce_with_logits_per_sample(model.decoder.forward(z), x)) < tol
     model.encoder[0].weight.data[...] = 0         # the evaluator copied the parameters once, when made
     assert rel(evaluator.encode(evaluator.prepare(x)), h) == 0
+
+
+def test_the_evaluator_refuses_what_prepare_did_not_make(images):
+    """Pixels 0..255, one image, or codes of another width would give numbers, but wrong ones."""
+    model = VAE(784, 32, 4, rng=3)
+    evaluator = Evaluator(model)
+    x = to_float(images[:6], np.float32)
+    z = np.zeros((6, 4), np.float32)
+    for bad in (images[:6], x, x[0], np.asfortranarray(x[:, :100]), np.asfortranarray(x, np.float64), x.tolist()):
+        with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch of shape \(batch, 784\), got (a|list)"):
+            evaluator.encode(bad)
+        with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch"):
+            evaluator.recon_rows(z, bad)
+    for bad in (z[:5], z[:, :3], z.astype(np.float64), z.tolist()):
+        with pytest.raises(InputError, match=r"z must be a float32 array of shape \(batch, 4\), got"):
+            evaluator.recon_rows(bad, evaluator.prepare(x))
+    assert evaluator.recon_rows(z, evaluator.prepare(x)).shape == (6,)

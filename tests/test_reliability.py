@@ -191,18 +191,18 @@ def test_a_run_that_opened_a_lock_file_its_holder_then_removed_locks_a_new_one(t
     """The module docstring's retry: the file opened was removed (its run ended) before it was locked;
     a lock on that removed file would keep no other run out, so the run takes the new file."""
     folder = tmp_path / "run"
-    lock, real_open = str(folder / LOCK_NAME), os.open
+    lock, real_open, removed = str(folder / LOCK_NAME), os.open, []
 
     def open_then_removed(path, *args, **kwargs):
         fd = real_open(path, *args, **kwargs)
-        if os.fspath(path) == lock and not hasattr(open_then_removed, "done"):
-            open_then_removed.done = True
+        if os.fspath(path) == lock and not removed:
             os.remove(lock)                 # the run that held it ends just now
+            removed.append(lock)
         return fd
     monkeypatch.setattr(os, "open", open_then_removed)
     with RunFolder(folder):
         monkeypatch.setattr(os, "open", real_open)
-        assert hasattr(open_then_removed, "done")
+        assert removed
         assert f"process {os.getpid()}" in (holder(folder) or ""), "a run holds the folder, but no lock is visible"
         with pytest.raises(RunFolderInUseError):
             RunFolder(folder).__enter__()
@@ -227,19 +227,28 @@ def raising(error):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: /proc/self/fd, fcntl")
 def test_a_run_folder_that_cannot_be_locked_or_written_keeps_no_file_open_and_no_lock(tmp_path, monkeypatch):
     """No locks on the file system (NFS without lockd: ENOLCK), or a full disk while the lock file is
-    written: the error, and nothing held (a notebook could not use the folder again until restarted)."""
+    written, even with a lock file that then cannot be removed: that first error, naming the lock
+    file, and nothing held (a notebook could not use the folder again until restarted) or left in
+    a folder the run made."""
     import fcntl
     before = len(os.listdir("/proc/self/fd"))
-    for module, name, error in ((fcntl, "flock", OSError(errno.ENOLCK, "No locks available")),
-                                (os, "write", OSError(errno.ENOSPC, "No space left on device"))):
-        with monkeypatch.context() as failing:
-            failing.setattr(module, name, raising(error))
+    folder = tmp_path / "run"
+    failures = [[(fcntl, "flock", OSError(errno.ENOLCK, "No locks available"))],
+                [(os, "write", OSError(errno.ENOSPC, "No space left on device"))],
+                [(os, "write", OSError(errno.ENOSPC, "No space left on device")),
+                 (os, "remove", PermissionError(errno.EACCES, "Permission denied"))]]
+    for failing in failures:
+        with monkeypatch.context() as broken:
+            for module, name, error in failing:
+                broken.setattr(module, name, raising(error))
             with pytest.raises(OSError) as raised:
-                RunFolder(tmp_path / "run").__enter__()
-        assert raised.value is error
-        assert len(os.listdir("/proc/self/fd")) == before, name
-    with RunFolder(tmp_path / "run"):            # free: not "in use" by this very process
+                RunFolder(folder).__enter__()
+        assert raised.value is failing[0][2] and raised.value.filename == str(folder / LOCK_NAME)
+        assert len(os.listdir("/proc/self/fd")) == before, failing
+        assert not folder.exists() or os.listdir(folder) == [LOCK_NAME], failing   # it could not be removed
+    with RunFolder(folder):                      # free: not "in use" by this very process
         pass
+    assert not os.path.exists(folder / LOCK_NAME)
 
 
 def test_a_run_that_opens_the_lock_file_as_its_holder_ends_is_refused_or_keeps_a_visible_lock(tmp_path,
@@ -638,7 +647,8 @@ def test_memory_estimates():
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
     assert [footprint.format_bytes(n) for n in (999, 1000, 2.5e15, 3.3e26)] == ["999 B", "1.0 kB", "2.5 PB",
                                                                               "3.3e+26 bytes"]
-    assert [footprint.format_bytes(n) for n in (999.6, 999_960, 999_949)] == ["1.0 kB", "1.0 MB", "999.9 kB"]
+    assert [footprint.format_bytes(n) for n in (999.6, 999_960, 999_949, 999.96e15)] == ["1.0 kB", "1.0 MB",
+                                                                                      "999.9 kB", "1.0e+18 bytes"]
 
 
 def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):

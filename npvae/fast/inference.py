@@ -6,7 +6,7 @@ copy of the model's parameters in the fast layout, with the training step's kern
 """
 import numpy as np
 
-from ..errors import InputTypeError
+from ..errors import InputError, InputTypeError
 from ..validate import check_shape
 from .step import FastVAE, quiet_numpy_warnings
 from .supported import EVALUATION_METHODS, check_supported
@@ -34,13 +34,26 @@ class Evaluator:
 
     def encode(self, x):
         """``h = [mu | logvar]`` (B, 2d) of a prepared batch (overwritten by the next call)."""
+        self._check_prepared(x)
         return self.net.encode(x, self.net.workspace(x.shape[0], training=False))
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,) for codes ``z`` (B, d) and a prepared ``x``."""
+        self._check_prepared(x)
+        self._check_prepared(z, "z", self.net.dec[0], rows=x.shape[0])
         ws = self.net.workspace(x.shape[0], training=False)
         k.bce_logits_forward(self.net.decode(z, ws), x, ws.recon_rows)
         return ws.recon_rows
+
+    def _check_prepared(self, a, name="x", width=None, rows=None):
+        """Pixels 0..255, one image or a batch of another type would give numbers, but wrong ones."""
+        width = self.net.enc[0] if width is None else width
+        ok = (isinstance(a, np.ndarray) and a.dtype == self.net.dtype and a.ndim == 2 and a.shape[1] == width
+              and (rows is None or a.shape[0] == rows) and (a.flags.f_contiguous or name == "z"))
+        if not ok:
+            got = f"a {a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            made = "prepare(x)'s batch" if name == "x" else f"a {self.net.dtype} array"
+            raise InputError(f"{name} must be {made} of shape (batch, {width}), got {got}")
 
     def numpy_warnings(self):
         """Around an evaluation on the fast path: NumPy's warnings off for a NaN or inf, which
