@@ -221,6 +221,8 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     beta = check_positive_float(beta, "beta", allow_zero=True)
     check_finite = check_bool(check_finite, "check_finite")
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend, "evaluate_elbo")
+    rows = min(batch_size, len(images))
+    _check_memory(model, rows, f"evaluate_elbo with batch_size={batch_size}", "batch_size (default 1000)")
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
     with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
@@ -249,16 +251,23 @@ def _diverged(what):
                            f"check_finite=False to get the value")
 
 
-def _check_chunk_memory(model, k, chunk_rows, n):
-    """Refuse a chunk (up to ``k`` samples of a batch of ``n``) that this machine cannot hold."""
-    rows = min(k, max(1, chunk_rows // n)) * n
+def _check_memory(model, rows, caller, smaller):
+    """Refuse sending ``rows`` rows through the model at once if this machine cannot hold them:
+    a bare MemoryError would come later, after minutes of paging."""
     need = footprint.evaluation_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows, model.dtype)
     have = footprint.available_bytes()
     if have is not None and need > have:
-        raise InputError(f"iw_nll with k={k} and chunk_rows={chunk_rows} sends {rows:,} rows through the model "
-                         f"at once, about {footprint.format_bytes(need)}, but {footprint.format_bytes(have)} "
-                         f"is available: free some memory, or pass a smaller chunk_rows (default 1024) or "
-                         f"batch_size (default 500)")
+        raise InputError(f"{caller} sends {rows:,} rows through the model at once, about "
+                         f"{footprint.format_bytes(need)}, but {footprint.format_bytes(have)} is available: "
+                         f"free some memory, or pass a smaller {smaller}")
+
+
+def _check_chunk_memory(model, k, chunk_rows, n):
+    """Refuse a chunk (up to ``k`` samples of a batch of ``n``) that this machine cannot hold."""
+    per_chunk = min(k, max(1, chunk_rows // n))
+    smaller = ("chunk_rows (default 1024) or batch_size (default 500)" if per_chunk > 1 else
+               "batch_size (default 500): one sample of a whole batch goes through at once, whatever chunk_rows")
+    _check_memory(model, per_chunk * n, f"iw_nll with k={k}, batch_size={n} and chunk_rows={chunk_rows}", smaller)
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,

@@ -58,11 +58,12 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
 def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32):
     """Bytes that sending ``rows`` samples through such a VAE's decoder for their likelihood adds, roughly:
     every decoder layer's output (hidden ones twice: the reference keeps them before and after the
-    ReLU), the rows' images three times (repeated, a copy in the fast path's layout, the per-pixel
-    terms), the encoder's outputs repeated and the sampler's eps, std and z, and room for the encoder's
-    layers, which the fast path's workspace holds too. The model itself is not counted: it exists."""
+    ReLU), the rows' images five times (repeated, a copy in the fast path's layout, and the
+    reference BCE's per-pixel terms, three at a time), the encoder's outputs repeated and the
+    sampler's eps, std and z, and room for the encoder's layers, which the fast path's workspace
+    holds too. The model itself is not counted: it exists."""
     encoder, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
-    row = sum(decoder[1:]) + sum(decoder[1:-1]) + 3 * int(input_dim) + 5 * int(latent_dim) + sum(encoder[1:])
+    row = sum(decoder[1:]) + sum(decoder[1:-1]) + 5 * int(input_dim) + 5 * int(latent_dim) + sum(encoder[1:])
     return np.dtype(dtype).itemsize * int(rows) * row
 
 
