@@ -45,8 +45,8 @@ from .losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from .model import LossParts, check_vae
 from .module import same_class
 from .sampler import Sampler
-from .validate import (check_bool, check_finite_parameters, check_images, check_positive_float, check_positive_int,
-                       check_seed)
+from .validate import (check_bool, check_finite_parameters, check_images, check_layer_dtypes, check_positive_float,
+                       check_positive_int, check_seed)
 
 __all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
 
@@ -124,7 +124,8 @@ def binarize_inplace(x, rng, u):
 
 
 def _prepare(model, images, batch_size, seed, binarize, backend, caller):
-    check_finite_parameters(check_model(model), "every loss it gives is NaN")
+    check_layer_dtypes(check_model(model))
+    check_finite_parameters(model, "every loss it gives is NaN")
     images = check_images(images, "images", model.input_dim, stacklevel=4, dtype=model.dtype)   # at evaluate_elbo's caller
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed, "seed")

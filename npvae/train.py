@@ -53,9 +53,9 @@ from .evaluate import binarize_inplace, check_model, check_stock_terms, evaluate
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
-from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_optimizer_params,
-                       check_output_path, check_positive_float, check_positive_int, check_rng, check_seed,
-                       pixel_scale_said)
+from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_layer_dtypes,
+                       check_optimizer_params, check_output_path, check_positive_float, check_positive_int,
+                       check_rng, check_seed, pixel_scale_said)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -485,6 +485,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         check_savable(model, checkpoint, optimizer)
         if resume is None:
             _warn_if_stopped_run(checkpoint)
+    check_layer_dtypes(model)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
         check_stock_terms(model, "fit(test_images=)")

@@ -380,6 +380,17 @@ def check_finite_parameters(model, consequence):
                              f"checkpoint or build a new model")
 
 
+def check_layer_dtypes(model):
+    """Every layer of ``model`` that has a dtype has the model's: one made with another (a float64
+    ``Dense`` put into a float32 VAE) refuses its input, an array the user never saw, and says
+    not which layer it is."""
+    for name, layer in model.named_modules():
+        dtype = getattr(layer, "dtype", model.dtype)
+        if dtype != model.dtype:
+            raise InputTypeError(f"model.{name} is {layer!r}, but the model computes in {model.dtype}: "
+                                 f"make that layer with dtype=np.{model.dtype}")
+
+
 def check_noise(eps, shape, dtype, owner):
     """``eps`` is a finite array of ``shape`` and ``dtype`` (the sampler's noise, given by hand)."""
     if not isinstance(eps, np.ndarray):

@@ -512,3 +512,17 @@ def test_a_stock_vae_made_after_npvae_losses_was_reloaded_is_still_evaluated():
         setattr(model, part, again(0) if part == "sampler" else again())
     x = np.random.default_rng(0).random((10, 12)).astype(np.float32)
     assert evaluate_elbo(model, x, backend="numpy") == evaluate_elbo(VAE(12, 8, 2, rng=0), x, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_layer_of_another_dtype_is_named_before_anything_runs(backend):
+    """A float64 Dense put into a float32 VAE refused its input on the reference ("x has dtype
+    float32 ...; convert with x.astype(np.float64)"), an array the user never passed."""
+    model = VAE(20, 8, 2, rng=0)
+    model.decoder[2] = npvae.Dense(8, 20, dtype=np.float64, rng=0)
+    x = np.random.default_rng(0).random((10, 20)).astype(np.float32)
+    words = r"model\.decoder\.2 is Dense\(8 -> 20, dtype=float64\), but the model computes in float32: " \
+            r"make that layer with dtype=np\.float32"
+    for call in (evaluate_elbo, iw_nll, lambda m, x, backend: fit(m, x, epochs=1, progress=False, backend=backend)):
+        with pytest.raises(InputTypeError, match=words):
+            call(model, x, backend=backend)
