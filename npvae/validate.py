@@ -287,8 +287,10 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     converted batch by batch, or floats in [0, 1]. Every error names ``name``.
     """
     if not isinstance(images, np.ndarray):
+        convertible = isinstance(images, (list, tuple)) or hasattr(images, "__array__")
+        hint = f" (np.asarray({name}) makes one)" if convertible else ""
         raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
-                             f"got {type(images).__name__}")
+                             f"got {type(images).__name__}{hint}")
     refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"

@@ -526,3 +526,16 @@ def test_a_layer_of_another_dtype_is_named_before_anything_runs(backend):
     for call in (evaluate_elbo, iw_nll, lambda m, x, backend: fit(m, x, epochs=1, progress=False, backend=backend)):
         with pytest.raises(InputTypeError, match=words):
             call(model, x, backend=backend)
+
+
+def test_images_that_are_not_an_array_are_refused_saying_how_to_make_one():
+    model = VAE(6, 4, 2, rng=0)
+    rows = [[0.5] * 6, [0.25] * 6]
+    for call, name in ((evaluate_elbo, "images"), (iw_nll, "images"),
+                       (lambda m, x: fit(m, x, epochs=1, progress=False), "train_images")):
+        with pytest.raises(InputTypeError, match=rf"^{name} must be a numpy array of shape \(N, 6\), got list "
+                                                 rf"\(np\.asarray\({name}\) makes one\)$"):
+            call(model, rows)
+        with pytest.raises(InputTypeError, match=rf"^{name} must be a numpy array of shape \(N, 6\), got NoneType$"):
+            call(model, None)
+    assert np.isfinite(evaluate_elbo(model, np.asarray(rows, np.float32)).total)
