@@ -65,12 +65,12 @@ def _params(model, layout):
                 "the 'examples' layout (fc1, fc21, fc22, fc3, fc4) describes a VAE with exactly one "
                 f"hidden layer, encoder.0/encoder.2 and decoder.0/decoder.2; this model has "
                 f"hidden_dims={hidden} and parameters {sorted(params)}: use layout='sequential'")
-        head = params["encoder.2.weight"].shape[1]
-        if head % 2:
+        head, latent = params["encoder.2.weight"].shape[1], params["decoder.0.weight"].shape[0]
+        if head != 2 * latent:
             raise InputError(
                 f"the 'examples' layout splits the encoder's head into fc21 (the mean) and fc22 (the "
-                f"log-variance), two halves of 2 * latent_dim outputs; this model's encoder.2 has {head}: "
-                f"use layout='sequential'")
+                f"log-variance), the two halves of 2 * latent_dim outputs; this model's encoder.2 has {head} "
+                f"outputs, and its decoder takes {latent} inputs: use layout='sequential'")
     return params
 
 

@@ -106,7 +106,11 @@ def test_deeper_models_sequential_only():
         from_torch_state_dict(b, ex)
     odd = VAE(12, 7, 3, rng=0)       # an encoder head of 5 outputs: no [mu | logvar] halves
     odd.encoder[2] = npvae.Dense(7, 5, rng=0)
-    with pytest.raises(InputError, match="two halves of 2 \\* latent_dim outputs; this model's encoder.2 has 5"):
+    with pytest.raises(InputError, match="the two halves of 2 \\* latent_dim outputs; this model's encoder.2 has 5 "
+                                         "outputs, and its decoder takes 3 inputs"):
+        to_torch_state_dict(odd, layout="examples")
+    odd.encoder[2] = npvae.Dense(7, 8, rng=0)       # even, but 4 + 4 where the decoder takes 3
+    with pytest.raises(InputError, match="encoder.2 has 8 outputs, and its decoder takes 3 inputs"):
         to_torch_state_dict(odd, layout="examples")
 
 
