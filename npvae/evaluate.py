@@ -48,7 +48,7 @@ from .sampler import Sampler
 from .validate import (check_bool, check_finite_parameters, check_images, check_layer_dtypes, check_positive_float,
                        check_positive_int, check_seed)
 
-__all__ = ["evaluate_elbo", "iw_nll", "check_model", "binarize_inplace", "forward_pass"]
+__all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_evaluation_memory", "binarize_inplace", "forward_pass"]
 
 
 def check_model(model, name="model"):
@@ -223,7 +223,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     check_finite = check_bool(check_finite, "check_finite")
     images, batch_size, net, rng = _prepare(model, images, batch_size, seed, binarize, backend, "evaluate_elbo")
     rows = min(batch_size, len(images))
-    _check_memory(model, rows, f"evaluate_elbo with batch_size={batch_size}", "batch_size (default 1000)")
+    check_evaluation_memory(model, rows, f"evaluate_elbo with batch_size={batch_size}", "batch_size (default 1000)")
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
     with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
@@ -252,9 +252,10 @@ def _diverged(what):
                            f"check_finite=False to get the value")
 
 
-def _check_memory(model, rows, caller, smaller):
+def check_evaluation_memory(model, rows, caller, smaller):
     """Refuse sending ``rows`` rows through the model at once if this machine cannot hold them:
-    a bare MemoryError would come later, after minutes of paging."""
+    a bare MemoryError would come later, after minutes of paging. ``caller`` begins the message,
+    which ends "pass a smaller ``smaller``"."""
     need = footprint.evaluation_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows, model.dtype)
     have = footprint.available_bytes()
     if have is not None and need > have:
@@ -268,7 +269,7 @@ def _check_chunk_memory(model, k, chunk_rows, n):
     per_chunk = min(k, max(1, chunk_rows // n))
     smaller = ("chunk_rows (default 1024) or batch_size (default 500)" if per_chunk > 1 else
                "batch_size (default 500): one sample of a whole batch goes through at once, whatever chunk_rows")
-    _check_memory(model, per_chunk * n, f"iw_nll with k={k}, batch_size={n} and chunk_rows={chunk_rows}", smaller)
+    check_evaluation_memory(model, per_chunk * n, f"iw_nll with k={k}, batch_size={n} and chunk_rows={chunk_rows}", smaller)
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,

@@ -59,7 +59,7 @@ def _try_lock(fd):
 
 def _name_file(error, path):
     """Let ``error`` name ``path`` if it names no file (``flock`` and ``write`` name none)."""
-    if isinstance(error, OSError) and error.filename is None:
+    if isinstance(error, OSError) and error.errno is not None and error.filename is None:
         error.filename = path
 
 

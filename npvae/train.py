@@ -49,7 +49,7 @@ from .backend import describe, resolve
 from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
-from .evaluate import binarize_inplace, check_model, check_stock_terms, evaluate_elbo
+from .evaluate import binarize_inplace, check_evaluation_memory, check_model, check_stock_terms, evaluate_elbo
 from .optim import Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
@@ -491,6 +491,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         check_stock_terms(model, "fit(test_images=)")
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
+    if test_images is not None:         # evaluated in batches of batch_size: refused now, not after an epoch
+        check_evaluation_memory(model, min(batch_size, len(test_images)),
+                                f"fit(test_images=) with batch_size={batch_size}", "batch_size (default 128)")
     binarize, progress, retire_dead_units = bool(binarize), bool(progress), bool(retire_dead_units)
     lr, beta = (DEFAULT_LR if lr is None else float(lr)), float(beta)
     opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)

@@ -387,8 +387,8 @@ def check_layer_dtypes(model):
     ``Dense`` put into a float32 VAE) refuses its input, an array the user never saw, and says
     not which layer it is."""
     for name, layer in model.named_modules():
-        dtype = getattr(layer, "dtype", model.dtype)
-        if dtype != model.dtype:
+        dtype = getattr(layer, "dtype", None)
+        if dtype is not None and dtype != model.dtype:
             raise InputTypeError(f"model.{name} is {layer!r}, but the model computes in {model.dtype}: "
                                  f"make that layer with dtype=np.{model.dtype}")
 

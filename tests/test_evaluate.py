@@ -292,6 +292,11 @@ def test_evaluate_elbo_refuses_a_batch_this_machine_cannot_hold(monkeypatch):
                                          r"some memory, or pass a smaller batch_size \(default 1000\)"):
         evaluate_elbo(model, images, batch_size=10**9, backend="numpy")
     assert np.isfinite(evaluate_elbo(model, images[:200], backend="numpy").total)
+    before = [p.data.copy() for p in model.parameters()]         # fit evaluates in its batch_size:
+    with pytest.raises(InputError, match=r"^fit\(test_images=\) with batch_size=1000000 sends 1,000,000 rows .* "
+                                         r"smaller batch_size \(default 128\)$"):        # before an epoch trains
+        fit(model, images[:100], images, epochs=1, batch_size=10**6, progress=False, backend="numpy")
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
 
 
 def test_the_memory_a_chunk_adds_counts_each_array_its_docstring_lists_once():
@@ -352,17 +357,17 @@ def test_the_fast_evaluator_checks_what_it_is_given():
         ev.prepare(np.zeros((2, 100)))
 
 
-def test_the_fast_evaluator_prepares_each_batch_in_its_own_float_type():
-    """A float64 batch after a float32 one of the same shape is prepared as it is, not rounded
-    into the float32 batch the first left behind (and the other way round)."""
+def test_the_fast_evaluator_prepares_each_batch_from_its_own_values():
+    """A float64 batch after a float32 one of the same shape is prepared from its own values, not
+    rounded into the batch the first left behind (and the other way round); both in the model's type."""
     from npvae.fast import Evaluator
     ev = Evaluator(VAE(784, 16, 2, rng=0, dtype=np.float64))
     x = np.random.default_rng(0).random((3, 784))
     for first, then in ((np.float32, np.float64), (np.float64, np.float32)):
         ev.prepare(x.astype(first))
         prepared = ev.prepare(x.astype(then))
-        assert prepared.dtype == then
-        np.testing.assert_array_equal(prepared, x.astype(then))
+        assert prepared.dtype == np.float64
+        np.testing.assert_array_equal(prepared, x.astype(then).astype(np.float64))
     full = ev.recon_rows(np.zeros((3, 2)), ev.prepare(x)).copy()
     ev.prepare(x.astype(np.float32))
     np.testing.assert_array_equal(ev.recon_rows(np.zeros((3, 2)), ev.prepare(x)), full)
@@ -526,6 +531,22 @@ def test_a_layer_of_another_dtype_is_named_before_anything_runs(backend):
     for call in (evaluate_elbo, iw_nll, lambda m, x, backend: fit(m, x, epochs=1, progress=False, backend=backend)):
         with pytest.raises(InputTypeError, match=words):
             call(model, x, backend=backend)
+
+
+def test_a_layer_of_ones_own_with_no_dtype_is_not_refused_for_it():
+    class Halved(npvae.ReLU):
+        dtype = None                                # "any": it computes in its input's type
+
+        def forward(self, x):
+            return super().forward(x) * 0.5
+
+        def backward(self, grad):
+            return super().backward(grad * 0.5)
+    model = VAE(20, 8, 2, rng=0)
+    model.encoder[1] = Halved()
+    x = np.random.default_rng(0).random((10, 20)).astype(np.float32)
+    assert np.isfinite(evaluate_elbo(model, x, backend="numpy").total)
+    assert np.isfinite(fit(model, x, epochs=1, progress=False, backend="numpy")["train_loss"][0])
 
 
 def test_images_that_are_not_an_array_are_refused_saying_how_to_make_one():

@@ -175,3 +175,5 @@ def test_the_evaluator_refuses_what_prepare_did_not_make(images):
         with pytest.raises(InputError, match=r"z must be a float32 array of shape \(batch, 4\), got"):
             evaluator.recon_rows(bad, evaluator.prepare(x))
     assert evaluator.recon_rows(z, evaluator.prepare(x)).shape == (6,)
+    x64 = x.astype(np.float64)                       # prepare makes the model's type of it
+    assert np.array_equal(evaluator.encode(evaluator.prepare(x64)), evaluator.encode(evaluator.prepare(x)))

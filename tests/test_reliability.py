@@ -249,6 +249,10 @@ def test_a_run_folder_that_cannot_be_locked_or_written_keeps_no_file_open_and_no
     with RunFolder(folder):                      # free: not "in use" by this very process
         pass
     assert not os.path.exists(folder / LOCK_NAME)
+    with monkeypatch.context() as broken:         # an error of no errno keeps its own words
+        broken.setattr(os, "write", raising(OSError("the disk went away")))
+        with pytest.raises(OSError, match=r"^the disk went away$"):
+            RunFolder(folder).__enter__()
 
 
 def test_a_run_that_opens_the_lock_file_as_its_holder_ends_is_refused_or_keeps_a_visible_lock(tmp_path,

@@ -22,14 +22,16 @@ class Evaluator:
         self.net.load(model)
 
     def prepare(self, x):
-        """``x`` (B, D) floats in [0, 1] as the column-major batch the other methods take (reused
-        per shape). Its shape and type are checked here, not its values: evaluate_elbo and
-        iw_nll have checked the images already."""
+        """``x`` (B, D) floats in [0, 1] as the column-major batch of the model's float type that
+        the other methods take (reused per shape). Its shape and type are checked here, not its
+        values: evaluate_elbo and iw_nll have checked the images already."""
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             got = f"a {x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
             raise InputTypeError(f"x must be a float array in [0, 1] (npvae.data.to_float converts pixels), "
                                  f"got {got}")
         check_shape(x, "x", self.net.enc[0])
+        if x.dtype != self.net.dtype:        # the kernels compute in the model's type
+            x = x.astype(self.net.dtype, order="F")
         return self.net.workspace(x.shape[0], training=False).batch(x)
 
     def encode(self, x):
