@@ -269,7 +269,8 @@ def _check_chunk_memory(model, k, chunk_rows, n):
     per_chunk = min(k, max(1, chunk_rows // n))
     smaller = ("chunk_rows (default 1024) or batch_size (default 500)" if per_chunk > 1 else
                "batch_size (default 500): one sample of a whole batch goes through at once, whatever chunk_rows")
-    check_evaluation_memory(model, per_chunk * n, f"iw_nll with k={k}, batch_size={n} and chunk_rows={chunk_rows}", smaller)
+    check_evaluation_memory(model, per_chunk * n, f"iw_nll with k={k}, batch_size={n} and chunk_rows={chunk_rows}",
+                            smaller)
 
 
 def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chunk_rows=1024,

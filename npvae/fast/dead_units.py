@@ -19,10 +19,9 @@ of the run, and computing it is wasted. The fast path's training (``fit(..., bac
 (:attr:`npvae.fast.step.FastVAE.n_units`), which shrinks the largest forward product and the
 encoder head's products (on Fashion-MNIST, ``VAE(784, 400, 20, rng=0)`` and ``fit(..., rng=0)``:
 166 of 400 units are retired after epoch 2, 190 after epoch 5, 193-196 after epoch 10, as the
-CPU rounds). For the length of
-an epoch the units are reordered, computed ones first (a permutation of hidden units
-changes nothing else), so the layers take slices of the weights rather than gathering
-columns at every step, and the optimizer holds the retired units' weight columns
+CPU rounds). For the length of an epoch the units are reordered, computed ones first (a
+permutation of hidden units changes nothing else), so the layers take slices of the weights
+rather than gathering columns at every step, and the optimizer holds the retired units' weight columns
 (:meth:`npvae.fast.optim.FusedOptimizer.hold`). Results are those of the full computation
 to round-off: BLAS sums the smaller products in another order.
 
