@@ -501,15 +501,24 @@ class RowRMS(Optimizer):
         self.lr = lr
 
 
-def test_an_optimizer_of_ones_own_keeps_state_of_its_own_shape_in_checkpoints(tmp_path):
+def straight_and_resumed(tmp_path, make_optimizer, epochs, dtype=np.float32, schedule=None):
+    """A model trained ``epochs`` epochs straight, and one trained ``epochs - 1`` with a checkpoint,
+    then resumed from it for the last; ``make_optimizer(params, resuming)``, and ``schedule(opt)``
+    after every epoch. Returns both models and the resumed run's optimizer."""
     x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
     run = dict(batch_size=16, rng=0, progress=False, backend="numpy")
-    straight = VAE(12, 8, 3, rng=0)
-    fit(straight, x, epochs=2, optimizer=RowRMS(straight.parameters()), **run)
-    model = VAE(12, 8, 3, rng=0)
-    fit(model, x, epochs=1, optimizer=RowRMS(model.parameters()), checkpoint=tmp_path / "c.npz", **run)
-    resumed = VAE(12, 8, 3, rng=0)
-    fit(resumed, x, epochs=2, optimizer=RowRMS(resumed.parameters()), resume=tmp_path / "c.npz", **run)
+    opts, models = [], []
+    callback = None if schedule is None else (lambda record, model: schedule(opts[-1]))
+    for stop, how in ((epochs, {}), (epochs - 1, {"checkpoint": tmp_path / "c.npz"}),
+                      (epochs, {"resume": tmp_path / "c.npz"})):
+        models.append(VAE(12, 8, 3, dtype=dtype, rng=0))
+        opts.append(make_optimizer(models[-1].parameters(), "resume" in how))
+        fit(models[-1], x, epochs=stop, optimizer=opts[-1], callback=callback, **how, **run)
+    return models[0], models[-1], opts[-1]
+
+
+def test_an_optimizer_of_ones_own_keeps_state_of_its_own_shape_in_checkpoints(tmp_path):
+    straight, resumed, _ = straight_and_resumed(tmp_path, lambda params, resuming: RowRMS(params), epochs=2)
     for (name, p), q in zip(resumed.named_parameters(), straight.parameters()):
         assert np.array_equal(p.data, q.data), name
 
@@ -535,19 +544,12 @@ class SignDescent(Optimizer):
 
 
 def test_an_optimizer_of_ones_own_checkpoints_and_resumes_bit_for_bit_with_its_settings(tmp_path):
-    x = np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8)
-    run = dict(batch_size=16, rng=0, progress=False, backend="numpy")
-    halve = lambda record, model: setattr(opt, "lr", opt.lr / 2)       # noqa: E731  (a schedule)
-    straight = VAE(12, 8, 3, dtype=np.float64, rng=0)
-    opt = SignDescent(straight.parameters(), lr=0.01)
-    fit(straight, x, epochs=3, optimizer=opt, callback=halve, **run)
-    model = VAE(12, 8, 3, dtype=np.float64, rng=0)
-    opt = SignDescent(model.parameters(), lr=0.01)
-    fit(model, x, epochs=2, optimizer=opt, callback=halve, checkpoint=tmp_path / "c.npz", **run)
-    resumed = VAE(12, 8, 3, dtype=np.float64, rng=0)
-    opt = SignDescent(resumed.parameters(), lr=123.0)
-    fit(resumed, x, epochs=3, optimizer=opt, callback=halve, resume=tmp_path / "c.npz", **run)
-    assert opt.lr == 0.01 / 8
+    def halve(opt):                                         # a schedule
+        opt.lr /= 2
+    straight, resumed, opt = straight_and_resumed(
+        tmp_path, lambda params, resuming: SignDescent(params, lr=123.0 if resuming else 0.01), epochs=3,
+        dtype=np.float64, schedule=halve)
+    assert opt.lr == 0.01 / 8                               # the checkpoint's setting, not 123
     for (name, p), q in zip(resumed.named_parameters(), straight.parameters()):
         assert np.array_equal(p.data, q.data), name
 
