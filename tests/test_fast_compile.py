@@ -153,6 +153,9 @@ def test_ctrl_c_during_a_cold_compile(tmp_path):
     assert "Traceback" not in err, err
     if proc.returncode == 0:                     # finished before the signal (a fast machine)
         assert "compiled" in out
+    elif "finished anyway" in err:               # Numba swallowed the interrupt and compiled on
+        assert proc.returncode == 130 and err.strip().endswith("the kernels are in the cache"), err
+        assert list((tmp_path / "cache").rglob("*.nbi")), "said the kernels are in the cache, but it is empty"
     else:
         assert proc.returncode == 130 and err.strip().endswith("run it again to finish"), err
 
