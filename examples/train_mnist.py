@@ -116,7 +116,8 @@ def build_parser(exit_on_error=True):
                         f"mnist-test-split) "
                         f"(default: ${ENV_VAR}, the cache, else download)")
     p.add_argument("--split", type=cli.whole_number(1), metavar="N",
-                   help=f"mnist-test-split: images to train on (default: {d['split']})")
+                   help=f"mnist-test-split: train on the first N images, hold out the rest (the "
+                        f"file's last 5,000 are harder digits) (default: {d['split']})")
     p.add_argument("--epochs", type=cli.whole_number(1), metavar="N",
                    help=f"total epochs; with --resume, a larger N extends the run (default: {d['epochs']})")
     p.add_argument("--batch-size", type=cli.whole_number(1), metavar="N", help=f"(default: {d['batch_size']})")
@@ -143,7 +144,8 @@ def build_parser(exit_on_error=True):
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
                         f"one to two minutes for 10,000 test images on 2 cores)")
     p.add_argument("--nll-images", type=cli.whole_number(1), metavar="N",
-                   help="test images for the NLL (default: all)")
+                   help="the NLL on the first N test images (default: all); their own negative "
+                        "ELBO is then printed beside it")
     p.add_argument("--out", type=cli.user_path, metavar="DIR", help="output folder (default: runs/<dataset>-<time>/)")
     p.add_argument("--resume", type=cli.user_path, metavar="CHECKPOINT",
                    help="continue a run: its checkpoint.npz or its folder (see below for what may change)")
@@ -657,7 +659,8 @@ def evaluate(s, folder, model, history, data):
     """The test loss and the NLL (last: it takes a while), then the summary line of metrics.jsonl.
 
     ``test_loss`` is recon + beta * KL, as in the epoch records; ``test_neg_elbo`` is recon + KL,
-    the negative ELBO (the same number when beta is 1)."""
+    the negative ELBO (the same number when beta is 1); ``nll_images_neg_elbo`` is that of the
+    NLL's images alone when ``--nll-images`` takes fewer than all (else null)."""
     test = evaluate_elbo(model, data.test, batch_size=s["batch_size"], beta=s["beta"], binarize=s["binarize"],
                          backend=s["backend"])
     neg_elbo = test.recon + test.kl
@@ -667,16 +670,23 @@ def evaluate(s, folder, model, history, data):
     t0 = time.perf_counter()
     nll = estimate_nll(model, data.test[:n_nll], s["nll_k"], s["binarize"], s["progress"], s["backend"])
     seconds = time.perf_counter() - t0
+    subset = None                   # the NLL's images' own negative ELBO, to set beside it
+    if n_nll < len(data.test):
+        part = evaluate_elbo(model, data.test[:n_nll], batch_size=s["batch_size"], binarize=s["binarize"],
+                             backend=s["backend"])
+        subset = part.recon + part.kl
     peak = footprint.peak_rss_bytes()            # of this process alone, not of what started it
     peak_rss_mb = None if peak is None else round(peak / 2**20, 1)
     summary = dict(summary=True, epochs=len(history), test_loss=test.total, test_recon=test.recon,
                    test_kl=test.kl, test_neg_elbo=neg_elbo, iw_nll=nll, nll_k=s["nll_k"], nll_images=n_nll,
-                   nll_seconds=seconds, peak_rss_mb=peak_rss_mb)
+                   nll_images_neg_elbo=subset, nll_seconds=seconds, peak_rss_mb=peak_rss_mb)
     append_line(folder.file("metrics.jsonl"), jsonio.dumps(summary))
     loss = (f"test loss (negative ELBO) {neg_elbo:.2f} nats" if s["beta"] == 1 else
             f"test loss (recon + {s['beta']:g} KL) {test.total:.2f} nats, negative ELBO {neg_elbo:.2f}")
     took = f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
     result(f"{loss}; IW NLL (k={s['nll_k']}, {which} images) {nll:.2f} nats in {took}")
+    if subset is not None:       # the IW NLL is set beside the ELBO of its own images, not of all
+        result(f"  negative ELBO of those {n_nll} images {subset:.2f} nats (the IW NLL is the tighter bound)")
     if not s["binarize"]:        # a Bernoulli of grey levels is no density over images
         result("  grey-level pixels: compare these only between runs on the same data; "
                "they are not log-likelihoods (see --binarize)")

@@ -17,8 +17,9 @@ import pytest
 from cli_util import (ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script,
                       open_without_proc_and_sys, run, start, write_idx_gz)
 
-from npvae.checkpoint import load_checkpoint
-from npvae.data import locate
+from npvae import evaluate_elbo
+from npvae.checkpoint import load_checkpoint, load_model
+from npvae.data import load_idx_split, locate
 from npvae.errors import DatasetNotFoundError
 
 FIGURES = ("reconstruction_before.png", "reconstruction_after.png", "samples.png", "interpolation.png",
@@ -63,6 +64,7 @@ def test_train_mnist_writes_everything(run_dir):
     assert "800 training images, 200 test images" in proc.stderr
     assert "k=2" in proc.stderr and "200 test images" in proc.stderr
     assert "IW NLL (k=2, 200 images)" in proc.stdout
+    assert summary["nll_images_neg_elbo"] is None and "negative ELBO of those" not in proc.stdout   # all: the line above
     assert "grey-level pixels: compare these only between runs on the same data; they are not log-likelihoods" \
         in proc.stdout
     assert "epoch 1/1" in proc.stderr and "\r" not in proc.stderr   # one line per epoch (not a terminal)
@@ -91,6 +93,10 @@ def test_the_summary_test_loss_is_the_epochs_test_loss_with_its_beta(weighted_ru
     assert f"test loss (recon + 0.5 KL) {summary['test_loss']:.2f} nats" in proc.stdout
     assert f"negative ELBO {summary['test_neg_elbo']:.2f}" in proc.stdout
     assert "IW NLL (k=2, the first 50 of 200 images)" in proc.stdout     # not the images of the test loss
+    held_out = load_idx_split(SAMPLE, "t10k")[0][800:850]                  # --split 800's, the first 50
+    part = evaluate_elbo(load_model(out), held_out)
+    assert summary["nll_images_neg_elbo"] == pytest.approx(part.recon + part.kl, rel=1e-12)   # theirs, beside it
+    assert f"  negative ELBO of those 50 images {part.recon + part.kl:.2f} nats" in proc.stdout
     assert "k=2 samples on the first 50 of 200 test images" in proc.stderr
 
 
