@@ -147,17 +147,25 @@ def test_ctrl_c_during_a_cold_compile(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ROOT}
     proc = subprocess.Popen([sys.executable, "-m", "npvae.fast.compile"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the clock starts when it says it is compiling: Python's start and the imports take 1 s on
+    # an idle 2-core machine and over 2 s on a loaded one (a Ctrl-C there is another case)
+    first = proc.stdout.readline()
     time.sleep(2.0)                              # inside the compiler (a cold compile takes ~6 s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
+    assert first.startswith("npvae: compiling"), first + err
     assert "Traceback" not in err, err
+    # 130, or killed by SIGINT: a KeyboardInterrupt that left an exec() of a string (the imports of
+    # NumPy and SciPy that Numba's first compile makes have some) sets CPython's "unhandled Ctrl-C"
+    # flag, and ``python -m`` then ends by SIGINT whatever the exit status (a shell shows 130 too)
+    ctrl_c = (130, -signal.SIGINT)
     if proc.returncode == 0:                     # finished before the signal (a fast machine)
         assert "compiled" in out
     elif "finished anyway" in err:               # Numba swallowed the interrupt and compiled on
-        assert proc.returncode == 130 and err.strip().endswith("the kernels are in the cache"), err
+        assert proc.returncode in ctrl_c and err.strip().endswith("the kernels are in the cache"), err
         assert list((tmp_path / "cache").rglob("*.nbi")), "said the kernels are in the cache, but it is empty"
     else:
-        assert proc.returncode == 130 and err.strip().endswith("run it again to finish"), err
+        assert proc.returncode in ctrl_c and err.strip().endswith("run it again to finish"), err
 
 
 def _python(code, **env):
