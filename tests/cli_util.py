@@ -32,8 +32,16 @@ def run(args, cwd=ROOT, timeout=300, env=None):
 
 
 def start(args, cwd=ROOT, env=None):
+    """Start a Python script to be stopped later; Ctrl-C (SIGINT) reaches it as at a terminal, even
+    when the tests run under a script's ``pytest &`` (which starts them with SIGINT ignored, and a
+    process started from an ignored Ctrl-C ignores it while Python starts)."""
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or ENV, cwd=cwd)
+                            env=env or ENV, cwd=cwd, preexec_fn=_sigint_as_at_a_terminal)
+
+
+def _sigint_as_at_a_terminal():
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(proc, text, seen):
