@@ -71,6 +71,11 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     """
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
+    for v in ys:
+        if not (isinstance(v, np.ndarray) and v.ndim > 0):
+            what = "a 0-d array" if isinstance(v, np.ndarray) else f"a {type(v).__name__}"
+            raise TypeError(f"op_problem: forward() returned {what} where a layer returns an array: a loss "
+                            f"(a number out) is checked with gradcheck.loss_problem, whose docstring shows how")
     R = [rng.standard_normal(v.shape).astype(v.dtype) for v in ys]
     params = dict(module.named_parameters())
 
@@ -106,7 +111,49 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
 
 
 def loss_problem(module, forward, name, x, g=1.0, tag=""):
-    """Check ``L = g * loss`` w.r.t. ``x`` against ``backward(grad=g)`` (``backward()`` if g is 1)."""
+    """Check a loss ``L = g * forward()`` w.r.t. ``x`` against ``module.backward(grad=g)``.
+
+    For a module whose ``forward`` returns a float (a loss: :class:`npvae.KL`,
+    :class:`npvae.BCEWithLogits`, ...) and whose ``backward(grad=1.0)`` returns the gradient
+    of ``grad * loss`` w.r.t. one input; :func:`op_problem` checks layers (arrays out). Check
+    a ``g`` other than 1 too: a ``backward`` that forgets ``grad`` passes at 1.
+
+    Parameters
+    ----------
+    module : npvae.Module
+        The loss; ``backward()`` is called when ``g`` is 1, ``backward(grad=g)`` otherwise.
+    forward : callable
+        ``forward()`` runs ``module.forward`` on ``x`` (and any inputs held fixed) and
+        returns the loss.
+    name : str
+        ``x``'s name in the table.
+    x : ndarray
+        The input checked: ``forward`` must read this very array, whose elements are
+        nudged in place one at a time.
+    g : float, default 1.0
+        The incoming gradient.
+    tag : str
+        Added to the case's name in the table.
+
+    A KL of your own (say, an exercise in its backward) is checked so::
+
+        import numpy as np
+        from npvae import KL
+        from gradcheck import loss_problem, run, format_table
+
+        class MyKL(KL):                   # the stock forward; this backward is yours
+            def backward(self, grad=1.0):
+                h = self.saved("h")                     # (B, 2d): [mu | logvar]
+                d = h.shape[1] // 2
+                mu, logvar = h[:, :d], h[:, d:]
+                return grad / len(h) * np.concatenate([mu, 0.5 * np.expm1(logvar)], axis=1)
+
+        def my_kl_case(dtype, rng, h):
+            kl, x = MyKL(), rng.standard_normal((3, 8)).astype(dtype)
+            return [loss_problem(kl, lambda: kl.forward(x), "h", x, g) for g in (1.0, -1.7)]
+
+        print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
+    """
     def grads():
         forward()
         dx = module.backward() if g == 1.0 else module.backward(grad=g)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import npvae
-from gradcheck import (BUGS, CASES, Problem, Row, check_problem, defaults, format_table, op_problem, rel_error,
-                       run, self_test)
+from gradcheck import (BUGS, CASES, Problem, Row, check_problem, defaults, format_table, loss_problem, op_problem,
+                       rel_error, run, self_test)
 from gradcheck.core import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -702,15 +702,41 @@ def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
 
+def docstring_code(function, before):
+    """The code block of ``function``'s docstring after the line ending in ``before``."""
+    return textwrap.dedent(function.__doc__.split(before + "::\n", 1)[1])
+
 
 def test_the_layer_of_your_own_in_op_problems_docstring_runs_and_passes(capsys):
     """The docstring is where a user learns to check a layer: its code runs as written."""
-    import gradcheck.cases
-    doc = gradcheck.cases.op_problem.__doc__
-    code = doc.split("is checked the same way::\n", 1)[1].split('    """', 1)[0]
-    exec(compile(textwrap.dedent(code), "op_problem's docstring", "exec"), {})
+    exec(compile(docstring_code(op_problem, "is checked the same way"), "op_problem's docstring", "exec"), {})
     table = capsys.readouterr().out
     assert "tanh" in table and "FAIL" not in table and "PASS" in table
+
+
+def test_the_kl_of_your_own_in_loss_problems_docstring_passes_and_a_slip_in_it_fails(capsys):
+    """Where a teacher learns to check a student's loss: the docstring's KL passes as written; with
+    the 1/2 forgotten it fails, and with ``grad`` left out it fails where grad is not 1."""
+    code = docstring_code(loss_problem, "is checked so")
+
+    def status(slip=None):
+        source = code.replace(*slip) if slip else code
+        assert source != code or slip is None
+        exec(compile(source, "loss_problem's docstring", "exec"), {})
+        rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("my_kl ")]
+        return {row[2]: row[-1] for row in rows}
+
+    assert status() == {"h": "PASS", "<direction>": "PASS", "h[grad=-1.7]": "PASS", "<direction>[grad=-1.7]": "PASS"}
+    assert set(status(("0.5 * np.expm1", "np.expm1")).values()) == {"FAIL"}
+    assert status(("grad / len(h)", "1 / len(h)")) == {"h": "PASS", "<direction>": "PASS", "h[grad=-1.7]": "FAIL",
+                                                       "<direction>[grad=-1.7]": "FAIL"}
+
+
+def test_op_problem_given_a_loss_says_to_use_loss_problem():
+    kl, x = npvae.KL(), np.random.default_rng(0).standard_normal((3, 8))
+    with pytest.raises(TypeError, match=r"op_problem: forward\(\) returned a float where a layer returns an "
+                                        r"array: a loss .* is checked with gradcheck.loss_problem"):
+        op_problem(kl, lambda: kl.forward(x), lambda R: {"h": kl.backward(R)}, {"h": x}, np.random.default_rng(1))
 
 
 def test_away_from_kinks_refuses_a_layer_it_does_not_know():
