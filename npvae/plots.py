@@ -340,12 +340,12 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (key, name, unit) in zip(axes, panels):
         diverged = set()
-        for split, style in (("train", "o-"), ("test", "s--")):
+        for split, style, colour in (("train", "o-", "C0"), ("test", "s--", "C1")):   # the same in every panel
             values = _series(history, split, key)
             if values:              # (matplotlib leaves NaN and inf out of the line, and says nothing)
                 label = split + warmup if (key, split) == ("loss", "train") else split
                 diverged.update(e for e, v in zip(epochs, values) if not np.isfinite(v))
-                ax.plot(epochs, values, style, label=label, markersize=4)
+                ax.plot(epochs, values, style, label=label, markersize=4, color=colour)
         for i, epoch in enumerate(sorted(diverged)):    # a gap in a line says nothing by itself
             ax.axvline(epoch, color="tab:red", linestyle=":", label="NaN or inf" if i == 0 else None)
         ax.set_title(name)

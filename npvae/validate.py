@@ -74,8 +74,14 @@ def check_indices(idx, name, n, most):
     ``images[idx]``): an intp array of indices in [0, n)."""
     a = np.asarray(idx)
     if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-        raise InputTypeError(f"{name} must be a 1-D sequence of integer indices, got "
-                             f"{type(idx).__name__} of {a.dtype} with shape {a.shape}")
+        if isinstance(idx, slice):
+            got = f"{idx!r}: np.arange(start, stop) gives a slice's indices"
+        elif a.ndim == 0:
+            got = f"{idx!r}" + (f": one index goes in a list, [{idx!r}]" if np.issubdtype(a.dtype, np.integer) else "")
+        else:
+            kind = "an array" if isinstance(idx, np.ndarray) else f"a {type(idx).__name__}"
+            got = f"{kind} of {a.dtype} with shape {a.shape}"
+        raise InputTypeError(f"{name} must be a 1-D sequence of integer indices, got {got}")
     if not 1 <= a.size <= most:
         raise InputError(f"{name} must hold 1 to {most} indices (the batch size), got {a.size}")
     low, high = int(a.min()), int(a.max())

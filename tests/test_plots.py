@@ -326,6 +326,19 @@ def test_plot_loss_says_when_the_train_loss_was_taken_with_a_warming_kl_weight()
     assert [t.get_text() for t in plot_loss(own).axes[0].get_legend().get_texts()] == ["train", "test"]
 
 
+def test_plot_loss_draws_train_and_test_in_one_colour_each_in_every_panel():
+    """A loop of one's own that records the test parts but not the train ones: "test" stays the
+    test colour in the panels where it is alone."""
+    history = [dict(epoch=e, train_loss=200.0 - e, test_loss=190.0 - e, test_recon=170.0 - e, test_kl=20.0)
+               for e in (1, 2)]
+    colours = {}
+    for ax in plot_loss(history).axes:
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colours) == {"train", "test"} and all(len(c) == 1 for c in colours.values()), colours
+    assert colours["train"] != colours["test"]
+
+
 @pytest.mark.parametrize("suffix", ["svg", "pdf", "JPG"])
 def test_a_name_of_another_image_format_is_refused_not_written_as_a_png(tmp_path, suffix):
     """A 'loss.pdf' that is really a PNG is rejected by the slide software it was made for."""
