@@ -108,6 +108,7 @@ def test_loss_png_from_the_records_of_a_loop_of_your_own(tmp_path):
     with pytest.raises(InputError, match=r"no values to plot.*got keys \['loss', 'step'\]"):
         plot_loss([{"step": 1, "loss": 3.0}])
 
+
 @pytest.mark.parametrize("latent", [1, 2, 5])
 def test_latent_png(digits, tmp_path, latent):
     images, labels = digits
@@ -122,6 +123,12 @@ def test_latent_png(digits, tmp_path, latent):
     assert legend == [f"class {i}" for i in np.unique(labels)]
     if latent > 2:
         assert "PC1" in fig.axes[0].get_xlabel()
+    boxes = fig.axes[0].patches         # d = 2: where the manifold lies among the points (its own scale)
+    if latent == 2:
+        _, values = latent_grid(model, 6)
+        assert len(boxes) == 1 and np.allclose(boxes[0].get_bbox().get_points(), [[values[0]] * 2, [values[-1]] * 2])
+    else:
+        assert not boxes
 
 
 def test_tile_images_layout():
