@@ -530,7 +530,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if resume is not None:
         metrics.start()         # the run's own file: trimmed now, even with no epoch left to train
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
-               fit_config, history, EpochProgress(progress, epochs, steps), metrics)
+               fit_config, history, EpochProgress(progress, epochs, steps), metrics, own_optimizer=optimizer is None)
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
@@ -635,8 +635,9 @@ class _Run:
     """The state of one call to :func:`fit` that the epochs share."""
 
     def __init__(self, model, opt, training, n, batch_size, beta, warmup, binarize, rngs, checkpoint,
-                 fit_config, history, show, metrics):
+                 fit_config, history, show, metrics, own_optimizer=False):
         self.model, self.opt, self.training, self.n = model, opt, training, n
+        self.own_optimizer = own_optimizer      # made by fit: the caller holds no reference to it
         self.batch_size, self.beta, self.warmup, self.binarize = batch_size, beta, warmup, binarize
         self.steps = math.ceil(n / batch_size)
         self.scratch = None      # binarization's uniform draws, made once
@@ -718,7 +719,10 @@ class _Run:
             hint = f"; continue with fit(..., resume={os.fspath(self.checkpoint)!r})"
         else:
             msg = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved to disk"
-            hint = " (the model holds the steps taken, and this exception's .history the epochs done)"
+            holders = "the model holds" if self.own_optimizer else "the model and the optimizer hold"
+            gone = ("; the Adam that fit made is gone, its moments with it: pass optimizer= or checkpoint= "
+                    "to be able to go on exactly" if self.own_optimizer else "")
+            hint = f" ({holders} the steps taken, and this exception's .history the epochs done{gone})"
         self.show.message(msg)
         raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),

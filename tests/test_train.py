@@ -776,7 +776,9 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     interrupt_at(model, 2, signal.SIGTERM)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match=r"SIGTERM.*nothing was saved to disk \(the model holds the "
-                                                  r"steps taken, and this exception's \.history the epochs done\)") as info:
+                                                  r"steps taken, and this exception's \.history the epochs done; "
+                                                  r"the Adam that fit made is gone, its moments with it: pass "
+                                                  r"optimizer= or checkpoint= to be able to go on exactly\)") as info:
         fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=False, backend=backend)
     assert info.value.checkpoint is None and info.value.signum == signal.SIGTERM
     assert (info.value.epoch, info.value.step) == (0, 2)
@@ -784,6 +786,12 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     again = pickle.loads(pickle.dumps(info.value))          # as a process pool passes it back
     assert (str(again), again.signum, again.epoch, again.step, again.checkpoint) == \
         (str(info.value), signal.SIGTERM, 0, 2, None)
+    model = small()                                         # an optimizer of one's own holds its steps too
+    interrupt_at(model, 2, signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"\(the model and the optimizer hold the steps taken, and this "
+                                                  r"exception's \.history the epochs done\)$"):
+        fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=False, backend=backend,
+            optimizer=Adam(model.parameters()))
 
 
 def test_the_line_an_interrupt_prints_holds_no_python_advice(sample, capsys):
