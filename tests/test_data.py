@@ -162,6 +162,7 @@ MALFORMED = {
     "empty file": (b"", "empty"),
     "short header": (b"\x00\x00\x08", "truncated IDX header"),
     "bad magic": (b"\x01\x00" + idx_bytes(GOOD)[2:], "two zero bytes"),
+    "bad magic, second byte": (b"\x00\x01" + idx_bytes(GOOD)[2:], "two zero bytes"),
     "bad dtype code": (idx_bytes(GOOD, code=0x0A), "type code 0x0A"),
     "ndim 0": (bytes([0, 0, 8, 0]), "0 dimensions"),
     "ndim 5": (bytes([0, 0, 8, 5]) + struct.pack(">5I", 1, 1, 1, 1, 1) + b"\x00", "5 dimensions"),
@@ -202,11 +203,12 @@ def _rejection_cost(path, match):
         tracemalloc.stop()
 
 
+@pytest.mark.parametrize("n", [2 ** 31, 20000])     # 20,000 images: 16 MB, more than ~50 gzip bytes can hold
 @pytest.mark.parametrize("gz", [False, True])
-def test_header_claiming_2_pow_31_images_fails_fast_without_allocating(tmp_path, gz):
-    data = idx_bytes(GOOD, dims=(2 ** 31, 28, 28))
+def test_header_claiming_2_pow_31_images_fails_fast_without_allocating(tmp_path, gz, n):
+    data = idx_bytes(GOOD, dims=(n, 28, 28))
     path = write(tmp_path / "huge", data, gz)
-    elapsed, peak = _rejection_cost(path, str(2 ** 31 * 784))
+    elapsed, peak = _rejection_cost(path, str(n * 784))
     assert elapsed < 1.0
     assert peak < 10 * 2 ** 20  # numpy reports its allocations to tracemalloc
 
@@ -228,6 +230,17 @@ def test_truncated_gzip(tmp_path):
         with pytest.raises(DataFileError) as info:
             read_idx(path)
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("read", [read_idx, read_idx_header])
+@pytest.mark.parametrize("data, message", [
+    (gzip.compress(idx_bytes(np.arange(300, dtype=np.uint8)), mtime=0)[:12], r"gzip stream ends early \(file truncated\?\)"),
+    (b"\x1f\x8b" + bytes(30), "corrupt gzip data: Unknown compression method"),
+])
+def test_a_cut_or_garbled_gzip_file_is_said_as_such_by_either_reader(tmp_path, read, data, message):
+    path = write(tmp_path / "bad.gz", data)
+    with pytest.raises(DataFileError, match=f"^{path}: {message}"):
+        read(path)
 
 
 def test_corrupted_gzip(tmp_path):
@@ -307,7 +320,7 @@ def test_fuzz_corruptions_load_or_raise_data_file_error(tmp_path):
 
 # ----------------------------------------------------------------------------- folders
 
-def test_load_idx_folder_gz_and_raw(tmp_path):
+def test_load_idx_folder_gz_and_raw(tmp_path, monkeypatch):
     imgs, labs = make_split(tmp_path / "d", 5, "train", gz=True)
     timgs, tlabs = make_split(tmp_path / "d", 3, "t10k", gz=False, seed=2)
     ds = load_idx_folder(tmp_path / "d")
@@ -319,6 +332,8 @@ def test_load_idx_folder_gz_and_raw(tmp_path):
     np.testing.assert_array_equal(ds.test_labels, tlabs)
     assert ds.train_images.dtype == np.uint8 and ds.train_images.shape == (5, 12)
     assert "train=(5, 12)" in repr(ds)
+    monkeypatch.chdir(tmp_path)
+    assert load_idx_folder("d").source == str(tmp_path / "d")       # absolute, as documented
 
 
 def test_load_idx_folder_missing_file(tmp_path):
@@ -335,6 +350,14 @@ def test_image_label_count_mismatch_names_both_files(tmp_path):
     msg = str(info.value)
     assert "train-images-idx3-ubyte.gz" in msg and "train-labels-idx1-ubyte.gz" in msg
     assert "5 images" in msg and "4 labels" in msg
+
+
+def test_the_gz_file_wins_over_the_uncompressed_one(tmp_path):
+    imgs, labs = make_split(tmp_path, 3, "t10k", gz=True)
+    make_split(tmp_path, 5, "t10k", gz=False, seed=1)
+    x, y = load_idx_split(tmp_path, "t10k")
+    np.testing.assert_array_equal(x, imgs)
+    np.testing.assert_array_equal(y, labs)
 
 
 def test_load_idx_split(tmp_path):
@@ -429,6 +452,9 @@ def test_files_directly_in_data_dir_and_env(tmp_path, places, monkeypatch):
     assert _n_train(data_dir=tmp_path / "flat") == 8
     monkeypatch.setenv("NPVAE_DATA_DIR", str(tmp_path / "flat"))
     assert _n_train() == 8
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NPVAE_DATA_DIR", "flat")       # relative: the source is still a full path
+    assert load_dataset("fashion-mnist", download=False).source == str(tmp_path / "flat")
 
 
 def test_explicit_data_dir_without_files_is_an_error(tmp_path, places):
@@ -478,6 +504,7 @@ def test_home_cache_when_xdg_unset(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir("fmnist") == str(tmp_path / ".cache" / "npvae" / "fashion-mnist")
+    assert (str(tmp_path / ".cache" / "npvae" / "mnist"), "user cache") in search_path("mnist")   # nothing ignored
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as the XDG spec says
     assert cache_dir("mnist") == str(tmp_path / ".cache" / "npvae" / "mnist")
 
@@ -522,7 +549,7 @@ def test_offline_error_message(tmp_path, monkeypatch):
     assert positions == sorted(positions), msg
     assert "missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]" in msg
     assert "folder does not exist" in msg
-    assert "download=False" in msg
+    assert "download=False" in msg and "is not set" not in msg
     assert f"put the files (gzip-compressed or not) in {tmp_path / 'xdg' / 'npvae' / 'fashion-mnist'}" in msg
     assert "data_dir=" in msg
     assert isinstance(info.value, FileNotFoundError)
@@ -571,7 +598,9 @@ def test_data_dir_and_the_environment_variable_expand_a_tilde(tmp_path, monkeypa
     make_split(tmp_path / "data", 3, "t10k", rows=28, cols=28)
     assert len(load_split("mnist", data_dir="~/data")[0]) == 3
     monkeypatch.setenv("NPVAE_DATA_DIR", "~/data")
-    assert len(load_split("mnist", download=False)[0]) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the folder exists: no word of one that does not
+        assert len(load_split("mnist", download=False)[0]) == 3
 
 
 def test_a_broken_file_in_the_cache_says_how_to_replace_it(tmp_path, monkeypatch):
@@ -584,6 +613,9 @@ def test_a_broken_file_in_the_cache_says_how_to_replace_it(tmp_path, monkeypatch
     with pytest.raises(DataFileError) as info:
         load_split("mnist", download=False)
     assert any("download cache" in n and "delete it" in n for n in info.value.__notes__)
+    with pytest.raises(DataFileError) as info:          # a file of the user's own: not to be deleted
+        load_split("mnist", data_dir=shutil.copytree(folder, tmp_path / "own"))
+    assert not any("download cache" in n for n in getattr(info.value, "__notes__", []))
 
 
 def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, monkeypatch):
@@ -595,6 +627,7 @@ def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, mo
         load_split("mnist")
     msg = str(info.value)
     assert "cannot write into the cache folder" in msg and "XDG_CACHE_HOME" in msg
+    assert "($NPVAE_DATA_DIR is not set.)" in msg
     assert "online" not in msg
 
 
@@ -633,7 +666,7 @@ def test_load_split_needs_only_its_two_files(tmp_path, monkeypatch):
 
 
 def test_names(tmp_path):
-    assert canonical_name("MNIST") == "mnist"
+    assert canonical_name("MNIST") == "mnist" and canonical_name(" Fashion-MNIST\n") == "fashion-mnist"
     assert {canonical_name(a) for a in ("fashion-mnist", "fashion_mnist", "fmnist")} == {"fashion-mnist"}
     with pytest.raises(InputError, match="mnist, fashion-mnist"):
         load_dataset("cifar10", download=False)
@@ -666,6 +699,13 @@ def test_to_float():
         to_float(pixels, out=np.empty((2, 2), np.float32))
     with pytest.raises(InputTypeError, match="dtype"):
         to_float(pixels, dtype=np.int32)
+    for dtype in (np.int32, np.float16):
+        with pytest.raises(InputTypeError, match="out.dtype"):
+            to_float(pixels, out=np.empty((16, 16), dtype))
+    frozen = np.empty((16, 16), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(InputError, match="out is read-only"):
+        to_float(pixels, out=frozen)
 
 
 def test_binarize():
@@ -769,6 +809,8 @@ def test_split():
     assert np.shares_memory(xa, images)
     with pytest.raises(InputError, match="n_train"):
         split(images, labels, 11)
+    (xa, _), (xb, _) = split(images, labels, 10)         # all of it to train on: allowed
+    assert len(xa) == 10 and len(xb) == 0
     with pytest.raises(InputError, match="same length"):
         split(images, labels[:9], 5)
     with pytest.raises(InputTypeError, match="n_train"):
@@ -910,11 +952,13 @@ def test_read_images_refuses_a_non_uint8_image_file(tmp_path):             # I01
         read_images(tmp_path / "i16")
 
 
-def test_label_10_is_refused_when_loading_by_name(tmp_path):               # K03
+@pytest.mark.parametrize("labels, said", [([0, 9, 10], "label 10 at index 2"),
+                                         ([0, 10, 12], "label 10 at index 1")])     # the first, not the largest
+def test_label_10_is_refused_when_loading_by_name(tmp_path, labels, said):  # K03
     from npvae.data import load_split
     _write_big_endian_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), 0x08)
-    _write_big_endian_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 9, 10], np.uint8), 0x08)
-    with pytest.raises(DataFileError, match="label 10 at index 2"):
+    _write_big_endian_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array(labels, np.uint8), 0x08)
+    with pytest.raises(DataFileError, match=said):
         load_split("mnist", "t10k", data_dir=tmp_path, download=False)
 
 
