@@ -5,6 +5,7 @@ The server (http.server in a thread, on a free port) serves small fake IDX
 touches the internet.
 """
 import contextlib
+import errno
 import gzip
 import hashlib
 import http.server
@@ -240,6 +241,10 @@ def test_a_refused_connection_through_a_proxy_names_the_proxy(tmp_path, dead_url
     with pytest.raises(DownloadError, match=rf"through the proxy {proxy}, from") as e:
         download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
     assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
+    monkeypatch.setenv("http_proxy", proxy.replace("http://", "http://T0KEN@"))     # a token as the user name
+    with pytest.raises(DownloadError, match=rf"through the proxy {proxy}, from") as e:
+        download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
+    assert "T0KEN" not in str(e.value)
     monkeypatch.setenv("no_proxy", "example.invalid")        # not through the proxy: no note
     with pytest.raises(DownloadError) as e:
         download_file("http://example.invalid/x.gz", tmp_path / "x.gz", timeout=5)
@@ -264,6 +269,21 @@ def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, ca
     assert ds.source == str(cache) and ds.train_images.shape == (6, 784)
     assert sorted(os.listdir(cache)) == sorted(FILES)
     assert capsys.readouterr().err == ""
+
+
+def test_only_the_missing_files_are_downloaded_into_the_cache(tmp_path, server, monkeypatch):
+    """The test files already in the cache, uncompressed: only the training files are fetched."""
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/good/",))
+    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    cache = tmp_path / "xdg" / "npvae" / "mnist"
+    cache.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (cache / name[:-3]).write_bytes(gzip.decompress(FILES[name]))
+    assert load_dataset("mnist", progress=False).test_images.shape == (4, 784)
+    assert sorted(server.hits) == ["/good/train-images-idx3-ubyte.gz", "/good/train-labels-idx1-ubyte.gz"]
 
 
 def test_a_download_in_place_of_a_mistyped_environment_variable_is_said(tmp_path, server, monkeypatch):
@@ -311,9 +331,10 @@ def test_a_bad_timeout_is_refused_even_when_nothing_downloads(tmp_path):
                 call("mnist", data_dir=tmp_path, timeout=value)
 
 
-def test_unknown_name_without_tables(tmp_path):
-    with pytest.raises(InputError, match="mnist"):
-        download_dataset("cifar", tmp_path)
+@pytest.mark.parametrize("given", [{}, {"mirrors": ["http://127.0.0.1:9/"]}, {"checksums": {}}])
+def test_unknown_name_without_tables(tmp_path, given):
+    with pytest.raises(InputError, match=r"mnist.*\(or pass mirrors= and checksums=\), got 'cifar'"):
+        download_dataset("cifar", tmp_path, **given)
 
 
 def test_default_tables_are_complete():
@@ -333,6 +354,29 @@ def test_progress_line_on_a_terminal(tmp_path, server, monkeypatch):
     download_file(server.url + "/good/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
     out = fake.getvalue()
     assert out.startswith("\rdownloading i.gz [") and "100%" in out and "MB/s" in out and out.endswith("\n")
+
+
+def test_the_bar_ends_at_the_whole_file_not_at_its_last_piece(tmp_path, server, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Terminal()
+    monkeypatch.setattr(sys, "stderr", fake)
+    download_file(server.url + "/trickle/t10k-images-idx3-ubyte.gz", tmp_path / "i.gz", progress=True)
+    last = fake.getvalue().rstrip("\n").rsplit("\r", 1)[-1]
+    assert " 100%  0.3/0.3 MB" in last, last
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_download_dataset_shows_progress_as_asked(tmp_path, server, monkeypatch, capsys, progress):
+    monkeypatch.setattr(download, "LOG_EVERY", 0.05)
+    name = "t10k-images-idx3-ubyte.gz"
+    download_dataset("mnist", tmp_path, files=[name], mirrors=[server.url + "/trickle/"],
+                     checksums={name: hashlib.md5(BIG).hexdigest()}, progress=progress)
+    lines = capsys.readouterr().err.splitlines()
+    assert (len(lines) >= 2 and all(line.startswith(f"downloading {name} [") for line in lines)) if progress \
+        else lines == []
 
 
 def test_a_slow_download_off_a_terminal_prints_a_line_now_and_then(tmp_path, server, monkeypatch, capsys):
@@ -361,6 +405,10 @@ def test_a_downloaded_file_gets_the_usual_mode_not_0600(tmp_path, server):
     ({"mirrors": "http://x/"}, InputTypeError, r"mirrors must be a list of base URLs, got str .*write \["),
     ({"files": "t10k-labels-idx1-ubyte.gz"}, InputTypeError, "files must be a list of file names"),
     ({"files": ["../escaped.gz"]}, InputError, "plain file names"),
+    ({"files": [".."]}, InputError, "plain file names"),
+    ({"files": [""]}, InputError, "files must be a list of file names, got an item ''"),
+    ({"mirrors": [""]}, InputError, "mirrors must be a list of base URLs, got an item ''"),
+    ({"mirrors": []}, InputError, "mirrors must name at least one base URL"),
     ({"checksums": {"a.gz": b"0" * 32}}, InputTypeError, r"checksums\['a.gz'\] must be a hex MD5"),
     ({"timeout": -1}, InputError, "timeout must be a finite number > 0"),
     ({"timeout": "abc"}, InputTypeError, "timeout must be a number"),
@@ -376,6 +424,7 @@ def test_download_dataset_refuses_bad_arguments_before_any_request(tmp_path, ser
     ({"dest": None}, InputTypeError, "dest must be the file path"),
     ({"md5": b"0" * 32}, InputTypeError, "md5 must be a hex MD5 digest"),
     ({"md5": "xyz"}, InputError, "32 hex digits"),
+    ({"md5": "0" * 32 + "\n"}, InputError, "32 hex digits"),         # read from a file, newline and all
     ({"timeout": 0}, InputError, "timeout"),
     ({"url": None}, InputTypeError, "url must be a URL string"),
 ])
@@ -392,6 +441,15 @@ def test_files_mirrors_and_checksums_may_be_any_iterable_or_mapping(tmp_path, se
     download_dataset("mnist", tmp_path, files=(f for f in [name]), mirrors={server.url + "/good/"},
                      checksums=types.MappingProxyType(MD5S), progress=False, timeout=None)
     assert (tmp_path / name).read_bytes() == FILES[name]
+
+
+def test_a_file_without_a_checksum_is_checked_as_idx(tmp_path, server):
+    name = "t10k-labels-idx1-ubyte.gz"
+    download_dataset("mnist", tmp_path, files=[name], mirrors=[server.url + "/good/"], checksums={}, progress=False)
+    assert (tmp_path / name).read_bytes() == FILES[name]
+    with pytest.raises(DownloadError, match="not a valid IDX file"):
+        download_dataset("mnist", tmp_path / "d", files=[name], mirrors=[server.url + "/html/"], checksums={},
+                         progress=False)
 
 
 def test_an_upper_case_md5_is_accepted(tmp_path, server):
@@ -411,6 +469,55 @@ def test_a_read_only_folder_is_named_as_the_file_asked_for(tmp_path, server):
     finally:
         folder.chmod(0o755)
     assert info.value.filename == str(folder / "l.gz")
+
+
+@pytest.mark.parametrize("part, age, swept", [
+    (".x.gz.abcd_123.part", 11 * 60, True),        # a killed download's, untouched for 11 minutes
+    (".x.gz.abcd_123.part", 60, False),            # another process's, downloading now
+    (".y.gz.abcd_123.part", 11 * 60, False),       # another file's
+])
+def test_a_killed_downloads_partial_file_is_swept_and_a_live_one_kept(tmp_path, server, part, age, swept):
+    (tmp_path / part).write_bytes(b"half")
+    os.utime(tmp_path / part, (time.time() - age, time.time() - age))
+    download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", tmp_path / "x.gz")
+    assert sorted(os.listdir(tmp_path)) == (["x.gz"] if swept else sorted(["x.gz", part]))
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk (an error that names no file)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("fails", ["write", "fsync"])
+def test_a_full_disk_is_an_oserror_naming_the_file_and_no_other_mirror_is_tried(tmp_path, server, monkeypatch, fails):
+    if fails == "write":
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(download.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode)))
+    else:
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(download.os, "fsync", fsync)
+    name = "t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(OSError) as info:
+        download_dataset("mnist", tmp_path / "d", files=[name], checksums=MD5S, progress=False,
+                         mirrors=[server.url + "/good/", server.url + "/trickle/"])
+    assert not isinstance(info.value, DownloadError) and info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(tmp_path / "d" / name)
+    assert list(server.hits) == [f"/good/{name}"] and not (tmp_path / "d").exists()
 
 
 def test_a_partial_file_removed_under_a_download_is_said(tmp_path, server, monkeypatch):
