@@ -33,6 +33,14 @@ def ctrl_c_as_at_a_terminal():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize("argv, dtypes", [([], ["float32"]), (["--float64"], ["float32", "float64"])])
+def test_the_float64_kernels_are_compiled_when_asked(monkeypatch, capsys, argv, dtypes):
+    asked = []
+    monkeypatch.setattr(compile_command, "compile_kernels", lambda d: asked.extend(t.__name__ for t in d))
+    assert compile_command.main(argv) == 0
+    assert asked == dtypes
+
+
 def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(monkeypatch, capsys,
                                                                                 ctrl_c_as_at_a_terminal):
     """The KeyboardInterrupt may surface from Numba as a RuntimeError (or not at all)."""
@@ -71,9 +79,11 @@ def test_an_object_the_ctrl_c_left_half_built_is_not_reported_as_it_goes(monkeyp
         del torn
     monkeypatch.setattr(compile_command, "compile_kernels", compile_kernels)
     reported = []
-    monkeypatch.setattr(sys, "unraisablehook", reported.append)      # what Python would print
+    hook = reported.append
+    monkeypatch.setattr(sys, "unraisablehook", hook)      # what Python would print
     assert compile_command.main([]) == 130
     assert reported == [] and capsys.readouterr().err == "npvae: compiling stopped (Ctrl-C); run it again to finish\n"
+    assert sys.unraisablehook is hook       # given back: later failures are printed again
 
 
 def test_sigterm_ends_it_in_one_line_with_143(monkeypatch, capsys):
@@ -196,6 +206,27 @@ def test_with_nowhere_to_cache_the_kernels_compile_in_the_process_with_a_warning
     assert "set NUMBA_CACHE_DIR" in proc.stderr and "Traceback" not in proc.stderr
 
 
+# the kernels that Python calls (not inlined, nor called only by other kernels, which a load from
+# the cache leaves without signatures of their own)
+CALLED_FROM_PYTHON = """
+import inspect, re, numba
+from npvae.fast import kernels
+from npvae.fast.compile import compile_kernels
+jitted = {n: f for n, f in vars(kernels).items() if isinstance(f, numba.core.registry.CPUDispatcher)
+          and f.targetoptions.get("inline") != "always"}
+source = {n: inspect.getsource(f.py_func) for n, f in jitted.items()}
+outer = {n: f for n, f in jitted.items()
+         if not any(re.search(rf"\\b{n}\\(", s) for m, s in source.items() if m != n)}
+"""
+
+
+def test_compile_kernels_runs_every_kernel_of_the_fast_path():
+    """What it compiles ahead is all that training (Adam with retired units, SGD) and evaluation
+    use: no kernel is left to compile in the first run (inlined helpers compile into their callers)."""
+    proc = _python(CALLED_FROM_PYTHON + "compile_kernels()\nprint(sorted(n for n in outer if not outer[n].signatures))\n")
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_the_fast_path_run_as_plain_python_says_so_once():
     """NUMBA_DISABLE_JIT (for coverage) makes training many times slower: not a silent mystery."""
     proc = _python("import warnings, numpy as np, npvae\n"
@@ -222,6 +253,7 @@ def test_the_command_says_when_there_is_nothing_to_keep_or_to_compile():
     ("/proc/no-such-cache", "NUMBA_CACHE_DIR='/proc/no-such-cache' cannot be written"),
     ("cache", "NUMBA_CACHE_DIR='cache' is relative: the kernels go into {tmp}/cache, where a run started "
               "from another folder will not look; give a full path"),
+    ("/sys", "NUMBA_CACHE_DIR='/sys' cannot be written"),        # a folder that exists; not even root writes there
 ])
 def test_a_numba_cache_dir_later_runs_would_not_find_is_named_before_compiling(tmp_path, given, words):
     """Numba passes over a folder it cannot write to, and takes a relative one from the current
