@@ -61,6 +61,32 @@ class OwnEncode(VAE):
         return mu, logvar - 1.0
 
 
+class ClippedBackward(VAE):
+    """A subclass whose backward clips the gradients: training runs backward."""
+
+    def backward(self):
+        out = super().backward()
+        for p in self.parameters():
+            np.clip(p.grad, -1e-3, 1e-3, out=p.grad)
+        return out
+
+
+class Doubled(Sequential):
+    """A Sequential that computes something else of the same layers."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+    def backward(self, grad_out):
+        return super().backward(2 * grad_out)
+
+
+def doubled_encoder():
+    model = VAE(784, 16, 2, rng=0)
+    model.encoder = Doubled(*model.encoder.layers)
+    return model
+
+
 def loss_on_the_instance():
     model = VAE(784, 16, 2, rng=0)
     model.loss = lambda x, beta=1.0, eps=None: VAE.loss(model, x, 10.0 * beta, eps)
@@ -84,6 +110,10 @@ CASES = {
     "own loss": (lambda: HeavierKL(784, 16, 2, rng=0), r"HeavierKL overrides VAE\.loss", True, False),
     "loss set on the instance": (loss_on_the_instance, r"model\.loss is set on the model itself", True, False),
     "own encode": (lambda: OwnEncode(784, 16, 2, rng=0), r"OwnEncode overrides VAE\.encode", False, True),
+    "own backward": (lambda: ClippedBackward(784, 16, 2, rng=0), r"ClippedBackward overrides VAE\.backward",
+                     True, False),
+    "a Sequential of its own": (doubled_encoder, r"model\.encoder is Doubled, but the fast path computes "
+                                                 r"Dense\(784, 16\) -> Dense\(16, 4\)", True, True),
     "sigmoid for relu": (sigmoid_encoder, r"model\.encoder is Dense -> Sigmoid -> Dense", True, True),
     "extra layers": (wider_head, r"model\.decoder is Dense -> ReLU -> Dense -> ReLU -> Dense", True, True),
     "extra parameter": (lambda: WithAPrior(784, 16, 2, rng=0), r"parameters\(\) are not exactly", True, True),
@@ -126,6 +156,19 @@ def test_the_reference_runs_the_models_own_code(case):
     history = fit(model, X, X[:40], backend="numpy", **RUN)
     assert np.isfinite(history[-1]["train_loss"]) and np.isfinite(history[-1]["test_loss"])
     assert np.isfinite(iw_nll(model, X[:10], k=2, backend="numpy"))
+
+
+@pytest.mark.parametrize("part, kind", [("sampler", "Sampler"), ("kl", "KL"), ("bce", "BCEWithLogits")])
+def test_a_sampler_or_loss_term_of_its_own_is_not_trained_as_the_stock_one(part, kind):
+    """Training alone (no test images): the fused step would draw and score as the stock VAE."""
+    model = VAE(784, 16, 2, rng=0)
+    own = type("Own" + kind, (getattr(npvae, kind),), {})      # a subclass: it may compute its own
+    setattr(model, part, own(0) if part == "sampler" else own())
+    words = rf"model\.{part} is a Own{kind}, but the fast path computes npvae's {kind}"
+    with pytest.raises(InputTypeError, match=r"^fit\(backend='numba'\): " + words + ".*backend='numpy'"):
+        fit(model, X, backend="numba", **RUN)
+    with pytest.raises(InputTypeError, match=words):
+        Trainer(model, Adam(model.parameters()))
 
 
 def test_a_subclass_that_computes_the_same_runs_on_both_paths_alike():
