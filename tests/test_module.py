@@ -270,9 +270,20 @@ def test_set_backend_is_deprecated_and_changes_nothing():
     np.testing.assert_array_equal(m.reconstruct(x), before)
 
 
-def test_errors_are_also_builtin_types():
-    assert issubclass(npvae.StateDictError, ValueError) and issubclass(npvae.StateError, RuntimeError)
-    assert issubclass(npvae.InputTypeError, TypeError) and issubclass(npvae.InputError, npvae.NpvaeError)
+@pytest.mark.parametrize("name, builtin", [
+    ("InputError", ValueError), ("InputTypeError", TypeError), ("StateError", RuntimeError),
+    ("StateDictError", ValueError), ("DataFileError", ValueError), ("DatasetNotFoundError", FileNotFoundError),
+    ("DownloadError", OSError), ("CheckpointError", ValueError), ("CheckpointNotFoundError", FileNotFoundError),
+    ("DivergenceError", FloatingPointError), ("RunFolderInUseError", RuntimeError),
+])
+def test_errors_are_also_builtin_types(name, builtin):
+    """``except ValueError`` (or FloatingPointError, ...) keeps working in code that does not know npvae."""
+    error = getattr(npvae.errors, name)
+    assert issubclass(error, npvae.NpvaeError) and issubclass(error, builtin)
+
+
+def test_the_pixel_scale_warning_is_a_user_warning():
+    assert issubclass(npvae.PixelScaleWarning, UserWarning)    # shown by default, filtered as UserWarning
 
 
 def test_copies_and_pickles_of_a_model_mid_training():
