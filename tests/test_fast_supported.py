@@ -171,6 +171,12 @@ def test_a_sampler_or_loss_term_of_its_own_is_not_trained_as_the_stock_one(part,
         Trainer(model, Adam(model.parameters()))
 
 
+def test_a_stock_vae_of_hidden_layers_of_different_widths_runs_on_the_fast_path():
+    model = VAE(784, (32, 16), 2, rng=0)            # the decoder's widths are the encoder's, reversed
+    assert np.isfinite(fit(model, X, X[:40], backend="numba", **RUN)[-1]["test_loss"])
+    Trainer(model, Adam(model.parameters()))
+
+
 def test_a_subclass_that_computes_the_same_runs_on_both_paths_alike():
     runs = {}
     for backend in ("numpy", "numba"):
