@@ -567,7 +567,6 @@ def test_benchmark_peak_rss_is_in_mib():
     assert load_benchmark().peak_rss_mb() == pytest.approx(kib / 1024, rel=0.05)
 
 
-
 @pytest.mark.parametrize("platform, maxrss", [("darwin", 300 * 2 ** 20), ("linux", 300 * 1024)])
 def test_benchmark_peak_rss_without_proc_is_read_in_the_platforms_unit(monkeypatch, platform, maxrss):
     """Without /proc (macOS), getrusage: its ru_maxrss counts bytes on macOS, kB on Linux (macOS's

@@ -246,7 +246,6 @@ def test_the_direction_row_does_not_fail_a_correct_gradient_nearly_orthogonal_to
     assert all(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows if not r.passed]
 
 
-
 class _Scale(npvae.Module):
     """A layer of the user's own, ``y = a * x`` with one parameter: how gradcheck sees yours."""
 
@@ -357,7 +356,6 @@ def test_a_layer_of_your_own_passes_and_its_slips_fail_with_a_reason():
     assert all(r.passed for r in rows if r.op == "fine")
 
 
-
 class _SquareTwice(npvae.Module):
     """``y = (x @ W) @ W``: one weight used twice, each use adding its part into ``W.grad``."""
 
@@ -389,6 +387,7 @@ def test_a_parameter_used_twice_is_not_taken_for_an_assigned_gradient(dtype):
         rows = run({"square_twice": ("numpy", _square_twice)}, dtype=dtype, seed=seed)
         assert not [r.tensor for r in rows if "contract" in r.tensor]
 
+
 @pytest.mark.parametrize("cases, message", [
     ({"scale": ("nunpy", _scale_case())}, "case 'scale': unknown backend 'nunpy'"),
     ({"scale": _scale_case()}, "case 'scale' must be a (backend, build) pair"),
@@ -404,6 +403,7 @@ def test_ops_takes_one_name_or_a_list():
     cases = {"scale": ("numpy", _scale_case()), "other": ("numpy", _scale_case(assign=True))}
     assert {r.op for r in run(cases, ops="scale")} == {"scale"}
     assert {r.op for r in run(cases, ops=["scale", "other"])} == {"scale", "other"}
+
 
 def test_check_problem_restores_tensors():
     rng = np.random.default_rng(1)

@@ -233,7 +233,6 @@ def test_sequential_names_and_indexing():
         Sequential(Dense(3, 4), "relu")
 
 
-
 @pytest.mark.parametrize("shared", ["ReLU", "Dense"])
 def test_one_layer_object_in_two_places_of_a_sequential_is_refused_by_backward(shared):
     """A layer's forward keeps its last pass's values only, so with one object in two places
@@ -286,6 +285,7 @@ def test_replacing_a_layer_replaces_its_parameters_too():
     assert len(seq) == 3 and [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
     with pytest.raises(TypeError):                # not a second list that could drift apart
         seq.layers[0] = new
+
 
 def test_sequential_fuse_argument_is_deprecated_and_ignored():
     rng = np.random.default_rng(3)

@@ -243,7 +243,6 @@ def test_loss_arguments_are_checked():
             kl.backward(bad)
 
 
-
 @pytest.mark.parametrize("make, args, owner", [
     (KL, (np.zeros((0, 4)),), "KL.forward"),
     (BCEWithLogits, (np.zeros((0, 3)), np.zeros((0, 3))), "BCEWithLogits.forward"),

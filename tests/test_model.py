@@ -430,7 +430,6 @@ def test_the_rng_can_be_replaced_and_is_checked():
         m.rng = "seven"
 
 
-
 @pytest.mark.parametrize("call", ["forward", "encode", "reconstruct", "interpolate"])
 def test_images_not_divided_by_255_are_refused_by_every_call_that_takes_images(call):
     model = VAE(6, 5, 2, rng=0)
@@ -516,7 +515,6 @@ def test_one_layer_object_in_two_places_is_refused_by_name(share):
         m.loss(x, eps=z)
 
 
-
 def test_a_layer_your_module_runs_twice_in_one_loss_is_refused_by_backward():
     """PyTorch's habit: one ``self.act = ReLU()``, called after each layer. Only one place holds
     it, but it ran forward twice, kept the second pass's values, and backward was wrong for the
@@ -552,8 +550,6 @@ def test_a_layer_your_module_runs_twice_in_one_loss_is_refused_by_backward():
     m.encoder = MLP(acts=2)
     m.loss(x, eps=z)
     m.backward()
-
-
 
 
 def test_a_layer_that_keeps_more_after_its_parents_forward_is_one_pass():

@@ -84,7 +84,6 @@ def test_loss_png(tmp_path):
         plot_loss([])
 
 
-
 @pytest.mark.parametrize("n, shape", [(1, (1, 1)), (10, (3, 4)), (64, (8, 8)), (100, (10, 10))])
 def test_samples_grid_fits_the_images(n, shape):
     images = np.random.default_rng(0).random((n, 16)).astype(np.float32)
@@ -95,6 +94,7 @@ def test_samples_grid_fits_the_images(n, shape):
         plot_samples(np.zeros((5, 16)), nrows=2, ncols=2)
     with pytest.raises(InputError, match="empty"):
         plot_samples(np.zeros((0, 16)))
+
 
 def test_loss_png_from_the_records_of_a_loop_of_your_own(tmp_path):
     """Only the quantities a loop recorded get a panel; no empty panels, no legend warnings."""

@@ -1112,7 +1112,6 @@ def test_history_refuses_a_field_it_does_not_have(sample):
         history.best("tset_loss")
 
 
-
 # -- what a callback changes, a shared generator, paths, odd arrays ---------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_learning_rate_schedule_in_the_callback_resumes_bit_for_bit(sample, tmp_path, backend):

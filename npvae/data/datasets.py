@@ -290,7 +290,6 @@ def _split_files(split):
     return SPLITS[split]
 
 
-
 def load_idx_split(folder, split):
     """Load one split from ``folder``: ``(images, labels)``.
 
