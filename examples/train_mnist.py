@@ -686,7 +686,7 @@ def evaluate(s, folder, model, history, data):
     took = f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
     result(f"{loss}; IW NLL (k={s['nll_k']}, {which} images) {nll:.2f} nats in {took}")
     if subset is not None:       # the IW NLL is set beside the ELBO of its own images, not of all
-        result(f"  negative ELBO of those {n_nll} images {subset:.2f} nats (the IW NLL is the tighter bound)")
+        result(f"  negative ELBO of those {n_nll} images {subset:.2f} nats (the IW NLL is at most this, on average)")
     if not s["binarize"]:        # a Bernoulli of grey levels is no density over images
         result("  grey-level pixels: compare these only between runs on the same data; "
                "they are not log-likelihoods (see --binarize)")

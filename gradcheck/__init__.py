@@ -10,7 +10,9 @@ Run ``python -m gradcheck`` (``--help`` for options), or from Python::
 
 ``python -m gradcheck --self-test`` plants, one at a time, the slips a learner makes
 (:mod:`gradcheck.planted`) and shows that each is caught. See :mod:`gradcheck.core`
-for the error metric and :mod:`gradcheck.cases` for what each case checks.
+for the error metric and :mod:`gradcheck.cases` for what each case checks. A layer of your
+own is checked with :func:`op_problem`, a loss of your own with :func:`loss_problem` (their
+docstrings show how).
 """
 from .cases import CASES, loss_problem, op_problem
 from .core import (BACKENDS, DEFAULTS, ContractBroken, Problem, Row, check_problem, defaults, format_table,

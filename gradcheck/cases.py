@@ -19,6 +19,8 @@ ReLU kinks: the numerical derivative is meaningless if a step crosses ``max(x, 0
 kink, so ReLU inputs are kept at least ``20 h`` from 0 (for networks, by the smallest
 shift of each hidden unit's bias that achieves it).
 """
+import numbers
+
 import numpy as np
 
 from npvae import BCE, KL, SGD, VAE, Adam, BCEWithLogits, Dense, Parameter, ReLU, Sampler, Sequential, Sigmoid
@@ -72,10 +74,16 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
     for v in ys:
-        if not (isinstance(v, np.ndarray) and v.ndim > 0):
-            what = "a 0-d array" if isinstance(v, np.ndarray) else f"a {type(v).__name__}"
-            raise TypeError(f"op_problem: forward() returned {what} where a layer returns an array: a loss "
-                            f"(a number out) is checked with gradcheck.loss_problem, whose docstring shows how")
+        if isinstance(v, np.ndarray) and v.ndim > 0:
+            continue
+        if v is None:
+            raise TypeError("op_problem: forward() returned None where a layer returns an array (a return "
+                            "statement missing?)")
+        if isinstance(v, numbers.Number) or isinstance(v, np.ndarray):      # a float, or a 0-d array
+            raise TypeError(f"op_problem: forward() returned a number ({type(v).__name__}) where a layer returns "
+                            f"an array: a loss is checked with gradcheck.loss_problem, whose docstring shows how")
+        raise TypeError(f"op_problem: forward() returned a {type(v).__name__} where a layer returns an array "
+                        f"(or a tuple of arrays)")
     R = [rng.standard_normal(v.shape).astype(v.dtype) for v in ys]
     params = dict(module.named_parameters())
 
@@ -110,7 +118,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     return Problem(tensors, lambda: _dot(R, forward()), grads, tag)
 
 
-def loss_problem(module, forward, name, x, g=1.0, tag=""):
+def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
     """Check a loss ``L = g * forward()`` w.r.t. ``x`` against ``module.backward(grad=g)``.
 
     For a module whose ``forward`` returns a float (a loss: :class:`npvae.KL`,
@@ -134,6 +142,9 @@ def loss_problem(module, forward, name, x, g=1.0, tag=""):
         The incoming gradient.
     tag : str
         Added to the case's name in the table.
+    part : int, optional
+        For a ``backward`` that returns a tuple (a gradient per input, say ``(dmu, dlogvar)``):
+        the index of ``x``'s. Check each input in a problem of its own, the others held fixed.
 
     A KL of your own (say, an exercise in its backward) is checked so::
 
@@ -157,6 +168,11 @@ def loss_problem(module, forward, name, x, g=1.0, tag=""):
     def grads():
         forward()
         dx = module.backward() if g == 1.0 else module.backward(grad=g)
+        if isinstance(dx, tuple):
+            if part is None:
+                raise TypeError(f"loss_problem: backward returned a tuple of {len(dx)} gradients; pass part= "
+                                f"(the index of {name}'s) and check each input in a problem of its own")
+            dx = dx[part]
         return {name: np.array(dx, copy=True)}
     return Problem({name: x}, lambda: g * forward(), grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
 

@@ -217,8 +217,9 @@ class Module:
 
     ``keep`` holds the arrays themselves, not copies: an op used on its own reads your input
     again in ``backward``, so change that array only after it (``VAE.loss`` copies your batch
-    and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer;
-    docs/adding-a-layer.md lists what a layer added to npvae itself needs.
+    and noise for you). ``gradcheck.op_problem``'s docstring shows how to check a layer
+    (``gradcheck.loss_problem``'s, a loss); docs/adding-a-layer.md lists what a layer added
+    to npvae itself needs.
 
     A name that holds a Parameter (or sub-Module) takes only another one; ``del m.name``
     removes it from ``parameters()`` and ``state_dict()``.

@@ -554,9 +554,12 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         images, values = latent_grid(model, grid)
         from matplotlib.patches import Rectangle   # where the manifold lies among the points (it has its own scale)
         side = values[-1] - values[0]
+        limits = ax.get_xlim(), ax.get_ylim()       # the points' own: the square is cut at the edges if need be
         ax.add_patch(Rectangle((values[0], values[0]), side, side, fill=False, linestyle="--", color="0.25"))
         ax.annotate("decoded at right", (values[0], values[-1]), xytext=(2, 3), textcoords="offset points",
                     fontsize=8, color="0.25", bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
+        ax.set_xlim(limits[0])
+        ax.set_ylim(limits[1])
         axes[1].imshow(tile_images(images, grid, grid, (h, w), pad=0), cmap="gray", vmin=0, vmax=1,
                        interpolation="nearest")
         n_ticks = min(grid, 5 if grid % 2 else 4)          # both ends and, for an odd grid, the middle

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import numbers
 import os
+import reprlib
 import warnings
 
 import numpy as np
@@ -75,9 +76,10 @@ def check_indices(idx, name, n, most):
     a = np.asarray(idx)
     if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
         if isinstance(idx, slice):
-            got = f"{idx!r}: np.arange(start, stop) gives a slice's indices"
+            got = f"{idx!r}: np.arange(start, stop, step) gives a slice's indices"
         elif a.ndim == 0:
-            got = f"{idx!r}" + (f": one index goes in a list, [{idx!r}]" if np.issubdtype(a.dtype, np.integer) else "")
+            one = np.issubdtype(a.dtype, np.integer)
+            got = reprlib.repr(idx) + (f": one index goes in a list, [{int(a)}]" if one else "")
         else:
             kind = "an array" if isinstance(idx, np.ndarray) else f"a {type(idx).__name__}"
             got = f"{kind} of {a.dtype} with shape {a.shape}"

@@ -36,10 +36,11 @@ def start(args, cwd=ROOT, env=None):
     when the tests run under a script's ``pytest &`` (which starts them with SIGINT ignored, and a
     process started from an ignored Ctrl-C ignores it while Python starts)."""
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or ENV, cwd=cwd, preexec_fn=_sigint_as_at_a_terminal)
+                            env=env or ENV, cwd=cwd, preexec_fn=sigint_as_at_a_terminal)
 
 
-def _sigint_as_at_a_terminal():
+def sigint_as_at_a_terminal():
+    """For ``preexec_fn``: the child hears Ctrl-C, whatever this process was started with."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

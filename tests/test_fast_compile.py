@@ -8,6 +8,7 @@ import time
 
 import numba
 import pytest
+from cli_util import sigint_as_at_a_terminal
 
 from npvae.fast import compile as compile_command
 
@@ -156,7 +157,8 @@ def test_another_os_error_while_compiling_is_not_called_no_room(monkeypatch):
 def test_ctrl_c_during_a_cold_compile(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ROOT}
     proc = subprocess.Popen([sys.executable, "-m", "npvae.fast.compile"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)        # (under a script's pytest &, too)
     # the clock starts when it says it is compiling: Python's start and the imports take 1 s on
     # an idle 2-core machine and over 2 s on a loaded one (a Ctrl-C there is another case)
     first = proc.stdout.readline()

@@ -421,9 +421,10 @@ def test_batch_takes_images_idx_as_indexing_does_and_refuses_the_rest(images):
                               ([0.0, 1.0], InputTypeError, r"indices, got a list of float64 with shape \(2,\)"),
                               (np.ones(4, bool), InputTypeError, r"indices, got an array of bool with shape"),
                               (np.zeros((2, 2), int), InputTypeError, "1-D"),
-                              (slice(0, 4), InputTypeError, r"got slice\(0, 4, None\): np.arange\(start, stop\)"),
+                              (slice(0, 4), InputTypeError, r"got slice\(0, 4, None\): np.arange\(start, stop, step\)"),
                               (5, InputTypeError, r"got 5: one index goes in a list, \[5\]"),
-                              (np.int64(5), InputTypeError, r"got (np.int64\()?5\)?: one index goes in a list"),
+                              (np.int64(5), InputTypeError, r"got (np.int64\()?5\)?: one index goes in a list, \[5\]$"),
+                              (set(range(10**5)), InputTypeError, r"got \{0, 1, 2, 3, 4, 5, \.\.\.\}$"),  # not 600 kB
                               (None, InputTypeError, r"got None$")]:
         with pytest.raises(error, match=words):
             trainer.batch(idx)

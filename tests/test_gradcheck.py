@@ -732,11 +732,40 @@ def test_the_kl_of_your_own_in_loss_problems_docstring_passes_and_a_slip_in_it_f
                                                        "<direction>[grad=-1.7]": "FAIL"}
 
 
-def test_op_problem_given_a_loss_says_to_use_loss_problem():
+class _SquaredDistance(npvae.Module):
+    """``sum((a - b)**2)``: a loss of two inputs, whose backward returns a gradient for each."""
+
+    def forward(self, a, b):
+        self.keep(a=a, b=b)
+        return float(np.sum((a - b) ** 2))
+
+    def backward(self, grad=1.0):
+        d = 2.0 * grad * (self.saved("a") - self.saved("b"))
+        return d, -d
+
+
+def test_a_loss_of_two_inputs_is_checked_one_input_at_a_time():
+    rng = np.random.default_rng(0)
+    loss, a, b = _SquaredDistance(), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    problems = [loss_problem(loss, lambda: loss.forward(a, b), "a", a, g, part=0) for g in (1.0, -1.7)]
+    problems += [loss_problem(loss, lambda: loss.forward(a, b), "b", b, g, part=1) for g in (1.0, -1.7)]
+    rows = run({"distance": ("numpy", lambda dtype, rng, h: problems)})
+    assert len(rows) == 8 and all(r.passed for r in rows), format_table(rows)
+    swapped = run({"distance": ("numpy", lambda dtype, rng, h: [
+        loss_problem(loss, lambda: loss.forward(a, b), "a", a, part=1)])})   # b's gradient for a: wrong
+    assert not any(r.passed for r in swapped)
+    with pytest.raises(TypeError, match=r"backward returned a tuple of 2 gradients; pass part= \(the index of a's\)"):
+        loss_problem(loss, lambda: loss.forward(a, b), "a", a).grads()
+
+
+def test_op_problem_given_a_loss_says_to_use_loss_problem_and_a_forward_without_return_says_so():
     kl, x = npvae.KL(), np.random.default_rng(0).standard_normal((3, 8))
-    with pytest.raises(TypeError, match=r"op_problem: forward\(\) returned a float where a layer returns an "
-                                        r"array: a loss .* is checked with gradcheck.loss_problem"):
+    with pytest.raises(TypeError, match=r"op_problem: forward\(\) returned a number \(float\) where a layer "
+                                        r"returns an array: a loss is checked with gradcheck.loss_problem"):
         op_problem(kl, lambda: kl.forward(x), lambda R: {"h": kl.backward(R)}, {"h": x}, np.random.default_rng(1))
+    for returned, words in ((None, r"returned None .*return statement missing"), ([1.0], r"returned a list where")):
+        with pytest.raises(TypeError, match=words):
+            op_problem(kl, lambda: returned, lambda R: {}, {"h": x}, np.random.default_rng(1))
 
 
 def test_away_from_kinks_refuses_a_layer_it_does_not_know():

@@ -127,6 +127,8 @@ def test_latent_png(digits, tmp_path, latent):
     if latent == 2:
         _, values = latent_grid(model, 6)
         assert len(boxes) == 1 and np.allclose(boxes[0].get_bbox().get_points(), [[values[0]] * 2, [values[-1]] * 2])
+        huddled = plot_latent(1e-3 * mu, labels, model=model, grid=6).axes[0]     # means near 0: a posterior collapse
+        assert np.ptp(huddled.get_xlim()) < 0.1 and np.ptp(huddled.get_ylim()) < 0.1   # the points' scale, not the square's
     else:
         assert not boxes
 

@@ -26,6 +26,9 @@ to train on, the last 2,000 held out::
     images, labels = load_split("mnist", "t10k", data_dir="/path/holding/mnist")
     (x_train, y_train), (x_held, y_held) = split(images, labels, 8000)
 
+The held-out 2,000 are all from the test set's harder half (its last 5,000 digits, from
+other writers: docs/data.md), so they score worse than the training images partly for that.
+
 ``load_idx_split(folder, "t10k")`` does the same from an explicit folder, and
 :func:`read_images` / :func:`read_labels` read single files.
 
