@@ -720,9 +720,9 @@ class _Run:
         else:
             msg = f"interrupted by {name} at {at}; no checkpoint path was given, so nothing was saved to disk"
             holders = "the model holds" if self.own_optimizer else "the model and the optimizer hold"
-            gone = ("; the Adam that fit made is gone, its moments with it: pass optimizer= to keep it, "
+            gone = (". The Adam that fit made is gone, its moments with it: pass optimizer= to keep it, "
                     "or checkpoint= to be able to resume exactly" if self.own_optimizer else "")
-            hint = f" ({holders} the steps taken, and this exception's .history the epochs done{gone})"
+            hint = f" ({holders} the steps taken, and this exception's .history the epochs done){gone}"
         self.show.message(msg)
         raise TrainingInterrupted(msg + hint, self.flag.signum, done, step if sums is not None else 0,
                                   None if self.checkpoint is None else os.fspath(self.checkpoint),

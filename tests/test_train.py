@@ -776,10 +776,10 @@ def test_interrupt_without_checkpoint_path(sample, backend):
     interrupt_at(model, 2, signal.SIGTERM)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match=r"SIGTERM.*nothing was saved to disk \(the model holds the "
-                                                  r"steps taken, and this exception's \.history the epochs done; "
-                                                  r"the Adam that fit made is gone, its moments with it: pass "
+                                                  r"steps taken, and this exception's \.history the epochs done\)\. "
+                                                  r"The Adam that fit made is gone, its moments with it: pass "
                                                   r"optimizer= to keep it, or checkpoint= to be able to resume "
-                                                  r"exactly\)") as info:
+                                                  r"exactly$") as info:
         fit(model, images[:64], epochs=2, batch_size=16, rng=0, progress=False, backend=backend)
     assert info.value.checkpoint is None and info.value.signum == signal.SIGTERM
     assert (info.value.epoch, info.value.step) == (0, 2)
