@@ -282,13 +282,17 @@ def _vae_problems(model, rng, h, loss, grads_of, prepare=lambda x: x):
     ``loss(x, beta, eps)`` and ``grads_of(x, beta, eps)`` compute the total and
     ``{name: gradient}``; ``x`` goes through ``prepare`` first (a layout, say).
     """
-    dtype, d = model.dtype, model.latent_dim
+    dtype, d, betas = model.dtype, model.latent_dim, (1.0, 0.5)
+    draws = [(rng.uniform(0.0, 1.0, (B, model.input_dim)).astype(dtype), rng.standard_normal((B, d)).astype(dtype))
+             for _ in betas]
+    # one shift of the ReLU biases for both batches (a shift for the second alone could put the
+    # first's pre-activations on a kink)
+    x_both, eps_both = (np.concatenate(parts) for parts in zip(*draws))
+    hcode = away_from_kinks(model.encoder.layers, x_both, 20 * h)          # [mu | logvar]
+    away_from_kinks(model.decoder.layers, hcode[:, :d] + np.exp(0.5 * hcode[:, d:]) * eps_both, 20 * h)
     out = []
-    for beta in (1.0, 0.5):
-        x = prepare(rng.uniform(0.0, 1.0, (B, model.input_dim)).astype(dtype))
-        eps = rng.standard_normal((B, d)).astype(dtype)
-        hcode = away_from_kinks(model.encoder.layers, x, 20 * h)          # [mu | logvar]
-        away_from_kinks(model.decoder.layers, hcode[:, :d] + np.exp(0.5 * hcode[:, d:]) * eps, 20 * h)
+    for beta, (x, eps) in zip(betas, draws):
+        x = prepare(x)
         out.append(Problem({n: p.data for n, p in model.named_parameters()},
                            lambda x=x, beta=beta, eps=eps: loss(x, beta, eps),
                            lambda x=x, beta=beta, eps=eps: grads_of(x, beta, eps),
