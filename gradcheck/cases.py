@@ -47,6 +47,11 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     backward without ``zero_grad`` doubles it); the module's ``zero_grad`` must set every ``.grad`` to 0 (a
     gradient is left behind first, as the last step's is in training): else :class:`ContractBroken`.
 
+    Keep the inputs away from kinks (ReLU's or a LeakyReLU's 0): a step of ``h`` (the case's
+    third argument: 1e-5 in float64, 1e-2 in float32) across one makes the finite difference
+    meaningless, and a right gradient fails. The stock cases keep ReLU inputs ``20 h`` away.
+    Forward and backward must leave their inputs as they were (else :class:`ContractBroken`).
+
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::
 
@@ -90,8 +95,12 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     def grads():
         upstream = [r.copy() for r in R]
         arg = upstream if isinstance(y, tuple) else upstream[0]
+        before = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
         forward()
         backward(arg)            # leave gradients behind: zero_grad must really discard them
+        for n, v in before.items():      # else the math is blamed for it
+            if not np.array_equal(inputs[n], v, equal_nan=True):
+                raise ContractBroken(f"forward or backward wrote into {n}")
         module.zero_grad()
         for n, p in params.items():
             if p.grad is not None and np.any(p.grad):
@@ -165,16 +174,30 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
 
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
+    def loss():
+        value = forward()
+        if np.ndim(value) != 0:
+            raise TypeError(f"loss_problem: forward() returned an array of shape {np.shape(value)} where a loss "
+                            f"is one number (summed or averaged over the batch)")
+        return g * value
+
     def grads():
+        before = x.copy()
         forward()
         dx = module.backward() if g == 1.0 else module.backward(grad=g)
-        if isinstance(dx, tuple):
+        if isinstance(dx, (tuple, list)):
             if part is None:
-                raise TypeError(f"loss_problem: backward returned a tuple of {len(dx)} gradients; pass part= "
-                                f"(the index of {name}'s) and check each input in a problem of its own")
+                raise TypeError(f"loss_problem: backward returned {len(dx)} gradients; pass part= (the "
+                                f"index of {name}'s) and check each input in a problem of its own")
             dx = dx[part]
+        if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
+            raise ContractBroken(f"forward or backward wrote into {name}")
+        if dx is None:
+            return {name: None}
+        if isinstance(dx, np.ndarray) and dx.dtype != x.dtype:  # else the layer before it is blamed, in training
+            raise ContractBroken(f"backward returned the gradient of {name} in {dx.dtype}, but {name} is {x.dtype}")
         return {name: np.array(dx, copy=True)}
-    return Problem({name: x}, lambda: g * forward(), grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
+    return Problem({name: x}, loss, grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
 
 
 def away_from_kinks(layers, x, margin):

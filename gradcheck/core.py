@@ -104,6 +104,15 @@ class Row:
         return bool(self.rel_err < self.tol)  # False for NaN
 
 
+class Rows(list):
+    """:func:`run`'s rows, with the settings that made them (``dtype``, ``h``, ``tol``), which
+    :func:`format_table`'s header states."""
+
+    def __init__(self, rows=(), dtype=np.float64, h=None, tol=None):
+        super().__init__(rows)
+        self.dtype, self.h, self.tol = defaults(dtype, h, tol)
+
+
 def defaults(dtype, h=None, tol=None):
     """``(dtype, h, tol)`` with the dtype's defaults filled in."""
     dtype = np.dtype(dtype)
@@ -233,7 +242,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
     unknown = [o for o in ops if o not in cases]
     if unknown:
         raise KeyError(f"unknown op(s) {unknown}; known: {sorted(cases)}")
-    rows = []
+    rows = Rows(dtype=dtype, h=h, tol=tol)
     for op in ops:
         backend, build = cases[op]
         if backend not in backends:
@@ -250,12 +259,18 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
 _LONGEST_IN_TABLE = 60     # a tensor entry longer than this (an error's text) goes under the table
 
 
-def format_table(rows, dtype=np.float64, h=None, tol=None, expect_fail=False):
+def format_table(rows, dtype=None, h=None, tol=None, expect_fail=False):
     """The table as text: a header stating the metric, one line per row, a summary line.
 
     Column widths follow the longest entry, so long case and tensor names keep the
-    columns aligned.
+    columns aligned. The header states ``dtype``, ``h`` and ``tol``: by default those
+    :func:`run` made the rows with (float64's defaults for rows of another origin); a
+    ``dtype`` given brings its own defaults for the other two. ``expect_fail``: failing
+    rows read "FAIL (expected)" (a planted bug's).
     """
+    if dtype is None:
+        made = rows if isinstance(rows, Rows) else Rows()
+        dtype, h, tol = made.dtype, made.h if h is None else h, made.tol if tol is None else tol
     dtype, h, tol = defaults(dtype, h, tol)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "

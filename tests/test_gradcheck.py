@@ -477,6 +477,18 @@ def test_float32_is_a_smoke_check_with_adapted_defaults():
     assert "smoke check" in format_table(rows, np.float32)
 
 
+def test_the_table_header_states_the_settings_the_rows_were_made_with():
+    """A float32 table headed "float64 ... pass if rel < 1e-06" showed PASS rows above the stated
+    tolerance; rows of run(..., tol=) FAIL rows below it."""
+    rows = run(CASES, ops="sigmoid", dtype=np.float32)
+    table = format_table(rows)
+    assert table.splitlines()[0] == "gradcheck: float32 central differences, h = 0.01, pass if rel < 0.03"
+    assert "smoke check" in table
+    assert format_table(run(CASES, ops="sigmoid", tol=1e-12)).splitlines()[0].endswith("pass if rel < 1e-12")
+    assert format_table(list(rows)).startswith("gradcheck: float64")     # rows of no run: float64's defaults
+    assert format_table(rows, np.float64).startswith("gradcheck: float64")   # a dtype given: its defaults
+
+
 @pytest.mark.parametrize("seed", [1, 8, 13])
 def test_the_whole_vae_cases_keep_both_batches_off_the_relu_kinks_in_float32(seed):
     """The beta 1 and beta 0.5 batches share the model: shifting its ReLU biases for the second
@@ -701,6 +713,7 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--op", "fast_vae_1h", "--backend", "numpy"), "--op fast_vae_1h checks the numba path"),
     (("--op", "dense", "kl", "--backend", "numba"), "--op dense kl check the numpy path"),
     (("--self-test", "--backend", "numba"), "--backend numba does not apply to --self-test"),
+    (("--self-test", "--dtype", "float32"), "--self-test proves the float64 check; float32's is a smoke check"),
     (("--list", "--op", "dense"), "--list lists every case and planted bug and exits: leave out --op"),
 ])
 def test_cli_refuses_arguments_that_would_make_a_check_meaningless(args, message):
@@ -721,6 +734,22 @@ def test_the_layer_of_your_own_in_op_problems_docstring_runs_and_passes(capsys):
     exec(compile(docstring_code(op_problem, "is checked the same way"), "op_problem's docstring", "exec"), {})
     table = capsys.readouterr().out
     assert "tanh" in table and "FAIL" not in table and "PASS" in table
+
+
+def test_the_whole_model_check_of_docs_adding_a_layer_passes_and_catches_a_wrong_layer(capsys):
+    """Where a user learns to check a model with a layer of their own in it: the page's block runs
+    as written and passes; with the Tanh's derivative wrong, the encoder's first layer fails."""
+    from doc_blocks import python_blocks
+    (code,) = python_blocks("docs/adding-a-layer.md")
+    exec(compile(code, "docs/adding-a-layer.md", "exec"), {})
+    table = capsys.readouterr().out
+    assert "my_vae" in table and "PASS" in table and "FAIL" not in table
+    wrong = code.replace("(1 - self.saved(\"y\") ** 2)", "(1 - self.saved(\"y\"))")
+    assert wrong != code
+    names = {}
+    exec(compile(wrong, "docs/adding-a-layer.md", "exec"), names)
+    failed = {r.tensor for r in names["rows"] if not r.passed}
+    assert {"encoder.0.weight", "encoder.0.bias"} <= failed and "decoder.2.weight" not in failed, failed
 
 
 def test_the_kl_of_your_own_in_loss_problems_docstring_passes_and_a_slip_in_it_fails(capsys):
@@ -763,8 +792,65 @@ def test_a_loss_of_two_inputs_is_checked_one_input_at_a_time():
     swapped = run({"distance": ("numpy", lambda dtype, rng, h: [
         loss_problem(loss, lambda: loss.forward(a, b), "a", a, part=1)])})   # b's gradient for a: wrong
     assert not any(r.passed for r in swapped)
-    with pytest.raises(TypeError, match=r"backward returned a tuple of 2 gradients; pass part= \(the index of a's\)"):
+    with pytest.raises(TypeError, match=r"backward returned 2 gradients; pass part= \(the index of a's\)"):
         loss_problem(loss, lambda: loss.forward(a, b), "a", a).grads()
+
+
+class _StudentKL(npvae.KL):
+    """The stock KL with one of a student's slips in its backward (or forward)."""
+
+    def __init__(self, slip):
+        super().__init__()
+        self.slip = slip
+
+    def forward(self, h):
+        value = super().forward(h)
+        return np.full(len(h), value) if self.slip == "per image" else value
+
+    def backward(self, grad=1.0):
+        h = self.saved("h")
+        d = h.shape[1] // 2
+        if self.slip == "into h":                   # builds its result in the saved input
+            h[:, d:] = 0.5 * np.expm1(h[:, d:])
+            h *= grad / len(h)
+            return h
+        dh = grad / len(h) * np.concatenate([h[:, :d], 0.5 * np.expm1(h[:, d:])], axis=1)
+        return {"float64": lambda: dh.astype(np.float64), "no return": lambda: None, "list": lambda: [dh],
+                "per image": lambda: dh}[self.slip]()
+
+
+@pytest.mark.parametrize("slip, dtype, words", [
+    ("float64", np.float32, r"<contract: backward returned the gradient of h in float64, but h is float32>"),
+    ("into h", np.float64, r"<contract: forward or backward wrote into h>"),
+    ("no return", np.float64, r"no gradient for h \(did backward return it\?\)"),
+    ("list", np.float64, r"backward returned 1 gradients; pass part="),
+    ("per image", np.float64, r"forward\(\) returned an array of shape \(3,\) where a loss is one number"),
+])
+def test_a_students_slip_in_a_loss_is_named_not_taken_for_wrong_math(slip, dtype, words):
+    """Each fails with what it is, not as a gradient off by some amount (a float64 gradient from a
+    float32 loss passed, and training then blamed the Dense before it)."""
+    def case(dtype, rng, h):
+        kl, x = _StudentKL(slip), rng.standard_normal((3, 8)).astype(dtype)
+        return [loss_problem(kl, lambda: kl.forward(x), "h", x)]
+    rows = run({"kl": ("numpy", case)}, dtype=dtype)
+    assert not any(r.passed for r in rows) and re.search(words, rows[0].tensor), rows[0].tensor
+
+
+def test_a_layer_that_writes_into_its_input_is_named_not_taken_for_wrong_math():
+    class LeakyInPlace(npvae.Module):
+        def forward(self, x):
+            self.keep(x=x.copy())
+            x[x < 0] *= 0.2                         # the caller's array
+            return x
+
+        def backward(self, grad_out):
+            return np.where(self.saved("x") < 0, 0.2, 1.0) * grad_out
+
+    def case(dtype, rng, h):
+        layer, x = LeakyInPlace(), rng.standard_normal((3, 5)).astype(dtype)
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    rows = run({"leaky": ("numpy", case)})
+    assert [r.tensor for r in rows] == ["<contract: forward or backward wrote into x>"]
 
 
 def test_op_problem_given_a_loss_says_to_use_loss_problem_and_a_forward_without_return_says_so():
