@@ -16,6 +16,7 @@ from cli_util import SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run
 from npvae import VAE, cli
 from npvae.checkpoint import save_checkpoint
 from npvae.data import load_idx_split
+from npvae.optim import SGD, Adam
 from npvae.train import fit
 
 BAD_ARGUMENTS = [
@@ -54,6 +55,7 @@ BAD_ARGUMENTS = [
     (["--latent-dim", "100000000"], "a 784-32-100000000 VAE trained on batches of 64 needs about"),
     (["--hidden-dim", "10" + "0" * 30], "choose a smaller --hidden-dim, --latent-dim or --batch-size"),
     (["--out", ""], "--out must name a folder, got ''"),
+    (["--data-dir", ""], "--data-dir must name a folder, got ''"),
     (["--resume", "missing.npz"], "--resume missing.npz: no such file or folder"),
 ]
 
@@ -193,6 +195,16 @@ def checkpoints(tmp_path_factory, sample):
     out["two-hidden"] = folder / "two-hidden.npz"
     fit(VAE(784, (8, 4), 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False,
         checkpoint=out["two-hidden"])
+    out["other-input"] = folder / "other-input.npz"
+    fit(VAE(100, 8, 2, rng=0), images[:, :100], epochs=1, batch_size=32, rng=0, progress=False,
+        checkpoint=out["other-input"])
+    sgd_model = VAE(784, 8, 2, rng=0)
+    out["sgd"] = folder / "sgd.npz"
+    fit(sgd_model, images, epochs=1, batch_size=32, rng=0, progress=False, optimizer=SGD(sgd_model.parameters()),
+        checkpoint=out["sgd"])
+    out["no-streams"] = folder / "no-streams.npz"     # a fit_config, but not fit's generators
+    plain = VAE(784, 8, 2, rng=0)
+    save_checkpoint(out["no-streams"], plain, Adam(plain.parameters()), fit_config=dict(epochs=1, batch_size=32))
     out["garbage"] = folder / "garbage.npz"
     out["garbage"].write_bytes(os.urandom(2000))
     out["folder"] = folder / "empty-run"
@@ -208,6 +220,9 @@ def checkpoints(tmp_path_factory, sample):
     ("nan-weight", "parameter decoder.0.weight contains NaN or inf"),
     ("model-only", "was not written by training (fit), so it cannot be resumed"),
     ("two-hidden", "holds a 784-8-4-2 model; this program trains 784-H-d models"),
+    ("other-input", "holds a 100-8-2 model; this program trains 784-H-d models"),
+    ("sgd", "was trained with SGD optimizer; this program continues runs trained with Adam"),
+    ("no-streams", "was not written by training (fit), so it cannot be resumed"),
     ("garbage", "not an npvae checkpoint"),
     ("folder", "is a folder without a checkpoint.npz"),
     pytest.param("unreadable", "unreadable.npz: cannot be read: Input/output error", marks=needs_proc_mem),

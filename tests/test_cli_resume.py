@@ -79,12 +79,15 @@ def test_a_resume_into_an_out_that_cannot_be_made_names_out(copy_of, script, cap
 
 def test_resuming_a_finished_run_redraws_its_figures(copy_of, script, capsys):
     os.remove(copy_of / "samples.png")
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--lr", "0.001", "--nll-k", "1"])
-    assert code == 0, err                        # a flag equal to the run's own is fine
+    record = json.loads((copy_of / "run.json").read_text())
+    (copy_of / "run.json").write_text(json.dumps({**record, "lr": 0.01}))      # edited by hand, say
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--lr", "0.001", "--nll-k", "1", "--nll-images", "50"])
+    assert "run.json says lr 0.01, but the checkpoint was trained with 0.001: continuing with 0.001" in err, err
+    assert code == 0, err                        # a flag equal to the run's own is fine, and the NLL's may change
     assert "has done its 2 epochs: drawing its figures" in err
     assert (copy_of / "samples.png").exists() and load_checkpoint(copy_of / "checkpoint.npz").epoch == 2
     records = strict_json_lines(copy_of / "metrics.jsonl")
-    assert records[-1]["nll_k"] == 1                                            # the new summary,
+    assert records[-1]["nll_k"] == 1 and records[-1]["nll_images"] == 50        # the new summary,
     assert [r.get("epoch") for r in records if not r.get("summary")] == [1, 2]  # the epochs once,
     assert sum(bool(r.get("summary")) for r in records) == 1                    # the old one gone
 
@@ -439,6 +442,54 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     assert code == 0, err
     assert "no run.json beside" in err and "the held-out images cannot be checked" in err, err
     assert "run.json has no fingerprint" not in err, err
+
+
+def test_a_run_without_run_json_goes_on_with_what_its_checkpoint_was_trained_with(tmp_path, script, capsys,
+                                                                                    monkeypatch):
+    """Without run.json the model's size, --lr and --beta come from the checkpoint, not the defaults:
+    a model of another size cannot load it, another beta cannot resume it, and the run.json the
+    resume writes says the rate that trains (and the data folder in full, to be found from anywhere)."""
+    out = tmp_path / "run"
+    monkeypatch.chdir(os.path.dirname(SAMPLE))
+    data = ["--dataset", "mnist-test-split", "--data-dir", os.path.basename(SAMPLE), "--split", "800"]
+    trained = dict(hidden_dim=16, latent_dim=3, lr=0.002, beta=0.5)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in trained.items()]
+    nll = ["--nll-k", "1", "--nll-images", "10"]
+    code, err = call(script, capsys, [*data, *REFERENCE, *flags, "--epochs", "1", *nll, "--out", str(out)])
+    assert code == 0, err
+    (out / "run.json").unlink()
+    code, err = call(script, capsys, ["--resume", str(out), *data, "--epochs", "2", *nll])
+    assert code == 0 and "model: 784-16-3" in err, err
+    saved = json.loads((out / "run.json").read_text())
+    assert {k: saved[k] for k in trained} == trained and saved["data_dir"] == SAMPLE
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda r: json.dumps({**r, "seed": None}), "holds a setting no run can have (argument --seed: "),
+    (lambda r: json.dumps([r]), "does not hold the run's settings (a JSON object)"),
+    (lambda r: json.dumps(r)[:-9], "cannot be read ("),
+], ids=["null seed", "a list", "cut short"])
+def test_a_run_json_that_holds_no_runs_settings_is_refused_and_nothing_changes(copy_of, script, capsys, damage,
+                                                                                 words):
+    (copy_of / "run.json").write_text(damage(json.loads((copy_of / "run.json").read_text())))
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
+    assert code == 2 and err.startswith("error: ") and words in err and "restore" in err, err
+    assert snapshot(copy_of) == before
+
+
+def test_a_run_json_whose_data_record_is_not_one_is_checked_by_the_checkpoints_record(copy_of, tmp_path, script,
+                                                                                       capsys):
+    record = json.loads((copy_of / "run.json").read_text())
+    (copy_of / "run.json").write_text(json.dumps({**record, "data": "lost"}))
+    images = load_idx_split(SAMPLE, "t10k")[0].reshape(-1, 28, 28).copy()
+    images[3, 14, 14] ^= 1                         # one pixel of one training image
+    other = sample_copy(tmp_path / "other", images=images)
+    before = snapshot(copy_of)
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--data-dir", other, "--epochs", "3"])
+    assert code == 2 and "run.json has no fingerprint of the run's data" in err, err
+    assert "these are not the train images it was trained on" in err, err
+    assert snapshot(copy_of) == before
 
 
 def test_a_float64_run_made_in_python_is_refused_before_the_data_are_loaded(tmp_path, script, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from finite_differences import assert_gradient, numerical_gradient
-from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, fit, iw_nll
+from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, fit, footprint, iw_nll
 from npvae.errors import InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
@@ -322,6 +322,20 @@ def test_more_codes_than_memory_holds_are_refused_before_any_allocation():
         m.interpolate(x, x, steps=10**13)
 
 
+def test_a_model_whose_parameters_and_gradients_do_not_fit_in_memory_is_refused(monkeypatch):
+    """Parameters and their gradients: 2 x 4 bytes per float32 parameter, refused beyond what is
+    available; with no way to tell what is available, only what no machine could hold."""
+    n = footprint.parameter_count(784, (400,), 20)
+    monkeypatch.setattr(footprint, "available_bytes", lambda: 2 * 4 * n - 1)
+    with pytest.raises(InputError, match="parameters, .* with their gradients, more than this machine can give"):
+        VAE(784, 400, 20, rng=0)
+    monkeypatch.setattr(footprint, "available_bytes", lambda: 2 * 4 * n)
+    VAE(784, 400, 20, rng=0)
+    monkeypatch.setattr(footprint, "available_bytes", lambda: None)
+    with pytest.raises(InputError, match=r"more than this machine can give \(unknown\)"):
+        VAE(784, 10**30, 20, rng=0)
+
+
 # -- training, reproducibility ----------------------------------------------------------------------
 def _train(dtype, seed, steps=4):
     """The user's loop on the reference: zero_grad, loss, backward, step."""
@@ -392,6 +406,8 @@ def test_config_and_architecture():
                       "decoder.0.weight": (20, 400), "decoder.0.bias": (400,),
                       "decoder.2.weight": (400, 784), "decoder.2.bias": (784,)}
     assert m.dtype == np.float32
+    for width in (np.int64(400), np.array(400), [400], np.array([400])):     # one width, however given
+        assert VAE(784, width, 20, rng=0).config() == m.config()
 
 
 def test_backend_argument_is_deprecated_and_ignored():
