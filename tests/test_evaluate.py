@@ -355,6 +355,17 @@ def test_the_fast_evaluator_checks_what_it_is_given():
         ev.prepare(np.zeros(784))
     with pytest.raises(InputError, match="784 features"):
         ev.prepare(np.zeros((2, 100)))
+    x = ev.prepare(np.full((2, 784), 0.5, np.float32))
+    z = np.zeros((2, 2), np.float32)
+    unprepared = {"C order": np.ascontiguousarray(x), "float64": np.asfortranarray(x, np.float64),
+                  "one row": x[:1], "pixels": np.asfortranarray(x * 255).astype(np.uint8)}
+    for what, bad in unprepared.items():            # numbers, but wrong ones: refused by both calls
+        with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch of shape \(batch, 784\)"):
+            ev.encode(bad)
+    with pytest.raises(InputError, match=r"z must be a float32 array of shape \(batch, 2\)"):
+        ev.recon_rows(z[:1], x)                     # one code for two images
+    with pytest.raises(InputError, match=r"z must be a float32 array"):
+        ev.recon_rows(z.astype(np.float64), x)
 
 
 def test_the_fast_evaluator_prepares_each_batch_from_its_own_values():

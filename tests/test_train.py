@@ -1149,6 +1149,18 @@ def test_one_generator_for_the_model_and_the_shuffle_still_resumes_exactly(sampl
     assert params_equal(straight, run(2, resume=tmp_path / "c.npz"))
 
 
+def test_the_metrics_may_not_go_into_the_checkpoint_a_run_resumes_from(sample, tmp_path):
+    """Else the metrics file, trimmed at the resume's start, replaces the checkpoint with text."""
+    images, _ = sample
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, backend="numpy",
+        checkpoint=tmp_path / "c.npz")
+    before = (tmp_path / "c.npz").read_bytes()
+    with pytest.raises(InputError, match="metrics_path and resume are the same file"):
+        fit(small(), images[:64], epochs=2, batch_size=32, progress=False, backend="numpy",
+            resume=tmp_path / "c.npz", metrics_path=tmp_path / "c.npz")
+    assert (tmp_path / "c.npz").read_bytes() == before
+
+
 def test_output_paths_are_checked_before_any_training(sample, tmp_path):
     images, _ = sample
     (tmp_path / "afile").write_text("x")
