@@ -408,6 +408,8 @@ def test_config_and_architecture():
     assert m.dtype == np.float32
     for width in (np.int64(400), np.array(400), [400], np.array([400])):     # one width, however given
         assert VAE(784, width, 20, rng=0).config() == m.config()
+    with pytest.raises(InputError, match="hidden_dims needs at least one width"):
+        VAE(784, [], 20, rng=0)                     # not an encoder of one layer
 
 
 def test_backend_argument_is_deprecated_and_ignored():
