@@ -39,9 +39,9 @@ from .atomic import atomic_write
 from .errors import (CheckpointError, CheckpointNotFoundError, DivergenceError, InputError, InputTypeError,
                      StateDictError)
 from .model import VAE, check_vae
-from .module import Parameter, warn_backend_argument
+from .module import Parameter
 from .optim import SGD, Adam, Optimizer
-from .validate import check_non_negative_int, check_optimizer_params, check_output_path
+from .validate import check_non_negative_int, check_optimizer_params, check_output_path, warn_backend_argument
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
 

@@ -43,10 +43,9 @@ from .data import to_float
 from .errors import DivergenceError, InputError, InputTypeError
 from .losses import KL, BCEWithLogits, bce_with_logits_per_sample, kl_per_sample
 from .model import LossParts, check_vae
-from .module import same_class
 from .sampler import Sampler
 from .validate import (check_bool, check_finite_parameters, check_images, check_layer_dtypes, check_positive_float,
-                       check_positive_int, check_seed)
+                       check_positive_int, check_seed, same_class)
 
 __all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_evaluation_memory", "binarize_inplace", "forward_pass"]
 

@@ -35,7 +35,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, StateDictError
-from .module import Module, check_not_a_checkpoint, check_state_entry, is_transposed
+from .module import Module
+from .validate import check_not_a_checkpoint, check_state_entry, is_transposed
 
 LAYOUTS = ("sequential", "examples")
 _EXAMPLES_OURS = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",

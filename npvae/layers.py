@@ -11,8 +11,9 @@ import warnings
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter, one_place_each, warn_backend_argument
-from .validate import check_dtype, check_grad, check_positive_int, check_rng, describe_dtype, refuse_array_subclass
+from .module import Module, Parameter, one_place_each
+from .validate import (check_dtype, check_grad, check_positive_int, check_rng, describe_dtype, refuse_array_subclass,
+                       warn_backend_argument)
 
 
 def check_input(x, owner, n_features=None, dtype=None):

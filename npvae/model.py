@@ -30,9 +30,10 @@ from . import footprint
 from .errors import InputError, InputTypeError, StateError
 from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
-from .module import Module, one_place_each, warn_backend_argument
+from .module import Module, one_place_each
 from .sampler import Sampler
-from .validate import check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng
+from .validate import (check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng,
+                       warn_backend_argument)
 
 
 class LossParts(NamedTuple):

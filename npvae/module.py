@@ -27,56 +27,13 @@ This is the reference: plain NumPy, every unit computed. ``VAE.loss`` works in C
 The fast path (:mod:`npvae.fast`) keeps its own copy of the parameters in the
 layout it likes and is tested against this code.
 """
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
 from .errors import InputError, InputTypeError, StateDictError, StateError
-from .validate import check_bool, masked_array_problem, refuse_array_subclass
-
-
-def check_state_entry(name, value, like, hint=""):
-    """``value`` may replace ``like`` in a state dict: array, same shape and dtype, finite.
-
-    ``hint`` is added to a shape mismatch (e.g. a transposed PyTorch weight).
-    """
-    if not isinstance(value, np.ndarray):
-        raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__} "
-                             "(for a torch tensor use t.detach().cpu().numpy())")
-    if problem := masked_array_problem(value, f"state_dict[{name!r}]"):
-        raise StateDictError(problem)
-    if value.shape != like.shape:
-        raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, the model expects "
-                             f"{like.shape}{hint}")
-    if value.dtype != like.dtype:
-        raise StateDictError(f"state_dict[{name!r}] has dtype {value.dtype}, the model expects "
-                             f"{like.dtype} (convert with .astype(np.{like.dtype}))")
-    if not np.isfinite(value).all():
-        raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
-
-
-def is_transposed(value, like):
-    """``value`` has the shape of ``like`` (2-D, not square) turned around: a weight in the
-    other library's orientation (PyTorch's Linear stores ``(out, in)``, npvae's Dense ``(in, out)``)."""
-    return isinstance(value, np.ndarray) and value.ndim == 2 and value.shape == like.shape[::-1] != like.shape
-
-
-def check_not_a_checkpoint(state_dict):
-    """Refuse the entries of an npvae checkpoint (``np.load`` of what ``save_checkpoint`` wrote)
-    given as a state dict, and say how to read one."""
-    if "__meta__" in state_dict:        # npvae.checkpoint.META_KEY (the core does not import it)
-        raise StateDictError("state_dict holds an npvae checkpoint's entries ('__meta__', 'model/...'), not a "
-                             "state dict: npvae.load_model(path) reads the checkpoint (a model with layers "
-                             "of your own: npvae.load_checkpoint(path, model)); the model's .state_dict() "
-                             "is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
-
-
-def same_class(obj, kind):
-    """``obj``'s class is ``kind``, or the class ``importlib.reload`` of its module made again
-    from the same code (a notebook's autoreload), which ``type(obj) is kind`` would refuse."""
-    got = type(obj)
-    return (got.__module__, got.__qualname__) == (kind.__module__, kind.__qualname__)
+from .validate import (check_bool, check_not_a_checkpoint, check_state_entry, check_writable, is_transposed,
+                       nothing_matches_message, refuse_array_subclass, warn_backend_argument)
 
 
 def one_place_each(named, places):
@@ -94,29 +51,6 @@ def one_place_each(named, places):
     return modules
 
 
-def warn_backend_argument(where, stacklevel=3):
-    """The warning for the ``backend=`` arguments that models and optimizers no longer take
-    (``stacklevel``: 3 points at the caller of the function that calls this one)."""
-    warnings.warn(f"{where}: the back end is no longer a property of models and optimizers; choose it "
-                  "where the work is done, with fit(..., backend=...) and evaluate_elbo/iw_nll(..., "
-                  "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=stacklevel)
-
-
-def _check_writable(array, name):
-    """Optimizers and backward passes write into a parameter's arrays in place."""
-    if not array.flags.writeable:
-        raise InputError(f"{name} must be a writable array (it is updated in place), got a read-only "
-                         f"one: pass a copy (array.copy())")
-
-
-def _nothing_matches_message(module, names, given):
-    """Why a non-strict load of ``given`` names into a module with parameter ``names`` is refused."""
-    from_torch = any(k.startswith("fc") for k in given)     # the PyTorch example's fc1, fc21, ...
-    return (f"no name in state_dict is a parameter of {module} (got {given[:4]}"
-            f"{', ...' if len(given) > 4 else ''}; expected names such as {names[:2]})"
-            + ("; a PyTorch VAE's state dict is converted by npvae.interop.from_torch_state_dict" if from_torch else ""))
-
-
 class Parameter:
     """A tensor the optimizer updates: its values ``data`` and its gradient ``grad``.
 
@@ -131,7 +65,7 @@ class Parameter:
             got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
             raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
         refuse_array_subclass(data, "data", "Parameter(data)")
-        _check_writable(data, "Parameter(data): data")
+        check_writable(data, "Parameter(data): data")
         self._data = data
         self._grad = np.zeros_like(data)
 
@@ -163,7 +97,7 @@ class Parameter:
                                  f"model's dtype, build it with dtype= (a model has one dtype)")
         if value.shape != self.shape:
             raise InputError(f"Parameter.{name} must keep the shape {self.shape}, got {value.shape}")
-        _check_writable(value, f"Parameter.{name}")
+        check_writable(value, f"Parameter.{name}")
         return value
 
     def zero_grad(self):
@@ -398,7 +332,7 @@ class Module:
             raise StateDictError(f"state_dict does not match {type(self).__name__}: "
                                  f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
         if params and state_dict and len(unexpected) == len(state_dict):   # strict=False, and it would load nothing
-            raise StateDictError(_nothing_matches_message(type(self).__name__, list(params), unexpected))
+            raise StateDictError(nothing_matches_message(type(self).__name__, list(params), unexpected))
         for name, value in state_dict.items():
             if name in params:
                 like = params[name].data

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, InputTypeError, NpvaeError, StateDictError
-from .module import Module, Parameter, warn_backend_argument
+from .module import Module, Parameter
 from .validate import (Setting, check_decay_rates, check_non_negative_number, check_positive_number,
-                       masked_array_problem)
+                       masked_array_problem, warn_backend_argument)
 
 
 _DEFAULT_BETAS = (0.9, 0.999)    # Adam's decay rates, as in PyTorch and the paper (private: see Adam)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .atomic import check_name_length, check_regular_file
-from .errors import InputError, InputTypeError, PixelScaleWarning
+from .errors import InputError, InputTypeError, PixelScaleWarning, StateDictError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -510,3 +510,70 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
                          f"model's {len(index)}; build it with Adam(model.parameters(), lr) ({some})")
     return [index[id(p)] for p in params]
+
+
+# -- what the core's modules share: state dicts, another library's weights, deprecations ----------
+def check_state_entry(name, value, like, hint=""):
+    """``value`` may replace ``like`` in a state dict: array, same shape and dtype, finite.
+
+    ``hint`` is added to a shape mismatch (e.g. a transposed PyTorch weight).
+    """
+    if not isinstance(value, np.ndarray):
+        raise StateDictError(f"state_dict[{name!r}] must be a numpy array, got {type(value).__name__} "
+                             "(for a torch tensor use t.detach().cpu().numpy())")
+    if problem := masked_array_problem(value, f"state_dict[{name!r}]"):
+        raise StateDictError(problem)
+    if value.shape != like.shape:
+        raise StateDictError(f"state_dict[{name!r}] has shape {value.shape}, the model expects "
+                             f"{like.shape}{hint}")
+    if value.dtype != like.dtype:
+        raise StateDictError(f"state_dict[{name!r}] has dtype {value.dtype}, the model expects "
+                             f"{like.dtype} (convert with .astype(np.{like.dtype}))")
+    if not np.isfinite(value).all():
+        raise StateDictError(f"state_dict[{name!r}] contains NaN or inf")
+
+
+def is_transposed(value, like):
+    """``value`` has the shape of ``like`` (2-D, not square) turned around: a weight in the
+    other library's orientation (PyTorch's Linear stores ``(out, in)``, npvae's Dense ``(in, out)``)."""
+    return isinstance(value, np.ndarray) and value.ndim == 2 and value.shape == like.shape[::-1] != like.shape
+
+
+def check_not_a_checkpoint(state_dict):
+    """Refuse the entries of an npvae checkpoint (``np.load`` of what ``save_checkpoint`` wrote)
+    given as a state dict, and say how to read one."""
+    if "__meta__" in state_dict:        # npvae.checkpoint.META_KEY (the core does not import it)
+        raise StateDictError("state_dict holds an npvae checkpoint's entries ('__meta__', 'model/...'), not a "
+                             "state dict: npvae.load_model(path) reads the checkpoint (a model with layers "
+                             "of your own: npvae.load_checkpoint(path, model)); the model's .state_dict() "
+                             "is npvae's, npvae.interop.to_torch_state_dict(model) PyTorch's")
+
+
+def same_class(obj, kind):
+    """``obj``'s class is ``kind``, or the class ``importlib.reload`` of its module made again
+    from the same code (a notebook's autoreload), which ``type(obj) is kind`` would refuse."""
+    got = type(obj)
+    return (got.__module__, got.__qualname__) == (kind.__module__, kind.__qualname__)
+
+
+def warn_backend_argument(where, stacklevel=3):
+    """The warning for the ``backend=`` arguments that models and optimizers no longer take
+    (``stacklevel``: 3 points at the caller of the function that calls this one)."""
+    warnings.warn(f"{where}: the back end is no longer a property of models and optimizers; choose it "
+                  "where the work is done, with fit(..., backend=...) and evaluate_elbo/iw_nll(..., "
+                  "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=stacklevel)
+
+
+def check_writable(array, name):
+    """Optimizers and backward passes write into a parameter's arrays in place."""
+    if not array.flags.writeable:
+        raise InputError(f"{name} must be a writable array (it is updated in place), got a read-only "
+                         f"one: pass a copy (array.copy())")
+
+
+def nothing_matches_message(module, names, given):
+    """Why a non-strict load of ``given`` names into a module with parameter ``names`` is refused."""
+    from_torch = any(k.startswith("fc") for k in given)     # the PyTorch example's fc1, fc21, ...
+    return (f"no name in state_dict is a parameter of {module} (got {given[:4]}"
+            f"{', ...' if len(given) > 4 else ''}; expected names such as {names[:2]})"
+            + ("; a PyTorch VAE's state dict is converted by npvae.interop.from_torch_state_dict" if from_torch else ""))

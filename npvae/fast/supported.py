@@ -15,7 +15,7 @@ from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
 from ..model import VAE, check_vae
-from ..module import same_class
+from ..validate import same_class
 from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
 
