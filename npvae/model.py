@@ -179,16 +179,13 @@ class VAE(Module):
         # array may change before then (a reused buffer, say)
         x = check_batch(x, "x", self.input_dim, self.dtype, unit_interval=True).copy()
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        ops = self._ops()
-        before = {name: m.passes for name, m in ops.items()}
+        before = self._passes()                            # for backward's checks of what ran since
         h = self.encoder.forward(x)                        # (B, 2d) = [mu | logvar]
         z = self.sampler.forward(h, eps)                   # (B, d)
         logits = self.decoder.forward(z)                   # (B, input_dim)
         recon = self.bce.forward(logits, x)                # mean over the batch of the BCE sums
         kl = self.kl.forward(h)                            # mean over the batch of the KL sums
-        self._pending_beta, self._differentiated = beta, False    # backward differentiates this loss
-        self._passes_at_loss = {name: m.passes for name, m in ops.items()}
-        self._passes_in_loss = {name: self._passes_at_loss[name] - before[name] for name in ops}
+        self._set_pending_loss(beta, before)               # backward differentiates this loss
         return LossParts(recon + beta * kl, recon, kl)
 
     def backward(self):
@@ -218,6 +215,19 @@ class VAE(Module):
         dh_z = self.sampler.backward(dz)                   # (B, 2d): the road through z
         dh_kl = self.kl.backward(beta)                     # (B, 2d): the KL's own road
         self.encoder.backward(dh_z + dh_kl)                # both roads meet at h = [mu | logvar]
+
+    def _passes(self):
+        """The ops loss() runs, and how many passes each has kept so far (:meth:`_set_pending_loss`)."""
+        ops = self._ops()
+        return ops, {name: m.passes for name, m in ops.items()}
+
+    def _set_pending_loss(self, beta, passes_before):
+        """Make the loss just computed the one :meth:`backward` differentiates, with its beta and
+        each op's passes: those it kept in this loss, and the count backward expects to find."""
+        ops, before = passes_before
+        self._pending_beta, self._differentiated = beta, False
+        self._passes_at_loss = {name: m.passes for name, m in ops.items()}
+        self._passes_in_loss = {name: self._passes_at_loss[name] - before[name] for name in ops}
 
     def _take_pending_loss(self):
         """The last loss()'s beta, once: refused (nothing changed) if there is none, if it was
