@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["parameter_count", "training_bytes", "evaluation_bytes", "available_bytes", "peak_rss_bytes",
            "format_bytes"]
 
@@ -160,3 +162,26 @@ def format_bytes(n):
             return text
         size /= 1000
     return f"{n:.1e} bytes"
+
+
+# -- the checks VAE makes before it allocates -------------------------------------------
+def check_model_fits(input_dim, hidden_dims, latent_dim, dtype):
+    """Refuse a model whose parameters and gradients cannot fit in this machine's memory
+    (rather than allocate until the operating system kills the process)."""
+    n = parameter_count(input_dim, hidden_dims, latent_dim)
+    need, room = 2 * n * dtype.itemsize, available_bytes()
+    if need > (room if room is not None else np.iinfo(np.intp).max):
+        raise InputError(f"VAE({input_dim}, hidden_dims={list(hidden_dims)}, latent_dim={latent_dim}) has "
+                         f"{n:,} parameters, {format_bytes(need)} with their gradients, more than this "
+                         f"machine can give ({'unknown' if room is None else format_bytes(room)}): "
+                         f"choose smaller hidden_dims or latent_dim")
+
+
+def check_rows_fit(model, rows, call):
+    """Refuse to decode ``rows`` codes at once if this machine cannot hold what that takes."""
+    widths = [model.latent_dim, *model.hidden_dims, model.input_dim]
+    need = rows * np.dtype(model.dtype).itemsize * (widths[0] + 2 * sum(widths[1:]))   # z; each layer's out, twice
+    room = available_bytes()
+    if room is not None and need > room:
+        raise InputError(f"{call} decodes {rows:,} codes at once, about {format_bytes(need)}, but "
+                         f"{format_bytes(room)} is available: ask for fewer, in several calls")

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import footprint
 from .errors import InputError, InputTypeError, StateError
+from .footprint import check_model_fits, check_rows_fit
 from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
 from .module import Module, one_place_each
@@ -51,28 +51,6 @@ def _mlp(sizes, dtype, rng):
         if i < len(sizes) - 2:
             layers.append(ReLU())
     return Sequential(*layers)
-
-
-def _check_fits_in_memory(input_dim, hidden_dims, latent_dim, dtype):
-    """Refuse a model whose parameters and gradients cannot fit in this machine's memory
-    (rather than allocate until the operating system kills the process)."""
-    n = footprint.parameter_count(input_dim, hidden_dims, latent_dim)
-    need, room = 2 * n * dtype.itemsize, footprint.available_bytes()
-    if need > (room if room is not None else np.iinfo(np.intp).max):
-        raise InputError(f"VAE({input_dim}, hidden_dims={list(hidden_dims)}, latent_dim={latent_dim}) has "
-                         f"{n:,} parameters, {footprint.format_bytes(need)} with their gradients, more than this "
-                         f"machine can give ({'unknown' if room is None else footprint.format_bytes(room)}): "
-                         f"choose smaller hidden_dims or latent_dim")
-
-
-def _check_rows_fit(model, rows, call):
-    """Refuse to decode ``rows`` codes at once if this machine cannot hold what that takes."""
-    widths = [model.latent_dim, *model.hidden_dims, model.input_dim]
-    need = rows * np.dtype(model.dtype).itemsize * (widths[0] + 2 * sum(widths[1:]))   # z; each layer's out, twice
-    room = footprint.available_bytes()
-    if room is not None and need > room:
-        raise InputError(f"{call} decodes {rows:,} codes at once, about {footprint.format_bytes(need)}, but "
-                         f"{footprint.format_bytes(room)} is available: ask for fewer, in several calls")
 
 
 def _halves(h):
@@ -125,7 +103,7 @@ class VAE(Module):
         self.hidden_dims = tuple(check_positive_int(h, "hidden_dims") for h in hidden)
         self.dtype = check_dtype(dtype)
         rng = check_rng(rng)
-        _check_fits_in_memory(self.input_dim, self.hidden_dims, self.latent_dim, self.dtype)
+        check_model_fits(self.input_dim, self.hidden_dims, self.latent_dim, self.dtype)
         self.encoder = _mlp((self.input_dim, *self.hidden_dims, 2 * self.latent_dim), self.dtype, rng)
         self.decoder = _mlp((self.latent_dim, *self.hidden_dims[::-1], self.input_dim), self.dtype, rng)
         self.sampler = Sampler(rng)
@@ -368,7 +346,7 @@ class VAE(Module):
         x_hat : ndarray (n, input_dim)
         """
         n = check_positive_int(n, "n")
-        _check_rows_fit(self, n, f"sample({n})")
+        check_rows_fit(self, n, f"sample({n})")
         rng = self.rng if rng is None else check_rng(rng)
         return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
 
@@ -390,7 +368,7 @@ class VAE(Module):
         steps = check_positive_int(steps, "steps")
         if steps < 2:
             raise InputError(f"steps must be at least 2 (both end points), got {steps}")
-        _check_rows_fit(self, steps, f"interpolate(steps={steps})")
+        check_rows_fit(self, steps, f"interpolate(steps={steps})")
         images = []                         # both checked before anything runs
         for name, x in (("x_a", x_a), ("x_b", x_b)):
             x = np.asarray(x) if isinstance(x, (list, tuple)) else x
