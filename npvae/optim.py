@@ -274,6 +274,21 @@ class Adam(Optimizer):
             betas = _betas_from_old_spelling(given, beta1, beta2, _DEFAULT_BETAS, "Adam(beta1=, beta2=)")
         self._set_checked(lr=self._first_lr(lr), betas=betas, eps=eps, weight_decay=weight_decay)
 
+    def step(self):
+        """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""
+        self.t += 1
+        beta1, beta2 = self.betas
+        for p in self.params:
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            m, v = self.state[p]["m"], self.state[p]["v"]
+            m[...] = beta1 * m + (1 - beta1) * g           # first moment: a running mean of g
+            v[...] = beta2 * v + (1 - beta2) * (g * g)     # second moment: a running mean of g^2
+            m_hat = m / (1 - beta1 ** self.t)              # bias corrections
+            v_hat = v / (1 - beta2 ** self.t)
+            p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
     def hyper(self):
         return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
@@ -314,21 +329,6 @@ class Adam(Optimizer):
             betas = _betas_from_old_spelling(betas, beta1, beta2, self.betas, spelling)
         hyper = dict(lr=lr, betas=betas, **given)
         self._set_checked(**{name: value for name, value in hyper.items() if value is not None})
-
-    def step(self):
-        """One Adam update of every parameter from its ``.grad`` (Algorithm 1 of the paper)."""
-        self.t += 1
-        beta1, beta2 = self.betas
-        for p in self.params:
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            m, v = self.state[p]["m"], self.state[p]["v"]
-            m[...] = beta1 * m + (1 - beta1) * g           # first moment: a running mean of g
-            v[...] = beta2 * v + (1 - beta2) * (g * g)     # second moment: a running mean of g^2
-            m_hat = m / (1 - beta1 ** self.t)              # bias corrections
-            v_hat = v / (1 - beta2 ** self.t)
-            p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
     def _upgrade(self, sd):
         # state dicts written before betas was one pair held beta1 and beta2 apart
