@@ -33,7 +33,7 @@ from .losses import KL, BCEWithLogits
 from .module import Module, one_place_each
 from .sampler import Sampler
 from .validate import (check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng,
-                       warn_backend_argument)
+                       check_widths, warn_backend_argument)
 
 
 class LossParts(NamedTuple):
@@ -92,15 +92,7 @@ class VAE(Module):
             warn_backend_argument("VAE(backend=...)")
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        if np.ndim(hidden_dims) == 0:
-            hidden_dims = (hidden_dims.item() if isinstance(hidden_dims, np.ndarray) else hidden_dims,)
-        try:
-            hidden = tuple(hidden_dims)
-        except TypeError:
-            raise InputTypeError(f"hidden_dims must be an int or a sequence of ints, got {hidden_dims!r}") from None
-        if not hidden:
-            raise InputError("hidden_dims needs at least one width, e.g. 400 or (400, 200)")
-        self.hidden_dims = tuple(check_positive_int(h, "hidden_dims") for h in hidden)
+        self.hidden_dims = check_widths(hidden_dims, "hidden_dims")
         self.dtype = check_dtype(dtype)
         rng = check_rng(rng)
         check_model_fits(self.input_dim, self.hidden_dims, self.latent_dim, self.dtype)

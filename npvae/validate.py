@@ -70,6 +70,19 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_widths(widths, name):
+    """Layer widths: one positive int, or a non-empty sequence of them; a tuple of ints."""
+    if np.ndim(widths) == 0:
+        widths = (widths.item() if isinstance(widths, np.ndarray) else widths,)
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        raise InputTypeError(f"{name} must be an int or a sequence of ints, got {widths!r}") from None
+    if not widths:
+        raise InputError(f"{name} needs at least one width, e.g. 400 or (400, 200)")
+    return tuple(check_positive_int(w, name) for w in widths)
+
+
 def check_indices(idx, name, n, most):
     """1 to ``most`` integer indices into ``n`` rows (negative ones count from the end, as in
     ``images[idx]``): an intp array of indices in [0, n)."""
