@@ -12,8 +12,8 @@ import numpy as np
 
 from .errors import InputError, InputTypeError
 from .module import Module, Parameter, one_place_each
-from .validate import (check_dtype, check_grad, check_positive_int, check_rng, describe_dtype, refuse_array_subclass,
-                       warn_backend_argument)
+from .validate import (FLOAT_DTYPES, check_dtype, check_grad, check_positive_int, check_rng, describe_dtype,
+                       refuse_array_subclass, warn_backend_argument)
 
 
 def check_input(x, owner, n_features=None, dtype=None):
@@ -27,7 +27,7 @@ def check_input(x, owner, n_features=None, dtype=None):
     if dtype is not None and x.dtype != dtype:
         raise InputTypeError(f"{owner}: x has dtype {x.dtype}, the layer's dtype is {dtype}; "
                              f"convert with x.astype(np.{dtype})")
-    if x.dtype not in (np.float32, np.float64):     # float16 and longdouble too: not what npvae computes in
+    if x.dtype not in FLOAT_DTYPES:     # float16 and longdouble too: not what npvae computes in
         raise InputTypeError(f"{owner}: x must be float32 or float64, got {describe_dtype(x.dtype)}")
 
 

@@ -32,8 +32,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError, InputTypeError, StateDictError, StateError
-from .validate import (check_bool, check_not_a_checkpoint, check_state_entry, check_writable, is_transposed,
-                       nothing_matches_message, refuse_array_subclass, warn_backend_argument)
+from .validate import (FLOAT_DTYPES, check_bool, check_not_a_checkpoint, check_state_entry, check_writable,
+                       is_transposed, nothing_matches_message, refuse_array_subclass, warn_backend_argument)
 
 
 def one_place_each(named, places):
@@ -61,7 +61,7 @@ class Parameter:
     """
 
     def __init__(self, data):
-        if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
+        if not isinstance(data, np.ndarray) or data.dtype not in FLOAT_DTYPES:
             got = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
             raise InputTypeError(f"Parameter(data): data must be a float32 or float64 numpy array, got {got}")
         refuse_array_subclass(data, "data", "Parameter(data)")

@@ -29,12 +29,12 @@ import numpy as np
 
 from .errors import InputError
 from .module import Module
-from .validate import check_grad, check_noise, check_rng, describe_dtype, refuse_array_subclass
+from .validate import FLOAT_DTYPES, check_grad, check_noise, check_rng, describe_dtype, refuse_array_subclass
 
 
 def split_h(h, owner):
     """``(mu, logvar)``, each (B, d), from ``h = [mu | logvar]`` (B, 2d); else a clear error."""
-    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype not in (np.float32, np.float64):
+    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype not in FLOAT_DTYPES:
         got = f"{h.shape} {describe_dtype(h.dtype)}" if isinstance(h, np.ndarray) else type(h).__name__
         raise InputError(f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding "
                          f"[mu | logvar], got {got}")
