@@ -250,8 +250,9 @@ class Sequential(Module):
                                  f"layer, or build a new Sequential")
         super().__delattr__(name)
 
-    def __delitem__(self, i):           # del seq[i]: as delattr(seq, "i")
-        delattr(self, str(i))
+    def __delitem__(self, i):           # del seq[i]: as delattr(seq, "i"), seq[-1] as seq[len - 1]
+        n = len(self.layers)
+        delattr(self, str(i + n if isinstance(i, (int, np.integer)) and -n <= i < 0 else i))
 
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""

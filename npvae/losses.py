@@ -56,7 +56,7 @@ a bound on :math:`-\log p(x)`.
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .validate import check_unit_interval, refuse_array_subclass
+from .validate import FLOAT_DTYPES, check_unit_interval, refuse_array_subclass
 from .layers import sigmoid
 from .module import Module
 from .sampler import split_h
@@ -71,8 +71,9 @@ def check_pair(a, t, owner, a_name, t_name="target"):
         refuse_array_subclass(arr, name, owner)
     if a.shape != t.shape:
         raise InputError(f"{owner}: {a_name} and {t_name} must have the same shape, got {a.shape} and {t.shape}")
-    if a.dtype != t.dtype or a.dtype.kind != "f":
-        raise InputTypeError(f"{owner}: {a_name} and {t_name} must share a float dtype, got {a.dtype} and {t.dtype}")
+    if a.dtype != t.dtype or a.dtype not in FLOAT_DTYPES:     # as every other op: float32 or float64
+        raise InputTypeError(f"{owner}: {a_name} and {t_name} must share a float32 or float64 dtype, got {a.dtype} "
+                             f"and {t.dtype}")
 
 
 def check_grad_scalar(grad, owner):
@@ -263,7 +264,7 @@ class BCE(Module):
         """
         check_pair(probs, target, "BCE.forward", "probs")
         check_not_empty(probs, "BCE.forward")
-        check_unit_interval(probs, "BCE.forward: probs (a forgotten sigmoid?)", "divide by 255")
+        check_unit_interval(probs, "BCE.forward: probs (a forgotten sigmoid? BCEWithLogits takes logits)", None)
         check_unit_interval(target, "BCE.forward: target", "divide by 255")
         eps_clip = np.finfo(probs.dtype).eps
         p = np.clip(probs, eps_clip, 1 - eps_clip)

@@ -72,7 +72,11 @@ def check_positive_int(value, name):
 
 def check_widths(widths, name):
     """Layer widths: one positive int, or a non-empty sequence of them; a tuple of ints."""
-    if np.ndim(widths) == 0:
+    try:
+        one = np.ndim(widths) == 0
+    except ValueError:                          # ragged nesting: NumPy makes no array of it
+        one = False
+    if one:
         widths = (widths.item() if isinstance(widths, np.ndarray) else widths,)
     try:
         widths = tuple(widths)
@@ -172,14 +176,14 @@ def check_batch(x, name, n_features, dtype, unit_interval=False, c_order=True, p
 
 def check_unit_interval(x, name, fix):
     """Values in [0, 1] (NaN is not), else an InputError; ``fix`` is the advice for what look
-    like 0..255 pixels. An empty array passes."""
+    like 0..255 pixels (None: values that are no pixels). An empty array passes."""
     if x.size == 0:
         return
     lo, hi = x.min(), x.max()                   # NaN if x holds one
     if not (lo >= 0 and hi <= 1):
         nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
         hint = ""
-        if lo >= 0 and 2 < hi <= 255:
+        if fix is not None and lo >= 0 and 2 < hi <= 255:
             hint = f"; for 0..255 pixels {fix}"
         elif float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"

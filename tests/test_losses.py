@@ -268,7 +268,9 @@ def test_a_loss_backward_refuses_a_grad_that_is_not_finite(make, args, bad):
 
 
 @pytest.mark.parametrize("make, args, match", [
-    (BCE, (np.array([[1.7]]), np.array([[1.0]])), r"probs \(a forgotten sigmoid\?\) must lie in \[0, 1\]"),
+    (BCE, (np.array([[1.7]]), np.array([[1.0]])), r"probs \(a forgotten sigmoid\? BCEWithLogits takes logits\) "
+                                                  r"must lie in \[0, 1\]"),
+    (BCE, (np.array([[7.5]]), np.array([[1.0]])), r"got values in \[7.5, 7.5\]$"),      # logits, not pixels
     (BCE, (np.array([[np.nan]]), np.array([[1.0]])), "NaN among them"),
     (BCE, (np.array([[0.5]]), np.array([[5.0]])), r"target must lie in \[0, 1\]"),
     (BCEWithLogits, (np.array([[0.3]]), np.array([[-2.0]])), r"target must lie in \[0, 1\]"),
@@ -276,3 +278,11 @@ def test_a_loss_backward_refuses_a_grad_that_is_not_finite(make, args, bad):
 def test_a_bce_refuses_probabilities_and_targets_outside_0_1(make, args, match):
     with pytest.raises(InputError, match=match):
         make().forward(*args)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+@pytest.mark.parametrize("make", [BCE, BCEWithLogits])
+def test_a_bce_takes_float32_or_float64_as_every_other_op(make, dtype):
+    a, t = np.full((2, 3), 0.3, dtype), np.full((2, 3), 0.5, dtype)
+    with pytest.raises(InputTypeError, match=r"must share a float32 or float64 dtype, got "):
+        make().forward(a, t)

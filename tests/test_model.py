@@ -410,6 +410,8 @@ def test_config_and_architecture():
         assert VAE(784, width, 20, rng=0).config() == m.config()
     with pytest.raises(InputError, match="hidden_dims needs at least one width"):
         VAE(784, [], 20, rng=0)                     # not an encoder of one layer
+    with pytest.raises(InputTypeError, match=r"hidden_dims must be a positive int, got \[1, 2\] \(list\)"):
+        VAE(784, [[1, 2], [3]], 20, rng=0)          # ragged: not NumPy's "inhomogeneous shape"
 
 
 def test_backend_argument_is_deprecated_and_ignored():

@@ -92,6 +92,8 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
         delattr(seq, "1")                           # a gap in a Sequential: seq[1] = x would append
     with pytest.raises(InputTypeError, match=r"layer 2 cannot be deleted"):
         del seq[2]
+    with pytest.raises(InputTypeError, match=r"layer 2 cannot be deleted; replace it with seq\[2\] = layer"):
+        del seq[-1]                                 # counted from the end, as seq[-1] is
     assert len(seq) == 3
 
 
