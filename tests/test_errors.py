@@ -420,7 +420,7 @@ def test_a_ragged_list_and_floats_npvae_does_not_compute_in_get_npvae_errors():
     model = npvae.VAE(4, 3, 2, rng=0)
     with pytest.raises(InputError, match=r"x is a list that is not a table of numbers"):
         model.loss([[0.5] * 4, [0.5] * 3])
-    with pytest.raises(InputError, match=r"h must be a float32 or float64 array .*float16"):
+    with pytest.raises(InputTypeError, match=r"h must be a float32 or float64 array .*float16"):
         npvae.Sampler(0).forward(np.zeros((2, 4), np.float16))
     with pytest.raises(InputTypeError, match=r"ReLU.forward: x must be float32 or float64, got float16"):
         npvae.ReLU().forward(np.zeros((2, 4), np.float16))
@@ -562,7 +562,7 @@ def test_a_matrix_of_weights_still_loads():
 def test_a_dtype_in_the_other_byte_order_is_named_as_such():
     with pytest.raises(InputTypeError, match=r"got >f4 \(float32 in the other byte order: pass np\.float32\)"):
         npvae.VAE(12, 8, 3, dtype=">f4")
-    with pytest.raises(InputError, match=r"KL.forward: h .* got \(2, 4\) >f4 \(float32 in the other byte order"):
+    with pytest.raises(InputTypeError, match=r"KL.forward: h .* got \(2, 4\) >f4 \(float32 in the other byte order"):
         npvae.KL().forward(np.zeros((2, 4), ">f4"))
     with pytest.raises(InputTypeError, match=r"got >f8 \(float64 in the other byte order"):
         npvae.ReLU().forward(np.zeros((2, 3), ">f8"))
