@@ -76,6 +76,13 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         rows = run({"tanh": ("numpy", tanh_case)})
         print(format_table(rows))
     """
+    seen = {id(p) for p in module.parameters()}
+    for attr, held in vars(module).items():    # PyTorch's pitfall too: a list hides its Parameters
+        items = held.values() if isinstance(held, dict) else held if isinstance(held, (list, tuple)) else ()
+        if any(isinstance(p, Parameter) and id(p) not in seen for p in items):
+            raise TypeError(f"op_problem: {type(module).__name__}.{attr} holds Parameters in a {type(held).__name__}, "
+                            f"where parameters() does not see them (neither this check nor an optimizer would): "
+                            f"give each an attribute of its own")
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
     for v in ys:

@@ -836,6 +836,29 @@ def test_a_students_slip_in_a_loss_is_named_not_taken_for_wrong_math(slip, dtype
     assert not any(r.passed for r in rows) and re.search(words, rows[0].tensor), rows[0].tensor
 
 
+def test_parameters_kept_in_a_list_are_named_not_left_out_of_the_check():
+    """A weight in a list is no parameter of the module: its gradient, right or wrong, went unchecked
+    (the table had rows for x alone)."""
+    class ListDense(npvae.Module):
+        def __init__(self):
+            super().__init__()
+            self.params = [npvae.Parameter(np.ones((3, 2)))]
+
+        def forward(self, x):
+            self.keep(x=x)
+            return x @ self.params[0].data
+
+        def backward(self, grad_out):
+            self.params[0].grad += 3 * self.saved("x").T @ grad_out      # 3x too large, unseen
+            return grad_out @ self.params[0].data.T
+
+    layer, x = ListDense(), np.ones((4, 3))
+    with pytest.raises(TypeError, match=r"ListDense\.params holds Parameters in a list, where parameters\(\) "
+                                        r"does not see them"):
+        op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x},
+                   np.random.default_rng(0))
+
+
 def test_a_layer_that_writes_into_its_input_is_named_not_taken_for_wrong_math():
     class LeakyInPlace(npvae.Module):
         def forward(self, x):
