@@ -258,14 +258,22 @@ def test_a_malformed_mirror_is_one_failure_among_the_mirrors(tmp_path, server):
     assert os.listdir(dest) == ["t10k-labels-idx1-ubyte.gz"]
 
 
-def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, capsys):
+def fresh_machine(monkeypatch, tmp_path, name, *mirrors):
+    """``load_dataset(name)`` as on a machine with no copy of the data: no $NPVAE_DATA_DIR, no
+    system folder, the user cache in ``tmp_path/xdg``, downloads from ``mirrors`` (with the test
+    files' checksums for MNIST); the cache folder."""
     monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
-    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/missing/", server.url + "/good/"))
-    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    monkeypatch.setitem(SYSTEM_DIRS, name, ())
+    monkeypatch.setitem(download.MIRRORS, name, mirrors)
+    if name == "mnist":
+        monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    return tmp_path / "xdg" / "npvae" / name
+
+
+def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, capsys):
+    cache = fresh_machine(monkeypatch, tmp_path, "mnist", server.url + "/missing/", server.url + "/good/")
     ds = load_dataset("mnist")  # progress=True, but stderr is not a terminal here
-    cache = tmp_path / "xdg" / "npvae" / "mnist"
     assert ds.source == str(cache) and ds.train_images.shape == (6, 784)
     assert sorted(os.listdir(cache)) == sorted(FILES)
     assert capsys.readouterr().err == ""
@@ -273,12 +281,7 @@ def test_load_dataset_downloads_into_the_cache(tmp_path, server, monkeypatch, ca
 
 def test_only_the_missing_files_are_downloaded_into_the_cache(tmp_path, server, monkeypatch):
     """The test files already in the cache, uncompressed: only the training files are fetched."""
-    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
-    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/good/",))
-    monkeypatch.setitem(download.MD5, "mnist", MD5S)
-    cache = tmp_path / "xdg" / "npvae" / "mnist"
+    cache = fresh_machine(monkeypatch, tmp_path, "mnist", server.url + "/good/")
     cache.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (cache / name[:-3]).write_bytes(gzip.decompress(FILES[name]))
@@ -297,10 +300,7 @@ def test_a_download_in_place_of_a_mistyped_environment_variable_is_said(tmp_path
 
 
 def test_load_dataset_reports_failed_download(tmp_path, server, monkeypatch):
-    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setitem(SYSTEM_DIRS, "fashion-mnist", ())
-    monkeypatch.setitem(download.MIRRORS, "fashion-mnist", (server.url + "/missing/",))
+    fresh_machine(monkeypatch, tmp_path, "fashion-mnist", server.url + "/missing/")
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fmnist", progress=False)
     msg = str(info.value)
@@ -312,11 +312,7 @@ def test_load_dataset_reports_failed_download(tmp_path, server, monkeypatch):
 
 def test_load_dataset_passes_its_timeout_to_the_download(tmp_path, server, monkeypatch):
     """A user on a slow network sets the timeout where they load, not only in download_dataset."""
-    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
-    monkeypatch.setitem(download.MIRRORS, "mnist", (server.url + "/slow/",))
-    monkeypatch.setitem(download.MD5, "mnist", MD5S)
+    fresh_machine(monkeypatch, tmp_path, "mnist", server.url + "/slow/")
     start = time.monotonic()
     with pytest.raises(DatasetNotFoundError, match="/slow/"):
         load_dataset("mnist", progress=False, timeout=0.2)
