@@ -15,9 +15,9 @@ own is checked with :func:`op_problem`, a loss of your own with :func:`loss_prob
 docstrings show how).
 """
 from .cases import CASES, loss_problem, op_problem
-from .core import (BACKENDS, DEFAULTS, ContractBroken, Problem, Row, Rows, check_problem, defaults, format_table,
+from .core import (BACKENDS, DEFAULTS, ContractBroken, Problem, Row, check_problem, defaults, format_table,
                    rel_error, run, self_test, summary)
 from .planted import BUGS
 
-__all__ = ["BACKENDS", "BUGS", "CASES", "DEFAULTS", "ContractBroken", "Problem", "Row", "Rows", "check_problem",
+__all__ = ["BACKENDS", "BUGS", "CASES", "DEFAULTS", "ContractBroken", "Problem", "Row", "check_problem",
            "defaults", "format_table", "loss_problem", "op_problem", "rel_error", "run", "self_test", "summary"]

@@ -23,7 +23,8 @@ import numbers
 
 import numpy as np
 
-from npvae import BCE, KL, SGD, VAE, Adam, BCEWithLogits, Dense, Parameter, ReLU, Sampler, Sequential, Sigmoid
+from npvae import (BCE, KL, SGD, VAE, Adam, BCEWithLogits, Dense, Module, Parameter, ReLU, Sampler, Sequential,
+                   Sigmoid)
 
 from .core import ContractBroken, Problem
 
@@ -76,13 +77,11 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         rows = run({"tanh": ("numpy", tanh_case)})
         print(format_table(rows))
     """
-    seen = {id(p) for p in module.parameters()}
-    for attr, held in vars(module).items():    # PyTorch's pitfall too: a list hides its Parameters
-        items = held.values() if isinstance(held, dict) else held if isinstance(held, (list, tuple)) else ()
-        if any(isinstance(p, Parameter) and id(p) not in seen for p in items):
-            raise TypeError(f"op_problem: {type(module).__name__}.{attr} holds Parameters in a {type(held).__name__}, "
-                            f"where parameters() does not see them (neither this check nor an optimizer would): "
-                            f"give each an attribute of its own")
+    hidden = _hidden_parameters(module)
+    if hidden:
+        raise TypeError(f"op_problem: {hidden} holds Parameters where parameters() does not see them (neither "
+                        f"this check nor an optimizer would): give each Parameter or layer an attribute of its own")
+    originals = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
     for v in ys:
@@ -102,10 +101,9 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     def grads():
         upstream = [r.copy() for r in R]
         arg = upstream if isinstance(y, tuple) else upstream[0]
-        before = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
         forward()
         backward(arg)            # leave gradients behind: zero_grad must really discard them
-        for n, v in before.items():      # else the math is blamed for it
+        for n, v in originals.items():   # (since op_problem's own forward) else the math is blamed for it
             if not np.array_equal(inputs[n], v, equal_nan=True):
                 raise ContractBroken(f"forward or backward wrote into {n}")
         module.zero_grad()
@@ -132,6 +130,21 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
 
     tensors = {**inputs, **{n: p.data for n, p in params.items()}}
     return Problem(tensors, lambda: _dot(R, forward()), grads, tag)
+
+
+def _hidden_parameters(module):
+    """Where ``module`` or a sub-module keeps a Parameter, or a layer with some, in a list, tuple
+    or dict (PyTorch's pitfall too): ``"Name.attribute"``, or None."""
+    seen = {id(p) for p in module.parameters()}
+    for m in module.modules():
+        for attr, held in vars(m).items():
+            items = held.values() if isinstance(held, dict) else held if isinstance(held, (list, tuple)) else ()
+            for item in items:
+                params = ([item] if isinstance(item, Parameter) else
+                          item.parameters() if isinstance(item, Module) else ())
+                if any(id(p) not in seen for p in params):
+                    return f"{type(m).__name__}.{attr} (a {type(held).__name__})"
+    return None
 
 
 def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
@@ -181,6 +194,8 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
 
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
+    g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
+
     def loss():
         value = forward()
         if np.ndim(value) != 0:
@@ -193,9 +208,10 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         forward()
         dx = module.backward() if g == 1.0 else module.backward(grad=g)
         if isinstance(dx, (tuple, list)):
-            if part is None:
-                raise TypeError(f"loss_problem: backward returned {len(dx)} gradients; pass part= (the "
-                                f"index of {name}'s) and check each input in a problem of its own")
+            if part is None or not -len(dx) <= part < len(dx):
+                raise TypeError(f"loss_problem: backward returned a {type(dx).__name__} of {len(dx)} gradient(s); "
+                                f"pass part= (the index of {name}'s, 0 to {len(dx) - 1}; got {part}) and check "
+                                f"each input in a problem of its own")
             dx = dx[part]
         if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")

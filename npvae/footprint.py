@@ -12,6 +12,8 @@ decoder at once). The data set is not counted: it is in memory already when
 the check runs. It is an estimate, meant to catch sizes that cannot possibly
 fit, not to cut close. :func:`evaluation_bytes` is the same for what one chunk of
 the NLL adds once the model exists, which ``iw_nll`` checks before it starts.
+:func:`check_model_fits` and :func:`check_rows_fit` are the checks ``VAE`` itself makes
+(its parameters with their gradients; a batch of codes to decode).
 """
 import os
 import sys

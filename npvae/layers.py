@@ -252,7 +252,10 @@ class Sequential(Module):
 
     def __delitem__(self, i):           # del seq[i]: as delattr(seq, "i"), seq[-1] as seq[len - 1]
         n = len(self.layers)
-        delattr(self, str(i + n if isinstance(i, (int, np.integer)) and -n <= i < 0 else i))
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise InputTypeError(f"Sequential: layers cannot be deleted (got del seq[{i!r}]); build a new "
+                                 f"Sequential of the layers to keep")
+        delattr(self, str(i + n if i < 0 else i))
 
     def forward(self, x):
         """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""

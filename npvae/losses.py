@@ -65,9 +65,10 @@ from .sampler import split_h
 def check_pair(a, t, owner, a_name, t_name="target"):
     """``a`` and ``t`` are 2-D float arrays of one shape and dtype."""
     for name, arr in ((a_name, a), (t_name, t)):
-        if not isinstance(arr, np.ndarray) or arr.ndim != 2:
-            got = arr.shape if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise InputError(f"{owner}: {name} must be a 2-D array (batch, features), got {got}")
+        if not isinstance(arr, np.ndarray):         # a wrong type is a TypeError, as everywhere
+            raise InputTypeError(f"{owner}: {name} must be a 2-D array (batch, features), got {type(arr).__name__}")
+        if arr.ndim != 2:
+            raise InputError(f"{owner}: {name} must be a 2-D array (batch, features), got {arr.shape}")
         refuse_array_subclass(arr, name, owner)
     if a.shape != t.shape:
         raise InputError(f"{owner}: {a_name} and {t_name} must have the same shape, got {a.shape} and {t.shape}")

@@ -485,8 +485,12 @@ def test_the_table_header_states_the_settings_the_rows_were_made_with():
     assert table.splitlines()[0] == "gradcheck: float32 central differences, h = 0.01, pass if rel < 0.03"
     assert "smoke check" in table
     assert format_table(run(CASES, ops="sigmoid", tol=1e-12)).splitlines()[0].endswith("pass if rel < 1e-12")
-    assert format_table(list(rows)).startswith("gradcheck: float64")     # rows of no run: float64's defaults
+    assert format_table(rows[:1]).splitlines()[0] == table.splitlines()[0]      # a slice keeps its settings
     assert format_table(rows, np.float64).startswith("gradcheck: float64")   # a dtype given: its defaults
+    made_by_hand = [Row("mine", "numpy", "x", (2,), 1e-9, 1e-9, 1e-6)]
+    assert format_table(made_by_hand).startswith("gradcheck: float64")     # rows of no run: float64's defaults
+    both = format_table(rows + run(CASES, ops="sigmoid"))
+    assert "NOTE: rows of several runs (float32, float64): each row passed or failed by its own run's" in both
 
 
 @pytest.mark.parametrize("seed", [1, 8, 13])
@@ -792,8 +796,15 @@ def test_a_loss_of_two_inputs_is_checked_one_input_at_a_time():
     swapped = run({"distance": ("numpy", lambda dtype, rng, h: [
         loss_problem(loss, lambda: loss.forward(a, b), "a", a, part=1)])})   # b's gradient for a: wrong
     assert not any(r.passed for r in swapped)
-    with pytest.raises(TypeError, match=r"backward returned 2 gradients; pass part= \(the index of a's\)"):
+    with pytest.raises(TypeError, match=r"backward returned a tuple of 2 gradient\(s\); pass part= \(the index of "
+                                        r"a's, 0 to 1; got None\)"):
         loss_problem(loss, lambda: loss.forward(a, b), "a", a).grads()
+    with pytest.raises(TypeError, match=r"0 to 1; got 2\)"):
+        loss_problem(loss, lambda: loss.forward(a, b), "a", a, part=2).grads()
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)        # a teacher's g an np.float64: no false alarm
+    rows = run({"distance": ("numpy", lambda dtype, rng, h: [
+        loss_problem(loss, lambda: loss.forward(a32, b32), "a", a32, np.float64(-1.7), part=0)])}, dtype=np.float32)
+    assert all(r.passed for r in rows), format_table(rows)
 
 
 class _StudentKL(npvae.KL):
@@ -823,7 +834,7 @@ class _StudentKL(npvae.KL):
     ("float64", np.float32, r"<contract: backward returned the gradient of h in float64, but h is float32>"),
     ("into h", np.float64, r"<contract: forward or backward wrote into h>"),
     ("no return", np.float64, r"no gradient for h \(did backward return it\?\)"),
-    ("list", np.float64, r"backward returned 1 gradients; pass part="),
+    ("list", np.float64, r"backward returned a list of 1 gradient\(s\); pass part="),
     ("per image", np.float64, r"forward\(\) returned an array of shape \(3,\) where a loss is one number"),
 ])
 def test_a_students_slip_in_a_loss_is_named_not_taken_for_wrong_math(slip, dtype, words):
@@ -852,14 +863,43 @@ def test_parameters_kept_in_a_list_are_named_not_left_out_of_the_check():
             self.params[0].grad += 3 * self.saved("x").T @ grad_out      # 3x too large, unseen
             return grad_out @ self.params[0].data.T
 
-    layer, x = ListDense(), np.ones((4, 3))
-    with pytest.raises(TypeError, match=r"ListDense\.params holds Parameters in a list, where parameters\(\) "
-                                        r"does not see them"):
-        op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x},
-                   np.random.default_rng(0))
+    class Outer(npvae.Module):                      # the same, one module down
+        def __init__(self):
+            super().__init__()
+            self.inner = ListDense()
+
+    class Layers(npvae.Module):                     # PyTorch's ModuleList pitfall
+        def __init__(self):
+            super().__init__()
+            self.blocks = [npvae.Dense(3, 2, dtype=np.float64, rng=0)]
+
+    x = np.ones((4, 3))
+    for module, where in ((ListDense(), r"ListDense\.params \(a list\)"), (Outer(), r"ListDense\.params \(a list\)"),
+                          (Layers(), r"Layers\.blocks \(a list\)")):
+        with pytest.raises(TypeError, match=where + r" holds Parameters where parameters\(\) does not see them"):
+            op_problem(module, lambda: x, lambda R: {"x": R}, {"x": x}, np.random.default_rng(0))
+    with_arrays = npvae.Dense(3, 2, dtype=np.float64, rng=0)
+    with_arrays.notes = [np.ones(2)]                # plain arrays in a list hide nothing
+    rows = run({"dense": ("numpy", lambda dtype, rng, h: [op_problem(
+        with_arrays, lambda: with_arrays.forward(x), lambda R: {"x": with_arrays.backward(R)}, {"x": x}, rng)])})
+    assert all(r.passed for r in rows), format_table(rows)
 
 
 def test_a_layer_that_writes_into_its_input_is_named_not_taken_for_wrong_math():
+    class ReLUInPlace(npvae.Module):                # np.maximum(x, 0, out=x): changes x once, at the first call
+        def forward(self, x):
+            y = np.maximum(x, 0, out=x)
+            self.keep(y=y)
+            return y
+
+        def backward(self, grad_out):
+            return grad_out * (self.saved("y") > 0)
+
+    def in_place(dtype, rng, h):
+        layer, x = ReLUInPlace(), rng.standard_normal((3, 5)).astype(dtype)
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    assert [r.tensor for r in run({"relu": ("numpy", in_place)})] == ["<contract: forward or backward wrote into x>"]
+
     class LeakyInPlace(npvae.Module):
         def forward(self, x):
             self.keep(x=x.copy())

@@ -280,6 +280,17 @@ def test_a_bce_refuses_probabilities_and_targets_outside_0_1(make, args, match):
         make().forward(*args)
 
 
+@pytest.mark.parametrize("bad, error, words", [
+    ([[0.5]], InputTypeError, r"probs must be a 2-D array \(batch, features\), got list"),
+    (None, InputTypeError, r"got NoneType"),
+    (np.full(3, 0.5), InputError, r"got \(3,\)"),
+])
+def test_a_bce_given_no_array_says_so_with_a_type_error(bad, error, words):
+    """As every other op: a wrong type is a TypeError, a wrong shape a ValueError."""
+    with pytest.raises(error, match=words):
+        BCE().forward(bad, np.full((1, 1), 0.5))
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
 @pytest.mark.parametrize("make", [BCE, BCEWithLogits])
 def test_a_bce_takes_float32_or_float64_as_every_other_op(make, dtype):

@@ -94,6 +94,9 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
         del seq[2]
     with pytest.raises(InputTypeError, match=r"layer 2 cannot be deleted; replace it with seq\[2\] = layer"):
         del seq[-1]                                 # counted from the end, as seq[-1] is
+    for index in (slice(1, None), 5, -5):
+        with pytest.raises(InputTypeError, match=r"layers cannot be deleted \(got del seq\["):
+            del seq[index]
     assert len(seq) == 3
 
 
