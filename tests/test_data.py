@@ -205,7 +205,7 @@ def _rejection_cost(path, match):
 
 @pytest.mark.parametrize("n", [2 ** 31, 20000])     # 20,000 images: 16 MB, more than ~50 gzip bytes can hold
 @pytest.mark.parametrize("gz", [False, True])
-def test_header_claiming_2_pow_31_images_fails_fast_without_allocating(tmp_path, gz, n):
+def test_a_header_claiming_more_images_than_the_file_holds_fails_fast_without_allocating(tmp_path, gz, n):
     data = idx_bytes(GOOD, dims=(n, 28, 28))
     path = write(tmp_path / "huge", data, gz)
     elapsed, peak = _rejection_cost(path, str(n * 784))
