@@ -34,11 +34,12 @@ from .validate import FLOAT_DTYPES, check_grad, check_noise, check_rng, describe
 
 def split_h(h, owner):
     """``(mu, logvar)``, each (B, d), from ``h = [mu | logvar]`` (B, 2d); else a clear error."""
-    if not isinstance(h, np.ndarray) or h.ndim != 2 or h.shape[1] % 2 or h.dtype not in FLOAT_DTYPES:
-        got = f"{h.shape} {describe_dtype(h.dtype)}" if isinstance(h, np.ndarray) else type(h).__name__
-        kind_ok = isinstance(h, np.ndarray) and h.dtype in FLOAT_DTYPES     # else a TypeError, as errors.py says
-        raise (InputError if kind_ok else InputTypeError)(
-            f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding [mu | logvar], got {got}")
+    wanted = f"{owner}: h must be a float32 or float64 array (batch, 2 * latent_dim) holding [mu | logvar], got"
+    if not isinstance(h, np.ndarray):                       # a wrong type or dtype: a TypeError, as errors.py says
+        raise InputTypeError(f"{wanted} {type(h).__name__}")
+    if h.dtype not in FLOAT_DTYPES or h.ndim != 2 or h.shape[1] % 2:
+        error = InputTypeError if h.dtype not in FLOAT_DTYPES else InputError
+        raise error(f"{wanted} {h.shape} {describe_dtype(h.dtype)}")
     refuse_array_subclass(h, "h", owner)
     d = h.shape[1] // 2
     return h[:, :d], h[:, d:]
