@@ -52,14 +52,14 @@ def draw(path):
 
     fig = new_figure(12, 4.8)
     left, right = fig.subplots(1, 2)
-    left.plot(V, V - np.log(V) - 1, color="C0", lw=2.5, label=r"$V - \log V - 1$")
+    left.plot(V, V - np.log(V) - 1, color="C0", lw=2.5, label=r"$V - \log V - 1$ (twice the KL)")
     left.plot(V, curves[0.0], color="C1", lw=2.5, label=r"KL $= \frac{1}{2}(V - \log V - 1)$, npvae's KL at $\mu = 0$")
-    left.plot(V, V - 1, color="0.45", ls="--", lw=1.2, label=r"$V - 1$: punishes a large variance")
-    left.plot(V, -np.log(V), color="0.45", ls=":", lw=1.5, label=r"$-\log V$: punishes a variance near 0")
+    left.plot(V, V - 1, color="0.45", ls="--", lw=1.2, label=r"$V - 1$: grows as the variance widens")
+    left.plot(V, -np.log(V), color="0.45", ls=":", lw=1.5, label=r"$-\log V$: grows without bound as $V \to 0$")
     left.plot([1], [0], "o", color="k", ms=7, zorder=5)
     left.annotate("minimum at V = 1: KL = 0", xy=(1, 0), xytext=(2.15, -0.6),
                   arrowprops=dict(arrowstyle="->", color="k"), fontsize=11)
-    left.set_title(r"KL per latent dimension at $\mu = 0$")
+    left.set_title(r"KL per latent dimension at $\mu = 0$, and its two parts")
     left.set_ylim(-1.0, 3.0)
 
     colors = ("C1", "C2", "C3", "C4")

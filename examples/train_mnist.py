@@ -139,7 +139,9 @@ def build_parser(exit_on_error=True):
                         f"np.random.SeedSequence(N).spawn(2), then VAE(..., rng=np.random.default_rng(model_seed)) "
                         f"and fit(..., rng=np.random.default_rng(data_seed)); samples.png draws from "
                         f"np.random.default_rng(N)")
-    p.add_argument("--backend", choices=["numba", "numpy"], help="numba: the fast path; numpy: the plain NumPy reference (default: a resumed run's own, else $NPVAE_BACKEND, else numba)")
+    p.add_argument("--backend", choices=["numba", "numpy"],
+                   help="numba: the fast path; numpy: the plain NumPy reference (default: a resumed run's "
+                        "own, else $NPVAE_BACKEND, else numba)")
     p.add_argument("--nll-k", type=cli.whole_number(1), metavar="K",
                    help=f"importance samples per image for the final NLL estimate (default: {d['nll_k']}: "
                         f"one to two minutes for 10,000 test images on 2 cores)")
@@ -634,8 +636,9 @@ def draw_figures(s, folder, model, history, before, data):
         first_a, first_b = (np.flatnonzero(data.test_labels == c)[0] for c in (a, b))
         frames = model.interpolate(data.test[first_a] / 255.0, data.test[first_b] / 255.0, steps=9)
         plots.plot_interpolation(frames, out("interpolation.png"),
-                                 title=f"Latent interpolation, test {names[a]} \u2192 {names[b]}: decode "
-                                       f"z = t\u00b7z({names[b]}) + (1 \u2212 t)\u00b7z({names[a]})")
+                                 title=f"Latent interpolation from the first test {names[a]} (left) to the first "
+                                       f"test {names[b]} (right)\ndecode (1 \u2212 t)\u00b7\u03bc(left) + "
+                                       f"t\u00b7\u03bc(right), \u03bc: the encoder's mean")
     else:
         missing = [names[c] for c in (a, b) if c not in data.test_labels]
         say(f"note: no test image of class {' or '.join(missing)}: interpolation.png is not drawn")
@@ -643,7 +646,7 @@ def draw_figures(s, folder, model, history, before, data):
     mu = np.concatenate([model.encode(data.test[i:i + 1000].astype(np.float32) / 255)[0]
                          for i in range(0, len(data.test), 1000)])
     plots.plot_latent(mu, data.test_labels, out("latent.png"), class_names=names, model=model,
-                      title=f"Test set latent means ({TITLES[s['dataset']]})")
+                      title=f"Latent means \u03bc of the {len(mu):,} test images, {TITLES[s['dataset']]}")
 
 
 def estimate_nll(model, images, k, binarize, progress, backend):

@@ -533,7 +533,7 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     if mu.shape[1] > 2:
         xy, ratio = pca_2d(mu)
         xlabel, ylabel = (f"PC{i + 1} of mu ({100 * r:.0f}% of variance)" for i, r in enumerate(ratio))
-        ax.set_title(f"{title}, first two principal axes of {mu.shape[1]}-D", wrap=True)
+        ax.set_title(f"{title}\non the first two principal axes of the {mu.shape[1]}-D means", wrap=True)
     elif mu.shape[1] == 2:
         xy, xlabel, ylabel = mu, "z1 (mean)", "z2 (mean)"
         ax.set_title(title, wrap=True)

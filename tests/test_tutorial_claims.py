@@ -196,8 +196,10 @@ def test_kl_curve_draws_the_closed_forms_under_their_labels(kl_figure):
     lines = {line.get_label(): line for line in left.get_lines()}
     kl = next(line for label, line in lines.items() if "npvae's KL" in label)
     np.testing.assert_allclose(kl.get_ydata(), 0.5 * (V - np.log(V) - 1), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(lines[r"$V - 1$: punishes a large variance"].get_ydata(), V - 1)
-    np.testing.assert_allclose(lines[r"$-\log V$: punishes a variance near 0"].get_ydata(), -np.log(V))
+    np.testing.assert_allclose(lines[r"$V - \log V - 1$ (twice the KL)"].get_ydata(), 2 * kl.get_ydata(),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lines[r"$V - 1$: grows as the variance widens"].get_ydata(), V - 1)
+    np.testing.assert_allclose(lines[r"$-\log V$: grows without bound as $V \to 0$"].get_ydata(), -np.log(V))
     labelled = [line for line in right.get_lines() if not line.get_label().startswith("_")]
     assert [line.get_label() for line in labelled] == [
         rf"$\mu = {mu}$: minimum $\mu^2/2 = {least}$ at $V = 1$"
