@@ -12,6 +12,7 @@ from npvae import VAE, Adam, fit, evaluate_elbo, iw_nll
 from npvae.errors import InputTypeError
 from npvae.fast import Evaluator, Trainer
 from npvae.layers import Dense, Sigmoid, Sequential
+from npvae.losses import KL
 from npvae.module import Parameter
 
 X = np.random.default_rng(0).random((120, 784)).astype(np.float32)
@@ -99,6 +100,26 @@ def float64_bias():
     return model
 
 
+def relu_leaking_on_the_instance():
+    model = VAE(784, 16, 2, rng=0)
+    seen = {}
+
+    def forward(x):
+        seen["x"] = x
+        return np.where(x > 0, x, 0.5 * x)
+
+    model.encoder[1].forward = forward      # on the object, not the class: a leaky ReLU
+    model.encoder[1].backward = lambda grad_out: np.where(seen["x"] > 0, grad_out, 0.5 * grad_out)
+    return model
+
+
+def kl_doubled_on_the_instance():
+    model = VAE(784, 16, 2, rng=0)
+    kl = model.kl
+    model.kl.forward = lambda h: 2.0 * KL.forward(kl, h)
+    return model
+
+
 def tied_weights():
     model = VAE(784, 16, 2, rng=0)
     model.decoder[2].weight.data = model.encoder[0].weight.data.T     # a writable view: allowed
@@ -115,6 +136,10 @@ CASES = {
     "a Sequential of its own": (doubled_encoder, r"model\.encoder is Doubled, but the fast path computes "
                                                  r"Dense\(784, 16\) -> Dense\(16, 4\)", True, True),
     "sigmoid for relu": (sigmoid_encoder, r"model\.encoder is Dense -> Sigmoid -> Dense", True, True),
+    "a ReLU's own code on the object": (relu_leaking_on_the_instance,
+                                        r"model\.encoder\.1\.forward is set on the ReLU itself", True, True),
+    "the KL's own code on the object": (kl_doubled_on_the_instance, r"model\.kl\.forward is set on the KL itself",
+                                        True, True),
     "extra layers": (wider_head, r"model\.decoder is Dense -> ReLU -> Dense -> ReLU -> Dense", True, True),
     "extra parameter": (lambda: WithAPrior(784, 16, 2, rng=0), r"parameters\(\) are not exactly", True, True),
     "tied weights": (tied_weights, r"encoder\.0\.weight and decoder\.2\.weight share memory", True, True),

@@ -93,8 +93,10 @@ def test_every_op_of_the_core_has_a_case():
             for name, cls in vars(module).items()
             if inspect.isclass(cls) and issubclass(cls, npvae.Module) and cls.__module__ == module.__name__}
     assert core == set(CASE_OF_OP), (f"ops without a gradcheck case: {sorted(core - set(CASE_OF_OP))} "
-                                     "(add one to gradcheck/cases.py and list it in CASE_OF_OP)")
-    assert set(CASE_OF_OP.values()) <= REFERENCE_OPS
+                                     "(add one to gradcheck/cases.py, and list it in this file's "
+                                     "REFERENCE_OPS and CASE_OF_OP)")
+    assert set(CASE_OF_OP.values()) <= REFERENCE_OPS, (f"cases missing from this file's REFERENCE_OPS: "
+                                                      f"{sorted(set(CASE_OF_OP.values()) - REFERENCE_OPS)}")
 
 
 def test_square_layers_are_checked(rows64):

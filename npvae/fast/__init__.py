@@ -42,7 +42,11 @@ Gradients are written, not added (there is no ``zero_grad``), and ``mark_fired_c
 here: ``beta`` is a number passed to each step (``train.py``'s warm-up). A new kernel goes
 in :mod:`~npvae.fast.kernels` (its helpers in the same file: Numba's disk cache follows
 the file), with a test in ``tests/test_fast_kernels.py`` against the reference's lines on
-small arrays, which also runs with ``NUMBA_DISABLE_JIT=1``.
+small arrays, which also runs with ``NUMBA_DISABLE_JIT=1``, and a call in
+:func:`~npvae.fast.compile.compile_kernels` (a test checks that it compiles every kernel).
+A new layer also needs :mod:`~npvae.fast.supported` to accept it, and a look at
+:mod:`~npvae.fast.dead_units`: retiring a unit is exact only behind a ReLU, which passes no
+gradient back where it did not fire (a leaky ReLU always does).
 """
 from .inference import Evaluator
 from .step import FastVAE

@@ -3,9 +3,9 @@
 Every kernel computes what a few lines of the reference compute (named in its
 docstring), or, for the few that exist only for speed (which units fired, which gradient
 columns are not 0, the decay of moments left out for a while), says so; each writes into
-arrays it is given. Every 2-D array is column-major
-(``order="F"``, see :mod:`npvae.fast.layout`): the loops run down the columns, so
-the inner loop is contiguous and LLVM vectorises it.
+arrays it is given. Every 2-D array but the noise ``eps`` (row-major: the Generator
+fills C order) is column-major (``order="F"``, see :mod:`npvae.fast.layout`): the loops
+run down the columns, so the inner loop is contiguous and LLVM vectorises it.
 
 Importing this module compiles nothing: each kernel compiles (or loads from
 Numba's on-disk cache, ``cache=True``) on its first call with a given set of

@@ -14,8 +14,8 @@ Weights are column-major views of their segment (an ``(I, O)`` weight is stored 
 PyTorch stores its ``(O, I)`` transpose): BLAS writes the training step's
 column-major products fastest that way, each unit's weights are one contiguous run,
 and the first ``n`` units of a layer are a prefix of its segment. Batches and
-activations are column-major too (``order="F"``), so every kernel walks memory
-in order.
+activations are column-major too (``order="F"``), so the kernels walk memory in
+order; only the noise ``eps`` is row-major, as the Generator fills it.
 
 The block is a copy: :meth:`ParameterBlock.load` reads a model's parameters (and
 an optimizer's state) into it, :meth:`ParameterBlock.store` writes them back.

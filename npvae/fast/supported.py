@@ -39,7 +39,8 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         as VAE defines them, whose encoder and decoder are the constructor's
         ``Sequential`` of ``Dense`` and ``ReLU`` layers, with the stock ``Sampler``,
         ``KL`` and ``BCEWithLogits``, and whose parameters are those layers' weights
-        and biases, of the model's dtype.
+        and biases, of the model's dtype. No ``forward`` or ``backward`` may be set on one
+        of its modules' objects: the fast path computes the stock ones.
     methods : sequence of str
         The methods the caller would otherwise run: :data:`TRAINING_METHODS` or
         :data:`EVALUATION_METHODS`.
@@ -51,7 +52,7 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
     Raises
     ------
     InputTypeError
-        Naming what differs, and ``backend='numpy'``.
+        Naming what differs, and what to use instead (``instead``).
     """
     check_vae(model, name)
     cls = type(model).__name__
@@ -67,6 +68,11 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         if not same_class(got, kind):
             raise InputTypeError(f"{name}.{part} is a {type(got).__name__}, but the "
                                  f"fast path computes npvae's {kind.__name__}" + instead)
+    for path, module in model.named_modules():      # a layer's own code set on the object: never run either
+        for method in ("forward", "backward"):
+            if path and method in vars(module):
+                raise InputTypeError(f"{name}.{path}.{method} is set on the {type(module).__name__} itself, "
+                                     f"and the fast path does not run it" + instead)
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
     dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
     dense = _check_stack(model, "encoder", enc, name, instead) + _check_stack(model, "decoder", dec, name, instead)

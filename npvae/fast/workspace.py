@@ -42,7 +42,8 @@ class Workspace:
         self.dec_g = [column_major((B, n), dtype) for n in dec[1:-1]]
         self.dec_dx = [column_major((B, n), dtype) for n in dec[:-1]]
         # the first layer's weight gradient over its live units only (see FastVAE.backward)
-        self.live = np.zeros(max(enc[1:] + dec[1:]), np.intp)   # a ReLU layer's live units
+        # scratch for each ReLU's backward; after a step, the first layer's live units (first_grad)
+        self.live = np.zeros(max(enc[1:] + dec[1:]), np.intp)
         self.g_live = column_major((B, enc[1]), dtype)
         self.dw_live = column_major((enc[0], enc[1]), dtype)
 
