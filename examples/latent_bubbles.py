@@ -114,7 +114,7 @@ def zoom_in(ax, mu, sigma, colors):
     inset.set_yticks([])
     # the caption inside the inset: above it, it would run into the panel's title in a top corner
     inset.text(0.5, 0.97, f"zoomed in: a square\n{2 * half:.2g} wide, around a\ndigit of median sigma",
-               transform=inset.transAxes, ha="center", va="top", fontsize=7)
+               transform=inset.transAxes, ha="center", va="top", fontsize=8.5)
     ax.indicate_inset_zoom(inset, edgecolor="k")
 
 

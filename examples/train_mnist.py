@@ -363,12 +363,15 @@ def _count(n):
 # -- checks of the machine -----------------------------------------------------------
 def check_memory(s, n_train):
     batch = min(s["batch_size"], n_train)
-    need = footprint.training_bytes(784, s["hidden_dim"], s["latent_dim"], batch)
+    need, reference = (footprint.training_bytes(784, s["hidden_dim"], s["latent_dim"], batch, backend=backend)
+                       for backend in (s["backend"], "numpy"))
     have = footprint.available_bytes()
     if have is not None and need > have:
+        other = (f", or --backend numpy (slower: it needs about {footprint.format_bytes(reference)})"
+                 if s["backend"] == "numba" and reference <= have else "")
         raise InputError(f"a 784-{s['hidden_dim']}-{s['latent_dim']} VAE trained on batches of {batch} needs "
                          f"about {footprint.format_bytes(need)} of memory, but {footprint.format_bytes(have)} is "
-                         f"available: choose a smaller --hidden-dim, --latent-dim or --batch-size")
+                         f"available: choose a smaller --hidden-dim, --latent-dim or --batch-size{other}")
 
 
 def output_bytes(s, folder=None):
@@ -472,10 +475,6 @@ def main(argv=None):
     record = data_record(data)
     if resumed is not None:
         check_same_data(resumed, record)
-    check_memory(s, len(data.train))
-    # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
-    model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
-    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
     # --backend, else the run's own (a resume keeps it: its checkpoint's, else its run.json's), else
     # $NPVAE_BACKEND or numba; run.json records it, and a bad $NPVAE_BACKEND is refused before
     # anything is written
@@ -485,6 +484,10 @@ def main(argv=None):
     if resumed is not None and own is None and given.get("backend") is None:
         say(f"note: the run records no back end (an older npvae made it): it goes on with {s['backend']}; "
             f"choose with --backend")
+    check_memory(s, len(data.train))
+    # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
+    model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
+    model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
     # without --out the messages name the folder as the program chose it, and --out as the way out
     if out is None and resumed is not None:
         option, instead = "the run's folder", "continue it in another folder with --out NEW"

@@ -5,8 +5,9 @@ with a few digits too many is refused with a sentence rather than a
 ``MemoryError`` (or the kernel's out-of-memory killer) minutes later.
 
 The estimate counts what grows with the model and the batch, in the model's
-float type: the parameters with their gradients and Adam's two moments, the
-activations and their gradients for one batch, and the largest evaluation
+float type: the parameters with their gradients and Adam's two moments (on the fast
+path, its trainer's copy of them all too, and the copy it keeps to tell whether anything
+else changed them), the activations and their gradients for one batch, and the largest evaluation
 buffers (the importance-weighted NLL sends up to 1,024 rows through the
 decoder at once). The data set is not counted: it is in memory already when
 the check runs. It is an estimate, meant to catch sizes that cannot possibly
@@ -43,18 +44,29 @@ def parameter_count(input_dim, hidden_dims, latent_dim):
     return count
 
 
-def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.float32, optimizer_copies=2):
+def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.float32, optimizer_copies=2,
+                   backend="numba"):
     """Bytes that training such a VAE on batches of ``batch_size`` needs, roughly (see the module docstring).
 
-    ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2).
-    Python ints throughout: absurd sizes give absurd numbers, never an overflow.
+    ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2). ``backend``: ``"numba"``
+    (``fit``'s default), whose trainer holds the parameters, their gradients and the optimizer's
+    arrays again, and a copy of the parameters and the optimizer's arrays, or ``"numpy"``, whose
+    update makes temporaries of a parameter's size. Python ints throughout: absurd sizes give
+    absurd numbers, never an overflow.
     """
+    if backend not in ("numba", "numpy"):
+        raise InputError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+    copies = 2 + optimizer_copies           # the model's values and gradients, the optimizer's arrays
+    if backend == "numba":                  # the trainer's block of them all, the copy it keeps of the
+        copies += (2 + optimizer_copies) + (1 + optimizer_copies) + 1   # values and the optimizer's, dW
+    else:
+        copies += 2                         # the update's temporaries
     encoder, decoder = _widths(int(input_dim), hidden_dims, int(latent_dim))
     hidden = sum(encoder[1:-1]) + sum(decoder[1:-1])
     # one row through the model: every layer's input and output, hidden layers twice
     # (before and after the ReLU), the sampler's eps, std and z, the loss's per-pixel terms
     row = sum(encoder) + sum(decoder) + hidden + 3 * int(latent_dim) + int(input_dim)
-    train = (2 + optimizer_copies) * parameter_count(input_dim, hidden_dims, latent_dim) \
+    train = copies * parameter_count(input_dim, hidden_dims, latent_dim) \
         + 2 * int(batch_size) * row                                       # values and their gradients
     return np.dtype(dtype).itemsize * train + evaluation_bytes(input_dim, hidden_dims, latent_dim, _NLL_ROWS, dtype)
 

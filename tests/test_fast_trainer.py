@@ -17,6 +17,7 @@ from npvae import SGD, VAE, Adam, fit, load_checkpoint, save_checkpoint
 from npvae.data import load_idx_split, to_float
 from npvae.errors import InputError, InputTypeError, StateError
 from npvae.fast import Trainer
+from npvae.layers import Sigmoid
 from npvae.optim import Optimizer
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "mnist-sample")
@@ -235,6 +236,24 @@ def test_training_steps_allocate_nothing_of_batch_size(images):
     finally:
         tracemalloc.stop()
     assert peak - before < B * 784 * 4 / 4, peak - before
+
+
+def test_batches_of_many_sizes_do_not_pile_up(images):
+    """A loop of batches of every size (a curriculum, random sizes): the trainer keeps the arrays
+    of a few sizes, not of every size it ever made (300 sizes here: 177 MB)."""
+    model = VAE(784, 8, 2, rng=0)
+    trainer = Trainer(model, Adam(model.parameters()), images=images)
+    trainer.batch([0])                                      # its kernel compiled or loaded
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for n in range(2, len(images) + 1):
+            x = trainer.batch(np.arange(n))
+        grown, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(x, to_float(images, np.float32))     # still the right batch
+    assert grown - before < 20 * len(images) * 784 * 5, grown - before   # 20 batches of the largest size
 
 
 # -- what a trainer refuses -------------------------------------------------------------------
@@ -722,3 +741,61 @@ def test_after_a_sync_refused_for_a_change_made_elsewhere_the_next_step_trains_o
     second.step(xs[3])
     second.sync()
     assert opt.t == 4 and not np.array_equal(model.encoder[0].weight.data, kept[0])
+
+
+def _clip_step(opt):
+    stock_step = opt.step
+    opt.step = lambda: stock_step()
+
+
+# what a user may change on the model or the optimizer while a trainer has them, and the refusal
+EDITS = {
+    "a Sigmoid for the ReLU": (lambda m, o: m.encoder.__setitem__(1, Sigmoid()), InputTypeError,
+                               r"model\.encoder is Dense -> Sigmoid -> Dense"),
+    "loss set on the model": (lambda m, o: setattr(m, "loss", lambda x, beta=1.0, eps=None: None), InputTypeError,
+                              r"model\.loss is set on the model itself"),
+    "step set on the optimizer": (lambda m, o: _clip_step(o), InputTypeError,
+                                  r"optimizer\.step is set on the optimizer itself"),
+    "a layer frozen": (lambda m, o: setattr(o, "params", o.params[2:]), InputError,
+                       r"optimizer must hold exactly model\.parameters\(\)"),
+    "a weight made read-only": (lambda m, o: setattr(m.decoder[2].bias.data.flags, "writeable", False), InputError,
+                                r"model\.decoder\.2\.bias\.data must be a writable array"),
+}
+
+
+@pytest.mark.parametrize("when", ["before the first step", "after a sync"])
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_model_or_optimizer_changed_after_the_trainer_was_made_is_checked_again(edit, when):
+    """The trainer takes the model back at its next step, as it is then: what it would not
+    compute as the reference does is refused there, as when it was made, not trained as the stock model."""
+    change, error, words = EDITS[edit]
+    model = VAE(30, 16, 3, rng=0, dtype=np.float64)
+    opt = Adam(model.parameters(), lr=1e-2)
+    x = np.random.default_rng(1).random((16, 30))
+    trainer = Trainer(model, opt)
+    if when == "after a sync":
+        trainer.step(x)
+        trainer.sync()
+    before = [p.data.copy() for p in model.parameters()]
+    change(model, opt)
+    with pytest.raises(error, match=words):
+        trainer.step(x)
+    trainer.sync()                                  # nothing of the trainer's to write back
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    assert opt.t == (1 if when == "after a sync" else 0)
+
+
+def test_the_noise_is_the_samplers_as_on_the_reference(images):
+    """A subclass may give ``rng`` a meaning of its own: the reference's Sampler draws from
+    ``model.sampler.rng``, and so does the trainer."""
+    class OwnStream(VAE):
+        @property
+        def rng(self):
+            return np.random.default_rng(123)
+    x = batches(images, np.float64)[:2]
+    ref, fast = OwnStream(784, 32, 4, dtype=np.float64, rng=0), OwnStream(784, 32, 4, dtype=np.float64, rng=0)
+    opt_ref, opt_fast = Adam(ref.parameters()), Adam(fast.parameters())
+    losses_ref = reference_steps(ref, opt_ref, x, [1.0, 1.0])
+    with Trainer(fast, opt_fast) as trainer:
+        losses_fast = np.array([trainer.step(b) for b in x])
+    assert rel(losses_fast, losses_ref) < 1e-12

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -635,6 +636,36 @@ def test_a_closed_terminal_does_not_stop_training():
 
 
 # -- memory ----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_the_training_estimate_covers_what_training_allocates(backend):
+    """A model too big for the machine is refused by the estimate, not by the out-of-memory
+    killer: on either back end, what training a wide model allocates stays within it."""
+    from npvae.fast import Trainer
+    x = np.random.default_rng(0).random((16, 784)).astype(np.float32)
+    small = npvae.VAE(784, 8, 2, rng=0)
+    with Trainer(small, npvae.Adam(small.parameters())) as trainer:
+        trainer.step(x)                                     # the kernels compiled or loaded first
+    tracemalloc.start()
+    try:
+        model = npvae.VAE(784, 2000, 20, rng=0)
+        opt = npvae.Adam(model.parameters())
+        if backend == "numba":
+            with Trainer(model, opt) as trainer:
+                trainer.step(x)
+                trainer.step(x)
+        else:
+            for _ in range(2):
+                model.zero_grad()
+                model.loss(x)
+                model.backward()
+                opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    need = footprint.training_bytes(784, 2000, 20, 16, backend=backend)
+    assert peak <= need, (peak, need)
+
+
 def test_memory_estimates():
     model = npvae.VAE(784, (64, 32), 5, rng=0)
     assert footprint.parameter_count(784, (64, 32), 5) == sum(p.data.size for p in model.parameters())
@@ -653,6 +684,23 @@ def test_memory_estimates():
                                                                               "3.3e+26 bytes"]
     assert [footprint.format_bytes(n) for n in (999.6, 999_960, 999_949, 999.96e15)] == ["1.0 kB", "1.0 MB",
                                                                                       "999.9 kB", "1.0e+18 bytes"]
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_train_mnist_counts_the_memory_of_its_back_end(monkeypatch, backend):
+    """With memory enough for the reference but not for the fast path's copies, the default
+    back end is refused, naming --backend numpy; the reference is not."""
+    from cli_util import load_script
+    script = load_script()
+    need = {b: footprint.training_bytes(784, 20_000, 20, 128, backend=b) for b in ("numba", "numpy")}
+    monkeypatch.setattr(footprint, "available_bytes", lambda: (need["numba"] + need["numpy"]) // 2)
+    settings = dict(batch_size=128, hidden_dim=20_000, latent_dim=20, backend=backend)
+    if backend == "numpy":
+        script.check_memory(settings, 60_000)
+        return
+    with pytest.raises(InputError, match=r"784-20000-20 VAE trained on batches of 128 needs about .*, or "
+                                         r"--backend numpy \(slower: it needs about"):
+        script.check_memory(settings, 60_000)
 
 
 def test_a_memory_size_the_system_does_not_know_is_no_bound(monkeypatch):

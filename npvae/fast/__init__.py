@@ -6,7 +6,9 @@ correct; that core never imports this package (``fit`` and the evaluation functi
 import it when ``backend="numba"`` asks for it). Read it in this order:
 
 * :mod:`~npvae.fast.kernels`: Numba kernels (and their compile options) for the
-  elementwise work around the matrix products, each fusing a few lines of the reference;
+  elementwise work around the matrix products, each fusing a few lines of the reference
+  (the kernels start at "The kernels."; the float32 ``exp``/``log1p`` helpers before them
+  can wait);
 * :mod:`~npvae.fast.layout`: the parameters, gradients and optimizer state in one block,
   weights and batches column-major;
 * :mod:`~npvae.fast.workspace`: every array a step needs, made once per batch size;
@@ -26,7 +28,7 @@ The switch between the two paths is made in one place: ``fit(..., backend=)`` an
 One step of :meth:`Trainer.step`, and what each part stands for in the reference::
 
     trainer.batch(idx): gather, transpose, scale   to_float(images[idx])
-    model.rng.standard_normal(out=ws.eps)          the draw in Sampler.forward
+    model.sampler.rng.standard_normal(out=ws.eps)  the draw in Sampler.forward
     FastVAE.encode: BLAS + bias_relu_forward       Dense.forward, ReLU.forward
     sampler_forward, FastVAE.decode                Sampler.forward, the decoder
     bce_logits_forward_backward                    BCEWithLogits.forward and .backward

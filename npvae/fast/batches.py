@@ -5,9 +5,10 @@ are gathered (``np.take`` into a buffer), copied into column-major order while s
 ``uint8`` (a quarter of the bytes of a float32 batch), then scaled by a kernel
 (:func:`npvae.fast.kernels.scale_pixels`, exactly ``x / 255`` as the reference's
 ``to_float``). Float images are gathered, then transposed and cast in one copy. A batch
-is overwritten by the next one of its size. It is handed out read-only: the trainer steps
-on it unchecked (and, retiring dead units, relies on its being training images), so a
-batch to be changed is changed in a copy, which the trainer checks like any other.
+is overwritten by the next one of its size (the arrays of up to 17 sizes are kept). It is
+handed out read-only: the trainer steps on it unchecked (and, retiring dead units, relies
+on its being training images), so a batch to be changed is changed in a copy, which the
+trainer checks like any other.
 """
 import numpy as np
 
@@ -35,6 +36,9 @@ class ColumnBatches:
         n = len(idx)
         bufs = self.buffers.get(n)
         if bufs is None:
+            if len(self.buffers) > 16:          # batches of many sizes: start over, as the workspaces do
+                self.buffers.clear()
+                self.indices.clear()
             shape = (n, self.images.shape[1])
             pixels = np.empty(shape, np.uint8, order="F") if self.images.dtype == np.uint8 else None
             x = np.empty(shape, self.dtype, order="F")

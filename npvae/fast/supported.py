@@ -19,9 +19,10 @@ from ..validate import same_class
 from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
 
-#: The VAE methods whose results each use of the fast path computes itself (training runs
-#: ``loss`` and ``backward``; the reference's evaluation runs ``encode``, then the decoder).
-TRAINING_METHODS = ("loss", "backward")
+#: The VAE methods whose results each use of the fast path computes itself (the reference's
+#: training runs ``zero_grad``, ``loss`` and ``backward``; its evaluation runs ``encode``, then
+#: the decoder, and computes the loss terms itself).
+TRAINING_METHODS = ("zero_grad", "loss", "backward")
 EVALUATION_METHODS = ("encode",)
 
 _USE_REFERENCE = "; use backend='numpy' (the reference), which runs the model's own code"
@@ -68,9 +69,10 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         if not same_class(got, kind):
             raise InputTypeError(f"{name}.{part} is a {type(got).__name__}, but the "
                                  f"fast path computes npvae's {kind.__name__}" + instead)
+    runs = ("encoder", "decoder", "sampler", "kl", "bce") if "loss" in methods else ("encoder", "decoder")
     for path, module in model.named_modules():      # a layer's own code set on the object: never run either
         for method in ("forward", "backward"):
-            if path and method in vars(module):
+            if path.split(".")[0] in runs and method in vars(module):
                 raise InputTypeError(f"{name}.{path}.{method} is set on the {type(module).__name__} itself, "
                                      f"and the fast path does not run it" + instead)
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]

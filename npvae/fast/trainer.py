@@ -19,9 +19,11 @@ first) and written back by :meth:`sync`; in between, the trainer owns the traini
 
 After :meth:`sync` the model and the optimizer are yours again: the next :meth:`step`
 takes them back as they are then (edited, loaded from a state dict, trained by a
-reference step). Until then they still hold what the trainer took: call :meth:`sync`
-before evaluating, saving or loading them inside the loop. A change made before the trainer's
-first step (a checkpoint loaded right after making it) is taken by that step. If something
+reference step), checked again as when the trainer was made: a layer swapped or an
+optimizer wrapped since is refused there, not trained as the stock model. Until then they
+still hold what the trainer took: call :meth:`sync` before evaluating, saving or loading
+them inside the loop. A change made before the trainer's first step (a checkpoint loaded
+right after making it) is taken by that step. If something
 else changes them after that (a second trainer, ``fit``, ``load_checkpoint``, a hand edit),
 the trainer keeps that change and raises ``StateError`` rather than overwrite it: at the next
 :meth:`step` if the optimizer's step count moved, else at :meth:`sync` (or :meth:`begin_epoch`).
@@ -50,7 +52,7 @@ import numpy as np
 
 from ..errors import InputError, StateError
 from ..validate import (check_batch, check_bool, check_finite_parameters, check_images, check_indices,
-                        check_optimizer_params, check_positive_float, check_positive_int)
+                        check_optimizer_params, check_positive_float, check_positive_int, check_writable)
 from .batches import ColumnBatches
 from .dead_units import DeadUnits
 from .optim import fused
@@ -105,9 +107,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, *, images=None, batch_size=None, retire_dead_units=False):
-        check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
-        check_supported_optimizer(optimizer)
-        check_optimizer_params(optimizer, model)
+        _check_computable(model, optimizer)
         retire_dead_units = check_bool(retire_dead_units, "retire_dead_units")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
@@ -219,6 +219,9 @@ class Trainer:
                 "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
+        if self.opt.t == self.taken[0]:     # no step since it took them: the model holds it all
+            self.synced = True
+            return
         if self.dead is not None:
             with self._reordering():
                 self.dead.pause()
@@ -409,7 +412,7 @@ class Trainer:
     def step(self, x, beta=1.0):
         """One training step on ``x``: loss, backward, update.
 
-        The noise is drawn from ``model.rng`` as the reference draws it. The update is applied
+        The noise is drawn from ``model.sampler.rng`` (``model.rng``) as the reference draws it. The update is applied
         only if the loss is finite. A Ctrl-C keeps the step whole or drops it, the noise it
         drew included.
 
@@ -429,6 +432,8 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
+        if self.synced or not self.checked:     # the user's since the trainer took them, or since sync
+            _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
         if ours is not None:                            # our own (read-only) batches are known good
@@ -445,9 +450,10 @@ class Trainer:
             check_finite_parameters(self.model, "training it cannot work")
             self.checked = True
         ws = self.net.workspace(x.shape[0])
-        drawn_from, t = self.model.rng.bit_generator.state, self.opt.t
+        rng = self.model.sampler.rng                    # what Sampler.forward draws from
+        drawn_from, t = rng.bit_generator.state, self.opt.t
         try:
-            self.model.rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)   # as Sampler.forward draws
+            rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)
             with quiet_numpy_warnings():                   # the loss tells (see there)
                 parts = self.net.forward(x, beta, ws.eps)
             if ours is not None and self.visited is not None:    # computed: its evidence is in
@@ -457,9 +463,19 @@ class Trainer:
                 self.opt.step(self.net.first_grad)     # one kernel counts the step as it updates
         except BaseException:
             if self.opt.t == t:     # a Ctrl-C before the update dropped the step: its noise goes back too
-                self.model.rng.bit_generator.state = drawn_from
+                rng.bit_generator.state = drawn_from
             raise
         return parts
+
+
+def _check_computable(model, optimizer):
+    """The fast path computes what ``model`` and ``optimizer`` compute, and can write its steps
+    back; checked when the trainer is made, and again when it takes them back after a sync."""
+    check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
+    check_supported_optimizer(optimizer)
+    check_optimizer_params(optimizer, model)
+    for name, p in model.named_parameters():
+        check_writable(p.data, f"model.{name}.data")
 
 
 def _same(a, b):
