@@ -297,9 +297,11 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     loop of your own, dicts with any of ``train_loss``, ``test_loss``, ``train_recon``,
     ``test_recon``, ``train_kl``, ``test_kl`` (and ``epoch``, else 1, 2, ...). A panel is
     drawn for each of loss, recon and kl that has train or test values in every record (an
-    epoch whose value is NaN or inf is marked with a dotted red line). When
-    the records' KL weights (``beta_start``, ``beta``) change, as in a warm-up, the train loss's
-    legend says so: the test loss weighs the KL in full.
+    epoch whose value is NaN or inf is marked with a dotted red line; up to 40 epochs, each
+    has a marker). ``fit``'s train values are means over the epoch's steps, while the model
+    learned (so the first epoch's lies well above its test value); its test values are of
+    the model at the epoch's end. When the records' KL weights (``beta_start``, ``beta``)
+    change, as in a warm-up, the train loss's legend says so: the test loss weighs the KL in full.
 
     Parameters
     ----------
@@ -338,6 +340,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     warmup = f" (KL weight {min(weights):.2g} to {max(weights):.2g}: warm-up)" if len(set(weights)) > 1 else ""
     fig = new_figure(4.4 * len(panels), 4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    marked = len(epochs) <= 40                  # beyond that the markers merge into a band
     for ax, (key, name, unit) in zip(axes, panels):
         diverged = set()
         for split, style, colour in (("train", "o-", "C0"), ("test", "s--", "C1")):   # the same in every panel
@@ -345,7 +348,8 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
             if values:              # (matplotlib leaves NaN and inf out of the line, and says nothing)
                 label = split + warmup if (key, split) == ("loss", "train") else split
                 diverged.update(e for e, v in zip(epochs, values) if not np.isfinite(v))
-                ax.plot(epochs, values, style, label=label, markersize=4, color=colour)
+                ax.plot(epochs, values, style if marked else style.strip("os"), label=label, markersize=4,
+                        color=colour)
         for i, epoch in enumerate(sorted(diverged)):    # a gap in a line says nothing by itself
             ax.axvline(epoch, color="tab:red", linestyle=":", label="NaN or inf" if i == 0 else None)
         ax.set_title(name)

@@ -84,6 +84,16 @@ def test_loss_png(tmp_path):
         plot_loss([])
 
 
+def test_a_long_run_is_drawn_as_lines_without_markers():
+    """200 epochs of markers merge into a thick band; a short run keeps them, one per epoch."""
+    def history(n):
+        return [{"epoch": e, "train_loss": 100 + 50 / e, "test_loss": 101 + 50 / e} for e in range(1, n + 1)]
+    for n, marked in ((40, True), (200, False)):
+        lines = plot_loss(history(n)).axes[0].get_lines()
+        assert [line.get_marker() not in ("None", None, "") for line in lines] == [marked, marked], n
+        assert [line.get_linestyle() for line in lines] == ["-", "--"]
+
+
 @pytest.mark.parametrize("n, shape", [(1, (1, 1)), (10, (3, 4)), (64, (8, 8)), (100, (10, 10))])
 def test_samples_grid_fits_the_images(n, shape):
     images = np.random.default_rng(0).random((n, 16)).astype(np.float32)
