@@ -758,6 +758,8 @@ EDITS = {
                                   r"optimizer\.step is set on the optimizer itself"),
     "a layer frozen": (lambda m, o: setattr(o, "params", o.params[2:]), InputError,
                        r"optimizer must hold exactly model\.parameters\(\)"),
+    "a step count with a fraction": (lambda m, o: setattr(o, "t", o.t + 0.5), InputTypeError,
+                                     r"optimizer\.t must be a whole number of steps"),
     "a weight made read-only": (lambda m, o: setattr(m.decoder[2].bias.data.flags, "writeable", False), InputError,
                                 r"model\.decoder\.2\.bias\.data must be a writable array"),
 }
@@ -778,11 +780,12 @@ def test_a_model_or_optimizer_changed_after_the_trainer_was_made_is_checked_agai
         trainer.sync()
     before = [p.data.copy() for p in model.parameters()]
     change(model, opt)
+    edited = opt.t
     with pytest.raises(error, match=words):
         trainer.step(x)
     trainer.sync()                                  # nothing of the trainer's to write back
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
-    assert opt.t == (1 if when == "after a sync" else 0)
+    assert opt.t == edited
 
 
 def test_the_noise_is_the_samplers_as_on_the_reference(images):

@@ -107,6 +107,10 @@ def check_supported_optimizer(optimizer, name="optimizer"):
     if type(optimizer) not in (Adam, SGD):
         raise InputTypeError(f"{name}: the fast path runs npvae's Adam and SGD, not "
                              f"{type(optimizer).__name__}" + instead)
+    t = optimizer.t
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+        raise InputTypeError(f"{name}.t must be a whole number of steps taken, >= 0 (the fused update counts "
+                             f"in integers), got {t!r}" + instead)
     if "step" in vars(optimizer):
         raise InputTypeError(f"{name}.step is set on the optimizer itself, and the fast path does not run it "
                              f"(its fused update is {type(optimizer).__name__}'s own)" + instead)
