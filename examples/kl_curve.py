@@ -5,10 +5,11 @@ For one latent coordinate with q = N(mu, V) and the prior p = N(0, 1),
     KL(q || p) = (V + mu^2 - 1 - log V) / 2,
 
 so at mu = 0 it is half of V - log V - 1, which is 0 at V = 1 and positive everywhere
-else: -log V punishes a variance that shrinks towards 0 (an encoder that pins each
-image to one exact code), V punishes one that grows. A mean away from 0 only lifts the
-curve by mu^2 / 2; the best variance stays 1. The curves are computed with npvae's own
-KL (npvae/losses.py: KL.forward), checked against the formula. Run from the repository root::
+else: -log V grows without bound as the variance shrinks towards 0 (an encoder that pins
+each image to one exact code), V grows with it. A mean away from 0 only lifts the curve by
+mu^2 / 2; the best variance stays 1. The KL's curves are npvae's own KL (npvae/losses.py:
+KL.forward), checked against the formula; V - log V - 1 and its two parts beside them are
+plain NumPy. Run from the repository root::
 
     python examples/kl_curve.py --out docs/figures/kl_curve.png
 """
@@ -59,7 +60,7 @@ def draw(path):
     left.plot([1], [0], "o", color="k", ms=7, zorder=5)
     left.annotate("minimum at V = 1: KL = 0", xy=(1, 0), xytext=(2.15, -0.6),
                   arrowprops=dict(arrowstyle="->", color="k"), fontsize=11)
-    left.set_title(r"KL per latent dimension at $\mu = 0$, and its two parts")
+    left.set_title(r"KL per latent dimension at $\mu = 0$: half of $V - \log V - 1$")
     left.set_ylim(-1.0, 3.0)
 
     colors = ("C1", "C2", "C3", "C4")

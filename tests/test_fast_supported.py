@@ -127,6 +127,12 @@ class GradientsKept(VAE):
         pass
 
 
+def parameter_zero_grad_on_the_object():
+    model = VAE(784, 16, 2, rng=0)
+    model.decoder[2].weight.zero_grad = lambda: None         # keeps this weight's gradients
+    return model
+
+
 def tied_weights():
     model = VAE(784, 16, 2, rng=0)
     model.decoder[2].weight.data = model.encoder[0].weight.data.T     # a writable view: allowed
@@ -147,6 +153,9 @@ CASES = {
                                         r"model\.encoder\.1\.forward is set on the ReLU itself", True, True),
     "the KL's own code on the object": (kl_doubled_on_the_instance, r"model\.kl\.forward is set on the KL itself",
                                         True, False),
+    "a weight's zero_grad on the object": (parameter_zero_grad_on_the_object,
+                                           r"model\.decoder\.2\.weight\.zero_grad is set on the Parameter itself",
+                                           True, False),
     "own zero_grad": (lambda: GradientsKept(784, 16, 2, rng=0), r"GradientsKept overrides VAE\.zero_grad", True, False),
     "extra layers": (wider_head, r"model\.decoder is Dense -> ReLU -> Dense -> ReLU -> Dense", True, True),
     "extra parameter": (lambda: WithAPrior(784, 16, 2, rng=0), r"parameters\(\) are not exactly", True, True),
@@ -260,7 +269,8 @@ def test_the_fast_path_names_the_reference_loop_in_full():
     x = np.random.default_rng(0).random((20, 12)).astype(np.float32)
     with pytest.raises(InputTypeError, match=r"use backend='numpy' \(the reference\), which runs the model's own code$"):
         npvae.fit(model, x, epochs=1, progress=False, backend="numba")
-    with pytest.raises(InputTypeError, match=r"in a loop of your own: model\.loss, model\.backward and optimizer\.step$"):
+    with pytest.raises(InputTypeError, match=r"in a loop of your own: model\.zero_grad, model\.loss, model\.backward and "
+                                             r"optimizer\.step$"):
         Trainer(model, npvae.Adam(model.parameters()))
     with pytest.raises(InputTypeError, match=r"use backend='numpy' \(the reference\), which runs the model's own code$"):
         npvae.evaluate_elbo(model, x, backend="numba")      # evaluation: no training advice

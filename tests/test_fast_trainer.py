@@ -760,6 +760,9 @@ EDITS = {
                        r"optimizer must hold exactly model\.parameters\(\)"),
     "a step count with a fraction": (lambda m, o: setattr(o, "t", o.t + 0.5), InputTypeError,
                                      r"optimizer\.t must be a whole number of steps"),
+    "Adam's moments made read-only": (lambda m, o: setattr(o.state[m.encoder[0].weight]["m"].flags, "writeable",
+                                                           False), InputError,
+                                      r"optimizer\.state\[model\.encoder\.0\.weight\]\['m'\] must be a writable"),
     "a weight made read-only": (lambda m, o: setattr(m.decoder[2].bias.data.flags, "writeable", False), InputError,
                                 r"model\.decoder\.2\.bias\.data must be a writable array"),
 }
@@ -802,3 +805,56 @@ def test_the_noise_is_the_samplers_as_on_the_reference(images):
     with Trainer(fast, opt_fast) as trainer:
         losses_fast = np.array([trainer.step(b) for b in x])
     assert rel(losses_fast, losses_ref) < 1e-12
+
+
+def test_a_model_repaired_after_a_step_that_was_not_applied_is_checked_again():
+    """A first step whose loss is inf takes nothing; the user then loads good values and swaps a
+    layer: the next step takes the model back and refuses the swap, as before any step."""
+    model = VAE(30, 16, 3, rng=0, dtype=np.float64)
+    good = {k: v.copy() for k, v in model.state_dict().items()}
+    opt = Adam(model.parameters(), lr=1e-2)
+    x = np.random.default_rng(1).random((16, 30))
+    model.encoder[2].bias.data[3:] = 1e300                  # logvar: exp overflows, the KL is inf
+    trainer = Trainer(model, opt)
+    assert not np.isfinite(trainer.step(x).total) and opt.t == 0
+    model.load_state_dict(good)
+    model.encoder[1] = Sigmoid()
+    with pytest.raises(InputTypeError, match=r"model\.encoder is Dense -> Sigmoid -> Dense"):
+        trainer.step(x)
+
+
+def test_a_step_not_applied_still_counts_as_evidence_that_units_fired():
+    """Retiring dead units: a step whose loss is inf is not applied, but its forward pass saw which
+    units fired. A sync then (nothing to write back) keeps that in the record a checkpoint saves, so
+    a run resumed from it retires none of the units that fire."""
+    images = (np.random.default_rng(0).random((64, 30)) * 255).astype(np.uint8)
+    model = VAE(30, 16, 3, rng=0)
+    model.encoder[2].bias.data[3:] = 1e30                   # float32's exp overflows: the KL is inf
+    opt = Adam(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
+    trainer.begin_epoch()
+    assert not np.isfinite(trainer.step(trainer.batch(np.arange(64))).total)
+    trainer.sync()
+    record = trainer.dead_units()
+    model.encoder[2].bias.data[3:] = 0                      # repaired
+    resumed = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
+    resumed.load_dead_units(record)
+    resumed.begin_epoch(resumed=True)
+    resumed.end_epoch()
+    fire = (images / 255.0 @ model.encoder[0].weight.data + model.encoder[0].bias.data > 0).any(axis=0)
+    assert len(resumed.dead_units()["retired"]) == int((~fire).sum())
+
+
+@pytest.mark.parametrize("t", [3.0, np.int64(3), np.array(3)], ids=["a whole float", "np.int64", "a 0-d array"])
+def test_a_whole_step_count_of_any_type_trains_as_on_the_reference(t):
+    """``opt.t`` set to 3.0 is 3 steps taken, as load_state_dict takes it; only a fraction is refused."""
+    x = np.random.default_rng(1).random((16, 30))
+    ref, fast = VAE(30, 16, 3, rng=0, dtype=np.float64), VAE(30, 16, 3, rng=0, dtype=np.float64)
+    opt_ref, opt_fast = Adam(ref.parameters(), lr=1e-2), Adam(fast.parameters(), lr=1e-2)
+    opt_ref.t, opt_fast.t = 3, t
+    losses_ref = reference_steps(ref, opt_ref, [x, x], [1.0, 1.0])
+    with Trainer(fast, opt_fast) as trainer:
+        losses_fast = np.array([trainer.step(x) for _ in range(2)])
+    assert rel(losses_fast, losses_ref) < 1e-12 and opt_fast.t == 5
+    for p, q in zip(fast.parameters(), ref.parameters()):
+        assert rel(p.data, q.data) < 1e-10

@@ -652,7 +652,8 @@ def test_the_training_estimate_covers_what_training_allocates(backend):
         if backend == "numba":
             with Trainer(model, opt) as trainer:
                 trainer.step(x)
-                trainer.step(x)
+                trainer.sync()
+                trainer.step(x)                             # taken back: a new copy beside the old
         else:
             for _ in range(2):
                 model.zero_grad()

@@ -27,7 +27,7 @@ EVALUATION_METHODS = ("encode",)
 
 _USE_REFERENCE = "; use backend='numpy' (the reference), which runs the model's own code"
 OWN_LOOP = ("; train it on the reference, which runs the model's own code, in a loop of your own: "
-            "model.loss, model.backward and optimizer.step")
+            "model.zero_grad, model.loss, model.backward and optimizer.step")
 
 
 def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
@@ -83,6 +83,10 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         raise InputTypeError(f"{name}.parameters() are not exactly its Dense layers' weights and biases, "
                              "in order, which is all the fast path trains" + instead)
     named = list(model.named_parameters())
+    for a, p in named:
+        if "zero_grad" in methods and "zero_grad" in vars(p):     # model.zero_grad calls it, training
+            raise InputTypeError(f"{name}.{a}.zero_grad is set on the Parameter itself, and the fast path "
+                                 f"does not run it" + instead)
     for i, (a, p) in enumerate(named):           # tied weights: the fast path keeps a copy of each
         for b, q in named[i + 1:]:
             if np.may_share_memory(p.data, q.data):
@@ -107,10 +111,9 @@ def check_supported_optimizer(optimizer, name="optimizer"):
     if type(optimizer) not in (Adam, SGD):
         raise InputTypeError(f"{name}: the fast path runs npvae's Adam and SGD, not "
                              f"{type(optimizer).__name__}" + instead)
-    t = optimizer.t
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-        raise InputTypeError(f"{name}.t must be a whole number of steps taken, >= 0 (the fused update counts "
-                             f"in integers), got {t!r}" + instead)
+    t = optimizer.t     # the fused update counts in integers: 3.0 is 3, 2.5 would be cut to 2
+    if not (np.ndim(t) == 0 and np.asarray(t).dtype.kind in "iuf" and np.isfinite(t) and t == np.round(t) and t >= 0):
+        raise InputTypeError(f"{name}.t must be a whole number of steps taken, >= 0, got {t!r}" + instead)
     if "step" in vars(optimizer):
         raise InputTypeError(f"{name}.step is set on the optimizer itself, and the fast path does not run it "
                              f"(its fused update is {type(optimizer).__name__}'s own)" + instead)

@@ -149,6 +149,7 @@ class Trainer:
         """Copy the model's parameters and the optimizer's state into the trainer."""
         if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
             self.sync()
+        _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
         torn = self.torn
         with self._reordering():
             if self.dead is not None and not torn:
@@ -219,12 +220,12 @@ class Trainer:
                 "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
-        if self.opt.t == self.taken[0]:     # no step since it took them: the model holds it all
-            self.synced = True
-            return
         if self.dead is not None:
             with self._reordering():
-                self.dead.pause()
+                self.dead.pause()           # the units back in order, and what fired recorded
+        if self.opt.t == self.taken[0]:     # no step since it took them: the model holds them all
+            self.synced = True
+            return
         # A Ctrl-C in the write-back leaves the model half written: the next sync writes it
         # whole, taking what the trainer had written so far for its own (and not a change).
         self.storing = True
@@ -432,7 +433,7 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if self.synced or not self.checked:     # the user's since the trainer took them, or since sync
+        if not self.checked:                # edited since the trainer took them? (load checks again)
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
@@ -476,6 +477,8 @@ def _check_computable(model, optimizer):
     check_optimizer_params(optimizer, model)
     for name, p in model.named_parameters():
         check_writable(p.data, f"model.{name}.data")
+        for state in type(optimizer).state_names:
+            check_writable(optimizer.state[p][state], f"optimizer.state[model.{name}][{state!r}]")
 
 
 def _same(a, b):
