@@ -6,7 +6,7 @@ with a few digits too many is refused with a sentence rather than a
 
 The estimate counts what grows with the model and the batch, in the model's
 float type: the parameters with their gradients and Adam's two moments (on the fast
-path, its trainer's copy of them all too, and the copy it keeps to tell whether anything
+path, its trainer's copy of them all too, and the copies it keeps to tell whether anything
 else changed them), the activations and their gradients for one batch, and the largest evaluation
 buffers (the importance-weighted NLL sends up to 1,024 rows through the
 decoder at once). The data set is not counted: it is in memory already when

@@ -1,7 +1,7 @@
 """Compile the fast path's kernels ahead of time: ``python -m npvae.fast.compile``.
 
 Numba compiles each kernel the first time it is called with a given set of
-dtypes (about 10 s for all of them on a 2-core machine) and keeps the result in its disk
+dtypes (10-20 s for all of them on a 2-core machine) and keeps the result in its disk
 cache (the first of ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to :mod:`npvae.fast.kernels`
 and the user's cache, ``~/.cache/numba`` on Linux, that it can write to), so every later run
 only loads them. Training compiles what it needs on its own; run this once to take that wait
@@ -74,7 +74,7 @@ def main(argv=None):
         return status
     if problem := _given_cache_dir_problem():
         emit(sys.stderr, f"npvae: warning: {problem}\n")
-    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (about 10 s the first time) ...\n")
+    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (10-20 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
     with _noting_signals() as stopped_by:
