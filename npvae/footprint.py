@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 
-from .backend import resolve
 from .errors import InputError
 
 __all__ = ["parameter_count", "training_bytes", "evaluation_bytes", "available_bytes", "peak_rss_bytes",
@@ -52,12 +51,13 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
     ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2). ``backend``: ``"numba"``,
     whose trainer holds the parameters, their gradients and the optimizer's arrays again, and a copy
     of the parameters and the optimizer's arrays (two while it takes a new one), or ``"numpy"``,
-    whose update makes temporaries of a parameter's size; None: ``fit``'s (``$NPVAE_BACKEND``, else
-    numba). Python ints throughout: absurd sizes give
+    whose update makes temporaries of a parameter's size; None: the larger, the fast path's. Python ints throughout: absurd sizes give
     absurd numbers, never an overflow.
     """
+    if backend not in (None, "numba", "numpy"):
+        raise InputError(f"backend must be 'numba', 'numpy' or None, got {backend!r}")
     copies = 2 + optimizer_copies           # the model's values and gradients, the optimizer's arrays
-    if resolve(backend) == "numba":         # the trainer's block of them all, the copies it keeps of the
+    if backend != "numpy":                  # the trainer's block of them all, the copies it keeps of the
         copies += (2 + optimizer_copies) + 2 * (1 + optimizer_copies) + 1   # values and the optimizer's, dW
     else:
         copies += 2                         # the update's temporaries

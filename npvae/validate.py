@@ -521,7 +521,8 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
             "load": "a checkpoint holds one optimizer over all of them; for an optimizer of some, load the model "
                     "alone with load_checkpoint(path, model), then build the optimizer (or load its own state "
                     "dict into it)",
-            None: "to train only some parameters, write your own loop: model.loss, model.backward, optimizer.step",
+            None: "to train only some parameters, write your own loop: model.zero_grad, model.loss, model.backward, "
+                  "optimizer.step",
         }[for_checkpoint]
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "

@@ -858,3 +858,62 @@ def test_a_whole_step_count_of_any_type_trains_as_on_the_reference(t):
     assert rel(losses_fast, losses_ref) < 1e-12 and opt_fast.t == 5
     for p, q in zip(fast.parameters(), ref.parameters()):
         assert rel(p.data, q.data) < 1e-10
+
+
+def test_a_layer_swapped_after_a_step_that_was_not_applied_is_refused():
+    """No value changed, no update applied yet: the trainer still holds what it took, and a swap
+    then is refused at the next step as before the first one."""
+    model = VAE(30, 16, 3, rng=0, dtype=np.float64)
+    model.encoder[0].weight.data[:] = np.abs(model.encoder[0].weight.data)
+    model.encoder[0].bias.data[:] = 0
+    model.encoder[2].weight.data[:, 3:] = 1e3               # logvar = 1e3 * sum(h): exp overflows
+    opt = Adam(model.parameters(), lr=1e-2)
+    trainer = Trainer(model, opt)
+    assert not np.isfinite(trainer.step(np.ones((8, 30))).total)
+    model.encoder[1] = Sigmoid()
+    with pytest.raises(InputTypeError, match=r"model\.encoder is Dense -> Sigmoid -> Dense"):
+        trainer.step(np.zeros((8, 30)))
+
+
+def test_units_seen_firing_stay_live_in_the_record_whatever_sync_finds():
+    """After a step that was not applied, the user repairs the model and syncs: the trainer's
+    copy is dropped for theirs, but what its forward pass saw fire is kept in the record, so a run
+    resumed from it retires none of the units that fire."""
+    images = (np.random.default_rng(0).random((64, 30)) * 255).astype(np.uint8)
+    model = VAE(30, 16, 3, rng=0)
+    model.encoder[2].bias.data[3:] = 1e30                   # float32's exp overflows: the KL is inf
+    opt = Adam(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
+    trainer.begin_epoch()
+    assert not np.isfinite(trainer.step(trainer.batch(np.arange(64))).total)
+    model.encoder[2].bias.data[3:] = 0                      # repaired before the sync
+    trainer.sync()
+    resumed = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
+    resumed.load_dead_units(trainer.dead_units())
+    resumed.begin_epoch(resumed=True)
+    resumed.end_epoch()
+    fire = (images / 255.0 @ model.encoder[0].weight.data + model.encoder[0].bias.data > 0).any(axis=0)
+    assert len(resumed.dead_units()["retired"]) == int((~fire).sum())
+
+
+def test_a_reference_step_before_the_trainers_first_is_taken_whatever_type_t_has():
+    """``opt.t`` a 0-d array, changed in place by a reference step after the trainer was made:
+    the trainer takes that step (as for an int), and its own is not dropped."""
+    x = np.random.default_rng(1).random((16, 30))
+    model = VAE(30, 16, 3, rng=0, dtype=np.float64)
+    opt = Adam(model.parameters(), lr=1e-2)
+    opt.t = np.array(3)
+    trainer = Trainer(model, opt)
+    reference_steps(model, opt, [x], [1.0])
+    trainer.step(x)
+    trainer.sync()
+    assert opt.t == 5
+
+
+@pytest.mark.parametrize("t", [2 ** 63, 1e20])
+def test_a_step_count_beyond_any_run_is_refused(t):
+    model = VAE(30, 16, 3, rng=0)
+    opt = Adam(model.parameters())
+    opt.t = t
+    with pytest.raises(InputTypeError, match=r"optimizer\.t must be a whole number of steps"):
+        Trainer(model, opt)

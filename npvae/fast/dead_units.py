@@ -126,10 +126,15 @@ class DeadUnits:
         self.fired[:] = False
         self.net.fired = None
         self.skipping, self.paused = False, True
-        self.candidates[:] = False
+        self.drop_evidence()
         if self.in_epoch:
             W, b = self._first_layer()
             self._at_pause = (W.copy(), b.copy())
+
+    def drop_evidence(self):
+        """Retire nothing at this epoch's end: a Ctrl-C cut a move of units short, so what the
+        epoch saw fire is not whole."""
+        self.candidates[:] = False
 
     def resume(self):
         """Go on with the epoch after :meth:`pause`, once the values are back in the block (the

@@ -105,15 +105,17 @@ def check_supported_optimizer(optimizer, name="optimizer"):
     change between steps: the fused update takes them from ``optimizer.hyper()``.
     """
     instead = ("; other updates run on the reference, which calls optimizer.step: fit(backend='numpy'), "
-               "or a loop of your own of model.loss, model.backward and optimizer.step")
+               "or a loop of your own of model.zero_grad, model.loss, model.backward and optimizer.step")
     if not isinstance(optimizer, Optimizer):
         raise InputTypeError(f"{name} must be an npvae optimizer, got {type(optimizer).__name__}")
     if type(optimizer) not in (Adam, SGD):
         raise InputTypeError(f"{name}: the fast path runs npvae's Adam and SGD, not "
                              f"{type(optimizer).__name__}" + instead)
     t = optimizer.t     # the fused update counts in integers: 3.0 is 3, 2.5 would be cut to 2
-    if not (np.ndim(t) == 0 and np.asarray(t).dtype.kind in "iuf" and np.isfinite(t) and t == np.round(t) and t >= 0):
-        raise InputTypeError(f"{name}.t must be a whole number of steps taken, >= 0, got {t!r}" + instead)
+    if not (np.ndim(t) == 0 and np.asarray(t).dtype.kind in "iuf" and np.isfinite(t) and t == np.round(t)
+            and 0 <= t < 2 ** 53):
+        raise InputTypeError(f"{name}.t must be a whole number of steps taken, from 0 to 2**53, got {t!r}"
+                             + instead)
     if "step" in vars(optimizer):
         raise InputTypeError(f"{name}.step is set on the optimizer itself, and the fast path does not run it "
                              f"(its fused update is {type(optimizer).__name__}'s own)" + instead)

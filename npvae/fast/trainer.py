@@ -175,7 +175,7 @@ class Trainer:
 
     def _snapshot(self):
         """The optimizer's step count, and copies of :meth:`_arrays`."""
-        return self.optimizer.t, [np.array(a) for a in self._arrays()]
+        return int(self.optimizer.t), [np.array(a) for a in self._arrays()]
 
     def _changed_elsewhere(self, or_ours=False):
         """True if the model or the optimizer no longer hold what :meth:`load` took from them.
@@ -200,6 +200,8 @@ class Trainer:
         if self.synced:
             return
         if self.torn:
+            if self.dead is not None:
+                self.dead.drop_evidence()   # its moves cut short: what this epoch saw is not whole
             steps = self.opt.t - self.taken[0]
             self.synced = True              # dropped; the next step takes the model as it is
             if steps == 0:                  # nothing of the trainer's to lose
@@ -210,6 +212,9 @@ class Trainer:
                 f"parameters torn. The model and the optimizer keep the state the trainer took from "
                 f"them (step {self.taken[0]}), without its {steps} step(s) since: sync now and then "
                 f"in the loop to keep them.")
+        if self.dead is not None:           # whatever follows: what fired is evidence, kept
+            with self._reordering():
+                self.dead.pause()           # the units back in order, and what fired recorded
         if self._changed_elsewhere(or_ours=self.storing):
             steps = self.opt.t - self.taken[0]
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
@@ -220,9 +225,6 @@ class Trainer:
                 "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
-        if self.dead is not None:
-            with self._reordering():
-                self.dead.pause()           # the units back in order, and what fired recorded
         if self.opt.t == self.taken[0]:     # no step since it took them: the model holds them all
             self.synced = True
             return
@@ -433,7 +435,7 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if not self.checked:                # edited since the trainer took them? (load checks again)
+        if self.opt.t == self.taken[0]:     # no update since it took them: edited meanwhile? (load checks too)
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
