@@ -51,8 +51,8 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
     ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2). ``backend``: ``"numba"``,
     whose trainer holds the parameters, their gradients and the optimizer's arrays again, and a copy
     of the parameters and the optimizer's arrays (two while it takes a new one), or ``"numpy"``,
-    whose update makes temporaries of a parameter's size; None: the larger, the fast path's. Python ints throughout: absurd sizes give
-    absurd numbers, never an overflow.
+    whose update makes temporaries of a parameter's size; None: the larger, the fast path's.
+    Python ints throughout: absurd sizes give absurd numbers, never an overflow.
     """
     if backend not in (None, "numba", "numpy"):
         raise InputError(f"backend must be 'numba', 'numpy' or None, got {backend!r}")
