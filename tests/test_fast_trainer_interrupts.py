@@ -279,6 +279,54 @@ def test_an_interrupt_in_a_sync_never_gets_a_unit_that_fires_retired():
     assert unit not in retired and n > 20, n
 
 
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_an_interrupt_at_an_epochs_end_never_keeps_a_unit_an_edit_brings_back_retired():
+    """A Ctrl-C at any line of the epoch's end, which retires units, caught by the loop; then an
+    edit between epochs makes a retired unit fire: the next epoch computes it (a unit retired with
+    no record of the parameters it was proven with counts as changed)."""
+    unit, n = DEAD[0], 0
+    while True:
+        n += 1
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+        trainer.begin_epoch()
+        for idx in HALVES:
+            trainer.step(trainer.batch(idx))
+        before, caught = sys.gettrace(), None
+        sys.settrace(interrupt_at(n, MOVING_UNITS))
+        try:
+            trainer.end_epoch()
+        except Interrupt as e:
+            caught = e
+        finally:
+            sys.settrace(before)
+        try:
+            trainer.sync()
+        except StateError:
+            pass                                        # the torn copy's steps, dropped and said so
+        model.encoder[0].bias.data[unit] = 5.0          # fires on every image now
+        trainer.begin_epoch()
+        trainer.step(trainer.batch(HALVES[0]))
+        trainer.sync()
+        assert unit not in trainer.dead_units()["retired"], n
+        fast = [p.data.copy() for p in model.parameters()]
+        if caught is None:
+            break
+    assert n > 20, n
+    # the last trial (no interrupt) against the reference: the unit brought back learns
+    model, opt = make_with_dead_units()
+    trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+    with trainer:
+        epoch(trainer)
+    model.encoder[0].bias.data[unit] = 5.0
+    model.zero_grad()
+    model.loss(IMAGES[HALVES[0]])
+    model.backward()
+    opt.step()
+    for a, b in zip(fast, (p.data for p in model.parameters())):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
 def test_an_interrupted_write_back_of_a_diverged_step_is_finished_not_taken_for_a_change():
     """A step whose gradient overflowed (finite loss, NaN update) leaves NaN in the trainer's copy.
     A Ctrl-C part-way through writing it back, caught by the loop: the next sync finishes the

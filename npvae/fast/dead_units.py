@@ -159,9 +159,10 @@ class DeadUnits:
             self._proof = (idx, W[:, idx].copy(), b[idx].copy())
 
     def _unchanged(self):
-        """False for retired units whose parameters are no longer those they were retired with."""
+        """False for retired units whose parameters are no longer those they were retired with, or
+        were not recorded (a Ctrl-C between retiring them and :meth:`_keep_proof`)."""
         idx, w, b = self._proof
-        ok = np.ones_like(self.retired)
+        ok = ~self.retired
         if len(idx):
             W, bias = self._first_layer()
             ok[idx] = (W[:, idx] == w).all(axis=0) & (bias[idx] == b)

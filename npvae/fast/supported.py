@@ -113,7 +113,7 @@ def check_supported_optimizer(optimizer, name="optimizer"):
                              f"{type(optimizer).__name__}" + instead)
     t = optimizer.t     # the fused update counts in integers: 3.0 is 3, 2.5 would be cut to 2
     if not (np.ndim(t) == 0 and np.asarray(t).dtype.kind in "iuf" and np.isfinite(t) and t == np.round(t)
-            and 0 <= t < 2 ** 53):
+            and 0 <= t <= 2 ** 53):
         raise InputTypeError(f"{name}.t must be a whole number of steps taken, from 0 to 2**53, got {t!r}"
                              + instead)
     if "step" in vars(optimizer):

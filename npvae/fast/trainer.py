@@ -19,8 +19,9 @@ first) and written back by :meth:`sync`; in between, the trainer owns the traini
 
 After :meth:`sync` the model and the optimizer are yours again: the next :meth:`step`
 takes them back as they are then (edited, loaded from a state dict, trained by a
-reference step), checked again as when the trainer was made: a layer swapped or an
-optimizer wrapped since is refused there, not trained as the stock model. Until then they
+reference step), checked again as when the trainer was made (and at each step until it
+applies an update): a layer swapped or an optimizer wrapped since is refused there, not
+trained as the stock model. Until then they
 still hold what the trainer took: call :meth:`sync` before evaluating, saving or loading
 them inside the loop. A change made before the trainer's first step (a checkpoint loaded
 right after making it) is taken by that step. If something
