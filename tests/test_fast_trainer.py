@@ -823,10 +823,12 @@ def test_a_model_repaired_after_a_step_that_was_not_applied_is_checked_again():
         trainer.step(x)
 
 
-def test_a_step_not_applied_still_counts_as_evidence_that_units_fired():
+@pytest.mark.parametrize("repaired", ["after the sync", "before the sync"])
+def test_a_step_not_applied_still_counts_as_evidence_that_units_fired(repaired):
     """Retiring dead units: a step whose loss is inf is not applied, but its forward pass saw which
-    units fired. A sync then (nothing to write back) keeps that in the record a checkpoint saves, so
-    a run resumed from it retires none of the units that fire."""
+    units fired. A sync then keeps that in the record a checkpoint saves, whether it has nothing to
+    write back or finds the model repaired meanwhile (the trainer's copy dropped for the user's), so
+    a run resumed from the record retires none of the units that fire."""
     images = (np.random.default_rng(0).random((64, 30)) * 255).astype(np.uint8)
     model = VAE(30, 16, 3, rng=0)
     model.encoder[2].bias.data[3:] = 1e30                   # float32's exp overflows: the KL is inf
@@ -834,11 +836,12 @@ def test_a_step_not_applied_still_counts_as_evidence_that_units_fired():
     trainer = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
     trainer.begin_epoch()
     assert not np.isfinite(trainer.step(trainer.batch(np.arange(64))).total)
+    if repaired == "before the sync":
+        model.encoder[2].bias.data[3:] = 0
     trainer.sync()
-    record = trainer.dead_units()
-    model.encoder[2].bias.data[3:] = 0                      # repaired
+    model.encoder[2].bias.data[3:] = 0
     resumed = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
-    resumed.load_dead_units(record)
+    resumed.load_dead_units(trainer.dead_units())
     resumed.begin_epoch(resumed=True)
     resumed.end_epoch()
     fire = (images / 255.0 @ model.encoder[0].weight.data + model.encoder[0].bias.data > 0).any(axis=0)
@@ -873,27 +876,6 @@ def test_a_layer_swapped_after_a_step_that_was_not_applied_is_refused():
     model.encoder[1] = Sigmoid()
     with pytest.raises(InputTypeError, match=r"model\.encoder is Dense -> Sigmoid -> Dense"):
         trainer.step(np.zeros((8, 30)))
-
-
-def test_units_seen_firing_stay_live_in_the_record_whatever_sync_finds():
-    """After a step that was not applied, the user repairs the model and syncs: the trainer's
-    copy is dropped for theirs, but what its forward pass saw fire is kept in the record, so a run
-    resumed from it retires none of the units that fire."""
-    images = (np.random.default_rng(0).random((64, 30)) * 255).astype(np.uint8)
-    model = VAE(30, 16, 3, rng=0)
-    model.encoder[2].bias.data[3:] = 1e30                   # float32's exp overflows: the KL is inf
-    opt = Adam(model.parameters(), lr=1e-3)
-    trainer = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
-    trainer.begin_epoch()
-    assert not np.isfinite(trainer.step(trainer.batch(np.arange(64))).total)
-    model.encoder[2].bias.data[3:] = 0                      # repaired before the sync
-    trainer.sync()
-    resumed = Trainer(model, opt, images=images, batch_size=64, retire_dead_units=True)
-    resumed.load_dead_units(trainer.dead_units())
-    resumed.begin_epoch(resumed=True)
-    resumed.end_epoch()
-    fire = (images / 255.0 @ model.encoder[0].weight.data + model.encoder[0].bias.data > 0).any(axis=0)
-    assert len(resumed.dead_units()["retired"]) == int((~fire).sum())
 
 
 def test_a_reference_step_before_the_trainers_first_is_taken_whatever_type_t_has():
