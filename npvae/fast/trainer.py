@@ -21,13 +21,13 @@ After :meth:`sync` the model and the optimizer are yours again: the next :meth:`
 takes them back as they are then (edited, loaded from a state dict, trained by a
 reference step), checked again as when the trainer was made (and at each step until it
 applies an update): a layer swapped or an optimizer wrapped since is refused there, not
-trained as the stock model. Until then they
-still hold what the trainer took: call :meth:`sync` before evaluating, saving or loading
-them inside the loop. A change made before the trainer's first step (a checkpoint loaded
-right after making it) is taken by that step. If something
-else changes them after that (a second trainer, ``fit``, ``load_checkpoint``, a hand edit),
-the trainer keeps that change and raises ``StateError`` rather than overwrite it: at the next
-:meth:`step` if the optimizer's step count moved, else at :meth:`sync` (or :meth:`begin_epoch`).
+trained as the stock model. Until then they still hold what the trainer took: call
+:meth:`sync` before evaluating, saving or loading them inside the loop. A change made
+before the trainer's first step (a checkpoint loaded right after making it) is taken by
+that step. If something else changes them after that (a second trainer, ``fit``,
+``load_checkpoint``, a hand edit), the trainer keeps that change and raises ``StateError``
+rather than overwrite it: at the next :meth:`step` if the optimizer's step count moved,
+else at :meth:`sync` (or :meth:`begin_epoch`).
 A change is found by comparing values with what the trainer took, so one that puts back
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
@@ -416,9 +416,9 @@ class Trainer:
     def step(self, x, beta=1.0):
         """One training step on ``x``: loss, backward, update.
 
-        The noise is drawn from ``model.sampler.rng`` (``model.rng``) as the reference draws it. The update is applied
-        only if the loss is finite. A Ctrl-C keeps the step whole or drops it, the noise it
-        drew included.
+        The noise is drawn from ``model.sampler.rng`` (``model.rng``) as the reference draws it.
+        The update is applied only if the loss is finite. A Ctrl-C keeps the step whole or drops
+        it, the noise it drew included.
 
         Parameters
         ----------
@@ -436,7 +436,7 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if self.opt.t == self.taken[0]:     # no update since it took them: edited meanwhile? (load checks too)
+        if self.opt.t == self.taken[0]:     # no update since it took them: edited meanwhile?
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
@@ -474,7 +474,8 @@ class Trainer:
 
 def _check_computable(model, optimizer):
     """The fast path computes what ``model`` and ``optimizer`` compute, and can write its steps
-    back; checked when the trainer is made, and again when it takes them back after a sync."""
+    back; checked when the trainer is made, when it takes them back (:meth:`Trainer.load`), and
+    at each step until it has applied an update since."""
     check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
     check_supported_optimizer(optimizer)
     check_optimizer_params(optimizer, model)
