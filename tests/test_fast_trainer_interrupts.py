@@ -54,6 +54,20 @@ def interrupt_at(n, within=None):
     return call
 
 
+def interrupted(call, n, within=None):
+    """Run ``call()`` with an Interrupt at the n-th line (:func:`interrupt_at`): the Interrupt
+    it raised, or None if it ran to its end."""
+    before = sys.gettrace()
+    sys.settrace(interrupt_at(n, within))
+    try:
+        call()
+    except Interrupt as e:
+        return e
+    finally:
+        sys.settrace(before)
+    return None
+
+
 def train(make_opt, n, go_on):
     """The loop, interrupted at the n-th line. ``go_on``: the loop catches the interrupt and
     syncs (as after a Ctrl-C it handles); else the interrupt ends the with block. Returns the
@@ -259,14 +273,7 @@ def test_an_interrupt_in_a_sync_never_gets_a_unit_that_fires_retired():
                 trainer.step(trainer.batch(idx))
                 if idx is HALVES[0]:
                     trainer.sync()
-            before, caught = sys.gettrace(), None
-            sys.settrace(interrupt_at(n, MOVING_UNITS))
-            try:
-                trainer.sync()
-            except Interrupt as e:
-                caught = e
-            finally:
-                sys.settrace(before)
+            caught = interrupted(trainer.sync, n, MOVING_UNITS)
             try:
                 trainer.end_epoch()
             except StateError:
@@ -292,14 +299,7 @@ def test_an_interrupt_at_an_epochs_end_never_keeps_a_unit_an_edit_brings_back_re
         trainer.begin_epoch()
         for idx in HALVES:
             trainer.step(trainer.batch(idx))
-        before, caught = sys.gettrace(), None
-        sys.settrace(interrupt_at(n, MOVING_UNITS))
-        try:
-            trainer.end_epoch()
-        except Interrupt as e:
-            caught = e
-        finally:
-            sys.settrace(before)
+        caught = interrupted(trainer.end_epoch, n, MOVING_UNITS)
         try:
             trainer.sync()
         except StateError:

@@ -436,7 +436,7 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if self.opt.t == self.taken[0]:     # no update since it took them: edited meanwhile?
+        if not self.synced and self.opt.t == self.taken[0]:     # edited since it took them? (synced: load checks)
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
