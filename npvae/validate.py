@@ -570,8 +570,12 @@ def check_not_a_checkpoint(state_dict):
 def same_class(obj, kind):
     """``obj``'s class is ``kind``, or the class ``importlib.reload`` of its module made again
     from the same code (a notebook's autoreload), which ``type(obj) is kind`` would refuse."""
-    got = type(obj)
-    return (got.__module__, got.__qualname__) == (kind.__module__, kind.__qualname__)
+    return same_type(type(obj), kind)
+
+
+def same_type(cls, kind):
+    """``cls`` is ``kind``, or ``kind`` made again by ``importlib.reload`` (see :func:`same_class`)."""
+    return (cls.__module__, cls.__qualname__) == (kind.__module__, kind.__qualname__)
 
 
 def warn_backend_argument(where, stacklevel=3):

@@ -4,6 +4,8 @@ The fused step computes the stock VAE from the model's parameters; it does not r
 model's code. A model that computes something else must get a clear error that names the
 reference (which runs the model's own code), never a silently different training.
 """
+import types
+
 import numpy as np
 import pytest
 
@@ -274,3 +276,24 @@ def test_the_fast_path_names_the_reference_loop_in_full():
         Trainer(model, npvae.Adam(model.parameters()))
     with pytest.raises(InputTypeError, match=r"use backend='numpy' \(the reference\), which runs the model's own code$"):
         npvae.evaluate_elbo(model, x, backend="numba")      # evaluation: no training advice
+
+
+def test_a_stock_vae_made_after_npvae_model_was_reloaded_is_trained_not_refused():
+    """``importlib.reload(npvae.model)`` (a notebook's autoreload) makes a new VAE class of the
+    same code, whose methods are new function objects: its models are the stock VAE, not one
+    that "overrides VAE.loss". (A class of that name and module, with copies of VAE's own
+    methods, stands in for it: reloading here would leave the rest of the tests with two.)"""
+    def copied(f):
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        return g
+    own = {name: copied(f) for name, f in vars(VAE).items() if isinstance(f, types.FunctionType)}
+    Reloaded = type("VAE", (VAE,), {**own, "__module__": "npvae.model", "__qualname__": "VAE"})
+    fast, ref = Reloaded(784, 16, 2, rng=0, dtype=np.float64), VAE(784, 16, 2, rng=0, dtype=np.float64)
+    got = fit(fast, X, backend="numba", **RUN)
+    want = fit(ref, X, backend="numpy", **RUN)
+    assert abs(got[-1]["train_loss"] - want[-1]["train_loss"]) <= 1e-10 * want[-1]["train_loss"]
+    evaluate_elbo(fast, X, backend="numba")
+    Mine = type("VAE", (VAE,), {**own, "__module__": "mine", "__qualname__": "VAE"})     # not npvae's
+    with pytest.raises(InputTypeError, match=r"VAE overrides VAE\.loss"):
+        fit(Mine(784, 16, 2, rng=0), X, backend="numba", **RUN)

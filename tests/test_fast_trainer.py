@@ -569,6 +569,42 @@ def test_a_new_trainer_on_a_model_another_holds_unwritten_steps_of_is_warned_abo
         Trainer(model, opt)
 
 
+def test_every_trainer_still_holding_steps_is_warned_about_not_only_the_last_one_made(images):
+    x = batches(images, np.float32)[0]
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    first = Trainer(model, opt)
+    for _ in range(5):
+        first.step(x)
+    for _ in range(2):                              # a second, then a third: the first still holds 5
+        with pytest.warns(UserWarning, match=r"another Trainer holds 5 step\(s\)"):
+            Trainer(model, opt)
+    assert first.step(x) and opt.t == 0
+
+
+def test_load_says_when_it_drops_steps_no_sync_wrote_back(images):
+    """``load()`` takes the model as it is now: steps the trainer took since its last sync are
+    dropped, and a warning says how many (and how to keep them)."""
+    x = batches(images, np.float32)[0]
+    model = VAE(784, 32, 4, rng=0)
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # nothing taken since: nothing to say
+        trainer.load()
+        trainer.step(x)
+        trainer.sync()
+        trainer.load()
+    before = [p.data.copy() for p in model.parameters()]
+    for _ in range(3):
+        trainer.step(x)
+    with pytest.warns(UserWarning, match=r"Trainer.load: drops the 3 step\(s\) taken since the last sync\(\).*"
+                                         r"call sync\(\) first"):
+        trainer.load()
+    trainer.sync()
+    assert opt.t == 1 and all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+
+
 def test_no_error_when_the_trainer_has_nothing_to_lose_or_the_block_fails(images):
     model = VAE(784, 32, 4, rng=0)
     opt = Adam(model.parameters())

@@ -215,6 +215,44 @@ def test_an_interrupt_while_units_move_drops_the_steps_since_the_last_sync_and_s
 
 
 @pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_an_interrupt_as_a_with_block_ends_mid_epoch_comes_out_as_the_interrupt_with_its_note():
+    """The block's own write-back moves units too: a Ctrl-C there is the KeyboardInterrupt a
+    loop's ``except KeyboardInterrupt`` catches (not a StateError in its place), with a note
+    when it dropped the block's steps; the loop can go on. (Every line of the two files that
+    move units, run as the block ends.)"""
+    n, noted = 0, 0
+    while True:
+        n += 1
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+        with trainer:
+            epoch(trainer)                              # retires DEAD, untraced
+        before, caught = sys.gettrace(), None
+        try:
+            with trainer:
+                trainer.begin_epoch()
+                for idx in HALVES:
+                    trainer.step(trainer.batch(idx))
+                sys.settrace(interrupt_at(n, MOVING_UNITS))     # from here: the block's end
+        except Interrupt as e:
+            caught = e
+        finally:
+            sys.settrace(before)
+        notes = getattr(caught, "__notes__", [])
+        if opt.t == 2:                                  # the block's two steps were dropped: said so
+            assert caught is not None and len(notes) == 1 and "part-way through moving units" in notes[0] \
+                and "without its 2 step(s)" in notes[0], (n, notes)
+            noted += 1
+        else:
+            assert opt.t == 4 and not notes, (n, opt.t, notes)
+        with trainer:
+            epoch(trainer)                              # the loop goes on, with no error
+        if caught is None:
+            break
+    assert noted > 0 and n > 20, (noted, n)
+
+
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
 def test_a_loop_that_catches_an_interrupt_while_units_move_gets_a_state_error_at_its_next_call():
     """The docs: a Ctrl-C that cuts a move of units short drops the trainer's torn copy and, if the loop
     catches it and goes on, says so with a StateError at the next call (which never trains on the torn

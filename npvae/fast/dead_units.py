@@ -48,12 +48,12 @@ class DeadUnits:
     net : FastVAE
         The network whose first layer's units are retired (moved behind its
         ``n_units`` computed ones for the length of an epoch).
-    optimizer : FusedOptimizer
+    fused : FusedOptimizer
         Says where the parameters are at rest; holds the retired units' columns.
     """
 
-    def __init__(self, net, optimizer):
-        self.net, self.optimizer = net, optimizer
+    def __init__(self, net, fused):
+        self.net, self.fused = net, fused
         n = net.units
         self.retired = np.zeros(n, bool)      # proven dead: skipped by training steps
         self.candidates = np.zeros(n, bool)   # at rest at this epoch's start, not retired
@@ -85,7 +85,7 @@ class DeadUnits:
             order = np.concatenate([np.flatnonzero(~self.retired), np.flatnonzero(self.retired)])
             self.net.reorder(order)
             self.net.n_units = int((~self.retired).sum())
-            self.optimizer.hold(self.net.n_units)       # no update for the others either
+            self.fused.hold(self.net.n_units)       # no update for the others either
             self.skipping = True
         self.net.fired = self.fired if self.candidates.any() else None
 
@@ -110,7 +110,7 @@ class DeadUnits:
         self.live[order[self.fired]] = True
         self.fired[:] = False
         if self.skipping:
-            self.optimizer.release()
+            self.fused.release()
             self.net.restore_order()        # a no-op if the retired units were the last ones already
             self.net.n_units = self.net.units
             self.skipping = False
@@ -148,7 +148,7 @@ class DeadUnits:
 
     def _at_rest(self):
         """Bool per unit: the optimizer is at rest for all of its first-layer parameters."""
-        at_w, at_b = self.optimizer.at_rest(0), self.optimizer.at_rest(1)
+        at_w, at_b = self.fused.at_rest(0), self.fused.at_rest(1)
         return np.zeros_like(self.retired) if at_w is None or at_b is None else at_w.all(axis=0) & at_b
 
     def _keep_proof(self):

@@ -553,7 +553,7 @@ def adam_step(p1, vals, idx, m1, v1, p, g, m, v, lr, rates, eps, weight_decay, b
 def decay_moment(a, decay, steps, tiny):
     """``steps`` Adam steps of a zero gradient on a 1-D moment ``a`` (m with ``decay = beta1``,
     v with ``beta2``), in place, rounded as every step rounds: ``a = decay * a``, flushed below ``tiny``.
-    Speed only: the steps a retired unit's columns sat out (:meth:`npvae.fast.optim.FusedAdam.release`)."""
+    Speed only: the steps a retired unit's columns sat out (:meth:`npvae.fast.optim.FusedOptimizer.release`)."""
     # Step by step over a block that stays in L1 (4 KB): each pass over it vectorises,
     # where a loop over the steps of one element at a time would be a chain of dependent
     # multiplies (0.1 s for the retired units' 150k moments after an epoch's 469 steps).

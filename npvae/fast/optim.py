@@ -50,7 +50,7 @@ class FusedOptimizer:
 
     def __init__(self, optimizer, block, params):
         self.source, self.block, self.params = optimizer, block, list(params)
-        self.held = None            # (n, t at hold): the first weight's columns n: wait
+        self.held = None            # (n, t at hold): the first weight's columns from n on sit out the steps
         self.count = np.zeros(1, np.int64)      # the step count, counted by the update's kernel
         self.load()
 
@@ -209,7 +209,9 @@ class FusedSGD(FusedOptimizer):
         values, columns = first_grad
         _, g, _ = self.block.views(0)
         n = self._first_columns()
-        if not np.shares_memory(values, g):           # live columns only: write the rest's zeros
+        # values: a view of g (every unit computed), or the live columns' own array, the others'
+        # gradient being 0 (see FastVAE._first_layer_backward)
+        if not np.shares_memory(values, g):
             g[...] = 0
             g[:, columns] = values
         first = self.t == 0

@@ -203,7 +203,7 @@ class FastVAE:
             a_in, W, gW, dx = ws.enc[i - 1], layer.W, layer.gW, ws.enc_dx[i - 1]
             if i == 1:                                   # only the computed units' rows
                 a_in, W, dx = a_in[:, :n], W[:n], dx[:, :n]
-                gW[n:] = 0
+                gW[n:] = 0      # the optimizer holds the first weight's columns only: these rows step with 0
                 gW = gW[:n]
             np.matmul(a_in.T, g, out=gW)
             np.matmul(g, W.T, out=dx)
@@ -216,7 +216,7 @@ class FastVAE:
         first = self.encoder[0]
         g = ws.enc_g[0][:, :n]
         n_live = k.relu_bias_backward(g_in, ws.enc[0][:, :n], g, first.gb[:n], ws.live)
-        first.gb[n:] = 0                                 # retired units: no gradient
+        first.gb[n:] = 0                                 # retired units: no gradient (the bias steps with 0)
         if n_live <= LIVE_FRACTION * n:
             g_live = ws.g_live[:, :n_live]               # (B, n_live), a contiguous prefix
             k.gather_columns(g, ws.live, g_live)

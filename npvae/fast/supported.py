@@ -7,7 +7,8 @@ computes something else (a subclass with its own ``loss``, a ReLU swapped for a
 Sigmoid, an extra parameter) would be trained as if it were the stock one, so
 :func:`check_supported` refuses it and names the reference, which runs the model's own code.
 Likewise the fused update does not call ``optimizer.step``: :func:`check_supported_optimizer`
-refuses an optimizer whose ``step`` is another than Adam's or SGD's own.
+refuses any optimizer but npvae's Adam and SGD themselves (a subclass could change what a step
+does), and one with a ``step`` set on the object.
 """
 import numpy as np
 
@@ -15,7 +16,7 @@ from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
 from ..model import VAE, check_vae
-from ..validate import same_class
+from ..validate import same_class, same_type
 from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
 
@@ -61,7 +62,7 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         if method in vars(model):
             raise InputTypeError(f"{name}.{method} is set on the model itself, and the fast path does not "
                                  f"run it" + instead)
-        if getattr(type(model), method) is not getattr(VAE, method):
+        if not same_type(_owner(type(model), method), _owner(VAE, method)):
             raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
                                  + instead)
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
@@ -120,6 +121,12 @@ def check_supported_optimizer(optimizer, name="optimizer"):
         raise InputTypeError(f"{name}.step is set on the optimizer itself, and the fast path does not run it "
                              f"(its fused update is {type(optimizer).__name__}'s own)" + instead)
     return optimizer
+
+
+def _owner(cls, method):
+    """The class whose own ``method`` ``cls`` runs (a reloaded npvae.model's VAE has methods of its
+    own, the same code)."""
+    return next(c for c in cls.__mro__ if method in vars(c))
 
 
 def _check_stack(model, part, sizes, name, instead):

@@ -60,9 +60,9 @@ from .optim import fused
 from .step import FastVAE, quiet_numpy_warnings
 from .supported import OWN_LOOP, TRAINING_METHODS, check_supported, check_supported_optimizer
 
-# model -> the last Trainer made for it (weakly): a new one on a model another still holds
+# model -> the Trainers made for it (weakly): a new one on a model another still holds
 # unwritten steps of is warned about (a notebook cell run again, say)
-_LAST_TRAINER = weakref.WeakKeyDictionary()
+_TRAINERS = weakref.WeakKeyDictionary()
 
 
 class Trainer:
@@ -117,28 +117,31 @@ class Trainer:
             batch_size = len(images) if batch_size is None else batch_size
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
-        earlier = _LAST_TRAINER.get(model, lambda: None)()
-        unsynced = 0 if earlier is None else earlier._unsynced_steps()
+        others = _TRAINERS.setdefault(model, weakref.WeakSet())
+        unsynced = sum(other._unsynced_steps() for other in others)
         if unsynced:
             warnings.warn(f"Trainer: another Trainer holds {unsynced} step(s) of this model that "
                           f"no sync() wrote back; this one starts from the model as it is, without them "
                           f"(call the other's sync() first: one Trainer per model at a time)",
                           UserWarning, stacklevel=2)
         self.model, self.optimizer = model, optimizer
+        # the fast twins of the two, which the steps train: the parameters in the fast layout
+        # (self.net), the optimizer's state beside them and its fused update (self.fused)
         self.net = FastVAE(model, type(optimizer).state_names)
-        self.opt = fused(optimizer, self.net.block, model.parameters())
+        self.fused = fused(optimizer, self.net.block, model.parameters())
         self.batches = None if images is None else ColumnBatches(images, batch_size, model.dtype)
-        self.dead = DeadUnits(self.net, self.opt) if retire_dead_units else None
+        self.dead = DeadUnits(self.net, self.fused) if retire_dead_units else None
         self.closed = False                 # by the end of a with block (see __exit__)
         self._depth = 0                     # with blocks entered and not yet ended
         self.visited = None                 # with retirement: the images this epoch's steps saw
         self.storing = False                # see sync
-        self.torn = False                   # see _reordering
+        self.torn = False                   # see _may_tear
+        self.synced = True                  # nothing taken yet, so nothing to write back
         self.load()
-        _LAST_TRAINER[model] = weakref.ref(self)        # made: see the warning above
+        others.add(self)                    # made: see the warning above
 
     @contextlib.contextmanager
-    def _reordering(self):
+    def _may_tear(self):
         """Around dead-unit retirement's moves of units (many calls): a Ctrl-C part-way leaves
         the trainer's copy torn. No ``finally``: the flag stays up, :meth:`sync` keeps the model's
         own state (whole) instead of writing the torn copy back, and :meth:`load` starts afresh."""
@@ -147,30 +150,40 @@ class Trainer:
         self.torn = False
 
     def load(self):
-        """Copy the model's parameters and the optimizer's state into the trainer."""
+        """Copy the model's parameters and the optimizer's state into the trainer, as they are now.
+
+        Steps taken since the last :meth:`sync` are dropped, with a ``UserWarning``: call
+        :meth:`sync` first to keep them."""
         if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
             self.sync()
+        dropped = self._unsynced_steps()
+        if dropped:
+            warnings.warn(f"Trainer.load: drops the {dropped} step(s) taken since the last sync(), and takes "
+                          f"the model and the optimizer as they are now (call sync() first to keep them)",
+                          UserWarning, stacklevel=2)
         _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
         torn = self.torn
-        with self._reordering():
+        with self._may_tear():
             if self.dead is not None and not torn:
                 self.dead.pause()           # units back in the model's order; resumed by the next step
-            self.net.load(self.model, self.opt.states())
-            self.opt.load()
+            self.net.load(self.model, self.fused.states())
+            self.fused.load()
             if self.dead is not None and torn:
                 self.dead.reloaded()        # its moves were cut short: start again from the model's order
-        self.taken = self._snapshot()       # to tell, at sync, whether anything else changed them
+        # the optimizer's step count and copies of the values taken: to tell, at sync, whether anything
+        # else changed them, and how many steps the trainer has taken since
+        self.taken_t, self.taken_values = self._snapshot()
         self.synced = False
         self.checked = False                # finite parameters: checked at the next step (see step)
 
     def _unsynced_steps(self):
         """Steps taken since the model's values were taken, that no sync wrote back yet."""
-        return 0 if self.synced else self.opt.t - self.taken[0]
+        return 0 if self.synced else self.fused.t - self.taken_t
 
     def _arrays(self):
         """The model's parameters and the optimizer's state, as they are now (no copies)."""
         arrays = [p.data for p in self.model.parameters()]
-        for per_parameter in self.opt.states().values():
+        for per_parameter in self.fused.states().values():
             arrays += per_parameter
         return arrays
 
@@ -181,9 +194,9 @@ class Trainer:
     def _changed_elsewhere(self, or_ours=False):
         """True if the model or the optimizer no longer hold what :meth:`load` took from them.
         ``or_ours``, after a write-back cut short: what the trainer writes back is no change either."""
-        t, then = self.taken
-        ours = self.net.block.stored(self.opt.state_names) if or_ours else then
-        if self.optimizer.t not in (t, self.opt.t if or_ours else t):
+        t, then = self.taken_t, self.taken_values
+        ours = self.net.block.stored(self.fused.state_names) if or_ours else then
+        if self.optimizer.t not in (t, self.fused.t if or_ours else t):
             return True
         return any(not _same(a, b) and not _same(a, o) for a, b, o in zip(self._arrays(), then, ours))
 
@@ -203,7 +216,7 @@ class Trainer:
         if self.torn:
             if self.dead is not None:
                 self.dead.drop_evidence()   # its moves cut short: what this epoch saw is not whole
-            steps = self.opt.t - self.taken[0]
+            steps = self.fused.t - self.taken_t
             self.synced = True              # dropped; the next step takes the model as it is
             if steps == 0:                  # nothing of the trainer's to lose
                 return
@@ -211,13 +224,13 @@ class Trainer:
                 f"Trainer.sync: an exception stopped this Trainer part-way through moving units (for "
                 f"dead-unit retirement) or taking the model's values, which left its copy of the "
                 f"parameters torn. The model and the optimizer keep the state the trainer took from "
-                f"them (step {self.taken[0]}), without its {steps} step(s) since: sync now and then "
+                f"them (step {self.taken_t}), without its {steps} step(s) since: sync now and then "
                 f"in the loop to keep them.")
         if self.dead is not None:           # whatever follows: what fired is evidence, kept
-            with self._reordering():
+            with self._may_tear():
                 self.dead.pause()           # the units back in order, and what fired recorded
         if self._changed_elsewhere(or_ours=self.storing):
-            steps = self.opt.t - self.taken[0]
+            steps = self.fused.t - self.taken_t
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
                 return
@@ -226,14 +239,14 @@ class Trainer:
                 "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
                 f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
                 "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
-        if self.opt.t == self.taken[0]:     # no step since it took them: the model holds them all
+        if self.fused.t == self.taken_t:     # no step since it took them: the model holds them all
             self.synced = True
             return
         # A Ctrl-C in the write-back leaves the model half written: the next sync writes it
         # whole, taking what the trainer had written so far for its own (and not a change).
         self.storing = True
-        self.net.store(self.model, self.opt.states())
-        self.opt.store()
+        self.net.store(self.model, self.fused.states())
+        self.fused.store()
         self.synced, self.storing = True, False    # in one line: no Ctrl-C between the two
 
     def _ready(self):
@@ -248,13 +261,13 @@ class Trainer:
             self.load()
         else:
             self._check_not_taken_over()
-        if self.opt.settings_changed():
+        if self.fused.settings_changed():
             if self.dead is not None:
-                with self._reordering():
+                with self._may_tear():
                     self.dead.pause()
-            self.opt.apply_settings()
+            self.fused.apply_settings()
         if self.dead is not None and self.dead.in_epoch and self.dead.paused:
-            with self._reordering():
+            with self._may_tear():
                 self.dead.resume()
 
     def _check_not_taken_over(self):
@@ -263,15 +276,15 @@ class Trainer:
         is compared, once an epoch in ``fit``. After that only the optimizer's step count is
         (comparing every value would cost more than the step): a new one is an error at once,
         not at :meth:`sync` after the whole loop; other changes are found at :meth:`sync`."""
-        if self.opt.t == self.taken[0]:
+        if self.fused.t == self.taken_t:
             if self._changed_elsewhere():
                 self.load()
-        elif self.optimizer.t != self.taken[0]:
-            steps = self.opt.t - self.taken[0]
+        elif self.optimizer.t != self.taken_t:
+            steps = self.fused.t - self.taken_t
             self.synced = True              # theirs is kept; the next step takes it as it is
             raise StateError(
                 f"Trainer.step: the optimizer changed while this Trainer held it (its step count is now "
-                f"{self.optimizer.t}, it was {self.taken[0]} when the Trainer took it: a checkpoint or "
+                f"{self.optimizer.t}, it was {self.taken_t} when the Trainer took it: a checkpoint or "
                 f"state dict loaded, or a reference step). That change is kept, the trainer's {steps} "
                 f"step(s) since it took them are dropped, and its next step starts from the model and "
                 f"the optimizer as they are now. Inside the loop, call trainer.sync() before anything "
@@ -293,8 +306,8 @@ class Trainer:
             # an inner block syncs; only the outermost closes (one line: no Ctrl-C between the two)
             self._depth, self.closed = self._depth - 1, self._depth == 1
             self._sync_noting(exc)
-        except BaseException:               # a Ctrl-C cut this write-back short: finish it, then stop
-            self._sync_noting(exc)
+        except BaseException as stop:       # a Ctrl-C cut this write-back short: finish it, then stop
+            self._sync_noting(stop)         # (what it drops, if anything, is said on the Ctrl-C itself)
             raise
 
     def _sync_noting(self, exc):
@@ -327,7 +340,7 @@ class Trainer:
             self.sync()
         self.load()
         if self.dead is not None:
-            with self._reordering():
+            with self._may_tear():
                 self.dead.begin_epoch(resumed)
             self.visited = None if resumed else np.zeros(len(self.batches.images), bool)
 
@@ -341,7 +354,7 @@ class Trainer:
         seen, proven = self.visited, True
         if self.dead is not None:
             proven = seen is None or bool(seen.all())
-            with self._reordering():
+            with self._may_tear():
                 self.dead.end_epoch(proven)
             self.visited = None
         self.sync()
@@ -436,7 +449,7 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if not self.synced and self.opt.t == self.taken[0]:     # edited since it took them? (synced: load checks)
+        if not self.synced and self.fused.t == self.taken_t:     # edited since it took them? (synced: load checks)
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
         ours = self.batches.made(x) if self.batches is not None else None
@@ -455,7 +468,7 @@ class Trainer:
             self.checked = True
         ws = self.net.workspace(x.shape[0])
         rng = self.model.sampler.rng                    # what Sampler.forward draws from
-        drawn_from, t = rng.bit_generator.state, self.opt.t
+        drawn_from, t = rng.bit_generator.state, self.fused.t
         try:
             rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)
             with quiet_numpy_warnings():                   # the loss tells (see there)
@@ -464,9 +477,9 @@ class Trainer:
                 self.visited[idx] = True
             if math.isfinite(parts.total):
                 self.net.backward()
-                self.opt.step(self.net.first_grad)     # one kernel counts the step as it updates
+                self.fused.step(self.net.first_grad)     # one kernel counts the step as it updates
         except BaseException:
-            if self.opt.t == t:     # a Ctrl-C before the update dropped the step: its noise goes back too
+            if self.fused.t == t:     # a Ctrl-C before the update dropped the step: its noise goes back too
                 rng.bit_generator.state = drawn_from
             raise
         return parts

@@ -41,9 +41,9 @@ class Workspace:
         self.enc_dx = [column_major((B, n), dtype) for n in enc[1:-1]]
         self.dec_g = [column_major((B, n), dtype) for n in dec[1:-1]]
         self.dec_dx = [column_major((B, n), dtype) for n in dec[:-1]]
-        # the first layer's weight gradient over its live units only (see FastVAE.backward)
         # scratch for each ReLU's backward; after a step, the first layer's live units (first_grad)
         self.live = np.zeros(max(enc[1:] + dec[1:]), np.intp)
+        # the first layer's weight gradient over its live units only (see FastVAE.backward)
         self.g_live = column_major((B, enc[1]), dtype)
         self.dw_live = column_major((enc[0], enc[1]), dtype)
 
