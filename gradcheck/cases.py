@@ -50,7 +50,8 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
 
     Keep the inputs away from kinks (ReLU's or a LeakyReLU's 0): a step of ``h`` (the case's
     third argument: 1e-5 in float64, 1e-2 in float32) across one makes the finite difference
-    meaningless, and a right gradient fails. The stock cases keep ReLU inputs ``20 h`` away.
+    meaningless, and a right gradient fails. The stock cases keep ReLU inputs ``20 h`` away;
+    for a layer's own input, draw it so: ``rng.choice([-1, 1], shape) * rng.uniform(20 * h, 2, shape)``.
     Forward and backward must leave their inputs as they were (else :class:`ContractBroken`).
 
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
@@ -77,10 +78,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         rows = run({"tanh": ("numpy", tanh_case)})
         print(format_table(rows))
     """
-    hidden = _hidden_parameters(module)
-    if hidden:
-        raise TypeError(f"op_problem: {hidden} holds Parameters where parameters() does not see them (neither "
-                        f"this check nor an optimizer would): give each Parameter or layer an attribute of its own")
+    _refuse_hidden_parameters(module, "op_problem")
     originals = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
@@ -98,38 +96,71 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     R = [rng.standard_normal(v.shape).astype(v.dtype) for v in ys]
     params = dict(module.named_parameters())
 
+    floats = {v.dtype for v in inputs.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+
     def grads():
         upstream = [r.copy() for r in R]
         arg = upstream if isinstance(y, tuple) else upstream[0]
-        forward()
+        out = forward()
+        for v in (out if isinstance(out, tuple) else (out,)):   # the next layer takes the inputs' dtype
+            if len(floats) == 1 and isinstance(v, np.ndarray) and v.dtype != next(iter(floats)):
+                raise ContractBroken(f"forward returned {v.dtype} from {next(iter(floats))} inputs")
         backward(arg)            # leave gradients behind: zero_grad must really discard them
         for n, v in originals.items():   # (since op_problem's own forward) else the math is blamed for it
             if not np.array_equal(inputs[n], v, equal_nan=True):
                 raise ContractBroken(f"forward or backward wrote into {n}")
-        module.zero_grad()
-        for n, p in params.items():
-            if p.grad is not None and np.any(p.grad):
-                raise ContractBroken(f"zero_grad left {n}.grad non-zero (it must set every entry to 0)")
+        _check_zero_grad(module, params)
         forward()
-        out = {n: None if g is None else np.array(g, copy=True) for n, g in backward(arg).items()}
+        out = backward(arg)
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
             raise ContractBroken("backward wrote into its grad_out")
-        for n, g in out.items():        # else the layer before it is blamed for it, in training
-            want = inputs.get(n)
-            if g is not None and isinstance(want, np.ndarray) and g.dtype != want.dtype:
-                raise ContractBroken(f"backward returned the gradient of {n} in {g.dtype}, but {n} is {want.dtype}")
-        out.update({n: p.grad.copy() for n, p in params.items()})
+        out = {n: _gradient(g, n, inputs.get(n)) for n, g in out.items()}
+        out.update({n: None if p.grad is None else p.grad.copy() for n, p in params.items()})
         forward()
         backward([r.copy() for r in R] if isinstance(y, tuple) else R[0].copy())
-        for n, p in params.items():     # no zero_grad: the same gradient again, added
-            scale = np.max(np.abs(out[n]), initial=0.0)    # per tensor: a sum in another order may
-            off = np.max(np.abs(p.grad - 2 * out[n]), initial=0.0)   # cancel to ~0 in one element
-            if np.isfinite(scale) and not off <= 64 * np.finfo(p.grad.dtype).eps * scale:
-                raise ContractBroken(f"backward set {n}.grad instead of adding into it (+=)")
+        _check_added(params, out)
         return out
 
     tensors = {**inputs, **{n: p.data for n, p in params.items()}}
     return Problem(tensors, lambda: _dot(R, forward()), grads, tag)
+
+
+def _gradient(g, name, x):
+    """A copy of backward's gradient ``g`` of input ``name`` (``x``: that input), or ContractBroken."""
+    if g is None:
+        return None
+    if not isinstance(g, np.ndarray):   # else a list passes here, and fails in a model
+        raise ContractBroken(f"backward returned the gradient of {name} as a {type(g).__name__}; it must be "
+                             f"an ndarray, as the layer before it takes")
+    if isinstance(x, np.ndarray) and g.dtype != x.dtype:     # else the layer before it is blamed, in training
+        raise ContractBroken(f"backward returned the gradient of {name} in {g.dtype}, but {name} is {x.dtype}")
+    return np.array(g, copy=True)
+
+
+def _check_zero_grad(module, params):
+    """``module.zero_grad()`` sets every ``.grad`` of ``params`` to 0 (a gradient is left behind first)."""
+    module.zero_grad()
+    for n, p in params.items():
+        if p.grad is not None and np.any(p.grad):
+            raise ContractBroken(f"zero_grad left {n}.grad non-zero (it must set every entry to 0)")
+
+
+def _check_added(params, out):
+    """After a second forward and backward with no ``zero_grad``, each ``.grad`` is twice ``out``'s."""
+    for n, p in params.items():
+        if p.grad is None:
+            raise ContractBroken(f"backward left {n}.grad None (it must add its gradient into it)")
+        scale = np.max(np.abs(out[n]), initial=0.0)    # per tensor: a sum in another order may
+        off = np.max(np.abs(p.grad - 2 * out[n]), initial=0.0)   # cancel to ~0 in one element
+        if np.isfinite(scale) and not off <= 64 * np.finfo(p.grad.dtype).eps * scale:
+            raise ContractBroken(f"backward set {n}.grad instead of adding into it (+=)")
+
+
+def _refuse_hidden_parameters(module, caller):
+    hidden = _hidden_parameters(module)
+    if hidden:
+        raise TypeError(f"{caller}: {hidden} holds Parameters where parameters() does not see them (neither "
+                        f"this check nor an optimizer would): give each Parameter or layer an attribute of its own")
 
 
 def _hidden_parameters(module):
@@ -148,12 +179,15 @@ def _hidden_parameters(module):
 
 
 def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
-    """Check a loss ``L = g * forward()`` w.r.t. ``x`` against ``module.backward(grad=g)``.
+    """Check a loss ``L = g * forward()`` w.r.t. ``x`` and ``module``'s parameters (a learned
+    variance, say) against ``module.backward(grad=g)``.
 
     For a module whose ``forward`` returns a float (a loss: :class:`npvae.KL`,
     :class:`npvae.BCEWithLogits`, ...) and whose ``backward(grad=1.0)`` returns the gradient
-    of ``grad * loss`` w.r.t. one input; :func:`op_problem` checks layers (arrays out). Check
-    a ``g`` other than 1 too: a ``backward`` that forgets ``grad`` passes at 1.
+    of ``grad * loss`` w.r.t. one input, and adds (``+=``) ``grad`` times the loss's gradient
+    into each of its parameters' ``.grad``, as :func:`op_problem` asks of a layer;
+    :func:`op_problem` checks layers (arrays out). Check a ``g`` other than 1 too: a
+    ``backward`` that forgets ``grad`` passes at 1.
 
     Parameters
     ----------
@@ -195,6 +229,12 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
     g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
+    _refuse_hidden_parameters(module, "loss_problem")
+    params = dict(module.named_parameters())
+
+    def backward():
+        forward()
+        return module.backward() if g == 1.0 else module.backward(grad=g)
 
     def loss():
         value = forward()
@@ -205,22 +245,28 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
 
     def grads():
         before = x.copy()
-        forward()
-        dx = module.backward() if g == 1.0 else module.backward(grad=g)
-        if isinstance(dx, (tuple, list)):
+        if params:
+            backward()                  # leave gradients behind: zero_grad must really discard them
+            _check_zero_grad(module, params)
+        dx = backward()
+        if isinstance(dx, list):        # rows (.tolist()), or gradients of several inputs
+            raise ContractBroken(f"backward returned a list; the gradient of {name} must be an ndarray (the "
+                                 f"gradients of several inputs: a tuple of them, checked with part=)")
+        if isinstance(dx, tuple):
             if part is None or not -len(dx) <= part < len(dx):
-                raise TypeError(f"loss_problem: backward returned a {type(dx).__name__} of {len(dx)} gradient(s); "
+                raise TypeError(f"loss_problem: backward returned a tuple of {len(dx)} gradient(s); "
                                 f"pass part= (the index of {name}'s, 0 to {len(dx) - 1}; got {part}) and check "
                                 f"each input in a problem of its own")
             dx = dx[part]
         if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
-        if dx is None:
-            return {name: None}
-        if isinstance(dx, np.ndarray) and dx.dtype != x.dtype:  # else the layer before it is blamed, in training
-            raise ContractBroken(f"backward returned the gradient of {name} in {dx.dtype}, but {name} is {x.dtype}")
-        return {name: np.array(dx, copy=True)}
-    return Problem({name: x}, loss, grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
+        out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}
+        if params:
+            backward()
+            _check_added(params, out)
+        return out
+    tensors = {name: x, **{n: p.data for n, p in params.items()}}
+    return Problem(tensors, loss, grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
 
 
 def away_from_kinks(layers, x, margin):

@@ -123,8 +123,8 @@ def exact_tolerance(dtype, tol):
 def rel_error(a, n):
     """``max|a - n| / max(max|a|, max|n|, 1e-12)`` (see the module docstring)."""
     a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
-    scale = max(np.max(np.abs(a)), np.max(np.abs(n)), FLOOR)
-    return float(np.max(np.abs(a - n)) / scale)
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(n), initial=0.0), FLOOR)
+    return float(np.max(np.abs(a - n), initial=0.0) / scale)       # 0 for empty arrays: nothing differs
 
 
 def numerical_grad(problem, name, h):
@@ -133,13 +133,15 @@ def numerical_grad(problem, name, h):
     num = np.empty(T.shape, np.float64)
     for idx in np.ndindex(*T.shape):
         orig = T[idx]
-        T[idx] = orig + h
-        up = float(T[idx])              # the step actually taken (float32 rounds it)
-        lp = problem.loss()
-        T[idx] = orig - h
-        down = float(T[idx])
-        lm = problem.loss()
-        T[idx] = orig                   # exact restore
+        try:
+            T[idx] = orig + h
+            up = float(T[idx])          # the step actually taken (float32 rounds it)
+            lp = problem.loss()
+            T[idx] = orig - h
+            down = float(T[idx])
+            lm = problem.loss()
+        finally:
+            T[idx] = orig               # exact restore, also when the loss raised
         num[idx] = (lp - lm) / (up - down)
     return num
 
@@ -175,35 +177,39 @@ def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
     writing into its incoming gradient) gives a single failing row that says so.
     """
     if problem.exact is not None:
-        return [Row(op, backend, name + problem.tag, np.shape(a), float(np.max(np.abs(np.subtract(a, e)))),
-                    rel_error(a, e), tol if exact_tol is None else exact_tol)
+        return [Row(op, backend, name + problem.tag, np.shape(a),
+                    float(np.max(np.abs(np.subtract(a, e)), initial=0.0)), rel_error(a, e),
+                    tol if exact_tol is None else exact_tol)
                 for name, (a, e) in problem.exact.items()]
     try:
         analytic = problem.grads()      # before any perturbation: forward caches are ours
     except ContractBroken as e:
         return [Row(op, backend, f"<contract: {e}>" + problem.tag, (), float("inf"), float("inf"), tol)]
+    except Exception as e:              # the op's own code raised: this problem's row, the others go on
+        return [_error_row(op, backend, f"{type(e).__name__}: {e}", tol, problem.tag)]
     rows = []
     for name, T in problem.tensors.items():
         if analytic.get(name) is None:
-            return [_error_row(op, backend, f"no gradient for {name} (did backward return it?)", tol)]
+            return [_error_row(op, backend, f"no gradient for {name} (did backward return it?)", tol, problem.tag)]
         a = np.asarray(analytic[name], np.float64)
         if a.shape != T.shape:
-            return [_error_row(op, backend, f"gradient of {name} has shape {a.shape}, expected {T.shape}", tol)]
+            return [_error_row(op, backend, f"gradient of {name} has shape {a.shape}, expected {T.shape}", tol,
+                               problem.tag)]
         n = numerical_grad(problem, name, h)
         rows.append(Row(op, backend, name + problem.tag, T.shape,
-                        float(np.max(np.abs(a - n))), rel_error(a, n), tol))
+                        float(np.max(np.abs(a - n), initial=0.0)), rel_error(a, n), tol))
     a_v, n_v = directional(problem, analytic, h, rng)
     total = sum(T.size for T in problem.tensors.values())
     typical = np.sqrt(sum(float(np.sum(np.asarray(analytic[n], np.float64) ** 2)) for n in problem.tensors)
-                      / total)             # |a_V| for a typical random unit direction
+                      / max(total, 1))     # |a_V| for a typical random unit direction
     rows.append(Row(op, backend, "<direction>" + problem.tag, (total,), abs(a_v - n_v),
                     abs(a_v - n_v) / max(abs(a_v), abs(n_v), typical, FLOOR), tol))
     return rows
 
 
-def _error_row(op, backend, message, tol):
+def _error_row(op, backend, message, tol, tag=""):
     """A failing row that says why no gradient could be compared."""
-    return Row(op, backend, f"<error: {message}>", (), float("inf"), float("inf"), tol)
+    return Row(op, backend, f"<error: {message}>{tag}", (), float("inf"), float("inf"), tol)
 
 
 def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, seed=0):
@@ -212,7 +218,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
     ``ops``: the case names to run (a name or a list; default all). Only the cases
     whose back end is in ``backends`` run. Each is built with
     ``np.random.default_rng(seed)``, so the same seed gives the same table. A case
-    that raises gives one failing row naming the error.
+    that raises (``sys.exit`` included; not a Ctrl-C) gives one failing row naming the error.
 
     Raises
     ------
@@ -244,7 +250,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
         try:
             for problem in build(dtype=dtype, rng=rng, h=h):
                 rows.extend(check_problem(problem, op, backend, h, tol, rng, exact_tolerance(dtype, tol)))
-        except Exception as e:          # the case's own code (a layer under test) is anything
+        except (Exception, SystemExit) as e:    # the case's own code (a layer under test) is anything
             rows.append(_error_row(op, backend, f"{type(e).__name__}: {e}", tol))
     for r in rows:
         r.dtype, r.h = dtype.name, h
@@ -270,18 +276,22 @@ def format_table(rows, dtype=None, h=None, tol=None, expect_fail=False):
     planted bug's).
     """
     made = {(r.dtype, r.h) for r in rows if r.dtype is not None}
-    mixed = dtype is None and len(made) > 1
+    given = dtype is not None
     if dtype is None and len(made) == 1:
         (dtype, made_h), = made
         h = made_h if h is None else h
         if tol is None:             # the finite-difference rows' own (the exact rows have theirs)
             tol = next((r.tol for r in rows if not _exact_row(r) and r.dtype is not None), None)
     dtype, h, tol = defaults(np.float64 if dtype is None else dtype, h, tol)
+    # rows judged by another tolerance than the header's: several runs', or another dtype given
+    mixed = len(made) > 1 or given and any(r.dtype not in (None, dtype.name) or r.tol != tol and not _exact_row(r)
+                                           for r in rows)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
              "(a analytic, n numerical); <direction>: all tensors along one random unit vector"]
     if mixed:
-        lines.append(f"  NOTE: rows of several runs ({', '.join(sorted(d for d, _ in made))}): each row passed or "
+        runs = "rows of several runs" if len(made) > 1 else "rows of a run"
+        lines.append(f"  NOTE: {runs} ({', '.join(sorted({d for d, _ in made}))}): each row passed or "
                      f"failed by its own run's tolerance, not the one above")
     if any(_exact_row(r) for r in rows):
         lines.append(f"  optimizer steps (step t) against their closed form, and the fast path against "

@@ -836,7 +836,8 @@ class _StudentKL(npvae.KL):
     ("float64", np.float32, r"<contract: backward returned the gradient of h in float64, but h is float32>"),
     ("into h", np.float64, r"<contract: forward or backward wrote into h>"),
     ("no return", np.float64, r"no gradient for h \(did backward return it\?\)"),
-    ("list", np.float64, r"backward returned a list of 1 gradient\(s\); pass part="),
+    ("list", np.float64, r"<contract: backward returned a list; the gradient of h must be an ndarray \(the "
+                         r"gradients of several inputs: a tuple of them, checked with part=\)>"),
     ("per image", np.float64, r"forward\(\) returned an array of shape \(3,\) where a loss is one number"),
 ])
 def test_a_students_slip_in_a_loss_is_named_not_taken_for_wrong_math(slip, dtype, words):
@@ -1053,3 +1054,158 @@ def test_a_direction_orthogonal_to_a_right_gradient_passes():              # G07
     prob = Problem(tensors={"T": T}, loss=lambda: float(a @ T), grads=lambda: {"T": a.copy()})
     rows = check_problem(prob, "linear", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
     assert all(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows]
+
+
+# -- a teaching assistant's autograder: what students hand in ----------------------------------------
+class _GaussianNLL(npvae.Module):
+    """``mean over the batch of sum(0.5 * (logvar + (x - pred)**2 / exp(logvar)))``, with a learned
+    per-pixel ``logvar``: a loss with a Parameter of its own. ``slip``: "2x" doubles logvar's
+    gradient, "=" sets ``.grad`` instead of adding into it."""
+
+    def __init__(self, slip=None):
+        super().__init__()
+        self.logvar = npvae.Parameter(np.linspace(-0.5, 0.5, 4))
+        self.slip = slip
+
+    def forward(self, pred, x):
+        self.keep(pred=pred, x=x)
+        lv = self.logvar.data
+        return float(np.sum(0.5 * (lv + (x - pred) ** 2 / np.exp(lv))) / len(x))
+
+    def backward(self, grad=1.0):
+        pred, x = self.saved("pred"), self.saved("x")
+        lv, r = self.logvar.data, pred - x
+        dlv = grad / len(x) * np.sum(0.5 * (1 - r ** 2 / np.exp(lv)), axis=0) * (2 if self.slip == "2x" else 1)
+        if self.slip == "=":
+            self.logvar.grad = dlv
+        else:
+            self.logvar.grad += dlv
+        return grad / len(x) * r / np.exp(lv)
+
+
+@pytest.mark.parametrize("slip, words", [(None, None), ("2x", None),
+                                         ("=", r"<contract: backward set logvar.grad instead of adding into it")])
+def test_a_loss_with_a_parameter_of_its_own_has_that_parameter_checked(slip, words):
+    """A learned variance's gradient was never checked: a wrong one passed, and the table had no
+    row for it."""
+    def case(dtype, rng, h):
+        loss = _GaussianNLL(slip)
+        pred, x = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+        return [loss_problem(loss, lambda: loss.forward(pred, x), "pred", pred, g) for g in (1.0, -1.7)]
+    rows = run({"gauss": ("numpy", case)})
+    if slip is None:
+        assert all(r.passed for r in rows) and {r.tensor for r in rows} >= {"logvar", "logvar[grad=-1.7]"}, \
+            format_table(rows)
+    elif words is None:
+        assert {r.tensor for r in rows if not r.passed} >= {"logvar", "logvar[grad=-1.7]"}, format_table(rows)
+        assert all(r.passed for r in rows if r.tensor.startswith("pred")), format_table(rows)
+    else:
+        assert not any(r.passed for r in rows) and re.match(words, rows[0].tensor), format_table(rows)
+
+
+class _Tanh(npvae.Module):
+    def __init__(self, slip=None):
+        super().__init__()
+        self.slip = slip
+
+    def forward(self, x):
+        y = np.tanh(x)
+        self.keep(y=y)
+        return y.astype(np.float64) if self.slip == "float64 out" else y
+
+    def backward(self, grad_out):
+        if self.slip == "exit":
+            sys.exit("a student's sys.exit")
+        g = grad_out * (1 - self.saved("y") ** 2)
+        return g.tolist() if self.slip == "list" else g
+
+
+def _tanh_case(slip):
+    def case(dtype, rng, h):
+        layer, x = _Tanh(slip), rng.standard_normal((3, 5)).astype(dtype)
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    return case
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_gradient_handed_back_as_a_list_or_a_forward_of_another_dtype_is_named(dtype):
+    """A list passed in float64 (and was called float64 in float32), then failed in a model; a float64
+    output from float32 inputs passed, then failed at the next layer."""
+    rows = run({"tanh": ("numpy", _tanh_case("list"))}, dtype=dtype)
+    assert not any(r.passed for r in rows) and rows[0].tensor.startswith(
+        "<contract: backward returned the gradient of x as a list; it must be an ndarray"), format_table(rows)
+    rows = run({"tanh": ("numpy", _tanh_case("float64 out"))}, dtype=np.float32)
+    assert not any(r.passed for r in rows)
+    assert rows[0].tensor == "<contract: forward returned float64 from float32 inputs>"
+    assert all(r.passed for r in run({"tanh": ("numpy", _tanh_case(None))}, dtype=dtype))
+
+
+def test_a_sys_exit_in_a_students_code_is_a_failing_row_and_the_other_cases_still_run():
+    rows = run({"exits": ("numpy", _tanh_case("exit")), "tanh": ("numpy", _tanh_case(None))})
+    assert [r.op for r in rows if not r.passed] == ["exits"]
+    assert "SystemExit: a student's sys.exit" in rows[0].tensor
+    assert any(r.op == "tanh" and r.passed for r in rows)
+
+
+def test_an_empty_parameter_is_checked_with_the_rest_not_a_numpy_error():
+    class WithAnEmptyBias(npvae.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = npvae.Parameter(np.ones((5, 2))), npvae.Parameter(np.zeros(0))
+
+        def forward(self, x):
+            self.keep(x=x)
+            return x @ self.w.data
+
+        def backward(self, grad_out):
+            self.w.grad += self.saved("x").T @ grad_out
+            return grad_out @ self.w.data.T
+
+    def case(dtype, rng, h):
+        layer, x = WithAnEmptyBias(), rng.standard_normal((3, 5))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    rows = run({"empty": ("numpy", case)})
+    assert all(r.passed for r in rows) and {"x", "w", "b"} <= {r.tensor for r in rows}, format_table(rows)
+    assert rel_error(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_a_forward_that_raises_part_way_through_the_differences_leaves_its_inputs_as_they_were():
+    """A timed-out or crashing forward left the element being nudged off by h (a model's weight,
+    in a whole-model check)."""
+    calls = 0
+
+    class Flaky(_Tanh):
+        def forward(self, x):
+            nonlocal calls
+            calls += 1
+            if calls == 10:
+                raise RuntimeError("a timeout, say")
+            return super().forward(x)
+    x = np.random.default_rng(0).standard_normal((3, 5))
+    kept = x.copy()
+
+    def case(dtype, rng, h):
+        layer = Flaky()
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    rows = run({"flaky": ("numpy", case)})
+    assert "RuntimeError: a timeout, say" in rows[-1].tensor and np.array_equal(x, kept)
+
+
+def test_an_error_row_keeps_its_problems_tag_and_the_next_problem_still_runs():
+    class NoGradArgument(npvae.KL):
+        def backward(self):                         # forgets grad=: fails at g = -1.7 only
+            return super().backward()
+
+    def case(dtype, rng, h):
+        kl, x = NoGradArgument(), rng.standard_normal((3, 8))
+        return [loss_problem(kl, lambda: kl.forward(x), "h", x, g) for g in (-1.7, 1.0)]
+    rows = run({"kl": ("numpy", case)})
+    assert rows[0].tensor.startswith("<error: TypeError") and rows[0].tensor.endswith("[grad=-1.7]")
+    assert [r.tensor for r in rows[1:]] == ["h", "<direction>"] and all(r.passed for r in rows[1:])
+
+
+def test_a_header_given_another_dtype_than_the_rows_says_each_row_keeps_its_own_tolerance():
+    rows32 = run(CASES, ops="sigmoid", dtype=np.float32)
+    assert "each row passed or failed by its own run's tolerance" in format_table(rows32, dtype=np.float64)
+    same = format_table(rows32) + format_table(run(CASES, ops="sigmoid"), dtype=np.float64)
+    assert "own run's tolerance" not in same
