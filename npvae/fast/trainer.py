@@ -452,16 +452,7 @@ class Trainer:
         if not self.synced and self.fused.t == self.taken_t:     # edited since it took them? (synced: load checks)
             _check_computable(self.model, self.optimizer)
         beta = check_positive_float(beta, "beta", allow_zero=True)
-        ours = self.batches.made(x) if self.batches is not None else None
-        if ours is not None:                            # our own (read-only) batches are known good
-            x, idx = ours
-        elif self.dead is not None:
-            raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
-                             "trainer.batch(idx), unchanged: units proven dead on the training "
-                             "images may not be on other data")
-        else:
-            x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True, c_order=False)
-            x = self.net.workspace(x.shape[0]).batch(x)   # column-major
+        x, idx = self._step_batch(x)
         self._ready()
         if not self.checked:                # not when made: fit loads a checkpoint into the model first
             check_finite_parameters(self.model, "training it cannot work")
@@ -473,7 +464,7 @@ class Trainer:
             rng.standard_normal(out=ws.eps, dtype=ws.eps.dtype)
             with quiet_numpy_warnings():                   # the loss tells (see there)
                 parts = self.net.forward(x, beta, ws.eps)
-            if ours is not None and self.visited is not None:    # computed: its evidence is in
+            if idx is not None and self.visited is not None:    # computed: its evidence is in
                 self.visited[idx] = True
             if math.isfinite(parts.total):
                 self.net.backward()
@@ -483,6 +474,19 @@ class Trainer:
                 rng.bit_generator.state = drawn_from
             raise
         return parts
+
+    def _step_batch(self, x):
+        """``(batch, idx)``: a batch of :meth:`batch` as it is, with its indices into ``images``;
+        any other ``x`` checked and copied into the fast layout, with ``idx`` None."""
+        ours = self.batches.made(x) if self.batches is not None else None
+        if ours is not None:                            # our own (read-only) batches are known good
+            return ours
+        if self.dead is not None:
+            raise InputError("with retire_dead_units=True, Trainer.step takes the batches of "
+                             "trainer.batch(idx), unchanged: units proven dead on the training "
+                             "images may not be on other data")
+        x = check_batch(x, "x", self.model.input_dim, self.model.dtype, unit_interval=True, c_order=False)
+        return self.net.workspace(x.shape[0]).batch(x), None     # column-major
 
 
 def _check_computable(model, optimizer):
