@@ -41,12 +41,15 @@ def _dot(R, y):
 def op_problem(module, forward, backward, inputs, rng, tag=""):
     """Check ``L = sum(R * forward())`` w.r.t. ``inputs`` and ``module``'s parameters.
 
-    ``backward(R)`` runs the module's backward and returns ``{input name: grad}``.
-    It must leave ``R`` (its incoming gradient) as it was, return each input's gradient in
-    that input's dtype (a float64 gradient from a float32 input shows in ``run(cases,
-    dtype=np.float32)``, whose tolerances are float32's), and add (``+=``) into each parameter's ``.grad`` (a second
-    backward without ``zero_grad`` doubles it); the module's ``zero_grad`` must set every ``.grad`` to 0 (a
-    gradient is left behind first, as the last step's is in training): else :class:`ContractBroken`.
+    ``backward(R)`` runs the module's backward and returns ``{input name: grad}`` (input
+    names other than the parameters' names). The module's forward must return the inputs'
+    dtype, and its backward must leave ``R`` (its incoming gradient) as it was, return each
+    input's gradient as an ndarray of that input's dtype (a float64 gradient from a float32
+    input shows in ``run(cases, dtype=np.float32)``, whose tolerances are float32's), and add
+    (``+=``) into each parameter's ``.grad`` (a second backward without ``zero_grad`` doubles
+    it); the module's ``zero_grad`` must set every ``.grad`` to 0 (a gradient is left behind
+    first, as the last step's is in training); neither may replace a parameter's ``.data``
+    (an optimizer updates that array in place): else :class:`ContractBroken`.
 
     Keep the inputs away from kinks (ReLU's or a LeakyReLU's 0): a step of ``h`` (the case's
     third argument: 1e-5 in float64, 1e-2 in float32) across one makes the finite difference
@@ -78,7 +81,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         rows = run({"tanh": ("numpy", tanh_case)})
         print(format_table(rows))
     """
-    _refuse_hidden_parameters(module, "op_problem")
+    params = _parameters(module, inputs, "op_problem")
     originals = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
     y = forward()
     ys = y if isinstance(y, tuple) else (y,)
@@ -94,7 +97,6 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         raise TypeError(f"op_problem: forward() returned a {type(v).__name__} where a layer returns an array "
                         f"(or a tuple of arrays)")
     R = [rng.standard_normal(v.shape).astype(v.dtype) for v in ys]
-    params = dict(module.named_parameters())
 
     floats = {v.dtype for v in inputs.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
 
@@ -112,8 +114,12 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         _check_zero_grad(module, params)
         forward()
         out = backward(arg)
+        if not isinstance(out, dict):
+            raise TypeError(f"op_problem: backward(R) must return {{input name: gradient}}, got "
+                            f"{type(out).__name__}")
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
             raise ContractBroken("backward wrote into its grad_out")
+        _check_data_kept(params, tensors)
         out = {n: _gradient(g, n, inputs.get(n)) for n, g in out.items()}
         out.update({n: None if p.grad is None else p.grad.copy() for n, p in params.items()})
         forward()
@@ -156,11 +162,26 @@ def _check_added(params, out):
             raise ContractBroken(f"backward set {n}.grad instead of adding into it (+=)")
 
 
-def _refuse_hidden_parameters(module, caller):
+def _parameters(module, inputs, caller):
+    """``{name: Parameter}`` of ``module``, all of which ``parameters()`` sees, named apart from ``inputs``."""
     hidden = _hidden_parameters(module)
     if hidden:
         raise TypeError(f"{caller}: {hidden} holds Parameters where parameters() does not see them (neither "
                         f"this check nor an optimizer would): give each Parameter or layer an attribute of its own")
+    params = dict(module.named_parameters())
+    clash = sorted(set(params) & set(inputs))
+    if clash:
+        raise TypeError(f"{caller}: {clash} name both an input and a parameter of the module; give the "
+                        f"input another name (each is a row of its own)")
+    return params
+
+
+def _check_data_kept(params, tensors):
+    """The parameters still hold the arrays the check nudges (``tensors``)."""
+    for n, p in params.items():
+        if p.data is not tensors[n]:
+            raise ContractBroken(f"forward or backward replaced {n}.data with another array; update it in place "
+                                 f"({n}.data[...] = ...), as an optimizer's step does")
 
 
 def _hidden_parameters(module):
@@ -204,7 +225,7 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
     g : float, default 1.0
         The incoming gradient.
     tag : str
-        Added to the case's name in the table.
+        Added to the tensors' names in the table (before ``[grad=g]``).
     part : int, optional
         For a ``backward`` that returns a tuple (a gradient per input, say ``(dmu, dlogvar)``):
         the index of ``x``'s. Check each input in a problem of its own, the others held fixed.
@@ -229,8 +250,8 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
     g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
-    _refuse_hidden_parameters(module, "loss_problem")
-    params = dict(module.named_parameters())
+    params = _parameters(module, {name: x}, "loss_problem")
+    tensors = {name: x, **{n: p.data for n, p in params.items()}}
 
     def backward():
         forward()
@@ -238,6 +259,9 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
 
     def loss():
         value = forward()
+        if value is None:
+            raise TypeError("loss_problem: forward() returned None where a loss returns a number (a return "
+                            "statement missing?)")
         if np.ndim(value) != 0:
             raise TypeError(f"loss_problem: forward() returned an array of shape {np.shape(value)} where a loss "
                             f"is one number (summed or averaged over the batch)")
@@ -260,12 +284,12 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
             dx = dx[part]
         if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
+        _check_data_kept(params, tensors)
         out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}
         if params:
             backward()
             _check_added(params, out)
         return out
-    tensors = {name: x, **{n: p.data for n, p in params.items()}}
     return Problem(tensors, loss, grads, tag + (f"[grad={g:g}]" if g != 1.0 else ""))
 
 

@@ -174,19 +174,52 @@ def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
     closed-form problem, one per compared pair, passing within ``exact_tol`` (default ``tol``).
 
     A backward pass that breaks the module protocol (:class:`ContractBroken`, e.g. by
-    writing into its incoming gradient) gives a single failing row that says so.
+    writing into its incoming gradient) gives a single failing row that says so; so does
+    an error raised by the op's code (a ``sys.exit`` too), and a tensor that cannot be
+    nudged in place (not a float array, or sharing memory with another).
     """
     if problem.exact is not None:
         return [Row(op, backend, name + problem.tag, np.shape(a),
                     float(np.max(np.abs(np.subtract(a, e)), initial=0.0)), rel_error(a, e),
                     tol if exact_tol is None else exact_tol)
                 for name, (a, e) in problem.exact.items()]
+    unfit = _unfit_tensors(problem.tensors)
+    if unfit:
+        return [_error_row(op, backend, unfit, tol, problem.tag)]
     try:
-        analytic = problem.grads()      # before any perturbation: forward caches are ours
+        return _difference_rows(problem, op, backend, h, tol, rng)
     except ContractBroken as e:
         return [Row(op, backend, f"<contract: {e}>" + problem.tag, (), float("inf"), float("inf"), tol)]
-    except Exception as e:              # the op's own code raised: this problem's row, the others go on
-        return [_error_row(op, backend, f"{type(e).__name__}: {e}", tol, problem.tag)]
+    except (Exception, SystemExit) as e:    # the op's own code raised: this problem's row, the others go on
+        return [_error_row(op, backend, describe(e), tol, problem.tag)]
+
+
+def _unfit_tensors(tensors):
+    """Why the tensors cannot be checked by nudging their elements in place, or None."""
+    names = list(tensors)
+    for name in names:
+        T = tensors[name]
+        if not isinstance(T, np.ndarray):
+            return f"{name} is a {type(T).__name__}; the tensors checked are arrays, nudged in place"
+        if T.dtype.kind != "f":
+            return (f"{name} is {T.dtype}: only floats can be nudged by h; hold an integer input fixed (leave "
+                    f"it out of the tensors checked)")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.shares_memory(tensors[a], tensors[b]):
+                return (f"{a} and {b} share memory (tied weights, or one array under two names): nudging one "
+                        f"moves the other, so neither's gradient can be taken alone")
+    return None
+
+
+def describe(e):
+    """``"ValueError: the message"`` (the class alone when the message is empty)."""
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _difference_rows(problem, op, backend, h, tol, rng):
+    """The rows of a problem checked against central differences (see :func:`check_problem`)."""
+    analytic = problem.grads()          # before any perturbation: forward caches are ours
     rows = []
     for name, T in problem.tensors.items():
         if analytic.get(name) is None:
@@ -251,7 +284,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
             for problem in build(dtype=dtype, rng=rng, h=h):
                 rows.extend(check_problem(problem, op, backend, h, tol, rng, exact_tolerance(dtype, tol)))
         except (Exception, SystemExit) as e:    # the case's own code (a layer under test) is anything
-            rows.append(_error_row(op, backend, f"{type(e).__name__}: {e}", tol))
+            rows.append(_error_row(op, backend, describe(e), tol))
     for r in rows:
         r.dtype, r.h = dtype.name, h
     return rows
@@ -276,16 +309,15 @@ def format_table(rows, dtype=None, h=None, tol=None, expect_fail=False):
     planted bug's).
     """
     made = {(r.dtype, r.h) for r in rows if r.dtype is not None}
-    given = dtype is not None
     if dtype is None and len(made) == 1:
         (dtype, made_h), = made
         h = made_h if h is None else h
         if tol is None:             # the finite-difference rows' own (the exact rows have theirs)
             tol = next((r.tol for r in rows if not _exact_row(r) and r.dtype is not None), None)
     dtype, h, tol = defaults(np.float64 if dtype is None else dtype, h, tol)
-    # rows judged by another tolerance than the header's: several runs', or another dtype given
-    mixed = len(made) > 1 or given and any(r.dtype not in (None, dtype.name) or r.tol != tol and not _exact_row(r)
-                                           for r in rows)
+    # rows judged by another tolerance than the header's: several runs', or another dtype or tol given
+    mixed = len(made) > 1 or any(r.dtype is not None and (r.dtype != dtype.name or r.tol != tol and not _exact_row(r))
+                                 for r in rows)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
              "(a analytic, n numerical); <direction>: all tensors along one random unit vector"]

@@ -102,7 +102,7 @@ def float64_bias():
     return model
 
 
-def relu_leaking_on_the_instance():
+def relu_leaking_on_the_instance(part="encoder"):
     model = VAE(784, 16, 2, rng=0)
     seen = {}
 
@@ -110,8 +110,9 @@ def relu_leaking_on_the_instance():
         seen["x"] = x
         return np.where(x > 0, x, 0.5 * x)
 
-    model.encoder[1].forward = forward      # on the object, not the class: a leaky ReLU
-    model.encoder[1].backward = lambda grad_out: np.where(seen["x"] > 0, grad_out, 0.5 * grad_out)
+    relu = getattr(model, part)[1]
+    relu.forward = forward                  # on the object, not the class: a leaky ReLU
+    relu.backward = lambda grad_out: np.where(seen["x"] > 0, grad_out, 0.5 * grad_out)
     return model
 
 
@@ -119,6 +120,27 @@ def kl_doubled_on_the_instance():
     model = VAE(784, 16, 2, rng=0)
     kl = model.kl
     model.kl.forward = lambda h: 2.0 * KL.forward(kl, h)
+    return model
+
+
+def sampler_set_on_the_instance():
+    model = VAE(784, 16, 2, rng=0)
+    stock = model.sampler.forward
+    model.sampler.forward = lambda h, eps=None: 0.5 * stock(h, eps)
+    return model
+
+
+def bce_doubled_on_the_instance():
+    model = VAE(784, 16, 2, rng=0)
+    stock = model.bce.forward
+    model.bce.forward = lambda logits, x: 2.0 * stock(logits, x)
+    return model
+
+
+def relu_backward_alone_on_the_instance():
+    model = VAE(784, 16, 2, rng=0)
+    stock = model.encoder[1].backward
+    model.encoder[1].backward = lambda grad_out: np.clip(stock(grad_out), -1e-3, 1e-3)   # clipped
     return model
 
 
@@ -155,6 +177,14 @@ CASES = {
                                         r"model\.encoder\.1\.forward is set on the ReLU itself", True, True),
     "the KL's own code on the object": (kl_doubled_on_the_instance, r"model\.kl\.forward is set on the KL itself",
                                         True, False),
+    "the sampler's own code on the object": (sampler_set_on_the_instance,
+                                             r"model\.sampler\.forward is set on the Sampler itself", True, False),
+    "the BCE's own code on the object": (bce_doubled_on_the_instance,
+                                         r"model\.bce\.forward is set on the BCEWithLogits itself", True, False),
+    "a ReLU's own backward alone": (relu_backward_alone_on_the_instance,
+                                    r"model\.encoder\.1\.backward is set on the ReLU itself", True, True),
+    "a decoder ReLU's own code": (lambda: relu_leaking_on_the_instance("decoder"),
+                                  r"model\.decoder\.1\.forward is set on the ReLU itself", True, True),
     "a weight's zero_grad on the object": (parameter_zero_grad_on_the_object,
                                            r"model\.decoder\.2\.weight\.zero_grad is set on the Parameter itself",
                                            True, False),

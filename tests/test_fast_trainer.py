@@ -254,6 +254,20 @@ def test_batches_of_many_sizes_do_not_pile_up(images):
         tracemalloc.stop()
     np.testing.assert_array_equal(x, to_float(images, np.float32))     # still the right batch
     assert grown - before < 20 * len(images) * 784 * 5, grown - before   # 20 batches of the largest size
+    narrow = np.random.default_rng(0).integers(0, 256, (3000, 2), dtype=np.uint8)
+    model = VAE(2, 4, 1, rng=0)             # narrow: what is kept per size beside the batch (its indices) shows
+    trainer = Trainer(model, Adam(model.parameters()), images=narrow)
+    trainer.batch([0])
+    idx = np.arange(len(narrow))
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for n in range(2, len(narrow) + 1):
+            trainer.batch(idx[:n])
+        grown, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert grown - before < 20 * len(narrow) * (2 * 4 + 2 + 8), grown - before     # batch, pixels, indices
 
 
 # -- what a trainer refuses -------------------------------------------------------------------
@@ -268,6 +282,13 @@ class SignSGD(Optimizer):
 
     def hyper(self):
         return {}
+
+
+def test_an_optimizer_of_some_parameters_is_pointed_at_a_loop_of_its_own():
+    model = VAE(30, 16, 3, rng=0)
+    with pytest.raises(InputError, match=r"write your own loop: model\.zero_grad, model\.loss, "
+                                         r"model\.backward, optimizer\.step"):
+        Trainer(model, Adam(model.parameters()[:2]))
 
 
 def test_only_npvaes_adam_and_sgd_run_on_the_fast_path():
@@ -884,7 +905,8 @@ def test_a_step_not_applied_still_counts_as_evidence_that_units_fired(repaired):
     assert len(resumed.dead_units()["retired"]) == int((~fire).sum())
 
 
-@pytest.mark.parametrize("t", [3.0, np.int64(3), np.array(3)], ids=["a whole float", "np.int64", "a 0-d array"])
+@pytest.mark.parametrize("t", [3.0, np.int64(3), np.uint64(3), np.array(3)],
+                         ids=["a whole float", "np.int64", "np.uint64", "a 0-d array"])
 def test_a_whole_step_count_of_any_type_trains_as_on_the_reference(t):
     """``opt.t`` set to 3.0 is 3 steps taken, as load_state_dict takes it; only a fraction is refused."""
     x = np.random.default_rng(1).random((16, 30))
@@ -928,10 +950,12 @@ def test_a_reference_step_before_the_trainers_first_is_taken_whatever_type_t_has
     assert opt.t == 5
 
 
-@pytest.mark.parametrize("t", [2 ** 63, 1e20])
-def test_a_step_count_beyond_any_run_is_refused(t):
+@pytest.mark.parametrize("t", [2 ** 53 + 2, 2 ** 63, 1e20, -1, np.array([3])])
+def test_a_step_count_beyond_any_run_or_no_count_at_all_is_refused(t):
     model = VAE(30, 16, 3, rng=0)
     opt = Adam(model.parameters())
     opt.t = t
-    with pytest.raises(InputTypeError, match=r"optimizer\.t must be a whole number of steps"):
+    with pytest.raises(InputTypeError, match=r"optimizer\.t must be a whole number of steps taken, from 0 to 2\*\*53"):
         Trainer(model, opt)
+    opt.t = 2 ** 53                         # the bound itself is a count
+    Trainer(model, opt)

@@ -325,6 +325,68 @@ def test_an_interrupt_in_a_sync_never_gets_a_unit_that_fires_retired():
 
 
 @pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_an_interrupt_while_a_step_takes_an_edited_model_back_never_retires_a_unit_that_fires():
+    """Mid-epoch: a sync, then an edit makes a retired-to-be unit fire on the images already
+    visited, then a Ctrl-C at any line of the moves with which the next step takes the model
+    back, caught by the loop, which steps on: what the unit did before the edit proves nothing."""
+    images = IMAGES.copy()
+    images[HALVES[0], 0], images[HALVES[1], 0] = 0.0, 1.0   # pixel 0 tells the halves apart
+    unit, n = DEAD[0], 0
+    while True:
+        n += 1
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
+        trainer.begin_epoch()
+        trainer.step(trainer.batch(HALVES[0]))
+        trainer.sync()
+        first = model.encoder[0]
+        first.weight.data[:, unit] = 0.0
+        first.weight.data[0, unit], first.bias.data[unit] = -1.0, 0.5    # fires on the first half only
+        x = trainer.batch(HALVES[1])
+        caught = interrupted(lambda: trainer.step(x), n, MOVING_UNITS)
+        if caught is not None:
+            trainer.step(trainer.batch(HALVES[1]))          # the loop goes on
+        trainer.end_epoch()
+        retired = trainer.dead_units()["retired"]
+        fires = ((images @ first.weight.data + first.bias.data) > 0).any(axis=0)
+        assert not fires[retired].any(), (n, retired)
+        if caught is None:
+            break
+    assert n > 3, n
+
+
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_a_sync_cut_short_while_units_move_leaves_no_candidates_in_the_record():
+    """The record read after such a sync (for a checkpoint) lists no candidates whose evidence,
+    what fired in the dropped steps, is lost: a resume from it would retire them at the epoch's end."""
+    images = IMAGES.copy()
+    images[HALVES[0], 0], images[HALVES[1], 0] = 0.0, 1.0
+    unit, n, torn = DEAD[0], 0, 0
+    while True:
+        n += 1
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
+        epoch(trainer)                                      # retires DEAD
+        first = model.encoder[0]
+        first.weight.data[:, unit] = 0.0
+        first.weight.data[0, unit], first.bias.data[unit] = 1.0, -0.5     # fires on the second half only
+        trainer.begin_epoch()
+        trainer.step(trainer.batch(HALVES[0]))
+        trainer.sync()
+        trainer.step(trainer.batch(HALVES[1]))
+        caught = interrupted(trainer.sync, n, MOVING_UNITS)
+        try:
+            trainer.sync()
+        except StateError as e:
+            assert "part-way through moving units" in str(e)
+            assert trainer.dead_units()["candidates"] == [], (n, trainer.dead_units())
+            torn += 1
+        if caught is None:
+            break
+    assert torn > 0, n
+
+
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
 def test_an_interrupt_at_an_epochs_end_never_keeps_a_unit_an_edit_brings_back_retired():
     """A Ctrl-C at any line of the epoch's end, which retires units, caught by the loop; then an
     edit between epochs makes a retired unit fire: the next epoch computes it (a unit retired with

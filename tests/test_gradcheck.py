@@ -1209,3 +1209,88 @@ def test_a_header_given_another_dtype_than_the_rows_says_each_row_keeps_its_own_
     assert "each row passed or failed by its own run's tolerance" in format_table(rows32, dtype=np.float64)
     same = format_table(rows32) + format_table(run(CASES, ops="sigmoid"), dtype=np.float64)
     assert "own run's tolerance" not in same
+
+
+def _square_loss_case(make, x_of=lambda rng: rng.standard_normal((3, 4)), name="x", tags=(1.0, -1.7)):
+    """A case of ``make()``'s loss on ``x_of(rng)``, at each g of ``tags``."""
+    def case(dtype, rng, h):
+        m, x = make(), x_of(rng)
+        return [loss_problem(m, lambda: m.forward(x), name, x, g) for g in tags]
+    return case
+
+
+class _HalfSquare(npvae.Module):
+    """``0.5 * sum(x**2)``; ``fail_at``: the forward call that raises (a timeout, say)."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise FloatingPointError("overflow in exp")
+        self.keep(x=x)
+        return float(0.5 * np.sum(x ** 2))
+
+    def backward(self, grad=1.0):
+        return grad * self.saved("x")
+
+
+def test_an_error_while_the_differences_run_is_that_problems_row_and_the_next_problem_still_runs():
+    rows = run({"flaky": ("numpy", _square_loss_case(lambda: _HalfSquare(fail_at=8)))})
+    assert rows[0].tensor == "<error: FloatingPointError: overflow in exp>" and not rows[0].passed
+    assert [r.tensor for r in rows[1:]] == ["x[grad=-1.7]", "<direction>[grad=-1.7]"]
+    assert all(r.passed for r in rows[1:])
+
+
+def test_what_cannot_be_nudged_in_place_is_named_not_checked_wrongly():
+    """An integer input, two tensors sharing memory (a gradient of either alone cannot be taken), a
+    name given to an input and a parameter (one row hid the other), a parameter whose array forward
+    replaces (the check nudged the old one): each used to pass a wrong gradient or fail a right one."""
+    ints = run({"ints": ("numpy", _square_loss_case(_HalfSquare, lambda rng: rng.integers(0, 9, (3, 4))))})
+    assert ints[0].tensor.startswith("<error: x is int64: only floats can be nudged by h")
+    tied = npvae.VAE(6, 4, 2, rng=0, dtype=np.float64)
+    tied.decoder[2].weight.data = tied.encoder[0].weight.data.T
+    problem = Problem({"a": tied.encoder[0].weight.data, "b": tied.decoder[2].weight.data}, lambda: 0.0, dict)
+    row, = check_problem(problem, "tied", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert row.tensor.startswith("<error: a and b share memory") and not row.passed
+
+    class LearnedMean(_HalfSquare):
+        def __init__(self, replace=False):
+            super().__init__()
+            self.mu, self.replace = npvae.Parameter(np.zeros(4)), replace
+
+        def forward(self, x):
+            if self.replace:
+                self.mu.data = np.clip(self.mu.data, -5, 5)     # a new array each call
+            return super().forward(x - self.mu.data)
+
+        def backward(self, grad=1.0):
+            d = super().backward(grad)
+            self.mu.grad -= d.sum(axis=0)
+            return d
+    with pytest.raises(TypeError, match=r"\['mu'\] name both an input and a parameter"):
+        _square_loss_case(LearnedMean, name="mu")(np.float64, np.random.default_rng(0), 1e-5)
+    assert all(r.passed for r in run({"mean": ("numpy", _square_loss_case(LearnedMean))}))
+    replaced = run({"mean": ("numpy", _square_loss_case(lambda: LearnedMean(replace=True)))})
+    assert replaced[0].tensor.startswith("<contract: forward or backward replaced mu.data with another array")
+
+
+def test_a_loss_returning_none_or_a_backward_callable_returning_no_dict_is_named():
+    class NoReturn(_HalfSquare):
+        def forward(self, x):
+            super().forward(x)
+    rows = run({"none": ("numpy", _square_loss_case(NoReturn))})
+    assert "forward() returned None where a loss returns a number" in rows[0].tensor
+
+    def case(dtype, rng, h):
+        layer, x = _Tanh(), rng.standard_normal((3, 5))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: layer.backward(R), {"x": x}, rng)]
+    rows = run({"no dict": ("numpy", case)})
+    assert "backward(R) must return {input name: gradient}, got ndarray" in rows[0].tensor
+
+
+def test_a_header_given_another_tolerance_than_the_rows_says_each_row_keeps_its_own():
+    rows = run(CASES, ops="sigmoid", tol=1e-12)
+    assert "own run's tolerance" in format_table(rows, tol=1e-3) and "own run's" not in format_table(rows)

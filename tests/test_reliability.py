@@ -678,6 +678,11 @@ def test_memory_estimates():
     # twice every layer's outputs and inputs, in float32
     per_row = (footprint.training_bytes(784, 400, 20, 256) - small) / 128
     assert per_row >= 2 * 4 * ((784 + 400 + 40) + (20 + 400 + 784))
+    for args in [(784, 400, 20, 128), (784, (512, 256), 10, 1)]:    # no back end: the larger, the fast path's
+        assert footprint.training_bytes(*args) == footprint.training_bytes(*args, backend="numba") \
+            > footprint.training_bytes(*args, backend="numpy")
+    with pytest.raises(InputError, match="backend must be 'numba', 'numpy' or None"):
+        footprint.training_bytes(784, 400, 20, 128, backend="torch")
     have = footprint.available_bytes()
     assert have is None or have > 0
     assert footprint.format_bytes(2.5e12) == "2.5 TB" and footprint.format_bytes(512) == "512 B"
