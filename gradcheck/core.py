@@ -367,7 +367,12 @@ def summary(rows):
     worst = max(rows, key=lambda r: (np.nan_to_num(r.rel_err, nan=np.inf)))
     where = f" (in {', '.join(dict.fromkeys(r.op for r in failed))})" if failed else ""
     return (f"{len(rows)} row{'s' if len(rows) > 1 else ''}: {len(rows) - len(failed)} passed, {len(failed)} "
-            f"failed{where}; worst rel err {worst.rel_err:.2e} ({worst.op} / {worst.backend} / {worst.tensor})")
+            f"failed{where}; worst rel err {worst.rel_err:.2e} ({worst.op} / {worst.backend} / {_short(worst.tensor)})")
+
+
+def _short(tensor):
+    """A row's tensor entry for one line: an error's long text cut (the table gives it whole)."""
+    return tensor if len(tensor) <= _LONGEST_IN_TABLE else tensor[:_LONGEST_IN_TABLE - 4] + " ...>"
 
 
 def self_test(bugs, cases, backends=("numpy",), dtype=np.float64, h=None, tol=None, seed=0, control=None):

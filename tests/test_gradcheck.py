@@ -541,6 +541,9 @@ def test_the_summary_counts_passed_and_failed_rows_and_names_the_worst():
     nan = Row("d", "numpy", "<direction>", (4,), np.nan, np.nan, 1e-6)
     assert summary(rows + [nan]) == ("4 rows: 2 passed, 2 failed (in b, d); worst rel err nan "
                                      "(d / numpy / <direction>)")
+    error = Row("e", "numpy", "<error: ValueError: " + "a long message " * 20 + ">", (), np.inf, np.inf, 1e-6)
+    line = summary([error])                 # the table gives an error's text whole; one line cuts it
+    assert line.endswith("(e / numpy / <error: ValueError: a long message a long message a long ...>)"), line
 
 
 @pytest.mark.parametrize("dtype, tol, shown", [(np.float64, None, "1e-11"), (np.float64, 1e-12, "1e-12"),
