@@ -48,8 +48,9 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     input shows in ``run(cases, dtype=np.float32)``, whose tolerances are float32's), and add
     (``+=``) into each parameter's ``.grad`` (a second backward without ``zero_grad`` doubles
     it); the module's ``zero_grad`` must set every ``.grad`` to 0 (a gradient is left behind
-    first, as the last step's is in training); neither may replace a parameter's ``.data``
-    (an optimizer updates that array in place): else :class:`ContractBroken`.
+    first, as the last step's is in training); and no forward or backward may replace a
+    parameter or its ``.data`` (an optimizer updates that array in place): else
+    :class:`ContractBroken`.
 
     Keep the inputs away from kinks (ReLU's or a LeakyReLU's 0): a step of ``h`` (the case's
     third argument: 1e-5 in float64, 1e-2 in float32) across one makes the finite difference
@@ -81,9 +82,9 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         rows = run({"tanh": ("numpy", tanh_case)})
         print(format_table(rows))
     """
-    params = _parameters(module, inputs, "op_problem")
     originals = {n: np.array(v, copy=True) for n, v in inputs.items() if isinstance(v, np.ndarray)}
     y = forward()
+    params = _parameters(module, inputs, "op_problem")     # after a forward: a layer may make them there
     ys = y if isinstance(y, tuple) else (y,)
     for v in ys:
         if isinstance(v, np.ndarray) and v.ndim > 0:
@@ -119,7 +120,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
                             f"{type(out).__name__}")
         if any(not np.array_equal(u, r) for u, r in zip(upstream, R)):
             raise ContractBroken("backward wrote into its grad_out")
-        _check_data_kept(params, tensors)
+        _check_kept(module, params, tensors)
         out = {n: _gradient(g, n, inputs.get(n)) for n, g in out.items()}
         out.update({n: None if p.grad is None else p.grad.copy() for n, p in params.items()})
         forward()
@@ -163,7 +164,10 @@ def _check_added(params, out):
 
 
 def _parameters(module, inputs, caller):
-    """``{name: Parameter}`` of ``module``, all of which ``parameters()`` sees, named apart from ``inputs``."""
+    """``{name: Parameter}`` of ``module``, all of which ``parameters()`` sees, named apart from ``inputs``
+    (none for a loss that is no :class:`npvae.Module`: it has no parameters to check)."""
+    if not isinstance(module, Module):
+        return {}
     hidden = _hidden_parameters(module)
     if hidden:
         raise TypeError(f"{caller}: {hidden} holds Parameters where parameters() does not see them (neither "
@@ -176,9 +180,13 @@ def _parameters(module, inputs, caller):
     return params
 
 
-def _check_data_kept(params, tensors):
-    """The parameters still hold the arrays the check nudges (``tensors``)."""
+def _check_kept(module, params, tensors):
+    """The module still holds the Parameters taken, holding the arrays the check nudges (``tensors``)."""
+    now = dict(module.named_parameters()) if params else {}
     for n, p in params.items():
+        if now.get(n) is not p:
+            raise ContractBroken(f"forward or backward replaced the Parameter {n}; update its array in place "
+                                 f"({n}.data[...] = ...), as an optimizer's step does")
         if p.data is not tensors[n]:
             raise ContractBroken(f"forward or backward replaced {n}.data with another array; update it in place "
                                  f"({n}.data[...] = ...), as an optimizer's step does")
@@ -250,6 +258,7 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
     g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
+    forward()                           # a loss may make its parameters at its first forward
     params = _parameters(module, {name: x}, "loss_problem")
     tensors = {name: x, **{n: p.data for n, p in params.items()}}
 
@@ -273,18 +282,19 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
             backward()                  # leave gradients behind: zero_grad must really discard them
             _check_zero_grad(module, params)
         dx = backward()
-        if isinstance(dx, list):        # rows (.tolist()), or gradients of several inputs
+        several = isinstance(dx, tuple) or isinstance(dx, list) and all(isinstance(d, np.ndarray) for d in dx)
+        if isinstance(dx, list) and not several:    # rows (.tolist()), not a gradient per input
             raise ContractBroken(f"backward returned a list; the gradient of {name} must be an ndarray (the "
                                  f"gradients of several inputs: a tuple of them, checked with part=)")
-        if isinstance(dx, tuple):
+        if several:
             if part is None or not -len(dx) <= part < len(dx):
-                raise TypeError(f"loss_problem: backward returned a tuple of {len(dx)} gradient(s); "
+                raise TypeError(f"loss_problem: backward returned a {type(dx).__name__} of {len(dx)} gradient(s); "
                                 f"pass part= (the index of {name}'s, 0 to {len(dx) - 1}; got {part}) and check "
                                 f"each input in a problem of its own")
             dx = dx[part]
         if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
-        _check_data_kept(params, tensors)
+        _check_kept(module, params, tensors)
         out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}
         if params:
             backward()

@@ -85,7 +85,8 @@ class Problem:
 
 
 class ContractBroken(AssertionError):
-    """A backward pass broke the module protocol (e.g. it wrote into its ``grad_out``)."""
+    """A module broke the protocol a check relies on (e.g. its backward wrote into its ``grad_out``,
+    or its forward replaced a parameter's array)."""
 
 
 @dataclass
@@ -191,7 +192,7 @@ def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
     except ContractBroken as e:
         return [Row(op, backend, f"<contract: {e}>" + problem.tag, (), float("inf"), float("inf"), tol)]
     except (Exception, SystemExit) as e:    # the op's own code raised: this problem's row, the others go on
-        return [_error_row(op, backend, describe(e), tol, problem.tag)]
+        return [_error_row(op, backend, _describe(e), tol, problem.tag)]
 
 
 def _unfit_tensors(tensors):
@@ -212,7 +213,7 @@ def _unfit_tensors(tensors):
     return None
 
 
-def describe(e):
+def _describe(e):
     """``"ValueError: the message"`` (the class alone when the message is empty)."""
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
@@ -284,7 +285,7 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
             for problem in build(dtype=dtype, rng=rng, h=h):
                 rows.extend(check_problem(problem, op, backend, h, tol, rng, exact_tolerance(dtype, tol)))
         except (Exception, SystemExit) as e:    # the case's own code (a layer under test) is anything
-            rows.append(_error_row(op, backend, describe(e), tol))
+            rows.append(_error_row(op, backend, _describe(e), tol))
     for r in rows:
         r.dtype, r.h = dtype.name, h
     return rows
@@ -316,15 +317,15 @@ def format_table(rows, dtype=None, h=None, tol=None, expect_fail=False):
             tol = next((r.tol for r in rows if not _exact_row(r) and r.dtype is not None), None)
     dtype, h, tol = defaults(np.float64 if dtype is None else dtype, h, tol)
     # rows judged by another tolerance than the header's: several runs', or another dtype or tol given
-    mixed = len(made) > 1 or any(r.dtype is not None and (r.dtype != dtype.name or r.tol != tol and not _exact_row(r))
-                                 for r in rows)
+    mixed = len(made) > 1 or any(r.dtype is not None and (r.dtype != dtype.name or not _exact_row(r)
+                                                          and (r.tol != tol or r.h != h)) for r in rows)
     lines = [f"gradcheck: {dtype} central differences, h = {h:g}, pass if rel < {tol:g}",
              "  abs = max|a - n|; rel = max|a - n| / max(max|a|, max|n|, 1e-12) per tensor "
              "(a analytic, n numerical); <direction>: all tensors along one random unit vector"]
     if mixed:
         runs = "rows of several runs" if len(made) > 1 else "rows of a run"
         lines.append(f"  NOTE: {runs} ({', '.join(sorted({d for d, _ in made}))}): each row passed or "
-                     f"failed by its own run's tolerance, not the one above")
+                     f"failed by its own run's tolerance (and h), not the one above")
     if any(_exact_row(r) for r in rows):
         lines.append(f"  optimizer steps (step t) against their closed form, and the fast path against "
                      f"VAE.loss/VAE.backward (= VAE.*): pass if rel < {exact_tolerance(dtype, tol):g}")

@@ -600,7 +600,14 @@ def test_every_trainer_still_holding_steps_is_warned_about_not_only_the_last_one
     for _ in range(2):                              # a second, then a third: the first still holds 5
         with pytest.warns(UserWarning, match=r"another Trainer holds 5 step\(s\)"):
             Trainer(model, opt)
-    assert first.step(x) and opt.t == 0
+    with pytest.warns(UserWarning, match=r"another Trainer holds 5 step\(s\)"):
+        second = Trainer(model, opt)
+    for _ in range(3):
+        second.step(x)
+    with pytest.warns(UserWarning, match=r"Trainer: 2 other Trainers hold 5, 3 step\(s\) of this model .*one of "
+                                         r"them can be written back"):
+        Trainer(model, opt)
+    assert opt.t == 0
 
 
 def test_load_says_when_it_drops_steps_no_sync_wrote_back(images):

@@ -12,6 +12,7 @@ its ``try`` (an interrupt there leaves the steps in the trainer, for ``trainer.s
 import os
 import sys
 import traceback
+import warnings
 
 import numpy as np
 import pytest
@@ -143,6 +144,37 @@ def test_an_interrupt_at_any_line_keeps_the_whole_steps(name, go_on):
             break
         assert not getattr(caught, "__notes__", None), (n, caught.__notes__)    # nothing was dropped
     assert returned == 2 and n > 100    # the last trial ran to its end; the others were stopped
+
+
+def test_an_interrupt_while_the_first_step_takes_a_changed_model_back_claims_no_steps_of_its_own():
+    """A change made before the trainer's first step (here, reference steps) is taken by that step.
+    A Ctrl-C while it takes it made the trainer count the other code's steps as its own: a new
+    trainer warned of them, a sync refused, the next step refused the change. Only a step the
+    trainer applied may be spoken of. (Every third line.)"""
+    x = X[0]
+    n = -2
+    while True:
+        n += 3
+        model = VAE(30, 16, 4, rng=0, dtype=np.float64)
+        opt = Adam(model.parameters(), lr=1e-2)
+        trainer = Trainer(model, opt)
+        for _ in range(3):                              # reference steps before the trainer's first
+            model.zero_grad()
+            model.loss(x)
+            model.backward()
+            opt.step()
+        caught = interrupted(lambda: trainer.step(x), n)
+        trainer.step(x)                                 # the loop goes on: no refusal, the change is taken
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            Trainer(model, opt)                         # a notebook cell run again: warned of its own steps
+        own = [int(str(w.message).split(" holds ")[1].split(" ")[0]) for w in said]
+        assert own in ([1], [2]), (n, [str(w.message) for w in said])   # the stopped step applied, or not
+        trainer.sync()                                  # no change elsewhere to refuse: it writes its steps
+        assert opt.t == 3 + own[0], (n, opt.t)
+        if caught is None:
+            break
+    assert n > 100, n
 
 
 # -- with dead-unit retirement: moving units takes many calls ----------------------------------

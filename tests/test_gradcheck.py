@@ -839,8 +839,7 @@ class _StudentKL(npvae.KL):
     ("float64", np.float32, r"<contract: backward returned the gradient of h in float64, but h is float32>"),
     ("into h", np.float64, r"<contract: forward or backward wrote into h>"),
     ("no return", np.float64, r"no gradient for h \(did backward return it\?\)"),
-    ("list", np.float64, r"<contract: backward returned a list; the gradient of h must be an ndarray \(the "
-                         r"gradients of several inputs: a tuple of them, checked with part=\)>"),
+    ("list", np.float64, r"backward returned a list of 1 gradient\(s\); pass part="),
     ("per image", np.float64, r"forward\(\) returned an array of shape \(3,\) where a loss is one number"),
 ])
 def test_a_students_slip_in_a_loss_is_named_not_taken_for_wrong_math(slip, dtype, words):
@@ -1214,11 +1213,11 @@ def test_a_header_given_another_dtype_than_the_rows_says_each_row_keeps_its_own_
     assert "own run's tolerance" not in same
 
 
-def _square_loss_case(make, x_of=lambda rng: rng.standard_normal((3, 4)), name="x", tags=(1.0, -1.7)):
-    """A case of ``make()``'s loss on ``x_of(rng)``, at each g of ``tags``."""
+def _square_loss_case(make, x_of=lambda rng: rng.standard_normal((3, 4)), name="x", gs=(1.0, -1.7)):
+    """A case of ``make()``'s loss on ``x_of(rng)``, at each g of ``gs``."""
     def case(dtype, rng, h):
         m, x = make(), x_of(rng)
-        return [loss_problem(m, lambda: m.forward(x), name, x, g) for g in tags]
+        return [loss_problem(m, lambda: m.forward(x), name, x, g) for g in gs]
     return case
 
 
@@ -1297,3 +1296,68 @@ def test_a_loss_returning_none_or_a_backward_callable_returning_no_dict_is_named
 def test_a_header_given_another_tolerance_than_the_rows_says_each_row_keeps_its_own():
     rows = run(CASES, ops="sigmoid", tol=1e-12)
     assert "own run's tolerance" in format_table(rows, tol=1e-3) and "own run's" not in format_table(rows)
+
+
+class _LazyMean(_HalfSquare):
+    """``0.5 * sum((x - mu)**2)`` with ``mu`` made at the first forward (its width from the data),
+    or made anew at every forward (``anew``); ``factor`` scales mu's gradient (3: wrong)."""
+
+    def __init__(self, factor=1.0, anew=False):
+        super().__init__()
+        self.factor, self.anew = factor, anew
+
+    def forward(self, x):
+        if self.anew or not hasattr(self, "mu"):
+            self.mu = npvae.Parameter(np.zeros(x.shape[1]) if not hasattr(self, "mu") else self.mu.data.copy())
+        return super().forward(x - self.mu.data)
+
+    def backward(self, grad=1.0):
+        d = super().backward(grad)
+        self.mu.grad -= self.factor * d.sum(axis=0)
+        return d
+
+
+def test_a_parameter_made_at_the_first_forward_is_checked_and_one_made_anew_each_time_is_named():
+    """A parameter a layer or loss makes in its forward had no row (a wrong gradient passed); one
+    made anew at each forward left the check nudging the old one."""
+    def layer_case(make):
+        def case(dtype, rng, h):
+            m, x = make(), rng.standard_normal((3, 4))
+            return [op_problem(m, lambda: np.atleast_2d(m.forward(x)),
+                               lambda R: {"x": m.backward(float(R[0, 0]))}, {"x": x}, rng)]
+        return case
+    for build in (_square_loss_case, layer_case):
+        right = run({"lazy": ("numpy", build(_LazyMean))})
+        assert all(r.passed for r in right) and any(r.tensor.startswith("mu") for r in right), format_table(right)
+        wrong = run({"lazy": ("numpy", build(lambda: _LazyMean(factor=3.0)))})
+        assert [r.passed for r in wrong if r.tensor.startswith("mu")] == [False] * len(
+            [r for r in wrong if r.tensor.startswith("mu")]) != [], format_table(wrong)
+        anew = run({"lazy": ("numpy", build(lambda: _LazyMean(anew=True)))})
+        assert anew[0].tensor.startswith("<contract: forward or backward replaced the Parameter mu"), \
+            format_table(anew)
+
+
+def test_a_loss_handing_back_a_list_of_gradients_per_input_or_written_as_a_plain_class_passes():
+    class Split(npvae.KL):
+        def backward(self, grad=1.0):
+            return list(np.split(super().backward(grad), 2, axis=1))     # [d mu | d logvar] as two arrays
+
+    class PlainHalfSquare:                          # no npvae.Module: no parameters to check
+        def forward(self, x):
+            self.x = x
+            return float(0.5 * np.sum(x ** 2))
+
+        def backward(self, grad=1.0):
+            return grad * self.x
+
+    def case(dtype, rng, h):
+        kl, mu, lv = Split(), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+        return [loss_problem(kl, lambda: kl.forward(np.concatenate([mu, lv], axis=1)), n, v, g, part=i)
+                for i, (n, v) in enumerate([("mu", mu), ("logvar", lv)]) for g in (1.0, -1.7)]
+    rows = run({"split": ("numpy", case), "plain": ("numpy", _square_loss_case(PlainHalfSquare))})
+    assert all(r.passed for r in rows) and len(rows) == 12, format_table(rows)
+
+
+def test_a_header_given_another_step_than_the_rows_says_so():
+    rows = run(CASES, ops="sigmoid", h=1e-4)
+    assert "own run's tolerance (and h)" in format_table(rows, h=1e-3) and "own run's" not in format_table(rows)

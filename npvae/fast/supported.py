@@ -62,7 +62,8 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         if method in vars(model):
             raise InputTypeError(f"{name}.{method} is set on the model itself, and the fast path does not "
                                  f"run it" + instead)
-        if not same_type(_owner(type(model), method), _owner(VAE, method)):
+        own = getattr(type(model), method)
+        if own is not getattr(VAE, method) and not same_type(_owner(type(model), method), _owner(VAE, method)):
             raise InputTypeError(f"{name}: {cls} overrides VAE.{method}, which the fast path does not run"
                                  + instead)
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):

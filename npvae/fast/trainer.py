@@ -118,12 +118,17 @@ class Trainer:
         if retire_dead_units and images is None:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
         others = _TRAINERS.setdefault(model, weakref.WeakSet())
-        unsynced = sum(other._unsynced_steps() for other in others)
-        if unsynced:
-            warnings.warn(f"Trainer: another Trainer holds {unsynced} step(s) of this model that "
+        unsynced = sorted((n for n in (other._unsynced_steps() for other in others) if n), reverse=True)
+        if len(unsynced) == 1:
+            warnings.warn(f"Trainer: another Trainer holds {unsynced[0]} step(s) of this model that "
                           f"no sync() wrote back; this one starts from the model as it is, without them "
                           f"(call the other's sync() first: one Trainer per model at a time)",
                           UserWarning, stacklevel=2)
+        elif unsynced:
+            warnings.warn(f"Trainer: {len(unsynced)} other Trainers hold {', '.join(map(str, unsynced))} step(s) "
+                          f"of this model that no sync() wrote back; this one starts from the model as it is, "
+                          f"without them (one of them can be written back, with its sync(), before this one is "
+                          f"made: one Trainer per model at a time)", UserWarning, stacklevel=2)
         self.model, self.optimizer = model, optimizer
         # the fast twins of the two, which the steps train: the parameters in the fast layout
         # (self.net), the optimizer's state beside them and its fused update (self.fused)
@@ -142,9 +147,10 @@ class Trainer:
 
     @contextlib.contextmanager
     def _may_tear(self):
-        """Around dead-unit retirement's moves of units (many calls): a Ctrl-C part-way leaves
-        the trainer's copy torn. No ``finally``: the flag stays up, :meth:`sync` keeps the model's
-        own state (whole) instead of writing the torn copy back, and :meth:`load` starts afresh."""
+        """Around a change of the trainer's copy made in many calls (dead-unit retirement's moves
+        of units, :meth:`load`'s copies): a Ctrl-C part-way leaves the copy torn. No ``finally``:
+        the flag stays up, :meth:`sync` keeps the model's own state (whole) instead of writing
+        the torn copy back, and :meth:`load` starts afresh."""
         self.torn = True
         yield
         self.torn = False
@@ -161,6 +167,7 @@ class Trainer:
             warnings.warn(f"Trainer.load: drops the {dropped} step(s) taken since the last sync(), and takes "
                           f"the model and the optimizer as they are now (call sync() first to keep them)",
                           UserWarning, stacklevel=2)
+        self.synced = True                  # the copy is given up: a Ctrl-C below leaves nothing of ours to lose
         _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
         torn = self.torn
         with self._may_tear():
