@@ -1361,3 +1361,245 @@ def test_a_loss_handing_back_a_list_of_gradients_per_input_or_written_as_a_plain
 def test_a_header_given_another_step_than_the_rows_says_so():
     rows = run(CASES, ops="sigmoid", h=1e-4)
     assert "own run's tolerance (and h)" in format_table(rows, h=1e-3) and "own run's" not in format_table(rows)
+
+
+# -- what mutation testing of gradcheck found no test to pin --------------------------------------
+def test_rel_error_when_the_analytic_gradient_is_the_larger():
+    # the docstring: max|a - n| / max(max|a|, max|n|, 1e-12); the suite pins only |n| >= |a|
+    assert rel_error([2.0, 0.0], [1.0, 0.0]) == pytest.approx(0.5)
+    assert rel_error([3.0], [0.0]) == pytest.approx(1.0)
+
+
+def test_the_step_actually_taken_in_float32_is_used():
+    # the docstring: "h is the step actually taken (the perturbed value is read back, so float32
+    # rounding of T + h is accounted for)". A linear loss makes the difference exact.
+    c = np.array([0.7, -1.3])
+    T = np.array([1000.0, -300.0], np.float32)
+    prob = Problem({"T": T}, lambda: float(c @ T.astype(np.float64)), lambda: {"T": c.copy()})
+    rows = check_problem(prob, "linear", "numpy", 1e-3, 1e-4, np.random.default_rng(0))
+    assert all(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows]
+
+
+def test_a_gradient_of_a_broadcastable_but_wrong_shape_fails():
+    # a bias gradient handed back as (1, 4) for a (4,) tensor: the right numbers, the wrong shape
+    c = np.array([0.7, -1.3, 0.4, 2.0])
+    T = np.array([0.1, 0.2, 0.3, 0.4])
+    prob = Problem({"b": T}, lambda: float(c @ T), lambda: {"b": c.reshape(1, 4).copy()})
+    rows = check_problem(prob, "bias", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert len(rows) == 1 and not rows[0].passed
+    assert "gradient of b has shape (1, 4), expected (4,)" in rows[0].tensor
+
+
+def test_a_sys_exit_in_a_problems_backward_is_that_problems_row():
+    # check_problem's docstring: "so does an error raised by the op's code (a sys.exit too)"
+    import sys
+    T = np.array([0.1, 0.2])
+
+    def grads():
+        sys.exit(3)                       # a student's backward that exits
+    prob = Problem({"x": T}, lambda: float(T.sum()), grads, tag="[grad=-1.7]")
+    rows = check_problem(prob, "mine", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert len(rows) == 1 and not rows[0].passed
+    assert rows[0].tensor == "<error: SystemExit: 3>[grad=-1.7]"
+
+
+def test_a_row_exactly_at_the_tolerance_fails():
+    # the header says "pass if rel < tol": rel == tol is a failure (boundary only)
+    prob = Problem({}, None, None, exact={"step 1": (np.array([2.0]), np.array([1.0]))})   # rel = 0.5 exactly
+    row, = check_problem(prob, "opt", "numpy", 1e-5, 0.5, np.random.default_rng(0), exact_tol=0.5)
+    assert row.rel_err == 0.5 and not row.passed
+
+
+def test_rows_of_two_runs_at_different_steps_are_flagged():
+    # same dtype and tolerance, two steps: the header can state only one of them
+    from gradcheck import CASES
+    rows = run(CASES, ops="relu", h=1e-5) + run(CASES, ops="relu", h=1e-4)
+    assert "rows of several runs" in format_table(rows)
+
+
+class _TwiceUsed(npvae.Module):
+    """``y = a * x + a * z``: one parameter used twice. ``slip="one ="``: the first use's gradient is
+    assigned (=), the second's added (+=); ``slip="replace"``: forward replaces ``a.data``."""
+
+    def __init__(self, slip=None):
+        super().__init__()
+        self.a = npvae.Parameter(np.array([0.7, -1.3, 0.4]))
+        self.slip = slip
+
+    def forward(self, x, z):
+        if self.slip == "replace":
+            self.a.data = self.a.data.copy()            # a new array each call
+        self.x, self.z = x, z
+        return self.a.data * x + self.a.data * z
+
+    def backward(self, grad_out):
+        if self.slip == "one =":
+            self.a.grad[...] = (grad_out * self.x).sum(axis=0)
+        else:
+            self.a.grad += (grad_out * self.x).sum(axis=0)
+        self.a.grad += (grad_out * self.z).sum(axis=0)
+        return grad_out * self.a.data
+
+
+def _twice_used_case(slip):
+    def build(dtype, rng, h):
+        layer = _TwiceUsed(slip)
+        x, z = 0.1 * rng.standard_normal((4, 3)), rng.standard_normal((4, 3)) + 2.0
+        return [op_problem(layer, lambda: layer.forward(x, z), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    return build
+
+
+class _ScaleShift(npvae.Module):
+    """``y = p[0] * x + p[1]``, scale and shift packed in one parameter. ``slip``: the shift's
+    gradient is assigned (=) where += belongs, the scale's added."""
+
+    def __init__(self, slip=False):
+        super().__init__()
+        self.p = npvae.Parameter(np.array([0.7, -0.2]))
+        self.slip = slip
+
+    def forward(self, x):
+        self.x = x
+        return self.p.data[0] * x + self.p.data[1]
+
+    def backward(self, grad_out):
+        self.p.grad[0] += np.sum(grad_out * self.x)
+        if self.slip:
+            self.p.grad[1] = np.sum(grad_out)
+        else:
+            self.p.grad[1] += np.sum(grad_out)
+        return grad_out * self.p.data[0]
+
+
+def _scale_shift_case(slip):
+    def build(dtype, rng, h):
+        layer, x = _ScaleShift(slip), 10.0 + rng.standard_normal((4, 3))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    return build
+
+
+def test_a_gradient_assigned_in_part_of_a_parameter_is_named():
+    # the += check is per tensor: an assigned part whose gradient is smaller than the rest's
+    assert all(r.passed for r in run({"ok": ("numpy", _scale_shift_case(False))}))
+    rows = run({"slip": ("numpy", _scale_shift_case(True))})
+    assert len(rows) == 1 and rows[0].tensor == "<contract: backward set p.grad instead of adding into it (+=)>"
+
+
+def test_a_layer_whose_forward_replaces_its_parameters_data_is_named():
+    # op_problem's docstring: neither forward nor backward may replace a parameter's .data
+    rows = run({"slip": ("numpy", _twice_used_case("replace"))})
+    assert len(rows) == 1
+    assert rows[0].tensor.startswith("<contract: forward or backward replaced a.data with another array")
+
+
+def test_away_from_kinks_puts_every_relu_input_at_least_margin_from_0():
+    # its docstring: "shifting the bias of each Dense before a ReLU by the least amount that puts
+    # every pre-activation at least margin from 0"; checked here for a deep stack at once
+    from gradcheck.cases import away_from_kinks
+    rng = np.random.default_rng(0)
+    layers = [npvae.Dense(5, 8, dtype=np.float64, rng=rng), npvae.ReLU(), npvae.Dense(8, 8, dtype=np.float64, rng=rng),
+              npvae.ReLU(), npvae.Dense(8, 3, dtype=np.float64, rng=rng), npvae.Sigmoid()]
+    x = rng.standard_normal((16, 5))
+    margin = 0.05
+    out = away_from_kinks(layers, x, margin)
+    a = x
+    for i, layer in enumerate(layers):
+        a = layer.forward(a)
+        if isinstance(layer, npvae.Dense) and isinstance(layers[i + 1], npvae.ReLU):
+            assert np.min(np.abs(a)) >= margin * (1 - 1e-9), (i, np.min(np.abs(a)))
+    np.testing.assert_allclose(out, a, rtol=1e-12)      # and it returns the stack's output
+
+
+class _TanhIgnoringGradOut(npvae.Module):
+    """The slip: backward returns tanh's local derivative, not times grad_out."""
+
+    def forward(self, x):
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, grad_out):
+        return 1 - self.y ** 2
+
+
+def test_a_backward_that_ignores_its_grad_out_fails():
+    # caught only because R is random: with R = ones, L = sum(y) and the slip is right
+    def build(dtype, rng, h):
+        layer, x = _TanhIgnoringGradOut(), rng.standard_normal((3, 5))
+        return [op_problem(layer, lambda: layer.forward(x), lambda R: {"x": layer.backward(R)}, {"x": x}, rng)]
+    rows = run({"tanh": ("numpy", build)})
+    assert rows and not any(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows]
+
+
+class _SquareLossWithBuffer(npvae.Module):
+    """``sum(x**2) / 2``, whose gradient ``x`` forward writes into a buffer of its own (allocated
+    once, as a fast layer would); backward (grad=1) hands that buffer back. Right in training:
+    the caller uses the gradient before the next forward."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.dx = np.zeros(shape)
+
+    def forward(self, x):
+        self.dx[...] = x
+        return float(0.5 * np.sum(x * x))
+
+    def backward(self, grad=1.0):
+        if grad == 1.0:
+            return self.dx
+        return grad * self.dx
+
+
+def test_a_gradient_handed_back_in_a_buffer_the_next_forward_overwrites_is_copied():
+    # Problem.grads: "Analytic dL/dT for every name in tensors (copies)"
+    def build(dtype, rng, h):
+        x = rng.standard_normal((3, 4))
+        m = _SquareLossWithBuffer(x.shape)
+        return [loss_problem(m, lambda: m.forward(x), "x", x)]
+    rows = run({"square": ("numpy", build)})
+    assert rows and all(r.passed for r in rows), [(r.tensor, r.rel_err) for r in rows]
+
+
+def test_the_relu_case_passes_in_float32_at_any_seed():
+    # float32's step is 1e-2: a ReLU input closer than that to 0 fails a right backward
+    from gradcheck import CASES
+    for seed in range(30):
+        rows = run(CASES, ops="relu", dtype=np.float32, seed=seed)
+        assert all(r.passed for r in rows), (seed, [(r.tensor, r.rel_err) for r in rows if not r.passed])
+
+
+def test_expect_fail_marks_failing_rows_as_expected():
+    # format_table's docstring: "expect_fail: failing rows read 'FAIL (expected)'"
+    from gradcheck import Row
+    rows = [Row("mine", "numpy", "x", (2,), 1.0, 0.5, 1e-6), Row("mine", "numpy", "y", (2,), 0.0, 0.0, 1e-6)]
+    table = format_table(rows, expect_fail=True)
+    assert "FAIL (expected)" in table and "PASS" in table
+    assert "FAIL (expected)" not in format_table(rows)
+
+
+def test_a_tensor_that_is_not_an_array_is_named():
+    T = [0.1, 0.2]                      # a list where an array belongs
+    prob = Problem({"x": T}, lambda: float(sum(T)), lambda: {"x": np.ones(2)}, tag="[t]")
+    rows = check_problem(prob, "mine", "numpy", 1e-5, 1e-6, np.random.default_rng(0))
+    assert len(rows) == 1 and not rows[0].passed
+    assert rows[0].tensor == "<error: x is a list; the tensors checked are arrays, nudged in place>[t]"
+
+
+def test_a_nan_in_an_input_is_not_blamed_on_a_write():
+    from npvae import Sigmoid
+    def build(dtype, rng, h):
+        s, x = Sigmoid(), rng.standard_normal((3, 4))
+        x[0, 0] = np.nan
+        return [op_problem(s, lambda: s.forward(x), lambda R: {"x": s.backward(R)}, {"x": x}, rng)]
+    rows = run({"nan": ("numpy", build)})
+    assert not any(r.passed for r in rows)
+    assert not any("wrote into" in r.tensor for r in rows), [r.tensor for r in rows]
+
+
+def test_the_direction_row_sees_a_gradient_with_two_entries_swapped():
+    # entries swapped (a transposed square dW): their sum is right, so a fixed all-ones direction is
+    # blind to it; a random one is not
+    c = np.array([0.3, -1.1, 2.0, 0.6])
+    T = np.array([0.1, 0.2, 0.3, 0.4])
+    prob = Problem({"w": T}, lambda: float(c @ T), lambda: {"w": c[[1, 0, 2, 3]].copy()})
+    rows = {r.tensor: r for r in check_problem(prob, "w", "numpy", 1e-5, 1e-6, np.random.default_rng(0))}
+    assert not rows["w"].passed and not rows["<direction>"].passed
