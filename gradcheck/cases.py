@@ -112,6 +112,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
         for n, v in originals.items():   # (since op_problem's own forward) else the math is blamed for it
             if not np.array_equal(inputs[n], v, equal_nan=True):
                 raise ContractBroken(f"forward or backward wrote into {n}")
+        _check_kept(module, params, tensors)
         _check_zero_grad(module, params)
         forward()
         out = backward(arg)
@@ -165,8 +166,12 @@ def _check_added(params, out):
 
 def _parameters(module, inputs, caller):
     """``{name: Parameter}`` of ``module``, all of which ``parameters()`` sees, named apart from ``inputs``
-    (none for a loss that is no :class:`npvae.Module`: it has no parameters to check)."""
+    (none for an object that is no :class:`npvae.Module` and holds no Parameter: a plain loss)."""
     if not isinstance(module, Module):
+        held = [a for a, v in getattr(module, "__dict__", {}).items() if isinstance(v, Parameter)]
+        if held:
+            raise TypeError(f"{caller}: {type(module).__name__} holds Parameters ({', '.join(held)}) but is no "
+                            f"npvae.Module, so neither this check nor an optimizer sees them: subclass npvae.Module")
         return {}
     hidden = _hidden_parameters(module)
     if hidden:
@@ -222,9 +227,11 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
     ----------
     module : npvae.Module
         The loss; ``backward()`` is called when ``g`` is 1, ``backward(grad=g)`` otherwise.
+        (A plain object with those two methods, holding no Parameter, is checked w.r.t. ``x``.)
     forward : callable
         ``forward()`` runs ``module.forward`` on ``x`` (and any inputs held fixed) and
-        returns the loss.
+        returns the loss. It runs once when the problem is made (a loss may make its
+        parameters at its first forward), and again at each check.
     name : str
         ``x``'s name in the table.
     x : ndarray
@@ -235,8 +242,9 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
     tag : str
         Added to the tensors' names in the table (before ``[grad=g]``).
     part : int, optional
-        For a ``backward`` that returns a tuple (a gradient per input, say ``(dmu, dlogvar)``):
-        the index of ``x``'s. Check each input in a problem of its own, the others held fixed.
+        For a ``backward`` that returns a tuple (or a list of arrays) of a gradient per input,
+        say ``(dmu, dlogvar)``: the index of ``x``'s. Check each input in a problem of its own,
+        the others held fixed.
 
     A KL of your own (say, an exercise in its backward) is checked so::
 
@@ -258,7 +266,11 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
     g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
-    forward()                           # a loss may make its parameters at its first forward
+    original = np.array(x, copy=True)   # before any forward: one that writes into x is named
+    try:
+        forward()                       # a loss may make its parameters at its first forward
+    except Exception:                   # raised again when the problem is checked: its own row there
+        pass
     params = _parameters(module, {name: x}, "loss_problem")
     tensors = {name: x, **{n: p.data for n, p in params.items()}}
 
@@ -277,12 +289,13 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         return g * value
 
     def grads():
-        before = x.copy()
         if params:
             backward()                  # leave gradients behind: zero_grad must really discard them
+            _check_kept(module, params, tensors)
             _check_zero_grad(module, params)
         dx = backward()
-        several = isinstance(dx, tuple) or isinstance(dx, list) and all(isinstance(d, np.ndarray) for d in dx)
+        several = (isinstance(dx, tuple) or isinstance(dx, list) and all(isinstance(d, np.ndarray) for d in dx)) \
+            and len(dx) > 0
         if isinstance(dx, list) and not several:    # rows (.tolist()), not a gradient per input
             raise ContractBroken(f"backward returned a list; the gradient of {name} must be an ndarray (the "
                                  f"gradients of several inputs: a tuple of them, checked with part=)")
@@ -290,9 +303,10 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
             if part is None or not -len(dx) <= part < len(dx):
                 raise TypeError(f"loss_problem: backward returned a {type(dx).__name__} of {len(dx)} gradient(s); "
                                 f"pass part= (the index of {name}'s, 0 to {len(dx) - 1}; got {part}) and check "
-                                f"each input in a problem of its own")
+                                f"each input in a problem of its own (if they are pieces of {name}'s gradient, "
+                                f"return it as one ndarray of shape {np.shape(x)})")
             dx = dx[part]
-        if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
+        if not np.array_equal(x, original, equal_nan=True):    # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
         _check_kept(module, params, tensors)
         out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}

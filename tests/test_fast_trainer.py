@@ -610,6 +610,24 @@ def test_every_trainer_still_holding_steps_is_warned_about_not_only_the_last_one
     assert opt.t == 0
 
 
+def test_a_load_that_refuses_the_model_keeps_the_trainers_steps(images):
+    """Refused, it takes nothing: the steps are still the trainer's to write back once the edit is undone."""
+    x = batches(images, np.float64)[0]
+    model = VAE(784, 16, 4, rng=0, dtype=np.float64)
+    opt = Adam(model.parameters())
+    trainer = Trainer(model, opt)
+    trainer.step(x)
+    trainer.step(x)
+    model.encoder[1].forward = lambda a: a
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no "drops the 2 step(s)": it drops none
+        with pytest.raises(InputTypeError, match=r"model\.encoder\.1\.forward is set on the ReLU itself"):
+            trainer.load()
+    del model.encoder[1].forward
+    trainer.sync()
+    assert opt.t == 2
+
+
 def test_load_says_when_it_drops_steps_no_sync_wrote_back(images):
     """``load()`` takes the model as it is now: steps the trainer took since its last sync are
     dropped, and a warning says how many (and how to keep them)."""

@@ -388,6 +388,37 @@ def test_an_interrupt_while_a_step_takes_an_edited_model_back_never_retires_a_un
 
 
 @pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
+def test_an_interrupt_while_a_step_takes_the_model_back_leaves_no_unproven_candidate_in_the_record():
+    """A step that is not applied (its loss overflows) still sees a unit fire; the user repairs the
+    model, and the next step takes it back: a Ctrl-C in that step's moves of units, then a sync. The
+    record then (a checkpoint's) lists no unit as a candidate whose firing was lost with the moves."""
+    images = IMAGES.copy()
+    images[HALVES[0], 0], images[HALVES[1], 0] = 1.0, 0.0   # pixel 0 tells the halves apart
+    unit, n = DEAD[0], 0
+    while True:
+        n += 1
+        model, opt = make_with_dead_units()
+        trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
+        epoch(trainer)                                      # retires DEAD
+        first, bias = model.encoder[0], model.decoder[-1].bias.data
+        first.weight.data[:, unit] = 0.0
+        first.weight.data[0, unit], first.bias.data[unit] = 1.0, -0.5    # fires on the first half only
+        kept, bias[:] = bias.copy(), 1e308                  # the loss overflows: the step is not applied
+        trainer.begin_epoch()
+        with np.errstate(all="ignore"):
+            assert not np.isfinite(trainer.step(trainer.batch(HALVES[0])).total)
+        bias[:] = kept                                      # repaired before the next update
+        x = trainer.batch(HALVES[1])
+        caught = interrupted(lambda: trainer.step(x), n, MOVING_UNITS)
+        trainer.sync()
+        record = trainer.dead_units()
+        assert not (unit in record["candidates"] and unit not in record["live"]), (n, record)
+        if caught is None:
+            break
+    assert n > 20, n
+
+
+@pytest.mark.filterwarnings("ignore:Trainer.end_epoch. this epoch.s steps saw:UserWarning")
 def test_a_sync_cut_short_while_units_move_leaves_no_candidates_in_the_record():
     """The record read after such a sync (for a checkpoint) lists no candidates whose evidence,
     what fired in the dropped steps, is lost: a resume from it would retire them at the epoch's end."""

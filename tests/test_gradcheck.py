@@ -1603,3 +1603,52 @@ def test_the_direction_row_sees_a_gradient_with_two_entries_swapped():
     prob = Problem({"w": T}, lambda: float(c @ T), lambda: {"w": c[[1, 0, 2, 3]].copy()})
     rows = {r.tensor: r for r in check_problem(prob, "w", "numpy", 1e-5, 1e-6, np.random.default_rng(0))}
     assert not rows["w"].passed and not rows["<direction>"].passed
+
+
+# -- a second read of the checks of a loss's own parameters -----------------------------------------
+def test_a_loss_whose_forward_writes_into_its_input_is_named_from_its_first_forward_on():
+    """The first forward runs when the problem is made; one that clamps ``x`` in place there
+    (idempotently) was no longer seen to write into it."""
+    class ClampInPlace(_HalfSquare):
+        def forward(self, x):
+            x[x < 0] = 0.0                          # the slip: the caller's array changed
+            return super().forward(x)
+    rows = run({"clamp": ("numpy", _square_loss_case(ClampInPlace, gs=(1.0,)))})
+    assert [r.tensor for r in rows] == ["<contract: forward or backward wrote into x>"]
+
+
+def test_a_loss_whose_forward_raises_is_its_own_row_not_the_whole_cases():
+    class Broken(_HalfSquare):
+        def forward(self, x):
+            raise ValueError("shapes (3,4) and (5,) not aligned")
+
+    def case(dtype, rng, h):
+        good, x, bad, y = _HalfSquare(), rng.standard_normal((3, 4)), Broken(), rng.standard_normal((3, 4))
+        return [loss_problem(good, lambda: good.forward(x), "x", x),
+                loss_problem(bad, lambda: bad.forward(y), "y", y, g=-1.7, tag="[broken]")]
+    rows = run({"two": ("numpy", case)})
+    assert [r.tensor for r in rows] == ["x", "<direction>", "<error: ValueError: shapes (3,4) and (5,) not "
+                                                            "aligned>[broken][grad=-1.7]"]
+
+
+def test_parameters_held_by_an_object_that_is_no_module_are_refused_not_left_unchecked():
+    class LearnedMean:                              # forgot to subclass npvae.Module
+        def __init__(self):
+            self.mu = npvae.Parameter(np.zeros(4))
+
+        def forward(self, x):
+            return _HalfSquare.forward(self, x - self.mu.data)
+
+    with pytest.raises(TypeError, match=r"LearnedMean holds Parameters \(mu\) but is no npvae.Module"):
+        loss_problem(LearnedMean(), lambda: 0.0, "x", np.zeros((3, 4)))
+
+
+def test_a_parameter_replaced_in_backward_is_named_as_such():
+    """It was reported as a zero_grad that left the gradient non-zero."""
+    class Replacing(_LazyMean):
+        def backward(self, grad=1.0):
+            d = super().backward(grad)
+            self.mu = npvae.Parameter(self.mu.data.copy())
+            return d
+    rows = run({"replace": ("numpy", _square_loss_case(Replacing, gs=(1.0,)))})
+    assert rows[0].tensor.startswith("<contract: forward or backward replaced the Parameter mu"), format_table(rows)

@@ -127,8 +127,8 @@ class Trainer:
         elif unsynced:
             warnings.warn(f"Trainer: {len(unsynced)} other Trainers hold {', '.join(map(str, unsynced))} step(s) "
                           f"of this model that no sync() wrote back; this one starts from the model as it is, "
-                          f"without them (one of them can be written back, with its sync(), before this one is "
-                          f"made: one Trainer per model at a time)", UserWarning, stacklevel=2)
+                          f"without them (only one of them can be written back, with its sync(): one Trainer per "
+                          f"model at a time)", UserWarning, stacklevel=2)
         self.model, self.optimizer = model, optimizer
         # the fast twins of the two, which the steps train: the parameters in the fast layout
         # (self.net), the optimizer's state beside them and its fused update (self.fused)
@@ -162,13 +162,14 @@ class Trainer:
         :meth:`sync` first to keep them."""
         if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
             self.sync()
+        _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
         dropped = self._unsynced_steps()
         if dropped:
             warnings.warn(f"Trainer.load: drops the {dropped} step(s) taken since the last sync(), and takes "
                           f"the model and the optimizer as they are now (call sync() first to keep them)",
                           UserWarning, stacklevel=2)
         self.synced = True                  # the copy is given up: a Ctrl-C below leaves nothing of ours to lose
-        _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
+        self.checked = False                # finite parameters: checked at the next step (see step)
         torn = self.torn
         with self._may_tear():
             if self.dead is not None and not torn:
@@ -181,7 +182,6 @@ class Trainer:
         # else changed them, and how many steps the trainer has taken since
         self.taken_t, self.taken_values = self._snapshot()
         self.synced = False
-        self.checked = False                # finite parameters: checked at the next step (see step)
 
     def _unsynced_steps(self):
         """Steps taken since the model's values were taken, that no sync wrote back yet."""
@@ -218,11 +218,11 @@ class Trainer:
             If something else changed the model or the optimizer after the trainer took them
             and the trainer has stepped since: their change is kept, the trainer's steps are not.
         """
+        if self.torn and self.dead is not None:     # moves cut short (here, or in load: then synced)
+            self.dead.drop_evidence()       # what this epoch saw fire is not whole
         if self.synced:
             return
         if self.torn:
-            if self.dead is not None:
-                self.dead.drop_evidence()   # its moves cut short: what this epoch saw is not whole
             steps = self.fused.t - self.taken_t
             self.synced = True              # dropped; the next step takes the model as it is
             if steps == 0:                  # nothing of the trainer's to lose
