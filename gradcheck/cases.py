@@ -168,7 +168,7 @@ def _parameters(module, inputs, caller):
     """``{name: Parameter}`` of ``module``, all of which ``parameters()`` sees, named apart from ``inputs``
     (none for an object that is no :class:`npvae.Module` and holds no Parameter: a plain loss)."""
     if not isinstance(module, Module):
-        held = [a for a, v in getattr(module, "__dict__", {}).items() if isinstance(v, Parameter)]
+        held = [a for a, v in getattr(module, "__dict__", {}).items() if _holds_parameters(v)]
         if held:
             raise TypeError(f"{caller}: {type(module).__name__} holds Parameters ({', '.join(held)}) but is no "
                             f"npvae.Module, so neither this check nor an optimizer sees them: subclass npvae.Module")
@@ -183,6 +183,15 @@ def _parameters(module, inputs, caller):
         raise TypeError(f"{caller}: {clash} name both an input and a parameter of the module; give the "
                         f"input another name (each is a row of its own)")
     return params
+
+
+def _holds_parameters(value):
+    """``value`` is a Parameter or a Module with some, or a list, tuple or dict holding one."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_parameters(v) for v in value)
+    return isinstance(value, Parameter) or isinstance(value, Module) and bool(value.parameters())
 
 
 def _check_kept(module, params, tensors):
@@ -266,11 +275,15 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         print(format_table(run({"my_kl": ("numpy", my_kl_case)})))
     """
     g = float(g)        # as training passes it: an np.float64 would make a float32 gradient float64
-    original = np.array(x, copy=True)   # before any forward: one that writes into x is named
+    original = np.array(x, copy=True)
     try:
         forward()                       # a loss may make its parameters at its first forward
-    except Exception:                   # raised again when the problem is checked: its own row there
-        pass
+        failed = None
+    except Exception as e:              # raised when the problem is checked: this problem's row
+        failed = e
+    wrote = not np.array_equal(x, original, equal_nan=True)
+    if wrote and isinstance(x, np.ndarray):
+        x[...] = original               # the caller's array as it was (another problem may share it)
     params = _parameters(module, {name: x}, "loss_problem")
     tensors = {name: x, **{n: p.data for n, p in params.items()}}
 
@@ -289,6 +302,9 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
         return g * value
 
     def grads():
+        if failed is not None:
+            raise failed
+        before = x.copy()
         if params:
             backward()                  # leave gradients behind: zero_grad must really discard them
             _check_kept(module, params, tensors)
@@ -306,7 +322,7 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
                                 f"each input in a problem of its own (if they are pieces of {name}'s gradient, "
                                 f"return it as one ndarray of shape {np.shape(x)})")
             dx = dx[part]
-        if not np.array_equal(x, original, equal_nan=True):    # else the math is blamed for it
+        if wrote or not np.array_equal(x, before, equal_nan=True):    # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
         _check_kept(module, params, tensors)
         out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}

@@ -623,6 +623,9 @@ def test_a_load_that_refuses_the_model_keeps_the_trainers_steps(images):
         warnings.simplefilter("error")              # no "drops the 2 step(s)": it drops none
         with pytest.raises(InputTypeError, match=r"model\.encoder\.1\.forward is set on the ReLU itself"):
             trainer.load()
+    for _ in range(2):                              # and no step trains the stock model meanwhile
+        with pytest.raises(InputTypeError, match=r"model\.encoder\.1\.forward is set on the ReLU itself"):
+            trainer.step(x)
     del model.encoder[1].forward
     trainer.sync()
     assert opt.t == 2

@@ -191,6 +191,29 @@ def make_with_dead_units():
     return model, opt
 
 
+# pixel 0 tells the two halves apart: 0 on the first, 1 on the second
+HALVES_APART = IMAGES.copy()
+HALVES_APART[HALVES[0], 0], HALVES_APART[HALVES[1], 0] = 0.0, 1.0
+
+
+def fire_on_half(model, unit, half):
+    """Edit first-layer ``unit`` of ``model`` to fire on the images of HALVES_APART's ``half`` only."""
+    first = model.encoder[0]
+    first.weight.data[:, unit] = 0.0
+    first.weight.data[0, unit], first.bias.data[unit] = (-1.0, 0.5) if half == 0 else (1.0, -0.5)
+    return first
+
+
+def retired_first_epoch():
+    """A model with the DEAD units, its optimizer, and a trainer whose first epoch (in a with block,
+    untraced) retired them."""
+    model, opt = make_with_dead_units()
+    trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
+    with trainer:
+        epoch(trainer)
+    return model, opt, trainer
+
+
 def epoch(trainer, sync=False):
     trainer.begin_epoch()
     for idx in HALVES:
@@ -217,10 +240,7 @@ def test_an_interrupt_while_units_move_drops_the_steps_since_the_last_sync_and_s
     n, dropped = -2, 0
     while True:
         n += 3
-        model, opt = make_with_dead_units()
-        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
-        with trainer:
-            epoch(trainer)                              # retires DEAD, untraced
+        model, opt, trainer = retired_first_epoch()
         assert trainer.dead_units()["retired"] == DEAD.tolist()
         before, caught = sys.gettrace(), None
         sys.settrace(interrupt_at(n))
@@ -255,10 +275,7 @@ def test_an_interrupt_as_a_with_block_ends_mid_epoch_comes_out_as_the_interrupt_
     n, noted = 0, 0
     while True:
         n += 1
-        model, opt = make_with_dead_units()
-        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
-        with trainer:
-            epoch(trainer)                              # retires DEAD, untraced
+        model, opt, trainer = retired_first_epoch()
         before, caught = sys.gettrace(), None
         try:
             with trainer:
@@ -292,10 +309,7 @@ def test_a_loop_that_catches_an_interrupt_while_units_move_gets_a_state_error_at
     n, refused = -2, 0
     while True:
         n += 7                                          # every 7th line: still about 20 refusals
-        model, opt = make_with_dead_units()
-        trainer = Trainer(model, opt, images=IMAGES, batch_size=12, retire_dead_units=True)
-        with trainer:
-            epoch(trainer)                              # retires DEAD, untraced
+        model, opt, trainer = retired_first_epoch()
         with trainer:
             before, caught = sys.gettrace(), None
             sys.settrace(interrupt_at(n))
@@ -324,19 +338,14 @@ def test_an_interrupt_in_a_sync_never_gets_a_unit_that_fires_retired():
     one a user's edit brought back: it fires only on the second half's images, and the sync
     after that half, cut short, may leave that evidence out. (Every line of the two files that
     move units, whose windows are a few lines wide; the write-back's lines are tested above.)"""
-    images = IMAGES.copy()
-    images[HALVES[0], 0], images[HALVES[1], 0] = 0.0, 1.0   # pixel 0 tells the halves apart
-    unit = DEAD[0]
-    n = 0
+    images, unit, n = HALVES_APART, DEAD[0], 0
     while True:
         n += 1
         model, opt = make_with_dead_units()
         trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
         with trainer:
             epoch(trainer)                              # retires DEAD
-        first = model.encoder[0]
-        first.weight.data[:, unit] = 0.0
-        first.weight.data[0, unit], first.bias.data[unit] = 1.0, -0.5     # fires on the second half only
+        first = fire_on_half(model, unit, 1)
         with trainer:
             trainer.begin_epoch()
             for idx in HALVES:
@@ -361,9 +370,7 @@ def test_an_interrupt_while_a_step_takes_an_edited_model_back_never_retires_a_un
     """Mid-epoch: a sync, then an edit makes a retired-to-be unit fire on the images already
     visited, then a Ctrl-C at any line of the moves with which the next step takes the model
     back, caught by the loop, which steps on: what the unit did before the edit proves nothing."""
-    images = IMAGES.copy()
-    images[HALVES[0], 0], images[HALVES[1], 0] = 0.0, 1.0   # pixel 0 tells the halves apart
-    unit, n = DEAD[0], 0
+    images, unit, n = HALVES_APART, DEAD[0], 0
     while True:
         n += 1
         model, opt = make_with_dead_units()
@@ -371,9 +378,7 @@ def test_an_interrupt_while_a_step_takes_an_edited_model_back_never_retires_a_un
         trainer.begin_epoch()
         trainer.step(trainer.batch(HALVES[0]))
         trainer.sync()
-        first = model.encoder[0]
-        first.weight.data[:, unit] = 0.0
-        first.weight.data[0, unit], first.bias.data[unit] = -1.0, 0.5    # fires on the first half only
+        first = fire_on_half(model, unit, 0)                # the half already visited
         x = trainer.batch(HALVES[1])
         caught = interrupted(lambda: trainer.step(x), n, MOVING_UNITS)
         if caught is not None:
@@ -392,17 +397,14 @@ def test_an_interrupt_while_a_step_takes_the_model_back_leaves_no_unproven_candi
     """A step that is not applied (its loss overflows) still sees a unit fire; the user repairs the
     model, and the next step takes it back: a Ctrl-C in that step's moves of units, then a sync. The
     record then (a checkpoint's) lists no unit as a candidate whose firing was lost with the moves."""
-    images = IMAGES.copy()
-    images[HALVES[0], 0], images[HALVES[1], 0] = 1.0, 0.0   # pixel 0 tells the halves apart
     unit, n = DEAD[0], 0
     while True:
         n += 1
         model, opt = make_with_dead_units()
-        trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
+        trainer = Trainer(model, opt, images=HALVES_APART, batch_size=12, retire_dead_units=True)
         epoch(trainer)                                      # retires DEAD
-        first, bias = model.encoder[0], model.decoder[-1].bias.data
-        first.weight.data[:, unit] = 0.0
-        first.weight.data[0, unit], first.bias.data[unit] = 1.0, -0.5    # fires on the first half only
+        bias = model.decoder[-1].bias.data
+        fire_on_half(model, unit, 0)
         kept, bias[:] = bias.copy(), 1e308                  # the loss overflows: the step is not applied
         trainer.begin_epoch()
         with np.errstate(all="ignore"):
@@ -422,17 +424,13 @@ def test_an_interrupt_while_a_step_takes_the_model_back_leaves_no_unproven_candi
 def test_a_sync_cut_short_while_units_move_leaves_no_candidates_in_the_record():
     """The record read after such a sync (for a checkpoint) lists no candidates whose evidence,
     what fired in the dropped steps, is lost: a resume from it would retire them at the epoch's end."""
-    images = IMAGES.copy()
-    images[HALVES[0], 0], images[HALVES[1], 0] = 0.0, 1.0
-    unit, n, torn = DEAD[0], 0, 0
+    images, unit, n, torn = HALVES_APART, DEAD[0], 0, 0
     while True:
         n += 1
         model, opt = make_with_dead_units()
         trainer = Trainer(model, opt, images=images, batch_size=12, retire_dead_units=True)
         epoch(trainer)                                      # retires DEAD
-        first = model.encoder[0]
-        first.weight.data[:, unit] = 0.0
-        first.weight.data[0, unit], first.bias.data[unit] = 1.0, -0.5     # fires on the second half only
+        fire_on_half(model, unit, 1)
         trainer.begin_epoch()
         trainer.step(trainer.batch(HALVES[0]))
         trainer.sync()

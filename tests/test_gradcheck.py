@@ -1652,3 +1652,43 @@ def test_a_parameter_replaced_in_backward_is_named_as_such():
             return d
     rows = run({"replace": ("numpy", _square_loss_case(Replacing, gs=(1.0,)))})
     assert rows[0].tensor.startswith("<contract: forward or backward replaced the Parameter mu"), format_table(rows)
+
+
+def test_a_first_forward_that_raises_once_is_that_problems_row_not_a_parameter_left_unchecked():
+    """A slip in the branch that makes a loss's first Parameter raises on the first call only: the
+    error is the problem's row (a second parameter made after it went unchecked)."""
+    class FirstCallRaises(_LazyMean):
+        def forward(self, x):
+            first = not hasattr(self, "mu")
+            value = super().forward(x)
+            if first:
+                raise AttributeError("'FirstCallRaises' object has no attribute 'mu_init'")
+            return value
+    rows = run({"lazy": ("numpy", _square_loss_case(lambda: FirstCallRaises(factor=3.0), gs=(1.0,)))})
+    assert [r.tensor for r in rows] == ["<error: AttributeError: 'FirstCallRaises' object has no attribute "
+                                        "'mu_init'>"]
+
+
+def test_a_write_into_a_shared_input_is_blamed_on_the_loss_that_made_it_only():
+    class Clamping(npvae.KL):
+        def forward(self, h):
+            np.clip(h[:, 4:], -1.0, None, out=h[:, 4:])    # clamps logvar in place
+            return super().forward(h)
+
+    def case(dtype, rng, h):
+        x = np.concatenate([rng.standard_normal((3, 4)), rng.uniform(-2.0, 1.5, (3, 4))], axis=1)
+        stock, mine = npvae.KL(), Clamping()
+        return [loss_problem(stock, lambda: stock.forward(x), "h", x),
+                loss_problem(mine, lambda: mine.forward(x), "h", x, tag="[mine]")]
+    rows = run({"two": ("numpy", case)})
+    assert [r.passed for r in rows] == [True, True, False]
+    assert rows[2].tensor == "<contract: forward or backward wrote into h>[mine]"
+
+
+def test_layers_or_lists_of_parameters_held_by_an_object_that_is_no_module_are_refused():
+    class Projected:                                # a loss that forgot to subclass npvae.Module
+        def __init__(self):
+            self.proj, self.scales = npvae.Dense(4, 4), [npvae.Parameter(np.ones(4))]
+
+    with pytest.raises(TypeError, match=r"Projected holds Parameters \(proj, scales\) but is no npvae.Module"):
+        loss_problem(Projected(), lambda: 0.0, "x", np.zeros((3, 4)))

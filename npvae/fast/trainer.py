@@ -142,6 +142,7 @@ class Trainer:
         self.storing = False                # see sync
         self.torn = False                   # see _may_tear
         self.synced = True                  # nothing taken yet, so nothing to write back
+        self.refused = False                # see load
         self.load()
         others.add(self)                    # made: see the warning above
 
@@ -159,10 +160,16 @@ class Trainer:
         """Copy the model's parameters and the optimizer's state into the trainer, as they are now.
 
         Steps taken since the last :meth:`sync` are dropped, with a ``UserWarning``: call
-        :meth:`sync` first to keep them."""
+        :meth:`sync` first to keep them. A model the fast path cannot run is refused, taking
+        nothing: the trainer keeps its steps, and each step refuses the model until it can."""
         if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
             self.sync()
-        _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
+        try:
+            _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
+        except Exception:
+            self.refused = True             # its steps are kept, and every step checks again
+            raise
+        self.refused = False
         dropped = self._unsynced_steps()
         if dropped:
             warnings.warn(f"Trainer.load: drops the {dropped} step(s) taken since the last sync(), and takes "
@@ -456,8 +463,9 @@ class Trainer:
             is not finite says the update was skipped.
         """
         self._check_open("step")
-        if not self.synced and self.fused.t == self.taken_t:     # edited since it took them? (synced: load checks)
-            _check_computable(self.model, self.optimizer)
+        if not self.synced and (self.refused or self.fused.t == self.taken_t):     # edited since it took them?
+            _check_computable(self.model, self.optimizer)       # (synced: load checks)
+            self.refused = False
         beta = check_positive_float(beta, "beta", allow_zero=True)
         x, idx = self._step_batch(x)
         self._ready()
