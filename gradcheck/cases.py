@@ -20,6 +20,7 @@ kink, so ReLU inputs are kept at least ``20 h`` from 0 (for networks, by the sma
 shift of each hidden unit's bias that achieves it).
 """
 import numbers
+import types
 
 import numpy as np
 
@@ -185,13 +186,20 @@ def _parameters(module, inputs, caller):
     return params
 
 
-def _holds_parameters(value):
-    """``value`` is a Parameter or a Module with some, or a list, tuple or dict holding one."""
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_parameters(v) for v in value)
-    return isinstance(value, Parameter) or isinstance(value, Module) and bool(value.parameters())
+def _holds_parameters(value, seen=None):
+    """``value`` is a Parameter or a Module with some, or holds one: in a list, tuple or dict, or
+    in an attribute of a plain object (each object looked into once)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, (type, types.ModuleType, types.FunctionType, np.ndarray)):
+        return False
+    seen.add(id(value))
+    if isinstance(value, Parameter):
+        return True
+    if isinstance(value, Module):
+        return bool(value.parameters())
+    items = (value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple))
+             else vars(value).values() if hasattr(value, "__dict__") else ())
+    return any(_holds_parameters(v, seen) for v in items)
 
 
 def _check_kept(module, params, tensors):
@@ -304,6 +312,8 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
     def grads():
         if failed is not None:
             raise failed
+        if wrote:                       # before another forward writes into x again
+            raise ContractBroken(f"forward or backward wrote into {name}")
         before = x.copy()
         if params:
             backward()                  # leave gradients behind: zero_grad must really discard them
@@ -322,7 +332,7 @@ def loss_problem(module, forward, name, x, g=1.0, tag="", part=None):
                                 f"each input in a problem of its own (if they are pieces of {name}'s gradient, "
                                 f"return it as one ndarray of shape {np.shape(x)})")
             dx = dx[part]
-        if wrote or not np.array_equal(x, before, equal_nan=True):    # else the math is blamed for it
+        if not np.array_equal(x, before, equal_nan=True):      # else the math is blamed for it
             raise ContractBroken(f"forward or backward wrote into {name}")
         _check_kept(module, params, tensors)
         out = {name: _gradient(dx, name, x), **{n: p.grad.copy() for n, p in params.items() if p.grad is not None}}

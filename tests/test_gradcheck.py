@@ -1675,20 +1675,34 @@ def test_a_write_into_a_shared_input_is_blamed_on_the_loss_that_made_it_only():
             np.clip(h[:, 4:], -1.0, None, out=h[:, 4:])    # clamps logvar in place
             return super().forward(h)
 
-    def case(dtype, rng, h):
-        x = np.concatenate([rng.standard_normal((3, 4)), rng.uniform(-2.0, 1.5, (3, 4))], axis=1)
-        stock, mine = npvae.KL(), Clamping()
-        return [loss_problem(stock, lambda: stock.forward(x), "h", x),
-                loss_problem(mine, lambda: mine.forward(x), "h", x, tag="[mine]")]
-    rows = run({"two": ("numpy", case)})
-    assert [r.passed for r in rows] == [True, True, False]
-    assert rows[2].tensor == "<contract: forward or backward wrote into h>[mine]"
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((3, 4)), rng.uniform(-2.0, 1.5, (3, 4))], axis=1)
+    given = x.copy()
+
+    def case(order):
+        def build(dtype, rng, h):
+            stock, mine = npvae.KL(), Clamping()
+            problems = [loss_problem(stock, lambda: stock.forward(x), "h", x),
+                        loss_problem(mine, lambda: mine.forward(x), "h", x, tag="[mine]")]
+            return problems[::order]
+        return build
+    for order in (1, -1):                           # the writer checked after the stock KL, or before it
+        rows = run({"two": ("numpy", case(order))})
+        assert np.array_equal(x, given)             # the stock KL was checked at the input given
+        assert sorted(r.tensor for r in rows if not r.passed) == ["<contract: forward or backward wrote into h>[mine]"]
+        assert sorted(r.tensor for r in rows if r.passed) == ["<direction>", "h"], format_table(rows)
 
 
 def test_layers_or_lists_of_parameters_held_by_an_object_that_is_no_module_are_refused():
+    class Helper:
+        def __init__(self):
+            self.shift = npvae.Parameter(np.zeros(4))
+            self.me = self                          # a cycle: looked into once
+
     class Projected:                                # a loss that forgot to subclass npvae.Module
         def __init__(self):
-            self.proj, self.scales = npvae.Dense(4, 4), [npvae.Parameter(np.ones(4))]
+            self.proj, self.scales, self.helper = npvae.Dense(4, 4), [npvae.Parameter(np.ones(4))], Helper()
+            self.np, self.cls, self.data = np, Helper, np.ones(3)      # not looked into
 
-    with pytest.raises(TypeError, match=r"Projected holds Parameters \(proj, scales\) but is no npvae.Module"):
+    with pytest.raises(TypeError, match=r"Projected holds Parameters \(proj, scales, helper\) but is no npvae.Module"):
         loss_problem(Projected(), lambda: 0.0, "x", np.zeros((3, 4)))

@@ -164,11 +164,8 @@ class Trainer:
         nothing: the trainer keeps its steps, and each step refuses the model until it can."""
         if self.storing:                    # a Ctrl-C cut the last write-back short: finish it first
             self.sync()
-        try:
-            _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
-        except Exception:
-            self.refused = True             # its steps are kept, and every step checks again
-            raise
+        self.refused = True                 # until the check passes: steps kept, each step checks again
+        _check_computable(self.model, self.optimizer)     # the user's until now: edited, perhaps
         self.refused = False
         dropped = self._unsynced_steps()
         if dropped:
