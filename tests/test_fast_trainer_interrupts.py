@@ -214,6 +214,14 @@ def retired_first_epoch():
     return model, opt, trainer
 
 
+def retired_that_fire(trainer, first, images, n):
+    """The trainer's retired units, having checked that none of them fires on ``images`` (trial n)."""
+    retired = trainer.dead_units()["retired"]
+    fires = ((images @ first.weight.data + first.bias.data) > 0).any(axis=0)
+    assert not fires[retired].any(), (n, retired)
+    return retired
+
+
 def epoch(trainer, sync=False):
     trainer.begin_epoch()
     for idx in HALVES:
@@ -357,9 +365,7 @@ def test_an_interrupt_in_a_sync_never_gets_a_unit_that_fires_retired():
                 trainer.end_epoch()
             except StateError:
                 trainer.end_epoch()
-        retired = trainer.dead_units()["retired"]
-        fires = ((images @ first.weight.data + first.bias.data) > 0).any(axis=0)
-        assert not fires[retired].any(), (n, retired)
+        retired = retired_that_fire(trainer, first, images, n)
         if caught is None:
             break
     assert unit not in retired and n > 20, n
@@ -384,9 +390,7 @@ def test_an_interrupt_while_a_step_takes_an_edited_model_back_never_retires_a_un
         if caught is not None:
             trainer.step(trainer.batch(HALVES[1]))          # the loop goes on
         trainer.end_epoch()
-        retired = trainer.dead_units()["retired"]
-        fires = ((images @ first.weight.data + first.bias.data) > 0).any(axis=0)
-        assert not fires[retired].any(), (n, retired)
+        retired_that_fire(trainer, first, images, n)
         if caught is None:
             break
     assert n > 3, n
