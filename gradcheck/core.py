@@ -190,7 +190,7 @@ def check_problem(problem, op, backend, h, tol, rng, exact_tol=None):
     try:
         return _difference_rows(problem, op, backend, h, tol, rng)
     except ContractBroken as e:
-        return [Row(op, backend, f"<contract: {e}>" + problem.tag, (), float("inf"), float("inf"), tol)]
+        return [_error_row(op, backend, str(e), tol, problem.tag, kind="contract")]
     except (Exception, SystemExit) as e:    # the op's own code raised: this problem's row, the others go on
         return [_error_row(op, backend, _describe(e), tol, problem.tag)]
 
@@ -241,9 +241,10 @@ def _difference_rows(problem, op, backend, h, tol, rng):
     return rows
 
 
-def _error_row(op, backend, message, tol, tag=""):
-    """A failing row that says why no gradient could be compared."""
-    return Row(op, backend, f"<error: {message}>{tag}", (), float("inf"), float("inf"), tol)
+def _error_row(op, backend, message, tol, tag="", kind="error"):
+    """A failing row that says why no gradient could be compared (``kind``: "error", or "contract"
+    for a module that broke the protocol)."""
+    return Row(op, backend, f"<{kind}: {message}>{tag}", (), float("inf"), float("inf"), tol)
 
 
 def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, seed=0):

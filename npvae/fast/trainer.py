@@ -119,16 +119,13 @@ class Trainer:
             raise InputError("retire_dead_units=True needs the training images (images=...)")
         others = _TRAINERS.setdefault(model, weakref.WeakSet())
         unsynced = sorted((n for n in (other._unsynced_steps() for other in others) if n), reverse=True)
-        if len(unsynced) == 1:
-            warnings.warn(f"Trainer: another Trainer holds {unsynced[0]} step(s) of this model that "
-                          f"no sync() wrote back; this one starts from the model as it is, without them "
-                          f"(call the other's sync() first: one Trainer per model at a time)",
-                          UserWarning, stacklevel=2)
-        elif unsynced:
-            warnings.warn(f"Trainer: {len(unsynced)} other Trainers hold {', '.join(map(str, unsynced))} step(s) "
-                          f"of this model that no sync() wrote back; this one starts from the model as it is, "
-                          f"without them (only one of them can be written back, with its sync(): one Trainer per "
-                          f"model at a time)", UserWarning, stacklevel=2)
+        if unsynced:
+            who, advice = (("another Trainer holds", "call the other's sync() first") if len(unsynced) == 1 else
+                           (f"{len(unsynced)} other Trainers hold", "only one of them can be written back, with "
+                                                                    "its sync()"))
+            warnings.warn(f"Trainer: {who} {', '.join(map(str, unsynced))} step(s) of this model that no sync() "
+                          f"wrote back; this one starts from the model as it is, without them ({advice}: one "
+                          f"Trainer per model at a time)", UserWarning, stacklevel=2)
         self.model, self.optimizer = model, optimizer
         # the fast twins of the two, which the steps train: the parameters in the fast layout
         # (self.net), the optimizer's state beside them and its fused update (self.fused)
