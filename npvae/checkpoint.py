@@ -39,7 +39,7 @@ from .atomic import atomic_write
 from .errors import (CheckpointError, CheckpointNotFoundError, DivergenceError, InputError, InputTypeError,
                      StateDictError)
 from .model import VAE, check_vae
-from .module import Parameter
+from .module import Module, Parameter
 from .optim import SGD, Adam, Optimizer
 from .validate import check_non_negative_int, check_optimizer_params, check_output_path, warn_backend_argument
 
@@ -206,7 +206,7 @@ class Checkpoint:
         VAE
         """
         if backend is not None:
-            warn_backend_argument("build_model(backend=...)")
+            warn_backend_argument("build_model(backend=...)", backend)
         return _build_model(self)
 
 
@@ -791,6 +791,10 @@ def load_model(path, backend=None):
     -------
     VAE
     """
+    if isinstance(backend, Module):     # load_model(path, model), meant as load_checkpoint(path, model)
+        raise InputTypeError(f"load_model(path) builds a new model and takes none, got a "
+                             f"{type(backend).__name__} as its second argument: to load a checkpoint into a "
+                             f"model of your own, use load_checkpoint(path, model)")
     if backend is not None:
-        warn_backend_argument("load_model(backend=...)")
+        warn_backend_argument("load_model(backend=...)", backend)
     return _build_model(load_checkpoint(path))

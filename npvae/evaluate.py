@@ -91,10 +91,11 @@ def check_stock_terms(model, caller):
     for part, kind in (("sampler", Sampler), ("kl", KL), ("bce", BCEWithLogits)):
         got = getattr(model, part, None)
         if not same_class(got, kind):
-            raise InputTypeError(f"{caller}: model.{part} is a {type(got).__name__}, but {caller} samples and scores "
-                                 f"as the stock VAE does (z = mu + exp(logvar / 2) * eps, the BCE of its decoder, "
-                                 f"the KL to N(0, I)); evaluate a model with a sampler, a likelihood or a prior "
-                                 f"of its own with its own loss, e.g. model.loss(x, eps=eps) over the test images")
+            raise InputTypeError(f"{caller}: model.{part} is a {type(got).__name__}, not the stock VAE's "
+                                 f"npvae.{kind.__name__}: {caller} samples and scores as the stock VAE does "
+                                 f"(z = mu + exp(logvar / 2) * eps, the BCE of its decoder, the KL to N(0, I)); "
+                                 f"evaluate a model with a sampler, a likelihood or a prior of its own with its own "
+                                 f"loss, e.g. model.loss(x, eps=eps) over the test images")
 
 
 def forward_pass(model, backend=None, caller="forward_pass"):
@@ -179,7 +180,8 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
         stock VAE's (the BCE, the KL to N(0, I)) whatever ``model.loss`` computes. A model whose
         ``sampler``, ``kl`` or ``bce`` is another is refused. Inside a loop of
         :class:`npvae.fast.Trainer` steps, call ``trainer.sync()`` first: until then the model
-        holds what the trainer took, not what it trained.
+        holds what the trainer took, not what it trained. On the reference, like any call of
+        ``model.encode``, it ends what a pending ``model.loss`` kept for ``backward``.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
@@ -358,7 +360,9 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
                 nll_x = net.recon_rows(z, x_c).astype(np.float64)               # -log p(x|z), (c*n,)
                 lw = (-nll_x - _log_q_minus_log_p(z, eps, ht[:c * n, d:])).reshape(c, n)   # log weights
                 m_new = np.maximum(m, lw.max(axis=0))
-                s = s * np.exp(m - m_new) + np.exp(lw - m_new).sum(axis=0)
+                # shift by 0 where every weight so far is 0 (log -inf): -inf - -inf is NaN, and s stays 0
+                shift = np.where(np.isneginf(m_new), 0.0, m_new)
+                s = s * np.exp(m - shift) + np.exp(lw - shift).sum(axis=0)
                 m = m_new
                 if progress is not None:                    # a large k takes long per batch: said as it goes
                     with np.errstate(**callers):

@@ -49,7 +49,7 @@ class Dense(Module):
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):
         super().__init__()
         if backend is not None:
-            warn_backend_argument("Dense(backend=...)")
+            warn_backend_argument("Dense(backend=...)", backend)
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
         self.dtype = check_dtype(dtype)

@@ -88,7 +88,7 @@ class VAE(Module):
                  dtype=np.float32, rng=None, backend=None):
         super().__init__()
         if backend is not None:
-            warn_backend_argument("VAE(backend=...)")
+            warn_backend_argument("VAE(backend=...)", backend)
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.hidden_dims = check_widths(hidden_dims, "hidden_dims")

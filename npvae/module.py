@@ -291,7 +291,7 @@ class Module:
 
     def set_backend(self, backend):
         """Deprecated: models no longer carry a back end (see :func:`npvae.fit`)."""
-        warn_backend_argument(f"{type(self).__name__}.set_backend")
+        warn_backend_argument(f"{type(self).__name__}.set_backend", backend)
         return self
 
     # -- state ---------------------------------------------------------------------------

@@ -79,7 +79,8 @@ class Optimizer:
 
     def __init__(self, params, backend=None):
         if backend is not None:
-            warn_backend_argument(f"{type(self).__name__}(backend=...)", stacklevel=4)   # via Adam/SGD.__init__
+            # stacklevel 4: via Adam/SGD.__init__
+            warn_backend_argument(f"{type(self).__name__}(backend=...)", backend, stacklevel=4)
         self.params = check_params(params)
         self.t = 0
         self.state = {p: {name: np.zeros_like(p.data) for name in self.state_names} for p in self.params}

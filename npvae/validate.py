@@ -249,11 +249,13 @@ def _only_zeros_and_ones(x):
     return x.size > 0 and x.min() >= 0 and x.max() == 1
 
 
-def one_image_hint(x, name, n_features):
-    """For a 2-D ``x`` of ``n_features`` values in all that is not a batch of them: one image,
-    given as (height, width)."""
+def layout_hint(x, name, n_features):
+    """For a 2-D ``x`` of the wrong width: one image given as (height, width), or a set given
+    one sample per column."""
     if x.ndim == 2 and x.shape[1] != n_features and x.size == n_features:
         return f"; for one image of shape {x.shape} use {name}.reshape(1, -1)"
+    if x.ndim == 2 and x.shape[1] != n_features and x.shape[0] == n_features:
+        return f"; for one sample per column use {name}.T"
     return ""
 
 
@@ -262,13 +264,13 @@ def check_shape(x, name, n_features, pixels=True):
     ``x`` holds images)."""
     if x.ndim != 2:
         hint = ""
-        if x.ndim == 1:
+        if x.ndim == 1 and x.size == n_features:          # not for labels, say
             hint = f"; for one sample use {name}[None, :] or {name}.reshape(1, -1)"
         elif x.ndim >= 3 and np.prod(x.shape[1:]) == n_features:      # (N, 28, 28) or (N, 1, 28, 28)
             hint = f"; flatten images with {name}.reshape(len({name}), -1)"
         raise InputError(f"{name} must be 2-D (batch, {n_features}), got shape {x.shape}{hint}")
     if x.shape[1] != n_features:
-        one = one_image_hint(x, name, n_features) if pixels else ""
+        one = layout_hint(x, name, n_features) if pixels else ""
         raise InputError(f"{name} must have {n_features} features per row (shape (batch, {n_features})), "
                          f"got shape {x.shape}{one}")
     if x.shape[0] == 0:
@@ -303,6 +305,17 @@ def pixel_scale_said():
         _PIXEL_SCALE_SAID.reset(token)
 
 
+def _array_hint(images, name):
+    """How to make an array of what ``check_images`` was given instead, where that is clear."""
+    if isinstance(images, tuple) and len(images) == 2 and isinstance(images[0], np.ndarray):
+        return f" (a pair, such as load_split's (images, labels)? pass its images: {name}, labels = ...)"
+    if hasattr(images, "train_images") and hasattr(images, "test_images"):
+        return " (a Dataset? pass its .train_images or .test_images)"
+    if isinstance(images, (list, tuple)) or (hasattr(images, "__array__") and not isinstance(images, np.generic)):
+        return f" (np.asarray({name}) makes one)"
+    return ""
+
+
 def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     """Check a whole image set once; return it unchanged (no copy). (``stacklevel``: where
     a warning points, 3 at the caller of the function that calls this one; ``dtype``: the
@@ -312,10 +325,8 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     converted batch by batch, or floats in [0, 1]. Every error names ``name``.
     """
     if not isinstance(images, np.ndarray):
-        convertible = isinstance(images, (list, tuple)) or hasattr(images, "__array__")
-        hint = f" (np.asarray({name}) makes one)" if convertible else ""
         raise InputTypeError(f"{name} must be a numpy array of shape (N, {input_dim}), "
-                             f"got {type(images).__name__}{hint}")
+                             f"got {type(images).__name__}{_array_hint(images, name)}")
     refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
@@ -327,7 +338,7 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
         raise InputTypeError(f"{expected}; convert with {convert}")
     if images.ndim == 2 and images.shape[1] != input_dim:
         raise InputError(f"{name} has {images.shape[1]} features per row, but model.input_dim is "
-                         f"{input_dim} (shape {images.shape}){one_image_hint(images, name, input_dim)}")
+                         f"{input_dim} (shape {images.shape}){layout_hint(images, name, input_dim)}")
     check_shape(images, name, input_dim)
     if images.dtype == np.uint8 and not _PIXEL_SCALE_SAID.get() and _only_zeros_and_ones(images):
         warnings.warn(f"{name} are uint8 pixels of 0 and 1 only: uint8 pixels mean 0..255, so these "
@@ -578,9 +589,13 @@ def same_type(cls, kind):
     return (cls.__module__, cls.__qualname__) == (kind.__module__, kind.__qualname__)
 
 
-def warn_backend_argument(where, stacklevel=3):
+def warn_backend_argument(where, value, stacklevel=3):
     """The warning for the ``backend=`` arguments that models and optimizers no longer take
-    (``stacklevel``: 3 points at the caller of the function that calls this one)."""
+    (``stacklevel``: 3 points at the caller of the function that calls this one). A ``value``
+    no npvae ever took is refused: it is a mistake, not an old spelling."""
+    if not (isinstance(value, str) and value in ("numba", "numpy")):
+        raise InputError(f"{where}: backend, deprecated and ignored, was once 'numba' or 'numpy', got "
+                         f"{value!r}; leave it out")
     warnings.warn(f"{where}: the back end is no longer a property of models and optimizers; choose it "
                   "where the work is done, with fit(..., backend=...) and evaluate_elbo/iw_nll(..., "
                   "backend=...). This argument is ignored.", DeprecationWarning, stacklevel=stacklevel)

@@ -99,6 +99,27 @@ def test_a_run_folder_is_read_as_its_checkpoint(good, tmp_path):
         load_model(empty)
 
 
+def test_load_model_given_a_model_points_at_load_checkpoint(good):
+    """load_model(path, model) is load_checkpoint(path, model) mixed up: said, not taken as a back end."""
+    path, model, _ = good
+    mine = VAE(784, 32, 4, rng=1)
+    before = {n: a.copy() for n, a in mine.state_dict().items()}
+    with pytest.raises(InputTypeError, match=r"load_model\(path\) builds a new model and takes none, got a VAE "
+                                             r"as its second argument: .*use load_checkpoint\(path, model\)"):
+        load_model(path, mine)
+    for n, a in mine.state_dict().items():
+        np.testing.assert_array_equal(a, before[n], err_msg=n)
+
+
+@pytest.mark.parametrize("make", [lambda: VAE(6, 4, 2, backend="bogus"), lambda: npvae.Dense(3, 2, backend=1),
+                                  lambda: npvae.Adam(VAE(6, 4, 2).parameters(), backend="NumPy"),
+                                  lambda: VAE(6, 4, 2).set_backend("gpu")])
+def test_a_deprecated_backend_argument_no_npvae_took_is_an_error_not_ignored(make):
+    with pytest.raises(InputError, match=r"backend, deprecated and ignored, was once 'numba' or 'numpy', got .*; "
+                                         r"leave it out"):
+        make()
+
+
 def test_load_model_backend_argument_is_deprecated_and_ignored(good):
     path, model, _ = good
     with pytest.warns(DeprecationWarning, match="backend"):

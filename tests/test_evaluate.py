@@ -362,7 +362,12 @@ def test_the_fast_evaluator_checks_what_it_is_given():
     for what, bad in unprepared.items():            # numbers, but wrong ones: refused by both calls
         with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch of shape \(batch, 784\)"):
             ev.encode(bad)
-    with pytest.raises(InputError, match=r"z must be a float32 array of shape \(batch, 2\)"):
+    with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch of shape \(batch, 784\), got a float32 "
+                                         r"array of shape \(2, 784\) not in the column-major layout prepare\(x\) "
+                                         r"makes: pass prepare\(x\)'s result$"):
+        ev.encode(unprepared["C order"])
+    with pytest.raises(InputError, match=r"z must be a float32 array, a row per row of x, of shape \(2, 2\), "
+                                         r"got a float32 array of shape \(1, 2\)$"):
         ev.recon_rows(z[:1], x)                     # one code for two images
     with pytest.raises(InputError, match=r"z must be a float32 array"):
         ev.recon_rows(z.astype(np.float64), x)
@@ -457,7 +462,9 @@ def test_a_model_with_a_prior_or_likelihood_of_its_own_is_not_given_the_stock_va
     setattr(model, part, own(0) if part == "sampler" else own())   # subclasses: they would compute their own
     x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
     before = [p.data.copy() for p in model.parameters()]
-    words = rf"model\.{part} is a {type(getattr(model, part)).__name__}, but .* samples and scores as the stock VAE"
+    stock = {"kl": "KL", "bce": "BCEWithLogits", "sampler": "Sampler"}[part]
+    words = (rf"model\.{part} is a {type(getattr(model, part)).__name__}, not the stock VAE's npvae\.{stock}: "
+             rf".* samples and scores as the stock VAE")
     with pytest.raises(InputTypeError, match=r"evaluate_elbo: " + words):
         evaluate_elbo(model, x, backend=backend)
     with pytest.raises(InputTypeError, match=r"iw_nll: " + words):
@@ -491,6 +498,23 @@ def test_an_infinite_elbo_is_a_divergence_too(backend):                     # E1
     assert evaluate_elbo(model, images, backend=backend, check_finite=False).total == np.inf
     with pytest.raises(DivergenceError):
         evaluate_elbo(model, images, backend=backend)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype, bias", [(np.float32, 1e36), (np.float64, 1e306)])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_image_no_sample_can_explain_has_an_infinite_nll_not_a_nan(backend, dtype, bias):
+    """Every log weight -inf (each sample's BCE overflows): -log p(x) is +inf, as the sampled-KL ELBO says."""
+    model = VAE(784, 32, 4, rng=0, dtype=dtype)
+    model.decoder[-1].weight.data[...] = 0
+    model.decoder[-1].bias.data[...] = bias       # logits of 1e36: the BCE of any pixel below 1 is inf
+    images = np.random.default_rng(0).integers(0, 255, (6, 784), dtype=np.uint8)
+    elbo = evaluate_elbo(model, images, kl="sample", check_finite=False, backend=backend).total
+    assert elbo == np.inf
+    for k in (1, 5):
+        assert iw_nll(model, images, k=k, check_finite=False, backend=backend) == np.inf
+    with pytest.raises(DivergenceError, match=r"iw_nll: the estimate for image 0 is inf \(6 of 6"):
+        iw_nll(model, images, k=3, backend=backend)
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
@@ -571,3 +595,39 @@ def test_images_that_are_not_an_array_are_refused_saying_how_to_make_one():
         with pytest.raises(InputTypeError, match=rf"^{name} must be a numpy array of shape \(N, 6\), got NoneType$"):
             call(model, None)
     assert np.isfinite(evaluate_elbo(model, np.asarray(rows, np.float32)).total)
+
+
+def test_the_hints_for_images_given_in_another_form_are_ones_that_work():
+    """Each hint, followed, gives images the function takes; no hint where none would."""
+    model = VAE(6, 4, 2, rng=0)
+    images = np.random.default_rng(0).integers(0, 256, (5, 6), dtype=np.uint8)
+    labels = np.arange(5, dtype=np.uint8)
+    with pytest.raises(InputTypeError, match=r"got tuple \(a pair, such as load_split's \(images, labels\)\? "
+                                             r"pass its images: images, labels = \.\.\.\)$"):
+        evaluate_elbo(model, (images, labels))
+    with pytest.raises(InputTypeError, match=r"got float32$"):
+        evaluate_elbo(model, np.float32(0.5))
+    with pytest.raises(InputError, match=r"got shape \(5,\)$"):                      # labels: not "one sample"
+        evaluate_elbo(model, labels)
+    with pytest.raises(InputError, match=r"for one sample use images\[None, :\]"):
+        evaluate_elbo(model, images[0])
+    with pytest.raises(InputError, match=r"\(shape \(6, 5\)\); for one sample per column use images\.T$"):
+        iw_nll(model, np.ascontiguousarray(images.T), k=2)
+    assert np.isfinite(evaluate_elbo(model, images[0][None, :]).total)
+    assert np.isfinite(iw_nll(model, np.ascontiguousarray(images.T).T, k=2))
+
+
+def test_a_dataset_given_as_images_is_told_which_of_its_arrays_to_pass(tmp_path):
+    from npvae.data import Dataset
+    images = np.zeros((3, 4), np.uint8)
+    data = Dataset("toy", images, np.zeros(3, np.uint8), images, np.zeros(3, np.uint8), str(tmp_path))
+    with pytest.raises(InputTypeError, match=r"got Dataset \(a Dataset\? pass its \.train_images or \.test_images\)$"):
+        evaluate_elbo(VAE(4, 3, 2, rng=0), data)
+
+
+def test_a_probability_bce_in_place_of_the_logits_one_is_told_which_class_evaluation_needs():
+    model = VAE(6, 4, 2, rng=0)
+    model.bce = npvae.BCE()
+    with pytest.raises(InputTypeError, match=r"^evaluate_elbo: model\.bce is a BCE, not the stock VAE's "
+                                             r"npvae\.BCEWithLogits: "):
+        evaluate_elbo(model, np.zeros((2, 6), np.float32))

@@ -54,8 +54,11 @@ class Evaluator:
               and (rows is None or a.shape[0] == rows) and (a.flags.f_contiguous or name == "z"))
         if not ok:
             got = f"a {a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-            made = "prepare(x)'s batch" if name == "x" else f"a {self.net.dtype} array"
-            raise InputError(f"{name} must be {made} of shape (batch, {width}), got {got}")
+            if isinstance(a, np.ndarray) and name == "x" and a.dtype == self.net.dtype and a.shape[1:] == (width,):
+                got += " not in the column-major layout prepare(x) makes: pass prepare(x)'s result"
+            shape = f"({'batch' if rows is None else rows}, {width})"
+            made = "prepare(x)'s batch" if name == "x" else f"a {self.net.dtype} array, a row per row of x,"
+            raise InputError(f"{name} must be {made} of shape {shape}, got {got}")
 
     def numpy_warnings(self):
         """Around an evaluation on the fast path: NumPy's warnings off for a NaN or inf, which
