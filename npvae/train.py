@@ -50,7 +50,7 @@ from .checkpoint import check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_evaluation_memory, check_model, check_stock_terms, evaluate_elbo
-from .optim import Adam, Optimizer
+from .optim import SGD, Adam, Optimizer
 from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
 from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_layer_dtypes,
@@ -65,7 +65,8 @@ FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss"
           "test_kl", "train_seconds", "eval_seconds", "beta_start", "beta")
 DEFAULT_LR = 1e-3          # the default optimizer's learning rate (Adam's own default)
 # fit settings a resumed run must share with the checkpoint to continue exactly
-_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data")
+_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data", "n_test", "test_data",
+                "eval_seed")          # the last three: so that the History's test losses compare
 _PARTIAL_SUMS = ("loss", "recon", "kl", "n", "seconds")    # an epoch's running sums, in mid-epoch checkpoints
 
 
@@ -151,36 +152,36 @@ def warmup_note(warmup, epochs, beta, steps_per_epoch):
 
 
 # -- metrics file ------------------------------------------------------------------
-def _start_metrics(path, keep_epochs):
-    """Start ``path`` afresh, or (resuming) keep only the epoch records up to ``keep_epochs``.
-
-    A run killed between writing a metrics line and its checkpoint would
-    otherwise repeat that epoch's line after resuming.
-    """
-    kept = []
-    if keep_epochs and os.path.exists(path):
+def _start_metrics(path, history):
+    """Start ``path`` afresh, or (resuming) make it hold the checkpoint's epochs, ``history``: its
+    lines for them, and the record of any it lacks (a run stopped between writing its checkpoint
+    and the line, or a new file). Lines of later epochs, which the checkpoint never saw, go."""
+    epochs = {rec["epoch"] for rec in history}
+    lines = {}
+    if epochs and os.path.exists(path):
         with open(path, encoding="utf-8", errors="replace") as f:   # a line in another encoding is
             for line in f:                                            # no record of ours: passed over
                 with contextlib.suppress(ValueError):
                     rec = json.loads(line)
-                    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) \
-                            and not rec.get("summary") and rec["epoch"] <= keep_epochs:
-                        kept.append(line.rstrip("\n") + "\n")
+                    if isinstance(rec, dict) and rec.get("epoch") in epochs and not rec.get("summary"):
+                        lines.setdefault(rec["epoch"], line.rstrip("\n") + "\n")
+    for rec in history:
+        lines.setdefault(rec["epoch"], jsonio.dumps(rec) + "\n")
     with atomic_write(path, "w") as f:
-        f.write("".join(kept))
+        f.write("".join(lines[epoch] for epoch in sorted(lines)))
 
 
 class _MetricsFile:
-    """``fit``'s ``metrics_path``. A fresh run starts it (:func:`_start_metrics`) right before it
-    first writes it or its checkpoint: a run that fails before then leaves the earlier pair as it
-    was. A resume trims it at once."""
+    """``fit``'s ``metrics_path``. A fresh run starts it (:func:`_start_metrics`) right after it
+    first writes its checkpoint (or, with none, its first line): a run that fails before then
+    leaves the earlier pair as it was. A resume makes it the checkpoint's at once."""
 
-    def __init__(self, path, keep_epochs):
-        self.path, self.keep_epochs, self.started = path, keep_epochs, path is None
+    def __init__(self, path, history):
+        self.path, self.history, self.started = path, history, path is None
 
     def start(self):
         if not self.started:
-            _start_metrics(self.path, self.keep_epochs)
+            _start_metrics(self.path, self.history)
             self.started = True
 
     def append(self, record):
@@ -270,9 +271,13 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     saved = ckpt.fit_config or {}
     for key in _RESUME_KEYS:
         if key in saved and saved[key] != fit_config[key]:
-            what = "training images" if key == "train_data" else key
+            what = {"train_data": "training images", "test_data": "test images",
+                    "n_test": "number of test images"}.get(key, key)
             why = (" (fingerprints of the images' dtype, shape and bytes: the same pixels as uint8 and "
-                   "as floats differ, so give them as the run did)") if key == "train_data" else ""
+                   "as floats differ, so give them as the run did)") if key.endswith("_data") else ""
+            if key in ("n_test", "test_data", "eval_seed"):
+                why += ("; the History's test losses would not compare: give the run's test_images and "
+                        "eval_seed, or start a new run")
             raise InputError(f"cannot resume {path} exactly: {what} {fit_config[key]!r} but the "
                              f"checkpoint was trained with {saved[key]!r}{why}")
     for name in ("shuffle", "binarize"):
@@ -287,9 +292,15 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     if ckpt.step >= per_epoch:       # a checkpoint inside an epoch is written before its last step
         raise CheckpointError(f"{path}: cannot resume at step {ckpt.step} of an epoch: an epoch here "
                               f"has {per_epoch} steps")
-    if ckpt.step and ckpt.partial is not None and not set(_PARTIAL_SUMS) <= set(ckpt.partial):
-        raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) "
-                              f"must hold {list(_PARTIAL_SUMS)}, got {sorted(ckpt.partial)}")
+    if ckpt.step:           # the epoch's running sums so far, without which its train_loss is wrong
+        partial, seen = ckpt.partial or {}, ckpt.step * fit_config["batch_size"]
+        if not set(_PARTIAL_SUMS) <= set(partial):
+            raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) "
+                                  f"must hold {list(_PARTIAL_SUMS)}, got {sorted(partial)}")
+        if partial["n"] != seen or partial["seconds"] < 0:
+            raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) count "
+                                  f"{partial['n']} images in {partial['seconds']} s, but step {ckpt.step} of "
+                                  f"batches of {fit_config['batch_size']} has seen {seen}")
     ckpt.load_into(model, opt)
     steps.load()
     steps.load_dead_units(ckpt.dead_units, path)   # none saved (another back end, an older file): afresh
@@ -420,7 +431,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     resume : path, optional
         A checkpoint written by ``fit`` to continue from exactly, even mid-epoch.
         The model must have its config; ``batch_size``, ``beta``, ``warmup``,
-        ``binarize`` and the training images must be the same.
+        ``binarize`` and the training images must be the same, and so must ``test_images``
+        and ``eval_seed`` (the History's test losses compare). Checked before anything is loaded
+        into the model and the optimizer, as is ``epochs`` against the checkpoint's.
     progress : bool
         Print a live progress line (on a terminal or in a Jupyter notebook) and one summary
         line per epoch, on stderr. A stop by a signal is reported there either way (one line: where it stopped and the
@@ -435,9 +448,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
-        One JSON line per epoch is appended atomically (trimmed to the checkpoint's
-        epochs on resume; restarted on a fresh run when it first writes the file or the
-        checkpoint: a fresh run that fails before that leaves the file as it was).
+        One JSON line per epoch is appended atomically, after the epoch's checkpoint. On a
+        resume it is made to hold the checkpoint's epochs (a line it lacks is written from the
+        checkpoint's History, later ones go); a fresh run restarts it when it first writes
+        its checkpoint (or, with none, the file): one that fails before that leaves it as it was.
     backend : {"numba", "numpy"} or None
         The fast path (Numba) or the plain reference (:mod:`npvae.backend`); None: on a
         resume, the back end the run was on (an older npvae's checkpoint records none: a
@@ -480,7 +494,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     if resume is None:                  # (resuming replaces them)
         check_finite_parameters(model, "training it cannot work")
         if optimizer is not None:
-            _check_finite_optimizer(optimizer)
+            _check_optimizer_state(optimizer)
     if checkpoint is not None:          # not after an epoch of training
         check_savable(model, checkpoint, optimizer)
         if resume is None:
@@ -505,7 +519,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,
                       binarize=binarize, eval_seed=eval_seed, n_train=n_train,
                       n_test=None if test_images is None else len(test_images), optimizer=type(opt).__name__,
-                      backend=backend, train_data=fingerprint(train_images))
+                      backend=backend, train_data=fingerprint(train_images),
+                      test_data=None if test_images is None else fingerprint(test_images))
     shuffle_rng = check_rng(rng)
     if shuffle_rng is model.rng:    # one stream for both could not resume: a checkpoint keeps two
         shuffle_rng = _stream_from(model.rng)
@@ -516,17 +531,21 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
 
     history, epoch_done, step_done, partial = History(), 0, 0, None
     if resume is not None:
+        epoch_done, step_done, partial = resumed.epoch, resumed.step, resumed.partial
+        if epoch_done > epochs or (epoch_done == epochs and step_done):     # before anything is loaded
+            raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
+                             f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
+        if optimizer is None and resumed.optimizer not in (None, "Adam"):     # not "got Adam": none was given
+            raise InputError(f"{resume} holds the state of a {resumed.optimizer} optimizer, but fit was given "
+                             f"none and would make its default Adam: pass optimizer={resumed.optimizer}("
+                             f"model.parameters()) (its settings come from the checkpoint)")
         ckpt = _resume(resumed, resume, model, opt, fit_config, rngs, training)
         if unknown:                     # so "a resume keeps the run's back end" cannot hold
             warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (an older npvae wrote "
                           f"it), so the run goes on with {backend}; pass backend='numpy' or 'numba' to choose",
                           UserWarning, stacklevel=2)
         history = History(ckpt.history)
-        epoch_done, step_done, partial = ckpt.epoch, ckpt.step, ckpt.partial
-        if epoch_done > epochs or (epoch_done == epochs and step_done):
-            raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
-                             f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
-    metrics = _MetricsFile(metrics_path, epoch_done if resume is not None else 0)
+    metrics = _MetricsFile(metrics_path, list(history))      # a resume's records so far, or none
     if resume is not None:
         metrics.start()         # the run's own file: trimmed now, even with no epoch left to train
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
@@ -567,8 +586,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                               beta_start=warmup_beta((epoch - 1) * steps + 1, beta, warmup, steps),
                               beta=beta_t)
                 history.append(record)
-                metrics.append(record)
                 run.save(epoch, 0)
+                metrics.append(record)       # after the checkpoint: a resume writes any line it lacks
                 run.show.summary(record)
                 if callback is not None:
                     stop = _stop_asked(callback(record, model))
@@ -697,13 +716,13 @@ class _Run:
         """Checkpoint after ``epoch`` complete epochs and ``step`` steps of the next."""
         if self.checkpoint is None:
             return
-        self.metrics.start()        # a fresh run's checkpoint: the earlier run's metrics go with it
         states = dict(self.rngs)
         if step:
             states["shuffle"] = self.epoch_start
         save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
                         rngs=states, fit_config=self.fit_config, partial=partial,
                         dead_units=self.training.dead_units())
+        self.metrics.start()        # a fresh run's first checkpoint: the earlier run's metrics go with it
         self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
 
     def stop(self, epoch, step, sums=None):
@@ -747,15 +766,25 @@ def _check_test_loss(test, epoch, last_saved, opt, beta):
                               f"finite{kept}. {_advice(opt, beta)}")
 
 
-def _check_finite_optimizer(opt):
-    """An optimizer a diverged run left with inf in its moments would train nothing, silently
-    (an inf v stops its parameter for good): refused before the first step."""
-    for state in opt.state_names:       # read in place (a state dict would copy every moment)
+def _check_optimizer_state(opt):
+    """Refused before the first step: an optimizer whose state a diverged run left with inf (an
+    inf v stops its parameter for good), or one whose state was edited by hand into another shape
+    or a negative v, which would fail part-way or train into nonsense, and not alike on the two paths."""
+    fix = "build a new one, or load a good state into it with optimizer.load_state_dict"
+    stock = type(opt) in (Adam, SGD)   # one's own (a subclass too) may keep state of its own shape
+    for name in opt.state_names:       # read in place (a state dict would copy every moment)
         for i, p in enumerate(opt.params):
-            if not np.isfinite(opt.state[p][state]).all():
-                raise InputError(f"optimizer state {state}.{i} holds NaN or inf (left by a run that diverged?), "
-                                 f"so training with this optimizer cannot work; build a new one, or load a good "
-                                 f"state into it with optimizer.load_state_dict")
+            v = opt.state.get(p, {}).get(name)
+            if v is None or (stock and (not isinstance(v, np.ndarray) or v.shape != p.shape)):
+                got = f"shape {v.shape}" if isinstance(v, np.ndarray) else "nothing" if v is None else type(v).__name__
+                raise InputError(f"optimizer state {name}.{i} must be an array of its parameter's shape {p.shape}, "
+                                 f"got {got}; {fix}")
+            if not np.isfinite(v).all():
+                raise InputError(f"optimizer state {name}.{i} holds NaN or inf (left by a run that diverged?), "
+                                 f"so training with this optimizer cannot work; {fix}")
+            if name in opt.never_negative and (v < 0).any():
+                raise InputError(f"optimizer state {name}.{i} has negative values (min {v.min():.4g}), but it is "
+                                 f"a mean of squares; {fix}")
 
 
 def _check_finite(model, opt, epoch, last_saved, beta, after_callback=False):

@@ -178,6 +178,11 @@ def test_a_mid_epoch_checkpoint_past_its_epoch_or_without_its_sums_is_refused_on
     bad = rewrite(tmp_path / "c.npz", tmp_path / "bad.npz", meta=lambda m: m.update(step=2, partial={"loss": 1.0}))
     with pytest.raises(CheckpointError, match=r"its running sums \(partial\) must hold \['loss', 'recon'"):
         fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=bad, **run)
+    for sums in (None, partial, dict(partial, n=0), dict(partial, n=-5), dict(partial, n=32, seconds=-3.0)):
+        bad = rewrite(tmp_path / "c.npz", tmp_path / "bad.npz", meta=lambda m: m.update(step=2, partial=sums))
+        with pytest.raises(CheckpointError, match=r"cannot resume inside an epoch: its running sums \(partial\) "):
+            fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=bad, **run)   # its train_loss would be wrong
+    partial["n"] = 32                                # two steps of 16 images
     ok = rewrite(tmp_path / "c.npz", tmp_path / "ok.npz", meta=lambda m: m.update(step=2, partial=partial))
     assert len(fit(VAE(12, 8, 2, rng=0), x, epochs=2, resume=ok, **run)) == 2
 

@@ -969,6 +969,27 @@ def test_an_optimizer_a_diverged_run_left_with_inf_is_refused_before_training(sa
     assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), fresh.parameters()))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_optimizer_state_edited_by_hand_out_of_shape_or_sign_is_refused_before_training(sample, backend):
+    """A negative v trained into a loss of 1e12 on the fast path while the reference stopped; a
+    moment of another shape, a list or none failed part-way with NumPy's or Python's own error."""
+    images, _ = sample
+    shape = r"m\.0 must be an array of its parameter's shape \(784, 32\), got shape \(4,\)"
+    edits = {"negative": (lambda st: st["v"].__setitem__(..., -1.0),
+                          r"v\.0 has negative values \(min -1\), but it is a mean of squares"),
+             "shape": (lambda st: st.__setitem__("m", np.zeros(4, np.float32)), shape),
+             "list": (lambda st: st.__setitem__("m", [0.0]), r"m\.0 must be .*, got list"),
+             "missing": (lambda st: st.pop("v"), r"v\.0 must be .*, got nothing")}
+    for what, (edit, words) in edits.items():
+        model = small()
+        opt = Adam(model.parameters())
+        edit(opt.state[model.parameters()[0]])
+        before = [p.data.copy() for p in model.parameters()]
+        with pytest.raises(InputError, match=rf"^optimizer state {words}; build a new one"):
+            fit(model, images[:128], epochs=1, batch_size=64, optimizer=opt, rng=0, progress=False, backend=backend)
+        assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before)), what
+
+
 def test_a_callers_own_errstate_raise_still_raises_at_numpys_line_on_the_fast_path(sample):
     """The fast path quiets NumPy's warnings, not a "raise" asked for to find where a NaN starts."""
     images, _ = sample
