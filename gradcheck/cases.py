@@ -58,6 +58,7 @@ def op_problem(module, forward, backward, inputs, rng, tag=""):
     meaningless, and a right gradient fails. The stock cases keep ReLU inputs ``20 h`` away;
     for a layer's own input, draw it so: ``rng.choice([-1, 1], shape) * rng.uniform(20 * h, 2, shape)``.
     Forward and backward must leave their inputs as they were (else :class:`ContractBroken`).
+    ``tag`` is added to the tensors' names in the table (``"[beta=0.5]"``, say).
 
     Your own layer (a :class:`npvae.Module` with ``forward(x)`` and ``backward(grad_out)``)
     is checked the same way::

@@ -252,7 +252,9 @@ def run(cases, ops=None, backends=BACKENDS, dtype=np.float64, h=None, tol=None, 
 
     ``ops``: the case names to run (a name or a list; default all). Only the cases
     whose back end is in ``backends`` run. Each is built with
-    ``np.random.default_rng(seed)``, so the same seed gives the same table. A case
+    ``np.random.default_rng(seed)``, so the same seed gives the same table. ``dtype``: the
+    precision of the check (float64; float32 is a smoke check); ``h`` and ``tol``: the step
+    and the tolerance, by default :data:`DEFAULTS`'s for ``dtype``. A case
     that raises (``sys.exit`` included; not a Ctrl-C) gives one failing row naming the error.
 
     Raises
@@ -386,7 +388,8 @@ def self_test(bugs, cases, backends=("numpy",), dtype=np.float64, h=None, tol=No
 
     A row that fails with no bug planted would "catch" every bug and prove nothing: a bug is
     caught only by rows that pass in the ``control``, the same cases run with no bug planted
-    (run here unless given; ``run``'s rows).
+    (run here unless given; ``run``'s rows). ``backends``, ``dtype``, ``h``, ``tol`` and
+    ``seed`` are :func:`run`'s.
     """
     if control is None:
         control = run(cases, backends=backends, dtype=dtype, h=h, tol=tol, seed=seed)

@@ -68,14 +68,14 @@ exit status:
        with nohup ignores it
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM.
        {stopped}
-  141  the reader of the output left early (| head): stopped quietly, as
-       other programs do"""
+  141  the reader of the output left early (| head): what was left to print
+       is dropped quietly; a training run goes on and finishes its work"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
-          "       a checkpoint, an --out that is busy, not writable or too small (a\n"
-          "       refusal after training, of a figure's path or the NLL's memory, keeps\n"
-          "       the run)",
+          "       a checkpoint, an --out that is busy, holds a run, not writable or too\n"
+          "       small (a refusal after training, of a figure's path or the NLL's\n"
+          "       memory, keeps the run)",
     stopped="Training keeps every completed step in its checkpoint; the message says\n"
             "       how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).

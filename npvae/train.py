@@ -138,7 +138,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def warmup_beta(global_step, beta, warmup, steps_per_epoch):
-    """The KL weight at ``global_step`` (1-based): linear from ~0 to ``beta`` over ``warmup`` epochs."""
+    """The KL weight at ``global_step`` (1-based): linear from ~0 to ``beta`` over ``warmup`` epochs
+    of ``steps_per_epoch`` steps."""
     if warmup == 0:
         return beta
     return beta * min(1.0, global_step / (warmup * steps_per_epoch))

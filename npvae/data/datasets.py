@@ -7,7 +7,7 @@ A data set is four IDX files, each gzip-compressed (``.gz``) or not::
 
 Where the files are looked for, in this order (see :func:`search_path`):
 
-1. ``data_dir``, if given: the folder itself or its subfolder ``<name>/``.
+1. ``data_dir``, if given: its subfolder ``<name>/``, then the folder itself.
    An explicit ``data_dir`` is a promise: if the files are not there, that is
    an error; no other place is searched and nothing is downloaded.
 2. ``$NPVAE_DATA_DIR/<name>/``, then ``$NPVAE_DATA_DIR`` itself.
