@@ -445,7 +445,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Called after each epoch; return ``False`` to stop training early (None or
         True goes on). The epoch's checkpoint is written before it and again after
         it, so what it changes (``optimizer.lr``, say) is resumed too. It may change
-        values, not the model's layers or parameters (an ``InputError``). The model's ``rng``
+        values, not the model's layers or parameters (an ``InputError``; the reference, which
+        runs the model's own code, follows a layer swapped for one without parameters). The model's ``rng``
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
@@ -592,7 +593,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                 run.show.summary(record)
                 if callback is not None:
                     stop = _stop_asked(callback(record, model))
-                    _check_make_up_kept(model, opt, backend)
+                    _check_make_up_kept(model, opt, backend, evaluating=test_images is not None)
                     if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
                         check_images(train_images, "train_images (after the callback)", model.input_dim,
                                      dtype=model.dtype)
@@ -618,12 +619,15 @@ def _stop_asked(said):
     return said is not None and not said
 
 
-def _check_make_up_kept(model, opt, backend):
+def _check_make_up_kept(model, opt, backend, evaluating):
     """A callback may change values (``p.data[...]``, ``opt.lr``), not the model's layers or
     parameters: the optimizer, and the fast path, hold the ones training started with. Nor, on
-    the fast path, the optimizer's ``step``, which the fused update does not call."""
+    the fast path, the optimizer's ``step``, which the fused update does not call; nor, when
+    ``evaluating`` the test images, the stock terms evaluation computes (``model.kl``, say)."""
     try:
         check_optimizer_params(opt, model)
+        if evaluating:
+            check_stock_terms(model, "fit(test_images=)")
         if backend == "numba":
             from .fast.supported import TRAINING_METHODS, check_supported
             check_supported(model, TRAINING_METHODS)

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
+import npvae
 from npvae import SGD, VAE, Adam, Module, evaluate_elbo
 from npvae.layers import Dense, Sigmoid
 from npvae.checkpoint import META_KEY, load_checkpoint
@@ -1254,6 +1255,21 @@ def test_a_callback_that_replaces_a_layer_is_refused_not_trained_around(sample, 
         model.encoder[0] = Dense(784, 32, rng=5)
     with pytest.raises(InputError, match=r"the callback changed the model's layers or parameters"):
         fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend=backend, callback=replace)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_callback_that_swaps_the_kl_is_refused_at_once_when_test_images_are_evaluated(sample, backend):
+    """Evaluation computes the stock terms: the reference trained an epoch with the new KL and then
+    failed in that epoch's evaluation, naming evaluate_elbo, not the callback."""
+    images, _ = sample
+    wider = type("WiderPrior", (npvae.KL,), {})
+
+    def swap(record, model):
+        model.kl = wider()
+    with pytest.raises(InputError, match=r"^the callback changed the model's layers or parameters.*model\.kl is a "
+                                         r"WiderPrior"):
+        fit(small(), images[:64], images[64:96], epochs=3, batch_size=32, progress=False, backend=backend,
+            callback=swap)
 
 
 def test_a_callback_that_swaps_an_activation_is_refused_by_the_fast_path(sample):
