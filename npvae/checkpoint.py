@@ -198,7 +198,7 @@ class Checkpoint:
 
         Parameters
         ----------
-        backend : deprecated, ignored (warns)
+        backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
             Models no longer carry one.
 
         Returns
@@ -784,7 +784,7 @@ def load_model(path, backend=None):
     ----------
     path : str or os.PathLike
         A checkpoint file, or a run folder holding ``checkpoint.npz``.
-    backend : deprecated, ignored (warns)
+    backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
         Models no longer carry one.
 
     Returns

@@ -43,7 +43,7 @@ class Dense(Module):
     rng : np.random.Generator, int or None
         Draws the initial values as PyTorch's ``Linear`` does: weights and biases
         uniform in :math:`\pm 1/\sqrt{I}`.
-    backend : deprecated, ignored (warns)
+    backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
     """
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, rng=None, backend=None):

@@ -81,7 +81,7 @@ class VAE(Module):
         Draws the initial weights, then the sampler's noise: one seed fixes both
         (``fit`` shuffles with its own ``rng``). ``copy.deepcopy(model)`` copies the
         Generator too, so the copy draws the same noise: give it ``copy.rng = seed``.
-    backend : deprecated, ignored (warns)
+    backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
     """
 
     def __init__(self, input_dim=784, hidden_dims=400, latent_dim=20, *,

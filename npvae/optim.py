@@ -233,7 +233,7 @@ class Adam(Optimizer):
     beta1, beta2 : deprecated (warns)
         The two decay rates apart, named as the deprecated attributes ``Adam.beta1``/``beta2``
         are; one given alone keeps the other's default.
-    backend : deprecated, ignored (warns)
+    backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
         Keyword only, so that PyTorch's sixth positional argument (``amsgrad``, which npvae
         does not have) is refused.
 
@@ -401,7 +401,7 @@ class SGD(Optimizer):
         :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
         The fourth positional argument, where PyTorch's is ``dampening`` (which npvae
         does not have): pass it by name.
-    backend : deprecated, ignored (warns); keyword only
+    backend : deprecated, ignored (warns; a value no npvae took is an error); keyword only
     """
 
     state_names = ("momentum_buffer",)

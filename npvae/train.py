@@ -264,6 +264,11 @@ def _stream_from(rng):
     return np.random.default_rng(seed)
 
 
+def _or_none(value):
+    """A setting in a message: its repr, or "none" (no test images)."""
+    return "none" if value is None else repr(value)
+
+
 def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     """Load the checkpoint ``ckpt`` (read from ``path``) into model, optimizer and ``steps``, and
     its streams into ``rngs``, checking everything first."""
@@ -271,16 +276,19 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     steps.check_dead_units(ckpt.dead_units, path)
     saved = ckpt.fit_config or {}
     for key in _RESUME_KEYS:
+        if key == "eval_seed" and saved.get("n_test") is None and fit_config["n_test"] is None:
+            continue                    # no test images, no test losses to compare
         if key in saved and saved[key] != fit_config[key]:
             what = {"train_data": "training images", "test_data": "test images",
                     "n_test": "number of test images"}.get(key, key)
+            done = "evaluated" if key in ("n_test", "test_data", "eval_seed") else "trained"
             why = (" (fingerprints of the images' dtype, shape and bytes: the same pixels as uint8 and "
                    "as floats differ, so give them as the run did)") if key.endswith("_data") else ""
             if key in ("n_test", "test_data", "eval_seed"):
-                why += ("; the History's test losses would not compare: give the run's test_images and "
-                        "eval_seed, or start a new run")
-            raise InputError(f"cannot resume {path} exactly: {what} {fit_config[key]!r} but the "
-                             f"checkpoint was trained with {saved[key]!r}{why}")
+                why += ("; the History's test losses would not compare: give test_images and eval_seed "
+                        "as the run did, or start a new run")
+            raise InputError(f"cannot resume {path} exactly: {what} {_or_none(fit_config[key])} but the "
+                             f"checkpoint was {done} with {_or_none(saved[key])}{why}")
     for name in ("shuffle", "binarize"):
         if name not in ckpt.rng_states:
             raise CheckpointError(f"{path}: cannot resume: no {name!r} generator state "
@@ -780,6 +788,8 @@ def _check_optimizer_state(opt):
     for name in opt.state_names:       # read in place (a state dict would copy every moment)
         for i, p in enumerate(opt.params):
             v = opt.state.get(p, {}).get(name)
+            if v is None and not stock:         # one's own may make its state at its first step
+                continue
             if v is None or (stock and (not isinstance(v, np.ndarray) or v.shape != p.shape)):
                 got = f"shape {v.shape}" if isinstance(v, np.ndarray) else "nothing" if v is None else type(v).__name__
                 raise InputError(f"optimizer state {name}.{i} must be an array of its parameter's shape {p.shape}, "
@@ -787,8 +797,8 @@ def _check_optimizer_state(opt):
             if not np.isfinite(v).all():
                 raise InputError(f"optimizer state {name}.{i} holds NaN or inf (left by a run that diverged?), "
                                  f"so training with this optimizer cannot work; {fix}")
-            if name in opt.never_negative and (v < 0).any():
-                raise InputError(f"optimizer state {name}.{i} has negative values (min {v.min():.4g}), but it is "
+            if name in opt.never_negative and np.any(np.asarray(v) < 0):
+                raise InputError(f"optimizer state {name}.{i} has negative values (min {np.min(v):.4g}), but it is "
                                  f"a mean of squares; {fix}")
 
 

@@ -307,7 +307,8 @@ def pixel_scale_said():
 
 def _array_hint(images, name):
     """How to make an array of what ``check_images`` was given instead, where that is clear."""
-    if isinstance(images, tuple) and len(images) == 2 and isinstance(images[0], np.ndarray):
+    if (isinstance(images, (tuple, list)) and len(images) == 2 and all(isinstance(a, np.ndarray) for a in images)
+            and images[0].ndim >= 2 and images[1].ndim == 1):
         return f" (a pair, such as load_split's (images, labels)? pass its images: {name}, labels = ...)"
     if hasattr(images, "train_images") and hasattr(images, "test_images"):
         return " (a Dataset? pass its .train_images or .test_images)"
@@ -593,8 +594,8 @@ def warn_backend_argument(where, value, stacklevel=3):
     """The warning for the ``backend=`` arguments that models and optimizers no longer take
     (``stacklevel``: 3 points at the caller of the function that calls this one). A ``value``
     no npvae ever took is refused: it is a mistake, not an old spelling."""
-    if not (isinstance(value, str) and value in ("numba", "numpy")):
-        raise InputError(f"{where}: backend, deprecated and ignored, was once 'numba' or 'numpy', got "
+    if value is not None and not (isinstance(value, str) and value in ("numba", "numpy")):
+        raise InputError(f"{where}: backend, deprecated and ignored, was once 'numba', 'numpy' or None, got "
                          f"{value!r}; leave it out")
     warnings.warn(f"{where}: the back end is no longer a property of models and optimizers; choose it "
                   "where the work is done, with fit(..., backend=...) and evaluate_elbo/iw_nll(..., "

@@ -115,9 +115,12 @@ def test_load_model_given_a_model_points_at_load_checkpoint(good):
                                   lambda: npvae.Adam(VAE(6, 4, 2).parameters(), backend="NumPy"),
                                   lambda: VAE(6, 4, 2).set_backend("gpu")])
 def test_a_deprecated_backend_argument_no_npvae_took_is_an_error_not_ignored(make):
-    with pytest.raises(InputError, match=r"backend, deprecated and ignored, was once 'numba' or 'numpy', got .*; "
-                                         r"leave it out"):
+    with pytest.raises(InputError, match=r"backend, deprecated and ignored, was once 'numba', 'numpy' or None, "
+                                         r"got .*; leave it out"):
         make()
+    model = VAE(6, 4, 2)
+    with pytest.warns(DeprecationWarning, match="set_backend"):
+        assert model.set_backend(None) is model      # None once meant $NPVAE_BACKEND, else numba
 
 
 def test_load_model_backend_argument_is_deprecated_and_ignored(good):

@@ -605,6 +605,11 @@ def test_the_hints_for_images_given_in_another_form_are_ones_that_work():
     with pytest.raises(InputTypeError, match=r"got tuple \(a pair, such as load_split's \(images, labels\)\? "
                                              r"pass its images: images, labels = \.\.\.\)$"):
         evaluate_elbo(model, (images, labels))
+    with pytest.raises(InputTypeError, match=r"got list \(a pair, such as load_split's"):
+        evaluate_elbo(model, [images, labels])
+    with pytest.raises(InputTypeError, match=r"got tuple \(np\.asarray\(images\) makes one\)$"):
+        evaluate_elbo(model, (images[0], images[1]))     # two images: asarray does make the set
+    assert np.isfinite(evaluate_elbo(model, np.asarray((images[0], images[1]))).total)
     with pytest.raises(InputTypeError, match=r"got float32$"):
         evaluate_elbo(model, np.float32(0.5))
     with pytest.raises(InputError, match=r"got shape \(5,\)$"):                      # labels: not "one sample"

@@ -79,11 +79,15 @@ def test_a_resume_on_other_test_images_or_noise_is_refused_as_its_test_losses_wo
     path, _, run = _first_epoch(tmp_path, images)
     for test, seed, what in ((images[64:96][::-1].copy(), 0, r"test images"),
                              (images[64:80], 0, r"number of test images"),
-                             (None, 0, r"number of test images None"), (images[64:96], 7, r"eval_seed 7")):
+                             (None, 0, r"number of test images none but the checkpoint was evaluated with 32"),
+                             (images[64:96], 7, r"eval_seed 7")):
         with pytest.raises(InputError, match=rf"cannot resume .* exactly: {what}.*the History's test losses would "
                                              rf"not compare"):
             fit(npvae.VAE(784, 8, 2, rng=0), images[:64], test, epochs=2, eval_seed=seed, resume=path, **run)
     assert len(fit(npvae.VAE(784, 8, 2, rng=0), images[:64], images[64:96], epochs=2, resume=path, **run)) == 2
+    untested = tmp_path / "u.npz"                    # no test images, no test losses: eval_seed is free
+    fit(npvae.VAE(784, 8, 2, rng=0), images[:64], epochs=1, checkpoint=untested, **run)
+    assert len(fit(npvae.VAE(784, 8, 2, rng=0), images[:64], epochs=2, eval_seed=7, resume=untested, **run)) == 2
 
 
 def test_a_refused_resume_leaves_the_callers_model_and_optimizer_as_they_were(tmp_path, images):

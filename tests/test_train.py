@@ -362,6 +362,37 @@ def test_an_optimizer_of_ones_own_trains_on_the_reference_only(sample):
         fit(model, images[:64], epochs=1, optimizer=opt, progress=False, backend="numba")
 
 
+class LazyScaledSGD(Optimizer):
+    """One's own optimizer keeping a float per parameter, made at its first step."""
+    state_names = ("scale",)
+    never_negative = ("scale",)
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.state = {p: {} for p in self.params}
+
+    def step(self):
+        self.t += 1
+        for p in self.params:
+            scale = self.state[p].setdefault("scale", 1e-3)
+            p.data -= scale * p.grad
+
+    def hyper(self):
+        return {}
+
+
+def test_an_optimizer_of_ones_own_with_state_of_its_own_kind_is_not_held_to_adams_shapes(sample):
+    images, _ = sample
+    model = small()
+    opt = LazyScaledSGD(model.parameters())
+    for epochs in (1, 2):                 # no state before the first step; a float after it
+        fit(model, images[:64], epochs=1, batch_size=32, optimizer=opt, rng=0, progress=False, backend="numpy")
+    assert opt.t == 4
+    opt.state[model.parameters()[0]]["scale"] = -1.0
+    with pytest.raises(InputError, match=r"optimizer state scale\.0 has negative values"):
+        fit(model, images[:64], epochs=1, batch_size=32, optimizer=opt, rng=0, progress=False, backend="numpy")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_optimizer_that_only_looks_like_one_is_told_what_to_subclass(sample, backend):
     class Duck:
