@@ -172,7 +172,7 @@ def test_the_evaluator_refuses_what_prepare_did_not_make(images):
         with pytest.raises(InputError, match=r"x must be prepare\(x\)'s batch"):
             evaluator.recon_rows(z, bad)
     for bad in (z[:5], z[:, :3], z.astype(np.float64), z.tolist()):
-        with pytest.raises(InputError, match=r"z must be a float32 array of shape \(batch, 4\), got"):
+        with pytest.raises(InputError, match=r"z must be a float32 array, a row per row of x, of shape \(6, 4\), got"):
             evaluator.recon_rows(bad, evaluator.prepare(x))
     assert evaluator.recon_rows(z, evaluator.prepare(x)).shape == (6,)
     x64 = x.astype(np.float64)                       # prepare makes the model's type of it
