@@ -2,10 +2,10 @@
 
 The encoder maps each image to a Gaussian bubble q(z | x) = N(mu, diag(sigma^2)) in a
 2-D latent space. Without the KL term (beta = 0) nothing holds the bubbles in place:
-they drift apart and shrink (a tiny variance lets the decoder read z exactly), so most
-of N(0, I), where new samples are drawn, lies between them and decodes to nothing
-in particular. With the KL term (beta = 1) they overlap near the origin, covering
-N(0, I), and samples from it decode to digits. Both models start from the same
+they drift apart and shrink (a tiny variance lets the decoder read z exactly), so much
+of N(0, I), where new samples are drawn, lies between them, and its samples repeat a few
+blurry shapes. With the KL term (beta = 1) they overlap near the origin, towards covering
+N(0, I), and samples from it decode to a variety of digits. Both models start from the same
 weights and see the same batches; only beta differs.
 
 The figure shows, for each model, the held-out images' latent means with their

@@ -61,7 +61,7 @@ from npvae import VAE, cli, footprint, jsonio, plots
 from npvae.atomic import append_line, atomic_write
 from npvae.backend import resolve
 from npvae.checkpoint import load_checkpoint
-from npvae.data import ENV_VAR, fingerprint, load_dataset, load_split, locate, split
+from npvae.data import ENV_VAR, binarize, fingerprint, load_dataset, load_split, locate, split
 from npvae.errors import (CheckpointError, DataFileError, DatasetNotFoundError, DivergenceError,
                           InputError, RunFolderInUseError)
 from npvae.evaluate import evaluate_elbo, iw_nll
@@ -564,9 +564,11 @@ def file_state(path):
 
 
 # -- training, figures, evaluation ---------------------------------------------------
-def images_shown(data):
-    """The ten test images the reconstruction figures show, as the model takes them."""
-    return data.test[:10].astype(np.float32) / 255
+def images_shown(data, binarized):
+    """The ten test images the reconstruction figures show, as the model takes them: with
+    --binarize, drawn as 0/1 pixels once, with a fixed seed, as the evaluation draws its images."""
+    x = data.test[:10].astype(np.float32) / 255
+    return binarize(x, np.random.default_rng(0)) if binarized else x
 
 
 def train(s, folder, model, data_seed, resume_from, data, draw_before):
@@ -574,7 +576,7 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
     checkpoint = folder.file("checkpoint.npz")
     # Reconstructions of the untrained model now (resuming: the same model, rebuilt from the seed),
     # drawn after training: matplotlib (about 30 MB) is loaded once the training images are let go.
-    before = model.reconstruct(images_shown(data)) if draw_before and not os.path.exists(
+    before = model.reconstruct(images_shown(data, s["binarize"])) if draw_before and not os.path.exists(
         folder.file("reconstruction_before.png")) else None
     if s["warmup"] > s["epochs"]:       # fit warns in Python's words; say it in the flags' ones
         steps = -(-len(data.train) // s["batch_size"])
@@ -625,12 +627,14 @@ def draw_and_evaluate(s, folder, model, history, before, data):
 
 
 def draw_figures(s, folder, model, history, before, data):
-    out, show, names, x_show = folder.file, data.test[:10], CLASS_NAMES[data.kind], images_shown(data)
+    out, names, x_show = folder.file, CLASS_NAMES[data.kind], images_shown(data, s["binarize"])
+    show = x_show if s["binarize"] else data.test[:10]         # the images the model reconstructs
+    shown = "Binarized test images" if s["binarize"] else "Test images"
     if before is not None:
         plots.plot_reconstructions(show, before, out("reconstruction_before.png"),
-                                   title="Test images (top) and reconstructions by the untrained model")
+                                   title=f"{shown} (top) and reconstructions by the untrained model")
     plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
-                               title=f"Test images (top) and reconstructions after {len(history)} "
+                               title=f"{shown} (top) and reconstructions after {len(history)} "
                                      f"epoch{'' if len(history) == 1 else 's'}")
     plots.plot_samples(model.sample(64, rng=np.random.default_rng(s["seed"])), out("samples.png"),
                        title=f"64 samples decoded from z ~ N(0, I) (d = {s['latent_dim']})")

@@ -8,7 +8,7 @@ import numpy as np
 
 from npvae.cli import ArgumentParser, real_number, whole_number
 
-from .cases import CASES
+from .cases import CASES, DESCRIPTIONS
 from .core import BACKENDS, format_table, run, self_test
 from .planted import BUGS
 
@@ -87,7 +87,7 @@ def main(argv=None):
     if args.list:
         for name, (backend, _) in CASES.items():
             if args.backend in ("both", backend):
-                print(f"{name:<24} {backend}")
+                print(f"{name:<23} {backend:<6} {DESCRIPTIONS.get(name, '')}".rstrip())
         print("\nplanted bugs (--self-test):")
         for name, (what, _) in BUGS.items():
             print(f"  {name:<34} {what}")

@@ -726,3 +726,33 @@ CASES = {
     "fast_adam_no_decay": ("numba", _adam_varying(_fused_steps, weight_decay=0.0, dead_columns={1: 1, 3: 4})),
     "fast_sgd": ("numba", _sgd_varying(_fused_steps, dead_columns={1: 1, 3: 4})),
 }
+
+#: What each case checks, for ``python -m gradcheck --list``.
+DESCRIPTIONS = {
+    "dense": "Dense(5, 4): its input, weight and bias",
+    "dense_square": "Dense(4, 4): a transposed dW has the right shape",
+    "relu": "ReLU, inputs kept 20 h away from its kink",
+    "sigmoid": "Sigmoid",
+    "sampler": "z = mu + exp(logvar / 2) * eps: mu and logvar",
+    "kl": "KL(q(z|x) || N(0, I)) of h = [mu | logvar]",
+    "bce_logits": "the BCE on logits, saturated ones included",
+    "bce": "the BCE on probabilities",
+    "sequential": "Dense-ReLU-Dense-ReLU-Dense-Sigmoid",
+    "vae_1h": "a whole VAE, one hidden layer, every parameter",
+    "vae_2h": "a whole VAE, two hidden layers of odd widths",
+    "vae_square": "a whole VAE, 8-8-4: a transposed dW shows",
+    "adam": "Adam's steps for one constant gradient",
+    "adam_varying": "Adam, a new gradient each step, weight decay",
+    "sgd": "SGD's steps for one constant gradient",
+    "sgd_momentum": "SGD with momentum, one constant gradient",
+    "sgd_weight_decay": "SGD with weight decay",
+    "sgd_varying": "SGD, new gradients, momentum and weight decay",
+    "fast_vae_1h": "the fast path's fused step, one hidden layer",
+    "fast_vae_2h": "the fused step, two hidden layers, odd widths",
+    "fast_vae_square": "the fused step, 8-8-4: a transposed dW shows",
+    "fast_vae_dead_units": "the fused step with 5 of its 8 units dead",
+    "fast_vae_retired_units": "the fused step with 3 dead units retired",
+    "fast_adam": "the fused Adam, columns of dead units left out",
+    "fast_adam_no_decay": "the fused Adam without weight decay",
+    "fast_sgd": "the fused SGD, columns of dead units left out",
+}

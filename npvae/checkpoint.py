@@ -58,7 +58,7 @@ _CONFIG_KEYS = ("input_dim", "hidden_dims", "latent_dim", "dtype")
 _MAX_RATIO = 1032
 
 
-@dataclass
+@dataclass(repr=False)
 class Checkpoint:
     """A checkpoint's content, checked by :func:`load_checkpoint`.
 
@@ -102,6 +102,14 @@ class Checkpoint:
     dead_units: dict = None
     version: int = VERSION
     architecture: list = None
+
+    def __repr__(self):
+        """One line (the arrays, Adam's moments and the streams' states would fill a screen)."""
+        last = self.history[-1] if self.history else {}
+        loss = f", test_loss={last['test_loss']:.2f}" if last.get("test_loss") is not None else ""
+        at = f"epoch={self.epoch}" + (f", step={self.step}" if self.step else "")
+        return (f"Checkpoint({self.path!r}, {at}, model={self.model_config}, optimizer={self.optimizer}, "
+                f"{len(self.history)} epoch record(s){loss})")
 
     def generator(self, name):
         """A new ``np.random.Generator`` in a saved state.

@@ -1130,3 +1130,12 @@ def test_an_empty_saved_architecture_is_a_checkpoint_error_not_an_index_error(tm
     np.savez(tmp_path / "e.npz", **arrays)
     with pytest.raises(CheckpointError, match="saved nothing where the model has encoder: Sequential"):
         npvae.load_model(tmp_path / "e.npz")
+
+
+def test_a_checkpoint_prints_as_one_line_saying_what_it_holds(good):
+    """Its arrays, Adam's moments and the streams' states printed about 1,000 lines."""
+    path, model, _ = good
+    shown = repr(load_checkpoint(path))
+    assert "\n" not in shown and len(shown) < 300, shown
+    assert shown.startswith(f"Checkpoint({str(path)!r}, epoch=2, step=3, model={model.config()}, optimizer=Adam, "
+                            f"1 epoch record(s), test_loss=500.50)")

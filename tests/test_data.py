@@ -967,3 +967,16 @@ def test_binarize_draws_uniforms_in_the_images_float_dtype(dtype):
     x = np.random.default_rng(1).random((20, 30)).astype(dtype)
     draw = np.random.default_rng(5).random(x.shape, dtype=x.dtype.newbyteorder("="))
     assert np.array_equal(binarize(x, np.random.default_rng(5)), (draw < x).astype(x.dtype))
+
+
+def test_the_parent_of_a_data_sets_folder_is_pointed_at_it_when_no_data_set_is_named(tmp_path):
+    """The layout the docs recommend (DIR/mnist, DIR/fashion-mnist): load_idx_split(DIR) said only
+    "missing", where any other subfolder's name got "point there"."""
+    shutil.copytree(SAMPLE, tmp_path / "mnist")
+    with pytest.raises(DatasetNotFoundError, match=rf"; they are in {tmp_path / 'mnist'}: point there$"):
+        npvae.data.load_idx_split(tmp_path, "t10k")
+    shutil.copytree(SAMPLE, tmp_path / "fashion-mnist")
+    with pytest.raises(DatasetNotFoundError, match=rf"; they are in {tmp_path / 'fashion-mnist'} and in "
+                                                   rf"{tmp_path / 'mnist'}: point at the one you mean$"):
+        npvae.data.load_idx_split(tmp_path, "t10k")
+    assert len(npvae.data.load_idx_split(tmp_path / "mnist", "t10k")[0]) > 0

@@ -526,3 +526,8 @@ def test_a_partial_file_removed_under_a_download_is_said(tmp_path, server, monke
                                                 r"complete: another npvae process takes one untouched for 10 minutes"):
             download_file(server.url + "/good/t10k-labels-idx1-ubyte.gz", tmp_path / "x.gz", md5=md5)
         assert os.listdir(tmp_path) == []
+
+
+def test_download_dataset_names_a_name_that_is_not_a_string(tmp_path):
+    with pytest.raises(InputTypeError, match=r"^download_dataset: name must be a string such as 'mnist', got list$"):
+        download_dataset(["mnist"], tmp_path)

@@ -1042,6 +1042,19 @@ def test_list_lists_the_cases_of_the_backend_asked_for(capsys):
     assert listed == [name for name, (backend, _) in CASES.items() if backend == "numba"]
 
 
+def test_list_says_what_each_case_checks_and_the_table_what_its_tags_mean(capsys):
+    import gradcheck.__main__ as command
+    from gradcheck.cases import DESCRIPTIONS
+    assert command.main(["--list"]) == 0
+    cases = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert len(cases) == len(CASES) and all(len(line) <= 79 for line in cases)
+    for line, (name, (backend, _)) in zip(cases, CASES.items()):
+        assert line.split(maxsplit=2) == [name, backend, DESCRIPTIONS[name]]
+    table = format_table(run(CASES, ["kl", "vae_1h"], ("numpy",)))
+    assert "[grad=g]: the loss's incoming gradient is g, not 1; [beta=b]: the KL weight" in table
+    assert "python -m pydoc gradcheck.core" in table
+
+
 def test_rel_error_is_the_documented_formula():                             # G03
     from gradcheck.core import rel_error
     assert rel_error([1.0, 0.0], [2.0, 0.0]) == pytest.approx(0.5)

@@ -252,9 +252,11 @@ def _missing_report(folder, stems, name=None):
             found = [f"{file} is there: rename it {stem}" + (".gz" if file.lower().endswith("gz") else "")
                      for file in listing if _spelled_otherwise(folder, file, stem)][:1]
         parts.append(stem + "[.gz]" + (f" ({'; '.join(found)})" if found else ""))
-    below = len(missing) == len(stems) and next(
-        (sub for sub in _subfolders(folder, listing, name) if not _missing(sub, stems)), None)
-    return "missing " + ", ".join(parts) + (f"; they are in {below}: point there" if below else "")
+    below = [sub for sub in _subfolders(folder, listing, name) if not _missing(sub, stems)] \
+        if len(missing) == len(stems) else []
+    where = (f"; they are in {below[0]}: point there" if len(below) == 1 else
+             f"; they are in {' and in '.join(below[:2])}: point at the one you mean" if below else "")
+    return "missing " + ", ".join(parts) + where
 
 
 def _spelled_otherwise(folder, file, stem):
@@ -275,7 +277,7 @@ def _subfolders(folder, listing, name=None):
     for entry in listing[:100]:
         other = _FOLDER_NAMES.get(entry.lower().replace("-", "").replace("_", ""), name)
         sub = os.path.join(folder, entry)
-        if other == name and os.path.isdir(sub):
+        if (name is None or other == name) and os.path.isdir(sub):     # no name: any is a candidate
             yield sub
             yield os.path.join(sub, "raw")
 

@@ -369,6 +369,8 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
         If some file could not be fetched from any mirror; the message lists
         each mirror's failure.
     """
+    if not isinstance(name, str):
+        raise InputTypeError(f"download_dataset: name must be a string such as 'mnist', got {type(name).__name__}")
     if (mirrors is None and name not in MIRRORS) or (checksums is None and name not in MD5):
         raise InputError(f"download_dataset: name must be one of {sorted(MIRRORS)} "
                          f"(or pass mirrors= and checksums=), got {name!r}")
