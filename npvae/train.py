@@ -74,12 +74,14 @@ class History(list):
     """The per-epoch records of :func:`fit`: a list of dicts with :data:`FIELDS`.
 
     ``history[i]`` is a record; ``history["test_loss"]`` is that column as a
-    list (``None`` where there was no test set).
+    list (``None`` where there was no test set); ``history[1:]`` is a History too.
     """
 
     def __getitem__(self, key):
         if isinstance(key, str):
             return [record.get(key) for record in self._known(key)]
+        if isinstance(key, slice):          # history[5:]["test_loss"]: the later epochs' column
+            return History(super().__getitem__(key))
         return super().__getitem__(key)
 
     def _known(self, key):
@@ -485,7 +487,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     ------
     DivergenceError
         The loss became NaN or inf; names the epoch and step. That step is not
-        applied and the last checkpoint is left as it was. Also when the test loss
+        applied and the last checkpoint is left as it was. Its ``history`` holds the
+        records of the epochs before (also without ``checkpoint=``). Also when the test loss
         after an epoch is NaN or inf (finite parameters whose codes overflow): that
         epoch's checkpoint is not written, and the model is left as the epoch made it.
     TrainingInterrupted
@@ -612,6 +615,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                         break
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
+    except DivergenceError as e:    # the epochs before it, as TrainingInterrupted carries them
+        e.history = history
+        raise
     finally:
         if mid_epoch:     # stopped inside an epoch: the model and the optimizer get the steps taken
             training.sync()

@@ -935,11 +935,14 @@ def test_nan_weight_raises_divergence_and_keeps_checkpoint(sample, tmp_path, bac
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(DivergenceError, match=r"callback after epoch 1 left NaN or inf in parameter decoder"
-                                                  r"\.0\.weight; the last good checkpoint is .*c\.npz \(epoch 1\)"):
+        words = r"callback after epoch 1 left NaN or inf in parameter decoder\.0\.weight; the last good checkpoint is"
+        with pytest.raises(DivergenceError, match=words + r" .*c\.npz \(epoch 1\)") as info:
             fit(model, images[:64], epochs=3, batch_size=32, rng=0, checkpoint=path, callback=poison,
                 progress=False, backend=backend)
     assert path.read_bytes() == saved["bytes"]
+    history = info.value.history                          # the epochs before it, with or without a checkpoint
+    assert isinstance(history, History) and history["epoch"] == [1]
+    assert history[0] == load_checkpoint(path).history[0]
     assert load_checkpoint(path).epoch == 1
 
 
@@ -1164,6 +1167,14 @@ def test_history_refuses_a_field_it_does_not_have(sample):
         history["tset_loss"]
     with pytest.raises(KeyError, match="tset_loss"):
         history.best("tset_loss")
+
+
+def test_a_slice_of_a_history_is_a_history(sample):
+    images, _ = sample
+    history = fit(small(), images[:100], images[100:150], epochs=3, batch_size=50, rng=0, progress=False)
+    later = history[1:]
+    assert isinstance(later, History) and later["epoch"] == [2, 3]
+    assert later.best()["epoch"] in (2, 3) and later.last == history.last
 
 
 # -- what a callback changes, a shared generator, paths, odd arrays ---------------------------
