@@ -313,6 +313,10 @@ def _array_hint(images, name):
     if hasattr(images, "train_images") and hasattr(images, "test_images"):
         return " (a Dataset? pass its .train_images or .test_images)"
     if isinstance(images, (list, tuple)) or (hasattr(images, "__array__") and not isinstance(images, np.generic)):
+        try:
+            np.asarray(images)
+        except (ValueError, TypeError):     # (images, labels, names), say: items of other shapes
+            return " (its items differ in shape: no one array can hold them)"
         return f" (np.asarray({name}) makes one)"
     return ""
 

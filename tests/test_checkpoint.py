@@ -1139,3 +1139,14 @@ def test_a_checkpoint_prints_as_one_line_saying_what_it_holds(good):
     assert "\n" not in shown and len(shown) < 300, shown
     assert shown.startswith(f"Checkpoint({str(path)!r}, epoch=2, step=3, model={model.config()}, optimizer=Adam, "
                             f"1 epoch record(s), test_loss=500.50)")
+
+
+def test_build_model_and_load_model_refuse_a_backend_no_npvae_took(good):
+    """As VAE, Dense, Adam and set_backend do: "gpu" is a mistake, not the old spelling of a back end."""
+    path, _, _ = good
+    for call in (lambda b: load_checkpoint(path).build_model(backend=b), lambda b: load_model(path, backend=b)):
+        with pytest.raises(InputError, match=r"backend, deprecated and ignored, was once 'numba', 'numpy' or None, "
+                                             r"got 'gpu'; leave it out"):
+            call("gpu")
+        with pytest.warns(DeprecationWarning, match="no longer a property of models"):
+            assert isinstance(call("numpy"), VAE)

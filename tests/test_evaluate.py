@@ -609,6 +609,8 @@ def test_the_hints_for_images_given_in_another_form_are_ones_that_work():
         evaluate_elbo(model, [images, labels])
     with pytest.raises(InputTypeError, match=r"got tuple \(np\.asarray\(images\) makes one\)$"):
         evaluate_elbo(model, (images[0], images[1]))     # two images: asarray does make the set
+    with pytest.raises(InputTypeError, match=r"got tuple \(its items differ in shape: no one array can hold them\)$"):
+        evaluate_elbo(model, (images, labels, labels))
     assert np.isfinite(evaluate_elbo(model, np.asarray((images[0], images[1]))).total)
     with pytest.raises(InputTypeError, match=r"got float32$"):
         evaluate_elbo(model, np.float32(0.5))

@@ -177,3 +177,16 @@ def test_the_evaluator_refuses_what_prepare_did_not_make(images):
     assert evaluator.recon_rows(z, evaluator.prepare(x)).shape == (6,)
     x64 = x.astype(np.float64)                       # prepare makes the model's type of it
     assert np.array_equal(evaluator.encode(evaluator.prepare(x64)), evaluator.encode(evaluator.prepare(x)))
+
+
+def test_the_evaluator_blames_the_layout_only_for_an_x_of_the_models_type_and_width(images):
+    """"not in the column-major layout" is said of a row-major x prepare would only reorder, not of
+    an x of another type (a float64 array in column-major order is in that layout)."""
+    evaluator = Evaluator(VAE(784, 32, 4, rng=3))
+    x = to_float(images[:6], np.float32)
+    with pytest.raises(InputError, match=r"got a float32 array of shape \(6, 784\) not in the column-major layout "
+                                         r"prepare\(x\) makes: pass prepare\(x\)'s result$"):
+        evaluator.encode(np.ascontiguousarray(x))
+    for bad in (np.asfortranarray(x, np.float64), x.astype(np.float64)):
+        with pytest.raises(InputError, match=r"got a float64 array of shape \(6, 784\)$"):
+            evaluator.encode(bad)

@@ -145,3 +145,13 @@ def test_a_resume_into_a_new_metrics_file_writes_the_checkpoints_epochs_first(tm
     records = [json.loads(line) for line in new.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[0] == json.loads(metrics.read_text()) and records[1]["train_loss"] == history[1]["train_loss"]
+
+
+def test_a_resume_on_other_test_images_explains_the_fingerprint_as_for_the_training_images(tmp_path, images):
+    """The same pixels as floats are other test images to the fingerprint: the message says so."""
+    path, _, run = _first_epoch(tmp_path, images)
+    as_floats = images[64:96] / 255.0
+    with pytest.raises(InputError, match=r"exactly: test images .* \(fingerprints of the images' dtype, shape and "
+                                         r"bytes: the same pixels as uint8 and as floats differ, so give them as the "
+                                         r"run did\); the History's test losses would not compare"):
+        fit(npvae.VAE(784, 8, 2, rng=0), images[:64], as_floats, epochs=2, resume=path, **run)

@@ -616,9 +616,10 @@ def test_a_fresh_run_stopped_in_its_first_epoch_restarts_the_metrics_file_with_i
     assert (load_checkpoint(ckpt).epoch, load_checkpoint(ckpt).step) == (0, 1) and metrics.read_text() == ""
 
 
-def test_an_epochs_metrics_line_is_written_before_its_checkpoint(sample, tmp_path, monkeypatch):
-    """A run that fails writing epoch 2's line keeps the epoch-1 checkpoint: the resume redoes
-    epoch 2 and the file has every epoch once (the other order would skip epoch 2's line)."""
+def test_a_run_that_fails_writing_an_epochs_metrics_line_resumes_to_a_file_with_every_epoch_once(sample, tmp_path,
+                                                                                                  monkeypatch):
+    """The line is written after its epoch's checkpoint: a run that fails writing epoch 2's line
+    leaves the epoch-2 checkpoint, and the resume writes that line from the checkpoint's History."""
     import npvae.train
     images, _ = sample
     metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.npz"
@@ -1409,3 +1410,56 @@ def test_a_fit_that_fails_leaves_the_pixel_scale_warning_on(monkeypatch):
             fit(VAE(6, 5, 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False, backend="numpy")
     with pytest.warns(PixelScaleWarning):
         fit(VAE(6, 5, 2, rng=0), images, epochs=1, batch_size=32, rng=0, progress=False, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_optimizer_state_with_a_single_negative_entry_is_refused(sample, backend):
+    """One negative v is as wrong as a whole negative v: refused before training, not only an all-negative one."""
+    images, _ = sample
+    model = small()
+    opt = Adam(model.parameters())
+    opt.state[model.parameters()[0]]["v"][3, 5] = -0.5
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(InputError, match=r"^optimizer state v\.0 has negative values \(min -0\.5\), but it is a "
+                                         r"mean of squares; build a new one"):
+        fit(model, images[:128], epochs=1, batch_size=64, optimizer=opt, rng=0, progress=False, backend=backend)
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+
+
+class LazyAdam(Adam):
+    """A subclass of Adam that makes its moments at its first step (its own way of keeping state)."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.state = {p: {} for p in self.params}
+
+    def step(self):
+        for p in self.params:
+            for name in self.state_names:
+                self.state[p].setdefault(name, np.zeros_like(p.data))
+        super().step()
+
+
+def test_a_subclass_of_adam_whose_state_is_made_at_its_first_step_trains_on_the_reference(sample):
+    """Only Adam and SGD themselves are held to their state's shapes: a subclass (one's own) may keep
+    its state its own way, as an Optimizer subclass may."""
+    images, _ = sample
+    model = small()
+    opt = LazyAdam(model.parameters())
+    history = fit(model, images[:64], epochs=1, batch_size=32, optimizer=opt, rng=0, progress=False,
+                  backend="numpy")
+    assert len(history) == 1 and opt.t == 2 and opt.state[model.parameters()[0]]["v"].any()
+
+
+def test_a_callback_may_swap_the_kl_of_a_run_that_evaluates_no_test_images(sample):
+    """The stock terms are required of the model only while fit evaluates test images."""
+    images, _ = sample
+    wider = type("WiderPrior", (npvae.KL,), {})
+    seen = []
+
+    def swap(record, model):
+        model.kl = wider()
+        seen.append(record["epoch"])
+    history = fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, backend="numpy",
+                  callback=swap)
+    assert len(history) == 2 and seen == [1, 2]
