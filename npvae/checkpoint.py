@@ -105,8 +105,9 @@ class Checkpoint:
 
     def __repr__(self):
         """One line (the arrays, Adam's moments and the streams' states would fill a screen)."""
-        last = self.history[-1] if self.history else {}
-        loss = f", test_loss={last['test_loss']:.2f}" if last.get("test_loss") is not None else ""
+        last = self.history[-1] if self.history and isinstance(self.history[-1], dict) else {}
+        value = last.get("test_loss")
+        loss = f", test_loss={value:.2f}" if isinstance(value, float) else ""    # None without test images
         at = f"epoch={self.epoch}" + (f", step={self.step}" if self.step else "")
         return (f"Checkpoint({self.path!r}, {at}, model={self.model_config}, optimizer={self.optimizer}, "
                 f"{len(self.history)} epoch record(s){loss})")

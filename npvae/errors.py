@@ -62,7 +62,7 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class DivergenceError(NpvaeError, FloatingPointError):
     """Training produced NaN or inf; the message names the epoch and step. Raised by ``fit``, it
-    has a ``history`` (a History of the epochs completed before it)."""
+    has a ``history`` (a History of the epochs completed)."""
 
 
 class RunFolderInUseError(NpvaeError, RuntimeError):

@@ -487,10 +487,11 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     ------
     DivergenceError
         The loss became NaN or inf; names the epoch and step. That step is not
-        applied and the last checkpoint is left as it was. Its ``history`` holds the
-        records of the epochs before (also without ``checkpoint=``). Also when the test loss
+        applied and the last checkpoint is left as it was. Also when the test loss
         after an epoch is NaN or inf (finite parameters whose codes overflow): that
         epoch's checkpoint is not written, and the model is left as the epoch made it.
+        Its ``history`` holds the records of the epochs completed (without ``checkpoint=``
+        too: the run's only record of them).
     TrainingInterrupted
         (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint;
         in the main thread only, where Python delivers signals (elsewhere, stop it with ``callback``).
@@ -615,7 +616,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                         break
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)
-    except DivergenceError as e:    # the epochs before it, as TrainingInterrupted carries them
+    except DivergenceError as e:    # the epochs completed, as TrainingInterrupted carries them
         e.history = history
         raise
     finally:

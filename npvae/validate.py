@@ -312,12 +312,10 @@ def _array_hint(images, name):
         return f" (a pair, such as load_split's (images, labels)? pass its images: {name}, labels = ...)"
     if hasattr(images, "train_images") and hasattr(images, "test_images"):
         return " (a Dataset? pass its .train_images or .test_images)"
+    if isinstance(images, (list, tuple)) and any(isinstance(a, np.ndarray) and a.ndim != 1 for a in images):
+        return " (arrays of other shapes, or sets of rows: pass one array; np.concatenate joins sets of rows)"
     if isinstance(images, (list, tuple)) or (hasattr(images, "__array__") and not isinstance(images, np.generic)):
-        try:
-            np.asarray(images)
-        except (ValueError, TypeError):     # (images, labels, names), say: items of other shapes
-            return " (its items differ in shape: no one array can hold them)"
-        return f" (np.asarray({name}) makes one)"
+        return f" (np.asarray({name}) makes one)"      # rows as lists or 1-D arrays, a table object
     return ""
 
 

@@ -1139,6 +1139,12 @@ def test_a_checkpoint_prints_as_one_line_saying_what_it_holds(good):
     assert "\n" not in shown and len(shown) < 300, shown
     assert shown.startswith(f"Checkpoint({str(path)!r}, epoch=2, step=3, model={model.config()}, optimizer=Adam, "
                             f"1 epoch record(s), test_loss=500.50)")
+    ckpt = load_checkpoint(path)
+    for odd in (None, "n/a", [1.0], True):            # no test images, or a record edited by hand
+        ckpt.history = [{"epoch": 1, "test_loss": odd}]
+        assert repr(ckpt).endswith(", 1 epoch record(s))")
+    ckpt.history, ckpt.optimizer = [], None
+    assert repr(ckpt).endswith("optimizer=None, 0 epoch record(s))")
 
 
 def test_build_model_and_load_model_refuse_a_backend_no_npvae_took(good):

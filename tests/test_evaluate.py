@@ -609,8 +609,11 @@ def test_the_hints_for_images_given_in_another_form_are_ones_that_work():
         evaluate_elbo(model, [images, labels])
     with pytest.raises(InputTypeError, match=r"got tuple \(np\.asarray\(images\) makes one\)$"):
         evaluate_elbo(model, (images[0], images[1]))     # two images: asarray does make the set
-    with pytest.raises(InputTypeError, match=r"got tuple \(its items differ in shape: no one array can hold them\)$"):
-        evaluate_elbo(model, (images, labels, labels))
+    for sets in ((images, labels, labels), [images, images]):      # np.asarray fails, or makes a 3-D array
+        with pytest.raises(InputTypeError, match=r"\(arrays of other shapes, or sets of rows: pass one array; "
+                                                 r"np\.concatenate joins sets of rows\)$"):
+            evaluate_elbo(model, sets)
+    assert np.isfinite(evaluate_elbo(model, np.concatenate([images, images])).total)
     assert np.isfinite(evaluate_elbo(model, np.asarray((images[0], images[1]))).total)
     with pytest.raises(InputTypeError, match=r"got float32$"):
         evaluate_elbo(model, np.float32(0.5))

@@ -1050,9 +1050,10 @@ def test_list_says_what_each_case_checks_and_the_table_what_its_tags_mean(capsys
     assert len(cases) == len(CASES) and all(len(line) <= 79 for line in cases)
     for line, (name, (backend, _)) in zip(cases, CASES.items()):
         assert line.split(maxsplit=2) == [name, backend, DESCRIPTIONS[name]]
+    legend = "[grad=g]: the loss's incoming gradient is g, not 1; [beta=b]: the KL weight"
     table = format_table(run(CASES, ["kl", "vae_1h"], ("numpy",)))
-    assert "[grad=g]: the loss's incoming gradient is g, not 1; [beta=b]: the KL weight" in table
-    assert "python -m pydoc gradcheck.core" in table
+    assert legend in table and "python -m pydoc gradcheck.core" in table
+    assert legend not in format_table(run(CASES, ["dense"], ("numpy",)))    # no tagged rows: no legend
 
 
 def test_rel_error_is_the_documented_formula():                             # G03

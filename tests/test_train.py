@@ -1170,6 +1170,21 @@ def test_history_refuses_a_field_it_does_not_have(sample):
         history.best("tset_loss")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_divergence_without_a_checkpoint_still_hands_back_the_epochs_it_completed(sample, backend):
+    images, _ = sample
+
+    def poison_after_epoch_2(record, model):
+        if record["epoch"] == 2:
+            model.decoder[0].weight.data[0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DivergenceError) as info:
+            fit(small(), images[:64], epochs=4, batch_size=32, rng=0, callback=poison_after_epoch_2,
+                progress=False, backend=backend)
+    assert info.value.history["epoch"] == [1, 2]
+
+
 def test_a_slice_of_a_history_is_a_history(sample):
     images, _ = sample
     history = fit(small(), images[:100], images[100:150], epochs=3, batch_size=50, rng=0, progress=False)

@@ -255,7 +255,7 @@ def _missing_report(folder, stems, name=None):
     below = [sub for sub in _subfolders(folder, listing, name) if not _missing(sub, stems)] \
         if len(missing) == len(stems) else []
     where = (f"; they are in {below[0]}: point there" if len(below) == 1 else
-             f"; they are in {' and in '.join(below[:2])}: point at the one you mean" if below else "")
+             f"; they are in {' and in '.join(below)}: point at the one you mean" if below else "")
     return "missing " + ", ".join(parts) + where
 
 
@@ -273,7 +273,8 @@ _FOLDER_NAMES = {"mnist": "mnist", "fashionmnist": "fashion-mnist", "fmnist": "f
 
 def _subfolders(folder, listing, name=None):
     """Where else the files often are: each subfolder, and its ``raw/`` (torchvision's
-    ``MNIST/raw``), but not one named after a data set other than ``name``."""
+    ``MNIST/raw``), but not one named after a data set other than ``name`` (with no ``name``,
+    as for ``load_idx_folder``, every subfolder)."""
     for entry in listing[:100]:
         other = _FOLDER_NAMES.get(entry.lower().replace("-", "").replace("_", ""), name)
         sub = os.path.join(folder, entry)

@@ -363,13 +363,15 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
 
     Raises
     ------
+    InputTypeError
+        If ``name`` is not a string (or None with ``mirrors`` and ``checksums``).
     InputError
         If ``name`` has no default mirrors/checksums and none are given.
     DownloadError
         If some file could not be fetched from any mirror; the message lists
         each mirror's failure.
     """
-    if not isinstance(name, str):
+    if name is not None and not isinstance(name, str):     # None: only with mirrors and checksums of one's own
         raise InputTypeError(f"download_dataset: name must be a string such as 'mnist', got {type(name).__name__}")
     if (mirrors is None and name not in MIRRORS) or (checksums is None and name not in MD5):
         raise InputError(f"download_dataset: name must be one of {sorted(MIRRORS)} "
