@@ -167,12 +167,22 @@ def detect_layout(state_dict):
         raise StateDictError(f"the state dict's names are of the {likely!r} layout but for {extra[:6]}"
                              f"{'...' if len(extra) > 6 else ''}, which fit no npvae VAE (a buffer, "
                              f"another module's entries): leave those out")
-    hint = next((f"; the names start with {prefix!r} ({source}): strip that prefix first"
-                 for prefix, source in (("module.", "a DataParallel model"), ("_orig_mod.", "a torch.compile model"))
-                 if keys and all(k.startswith(prefix) for k in keys)), "")
     raise StateDictError(f"cannot tell the layout of a state dict with keys {sorted(keys)[:6]}"
                          f"{'...' if len(keys) > 6 else ''}: expected encoder.*/decoder.* "
-                         f"('sequential') or fc1, fc21, fc22, fc3, fc4 ('examples'){hint}")
+                         f"('sequential') or fc1, fc21, fc22, fc3, fc4 ('examples'){_wrapping_hint(state_dict)}")
+
+
+def _wrapping_hint(state_dict):
+    """What wraps the names, where something does: a prefix (DataParallel, torch.compile), or a
+    training checkpoint's dict holding the state dict under a key."""
+    keys = list(state_dict)
+    for prefix, source in (("module.", "a DataParallel model"), ("_orig_mod.", "a torch.compile model")):
+        if keys and all(isinstance(k, str) and k.startswith(prefix) for k in keys):
+            return f"; the names start with {prefix!r} ({source}): strip that prefix first"
+    inner = next((k for k, v in state_dict.items() if isinstance(v, Mapping)), None)
+    if inner is not None:           # {"model": model.state_dict(), "epoch": 3, ...}
+        return f"; it holds a dict under {inner!r} (a training checkpoint?): pass state_dict[{inner!r}]"
+    return ""
 
 
 def _validate(model, state_dict, layout):
@@ -182,7 +192,8 @@ def _validate(model, state_dict, layout):
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
         raise StateDictError(f"PyTorch state dict ({layout!r} layout) does not match the model: "
-                             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+                             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+                             f"{_wrapping_hint(state_dict)}")
     for key, want in expected.items():
         v = state_dict[key]
         check_state_entry(key, v, want, " (that is npvae's (in, out) orientation; PyTorch's Linear "

@@ -295,3 +295,16 @@ def test_a_module_or_swapped_arguments_are_named():
     with pytest.raises(StateDictError, match=r"state_dict is a Module, not its state dict: pass "
                                              r"\{k: v.detach\(\).cpu\(\).numpy\(\) for k, v in "):
         from_torch_state_dict(m, Module())
+
+
+@pytest.mark.parametrize("layout", [None, "examples"])
+def test_a_wrapped_state_dict_is_told_what_wraps_it_whether_or_not_the_layout_is_given(layout):
+    model = VAE(12, 8, 3, rng=0)
+    sd = to_torch_state_dict(model, "examples")
+    with pytest.raises(StateDictError, match=r"; the names start with 'module\.' \(a DataParallel model\): strip "
+                                             r"that prefix first$"):
+        from_torch_state_dict(model, {"module." + k: v for k, v in sd.items()}, layout=layout)
+    with pytest.raises(StateDictError, match=r"; it holds a dict under 'model' \(a training checkpoint\?\): pass "
+                                             r"state_dict\['model'\]$"):
+        from_torch_state_dict(model, {"model": sd, "epoch": 3}, layout=layout)
+    assert from_torch_state_dict(model, sd, layout=layout) is model
