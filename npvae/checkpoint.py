@@ -105,12 +105,13 @@ class Checkpoint:
 
     def __repr__(self):
         """One line (the arrays, Adam's moments and the streams' states would fill a screen)."""
-        last = self.history[-1] if self.history and isinstance(self.history[-1], dict) else {}
+        records = self.history if isinstance(self.history, list) else []      # one made by hand: anything
+        last = records[-1] if records and isinstance(records[-1], dict) else {}
         value = last.get("test_loss")
         loss = f", test_loss={value:.2f}" if isinstance(value, float) else ""    # None without test images
         at = f"epoch={self.epoch}" + (f", step={self.step}" if self.step else "")
         return (f"Checkpoint({self.path!r}, {at}, model={self.model_config}, optimizer={self.optimizer}, "
-                f"{len(self.history)} epoch record(s){loss})")
+                f"{len(records)} epoch record(s){loss})")
 
     def generator(self, name):
         """A new ``np.random.Generator`` in a saved state.

@@ -179,8 +179,9 @@ def _wrapping_hint(state_dict):
     for prefix, source in (("module.", "a DataParallel model"), ("_orig_mod.", "a torch.compile model")):
         if keys and all(isinstance(k, str) and k.startswith(prefix) for k in keys):
             return f"; the names start with {prefix!r} ({source}): strip that prefix first"
-    inner = next((k for k, v in state_dict.items() if isinstance(v, Mapping)), None)
-    if inner is not None:           # {"model": model.state_dict(), "epoch": 3, ...}
+    inner = next((k for k, v in state_dict.items() if isinstance(v, Mapping) and v
+                  and all(isinstance(n, str) and n.startswith(("fc", "encoder.", "decoder.")) for n in v)), None)
+    if inner is not None:           # {"model": model.state_dict(), "optimizer": ..., "epoch": 3}
         return f"; it holds a dict under {inner!r} (a training checkpoint?): pass state_dict[{inner!r}]"
     return ""
 

@@ -76,7 +76,6 @@ class Optimizer:
 
     state_names = ()   # the per-parameter arrays, in state-dict order
     never_negative = ()  # those of them that cannot be negative (a loaded state is checked)
-    zero_before_a_step = ()  # those of them that are 0 until the first step (t = 0: all 0)
 
     def __init__(self, params, backend=None):
         if backend is not None:
@@ -185,13 +184,6 @@ class Optimizer:
             raise StateDictError(f"{type(self).__name__} state dict has a bad hyper-parameter: {e}") from e
         if t < 0:
             raise StateDictError(f"{type(self).__name__} state dict has a negative step count t={t}")
-        moved = [key for key in (f"{n}.{i}" for n in self.zero_before_a_step for i in range(len(self.params)))
-                 if sd[key].any()]
-        if t == 0 and moved:    # PyTorch's moments with the step count left out, likely: said, not
-            # refused, as a callback may reset t on purpose (a warm restart) and its run must resume
-            warnings.warn(f"{type(self).__name__} state dict has t=0 (no step taken) but a non-zero {moved[0]}: "
-                          f"the bias correction starts again; if the moments come from another run (PyTorch's), "
-                          f"set t to the steps they come from (its state['step'])", UserWarning, stacklevel=2)
         for name in self.state_names:
             for i, p in enumerate(self.params):
                 self.state[p][name][...] = sd[f"{name}.{i}"]
@@ -269,7 +261,6 @@ class Adam(Optimizer):
 
     state_names = ("m", "v")
     never_negative = ("v",)   # a running mean of squares
-    zero_before_a_step = ("m", "v")
     # the hyper-parameters, each checked whenever it is set (npvae.validate.Setting)
     lr = Setting(check_non_negative_number, _FITS)     # >= 0: a schedule may bring it down to 0
     betas = Setting(check_decay_rates)

@@ -1145,6 +1145,9 @@ def test_a_checkpoint_prints_as_one_line_saying_what_it_holds(good):
         assert repr(ckpt).endswith(", 1 epoch record(s))")
     ckpt.history, ckpt.optimizer = [], None
     assert repr(ckpt).endswith("optimizer=None, 0 epoch record(s))")
+    for odd in (None, {"epoch": 1}):                   # a Checkpoint made by hand
+        ckpt.history = odd
+        assert repr(ckpt).startswith("Checkpoint(")
 
 
 def test_build_model_and_load_model_refuse_a_backend_no_npvae_took(good):

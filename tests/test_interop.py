@@ -308,3 +308,15 @@ def test_a_wrapped_state_dict_is_told_what_wraps_it_whether_or_not_the_layout_is
                                              r"state_dict\['model'\]$"):
         from_torch_state_dict(model, {"model": sd, "epoch": 3}, layout=layout)
     assert from_torch_state_dict(model, sd, layout=layout) is model
+
+
+def test_only_an_entry_holding_a_models_names_is_pointed_at():
+    """A PyTorch optimizer's state dict ({"state": ..., "param_groups": ...}) has no such entry; a
+    checkpoint listing its optimizer first is pointed at its model."""
+    model = VAE(12, 8, 3, rng=0)
+    sd = to_torch_state_dict(model, "examples")
+    with pytest.raises(StateDictError) as info:
+        from_torch_state_dict(model, {"state": {0: {"step": 1}}, "param_groups": [{"lr": 1e-3}]})
+    assert "pass state_dict[" not in str(info.value)
+    with pytest.raises(StateDictError, match=r"pass state_dict\['model'\]$"):
+        from_torch_state_dict(model, {"optimizer": {"state": {}, "param_groups": []}, "model": sd})

@@ -603,20 +603,3 @@ def test_a_read_only_array_is_refused_as_a_parameters_data_or_grad():
     with pytest.raises(InputError, match="writable"):
         Parameter(data)
 
-
-def test_adam_warns_of_moments_with_no_step_to_come_from():
-    """PyTorch's moments loaded with the fresh optimizer's t = 0 (the step count left out): the
-    bias correction of every later step would be another's (9e-4 off for a 2e-3 step). Said, not
-    refused: a callback may set t = 0 on purpose, and its run must resume."""
-    params = [Parameter(np.ones((3, 2)))]
-    opt = Adam(params)
-    sd = opt.state_dict()
-    sd["m.0"] = np.full((3, 2), 0.1)
-    with pytest.warns(UserWarning, match=r"Adam state dict has t=0 \(no step taken\) but a non-zero m\.0: the bias "
-                                         r"correction starts again; .* set t to .* \(its state\['step'\]\)"):
-        opt.load_state_dict(sd)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        opt.load_state_dict(dict(sd, t=5))
-        opt.load_state_dict(Adam(params).state_dict())      # a fresh one: t = 0, moments 0
-    assert opt.t == 0
