@@ -795,7 +795,8 @@ def load_model(path, backend=None):
     path : str or os.PathLike
         A checkpoint file, or a run folder holding ``checkpoint.npz``.
     backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
-        Models no longer carry one.
+        Models no longer carry one. A model here (``load_model(path, model)``) is an
+        ``InputTypeError``: :func:`load_checkpoint` loads into a model of one's own.
 
     Returns
     -------

@@ -65,8 +65,8 @@ FIELDS = ("epoch", "steps", "train_loss", "train_recon", "train_kl", "test_loss"
           "test_kl", "train_seconds", "eval_seconds", "beta_start", "beta")
 DEFAULT_LR = 1e-3          # the default optimizer's learning rate (Adam's own default)
 # fit settings a resumed run must share with the checkpoint to continue exactly
-_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data", "n_test", "test_data",
-                "eval_seed")          # the last three: so that the History's test losses compare
+_TEST_KEYS = ("n_test", "test_data", "eval_seed")       # so that the History's test losses compare
+_RESUME_KEYS = ("batch_size", "beta", "warmup", "binarize", "n_train", "train_data") + _TEST_KEYS
 _PARTIAL_SUMS = ("loss", "recon", "kl", "n", "seconds")    # an epoch's running sums, in mid-epoch checkpoints
 
 
@@ -166,7 +166,8 @@ def _start_metrics(path, history):
             for line in f:                                            # no record of ours: passed over
                 with contextlib.suppress(ValueError):
                     rec = json.loads(line)
-                    if isinstance(rec, dict) and rec.get("epoch") in epochs and not rec.get("summary"):
+                    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] in epochs \
+                            and not rec.get("summary"):
                         lines.setdefault(rec["epoch"], line.rstrip("\n") + "\n")
     for rec in history:
         lines.setdefault(rec["epoch"], jsonio.dumps(rec) + "\n")
@@ -283,10 +284,10 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
         if key in saved and saved[key] != fit_config[key]:
             what = {"train_data": "training images", "test_data": "test images",
                     "n_test": "number of test images"}.get(key, key)
-            done = "evaluated" if key in ("n_test", "test_data", "eval_seed") else "trained"
+            done = "evaluated" if key in _TEST_KEYS else "trained"
             why = (" (fingerprints of the images' dtype, shape and bytes: the same pixels as uint8 and "
                    "as floats differ, so give them as the run did)") if key.endswith("_data") else ""
-            if key in ("n_test", "test_data", "eval_seed"):
+            if key in _TEST_KEYS:
                 why += ("; the History's test losses would not compare: give test_images and eval_seed "
                         "as the run did, or start a new run")
             raise InputError(f"cannot resume {path} exactly: {what} {_or_none(fit_config[key])} but the "
@@ -455,8 +456,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Called after each epoch; return ``False`` to stop training early (None or
         True goes on). The epoch's checkpoint is written before it and again after
         it, so what it changes (``optimizer.lr``, say) is resumed too. It may change
-        values, not the model's layers or parameters (an ``InputError``; the reference, which
-        runs the model's own code, follows a layer swapped for one without parameters). The model's ``rng``
+        values, not the model's parameters or (on the fast path) its layers: an ``InputError``.
+        The reference runs the model's own code, so it follows a layer swapped for one without
+        parameters; while ``test_images`` are evaluated, a ``kl``, ``bce`` or ``sampler`` of
+        another class is refused on both. The model's ``rng``
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks.
     metrics_path : path, optional
@@ -561,7 +564,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         history = History(ckpt.history)
     metrics = _MetricsFile(metrics_path, list(history))      # a resume's records so far, or none
     if resume is not None:
-        metrics.start()         # the run's own file: trimmed now, even with no epoch left to train
+        metrics.start()         # the run's own file: made the checkpoint's now, even with no epoch left to train
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
                fit_config, history, EpochProgress(progress, epochs, steps), metrics, own_optimizer=optimizer is None)
     if resume is not None:

@@ -647,6 +647,7 @@ def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
         checkpoint=tmp_path / "c.npz")
     with open(path, "ab") as f:
         f.write('{"note": "résumé later"}\n'.encode("latin-1"))
+        f.write(b'{"epoch": [1], "note": "a line of ones own"}\n{"epoch": 1.0}\n')   # not an epoch's record
     fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, metrics_path=path,
         resume=tmp_path / "c.npz")
     assert [json.loads(line)["epoch"] for line in path.read_text(encoding="utf-8").splitlines()] == [1, 2]

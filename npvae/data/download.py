@@ -364,7 +364,7 @@ def download_dataset(name, dest, files=None, mirrors=None, checksums=None,
     Raises
     ------
     InputTypeError
-        If ``name`` is not a string (or None with ``mirrors`` and ``checksums``).
+        If ``name`` is not a string. (None is taken with ``mirrors`` and ``checksums`` given.)
     InputError
         If ``name`` has no default mirrors/checksums and none are given.
     DownloadError
