@@ -332,9 +332,9 @@ def format_table(rows, dtype=None, h=None, tol=None, expect_fail=False):
     if any(_exact_row(r) for r in rows):
         lines.append(f"  optimizer steps (step t) against their closed form, and the fast path against "
                      f"VAE.loss/VAE.backward (= VAE.*): pass if rel < {exact_tolerance(dtype, tol):g}")
-    if any("[" in r.tensor for r in rows):
+    if any("[grad=" in r.tensor or "[beta=" in r.tensor for r in rows):
         lines.append("  [grad=g]: the loss's incoming gradient is g, not 1; [beta=b]: the KL weight")
-    lines.append("  why this h and tolerance: python -m pydoc gradcheck.core; the cases: --list")
+    lines.append("  why this h and tolerance: python -m pydoc gradcheck.core; the cases: python -m gradcheck --list")
     if dtype == np.float32:
         lines.append("  NOTE: float32 is a smoke check only (round-off limits it); "
                      "the real check is float64")

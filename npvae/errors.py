@@ -61,8 +61,10 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class DivergenceError(NpvaeError, FloatingPointError):
-    """Training produced NaN or inf; the message names the epoch and step. Raised by ``fit``, it
-    has a ``history`` (a History of the epochs completed)."""
+    """Training produced NaN or inf; the message names the epoch and step. Raised by ``fit``, its
+    ``history`` is a History of the epochs completed; raised elsewhere, None."""
+
+    history = None
 
 
 class RunFolderInUseError(NpvaeError, RuntimeError):

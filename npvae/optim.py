@@ -401,7 +401,7 @@ class SGD(Optimizer):
         :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
         The fourth positional argument, where PyTorch's is ``dampening`` (which npvae
         does not have): pass it by name.
-    backend : deprecated, ignored (warns; a value no npvae took is an error); keyword only
+    backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error); keyword only
     """
 
     state_names = ("momentum_buffer",)

@@ -309,10 +309,13 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
         if not set(_PARTIAL_SUMS) <= set(partial):
             raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) "
                                   f"must hold {list(_PARTIAL_SUMS)}, got {sorted(partial)}")
-        if partial["n"] != seen or partial["seconds"] < 0:
+        if partial["n"] != seen:
             raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) count "
-                                  f"{partial['n']} images in {partial['seconds']} s, but step {ckpt.step} of "
-                                  f"batches of {fit_config['batch_size']} has seen {seen}")
+                                  f"{partial['n']} images, but step {ckpt.step} of batches of "
+                                  f"{fit_config['batch_size']} has seen {seen}")
+        if partial["seconds"] < 0:
+            raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) give "
+                                  f"the epoch's time so far as {partial['seconds']} s")
     ckpt.load_into(model, opt)
     steps.load()
     steps.load_dead_units(ckpt.dead_units, path)   # none saved (another back end, an older file): afresh

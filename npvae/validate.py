@@ -313,9 +313,10 @@ def _array_hint(images, name):
     if hasattr(images, "train_images") and hasattr(images, "test_images"):
         return " (a Dataset? pass its .train_images or .test_images)"
     if isinstance(images, (list, tuple)) and any(isinstance(a, np.ndarray) and a.ndim != 1 for a in images):
-        return " (several arrays: make one, with a row per image)"   # sets of rows, images of (28, 28), ...
+        return (" (several arrays: join sets of rows with np.concatenate, or np.stack images and "
+                "reshape them to rows)")
     if isinstance(images, (list, tuple)) or (hasattr(images, "__array__") and not isinstance(images, np.generic)):
-        return f" (np.asarray({name}) makes one of rows of one length)"     # rows as lists, a table object
+        return f" (np.asarray({name}) makes one, if every row has the same length)"   # rows as lists, a table
     return ""
 
 

@@ -590,7 +590,8 @@ def test_images_that_are_not_an_array_are_refused_saying_how_to_make_one():
     for call, name in ((evaluate_elbo, "images"), (iw_nll, "images"),
                        (lambda m, x: fit(m, x, epochs=1, progress=False), "train_images")):
         with pytest.raises(InputTypeError, match=rf"^{name} must be a numpy array of shape \(N, 6\), got list "
-                                                 rf"\(np\.asarray\({name}\) makes one of rows of one length\)$"):
+                                                 rf"\(np\.asarray\({name}\) makes one, if every row has the "
+                                                 rf"same length\)$"):
             call(model, rows)
         with pytest.raises(InputTypeError, match=rf"^{name} must be a numpy array of shape \(N, 6\), got NoneType$"):
             call(model, None)
@@ -607,10 +608,12 @@ def test_the_hints_for_images_given_in_another_form_are_ones_that_work():
         evaluate_elbo(model, (images, labels))
     with pytest.raises(InputTypeError, match=r"got list \(a pair, such as load_split's"):
         evaluate_elbo(model, [images, labels])
-    with pytest.raises(InputTypeError, match=r"got tuple \(np\.asarray\(images\) makes one of rows of one length\)$"):
+    with pytest.raises(InputTypeError, match=r"got tuple \(np\.asarray\(images\) makes one, if every row has the "
+                                             r"same length\)$"):
         evaluate_elbo(model, (images[0], images[1]))     # two images: asarray does make the set
     for sets in ((images, labels, labels), [images, images], [np.zeros((2, 3))] * 5):   # no np.asarray hint:
-        with pytest.raises(InputTypeError, match=r"\(several arrays: make one, with a row per image\)$"):
+        with pytest.raises(InputTypeError, match=r"\(several arrays: join sets of rows with np\.concatenate, or "
+                                                 r"np\.stack images and reshape them to rows\)$"):
             evaluate_elbo(model, sets)                                      # it fails, or makes a 3-D array
     assert np.isfinite(evaluate_elbo(model, np.concatenate([images, images])).total)
     assert np.isfinite(evaluate_elbo(model, np.asarray((images[0], images[1]))).total)

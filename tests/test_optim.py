@@ -602,4 +602,3 @@ def test_a_read_only_array_is_refused_as_a_parameters_data_or_grad():
         Parameter(np.zeros((2, 3))).grad = data
     with pytest.raises(InputError, match="writable"):
         Parameter(data)
-

@@ -1184,6 +1184,7 @@ def test_a_divergence_without_a_checkpoint_still_hands_back_the_epochs_it_comple
             fit(small(), images[:64], epochs=4, batch_size=32, rng=0, callback=poison_after_epoch_2,
                 progress=False, backend=backend)
     assert info.value.history["epoch"] == [1, 2]
+    assert DivergenceError("raised elsewhere").history is None     # save_checkpoint's, say: no AttributeError
 
 
 def test_a_slice_of_a_history_is_a_history(sample):
