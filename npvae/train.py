@@ -322,7 +322,6 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
     for name in ("shuffle", "binarize"):
         rngs[name] = ckpt.generator(name)       # new Generators: the caller's rng is left alone
     fit_config["lr"] = getattr(opt, "lr", fit_config["lr"])   # the checkpoint's optimizer settings win
-    return ckpt
 
 
 class ReferenceSteps:
@@ -559,12 +558,12 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             raise InputError(f"{resume} holds the state of a {resumed.optimizer} optimizer, but fit was given "
                              f"none and would make its default Adam: pass optimizer={resumed.optimizer}("
                              f"model.parameters()) (its settings come from the checkpoint)")
-        ckpt = _resume(resumed, resume, model, opt, fit_config, rngs, training)
+        _resume(resumed, resume, model, opt, fit_config, rngs, training)
         if unknown:                     # so "a resume keeps the run's back end" cannot hold
             warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (an older npvae wrote "
                           f"it), so the run goes on with {backend}; pass backend='numpy' or 'numba' to choose",
                           UserWarning, stacklevel=2)
-        history = History(ckpt.history)
+        history = History(resumed.history)
     metrics = _MetricsFile(metrics_path, list(history))      # a resume's records so far, or none
     if resume is not None:
         metrics.start()         # the run's own file: made the checkpoint's now, even with no epoch left to train

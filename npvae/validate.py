@@ -252,9 +252,11 @@ def _only_zeros_and_ones(x):
 def layout_hint(x, name, n_features):
     """For a 2-D ``x`` of the wrong width: one image given as (height, width), or a set given
     one sample per column."""
-    if x.ndim == 2 and x.shape[1] != n_features and x.size == n_features:
+    if x.ndim != 2 or x.shape[1] == n_features:
+        return ""
+    if x.size == n_features:
         return f"; for one image of shape {x.shape} use {name}.reshape(1, -1)"
-    if x.ndim == 2 and x.shape[1] != n_features and x.shape[0] == n_features:
+    if x.shape[0] == n_features:
         return f"; for one sample per column use {name}.T"
     return ""
 
