@@ -377,6 +377,20 @@ def _betas_from_old_spelling(betas, beta1, beta2, current, spelling):
     return (current[0] if beta1 is None else beta1), (current[1] if beta2 is None else beta2)
 
 
+def _weight_decay_from_old_spelling(deprecated, weight_decay):
+    """``SGD(params, lr, momentum, weight_decay)``: the fourth positional argument, taken
+    before ``weight_decay`` became keyword only (PyTorch's fourth is ``dampening``)."""
+    if len(deprecated) > 1:
+        raise InputTypeError(f"SGD takes at most 4 positional arguments (params, lr, momentum and the deprecated "
+                             f"weight_decay), got {3 + len(deprecated)}; pass the others by name")
+    if weight_decay != 0.0:
+        raise InputTypeError(f"SGD got weight_decay twice: {deprecated[0]!r} as its fourth positional argument "
+                             f"and weight_decay={weight_decay!r}")
+    warnings.warn("SGD's fourth positional argument is deprecated (PyTorch's SGD takes dampening there, which "
+                  "npvae does not have): pass weight_decay= by name", DeprecationWarning, stacklevel=3)
+    return deprecated[0]
+
+
 class SGD(Optimizer):
     r"""Stochastic gradient descent with optional momentum (PyTorch's rule, no dampening).
 
@@ -399,8 +413,9 @@ class SGD(Optimizer):
         :math:`\rho \ge 0`, how much of the buffer :math:`b` each step keeps (0: plain SGD).
     weight_decay : float
         :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
-        The fourth positional argument, where PyTorch's is ``dampening`` (which npvae
-        does not have): pass it by name.
+        By name: given as the fourth positional argument, where PyTorch's ``SGD`` takes
+        ``dampening`` (which npvae does not have), it is still taken, with a
+        ``DeprecationWarning``.
     backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error); keyword only
     """
 
@@ -410,8 +425,10 @@ class SGD(Optimizer):
     momentum = Setting(check_non_negative_number, _FITS)
     weight_decay = Setting(check_non_negative_number, _FITS)
 
-    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, *, backend=None):
+    def __init__(self, params, lr=1e-2, momentum=0.0, *deprecated, weight_decay=0.0, backend=None):
         super().__init__(params, backend)
+        if deprecated:
+            weight_decay = _weight_decay_from_old_spelling(deprecated, weight_decay)
         self._set_checked(lr=self._first_lr(lr), momentum=momentum, weight_decay=weight_decay)
 
     def hyper(self):

@@ -362,6 +362,21 @@ def test_set_hyper_in_the_old_positional_order_is_deprecated_and_sets_betas():
         Adam(_params(), betas=0.9, weight_decay=0.01)
 
 
+def test_sgds_fourth_positional_argument_is_a_deprecated_weight_decay():
+    """PyTorch's SGD takes dampening fourth, which npvae has not: the old spelling warns and naming it is quiet."""
+    by_name, positional = _params(), _params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = SGD(by_name, 0.1, 0.9, weight_decay=0.5)
+    with pytest.warns(DeprecationWarning, match=r"fourth positional.*dampening.*weight_decay= by name"):
+        opt = SGD(positional, 0.1, 0.9, 0.5)
+    assert opt.hyper() == expected.hyper() == dict(lr=0.1, momentum=0.9, weight_decay=0.5)
+    with pytest.raises(InputTypeError, match=r"weight_decay twice: 0.5 .* and weight_decay=0.1"):
+        SGD(_params(), 0.1, 0.9, 0.5, weight_decay=0.1)
+    with pytest.raises(InputTypeError, match=r"at most 4 positional arguments .* got 5"):
+        SGD(_params(), 0.1, 0.9, 0.5, False)
+
+
 def test_an_optimizer_shows_its_settings():
     adam = Adam(_params(), lr=0.01, betas=(0.8, 0.99))
     assert repr(adam) == "Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-08, weight_decay=0.0; 2 parameters, t=0)"
