@@ -170,7 +170,15 @@ class Module:
         if "_params" not in self.__dict__:
             raise StateError(f"{type(self).__name__}.__init__ must call super().__init__() "
                              "before assigning attributes")
+        own = type(self).__module__.startswith("npvae.")      # npvae's layers are built for theirs
         if isinstance(value, Parameter):
+            old = self._params.get(name)
+            if own and old is not None and (value.shape, value.dtype) != (old.shape, old.dtype):
+                # else the error comes at the next forward pass, from numpy or from the next layer
+                error = InputError if value.dtype == old.dtype else InputTypeError    # as Parameter.data's
+                raise error(f"{type(self).__name__}.{name} is a parameter of shape {old.shape} and dtype "
+                            f"{old.dtype}: a Parameter in its place must have both, got shape {value.shape} "
+                            f"and dtype {value.dtype}")
             self._modules.pop(name, None)
             self._params[name] = value
         elif isinstance(value, Module):
@@ -180,7 +188,6 @@ class Module:
             # else parameters() and state_dict() would go on holding the old one unseen
             kind, cls = ("parameter", "Parameter") if name in self._params else ("sub-module", "Module")
             hint = " (new values go into its .data)" if kind == "parameter" else ""
-            own = type(self).__module__.startswith("npvae.")      # npvae's layers cannot do without theirs
             drop = "" if own else f"; to remove it, del {type(self).__name__.lower()}.{name}"
             raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
                                  f"{type(value).__name__}{drop}")

@@ -101,12 +101,6 @@ def loss_on_the_instance():
     return model
 
 
-def float64_bias():
-    model = VAE(784, 16, 2, rng=0)
-    model.decoder[2].bias = Parameter(np.zeros(784))
-    return model
-
-
 def relu_leaking_on_the_instance(part="encoder"):
     model = VAE(784, 16, 2, rng=0)
     seen = {}
@@ -197,8 +191,6 @@ CASES = {
     "extra layers": (wider_head, r"model\.decoder is Dense -> ReLU -> Dense -> ReLU -> Dense", True, True),
     "extra parameter": (lambda: WithAPrior(784, 16, 2, rng=0), r"parameters\(\) are not exactly", True, True),
     "tied weights": (tied_weights, r"encoder\.0\.weight and decoder\.2\.weight share memory", True, True),
-    "float64 bias": (float64_bias, r"model\.decoder\[2\]\.bias is \(784,\) float64.*\(784,\) float32",
-                     True, True),
 }
 
 
@@ -228,10 +220,6 @@ def test_the_fast_path_refuses_what_it_would_compute_wrongly(case):
 @pytest.mark.parametrize("case", CASES)
 def test_the_reference_runs_the_models_own_code(case):
     model = CASES[case][0]()
-    if case == "float64 bias":          # the reference refuses the mixed dtypes itself, naming them
-        with pytest.raises(InputTypeError, match="dtype"):
-            fit(model, X, backend="numpy", **RUN)
-        return
     history = fit(model, X, X[:40], backend="numpy", **RUN)
     assert np.isfinite(history[-1]["train_loss"]) and np.isfinite(history[-1]["test_loss"])
     assert np.isfinite(iw_nll(model, X[:10], k=2, backend="numpy"))

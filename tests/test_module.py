@@ -77,6 +77,21 @@ def test_a_parameter_replaced_by_something_else_is_refused_not_left_behind(value
     assert [n for n, _ in d.named_parameters()] == ["weight", "bias"]
 
 
+def test_a_layers_parameter_replaced_by_one_of_another_shape_or_dtype_is_refused_there():
+    """Else the error came at the next forward pass, from numpy or blaming the next layer's input."""
+    d = Dense(3, 2, rng=0)
+    weight = d.weight
+    with pytest.raises(InputTypeError, match=r"^Dense.weight is a parameter of shape \(3, 2\) and dtype float32: .* "
+                                             r"got shape \(3, 2\) and dtype float64$"):
+        d.weight = Parameter(np.zeros((3, 2)))
+    with pytest.raises(InputError, match=r"got shape \(2, 3\) and dtype float32$"):
+        d.weight = Parameter(np.zeros((2, 3), np.float32))
+    assert d.weight is weight and d.parameters()[0] is weight
+    tied = Parameter(np.ones((3, 2), np.float32))
+    d.weight = tied                                    # the same shape and dtype: tying weights, say
+    np.testing.assert_array_equal(d(np.ones((1, 3), np.float32)), 3.0 + d.bias.data[None])
+
+
 def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it():
     m = VAE(12, 5, 2, rng=0)
     with pytest.raises(InputTypeError, match=r"VAE.decoder is a sub-module: assign a Module, got object"):
