@@ -205,6 +205,7 @@ class Sequential(Module):
     Sub-modules are named ``"0"``, ``"1"``, ... as in PyTorch, so parameter names
     read ``encoder.0.weight``. ``seq[i]`` is layer i; ``seq[i] = layer`` replaces it (its
     parameters then replace the old ones in ``parameters()`` and ``state_dict()``).
+    ``seq[a:b]`` is a Sequential of those layers, the same objects (as in PyTorch).
 
     Parameters
     ----------
@@ -232,6 +233,8 @@ class Sequential(Module):
         return tuple(self._modules.values())
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*self.layers[i])
         return self.layers[i]
 
     def __setitem__(self, i, layer):

@@ -233,6 +233,19 @@ def test_sequential_names_and_indexing():
         Sequential(Dense(3, 4), "relu")
 
 
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():
+    """As in PyTorch: seq[:2] runs the first two layers (it was a tuple, which cannot be called)."""
+    d1, r, d2 = Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1)
+    seq = Sequential(d1, r, d2)
+    head = seq[:2]
+    assert isinstance(head, Sequential) and head.layers == (d1, r) and seq[-1:].layers == (d2,)
+    x = np.random.default_rng(0).random((5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(head(x), r(d1(x)))
+    assert [n for n, _ in head.named_parameters()] == ["0.weight", "0.bias"]
+    with pytest.raises(InputError, match="at least one layer"):
+        seq[3:]
+
+
 @pytest.mark.parametrize("shared", ["ReLU", "Dense"])
 def test_one_layer_object_in_two_places_of_a_sequential_is_refused_by_backward(shared):
     """A layer's forward keeps its last pass's values only, so with one object in two places
