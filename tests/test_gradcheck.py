@@ -1047,8 +1047,10 @@ def test_list_says_what_each_case_checks_and_the_table_what_its_tags_mean(capsys
     from gradcheck.cases import DESCRIPTIONS
     assert command.main(["--list"]) == 0
     cases = capsys.readouterr().out.split("\n\n")[0].splitlines()
-    assert len(cases) == len(CASES) and all(len(line) <= 79 for line in cases)
-    for line, (name, (backend, _)) in zip(cases, CASES.items()):
+    assert len(cases) == len(CASES)
+    for line, (name, (backend, _)) in zip(cases, CASES.items()):     # a new case's slips, said plainly
+        assert name in DESCRIPTIONS, f"case {name!r} has no line in gradcheck.cases.DESCRIPTIONS"
+        assert len(line) <= 79, f"--list's line for {name!r} is {len(line)} columns; shorten its DESCRIPTIONS entry"
         assert line.split(maxsplit=2) == [name, backend, DESCRIPTIONS[name]]
     legend = "[grad=g]: the loss's incoming gradient is g, not 1; [beta=b]: the KL weight"
     table = format_table(run(CASES, ["kl", "vae_1h"], ("numpy",)))

@@ -291,6 +291,10 @@ def test_replacing_a_layer_replaces_its_parameters_too():
     assert seq.parameters()[2] is seq[2].weight
     with pytest.raises(InputTypeError, match="layer 1 must be a Module"):
         seq[1] = "relu"
+    with pytest.raises(InputTypeError, match=r"layer 1 must be a Module, got the class ReLU \(make one: ReLU\("):
+        seq[1] = ReLU                             # the class, not one made of it
+    with pytest.raises(InputTypeError, match=r"layer 1 must be a Module, got the class ReLU"):
+        Sequential(Dense(3, 4), ReLU)
     with pytest.raises(IndexError):
         seq[3] = ReLU()
     with pytest.raises(InputTypeError, match="one layer at a time"):

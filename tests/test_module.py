@@ -96,6 +96,8 @@ def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it()
     m = VAE(12, 5, 2, rng=0)
     with pytest.raises(InputTypeError, match=r"VAE.decoder is a sub-module: assign a Module, got object"):
         m.decoder = object()
+    with pytest.raises(InputTypeError, match=r"VAE.kl is a sub-module: assign a Module, got the class KL \(make"):
+        m.kl = KL                                 # the class, not one made of it
     assert any(n.startswith("decoder.") for n, _ in m.named_parameters())
     del m.decoder
     assert not any(n.startswith("decoder.") for n in [*dict(m.named_parameters()), *m.state_dict()])
