@@ -38,6 +38,11 @@ SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")   # 1,000 MNIST tes
 BETAS = (0.0, 1.0)
 
 
+def three_digits(value):
+    """``5.98``, ``0.0120``, ``306``: three significant digits, zeros kept, no trailing point."""
+    return f"{value:#.3g}".rstrip(".")
+
+
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=cli.folder_path, default=None,
@@ -144,8 +149,8 @@ def draw(results, labels, path, n_points):
         n_all = len(r["mu"])                       # spread() averages over every held-out image
         drawn = f"{len(mu)} of {n_all}" if len(mu) < n_all else f"all {n_all}"
         ax.set_title(f"beta = {beta:g} ({kind}): {drawn} held-out digits\n"
-                     f"over all {n_all}: mean |mu| = {r['mean |mu|']:#.3g},  "
-                     f"mean variance = {r['mean variance']:#.3g}")
+                     f"over all {n_all}: mean |mu| = {three_digits(r['mean |mu|'])},  "
+                     f"mean variance = {three_digits(r['mean variance'])}")
         if np.median(sigma) < 0.005 * (hi - lo).max():        # ellipses too small to see: zoom in
             zoom_in(ax, mu, sigma, colors)
     handles = [Line2D([], [], ls="", marker="o", color=cmap(k), label=f"digit {k}") for k in range(10)]

@@ -325,8 +325,18 @@ def update_page(path, block):
         f.write(new)
 
 
+EXIT_STATUS = """\
+exit status:
+  0    every value agrees with its formula, with model.loss + model.backward()
+       and with central finite differences (stderr says so)
+  1    a value disagrees (stderr lists them; nothing is printed or written),
+       or PAGE could not be written
+  2    bad usage: PAGE missing, not a file, or without the two markers
+  130  stopped by Ctrl-C"""
+
+
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=EXIT_STATUS)
     p.add_argument("--update", type=cli.user_path, metavar="PAGE", default=None,
                    help="write the block into PAGE between the worked-example markers instead of printing it")
     args = p.parse_args(argv)

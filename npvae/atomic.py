@@ -17,7 +17,7 @@ import re
 import stat
 import tempfile
 
-from .errors import InputError, NpvaeError
+from .errors import InputError, InputTypeError, NpvaeError
 
 __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
            "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length"]
@@ -59,10 +59,16 @@ def atomic_write(path, mode="wb"):
     ...     f.write("{}")
     """
     path = os.fspath(path)
+    if not isinstance(path, str):           # bytes: the temporary file's name is made as a str
+        raise InputTypeError(f"path must be a str or a pathlib.Path, got bytes {path!r}: os.fsdecode(path) "
+                             f"makes a str of it")
     check_regular_file(path)
     target = os.path.realpath(path)         # a link is followed, not replaced by a file
     folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):   # a file where a folder of the path goes
+        raise InputError(f"cannot write {path}: a file stands where a folder of that path goes") from None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(target) + ".", suffix=TEMP_SUFFIX)
     except OSError as e:                    # a read-only folder, say: name the file asked for
@@ -93,6 +99,11 @@ def atomic_write(path, mode="wb"):
 
 def check_regular_file(path):
     """``path`` is a regular file (or a link to one) or does not exist yet; else an ``InputError``."""
+    text = os.fspath(path)
+    if not text:
+        raise InputError("cannot write to an empty path: give a file path")
+    if text.endswith(tuple(filter(None, (os.sep, os.altsep)))):     # realpath would drop the "/"
+        raise InputError(f"cannot write {text}: a path ending in {text[-1]!r} names a folder; give a file path")
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):

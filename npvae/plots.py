@@ -80,6 +80,8 @@ def save_png(fig, path, dpi=100):
     str or os.PathLike
         ``path``, as given.
     """
+    if not hasattr(fig, "savefig") or not hasattr(fig, "get_size_inches"):
+        raise InputTypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     suffix = os.path.splitext(os.fspath(path))[1][1:].lower() if isinstance(path, (str, os.PathLike)) else ""
     if suffix != "png" and suffix in fig.canvas.get_supported_filetypes():
         raise InputError(f"path {os.fspath(path)!r} names a .{suffix} file, but npvae writes its figures as "
@@ -114,6 +116,8 @@ def _as_images(images, image_shape, name="images"):
         raise InputTypeError(f"{name} must be a numpy array, got {type(images).__name__}")
     refuse_masked(images, name)                             # its masked pixels would be drawn
     images = np.asarray(images)                             # a numpy.matrix is 2-D only
+    if images.dtype.kind not in "biuf":
+        raise InputTypeError(f"{name} must hold numbers (floats in [0, 1] or uint8 pixels), got dtype {images.dtype}")
     a = images.astype(np.float32) / 255 if images.dtype == np.uint8 else np.asarray(images, np.float32)
     if a.ndim not in (2, 3):
         raise InputError(f"{name} must be (N, pixels) or (N, height, width), got shape {a.shape}")
@@ -165,6 +169,8 @@ def tile_images(images, nrows, ncols, image_shape=None, pad=_PAD, pad_value=_PAD
     imgs = _as_images(images, image_shape)
     nrows, ncols = check_positive_int(nrows, "nrows"), check_positive_int(ncols, "ncols")
     pad = check_non_negative_int(pad, "pad")
+    if not (is_number(pad_value) and math.isfinite(pad_value)):
+        raise InputTypeError(f"pad_value must be a number (a grey: 0 black, 1 white), got {pad_value!r}")
     n, h, w = imgs.shape
     if n > nrows * ncols:
         raise InputError(f"{n} images do not fit a {nrows} x {ncols} grid: pass nrows and ncols with "
@@ -281,7 +287,9 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     n = len(imgs)
     width = max(4.0, 1.1 * n)
     pixel_rows, pixel_cols = imgs.shape[1:]
-    fig = new_figure(width, width / n * pixel_rows / pixel_cols + 0.6)   # the images, captions, title
+    row = width / n * pixel_rows / pixel_cols                       # the images' height
+    scale = min(1.0, _MAX_INCHES / width, (_MAX_INCHES - 0.6) / row)  # shrunk to stay drawable, as the grids
+    fig = new_figure(max(4.0, scale * width), scale * row + 0.6)     # the images, captions, title
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
@@ -378,8 +386,9 @@ def _class_colours(classes):
 
 
 def _tick(value):
-    """``-1.6`` with a true minus sign, as matplotlib writes its own ticks."""
-    return f"{value:.1f}".replace("-", "\u2212")
+    """``-1.6`` with a true minus sign, as matplotlib writes its own ticks (0.0, not -0.0)."""
+    text = f"{value:.1f}"
+    return "0.0" if float(text) == 0 else text.replace("-", "\u2212")
 
 
 def _model_image_shape(model, image_shape):
@@ -525,7 +534,14 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     grid = check_positive_int(grid, "grid")
     if image_shape is not None:
         _image_shape(image_shape)                       # checked even where no manifold is drawn
-    classes = np.unique(labels)
+    if labels.dtype.kind == "f" and np.isnan(labels).any():    # np.unique makes one class of them; no point is one
+        raise InputError(f"labels hold NaN ({np.isnan(labels).sum()} of {len(labels)}): plot the labelled "
+                         f"points, mu[~np.isnan(labels)], or give the others a label of their own")
+    try:
+        classes = np.unique(labels)
+    except TypeError:                       # an object array of strings and numbers: no order
+        kinds = sorted({type(v).__name__ for v in labels})
+        raise InputTypeError(f"labels must be of one kind (numbers, or strings), got {', '.join(kinds)}") from None
     names = [class_names[int(c)] if class_names is not None else str(c) for c in classes]
     colours = _class_colours(classes)
     manifold = model is not None and mu.shape[1] == 2

@@ -181,9 +181,17 @@ def check_unit_interval(x, name, fix):
         return
     lo, hi = x.min(), x.max()                   # NaN if x holds one
     if not (lo >= 0 and hi <= 1):
-        nan = " (NaN among them)" if np.isnan(lo) or np.isnan(hi) else ""
+        nan = ""
+        if np.isnan(lo) or np.isnan(hi):        # the range of the others, and how many are NaN
+            n = int(np.isnan(x).sum())
+            nan = f" ({n:,} of {x.size:,} NaN)"
+            if n == x.size:
+                raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got only NaN")
+            lo, hi = np.nanmin(x), np.nanmax(x)
         hint = ""
-        if fix is not None and lo >= 0 and 2 < hi <= 255:
+        if nan:
+            pass                                # no rounding, and no 0..255 scale, makes a NaN
+        elif fix is not None and lo >= 0 and 2 < hi <= 255:
             hint = f"; for 0..255 pixels {fix}"
         elif float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"

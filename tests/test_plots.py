@@ -434,6 +434,7 @@ def test_a_grid_of_one_decodes_the_centre_and_ticks_use_minus_signs(digits):
     fig = plot_latent(np.zeros((4, 2)), [0, 1, 0, 1], model=model, grid=5)
     ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
     assert ticks[0] == "\u22121.6" and "-" not in "".join(ticks)
+    assert ticks[2] == "0.0"                # the middle quantile's -1.4e-16, not "-0.0"
 
 
 def test_images_of_one_row_still_draw_within_the_figure_limits(tmp_path):
@@ -442,6 +443,42 @@ def test_images_of_one_row_still_draw_within_the_figure_limits(tmp_path):
     plot_reconstructions(x, x, tmp_path / "r.png", image_shape=(1, 784))
     plot_samples(x, tmp_path / "s.png", image_shape=(1, 784))
     assert all(max(png_size(tmp_path / name)) <= 8500 for name in ("r.png", "s.png"))
+
+
+@pytest.mark.parametrize("n, shape", [(200, None), (8, (1000, 1))])
+def test_an_interpolation_of_many_or_tall_images_is_drawn_within_the_figure_limits(tmp_path, n, shape):
+    """200 frames asked for 22,000 pixels, and the error blamed a dpi no one gave."""
+    x = np.random.default_rng(0).random((n, 784 if shape is None else 1000))
+    plot_interpolation(x, tmp_path / "i.png", image_shape=shape)
+    assert max(png_size(tmp_path / "i.png")) <= 8000
+
+
+def test_paths_that_name_no_file_and_a_figure_that_is_none_are_refused(tmp_path, digits):
+    fig = plot_samples(digits[0][:4])
+    with pytest.raises(InputError, match=r"ending in '/' names a folder; give a file path"):
+        save_png(fig, f"{tmp_path}/new/")           # was written as a PNG file named "new"
+    with pytest.raises(InputError, match="empty path"):
+        save_png(fig, "")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"file\W+x\.png: a file stands where a folder of that path goes"):
+        save_png(fig, tmp_path / "file" / "x.png")
+    with pytest.raises(InputTypeError, match=r"got bytes .*os\.fsdecode"):
+        save_png(fig, os.fsencode(tmp_path / "b.png"))
+    with pytest.raises(InputTypeError, match="fig must be a matplotlib Figure, got str"):
+        save_png("fig", tmp_path / "s.png")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_images_that_are_not_numbers_and_labels_that_are_nan_or_mixed_are_refused(digits):
+    with pytest.raises(InputTypeError, match=r"originals must hold numbers .* got dtype <U1"):
+        plot_reconstructions(np.full((2, 784), "a"), digits[0][:2])
+    with pytest.raises(InputTypeError, match="pad_value must be a number"):
+        tile_images(digits[0][:4], 2, 2, pad_value="x")
+    mu = np.random.default_rng(0).standard_normal((6, 2))
+    with pytest.raises(InputError, match=r"labels hold NaN \(2 of 6\)"):   # none of them was drawn, "nan" listed
+        plot_latent(mu, [0, 1, np.nan, 1, np.nan, 0])
+    with pytest.raises(InputTypeError, match="labels must be of one kind .* got int, str"):
+        plot_latent(mu, np.array([1, "a", 2, "b", 1, 2], dtype=object))
 
 
 def test_one_image_as_a_2d_array_is_told_how_to_pass_it():

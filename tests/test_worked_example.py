@@ -103,6 +103,15 @@ def test_with_stdout_closed_it_checks_and_says_so_without_an_internal_error():
     assert proc.returncode == 0 and proc.stderr.startswith("checked: "), proc.stderr
 
 
+def test_help_says_what_each_exit_status_means(capsys):
+    """The docstring's exit status 1 was missing from --help, which showed its first line only."""
+    with pytest.raises(SystemExit) as e:
+        load_script().main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "exit status:" in out
+    assert "  1    a value disagrees" in out and "  2    bad usage: PAGE missing" in out
+
+
 @pytest.fixture(scope="module")
 def script():
     return load_script()
