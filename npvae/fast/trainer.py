@@ -331,8 +331,8 @@ class Trainer:
     def _check_open(self, method):
         if self.closed:
             raise StateError(f"Trainer.{method}: this Trainer's with block has ended, and the model and "
-                             f"the optimizer hold its result; a step now would train a copy that only "
-                             f"another sync would write back. Step inside the block, enter it again "
+                             f"the optimizer hold its result; a step after it would train a copy that "
+                             f"only another sync would write back. Step inside the block, enter it again "
                              f"(with trainer: ...), or make a new Trainer")
 
     # -- epochs (fit) ------------------------------------------------------------------------
@@ -401,7 +401,9 @@ class Trainer:
     def load_dead_units(self, state, path="checkpoint"):
         """Restore :meth:`dead_units`' record from a checkpoint (after loading its parameters
         into the model and :meth:`load`). ``state=None`` starts a fresh record. Between epochs
-        only: inside one, the units it retired are already left out of its steps."""
+        only: inside one, the units it retired are already left out of its steps. The record is
+        trusted, not proven again: it must be the one saved with these parameters (another
+        checkpoint's may retire units that fire, and training would leave them out)."""
         if self.dead is not None and self.dead.in_epoch:
             raise StateError("Trainer.load_dead_units: called inside an epoch, whose steps already leave "
                              "out the units retired so far; call it before begin_epoch() or after "
