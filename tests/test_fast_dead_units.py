@@ -689,3 +689,26 @@ def test_the_dead_unit_record_is_loaded_between_epochs_only(images):
     trainer.end_epoch()
     trainer.load_dead_units(None)
     assert trainer.dead_units() == dict(retired=[], candidates=[], live=[])
+
+
+def test_a_record_whose_retired_units_fire_on_these_parameters_has_them_computed_again(images):
+    """A record saved with other parameters (another checkpoint's) retired units that fire here:
+    training left them out, silently, and ended 26% away from the reference. Checked on loading."""
+    x = images[:150]
+    model, reference = vae(dtype=np.float64), vae(dtype=np.float64)
+    trainer, _ = retiring_trainer(x, model)
+    ref_opt = Adam(reference.parameters())
+    firing = [1, 4, 6, 7]                                   # not in OFF: these fire on the images
+    trainer.load_dead_units(dict(retired=OFF + firing, candidates=[], live=[]))
+    assert trainer.dead_units()["retired"] == OFF           # the dead ones stay retired
+    for _ in range(2):
+        trainer.begin_epoch()
+        for start in (0, 50, 100):
+            trainer.step(trainer.batch(np.arange(start, start + 50)))
+            reference.zero_grad()
+            reference.loss(to_float(x[start:start + 50], np.float64))
+            reference.backward()
+            ref_opt.step()
+        trainer.end_epoch()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-10, atol=1e-12, err_msg=name)
