@@ -160,12 +160,13 @@ class Resumed:
     """The run that --resume continues: its checkpoint, folder, settings and data record."""
 
     def __init__(self, path):
-        if not os.path.exists(path):
-            raise CheckpointError(f"--resume {path}: no such file or folder")
-        who = holder(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        who = holder(folder) if os.path.isdir(folder) else None
         if who is not None:             # first: a run in its first epoch has no checkpoint yet
             raise RunFolderInUseError(f"--resume {path}: its run is still going ({who}); wait for it to end "
                                       f"or stop it first")
+        if not os.path.exists(path):
+            raise CheckpointError(f"--resume {path}: no such file or folder")
         if os.path.isdir(path):
             path = os.path.join(path, "checkpoint.npz")
             if not os.path.isfile(path):
@@ -258,6 +259,10 @@ def settings(given, resumed):
                          f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
                          f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
                          f"run without --resume")
+    assumed = [k for k in ("dataset", "split", "seed") if k not in own and k not in given]
+    if assumed:                         # no run.json: the checkpoint does not record these
+        say(f"note: {resumed.path} does not record {', '.join(flag(k) for k in assumed)}: taken as the defaults "
+            f"({', '.join(f'{flag(k)} {DEFAULTS[k]}' for k in assumed)}); give the run's own if it had others")
     merged = {**DEFAULTS, **own, **given}
     ckpt = resumed.ckpt
     if merged["epochs"] < ckpt.epoch or (merged["epochs"] == ckpt.epoch and ckpt.step):
@@ -332,8 +337,9 @@ def check_same_data(resumed, now):
     """A resumed run must see the very data it was trained on (the same size is not enough)."""
     n_train = resumed.ckpt.fit_config.get("n_train")
     if n_train is not None and n_train != now["train_images"]:
+        other = "" if resumed.has_run_json else " (without its run.json: or give its --dataset and --split)"
         raise InputError(f"cannot resume {resumed.path}: it was trained on {n_train:,} images, but these data "
-                         f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data")
+                         f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data{other}")
     was, parts = resumed.data, ("train", "test")
     if not was:
         if resumed.has_run_json:        # (without one, its note has said so)
@@ -500,7 +506,7 @@ def main(argv=None):
         out = resumed.folder if resumed else new_run_folder(s["dataset"])
     elsewhere = resumed is not None and not (os.path.isdir(out) and os.path.samefile(out, resumed.folder))
     cli.check_output_folder(out, option, output_bytes(s, folder=None if resumed is None or elsewhere else out),
-                            instead=instead)
+                            files=RUN_FILES, instead=instead)      # a folder named samples.png: before training
     if elsewhere and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise InputError(f"--out {out} already holds a run (checkpoint.npz); to continue {resumed.path} "
                          f"elsewhere, choose a new or empty folder")

@@ -51,11 +51,12 @@ def test_resuming_a_run_still_in_its_first_epoch_says_it_is_going_not_that_it_ha
     """Its folder has no checkpoint.npz yet; what matters is that its run holds it."""
     from npvae.runfolder import RunFolder
     with RunFolder(tmp_path / "run", option="--out"):          # a run in its first epoch holds the folder
-        resume = run([TRAIN, "--resume", str(tmp_path / "run")])
-    assert resume.returncode == 2
-    assert f"its run is still going (process {os.getpid()}" in resume.stderr, resume.stderr
-    assert "without a checkpoint" not in resume.stderr
-    assert_no_traceback(resume.stderr)
+        resumes = [run([TRAIN, "--resume", str(tmp_path / "run" / name)]) for name in ("", "checkpoint.npz")]
+    for resume in resumes:                                      # its folder, or the file to be (was "no such file")
+        assert resume.returncode == 2
+        assert f"its run is still going (process {os.getpid()}" in resume.stderr, resume.stderr
+        assert "without a checkpoint" not in resume.stderr and "no such file" not in resume.stderr
+        assert_no_traceback(resume.stderr)
 
 
 def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):

@@ -306,6 +306,17 @@ def test_a_run_whose_checkpoint_was_removed_after_an_epoch_is_not_taken_for_left
     assert snapshot(copy_of) == before
 
 
+def test_a_folder_where_a_figure_goes_is_refused_before_the_resume_not_after_it(copy_of):
+    """Found after training, it said "give a file path" (none was given), and so did the resume it offered."""
+    os.remove(copy_of / "loss.png")
+    os.mkdir(copy_of / "loss.png")
+    before = snapshot(copy_of)
+    proc = run([TRAIN, "--resume", str(copy_of), "--epochs", "3"])
+    assert proc.returncode == 2, proc.stderr
+    assert f"the run's folder {copy_of}: loss.png there is a folder, where this writes a file; remove it" in proc.stderr
+    assert "epoch 3/3" not in proc.stderr and snapshot(copy_of) == before
+
+
 def test_an_interrupt_wrapped_by_an_import_while_drawing_still_says_how_to_finish(tmp_path, script, capsys,
                                                                                   monkeypatch):
     """matplotlib is imported when the figures are drawn: a Ctrl-C there comes out as an ImportError."""
@@ -442,6 +453,12 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     assert code == 0, err
     assert "no run.json beside" in err and "the held-out images cannot be checked" in err, err
     assert "run.json has no fingerprint" not in err, err
+    assert "does not record --seed: taken as the defaults (--seed 0); give the run's own" in err, err
+    (copy_of / "run.json").unlink()
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--dataset", "mnist-test-split", "--split", "700",
+                                      "--data-dir", SAMPLE, "--epochs", "4"])     # another split: said how to fix
+    assert code == 2 and "trained on 800 images, but these data have 700" in err, err
+    assert "(without its run.json: or give its --dataset and --split)" in err, err
 
 
 def test_a_run_without_run_json_goes_on_with_what_its_checkpoint_was_trained_with(tmp_path, script, capsys,
