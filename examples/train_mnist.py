@@ -259,7 +259,9 @@ def settings(given, resumed):
                          f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
                          f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
                          f"run without --resume")
-    assumed = [k for k in ("dataset", "split", "seed") if k not in own and k not in given]
+    dataset = given.get("dataset", own.get("dataset", DEFAULTS["dataset"]))
+    unrecorded = ("dataset", "seed") + (("split",) if dataset == "mnist-test-split" else ())
+    assumed = [k for k in unrecorded if k not in own and k not in given]
     if assumed:                         # no run.json: the checkpoint does not record these
         say(f"note: {resumed.path} does not record {', '.join(flag(k) for k in assumed)}: taken as the defaults "
             f"({', '.join(f'{flag(k)} {DEFAULTS[k]}' for k in assumed)}); give the run's own if it had others")
@@ -337,7 +339,8 @@ def check_same_data(resumed, now):
     """A resumed run must see the very data it was trained on (the same size is not enough)."""
     n_train = resumed.ckpt.fit_config.get("n_train")
     if n_train is not None and n_train != now["train_images"]:
-        other = "" if resumed.has_run_json else " (without its run.json: or give its --dataset and --split)"
+        other = ("" if resumed.has_run_json else
+                 " (without its run.json: or give its --dataset and, for mnist-test-split, --split)")
         raise InputError(f"cannot resume {resumed.path}: it was trained on {n_train:,} images, but these data "
                          f"have {now['train_images']:,} ({now['source']}): point --data-dir at the run's data{other}")
     was, parts = resumed.data, ("train", "test")

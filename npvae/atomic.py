@@ -98,11 +98,12 @@ def atomic_write(path, mode="wb"):
 
 
 def check_regular_file(path):
-    """``path`` is a regular file (or a link to one) or does not exist yet; else an ``InputError``."""
+    """``path`` is a regular file (or a link to one) or does not exist yet; else an ``InputError``
+    (also for an empty path, and one that names a folder by its form: ``out/``, ``out/.``)."""
     text = os.fspath(path)
     if not text:
         raise InputError("cannot write to an empty path: give a file path")
-    if text.endswith(tuple(filter(None, (os.sep, os.altsep)))):     # realpath would drop the "/"
+    if os.path.basename(text) in ("", ".", ".."):     # realpath would make "out/" or "out/." the file "out"
         raise InputError(f"cannot write {text}: a path ending in {text[-1]!r} names a folder; give a file path")
     try:
         mode = os.stat(path).st_mode

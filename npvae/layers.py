@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter, given, one_place_each
+from .module import Module, Parameter, kind_of, one_place_each
 from .validate import (FLOAT_DTYPES, check_dtype, check_grad, check_positive_int, check_rng, describe_dtype,
                        refuse_array_subclass, warn_backend_argument)
 
@@ -199,9 +199,9 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _a_layer(i, layer):
+def _checked_layer(i, layer):
     if not isinstance(layer, Module):
-        raise InputTypeError(f"Sequential layer {i} must be a Module, got {given(layer)}")
+        raise InputTypeError(f"Sequential layer {i} must be a Module, got {kind_of(layer)}")
     return layer
 
 
@@ -229,7 +229,7 @@ class Sequential(Module):
         if not layers:
             raise InputError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
-            setattr(self, str(i), _a_layer(i, layer))
+            setattr(self, str(i), _checked_layer(i, layer))
 
     @property
     def layers(self):
@@ -244,7 +244,7 @@ class Sequential(Module):
     def __setitem__(self, i, layer):
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise InputTypeError(f"Sequential: replace one layer at a time, seq[i] = layer; got index {i!r}")
-        setattr(self, str(range(len(self))[i]), _a_layer(i, layer))    # negative i too; out of range: IndexError
+        setattr(self, str(range(len(self))[i]), _checked_layer(i, layer))    # negative i too; out of range: IndexError
 
     def __len__(self):
         return len(self.layers)

@@ -51,7 +51,7 @@ def one_place_each(named, places):
     return modules
 
 
-def given(value):
+def kind_of(value):
     """What an error says was given: the type's name, or for a class of Module (``ReLU`` for
     ``ReLU()``), that class and how to make one."""
     if isinstance(value, type) and issubclass(value, Module):
@@ -198,7 +198,7 @@ class Module:
             hint = " (new values go into its .data)" if kind == "parameter" else ""
             drop = "" if own else f"; to remove it, del {type(self).__name__.lower()}.{name}"
             raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
-                                 f"{given(value)}{drop}")
+                                 f"{kind_of(value)}{drop}")
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -291,9 +291,12 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     scale = min(1.0, _MAX_INCHES / width, (_MAX_INCHES - 0.6) / row)  # shrunk to stay drawable, as the grids
     fig = new_figure(max(4.0, scale * width), scale * row + 0.6)     # the images, captions, title
     axes = fig.subplots(1, n, squeeze=False)[0]
+    every = math.ceil(n / (fig.get_figwidth() / 0.9))      # a caption needs about 0.9 inch: fewer, past 80 frames
+    captioned = {*range(0, n - every, every), n - 1}        # (none crowding the last)
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
-        ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
+        if i in captioned:
+            ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
     fig.suptitle(title, wrap=True)
     return _finish(fig, path, dpi)
 
@@ -534,9 +537,10 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     grid = check_positive_int(grid, "grid")
     if image_shape is not None:
         _image_shape(image_shape)                       # checked even where no manifold is drawn
-    if labels.dtype.kind == "f" and np.isnan(labels).any():    # np.unique makes one class of them; no point is one
-        raise InputError(f"labels hold NaN ({np.isnan(labels).sum()} of {len(labels)}): plot the labelled "
-                         f"points, mu[~np.isnan(labels)], or give the others a label of their own")
+    missing = np.array([v != v for v in labels.tolist()], bool)     # NaN, in a float or an object array
+    if missing.any():                       # np.unique makes one class of them, and no point matches it
+        raise InputError(f"labels hold NaN ({missing.sum()} of {len(labels)}): plot the labelled points "
+                         f"(mu[mask], labels[mask]), or give the others a label of their own")
     try:
         classes = np.unique(labels)
     except TypeError:                       # an object array of strings and numbers: no order

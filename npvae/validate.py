@@ -188,12 +188,10 @@ def check_unit_interval(x, name, fix):
             if n == x.size:
                 raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got only NaN")
             lo, hi = np.nanmin(x), np.nanmax(x)
-        hint = ""
-        if nan:
-            pass                                # no rounding, and no 0..255 scale, makes a NaN
-        elif fix is not None and lo >= 0 and 2 < hi <= 255:
+        hint = ""                               # (none for a NaN: no rounding or 0..255 scale makes one)
+        if not nan and fix is not None and lo >= 0 and 2 < hi <= 255:
             hint = f"; for 0..255 pixels {fix}"
-        elif float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
+        elif not nan and float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"
             hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "

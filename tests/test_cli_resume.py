@@ -458,7 +458,7 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     code, err = call(script, capsys, ["--resume", str(copy_of), "--dataset", "mnist-test-split", "--split", "700",
                                       "--data-dir", SAMPLE, "--epochs", "4"])     # another split: said how to fix
     assert code == 2 and "trained on 800 images, but these data have 700" in err, err
-    assert "(without its run.json: or give its --dataset and --split)" in err, err
+    assert "(without its run.json: or give its --dataset and, for mnist-test-split, --split)" in err, err
 
 
 def test_a_run_without_run_json_goes_on_with_what_its_checkpoint_was_trained_with(tmp_path, script, capsys,

@@ -449,14 +449,18 @@ def test_images_of_one_row_still_draw_within_the_figure_limits(tmp_path):
 def test_an_interpolation_of_many_or_tall_images_is_drawn_within_the_figure_limits(tmp_path, n, shape):
     """200 frames asked for 22,000 pixels, and the error blamed a dpi no one gave."""
     x = np.random.default_rng(0).random((n, 784 if shape is None else 1000))
-    plot_interpolation(x, tmp_path / "i.png", image_shape=shape)
+    fig = plot_interpolation(x, tmp_path / "i.png", image_shape=shape)
     assert max(png_size(tmp_path / "i.png")) <= 8000
+    captions = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]     # as many as fit side by side
+    assert captions[0] == "t = 0" and captions[-1] == "t = 1" and len(captions) <= fig.get_figwidth() / 0.9
 
 
 def test_paths_that_name_no_file_and_a_figure_that_is_none_are_refused(tmp_path, digits):
     fig = plot_samples(digits[0][:4])
     with pytest.raises(InputError, match=r"ending in '/' names a folder; give a file path"):
         save_png(fig, f"{tmp_path}/new/")           # was written as a PNG file named "new"
+    with pytest.raises(InputError, match=r"ending in '\.' names a folder"):
+        save_png(fig, f"{tmp_path}/new/.")
     with pytest.raises(InputError, match="empty path"):
         save_png(fig, "")
     (tmp_path / "file").write_text("x")
@@ -477,6 +481,8 @@ def test_images_that_are_not_numbers_and_labels_that_are_nan_or_mixed_are_refuse
     mu = np.random.default_rng(0).standard_normal((6, 2))
     with pytest.raises(InputError, match=r"labels hold NaN \(2 of 6\)"):   # none of them was drawn, "nan" listed
         plot_latent(mu, [0, 1, np.nan, 1, np.nan, 0])
+    with pytest.raises(InputError, match=r"labels hold NaN \(1 of 6\)"):
+        plot_latent(mu, np.array(["a", "b", np.nan, "a", "b", "a"], dtype=object))
     with pytest.raises(InputTypeError, match="labels must be of one kind .* got int, str"):
         plot_latent(mu, np.array([1, "a", 2, "b", 1, 2], dtype=object))
 

@@ -206,7 +206,8 @@ class DeadUnits:
         fires = np.zeros(len(idx), bool)
         for start in range(0, len(images), 4096):                  # a float copy of 4096 rows at a time
             rows = images[start:start + 4096]
-            x = rows.astype(w.dtype) / (255 if rows.dtype == np.uint8 else 1)     # the batches' pixels
+            # the batches' pixels (npvae.data.to_float's x / 255; the fast path may not import npvae.data)
+            x = rows.astype(w.dtype) / (255 if rows.dtype == np.uint8 else 1)
             fires |= (x @ w + bias > 0).any(axis=0)
         self.retired[idx[fires]] = False
         self._keep_proof()
