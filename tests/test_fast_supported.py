@@ -322,3 +322,12 @@ def test_a_stock_vae_made_after_npvae_model_was_reloaded_is_trained_not_refused(
     Mine = type("VAE", (VAE,), {**own, "__module__": "mine", "__qualname__": "VAE"})     # not npvae's
     with pytest.raises(InputTypeError, match=r"VAE overrides VAE\.loss"):
         fit(Mine(784, 16, 2, rng=0), X, backend="numba", **RUN)
+
+
+def test_a_layer_of_another_width_is_named_with_the_shape_the_fast_path_computes():
+    """A model the reference cannot run either: the fast path names the layer, not a kernel's error."""
+    model = VAE(784, 16, 2, rng=0)
+    model.decoder[0] = Dense(2, 17, rng=0)
+    with pytest.raises(InputTypeError, match=r"model\.decoder\[0\]\.weight is \(2, 17\) float32, but the fast "
+                                             r"path computes \(2, 16\) float32 there"):
+        Trainer(model, Adam(model.parameters()))
