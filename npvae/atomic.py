@@ -100,7 +100,7 @@ def atomic_write(path, mode="wb"):
 def check_regular_file(path):
     """``path`` is a regular file (or a link to one) or does not exist yet; else an ``InputError``
     (also for an empty path, and one that names a folder by its form: ``out/``, ``out/.``)."""
-    text = os.fspath(path)
+    text = os.fsdecode(path)
     if not text:
         raise InputError("cannot write to an empty path: give a file path")
     if os.path.basename(text) in ("", ".", ".."):     # realpath would make "out/" or "out/." the file "out"

@@ -239,6 +239,7 @@ def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():
     seq = Sequential(d1, r, d2)
     head = seq[:2]
     assert isinstance(head, Sequential) and head.layers == (d1, r) and seq[-1:].layers == (d2,)
+    assert seq[::2].layers == (d1, d2)
     x = np.random.default_rng(0).random((5, 3)).astype(np.float32)
     np.testing.assert_array_equal(head(x), r(d1(x)))
     assert [n for n, _ in head.named_parameters()] == ["0.weight", "0.bias"]

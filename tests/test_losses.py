@@ -272,7 +272,7 @@ def test_a_loss_backward_refuses_a_grad_that_is_not_finite(make, args, bad):
                                                   r"must lie in \[0, 1\]"),
     (BCE, (np.array([[7.5]]), np.array([[1.0]])), r"got values in \[7.5, 7.5\]$"),      # logits, not pixels
     (BCE, (np.array([[np.nan]]), np.array([[1.0]])), "got only NaN$"),
-    (BCE, (np.array([[np.nan, 0.3, 0.9]]), np.ones((1, 3))), r"got values in \[0.3, 0.9\] \(1 of 3 NaN\)$"),
+    (BCE, (np.array([[np.nan, 0.3, np.nan, 0.9]]), np.ones((1, 4))), r"got values in \[0.3, 0.9\] \(2 of 4 NaN\)$"),
     (BCE, (np.array([[0.5]]), np.array([[5.0]])), r"target must lie in \[0, 1\]"),
     (BCEWithLogits, (np.array([[0.3]]), np.array([[-2.0]])), r"target must lie in \[0, 1\]"),
 ])

@@ -91,6 +91,14 @@ def test_a_layers_parameter_replaced_by_one_of_another_shape_or_dtype_is_refused
     d.weight = tied                                    # the same shape and dtype: tying weights, say
     np.testing.assert_array_equal(d(np.ones((1, 3), np.float32)), 3.0 + d.bias.data[None])
 
+    class Growing(Module):                             # one's own module may resize its own
+        def __init__(self):
+            super().__init__()
+            self.w = Parameter(np.zeros(2))
+    g = Growing()
+    g.w = Parameter(np.zeros(5, np.float32))
+    assert g.parameters()[0].shape == (5,)
+
 
 def test_a_sub_module_replaced_by_something_else_is_refused_and_del_removes_it():
     m = VAE(12, 5, 2, rng=0)

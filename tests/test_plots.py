@@ -452,6 +452,7 @@ def test_an_interpolation_of_many_or_tall_images_is_drawn_within_the_figure_limi
     fig = plot_interpolation(x, tmp_path / "i.png", image_shape=shape)
     assert max(png_size(tmp_path / "i.png")) <= 8000
     captions = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]     # as many as fit side by side
+    assert fig.get_figwidth() >= 4                  # tall images: not a sliver that its layout collapses
     assert captions[0] == "t = 0" and captions[-1] == "t = 1" and len(captions) <= fig.get_figwidth() / 0.9
 
 
@@ -464,8 +465,9 @@ def test_paths_that_name_no_file_and_a_figure_that_is_none_are_refused(tmp_path,
     with pytest.raises(InputError, match="empty path"):
         save_png(fig, "")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match=r"file\W+x\.png: a file stands where a folder of that path goes"):
-        save_png(fig, tmp_path / "file" / "x.png")
+    for below in (tmp_path / "file" / "x.png", tmp_path / "file" / "deeper" / "x.png"):
+        with pytest.raises(InputError, match=r"x\.png: a file stands where a folder of that path goes"):
+            save_png(fig, below)
     with pytest.raises(InputTypeError, match=r"got bytes .*os\.fsdecode"):
         save_png(fig, os.fsencode(tmp_path / "b.png"))
     with pytest.raises(InputTypeError, match="fig must be a matplotlib Figure, got str"):
@@ -476,8 +478,9 @@ def test_paths_that_name_no_file_and_a_figure_that_is_none_are_refused(tmp_path,
 def test_images_that_are_not_numbers_and_labels_that_are_nan_or_mixed_are_refused(digits):
     with pytest.raises(InputTypeError, match=r"originals must hold numbers .* got dtype <U1"):
         plot_reconstructions(np.full((2, 784), "a"), digits[0][:2])
-    with pytest.raises(InputTypeError, match="pad_value must be a number"):
-        tile_images(digits[0][:4], 2, 2, pad_value="x")
+    for pad_value in ("x", float("nan"), float("inf")):
+        with pytest.raises(InputTypeError, match="pad_value must be a number"):
+            tile_images(digits[0][:4], 2, 2, pad_value=pad_value)
     mu = np.random.default_rng(0).standard_normal((6, 2))
     with pytest.raises(InputError, match=r"labels hold NaN \(2 of 6\)"):   # none of them was drawn, "nan" listed
         plot_latent(mu, [0, 1, np.nan, 1, np.nan, 0])
