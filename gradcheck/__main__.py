@@ -9,7 +9,7 @@ import numpy as np
 from npvae.cli import ArgumentParser, real_number, whole_number
 
 from .cases import CASES, DESCRIPTIONS
-from .core import BACKENDS, format_table, run, self_test
+from .core import BACKENDS, LARGEST_TOL, format_table, run, self_test
 from .planted import BUGS
 
 #: steps from here on leave the cases no room: ReLU's inputs lie in [-1, 1] and 20 steps
@@ -65,9 +65,9 @@ def parse_args(argv=None):
     if args.step is not None and args.step < smallest:
         p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
                 f"round-off; e.g. {usual}), got {args.step}")
-    if args.tol is not None and args.tol >= 1:     # a check that passes anything but a sign flip
-        p.error(f"argument --tol: must be below 1 (at 1 or more, a gradient with not one digit right passes, "
-                f"one 10 times too large, say; e.g. {'1e-6' if args.dtype == 'float64' else '3e-2'}), "
+    if args.tol is not None and args.tol >= LARGEST_TOL:
+        p.error(f"argument --tol: must be below {LARGEST_TOL} (a gradient 1/(1 - T) times too large passes T: at 0.5 "
+                f"one twice too large, at 0.9 one 10 times; e.g. {'1e-6' if args.dtype == 'float64' else '3e-2'}), "
                 f"got {args.tol:g}")
     chosen = BACKENDS if args.backend == "both" else (args.backend,)
     skipped = [op for op in args.op or () if CASES[op][0] not in chosen]

@@ -713,8 +713,9 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--step", "0.06"), "--step: must be below 0.05 (ReLU's inputs lie in [-1, 1], 20 steps away from its kink"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
-    (("--tol", "2"), "--tol: must be below 1 (at 1 or more, a gradient with not one digit right passes"),
-    (("--tol", "1"), "--tol: must be below 1"),                # a tolerance that passes a 10x error
+    (("--tol", "2"), "--tol: must be below 0.1 (a gradient 1/(1 - T) times too large passes T: at 0.5"),
+    (("--tol", "0.95"), "--tol: must be below 0.1"),           # passed a KL backward 10 times too large
+    (("--tol", "0.5"), "--tol: must be below 0.1"),            # passed a factor of 2 dropped
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
     (("--step", "1e-300"), "--step: must be at least 3.6e-13 in float64"),
     (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-04 in float32 (smaller steps vanish "
@@ -1056,6 +1057,17 @@ def test_list_says_what_each_case_checks_and_the_table_what_its_tags_mean(capsys
     table = format_table(run(CASES, ["kl", "vae_1h"], ("numpy",)))
     assert legend in table and "python -m pydoc gradcheck.core" in table
     assert legend not in format_table(run(CASES, ["dense"], ("numpy",)))    # no tagged rows: no legend
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(tol=5.0), r"tol must be above 0 and below 0.1 .* got 5.0"),      # passed every wrong gradient
+    (dict(tol=0.5), r"tol must be above 0 and below 0.1"),                  # passed a factor of 2
+    (dict(tol=-1.0), r"tol must be above 0"),                               # failed right rows of 1e-11
+    (dict(h=0.0), r"h must be a finite step above 0 \(e.g. 1e-05\), got 0.0"),  # a ZeroDivisionError row
+])
+def test_the_python_api_refuses_a_step_or_tolerance_that_makes_the_check_meaningless(settings, message):
+    with pytest.raises(ValueError, match=message):
+        run(CASES, ["dense"], ("numpy",), **settings)
 
 
 def test_rel_error_is_the_documented_formula():                             # G03
