@@ -104,7 +104,7 @@ def check_regular_file(path):
     if not text:
         raise InputError("cannot write to an empty path: give a file path")
     if os.path.basename(text) in ("", ".", ".."):     # realpath would make "out/" or "out/." the file "out"
-        raise InputError(f"cannot write {text}: a path ending in {text[-1]!r} names a folder; give a file path")
+        raise InputError(f"cannot write {text}: that names a folder, not a file; give a file path")
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):

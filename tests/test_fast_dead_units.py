@@ -715,16 +715,16 @@ def test_a_record_whose_retired_units_fire_on_these_parameters_has_them_computed
 
 
 def test_a_loaded_record_is_checked_on_every_image_however_many():
-    """The check goes through the images in chunks: a unit that fires on one image only, at a
-    chunk's last row, is computed again; one that fires on none stays retired."""
+    """The check goes through the images in chunks: a unit that fires on one image only (the
+    first chunk's last, or one in the second) is computed again; one that fires on none stays retired."""
     x = np.zeros((5000, 784), np.uint8)
-    x[4095] = 255                                           # the one image with ink
+    x[4095, :392] = x[4500, 392:] = 255                     # the two images with ink, each on half the pixels
     model = VAE(784, 4, 2, rng=0)
     first = model.encoder[0]
-    first.weight.data[:, :2] = 0.01                         # units 0 and 1: 7.84 on that image
-    first.weight.data[:, 2:] = 0.0
-    first.bias.data[:] = -1.0                               # 0 on every other image (-1 before the ReLU)
-    first.weight.data[:, 1] = -0.01                         # unit 1: dead on that image too
+    first.weight.data[:] = 0.0
+    first.weight.data[:392, 0] = first.weight.data[392:, 3] = 0.01    # 3.92 on image 4095 (unit 0), 4500 (unit 3)
+    first.weight.data[:, 1] = -0.01                         # unit 1 fires on neither; unit 2 on none
+    first.bias.data[:] = -1.0                               # every unit is 0 on every other image
     trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=100, retire_dead_units=True)
-    trainer.load_dead_units(dict(retired=[0, 1, 2], candidates=[], live=[]))
+    trainer.load_dead_units(dict(retired=[0, 1, 2, 3], candidates=[], live=[]))
     assert trainer.dead_units()["retired"] == [1, 2]
