@@ -259,13 +259,12 @@ def settings(given, resumed):
                          f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
                          f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
                          f"run without --resume")
-    dataset = given.get("dataset", own.get("dataset", DEFAULTS["dataset"]))
-    unrecorded = ("dataset", "seed") + (("split",) if dataset == "mnist-test-split" else ())
+    merged = {**DEFAULTS, **own, **given}
+    unrecorded = ("dataset", "seed") + (("split",) if merged["dataset"] == "mnist-test-split" else ())
     assumed = [k for k in unrecorded if k not in own and k not in given]
     if assumed:                         # no run.json: the checkpoint does not record these
         say(f"note: {resumed.path} does not record {', '.join(flag(k) for k in assumed)}: taken as the defaults "
             f"({', '.join(f'{flag(k)} {DEFAULTS[k]}' for k in assumed)}); give the run's own if it had others")
-    merged = {**DEFAULTS, **own, **given}
     ckpt = resumed.ckpt
     if merged["epochs"] < ckpt.epoch or (merged["epochs"] == ckpt.epoch and ckpt.step):
         least = ckpt.epoch + (1 if ckpt.step else 0)

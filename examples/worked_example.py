@@ -332,7 +332,8 @@ exit status:
   1    a value disagrees (stderr lists them; nothing is printed or written),
        or PAGE could not be written
   2    bad usage: PAGE missing, not a file, or without the two markers
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM"""
+  130  stopped by Ctrl-C (SIGINT)
+  143  stopped by SIGTERM"""
 
 
 def main(argv=None):

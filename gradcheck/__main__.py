@@ -66,9 +66,9 @@ def parse_args(argv=None):
         p.error(f"argument --step: must be at least {smallest:.1e} in {args.dtype} (smaller steps vanish in "
                 f"round-off; e.g. {usual}), got {args.step}")
     if args.tol is not None and args.tol >= LARGEST_TOL:
-        p.error(f"argument --tol: must be below {LARGEST_TOL} (a gradient 1/(1 - T) times too large passes T: at 0.5 "
-                f"one twice too large, at 0.9 one 10 times; e.g. {'1e-6' if args.dtype == 'float64' else '3e-2'}), "
-                f"got {args.tol:g}")
+        p.error(f"argument --tol: must be below {LARGEST_TOL} (T passes a gradient up to 1/(1 - T) times too "
+                f"large: above 0.5 one twice too large, at 0.95 one 10 times; e.g. "
+                f"{'1e-6' if args.dtype == 'float64' else '3e-2'}), got {args.tol:g}")
     chosen = BACKENDS if args.backend == "both" else (args.backend,)
     skipped = [op for op in args.op or () if CASES[op][0] not in chosen]
     if skipped:

@@ -33,11 +33,13 @@ the truncation, :math:`h^2 L^{(3)} / 6`, plus the round-off of the two losses, a
 :math:`\epsilon |L| / h` (:math:`\epsilon \approx 2.2 \times 10^{-16}`); their sum is smallest near
 :math:`h = \epsilon^{1/3} \approx 6 \times 10^{-6}`, where both are around :math:`10^{-10}`
 relative. A right backward gives 1e-11 to 1e-7 here (over seeds 0-22 the worst row reached
-8.3e-8); a wrong one, 1e-4 to 1, so 1e-6 leaves room on both sides. A much larger step (``--step 1e-3``) fails right code on truncation alone,
-a much smaller one on round-off. float32 (:math:`\epsilon \approx 1.2 \times 10^{-7}`) leaves
-no such room: its check is a smoke check. What is checked is each backward against its own
-forward: a slip in a forward that its backward does not see (a constant dropped from a loss)
-is for the tests of values in ``tests/`` to catch.
+8.3e-8); a wrong one, 1e-4 to 1, so 1e-6 leaves room on both sides. A much larger step
+(``--step 1e-3``) fails right code on truncation alone, a much smaller one on round-off; a
+tolerance from :data:`LARGEST_TOL` (0.1) up is refused, as it would pass a factor slipped.
+float32 (:math:`\epsilon \approx 1.2 \times 10^{-7}`) leaves no such room: its check is a
+smoke check. What is checked is each backward against its own forward: a slip in a forward
+that its backward does not see (a constant dropped from a loss) is for the tests of values in
+``tests/`` to catch.
 
 An optimizer's update has no derivative to take: its cases compare each step with a
 closed form instead (``Problem.exact``), computed in float64, and pass only within
@@ -54,8 +56,8 @@ DEFAULTS = {np.dtype(np.float64): (1e-5, 1e-6), np.dtype(np.float32): (1e-2, 3e-
 #: agree to ~3e-14; float32's are read off as differences of parameters near 1 (~2e-5)
 EXACT_TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-3}
 FLOOR = 1e-12
-#: Tolerances from here up are refused: a tolerance T passes a gradient 1 / (1 - T) times too large
-#: (at 0.5 one twice too large), so no slip of a factor would fail.
+#: Tolerances from here up are refused: a tolerance T passes a gradient up to 1 / (1 - T) times too
+#: large (above 0.5, one twice too large).
 LARGEST_TOL = 0.1
 #: "numpy": the reference's ops, models and optimizers; "numba": the fast path's whole-model
 #: gradients and fused optimizers
@@ -120,8 +122,8 @@ def defaults(dtype, h=None, tol=None):
     if not (np.isfinite(h) and h > 0):
         raise ValueError(f"h must be a finite step above 0 (e.g. {dh:g}), got {h!r}")
     if not 0 < tol < LARGEST_TOL:
-        raise ValueError(f"tol must be above 0 and below {LARGEST_TOL} (a gradient 1/(1 - tol) times too large "
-                         f"passes tol; e.g. {dtol:g}), got {tol!r}")
+        raise ValueError(f"tol must be above 0 and below {LARGEST_TOL} (a tol passes a gradient up to "
+                         f"1/(1 - tol) times too large; e.g. {dtol:g}), got {tol!r}")
     return dtype, h, tol
 
 

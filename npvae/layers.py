@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .module import Module, Parameter, kind_of, one_place_each
+from .module import Module, Parameter, given_as_text, one_place_each
 from .validate import (FLOAT_DTYPES, check_dtype, check_grad, check_positive_int, check_rng, describe_dtype,
                        refuse_array_subclass, warn_backend_argument)
 
@@ -201,7 +201,7 @@ def sigmoid(x):
 
 def _checked_layer(i, layer):
     if not isinstance(layer, Module):
-        raise InputTypeError(f"Sequential layer {i} must be a Module, got {kind_of(layer)}")
+        raise InputTypeError(f"Sequential layer {i} must be a Module, got {given_as_text(layer)}")
     return layer
 
 

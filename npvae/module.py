@@ -51,7 +51,7 @@ def one_place_each(named, places):
     return modules
 
 
-def kind_of(value):
+def given_as_text(value):
     """What an error says was given: the type's name, or for a class of Module (``ReLU`` for
     ``ReLU()``), that class and how to make one."""
     if isinstance(value, type) and issubclass(value, Module):
@@ -186,7 +186,7 @@ class Module:
                 error = InputError if value.dtype == old.dtype else InputTypeError    # as Parameter.data's
                 raise error(f"{type(self).__name__}.{name} is a parameter of shape {old.shape} and dtype "
                             f"{old.dtype}: a Parameter in its place must have both, got shape {value.shape} "
-                            f"and dtype {value.dtype}")
+                            f"and dtype {value.dtype} (new values of its own shape go into its .data)")
             self._modules.pop(name, None)
             self._params[name] = value
         elif isinstance(value, Module):
@@ -198,7 +198,7 @@ class Module:
             hint = " (new values go into its .data)" if kind == "parameter" else ""
             drop = "" if own else f"; to remove it, del {type(self).__name__.lower()}.{name}"
             raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
-                                 f"{kind_of(value)}{drop}")
+                                 f"{given_as_text(value)}{drop}")
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -386,8 +386,10 @@ def _weight_decay_from_old_spelling(deprecated, weight_decay):
     if weight_decay != 0.0:
         raise InputTypeError(f"SGD got weight_decay twice: {deprecated[0]!r} as its fourth positional argument "
                              f"and weight_decay={weight_decay!r}")
+    # a FutureWarning, shown wherever the call is (a DeprecationWarning is hidden outside __main__):
+    # code ported from PyTorch would train with another penalty than its author meant
     warnings.warn("SGD's fourth positional argument is deprecated (PyTorch's SGD takes dampening there, which "
-                  "npvae does not have): pass weight_decay= by name", DeprecationWarning, stacklevel=3)
+                  "npvae does not have): pass weight_decay= by name", FutureWarning, stacklevel=3)
     return deprecated[0]
 
 
@@ -415,7 +417,7 @@ class SGD(Optimizer):
         :math:`w \ge 0`, an L2 penalty: :math:`w\theta` is added to the gradient first.
         By name: given as the fourth positional argument, where PyTorch's ``SGD`` takes
         ``dampening`` (which npvae does not have), it is still taken, with a
-        ``DeprecationWarning``.
+        ``FutureWarning`` (shown wherever the call is).
     backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error); keyword only
     """
 

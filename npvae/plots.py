@@ -291,8 +291,10 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     scale = min(1.0, _MAX_INCHES / width, (_MAX_INCHES - 0.6) / row)  # shrunk to stay drawable, as the grids
     fig = new_figure(max(4.0, scale * width), scale * row + 0.6)     # the images, captions, title
     axes = fig.subplots(1, n, squeeze=False)[0]
-    every = math.ceil(n / (fig.get_figwidth() / 0.9))      # a caption needs about 0.9 inch: fewer from 89 frames
-    captioned = {*range(0, n - every, every), n - 1}        # (none crowding the last)
+    fits = fig.get_figwidth() / 0.9                         # a caption needs about 0.9 inch
+    every = math.ceil(n / fits)                             # 1 up to 88 frames; a caption every 2nd from 89
+    captioned = set(range(0, n - every, every))             # stopping a step short of the last,
+    captioned.add(n - 1)                                    # which is always captioned
     for i, ax in enumerate(axes):
         _show(ax, imgs[i])
         if i in captioned:
@@ -539,9 +541,8 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         _image_shape(image_shape)                       # checked even where no manifold is drawn
     missing = np.array([v != v for v in labels.tolist()], bool)     # NaN, in a float or an object array
     if missing.any():                       # np.unique makes one class of them, and no point matches it
-        raise InputError(f"labels hold NaN ({missing.sum()} of {len(labels)}): plot the labelled points "
-                         f"(keep = labels == labels, then mu[keep], labels[keep]), or give the others a "
-                         f"label of their own")
+        raise InputError(f"labels hold NaN ({missing.sum()} of {len(labels)}): drop those rows from mu and "
+                         f"labels, or give them a label of their own")
     try:
         classes = np.unique(labels)
     except TypeError:                       # an object array of strings and numbers: no order

@@ -181,21 +181,21 @@ def check_unit_interval(x, name, fix):
         return
     lo, hi = x.min(), x.max()                   # NaN if x holds one
     if not (lo >= 0 and hi <= 1):
-        nan = ""
-        if np.isnan(lo) or np.isnan(hi):        # the range of the others, and how many are NaN
+        has_nan, nan_count = np.isnan(lo) or np.isnan(hi), ""
+        if has_nan:                             # the range of the others, and how many are NaN
             n = int(np.isnan(x).sum())
-            nan = f" ({n:,} of {x.size:,} NaN)"
+            nan_count = f" ({n:,} of {x.size:,} NaN)"
             if n == x.size:
                 raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got only NaN")
             lo, hi = np.nanmin(x), np.nanmax(x)
         hint = ""                               # (none for a NaN: no rounding or 0..255 scale makes one)
-        if not nan and fix is not None and lo >= 0 and 2 < hi <= 255:
+        if not has_nan and fix is not None and lo >= 0 and 2 < hi <= 255:
             hint = f"; for 0..255 pixels {fix}"
-        elif not nan and float(lo) > -1e-3 and float(hi) < 1 + 1e-3:     # float: 1 + 1e-3 in float16 is its next after 1
+        elif not has_nan and float(lo) > -1e-3 and float(hi) < 1 + 1e-3:  # float(): in float16 1 + 1e-3 is 1's next
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"
             hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
-                         f"[{_short(lo)}, {_short(hi)}]{nan}{hint}")
+                         f"[{_short(lo)}, {_short(hi)}]{nan_count}{hint}")
 
 
 def _short(value):

@@ -728,3 +728,21 @@ def test_a_loaded_record_is_checked_on_every_image_however_many():
     trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=100, retire_dead_units=True)
     trainer.load_dead_units(dict(retired=[0, 1, 2, 3], candidates=[], live=[]))
     assert trainer.dead_units()["retired"] == [1, 2]
+
+
+def test_a_loaded_candidate_that_fires_is_not_retired_at_the_epochs_end():
+    """A record whose candidate fires on these parameters (another checkpoint's): the unit was
+    retired at the end of the resumed epoch, and its weights stopped moving."""
+    x = np.zeros((150, 784), np.uint8)
+    x[10] = 255                                             # the one image with ink, in a batch already done
+    model = VAE(784, 4, 2, rng=0)
+    first = model.encoder[0]
+    first.weight.data[:] = 0.0
+    first.weight.data[:, 0] = 0.01                          # unit 0: 7.84 on that image, else 0
+    first.bias.data[:] = -1.0
+    trainer, _ = retiring_trainer(x, model)
+    trainer.load_dead_units(dict(retired=[], candidates=[0, 1, 2, 3], live=[]))
+    trainer.begin_epoch(resumed=True)
+    step_on(trainer, 100)                                   # the epoch's last batch: the others came before
+    trainer.end_epoch()
+    assert trainer.dead_units()["retired"] == [1, 2, 3]

@@ -713,9 +713,9 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--step", "0.06"), "--step: must be below 0.05 (ReLU's inputs lie in [-1, 1], 20 steps away from its kink"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
-    (("--tol", "2"), "--tol: must be below 0.1 (a gradient 1/(1 - T) times too large passes T: at 0.5"),
+    (("--tol", "2"), "--tol: must be below 0.1 (T passes a gradient up to 1/(1 - T) times too large: above 0.5"),
     (("--tol", "0.95"), "--tol: must be below 0.1"),           # passed a KL backward 10 times too large
-    (("--tol", "0.5"), "--tol: must be below 0.1"),            # passed a factor of 2 dropped
+    (("--tol", "0.6"), "--tol: must be below 0.1"),            # passed a factor of 2 slipped in
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
     (("--step", "1e-300"), "--step: must be at least 3.6e-13 in float64"),
     (("--dtype", "float32", "--step", "1e-7"), "--step: must be at least 1.9e-04 in float32 (smaller steps vanish "
@@ -1061,7 +1061,7 @@ def test_list_says_what_each_case_checks_and_the_table_what_its_tags_mean(capsys
 
 @pytest.mark.parametrize("settings, message", [
     (dict(tol=5.0), r"tol must be above 0 and below 0.1 .* got 5.0"),      # passed every wrong gradient
-    (dict(tol=0.5), r"tol must be above 0 and below 0.1"),                  # passed a factor of 2
+    (dict(tol=0.6), r"tol must be above 0 and below 0.1"),                  # passed a factor of 2
     (dict(tol=-1.0), r"tol must be above 0"),                               # failed right rows of 1e-11
     (dict(h=0.0), r"h must be a finite step above 0 \(e.g. 1e-05\), got 0.0"),  # a ZeroDivisionError row
 ])

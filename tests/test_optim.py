@@ -368,7 +368,7 @@ def test_sgds_fourth_positional_argument_is_a_deprecated_weight_decay():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         expected = SGD(by_name, 0.1, 0.9, weight_decay=0.5)
-    with pytest.warns(DeprecationWarning, match=r"fourth positional.*dampening.*weight_decay= by name") as seen:
+    with pytest.warns(FutureWarning, match=r"fourth positional.*dampening.*weight_decay= by name") as seen:
         opt = SGD(positional, 0.1, 0.9, 0.5)
     assert seen[0].filename == __file__         # the caller's line: Python shows it there (in __main__, say)
     assert opt.hyper() == expected.hyper() == dict(lr=0.1, momentum=0.9, weight_decay=0.5)

@@ -194,11 +194,12 @@ class DeadUnits:
             masks[name][units] = True
         return masks
 
-    def keep_silent(self, images):
-        """Compute again the retired units that fire on a row of ``images`` (N, D), uint8 or
-        floats, with the parameters in the block: a loaded record, checked once, cannot leave
-        out a unit that fires (one saved with other parameters); computing a dead one is exact."""
-        idx = np.flatnonzero(self.retired)
+    def recheck(self, images):
+        """Check a loaded record once against ``images`` (N, D), uint8 or floats, and the
+        parameters in the block: a unit it calls retired or a candidate that fires on a row is
+        computed again or marked live, so that a record saved with other parameters cannot leave
+        out a unit that fires (computing a dead one is exact)."""
+        idx = np.flatnonzero(self.retired | self.candidates)
         if len(idx) == 0:
             return
         W, b = self._first_layer()
@@ -210,6 +211,7 @@ class DeadUnits:
             x = rows.astype(w.dtype) / (255 if rows.dtype == np.uint8 else 1)
             fires |= (x @ w + bias > 0).any(axis=0)
         self.retired[idx[fires]] = False
+        self.live[idx[fires]] = True        # a candidate that fires is no longer one to retire
         self._keep_proof()
 
     def load_state_dict(self, state, path="checkpoint"):

@@ -402,15 +402,15 @@ class Trainer:
         """Restore :meth:`dead_units`' record from a checkpoint (after loading its parameters
         into the model and :meth:`load`). ``state=None`` starts a fresh record. Between epochs
         only: inside one, the units it retired are already left out of its steps. Its retired
-        units are checked once against the images and the parameters: one that fires (a record
-        saved with other parameters) is computed again."""
+        units and candidates are checked once against the images and the parameters: one that
+        fires (a record saved with other parameters) is computed again, or not retired."""
         if self.dead is not None and self.dead.in_epoch:
             raise StateError("Trainer.load_dead_units: called inside an epoch, whose steps already leave "
                              "out the units retired so far; call it before begin_epoch() or after "
                              "end_epoch()")
         if self.dead is not None:
             self.dead.load_state_dict(state or dict(retired=[], candidates=[], live=[]), path)
-            self.dead.keep_silent(self.batches.images)
+            self.dead.recheck(self.batches.images)
 
     def check_dead_units(self, state, path="checkpoint"):
         """Raise CheckpointError if a checkpoint's record does not fit this model."""
