@@ -51,6 +51,11 @@ def one_place_each(named, places):
     return modules
 
 
+def _npvaes_own(module):
+    """npvae's own layers are built for their parameters; a module of one's own may resize or drop its own."""
+    return type(module).__module__.startswith("npvae.")
+
+
 def given_as_text(value):
     """What an error says was given: the type's name, or for a class of Module (``ReLU`` for
     ``ReLU()``), that class and how to make one."""
@@ -178,10 +183,9 @@ class Module:
         if "_params" not in self.__dict__:
             raise StateError(f"{type(self).__name__}.__init__ must call super().__init__() "
                              "before assigning attributes")
-        own = type(self).__module__.startswith("npvae.")      # npvae's layers are built for theirs
         if isinstance(value, Parameter):
             old = self._params.get(name)
-            if own and old is not None and (value.shape, value.dtype) != (old.shape, old.dtype):
+            if old is not None and (value.shape, value.dtype) != (old.shape, old.dtype) and _npvaes_own(self):
                 # else the error comes at the next forward pass, from numpy or from the next layer
                 error = InputError if value.dtype == old.dtype else InputTypeError    # as Parameter.data's
                 raise error(f"{type(self).__name__}.{name} is a parameter of shape {old.shape} and dtype "
@@ -196,7 +200,7 @@ class Module:
             # else parameters() and state_dict() would go on holding the old one unseen
             kind, cls = ("parameter", "Parameter") if name in self._params else ("sub-module", "Module")
             hint = " (new values go into its .data)" if kind == "parameter" else ""
-            drop = "" if own else f"; to remove it, del {type(self).__name__.lower()}.{name}"
+            drop = "" if _npvaes_own(self) else f"; to remove it, del {type(self).__name__.lower()}.{name}"
             raise InputTypeError(f"{type(self).__name__}.{name} is a {kind}: assign a {cls}{hint}, got "
                                  f"{given_as_text(value)}{drop}")
         object.__setattr__(self, name, value)
