@@ -166,7 +166,7 @@ class Sigmoid(Module):
 
         Returns
         -------
-        y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x ~ 16.6 in float32)
+        y : ndarray (B, N), in [0, 1] (exactly 0 or 1 once the float rounds: 1 from x = 24 ln 2 ~ 16.64 in float32)
         """
         check_input(x, "Sigmoid.forward")
         y = sigmoid(x)

@@ -13,7 +13,7 @@ In the spirit of PyTorch's ``nn.Module``, but with the backward pass written by 
   that share an input, a ``dz`` kept to look at). The VAE reads each one once, so
   nothing breaks there today; the rule is what makes ops safe to combine, and
   ``python -m gradcheck`` checks every op keeps it;
-* two kinds of op take more than one input. The sampler's ``forward(h, eps=None)``
+* two kinds of op differ from a layer. The sampler's ``forward(h, eps=None)``
   takes its noise as data (or draws it) and its ``backward`` returns only ``dh``. A loss's
   ``forward(pred, target)`` (``KL.forward(h)`` has no target) returns a float and keeps
   each sample's loss in ``rows``; its ``backward(grad=1.0)`` takes the scalar
@@ -335,8 +335,9 @@ class Module:
         Returns
         -------
         Module
-            The module itself, not PyTorch's named tuple ``(missing_keys, unexpected_keys)``:
-            those are the names of ``state_dict()`` not in yours, and of yours not in it.
+            The module itself, not PyTorch's named tuple ``(missing_keys, unexpected_keys)``
+            (with ``strict=False``, compare ``set(model.state_dict())`` with your mapping's names
+            to find those).
         """
         if not isinstance(state_dict, Mapping):
             raise StateDictError(f"state_dict must be a mapping (a dict) of names to arrays, "

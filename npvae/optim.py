@@ -394,7 +394,7 @@ def _weight_decay_from_old_spelling(deprecated, weight_decay):
 
 
 class SGD(Optimizer):
-    r"""Stochastic gradient descent with optional momentum (PyTorch's rule, no dampening).
+    r"""Stochastic gradient descent with optional momentum (PyTorch's rule, without dampening or Nesterov).
 
     .. math::
 
@@ -450,7 +450,7 @@ class SGD(Optimizer):
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
             if self.momentum:
-                buf = self.state[p]["momentum_buffer"]
-                buf[...] = g if self.t == 1 else self.momentum * buf + g
+                buf = self.state[p]["momentum_buffer"]     # starts at 0, so b = g at the first step
+                buf[...] = self.momentum * buf + g
                 g = buf
             p.data -= self.lr * g
