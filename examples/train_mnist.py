@@ -35,11 +35,12 @@ import signal
 import sys
 
 if __name__ == "__main__":
-    # Ctrl-C or SIGTERM while Python loads NumPy and npvae (the imports below come after this on
-    # purpose): end quietly, not with a traceback of an import (SIGHUP's default action already
-    # does). cli.run takes over in main.
-    for _signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
+    # Ctrl-C or SIGTERM (or Windows' Ctrl-Break) while Python loads NumPy and npvae (the imports
+    # below come after this on purpose): end quietly, not with a traceback of an import (SIGHUP's
+    # default action already does). cli.run takes over in main.
+    for _signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)):
+        if _signum is not None:
+            signal.signal(_signum, lambda signum, frame: sys.exit(128 + signum))
 
 import argparse
 import datetime

@@ -16,11 +16,12 @@ import os
 import re
 import stat
 import tempfile
+import time
 
 from .errors import InputError, InputTypeError, NpvaeError
 
 __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
-           "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length"]
+           "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length", "check_replaceable"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
@@ -64,6 +65,7 @@ def atomic_write(path, mode="wb"):
                              f"makes a str of it")
     check_regular_file(path)
     target = os.path.realpath(path)         # a link is followed, not replaced by a file
+    check_replaceable(target, path)
     folder = os.path.dirname(target)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -79,14 +81,7 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode(target))  # mkstemp makes 0600; give the usual mode
-        try:
-            os.replace(tmp, target)
-        except PermissionError as e:
-            if os.name != "nt":
-                raise
-            raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program holds "
-                                  f"open, e.g. an np.load left open in a notebook, cannot be replaced: close "
-                                  f"it there and try again)", path) from e
+        _replace(tmp, target, path)
     except OSError as e:
         _remove(tmp)
         if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file
@@ -119,8 +114,54 @@ def check_regular_file(path):
                          f"atomically would replace it: give a file path")
 
 
+def check_replaceable(target, path=None):
+    """On Windows, refuse to write over a read-only file (its read-only attribute set): Windows
+    replaces none, and a temporary file given its mode could not be removed either. Elsewhere
+    a rename replaces a file whatever its mode, as ``mv`` does."""
+    if os.name != "nt":
+        return
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:                         # not there yet (or not to be looked at: the write will say)
+        return
+    if not mode & stat.S_IWRITE:
+        raise PermissionError(errno.EACCES, "the file is read-only, and Windows replaces no read-only file: "
+                              "clear its read-only attribute (attrib -r, or its Properties) or give another "
+                              "path", target if path is None else path)
+
+
+# On Windows a file that is open cannot be replaced, and a virus scanner, an indexer or a sync
+# client opens a new file for a moment: the rename is tried again for about a second first.
+_WINDOWS_RETRY_WAITS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.25)
+
+
+def _replace(tmp, target, path):
+    for wait in _WINDOWS_RETRY_WAITS if os.name == "nt" else ():
+        try:
+            os.replace(tmp, target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    try:
+        os.replace(tmp, target)
+    except PermissionError as e:
+        if os.name != "nt":
+            raise
+        raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program holds open, "
+                              f"e.g. an np.load left open in a notebook, cannot be replaced: close it there "
+                              f"and try again)", path) from e
+
+
 def _remove(path):
-    with contextlib.suppress(FileNotFoundError):
+    """Remove ``path`` if it is there (on Windows, a read-only file too: its attribute is cleared first)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        if os.name != "nt" or os.stat(path).st_mode & stat.S_IWRITE:
+            raise
+        os.chmod(path, stat.S_IWRITE)
         os.remove(path)
 
 

@@ -42,8 +42,8 @@ from .footprint import format_bytes
 from .progress import emit
 from .train import TrainingInterrupted
 
-__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_CLOSED_PIPE",
-           "EXIT_STATUS", "EXIT_STATUS_NO_CHECKPOINT",
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_SIGHUP", "EXIT_SIGBREAK",
+           "EXIT_CLOSED_PIPE", "EXIT_STATUS", "EXIT_STATUS_NO_CHECKPOINT",
            "ArgumentParser", "user_path", "folder_path", "whole_number", "real_number", "learning_rate",
            "run", "exit_code", "describe", "interruption", "reading_input", "check_output_folder", "shell_command",
            "places_searched"]
@@ -56,6 +56,7 @@ EXIT_USAGE = 2      # bad usage or input, found before anything was written (dat
 EXIT_SIGINT = 128 + 2
 EXIT_SIGTERM = 128 + 15
 EXIT_SIGHUP = 128 + 1
+EXIT_SIGBREAK = 128 + 21   # Windows' Ctrl-Break
 EXIT_CLOSED_PIPE = 128 + 13   # SIGPIPE's: what a shell reports for a writer whose reader left
 
 _EXIT_STATUS = """\
@@ -66,7 +67,8 @@ exit status:
   2    bad usage or input, found before anything was written: {usage}
   129  stopped by SIGHUP (the terminal closed), as by SIGTERM; a run started
        with nohup ignores it
-  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM.
+  130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM; 149: stopped by
+       Ctrl-Break (Windows).
        {stopped}
   141  the reader of the output left early (| head): what was left to print
        is dropped quietly; a training run goes on and finishes its work"""
@@ -560,9 +562,9 @@ def check_output_file(path, option="--out", suffix=".png"):
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise InputError(f"{option} must name a {suffix} file, got {path!r}")
-    if path.endswith(os.sep) or os.path.isdir(path):
+    if path.endswith((os.sep, "/")) or os.path.isdir(path):     # Windows takes "/" too
         raise InputError(f"{option} {path} is a folder; name the {suffix} file to write, e.g. "
-                         f"{os.path.join(path.rstrip(os.sep) or '.', 'figure' + suffix)}")
+                         f"{os.path.join(path.rstrip(os.sep + '/') or '.', 'figure' + suffix)}")
     if not path.lower().endswith(suffix):
         raise InputError(f"{option} {path}: the file is written as {suffix[1:].upper()}; give it a {suffix} name")
     try:

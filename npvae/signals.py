@@ -1,4 +1,5 @@
-"""Stopping cleanly on SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed).
+"""Stopping cleanly on SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed), and on Windows
+SIGBREAK (Ctrl-Break, the one way another program can ask a console program there to stop).
 
 Two ways to hear a signal, for two situations:
 
@@ -32,9 +33,10 @@ import threading
 
 __all__ = ["Interrupted", "StopFlag", "catch_signals", "raise_on_signals", "hold", "cleanup_on_sigterm"]
 
-# SIGHUP does not exist on Windows.
+# SIGHUP does not exist on Windows, and SIGBREAK only there.
 _SIGHUP = getattr(signal, "SIGHUP", None)
-SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((_SIGHUP,) if _SIGHUP is not None else ())
+SIGNALS = (signal.SIGINT, signal.SIGTERM) + tuple(
+    sig for sig in (_SIGHUP, getattr(signal, "SIGBREAK", None)) if sig is not None)
 
 # The first signal the handlers below have seen since raise_on_signals began,
 # or None. Signals are process-wide, so this is too: once a stop is under way
@@ -43,7 +45,7 @@ _stopping = None
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT, SIGTERM or SIGHUP arrived; raised by the handler of :func:`raise_on_signals`.
+    """SIGINT, SIGTERM, SIGHUP or SIGBREAK arrived; raised by the handler of :func:`raise_on_signals`.
 
     A ``KeyboardInterrupt``, so ``except Exception`` does not swallow it and
     code that already handles Ctrl-C handles SIGTERM the same way.
@@ -54,7 +56,7 @@ class Interrupted(KeyboardInterrupt):
         The signal received.
     exit_code : int
         ``128 + signum``, what a shell reports for a process the signal ended
-        (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
+        (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 149 for SIGBREAK).
     """
 
     def __init__(self, signum):

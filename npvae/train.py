@@ -237,9 +237,15 @@ def _check_paths(checkpoint, metrics_path, resume):
     metrics_path = check_output_path(metrics_path, "metrics_path")
     resume = check_file_path(resume, "resume")
     for other, name in ((checkpoint, "checkpoint"), (resume, "resume")):
-        if None not in (metrics_path, other) and os.path.realpath(other) == os.path.realpath(metrics_path):
-            raise InputError(f"metrics_path and {name} are the same file ({metrics_path}): the metrics "
-                             f"would overwrite the checkpoint; give each a file of its own")
+        if None in (metrics_path, other):
+            continue
+        a, b = os.path.realpath(metrics_path), os.path.realpath(other)
+        # compared without case too: macOS's and Windows' usual file systems take run.npz and RUN.npz as one
+        if a.casefold() == b.casefold():
+            which = metrics_path if a == b else (f"{metrics_path} and {other}: names that differ only in case "
+                                                 f"are one file on macOS and Windows")
+            raise InputError(f"metrics_path and {name} are the same file ({which}): the metrics would "
+                             f"overwrite the checkpoint; give each a file of its own")
     return checkpoint, metrics_path, resume
 
 

@@ -8,11 +8,12 @@ import contextvars
 import numbers
 import os
 import reprlib
+import tempfile
 import warnings
 
 import numpy as np
 
-from .atomic import check_name_length, check_regular_file
+from .atomic import check_name_length, check_regular_file, check_replaceable
 from .errors import InputError, InputTypeError, PixelScaleWarning, StateDictError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -412,13 +413,21 @@ def check_output_path(path, name):
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
         raise InputError(f"{name}: cannot write {path!r}: {folder!r} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{name}: cannot write {path!r}: no permission to write in {folder!r}")
+    try:                                    # a file made there, not os.access: on Windows that says
+        with tempfile.TemporaryFile(dir=folder):    # every folder is writable
+            pass
+    except OSError as e:
+        raise InputError(f"{name}: cannot write {path!r}: no file can be made in {folder!r} "
+                         f"({e.strerror or e})") from None
     try:
         check_name_length(path)             # with the temporary name it is first written under
         check_regular_file(path)            # not a pipe or a device: it would be replaced
     except InputError as e:
         raise InputError(f"{name}: {e}") from None
+    try:
+        check_replaceable(os.path.realpath(path))   # on Windows, not a read-only file
+    except PermissionError as e:
+        raise InputError(f"{name}: cannot write {path!r}: {e.strerror}") from None
     return path
 
 

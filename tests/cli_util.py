@@ -36,7 +36,8 @@ def start(args, cwd=ROOT, env=None):
     when the tests run under a script's ``pytest &`` (which starts them with SIGINT ignored, and a
     process started from an ignored Ctrl-C ignores it while Python starts)."""
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or ENV, cwd=cwd, preexec_fn=sigint_as_at_a_terminal)
+                            env=env or ENV, cwd=cwd,
+                            preexec_fn=sigint_as_at_a_terminal if os.name == "posix" else None)
 
 
 def sigint_as_at_a_terminal():

@@ -2,7 +2,6 @@
 import contextlib
 import hashlib
 import os
-import pty
 import select
 import shutil
 import signal
@@ -85,7 +84,7 @@ def read_all(fd, proc):
 
 
 def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path):
-    controller, terminal = pty.openpty()
+    controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
     proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--batch-size", "8", "--epochs", "2", "--nll-k", "40",
                              "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=terminal,
                             env=ENV, cwd=tmp_path)
@@ -106,7 +105,7 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path):
 def test_ctrl_c_at_the_nll_bar_on_a_terminal_starts_a_new_line_and_says_what_is_left(tmp_path):
     """The bar is ended before the message (it was printed on the bar's own line), and the message
     knows the figures are already drawn."""
-    controller, terminal = pty.openpty()
+    controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
     # 900 test images: two NLL batches of 500, so the bar is drawn half-way and the signal lands in the
     # second (at k=1500, over a second long)
     proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--split", "100", "--epochs", "1", "--nll-k", "1500",

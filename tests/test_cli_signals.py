@@ -6,7 +6,6 @@ checkpoint that --resume continues.
 """
 import http.server
 import os
-import pty
 import select
 import signal
 import subprocess
@@ -159,7 +158,7 @@ def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
     """stderr is a terminal that closes after epoch 1 (every write then fails with EIO) and no SIGHUP
     comes (nohup, disown): the run still trains, draws its figures and writes its summary."""
     out = tmp_path / "run"
-    controller, terminal = pty.openpty()
+    controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
     proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], "SIG_IGN", stderr=terminal)
     os.close(terminal)
     try:
@@ -178,7 +177,7 @@ def test_sighup_after_the_terminal_closed_even_with_debug(tmp_path):
     """The terminal closes, then SIGHUP comes: 129 and a checkpoint, even with --debug's traceback
     to print to a terminal that is no longer there."""
     out = tmp_path / "run"
-    controller, terminal = pty.openpty()
+    controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
     proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--debug", "--out", str(out)], "SIG_DFL",
                              stderr=terminal)
     os.close(terminal)

@@ -5,7 +5,6 @@ import errno
 import io
 import json
 import os
-import resource
 import shlex
 import signal
 import socket
@@ -16,6 +15,11 @@ import types
 
 import numpy as np
 import pytest
+
+try:
+    import resource
+except ImportError:                 # Windows
+    resource = None
 
 import npvae
 from npvae import cli, signals
@@ -303,8 +307,8 @@ def test_a_failed_rename_names_the_file_asked_for(tmp_path):
 
 
 # -- memory ---------------------------------------------------------------------------------------
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux")
-@pytest.mark.skipif(0 <= resource.getrlimit(resource.RLIMIT_AS)[1] < 4 << 30, reason="a hard limit below 4 GiB")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status") or resource is None, reason="Linux")
+@pytest.mark.skipif(resource is not None and 0 <= resource.getrlimit(resource.RLIMIT_AS)[1] < 4 << 30, reason="a hard limit below 4 GiB")
 def test_ulimit_v_bounds_what_is_available():
     code = ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
             "from npvae import footprint\nprint(footprint.available_bytes())\n")
@@ -323,7 +327,7 @@ def test_without_proc_the_memory_bound_is_all_of_the_machines_memory(monkeypatch
     from npvae import footprint
     monkeypatch.setattr(builtins, "open", open_without_proc_and_sys)
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:     # no ulimit -v
+    if resource is None or resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:  # no ulimit -v
         assert footprint.available_bytes() == physical
     else:
         assert footprint.available_bytes() <= physical

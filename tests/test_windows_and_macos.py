@@ -3,18 +3,23 @@
 tests/macos_poll_sim.py (poll() as macOS answers it), or /proc and /sys are hidden (macOS).
 Each case once failed there (examples/benchmark.py's are in test_examples.py)."""
 import builtins
+import errno
 import os
 import select
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from cli_util import (ENV, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, load_script, open_without_proc_and_sys,
                       run, start, wait_for)
 
+import npvae
+from npvae.atomic import atomic_write, sweep_temporary_files
 from npvae.errors import InputError
 
 import windows_sim
@@ -114,7 +119,8 @@ def test_on_windows_a_run_folder_with_a_checkpoint_in_it_is_left_unlocked(tmp_pa
     proc = run([WINDOWS, "-c", textwrap.dedent(RUN_FOLDER_AND_FIT), str(folder)])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"refused: folder {folder} is in use by process "), proc.stdout
+    # Windows' lock is mandatory: the holder's description cannot be read, even in its own process
+    assert lines[0].startswith(f"refused: folder {folder} is in use by another run"), proc.stdout
     assert lines[1:] == ["stale: None", "left: ['ckpt.npz']"], proc.stdout
 
 
@@ -228,3 +234,124 @@ def test_on_macos_a_model_far_too_big_is_still_refused_before_it_is_made(monkeyp
         with pytest.raises(InputError, match=r"VAE trained on batches of 128 needs about \d+\.\d TB of memory, "
                                              r"but .* is available"):
             script.check_memory(settings, 10_000)
+
+
+# -- Windows' file rules, asked of npvae's own os.name == "nt" branches in this process ---------------------
+
+def refuse_like_windows(monkeypatch, busy_replaces=0):
+    """os.replace and os.remove as Windows has them: a read-only file is neither replaced nor removed,
+    and the first ``busy_replaces`` replaces fail as if a virus scanner had the new file open."""
+    real_replace, real_remove = os.replace, os.remove
+    busy = [busy_replaces]
+
+    def read_only(path):
+        return os.path.exists(path) and not os.stat(path).st_mode & stat.S_IWRITE
+
+    def replace(src, dst):
+        if read_only(dst) or busy[0] > 0:
+            busy[0] -= 1
+            raise PermissionError(errno.EACCES, "Access is denied", os.fsdecode(src), None, os.fsdecode(dst))
+        real_replace(src, dst)
+
+    def remove(path):
+        if read_only(path):
+            raise PermissionError(errno.EACCES, "Access is denied", os.fsdecode(path))
+        real_remove(path)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "remove", remove)
+    monkeypatch.setattr(os, "name", "nt")
+
+
+def test_on_windows_a_read_only_file_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Windows replaces no read-only file, and the temporary file given its mode could not be removed:
+    a .tmp was left that stopped every later run in the folder, under an error naming only it."""
+    target = tmp_path / "checkpoint.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o444)
+    with monkeypatch.context() as m:
+        refuse_like_windows(m)
+        with pytest.raises(PermissionError, match=r"read-only.*attrib -r") as raised:
+            with atomic_write(target) as f:
+                f.write(b"new")
+    assert raised.value.filename == str(target)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+def test_on_windows_a_temporary_file_left_read_only_is_still_swept(tmp_path, monkeypatch):
+    """What an older npvae left (a read-only .tmp beside a read-only checkpoint) must not stop the
+    next run in the folder."""
+    left = tmp_path / ".checkpoint.npz.abcd1234.tmp"
+    left.write_bytes(b"x")
+    left.chmod(0o444)
+    with monkeypatch.context() as m:
+        refuse_like_windows(m)
+        assert sweep_temporary_files(tmp_path) == [left.name]
+    assert os.listdir(tmp_path) == []
+
+
+def test_on_windows_a_file_opened_for_a_moment_by_another_program_is_still_replaced(tmp_path, monkeypatch):
+    """A virus scanner or a sync client opens a new file for a moment; one such moment used to stop a
+    run at its checkpoint."""
+    target = tmp_path / "metrics.jsonl"
+    with monkeypatch.context() as m:
+        refuse_like_windows(m, busy_replaces=3)
+        with atomic_write(target, "w") as f:
+            f.write("{}\n")
+    assert target.read_text() == "{}\n" and os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+def test_on_windows_fit_refuses_a_read_only_checkpoint_before_training(tmp_path, monkeypatch):
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    ckpt = tmp_path / "c.npz"
+    npvae.fit(npvae.VAE(784, 16, 2), images, epochs=1, checkpoint=ckpt, progress=False, backend="numpy")
+    ckpt.chmod(0o444)
+    model = npvae.VAE(784, 16, 2)
+    before = model.state_dict()
+    with monkeypatch.context() as m:
+        refuse_like_windows(m)
+        with pytest.raises(InputError, match=r"checkpoint: cannot write .*c\.npz.*: the file is read-only"):
+            npvae.fit(model, images, epochs=1, checkpoint=ckpt, progress=False, backend="numpy")
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="no /proc")
+def test_fit_tries_to_make_a_file_where_it_will_write_not_only_asks_for_permission(tmp_path):
+    """os.access says every folder is writable on Windows (and to root, /proc): a file is made there
+    first, so fit refuses before an epoch of training, not after it."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    model = npvae.VAE(784, 16, 2)
+    before = model.state_dict()
+    with pytest.raises(InputError, match=r"checkpoint: cannot write '/proc/npvae-c\.npz': no file can be made "
+                                         r"in '/proc'"):
+        npvae.fit(model, images, epochs=1, checkpoint="/proc/npvae-c.npz", progress=False, backend="numpy")
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_metrics_and_checkpoint_names_that_differ_only_in_case_are_refused(tmp_path):
+    """macOS and Windows take run.npz and RUN.npz as one file: the metrics replaced the checkpoint
+    after the first epoch, and the next epoch's read of it failed with a UnicodeDecodeError."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    with pytest.raises(InputError, match=r"metrics_path and checkpoint are the same file \(.*RUN\.npz and "
+                                         r".*run\.npz: names that differ only in case are one file"):
+        npvae.fit(npvae.VAE(784, 16, 2), images, epochs=1, checkpoint=tmp_path / "run.npz",
+                  metrics_path=tmp_path / "RUN.npz", progress=False, backend="numpy")
+    assert os.listdir(tmp_path) == []
+
+
+@on_simulated_windows
+def test_on_windows_the_tests_that_need_pty_or_resource_are_collected(tmp_path):
+    """Windows has neither module: three files failed to import, and pytest ran no test at all."""
+    files = ["tests/test_cli_first_run.py", "tests/test_cli_signals.py", "tests/test_reliability_details.py"]
+    code = "import sys, pytest; sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))"
+    proc = run([WINDOWS, "-c", code, *files], cwd=ROOT)
+    assert proc.returncode == 0 and " error" not in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_on_windows_a_figure_path_ending_in_a_slash_is_called_a_folder(monkeypatch, tmp_path):
+    """Windows' separator is a backslash, and it takes "/" too: "figs/" was told to end in .png."""
+    from npvae.cli import check_output_file
+    monkeypatch.setattr(os, "sep", "\\")
+    with pytest.raises(InputError, match=r"--out .*newfigs/ is a folder; name the \.png file to write, e\.g\. "
+                                         r".*newfigs.figure\.png$"):
+        check_output_file(str(tmp_path / "newfigs") + "/")

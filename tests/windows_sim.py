@@ -12,7 +12,8 @@ Before the program imports anything, this:
   ``PermissionError``, as msvcrt does. It is built on the real ``fcntl.flock``, so it locks the
   whole file, not ``nbytes`` bytes (npvae locks one byte, the first), ``LK_LOCK`` does not wait
   (Windows tries for 10 s), and, as on Windows, a second descriptor of the same process cannot
-  take it either;
+  take it either. As Windows' lock is mandatory, ``os.read`` of a locked file through another
+  descriptor of this process fails too (another process's reads are not stopped);
 * applies Windows' sharing rule: CPython opens files without ``FILE_SHARE_DELETE``, so
   ``os.remove``, ``os.unlink``, ``os.rename`` and ``os.replace`` of a file that is open fail
   (DeleteFileW, MoveFileExW). Here they raise ``PermissionError`` when the file has an open
@@ -26,8 +27,8 @@ It does not simulate:
 * ``os.name`` (it stays ``"posix"``: with ``"nt"``, ``pathlib.Path()`` refuses to work on Linux,
   and matplotlib uses it), ``os.sep``, drive letters, ``os.path`` (posixpath); a test of an
   ``os.name == "nt"`` branch sets ``os.name`` itself, after its imports;
-* other processes' handles (the sharing rule sees this process's descriptors only), Windows'
-  mandatory byte-range locks (the stand-in lock is advisory: others can still read the file);
+* other processes' handles (the sharing rule sees this process's descriptors only), the lock's
+  byte range and file position, reads of a locked file by another process or through ``open``;
 * the console, its encoding, Ctrl-Break or closing its window; ``multiprocessing``'s spawn.
 
 Linux only (``/proc/self/fd``, ``fcntl``): a test checks :func:`available` and skips otherwise.
@@ -66,17 +67,35 @@ def simulate():
     msvcrt = types.ModuleType("msvcrt")
     msvcrt.LK_UNLCK, msvcrt.LK_LOCK, msvcrt.LK_NBLCK, msvcrt.LK_RLCK, msvcrt.LK_NBRLCK = 0, 1, 2, 3, 4
 
+    held = {}                           # (st_dev, st_ino) of a locked file: the descriptor holding it
+
+    def file_id(fd):
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino
+
     def locking(fd, mode, nbytes):
         if mode == msvcrt.LK_UNLCK:
             real_fcntl.flock(fd, real_fcntl.LOCK_UN)
+            held.pop(file_id(fd), None)
             return
         try:
             real_fcntl.flock(fd, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
         except BlockingIOError:
             raise PermissionError(errno.EACCES, "Permission denied") from None
+        held[file_id(fd)] = fd
+
+    real_read = os.read
+
+    def read(fd, n):                    # Windows' lock is mandatory: no other descriptor reads the file
+        holder = held.get(file_id(fd))
+        if holder is not None and holder != fd:
+            raise PermissionError(errno.EACCES, "The process cannot access the file because another "
+                                  "process has locked a portion of the file")
+        return real_read(fd, n)
 
     msvcrt.locking = locking
     sys.modules["msvcrt"] = msvcrt
+    os.read = read
 
     # -- no file is removed, renamed or replaced while it is open ----------------------------------
     def is_open(path):

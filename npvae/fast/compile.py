@@ -137,7 +137,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
+                 **({signal.SIGBREAK: "Ctrl-Break"} if hasattr(signal, "SIGBREAK") else {})}
 
 
 def _stopped(finished=False, signum=signal.SIGINT):
