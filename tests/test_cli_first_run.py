@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from cli_util import ENV, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script
 
 from npvae import cli

@@ -626,9 +626,27 @@ def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, mo
     with pytest.raises(DatasetNotFoundError) as info:
         load_split("mnist")
     msg = str(info.value)
-    assert "cannot write into the cache folder" in msg and "XDG_CACHE_HOME" in msg
+    assert f"cannot be made: {tmp_path / 'afile'} is a file, not a folder" in msg and "XDG_CACHE_HOME" in msg
+    assert f"remove or rename the file {tmp_path / 'afile'}" in msg     # not: put the files into it
+    assert "To fix: put the files (gzip-compressed or not) in" not in msg
     assert "($NPVAE_DATA_DIR is not set.)" in msg
     assert "online" not in msg
+
+
+def test_a_cache_folder_that_cannot_be_written_says_why(tmp_path, monkeypatch):
+    """A read-only cache (simulated: the folder cannot be made for want of permission)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("NPVAE_DATA_DIR", raising=False)
+    monkeypatch.setitem(SYSTEM_DIRS, "mnist", ())
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+    monkeypatch.setattr(os, "makedirs", refuse)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("mnist")
+    msg = str(info.value)
+    assert "cannot write into the cache folder" in msg and "Permission denied" in msg
+    assert "To fix: put the files (gzip-compressed or not) in" in msg and "online" not in msg
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EDQUOT])

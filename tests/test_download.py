@@ -54,13 +54,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``/<mode>/<file>``: good (the file), drop (half, then hang up),
     slow (headers, then silence), drip (100 bytes every 0.05 s), html (an error page with status 200), portal (the
     same, said to be text/html, as a network's sign-in page is), trickle (a
-    bigger file, ``BIG``, in eight parts 0.06 s apart); anything else is 404.
+    bigger file, ``BIG``, in eight parts 0.06 s apart), moved (a redirect to ``/missing/<file>``);
+    anything else is 404 (also a proxy's request, whose path is a whole URL).
     ``server.hits`` counts requests per path."""
 
     def do_GET(self):
         self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
         _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
         data = FILES.get(name)
+        if mode == "moved":
+            self.send_response(301)
+            self.send_header("Location", f"/missing/{name}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if data is None or mode not in ("good", "drop", "slow", "html", "portal", "trickle", "drip"):
             self.send_error(404)
             return
@@ -148,7 +155,49 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, server):
         download_dataset("mnist", dest, files=["train-images-idx3-ubyte.gz"],
                          mirrors=[server.url + "/good/"], checksums=wrong, progress=False)
     assert "0" * 32 in str(info.value) and MD5S["train-images-idx3-ubyte.gz"] in str(info.value)
+    size = len(FILES["train-images-idx3-ubyte.gz"])
+    assert f"a gzip file of {size} bytes arrived: another version of the file" in str(info.value)
     assert not dest.exists()  # not even a hidden temporary file, nor the folder it made
+
+
+def test_a_checksum_mismatch_says_what_arrived(tmp_path, server):
+    """A web page sent as data, and a file of another version, gave the same two md5s and nothing else."""
+    name = "t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(DownloadError, match=r"checksum mismatch: .*; the server sent a web page of 18 bytes, "
+                                            r"not the file"):
+        download_file(f"{server.url}/html/{name}", tmp_path / name, md5=MD5S[name])
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_http_error_through_a_proxy_names_the_proxy(tmp_path, server, monkeypatch):
+    """The 404 (or a corporate proxy's 403) came from the proxy, not from the mirror."""
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(DownloadError, match=rf"HTTP 404 .* \(through the proxy {server.url}, from \$http_proxy\)"):
+        download_file("http://mirror.example/good/t10k-labels-idx1-ubyte.gz", tmp_path / "l.gz", progress=False)
+
+
+def test_an_http_error_after_a_redirect_names_where_it_came_from(tmp_path, server):
+    name = "t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(DownloadError, match=rf"/moved/{name} \(redirected to {server.url}/missing/{name}\): "
+                                            rf"HTTP 404"):
+        download_file(f"{server.url}/moved/{name}", tmp_path / name, progress=False)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_a_mirror_given_up_on_is_said_before_the_next_is_tried(tmp_path, server, monkeypatch):
+    """A bar stopped part-way, and another began for the same file, with no word of why."""
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    name = "t10k-labels-idx1-ubyte.gz"
+    download_dataset("mnist", tmp_path, files=[name], mirrors=[server.url + "/missing/", server.url + "/good/"],
+                     checksums=MD5S)
+    assert f"mirror 1 of 2 failed: {server.url}/missing/{name}: HTTP 404" in sys.stderr.getvalue()
+    assert "trying the next one" in sys.stderr.getvalue()
 
 
 def test_connection_dropped_mid_file_leaves_nothing(tmp_path, server):

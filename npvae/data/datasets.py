@@ -497,18 +497,34 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
         lines.append(f"Downloading failed: {failure}")
     else:
         lines.append(cache_unwritable(name, failure))
-    lines.append(f"To fix: put the files (gzip-compressed or not) in {cache_dir(name)}, "
-                 f"or in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
+    blocker = _file_in_the_way(cache_dir(name)) if failure is not None else None
+    lines.append("To fix: " + (f"put the files (gzip-compressed or not) in {cache_dir(name)}, or "
+                               if blocker is None else "") +
+                 f"put them in FOLDER/{name} and set {ENV_VAR}=FOLDER, or pass data_dir=...; "
                  + ("or pass download=True." if failure is None else
                     "or try again when online." if isinstance(failure, DownloadError) else
                     cache_fix(name, failure)))
     return "\n".join(lines)
 
 
+def _file_in_the_way(folder):
+    """The file that stands where ``folder`` or one of its parents goes, or None."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        if os.path.dirname(path) == path:
+            return None
+        path = os.path.dirname(path)
+    return None if os.path.isdir(path) else path
+
+
 def cache_unwritable(name, error):
     """The line saying that a download could not be written into the cache, and why."""
     if error.errno in NO_ROOM_ERRNOS:
         return f"Downloading stopped: no room to write {error.filename or 'into ' + cache_dir(name)}: {error.strerror}."
+    blocker = _file_in_the_way(cache_dir(name))
+    if blocker is not None:
+        return (f"Nothing was downloaded: the cache folder {cache_dir(name)} cannot be made: {blocker} is a "
+                f"file, not a folder.")
     return (f"Nothing was downloaded: cannot write into the cache folder {cache_dir(name)}: "
             f"{error.strerror or error}.")
 
@@ -518,6 +534,9 @@ def cache_fix(name, error):
     if error.errno in NO_ROOM_ERRNOS:
         return (f"or make room for them in {cache_dir(name)} (free some space, or raise the file-size "
                 f"limit: ulimit -f) and run again.")
+    blocker = _file_in_the_way(cache_dir(name))
+    if blocker is not None:
+        return f"or remove or rename the file {blocker}, or set XDG_CACHE_HOME to a folder you can write."
     return "or set XDG_CACHE_HOME to a folder you can write."
 
 

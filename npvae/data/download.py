@@ -16,13 +16,14 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 
 from ..atomic import default_file_mode
 from ..errors import DataFileError, DownloadError, InputError, InputTypeError
-from ..progress import Bar
+from ..progress import Bar, emit, is_terminal
 from ..signals import cleanup_on_sigterm
 from ..validate import check_bool, check_file_path, check_folder_path, check_positive_float
 from .idx import read_idx
@@ -146,7 +147,8 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                 out.flush()
                 os.fsync(out.fileno())
             if md5 is not None and digest != md5:
-                raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}")
+                raise DownloadError(f"{url}: checksum mismatch: got md5 {digest}, expected {md5}; "
+                                    f"{_what_arrived(tmp)}")
             try:
                 if md5 is None:
                     try:
@@ -174,6 +176,22 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                 raise OSError(e.errno, e.strerror, dest) from e     # fsync: say which file
             raise
     return dest
+
+
+def _what_arrived(path):
+    """What a file whose checksum is not the one expected holds, as far as its first bytes tell."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not size:
+        return "the server sent nothing (an empty body)"
+    if b"<html" in head.lower() or b"<!doctype" in head.lower():
+        return f"the server sent a web page of {size} bytes, not the file (a sign-in page of the network?)"
+    if head[:2] == b"\x1f\x8b":
+        return (f"a gzip file of {size} bytes arrived: another version of the file, or the same data "
+                f"compressed otherwise (if you trust this mirror, put that file in place yourself: it is "
+                f"still checked as IDX when it is read)")
+    return f"{size} bytes arrived, and they are not a gzip file"
 
 
 def _check_url(url, name):
@@ -262,10 +280,11 @@ def _fetch(url, out, timeout, bar):
     done = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        # an opener of its own: urlopen's is made once, and would not see a proxy set after the first call
+        with urllib.request.build_opener().open(request, timeout=timeout) as resp:
             if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/html":
-                raise DownloadError(f"{url}: the server sent a web page (text/html), not the file: "
-                                    f"a sign-in page of the network or a proxy?")
+                raise DownloadError(f"{_where(url, resp.geturl())}: the server sent a web page (text/html), "
+                                    f"not the file: a sign-in page of the network or a proxy?{_proxy_note(url)}")
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             bar.total = length
@@ -293,7 +312,8 @@ def _fetch(url, out, timeout, bar):
     except (DownloadError, _WriteError):
         raise
     except urllib.error.HTTPError as e:
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+        reason = " ".join(str(e.reason).split())     # urllib's redirect-loop reason runs over lines
+        raise DownloadError(f"{_where(url, e.geturl())}: HTTP {e.code} {reason}{_proxy_note(url)}") from None
     except urllib.error.URLError as e:
         raise DownloadError(f"{url}: cannot connect: {e.reason}{_proxy_note(url)}") from None
     except network_errors as e:
@@ -305,6 +325,11 @@ def _fetch(url, out, timeout, bar):
     if length is not None and done != length:
         raise DownloadError(f"{url}: connection dropped after {done} of {length} bytes")
     return md5.hexdigest()
+
+
+def _where(url, final):
+    """``url``, and where it was redirected to if that is elsewhere."""
+    return url if not final or final == url else f"{url} (redirected to {final})"
 
 
 def _proxy_note(url):
@@ -402,13 +427,16 @@ def _download_files(dest, files, mirrors, checksums, progress, timeout):
             if os.path.exists(target):
                 continue
             failures = []
-            for base in mirrors:
+            for i, base in enumerate(mirrors, 1):
                 url = base.rstrip("/") + "/" + file
                 try:
                     download_file(url, target, checksums.get(file), timeout=timeout, progress=progress)
                     break
                 except DownloadError as e:
                     failures.append(str(e))
+                    # where a bar is drawn: else it stops, and another starts unexplained
+                    if progress and i < len(mirrors) and is_terminal(sys.stderr):
+                        emit(sys.stderr, f"mirror {i} of {len(mirrors)} failed: {e}\ntrying the next one\n")
             else:
                 tried = "\n".join("  - " + f for f in failures)
                 raise DownloadError(f"could not download {file} from any of {len(mirrors)} mirror(s):\n{tried}")
