@@ -170,8 +170,8 @@ def default_file_mode(path):
 
     For a file made with :func:`tempfile.mkstemp` (mode 0600) before it is renamed into place.
     """
-    try:
-        return os.stat(path).st_mode & 0o777
+    try:                                    # (readable by its owner, whose file it stays)
+        return os.stat(path).st_mode & 0o777 | stat.S_IRUSR
     except FileNotFoundError:
         return 0o666 & ~_umask()
 

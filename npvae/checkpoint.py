@@ -28,7 +28,9 @@ truncated, bit-flipped, someone else's zip, a missing key, a model of another
 shape) into a :class:`~npvae.errors.CheckpointError` naming the file.
 """
 import json
+import numbers
 import os
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -149,7 +151,7 @@ class Checkpoint:
             hint = ("" if len(diff) > 1 or saved == model.config()["dtype"] else     # the dtype alone
                     f". To take its weights into a {model.dtype} model: model.load_state_dict({{k: "
                     f"v.astype(np.{model.dtype}) for k, v in npvae.load_model({self.path!r}).state_dict().items()}}) "
-                    f"(and start the optimizer anew: its {saved} state does not load into it)")
+                    f"(and the optimizer's moments converted the same way, or the optimizer started anew: docs/checkpoints.md)")
             raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
                                   + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
@@ -423,7 +425,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
                 optimizer=None if optimizer is None else type(optimizer).__name__,
                 epoch=check_non_negative_int(epoch, "epoch"), step=check_non_negative_int(step, "step"),
                 history=_records(history), rng_states=states,
-                fit_config=_record(fit_config, "fit_config"), partial=_record(partial, "partial"),
+                fit_config=_record(fit_config, "fit_config"), partial=_partial_sums(partial),
                 dead_units=_record(dead_units, "dead_units"), architecture=architecture(model))
     try:
         arrays[META_KEY] = np.array(json.dumps(meta, default=_plain_json))
@@ -453,6 +455,17 @@ def _record(value, name):
     return value
 
 
+def _partial_sums(partial):
+    """``partial`` checked as a load checks it (finite numbers), so no file is written that no
+    loader would open."""
+    for key, value in (_record(partial, "partial") or {}).items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)) \
+                or not np.isfinite(value):
+            raise InputError(f"partial[{key!r}] must be a finite number (a running sum of an unfinished "
+                             f"epoch), got {value!r}: a checkpoint holding it could not be loaded")
+    return partial
+
+
 def _plain_json(value):
     """NumPy numbers and arrays in a record, as JSON takes them."""
     if isinstance(value, (np.generic, np.ndarray)):
@@ -476,13 +489,26 @@ def _renumber(state, optimizer, new_index):
 RUN_CHECKPOINT = "checkpoint.npz"   # the name a training run gives its checkpoint
 
 
+def _look(path):
+    """``os.stat(path)``, or None where nothing is; a folder that may not be looked into is a
+    ``CheckpointError``, not "no such file" (code that starts afresh on FileNotFoundError would)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read: {e.strerror or e}") from e
+
+
 def _file_in_folder(path):
     """``path`` itself, or the run checkpoint inside it when ``path`` is a folder."""
-    if not os.path.isdir(path):
+    st = _look(path)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         return path
     inside = os.path.join(path, RUN_CHECKPOINT)
-    if not os.path.isfile(inside):
-        error = CheckpointError if os.path.exists(inside) else CheckpointNotFoundError
+    st = _look(inside)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        error = CheckpointError if st is not None else CheckpointNotFoundError
         raise error(f"{path} is a folder without a {RUN_CHECKPOINT}: give the checkpoint "
                     f"file itself, or a run folder that holds one")
     return inside
@@ -490,9 +516,10 @@ def _file_in_folder(path):
 
 def _read_arrays(path):
     """Every array in the zip, after checking it is a sound zip (CRCs included)."""
-    if not os.path.exists(path):
+    st = _look(path)
+    if st is None:
         raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(st.st_mode):
         raise CheckpointError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
@@ -741,7 +768,8 @@ def load_checkpoint(path, model=None, optimizer=None):
     model : VAE, optional
         Must have the saved config (else the differing dimensions are named);
         receives the parameters and the sampler's generator state (put into the Generator
-        ``model.rng`` holds, in place: one you passed as ``VAE(rng=g)`` moves with it).
+        ``model.rng`` holds, in place, if it is of the saved kind (PCG64, say): one you passed
+        as ``VAE(rng=g)`` moves with it; one of another kind is replaced by a new Generator).
     optimizer : Optimizer, optional
         Must be of the saved class; receives the saved state. With ``model``, it must hold
         exactly the model's parameters, in any order (each gets its own moments back);

@@ -30,6 +30,7 @@ on the way (into a fresh contiguous array). To go from a torch model::
 and back: ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in
 to_torch_state_dict(model, layout).items()})``.
 """
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -52,7 +53,9 @@ def _check_layout(layout):
 def _params(model, layout):
     """``{name: array}`` of the model's parameters, after checking the layout can express it."""
     if not isinstance(model, Module):
-        raise InputError(f"model must be an npvae Module (e.g. npvae.VAE), got {type(model).__name__}")
+        hint = (": npvae.load_model(path) reads a checkpoint's model first" if isinstance(model, (str, os.PathLike))
+                or type(model).__name__ == "Checkpoint" else "")
+        raise InputError(f"model must be an npvae Module (e.g. npvae.VAE), got {type(model).__name__}{hint}")
     params = {n: p.data for n, p in model.named_parameters()}
     for name, a in params.items():
         leaf = name.rsplit(".", 1)[-1]

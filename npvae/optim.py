@@ -160,9 +160,17 @@ class Optimizer:
             raise StateDictError(f"cannot load a state dict into {type(self).__name__}: it does not define "
                                  f"set_hyper(), which restores its settings (see npvae.optim.Optimizer)")
         expected = {"t", *self.hyper(), *(f"{n}.{i}" for n in self.state_names for i in range(len(self.params)))}
-        if not isinstance(sd, dict) or set(sd) != expected:
-            got = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
-            raise StateDictError(f"{type(self).__name__} state dict must have keys {sorted(expected)}, got {got}")
+        if not isinstance(sd, dict):
+            raise StateDictError(f"{type(self).__name__} state dict must be a dict of names to arrays (what "
+                                 f"state_dict() returns), got {type(sd).__name__}")
+        if "__meta__" in sd:                # np.load of a checkpoint (npvae.checkpoint.META_KEY)
+            raise StateDictError(f"{type(self).__name__} state dict: that holds an npvae checkpoint's entries "
+                                 f"('__meta__', 'model/...', 'optimizer/...'), not an optimizer's state dict: "
+                                 f"npvae.load_checkpoint(path, model, optimizer) loads both")
+        if set(sd) != expected:
+            missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+            raise StateDictError(f"{type(self).__name__} state dict does not fit this optimizer (over "
+                                 f"{len(self.params)} parameters): missing {missing}, unexpected {unexpected}")
         for name in self.state_names:
             for i, p in enumerate(self.params):
                 v, like = sd[f"{name}.{i}"], self.state[p][name]
@@ -176,9 +184,12 @@ class Optimizer:
                 if name in self.never_negative and (v < 0).any():
                     raise StateDictError(f"optimizer state {name}.{i} has negative values (min {v.min():.4g}); "
                                          f"it is a mean of squares")
+        try:
+            t = _step_count(sd["t"])
+        except InputTypeError as e:
+            raise StateDictError(f"{type(self).__name__} state dict: {e}") from e
         try:  # check the hyper-parameters on a scratch copy before changing anything
             hyper = {k: _plain(sd[k], k) for k in self.hyper()}
-            t = _step_count(sd["t"])
             type(self).set_hyper(copy.copy(self), **hyper)
         except (NpvaeError, TypeError, ValueError) as e:
             raise StateDictError(f"{type(self).__name__} state dict has a bad hyper-parameter: {e}") from e
@@ -200,7 +211,7 @@ def _plain(value, name):
     """A state-dict entry as a Python float, or a tuple of floats for an array (``betas``);
     a bool is refused, as it is when a hyper-parameter is set."""
     a = np.asarray(value)
-    if a.dtype == bool:
+    if a.dtype.kind not in "iuf":           # a bool, and a str: refused as when the setting is set
         raise InputTypeError(f"{name} must be a number, got {value!r}")
     return float(a) if a.ndim == 0 else tuple(float(v) for v in a)
 
@@ -211,6 +222,8 @@ def _step_count(value):
     if a.ndim == 0 and a.dtype.kind in "iu":
         return int(a)
     if a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and a == np.round(a):
+        if abs(a) >= 2.0**63:               # state_dict() could not give it back as an int64
+            raise InputTypeError(f"the step count t must be below 2**63, got {value!r}")
         return int(a)
     raise InputTypeError(f"the step count t must be a whole number, got {value!r}")
 

@@ -43,10 +43,10 @@ import warnings
 
 import numpy as np
 
-from . import jsonio
+from . import footprint, jsonio
 from .atomic import append_line, atomic_write
 from .backend import describe, resolve
-from .checkpoint import check_savable, load_checkpoint, save_checkpoint
+from .checkpoint import RUN_CHECKPOINT, check_savable, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_evaluation_memory, check_model, check_stock_terms, evaluate_elbo
@@ -55,7 +55,7 @@ from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
 from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_layer_dtypes,
                        check_optimizer_params, check_output_path, check_positive_float, check_positive_int,
-                       check_rng, check_seed, pixel_scale_said)
+                       check_rng, check_seed, check_writable, pixel_scale_said)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -235,7 +235,7 @@ def _check_paths(checkpoint, metrics_path, resume):
     written, and the metrics are not the checkpoint's file."""
     checkpoint = check_output_path(checkpoint, "checkpoint")
     metrics_path = check_output_path(metrics_path, "metrics_path")
-    resume = check_file_path(resume, "resume")
+    resume = check_file_path(_checkpoint_in_run_folder(resume), "resume")
     for other, name in ((checkpoint, "checkpoint"), (resume, "resume")):
         if None in (metrics_path, other):
             continue
@@ -249,21 +249,61 @@ def _check_paths(checkpoint, metrics_path, resume):
     return checkpoint, metrics_path, resume
 
 
-def _warn_if_stopped_run(path):
-    """A new run is about to replace, at its first save, a run that stopped part-way there
-    (a notebook cell run again after a Ctrl-C, say): say so, and how to continue it instead."""
-    if not os.path.isfile(path):
+def _checkpoint_in_run_folder(resume):
+    """A run folder given as ``resume`` stands for the checkpoint in it, as load_checkpoint has it."""
+    try:
+        path = os.path.expanduser(os.fsdecode(os.fspath(resume)))
+    except TypeError:                       # (None, or a wrong type: check_file_path says what it is)
+        return resume
+    return os.path.join(path, RUN_CHECKPOINT) if os.path.isdir(path) else resume
+
+
+def _check_file_to_replace(path, warn_if_stopped):
+    """The file at ``path``, which fit replaces at its first save, must be an npvae checkpoint (or
+    empty). A new run about to replace a run that stopped part-way there (a notebook cell run
+    again after a Ctrl-C, say) is told so, and how to continue it instead."""
+    if not os.path.isfile(path) or not os.path.getsize(path):
         return
     try:
         ckpt = load_checkpoint(path)
-    except (CheckpointError, OSError, ValueError):
-        return                          # not a checkpoint of fit's: nothing to continue
+    except CheckpointError as e:        # a data file's name mistyped, say: not replaced unasked
+        raise InputError(f"checkpoint={os.fspath(path)!r} is a file that fit would replace at its first save, "
+                         f"but it does not load as an npvae checkpoint ({e}); remove it first if it may "
+                         f"go, or give another path") from None
+    except (OSError, ValueError):
+        return
     total = (ckpt.fit_config or {}).get("epochs")
-    if ckpt.step or (isinstance(total, int) and ckpt.epoch < total):
+    if warn_if_stopped and (ckpt.step or (isinstance(total, int) and ckpt.epoch < total)):
         at = f"epoch {ckpt.epoch + 1}, step {ckpt.step}" if ckpt.step else f"the end of epoch {ckpt.epoch}"
         warnings.warn(f"fit(checkpoint={os.fspath(path)!r}): that file holds a run stopped at {at} of its "
                       f"{total} epochs, which this new run replaces at its first save; to continue it "
                       f"instead, pass resume={os.fspath(path)!r}", UserWarning, stacklevel=3)
+
+
+def _a(name):
+    """``name`` with its article: "an SGD", "an Adam", "a Lion"."""
+    return ("an " if name == "SGD" or name[:1] in "AEIOUaeiou" else "a ") + name
+
+
+def _check_training_memory(model, batch, backend):
+    """Refuse training that this machine cannot hold (a bare MemoryError came inside the first
+    step, or the operating system's out-of-memory killer), as the command line does."""
+    need = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, batch, model.dtype,
+                                    backend=backend)
+    have = footprint.available_bytes()
+    if have is not None and need > have:
+        reference = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, batch,
+                                             model.dtype, backend="numpy")
+        other = (f", or backend='numpy' (slower; about {footprint.format_bytes(reference)})"
+                 if backend != "numpy" and reference <= have else "")
+        sizes = "-".join(map(str, (model.input_dim, *model.hidden_dims, model.latent_dim)))
+        raise InputError(f"fit: training a {sizes} {model.dtype} VAE on batches of {batch} needs about "
+                         f"{footprint.format_bytes(need)} of memory, but {footprint.format_bytes(have)} is "
+                         f"available: choose a smaller model or batch_size{other}")
+
+
+def _is_epoch_number(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _stream_from(rng):
@@ -322,6 +362,10 @@ def _resume(ckpt, path, model, opt, fit_config, rngs, steps):
         if partial["seconds"] < 0:
             raise CheckpointError(f"{path}: cannot resume inside an epoch: its running sums (partial) give "
                                   f"the epoch's time so far as {partial['seconds']} s")
+    bad = next((r for r in ckpt.history if not _is_epoch_number(r.get("epoch"))), None)
+    if bad is not None:                 # (fit writes each; a hand-made record may lack it)
+        raise CheckpointError(f"{path}: cannot resume: a history record has no epoch number (an int from 1): "
+                              f"{reprlib.repr(bad)}")
     ckpt.load_into(model, opt)
     steps.load()
     steps.load_dead_units(ckpt.dead_units, path)   # none saved (another back end, an older file): afresh
@@ -447,9 +491,12 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Draw each pixel as 0/1 with its intensity as probability, fresh per batch
         (test images are binarized once, with a fixed seed).
     checkpoint : path, optional
-        Written atomically after every epoch and on SIGINT/SIGTERM/SIGHUP.
+        Written atomically after every epoch and on SIGINT/SIGTERM/SIGHUP. A file already there
+        must be an npvae checkpoint (or empty): anything else (a data file's name mistyped, say)
+        is refused rather than replaced.
     resume : path, optional
-        A checkpoint written by ``fit`` to continue from exactly, even mid-epoch.
+        A checkpoint written by ``fit`` to continue from exactly, even mid-epoch (or a run folder
+        holding one as ``checkpoint.npz``, as :func:`~npvae.load_checkpoint` takes it).
         The model must have its config; ``batch_size``, ``beta``, ``warmup``,
         ``binarize`` and the training images must be the same, and so must ``test_images``
         and ``eval_seed`` (the History's test losses compare). Checked before anything is loaded
@@ -522,14 +569,17 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             _check_optimizer_state(optimizer)
     if checkpoint is not None:          # not after an epoch of training
         check_savable(model, checkpoint, optimizer)
-        if resume is None:
-            _warn_if_stopped_run(checkpoint)
+        if resume is None or os.path.realpath(resume) != os.path.realpath(checkpoint):
+            _check_file_to_replace(checkpoint, warn_if_stopped=resume is None)
     check_layer_dtypes(model)
+    for name, p in model.named_parameters():    # (the fast path's trainer refuses one too; the
+        check_writable(p.data, f"model.{name}.data")     # reference found it half-way through a step)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
         check_stock_terms(model, "fit(test_images=)")
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
+    _check_training_memory(model, min(batch_size, len(train_images)), backend)
     if test_images is not None:         # evaluated in batches of batch_size: refused now, not after an epoch
         check_evaluation_memory(model, min(batch_size, len(test_images)),
                                 f"fit(test_images=) with batch_size={batch_size}", "batch_size (default 128)")
@@ -561,7 +611,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
             raise InputError(f"epochs={epochs} is the total number of epochs, but {resume} is already "
                              f"at epoch {epoch_done + (step_done > 0)}; ask for more epochs")
         if optimizer is None and resumed.optimizer not in (None, "Adam"):     # not "got Adam": none was given
-            raise InputError(f"{resume} holds the state of a {resumed.optimizer} optimizer, but fit was given "
+            raise InputError(f"{resume} holds the state of {_a(resumed.optimizer)} optimizer, but fit was given "
                              f"none and would make its default Adam: pass optimizer={resumed.optimizer}("
                              f"model.parameters()) (its settings come from the checkpoint)")
         _resume(resumed, resume, model, opt, fit_config, rngs, training)
@@ -623,7 +673,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     _forget_dead_units_if_changed(training, train_images, fit_config)
                     _check_finite(model, opt, epoch, run.last_saved, beta, after_callback=True)
                     run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too
-                    if stop:
+                    if stop and run.flag.signum is None:     # a signal meanwhile is still reported
                         break
                 if run.flag.signum is not None:
                     run.stop(epoch, 0)

@@ -873,7 +873,7 @@ def test_a_float64_checkpoint_refused_by_a_float32_model_says_how_to_take_its_we
     m32 = VAE(20, 16, 3, rng=1)
     with pytest.raises(CheckpointError, match="dtype: checkpoint 'float64', model 'float32'") as caught:
         load_checkpoint(path, m32)
-    advice = str(caught.value).split("float32 model: ")[1].split(" (and start")[0]
+    advice = str(caught.value).split("float32 model: ")[1].split(" (and the optimizer")[0]
     exec(advice, {"np": np, "npvae": npvae, "model": m32})          # the advice, as given, works
     for name, p in m64.named_parameters():
         np.testing.assert_array_equal(dict(m32.named_parameters())[name].data, p.data.astype(np.float32))
@@ -1159,3 +1159,34 @@ def test_build_model_and_load_model_refuse_a_backend_no_npvae_took(good):
             call("gpu")
         with pytest.warns(DeprecationWarning, match="no longer a property of models"):
             assert isinstance(call("numpy"), VAE)
+
+
+@pytest.mark.parametrize("partial", [{"loss": float("nan")}, {"loss": float("inf")}, {"note": "x"},
+                                     {"loss": True}, {"n": [1]}])
+def test_running_sums_no_load_would_take_are_refused_at_the_save(tmp_path, partial):
+    """Such a file was written, and then every loader (load_model too) refused it, weights and all."""
+    model, opt = trained_pair()
+    with pytest.raises(InputError, match=r"partial\[.*\] must be a finite number .* could not be loaded"):
+        save_checkpoint(tmp_path / "p.npz", model, opt, partial=partial)
+    assert os.listdir(tmp_path) == []
+    save_checkpoint(tmp_path / "p.npz", model, opt, partial={"loss": np.float32(1.5), "n": np.int64(3)})
+    assert load_checkpoint(tmp_path / "p.npz").partial == {"loss": 1.5, "n": 3}
+
+
+def test_a_folder_that_may_not_be_looked_into_is_not_called_missing(tmp_path, monkeypatch):
+    """os.path.exists is False where permission is lacking: "no such checkpoint file" (a
+    FileNotFoundError, on which code may start afresh) was said of a checkpoint that is there."""
+    model, opt = trained_pair()
+    folder = tmp_path / "run"
+    save_checkpoint(folder / "checkpoint.npz", model, opt)
+    real_stat = os.stat
+
+    def no_search_permission(path, *args, **kwargs):      # what a folder of mode 0600 gives (not to root)
+        if os.fspath(path).startswith(str(folder) + os.sep):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+    monkeypatch.setattr(os, "stat", no_search_permission)
+    for given in (folder / "checkpoint.npz", folder):
+        with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as info:
+            load_checkpoint(given)
+        assert not isinstance(info.value, FileNotFoundError)

@@ -243,9 +243,11 @@ def _adam_dict():
 
 
 @pytest.mark.parametrize("case, words", [
-    ("missing", "keys"), ("extra", "keys"), ("shape", r"m.0 must be \(3, 4\)"), ("dtype", "m.0 must be.*float64"),
+    ("missing", r"missing \['v.1'\], unexpected \[\]"), ("extra", r"missing \[\], unexpected \['extra'\]"),
+    ("shape", r"m.0 must be \(3, 4\)"), ("dtype", "m.0 must be.*float64"),
     ("nan", "v.1 contains NaN"), ("inf", "m.0 contains NaN or inf"), ("bad lr", "lr"), ("negative t", "t=-1"),
-    ("not a dict", "keys"),
+    ("not a dict", "must be a dict of names to arrays .* got list"), ("str lr", "lr must be a number, got '0.01'"),
+    ("huge t", r"t must be below 2\*\*63"), ("a checkpoint", r"load_checkpoint\(path, model, optimizer\)"),
 ])
 def test_optimizer_load_state_dict_refuses_and_changes_nothing(case, words):
     sd = _adam_dict()
@@ -266,6 +268,12 @@ def test_optimizer_load_state_dict_refuses_and_changes_nothing(case, words):
         bad["lr"] = np.array(-1.0)
     elif case == "negative t":
         bad["t"] = np.array(-1)
+    elif case == "str lr":              # refused, as Adam(lr="0.01") and opt.lr = "0.01" are
+        bad["lr"] = "0.01"
+    elif case == "huge t":              # state_dict() would give it back as an object array
+        bad["t"] = np.array(1e30)
+    elif case == "a checkpoint":        # dict(np.load(checkpoint.npz))
+        bad = {"__meta__": np.array("{}"), **{"optimizer/" + k: v for k, v in bad.items()}}
     else:
         bad = list(bad.items())
     params = _params()

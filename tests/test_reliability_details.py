@@ -377,3 +377,13 @@ def test_peak_memory_counts_memory_freed_since():
     proc = python(code)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) > 100 * 2**20, proc.stdout
+
+
+def test_a_file_written_over_one_of_mode_000_can_be_read_by_its_owner(tmp_path):
+    """The old file's mode is kept, but a new checkpoint its owner could not read helps no one."""
+    target = tmp_path / "c.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o000)
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o400

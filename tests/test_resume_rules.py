@@ -109,7 +109,7 @@ def test_resuming_another_optimizers_run_without_one_says_which_to_pass(tmp_path
     model = npvae.VAE(784, 8, 2, rng=0)
     fit(model, images[:64], epochs=1, optimizer=npvae.SGD(model.parameters(), lr=0.01, momentum=0.9),
         checkpoint=tmp_path / "s.npz", **run)
-    with pytest.raises(InputError, match=r"holds the state of a SGD optimizer, but fit was given none and would "
+    with pytest.raises(InputError, match=r"holds the state of an SGD optimizer, but fit was given none and would "
                                          r"make its default Adam: pass optimizer=SGD\(model.parameters\(\)\)"):
         fit(npvae.VAE(784, 8, 2, rng=0), images[:64], epochs=2, resume=tmp_path / "s.npz", **run)
     again = npvae.VAE(784, 8, 2, rng=0)

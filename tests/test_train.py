@@ -1480,3 +1480,80 @@ def test_a_callback_may_swap_the_kl_of_a_run_that_evaluates_no_test_images(sampl
     history = fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, backend="numpy",
                   callback=swap)
     assert len(history) == 2 and seen == [1, 2]
+
+
+def test_resume_takes_a_run_folder_as_load_checkpoint_does(sample, tmp_path):
+    images, _ = sample
+    run = tmp_path / "run"
+    kwargs = dict(epochs=2, batch_size=32, progress=False, backend="numpy")
+    fit(small(), images[:64], rng=0, checkpoint=run / "checkpoint.npz", **{**kwargs, "epochs": 1})
+    resumed = fit(small(), images[:64], resume=run, **kwargs)
+    straight = fit(small(), images[:64], rng=0, **kwargs)
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
+
+
+def test_a_file_that_is_no_checkpoint_is_not_replaced_by_one(sample, tmp_path):
+    """A data file's name mistyped as the checkpoint was replaced after the first epoch."""
+    images, _ = sample
+    data = tmp_path / "images.npz"
+    np.savez(data, images=images[:64])
+    before = data.read_bytes()
+    with pytest.raises(InputError, match=r"checkpoint=.*images\.npz.* does not load as an npvae checkpoint"):
+        fit(small(), images[:64], epochs=1, batch_size=32, progress=False, backend="numpy", checkpoint=data)
+    assert data.read_bytes() == before
+    (tmp_path / "empty.npz").write_bytes(b"")       # what tempfile.mkstemp(suffix=".npz") leaves: taken
+    fit(small(), images[:64], epochs=1, batch_size=32, progress=False, backend="numpy",
+        checkpoint=tmp_path / "empty.npz")
+    assert npvae.load_checkpoint(tmp_path / "empty.npz").epoch == 1
+
+
+def test_a_history_record_without_an_epoch_is_refused_before_anything_is_loaded(sample, tmp_path):
+    """A hand-made or another tool's file: a raw KeyError or TypeError came after the model was loaded."""
+    images, _ = sample
+    path = tmp_path / "c.npz"
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, backend="numpy", checkpoint=path)
+    ckpt = npvae.load_checkpoint(path)
+    model = small(seed=5)
+    for record in ({"train_loss": 1.0}, {"epoch": "one"}):
+        npvae.save_checkpoint(path, small(), history=[record], epoch=1, rngs={
+            name: ckpt.generator(name) for name in ("shuffle", "binarize")}, fit_config=ckpt.fit_config)
+        before = model.state_dict()
+        with pytest.raises(npvae.CheckpointError, match="a history record has no epoch number"):
+            fit(model, images[:64], epochs=2, batch_size=32, progress=False, backend="numpy", resume=path,
+                metrics_path=tmp_path / "m.jsonl")
+        assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_only_parameter_is_refused_before_any_step(sample, backend):
+    """The reference found it inside Adam's update, seven parameters of eight already moved."""
+    images, _ = sample
+    model = small()
+    model.decoder[2].bias.data.flags.writeable = False     # a "frozen" layer, as one might try
+    before = model.state_dict()
+    with pytest.raises(InputError, match=r"model\.decoder\.2\.bias\.data must be a writable array"):
+        fit(model, images[:64], epochs=1, batch_size=32, progress=False, backend=backend)
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_this_machine_cannot_hold_is_refused_before_it_starts(sample, backend, monkeypatch):
+    images, _ = sample
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 10**6)
+    with pytest.raises(InputError, match=r"fit: training a 784-32-4 float32 VAE on batches of 32 needs about "
+                                         r".* of memory, but 1\.0 MB is available"):
+        fit(small(), images[:64], epochs=1, batch_size=32, progress=False, backend=backend)
+
+
+def test_a_signal_while_a_callback_asks_to_stop_is_still_reported(sample):
+    """Early stopping and a Ctrl-C at once: fit returned as if only the callback had asked, and a
+    script sent SIGTERM went on and ended with status 0."""
+    images, _ = sample
+
+    def stop_after_a_ctrl_c(record, model):
+        os.kill(os.getpid(), signal.SIGINT)             # arrives while the callback runs
+        return False
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend="numpy",
+            callback=stop_after_a_ctrl_c)
+    assert info.value.signum == signal.SIGINT and info.value.epoch == 1
