@@ -468,14 +468,15 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         ``backend="numpy"`` only.
         When resuming, its state (hyper-parameters included) comes from the checkpoint.
         A second ``fit`` on the same model starts a new default Adam and counts epochs
-        from 1 again: to train on, pass the first call's optimizer (and another ``rng``,
+        (and the KL warm-up) from 1 again: to train on, pass the first call's optimizer (and another ``rng``,
         or its shuffles repeat), or use ``checkpoint=`` and ``resume=``.
     lr : float, optional
         Learning rate of the default optimizer (default 1e-3). With ``optimizer`` it is an
         error: that optimizer has its own (``Adam(params, lr=...)``). With ``resume``, the checkpoint's optimizer
         state and hyper-parameters are loaded (its learning rate wins over ``lr`` and over
-        the given ``optimizer``'s, for an exact resume); to change it, set ``optimizer.lr``
-        in a ``callback``.
+        the given ``optimizer``'s, for an exact resume; a ``lr`` given that differs is warned of); to
+        change it, pass an ``optimizer`` (whose settings the checkpoint's replace) and set its
+        ``lr`` in a ``callback``.
     beta : float
         KL weight (1: the VAE; otherwise a beta-VAE).
     warmup : int
@@ -584,6 +585,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         check_evaluation_memory(model, min(batch_size, len(test_images)),
                                 f"fit(test_images=) with batch_size={batch_size}", "batch_size (default 128)")
     binarize, progress, retire_dead_units = bool(binarize), bool(progress), bool(retire_dead_units)
+    lr_given = lr is not None
     lr, beta = (DEFAULT_LR if lr is None else float(lr)), float(beta)
     opt = optimizer if optimizer is not None else Adam(model.parameters(), lr=lr)
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
@@ -615,6 +617,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                              f"none and would make its default Adam: pass optimizer={resumed.optimizer}("
                              f"model.parameters()) (its settings come from the checkpoint)")
         _resume(resumed, resume, model, opt, fit_config, rngs, training)
+        if lr_given and fit_config["lr"] != lr:     # given, and not what trains
+            warnings.warn(f"fit(resume={resume!r}): lr={lr:g} is not used: a resume goes on with the "
+                          f"checkpoint's optimizer settings (lr={fit_config['lr']:g}); to change it, pass an "
+                          f"optimizer and set its lr in a callback", UserWarning, stacklevel=2)
         if unknown:                     # so "a resume keeps the run's back end" cannot hold
             warnings.warn(f"fit(resume={resume!r}): the checkpoint records no back end (an older npvae wrote "
                           f"it), so the run goes on with {backend}; pass backend='numpy' or 'numba' to choose",

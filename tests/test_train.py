@@ -1557,3 +1557,17 @@ def test_a_signal_while_a_callback_asks_to_stop_is_still_reported(sample):
         fit(small(), images[:64], epochs=3, batch_size=32, progress=False, backend="numpy",
             callback=stop_after_a_ctrl_c)
     assert info.value.signum == signal.SIGINT and info.value.epoch == 1
+
+
+def test_a_learning_rate_given_to_a_resume_that_will_not_use_it_is_warned_of(sample, tmp_path):
+    images, _ = sample
+    path = tmp_path / "c.npz"
+    kwargs = dict(batch_size=32, progress=False, backend="numpy")
+    fit(small(), images[:64], epochs=1, lr=2e-3, checkpoint=path, **kwargs)
+    with pytest.warns(UserWarning, match=r"lr=0\.5 is not used: a resume goes on with the checkpoint's optimizer "
+                                         r"settings \(lr=0\.002\); to change it, pass an optimizer"):
+        fit(small(), images[:64], epochs=2, lr=0.5, resume=path, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # not given, or the same: nothing to say
+        fit(small(), images[:64], epochs=2, resume=path, **kwargs)
+        fit(small(), images[:64], epochs=2, lr=2e-3, resume=path, **kwargs)
