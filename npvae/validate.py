@@ -195,6 +195,10 @@ def check_unit_interval(x, name, fix):
         elif not has_nan and float(lo) > -1e-3 and float(hi) < 1 + 1e-3:  # float(): in float16 1 + 1e-3 is 1's next
             variable = name.split(": ")[-1].split(" (")[0]      # "BCE.forward: probs", "x (after ...)"
             hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
+        elif not has_nan and fix is not None and lo < 0:    # standardized, or scaled to [-1, 1]
+            variable = name.split(": ")[-1].split(" (")[0]
+            hint = (f"; standardized or in [-1, 1]? The likelihood is Bernoulli per pixel: give the pixels "
+                    f"in [0, 1], e.g. ({variable} - {variable}.min()) / ({variable}.max() - {variable}.min())")
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
                          f"[{_short(lo)}, {_short(hi)}]{nan_count}{hint}")
 
@@ -343,7 +347,10 @@ def check_images(images, name, input_dim, stacklevel=3, dtype=np.float32):
     refuse_masked(images, name)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
         expected = f"{name} must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
-        if images.dtype.kind not in "biu":              # not numbers (objects, strings, records, dates): no hint
+        if images.dtype.kind == "O":                    # a pandas DataFrame's .values, say
+            raise InputTypeError(f"{expected}; if it holds numbers, np.asarray({name}, dtype=np.{np.dtype(dtype)}) "
+                                 f"converts it")
+        if images.dtype.kind not in "biu":              # not numbers (strings, records, dates): no hint
             raise InputTypeError(expected)
         convert = _to_float_hint(name, images, dtype)
         if images.dtype.kind in "iu" and _fits_uint8(images):    # 0..255: uint8 too (not 4095 -> 255)

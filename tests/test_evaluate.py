@@ -434,10 +434,10 @@ def test_a_value_just_outside_0_1_is_shown_as_it_is_not_rounded_into_the_range()
     with pytest.raises(InputError, match=r"got values in \[-1e-08, 0\.5\]; if these are rounding errors"):
         model.loss(x)
     x[0, 0], x[1, 0] = -2.3250307, 1.9602583             # far outside: four digits say it
-    with pytest.raises(InputError, match=r"got values in \[-2\.325, 1\.96\]$"):
+    with pytest.raises(InputError, match=r"got values in \[-2\.325, 1\.96\]; standardized or in \[-1, 1\]\?"):
         model.loss(x)
     x[1, 0] = 0.5                                         # far below 0, the top in range: no rounding error
-    with pytest.raises(InputError, match=r"got values in \[-2\.325, 0\.5\]$"):
+    with pytest.raises(InputError, match=r"got values in \[-2\.325, 0\.5\]; standardized or in \[-1, 1\]\?"):
         model.loss(x)
 
 

@@ -1571,3 +1571,17 @@ def test_a_learning_rate_given_to_a_resume_that_will_not_use_it_is_warned_of(sam
         warnings.simplefilter("error")                   # not given, or the same: nothing to say
         fit(small(), images[:64], epochs=2, resume=path, **kwargs)
         fit(small(), images[:64], epochs=2, lr=2e-3, resume=path, **kwargs)
+
+
+@pytest.mark.parametrize("given, says", [
+    (lambda x: x.astype(object), r"got dtype object; if it holds numbers, np\.asarray\(train_images, "
+                                 r"dtype=np\.float32\) converts it"),
+    (lambda x: (x - 0.5) / 0.29, r"got values in \[-1\.724, 1\.724\]; standardized or in \[-1, 1\]\? .* "
+                                 r"\(train_images - train_images\.min\(\)\) / "),
+    (lambda x: 2 * x - 1, r"got values in \[-1, 1\]; standardized or in \[-1, 1\]\?"),
+])
+def test_images_as_data_scientists_have_them_are_refused_with_the_conversion(given, says):
+    """A pandas DataFrame's .values (objects), standardized pixels, pixels in [-1, 1]."""
+    x = np.linspace(0, 1, 64 * 784, dtype=np.float32).reshape(64, 784)
+    with pytest.raises((InputError, npvae.InputTypeError), match=says):
+        fit(small(), given(x), epochs=1, progress=False, backend="numpy")
