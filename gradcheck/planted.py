@@ -128,7 +128,7 @@ def _sgd_step_weight_decay_after_momentum(self):
         g = p.grad
         if self.momentum:
             buf = self.state[p]["momentum_buffer"]
-            buf[...] = self.momentum * buf + g
+            buf[...] = g if self.t == 1 else self.momentum * buf + g
             g = buf
         p.data -= self.lr * (g + self.weight_decay * p.data)
 

@@ -21,7 +21,8 @@ import time
 from .errors import InputError, InputTypeError, NpvaeError
 
 __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary_files", "default_file_mode",
-           "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length", "check_replaceable"]
+           "TEMP_SUFFIX", "LONGEST_NAME", "NO_ROOM_ERRNOS", "check_name_length", "check_replaceable",
+           "rename_into_place"]
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
@@ -81,7 +82,7 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode(target))  # mkstemp makes 0600; give the usual mode
-        _replace(tmp, target, path)
+        rename_into_place(tmp, target, path)
     except OSError as e:
         _remove(tmp)
         if e.filename in (None, tmp) and e.errno is not None and not isinstance(e, NpvaeError):   # name the file
@@ -135,7 +136,9 @@ def check_replaceable(target, path=None):
 _WINDOWS_RETRY_WAITS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.25)
 
 
-def _replace(tmp, target, path):
+def rename_into_place(tmp, target, path=None):
+    """``os.replace(tmp, target)``; on Windows tried again for about a second, then an error that
+    names ``path`` (else ``target``) and says what holds it."""
     for wait in _WINDOWS_RETRY_WAITS if os.name == "nt" else ():
         try:
             os.replace(tmp, target)
@@ -149,7 +152,7 @@ def _replace(tmp, target, path):
             raise
         raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program holds open, "
                               f"e.g. an np.load left open in a notebook, cannot be replaced: close it there "
-                              f"and try again)", path) from e
+                              f"and try again)", target if path is None else path) from e
 
 
 def _remove(path):

@@ -28,7 +28,7 @@ truncated, bit-flipped, someone else's zip, a missing key, a model of another
 shape) into a :class:`~npvae.errors.CheckpointError` naming the file.
 """
 import json
-import numbers
+import math
 import os
 import stat
 import warnings
@@ -45,7 +45,7 @@ from .module import Module, Parameter
 from .optim import SGD, Adam, Optimizer
 from .validate import check_non_negative_int, check_optimizer_params, check_output_path, warn_backend_argument
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT", "VERSION"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "checkpoint_file", "FORMAT", "VERSION"]
 
 FORMAT = "npvae-checkpoint"
 VERSION = 2                 # 2: the architecture begins with the model's class
@@ -151,7 +151,8 @@ class Checkpoint:
             hint = ("" if len(diff) > 1 or saved == model.config()["dtype"] else     # the dtype alone
                     f". To take its weights into a {model.dtype} model: model.load_state_dict({{k: "
                     f"v.astype(np.{model.dtype}) for k, v in npvae.load_model({self.path!r}).state_dict().items()}}) "
-                    f"(and the optimizer's moments converted the same way, or the optimizer started anew: docs/checkpoints.md)")
+                    f"(and the optimizer's moments converted the same way, or the optimizer started "
+                    f"anew: docs/checkpoints.md)")
             raise CheckpointError(f"{self.path}: the checkpoint's model does not match the given model: "
                                   + "; ".join(diff) + hint)
         diff = _layers_diff(self.architecture, model)
@@ -455,12 +456,23 @@ def _record(value, name):
     return value
 
 
+def _is_number(value):
+    """A number JSON holds: an int or a float (NumPy's too), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_finite(value):
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:                   # an int past float's range
+        return False
+
+
 def _partial_sums(partial):
     """``partial`` checked as a load checks it (finite numbers), so no file is written that no
     loader would open."""
     for key, value in (_record(partial, "partial") or {}).items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)) \
-                or not np.isfinite(value):
+        if not _is_number(value) or not _is_finite(value):
             raise InputError(f"partial[{key!r}] must be a finite number (a running sum of an unfinished "
                              f"epoch), got {value!r}: a checkpoint holding it could not be loaded")
     return partial
@@ -500,8 +512,9 @@ def _look(path):
         raise CheckpointError(f"{path}: cannot be read: {e.strerror or e}") from e
 
 
-def _file_in_folder(path):
-    """``path`` itself, or the run checkpoint inside it when ``path`` is a folder."""
+def checkpoint_file(path):
+    """``path`` itself, or the run checkpoint inside it when ``path`` is a folder (a
+    ``CheckpointNotFoundError`` if it holds none)."""
     st = _look(path)
     if st is None or not stat.S_ISDIR(st.st_mode):
         return path
@@ -743,9 +756,8 @@ def _optimizer_state(arrays, meta, model_state, path):
 def _check_partial(partial, path):
     """A mid-epoch checkpoint's running sums must be finite numbers (they continue the epoch)."""
     for key, value in (partial or {}).items():
-        _need(isinstance(value, (int, float)) and not isinstance(value, bool), path,
-              f"partial sum {key!r} must be a number, got {value!r}")
-        if not np.isfinite(value):
+        _need(_is_number(value), path, f"partial sum {key!r} must be a number, got {value!r}")
+        if not _is_finite(value):
             raise CheckpointError(f"{path}: the unfinished epoch's running sum {key!r} is {value}; the "
                                   f"checkpoint cannot be resumed (use an earlier one)")
 
@@ -796,7 +808,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     except TypeError:
         raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
                              f"got {type(path).__name__}") from None
-    path = _file_in_folder(path)
+    path = checkpoint_file(path)
     arrays = _read_arrays(path)
     meta = _read_meta(arrays, path)
     config = meta["model_config"]

@@ -45,13 +45,14 @@ def parameter_count(input_dim, hidden_dims, latent_dim):
 
 
 def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.float32, optimizer_copies=2,
-                   backend=None):
+                   backend=None, nll_rows=_NLL_ROWS):
     """Bytes that training such a VAE on batches of ``batch_size`` needs, roughly (see the module docstring).
 
     ``optimizer_copies``: arrays the optimizer keeps per parameter (Adam: 2). ``backend``: ``"numba"``,
     whose trainer holds the parameters, their gradients and the optimizer's arrays again, and a copy
     of the parameters and the optimizer's arrays (two while it takes a new one), or ``"numpy"``,
     whose update makes temporaries of a parameter's size; None: the larger, the fast path's.
+    ``nll_rows``: rows the NLL sends through the decoder at once (0: no NLL, as in ``fit``).
     Python ints throughout: absurd sizes give absurd numbers, never an overflow.
     """
     if backend not in (None, "numba", "numpy"):
@@ -68,7 +69,8 @@ def training_bytes(input_dim, hidden_dims, latent_dim, batch_size, dtype=np.floa
     row = sum(encoder) + sum(decoder) + hidden + 3 * int(latent_dim) + int(input_dim)
     train = copies * parameter_count(input_dim, hidden_dims, latent_dim) \
         + 2 * int(batch_size) * row                                       # values and their gradients
-    return np.dtype(dtype).itemsize * train + evaluation_bytes(input_dim, hidden_dims, latent_dim, _NLL_ROWS, dtype)
+    nll = evaluation_bytes(input_dim, hidden_dims, latent_dim, nll_rows, dtype) if nll_rows else 0
+    return np.dtype(dtype).itemsize * train + nll
 
 
 def evaluation_bytes(input_dim, hidden_dims, latent_dim, rows, dtype=np.float32):

@@ -7,6 +7,7 @@ backward pass. The fast path (:mod:`npvae.fast`) runs the same rules in one fuse
 kernel and is tested against these.
 """
 import copy
+import math
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -217,15 +218,16 @@ def _plain(value, name):
 
 
 def _step_count(value):
-    """The state dict's ``t``: a whole number (an int array, or a float one with no fraction)."""
+    """The state dict's ``t``: a whole number below 2**63 (an int, or a float with no fraction)."""
     a = np.asarray(value)
-    if a.ndim == 0 and a.dtype.kind in "iu":
-        return int(a)
-    if a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and a == np.round(a):
-        if abs(a) >= 2.0**63:               # state_dict() could not give it back as an int64
-            raise InputTypeError(f"the step count t must be below 2**63, got {value!r}")
-        return int(a)
-    raise InputTypeError(f"the step count t must be a whole number, got {value!r}")
+    t = a.item() if a.ndim == 0 else None   # a Python int of any size, a float, a bool, ...
+    if isinstance(t, float) and math.isfinite(t) and t == round(t):
+        t = int(t)
+    if not isinstance(t, int) or isinstance(t, bool):
+        raise InputTypeError(f"the step count t must be a whole number, got {value!r}")
+    if t >= 2**63:                          # state_dict() could not give it back as an int64
+        raise InputTypeError(f"the step count t must be below 2**63, got {value!r}")
+    return t
 
 
 class Adam(Optimizer):
@@ -463,7 +465,8 @@ class SGD(Optimizer):
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
             if self.momentum:
-                buf = self.state[p]["momentum_buffer"]     # starts at 0, so b = g at the first step
-                buf[...] = self.momentum * buf + g
+                buf = self.state[p]["momentum_buffer"]
+                # b = g at the first step (PyTorch makes the buffer then), as the fast path has it too
+                buf[...] = g if self.t == 1 else self.momentum * buf + g
                 g = buf
             p.data -= self.lr * g

@@ -20,7 +20,7 @@ the optimizer at the end of every epoch. Around the steps, ``fit`` adds:
   (:func:`npvae.evaluate.evaluate_elbo`), comparable between epochs and runs.
   The test loss is ``recon + beta * kl`` with the *target* ``beta`` (the
   negative ELBO when ``beta = 1``), not the warm-up's ``beta_t``.
-* **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM/SIGHUP after the
+* **Checkpoints** (atomic) after every epoch, and on SIGINT/SIGTERM/SIGHUP (Windows: SIGBREAK) after the
   current step; ``resume=path`` continues bit for bit, mid-epoch included.
 * **Divergence**: a NaN/inf loss stops training with :class:`DivergenceError`
   before that step is applied, and so does a NaN/inf test loss after an epoch; the last
@@ -46,7 +46,7 @@ import numpy as np
 from . import footprint, jsonio
 from .atomic import append_line, atomic_write
 from .backend import describe, resolve
-from .checkpoint import RUN_CHECKPOINT, check_savable, load_checkpoint, save_checkpoint
+from .checkpoint import check_savable, checkpoint_file, load_checkpoint, save_checkpoint
 from .data import fingerprint, to_float
 from .errors import CheckpointError, DivergenceError, InputError, InputTypeError
 from .evaluate import binarize_inplace, check_evaluation_memory, check_model, check_stock_terms, evaluate_elbo
@@ -55,7 +55,7 @@ from .progress import EpochProgress
 from .signals import StopFlag, catch_signals
 from .validate import (check_bool, check_file_path, check_finite_parameters, check_images, check_layer_dtypes,
                        check_optimizer_params, check_output_path, check_positive_float, check_positive_int,
-                       check_rng, check_seed, check_writable, pixel_scale_said)
+                       check_rng, check_seed, pixel_scale_said)
 
 __all__ = ["fit", "History", "TrainingInterrupted", "warmup_beta"]
 
@@ -116,7 +116,7 @@ class History(list):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM/SIGHUP after finishing a step.
+    """Training stopped on SIGINT/SIGTERM/SIGHUP (or Windows' SIGBREAK) after finishing a step.
 
     Attributes
     ----------
@@ -255,7 +255,7 @@ def _checkpoint_in_run_folder(resume):
         path = os.path.expanduser(os.fsdecode(os.fspath(resume)))
     except TypeError:                       # (None, or a wrong type: check_file_path says what it is)
         return resume
-    return os.path.join(path, RUN_CHECKPOINT) if os.path.isdir(path) else resume
+    return checkpoint_file(path) if os.path.isdir(path) else resume
 
 
 def _check_file_to_replace(path, warn_if_stopped):
@@ -285,21 +285,24 @@ def _a(name):
     return ("an " if name == "SGD" or name[:1] in "AEIOUaeiou" else "a ") + name
 
 
-def _check_training_memory(model, batch, backend):
+def _check_training_memory(model, optimizer, batch, backend):
     """Refuse training that this machine cannot hold (a bare MemoryError came inside the first
-    step, or the operating system's out-of-memory killer), as the command line does."""
-    need = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, batch, model.dtype,
-                                    backend=backend)
-    have = footprint.available_bytes()
+    step, or the operating system's out-of-memory killer), as the command line does. Counted:
+    what fit adds to the model and a given optimizer, which exist already."""
+    sizes, itemsize = (model.input_dim, model.hidden_dims, model.latent_dim), np.dtype(model.dtype).itemsize
+    copies = 2 if optimizer is None else len(optimizer.state_names)     # fit's own Adam: its two moments
+    held = itemsize * footprint.parameter_count(*sizes) * (2 + (0 if optimizer is None else copies))
+
+    def added(backend):
+        return footprint.training_bytes(*sizes, batch, model.dtype, copies, backend=backend, nll_rows=0) - held
+    need, have = added(backend), footprint.available_bytes()
     if have is not None and need > have:
-        reference = footprint.training_bytes(model.input_dim, model.hidden_dims, model.latent_dim, batch,
-                                             model.dtype, backend="numpy")
-        other = (f", or backend='numpy' (slower; about {footprint.format_bytes(reference)})"
-                 if backend != "numpy" and reference <= have else "")
-        sizes = "-".join(map(str, (model.input_dim, *model.hidden_dims, model.latent_dim)))
-        raise InputError(f"fit: training a {sizes} {model.dtype} VAE on batches of {batch} needs about "
-                         f"{footprint.format_bytes(need)} of memory, but {footprint.format_bytes(have)} is "
-                         f"available: choose a smaller model or batch_size{other}")
+        other = (f", or backend='numpy' (slower; about {footprint.format_bytes(added('numpy'))})"
+                 if backend != "numpy" and added("numpy") <= have else "")
+        raise InputError(f"fit: training a {'-'.join(map(str, (sizes[0], *sizes[1], sizes[2])))} {model.dtype} "
+                         f"VAE on batches of {batch} needs about {footprint.format_bytes(need)} more memory, "
+                         f"but {footprint.format_bytes(have)} is available: choose a smaller model or "
+                         f"batch_size{other}")
 
 
 def _is_epoch_number(value):
@@ -552,7 +555,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Its ``history`` holds the records of the epochs completed (without ``checkpoint=``
         too: the run's only record of them).
     TrainingInterrupted
-        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP, after the current step and a checkpoint;
+        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP (Windows: SIGBREAK), after the current step and a checkpoint;
         in the main thread only, where Python delivers signals (elsewhere, stop it with ``callback``).
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
@@ -573,14 +576,17 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         if resume is None or os.path.realpath(resume) != os.path.realpath(checkpoint):
             _check_file_to_replace(checkpoint, warn_if_stopped=resume is None)
     check_layer_dtypes(model)
-    for name, p in model.named_parameters():    # (the fast path's trainer refuses one too; the
-        check_writable(p.data, f"model.{name}.data")     # reference found it half-way through a step)
+    for name, p in model.named_parameters():    # (the reference found one half-way through a step)
+        if not p.data.flags.writeable:
+            raise InputError(f"model.{name}.data is read-only, but fit updates every parameter in place: give "
+                             f"it a writable copy (p.data = p.data.copy()); to freeze a layer, train in a loop "
+                             f"of your own whose optimizer leaves its parameters out")
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
         check_stock_terms(model, "fit(test_images=)")
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
-    _check_training_memory(model, min(batch_size, len(train_images)), backend)
+    _check_training_memory(model, optimizer, min(batch_size, len(train_images)), backend)
     if test_images is not None:         # evaluated in batches of batch_size: refused now, not after an epoch
         check_evaluation_memory(model, min(batch_size, len(test_images)),
                                 f"fit(test_images=) with batch_size={batch_size}", "batch_size (default 128)")

@@ -1,4 +1,5 @@
 """Tests of npvae.checkpoint: round trips, atomic saves, and every way a file can be wrong."""
+import fractions
 import io
 import json
 import os
@@ -1162,7 +1163,8 @@ def test_build_model_and_load_model_refuse_a_backend_no_npvae_took(good):
 
 
 @pytest.mark.parametrize("partial", [{"loss": float("nan")}, {"loss": float("inf")}, {"note": "x"},
-                                     {"loss": True}, {"n": [1]}])
+                                     {"loss": True}, {"n": [1]}, {"loss": fractions.Fraction(1, 3)},
+                                     {"n": 10**400}])
 def test_running_sums_no_load_would_take_are_refused_at_the_save(tmp_path, partial):
     """Such a file was written, and then every loader (load_model too) refused it, weights and all."""
     model, opt = trained_pair()

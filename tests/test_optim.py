@@ -247,7 +247,8 @@ def _adam_dict():
     ("shape", r"m.0 must be \(3, 4\)"), ("dtype", "m.0 must be.*float64"),
     ("nan", "v.1 contains NaN"), ("inf", "m.0 contains NaN or inf"), ("bad lr", "lr"), ("negative t", "t=-1"),
     ("not a dict", "must be a dict of names to arrays .* got list"), ("str lr", "lr must be a number, got '0.01'"),
-    ("huge t", r"t must be below 2\*\*63"), ("a checkpoint", r"load_checkpoint\(path, model, optimizer\)"),
+    ("huge t", r"t must be below 2\*\*63"), ("huge int t", r"t must be below 2\*\*63"),
+    ("a checkpoint", r"load_checkpoint\(path, model, optimizer\)"),
 ])
 def test_optimizer_load_state_dict_refuses_and_changes_nothing(case, words):
     sd = _adam_dict()
@@ -272,6 +273,8 @@ def test_optimizer_load_state_dict_refuses_and_changes_nothing(case, words):
         bad["lr"] = "0.01"
     elif case == "huge t":              # state_dict() would give it back as an object array
         bad["t"] = np.array(1e30)
+    elif case == "huge int t":
+        bad["t"] = 2**70
     elif case == "a checkpoint":        # dict(np.load(checkpoint.npz))
         bad = {"__meta__": np.array("{}"), **{"optimizer/" + k: v for k, v in bad.items()}}
     else:
@@ -626,3 +629,16 @@ def test_a_read_only_array_is_refused_as_a_parameters_data_or_grad():
         Parameter(np.zeros((2, 3))).grad = data
     with pytest.raises(InputError, match="writable"):
         Parameter(data)
+
+
+def test_sgds_first_step_takes_its_gradient_as_the_buffer_whatever_a_loaded_one_holds():
+    """As the fast path's update does (b = g at t = 1): the two once differed after a load of a
+    hand-made state (step count 0, buffers not)."""
+    p = Parameter(np.ones(3))
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    sd = opt.state_dict()
+    sd["momentum_buffer.0"] = np.full(3, 5.0)
+    opt.load_state_dict(sd)
+    p.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_array_equal(p.data, np.full(3, 0.9))

@@ -308,7 +308,8 @@ def test_a_failed_rename_names_the_file_asked_for(tmp_path):
 
 # -- memory ---------------------------------------------------------------------------------------
 @pytest.mark.skipif(not os.path.exists("/proc/self/status") or resource is None, reason="Linux")
-@pytest.mark.skipif(resource is not None and 0 <= resource.getrlimit(resource.RLIMIT_AS)[1] < 4 << 30, reason="a hard limit below 4 GiB")
+@pytest.mark.skipif(resource is not None and 0 <= resource.getrlimit(resource.RLIMIT_AS)[1] < 4 << 30,
+                    reason="a hard limit below 4 GiB")
 def test_ulimit_v_bounds_what_is_available():
     code = ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
             "from npvae import footprint\nprint(footprint.available_bytes())\n")

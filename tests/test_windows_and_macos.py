@@ -343,7 +343,8 @@ def test_metrics_and_checkpoint_names_that_differ_only_in_case_are_refused(tmp_p
 def test_on_windows_the_tests_that_need_pty_or_resource_are_collected(tmp_path):
     """Windows has neither module: three files failed to import, and pytest ran no test at all."""
     files = ["tests/test_cli_first_run.py", "tests/test_cli_signals.py", "tests/test_reliability_details.py"]
-    code = "import sys, pytest; sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))"
+    code = ("import sys, pytest; "
+            "sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))")
     proc = run([WINDOWS, "-c", code, *files], cwd=ROOT)
     assert proc.returncode == 0 and " error" not in proc.stdout, proc.stdout + proc.stderr
 
@@ -355,3 +356,31 @@ def test_on_windows_a_figure_path_ending_in_a_slash_is_called_a_folder(monkeypat
     with pytest.raises(InputError, match=r"--out .*newfigs/ is a folder; name the \.png file to write, e\.g\. "
                                          r".*newfigs.figure\.png$"):
         check_output_file(str(tmp_path / "newfigs") + "/")
+
+
+def test_on_windows_a_download_opened_for_a_moment_by_another_program_is_still_put_in_place(tmp_path, monkeypatch):
+    """A virus scanner reads each new file: the download failed, reported as a cache that cannot be written."""
+    import functools
+    import http.server
+    import threading
+
+    from npvae.data import download_file
+    folder = os.path.join(ROOT, "tests", "data", "mnist-sample")
+    source = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with monkeypatch.context() as m:
+            refuse_like_windows(m, busy_replaces=2)
+            download_file(f"http://127.0.0.1:{server.server_address[1]}/t10k-labels-idx1-ubyte.gz", tmp_path / "l.gz",
+                          progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with open(source, "rb") as a, open(tmp_path / "l.gz", "rb") as b:
+        assert a.read() == b.read()
+    assert os.listdir(tmp_path) == ["l.gz"]

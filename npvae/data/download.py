@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 
-from ..atomic import default_file_mode
+from ..atomic import default_file_mode, rename_into_place
 from ..errors import DataFileError, DownloadError, InputError, InputTypeError
 from ..progress import Bar, emit, is_terminal
 from ..signals import cleanup_on_sigterm
@@ -157,7 +157,7 @@ def download_file(url, dest, md5=None, timeout=TIMEOUT, progress=False):
                         raise DownloadError(f"{url}: downloaded file is not a valid IDX file: "
                                             f"{str(e).replace(tmp, dest)}") from None
                 os.chmod(tmp, default_file_mode(dest))     # mkstemp makes 0600; give the usual mode
-                os.replace(tmp, dest)
+                rename_into_place(tmp, dest)             # (on Windows, tried again for a second)
             except FileNotFoundError:
                 if os.path.exists(tmp):
                     raise
@@ -280,8 +280,7 @@ def _fetch(url, out, timeout, bar):
     done = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        # an opener of its own: urlopen's is made once, and would not see a proxy set after the first call
-        with urllib.request.build_opener().open(request, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:   # (an opener installed is used)
             if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/html":
                 raise DownloadError(f"{_where(url, resp.geturl())}: the server sent a web page (text/html), "
                                     f"not the file: a sign-in page of the network or a proxy?{_proxy_note(url)}")
