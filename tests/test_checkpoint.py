@@ -1192,3 +1192,44 @@ def test_a_folder_that_may_not_be_looked_into_is_not_called_missing(tmp_path, mo
         with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as info:
             load_checkpoint(given)
         assert not isinstance(info.value, FileNotFoundError)
+
+
+def test_a_checkpoint_under_a_file_is_not_found(tmp_path):
+    (tmp_path / "afile").write_bytes(b"x")
+    with pytest.raises(npvae.CheckpointNotFoundError, match="no such checkpoint file"):
+        npvae.load_checkpoint(tmp_path / "afile" / "c.npz")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_pipe_given_as_a_checkpoint_is_refused_without_waiting(tmp_path):
+    import signal
+    fifo = tmp_path / "c.npz"
+    os.mkfifo(fifo)
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("load_checkpoint waited on a pipe"))
+    signal.alarm(3)
+    try:
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load_checkpoint(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_step_count_of_2_to_the_63_is_refused():
+    model, opt = trained_pair()
+    sd = opt.state_dict()
+    sd["t"] = np.array(2.0**63)
+    with pytest.raises(StateDictError, match=r"below 2\*\*63"):
+        opt.load_state_dict(sd)
+
+
+def test_interop_given_a_checkpoint_instead_of_a_model_says_to_load_the_model_first(tmp_path):
+    from npvae.interop import to_torch_state_dict
+    model, opt = trained_pair()
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, model, opt)
+    for value in (str(path), path, load_checkpoint(path)):
+        with pytest.raises(InputError, match=r"npvae\.load_model\(path\) reads a checkpoint's model first"):
+            to_torch_state_dict(value)
+    with pytest.raises(InputError, match=r"got object$"):           # no such hint for anything else
+        to_torch_state_dict(object())

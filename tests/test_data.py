@@ -627,7 +627,7 @@ def test_a_cache_that_cannot_be_written_is_not_called_being_offline(tmp_path, mo
         load_split("mnist")
     msg = str(info.value)
     assert f"cannot be made: {tmp_path / 'afile'} is a file, not a folder" in msg and "XDG_CACHE_HOME" in msg
-    assert f"remove or rename the file {tmp_path / 'afile'}" in msg     # not: put the files into it
+    assert f"remove or rename the file {tmp_path / 'afile'}, or set" in msg     # not: put the files into it
     assert "To fix: put the files (gzip-compressed or not) in" not in msg
     assert "($NPVAE_DATA_DIR is not set.)" in msg
     assert "online" not in msg

@@ -604,3 +604,27 @@ def test_an_opener_installed_with_urllib_is_used(tmp_path, server):
     finally:
         urllib.request.install_opener(None)
     assert seen == [url]
+
+
+@pytest.mark.parametrize("body, says", [(b"<HTML><BODY>Sign in</BODY></HTML>", "the server sent a web page of 33 bytes"),
+                                        (b"", r"the server sent nothing \(an empty body\)")])
+def test_a_checksum_mismatch_names_a_page_in_capitals_and_an_empty_body(tmp_path, body, says):
+    page = tmp_path / "served.gz"
+    page.write_bytes(body)
+    with pytest.raises(DownloadError, match=rf"checksum mismatch: .*; {says}"):
+        download_file(page.as_uri(), tmp_path / "d" / "l.gz", md5="0" * 32, progress=False)
+
+
+def test_a_mirror_is_said_given_up_on_only_where_a_bar_is_drawn_and_another_is_next(tmp_path, server, monkeypatch):
+    name = "t10k-labels-idx1-ubyte.gz"
+    mirrors = [server.url + "/missing/", server.url + "/good/"]
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    download_dataset("mnist", tmp_path / "a", files=[name], mirrors=mirrors, checksums=MD5S, progress=False)
+    assert "failed" not in sys.stderr.getvalue()                           # no progress asked for
+    with pytest.raises(DownloadError):
+        download_dataset("mnist", tmp_path / "b", files=[name], mirrors=[server.url + "/missing/"] * 2,
+                         checksums=MD5S)
+    assert "mirror 1 of 2 failed" in sys.stderr.getvalue() and "mirror 2 of 2" not in sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())                      # a log: no bar, no note
+    download_dataset("mnist", tmp_path / "c", files=[name], mirrors=mirrors, checksums=MD5S)
+    assert sys.stderr.getvalue() == ""

@@ -1601,3 +1601,63 @@ def test_resume_from_a_folder_without_a_checkpoint_says_what_to_give(sample, tmp
     with pytest.raises(npvae.CheckpointNotFoundError, match=r"is a folder without a checkpoint\.npz: give the "
                                                              r"checkpoint file itself"):
         fit(small(), images[:64], epochs=1, progress=False, backend="numpy", resume=tmp_path)
+
+
+def test_a_data_file_as_checkpoint_is_not_replaced_when_resuming_from_another_file(sample, tmp_path):
+    images, _ = sample
+    run = dict(batch_size=32, progress=False, backend="numpy")
+    fit(small(), images[:64], epochs=1, rng=0, checkpoint=tmp_path / "a.npz", **run)
+    data = tmp_path / "images.npz"
+    np.savez(data, images=images[:64])
+    before = data.read_bytes()
+    with pytest.raises(InputError, match="does not load as an npvae checkpoint"):
+        fit(small(), images[:64], epochs=2, resume=tmp_path / "a.npz", checkpoint=data, **run)
+    assert data.read_bytes() == before
+
+
+def test_resuming_into_another_runs_checkpoint_does_not_suggest_resuming_that_one(sample, tmp_path):
+    images, _ = sample
+    run = dict(batch_size=32, progress=False, backend="numpy")
+    fit(small(), images[:64], epochs=1, rng=0, checkpoint=tmp_path / "a.npz", **run)
+    fit(small(), images[:64], epochs=3, rng=1, checkpoint=tmp_path / "b.npz",
+        callback=lambda record, model: False, **run)           # b: a run stopped at epoch 1 of 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(small(), images[:64], epochs=2, resume=tmp_path / "a.npz", checkpoint=tmp_path / "b.npz", **run)
+
+
+@pytest.mark.parametrize("record", [{"epoch": 0}, {"epoch": True}, {"epoch": 1.0}])
+def test_a_history_record_numbered_0_true_or_a_float_is_refused(sample, tmp_path, record):
+    images, _ = sample
+    path = tmp_path / "c.npz"
+    fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, backend="numpy", checkpoint=path)
+    ckpt = npvae.load_checkpoint(path)
+    npvae.save_checkpoint(path, small(), history=[record], epoch=1, rngs={
+        name: ckpt.generator(name) for name in ("shuffle", "binarize")}, fit_config=ckpt.fit_config)
+    with pytest.raises(npvae.CheckpointError, match="a history record has no epoch number"):
+        fit(small(5), images[:64], epochs=2, batch_size=32, progress=False, backend="numpy", resume=path)
+
+
+def test_when_the_fast_path_does_not_fit_the_reference_is_offered_if_it_does(sample, monkeypatch):
+    """784-32-4 on batches of 32 adds about 3.3 MB on the fast path, 1.5 MB on the reference."""
+    images, _ = sample
+    kwargs = dict(epochs=1, batch_size=32, progress=False)
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 2 * 10**6)
+    with pytest.raises(InputError, match=r"needs about 3\.3 MB more memory, but 2\.0 MB is available: .* or "
+                                         r"backend='numpy' \(slower; about 1\.5 MB\)"):
+        fit(small(), images[:64], backend="numba", **kwargs)
+    fit(small(), images[:64], backend="numpy", **kwargs)
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 1 * 10**6)
+    with pytest.raises(InputError, match=r"needs about 3\.3 MB more memory, but 1\.0 MB is available: choose a "
+                                         r"smaller model or batch_size$"):
+        fit(small(), images[:64], backend="numba", **kwargs)
+    monkeypatch.setattr(npvae.footprint, "available_bytes", lambda: 4 * 10**6)
+    fit(small(), images[:64], backend="numba", **kwargs)
+
+
+def test_resume_takes_a_run_folder_given_with_a_tilde(sample, tmp_path, monkeypatch):
+    images, _ = sample
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = dict(batch_size=32, progress=False, backend="numpy")
+    fit(small(), images[:64], epochs=1, rng=0, checkpoint=tmp_path / "run" / "checkpoint.npz", **run)
+    assert len(fit(small(), images[:64], epochs=2, resume="~/run", **run)) == 2

@@ -384,3 +384,64 @@ def test_on_windows_a_download_opened_for_a_moment_by_another_program_is_still_p
     with open(source, "rb") as a, open(tmp_path / "l.gz", "rb") as b:
         assert a.read() == b.read()
     assert os.listdir(tmp_path) == ["l.gz"]
+
+
+def test_on_windows_a_read_only_file_reached_through_a_link_is_named_as_given(tmp_path, monkeypatch):
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o444)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with monkeypatch.context() as m:
+        refuse_like_windows(m)
+        with pytest.raises(PermissionError, match="read-only") as raised:
+            with atomic_write(link) as f:
+                f.write(b"new")
+    assert raised.value.filename == str(link)
+
+
+def test_on_windows_a_path_under_a_file_fails_as_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_bytes(b"x")
+
+    def attempt():
+        with pytest.raises(Exception) as raised:
+            with atomic_write(tmp_path / "afile" / "c.npz") as f:
+                f.write(b"new")
+        return type(raised.value), str(raised.value)
+    elsewhere = attempt()
+    with monkeypatch.context() as m:
+        refuse_like_windows(m)
+        assert attempt() == elsewhere
+
+
+def test_on_windows_only_a_file_held_open_is_tried_again(tmp_path, monkeypatch):
+    """Another failure (a rename across file systems, say) is said at once."""
+    import time
+    calls = []
+
+    def replace(src, dst):
+        calls.append(dst)
+        raise OSError(errno.EXDEV, "Invalid cross-device link", os.fsdecode(src))
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", replace)
+        m.setattr(os, "name", "nt")
+        m.setattr(time, "sleep", lambda s: None)
+        with pytest.raises(OSError, match="cross-device"):
+            with atomic_write(tmp_path / "c.npz") as f:
+                f.write(b"x")
+    assert len(calls) == 1
+
+
+def test_on_windows_the_figure_path_offered_uses_windows_separators(monkeypatch):
+    import ntpath
+
+    from npvae.cli import check_output_file
+    monkeypatch.setattr(os, "sep", "\\")
+    monkeypatch.setattr(os.path, "join", ntpath.join)
+    with pytest.raises(InputError, match=r"e\.g\. figs\\figure\.png$"):
+        check_output_file("figs/")
+
+
+def test_the_status_of_a_stop_by_ctrl_break_is_149_as_the_help_says():
+    from npvae import cli
+    assert cli.EXIT_SIGBREAK == 149 and "149: stopped by\n       Ctrl-Break (Windows)" in cli.EXIT_STATUS
