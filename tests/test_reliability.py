@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 from cli_util import SAMPLE, sample_copy
+from deadline import fail_after
 
 import npvae
 from npvae import cli, footprint, jsonio, signals
@@ -131,14 +132,9 @@ def test_append_line_adds_one_line_each_and_refuses_a_pipe_without_waiting_for_a
     assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("append_line waited for a writer to the pipe"))
-    signal.alarm(5)
-    try:
+    with fail_after(5, "append_line waited for a writer to the pipe"):
         with pytest.raises(InputError, match="it is a pipe, not a regular file"):
             append_line(fifo, "x")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["fifo", "m.jsonl"]
 
 
@@ -298,18 +294,11 @@ def test_a_folder_a_program_named_itself_takes_the_next_free_name_if_another_run
 
 
 def test_a_folder_named_by_the_program_that_cannot_be_made_is_an_error_not_a_search_for_a_free_name(tmp_path):
-    def taking_too_long(*args):
-        raise TimeoutError("RunFolder(unique=True) kept looking for a free name")
-    old = signal.signal(signal.SIGALRM, taking_too_long)
-    signal.alarm(5)
-    try:
+    with fail_after(5, "RunFolder(unique=True) kept looking for a free name"):
         with pytest.raises(OSError) as info:
             with RunFolder(tmp_path / ("x" * 300), unique=True):
                 pass
         assert info.value.errno == errno.ENAMETOOLONG
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_a_folder_named_by_the_program_may_be_a_bare_relative_name(tmp_path, monkeypatch):
