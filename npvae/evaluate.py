@@ -30,7 +30,7 @@ figures in the literature. With ``binarize=True`` it is one.
 
 Both run on the reference (``backend="numpy"``: the model's own layers) or on
 the fast path (``backend="numba"``: :class:`npvae.fast.Evaluator`, the same
-forward pass with the training step's kernels); the default is
+forward pass with the training step's layer kernels); the default is
 ``$NPVAE_BACKEND``, else ``"numba"`` (:mod:`npvae.backend`).
 """
 import contextlib

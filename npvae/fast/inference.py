@@ -2,7 +2,8 @@
 
 :class:`Evaluator` answers the two questions :mod:`npvae.evaluate` asks of a model
 (the encoding ``h = [mu | logvar]`` of a batch, and ``-log p(x | z)`` per row) on a
-copy of the model's parameters in the fast layout, with the training step's kernels.
+copy of the model's parameters in the fast layout, with the training step's layer kernels and a loss
+kernel of its own (the per-row BCE, no gradient).
 """
 import numpy as np
 

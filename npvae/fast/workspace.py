@@ -1,7 +1,7 @@
 """Preallocated arrays for the fast path: one set per batch size, made once and reused.
 
-A training run allocates nothing of batch size per step: every activation,
-gradient and scratch array of the step lives here (an epoch's short last batch
+A training run allocates nothing of batch size per step (but the batch's row indices):
+every activation, gradient and scratch array of the step lives here (an epoch's short last batch
 gets a set of its own). Arrays are column-major (:mod:`npvae.fast.layout`).
 Whatever a method of the fast path returns from here is overwritten by its next
 call with the same batch size.
