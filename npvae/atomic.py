@@ -150,9 +150,9 @@ def rename_into_place(tmp, target, path=None):
     except PermissionError as e:
         if os.name != "nt":
             raise
-        raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program holds open, "
-                              f"e.g. an np.load left open in a notebook, cannot be replaced: close it there "
-                              f"and try again)", target if path is None else path) from e
+        raise PermissionError(e.errno, f"{e.strerror} (on Windows a file that another program or a notebook "
+                              f"holds open, an np.load left open say, cannot be replaced: close it there and "
+                              f"try again)", target if path is None else path) from e
 
 
 def _remove(path):

@@ -513,8 +513,13 @@ def _look(path):
 
 
 def checkpoint_file(path):
-    """``path`` itself, or the run checkpoint inside it when ``path`` is a folder (a
-    ``CheckpointNotFoundError`` if it holds none)."""
+    """The checkpoint file ``path`` names, as a str (``~`` expanded): ``path`` itself, or the run
+    checkpoint inside it when ``path`` is a folder (a ``CheckpointNotFoundError`` if it holds none)."""
+    try:
+        path = os.path.expanduser(os.fsdecode(path))     # bytes too, as save_checkpoint takes them
+    except TypeError:
+        raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
+                             f"got {type(path).__name__}") from None
     st = _look(path)
     if st is None or not stat.S_ISDIR(st.st_mode):
         return path
@@ -803,11 +808,6 @@ def load_checkpoint(path, model=None, optimizer=None):
     InputTypeError
         ``path`` not a path, ``model`` not a VAE, or ``optimizer`` not an npvae optimizer.
     """
-    try:
-        path = os.path.expanduser(os.fsdecode(path))     # bytes too, as save_checkpoint takes them
-    except TypeError:
-        raise InputTypeError(f"path must be a checkpoint file path (str or os.PathLike), "
-                             f"got {type(path).__name__}") from None
     path = checkpoint_file(path)
     arrays = _read_arrays(path)
     meta = _read_meta(arrays, path)

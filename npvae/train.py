@@ -285,7 +285,21 @@ def _a(name):
     return ("an " if name == "SGD" or name[:1] in "AEIOUaeiou" else "a ") + name
 
 
-def _check_training_memory(model, optimizer, batch, backend):
+def _check_writable(model, optimizer):
+    """Every array a step writes into is writable: the reference found a read-only one half-way
+    through a step, some parameters moved already."""
+    for name, p in model.named_parameters():
+        arrays = [(f"model.{name}.data", p.data), (f"model.{name}.grad", p.grad)]
+        if optimizer is not None and p in optimizer.state:
+            arrays += [(f"optimizer.state[model.{name}][{key!r}]", a) for key, a in optimizer.state[p].items()]
+        for what, a in arrays:
+            if isinstance(a, np.ndarray) and not a.flags.writeable:
+                raise InputError(f"{what} is read-only, but fit updates it in place: give it a writable copy "
+                                 f"(.copy()); to freeze a layer, train in a loop of your own whose optimizer "
+                                 f"leaves its parameters out")
+
+
+def _check_training_memory(model, optimizer, batch, backend, saving):
     """Refuse training that this machine cannot hold (a bare MemoryError came inside the first
     step, or the operating system's out-of-memory killer), as the command line does. Counted:
     what fit adds to the model and a given optimizer, which exist already."""
@@ -293,8 +307,11 @@ def _check_training_memory(model, optimizer, batch, backend):
     copies = 2 if optimizer is None else len(optimizer.state_names)     # fit's own Adam: its two moments
     held = itemsize * footprint.parameter_count(*sizes) * (2 + (0 if optimizer is None else copies))
 
+    saved = itemsize * footprint.parameter_count(*sizes) * (1 + copies) if saving else 0   # a save's copies
+
     def added(backend):
-        return footprint.training_bytes(*sizes, batch, model.dtype, copies, backend=backend, nll_rows=0) - held
+        return footprint.training_bytes(*sizes, batch, model.dtype, copies, backend=backend, nll_rows=0) - held \
+            + saved
     need, have = added(backend), footprint.available_bytes()
     if have is not None and need > have:
         other = (f", or backend='numpy' (slower; about {footprint.format_bytes(added('numpy'))})"
@@ -576,17 +593,14 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         if resume is None or os.path.realpath(resume) != os.path.realpath(checkpoint):
             _check_file_to_replace(checkpoint, warn_if_stopped=resume is None)
     check_layer_dtypes(model)
-    for name, p in model.named_parameters():    # (the reference found one half-way through a step)
-        if not p.data.flags.writeable:
-            raise InputError(f"model.{name}.data is read-only, but fit updates every parameter in place: give "
-                             f"it a writable copy (p.data = p.data.copy()); to freeze a layer, train in a loop "
-                             f"of your own whose optimizer leaves its parameters out")
+    _check_writable(model, optimizer)
     if test_images is not None:
         test_images = check_images(test_images, "test_images", model.input_dim, dtype=model.dtype)
         check_stock_terms(model, "fit(test_images=)")
     # plain Python numbers from here on (numpy ints would not serialise to JSON)
     epochs, batch_size, warmup, eval_seed = int(epochs), int(batch_size), int(warmup), int(eval_seed)
-    _check_training_memory(model, optimizer, min(batch_size, len(train_images)), backend)
+    _check_training_memory(model, optimizer, min(batch_size, len(train_images)), backend,
+                           saving=checkpoint is not None)
     if test_images is not None:         # evaluated in batches of batch_size: refused now, not after an epoch
         check_evaluation_memory(model, min(batch_size, len(test_images)),
                                 f"fit(test_images=) with batch_size={batch_size}", "batch_size (default 128)")

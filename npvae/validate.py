@@ -198,7 +198,8 @@ def check_unit_interval(x, name, fix):
         elif not has_nan and fix is not None and lo < 0:    # standardized, or scaled to [-1, 1]
             variable = name.split(": ")[-1].split(" (")[0]
             hint = (f"; standardized or in [-1, 1]? The likelihood is Bernoulli per pixel: give the pixels "
-                    f"in [0, 1], e.g. ({variable} - {variable}.min()) / ({variable}.max() - {variable}.min())")
+                    f"in [0, 1] (undo the standardization, {variable} * std + mean; from [-1, 1], "
+                    f"({variable} + 1) / 2)")
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "
                          f"[{_short(lo)}, {_short(hi)}]{nan_count}{hint}")
 

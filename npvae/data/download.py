@@ -280,7 +280,9 @@ def _fetch(url, out, timeout, bar):
     done = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with urllib.request.urlopen(request, timeout=timeout) as resp:   # (an opener installed is used)
+        # an opener made now, from the environment now: urlopen's is made once, at its first call, and
+        # would not use a proxy set after it (in a notebook, after a failed try)
+        with urllib.request.build_opener().open(request, timeout=timeout) as resp:
             if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/html":
                 raise DownloadError(f"{_where(url, resp.geturl())}: the server sent a web page (text/html), "
                                     f"not the file: a sign-in page of the network or a proxy?{_proxy_note(url)}")
