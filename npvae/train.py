@@ -306,7 +306,6 @@ def _check_training_memory(model, optimizer, batch, backend, saving):
     sizes, itemsize = (model.input_dim, model.hidden_dims, model.latent_dim), np.dtype(model.dtype).itemsize
     copies = 2 if optimizer is None else len(optimizer.state_names)     # fit's own Adam: its two moments
     held = itemsize * footprint.parameter_count(*sizes) * (2 + (0 if optimizer is None else copies))
-
     saved = itemsize * footprint.parameter_count(*sizes) * (1 + copies) if saving else 0   # a save's copies
 
     def added(backend):
@@ -572,8 +571,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Its ``history`` holds the records of the epochs completed (without ``checkpoint=``
         too: the run's only record of them).
     TrainingInterrupted
-        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP (Windows: SIGBREAK), after the current step and a checkpoint;
-        in the main thread only, where Python delivers signals (elsewhere, stop it with ``callback``).
+        (a ``KeyboardInterrupt``) on SIGINT/SIGTERM/SIGHUP (Windows: SIGBREAK), after the current step and a
+        checkpoint; in the main thread only, where Python delivers signals (elsewhere, stop it with ``callback``).
     """
     _check_args(model, epochs, batch_size, optimizer, lr, beta, warmup, binarize, eval_seed, callback,
                 progress, retire_dead_units)
