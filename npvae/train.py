@@ -251,11 +251,9 @@ def _check_paths(checkpoint, metrics_path, resume):
 
 def _checkpoint_in_run_folder(resume):
     """A run folder given as ``resume`` stands for the checkpoint in it, as load_checkpoint has it."""
-    try:
-        path = os.path.expanduser(os.fsdecode(os.fspath(resume)))
-    except TypeError:                       # (None, or a wrong type: check_file_path says what it is)
+    if not isinstance(resume, (str, bytes, os.PathLike)):     # (check_file_path says what it is)
         return resume
-    return checkpoint_file(path) if os.path.isdir(path) else resume
+    return checkpoint_file(resume)
 
 
 def _check_file_to_replace(path, warn_if_stopped):
@@ -303,10 +301,11 @@ def _check_training_memory(model, optimizer, batch, backend, saving):
     """Refuse training that this machine cannot hold (a bare MemoryError came inside the first
     step, or the operating system's out-of-memory killer), as the command line does. Counted:
     what fit adds to the model and a given optimizer, which exist already."""
-    sizes, itemsize = (model.input_dim, model.hidden_dims, model.latent_dim), np.dtype(model.dtype).itemsize
+    sizes = (model.input_dim, model.hidden_dims, model.latent_dim)
+    one_copy = np.dtype(model.dtype).itemsize * footprint.parameter_count(*sizes)     # of every parameter
     copies = 2 if optimizer is None else len(optimizer.state_names)     # fit's own Adam: its two moments
-    held = itemsize * footprint.parameter_count(*sizes) * (2 + (0 if optimizer is None else copies))
-    saved = itemsize * footprint.parameter_count(*sizes) * (1 + copies) if saving else 0   # a save's copies
+    held = one_copy * (2 + (0 if optimizer is None else copies))        # values, gradients, a given optimizer's
+    saved = one_copy * (1 + copies) if saving else 0                    # the copies a save makes
 
     def added(backend):
         return footprint.training_bytes(*sizes, batch, model.dtype, copies, backend=backend, nll_rows=0) - held \

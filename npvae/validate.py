@@ -410,15 +410,21 @@ def check_file_path(path, name):
     return path
 
 
+def nearest_existing(path):
+    """``path`` made absolute, or its nearest parent that exists: where making it would start."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def check_output_path(path, name):
     """:func:`check_file_path`, and a file that can be written there: its nearest existing
     folder (the rest is made when it is written) is a folder, not a file, and writable."""
     path = check_file_path(path, name)
     if path is None:
         return None
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(folder):
-        folder = os.path.dirname(folder)
+    folder = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(folder):
         raise InputError(f"{name}: cannot write {path!r}: {folder!r} is a file, not a folder")
     try:                                    # a file made there, not os.access: on Windows that says

@@ -363,6 +363,7 @@ def test_on_windows_a_download_opened_for_a_moment_by_another_program_is_still_p
     import functools
     import http.server
     import threading
+    import urllib.request  # noqa: F401  (now: imported under os.name "nt" it would keep Windows' file URLs)
 
     from npvae.data import download_file
     folder = os.path.join(ROOT, "tests", "data", "mnist-sample")

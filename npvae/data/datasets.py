@@ -32,7 +32,7 @@ import numpy as np
 
 from ..atomic import NO_ROOM_ERRNOS
 from ..errors import DataFileError, DatasetNotFoundError, DownloadError, InputError, InputTypeError
-from ..validate import check_folder_path
+from ..validate import check_folder_path, nearest_existing
 from .download import TIMEOUT, check_timeout, download_dataset
 from .idx import read_idx_header, read_images, read_labels
 from .known import check_identity
@@ -509,11 +509,7 @@ def _not_found_message(name, stems, places, data_dir, download, failure):
 
 def _file_in_the_way(folder):
     """The file that stands where ``folder`` or one of its parents goes, or None."""
-    path = os.path.abspath(folder)
-    while not os.path.lexists(path):
-        if os.path.dirname(path) == path:
-            return None
-        path = os.path.dirname(path)
+    path = nearest_existing(folder)
     return None if os.path.isdir(path) else path
 
 
