@@ -47,7 +47,8 @@ from .sampler import Sampler
 from .validate import (check_bool, check_finite_parameters, check_images, check_layer_dtypes, check_positive_float,
                        check_positive_int, check_seed, same_class)
 
-__all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_evaluation_memory", "binarize_inplace", "forward_pass"]
+__all__ = ["evaluate_elbo", "iw_nll", "check_model", "check_evaluation_memory", "binarize_inplace", "forward_pass",
+           "evaluation_mode"]
 
 
 def check_model(model, name="model"):
@@ -123,6 +124,23 @@ def binarize_inplace(x, rng, u):
     return x
 
 
+@contextlib.contextmanager
+def evaluation_mode(model):
+    """``model.eval()`` for a ``with`` block, then each module's own mode back (an exception too).
+
+    No npvae layer behaves differently in the two modes, but a layer of one's own may (a
+    dropout): it is off while a model is evaluated, as after PyTorch's ``model.eval()``, and
+    draws nothing from the training streams.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)         # as Module.train sets it, one module at a time
+
+
 def _prepare(model, images, batch_size, seed, binarize, backend, caller):
     check_layer_dtypes(check_model(model))
     check_finite_parameters(model, "every loss it gives is NaN")
@@ -181,7 +199,8 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
         ``sampler``, ``kl`` or ``bce`` is another is refused. Inside a loop of
         :class:`npvae.fast.Trainer` steps, call ``trainer.sync()`` first: until then the model
         holds what the trainer took, not what it trained. On the reference, like any call of
-        ``model.encode``, it ends what a pending ``model.loss`` kept for ``backward``.
+        ``model.encode``, it ends what a pending ``model.loss`` kept for ``backward``. It runs
+        in evaluation mode (``model.eval()``), and each module has its own mode back after.
     images : ndarray (N, input_dim)
         ``uint8`` pixels or floats in [0, 1].
     batch_size : int
@@ -227,7 +246,7 @@ def evaluate_elbo(model, images, *, batch_size=1000, seed=0, beta=1.0, kl="analy
     check_evaluation_memory(model, rows, f"evaluate_elbo with batch_size={batch_size}", "batch_size (default 1000)")
     d = model.latent_dim
     recon_sum = kl_sum = 0.0
-    with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
+    with evaluation_mode(model), net.numpy_warnings():      # a NaN or inf is checked below, or by the caller
         for x in _batches(model, images, batch_size, seed, binarize):
             x = net.prepare(x)
             h = net.encode(x)                                   # (B, 2d)
@@ -341,7 +360,7 @@ def iw_nll(model, images, k=100, *, batch_size=500, seed=0, binarize=False, chun
     out = np.empty(len(images))
     start = 0
     callers = np.geterr()            # NumPy's settings for the caller's own code: progress
-    with net.numpy_warnings():       # a NaN or inf is checked below, or by the caller
+    with evaluation_mode(model), net.numpy_warnings():      # a NaN or inf is checked below, or by the caller
         for x in _batches(model, images, batch_size, seed, binarize):
             n = len(x)
             h = net.encode(net.prepare(x)).copy()           # (n, 2d): the encoder runs once per image

@@ -286,7 +286,10 @@ class Module:
         """Set training mode or evaluation mode, on this module and every sub-module.
 
         No npvae layer behaves differently in the two modes (there is no dropout or
-        batch norm); the flag is kept for code written against PyTorch's API.
+        batch norm); the flag is kept for code written against PyTorch's API, and for a
+        layer of one's own that looks at ``self.training``. :func:`npvae.evaluate_elbo` and
+        :func:`npvae.iw_nll` (so ``fit``'s test loss too) run a model in evaluation mode and
+        give each module its mode back; ``fit`` trains in the mode the model is in.
 
         Parameters
         ----------

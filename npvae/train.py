@@ -475,6 +475,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         default batch size sums in another order: other last digits): the stock VAE's loss,
         even for a subclass that trains with a ``loss`` of its own (then not comparable with
         ``train_loss``); a model whose ``sampler``, ``kl`` or ``bce`` is another is refused.
+        Evaluated in evaluation mode (``model.eval()``); each module has its mode back after.
     epochs : int
         Total epochs. When resuming, training continues from the checkpoint's
         epoch up to this number.

@@ -643,3 +643,52 @@ def test_a_probability_bce_in_place_of_the_logits_one_is_told_which_class_evalua
     with pytest.raises(InputTypeError, match=r"^evaluate_elbo: model\.bce is a BCE, not the stock VAE's "
                                              r"npvae\.BCEWithLogits: "):
         evaluate_elbo(model, np.zeros((2, 6), np.float32))
+
+
+class _Dropout(npvae.Module):
+    """A dropout of one's own: on in training mode (drawing from its own Generator), off in evaluation mode."""
+
+    def __init__(self, p, rng):
+        super().__init__()
+        self.p, self.rng = p, rng
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / (1 - self.p)
+        self.keep(mask=mask)
+        return x * mask
+
+    def backward(self, grad_out):
+        return grad_out * self.saved("mask")
+
+
+def _with_dropout(model, rng):
+    """``model`` with a dropout between its encoder's ReLU and its last Dense (the Dense layers shared)."""
+    dropout = _Dropout(0.5, rng)
+    model.encoder = npvae.Sequential(model.encoder[0], model.encoder[1], dropout, model.encoder[2])
+    return dropout
+
+
+def test_evaluation_runs_a_layer_of_ones_own_in_evaluation_mode_and_gives_each_module_its_mode_back(data):
+    _, test = data
+    plain = VAE(784, 32, 3, rng=0)
+    model = VAE(784, 32, 3, rng=0)
+    dropout = _with_dropout(model, np.random.default_rng(1))
+    model.encoder[0].eval()                             # a module set apart stays as it was set
+    drawn = dropout.rng.bit_generator.state
+    # in evaluation mode the dropout is the identity: the model's numbers are the plain model's
+    assert evaluate_elbo(model, test, backend="numpy") == evaluate_elbo(plain, test, backend="numpy")
+    assert iw_nll(model, test[:50], k=3, backend="numpy") == iw_nll(plain, test[:50], k=3, backend="numpy")
+    assert dropout.rng.bit_generator.state == drawn      # nothing drawn from a training stream
+    assert model.training and dropout.training and model.encoder.training and not model.encoder[0].training
+
+
+def test_fits_test_loss_is_the_evaluation_mode_loss_and_leaves_the_training_to_the_models_mode(data):
+    train, test = data
+    model = VAE(784, 32, 3, rng=0)
+    dropout = _with_dropout(model, np.random.default_rng(1))
+    history = fit(model, train, test, epochs=1, batch_size=100, backend="numpy", progress=False, rng=0)
+    assert dropout.training                             # trained with the dropout on, and still in training mode
+    expected = evaluate_elbo(model, test, batch_size=100, backend="numpy")
+    assert history[-1]["test_loss"] == expected.total
