@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from finite_differences import assert_gradient, numerical_gradient
-from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, ReLU, evaluate_elbo, fit, footprint, iw_nll
+from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, Module, ReLU, evaluate_elbo, fit, footprint, iw_nll
 from npvae.errors import InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
@@ -639,3 +639,34 @@ def test_a_deep_copy_draws_the_same_noise_until_given_its_own_rng():
     np.testing.assert_array_equal(twin.sample(4), m.sample(4))
     twin.rng = 5
     assert not np.array_equal(twin.sample(4), m.sample(4))
+
+
+class _MeanSampler(Module):
+    """A sampler of one's own, ``z = mu``, that keeps no Generator (or something else as ``rng``)."""
+
+    def __init__(self, rng=None):
+        super().__init__()
+        if rng is not None:
+            self.rng = rng
+
+    def forward(self, h, eps=None):
+        d = h.shape[1] // 2
+        return h[:, :d].copy()
+
+    def backward(self, dz):
+        return np.concatenate([dz, np.zeros_like(dz)], axis=1)
+
+
+@pytest.mark.parametrize("rng, said", [(None, "has no rng"), (42, "has rng 'int'")])
+def test_a_sampler_of_ones_own_without_a_generator_is_named_by_what_needs_it(tmp_path, rng, said):
+    import npvae
+    model = VAE(12, 8, 2, rng=0)
+    model.sampler = _MeanSampler(rng)
+    x = np.random.default_rng(0).random((16, 12)).astype(np.float32)
+    calls = [lambda: model.rng, lambda: model.sample(3),
+             lambda: fit(model, x, epochs=1, backend="numpy", progress=False),
+             lambda: npvae.save_checkpoint(str(tmp_path / "run.npz"), model)]
+    for call in calls:
+        with pytest.raises(InputTypeError, match=rf"model.sampler \(_MeanSampler\) {said}: a sampler of one's own "
+                                                 r"keeps the model's np.random.Generator as self.rng"):
+            call()
