@@ -213,10 +213,13 @@ class VAE(Module):
                              "gradients into p.grad again. Call loss() again first (PyTorch, too, "
                              "refuses a second backward through the same graph)")
         if beta is None:
+            own = "" if type(self).loss is VAE.loss else (
+                f"; or {type(self).__name__}.loss did not call super().loss(), which tells backward what to "
+                f"differentiate: call it, or give {type(self).__name__} a backward of its own")
             raise StateError("VAE.backward needs the loss() call right before it: none ran, or an "
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
-                             "backward needs")
+                             f"backward needs{own}")
         ran = [name for name, m in self._ops().items() if m.passes != self._passes_at_loss.get(name)]
         if ran:
             raise StateError(f"VAE.backward: model.{ran[0]} ran forward since loss() and replaced what "

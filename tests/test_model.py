@@ -670,3 +670,23 @@ def test_a_sampler_of_ones_own_without_a_generator_is_named_by_what_needs_it(tmp
         with pytest.raises(InputTypeError, match=rf"model.sampler \(_MeanSampler\) {said}: a sampler of one's own "
                                                  r"keeps the model's np.random.Generator as self.rng"):
             call()
+
+
+class _OwnLoss(VAE):
+    """A subclass whose loss runs the ops itself, without VAE.loss."""
+
+    def loss(self, x, beta=1.0, eps=None):
+        h = self.encoder(x)
+        z = self.sampler(h, eps)
+        return self.bce(self.decoder(z), x) + beta * self.kl(h)
+
+
+def test_backward_after_a_subclass_loss_that_skips_vae_loss_says_to_call_it():
+    model = _OwnLoss(12, 8, 2, rng=0)
+    model.loss(np.random.default_rng(0).random((4, 12)).astype(np.float32))
+    with pytest.raises(StateError, match=r"or _OwnLoss.loss did not call super\(\).loss\(\), which tells backward "
+                                         r"what to differentiate: call it, or give _OwnLoss a backward of its own"):
+        model.backward()
+    plain = VAE(12, 8, 2, rng=0)                        # the stock loss: no word of a subclass
+    with pytest.raises(StateError, match=r"ran since and replaced what backward needs$"):
+        plain.backward()
