@@ -683,8 +683,10 @@ def check_savable(model, path, optimizer=None):
     extra = [name for name in params if name not in stock]
     if extra:
         raise InputError(f"cannot checkpoint to {os.fspath(path)}: parameter {extra[0]!r} is not one of the "
-                         f"stock VAE's that a checkpoint holds (a layer of your own with a Parameter, or a "
-                         f"layer added to the encoder or decoder; a layer without parameters is fine). {instead}")
+                         f"stock VAE's that a checkpoint holds: a layer of your own with a Parameter, a Dense "
+                         f"added, or a Dense moved from where VAE(...) puts it (encoder.0, encoder.2, ..., "
+                         f"the same in the decoder) by a layer put before it. A layer without parameters may "
+                         f"take a ReLU's place or follow the last Dense. {instead}")
     for name, shape in stock.items():
         got = params.get(name)
         if got is None or got.shape != shape or got.dtype != dtype:

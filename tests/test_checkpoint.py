@@ -944,9 +944,12 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
      r"but the model holds \(2, 8\) float64"),
     (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU(), npvae.Dense(8, 8, rng=0), npvae.ReLU(),
                               npvae.Dense(8, 20, rng=0)), r"parameter 'decoder.4.weight' is not one of the stock"),
+    (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU(), npvae.Sigmoid(), npvae.Dense(8, 20, rng=0)),
+     r"parameter 'decoder.3.weight' is not one of the stock VAE's that a checkpoint holds: .*a Dense moved from "
+     r"where VAE\(...\) puts it \(encoder.0, encoder.2, ..., the same in the decoder\) by a layer put before it"),
     (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU()),
      r"implies decoder.2.weight of shape \(8, 20\) float32, but the model holds nothing there"),
-], ids=["linear", "wider", "float64 layer", "deeper", "a layer short"])
+], ids=["linear", "wider", "float64 layer", "deeper", "a layer put before a Dense", "a layer short"])
 def test_stock_layers_the_config_does_not_describe_are_refused_before_anything_is_written(tmp_path, decoder, words):
     """The checkpoint would be read against model.config()'s shapes and fail to load: refuse
     it at once, and in fit before training, not after a whole run of unloadable files."""
@@ -958,6 +961,16 @@ def test_stock_layers_the_config_does_not_describe_are_refused_before_anything_i
     with pytest.raises(npvae.errors.InputError, match=words):
         npvae.fit(model, x, epochs=1, progress=False, backend="numpy", checkpoint=tmp_path / "f.npz")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_layer_without_parameters_after_the_last_dense_saves_and_loads(tmp_path):
+    model = VAE(20, 8, 2, rng=0)
+    model.decoder = npvae.Sequential(*model.decoder, npvae.ReLU())     # as the message says a layer may go
+    save_checkpoint(tmp_path / "c.npz", model)
+    again = VAE(20, 8, 2, rng=1)
+    again.decoder = npvae.Sequential(*again.decoder, npvae.ReLU())
+    load_checkpoint(tmp_path / "c.npz", again)
+    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
 
 
 @pytest.mark.parametrize("arrays", [dict(images=np.zeros((2, 3)), labels=np.zeros(2)),
