@@ -244,6 +244,19 @@ def test_a_stock_vae_of_hidden_layers_of_different_widths_runs_on_the_fast_path(
     Trainer(model, Adam(model.parameters()))
 
 
+def test_one_module_in_two_places_is_refused_for_training_by_both_back_ends_alike():
+    model = VAE(784, 16, 2, rng=0)
+    model.decoder[1] = model.encoder[1]                 # one ReLU object, encoder and decoder
+    words = r"model.encoder.1 and model.decoder.1 are one ReLU object: .*give each place a ReLU of its own"
+    for backend in ("numpy", "numba"):
+        with pytest.raises(npvae.errors.InputError, match=words):
+            fit(model, X, backend=backend, **RUN)
+    with pytest.raises(npvae.errors.InputError, match=words):
+        Trainer(model, Adam(model.parameters()))
+    evaluate_elbo(model, X, backend="numba")            # evaluation keeps nothing for a backward: both run it
+    evaluate_elbo(model, X, backend="numpy")
+
+
 @pytest.mark.parametrize("cls", [WithAHelper, NamingItsOwn])
 def test_a_subclass_that_computes_the_same_runs_on_both_paths_alike(cls):
     runs = {}

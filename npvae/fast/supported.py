@@ -16,6 +16,7 @@ from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
 from ..model import VAE, check_vae
+from ..module import one_place_each
 from ..validate import same_class, same_type
 from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
@@ -42,7 +43,9 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
         ``Sequential`` of ``Dense`` and ``ReLU`` layers, with the stock ``Sampler``,
         ``KL`` and ``BCEWithLogits``, and whose parameters are those layers' weights
         and biases, of the model's dtype. No ``forward`` or ``backward`` may be set on one
-        of its modules' objects: the fast path computes the stock ones.
+        of its modules' objects: the fast path computes the stock ones. For training, no module
+        may sit in two places (one ReLU object in the encoder and the decoder): the reference
+        refuses that, and so does the fast path, though it could compute it.
     methods : sequence of str
         The methods the caller would otherwise run: :data:`TRAINING_METHODS` or
         :data:`EVALUATION_METHODS`.
@@ -77,6 +80,9 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
             if path.split(".")[0] in runs and method in vars(module):
                 raise InputTypeError(f"{name}.{path}.{method} is set on the {type(module).__name__} itself, "
                                      f"and the fast path does not run it" + instead)
+    if "loss" in methods:       # refused by the reference's loss() (its modules keep one pass each): here too
+        one_place_each((pair for part in ("encoder", "sampler", "decoder", "bce", "kl")
+                        for pair in getattr(model, part).named_modules(part + ".")), name + ".{} and " + name + ".{}")
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
     dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
     dense = _check_stack(model, "encoder", enc, name, instead) + _check_stack(model, "decoder", dec, name, instead)
