@@ -802,11 +802,11 @@ class _Run:
                     f"any training step: the model as given makes it (weights that overflow, such as a "
                     f"log-variance whose exp is inf), or the data; nothing was trained")
             if not math.isfinite(parts.total):
-                kept = f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
+                back = f"load the last good checkpoint, {self.last_saved}" if self.last_saved else "start again from a new model"
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
-                    f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied{kept}. "
-                    f"{_advice(self.opt, beta_t)}")
+                    f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied, but the "
+                    f"model holds the steps before it, which give this loss: {back}. {_advice(self.opt, beta_t)}")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n

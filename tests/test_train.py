@@ -1695,3 +1695,19 @@ def test_a_read_only_gradient_or_optimizer_state_is_refused_before_any_step(samp
     with pytest.raises(InputError, match=r"optimizer\.state\[model\.decoder\.2\.bias\]\['v'\] is read-only"):
         fit(model, images[:64], optimizer=opt, epochs=1, batch_size=32, progress=False, backend=backend)
     assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items()) and opt.t == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_divergence_says_the_model_holds_the_steps_before_it_and_how_to_get_back(sample, tmp_path, backend):
+    """"Not applied" alone reads as "the model is fine": it holds the steps that give the NaN loss."""
+    images, _ = sample
+
+    def poison(record, model):                  # finite weights whose codes overflow: exp(100) in float32
+        model.encoder[2].bias.data[model.latent_dim:] = 100
+    kept = tmp_path / "run.npz"
+    for checkpoint, back in ((None, "start again from a new model"), (kept, f"load the last good checkpoint, {kept} (epoch 1)")):
+        with warned_on_the_reference_only(backend):
+            with pytest.raises(DivergenceError, match=r"this step was not applied, but the model holds the steps "
+                                                      rf"before it, which give this loss: {re.escape(back)}\. "):
+                fit(small(), images[:128], epochs=2, batch_size=64, rng=0, progress=False, backend=backend,
+                    callback=poison, checkpoint=checkpoint)
