@@ -464,7 +464,7 @@ def main():
                     help="interpreter to time PyTorch with (default: this one, skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
     ap.add_argument("--skip-first-step", action="store_true",
-                    help="leave out the first-step timings in fresh processes (10-20 s, a cold compile included)")
+                    help="leave out the first-step timings in fresh processes (10-25 s, a cold compile included)")
     ap.add_argument("--train-images", type=whole_number, default=None,
                     help="train on only the first N images (a quick trial; the figures are then not comparable)")
     ap.add_argument("--keep-dead-units", action="store_true",

@@ -1,7 +1,7 @@
 """Compile the fast path's kernels ahead of time: ``python -m npvae.fast.compile``.
 
 Numba compiles each kernel the first time it is called with a given set of
-dtypes (10-20 s for all of them on a 2-core machine) and keeps the result in its disk
+dtypes (20-40 s for all of them on a 2-core machine, more when it is busy) and keeps the result in its disk
 cache (the first of ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to :mod:`npvae.fast.kernels`
 and the user's cache, ``~/.cache/numba`` on Linux, that it can write to), so every later run
 only loads them. Training compiles what it needs on its own; run this once to take that wait
@@ -48,10 +48,15 @@ def compile_kernels(dtypes=(np.float32,)):
                 trainer.end_epoch()
         with Trainer(model, SGD(model.parameters(), momentum=0.9), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
-        evaluator = Evaluator(model)                 # what evaluate_elbo and iw_nll run
-        x = evaluator.prepare(images.astype(dtype) / 255)
-        h = evaluator.encode(x)
-        evaluator.recon_rows(h[:, :2] + np.exp(0.5 * h[:, 2:]), x)
+        for latent_dim in (2, 1):   # a code of one number: its (B, 1) columns are C order too, other kernels
+            if latent_dim == 1:
+                model = VAE(12, 16, 1, dtype=dtype, rng=0)
+                with Trainer(model, Adam(model.parameters()), images=images) as trainer:
+                    trainer.step(trainer.batch(np.arange(16)))
+            evaluator = Evaluator(model)                 # what evaluate_elbo and iw_nll run
+            x = evaluator.prepare(images.astype(dtype) / 255)
+            h = evaluator.encode(x)
+            evaluator.recon_rows(h[:, :latent_dim] + np.exp(0.5 * h[:, latent_dim:]), x)
 
 
 def main(argv=None):
@@ -74,7 +79,7 @@ def main(argv=None):
         return status
     if problem := _given_cache_dir_problem():
         emit(sys.stderr, f"npvae: warning: {problem}\n")
-    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (10-20 s the first time) ...\n")
+    emit(sys.stdout, "npvae: compiling the fast path's kernels into Numba's cache (20-40 s the first time) ...\n")
     t0 = time.perf_counter()
     finished = False
     with _noting_signals() as stopped_by:

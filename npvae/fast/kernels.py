@@ -56,7 +56,7 @@ def _can_cache():
         if "no locator available" not in str(e):    # Numba's words for "no folder": anything else is not ours
             raise
         warnings.warn(f"Numba finds no writable folder to keep npvae's fast-path kernels in ({cache_places()}): "
-                      f"they are compiled again in every process, a few seconds each time; set "
+                      f"they are compiled again in every process, 10-25 s each time; set "
                       f"NUMBA_CACHE_DIR to a folder you can write to keep them", UserWarning, stacklevel=2)
         return False
     return True
