@@ -4,7 +4,9 @@ matplotlib is imported here only (``import npvae`` never loads it), through its
 object API: each function builds a ``matplotlib.figure.Figure`` with its own
 Agg canvas, so no pyplot state and no global backend switch are involved, and
 the code works in threads and on machines without a display. With ``path``,
-the PNG is written atomically (:func:`npvae.atomic.atomic_write`).
+the PNG is written atomically (:func:`npvae.atomic.atomic_write`). In a notebook a figure
+shows as a cell's value, or with ``IPython.display.display(fig)`` (in a loop, or before a
+cell's last line); ``plt.show()`` and ``fig.show()`` are pyplot's and show none of them.
 
 Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
 square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
