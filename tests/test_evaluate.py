@@ -684,11 +684,12 @@ def test_evaluation_runs_a_layer_of_ones_own_in_evaluation_mode_and_gives_each_m
     assert model.training and dropout.training and model.encoder.training and not model.encoder[0].training
 
 
-def test_fits_test_loss_is_the_evaluation_mode_loss_and_leaves_the_training_to_the_models_mode(data):
+def test_fits_test_loss_is_the_evaluation_mode_loss_and_its_steps_run_in_training_mode(data):
     train, test = data
     model = VAE(784, 32, 3, rng=0)
     dropout = _with_dropout(model, np.random.default_rng(1))
+    model.eval()                                        # fit trains in training mode whatever it is given
     history = fit(model, train, test, epochs=1, batch_size=100, backend="numpy", progress=False, rng=0)
-    assert dropout.training                             # trained with the dropout on, and still in training mode
+    assert dropout.training                             # trained with the dropout on, and left in training mode
     expected = evaluate_elbo(model, test, batch_size=100, backend="numpy")
     assert history[-1]["test_loss"] == expected.total
