@@ -73,10 +73,10 @@ def signal_name(signum):
         return f"signal {signum}"
 
 
-def _acknowledge(signum, doing="stopping"):
-    """Say that a repeated signal was heard; never raise from here."""
+def _acknowledge(signum, doing="stopping", again=" again; already"):
+    """Say that a (repeated) signal was heard; never raise from here."""
     try:
-        sys.stderr.write(f"\n{signal_name(signum)} received again; already {doing}, please wait\n")
+        sys.stderr.write(f"\n{signal_name(signum)} received{again} {doing}, please wait\n")
         sys.stderr.flush()
     except (OSError, ValueError, AttributeError):     # stderr closed or gone: nothing to tell
         pass
@@ -87,19 +87,24 @@ class StopFlag:
 
     Later signals do not raise: they are acknowledged with a line on stderr
     that says what is being finished (``doing``), so that a second Ctrl-C
-    during the checkpoint write neither corrupts nor loses it.
+    during the checkpoint write neither corrupts nor loses it. The first is said at once
+    only while :attr:`slow` is set (what the loop is busy with, e.g. a first step that compiles):
+    otherwise the loop's own message follows within a step.
     """
 
     def __init__(self, doing="stopping (finishing the current step, or the evaluation or callback under way, "
                              "then writing the checkpoint)"):
         self.signum = None
         self.doing = doing
+        self.slow = None
 
     def handler(self, signum, frame):
         global _stopping
         if self.signum is None:
             self.signum = signum
             _stopping = _stopping or signum
+            if self.slow:
+                _acknowledge(signum, f"stopping after {self.slow}", again=";")
             return
         _acknowledge(signum, self.doing)
 

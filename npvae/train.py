@@ -650,6 +650,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         metrics.start()         # the run's own file: made the checkpoint's now, even with no epoch left to train
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
                fit_config, history, EpochProgress(progress, epochs, steps), metrics, own_optimizer=optimizer is None)
+    if backend == "numba":
+        run.first_step = ("the step under way, the first, which on a first run compiles the fast path's kernels "
+                          "(10-25 s on 2 cores, more on a busy machine)")
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
     model.train()
@@ -769,6 +772,7 @@ class _Run:
         self.rngs, self.checkpoint, self.fit_config = rngs, checkpoint, fit_config
         self.history, self.show, self.metrics = history, show, metrics
         self.flag = StopFlag()
+        self.first_step = None   # what a signal during the first step is told that step is doing, if slow
         self.last_saved = None
         self.epoch_start = None
 
@@ -795,7 +799,9 @@ class _Run:
                     x = np.array(x, order="C")
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
+            self.flag.slow = self.first_step             # said at once if a signal comes in this step
             parts = training.step(x, beta_t)
+            self.flag.slow = self.first_step = None
             if not math.isfinite(parts.total) and (epoch, step) == (1, 0) and self.opt.t == 0:   # never trained
                 raise DivergenceError(
                     f"the loss of the first batch is {parts.total} (recon {parts.recon}, KL {parts.kl}) before "

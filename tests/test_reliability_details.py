@@ -388,3 +388,42 @@ def test_a_file_written_over_one_of_mode_000_can_be_read_by_its_owner(tmp_path):
     with atomic_write(target) as f:
         f.write(b"new")
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o400
+
+
+class _InterruptedAtLoss(npvae.VAE):
+    """The reference runs the model's own loss: a Ctrl-C pressed during the loss of step ``at`` (1-based)."""
+    at = 1
+    calls = 0
+
+    def loss(self, x, beta=1.0, eps=None):
+        self.calls += 1
+        if self.calls == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return super().loss(x, beta, eps)
+
+
+def test_a_signal_during_the_fast_paths_first_step_is_said_at_once_with_why_it_takes(monkeypatch, capsys):
+    """A cold first step compiles for up to a minute: a silent Ctrl-C looks unheard. Later steps are
+    short: the stop's own message follows at once, with no line before it."""
+    from npvae.fast import Trainer
+    x = np.random.default_rng(0).random((64, 12)).astype(np.float32)
+    said = "SIGINT received; stopping after the step under way, the first, which on a first run compiles"
+    step = Trainer.step
+    for at in (1, 2):
+        calls = []
+
+        def interrupted(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == at:
+                signal.raise_signal(signal.SIGINT)
+            return step(self, *args, **kwargs)
+        monkeypatch.setattr(Trainer, "step", interrupted)
+        with pytest.raises(TrainingInterrupted, match=f"at epoch 1, step {at} of 4"):
+            npvae.fit(npvae.VAE(12, 8, 2, rng=0), x, epochs=1, batch_size=16, progress=False, backend="numba")
+        assert (said in capsys.readouterr().err) == (at == 1)
+    for at in (1, 2):                               # the reference compiles nothing: nothing to say first
+        model = _InterruptedAtLoss(12, 8, 2, rng=0)
+        model.at = at
+        with pytest.raises(TrainingInterrupted, match=f"at epoch 1, step {at} of 4"):
+            npvae.fit(model, x, epochs=1, batch_size=16, progress=False, backend="numpy")
+        assert "SIGINT received" not in capsys.readouterr().err
