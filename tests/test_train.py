@@ -1576,7 +1576,9 @@ def test_a_learning_rate_given_to_a_resume_that_will_not_use_it_is_warned_of(sam
 @pytest.mark.parametrize("given, says", [
     (lambda x: x.astype(object), r"got dtype object; if it holds numbers, np\.asarray\(train_images, "
                                  r"dtype=np\.float32\) converts it"),
-    (lambda x: (x - 0.5) / 0.29, r"got values in \[-1\.724, 1\.724\]; standardized or in \[-1, 1\]\? .*"
+    (lambda x: (x - 0.5) / 0.29, r"got values in \[-1\.724, 1\.724\]; standardized or in \[-1, 1\]\? npvae "
+                                 r"takes pixels in \[0, 1\] \(its BCE is a Bernoulli per pixel, and a likelihood of "
+                                 r"one's own gets them there too\): give the pixels in \[0, 1\] "
                                  r"\(undo the standardization, train_images \* std \+ mean; from \[-1, 1\], "
                                  r"\(train_images \+ 1\) / 2\)$"),
     (lambda x: 2 * x - 1, r"got values in \[-1, 1\]; standardized or in \[-1, 1\]\?"),
