@@ -77,9 +77,9 @@ def test_a_bad_out_is_refused_before_any_work(tmp_path, script, out, message):
 
 
 def test_without_the_kl_term_the_bubbles_drift_apart_and_shrink(tmp_path):
-    # the shipped 1,000 digits, a small model: some 300 Adam steps per beta, about a second
+    # the shipped 1,000 digits, a small model: some 130 Adam steps per beta, well under a second
     out = tmp_path / "bubbles.png"
-    proc = run("latent_bubbles.py", "--epochs", "20", "--hidden-dim", "64", "--batch-size", "64",
+    proc = run("latent_bubbles.py", "--epochs", "10", "--hidden-dim", "64", "--batch-size", "64",
                "--points", "200", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "800 training images, 200 held out" in proc.stderr
@@ -87,8 +87,8 @@ def test_without_the_kl_term_the_bubbles_drift_apart_and_shrink(tmp_path):
               re.findall(r"^beta = (\S+)\s+(\S+)\s+(\S+)", proc.stdout, flags=re.M)}
     assert set(spread) == {0.0, 1.0}, proc.stdout
     (mu0, var0), (mu1, var1) = spread[0.0], spread[1.0]
-    assert mu0 > 1.5 * mu1, spread          # drift apart (seen: 9-13 against about 3.3)
-    assert var0 < 0.5 * var1, spread        # and shrink (seen: 0.01-0.02 against about 0.1)
+    assert mu0 > 1.5 * mu1, spread          # drift apart (seen: 13.0 against 3.9; 13.3 against 3.2 at 20 epochs)
+    assert var0 < 0.5 * var1, spread        # and shrink (seen: 0.03 against 0.35; 0.011 against 0.106 at 20)
     width, height = png_size(out)
     assert width >= 1000 and height >= 1000
 
