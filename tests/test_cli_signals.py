@@ -3,6 +3,10 @@
 Every case ends with a clean message, the documented status (130, 143 or 129), no
 traceback, and no partial or temporary file; where a training step was done, a
 checkpoint that --resume continues.
+
+The signal handling is the command line's (npvae.cli), the same for both back ends: runs whose
+subject is when or how the signal comes use the reference back end (no Numba to import, no
+kernels to load); those stopped inside a step or the NLL, and SIGHUP with --debug, keep the fast path.
 """
 import http.server
 import os
@@ -56,7 +60,7 @@ def test_ctrl_c_during_the_nll_then_resume_finishes(tmp_path):
 
 def test_sigterm_while_drawing_the_figures(tmp_path):
     out = tmp_path / "run"
-    proc = start([TRAIN, *SMALL, "--epochs", "2", "--out", str(out)])
+    proc = start([TRAIN, *SMALL, *REFERENCE, "--epochs", "2", "--out", str(out)])   # drawing: either back end
     seen = []
     try:
         assert wait_for(proc, "drawing the figures", seen), "".join(seen)
@@ -120,7 +124,7 @@ def read_until(fd, text, timeout=120):
 def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
     """The terminal closed: the run stops as on Ctrl-C (step, checkpoint), with status 129."""
     out = tmp_path / "run"
-    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "40", "--out", str(out)], "SIG_DFL")
+    proc = popen_with_sighup([TRAIN, *SMALL, *REFERENCE, "--epochs", "40", "--out", str(out)], "SIG_DFL")
     seen = []
     try:
         assert wait_for(proc, "epoch 1/40", seen), "".join(seen)
@@ -141,7 +145,7 @@ def test_sighup_stops_training_with_a_checkpoint_that_resumes(tmp_path):
 def test_sighup_is_left_ignored_under_nohup(tmp_path):
     """Started as ``nohup`` starts a program (SIGHUP ignored), closing the terminal changes nothing."""
     out = tmp_path / "run"
-    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], "SIG_IGN")
+    proc = popen_with_sighup([TRAIN, *SMALL, *REFERENCE, "--epochs", "3", "--out", str(out)], "SIG_IGN")
     seen = []
     try:
         assert wait_for(proc, "epoch 1/3", seen), "".join(seen)
@@ -159,7 +163,8 @@ def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
     comes (nohup, disown): the run still trains, draws its figures and writes its summary."""
     out = tmp_path / "run"
     controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
-    proc = popen_with_sighup([TRAIN, *SMALL, "--epochs", "3", "--out", str(out)], "SIG_IGN", stderr=terminal)
+    proc = popen_with_sighup([TRAIN, *SMALL, *REFERENCE, "--epochs", "3", "--out", str(out)], "SIG_IGN",
+                             stderr=terminal)
     os.close(terminal)
     try:
         seen = read_until(controller, "epoch 1/3  train")
