@@ -208,12 +208,12 @@ def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_
     assert code == 0, err
 
 
-def test_resume_into_a_new_folder_leaves_the_old_one_untouched(copy_of, tmp_path):
+def test_resume_into_a_new_folder_leaves_the_old_one_untouched(copy_of, tmp_path, script, capsys):
     before = snapshot(copy_of)
     new = tmp_path / "continued"
-    proc = run([TRAIN, "--resume", str(copy_of / "checkpoint.npz"), "--out", str(new), "--epochs", "3",
-                "--batch-size", "64"])                                  # the same value: accepted
-    assert proc.returncode == 0, proc.stderr
+    code, err = call(script, capsys, ["--resume", str(copy_of / "checkpoint.npz"), "--out", str(new), "--epochs", "3",
+                                      "--batch-size", "64"])           # the same value: accepted
+    assert code == 0, err
     assert snapshot(copy_of) == before
     records = strict_json_lines(new / "metrics.jsonl")
     assert [r.get("epoch") for r in records[:-1]] == [1, 2, 3] and records[-1]["summary"]
@@ -221,7 +221,7 @@ def test_resume_into_a_new_folder_leaves_the_old_one_untouched(copy_of, tmp_path
     assert settings["hidden_dim"] == 32 and settings["epochs"] == 3 and settings["split"] == 800
     ckpt = load_checkpoint(new / "checkpoint.npz")
     assert ckpt.epoch == 3 and ckpt.model_config["hidden_dims"] == [32]
-    assert "reconstruction_before.png" in os.listdir(new) and "continuing the run of" in proc.stderr
+    assert "reconstruction_before.png" in os.listdir(new) and "continuing the run of" in err
 
 
 def test_resume_into_a_folder_holding_another_run_is_refused(copy_of, tmp_path, base):
@@ -243,20 +243,21 @@ def test_resuming_a_checkpoint_copied_into_another_runs_folder_is_refused(copy_o
     assert snapshot(copy_of) == before
 
 
-def test_a_checkpoint_copied_alone_under_another_name_resumes_in_its_folder_again_and_again(tmp_path, base):
+def test_a_checkpoint_copied_alone_under_another_name_resumes_in_its_folder_again_and_again(tmp_path, base, script,
+                                                                                             capsys):
     """Its first resume writes the run's files beside it; the next resume there continues them
     (it used to call them "an earlier run" and tell the user to remove them)."""
     folder = tmp_path / "copy"
     folder.mkdir()
     shutil.copy(base / "checkpoint.npz", folder / "mine.npz")
     flags = [*SMALL, *REFERENCE, "--nll-images", "20", "--no-progress"]
-    proc = run([TRAIN, "--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
-    assert proc.returncode == 0, proc.stderr
+    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
+    assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 3       # the run's own, written beside the copy
-    again = run([TRAIN, "--resume", str(folder / "mine.npz"), *flags, "--epochs", "4"])     # back to epoch 2?
-    assert again.returncode == 2 and f"continue that one with --resume {folder}" in again.stderr, again.stderr
-    proc = run([TRAIN, "--resume", str(folder), *flags, "--epochs", "4"])
-    assert proc.returncode == 0, proc.stderr
+    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "4"])  # back to 2?
+    assert code == 2 and f"continue that one with --resume {folder}" in err, err
+    code, err = call(script, capsys, ["--resume", str(folder), *flags, "--epochs", "4"])
+    assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 4
 
 
@@ -280,11 +281,11 @@ def test_a_refusal_from_fit_leaves_the_run_folder_as_it_was(copy_of, with_run_js
     assert snapshot(copy_of) == before
 
 
-def test_a_checkpoint_renamed_in_its_own_folder_resumes_there(copy_of):
+def test_a_checkpoint_renamed_in_its_own_folder_resumes_there(copy_of, script, capsys):
     os.rename(copy_of / "checkpoint.npz", copy_of / "mine.npz")
-    proc = run([TRAIN, "--resume", str(copy_of / "mine.npz"), *SMALL, *REFERENCE, "--nll-images", "20",
-                "--epochs", "3"])
-    assert proc.returncode == 0, proc.stderr
+    code, err = call(script, capsys, ["--resume", str(copy_of / "mine.npz"), *SMALL, *REFERENCE, "--nll-images", "20",
+                                      "--epochs", "3"])
+    assert code == 0, err
     assert load_checkpoint(copy_of / "checkpoint.npz").epoch == 3
 
 
@@ -384,36 +385,38 @@ def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_
     assert "bug in npvae" not in err and "the training is complete and saved in" in err and "--resume" in err
 
 
-def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(tmp_path):
+def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(
+        tmp_path, script, capsys, monkeypatch):
     """run.json records where the data were as a full path; resumed from elsewhere, where the
     relative $NPVAE_DATA_DIR finds nothing, the refusal says where the run found them."""
-    from cli_util import ENV
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     shutil.copytree(SAMPLE, here / "rel" / "mnist")
     elsewhere.mkdir()
     no_data_dir = [a for a in SMALL if a not in ("--data-dir", SAMPLE)]
-    env = {**ENV, "NPVAE_DATA_DIR": "rel"}
-    first = run([TRAIN, *no_data_dir, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", "run"],
-                cwd=here, env=env)
-    assert first.returncode == 0, first.stderr
+    monkeypatch.setenv("NPVAE_DATA_DIR", "rel")             # read when the data are looked for
+    monkeypatch.chdir(here)
+    code, err = call(script, capsys, [*no_data_dir, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", "run"])
+    assert code == 0, err
     with open(here / "run" / "run.json", encoding="utf-8") as f:
         assert json.load(f)["data"]["source"] == str(here / "rel" / "mnist")
-    again = run([TRAIN, "--resume", str(here / "run"), "--epochs", "2"], cwd=elsewhere, env=env)
-    assert again.returncode == 2, again.stderr
-    assert f"This run found its data in {here / 'rel' / 'mnist'} (its run.json)" in again.stderr
-    assert_no_traceback(again.stderr)
+    monkeypatch.chdir(elsewhere)
+    code, err = call(script, capsys, ["--resume", str(here / "run"), "--epochs", "2"])
+    assert code == 2, err
+    assert f"This run found its data in {here / 'rel' / 'mnist'} (its run.json)" in err
+    assert_no_traceback(err)
 
 
-def test_a_resume_in_a_locale_that_cannot_spell_the_data_folder_says_so(tmp_path):
-    """Recorded in a UTF-8 locale, resumed with PYTHONUTF8=0 LC_ALL=C (cron): the folder holds
-    the files; what is wrong is its name in this locale, and the refusal says that."""
+def test_a_resume_in_a_locale_that_cannot_spell_the_data_folder_says_so(tmp_path, script, capsys):
+    """Recorded in a UTF-8 locale (this process's), resumed with PYTHONUTF8=0 LC_ALL=C (cron, a
+    fresh process): the folder holds the files; what is wrong is its name in this locale, and the
+    refusal says that."""
     from cli_util import ENV
     data = tmp_path / "d\u00e4t\u00e4"
     shutil.copytree(SAMPLE, data)
     args = [a for a in SMALL if a not in ("--data-dir", SAMPLE)]
-    first = run([TRAIN, *args, *REFERENCE, "--data-dir", str(data), "--epochs", "1", "--nll-images", "20", "--out",
-                 str(tmp_path / "run")])
-    assert first.returncode == 0, first.stderr
+    code, err = call(script, capsys, [*args, *REFERENCE, "--data-dir", str(data), "--epochs", "1", "--nll-images", "20",
+                                      "--out", str(tmp_path / "run")])
+    assert code == 0, err
     again = run([TRAIN, "--resume", str(tmp_path / "run"), "--epochs", "2"],
                 env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C"})
     assert again.returncode == 2, again.stderr
