@@ -16,10 +16,25 @@ import sys
 import textwrap
 
 import pytest
-from cli_util import ENV, REFERENCE, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+from cli_util import (ENV, REFERENCE, SMALL, TRAIN, assert_no_traceback, load_script, run, start, strict_json_lines,
+                      wait_for)
 
+from npvae import cli
 from npvae.checkpoint import load_checkpoint
 from npvae.runfolder import LOCK_NAME
+
+
+@pytest.fixture(scope="module")
+def script():
+    """train_mnist.py in this process, for the cases whose subject is not the process (no fresh
+    Python, imports or figures' matplotlib per run)."""
+    return load_script()
+
+
+def call(script, capsys, args):
+    """The exit status and stderr of train_mnist.py's main(args), run as its ``__main__`` does."""
+    code = cli.run(script.main, args)
+    return code, capsys.readouterr().err
 
 
 # -- the lock ----------------------------------------------------------------------------
@@ -262,28 +277,28 @@ def test_a_resume_counts_the_files_it_replaces_as_space(tmp_path, private_tmpfs)
     assert (result["first"], result["again"]) == (0, 0), result["stderr"]
 
 
-def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path):
+def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path, script, capsys):
     """Running the same command twice must not wipe the first run: the second is refused and
     points to --resume, and the first run's files are left byte for byte."""
     out = tmp_path / "run"
-    first = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
-    assert first.returncode == 0, first.stderr
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 0, err
     before = {f: (out / f).read_bytes() for f in sorted(os.listdir(out))}
-    again = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
-    assert again.returncode == 2
-    assert f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}" in again.stderr
-    assert_no_traceback(again.stderr)
+    code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 2
+    assert f"--out {out} already holds a run (checkpoint.npz): continue it with --resume {out}" in err
+    assert_no_traceback(err)
     assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
     (out / "checkpoint.npz").unlink()               # to save space, say: the results are still there
     del before["checkpoint.npz"]
-    again = run([TRAIN, *SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
-    assert again.returncode == 2
-    assert f"--out {out} holds files of an earlier run (run.json, metrics.jsonl" in again.stderr
-    assert "choose another --out, or remove those files" in again.stderr
+    code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 2
+    assert f"--out {out} holds files of an earlier run (run.json, metrics.jsonl" in err
+    assert "choose another --out, or remove those files" in err
     assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out))} == before
 
 
-def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_command(tmp_path):
+def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_command(tmp_path, script, capsys):
     """kill -9 (the OOM killer, power lost) before the first checkpoint leaves run.json (older
     versions also an empty metrics.jsonl and the untrained reconstructions): nothing to keep, so
     the command runs again (it used to be refused until the user removed them by hand)."""
@@ -293,10 +308,10 @@ def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_comma
     (out / "metrics.jsonl").write_bytes(b"")
     (out / "reconstruction_before.png").write_bytes(b"\x89PNG of the killed run")
     (out / LOCK_NAME).write_text("")                # its lock file, held by nobody now
-    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
-    assert proc.returncode == 0, proc.stderr
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    assert code == 0, err
     assert (f"note: removed what a run stopped in its first epoch left in {out}: run.json, metrics.jsonl, "
-            f"reconstruction_before.png") in proc.stderr
+            f"reconstruction_before.png") in err
     assert b"killed run" not in (out / "reconstruction_before.png").read_bytes()       # this run's own
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
 
@@ -343,7 +358,7 @@ def test_a_new_run_in_the_same_second_gets_a_folder_of_its_own(tmp_path):
     assert "done: figures, metrics and checkpoint in" in proc.stdout      # results on stdout
 
 
-def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_path):
+def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_path, script, capsys, monkeypatch):
     """The shell leaves ``--out=~/x`` alone: the program expands it, as the library does, so one
     run is one folder (not its figures in ./~ and its checkpoint in the home folder)."""
     home, here = tmp_path / "home", tmp_path / "here"
@@ -351,23 +366,25 @@ def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_p
     small = dict(zip(SMALL[::2], SMALL[1::2]))
     shutil.copytree(small.pop("--data-dir"), home / "data")
     args = [a for pair in small.items() for a in pair]
-    env = {**ENV, "HOME": str(home)}
-    proc = run([TRAIN, *args, *REFERENCE, "--data-dir=~/data", "--epochs", "1", "--out=~/runs/a"], cwd=here, env=env)
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("HOME", str(home))           # what ~ expands to, when it is expanded
+    monkeypatch.chdir(here)
+    code, err = call(script, capsys, [*args, *REFERENCE, "--data-dir=~/data", "--epochs", "1", "--out=~/runs/a"])
+    assert code == 0, err
     assert os.listdir(here) == []
     assert {"checkpoint.npz", "run.json", "samples.png"} <= set(os.listdir(home / "runs" / "a"))
-    again = run([TRAIN, "--resume=~/runs/a", "--epochs", "2"], cwd=here, env=env)
-    assert again.returncode == 0, again.stderr
+    code, err = call(script, capsys, ["--resume=~/runs/a", "--epochs", "2"])
+    assert code == 0, err
     assert load_checkpoint(home / "runs" / "a").epoch == 2
 
 
-def test_a_resume_with_an_unusable_out_names_out_not_the_run_folder(tmp_path):
-    first = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(tmp_path / "run")])
-    assert first.returncode == 0, first.stderr
-    proc = run([TRAIN, "--resume", str(tmp_path / "run"), "--epochs", "2", "--out", "/proc/npvae-run"])
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: --out /proc/npvae-run is not writable"), proc.stderr
-    assert proc.stderr.rstrip().endswith("; choose another folder"), proc.stderr
+def test_a_resume_with_an_unusable_out_names_out_not_the_run_folder(tmp_path, script, capsys):
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out",
+                                      str(tmp_path / "run")])
+    assert code == 0, err
+    code, err = call(script, capsys, ["--resume", str(tmp_path / "run"), "--epochs", "2", "--out", "/proc/npvae-run"])
+    assert code == 2, err
+    assert err.startswith("error: --out /proc/npvae-run is not writable"), err
+    assert err.rstrip().endswith("; choose another folder"), err
 
 
 def test_a_resume_in_its_own_folder_on_a_full_disk_says_to_continue_elsewhere(tmp_path, private_tmpfs):
