@@ -77,7 +77,7 @@ def user(tmp_path, monkeypatch, capsys, script):
     def call(args):
         code = cli.run(script.main, [*args, "--out", str(work / "out")] if "--out" not in args else args)
         return code, capsys.readouterr().err
-    call.work = work
+    call.work, call.main = work, script.main
     return call
 
 
@@ -276,16 +276,18 @@ def test_data_dir_that_is_a_file_is_named(user, tmp_path):
     assert_refused(code, err, f"{afile} (--data-dir): not a folder", user.work, one_line=False)
 
 
-def test_odd_but_valid_input_trains(tmp_path):
+def test_odd_but_valid_input_trains(tmp_path, user, capsys):
     """Numbers at the edges that are still meaningful: a batch larger than the data set, a small lr,
-    more NLL images than there are (with --binarize, the figures are likelihoods: no grey-level note)."""
+    more NLL images than there are (with --binarize, the figures are likelihoods: no grey-level note).
+    In this process (the fast path's kernels loaded once), as the user fixture calls it."""
     shutil.copytree(SAMPLE, tmp_path / "data")
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
-                "9" * 30, "--binarize", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
-               cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "IW NLL (k=2, 200 images)" in proc.stdout and "grey-level" not in proc.stdout
-    assert "is more than the 800 training images: each epoch is one step over all of them" in proc.stderr
+    code = cli.run(user.main, [*SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
+                               "9" * 30, "--binarize", "--data-dir", str(tmp_path / "data"), "--out",
+                               str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "IW NLL (k=2, 200 images)" in out and "grey-level" not in out
+    assert "is more than the 800 training images: each epoch is one step over all of them" in err
 
 
 def test_a_warning_the_user_made_an_error_is_not_called_a_bug(user, tmp_path):
