@@ -38,9 +38,11 @@ def call(script, capsys, args):
 
 
 # -- the lock ----------------------------------------------------------------------------
+# (npvae.runfolder's, the same for both back ends: the runs holding it train on the reference
+# one, with no Numba to import and no kernels to load)
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "run"
-    first = start([TRAIN, *SMALL, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
+    first = start([TRAIN, *SMALL, *REFERENCE, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
     seen = []
     try:
         assert wait_for(first, "epoch 1/40", seen), "".join(seen)
@@ -76,7 +78,7 @@ def test_resuming_a_run_still_in_its_first_epoch_says_it_is_going_not_that_it_ha
 
 def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):
     out = tmp_path / "run"
-    killed = start([TRAIN, *SMALL, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
+    killed = start([TRAIN, *SMALL, *REFERENCE, "--batch-size", "16", "--epochs", "40", "--out", str(out)])
     seen = []
     try:
         assert wait_for(killed, "epoch 1/40", seen), "".join(seen)
