@@ -618,8 +618,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                       backend=backend, train_data=fingerprint(train_images),
                       test_data=None if test_images is None else fingerprint(test_images))
     shuffle_rng = check_rng(rng)
-    if shuffle_rng is model.rng:    # one stream for both could not resume: a checkpoint keeps two
-        shuffle_rng = _stream_from(model.rng)
+    if shuffle_rng is getattr(model.sampler, "rng", None):   # one stream for both could not resume
+        shuffle_rng = _stream_from(shuffle_rng)
     rngs = {"shuffle": shuffle_rng, "binarize": _stream_from(shuffle_rng)}
     with pixel_scale_said():     # fit has said it at its caller's line
         training = _training_steps(backend, model, opt, train_images, batch_size, binarize,

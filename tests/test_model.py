@@ -1,5 +1,7 @@
 """The VAE: the loss as the composition of its parts, whole-model gradients against finite
 differences, the two roads into mu and logvar, inference methods, reproducibility."""
+import os
+
 import numpy as np
 import pytest
 
@@ -664,12 +666,17 @@ def test_a_sampler_of_ones_own_without_a_generator_is_named_by_what_needs_it(tmp
     model.sampler = _MeanSampler(rng)
     x = np.random.default_rng(0).random((16, 12)).astype(np.float32)
     calls = [lambda: model.rng, lambda: model.sample(3),
-             lambda: fit(model, x, epochs=1, backend="numpy", progress=False),
+             lambda: fit(model, x, epochs=1, backend="numpy", progress=False, checkpoint=tmp_path / "fit.npz"),
              lambda: npvae.save_checkpoint(str(tmp_path / "run.npz"), model)]
     for call in calls:
         with pytest.raises(InputTypeError, match=rf"model.sampler \(_MeanSampler\) {said}: a sampler of one's own "
-                                                 r"keeps the model's np.random.Generator as self.rng"):
+                                                 r"keeps the model's np.random.Generator as self.rng .*; give it one "
+                                                 r"with model.rng = seed$"):
             call()
+    assert os.listdir(tmp_path) == []                   # fit refused before training
+    fit(model, x, epochs=1, backend="numpy", progress=False)       # its training needs no Generator of the model
+    model.rng = 0                                       # as the message says
+    assert model.sample(3).shape == (3, 12)
 
 
 class _OwnLoss(VAE):
