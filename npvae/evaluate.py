@@ -131,6 +131,11 @@ def evaluation_mode(model):
     No npvae layer behaves differently in the two modes, but a layer of one's own may (a
     dropout): it is off while a model is evaluated, as after PyTorch's ``model.eval()``, and
     draws nothing from the training streams.
+
+    Parameters
+    ----------
+    model : Module
+        Put in evaluation mode with every sub-module for the block.
     """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()

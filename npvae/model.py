@@ -114,7 +114,7 @@ class VAE(Module):
         """The sampler's Generator (its state is saved with checkpoints); assign a
         Generator (or an int seed) to replace it."""
         rng = getattr(self.sampler, "rng", None)
-        if not isinstance(rng, np.random.Generator):      # a sampler of one's own: fit, checkpoints and sample() need it
+        if not isinstance(rng, np.random.Generator):      # a sampler of one's own: checkpoints and sample() need it
             raise InputTypeError(f"model.rng is model.sampler.rng, and model.sampler ({type(self.sampler).__name__}) "
                                  f"has {'no rng' if rng is None else 'rng ' + repr(type(rng).__name__)}: a sampler "
                                  f"of one's own keeps the model's np.random.Generator as self.rng (a checkpoint "

@@ -289,7 +289,7 @@ class Module:
         batch norm); the flag is kept for code written against PyTorch's API, and for a
         layer of one's own that looks at ``self.training``. :func:`npvae.evaluate_elbo` and
         :func:`npvae.iw_nll` (so ``fit``'s test loss too) run a model in evaluation mode and
-        give each module its mode back; ``fit`` puts the model in training mode for its steps.
+        give each module its mode back; ``fit`` puts the model in training mode at each epoch's start.
 
         Parameters
         ----------

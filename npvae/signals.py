@@ -73,10 +73,11 @@ def signal_name(signum):
         return f"signal {signum}"
 
 
-def _acknowledge(signum, doing="stopping", again=" again; already"):
-    """Say that a (repeated) signal was heard; never raise from here."""
+def _acknowledge(signum, doing="stopping", repeated=True):
+    """Say that a signal (by default a repeated one) was heard; never raise from here."""
+    heard = " again; already" if repeated else ";"
     try:
-        sys.stderr.write(f"\n{signal_name(signum)} received{again} {doing}, please wait\n")
+        sys.stderr.write(f"\n{signal_name(signum)} received{heard} {doing}, please wait\n")
         sys.stderr.flush()
     except (OSError, ValueError, AttributeError):     # stderr closed or gone: nothing to tell
         pass
@@ -104,7 +105,7 @@ class StopFlag:
             self.signum = signum
             _stopping = _stopping or signum
             if self.slow:
-                _acknowledge(signum, f"stopping after {self.slow}", again=";")
+                _acknowledge(signum, f"stopping after {self.slow}", repeated=False)
             return
         _acknowledge(signum, self.doing)
 

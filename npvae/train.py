@@ -651,15 +651,15 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     run = _Run(model, opt, training, n_train, batch_size, beta, warmup, binarize, rngs, checkpoint,
                fit_config, history, EpochProgress(progress, epochs, steps), metrics, own_optimizer=optimizer is None)
     if backend == "numba":
-        run.first_step = ("the step under way, the first, which on a first run compiles the fast path's kernels "
-                          "(10-25 s on 2 cores, more on a busy machine)")
+        run.first_step = ("the step under way (a process's first step compiles the fast path's kernels when "
+                          "Numba's cache is empty: 10-25 s on 2 cores, more on a busy machine)")
     if resume is not None:
         run.last_saved = f"{resume} (epoch {epoch_done}" + (f", step {step_done})" if step_done else ")")
-    model.train()
     mid_epoch = False
     try:
         with catch_signals(run.flag), training.frozen_gc() as freeze:
             for epoch in range(epoch_done + 1, epochs + 1):
+                model.train()           # each epoch: a callback may have left it in evaluation mode
                 started = time.perf_counter()
                 freeze()
                 first = step_done if epoch == epoch_done + 1 else 0
@@ -791,6 +791,7 @@ class _Run:
         self.show.start(epoch, first)
         for step in range(first, steps):
             idx = order[step * B:(step + 1) * B]
+            self.flag.slow = self.first_step             # said at once if a signal comes in this step
             x = training.batch(idx)
             if self.binarize:
                 if self.scratch is None or self.scratch.shape[0] < len(idx):
@@ -799,7 +800,6 @@ class _Run:
                     x = np.array(x, order="C")
                 binarize_inplace(x, self.rngs["binarize"], self.scratch[:len(idx)])
             beta_t = warmup_beta((epoch - 1) * steps + step + 1, self.beta, self.warmup, steps)
-            self.flag.slow = self.first_step             # said at once if a signal comes in this step
             parts = training.step(x, beta_t)
             self.flag.slow = self.first_step = None
             if not math.isfinite(parts.total) and (epoch, step) == (1, 0) and self.opt.t == 0:   # never trained
@@ -808,11 +808,12 @@ class _Run:
                     f"any training step: the model as given makes it (weights that overflow, such as a "
                     f"log-variance whose exp is inf), or the data; nothing was trained")
             if not math.isfinite(parts.total):
-                back = f"load the last good checkpoint, {self.last_saved}" if self.last_saved else "start again from a new model"
+                back = (f"take it back to the last good checkpoint, {self.last_saved}, with "
+                        f"npvae.load_checkpoint(path, model)" if self.last_saved else "start again from a new model")
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "
-                    f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied, but the "
-                    f"model holds the steps before it, which give this loss: {back}. {_advice(self.opt, beta_t)}")
+                    f"{parts.total} (recon {parts.recon}, KL {parts.kl}); this step was not applied, but the steps "
+                    f"before it, which the model holds, give this loss; {back}. {_advice(self.opt, beta_t)}")
             n = len(idx)
             s["loss"] += parts.total * n
             s["recon"] += parts.recon * n

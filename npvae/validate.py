@@ -197,8 +197,8 @@ def check_unit_interval(x, name, fix):
             hint = f"; if these are rounding errors: np.clip({variable}, 0, 1)"
         elif not has_nan and fix is not None and lo < 0:    # standardized, or scaled to [-1, 1]
             variable = name.split(": ")[-1].split(" (")[0]
-            hint = (f"; standardized or in [-1, 1]? npvae takes pixels in [0, 1] (its BCE is a Bernoulli per "
-                    f"pixel, and a likelihood of one's own gets them there too): give the pixels "
+            hint = (f"; standardized or in [-1, 1]? npvae takes pixels in [0, 1], whatever the likelihood "
+                    f"(its own BCE is a Bernoulli per pixel): give the pixels "
                     f"in [0, 1] (undo the standardization, {variable} * std + mean; from [-1, 1], "
                     f"({variable} + 1) / 2)")
         raise InputError(f"{name} must lie in [0, 1] (pixel probabilities), got values in "

@@ -650,9 +650,10 @@ class _Dropout(npvae.Module):
 
     def __init__(self, p, rng):
         super().__init__()
-        self.p, self.rng = p, rng
+        self.p, self.rng, self.modes = p, rng, []
 
     def forward(self, x):
+        self.modes.append(self.training)
         if not self.training:
             return x
         mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / (1 - self.p)
@@ -693,3 +694,16 @@ def test_fits_test_loss_is_the_evaluation_mode_loss_and_its_steps_run_in_trainin
     assert dropout.training                             # trained with the dropout on, and left in training mode
     expected = evaluate_elbo(model, test, batch_size=100, backend="numpy")
     assert history[-1]["test_loss"] == expected.total
+
+
+def test_each_epoch_of_fit_trains_in_training_mode_whatever_a_callback_left(data):
+    """A PyTorch habit: ``model.eval()`` in a callback to look at the model. The next epoch trains in
+    training mode all the same."""
+    train, _ = data
+    model = VAE(784, 32, 3, rng=0)
+    dropout = _with_dropout(model, np.random.default_rng(1))
+
+    def look(record, model):
+        model.eval()
+    fit(model, train, epochs=2, batch_size=200, backend="numpy", progress=False, rng=0, callback=look)
+    assert dropout.modes == [True] * 8                  # 2 epochs of 4 steps, each with the dropout on

@@ -237,7 +237,8 @@ def test_compile_kernels_runs_every_kernel_of_the_fast_path():
     """What it compiles ahead is all that training (Adam with retired units, SGD) and evaluation
     use: no kernel is left to compile in the first run (inlined helpers compile into their callers),
     whatever the model's sizes."""
-    proc = _python(CALLED_FROM_PYTHON + "compile_kernels()\nprint(sorted(n for n in outer if not outer[n].signatures))\n"
+    proc = _python(CALLED_FROM_PYTHON + "compile_kernels()\n"
+                   "print(sorted(n for n in outer if not outer[n].signatures))\n"
                    "ahead = {n: len(f.signatures) for n, f in jitted.items()}\n" + FIRST_RUNS +
                    "print(sorted(n for n, f in jitted.items() if len(f.signatures) > ahead[n]))\n")
     assert proc.returncode == 0 and proc.stdout.split("\n")[:2] == ["[]", "[]"], proc.stdout + proc.stderr

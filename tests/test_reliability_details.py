@@ -407,7 +407,7 @@ def test_a_signal_during_the_fast_paths_first_step_is_said_at_once_with_why_it_t
     short: the stop's own message follows at once, with no line before it."""
     from npvae.fast import Trainer
     x = np.random.default_rng(0).random((64, 12)).astype(np.float32)
-    said = "SIGINT received; stopping after the step under way, the first, which on a first run compiles"
+    said = "SIGINT received; stopping after the step under way (a process's first step compiles the fast path's"
     step = Trainer.step
     for at in (1, 2):
         calls = []

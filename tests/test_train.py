@@ -1577,8 +1577,8 @@ def test_a_learning_rate_given_to_a_resume_that_will_not_use_it_is_warned_of(sam
     (lambda x: x.astype(object), r"got dtype object; if it holds numbers, np\.asarray\(train_images, "
                                  r"dtype=np\.float32\) converts it"),
     (lambda x: (x - 0.5) / 0.29, r"got values in \[-1\.724, 1\.724\]; standardized or in \[-1, 1\]\? npvae "
-                                 r"takes pixels in \[0, 1\] \(its BCE is a Bernoulli per pixel, and a likelihood of "
-                                 r"one's own gets them there too\): give the pixels in \[0, 1\] "
+                                 r"takes pixels in \[0, 1\], whatever the likelihood \(its own BCE is a Bernoulli per "
+                                 r"pixel\): give the pixels in \[0, 1\] "
                                  r"\(undo the standardization, train_images \* std \+ mean; from \[-1, 1\], "
                                  r"\(train_images \+ 1\) / 2\)$"),
     (lambda x: 2 * x - 1, r"got values in \[-1, 1\]; standardized or in \[-1, 1\]\?"),
@@ -1707,9 +1707,11 @@ def test_a_divergence_says_the_model_holds_the_steps_before_it_and_how_to_get_ba
     def poison(record, model):                  # finite weights whose codes overflow: exp(100) in float32
         model.encoder[2].bias.data[model.latent_dim:] = 100
     kept = tmp_path / "run.npz"
-    for checkpoint, back in ((None, "start again from a new model"), (kept, f"load the last good checkpoint, {kept} (epoch 1)")):
+    for checkpoint, back in ((None, "start again from a new model"),
+                             (kept, f"take it back to the last good checkpoint, {kept} (epoch 1), with "
+                                    f"npvae.load_checkpoint(path, model)")):
         with warned_on_the_reference_only(backend):
-            with pytest.raises(DivergenceError, match=r"this step was not applied, but the model holds the steps "
-                                                      rf"before it, which give this loss: {re.escape(back)}\. "):
+            with pytest.raises(DivergenceError, match=r"this step was not applied, but the steps before it, which the "
+                                                      rf"model holds, give this loss; {re.escape(back)}\. "):
                 fit(small(), images[:128], epochs=2, batch_size=64, rng=0, progress=False, backend=backend,
                     callback=poison, checkpoint=checkpoint)
