@@ -946,7 +946,8 @@ def test_a_layer_with_parameters_of_its_own_is_refused_before_anything_is_writte
                               npvae.Dense(8, 20, rng=0)), r"parameter 'decoder.4.weight' is not one of the stock"),
     (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU(), npvae.Sigmoid(), npvae.Dense(8, 20, rng=0)),
      r"parameter 'decoder.3.weight' is not one of the stock VAE's that a checkpoint holds: .*a Dense moved from "
-     r"where VAE\(...\) puts it \(encoder.0, encoder.2, ..., the same in the decoder\) by a layer put before it"),
+     r"where VAE\(...\) puts it \(encoder.0, encoder.2, ..., the same in the decoder\) by a layer put before it\. "
+     r"A layer without parameters may take a ReLU's place or follow the last Dense\. "),
     (lambda: npvae.Sequential(npvae.Dense(2, 8, rng=0), npvae.ReLU()),
      r"implies decoder.2.weight of shape \(8, 20\) float32, but the model holds nothing there"),
 ], ids=["linear", "wider", "float64 layer", "deeper", "a layer put before a Dense", "a layer short"])

@@ -707,3 +707,25 @@ def test_each_epoch_of_fit_trains_in_training_mode_whatever_a_callback_left(data
         model.eval()
     fit(model, train, epochs=2, batch_size=200, backend="numpy", progress=False, rng=0, callback=look)
     assert dropout.modes == [True] * 8                  # 2 epochs of 4 steps, each with the dropout on
+
+
+class _Interrupted(npvae.Module):
+    """A layer of one's own on which evaluation is interrupted (a Ctrl-C in a notebook)."""
+
+    def forward(self, x):
+        raise KeyboardInterrupt
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+@pytest.mark.parametrize("evaluate", [lambda m, x: evaluate_elbo(m, x, backend="numpy"),
+                                      lambda m, x: iw_nll(m, x, k=2, backend="numpy")], ids=["elbo", "iw_nll"])
+def test_an_interrupted_evaluation_gives_each_module_its_mode_back(evaluate):
+    model = VAE(12, 8, 2, rng=0)
+    model.encoder = npvae.Sequential(model.encoder[0], model.encoder[1], _Interrupted(), model.encoder[2])
+    model.encoder[0].eval()
+    x = np.random.default_rng(0).random((8, 12)).astype(np.float32)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, x)
+    assert model.training and model.encoder.training and model.encoder[2].training and not model.encoder[0].training

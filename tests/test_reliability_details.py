@@ -427,3 +427,34 @@ def test_a_signal_during_the_fast_paths_first_step_is_said_at_once_with_why_it_t
         with pytest.raises(TrainingInterrupted, match=f"at epoch 1, step {at} of 4"):
             npvae.fit(model, x, epochs=1, batch_size=16, progress=False, backend="numpy")
         assert "SIGINT received" not in capsys.readouterr().err
+
+
+def test_a_signal_after_the_first_step_is_not_said_to_wait_for_it(capsys):
+    """Once the first step is done, a signal (here in the end-of-epoch callback of a one-step epoch)
+    is not told it stops "after the step under way, the first": that step is over."""
+    x = np.random.default_rng(0).random((16, 12)).astype(np.float32)
+
+    def interrupt(record, model):
+        signal.raise_signal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted):
+        npvae.fit(npvae.VAE(12, 8, 2, rng=0), x, epochs=2, batch_size=16, progress=False, backend="numba",
+                  callback=interrupt)
+    assert "stopping after the step under way" not in capsys.readouterr().err
+
+
+def test_a_signal_during_the_first_step_of_a_resumed_fast_run_is_said_at_once(monkeypatch, capsys, tmp_path):
+    """A resumed run in a new process compiles in its first step just as a fresh one does."""
+    from npvae.fast import Trainer
+    x = np.random.default_rng(0).random((64, 12)).astype(np.float32)
+    path = tmp_path / "run.npz"
+    npvae.fit(npvae.VAE(12, 8, 2, rng=0), x, epochs=1, batch_size=16, progress=False, backend="numba", checkpoint=path)
+    step = Trainer.step
+
+    def interrupted(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    with pytest.raises(TrainingInterrupted, match="at epoch 2, step 1 of 4"):
+        npvae.fit(npvae.VAE(12, 8, 2, rng=0), x, epochs=2, batch_size=16, progress=False, backend="numba",
+                  checkpoint=path, resume=path)
+    assert "SIGINT received; stopping after the step under way" in capsys.readouterr().err
