@@ -536,7 +536,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         parameters; while ``test_images`` are evaluated, a ``kl``, ``bce`` or ``sampler`` of
         another class is refused on both. The model's ``rng``
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
-        still resumes exactly); ``model.sample(16, rng=0)`` only looks.
+        still resumes exactly); ``model.sample(16, rng=0)`` only looks. A ``model.eval()`` here
+        lasts until the next epoch's start, which puts the model in training mode again.
     metrics_path : path, optional
         One JSON line per epoch is appended atomically, after the epoch's checkpoint. On a
         resume it is made to hold the checkpoint's epochs (a line it lacks is written from the
@@ -808,7 +809,7 @@ class _Run:
                     f"any training step: the model as given makes it (weights that overflow, such as a "
                     f"log-variance whose exp is inf), or the data; nothing was trained")
             if not math.isfinite(parts.total):
-                back = (f"take it back to the last good checkpoint, {self.last_saved}, with "
+                back = (f"take the model back to the last good checkpoint, {self.last_saved}, with "
                         f"npvae.load_checkpoint(path, model)" if self.last_saved else "start again from a new model")
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step + 1} of {steps}: the loss is "

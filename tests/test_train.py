@@ -1708,7 +1708,7 @@ def test_a_divergence_says_the_model_holds_the_steps_before_it_and_how_to_get_ba
         model.encoder[2].bias.data[model.latent_dim:] = 100
     kept = tmp_path / "run.npz"
     for checkpoint, back in ((None, "start again from a new model"),
-                             (kept, f"take it back to the last good checkpoint, {kept} (epoch 1), with "
+                             (kept, f"take the model back to the last good checkpoint, {kept} (epoch 1), with "
                                     f"npvae.load_checkpoint(path, model)")):
         with warned_on_the_reference_only(backend):
             with pytest.raises(DivergenceError, match=r"this step was not applied, but the steps before it, which the "
