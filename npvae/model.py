@@ -193,7 +193,7 @@ class VAE(Module):
 
     def _passes(self):
         """The ops loss() runs, and how many passes each has kept so far (:meth:`_set_pending_loss`)."""
-        ops = self._ops()
+        ops = loss_ops(self)
         return ops, {name: m.passes for name, m in ops.items()}
 
     def _set_pending_loss(self, beta, passes_before):
@@ -220,7 +220,7 @@ class VAE(Module):
                              "inference call (encode, decode, decode_logits, sample, forward, reconstruct, "
                              "interpolate, or evaluation with backend='numpy') ran since and replaced what "
                              f"backward needs{own}")
-        ran = [name for name, m in self._ops().items() if m.passes != self._passes_at_loss.get(name)]
+        ran = [name for name, m in loss_ops(self).items() if m.passes != self._passes_at_loss.get(name)]
         if ran:
             raise StateError(f"VAE.backward: model.{ran[0]} ran forward since loss() and replaced what "
                              f"backward needs (another batch's codes, say). Call loss() again first; run "
@@ -233,14 +233,6 @@ class VAE(Module):
                              f"each place a layer of its own")
         self._pending_beta, self._differentiated = None, True     # one backward per loss
         return beta
-
-    def _ops(self):
-        """``{name: module}`` of the ops loss() runs. Their ``passes`` (:meth:`Module.keep` counts
-        them) tell backward whether one ran forward again since; and each must be an object of
-        its own: one in two places would keep its second forward's values only."""
-        parts = ("encoder", "sampler", "decoder", "bce", "kl")
-        return one_place_each((pair for part in parts for pair in getattr(self, part).named_modules(part + ".")),
-                              "model.{} and model.{}")
 
     # -- using a trained model -----------------------------------------------------------
     def _checked(self, x, name="x", n_features=None):
@@ -381,6 +373,16 @@ class VAE(Module):
         ends = [self.encode(x)[0][0] for x in images]
         w = np.linspace(0.0, 1.0, steps, dtype=self.dtype)[:, None]
         return self.decode(w * ends[1] + (1 - w) * ends[0])
+
+
+def loss_ops(model, name="model"):
+    """``{name: module}`` of the ops ``VAE.loss`` runs. Their ``passes`` (:meth:`Module.keep` counts
+    them) tell backward whether one ran forward again since; and each must be an object of its
+    own: one in two places would keep its second forward's values only (an InputError naming
+    both places, in ``name``'s words; the fast path refuses the same for training)."""
+    parts = ("encoder", "sampler", "decoder", "bce", "kl")
+    return one_place_each((pair for part in parts for pair in getattr(model, part).named_modules(part + ".")),
+                          name + ".{} and " + name + ".{}")
 
 
 def check_vae(model, name="model"):

@@ -15,8 +15,7 @@ import numpy as np
 from ..errors import InputTypeError
 from ..layers import Dense, ReLU, Sequential
 from ..losses import KL, BCEWithLogits
-from ..model import VAE, check_vae
-from ..module import one_place_each
+from ..model import VAE, check_vae, loss_ops
 from ..validate import same_class, same_type
 from ..optim import SGD, Adam, Optimizer
 from ..sampler import Sampler
@@ -81,8 +80,7 @@ def check_supported(model, methods, name="model", instead=_USE_REFERENCE):
                 raise InputTypeError(f"{name}.{path}.{method} is set on the {type(module).__name__} itself, "
                                      f"and the fast path does not run it" + instead)
     if "loss" in methods:       # refused by the reference's loss() (its modules keep one pass each): here too
-        one_place_each((pair for part in ("encoder", "sampler", "decoder", "bce", "kl")
-                        for pair in getattr(model, part).named_modules(part + ".")), name + ".{} and " + name + ".{}")
+        loss_ops(model, name)
     enc = [model.input_dim, *model.hidden_dims, 2 * model.latent_dim]
     dec = [model.latent_dim, *model.hidden_dims[::-1], model.input_dim]
     dense = _check_stack(model, "encoder", enc, name, instead) + _check_stack(model, "decoder", dec, name, instead)
