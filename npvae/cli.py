@@ -70,8 +70,9 @@ exit status:
   130  stopped by Ctrl-C (SIGINT); 143: stopped by SIGTERM; 149: stopped by
        Ctrl-Break (Windows).
        {stopped}
-  141  the reader of the output left early (| head): what was left to print
-       is dropped quietly; a training run goes on and finishes its work"""
+  141  the output's reader left (| head) with lines still to print: they are
+       dropped quietly; a training run goes on and finishes its work (and
+       may end with 0: it prints its lines at its end)"""
 #: The exit statuses, as ``--help`` shows them (a program that trains with a checkpoint).
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"

@@ -6,6 +6,7 @@ synced, the same parameters and optimizer state (float64: to round-off).
 """
 import copy
 import os
+import re
 import tracemalloc
 import traceback
 import warnings
@@ -874,6 +875,25 @@ def test_a_model_or_optimizer_changed_after_the_trainer_was_made_is_checked_agai
     trainer.sync()                                  # nothing of the trainer's to write back
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
     assert opt.t == edited
+
+
+@pytest.mark.parametrize("edit", [edit for edit in EDITS if "step count" not in edit])  # (that one: at the step)
+def test_a_model_or_optimizer_changed_after_the_trainers_first_update_is_refused_at_the_sync(edit):
+    """Once it has applied an update, a step no longer checks the model (the check would cost
+    about a twentieth of a step): a change made then is found at the sync. Its steps computed the
+    model as it was, so they are dropped, not written back into the changed one."""
+    change, _, words = EDITS[edit]
+    model = VAE(30, 16, 3, rng=0, dtype=np.float64)
+    opt = Adam(model.parameters(), lr=1e-2)
+    x = np.random.default_rng(1).random((16, 30))
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(StateError, match=r"changed while this Trainer held them.*2 step\(s\).*dropped") as raised:
+        with Trainer(model, opt) as trainer:
+            trainer.step(x)
+            change(model, opt)
+            trainer.step(x)
+    assert re.search(words, str(raised.value)), raised.value
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
 
 
 def test_the_noise_is_the_samplers_as_on_the_reference(images):

@@ -27,8 +27,9 @@ before the trainer's first step (a checkpoint loaded right after making it) is t
 that step. If something else changes them after that (a second trainer, ``fit``,
 ``load_checkpoint``, a hand edit), the trainer keeps that change and raises ``StateError``
 rather than overwrite it: at the next :meth:`step` if the optimizer's step count moved,
-else at :meth:`sync` (or :meth:`begin_epoch`).
-A change is found by comparing values with what the trainer took, so one that puts back
+else at :meth:`sync` (or :meth:`begin_epoch`), which also checks again what the trainer
+computes (a layer swapped after its first update: its steps computed the model as it was).
+A changed value is found by comparing with what the trainer took, so a change that puts back
 exactly those values (a reset to the starting state) cannot be told from no change: sync first.
 The optimizer's hyper-parameters are read at every step, so a learning-rate schedule
 that sets ``optimizer.lr`` works inside the loop. One trainer per model at a time.
@@ -51,7 +52,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import InputError, StateError
+from ..errors import InputError, NpvaeError, StateError
 from ..validate import (check_batch, check_bool, check_finite_parameters, check_images, check_indices,
                         check_optimizer_params, check_positive_float, check_positive_int, check_writable)
 from .batches import ColumnBatches
@@ -217,7 +218,8 @@ class Trainer:
         ------
         StateError
             If something else changed the model or the optimizer after the trainer took them
-            and the trainer has stepped since: their change is kept, the trainer's steps are not.
+            (a value, or what it computes: a layer swapped, a ``step`` set on the optimizer) and
+            the trainer has stepped since: their change is kept, the trainer's steps are not.
         """
         if self.torn and self.dead is not None:     # moves cut short (here, or in load: then synced)
             self.dead.drop_evidence()       # what this epoch saw fire is not whole
@@ -237,16 +239,21 @@ class Trainer:
         if self.dead is not None:           # whatever follows: what fired is evidence, kept
             with self._may_tear():
                 self.dead.pause()           # the units back in order, and what fired recorded
-        if self._changed_elsewhere(or_ours=self.storing):
+        # a changed value, or a change of what to compute (a layer swapped, a step set: the steps
+        # check that only until their first update, the check costing about a twentieth of a step)
+        changed = self._changed_elsewhere(or_ours=self.storing)
+        uncomputable = None if changed else _why_not_computable(self.model, self.optimizer)
+        if changed or uncomputable:
             steps = self.fused.t - self.taken_t
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
                 return
+            what = (f", into what its steps did not compute: {uncomputable}" if uncomputable else
+                    " (a second Trainer, fit, load_checkpoint, load_state_dict or a hand edit)")
             raise StateError(
-                "Trainer.sync: the model or the optimizer changed while this Trainer held them (a second "
-                "Trainer, fit, load_checkpoint, load_state_dict or a hand edit). That change is kept and "
-                f"the trainer's {steps} step(s) since it took them are dropped. Inside the loop, call "
-                "trainer.sync() before anything else uses the model; one Trainer per model at a time.")
+                f"Trainer.sync: the model or the optimizer changed while this Trainer held them{what}. That "
+                f"change is kept and the trainer's {steps} step(s) since it took them are dropped. Inside the "
+                "loop, call trainer.sync() before anything else uses the model; one Trainer per model at a time.")
         if self.fused.t == self.taken_t:     # no step since it took them: the model holds them all
             self.synced = True
             return
@@ -503,8 +510,8 @@ class Trainer:
 
 def _check_computable(model, optimizer):
     """The fast path computes what ``model`` and ``optimizer`` compute, and can write its steps
-    back; checked when the trainer is made, when it takes them back (:meth:`Trainer.load`), and
-    at each step until it has applied an update since."""
+    back; checked when the trainer is made, when it takes them back (:meth:`Trainer.load`), at
+    each step until it has applied an update since, and at each :meth:`Trainer.sync`."""
     check_supported(model, TRAINING_METHODS, instead=OWN_LOOP)
     check_supported_optimizer(optimizer)
     check_optimizer_params(optimizer, model)
@@ -512,6 +519,15 @@ def _check_computable(model, optimizer):
         check_writable(p.data, f"model.{name}.data")
         for state in type(optimizer).state_names:
             check_writable(optimizer.state[p][state], f"optimizer.state[model.{name}][{state!r}]")
+
+
+def _why_not_computable(model, optimizer):
+    """What :func:`_check_computable` says of ``model`` and ``optimizer`` now, or None."""
+    try:
+        _check_computable(model, optimizer)
+    except NpvaeError as refusal:
+        return str(refusal).rstrip(".")
+    return None
 
 
 def _same(a, b):
