@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import traceback
 import warnings
 import zipfile
@@ -1242,3 +1243,64 @@ def test_interop_given_a_checkpoint_instead_of_a_model_says_to_load_the_model_fi
             to_torch_state_dict(value)
     with pytest.raises(InputError, match=r"got object$"):           # no such hint for anything else
         to_torch_state_dict(object())
+
+
+def test_a_checkpoint_whose_zip_directory_claims_more_than_the_file_can_hold_is_corrupt(tmp_path):
+    """A size field of the zip's central directory damaged (about 4 GB claimed): the members
+    themselves are intact and pass their CRC, so only the check of the sizes the directory
+    claims against the file's own size finds it. The file is called corrupt, as the module
+    docstring promises, not loaded as if nothing were wrong."""
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, npvae.VAE(20, 8, 2, rng=0))
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")                  # the first central-directory entry
+    struct.pack_into("<I", data, entry + 24, 0xFFFFFF00)   # its uncompressed size: ~4 GB
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"corrupt checkpoint: members claim \d+ bytes in a \d+-byte file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"just some text\n", b"\x80\x02}q\x00.", b"\x93NUMPY\x01\x00"])
+def test_a_file_that_is_no_zip_is_called_not_a_checkpoint_not_a_damaged_one(tmp_path, content):
+    """A file that is no zip at all (empty, text, a pickle, a lone .npy) is "not an npvae
+    checkpoint", with its size and first bytes, not a "corrupt or truncated checkpoint" (which
+    sends the user looking for an earlier copy of a file that never was a checkpoint)."""
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"not an npvae checkpoint: not a zip/npz file \({len(content)} bytes"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_checkpoint_whose_running_sums_are_not_finite_is_refused_at_the_load(tmp_path, value):
+    """save_checkpoint refuses such sums, so only a damaged or hand-edited file holds one; a
+    resume from it would finish the epoch with a NaN or infinite loss in its record (json reads
+    NaN and Infinity). The load refuses it, naming the sum, as the save does."""
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, npvae.VAE(20, 8, 2, rng=0), step=3, partial={"loss": 12.5, "n": 96})
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["partial"]["loss"] = value
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(CheckpointError, match=r"running sum 'loss' is (nan|inf|-inf); the checkpoint cannot be resumed"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, 2.0, "2"])
+def test_a_checkpoint_whose_format_version_is_not_a_positive_int_is_malformed(tmp_path, version):
+    """No npvae wrote version 0 (the first format is 1), nor a version that is not an int:
+    such a file is damaged or someone else's."""
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, npvae.VAE(20, 8, 2, rng=0))
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["version"] = version
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(CheckpointError, match=r"malformed checkpoint metadata: version must be a positive int"):
+        load_checkpoint(path)

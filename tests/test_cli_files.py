@@ -399,3 +399,15 @@ def test_a_resume_in_its_own_folder_on_a_full_disk_says_to_continue_elsewhere(tm
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"error: the run's folder {mnt / 'run'}: only "), proc.stderr
     assert proc.stderr.rstrip().endswith("free some space or continue it in another folder with --out NEW"), proc.stderr
+
+
+def test_a_run_that_diverges_at_once_keeps_the_empty_out_folder_the_user_made(tmp_path):
+    """``mkdir run; train_mnist.py --out run`` that diverges in its first epoch leaves ``run``
+    (empty) where it was: the user's folder, not the run's (a folder the run made is removed)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    proc = run([TRAIN, *SMALL, "--epochs", "2", "--lr", "1e30", "--out", str(out)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: training diverged at epoch 1" in proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert out.is_dir() and os.listdir(out) == []

@@ -998,3 +998,22 @@ def test_the_parent_of_a_data_sets_folder_is_pointed_at_it_when_no_data_set_is_n
                                                    rf"{tmp_path / 'mnist'}: point at the one you mean$"):
         npvae.data.load_idx_split(tmp_path, "t10k")
     assert len(npvae.data.load_idx_split(tmp_path / "mnist", "t10k")[0]) > 0
+
+
+def test_a_gzip_header_claiming_just_more_than_the_file_can_hold_is_refused_before_reading(tmp_path):
+    """A claim just past deflate's 1032:1 ratio (the other tests claim far more) is refused up
+    front, with the message that says the header cannot be right, not by a decompression that
+    runs out later."""
+    path = tmp_path / "claims.gz"
+    header = lambda n: bytes([0, 0, 8, 1]) + struct.pack(">I", n)     # noqa: E731
+    body = bytes(100)
+    data = gzip.compress(header(1) + body, mtime=0)
+    for _ in range(5):              # the claim is one byte past 1032 * (the file's size) + 1024 bytes
+        n = 1032 * len(data) + 1024 - 8 + 1
+        data, before = gzip.compress(header(n) + body, mtime=0), data
+        if len(data) == len(before):
+            break
+    assert 1032 * len(data) + 1024 < 8 + n
+    path.write_bytes(data)
+    with pytest.raises(DataFileError, match=r"cannot hold more than about"):
+        read_idx(path)

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cli_util import SAMPLE
 
 import npvae
 from npvae.errors import InputError, InputTypeError, NpvaeError, StateDictError, StateError
@@ -628,3 +629,30 @@ def test_the_refusal_lists_the_first_four_names_given():
     with pytest.raises(StateDictError) as info:
         m.load_state_dict(npvae.interop.to_torch_state_dict(other, "examples"), strict=False)
     assert "(got ['fc1.weight', 'fc1.bias', 'fc21.weight', 'fc21.bias'], ...;" in str(info.value)
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda tmp: npvae.VAE(4, 3, 2, rng=0).loss(np.full((2, 4), 0.5, np.float32), beta=INF), "beta"),
+    (lambda tmp: npvae.evaluate_elbo(npvae.VAE(4, 3, 2, rng=0), np.full((2, 4), 0.5, np.float32), beta=INF), "beta"),
+    (lambda tmp: npvae.data.load_split("mnist", "t10k", data_dir=SAMPLE, timeout=INF), "timeout"),
+    (lambda tmp: npvae.data.download_dataset("mnist", tmp / "cache", files=[], timeout=INF), "timeout"),
+])
+def test_an_infinite_number_is_refused_where_a_finite_one_is_asked_for(tmp_path, call, name):
+    """inf, not only NaN (which fails any comparison), is refused by name where a number must
+    be finite: the KL weight and a download's timeout (the command line checks its own options
+    before these are called)."""
+    with pytest.raises(npvae.errors.InputError, match=rf"{name} must be a finite number (>|>=) 0, got inf"):
+        call(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_image_set_with_nan_or_inf_says_where_the_first_one_is(bad):
+    """Not only refused (the [0, 1] check would do that): the user is told which row and column
+    to look at."""
+    images = np.full((3, 4), 0.5, np.float32)
+    images[1, 2] = bad
+    with pytest.raises(npvae.errors.InputError, match=r"images contains NaN or inf \(first at row 1, column 2\)"):
+        npvae.evaluate_elbo(npvae.VAE(4, 3, 2, rng=0), images)

@@ -697,3 +697,15 @@ def test_backward_after_a_subclass_loss_that_skips_vae_loss_says_to_call_it():
     plain = VAE(12, 8, 2, rng=0)                        # the stock loss: no word of a subclass
     with pytest.raises(StateError, match=r"ran since and replaced what backward needs$"):
         plain.backward()
+
+
+def test_sample_is_refused_when_the_memory_left_is_just_short_of_what_it_decodes(monkeypatch):
+    """Not only petabytes (the test above): here the memory left is what the decoder's last
+    layer alone holds (its logits and its probabilities: twice the images), with nothing for
+    the codes and the hidden layer: not enough, so refused up front."""
+    model = VAE(784, 400, 20, rng=0)
+    monkeypatch.setattr(footprint, "available_bytes", lambda: 2 * 1000 * 784 * 4)
+    with pytest.raises(InputError, match=r"sample\(1000\) decodes 1,000 codes at once"):
+        model.sample(1000)
+    monkeypatch.setattr(footprint, "available_bytes", lambda: 10 ** 9)
+    assert model.sample(1000).shape == (1000, 784)

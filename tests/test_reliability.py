@@ -809,3 +809,26 @@ def test_writing_a_file_leaves_the_umask_alone_for_other_threads(tmp_path):
         thread.join()
         os.umask(old)
     assert modes == {0o644}
+
+
+def test_the_training_estimate_of_a_float64_model_covers_what_its_training_allocates():
+    """A float64 model (``fit`` passes ``model.dtype``) needs twice a float32 one's bytes; its
+    training on the reference back end stays within the estimate for its dtype."""
+    args = (784, 400, 20, 128)
+    assert footprint.training_bytes(*args, np.float64, nll_rows=0) == \
+        2 * footprint.training_bytes(*args, np.float32, nll_rows=0)
+    x = np.random.default_rng(0).random((16, 784))
+    tracemalloc.start()
+    try:
+        model = npvae.VAE(784, 2000, 20, rng=0, dtype=np.float64)
+        opt = npvae.Adam(model.parameters())
+        for _ in range(2):
+            model.zero_grad()
+            model.loss(x)
+            model.backward()
+            opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    need = footprint.training_bytes(784, 2000, 20, 16, np.float64, backend="numpy")
+    assert peak <= need, (peak, need)
