@@ -454,7 +454,7 @@ def whole_number(text):
 
 
 def main():
-    ap = ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=(__doc__ or "").split("\n")[0])      # (-OO: no docstrings)
     ap.add_argument("--data-dir", type=os.path.expanduser, default=None,
                     help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=whole_number, default=5,

@@ -83,7 +83,7 @@ def draw(path):
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=(__doc__ or "").split("\n")[0])   # (-OO: no docstrings)
     p.add_argument("--out", type=cli.user_path, default=os.path.join("runs", "kl_curve.png"),
                    help="where to write the PNG (default: runs/kl_curve.png)")
     args = p.parse_args(argv)

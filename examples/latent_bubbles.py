@@ -44,7 +44,7 @@ def three_digits(value):
 
 
 def parse_args(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=(__doc__ or "").split("\n")[0])   # (-OO: no docstrings)
     p.add_argument("--data-dir", type=cli.folder_path, default=None,
                    help="folder with the MNIST test set (t10k) IDX files (default: the shipped sample)")
     p.add_argument("--train", type=cli.whole_number(1), default=None,

@@ -104,9 +104,10 @@ def result(line):
 # -- settings ------------------------------------------------------------------------
 def build_parser(exit_on_error=True):
     d = DEFAULTS
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0] + "\nThe model is float32 (a float64 one trains in "
+    doc = __doc__ or "Train a VAE on MNIST.\nResuming: see the README."    # python -OO strips docstrings
+    p = cli.ArgumentParser(description=doc.split("\n")[0] + "\nThe model is float32 (a float64 one trains in "
                            "Python: npvae.fit).",
-                           epilog=__doc__[__doc__.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
+                           epilog=doc[doc.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
                            argument_default=argparse.SUPPRESS,   # unset flags stay unset: see settings()
                            exit_on_error=exit_on_error)
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-test-split"],
@@ -628,8 +629,8 @@ def draw_and_evaluate(s, folder, model, history, before, data):
         draw_figures(s, folder, model, history, before, data)
         left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
-    except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, ...
-        if cli.interruption(e) or isinstance(e, (OSError, MemoryError, InputError, ImportError)):
+    except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
+        if cli.interruption(e) or isinstance(e, Exception):
             checkpoint = folder.file("checkpoint.npz")
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
             e.add_note("  " + resume_command(checkpoint))

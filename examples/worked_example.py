@@ -337,7 +337,7 @@ exit status:
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=EXIT_STATUS)
+    p = cli.ArgumentParser(description=(__doc__ or "").split("\n")[0], epilog=EXIT_STATUS)   # (-OO: no docstrings)
     p.add_argument("--update", type=cli.user_path, metavar="PAGE", default=None,
                    help="write the block into PAGE between the worked-example markers instead of printing it")
     args = p.parse_args(argv)

@@ -385,6 +385,19 @@ def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_
     assert "bug in npvae" not in err and "the training is complete and saved in" in err and "--resume" in err
 
 
+def test_any_error_after_training_says_the_run_is_saved_and_how_to_finish(tmp_path, script, capsys, monkeypatch):
+    """Not only the errors npvae foresees: an MPLBACKEND naming no backend fails matplotlib's import
+    with a ValueError when the figures are drawn; the trained run is kept whatever the error."""
+    def draw(*args):
+        raise ValueError("Key backend: 'nonsense' is not a valid value for backend; supported values are [...]")
+    monkeypatch.setattr(script, "draw_figures", draw)
+    out = tmp_path / "run"
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == 1 and "'nonsense' is not a valid value for backend" in err, err
+    assert f"the training is complete and saved in {out / 'checkpoint.npz'};" in err
+    assert script.resume_command(str(out / "checkpoint.npz")) in err, err
+
+
 def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(
         tmp_path, script, capsys, monkeypatch):
     """run.json records where the data were as a full path; resumed from elsewhere, where the
