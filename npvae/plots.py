@@ -52,15 +52,15 @@ def new_figure(width, height):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")     # (not the user's rc's)
     FigureCanvasAgg(fig)
     fig._repr_png_ = functools.partial(_png_bytes, fig)     # (a partial: the figure still pickles)
     return fig
 
 
-def _png_bytes(fig, dpi=100):
+def _png_bytes(fig):
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
     return buffer.getvalue()
 
 
@@ -89,15 +89,21 @@ def save_png(fig, path, dpi=100):
         raise InputError(f"path {os.fspath(path)!r} names a .{suffix} file, but npvae writes its figures as "
                          f"PNG; give a .png path, or call .savefig({os.path.basename(os.fspath(path))!r}) on the "
                          f"figure returned")
+    dpi = _check_dpi(fig, dpi)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    return path
+
+
+def _check_dpi(fig, dpi):
+    """``dpi`` as a float, if it makes each side of ``fig`` 1 to ``_MAX_SIDE`` pixels."""
     dpi = check_positive_float(dpi, "dpi")
     width, height = fig.get_size_inches() * dpi
     if min(width, height) < 1 or max(width, height) > _MAX_SIDE:
         raise InputError(f"dpi={dpi:g} makes this figure {_pixels(width)} x {_pixels(height)} pixels; give a "
                          f"dpi that keeps both sides from 1 to {_MAX_SIDE:,} pixels (the default, 100, gives "
                          f"{_pixels(width * 100 / dpi)} x {_pixels(height * 100 / dpi)})")
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=dpi)
-    return path
+    return dpi
 
 
 def _pixels(n):
@@ -107,8 +113,10 @@ def _pixels(n):
 
 
 def _finish(fig, path, dpi=100):
+    """``fig`` at ``dpi`` (the picture a notebook shows too), written to ``path`` if one is given."""
+    fig.set_dpi(_check_dpi(fig, dpi))
     if path is not None:
-        save_png(fig, path, dpi)
+        save_png(fig, path, fig.dpi)
     return fig
 
 
@@ -217,7 +225,7 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
     image_shape : (int, int), optional
         As for :func:`tile_images`.
     dpi : float
-        The PNG's pixels per inch.
+        Pixels per inch, of the PNG written to ``path`` and of the picture a notebook shows.
 
     Returns
     -------

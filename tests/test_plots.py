@@ -181,6 +181,9 @@ def test_bad_arguments_are_named_before_matplotlib_sees_them(digits, tmp_path):
         (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=1e5), r"dpi=100000 makes .* pixels"),
         (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=1e-3), r"dpi=0.001 makes .* pixels"),
         (lambda: plot_samples(x, tmp_path / "unused.png", dpi=1e5), r"dpi=100000 makes"),
+        (lambda: plot_samples(x, dpi=0), "dpi must be a finite number > 0"),            # no path: checked too
+        (lambda: plot_samples(x, dpi=float("nan")), "dpi must be a finite number > 0"),
+        (lambda: plot_loss([{"train_loss": 1.0}], dpi=1e5), r"dpi=100000 makes"),
         (lambda: plot_loss(np.array([1.0, 2.0])), r"history must be a list of per-epoch dicts.*got ndarray"),
         (lambda: plot_loss([{"epoch": None, "train_loss": 1.0}]), r"history\[0\]\['epoch'\] must be a number, got None"),
         (lambda: plot_loss([{"train_loss": 1.0}, {"train_loss": "2"}]), r"history\[1\]\['train_loss'\] must be a number"),
@@ -295,6 +298,14 @@ def test_a_figure_shows_in_a_notebook_without_pyplot(digits):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == tuple(
         round(v) for v in fig.get_size_inches() * 100)
     assert pickle.loads(pickle.dumps(fig))._repr_png_()[16:24] == png[16:24]     # and it still pickles
+
+
+def test_a_figures_dpi_is_the_one_a_notebook_shows_too(digits):
+    """``dpi`` without a ``path``: the picture a notebook shows has it (it was left at 100)."""
+    images, _ = digits
+    fig = plot_samples(images[:4], nrows=2, ncols=2, dpi=200)
+    png = fig._repr_png_()
+    assert struct.unpack(">II", png[16:24]) == tuple(round(v) for v in fig.get_size_inches() * 200)
 
 
 def test_save_png_is_atomic(tmp_path, digits):
