@@ -746,3 +746,19 @@ def test_a_loaded_candidate_that_fires_is_not_retired_at_the_epochs_end():
     step_on(trainer, 100)                                   # the epoch's last batch: the others came before
     trainer.end_epoch()
     assert trainer.dead_units()["retired"] == [1, 2, 3]
+
+
+def test_a_loaded_record_is_checked_on_the_last_image_of_4097():
+    """Trainer.load_dead_units re-checks a record on every training image, 4096 at a time: with
+    4097 images the second chunk is the last image alone, and a retired unit that fires on it
+    only is computed again."""
+    x = np.zeros((4097, 784), np.uint8)
+    x[4096] = 255                                           # the one image with ink: the last
+    model = VAE(784, 4, 2, rng=0)
+    first = model.encoder[0]
+    first.weight.data[:] = 0.0
+    first.weight.data[:, 0] = 0.01                          # unit 0: 7.84 on that image, else 0
+    first.bias.data[:] = -1.0                               # every unit is 0 on every other image
+    trainer = Trainer(model, Adam(model.parameters()), images=x, batch_size=100, retire_dead_units=True)
+    trainer.load_dead_units(dict(retired=[0, 1, 2, 3], candidates=[], live=[]))
+    assert trainer.dead_units()["retired"] == [1, 2, 3]

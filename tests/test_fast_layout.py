@@ -190,3 +190,51 @@ def test_the_evaluator_blames_the_layout_only_for_an_x_of_the_models_type_and_wi
     for bad in (np.asfortranarray(x, np.float64), x.astype(np.float64)):
         with pytest.raises(InputError, match=r"got a float64 array of shape \(6, 784\)$"):
             evaluator.encode(bad)
+
+
+def test_units_left_out_after_a_pass_where_they_fired_get_zero_gradients():
+    """FastVAE.backward zeroes what it does not compute: the left-out units' bias gradient and
+    their rows of the next weight's gradient ("these rows step with 0"). The tutorial's own
+    retirement only leaves out units whose last gradients were 0 already, so a stale row from
+    the previous pass would go unnoticed there; here the units fired in the previous pass."""
+    model = VAE(30, 12, 3, dtype=np.float64, rng=0)
+    model.encoder[0].bias.data[:] = 5.0                 # every unit fires on every row
+    x = np.random.default_rng(2).random((9, 30))
+    eps = np.random.default_rng(3).standard_normal((9, 3))
+    net = FastVAE(model)
+    net.load(model)
+    net.forward(np.asfortranarray(x), 1.0, eps)
+    net.backward()
+    out = np.array([0, 5, 11])
+    assert net.gradients()["encoder.0.bias"][out].all()          # they had gradients
+    kept = np.setdiff1d(np.arange(12), out)
+    net.reorder(np.concatenate([kept, out]))
+    net.n_units = len(kept)
+    net.forward(np.asfortranarray(x), 1.0, eps)
+    net.backward()
+    grads = net.gradients()
+    assert not grads["encoder.0.weight"][:, out].any()
+    assert not grads["encoder.0.bias"][out].any()
+    assert not grads["encoder.2.weight"][out, :].any()
+
+
+def test_the_fast_paths_loss_sums_its_rows_in_float64_in_float32_training():
+    """As the reference's batch_mean, FastVAE.forward sums the per-image losses in float64: one
+    image's loss of 784000 and 127 of 0.01 each give the mean of all 128, where a float32 sum
+    would drop the small ones (float32's spacing at 784000 is 0.0625)."""
+    model = VAE(784, 32, 4, dtype=np.float32, rng=0)
+    state = model.state_dict()
+    state["decoder.2.weight"][:] = 0.0
+    state["decoder.2.bias"][:] = 1000.0               # every logit 1000: a black pixel costs 1000
+    model.load_state_dict(state)
+    x = np.ones((128, 784), np.float32)
+    x[0] = 0.0                                         # image 0: 784000
+    x[1:, 0] = 0.99999                                 # the others: about 0.01
+    eps = np.random.default_rng(0).standard_normal((128, 4)).astype(np.float32)
+    net = FastVAE(model)
+    net.load(model)
+    full = net.forward(np.asfortranarray(x), 1.0, eps).recon
+    first = net.forward(np.asfortranarray(x[:1]), 1.0, eps[:1]).recon
+    rest = net.forward(np.asfortranarray(x[1:]), 1.0, eps[1:]).recon
+    assert rest > 0.005
+    assert full == pytest.approx((first + 127 * rest) / 128, rel=1e-13)

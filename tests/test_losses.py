@@ -298,3 +298,19 @@ def test_a_bce_takes_float32_or_float64_as_every_other_op(make, dtype):
     a, t = np.full((2, 3), 0.3, dtype), np.full((2, 3), 0.5, dtype)
     with pytest.raises(InputTypeError, match=r"must share a float32 or float64 dtype, got "):
         make().forward(a, t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_loss_is_the_float64_sum_of_its_rows_over_the_batch_even_in_float32(dtype):
+    """batch_mean promises the rows are summed in float64: one big row and many small ones
+    lose the small ones if the sum runs in float32 (a float32 accumulator at 2**25 steps by 4)."""
+    B = 256
+    mu = np.zeros((B, 1), dtype)
+    mu[0, 0] = 2.0 ** 13                       # row 0: KL = mu**2 / 2 = 2**25, exact in float32
+    mu[1:, 0] = 1.5                            # the others: 1.125 each, exact
+    h = np.concatenate([mu, np.zeros_like(mu)], axis=1)      # logvar = 0
+    kl = KL()
+    loss = kl.forward(h)
+    exact = (2.0 ** 25 + (B - 1) * 1.125) / B
+    assert math.fsum(kl.rows.astype(np.float64)) / B == exact
+    assert loss == exact
