@@ -238,3 +238,26 @@ def test_the_fast_paths_loss_sums_its_rows_in_float64_in_float32_training():
     rest = net.forward(np.asfortranarray(x[1:]), 1.0, eps[1:]).recon
     assert rest > 0.005
     assert full == pytest.approx((first + 127 * rest) / 128, rel=1e-13)
+
+
+def test_load_takes_the_model_as_it_is_in_its_order_with_every_unit_computed():
+    """After units were moved and some left out, ``load`` starts again from the model: the loss
+    and the gradients are a fresh FastVAE's (a Trainer reloads so after a Ctrl-C cut a move short)."""
+    model = VAE(30, 12, 3, dtype=np.float64, rng=0)
+    model.encoder[0].bias.data[:] = 5.0                 # every unit fires: leaving one out shows
+    x = np.asfortranarray(np.random.default_rng(2).random((9, 30)))
+    eps = np.random.default_rng(3).standard_normal((9, 3))
+    fresh = FastVAE(model)
+    fresh.load(model)
+    expected = fresh.forward(x, 1.0, eps)
+    fresh.backward()
+    wanted = {name: g.copy() for name, g in fresh.gradients().items()}
+    net = FastVAE(model)
+    net.load(model)
+    net.reorder(np.arange(12)[::-1])
+    net.n_units = 6
+    net.load(model)
+    assert net.forward(x, 1.0, eps) == expected
+    net.backward()
+    for name, g in net.gradients().items():
+        np.testing.assert_array_equal(g, wanted[name], err_msg=name)
