@@ -19,6 +19,11 @@ class InputTypeError(NpvaeError, TypeError):
     """An argument has the wrong type or dtype (names the argument)."""
 
 
+class NoGeneratorError(InputTypeError, AttributeError):
+    """``model.rng`` of a model whose sampler keeps no ``np.random.Generator`` (one of your own):
+    also an ``AttributeError``, so that ``hasattr(model, "rng")`` is False, as Python asks."""
+
+
 class StateError(NpvaeError, RuntimeError):
     """An object is used out of order, e.g. ``backward`` before ``forward``."""
 

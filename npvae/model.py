@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InputError, InputTypeError, StateError
+from .errors import InputError, InputTypeError, NoGeneratorError, StateError
 from .footprint import check_model_fits, check_rows_fit
 from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
@@ -115,7 +115,7 @@ class VAE(Module):
         Generator (or an int seed) to replace it."""
         rng = getattr(self.sampler, "rng", None)
         if not isinstance(rng, np.random.Generator):      # a sampler of one's own: checkpoints and sample() need it
-            raise InputTypeError(f"model.rng is model.sampler.rng, and model.sampler ({type(self.sampler).__name__}) "
+            raise NoGeneratorError(f"model.rng is model.sampler.rng, and model.sampler ({type(self.sampler).__name__}) "
                                  f"has {'no rng' if rng is None else 'rng ' + repr(type(rng).__name__)}: a sampler "
                                  f"of one's own keeps the model's np.random.Generator as self.rng (a checkpoint "
                                  f"saves it, sample() without rng= draws from it); give it one with model.rng = seed")

@@ -674,6 +674,7 @@ def test_a_sampler_of_ones_own_without_a_generator_is_named_by_what_needs_it(tmp
                                                  r"with model.rng = seed$"):
             call()
     assert os.listdir(tmp_path) == []                   # fit refused before training
+    assert not hasattr(model, "rng") and getattr(model, "rng", None) is None    # no rng: as Python asks it
     fit(model, x, epochs=1, backend="numpy", progress=False)       # its training needs no Generator of the model
     model.rng = 0                                       # as the message says
     assert model.sample(3).shape == (3, 12)
