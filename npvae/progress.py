@@ -114,8 +114,9 @@ _BAR = re.compile(r" \[[#.]{2,}\]")     # what _bar draws, after a label that ma
 
 
 def _fit(text, columns):
-    """``text`` in ``columns`` characters: its bar shrinks, or goes, before the end is cut, so
-    that the rate and the time left stay in sight (an 80-column terminal)."""
+    """``text`` in ``columns`` characters, so that the rate and the time left stay in sight: its
+    bar shrinks, or goes (an 80-column terminal); then the fields after the first, set apart by
+    two spaces, go one by one from the left (a narrower one); then the end is cut."""
     bars = list(_BAR.finditer(text))
     excess = len(text) - columns
     if excess > 0 and bars:
@@ -124,6 +125,10 @@ def _fit(text, columns):
         width = len(inner) - excess
         bar = " " + _bar(inner.count("#") / len(inner), width) if width >= 5 else ""
         text = text[:start] + bar + text[end:]
+    fields = text.split("  ")               # "epoch 1/3", "batch 3/100", "loss 1.000", ..., "1:37 left"
+    while len(text) > columns and len(fields) > 2:
+        del fields[1]
+        text = "  ".join(fields)
     return text[:columns]
 
 

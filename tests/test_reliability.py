@@ -556,7 +556,7 @@ def test_a_terminal_narrowed_mid_epoch_gets_lines_that_fit_it(monkeypatch, drawn
     show.message("a message")
     writes = tty.getvalue().split("\r")          # the first step is not drawn: no rate yet
     assert writes[:2] == ["", "epoch 1/3  batch 2/100 [....................]  loss 1.000  128 samples/s  1:38 left"]
-    narrow = ["epoch 1/3  batch 3/100  loss 1.000  128"] if drawn_after else []     # the bar went first
+    narrow = ["epoch 1/3  128 samples/s  1:37 left".ljust(39)] if drawn_after else []   # the bar, batch, loss went
     assert writes[2:] == [*narrow, " " * 39, "a message\n"]
 
 
@@ -571,6 +571,20 @@ def test_a_line_the_stream_cannot_encode_is_escaped_not_lost():
     buffer = io.BytesIO()
     emit(codecs.getwriter("ascii")(buffer), "done: in runs/v \u00fc\n")
     assert buffer.getvalue() == b"done: in runs/v \\xfc\n"
+
+
+@pytest.mark.parametrize("columns, drawn", [
+    (68, "epoch 10/20  batch 469/469  loss 108.214  5,310 samples/s  0:00 left"),
+    (53, "epoch 10/20  loss 108.214  5,310 samples/s  0:00 left"),
+    (40, "epoch 10/20  5,310 samples/s  0:00 left"),
+    (20, "epoch 10/20  0:00 le"),
+])
+def test_a_narrower_terminal_keeps_the_rate_and_the_time_left_as_long_as_they_fit(monkeypatch, columns, drawn):
+    """Narrower than 80 columns: the bar goes, then the fields after the epoch, from the left."""
+    monkeypatch.setenv("COLUMNS", str(columns + 1))
+    tty = FakeTTY()
+    EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
+    assert tty.getvalue().split("\r")[-1] == drawn
 
 
 def test_a_bar_of_five_is_still_drawn(monkeypatch):
