@@ -104,7 +104,7 @@ def result(line):
 # -- settings ------------------------------------------------------------------------
 def build_parser(exit_on_error=True):
     d = DEFAULTS
-    doc = __doc__ or "Train a VAE on MNIST.\nResuming: see the README."    # python -OO strips docstrings
+    doc = __doc__ or "Train a VAE on MNIST.\nResuming: see docs/reliability.md."    # python -OO strips docstrings
     p = cli.ArgumentParser(description=doc.split("\n")[0] + "\nThe model is float32 (a float64 one trains in "
                            "Python: npvae.fit).",
                            epilog=doc[doc.index("Resuming"):] + "\n" + cli.EXIT_STATUS,
@@ -632,7 +632,8 @@ def draw_and_evaluate(s, folder, model, history, before, data):
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
         if cli.interruption(e) or isinstance(e, Exception):
             checkpoint = folder.file("checkpoint.npz")
-            e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}, run:")
+            then = "" if cli.interruption(e) else " once that is fixed"     # (a bug's note too: the run is kept)
+            e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}{then}, run:")
             e.add_note("  " + resume_command(checkpoint))
         raise
 

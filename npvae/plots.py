@@ -34,7 +34,7 @@ _MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, 
 _MAX_INCHES = 80   # a side of a grid's images, at most: 8,000 pixels at the default dpi
 
 
-def new_figure(width, height):
+def new_figure(width, height, dpi=100):
     """A Figure with an Agg canvas and constrained layout (nothing clipped at the edges).
 
     In a notebook it shows as the cell's value or with ``IPython.display.display(fig)``, with
@@ -45,6 +45,9 @@ def new_figure(width, height):
     ----------
     width, height : float
         In inches.
+    dpi : float
+        Pixels per inch (not the user's rc's), of the picture a notebook shows and of the
+        PNG :func:`save_png` writes by default; each side must come out 1 to 16,384 pixels.
 
     Returns
     -------
@@ -52,7 +55,8 @@ def new_figure(width, height):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")     # (not the user's rc's)
+    dpi = _check_dpi((width, height), dpi)
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     fig._repr_png_ = functools.partial(_png_bytes, fig)     # (a partial: the figure still pickles)
     return fig
@@ -89,16 +93,16 @@ def save_png(fig, path, dpi=100):
         raise InputError(f"path {os.fspath(path)!r} names a .{suffix} file, but npvae writes its figures as "
                          f"PNG; give a .png path, or call .savefig({os.path.basename(os.fspath(path))!r}) on the "
                          f"figure returned")
-    dpi = _check_dpi(fig, dpi)
+    dpi = _check_dpi(fig.get_size_inches(), dpi)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path
 
 
-def _check_dpi(fig, dpi):
-    """``dpi`` as a float, if it makes each side of ``fig`` 1 to ``_MAX_SIDE`` pixels."""
+def _check_dpi(size, dpi):
+    """``dpi`` as a float, if it makes each side of a figure of ``size`` inches 1 to ``_MAX_SIDE`` pixels."""
     dpi = check_positive_float(dpi, "dpi")
-    width, height = fig.get_size_inches() * dpi
+    width, height = np.asarray(size, dtype=float) * dpi
     if min(width, height) < 1 or max(width, height) > _MAX_SIDE:
         raise InputError(f"dpi={dpi:g} makes this figure {_pixels(width)} x {_pixels(height)} pixels; give a "
                          f"dpi that keeps both sides from 1 to {_MAX_SIDE:,} pixels (the default, 100, gives "
@@ -112,9 +116,8 @@ def _pixels(n):
     return text if n >= 1 or float(text) < 1 else f"{n:.6f}".rstrip("0")
 
 
-def _finish(fig, path, dpi=100):
-    """``fig`` at ``dpi`` (the picture a notebook shows too), written to ``path`` if one is given."""
-    fig.set_dpi(_check_dpi(fig, dpi))
+def _finish(fig, path):
+    """``fig``, written to ``path`` at its own dpi if one is given."""
     if path is not None:
         save_png(fig, path, fig.dpi)
     return fig
@@ -237,13 +240,13 @@ def plot_reconstructions(originals, reconstructions, path=None, *, title="Recons
     if len(pairs[1]) != n:
         raise InputError(f"got {n} originals but {len(pairs[1])} reconstructions")
     width, height = _grid_inches(2, n, pairs[0], cell=1.0)
-    fig = new_figure(max(4.0, width), height + 0.9)         # the two rows, and the title
+    fig = new_figure(max(4.0, width), height + 0.9, dpi)         # the two rows, and the title
     axes = fig.subplots(2, 1)
     for ax, images, label in ((axes[0], pairs[0], "input"), (axes[1], pairs[1], "reconstruction")):
         _show(ax, tile_images(images, 1, n))
         ax.set_ylabel(label)
     fig.suptitle(title, wrap=True)
-    return _finish(fig, path, dpi)
+    return _finish(fig, path)
 
 
 def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z ~ N(0, I)", image_shape=None,
@@ -274,9 +277,9 @@ def plot_samples(images, path=None, *, nrows=None, ncols=None, title="Samples, z
     if nrows is None:
         nrows = math.ceil(n / ncols)
     width, height = _grid_inches(nrows, ncols, images, cell=0.8)
-    fig = new_figure(width + 0.4, height + 0.8)
+    fig = new_figure(width + 0.4, height + 0.8, dpi)
     _show(fig.subplots(), tile_images(images, nrows, ncols), title)
-    return _finish(fig, path, dpi)
+    return _finish(fig, path)
 
 
 def plot_interpolation(images, path=None, *, title="Latent interpolation", image_shape=None, dpi=100):
@@ -299,7 +302,7 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
     pixel_rows, pixel_cols = imgs.shape[1:]
     row = width / n * pixel_rows / pixel_cols                       # the images' height
     scale = min(1.0, _MAX_INCHES / width, (_MAX_INCHES - 0.6) / row)  # shrunk to stay drawable, as the grids
-    fig = new_figure(max(4.0, scale * width), scale * row + 0.6)     # the images, captions, title
+    fig = new_figure(max(4.0, scale * width), scale * row + 0.6, dpi)     # the images, captions, title
     axes = fig.subplots(1, n, squeeze=False)[0]
     fits = fig.get_figwidth() / 0.9                         # a caption needs about 0.9 inch
     every = math.ceil(n / fits)                             # 1 up to 88 frames; a caption every 2nd from 89
@@ -310,7 +313,7 @@ def plot_interpolation(images, path=None, *, title="Latent interpolation", image
         if i in captioned:
             ax.set_xlabel(f"t = {i}/{n - 1}" if 0 < i < n - 1 else f"t = {i // max(n - 1, 1)}")
     fig.suptitle(title, wrap=True)
-    return _finish(fig, path, dpi)
+    return _finish(fig, path)
 
 
 def plot_loss(history, path=None, *, title="Training", dpi=100):
@@ -361,7 +364,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
     # with warm-up an epoch's train loss weighs the KL by the ramp's weights, its test loss by the full one
     weights = [r[k] for r in history for k in ("beta_start", "beta") if is_number(r.get(k))]   # fit's, or none
     warmup = f" (KL weight {min(weights):.2g} to {max(weights):.2g}: warm-up)" if len(set(weights)) > 1 else ""
-    fig = new_figure(4.4 * len(panels), 4)
+    fig = new_figure(4.4 * len(panels), 4, dpi)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     marked = len(epochs) <= 40                  # beyond that the markers merge into a band
     for ax, (key, name, unit) in zip(axes, panels):
@@ -385,7 +388,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
         else:  # integer ticks, few enough to stay readable
             ax.xaxis.get_major_locator().set_params(integer=True, nbins=8)
     fig.suptitle(title, wrap=True)
-    return _finish(fig, path, dpi)
+    return _finish(fig, path)
 
 
 def _class_colours(classes):
@@ -563,7 +566,7 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
     manifold = model is not None and mu.shape[1] == 2
     if manifold:
         h, w = _model_image_shape(model, image_shape)
-    fig = new_figure(14 if manifold else 8, 6.5)
+    fig = new_figure(14 if manifold else 8, 6.5, dpi)
     axes = fig.subplots(1, 2 if manifold else 1, squeeze=False)[0]
     ax = axes[0]
     if mu.shape[1] > 2:
@@ -605,4 +608,4 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         axes[1].set_xlabel("z1")
         axes[1].set_ylabel("z2")
         axes[1].set_title(f"Decoded manifold, {grid} x {grid} grid of N(0, 1) quantiles")
-    return _finish(fig, path, dpi)
+    return _finish(fig, path)

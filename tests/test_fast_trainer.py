@@ -894,6 +894,8 @@ def test_a_model_or_optimizer_changed_after_the_trainers_first_update_is_refused
             trainer.step(x)
     assert re.search(words, str(raised.value)), raised.value
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    moments = [a for key, a in opt.state_dict().items() if key.startswith(("m.", "v."))]
+    assert opt.t == 0 and moments and not any(a.any() for a in moments)     # nor the optimizer's
 
 
 def test_the_noise_is_the_samplers_as_on_the_reference(images):

@@ -21,8 +21,9 @@ import pytest
 
 import npvae.fast
 from npvae import SGD, VAE, Adam
-from npvae.errors import StateError
+from npvae.errors import InputTypeError, StateError
 from npvae.fast import Trainer
+from npvae.layers import Sigmoid
 
 FAST = os.path.dirname(npvae.fast.__file__) + os.sep
 # Compiled, the kernels are never Python lines (Numba runs kernels.py's helpers only while
@@ -558,3 +559,47 @@ def test_an_interrupted_write_back_of_a_diverged_step_is_finished_not_taken_for_
         trainer.sync()
         for p, a in zip(model.parameters(), whole):
             np.testing.assert_array_equal(p.data, a, err_msg=f"interrupted at line {n}")
+
+
+def test_a_layer_swapped_after_an_interrupted_write_back_leaves_the_model_whole_or_untouched():
+    """A Ctrl-C cuts sync's write-back short, the loop catches it, and a layer is swapped before
+    the next sync. That sync finishes the write-back the model holds part of (the next step then
+    refuses the layer); one that had not begun writing drops the step with a StateError instead.
+    Never half a write-back, the optimizer's count included."""
+    def stepped():
+        model = VAE(30, 16, 4, rng=0, dtype=np.float64)
+        opt = Adam(model.parameters(), lr=1e-2)
+        trainer = Trainer(model, opt)
+        trainer.step(X[0])
+        return model, opt, trainer
+    model, opt, trainer = stepped()
+    untouched = [p.data.copy() for p in model.parameters()]
+    trainer.sync()
+    whole = [p.data.copy() for p in model.parameters()]
+    n, before, outcomes = 0, sys.gettrace(), set()
+    while True:
+        n += 1
+        model, opt, trainer = stepped()
+        sys.settrace(interrupt_at(n))
+        try:
+            trainer.sync()
+            break                               # ran to its end
+        except Interrupt:
+            pass
+        finally:
+            sys.settrace(before)
+        model.encoder[1] = Sigmoid()
+        try:
+            trainer.sync()
+            expected, t = whole, 1
+        except StateError as e:
+            assert "Dense -> Sigmoid -> Dense" in str(e) and "1 step(s)" in str(e), e
+            expected, t = untouched, 0
+        outcomes.add(t)
+        assert opt.t == t, f"interrupted at line {n}"
+        for p, a in zip(model.parameters(), expected):
+            np.testing.assert_array_equal(p.data, a, err_msg=f"interrupted at line {n}")
+        with pytest.raises(InputTypeError, match="Dense -> Sigmoid -> Dense"):
+            trainer.step(X[0])
+    assert outcomes == {0, 1}                   # both cases were met
+

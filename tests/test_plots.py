@@ -306,6 +306,7 @@ def test_a_figures_dpi_is_the_one_a_notebook_shows_too(digits):
     fig = plot_samples(images[:4], nrows=2, ncols=2, dpi=200)
     png = fig._repr_png_()
     assert struct.unpack(">II", png[16:24]) == tuple(round(v) for v in fig.get_size_inches() * 200)
+    assert pickle.loads(pickle.dumps(fig))._repr_png_()[16:24] == png[16:24]     # and a pickled copy
 
 
 def test_save_png_is_atomic(tmp_path, digits):

@@ -240,9 +240,10 @@ class Trainer:
             with self._may_tear():
                 self.dead.pause()           # the units back in order, and what fired recorded
         # a changed value, or a change of what to compute (a layer swapped, a step set: the steps
-        # check that only until their first update, the check costing about a twentieth of a step)
+        # check that only until their first update, the check costing about a twentieth of a step);
+        # a write-back cut short is finished whatever: the model holds part of it (the next step checks)
         changed = self._changed_elsewhere(or_ours=self.storing)
-        uncomputable = None if changed else _why_not_computable(self.model, self.optimizer)
+        uncomputable = None if changed or self.storing else _why_not_computable(self.model, self.optimizer)
         if changed or uncomputable:
             steps = self.fused.t - self.taken_t
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
