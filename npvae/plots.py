@@ -55,6 +55,7 @@ def new_figure(width, height, dpi=100):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    width, height = check_positive_float(width, "width"), check_positive_float(height, "height")
     dpi = _check_dpi((width, height), dpi)
     fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)

@@ -125,7 +125,8 @@ def _fit(text, columns):
         width = len(inner) - excess
         bar = " " + _bar(inner.count("#") / len(inner), width) if width >= 5 else ""
         text = text[:start] + bar + text[end:]
-    fields = text.split("  ")               # "epoch 1/3", "batch 3/100", "loss 1.000", ..., "1:37 left"
+    # "epoch 1/3", "batch 3/100", "loss 1.000", ..., "1:37 left"; a bar's percentage is one too ("  64%", " 100%")
+    fields = re.split(r"  | (?=100%)", text)
     while len(text) > columns and len(fields) > 2:
         del fields[1]
         text = "  ".join(fields)

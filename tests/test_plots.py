@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from npvae import VAE
 from npvae.data import load_idx_split
 from npvae.errors import InputError, InputTypeError
-from npvae.plots import (latent_grid, pca_2d, plot_interpolation, plot_latent, plot_loss,
+from npvae.plots import (latent_grid, new_figure, pca_2d, plot_interpolation, plot_latent, plot_loss,
                          plot_reconstructions, plot_samples, save_png, tile_images)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,6 +182,7 @@ def test_bad_arguments_are_named_before_matplotlib_sees_them(digits, tmp_path):
         (lambda: save_png(plot_samples(x), tmp_path / "unused.png", dpi=1e-3), r"dpi=0.001 makes .* pixels"),
         (lambda: plot_samples(x, tmp_path / "unused.png", dpi=1e5), r"dpi=100000 makes"),
         (lambda: plot_samples(x, dpi=0), "dpi must be a finite number > 0"),            # no path: checked too
+        (lambda: new_figure(0, 4), "width must be a finite number > 0"),
         (lambda: plot_samples(x, dpi=float("nan")), "dpi must be a finite number > 0"),
         (lambda: plot_loss([{"train_loss": 1.0}], dpi=1e5), r"dpi=100000 makes"),
         (lambda: plot_loss(np.array([1.0, 2.0])), r"history must be a list of per-epoch dicts.*got ndarray"),

@@ -587,6 +587,17 @@ def test_a_narrower_terminal_keeps_the_rate_and_the_time_left_as_long_as_they_fi
     assert tty.getvalue().split("\r")[-1] == drawn
 
 
+@pytest.mark.parametrize("done", [6400, 10000])
+def test_a_narrow_terminal_drops_a_bars_percentage_alike_whatever_it_reads(monkeypatch, done):
+    """At 100% as at 64%: the percentage goes before the rate and the time left."""
+    monkeypatch.setenv("COLUMNS", "41")
+    bar = Bar("NLL (k=800)", 10000, "images", stream=FakeTTY())
+    bar.interval = 0
+    bar.update(done)
+    drawn = bar.stream.getvalue().split("\r")[-1].rstrip()
+    assert drawn.startswith("NLL (k=800)  ") and "%" not in drawn and drawn.endswith(" left"), drawn
+
+
 def test_a_bar_of_five_is_still_drawn(monkeypatch):
     monkeypatch.setenv("COLUMNS", "77")
     tty = FakeTTY()

@@ -240,12 +240,12 @@ class Trainer:
             with self._may_tear():
                 self.dead.pause()           # the units back in order, and what fired recorded
         # a changed value, or a change of what to compute (a layer swapped, a step set: the steps
-        # check that only until their first update, the check costing about a twentieth of a step);
-        # a write-back cut short is finished whatever: the model holds part of it (the next step checks)
+        # check that only until their first update, the check costing about a twentieth of a step)
         changed = self._changed_elsewhere(or_ours=self.storing)
-        uncomputable = None if changed or self.storing else _why_not_computable(self.model, self.optimizer)
-        if changed or uncomputable:
-            steps = self.fused.t - self.taken_t
+        cut_short = self.storing            # a Ctrl-C cut the last write-back short: the model holds part of it
+        uncomputable = None if changed or cut_short else _why_not_computable(self.model, self.optimizer)
+        steps = self.fused.t - self.taken_t
+        if (changed or uncomputable) and not cut_short:
             self.synced, self.storing = True, False     # theirs is kept; the next step takes it as it is
             if steps == 0:                  # nothing of the trainer's to lose
                 return
@@ -259,11 +259,23 @@ class Trainer:
             self.synced = True
             return
         # A Ctrl-C in the write-back leaves the model half written: the next sync writes it
-        # whole, taking what the trainer had written so far for its own (and not a change).
+        # whole, taking what the trainer had written so far for its own (and not a change), and
+        # over any change made since (never half of it: the next step checks the rest).
         self.storing = True
-        self.net.store(self.model, self.fused.states())
-        self.fused.store()
+        try:
+            self.net.store(self.model, self.fused.states())
+            self.fused.store()
+        except ValueError as e:             # an array made read-only (say) since a write-back was cut short
+            raise StateError(f"Trainer.sync: cannot finish writing this Trainer's {steps} step(s) back, which a "
+                             f"Ctrl-C cut short, so the model and the optimizer hold part of them ({e}): undo "
+                             f"what was changed since (make the arrays writable again, say) and call "
+                             f"trainer.sync()") from None
         self.synced, self.storing = True, False    # in one line: no Ctrl-C between the two
+        if changed:                         # (cut_short: else refused above)
+            raise StateError(f"Trainer.sync: the model or the optimizer changed after a Ctrl-C cut this Trainer's "
+                             f"write-back short, while they held part of its {steps} step(s); the write-back is "
+                             f"finished over that change, which is lost: make it again (inside the loop, call "
+                             f"trainer.sync() before anything else uses the model)")
 
     def _ready(self):
         """Before a step or an epoch's end: after :meth:`sync`, load the model and the optimizer
