@@ -21,7 +21,7 @@ import pytest
 
 import npvae.fast
 from npvae import SGD, VAE, Adam
-from npvae.errors import InputTypeError, StateError
+from npvae.errors import StateError
 from npvae.fast import Trainer
 from npvae.layers import Sigmoid
 
@@ -592,7 +592,6 @@ def test_a_change_after_an_interrupted_write_back_never_leaves_half_of_it(edit):
         return [p.data.copy() for p in model.parameters()] + [
             a.copy() for key, a in opt.state_dict().items() if key.startswith(("m.", "v."))]
     model, opt, trainer = stepped()
-    untouched = state(model, opt)
     change(model)
     changed = state(model, opt)                 # the change, kept when the step is dropped
     model, opt, trainer = stepped()
