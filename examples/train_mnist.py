@@ -630,9 +630,10 @@ def draw_and_evaluate(s, folder, model, history, before, data):
         left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
-        if cli.interruption(e) or isinstance(e, Exception):
+        interrupted = cli.interruption(e)
+        if interrupted or isinstance(e, Exception):
             checkpoint = folder.file("checkpoint.npz")
-            then = "" if cli.interruption(e) else " once that is fixed"     # (a bug's note too: the run is kept)
+            then = "" if interrupted else " once that is fixed"     # (a bug's note too: the run is kept)
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}{then}, run:")
             e.add_note("  " + resume_command(checkpoint))
         raise

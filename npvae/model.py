@@ -116,9 +116,9 @@ class VAE(Module):
         rng = getattr(self.sampler, "rng", None)
         if not isinstance(rng, np.random.Generator):      # a sampler of one's own: checkpoints and sample() need it
             raise NoGeneratorError(f"model.rng is model.sampler.rng, and model.sampler ({type(self.sampler).__name__}) "
-                                 f"has {'no rng' if rng is None else 'rng ' + repr(type(rng).__name__)}: a sampler "
-                                 f"of one's own keeps the model's np.random.Generator as self.rng (a checkpoint "
-                                 f"saves it, sample() without rng= draws from it); give it one with model.rng = seed")
+                                   f"has {'no rng' if rng is None else 'rng ' + repr(type(rng).__name__)}: a sampler "
+                                   f"of one's own keeps the model's np.random.Generator as self.rng (a checkpoint "
+                                   f"saves it, sample() without rng= draws from it); give it one with model.rng = seed")
         return rng
 
     @rng.setter
