@@ -202,8 +202,9 @@ class Checkpoint:
                 raise CheckpointError(f"{path}: optimizer state does not fit: {e}{order}") from None
         if model is not None:
             model.load_state_dict(self.model_state)
-            if "model" in self.rng_states:
-                model.rng = restore_generator(model.rng, self.rng_states["model"], path, "model")
+            if "model" in self.rng_states:      # a sampler whose Generator was taken away gets the saved one
+                rng = getattr(model.sampler, "rng", None)
+                model.rng = restore_generator(rng, self.rng_states["model"], path, "model")
         return self
 
     def build_model(self, backend=None):
@@ -788,7 +789,8 @@ def load_checkpoint(path, model=None, optimizer=None):
         Must have the saved config (else the differing dimensions are named);
         receives the parameters and the sampler's generator state (put into the Generator
         ``model.rng`` holds, in place, if it is of the saved kind (PCG64, say): one you passed
-        as ``VAE(rng=g)`` moves with it; one of another kind is replaced by a new Generator).
+        as ``VAE(rng=g)`` moves with it; one of another kind, or none, is replaced by a new
+        Generator).
     optimizer : Optimizer, optional
         Must be of the saved class; receives the saved state. With ``model``, it must hold
         exactly the model's parameters, in any order (each gets its own moments back);

@@ -1304,3 +1304,13 @@ def test_a_checkpoint_whose_format_version_is_not_a_positive_int_is_malformed(tm
         np.savez(f, **arrays)
     with pytest.raises(CheckpointError, match=r"malformed checkpoint metadata: version must be a positive int"):
         load_checkpoint(path)
+
+
+def test_a_sampler_without_a_generator_gets_the_saved_one_and_all_else_loads(tmp_path):
+    saved = VAE(12, 8, 2, rng=0)
+    save_checkpoint(tmp_path / "c.npz", saved, Adam(saved.parameters()))
+    model = VAE(12, 8, 2, rng=1)
+    model.sampler.rng = None                    # e.g. taken away to make sure nothing draws from it
+    load_checkpoint(tmp_path / "c.npz", model, Adam(model.parameters()))
+    np.testing.assert_array_equal(model.encoder[0].weight.data, saved.encoder[0].weight.data)
+    np.testing.assert_array_equal(model.sample(3), saved.sample(3))     # the saved stream, not a fresh one
