@@ -560,6 +560,9 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
     rather than how to train one."""
     index = {id(p): j for j, p in enumerate(model.parameters())}
     params = optimizer.params
+    if not isinstance(params, (list, tuple)):      # set by hand after the optimizer was built
+        raise InputTypeError(f"optimizer.params must be the list of the parameters it updates (as "
+                             f"Adam(model.parameters()) makes it), got {type(params).__name__}")
     if len(params) != len(index) or {id(p) for p in params} != set(index):
         some = {
             "save": "a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "

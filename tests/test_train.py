@@ -302,6 +302,11 @@ def test_fit_rejects_optimizer_of_another_model():
         fit(small(), GOOD, epochs=1, optimizer=Adam(small(seed=1).parameters()), progress=False)
     with pytest.raises(InputTypeError, match="VAE"):
         fit("model", GOOD, epochs=1)
+    opt = Adam(small().parameters())
+    opt.params = None
+    for backend in ("numpy", "numba"):
+        with pytest.raises(InputTypeError, match=r"optimizer\.params must be the list .*got NoneType"):
+            fit(small(), GOOD, epochs=1, optimizer=opt, backend=backend, progress=False)
 
 
 def test_lr_with_an_optimizer_of_ones_own_is_refused_not_ignored():
