@@ -34,6 +34,20 @@ _MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, 
 _MAX_INCHES = 80   # a side of a grid's images, at most: 8,000 pixels at the default dpi
 
 
+def _import_matplotlib():
+    """Import matplotlib, saying which setting is to blame if its import fails on one.
+
+    matplotlib checks its settings as it is imported: a bad ``MPLBACKEND`` fails it with a
+    ``ValueError``, even though npvae draws with Agg whatever the backend."""
+    try:
+        import matplotlib       # noqa: F401  (once imported, a lookup in sys.modules)
+    except ValueError as e:
+        setting = (f"MPLBACKEND={os.environ['MPLBACKEND']!r}" if os.environ.get("MPLBACKEND") else
+                   "the settings in its matplotlibrc file")
+        raise InputError(f"matplotlib cannot be imported with {setting}: {e}. npvae draws with Agg "
+                         f"whatever the backend: unset MPLBACKEND or set it to agg") from None
+
+
 def new_figure(width, height, dpi=100):
     """A Figure with an Agg canvas and constrained layout (nothing clipped at the edges).
 
@@ -53,6 +67,7 @@ def new_figure(width, height, dpi=100):
     -------
     matplotlib.figure.Figure
     """
+    _import_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     width, height = check_positive_float(width, "width"), check_positive_float(height, "height")
@@ -395,6 +410,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
 def _class_colours(classes):
     """A colour per class, told apart up to 20. Up to 10 classes, labels 0 to 9 keep their colour
     by value (7 is grey whichever of them are present, as in latent_bubbles.py); others go by rank."""
+    _import_matplotlib()
     from matplotlib import colormaps
     if len(classes) > 20:
         raise InputError(f"labels hold {len(classes)} classes; plot_latent tells at most 20 apart by colour: "

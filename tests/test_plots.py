@@ -329,6 +329,23 @@ def test_no_pyplot_and_lazy_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=120)
 
 
+def test_an_mplbackend_that_breaks_matplotlibs_import_is_named_with_what_to_do():
+    """matplotlib checks MPLBACKEND as it is imported (here: at the first figure), with a ValueError
+    of its own; npvae draws with Agg and needs no backend, and says so."""
+    code = ("import numpy as np, npvae\n"
+            "for draw in (lambda: npvae.plots.plot_samples(np.zeros((4, 784))),\n"
+            "             lambda: npvae.plots.plot_latent(np.zeros((3, 2)), labels=np.arange(3))):\n"
+            "    try:\n"
+            "        draw()\n"
+            "    except npvae.errors.InputError as e:\n"
+            "        print(e)\n")
+    env = {**os.environ, "PYTHONPATH": ROOT, "MPLBACKEND": "nonsense"}
+    said = subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=120,
+                          capture_output=True, text=True).stdout.splitlines()
+    assert len(said) == 2 and all(line.startswith("matplotlib cannot be imported with MPLBACKEND='nonsense': ")
+                                  and line.endswith("unset MPLBACKEND or set it to agg") for line in said), said
+
+
 @pytest.mark.parametrize("draw", ["samples", "interpolation"])
 def test_a_long_title_wraps_inside_the_figure(draw):
     """A title wider than the figure is wrapped onto more lines, not cut off at its edges."""
