@@ -26,10 +26,11 @@ is refused, naming both, except for these, which may change:
   --data-dir DIR         where the data are (checked: the same data as before)
   --nll-k, --nll-images  the final evaluation
   --backend              (it goes on correctly, if not to the last bit)
-  --no-progress, --debug
+  --no-progress, --no-figures, --debug
   --out NEW              continue in NEW: a copy of the run; its folder is kept
 A refused resume changes nothing. Resuming a run that has finished its epochs
-draws its figures and computes the NLL again.
+draws its figures and computes the NLL again (a run trained with --no-figures
+gets them so, the untrained model's reconstructions included).
 """
 import signal
 import sys
@@ -80,12 +81,13 @@ TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "mnist-test-split"
 MIN_HELD_OUT = 10           # test images the figures need (a row of 10 reconstructions)
 DEFAULTS = dict(dataset="mnist", data_dir=None, split=8000, epochs=20, batch_size=128, latent_dim=20,
                 hidden_dim=400, lr=1e-3, beta=1.0, warmup=0, binarize=False, seed=0, backend=None,
-                nll_k=800, nll_images=None, progress=True)
+                nll_k=800, nll_images=None, progress=True, figures=True)
 # The run's settings, kept in run.json; a resumed run takes them from there.
 SAVED = ("dataset", "data_dir", "split", "epochs", "batch_size", "latent_dim", "hidden_dim", "lr", "beta",
          "warmup", "seed", "backend", "nll_k", "nll_images", "binarize")
-# Settings a resumed run may change (see the docstring); the others must match the run's.
-CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress")
+# Settings a resumed run may change (see the docstring); the others must match the run's. The last
+# two are set by flags that say "no" (--no-progress, --no-figures), and are named so in messages.
+CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress", "figures")
 # Files a run writes before it trains (copied ones included); one that fails before its first
 # checkpoint removes them again.
 START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png")
@@ -155,6 +157,9 @@ def build_parser(exit_on_error=True):
                    help="continue a run: its checkpoint.npz or its folder (see below for what may change)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="print no bars and no per-epoch lines (metrics.jsonl still records every epoch)")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="draw no figures (matplotlib is not loaded): the checkpoint, metrics and NLL only; "
+                        "a later --resume without it draws them")
     return p
 
 
@@ -258,9 +263,9 @@ def settings(given, resumed):
         now = ", ".join(said(k, given[k]) for k in differ)
         was = ", ".join(said(k, own[k]) for k in differ)
         raise InputError(f"cannot resume {resumed.path} with {now}: the run was trained with {was}. A resumed "
-                         f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-1])}, --out, "
-                         f"--debug and --no-progress may change): drop {'them' if len(differ) > 1 else 'it'}, or start a new "
-                         f"run without --resume")
+                         f"run keeps its settings (only {', '.join(flag(k) for k in CHANGEABLE[:-2])}, --out, "
+                         f"--debug, --no-progress and --no-figures may change): drop "
+                         f"{'them' if len(differ) > 1 else 'it'}, or start a new run without --resume")
     merged = {**DEFAULTS, **own, **given}
     unrecorded = ("dataset", "seed") + (("split",) if merged["dataset"] == "mnist-test-split" else ())
     assumed = [k for k in unrecorded if k not in own and k not in given]
@@ -520,8 +525,8 @@ def main(argv=None):
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
-        say(f"the run has done its {s['epochs']} epochs: drawing its figures and estimating its NLL again "
-            f"(ask for more with --epochs)")
+        again = "drawing its figures and estimating" if s["figures"] else "estimating"
+        say(f"the run has done its {s['epochs']} epochs: {again} its NLL again (ask for more with --epochs)")
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
     with RunFolder(out, "--out", unique=named_here) as folder:
@@ -541,7 +546,8 @@ def main(argv=None):
                 f.write(jsonio.dumps({**{k: s[k] for k in SAVED}, "data": record}, indent=2) + "\n")
             say(f"writing to {out}")
             resume_from = None if resumed is None else checkpoint if elsewhere else resumed.path
-            draw_before = resumed is None or "seed" in resumed.settings    # the untrained model can be rebuilt
+            # the untrained model's reconstructions: a resume can rebuild that model from the seed
+            draw_before = s["figures"] and (resumed is None or "seed" in resumed.settings)
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
@@ -623,11 +629,12 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
 
 def draw_and_evaluate(s, folder, model, history, before, data):
     """The figures, then the test loss and NLL; a failure says how to finish (the training is saved)."""
-    left_to_do = "to draw the figures and compute the NLL"
+    left_to_do = "to draw the figures and compute the NLL" if s["figures"] else "to compute the NLL"
     try:
-        say("drawing the figures ...")
-        draw_figures(s, folder, model, history, before, data)
-        left_to_do = "the figures are drawn; to compute the NLL"
+        if s["figures"]:
+            say("drawing the figures ...")
+            draw_figures(s, folder, model, history, before, data)
+            left_to_do = "the figures are drawn; to compute the NLL"
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
         interrupted = cli.interruption(e)
@@ -714,7 +721,8 @@ def evaluate(s, folder, model, history, data):
         result("  grey-level pixels: compare these only between runs on the same data; "
                "they are not log-likelihoods (see --binarize)")
     memory = "" if peak_rss_mb is None else f" (peak memory {peak_rss_mb:.0f} MB)"
-    result(f"done: figures, metrics and checkpoint in {folder.path}{memory}")
+    written = "figures, metrics and checkpoint" if s["figures"] else "metrics and checkpoint (no figures)"
+    result(f"done: {written} in {folder.path}{memory}")
 
 
 if __name__ == "__main__":

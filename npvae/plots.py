@@ -12,6 +12,7 @@ Images are rows of pixel intensities in [0, 1] (``uint8`` is scaled by 1/255);
 square images (784 = 28 x 28) are recognised, other shapes need ``image_shape``.
 """
 import functools
+import importlib
 import io
 import math
 import os
@@ -40,7 +41,7 @@ def _import_matplotlib():
     matplotlib checks its settings as it is imported: a bad ``MPLBACKEND`` fails it with a
     ``ValueError``, even though npvae draws with Agg whatever the backend."""
     try:
-        import matplotlib       # noqa: F401  (once imported, a lookup in sys.modules)
+        importlib.import_module("matplotlib")       # (once imported, a lookup in sys.modules)
     except ValueError as e:
         setting = (f"MPLBACKEND={os.environ['MPLBACKEND']!r}" if os.environ.get("MPLBACKEND") else
                    "the settings in its matplotlibrc file")

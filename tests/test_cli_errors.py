@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from cli_util import SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy
+from cli_util import FIGURED, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy
 
 from npvae import VAE, cli
 from npvae.checkpoint import save_checkpoint
@@ -281,7 +281,7 @@ def test_odd_but_valid_input_trains(tmp_path, user, capsys):
     more NLL images than there are (with --binarize, the figures are likelihoods: no grey-level note).
     In this process (the fast path's kernels loaded once), as the user fixture calls it."""
     shutil.copytree(SAMPLE, tmp_path / "data")
-    code = cli.run(user.main, [*SMALL, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
+    code = cli.run(user.main, [*FIGURED, "--epochs", "1", "--batch-size", "9" * 30, "--lr", "1e-6", "--nll-images",
                                "9" * 30, "--binarize", "--data-dir", str(tmp_path / "data"), "--out",
                                str(tmp_path / "out")])
     out, err = capsys.readouterr()

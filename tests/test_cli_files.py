@@ -16,8 +16,8 @@ import sys
 import textwrap
 
 import pytest
-from cli_util import (ENV, REFERENCE, SMALL, TRAIN, assert_no_traceback, load_script, run, start, strict_json_lines,
-                      wait_for)
+from cli_util import (ENV, FIGURED, REFERENCE, SMALL, TRAIN, assert_no_traceback, load_script, run, start,
+                      strict_json_lines, wait_for)
 
 from npvae import cli
 from npvae.checkpoint import load_checkpoint
@@ -283,7 +283,7 @@ def test_a_new_run_never_replaces_a_run_in_its_folder(tmp_path, script, capsys):
     """Running the same command twice must not wipe the first run: the second is refused and
     points to --resume, and the first run's files are left byte for byte."""
     out = tmp_path / "run"
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
     assert code == 0, err
     before = {f: (out / f).read_bytes() for f in sorted(os.listdir(out))}
     code, err = call(script, capsys, [*SMALL, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
@@ -310,7 +310,7 @@ def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_comma
     (out / "metrics.jsonl").write_bytes(b"")
     (out / "reconstruction_before.png").write_bytes(b"\x89PNG of the killed run")
     (out / LOCK_NAME).write_text("")                # its lock file, held by nobody now
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)])
     assert code == 0, err
     assert (f"note: removed what a run stopped in its first epoch left in {out}: run.json, metrics.jsonl, "
             f"reconstruction_before.png") in err
@@ -339,7 +339,7 @@ def test_started_with_stdout_and_stderr_closed_their_descriptors_go_to_no_file_i
 def test_a_run_started_with_stderr_closed_still_trains_and_writes_its_files(tmp_path):
     """`2>&-`: Python has no sys.stderr at all; progress and notes are dropped, the work is done."""
     out = tmp_path / "run"
-    command = shlex.join([sys.executable, TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)]) + " 2>&-"
+    command = shlex.join([sys.executable, TRAIN, *FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)]) + " 2>&-"
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1 and (out / "samples.png").exists()
@@ -352,7 +352,7 @@ def test_a_new_run_in_the_same_second_gets_a_folder_of_its_own(tmp_path):
     taken = [f"mnist-test-split-{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}" for s in range(60)]
     for name in taken:
         (tmp_path / "runs" / name).mkdir(parents=True)
-    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20"], cwd=tmp_path)
+    proc = run([TRAIN, *FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     new = sorted(set(os.listdir(tmp_path / "runs")) - set(taken))
     assert len(new) == 1 and new[0].endswith("-2") and new[0][:-2] in taken, new
@@ -365,7 +365,7 @@ def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_p
     run is one folder (not its figures in ./~ and its checkpoint in the home folder)."""
     home, here = tmp_path / "home", tmp_path / "here"
     here.mkdir()
-    small = dict(zip(SMALL[::2], SMALL[1::2]))
+    small = dict(zip(FIGURED[::2], FIGURED[1::2]))
     shutil.copytree(small.pop("--data-dir"), home / "data")
     args = [a for pair in small.items() for a in pair]
     monkeypatch.setenv("HOME", str(home))           # what ~ expands to, when it is expanded
@@ -374,7 +374,7 @@ def test_a_tilde_in_the_equals_form_of_a_path_option_means_the_home_folder(tmp_p
     assert code == 0, err
     assert os.listdir(here) == []
     assert {"checkpoint.npz", "run.json", "samples.png"} <= set(os.listdir(home / "runs" / "a"))
-    code, err = call(script, capsys, ["--resume=~/runs/a", "--epochs", "2"])
+    code, err = call(script, capsys, ["--resume=~/runs/a", "--epochs", "2", "--no-figures"])
     assert code == 0, err
     assert load_checkpoint(home / "runs" / "a").epoch == 2
 

@@ -12,7 +12,7 @@ import textwrap
 import time
 
 import pytest
-from cli_util import ENV, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script
+from cli_util import ENV, FIGURED, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script
 
 from npvae import cli
 from npvae.data import download
@@ -109,7 +109,7 @@ def test_ctrl_c_at_the_nll_bar_on_a_terminal_starts_a_new_line_and_says_what_is_
     controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
     # 900 test images: two NLL batches of 500, so the bar is drawn half-way and the signal lands in the
     # second (at k=1500, over a second long)
-    proc = subprocess.Popen([sys.executable, TRAIN, *SMALL, "--split", "100", "--epochs", "1", "--nll-k", "1500",
+    proc = subprocess.Popen([sys.executable, TRAIN, *FIGURED, "--split", "100", "--epochs", "1", "--nll-k", "1500",
                              "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=terminal,
                             env=ENV, cwd=tmp_path)
     os.close(terminal)
@@ -155,9 +155,7 @@ def test_a_first_download_shows_progress_in_a_log_unless_no_progress(tmp_path, m
     monkeypatch.setattr(download, "LOG_EVERY", 0.0)
     monkeypatch.setenv("NPVAE_DATA_DIR", "")
     monkeypatch.chdir(tmp_path)
-    small = dict(zip(SMALL[::2], SMALL[1::2]))
-    del small["--data-dir"]
-    args = [a for pair in small.items() for a in pair] + ["--epochs", "1", "--nll-images", "20"]
+    args = [a for a in SMALL if a not in ("--data-dir", SAMPLE)] + ["--epochs", "1", "--nll-images", "20"]
     main = load_script().main
     for flags, cache in (([], "shown"), (["--no-progress"], "quiet")):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / cache))

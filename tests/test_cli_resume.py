@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from cli_util import (REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy, snapshot,
-                      strict_json_lines)
+from cli_util import (FIGURED, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy,
+                      snapshot, strict_json_lines)
 
 from npvae import cli
 from npvae.checkpoint import META_KEY, load_checkpoint
@@ -19,7 +19,7 @@ from npvae.errors import InputError
 def base(tmp_path_factory):
     """A finished two-epoch run (784-32-20, batches of 64, on the sample's first 800 images)."""
     out = tmp_path_factory.mktemp("base") / "run"
-    proc = run([TRAIN, *SMALL, *REFERENCE, "--epochs", "2", "--out", str(out)])
+    proc = run([TRAIN, *FIGURED, *REFERENCE, "--epochs", "2", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -105,14 +105,15 @@ def test_a_resume_goes_on_with_the_runs_own_back_end(tmp_path, script, capsys, m
     monkeypatch.delenv("NPVAE_BACKEND")
     record = json.loads((out / "run.json").read_text())
     (out / "run.json").write_text(json.dumps({**record, "backend": "numba"}))    # the checkpoint disagrees
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "2", "--nll-images", "20"])
     assert code == 0 and "backend numpy" in err, err
     assert load_checkpoint(out / "checkpoint.npz").fit_config["backend"] == "numpy"
     with monkeypatch.context() as without_numba:
         without_numba.setitem(sys.modules, "numba", None)
-        code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--backend", "numba"])
+        code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "3", "--backend", "numba"])
     assert code == 2 and "--backend numba needs Numba" in err and err.rstrip().endswith("--backend numpy"), err
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20", "--backend", "numba"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "3", "--nll-images", "20",
+                                      "--backend", "numba"])
     assert code == 0 and "backend numba" in err, err             # a flag still changes it
     assert json.loads((out / "run.json").read_text())["backend"] == "numba"
 
@@ -132,10 +133,10 @@ def test_a_run_that_records_no_back_end_says_which_it_goes_on_with(tmp_path, scr
     del meta["fit_config"]["backend"]
     np.savez(out / "checkpoint.npz", **{**arrays, META_KEY: np.array(json.dumps(meta))})
     monkeypatch.setenv("NPVAE_BACKEND", "numpy")
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "2", "--nll-images", "20"])
     assert code == 0 and "note: the run records no back end (an older npvae made it): it goes on with numpy; " \
                          "choose with --backend" in err, err
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "3", "--nll-images", "20"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "3", "--nll-images", "20"])
     assert code == 0 and "records no back end" not in err, err             # it does now
 
 
@@ -154,7 +155,7 @@ def test_the_no_back_end_note_is_left_out_of_a_fresh_run_and_of_a_resume_given_b
     meta = json.loads(str(arrays[META_KEY][()]))
     del meta["fit_config"]["backend"]
     np.savez(out / "checkpoint.npz", **{**arrays, META_KEY: np.array(json.dumps(meta))})
-    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--nll-images", "20",
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), "--epochs", "2", "--nll-images", "20",
                                       "--backend", "numpy"])
     assert code == 0 and "backend numpy" in err and "records no back end" not in err, err
 
@@ -165,7 +166,7 @@ def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, caps
     images[3, 14, 14] ^= 1                         # one pixel of one training image
     other = sample_copy(tmp_path / "other", images=images)
     before = snapshot(copy_of)
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", other])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--epochs", "3", "--data-dir", other])
     assert code == 2, err
     assert "these are not the train images it was trained on" in err and other in err and SAMPLE in err
     run_json = json.loads((copy_of / "run.json").read_text())
@@ -173,7 +174,7 @@ def test_other_data_of_the_same_size_are_refused(copy_of, tmp_path, script, caps
     assert snapshot(copy_of) == before
     # the same data elsewhere are fine (--data-dir may change)
     same = sample_copy(tmp_path / "same")
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--data-dir", same, "--nll-k", "1"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--data-dir", same, "--nll-k", "1"])
     assert code == 0, err
 
 
@@ -187,7 +188,7 @@ def test_a_run_from_before_data_fingerprints_resumes_with_one_note(copy_of, scri
     del meta["fit_config"]["train_data"]
     arrays["__meta__"] = np.array(json.dumps(meta))
     np.savez(copy_of / "checkpoint.npz", **arrays)
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--nll-k", "1"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--epochs", "3", "--nll-k", "1"])
     assert code == 0, err
     assert "has no fingerprint of the run's data, so the images cannot be checked against the run's" in err
     assert "fingerprint" not in err.replace("has no fingerprint of the run's data", ""), err   # said once
@@ -198,13 +199,14 @@ def test_a_run_whose_data_folder_has_gone_says_to_give_the_new_one(copy_of, tmp_
     run_json = json.loads((copy_of / "run.json").read_text())
     gone = str(tmp_path / "moved-away")
     (copy_of / "run.json").write_text(json.dumps({**run_json, "data_dir": gone}))
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--epochs", "3"])
     assert code == 2 and f"the mnist files are not found in its data folder {gone} (from its run.json):" in err, err
     assert f"  2. {gone} (run.json's data_dir): folder does not exist" in err
     assert "give --data-dir with the folder that holds the run's data" in err and "leave it out" not in err
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", gone])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--epochs", "3", "--data-dir", gone])
     assert code == 2 and f"the mnist files are not found in --data-dir {gone}:" in err and "leave it out" not in err
-    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--data-dir", SAMPLE, "--nll-k", "1"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), "--epochs", "3", "--data-dir", SAMPLE,
+                                      "--nll-k", "1"])
     assert code == 0, err
 
 
@@ -251,12 +253,13 @@ def test_a_checkpoint_copied_alone_under_another_name_resumes_in_its_folder_agai
     folder.mkdir()
     shutil.copy(base / "checkpoint.npz", folder / "mine.npz")
     flags = [*SMALL, *REFERENCE, "--nll-images", "20", "--no-progress"]
-    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
     assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 3       # the run's own, written beside the copy
-    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "4"])  # back to 2?
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder / "mine.npz"), *flags,
+                                      "--epochs", "4"])  # back to 2?
     assert code == 2 and f"continue that one with --resume {folder}" in err, err
-    code, err = call(script, capsys, ["--resume", str(folder), *flags, "--epochs", "4"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder), *flags, "--epochs", "4"])
     assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 4
 
@@ -327,7 +330,7 @@ def test_an_interrupt_wrapped_by_an_import_while_drawing_still_says_how_to_finis
         except KeyboardInterrupt:
             raise ImportError("initialization of _path raised unreported exception")
     monkeypatch.setattr(script, "draw_figures", draw)
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
     assert code == cli.EXIT_SIGINT and err.count("stopped: interrupted by SIGINT") == 1, err
     assert "the training is complete and saved in" in err and "--resume" in err
 
@@ -339,7 +342,7 @@ def test_a_refusal_after_training_keeps_the_run_and_says_how_to_finish(tmp_path,
     def draw(*args):
         raise InputError(f"cannot write {out / 'samples.png'}: it is a folder; give a file path")
     monkeypatch.setattr(script, "draw_figures", draw)
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)])
     assert code == cli.EXIT_USAGE and "it is a folder" in err, err
     assert {"checkpoint.npz", "metrics.jsonl", "run.json"} <= set(os.listdir(out))
     assert "the training is complete and saved in" in err and "--resume" in err
@@ -380,7 +383,7 @@ def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_
     def draw(*args):
         raise ImportError("ft2font.so: failed to map segment from shared object", name="matplotlib.ft2font")
     monkeypatch.setattr(script, "draw_figures", draw)
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(tmp_path / "run")])
     assert code == 1 and "\nerror: cannot import matplotlib.ft2font: ft2font.so: failed to map" in err, err
     assert "bug in npvae" not in err and "the training is complete and saved in" in err and "--resume" in err
 
@@ -392,7 +395,7 @@ def test_any_error_after_training_says_the_run_is_saved_and_how_to_finish(tmp_pa
         raise ValueError("Key backend: 'nonsense' is not a valid value for backend; supported values are [...]")
     monkeypatch.setattr(script, "draw_figures", draw)
     out = tmp_path / "run"
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)])
     assert code == 1 and "'nonsense' is not a valid value for backend" in err, err
     assert f"the training is complete and saved in {out / 'checkpoint.npz'};" in err
     assert script.resume_command(str(out / "checkpoint.npz")) in err, err
@@ -413,7 +416,7 @@ def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_na
     with open(here / "run" / "run.json", encoding="utf-8") as f:
         assert json.load(f)["data"]["source"] == str(here / "rel" / "mnist")
     monkeypatch.chdir(elsewhere)
-    code, err = call(script, capsys, ["--resume", str(here / "run"), "--epochs", "2"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(here / "run"), "--epochs", "2"])
     assert code == 2, err
     assert f"This run found its data in {here / 'rel' / 'mnist'} (its run.json)" in err
     assert_no_traceback(err)
@@ -430,7 +433,7 @@ def test_a_resume_in_a_locale_that_cannot_spell_the_data_folder_says_so(tmp_path
     code, err = call(script, capsys, [*args, *REFERENCE, "--data-dir", str(data), "--epochs", "1", "--nll-images", "20",
                                       "--out", str(tmp_path / "run")])
     assert code == 0, err
-    again = run([TRAIN, "--resume", str(tmp_path / "run"), "--epochs", "2"],
+    again = run([TRAIN, "--no-figures", "--resume", str(tmp_path / "run"), "--epochs", "2"],
                 env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C"})
     assert again.returncode == 2, again.stderr
     assert "the mnist files are not found in its data folder" in again.stderr
@@ -445,7 +448,7 @@ def test_the_resume_command_printed_pastes_back_for_a_folder_with_a_space(tmp_pa
         raise KeyboardInterrupt
     monkeypatch.setattr(script, "draw_figures", draw)
     out = tmp_path / "my run"
-    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    code, err = call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)])
     assert code == cli.EXIT_SIGINT, err
     assert shlex.split(err.strip().splitlines()[-1])[1:] == [sys.argv[0], "--resume", str(out / "checkpoint.npz")]
 
@@ -460,12 +463,13 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     other = sample_copy(tmp_path / "other", images=images)
     before = snapshot(copy_of)
     data = ["--dataset", "mnist-test-split", "--split", "800"]          # run.json had them
-    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--data-dir", other, "--epochs", "3"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), *data, "--data-dir", other,
+                                      "--epochs", "3"])
     assert code == 2 and "these are not the train images it was trained on" in err, err
     assert "point --data-dir at the run's data" in err and "writing to" not in err, err
     assert snapshot(copy_of) == before
-    code, err = call(script, capsys, ["--resume", str(copy_of), *data, "--data-dir", SAMPLE, "--epochs", "3",
-                                      "--nll-k", "1"])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(copy_of), *data, "--data-dir", SAMPLE,
+                                      "--epochs", "3", "--nll-k", "1"])
     assert code == 0, err
     assert "no run.json beside" in err and "the held-out images cannot be checked" in err, err
     assert "run.json has no fingerprint" not in err, err
@@ -491,7 +495,7 @@ def test_a_run_without_run_json_goes_on_with_what_its_checkpoint_was_trained_wit
     code, err = call(script, capsys, [*data, *REFERENCE, *flags, "--epochs", "1", *nll, "--out", str(out)])
     assert code == 0, err
     (out / "run.json").unlink()
-    code, err = call(script, capsys, ["--resume", str(out), *data, "--epochs", "2", *nll])
+    code, err = call(script, capsys, ["--no-figures", "--resume", str(out), *data, "--epochs", "2", *nll])
     assert code == 0 and "model: 784-16-3" in err, err
     saved = json.loads((out / "run.json").read_text())
     assert {k: saved[k] for k in trained} == trained and saved["data_dir"] == SAMPLE

@@ -19,7 +19,8 @@ import threading
 import time
 
 import pytest
-from cli_util import ENV, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines, wait_for
+from cli_util import (ENV, FIGURED, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, run, start, strict_json_lines,
+                      wait_for)
 
 from npvae.checkpoint import load_checkpoint
 
@@ -60,7 +61,7 @@ def test_ctrl_c_during_the_nll_then_resume_finishes(tmp_path):
 
 def test_sigterm_while_drawing_the_figures(tmp_path):
     out = tmp_path / "run"
-    proc = start([TRAIN, *SMALL, *REFERENCE, "--epochs", "2", "--out", str(out)])   # drawing: either back end
+    proc = start([TRAIN, *FIGURED, *REFERENCE, "--epochs", "2", "--out", str(out)])   # drawing: either back end
     seen = []
     try:
         assert wait_for(proc, "drawing the figures", seen), "".join(seen)
@@ -163,7 +164,7 @@ def test_a_terminal_that_goes_away_mid_run_does_not_stop_it(tmp_path):
     comes (nohup, disown): the run still trains, draws its figures and writes its summary."""
     out = tmp_path / "run"
     controller, terminal = pytest.importorskip("pty").openpty()     # (not on Windows)
-    proc = popen_with_sighup([TRAIN, *SMALL, *REFERENCE, "--epochs", "3", "--out", str(out)], "SIG_IGN",
+    proc = popen_with_sighup([TRAIN, *FIGURED, *REFERENCE, "--epochs", "3", "--out", str(out)], "SIG_IGN",
                              stderr=terminal)
     os.close(terminal)
     try:

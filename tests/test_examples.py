@@ -4,6 +4,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import runpy
 import shlex
 import signal
@@ -14,10 +15,10 @@ import types
 
 import numpy as np
 import pytest
-from cli_util import (ENV, QUICKSTART, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script,
-                      open_without_proc_and_sys, run, start, write_idx_gz)
+from cli_util import (ENV, FIGURED, QUICKSTART, REFERENCE, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback,
+                      load_script, open_without_proc_and_sys, run, start, write_idx_gz)
 
-from npvae import evaluate_elbo
+from npvae import cli, evaluate_elbo
 from npvae.checkpoint import load_checkpoint, load_model
 from npvae.data import load_idx_split, locate
 from npvae.errors import DatasetNotFoundError
@@ -41,7 +42,7 @@ def lines(path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    proc = run([TRAIN, *SMALL, "--epochs", "1", "--latent-dim", "2", "--out", str(out)])
+    proc = run([TRAIN, *FIGURED, "--epochs", "1", "--latent-dim", "2", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -69,6 +70,33 @@ def test_train_mnist_writes_everything(run_dir):
         in proc.stdout
     assert "epoch 1/1" in proc.stderr and "\r" not in proc.stderr   # one line per epoch (not a terminal)
     assert not [f for f in os.listdir(out) if f.startswith(".")]   # no lock or temporary file left
+
+
+def test_no_figures_writes_the_numbers_only_and_loads_no_matplotlib(tmp_path):
+    """--no-figures: a run for its numbers (one of a sweep, say) spends no time on figures."""
+    out = tmp_path / "run"
+    proc = run(["-X", "importtime", TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20",
+                "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl", "run.json"]
+    assert lines(out / "metrics.jsonl")[-1]["summary"] and "drawing the figures" not in proc.stderr
+    assert f"done: metrics and checkpoint (no figures) in {out}" in proc.stdout
+    imported = re.findall(r"^import time: .*\|\s*([\w.]+)$", proc.stderr, re.M)     # as -X importtime lists them
+    assert "numpy" in imported and not [m for m in imported if m.startswith("matplotlib")]
+
+
+def test_a_resume_without_no_figures_draws_the_figures_a_run_with_them_draws(tmp_path, capsys):
+    """Resuming a finished --no-figures run draws all six, the untrained model's reconstructions
+    too (rebuilt from the seed): byte for byte what the same run with figures drew."""
+    main, args = load_script().main, [*REFERENCE, "--epochs", "1", "--nll-images", "20"]
+    assert cli.run(main, [*FIGURED, *args, "--out", str(tmp_path / "drawn")]) == 0
+    assert cli.run(main, [*SMALL, *args, "--out", str(tmp_path / "later")]) == 0
+    assert not [f for f in os.listdir(tmp_path / "later") if f.endswith(".png")]
+    capsys.readouterr()
+    assert cli.run(main, ["--resume", str(tmp_path / "later")]) == 0
+    assert "has done its 1 epochs: drawing its figures and estimating its NLL again" in capsys.readouterr().err
+    for name in FIGURES:
+        assert (tmp_path / "later" / name).read_bytes() == (tmp_path / "drawn" / name).read_bytes(), name
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from cli_util import (ENV, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, load_script, open_without_proc_and_sys,
-                      run, start, wait_for)
+from cli_util import (ENV, FIGURED, REFERENCE, ROOT, SMALL, TRAIN, assert_no_traceback, load_script,
+                      open_without_proc_and_sys, run, start, wait_for)
 
 import npvae
 from npvae.atomic import atomic_write, sweep_temporary_files
@@ -38,7 +38,7 @@ def test_on_windows_a_run_ends_with_status_0_and_takes_its_lock_file_away(tmp_pa
     held, and every run ended with "error: .npvae.lock: The process cannot access the file",
     status 1, the lock file left behind. The same command again is refused for its own reason."""
     out = tmp_path / "run"
-    args = [WINDOWS, TRAIN, *SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)]
+    args = [WINDOWS, TRAIN, *FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--out", str(out)]
     first = run(args)
     assert first.returncode == 0, first.stderr
     assert f"done: figures, metrics and checkpoint in {out}" in first.stdout
