@@ -537,7 +537,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         another class is refused on both. The model's ``rng``
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks. A ``model.eval()`` here
-        lasts until the next epoch's start, which puts the model in training mode again.
+        lasts until the next epoch's start, which puts the model in training mode again. It
+        may change ``train_images`` in place (the next epochs train on them, and the
+        checkpoints then record them: a resume gives them as they are then).
     metrics_path : path, optional
         One JSON line per epoch is appended atomically, after the epoch's checkpoint. On a
         resume it is made to hold the checkpoint's epochs (a line it lacks is written from the
@@ -699,7 +701,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
                     if train_images.dtype.kind == "f":   # changed in place? refused as they would be at the start
                         check_images(train_images, "train_images (after the callback)", model.input_dim,
                                      dtype=model.dtype)
-                    _forget_dead_units_if_changed(training, train_images, fit_config)
+                    _take_images_as_changed(training, train_images, fit_config, saving=checkpoint is not None)
                     _check_finite(model, opt, epoch, run.last_saved, beta, after_callback=True)
                     run.save(epoch, 0)   # again: what the callback set (a learning-rate schedule) resumes too
                     if stop and run.flag.signum is None:     # a signal meanwhile is still reported
@@ -748,16 +750,19 @@ def _check_make_up_kept(model, opt, backend, evaluating):
             raise InputTypeError(f"the callback changed the optimizer: {e}") from None
 
 
-def _forget_dead_units_if_changed(training, images, fit_config):
-    """After a callback: units retired as dead on the training images stay retired only if the
-    images are the same ones (a callback may change them in place). Telling takes ~50 ms for
-    60,000 images, so it is done only while some units are retired."""
+def _take_images_as_changed(training, images, fit_config, saving):
+    """After a callback, which may change the training images in place: the checkpoints record
+    the images as they are now (a resume is checked against them), and units retired as dead on
+    the old ones are proven afresh. Telling takes ~50 ms for 60,000 images, so it is done only
+    when there is a checkpoint to record them or a unit retired."""
     dead = training.dead_units()
-    if dead is not None and dead["retired"]:
-        data = fingerprint(images)
-        if data != fit_config["train_data"]:
+    if not saving and not (dead is not None and dead["retired"]):
+        return
+    data = fingerprint(images)
+    if data != fit_config["train_data"]:
+        fit_config["train_data"] = data
+        if dead is not None:
             training.load_dead_units(None)      # start the record afresh, on the images as they are
-            fit_config["train_data"] = data
 
 
 class _Run:

@@ -1720,3 +1720,111 @@ def test_a_divergence_says_the_model_holds_the_steps_before_it_and_how_to_get_ba
                                                       rf"model holds, give this loss; {re.escape(back)}\. "):
                 fit(small(), images[:128], epochs=2, batch_size=64, rng=0, progress=False, backend=backend,
                     callback=poison, checkpoint=checkpoint)
+
+
+# -- settings the tests above rarely use (each found untested by a mutation round) ---------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_one_epoch_warmup_ramps_over_the_first_epoch(sample, backend):
+    h = fit(small(), sample[0][:100], epochs=2, batch_size=25, warmup=1, beta=1.0, rng=0, progress=False,
+            backend=backend)
+    assert h["beta_start"] == pytest.approx([0.25, 1.0]) and h["beta"] == pytest.approx([1.0, 1.0])  # 1/4 .. 4/4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_signal_during_an_epochs_last_step_stops_at_its_end_and_resumes_exactly(sample, tmp_path, backend):
+    """The epoch is completed and saved whole: a mid-epoch checkpoint after its last step could not be resumed."""
+    x, run = sample[0][:120], dict(batch_size=24, progress=False, rng=7, backend=backend)     # 5 steps an epoch
+    straight = small()
+    fit(straight, x, epochs=2, **run)
+    model = small()
+    interrupt_at(model, 5)
+    with pytest.raises(TrainingInterrupted, match="end of epoch 1") as stopped:
+        fit(model, x, epochs=2, checkpoint=tmp_path / "c.npz", **run)
+    assert (stopped.value.epoch, stopped.value.step) == (1, 0)
+    resumed = small(seed=5)
+    fit(resumed, x, epochs=2, resume=tmp_path / "c.npz", **run)
+    assert params_equal(straight, resumed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_resumed_epochs_train_seconds_count_the_time_before_the_stop(sample, tmp_path, backend):
+    model = small()
+    interrupt_at(model, 2)
+    slow = model.rng.standard_normal
+
+    def standard_normal(*args, **kwargs):           # steps 1 and 2 take 0.3 s longer; the stop is in step 2
+        time.sleep(0.3)
+        return slow(*args, **kwargs)
+    model.rng.standard_normal = standard_normal
+    run = dict(batch_size=24, progress=False, rng=7, backend=backend)
+    with pytest.raises(TrainingInterrupted):
+        fit(model, sample[0][:120], epochs=1, checkpoint=tmp_path / "c.npz", **run)
+    assert fit(small(seed=5), sample[0][:120], epochs=1, resume=tmp_path / "c.npz", **run)[0]["train_seconds"] >= 0.6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("eval_seed, binarize", [(5, False), (0, True), (5, True)])
+def test_the_test_loss_is_evaluate_elbo_with_the_runs_eval_seed_and_binarization(sample, backend, eval_seed,
+                                                                                  binarize):
+    x, t = sample[0][:100], sample[0][100:160]
+    model = small()
+    h = fit(model, x, t, epochs=1, batch_size=25, rng=0, eval_seed=eval_seed, binarize=binarize, progress=False,
+            backend=backend)
+    want = evaluate_elbo(model, t, batch_size=25, seed=eval_seed, binarize=binarize, backend=backend)
+    assert (h[0]["test_loss"], h[0]["test_recon"], h[0]["test_kl"]) == (want.total, want.recon, want.kl)
+
+
+def test_a_resume_whose_epochs_end_inside_the_checkpoints_unfinished_epoch_is_refused_loading_nothing(sample,
+                                                                                                      tmp_path):
+    x, run = sample[0][:120], dict(batch_size=24, progress=False, rng=7, backend="numpy")
+    model = small()
+    interrupt_at(model, 7)                          # epoch 2, step 2
+    with pytest.raises(TrainingInterrupted):
+        fit(model, x, epochs=2, checkpoint=tmp_path / "c.npz", **run)
+    again = small(seed=5)
+    before = again.state_dict()
+    with pytest.raises(InputError, match=r"epochs=1 .*already at epoch 2"):
+        fit(again, x, epochs=1, resume=tmp_path / "c.npz", **run)
+    assert all(np.array_equal(v, again.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.filterwarnings("ignore:warmup=2 epochs is longer")
+def test_a_resume_with_another_warmup_is_refused_by_name(sample, tmp_path):
+    run = dict(batch_size=25, progress=False, rng=7, backend="numpy")
+    fit(small(), sample[0][:100], epochs=1, warmup=2, checkpoint=tmp_path / "c.npz", **run)
+    with pytest.raises(InputError, match=r"cannot resume .*warmup 0 but the checkpoint was trained with 2"):
+        fit(small(), sample[0][:100], epochs=3, warmup=0, resume=tmp_path / "c.npz", **run)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_whose_callback_changed_the_images_resumes_on_the_changed_images(sample, tmp_path, backend):
+    """The checkpoints record the images as the callback left them, on both back ends, with
+    dead units retired (the fast path's default) or not."""
+    x = sample[0][:150].copy()
+    model = VAE(784, 16, 3, dtype=np.float64, rng=0)
+    model.encoder[0].weight.data[:, [1, 4]] = 0.02      # dead on digits (mostly black): retired ...
+    model.encoder[0].bias.data[[1, 4]] = -10.0          # ... and alive on their negatives
+
+    def invert_once(record, model):
+        if record["epoch"] == 2:
+            np.subtract(255, x, out=x)
+    run = dict(batch_size=50, rng=7, progress=False, backend=backend)
+    fit(model, x, epochs=2, callback=invert_once, checkpoint=tmp_path / "c.npz", **run)
+    assert len(fit(VAE(784, 16, 3, dtype=np.float64, rng=1), x, epochs=3, resume=tmp_path / "c.npz", **run)) == 3
+    with pytest.raises(InputError, match="training images"):
+        fit(VAE(784, 16, 3, dtype=np.float64, rng=1), sample[0][:150], epochs=3, resume=tmp_path / "c.npz", **run)
+
+
+def test_history_best_gives_the_first_of_tied_records():
+    h = History([{"epoch": 1, "test_loss": 2.0}, {"epoch": 2, "test_loss": 1.0}, {"epoch": 3, "test_loss": 1.0}])
+    assert h.best()["epoch"] == 2 and h.best("epoch")["epoch"] == 1
+
+
+def test_history_columns_and_best_take_a_field_a_callback_added(sample):
+    def note_lr(record, model):
+        record["lr"] = 0.5 / record["epoch"]
+    h = fit(small(), sample[0][:50], epochs=2, batch_size=25, rng=0, progress=False, backend="numpy",
+            callback=note_lr)
+    assert h["lr"] == [0.5, 0.25] and h.best("lr")["epoch"] == 2
+    with pytest.raises(KeyError, match="no field 'nope'"):
+        h["nope"]
