@@ -92,7 +92,8 @@ def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):
     (out / ".metrics.jsonl.abcd1234.tmp").write_text('{"epoch": ')
     (out / ".notes.txt").write_text("not ours")
     done = load_checkpoint(out / "checkpoint.npz").epoch
-    proc = run([TRAIN, "--resume", str(out), "--epochs", str(done + 1), "--nll-images", "20", *REFERENCE])
+    proc = run([TRAIN, "--resume", str(out), "--epochs", str(done + 1), "--nll-images", "20", "--no-figures",
+                *REFERENCE])
     assert proc.returncode == 0, proc.stderr
     assert f"took over the lock of a run that ended without releasing it (process {killed.pid}" in proc.stderr
     assert "removed 2 temporary file(s) a killed run left" in proc.stderr

@@ -137,7 +137,8 @@ def test_a_mistyped_environment_variable_is_one_line_of_warning(tmp_path):
     shutil.copytree(SAMPLE, tmp_path / "cache" / "npvae" / "mnist")
     env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "NPVAE_DATA_DIR": str(tmp_path / "dta")}
     proc = subprocess.run([sys.executable, TRAIN, "--dataset", "mnist-test-split", "--split", "800", "--epochs", "1",
-                           "--hidden-dim", "32", "--nll-k", "2", *REFERENCE, "--out", str(tmp_path / "run")],
+                           "--hidden-dim", "32", "--nll-k", "2", "--no-figures", *REFERENCE, "--out",
+                           str(tmp_path / "run")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (f"warning: $NPVAE_DATA_DIR={tmp_path / 'dta'}: folder does not exist; using mnist from "
