@@ -29,8 +29,9 @@ is refused, naming both, except for these, which may change:
   --no-progress, --no-figures, --debug
   --out NEW              continue in NEW: a copy of the run; its folder is kept
 A refused resume changes nothing. Resuming a run that has finished its epochs
-draws its figures and computes the NLL again (a run trained with --no-figures
-gets them so, the untrained model's reconstructions included).
+computes the NLL again and, without --no-figures, draws its figures again (all
+of them, also for a run made with --no-figures: the untrained model's
+reconstructions are rebuilt from the seed).
 """
 import signal
 import sys
@@ -91,7 +92,8 @@ CHANGEABLE = ("epochs", "data_dir", "nll_k", "nll_images", "backend", "progress"
 # Files a run writes before it trains (copied ones included); one that fails before its first
 # checkpoint removes them again.
 START_FILES = ("run.json", "metrics.jsonl", "checkpoint.npz", "reconstruction_before.png")
-RUN_FILES = START_FILES + ("reconstruction_after.png", "samples.png", "interpolation.png", "loss.png", "latent.png")
+AFTER_FIGURES = ("reconstruction_after.png", "samples.png", "interpolation.png", "loss.png", "latent.png")
+RUN_FILES = START_FILES + AFTER_FIGURES
 
 
 def say(line):
@@ -404,8 +406,10 @@ def describe(model):
     return f"{model.input_dim}-{'-'.join(map(str, model.hidden_dims))}-{model.latent_dim}"
 
 
-def resume_command(checkpoint):
-    return cli.shell_command([sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)])
+def resume_command(checkpoint, figures=True):
+    """The command that continues the run; with --no-figures if this one had it (it would draw them)."""
+    words = [sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)]
+    return cli.shell_command(words if figures else words + ["--no-figures"])
 
 
 def copy_file(src, dst):
@@ -526,7 +530,8 @@ def main(argv=None):
             f"each epoch is one step over all of them")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
         again = "drawing its figures and estimating" if s["figures"] else "estimating"
-        say(f"the run has done its {s['epochs']} epochs: {again} its NLL again (ask for more with --epochs)")
+        epochs = f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}"
+        say(f"the run has done its {epochs}: {again} its NLL again (ask for more with --epochs)")
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
     with RunFolder(out, "--out", unique=named_here) as folder:
@@ -547,7 +552,8 @@ def main(argv=None):
             say(f"writing to {out}")
             resume_from = None if resumed is None else checkpoint if elsewhere else resumed.path
             # the untrained model's reconstructions: a resume can rebuild that model from the seed
-            draw_before = s["figures"] and (resumed is None or "seed" in resumed.settings)
+            seeded = resumed is None or "seed" in resumed.settings or "seed" in given
+            draw_before = s["figures"] and seeded
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
@@ -613,7 +619,7 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
         # (an InputError is a refusal: worth resuming only if training got as far as a checkpoint)
         if os.path.exists(checkpoint) and (not isinstance(e, InputError) or file_state(checkpoint) != found):
             e.add_note(f"to continue{'' if isinstance(e, KeyboardInterrupt) else ' once that is fixed'}, run:")
-            e.add_note("  " + resume_command(checkpoint))
+            e.add_note("  " + resume_command(checkpoint, s["figures"]))
         raise
     except DivergenceError as e:
         if resume_from is None:
@@ -635,6 +641,8 @@ def draw_and_evaluate(s, folder, model, history, before, data):
             say("drawing the figures ...")
             draw_figures(s, folder, model, history, before, data)
             left_to_do = "the figures are drawn; to compute the NLL"
+        else:
+            note_figures_left(folder, len(history))
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
         interrupted = cli.interruption(e)
@@ -642,8 +650,17 @@ def draw_and_evaluate(s, folder, model, history, before, data):
             checkpoint = folder.file("checkpoint.npz")
             then = "" if interrupted else " once that is fixed"     # (a bug's note too: the run is kept)
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}{then}, run:")
-            e.add_note("  " + resume_command(checkpoint))
+            e.add_note("  " + resume_command(checkpoint, s["figures"]))
         raise
+
+
+def note_figures_left(folder, epochs):
+    """--no-figures in a run folder that holds figures (a resume, or a copy with --out NEW): they
+    are left as they were, perhaps of an earlier epoch; say so."""
+    left = [name for name in AFTER_FIGURES if os.path.exists(folder.file(name))]
+    if left:
+        say(f"note: --no-figures: {', '.join(left)} in {folder.path} are left as drawn before; a resume "
+            f"without --no-figures draws them after epoch {epochs}")
 
 
 def draw_figures(s, folder, model, history, before, data):

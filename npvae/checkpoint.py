@@ -39,11 +39,12 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import (CheckpointError, CheckpointNotFoundError, DivergenceError, InputError, InputTypeError,
-                     StateDictError)
+                     NoGeneratorError, StateDictError)
 from .model import VAE, check_vae
 from .module import Module, Parameter
 from .optim import SGD, Adam, Optimizer
-from .validate import check_non_negative_int, check_optimizer_params, check_output_path, warn_backend_argument
+from .validate import (check_non_negative_int, check_optimizer_params, check_output_path, check_params_list,
+                       warn_backend_argument)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "checkpoint_file", "FORMAT", "VERSION"]
 
@@ -186,6 +187,7 @@ class Checkpoint:
         if model is not None:
             self.check_model(model)
         if optimizer is not None:
+            check_params_list(optimizer)
             if self.optimizer != type(optimizer).__name__:
                 raise CheckpointError(f"{path}: the checkpoint holds {self.optimizer or 'no'} optimizer "
                                       f"state, got {type(optimizer).__name__} to load it into")
@@ -202,8 +204,11 @@ class Checkpoint:
                 raise CheckpointError(f"{path}: optimizer state does not fit: {e}{order}") from None
         if model is not None:
             model.load_state_dict(self.model_state)
-            if "model" in self.rng_states:      # a sampler whose Generator was taken away gets the saved one
-                rng = getattr(model.sampler, "rng", None)
+            if "model" in self.rng_states:
+                try:
+                    rng = model.rng
+                except NoGeneratorError:    # a sampler whose Generator was taken away gets the saved one
+                    rng = None
                 model.rng = restore_generator(rng, self.rng_states["model"], path, "model")
         return self
 
@@ -662,6 +667,7 @@ def check_savable(model, path, optimizer=None):
     (``hyper()`` and ``set_hyper()``, numbers), which a resume needs; StateDictError if Adam's
     or SGD's state is not shaped and typed as its parameters."""
     if optimizer is not None:
+        check_params_list(optimizer)
         try:
             hyper = optimizer.hyper()
             if type(optimizer).set_hyper is Optimizer.set_hyper:

@@ -77,8 +77,8 @@ exit status:
 EXIT_STATUS = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
           "       a checkpoint, an --out that is busy, holds a run, not writable or too\n"
-          "       small (a refusal after training, of a figure's path or the NLL's\n"
-          "       memory, keeps the run)",
+          "       small (a refusal after training, of a figure's path, $MPLBACKEND or\n"
+          "       the NLL's memory, keeps the run)",
     stopped="Training keeps every completed step in its checkpoint; the message says\n"
             "       how to continue")
 #: The same for a program that keeps no checkpoint (``examples/quickstart.py``).

@@ -36,17 +36,18 @@ _MAX_INCHES = 80   # a side of a grid's images, at most: 8,000 pixels at the def
 
 
 def _import_matplotlib():
-    """Import matplotlib, saying which setting is to blame if its import fails on one.
+    """Import matplotlib, saying so if ``MPLBACKEND`` makes its import fail.
 
-    matplotlib checks its settings as it is imported: a bad ``MPLBACKEND`` fails it with a
-    ``ValueError``, even though npvae draws with Agg whatever the backend."""
+    matplotlib checks that variable as it is imported: a backend it does not know fails the
+    import with a ``ValueError``, even though npvae draws with Agg whatever the backend."""
     try:
         importlib.import_module("matplotlib")       # (once imported, a lookup in sys.modules)
     except ValueError as e:
-        setting = (f"MPLBACKEND={os.environ['MPLBACKEND']!r}" if os.environ.get("MPLBACKEND") else
-                   "the settings in its matplotlibrc file")
-        raise InputError(f"matplotlib cannot be imported with {setting}: {e}. npvae draws with Agg "
-                         f"whatever the backend: unset MPLBACKEND or set it to agg") from None
+        backend = os.environ.get("MPLBACKEND")
+        if not backend or "backend" not in str(e):     # another cause: matplotlib's own words
+            raise
+        raise InputError(f"matplotlib cannot be imported with MPLBACKEND={backend!r}: {e}. npvae draws "
+                         f"with Agg whatever the backend: unset MPLBACKEND or set it to agg") from None
 
 
 def new_figure(width, height, dpi=100):

@@ -538,8 +538,8 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         is the training's noise: ``model.sample(16)`` here changes the rest of the run (which
         still resumes exactly); ``model.sample(16, rng=0)`` only looks. A ``model.eval()`` here
         lasts until the next epoch's start, which puts the model in training mode again. It
-        may change ``train_images`` in place (the next epochs train on them, and the
-        checkpoints then record them: a resume gives them as they are then).
+        may change ``train_images`` in place: the next epochs train on them, and the
+        checkpoints record them as changed (a resume is then given the changed images).
     metrics_path : path, optional
         One JSON line per epoch is appended atomically, after the epoch's checkpoint. On a
         resume it is made to hold the checkpoint's epochs (a line it lacks is written from the

@@ -553,16 +553,23 @@ def check_decay_rates(value, name):
     return pair
 
 
+def check_params_list(optimizer):
+    """An InputTypeError unless ``optimizer.params`` is a list (or tuple), as the optimizer made it:
+    set by hand afterwards to something else, every use of it would fail with a bare TypeError."""
+    params = optimizer.params
+    if not isinstance(params, (list, tuple)):
+        raise InputTypeError(f"optimizer.params must be the list of the parameters it updates (as "
+                             f"Adam(model.parameters()) makes it), got {type(params).__name__}")
+
+
 def check_optimizer_params(optimizer, model, for_checkpoint=None):
     """For each of ``optimizer.params``, its index in ``model.parameters()``; InputError unless the
     optimizer holds exactly the model's parameters (in any order). ``for_checkpoint`` ("save" or
     "load"): the error says how to save or load with an optimizer of some parameters only,
     rather than how to train one."""
     index = {id(p): j for j, p in enumerate(model.parameters())}
+    check_params_list(optimizer)
     params = optimizer.params
-    if not isinstance(params, (list, tuple)):      # set by hand after the optimizer was built
-        raise InputTypeError(f"optimizer.params must be the list of the parameters it updates (as "
-                             f"Adam(model.parameters()) makes it), got {type(params).__name__}")
     if len(params) != len(index) or {id(p) for p in params} != set(index):
         some = {
             "save": "a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "

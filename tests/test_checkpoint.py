@@ -1314,3 +1314,38 @@ def test_a_sampler_without_a_generator_gets_the_saved_one_and_all_else_loads(tmp
     load_checkpoint(tmp_path / "c.npz", model, Adam(model.parameters()))
     np.testing.assert_array_equal(model.encoder[0].weight.data, saved.encoder[0].weight.data)
     np.testing.assert_array_equal(model.sample(3), saved.sample(3))     # the saved stream, not a fresh one
+
+
+def test_a_subclass_keeping_its_own_generator_as_rng_gets_the_saved_state_in_it(tmp_path):
+    """``model.rng`` is what a checkpoint saves and restores, whatever the subclass makes of it."""
+    class OwnStream(VAE):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.stream = np.random.default_rng(5)
+
+        @property
+        def rng(self):
+            return self.stream
+
+        @rng.setter
+        def rng(self, rng):
+            self.stream = rng
+    saved = OwnStream(12, 8, 2, rng=3)
+    save_checkpoint(tmp_path / "c.npz", saved)
+    model = OwnStream(12, 8, 2, rng=4)
+    kept = model.rng
+    load_checkpoint(tmp_path / "c.npz", model)
+    assert model.rng is kept and kept.random() == saved.rng.random()
+
+
+def test_an_optimizer_whose_params_are_no_list_is_refused_by_name_saving_and_loading(tmp_path):
+    model = VAE(12, 8, 2, rng=0)
+    save_checkpoint(tmp_path / "c.npz", model, Adam(model.parameters()))
+    opt = Adam(model.parameters())
+    opt.params = None                       # set by hand
+    for call in (lambda: save_checkpoint(tmp_path / "d.npz", model, opt),
+                 lambda: load_checkpoint(tmp_path / "c.npz", optimizer=opt),
+                 lambda: load_checkpoint(tmp_path / "c.npz", model, opt)):
+        with pytest.raises(InputTypeError, match=r"optimizer\.params must be the list .*got NoneType"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["c.npz"]

@@ -453,3 +453,18 @@ def test_control_characters_and_backslashes_paste_back(tmp_path, encoding):
 def test_a_stream_that_shows_any_letter_gets_it_as_it_is():
     import io
     assert cli.shell_command(["python", "v \u00fc"], io.StringIO()) == "python 'v \u00fc'"
+
+
+def test_whole_number_takes_both_of_its_bounds():
+    import argparse
+    parse = cli.whole_number(1, 10)
+    assert parse("1") == 1 and parse("10") == 10
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at most 10, got 11"):
+        parse("11")
+
+
+def test_the_status_a_program_returns_is_its_exit_status():
+    """latent_bubbles.py refuses a --train it cannot take by returning 2 from main."""
+    assert cli.run(lambda argv: 3, []) == 3
+    proc = run([os.path.join(os.path.dirname(TRAIN), "latent_bubbles.py"), "--train", "1000000"])
+    assert proc.returncode == 2 and "--train must be between" in proc.stderr, proc.stderr

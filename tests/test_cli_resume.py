@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from cli_util import (FIGURED, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run, sample_copy,
-                      snapshot, strict_json_lines)
+from cli_util import (ENV, FIGURED, REFERENCE, SAMPLE, SMALL, TRAIN, assert_no_traceback, load_script, run,
+                      sample_copy, snapshot, strict_json_lines)
 
 from npvae import cli
 from npvae.checkpoint import META_KEY, load_checkpoint
@@ -253,13 +253,12 @@ def test_a_checkpoint_copied_alone_under_another_name_resumes_in_its_folder_agai
     folder.mkdir()
     shutil.copy(base / "checkpoint.npz", folder / "mine.npz")
     flags = [*SMALL, *REFERENCE, "--nll-images", "20", "--no-progress"]
-    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
+    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "3"])
     assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 3       # the run's own, written beside the copy
-    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder / "mine.npz"), *flags,
-                                      "--epochs", "4"])  # back to 2?
+    code, err = call(script, capsys, ["--resume", str(folder / "mine.npz"), *flags, "--epochs", "4"])  # back to 2?
     assert code == 2 and f"continue that one with --resume {folder}" in err, err
-    code, err = call(script, capsys, ["--no-figures", "--resume", str(folder), *flags, "--epochs", "4"])
+    code, err = call(script, capsys, ["--resume", str(folder), *flags, "--epochs", "4"])
     assert code == 0, err
     assert load_checkpoint(folder / "checkpoint.npz").epoch == 4
 
@@ -373,8 +372,8 @@ def test_out_of_memory_in_the_nll_after_training_says_how_to_finish_with_the_run
     out = tmp_path / "run"
     code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
     assert code == 1 and "error: out of memory" in err
-    assert f"the training is complete and saved in {out / 'checkpoint.npz'};" in err
-    assert script.resume_command(str(out / "checkpoint.npz")) in err, err
+    assert f"the training is complete and saved in {out / 'checkpoint.npz'}; to compute the NLL once" in err
+    assert err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'} --no-figures"), err    # as this run did
 
 
 def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_how_to_finish(tmp_path, script,
@@ -389,8 +388,8 @@ def test_a_library_that_cannot_load_after_training_is_not_called_a_bug_and_says_
 
 
 def test_any_error_after_training_says_the_run_is_saved_and_how_to_finish(tmp_path, script, capsys, monkeypatch):
-    """Not only the errors npvae foresees: an MPLBACKEND naming no backend fails matplotlib's import
-    with a ValueError when the figures are drawn; the trained run is kept whatever the error."""
+    """Not only the errors npvae foresees (a library's ValueError as the figures are drawn, say):
+    the trained run is kept whatever the error."""
     def draw(*args):
         raise ValueError("Key backend: 'nonsense' is not a valid value for backend; supported values are [...]")
     monkeypatch.setattr(script, "draw_figures", draw)
@@ -399,6 +398,19 @@ def test_any_error_after_training_says_the_run_is_saved_and_how_to_finish(tmp_pa
     assert code == 1 and "'nonsense' is not a valid value for backend" in err, err
     assert f"the training is complete and saved in {out / 'checkpoint.npz'};" in err
     assert script.resume_command(str(out / "checkpoint.npz")) in err, err
+
+
+def test_an_mplbackend_matplotlib_cannot_import_with_is_named_after_training_and_the_run_kept(tmp_path):
+    """matplotlib checks $MPLBACKEND as it is imported, when the figures are drawn; npvae needs no backend."""
+    out = tmp_path / "run"
+    proc = run([TRAIN, *FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)],
+               env={**ENV, "MPLBACKEND": "nonsense"})
+    assert proc.returncode == 2, proc.stderr
+    assert "error: matplotlib cannot be imported with MPLBACKEND='nonsense': " in proc.stderr
+    assert "unset MPLBACKEND or set it to agg\nthe training is complete and saved in" in proc.stderr
+    assert_no_traceback(proc.stderr)
+    assert run([TRAIN, "--resume", str(out), "--nll-images", "20"]).returncode == 0       # once that is fixed
+    assert (out / "samples.png").exists()
 
 
 def test_data_found_through_a_relative_npvae_data_dir_is_recorded_in_full_and_named_on_a_failed_resume(
@@ -556,3 +568,24 @@ def test_a_run_json_data_record_without_the_test_images_fingerprint_is_refused(c
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3"])
     assert code == 2 and "these are not the test images it was trained on" in err, err
     assert snapshot(copy_of) == before
+
+
+def test_no_figures_on_a_resume_leaves_the_runs_figures_as_they_are_and_says_so(copy_of, script, capsys):
+    drawn = {name: (copy_of / name).read_bytes() for name in os.listdir(copy_of) if name.endswith(".png")}
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--no-figures", "--nll-images", "20"])
+    assert code == 0, err
+    assert (f"note: --no-figures: reconstruction_after.png, samples.png, interpolation.png, loss.png, latent.png in "
+            f"{copy_of} are left as drawn before; a resume without --no-figures draws them after epoch 3") in err
+    assert {name: (copy_of / name).read_bytes() for name in drawn} == drawn and len(drawn) == 6
+
+
+def test_a_run_without_run_json_draws_the_untrained_models_reconstructions_given_its_seed(tmp_path, script,
+                                                                                          capsys):
+    """Without run.json the seed is not known, and the untrained model cannot be rebuilt, unless --seed says it."""
+    out = tmp_path / "run"
+    assert call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--seed", "3",
+                                 "--out", str(out)])[0] == 0
+    (out / "run.json").unlink()
+    data = ["--dataset", "mnist-test-split", "--split", "800", "--data-dir", SAMPLE, "--nll-images", "20"]
+    code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "3"])
+    assert code == 0 and (out / "reconstruction_before.png").exists() and (out / "samples.png").exists(), err

@@ -96,7 +96,7 @@ def test_repeated_signals_while_the_run_stops(tmp_path):
     assert_no_traceback(err)
     assert hidden_files(out) == []
     ckpt = load_checkpoint(out / "checkpoint.npz")
-    assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'}")
+    assert ckpt.epoch >= 1 and err.rstrip().endswith(f"--resume {out / 'checkpoint.npz'} --no-figures")
 
 
 needs_sighup = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")

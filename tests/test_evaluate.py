@@ -729,3 +729,14 @@ def test_an_interrupted_evaluation_gives_each_module_its_mode_back(evaluate):
     with pytest.raises(KeyboardInterrupt):
         evaluate(model, x)
     assert model.training and model.encoder.training and model.encoder[2].training and not model.encoder[0].training
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_last_batch_of_one_image_counts(backend):
+    """N % batch_size == 1: the last batch holds one image, which the mean must count."""
+    model = VAE(784, 16, 2, rng=0)
+    x = (np.random.default_rng(0).random((3, 784)) * 255).astype(np.uint8)
+    by2, by3 = (evaluate_elbo(model, x, batch_size=b, backend=backend) for b in (2, 3))
+    assert by2.total == pytest.approx(by3.total, rel=1e-5)
+    one = evaluate_elbo(model, x[:1], kl="sample", backend=backend)     # k=1: the same number, documented
+    assert one.recon > 100 and iw_nll(model, x[:1], k=1, backend=backend) == pytest.approx(one.total, rel=1e-5)

@@ -94,7 +94,7 @@ def test_a_resume_without_no_figures_draws_the_figures_a_run_with_them_draws(tmp
     assert not [f for f in os.listdir(tmp_path / "later") if f.endswith(".png")]
     capsys.readouterr()
     assert cli.run(main, ["--resume", str(tmp_path / "later")]) == 0
-    assert "has done its 1 epochs: drawing its figures and estimating its NLL again" in capsys.readouterr().err
+    assert "has done its 1 epoch: drawing its figures and estimating its NLL again" in capsys.readouterr().err
     for name in FIGURES:
         assert (tmp_path / "later" / name).read_bytes() == (tmp_path / "drawn" / name).read_bytes(), name
 
@@ -163,7 +163,7 @@ def test_resume_continues_in_the_same_folder(run_dir):
 
 def test_interrupted_run_prints_the_resume_command(tmp_path):
     out = tmp_path / "out"
-    args = [TRAIN, *SMALL, "--batch-size", "16", "--latent-dim", "3", "--epochs", "40", "--out", str(out)]
+    args = [TRAIN, *FIGURED, "--batch-size", "16", "--latent-dim", "3", "--epochs", "40", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=ENV, cwd=ROOT)
     try:
@@ -663,3 +663,45 @@ def test_benchmark_gemm_floor_times_the_last_partial_batch_too(monkeypatch):
     monkeypatch.setattr(np, "matmul", lambda a, b, out: rows.append(len(out)) or matmul(a, b, out=out))
     load_benchmark().gemm_floor(npvae.VAE(30, 8, 2, rng=0), 300)
     assert 44 in rows
+
+
+def test_what_a_binarized_run_with_its_own_seed_draws_and_reports(tmp_path, capsys):
+    """samples.png draws from default_rng(--seed) (as --help says); the reconstructions show the
+    0/1 test images the test loss scores (evaluate_elbo's stream at seed 0); the ELBO beside the
+    NLL of some images is of their binarized pixels. Each figure rebuilt from the checkpoint."""
+    from npvae import load_model, plots
+    from npvae.data import binarize
+    out = tmp_path / "run"
+    assert cli.run(load_script().main, [*FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--binarize",
+                                        "--seed", "3", "--no-progress", "--out", str(out)]) == 0
+    model = load_model(out / "checkpoint.npz")
+    plots.plot_samples(model.sample(64, rng=np.random.default_rng(3)), tmp_path / "samples.png",
+                       title="64 samples decoded from z ~ N(0, I) (d = 20)")
+    test = load_idx_split(SAMPLE, "t10k")[0][800:]
+    shown = binarize(test[:10].astype(np.float32) / 255, np.random.default_rng([0, 1]))
+    plots.plot_reconstructions(shown, model.reconstruct(shown), tmp_path / "after.png",
+                               title="Binarized test images (top) and reconstructions after 1 epoch")
+    assert (tmp_path / "samples.png").read_bytes() == (out / "samples.png").read_bytes()
+    assert (tmp_path / "after.png").read_bytes() == (out / "reconstruction_after.png").read_bytes()
+    part = evaluate_elbo(model, test[:20], batch_size=64, binarize=True, backend="numpy")
+    assert lines(out / "metrics.jsonl")[-1]["nll_images_neg_elbo"] == pytest.approx(part.recon + part.kl, rel=1e-6)
+
+
+def test_ten_held_out_images_and_a_warmup_as_long_as_the_run_are_fine(tmp_path, capsys):
+    """--split 990 of the 1,000 sample images leaves the ten the figures need; --warmup 1 --epochs 1
+    ends the ramp at --beta, so there is nothing to note."""
+    args = [a for a in SMALL if a not in ("--split", "800")]
+    code = cli.run(load_script().main, [*args, *REFERENCE, "--split", "990", "--epochs", "1", "--warmup", "1",
+                                        "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0 and "990 training images, 10 test images" in err and "is longer than" not in err, err
+
+
+def test_the_resume_command_names_the_checkpoint_in_full_whatever_the_out_given(tmp_path, capsys, monkeypatch):
+    """Pasted in another folder, a relative path would name nothing."""
+    script = load_script()
+    monkeypatch.setattr(script, "evaluate", lambda *args: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--out", "run"]) == 1
+    command = shlex.split(capsys.readouterr().err.strip().splitlines()[-1])
+    assert command[-2:] == [str(tmp_path / "run" / "checkpoint.npz"), "--no-figures"], command

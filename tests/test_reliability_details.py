@@ -460,3 +460,38 @@ def test_a_signal_during_the_first_step_of_a_resumed_fast_run_is_said_at_once(mo
     err = capsys.readouterr().err
     assert "SIGINT received; stopping after the step under way (a process's first step compiles" in err
     assert "the first," not in err                     # not this run's first step
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_progress_lines_at_their_edges():
+    """A time left below zero (a count past its total) is unknown; a bar past its total keeps its
+    width; a huge negative loss is shown in four digits as a huge positive one is; a bar
+    narrower than five is left out; a log gets a line at most every log_every seconds; the
+    last epoch's line says no time left to train."""
+    from npvae.progress import format_duration
+    assert format_duration(-5) == "?"
+    log = io.StringIO()
+    Bar("NLL", 10, "images", log_every=0.0, stream=log).update(20)
+    assert "NLL [" + "#" * 20 + "]" in log.getvalue() and log.getvalue().rstrip().endswith("? left"), log.getvalue()
+    log = io.StringIO()
+    bar = Bar("NLL", 100, "images", log_every=3600.0, stream=log)
+    for done in range(1, 51):
+        bar.update(done)
+    assert log.getvalue() == ""
+    log = io.StringIO()
+    record = dict(epoch=1, train_loss=-2e300, train_recon=-2e300, train_kl=0.5, beta=1.0, test_loss=None,
+                  train_seconds=2.0, eval_seconds=1.0)
+    EpochProgress(True, epochs=1, steps=10, stream=log).summary(record)
+    assert "train -2e+300 (recon -2e+300," in log.getvalue() and "left to train" not in log.getvalue()
+
+
+def test_a_bar_narrower_than_five_is_left_out_not_drawn(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "75")
+    tty = _Terminal()
+    EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
+    drawn = tty.getvalue().split("\r")[-1]
+    assert "[" not in drawn and drawn.endswith("0:00 left"), drawn

@@ -303,3 +303,13 @@ def test_latent_bubbles_figure_draws_the_held_out_means_one_sigma_and_labels(bub
     handles = top.legends[0].legend_handles
     assert [to_rgba(h.get_color()) for h in handles[:10]] == [cmap(k) for k in range(10)]
     assert [h.get_label() for h in handles[:10]] == [f"digit {k}" for k in range(10)]
+
+
+def test_a_figure_named_in_capitals_or_without_a_folder_is_written(tmp_path, monkeypatch):
+    """curve.PNG is a PNG name on any system; curve.png alone goes into the current folder."""
+    script = load("kl_curve.py")
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(script.main, ["--out", "curve.png"]) == 0
+    assert cli.run(script.main, ["--out", str(tmp_path / "UPPER.PNG")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["UPPER.PNG", "curve.png"]
+    assert (tmp_path / "UPPER.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

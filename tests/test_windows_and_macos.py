@@ -81,7 +81,7 @@ def test_on_windows_ctrl_c_keeps_status_130_and_the_resume_command(tmp_path):
     assert "to continue, run:" in err and LOCK not in err, err
     command = shlex.split(err.strip().splitlines()[-1])
     assert [os.path.normpath(command[0]), *command[1:]] == [os.path.normpath(sys.executable), TRAIN, "--resume",
-                                                           str(out / "checkpoint.npz")]
+                                                           str(out / "checkpoint.npz"), "--no-figures"]
     assert "checkpoint.npz" in os.listdir(out) and LOCK not in os.listdir(out)
 
 
