@@ -402,6 +402,17 @@ def output_bytes(s, folder=None):
 
 
 # -- the run folder ------------------------------------------------------------------
+def seed_matches(seed, ckpt):
+    """Whether the run of ``ckpt`` was started with ``--seed seed``: the model's Generator (PCG64)
+    keeps the increment its seed gave it, however far it has drawn. True, False, or None if the
+    checkpoint cannot tell (another kind of generator)."""
+    saved = ckpt.rng_states.get("model") or {}
+    if saved.get("bit_generator") != "PCG64":
+        return None
+    model_seed = np.random.SeedSequence(seed).spawn(2)[0]
+    return np.random.default_rng(model_seed).bit_generator.state["state"]["inc"] == saved["state"]["inc"]
+
+
 def describe(model):
     return f"{model.input_dim}-{'-'.join(map(str, model.hidden_dims))}-{model.latent_dim}"
 
@@ -504,6 +515,14 @@ def main(argv=None):
         say(f"note: the run records no back end (an older npvae made it): it goes on with {s['backend']}; "
             f"choose with --backend")
     check_memory(s, len(data.train))
+    # A resume knows the run's seed if the checkpoint's model stream says so (run.json may be gone);
+    # from an older kind of checkpoint, if run.json or --seed gives it
+    matched = None if resumed is None else seed_matches(s["seed"], resumed.ckpt)
+    seed_known = resumed is None or bool(matched) or (matched is None and ("seed" in resumed.settings
+                                                                          or "seed" in given))
+    if matched is False and "seed" in given and "seed" not in resumed.settings:
+        raise InputError(f"--seed {given['seed']} is not the seed of {resumed.path}: its model was not started "
+                         f"from it; leave --seed out, or give the run's own")
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
     model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
     model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
@@ -528,7 +547,8 @@ def main(argv=None):
     if s["batch_size"] > len(data.train):       # allowed, but likely a slip: say what it means
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")
-    if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
+    finished = resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step
+    if finished:
         again = "drawing its figures and estimating" if s["figures"] else "estimating"
         epochs = f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}"
         say(f"the run has done its {epochs}: {again} its NLL again (ask for more with --epochs)")
@@ -547,13 +567,16 @@ def main(argv=None):
                 kept = f.read()
         try:
             start_folder(folder, resumed, elsewhere)
+            settings_kept = [k for k in SAVED if k != "seed" or seed_known]     # a seed not known is not recorded
             with atomic_write(run_json, "w") as f:
-                f.write(jsonio.dumps({**{k: s[k] for k in SAVED}, "data": record}, indent=2) + "\n")
+                f.write(jsonio.dumps({**{k: s[k] for k in settings_kept}, "data": record}, indent=2) + "\n")
             say(f"writing to {out}")
             resume_from = None if resumed is None else checkpoint if elsewhere else resumed.path
-            # the untrained model's reconstructions: a resume can rebuild that model from the seed
-            seeded = resumed is None or "seed" in resumed.settings or "seed" in given
-            draw_before = s["figures"] and seeded
+            # the untrained model's reconstructions: a resume rebuilds that model from the run's seed
+            draw_before = s["figures"] and seed_known
+            if s["figures"] and not seed_known and not os.path.exists(folder.file("reconstruction_before.png")):
+                say(f"note: the run's --seed is not known (its checkpoint was not started from --seed {s['seed']}): "
+                    f"reconstruction_before.png, the untrained model's, is not drawn; give the run's --seed")
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
@@ -569,7 +592,7 @@ def main(argv=None):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
         # the training is saved from here on: whatever fails below keeps it, and says how to finish
-        draw_and_evaluate(s, folder, model, history, before, data)
+        draw_and_evaluate(s, folder, model, history, before, data, trained=not finished)
     return 0
 
 
@@ -633,15 +656,17 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
     return history, before
 
 
-def draw_and_evaluate(s, folder, model, history, before, data):
-    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved)."""
+def draw_and_evaluate(s, folder, model, history, before, data, trained=True):
+    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved).
+    ``trained``: this run trained (a resume of a finished run did not: its figures are current)."""
     left_to_do = "to draw the figures and compute the NLL" if s["figures"] else "to compute the NLL"
+    to_draw = s["figures"]          # what the command that finishes the run should draw
     try:
         if s["figures"]:
             say("drawing the figures ...")
             draw_figures(s, folder, model, history, before, data)
-            left_to_do = "the figures are drawn; to compute the NLL"
-        else:
+            left_to_do, to_draw = "the figures are drawn; to compute the NLL", False
+        elif trained:
             note_figures_left(folder, len(history))
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
@@ -650,13 +675,13 @@ def draw_and_evaluate(s, folder, model, history, before, data):
             checkpoint = folder.file("checkpoint.npz")
             then = "" if interrupted else " once that is fixed"     # (a bug's note too: the run is kept)
             e.add_note(f"the training is complete and saved in {checkpoint}; {left_to_do}{then}, run:")
-            e.add_note("  " + resume_command(checkpoint, s["figures"]))
+            e.add_note("  " + resume_command(checkpoint, to_draw))
         raise
 
 
 def note_figures_left(folder, epochs):
-    """--no-figures in a run folder that holds figures (a resume, or a copy with --out NEW): they
-    are left as they were, perhaps of an earlier epoch; say so."""
+    """--no-figures on a resume that trained, in a run folder that holds figures: they are left as
+    they were, of an earlier epoch; say so."""
     left = [name for name in AFTER_FIGURES if os.path.exists(folder.file(name))]
     if left:
         say(f"note: --no-figures: {', '.join(left)} in {folder.path} are left as drawn before; a resume "

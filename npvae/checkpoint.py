@@ -394,7 +394,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, step=0, history=(),
         If ``path`` is a folder or cannot be written there (its folder is a file, or read-only),
         or the optimizer holds other parameters than the model's.
     InputTypeError
-        If the optimizer is one of your own that does not define ``hyper()`` and ``set_hyper()``.
+        If the optimizer is one of your own that does not define ``hyper()`` and ``set_hyper()``,
+        or its ``params`` were set to something that is not a list.
     StateDictError
         If an array of Adam's or SGD's state is not shaped and typed as its parameter.
     """
@@ -816,7 +817,8 @@ def load_checkpoint(path, model=None, optimizer=None):
     InputError
         ``optimizer`` given with ``model`` but not holding exactly its parameters.
     InputTypeError
-        ``path`` not a path, ``model`` not a VAE, or ``optimizer`` not an npvae optimizer.
+        ``path`` not a path, ``model`` not a VAE, or ``optimizer`` not an npvae optimizer (or
+        its ``params`` set to something that is not a list).
     """
     path = checkpoint_file(path)
     arrays = _read_arrays(path)

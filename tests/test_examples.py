@@ -668,7 +668,7 @@ def test_benchmark_gemm_floor_times_the_last_partial_batch_too(monkeypatch):
 def test_what_a_binarized_run_with_its_own_seed_draws_and_reports(tmp_path, capsys):
     """samples.png draws from default_rng(--seed) (as --help says); the reconstructions show the
     0/1 test images the test loss scores (evaluate_elbo's stream at seed 0); the ELBO beside the
-    NLL of some images is of their binarized pixels. Each figure rebuilt from the checkpoint."""
+    NLL of some images is of their binarized pixels. Those two figures rebuilt from the checkpoint."""
     from npvae import load_model, plots
     from npvae.data import binarize
     out = tmp_path / "run"
@@ -688,8 +688,8 @@ def test_what_a_binarized_run_with_its_own_seed_draws_and_reports(tmp_path, caps
 
 
 def test_ten_held_out_images_and_a_warmup_as_long_as_the_run_are_fine(tmp_path, capsys):
-    """--split 990 of the 1,000 sample images leaves the ten the figures need; --warmup 1 --epochs 1
-    ends the ramp at --beta, so there is nothing to note."""
+    """--split 990 of the 1,000 sample images leaves the ten held-out images a run needs at least;
+    --warmup 1 --epochs 1 ends the ramp at --beta, so there is nothing to note."""
     args = [a for a in SMALL if a not in ("--split", "800")]
     code = cli.run(load_script().main, [*args, *REFERENCE, "--split", "990", "--epochs", "1", "--warmup", "1",
                                         "--out", str(tmp_path / "run")])

@@ -329,6 +329,28 @@ def test_no_pyplot_and_lazy_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.parametrize("mplbackend, message", [(None, "Key backend: 'x' is not a valid value for backend"),
+                                                  ("agg", "numpy.dtype size changed, may indicate binary incompatibility")])
+def test_a_value_error_from_matplotlibs_import_not_about_mplbackend_is_left_as_it_is(monkeypatch, mplbackend,
+                                                                                      message):
+    """Only a bad $MPLBACKEND is called one: a matplotlibrc's or another cause keeps matplotlib's own words."""
+    import importlib
+    real = importlib.import_module
+
+    def import_module(name, *args):
+        if name == "matplotlib":
+            raise ValueError(message)
+        return real(name, *args)
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    if mplbackend is None:
+        monkeypatch.delenv("MPLBACKEND", raising=False)
+    else:
+        monkeypatch.setenv("MPLBACKEND", mplbackend)
+    with pytest.raises(ValueError) as raised:
+        plot_samples(np.zeros((4, 784)))
+    assert type(raised.value) is ValueError and str(raised.value) == message
+
+
 def test_an_mplbackend_that_breaks_matplotlibs_import_is_named_with_what_to_do():
     """matplotlib checks MPLBACKEND as it is imported (here: at the first figure), with a ValueError
     of its own; npvae draws with Agg and needs no backend, and says so."""

@@ -469,9 +469,8 @@ class _Terminal(io.StringIO):
 
 def test_the_progress_lines_at_their_edges():
     """A time left below zero (a count past its total) is unknown; a bar past its total keeps its
-    width; a huge negative loss is shown in four digits as a huge positive one is; a bar
-    narrower than five is left out; a log gets a line at most every log_every seconds; the
-    last epoch's line says no time left to train."""
+    width; a huge negative loss is shown in four digits as a huge positive one is; a log gets a
+    line at most every log_every seconds; the last epoch's line says no time left to train."""
     from npvae.progress import format_duration
     assert format_duration(-5) == "?"
     log = io.StringIO()
@@ -489,9 +488,10 @@ def test_the_progress_lines_at_their_edges():
     assert "train -2e+300 (recon -2e+300," in log.getvalue() and "left to train" not in log.getvalue()
 
 
-def test_a_bar_narrower_than_five_is_left_out_not_drawn(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "75")
+@pytest.mark.parametrize("columns, bar", [("76", None), ("77", "[#####]")])     # room for 4 cells, and for 5
+def test_a_bar_narrower_than_five_is_left_out_not_drawn(monkeypatch, columns, bar):
+    monkeypatch.setenv("COLUMNS", columns)
     tty = _Terminal()
     EpochProgress(True, epochs=20, steps=469, stream=tty).update(10, 469, 108.2141, 60000, 11.3)
     drawn = tty.getvalue().split("\r")[-1]
-    assert "[" not in drawn and drawn.endswith("0:00 left"), drawn
+    assert (bar in drawn if bar else "[" not in drawn) and drawn.endswith("0:00 left"), drawn
