@@ -330,7 +330,8 @@ def test_no_pyplot_and_lazy_matplotlib():
 
 
 @pytest.mark.parametrize("mplbackend, message", [(None, "Key backend: 'x' is not a valid value for backend"),
-                                                  ("agg", "numpy.dtype size changed, may indicate binary incompatibility")])
+                                                  ("agg", "numpy.dtype size changed, may indicate binary "
+                                                          "incompatibility")])
 def test_a_value_error_from_matplotlibs_import_not_about_mplbackend_is_left_as_it_is(monkeypatch, mplbackend,
                                                                                       message):
     """Only a bad $MPLBACKEND is called one: a matplotlibrc's or another cause keeps matplotlib's own words."""
