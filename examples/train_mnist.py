@@ -31,7 +31,7 @@ is refused, naming both, except for these, which may change:
 A refused resume changes nothing. Resuming a run that has finished its epochs
 computes the NLL again and, without --no-figures, draws its figures again (all
 of them, also for a run made with --no-figures: the untrained model's
-reconstructions are rebuilt from the seed).
+reconstructions are rebuilt from the run's seed, which the checkpoint tells).
 """
 import signal
 import sys
@@ -207,6 +207,10 @@ class Resumed:
             if key in saved and saved[key] != value and key != "epochs":
                 say(f"note: {self.folder}/run.json says {key} {saved[key]}, but the checkpoint was trained "
                     f"with {value}: continuing with {value}")
+        if "seed" in saved and seed_matches(saved["seed"], self.ckpt) is False:   # the checkpoint knows better
+            say(f"note: {self.folder}/run.json says seed {saved['seed']}, but the checkpoint was not started "
+                f"from it: the run's seed is taken as not known")
+            del saved["seed"]
         self.settings = {**saved, **from_ckpt}
         self.settings["epochs"] = max(saved.get("epochs", 0), fc.get("epochs", 0), self.ckpt.epoch)
 
@@ -269,7 +273,9 @@ def settings(given, resumed):
                          f"--debug, --no-progress and --no-figures may change): drop "
                          f"{'them' if len(differ) > 1 else 'it'}, or start a new run without --resume")
     merged = {**DEFAULTS, **own, **given}
-    unrecorded = ("dataset", "seed") + (("split",) if merged["dataset"] == "mnist-test-split" else ())
+    told = seed_matches(0, resumed.ckpt) is not None     # the checkpoint tells the seed: no guess to note
+    unrecorded = ("dataset",) + (() if told else ("seed",)) + (("split",) if merged["dataset"] == "mnist-test-split"
+                                                               else ())
     assumed = [k for k in unrecorded if k not in own and k not in given]
     if assumed:                         # no run.json: the checkpoint does not record these
         say(f"note: {resumed.path} does not record {', '.join(flag(k) for k in assumed)}: taken as the defaults "
@@ -404,11 +410,13 @@ def output_bytes(s, folder=None):
 # -- the run folder ------------------------------------------------------------------
 def seed_matches(seed, ckpt):
     """Whether the run of ``ckpt`` was started with ``--seed seed``: the model's Generator (PCG64)
-    keeps the increment its seed gave it, however far it has drawn. True, False, or None if the
-    checkpoint cannot tell (another kind of generator)."""
-    saved = ckpt.rng_states.get("model") or {}
-    if saved.get("bit_generator") != "PCG64":
+    keeps the increment its seed gave it, however far it has drawn. True, False (also for another
+    kind of generator: a run started in Python), or None if the checkpoint saved no model stream."""
+    saved = ckpt.rng_states.get("model")
+    if saved is None:
         return None
+    if saved.get("bit_generator") != "PCG64":
+        return False
     model_seed = np.random.SeedSequence(seed).spawn(2)[0]
     return np.random.default_rng(model_seed).bit_generator.state["state"]["inc"] == saved["state"]["inc"]
 
@@ -522,7 +530,8 @@ def main(argv=None):
                                                                           or "seed" in given))
     if matched is False and "seed" in given and "seed" not in resumed.settings:
         raise InputError(f"--seed {given['seed']} is not the seed of {resumed.path}: its model was not started "
-                         f"from it; leave --seed out, or give the run's own")
+                         f"from it; leave --seed out, or give the run's own (a run started in Python with a "
+                         f"Generator of its own has none)")
     # One seed, two independent streams: initial weights (then the sampler's noise), and shuffling.
     model_seed, data_seed = np.random.SeedSequence(s["seed"]).spawn(2)
     model = VAE(784, s["hidden_dim"], s["latent_dim"], rng=np.random.default_rng(model_seed))
@@ -547,8 +556,7 @@ def main(argv=None):
     if s["batch_size"] > len(data.train):       # allowed, but likely a slip: say what it means
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")
-    finished = resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step
-    if finished:
+    if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
         again = "drawing its figures and estimating" if s["figures"] else "estimating"
         epochs = f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}"
         say(f"the run has done its {epochs}: {again} its NLL again (ask for more with --epochs)")
@@ -576,7 +584,7 @@ def main(argv=None):
             draw_before = s["figures"] and seed_known
             if s["figures"] and not seed_known and not os.path.exists(folder.file("reconstruction_before.png")):
                 say(f"note: the run's --seed is not known (its checkpoint was not started from --seed {s['seed']}): "
-                    f"reconstruction_before.png, the untrained model's, is not drawn; give the run's --seed")
+                    f"reconstruction_before.png, the untrained model's, is not drawn; give --seed if it had one")
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
@@ -592,7 +600,7 @@ def main(argv=None):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
         # the training is saved from here on: whatever fails below keeps it, and says how to finish
-        draw_and_evaluate(s, folder, model, history, before, data, trained=not finished)
+        draw_and_evaluate(s, folder, model, history, before, data)
     return 0
 
 
@@ -656,9 +664,8 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
     return history, before
 
 
-def draw_and_evaluate(s, folder, model, history, before, data, trained=True):
-    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved).
-    ``trained``: this run trained (a resume of a finished run did not: its figures are current)."""
+def draw_and_evaluate(s, folder, model, history, before, data):
+    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved)."""
     left_to_do = "to draw the figures and compute the NLL" if s["figures"] else "to compute the NLL"
     to_draw = s["figures"]          # what the command that finishes the run should draw
     try:
@@ -666,7 +673,7 @@ def draw_and_evaluate(s, folder, model, history, before, data, trained=True):
             say("drawing the figures ...")
             draw_figures(s, folder, model, history, before, data)
             left_to_do, to_draw = "the figures are drawn; to compute the NLL", False
-        elif trained:
+        else:
             note_figures_left(folder, len(history))
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
@@ -680,9 +687,11 @@ def draw_and_evaluate(s, folder, model, history, before, data, trained=True):
 
 
 def note_figures_left(folder, epochs):
-    """--no-figures on a resume that trained, in a run folder that holds figures: they are left as
-    they were, of an earlier epoch; say so."""
-    left = [name for name in AFTER_FIGURES if os.path.exists(folder.file(name))]
+    """--no-figures in a run folder that holds figures older than its checkpoint (of an earlier
+    epoch): they are left as they were; say so."""
+    saved = os.path.getmtime(folder.file("checkpoint.npz"))
+    left = [name for name in AFTER_FIGURES
+            if os.path.exists(folder.file(name)) and os.path.getmtime(folder.file(name)) < saved]
     if left:
         say(f"note: --no-figures: {', '.join(left)} in {folder.path} are left as drawn before; a resume "
             f"without --no-figures draws them after epoch {epochs}")

@@ -485,7 +485,7 @@ def test_a_run_without_run_json_resumes_with_one_note_that_names_it_missing(copy
     assert code == 0, err
     assert "no run.json beside" in err and "the held-out images cannot be checked" in err, err
     assert "run.json has no fingerprint" not in err, err
-    assert "does not record --seed: taken as the defaults (--seed 0); give the run's own" in err, err
+    assert "--seed" not in err and json.loads((copy_of / "run.json").read_text())["seed"] == 0, err  # its checkpoint's
     (copy_of / "run.json").unlink()
     code, err = call(script, capsys, ["--resume", str(copy_of), "--dataset", "mnist-test-split", "--split", "700",
                                       "--data-dir", SAMPLE, "--epochs", "4"])     # another split: said how to fix
@@ -571,7 +571,10 @@ def test_a_run_json_data_record_without_the_test_images_fingerprint_is_refused(c
 
 
 def test_no_figures_on_a_resume_leaves_the_runs_figures_as_they_are_and_says_so(copy_of, script, capsys):
+    """Said when they are older than the checkpoint: not after a resume that trained nothing."""
     drawn = {name: (copy_of / name).read_bytes() for name in os.listdir(copy_of) if name.endswith(".png")}
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--no-figures", "--nll-images", "20"])
+    assert code == 0 and "has done its 2 epochs" in err and "--no-figures:" not in err, err
     code, err = call(script, capsys, ["--resume", str(copy_of), "--epochs", "3", "--no-figures", "--nll-images", "20"])
     assert code == 0, err
     assert (f"note: --no-figures: reconstruction_after.png, samples.png, interpolation.png, loss.png, latent.png in "
@@ -600,3 +603,15 @@ def test_a_run_without_run_json_draws_the_untrained_model_only_from_the_seed_its
     assert code == 2 and f"--seed 4 is not the seed of {out / 'checkpoint.npz'}" in err, err
     code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "3", "--epochs", "2"])
     assert code == 0 and (out / "reconstruction_before.png").exists(), err
+
+
+def test_a_seed_in_run_json_that_the_checkpoint_was_not_started_from_is_not_taken(tmp_path, script, capsys):
+    """run.json edited by hand (or written by an older npvae that guessed --seed 0): the checkpoint decides."""
+    out = tmp_path / "run"
+    assert call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--seed", "3",
+                                 "--out", str(out)])[0] == 0
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "seed": 0}))
+    code, err = call(script, capsys, ["--resume", str(out), "--seed", "3", "--epochs", "2", "--nll-images", "20"])
+    assert code == 0 and "run.json says seed 0, but the checkpoint was not started from it" in err, err
+    assert json.loads((out / "run.json").read_text())["seed"] == 3 and (out / "reconstruction_before.png").exists()
