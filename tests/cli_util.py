@@ -18,7 +18,7 @@ TRAIN = os.path.join(ROOT, "examples", "train_mnist.py")
 QUICKSTART = os.path.join(ROOT, "examples", "quickstart.py")
 # No data set anywhere a test did not put one (tests that download point XDG_CACHE_HOME at tmp_path).
 ENV = {**os.environ, "PYTHONPATH": ROOT, "NPVAE_DATA_DIR": "/nonexistent"}
-# A small run, without its figures: they take most of its time (about 2.5 s of 3). The tests of
+# A small run, without its figures: they take most of its time (about 1.3 s of 1.4). The tests of
 # the figures, and of what a run writes, draw them: FIGURED.
 SMALL = ["--dataset", "mnist-test-split", "--data-dir", SAMPLE, "--split", "800", "--hidden-dim", "32",
          "--batch-size", "64", "--nll-k", "2", "--no-figures"]
