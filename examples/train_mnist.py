@@ -583,8 +583,10 @@ def main(argv=None):
             # the untrained model's reconstructions: a resume rebuilds that model from the run's seed
             draw_before = s["figures"] and seed_known
             if s["figures"] and not seed_known and not os.path.exists(folder.file("reconstruction_before.png")):
-                say(f"note: the run's --seed is not known (its checkpoint was not started from --seed {s['seed']}): "
-                    f"reconstruction_before.png, the untrained model's, is not drawn; give --seed if it had one")
+                why = (f"its checkpoint was not started from --seed {s['seed']}" if matched is False else
+                       "no run.json records it, and its checkpoint cannot tell")
+                say(f"note: the run's --seed is not known ({why}): reconstruction_before.png, the untrained "
+                    f"model's, is not drawn; give --seed if it had one")
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
