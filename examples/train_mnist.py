@@ -273,7 +273,7 @@ def settings(given, resumed):
                          f"--debug, --no-progress and --no-figures may change): drop "
                          f"{'them' if len(differ) > 1 else 'it'}, or start a new run without --resume")
     merged = {**DEFAULTS, **own, **given}
-    told = seed_matches(0, resumed.ckpt) is not None     # the checkpoint tells the seed: no guess to note
+    told = "model" in resumed.ckpt.rng_states      # the checkpoint tells the seed (seed_matches): no guess to note
     unrecorded = ("dataset",) + (() if told else ("seed",)) + (("split",) if merged["dataset"] == "mnist-test-split"
                                                                else ())
     assumed = [k for k in unrecorded if k not in own and k not in given]

@@ -697,9 +697,14 @@ def test_ten_held_out_images_and_a_warmup_as_long_as_the_run_are_fine(tmp_path, 
     assert code == 0 and "990 training images, 10 test images" in err and "is longer than" not in err, err
 
 
+def out_of_memory(*args):
+    """In place of train_mnist's ``evaluate``: a failure once the training is saved."""
+    raise MemoryError()
+
+
 def test_once_the_figures_are_drawn_the_command_that_finishes_the_run_draws_no_more(tmp_path, capsys, monkeypatch):
     script = load_script()
-    monkeypatch.setattr(script, "evaluate", lambda *args: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(script, "evaluate", out_of_memory)
     out = tmp_path / "run"
     assert cli.run(script.main, [*FIGURED, *REFERENCE, "--epochs", "1", "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -710,7 +715,7 @@ def test_once_the_figures_are_drawn_the_command_that_finishes_the_run_draws_no_m
 def test_the_resume_command_names_the_checkpoint_in_full_whatever_the_out_given(tmp_path, capsys, monkeypatch):
     """Pasted in another folder, a relative path would name nothing."""
     script = load_script()
-    monkeypatch.setattr(script, "evaluate", lambda *args: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(script, "evaluate", out_of_memory)
     monkeypatch.chdir(tmp_path)
     assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--out", "run"]) == 1
     command = shlex.split(capsys.readouterr().err.strip().splitlines()[-1])
