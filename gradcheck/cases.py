@@ -411,8 +411,8 @@ def kl(dtype, rng, h):
 
 
 def bce_logits(dtype, rng, h):
-    """Logits around 0, and saturated ones (a decoder's background pixels: p is 0 or 1 to round-off),
-    where a slip such as a clamp in backward alone would show."""
+    """Logits around 0, and saturated ones, +-8 to +-35 (a decoder's background pixels: p within 3e-4
+    of 0 or 1, at +-35 within round-off), where a slip such as a clamp in backward alone would show."""
     problems = []
     for g in (1.0, -1.7):
         m = BCEWithLogits()

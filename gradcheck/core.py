@@ -31,9 +31,10 @@ round-off alone.
 Why ``h = 1e-5`` and a tolerance of ``1e-6`` in float64: the central difference's error is
 the truncation, :math:`h^2 L^{(3)} / 6`, plus the round-off of the two losses, about
 :math:`\epsilon |L| / h` (:math:`\epsilon \approx 2.2 \times 10^{-16}`); their sum is smallest near
-:math:`h = \epsilon^{1/3} \approx 6 \times 10^{-6}`, where both are around :math:`10^{-10}`
-relative. A right backward gives 1e-11 to 1e-7 here (over seeds 0-22 the worst row reached
-8.3e-8); a wrong one, 1e-4 to 1, so 1e-6 leaves room on both sides. A much larger step
+:math:`h = \epsilon^{1/3} \approx 6 \times 10^{-6}`, where both are around :math:`10^{-11}`
+relative (times the sizes of :math:`L^{(3)}` and :math:`L`). A right backward gives 1e-11 to 1e-7
+here (over seeds 0-22 the worst row reached 8.3e-8); a wrong one, 1e-4 to 2 (2 is the most a
+row can be off: a gradient of the wrong sign), so 1e-6 leaves room on both sides. A much larger step
 (``--step 1e-3``) fails right code on truncation alone, a much smaller one on round-off; a
 tolerance from :data:`LARGEST_TOL` (0.1) up is refused, as it would pass a factor slipped.
 float32 (:math:`\epsilon \approx 1.2 \times 10^{-7}`) leaves no such room: its check is a

@@ -10,8 +10,8 @@ One training step, as data (d = latent_dim)::
     backward: dlogits -> decoder -> dz -> sampler -> dh (+ beta * KL's dh) -> encoder
 
 The decoder's final Sigmoid is fused into the loss (:class:`BCEWithLogits`), which
-is exact and stable: where the usual picture of a VAE (and the project's ``DESIGN.md``, in its
-shared folder beside the checkout) draws ``-> Sigmoid x_hat``, ``BCE(x_hat, x)`` and
+is exact and stable: where the usual picture of a VAE (as in ``docs/derivation.md``, section 2)
+draws ``-> Sigmoid x_hat``, ``BCE(x_hat, x)`` and
 ``dL/dx_hat -> decoder.backward``, this is one op, ``BCEWithLogits(logits, x)``, whose backward gives
 ``dL/dlogits = (x_hat - x) / B`` directly. The unfused pair divides by
 ``x_hat (1 - x_hat)`` and multiplies by it again, and in float32 the two stop cancelling

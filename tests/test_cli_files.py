@@ -319,6 +319,19 @@ def test_what_a_run_killed_in_its_first_epoch_left_does_not_block_the_same_comma
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
 
 
+def test_a_figure_drawn_after_training_is_no_leftover_of_a_first_epoch(tmp_path, script, capsys):
+    """Only what a run stopped in its first epoch leaves is removed: a folder that also holds a
+    figure drawn after training (its checkpoint and metrics since removed) is refused, and kept."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"dataset": "mnist-test-split", "seed": 7}\n')
+    (out / "samples.png").write_bytes(b"\x89PNG of an earlier run")
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "1", "--out", str(out)])
+    assert code == 2 and f"--out {out} holds files of an earlier run (run.json, samples.png)" in err, err
+    assert sorted(os.listdir(out)) == ["run.json", "samples.png"]
+    assert (out / "samples.png").read_bytes() == b"\x89PNG of an earlier run"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
 def test_started_with_stdout_and_stderr_closed_their_descriptors_go_to_no_file_it_writes(tmp_path):
     """Else the first files opened (the run's lock, a figure) would take descriptors 1 and 2, and

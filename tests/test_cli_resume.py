@@ -615,3 +615,17 @@ def test_a_seed_in_run_json_that_the_checkpoint_was_not_started_from_is_not_take
     code, err = call(script, capsys, ["--resume", str(out), "--seed", "3", "--epochs", "2", "--nll-images", "20"])
     assert code == 0 and "run.json says seed 0, but the checkpoint was not started from it" in err, err
     assert json.loads((out / "run.json").read_text())["seed"] == 3 and (out / "reconstruction_before.png").exists()
+
+
+def test_a_resume_killed_before_its_first_checkpoint_leaves_more_epochs_in_run_json_and_no_disagreement(
+        copy_of, script, capsys):
+    """A resume with a larger --epochs records it in run.json before it trains; killed (kill -9)
+    before its first checkpoint, it leaves run.json and the checkpoint differing in epochs alone.
+    That is no disagreement to note: the next resume goes on to run.json's total."""
+    record = json.loads((copy_of / "run.json").read_text())
+    record["epochs"] = 3
+    (copy_of / "run.json").write_text(json.dumps(record))
+    code, err = call(script, capsys, ["--resume", str(copy_of), "--no-figures", "--no-progress"])
+    assert code == 0, err
+    assert "run.json says" not in err, err
+    assert load_checkpoint(copy_of / "checkpoint.npz").epoch == 3

@@ -18,7 +18,7 @@ import pytest
 from cli_util import (ENV, FIGURED, QUICKSTART, REFERENCE, ROOT, SAMPLE, SMALL, TRAIN, assert_no_traceback,
                       load_script, open_without_proc_and_sys, run, start, write_idx_gz)
 
-from npvae import cli, evaluate_elbo
+from npvae import cli, evaluate_elbo, iw_nll
 from npvae.checkpoint import load_checkpoint, load_model
 from npvae.data import load_idx_split, locate
 from npvae.errors import DatasetNotFoundError
@@ -667,8 +667,8 @@ def test_benchmark_gemm_floor_times_the_last_partial_batch_too(monkeypatch):
 
 def test_what_a_binarized_run_with_its_own_seed_draws_and_reports(tmp_path, capsys):
     """samples.png draws from default_rng(--seed) (as --help says); the reconstructions show the
-    0/1 test images the test loss scores (evaluate_elbo's stream at seed 0); the ELBO beside the
-    NLL of some images is of their binarized pixels. Those two figures rebuilt from the checkpoint."""
+    0/1 test images the test loss scores (evaluate_elbo's stream at seed 0); the NLL of some images,
+    and the ELBO beside it, are of their binarized pixels. Those two figures rebuilt from the checkpoint."""
     from npvae import load_model, plots
     from npvae.data import binarize
     out = tmp_path / "run"
@@ -684,17 +684,23 @@ def test_what_a_binarized_run_with_its_own_seed_draws_and_reports(tmp_path, caps
     assert (tmp_path / "samples.png").read_bytes() == (out / "samples.png").read_bytes()
     assert (tmp_path / "after.png").read_bytes() == (out / "reconstruction_after.png").read_bytes()
     part = evaluate_elbo(model, test[:20], batch_size=64, binarize=True, backend="numpy")
-    assert lines(out / "metrics.jsonl")[-1]["nll_images_neg_elbo"] == pytest.approx(part.recon + part.kl, rel=1e-6)
+    summary = lines(out / "metrics.jsonl")[-1]
+    assert summary["nll_images_neg_elbo"] == pytest.approx(part.recon + part.kl, rel=1e-6)
+    assert summary["iw_nll"] == pytest.approx(iw_nll(model, test[:20], k=2, binarize=True, backend="numpy"), rel=1e-6)
 
 
 def test_ten_held_out_images_and_a_warmup_as_long_as_the_run_are_fine(tmp_path, capsys):
     """--split 990 of the 1,000 sample images leaves the ten held-out images a run needs at least;
-    --warmup 1 --epochs 1 ends the ramp at --beta, so there is nothing to note."""
-    args = [a for a in SMALL if a not in ("--split", "800")]
+    --warmup 1 --epochs 1 ends the ramp at --beta, so there is nothing to note. Those ten hold a 0
+    but no 6: the interpolation from the one to the other is left out, with a note, and the rest drawn."""
+    args = [a for a in FIGURED if a not in ("--split", "800")]
     code = cli.run(load_script().main, [*args, *REFERENCE, "--split", "990", "--epochs", "1", "--warmup", "1",
                                         "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 0 and "990 training images, 10 test images" in err and "is longer than" not in err, err
+    assert "note: no test image of class 6: interpolation.png is not drawn" in err, err
+    drawn = sorted(name for name in os.listdir(tmp_path / "run") if name.endswith(".png"))
+    assert drawn == ["latent.png", "loss.png", "reconstruction_after.png", "reconstruction_before.png", "samples.png"]
 
 
 def out_of_memory(*args):

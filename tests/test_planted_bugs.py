@@ -16,7 +16,10 @@ import test_model
 import test_module
 import test_optim
 import test_sampler
+from gradcheck import CASES, run
 from gradcheck.planted import BUGS
+from npvae import Sampler
+from npvae.sampler import split_h
 
 
 def _call(test, *args):
@@ -130,3 +133,30 @@ def test_each_planted_bug_has_its_own_description_naming_the_method_it_replaces(
         with plant():
             assert getattr(cls, method) is not original, name
         assert getattr(cls, method) is original
+
+
+def _forward_at_the_variance(self, h, eps=None):
+    mu, logvar = split_h(h, "Sampler.forward")
+    eps = self.rng.standard_normal(mu.shape, dtype=h.dtype) if eps is None else eps.copy()
+    var = np.exp(logvar)
+    self.keep(eps=eps, var=var)
+    return mu + var * eps                   # the slip: the variance for the standard deviation
+
+
+def _backward_at_the_variance(self, grad_out):
+    eps, var = self.saved("eps", "var")
+    return np.concatenate([grad_out, grad_out * eps * var], axis=1)     # dz/dlogvar of that z
+
+
+def test_the_variance_slip_made_in_both_passes_passes_gradcheck_and_fails_the_moment_test(monkeypatch):
+    """The planted slip is in forward alone, so gradcheck sees a backward that disagrees with it.
+    Made in both passes it is consistent, and no gradient check can see it; the test of the
+    draws' moments does (what the slip's description says)."""
+    assert "gradcheck cannot see it" in BUGS["sampler_noise_times_variance"][0]
+    monkeypatch.setattr(Sampler, "forward", _forward_at_the_variance)
+    monkeypatch.setattr(Sampler, "backward", _backward_at_the_variance)
+    rows = run(CASES, ops=["sampler", "vae_1h", "vae_2h", "vae_square"], backends=("numpy",))
+    assert rows and all(r.passed for r in rows), [r for r in rows if not r.passed]
+    test_sampler.test_gradient_matches_finite_differences()
+    with pytest.raises(AssertionError, match="variance off by"):
+        test_sampler.test_draws_have_mean_mu_and_variance_exp_logvar(np.float64)
