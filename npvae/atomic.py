@@ -217,6 +217,9 @@ def sweep_temporary_files(folder):
     Only safe when no other process is writing into ``folder`` (e.g. under a
     run folder's lock): a live writer's temporary file looks the same.
     """
+    if not isinstance(folder, (str, os.PathLike)) or not isinstance(os.fspath(folder), str):
+        # (an int would be a file descriptor: its folder listed, the names removed from the current one)
+        raise InputTypeError(f"folder must be a str or a pathlib.Path, got {type(folder).__name__} {folder!r}")
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:

@@ -298,7 +298,7 @@ def _vae_kwargs(config):
 
 def _generator_from_state(state, path, name):
     bg_name = state.get("bit_generator") if isinstance(state, dict) else None
-    if bg_name not in _BIT_GENERATORS:
+    if not isinstance(bg_name, str) or bg_name not in _BIT_GENERATORS:
         raise CheckpointError(f"{path}: random generator state {name!r} has an unknown bit generator "
                               f"{bg_name!r}; expected one of {sorted(_BIT_GENERATORS)}")
     bg = _BIT_GENERATORS[bg_name]()

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import InputError, StateDictError
+from .errors import InputError, InputTypeError, StateDictError
 from .module import Module
 from .validate import check_not_a_checkpoint, check_state_entry, is_transposed
 
@@ -55,7 +55,7 @@ def _params(model, layout):
     if not isinstance(model, Module):
         hint = (": npvae.load_model(path) reads a checkpoint's model first" if isinstance(model, (str, os.PathLike))
                 or type(model).__name__ == "Checkpoint" else "")
-        raise InputError(f"model must be an npvae Module (e.g. npvae.VAE), got {type(model).__name__}{hint}")
+        raise InputTypeError(f"model must be an npvae Module (e.g. npvae.VAE), got {type(model).__name__}{hint}")
     params = {n: p.data for n, p in model.named_parameters()}
     for name, a in params.items():
         leaf = name.rsplit(".", 1)[-1]

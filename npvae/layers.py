@@ -240,12 +240,21 @@ class Sequential(Module):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return Sequential(*self.layers[i])
-        return self.layers[i]
+        return self.layers[self._position(i)]
 
     def __setitem__(self, i, layer):
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise InputTypeError(f"Sequential: replace one layer at a time, seq[i] = layer; got index {i!r}")
-        setattr(self, str(range(len(self))[i]), _checked_layer(i, layer))    # negative i too; out of range: IndexError
+        setattr(self, str(self._position(i)), _checked_layer(i, layer))
+
+    def _position(self, i):
+        """``i`` as a position from 0, negative ones from the end, as in a list; an IndexError
+        past the end (what ends a loop over ``seq[i]``)."""
+        try:
+            return range(len(self))[i]
+        except IndexError:
+            raise IndexError(f"Sequential index {i} is out of range: it has {len(self)} layers "
+                             f"(0-{len(self) - 1})") from None
 
     def __len__(self):
         return len(self.layers)

@@ -25,14 +25,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InputError, InputTypeError, NoGeneratorError, StateError
+from .errors import DivergenceError, InputError, InputTypeError, NoGeneratorError, StateError
 from .footprint import check_model_fits, check_rows_fit
 from .layers import Dense, ReLU, Sequential, Sigmoid, sigmoid
 from .losses import KL, BCEWithLogits
 from .module import Module, one_place_each
 from .sampler import Sampler
-from .validate import (check_batch, check_bool, check_dtype, check_positive_float, check_positive_int, check_rng,
-                       check_widths, warn_backend_argument)
+from .validate import (check_batch, check_bool, check_dtype, check_finite_parameters, check_positive_float,
+                       check_positive_int, check_rng, check_widths, warn_backend_argument)
 
 
 class LossParts(NamedTuple):
@@ -82,6 +82,13 @@ class VAE(Module):
         (``fit`` shuffles with its own ``rng``). ``copy.deepcopy(model)`` copies the
         Generator too, so the copy draws the same noise: give it ``copy.rng = seed``.
     backend : deprecated, ignored (warns; a value no npvae took, "gpu" say, is an error)
+
+    Notes
+    -----
+    The inference methods (``forward``, ``encode``, ``decode``, ``sample``, ``reconstruct``,
+    ``interpolate``) never return NaN or inf: a parameter that holds it is an ``InputError``
+    naming it, and codes or pixels that overflow from finite parameters (a model that diverged
+    in training) a ``DivergenceError``. ``loss`` returns a total that is not finite, as it is.
     """
 
     def __init__(self, input_dim=784, hidden_dims=400, latent_dim=20, *,
@@ -261,8 +268,8 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             The mean and log-variance of ``q(z | x)``.
         """
-        h = self.encoder.forward(self._batch(x))
-        x_hat = sigmoid(self.decoder.forward(self.sampler.forward(h, eps)))
+        h = self._finite(self.encoder.forward(self._batch(x)), "forward")
+        x_hat = self._finite(sigmoid(self.decoder.forward(self.sampler.forward(h, eps))), "forward")
         return (x_hat, *_halves(h))
 
     def encode(self, x):
@@ -277,7 +284,7 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             Its mean and log-variance.
         """
-        return _halves(self.encoder.forward(self._batch(x)))
+        return _halves(self._finite(self.encoder.forward(self._batch(x)), "encode"))
 
     def decode(self, z):
         """Pixel probabilities for latent codes.
@@ -296,7 +303,18 @@ class VAE(Module):
     def decode_logits(self, z):
         """The decoder's logits (B, input_dim) for ``z`` (B, latent_dim): :meth:`decode`
         before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
-        return self.decoder.forward(self._batch(z, "z", self.latent_dim))
+        return self._finite(self.decoder.forward(self._batch(z, "z", self.latent_dim)), "decode")
+
+    def _finite(self, out, caller):
+        """``out`` of a forward pass, if finite. Its input was checked, so NaN or inf comes from
+        the model: a parameter that holds it, or codes or pixels that overflow (a model that
+        diverged in training)."""
+        if not np.isfinite(out).all():
+            check_finite_parameters(self, f"model.{caller} gives NaN")
+            raise DivergenceError(f"model.{caller}: the model's codes or pixels overflow to NaN or inf though its "
+                                  f"parameters are finite, as in a model that diverged in training; load a good "
+                                  f"checkpoint or build a new model")
+        return out
 
     def reconstruct(self, x, sample=False, rng=None):
         """Decode the encoding of ``x``.

@@ -1239,9 +1239,9 @@ def test_interop_given_a_checkpoint_instead_of_a_model_says_to_load_the_model_fi
     path = tmp_path / "c.npz"
     save_checkpoint(path, model, opt)
     for value in (str(path), path, load_checkpoint(path)):
-        with pytest.raises(InputError, match=r"npvae\.load_model\(path\) reads a checkpoint's model first"):
+        with pytest.raises(InputTypeError, match=r"npvae\.load_model\(path\) reads a checkpoint's model first"):
             to_torch_state_dict(value)
-    with pytest.raises(InputError, match=r"got object$"):           # no such hint for anything else
+    with pytest.raises(InputTypeError, match=r"got object$"):           # no such hint for anything else
         to_torch_state_dict(object())
 
 
@@ -1349,3 +1349,16 @@ def test_an_optimizer_whose_params_are_no_list_is_refused_by_name_saving_and_loa
         with pytest.raises(InputTypeError, match=r"optimizer\.params must be the list .*got NoneType"):
             call()
     assert sorted(os.listdir(tmp_path)) == ["c.npz"]
+
+
+def test_a_generator_named_by_no_string_is_a_checkpoint_error(tmp_path):
+    import json
+    path = tmp_path / "c.npz"
+    npvae.save_checkpoint(path, npvae.VAE(12, 5, 2, rng=0))
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["rng_states"]["model"]["bit_generator"] = []
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(npvae.CheckpointError, match="bit generator"):
+        npvae.load_checkpoint(path)

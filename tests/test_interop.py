@@ -4,7 +4,7 @@ import pytest
 
 import npvae
 from npvae import VAE
-from npvae.errors import InputError, StateDictError
+from npvae.errors import InputError, InputTypeError, StateDictError
 from npvae.interop import (LAYOUTS, detect_layout, from_torch_state_dict, load_torch_state_dict,
                            to_torch_state_dict)
 
@@ -163,7 +163,7 @@ def test_layout_errors():
         from_torch_state_dict(m, list(sd.items()))
     with pytest.raises(StateDictError, match="missing"):        # sequential names, examples layout
         from_torch_state_dict(m, sd, layout="examples")
-    with pytest.raises(InputError, match="Module"):
+    with pytest.raises(InputTypeError, match="Module"):
         to_torch_state_dict(object())
 
 

@@ -233,6 +233,19 @@ def test_sequential_names_and_indexing():
         Sequential(Dense(3, 4), "relu")
 
 
+def test_an_index_past_a_sequentials_layers_says_how_many_it_has():
+    """An IndexError still (what ends a loop over seq[i]), but about the Sequential, not a tuple
+    or a range inside it; negative indices count from the end, as in a list."""
+    seq = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))
+    assert seq[-3] is seq[0] and list(seq) == list(seq.layers)
+    for i in (3, -4):
+        with pytest.raises(IndexError, match=rf"^Sequential index {i} is out of range: it has 3 layers \(0-2\)$"):
+            seq[i]
+        with pytest.raises(IndexError, match=rf"^Sequential index {i} is out of range: it has 3 layers \(0-2\)$"):
+            seq[i] = ReLU()
+    assert [type(layer).__name__ for layer in seq] == ["Dense", "ReLU", "Dense"]
+
+
 def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():
     """As in PyTorch: seq[:2] runs the first two layers (it was a tuple, which cannot be called)."""
     d1, r, d2 = Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1)

@@ -7,7 +7,7 @@ import pytest
 
 from finite_differences import assert_gradient, numerical_gradient
 from npvae import KL, VAE, Adam, BCEWithLogits, LossParts, Module, ReLU, evaluate_elbo, fit, footprint, iw_nll
-from npvae.errors import InputError, InputTypeError, StateError
+from npvae.errors import DivergenceError, InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
 D_IN, HID, LAT, B = 12, (7, 5), 3, 6
@@ -710,3 +710,33 @@ def test_sample_is_refused_when_the_memory_left_is_just_short_of_what_it_decodes
         model.sample(1000)
     monkeypatch.setattr(footprint, "available_bytes", lambda: 10 ** 9)
     assert model.sample(1000).shape == (1000, 784)
+
+
+def _inference_calls(model, x):
+    return {"forward": lambda: model.forward(x), "encode": lambda: model.encode(x),
+            "decode": lambda: model.decode(np.zeros((2, model.latent_dim), model.dtype)),
+            "decode_logits": lambda: model.decode_logits(np.zeros((2, model.latent_dim), model.dtype)),
+            "reconstruct": lambda: model.reconstruct(x), "sampled": lambda: model.reconstruct(x, sample=True, rng=0),
+            "sample": lambda: model.sample(2, rng=0), "interpolate": lambda: model.interpolate(x[0], x[1])}
+
+
+@pytest.mark.parametrize("call", list(_inference_calls(VAE(6, 4, 2), np.zeros((2, 6)))))
+def test_inference_with_a_nan_parameter_is_refused_naming_it_as_evaluation_does(call):
+    """Not NaN pixels or codes, silently, nor an error about an argument the caller never gave."""
+    model = VAE(12, 5, 3, rng=0)
+    where = "encoder" if call == "encode" else "decoder"        # one that the call computes with
+    getattr(model, where)[0].bias.data[1] = np.nan
+    with pytest.raises(InputError, match=rf"^model parameter {where}\.0\.bias holds NaN or inf, so model\.\w+ gives NaN"):
+        _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in matmul:RuntimeWarning")    # NumPy's, before the error
+@pytest.mark.parametrize("call", ["forward", "encode", "reconstruct", "sampled", "interpolate"])
+def test_inference_whose_codes_overflow_from_finite_parameters_blames_the_model(call):
+    """As in a model that diverged in training: a DivergenceError that says so, not "z contains NaN"."""
+    model = VAE(12, 5, 3, rng=0)
+    model.encoder[0].bias.data[:] = 10.0            # every hidden unit on, at 10 or more
+    model.encoder[2].weight.data[:, 0] = 3e38       # so mu's first code overflows
+    with pytest.raises(DivergenceError, match=r"^model\.(encode|forward): the model's codes or pixels overflow .* "
+                                              r"though its parameters are finite"):
+        _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()

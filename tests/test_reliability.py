@@ -146,6 +146,17 @@ def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".hidden", ".run.json.short.tmp", "checkpoint.npz", "keep.tmp"]
 
 
+@pytest.mark.parametrize("folder", [3, b".", None])
+def test_sweep_takes_a_folders_path_only(tmp_path, monkeypatch, folder):
+    """An int would be taken as a file descriptor: its folder listed, but the names removed from
+    the current folder. Refused, as is anything else that is not a str or a Path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".run.json.abcdefgh.tmp").write_text("x")
+    with pytest.raises(InputTypeError, match=r"^folder must be a str or a pathlib.Path, got "):
+        sweep_temporary_files(folder)
+    assert os.listdir(tmp_path) == [".run.json.abcdefgh.tmp"]
+
+
 def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
     """train_mnist.py prints the list ("note: removed N temporary file(s) ..."): the same folder gives the same
     line whatever order the file system lists it in."""
