@@ -97,6 +97,8 @@ def to_torch_state_dict(model, layout="sequential"):
     InputError
         Unknown layout, or a model the layout cannot express (e.g. two hidden
         layers in the ``"examples"`` layout).
+    InputTypeError
+        ``model`` is no npvae model (a path, say: ``npvae.load_model`` reads one).
     """
     params = _params(model, _check_layout(layout))
     if layout == "sequential":
@@ -232,6 +234,8 @@ def from_torch_state_dict(model, state_dict, layout=None):
         or dtype, NaN or inf, or names that fit no layout.
     InputError
         Unknown layout, or a model the layout cannot express.
+    InputTypeError
+        ``model`` is no npvae model.
     """
     _check_mapping(state_dict)
     state_dict = dict(state_dict)           # each value read once (an np.load reads on every access)
