@@ -427,7 +427,8 @@ def describe(model):
 
 def resume_command(checkpoint, figures=True):
     """The command that continues the run; with --no-figures if this one had it (it would draw them)."""
-    words = [sys.executable, sys.argv[0], "--resume", os.path.abspath(checkpoint)]
+    # absolute, as the checkpoint is: the command is pasted in whatever folder the terminal is in by then
+    words = [sys.executable, os.path.abspath(sys.argv[0]), "--resume", os.path.abspath(checkpoint)]
     return cli.shell_command(words if figures else words + ["--no-figures"])
 
 
@@ -562,7 +563,7 @@ def main(argv=None):
         say(f"the run has done its {epochs}: {again} its NLL again (ask for more with --epochs)")
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
-    with RunFolder(out, "--out", unique=named_here) as folder:
+    with RunFolder(out, "--out", unique=named_here, files=RUN_FILES) as folder:
         out = folder.path                   # another run may have taken the name meanwhile: this is ours
         refuse_earlier_run(out, resumed)    # under the lock: a run still going is reported as such
         run_json = folder.file("run.json")
@@ -582,11 +583,14 @@ def main(argv=None):
             resume_from = None if resumed is None else checkpoint if elsewhere else resumed.path
             # the untrained model's reconstructions: a resume rebuilds that model from the run's seed
             draw_before = s["figures"] and seed_known
-            if s["figures"] and not seed_known and not os.path.exists(folder.file("reconstruction_before.png")):
+            if s["figures"] and not seed_known:     # samples.png draws from the seed too: not from a guessed one
                 why = (f"its checkpoint was not started from --seed {s['seed']}" if matched is False else
                        "no run.json records it, and its checkpoint cannot tell")
-                say(f"note: the run's --seed is not known ({why}): reconstruction_before.png, the untrained "
-                    f"model's, is not drawn; give --seed if it had one")
+                undrawn = ["samples.png (drawn from the seed)"]
+                if not os.path.exists(folder.file("reconstruction_before.png")):
+                    undrawn.append("reconstruction_before.png (the untrained model's)")
+                say(f"note: the run's --seed is not known ({why}): {' and '.join(undrawn)} "
+                    f"{'is' if len(undrawn) == 1 else 'are'} not drawn; give --seed if it had one")
             checkpoint_found = file_state(checkpoint)
             history, before = train(s, folder, model, data_seed, resume_from, data, draw_before)
         except BaseException as e:
@@ -602,7 +606,7 @@ def main(argv=None):
                 folder.discard(START_FILES)   # nothing worth keeping: a failed start leaves nothing behind
             raise
         # the training is saved from here on: whatever fails below keeps it, and says how to finish
-        draw_and_evaluate(s, folder, model, history, before, data)
+        draw_and_evaluate(s, folder, model, history, before, data, seed_known)
     return 0
 
 
@@ -656,8 +660,11 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
         raise
     except DivergenceError as e:
         if resume_from is None:
-            e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}"
-                       + (f" (or a smaller --beta than {s['beta']:g})" if s["beta"] > 1 else ""))
+            # past a checkpoint the folder keeps the run (resumable, with its own --lr): another is needed
+            elsewhere = (f" and another --out ({folder.path} keeps this run, as far as its checkpoint)"
+                         if os.path.exists(checkpoint) else "")
+            beta = f" (or a smaller --beta than {s['beta']:g})" if s["beta"] > 1 else ""
+            e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}{beta}{elsewhere}")
         else:
             e.add_note(f"a resumed run keeps its learning rate: to try a smaller one, start a new run, "
                        f"e.g. with --lr {s['lr'] / 10:g}")
@@ -666,14 +673,15 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
     return history, before
 
 
-def draw_and_evaluate(s, folder, model, history, before, data):
-    """The figures, then the test loss and NLL; a failure says how to finish (the training is saved)."""
+def draw_and_evaluate(s, folder, model, history, before, data, seed_known):
+    """The figures (samples.png only from a known seed), then the test loss and NLL; a failure says
+    how to finish (the training is saved)."""
     left_to_do = "to draw the figures and compute the NLL" if s["figures"] else "to compute the NLL"
     to_draw = s["figures"]          # what the command that finishes the run should draw
     try:
         if s["figures"]:
             say("drawing the figures ...")
-            draw_figures(s, folder, model, history, before, data)
+            draw_figures(s, folder, model, history, before, data, seed_known)
             left_to_do, to_draw = "the figures are drawn; to compute the NLL", False
         else:
             note_figures_left(folder, len(history))
@@ -699,7 +707,7 @@ def note_figures_left(folder, epochs):
             f"without --no-figures draws them after epoch {epochs}")
 
 
-def draw_figures(s, folder, model, history, before, data):
+def draw_figures(s, folder, model, history, before, data, seed_known):
     out, names, x_show = folder.file, CLASS_NAMES[data.kind], images_shown(data, s["binarize"])
     show = x_show if s["binarize"] else data.test[:10]         # the images the model reconstructs
     shown = "Binarized test images" if s["binarize"] else "Test images"
@@ -709,8 +717,9 @@ def draw_figures(s, folder, model, history, before, data):
     plots.plot_reconstructions(show, model.reconstruct(x_show), out("reconstruction_after.png"),
                                title=f"{shown} (top) and reconstructions after {len(history)} "
                                      f"epoch{'' if len(history) == 1 else 's'}")
-    plots.plot_samples(model.sample(64, rng=np.random.default_rng(s["seed"])), out("samples.png"),
-                       title=f"64 samples decoded from z ~ N(0, I) (d = {s['latent_dim']})")
+    if seed_known:                  # np.random.default_rng(--seed), as --help says
+        plots.plot_samples(model.sample(64, rng=np.random.default_rng(s["seed"])), out("samples.png"),
+                           title=f"64 samples decoded from z ~ N(0, I) (d = {s['latent_dim']})")
     a, b = INTERPOLATE[data.kind]
     if np.isin([a, b], data.test_labels).all():
         first_a, first_b = (np.flatnonzero(data.test_labels == c)[0] for c in (a, b))

@@ -26,7 +26,7 @@ __all__ = ["atomic_write", "append_line", "check_regular_file", "sweep_temporary
 
 TEMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix="." + name + ".", suffix=TEMP_SUFFIX) makes: 8 characters of [a-z0-9_]
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
 NAME_MAX = 255      # the longest file name (bytes) of the usual file systems
 #: The longest name of a file written here: it is first written as ``.<name>.<8 characters>.tmp``.
 LONGEST_NAME = NAME_MAX - len("..12345678" + TEMP_SUFFIX)
@@ -211,8 +211,11 @@ def append_line(path, line):
         f.write(old + line.rstrip("\n") + "\n")
 
 
-def sweep_temporary_files(folder):
+def sweep_temporary_files(folder, names=None):
     """Remove the temporary files :func:`atomic_write` left in ``folder``; return their names.
+
+    With ``names``, only those of files so named (``.<name>.<8 characters>.tmp``): a folder the
+    user chose may hold files of that shape that are not ours.
 
     Only safe when no other process is writing into ``folder`` (e.g. under a
     run folder's lock): a live writer's temporary file looks the same.
@@ -223,7 +226,9 @@ def sweep_temporary_files(folder):
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            temporary = _TEMP_NAME.match(entry.name)
+            ours = temporary and (names is None or temporary["name"] in names)
+            if ours and entry.is_file(follow_symlinks=False):
                 _remove(entry.path)
                 removed.append(entry.name)
     return sorted(removed)

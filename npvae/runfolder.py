@@ -139,6 +139,9 @@ class RunFolder:
     naming the other run), and removes temporary files a killed run left;
     leaving the block releases the lock and removes the lock file.
 
+    ``files``: the names of the files the run writes; only their temporary files are removed
+    (the folder is the user's choice, and may hold other files of that shape). None: every one.
+
     ``unique=True`` is for a folder the program named itself (``runs/<dataset>-<time>``), not the
     user: if it exists when it is made (another run started in the same second), the first free
     name of ``path-2``, ``path-3``, ... is made instead, and ``path`` says which.
@@ -154,8 +157,9 @@ class RunFolder:
         Temporary files removed when the lock was taken.
     """
 
-    def __init__(self, path, option="folder", *, unique=False):
+    def __init__(self, path, option="folder", *, unique=False, files=None):
         self.path = os.fspath(path)
+        self.files = files
         self.option = option
         self.unique = unique
         self.created = False
@@ -206,7 +210,7 @@ class RunFolder:
             os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
                                          started=datetime.datetime.now().isoformat(timespec="seconds"),
                                          command=shlex.join([sys.executable, *sys.argv]))).encode("utf-8"))
-            self.swept = sweep_temporary_files(self.path)
+            self.swept = sweep_temporary_files(self.path, self.files)
         except BaseException as e:      # a full disk, say: no __exit__ follows, so let go here
             self._give_up()
             _name_file(e, lock)

@@ -91,13 +91,14 @@ def test_a_killed_runs_lock_and_temporary_files_are_taken_over(tmp_path):
     (out / ".checkpoint.npz.k1ll3d_x.tmp").write_bytes(b"PK half a checkpoint")
     (out / ".metrics.jsonl.abcd1234.tmp").write_text('{"epoch": ')
     (out / ".notes.txt").write_text("not ours")
+    (out / ".draft.abcd1234.tmp").write_text("not ours either, though of the shape atomic_write uses")
     done = load_checkpoint(out / "checkpoint.npz").epoch
     proc = run([TRAIN, "--resume", str(out), "--epochs", str(done + 1), "--nll-images", "20", "--no-figures",
                 *REFERENCE])
     assert proc.returncode == 0, proc.stderr
     assert f"took over the lock of a run that ended without releasing it (process {killed.pid}" in proc.stderr
     assert "removed 2 temporary file(s) a killed run left" in proc.stderr
-    assert sorted(f for f in os.listdir(out) if f.startswith(".")) == [".notes.txt"]
+    assert sorted(f for f in os.listdir(out) if f.startswith(".")) == [".draft.abcd1234.tmp", ".notes.txt"]
     assert load_checkpoint(out / "checkpoint.npz").epoch == done + 1
 
 
@@ -123,6 +124,29 @@ def test_divergence_in_the_first_epoch_leaves_no_run_folder(tmp_path):
     assert "resumed" not in proc.stderr                      # a fresh run: nothing to resume
     assert_no_traceback(proc.stderr)
     assert os.listdir(tmp_path) == []
+
+
+def test_divergence_after_a_checkpoint_says_to_try_a_smaller_lr_in_another_folder(tmp_path, script, capsys,
+                                                                                  monkeypatch):
+    """The folder keeps the run (resumable from its checkpoint, with its own --lr): the same
+    command with a smaller --lr would be refused there, so the advice names another --out, and
+    following it trains."""
+    from npvae.errors import DivergenceError
+    real_fit = script.fit
+
+    def diverging_in_epoch_2(*args, **kwargs):
+        real_fit(*args, **{**kwargs, "epochs": 1})
+        raise DivergenceError("training diverged at epoch 2, step 1 of 13: the loss is nan")
+    monkeypatch.setattr(script, "fit", diverging_in_epoch_2)
+    out = tmp_path / "run"
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "2", "--out", str(out)])
+    assert code == 1 and load_checkpoint(out / "checkpoint.npz").epoch == 1, err
+    assert (f"to try a smaller learning rate, run again with e.g. --lr 0.0001 and another --out ({out} keeps "
+            f"this run, as far as its checkpoint)") in err, err
+    monkeypatch.setattr(script, "fit", real_fit)
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "2", "--lr", "0.0001",
+                                      "--out", str(tmp_path / "another")])
+    assert code == 0, err
 
 
 # -- read-only and full file systems ----------------------------------------------------

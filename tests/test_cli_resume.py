@@ -595,14 +595,23 @@ def test_a_run_without_run_json_draws_the_untrained_model_only_from_the_seed_its
                                      "--out", str(out)])[0] == 0
         (out / "run.json").unlink()
         code, err = call(script, capsys, ["--resume", str(out), *data])
-        assert code == 0 and (out / "samples.png").exists(), err
+        assert code == 0, err
+        # both draw from the seed: not from a guessed one (samples.png once came from default_rng(0))
         assert (out / "reconstruction_before.png").exists() == (seed == "0"), err
+        assert (out / "samples.png").exists() == (seed == "0"), err
         assert ("seed" in json.loads((out / "run.json").read_text())) == (seed == "0")
-    assert "note: the run's --seed is not known (its checkpoint was not started from --seed 0)" in err
+    assert ("note: the run's --seed is not known (its checkpoint was not started from --seed 0): samples.png "
+            "(drawn from the seed) and reconstruction_before.png (the untrained model's) are not drawn; give --seed "
+            "if it had one") in err, err
     code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "4"])
     assert code == 2 and f"--seed 4 is not the seed of {out / 'checkpoint.npz'}" in err, err
     code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "3", "--epochs", "2"])
     assert code == 0 and (out / "reconstruction_before.png").exists(), err
+    # samples.png as a run of --seed 3 draws it: the same 64 latent draws
+    same = tmp_path / "same"
+    assert call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "2", "--nll-images", "20", "--seed", "3",
+                                 "--out", str(same)])[0] == 0
+    assert (out / "samples.png").read_bytes() == (same / "samples.png").read_bytes()
 
 
 def test_a_seed_in_run_json_that_the_checkpoint_was_not_started_from_is_not_taken(tmp_path, script, capsys):

@@ -719,10 +719,13 @@ def test_once_the_figures_are_drawn_the_command_that_finishes_the_run_draws_no_m
 
 
 def test_the_resume_command_names_the_checkpoint_in_full_whatever_the_out_given(tmp_path, capsys, monkeypatch):
-    """Pasted in another folder, a relative path would name nothing."""
+    """Pasted in another folder, a relative path would name nothing: the checkpoint's after a
+    relative --out, or the program's, started by a relative path."""
     script = load_script()
     monkeypatch.setattr(script, "evaluate", out_of_memory)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [os.path.relpath(TRAIN, tmp_path)])      # python ../../examples/train_mnist.py
     assert cli.run(script.main, [*SMALL, *REFERENCE, "--epochs", "1", "--out", "run"]) == 1
     command = shlex.split(capsys.readouterr().err.strip().splitlines()[-1])
     assert command[-2:] == [str(tmp_path / "run" / "checkpoint.npz"), "--no-figures"], command
+    assert command[:3] == [sys.executable, os.path.abspath(TRAIN), "--resume"], command

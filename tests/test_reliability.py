@@ -146,6 +146,13 @@ def test_sweep_removes_only_what_atomic_write_leaves(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".hidden", ".run.json.short.tmp", "checkpoint.npz", "keep.tmp"]
 
 
+def test_sweep_with_names_removes_only_the_temporary_files_of_those(tmp_path):
+    for name in (".checkpoint.npz.ab_cd123.tmp", ".draft.abcd1234.tmp", ".run.json.zzzzzzzz.tmp"):
+        (tmp_path / name).write_text("x")
+    assert sweep_temporary_files(tmp_path, names=["checkpoint.npz", "run"]) == [".checkpoint.npz.ab_cd123.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".draft.abcd1234.tmp", ".run.json.zzzzzzzz.tmp"]
+
+
 @pytest.mark.parametrize("folder", [3, b".", None])
 def test_sweep_takes_a_folders_path_only(tmp_path, monkeypatch, folder):
     """An int would be taken as a file descriptor: its folder listed, but the names removed from
