@@ -638,7 +638,7 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
     # drawn after training: matplotlib (about 30 MB) is loaded once the training images are let go.
     before = model.reconstruct(images_shown(data, s["binarize"])) if draw_before and not os.path.exists(
         folder.file("reconstruction_before.png")) else None
-    if s["warmup"] > s["epochs"]:       # fit warns in Python's words; say it in the flags' ones
+    if s["warmup"] > s["epochs"] and s["beta"] > 0:     # fit warns in Python's words; say it in the flags' ones
         steps = -(-len(data.train) // s["batch_size"])
         say(f"note: --warmup {s['warmup']} is longer than --epochs {s['epochs']}: the KL weight ends at "
             f"{warmup_beta(s['epochs'] * steps, s['beta'], s['warmup'], steps):.3g}, not --beta {s['beta']:g} "

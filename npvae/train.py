@@ -613,7 +613,7 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
     lr = float(getattr(opt, "lr", lr))  # what actually trains, for the checkpoint's record
     n_train = len(train_images)
     steps = math.ceil(n_train / batch_size)
-    if warmup > epochs:                 # legal (a resumed run can finish the ramp), but likely a slip
+    if warmup > epochs and beta > 0:    # legal (a resumed run can finish the ramp), but likely a slip
         warnings.warn(warmup_note(warmup, epochs, beta, steps), UserWarning, stacklevel=2)
     fit_config = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, warmup=warmup,
                       binarize=binarize, eval_seed=eval_seed, n_train=n_train,

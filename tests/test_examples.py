@@ -699,6 +699,10 @@ def test_ten_held_out_images_and_a_warmup_as_long_as_the_run_are_fine(tmp_path, 
     err = capsys.readouterr().err
     assert code == 0 and "990 training images, 10 test images" in err and "is longer than" not in err, err
     assert "note: no test image of class 6: interpolation.png is not drawn" in err, err
+    code = cli.run(load_script().main, [*SMALL, *REFERENCE, "--epochs", "1", "--beta", "0", "--warmup", "3",
+                                        "--out", str(tmp_path / "unweighted")])
+    err = capsys.readouterr().err
+    assert code == 0 and "is longer than" not in err, err      # a ramp to 0 ends at 0
     drawn = sorted(name for name in os.listdir(tmp_path / "run") if name.endswith(".png"))
     assert drawn == ["latent.png", "loss.png", "reconstruction_after.png", "reconstruction_before.png", "samples.png"]
 

@@ -531,6 +531,7 @@ def test_a_warmup_longer_than_the_run_is_warned_about(sample):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit(small(), images[:64], epochs=2, batch_size=16, rng=0, warmup=2, progress=False)   # reaches beta
+        fit(small(), images[:64], epochs=2, batch_size=16, rng=0, warmup=4, beta=0.0, progress=False)  # 0 is 0
 
 
 class FakeTTY(io.StringIO):
