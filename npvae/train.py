@@ -838,9 +838,15 @@ class _Run:
         states = dict(self.rngs)
         if step:
             states["shuffle"] = self.epoch_start
-        save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
-                        rngs=states, fit_config=self.fit_config, partial=partial,
-                        dead_units=self.training.dead_units())
+        try:
+            save_checkpoint(self.checkpoint, self.model, self.opt, epoch=epoch, step=step, history=self.history,
+                            rngs=states, fit_config=self.fit_config, partial=partial,
+                            dead_units=self.training.dead_units())
+        except OSError as e:        # (a full disk, a read-only file): its message names the file only
+            which = f"epoch {epoch}" + (f", step {step}" if step else "")
+            kept = f"the last good one is {self.last_saved}" if self.last_saved else "no checkpoint was written before it"
+            e.add_note(f"the checkpoint of {which} was not written; {kept}")
+            raise
         self.metrics.start()        # a fresh run's first checkpoint: the earlier run's metrics go with it
         self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
 

@@ -649,6 +649,31 @@ def test_a_run_that_fails_writing_an_epochs_metrics_line_resumes_to_a_file_with_
     assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("resumed, fails_at, kept", [(False, 1, "no checkpoint was written before it"),
+                                                    (False, 2, "the last good one is {} (epoch 1)"),
+                                                    (True, 2, "the last good one is {} (epoch 1)")])
+def test_a_checkpoint_that_cannot_be_written_says_which_and_what_is_kept(sample, tmp_path, monkeypatch, resumed,
+                                                                         fails_at, kept):
+    """The OSError names the file only: a note says which epoch's checkpoint failed, and which is
+    the last good one (this run's, or the one it resumed from), or that there is none."""
+    import npvae.train
+    images, _ = sample
+    ckpt = tmp_path / "c.npz"
+    if resumed:
+        fit(small(), images[:64], epochs=1, batch_size=32, rng=0, progress=False, checkpoint=ckpt)
+    real = npvae.train.save_checkpoint
+
+    def read_only_at(path, *args, epoch, **kwargs):
+        if epoch == fails_at:
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real(path, *args, epoch=epoch, **kwargs)
+    monkeypatch.setattr(npvae.train, "save_checkpoint", read_only_at)
+    with pytest.raises(PermissionError) as info:
+        fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, checkpoint=ckpt,
+            resume=ckpt if resumed else None)
+    assert info.value.__notes__ == [f"the checkpoint of epoch {fails_at} was not written; {kept.format(ckpt)}"]
+
+
 def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
     """A note added in another encoding (Latin-1 here) is not an epoch record: it goes, the run goes on."""
     images, _ = sample
