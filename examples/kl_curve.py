@@ -6,10 +6,10 @@ For one latent coordinate with q = N(mu, V) and the prior p = N(0, 1),
 
 so at mu = 0 it is half of V - log V - 1, which is 0 at V = 1 and positive everywhere
 else: -log V grows without bound as the variance shrinks towards 0 (an encoder that pins
-each image to one exact code), and V grows as it widens: the two balance at V = 1. A mean away from 0 only lifts the curve by
-mu^2 / 2; the best variance stays 1. The KL's curves are npvae's own KL (npvae/losses.py:
-KL.forward), checked against the formula; V - log V - 1 and its two parts beside them are
-plain NumPy. Run from the repository root::
+each image to one exact code), and V grows as it widens: the two balance at V = 1. A mean away
+from 0 only lifts the curve by mu^2 / 2; the best variance stays 1. The KL's curves are npvae's
+own KL (npvae/losses.py: KL.forward), checked against the formula; V - log V - 1 and its two
+parts beside them are plain NumPy. Run from the repository root::
 
     python examples/kl_curve.py --out docs/figures/kl_curve.png
 """

@@ -586,7 +586,8 @@ def main(argv=None):
             if s["figures"] and not seed_known:     # samples.png draws from the seed too: not from a guessed one
                 why = (f"its checkpoint was not started from --seed {s['seed']}" if matched is False else
                        "no run.json records it, and its checkpoint cannot tell")
-                undrawn = ["samples.png (drawn from the seed)"]
+                stale = "; the one there is left as drawn before" if os.path.exists(folder.file("samples.png")) else ""
+                undrawn = [f"samples.png (drawn from the seed{stale})"]
                 if not os.path.exists(folder.file("reconstruction_before.png")):
                     undrawn.append("reconstruction_before.png (the untrained model's)")
                 say(f"note: the run's --seed is not known ({why}): {' and '.join(undrawn)} "
@@ -662,7 +663,7 @@ def train(s, folder, model, data_seed, resume_from, data, draw_before):
         if resume_from is None:
             # past a checkpoint the folder keeps the run (resumable, with its own --lr): another is needed
             elsewhere = (f" and another --out ({folder.path} keeps this run, as far as its checkpoint)"
-                         if os.path.exists(checkpoint) else "")
+                         if os.path.exists(checkpoint) and not folder.unique else "")   # unique: a new one anyway
             beta = f" (or a smaller --beta than {s['beta']:g})" if s["beta"] > 1 else ""
             e.add_note(f"to try a smaller learning rate, run again with e.g. --lr {s['lr'] / 10:g}{beta}{elsewhere}")
         else:

@@ -411,7 +411,7 @@ def kl(dtype, rng, h):
 
 
 def bce_logits(dtype, rng, h):
-    """Logits around 0, and saturated ones, +-8 to +-35 (a decoder's background pixels: p within 3e-4
+    """Logits around 0, and saturated ones, +-8 to +-35 (a decoder's background pixels: p within 3.4e-4
     of 0 or 1, at +-35 within round-off), where a slip such as a clamp in backward alone would show."""
     problems = []
     for g in (1.0, -1.7):

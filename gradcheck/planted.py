@@ -119,7 +119,7 @@ def _adam_step_weight_decay_ignored(self):
 
 def _adam_step_eps_inside_sqrt(self):
     # sqrt(v_hat + eps) for sqrt(v_hat) + eps: a relative change of about eps / (2 g^2) in the
-    # step (with the default eps = 1e-8: 4e-7 at |g| = 0.1, but 5e-3 at |g| = 1e-3; gradcheck's
+    # step (with the default eps = 1e-8: 5e-7 at |g| = 0.1, but 5e-3 at |g| = 1e-3; gradcheck's
     # Adam cases use eps = 1e-3, and the optimizer rows round-off tolerances)
     _adam_step_as_written(self, *self.betas, self.weight_decay, eps_inside=True)
 

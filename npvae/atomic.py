@@ -223,6 +223,9 @@ def sweep_temporary_files(folder, names=None):
     if not isinstance(folder, (str, os.PathLike)) or not isinstance(os.fspath(folder), str):
         # (an int would be a file descriptor: its folder listed, the names removed from the current one)
         raise InputTypeError(f"folder must be a str or a pathlib.Path, got {type(folder).__name__} {folder!r}")
+    if isinstance(names, (str, bytes, os.PathLike)):
+        raise InputTypeError(f"names must be a list of file names, got one {type(names).__name__} {names!r}: "
+                             f"write [{names!r}]")
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:

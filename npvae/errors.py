@@ -66,8 +66,9 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class DivergenceError(NpvaeError, FloatingPointError):
-    """Training produced NaN or inf; the message names the epoch and step. Raised by ``fit``, its
-    ``history`` is a History of the epochs completed; raised elsewhere, None."""
+    """NaN or inf from a model whose parameters are finite (one that diverged). Raised by ``fit``,
+    the message names the epoch (and step) and ``history`` is a History of the epochs completed;
+    raised by evaluation or an inference call (``model.sample``, say), ``history`` is None."""
 
     history = None
 

@@ -60,7 +60,9 @@ class ReferencePass:
 
     Each batch is encoded by :meth:`VAE.encode`, which, like any inference call, ends
     what a pending ``loss`` kept for ``backward``; the codes sampled from it go through
-    the decoder unchecked (a diverged model's NaN gives NaN, as on the fast path).
+    the decoder unchecked (a diverged model's NaN gives NaN, as on the fast path). Codes
+    that overflow, which ``encode`` refuses, are the encoder's as they are: ``check_finite``
+    judges them, as on the fast path.
 
     :class:`npvae.fast.Evaluator` answers them on the fast path, with the same methods.
     """
@@ -74,7 +76,10 @@ class ReferencePass:
 
     def encode(self, x):
         """``h = [mu | logvar]`` (B, 2d)."""
-        return np.concatenate(self.model.encode(x), axis=1)
+        try:
+            return np.concatenate(self.model.encode(x), axis=1)
+        except DivergenceError:     # finite parameters, codes that overflow: NaN or inf, for check_finite
+            return self.model.encoder.forward(x)
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""

@@ -250,11 +250,13 @@ class Sequential(Module):
     def _position(self, i):
         """``i`` as a position from 0, negative ones from the end, as in a list; an IndexError
         past the end (what ends a loop over ``seq[i]``)."""
-        try:
-            return range(len(self))[i]
-        except IndexError:
-            raise IndexError(f"Sequential index {i} is out of range: it has {len(self)} layers "
-                             f"(0-{len(self) - 1})") from None
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise InputTypeError(f"Sequential: a layer's index must be an int (or a slice), got {i!r}")
+        if not -n <= i < n:
+            layers = "1 layer (0)" if n == 1 else f"{n} layers (0-{n - 1})"
+            raise IndexError(f"Sequential index {i} is out of range: it has {layers}")
+        return int(i) % n
 
     def __len__(self):
         return len(self.layers)

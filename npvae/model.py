@@ -268,9 +268,9 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             The mean and log-variance of ``q(z | x)``.
         """
-        h = self._finite(self.encoder.forward(self._batch(x)), "forward")
-        x_hat = self._finite(sigmoid(self.decoder.forward(self.sampler.forward(h, eps))), "forward")
-        return (x_hat, *_halves(h))
+        h = self._finite(self.encoder.forward(self._batch(x)))
+        logits = self._finite(self.decoder.forward(self.sampler.forward(h, eps)))
+        return (sigmoid(logits), *_halves(h))
 
     def encode(self, x):
         """The Gaussian ``q(z | x)`` of each image.
@@ -284,7 +284,7 @@ class VAE(Module):
         mu, logvar : ndarray (B, latent_dim)
             Its mean and log-variance.
         """
-        return _halves(self._finite(self.encoder.forward(self._batch(x)), "encode"))
+        return _halves(self._finite(self.encoder.forward(self._batch(x))))
 
     def decode(self, z):
         """Pixel probabilities for latent codes.
@@ -303,17 +303,17 @@ class VAE(Module):
     def decode_logits(self, z):
         """The decoder's logits (B, input_dim) for ``z`` (B, latent_dim): :meth:`decode`
         before the sigmoid, what the loss (:class:`~npvae.losses.BCEWithLogits`) takes."""
-        return self._finite(self.decoder.forward(self._batch(z, "z", self.latent_dim)), "decode")
+        return self._finite(self.decoder.forward(self._batch(z, "z", self.latent_dim)))
 
-    def _finite(self, out, caller):
-        """``out`` of a forward pass, if finite. Its input was checked, so NaN or inf comes from
-        the model: a parameter that holds it, or codes or pixels that overflow (a model that
-        diverged in training)."""
+    def _finite(self, out):
+        """``out`` of the encoder or the decoder (codes or logits), if finite. Its input was
+        checked, so NaN or inf comes from the model: a parameter that holds it, or values that
+        overflow (a model that diverged in training)."""
         if not np.isfinite(out).all():
-            check_finite_parameters(self, f"model.{caller} gives NaN")
-            raise DivergenceError(f"model.{caller}: the model's codes or pixels overflow to NaN or inf though its "
-                                  f"parameters are finite, as in a model that diverged in training; load a good "
-                                  f"checkpoint or build a new model")
+            check_finite_parameters(self, "what it computes is NaN")
+            raise DivergenceError("the model's codes or logits overflow to NaN or inf though its parameters are "
+                                  "finite, as in a model that diverged in training; load a good checkpoint or "
+                                  "build a new model")
         return out
 
     def reconstruct(self, x, sample=False, rng=None):

@@ -844,11 +844,20 @@ class _Run:
                             dead_units=self.training.dead_units())
         except OSError as e:        # (a full disk, a read-only file): its message names the file only
             which = f"epoch {epoch}" + (f", step {step}" if step else "")
-            kept = f"the last good one is {self.last_saved}" if self.last_saved else "no checkpoint was written before it"
+            if self.last_saved == self._described(epoch, step):     # the second save: after the callback
+                kept = f"{self.last_saved} holds it as it was before the callback"
+                which += " as the callback left it"
+            else:
+                kept = (f"the last good one is {self.last_saved}" if self.last_saved
+                        else "no checkpoint was written before it")
             e.add_note(f"the checkpoint of {which} was not written; {kept}")
             raise
         self.metrics.start()        # a fresh run's first checkpoint: the earlier run's metrics go with it
-        self.last_saved = f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
+        self.last_saved = self._described(epoch, step)
+
+    def _described(self, epoch, step):
+        """The checkpoint as messages name it: its path, epoch and step."""
+        return f"{self.checkpoint} (epoch {epoch}" + (f", step {step})" if step else ")")
 
     def stop(self, epoch, step, sums=None):
         """Save (mid-epoch if ``sums``), report, and raise :class:`TrainingInterrupted`."""

@@ -149,6 +149,21 @@ def test_divergence_after_a_checkpoint_says_to_try_a_smaller_lr_in_another_folde
     assert code == 0, err
 
 
+def test_divergence_after_a_checkpoint_in_a_folder_the_program_named_needs_no_other_out(tmp_path, script, capsys,
+                                                                                         monkeypatch):
+    """Without --out the same command makes a new folder anyway: the advice is the smaller --lr alone."""
+    from npvae.errors import DivergenceError
+    real_fit = script.fit
+
+    def diverging_in_epoch_2(*args, **kwargs):
+        real_fit(*args, **{**kwargs, "epochs": 1})
+        raise DivergenceError("training diverged at epoch 2, step 1 of 13: the loss is nan")
+    monkeypatch.setattr(script, "fit", diverging_in_epoch_2)
+    monkeypatch.chdir(tmp_path)
+    code, err = call(script, capsys, [*SMALL, *REFERENCE, "--epochs", "2"])
+    assert code == 1 and "run again with e.g. --lr 0.0001\n" in err + "\n" and "another --out" not in err, err
+
+
 # -- read-only and full file systems ----------------------------------------------------
 @pytest.fixture(scope="module")
 def private_tmpfs(tmp_path_factory):

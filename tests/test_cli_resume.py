@@ -638,3 +638,18 @@ def test_a_resume_killed_before_its_first_checkpoint_leaves_more_epochs_in_run_j
     assert code == 0, err
     assert "run.json says" not in err, err
     assert load_checkpoint(copy_of / "checkpoint.npz").epoch == 3
+
+
+def test_a_resume_that_does_not_know_the_seed_says_the_samples_there_are_of_an_earlier_epoch(tmp_path, script,
+                                                                                             capsys):
+    """Its other figures are drawn anew; the samples.png there is left as it was, and the note says so."""
+    out = tmp_path / "run"
+    assert call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--seed", "3",
+                                 "--out", str(out)])[0] == 0
+    before = (out / "samples.png").read_bytes()
+    (out / "run.json").unlink()
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--dataset", "mnist-test-split",
+                                      "--split", "800", "--data-dir", SAMPLE, "--nll-images", "20", "--nll-k", "2"])
+    assert code == 0, err
+    assert ("samples.png (drawn from the seed; the one there is left as drawn before) is not drawn") in err, err
+    assert (out / "samples.png").read_bytes() == before

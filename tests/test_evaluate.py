@@ -740,3 +740,19 @@ def test_a_last_batch_of_one_image_counts(backend):
     assert by2.total == pytest.approx(by3.total, rel=1e-5)
     one = evaluate_elbo(model, x[:1], kl="sample", backend=backend)     # k=1: the same number, documented
     assert one.recon > 100 and iw_nll(model, x[:1], k=1, backend=backend) == pytest.approx(one.total, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_whose_codes_themselves_overflow_evaluates_alike_on_both_paths(backend):
+    """Finite weights, codes (not only their variance) that overflow: model.encode refuses them,
+    but evaluation gives check_finite the non-finite value, as the fast path does, and fit its
+    own epoch's message."""
+    model = VAE(12, 5, 3, rng=0)
+    model.encoder[0].bias.data[:] = 10.0            # every hidden unit on, at 10 or more
+    model.encoder[2].weight.data[:, 0] = 3e38       # so mu's first code overflows
+    images = np.full((4, 12), 0.5, np.float32)
+    with warned_on_the_reference_only(backend):
+        assert not np.isfinite(evaluate_elbo(model, images, backend=backend, check_finite=False).total)
+        assert not np.isfinite(iw_nll(model, images, k=2, backend=backend, check_finite=False))
+        with pytest.raises(DivergenceError, match=r"^evaluate_elbo: the loss on these images is"):
+            evaluate_elbo(model, images, backend=backend)

@@ -244,6 +244,12 @@ def test_an_index_past_a_sequentials_layers_says_how_many_it_has():
         with pytest.raises(IndexError, match=rf"^Sequential index {i} is out of range: it has 3 layers \(0-2\)$"):
             seq[i] = ReLU()
     assert [type(layer).__name__ for layer in seq] == ["Dense", "ReLU", "Dense"]
+    with pytest.raises(IndexError, match=r"^Sequential index 1 is out of range: it has 1 layer \(0\)$"):
+        Sequential(ReLU())[1]
+    for index in ("a", 1.0, True):
+        with pytest.raises(InputTypeError, match=rf"^Sequential: a layer's index must be an int \(or a slice\), "
+                                                 rf"got {index!r}$"):
+            seq[index]
 
 
 def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():

@@ -726,7 +726,7 @@ def test_inference_with_a_nan_parameter_is_refused_naming_it_as_evaluation_does(
     model = VAE(12, 5, 3, rng=0)
     where = "encoder" if call == "encode" else "decoder"        # one that the call computes with
     getattr(model, where)[0].bias.data[1] = np.nan
-    with pytest.raises(InputError, match=rf"^model parameter {where}\.0\.bias holds NaN or inf, so model\.\w+ gives NaN"):
+    with pytest.raises(InputError, match=rf"^model parameter {where}\.0\.bias holds NaN or inf, so what it computes"):
         _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()
 
 
@@ -737,6 +737,17 @@ def test_inference_whose_codes_overflow_from_finite_parameters_blames_the_model(
     model = VAE(12, 5, 3, rng=0)
     model.encoder[0].bias.data[:] = 10.0            # every hidden unit on, at 10 or more
     model.encoder[2].weight.data[:, 0] = 3e38       # so mu's first code overflows
-    with pytest.raises(DivergenceError, match=r"^model\.(encode|forward): the model's codes or pixels overflow .* "
+    with pytest.raises(DivergenceError, match=r"^the model's codes or logits overflow .* "
                                               r"though its parameters are finite"):
+        _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("call", ["forward", "sampled", "decode", "reconstruct", "sample"])
+def test_inference_whose_logits_overflow_is_refused_by_every_call_alike(call):
+    """An inf logit is 1 after the sigmoid: forward must not return it where decode refuses it."""
+    model = VAE(12, 5, 3, rng=0)
+    model.decoder[2].weight.data[:] = 3e38          # the ReLU'd hidden units make +inf logits, never NaN
+    model.decoder[0].bias.data[:] = 1.0             # every hidden unit on
+    with pytest.raises(DivergenceError, match=r"^the model's codes or logits overflow to NaN or inf though"):
         _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()

@@ -164,6 +164,14 @@ def test_sweep_takes_a_folders_path_only(tmp_path, monkeypatch, folder):
     assert os.listdir(tmp_path) == [".run.json.abcdefgh.tmp"]
 
 
+def test_sweep_takes_a_list_of_names_not_one(tmp_path):
+    """``in`` a string matches its parts: names="checkpoint.npz" would sweep ``.npz.<8>.tmp`` too."""
+    (tmp_path / ".npz.abcdefgh.tmp").write_text("x")
+    with pytest.raises(InputTypeError, match=r"^names must be a list of file names, got one str 'checkpoint.npz'"):
+        sweep_temporary_files(tmp_path, names="checkpoint.npz")
+    assert os.listdir(tmp_path) == [".npz.abcdefgh.tmp"]
+
+
 def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
     """train_mnist.py prints the list ("note: removed N temporary file(s) ..."): the same folder gives the same
     line whatever order the file system lists it in."""

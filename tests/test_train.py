@@ -674,6 +674,27 @@ def test_a_checkpoint_that_cannot_be_written_says_which_and_what_is_kept(sample,
     assert info.value.__notes__ == [f"the checkpoint of epoch {fails_at} was not written; {kept.format(ckpt)}"]
 
 
+def test_a_checkpoint_after_the_callback_that_cannot_be_written_says_what_the_file_holds(sample, tmp_path,
+                                                                                       monkeypatch):
+    """With a callback an epoch is saved twice, before it and after: the second failing, the file
+    holds the epoch as it was before the callback (not "the last good one is" that same epoch)."""
+    import npvae.train
+    images, _ = sample
+    ckpt, real, calls = tmp_path / "c.npz", npvae.train.save_checkpoint, []
+
+    def read_only_after_the_callback(path, *args, epoch, **kwargs):
+        calls.append(epoch)
+        if calls.count(2) == 2:
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real(path, *args, epoch=epoch, **kwargs)
+    monkeypatch.setattr(npvae.train, "save_checkpoint", read_only_after_the_callback)
+    with pytest.raises(PermissionError) as info:
+        fit(small(), images[:64], epochs=2, batch_size=32, rng=0, progress=False, checkpoint=ckpt,
+            callback=lambda record, model: None)
+    assert info.value.__notes__ == [f"the checkpoint of epoch 2 as the callback left it was not written; {ckpt} "
+                                    f"(epoch 2) holds it as it was before the callback"]
+
+
 def test_resuming_passes_over_a_metrics_line_that_is_not_utf8(sample, tmp_path):
     """A note added in another encoding (Latin-1 here) is not an epoch record: it goes, the run goes on."""
     images, _ = sample
