@@ -584,7 +584,8 @@ def main(argv=None):
             # the untrained model's reconstructions: a resume rebuilds that model from the run's seed
             draw_before = s["figures"] and seed_known
             if s["figures"] and not seed_known:     # samples.png draws from the seed too: not from a guessed one
-                why = (f"its checkpoint was not started from --seed {s['seed']}" if matched is False else
+                assumed = "" if "seed" in given else ", the default"
+                why = (f"its checkpoint was not started from --seed {s['seed']}{assumed}" if matched is False else
                        "no run.json records it, and its checkpoint cannot tell")
                 stale = "; the one there is left as drawn before" if os.path.exists(folder.file("samples.png")) else ""
                 undrawn = [f"samples.png (drawn from the seed{stale})"]
@@ -685,7 +686,7 @@ def draw_and_evaluate(s, folder, model, history, before, data, seed_known):
             draw_figures(s, folder, model, history, before, data, seed_known)
             left_to_do, to_draw = "the figures are drawn; to compute the NLL", False
         else:
-            note_figures_left(folder, len(history))
+            note_figures_left(folder, len(history), seed_known)
         evaluate(s, folder, model, history, data)
     except BaseException as e:      # Ctrl-C (wrapped, if it landed in matplotlib's import), a full disk, a bug ...
         interrupted = cli.interruption(e)
@@ -697,15 +698,16 @@ def draw_and_evaluate(s, folder, model, history, before, data, seed_known):
         raise
 
 
-def note_figures_left(folder, epochs):
+def note_figures_left(folder, epochs, seed_known):
     """--no-figures in a run folder that holds figures older than its checkpoint (of an earlier
-    epoch): they are left as they were; say so."""
+    epoch): they are left as they were; say so (and that samples.png needs the run's --seed)."""
     saved = os.path.getmtime(folder.file("checkpoint.npz"))
     left = [name for name in AFTER_FIGURES
             if os.path.exists(folder.file(name)) and os.path.getmtime(folder.file(name)) < saved]
     if left:
+        seed = "" if seed_known or "samples.png" not in left else " (samples.png only if given the run's --seed)"
         say(f"note: --no-figures: {', '.join(left)} in {folder.path} are left as drawn before; a resume "
-            f"without --no-figures draws them after epoch {epochs}")
+            f"without --no-figures draws them after epoch {epochs}{seed}")
 
 
 def draw_figures(s, folder, model, history, before, data, seed_known):

@@ -214,8 +214,9 @@ def append_line(path, line):
 def sweep_temporary_files(folder, names=None):
     """Remove the temporary files :func:`atomic_write` left in ``folder``; return their names.
 
-    With ``names``, only those of files so named (``.<name>.<8 characters>.tmp``): a folder the
-    user chose may hold files of that shape that are not ours.
+    With ``names`` (a list of file names), only those of files so named
+    (``.<name>.<8 characters>.tmp``): a folder the user chose may hold files of that shape that
+    are not ours.
 
     Only safe when no other process is writing into ``folder`` (e.g. under a
     run folder's lock): a live writer's temporary file looks the same.
@@ -226,6 +227,13 @@ def sweep_temporary_files(folder, names=None):
     if isinstance(names, (str, bytes, os.PathLike)):
         raise InputTypeError(f"names must be a list of file names, got one {type(names).__name__} {names!r}: "
                              f"write [{names!r}]")
+    if names is not None:
+        try:
+            names = frozenset(names)        # read once: a generator would be used up by the first ``in``
+        except TypeError:
+            raise InputTypeError(f"names must be a list of file names, got {type(names).__name__}") from None
+        if not all(isinstance(name, str) for name in names):
+            raise InputTypeError(f"names must be file names (str), got {sorted(map(repr, names))}")
     removed = []
     with os.scandir(folder) as entries:
         for entry in entries:

@@ -66,9 +66,11 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class DivergenceError(NpvaeError, FloatingPointError):
-    """NaN or inf from a model whose parameters are finite (one that diverged). Raised by ``fit``,
-    the message names the epoch (and step) and ``history`` is a History of the epochs completed;
-    raised by evaluation or an inference call (``model.sample``, say), ``history`` is None."""
+    """NaN or inf from a model that diverged. Raised by ``fit`` (a loss, a parameter or the
+    optimizer's state that is not finite), the message names the epoch (and step) and ``history``
+    is a History of the epochs completed; raised by ``save_checkpoint`` (a parameter or a state that
+    is not finite), by evaluation or by an inference call (``model.sample``, say: codes or logits
+    that overflow from finite parameters), ``history`` is None."""
 
     history = None
 

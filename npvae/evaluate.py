@@ -79,7 +79,10 @@ class ReferencePass:
         try:
             return np.concatenate(self.model.encode(x), axis=1)
         except DivergenceError:     # finite parameters, codes that overflow: NaN or inf, for check_finite
-            return self.model.encoder.forward(x)
+            h = self.model.encoder.forward(x)
+            if np.isfinite(h).all():    # not the codes: a subclass's own encode refused for a cause of its own
+                raise
+            return h
 
     def recon_rows(self, z, x):
         """``-log p(x | z)`` (the BCE) of each row (B,)."""

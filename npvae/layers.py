@@ -6,6 +6,7 @@ Elementwise layers keep their input's shape and dtype. The derivations are writt
 out end to end, with a worked example, in ``docs/derivation.md``.
 """
 import math
+import operator
 import warnings
 
 import numpy as np
@@ -248,15 +249,19 @@ class Sequential(Module):
         setattr(self, str(self._position(i)), _checked_layer(i, layer))
 
     def _position(self, i):
-        """``i`` as a position from 0, negative ones from the end, as in a list; an IndexError
-        past the end (what ends a loop over ``seq[i]``)."""
+        """``i`` (what a list takes as an index, but a bool) as a position from 0, negative ones
+        from the end; an IndexError past the end (what ends a loop over ``seq[i]``)."""
         n = len(self)
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        try:
+            position = None if isinstance(i, bool) else operator.index(i)     # NumPy's integers too
+        except TypeError:
+            position = None
+        if position is None:
             raise InputTypeError(f"Sequential: a layer's index must be an int (or a slice), got {i!r}")
-        if not -n <= i < n:
+        if not -n <= position < n:
             layers = "1 layer (0)" if n == 1 else f"{n} layers (0-{n - 1})"
             raise IndexError(f"Sequential index {i} is out of range: it has {layers}")
-        return int(i) % n
+        return position % n
 
     def __len__(self):
         return len(self.layers)

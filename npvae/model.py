@@ -87,7 +87,7 @@ class VAE(Module):
     -----
     The inference methods (``forward``, ``encode``, ``decode``, ``sample``, ``reconstruct``,
     ``interpolate``) never return NaN or inf: a parameter that holds it is an ``InputError``
-    naming it, and codes or pixels that overflow from finite parameters (a model that diverged
+    naming it, and codes or logits that overflow from finite parameters (a model that diverged
     in training) a ``DivergenceError``. ``loss`` returns a total that is not finite, as it is.
     """
 
@@ -310,10 +310,10 @@ class VAE(Module):
         checked, so NaN or inf comes from the model: a parameter that holds it, or values that
         overflow (a model that diverged in training)."""
         if not np.isfinite(out).all():
-            check_finite_parameters(self, "what it computes is NaN")
-            raise DivergenceError("the model's codes or logits overflow to NaN or inf though its parameters are "
-                                  "finite, as in a model that diverged in training; load a good checkpoint or "
-                                  "build a new model")
+            check_finite_parameters(self, "the model's codes and images are NaN")
+            raise DivergenceError("the model's codes or logits overflow to NaN or inf though its parameters and "
+                                  "the values given are finite: a model that diverged in training (load a good "
+                                  "checkpoint or build a new model), or values far outside what it was trained on")
         return out
 
     def reconstruct(self, x, sample=False, rng=None):

@@ -600,9 +600,9 @@ def test_a_run_without_run_json_draws_the_untrained_model_only_from_the_seed_its
         assert (out / "reconstruction_before.png").exists() == (seed == "0"), err
         assert (out / "samples.png").exists() == (seed == "0"), err
         assert ("seed" in json.loads((out / "run.json").read_text())) == (seed == "0")
-    assert ("note: the run's --seed is not known (its checkpoint was not started from --seed 0): samples.png "
-            "(drawn from the seed) and reconstruction_before.png (the untrained model's) are not drawn; give --seed "
-            "if it had one") in err, err
+    assert ("note: the run's --seed is not known (its checkpoint was not started from --seed 0, the default): "
+            "samples.png (drawn from the seed) and reconstruction_before.png (the untrained model's) are not drawn; "
+            "give --seed if it had one") in err, err
     code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "4"])
     assert code == 2 and f"--seed 4 is not the seed of {out / 'checkpoint.npz'}" in err, err
     code, err = call(script, capsys, ["--resume", str(out), *data, "--seed", "3", "--epochs", "2"])
@@ -653,3 +653,18 @@ def test_a_resume_that_does_not_know_the_seed_says_the_samples_there_are_of_an_e
     assert code == 0, err
     assert ("samples.png (drawn from the seed; the one there is left as drawn before) is not drawn") in err, err
     assert (out / "samples.png").read_bytes() == before
+
+
+def test_no_figures_on_a_resume_that_does_not_know_the_seed_promises_no_samples_png(tmp_path, script, capsys):
+    """A resume without --no-figures would not draw samples.png either (the seed is not known): the
+    note on the figures left says it needs the run's --seed."""
+    out = tmp_path / "run"
+    assert call(script, capsys, [*FIGURED, *REFERENCE, "--epochs", "1", "--nll-images", "20", "--seed", "3",
+                                 "--out", str(out)])[0] == 0
+    (out / "run.json").unlink()
+    code, err = call(script, capsys, ["--resume", str(out), "--epochs", "2", "--dataset", "mnist-test-split",
+                                      "--split", "800", "--data-dir", SAMPLE, "--nll-images", "20", "--nll-k", "2",
+                                      "--no-figures"])
+    assert code == 0, err
+    assert ("a resume without --no-figures draws them after epoch 2 (samples.png only if given the run's "
+            "--seed)\n") in err, err

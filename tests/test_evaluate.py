@@ -756,3 +756,18 @@ def test_a_model_whose_codes_themselves_overflow_evaluates_alike_on_both_paths(b
         assert not np.isfinite(iw_nll(model, images, k=2, backend=backend, check_finite=False))
         with pytest.raises(DivergenceError, match=r"^evaluate_elbo: the loss on these images is"):
             evaluate_elbo(model, images, backend=backend)
+
+
+def test_a_subclass_encodes_own_divergence_error_is_not_taken_for_overflowing_codes():
+    """The reference falls back to the encoder's codes only when they are what overflowed: a
+    DivergenceError of a subclass's own encode, whose codes are finite, is the subclass's to say."""
+    class Guarded(VAE):
+        def encode(self, x):
+            mu, logvar = super().encode(x)
+            if (np.abs(mu) > 1e3).any():
+                raise DivergenceError("Guarded.encode: a mean beyond 1e3")
+            return mu, logvar
+    model = Guarded(12, 5, 3, rng=0)
+    model.encoder[2].bias.data[0] = 1e4             # finite codes, a mean Guarded refuses
+    with pytest.raises(DivergenceError, match=r"^Guarded\.encode: a mean beyond 1e3$"):
+        evaluate_elbo(model, np.full((4, 12), 0.5, np.float32), backend="numpy", check_finite=False)

@@ -237,7 +237,7 @@ def test_an_index_past_a_sequentials_layers_says_how_many_it_has():
     """An IndexError still (what ends a loop over seq[i]), but about the Sequential, not a tuple
     or a range inside it; negative indices count from the end, as in a list."""
     seq = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))
-    assert seq[-3] is seq[0] and list(seq) == list(seq.layers)
+    assert seq[-3] is seq[0] and seq[np.int64(1)] is seq[np.array(1)] is seq[1] and list(seq) == list(seq.layers)
     for i in (3, -4):
         with pytest.raises(IndexError, match=rf"^Sequential index {i} is out of range: it has 3 layers \(0-2\)$"):
             seq[i]

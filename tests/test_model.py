@@ -726,7 +726,7 @@ def test_inference_with_a_nan_parameter_is_refused_naming_it_as_evaluation_does(
     model = VAE(12, 5, 3, rng=0)
     where = "encoder" if call == "encode" else "decoder"        # one that the call computes with
     getattr(model, where)[0].bias.data[1] = np.nan
-    with pytest.raises(InputError, match=rf"^model parameter {where}\.0\.bias holds NaN or inf, so what it computes"):
+    with pytest.raises(InputError, match=rf"^model parameter {where}\.0\.bias holds NaN or inf, so the model's codes and images are NaN"):
         _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()
 
 
@@ -738,7 +738,7 @@ def test_inference_whose_codes_overflow_from_finite_parameters_blames_the_model(
     model.encoder[0].bias.data[:] = 10.0            # every hidden unit on, at 10 or more
     model.encoder[2].weight.data[:, 0] = 3e38       # so mu's first code overflows
     with pytest.raises(DivergenceError, match=r"^the model's codes or logits overflow .* "
-                                              r"though its parameters are finite"):
+                                              r"though its parameters and the values given are finite"):
         _inference_calls(model, np.full((4, 12), 0.5, np.float32))[call]()
 
 

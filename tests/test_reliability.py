@@ -172,6 +172,20 @@ def test_sweep_takes_a_list_of_names_not_one(tmp_path):
     assert os.listdir(tmp_path) == [".npz.abcdefgh.tmp"]
 
 
+def test_sweep_names_must_be_file_names_read_once(tmp_path):
+    """A number or a path is refused before anything is removed, and a generator is read once, not
+    used up by the first file it is asked about."""
+    import pathlib
+    for tail in ("abcdefgh", "ijklmnop"):
+        (tmp_path / f".run.json.{tail}.tmp").write_text("x")
+    for names in (5, [pathlib.Path("run.json")]):
+        with pytest.raises(InputTypeError, match=r"^names must be"):
+            sweep_temporary_files(tmp_path, names=names)
+    assert len(os.listdir(tmp_path)) == 2
+    assert sweep_temporary_files(tmp_path, names=(n for n in ["run.json"])) == [
+        ".run.json.abcdefgh.tmp", ".run.json.ijklmnop.tmp"]
+
+
 def test_sweep_names_what_it_removed_in_sorted_order(tmp_path):
     """train_mnist.py prints the list ("note: removed N temporary file(s) ..."): the same folder gives the same
     line whatever order the file system lists it in."""
