@@ -244,7 +244,7 @@ class Sequential(Module):
         return self.layers[self._position(i)]
 
     def __setitem__(self, i, layer):
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+        if isinstance(i, slice):
             raise InputTypeError(f"Sequential: replace one layer at a time, seq[i] = layer; got index {i!r}")
         setattr(self, str(self._position(i)), _checked_layer(i, layer))
 
