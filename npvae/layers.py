@@ -280,9 +280,16 @@ class Sequential(Module):
         delattr(self, str(i + n if i < 0 else i))
 
     def forward(self, x):
-        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O)."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        """Each layer's forward in turn: ``x`` (B, I) -> the last layer's output (B, O).
+
+        An error gets a note naming the layer, and the layer whose output it was given."""
+        i = 0
+        try:
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x)
+        except Exception as e:
+            e.add_note(self._where(i, "x", i - 1, "forward"))
+            raise
         return x
 
     def backward(self, grad_out):
@@ -292,7 +299,26 @@ class Sequential(Module):
         One layer object in two places is refused: its forward kept its last pass's values
         only, so backward would be wrong for the other place (a reused ``ReLU()``, say)."""
         one_place_each(self.named_modules(), "Sequential layers {} and {}")
-        g = grad_out
-        for layer in reversed(self.layers):
-            g = layer.backward(g)
+        layers = self.layers
+        g, i = grad_out, len(layers) - 1
+        try:
+            for i in reversed(range(len(layers))):
+                g = layers[i].backward(g)
+        except Exception as e:      # a student's slip in layer i + 1 surfaces in layer i: name both
+            e.add_note(self._where(i, "grad_out", i + 1, "backward"))
+            raise
         return g
+
+    def _where(self, i, arg, source, method):
+        """The note for an error in layer i, whose ``arg`` came from layer ``source`` (if one)."""
+        note = f"in Sequential layer {i}, {_named(self.layers[i])}"
+        if 0 <= source < len(self):
+            note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
+        return note
+
+
+def _named(layer):
+    """A layer as a note names it, ``Dense(784 -> 400, dtype=float32)``; a Sequential by its layers."""
+    if isinstance(layer, Sequential):
+        return f"Sequential({', '.join(_named(inner) for inner in layer.layers)})"
+    return f"{type(layer).__name__}({layer.extra_repr()})"

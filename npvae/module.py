@@ -368,6 +368,8 @@ class Module:
         return self
 
     def extra_repr(self):
+        """The module's settings as a string (``"slope=0.1"``), shown by ``repr`` and compared by
+        checkpoints: a layer with settings returns them. None here."""
         return ""
 
     def __repr__(self):

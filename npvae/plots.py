@@ -616,8 +616,11 @@ def plot_latent(mu, labels, path=None, *, class_names=None, title="Latent space 
         ax.add_patch(Rectangle((values[0], values[0]), side, side, fill=False, linestyle="--", color="0.25"))
         ax.annotate("decoded at right", (values[0], values[-1]), xytext=(2, 3), textcoords="offset points",
                     fontsize=8, color="0.25", bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
-        ax.set_xlim(limits[0])
-        ax.set_ylim(limits[1])
+        if all(lo < values[-1] and values[0] < hi for lo, hi in limits):
+            ax.set_xlim(limits[0])
+            ax.set_ylim(limits[1])
+        else:       # out of the points' view altogether (an undertrained model's means, far off): show both
+            ax.autoscale_view()
         axes[1].imshow(tile_images(images, grid, grid, (h, w), pad=0), cmap="gray", vmin=0, vmax=1,
                        interpolation="nearest")
         n_ticks = min(grid, 5 if grid % 2 else 4)          # both ends and, for an odd grid, the middle

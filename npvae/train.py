@@ -502,7 +502,9 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         Epochs of linear KL warm-up, per step (see the module docstring); 0: none. More
         than ``epochs`` warns (a ``UserWarning``): the weight would never reach ``beta``.
     rng : Generator, int or None
-        Shuffles the data each epoch; dynamic binarization gets its own stream,
+        Shuffles the data each epoch: ``rng.permutation(N)``, then batches of ``batch_size`` in
+        its order (``uint8`` pixels as ``x / 255``; on the reference, a loop of your own that does the
+        same with the same Generator trains the same bits). Dynamic binarization gets its own stream,
         derived from its state (the same state, the same streams). ``rng=model.rng``
         (the Generator of the sampler's noise) is allowed: the shuffle then draws from a
         stream derived from it, so the noise stream is not drawn from twice. Ignored when

@@ -581,9 +581,12 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
             None: "to train only some parameters, write your own loop: model.zero_grad, model.loss, model.backward, "
                   "optimizer.step",
         }[for_checkpoint]
+        held = {id(p) for p in params}
+        missing = [name for name, p in model.named_parameters() if id(p) not in held]
+        lacks = f", not {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}" if missing else ""
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
-                         f"model's {len(index)}; build it with Adam(model.parameters(), lr) ({some})")
+                         f"model's {len(index)}{lacks}; build it with Adam(model.parameters(), lr) ({some})")
     return [index[id(p)] for p in params]
 
 

@@ -295,6 +295,49 @@ def test_one_layer_object_in_two_places_of_a_sequential_is_refused_by_backward(s
     check_op(seq, x)
 
 
+class _Slipped(ReLU):
+    """A student's layer with a slip: ``backward`` forgets its ``return``; ``forward`` leaks float64."""
+
+    def __init__(self, slip):
+        super().__init__()
+        self.slip = slip
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y.astype(np.float64) if self.slip == "forward" else y
+
+    def backward(self, grad_out):
+        g = super().backward(grad_out)
+        return None if self.slip == "backward" else g
+
+
+@pytest.mark.parametrize("slip", ["forward", "backward"])
+def test_an_error_in_a_sequential_names_the_layer_it_came_from_and_the_one_that_fed_it(slip):
+    """A slip in a student's layer surfaces in the next layer (a Dense), whose message cannot say
+    which Dense, nor whose output it was given. The Sequential's note says both: the encoder's
+    and the decoder's Dense told apart by their widths."""
+    seq = Sequential(Dense(6, 5, rng=0), _Slipped(slip), Dense(5, 3, rng=1))
+    x = np.random.default_rng(0).random((4, 6)).astype(np.float32)
+    with pytest.raises((InputError, InputTypeError)) as info:
+        y = seq.forward(x)
+        seq.backward(np.ones_like(y))
+    which, fed = ("2, Dense(5 -> 3, dtype=float32)", "x") if slip == "forward" else \
+        ("0, Dense(6 -> 5, dtype=float32)", "grad_out")
+    assert info.value.__notes__ == [f"in Sequential layer {which}: its {fed} is what layer 1, _Slipped(), "
+                                    f"returned from its {slip}"]
+
+
+def test_an_error_from_the_input_of_a_sequential_names_the_layer_alone():
+    """The first layer's x (and the last layer's grad_out) came from the caller: the note names
+    the layer only, and a Sequential inside another gets a note from each."""
+    inner = Sequential(Dense(6, 5, rng=0), ReLU())
+    outer = Sequential(inner, Dense(5, 3, rng=1))
+    with pytest.raises(InputError) as info:
+        outer.forward(np.zeros((4, 7), np.float32))
+    assert info.value.__notes__ == ["in Sequential layer 0, Dense(6 -> 5, dtype=float32)",
+                                    "in Sequential layer 0, Sequential(Dense(6 -> 5, dtype=float32), ReLU())"]
+
+
 def test_replacing_a_layer_replaces_its_parameters_too():
     """``model.encoder[0] = Dense(...)``: what runs is what trains and what is saved."""
     seq = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))

@@ -139,6 +139,9 @@ def test_latent_png(digits, tmp_path, latent):
         assert len(boxes) == 1 and np.allclose(boxes[0].get_bbox().get_points(), [[values[0]] * 2, [values[-1]] * 2])
         huddled = plot_latent(1e-3 * mu, labels, model=model, grid=6).axes[0]     # means near 0: a posterior collapse
         assert np.ptp(huddled.get_xlim()) < 0.1 and np.ptp(huddled.get_ylim()) < 0.1   # the points' scale, not the square's
+        far = plot_latent(mu + 10.0, labels, model=model, grid=6).axes[0]    # an undertrained model's means, far off
+        for lo, hi, v in ((*far.get_xlim(), mu[:, 0] + 10), (*far.get_ylim(), mu[:, 1] + 10)):
+            assert lo <= values[0] and hi >= v.max(), (lo, hi)    # out of the points' view: the view grows to it
     else:
         assert not boxes
 

@@ -360,6 +360,24 @@ class SignSGD(Optimizer):
         return {}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_reference_fit_is_the_loop_its_docstring_describes(sample, dtype):
+    """fit's docstring says how it shuffles and batches, for a loop of one's own (a layer fit
+    cannot know, a schedule): that loop, written from it, trains the same bits."""
+    images = sample[0][:300]
+    model, mine = small(dtype=dtype), small(dtype=dtype)
+    fit(model, images, epochs=2, batch_size=64, rng=3, backend="numpy", progress=False)
+    opt, g = Adam(mine.parameters(), lr=1e-3), np.random.default_rng(3)
+    for _ in range(2):
+        order = g.permutation(len(images))
+        for start in range(0, len(images), 64):
+            mine.zero_grad()
+            mine.loss(images[order[start:start + 64]].astype(dtype) / dtype(255))
+            mine.backward()
+            opt.step()
+    assert params_equal(model, mine)
+
+
 def test_an_optimizer_of_ones_own_trains_on_the_reference_only(sample):
     images, _ = sample
     model = small()
