@@ -110,6 +110,11 @@ class ArgumentParser(argparse.ArgumentParser):
         if debug:
             self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
 
+    def print_help(self, file=None):
+        """argparse's, but help that cannot be written (``> /dev/full``) fails as other output does:
+        argparse drops the error, and the program exited 0 having shown nothing."""
+        (sys.stdout if file is None else file).write(self.format_help())
+
     def error(self, message):
         if message.endswith(": expected one argument"):
             # argparse takes "-1e-3" for an option: say how to pass a value that starts with "-"
@@ -375,14 +380,15 @@ def run(main, argv=None, *, then_exit=False):
             warnings.showwarning = _one_line_warning
         try:
             try:
-                code = main(argv)
-                code = EXIT_OK if code is None else code
+                try:
+                    code = main(argv)
+                    code = EXIT_OK if code is None else code
+                except SystemExit as e:      # argparse has said what it had to (--help: to stdout)
+                    code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
+                    if code == EXIT_FAILURE and not isinstance(e.code, int):
+                        emit(sys.stderr, f"{e.code}\n")      # sys.exit("message"): said, as Python says it
                 if sys.stdout is not None:   # (None: started with stdout closed, >&-)
                     _flush_output()          # the last lines sit in the buffer: a closed pipe shows here
-            except SystemExit as e:          # argparse has said what it had to
-                code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILURE)
-                if code == EXIT_FAILURE and not isinstance(e.code, int):
-                    emit(sys.stderr, f"{e.code}\n")      # sys.exit("message"): said, as Python says it
             except BaseException as error:  # noqa: BLE001 - this is the boundary
                 signals.hold()               # from here on a signal cannot cut the report short
                 if isinstance(error, BrokenPipeError) and _stdout_reader_gone():    # | head: nothing to say

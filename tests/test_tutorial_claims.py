@@ -176,6 +176,23 @@ def test_output_that_cannot_be_written_is_said_to_be_the_output(tmp_path):
     assert png_size(tmp_path / "k.png")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_help_that_cannot_be_written_is_a_failure_said_as_such():
+    """``--help > /dev/full`` exited 0 with nothing written, where ``python -m gradcheck --list``
+    says it and exits 1: the help is output as any other."""
+    buffered = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    for env, said in ((buffered, "error: cannot write the output (stdout): No space left on device\n"),
+                      ({**ENV, "PYTHONUNBUFFERED": "1"}, "error: No space left on device\n")):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "kl_curve.py"), "--help"],
+                                  stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=300)
+        assert (proc.returncode, proc.stderr) == (1, said)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "gradcheck", "--help"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env={**ENV, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, timeout=300)
+    assert (proc.returncode, proc.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
 @pytest.fixture
 def kl_figure(monkeypatch, tmp_path):
     """kl_curve.py's figure as matplotlib objects (save_png replaced: nothing written)."""
