@@ -186,8 +186,10 @@ def main(argv=None):
             "or leave it out to use the 1,000 digits shipped in tests/data/mnist-sample."])) from e
     n_train = int(0.8 * len(images)) if args.train is None else args.train
     if not 0 < n_train < len(images):
-        print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out), got {n_train}",
-              file=sys.stderr)
+        where = ("the 1,000 digits shipped in tests/data/mnist-sample; --data-dir with the MNIST test set "
+                 "has 10,000" if args.data_dir is None else f"{data_dir} holds {len(images):,} images")
+        print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out: {where}), "
+              f"got {n_train}", file=sys.stderr)
         return 2
     (train, _), (test, test_labels) = split(images, labels, n_train)
     print(f"{data_dir}: {len(train)} training images, {len(test)} held out", file=sys.stderr)

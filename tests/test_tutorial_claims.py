@@ -106,7 +106,8 @@ def test_latent_bubbles_refuses_bad_arguments_clearly(tmp_path, capsys):
     assert cli.run(script.main, ["--lr", "1e30", "--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
     assert "training diverged" in capsys.readouterr().err               # a failure at run time: 1
     assert script.main(["--train", "1000", "--out", str(tmp_path / "x.png")]) == 2
-    assert "--train must be between 1 and 999" in capsys.readouterr().err
+    assert "--train must be between 1 and 999 (the rest is held out: the 1,000 digits shipped in tests/data/" \
+           "mnist-sample; --data-dir with the MNIST test set has 10,000), got 1000" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--lr=-1", "--epochs", "1", "--out", str(tmp_path / "x.png")])
     assert exit_info.value.code == 2
