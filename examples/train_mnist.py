@@ -558,9 +558,9 @@ def main(argv=None):
         say(f"note: --batch-size {s['batch_size']} is more than the {len(data.train)} training images: "
             f"each epoch is one step over all of them")
     if resumed is not None and resumed.ckpt.epoch == s["epochs"] and not resumed.ckpt.step:
-        again = "drawing its figures and estimating" if s["figures"] else "estimating"
+        to_do = "drawing its figures and estimating" if s["figures"] else "estimating"
         epochs = f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}"
-        say(f"the run has done its {epochs}: {again} its NLL again (ask for more with --epochs)")
+        say(f"the run has done its {epochs}: {to_do} its NLL (ask for more with --epochs)")
 
     # -- the run folder: locked, a killed run's leftovers swept, this run's settings saved --
     with RunFolder(out, "--out", unique=named_here, files=RUN_FILES) as folder:
