@@ -311,9 +311,12 @@ class Sequential(Module):
 
     def _where(self, i, arg, source, method):
         """The note for an error in layer i, whose ``arg`` came from layer ``source`` (if one)."""
-        note = f"in Sequential layer {i}, {_named(self.layers[i])}"
-        if 0 <= source < len(self):
-            note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
+        try:
+            note = f"in Sequential layer {i}, {_named(self.layers[i])}"
+            if 0 <= source < len(self):
+                note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
+        except Exception:       # a layer's own extra_repr failing: the note must not hide the error it explains
+            note = f"in Sequential layer {i}"
         return note
 
 

@@ -327,6 +327,17 @@ def test_an_error_in_a_sequential_names_the_layer_it_came_from_and_the_one_that_
                                     f"returned from its {slip}"]
 
 
+def test_a_layer_whose_extra_repr_fails_does_not_hide_the_error_the_note_is_for():
+    class Odd(ReLU):
+        def extra_repr(self):
+            return self.slope                   # a student's slip: no such setting
+
+    seq = Sequential(Odd(), Dense(7, 5, rng=0))
+    with pytest.raises(InputError, match=r"Dense\.forward: x must have shape") as info:
+        seq.forward(np.zeros((4, 6), np.float32))
+    assert info.value.__notes__ == ["in Sequential layer 1"]
+
+
 def test_an_error_from_the_input_of_a_sequential_names_the_layer_alone():
     """The first layer's x (and the last layer's grad_out) came from the caller: the note names
     the layer only, and a Sequential inside another gets a note from each."""
