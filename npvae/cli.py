@@ -112,8 +112,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def print_help(self, file=None):
         """argparse's, but help that cannot be written (``> /dev/full``) fails as other output does:
-        argparse drops the error, and the program exited 0 having shown nothing."""
-        (sys.stdout if file is None else file).write(self.format_help())
+        argparse drops the error, and the program exited 0 having shown nothing. No stdout at all
+        (``pythonw``): nothing to show, as argparse has it."""
+        file = sys.stdout if file is None else file
+        if file is not None:
+            file.write(self.format_help())
 
     def error(self, message):
         if message.endswith(": expected one argument"):
