@@ -288,7 +288,7 @@ class Sequential(Module):
             for i, layer in enumerate(self.layers):
                 x = layer.forward(x)
         except Exception as e:
-            e.add_note(self._where(i, "x", i - 1, "forward"))
+            self._explain(e, i, "x", i - 1, "forward")
             raise
         return x
 
@@ -305,19 +305,22 @@ class Sequential(Module):
             for i in reversed(range(len(layers))):
                 g = layers[i].backward(g)
         except Exception as e:      # a student's slip in layer i + 1 surfaces in layer i: name both
-            e.add_note(self._where(i, "grad_out", i + 1, "backward"))
+            self._explain(e, i, "grad_out", i + 1, "backward")
             raise
         return g
 
-    def _where(self, i, arg, source, method):
-        """The note for an error in layer i, whose ``arg`` came from layer ``source`` (if one)."""
+    def _explain(self, error, i, arg, source, method):
+        """Note on ``error``, raised in layer i, which layer that is and whose output its ``arg`` was
+        (layer ``source``, if one). Not on running out of memory: the machine's, not a layer's."""
+        if isinstance(error, MemoryError):
+            return
         try:
             note = f"in Sequential layer {i}, {_named(self.layers[i])}"
             if 0 <= source < len(self):
                 note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
         except Exception:       # a layer's own extra_repr failing: the note must not hide the error it explains
             note = f"in Sequential layer {i}"
-        return note
+        error.add_note(note)
 
 
 def _named(layer):

@@ -338,6 +338,17 @@ def test_a_layer_whose_extra_repr_fails_does_not_hide_the_error_the_note_is_for(
     assert info.value.__notes__ == ["in Sequential layer 1"]
 
 
+def test_running_out_of_memory_in_a_sequential_gets_no_note():
+    """The machine's limit, not a layer's slip: the command line's "error: out of memory" stays one line."""
+    class Hungry(ReLU):
+        def forward(self, x):
+            raise MemoryError()
+
+    with pytest.raises(MemoryError) as info:
+        Sequential(Dense(6, 5, rng=0), Hungry()).forward(np.zeros((4, 6), np.float32))
+    assert not getattr(info.value, "__notes__", None)
+
+
 def test_an_error_from_the_input_of_a_sequential_names_the_layer_alone():
     """The first layer's x (and the last layer's grad_out) came from the caller: the note names
     the layer only, and a Sequential inside another gets a note from each."""
