@@ -453,13 +453,26 @@ def whole_number(text):
     return value
 
 
+MAX_THREADS = 256
+
+
+def thread_count(text):
+    """:func:`whole_number`, at most :data:`MAX_THREADS` (OpenMP and the BLAS take any number, and
+    start them: a slip of a few digits must not ask for that on a shared machine)."""
+    value = whole_number(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS} (this machine has {os.cpu_count()} "
+                                         f"cores), got {value}")
+    return value
+
+
 def main():
     ap = ArgumentParser(description=(__doc__ or "").split("\n")[0])      # (-OO: no docstrings)
     ap.add_argument("--data-dir", type=os.path.expanduser, default=None,
                     help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=whole_number, default=5,
                     help="timed epochs per path (medians are printed; default: 5)")
-    ap.add_argument("--threads", type=whole_number, default=2, help="BLAS and PyTorch threads (default: 2)")
+    ap.add_argument("--threads", type=thread_count, default=2, help="BLAS and PyTorch threads (default: 2)")
     ap.add_argument("--torch-python", type=os.path.expanduser, default=None,
                     help="interpreter to time PyTorch with (default: this one, skipped if it has no torch)")
     ap.add_argument("--skip-torch", action="store_true", help="time npvae only")
@@ -573,4 +586,10 @@ if __name__ == "__main__":
         tail = e.stderr.strip().splitlines()[-20:]
         print("\n".join([f"error: {e}", *(["its last messages:"] if tail else []), *("  | " + t for t in tail)]),
               file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:            # stdout's reader left (| head), or it is a full disk: no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # Python's flush at exit fails no more
+        if isinstance(e, BrokenPipeError):
+            sys.exit(128 + 13)      # SIGPIPE's status, as a shell reports a writer whose reader left
+        print(f"error: {'' if e.filename is None else f'{e.filename}: '}{e.strerror or e}", file=sys.stderr)
         sys.exit(1)

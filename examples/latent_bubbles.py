@@ -31,7 +31,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from npvae import VAE, cli
 from npvae.data import load_split, split
 from npvae.errors import DatasetNotFoundError, InputError
-from npvae.plots import new_figure, save_png, tile_images
+from npvae.plots import check_matplotlib, new_figure, save_png, tile_images
 from npvae.train import fit
 
 SAMPLE = os.path.join(ROOT, "tests", "data", "mnist-sample")   # 1,000 MNIST test digits, shipped
@@ -191,6 +191,7 @@ def main(argv=None):
         print(f"error: --train must be between 1 and {len(images) - 1} (the rest is held out: {where}), "
               f"got {n_train}", file=sys.stderr)
         return 2
+    check_matplotlib()                  # a bad $MPLBACKEND: said now, not after a minute of training
     (train, _), (test, test_labels) = split(images, labels, n_train)
     print(f"{data_dir}: {len(train)} training images, {len(test)} held out", file=sys.stderr)
     results = train_both(train, test, args)

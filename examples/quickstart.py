@@ -17,7 +17,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from npvae import VAE, cli
 from npvae.checkpoint import load_model, save_checkpoint
 from npvae.data import load_split, split
-from npvae.plots import plot_samples
+from npvae.plots import check_matplotlib, plot_samples
 from npvae.progress import emit
 from npvae.train import fit
 
@@ -37,6 +37,7 @@ def main(argv=None):
     (train, _), (test, _) = split(images, labels, int(0.8 * len(images)))
     names = ("quickstart.npz", "quickstart_samples.png")
     cli.check_output_folder(args.out, files=names)                           # before training, not after
+    check_matplotlib()                                                       # a bad $MPLBACKEND too
     checkpoint, samples = (os.path.join(args.out, f) for f in names)
     if os.path.exists(checkpoint) or os.path.exists(samples):                # a rerun replaces them: say so
         emit(sys.stderr, f"note: this run replaces the earlier quickstart outputs in {args.out}\n")

@@ -27,12 +27,27 @@ from .validate import (check_non_negative_int, check_positive_float, check_posit
                        is_number, refuse_masked)
 
 __all__ = ["new_figure", "save_png", "tile_images", "plot_reconstructions", "plot_samples",
-           "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d"]
+           "plot_interpolation", "plot_loss", "plot_latent", "latent_grid", "pca_2d", "check_matplotlib"]
 
 _PAD = 2          # pixels between tiled images
 _PAD_VALUE = 1.0  # white: cell borders visible against the black margins of every digit, and against grey
 _MAX_SIDE = 16384  # pixels a side: beyond, Agg runs out of memory (or refuses, at 2**16)
 _MAX_INCHES = 80   # a side of a grid's images, at most: 8,000 pixels at the default dpi
+
+
+def check_matplotlib():
+    """Import matplotlib now, for a program that trains first and draws after.
+
+    ``import npvae`` does not load it, and the functions here load it at the first figure;
+    an ``MPLBACKEND`` that matplotlib cannot start with is then found after the training.
+    Called first, it is an ``InputError`` before any work is done.
+
+    Raises
+    ------
+    InputError
+        If ``MPLBACKEND`` names a backend matplotlib does not know (the message says to unset it).
+    """
+    _import_matplotlib()
 
 
 def _import_matplotlib():

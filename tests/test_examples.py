@@ -318,6 +318,20 @@ def test_benchmark_keep_dead_units_times_the_fast_path_with_every_unit(tmp_path)
     assert "first training step" not in proc.stdout and "import npvae" not in proc.stdout
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_benchmark_output_that_cannot_be_written_ends_it_without_a_traceback(tmp_path):
+    """``| head -1`` ended in a BrokenPipeError's traceback, ``> /dev/full`` in an OSError's."""
+    args = [sys.executable, BENCHMARK, "--epochs", "1", "--train-images", "20", "--skip-torch", "--skip-first-step",
+            "--data-dir", tiny_fashion(str(tmp_path / "fashion"))]
+    proc = subprocess.run(["bash", "-c", f"{shlex.join(args)} | head -1; exit ${{PIPESTATUS[0]}}"],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert (proc.returncode, proc.stderr) == (141, ""), proc.stderr
+    assert proc.stdout.startswith("npvae benchmark: ")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert (proc.returncode, proc.stderr) == (1, "error: No space left on device\n")
+
+
 def test_benchmark_gemm_floor_times_the_models_products():
     sys.path.insert(0, os.path.dirname(BENCHMARK))
     try:
@@ -407,6 +421,7 @@ def test_benchmark_says_what_is_wrong_with_its_data_itself_and_does_not_time_a_s
 
 @pytest.mark.parametrize("args, message", [(["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
                                            (["--threads", "two"], "argument --threads: expected a whole number"),
+                                           (["--threads", "1" + "0" * 20], "argument --threads: must be at most 256"),
                                            (["--no-such-flag"], "unrecognized arguments: --no-such-flag")])
 def test_benchmark_usage_errors_are_one_line(args, message):
     proc = run([BENCHMARK, *args])

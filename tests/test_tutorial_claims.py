@@ -194,6 +194,21 @@ def test_help_that_cannot_be_written_is_a_failure_said_as_such():
     assert (proc.returncode, proc.stderr) == (1, "error: cannot write the output: No space left on device\n")
 
 
+@pytest.mark.parametrize("script", ["latent_bubbles.py", "quickstart.py"])
+def test_a_program_that_trains_then_draws_refuses_a_bad_mplbackend_before_it_trains(script, tmp_path):
+    """matplotlib checks $MPLBACKEND as it is imported: at the first figure, after the training. That
+    was a minute of latent_bubbles' training lost and then an "internal error", and quickstart's
+    status of bad input (2) after writing its checkpoint. Both refuse it first now, with nothing written."""
+    out = str(tmp_path / "out")
+    args = ["--epochs", "1", "--out", os.path.join(out, "b.png")] if script == "latent_bubbles.py" else \
+        [os.path.join(ROOT, "tests", "data", "mnist-sample"), "--out", out]
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args], capture_output=True, text=True,
+                          env={**ENV, "MPLBACKEND": "nonsense"}, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: matplotlib cannot be imported with MPLBACKEND='nonsense': "), proc.stderr
+    assert "epoch" not in proc.stderr and not os.path.exists(out)
+
+
 @pytest.fixture
 def kl_figure(monkeypatch, tmp_path):
     """kl_curve.py's figure as matplotlib objects (save_png replaced: nothing written)."""
