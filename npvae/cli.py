@@ -568,7 +568,8 @@ def check_output_file(path, option="--out", suffix=".png"):
     """Refuse, before any work is done, an output file that cannot be written.
 
     ``path`` must end in ``suffix`` (a figure is written as a PNG whatever its name),
-    must not be a folder, and its folder must be usable (:func:`check_output_folder`).
+    must not be a folder, nor a symbolic link into a folder that does not exist, and its
+    folder must be usable (:func:`check_output_folder`).
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise InputError(f"{option} must name a {suffix} file, got {path!r}")
@@ -581,6 +582,11 @@ def check_output_file(path, option="--out", suffix=".png"):
         check_name_length(path)             # with the temporary name it is first written under
     except InputError as e:
         raise InputError(f"{option}: {e}") from None
+    if os.path.islink(path) and not os.path.exists(path):      # written through: its folders would be made
+        target = os.path.realpath(path)
+        if not os.path.isdir(os.path.dirname(target)):
+            raise InputError(f"{option} {path} is a symbolic link to {target}, in a folder that does not exist; "
+                             f"remove the link or name another file")
     check_output_folder(os.path.dirname(path) or ".", f"{option} {path}: the folder")
     return path
 

@@ -209,6 +209,22 @@ def test_a_program_that_trains_then_draws_refuses_a_bad_mplbackend_before_it_tra
     assert "epoch" not in proc.stderr and not os.path.exists(out)
 
 
+def test_a_figure_path_that_is_a_link_into_a_missing_folder_is_refused(tmp_path, capsys):
+    """``--out`` a symbolic link to nothing: the figure went where the link pointed, making every
+    missing folder on the way (run as root, one at the file system's root). A link to a file yet
+    to be written in a folder that exists is followed, as a link is."""
+    dangling = tmp_path / "dangling.png"
+    dangling.symlink_to(tmp_path / "nowhere" / "deeper" / "k.png")
+    assert cli.run(load("kl_curve.py").main, ["--out", str(dangling)]) == 2
+    assert f"--out {dangling} is a symbolic link to {tmp_path / 'nowhere' / 'deeper' / 'k.png'}, in a folder " \
+           f"that does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+    later = tmp_path / "later.png"
+    later.symlink_to(tmp_path / "k.png")
+    assert cli.run(load("kl_curve.py").main, ["--out", str(later)]) == 0
+    assert png_size(tmp_path / "k.png")
+
+
 @pytest.fixture
 def kl_figure(monkeypatch, tmp_path):
     """kl_curve.py's figure as matplotlib objects (save_png replaced: nothing written)."""
