@@ -312,7 +312,7 @@ def update_page(path, block):
                 f"{st.st_size / 2 ** 20:.1f} MB, not a Markdown page")
             raise InputError(f"--update {path} is {what}; give the Markdown page that holds the worked "
                              f"example, e.g. docs/derivation.md")
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:       # its line endings as they are
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         reason = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
@@ -320,9 +320,10 @@ def update_page(path, block):
                          f"that holds the worked example, e.g. docs/derivation.md") from None
     if page_block(text) is None:
         raise InputError(f"--update {path} must hold the markers once each, in order: {BEGIN} ... {END}")
-    new = text[:text.index(BEGIN) + len(BEGIN)] + "\n" + block + text[text.index(END):]
-    with atomic_write(path, "w") as f:
-        f.write(new)
+    newline = "\r\n" if "\r\n" in text else "\n"      # a page checked out with Windows' keeps them
+    new = text[:text.index(BEGIN) + len(BEGIN)] + newline + block.replace("\n", newline) + text[text.index(END):]
+    with atomic_write(path, "wb") as f:
+        f.write(new.encode("utf-8"))
 
 
 EXIT_STATUS = """\

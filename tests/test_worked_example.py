@@ -74,6 +74,17 @@ def test_update_rewrites_the_block_and_nothing_else(tmp_path, capsys):
     assert page.read_text(encoding="utf-8") == "no markers here\n"
 
 
+def test_update_keeps_a_pages_windows_line_endings(tmp_path):
+    """A page checked out with CRLF line endings was written back with LF on every line: the whole
+    page changed, not its block."""
+    script = load_script()
+    page = tmp_path / "page.md"
+    page.write_bytes(f"# Title\r\n\r\n{script.BEGIN}\r\nstale\r\n{script.END}\r\nafter\r\n".encode())
+    assert script.main(["--update", str(page)]) == 0
+    block, _ = script.markdown()
+    assert page.read_bytes() == f"# Title\n\n{script.BEGIN}\n{block}{script.END}\nafter\n".replace("\n", "\r\n").encode()
+
+
 @pytest.mark.parametrize("page, words", [
     ("missing.md", "cannot read the page (No such file or directory)"),
     (".", "is a folder; give the Markdown page"),
