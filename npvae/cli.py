@@ -85,7 +85,7 @@ EXIT_STATUS = _EXIT_STATUS.format(
 EXIT_STATUS_NO_CHECKPOINT = _EXIT_STATUS.format(
     usage="an argument,\n       a data file or a data set not found (also when downloading it failed),\n"
           "       an --out that cannot be written",
-    stopped="Nothing is kept: run it again")
+    stopped="A stopped run keeps only the files it had finished: run it again")
 
 # errors that mean "the input was wrong": found at the start, nothing written
 _USAGE_ERRORS = (InputError, InputTypeError, DataFileError, DatasetNotFoundError, CheckpointError,

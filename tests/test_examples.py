@@ -241,7 +241,7 @@ def test_quickstart_documents_its_arguments_and_fails_cleanly(tmp_path):
     help_text = run([QUICKSTART, "--help"]).stdout
     assert "DATA_DIR" in help_text and "--data-dir" in help_text and "--out" in help_text
     assert "(default: None)" not in help_text
-    assert "Nothing is kept: run it again" in help_text and "checkpoint;" not in help_text   # it keeps none
+    assert "A stopped run keeps only the files it had finished" in help_text and "checkpoint;" not in help_text
     proc = run([QUICKSTART, "--data-dir", str(tmp_path / "empty")], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: cannot find the mnist files") and "--data-dir" in proc.stderr
