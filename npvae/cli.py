@@ -373,6 +373,8 @@ def run(main, argv=None, *, then_exit=False):
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     _fill_closed_standard_descriptors()
+    if sys.stderr is None:              # started with it closed (2>&-): print(file=sys.stderr) would go to stdout
+        sys.stderr = open(os.devnull, "w")
     _escape_what_stdout_cannot_encode()
     folder_gone = not _working_folder_exists()    # then no relative path can have been written
     with warnings.catch_warnings(), signals.raise_on_signals(then_ignore=then_exit):

@@ -471,6 +471,17 @@ def _program(body, stdout):
     return proc.wait(timeout=120), err
 
 
+def test_a_program_started_with_stderr_closed_keeps_its_messages_out_of_its_results():
+    """Python has no sys.stderr then, and print(..., file=sys.stderr) prints to stdout: a program's
+    progress lines (latent_bubbles.py's "training with beta = 0") went into its table of results."""
+    script = ("import sys\nfrom npvae import cli\ndef main(argv):\n    print('training...', file=sys.stderr)\n"
+              "    print('results')\ncli.run(main, then_exit=True)\n")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    proc = subprocess.run(["sh", "-c", '"$0" -c "$1" 2>&-', sys.executable, script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "results\n")
+
+
 def test_an_error_with_output_still_buffered_keeps_its_status_and_one_report():
     """The reader left (| head) or the disk is full, and main failed: Python's flush at exit
     used to add "Exception ignored ... BrokenPipeError" and turn the status into 120."""
