@@ -105,7 +105,12 @@ def check_data(ap, data_dir):
         n_train = _count_training_images(data_dir)
     except DatasetNotFoundError as e:
         if data_dir is not None:        # asked for: no synthetic stand-in
-            ap.exit(2, f"error: {where}: {e}\n")
+            from npvae import cli
+            ap.exit(2, "\n".join([f"error: {where}: the Fashion-MNIST files are not there. Looked in:",
+                                  *cli.places_searched(e),
+                                  "To fix: point --data-dir at a folder holding them (or holding fashion-mnist/ "
+                                  "with them), or leave it out: npvae looks in $NPVAE_DATA_DIR and its cache, "
+                                  "and times synthetic images if it finds none"]) + "\n")
         print("(no Fashion-MNIST found: timing synthetic images of the same shape; --data-dir DIR names "
               "a folder of it)", file=sys.stderr)
         return
@@ -453,6 +458,13 @@ def whole_number(text):
     return value
 
 
+def folder(text):
+    """An argparse ``type``: a folder's path, ``~`` expanded; an empty one (``--data-dir "$UNSET"``) is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, got ''")
+    return os.path.expanduser(text)
+
+
 MAX_THREADS = 256
 
 
@@ -468,7 +480,7 @@ def thread_count(text):
 
 def main():
     ap = ArgumentParser(description=(__doc__ or "").split("\n")[0])      # (-OO: no docstrings)
-    ap.add_argument("--data-dir", type=os.path.expanduser, default=None,
+    ap.add_argument("--data-dir", type=folder, default=None,
                     help="folder with Fashion-MNIST's IDX files (default: npvae's lookup)")
     ap.add_argument("--epochs", type=whole_number, default=5,
                     help="timed epochs per path (medians are printed; default: 5)")

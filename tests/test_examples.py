@@ -352,6 +352,7 @@ def test_benchmark_refuses_a_data_dir_or_python_it_cannot_use(tmp_path, flag, va
     value = value.format(tmp=tmp_path)
     proc = run([BENCHMARK, "--epochs", "1", "--train-images", "100", flag, value])
     assert proc.returncode == 2 and value in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "data_dir" not in proc.stderr                # the option as it is typed, not the Python argument
 
 
 def test_a_benchmark_helper_that_fails_is_said_with_how_it_ended_and_its_error(tmp_path):
@@ -422,6 +423,7 @@ def test_benchmark_says_what_is_wrong_with_its_data_itself_and_does_not_time_a_s
 @pytest.mark.parametrize("args, message", [(["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
                                            (["--threads", "two"], "argument --threads: expected a whole number"),
                                            (["--threads", "1" + "0" * 20], "argument --threads: must be at most 256"),
+                                           (["--data-dir", ""], "argument --data-dir: must name a folder, got ''"),
                                            (["--no-such-flag"], "unrecognized arguments: --no-such-flag")])
 def test_benchmark_usage_errors_are_one_line(args, message):
     proc = run([BENCHMARK, *args])
