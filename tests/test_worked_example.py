@@ -82,7 +82,8 @@ def test_update_keeps_a_pages_windows_line_endings(tmp_path):
     page.write_bytes(f"# Title\r\n\r\n{script.BEGIN}\r\nstale\r\n{script.END}\r\nafter\r\n".encode())
     assert script.main(["--update", str(page)]) == 0
     block, _ = script.markdown()
-    assert page.read_bytes() == f"# Title\n\n{script.BEGIN}\n{block}{script.END}\nafter\n".replace("\n", "\r\n").encode()
+    want = f"# Title\n\n{script.BEGIN}\n{block}{script.END}\nafter\n"
+    assert page.read_bytes() == want.replace("\n", "\r\n").encode()
 
 
 @pytest.mark.parametrize("page, words", [
