@@ -67,7 +67,7 @@ def parse_args(argv=None):
                 f"round-off; e.g. {usual}), got {args.step}")
     if args.tol is not None and args.tol >= LARGEST_TOL:
         p.error(f"argument --tol: must be below {LARGEST_TOL} (T passes a gradient up to 1/(1 - T) times too "
-                f"large: above 0.5 one twice too large, at 0.95 one 10 times; e.g. "
+                f"large: at {LARGEST_TOL:g} one {1 / (1 - LARGEST_TOL) - 1:.0%} too large, at 0.5 one twice; e.g. "
                 f"{'1e-6' if args.dtype == 'float64' else '3e-2'}), got {args.tol:g}")
     chosen = BACKENDS if args.backend == "both" else (args.backend,)
     skipped = [op for op in args.op or () if CASES[op][0] not in chosen]

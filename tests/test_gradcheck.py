@@ -713,7 +713,8 @@ def test_cli_whose_output_cannot_be_written_says_so_in_one_line(stdout, status, 
     (("--step", "0.06"), "--step: must be below 0.05 (ReLU's inputs lie in [-1, 1], 20 steps away from its kink"),
     (("--tol", "0"), "--tol: must be greater than 0"),
     (("--tol", "-1"), "--tol: must be greater than 0"),
-    (("--tol", "2"), "--tol: must be below 0.1 (T passes a gradient up to 1/(1 - T) times too large: above 0.5"),
+    (("--tol", "2"), "--tol: must be below 0.1 (T passes a gradient up to 1/(1 - T) times too large: at 0.1 one "
+                     "11% too large, at 0.5 one twice; e.g. 1e-6), got 2"),
     (("--tol", "0.95"), "--tol: must be below 0.1"),           # passed a KL backward 10 times too large
     (("--tol", "0.6"), "--tol: must be below 0.1"),            # passed a factor of 2 slipped in
     (("--self-test", "--op", "dense"), "--op does not apply to --self-test"),
