@@ -20,7 +20,12 @@ def test_the_command_compiles_and_says_so(capsys, monkeypatch):
     assert compile_command.main([]) == 0
     captured = capsys.readouterr()
     out = captured.out.splitlines()
-    assert out[0].startswith("npvae: compiling") and "kernels are compiled (or were loaded)" in out[1]
+    assert out[0].startswith("npvae: compiling") and "kernels are compiled (or were loaded)" in out[-1]
+    # each path as it starts, with the seconds so far: a cold compile is 20-40 s without another word
+    assert [line.split(" [")[0] for line in out[1:-1]] == [
+        "  (1/4) float32, training with Adam", "  (2/4) float32, training with SGD", "  (3/4) float32, evaluation",
+        "  (4/4) float32, a code of one number"]
+    assert all(line.endswith(" s]") for line in out[1:-1])
     assert captured.err == ""
 
 
@@ -37,7 +42,7 @@ def ctrl_c_as_at_a_terminal():
 @pytest.mark.parametrize("argv, dtypes", [([], ["float32"]), (["--float64"], ["float32", "float64"])])
 def test_the_float64_kernels_are_compiled_when_asked(monkeypatch, capsys, argv, dtypes):
     asked = []
-    monkeypatch.setattr(compile_command, "compile_kernels", lambda d: asked.extend(t.__name__ for t in d))
+    monkeypatch.setattr(compile_command, "compile_kernels", lambda d, say=None: asked.extend(t.__name__ for t in d))
     assert compile_command.main(argv) == 0
     assert asked == dtypes
 
@@ -45,7 +50,7 @@ def test_the_float64_kernels_are_compiled_when_asked(monkeypatch, capsys, argv, 
 def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(monkeypatch, capsys,
                                                                                 ctrl_c_as_at_a_terminal):
     """The KeyboardInterrupt may surface from Numba as a RuntimeError (or not at all)."""
-    def compile_kernels(dtypes):
+    def compile_kernels(dtypes, say=None):
         try:
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
@@ -54,7 +59,7 @@ def test_ctrl_c_in_numbas_compiler_ends_in_one_line_whatever_numba_makes_of_it(m
     assert compile_command.main([]) == 130
     assert capsys.readouterr().err == "npvae: compiling stopped (Ctrl-C); run it again to finish\n"
 
-    def swallowed(dtypes):
+    def swallowed(dtypes, say=None):
         try:
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
@@ -74,7 +79,7 @@ def test_an_object_the_ctrl_c_left_half_built_is_not_reported_as_it_goes(monkeyp
         def __del__(self):
             raise AttributeError("'ModuleRef' object has no attribute '_as_parameter_'")
 
-    def compile_kernels(dtypes):
+    def compile_kernels(dtypes, say=None):
         torn = HalfBuilt()
         signal.raise_signal(signal.SIGINT)
         del torn
@@ -89,7 +94,7 @@ def test_an_object_the_ctrl_c_left_half_built_is_not_reported_as_it_goes(monkeyp
 
 def test_sigterm_ends_it_in_one_line_with_143(monkeypatch, capsys):
     """docker stop, say: the message and status of the other programs, not a silent death."""
-    def compile_kernels(dtypes):
+    def compile_kernels(dtypes, say=None):
         signal.raise_signal(signal.SIGTERM)
     monkeypatch.setattr(compile_command, "compile_kernels", compile_kernels)
     assert compile_command.main([]) == 143
@@ -99,7 +104,7 @@ def test_sigterm_ends_it_in_one_line_with_143(monkeypatch, capsys):
 
 def test_a_sigterm_ignored_from_the_start_stays_ignored(monkeypatch, capsys):
     """Started under nohup-like settings (SIGTERM ignored): it is not taken over, nor given back changed."""
-    monkeypatch.setattr(compile_command, "compile_kernels", lambda dtypes: signal.raise_signal(signal.SIGTERM))
+    monkeypatch.setattr(compile_command, "compile_kernels", lambda dtypes, say=None: signal.raise_signal(signal.SIGTERM))
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         assert compile_command.main([]) == 0
@@ -123,7 +128,7 @@ def test_what_it_prints_cannot_stop_it_and_its_usage_errors_are_one_line():
 
 
 def test_other_errors_are_not_taken_for_ctrl_c(monkeypatch):
-    def broken(dtypes):
+    def broken(dtypes, say=None):
         raise RuntimeError("a real failure")
     monkeypatch.setattr(compile_command, "compile_kernels", broken)
     with pytest.raises(RuntimeError, match="a real failure"):
@@ -135,7 +140,7 @@ def test_a_cache_with_no_room_is_one_line_naming_the_cache(monkeypatch, capsys, 
     """Numba's write of a kernel into a full cache folder (or over ulimit -f) names no file: the
     command says where the cache is, with status 1, where it printed a 30-line traceback."""
     import numba
-    def full(dtypes):
+    def full(dtypes, say=None):
         raise OSError(code, os.strerror(code))
     monkeypatch.setattr(compile_command, "compile_kernels", full)
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))    # as NUMBA_CACHE_DIR sets it
@@ -147,7 +152,7 @@ def test_a_cache_with_no_room_is_one_line_naming_the_cache(monkeypatch, capsys, 
 
 
 def test_another_os_error_while_compiling_is_not_called_no_room(monkeypatch):
-    def broken(dtypes):
+    def broken(dtypes, say=None):
         raise IsADirectoryError(errno.EISDIR, "Is a directory")
     monkeypatch.setattr(compile_command, "compile_kernels", broken)
     with pytest.raises(IsADirectoryError):

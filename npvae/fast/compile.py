@@ -27,8 +27,9 @@ from ..atomic import NO_ROOM_ERRNOS
 from ..progress import emit
 
 
-def compile_kernels(dtypes=(np.float32,)):
-    """Run every fast path once for each dtype in ``dtypes``: each kernel compiles or loads."""
+def compile_kernels(dtypes=(np.float32,), say=None):
+    """Run every fast path once for each dtype in ``dtypes``: each kernel compiles or loads.
+    ``say(line)``, if given, is told each path as it starts (a cold compile is 20-40 s of them)."""
     from ..model import VAE
     from ..optim import SGD, Adam
     from .inference import Evaluator
@@ -36,7 +37,18 @@ def compile_kernels(dtypes=(np.float32,)):
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (48, 12), dtype=np.uint8)
+    paths = ["training with Adam", "training with SGD", "evaluation", "a code of one number"]
+    t0, done = time.perf_counter(), 0
+
+    def starting(what):
+        nonlocal done
+        done += 1
+        if say is not None:
+            say(f"  ({done}/{len(paths) * len(dtypes)}) {np.dtype(dtype).name}, {what} "
+                f"[{time.perf_counter() - t0:.0f} s]")
+
     for dtype in dtypes:
+        starting(paths[0])
         model = VAE(12, 16, 2, dtype=dtype, rng=0)
         model.encoder[0].bias.data[:10] = -1e3   # units off for every image: live columns, then retired
         with Trainer(model, Adam(model.parameters()), images=images, batch_size=16,
@@ -46,13 +58,16 @@ def compile_kernels(dtypes=(np.float32,)):
                 for start in range(0, len(images), 16):
                     trainer.step(trainer.batch(np.arange(start, start + 16)))
                 trainer.end_epoch()
+        starting(paths[1])
         with Trainer(model, SGD(model.parameters(), momentum=0.9), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
+        starting(paths[2])
         evaluator = Evaluator(model)                 # what evaluate_elbo and iw_nll run
         x = evaluator.prepare(images.astype(dtype) / 255)
         h = evaluator.encode(x)
         evaluator.recon_rows(h[:, :2] + np.exp(0.5 * h[:, 2:]), x)
         # a code of one number: its (B, 1) arrays are C order as well as F, which Numba types apart
+        starting(paths[3])
         one = VAE(12, 16, 1, dtype=dtype, rng=0)
         with Trainer(one, Adam(one.parameters()), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
@@ -83,7 +98,8 @@ def main(argv=None):
     finished = False
     with _noting_signals() as stopped_by:
         try:
-            compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,))
+            compile_kernels((np.float32, np.float64) if args.float64 else (np.float32,),
+                            say=lambda line: emit(sys.stdout, line + "\n"))
         except OSError as e:        # Numba's write into its cache (a full disk, ulimit -f) names no file
             if e.errno not in NO_ROOM_ERRNOS:
                 raise
