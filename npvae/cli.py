@@ -111,12 +111,17 @@ class ArgumentParser(argparse.ArgumentParser):
             self.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
 
     def print_help(self, file=None):
-        """argparse's, but help that cannot be written (``> /dev/full``) fails as other output does:
-        argparse drops the error, and the program exited 0 having shown nothing. No stdout at all
-        (``pythonw``): nothing to show, as argparse has it."""
-        file = sys.stdout if file is None else file
-        if file is not None:
-            file.write(self.format_help())
+        """argparse's, but help that cannot be written to stdout (``> /dev/full``) fails as other
+        output does: argparse drops the error, and the program exited 0 having shown nothing."""
+        if file is not None or sys.stdout is None:      # argparse's: with stdout closed (>&-), on stderr
+            return super().print_help(file)
+        try:
+            sys.stdout.write(self.format_help())
+        except BrokenPipeError:
+            raise                   # its reader left (| head): the program's boundary ends it quietly
+        except OSError as e:        # (unbuffered output: PYTHONUNBUFFERED, as containers often set)
+            _output_to_devnull()
+            self.exit(EXIT_FAILURE, f"error: cannot write the output (stdout): {e.strerror or e}\n")
 
     def error(self, message):
         if message.endswith(": expected one argument"):

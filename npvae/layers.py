@@ -297,7 +297,8 @@ class Sequential(Module):
         ``grad_out`` (B, O) -> the gradient with respect to the input (B, I).
 
         One layer object in two places is refused: its forward kept its last pass's values
-        only, so backward would be wrong for the other place (a reused ``ReLU()``, say)."""
+        only, so backward would be wrong for the other place (a reused ``ReLU()``, say). An error
+        gets a note naming the layer, and the layer whose gradient it was given."""
         one_place_each(self.named_modules(), "Sequential layers {} and {}")
         layers = self.layers
         g, i = grad_out, len(layers) - 1
@@ -310,21 +311,25 @@ class Sequential(Module):
         return g
 
     def _explain(self, error, i, arg, source, method):
-        """Note on ``error``, raised in layer i, which layer that is and whose output its ``arg`` was
-        (layer ``source``, if one). Not on running out of memory: the machine's, not a layer's."""
+        """Note on ``error``, raised in layer i, which layer that is; for an error about its input,
+        whose output that ``arg`` was (layer ``source``, if one). Not on running out of memory:
+        the machine's, not a layer's."""
         if isinstance(error, MemoryError):
             return
+        note = f"in Sequential layer {i}, {_named(self.layers[i])}"
+        if isinstance(error, (InputError, InputTypeError)) and 0 <= source < len(self):
+            note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
         try:
-            note = f"in Sequential layer {i}, {_named(self.layers[i])}"
-            if 0 <= source < len(self):
-                note += f": its {arg} is what layer {source}, {_named(self.layers[source])}, returned from its {method}"
-        except Exception:       # a layer's own extra_repr failing: the note must not hide the error it explains
-            note = f"in Sequential layer {i}"
-        error.add_note(note)
+            error.add_note(note)
+        except Exception:       # an exception that takes no notes (a frozen one): raised as it is
+            pass
 
 
 def _named(layer):
     """A layer as a note names it, ``Dense(784 -> 400, dtype=float32)``; a Sequential by its layers."""
     if isinstance(layer, Sequential):
         return f"Sequential({', '.join(_named(inner) for inner in layer.layers)})"
-    return f"{type(layer).__name__}({layer.extra_repr()})"
+    try:
+        return f"{type(layer).__name__}({layer.extra_repr()})"
+    except Exception:           # its own extra_repr failing: the note must not hide the error it explains
+        return type(layer).__name__

@@ -369,7 +369,7 @@ class Module:
 
     def extra_repr(self):
         """The module's settings as a string (``"slope=0.1"``), shown by ``repr`` and compared by
-        checkpoints: a layer with settings returns them. None here."""
+        checkpoints: a layer with settings returns them. ``""`` here: no settings."""
         return ""
 
     def __repr__(self):

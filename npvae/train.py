@@ -503,8 +503,10 @@ def fit(model, train_images, test_images=None, *, epochs=20, batch_size=128, opt
         than ``epochs`` warns (a ``UserWarning``): the weight would never reach ``beta``.
     rng : Generator, int or None
         Shuffles the data each epoch: ``rng.permutation(N)``, then batches of ``batch_size`` in
-        its order (``uint8`` pixels as ``x / 255``; on the reference, a loop of your own that does the
-        same with the same Generator trains the same bits). Dynamic binarization gets its own stream,
+        its order (``uint8`` pixels as ``x / 255``). On the reference, a loop of your own over those
+        batches (``model.zero_grad(); model.loss(x, beta); model.backward(); optimizer.step()``, with
+        the default ``Adam``) trains the same bits from the same seed, without ``warmup``,
+        ``binarize`` or ``rng=model.rng``. Dynamic binarization gets its own stream,
         derived from its state (the same state, the same streams). ``rng=model.rng``
         (the Generator of the sampler's noise) is allowed: the shuffle then draws from a
         stream derived from it, so the noise stream is not drawn from twice. Ignored when

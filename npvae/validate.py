@@ -570,7 +570,8 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
     index = {id(p): j for j, p in enumerate(model.parameters())}
     check_params_list(optimizer)
     params = optimizer.params
-    if len(params) != len(index) or {id(p) for p in params} != set(index):
+    held = {id(p) for p in params}
+    if len(params) != len(index) or held != set(index):
         some = {
             "save": "a checkpoint holds one optimizer over all of them; with a frozen layer or two optimizers, "
                     "save_checkpoint(path, model) and np.savez(file, **optimizer.state_dict()) for each "
@@ -581,9 +582,8 @@ def check_optimizer_params(optimizer, model, for_checkpoint=None):
             None: "to train only some parameters, write your own loop: model.zero_grad, model.loss, model.backward, "
                   "optimizer.step",
         }[for_checkpoint]
-        held = {id(p) for p in params}
         missing = [name for name, p in model.named_parameters() if id(p) not in held]
-        lacks = f", not {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}" if missing else ""
+        lacks = f", lacking {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}" if missing else ""
         raise InputError(f"optimizer must hold exactly model.parameters() (in any order): it holds "
                          f"{len(params)} parameters, {sum(id(p) in index for p in params)} of them the "
                          f"model's {len(index)}{lacks}; build it with Adam(model.parameters(), lr) ({some})")

@@ -217,7 +217,7 @@ def test_an_optimizer_listing_the_parameters_in_another_order_resumes_bit_for_bi
 def test_save_refuses_an_optimizer_of_other_parameters_than_the_models(tmp_path):
     model = VAE(12, 8, 3, rng=0)
     with pytest.raises(InputError, match=r"optimizer must hold exactly model.parameters\(\).*4 of them the model's 8, "
-                                         r"not encoder\.0\.weight, encoder\.0\.bias, encoder\.2\.weight, \.\.\.;"):
+                                         r"lacking encoder\.0\.weight, encoder\.0\.bias, encoder\.2\.weight, \.\.\.;"):
         save_checkpoint(tmp_path / "c.npz", model, Adam(model.decoder.parameters()))
     assert not (tmp_path / "c.npz").exists()
 
@@ -235,7 +235,7 @@ def test_an_optimizer_made_before_a_layer_with_a_parameter_was_put_in_names_the_
     model = VAE(12, 8, 3, rng=0)
     opt = Adam(model.parameters())
     model.encoder[1] = Scale()
-    with pytest.raises(InputError, match=r"it holds 8 parameters, 8 of them the model's 9, not encoder\.1\.a; build"):
+    with pytest.raises(InputError, match=r"it holds 8 parameters, 8 of them the model's 9, lacking encoder\.1\.a; build"):
         fit(model, np.zeros((4, 12), np.float32), epochs=1, optimizer=opt, backend="numpy", progress=False)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from finite_differences import check_op
 from npvae import Dense, ReLU, Sequential, Sigmoid
-from npvae.errors import InputError, InputTypeError
+from npvae.errors import InputError, InputTypeError, StateError
 
 DTYPES = [np.float32, np.float64]
 
@@ -335,7 +335,17 @@ def test_a_layer_whose_extra_repr_fails_does_not_hide_the_error_the_note_is_for(
     seq = Sequential(Odd(), Dense(7, 5, rng=0))
     with pytest.raises(InputError, match=r"Dense\.forward: x must have shape") as info:
         seq.forward(np.zeros((4, 6), np.float32))
-    assert info.value.__notes__ == ["in Sequential layer 1"]
+    assert info.value.__notes__ == ["in Sequential layer 1, Dense(7 -> 5, dtype=float32): its x is what layer 0, "
+                                    "Odd, returned from its forward"]
+
+
+def test_an_error_that_is_not_about_a_layers_input_names_the_layer_only():
+    """backward before forward is the layer's own state, not what the layer after it returned."""
+    seq = Sequential(Dense(6, 5, rng=0), ReLU(), Dense(5, 3, rng=1))
+    seq[2].forward(np.zeros((4, 5), np.float32))        # the last layer has run; the first two have not
+    with pytest.raises(StateError) as info:
+        seq.backward(np.ones((4, 3), np.float32))
+    assert info.value.__notes__ == ["in Sequential layer 1, ReLU()"]
 
 
 def test_running_out_of_memory_in_a_sequential_gets_no_note():
