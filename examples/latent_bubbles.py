@@ -72,8 +72,8 @@ def spread(mu, logvar):
 def train_both(train, test, args):
     """The same model (same initial weights, same batches) trained with each beta."""
     results = {}
-    for beta in BETAS:
-        print(f"training with beta = {beta:g} ...", file=sys.stderr)
+    for k, beta in enumerate(BETAS, 1):     # (the time left that fit shows is its own model's)
+        print(f"training model {k} of {len(BETAS)}, with beta = {beta:g} ...", file=sys.stderr)
         model = VAE(784, args.hidden_dim, 2, rng=args.seed)
         history = fit(model, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       beta=beta, rng=np.random.default_rng(args.seed), progress=True)
