@@ -42,19 +42,14 @@ def check_matplotlib():
     an ``MPLBACKEND`` that matplotlib cannot start with is then found after the training.
     Called first, it is an ``InputError`` before any work is done.
 
+    matplotlib checks that variable as it is imported: a backend it does not know fails the
+    import with a ``ValueError``, even though npvae draws with Agg whatever the backend.
+
     Raises
     ------
     InputError
         If ``MPLBACKEND`` names a backend matplotlib does not know (the message says to unset it).
     """
-    _import_matplotlib()
-
-
-def _import_matplotlib():
-    """Import matplotlib, saying so if ``MPLBACKEND`` makes its import fail.
-
-    matplotlib checks that variable as it is imported: a backend it does not know fails the
-    import with a ``ValueError``, even though npvae draws with Agg whatever the backend."""
     try:
         importlib.import_module("matplotlib")       # (once imported, a lookup in sys.modules)
     except ValueError as e:
@@ -84,7 +79,7 @@ def new_figure(width, height, dpi=100):
     -------
     matplotlib.figure.Figure
     """
-    _import_matplotlib()
+    check_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     width, height = check_positive_float(width, "width"), check_positive_float(height, "height")
@@ -427,7 +422,7 @@ def plot_loss(history, path=None, *, title="Training", dpi=100):
 def _class_colours(classes):
     """A colour per class, told apart up to 20. Up to 10 classes, labels 0 to 9 keep their colour
     by value (7 is grey whichever of them are present, as in latent_bubbles.py); others go by rank."""
-    _import_matplotlib()
+    check_matplotlib()
     from matplotlib import colormaps
     if len(classes) > 20:
         raise InputError(f"labels hold {len(classes)} classes; plot_latent tells at most 20 apart by colour: "

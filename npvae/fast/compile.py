@@ -40,7 +40,7 @@ def compile_kernels(dtypes=(np.float32,), say=None):
     paths = ["training with Adam", "training with SGD", "evaluation", "a code of one number"]
     t0, done = time.perf_counter(), 0
 
-    def starting(what):
+    def starting(dtype, what):
         nonlocal done
         done += 1
         if say is not None:
@@ -48,7 +48,7 @@ def compile_kernels(dtypes=(np.float32,), say=None):
                 f"[{time.perf_counter() - t0:.0f} s]")
 
     for dtype in dtypes:
-        starting(paths[0])
+        starting(dtype, paths[0])
         model = VAE(12, 16, 2, dtype=dtype, rng=0)
         model.encoder[0].bias.data[:10] = -1e3   # units off for every image: live columns, then retired
         with Trainer(model, Adam(model.parameters()), images=images, batch_size=16,
@@ -58,16 +58,16 @@ def compile_kernels(dtypes=(np.float32,), say=None):
                 for start in range(0, len(images), 16):
                     trainer.step(trainer.batch(np.arange(start, start + 16)))
                 trainer.end_epoch()
-        starting(paths[1])
+        starting(dtype, paths[1])
         with Trainer(model, SGD(model.parameters(), momentum=0.9), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
-        starting(paths[2])
+        starting(dtype, paths[2])
         evaluator = Evaluator(model)                 # what evaluate_elbo and iw_nll run
         x = evaluator.prepare(images.astype(dtype) / 255)
         h = evaluator.encode(x)
         evaluator.recon_rows(h[:, :2] + np.exp(0.5 * h[:, 2:]), x)
         # a code of one number: its (B, 1) arrays are C order as well as F, which Numba types apart
-        starting(paths[3])
+        starting(dtype, paths[3])
         one = VAE(12, 16, 1, dtype=dtype, rng=0)
         with Trainer(one, Adam(one.parameters()), images=images) as trainer:
             trainer.step(trainer.batch(np.arange(16)))
